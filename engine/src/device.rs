@@ -1,0 +1,381 @@
+//! The compute device: wgpu (Vulkan, Metal, DX12) or the CPU kernels.
+//!
+//! `auto` takes a hardware GPU when one is present and the CPU otherwise; a software Vulkan
+//! driver (Mesa lavapipe) never counts as a GPU for `auto`, but `gpu` accepts it when
+//! `allow_software_gpu` is set (or `NEUROSTREAM_ALLOW_SOFTWARE_GPU=1`), which is how CI runs
+//! the wgpu kernels. `gpu` with no usable adapter is an error unless `gpu_fallback = "cpu"`.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{EngineError, Result};
+
+/// The device a pipeline or operator asks for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceChoice {
+    /// A hardware GPU when present, else the CPU.
+    #[default]
+    Auto,
+    /// The CPU kernels.
+    Cpu,
+    /// A GPU through wgpu; an error when none can be used.
+    Gpu,
+}
+
+impl FromStr for DeviceChoice {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "auto" => Ok(DeviceChoice::Auto),
+            "cpu" => Ok(DeviceChoice::Cpu),
+            "gpu" => Ok(DeviceChoice::Gpu),
+            other => Err(format!("device must be \"auto\", \"cpu\" or \"gpu\", found \"{other}\"")),
+        }
+    }
+}
+
+impl fmt::Display for DeviceChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DeviceChoice::Auto => "auto",
+            DeviceChoice::Cpu => "cpu",
+            DeviceChoice::Gpu => "gpu",
+        })
+    }
+}
+
+/// Where an operator instance computes.
+#[derive(Clone)]
+pub enum ComputeDevice {
+    /// CPU kernels.
+    Cpu,
+    /// wgpu kernels on this GPU.
+    Gpu(Arc<GpuContext>),
+}
+
+impl ComputeDevice {
+    /// `cpu` or `gpu (NAME, BACKEND)`.
+    pub fn describe(&self) -> String {
+        match self {
+            ComputeDevice::Cpu => "cpu".into(),
+            ComputeDevice::Gpu(g) => format!("gpu ({})", g.describe()),
+        }
+    }
+}
+
+/// Rules for turning a [`DeviceChoice`] into a [`ComputeDevice`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DevicePolicy {
+    /// Accept a software (CPU) Vulkan adapter for `gpu`.
+    pub allow_software_gpu: bool,
+    /// On failure to get the GPU asked for, warn and use the CPU instead of failing.
+    pub fallback_to_cpu: bool,
+}
+
+/// Resolves device choices for a process, creating at most one GPU context and sharing it.
+#[derive(Default)]
+pub struct DeviceManager {
+    policy: DevicePolicy,
+    hardware: Option<std::result::Result<Arc<GpuContext>, String>>,
+    software: Option<std::result::Result<Arc<GpuContext>, String>>,
+}
+
+impl DeviceManager {
+    /// A manager applying `policy`. The env var `NEUROSTREAM_ALLOW_SOFTWARE_GPU=1` also allows software adapters.
+    pub fn new(mut policy: DevicePolicy) -> DeviceManager {
+        if std::env::var("NEUROSTREAM_ALLOW_SOFTWARE_GPU").is_ok_and(|v| v == "1" || v == "true") {
+            policy.allow_software_gpu = true;
+        }
+        DeviceManager {
+            policy,
+            hardware: None,
+            software: None,
+        }
+    }
+
+    fn context(&mut self, software: bool) -> std::result::Result<Arc<GpuContext>, String> {
+        let slot = if software { &mut self.software } else { &mut self.hardware };
+        slot.get_or_insert_with(|| GpuContext::create(software).map(Arc::new)).clone()
+    }
+
+    /// The device for `choice`, following the policy. Logs which adapter and backend will run.
+    pub fn resolve(&mut self, choice: DeviceChoice) -> Result<ComputeDevice> {
+        match choice {
+            DeviceChoice::Cpu => Ok(ComputeDevice::Cpu),
+            DeviceChoice::Auto => match self.context(false) {
+                Ok(g) => Ok(ComputeDevice::Gpu(g)),
+                Err(why) => {
+                    tracing::info!("device auto: {why}; using the CPU kernels");
+                    Ok(ComputeDevice::Cpu)
+                }
+            },
+            DeviceChoice::Gpu => {
+                let hw = self.context(false);
+                let got = match hw {
+                    Ok(g) => Ok(g),
+                    Err(why) if self.policy.allow_software_gpu => self.context(true).map_err(|w2| format!("{why}; {w2}")),
+                    Err(why) => Err(format!(
+                        "{why} (a software Vulkan driver such as lavapipe is only used when allow_software_gpu = true or NEUROSTREAM_ALLOW_SOFTWARE_GPU=1)"
+                    )),
+                };
+                match got {
+                    Ok(g) => Ok(ComputeDevice::Gpu(g)),
+                    Err(why) if self.policy.fallback_to_cpu => {
+                        tracing::warn!("device gpu unavailable: {why}; gpu_fallback = \"cpu\", so using the CPU kernels");
+                        Ok(ComputeDevice::Cpu)
+                    }
+                    Err(why) => Err(EngineError::Device(format!(
+                        "device = \"gpu\" but no GPU can be used: {why}. Set device = \"cpu\", or gpu_fallback = \"cpu\" to fall back"
+                    ))),
+                }
+            }
+        }
+    }
+}
+
+/// A wgpu device and queue with the helpers the kernels share: buffers, cached pipelines,
+/// dispatch with error capture, and read-back.
+pub struct GpuContext {
+    /// The wgpu device.
+    pub device: wgpu::Device,
+    /// Its queue.
+    pub queue: wgpu::Queue,
+    /// The adapter it runs on.
+    pub info: wgpu::AdapterInfo,
+    pipelines: Mutex<HashMap<String, Arc<wgpu::ComputePipeline>>>,
+}
+
+/// Backends asked for explicitly, so wgpu never silently falls back to OpenGL.
+pub const GPU_BACKENDS: wgpu::Backends = wgpu::Backends::VULKAN.union(wgpu::Backends::METAL).union(wgpu::Backends::DX12);
+
+impl GpuContext {
+    /// Opens the best adapter: a hardware one, or (when `software`) a CPU/software one.
+    pub fn create(software: bool) -> std::result::Result<GpuContext, String> {
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+        desc.backends = GPU_BACKENDS;
+        let instance = wgpu::Instance::new(desc);
+        let adapters = pollster::block_on(instance.enumerate_adapters(GPU_BACKENDS));
+        let rank = |t: wgpu::DeviceType| match t {
+            wgpu::DeviceType::DiscreteGpu => 0,
+            wgpu::DeviceType::IntegratedGpu => 1,
+            wgpu::DeviceType::VirtualGpu => 2,
+            wgpu::DeviceType::Other => 3,
+            wgpu::DeviceType::Cpu => 4,
+        };
+        let mut seen: Vec<String> = Vec::new();
+        let mut best: Option<(wgpu::Adapter, wgpu::AdapterInfo)> = None;
+        for a in adapters {
+            let info = a.get_info();
+            seen.push(format!("{} ({:?}, {:?})", info.name, info.backend, info.device_type));
+            let is_software = info.device_type == wgpu::DeviceType::Cpu;
+            if is_software != software {
+                continue;
+            }
+            if best.as_ref().is_none_or(|(_, b)| rank(info.device_type) < rank(b.device_type)) {
+                best = Some((a, info));
+            }
+        }
+        let Some((adapter, info)) = best else {
+            let what = if software { "software" } else { "hardware GPU" };
+            return Err(if seen.is_empty() {
+                format!("no {what} adapter: no Vulkan/Metal/DX12 adapter found")
+            } else {
+                format!("no {what} adapter (found: {})", seen.join("; "))
+            });
+        };
+        let limits = adapter.limits();
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("neurostream"),
+            required_features: wgpu::Features::empty(),
+            required_limits: limits,
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        }))
+        .map_err(|e| format!("adapter {} refused a device: {e}", info.name))?;
+        tracing::info!(
+            "compute device: {} via {:?} ({:?}, driver {} {})",
+            info.name,
+            info.backend,
+            info.device_type,
+            info.driver,
+            info.driver_info
+        );
+        Ok(GpuContext {
+            device,
+            queue,
+            info,
+            pipelines: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// `NAME via BACKEND (TYPE)`.
+    pub fn describe(&self) -> String {
+        format!("{} via {:?}, {:?}", self.info.name, self.info.backend, self.info.device_type)
+    }
+
+    /// A compute pipeline for `entry` in `wgsl`, compiled once per `key` and cached.
+    /// Shader compilation errors are returned, not panicked on.
+    pub fn pipeline(&self, key: &str, wgsl: &str, entry: &str) -> Result<Arc<wgpu::ComputePipeline>> {
+        let cache_key = format!("{key}::{entry}");
+        if let Some(p) = self.pipelines.lock().unwrap().get(&cache_key) {
+            return Ok(p.clone());
+        }
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(key),
+            source: wgpu::ShaderSource::Wgsl(wgsl.into()),
+        });
+        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(&cache_key),
+            layout: None,
+            module: &module,
+            entry_point: Some(entry),
+            compilation_options: Default::default(),
+            cache: None,
+        });
+        if let Some(err) = pollster::block_on(scope.pop()) {
+            return Err(EngineError::Device(format!("compiling kernel {cache_key}: {err}")));
+        }
+        let p = Arc::new(pipeline);
+        self.pipelines.lock().unwrap().insert(cache_key, p.clone());
+        Ok(p)
+    }
+
+    /// A storage buffer holding `data` (readable, writable, copyable).
+    pub fn storage_init(&self, label: &str, data: &[u8]) -> wgpu::Buffer {
+        use wgpu::util::DeviceExt;
+        let contents: std::borrow::Cow<[u8]> = if data.is_empty() { vec![0u8; 4].into() } else { data.into() };
+        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents: &contents,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+        })
+    }
+
+    /// A zeroed storage buffer of `bytes` bytes (at least 4).
+    pub fn storage_zeroed(&self, label: &str, bytes: u64) -> wgpu::Buffer {
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: bytes.max(4).next_multiple_of(4),
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    }
+
+    /// A uniform buffer holding `data` (padded to 16 bytes).
+    pub fn uniform(&self, label: &str, data: &[u8]) -> wgpu::Buffer {
+        use wgpu::util::DeviceExt;
+        let mut contents = data.to_vec();
+        contents.resize(data.len().next_multiple_of(16).max(16), 0);
+        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents: &contents,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+        })
+    }
+
+    /// Runs `passes` in order in one submission (each: pipeline, buffers bound at group 0
+    /// bindings 0.., workgroup counts), then copies `read_bytes` bytes of `read` back.
+    /// Validation errors and device loss come back as [`EngineError::Device`].
+    pub fn run(&self, passes: &[GpuPass<'_>], read: Option<(&wgpu::Buffer, u64)>) -> Result<Vec<u8>> {
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let mut encoder = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+        let mut groups = Vec::with_capacity(passes.len());
+        for pass in passes {
+            let layout = pass.pipeline.get_bind_group_layout(0);
+            let entries: Vec<wgpu::BindGroupEntry> = pass
+                .buffers
+                .iter()
+                .enumerate()
+                .map(|(i, b)| wgpu::BindGroupEntry {
+                    binding: i as u32,
+                    resource: b.as_entire_binding(),
+                })
+                .collect();
+            groups.push(self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: None,
+                layout: &layout,
+                entries: &entries,
+            }));
+        }
+        {
+            let mut cpass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
+            for (pass, group) in passes.iter().zip(&groups) {
+                cpass.set_pipeline(pass.pipeline);
+                cpass.set_bind_group(0, group, &[]);
+                let [x, y, z] = pass.workgroups;
+                cpass.dispatch_workgroups(x, y, z);
+            }
+        }
+        let staging = read.map(|(buf, bytes)| {
+            let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("readback"),
+                size: bytes.max(4),
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            encoder.copy_buffer_to_buffer(buf, 0, &staging, 0, bytes.max(4));
+            (staging, bytes)
+        });
+        self.queue.submit([encoder.finish()]);
+        if let Some(err) = pollster::block_on(scope.pop()) {
+            return Err(EngineError::Device(format!("kernel dispatch failed: {err}")));
+        }
+        let Some((staging, bytes)) = staging else {
+            return Ok(Vec::new());
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| EngineError::Device(format!("waiting for the GPU: {e}")))?;
+        rx.recv()
+            .map_err(|_| EngineError::Device("read-back callback never ran".into()))?
+            .map_err(|e| EngineError::Device(format!("mapping read-back buffer: {e}")))?;
+        let view = staging
+            .get_mapped_range(..)
+            .map_err(|e| EngineError::Device(format!("reading back: {e}")))?;
+        let out = view[..bytes as usize].to_vec();
+        drop(view);
+        staging.unmap();
+        Ok(out)
+    }
+
+    /// Copies `data` into `buffer` at offset 0.
+    pub fn write(&self, buffer: &wgpu::Buffer, data: &[u8]) {
+        if !data.is_empty() {
+            self.queue.write_buffer(buffer, 0, data);
+        }
+    }
+}
+
+/// One compute dispatch for [`GpuContext::run`].
+pub struct GpuPass<'a> {
+    /// The pipeline.
+    pub pipeline: &'a wgpu::ComputePipeline,
+    /// Buffers bound at `@group(0) @binding(i)`.
+    pub buffers: &'a [&'a wgpu::Buffer],
+    /// Workgroup counts (x, y, z).
+    pub workgroups: [u32; 3],
+}
+
+/// Workgroup counts covering `threads` invocations of `workgroup_size`, split over x and y so
+/// no dimension exceeds 65535. Kernels compute their linear index as
+/// `gid.x + gid.y * num_workgroups.x * workgroup_size` and bound-check it.
+pub fn workgroups_1d(threads: usize, workgroup_size: u32) -> [u32; 3] {
+    let groups = threads.div_ceil(workgroup_size as usize).max(1) as u64;
+    if groups <= 65535 {
+        [groups as u32, 1, 1]
+    } else {
+        let y = groups.div_ceil(65535);
+        [65535, y as u32, 1]
+    }
+}

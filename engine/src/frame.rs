@@ -1,0 +1,316 @@
+//! The data model: dense [`Frame`]s and sparse [`SparseFrame`]s, carried by timely as [`Batch`]es.
+//!
+//! A frame holds many rows, never one message per sample: operators work on blocks.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::EngineError;
+use crate::schema::Schema;
+
+/// The event time of each row of a frame.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum RowIndex {
+    /// Signals: the sample index of each row (seconds = sample / sample_rate).
+    Samples(Vec<i64>),
+    /// Activations: sequence id and token position of each row, and optionally the token text.
+    Tokens {
+        /// Sequence (document) id per row.
+        seq_id: Vec<u64>,
+        /// Token position within its sequence per row.
+        pos: Vec<u32>,
+        /// Token text per row, when the source knows it.
+        token: Option<Vec<String>>,
+    },
+}
+
+impl RowIndex {
+    /// Number of rows indexed.
+    pub fn len(&self) -> usize {
+        match self {
+            RowIndex::Samples(s) => s.len(),
+            RowIndex::Tokens { seq_id, .. } => seq_id.len(),
+        }
+    }
+
+    /// True when no rows are indexed.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Keeps the rows whose `keep` entry is true.
+    pub fn retain(&mut self, keep: &[bool]) {
+        fn filter<T>(v: &mut Vec<T>, keep: &[bool]) {
+            let mut i = 0;
+            v.retain(|_| {
+                let k = keep[i];
+                i += 1;
+                k
+            });
+        }
+        match self {
+            RowIndex::Samples(s) => filter(s, keep),
+            RowIndex::Tokens { seq_id, pos, token } => {
+                filter(seq_id, keep);
+                filter(pos, keep);
+                if let Some(t) = token {
+                    filter(t, keep);
+                }
+            }
+        }
+    }
+
+    /// A human label for row `i` (`sample 1234` or `seq 3 pos 17`), used in error messages.
+    pub fn describe_row(&self, i: usize) -> String {
+        match self {
+            RowIndex::Samples(s) => format!("sample {}", s[i]),
+            RowIndex::Tokens { seq_id, pos, .. } => format!("seq_id {} pos {}", seq_id[i], pos[i]),
+        }
+    }
+}
+
+/// An event marker attached to a row of a signal frame (stimulus, annotation, label).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Marker {
+    /// Row within the frame at which the event starts.
+    pub row: u32,
+    /// Event label, e.g. `left_hand` or `Sleep stage W`.
+    pub label: String,
+    /// Duration in seconds (0 for instantaneous events).
+    pub duration_s: f64,
+}
+
+/// A dense block of `f32` values, `rows × width`, row-major, with its schema and row times.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Frame {
+    /// Name of the stream this frame belongs to (the source's name unless renamed).
+    pub stream: Arc<str>,
+    /// Column meaning; shared by all frames of a stream.
+    pub schema: Arc<Schema>,
+    /// Event time of each row.
+    pub index: RowIndex,
+    /// Values, row-major, `rows * schema.width()` long.
+    pub data: Vec<f32>,
+    /// Markers falling within this frame's rows.
+    pub markers: Vec<Marker>,
+}
+
+impl Frame {
+    /// Builds a frame, checking that `data` holds exactly `index.len() * schema.width()` values.
+    pub fn new(
+        stream: Arc<str>,
+        schema: Arc<Schema>,
+        index: RowIndex,
+        data: Vec<f32>,
+    ) -> Result<Frame, EngineError> {
+        let expected = index.len() * schema.width();
+        if data.len() != expected {
+            return Err(EngineError::Shape(format!(
+                "stream {stream}: frame has {} values, expected {} rows x {} channels = {expected}",
+                data.len(),
+                index.len(),
+                schema.width()
+            )));
+        }
+        Ok(Frame {
+            stream,
+            schema,
+            index,
+            data,
+            markers: Vec::new(),
+        })
+    }
+
+    /// Number of rows (samples or tokens).
+    pub fn rows(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Number of columns (channels or `d_model`).
+    pub fn width(&self) -> usize {
+        self.schema.width()
+    }
+
+    /// Row `i` as a slice of `width()` values.
+    pub fn row(&self, i: usize) -> &[f32] {
+        let w = self.width();
+        &self.data[i * w..(i + 1) * w]
+    }
+
+    /// Keeps the rows whose `keep` entry is true; markers on dropped rows are dropped too.
+    pub fn retain_rows(&mut self, keep: &[bool]) {
+        let w = self.width();
+        let mut new_row = vec![u32::MAX; keep.len()];
+        let mut out = 0usize;
+        for (i, &k) in keep.iter().enumerate() {
+            if k {
+                if out != i {
+                    self.data.copy_within(i * w..(i + 1) * w, out * w);
+                }
+                new_row[i] = out as u32;
+                out += 1;
+            }
+        }
+        self.data.truncate(out * w);
+        self.index.retain(keep);
+        self.markers.retain_mut(|m| {
+            let r = new_row[m.row as usize];
+            m.row = r;
+            r != u32::MAX
+        });
+    }
+
+    /// Splits off rows `at..` into a new frame (with their markers), keeping rows `..at` here.
+    pub fn split_off(&mut self, at: usize) -> Frame {
+        let w = self.width();
+        let data = self.data.split_off(at * w);
+        let index = match &mut self.index {
+            RowIndex::Samples(s) => RowIndex::Samples(s.split_off(at)),
+            RowIndex::Tokens { seq_id, pos, token } => RowIndex::Tokens {
+                seq_id: seq_id.split_off(at),
+                pos: pos.split_off(at),
+                token: token.as_mut().map(|t| t.split_off(at)),
+            },
+        };
+        let (keep, moved): (Vec<Marker>, Vec<Marker>) = self.markers.drain(..).partition(|m| (m.row as usize) < at);
+        self.markers = keep;
+        Frame {
+            stream: self.stream.clone(),
+            schema: self.schema.clone(),
+            index,
+            data,
+            markers: moved
+                .into_iter()
+                .map(|mut m| {
+                    m.row -= at as u32;
+                    m
+                })
+                .collect(),
+        }
+    }
+
+    /// The first row holding a NaN or infinite value, with the channel index.
+    pub fn first_non_finite(&self) -> Option<(usize, usize)> {
+        let w = self.width().max(1);
+        self.data
+            .iter()
+            .position(|v| !v.is_finite())
+            .map(|p| (p / w, p % w))
+    }
+}
+
+/// Sparse rows in CSR form (e.g. SAE feature activations): row `i` holds
+/// `ids[offsets[i]..offsets[i+1]]` with `values` alongside.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SparseFrame {
+    /// Name of the stream this frame belongs to.
+    pub stream: Arc<str>,
+    /// Schema of the feature space (`width()` = number of features).
+    pub schema: Arc<Schema>,
+    /// Event time of each row.
+    pub index: RowIndex,
+    /// Row offsets into `ids`/`values`, `rows + 1` long, starting at 0.
+    pub offsets: Vec<u32>,
+    /// Feature ids, `< schema.width()`.
+    pub ids: Vec<u32>,
+    /// Feature values, one per id.
+    pub values: Vec<f32>,
+}
+
+impl SparseFrame {
+    /// Builds a sparse frame, checking offsets, id bounds and lengths.
+    pub fn new(
+        stream: Arc<str>,
+        schema: Arc<Schema>,
+        index: RowIndex,
+        offsets: Vec<u32>,
+        ids: Vec<u32>,
+        values: Vec<f32>,
+    ) -> Result<SparseFrame, EngineError> {
+        let bad = |m: String| Err(EngineError::Shape(format!("stream {stream}: {m}")));
+        if offsets.len() != index.len() + 1 || offsets.first() != Some(&0) {
+            return bad(format!(
+                "sparse frame needs {} offsets starting at 0, got {}",
+                index.len() + 1,
+                offsets.len()
+            ));
+        }
+        if offsets.windows(2).any(|w| w[0] > w[1]) {
+            return bad("sparse frame offsets decrease".into());
+        }
+        let nnz = *offsets.last().unwrap() as usize;
+        if ids.len() != nnz || values.len() != nnz {
+            return bad(format!(
+                "sparse frame has {} ids and {} values, offsets say {nnz}",
+                ids.len(),
+                values.len()
+            ));
+        }
+        if let Some(&id) = ids.iter().find(|&&id| id as usize >= schema.width()) {
+            return bad(format!("feature id {id} >= {} features", schema.width()));
+        }
+        Ok(SparseFrame {
+            stream,
+            schema,
+            index,
+            offsets,
+            ids,
+            values,
+        })
+    }
+
+    /// Number of rows.
+    pub fn rows(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Ids and values of row `i`.
+    pub fn row(&self, i: usize) -> (&[u32], &[f32]) {
+        let (a, b) = (self.offsets[i] as usize, self.offsets[i + 1] as usize);
+        (&self.ids[a..b], &self.values[a..b])
+    }
+}
+
+/// What flows along a dataflow edge: a dense or a sparse frame.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Batch {
+    /// Dense rows.
+    Dense(Frame),
+    /// Sparse rows.
+    Sparse(SparseFrame),
+}
+
+impl Batch {
+    /// The stream name.
+    pub fn stream(&self) -> &Arc<str> {
+        match self {
+            Batch::Dense(f) => &f.stream,
+            Batch::Sparse(f) => &f.stream,
+        }
+    }
+
+    /// The schema.
+    pub fn schema(&self) -> &Arc<Schema> {
+        match self {
+            Batch::Dense(f) => &f.schema,
+            Batch::Sparse(f) => &f.schema,
+        }
+    }
+
+    /// Number of rows.
+    pub fn rows(&self) -> usize {
+        match self {
+            Batch::Dense(f) => f.rows(),
+            Batch::Sparse(f) => f.rows(),
+        }
+    }
+
+    /// Approximate payload size in bytes (values and indices), for throughput metrics.
+    pub fn payload_bytes(&self) -> usize {
+        match self {
+            Batch::Dense(f) => f.data.len() * 4 + f.rows() * 12,
+            Batch::Sparse(f) => f.ids.len() * 8 + f.offsets.len() * 4 + f.rows() * 12,
+        }
+    }
+}

@@ -1,0 +1,390 @@
+//! The Arrow layouts of frames at the edges (Parquet files, IPC streams). Stable and documented
+//! in the README; readable by pyarrow, DuckDB and Polars.
+//!
+//! **Activations**, one row per token: `seq_id: uint64`, `pos: uint32`, optional `token: utf8`,
+//! `act: fixed_size_list<float32>[d_model]`. Schema metadata: `neurostream.layout = "activations"`,
+//! `neurostream.d_model`, and `neurostream.model` / `neurostream.layer` when known.
+//!
+//! **Signals**, one row per sample: `time: float64` (seconds, `sample / sample_rate`),
+//! `sample: int64`, then one `float32` column per channel named by its label, and optionally a
+//! nullable `marker: utf8` column. Schema metadata: `neurostream.layout = "signals"`,
+//! `neurostream.sample_rate` (Hz) and `neurostream.units` (JSON list, one unit per channel).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, FixedSizeListArray, Float32Array, Float64Array, Int64Array, StringArray, UInt32Array, UInt64Array,
+};
+use arrow::datatypes::{DataType, Field, Float32Type, Float64Type, Int64Type, Schema as ArrowSchema};
+use arrow::record_batch::RecordBatch;
+
+use crate::frame::{Frame, Marker, RowIndex};
+use crate::schema::{Channel, Schema, StreamKind};
+
+/// Metadata key naming the layout (`activations` or `signals`).
+pub const META_LAYOUT: &str = "neurostream.layout";
+/// Metadata key of the sampling rate in Hz (signals).
+pub const META_SAMPLE_RATE: &str = "neurostream.sample_rate";
+/// Metadata key of the per-channel units, a JSON list (signals).
+pub const META_UNITS: &str = "neurostream.units";
+/// Metadata key of the model name (activations).
+pub const META_MODEL: &str = "neurostream.model";
+/// Metadata key of the layer or hook name (activations).
+pub const META_LAYER: &str = "neurostream.layer";
+/// Metadata key of the activation width (activations).
+pub const META_D_MODEL: &str = "neurostream.d_model";
+/// Name of the activation vector column.
+pub const ACT_COLUMN: &str = "act";
+/// Column names the signal layout reserves.
+pub const SIGNAL_RESERVED: [&str; 3] = ["time", "sample", "marker"];
+
+/// Options for encoding frames.
+#[derive(Clone, Debug, Default)]
+pub struct EncodeOptions {
+    /// Signals: add the nullable `marker` column.
+    pub markers: bool,
+    /// Activations: add the `token` column (empty strings where unknown).
+    pub tokens: bool,
+}
+
+/// The Arrow schema (with metadata) that frames of `schema` encode to.
+pub fn arrow_schema(schema: &Schema, opts: &EncodeOptions) -> Arc<ArrowSchema> {
+    let mut meta = HashMap::new();
+    let fields: Vec<Field> = match &schema.kind {
+        StreamKind::Signal { sample_rate } => {
+            meta.insert(META_LAYOUT.to_string(), "signals".to_string());
+            meta.insert(META_SAMPLE_RATE.to_string(), sample_rate.to_string());
+            let units: Vec<&str> = schema.channels.iter().map(|c| c.unit.as_str()).collect();
+            meta.insert(META_UNITS.to_string(), serde_json::to_string(&units).unwrap());
+            let mut f = vec![Field::new("time", DataType::Float64, false), Field::new("sample", DataType::Int64, false)];
+            f.extend(schema.channels.iter().map(|c| Field::new(&c.name, DataType::Float32, false)));
+            if opts.markers {
+                f.push(Field::new("marker", DataType::Utf8, true));
+            }
+            f
+        }
+        StreamKind::Activation { model, layer } => {
+            meta.insert(META_LAYOUT.to_string(), "activations".to_string());
+            meta.insert(META_D_MODEL.to_string(), schema.width().to_string());
+            if let Some(m) = model {
+                meta.insert(META_MODEL.to_string(), m.clone());
+            }
+            if let Some(l) = layer {
+                meta.insert(META_LAYER.to_string(), l.clone());
+            }
+            let mut f = vec![Field::new("seq_id", DataType::UInt64, false), Field::new("pos", DataType::UInt32, false)];
+            if opts.tokens {
+                f.push(Field::new("token", DataType::Utf8, false));
+            }
+            f.push(Field::new(
+                ACT_COLUMN,
+                DataType::FixedSizeList(Arc::new(Field::new("item", DataType::Float32, false)), schema.width() as i32),
+                false,
+            ));
+            f
+        }
+    };
+    Arc::new(ArrowSchema::new_with_metadata(fields, meta))
+}
+
+/// Encodes a frame as a record batch of `arrow_schema(frame.schema, opts)`.
+pub fn frame_to_batch(frame: &Frame, target: &Arc<ArrowSchema>, opts: &EncodeOptions) -> Result<RecordBatch, String> {
+    let rows = frame.rows();
+    let w = frame.width();
+    let mut cols: Vec<ArrayRef> = Vec::new();
+    match (&frame.schema.kind, &frame.index) {
+        (StreamKind::Signal { sample_rate }, RowIndex::Samples(samples)) => {
+            cols.push(Arc::new(Float64Array::from_iter_values(samples.iter().map(|&s| s as f64 / sample_rate))));
+            cols.push(Arc::new(Int64Array::from(samples.clone())));
+            for c in 0..w {
+                cols.push(Arc::new(Float32Array::from_iter_values((0..rows).map(|r| frame.data[r * w + c]))));
+            }
+            if opts.markers {
+                let mut labels: Vec<Option<String>> = vec![None; rows];
+                for m in &frame.markers {
+                    let slot = &mut labels[m.row as usize];
+                    match slot {
+                        Some(s) => {
+                            s.push(';');
+                            s.push_str(&m.label)
+                        }
+                        None => *slot = Some(m.label.clone()),
+                    }
+                }
+                cols.push(Arc::new(StringArray::from(labels)));
+            }
+        }
+        (StreamKind::Activation { .. }, RowIndex::Tokens { seq_id, pos, token }) => {
+            cols.push(Arc::new(UInt64Array::from(seq_id.clone())));
+            cols.push(Arc::new(UInt32Array::from(pos.clone())));
+            if opts.tokens {
+                match token {
+                    Some(t) => cols.push(Arc::new(StringArray::from_iter_values(t.iter()))),
+                    None => cols.push(Arc::new(StringArray::from_iter_values(std::iter::repeat_n("", rows)))),
+                }
+            }
+            let values = Float32Array::from(frame.data.clone());
+            let item = Arc::new(Field::new("item", DataType::Float32, false));
+            let list = FixedSizeListArray::try_new(item, w as i32, Arc::new(values), None).map_err(|e| e.to_string())?;
+            cols.push(Arc::new(list));
+        }
+        _ => return Err(format!("stream {}: row index does not match its schema kind", frame.stream)),
+    }
+    RecordBatch::try_new(target.clone(), cols).map_err(|e| e.to_string())
+}
+
+/// Which layout an Arrow schema holds, with the frame schema it decodes to.
+#[derive(Clone, Debug)]
+pub struct Decoder {
+    /// The frame schema.
+    pub schema: Arc<Schema>,
+    layout: Layout,
+}
+
+#[derive(Clone, Debug)]
+enum Layout {
+    Activations { act: usize, seq_id: Option<usize>, pos: Option<usize>, token: Option<usize>, width: usize },
+    Signals { sample: usize, channels: Vec<usize>, marker: Option<usize> },
+}
+
+impl Decoder {
+    /// Recognizes the layout of `arrow`: activations when it has the vector column `act_column`
+    /// (fixed-size or variable list of float32/float64), signals when it has an integer `sample`
+    /// column. `sample_rate` overrides or supplies the signal rate.
+    pub fn new(arrow: &ArrowSchema, act_column: &str, sample_rate: Option<f64>) -> Result<Decoder, String> {
+        let meta = arrow.metadata();
+        let find = |name: &str| arrow.index_of(name).ok();
+        if let Some(act) = find(act_column) {
+            let width = match arrow.field(act).data_type() {
+                DataType::FixedSizeList(item, n) if is_float(item.data_type()) => *n as usize,
+                DataType::List(item) | DataType::LargeList(item) if is_float(item.data_type()) => match meta.get(META_D_MODEL) {
+                    Some(d) => d.parse().map_err(|_| format!("metadata {META_D_MODEL} = {d} is not a number"))?,
+                    None => 0, // learned from the first row
+                },
+                other => return Err(format!("column `{act_column}` has type {other}; expected a list of float32")),
+            };
+            let schema = Schema::activation(width, meta.get(META_MODEL).cloned(), meta.get(META_LAYER).cloned());
+            let check_int = |i: Option<usize>, name: &str| -> Result<Option<usize>, String> {
+                match i {
+                    Some(i) if arrow.field(i).data_type().is_integer() => Ok(Some(i)),
+                    Some(i) => Err(format!("column `{name}` has type {}; expected an integer", arrow.field(i).data_type())),
+                    None => Ok(None),
+                }
+            };
+            return Ok(Decoder {
+                schema: Arc::new(schema),
+                layout: Layout::Activations {
+                    act,
+                    seq_id: check_int(find("seq_id"), "seq_id")?,
+                    pos: check_int(find("pos"), "pos")?,
+                    token: find("token").filter(|&i| matches!(arrow.field(i).data_type(), DataType::Utf8 | DataType::LargeUtf8)),
+                    width,
+                },
+            });
+        }
+        if let Some(sample) = find("sample") {
+            if !arrow.field(sample).data_type().is_integer() {
+                return Err(format!("column `sample` has type {}; expected int64", arrow.field(sample).data_type()));
+            }
+            let rate = match (sample_rate, meta.get(META_SAMPLE_RATE)) {
+                (Some(r), _) => r,
+                (None, Some(r)) => r.parse().map_err(|_| format!("metadata {META_SAMPLE_RATE} = {r} is not a number"))?,
+                (None, None) => return Err(format!("no sample rate: the file has no {META_SAMPLE_RATE} metadata; set `sample_rate`")),
+            };
+            let units: Vec<String> = meta.get(META_UNITS).and_then(|u| serde_json::from_str(u).ok()).unwrap_or_default();
+            let channels: Vec<usize> = (0..arrow.fields().len())
+                .filter(|&i| !SIGNAL_RESERVED.contains(&arrow.field(i).name().as_str()) && is_float(arrow.field(i).data_type()))
+                .collect();
+            if channels.is_empty() {
+                return Err("signal layout without float channel columns".into());
+            }
+            let schema = Schema {
+                kind: StreamKind::Signal { sample_rate: rate },
+                channels: channels
+                    .iter()
+                    .enumerate()
+                    .map(|(k, &i)| Channel {
+                        name: arrow.field(i).name().clone(),
+                        unit: units.get(k).cloned().unwrap_or_default(),
+                    })
+                    .collect(),
+            };
+            return Ok(Decoder {
+                schema: Arc::new(schema),
+                layout: Layout::Signals {
+                    sample,
+                    channels,
+                    marker: find("marker"),
+                },
+            });
+        }
+        Err(format!(
+            "neither layout: activations need a `{act_column}` list column, signals a `sample` column (columns: {})",
+            arrow.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
+        ))
+    }
+
+    /// The activation width learned so far (0 for variable lists before the first row).
+    pub fn width(&self) -> usize {
+        self.schema.width()
+    }
+
+    /// Decodes a record batch whose first row is the `first_row`-th (0-based) of the source.
+    /// `where_` names the file and row group for errors; row numbers in errors are file rows.
+    pub fn decode(&mut self, batch: &RecordBatch, stream: &Arc<str>, first_row: u64, file_row: u64, where_: &str) -> Result<Frame, String> {
+        let rows = batch.num_rows();
+        match &mut self.layout {
+            Layout::Activations { act, seq_id, pos, token, width } => {
+                let col = batch.column(*act);
+                let mut data: Vec<f32> = Vec::with_capacity(rows * *width);
+                let mut push_values = |values: &dyn Array, len: usize, r: usize, width: &mut usize| -> Result<(), String> {
+                    if *width == 0 {
+                        *width = len;
+                    }
+                    if len != *width {
+                        return Err(format!("{where_}, row {}: `act` has {len} values, expected {}", file_row + r as u64, width));
+                    }
+                    if values.null_count() > 0 {
+                        return Err(format!("{where_}, row {}: `act` holds nulls", file_row + r as u64));
+                    }
+                    match values.data_type() {
+                        DataType::Float32 => data.extend_from_slice(values.as_primitive::<Float32Type>().values()),
+                        _ => data.extend(values.as_primitive::<Float64Type>().values().iter().map(|&v| v as f32)),
+                    }
+                    Ok(())
+                };
+                if col.null_count() > 0 {
+                    let r = (0..rows).find(|&r| col.is_null(r)).unwrap_or(0);
+                    return Err(format!("{where_}, row {}: `act` is null", file_row + r as u64));
+                }
+                match col.data_type() {
+                    DataType::FixedSizeList(_, n) => {
+                        let l = col.as_fixed_size_list();
+                        if *n as usize != *width && *width != 0 {
+                            return Err(format!("{where_}: `act` has {n} values per row, expected {width}"));
+                        }
+                        let values = l.values().slice(l.offset() * *n as usize, rows * *n as usize);
+                        push_values(values.as_ref(), *n as usize, 0, width)?;
+                    }
+                    DataType::List(_) => {
+                        let l = col.as_list::<i32>();
+                        for r in 0..rows {
+                            let v = l.value(r);
+                            push_values(v.as_ref(), v.len(), r, width)?;
+                        }
+                    }
+                    _ => {
+                        let l = col.as_list::<i64>();
+                        for r in 0..rows {
+                            let v = l.value(r);
+                            push_values(v.as_ref(), v.len(), r, width)?;
+                        }
+                    }
+                }
+                if self.schema.width() != *width {
+                    let (model, layer) = match &self.schema.kind {
+                        StreamKind::Activation { model, layer } => (model.clone(), layer.clone()),
+                        _ => (None, None),
+                    };
+                    self.schema = Arc::new(Schema::activation(*width, model, layer));
+                }
+                let seq = match seq_id {
+                    Some(i) => int_column_u64(batch.column(*i), "seq_id", where_, file_row)?,
+                    None => (0..rows as u64).map(|r| first_row + r).collect(),
+                };
+                let positions = match pos {
+                    Some(i) => int_column_u64(batch.column(*i), "pos", where_, file_row)?
+                        .into_iter()
+                        .map(|p| p as u32)
+                        .collect(),
+                    None => vec![0u32; rows],
+                };
+                let tokens = token.map(|i| {
+                    let col = batch.column(i);
+                    (0..rows)
+                        .map(|r| match col.data_type() {
+                            DataType::Utf8 => col.as_string::<i32>().value(r).to_string(),
+                            _ => col.as_string::<i64>().value(r).to_string(),
+                        })
+                        .collect()
+                });
+                Frame::new(
+                    stream.clone(),
+                    self.schema.clone(),
+                    RowIndex::Tokens {
+                        seq_id: seq,
+                        pos: positions,
+                        token: tokens,
+                    },
+                    data,
+                )
+                .map_err(|e| e.to_string())
+            }
+            Layout::Signals { sample, channels, marker } => {
+                let samples: Vec<i64> = int_column_u64(batch.column(*sample), "sample", where_, file_row)?
+                    .into_iter()
+                    .map(|s| s as i64)
+                    .collect();
+                let w = channels.len();
+                let mut data = vec![0f32; rows * w];
+                for (k, &ci) in channels.iter().enumerate() {
+                    let col = batch.column(ci);
+                    if col.null_count() > 0 {
+                        let r = (0..rows).find(|&r| col.is_null(r)).unwrap_or(0);
+                        return Err(format!(
+                            "{where_}, row {}: channel `{}` is null",
+                            file_row + r as u64,
+                            batch.schema().field(ci).name()
+                        ));
+                    }
+                    match col.data_type() {
+                        DataType::Float32 => {
+                            for (r, v) in col.as_primitive::<Float32Type>().values().iter().enumerate() {
+                                data[r * w + k] = *v;
+                            }
+                        }
+                        _ => {
+                            for (r, v) in col.as_primitive::<Float64Type>().values().iter().enumerate() {
+                                data[r * w + k] = *v as f32;
+                            }
+                        }
+                    }
+                }
+                let mut frame = Frame::new(stream.clone(), self.schema.clone(), RowIndex::Samples(samples), data).map_err(|e| e.to_string())?;
+                if let Some(mi) = marker {
+                    let col = batch.column(*mi);
+                    if let Some(s) = col.as_string_opt::<i32>() {
+                        for r in 0..rows {
+                            if s.is_valid(r) {
+                                for label in s.value(r).split(';') {
+                                    frame.markers.push(Marker {
+                                        row: r as u32,
+                                        label: label.to_string(),
+                                        duration_s: 0.0,
+                                    });
+                                }
+                            }
+                        }
+                    }
+                }
+                Ok(frame)
+            }
+        }
+    }
+}
+
+fn is_float(t: &DataType) -> bool {
+    matches!(t, DataType::Float32 | DataType::Float64)
+}
+
+fn int_column_u64(col: &ArrayRef, name: &str, where_: &str, file_row: u64) -> Result<Vec<u64>, String> {
+    if col.null_count() > 0 {
+        let r = (0..col.len()).find(|&r| col.is_null(r)).unwrap_or(0);
+        return Err(format!("{where_}, row {}: `{name}` is null", file_row + r as u64));
+    }
+    let cast = arrow::compute::cast(col, &DataType::Int64).map_err(|e| format!("{where_}: column `{name}`: {e}"))?;
+    let v = cast.as_primitive::<Int64Type>();
+    Ok(v.values().iter().map(|&x| x as u64).collect())
+}
+

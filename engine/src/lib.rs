@@ -1,0 +1,35 @@
+//! # neurostream-engine
+//!
+//! The spine of neurostream: the data model ([`Frame`], [`SparseFrame`], [`Schema`]), pipeline
+//! specifications (TOML files and [`PipelineBuilder`]), validation into a [`CompiledPipeline`],
+//! the timely dataflow [`runtime`], and the compute [`device`] (wgpu or CPU).
+//!
+//! Sources, operators and sinks live in their own crates and plug in through the traits of
+//! [`node`], registered in a [`Registry`].
+
+#![warn(missing_docs)]
+
+pub mod device;
+pub mod error;
+pub mod frame;
+pub mod layout;
+pub mod node;
+pub mod runtime;
+pub mod schema;
+pub mod spec;
+
+pub use device::{ComputeDevice, DeviceChoice, DeviceManager, DevicePolicy, GpuContext, GpuPass};
+pub use error::{EngineError, Result};
+pub use frame::{Batch, Frame, Marker, RowIndex, SparseFrame};
+pub use node::{
+    parse_config, ConfigTable, NodeContext, Operator, OperatorInstance, OperatorKind, Partitioning, Placement, Registry, Sink, SinkKind,
+    SinkWriter, Source, SourceKind, SourceReader, WorkerPos,
+};
+pub use runtime::{run, ClusterConfig, NodeStats, RunOptions, RunProgress, RunReport};
+pub use schema::{Channel, Schema, StreamKind};
+pub use spec::{CompiledPipeline, NodeConfig, OnInvalid, PipelineBuilder, PipelineSettings, PipelineSpec};
+
+/// The wgpu crate the kernels are written against (re-exported so versions always agree).
+pub use wgpu;
+/// The toml crate node configs are parsed with.
+pub use toml;

@@ -1,0 +1,237 @@
+//! The plug-in points of the engine: sources, operators and sinks, and the [`Registry`] of their kinds.
+//!
+//! Sources, operators and sinks never see timely: they implement these traits and the runtime
+//! wires them into the dataflow (capabilities, exchange, frontier-ordered delivery).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::device::ComputeDevice;
+use crate::error::Result;
+use crate::frame::Batch;
+use crate::schema::Schema;
+use crate::spec::PipelineSettings;
+
+/// The kind-specific keys of a node's TOML table.
+pub type ConfigTable = toml::Table;
+
+/// Where a worker sits among all workers of a run (all processes together).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WorkerPos {
+    /// Global worker index, `0..peers`.
+    pub index: usize,
+    /// Total number of workers across all processes.
+    pub peers: usize,
+}
+
+/// What a kind's `build` gets to know about the node it builds.
+pub struct NodeContext<'a> {
+    /// Location label used in messages, e.g. `[operators.norm]`.
+    pub label: &'a str,
+    /// The node's name.
+    pub name: &'a str,
+    /// Directory relative paths in the config are resolved against (the pipeline file's directory).
+    pub base_dir: &'a Path,
+    /// Pipeline-wide settings.
+    pub settings: &'a PipelineSettings,
+}
+
+impl NodeContext<'_> {
+    /// Resolves a path from the config against the pipeline file's directory.
+    pub fn resolve(&self, path: &str) -> std::path::PathBuf {
+        let p = Path::new(path);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+}
+
+/// A kind of source (`parquet`, `synthetic_eeg`, ...): builds sources from config tables.
+pub trait SourceKind: Send + Sync {
+    /// The `kind = "..."` name.
+    fn kind(&self) -> &'static str;
+    /// One line saying what it reads.
+    fn describe(&self) -> &'static str;
+    /// Parses `config` (the node's keys minus the common ones) and checks it, opening files to read schemas.
+    fn build(&self, config: ConfigTable, ctx: &NodeContext) -> Result<Arc<dyn Source>>;
+}
+
+/// A configured source, shared by all workers of a process.
+pub trait Source: Send + Sync {
+    /// Schema of the frames it produces, known before the run.
+    fn schema(&self) -> Arc<Schema>;
+    /// Total rows across all workers, when known (for progress bars).
+    fn total_rows(&self) -> Option<u64>;
+    /// Opens this worker's share of the data.
+    fn open(&self, worker: WorkerPos) -> Result<Box<dyn SourceReader>>;
+}
+
+/// One worker's reader of a source.
+pub trait SourceReader {
+    /// The next batch with its event time (row ordinal or first sample index); `None` when done.
+    /// Times must not decrease and must be at least the last [`SourceReader::next_time`].
+    fn next_batch(&mut self) -> Result<Option<(u64, Batch)>>;
+    /// A lower bound on the event time of every batch still to come; `None` when exhausted.
+    fn next_time(&self) -> Option<u64>;
+    /// Where the reader is, for error messages (e.g. `a.parquet, row group 3`).
+    fn location(&self) -> String {
+        String::new()
+    }
+}
+
+/// How the runtime must route and order an operator's input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Partitioning {
+    /// Stateless per batch: batches are processed where they are, in arrival order.
+    Local,
+    /// State per stream: all batches of a stream go to one worker and arrive in event-time order.
+    ByStream,
+}
+
+/// A kind of operator (`normalize`, ...).
+pub trait OperatorKind: Send + Sync {
+    /// The `kind = "..."` name.
+    fn kind(&self) -> &'static str;
+    /// One line saying what it computes.
+    fn describe(&self) -> &'static str;
+    /// Parses `config`, checks it against the input schema (shape mismatches are errors here).
+    fn build(&self, config: ConfigTable, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Operator>>;
+}
+
+/// A configured operator, shared by all workers of a process.
+pub trait Operator: Send + Sync {
+    /// Schema of the output frames.
+    fn output_schema(&self) -> Arc<Schema>;
+    /// Routing and ordering of input batches.
+    fn partitioning(&self) -> Partitioning;
+    /// True when instances may hold rows back and emit them later (at [`OperatorInstance::finish`]);
+    /// the runtime then keeps a capability for the latest processed time.
+    fn holds_back(&self) -> bool {
+        false
+    }
+    /// Creates one worker's instance computing on `device`.
+    fn instantiate(&self, device: &ComputeDevice) -> Result<Box<dyn OperatorInstance>>;
+}
+
+/// One worker's running operator.
+pub trait OperatorInstance {
+    /// Processes one input batch, pushing any outputs to `out`.
+    fn process(&mut self, batch: Batch, out: &mut Vec<Batch>) -> Result<()>;
+    /// Called once when the input has ended: emit anything still held back.
+    fn finish(&mut self, out: &mut Vec<Batch>) -> Result<()> {
+        let _ = out;
+        Ok(())
+    }
+}
+
+/// Whether a sink writes one output (all data routed to worker 0) or one part per worker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// One writer on worker 0 receives every batch, in event-time order.
+    Single,
+    /// Each worker writes its own part, in event-time order.
+    PerWorker,
+}
+
+/// A kind of sink (`parquet`, `console`, ...).
+pub trait SinkKind: Send + Sync {
+    /// The `kind = "..."` name.
+    fn kind(&self) -> &'static str;
+    /// One line saying what it writes.
+    fn describe(&self) -> &'static str;
+    /// Parses `config` and checks it against the input schema.
+    fn build(&self, config: ConfigTable, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Sink>>;
+}
+
+/// A configured sink, shared by all workers of a process.
+pub trait Sink: Send + Sync {
+    /// Single writer or one per worker.
+    fn placement(&self) -> Placement;
+    /// Opens the writer for `worker` (for [`Placement::Single`], only worker 0 opens one).
+    fn open(&self, worker: WorkerPos) -> Result<Box<dyn SinkWriter>>;
+}
+
+/// One worker's writer. Batches arrive in event-time order.
+pub trait SinkWriter {
+    /// Writes one batch.
+    fn write(&mut self, batch: &Batch) -> Result<()>;
+    /// Completes the output. `failure` is set when the run failed: the writer must still leave
+    /// everything it accepted in a complete, readable state. Returns lines for the run summary.
+    fn finish(self: Box<Self>, failure: Option<&str>) -> Result<Vec<String>>;
+}
+
+/// The kinds of sources, operators and sinks a pipeline may name.
+#[derive(Default, Clone)]
+pub struct Registry {
+    sources: BTreeMap<&'static str, Arc<dyn SourceKind>>,
+    operators: BTreeMap<&'static str, Arc<dyn OperatorKind>>,
+    sinks: BTreeMap<&'static str, Arc<dyn SinkKind>>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Registry {
+        Registry::default()
+    }
+
+    /// Adds a source kind.
+    pub fn add_source(&mut self, kind: impl SourceKind + 'static) -> &mut Self {
+        self.sources.insert(kind.kind(), Arc::new(kind));
+        self
+    }
+
+    /// Adds an operator kind.
+    pub fn add_operator(&mut self, kind: impl OperatorKind + 'static) -> &mut Self {
+        self.operators.insert(kind.kind(), Arc::new(kind));
+        self
+    }
+
+    /// Adds a sink kind.
+    pub fn add_sink(&mut self, kind: impl SinkKind + 'static) -> &mut Self {
+        self.sinks.insert(kind.kind(), Arc::new(kind));
+        self
+    }
+
+    /// The source kind named `kind`.
+    pub fn source(&self, kind: &str) -> Option<&Arc<dyn SourceKind>> {
+        self.sources.get(kind)
+    }
+
+    /// The operator kind named `kind`.
+    pub fn operator(&self, kind: &str) -> Option<&Arc<dyn OperatorKind>> {
+        self.operators.get(kind)
+    }
+
+    /// The sink kind named `kind`.
+    pub fn sink(&self, kind: &str) -> Option<&Arc<dyn SinkKind>> {
+        self.sinks.get(kind)
+    }
+
+    /// Names of the registered kinds: (sources, operators, sinks).
+    pub fn kinds(&self) -> (Vec<&'static str>, Vec<&'static str>, Vec<&'static str>) {
+        (
+            self.sources.keys().copied().collect(),
+            self.operators.keys().copied().collect(),
+            self.sinks.keys().copied().collect(),
+        )
+    }
+
+    /// `(kind, description)` of every registered kind, by section.
+    pub fn describe_all(&self) -> Vec<(&'static str, &'static str, &'static str)> {
+        let mut v = Vec::new();
+        v.extend(self.sources.values().map(|k| ("source", k.kind(), k.describe())));
+        v.extend(self.operators.values().map(|k| ("operator", k.kind(), k.describe())));
+        v.extend(self.sinks.values().map(|k| ("sink", k.kind(), k.describe())));
+        v
+    }
+}
+
+/// Deserializes a node's config table into its typed config, mapping serde's message to a config error.
+pub fn parse_config<T: serde::de::DeserializeOwned>(config: ConfigTable, ctx: &NodeContext) -> Result<T> {
+    toml::Value::Table(config)
+        .try_into::<T>()
+        .map_err(|e| crate::error::EngineError::config(ctx.label, e.message().to_string()))
+}

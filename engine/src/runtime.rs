@@ -1,0 +1,525 @@
+//! Runs a [`CompiledPipeline`] on timely dataflow.
+//!
+//! Every worker builds the same dataflow. Sources read their share of the data and hold a
+//! capability at the event time of the next batch they may emit, so the frontier is the
+//! watermark. `ByStream` operators receive each stream on one worker and process it in
+//! event-time order once the frontier has passed; sinks write what the frontier has passed,
+//! in event-time order, and finish when their input frontier is empty.
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use timely::dataflow::channels::pact::{Exchange, ParallelizationContract, Pipeline};
+use timely::dataflow::operators::generic::operator::source;
+use timely::dataflow::operators::generic::Operator as _;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::{Scope, StreamVec};
+
+use crate::device::{ComputeDevice, DeviceChoice, DeviceManager, DevicePolicy};
+use crate::error::{EngineError, Result};
+use crate::frame::Batch;
+use crate::node::{Operator, Partitioning, Placement, Sink, Source, WorkerPos};
+use crate::spec::{Built, CompiledPipeline, GpuFallback, OnInvalid};
+
+/// Several processes in timely's cluster mode.
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    /// This process's index, `0..addresses.len()`.
+    pub process: usize,
+    /// `host:port` of every process, in process order (the hostfile's lines).
+    pub addresses: Vec<String>,
+}
+
+impl ClusterConfig {
+    /// Reads a hostfile: one `host:port` per line; blank lines and `#` comments are skipped.
+    pub fn from_hostfile(path: &std::path::Path, process: usize) -> Result<ClusterConfig> {
+        let text = std::fs::read_to_string(path).map_err(|e| EngineError::io(format!("reading hostfile {}", path.display()), e))?;
+        let addresses: Vec<String> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(str::to_string)
+            .collect();
+        for (i, a) in addresses.iter().enumerate() {
+            if !a.contains(':') {
+                return Err(EngineError::Runtime(format!("{}: line {}: expected host:port, found `{a}`", path.display(), i + 1)));
+            }
+        }
+        if process >= addresses.len() {
+            return Err(EngineError::Runtime(format!(
+                "process index {process} is out of range: {} lists {} processes",
+                path.display(),
+                addresses.len()
+            )));
+        }
+        Ok(ClusterConfig { process, addresses })
+    }
+}
+
+/// How to run a pipeline.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Worker threads in this process (0: the pipeline's `workers` setting).
+    pub workers: usize,
+    /// Multi-process mode; `None` for a single process.
+    pub cluster: Option<ClusterConfig>,
+    /// Forces every operator onto this device, whatever the pipeline says.
+    pub device: Option<DeviceChoice>,
+    /// Counters the caller may watch while the run goes (progress bars).
+    pub progress: Option<Arc<RunProgress>>,
+}
+
+/// Live counters of a run in this process.
+#[derive(Debug, Default)]
+pub struct RunProgress {
+    /// Rows read by this process's sources so far.
+    pub rows_read: AtomicU64,
+}
+
+/// Per-node counters after a run (this process).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NodeStats {
+    /// Rows received.
+    pub rows_in: u64,
+    /// Rows emitted.
+    pub rows_out: u64,
+    /// Payload bytes received.
+    pub bytes_in: u64,
+    /// Time spent in the node's own code.
+    pub busy: Duration,
+}
+
+/// What a finished run reports (for this process).
+#[derive(Clone, Debug, Default)]
+pub struct RunReport {
+    /// Counters per node name.
+    pub nodes: BTreeMap<String, NodeStats>,
+    /// Rows dropped for NaN/Inf per source (with `on_invalid = "drop"`).
+    pub dropped_invalid: BTreeMap<String, u64>,
+    /// Device each operator ran on.
+    pub devices: BTreeMap<String, String>,
+    /// Lines from the sinks (files written, summaries).
+    pub sink_lines: Vec<String>,
+    /// Wall time of the run.
+    pub elapsed: Duration,
+    /// Workers in this process and in total.
+    pub workers: (usize, usize),
+}
+
+#[derive(Default)]
+struct Shared {
+    failed: AtomicBool,
+    errors: Mutex<Vec<String>>,
+    nodes: Mutex<BTreeMap<String, NodeStats>>,
+    dropped: Mutex<BTreeMap<String, u64>>,
+    sink_lines: Mutex<Vec<String>>,
+    progress: Option<Arc<RunProgress>>,
+}
+
+impl Shared {
+    fn fail(&self, message: String) {
+        tracing::error!("{message}");
+        self.errors.lock().unwrap().push(message);
+        self.failed.store(true, Ordering::SeqCst);
+    }
+    fn failed(&self) -> bool {
+        self.failed.load(Ordering::SeqCst)
+    }
+    fn first_error(&self) -> Option<String> {
+        self.errors.lock().unwrap().first().cloned()
+    }
+    fn add_stats(&self, name: &str, s: &NodeStats) {
+        let mut nodes = self.nodes.lock().unwrap();
+        let e = nodes.entry(name.to_string()).or_default();
+        e.rows_in += s.rows_in;
+        e.rows_out += s.rows_out;
+        e.bytes_in += s.bytes_in;
+        e.busy += s.busy;
+    }
+}
+
+fn stream_hash(stream: &str) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    stream.hash(&mut h);
+    h.finish()
+}
+
+/// Runs the pipeline to completion in this process (joining the cluster when configured).
+/// Fails with every error the workers hit; outputs already written stay complete and readable.
+pub fn run(pipeline: CompiledPipeline, options: RunOptions) -> Result<RunReport> {
+    let started = Instant::now();
+    let settings = pipeline.settings.clone();
+    let mut devices = DeviceManager::new(DevicePolicy {
+        allow_software_gpu: settings.allow_software_gpu,
+        fallback_to_cpu: settings.gpu_fallback == GpuFallback::Cpu,
+    });
+    let mut node_devices: HashMap<String, ComputeDevice> = HashMap::new();
+    let mut report = RunReport::default();
+    for node in &pipeline.nodes {
+        if let Built::Operator(_) = node.built {
+            let choice = options.device.or(node.spec.device).unwrap_or(settings.device);
+            let device = devices.resolve(choice)?;
+            report.devices.insert(node.spec.name.clone(), device.describe());
+            node_devices.insert(node.spec.name.clone(), device);
+        }
+    }
+    let workers = if options.workers > 0 { options.workers } else { settings.workers.max(1) };
+    let communication = match &options.cluster {
+        Some(c) => timely::CommunicationConfig::Cluster {
+            threads: workers,
+            process: c.process,
+            addresses: c.addresses.clone(),
+            report: false,
+            zerocopy: false,
+        },
+        None if workers == 1 => timely::CommunicationConfig::Thread,
+        None => timely::CommunicationConfig::Process(workers),
+    };
+    let processes = options.cluster.as_ref().map_or(1, |c| c.addresses.len());
+    report.workers = (workers, workers * processes);
+    let config = timely::Config {
+        communication,
+        worker: timely::WorkerConfig::default(),
+    };
+    let shared = Arc::new(Shared {
+        progress: options.progress.clone(),
+        ..Default::default()
+    });
+    let pipeline = Arc::new(pipeline);
+    let node_devices = Arc::new(node_devices);
+    let worker_shared = shared.clone();
+    let guards = timely::execute(config, move |worker| {
+        let pos = WorkerPos {
+            index: worker.index(),
+            peers: worker.peers(),
+        };
+        let shared = worker_shared.clone();
+        let pipeline = pipeline.clone();
+        let node_devices = node_devices.clone();
+        worker.dataflow::<u64, _, _>(|scope| {
+            let mut streams: HashMap<&str, StreamVec<'_, u64, Batch>> = HashMap::new();
+            for node in &pipeline.nodes {
+                let name = node.spec.name.as_str();
+                let input = node.spec.input.as_deref().and_then(|i| streams.get(i).cloned());
+                match (&node.built, input) {
+                    (Built::Source(src), _) => {
+                        let policy = node.spec.on_invalid.unwrap_or(pipeline.settings.on_invalid);
+                        let s = build_source(scope, name, src.clone(), policy, pos, shared.clone());
+                        streams.insert(name, s);
+                    }
+                    (Built::Operator(op), Some(input)) => {
+                        let device = node_devices[name].clone();
+                        let s = match op.partitioning() {
+                            Partitioning::Local => build_operator(input, Pipeline, name, op.clone(), device, shared.clone()),
+                            Partitioning::ByStream => build_operator(
+                                input,
+                                Exchange::new(|b: &Batch| stream_hash(b.stream())),
+                                name,
+                                op.clone(),
+                                device,
+                                shared.clone(),
+                            ),
+                        };
+                        streams.insert(name, s);
+                    }
+                    (Built::Sink(sink), Some(input)) => match sink.placement() {
+                        Placement::Single => build_sink(input, Exchange::new(|_: &Batch| 0u64), name, sink.clone(), pos, shared.clone()),
+                        Placement::PerWorker => build_sink(input, Pipeline, name, sink.clone(), pos, shared.clone()),
+                    },
+                    _ => unreachable!("compile orders inputs before consumers"),
+                }
+            }
+        });
+        while worker.step_or_park(Some(Duration::from_millis(20))) {}
+    })
+    .map_err(EngineError::Runtime)?;
+    for r in guards.join() {
+        if let Err(panic) = r {
+            shared.fail(format!("a worker panicked: {panic}"));
+        }
+    }
+    report.elapsed = started.elapsed();
+    report.nodes = shared.nodes.lock().unwrap().clone();
+    report.dropped_invalid = shared.dropped.lock().unwrap().clone();
+    report.sink_lines = shared.sink_lines.lock().unwrap().clone();
+    let errors = shared.errors.lock().unwrap().clone();
+    if errors.is_empty() {
+        Ok(report)
+    } else {
+        for line in &report.sink_lines {
+            tracing::warn!("kept after failure: {line}");
+        }
+        Err(EngineError::Runtime(errors.join("\n")))
+    }
+}
+
+/// Applies the NaN/Inf policy to a batch: error, or drop rows and count them.
+fn check_invalid(batch: &mut Batch, policy: OnInvalid, location: &str) -> Result<u64> {
+    let Batch::Dense(frame) = batch else {
+        return Ok(0);
+    };
+    let Some((row, channel)) = frame.first_non_finite() else {
+        return Ok(0);
+    };
+    match policy {
+        OnInvalid::Error => Err(EngineError::NonFinite {
+            stream: if location.is_empty() { frame.stream.to_string() } else { format!("{} ({location})", frame.stream) },
+            row: frame.index.describe_row(row),
+            channel,
+            name: frame.schema.channels.get(channel).map(|c| c.name.clone()).unwrap_or_default(),
+        }),
+        OnInvalid::Drop => {
+            let w = frame.width();
+            let keep: Vec<bool> = frame.data.chunks(w.max(1)).map(|r| r.iter().all(|v| v.is_finite())).collect();
+            let dropped = keep.iter().filter(|k| !**k).count() as u64;
+            frame.retain_rows(&keep);
+            Ok(dropped)
+        }
+    }
+}
+
+fn build_source<'s>(
+    scope: Scope<'s, u64>,
+    name: &str,
+    src: Arc<dyn Source>,
+    policy: OnInvalid,
+    pos: WorkerPos,
+    shared: Arc<Shared>,
+) -> StreamVec<'s, u64, Batch> {
+    let name = name.to_string();
+    source::<_, timely::container::CapacityContainerBuilder<Vec<Batch>>, _, _>(scope, &name.clone(), move |cap, info| {
+        let activator = scope.activator_for(info.address);
+        let mut stats = NodeStats::default();
+        let mut dropped = 0u64;
+        let mut reader = match src.open(pos) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                shared.fail(format!("source `{name}`: {e}"));
+                None
+            }
+        };
+        let mut cap: Option<Capability<u64>> = Some(cap);
+        activator.activate();
+        move |output| {
+            let done = |stats: &NodeStats, dropped: u64| {
+                shared.add_stats(&name, stats);
+                if dropped > 0 {
+                    *shared.dropped.lock().unwrap().entry(name.clone()).or_default() += dropped;
+                    tracing::warn!("source `{name}`: dropped {dropped} rows holding NaN/Inf");
+                }
+            };
+            let Some(r) = reader.as_mut() else {
+                cap = None;
+                return;
+            };
+            let Some(c) = cap.as_mut() else { return };
+            if shared.failed() {
+                done(&stats, dropped);
+                reader = None;
+                cap = None;
+                return;
+            }
+            let t0 = Instant::now();
+            let outcome = (|| -> Result<bool> {
+                match r.next_time() {
+                    Some(t) if t >= *c.time() => c.downgrade(&t),
+                    Some(_) => {}
+                    None => return Ok(false),
+                }
+                let Some((time, mut batch)) = r.next_batch()? else {
+                    return Ok(false);
+                };
+                if time < *c.time() {
+                    return Err(EngineError::Runtime(format!(
+                        "source `{name}` produced time {time} after promising times >= {}",
+                        c.time()
+                    )));
+                }
+                dropped += check_invalid(&mut batch, policy, &r.location())?;
+                let rows = batch.rows() as u64;
+                stats.rows_out += rows;
+                stats.bytes_in += batch.payload_bytes() as u64;
+                if let Some(p) = &shared.progress {
+                    p.rows_read.fetch_add(rows, Ordering::Relaxed);
+                }
+                if rows > 0 {
+                    output.session(&c.delayed(&time)).give(batch);
+                }
+                Ok(r.next_time().is_some())
+            })();
+            stats.busy += t0.elapsed();
+            match outcome {
+                Ok(true) => activator.activate(),
+                Ok(false) => {
+                    done(&stats, dropped);
+                    reader = None;
+                    cap = None;
+                }
+                Err(e) => {
+                    let loc = r.location();
+                    let at = if loc.is_empty() || e.to_string().contains(&loc) { String::new() } else { format!(" (at {loc})") };
+                    shared.fail(format!("source `{name}`: {e}{at}"));
+                    done(&stats, dropped);
+                    reader = None;
+                    cap = None;
+                }
+            }
+        }
+    })
+}
+
+fn build_operator<'s, P>(
+    input: StreamVec<'s, u64, Batch>,
+    pact: P,
+    name: &str,
+    op: Arc<dyn Operator>,
+    device: ComputeDevice,
+    shared: Arc<Shared>,
+) -> StreamVec<'s, u64, Batch>
+where
+    P: ParallelizationContract<u64, Vec<Batch>>,
+{
+    let name = name.to_string();
+    let ordered = op.partitioning() == Partitioning::ByStream;
+    let holds_back = op.holds_back();
+    input.unary_frontier::<timely::container::CapacityContainerBuilder<Vec<Batch>>, _, _, _>(pact, &name.clone(), move |_cap, _info| {
+        let mut instance = match op.instantiate(&device) {
+            Ok(i) => Some(i),
+            Err(e) => {
+                shared.fail(format!("operator `{name}`: {e}"));
+                None
+            }
+        };
+        let mut stash: BTreeMap<u64, (Capability<u64>, Vec<Batch>)> = BTreeMap::new();
+        let mut held: Option<Capability<u64>> = None;
+        let mut stats = NodeStats::default();
+        let mut finished = false;
+        let mut out: Vec<Batch> = Vec::new();
+        move |(input, frontier), output| {
+            let mut ready: Vec<(Capability<u64>, Vec<Batch>)> = Vec::new();
+            input.for_each(|cap, data| {
+                let Some(c) = cap.retain_least(0) else { return };
+                if ordered {
+                    let entry = stash.entry(*c.time()).or_insert_with(|| (c, Vec::new()));
+                    entry.1.append(data);
+                } else {
+                    ready.push((c, std::mem::take(data)));
+                }
+            });
+            while let Some(entry) = stash.first_entry() {
+                if frontier.less_equal(entry.key()) {
+                    break;
+                }
+                ready.push(entry.remove());
+            }
+            for (cap, batches) in ready {
+                let Some(inst) = instance.as_mut() else { continue };
+                if shared.failed() {
+                    continue;
+                }
+                for batch in batches {
+                    stats.rows_in += batch.rows() as u64;
+                    stats.bytes_in += batch.payload_bytes() as u64;
+                    let t0 = Instant::now();
+                    let r = inst.process(batch, &mut out);
+                    stats.busy += t0.elapsed();
+                    if let Err(e) = r {
+                        shared.fail(format!("operator `{name}`: {e}"));
+                        out.clear();
+                        break;
+                    }
+                    if !out.is_empty() {
+                        stats.rows_out += out.iter().map(|b| b.rows() as u64).sum::<u64>();
+                        output.session(&cap).give_iterator(out.drain(..));
+                    }
+                }
+                if holds_back {
+                    held = Some(cap);
+                }
+            }
+            if frontier.is_empty() && stash.is_empty() && !finished {
+                finished = true;
+                if let (Some(inst), false) = (instance.as_mut(), shared.failed()) {
+                    match inst.finish(&mut out) {
+                        Ok(()) if !out.is_empty() => match &held {
+                            Some(cap) => {
+                                stats.rows_out += out.iter().map(|b| b.rows() as u64).sum::<u64>();
+                                output.session(cap).give_iterator(out.drain(..));
+                            }
+                            None => {
+                                shared.fail(format!(
+                                    "operator `{name}` emitted rows at the end without holding a capability (declare holds_back)"
+                                ));
+                                out.clear();
+                            }
+                        },
+                        Ok(()) => {}
+                        Err(e) => shared.fail(format!("operator `{name}`: {e}")),
+                    }
+                }
+                held = None;
+                shared.add_stats(&name, &stats);
+            }
+        }
+    })
+}
+
+fn build_sink<'s, P>(input: StreamVec<'s, u64, Batch>, pact: P, name: &str, sink: Arc<dyn Sink>, pos: WorkerPos, shared: Arc<Shared>)
+where
+    P: ParallelizationContract<u64, Vec<Batch>>,
+{
+    let name = name.to_string();
+    let mut writer = if sink.placement() == Placement::Single && pos.index != 0 {
+        None
+    } else {
+        match sink.open(pos) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                shared.fail(format!("sink `{name}`: {e}"));
+                None
+            }
+        }
+    };
+    let mut stash: BTreeMap<u64, Vec<Batch>> = BTreeMap::new();
+    let mut stats = NodeStats::default();
+    let mut finished = false;
+    input.sink(pact, &name.clone(), move |(input, frontier)| {
+        input.for_each(|cap, data| {
+            if let Some(t) = cap.least() {
+                stash.entry(*t).or_default().append(data);
+            }
+        });
+        while let Some(entry) = stash.first_entry() {
+            if frontier.less_equal(entry.key()) {
+                break;
+            }
+            let batches = entry.remove();
+            let Some(w) = writer.as_mut() else { continue };
+            for b in &batches {
+                stats.rows_in += b.rows() as u64;
+                stats.bytes_in += b.payload_bytes() as u64;
+                let t0 = Instant::now();
+                let r = w.write(b);
+                stats.busy += t0.elapsed();
+                if let Err(e) = r {
+                    shared.fail(format!("sink `{name}`: {e}"));
+                    break;
+                }
+            }
+        }
+        if frontier.is_empty() && !finished {
+            finished = true;
+            if let Some(w) = writer.take() {
+                let failure = shared.first_error();
+                match w.finish(failure.as_deref()) {
+                    Ok(lines) => shared.sink_lines.lock().unwrap().extend(lines.into_iter().map(|l| format!("{name}: {l}"))),
+                    Err(e) => shared.fail(format!("sink `{name}`: {e}")),
+                }
+            }
+            shared.add_stats(&name, &stats);
+        }
+    });
+}

@@ -1,0 +1,109 @@
+//! Stream schemas: what the columns of a [`Frame`](crate::Frame) mean.
+
+use serde::{Deserialize, Serialize};
+
+/// What kind of data a stream carries, with the metadata that kind needs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum StreamKind {
+    /// Sampled signals (EEG, MEG, ...): one row per sample.
+    Signal {
+        /// Sampling rate in Hz.
+        sample_rate: f64,
+    },
+    /// Model activations: one row per token, `d_model` columns.
+    Activation {
+        /// Model name, when known (e.g. `SmolLM2-135M`).
+        model: Option<String>,
+        /// Layer or hook name, when known (e.g. `blocks.15.hook_resid_post`).
+        layer: Option<String>,
+    },
+}
+
+/// One column of a dense stream.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Channel {
+    /// Channel label (`Fz`, `C3`) or activation dimension name (`d17`).
+    pub name: String,
+    /// Physical unit (`uV`, `V`), empty when unitless.
+    pub unit: String,
+}
+
+/// The schema of a dense stream: its kind and its channels, in column order.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Schema {
+    /// Signal or activation, with kind-specific metadata.
+    pub kind: StreamKind,
+    /// One entry per column, in order; `channels.len()` is the row width.
+    pub channels: Vec<Channel>,
+}
+
+impl Schema {
+    /// A signal schema: channels named `names`, all in `unit`, sampled at `sample_rate` Hz.
+    pub fn signal<S: AsRef<str>>(names: &[S], unit: &str, sample_rate: f64) -> Schema {
+        Schema {
+            kind: StreamKind::Signal { sample_rate },
+            channels: names
+                .iter()
+                .map(|n| Channel {
+                    name: n.as_ref().to_string(),
+                    unit: unit.to_string(),
+                })
+                .collect(),
+        }
+    }
+
+    /// An activation schema of width `d_model`, dimensions named `d0..d{d_model-1}`.
+    pub fn activation(d_model: usize, model: Option<String>, layer: Option<String>) -> Schema {
+        Schema {
+            kind: StreamKind::Activation { model, layer },
+            channels: (0..d_model)
+                .map(|i| Channel {
+                    name: format!("d{i}"),
+                    unit: String::new(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Number of columns per row (channels, or `d_model`).
+    pub fn width(&self) -> usize {
+        self.channels.len()
+    }
+
+    /// Sampling rate in Hz for signal streams, `None` for activations.
+    pub fn sample_rate(&self) -> Option<f64> {
+        match self.kind {
+            StreamKind::Signal { sample_rate } => Some(sample_rate),
+            StreamKind::Activation { .. } => None,
+        }
+    }
+
+    /// True for signal streams.
+    pub fn is_signal(&self) -> bool {
+        matches!(self.kind, StreamKind::Signal { .. })
+    }
+
+    /// Channel names in column order.
+    pub fn channel_names(&self) -> Vec<&str> {
+        self.channels.iter().map(|c| c.name.as_str()).collect()
+    }
+
+    /// A short human description, e.g. `signal, 8 channels at 256 Hz`.
+    pub fn describe(&self) -> String {
+        match &self.kind {
+            StreamKind::Signal { sample_rate } => {
+                format!("signal, {} channels at {} Hz", self.width(), sample_rate)
+            }
+            StreamKind::Activation { model, layer } => {
+                let mut s = format!("activations, d_model {}", self.width());
+                if let Some(m) = model {
+                    s.push_str(&format!(", model {m}"));
+                }
+                if let Some(l) = layer {
+                    s.push_str(&format!(", layer {l}"));
+                }
+                s
+            }
+        }
+    }
+}

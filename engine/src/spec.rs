@@ -1,0 +1,634 @@
+//! Pipeline specifications: the TOML file format, the Rust builder, and validation into a
+//! [`CompiledPipeline`] ready to run.
+//!
+//! ```toml
+//! [pipeline]
+//! name = "demo"
+//! device = "auto"
+//!
+//! [sources.eeg]
+//! kind = "synthetic_eeg"
+//! channels = 8
+//!
+//! [operators.norm]
+//! kind = "normalize"
+//! input = "eeg"
+//! method = "running_zscore"
+//!
+//! [sinks.out]
+//! kind = "parquet"
+//! input = "norm"
+//! path = "out/norm.parquet"
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::device::DeviceChoice;
+use crate::error::{EngineError, Result};
+use crate::node::{NodeContext, Operator, Registry, Sink, Source};
+use crate::schema::Schema;
+
+/// What to do with rows holding NaN or infinity.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnInvalid {
+    /// Fail the run with an error naming the stream, row and channel (default).
+    #[default]
+    Error,
+    /// Drop the row, count it, and report the count at the end.
+    Drop,
+}
+
+/// What to do when the GPU asked for cannot be used.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GpuFallback {
+    /// Fail with a clear error (default).
+    #[default]
+    Error,
+    /// Report the problem, then compute on the CPU.
+    Cpu,
+}
+
+/// The `[pipeline]` table: settings for the whole run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineSettings {
+    /// Pipeline name, used in logs and file metadata.
+    pub name: String,
+    /// Compute device for every operator unless overridden: `auto`, `cpu` or `gpu`.
+    pub device: DeviceChoice,
+    /// What to do when `gpu` is asked for and cannot be used.
+    pub gpu_fallback: GpuFallback,
+    /// Accept a software Vulkan driver (lavapipe) when `gpu` is asked for (for testing).
+    pub allow_software_gpu: bool,
+    /// NaN/Inf policy for every source unless overridden.
+    pub on_invalid: OnInvalid,
+    /// Worker threads per process when the command line does not say.
+    pub workers: usize,
+}
+
+impl Default for PipelineSettings {
+    fn default() -> Self {
+        PipelineSettings {
+            name: "pipeline".into(),
+            device: DeviceChoice::Auto,
+            gpu_fallback: GpuFallback::Error,
+            allow_software_gpu: false,
+            on_invalid: OnInvalid::Error,
+            workers: 1,
+        }
+    }
+}
+
+/// Which section a node is declared in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Section {
+    /// `[sources.NAME]`
+    Source,
+    /// `[operators.NAME]`
+    Operator,
+    /// `[sinks.NAME]`
+    Sink,
+}
+
+impl Section {
+    fn table(self) -> &'static str {
+        match self {
+            Section::Source => "sources",
+            Section::Operator => "operators",
+            Section::Sink => "sinks",
+        }
+    }
+}
+
+/// One node of a pipeline as written: its section, name, kind, input and kind-specific keys.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeSpec {
+    /// Section the node is declared in.
+    pub section: Section,
+    /// Unique name; operators and sinks name their input by it.
+    pub name: String,
+    /// The `kind` key.
+    pub kind: Option<String>,
+    /// The `input` key (operators and sinks).
+    pub input: Option<String>,
+    /// Per-operator `device` override.
+    pub device: Option<DeviceChoice>,
+    /// Per-source `on_invalid` override.
+    pub on_invalid: Option<OnInvalid>,
+    /// The remaining, kind-specific keys.
+    pub config: toml::Table,
+    /// Line of the node's header in the file (1-based), when parsed from a file.
+    pub line: Option<usize>,
+    /// Line of each key in the file, when parsed from a file.
+    pub key_lines: BTreeMap<String, usize>,
+}
+
+impl NodeSpec {
+    /// `[operators.norm]`
+    pub fn label(&self) -> String {
+        format!("[{}.{}]", self.section.table(), self.name)
+    }
+}
+
+/// A whole pipeline as written, before validation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PipelineSpec {
+    /// The `[pipeline]` settings.
+    pub settings: PipelineSettings,
+    /// Every node, in declaration order within each section.
+    pub nodes: Vec<NodeSpec>,
+    /// Directory that relative paths are resolved against.
+    pub base_dir: PathBuf,
+    /// The file it came from, for messages.
+    pub origin: Option<PathBuf>,
+    /// Problems found while parsing (reported together with validation problems).
+    pub parse_problems: Vec<String>,
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].bytes().filter(|&b| b == b'\n').count() + 1
+}
+
+type SpannedTable = BTreeMap<String, toml::Spanned<toml::Value>>;
+
+#[derive(Deserialize)]
+struct RawFile {
+    pipeline: Option<toml::Spanned<toml::Table>>,
+    #[serde(default)]
+    sources: BTreeMap<String, toml::Spanned<SpannedTable>>,
+    #[serde(default)]
+    operators: BTreeMap<String, toml::Spanned<SpannedTable>>,
+    #[serde(default)]
+    sinks: BTreeMap<String, toml::Spanned<SpannedTable>>,
+}
+
+impl PipelineSpec {
+    /// An empty spec with default settings, resolving relative paths against `base_dir`.
+    pub fn new(base_dir: impl Into<PathBuf>) -> PipelineSpec {
+        PipelineSpec {
+            settings: PipelineSettings::default(),
+            nodes: Vec::new(),
+            base_dir: base_dir.into(),
+            origin: None,
+            parse_problems: Vec::new(),
+        }
+    }
+
+    /// Reads and parses a pipeline file. Syntax errors fail here; everything else is
+    /// collected and reported by [`PipelineSpec::compile`].
+    pub fn from_file(path: &Path) -> Result<PipelineSpec> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| EngineError::io(format!("reading pipeline file {}", path.display()), e))?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let mut spec = PipelineSpec::from_toml_str(&text, base)
+            .map_err(|e| relabel(e, &path.display().to_string()))?;
+        spec.origin = Some(path.to_path_buf());
+        Ok(spec)
+    }
+
+    /// Parses pipeline TOML text; relative paths resolve against `base_dir`.
+    pub fn from_toml_str(text: &str, base_dir: impl Into<PathBuf>) -> Result<PipelineSpec> {
+        let mut spec = PipelineSpec::new(base_dir);
+        let whole: toml::Table = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(0);
+            EngineError::Invalid(vec![format!("line {line}: {}", e.message())])
+        })?;
+        for (key, value) in &whole {
+            if !["pipeline", "sources", "operators", "sinks"].contains(&key.as_str()) {
+                spec.parse_problems.push(format!(
+                    "unknown top-level key `{key}` (expected [pipeline], [sources.*], [operators.*], [sinks.*])"
+                ));
+            } else if !value.is_table() {
+                spec.parse_problems.push(format!("`{key}` must be a table"));
+            }
+        }
+        let raw: RawFile = match toml::from_str(text) {
+            Ok(r) => r,
+            Err(e) => {
+                let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(0);
+                spec.parse_problems.push(format!("line {line}: {}", e.message()));
+                return Ok(spec);
+            }
+        };
+        if let Some(p) = raw.pipeline {
+            let line = line_of(text, p.span().start);
+            match toml::Value::Table(p.into_inner()).try_into::<PipelineSettings>() {
+                Ok(s) => spec.settings = s,
+                Err(e) => spec.parse_problems.push(format!("line {line}: [pipeline]: {}", e.message())),
+            }
+        }
+        let sections = [
+            (Section::Source, raw.sources),
+            (Section::Operator, raw.operators),
+            (Section::Sink, raw.sinks),
+        ];
+        for (section, nodes) in sections {
+            let mut list: Vec<NodeSpec> = Vec::new();
+            for (name, table) in nodes {
+                let line = line_of(text, table.span().start);
+                let mut node = NodeSpec {
+                    section,
+                    name,
+                    kind: None,
+                    input: None,
+                    device: None,
+                    on_invalid: None,
+                    config: toml::Table::new(),
+                    line: Some(line),
+                    key_lines: BTreeMap::new(),
+                };
+                for (key, value) in table.into_inner() {
+                    node.key_lines.insert(key.clone(), line_of(text, value.span().start));
+                    node.config.insert(key, value.into_inner());
+                }
+                let problems = node.take_common_keys();
+                for p in problems {
+                    spec.parse_problems.push(format!("line {line}: {}: {p}", node.label()));
+                }
+                list.push(node);
+            }
+            list.sort_by_key(|n| n.line);
+            spec.nodes.extend(list);
+        }
+        Ok(spec)
+    }
+
+    /// Checks the whole pipeline against `registry` and builds every node.
+    /// Every problem found is reported at once, each with its location.
+    pub fn compile(&self, registry: &Registry) -> Result<CompiledPipeline> {
+        let origin = self.origin.as_ref().map(|p| p.display().to_string());
+        let at = |node: Option<&NodeSpec>, key: Option<&str>| -> String {
+            let line = node.and_then(|n| key.and_then(|k| n.key_lines.get(k).copied()).or(n.line));
+            match (&origin, line) {
+                (Some(o), Some(l)) => format!("{o}:{l}: "),
+                (Some(o), None) => format!("{o}: "),
+                (None, Some(l)) => format!("line {l}: "),
+                (None, None) => String::new(),
+            }
+        };
+        let mut problems: Vec<String> = self
+            .parse_problems
+            .iter()
+            .map(|p| match &origin {
+                Some(o) => format!("{o}: {p}"),
+                None => p.clone(),
+            })
+            .collect();
+
+        // Names are unique across sections, since inputs refer to them.
+        let mut by_name: HashMap<&str, &NodeSpec> = HashMap::new();
+        for node in &self.nodes {
+            if let Some(prev) = by_name.insert(node.name.as_str(), node) {
+                problems.push(format!(
+                    "{}{}: name `{}` is already used by {}",
+                    at(Some(node), None),
+                    node.label(),
+                    node.name,
+                    prev.label()
+                ));
+            }
+        }
+        let (src_kinds, op_kinds, sink_kinds) = registry.kinds();
+        for node in &self.nodes {
+            let known = match node.section {
+                Section::Source => &src_kinds,
+                Section::Operator => &op_kinds,
+                Section::Sink => &sink_kinds,
+            };
+            match &node.kind {
+                None => problems.push(format!("{}{}: missing key `kind`", at(Some(node), None), node.label())),
+                Some(k) if !known.contains(&k.as_str()) => problems.push(format!(
+                    "{}{}: unknown {} kind `{k}` (known: {})",
+                    at(Some(node), Some("kind")),
+                    node.label(),
+                    match node.section {
+                        Section::Source => "source",
+                        Section::Operator => "operator",
+                        Section::Sink => "sink",
+                    },
+                    known.join(", ")
+                )),
+                _ => {}
+            }
+            if node.section != Section::Source {
+                match &node.input {
+                    None => problems.push(format!("{}{}: missing key `input`", at(Some(node), None), node.label())),
+                    Some(i) => match by_name.get(i.as_str()) {
+                        None => problems.push(format!(
+                            "{}{}: input `{i}` is not a source or operator of this pipeline",
+                            at(Some(node), Some("input")),
+                            node.label()
+                        )),
+                        Some(up) if up.section == Section::Sink => problems.push(format!(
+                            "{}{}: input `{i}` is a sink; sinks produce no stream",
+                            at(Some(node), Some("input")),
+                            node.label()
+                        )),
+                        _ => {}
+                    },
+                }
+            }
+        }
+        if !self.nodes.iter().any(|n| n.section == Section::Sink) {
+            problems.push(format!(
+                "{}pipeline has no sinks: add a [sinks.NAME] table so results land somewhere",
+                at(None, None)
+            ));
+        }
+
+        // Topological order over operators; anything left over sits on a cycle.
+        let mut order: Vec<&NodeSpec> = self.nodes.iter().filter(|n| n.section == Section::Source).collect();
+        let mut placed: std::collections::HashSet<&str> = order.iter().map(|n| n.name.as_str()).collect();
+        let mut pending: Vec<&NodeSpec> = self.nodes.iter().filter(|n| n.section == Section::Operator).collect();
+        loop {
+            let before = pending.len();
+            pending.retain(|n| match &n.input {
+                Some(i) if placed.contains(i.as_str()) => {
+                    placed.insert(n.name.as_str());
+                    order.push(n);
+                    false
+                }
+                _ => true,
+            });
+            if pending.len() == before {
+                break;
+            }
+        }
+        let on_cycle: Vec<&&NodeSpec> = pending
+            .iter()
+            .filter(|n| n.input.as_deref().is_some_and(|i| by_name.get(i).is_some_and(|u| u.section == Section::Operator)))
+            .collect();
+        if !on_cycle.is_empty() {
+            problems.push(format!(
+                "{}cycle among operators: {} (a pipeline must be acyclic)",
+                at(Some(on_cycle[0]), Some("input")),
+                on_cycle.iter().map(|n| n.label()).collect::<Vec<_>>().join(" -> ")
+            ));
+        }
+        order.extend(self.nodes.iter().filter(|n| n.section == Section::Sink));
+
+        // Build every node whose upstream built, checking shapes on the way.
+        let mut schemas: HashMap<&str, Arc<Schema>> = HashMap::new();
+        let mut compiled = CompiledPipeline {
+            settings: self.settings.clone(),
+            nodes: Vec::new(),
+        };
+        for node in order {
+            let label = node.label();
+            let ctx = NodeContext {
+                label: &label,
+                name: &node.name,
+                base_dir: &self.base_dir,
+                settings: &self.settings,
+            };
+            let Some(kind) = node.kind.as_deref() else { continue };
+            let report = |e: EngineError, problems: &mut Vec<String>| {
+                let msg = e.to_string();
+                let key = msg
+                    .split('`')
+                    .skip(1)
+                    .step_by(2)
+                    .find(|k| node.key_lines.contains_key(*k))
+                    .map(str::to_string);
+                let msg = msg.strip_prefix(&format!("{label}: ")).unwrap_or(&msg).to_string();
+                problems.push(format!("{}{label}: {msg}", at(Some(node), key.as_deref())));
+            };
+            let input_schema = node.input.as_deref().and_then(|i| schemas.get(i).cloned());
+            let built = match node.section {
+                Section::Source => registry.source(kind).map(|k| {
+                    k.build(node.config.clone(), &ctx).map(|s| {
+                        schemas.insert(&node.name, s.schema());
+                        Built::Source(s)
+                    })
+                }),
+                Section::Operator => match &input_schema {
+                    None => None,
+                    Some(schema) => registry.operator(kind).map(|k| {
+                        k.build(node.config.clone(), &ctx, schema).map(|op| {
+                            schemas.insert(&node.name, op.output_schema());
+                            Built::Operator(op)
+                        })
+                    }),
+                },
+                Section::Sink => match &input_schema {
+                    None => None,
+                    Some(schema) => registry.sink(kind).map(|k| k.build(node.config.clone(), &ctx, schema).map(Built::Sink)),
+                },
+            };
+            match built {
+                Some(Ok(b)) => compiled.nodes.push(CompiledNode {
+                    spec: node.clone(),
+                    built: b,
+                }),
+                Some(Err(e)) => report(e, &mut problems),
+                None => {}
+            }
+        }
+        if problems.is_empty() {
+            Ok(compiled)
+        } else {
+            Err(EngineError::Invalid(problems))
+        }
+    }
+}
+
+fn relabel(e: EngineError, file: &str) -> EngineError {
+    match e {
+        EngineError::Invalid(v) => EngineError::Invalid(v.into_iter().map(|p| format!("{file}: {p}")).collect()),
+        other => other,
+    }
+}
+
+impl NodeSpec {
+    /// Moves the keys every node shares (`kind`, `input`, `device`, `on_invalid`) out of `config`.
+    fn take_common_keys(&mut self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let mut take_str = |key: &str, problems: &mut Vec<String>| -> Option<String> {
+            match self.config.remove(key) {
+                None => None,
+                Some(toml::Value::String(s)) => Some(s),
+                Some(other) => {
+                    problems.push(format!("`{key}` must be a string, found {}", other.type_str()));
+                    None
+                }
+            }
+        };
+        self.kind = take_str("kind", &mut problems);
+        if self.section != Section::Source {
+            self.input = take_str("input", &mut problems);
+        }
+        if self.section == Section::Operator {
+            if let Some(d) = take_str("device", &mut problems) {
+                match d.parse() {
+                    Ok(d) => self.device = Some(d),
+                    Err(e) => problems.push(format!("`device`: {e}")),
+                }
+            }
+        }
+        if self.section == Section::Source {
+            if let Some(v) = take_str("on_invalid", &mut problems) {
+                match v.as_str() {
+                    "error" => self.on_invalid = Some(OnInvalid::Error),
+                    "drop" => self.on_invalid = Some(OnInvalid::Drop),
+                    _ => problems.push(format!("`on_invalid` must be \"error\" or \"drop\", found \"{v}\"")),
+                }
+            }
+        }
+        problems
+    }
+}
+
+/// A built node: the kind's object ready to instantiate per worker.
+#[derive(Clone)]
+pub enum Built {
+    /// A source.
+    Source(Arc<dyn Source>),
+    /// An operator.
+    Operator(Arc<dyn Operator>),
+    /// A sink.
+    Sink(Arc<dyn Sink>),
+}
+
+/// A node after validation.
+#[derive(Clone)]
+pub struct CompiledNode {
+    /// As written.
+    pub spec: NodeSpec,
+    /// As built.
+    pub built: Built,
+}
+
+/// A validated pipeline, nodes in topological order (sources, operators, sinks).
+#[derive(Clone)]
+pub struct CompiledPipeline {
+    /// The `[pipeline]` settings.
+    pub settings: PipelineSettings,
+    /// Nodes in an order where every input precedes its consumers.
+    pub nodes: Vec<CompiledNode>,
+}
+
+impl CompiledPipeline {
+    /// Sum of the sources' known row counts, for progress bars.
+    pub fn total_source_rows(&self) -> Option<u64> {
+        let mut total = 0;
+        for n in &self.nodes {
+            if let Built::Source(s) = &n.built {
+                total += s.total_rows()?;
+            }
+        }
+        Some(total)
+    }
+
+    /// One line per node: `[operators.norm] normalize <- eeg (signal, 8 channels at 256 Hz)`.
+    pub fn describe(&self) -> Vec<String> {
+        let mut schemas: HashMap<&str, Arc<Schema>> = HashMap::new();
+        let mut lines = Vec::new();
+        for n in &self.nodes {
+            let kind = n.spec.kind.as_deref().unwrap_or("?");
+            let schema = match &n.built {
+                Built::Source(s) => Some(s.schema()),
+                Built::Operator(o) => Some(o.output_schema()),
+                Built::Sink(_) => None,
+            };
+            let input = n.spec.input.as_deref().map(|i| format!(" <- {i}")).unwrap_or_default();
+            let out = schema.as_ref().map(|s| format!(" ({})", s.describe())).unwrap_or_default();
+            lines.push(format!("{} {kind}{input}{out}", n.spec.label()));
+            if let Some(s) = schema {
+                schemas.insert(&n.spec.name, s);
+            }
+        }
+        lines
+    }
+}
+
+/// A typed node configuration usable with [`PipelineBuilder`]: a serializable config whose
+/// TOML form is exactly the node's kind-specific keys.
+pub trait NodeConfig: Serialize {
+    /// The kind name this config builds.
+    const KIND: &'static str;
+}
+
+/// Builds the same pipelines as TOML files, in code.
+///
+/// ```ignore
+/// let spec = PipelineBuilder::new(".")
+///     .source("eeg", &SyntheticEegConfig { channels: 8, ..Default::default() })?
+///     .operator("norm", "eeg", &NormalizeConfig::running_zscore(256))?
+///     .sink("out", "norm", &ParquetSinkConfig::new("out/norm.parquet"))?
+///     .build();
+/// ```
+pub struct PipelineBuilder {
+    spec: PipelineSpec,
+}
+
+impl PipelineBuilder {
+    /// A builder resolving relative paths against `base_dir`.
+    pub fn new(base_dir: impl Into<PathBuf>) -> PipelineBuilder {
+        PipelineBuilder {
+            spec: PipelineSpec::new(base_dir),
+        }
+    }
+
+    /// Replaces the `[pipeline]` settings.
+    pub fn settings(mut self, settings: PipelineSettings) -> Self {
+        self.spec.settings = settings;
+        self
+    }
+
+    fn node<C: NodeConfig>(mut self, section: Section, name: &str, input: Option<&str>, config: &C) -> Result<Self> {
+        let value = toml::Value::try_from(config)
+            .map_err(|e| EngineError::config(format!("[{}.{name}]", section.table()), e.to_string()))?;
+        let toml::Value::Table(mut table) = value else {
+            return Err(EngineError::config(name, "config must serialize to a table"));
+        };
+        let device = match table.remove("device") {
+            Some(toml::Value::String(s)) => Some(s.parse().map_err(|e: String| EngineError::config(name, e))?),
+            _ => None,
+        };
+        self.spec.nodes.push(NodeSpec {
+            section,
+            name: name.to_string(),
+            kind: Some(C::KIND.to_string()),
+            input: input.map(str::to_string),
+            device,
+            on_invalid: None,
+            config: table,
+            line: None,
+            key_lines: BTreeMap::new(),
+        });
+        Ok(self)
+    }
+
+    /// Adds a source named `name`.
+    pub fn source<C: NodeConfig>(self, name: &str, config: &C) -> Result<Self> {
+        self.node(Section::Source, name, None, config)
+    }
+
+    /// Adds an operator named `name` reading `input`.
+    pub fn operator<C: NodeConfig>(self, name: &str, input: &str, config: &C) -> Result<Self> {
+        self.node(Section::Operator, name, Some(input), config)
+    }
+
+    /// Adds an operator computing on `device` rather than the pipeline's device.
+    pub fn operator_on<C: NodeConfig>(self, name: &str, input: &str, device: DeviceChoice, config: &C) -> Result<Self> {
+        let mut b = self.node(Section::Operator, name, Some(input), config)?;
+        b.spec.nodes.last_mut().unwrap().device = Some(device);
+        Ok(b)
+    }
+
+    /// Adds a sink named `name` writing `input`.
+    pub fn sink<C: NodeConfig>(self, name: &str, input: &str, config: &C) -> Result<Self> {
+        self.node(Section::Sink, name, Some(input), config)
+    }
+
+    /// The finished spec; call [`PipelineSpec::compile`] to validate it.
+    pub fn build(self) -> PipelineSpec {
+        self.spec
+    }
+}

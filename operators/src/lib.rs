@@ -1,0 +1,19 @@
+//! # neurostream-operators
+//!
+//! Numeric operators. Each has a CPU kernel and a wgpu (WGSL) kernel behind one trait, and the
+//! same tests run on both against a float64 reference.
+//!
+//! | kind | what it computes |
+//! | --- | --- |
+//! | `normalize` | per-channel running z-score (Welford), fixed mean/std from a file, or L2 row scaling |
+
+#![warn(missing_docs)]
+
+pub mod normalize;
+
+use neurostream_engine::Registry;
+
+/// Registers every operator kind of this crate.
+pub fn register(registry: &mut Registry) {
+    registry.add_operator(normalize::NormalizeKind);
+}

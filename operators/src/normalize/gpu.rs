@@ -1,0 +1,123 @@
+//! wgpu kernels of `normalize` (see `shader.wgsl`).
+
+use std::sync::Arc;
+
+use neurostream_engine::device::workgroups_1d;
+use neurostream_engine::{EngineError, GpuContext, GpuPass, Result};
+
+use super::{NormalizeKernels, Welford};
+
+const SHADER: &str = include_str!("shader.wgsl");
+const WG: u32 = 256;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    rows: u32,
+    width: u32,
+    epsilon: f32,
+    target: f32,
+}
+
+/// The wgpu backend.
+pub struct GpuKernels {
+    ctx: Arc<GpuContext>,
+    affine: Arc<wgpu::ComputePipeline>,
+    running: Arc<wgpu::ComputePipeline>,
+    l2: Arc<wgpu::ComputePipeline>,
+}
+
+use neurostream_engine::wgpu;
+
+impl GpuKernels {
+    /// Compiles (or fetches from the context's cache) the three pipelines.
+    pub fn new(ctx: Arc<GpuContext>) -> Result<GpuKernels> {
+        Ok(GpuKernels {
+            affine: ctx.pipeline("normalize", SHADER, "affine")?,
+            running: ctx.pipeline("normalize", SHADER, "running")?,
+            l2: ctx.pipeline("normalize", SHADER, "l2")?,
+            ctx,
+        })
+    }
+
+    fn dispatch(&self, pipeline: &wgpu::ComputePipeline, params: Params, data: &[f32], aux: &[f32], out_len: usize, groups: [u32; 3]) -> Result<Vec<f32>> {
+        let ctx = &self.ctx;
+        let limit = ctx.device.limits().max_storage_buffer_binding_size as usize;
+        if data.len() * 4 > limit || out_len * 4 > limit {
+            return Err(EngineError::Device(format!(
+                "frame of {} bytes exceeds the GPU's storage binding limit of {limit} bytes; use smaller chunks",
+                data.len() * 4
+            )));
+        }
+        let uniform = ctx.uniform("normalize.params", bytemuck::bytes_of(&params));
+        let input = ctx.storage_init("normalize.x", bytemuck::cast_slice(data));
+        let output = ctx.storage_zeroed("normalize.y", (out_len * 4) as u64);
+        let aux = ctx.storage_init("normalize.aux", bytemuck::cast_slice(aux));
+        let buffers = [&uniform, &input, &output, &aux];
+        let bytes = ctx.run(
+            &[GpuPass {
+                pipeline,
+                buffers: &buffers,
+                workgroups: groups,
+            }],
+            Some((&output, (out_len * 4) as u64)),
+        )?;
+        Ok(bytemuck::cast_slice(&bytes).to_vec())
+    }
+}
+
+impl NormalizeKernels for GpuKernels {
+    fn affine(&mut self, data: &[f32], width: usize, mean: &[f64], inv_std: &[f64]) -> Result<Vec<f32>> {
+        if data.is_empty() {
+            return Ok(Vec::new());
+        }
+        let aux: Vec<f32> = mean.iter().chain(inv_std).map(|&v| v as f32).collect();
+        let params = Params {
+            rows: (data.len() / width) as u32,
+            width: width as u32,
+            epsilon: 0.0,
+            target: 0.0,
+        };
+        self.dispatch(&self.affine, params, data, &aux, data.len(), workgroups_1d(data.len(), WG))
+    }
+
+    fn running(&mut self, data: &[f32], width: usize, state: &mut Welford, epsilon: f64) -> Result<Vec<f32>> {
+        if data.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = data.len() / width;
+        let mut aux = Vec::with_capacity(1 + 2 * width);
+        aux.push(state.count as f32);
+        aux.extend(state.mean.iter().map(|&m| m as f32));
+        aux.extend(state.m2.iter().map(|&m| m as f32));
+        let params = Params {
+            rows: rows as u32,
+            width: width as u32,
+            epsilon: epsilon as f32,
+            target: 0.0,
+        };
+        let mut out = self.dispatch(&self.running, params, data, &aux, data.len() + 2 * width, workgroups_1d(width, WG))?;
+        // Merge the frame's statistics into the float64 state. The kernel's mean is relative to
+        // the float32 carried mean, so shift it back by exactly that value.
+        let local_mean: Vec<f64> = (0..width).map(|c| out[data.len() + c] as f64 + aux[1 + c] as f64).collect();
+        let local_m2: Vec<f64> = (0..width).map(|c| out[data.len() + width + c] as f64).collect();
+        state.merge(rows as u64, &local_mean, &local_m2);
+        out.truncate(data.len());
+        Ok(out)
+    }
+
+    fn l2(&mut self, data: &[f32], width: usize, target: f64) -> Result<Vec<f32>> {
+        if data.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = data.len() / width;
+        let params = Params {
+            rows: rows as u32,
+            width: width as u32,
+            epsilon: 0.0,
+            target: target as f32,
+        };
+        let groups = if rows <= 65535 { [rows as u32, 1, 1] } else { [65535, rows.div_ceil(65535) as u32, 1] };
+        self.dispatch(&self.l2, params, data, &[0.0], data.len(), groups)
+    }
+}
