@@ -1,1 +1,202 @@
-fn main() {}
+//! The `neurostream` command line: run, validate and inspect.
+
+mod inspect;
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use neurostream::{registry, ClusterConfig, DeviceChoice, PipelineSpec, RunOptions, RunProgress};
+
+/// Streaming dataflow engine for model activations and neural signals.
+#[derive(Parser)]
+#[command(name = "neurostream", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log filter (error, warn, info, debug, trace, or a tracing filter); also RUST_LOG.
+    #[arg(long, global = true, default_value = "info")]
+    log: String,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a pipeline file to completion.
+    Run {
+        /// The pipeline file (TOML).
+        file: PathBuf,
+        /// Worker threads in this process (default: the pipeline's `workers`, else 1).
+        #[arg(short, long, default_value_t = 0)]
+        workers: usize,
+        /// Hostfile for multi-process runs: one host:port per line, one line per process.
+        #[arg(long, requires = "process")]
+        hostfile: Option<PathBuf>,
+        /// This process's index in the hostfile (0-based).
+        #[arg(long, requires = "hostfile")]
+        process: Option<usize>,
+        /// Number of processes (checked against the hostfile).
+        #[arg(long, requires = "hostfile")]
+        processes: Option<usize>,
+        /// Force every operator onto this device: auto, cpu or gpu.
+        #[arg(long)]
+        device: Option<DeviceChoice>,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Check a pipeline file without running it; reports every problem with its location.
+    Validate {
+        /// The pipeline file (TOML).
+        file: PathBuf,
+    },
+    /// Show a Parquet file's schema, row count, metadata and first rows.
+    Inspect {
+        /// The Parquet file.
+        file: PathBuf,
+        /// Rows to print.
+        #[arg(short = 'n', long, default_value_t = 5)]
+        rows: usize,
+    },
+    /// List the source, operator and sink kinds a pipeline may use.
+    Kinds,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| cli.log.clone());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    if let Err(e) = dispatch(cli.command) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn dispatch(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Validate { file } => {
+            let spec = PipelineSpec::from_file(&file)?;
+            let pipeline = spec.compile(&registry())?;
+            println!("{}: ok", file.display());
+            for line in pipeline.describe() {
+                println!("  {line}");
+            }
+            Ok(())
+        }
+        Command::Inspect { file, rows } => inspect::inspect(&file, rows),
+        Command::Kinds => {
+            for (section, kind, what) in registry().describe_all() {
+                println!("{section:<9} {kind:<22} {what}");
+            }
+            Ok(())
+        }
+        Command::Run {
+            file,
+            workers,
+            hostfile,
+            process,
+            processes,
+            device,
+            quiet,
+        } => {
+            let spec = PipelineSpec::from_file(&file)?;
+            let pipeline = spec.compile(&registry())?;
+            let cluster = match (hostfile, process) {
+                (Some(h), Some(p)) => {
+                    let c = ClusterConfig::from_hostfile(&h, p)?;
+                    if let Some(n) = processes {
+                        if n != c.addresses.len() {
+                            bail!("--processes {n} but {} lists {} processes", h.display(), c.addresses.len());
+                        }
+                    }
+                    Some(c)
+                }
+                _ => None,
+            };
+            let total = pipeline.total_source_rows();
+            let progress = Arc::new(RunProgress::default());
+            let bar = (!quiet).then(|| spawn_progress(progress.clone(), total));
+            let options = RunOptions {
+                workers,
+                cluster,
+                device,
+                progress: Some(progress),
+            };
+            let result = neurostream::run(pipeline, options);
+            if let Some((bar, stop, handle)) = bar {
+                stop.store(true, Ordering::SeqCst);
+                let _ = handle.join();
+                bar.finish_and_clear();
+            }
+            let report = result.with_context(|| format!("pipeline {} failed", file.display()))?;
+            print_report(&report);
+            Ok(())
+        }
+    }
+}
+
+type ProgressHandle = (
+    indicatif::ProgressBar,
+    Arc<std::sync::atomic::AtomicBool>,
+    std::thread::JoinHandle<()>,
+);
+
+fn spawn_progress(progress: Arc<RunProgress>, total: Option<u64>) -> ProgressHandle {
+    let bar = match total {
+        Some(t) => indicatif::ProgressBar::new(t),
+        None => indicatif::ProgressBar::new_spinner(),
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} rows ({per_sec}, eta {eta})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (b, s) = (bar.clone(), stop.clone());
+    let handle = std::thread::spawn(move || {
+        while !s.load(Ordering::SeqCst) {
+            b.set_position(progress.rows_read.load(Ordering::Relaxed));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    (bar, stop, handle)
+}
+
+fn print_report(report: &neurostream::RunReport) {
+    let secs = report.elapsed.as_secs_f64();
+    eprintln!(
+        "done in {secs:.2} s with {} worker(s) here, {} in all",
+        report.workers.0, report.workers.1
+    );
+    for (name, s) in &report.nodes {
+        let rate = if secs > 0.0 {
+            s.rows_in.max(s.rows_out) as f64 / secs
+        } else {
+            0.0
+        };
+        eprintln!(
+            "  {name:<16} in {:>10} rows  out {:>10} rows  {:>8.1} MB  busy {:>7.3} s  {:>12.0} rows/s",
+            s.rows_in,
+            s.rows_out,
+            s.bytes_in as f64 / 1e6,
+            s.busy.as_secs_f64(),
+            rate
+        );
+    }
+    for (name, device) in &report.devices {
+        eprintln!("  device {name}: {device}");
+    }
+    for (name, n) in &report.dropped_invalid {
+        eprintln!("  dropped {n} rows with NaN/Inf from {name}");
+    }
+    for line in &report.sink_lines {
+        println!("{line}");
+    }
+}

@@ -107,13 +107,18 @@ impl DeviceManager {
     pub fn resolve(&mut self, choice: DeviceChoice) -> Result<ComputeDevice> {
         match choice {
             DeviceChoice::Cpu => Ok(ComputeDevice::Cpu),
-            DeviceChoice::Auto => match self.context(false) {
-                Ok(g) => Ok(ComputeDevice::Gpu(g)),
-                Err(why) => {
-                    tracing::info!("device auto: {why}; using the CPU kernels");
-                    Ok(ComputeDevice::Cpu)
+            DeviceChoice::Auto => {
+                let first = self.hardware.is_none();
+                match self.context(false) {
+                    Ok(g) => Ok(ComputeDevice::Gpu(g)),
+                    Err(why) => {
+                        if first {
+                            tracing::info!("device auto: {why}; using the CPU kernels");
+                        }
+                        Ok(ComputeDevice::Cpu)
+                    }
                 }
-            },
+            }
             DeviceChoice::Gpu => {
                 let hw = self.context(false);
                 let got = match hw {
@@ -151,7 +156,9 @@ pub struct GpuContext {
 }
 
 /// Backends asked for explicitly, so wgpu never silently falls back to OpenGL.
-pub const GPU_BACKENDS: wgpu::Backends = wgpu::Backends::VULKAN.union(wgpu::Backends::METAL).union(wgpu::Backends::DX12);
+pub const GPU_BACKENDS: wgpu::Backends = wgpu::Backends::VULKAN
+    .union(wgpu::Backends::METAL)
+    .union(wgpu::Backends::DX12);
 
 impl GpuContext {
     /// Opens the best adapter: a hardware one, or (when `software`) a CPU/software one.
@@ -176,7 +183,10 @@ impl GpuContext {
             if is_software != software {
                 continue;
             }
-            if best.as_ref().is_none_or(|(_, b)| rank(info.device_type) < rank(b.device_type)) {
+            if best
+                .as_ref()
+                .is_none_or(|(_, b)| rank(info.device_type) < rank(b.device_type))
+            {
                 best = Some((a, info));
             }
         }
@@ -285,7 +295,9 @@ impl GpuContext {
     /// Validation errors and device loss come back as [`EngineError::Device`].
     pub fn run(&self, passes: &[GpuPass<'_>], read: Option<(&wgpu::Buffer, u64)>) -> Result<Vec<u8>> {
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let mut encoder = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+        let mut encoder = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
         let mut groups = Vec::with_capacity(passes.len());
         for pass in passes {
             let layout = pass.pipeline.get_bind_group_layout(0);

@@ -20,7 +20,9 @@ pub enum EngineError {
     #[error("shape mismatch: {0}")]
     Shape(String),
     /// A row holds NaN or infinity and the policy is to fail.
-    #[error("stream {stream}: non-finite value at {row}, channel {channel} ({name}); set on_invalid = \"drop\" to drop such rows")]
+    #[error(
+        "stream {stream}: non-finite value at {row}, channel {channel} ({name}); set on_invalid = \"drop\" to drop such rows"
+    )]
     NonFinite {
         /// Stream name.
         stream: String,

@@ -98,12 +98,7 @@ pub struct Frame {
 
 impl Frame {
     /// Builds a frame, checking that `data` holds exactly `index.len() * schema.width()` values.
-    pub fn new(
-        stream: Arc<str>,
-        schema: Arc<Schema>,
-        index: RowIndex,
-        data: Vec<f32>,
-    ) -> Result<Frame, EngineError> {
+    pub fn new(stream: Arc<str>, schema: Arc<Schema>, index: RowIndex, data: Vec<f32>) -> Result<Frame, EngineError> {
         let expected = index.len() * schema.width();
         if data.len() != expected {
             return Err(EngineError::Shape(format!(
@@ -193,10 +188,7 @@ impl Frame {
     /// The first row holding a NaN or infinite value, with the channel index.
     pub fn first_non_finite(&self) -> Option<(usize, usize)> {
         let w = self.width().max(1);
-        self.data
-            .iter()
-            .position(|v| !v.is_finite())
-            .map(|p| (p / w, p % w))
+        self.data.iter().position(|v| !v.is_finite()).map(|p| (p / w, p % w))
     }
 }
 

@@ -57,7 +57,10 @@ pub fn arrow_schema(schema: &Schema, opts: &EncodeOptions) -> Arc<ArrowSchema> {
             meta.insert(META_SAMPLE_RATE.to_string(), sample_rate.to_string());
             let units: Vec<&str> = schema.channels.iter().map(|c| c.unit.as_str()).collect();
             meta.insert(META_UNITS.to_string(), serde_json::to_string(&units).unwrap());
-            let mut f = vec![Field::new("time", DataType::Float64, false), Field::new("sample", DataType::Int64, false)];
+            let mut f = vec![
+                Field::new("time", DataType::Float64, false),
+                Field::new("sample", DataType::Int64, false),
+            ];
             f.extend(schema.channels.iter().map(|c| Field::new(&c.name, DataType::Float32, false)));
             if opts.markers {
                 f.push(Field::new("marker", DataType::Utf8, true));
@@ -73,7 +76,10 @@ pub fn arrow_schema(schema: &Schema, opts: &EncodeOptions) -> Arc<ArrowSchema> {
             if let Some(l) = layer {
                 meta.insert(META_LAYER.to_string(), l.clone());
             }
-            let mut f = vec![Field::new("seq_id", DataType::UInt64, false), Field::new("pos", DataType::UInt32, false)];
+            let mut f = vec![
+                Field::new("seq_id", DataType::UInt64, false),
+                Field::new("pos", DataType::UInt32, false),
+            ];
             if opts.tokens {
                 f.push(Field::new("token", DataType::Utf8, false));
             }
@@ -95,10 +101,14 @@ pub fn frame_to_batch(frame: &Frame, target: &Arc<ArrowSchema>, opts: &EncodeOpt
     let mut cols: Vec<ArrayRef> = Vec::new();
     match (&frame.schema.kind, &frame.index) {
         (StreamKind::Signal { sample_rate }, RowIndex::Samples(samples)) => {
-            cols.push(Arc::new(Float64Array::from_iter_values(samples.iter().map(|&s| s as f64 / sample_rate))));
+            cols.push(Arc::new(Float64Array::from_iter_values(
+                samples.iter().map(|&s| s as f64 / sample_rate),
+            )));
             cols.push(Arc::new(Int64Array::from(samples.clone())));
             for c in 0..w {
-                cols.push(Arc::new(Float32Array::from_iter_values((0..rows).map(|r| frame.data[r * w + c]))));
+                cols.push(Arc::new(Float32Array::from_iter_values(
+                    (0..rows).map(|r| frame.data[r * w + c]),
+                )));
             }
             if opts.markers {
                 let mut labels: Vec<Option<String>> = vec![None; rows];
@@ -144,8 +154,18 @@ pub struct Decoder {
 
 #[derive(Clone, Debug)]
 enum Layout {
-    Activations { act: usize, seq_id: Option<usize>, pos: Option<usize>, token: Option<usize>, width: usize },
-    Signals { sample: usize, channels: Vec<usize>, marker: Option<usize> },
+    Activations {
+        act: usize,
+        seq_id: Option<usize>,
+        pos: Option<usize>,
+        token: Option<usize>,
+        width: usize,
+    },
+    Signals {
+        sample: usize,
+        channels: Vec<usize>,
+        marker: Option<usize>,
+    },
 }
 
 impl Decoder {
@@ -158,17 +178,24 @@ impl Decoder {
         if let Some(act) = find(act_column) {
             let width = match arrow.field(act).data_type() {
                 DataType::FixedSizeList(item, n) if is_float(item.data_type()) => *n as usize,
-                DataType::List(item) | DataType::LargeList(item) if is_float(item.data_type()) => match meta.get(META_D_MODEL) {
-                    Some(d) => d.parse().map_err(|_| format!("metadata {META_D_MODEL} = {d} is not a number"))?,
-                    None => 0, // learned from the first row
-                },
+                DataType::List(item) | DataType::LargeList(item) if is_float(item.data_type()) => {
+                    match meta.get(META_D_MODEL) {
+                        Some(d) => d
+                            .parse()
+                            .map_err(|_| format!("metadata {META_D_MODEL} = {d} is not a number"))?,
+                        None => 0, // learned from the first row
+                    }
+                }
                 other => return Err(format!("column `{act_column}` has type {other}; expected a list of float32")),
             };
             let schema = Schema::activation(width, meta.get(META_MODEL).cloned(), meta.get(META_LAYER).cloned());
             let check_int = |i: Option<usize>, name: &str| -> Result<Option<usize>, String> {
                 match i {
                     Some(i) if arrow.field(i).data_type().is_integer() => Ok(Some(i)),
-                    Some(i) => Err(format!("column `{name}` has type {}; expected an integer", arrow.field(i).data_type())),
+                    Some(i) => Err(format!(
+                        "column `{name}` has type {}; expected an integer",
+                        arrow.field(i).data_type()
+                    )),
                     None => Ok(None),
                 }
             };
@@ -185,14 +212,26 @@ impl Decoder {
         }
         if let Some(sample) = find("sample") {
             if !arrow.field(sample).data_type().is_integer() {
-                return Err(format!("column `sample` has type {}; expected int64", arrow.field(sample).data_type()));
+                return Err(format!(
+                    "column `sample` has type {}; expected int64",
+                    arrow.field(sample).data_type()
+                ));
             }
             let rate = match (sample_rate, meta.get(META_SAMPLE_RATE)) {
                 (Some(r), _) => r,
-                (None, Some(r)) => r.parse().map_err(|_| format!("metadata {META_SAMPLE_RATE} = {r} is not a number"))?,
-                (None, None) => return Err(format!("no sample rate: the file has no {META_SAMPLE_RATE} metadata; set `sample_rate`")),
+                (None, Some(r)) => r
+                    .parse()
+                    .map_err(|_| format!("metadata {META_SAMPLE_RATE} = {r} is not a number"))?,
+                (None, None) => {
+                    return Err(format!(
+                        "no sample rate: the file has no {META_SAMPLE_RATE} metadata; set `sample_rate`"
+                    ))
+                }
             };
-            let units: Vec<String> = meta.get(META_UNITS).and_then(|u| serde_json::from_str(u).ok()).unwrap_or_default();
+            let units: Vec<String> = meta
+                .get(META_UNITS)
+                .and_then(|u| serde_json::from_str(u).ok())
+                .unwrap_or_default();
             let channels: Vec<usize> = (0..arrow.fields().len())
                 .filter(|&i| !SIGNAL_RESERVED.contains(&arrow.field(i).name().as_str()) && is_float(arrow.field(i).data_type()))
                 .collect();
@@ -221,7 +260,12 @@ impl Decoder {
         }
         Err(format!(
             "neither layout: activations need a `{act_column}` list column, signals a `sample` column (columns: {})",
-            arrow.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
+            arrow
+                .fields()
+                .iter()
+                .map(|f| f.name().as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         ))
     }
 
@@ -232,10 +276,23 @@ impl Decoder {
 
     /// Decodes a record batch whose first row is the `first_row`-th (0-based) of the source.
     /// `where_` names the file and row group for errors; row numbers in errors are file rows.
-    pub fn decode(&mut self, batch: &RecordBatch, stream: &Arc<str>, first_row: u64, file_row: u64, where_: &str) -> Result<Frame, String> {
+    pub fn decode(
+        &mut self,
+        batch: &RecordBatch,
+        stream: &Arc<str>,
+        first_row: u64,
+        file_row: u64,
+        where_: &str,
+    ) -> Result<Frame, String> {
         let rows = batch.num_rows();
         match &mut self.layout {
-            Layout::Activations { act, seq_id, pos, token, width } => {
+            Layout::Activations {
+                act,
+                seq_id,
+                pos,
+                token,
+                width,
+            } => {
                 let col = batch.column(*act);
                 let mut data: Vec<f32> = Vec::with_capacity(rows * *width);
                 let mut push_values = |values: &dyn Array, len: usize, r: usize, width: &mut usize| -> Result<(), String> {
@@ -243,7 +300,11 @@ impl Decoder {
                         *width = len;
                     }
                     if len != *width {
-                        return Err(format!("{where_}, row {}: `act` has {len} values, expected {}", file_row + r as u64, width));
+                        return Err(format!(
+                            "{where_}, row {}: `act` has {len} values, expected {}",
+                            file_row + r as u64,
+                            width
+                        ));
                     }
                     if values.null_count() > 0 {
                         return Err(format!("{where_}, row {}: `act` holds nulls", file_row + r as u64));
@@ -321,7 +382,11 @@ impl Decoder {
                 )
                 .map_err(|e| e.to_string())
             }
-            Layout::Signals { sample, channels, marker } => {
+            Layout::Signals {
+                sample,
+                channels,
+                marker,
+            } => {
                 let samples: Vec<i64> = int_column_u64(batch.column(*sample), "sample", where_, file_row)?
                     .into_iter()
                     .map(|s| s as i64)
@@ -351,7 +416,8 @@ impl Decoder {
                         }
                     }
                 }
-                let mut frame = Frame::new(stream.clone(), self.schema.clone(), RowIndex::Samples(samples), data).map_err(|e| e.to_string())?;
+                let mut frame = Frame::new(stream.clone(), self.schema.clone(), RowIndex::Samples(samples), data)
+                    .map_err(|e| e.to_string())?;
                 if let Some(mi) = marker {
                     let col = batch.column(*mi);
                     if let Some(s) = col.as_string_opt::<i32>() {
@@ -387,4 +453,3 @@ fn int_column_u64(col: &ArrayRef, name: &str, where_: &str, file_row: u64) -> Re
     let v = cast.as_primitive::<Int64Type>();
     Ok(v.values().iter().map(|&x| x as u64).collect())
 }
-

@@ -22,14 +22,14 @@ pub use device::{ComputeDevice, DeviceChoice, DeviceManager, DevicePolicy, GpuCo
 pub use error::{EngineError, Result};
 pub use frame::{Batch, Frame, Marker, RowIndex, SparseFrame};
 pub use node::{
-    parse_config, ConfigTable, NodeContext, Operator, OperatorInstance, OperatorKind, Partitioning, Placement, Registry, Sink, SinkKind,
-    SinkWriter, Source, SourceKind, SourceReader, WorkerPos,
+    parse_config, ConfigTable, NodeContext, Operator, OperatorInstance, OperatorKind, Partitioning, Placement, Registry, Sink,
+    SinkKind, SinkWriter, Source, SourceKind, SourceReader, WorkerPos,
 };
 pub use runtime::{run, ClusterConfig, NodeStats, RunOptions, RunProgress, RunReport};
 pub use schema::{Channel, Schema, StreamKind};
 pub use spec::{CompiledPipeline, NodeConfig, OnInvalid, PipelineBuilder, PipelineSettings, PipelineSpec};
 
-/// The wgpu crate the kernels are written against (re-exported so versions always agree).
-pub use wgpu;
 /// The toml crate node configs are parsed with.
 pub use toml;
+/// The wgpu crate the kernels are written against (re-exported so versions always agree).
+pub use wgpu;

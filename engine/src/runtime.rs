@@ -36,7 +36,8 @@ pub struct ClusterConfig {
 impl ClusterConfig {
     /// Reads a hostfile: one `host:port` per line; blank lines and `#` comments are skipped.
     pub fn from_hostfile(path: &std::path::Path, process: usize) -> Result<ClusterConfig> {
-        let text = std::fs::read_to_string(path).map_err(|e| EngineError::io(format!("reading hostfile {}", path.display()), e))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| EngineError::io(format!("reading hostfile {}", path.display()), e))?;
         let addresses: Vec<String> = text
             .lines()
             .map(str::trim)
@@ -45,7 +46,11 @@ impl ClusterConfig {
             .collect();
         for (i, a) in addresses.iter().enumerate() {
             if !a.contains(':') {
-                return Err(EngineError::Runtime(format!("{}: line {}: expected host:port, found `{a}`", path.display(), i + 1)));
+                return Err(EngineError::Runtime(format!(
+                    "{}: line {}: expected host:port, found `{a}`",
+                    path.display(),
+                    i + 1
+                )));
             }
         }
         if process >= addresses.len() {
@@ -166,7 +171,11 @@ pub fn run(pipeline: CompiledPipeline, options: RunOptions) -> Result<RunReport>
             node_devices.insert(node.spec.name.clone(), device);
         }
     }
-    let workers = if options.workers > 0 { options.workers } else { settings.workers.max(1) };
+    let workers = if options.workers > 0 {
+        options.workers
+    } else {
+        settings.workers.max(1)
+    };
     let communication = match &options.cluster {
         Some(c) => timely::CommunicationConfig::Cluster {
             threads: workers,
@@ -226,7 +235,14 @@ pub fn run(pipeline: CompiledPipeline, options: RunOptions) -> Result<RunReport>
                         streams.insert(name, s);
                     }
                     (Built::Sink(sink), Some(input)) => match sink.placement() {
-                        Placement::Single => build_sink(input, Exchange::new(|_: &Batch| 0u64), name, sink.clone(), pos, shared.clone()),
+                        Placement::Single => build_sink(
+                            input,
+                            Exchange::new(|_: &Batch| 0u64),
+                            name,
+                            sink.clone(),
+                            pos,
+                            shared.clone(),
+                        ),
                         Placement::PerWorker => build_sink(input, Pipeline, name, sink.clone(), pos, shared.clone()),
                     },
                     _ => unreachable!("compile orders inputs before consumers"),
@@ -266,7 +282,11 @@ fn check_invalid(batch: &mut Batch, policy: OnInvalid, location: &str) -> Result
     };
     match policy {
         OnInvalid::Error => Err(EngineError::NonFinite {
-            stream: if location.is_empty() { frame.stream.to_string() } else { format!("{} ({location})", frame.stream) },
+            stream: if location.is_empty() {
+                frame.stream.to_string()
+            } else {
+                format!("{} ({location})", frame.stream)
+            },
             row: frame.index.describe_row(row),
             channel,
             name: frame.schema.channels.get(channel).map(|c| c.name.clone()).unwrap_or_default(),
@@ -360,7 +380,11 @@ fn build_source<'s>(
                 }
                 Err(e) => {
                     let loc = r.location();
-                    let at = if loc.is_empty() || e.to_string().contains(&loc) { String::new() } else { format!(" (at {loc})") };
+                    let at = if loc.is_empty() || e.to_string().contains(&loc) {
+                        String::new()
+                    } else {
+                        format!(" (at {loc})")
+                    };
                     shared.fail(format!("source `{name}`: {e}{at}"));
                     done(&stats, dropped);
                     reader = None;
@@ -385,90 +409,100 @@ where
     let name = name.to_string();
     let ordered = op.partitioning() == Partitioning::ByStream;
     let holds_back = op.holds_back();
-    input.unary_frontier::<timely::container::CapacityContainerBuilder<Vec<Batch>>, _, _, _>(pact, &name.clone(), move |_cap, _info| {
-        let mut instance = match op.instantiate(&device) {
-            Ok(i) => Some(i),
-            Err(e) => {
-                shared.fail(format!("operator `{name}`: {e}"));
-                None
-            }
-        };
-        let mut stash: BTreeMap<u64, (Capability<u64>, Vec<Batch>)> = BTreeMap::new();
-        let mut held: Option<Capability<u64>> = None;
-        let mut stats = NodeStats::default();
-        let mut finished = false;
-        let mut out: Vec<Batch> = Vec::new();
-        move |(input, frontier), output| {
-            let mut ready: Vec<(Capability<u64>, Vec<Batch>)> = Vec::new();
-            input.for_each(|cap, data| {
-                let Some(c) = cap.retain_least(0) else { return };
-                if ordered {
-                    let entry = stash.entry(*c.time()).or_insert_with(|| (c, Vec::new()));
-                    entry.1.append(data);
-                } else {
-                    ready.push((c, std::mem::take(data)));
+    input.unary_frontier::<timely::container::CapacityContainerBuilder<Vec<Batch>>, _, _, _>(
+        pact,
+        &name.clone(),
+        move |_cap, _info| {
+            let mut instance = match op.instantiate(&device) {
+                Ok(i) => Some(i),
+                Err(e) => {
+                    shared.fail(format!("operator `{name}`: {e}"));
+                    None
                 }
-            });
-            while let Some(entry) = stash.first_entry() {
-                if frontier.less_equal(entry.key()) {
-                    break;
-                }
-                ready.push(entry.remove());
-            }
-            for (cap, batches) in ready {
-                let Some(inst) = instance.as_mut() else { continue };
-                if shared.failed() {
-                    continue;
-                }
-                for batch in batches {
-                    stats.rows_in += batch.rows() as u64;
-                    stats.bytes_in += batch.payload_bytes() as u64;
-                    let t0 = Instant::now();
-                    let r = inst.process(batch, &mut out);
-                    stats.busy += t0.elapsed();
-                    if let Err(e) = r {
-                        shared.fail(format!("operator `{name}`: {e}"));
-                        out.clear();
+            };
+            let mut stash: BTreeMap<u64, (Capability<u64>, Vec<Batch>)> = BTreeMap::new();
+            let mut held: Option<Capability<u64>> = None;
+            let mut stats = NodeStats::default();
+            let mut finished = false;
+            let mut out: Vec<Batch> = Vec::new();
+            move |(input, frontier), output| {
+                let mut ready: Vec<(Capability<u64>, Vec<Batch>)> = Vec::new();
+                input.for_each(|cap, data| {
+                    let Some(c) = cap.retain_least(0) else { return };
+                    if ordered {
+                        let entry = stash.entry(*c.time()).or_insert_with(|| (c, Vec::new()));
+                        entry.1.append(data);
+                    } else {
+                        ready.push((c, std::mem::take(data)));
+                    }
+                });
+                while let Some(entry) = stash.first_entry() {
+                    if frontier.less_equal(entry.key()) {
                         break;
                     }
-                    if !out.is_empty() {
-                        stats.rows_out += out.iter().map(|b| b.rows() as u64).sum::<u64>();
-                        output.session(&cap).give_iterator(out.drain(..));
+                    ready.push(entry.remove());
+                }
+                for (cap, batches) in ready {
+                    let Some(inst) = instance.as_mut() else { continue };
+                    if shared.failed() {
+                        continue;
+                    }
+                    for batch in batches {
+                        stats.rows_in += batch.rows() as u64;
+                        stats.bytes_in += batch.payload_bytes() as u64;
+                        let t0 = Instant::now();
+                        let r = inst.process(batch, &mut out);
+                        stats.busy += t0.elapsed();
+                        if let Err(e) = r {
+                            shared.fail(format!("operator `{name}`: {e}"));
+                            out.clear();
+                            break;
+                        }
+                        if !out.is_empty() {
+                            stats.rows_out += out.iter().map(|b| b.rows() as u64).sum::<u64>();
+                            output.session(&cap).give_iterator(out.drain(..));
+                        }
+                    }
+                    if holds_back {
+                        held = Some(cap);
                     }
                 }
-                if holds_back {
-                    held = Some(cap);
-                }
-            }
-            if frontier.is_empty() && stash.is_empty() && !finished {
-                finished = true;
-                if let (Some(inst), false) = (instance.as_mut(), shared.failed()) {
-                    match inst.finish(&mut out) {
-                        Ok(()) if !out.is_empty() => match &held {
-                            Some(cap) => {
-                                stats.rows_out += out.iter().map(|b| b.rows() as u64).sum::<u64>();
-                                output.session(cap).give_iterator(out.drain(..));
-                            }
-                            None => {
-                                shared.fail(format!(
+                if frontier.is_empty() && stash.is_empty() && !finished {
+                    finished = true;
+                    if let (Some(inst), false) = (instance.as_mut(), shared.failed()) {
+                        match inst.finish(&mut out) {
+                            Ok(()) if !out.is_empty() => match &held {
+                                Some(cap) => {
+                                    stats.rows_out += out.iter().map(|b| b.rows() as u64).sum::<u64>();
+                                    output.session(cap).give_iterator(out.drain(..));
+                                }
+                                None => {
+                                    shared.fail(format!(
                                     "operator `{name}` emitted rows at the end without holding a capability (declare holds_back)"
                                 ));
-                                out.clear();
-                            }
-                        },
-                        Ok(()) => {}
-                        Err(e) => shared.fail(format!("operator `{name}`: {e}")),
+                                    out.clear();
+                                }
+                            },
+                            Ok(()) => {}
+                            Err(e) => shared.fail(format!("operator `{name}`: {e}")),
+                        }
                     }
+                    held = None;
+                    shared.add_stats(&name, &stats);
                 }
-                held = None;
-                shared.add_stats(&name, &stats);
             }
-        }
-    })
+        },
+    )
 }
 
-fn build_sink<'s, P>(input: StreamVec<'s, u64, Batch>, pact: P, name: &str, sink: Arc<dyn Sink>, pos: WorkerPos, shared: Arc<Shared>)
-where
+fn build_sink<'s, P>(
+    input: StreamVec<'s, u64, Batch>,
+    pact: P,
+    name: &str,
+    sink: Arc<dyn Sink>,
+    pos: WorkerPos,
+    shared: Arc<Shared>,
+) where
     P: ParallelizationContract<u64, Vec<Batch>>,
 {
     let name = name.to_string();
@@ -515,7 +549,11 @@ where
             if let Some(w) = writer.take() {
                 let failure = shared.first_error();
                 match w.finish(failure.as_deref()) {
-                    Ok(lines) => shared.sink_lines.lock().unwrap().extend(lines.into_iter().map(|l| format!("{name}: {l}"))),
+                    Ok(lines) => shared
+                        .sink_lines
+                        .lock()
+                        .unwrap()
+                        .extend(lines.into_iter().map(|l| format!("{name}: {l}"))),
                     Err(e) => shared.fail(format!("sink `{name}`: {e}")),
                 }
             }

@@ -183,11 +183,10 @@ impl PipelineSpec {
     /// Reads and parses a pipeline file. Syntax errors fail here; everything else is
     /// collected and reported by [`PipelineSpec::compile`].
     pub fn from_file(path: &Path) -> Result<PipelineSpec> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| EngineError::io(format!("reading pipeline file {}", path.display()), e))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| EngineError::io(format!("reading pipeline file {}", path.display()), e))?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let mut spec = PipelineSpec::from_toml_str(&text, base)
-            .map_err(|e| relabel(e, &path.display().to_string()))?;
+        let mut spec = PipelineSpec::from_toml_str(&text, base).map_err(|e| relabel(e, &path.display().to_string()))?;
         spec.origin = Some(path.to_path_buf());
         Ok(spec)
     }
@@ -284,7 +283,7 @@ impl PipelineSpec {
         // Names are unique across sections, since inputs refer to them.
         let mut by_name: HashMap<&str, &NodeSpec> = HashMap::new();
         for node in &self.nodes {
-            if let Some(prev) = by_name.insert(node.name.as_str(), node) {
+            if let Some(prev) = by_name.get(node.name.as_str()) {
                 problems.push(format!(
                     "{}{}: name `{}` is already used by {}",
                     at(Some(node), None),
@@ -292,6 +291,8 @@ impl PipelineSpec {
                     node.name,
                     prev.label()
                 ));
+            } else {
+                by_name.insert(node.name.as_str(), node);
             }
         }
         let (src_kinds, op_kinds, sink_kinds) = registry.kinds();
@@ -362,7 +363,11 @@ impl PipelineSpec {
         }
         let on_cycle: Vec<&&NodeSpec> = pending
             .iter()
-            .filter(|n| n.input.as_deref().is_some_and(|i| by_name.get(i).is_some_and(|u| u.section == Section::Operator)))
+            .filter(|n| {
+                n.input
+                    .as_deref()
+                    .is_some_and(|i| by_name.get(i).is_some_and(|u| u.section == Section::Operator))
+            })
             .collect();
         if !on_cycle.is_empty() {
             problems.push(format!(
@@ -387,7 +392,9 @@ impl PipelineSpec {
                 base_dir: &self.base_dir,
                 settings: &self.settings,
             };
-            let Some(kind) = node.kind.as_deref() else { continue };
+            let Some(kind) = node.kind.as_deref() else {
+                continue;
+            };
             let report = |e: EngineError, problems: &mut Vec<String>| {
                 let msg = e.to_string();
                 let key = msg
@@ -418,7 +425,9 @@ impl PipelineSpec {
                 },
                 Section::Sink => match &input_schema {
                     None => None,
-                    Some(schema) => registry.sink(kind).map(|k| k.build(node.config.clone(), &ctx, schema).map(Built::Sink)),
+                    Some(schema) => registry
+                        .sink(kind)
+                        .map(|k| k.build(node.config.clone(), &ctx, schema).map(Built::Sink)),
                 },
             };
             match built {

@@ -1,1 +1,35 @@
+//! # neurostream-sources
+//!
+//! Readers of data into frames:
+//!
+//! | kind | reads |
+//! | --- | --- |
+//! | `parquet` | a Parquet file, a directory of them, or a glob, in the activation or signal layout; row groups spread over workers |
+//! | `synthetic_eeg` | seeded EEG-like signals: alpha/beta sinusoids plus 1/f noise, optional marker events |
+//! | `synthetic_activations` | seeded activations: sparse combinations of planted unit directions plus noise |
 
+#![warn(missing_docs)]
+
+mod hash;
+pub mod parquet_source;
+pub mod synthetic_activations;
+pub mod synthetic_eeg;
+
+use neurostream_engine::Registry;
+
+pub use parquet_source::{ParquetSourceConfig, ParquetSourceKind};
+pub use synthetic_activations::{SyntheticActivations, SyntheticActivationsConfig, SyntheticActivationsKind};
+pub use synthetic_eeg::{SyntheticEeg, SyntheticEegConfig, SyntheticEegKind};
+
+/// Registers every source kind of this crate.
+pub fn register(registry: &mut Registry) {
+    registry
+        .add_source(ParquetSourceKind)
+        .add_source(SyntheticEegKind)
+        .add_source(SyntheticActivationsKind);
+}
+
+/// Indices `0..n` of the chunks worker `index` of `peers` reads: every `peers`-th, starting at `index`.
+pub(crate) fn worker_chunks(n: u64, index: usize, peers: usize) -> impl Iterator<Item = u64> {
+    (index as u64..n).step_by(peers.max(1))
+}

@@ -40,7 +40,15 @@ impl GpuKernels {
         })
     }
 
-    fn dispatch(&self, pipeline: &wgpu::ComputePipeline, params: Params, data: &[f32], aux: &[f32], out_len: usize, groups: [u32; 3]) -> Result<Vec<f32>> {
+    fn dispatch(
+        &self,
+        pipeline: &wgpu::ComputePipeline,
+        params: Params,
+        data: &[f32],
+        aux: &[f32],
+        out_len: usize,
+        groups: [u32; 3],
+    ) -> Result<Vec<f32>> {
         let ctx = &self.ctx;
         let limit = ctx.device.limits().max_storage_buffer_binding_size as usize;
         if data.len() * 4 > limit || out_len * 4 > limit {
@@ -96,7 +104,14 @@ impl NormalizeKernels for GpuKernels {
             epsilon: epsilon as f32,
             target: 0.0,
         };
-        let mut out = self.dispatch(&self.running, params, data, &aux, data.len() + 2 * width, workgroups_1d(width, WG))?;
+        let mut out = self.dispatch(
+            &self.running,
+            params,
+            data,
+            &aux,
+            data.len() + 2 * width,
+            workgroups_1d(width, WG),
+        )?;
         // Merge the frame's statistics into the float64 state. The kernel's mean is relative to
         // the float32 carried mean, so shift it back by exactly that value.
         let local_mean: Vec<f64> = (0..width).map(|c| out[data.len() + c] as f64 + aux[1 + c] as f64).collect();
@@ -117,7 +132,11 @@ impl NormalizeKernels for GpuKernels {
             epsilon: 0.0,
             target: target as f32,
         };
-        let groups = if rows <= 65535 { [rows as u32, 1, 1] } else { [65535, rows.div_ceil(65535) as u32, 1] };
+        let groups = if rows <= 65535 {
+            [rows as u32, 1, 1]
+        } else {
+            [65535, rows.div_ceil(65535) as u32, 1]
+        };
         self.dispatch(&self.l2, params, data, &[0.0], data.len(), groups)
     }
 }

@@ -24,8 +24,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use neurostream_engine::{
-    parse_config, Batch, ConfigTable, ComputeDevice, EngineError, Frame, NodeConfig, NodeContext, Operator, OperatorInstance, OperatorKind,
-    Partitioning, Result, Schema,
+    parse_config, Batch, ComputeDevice, ConfigTable, EngineError, Frame, NodeConfig, NodeContext, Operator, OperatorInstance,
+    OperatorKind, Partitioning, Result, Schema,
 };
 use serde::{Deserialize, Serialize};
 
@@ -186,7 +186,10 @@ impl OperatorKind for NormalizeKind {
         }
         let unused = |key: &str, set: bool| -> Result<()> {
             if set {
-                Err(EngineError::config(ctx.label, format!("key `{key}` does not apply to method {:?}", cfg.method)))
+                Err(EngineError::config(
+                    ctx.label,
+                    format!("key `{key}` does not apply to method {:?}", cfg.method),
+                ))
             } else {
                 Ok(())
             }
@@ -222,7 +225,10 @@ impl OperatorKind for NormalizeKind {
                     ));
                 }
                 if let Some((c, s)) = std.iter().enumerate().find(|(_, s)| !(**s > 0.0 && s.is_finite())) {
-                    return fail(format!("`stats` {}: std of channel {c} is {s}; it must be positive", path.display()));
+                    return fail(format!(
+                        "`stats` {}: std of channel {c} is {s}; it must be positive",
+                        path.display()
+                    ));
                 }
                 let inv_std = std.iter().map(|s| 1.0 / s).collect();
                 Mode::Fixed {
@@ -395,8 +401,15 @@ impl OperatorInstance for NormalizeInstance {
     }
 
     fn finish(&mut self, out: &mut Vec<Batch>) -> Result<()> {
-        let Mode::Running { epsilon, .. } = self.mode else { return Ok(()) };
-        let mut streams: Vec<Arc<str>> = self.streams.iter().filter(|(_, s)| !s.warmed).map(|(k, _)| k.clone()).collect();
+        let Mode::Running { epsilon, .. } = self.mode else {
+            return Ok(());
+        };
+        let mut streams: Vec<Arc<str>> = self
+            .streams
+            .iter()
+            .filter(|(_, s)| !s.warmed)
+            .map(|(k, _)| k.clone())
+            .collect();
         streams.sort();
         for stream in streams {
             let mut state = self.streams.remove(&stream).unwrap();

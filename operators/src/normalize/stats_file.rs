@@ -16,17 +16,30 @@ fn input_err(path: &Path, message: impl Into<String>) -> EngineError {
 pub fn load_stats(path: &Path) -> Result<(Vec<f64>, Vec<f64>)> {
     let bytes = std::fs::read(path).map_err(|e| input_err(path, format!("cannot read statistics file: {e}")))?;
     let (mean, std) = if path.extension().is_some_and(|e| e == "safetensors") {
-        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| input_err(path, format!("not a valid safetensors file: {e}")))?;
+        let st = safetensors::SafeTensors::deserialize(&bytes)
+            .map_err(|e| input_err(path, format!("not a valid safetensors file: {e}")))?;
         let get = |name: &str| -> Result<Vec<f64>> {
             let t = st.tensor(name).map_err(|_| input_err(path, format!("no tensor `{name}`")))?;
             if t.shape().len() != 1 {
-                return Err(input_err(path, format!("tensor `{name}` must be 1-D, has shape {:?}", t.shape())));
+                return Err(input_err(
+                    path,
+                    format!("tensor `{name}` must be 1-D, has shape {:?}", t.shape()),
+                ));
             }
             let data = t.data();
             match t.dtype() {
-                safetensors::Dtype::F32 => Ok(data.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap()) as f64).collect()),
-                safetensors::Dtype::F64 => Ok(data.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap())).collect()),
-                other => Err(input_err(path, format!("tensor `{name}` has dtype {other:?}; expected F32 or F64"))),
+                safetensors::Dtype::F32 => Ok(data
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes(b.try_into().unwrap()) as f64)
+                    .collect()),
+                safetensors::Dtype::F64 => Ok(data
+                    .chunks_exact(8)
+                    .map(|b| f64::from_le_bytes(b.try_into().unwrap()))
+                    .collect()),
+                other => Err(input_err(
+                    path,
+                    format!("tensor `{name}` has dtype {other:?}; expected F32 or F64"),
+                )),
             }
         };
         (get("mean")?, get("std")?)
@@ -44,7 +57,10 @@ pub fn load_stats(path: &Path) -> Result<(Vec<f64>, Vec<f64>)> {
         (s.mean, s.std)
     };
     if mean.len() != std.len() {
-        return Err(input_err(path, format!("`mean` has {} values but `std` has {}", mean.len(), std.len())));
+        return Err(input_err(
+            path,
+            format!("`mean` has {} values but `std` has {}", mean.len(), std.len()),
+        ));
     }
     if let Some(i) = mean.iter().position(|m| !m.is_finite()) {
         return Err(input_err(path, format!("`mean` channel {i} is not finite")));

@@ -1,0 +1,332 @@
+//! `parquet`: writes frames to Parquet in the layouts of `neurostream_engine::layout`.
+//!
+//! A `path` ending in `.parquet` is one file written by worker 0 (every batch is routed there,
+//! in event-time order). Any other `path` is a directory holding one `part-NNNNN.parquet` per
+//! worker that received rows (stale `part-*.parquet` files are removed when the run starts).
+//!
+//! Every file is written to a hidden temporary name beside its target, fsynced, and renamed
+//! over it, so a reader never sees a half-written file. When the run fails, the rows accepted
+//! so far are still committed as a complete file whose metadata says
+//! `neurostream.status = incomplete: <error>`; when writing itself fails (a full disk), the
+//! temporary file is removed and any previous file at the target stays as it was.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::datatypes::Schema as ArrowSchema;
+use neurostream_engine::layout::{arrow_schema, frame_to_batch, EncodeOptions};
+use neurostream_engine::{
+    parse_config, Batch, ConfigTable, EngineError, NodeConfig, NodeContext, Placement, Result, Schema, Sink, SinkKind,
+    SinkWriter, StreamKind, WorkerPos,
+};
+use parquet::arrow::ArrowWriter;
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::WriterProperties;
+use serde::{Deserialize, Serialize};
+
+/// Column compression codec.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// Zstandard (default; level from `compression_level`, default 3).
+    #[default]
+    Zstd,
+    /// LZ4 (raw).
+    Lz4,
+    /// Snappy.
+    Snappy,
+    /// Uncompressed.
+    None,
+}
+
+/// Configuration of a `parquet` sink.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParquetSinkConfig {
+    /// Output file (`*.parquet`) or directory of per-worker parts.
+    pub path: String,
+    /// Codec.
+    #[serde(default)]
+    pub compression: Compression,
+    /// Zstandard level (1-22).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression_level: Option<i32>,
+    /// Rows per row group (default 65536).
+    #[serde(default = "default_row_group")]
+    pub row_group_size: usize,
+    /// Signals: write the nullable `marker` column.
+    #[serde(default)]
+    pub markers: bool,
+    /// Activations: write the `token` column.
+    #[serde(default)]
+    pub tokens: bool,
+}
+
+fn default_row_group() -> usize {
+    65536
+}
+
+impl ParquetSinkConfig {
+    /// Writes to `path` with default options.
+    pub fn new(path: &str) -> ParquetSinkConfig {
+        ParquetSinkConfig {
+            path: path.into(),
+            compression: Compression::Zstd,
+            compression_level: None,
+            row_group_size: default_row_group(),
+            markers: false,
+            tokens: false,
+        }
+    }
+}
+
+impl NodeConfig for ParquetSinkConfig {
+    const KIND: &'static str = "parquet";
+}
+
+/// The `parquet` sink kind.
+pub struct ParquetSinkKind;
+
+impl SinkKind for ParquetSinkKind {
+    fn kind(&self) -> &'static str {
+        "parquet"
+    }
+    fn describe(&self) -> &'static str {
+        "Parquet file (or per-worker parts), committed atomically"
+    }
+    fn build(&self, config: ConfigTable, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Sink>> {
+        let cfg: ParquetSinkConfig = parse_config(config, ctx)?;
+        let fail = |m: String| Err(EngineError::config(ctx.label, m));
+        if cfg.row_group_size == 0 {
+            return fail("`row_group_size` must be at least 1".into());
+        }
+        let compression = match cfg.compression {
+            Compression::Zstd => {
+                let level = parquet::basic::ZstdLevel::try_new(cfg.compression_level.unwrap_or(3))
+                    .map_err(|e| EngineError::config(ctx.label, format!("`compression_level`: {e}")))?;
+                parquet::basic::Compression::ZSTD(level)
+            }
+            _ if cfg.compression_level.is_some() => return fail("`compression_level` applies only to zstd".into()),
+            Compression::Lz4 => parquet::basic::Compression::LZ4_RAW,
+            Compression::Snappy => parquet::basic::Compression::SNAPPY,
+            Compression::None => parquet::basic::Compression::UNCOMPRESSED,
+        };
+        if cfg.markers && !input.is_signal() {
+            return fail("`markers` applies only to signal streams".into());
+        }
+        if cfg.tokens && input.is_signal() {
+            return fail("`tokens` applies only to activation streams".into());
+        }
+        if let StreamKind::Signal { .. } = input.kind {
+            for c in &input.channels {
+                if neurostream_engine::layout::SIGNAL_RESERVED.contains(&c.name.as_str()) {
+                    return fail(format!(
+                        "channel name `{}` collides with a column of the signal layout",
+                        c.name
+                    ));
+                }
+            }
+        }
+        let path = ctx.resolve(&cfg.path);
+        let single = path.extension().is_some_and(|e| e == "parquet");
+        let parent = if single {
+            path.parent().map(Path::to_path_buf).unwrap_or_default()
+        } else {
+            path.clone()
+        };
+        if parent.exists() && !parent.is_dir() {
+            return fail(format!("{} exists and is not a directory", parent.display()));
+        }
+        let opts = EncodeOptions {
+            markers: cfg.markers,
+            tokens: cfg.tokens,
+        };
+        let props = WriterProperties::builder()
+            .set_compression(compression)
+            .set_max_row_group_row_count(Some(cfg.row_group_size))
+            .set_created_by(format!("neurostream {}", env!("CARGO_PKG_VERSION")))
+            .build();
+        Ok(Arc::new(ParquetSink {
+            path,
+            single,
+            arrow: arrow_schema(input, &opts),
+            opts,
+            props,
+            pipeline: ctx.settings.name.clone(),
+        }))
+    }
+}
+
+struct ParquetSink {
+    path: PathBuf,
+    single: bool,
+    arrow: Arc<ArrowSchema>,
+    opts: EncodeOptions,
+    props: WriterProperties,
+    pipeline: String,
+}
+
+fn out_err(path: &Path, message: impl Into<String>) -> EngineError {
+    EngineError::Output {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
+}
+
+impl Sink for ParquetSink {
+    fn placement(&self) -> Placement {
+        if self.single {
+            Placement::Single
+        } else {
+            Placement::PerWorker
+        }
+    }
+
+    fn open(&self, worker: WorkerPos) -> Result<Box<dyn SinkWriter>> {
+        let target = if self.single {
+            self.path.clone()
+        } else {
+            std::fs::create_dir_all(&self.path).map_err(|e| out_err(&self.path, format!("cannot create directory: {e}")))?;
+            if worker.index == 0 {
+                remove_stale_parts(&self.path)?;
+            }
+            self.path.join(format!("part-{:05}.parquet", worker.index))
+        };
+        if let Some(dir) = target.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| out_err(dir, format!("cannot create directory: {e}")))?;
+        }
+        Ok(Box::new(ParquetFileWriter {
+            temp: temp_name(&target, worker.index),
+            target,
+            arrow: self.arrow.clone(),
+            opts: self.opts.clone(),
+            props: Some(self.props.clone()),
+            writer: None,
+            rows: 0,
+            broken: false,
+            single: self.single,
+            pipeline: self.pipeline.clone(),
+        }))
+    }
+}
+
+fn remove_stale_parts(dir: &Path) -> Result<()> {
+    let entries = std::fs::read_dir(dir).map_err(|e| out_err(dir, e.to_string()))?;
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if name.starts_with("part-") && name.ends_with(".parquet") {
+            std::fs::remove_file(e.path()).map_err(|err| out_err(&e.path(), format!("cannot remove stale part: {err}")))?;
+        }
+    }
+    Ok(())
+}
+
+fn temp_name(target: &Path, worker: usize) -> PathBuf {
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    target.with_file_name(format!(".{name}.{}-{worker}.tmp", std::process::id()))
+}
+
+struct ParquetFileWriter {
+    target: PathBuf,
+    temp: PathBuf,
+    arrow: Arc<ArrowSchema>,
+    opts: EncodeOptions,
+    props: Option<WriterProperties>,
+    writer: Option<ArrowWriter<File>>,
+    rows: u64,
+    broken: bool,
+    single: bool,
+    pipeline: String,
+}
+
+impl ParquetFileWriter {
+    fn writer(&mut self) -> Result<&mut ArrowWriter<File>> {
+        if self.writer.is_none() {
+            let file = File::create(&self.temp).map_err(|e| out_err(&self.temp, format!("cannot create: {e}")))?;
+            let w = ArrowWriter::try_new(file, self.arrow.clone(), self.props.take())
+                .map_err(|e| out_err(&self.target, format!("cannot start Parquet writer: {e}")))?;
+            self.writer = Some(w);
+        }
+        Ok(self.writer.as_mut().unwrap())
+    }
+
+    fn discard(&mut self) {
+        self.writer = None;
+        let _ = std::fs::remove_file(&self.temp);
+    }
+}
+
+impl SinkWriter for ParquetFileWriter {
+    fn write(&mut self, batch: &Batch) -> Result<()> {
+        if self.broken {
+            return Ok(());
+        }
+        let Batch::Dense(frame) = batch else {
+            return Err(out_err(
+                &self.target,
+                format!("stream {} is sparse; this sink writes dense frames", batch.stream()),
+            ));
+        };
+        let record = frame_to_batch(frame, &self.arrow, &self.opts).map_err(|m| out_err(&self.target, m))?;
+        let target = self.target.clone();
+        let result = self.writer()?.write(&record);
+        if let Err(e) = result {
+            self.broken = true;
+            self.discard();
+            return Err(out_err(
+                &target,
+                format!("writing failed after {} rows ({e}); the target was left untouched", self.rows),
+            ));
+        }
+        self.rows += frame.rows() as u64;
+        Ok(())
+    }
+
+    fn finish(mut self: Box<Self>, failure: Option<&str>) -> Result<Vec<String>> {
+        if self.broken {
+            return Ok(vec![format!("{}: not written (write error)", self.target.display())]);
+        }
+        if self.writer.is_none() {
+            if !self.single {
+                return Ok(Vec::new()); // a worker that received no rows writes no part
+            }
+            self.writer()?; // a single-file sink always produces its file, even with no rows
+        }
+        let status = match failure {
+            None => "complete".to_string(),
+            Some(f) => format!("incomplete: {}", f.lines().next().unwrap_or(f)),
+        };
+        let mut writer = self.writer.take().unwrap();
+        writer.append_key_value_metadata(KeyValue::new("neurostream.status".to_string(), status));
+        writer.append_key_value_metadata(KeyValue::new("neurostream.pipeline".to_string(), self.pipeline.clone()));
+        let commit = (|| -> std::result::Result<(), String> {
+            let file = writer.into_inner().map_err(|e| e.to_string())?;
+            file.sync_all().map_err(|e| format!("fsync: {e}"))?;
+            drop(file);
+            std::fs::rename(&self.temp, &self.target).map_err(|e| format!("rename from {}: {e}", self.temp.display()))?;
+            if let Some(dir) = self.target.parent().filter(|d| !d.as_os_str().is_empty()) {
+                if let Ok(d) = File::open(dir) {
+                    let _ = d.sync_all();
+                }
+            }
+            Ok(())
+        })();
+        if let Err(m) = commit {
+            let _ = std::fs::remove_file(&self.temp);
+            return Err(out_err(
+                &self.target,
+                format!("could not commit ({m}); the target was left untouched"),
+            ));
+        }
+        let note = if failure.is_some() {
+            " (run failed: rows accepted before the failure)"
+        } else {
+            ""
+        };
+        Ok(vec![format!("wrote {} rows to {}{note}", self.rows, self.target.display())])
+    }
+}

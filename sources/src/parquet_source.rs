@@ -1,0 +1,325 @@
+//! `parquet`: reads Parquet files in the activation or signal layout (see
+//! `neurostream_engine::layout`). `path` is a file, a directory (its `*.parquet` files in
+//! name order) or a glob. Row groups are dealt round-robin to the workers of all processes;
+//! the event time of a row is its ordinal across all files in order.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use neurostream_engine::layout::Decoder;
+use neurostream_engine::{
+    parse_config, Batch, ConfigTable, EngineError, NodeConfig, NodeContext, Result, Schema, Source, SourceKind, SourceReader,
+    WorkerPos,
+};
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use serde::{Deserialize, Serialize};
+
+/// Configuration of a `parquet` source.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParquetSourceConfig {
+    /// A file, a directory of `*.parquet` files, or a glob pattern.
+    pub path: String,
+    /// Name of the activation vector column (default `act`).
+    #[serde(default = "default_column")]
+    pub column: String,
+    /// Sampling rate in Hz for signal files without `neurostream.sample_rate` metadata.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample_rate: Option<f64>,
+    /// Largest frame in rows (default 8192); row groups are read in slices of this size.
+    #[serde(default = "default_batch_rows")]
+    pub batch_rows: usize,
+}
+
+fn default_column() -> String {
+    "act".into()
+}
+fn default_batch_rows() -> usize {
+    8192
+}
+
+impl ParquetSourceConfig {
+    /// Reads `path` with default options.
+    pub fn new(path: &str) -> ParquetSourceConfig {
+        ParquetSourceConfig {
+            path: path.into(),
+            column: default_column(),
+            sample_rate: None,
+            batch_rows: default_batch_rows(),
+        }
+    }
+}
+
+impl NodeConfig for ParquetSourceConfig {
+    const KIND: &'static str = "parquet";
+}
+
+/// The `parquet` source kind.
+pub struct ParquetSourceKind;
+
+impl SourceKind for ParquetSourceKind {
+    fn kind(&self) -> &'static str {
+        "parquet"
+    }
+    fn describe(&self) -> &'static str {
+        "Parquet files (file, directory or glob) in the activation or signal layout"
+    }
+    fn build(&self, config: ConfigTable, ctx: &NodeContext) -> Result<Arc<dyn Source>> {
+        let cfg: ParquetSourceConfig = parse_config(config, ctx)?;
+        if cfg.batch_rows == 0 {
+            return Err(EngineError::config(ctx.label, "`batch_rows` must be at least 1"));
+        }
+        let files = resolve_files(&ctx.resolve(&cfg.path)).map_err(|m| EngineError::config(ctx.label, m))?;
+        Ok(Arc::new(ParquetSource::open(ctx.name, files, &cfg)?))
+    }
+}
+
+/// Expands a file, directory or glob into the files it names, sorted.
+pub fn resolve_files(path: &Path) -> std::result::Result<Vec<PathBuf>, String> {
+    let text = path.to_string_lossy();
+    let mut files: Vec<PathBuf> = if text.contains(['*', '?', '[']) {
+        glob::glob(&text)
+            .map_err(|e| format!("bad glob `{text}`: {e}"))?
+            .filter_map(|p| p.ok())
+            .filter(|p| p.is_file())
+            .collect()
+    } else if path.is_dir() {
+        std::fs::read_dir(path)
+            .map_err(|e| format!("{}: {e}", path.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "parquet"))
+            .collect()
+    } else if path.is_file() {
+        vec![path.to_path_buf()]
+    } else {
+        return Err(format!("`path` {} does not exist", path.display()));
+    };
+    files.sort();
+    if files.is_empty() {
+        return Err(format!("`path` {} matches no Parquet files", path.display()));
+    }
+    Ok(files)
+}
+
+#[derive(Clone, Debug)]
+struct RowGroup {
+    file: usize,
+    index: usize,
+    /// Ordinal of its first row across all files.
+    first: u64,
+    /// Row number of its first row within its file.
+    file_row: u64,
+}
+
+/// A configured Parquet source: the files, their row groups and the decoded layout.
+#[derive(Debug)]
+pub struct ParquetSource {
+    name: Arc<str>,
+    files: Vec<PathBuf>,
+    groups: Vec<RowGroup>,
+    decoder: Decoder,
+    total: u64,
+    batch_rows: usize,
+}
+
+fn input_err(path: &Path, message: impl Into<String>) -> EngineError {
+    EngineError::Input {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
+}
+
+fn open_builder(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>> {
+    let file = File::open(path).map_err(|e| input_err(path, format!("cannot open: {e}")))?;
+    ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| input_err(path, format!("not a readable Parquet file: {e}")))
+}
+
+impl ParquetSource {
+    /// Reads every file's footer and checks they share one layout and shape.
+    pub fn open(name: &str, files: Vec<PathBuf>, cfg: &ParquetSourceConfig) -> Result<ParquetSource> {
+        let mut decoder: Option<Decoder> = None;
+        let mut groups = Vec::new();
+        let mut total = 0u64;
+        for (fi, path) in files.iter().enumerate() {
+            let builder = open_builder(path)?;
+            let mut d = Decoder::new(builder.schema(), &cfg.column, cfg.sample_rate).map_err(|m| input_err(path, m))?;
+            if d.width() == 0 {
+                // Variable-length lists without d_model metadata: learn the width from the first row.
+                let mut reader = builder
+                    .with_batch_size(1)
+                    .build()
+                    .map_err(|e| input_err(path, e.to_string()))?;
+                if let Some(batch) = reader.next() {
+                    let batch = batch.map_err(|e| input_err(path, format!("row group 0: {e}")))?;
+                    d.decode(&batch, &Arc::from(name), 0, 0, &path.display().to_string())
+                        .map_err(|m| input_err(path, m))?;
+                }
+            }
+            let builder = open_builder(path)?;
+            let meta = builder.metadata();
+            let mut file_row = 0u64;
+            for (gi, rg) in meta.row_groups().iter().enumerate() {
+                let rows = rg.num_rows() as u64;
+                if rows > 0 {
+                    groups.push(RowGroup {
+                        file: fi,
+                        index: gi,
+                        first: total,
+                        file_row,
+                    });
+                }
+                total += rows;
+                file_row += rows;
+            }
+            match &decoder {
+                None => decoder = Some(d),
+                Some(first) if first.schema.width() != d.schema.width() && d.width() != 0 => {
+                    return Err(input_err(
+                        path,
+                        format!(
+                            "shape mismatch: {} columns wide, but {} is {}",
+                            d.schema.describe(),
+                            files[0].display(),
+                            first.schema.describe()
+                        ),
+                    ));
+                }
+                Some(first)
+                    if first.schema.is_signal() != d.schema.is_signal()
+                        || (first.schema.is_signal() && first.schema.channels != d.schema.channels) =>
+                {
+                    return Err(input_err(
+                        path,
+                        format!(
+                            "layout differs from {}: {} vs {}",
+                            files[0].display(),
+                            d.schema.describe(),
+                            first.schema.describe()
+                        ),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        Ok(ParquetSource {
+            name: name.into(),
+            files,
+            groups,
+            decoder: decoder.expect("at least one file"),
+            total,
+            batch_rows: cfg.batch_rows,
+        })
+    }
+}
+
+impl Source for ParquetSource {
+    fn schema(&self) -> Arc<Schema> {
+        self.decoder.schema.clone()
+    }
+    fn total_rows(&self) -> Option<u64> {
+        Some(self.total)
+    }
+    fn open(&self, worker: WorkerPos) -> Result<Box<dyn SourceReader>> {
+        let mine: std::collections::VecDeque<RowGroup> = self
+            .groups
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % worker.peers == worker.index)
+            .map(|(_, g)| g.clone())
+            .collect();
+        Ok(Box::new(ParquetReader {
+            name: self.name.clone(),
+            files: self.files.clone(),
+            decoder: self.decoder.clone(),
+            groups: mine,
+            current: None,
+            batch_rows: self.batch_rows,
+        }))
+    }
+}
+
+struct OpenGroup {
+    group: RowGroup,
+    reader: ParquetRecordBatchReader,
+    /// Rows of the group already emitted.
+    done: u64,
+}
+
+struct ParquetReader {
+    name: Arc<str>,
+    files: Vec<PathBuf>,
+    decoder: Decoder,
+    groups: std::collections::VecDeque<RowGroup>,
+    current: Option<OpenGroup>,
+    batch_rows: usize,
+}
+
+impl ParquetReader {
+    fn where_(&self, g: &RowGroup) -> String {
+        format!("{}, row group {}", self.files[g.file].display(), g.index)
+    }
+}
+
+impl SourceReader for ParquetReader {
+    fn next_batch(&mut self) -> Result<Option<(u64, Batch)>> {
+        loop {
+            if self.current.is_none() {
+                let Some(group) = self.groups.pop_front() else {
+                    return Ok(None);
+                };
+                let path = &self.files[group.file];
+                let reader = open_builder(path)?
+                    .with_row_groups(vec![group.index])
+                    .with_batch_size(self.batch_rows)
+                    .build()
+                    .map_err(|e| input_err(path, format!("row group {}: {e}", group.index)))?;
+                self.current = Some(OpenGroup { group, reader, done: 0 });
+            }
+            let cur = self.current.as_mut().unwrap();
+            match cur.reader.next() {
+                None => self.current = None,
+                Some(Err(e)) => {
+                    let g = cur.group.clone();
+                    self.current = None;
+                    return Err(EngineError::Input {
+                        path: self.files[g.file].clone(),
+                        message: format!("row group {}: corrupt or truncated data: {e}", g.index),
+                    });
+                }
+                Some(Ok(batch)) => {
+                    let time = cur.group.first + cur.done;
+                    let file_row = cur.group.file_row + cur.done;
+                    cur.done += batch.num_rows() as u64;
+                    let g = cur.group.clone();
+                    let where_ = self.where_(&g);
+                    let frame = self
+                        .decoder
+                        .decode(&batch, &self.name, time, file_row, &where_)
+                        .map_err(|m| EngineError::Input {
+                            path: self.files[g.file].clone(),
+                            message: m
+                                .strip_prefix(&format!("{}, ", self.files[g.file].display()))
+                                .unwrap_or(&m)
+                                .to_string(),
+                        })?;
+                    return Ok(Some((time, Batch::Dense(frame))));
+                }
+            }
+        }
+    }
+
+    fn next_time(&self) -> Option<u64> {
+        match &self.current {
+            Some(c) => Some(c.group.first + c.done),
+            None => self.groups.front().map(|g| g.first),
+        }
+    }
+
+    fn location(&self) -> String {
+        match &self.current {
+            Some(c) => self.where_(&c.group),
+            None => String::new(),
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! `synthetic_eeg`: seeded EEG-like signals with known content.
+//!
+//! Each channel is the sum of an alpha sinusoid (8-12 Hz, about 10 µV), a beta sinusoid
+//! (13-30 Hz, about 4 µV), 1/f ("pink") noise of about 5 µV from the Voss-McCartney scheme,
+//! and 0.5 µV white noise. Frequencies, phases and amplitudes per channel follow from the seed.
+//! With `marker_interval > 0`, a marker is placed every `marker_interval` seconds with a label
+//! drawn from `marker_labels`; for `marker_duration` seconds after a marker labelled with the
+//! `j`-th label, the alpha amplitude of channels `c` with `c % labels == j` drops by half (an
+//! event-related desynchronization a decoder can learn).
+//!
+//! Every value is a pure function of (seed, channel, sample), so the data are the same for any
+//! chunk size and worker count.
+
+use std::f64::consts::TAU;
+use std::sync::Arc;
+
+use neurostream_engine::{
+    parse_config, Batch, ConfigTable, EngineError, Frame, Marker, NodeConfig, NodeContext, Result, RowIndex, Schema, Source,
+    SourceKind, SourceReader, WorkerPos,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::hash::{hash, signed_unit, unit};
+
+/// Standard 10-20 labels used for the first channels.
+const LABELS_10_20: [&str; 19] = [
+    "Fp1", "Fp2", "F7", "F3", "Fz", "F4", "F8", "T7", "C3", "Cz", "C4", "T8", "P7", "P3", "Pz", "P4", "P8", "O1", "O2",
+];
+const PINK_OCTAVES: u32 = 12;
+
+/// Configuration of a `synthetic_eeg` source.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyntheticEegConfig {
+    /// Number of channels (labelled with 10-20 names, then `EEG20`, `EEG21`, ...).
+    pub channels: usize,
+    /// Sampling rate in Hz.
+    pub sample_rate: f64,
+    /// Duration in seconds.
+    pub seconds: f64,
+    /// Samples per frame.
+    pub chunk: usize,
+    /// Seed of every random choice.
+    pub seed: u64,
+    /// Seconds between markers; 0 for none.
+    pub marker_interval: f64,
+    /// Marker labels (one drawn per marker).
+    pub marker_labels: Vec<String>,
+    /// Seconds of alpha desynchronization after a marker.
+    pub marker_duration: f64,
+}
+
+impl Default for SyntheticEegConfig {
+    fn default() -> Self {
+        SyntheticEegConfig {
+            channels: 8,
+            sample_rate: 256.0,
+            seconds: 60.0,
+            chunk: 256,
+            seed: 0,
+            marker_interval: 0.0,
+            marker_labels: vec!["left".into(), "right".into()],
+            marker_duration: 1.0,
+        }
+    }
+}
+
+impl NodeConfig for SyntheticEegConfig {
+    const KIND: &'static str = "synthetic_eeg";
+}
+
+/// The `synthetic_eeg` source kind.
+pub struct SyntheticEegKind;
+
+impl SourceKind for SyntheticEegKind {
+    fn kind(&self) -> &'static str {
+        "synthetic_eeg"
+    }
+    fn describe(&self) -> &'static str {
+        "seeded EEG-like signals: alpha/beta sinusoids plus 1/f noise, optional markers"
+    }
+    fn build(&self, config: ConfigTable, ctx: &NodeContext) -> Result<Arc<dyn Source>> {
+        let cfg: SyntheticEegConfig = parse_config(config, ctx)?;
+        Ok(Arc::new(
+            SyntheticEeg::new(ctx.name, cfg).map_err(|m| EngineError::config(ctx.label, m))?,
+        ))
+    }
+}
+
+#[derive(Clone, Debug)]
+struct ChannelParams {
+    alpha_hz: f64,
+    alpha_amp: f64,
+    alpha_phase: f64,
+    beta_hz: f64,
+    beta_amp: f64,
+    beta_phase: f64,
+}
+
+/// A configured synthetic EEG generator.
+#[derive(Clone, Debug)]
+pub struct SyntheticEeg {
+    name: Arc<str>,
+    cfg: SyntheticEegConfig,
+    schema: Arc<Schema>,
+    params: Vec<ChannelParams>,
+    total: u64,
+}
+
+impl SyntheticEeg {
+    /// Checks `cfg` and derives the per-channel parameters.
+    pub fn new(name: &str, cfg: SyntheticEegConfig) -> std::result::Result<SyntheticEeg, String> {
+        if cfg.channels == 0 {
+            return Err("`channels` must be at least 1".into());
+        }
+        if !(cfg.sample_rate > 0.0 && cfg.sample_rate.is_finite()) {
+            return Err(format!("`sample_rate` must be positive, found {}", cfg.sample_rate));
+        }
+        if !(cfg.seconds >= 0.0 && cfg.seconds.is_finite()) {
+            return Err(format!("`seconds` must be >= 0, found {}", cfg.seconds));
+        }
+        if cfg.chunk == 0 {
+            return Err("`chunk` must be at least 1".into());
+        }
+        if cfg.marker_interval > 0.0 && cfg.marker_labels.is_empty() {
+            return Err("`marker_labels` must not be empty when `marker_interval` > 0".into());
+        }
+        let names: Vec<String> = (0..cfg.channels)
+            .map(|c| {
+                LABELS_10_20
+                    .get(c)
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| format!("EEG{}", c + 1))
+            })
+            .collect();
+        let seed = cfg.seed;
+        let params = (0..cfg.channels as u64)
+            .map(|c| ChannelParams {
+                alpha_hz: 8.0 + 4.0 * unit(hash(&[seed, c, 1])),
+                alpha_amp: 8.0 + 4.0 * unit(hash(&[seed, c, 2])),
+                alpha_phase: TAU * unit(hash(&[seed, c, 3])),
+                beta_hz: 13.0 + 17.0 * unit(hash(&[seed, c, 4])),
+                beta_amp: 3.0 + 2.0 * unit(hash(&[seed, c, 5])),
+                beta_phase: TAU * unit(hash(&[seed, c, 6])),
+            })
+            .collect();
+        let total = (cfg.seconds * cfg.sample_rate).round() as u64;
+        Ok(SyntheticEeg {
+            name: name.into(),
+            schema: Arc::new(Schema::signal(&names, "uV", cfg.sample_rate)),
+            cfg,
+            params,
+            total,
+        })
+    }
+
+    /// Total samples generated.
+    pub fn total_samples(&self) -> u64 {
+        self.total
+    }
+
+    /// The marker (label index) starting at `sample`, if any.
+    pub fn marker_at(&self, sample: u64) -> Option<usize> {
+        let every = (self.cfg.marker_interval * self.cfg.sample_rate).round() as u64;
+        if self.cfg.marker_interval <= 0.0 || every == 0 || sample == 0 || !sample.is_multiple_of(every) {
+            return None;
+        }
+        let k = sample / every;
+        Some((hash(&[self.cfg.seed, k, 7]) % self.cfg.marker_labels.len() as u64) as usize)
+    }
+
+    /// The label index of the event whose desynchronization window covers `sample`.
+    fn active_event(&self, sample: u64) -> Option<usize> {
+        let every = (self.cfg.marker_interval * self.cfg.sample_rate).round() as u64;
+        if self.cfg.marker_interval <= 0.0 || every == 0 {
+            return None;
+        }
+        let start = sample - sample % every;
+        let dur = (self.cfg.marker_duration * self.cfg.sample_rate).round() as u64;
+        if sample - start < dur {
+            self.marker_at(start)
+        } else {
+            None
+        }
+    }
+
+    /// The value of `channel` at `sample`, in µV.
+    pub fn value(&self, channel: usize, sample: u64) -> f32 {
+        let p = &self.params[channel];
+        let t = sample as f64 / self.cfg.sample_rate;
+        let labels = self.cfg.marker_labels.len().max(1);
+        let erd = match self.active_event(sample) {
+            Some(j) if channel % labels == j => 0.5,
+            _ => 1.0,
+        };
+        let c = channel as u64;
+        let seed = self.cfg.seed;
+        let mut pink = 0.0;
+        for k in 0..PINK_OCTAVES {
+            pink += signed_unit(hash(&[seed, c, 100 + k as u64, sample >> k]));
+        }
+        pink *= 5.0 / (PINK_OCTAVES as f64 / 3.0).sqrt();
+        let white = 0.5 * signed_unit(hash(&[seed, c, 99, sample])) * 3f64.sqrt();
+        let v = erd * p.alpha_amp * (TAU * p.alpha_hz * t + p.alpha_phase).sin()
+            + p.beta_amp * (TAU * p.beta_hz * t + p.beta_phase).sin()
+            + pink
+            + white;
+        v as f32
+    }
+
+    /// Frame of samples `start..start+len`.
+    pub fn frame(&self, start: u64, len: usize) -> Frame {
+        let w = self.cfg.channels;
+        let mut data = Vec::with_capacity(len * w);
+        for s in start..start + len as u64 {
+            for c in 0..w {
+                data.push(self.value(c, s));
+            }
+        }
+        let samples = (start..start + len as u64).map(|s| s as i64).collect();
+        let mut frame = Frame::new(self.name.clone(), self.schema.clone(), RowIndex::Samples(samples), data).expect("shape");
+        for (r, s) in (start..start + len as u64).enumerate() {
+            if let Some(j) = self.marker_at(s) {
+                frame.markers.push(Marker {
+                    row: r as u32,
+                    label: self.cfg.marker_labels[j].clone(),
+                    duration_s: self.cfg.marker_duration,
+                });
+            }
+        }
+        frame
+    }
+}
+
+impl Source for SyntheticEeg {
+    fn schema(&self) -> Arc<Schema> {
+        self.schema.clone()
+    }
+    fn total_rows(&self) -> Option<u64> {
+        Some(self.total)
+    }
+    fn open(&self, worker: WorkerPos) -> Result<Box<dyn SourceReader>> {
+        let chunks = self.total.div_ceil(self.cfg.chunk as u64);
+        Ok(Box::new(ChunkReader {
+            gen: self.clone(),
+            chunks: crate::worker_chunks(chunks, worker.index, worker.peers).collect(),
+        }))
+    }
+}
+
+struct ChunkReader {
+    gen: SyntheticEeg,
+    chunks: std::collections::VecDeque<u64>,
+}
+
+impl SourceReader for ChunkReader {
+    fn next_batch(&mut self) -> Result<Option<(u64, Batch)>> {
+        let Some(k) = self.chunks.pop_front() else {
+            return Ok(None);
+        };
+        let chunk = self.gen.cfg.chunk as u64;
+        let start = k * chunk;
+        let len = chunk.min(self.gen.total - start) as usize;
+        Ok(Some((start, Batch::Dense(self.gen.frame(start, len)))))
+    }
+    fn next_time(&self) -> Option<u64> {
+        self.chunks.front().map(|&k| k * self.gen.cfg.chunk as u64)
+    }
+    fn location(&self) -> String {
+        format!("synthetic_eeg `{}`", self.gen.name)
+    }
+}
