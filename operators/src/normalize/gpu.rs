@@ -45,7 +45,7 @@ impl GpuKernels {
         pipeline: &wgpu::ComputePipeline,
         params: Params,
         data: &[f32],
-        aux: &[f32],
+        aux: Option<&[f32]>,
         out_len: usize,
         groups: [u32; 3],
     ) -> Result<Vec<f32>> {
@@ -60,8 +60,10 @@ impl GpuKernels {
         let uniform = ctx.uniform("normalize.params", bytemuck::bytes_of(&params));
         let input = ctx.storage_init("normalize.x", bytemuck::cast_slice(data));
         let output = ctx.storage_zeroed("normalize.y", (out_len * 4) as u64);
-        let aux = ctx.storage_init("normalize.aux", bytemuck::cast_slice(aux));
-        let buffers = [&uniform, &input, &output, &aux];
+        // Auto-derived layouts drop unused bindings, so `aux` is bound only for kernels that read it.
+        let aux = aux.map(|a| ctx.storage_init("normalize.aux", bytemuck::cast_slice(a)));
+        let mut buffers = vec![&uniform, &input, &output];
+        buffers.extend(aux.as_ref());
         let bytes = ctx.run(
             &[GpuPass {
                 pipeline,
@@ -86,7 +88,7 @@ impl NormalizeKernels for GpuKernels {
             epsilon: 0.0,
             target: 0.0,
         };
-        self.dispatch(&self.affine, params, data, &aux, data.len(), workgroups_1d(data.len(), WG))
+        self.dispatch(&self.affine, params, data, Some(&aux), data.len(), workgroups_1d(data.len(), WG))
     }
 
     fn running(&mut self, data: &[f32], width: usize, state: &mut Welford, epsilon: f64) -> Result<Vec<f32>> {
@@ -96,7 +98,13 @@ impl NormalizeKernels for GpuKernels {
         let rows = data.len() / width;
         let mut aux = Vec::with_capacity(1 + 2 * width);
         aux.push(state.count as f32);
-        aux.extend(state.mean.iter().map(|&m| m as f32));
+        // Rows are shifted by the carried mean, or by the first row when nothing is carried yet,
+        // so the float32 accumulation sees small numbers.
+        if state.count == 0 {
+            aux.extend_from_slice(&data[..width]);
+        } else {
+            aux.extend(state.mean.iter().map(|&m| m as f32));
+        }
         aux.extend(state.m2.iter().map(|&m| m as f32));
         let params = Params {
             rows: rows as u32,
@@ -108,7 +116,7 @@ impl NormalizeKernels for GpuKernels {
             &self.running,
             params,
             data,
-            &aux,
+            Some(&aux),
             data.len() + 2 * width,
             workgroups_1d(width, WG),
         )?;
@@ -137,6 +145,6 @@ impl NormalizeKernels for GpuKernels {
         } else {
             [65535, rows.div_ceil(65535) as u32, 1]
         };
-        self.dispatch(&self.l2, params, data, &[0.0], data.len(), groups)
+        self.dispatch(&self.l2, params, data, None, data.len(), groups)
     }
 }

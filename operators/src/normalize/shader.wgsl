@@ -7,7 +7,7 @@ struct Params {
     rows: u32,
     width: u32,
     epsilon: f32,
-    target: f32,
+    target_norm: f32,
 };
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -86,7 +86,7 @@ fn l2(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: 
     let total = partial[0];
     var scale = 0.0;
     if (total > 0.0) {
-        scale = params.target / sqrt(total);
+        scale = params.target_norm / sqrt(total);
     }
     if (valid) {
         for (var c = lid.x; c < w; c = c + WG) {
