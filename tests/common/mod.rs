@@ -1,0 +1,131 @@
+//! Helpers shared by the end-to-end tests: running the CLI, finding Python, reading Parquet.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{DataType, Float32Type, Int64Type, UInt32Type, UInt64Type};
+
+/// The `neurostream` binary built for these tests.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_neurostream"))
+}
+
+/// Runs the CLI with `args` in `dir`, with software GPUs allowed.
+pub fn run_cli(dir: &Path, args: &[&str]) -> Output {
+    Command::new(bin())
+        .args(args)
+        .current_dir(dir)
+        .env("NEUROSTREAM_ALLOW_SOFTWARE_GPU", "1")
+        .output()
+        .expect("spawn neurostream")
+}
+
+/// Runs the CLI and panics with its output unless it succeeded.
+pub fn run_ok(dir: &Path, args: &[&str]) -> String {
+    let out = run_cli(dir, args);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "neurostream {args:?} failed:\n{text}");
+    text
+}
+
+/// Runs the CLI, expecting failure; returns stderr.
+pub fn run_err(dir: &Path, args: &[&str]) -> String {
+    let out = run_cli(dir, args);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success(), "neurostream {args:?} should have failed:\n{text}");
+    text
+}
+
+/// The Python interpreter for reference checks: $NEUROSTREAM_PYTHON, the repo's .venv, or python3.
+/// Returns None (the caller skips) only when NEUROSTREAM_SKIP_PYTHON_TESTS=1; otherwise a
+/// Python without numpy/pyarrow/duckdb/polars fails the test with instructions.
+pub fn python() -> Option<PathBuf> {
+    if std::env::var("NEUROSTREAM_SKIP_PYTHON_TESTS").is_ok_and(|v| v == "1") {
+        eprintln!("skipping Python reference checks (NEUROSTREAM_SKIP_PYTHON_TESTS=1)");
+        return None;
+    }
+    let candidates = [
+        std::env::var("NEUROSTREAM_PYTHON").ok().map(PathBuf::from),
+        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python")),
+        Some(PathBuf::from("python3")),
+    ];
+    for c in candidates.into_iter().flatten() {
+        let ok = Command::new(&c)
+            .args(["-c", "import numpy, pyarrow, duckdb, polars"])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        if ok {
+            return Some(c);
+        }
+    }
+    panic!(
+        "no Python with numpy, pyarrow, duckdb and polars: run `python3 -m venv .venv && .venv/bin/pip install -r tests/python/requirements.txt`, \
+         or set NEUROSTREAM_PYTHON, or NEUROSTREAM_SKIP_PYTHON_TESTS=1 to skip the reference checks"
+    );
+}
+
+/// Runs a script from tests/python with arguments; panics with its output on failure.
+pub fn run_python(python: &Path, script: &str, args: &[&str]) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python").join(script);
+    let out = Command::new(python).arg(&path).args(args).output().expect("spawn python");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{script} failed:\n{text}");
+    text
+}
+
+/// All record batches of a Parquet file or of every `*.parquet` in a directory.
+pub fn read_parquet(path: &Path) -> Vec<RecordBatch> {
+    let files: Vec<PathBuf> = if path.is_dir() {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(path)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+            .collect();
+        v.sort();
+        v
+    } else {
+        vec![path.to_path_buf()]
+    };
+    let mut out = Vec::new();
+    for f in files {
+        let file = std::fs::File::open(&f).unwrap();
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
+        out.extend(reader.map(|b| b.unwrap()));
+    }
+    out
+}
+
+/// Rows as (key, values): key is `sample` for signals or `(seq_id << 32) | pos` for activations;
+/// values are the channel values or the activation vector. Sorted by key.
+pub fn rows(path: &Path) -> Vec<(u64, Vec<f32>)> {
+    let mut out = Vec::new();
+    for b in read_parquet(path) {
+        let schema = b.schema();
+        if let Ok(i) = schema.index_of("act") {
+            let seq = b.column(schema.index_of("seq_id").unwrap()).as_primitive::<UInt64Type>().clone();
+            let pos = b.column(schema.index_of("pos").unwrap()).as_primitive::<UInt32Type>().clone();
+            let act = b.column(i).as_fixed_size_list().clone();
+            for r in 0..b.num_rows() {
+                let v = act.value(r);
+                out.push(((seq.value(r) << 32) | pos.value(r) as u64, v.as_primitive::<Float32Type>().values().to_vec()));
+            }
+        } else {
+            let sample = b.column(schema.index_of("sample").unwrap()).as_primitive::<Int64Type>().clone();
+            let chans: Vec<usize> = (0..schema.fields().len()).filter(|&i| schema.field(i).data_type() == &DataType::Float32).collect();
+            for r in 0..b.num_rows() {
+                let v = chans.iter().map(|&c| b.column(c).as_primitive::<Float32Type>().value(r)).collect();
+                out.push((sample.value(r) as u64, v));
+            }
+        }
+    }
+    out.sort_by_key(|(k, _)| *k);
+    out
+}
+
+/// Number of rows of a Parquet file or directory.
+pub fn row_count(path: &Path) -> usize {
+    read_parquet(path).iter().map(|b| b.num_rows()).sum()
+}

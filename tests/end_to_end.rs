@@ -1,0 +1,140 @@
+//! End to end: synthetic signals and activations -> normalize -> Parquet, on the CPU and on
+//! wgpu, read back with pyarrow, DuckDB and Polars and compared with numpy computing the same.
+
+mod common;
+
+use common::{python, run_ok, run_python};
+
+const PIPELINE: &str = r#"
+[pipeline]
+name = "e2e"
+
+[sources.eeg]
+kind = "synthetic_eeg"
+channels = 6
+sample_rate = 250.0
+seconds = 20.0
+chunk = 100
+seed = 3
+marker_interval = 2.0
+
+[operators.z]
+kind = "normalize"
+input = "eeg"
+method = "running_zscore"
+warmup = 300
+
+[sources.acts]
+kind = "synthetic_activations"
+d_model = 48
+features = 96
+active = 6
+tokens = 3000
+chunk = 256
+seed = 4
+
+[operators.l2]
+kind = "normalize"
+input = "acts"
+method = "l2"
+
+[sinks.eeg_raw]
+kind = "parquet"
+input = "eeg"
+path = "eeg_raw.parquet"
+markers = true
+
+[sinks.eeg_z]
+kind = "parquet"
+input = "z"
+path = "eeg_z.parquet"
+compression = "lz4"
+
+[sinks.acts_raw]
+kind = "parquet"
+input = "acts"
+path = "acts_raw.parquet"
+compression = "snappy"
+
+[sinks.acts_l2]
+kind = "parquet"
+input = "l2"
+path = "acts_l2.parquet"
+compression = "none"
+row_group_size = 500
+"#;
+
+const FIXED: &str = r#"
+[sources.acts]
+kind = "parquet"
+path = "acts_raw.parquet"
+batch_rows = 333
+
+[operators.fixed]
+kind = "normalize"
+input = "acts"
+method = "fixed"
+stats = "stats.json"
+
+[sinks.out]
+kind = "parquet"
+input = "fixed"
+path = "acts_fixed.parquet"
+"#;
+
+fn check_device(device: &str, workers: &str) {
+    let Some(py) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("p.toml"), PIPELINE).unwrap();
+    let log = run_ok(d, &["run", "p.toml", "--device", device, "-w", workers, "--quiet"]);
+    assert!(log.contains(&format!("device z: {device}")), "device not reported:\n{log}");
+    let p = |f: &str| d.join(f).to_string_lossy().to_string();
+    let out = run_python(&py, "check_normalize.py", &["signals", &p("eeg_raw.parquet"), &p("eeg_z.parquet"), "300"]);
+    eprintln!("{device}: {out}");
+    let out = run_python(&py, "check_normalize.py", &["l2", &p("acts_raw.parquet"), &p("acts_l2.parquet"), "default"]);
+    eprintln!("{device}: {out}");
+    run_python(&py, "write_stats.py", &[&p("acts_raw.parquet"), &p("stats.json")]);
+    std::fs::write(d.join("fixed.toml"), FIXED).unwrap();
+    run_ok(d, &["run", "fixed.toml", "--device", device, "-w", workers, "--quiet"]);
+    let out = run_python(&py, "check_normalize.py", &["fixed", &p("acts_raw.parquet"), &p("acts_fixed.parquet"), &p("stats.json")]);
+    eprintln!("{device}: {out}");
+}
+
+#[test]
+fn normalize_on_cpu_matches_numpy() {
+    check_device("cpu", "1");
+}
+
+#[test]
+fn normalize_on_cpu_with_two_workers_matches_numpy() {
+    check_device("cpu", "2");
+}
+
+#[test]
+fn normalize_on_wgpu_matches_numpy() {
+    if std::env::var("NEUROSTREAM_SKIP_GPU_TESTS").is_ok_and(|v| v == "1") {
+        eprintln!("skipping the wgpu backend (NEUROSTREAM_SKIP_GPU_TESTS=1)");
+        return;
+    }
+    check_device("gpu", "1");
+}
+
+#[test]
+fn quickstart_runs_on_the_bundled_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    // Copy the example so its outputs land in the temp dir, with the bundled data beside it.
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    std::fs::copy(root.join("examples/data/sample_activations.parquet"), dir.path().join("data/sample_activations.parquet")).unwrap();
+    std::fs::copy(root.join("examples/quickstart.toml"), dir.path().join("quickstart.toml")).unwrap();
+    let log = run_ok(dir.path(), &["run", "quickstart.toml", "--quiet"]);
+    assert!(log.contains("wrote 8192 rows"), "{log}");
+    assert!(log.contains("wrote 15360 rows"), "{log}");
+    assert_eq!(common::row_count(&dir.path().join("out/acts_l2.parquet")), 8192);
+    // Every L2-scaled row has norm sqrt(64) = 8.
+    for (_, v) in common::rows(&dir.path().join("out/acts_l2.parquet")) {
+        let n: f64 = v.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt();
+        assert!((n - 8.0).abs() < 1e-4, "norm {n}");
+    }
+}
