@@ -88,7 +88,7 @@ fn check_device(device: &str, workers: &str) {
     let d = dir.path();
     std::fs::write(d.join("p.toml"), PIPELINE).unwrap();
     let log = run_ok(d, &["run", "p.toml", "--device", device, "-w", workers, "--quiet"]);
-    assert!(log.contains(&format!("device z: {device}")), "device not reported:\n{log}");
+    assert!(log.contains(&format!("device operators.z: {device}")), "device not reported:\n{log}");
     let p = |f: &str| d.join(f).to_string_lossy().to_string();
     let out = run_python(&py, "check_normalize.py", &["signals", &p("eeg_raw.parquet"), &p("eeg_z.parquet"), "300"]);
     eprintln!("{device}: {out}");

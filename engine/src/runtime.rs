@@ -100,11 +100,11 @@ pub struct NodeStats {
 /// What a finished run reports (for this process).
 #[derive(Clone, Debug, Default)]
 pub struct RunReport {
-    /// Counters per node name.
+    /// Counters per node, keyed `sources.NAME`, `operators.NAME`, `sinks.NAME`.
     pub nodes: BTreeMap<String, NodeStats>,
     /// Rows dropped for NaN/Inf per source (with `on_invalid = "drop"`).
     pub dropped_invalid: BTreeMap<String, u64>,
-    /// Device each operator ran on.
+    /// Device each operator ran on, keyed `operators.NAME`.
     pub devices: BTreeMap<String, String>,
     /// Lines from the sinks (files written, summaries).
     pub sink_lines: Vec<String>,
@@ -167,7 +167,7 @@ pub fn run(pipeline: CompiledPipeline, options: RunOptions) -> Result<RunReport>
         if let Built::Operator(_) = node.built {
             let choice = options.device.or(node.spec.device).unwrap_or(settings.device);
             let device = devices.resolve(choice)?;
-            report.devices.insert(node.spec.name.clone(), device.describe());
+            report.devices.insert(node.spec.qualified_name(), device.describe());
             node_devices.insert(node.spec.name.clone(), device);
         }
     }
@@ -212,21 +212,22 @@ pub fn run(pipeline: CompiledPipeline, options: RunOptions) -> Result<RunReport>
             let mut streams: HashMap<&str, StreamVec<'_, u64, Batch>> = HashMap::new();
             for node in &pipeline.nodes {
                 let name = node.spec.name.as_str();
+                let label = node.spec.qualified_name();
                 let input = node.spec.input.as_deref().and_then(|i| streams.get(i).cloned());
                 match (&node.built, input) {
                     (Built::Source(src), _) => {
                         let policy = node.spec.on_invalid.unwrap_or(pipeline.settings.on_invalid);
-                        let s = build_source(scope, name, src.clone(), policy, pos, shared.clone());
+                        let s = build_source(scope, &label, src.clone(), policy, pos, shared.clone());
                         streams.insert(name, s);
                     }
                     (Built::Operator(op), Some(input)) => {
                         let device = node_devices[name].clone();
                         let s = match op.partitioning() {
-                            Partitioning::Local => build_operator(input, Pipeline, name, op.clone(), device, shared.clone()),
+                            Partitioning::Local => build_operator(input, Pipeline, &label, op.clone(), device, shared.clone()),
                             Partitioning::ByStream => build_operator(
                                 input,
                                 Exchange::new(|b: &Batch| stream_hash(b.stream())),
-                                name,
+                                &label,
                                 op.clone(),
                                 device,
                                 shared.clone(),
@@ -243,7 +244,7 @@ pub fn run(pipeline: CompiledPipeline, options: RunOptions) -> Result<RunReport>
                             pos,
                             shared.clone(),
                         ),
-                        Placement::PerWorker => build_sink(input, Pipeline, name, sink.clone(), pos, shared.clone()),
+                        Placement::PerWorker => build_sink(input, Pipeline, &label, sink.clone(), pos, shared.clone()),
                     },
                     _ => unreachable!("compile orders inputs before consumers"),
                 }
@@ -317,7 +318,7 @@ fn build_source<'s>(
         let mut reader = match src.open(pos) {
             Ok(r) => Some(r),
             Err(e) => {
-                shared.fail(format!("source `{name}`: {e}"));
+                shared.fail(format!("`{name}`: {e}"));
                 None
             }
         };
@@ -328,7 +329,7 @@ fn build_source<'s>(
                 shared.add_stats(&name, stats);
                 if dropped > 0 {
                     *shared.dropped.lock().unwrap().entry(name.clone()).or_default() += dropped;
-                    tracing::warn!("source `{name}`: dropped {dropped} rows holding NaN/Inf");
+                    tracing::warn!("`{name}`: dropped {dropped} rows holding NaN/Inf");
                 }
             };
             let Some(r) = reader.as_mut() else {
@@ -354,7 +355,7 @@ fn build_source<'s>(
                 };
                 if time < *c.time() {
                     return Err(EngineError::Runtime(format!(
-                        "source `{name}` produced time {time} after promising times >= {}",
+                        "`{name}` produced time {time} after promising times >= {}",
                         c.time()
                     )));
                 }
@@ -385,7 +386,7 @@ fn build_source<'s>(
                     } else {
                         format!(" (at {loc})")
                     };
-                    shared.fail(format!("source `{name}`: {e}{at}"));
+                    shared.fail(format!("`{name}`: {e}{at}"));
                     done(&stats, dropped);
                     reader = None;
                     cap = None;
@@ -416,7 +417,7 @@ where
             let mut instance = match op.instantiate(&device) {
                 Ok(i) => Some(i),
                 Err(e) => {
-                    shared.fail(format!("operator `{name}`: {e}"));
+                    shared.fail(format!("`{name}`: {e}"));
                     None
                 }
             };
@@ -454,7 +455,7 @@ where
                         let r = inst.process(batch, &mut out);
                         stats.busy += t0.elapsed();
                         if let Err(e) = r {
-                            shared.fail(format!("operator `{name}`: {e}"));
+                            shared.fail(format!("`{name}`: {e}"));
                             out.clear();
                             break;
                         }
@@ -478,13 +479,13 @@ where
                                 }
                                 None => {
                                     shared.fail(format!(
-                                    "operator `{name}` emitted rows at the end without holding a capability (declare holds_back)"
+                                    "`{name}` emitted rows at the end without holding a capability (declare holds_back)"
                                 ));
                                     out.clear();
                                 }
                             },
                             Ok(()) => {}
-                            Err(e) => shared.fail(format!("operator `{name}`: {e}")),
+                            Err(e) => shared.fail(format!("`{name}`: {e}")),
                         }
                     }
                     held = None;
@@ -512,7 +513,7 @@ fn build_sink<'s, P>(
         match sink.open(pos) {
             Ok(w) => Some(w),
             Err(e) => {
-                shared.fail(format!("sink `{name}`: {e}"));
+                shared.fail(format!("`{name}`: {e}"));
                 None
             }
         }
@@ -539,7 +540,7 @@ fn build_sink<'s, P>(
                 let r = w.write(b);
                 stats.busy += t0.elapsed();
                 if let Err(e) = r {
-                    shared.fail(format!("sink `{name}`: {e}"));
+                    shared.fail(format!("`{name}`: {e}"));
                     break;
                 }
             }
@@ -554,7 +555,7 @@ fn build_sink<'s, P>(
                         .lock()
                         .unwrap()
                         .extend(lines.into_iter().map(|l| format!("{name}: {l}"))),
-                    Err(e) => shared.fail(format!("sink `{name}`: {e}")),
+                    Err(e) => shared.fail(format!("`{name}`: {e}")),
                 }
             }
             shared.add_stats(&name, &stats);

@@ -130,6 +130,11 @@ pub struct NodeSpec {
 }
 
 impl NodeSpec {
+    /// `operators.norm`: unique across the pipeline, used in reports and logs.
+    pub fn qualified_name(&self) -> String {
+        format!("{}.{}", self.section.table(), self.name)
+    }
+
     /// `[operators.norm]`
     pub fn label(&self) -> String {
         format!("[{}.{}]", self.section.table(), self.name)
@@ -280,9 +285,10 @@ impl PipelineSpec {
             })
             .collect();
 
-        // Names are unique across sections, since inputs refer to them.
+        // Sources and operators share one namespace, since inputs refer to them; sinks, which
+        // nothing can read from, have their own (a sink may share its input's name).
         let mut by_name: HashMap<&str, &NodeSpec> = HashMap::new();
-        for node in &self.nodes {
+        for node in self.nodes.iter().filter(|n| n.section != Section::Sink) {
             if let Some(prev) = by_name.get(node.name.as_str()) {
                 problems.push(format!(
                     "{}{}: name `{}` is already used by {}",
@@ -322,12 +328,7 @@ impl PipelineSpec {
                     None => problems.push(format!("{}{}: missing key `input`", at(Some(node), None), node.label())),
                     Some(i) => match by_name.get(i.as_str()) {
                         None => problems.push(format!(
-                            "{}{}: input `{i}` is not a source or operator of this pipeline",
-                            at(Some(node), Some("input")),
-                            node.label()
-                        )),
-                        Some(up) if up.section == Section::Sink => problems.push(format!(
-                            "{}{}: input `{i}` is a sink; sinks produce no stream",
+                            "{}{}: input `{i}` is not a source or operator of this pipeline (sinks produce no stream)",
                             at(Some(node), Some("input")),
                             node.label()
                         )),
