@@ -229,9 +229,22 @@ impl Registry {
     }
 }
 
-/// Deserializes a node's config table into its typed config, mapping serde's message to a config error.
+/// Deserializes a node's config table into its typed config. Errors name the offending key
+/// (`key `channels`: invalid type: string "many", expected usize`).
 pub fn parse_config<T: serde::de::DeserializeOwned>(config: ConfigTable, ctx: &NodeContext) -> Result<T> {
-    toml::Value::Table(config)
-        .try_into::<T>()
-        .map_err(|e| crate::error::EngineError::config(ctx.label, e.message().to_string()))
+    let text = toml::to_string(&config).map_err(|e| crate::error::EngineError::config(ctx.label, e.to_string()))?;
+    toml::from_str::<T>(&text).map_err(|e| {
+        let msg = e.message().to_string();
+        let key = e.span().and_then(|span| {
+            let start = text[..span.start.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
+            let line = &text[start..];
+            let key = line.split('=').next()?.trim().trim_matches('"');
+            (!key.is_empty() && !key.starts_with('[') && line.contains('=')).then(|| key.to_string())
+        });
+        let msg = match key {
+            Some(k) if !msg.contains(&format!("`{k}`")) => format!("key `{k}`: {msg}"),
+            _ => msg,
+        };
+        crate::error::EngineError::config(ctx.label, msg)
+    })
 }

@@ -1,0 +1,134 @@
+//! `validate` rejects each kind of bad pipeline, every problem at once, each with its location.
+
+mod common;
+
+use neurostream::{registry, PipelineBuilder, PipelineSpec};
+
+fn problems(toml: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("p.toml"), toml).unwrap();
+    let spec = match PipelineSpec::from_file(&dir.path().join("p.toml")) {
+        Ok(s) => s,
+        Err(e) => return e.to_string(),
+    };
+    match spec.compile(&registry()) {
+        Ok(_) => panic!("pipeline should be invalid:\n{toml}"),
+        Err(e) => e.to_string().replace(&dir.path().display().to_string(), "DIR"),
+    }
+}
+
+const SOURCE: &str = "[sources.eeg]\nkind = \"synthetic_eeg\"\nchannels = 32\n";
+
+#[test]
+fn unknown_operator_kind() {
+    let p = problems(&format!("{SOURCE}[operators.f]\nkind = \"bandpass_magic\"\ninput = \"eeg\"\n[sinks.o]\nkind = \"console\"\ninput = \"eeg\"\n"));
+    assert!(p.contains("DIR/p.toml:5: [operators.f]: unknown operator kind `bandpass_magic` (known: normalize)"), "{p}");
+}
+
+#[test]
+fn unknown_key_names_its_line() {
+    let p = problems(
+        "[sources.eeg]\nkind = \"synthetic_eeg\"\nchanels = 32\n[sinks.o]\nkind = \"console\"\ninput = \"eeg\"\n",
+    );
+    assert!(p.contains("DIR/p.toml:3: [sources.eeg]: unknown field `chanels`"), "{p}");
+}
+
+#[test]
+fn unknown_top_level_and_pipeline_keys() {
+    let p = problems(&format!("[pipeline]\nworkrs = 2\n[operator.x]\nkind = \"normalize\"\n{SOURCE}[sinks.o]\nkind = \"console\"\ninput = \"eeg\"\n"));
+    assert!(p.contains("unknown field `workrs`"), "{p}");
+    assert!(p.contains("unknown top-level key `operator`"), "{p}");
+}
+
+#[test]
+fn missing_and_dangling_inputs() {
+    let p = problems(&format!(
+        "{SOURCE}[operators.a]\nkind = \"normalize\"\nmethod = \"l2\"\n[operators.b]\nkind = \"normalize\"\nmethod = \"l2\"\ninput = \"nowhere\"\n[sinks.o]\nkind = \"console\"\ninput = \"eeg\"\n"
+    ));
+    assert!(p.contains("[operators.a]: missing key `input`"), "{p}");
+    assert!(p.contains("p.toml:10: [operators.b]: input `nowhere` is not a source or operator"), "{p}");
+}
+
+#[test]
+fn cycle() {
+    let p = problems(&format!(
+        "{SOURCE}[operators.a]\nkind = \"normalize\"\nmethod = \"l2\"\ninput = \"b\"\n[operators.b]\nkind = \"normalize\"\nmethod = \"l2\"\ninput = \"a\"\n[sinks.o]\nkind = \"console\"\ninput = \"b\"\n"
+    ));
+    assert!(p.contains("cycle among operators: [operators.a] -> [operators.b]"), "{p}");
+}
+
+#[test]
+fn shape_mismatch_between_operator_and_input() {
+    let p = problems(&format!(
+        "{SOURCE}[operators.n]\nkind = \"normalize\"\nmethod = \"running_zscore\"\ninput = \"eeg\"\nchannels = 64\n[sinks.o]\nkind = \"console\"\ninput = \"n\"\n"
+    ));
+    assert!(p.contains("p.toml:8: [operators.n]: shape mismatch: expects 64 channels (key `channels`) but its input has 32"), "{p}");
+}
+
+#[test]
+fn shape_mismatch_with_a_statistics_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("stats.json"), r#"{"mean":[0,0,0],"std":[1,1,1]}"#).unwrap();
+    let toml = format!(
+        "{SOURCE}[operators.n]\nkind = \"normalize\"\nmethod = \"fixed\"\nstats = \"stats.json\"\ninput = \"eeg\"\n[sinks.o]\nkind = \"console\"\ninput = \"n\"\n"
+    );
+    std::fs::write(dir.path().join("p.toml"), toml).unwrap();
+    let e = PipelineSpec::from_file(&dir.path().join("p.toml")).unwrap().compile(&registry()).err().unwrap().to_string();
+    assert!(e.contains("holds 3 channels but its input has 32"), "{e}");
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let p = problems(
+        "[sources.a]\nkind = \"synthetic_eeg\"\nbogus = 1\n[operators.x]\nkind = \"nope\"\ninput = \"a\"\n[sinks.s]\nkind = \"parquet\"\ninput = \"zzz\"\npath = \"o.parquet\"\n",
+    );
+    assert!(p.contains("unknown field `bogus`"), "{p}");
+    assert!(p.contains("unknown operator kind `nope`"), "{p}");
+    assert!(p.contains("input `zzz`"), "{p}");
+}
+
+#[test]
+fn duplicate_names_no_sinks_and_syntax_errors() {
+    let p = problems("[sources.a]\nkind = \"synthetic_eeg\"\n[operators.a]\nkind = \"normalize\"\nmethod = \"l2\"\ninput = \"a\"\n");
+    assert!(p.contains("name `a` is already used by [sources.a]"), "{p}");
+    assert!(p.contains("pipeline has no sinks"), "{p}");
+    let p = problems("[sources.a]\nkind = \"synthetic_eeg\"\nchannels = = 3\n");
+    assert!(p.contains("line 3"), "{p}");
+}
+
+#[test]
+fn missing_parquet_input_is_reported_at_validation() {
+    let p = problems("[sources.a]\nkind = \"parquet\"\npath = \"nothing-here.parquet\"\n[sinks.o]\nkind = \"console\"\ninput = \"a\"\n");
+    assert!(p.contains("[sources.a]: `path` DIR/nothing-here.parquet does not exist"), "{p}");
+}
+
+#[test]
+fn cli_validate_exits_nonzero_with_the_problems() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bad.toml"), "[sources.a]\nkind = \"synthetic_eeg\"\nchannels = \"many\"\n").unwrap();
+    let err = common::run_err(dir.path(), &["validate", "bad.toml"]);
+    assert!(err.contains("bad.toml:3: [sources.a]: key `channels`: invalid type: string \"many\", expected usize"), "{err}");
+    assert!(err.contains("pipeline has no sinks"), "{err}");
+    let ok = common::run_ok(std::path::Path::new(env!("CARGO_MANIFEST_DIR")), &["validate", "examples/quickstart.toml"]);
+    assert!(ok.contains("[operators.eeg_z] normalize <- eeg (signal, 8 channels at 256 Hz)"), "{ok}");
+}
+
+#[test]
+fn builder_makes_the_same_spec_as_a_file() {
+    use neurostream::operators::normalize::NormalizeConfig;
+    use neurostream::sinks::ParquetSinkConfig;
+    use neurostream::sources::SyntheticEegConfig;
+    let built = PipelineBuilder::new(".")
+        .source("eeg", &SyntheticEegConfig { channels: 4, ..Default::default() })
+        .unwrap()
+        .operator("z", "eeg", &NormalizeConfig::running_zscore(128))
+        .unwrap()
+        .sink("out", "z", &ParquetSinkConfig::new("z.parquet"))
+        .unwrap()
+        .build();
+    let compiled = built.compile(&registry()).unwrap();
+    assert_eq!(
+        compiled.describe(),
+        vec!["[sources.eeg] synthetic_eeg (signal, 4 channels at 256 Hz)", "[operators.z] normalize <- eeg (signal, 4 channels at 256 Hz)", "[sinks.out] parquet <- z"]
+    );
+}
