@@ -88,16 +88,31 @@ fn check_device(device: &str, workers: &str) {
     let d = dir.path();
     std::fs::write(d.join("p.toml"), PIPELINE).unwrap();
     let log = run_ok(d, &["run", "p.toml", "--device", device, "-w", workers, "--quiet"]);
-    assert!(log.contains(&format!("device operators.z: {device}")), "device not reported:\n{log}");
+    assert!(
+        log.contains(&format!("device operators.z: {device}")),
+        "device not reported:\n{log}"
+    );
     let p = |f: &str| d.join(f).to_string_lossy().to_string();
-    let out = run_python(&py, "check_normalize.py", &["signals", &p("eeg_raw.parquet"), &p("eeg_z.parquet"), "300"]);
+    let out = run_python(
+        &py,
+        "check_normalize.py",
+        &["signals", &p("eeg_raw.parquet"), &p("eeg_z.parquet"), "300"],
+    );
     eprintln!("{device}: {out}");
-    let out = run_python(&py, "check_normalize.py", &["l2", &p("acts_raw.parquet"), &p("acts_l2.parquet"), "default"]);
+    let out = run_python(
+        &py,
+        "check_normalize.py",
+        &["l2", &p("acts_raw.parquet"), &p("acts_l2.parquet"), "default"],
+    );
     eprintln!("{device}: {out}");
     run_python(&py, "write_stats.py", &[&p("acts_raw.parquet"), &p("stats.json")]);
     std::fs::write(d.join("fixed.toml"), FIXED).unwrap();
     run_ok(d, &["run", "fixed.toml", "--device", device, "-w", workers, "--quiet"]);
-    let out = run_python(&py, "check_normalize.py", &["fixed", &p("acts_raw.parquet"), &p("acts_fixed.parquet"), &p("stats.json")]);
+    let out = run_python(
+        &py,
+        "check_normalize.py",
+        &["fixed", &p("acts_raw.parquet"), &p("acts_fixed.parquet"), &p("stats.json")],
+    );
     eprintln!("{device}: {out}");
 }
 
@@ -126,7 +141,11 @@ fn quickstart_runs_on_the_bundled_data() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     // Copy the example so its outputs land in the temp dir, with the bundled data beside it.
     std::fs::create_dir_all(dir.path().join("data")).unwrap();
-    std::fs::copy(root.join("examples/data/sample_activations.parquet"), dir.path().join("data/sample_activations.parquet")).unwrap();
+    std::fs::copy(
+        root.join("examples/data/sample_activations.parquet"),
+        dir.path().join("data/sample_activations.parquet"),
+    )
+    .unwrap();
     std::fs::copy(root.join("examples/quickstart.toml"), dir.path().join("quickstart.toml")).unwrap();
     let log = run_ok(dir.path(), &["run", "quickstart.toml", "--quiet"]);
     assert!(log.contains("wrote 8192 rows"), "{log}");

@@ -87,11 +87,18 @@ fn setup() -> tempfile::TempDir {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn outputs(dir: &Path) -> Vec<Vec<(u64, Vec<f32>)>> {
-    ["eeg_z.parquet", "eeg_raw_parts", "l2_parts", "acts_z.parquet"].iter().map(|f| rows(&dir.join("out").join(f))).collect()
+    ["eeg_z.parquet", "eeg_raw_parts", "l2_parts", "acts_z.parquet"]
+        .iter()
+        .map(|f| rows(&dir.join("out").join(f)))
+        .collect()
 }
 
 fn run_cluster(dir: &Path, workers: &str) {
@@ -100,7 +107,17 @@ fn run_cluster(dir: &Path, workers: &str) {
     let children: Vec<_> = (0..2)
         .map(|p| {
             Command::new(bin())
-                .args(["run", "p.toml", "-w", workers, "--hostfile", "hosts.txt", "--process", &p.to_string(), "--quiet"])
+                .args([
+                    "run",
+                    "p.toml",
+                    "-w",
+                    workers,
+                    "--hostfile",
+                    "hosts.txt",
+                    "--process",
+                    &p.to_string(),
+                    "--quiet",
+                ])
                 .current_dir(dir)
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())

@@ -21,21 +21,26 @@ const SOURCE: &str = "[sources.eeg]\nkind = \"synthetic_eeg\"\nchannels = 32\n";
 
 #[test]
 fn unknown_operator_kind() {
-    let p = problems(&format!("{SOURCE}[operators.f]\nkind = \"bandpass_magic\"\ninput = \"eeg\"\n[sinks.o]\nkind = \"console\"\ninput = \"eeg\"\n"));
-    assert!(p.contains("DIR/p.toml:5: [operators.f]: unknown operator kind `bandpass_magic` (known: normalize)"), "{p}");
+    let p = problems(&format!(
+        "{SOURCE}[operators.f]\nkind = \"bandpass_magic\"\ninput = \"eeg\"\n[sinks.o]\nkind = \"console\"\ninput = \"eeg\"\n"
+    ));
+    assert!(
+        p.contains("DIR/p.toml:5: [operators.f]: unknown operator kind `bandpass_magic` (known: normalize)"),
+        "{p}"
+    );
 }
 
 #[test]
 fn unknown_key_names_its_line() {
-    let p = problems(
-        "[sources.eeg]\nkind = \"synthetic_eeg\"\nchanels = 32\n[sinks.o]\nkind = \"console\"\ninput = \"eeg\"\n",
-    );
+    let p = problems("[sources.eeg]\nkind = \"synthetic_eeg\"\nchanels = 32\n[sinks.o]\nkind = \"console\"\ninput = \"eeg\"\n");
     assert!(p.contains("DIR/p.toml:3: [sources.eeg]: unknown field `chanels`"), "{p}");
 }
 
 #[test]
 fn unknown_top_level_and_pipeline_keys() {
-    let p = problems(&format!("[pipeline]\nworkrs = 2\n[operator.x]\nkind = \"normalize\"\n{SOURCE}[sinks.o]\nkind = \"console\"\ninput = \"eeg\"\n"));
+    let p = problems(&format!(
+        "[pipeline]\nworkrs = 2\n[operator.x]\nkind = \"normalize\"\n{SOURCE}[sinks.o]\nkind = \"console\"\ninput = \"eeg\"\n"
+    ));
     assert!(p.contains("unknown field `workrs`"), "{p}");
     assert!(p.contains("unknown top-level key `operator`"), "{p}");
 }
@@ -46,7 +51,10 @@ fn missing_and_dangling_inputs() {
         "{SOURCE}[operators.a]\nkind = \"normalize\"\nmethod = \"l2\"\n[operators.b]\nkind = \"normalize\"\nmethod = \"l2\"\ninput = \"nowhere\"\n[sinks.o]\nkind = \"console\"\ninput = \"eeg\"\n"
     ));
     assert!(p.contains("[operators.a]: missing key `input`"), "{p}");
-    assert!(p.contains("p.toml:10: [operators.b]: input `nowhere` is not a source or operator"), "{p}");
+    assert!(
+        p.contains("p.toml:10: [operators.b]: input `nowhere` is not a source or operator"),
+        "{p}"
+    );
 }
 
 #[test]
@@ -62,7 +70,10 @@ fn shape_mismatch_between_operator_and_input() {
     let p = problems(&format!(
         "{SOURCE}[operators.n]\nkind = \"normalize\"\nmethod = \"running_zscore\"\ninput = \"eeg\"\nchannels = 64\n[sinks.o]\nkind = \"console\"\ninput = \"n\"\n"
     ));
-    assert!(p.contains("p.toml:8: [operators.n]: shape mismatch: expects 64 channels (key `channels`) but its input has 32"), "{p}");
+    assert!(
+        p.contains("p.toml:8: [operators.n]: shape mismatch: expects 64 channels (key `channels`) but its input has 32"),
+        "{p}"
+    );
 }
 
 #[test]
@@ -73,7 +84,12 @@ fn shape_mismatch_with_a_statistics_file() {
         "{SOURCE}[operators.n]\nkind = \"normalize\"\nmethod = \"fixed\"\nstats = \"stats.json\"\ninput = \"eeg\"\n[sinks.o]\nkind = \"console\"\ninput = \"n\"\n"
     );
     std::fs::write(dir.path().join("p.toml"), toml).unwrap();
-    let e = PipelineSpec::from_file(&dir.path().join("p.toml")).unwrap().compile(&registry()).err().unwrap().to_string();
+    let e = PipelineSpec::from_file(&dir.path().join("p.toml"))
+        .unwrap()
+        .compile(&registry())
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("holds 3 channels but its input has 32"), "{e}");
 }
 
@@ -89,7 +105,8 @@ fn every_problem_is_reported_at_once() {
 
 #[test]
 fn duplicate_names_no_sinks_and_syntax_errors() {
-    let p = problems("[sources.a]\nkind = \"synthetic_eeg\"\n[operators.a]\nkind = \"normalize\"\nmethod = \"l2\"\ninput = \"a\"\n");
+    let p =
+        problems("[sources.a]\nkind = \"synthetic_eeg\"\n[operators.a]\nkind = \"normalize\"\nmethod = \"l2\"\ninput = \"a\"\n");
     assert!(p.contains("name `a` is already used by [sources.a]"), "{p}");
     assert!(p.contains("pipeline has no sinks"), "{p}");
     let p = problems("[sources.a]\nkind = \"synthetic_eeg\"\nchannels = = 3\n");
@@ -98,19 +115,37 @@ fn duplicate_names_no_sinks_and_syntax_errors() {
 
 #[test]
 fn missing_parquet_input_is_reported_at_validation() {
-    let p = problems("[sources.a]\nkind = \"parquet\"\npath = \"nothing-here.parquet\"\n[sinks.o]\nkind = \"console\"\ninput = \"a\"\n");
-    assert!(p.contains("[sources.a]: `path` DIR/nothing-here.parquet does not exist"), "{p}");
+    let p = problems(
+        "[sources.a]\nkind = \"parquet\"\npath = \"nothing-here.parquet\"\n[sinks.o]\nkind = \"console\"\ninput = \"a\"\n",
+    );
+    assert!(
+        p.contains("[sources.a]: `path` DIR/nothing-here.parquet does not exist"),
+        "{p}"
+    );
 }
 
 #[test]
 fn cli_validate_exits_nonzero_with_the_problems() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("bad.toml"), "[sources.a]\nkind = \"synthetic_eeg\"\nchannels = \"many\"\n").unwrap();
+    std::fs::write(
+        dir.path().join("bad.toml"),
+        "[sources.a]\nkind = \"synthetic_eeg\"\nchannels = \"many\"\n",
+    )
+    .unwrap();
     let err = common::run_err(dir.path(), &["validate", "bad.toml"]);
-    assert!(err.contains("bad.toml:3: [sources.a]: key `channels`: invalid type: string \"many\", expected usize"), "{err}");
+    assert!(
+        err.contains("bad.toml:3: [sources.a]: key `channels`: invalid type: string \"many\", expected usize"),
+        "{err}"
+    );
     assert!(err.contains("pipeline has no sinks"), "{err}");
-    let ok = common::run_ok(std::path::Path::new(env!("CARGO_MANIFEST_DIR")), &["validate", "examples/quickstart.toml"]);
-    assert!(ok.contains("[operators.eeg_z] normalize <- eeg (signal, 8 channels at 256 Hz)"), "{ok}");
+    let ok = common::run_ok(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")),
+        &["validate", "examples/quickstart.toml"],
+    );
+    assert!(
+        ok.contains("[operators.eeg_z] normalize <- eeg (signal, 8 channels at 256 Hz)"),
+        "{ok}"
+    );
 }
 
 #[test]
@@ -119,7 +154,13 @@ fn builder_makes_the_same_spec_as_a_file() {
     use neurostream::sinks::ParquetSinkConfig;
     use neurostream::sources::SyntheticEegConfig;
     let built = PipelineBuilder::new(".")
-        .source("eeg", &SyntheticEegConfig { channels: 4, ..Default::default() })
+        .source(
+            "eeg",
+            &SyntheticEegConfig {
+                channels: 4,
+                ..Default::default()
+            },
+        )
         .unwrap()
         .operator("z", "eeg", &NormalizeConfig::running_zscore(128))
         .unwrap()
@@ -129,6 +170,10 @@ fn builder_makes_the_same_spec_as_a_file() {
     let compiled = built.compile(&registry()).unwrap();
     assert_eq!(
         compiled.describe(),
-        vec!["[sources.eeg] synthetic_eeg (signal, 4 channels at 256 Hz)", "[operators.z] normalize <- eeg (signal, 4 channels at 256 Hz)", "[sinks.out] parquet <- z"]
+        vec![
+            "[sources.eeg] synthetic_eeg (signal, 4 channels at 256 Hz)",
+            "[operators.z] normalize <- eeg (signal, 4 channels at 256 Hz)",
+            "[sinks.out] parquet <- z"
+        ]
     );
 }

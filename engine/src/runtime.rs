@@ -479,8 +479,8 @@ where
                                 }
                                 None => {
                                     shared.fail(format!(
-                                    "`{name}` emitted rows at the end without holding a capability (declare holds_back)"
-                                ));
+                                        "`{name}` emitted rows at the end without holding a capability (declare holds_back)"
+                                    ));
                                     out.clear();
                                 }
                             },

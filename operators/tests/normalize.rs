@@ -8,7 +8,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use neurostream_engine::{
-    Batch, ComputeDevice, DeviceChoice, DeviceManager, DevicePolicy, Frame, NodeContext, OperatorKind, PipelineSettings, RowIndex, Schema,
+    Batch, ComputeDevice, DeviceChoice, DeviceManager, DevicePolicy, Frame, NodeContext, OperatorKind, PipelineSettings,
+    RowIndex, Schema,
 };
 use neurostream_operators::normalize::NormalizeKind;
 use rand::rngs::StdRng;
@@ -59,7 +60,15 @@ fn frames(data: &[f32], width: usize, sizes: &[usize]) -> Vec<Frame> {
             pos: (start as u32..(start + n) as u32).collect(),
             token: None,
         };
-        out.push(Frame::new("s".into(), schema.clone(), index, data[start * width..(start + n) * width].to_vec()).unwrap());
+        out.push(
+            Frame::new(
+                "s".into(),
+                schema.clone(),
+                index,
+                data[start * width..(start + n) * width].to_vec(),
+            )
+            .unwrap(),
+        );
         start += n;
     }
     out
@@ -74,7 +83,9 @@ fn run_op(config: &str, width: usize, device: &ComputeDevice, input: Vec<Frame>,
         base_dir: base,
         settings: &settings,
     };
-    let op = NormalizeKind.build(table, &ctx, &Arc::new(Schema::activation(width, None, None))).unwrap();
+    let op = NormalizeKind
+        .build(table, &ctx, &Arc::new(Schema::activation(width, None, None)))
+        .unwrap();
     let mut inst = op.instantiate(device).unwrap();
     let mut out = Vec::new();
     for f in input {
@@ -165,7 +176,11 @@ fn running_zscore_matches_reference_on_every_backend() {
         for device in devices() {
             let cfg = format!("method = \"running_zscore\"\nwarmup = {warmup}");
             let got = run_op(&cfg, width, &device, frames(&data, width, &sizes), dir.path());
-            assert_close(&got, &want, &format!("running_zscore width {width} warmup {warmup} on {}", device.describe()));
+            assert_close(
+                &got,
+                &want,
+                &format!("running_zscore width {width} warmup {warmup} on {}", device.describe()),
+            );
         }
     }
 }
@@ -194,9 +209,19 @@ fn fixed_statistics_from_json_match_reference() {
     let std: Vec<f64> = (0..width).map(|_| rng.random_range(0.2..4.0)).collect();
     let json = serde_json::json!({"mean": mean, "std": std});
     std::fs::write(dir.path().join("stats.json"), json.to_string()).unwrap();
-    let want: Vec<f64> = data.iter().enumerate().map(|(i, &x)| (x as f64 - mean[i % width]) / std[i % width]).collect();
+    let want: Vec<f64> = data
+        .iter()
+        .enumerate()
+        .map(|(i, &x)| (x as f64 - mean[i % width]) / std[i % width])
+        .collect();
     for device in devices() {
-        let got = run_op("method = \"fixed\"\nstats = \"stats.json\"", width, &device, frames(&data, width, &[100, 3]), dir.path());
+        let got = run_op(
+            "method = \"fixed\"\nstats = \"stats.json\"",
+            width,
+            &device,
+            frames(&data, width, &[100, 3]),
+            dir.path(),
+        );
         assert_close(&got, &want, &format!("fixed on {}", device.describe()));
     }
 }
@@ -241,7 +266,13 @@ fn config_errors_are_clear() {
         settings: &settings,
     };
     let schema = Arc::new(Schema::activation(32, None, None));
-    let build = |cfg: &str| NormalizeKind.build(toml::from_str(cfg).unwrap(), &ctx, &schema).err().unwrap().to_string();
+    let build = |cfg: &str| {
+        NormalizeKind
+            .build(toml::from_str(cfg).unwrap(), &ctx, &schema)
+            .err()
+            .unwrap()
+            .to_string()
+    };
     assert!(build("method = \"running_zscore\"\nchannels = 64").contains("expects 64 channels"));
     assert!(build("method = \"fixed\"").contains("needs key `stats`"));
     assert!(build("method = \"fixed\"\nstats = \"missing.json\"").contains("missing.json"));

@@ -257,7 +257,7 @@ struct ParquetReader {
 
 impl ParquetReader {
     fn where_(&self, g: &RowGroup) -> String {
-        format!("{}, row group {}", self.files[g.file].display(), g.index)
+        format!("{}: row group {}", self.files[g.file].display(), g.index)
     }
 }
 
@@ -292,16 +292,13 @@ impl SourceReader for ParquetReader {
                     let file_row = cur.group.file_row + cur.done;
                     cur.done += batch.num_rows() as u64;
                     let g = cur.group.clone();
-                    let where_ = self.where_(&g);
+                    let where_ = format!("row group {}", g.index);
                     let frame = self
                         .decoder
                         .decode(&batch, &self.name, time, file_row, &where_)
                         .map_err(|m| EngineError::Input {
                             path: self.files[g.file].clone(),
-                            message: m
-                                .strip_prefix(&format!("{}, ", self.files[g.file].display()))
-                                .unwrap_or(&m)
-                                .to_string(),
+                            message: m,
                         })?;
                     return Ok(Some((time, Batch::Dense(frame))));
                 }

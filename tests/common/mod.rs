@@ -25,7 +25,11 @@ pub fn run_cli(dir: &Path, args: &[&str]) -> Output {
 /// Runs the CLI and panics with its output unless it succeeded.
 pub fn run_ok(dir: &Path, args: &[&str]) -> String {
     let out = run_cli(dir, args);
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success(), "neurostream {args:?} failed:\n{text}");
     text
 }
@@ -33,7 +37,11 @@ pub fn run_ok(dir: &Path, args: &[&str]) -> String {
 /// Runs the CLI, expecting failure; returns stderr.
 pub fn run_err(dir: &Path, args: &[&str]) -> String {
     let out = run_cli(dir, args);
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!out.status.success(), "neurostream {args:?} should have failed:\n{text}");
     text
 }
@@ -71,7 +79,11 @@ pub fn python() -> Option<PathBuf> {
 pub fn run_python(python: &Path, script: &str, args: &[&str]) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python").join(script);
     let out = Command::new(python).arg(&path).args(args).output().expect("spawn python");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success(), "{script} failed:\n{text}");
     text
 }
@@ -92,7 +104,10 @@ pub fn read_parquet(path: &Path) -> Vec<RecordBatch> {
     let mut out = Vec::new();
     for f in files {
         let file = std::fs::File::open(&f).unwrap();
-        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap()
+            .build()
+            .unwrap();
         out.extend(reader.map(|b| b.unwrap()));
     }
     out
@@ -105,18 +120,32 @@ pub fn rows(path: &Path) -> Vec<(u64, Vec<f32>)> {
     for b in read_parquet(path) {
         let schema = b.schema();
         if let Ok(i) = schema.index_of("act") {
-            let seq = b.column(schema.index_of("seq_id").unwrap()).as_primitive::<UInt64Type>().clone();
+            let seq = b
+                .column(schema.index_of("seq_id").unwrap())
+                .as_primitive::<UInt64Type>()
+                .clone();
             let pos = b.column(schema.index_of("pos").unwrap()).as_primitive::<UInt32Type>().clone();
             let act = b.column(i).as_fixed_size_list().clone();
             for r in 0..b.num_rows() {
                 let v = act.value(r);
-                out.push(((seq.value(r) << 32) | pos.value(r) as u64, v.as_primitive::<Float32Type>().values().to_vec()));
+                out.push((
+                    (seq.value(r) << 32) | pos.value(r) as u64,
+                    v.as_primitive::<Float32Type>().values().to_vec(),
+                ));
             }
         } else {
-            let sample = b.column(schema.index_of("sample").unwrap()).as_primitive::<Int64Type>().clone();
-            let chans: Vec<usize> = (0..schema.fields().len()).filter(|&i| schema.field(i).data_type() == &DataType::Float32).collect();
+            let sample = b
+                .column(schema.index_of("sample").unwrap())
+                .as_primitive::<Int64Type>()
+                .clone();
+            let chans: Vec<usize> = (0..schema.fields().len())
+                .filter(|&i| schema.field(i).data_type() == &DataType::Float32)
+                .collect();
             for r in 0..b.num_rows() {
-                let v = chans.iter().map(|&c| b.column(c).as_primitive::<Float32Type>().value(r)).collect();
+                let v = chans
+                    .iter()
+                    .map(|&c| b.column(c).as_primitive::<Float32Type>().value(r))
+                    .collect();
                 out.push((sample.value(r) as u64, v));
             }
         }

@@ -88,7 +88,14 @@ impl NormalizeKernels for GpuKernels {
             epsilon: 0.0,
             target: 0.0,
         };
-        self.dispatch(&self.affine, params, data, Some(&aux), data.len(), workgroups_1d(data.len(), WG))
+        self.dispatch(
+            &self.affine,
+            params,
+            data,
+            Some(&aux),
+            data.len(),
+            workgroups_1d(data.len(), WG),
+        )
     }
 
     fn running(&mut self, data: &[f32], width: usize, state: &mut Welford, epsilon: f64) -> Result<Vec<f32>> {
