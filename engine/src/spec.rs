@@ -326,14 +326,12 @@ impl PipelineSpec {
             if node.section != Section::Source {
                 match &node.input {
                     None => problems.push(format!("{}{}: missing key `input`", at(Some(node), None), node.label())),
-                    Some(i) => match by_name.get(i.as_str()) {
-                        None => problems.push(format!(
-                            "{}{}: input `{i}` is not a source or operator of this pipeline (sinks produce no stream)",
-                            at(Some(node), Some("input")),
-                            node.label()
-                        )),
-                        _ => {}
-                    },
+                    Some(i) if !by_name.contains_key(i.as_str()) => problems.push(format!(
+                        "{}{}: input `{i}` is not a source or operator of this pipeline (sinks produce no stream)",
+                        at(Some(node), Some("input")),
+                        node.label()
+                    )),
+                    Some(_) => {}
                 }
             }
         }
