@@ -239,7 +239,7 @@ pub fn run(pipeline: CompiledPipeline, options: RunOptions) -> Result<RunReport>
                         Placement::Single => build_sink(
                             input,
                             Exchange::new(|_: &Batch| 0u64),
-                            name,
+                            &label,
                             sink.clone(),
                             pos,
                             shared.clone(),

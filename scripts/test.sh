@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The test command: prepares what the reference checks need, then runs every test.
+#
+#   ./scripts/test.sh            # all tests, CPU and wgpu (lavapipe when there is no GPU)
+#   ./scripts/test.sh -p neurostream-operators   # extra arguments go to `cargo test`
+#
+# It installs, when missing:
+#   - Mesa's Vulkan CPU driver (lavapipe) through apt when run as root, so the wgpu kernels run
+#     without a GPU (otherwise install `mesa-vulkan-drivers libvulkan1` yourself, or set
+#     NEUROSTREAM_SKIP_GPU_TESTS=1);
+#   - a Python venv in .venv with numpy, pyarrow, duckdb, polars and scipy for the reference
+#     checks (set NEUROSTREAM_PYTHON to use another interpreter).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! ldconfig -p 2>/dev/null | grep -q libvulkan.so.1 || ! ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "== installing the Vulkan loader and Mesa's lavapipe driver"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq mesa-vulkan-drivers libvulkan1 >/dev/null
+    else
+        echo "warning: no Vulkan driver found; install mesa-vulkan-drivers and libvulkan1, or set NEUROSTREAM_SKIP_GPU_TESTS=1" >&2
+    fi
+fi
+
+if [ -z "${NEUROSTREAM_PYTHON:-}" ]; then
+    if ! .venv/bin/python -c "import numpy, pyarrow, duckdb, polars, scipy" 2>/dev/null; then
+        echo "== creating .venv with the Python reference libraries"
+        python3 -m venv .venv
+        .venv/bin/pip install -q --disable-pip-version-check -r tests/python/requirements.txt
+    fi
+    export NEUROSTREAM_PYTHON="$PWD/.venv/bin/python"
+fi
+
+echo "== cargo test"
+cargo test --workspace "$@"
