@@ -306,3 +306,109 @@ impl Batch {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn signal_frame(rows: usize, width: usize) -> Frame {
+        let schema = Arc::new(Schema::signal(
+            &(0..width).map(|c| format!("c{c}")).collect::<Vec<_>>(),
+            "uV",
+            100.0,
+        ));
+        let data = (0..rows * width).map(|i| i as f32).collect();
+        let mut f = Frame::new("s".into(), schema, RowIndex::Samples((0..rows as i64).collect()), data).unwrap();
+        f.markers = vec![
+            Marker {
+                row: 1,
+                label: "a".into(),
+                duration_s: 0.0,
+            },
+            Marker {
+                row: 4,
+                label: "b".into(),
+                duration_s: 1.0,
+            },
+        ];
+        f
+    }
+
+    #[test]
+    fn new_checks_the_shape() {
+        let schema = Arc::new(Schema::activation(3, None, None));
+        let index = RowIndex::Tokens {
+            seq_id: vec![0, 0],
+            pos: vec![0, 1],
+            token: None,
+        };
+        let err = Frame::new("acts".into(), schema, index, vec![0.0; 5])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("stream acts: frame has 5 values, expected 2 rows x 3 channels = 6"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn split_off_moves_rows_and_markers() {
+        let mut f = signal_frame(6, 2);
+        let tail = f.split_off(3);
+        assert_eq!(f.data, (0..6).map(|i| i as f32).collect::<Vec<_>>());
+        assert_eq!(tail.data, (6..12).map(|i| i as f32).collect::<Vec<_>>());
+        assert_eq!(tail.index, RowIndex::Samples(vec![3, 4, 5]));
+        assert_eq!(f.markers.len(), 1);
+        assert_eq!((tail.markers[0].row, tail.markers[0].label.as_str()), (1, "b"));
+    }
+
+    #[test]
+    fn retain_rows_keeps_data_index_and_markers_aligned() {
+        let mut f = signal_frame(6, 2);
+        f.retain_rows(&[true, false, true, true, true, false]);
+        assert_eq!(f.data, vec![0.0, 1.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0]);
+        assert_eq!(f.index, RowIndex::Samples(vec![0, 2, 3, 4]));
+        assert_eq!(f.markers.len(), 1);
+        assert_eq!((f.markers[0].row, f.markers[0].label.as_str()), (3, "b"));
+    }
+
+    #[test]
+    fn first_non_finite_finds_row_and_channel() {
+        let mut f = signal_frame(4, 3);
+        assert_eq!(f.first_non_finite(), None);
+        f.data[7] = f32::NAN;
+        f.data[10] = f32::INFINITY;
+        assert_eq!(f.first_non_finite(), Some((2, 1)));
+    }
+
+    #[test]
+    fn sparse_frame_checks_offsets_and_ids() {
+        let schema = Arc::new(Schema::activation(10, None, None));
+        let index = || RowIndex::Tokens {
+            seq_id: vec![0, 0],
+            pos: vec![0, 1],
+            token: None,
+        };
+        let ok = SparseFrame::new(
+            "f".into(),
+            schema.clone(),
+            index(),
+            vec![0, 2, 3],
+            vec![1, 9, 4],
+            vec![0.5, 1.0, 2.0],
+        )
+        .unwrap();
+        assert_eq!(ok.row(1), (&[4u32][..], &[2.0f32][..]));
+        let bad_id = SparseFrame::new(
+            "f".into(),
+            schema.clone(),
+            index(),
+            vec![0, 1, 2],
+            vec![1, 10],
+            vec![1.0, 1.0],
+        );
+        assert!(bad_id.unwrap_err().to_string().contains("feature id 10 >= 10 features"));
+        let bad_off = SparseFrame::new("f".into(), schema, index(), vec![0, 2, 1], vec![1, 2], vec![1.0, 1.0]);
+        assert!(bad_off.unwrap_err().to_string().contains("offsets decrease"));
+    }
+}

@@ -453,3 +453,74 @@ fn int_column_u64(col: &ArrayRef, name: &str, where_: &str, file_row: u64) -> Re
     let v = cast.as_primitive::<Int64Type>();
     Ok(v.values().iter().map(|&x| x as u64).collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_round_trip_with_markers() {
+        let schema = Arc::new(Schema::signal(&["Fz", "Cz"], "uV", 250.0));
+        let mut f = Frame::new(
+            "eeg".into(),
+            schema.clone(),
+            RowIndex::Samples(vec![10, 11, 12]),
+            vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+        )
+        .unwrap();
+        f.markers.push(Marker {
+            row: 1,
+            label: "left".into(),
+            duration_s: 0.0,
+        });
+        let opts = EncodeOptions {
+            markers: true,
+            tokens: false,
+        };
+        let arrow = arrow_schema(&schema, &opts);
+        let batch = frame_to_batch(&f, &arrow, &opts).unwrap();
+        assert_eq!(batch.column(0).as_primitive::<Float64Type>().values()[2], 12.0 / 250.0);
+        let mut dec = Decoder::new(&arrow, ACT_COLUMN, None).unwrap();
+        assert_eq!(dec.schema, schema);
+        let back = dec.decode(&batch, &"eeg".into(), 10, 0, "test").unwrap();
+        assert_eq!(back.data, f.data);
+        assert_eq!(back.index, f.index);
+        assert_eq!(back.markers[0].label, "left");
+        assert_eq!(back.markers[0].row, 1);
+    }
+
+    #[test]
+    fn activations_round_trip_with_tokens_and_metadata() {
+        let schema = Arc::new(Schema::activation(3, Some("m".into()), Some("blocks.2".into())));
+        let index = RowIndex::Tokens {
+            seq_id: vec![4, 4],
+            pos: vec![0, 1],
+            token: Some(vec!["The".into(), " cat".into()]),
+        };
+        let f = Frame::new("a".into(), schema.clone(), index, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]).unwrap();
+        let opts = EncodeOptions {
+            markers: false,
+            tokens: true,
+        };
+        let arrow = arrow_schema(&schema, &opts);
+        assert_eq!(arrow.metadata()[META_LAYER], "blocks.2");
+        let batch = frame_to_batch(&f, &arrow, &opts).unwrap();
+        let mut dec = Decoder::new(&arrow, ACT_COLUMN, None).unwrap();
+        let back = dec.decode(&batch, &"a".into(), 0, 0, "test").unwrap();
+        assert_eq!(back, f);
+    }
+
+    #[test]
+    fn signals_without_a_rate_need_one() {
+        let arrow = ArrowSchema::new(vec![
+            Field::new("sample", DataType::Int64, false),
+            Field::new("x", DataType::Float32, false),
+        ]);
+        let err = Decoder::new(&arrow, ACT_COLUMN, None).unwrap_err();
+        assert!(err.contains("set `sample_rate`"), "{err}");
+        assert_eq!(
+            Decoder::new(&arrow, ACT_COLUMN, Some(100.0)).unwrap().schema.sample_rate(),
+            Some(100.0)
+        );
+    }
+}

@@ -216,3 +216,47 @@ impl SourceReader for Reader {
         format!("synthetic_activations `{}`", self.gen.name)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_are_the_planted_combinations_when_noise_is_zero() {
+        let g = SyntheticActivations::new(
+            "a",
+            SyntheticActivationsConfig {
+                noise: 0.0,
+                tokens: 300,
+                chunk: 128,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let d = 64;
+        for f in 0..256 {
+            let n: f64 = g.directions()[f * d..(f + 1) * d].iter().map(|&x| (x as f64).powi(2)).sum();
+            assert!((n - 1.0).abs() < 1e-5);
+        }
+        let (frame, truth) = g.generate(1);
+        assert_eq!(frame.rows(), 128);
+        for (r, active) in truth.iter().enumerate() {
+            assert_eq!(active.len(), 8);
+            let mut want = vec![0f64; d];
+            for &(f, c) in active {
+                for k in 0..d {
+                    want[k] += c as f64 * g.directions()[f as usize * d + k] as f64;
+                }
+            }
+            for k in 0..d {
+                assert!((frame.row(r)[k] as f64 - want[k]).abs() < 1e-4);
+            }
+        }
+        let (last, _) = g.generate(2);
+        assert_eq!(last.rows(), 300 - 256);
+        let RowIndex::Tokens { seq_id, pos, .. } = &last.index else {
+            panic!()
+        };
+        assert_eq!((seq_id[0], pos[0]), (2, 0));
+    }
+}

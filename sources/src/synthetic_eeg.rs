@@ -270,3 +270,87 @@ impl SourceReader for ChunkReader {
         format!("synthetic_eeg `{}`", self.gen.name)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gen(chunk: usize) -> SyntheticEeg {
+        SyntheticEeg::new(
+            "eeg",
+            SyntheticEegConfig {
+                channels: 3,
+                seconds: 8.0,
+                chunk,
+                marker_interval: 2.0,
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    }
+
+    fn read_all(src: &SyntheticEeg, peers: usize) -> Vec<(u64, Frame)> {
+        let mut out = Vec::new();
+        for index in 0..peers {
+            let mut r = src.open(WorkerPos { index, peers }).unwrap();
+            while let Some((t, Batch::Dense(f))) = r.next_batch().unwrap() {
+                out.push((t, f));
+            }
+        }
+        out.sort_by_key(|(t, _)| *t);
+        out
+    }
+
+    #[test]
+    fn data_do_not_depend_on_chunking_or_workers() {
+        let concat = |frames: Vec<(u64, Frame)>| frames.into_iter().flat_map(|(_, f)| f.data).collect::<Vec<f32>>();
+        let a = concat(read_all(&gen(256), 1));
+        let b = concat(read_all(&gen(100), 3));
+        assert_eq!(a.len(), 8 * 256 * 3);
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn markers_every_interval_and_times_are_first_samples() {
+        let frames = read_all(&gen(100), 2);
+        let markers: Vec<i64> = frames
+            .iter()
+            .flat_map(|(_, f)| {
+                let RowIndex::Samples(s) = &f.index else { panic!() };
+                f.markers.iter().map(|m| s[m.row as usize]).collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(markers, vec![512, 1024, 1536]);
+        for (t, f) in &frames {
+            let RowIndex::Samples(s) = &f.index else { panic!() };
+            assert_eq!(*t, s[0] as u64);
+        }
+    }
+
+    #[test]
+    fn alpha_dominates_the_spectrum() {
+        // Power at the channel's alpha frequency (Goertzel-style projection) far above a 40 Hz probe.
+        let src = SyntheticEeg::new(
+            "eeg",
+            SyntheticEegConfig {
+                channels: 1,
+                seconds: 20.0,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let n = src.total_samples();
+        let power = |hz: f64| {
+            let (mut re, mut im) = (0.0, 0.0);
+            for s in 0..n {
+                let v = src.value(0, s) as f64;
+                let ph = TAU * hz * s as f64 / 256.0;
+                re += v * ph.cos();
+                im += v * ph.sin();
+            }
+            (re * re + im * im) / n as f64
+        };
+        let alpha = power(src.params[0].alpha_hz);
+        assert!(alpha > 50.0 * power(41.3), "alpha {alpha} vs {}", power(41.3));
+    }
+}
