@@ -164,6 +164,23 @@ fn one_worker_two_workers_and_two_processes_write_the_same_rows() {
 }
 
 #[test]
+fn tight_flow_control_neither_deadlocks_nor_changes_rows() {
+    let dir = setup();
+    let d = dir.path();
+    run_ok(d, &["run", "p.toml", "-w", "1", "--quiet"]);
+    let free = outputs(d);
+    std::fs::remove_dir_all(d.join("out")).unwrap();
+    // A window of ~360 rows: smaller than a row group (1500) and than the gaps between a worker's batches.
+    std::fs::write(
+        d.join("tight.toml"),
+        format!("[pipeline]\nmax_in_flight_mb = 0.05\n{PIPELINE}"),
+    )
+    .unwrap();
+    run_ok(d, &["run", "tight.toml", "-w", "2", "--quiet"]);
+    assert!(free == outputs(d));
+}
+
+#[test]
 fn bad_hostfile_and_process_index_are_clear_errors() {
     let dir = setup();
     let d = dir.path();

@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use timely::dataflow::channels::pact::{Exchange, ParallelizationContract, Pipeline};
 use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::operators::generic::Operator as _;
-use timely::dataflow::operators::Capability;
+use timely::dataflow::operators::probe::Handle as ProbeHandle;
+use timely::dataflow::operators::{Capability, Probe};
 use timely::dataflow::{Scope, StreamVec};
 
 use crate::device::{ComputeDevice, DeviceChoice, DeviceManager, DevicePolicy};
@@ -209,6 +210,10 @@ pub fn run(pipeline: CompiledPipeline, options: RunOptions) -> Result<RunReport>
         let pipeline = pipeline.clone();
         let node_devices = node_devices.clone();
         worker.dataflow::<u64, _, _>(|scope| {
+            // Each source has a probe on the sinks it feeds; it pauses when it runs too far ahead
+            // of them. Streams of different sources never hold each other back.
+            let mut probes: HashMap<&str, ProbeHandle<u64>> = HashMap::new();
+            let max_in_flight = (pipeline.settings.max_in_flight_mb.max(0.0) * 1048576.0) as u64;
             let mut streams: HashMap<&str, StreamVec<'_, u64, Batch>> = HashMap::new();
             for node in &pipeline.nodes {
                 let name = node.spec.name.as_str();
@@ -217,7 +222,13 @@ pub fn run(pipeline: CompiledPipeline, options: RunOptions) -> Result<RunReport>
                 match (&node.built, input) {
                     (Built::Source(src), _) => {
                         let policy = node.spec.on_invalid.unwrap_or(pipeline.settings.on_invalid);
-                        let s = build_source(scope, &label, src.clone(), policy, pos, shared.clone());
+                        let window = max_in_flight / (src.schema().width() as u64 * 4 + 16);
+                        let probe = probes.entry(name).or_default().clone();
+                        let flow = FlowControl {
+                            probe,
+                            window: window.max(1),
+                        };
+                        let s = build_source(scope, &label, src.clone(), policy, flow, pos, shared.clone());
                         streams.insert(name, s);
                     }
                     (Built::Operator(op), Some(input)) => {
@@ -235,8 +246,11 @@ pub fn run(pipeline: CompiledPipeline, options: RunOptions) -> Result<RunReport>
                         };
                         streams.insert(name, s);
                     }
-                    (Built::Sink(sink), Some(input)) => match sink.placement() {
-                        Placement::Single => build_sink(
+                    (Built::Sink(sink), Some(input)) => match (
+                        sink.placement(),
+                        input.probe_with(&probes[pipeline.root_of(node.spec.input.as_deref().unwrap_or_default())]),
+                    ) {
+                        (Placement::Single, input) => build_sink(
                             input,
                             Exchange::new(|_: &Batch| 0u64),
                             &label,
@@ -244,7 +258,7 @@ pub fn run(pipeline: CompiledPipeline, options: RunOptions) -> Result<RunReport>
                             pos,
                             shared.clone(),
                         ),
-                        Placement::PerWorker => build_sink(input, Pipeline, &label, sink.clone(), pos, shared.clone()),
+                        (Placement::PerWorker, input) => build_sink(input, Pipeline, &label, sink.clone(), pos, shared.clone()),
                     },
                     _ => unreachable!("compile orders inputs before consumers"),
                 }
@@ -302,11 +316,19 @@ fn check_invalid(batch: &mut Batch, policy: OnInvalid, location: &str) -> Result
     }
 }
 
+/// Bounds the rows between a source and the sinks: the source waits while the sinks' frontier
+/// is more than `window` event-time units (rows) behind its next batch.
+struct FlowControl {
+    probe: ProbeHandle<u64>,
+    window: u64,
+}
+
 fn build_source<'s>(
     scope: Scope<'s, u64>,
     name: &str,
     src: Arc<dyn Source>,
     policy: OnInvalid,
+    flow: FlowControl,
     pos: WorkerPos,
     shared: Arc<Shared>,
 ) -> StreamVec<'s, u64, Batch> {
@@ -343,13 +365,24 @@ fn build_source<'s>(
                 cap = None;
                 return;
             }
+            // Hold the capability at the next batch's time (the watermark), then wait while the
+            // sinks are more than the flow-control window behind it.
+            match r.next_time() {
+                Some(t) if t >= *c.time() => c.downgrade(&t),
+                Some(_) => {}
+                None => {
+                    done(&stats, dropped);
+                    reader = None;
+                    cap = None;
+                    return;
+                }
+            }
+            if flow.probe.less_than(&c.time().saturating_sub(flow.window)) {
+                activator.activate_after(Duration::from_millis(1));
+                return;
+            }
             let t0 = Instant::now();
             let outcome = (|| -> Result<bool> {
-                match r.next_time() {
-                    Some(t) if t >= *c.time() => c.downgrade(&t),
-                    Some(_) => {}
-                    None => return Ok(false),
-                }
                 let Some((time, mut batch)) = r.next_batch()? else {
                     return Ok(false);
                 };
@@ -466,6 +499,13 @@ where
                     }
                     if holds_back {
                         held = Some(cap);
+                    }
+                }
+                // The held capability only needs to cover what may still arrive: keep it at the
+                // input frontier so it never holds the watermark back behind processed data.
+                if let (Some(h), Some(&f)) = (held.as_mut(), frontier.frontier().first()) {
+                    if f > *h.time() {
+                        h.downgrade(&f);
                     }
                 }
                 if frontier.is_empty() && stash.is_empty() && !finished {

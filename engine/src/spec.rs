@@ -70,6 +70,9 @@ pub struct PipelineSettings {
     pub on_invalid: OnInvalid,
     /// Worker threads per process when the command line does not say.
     pub workers: usize,
+    /// Flow control: a source pauses while more than this many megabytes of its rows
+    /// (estimated from its width) are between it and the sinks.
+    pub max_in_flight_mb: f64,
 }
 
 impl Default for PipelineSettings {
@@ -81,6 +84,7 @@ impl Default for PipelineSettings {
             allow_software_gpu: false,
             on_invalid: OnInvalid::Error,
             workers: 1,
+            max_in_flight_mb: 256.0,
         }
     }
 }
@@ -531,6 +535,24 @@ impl CompiledPipeline {
             }
         }
         Some(total)
+    }
+
+    /// The source whose data the stream `name` (a source or an operator) carries: its input
+    /// chain followed back to a source.
+    pub fn root_of<'a>(&'a self, name: &'a str) -> &'a str {
+        let mut current = name;
+        for _ in 0..=self.nodes.len() {
+            match self
+                .nodes
+                .iter()
+                .find(|n| n.spec.section != Section::Sink && n.spec.name == current)
+            {
+                Some(n) if n.spec.section == Section::Source => return &n.spec.name,
+                Some(n) => current = n.spec.input.as_deref().unwrap_or(current),
+                None => break,
+            }
+        }
+        current
     }
 
     /// One line per node: `[operators.norm] normalize <- eeg (signal, 8 channels at 256 Hz)`.
