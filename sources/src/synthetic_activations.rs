@@ -244,12 +244,13 @@ mod tests {
             assert_eq!(active.len(), 8);
             let mut want = vec![0f64; d];
             for &(f, c) in active {
-                for k in 0..d {
-                    want[k] += c as f64 * g.directions()[f as usize * d + k] as f64;
+                let dir = &g.directions()[f as usize * d..(f as usize + 1) * d];
+                for (w, u) in want.iter_mut().zip(dir) {
+                    *w += c as f64 * *u as f64;
                 }
             }
-            for k in 0..d {
-                assert!((frame.row(r)[k] as f64 - want[k]).abs() < 1e-4);
+            for (got, w) in frame.row(r).iter().zip(&want) {
+                assert!((*got as f64 - w).abs() < 1e-4);
             }
         }
         let (last, _) = g.generate(2);
