@@ -9,6 +9,11 @@
 //! `sample: int64`, then one `float32` column per channel named by its label, and optionally a
 //! nullable `marker: utf8` column. Schema metadata: `neurostream.layout = "signals"`,
 //! `neurostream.sample_rate` (Hz) and `neurostream.units` (JSON list, one unit per channel).
+//!
+//! **Features** (sparse, e.g. SAE latents), one row per token: `seq_id: uint64`, `pos: uint32`,
+//! `features: list<struct<id: uint32, act: float32>>` sorted by activation, largest first.
+//! Schema metadata: `neurostream.layout = "features"`, `neurostream.n_features`, and
+//! `neurostream.encoder` / `neurostream.model` / `neurostream.layer` when known.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,7 +24,7 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Float32Type, Float64Type, Int64Type, Schema as ArrowSchema};
 use arrow::record_batch::RecordBatch;
 
-use crate::frame::{Frame, Marker, RowIndex};
+use crate::frame::{Frame, Marker, RowIndex, SparseFrame};
 use crate::schema::{Channel, Schema, StreamKind};
 
 /// Metadata key naming the layout (`activations` or `signals`).
@@ -34,6 +39,10 @@ pub const META_MODEL: &str = "neurostream.model";
 pub const META_LAYER: &str = "neurostream.layer";
 /// Metadata key of the activation width (activations).
 pub const META_D_MODEL: &str = "neurostream.d_model";
+/// Metadata key of the number of features (features).
+pub const META_N_FEATURES: &str = "neurostream.n_features";
+/// Metadata key of what produced the features (features).
+pub const META_ENCODER: &str = "neurostream.encoder";
 /// Name of the activation vector column.
 pub const ACT_COLUMN: &str = "act";
 /// Column names the signal layout reserves.
@@ -90,8 +99,86 @@ pub fn arrow_schema(schema: &Schema, opts: &EncodeOptions) -> Arc<ArrowSchema> {
             ));
             f
         }
+        StreamKind::Features {
+            n_features,
+            encoder,
+            model,
+            layer,
+        } => {
+            meta.insert(META_LAYOUT.to_string(), "features".to_string());
+            meta.insert(META_N_FEATURES.to_string(), n_features.to_string());
+            for (k, v) in [(META_ENCODER, encoder), (META_MODEL, model), (META_LAYER, layer)] {
+                if let Some(v) = v {
+                    meta.insert(k.to_string(), v.clone());
+                }
+            }
+            vec![
+                Field::new("seq_id", DataType::UInt64, false),
+                Field::new("pos", DataType::UInt32, false),
+                Field::new(
+                    "features",
+                    DataType::List(Arc::new(Field::new("item", feature_struct(), false))),
+                    false,
+                ),
+            ]
+        }
     };
     Arc::new(ArrowSchema::new_with_metadata(fields, meta))
+}
+
+fn feature_struct() -> DataType {
+    DataType::Struct(
+        vec![
+            Field::new("id", DataType::UInt32, false),
+            Field::new("act", DataType::Float32, false),
+        ]
+        .into(),
+    )
+}
+
+/// Encodes a sparse frame as a record batch of the features layout; each row's features are
+/// written sorted by activation, largest first (ties by id).
+pub fn sparse_to_batch(frame: &SparseFrame, target: &Arc<ArrowSchema>) -> Result<RecordBatch, String> {
+    let RowIndex::Tokens { seq_id, pos, .. } = &frame.index else {
+        return Err(format!(
+            "stream {}: sparse frames need token (seq_id, pos) rows",
+            frame.stream
+        ));
+    };
+    let mut ids = Vec::with_capacity(frame.ids.len());
+    let mut acts = Vec::with_capacity(frame.values.len());
+    let mut order: Vec<usize> = Vec::new();
+    for r in 0..frame.rows() {
+        let (row_ids, row_vals) = frame.row(r);
+        order.clear();
+        order.extend(0..row_ids.len());
+        order.sort_by(|&a, &b| row_vals[b].total_cmp(&row_vals[a]).then(row_ids[a].cmp(&row_ids[b])));
+        ids.extend(order.iter().map(|&i| row_ids[i]));
+        acts.extend(order.iter().map(|&i| row_vals[i]));
+    }
+    let DataType::Struct(fields) = feature_struct() else {
+        unreachable!()
+    };
+    let values = arrow::array::StructArray::try_new(
+        fields,
+        vec![Arc::new(UInt32Array::from(ids)), Arc::new(Float32Array::from(acts))],
+        None,
+    )
+    .map_err(|e| e.to_string())?;
+    let offsets = arrow::buffer::OffsetBuffer::new(frame.offsets.iter().map(|&o| o as i32).collect::<Vec<i32>>().into());
+    let list = arrow::array::ListArray::try_new(
+        Arc::new(Field::new("item", feature_struct(), false)),
+        offsets,
+        Arc::new(values),
+        None,
+    )
+    .map_err(|e| e.to_string())?;
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(UInt64Array::from(seq_id.clone())),
+        Arc::new(UInt32Array::from(pos.clone())),
+        Arc::new(list),
+    ];
+    RecordBatch::try_new(target.clone(), cols).map_err(|e| e.to_string())
 }
 
 /// Encodes a frame as a record batch of `arrow_schema(frame.schema, opts)`.

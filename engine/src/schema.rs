@@ -17,6 +17,17 @@ pub enum StreamKind {
         /// Layer or hook name, when known (e.g. `blocks.15.hook_resid_post`).
         layer: Option<String>,
     },
+    /// Sparse feature activations (e.g. an SAE's latents): carried as `SparseFrame`s.
+    Features {
+        /// Number of features (`d_sae`); ids are `0..n_features`.
+        n_features: usize,
+        /// What produced them (e.g. the SAE's path), when known.
+        encoder: Option<String>,
+        /// Model name of the activations encoded, when known.
+        model: Option<String>,
+        /// Layer or hook name of the activations encoded, when known.
+        layer: Option<String>,
+    },
 }
 
 /// One column of a dense stream.
@@ -33,7 +44,8 @@ pub struct Channel {
 pub struct Schema {
     /// Signal or activation, with kind-specific metadata.
     pub kind: StreamKind,
-    /// One entry per column, in order; `channels.len()` is the row width.
+    /// One entry per column, in order; `channels.len()` is the row width of dense streams
+    /// (empty for [`StreamKind::Features`], whose width is `n_features`).
     pub channels: Vec<Channel>,
 }
 
@@ -67,14 +79,35 @@ impl Schema {
 
     /// Number of columns per row (channels, or `d_model`).
     pub fn width(&self) -> usize {
-        self.channels.len()
+        match self.kind {
+            StreamKind::Features { n_features, .. } => n_features,
+            _ => self.channels.len(),
+        }
+    }
+
+    /// A sparse feature schema of `n_features` features.
+    pub fn features(n_features: usize, encoder: Option<String>, model: Option<String>, layer: Option<String>) -> Schema {
+        Schema {
+            kind: StreamKind::Features {
+                n_features,
+                encoder,
+                model,
+                layer,
+            },
+            channels: Vec::new(),
+        }
+    }
+
+    /// True for sparse feature streams.
+    pub fn is_sparse(&self) -> bool {
+        matches!(self.kind, StreamKind::Features { .. })
     }
 
     /// Sampling rate in Hz for signal streams, `None` for activations.
     pub fn sample_rate(&self) -> Option<f64> {
         match self.kind {
             StreamKind::Signal { sample_rate } => Some(sample_rate),
-            StreamKind::Activation { .. } => None,
+            _ => None,
         }
     }
 
@@ -101,6 +134,13 @@ impl Schema {
                 }
                 if let Some(l) = layer {
                     s.push_str(&format!(", layer {l}"));
+                }
+                s
+            }
+            StreamKind::Features { n_features, encoder, .. } => {
+                let mut s = format!("features, {n_features} sparse");
+                if let Some(e) = encoder {
+                    s.push_str(&format!(", from {e}"));
                 }
                 s
             }

@@ -6,14 +6,18 @@
 //! | kind | what it computes |
 //! | --- | --- |
 //! | `normalize` | per-channel running z-score (Welford), fixed mean/std from a file, or L2 row scaling |
+//! | `sae_encode` | sparse autoencoder encoding (SAELens, sparsify formats) to sparse features |
 
 #![warn(missing_docs)]
 
 pub mod normalize;
+pub mod sae;
 
 use neurostream_engine::Registry;
 
 /// Registers every operator kind of this crate.
 pub fn register(registry: &mut Registry) {
-    registry.add_operator(normalize::NormalizeKind);
+    registry
+        .add_operator(normalize::NormalizeKind)
+        .add_operator(sae::SaeEncodeKind);
 }

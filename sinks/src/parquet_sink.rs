@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::datatypes::Schema as ArrowSchema;
-use neurostream_engine::layout::{arrow_schema, frame_to_batch, EncodeOptions};
+use neurostream_engine::layout::{arrow_schema, frame_to_batch, sparse_to_batch, EncodeOptions};
 use neurostream_engine::{
     parse_config, Batch, ConfigTable, EngineError, NodeConfig, NodeContext, Placement, Result, Schema, Sink, SinkKind,
     SinkWriter, StreamKind, WorkerPos,
@@ -115,7 +115,7 @@ impl SinkKind for ParquetSinkKind {
         if cfg.markers && !input.is_signal() {
             return fail("`markers` applies only to signal streams".into());
         }
-        if cfg.tokens && input.is_signal() {
+        if cfg.tokens && !matches!(input.kind, StreamKind::Activation { .. }) {
             return fail("`tokens` applies only to activation streams".into());
         }
         if let StreamKind::Signal { .. } = input.kind {
@@ -265,13 +265,11 @@ impl SinkWriter for ParquetFileWriter {
         if self.broken {
             return Ok(());
         }
-        let Batch::Dense(frame) = batch else {
-            return Err(out_err(
-                &self.target,
-                format!("stream {} is sparse; this sink writes dense frames", batch.stream()),
-            ));
-        };
-        let record = frame_to_batch(frame, &self.arrow, &self.opts).map_err(|m| out_err(&self.target, m))?;
+        let record = match batch {
+            Batch::Dense(frame) => frame_to_batch(frame, &self.arrow, &self.opts),
+            Batch::Sparse(frame) => sparse_to_batch(frame, &self.arrow),
+        }
+        .map_err(|m| out_err(&self.target, m))?;
         let target = self.target.clone();
         let result = self.writer()?.write(&record);
         if let Err(e) = result {
@@ -282,7 +280,7 @@ impl SinkWriter for ParquetFileWriter {
                 format!("writing failed after {} rows ({e}); the target was left untouched", self.rows),
             ));
         }
-        self.rows += frame.rows() as u64;
+        self.rows += batch.rows() as u64;
         Ok(())
     }
 

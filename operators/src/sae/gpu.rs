@@ -1,0 +1,142 @@
+//! wgpu kernels of `sae_encode` (see `encode.wgsl`, `topk.wgsl`). The encoder weights and the
+//! per-latent epilogue stay resident on the GPU; each block of rows is uploaded once and only
+//! the sparse result (top-k) or the activations (other architectures) come back.
+
+use std::sync::Arc;
+
+use neurostream_engine::{wgpu, EngineError, GpuContext, GpuPass, Result};
+
+use super::cpu::push_sorted;
+use super::model::{Activation, Sae};
+use super::{Csr, SaeKernels};
+
+const ENCODE: &str = include_str!("encode.wgsl");
+const TOPK: &str = include_str!("topk.wgsl");
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    rows: u32,
+    d_in: u32,
+    d_sae: u32,
+    mode: u32,
+    k: u32,
+    pad: [u32; 3],
+}
+
+/// The wgpu backend.
+pub struct GpuSae {
+    ctx: Arc<GpuContext>,
+    encode: Arc<wgpu::ComputePipeline>,
+    topk: Arc<wgpu::ComputePipeline>,
+    w_enc: wgpu::Buffer,
+    aux: wgpu::Buffer,
+    mode: u32,
+    k: u32,
+    block: usize,
+}
+
+impl GpuSae {
+    /// Uploads the SAE's encoder and compiles the kernels.
+    pub fn new(ctx: Arc<GpuContext>, sae: &Sae) -> Result<GpuSae> {
+        let limit = ctx.device.limits().max_storage_buffer_binding_size as usize;
+        if sae.w_enc.len() * 4 > limit {
+            return Err(EngineError::Device(format!(
+                "W_enc is {} bytes, over this GPU's storage binding limit of {limit} bytes",
+                sae.w_enc.len() * 4
+            )));
+        }
+        let (scale, shift) = sae.epilogue();
+        let (mode, param, k) = match &sae.activation {
+            Activation::Relu => (0, vec![0.0; sae.d_sae], 0),
+            Activation::JumpRelu { threshold } => (1, threshold.clone(), 0),
+            Activation::Gated { b_gate, .. } => (2, b_gate.clone(), 0),
+            Activation::TopK { k } => (3, vec![0.0; sae.d_sae], *k as u32),
+        };
+        let aux: Vec<f32> = scale.into_iter().chain(shift).chain(param).collect();
+        // Rows per dispatch: keep the dense block under the binding limit and 64 MiB.
+        let block = ((limit.min(64 << 20)) / (sae.d_sae * 4)).clamp(1, 4096);
+        Ok(GpuSae {
+            encode: ctx.pipeline("sae_encode", ENCODE, "encode")?,
+            topk: ctx.pipeline("sae_topk", TOPK, "topk")?,
+            w_enc: ctx.storage_init("sae.w_enc", bytemuck::cast_slice(&sae.w_enc)),
+            aux: ctx.storage_init("sae.aux", bytemuck::cast_slice(&aux)),
+            mode,
+            k,
+            block,
+            ctx,
+        })
+    }
+}
+
+impl SaeKernels for GpuSae {
+    fn encode(&mut self, sae: &Sae, input: &[f32], rows: usize) -> Result<Csr> {
+        let (d_in, n) = (sae.d_in, sae.d_sae);
+        let mut csr = Csr::with_rows(rows);
+        let mut entries: Vec<(u32, f32)> = Vec::new();
+        for start in (0..rows).step_by(self.block) {
+            let m = self.block.min(rows - start);
+            let params = Params {
+                rows: m as u32,
+                d_in: d_in as u32,
+                d_sae: n as u32,
+                mode: self.mode,
+                k: self.k,
+                pad: [0; 3],
+            };
+            let ctx = &self.ctx;
+            let uniform = ctx.uniform("sae.params", bytemuck::bytes_of(&params));
+            let x = ctx.storage_init("sae.x", bytemuck::cast_slice(&input[start * d_in..(start + m) * d_in]));
+            let dense = ctx.storage_zeroed("sae.pre", (m * n * 4) as u64);
+            let encode_buffers = [&uniform, &x, &self.w_enc, &self.aux, &dense];
+            let encode = GpuPass {
+                pipeline: &self.encode,
+                buffers: &encode_buffers,
+                workgroups: [n.div_ceil(16) as u32, m.div_ceil(16) as u32, 1],
+            };
+            if self.mode == 3 {
+                let k = self.k as usize;
+                let picked = ctx.storage_zeroed("sae.picked", (2 * m * k * 4) as u64);
+                let topk_buffers = [&uniform, &dense, &picked];
+                let groups = if m <= 65535 {
+                    [m as u32, 1, 1]
+                } else {
+                    [65535, m.div_ceil(65535) as u32, 1]
+                };
+                let topk = GpuPass {
+                    pipeline: &self.topk,
+                    buffers: &topk_buffers,
+                    workgroups: groups,
+                };
+                let bytes = ctx.run(&[encode, topk], Some((&picked, (2 * m * k * 4) as u64)))?;
+                let out: &[f32] = bytemuck::cast_slice(&bytes);
+                for r in 0..m {
+                    entries.clear();
+                    for c in 0..k {
+                        let v = out[r * k + c];
+                        let id = out[m * k + r * k + c].to_bits();
+                        if v > 0.0 && (id as usize) < n {
+                            entries.push((id, v));
+                        }
+                    }
+                    push_sorted(&mut csr, &mut entries);
+                }
+            } else {
+                let bytes = ctx.run(&[encode], Some((&dense, (m * n * 4) as u64)))?;
+                let out: &[f32] = bytemuck::cast_slice(&bytes);
+                for r in 0..m {
+                    entries.clear();
+                    entries.extend(
+                        out[r * n..(r + 1) * n]
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, v)| **v > 0.0)
+                            .map(|(j, v)| (j as u32, *v)),
+                    );
+                    push_sorted(&mut csr, &mut entries);
+                }
+            }
+        }
+        Ok(csr)
+    }
+}

@@ -1,0 +1,470 @@
+//! Sparse autoencoder weights and the encode formulas, loaded from the public formats.
+//!
+//! Formulas (x: one input row of `d_in`; `@` row-vector times matrix):
+//!
+//! | architecture | encode | source |
+//! | --- | --- | --- |
+//! | standard (ReLU) | `relu(x' @ W_enc + b_enc)` | SAELens `standard_sae.py` |
+//! | topk | `h = x' @ W_enc + b_enc` (× `‖W_dec[j]‖` when `rescale_acts_by_decoder_norm`); keep the `k` largest `h`, then ReLU | SAELens `topk_sae.py` |
+//! | jumprelu | `h = x' @ W_enc + b_enc`; `relu(h) · [h > threshold_j]` | SAELens `jumprelu_sae.py` |
+//! | batchtopk (inference) | as jumprelu with the global threshold | SAELens `batchtopk_sae.py` |
+//! | gated | `z = x' @ W_enc`; `[z + b_gate > 0] · relu(exp(r_mag) · z + b_mag)` | SAELens `gated_sae.py` |
+//! | sparsify | `topk(relu((x − b_dec) @ encoder.weightᵀ + encoder.bias))` (no `− b_dec` for transcoders) | EleutherAI sparsify `sparse_coder.py` |
+//!
+//! where `x' = norm_in(x) − b_dec · apply_b_dec_to_input`, and `norm_in` is SAELens's
+//! `normalize_activations`: `none`; `constant_norm_rescale`: `x · sqrt(d_in) / ‖x‖`;
+//! `layer_norm`: `(x − mean(x)) / (std(x, ddof=1) + 1e-5)`; `expected_average_only_in`:
+//! `x · scaling_factor`.
+
+use std::path::{Path, PathBuf};
+
+use neurostream_engine::{EngineError, Result};
+use serde_json::Value;
+
+/// The activation function of an SAE.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Activation {
+    /// `relu(h)`.
+    Relu,
+    /// The `k` largest pre-activations, then ReLU.
+    TopK {
+        /// Latents kept per row.
+        k: usize,
+    },
+    /// `relu(h) · [h > threshold_j]` (JumpReLU; BatchTopK at inference with one threshold for all).
+    JumpRelu {
+        /// Per-latent threshold, `d_sae` long.
+        threshold: Vec<f32>,
+    },
+    /// Gated SAE: `[z + b_gate > 0] · relu(exp(r_mag) · z + b_mag)`.
+    Gated {
+        /// Gate bias, `d_sae`.
+        b_gate: Vec<f32>,
+        /// Log magnitude scale, `d_sae`.
+        r_mag: Vec<f32>,
+        /// Magnitude bias, `d_sae`.
+        b_mag: Vec<f32>,
+    },
+}
+
+/// Input normalization before encoding (SAELens `normalize_activations`).
+#[derive(Clone, Debug, PartialEq)]
+pub enum InputNorm {
+    /// No normalization.
+    None,
+    /// `x · sqrt(d_in) / ‖x‖`.
+    ConstantNormRescale,
+    /// `(x − mean) / (std + 1e-5)`, std with Bessel's correction (torch's default).
+    LayerNorm,
+    /// `x · factor` (`expected_average_only_in` with its dataset scaling factor).
+    Scale(f32),
+}
+
+/// A loaded sparse autoencoder.
+#[derive(Clone, Debug)]
+pub struct Sae {
+    /// Input width.
+    pub d_in: usize,
+    /// Number of latents.
+    pub d_sae: usize,
+    /// Encoder, `d_in × d_sae`, row-major.
+    pub w_enc: Vec<f32>,
+    /// Encoder bias, `d_sae` (zeros for gated SAEs, which use `b_gate`/`b_mag`).
+    pub b_enc: Vec<f32>,
+    /// Decoder, `d_sae × d_in`, row-major.
+    pub w_dec: Vec<f32>,
+    /// Decoder bias, `d_in`.
+    pub b_dec: Vec<f32>,
+    /// Activation.
+    pub activation: Activation,
+    /// Subtract `b_dec` from the (normalized) input before encoding.
+    pub apply_b_dec_to_input: bool,
+    /// Input normalization.
+    pub norm: InputNorm,
+    /// Multiply pre-activations by each latent's decoder norm (SAELens topk option).
+    pub rescale_by_decoder_norm: bool,
+    /// Format and path, for metadata and messages.
+    pub origin: String,
+    /// Model the SAE was trained on, when the config says.
+    pub model: Option<String>,
+    /// Hook point, when the config says.
+    pub hook: Option<String>,
+}
+
+fn err(path: &Path, message: impl Into<String>) -> EngineError {
+    EngineError::Input {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
+}
+
+/// Tensors of a safetensors file as f32, checked against expected shapes.
+struct Tensors<'a> {
+    path: PathBuf,
+    st: safetensors::SafeTensors<'a>,
+}
+
+impl Tensors<'_> {
+    fn names(&self) -> Vec<String> {
+        let mut n: Vec<String> = self.st.names().into_iter().map(|s| s.to_string()).collect();
+        n.sort();
+        n
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.st.tensor(name).is_ok()
+    }
+
+    /// Reads `name` as f32 (from F32, F16, BF16 or F64), checking its shape.
+    fn get(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        let t = self.st.tensor(name).map_err(|_| {
+            err(
+                &self.path,
+                format!("no tensor `{name}` (tensors: {})", self.names().join(", ")),
+            )
+        })?;
+        let numel: usize = shape.iter().product();
+        let got: usize = t.shape().iter().product();
+        if t.shape() != shape && !(got == numel && (shape.len() <= 1 || t.shape().len() <= 1)) {
+            return Err(err(
+                &self.path,
+                format!("tensor `{name}` has shape {:?}, expected {shape:?}", t.shape()),
+            ));
+        }
+        let d = t.data();
+        let v: Vec<f32> = match t.dtype() {
+            safetensors::Dtype::F32 => d.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect(),
+            safetensors::Dtype::F64 => d
+                .chunks_exact(8)
+                .map(|b| f64::from_le_bytes(b.try_into().unwrap()) as f32)
+                .collect(),
+            safetensors::Dtype::F16 => d
+                .chunks_exact(2)
+                .map(|b| f16_to_f32(u16::from_le_bytes([b[0], b[1]])))
+                .collect(),
+            safetensors::Dtype::BF16 => d
+                .chunks_exact(2)
+                .map(|b| f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16))
+                .collect(),
+            other => {
+                return Err(err(
+                    &self.path,
+                    format!("tensor `{name}` has dtype {other:?}; expected F32, F16, BF16 or F64"),
+                ))
+            }
+        };
+        if v.len() != numel {
+            return Err(err(
+                &self.path,
+                format!("tensor `{name}` has {} values, expected {numel}", v.len()),
+            ));
+        }
+        if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+            return Err(err(
+                &self.path,
+                format!("tensor `{name}` holds a non-finite value at flat index {i}"),
+            ));
+        }
+        Ok(v)
+    }
+
+    fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        self.st.tensor(name).ok().map(|t| t.shape().to_vec())
+    }
+}
+
+/// IEEE half to f32.
+fn f16_to_f32(h: u16) -> f32 {
+    let sign = ((h >> 15) as u32) << 31;
+    let exp = ((h >> 10) & 0x1f) as u32;
+    let frac = (h & 0x3ff) as u32;
+    let bits = match (exp, frac) {
+        (0, 0) => sign,
+        (0, f) => {
+            // subnormal: normalize
+            let mut e = 127 - 15 + 1;
+            let mut f = f;
+            while f & 0x400 == 0 {
+                f <<= 1;
+                e -= 1;
+            }
+            sign | ((e as u32) << 23) | ((f & 0x3ff) << 13)
+        }
+        (0x1f, f) => sign | 0x7f80_0000 | (f << 13),
+        (e, f) => sign | ((e + 127 - 15) << 23) | (f << 13),
+    };
+    f32::from_bits(bits)
+}
+
+fn read_json(path: &Path) -> Result<serde_json::Map<String, Value>> {
+    let text = std::fs::read_to_string(path).map_err(|e| err(path, format!("cannot read: {e}")))?;
+    match serde_json::from_str::<Value>(&text).map_err(|e| err(path, format!("not valid JSON: {e}")))? {
+        Value::Object(m) => Ok(m),
+        _ => Err(err(path, "expected a JSON object")),
+    }
+}
+
+fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut t = vec![0f32; m.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            t[c * rows + r] = m[r * cols + c];
+        }
+    }
+    t
+}
+
+impl Sae {
+    /// Loads an SAE directory, detecting the format: SAELens (`cfg.json` + `sae_weights.safetensors`)
+    /// or EleutherAI sparsify (`cfg.json` + `sae.safetensors`).
+    pub fn load(dir: &Path, scaling_factor: Option<f32>) -> Result<Sae> {
+        if dir.join("sae_weights.safetensors").exists() {
+            Sae::load_saelens(dir, scaling_factor)
+        } else if dir.join("sae.safetensors").exists() {
+            Sae::load_sparsify(dir)
+        } else {
+            Err(err(
+                dir,
+                "not an SAE directory: expected sae_weights.safetensors + cfg.json (SAELens) or sae.safetensors + cfg.json (sparsify)",
+            ))
+        }
+    }
+
+    /// Loads the SAELens format; shapes come from the weights and must agree with `cfg.json`.
+    pub fn load_saelens(dir: &Path, scaling_factor: Option<f32>) -> Result<Sae> {
+        let cfg_path = dir.join("cfg.json");
+        let cfg = read_json(&cfg_path)?;
+        let wpath = dir.join("sae_weights.safetensors");
+        let bytes = std::fs::read(&wpath).map_err(|e| err(&wpath, format!("cannot read: {e}")))?;
+        let st = safetensors::SafeTensors::deserialize(&bytes)
+            .map_err(|e| err(&wpath, format!("not a valid safetensors file: {e}")))?;
+        let t = Tensors { path: wpath.clone(), st };
+        let shape = t.shape("W_enc").ok_or_else(|| err(&wpath, "no tensor `W_enc`"))?;
+        let [d_in, d_sae] = shape[..] else {
+            return Err(err(&wpath, format!("`W_enc` has shape {shape:?}, expected [d_in, d_sae]")));
+        };
+        for (key, v) in [("d_in", d_in), ("d_sae", d_sae)] {
+            if let Some(c) = cfg.get(key).and_then(Value::as_u64) {
+                if c as usize != v {
+                    return Err(err(
+                        &cfg_path,
+                        format!("`{key}` is {c} but W_enc has shape [{d_in}, {d_sae}]"),
+                    ));
+                }
+            }
+        }
+        let s = |k: &str| cfg.get(k).and_then(Value::as_str).map(str::to_string);
+        let act_fn = s("activation_fn_str").or_else(|| s("activation_fn"));
+        let architecture = s("architecture").unwrap_or_else(|| {
+            if act_fn.as_deref() == Some("topk") {
+                "topk".into()
+            } else {
+                "standard".into()
+            }
+        });
+        let k_of = || -> Result<usize> {
+            cfg.get("k")
+                .and_then(Value::as_f64)
+                .or_else(|| {
+                    cfg.get("activation_fn_kwargs")
+                        .and_then(|k| k.get("k"))
+                        .and_then(Value::as_f64)
+                })
+                .map(|k| k as usize)
+                .filter(|&k| k >= 1 && k <= d_sae)
+                .ok_or_else(|| {
+                    err(
+                        &cfg_path,
+                        format!("architecture {architecture} needs `k` between 1 and d_sae = {d_sae}"),
+                    )
+                })
+        };
+        let w_dec = t.get("W_dec", &[d_sae, d_in])?;
+        let b_dec = t.get("b_dec", &[d_in])?;
+        let zeros = vec![0f32; d_sae];
+        let (b_enc, activation) = match architecture.as_str() {
+            "standard" | "relu" => (t.get("b_enc", &[d_sae])?, Activation::Relu),
+            "topk" => (t.get("b_enc", &[d_sae])?, Activation::TopK { k: k_of()? }),
+            "jumprelu" | "batchtopk" | "jumprelu_batchtopk" => {
+                let threshold = if t.has("threshold") {
+                    let shape = t.shape("threshold").unwrap_or_default();
+                    if shape.iter().product::<usize>() == 1 {
+                        vec![t.get("threshold", &[1])?[0]; d_sae]
+                    } else {
+                        t.get("threshold", &[d_sae])?
+                    }
+                } else if let Some(v) = cfg.get("threshold").and_then(Value::as_f64) {
+                    vec![v as f32; d_sae]
+                } else {
+                    return Err(err(
+                        &wpath,
+                        format!("architecture {architecture} needs a `threshold` tensor (or `threshold` in cfg.json)"),
+                    ));
+                };
+                (t.get("b_enc", &[d_sae])?, Activation::JumpRelu { threshold })
+            }
+            "gated" => (
+                zeros,
+                Activation::Gated {
+                    b_gate: t.get("b_gate", &[d_sae])?,
+                    r_mag: t.get("r_mag", &[d_sae])?,
+                    b_mag: t.get("b_mag", &[d_sae])?,
+                },
+            ),
+            other => {
+                return Err(err(
+                    &cfg_path,
+                    format!("unsupported architecture `{other}` (standard, topk, jumprelu, batchtopk, gated)"),
+                ))
+            }
+        };
+        let norm = match s("normalize_activations").as_deref().unwrap_or("none") {
+            "none" => InputNorm::None,
+            "constant_norm_rescale" => InputNorm::ConstantNormRescale,
+            "layer_norm" => InputNorm::LayerNorm,
+            "expected_average_only_in" => {
+                let f = scaling_factor
+                    .or_else(|| cfg.get("norm_scaling_factor").and_then(Value::as_f64).map(|v| v as f32))
+                    .or_else(|| cfg.get("scaling_factor").and_then(Value::as_f64).map(|v| v as f32))
+                    .ok_or_else(|| {
+                        err(&cfg_path, "normalize_activations = expected_average_only_in needs the dataset scaling factor: `norm_scaling_factor` in cfg.json or the operator's `scaling_factor`")
+                    })?;
+                InputNorm::Scale(f)
+            }
+            other => return Err(err(&cfg_path, format!("unsupported normalize_activations `{other}`"))),
+        };
+        Ok(Sae {
+            d_in,
+            d_sae,
+            w_enc: t.get("W_enc", &[d_in, d_sae])?,
+            b_enc,
+            w_dec,
+            b_dec,
+            activation,
+            apply_b_dec_to_input: cfg.get("apply_b_dec_to_input").and_then(Value::as_bool).unwrap_or(true),
+            norm,
+            rescale_by_decoder_norm: cfg
+                .get("rescale_acts_by_decoder_norm")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            origin: format!("saelens:{}", dir.display()),
+            model: s("model_name"),
+            hook: s("hook_name"),
+        })
+    }
+
+    /// Loads the EleutherAI sparsify format (one hookpoint directory).
+    pub fn load_sparsify(dir: &Path) -> Result<Sae> {
+        let cfg_path = dir.join("cfg.json");
+        let cfg = read_json(&cfg_path)?;
+        let wpath = dir.join("sae.safetensors");
+        let bytes = std::fs::read(&wpath).map_err(|e| err(&wpath, format!("cannot read: {e}")))?;
+        let st = safetensors::SafeTensors::deserialize(&bytes)
+            .map_err(|e| err(&wpath, format!("not a valid safetensors file: {e}")))?;
+        let t = Tensors { path: wpath.clone(), st };
+        let shape = t
+            .shape("encoder.weight")
+            .ok_or_else(|| err(&wpath, "no tensor `encoder.weight`"))?;
+        let [d_sae, d_in] = shape[..] else {
+            return Err(err(
+                &wpath,
+                format!("`encoder.weight` has shape {shape:?}, expected [num_latents, d_in]"),
+            ));
+        };
+        for (key, v) in [("d_in", d_in), ("num_latents", d_sae)] {
+            if let Some(c) = cfg.get(key).and_then(Value::as_u64) {
+                if c != 0 && c as usize != v {
+                    return Err(err(
+                        &cfg_path,
+                        format!("`{key}` is {c} but encoder.weight has shape [{d_sae}, {d_in}]"),
+                    ));
+                }
+            }
+        }
+        if let Some(a) = cfg.get("activation").and_then(Value::as_str) {
+            if a != "topk" {
+                return Err(err(&cfg_path, format!("unsupported sparsify activation `{a}` (topk)")));
+            }
+        }
+        let k = cfg
+            .get("k")
+            .and_then(Value::as_u64)
+            .map(|k| k as usize)
+            .filter(|&k| k >= 1 && k <= d_sae)
+            .ok_or_else(|| err(&cfg_path, format!("`k` must be between 1 and num_latents = {d_sae}")))?;
+        if t.has("W_skip") {
+            return Err(err(&wpath, "skip connections (W_skip) are not supported yet"));
+        }
+        let transcode = cfg.get("transcode").and_then(Value::as_bool).unwrap_or(false);
+        let enc = t.get("encoder.weight", &[d_sae, d_in])?;
+        Ok(Sae {
+            d_in,
+            d_sae,
+            w_enc: transpose(&enc, d_sae, d_in),
+            b_enc: t.get("encoder.bias", &[d_sae])?,
+            w_dec: t.get("W_dec", &[d_sae, d_in])?,
+            b_dec: t.get("b_dec", &[d_in])?,
+            activation: Activation::TopK { k },
+            apply_b_dec_to_input: !transcode,
+            norm: InputNorm::None,
+            rescale_by_decoder_norm: false,
+            origin: format!("sparsify:{}", dir.display()),
+            model: None,
+            hook: dir.file_name().map(|n| n.to_string_lossy().to_string()),
+        })
+    }
+
+    /// The encoder input for `row`: normalized, minus `b_dec` when the SAE says so.
+    pub fn prepare_input(&self, row: &[f32], out: &mut [f32]) {
+        let d = self.d_in;
+        match self.norm {
+            InputNorm::None => out.copy_from_slice(row),
+            InputNorm::Scale(f) => {
+                for (o, x) in out.iter_mut().zip(row) {
+                    *o = x * f;
+                }
+            }
+            InputNorm::ConstantNormRescale => {
+                let n = row.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt();
+                let c = if n > 0.0 { ((d as f64).sqrt() / n) as f32 } else { 0.0 };
+                for (o, x) in out.iter_mut().zip(row) {
+                    *o = x * c;
+                }
+            }
+            InputNorm::LayerNorm => {
+                let mean = row.iter().map(|&x| x as f64).sum::<f64>() / d as f64;
+                let var = row.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / (d.max(2) - 1) as f64;
+                let inv = 1.0 / (var.sqrt() + 1e-5);
+                for (o, x) in out.iter_mut().zip(row) {
+                    *o = ((*x as f64 - mean) * inv) as f32;
+                }
+            }
+        }
+        if self.apply_b_dec_to_input {
+            for (o, b) in out.iter_mut().zip(&self.b_dec) {
+                *o -= b;
+            }
+        }
+    }
+
+    /// Per-latent decoder norms `‖W_dec[j]‖`.
+    pub fn decoder_norms(&self) -> Vec<f32> {
+        self.w_dec
+            .chunks_exact(self.d_in)
+            .map(|r| r.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt() as f32)
+            .collect()
+    }
+
+    /// The per-latent affine map applied to `z = x' @ W_enc` before the activation's nonlinearity,
+    /// as `(scale, shift)`: `h_j = scale_j · z_j + shift_j`. Gated SAEs use the magnitude path here.
+    pub fn epilogue(&self) -> (Vec<f32>, Vec<f32>) {
+        match &self.activation {
+            Activation::Gated { r_mag, b_mag, .. } => (r_mag.iter().map(|r| r.exp()).collect(), b_mag.clone()),
+            _ if self.rescale_by_decoder_norm => {
+                let n = self.decoder_norms();
+                (n.clone(), self.b_enc.iter().zip(&n).map(|(b, n)| b * n).collect())
+            }
+            _ => (vec![1.0; self.d_sae], self.b_enc.clone()),
+        }
+    }
+}

@@ -1,0 +1,66 @@
+// wgpu top-k selection of `sae_encode`: for each row of a block of raw pre-activations, the k
+// largest values and their ids, largest first (ties: lower id first).
+
+struct Params {
+    rows: u32,
+    d_in: u32,
+    d_sae: u32,
+    mode: u32,
+    k: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+};
+
+@group(0) @binding(0) var<uniform> tparams: Params;
+@group(0) @binding(1) var<storage, read_write> pre: array<f32>;
+@group(0) @binding(2) var<storage, read_write> picked: array<f32>; // rows x k values, then rows x k ids (as f32 bits)
+
+const WG: u32 = 256u;
+var<workgroup> best_v: array<f32, 256>;
+var<workgroup> best_i: array<u32, 256>;
+
+// One workgroup per row: k rounds of a parallel arg-max; each winner is taken out of the row.
+@compute @workgroup_size(256)
+fn topk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let row = wid.x + wid.y * nwg.x;
+    let valid = row < tparams.rows;
+    let n = tparams.d_sae;
+    let base = row * n;
+    for (var round = 0u; round < tparams.k; round = round + 1u) {
+        var bv = -3.0e38;
+        var bi = 0xffffffffu;
+        if (valid) {
+            for (var j = lid.x; j < n; j = j + WG) {
+                let v = pre[base + j];
+                if (v > bv || (v == bv && j < bi)) {
+                    bv = v;
+                    bi = j;
+                }
+            }
+        }
+        best_v[lid.x] = bv;
+        best_i[lid.x] = bi;
+        workgroupBarrier();
+        for (var s = WG / 2u; s > 0u; s = s / 2u) {
+            if (lid.x < s) {
+                let ov = best_v[lid.x + s];
+                let oi = best_i[lid.x + s];
+                if (ov > best_v[lid.x] || (ov == best_v[lid.x] && oi < best_i[lid.x])) {
+                    best_v[lid.x] = ov;
+                    best_i[lid.x] = oi;
+                }
+            }
+            workgroupBarrier();
+        }
+        if (lid.x == 0u && valid) {
+            let win = best_i[0];
+            picked[row * tparams.k + round] = best_v[0];
+            picked[tparams.rows * tparams.k + row * tparams.k + round] = bitcast<f32>(win);
+            if (win < n) {
+                pre[base + win] = -3.0e38;
+            }
+        }
+        workgroupBarrier();
+    }
+}

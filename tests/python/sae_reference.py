@@ -1,0 +1,158 @@
+"""Test SAEs in the public formats, and a numpy transcription of each library's encode formula.
+
+  sae_reference.py make DIR FORMAT ARCH D_IN D_SAE SEED [key=value ...]
+      writes a random SAE: FORMAT saelens (cfg.json + sae_weights.safetensors) or sparsify
+      (cfg.json + sae.safetensors), with the exact file and tensor names those libraries use.
+      keys: k, normalize_activations, apply_b_dec_to_input, rescale_acts_by_decoder_norm,
+      norm_scaling_factor, dtype (float32|float16), transcode, scalar_threshold
+  sae_reference.py check DIR INPUT.parquet FEATURES.parquet
+      encodes INPUT's activations in float64 with numpy and compares with the engine's
+      features (same ids; values within 1e-5 * max(|ref|, 1); at a top-k or threshold
+      boundary, ids whose pre-activations tie within that tolerance may differ).
+
+Formulas transcribed from SAELens (standard_sae.py, topk_sae.py, jumprelu_sae.py,
+gated_sae.py, batchtopk_sae.py, sae.py process_sae_in / normalize_activations) and
+EleutherAI sparsify (sparse_coder.py: encode = topk(relu((x - b_dec) @ W_enc.T + b_enc))).
+"""
+import json
+import os
+import sys
+
+import numpy as np
+import pyarrow.parquet as pq
+from safetensors.numpy import load_file, save_file
+
+TOL = 1e-5
+
+
+def make(out, fmt, arch, d_in, d_sae, seed, opts):
+    rng = np.random.default_rng(seed)
+    dtype = np.float16 if opts.get("dtype") == "float16" else np.float32
+    os.makedirs(out, exist_ok=True)
+    w_enc = rng.normal(0, 1 / np.sqrt(d_in), (d_in, d_sae))
+    w_dec = rng.normal(0, 1 / np.sqrt(d_sae), (d_sae, d_in)) * rng.uniform(0.5, 2.0, (d_sae, 1))
+    b_enc = rng.normal(-0.1, 0.1, d_sae)
+    b_dec = rng.normal(0, 0.1, d_in)
+    k = int(opts.get("k", 8))
+    if fmt == "sparsify":
+        cfg = {"activation": "topk", "k": k, "num_latents": d_sae, "d_in": d_in,
+               "transcode": opts.get("transcode", "false") == "true", "expansion_factor": d_sae // d_in, "normalize_decoder": True}
+        tensors = {"encoder.weight": w_enc.T, "encoder.bias": b_enc, "W_dec": w_dec, "b_dec": b_dec}
+        save_file({n: np.ascontiguousarray(t.astype(dtype)) for n, t in tensors.items()}, os.path.join(out, "sae.safetensors"))
+        json.dump(cfg, open(os.path.join(out, "cfg.json"), "w"))
+        return
+    cfg = {"architecture": arch, "d_in": d_in, "d_sae": d_sae, "dtype": "float32", "device": "cpu",
+           "model_name": "test-model", "hook_name": "blocks.3.hook_resid_post", "hook_layer": 3,
+           "apply_b_dec_to_input": opts.get("apply_b_dec_to_input", "true") == "true",
+           "normalize_activations": opts.get("normalize_activations", "none")}
+    tensors = {"W_enc": w_enc, "W_dec": w_dec, "b_dec": b_dec}
+    if arch == "topk":
+        cfg["k"] = k
+        cfg["rescale_acts_by_decoder_norm"] = opts.get("rescale_acts_by_decoder_norm", "false") == "true"
+    if arch in ("jumprelu", "batchtopk"):
+        if opts.get("scalar_threshold") == "true":
+            tensors["threshold"] = np.array(0.05)
+        else:
+            tensors["threshold"] = rng.uniform(0.0, 0.3, d_sae)
+    if arch == "gated":
+        tensors.update({"b_gate": rng.normal(-0.1, 0.1, d_sae), "b_mag": rng.normal(0, 0.1, d_sae), "r_mag": rng.normal(0, 0.3, d_sae)})
+    else:
+        tensors["b_enc"] = b_enc
+    if "norm_scaling_factor" in opts:
+        cfg["norm_scaling_factor"] = float(opts["norm_scaling_factor"])
+    save_file({n: np.ascontiguousarray(np.asarray(t).astype(dtype)) for n, t in tensors.items()}, os.path.join(out, "sae_weights.safetensors"))
+    json.dump(cfg, open(os.path.join(out, "cfg.json"), "w"))
+
+
+def encode(sae_dir, x):
+    """Returns (dense activations, pre-activations used for selection, k or None), float64."""
+    cfg = json.load(open(os.path.join(sae_dir, "cfg.json")))
+    if os.path.exists(os.path.join(sae_dir, "sae.safetensors")):  # sparsify
+        t = {n: v.astype(np.float64) for n, v in load_file(os.path.join(sae_dir, "sae.safetensors")).items()}
+        sae_in = x if cfg.get("transcode") else x - t["b_dec"]
+        pre = np.maximum(sae_in @ t["encoder.weight"].T + t["encoder.bias"], 0.0)
+        return topk(pre, cfg["k"]), pre, cfg["k"]
+    t = {n: v.astype(np.float64) for n, v in load_file(os.path.join(sae_dir, "sae_weights.safetensors")).items()}
+    d_in = x.shape[1]
+    norm = cfg.get("normalize_activations", "none")
+    if norm == "constant_norm_rescale":
+        x = x * (np.sqrt(d_in) / np.linalg.norm(x, axis=1, keepdims=True))
+    elif norm == "layer_norm":
+        mu = x.mean(axis=1, keepdims=True)
+        x = x - mu
+        x = x / (x.std(axis=1, ddof=1, keepdims=True) + 1e-5)
+    elif norm == "expected_average_only_in":
+        x = x * cfg["norm_scaling_factor"]
+    sae_in = x - t["b_dec"] * cfg.get("apply_b_dec_to_input", True)
+    arch = cfg["architecture"]
+    if arch == "gated":
+        z = sae_in @ t["W_enc"]
+        gate = (z + t["b_gate"]) > 0
+        mag = np.maximum(z * np.exp(t["r_mag"]) + t["b_mag"], 0.0)
+        # selection boundary: the gate and the magnitude sign
+        return gate * mag, np.where(gate, mag, -1.0), None
+    h = sae_in @ t["W_enc"] + t["b_enc"]
+    if arch == "topk":
+        if cfg.get("rescale_acts_by_decoder_norm"):
+            h = h * np.linalg.norm(t["W_dec"], axis=1)
+        return np.maximum(topk(h, cfg["k"]), 0.0), h, cfg["k"]
+    if arch in ("jumprelu", "batchtopk"):
+        thr = np.broadcast_to(t["threshold"], h.shape[1:])
+        return np.maximum(h, 0.0) * (h > thr), h - thr, None
+    return np.maximum(h, 0.0), h, None
+
+
+def topk(h, k):
+    idx = np.argpartition(-h, k - 1, axis=1)[:, :k]
+    out = np.zeros_like(h)
+    np.put_along_axis(out, idx, np.take_along_axis(h, idx, axis=1), axis=1)
+    return out
+
+
+def check(sae_dir, input_path, features_path):
+    inp = pq.read_table(input_path)
+    d = int(inp.schema.metadata[b"neurostream.d_model"])
+    key = lambda t: t.column("seq_id").to_numpy().astype(np.uint64) * np.uint64(1 << 32) + t.column("pos").to_numpy()
+    x = inp.column("act").combine_chunks().flatten().to_numpy().reshape(-1, d).astype(np.float64)[np.argsort(key(inp), kind="stable")]
+    feats = pq.read_table(features_path)
+    meta = {k.decode(): v.decode() for k, v in feats.schema.metadata.items()}
+    assert meta["neurostream.layout"] == "features", meta
+    assert str(feats.schema.field("features").type) == "list<item: struct<id: uint32 not null, act: float not null> not null>", feats.schema
+    order = np.argsort(key(feats), kind="stable")
+    assert np.array_equal(np.sort(key(inp)), key(feats)[order]), "same rows"
+    want, boundary, k = encode(sae_dir, x)
+    n_feat = want.shape[1]
+    assert int(meta["neurostream.n_features"]) == n_feat
+    rows = feats.column("features").to_pylist()
+    mismatched_rows, worst, l0 = 0, 0.0, 0
+    for out_row, r in enumerate(order):
+        got = rows[r]
+        acts = [g["act"] for g in got]
+        assert acts == sorted(acts, reverse=True), f"row {out_row}: not sorted by activation"
+        got_ids = {g["id"]: g["act"] for g in got}
+        want_ids = {int(j): want[out_row, j] for j in np.nonzero(want[out_row])[0]}
+        l0 += len(got_ids)
+        if k is not None:
+            assert len(got_ids) <= k
+        # boundary value: the k-th largest pre-activation for top-k, else 0 (threshold or sign)
+        edge = np.sort(boundary[out_row])[-k] if k is not None else 0.0
+        for j in set(got_ids) ^ set(want_ids):
+            assert abs(boundary[out_row, j] - edge) <= TOL * max(1.0, abs(edge)), (
+                f"row {out_row}: latent {j} differs (got {got_ids.get(j)}, want {want_ids.get(j)}, pre {boundary[out_row, j]}, edge {edge})")
+            mismatched_rows += 1
+        for j in set(got_ids) & set(want_ids):
+            err = abs(got_ids[j] - want_ids[j]) / max(1.0, abs(want_ids[j]))
+            worst = max(worst, err)
+            assert err <= TOL, f"row {out_row}: latent {j}: got {got_ids[j]}, want {want_ids[j]}"
+    print(json.dumps({"rows": len(x), "n_features": n_feat, "mean_l0": l0 / len(x), "worst_rel_error": worst, "boundary_ties": mismatched_rows}))
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "make":
+        out, fmt, arch, d_in, d_sae, seed = sys.argv[2:8]
+        opts = dict(a.split("=", 1) for a in sys.argv[8:])
+        make(out, fmt, arch, int(d_in), int(d_sae), int(seed), opts)
+    elif sys.argv[1] == "check":
+        check(*sys.argv[2:5])
+    else:
+        sys.exit(f"unknown command {sys.argv[1]}")

@@ -1,0 +1,135 @@
+//! `sae_encode` on the CPU and on wgpu against a numpy transcription of each library's formula,
+//! for SAEs written in the SAELens and sparsify formats by `tests/python/sae_reference.py`.
+
+mod common;
+
+use common::{python, run_err, run_ok, run_python};
+
+const D_IN: usize = 48;
+const D_SAE: usize = 160;
+
+fn pipeline(device: &str) -> String {
+    format!(
+        r#"
+[sources.acts]
+kind = "synthetic_activations"
+d_model = {D_IN}
+features = 96
+active = 6
+noise = 0.1
+tokens = 700
+chunk = 128
+seed = 21
+
+[operators.enc]
+kind = "sae_encode"
+input = "acts"
+sae = "sae"
+device = "{device}"
+
+[sinks.raw]
+kind = "parquet"
+input = "acts"
+path = "acts.parquet"
+
+[sinks.features]
+kind = "parquet"
+input = "enc"
+path = "features.parquet"
+"#
+    )
+}
+
+fn check(format: &str, arch: &str, opts: &[&str]) {
+    let Some(py) = python() else { return };
+    let gpu_ok = !std::env::var("NEUROSTREAM_SKIP_GPU_TESTS").is_ok_and(|v| v == "1");
+    for device in ["cpu", "gpu"] {
+        if device == "gpu" && !gpu_ok {
+            continue;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let sae = d.join("sae").to_string_lossy().to_string();
+        let mut args = vec!["make", &sae, format, arch];
+        let (di, ds) = (D_IN.to_string(), D_SAE.to_string());
+        args.extend([di.as_str(), ds.as_str(), "7"]);
+        args.extend(opts);
+        run_python(&py, "sae_reference.py", &args);
+        std::fs::write(d.join("p.toml"), pipeline(device)).unwrap();
+        run_ok(d, &["run", "p.toml", "--quiet", "-w", "2"]);
+        let p = |f: &str| d.join(f).to_string_lossy().to_string();
+        let out = run_python(
+            &py,
+            "sae_reference.py",
+            &["check", &sae, &p("acts.parquet"), &p("features.parquet")],
+        );
+        eprintln!("{format} {arch} {opts:?} on {device}: {out}");
+    }
+}
+
+#[test]
+fn saelens_standard_relu() {
+    check("saelens", "standard", &[]);
+}
+
+#[test]
+fn saelens_topk_with_decoder_norm_rescaling_and_constant_norm_input() {
+    check(
+        "saelens",
+        "topk",
+        &[
+            "k=12",
+            "rescale_acts_by_decoder_norm=true",
+            "normalize_activations=constant_norm_rescale",
+        ],
+    );
+}
+
+#[test]
+fn saelens_jumprelu_with_layer_norm_input_in_float16() {
+    check("saelens", "jumprelu", &["normalize_activations=layer_norm", "dtype=float16"]);
+}
+
+#[test]
+fn saelens_batchtopk_global_threshold_with_dataset_scaling() {
+    check(
+        "saelens",
+        "batchtopk",
+        &[
+            "scalar_threshold=true",
+            "normalize_activations=expected_average_only_in",
+            "norm_scaling_factor=1.7",
+            "apply_b_dec_to_input=false",
+        ],
+    );
+}
+
+#[test]
+fn saelens_gated() {
+    check("saelens", "gated", &[]);
+}
+
+#[test]
+fn sparsify_topk_and_transcoder() {
+    check("sparsify", "topk", &["k=16"]);
+    check("sparsify", "topk", &["k=5", "transcode=true"]);
+}
+
+#[test]
+fn wrong_d_in_and_missing_tensors_are_clear_errors() {
+    let Some(py) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let sae = d.join("sae").to_string_lossy().to_string();
+    run_python(&py, "sae_reference.py", &["make", &sae, "saelens", "topk", "32", "64", "1"]);
+    std::fs::write(d.join("p.toml"), pipeline("cpu")).unwrap();
+    let err = run_err(d, &["validate", "p.toml"]);
+    assert!(
+        err.contains("[operators.enc]: shape mismatch: the SAE at")
+            && err.contains("has d_in = 32 but its input has d_model = 48"),
+        "{err}"
+    );
+    std::fs::remove_file(d.join("sae/sae_weights.safetensors")).unwrap();
+    let err = run_err(d, &["validate", "p.toml"]);
+    assert!(err.contains("not an SAE directory"), "{err}");
+}
