@@ -62,6 +62,41 @@ enum Command {
     },
     /// List the source, operator and sink kinds a pipeline may use.
     Kinds,
+    /// Sparse autoencoder tools.
+    #[command(subcommand)]
+    Sae(SaeCommand),
+}
+
+#[derive(Subcommand)]
+enum SaeCommand {
+    /// Encode activations (Parquet, activation layout) into sparse features (Parquet, features
+    /// layout): the `sae_encode` operator as a one-shot job.
+    Encode {
+        /// SAE directory (SAELens or sparsify format).
+        #[arg(long)]
+        sae: PathBuf,
+        /// Activation Parquet file, directory or glob.
+        #[arg(long)]
+        input: String,
+        /// Output Parquet file (`*.parquet`) or directory.
+        #[arg(long)]
+        output: String,
+        /// auto, cpu or gpu.
+        #[arg(long, default_value = "auto")]
+        device: DeviceChoice,
+        /// Rows encoded per batch.
+        #[arg(long, default_value_t = 4096)]
+        batch: usize,
+        /// Overrides k of a top-k SAE.
+        #[arg(long)]
+        k: Option<usize>,
+        /// Worker threads.
+        #[arg(short, long, default_value_t = 1)]
+        workers: usize,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
 }
 
 fn main() {
@@ -96,6 +131,41 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Sae(SaeCommand::Encode {
+            sae,
+            input,
+            output,
+            device,
+            batch,
+            k,
+            workers,
+            quiet,
+        }) => {
+            use neurostream::operators::sae::SaeEncodeConfig;
+            use neurostream::sinks::ParquetSinkConfig;
+            use neurostream::sources::ParquetSourceConfig;
+            let spec = neurostream::PipelineBuilder::new("")
+                .source(
+                    "activations",
+                    &ParquetSourceConfig {
+                        batch_rows: batch,
+                        ..ParquetSourceConfig::new(&input)
+                    },
+                )?
+                .operator_on(
+                    "features",
+                    "activations",
+                    device,
+                    &SaeEncodeConfig {
+                        sae: sae.to_string_lossy().to_string(),
+                        k,
+                        scaling_factor: None,
+                    },
+                )?
+                .sink("output", "features", &ParquetSinkConfig::new(&output))?
+                .build();
+            run_compiled(spec.compile(&registry())?, workers, None, None, quiet, "sae encode")
+        }
         Command::Run {
             file,
             workers,
@@ -119,27 +189,40 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                 }
                 _ => None,
             };
-            let total = pipeline.total_source_rows();
-            let progress = Arc::new(RunProgress::default());
-            let bar = (!quiet).then(|| spawn_progress(progress.clone(), total));
-            let options = RunOptions {
-                workers,
-                cluster,
-                device,
-                progress: Some(progress),
-            };
-            let result = neurostream::run(pipeline, options);
-            if let Some((bar, stop, handle)) = bar {
-                stop.store(true, Ordering::SeqCst);
-                let _ = handle.join();
-                bar.finish_and_clear();
-            }
-            let report = result.with_context(|| format!("pipeline {} failed", file.display()))?;
-            print_report(&report);
-            Ok(())
+            run_compiled(pipeline, workers, cluster, device, quiet, &format!("pipeline {}", file.display()))
         }
     }
 }
+
+/// Runs a compiled pipeline with a progress bar, then prints its report.
+fn run_compiled(
+    pipeline: neurostream::CompiledPipeline,
+    workers: usize,
+    cluster: Option<ClusterConfig>,
+    device: Option<DeviceChoice>,
+    quiet: bool,
+    what: &str,
+) -> anyhow::Result<()> {
+    let total = pipeline.total_source_rows();
+    let progress = Arc::new(RunProgress::default());
+    let bar = (!quiet).then(|| spawn_progress(progress.clone(), total));
+    let options = RunOptions {
+        workers,
+        cluster,
+        device,
+        progress: Some(progress),
+    };
+    let result = neurostream::run(pipeline, options);
+    if let Some((bar, stop, handle)) = bar {
+        stop.store(true, Ordering::SeqCst);
+        let _ = handle.join();
+        bar.finish_and_clear();
+    }
+    let report = result.with_context(|| format!("{what} failed"))?;
+    print_report(&report);
+    Ok(())
+}
+
 
 type ProgressHandle = (
     indicatif::ProgressBar,

@@ -176,6 +176,9 @@ impl OperatorKind for NormalizeKind {
         let cfg: NormalizeConfig = parse_config(config, ctx)?;
         let width = input.width();
         let fail = |m: String| Err(EngineError::config(ctx.label, m));
+        if input.is_sparse() {
+            return fail(format!("normalize takes dense streams; its input is {}", input.describe()));
+        }
         if let Some(expected) = cfg.channels {
             if expected != width {
                 return fail(format!(
