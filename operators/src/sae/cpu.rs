@@ -14,22 +14,30 @@ pub struct CpuSae {
     scale: Vec<f32>,
     shift: Vec<f32>,
     z: Vec<f32>,
+    threads: usize,
 }
 
 impl CpuSae {
-    /// Prepares the per-latent epilogue of `sae`.
+    /// Prepares the per-latent epilogue of `sae`; the GEMM runs on one thread (dataflow workers
+    /// provide the parallelism).
     pub fn new(sae: &Sae) -> CpuSae {
+        CpuSae::with_threads(sae, 1)
+    }
+
+    /// As [`CpuSae::new`], with the GEMM split over `threads` threads (one-shot jobs, benchmarks).
+    pub fn with_threads(sae: &Sae, threads: usize) -> CpuSae {
         let (scale, shift) = sae.epilogue();
         CpuSae {
             scale,
             shift,
             z: Vec::new(),
+            threads: threads.max(1),
         }
     }
 }
 
-/// `z = x @ w` for `x` rows × k and `w` k × n, row-major, single-threaded (workers parallelize).
-pub fn matmul(x: &[f32], w: &[f32], rows: usize, k: usize, n: usize, z: &mut [f32]) {
+/// `z = x @ w` for `x` rows × k and `w` k × n, row-major, on `threads` threads.
+pub fn matmul(x: &[f32], w: &[f32], rows: usize, k: usize, n: usize, z: &mut [f32], threads: usize) {
     // SAFETY: all three matrices are dense row-major with the stated shapes (checked by the slices' lengths).
     assert!(x.len() >= rows * k && w.len() >= k * n && z.len() >= rows * n);
     unsafe {
@@ -52,7 +60,7 @@ pub fn matmul(x: &[f32], w: &[f32], rows: usize, k: usize, n: usize, z: &mut [f3
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None },
         );
     }
 }
@@ -76,7 +84,7 @@ impl SaeKernels for CpuSae {
         for start in (0..rows).step_by(BLOCK) {
             let m = BLOCK.min(rows - start);
             self.z.resize(m * n, 0.0);
-            matmul(&input[start * d_in..(start + m) * d_in], &sae.w_enc, m, d_in, n, &mut self.z);
+            matmul(&input[start * d_in..(start + m) * d_in], &sae.w_enc, m, d_in, n, &mut self.z, self.threads);
             for r in 0..m {
                 let z = &self.z[r * n..(r + 1) * n];
                 let h: Vec<f32> = z
