@@ -160,6 +160,12 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                         sae: sae.to_string_lossy().to_string(),
                         k,
                         scaling_factor: None,
+                        // One worker: let its matmul use every core.
+                        threads: Some(
+                            std::thread::available_parallelism()
+                                .map_or(1, |n| n.get())
+                                .div_ceil(workers.max(1)),
+                        ),
                     },
                 )?
                 .sink("output", "features", &ParquetSinkConfig::new(&output))?
@@ -189,7 +195,14 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                 }
                 _ => None,
             };
-            run_compiled(pipeline, workers, cluster, device, quiet, &format!("pipeline {}", file.display()))
+            run_compiled(
+                pipeline,
+                workers,
+                cluster,
+                device,
+                quiet,
+                &format!("pipeline {}", file.display()),
+            )
         }
     }
 }
@@ -222,7 +235,6 @@ fn run_compiled(
     print_report(&report);
     Ok(())
 }
-
 
 type ProgressHandle = (
     indicatif::ProgressBar,

@@ -140,13 +140,74 @@ fn sae_encode_command_matches_the_reference() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let sae = d.join("sae").to_string_lossy().to_string();
-    run_python(&py, "sae_reference.py", &["make", &sae, "saelens", "topk", &D_IN.to_string(), &D_SAE.to_string(), "3", "k=10"]);
+    run_python(
+        &py,
+        "sae_reference.py",
+        &[
+            "make",
+            &sae,
+            "saelens",
+            "topk",
+            &D_IN.to_string(),
+            &D_SAE.to_string(),
+            "3",
+            "k=10",
+        ],
+    );
     std::fs::write(d.join("p.toml"), pipeline("cpu")).unwrap();
     run_ok(d, &["run", "p.toml", "--quiet"]);
-    let log = run_ok(d, &["sae", "encode", "--sae", "sae", "--input", "acts.parquet", "--output", "cli.parquet", "--device", "cpu", "--batch", "100", "--quiet"]);
+    let log = run_ok(
+        d,
+        &[
+            "sae",
+            "encode",
+            "--sae",
+            "sae",
+            "--input",
+            "acts.parquet",
+            "--output",
+            "cli.parquet",
+            "--device",
+            "cpu",
+            "--batch",
+            "100",
+            "--quiet",
+        ],
+    );
     assert!(log.contains("wrote 700 rows to cli.parquet"), "{log}");
     let p = |f: &str| d.join(f).to_string_lossy().to_string();
-    run_python(&py, "sae_reference.py", &["check", &sae, &p("acts.parquet"), &p("cli.parquet")]);
+    run_python(
+        &py,
+        "sae_reference.py",
+        &["check", &sae, &p("acts.parquet"), &p("cli.parquet")],
+    );
+    // Batches of at most 8 rows take the memory-bound multi-row AXPY path, split over threads by columns.
+    run_ok(
+        d,
+        &[
+            "sae",
+            "encode",
+            "--sae",
+            "sae",
+            "--input",
+            "acts.parquet",
+            "--output",
+            "small.parquet",
+            "--device",
+            "cpu",
+            "--batch",
+            "5",
+            "--quiet",
+        ],
+    );
+    run_python(
+        &py,
+        "sae_reference.py",
+        &["check", &sae, &p("acts.parquet"), &p("small.parquet")],
+    );
     let inspect = run_ok(d, &["inspect", "cli.parquet", "-n", "1"]);
-    assert!(inspect.contains("neurostream.layout = features") && inspect.contains("neurostream.n_features = 160"), "{inspect}");
+    assert!(
+        inspect.contains("neurostream.layout = features") && inspect.contains("neurostream.n_features = 160"),
+        "{inspect}"
+    );
 }

@@ -16,7 +16,10 @@ fn main() {
     }
     let sae = Sae::load(args[1].as_ref(), None).unwrap_or_else(|e| panic!("{e}"));
     let bytes = std::fs::read(&args[2]).expect("read input");
-    let x: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+    let x: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
     let d_in: usize = args[3].parse().unwrap();
     let batch: usize = args[4].parse().unwrap();
     let seconds: f64 = args[5].parse().unwrap();
@@ -29,7 +32,10 @@ fn main() {
     // Warm-up, then time whole batches until `seconds` have passed.
     let mut run = |start: usize, tokens: &mut usize, nnz: &mut usize| {
         let s = (start * batch) % (rows - batch + 1);
-        for (row, dst) in x[s * d_in..(s + batch) * d_in].chunks_exact(d_in).zip(prepared.chunks_exact_mut(d_in)) {
+        for (row, dst) in x[s * d_in..(s + batch) * d_in]
+            .chunks_exact(d_in)
+            .zip(prepared.chunks_exact_mut(d_in))
+        {
             sae.prepare_input(row, dst);
         }
         let csr = kernel.encode(&sae, &prepared, batch).unwrap();

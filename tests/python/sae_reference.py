@@ -4,7 +4,7 @@
       writes a random SAE: FORMAT saelens (cfg.json + sae_weights.safetensors) or sparsify
       (cfg.json + sae.safetensors), with the exact file and tensor names those libraries use.
       keys: k, normalize_activations, apply_b_dec_to_input, rescale_acts_by_decoder_norm,
-      norm_scaling_factor, dtype (float32|float16), transcode, scalar_threshold
+      norm_scaling_factor, dtype (float32|float16), transcode, scalar_threshold, threshold_range=lo,hi
   sae_reference.py check DIR INPUT.parquet FEATURES.parquet
       encodes INPUT's activations in float64 with numpy and compares with the engine's
       features (same ids; values within 1e-5 * max(|ref|, 1); at a top-k or threshold
@@ -53,7 +53,8 @@ def make(out, fmt, arch, d_in, d_sae, seed, opts):
         if opts.get("scalar_threshold") == "true":
             tensors["threshold"] = np.array(0.05)
         else:
-            tensors["threshold"] = rng.uniform(0.0, 0.3, d_sae)
+            lo, hi = (float(v) for v in opts.get("threshold_range", "0.0,0.3").split(","))
+            tensors["threshold"] = rng.uniform(lo, hi, d_sae)
     if arch == "gated":
         tensors.update({"b_gate": rng.normal(-0.1, 0.1, d_sae), "b_mag": rng.normal(0, 0.1, d_sae), "r_mag": rng.normal(0, 0.3, d_sae)})
     else:

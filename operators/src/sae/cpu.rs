@@ -36,10 +36,75 @@ impl CpuSae {
     }
 }
 
-/// `z = x @ w` for `x` rows × k and `w` k × n, row-major, on `threads` threads.
+/// `z = x @ w` for `x` rows × k and `w` k × n, row-major, on up to `threads` threads.
+///
+/// Small batches (at most 8 rows) are memory-bound: each thread streams its share of `w`'s
+/// columns once, accumulating every row (a multi-row AXPY that the compiler vectorizes).
+/// Larger batches go to the `gemm` crate, rows split over the threads.
 pub fn matmul(x: &[f32], w: &[f32], rows: usize, k: usize, n: usize, z: &mut [f32], threads: usize) {
-    // SAFETY: all three matrices are dense row-major with the stated shapes (checked by the slices' lengths).
     assert!(x.len() >= rows * k && w.len() >= k * n && z.len() >= rows * n);
+    let threads = threads.max(1);
+    if rows <= 8 {
+        if threads == 1 || n < 64 {
+            axpy_columns(x, w, rows, k, n, 0, n, z);
+            return;
+        }
+        let width = n.div_ceil(threads).next_multiple_of(16);
+        let parts: Vec<(usize, Vec<f32>)> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..n)
+                .step_by(width)
+                .map(|c0| {
+                    s.spawn(move || {
+                        let c1 = (c0 + width).min(n);
+                        let mut part = vec![0f32; rows * (c1 - c0)];
+                        axpy_columns(x, w, rows, k, n, c0, c1, &mut part);
+                        (c0, part)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().expect("matmul thread")).collect()
+        });
+        for (c0, part) in parts {
+            let cw = part.len() / rows;
+            for r in 0..rows {
+                z[r * n + c0..r * n + c0 + cw].copy_from_slice(&part[r * cw..(r + 1) * cw]);
+            }
+        }
+        return;
+    }
+    let per = rows.div_ceil(threads);
+    if threads == 1 || per < 8 {
+        gemm_rows(x, w, rows, k, n, z);
+        return;
+    }
+    std::thread::scope(|s| {
+        for (xc, zc) in x[..rows * k].chunks(per * k).zip(z[..rows * n].chunks_mut(per * n)) {
+            s.spawn(move || gemm_rows(xc, w, xc.len() / k, k, n, zc));
+        }
+    });
+}
+
+/// Columns `c0..c1` of `x @ w` for a few rows, into `out` (rows × (c1 − c0)).
+#[allow(clippy::too_many_arguments)]
+fn axpy_columns(x: &[f32], w: &[f32], rows: usize, k: usize, n: usize, c0: usize, c1: usize, out: &mut [f32]) {
+    let cw = c1 - c0;
+    out[..rows * cw].fill(0.0);
+    for i in 0..k {
+        let wr = &w[i * n + c0..i * n + c1];
+        for r in 0..rows {
+            let xv = x[r * k + i];
+            if xv != 0.0 {
+                for (o, wv) in out[r * cw..(r + 1) * cw].iter_mut().zip(wr) {
+                    *o += xv * wv;
+                }
+            }
+        }
+    }
+}
+
+/// `z = x @ w` on this thread with the `gemm` crate.
+fn gemm_rows(x: &[f32], w: &[f32], rows: usize, k: usize, n: usize, z: &mut [f32]) {
+    // SAFETY: all three matrices are dense row-major with the stated shapes (asserted by the caller).
     unsafe {
         gemm::gemm(
             rows,
@@ -60,14 +125,14 @@ pub fn matmul(x: &[f32], w: &[f32], rows: usize, k: usize, n: usize, z: &mut [f3
             false,
             false,
             false,
-            if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None },
+            gemm::Parallelism::None,
         );
     }
 }
 
 /// Appends row's nonzero `(id, value)` pairs sorted by value, largest first (ties by id).
 pub(crate) fn push_sorted(csr: &mut Csr, entries: &mut [(u32, f32)]) {
-    entries.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    entries.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     for &(i, v) in entries.iter() {
         csr.ids.push(i);
         csr.values.push(v);
@@ -75,53 +140,93 @@ pub(crate) fn push_sorted(csr: &mut Csr, entries: &mut [(u32, f32)]) {
     csr.offsets.push(csr.ids.len() as u32);
 }
 
+/// The activation and sparsification of `z` (rows × d_sae), as CSR rows.
+fn sparsify_rows(sae: &Sae, scale: &[f32], shift: &[f32], z: &[f32]) -> Csr {
+    let n = sae.d_sae;
+    let rows = z.len() / n;
+    let mut csr = Csr::with_rows(rows);
+    let mut h = vec![0f32; n];
+    let mut entries: Vec<(u32, f32)> = Vec::new();
+    for zr in z.chunks_exact(n) {
+        for (((hv, zv), s), b) in h.iter_mut().zip(zr).zip(scale).zip(shift) {
+            *hv = s * zv + b;
+        }
+        entries.clear();
+        let positive = |(j, v): (usize, &f32)| (*v > 0.0).then_some((j as u32, *v));
+        match &sae.activation {
+            Activation::Relu => entries.extend(h.iter().enumerate().filter_map(positive)),
+            Activation::JumpRelu { threshold } => entries.extend(
+                h.iter()
+                    .zip(threshold)
+                    .enumerate()
+                    .filter(|(_, (v, t))| v > t)
+                    .filter_map(|(j, (v, _))| positive((j, v))),
+            ),
+            Activation::Gated { b_gate, .. } => entries.extend(
+                h.iter()
+                    .zip(zr.iter().zip(b_gate))
+                    .enumerate()
+                    .filter(|(_, (_, (z, g)))| *z + *g > 0.0)
+                    .filter_map(|(j, (v, _))| positive((j, v))),
+            ),
+            Activation::TopK { k } => top_k(&h, *k, &mut entries),
+        }
+        entries.retain(|e| e.1 > 0.0);
+        push_sorted(&mut csr, &mut entries);
+    }
+    csr
+}
+
+/// The `k` largest values of `h` with their ids (ties: lower id), unordered, into `out`.
+fn top_k(h: &[f32], k: usize, out: &mut Vec<(u32, f32)>) {
+    out.extend(h.iter().take(k).enumerate().map(|(j, &v)| (j as u32, v)));
+    // `worse(a, b)`: a ranks below b under (value desc, id asc).
+    let worse = |a: &(u32, f32), b: &(u32, f32)| a.1 < b.1 || (a.1 == b.1 && a.0 > b.0);
+    let find_worst = |out: &[(u32, f32)]| {
+        (0..out.len())
+            .reduce(|a, b| if worse(&out[b], &out[a]) { b } else { a })
+            .unwrap_or(0)
+    };
+    let mut worst = find_worst(out);
+    for (j, &v) in h.iter().enumerate().skip(k) {
+        if v > out[worst].1 {
+            out[worst] = (j as u32, v);
+            worst = find_worst(out);
+        }
+    }
+}
+
 impl SaeKernels for CpuSae {
     fn encode(&mut self, sae: &Sae, input: &[f32], rows: usize) -> Result<Csr> {
         let (d_in, n) = (sae.d_in, sae.d_sae);
         let mut csr = Csr::with_rows(rows);
-        let mut entries: Vec<(u32, f32)> = Vec::new();
-        let mut order: Vec<u32> = Vec::new();
         for start in (0..rows).step_by(BLOCK) {
             let m = BLOCK.min(rows - start);
             self.z.resize(m * n, 0.0);
-            matmul(&input[start * d_in..(start + m) * d_in], &sae.w_enc, m, d_in, n, &mut self.z, self.threads);
-            for r in 0..m {
-                let z = &self.z[r * n..(r + 1) * n];
-                let h: Vec<f32> = z
-                    .iter()
-                    .zip(&self.scale)
-                    .zip(&self.shift)
-                    .map(|((z, s), b)| s * z + b)
-                    .collect();
-                entries.clear();
-                let positive = |(j, v): (usize, &f32)| (*v > 0.0).then_some((j as u32, *v));
-                match &sae.activation {
-                    Activation::Relu => entries.extend(h.iter().enumerate().filter_map(positive)),
-                    Activation::JumpRelu { threshold } => entries.extend(
-                        h.iter()
-                            .zip(threshold)
-                            .enumerate()
-                            .filter(|(_, (v, t))| v > t)
-                            .filter_map(|(j, (v, _))| positive((j, v))),
-                    ),
-                    Activation::Gated { b_gate, .. } => entries.extend(
-                        h.iter()
-                            .zip(z.iter().zip(b_gate))
-                            .enumerate()
-                            .filter(|(_, (_, (z, g)))| *z + *g > 0.0)
-                            .filter_map(|(j, (v, _))| positive((j, v))),
-                    ),
-                    Activation::TopK { k } => {
-                        order.clear();
-                        order.extend(0..n as u32);
-                        let by_value = |a: &u32, b: &u32| h[*b as usize].total_cmp(&h[*a as usize]).then(a.cmp(b));
-                        if *k < n {
-                            order.select_nth_unstable_by(*k - 1, by_value);
-                        }
-                        entries.extend(order[..*k].iter().filter_map(|&j| positive((j as usize, &h[j as usize]))));
-                    }
+            matmul(
+                &input[start * d_in..(start + m) * d_in],
+                &sae.w_enc,
+                m,
+                d_in,
+                n,
+                &mut self.z,
+                self.threads,
+            );
+            let per = m.div_ceil(self.threads);
+            let (scale, shift, z) = (&self.scale, &self.shift, &self.z);
+            if self.threads == 1 || m < 2 {
+                csr.append(sparsify_rows(sae, scale, shift, z));
+            } else {
+                let parts: Vec<Csr> = std::thread::scope(|s| {
+                    let handles: Vec<_> = z
+                        .chunks(per * n)
+                        .map(|zc| s.spawn(move || sparsify_rows(sae, scale, shift, zc)))
+                        .collect();
+                    handles.into_iter().map(|h| h.join().expect("encode thread")).collect()
+                });
+                for p in parts {
+                    csr.append(p);
                 }
-                push_sorted(&mut csr, &mut entries);
             }
         }
         Ok(csr)

@@ -32,6 +32,14 @@ pub struct Csr {
 }
 
 impl Csr {
+    /// Appends the rows of `other`.
+    pub fn append(&mut self, other: Csr) {
+        let base = self.ids.len() as u32;
+        self.offsets.extend(other.offsets[1..].iter().map(|o| o + base));
+        self.ids.extend(other.ids);
+        self.values.extend(other.values);
+    }
+
     /// An empty CSR with room for `rows` rows.
     pub fn with_rows(rows: usize) -> Csr {
         let mut offsets = Vec::with_capacity(rows + 1);
@@ -62,6 +70,9 @@ pub struct SaeEncodeConfig {
     /// Dataset scaling factor for `normalize_activations = "expected_average_only_in"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scaling_factor: Option<f32>,
+    /// CPU threads per worker for the encoder matmul (default 1: workers provide parallelism).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threads: Option<usize>,
 }
 
 impl NodeConfig for SaeEncodeConfig {
@@ -112,9 +123,14 @@ impl OperatorKind for SaeEncodeKind {
             sae.model.clone().or_else(|| model.clone()),
             sae.hook.clone().or_else(|| layer.clone()),
         ));
+        let threads = cfg.threads.unwrap_or(1);
+        if threads == 0 {
+            return fail("`threads` must be at least 1".into());
+        }
         Ok(Arc::new(SaeEncode {
             sae: Arc::new(sae),
             schema,
+            threads,
         }))
     }
 }
@@ -122,6 +138,7 @@ impl OperatorKind for SaeEncodeKind {
 struct SaeEncode {
     sae: Arc<Sae>,
     schema: Arc<Schema>,
+    threads: usize,
 }
 
 impl Operator for SaeEncode {
@@ -135,7 +152,7 @@ impl Operator for SaeEncode {
 
     fn instantiate(&self, device: &ComputeDevice) -> Result<Box<dyn OperatorInstance>> {
         let kernels: Box<dyn SaeKernels> = match device {
-            ComputeDevice::Cpu => Box::new(CpuSae::new(&self.sae)),
+            ComputeDevice::Cpu => Box::new(CpuSae::with_threads(&self.sae, self.threads)),
             ComputeDevice::Gpu(ctx) => Box::new(GpuSae::new(ctx.clone(), &self.sae)?),
         };
         Ok(Box::new(SaeEncodeInstance {
