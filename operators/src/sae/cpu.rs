@@ -72,16 +72,58 @@ pub fn matmul(x: &[f32], w: &[f32], rows: usize, k: usize, n: usize, z: &mut [f3
         }
         return;
     }
-    let per = rows.div_ceil(threads);
-    if threads == 1 || per < 8 {
-        gemm_rows(x, w, rows, k, n, z);
+    if threads == 1 || n < 64 {
+        gemm_block(x, w, rows, k, n, 0, n, z.as_mut_ptr());
         return;
     }
+    // Split the columns: each thread streams only its share of `w` and writes its own columns of `z`.
+    let width = n.div_ceil(threads).next_multiple_of(16);
+    let dst = SendPtr(z.as_mut_ptr());
     std::thread::scope(|s| {
-        for (xc, zc) in x[..rows * k].chunks(per * k).zip(z[..rows * n].chunks_mut(per * n)) {
-            s.spawn(move || gemm_rows(xc, w, xc.len() / k, k, n, zc));
+        for c0 in (0..n).step_by(width) {
+            // Move the whole wrapper into the thread (not just its raw-pointer field).
+            s.spawn(move || {
+                let dst = dst;
+                gemm_block(x, w, rows, k, n, c0, (c0 + width).min(n), dst.0)
+            });
         }
     });
+}
+
+/// A pointer handed to scoped threads that write disjoint parts of one buffer.
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: every thread that receives one writes a disjoint set of columns, and the scope joins them all.
+unsafe impl Send for SendPtr {}
+
+/// Columns `c0..c1` of `z = x @ w` (`z` row-major rows × n at `dst`) on this thread with the `gemm` crate.
+#[allow(clippy::too_many_arguments)]
+fn gemm_block(x: &[f32], w: &[f32], rows: usize, k: usize, n: usize, c0: usize, c1: usize, dst: *mut f32) {
+    // SAFETY: `x` is rows × k, `w` is k × n and `dst` points at rows × n values, all row-major
+    // (asserted by `matmul`); columns c0..c1 lie inside every row.
+    unsafe {
+        gemm::gemm(
+            rows,
+            c1 - c0,
+            k,
+            dst.add(c0),
+            1,
+            n as isize,
+            false,
+            x.as_ptr(),
+            1,
+            k as isize,
+            w.as_ptr().add(c0),
+            1,
+            n as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
 }
 
 /// Columns `c0..c1` of `x @ w` for a few rows, into `out` (rows × (c1 − c0)).
@@ -99,34 +141,6 @@ fn axpy_columns(x: &[f32], w: &[f32], rows: usize, k: usize, n: usize, c0: usize
                 }
             }
         }
-    }
-}
-
-/// `z = x @ w` on this thread with the `gemm` crate.
-fn gemm_rows(x: &[f32], w: &[f32], rows: usize, k: usize, n: usize, z: &mut [f32]) {
-    // SAFETY: all three matrices are dense row-major with the stated shapes (asserted by the caller).
-    unsafe {
-        gemm::gemm(
-            rows,
-            n,
-            k,
-            z.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            x.as_ptr(),
-            1,
-            k as isize,
-            w.as_ptr(),
-            1,
-            n as isize,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
     }
 }
 
