@@ -22,6 +22,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tests", "python"))
+from check_normalize import running_zscore  # noqa: E402  (the same reference the tests use)
 BIN = os.path.join(ROOT, "target", "release", "neurostream")
 
 
@@ -62,16 +64,7 @@ def numpy_normalize(path, out, method, d):
         norm = np.linalg.norm(x, axis=1, keepdims=True)
         y = (x * (np.sqrt(d) / np.where(norm > 0, norm, 1))).astype(np.float32)
     else:
-        x64 = x.astype(np.float64)
-        n = np.arange(1, len(x) + 1, dtype=np.float64)[:, None]
-        shift = x64[:1]
-        s1 = np.cumsum(x64 - shift, axis=0)
-        s2 = np.cumsum((x64 - shift) ** 2, axis=0)
-        mean = s1 / n + shift
-        var = np.maximum(s2 / n - (s1 / n) ** 2, 0.0)
-        y = (x64 - mean) / np.sqrt(var + 1e-8)
-        w = 1023
-        y[: w + 1] = (x64[: w + 1] - mean[w]) / np.sqrt(var[w] + 1e-8)
+        y = running_zscore(x.astype(np.float64), 1024)
         y = y.astype(np.float32)
     act = pa.FixedSizeListArray.from_arrays(pa.array(y.reshape(-1), pa.float32()), d)
     table = pa.table({"seq_id": t.column("seq_id"), "pos": t.column("pos"), "act": act})

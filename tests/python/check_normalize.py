@@ -26,6 +26,22 @@ def close(got, want, what):
     return worst
 
 
+def running_zscore(x, warmup, eps=1e-8):
+    """Running z-score of float64 rows `x`: population statistics of rows 0..=r from shifted
+    cumulative sums (not Welford); the first `warmup` rows use the statistics of exactly those rows."""
+    n = np.arange(1, len(x) + 1, dtype=np.float64)[:, None]
+    shift = x[:1]
+    s1 = np.cumsum(x - shift, axis=0)
+    s2 = np.cumsum((x - shift) ** 2, axis=0)
+    mean = s1 / n + shift
+    var = np.maximum(s2 / n - (s1 / n) ** 2, 0.0)
+    out = (x - mean) / np.sqrt(var + eps)
+    if warmup > 0:
+        w = min(warmup, len(x)) - 1
+        out[: w + 1] = (x[: w + 1] - mean[w]) / np.sqrt(var[w] + eps)
+    return out
+
+
 def signals(raw_path, out_path, warmup):
     raw, out = pq.read_table(raw_path), pq.read_table(out_path)
     meta = {k.decode(): v.decode() for k, v in raw.schema.metadata.items()}
@@ -42,17 +58,7 @@ def signals(raw_path, out_path, warmup):
     assert np.array_equal(out.column("sample").to_numpy(), sample)
     x = np.stack([raw.column(c).to_numpy().astype(np.float64) for c in chans], axis=1)
     got = np.stack([out.column(c).to_numpy() for c in chans], axis=1)
-    # Running z-score: population statistics of rows 0..=r, shifted cumulative sums.
-    n = np.arange(1, len(x) + 1, dtype=np.float64)[:, None]
-    shift = x[:1]
-    s1 = np.cumsum(x - shift, axis=0)
-    s2 = np.cumsum((x - shift) ** 2, axis=0)
-    mean = s1 / n + shift
-    var = np.maximum(s2 / n - (s1 / n) ** 2, 0.0)
-    want = (x - mean) / np.sqrt(var + 1e-8)
-    if warmup > 0:
-        w = min(warmup, len(x)) - 1
-        want[: w + 1] = (x[: w + 1] - mean[w]) / np.sqrt(var[w] + 1e-8)
+    want = running_zscore(x, warmup)
     worst = close(got, want, "running z-score")
     # DuckDB and Polars read the same values.
     c0 = chans[0]

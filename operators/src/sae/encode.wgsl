@@ -8,16 +8,6 @@
 //   2 gated:    max(h, 0) if z + param_j > 0, else 0
 //   3 raw:      h (for top-k selection)
 
-struct Params {
-    rows: u32,
-    d_in: u32,
-    d_sae: u32,
-    mode: u32,
-    k: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-};
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;

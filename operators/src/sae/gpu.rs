@@ -10,8 +10,8 @@ use super::cpu::push_sorted;
 use super::model::{Activation, Sae};
 use super::{Csr, SaeKernels};
 
-const ENCODE: &str = include_str!("encode.wgsl");
-const TOPK: &str = include_str!("topk.wgsl");
+const ENCODE: &str = concat!(include_str!("params.wgsl"), include_str!("encode.wgsl"));
+const TOPK: &str = concat!(include_str!("params.wgsl"), include_str!("topk.wgsl"));
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]

@@ -1,16 +1,6 @@
 // wgpu top-k selection of `sae_encode`: for each row of a block of raw pre-activations, the k
 // largest values and their ids, largest first (ties: lower id first).
 
-struct Params {
-    rows: u32,
-    d_in: u32,
-    d_sae: u32,
-    mode: u32,
-    k: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-};
 
 @group(0) @binding(0) var<uniform> tparams: Params;
 @group(0) @binding(1) var<storage, read_write> pre: array<f32>;

@@ -1,0 +1,12 @@
+// Uniform parameters shared by the `sae_encode` kernels (prepended to each shader).
+
+struct Params {
+    rows: u32,
+    d_in: u32,
+    d_sae: u32,
+    mode: u32,
+    k: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+};
