@@ -211,3 +211,60 @@ fn sae_encode_command_matches_the_reference() {
         "{inspect}"
     );
 }
+
+fn check_reconstruct(arch: &str, opts: &[&str]) {
+    let Some(py) = python() else { return };
+    let gpu_ok = !std::env::var("NEUROSTREAM_SKIP_GPU_TESTS").is_ok_and(|v| v == "1");
+    for device in ["cpu", "gpu"] {
+        if device == "gpu" && !gpu_ok {
+            continue;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let sae = d.join("sae").to_string_lossy().to_string();
+        let (di, ds) = (D_IN.to_string(), D_SAE.to_string());
+        let mut args = vec!["make", sae.as_str(), "saelens", arch, di.as_str(), ds.as_str(), "9"];
+        args.extend(opts);
+        run_python(&py, "sae_reference.py", &args);
+        let toml = format!(
+            "{}\n[operators.metrics]\nkind = \"sae_reconstruct\"\ninput = \"acts\"\nsae = \"sae\"\ndevice = \"{device}\"\n\
+             [operators.recon]\nkind = \"sae_reconstruct\"\ninput = \"acts\"\nsae = \"sae\"\noutput = \"reconstruction\"\ndevice = \"{device}\"\n\
+             [sinks.metrics]\nkind = \"parquet\"\ninput = \"metrics\"\npath = \"metrics.parquet\"\n\
+             [sinks.recon]\nkind = \"parquet\"\ninput = \"recon\"\npath = \"recon.parquet\"\n",
+            pipeline(device)
+        );
+        std::fs::write(d.join("p.toml"), toml).unwrap();
+        run_ok(d, &["run", "p.toml", "--quiet", "-w", "2"]);
+        let p = |f: &str| d.join(f).to_string_lossy().to_string();
+        let out = run_python(
+            &py,
+            "sae_reference.py",
+            &[
+                "metrics",
+                &sae,
+                &p("acts.parquet"),
+                &p("features.parquet"),
+                &p("metrics.parquet"),
+                &p("recon.parquet"),
+            ],
+        );
+        eprintln!("reconstruct {arch} {opts:?} on {device}: {out}");
+    }
+}
+
+#[test]
+fn reconstruction_metrics_match_numpy_decode() {
+    check_reconstruct("standard", &["normalize_activations=constant_norm_rescale"]);
+    check_reconstruct(
+        "topk",
+        &[
+            "k=12",
+            "rescale_acts_by_decoder_norm=true",
+            "normalize_activations=layer_norm",
+        ],
+    );
+    check_reconstruct(
+        "gated",
+        &["normalize_activations=expected_average_only_in", "norm_scaling_factor=0.8"],
+    );
+}

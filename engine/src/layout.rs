@@ -10,6 +10,10 @@
 //! nullable `marker: utf8` column. Schema metadata: `neurostream.layout = "signals"`,
 //! `neurostream.sample_rate` (Hz) and `neurostream.units` (JSON list, one unit per channel).
 //!
+//! **Token scalars** (e.g. reconstruction metrics), one row per token: `seq_id: uint64`,
+//! `pos: uint32`, then one `float32` column per scalar. Metadata: `neurostream.layout =
+//! "token_scalars"`, `neurostream.producer` when known.
+//!
 //! **Features** (sparse, e.g. SAE latents), one row per token: `seq_id: uint64`, `pos: uint32`,
 //! `features: list<struct<id: uint32, act: float32>>` sorted by activation, largest first.
 //! Schema metadata: `neurostream.layout = "features"`, `neurostream.n_features`, and
@@ -97,6 +101,18 @@ pub fn arrow_schema(schema: &Schema, opts: &EncodeOptions) -> Arc<ArrowSchema> {
                 DataType::FixedSizeList(Arc::new(Field::new("item", DataType::Float32, false)), schema.width() as i32),
                 false,
             ));
+            f
+        }
+        StreamKind::TokenScalars { producer } => {
+            meta.insert(META_LAYOUT.to_string(), "token_scalars".to_string());
+            if let Some(p) = producer {
+                meta.insert("neurostream.producer".to_string(), p.clone());
+            }
+            let mut f = vec![
+                Field::new("seq_id", DataType::UInt64, false),
+                Field::new("pos", DataType::UInt32, false),
+            ];
+            f.extend(schema.channels.iter().map(|c| Field::new(&c.name, DataType::Float32, false)));
             f
         }
         StreamKind::Features {
@@ -225,6 +241,15 @@ pub fn frame_to_batch(frame: &Frame, target: &Arc<ArrowSchema>, opts: &EncodeOpt
             let item = Arc::new(Field::new("item", DataType::Float32, false));
             let list = FixedSizeListArray::try_new(item, w as i32, Arc::new(values), None).map_err(|e| e.to_string())?;
             cols.push(Arc::new(list));
+        }
+        (StreamKind::TokenScalars { .. }, RowIndex::Tokens { seq_id, pos, .. }) => {
+            cols.push(Arc::new(UInt64Array::from(seq_id.clone())));
+            cols.push(Arc::new(UInt32Array::from(pos.clone())));
+            for c in 0..w {
+                cols.push(Arc::new(Float32Array::from_iter_values(
+                    (0..rows).map(|r| frame.data[r * w + c]),
+                )));
+            }
         }
         _ => return Err(format!("stream {}: row index does not match its schema kind", frame.stream)),
     }

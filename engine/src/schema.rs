@@ -17,6 +17,11 @@ pub enum StreamKind {
         /// Layer or hook name, when known (e.g. `blocks.15.hook_resid_post`).
         layer: Option<String>,
     },
+    /// Named per-token scalars (e.g. reconstruction metrics): dense rows indexed by token.
+    TokenScalars {
+        /// What computed them, when known.
+        producer: Option<String>,
+    },
     /// Sparse feature activations (e.g. an SAE's latents): carried as `SparseFrame`s.
     Features {
         /// Number of features (`d_sae`); ids are `0..n_features`.
@@ -85,6 +90,20 @@ impl Schema {
         }
     }
 
+    /// Per-token scalar columns named `names`, computed by `producer`.
+    pub fn token_scalars<S: AsRef<str>>(names: &[S], producer: Option<String>) -> Schema {
+        Schema {
+            kind: StreamKind::TokenScalars { producer },
+            channels: names
+                .iter()
+                .map(|n| Channel {
+                    name: n.as_ref().to_string(),
+                    unit: String::new(),
+                })
+                .collect(),
+        }
+    }
+
     /// A sparse feature schema of `n_features` features.
     pub fn features(n_features: usize, encoder: Option<String>, model: Option<String>, layer: Option<String>) -> Schema {
         Schema {
@@ -134,6 +153,13 @@ impl Schema {
                 }
                 if let Some(l) = layer {
                     s.push_str(&format!(", layer {l}"));
+                }
+                s
+            }
+            StreamKind::TokenScalars { producer } => {
+                let mut s = format!("token scalars ({})", self.channel_names().join(", "));
+                if let Some(p) = producer {
+                    s.push_str(&format!(", from {p}"));
                 }
                 s
             }

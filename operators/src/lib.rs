@@ -7,6 +7,7 @@
 //! | --- | --- |
 //! | `normalize` | per-channel running z-score (Welford), fixed mean/std from a file, or L2 row scaling |
 //! | `sae_encode` | sparse autoencoder encoding (SAELens, sparsify formats) to sparse features |
+//! | `sae_reconstruct` | SAE encode + decode: per-token reconstruction metrics or the reconstruction |
 
 #![warn(missing_docs)]
 
@@ -19,5 +20,6 @@ use neurostream_engine::Registry;
 pub fn register(registry: &mut Registry) {
     registry
         .add_operator(normalize::NormalizeKind)
-        .add_operator(sae::SaeEncodeKind);
+        .add_operator(sae::SaeEncodeKind)
+        .add_operator(sae::SaeReconstructKind);
 }

@@ -5,6 +5,9 @@
       (cfg.json + sae.safetensors), with the exact file and tensor names those libraries use.
       keys: k, normalize_activations, apply_b_dec_to_input, rescale_acts_by_decoder_norm,
       norm_scaling_factor, dtype (float32|float16), transcode, scalar_threshold, threshold_range=lo,hi
+  sae_reference.py metrics DIR INPUT.parquet FEATURES.parquet METRICS.parquet [RECON.parquet]
+      decodes the engine's features with numpy and checks its per-token reconstruction metrics
+      (l0, mse, nmse, cosine, explained_variance) and reconstruction within the same tolerance.
   sae_reference.py check DIR INPUT.parquet FEATURES.parquet
       encodes INPUT's activations in float64 with numpy and compares with the engine's
       features (same ids; values within 1e-5 * max(|ref|, 1); at a top-k or threshold
@@ -148,6 +151,60 @@ def check(sae_dir, input_path, features_path):
     print(json.dumps({"rows": len(x), "n_features": n_feat, "mean_l0": l0 / len(x), "worst_rel_error": worst, "boundary_ties": mismatched_rows}))
 
 
+def metrics(sae_dir, input_path, features_path, metrics_path, recon_path=None):
+    """Decodes the engine's features with numpy (SAELens decode + inverse input normalization)
+    and checks the engine's per-token metrics (and reconstruction) against it."""
+    cfg = json.load(open(os.path.join(sae_dir, "cfg.json")))
+    t = {n: v.astype(np.float64) for n, v in load_file(os.path.join(sae_dir, "sae_weights.safetensors")).items()}
+    inp = pq.read_table(input_path)
+    d = int(inp.schema.metadata[b"neurostream.d_model"])
+    key = lambda tb: tb.column("seq_id").to_numpy().astype(np.uint64) * np.uint64(1 << 32) + tb.column("pos").to_numpy()
+    x = inp.column("act").combine_chunks().flatten().to_numpy().reshape(-1, d).astype(np.float64)[np.argsort(key(inp), kind="stable")]
+    feats = pq.read_table(features_path)
+    rows = [feats.column("features").to_pylist()[i] for i in np.argsort(key(feats), kind="stable")]
+    a = np.zeros((len(x), t["W_dec"].shape[0]))
+    for r, row in enumerate(rows):
+        for e in row:
+            a[r, e["id"]] = e["act"]
+    if cfg.get("rescale_acts_by_decoder_norm"):
+        a = a / np.linalg.norm(t["W_dec"], axis=1)
+    rec = a @ t["W_dec"] + t["b_dec"]
+    norm = cfg.get("normalize_activations", "none")
+    if norm == "constant_norm_rescale":
+        rec = rec / (np.sqrt(d) / np.linalg.norm(x, axis=1, keepdims=True))
+    elif norm == "layer_norm":
+        rec = rec * x.std(axis=1, ddof=1, keepdims=True) + x.mean(axis=1, keepdims=True)
+    elif norm == "expected_average_only_in":
+        rec = rec / cfg["norm_scaling_factor"]
+    err = x - rec
+    want = {
+        "l0": (a != 0).sum(axis=1).astype(np.float64),
+        "mse": (err ** 2).mean(axis=1),
+        "nmse": (err ** 2).sum(axis=1) / (x ** 2).sum(axis=1),
+        "cosine": (x * rec).sum(axis=1) / (np.linalg.norm(x, axis=1) * np.linalg.norm(rec, axis=1)),
+        "explained_variance": 1 - (err ** 2).sum(axis=1) / ((x - x.mean(axis=1, keepdims=True)) ** 2).sum(axis=1),
+    }
+    m = pq.read_table(metrics_path)
+    assert {k.decode(): v.decode() for k, v in m.schema.metadata.items()}["neurostream.layout"] == "token_scalars"
+    order = np.argsort(key(m), kind="stable")
+    worst = {}
+    for name, ref in want.items():
+        got = m.column(name).to_numpy()[order].astype(np.float64)
+        worst[name] = float(close(got, ref, name))
+    if recon_path:
+        r = pq.read_table(recon_path)
+        got = r.column("act").combine_chunks().flatten().to_numpy().reshape(-1, d)[np.argsort(key(r), kind="stable")]
+        worst["reconstruction"] = float(close(got, rec, "reconstruction"))
+    print(json.dumps({"rows": len(x), "mean_nmse": float(want["nmse"].mean()), "worst_rel_error": worst}))
+
+
+def close(got, want, what):
+    err = np.abs(got - want) / np.maximum(np.abs(want), 1.0)
+    worst = err.max() if err.size else 0.0
+    assert worst <= TOL, f"{what}: worst error {worst:.3e} at row {err.argmax()} (got {got.flat[err.argmax()]}, want {want.flat[err.argmax()]})"
+    return worst
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "make":
         out, fmt, arch, d_in, d_sae, seed = sys.argv[2:8]
@@ -155,5 +212,7 @@ if __name__ == "__main__":
         make(out, fmt, arch, int(d_in), int(d_sae), int(seed), opts)
     elif sys.argv[1] == "check":
         check(*sys.argv[2:5])
+    elif sys.argv[1] == "metrics":
+        metrics(*sys.argv[2:])
     else:
         sys.exit(f"unknown command {sys.argv[1]}")

@@ -7,6 +7,7 @@
 mod cpu;
 mod gpu;
 pub mod model;
+pub mod reconstruct;
 
 use std::sync::Arc;
 
@@ -19,6 +20,7 @@ use serde::{Deserialize, Serialize};
 pub use cpu::{matmul, CpuSae};
 pub use gpu::GpuSae;
 pub use model::{Activation, InputNorm, Sae};
+pub use reconstruct::{SaeReconstructConfig, SaeReconstructKind};
 
 /// Sparse rows: `offsets` (rows + 1), `ids`, `values`; each row sorted by value, largest first.
 #[derive(Clone, Debug, Default, PartialEq)]
