@@ -116,6 +116,12 @@ fn sparsify_topk_and_transcoder() {
 }
 
 #[test]
+fn gemma_scope_npz_plain_and_compressed() {
+    check("gemmascope", "jumprelu", &[]);
+    check("gemmascope", "jumprelu", &["compressed=true", "dtype=float16"]);
+}
+
+#[test]
 fn wrong_d_in_and_missing_tensors_are_clear_errors() {
     let Some(py) = python() else { return };
     let dir = tempfile::tempdir().unwrap();

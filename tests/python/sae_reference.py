@@ -1,8 +1,8 @@
 """Test SAEs in the public formats, and a numpy transcription of each library's encode formula.
 
   sae_reference.py make DIR FORMAT ARCH D_IN D_SAE SEED [key=value ...]
-      writes a random SAE: FORMAT saelens (cfg.json + sae_weights.safetensors) or sparsify
-      (cfg.json + sae.safetensors), with the exact file and tensor names those libraries use.
+      writes a random SAE: FORMAT saelens (cfg.json + sae_weights.safetensors), sparsify
+      (cfg.json + sae.safetensors) or gemmascope (params.npz; key compressed=true for savez_compressed), with the exact file and tensor names those libraries use.
       keys: k, normalize_activations, apply_b_dec_to_input, rescale_acts_by_decoder_norm,
       norm_scaling_factor, dtype (float32|float16), transcode, scalar_threshold, threshold_range=lo,hi
   sae_reference.py metrics DIR INPUT.parquet FEATURES.parquet METRICS.parquet [RECON.parquet]
@@ -37,6 +37,12 @@ def make(out, fmt, arch, d_in, d_sae, seed, opts):
     b_enc = rng.normal(-0.1, 0.1, d_sae)
     b_dec = rng.normal(0, 0.1, d_in)
     k = int(opts.get("k", 8))
+    if fmt == "gemmascope":
+        # Gemma Scope: params.npz with W_enc, W_dec, b_enc, b_dec, threshold (JumpReLU).
+        arrays = {"W_enc": w_enc, "W_dec": w_dec, "b_enc": b_enc, "b_dec": b_dec, "threshold": rng.uniform(0.0, 0.3, d_sae)}
+        save = np.savez_compressed if opts.get("compressed") == "true" else np.savez
+        save(os.path.join(out, "params.npz"), **{n: v.astype(dtype) for n, v in arrays.items()})
+        return
     if fmt == "sparsify":
         cfg = {"activation": "topk", "k": k, "num_latents": d_sae, "d_in": d_in,
                "transcode": opts.get("transcode", "false") == "true", "expansion_factor": d_sae // d_in, "normalize_decoder": True}
@@ -70,6 +76,10 @@ def make(out, fmt, arch, d_in, d_sae, seed, opts):
 
 def encode(sae_dir, x):
     """Returns (dense activations, pre-activations used for selection, k or None), float64."""
+    if os.path.exists(os.path.join(sae_dir, "params.npz")):  # Gemma Scope: JumpReLU, no b_dec subtraction
+        p = {n: v.astype(np.float64) for n, v in np.load(os.path.join(sae_dir, "params.npz")).items()}
+        h = x @ p["W_enc"] + p["b_enc"]
+        return np.maximum(h, 0.0) * (h > p["threshold"]), h - p["threshold"], None
     cfg = json.load(open(os.path.join(sae_dir, "cfg.json")))
     if os.path.exists(os.path.join(sae_dir, "sae.safetensors")):  # sparsify
         t = {n: v.astype(np.float64) for n, v in load_file(os.path.join(sae_dir, "sae.safetensors")).items()}

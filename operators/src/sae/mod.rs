@@ -7,6 +7,7 @@
 mod cpu;
 mod gpu;
 pub mod model;
+pub mod npz;
 pub mod reconstruct;
 
 use std::sync::Arc;

@@ -10,6 +10,7 @@
 //! | batchtopk (inference) | as jumprelu with the global threshold | SAELens `batchtopk_sae.py` |
 //! | gated | `z = x' @ W_enc`; `[z + b_gate > 0] · relu(exp(r_mag) · z + b_mag)` | SAELens `gated_sae.py` |
 //! | sparsify | `topk(relu((x − b_dec) @ encoder.weightᵀ + encoder.bias))` (no `− b_dec` for transcoders) | EleutherAI sparsify `sparse_coder.py` |
+//! | Gemma Scope | `h = x @ W_enc + b_enc`; `relu(h) · [h > threshold_j]` (no normalization, no `b_dec` subtraction) | Gemma Scope tutorial (`JumpReLUSAE.encode`) |
 //!
 //! where `x' = norm_in(x) − b_dec · apply_b_dec_to_input`, and `norm_in` is SAELens's
 //! `normalize_activations`: `none`; `constant_norm_rescale`: `x · sqrt(d_in) / ‖x‖`;
@@ -174,7 +175,7 @@ impl Tensors<'_> {
 }
 
 /// IEEE half to f32.
-fn f16_to_f32(h: u16) -> f32 {
+pub(crate) fn f16_to_f32(h: u16) -> f32 {
     let sign = ((h >> 15) as u32) << 31;
     let exp = ((h >> 10) & 0x1f) as u32;
     let frac = (h & 0x3ff) as u32;
@@ -218,14 +219,18 @@ impl Sae {
     /// Loads an SAE directory, detecting the format: SAELens (`cfg.json` + `sae_weights.safetensors`)
     /// or EleutherAI sparsify (`cfg.json` + `sae.safetensors`).
     pub fn load(dir: &Path, scaling_factor: Option<f32>) -> Result<Sae> {
-        if dir.join("sae_weights.safetensors").exists() {
+        if dir.extension().is_some_and(|e| e == "npz") {
+            Sae::load_gemma_scope(dir)
+        } else if dir.join("params.npz").exists() {
+            Sae::load_gemma_scope(&dir.join("params.npz"))
+        } else if dir.join("sae_weights.safetensors").exists() {
             Sae::load_saelens(dir, scaling_factor)
         } else if dir.join("sae.safetensors").exists() {
             Sae::load_sparsify(dir)
         } else {
             Err(err(
                 dir,
-                "not an SAE directory: expected sae_weights.safetensors + cfg.json (SAELens) or sae.safetensors + cfg.json (sparsify)",
+                "not an SAE directory: expected sae_weights.safetensors + cfg.json (SAELens), sae.safetensors + cfg.json (sparsify) or params.npz (Gemma Scope)",
             ))
         }
     }
@@ -350,6 +355,52 @@ impl Sae {
             origin: format!("saelens:{}", dir.display()),
             model: s("model_name"),
             hook: s("hook_name"),
+        })
+    }
+
+    /// Loads Gemma Scope's `params.npz` (`W_enc [d_in, d_sae]`, `W_dec`, `b_enc`, `b_dec`,
+    /// `threshold`): JumpReLU, no input normalization, no `b_dec` subtraction.
+    pub fn load_gemma_scope(path: &Path) -> Result<Sae> {
+        let mut arrays = super::npz::read_npz(path)?;
+        let shape = arrays
+            .get("W_enc")
+            .map(|a| a.shape.clone())
+            .ok_or_else(|| err(path, "no array `W_enc`"))?;
+        let [d_in, d_sae] = shape[..] else {
+            return Err(err(path, format!("`W_enc` has shape {shape:?}, expected [d_in, d_sae]")));
+        };
+        let mut take = |name: &str, shape: &[usize]| -> Result<Vec<f32>> {
+            let a = arrays.remove(name).ok_or_else(|| err(path, format!("no array `{name}`")))?;
+            if a.shape != shape {
+                return Err(err(
+                    path,
+                    format!("array `{name}` has shape {:?}, expected {shape:?}", a.shape),
+                ));
+            }
+            if let Some(i) = a.data.iter().position(|x| !x.is_finite()) {
+                return Err(err(
+                    path,
+                    format!("array `{name}` holds a non-finite value at flat index {i}"),
+                ));
+            }
+            Ok(a.data)
+        };
+        Ok(Sae {
+            d_in,
+            d_sae,
+            w_enc: take("W_enc", &[d_in, d_sae])?,
+            b_enc: take("b_enc", &[d_sae])?,
+            w_dec: take("W_dec", &[d_sae, d_in])?,
+            b_dec: take("b_dec", &[d_in])?,
+            activation: Activation::JumpRelu {
+                threshold: take("threshold", &[d_sae])?,
+            },
+            apply_b_dec_to_input: false,
+            norm: InputNorm::None,
+            rescale_by_decoder_norm: false,
+            origin: format!("gemmascope:{}", path.display()),
+            model: None,
+            hook: None,
         })
     }
 
