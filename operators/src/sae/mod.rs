@@ -55,6 +55,32 @@ impl Csr {
     }
 }
 
+/// Loads the SAE at `path` (relative to the pipeline file) for an operator reading `input`:
+/// the input must be an activation stream whose width is the SAE's `d_in`.
+pub(crate) fn load_for_input(
+    path: &str,
+    scaling_factor: Option<f32>,
+    ctx: &NodeContext,
+    input: &Schema,
+    kind: &str,
+) -> Result<Sae> {
+    let fail = |m: String| Err(EngineError::config(ctx.label, m));
+    if !matches!(input.kind, StreamKind::Activation { .. }) {
+        return fail(format!("{kind} reads activation streams; its input is {}", input.describe()));
+    }
+    let path = ctx.resolve(path);
+    let sae = Sae::load(&path, scaling_factor).map_err(|e| EngineError::config(ctx.label, e.to_string()))?;
+    if sae.d_in != input.width() {
+        return fail(format!(
+            "shape mismatch: the SAE at {} has d_in = {} but its input has d_model = {}",
+            path.display(),
+            sae.d_in,
+            input.width()
+        ));
+    }
+    Ok(sae)
+}
+
 /// The encode kernels every backend provides.
 pub trait SaeKernels {
     /// Encodes `rows` prepared input rows (normalized, `b_dec` applied), row-major `rows × d_in`.
@@ -97,22 +123,11 @@ impl OperatorKind for SaeEncodeKind {
     fn build(&self, config: ConfigTable, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Operator>> {
         let cfg: SaeEncodeConfig = parse_config(config, ctx)?;
         let fail = |m: String| Err(EngineError::config(ctx.label, m));
-        let StreamKind::Activation { model, layer } = &input.kind else {
-            return fail(format!(
-                "sae_encode reads activation streams; its input is {}",
-                input.describe()
-            ));
+        let mut sae = load_for_input(&cfg.sae, cfg.scaling_factor, ctx, input, "sae_encode")?;
+        let (model, layer) = match &input.kind {
+            StreamKind::Activation { model, layer } => (model.clone(), layer.clone()),
+            _ => (None, None),
         };
-        let path = ctx.resolve(&cfg.sae);
-        let mut sae = Sae::load(&path, cfg.scaling_factor).map_err(|e| EngineError::config(ctx.label, e.to_string()))?;
-        if sae.d_in != input.width() {
-            return fail(format!(
-                "shape mismatch: the SAE at {} has d_in = {} but its input has d_model = {}",
-                path.display(),
-                sae.d_in,
-                input.width()
-            ));
-        }
         if let Some(k) = cfg.k {
             match &mut sae.activation {
                 Activation::TopK { k: kk } if k >= 1 && k <= sae.d_sae => *kk = k,
@@ -123,8 +138,8 @@ impl OperatorKind for SaeEncodeKind {
         let schema = Arc::new(Schema::features(
             sae.d_sae,
             Some(sae.origin.clone()),
-            sae.model.clone().or_else(|| model.clone()),
-            sae.hook.clone().or_else(|| layer.clone()),
+            sae.model.clone().or(model),
+            sae.hook.clone().or(layer),
         ));
         let threads = cfg.threads.unwrap_or(1);
         if threads == 0 {

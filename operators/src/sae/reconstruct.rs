@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use neurostream_engine::{
     parse_config, wgpu, Batch, ComputeDevice, ConfigTable, EngineError, Frame, GpuContext, GpuPass, NodeConfig, NodeContext,
-    Operator, OperatorInstance, OperatorKind, Partitioning, Result, Schema, StreamKind,
+    Operator, OperatorInstance, OperatorKind, Partitioning, Result, Schema,
 };
 use serde::{Deserialize, Serialize};
 
@@ -164,22 +164,7 @@ impl OperatorKind for SaeReconstructKind {
     fn build(&self, config: ConfigTable, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Operator>> {
         let cfg: SaeReconstructConfig = parse_config(config, ctx)?;
         let fail = |m: String| Err(EngineError::config(ctx.label, m));
-        if !matches!(input.kind, StreamKind::Activation { .. }) {
-            return fail(format!(
-                "sae_reconstruct reads activation streams; its input is {}",
-                input.describe()
-            ));
-        }
-        let path = ctx.resolve(&cfg.sae);
-        let sae = Sae::load(&path, cfg.scaling_factor).map_err(|e| EngineError::config(ctx.label, e.to_string()))?;
-        if sae.d_in != input.width() {
-            return fail(format!(
-                "shape mismatch: the SAE at {} has d_in = {} but its input has d_model = {}",
-                path.display(),
-                sae.d_in,
-                input.width()
-            ));
-        }
+        let sae = super::load_for_input(&cfg.sae, cfg.scaling_factor, ctx, input, "sae_reconstruct")?;
         if !sae.apply_b_dec_to_input && sae.origin.starts_with("sparsify:") {
             return fail(
                 "a transcoder reconstructs another activation than its input; sae_reconstruct needs an autoencoder".into(),
