@@ -40,21 +40,31 @@ path = "features.parquet"
     )
 }
 
+/// The devices the backend-parity tests run on: the CPU, and wgpu unless NEUROSTREAM_SKIP_GPU_TESTS=1.
+fn devices() -> Vec<&'static str> {
+    if std::env::var("NEUROSTREAM_SKIP_GPU_TESTS").is_ok_and(|v| v == "1") {
+        vec!["cpu"]
+    } else {
+        vec!["cpu", "gpu"]
+    }
+}
+
+/// Writes a random SAE with `sae_reference.py make` into `dir/sae`; returns its path.
+fn make_sae(py: &std::path::Path, dir: &std::path::Path, format: &str, arch: &str, seed: &str, opts: &[&str]) -> String {
+    let sae = dir.join("sae").to_string_lossy().to_string();
+    let (di, ds) = (D_IN.to_string(), D_SAE.to_string());
+    let mut args = vec!["make", sae.as_str(), format, arch, di.as_str(), ds.as_str(), seed];
+    args.extend(opts);
+    run_python(py, "sae_reference.py", &args);
+    sae
+}
+
 fn check(format: &str, arch: &str, opts: &[&str]) {
     let Some(py) = python() else { return };
-    let gpu_ok = !std::env::var("NEUROSTREAM_SKIP_GPU_TESTS").is_ok_and(|v| v == "1");
-    for device in ["cpu", "gpu"] {
-        if device == "gpu" && !gpu_ok {
-            continue;
-        }
+    for device in devices() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        let sae = d.join("sae").to_string_lossy().to_string();
-        let mut args = vec!["make", &sae, format, arch];
-        let (di, ds) = (D_IN.to_string(), D_SAE.to_string());
-        args.extend([di.as_str(), ds.as_str(), "7"]);
-        args.extend(opts);
-        run_python(&py, "sae_reference.py", &args);
+        let sae = make_sae(&py, d, format, arch, "7", opts);
         std::fs::write(d.join("p.toml"), pipeline(device)).unwrap();
         run_ok(d, &["run", "p.toml", "--quiet", "-w", "2"]);
         let p = |f: &str| d.join(f).to_string_lossy().to_string();
@@ -220,18 +230,10 @@ fn sae_encode_command_matches_the_reference() {
 
 fn check_reconstruct(arch: &str, opts: &[&str]) {
     let Some(py) = python() else { return };
-    let gpu_ok = !std::env::var("NEUROSTREAM_SKIP_GPU_TESTS").is_ok_and(|v| v == "1");
-    for device in ["cpu", "gpu"] {
-        if device == "gpu" && !gpu_ok {
-            continue;
-        }
+    for device in devices() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        let sae = d.join("sae").to_string_lossy().to_string();
-        let (di, ds) = (D_IN.to_string(), D_SAE.to_string());
-        let mut args = vec!["make", sae.as_str(), "saelens", arch, di.as_str(), ds.as_str(), "9"];
-        args.extend(opts);
-        run_python(&py, "sae_reference.py", &args);
+        let sae = make_sae(&py, d, "saelens", arch, "9", opts);
         let toml = format!(
             "{}\n[operators.metrics]\nkind = \"sae_reconstruct\"\ninput = \"acts\"\nsae = \"sae\"\ndevice = \"{device}\"\n\
              [operators.recon]\nkind = \"sae_reconstruct\"\ninput = \"acts\"\nsae = \"sae\"\noutput = \"reconstruction\"\ndevice = \"{device}\"\n\

@@ -383,11 +383,16 @@ pub struct GpuPass<'a> {
 /// no dimension exceeds 65535. Kernels compute their linear index as
 /// `gid.x + gid.y * num_workgroups.x * workgroup_size` and bound-check it.
 pub fn workgroups_1d(threads: usize, workgroup_size: u32) -> [u32; 3] {
-    let groups = threads.div_ceil(workgroup_size as usize).max(1) as u64;
+    workgroups_per_item(threads.div_ceil(workgroup_size as usize))
+}
+
+/// One workgroup per item (a row, say), split over x and y so no dimension exceeds 65535.
+/// Kernels compute the item as `wid.x + wid.y * num_workgroups.x` and bound-check it.
+pub fn workgroups_per_item(items: usize) -> [u32; 3] {
+    let groups = items.max(1) as u64;
     if groups <= 65535 {
         [groups as u32, 1, 1]
     } else {
-        let y = groups.div_ceil(65535);
-        [65535, y as u32, 1]
+        [65535, groups.div_ceil(65535) as u32, 1]
     }
 }

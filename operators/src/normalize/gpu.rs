@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use neurostream_engine::device::workgroups_1d;
+use neurostream_engine::device::{workgroups_1d, workgroups_per_item};
 use neurostream_engine::{EngineError, GpuContext, GpuPass, Result};
 
 use super::{NormalizeKernels, Welford};
@@ -147,11 +147,7 @@ impl NormalizeKernels for GpuKernels {
             epsilon: 0.0,
             target: target as f32,
         };
-        let groups = if rows <= 65535 {
-            [rows as u32, 1, 1]
-        } else {
-            [65535, rows.div_ceil(65535) as u32, 1]
-        };
+        let groups = workgroups_per_item(rows);
         self.dispatch(&self.l2, params, data, None, data.len(), groups)
     }
 }

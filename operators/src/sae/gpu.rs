@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use neurostream_engine::device::workgroups_per_item;
+
 use neurostream_engine::{wgpu, EngineError, GpuContext, GpuPass, Result};
 
 use super::cpu::push_sorted;
@@ -98,11 +100,7 @@ impl SaeKernels for GpuSae {
                 let k = self.k as usize;
                 let picked = ctx.storage_zeroed("sae.picked", (2 * m * k * 4) as u64);
                 let topk_buffers = [&uniform, &dense, &picked];
-                let groups = if m <= 65535 {
-                    [m as u32, 1, 1]
-                } else {
-                    [65535, m.div_ceil(65535) as u32, 1]
-                };
+                let groups = workgroups_per_item(m);
                 let topk = GpuPass {
                     pipeline: &self.topk,
                     buffers: &topk_buffers,

@@ -10,6 +10,8 @@
 
 use std::sync::Arc;
 
+use neurostream_engine::device::workgroups_per_item;
+
 use neurostream_engine::{
     parse_config, wgpu, Batch, ComputeDevice, ConfigTable, EngineError, Frame, GpuContext, GpuPass, NodeConfig, NodeContext,
     Operator, OperatorInstance, OperatorKind, Partitioning, Result, Schema,
@@ -132,11 +134,7 @@ impl DecodeKernels for GpuDecode {
         let out_bytes = (rows * sae.d_in * 4) as u64;
         let x_hat = ctx.storage_zeroed("decode.x_hat", out_bytes);
         let buffers = [&uniform, &offsets, &ids, &vals, &self.w_dec, &self.b_dec, &x_hat];
-        let groups = if rows <= 65535 {
-            [rows as u32, 1, 1]
-        } else {
-            [65535, rows.div_ceil(65535) as u32, 1]
-        };
+        let groups = workgroups_per_item(rows);
         let bytes = ctx.run(
             &[GpuPass {
                 pipeline: &self.pipeline,
