@@ -20,7 +20,14 @@ fn main() -> anyhow::Result<()> {
         )?
         .operator("z", "eeg", &NormalizeConfig::running_zscore(512))?
         .sink("file", "z", &ParquetSinkConfig::new("out/builder_z.parquet"))?
-        .sink("summary", "z", &ConsoleSinkConfig { max_channels: 4 })?
+        .sink(
+            "summary",
+            "z",
+            &ConsoleSinkConfig {
+                max_channels: 4,
+                ..Default::default()
+            },
+        )?
         .build();
     let pipeline = spec.compile(&registry())?;
     for line in pipeline.describe() {

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::EngineError;
 use crate::schema::Schema;
+use crate::table::TableFrame;
 
 /// The event time of each row of a frame.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -264,13 +265,15 @@ impl SparseFrame {
     }
 }
 
-/// What flows along a dataflow edge: a dense or a sparse frame.
+/// What flows along a dataflow edge: a dense or a sparse frame, or a block of a result table.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Batch {
     /// Dense rows.
     Dense(Frame),
     /// Sparse rows.
     Sparse(SparseFrame),
+    /// Rows of a named result table.
+    Table(TableFrame),
 }
 
 impl Batch {
@@ -279,6 +282,7 @@ impl Batch {
         match self {
             Batch::Dense(f) => &f.stream,
             Batch::Sparse(f) => &f.stream,
+            Batch::Table(t) => &t.stream,
         }
     }
 
@@ -287,6 +291,7 @@ impl Batch {
         match self {
             Batch::Dense(f) => &f.schema,
             Batch::Sparse(f) => &f.schema,
+            Batch::Table(t) => &t.schema,
         }
     }
 
@@ -295,6 +300,7 @@ impl Batch {
         match self {
             Batch::Dense(f) => f.rows(),
             Batch::Sparse(f) => f.rows(),
+            Batch::Table(t) => t.rows(),
         }
     }
 
@@ -303,6 +309,7 @@ impl Batch {
         match self {
             Batch::Dense(f) => f.data.len() * 4 + f.rows() * 12,
             Batch::Sparse(f) => f.ids.len() * 8 + f.offsets.len() * 4 + f.rows() * 12,
+            Batch::Table(t) => t.data.get_array_memory_size(),
         }
     }
 }

@@ -115,6 +115,11 @@ pub fn arrow_schema(schema: &Schema, opts: &EncodeOptions) -> Arc<ArrowSchema> {
             f.extend(schema.channels.iter().map(|c| Field::new(&c.name, DataType::Float32, false)));
             f
         }
+        // Each table has its own columns, chosen by its producer; see `TableFrame`.
+        StreamKind::Tables { .. } => {
+            meta.insert(META_LAYOUT.to_string(), "tables".to_string());
+            Vec::new()
+        }
         StreamKind::Features {
             n_features,
             encoder,

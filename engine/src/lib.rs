@@ -17,6 +17,7 @@ pub mod node;
 pub mod runtime;
 pub mod schema;
 pub mod spec;
+pub mod table;
 
 pub use device::{ComputeDevice, DeviceChoice, DeviceManager, DevicePolicy, GpuContext, GpuPass};
 pub use error::{EngineError, Result};
@@ -28,6 +29,7 @@ pub use node::{
 pub use runtime::{run, ClusterConfig, NodeStats, RunOptions, RunProgress, RunReport};
 pub use schema::{Channel, Schema, StreamKind};
 pub use spec::{CompiledPipeline, NodeConfig, OnInvalid, PipelineBuilder, PipelineSettings, PipelineSpec};
+pub use table::TableFrame;
 
 /// The toml crate node configs are parsed with.
 pub use toml;

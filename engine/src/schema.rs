@@ -33,6 +33,14 @@ pub enum StreamKind {
         /// Layer or hook name of the activations encoded, when known.
         layer: Option<String>,
     },
+    /// Result tables (statistics, histograms, alerts), carried as
+    /// [`TableFrame`](crate::TableFrame)s; each block names the table it belongs to.
+    Tables {
+        /// The tables the producer emits, in the order documented by it.
+        tables: Vec<String>,
+        /// What computed them (the operator kind), when known.
+        producer: Option<String>,
+    },
 }
 
 /// One column of a dense stream.
@@ -117,6 +125,19 @@ impl Schema {
         }
     }
 
+    /// A schema for result tables named `tables`, produced by `producer`.
+    pub fn tables(tables: Vec<String>, producer: Option<String>) -> Schema {
+        Schema {
+            kind: StreamKind::Tables { tables, producer },
+            channels: Vec::new(),
+        }
+    }
+
+    /// True for result-table streams.
+    pub fn is_tables(&self) -> bool {
+        matches!(self.kind, StreamKind::Tables { .. })
+    }
+
     /// True for sparse feature streams.
     pub fn is_sparse(&self) -> bool {
         matches!(self.kind, StreamKind::Features { .. })
@@ -158,6 +179,13 @@ impl Schema {
             }
             StreamKind::TokenScalars { producer } => {
                 let mut s = format!("token scalars ({})", self.channel_names().join(", "));
+                if let Some(p) = producer {
+                    s.push_str(&format!(", from {p}"));
+                }
+                s
+            }
+            StreamKind::Tables { tables, producer } => {
+                let mut s = format!("tables ({})", tables.join(", "));
                 if let Some(p) = producer {
                     s.push_str(&format!(", from {p}"));
                 }

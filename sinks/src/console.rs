@@ -1,5 +1,7 @@
 //! `console`: reports a summary of each stream it receives when the run ends: rows, time span,
 //! and per channel the mean, standard deviation, minimum and maximum (float64 accumulation).
+//! Rows of result tables named in `print_tables` (default: `alerts`) are printed to stdout as
+//! they arrive, one line per row (`table stream: column=value ...`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,11 +19,16 @@ use serde::{Deserialize, Serialize};
 pub struct ConsoleSinkConfig {
     /// Channels listed per stream (the rest are summarized in one line).
     pub max_channels: usize,
+    /// Result tables whose rows are printed live, as they arrive.
+    pub print_tables: Vec<String>,
 }
 
 impl Default for ConsoleSinkConfig {
     fn default() -> Self {
-        ConsoleSinkConfig { max_channels: 8 }
+        ConsoleSinkConfig {
+            max_channels: 8,
+            print_tables: vec!["alerts".into()],
+        }
     }
 }
 
@@ -62,6 +69,7 @@ impl Sink for ConsoleSink {
             cfg: self.cfg.clone(),
             schema: self.schema.clone(),
             streams: BTreeMap::new(),
+            tables: BTreeMap::new(),
         }))
     }
 }
@@ -82,14 +90,50 @@ struct ConsoleWriter {
     cfg: ConsoleSinkConfig,
     schema: Arc<Schema>,
     streams: BTreeMap<String, Summary>,
+    /// Rows received per (stream, table).
+    tables: BTreeMap<(String, String), u64>,
+}
+
+/// One line per row: `table stream: col=value col=value ...`.
+fn table_lines(t: &neurostream_engine::TableFrame) -> Vec<String> {
+    use arrow::util::display::{ArrayFormatter, FormatOptions};
+    let opts = FormatOptions::default().with_null("null");
+    let schema = t.data.schema();
+    let formatters: Vec<_> = t
+        .data
+        .columns()
+        .iter()
+        .map(|c| ArrayFormatter::try_new(c.as_ref(), &opts))
+        .collect::<std::result::Result<_, _>>()
+        .unwrap_or_default();
+    (0..t.rows())
+        .map(|r| {
+            let cols: Vec<String> = formatters
+                .iter()
+                .zip(schema.fields())
+                .map(|(f, field)| format!("{}={}", field.name(), f.value(r)))
+                .collect();
+            format!("{} {}: {}", t.table, t.stream, cols.join(" "))
+        })
+        .collect()
 }
 
 impl SinkWriter for ConsoleWriter {
     fn write(&mut self, batch: &Batch) -> Result<()> {
+        if let Batch::Table(t) = batch {
+            *self.tables.entry((t.stream.to_string(), t.table.to_string())).or_default() += t.rows() as u64;
+            if self.cfg.print_tables.iter().any(|p| **p == *t.table) {
+                for line in table_lines(t) {
+                    println!("{line}");
+                }
+            }
+            return Ok(());
+        }
         let s = self.streams.entry(batch.stream().to_string()).or_default();
         let index: &RowIndex = match batch {
             Batch::Dense(f) => &f.index,
             Batch::Sparse(f) => &f.index,
+            Batch::Table(_) => unreachable!("handled above"),
         };
         if index.is_empty() {
             return Ok(());
@@ -124,6 +168,7 @@ impl SinkWriter for ConsoleWriter {
                 s.rows += f.rows() as u64;
                 s.nnz += f.ids.len() as u64;
             }
+            Batch::Table(_) => {}
         }
         Ok(())
     }
@@ -158,7 +203,10 @@ impl SinkWriter for ConsoleWriter {
                 lines.push(format!("  ... {} more channels", s.mean.len() - shown));
             }
         }
-        if self.streams.is_empty() {
+        for ((stream, table), rows) in &self.tables {
+            lines.push(format!("stream {stream}: table {table}, {rows} rows"));
+        }
+        if self.streams.is_empty() && self.tables.is_empty() {
             lines.push("no rows received".into());
         }
         Ok(lines)

@@ -61,6 +61,9 @@ pub struct ParquetSinkConfig {
     /// Activations: write the `token` column.
     #[serde(default)]
     pub tokens: bool,
+    /// Result tables: which tables to write (default: all the producer emits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tables: Option<Vec<String>>,
 }
 
 fn default_row_group() -> usize {
@@ -77,6 +80,7 @@ impl ParquetSinkConfig {
             row_group_size: default_row_group(),
             markers: false,
             tokens: false,
+            tables: None,
         }
     }
 }
@@ -130,6 +134,24 @@ impl SinkKind for ParquetSinkKind {
         }
         let path = ctx.resolve(&cfg.path);
         let single = path.extension().is_some_and(|e| e == "parquet");
+        let tables = match (&input.kind, &cfg.tables) {
+            (StreamKind::Tables { tables, .. }, selected) => {
+                if single {
+                    return fail(format!(
+                        "`path` {}: a stream of result tables ({}) is written as one file per table: give a directory",
+                        cfg.path,
+                        tables.join(", ")
+                    ));
+                }
+                let selected = selected.clone().unwrap_or_else(|| tables.clone());
+                if let Some(bad) = selected.iter().find(|t| !tables.contains(t)) {
+                    return fail(format!("`tables`: no table `{bad}`; the input has {}", tables.join(", ")));
+                }
+                Some(selected)
+            }
+            (_, Some(_)) => return fail("`tables` applies only to streams of result tables".into()),
+            (_, None) => None,
+        };
         let parent = if single {
             path.parent().map(Path::to_path_buf).unwrap_or_default()
         } else {
@@ -150,6 +172,7 @@ impl SinkKind for ParquetSinkKind {
         Ok(Arc::new(ParquetSink {
             path,
             single,
+            tables,
             arrow: arrow_schema(input, &opts),
             opts,
             props,
@@ -161,6 +184,8 @@ impl SinkKind for ParquetSinkKind {
 struct ParquetSink {
     path: PathBuf,
     single: bool,
+    /// For result-table streams: the tables to write, one file each.
+    tables: Option<Vec<String>>,
     arrow: Arc<ArrowSchema>,
     opts: EncodeOptions,
     props: WriterProperties,
@@ -176,7 +201,7 @@ fn out_err(path: &Path, message: impl Into<String>) -> EngineError {
 
 impl Sink for ParquetSink {
     fn placement(&self) -> Placement {
-        if self.single {
+        if self.single || self.tables.is_some() {
             Placement::Single
         } else {
             Placement::PerWorker
@@ -184,6 +209,16 @@ impl Sink for ParquetSink {
     }
 
     fn open(&self, worker: WorkerPos) -> Result<Box<dyn SinkWriter>> {
+        if let Some(tables) = &self.tables {
+            std::fs::create_dir_all(&self.path).map_err(|e| out_err(&self.path, format!("cannot create directory: {e}")))?;
+            return Ok(Box::new(TablesWriter {
+                dir: self.path.clone(),
+                wanted: tables.clone(),
+                props: self.props.clone(),
+                pipeline: self.pipeline.clone(),
+                writers: Vec::new(),
+            }));
+        }
         let target = if self.single {
             self.path.clone()
         } else {
@@ -268,10 +303,24 @@ impl SinkWriter for ParquetFileWriter {
         let record = match batch {
             Batch::Dense(frame) => frame_to_batch(frame, &self.arrow, &self.opts),
             Batch::Sparse(frame) => sparse_to_batch(frame, &self.arrow),
+            Batch::Table(t) => Err(format!("table `{}` sent to a sink configured for frames", t.table)),
         }
         .map_err(|m| out_err(&self.target, m))?;
+        self.write_record(&record)
+    }
+
+    fn finish(self: Box<Self>, failure: Option<&str>) -> Result<Vec<String>> {
+        self.commit(failure)
+    }
+}
+
+impl ParquetFileWriter {
+    fn write_record(&mut self, record: &arrow::record_batch::RecordBatch) -> Result<()> {
+        if self.broken {
+            return Ok(());
+        }
         let target = self.target.clone();
-        let result = self.writer()?.write(&record);
+        let result = self.writer()?.write(record);
         if let Err(e) = result {
             self.broken = true;
             self.discard();
@@ -280,11 +329,11 @@ impl SinkWriter for ParquetFileWriter {
                 format!("writing failed after {} rows ({e}); the target was left untouched", self.rows),
             ));
         }
-        self.rows += batch.rows() as u64;
+        self.rows += record.num_rows() as u64;
         Ok(())
     }
 
-    fn finish(mut self: Box<Self>, failure: Option<&str>) -> Result<Vec<String>> {
+    fn commit(mut self: Box<Self>, failure: Option<&str>) -> Result<Vec<String>> {
         if self.broken {
             return Ok(vec![format!("{}: not written (write error)", self.target.display())]);
         }
@@ -326,5 +375,89 @@ impl SinkWriter for ParquetFileWriter {
             ""
         };
         Ok(vec![format!("wrote {} rows to {}{note}", self.rows, self.target.display())])
+    }
+}
+
+/// Writes each result table of a `Tables` stream to `<dir>/<table>.parquet`, each file committed
+/// atomically like any other output. The Arrow schema of a table comes from its first block.
+struct TablesWriter {
+    dir: PathBuf,
+    wanted: Vec<String>,
+    props: WriterProperties,
+    pipeline: String,
+    writers: Vec<(String, Box<ParquetFileWriter>)>,
+}
+
+impl SinkWriter for TablesWriter {
+    fn write(&mut self, batch: &Batch) -> Result<()> {
+        let Batch::Table(t) = batch else {
+            return Err(out_err(&self.dir, "frames sent to a sink configured for result tables"));
+        };
+        if !self.wanted.iter().any(|w| **w == *t.table) {
+            return Ok(());
+        }
+        let i = match self.writers.iter().position(|(name, _)| **name == *t.table) {
+            Some(i) => i,
+            None => {
+                let target = self.dir.join(format!("{}.parquet", t.table));
+                let mut meta = t.data.schema().metadata().clone();
+                meta.insert("neurostream.layout".to_string(), format!("table:{}", t.table));
+                let arrow = Arc::new(t.data.schema().as_ref().clone().with_metadata(meta));
+                self.writers.push((
+                    t.table.to_string(),
+                    Box::new(ParquetFileWriter {
+                        temp: temp_name(&target, 0),
+                        target,
+                        arrow,
+                        opts: EncodeOptions::default(),
+                        props: Some(self.props.clone()),
+                        writer: None,
+                        rows: 0,
+                        broken: false,
+                        single: true,
+                        pipeline: self.pipeline.clone(),
+                    }),
+                ));
+                self.writers.len() - 1
+            }
+        };
+        let w = &mut self.writers[i].1;
+        if t.data.schema().fields() != w.arrow.fields() {
+            return Err(out_err(
+                &w.target,
+                format!(
+                    "table `{}` changed its columns mid-run: {:?}",
+                    t.table,
+                    t.data.schema().fields()
+                ),
+            ));
+        }
+        let record = t
+            .data
+            .clone()
+            .with_schema(w.arrow.clone())
+            .map_err(|e| out_err(&w.target, e.to_string()))?;
+        w.write_record(&record)
+    }
+
+    fn finish(self: Box<Self>, failure: Option<&str>) -> Result<Vec<String>> {
+        let mut lines = Vec::new();
+        let mut first_err = None;
+        for (_, w) in self.writers {
+            match w.commit(failure) {
+                Ok(l) => lines.extend(l),
+                Err(e) => {
+                    lines.push(e.to_string());
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        if lines.is_empty() {
+            lines.push(format!("{}: no table rows received", self.dir.display()));
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(lines),
+        }
     }
 }
