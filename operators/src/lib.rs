@@ -8,11 +8,14 @@
 //! | `normalize` | per-channel running z-score (Welford), fixed mean/std from a file, or L2 row scaling |
 //! | `sae_encode` | sparse autoencoder encoding (SAELens, sparsify formats) to sparse features |
 //! | `sae_reconstruct` | SAE encode + decode: per-token reconstruction metrics or the reconstruction |
+//! | `feature_stats` | windowed and all-time feature statistics, top examples and alerts |
+//! | `token_stats` | windowed and all-time means of token scalars (reconstruction metrics) and alerts |
 
 #![warn(missing_docs)]
 
 pub mod normalize;
 pub mod sae;
+pub mod stats;
 
 use neurostream_engine::Registry;
 
@@ -21,5 +24,7 @@ pub fn register(registry: &mut Registry) {
     registry
         .add_operator(normalize::NormalizeKind)
         .add_operator(sae::SaeEncodeKind)
-        .add_operator(sae::SaeReconstructKind);
+        .add_operator(sae::SaeReconstructKind)
+        .add_operator(stats::FeatureStatsKind)
+        .add_operator(stats::TokenStatsKind);
 }

@@ -61,7 +61,7 @@ pub fn python() -> Option<PathBuf> {
     ];
     for c in candidates.into_iter().flatten() {
         let ok = Command::new(&c)
-            .args(["-c", "import numpy, pyarrow, duckdb, polars"])
+            .args(["-c", "import numpy, pyarrow, duckdb, polars, pandas"])
             .output()
             .map(|o| o.status.success())
             .unwrap_or(false);

@@ -1,0 +1,322 @@
+//! The `token_stats` operator: windowed and all-time mean, minimum and maximum of every column
+//! of a token-scalar stream (e.g. `sae_reconstruct`'s metrics), with alerts such as a windowed
+//! fraction of variance unexplained above a bound.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use neurostream_engine::{
+    parse_config, Batch, ComputeDevice, ConfigTable, EngineError, NodeConfig, NodeContext, Operator, OperatorInstance,
+    OperatorKind, Partitioning, Result, Schema, StreamKind, TableFrame,
+};
+use serde::{Deserialize, Serialize};
+
+use super::alerts::{alerts_table, Alert, ScalarRule};
+use super::tables::{Scope, TableBuilder};
+
+/// The tables `token_stats` emits.
+pub const TOKEN_TABLES: [&str; 2] = ["scalars", "alerts"];
+
+/// Configuration of a `token_stats` operator. Token counts are per stream.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenStatsConfig {
+    /// Window length in tokens (0: all-time only). Default 4096.
+    #[serde(default = "default_window")]
+    pub window: u64,
+    /// Tokens between window closes (default `window`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<u64>,
+    /// Alert rules evaluated on every window.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alerts: Vec<ScalarRule>,
+}
+
+fn default_window() -> u64 {
+    4096
+}
+
+impl NodeConfig for TokenStatsConfig {
+    const KIND: &'static str = "token_stats";
+}
+
+/// The `token_stats` operator kind.
+pub struct TokenStatsKind;
+
+impl OperatorKind for TokenStatsKind {
+    fn kind(&self) -> &'static str {
+        "token_stats"
+    }
+    fn describe(&self) -> &'static str {
+        "windowed and all-time mean/min/max of token scalars (e.g. reconstruction metrics) and alerts"
+    }
+    fn build(&self, config: ConfigTable, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Operator>> {
+        let cfg: TokenStatsConfig = parse_config(config, ctx)?;
+        let fail = |m: String| EngineError::config(ctx.label, m);
+        if !matches!(input.kind, StreamKind::TokenScalars { .. }) {
+            return Err(fail(format!(
+                "token_stats reads token scalars (e.g. sae_reconstruct metrics), not {}",
+                input.describe()
+            )));
+        }
+        let step = super::window_step(cfg.window, cfg.step).map_err(fail)?;
+        if !cfg.alerts.is_empty() && cfg.window == 0 {
+            return Err(fail("alerts are evaluated per window: set `window`".into()));
+        }
+        let names = input.channel_names();
+        let mut rules = Vec::new();
+        for (i, rule) in cfg.alerts.iter().enumerate() {
+            let column = match rule {
+                ScalarRule::FvuAbove { .. } => "explained_variance",
+                ScalarRule::MeanAbove { column, .. } | ScalarRule::MeanBelow { column, .. } => column.as_str(),
+            };
+            let Some(c) = names.iter().position(|n| *n == column) else {
+                return Err(fail(format!(
+                    "alerts[{i}]: the input has no column `{column}` (it has {})",
+                    names.join(", ")
+                )));
+            };
+            rules.push((rule.clone(), c));
+        }
+        Ok(Arc::new(TokenStats {
+            schema: Arc::new(Schema::tables(
+                TOKEN_TABLES.iter().map(|s| s.to_string()).collect(),
+                Some("token_stats".into()),
+            )),
+            columns: names.iter().map(|s| s.to_string()).collect(),
+            window: cfg.window,
+            step,
+            rules: Arc::new(rules),
+        }))
+    }
+}
+
+struct TokenStats {
+    schema: Arc<Schema>,
+    columns: Vec<String>,
+    window: u64,
+    step: u64,
+    rules: Arc<Vec<(ScalarRule, usize)>>,
+}
+
+impl Operator for TokenStats {
+    fn output_schema(&self) -> Arc<Schema> {
+        self.schema.clone()
+    }
+    fn partitioning(&self) -> Partitioning {
+        Partitioning::ByStream
+    }
+    fn holds_back(&self) -> bool {
+        true
+    }
+    fn instantiate(&self, _device: &ComputeDevice) -> Result<Box<dyn OperatorInstance>> {
+        Ok(Box::new(TokenStatsInstance {
+            schema: self.schema.clone(),
+            columns: self.columns.clone(),
+            window: self.window,
+            step: self.step,
+            rules: self.rules.clone(),
+            streams: HashMap::new(),
+        }))
+    }
+}
+
+/// Per-column sums over a span of tokens (float64).
+#[derive(Clone)]
+struct Sums {
+    tokens: u64,
+    sum: Vec<f64>,
+    min: Vec<f64>,
+    max: Vec<f64>,
+}
+
+impl Sums {
+    fn new(width: usize) -> Sums {
+        Sums {
+            tokens: 0,
+            sum: vec![0.0; width],
+            min: vec![f64::INFINITY; width],
+            max: vec![f64::NEG_INFINITY; width],
+        }
+    }
+    fn add(&mut self, row: &[f32]) {
+        self.tokens += 1;
+        for (c, &v) in row.iter().enumerate() {
+            let v = v as f64;
+            self.sum[c] += v;
+            self.min[c] = self.min[c].min(v);
+            self.max[c] = self.max[c].max(v);
+        }
+    }
+    fn merge(&mut self, o: &Sums) {
+        self.tokens += o.tokens;
+        for c in 0..self.sum.len() {
+            self.sum[c] += o.sum[c];
+            self.min[c] = self.min[c].min(o.min[c]);
+            self.max[c] = self.max[c].max(o.max[c]);
+        }
+    }
+    fn mean(&self, c: usize) -> f64 {
+        if self.tokens == 0 {
+            f64::NAN
+        } else {
+            self.sum[c] / self.tokens as f64
+        }
+    }
+}
+
+struct StreamState {
+    tokens: u64,
+    pane: Sums,
+    panes: VecDeque<Sums>,
+    all: Sums,
+    emitted_at: Option<u64>,
+}
+
+struct TokenStatsInstance {
+    schema: Arc<Schema>,
+    columns: Vec<String>,
+    window: u64,
+    step: u64,
+    rules: Arc<Vec<(ScalarRule, usize)>>,
+    streams: HashMap<Arc<str>, StreamState>,
+}
+
+impl TokenStatsInstance {
+    fn emit(&self, name: &Arc<str>, state: &mut StreamState, is_final: bool, out: &mut Vec<Batch>) {
+        let end = state.tokens;
+        state.emitted_at = Some(end);
+        let width = self.columns.len();
+        let mut scopes = Vec::new();
+        if self.window > 0 {
+            let mut w = Sums::new(width);
+            let partial = !end.is_multiple_of(self.step);
+            let skip = usize::from(partial && state.panes.len() as u64 == self.window / self.step);
+            for p in state.panes.iter().skip(skip) {
+                w.merge(p);
+            }
+            if partial {
+                w.merge(&state.pane);
+            }
+            scopes.push((Scope::Window, end - w.tokens, w));
+        }
+        scopes.push((Scope::AllTime, 0, state.all.clone()));
+        let mut push = |table: &str, data| {
+            out.push(Batch::Table(TableFrame {
+                stream: name.clone(),
+                schema: self.schema.clone(),
+                table: table.into(),
+                data,
+            }))
+        };
+        for (scope, start, s) in &scopes {
+            let mut t = TableBuilder::new(name, *scope, *start, end, width);
+            t.u64("tokens", vec![s.tokens; width])
+                .opt_str("column", self.columns.iter().map(|c| Some(c.clone())).collect())
+                .f64("mean", (0..width).map(|c| s.mean(c)).collect())
+                .f64("min", s.min.clone())
+                .f64("max", s.max.clone())
+                .bool("final", vec![is_final; width]);
+            push("scalars", t.finish());
+        }
+        if let Some((_, start, w)) = scopes.iter().find(|(sc, ..)| *sc == Scope::Window) {
+            let mut alerts = Vec::new();
+            for (rule, c) in self.rules.iter() {
+                let mean = w.mean(*c);
+                let (name, kind, observed, bound, fired, message) = match rule {
+                    ScalarRule::FvuAbove { name, above } => {
+                        let fvu = 1.0 - mean;
+                        (
+                            name,
+                            "fvu_above",
+                            fvu,
+                            *above,
+                            fvu > *above,
+                            format!("FVU {fvu:.4} above {above}"),
+                        )
+                    }
+                    ScalarRule::MeanAbove { name, column, above } => (
+                        name,
+                        "mean_above",
+                        mean,
+                        *above,
+                        mean > *above,
+                        format!("mean {column} {mean:.4} above {above}"),
+                    ),
+                    ScalarRule::MeanBelow { name, column, below } => (
+                        name,
+                        "mean_below",
+                        mean,
+                        *below,
+                        mean < *below,
+                        format!("mean {column} {mean:.4} below {below}"),
+                    ),
+                };
+                if fired {
+                    alerts.push(Alert {
+                        rule: name.clone().unwrap_or_else(|| kind.to_string()),
+                        kind,
+                        feature: None,
+                        observed,
+                        expected: bound,
+                        threshold: bound,
+                        message,
+                    });
+                }
+            }
+            if !alerts.is_empty() {
+                push("alerts", alerts_table(name, *start, end, &alerts));
+            }
+        }
+    }
+}
+
+impl OperatorInstance for TokenStatsInstance {
+    fn process(&mut self, batch: Batch, out: &mut Vec<Batch>) -> Result<()> {
+        let Batch::Dense(frame) = batch else {
+            return Err(EngineError::Runtime(format!(
+                "token_stats: stream {} is not a dense token-scalar stream",
+                batch.stream()
+            )));
+        };
+        let width = self.columns.len();
+        let name = frame.stream.clone();
+        let mut state = self.streams.remove(&name).unwrap_or_else(|| StreamState {
+            tokens: 0,
+            pane: Sums::new(width),
+            panes: VecDeque::new(),
+            all: Sums::new(width),
+            emitted_at: None,
+        });
+        for r in 0..frame.rows() {
+            let row = frame.row(r);
+            state.pane.add(row);
+            state.all.add(row);
+            state.tokens += 1;
+            if self.step > 0 && state.tokens.is_multiple_of(self.step) {
+                let full = std::mem::replace(&mut state.pane, Sums::new(width));
+                if self.window > 0 {
+                    state.panes.push_back(full);
+                    while state.panes.len() as u64 > self.window / self.step {
+                        state.panes.pop_front();
+                    }
+                }
+                self.emit(&name, &mut state, false, out);
+            }
+        }
+        self.streams.insert(name, state);
+        Ok(())
+    }
+
+    fn finish(&mut self, out: &mut Vec<Batch>) -> Result<()> {
+        let mut names: Vec<Arc<str>> = self.streams.keys().cloned().collect();
+        names.sort();
+        for name in names {
+            let mut state = self.streams.remove(&name).unwrap();
+            if state.emitted_at != Some(state.tokens) {
+                self.emit(&name, &mut state, true, out);
+            }
+        }
+        Ok(())
+    }
+}
