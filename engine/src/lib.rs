@@ -18,6 +18,7 @@ pub mod runtime;
 pub mod schema;
 pub mod spec;
 pub mod table;
+pub mod tensor;
 
 pub use device::{ComputeDevice, DeviceChoice, DeviceManager, DevicePolicy, GpuContext, GpuPass};
 pub use error::{EngineError, Result};

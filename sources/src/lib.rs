@@ -4,12 +4,14 @@
 //!
 //! | kind | reads |
 //! | --- | --- |
+//! | `array` | a `.npy` or `.safetensors` tensor of activations (f32/f16/bf16/f64), memory-mapped |
 //! | `parquet` | a Parquet file, a directory of them, or a glob, in the activation or signal layout; row groups spread over workers |
 //! | `synthetic_eeg` | seeded EEG-like signals: alpha/beta sinusoids plus 1/f noise, optional marker events |
 //! | `synthetic_activations` | seeded activations: sparse combinations of planted unit directions plus noise |
 
 #![warn(missing_docs)]
 
+pub mod array_source;
 mod hash;
 pub mod parquet_source;
 pub mod synthetic_activations;
@@ -17,6 +19,7 @@ pub mod synthetic_eeg;
 
 use neurostream_engine::Registry;
 
+pub use array_source::{ArraySource, ArraySourceConfig, ArraySourceKind};
 pub use parquet_source::{ParquetSourceConfig, ParquetSourceKind};
 pub use synthetic_activations::{SyntheticActivations, SyntheticActivationsConfig, SyntheticActivationsKind};
 pub use synthetic_eeg::{SyntheticEeg, SyntheticEegConfig, SyntheticEegKind};
@@ -24,6 +27,7 @@ pub use synthetic_eeg::{SyntheticEeg, SyntheticEegConfig, SyntheticEegKind};
 /// Registers every source kind of this crate.
 pub fn register(registry: &mut Registry) {
     registry
+        .add_source(ArraySourceKind)
         .add_source(ParquetSourceKind)
         .add_source(SyntheticEegKind)
         .add_source(SyntheticActivationsKind);

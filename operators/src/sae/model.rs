@@ -19,6 +19,7 @@
 
 use std::path::{Path, PathBuf};
 
+use neurostream_engine::tensor::{decode_le, DType};
 use neurostream_engine::{EngineError, Result};
 use serde_json::Value;
 
@@ -132,28 +133,14 @@ impl Tensors<'_> {
                 format!("tensor `{name}` has shape {:?}, expected {shape:?}", t.shape()),
             ));
         }
-        let d = t.data();
-        let v: Vec<f32> = match t.dtype() {
-            safetensors::Dtype::F32 => d.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect(),
-            safetensors::Dtype::F64 => d
-                .chunks_exact(8)
-                .map(|b| f64::from_le_bytes(b.try_into().unwrap()) as f32)
-                .collect(),
-            safetensors::Dtype::F16 => d
-                .chunks_exact(2)
-                .map(|b| f16_to_f32(u16::from_le_bytes([b[0], b[1]])))
-                .collect(),
-            safetensors::Dtype::BF16 => d
-                .chunks_exact(2)
-                .map(|b| f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16))
-                .collect(),
-            other => {
-                return Err(err(
-                    &self.path,
-                    format!("tensor `{name}` has dtype {other:?}; expected F32, F16, BF16 or F64"),
-                ))
-            }
+        let Some(dtype) = DType::from_safetensors(t.dtype()) else {
+            return Err(err(
+                &self.path,
+                format!("tensor `{name}` has dtype {:?}; expected F32, F16, BF16 or F64", t.dtype()),
+            ));
         };
+        let mut v = Vec::with_capacity(numel);
+        decode_le(dtype, t.data(), &mut v);
         if v.len() != numel {
             return Err(err(
                 &self.path,
@@ -172,29 +159,6 @@ impl Tensors<'_> {
     fn shape(&self, name: &str) -> Option<Vec<usize>> {
         self.st.tensor(name).ok().map(|t| t.shape().to_vec())
     }
-}
-
-/// IEEE half to f32.
-pub(crate) fn f16_to_f32(h: u16) -> f32 {
-    let sign = ((h >> 15) as u32) << 31;
-    let exp = ((h >> 10) & 0x1f) as u32;
-    let frac = (h & 0x3ff) as u32;
-    let bits = match (exp, frac) {
-        (0, 0) => sign,
-        (0, f) => {
-            // subnormal: normalize
-            let mut e = 127 - 15 + 1;
-            let mut f = f;
-            while f & 0x400 == 0 {
-                f <<= 1;
-                e -= 1;
-            }
-            sign | ((e as u32) << 23) | ((f & 0x3ff) << 13)
-        }
-        (0x1f, f) => sign | 0x7f80_0000 | (f << 13),
-        (e, f) => sign | ((e + 127 - 15) << 23) | (f << 13),
-    };
-    f32::from_bits(bits)
 }
 
 fn read_json(path: &Path) -> Result<serde_json::Map<String, Value>> {
