@@ -76,6 +76,11 @@ pub trait SourceReader {
     fn next_batch(&mut self) -> Result<Option<(u64, Batch)>>;
     /// A lower bound on the event time of every batch still to come; `None` when exhausted.
     fn next_time(&self) -> Option<u64>;
+    /// Live sources: false while no batch is ready yet (the runtime then polls again shortly
+    /// instead of blocking its worker in [`SourceReader::next_batch`]). Files are always ready.
+    fn ready(&mut self) -> bool {
+        true
+    }
     /// Where the reader is, for error messages (e.g. `a.parquet, row group 3`).
     fn location(&self) -> String {
         String::new()

@@ -381,6 +381,10 @@ fn build_source<'s>(
                 activator.activate_after(Duration::from_millis(1));
                 return;
             }
+            if !r.ready() {
+                activator.activate_after(Duration::from_millis(1));
+                return;
+            }
             let t0 = Instant::now();
             let outcome = (|| -> Result<bool> {
                 let Some((time, mut batch)) = r.next_batch()? else {

@@ -4,6 +4,7 @@
 //!
 //! | kind | reads |
 //! | --- | --- |
+//! | `arrow_tcp` | live Arrow IPC streams of activations over TCP, one stream per connection |
 //! | `array` | a `.npy` or `.safetensors` tensor of activations (f32/f16/bf16/f64), memory-mapped |
 //! | `parquet` | a Parquet file, a directory of them, or a glob, in the activation or signal layout; row groups spread over workers |
 //! | `synthetic_eeg` | seeded EEG-like signals: alpha/beta sinusoids plus 1/f noise, optional marker events |
@@ -12,6 +13,7 @@
 #![warn(missing_docs)]
 
 pub mod array_source;
+pub mod arrow_tcp;
 mod hash;
 pub mod parquet_source;
 pub mod synthetic_activations;
@@ -20,6 +22,7 @@ pub mod synthetic_eeg;
 use neurostream_engine::Registry;
 
 pub use array_source::{ArraySource, ArraySourceConfig, ArraySourceKind};
+pub use arrow_tcp::{ArrowTcpConfig, ArrowTcpKind};
 pub use parquet_source::{ParquetSourceConfig, ParquetSourceKind};
 pub use synthetic_activations::{SyntheticActivations, SyntheticActivationsConfig, SyntheticActivationsKind};
 pub use synthetic_eeg::{SyntheticEeg, SyntheticEegConfig, SyntheticEegKind};
@@ -28,6 +31,7 @@ pub use synthetic_eeg::{SyntheticEeg, SyntheticEegConfig, SyntheticEegKind};
 pub fn register(registry: &mut Registry) {
     registry
         .add_source(ArraySourceKind)
+        .add_source(ArrowTcpKind)
         .add_source(ParquetSourceKind)
         .add_source(SyntheticEegKind)
         .add_source(SyntheticActivationsKind);

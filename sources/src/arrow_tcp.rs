@@ -1,0 +1,366 @@
+//! `arrow_tcp`: live activations from model servers, as Arrow IPC streams over TCP.
+//!
+//! Each connection sends one Arrow IPC *stream* (schema, then record batches) in the activation
+//! layout (`seq_id: uint64`, `pos: uint32`, optional `token: utf8`, `act:
+//! fixed_size_list<float32>[d_model]`); LZ4- or zstd-compressed IPC buffers are accepted.
+//! Every connection is its own stream, named `<source>/<n>` (n counts connections from 0) or
+//! `<source>/<name>` when the schema metadata carries `neurostream.stream = <name>` (a client
+//! that reconnects under its name continues its stream).
+//!
+//! A connection is decoded on its own thread; decoded frames wait in a bounded channel
+//! (`queue_frames`), so a pipeline that falls behind slows the senders down through TCP flow
+//! control instead of dropping data. A client that disconnects mid-message, sends a malformed
+//! message, or the wrong `d_model` is dropped with a logged reason; every batch it sent before
+//! was already accepted and stays in the pipeline.
+//!
+//! All connections are read by worker 0 (downstream `ByStream` operators spread the streams
+//! over the workers). The event time of a row is its arrival ordinal across all connections.
+
+use std::collections::VecDeque;
+use std::io::{BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, Receiver, Sender, TryRecvError};
+use neurostream_engine::layout::Decoder;
+use neurostream_engine::{
+    parse_config, Batch, ConfigTable, EngineError, Frame, NodeConfig, NodeContext, Result, Schema, Source, SourceKind,
+    SourceReader, WorkerPos,
+};
+use serde::{Deserialize, Serialize};
+
+/// Configuration of an `arrow_tcp` source.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArrowTcpConfig {
+    /// Address to listen on (default `127.0.0.1:7070`; port 0 picks a free port).
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Width of the activations every client must send.
+    pub d_model: usize,
+    /// Stop after this many connections have ended (default: run until interrupted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connections: Option<usize>,
+    /// Stop after this many seconds without any connection open or data arriving.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_s: Option<f64>,
+    /// Write the bound address (`127.0.0.1:PORT`) to this file once listening.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address_file: Option<String>,
+    /// Decoded frames buffered before senders are slowed down (default 64).
+    #[serde(default = "default_queue")]
+    pub queue_frames: usize,
+    /// Model name recorded in the schema.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Layer or hook name recorded in the schema.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer: Option<String>,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:7070".into()
+}
+fn default_queue() -> usize {
+    64
+}
+
+impl NodeConfig for ArrowTcpConfig {
+    const KIND: &'static str = "arrow_tcp";
+}
+
+/// The `arrow_tcp` source kind.
+pub struct ArrowTcpKind;
+
+impl SourceKind for ArrowTcpKind {
+    fn kind(&self) -> &'static str {
+        "arrow_tcp"
+    }
+    fn describe(&self) -> &'static str {
+        "live activations: Arrow IPC streams over TCP from several clients (127.0.0.1 by default)"
+    }
+    fn build(&self, config: ConfigTable, ctx: &NodeContext) -> Result<Arc<dyn Source>> {
+        let cfg: ArrowTcpConfig = parse_config(config, ctx)?;
+        let fail = |m: String| Err(EngineError::config(ctx.label, m));
+        if cfg.d_model == 0 {
+            return fail("`d_model` must be at least 1".into());
+        }
+        if cfg.queue_frames == 0 {
+            return fail("`queue_frames` must be at least 1".into());
+        }
+        let listen: SocketAddr = match cfg.listen.parse() {
+            Ok(a) => a,
+            Err(e) => return fail(format!("`listen` {}: {e} (expected IP:PORT)", cfg.listen)),
+        };
+        if cfg.idle_timeout_s.is_some_and(|t| t.is_nan() || t <= 0.0) {
+            return fail("`idle_timeout_s` must be positive".into());
+        }
+        Ok(Arc::new(ArrowTcpSource {
+            name: ctx.name.into(),
+            listen,
+            address_file: cfg.address_file.as_deref().map(|p| ctx.resolve(p)),
+            schema: Arc::new(Schema::activation(cfg.d_model, cfg.model.clone(), cfg.layer.clone())),
+            cfg,
+        }))
+    }
+}
+
+struct ArrowTcpSource {
+    name: Arc<str>,
+    listen: SocketAddr,
+    address_file: Option<std::path::PathBuf>,
+    schema: Arc<Schema>,
+    cfg: ArrowTcpConfig,
+}
+
+/// What connection threads tell the reader.
+enum Event {
+    Frame(Frame),
+    Opened,
+    /// A connection ended: `None` when cleanly, else the reason it was dropped.
+    Closed(Arc<str>, Option<String>),
+}
+
+impl Source for ArrowTcpSource {
+    fn schema(&self) -> Arc<Schema> {
+        self.schema.clone()
+    }
+    fn total_rows(&self) -> Option<u64> {
+        None
+    }
+    fn open(&self, worker: WorkerPos) -> Result<Box<dyn SourceReader>> {
+        if worker.index != 0 {
+            return Ok(Box::new(IdleReader));
+        }
+        let listener = TcpListener::bind(self.listen)
+            .map_err(|e| EngineError::Runtime(format!("source `{}`: cannot listen on {}: {e}", self.name, self.listen)))?;
+        let local = listener.local_addr().map_err(|e| EngineError::Runtime(e.to_string()))?;
+        if let Some(path) = &self.address_file {
+            let write = || -> std::io::Result<()> {
+                let tmp = path.with_extension("tmp");
+                std::fs::File::create(&tmp)?.write_all(local.to_string().as_bytes())?;
+                std::fs::rename(&tmp, path)
+            };
+            write().map_err(|e| EngineError::Output {
+                path: path.clone(),
+                message: format!("cannot write the listening address: {e}"),
+            })?;
+        }
+        tracing::info!("source `{}`: listening on {local}", self.name);
+        let (tx, rx) = bounded(self.cfg.queue_frames);
+        let accepted = Arc::new(AtomicUsize::new(0));
+        spawn_acceptor(
+            listener,
+            tx,
+            self.name.clone(),
+            self.schema.clone(),
+            self.cfg.connections,
+            accepted,
+        );
+        Ok(Box::new(LiveReader {
+            name: self.name.clone(),
+            rx,
+            pending: VecDeque::new(),
+            next_time: 0,
+            open: 0,
+            ended: 0,
+            dropped: Arc::new(Mutex::new(Vec::new())),
+            limit: self.cfg.connections,
+            idle: self.cfg.idle_timeout_s.map(Duration::from_secs_f64),
+            last_activity: Instant::now(),
+            done: false,
+        }))
+    }
+}
+
+fn spawn_acceptor(
+    listener: TcpListener,
+    tx: Sender<Event>,
+    source: Arc<str>,
+    schema: Arc<Schema>,
+    limit: Option<usize>,
+    accepted: Arc<AtomicUsize>,
+) {
+    std::thread::Builder::new()
+        .name(format!("{source}-accept"))
+        .spawn(move || {
+            for conn in listener.incoming() {
+                let n = accepted.fetch_add(1, Ordering::SeqCst);
+                if limit.is_some_and(|l| n >= l) {
+                    break;
+                }
+                match conn {
+                    Ok(stream) => {
+                        if tx.send(Event::Opened).is_err() {
+                            break; // the pipeline is gone
+                        }
+                        let (tx, source, schema) = (tx.clone(), source.clone(), schema.clone());
+                        let _ = std::thread::Builder::new()
+                            .name(format!("{source}-conn{n}"))
+                            .spawn(move || read_connection(stream, n, &source, &schema, &tx));
+                    }
+                    Err(e) => {
+                        tracing::warn!("source `{source}`: accept failed: {e}");
+                        accepted.fetch_sub(1, Ordering::SeqCst);
+                    }
+                }
+                if limit.is_some_and(|l| n + 1 >= l) {
+                    break;
+                }
+            }
+        })
+        .expect("spawn acceptor thread");
+}
+
+/// Reads one client's IPC stream until it ends or fails; always reports how it ended.
+fn read_connection(stream: TcpStream, n: usize, source: &str, schema: &Arc<Schema>, tx: &Sender<Event>) {
+    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
+    let mut name: Arc<str> = format!("{source}/{n}").into();
+    let outcome = (|| -> std::result::Result<(), String> {
+        let reader = arrow::ipc::reader::StreamReader::try_new(BufReader::new(stream), None)
+            .map_err(|e| format!("no valid Arrow IPC stream header: {e}"))?;
+        let arrow_schema = reader.schema();
+        if let Some(client) = arrow_schema.metadata().get("neurostream.stream") {
+            name = format!("{source}/{client}").into();
+        }
+        let mut decoder = Decoder::new(&arrow_schema, "act", None).map_err(|e| format!("not the activation layout: {e}"))?;
+        if decoder.width() != 0 && decoder.width() != schema.width() {
+            return Err(format!(
+                "sends d_model {}, this source takes {}",
+                decoder.width(),
+                schema.width()
+            ));
+        }
+        let mut rows = 0u64;
+        for (i, batch) in reader.enumerate() {
+            let batch = batch.map_err(|e| {
+                let what = match e.to_string() {
+                    m if m.contains("failed to fill whole buffer") => {
+                        "truncated: the connection closed in the middle of it".into()
+                    }
+                    m => m,
+                };
+                format!("message {} after {rows} rows: {what}", i + 1)
+            })?;
+            let mut frame = decoder
+                .decode(&batch, &name, rows, rows, &format!("batch {i}"))
+                .map_err(|e| format!("batch {i}: {e}"))?;
+            if frame.width() != schema.width() {
+                return Err(format!(
+                    "batch {i}: d_model {}, this source takes {}",
+                    frame.width(),
+                    schema.width()
+                ));
+            }
+            frame.schema = schema.clone();
+            rows += frame.rows() as u64;
+            if tx.send(Event::Frame(frame)).is_err() {
+                return Ok(()); // the pipeline ended
+            }
+        }
+        Ok(())
+    })();
+    let reason = outcome.err().map(|e| format!("client {peer}: {e}"));
+    let _ = tx.send(Event::Closed(name, reason));
+}
+
+/// Workers other than 0 read nothing.
+struct IdleReader;
+
+impl SourceReader for IdleReader {
+    fn next_batch(&mut self) -> Result<Option<(u64, Batch)>> {
+        Ok(None)
+    }
+    fn next_time(&self) -> Option<u64> {
+        None
+    }
+}
+
+struct LiveReader {
+    name: Arc<str>,
+    rx: Receiver<Event>,
+    pending: VecDeque<Frame>,
+    next_time: u64,
+    open: usize,
+    ended: usize,
+    dropped: Arc<Mutex<Vec<String>>>,
+    limit: Option<usize>,
+    idle: Option<Duration>,
+    last_activity: Instant,
+    done: bool,
+}
+
+impl LiveReader {
+    fn drain(&mut self) {
+        loop {
+            match self.rx.try_recv() {
+                Ok(Event::Frame(f)) => {
+                    self.last_activity = Instant::now();
+                    self.pending.push_back(f);
+                }
+                Ok(Event::Opened) => {
+                    self.last_activity = Instant::now();
+                    self.open += 1;
+                }
+                Ok(Event::Closed(stream, reason)) => {
+                    self.last_activity = Instant::now();
+                    self.open -= 1;
+                    self.ended += 1;
+                    match reason {
+                        Some(r) => {
+                            tracing::warn!("source `{}`: dropped stream {stream}: {r}", self.name);
+                            self.dropped.lock().unwrap().push(format!("{stream}: {r}"));
+                        }
+                        None => tracing::info!("source `{}`: stream {stream} ended", self.name),
+                    }
+                }
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    if self.open == 0 {
+                        self.done = true;
+                    }
+                    break;
+                }
+            }
+        }
+        if self.limit.is_some_and(|l| self.ended >= l) {
+            self.done = true;
+        }
+        if self.open == 0 && self.idle.is_some_and(|t| self.last_activity.elapsed() >= t) {
+            self.done = true;
+        }
+    }
+}
+
+impl SourceReader for LiveReader {
+    fn ready(&mut self) -> bool {
+        if self.pending.is_empty() {
+            self.drain();
+        }
+        !self.pending.is_empty() || self.done
+    }
+
+    fn next_batch(&mut self) -> Result<Option<(u64, Batch)>> {
+        if self.pending.is_empty() {
+            self.drain();
+        }
+        match self.pending.pop_front() {
+            Some(frame) => {
+                let time = self.next_time;
+                self.next_time += frame.rows() as u64;
+                Ok(Some((time, Batch::Dense(frame))))
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn next_time(&self) -> Option<u64> {
+        (!self.done || !self.pending.is_empty()).then_some(self.next_time)
+    }
+
+    fn location(&self) -> String {
+        format!("live source {}", self.name)
+    }
+}

@@ -1,0 +1,85 @@
+"""Clients for the live-ingest test, using the repo's Python client (clients/python).
+
+  live_clients.py send ADDRESS EXPECTED.parquet
+      connects 5 clients to the engine's arrow_tcp source at ADDRESS (host:port):
+        a: named "a", 3 batches with token text, LZ4        (seq_id 0..2)
+        b: named "b", 2 batches, uncompressed                 (seq_id 10..11)
+        c: 1 good batch (seq_id 20), then a malformed message
+        d: 1 good batch (seq_id 30), then half a message and a hang-up (truncated frame)
+        e: the wrong d_model
+      and writes every row the engine must have accepted to EXPECTED.parquet.
+  live_clients.py check OUT.parquet EXPECTED.parquet
+      the engine's output holds exactly the expected rows (matched on seq_id, pos), values equal.
+"""
+import os
+import socket
+import sys
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "clients", "python"))
+from neurostream_client import Client, activation_schema  # noqa: E402
+
+D = 16
+
+
+def send(address, expected_path):
+    host, port = address.rsplit(":", 1)
+    port = int(port)
+    rng = np.random.default_rng(3)
+    rows = []
+
+    def batch(seq, n):
+        x = rng.normal(size=(n, D)).astype(np.float32)
+        rows.extend((seq, p, x[p]) for p in range(n))
+        return x
+
+    with Client(host, port, stream="a") as c:
+        for s in range(3):
+            c.send(batch(s, 7 + s), seq_id=s, tokens=[f" w{s}_{p}" for p in range(7 + s)])
+    with Client(host, port, stream="b", compression=None) as c:
+        for s in (10, 11):
+            c.send(batch(s, 5), seq_id=s)
+    # c: one good batch, then bytes that are not an IPC message.
+    c = Client(host, port)
+    c.send(batch(20, 6), seq_id=20)
+    c._file.write(b"\xff\xff\xff\xff\x10\x00\x00\x00" + b"\x07" * 16)
+    c._file.flush()
+    c._sock.close()
+    # d: one good batch, then half of the next message, then the connection drops.
+    d = Client(host, port)
+    d.send(batch(30, 4), seq_id=30)
+    x = rng.normal(size=(4, D)).astype(np.float32)
+    schema = activation_schema(D)
+    msg = pa.record_batch([pa.array(np.full(4, 31, np.uint64)), pa.array(np.arange(4, dtype=np.uint32)),
+                           pa.FixedSizeListArray.from_arrays(pa.array(x.ravel()), type=schema.field("act").type)],
+                          schema=schema).serialize()
+    d._file.write(msg.to_pybytes()[: msg.size // 2])
+    d._file.flush()
+    d._sock.close()
+    # e: wrong width.
+    with Client(host, port) as e:
+        e.send(np.zeros((3, D // 2), np.float32), seq_id=40)
+
+    table = pa.table({"seq_id": pa.array([r[0] for r in rows], pa.uint64()), "pos": pa.array([r[1] for r in rows], pa.uint32()),
+                      "act": pa.FixedSizeListArray.from_arrays(pa.array(np.stack([r[2] for r in rows]).ravel()), D)})
+    pq.write_table(table, expected_path)
+    print(f"sent {len(rows)} good rows")
+
+
+def check(out, expected):
+    got = pq.read_table(out).to_pydict()
+    exp = pq.read_table(expected).to_pydict()
+    g = {(s, p): np.asarray(a, np.float32) for s, p, a in zip(got["seq_id"], got["pos"], got["act"])}
+    e = {(s, p): np.asarray(a, np.float32) for s, p, a in zip(exp["seq_id"], exp["pos"], exp["act"])}
+    assert len(g) == len(got["seq_id"]), "duplicate rows in the engine's output"
+    assert set(g) == set(e), f"rows differ: missing {sorted(set(e) - set(g))}, unexpected {sorted(set(g) - set(e))}"
+    for k in e:
+        assert np.array_equal(g[k], e[k]), f"row {k} differs"
+    print(f"{len(g)} rows match")
+
+
+if __name__ == "__main__":
+    {"send": send, "check": check}[sys.argv[1]](*sys.argv[2:])
