@@ -132,6 +132,12 @@ fn gemma_scope_npz_plain_and_compressed() {
 }
 
 #[test]
+fn llama_scope_scalar_and_per_latent_thresholds() {
+    check("llamascope", "jumprelu", &[]);
+    check("llamascope", "jumprelu", &["per_latent_threshold=true", "dtype=float16"]);
+}
+
+#[test]
 fn wrong_d_in_and_missing_tensors_are_clear_errors() {
     let Some(py) = python() else { return };
     let dir = tempfile::tempdir().unwrap();

@@ -43,6 +43,20 @@ def make(out, fmt, arch, d_in, d_sae, seed, opts):
         save = np.savez_compressed if opts.get("compressed") == "true" else np.savez
         save(os.path.join(out, "params.npz"), **{n: v.astype(dtype) for n, v in arrays.items()})
         return
+    if fmt == "llamascope":
+        # OpenMOSS lm-saes / Llama Scope: hyperparams.json + checkpoints/final.safetensors.
+        cfg = {"d_model": d_in, "d_sae": d_sae, "expansion_factor": d_sae // d_in, "act_fn": "jumprelu",
+               "jump_relu_threshold": 0.2, "norm_activation": "dataset-wise",
+               "dataset_average_activation_norm": {"in": 3.5, "out": 3.5}, "apply_decoder_bias_to_pre_encoder": False,
+               "sparsity_include_decoder_norm": True, "top_k": 50, "hook_point_in": "blocks.3.hook_resid_post",
+               "hook_point_out": "blocks.3.hook_resid_post", "use_decoder_bias": True}
+        tensors = {"encoder.weight": w_enc.T, "encoder.bias": b_enc, "decoder.weight": w_dec.T, "decoder.bias": b_dec}
+        if opts.get("per_latent_threshold") == "true":
+            tensors["log_jumprelu_threshold"] = np.log(rng.uniform(0.05, 0.4, d_sae))
+        os.makedirs(os.path.join(out, "checkpoints"), exist_ok=True)
+        save_file({n: np.ascontiguousarray(t.astype(dtype)) for n, t in tensors.items()}, os.path.join(out, "checkpoints", "final.safetensors"))
+        json.dump(cfg, open(os.path.join(out, "hyperparams.json"), "w"))
+        return
     if fmt == "sparsify":
         cfg = {"activation": "topk", "k": k, "num_latents": d_sae, "d_in": d_in,
                "transcode": opts.get("transcode", "false") == "true", "expansion_factor": d_sae // d_in, "normalize_decoder": True}
@@ -80,6 +94,18 @@ def encode(sae_dir, x):
         p = {n: v.astype(np.float64) for n, v in np.load(os.path.join(sae_dir, "params.npz")).items()}
         h = x @ p["W_enc"] + p["b_enc"]
         return np.maximum(h, 0.0) * (h > p["threshold"]), h - p["threshold"], None
+    if os.path.exists(os.path.join(sae_dir, "hyperparams.json")):
+        # Llama Scope, as lm-saes computes it: dataset-wise input scaling, then with
+        # sparsity_include_decoder_norm: hidden_pre * ||W_D col||, JumpReLU, / ||W_D col||.
+        cfg = json.load(open(os.path.join(sae_dir, "hyperparams.json")))
+        t = {n: v.astype(np.float64) for n, v in load_file(os.path.join(sae_dir, "checkpoints", "final.safetensors")).items()}
+        x = x * np.sqrt(cfg["d_model"]) / cfg["dataset_average_activation_norm"]["in"]
+        h = x @ t["encoder.weight"].T + t["encoder.bias"]
+        norms = np.linalg.norm(t["decoder.weight"], axis=0)
+        theta = np.exp(t["log_jumprelu_threshold"]) if "log_jumprelu_threshold" in t else cfg["jump_relu_threshold"]
+        scaled = h * norms
+        acts = scaled * (scaled > theta) / norms
+        return acts, scaled - theta, None
     cfg = json.load(open(os.path.join(sae_dir, "cfg.json")))
     if os.path.exists(os.path.join(sae_dir, "sae.safetensors")):  # sparsify
         t = {n: v.astype(np.float64) for n, v in load_file(os.path.join(sae_dir, "sae.safetensors")).items()}

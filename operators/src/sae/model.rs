@@ -11,6 +11,7 @@
 //! | gated | `z = x' @ W_enc`; `[z + b_gate > 0] · relu(exp(r_mag) · z + b_mag)` | SAELens `gated_sae.py` |
 //! | sparsify | `topk(relu((x − b_dec) @ encoder.weightᵀ + encoder.bias))` (no `− b_dec` for transcoders) | EleutherAI sparsify `sparse_coder.py` |
 //! | Gemma Scope | `h = x @ W_enc + b_enc`; `relu(h) · [h > threshold_j]` (no normalization, no `b_dec` subtraction) | Gemma Scope tutorial (`JumpReLUSAE.encode`) |
+//! | Llama Scope | `x' = x · sqrt(d_model) / avg_norm_in` (dataset-wise); `h = x' @ encoder.weightᵀ + encoder.bias`; `h · [h · s_j > θ]` with `s_j = ‖decoder.weight[:, j]‖` when `sparsity_include_decoder_norm` (else 1) | OpenMOSS lm-saes (`hyperparams.json`); SAELens `llama_scope_sae_huggingface_loader` |
 //!
 //! where `x' = norm_in(x) − b_dec · apply_b_dec_to_input`, and `norm_in` is SAELens's
 //! `normalize_activations`: `none`; `constant_norm_rescale`: `x · sqrt(d_in) / ‖x‖`;
@@ -191,10 +192,12 @@ impl Sae {
             Sae::load_saelens(dir, scaling_factor)
         } else if dir.join("sae.safetensors").exists() {
             Sae::load_sparsify(dir)
+        } else if dir.join("hyperparams.json").exists() {
+            Sae::load_llama_scope(dir)
         } else {
             Err(err(
                 dir,
-                "not an SAE directory: expected sae_weights.safetensors + cfg.json (SAELens), sae.safetensors + cfg.json (sparsify) or params.npz (Gemma Scope)",
+                "not an SAE directory: expected sae_weights.safetensors + cfg.json (SAELens), sae.safetensors + cfg.json (sparsify), params.npz (Gemma Scope) or hyperparams.json + checkpoints/final.safetensors (Llama Scope)",
             ))
         }
     }
@@ -365,6 +368,134 @@ impl Sae {
             origin: format!("gemmascope:{}", path.display()),
             model: None,
             hook: None,
+        })
+    }
+
+    /// Loads a Llama Scope SAE (OpenMOSS lm-saes): `hyperparams.json` and
+    /// `checkpoints/final.safetensors` (or `final.safetensors` / `sae_weights.safetensors` beside
+    /// it) with `encoder.weight [d_sae, d_model]`, `encoder.bias`, `decoder.weight [d_model,
+    /// d_sae]`, `decoder.bias`, and either the scalar `jump_relu_threshold` or a per-latent
+    /// `log_jumprelu_threshold` tensor. `norm_activation = "dataset-wise"` scales inputs by
+    /// `sqrt(d_model) / dataset_average_activation_norm.in`; `"token-wise"` to norm `sqrt(d_model)`.
+    pub fn load_llama_scope(dir: &Path) -> Result<Sae> {
+        let cfg_path = dir.join("hyperparams.json");
+        let cfg = read_json(&cfg_path)?;
+        let wpath = [
+            "checkpoints/final.safetensors",
+            "final.safetensors",
+            "sae_weights.safetensors",
+        ]
+        .iter()
+        .map(|f| dir.join(f))
+        .find(|p| p.exists())
+        .ok_or_else(|| err(dir, "Llama Scope SAE without weights: expected checkpoints/final.safetensors"))?;
+        let bytes = std::fs::read(&wpath).map_err(|e| err(&wpath, format!("cannot read: {e}")))?;
+        let st = safetensors::SafeTensors::deserialize(&bytes)
+            .map_err(|e| err(&wpath, format!("not a valid safetensors file: {e}")))?;
+        let t = Tensors { path: wpath.clone(), st };
+        let shape = t
+            .shape("encoder.weight")
+            .ok_or_else(|| err(&wpath, "no tensor `encoder.weight`"))?;
+        let [d_sae, d_in] = shape[..] else {
+            return Err(err(
+                &wpath,
+                format!("`encoder.weight` has shape {shape:?}, expected [d_sae, d_model]"),
+            ));
+        };
+        for (key, v) in [("d_model", d_in), ("d_sae", d_sae)] {
+            if let Some(c) = cfg.get(key).and_then(Value::as_u64) {
+                if c as usize != v {
+                    return Err(err(
+                        &cfg_path,
+                        format!("`{key}` is {c} but encoder.weight has shape [{d_sae}, {d_in}]"),
+                    ));
+                }
+            }
+        }
+        let dec = t.get("decoder.weight", &[d_in, d_sae])?;
+        let w_dec = transpose(&dec, d_in, d_sae);
+        let enc = t.get("encoder.weight", &[d_sae, d_in])?;
+        let include_dec_norm = cfg
+            .get("sparsity_include_decoder_norm")
+            .and_then(Value::as_bool)
+            .unwrap_or(true);
+        let dec_norm = |j: usize| -> f32 {
+            if include_dec_norm {
+                w_dec[j * d_in..(j + 1) * d_in].iter().map(|v| v * v).sum::<f32>().sqrt()
+            } else {
+                1.0
+            }
+        };
+        let act_fn = cfg.get("act_fn").and_then(Value::as_str).unwrap_or("relu");
+        let activation = match act_fn {
+            "relu" => Activation::Relu,
+            "jumprelu" => {
+                let theta: Vec<f32> = if t.has("log_jumprelu_threshold") {
+                    t.get("log_jumprelu_threshold", &[d_sae])?.iter().map(|v| v.exp()).collect()
+                } else {
+                    let th = cfg
+                        .get("jump_relu_threshold")
+                        .and_then(Value::as_f64)
+                        .ok_or_else(|| err(&cfg_path, "jumprelu without `jump_relu_threshold`"))?;
+                    vec![th as f32; d_sae]
+                };
+                // h·s_j > θ_j  <=>  h > θ_j / s_j: a per-latent threshold on h itself.
+                let threshold = (0..d_sae)
+                    .map(|j| {
+                        let s = dec_norm(j);
+                        if s > 0.0 {
+                            theta[j] / s
+                        } else {
+                            f32::INFINITY
+                        }
+                    })
+                    .collect();
+                Activation::JumpRelu { threshold }
+            }
+            other => {
+                return Err(err(
+                    &cfg_path,
+                    format!("Llama Scope `act_fn` = `{other}` is not supported (relu, jumprelu)"),
+                ))
+            }
+        };
+        let norm = match cfg.get("norm_activation").and_then(Value::as_str).unwrap_or("dataset-wise") {
+            "dataset-wise" => {
+                let avg = cfg
+                    .get("dataset_average_activation_norm")
+                    .and_then(|v| v.get("in"))
+                    .and_then(Value::as_f64)
+                    .filter(|v| *v > 0.0)
+                    .ok_or_else(|| {
+                        err(
+                            &cfg_path,
+                            "dataset-wise normalization needs a positive `dataset_average_activation_norm.in`",
+                        )
+                    })?;
+                InputNorm::Scale(((d_in as f64).sqrt() / avg) as f32)
+            }
+            "token-wise" => InputNorm::ConstantNormRescale,
+            "inference" | "none" => InputNorm::None,
+            other => return Err(err(&cfg_path, format!("unknown `norm_activation` `{other}`"))),
+        };
+        let s = |k: &str| cfg.get(k).and_then(Value::as_str).map(str::to_string);
+        Ok(Sae {
+            d_in,
+            d_sae,
+            w_enc: transpose(&enc, d_sae, d_in),
+            b_enc: t.get("encoder.bias", &[d_sae])?,
+            b_dec: t.get("decoder.bias", &[d_in])?,
+            w_dec,
+            activation,
+            apply_b_dec_to_input: cfg
+                .get("apply_decoder_bias_to_pre_encoder")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            norm,
+            rescale_by_decoder_norm: false,
+            origin: format!("llamascope:{}", dir.display()),
+            model: s("model_name"),
+            hook: s("hook_point_in"),
         })
     }
 
