@@ -157,3 +157,43 @@ fn quickstart_runs_on_the_bundled_data() {
         assert!((n - 8.0).abs() < 1e-4, "norm {n}");
     }
 }
+
+#[test]
+fn llm_monitor_example_runs_on_the_bundled_data_and_sae() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("data/sample_sae")).unwrap();
+    for f in [
+        "sample_activations.parquet",
+        "sample_sae/cfg.json",
+        "sample_sae/sae_weights.safetensors",
+    ] {
+        std::fs::copy(root.join("examples/data").join(f), d.join("data").join(f)).unwrap();
+    }
+    std::fs::copy(root.join("examples/llm_monitor.toml"), d.join("llm_monitor.toml")).unwrap();
+    let log = run_ok(d, &["run", "llm_monitor.toml", "--quiet", "-w", "2"]);
+    for table in [
+        "windows",
+        "features",
+        "density_histogram",
+        "activation_histogram",
+        "l0",
+        "top_examples",
+    ] {
+        assert!(d.join(format!("out/monitor/{table}.parquet")).exists(), "{table}: {log}");
+    }
+    // 7 sliding windows + the final one, each with its all-time companion; 256 features each.
+    assert_eq!(common::row_count(&d.join("out/monitor/windows.parquet")), 16);
+    assert_eq!(common::row_count(&d.join("out/monitor/features.parquet")), 16 * 256);
+    assert_eq!(common::row_count(&d.join("out/quality/scalars.parquet")), 16 * 5);
+    // The watched-feature rule fires on the windows where feature 251 fired at least 42 times,
+    // and each alert is printed live.
+    let printed = log.lines().filter(|l| l.starts_with("alerts acts:")).count();
+    assert_eq!(printed, common::row_count(&d.join("out/monitor/alerts.parquet")), "{log}");
+    assert!(log.contains("rule=watched feature kind=feature_fires feature=251"), "{log}");
+    assert!(
+        !log.contains("kind=fvu_above"),
+        "the ideal dictionary reconstructs in-distribution data: {log}"
+    );
+}
