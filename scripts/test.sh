@@ -33,5 +33,9 @@ if [ -z "${NEUROSTREAM_PYTHON:-}" ]; then
     export NEUROSTREAM_PYTHON="$PWD/.venv/bin/python"
 fi
 
+if [ "${NEUROSTREAM_SKIP_MODEL_TESTS:-}" != "1" ]; then
+    ./scripts/fetch_models.sh   # SmolLM2 + MiniLM weights (~190 MB) into ~/.cache/neurostream/models, once
+fi
+
 echo "== cargo test"
 cargo test --workspace "$@"

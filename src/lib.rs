@@ -13,6 +13,7 @@
 //! ```
 
 pub use neurostream_engine::*;
+pub use neurostream_models as models;
 pub use neurostream_operators as operators;
 pub use neurostream_sinks as sinks;
 pub use neurostream_sources as sources;
@@ -21,6 +22,7 @@ pub use neurostream_sources as sources;
 pub fn registry() -> Registry {
     let mut r = Registry::new();
     neurostream_sources::register(&mut r);
+    neurostream_models::register(&mut r);
     neurostream_operators::register(&mut r);
     neurostream_sinks::register(&mut r);
     r

@@ -1,0 +1,223 @@
+//! `language_model`: runs an in-process model over texts (one document per line, from a file or
+//! stdin) and streams the residual activations of one layer, one frame per document, with the
+//! token texts.
+//!
+//! Documents are dealt round-robin to the workers (each loads its own copy of the model); the
+//! `seq_id` of a document is its line number (0-based; blank lines are skipped) and the event
+//! time of its first token is `seq_id × max_tokens`.
+
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use neurostream_engine::{
+    parse_config, Batch, ConfigTable, EngineError, Frame, NodeConfig, NodeContext, Result, RowIndex, Schema, Source, SourceKind,
+    SourceReader, WorkerPos,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::llama::Llama;
+
+/// Which model runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelName {
+    /// SmolLM2-135M-Instruct (GGUF), 30 blocks of width 576.
+    Smollm2,
+}
+
+impl ModelName {
+    fn default_weights(self) -> PathBuf {
+        match self {
+            ModelName::Smollm2 => crate::model_path("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
+        }
+    }
+    fn display(self) -> &'static str {
+        match self {
+            ModelName::Smollm2 => "SmolLM2-135M-Instruct",
+        }
+    }
+}
+
+/// Configuration of a `language_model` source.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LanguageModelConfig {
+    /// The model (`smollm2`).
+    pub model: ModelName,
+    /// Weights file; default: where `scripts/fetch_models.sh` puts them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights: Option<String>,
+    /// Text file with one document per line, or `-` for stdin.
+    pub texts: String,
+    /// Residual stream after this block (0-based; `blocks.{layer}.hook_resid_post`).
+    pub layer: usize,
+    /// Tokens per document (longer documents are cut; default 256).
+    #[serde(default = "default_max_tokens")]
+    pub max_tokens: usize,
+    /// Documents to read (default: all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub documents: Option<usize>,
+}
+
+fn default_max_tokens() -> usize {
+    256
+}
+
+impl NodeConfig for LanguageModelConfig {
+    const KIND: &'static str = "language_model";
+}
+
+/// The `language_model` source kind.
+pub struct LanguageModelKind;
+
+impl SourceKind for LanguageModelKind {
+    fn kind(&self) -> &'static str {
+        "language_model"
+    }
+    fn describe(&self) -> &'static str {
+        "residual activations of an in-process language model (SmolLM2, candle) over texts, one document per line"
+    }
+    fn build(&self, config: ConfigTable, ctx: &NodeContext) -> Result<Arc<dyn Source>> {
+        let cfg: LanguageModelConfig = parse_config(config, ctx)?;
+        let fail = |m: String| EngineError::config(ctx.label, m);
+        if cfg.max_tokens == 0 {
+            return Err(fail("`max_tokens` must be at least 1".into()));
+        }
+        let weights = cfg
+            .weights
+            .as_deref()
+            .map(|w| ctx.resolve(w))
+            .unwrap_or_else(|| cfg.model.default_weights());
+        if !weights.exists() {
+            return Err(fail(format!(
+                "{} weights not found at {}: run scripts/fetch_models.sh (or set `weights`, or NEUROSTREAM_MODELS)",
+                cfg.model.display(),
+                weights.display()
+            )));
+        }
+        let (n_layers, d_model) = crate::llama::read_shape(&weights).map_err(fail)?;
+        if cfg.layer >= n_layers {
+            return Err(fail(format!(
+                "`layer` {} out of range: the model has blocks 0..{n_layers}",
+                cfg.layer
+            )));
+        }
+        let documents = read_documents(&cfg.texts, ctx).map_err(fail)?;
+        let documents: Vec<(u64, String)> = match cfg.documents {
+            Some(n) => documents.into_iter().take(n).collect(),
+            None => documents,
+        };
+        let layer = format!("blocks.{}.hook_resid_post", cfg.layer);
+        Ok(Arc::new(LanguageModelSource {
+            schema: Arc::new(Schema::activation(d_model, Some(cfg.model.display().into()), Some(layer))),
+            name: ctx.name.into(),
+            weights,
+            documents: Arc::new(documents),
+            cfg,
+        }))
+    }
+}
+
+/// Non-blank lines of `texts` (`-`: stdin) with their line numbers.
+fn read_documents(texts: &str, ctx: &NodeContext) -> std::result::Result<Vec<(u64, String)>, String> {
+    let lines: Vec<String> = if texts == "-" {
+        std::io::stdin()
+            .lock()
+            .lines()
+            .collect::<std::io::Result<_>>()
+            .map_err(|e| format!("stdin: {e}"))?
+    } else {
+        let path = ctx.resolve(texts);
+        std::fs::read_to_string(&path)
+            .map_err(|e| format!("`texts` {}: {e}", path.display()))?
+            .lines()
+            .map(str::to_string)
+            .collect()
+    };
+    Ok(lines
+        .into_iter()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| (i as u64, l))
+        .collect())
+}
+
+struct LanguageModelSource {
+    name: Arc<str>,
+    schema: Arc<Schema>,
+    weights: PathBuf,
+    documents: Arc<Vec<(u64, String)>>,
+    cfg: LanguageModelConfig,
+}
+
+impl Source for LanguageModelSource {
+    fn schema(&self) -> Arc<Schema> {
+        self.schema.clone()
+    }
+    fn total_rows(&self) -> Option<u64> {
+        None
+    }
+    fn open(&self, worker: WorkerPos) -> Result<Box<dyn SourceReader>> {
+        let mine: Vec<usize> = crate::worker_docs(self.documents.len(), worker).collect();
+        let model = if mine.is_empty() {
+            None
+        } else {
+            Some(Llama::load(&self.weights).map_err(EngineError::Runtime)?)
+        };
+        Ok(Box::new(LanguageModelReader {
+            name: self.name.clone(),
+            schema: self.schema.clone(),
+            documents: self.documents.clone(),
+            mine: mine.into_iter().peekable(),
+            model,
+            layer: self.cfg.layer,
+            max_tokens: self.cfg.max_tokens,
+            current: None,
+        }))
+    }
+}
+
+struct LanguageModelReader {
+    name: Arc<str>,
+    schema: Arc<Schema>,
+    documents: Arc<Vec<(u64, String)>>,
+    mine: std::iter::Peekable<std::vec::IntoIter<usize>>,
+    model: Option<Llama>,
+    layer: usize,
+    max_tokens: usize,
+    current: Option<u64>,
+}
+
+impl SourceReader for LanguageModelReader {
+    fn next_batch(&mut self) -> Result<Option<(u64, Batch)>> {
+        let Some(i) = self.mine.next() else { return Ok(None) };
+        let (line, text) = &self.documents[i];
+        self.current = Some(*line);
+        let model = self.model.as_ref().expect("a worker with documents loads the model");
+        let fail = |m: String| EngineError::Runtime(format!("document on line {}: {m}", line + 1));
+        let (mut ids, mut texts) = model.tokenizer.encode_with_text(text).map_err(fail)?;
+        ids.truncate(self.max_tokens);
+        texts.truncate(self.max_tokens);
+        let out = model.forward(&ids, &[self.layer]).map_err(fail)?;
+        let (_, data) = out.residuals.into_iter().next().expect("one layer asked");
+        let n = ids.len();
+        let index = RowIndex::Tokens {
+            seq_id: vec![*line; n],
+            pos: (0..n as u32).collect(),
+            token: Some(texts),
+        };
+        let frame = Frame::new(self.name.clone(), self.schema.clone(), index, data)?;
+        Ok(Some((line * self.max_tokens as u64, Batch::Dense(frame))))
+    }
+
+    fn next_time(&self) -> Option<u64> {
+        self.mine.clone().next().map(|i| self.documents[i].0 * self.max_tokens as u64)
+    }
+
+    fn location(&self) -> String {
+        self.current
+            .map(|l| format!("document on line {}", l + 1))
+            .unwrap_or_default()
+    }
+}

@@ -1,0 +1,122 @@
+//! The `language_model` source: SmolLM2 over the bundled abstracts, through a pipeline into
+//! Parquet. Token texts reassemble the documents, results do not depend on the worker count or
+//! on reading the texts from stdin, and configuration mistakes are clear errors. Needs the
+//! weights: `scripts/fetch_models.sh` (or NEUROSTREAM_SKIP_MODEL_TESTS=1 to skip).
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use common::{bin, run_err, run_ok};
+
+const TEXTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/data/text/abstracts.txt");
+
+fn pipeline(texts: &str, extra: &str) -> String {
+    format!(
+        "[sources.lm]\nkind = \"language_model\"\nmodel = \"smollm2\"\ntexts = \"{texts}\"\nlayer = 15\nmax_tokens = 12\ndocuments = 3\n{extra}\n\n[sinks.out]\nkind = \"parquet\"\ninput = \"lm\"\npath = \"acts.parquet\"\ntokens = true\n"
+    )
+}
+
+/// (seq_id, pos, token, act) rows sorted by (seq_id, pos).
+fn read(path: &std::path::Path) -> Vec<(u64, u32, String, Vec<f32>)> {
+    use arrow::array::AsArray;
+    let file = std::fs::File::open(path).unwrap();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap();
+    let mut rows = Vec::new();
+    for b in reader {
+        let b = b.unwrap();
+        let seq = b
+            .column_by_name("seq_id")
+            .unwrap()
+            .as_primitive::<arrow::datatypes::UInt64Type>()
+            .clone();
+        let pos = b
+            .column_by_name("pos")
+            .unwrap()
+            .as_primitive::<arrow::datatypes::UInt32Type>()
+            .clone();
+        let tok = b.column_by_name("token").unwrap().as_string::<i32>().clone();
+        let act = b.column_by_name("act").unwrap().as_fixed_size_list().clone();
+        for r in 0..b.num_rows() {
+            let v = act.value(r);
+            let v = v.as_primitive::<arrow::datatypes::Float32Type>().values().to_vec();
+            rows.push((seq.value(r), pos.value(r), tok.value(r).to_string(), v));
+        }
+    }
+    rows.sort_by_key(|r| (r.0, r.1));
+    rows
+}
+
+#[test]
+fn smollm2_residuals_stream_with_token_text() {
+    if neurostream::models::test_weights("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf").is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("p.toml"), pipeline(TEXTS, "")).unwrap();
+    run_ok(d, &["run", "p.toml", "--quiet", "-w", "1"]);
+    let one = read(&d.join("acts.parquet"));
+    assert_eq!(one.len(), 36, "3 documents x 12 tokens");
+    let docs: Vec<&str> = std::fs::read_to_string(TEXTS).unwrap().leak().lines().take(3).collect();
+    for (s, doc) in docs.iter().enumerate() {
+        let text: String = one.iter().filter(|r| r.0 == s as u64).map(|r| r.2.as_str()).collect();
+        assert!(doc.starts_with(&text), "tokens of document {s} reassemble it: {text:?}");
+    }
+    for (_, _, _, v) in &one {
+        assert_eq!(v.len(), 576);
+        assert!(v.iter().all(|x| x.is_finite()));
+    }
+    // The residual stream grows through the blocks: layer 15 of SmolLM2 has norms well above 1.
+    let mean_norm: f64 = one
+        .iter()
+        .map(|r| r.3.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt())
+        .sum::<f64>()
+        / 36.0;
+    assert!(mean_norm > 1.0, "{mean_norm}");
+
+    run_ok(d, &["run", "p.toml", "--quiet", "-w", "2"]);
+    assert_eq!(read(&d.join("acts.parquet")), one, "two workers give the same rows");
+
+    // Texts from stdin.
+    std::fs::write(d.join("p.toml"), pipeline("-", "")).unwrap();
+    let mut child = Command::new(bin())
+        .args(["run", "p.toml", "--quiet"])
+        .current_dir(d)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(std::fs::read(TEXTS).unwrap().as_slice())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(read(&d.join("acts.parquet")), one, "stdin gives the same rows");
+}
+
+#[test]
+fn language_model_config_mistakes_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("p.toml"), pipeline(TEXTS, "weights = \"nowhere.gguf\"")).unwrap();
+    let err = run_err(d, &["validate", "p.toml"]);
+    assert!(
+        err.contains("weights not found at") && err.contains("scripts/fetch_models.sh"),
+        "{err}"
+    );
+    if neurostream::models::test_weights("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf").is_none() {
+        return;
+    }
+    std::fs::write(d.join("p.toml"), pipeline(TEXTS, "").replace("layer = 15", "layer = 30")).unwrap();
+    let err = run_err(d, &["validate", "p.toml"]);
+    assert!(err.contains("`layer` 30 out of range: the model has blocks 0..30"), "{err}");
+}
