@@ -12,6 +12,7 @@
 
 #![warn(missing_docs)]
 
+pub mod bert;
 pub mod llama;
 pub mod source;
 pub mod tokenizer;

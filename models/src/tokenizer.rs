@@ -26,6 +26,11 @@ impl TextTokenizer {
         Ok(self.inner.encode(text, false).map_err(|e| e.to_string())?.get_ids().to_vec())
     }
 
+    /// Token ids of `text` with the tokenizer's special tokens (e.g. BERT's `[CLS]` … `[SEP]`).
+    pub fn encode_special(&self, text: &str) -> Result<Vec<u32>, String> {
+        Ok(self.inner.encode(text, true).map_err(|e| e.to_string())?.get_ids().to_vec())
+    }
+
     /// Token ids of `text` and the text each token stands for (decoded on its own, so a word's
     /// leading space belongs to its token).
     pub fn encode_with_text(&self, text: &str) -> Result<(Vec<u32>, Vec<String>), String> {
