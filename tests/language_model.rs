@@ -120,3 +120,29 @@ fn language_model_config_mistakes_are_clear_errors() {
     let err = run_err(d, &["validate", "p.toml"]);
     assert!(err.contains("`layer` 30 out of range: the model has blocks 0..30"), "{err}");
 }
+
+#[test]
+fn minilm_hidden_states_stream_with_wordpiece_tokens() {
+    if neurostream::models::test_weights("minilm/model.safetensors").is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let toml = pipeline(TEXTS, "")
+        .replace("smollm2", "minilm")
+        .replace("layer = 15", "layer = 5");
+    std::fs::write(d.join("p.toml"), toml).unwrap();
+    run_ok(d, &["run", "p.toml", "--quiet", "-w", "2"]);
+    let rows = read(&d.join("acts.parquet"));
+    assert_eq!(rows.len(), 36);
+    assert!(rows.iter().all(|r| r.3.len() == 384));
+    // Every document starts with [CLS]; the rows equal the model's own last-layer output.
+    assert!(rows.iter().filter(|r| r.1 == 0).all(|r| r.2 == "[CLS]"));
+    let m = neurostream::models::bert::Bert::load(&neurostream::models::model_path("minilm")).unwrap();
+    let first_doc = std::fs::read_to_string(TEXTS).unwrap().lines().next().unwrap().to_string();
+    let mut ids = m.encode(&first_doc).unwrap();
+    ids.truncate(12);
+    let want = &m.forward(&ids).unwrap().layers[5];
+    let got: Vec<f32> = rows.iter().filter(|r| r.0 == 0).flat_map(|r| r.3.clone()).collect();
+    assert_eq!(&got, want);
+}

@@ -25,6 +25,20 @@ pub struct BertConfig {
     pub max_positions: usize,
 }
 
+/// `(layers, hidden size)` from a model folder's `config.json`.
+pub fn read_shape(dir: &Path) -> Result<(usize, usize), String> {
+    let cfg_path = dir.join("config.json");
+    let text = std::fs::read_to_string(&cfg_path).map_err(|e| err(&cfg_path, e))?;
+    let cfg: serde_json::Value = serde_json::from_str(&text).map_err(|e| err(&cfg_path, e))?;
+    let u = |k: &str| {
+        cfg.get(k)
+            .and_then(serde_json::Value::as_u64)
+            .map(|v| v as usize)
+            .ok_or_else(|| err(&cfg_path, format!("`{k}` missing")))
+    };
+    Ok((u("num_hidden_layers")?, u("hidden_size")?))
+}
+
 /// A loaded BERT encoder with its tokenizer.
 pub struct Bert {
     /// The configuration.

@@ -16,6 +16,7 @@ use neurostream_engine::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::bert::Bert;
 use crate::llama::Llama;
 
 /// Which model runs.
@@ -24,17 +25,21 @@ use crate::llama::Llama;
 pub enum ModelName {
     /// SmolLM2-135M-Instruct (GGUF), 30 blocks of width 576.
     Smollm2,
+    /// all-MiniLM-L6-v2 (BERT, safetensors), 6 layers of width 384; `[CLS]` and `[SEP]` included.
+    Minilm,
 }
 
 impl ModelName {
     fn default_weights(self) -> PathBuf {
         match self {
             ModelName::Smollm2 => crate::model_path("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
+            ModelName::Minilm => crate::model_path("minilm"),
         }
     }
     fn display(self) -> &'static str {
         match self {
             ModelName::Smollm2 => "SmolLM2-135M-Instruct",
+            ModelName::Minilm => "all-MiniLM-L6-v2",
         }
     }
 }
@@ -43,14 +48,16 @@ impl ModelName {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LanguageModelConfig {
-    /// The model (`smollm2`).
+    /// The model (`smollm2` or `minilm`).
     pub model: ModelName,
-    /// Weights file; default: where `scripts/fetch_models.sh` puts them.
+    /// Weights: the GGUF file (smollm2) or the model folder (minilm); default: where
+    /// `scripts/fetch_models.sh` puts them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weights: Option<String>,
     /// Text file with one document per line, or `-` for stdin.
     pub texts: String,
-    /// Residual stream after this block (0-based; `blocks.{layer}.hook_resid_post`).
+    /// Residual stream after this block or layer (0-based; `blocks.{layer}.hook_resid_post` for
+    /// smollm2, `encoder.layer.{layer}.output` for minilm).
     pub layer: usize,
     /// Tokens per document (longer documents are cut; default 256).
     #[serde(default = "default_max_tokens")]
@@ -76,7 +83,7 @@ impl SourceKind for LanguageModelKind {
         "language_model"
     }
     fn describe(&self) -> &'static str {
-        "residual activations of an in-process language model (SmolLM2, candle) over texts, one document per line"
+        "residual activations of an in-process language model (SmolLM2 or MiniLM, candle) over texts, one document per line"
     }
     fn build(&self, config: ConfigTable, ctx: &NodeContext) -> Result<Arc<dyn Source>> {
         let cfg: LanguageModelConfig = parse_config(config, ctx)?;
@@ -96,7 +103,10 @@ impl SourceKind for LanguageModelKind {
                 weights.display()
             )));
         }
-        let (n_layers, d_model) = crate::llama::read_shape(&weights).map_err(fail)?;
+        let (n_layers, d_model) = match cfg.model {
+            ModelName::Smollm2 => crate::llama::read_shape(&weights).map_err(fail)?,
+            ModelName::Minilm => crate::bert::read_shape(&weights).map_err(fail)?,
+        };
         if cfg.layer >= n_layers {
             return Err(fail(format!(
                 "`layer` {} out of range: the model has blocks 0..{n_layers}",
@@ -108,7 +118,10 @@ impl SourceKind for LanguageModelKind {
             Some(n) => documents.into_iter().take(n).collect(),
             None => documents,
         };
-        let layer = format!("blocks.{}.hook_resid_post", cfg.layer);
+        let layer = match cfg.model {
+            ModelName::Smollm2 => format!("blocks.{}.hook_resid_post", cfg.layer),
+            ModelName::Minilm => format!("encoder.layer.{}.output", cfg.layer),
+        };
         Ok(Arc::new(LanguageModelSource {
             schema: Arc::new(Schema::activation(d_model, Some(cfg.model.display().into()), Some(layer))),
             name: ctx.name.into(),
@@ -160,10 +173,10 @@ impl Source for LanguageModelSource {
     }
     fn open(&self, worker: WorkerPos) -> Result<Box<dyn SourceReader>> {
         let mine: Vec<usize> = crate::worker_docs(self.documents.len(), worker).collect();
-        let model = if mine.is_empty() {
-            None
-        } else {
-            Some(Llama::load(&self.weights).map_err(EngineError::Runtime)?)
+        let model = match (mine.is_empty(), self.cfg.model) {
+            (true, _) => None,
+            (false, ModelName::Smollm2) => Some(Model::Llama(Llama::load(&self.weights).map_err(EngineError::Runtime)?)),
+            (false, ModelName::Minilm) => Some(Model::Bert(Bert::load(&self.weights).map_err(EngineError::Runtime)?)),
         };
         Ok(Box::new(LanguageModelReader {
             name: self.name.clone(),
@@ -178,12 +191,40 @@ impl Source for LanguageModelSource {
     }
 }
 
+enum Model {
+    Llama(Llama),
+    Bert(Bert),
+}
+
+impl Model {
+    /// The residual stream after `layer` for the first `max_tokens` tokens of `text`, and the
+    /// token texts.
+    fn residuals(&self, text: &str, layer: usize, max_tokens: usize) -> std::result::Result<(Vec<f32>, Vec<String>), String> {
+        match self {
+            Model::Llama(m) => {
+                let (mut ids, mut texts) = m.tokenizer.encode_with_text(text)?;
+                ids.truncate(max_tokens);
+                texts.truncate(max_tokens);
+                let out = m.forward(&ids, &[layer])?;
+                Ok((out.residuals.into_iter().next().expect("one layer asked").1, texts))
+            }
+            Model::Bert(m) => {
+                let mut ids = m.encode(text)?;
+                ids.truncate(max_tokens.min(m.config.max_positions));
+                let texts = ids.iter().map(|&i| m.tokenizer.decode(&[i])).collect::<Result<Vec<_>, _>>()?;
+                let mut out = m.forward(&ids)?;
+                Ok((out.layers.swap_remove(layer), texts))
+            }
+        }
+    }
+}
+
 struct LanguageModelReader {
     name: Arc<str>,
     schema: Arc<Schema>,
     documents: Arc<Vec<(u64, String)>>,
     mine: std::iter::Peekable<std::vec::IntoIter<usize>>,
-    model: Option<Llama>,
+    model: Option<Model>,
     layer: usize,
     max_tokens: usize,
     current: Option<u64>,
@@ -196,12 +237,8 @@ impl SourceReader for LanguageModelReader {
         self.current = Some(*line);
         let model = self.model.as_ref().expect("a worker with documents loads the model");
         let fail = |m: String| EngineError::Runtime(format!("document on line {}: {m}", line + 1));
-        let (mut ids, mut texts) = model.tokenizer.encode_with_text(text).map_err(fail)?;
-        ids.truncate(self.max_tokens);
-        texts.truncate(self.max_tokens);
-        let out = model.forward(&ids, &[self.layer]).map_err(fail)?;
-        let (_, data) = out.residuals.into_iter().next().expect("one layer asked");
-        let n = ids.len();
+        let (data, texts) = model.residuals(text, self.layer, self.max_tokens).map_err(fail)?;
+        let n = texts.len();
         let index = RowIndex::Tokens {
             seq_id: vec![*line; n],
             pos: (0..n as u32).collect(),
