@@ -28,7 +28,7 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Float32Type, Float64Type, Int64Type, Schema as ArrowSchema};
 use arrow::record_batch::RecordBatch;
 
-use crate::frame::{Frame, Marker, RowIndex, SparseFrame};
+use crate::frame::{Batch, Frame, Marker, RowIndex, SparseFrame};
 use crate::schema::{Channel, Schema, StreamKind};
 
 /// Metadata key naming the layout (`activations` or `signals`).
@@ -271,6 +271,11 @@ pub struct Decoder {
 
 #[derive(Clone, Debug)]
 enum Layout {
+    Features {
+        features: usize,
+        seq_id: Option<usize>,
+        pos: Option<usize>,
+    },
     Activations {
         act: usize,
         seq_id: Option<usize>,
@@ -292,6 +297,45 @@ impl Decoder {
     pub fn new(arrow: &ArrowSchema, act_column: &str, sample_rate: Option<f64>) -> Result<Decoder, String> {
         let meta = arrow.metadata();
         let find = |name: &str| arrow.index_of(name).ok();
+        if meta.get(META_LAYOUT).is_some_and(|l| l == "features") {
+            let features = find("features").ok_or("features layout without a `features` column")?;
+            let ok = match arrow.field(features).data_type() {
+                DataType::List(item) => match item.data_type() {
+                    DataType::Struct(fields) => {
+                        fields.len() == 2
+                            && fields[0].data_type() == &DataType::UInt32
+                            && fields[1].data_type() == &DataType::Float32
+                    }
+                    _ => false,
+                },
+                _ => false,
+            };
+            if !ok {
+                return Err(format!(
+                    "column `features` has type {}; expected list<struct<id: uint32, act: float32>>",
+                    arrow.field(features).data_type()
+                ));
+            }
+            let n: usize = meta
+                .get(META_N_FEATURES)
+                .ok_or(format!("features layout without {META_N_FEATURES} metadata"))?
+                .parse()
+                .map_err(|_| format!("metadata {META_N_FEATURES} is not a number"))?;
+            let schema = Schema::features(
+                n,
+                meta.get(META_ENCODER).cloned(),
+                meta.get(META_MODEL).cloned(),
+                meta.get(META_LAYER).cloned(),
+            );
+            return Ok(Decoder {
+                schema: Arc::new(schema),
+                layout: Layout::Features {
+                    features,
+                    seq_id: find("seq_id"),
+                    pos: find("pos"),
+                },
+            });
+        }
         if let Some(act) = find(act_column) {
             let width = match arrow.field(act).data_type() {
                 DataType::FixedSizeList(item, n) if is_float(item.data_type()) => *n as usize,
@@ -391,6 +435,58 @@ impl Decoder {
         self.schema.width()
     }
 
+    /// Decodes a record batch of any layout into a batch: sparse for the features layout, dense
+    /// otherwise (see [`Decoder::decode`]).
+    pub fn decode_batch(
+        &mut self,
+        batch: &RecordBatch,
+        stream: &Arc<str>,
+        first_row: u64,
+        file_row: u64,
+        where_: &str,
+    ) -> Result<Batch, String> {
+        let Layout::Features { features, seq_id, pos } = &self.layout else {
+            return self.decode(batch, stream, first_row, file_row, where_).map(Batch::Dense);
+        };
+        let rows = batch.num_rows();
+        let col = batch.column(*features).as_list::<i32>();
+        if col.null_count() > 0 {
+            let r = (0..rows).find(|&r| col.is_null(r)).unwrap_or(0);
+            return Err(format!("{where_}, row {}: `features` is null", file_row + r as u64));
+        }
+        let entries = col.values().as_struct();
+        let ids = entries.column(0).as_primitive::<arrow::datatypes::UInt32Type>();
+        let acts = entries.column(1).as_primitive::<Float32Type>();
+        let offsets = col.value_offsets();
+        let base = offsets[0] as usize;
+        let (start, end) = (base, offsets[rows] as usize);
+        let seq = match seq_id {
+            Some(i) => int_column_u64(batch.column(*i), "seq_id", where_, file_row)?,
+            None => (0..rows as u64).map(|r| first_row + r).collect(),
+        };
+        let positions = match pos {
+            Some(i) => int_column_u64(batch.column(*i), "pos", where_, file_row)?
+                .into_iter()
+                .map(|p| p as u32)
+                .collect(),
+            None => vec![0u32; rows],
+        };
+        SparseFrame::new(
+            stream.clone(),
+            self.schema.clone(),
+            RowIndex::Tokens {
+                seq_id: seq,
+                pos: positions,
+                token: None,
+            },
+            offsets.iter().map(|&o| (o as usize - base) as u32).collect(),
+            ids.values()[start..end].to_vec(),
+            acts.values()[start..end].to_vec(),
+        )
+        .map(Batch::Sparse)
+        .map_err(|e| format!("{where_}: {e}"))
+    }
+
     /// Decodes a record batch whose first row is the `first_row`-th (0-based) of the source.
     /// `where_` names the file and row group for errors; row numbers in errors are file rows.
     pub fn decode(
@@ -403,6 +499,7 @@ impl Decoder {
     ) -> Result<Frame, String> {
         let rows = batch.num_rows();
         match &mut self.layout {
+            Layout::Features { .. } => Err("a features file decodes to sparse batches: use decode_batch".into()),
             Layout::Activations {
                 act,
                 seq_id,

@@ -1,4 +1,4 @@
-//! `parquet`: reads Parquet files in the activation or signal layout (see
+//! `parquet`: reads Parquet files in the activation, signal or features layout (see
 //! `neurostream_engine::layout`). `path` is a file, a directory (its `*.parquet` files in
 //! name order) or a glob. Row groups are dealt round-robin to the workers of all processes;
 //! the event time of a row is its ordinal across all files in order.
@@ -293,14 +293,14 @@ impl SourceReader for ParquetReader {
                     cur.done += batch.num_rows() as u64;
                     let g = cur.group.clone();
                     let where_ = format!("row group {}", g.index);
-                    let frame = self
+                    let decoded = self
                         .decoder
-                        .decode(&batch, &self.name, time, file_row, &where_)
+                        .decode_batch(&batch, &self.name, time, file_row, &where_)
                         .map_err(|m| EngineError::Input {
                             path: self.files[g.file].clone(),
                             message: m,
                         })?;
-                    return Ok(Some((time, Batch::Dense(frame))));
+                    return Ok(Some((time, decoded)));
                 }
             }
         }
