@@ -166,6 +166,8 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                                 .map_or(1, |n| n.get())
                                 .div_ceil(workers.max(1)),
                         ),
+                        max_batch: 0,
+                        max_delay_ms: 5.0,
                     },
                 )?
                 .sink("output", "features", &ParquetSinkConfig::new(&output))?

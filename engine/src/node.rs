@@ -130,6 +130,13 @@ pub trait OperatorInstance {
         let _ = out;
         Ok(())
     }
+    /// Called after every activation of an operator that [holds back](Operator::holds_back) rows,
+    /// whether or not input arrived: emit what is due (e.g. a batch whose latency budget ran
+    /// out) and return when to be called again (`None`: only when input arrives).
+    fn poll(&mut self, out: &mut Vec<Batch>) -> Result<Option<std::time::Duration>> {
+        let _ = out;
+        Ok(None)
+    }
 }
 
 /// Whether a sink writes one output (all data routed to worker 0) or one part per worker.

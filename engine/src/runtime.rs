@@ -447,10 +447,12 @@ where
     let name = name.to_string();
     let ordered = op.partitioning() == Partitioning::ByStream;
     let holds_back = op.holds_back();
+    let scope = input.scope();
     input.unary_frontier::<timely::container::CapacityContainerBuilder<Vec<Batch>>, _, _, _>(
         pact,
         &name.clone(),
-        move |_cap, _info| {
+        move |_cap, info| {
+            let activator = scope.activator_for(info.address);
             let mut instance = match op.instantiate(&device) {
                 Ok(i) => Some(i),
                 Err(e) => {
@@ -503,6 +505,27 @@ where
                     }
                     if holds_back {
                         held = Some(cap);
+                    }
+                }
+                // Operators that hold rows back may have some due now (a latency budget ran out).
+                if let (Some(inst), Some(cap), false) = (instance.as_mut(), held.as_ref(), shared.failed()) {
+                    let t0 = Instant::now();
+                    let r = inst.poll(&mut out);
+                    stats.busy += t0.elapsed();
+                    match r {
+                        Ok(next) => {
+                            if !out.is_empty() {
+                                stats.rows_out += out.iter().map(|b| b.rows() as u64).sum::<u64>();
+                                output.session(cap).give_iterator(out.drain(..));
+                            }
+                            if let Some(after) = next {
+                                activator.activate_after(after);
+                            }
+                        }
+                        Err(e) => {
+                            shared.fail(format!("`{name}`: {e}"));
+                            out.clear();
+                        }
                     }
                 }
                 // The held capability only needs to cover what may still arrive: keep it at the

@@ -8,6 +8,8 @@
         d: 1 good batch (seq_id 30), then half a message and a hang-up (truncated frame)
         e: the wrong d_model
       and writes every row the engine must have accepted to EXPECTED.parquet.
+  live_clients.py slow ADDRESS GAP_MS
+      one client (d_model 64) sends a 4-row frame, waits GAP_MS, sends another, and closes.
   live_clients.py check OUT.parquet EXPECTED.parquet
       the engine's output holds exactly the expected rows (matched on seq_id, pos), values equal.
 """
@@ -69,6 +71,16 @@ def send(address, expected_path):
     print(f"sent {len(rows)} good rows")
 
 
+def slow(address, gap_ms):
+    import time
+    host, port = address.rsplit(":", 1)
+    rng = np.random.default_rng(4)
+    with Client(host, int(port), stream="slow") as c:
+        c.send(rng.normal(size=(4, 64)).astype(np.float32), seq_id=0)
+        time.sleep(int(gap_ms) / 1000)
+        c.send(rng.normal(size=(4, 64)).astype(np.float32), seq_id=1)
+
+
 def check(out, expected):
     got = pq.read_table(out).to_pydict()
     exp = pq.read_table(expected).to_pydict()
@@ -82,4 +94,4 @@ def check(out, expected):
 
 
 if __name__ == "__main__":
-    {"send": send, "check": check}[sys.argv[1]](*sys.argv[2:])
+    {"send": send, "check": check, "slow": slow}[sys.argv[1]](*sys.argv[2:])

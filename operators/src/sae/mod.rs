@@ -102,6 +102,17 @@ pub struct SaeEncodeConfig {
     /// CPU threads per worker for the encoder matmul (default 1: workers provide parallelism).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threads: Option<usize>,
+    /// Live traffic: gather rows across frames and streams into one encode of up to this many
+    /// rows (default 0: encode every frame as it comes).
+    #[serde(default)]
+    pub max_batch: usize,
+    /// With `max_batch`: the longest a row waits for its batch to fill, in milliseconds (default 5).
+    #[serde(default = "default_max_delay_ms")]
+    pub max_delay_ms: f64,
+}
+
+fn default_max_delay_ms() -> f64 {
+    5.0
 }
 
 impl NodeConfig for SaeEncodeConfig {
@@ -145,10 +156,21 @@ impl OperatorKind for SaeEncodeKind {
         if threads == 0 {
             return fail("`threads` must be at least 1".into());
         }
+        if cfg.max_batch > 0 && !(cfg.max_delay_ms >= 0.0 && cfg.max_delay_ms.is_finite()) {
+            return fail(format!(
+                "`max_delay_ms` must be a finite number >= 0, got {}",
+                cfg.max_delay_ms
+            ));
+        }
         Ok(Arc::new(SaeEncode {
             sae: Arc::new(sae),
             schema,
             threads,
+            batching: (cfg.max_batch > 0).then(|| Batching {
+                max_rows: cfg.max_batch,
+                max_delay: std::time::Duration::from_secs_f64(cfg.max_delay_ms / 1000.0),
+            }),
+            name: ctx.name.to_string(),
         }))
     }
 }
@@ -157,6 +179,15 @@ struct SaeEncode {
     sae: Arc<Sae>,
     schema: Arc<Schema>,
     threads: usize,
+    batching: Option<Batching>,
+    name: String,
+}
+
+/// Cross-frame batching for live traffic.
+#[derive(Clone, Copy, Debug)]
+struct Batching {
+    max_rows: usize,
+    max_delay: std::time::Duration,
 }
 
 impl Operator for SaeEncode {
@@ -166,6 +197,10 @@ impl Operator for SaeEncode {
 
     fn partitioning(&self) -> Partitioning {
         Partitioning::Local
+    }
+
+    fn holds_back(&self) -> bool {
+        self.batching.is_some()
     }
 
     fn instantiate(&self, device: &ComputeDevice) -> Result<Box<dyn OperatorInstance>> {
@@ -178,6 +213,12 @@ impl Operator for SaeEncode {
             schema: self.schema.clone(),
             kernels,
             prepared: Vec::new(),
+            batching: self.batching,
+            pending: Vec::new(),
+            pending_rows: 0,
+            waits_ms: Vec::new(),
+            flushes: 0,
+            name: self.name.clone(),
         }))
     }
 }
@@ -187,6 +228,56 @@ struct SaeEncodeInstance {
     schema: Arc<Schema>,
     kernels: Box<dyn SaeKernels>,
     prepared: Vec<f32>,
+    batching: Option<Batching>,
+    /// Frames waiting for their batch, with their arrival time.
+    pending: Vec<(neurostream_engine::Frame, std::time::Instant)>,
+    pending_rows: usize,
+    /// Added latency of every batched frame, milliseconds.
+    waits_ms: Vec<f64>,
+    flushes: u64,
+    name: String,
+}
+
+impl SaeEncodeInstance {
+    /// Encodes the pending frames in one kernel call and splits the result back per frame.
+    fn flush(&mut self, out: &mut Vec<Batch>) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let d_in = self.sae.d_in;
+        let rows = self.pending_rows;
+        self.prepared.resize(rows * d_in, 0.0);
+        let mut at = 0;
+        for (frame, _) in &self.pending {
+            for row in frame.data.chunks_exact(d_in) {
+                self.sae.prepare_input(row, &mut self.prepared[at * d_in..(at + 1) * d_in]);
+                at += 1;
+            }
+        }
+        let csr = self.kernels.encode(&self.sae, &self.prepared, rows)?;
+        let now = std::time::Instant::now();
+        let mut first = 0usize;
+        for (frame, arrived) in self.pending.drain(..) {
+            if self.batching.is_some() {
+                self.waits_ms.push(now.duration_since(arrived).as_secs_f64() * 1000.0);
+            }
+            let n = frame.rows();
+            let (a, b) = (csr.offsets[first] as usize, csr.offsets[first + n] as usize);
+            let offsets = csr.offsets[first..=first + n].iter().map(|o| o - a as u32).collect();
+            out.push(Batch::Sparse(SparseFrame::new(
+                frame.stream.clone(),
+                self.schema.clone(),
+                frame.index,
+                offsets,
+                csr.ids[a..b].to_vec(),
+                csr.values[a..b].to_vec(),
+            )?));
+            first += n;
+        }
+        self.pending_rows = 0;
+        self.flushes += 1;
+        Ok(())
+    }
 }
 
 impl OperatorInstance for SaeEncodeInstance {
@@ -205,20 +296,43 @@ impl OperatorInstance for SaeEncodeInstance {
                 frame.width()
             )));
         }
-        let rows = frame.rows();
-        self.prepared.resize(rows * d_in, 0.0);
-        for (row, dst) in frame.data.chunks_exact(d_in).zip(self.prepared.chunks_exact_mut(d_in)) {
-            self.sae.prepare_input(row, dst);
+        self.pending_rows += frame.rows();
+        self.pending.push((frame, std::time::Instant::now()));
+        match self.batching {
+            Some(b) if self.pending_rows < b.max_rows => Ok(()),
+            _ => self.flush(out),
         }
-        let csr = self.kernels.encode(&self.sae, &self.prepared, rows)?;
-        out.push(Batch::Sparse(SparseFrame::new(
-            frame.stream.clone(),
-            self.schema.clone(),
-            frame.index,
-            csr.offsets,
-            csr.ids,
-            csr.values,
-        )?));
+    }
+
+    fn poll(&mut self, out: &mut Vec<Batch>) -> Result<Option<std::time::Duration>> {
+        let (Some(b), Some((_, oldest))) = (self.batching, self.pending.first()) else {
+            return Ok(None);
+        };
+        let waited = oldest.elapsed();
+        if waited >= b.max_delay {
+            self.flush(out)?;
+            return Ok(None);
+        }
+        Ok(Some(b.max_delay - waited))
+    }
+
+    fn finish(&mut self, out: &mut Vec<Batch>) -> Result<()> {
+        self.flush(out)?;
+        if self.batching.is_some() && !self.waits_ms.is_empty() {
+            let mut w = self.waits_ms.clone();
+            w.sort_by(f64::total_cmp);
+            let q = |p: f64| w[((w.len() - 1) as f64 * p).round() as usize];
+            tracing::info!(
+                "sae_encode `{}`: {} frames in {} batches ({:.1} frames per batch); added latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+                self.name,
+                w.len(),
+                self.flushes,
+                w.len() as f64 / self.flushes.max(1) as f64,
+                q(0.5),
+                q(0.99),
+                w[w.len() - 1]
+            );
+        }
         Ok(())
     }
 }
