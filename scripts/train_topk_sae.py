@@ -4,7 +4,7 @@ SAE until the engine's own `sae_train` lands, and is the reference the engine's 
 compared against.
 
   train_topk_sae.py ACTS.parquet OUT_DIR [--d-sae 2048] [--k 32] [--steps 3000] [--batch 1024]
-                    [--lr 4e-4] [--holdout-from SEQ_ID] [--seed 0] [--dtype float16]
+                    [--lr 4e-4] [--holdout-from SEQ_ID] [--skip-first 1] [--seed 0] [--dtype float16]
 
 Recipe: inputs scaled so their mean squared norm is d_in (recorded as SAELens
 `normalize_activations = expected_average_only_in` with `norm_scaling_factor`); b_dec starts at
@@ -26,14 +26,15 @@ import pyarrow.parquet as pq
 from safetensors.numpy import save_file
 
 
-def load(path, holdout_from):
+def load(path, holdout_from, skip_first):
     t = pq.read_table(path)
     d = int(t.schema.metadata[b"neurostream.d_model"])
     x = np.asarray(t["act"].combine_chunks().flatten(), np.float32).reshape(-1, d)
     seq = t["seq_id"].to_numpy()
+    keep = t["pos"].to_numpy() >= skip_first
     meta = {k.decode(): v.decode() for k, v in t.schema.metadata.items()}
     train = seq < holdout_from if holdout_from is not None else np.ones(len(seq), bool)
-    return x[train], x[~train], meta
+    return x[train & keep], x[~train & keep], meta
 
 
 def topk_mask(h, k):
@@ -58,10 +59,12 @@ def main():
     ap.add_argument("--lr", type=float, default=4e-4)
     ap.add_argument("--holdout-from", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--skip-first", type=int, default=1,
+                    help="drop each sequence's first N tokens (a language model's first token is an attention sink whose norm is ~100x the others)")
     ap.add_argument("--dtype", default="float16")
     a = ap.parse_args()
     rng = np.random.default_rng(a.seed)
-    train, held, meta = load(a.acts, a.holdout_from)
+    train, held, meta = load(a.acts, a.holdout_from, a.skip_first)
     n, d = train.shape
     m, k = a.d_sae, a.k
     scale = float(np.sqrt(d / np.mean((train.astype(np.float64) ** 2).sum(1))))

@@ -146,3 +146,69 @@ fn minilm_hidden_states_stream_with_wordpiece_tokens() {
     let got: Vec<f32> = rows.iter().filter(|r| r.0 == 0).flat_map(|r| r.3.clone()).collect();
     assert_eq!(&got, want);
 }
+
+#[test]
+fn smollm2_monitor_example_runs_with_the_bundled_sae() {
+    if neurostream::models::test_weights("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf").is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    std::fs::create_dir_all(d.join("data/text")).unwrap();
+    std::fs::create_dir_all(d.join("data/smollm2_sae")).unwrap();
+    std::fs::copy(root.join("data/text/abstracts.txt"), d.join("data/text/abstracts.txt")).unwrap();
+    for f in ["cfg.json", "sae_weights.safetensors"] {
+        std::fs::copy(root.join("data/smollm2_sae").join(f), d.join("data/smollm2_sae").join(f)).unwrap();
+    }
+    // Four documents keep the debug-build test short; the windows shrink with them.
+    let toml = std::fs::read_to_string(root.join("llm_monitor_smollm2.toml"))
+        .unwrap()
+        .replace("documents = 48", "documents = 4")
+        .replace("window = 1024\nstep = 512", "window = 128\nstep = 64");
+    std::fs::write(d.join("m.toml"), toml).unwrap();
+    run_ok(d, &["run", "m.toml", "--quiet", "-w", "2"]);
+    let examples = d.join("out/smollm2_monitor/top_examples.parquet");
+    assert!(common::row_count(&examples) > 100);
+    // Token text flows through to the top examples' context.
+    let file = std::fs::File::open(&examples).unwrap();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap();
+    let mut contexts = 0;
+    for b in reader {
+        use arrow::array::{Array, AsArray};
+        let b = b.unwrap();
+        let c = b.column_by_name("context").unwrap().as_string::<i32>().clone();
+        contexts += (0..b.num_rows())
+            .filter(|&r| c.is_valid(r) && c.value(r).contains('«'))
+            .count();
+    }
+    assert!(contexts > 100, "{contexts}");
+    // The SAE reconstructs this model's activations: mean explained variance per token > 0.8.
+    let file = std::fs::File::open(d.join("out/smollm2_quality/scalars.parquet")).unwrap();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap();
+    let mut all_time_ev = Vec::new();
+    for b in reader {
+        use arrow::array::AsArray;
+        let b = b.unwrap();
+        let scope = b.column_by_name("scope").unwrap().as_string::<i32>().clone();
+        let column = b.column_by_name("column").unwrap().as_string::<i32>().clone();
+        let mean = b
+            .column_by_name("mean")
+            .unwrap()
+            .as_primitive::<arrow::datatypes::Float64Type>()
+            .clone();
+        for r in 0..b.num_rows() {
+            if scope.value(r) == "all_time" && column.value(r) == "explained_variance" {
+                all_time_ev.push(mean.value(r));
+            }
+        }
+    }
+    let ev = *all_time_ev.last().expect("all-time rows");
+    assert!(ev > 0.8, "mean explained variance {ev}");
+}
