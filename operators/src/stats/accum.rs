@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use super::panes::Span;
+
 /// Logarithmically spaced bins over `10^lo .. 10^hi`; values outside clamp to the end bins.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct LogBins {
@@ -90,26 +92,6 @@ impl Accum {
         }
     }
 
-    /// Adds every sum of `other` into `self`.
-    pub fn merge(&mut self, other: &Accum) {
-        self.tokens += other.tokens;
-        for (a, b) in self.count.iter_mut().zip(&other.count) {
-            *a += b;
-        }
-        for (a, b) in self.sum.iter_mut().zip(&other.sum) {
-            *a += b;
-        }
-        for (a, b) in self.max.iter_mut().zip(&other.max) {
-            *a = a.max(*b);
-        }
-        for (a, b) in self.hist.iter_mut().zip(&other.hist) {
-            *a += b;
-        }
-        for (k, v) in &other.l0 {
-            *self.l0.entry(*k).or_default() += v;
-        }
-    }
-
     /// Firing density of feature `f` (count / tokens; 0 for an empty span).
     pub fn density(&self, f: usize) -> f64 {
         if self.tokens == 0 {
@@ -125,6 +107,27 @@ impl Accum {
             0.0
         } else {
             self.sum[f] / self.count[f] as f64
+        }
+    }
+}
+
+impl Span for Accum {
+    fn merge(&mut self, other: &Accum) {
+        self.tokens += other.tokens;
+        for (a, b) in self.count.iter_mut().zip(&other.count) {
+            *a += b;
+        }
+        for (a, b) in self.sum.iter_mut().zip(&other.sum) {
+            *a += b;
+        }
+        for (a, b) in self.max.iter_mut().zip(&other.max) {
+            *a = a.max(*b);
+        }
+        for (a, b) in self.hist.iter_mut().zip(&other.hist) {
+            *a += b;
+        }
+        for (k, v) in &other.l0 {
+            *self.l0.entry(*k).or_default() += v;
         }
     }
 }

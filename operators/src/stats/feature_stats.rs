@@ -1,6 +1,6 @@
 //! The `feature_stats` operator.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use neurostream_engine::{
@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::accum::{Accum, LogBins};
 use super::alerts::{alerts_table, read_reference_densities, Alert, FeatureRule, Reference};
 use super::examples::TopExamples;
+use super::panes::Panes;
 use super::tables::{Scope, TableBuilder};
 
 /// The tables `feature_stats` emits, in order.
@@ -271,7 +272,7 @@ struct StreamState {
     name: Arc<str>,
     tokens: u64,
     pane: Accum,
-    panes: VecDeque<Accum>,
+    panes: Panes<Accum>,
     spare: Vec<Accum>,
     all: Accum,
     /// Token index + 1 of each feature's last firing (0: never).
@@ -306,7 +307,7 @@ impl OperatorInstance for FeatureStatsInstance {
                 name: frame.stream.clone(),
                 tokens: 0,
                 pane: Accum::new(s.n_features, bins),
-                panes: VecDeque::new(),
+                panes: Panes::new(s.window, s.step),
                 spare: Vec::new(),
                 all: Accum::new(s.n_features, bins),
                 last_fired: vec![0; s.n_features],
@@ -380,13 +381,9 @@ fn close_pane(state: &mut StreamState, s: &Settings, schema: &Arc<Schema>, out: 
     let bins = s.act_bins.map_or(0, |b| b.bins);
     let fresh = state.spare.pop().unwrap_or_else(|| Accum::new(s.n_features, bins));
     let full = std::mem::replace(&mut state.pane, fresh);
-    if s.window > 0 {
-        state.panes.push_back(full);
-        while state.panes.len() as u64 > s.window / s.step {
-            let mut old = state.panes.pop_front().unwrap();
-            old.clear();
-            state.spare.push(old);
-        }
+    if let Some(mut old) = state.panes.push(full) {
+        old.clear();
+        state.spare.push(old);
     }
     let all_time = s.all_time == AllTimeEvery::Window;
     emit(state, s, schema, s.window > 0, all_time, false, out);
@@ -421,14 +418,7 @@ fn emit(
     if window {
         let mut w = Accum::new(s.n_features, s.act_bins.map_or(0, |b| b.bins));
         let partial = !state.tokens.is_multiple_of(s.step.max(1));
-        // A final window ends with the partial pane and keeps the window's length in panes.
-        let skip = usize::from(partial && state.panes.len() as u64 == s.window / s.step);
-        for p in state.panes.iter().skip(skip) {
-            w.merge(p);
-        }
-        if partial {
-            w.merge(&state.pane);
-        }
+        state.panes.merge_window(partial.then_some(&state.pane), &mut w);
         scopes.push((Scope::Window, end - w.tokens, w));
     }
     if all_time {

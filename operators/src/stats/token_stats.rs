@@ -2,7 +2,7 @@
 //! of a token-scalar stream (e.g. `sae_reconstruct`'s metrics), with alerts such as a windowed
 //! fraction of variance unexplained above a bound.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use neurostream_engine::{
@@ -12,6 +12,7 @@ use neurostream_engine::{
 use serde::{Deserialize, Serialize};
 
 use super::alerts::{alerts_table, Alert, ScalarRule};
+use super::panes::{Panes, Span};
 use super::tables::{Scope, TableBuilder};
 
 /// The tables `token_stats` emits.
@@ -148,14 +149,6 @@ impl Sums {
             self.max[c] = self.max[c].max(v);
         }
     }
-    fn merge(&mut self, o: &Sums) {
-        self.tokens += o.tokens;
-        for c in 0..self.sum.len() {
-            self.sum[c] += o.sum[c];
-            self.min[c] = self.min[c].min(o.min[c]);
-            self.max[c] = self.max[c].max(o.max[c]);
-        }
-    }
     fn mean(&self, c: usize) -> f64 {
         if self.tokens == 0 {
             f64::NAN
@@ -165,10 +158,21 @@ impl Sums {
     }
 }
 
+impl Span for Sums {
+    fn merge(&mut self, o: &Sums) {
+        self.tokens += o.tokens;
+        for c in 0..self.sum.len() {
+            self.sum[c] += o.sum[c];
+            self.min[c] = self.min[c].min(o.min[c]);
+            self.max[c] = self.max[c].max(o.max[c]);
+        }
+    }
+}
+
 struct StreamState {
     tokens: u64,
     pane: Sums,
-    panes: VecDeque<Sums>,
+    panes: Panes<Sums>,
     all: Sums,
     emitted_at: Option<u64>,
 }
@@ -191,13 +195,7 @@ impl TokenStatsInstance {
         if self.window > 0 {
             let mut w = Sums::new(width);
             let partial = !end.is_multiple_of(self.step);
-            let skip = usize::from(partial && state.panes.len() as u64 == self.window / self.step);
-            for p in state.panes.iter().skip(skip) {
-                w.merge(p);
-            }
-            if partial {
-                w.merge(&state.pane);
-            }
+            state.panes.merge_window(partial.then_some(&state.pane), &mut w);
             scopes.push((Scope::Window, end - w.tokens, w));
         }
         scopes.push((Scope::AllTime, 0, state.all.clone()));
@@ -284,7 +282,7 @@ impl OperatorInstance for TokenStatsInstance {
         let mut state = self.streams.remove(&name).unwrap_or_else(|| StreamState {
             tokens: 0,
             pane: Sums::new(width),
-            panes: VecDeque::new(),
+            panes: Panes::new(self.window, self.step),
             all: Sums::new(width),
             emitted_at: None,
         });
@@ -295,12 +293,7 @@ impl OperatorInstance for TokenStatsInstance {
             state.tokens += 1;
             if self.step > 0 && state.tokens.is_multiple_of(self.step) {
                 let full = std::mem::replace(&mut state.pane, Sums::new(width));
-                if self.window > 0 {
-                    state.panes.push_back(full);
-                    while state.panes.len() as u64 > self.window / self.step {
-                        state.panes.pop_front();
-                    }
-                }
+                state.panes.push(full);
                 self.emit(&name, &mut state, false, out);
             }
         }
