@@ -4,10 +4,7 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
-use common::{bin, python, run_ok, run_python};
+use common::{python, run_ok, run_python};
 
 fn setup() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
@@ -118,26 +115,9 @@ fn a_lone_live_frame_waits_only_its_latency_budget() {
          [sinks.out]\nkind = \"parquet\"\ninput = \"enc\"\npath = \"out.parquet\"\n",
     )
     .unwrap();
-    let child = Command::new(bin())
-        .args(["run", "live.toml"])
-        .current_dir(d)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    let address = loop {
-        if let Ok(a) = std::fs::read_to_string(d.join("address.txt")) {
-            break a;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "the engine never started listening"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let (child, address) = common::spawn_live(d, "live.toml", &[]);
     // Two small frames 600 ms apart: neither fills a batch of 4096 rows.
-    run_python(&py, "live_clients.py", &["slow", address.trim(), "600"]);
+    run_python(&py, "live_clients.py", &["slow", address.as_str(), "600"]);
     let out = child.wait_with_output().unwrap();
     let log = format!(
         "{}{}",

@@ -4,10 +4,7 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
-use common::{bin, python, run_python};
+use common::{python, run_python};
 
 #[test]
 fn live_clients_stream_into_parquet_and_bad_clients_are_dropped() {
@@ -35,26 +32,9 @@ tokens = true
 "#,
     )
     .unwrap();
-    let child = Command::new(bin())
-        .args(["run", "live.toml", "--quiet"])
-        .current_dir(d)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    let address = loop {
-        if let Ok(a) = std::fs::read_to_string(d.join("address.txt")) {
-            break a;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "the engine never started listening"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let (child, address) = common::spawn_live(d, "live.toml", &["--quiet"]);
     let at = |n: &str| d.join(n).to_string_lossy().to_string();
-    run_python(&py, "live_clients.py", &["send", address.trim(), &at("expected.parquet")]);
+    run_python(&py, "live_clients.py", &["send", address.as_str(), &at("expected.parquet")]);
     let out = child.wait_with_output().unwrap();
     let log = format!(
         "{}{}",

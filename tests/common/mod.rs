@@ -158,3 +158,30 @@ pub fn rows(path: &Path) -> Vec<(u64, Vec<f32>)> {
 pub fn row_count(path: &Path) -> usize {
     read_parquet(path).iter().map(|b| b.num_rows()).sum()
 }
+
+/// Starts `neurostream run <pipeline> [args]` in `dir` in the background and waits (up to 60 s)
+/// until its live source has written its listening address to `dir/address.txt`.
+/// The caller waits on the returned child.
+#[allow(clippy::zombie_processes)]
+pub fn spawn_live(dir: &Path, pipeline: &str, args: &[&str]) -> (std::process::Child, String) {
+    let mut child = Command::new(bin())
+        .args(["run", pipeline])
+        .args(args)
+        .current_dir(dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn neurostream");
+    let start = std::time::Instant::now();
+    loop {
+        if let Ok(a) = std::fs::read_to_string(dir.join("address.txt")) {
+            return (child, a.trim().to_string());
+        }
+        if start.elapsed() > std::time::Duration::from_secs(60) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the engine never started listening");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
