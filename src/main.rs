@@ -168,6 +168,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                         ),
                         max_batch: 0,
                         max_delay_ms: 5.0,
+                        weight_dtype: neurostream::operators::sae::half_weights::WeightDtype::F32,
                     },
                 )?
                 .sink("output", "features", &ParquetSinkConfig::new(&output))?

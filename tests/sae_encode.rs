@@ -282,3 +282,18 @@ fn reconstruction_metrics_match_numpy_decode() {
         &["normalize_activations=expected_average_only_in", "norm_scaling_factor=0.8"],
     );
 }
+
+#[test]
+fn f16_weight_storage_on_the_cpu_matches_the_reference_for_f16_saes() {
+    // The SAE is stored in f16, so keeping W_enc in f16 loses nothing: the encoding must match
+    // the float64 reference as tightly as the f32 path does.
+    let Some(py) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let sae = make_sae(&py, d, "saelens", "topk", "11", &["k=12", "dtype=float16"]);
+    let toml = pipeline("cpu").replace("device = \"cpu\"", "device = \"cpu\"\nweight_dtype = \"f16\"");
+    std::fs::write(d.join("p.toml"), toml).unwrap();
+    run_ok(d, &["run", "p.toml", "--quiet", "-w", "2"]);
+    let p = |f: &str| d.join(f).to_string_lossy().to_string();
+    run_python(&py, "sae_reference.py", &["check", &sae, &p("acts.parquet"), &p("features.parquet")]);
+}

@@ -2,16 +2,17 @@
 //! directory, in batches, and prints one JSON line with tokens/s. Driven by
 //! `bench/sae_encode.py`, which runs PyTorch (or numpy) on the same SAE and data.
 //!
-//! usage: sae_encode_bench SAE_DIR INPUT.f32 D_IN BATCH SECONDS THREADS
+//! usage: sae_encode_bench SAE_DIR INPUT.f32 D_IN BATCH SECONDS THREADS [f32|f16|bf16]
 
 use std::time::Instant;
 
+use neurostream_operators::sae::half_weights::WeightDtype;
 use neurostream_operators::sae::{CpuSae, Sae, SaeKernels};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    if args.len() != 7 {
-        eprintln!("usage: sae_encode_bench SAE_DIR INPUT.f32 D_IN BATCH SECONDS THREADS");
+    if args.len() != 7 && args.len() != 8 {
+        eprintln!("usage: sae_encode_bench SAE_DIR INPUT.f32 D_IN BATCH SECONDS THREADS [f32|f16|bf16]");
         std::process::exit(2);
     }
     let sae = Sae::load(args[1].as_ref(), None).unwrap_or_else(|e| panic!("{e}"));
@@ -26,7 +27,13 @@ fn main() {
     let threads: usize = args[6].parse().unwrap();
     assert_eq!(d_in, sae.d_in);
     let rows = x.len() / d_in;
-    let mut kernel = CpuSae::with_threads(&sae, threads);
+    let dtype = match args.get(7).map(String::as_str) {
+        None | Some("f32") => WeightDtype::F32,
+        Some("f16") => WeightDtype::F16,
+        Some("bf16") => WeightDtype::Bf16,
+        Some(o) => panic!("weights `{o}`: f32, f16 or bf16"),
+    };
+    let mut kernel = CpuSae::with_threads(&sae, threads).with_weight_dtype(&sae, dtype);
     let mut prepared = vec![0f32; batch * d_in];
     let (mut tokens, mut nnz) = (0usize, 0usize);
     // Warm-up, then time whole batches until `seconds` have passed.

@@ -15,6 +15,8 @@ pub struct CpuSae {
     shift: Vec<f32>,
     z: Vec<f32>,
     threads: usize,
+    /// `W_enc` in 16 bits, when asked for; the f32 weights are used otherwise.
+    half: Option<super::half_weights::HalfWeights>,
 }
 
 impl CpuSae {
@@ -32,7 +34,14 @@ impl CpuSae {
             shift,
             z: Vec::new(),
             threads: threads.max(1),
+            half: None,
         }
+    }
+
+    /// Stores `W_enc` as `dtype` (f16 or bf16 halve the bytes streamed per token; f32 keeps it).
+    pub fn with_weight_dtype(mut self, sae: &Sae, dtype: super::half_weights::WeightDtype) -> CpuSae {
+        self.half = super::half_weights::HalfWeights::new(&sae.w_enc, dtype);
+        self
     }
 }
 
@@ -128,7 +137,7 @@ fn gemm_block(x: &[f32], w: &[f32], rows: usize, k: usize, n: usize, c0: usize, 
 
 /// Columns `c0..c1` of `x @ w` for a few rows, into `out` (rows × (c1 − c0)).
 #[allow(clippy::too_many_arguments)]
-fn axpy_columns(x: &[f32], w: &[f32], rows: usize, k: usize, n: usize, c0: usize, c1: usize, out: &mut [f32]) {
+pub(crate) fn axpy_columns(x: &[f32], w: &[f32], rows: usize, k: usize, n: usize, c0: usize, c1: usize, out: &mut [f32]) {
     let cw = c1 - c0;
     out[..rows * cw].fill(0.0);
     for i in 0..k {
@@ -217,15 +226,11 @@ impl SaeKernels for CpuSae {
         for start in (0..rows).step_by(BLOCK) {
             let m = BLOCK.min(rows - start);
             self.z.resize(m * n, 0.0);
-            matmul(
-                &input[start * d_in..(start + m) * d_in],
-                &sae.w_enc,
-                m,
-                d_in,
-                n,
-                &mut self.z,
-                self.threads,
-            );
+            let x = &input[start * d_in..(start + m) * d_in];
+            match &self.half {
+                Some(h) => h.matmul(x, m, d_in, n, &mut self.z, self.threads),
+                None => matmul(x, &sae.w_enc, m, d_in, n, &mut self.z, self.threads),
+            }
             let per = m.div_ceil(self.threads);
             let (scale, shift, z) = (&self.scale, &self.shift, &self.z);
             if self.threads == 1 || m < 2 {

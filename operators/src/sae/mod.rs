@@ -6,6 +6,7 @@
 
 mod cpu;
 mod gpu;
+pub mod half_weights;
 pub mod model;
 pub mod npz;
 pub mod reconstruct;
@@ -109,6 +110,13 @@ pub struct SaeEncodeConfig {
     /// With `max_batch`: the longest a row waits for its batch to fill, in milliseconds (default 5).
     #[serde(default = "default_max_delay_ms")]
     pub max_delay_ms: f64,
+    /// CPU kernel: store `W_enc` as `f32` (default), `f16` or `bf16` (half the bytes per token).
+    #[serde(default = "default_weight_dtype")]
+    pub weight_dtype: half_weights::WeightDtype,
+}
+
+fn default_weight_dtype() -> half_weights::WeightDtype {
+    half_weights::WeightDtype::F32
 }
 
 fn default_max_delay_ms() -> f64 {
@@ -171,6 +179,7 @@ impl OperatorKind for SaeEncodeKind {
                 max_delay: std::time::Duration::from_secs_f64(cfg.max_delay_ms / 1000.0),
             }),
             name: ctx.name.to_string(),
+            weight_dtype: cfg.weight_dtype,
         }))
     }
 }
@@ -181,6 +190,7 @@ struct SaeEncode {
     threads: usize,
     batching: Option<Batching>,
     name: String,
+    weight_dtype: half_weights::WeightDtype,
 }
 
 /// Cross-frame batching for live traffic.
@@ -205,8 +215,15 @@ impl Operator for SaeEncode {
 
     fn instantiate(&self, device: &ComputeDevice) -> Result<Box<dyn OperatorInstance>> {
         let kernels: Box<dyn SaeKernels> = match device {
-            ComputeDevice::Cpu => Box::new(CpuSae::with_threads(&self.sae, self.threads)),
-            ComputeDevice::Gpu(ctx) => Box::new(GpuSae::new(ctx.clone(), &self.sae)?),
+            ComputeDevice::Cpu => {
+                Box::new(CpuSae::with_threads(&self.sae, self.threads).with_weight_dtype(&self.sae, self.weight_dtype))
+            }
+            ComputeDevice::Gpu(ctx) => {
+                if self.weight_dtype != half_weights::WeightDtype::F32 {
+                    tracing::warn!("sae_encode `{}`: weight_dtype applies to the CPU kernel; the GPU keeps f32", self.name);
+                }
+                Box::new(GpuSae::new(ctx.clone(), &self.sae)?)
+            }
         };
         Ok(Box::new(SaeEncodeInstance {
             sae: self.sae.clone(),
