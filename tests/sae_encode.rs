@@ -295,5 +295,9 @@ fn f16_weight_storage_on_the_cpu_matches_the_reference_for_f16_saes() {
     std::fs::write(d.join("p.toml"), toml).unwrap();
     run_ok(d, &["run", "p.toml", "--quiet", "-w", "2"]);
     let p = |f: &str| d.join(f).to_string_lossy().to_string();
-    run_python(&py, "sae_reference.py", &["check", &sae, &p("acts.parquet"), &p("features.parquet")]);
+    run_python(
+        &py,
+        "sae_reference.py",
+        &["check", &sae, &p("acts.parquet"), &p("features.parquet")],
+    );
 }

@@ -220,7 +220,10 @@ impl Operator for SaeEncode {
             }
             ComputeDevice::Gpu(ctx) => {
                 if self.weight_dtype != half_weights::WeightDtype::F32 {
-                    tracing::warn!("sae_encode `{}`: weight_dtype applies to the CPU kernel; the GPU keeps f32", self.name);
+                    tracing::warn!(
+                        "sae_encode `{}`: weight_dtype applies to the CPU kernel; the GPU keeps f32",
+                        self.name
+                    );
                 }
                 Box::new(GpuSae::new(ctx.clone(), &self.sae)?)
             }
