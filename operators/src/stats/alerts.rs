@@ -23,6 +23,32 @@ pub enum Reference {
     /// A `features.parquet` table written by an earlier `feature_stats` run: its latest
     /// `all_time` rows (or its latest window when it has no all-time rows).
     File(String),
+    /// An SAE's `sparsity.safetensors` (SAELens): the training-time log10 firing density of
+    /// every latent, tensor `sparsity` (or `log_feature_sparsity`).
+    Sparsity(String),
+}
+
+/// Reads expected densities from a SAELens `sparsity.safetensors` (log10 densities).
+pub fn read_sparsity_densities(path: &Path, n_features: usize) -> Result<Vec<f64>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+    let st =
+        safetensors::SafeTensors::deserialize(&bytes).map_err(|e| format!("{}: not a safetensors file: {e}", path.display()))?;
+    let t = st
+        .tensor("sparsity")
+        .or_else(|_| st.tensor("log_feature_sparsity"))
+        .map_err(|_| format!("{}: no tensor `sparsity` or `log_feature_sparsity`", path.display()))?;
+    let dtype = neurostream_engine::tensor::DType::from_safetensors(t.dtype())
+        .ok_or_else(|| format!("{}: sparsity has dtype {:?}", path.display(), t.dtype()))?;
+    let mut log10 = Vec::new();
+    neurostream_engine::tensor::decode_le(dtype, t.data(), &mut log10);
+    if log10.len() != n_features {
+        return Err(format!(
+            "{}: {} sparsity values for an input of {n_features} features",
+            path.display(),
+            log10.len()
+        ));
+    }
+    Ok(log10.iter().map(|&l| 10f64.powf(l as f64)).collect())
 }
 
 /// A rule on the feature statistics of each window.
@@ -37,7 +63,8 @@ pub enum FeatureRule {
         above: Option<f64>,
         /// Lower ratio bound.
         below: Option<f64>,
-        /// `previous_window` (default), `first_window`, or `{ file = "ref/features.parquet" }`.
+        /// `previous_window` (default), `first_window`, `{ file = "ref/features.parquet" }`, or
+        /// `{ sparsity = "sae/sparsity.safetensors" }` (the SAE's training-time densities).
         #[serde(default = "previous_window")]
         reference: Reference,
         /// Features to watch (default: all).
@@ -237,7 +264,34 @@ mod tests {
             matches!(&t.alerts[0], FeatureRule::DensityRatio { reference: Reference::PreviousWindow, min_count, .. } if *min_count == 5.0)
         );
         assert!(matches!(&t.alerts[1], FeatureRule::DensityRatio { reference: Reference::File(f), .. } if f == "ref.parquet"));
+        let s: T = toml::from_str(
+            "[[alerts]]\nrule = \"density_ratio\"\nabove = 3.0\nreference = { sparsity = \"sae/sparsity.safetensors\" }\n",
+        )
+        .unwrap();
+        assert!(
+            matches!(&s.alerts[0], FeatureRule::DensityRatio { reference: Reference::Sparsity(p), .. } if p == "sae/sparsity.safetensors")
+        );
         let bad = toml::from_str::<T>("[[alerts]]\nrule = \"feature_fires\"\nfeatures = [1]\nabove = 2.0\n");
         assert!(bad.is_err());
+    }
+}
+
+#[cfg(test)]
+mod sparsity_tests {
+    use super::*;
+
+    #[test]
+    fn sparsity_file_gives_densities() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sparsity.safetensors");
+        let log10: Vec<f32> = vec![-1.0, -3.0, -10.0];
+        let bytes: Vec<u8> = log10.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![3], &bytes).unwrap();
+        safetensors::serialize_to_file(vec![("sparsity", view)], None, &path).unwrap();
+        let d = read_sparsity_densities(&path, 3).unwrap();
+        assert!((d[0] - 0.1).abs() < 1e-9 && (d[1] - 1e-3).abs() < 1e-12 && d[2] < 1e-9);
+        assert!(read_sparsity_densities(&path, 4)
+            .unwrap_err()
+            .contains("3 sparsity values for an input of 4 features"));
     }
 }

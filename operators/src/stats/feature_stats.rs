@@ -10,7 +10,7 @@ use neurostream_engine::{
 use serde::{Deserialize, Serialize};
 
 use super::accum::{Accum, LogBins};
-use super::alerts::{alerts_table, read_reference_densities, Alert, FeatureRule, Reference};
+use super::alerts::{alerts_table, read_reference_densities, read_sparsity_densities, Alert, FeatureRule, Reference};
 use super::examples::TopExamples;
 use super::panes::Panes;
 use super::tables::{Scope, TableBuilder};
@@ -170,9 +170,14 @@ impl OperatorKind for FeatureStatsKind {
                         return Err(at("`above` must be > 1 and `below` in [0, 1)".into()));
                     }
                     check_features(features.as_deref().unwrap_or(&[]), n_features).map_err(at)?;
-                    if let Reference::File(path) = r {
-                        let path = ctx.resolve(path);
-                        reference = Some(read_reference_densities(&path, n_features).map_err(at)?);
+                    match r {
+                        Reference::File(path) => {
+                            reference = Some(read_reference_densities(&ctx.resolve(path), n_features).map_err(at)?)
+                        }
+                        Reference::Sparsity(path) => {
+                            reference = Some(read_sparsity_densities(&ctx.resolve(path), n_features).map_err(at)?)
+                        }
+                        _ => {}
                     }
                 }
                 FeatureRule::DeadFractionJump { above, .. } => {
@@ -595,7 +600,7 @@ fn evaluate(
                 let expected: Option<&[f64]> = match reference {
                     Reference::PreviousWindow => previous.map(|p| p.density.as_slice()),
                     Reference::FirstWindow => first,
-                    Reference::File(_) => file_ref.as_deref(),
+                    Reference::File(_) | Reference::Sparsity(_) => file_ref.as_deref(),
                 };
                 let Some(expected) = expected else { continue };
                 let name = name.clone().unwrap_or_else(|| "density_ratio".into());
