@@ -460,17 +460,7 @@ impl Decoder {
         let offsets = col.value_offsets();
         let base = offsets[0] as usize;
         let (start, end) = (base, offsets[rows] as usize);
-        let seq = match seq_id {
-            Some(i) => int_column_u64(batch.column(*i), "seq_id", where_, file_row)?,
-            None => (0..rows as u64).map(|r| first_row + r).collect(),
-        };
-        let positions = match pos {
-            Some(i) => int_column_u64(batch.column(*i), "pos", where_, file_row)?
-                .into_iter()
-                .map(|p| p as u32)
-                .collect(),
-            None => vec![0u32; rows],
-        };
+        let (seq, positions) = token_index(batch, *seq_id, *pos, where_, first_row, file_row)?;
         SparseFrame::new(
             stream.clone(),
             self.schema.clone(),
@@ -564,17 +554,7 @@ impl Decoder {
                     };
                     self.schema = Arc::new(Schema::activation(*width, model, layer));
                 }
-                let seq = match seq_id {
-                    Some(i) => int_column_u64(batch.column(*i), "seq_id", where_, file_row)?,
-                    None => (0..rows as u64).map(|r| first_row + r).collect(),
-                };
-                let positions = match pos {
-                    Some(i) => int_column_u64(batch.column(*i), "pos", where_, file_row)?
-                        .into_iter()
-                        .map(|p| p as u32)
-                        .collect(),
-                    None => vec![0u32; rows],
-                };
+                let (seq, positions) = token_index(batch, *seq_id, *pos, where_, first_row, file_row)?;
                 let tokens = token.map(|i| {
                     let col = batch.column(i);
                     (0..rows)
@@ -652,6 +632,31 @@ impl Decoder {
             }
         }
     }
+}
+
+/// The `seq_id` and `pos` of a batch's rows: from their columns when present, else the row
+/// ordinal (from `first_row`) and position 0.
+fn token_index(
+    batch: &RecordBatch,
+    seq_id: Option<usize>,
+    pos: Option<usize>,
+    where_: &str,
+    first_row: u64,
+    file_row: u64,
+) -> Result<(Vec<u64>, Vec<u32>), String> {
+    let rows = batch.num_rows();
+    let seq = match seq_id {
+        Some(i) => int_column_u64(batch.column(i), "seq_id", where_, file_row)?,
+        None => (0..rows as u64).map(|r| first_row + r).collect(),
+    };
+    let positions = match pos {
+        Some(i) => int_column_u64(batch.column(i), "pos", where_, file_row)?
+            .into_iter()
+            .map(|p| p as u32)
+            .collect(),
+        None => vec![0u32; rows],
+    };
+    Ok((seq, positions))
 }
 
 fn is_float(t: &DataType) -> bool {

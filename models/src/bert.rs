@@ -27,16 +27,26 @@ pub struct BertConfig {
 
 /// `(layers, hidden size)` from a model folder's `config.json`.
 pub fn read_shape(dir: &Path) -> Result<(usize, usize), String> {
-    let cfg_path = dir.join("config.json");
-    let text = std::fs::read_to_string(&cfg_path).map_err(|e| err(&cfg_path, e))?;
-    let cfg: serde_json::Value = serde_json::from_str(&text).map_err(|e| err(&cfg_path, e))?;
-    let u = |k: &str| {
-        cfg.get(k)
-            .and_then(serde_json::Value::as_u64)
-            .map(|v| v as usize)
-            .ok_or_else(|| err(&cfg_path, format!("`{k}` missing")))
-    };
-    Ok((u("num_hidden_layers")?, u("hidden_size")?))
+    let (cfg, path) = read_config(dir)?;
+    Ok((
+        config_usize(&cfg, &path, "num_hidden_layers")?,
+        config_usize(&cfg, &path, "hidden_size")?,
+    ))
+}
+
+/// `config.json` of a model folder, with its path.
+fn read_config(dir: &Path) -> Result<(serde_json::Value, PathBuf), String> {
+    let path = dir.join("config.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| err(&path, e))?;
+    let cfg = serde_json::from_str(&text).map_err(|e| err(&path, e))?;
+    Ok((cfg, path))
+}
+
+fn config_usize(cfg: &serde_json::Value, path: &Path, key: &str) -> Result<usize, String> {
+    cfg.get(key)
+        .and_then(serde_json::Value::as_u64)
+        .map(|v| v as usize)
+        .ok_or_else(|| err(path, format!("`{key}` missing")))
 }
 
 /// A loaded BERT encoder with its tokenizer.
@@ -65,15 +75,8 @@ fn err(path: &Path, m: impl std::fmt::Display) -> String {
 impl Bert {
     /// Loads `config.json`, `model.safetensors` and `tokenizer.json` from `dir`.
     pub fn load(dir: &Path) -> Result<Bert, String> {
-        let cfg_path = dir.join("config.json");
-        let text = std::fs::read_to_string(&cfg_path).map_err(|e| err(&cfg_path, e))?;
-        let cfg: serde_json::Value = serde_json::from_str(&text).map_err(|e| err(&cfg_path, e))?;
-        let u = |k: &str| {
-            cfg.get(k)
-                .and_then(serde_json::Value::as_u64)
-                .map(|v| v as usize)
-                .ok_or_else(|| err(&cfg_path, format!("`{k}` missing")))
-        };
+        let (cfg, cfg_path) = read_config(dir)?;
+        let u = |k: &str| config_usize(&cfg, &cfg_path, k);
         let config = BertConfig {
             n_layers: u("num_hidden_layers")?,
             d_model: u("hidden_size")?,

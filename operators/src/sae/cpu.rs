@@ -58,27 +58,9 @@ pub fn matmul(x: &[f32], w: &[f32], rows: usize, k: usize, n: usize, z: &mut [f3
             axpy_columns(x, w, rows, k, n, 0, n, z);
             return;
         }
-        let width = n.div_ceil(threads).next_multiple_of(16);
-        let parts: Vec<(usize, Vec<f32>)> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..n)
-                .step_by(width)
-                .map(|c0| {
-                    s.spawn(move || {
-                        let c1 = (c0 + width).min(n);
-                        let mut part = vec![0f32; rows * (c1 - c0)];
-                        axpy_columns(x, w, rows, k, n, c0, c1, &mut part);
-                        (c0, part)
-                    })
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().expect("matmul thread")).collect()
+        split_columns(rows, n, threads, 16, z, |c0, c1, part| {
+            axpy_columns(x, w, rows, k, n, c0, c1, part)
         });
-        for (c0, part) in parts {
-            let cw = part.len() / rows;
-            for r in 0..rows {
-                z[r * n + c0..r * n + c0 + cw].copy_from_slice(&part[r * cw..(r + 1) * cw]);
-            }
-        }
         return;
     }
     if threads == 1 || n < 64 {
@@ -97,6 +79,37 @@ pub fn matmul(x: &[f32], w: &[f32], rows: usize, k: usize, n: usize, z: &mut [f3
             });
         }
     });
+}
+
+/// Computes columns of a `rows × n` result on up to `threads` threads: `f(c0, c1, part)` fills
+/// `part` (rows × (c1 − c0), row-major) for its range (widths a multiple of `align`), and the
+/// parts are copied into `z`.
+pub(crate) fn split_columns<F>(rows: usize, n: usize, threads: usize, align: usize, z: &mut [f32], f: F)
+where
+    F: Fn(usize, usize, &mut [f32]) + Sync,
+{
+    let width = n.div_ceil(threads.max(1)).next_multiple_of(align);
+    let f = &f;
+    let parts: Vec<(usize, Vec<f32>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..n)
+            .step_by(width)
+            .map(|c0| {
+                s.spawn(move || {
+                    let c1 = (c0 + width).min(n);
+                    let mut part = vec![0f32; rows * (c1 - c0)];
+                    f(c0, c1, &mut part);
+                    (c0, part)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("matmul thread")).collect()
+    });
+    for (c0, part) in parts {
+        let cw = part.len() / rows;
+        for r in 0..rows {
+            z[r * n + c0..r * n + c0 + cw].copy_from_slice(&part[r * cw..(r + 1) * cw]);
+        }
+    }
 }
 
 /// A pointer handed to scoped threads that write disjoint parts of one buffer.

@@ -3,7 +3,7 @@
 //! to f32 in a small scratch buffer (the `half` crate's slice conversion, SIMD where the CPU has
 //! it) and multiplied there, so no full f32 copy is made per call.
 
-use super::cpu::axpy_columns;
+use super::cpu::{axpy_columns, split_columns};
 
 /// Columns widened per block: `d_in × COLS` f32 of scratch (288 KB at d_in 576).
 const COLS: usize = 128;
@@ -59,26 +59,9 @@ impl HalfWeights {
             self.columns(x, rows, k, n, 0, n, z);
             return;
         }
-        let parts: Vec<(usize, Vec<f32>)> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..n)
-                .step_by(width)
-                .map(|c0| {
-                    s.spawn(move || {
-                        let c1 = (c0 + width).min(n);
-                        let mut part = vec![0f32; rows * (c1 - c0)];
-                        self.columns(x, rows, k, n, c0, c1, &mut part);
-                        (c0, part)
-                    })
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().expect("matmul thread")).collect()
+        split_columns(rows, n, threads, COLS, z, |c0, c1, part| {
+            self.columns(x, rows, k, n, c0, c1, part)
         });
-        for (c0, part) in parts {
-            let cw = part.len() / rows;
-            for r in 0..rows {
-                z[r * n + c0..r * n + c0 + cw].copy_from_slice(&part[r * cw..(r + 1) * cw]);
-            }
-        }
     }
 
     /// Columns `c0..c1` of `x @ W` into `out` (rows × (c1 − c0), row-major).

@@ -162,6 +162,18 @@ impl Tensors<'_> {
     }
 }
 
+/// Checks the config's dimension keys (when present and nonzero) against the weights' shape.
+fn check_config_dims(cfg: &serde_json::Map<String, Value>, cfg_path: &Path, dims: &[(&str, usize)], shape: &str) -> Result<()> {
+    for &(key, v) in dims {
+        if let Some(c) = cfg.get(key).and_then(Value::as_u64) {
+            if c != 0 && c as usize != v {
+                return Err(err(cfg_path, format!("`{key}` is {c} but encoder.weight has shape {shape}")));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn read_json(path: &Path) -> Result<serde_json::Map<String, Value>> {
     let text = std::fs::read_to_string(path).map_err(|e| err(path, format!("cannot read: {e}")))?;
     match serde_json::from_str::<Value>(&text).map_err(|e| err(path, format!("not valid JSON: {e}")))? {
@@ -402,16 +414,12 @@ impl Sae {
                 format!("`encoder.weight` has shape {shape:?}, expected [d_sae, d_model]"),
             ));
         };
-        for (key, v) in [("d_model", d_in), ("d_sae", d_sae)] {
-            if let Some(c) = cfg.get(key).and_then(Value::as_u64) {
-                if c as usize != v {
-                    return Err(err(
-                        &cfg_path,
-                        format!("`{key}` is {c} but encoder.weight has shape [{d_sae}, {d_in}]"),
-                    ));
-                }
-            }
-        }
+        check_config_dims(
+            &cfg,
+            &cfg_path,
+            &[("d_model", d_in), ("d_sae", d_sae)],
+            &format!("[{d_sae}, {d_in}]"),
+        )?;
         let dec = t.get("decoder.weight", &[d_in, d_sae])?;
         let w_dec = transpose(&dec, d_in, d_sae);
         let enc = t.get("encoder.weight", &[d_sae, d_in])?;
@@ -517,16 +525,12 @@ impl Sae {
                 format!("`encoder.weight` has shape {shape:?}, expected [num_latents, d_in]"),
             ));
         };
-        for (key, v) in [("d_in", d_in), ("num_latents", d_sae)] {
-            if let Some(c) = cfg.get(key).and_then(Value::as_u64) {
-                if c != 0 && c as usize != v {
-                    return Err(err(
-                        &cfg_path,
-                        format!("`{key}` is {c} but encoder.weight has shape [{d_sae}, {d_in}]"),
-                    ));
-                }
-            }
-        }
+        check_config_dims(
+            &cfg,
+            &cfg_path,
+            &[("d_in", d_in), ("num_latents", d_sae)],
+            &format!("[{d_sae}, {d_in}]"),
+        )?;
         if let Some(a) = cfg.get("activation").and_then(Value::as_str) {
             if a != "topk" {
                 return Err(err(&cfg_path, format!("unsupported sparsify activation `{a}` (topk)")));
