@@ -44,7 +44,7 @@ impl SinkKind for ConsoleSinkKind {
         "console"
     }
     fn describe(&self) -> &'static str {
-        "per-stream, per-channel summary in the run report (printed by the CLI)"
+        "per-stream, per-channel summary in the run report; rows of chosen result tables (alerts) printed live"
     }
     fn build(&self, config: ConfigTable, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Sink>> {
         let cfg: ConsoleSinkConfig = parse_config(config, ctx)?;

@@ -97,7 +97,7 @@ impl SinkKind for ParquetSinkKind {
         "parquet"
     }
     fn describe(&self) -> &'static str {
-        "Parquet file (or per-worker parts), committed atomically"
+        "Parquet file (or per-worker parts, or one file per result table), committed atomically"
     }
     fn build(&self, config: ConfigTable, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Sink>> {
         let cfg: ParquetSinkConfig = parse_config(config, ctx)?;

@@ -63,7 +63,7 @@ impl SourceKind for ParquetSourceKind {
         "parquet"
     }
     fn describe(&self) -> &'static str {
-        "Parquet files (file, directory or glob) in the activation or signal layout"
+        "Parquet files (file, directory or glob) in the activation, signal or features layout"
     }
     fn build(&self, config: ConfigTable, ctx: &NodeContext) -> Result<Arc<dyn Source>> {
         let cfg: ParquetSourceConfig = parse_config(config, ctx)?;

@@ -136,7 +136,7 @@ impl OperatorKind for SaeEncodeKind {
     }
 
     fn describe(&self) -> &'static str {
-        "sparse autoencoder encoding (SAELens, sparsify; ReLU, TopK, JumpReLU, BatchTopK, gated) to sparse features"
+        "sparse autoencoder encoding (SAELens, sparsify, Gemma Scope, Llama Scope; ReLU, TopK, JumpReLU, BatchTopK, gated) to sparse features"
     }
 
     fn build(&self, config: ConfigTable, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Operator>> {
