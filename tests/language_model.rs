@@ -212,3 +212,72 @@ fn smollm2_monitor_example_runs_with_the_bundled_sae() {
     let ev = *all_time_ev.last().expect("all-time rows");
     assert!(ev > 0.8, "mean explained variance {ev}");
 }
+
+#[test]
+fn planted_shift_in_real_smollm2_activations_raises_exactly_the_expected_alerts() {
+    if neurostream::models::test_weights("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf").is_none() {
+        return;
+    }
+    let Some(py) = common::python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let at = |n: &str| d.join(n).to_string_lossy().to_string();
+    let sae = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/data/smollm2_sae");
+    // Real activations: SmolLM2 layer 15 over 12 abstracts (~1500 tokens).
+    let toml = pipeline(TEXTS, "skip_first = 1").replace("max_tokens = 12\ndocuments = 3", "max_tokens = 128\ndocuments = 12");
+    std::fs::write(d.join("p.toml"), toml).unwrap();
+    run_ok(d, &["run", "p.toml", "--quiet", "-w", "2"]);
+    // A feature firing on ~2% of the first 256 tokens; from token 768 on, every activation moves
+    // along its encoder direction.
+    let feature = common::run_python(
+        &py,
+        "check_feature_stats.py",
+        &["pick", &at("acts.parquet"), sae.to_str().unwrap(), "256"],
+    );
+    let feature = feature.lines().last().unwrap().trim().to_string();
+    common::run_python(
+        &py,
+        "check_feature_stats.py",
+        &[
+            "shift",
+            &at("acts.parquet"),
+            sae.to_str().unwrap(),
+            &at("shifted.parquet"),
+            &feature,
+            "768",
+            "150",
+        ],
+    );
+    let stats = format!(
+        "[sources.acts]\nkind = \"parquet\"\npath = \"shifted.parquet\"\n\n[operators.enc]\nkind = \"sae_encode\"\ninput = \"acts\"\nsae = \"{}\"\n\n\
+         [operators.stats]\nkind = \"feature_stats\"\ninput = \"enc\"\nwindow = 256\ntop_k = 0\n\n[[operators.stats.alerts]]\nrule = \"density_ratio\"\nabove = 8.0\nreference = \"first_window\"\nfeatures = [{feature}]\nmin_count = 10\n\n\
+         [sinks.features]\nkind = \"parquet\"\ninput = \"enc\"\npath = \"features.parquet\"\n\n[sinks.stats]\nkind = \"parquet\"\ninput = \"stats\"\npath = \"stats\"\n",
+        sae.display()
+    );
+    std::fs::write(d.join("s.toml"), stats).unwrap();
+    run_ok(d, &["run", "s.toml", "--quiet", "-w", "2"]);
+    let settings = format!(
+        r#"{{"window": 256, "top_k": 0, "alerts": [{{"rule": "density_ratio", "above": 8.0, "reference": "first_window", "features": [{feature}], "min_count": 10}}]}}"#
+    );
+    let out = common::run_python(
+        &py,
+        "check_feature_stats.py",
+        &[
+            "features",
+            &at("features.parquet"),
+            &at("stats"),
+            &at("shifted.parquet"),
+            &settings,
+        ],
+    );
+    let alerts: Vec<&str> = out.lines().filter(|l| l.starts_with(|c: char| c.is_ascii_digit())).collect();
+    let rows = common::row_count(&d.join("shifted.parquet"));
+    // Windows ending at 1024, 1280, ... (and the final partial one) lie after the shift.
+    let mut expected: Vec<String> = (4..=rows / 256)
+        .map(|w| format!("{} density_ratio {feature}", w * 256))
+        .collect();
+    if rows % 256 != 0 {
+        expected.push(format!("{rows} density_ratio {feature}"));
+    }
+    assert_eq!(alerts, expected, "{out}");
+}

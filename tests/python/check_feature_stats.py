@@ -5,6 +5,9 @@
   check_feature_stats.py shift IN.parquet SAE_DIR OUT.parquet FEATURE START SCALE
       plants a distribution shift: from row START on, adds SCALE * (unit encoder direction of
       FEATURE) to every activation, so that feature fires far more often.
+  check_feature_stats.py pick IN.parquet SAE_DIR ROWS
+      prints a feature of a SAELens TopK SAE that fires on 0.5-5% of the first ROWS rows of IN
+      (numpy encode, input scaling and b_dec as SAELens does): a feature to plant a shift on.
   check_feature_stats.py complement_sae SAE_DIR OUT_DIR FEATURE
       writes a SAELens ReLU SAE that reconstructs exactly the part of an activation orthogonal
       to FEATURE's encoder direction (features ±e_i of a basis of that complement): in-
@@ -247,6 +250,19 @@ def main():
         arr = pa.FixedSizeListArray.from_arrays(pa.array(x.astype(np.float32).ravel()), type=t.schema.field(i).type)
         t = t.set_column(i, t.schema.field(i), arr)
         pq.write_table(t, sys.argv[4])
+    elif cmd == "pick":
+        from safetensors.numpy import load_file
+        t = pq.read_table(sys.argv[2])
+        cfg = json.load(open(os.path.join(sys.argv[3], "cfg.json")))
+        w = {k: v.astype(np.float64) for k, v in load_file(os.path.join(sys.argv[3], "sae_weights.safetensors")).items()}
+        rows = int(sys.argv[4])
+        x = np.asarray(t["act"].combine_chunks().flatten(), np.float64).reshape(len(t), -1)[:rows]
+        x = x * cfg.get("norm_scaling_factor", 1.0) - w["b_dec"]
+        h = x @ w["W_enc"] + w["b_enc"]
+        kth = np.sort(h, axis=1)[:, -cfg["k"]][:, None]
+        density = ((h >= kth) & (h > 0)).mean(0)
+        ok = np.nonzero((density >= 0.005) & (density <= 0.05))[0]
+        print(int(ok[np.argmin(np.abs(density[ok] - 0.02))]))
     elif cmd == "complement_sae":
         from safetensors.numpy import load_file, save_file
         w_enc = load_file(os.path.join(sys.argv[2], "sae_weights.safetensors"))["W_enc"].astype(np.float64)
