@@ -276,7 +276,7 @@ fn planted_shift_in_real_smollm2_activations_raises_exactly_the_expected_alerts(
     let mut expected: Vec<String> = (4..=rows / 256)
         .map(|w| format!("{} density_ratio {feature}", w * 256))
         .collect();
-    if rows % 256 != 0 {
+    if !rows.is_multiple_of(256) {
         expected.push(format!("{rows} density_ratio {feature}"));
     }
     assert_eq!(alerts, expected, "{out}");
