@@ -84,9 +84,15 @@ impl SourceKind for ArraySourceKind {
     }
 }
 
-/// A memory-mapped tensor file.
+/// A memory-mapped tensor file, shared by the readers of all workers.
 #[derive(Debug)]
 pub struct ArraySource {
+    file: Arc<ArrayFile>,
+}
+
+/// The map and the layout of its tensor.
+#[derive(Debug)]
+struct ArrayFile {
     name: Arc<str>,
     path: PathBuf,
     map: Arc<Mmap>,
@@ -186,68 +192,45 @@ impl ArraySource {
             ));
         }
         Ok(ArraySource {
-            name: name.into(),
-            path: path.to_path_buf(),
-            map: Arc::new(map),
-            dtype,
-            offset,
-            rows,
-            width,
-            seq_len,
-            batch_rows: cfg.batch_rows,
-            schema: Arc::new(Schema::activation(width, cfg.model.clone(), cfg.layer.clone())),
+            file: Arc::new(ArrayFile {
+                name: name.into(),
+                path: path.to_path_buf(),
+                map: Arc::new(map),
+                dtype,
+                offset,
+                rows,
+                width,
+                seq_len,
+                batch_rows: cfg.batch_rows,
+                schema: Arc::new(Schema::activation(width, cfg.model.clone(), cfg.layer.clone())),
+            }),
         })
     }
 }
 
 impl Source for ArraySource {
     fn schema(&self) -> Arc<Schema> {
-        self.schema.clone()
+        self.file.schema.clone()
     }
     fn total_rows(&self) -> Option<u64> {
-        Some(self.rows as u64)
+        Some(self.file.rows as u64)
     }
     fn open(&self, worker: WorkerPos) -> Result<Box<dyn SourceReader>> {
-        let batches = self.rows.div_ceil(self.batch_rows) as u64;
+        let batches = self.file.rows.div_ceil(self.file.batch_rows) as u64;
         Ok(Box::new(ArrayReader {
             chunks: crate::worker_chunks(batches, worker.index, worker.peers)
                 .collect::<Vec<_>>()
                 .into_iter()
                 .peekable(),
-            source: ArrayView {
-                name: self.name.clone(),
-                path: self.path.clone(),
-                map: self.map.clone(),
-                dtype: self.dtype,
-                offset: self.offset,
-                rows: self.rows,
-                width: self.width,
-                seq_len: self.seq_len,
-                batch_rows: self.batch_rows,
-                schema: self.schema.clone(),
-            },
+            source: self.file.clone(),
             current: None,
         }))
     }
 }
 
-/// What a reader needs of the source (shared map, layout).
-struct ArrayView {
-    name: Arc<str>,
-    path: PathBuf,
-    map: Arc<Mmap>,
-    dtype: DType,
-    offset: usize,
-    rows: usize,
-    width: usize,
-    seq_len: usize,
-    batch_rows: usize,
-    schema: Arc<Schema>,
-}
-
 struct ArrayReader {
     chunks: std::iter::Peekable<std::vec::IntoIter<u64>>,
-    source: ArrayView,
+    source: Arc<ArrayFile>,
     current: Option<u64>,
 }
 
