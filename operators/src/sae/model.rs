@@ -107,7 +107,28 @@ struct Tensors<'a> {
     st: safetensors::SafeTensors<'a>,
 }
 
-impl Tensors<'_> {
+impl<'a> Tensors<'a> {
+    /// Parses the safetensors file `path` whose bytes are `bytes`.
+    fn parse(path: &Path, bytes: &'a [u8]) -> Result<Tensors<'a>> {
+        let st =
+            safetensors::SafeTensors::deserialize(bytes).map_err(|e| err(path, format!("not a valid safetensors file: {e}")))?;
+        Ok(Tensors {
+            path: path.to_path_buf(),
+            st,
+        })
+    }
+
+    /// The two dimensions of the matrix `name`; `expected` names them for the error.
+    fn matrix_shape(&self, name: &str, expected: &str) -> Result<(usize, usize)> {
+        let shape = self
+            .shape(name)
+            .ok_or_else(|| err(&self.path, format!("no tensor `{name}`")))?;
+        match shape[..] {
+            [a, b] => Ok((a, b)),
+            _ => Err(err(&self.path, format!("`{name}` has shape {shape:?}, expected {expected}"))),
+        }
+    }
+
     fn names(&self) -> Vec<String> {
         let mut n: Vec<String> = self.st.names().into_iter().map(|s| s.to_string()).collect();
         n.sort();
@@ -162,12 +183,18 @@ impl Tensors<'_> {
     }
 }
 
-/// Checks the config's dimension keys (when present and nonzero) against the weights' shape.
-fn check_config_dims(cfg: &serde_json::Map<String, Value>, cfg_path: &Path, dims: &[(&str, usize)], shape: &str) -> Result<()> {
+/// Checks the config's dimension keys (when present and nonzero) against `tensor`'s shape.
+fn check_config_dims(
+    cfg: &serde_json::Map<String, Value>,
+    cfg_path: &Path,
+    dims: &[(&str, usize)],
+    tensor: &str,
+    shape: &str,
+) -> Result<()> {
     for &(key, v) in dims {
         if let Some(c) = cfg.get(key).and_then(Value::as_u64) {
             if c != 0 && c as usize != v {
-                return Err(err(cfg_path, format!("`{key}` is {c} but encoder.weight has shape {shape}")));
+                return Err(err(cfg_path, format!("`{key}` is {c} but {tensor} has shape {shape}")));
             }
         }
     }
@@ -220,23 +247,10 @@ impl Sae {
         let cfg = read_json(&cfg_path)?;
         let wpath = dir.join("sae_weights.safetensors");
         let bytes = std::fs::read(&wpath).map_err(|e| err(&wpath, format!("cannot read: {e}")))?;
-        let st = safetensors::SafeTensors::deserialize(&bytes)
-            .map_err(|e| err(&wpath, format!("not a valid safetensors file: {e}")))?;
-        let t = Tensors { path: wpath.clone(), st };
-        let shape = t.shape("W_enc").ok_or_else(|| err(&wpath, "no tensor `W_enc`"))?;
-        let [d_in, d_sae] = shape[..] else {
-            return Err(err(&wpath, format!("`W_enc` has shape {shape:?}, expected [d_in, d_sae]")));
-        };
-        for (key, v) in [("d_in", d_in), ("d_sae", d_sae)] {
-            if let Some(c) = cfg.get(key).and_then(Value::as_u64) {
-                if c as usize != v {
-                    return Err(err(
-                        &cfg_path,
-                        format!("`{key}` is {c} but W_enc has shape [{d_in}, {d_sae}]"),
-                    ));
-                }
-            }
-        }
+        let t = Tensors::parse(&wpath, &bytes)?;
+        let (d_in, d_sae) = t.matrix_shape("W_enc", "[d_in, d_sae]")?;
+        let dims = [("d_in", d_in), ("d_sae", d_sae)];
+        check_config_dims(&cfg, &cfg_path, &dims, "W_enc", &format!("[{d_in}, {d_sae}]"))?;
         let s = |k: &str| cfg.get(k).and_then(Value::as_str).map(str::to_string);
         let act_fn = s("activation_fn_str").or_else(|| s("activation_fn"));
         let architecture = s("architecture").unwrap_or_else(|| {
@@ -402,22 +416,13 @@ impl Sae {
         .find(|p| p.exists())
         .ok_or_else(|| err(dir, "Llama Scope SAE without weights: expected checkpoints/final.safetensors"))?;
         let bytes = std::fs::read(&wpath).map_err(|e| err(&wpath, format!("cannot read: {e}")))?;
-        let st = safetensors::SafeTensors::deserialize(&bytes)
-            .map_err(|e| err(&wpath, format!("not a valid safetensors file: {e}")))?;
-        let t = Tensors { path: wpath.clone(), st };
-        let shape = t
-            .shape("encoder.weight")
-            .ok_or_else(|| err(&wpath, "no tensor `encoder.weight`"))?;
-        let [d_sae, d_in] = shape[..] else {
-            return Err(err(
-                &wpath,
-                format!("`encoder.weight` has shape {shape:?}, expected [d_sae, d_model]"),
-            ));
-        };
+        let t = Tensors::parse(&wpath, &bytes)?;
+        let (d_sae, d_in) = t.matrix_shape("encoder.weight", "[d_sae, d_model]")?;
         check_config_dims(
             &cfg,
             &cfg_path,
             &[("d_model", d_in), ("d_sae", d_sae)],
+            "encoder.weight",
             &format!("[{d_sae}, {d_in}]"),
         )?;
         let dec = t.get("decoder.weight", &[d_in, d_sae])?;
@@ -513,22 +518,13 @@ impl Sae {
         let cfg = read_json(&cfg_path)?;
         let wpath = dir.join("sae.safetensors");
         let bytes = std::fs::read(&wpath).map_err(|e| err(&wpath, format!("cannot read: {e}")))?;
-        let st = safetensors::SafeTensors::deserialize(&bytes)
-            .map_err(|e| err(&wpath, format!("not a valid safetensors file: {e}")))?;
-        let t = Tensors { path: wpath.clone(), st };
-        let shape = t
-            .shape("encoder.weight")
-            .ok_or_else(|| err(&wpath, "no tensor `encoder.weight`"))?;
-        let [d_sae, d_in] = shape[..] else {
-            return Err(err(
-                &wpath,
-                format!("`encoder.weight` has shape {shape:?}, expected [num_latents, d_in]"),
-            ));
-        };
+        let t = Tensors::parse(&wpath, &bytes)?;
+        let (d_sae, d_in) = t.matrix_shape("encoder.weight", "[num_latents, d_in]")?;
         check_config_dims(
             &cfg,
             &cfg_path,
             &[("d_in", d_in), ("num_latents", d_sae)],
+            "encoder.weight",
             &format!("[{d_sae}, {d_in}]"),
         )?;
         if let Some(a) = cfg.get("activation").and_then(Value::as_str) {
