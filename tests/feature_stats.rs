@@ -317,3 +317,66 @@ method = "l2"
     let err = run_err(d, &["validate", "b.toml"]);
     assert!(err.contains("token_stats reads token scalars"), "{err}");
 }
+
+#[test]
+fn event_time_windows_match_numpy() {
+    let Some(py) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    make_sae(&py, d);
+    // ~10 ms between tokens, a 30 s pause (longer than the window: empty windows, then a skip),
+    // and one token 1.5 s late.
+    run_python(&py, "check_feature_stats.py", &["timed", SAMPLE, &at(d, "acts.parquet")]);
+    for workers in ["1", "2"] {
+        let toml = r#"
+[sources.acts]
+kind = "parquet"
+path = "acts.parquet"
+batch_rows = 256
+
+[operators.enc]
+kind = "sae_encode"
+input = "acts"
+sae = "sae"
+
+[operators.stats]
+kind = "feature_stats"
+input = "enc"
+window_unit = "s"
+window = 4
+step = 2
+top_k = 0
+
+[sinks.features]
+kind = "parquet"
+input = "enc"
+path = "features.parquet"
+
+[sinks.stats]
+kind = "parquet"
+input = "stats"
+path = "stats"
+"#;
+        run_pipeline(d, toml, workers);
+        run_python(
+            &py,
+            "check_feature_stats.py",
+            &["time_windows", &at(d, "features.parquet"), &at(d, "stats"), "4", "2"],
+        );
+    }
+    // Rows without event times cannot be put in time windows: a clear error naming the row.
+    std::fs::write(
+        d.join("untimed.toml"),
+        format!(
+            "[sources.acts]\nkind = \"parquet\"\npath = \"{SAMPLE}\"\n\n[operators.enc]\nkind = \"sae_encode\"\ninput = \"acts\"\nsae = \"sae\"\n\n\
+             [operators.stats]\nkind = \"feature_stats\"\ninput = \"enc\"\nwindow_unit = \"ms\"\nwindow = 500\n\n\
+             [sinks.s]\nkind = \"console\"\ninput = \"stats\"\n"
+        ),
+    )
+    .unwrap();
+    let err = run_err(d, &["run", "untimed.toml", "--quiet"]);
+    assert!(
+        err.contains("seq_id 0 pos 0") && err.contains("need rows with event times"),
+        "{err}"
+    );
+}

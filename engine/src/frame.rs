@@ -10,6 +10,13 @@ use crate::error::EngineError;
 use crate::schema::Schema;
 use crate::table::TableFrame;
 
+/// The current wall-clock time in nanoseconds since the Unix epoch (how live sources stamp rows).
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}
+
 /// The event time of each row of a frame.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum RowIndex {
@@ -23,6 +30,10 @@ pub enum RowIndex {
         pos: Vec<u32>,
         /// Token text per row, when the source knows it.
         token: Option<Vec<String>>,
+        /// Event time per row in nanoseconds since the Unix epoch (UTC), when known: read from a
+        /// `time` column, or stamped on arrival by live sources. Time windows need it.
+        #[serde(default)]
+        time: Option<Vec<i64>>,
     },
 }
 
@@ -52,10 +63,18 @@ impl RowIndex {
         }
         match self {
             RowIndex::Samples(s) => filter(s, keep),
-            RowIndex::Tokens { seq_id, pos, token } => {
+            RowIndex::Tokens {
+                seq_id,
+                pos,
+                token,
+                time,
+            } => {
                 filter(seq_id, keep);
                 filter(pos, keep);
                 if let Some(t) = token {
+                    filter(t, keep);
+                }
+                if let Some(t) = time {
                     filter(t, keep);
                 }
             }
@@ -163,10 +182,16 @@ impl Frame {
         let data = self.data.split_off(at * w);
         let index = match &mut self.index {
             RowIndex::Samples(s) => RowIndex::Samples(s.split_off(at)),
-            RowIndex::Tokens { seq_id, pos, token } => RowIndex::Tokens {
+            RowIndex::Tokens {
+                seq_id,
+                pos,
+                token,
+                time,
+            } => RowIndex::Tokens {
                 seq_id: seq_id.split_off(at),
                 pos: pos.split_off(at),
                 token: token.as_mut().map(|t| t.split_off(at)),
+                time: time.as_mut().map(|t| t.split_off(at)),
             },
         };
         let (keep, moved): (Vec<Marker>, Vec<Marker>) = self.markers.drain(..).partition(|m| (m.row as usize) < at);
@@ -348,6 +373,7 @@ mod tests {
             seq_id: vec![0, 0],
             pos: vec![0, 1],
             token: None,
+            time: None,
         };
         let err = Frame::new("acts".into(), schema, index, vec![0.0; 5])
             .unwrap_err()
@@ -395,6 +421,7 @@ mod tests {
             seq_id: vec![0, 0],
             pos: vec![0, 1],
             token: None,
+            time: None,
         };
         let ok = SparseFrame::new(
             "f".into(),

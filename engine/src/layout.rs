@@ -59,6 +59,67 @@ pub struct EncodeOptions {
     pub markers: bool,
     /// Activations: add the `token` column (empty strings where unknown).
     pub tokens: bool,
+    /// Token layouts (activations, token scalars, features): add the nullable `time` column
+    /// (timestamp, ns, UTC; null where a row has no event time).
+    pub time: bool,
+}
+
+/// The optional event-time column of the token layouts.
+pub const TIME_COLUMN: &str = "time";
+
+fn time_field() -> Field {
+    Field::new(
+        TIME_COLUMN,
+        DataType::Timestamp(arrow::datatypes::TimeUnit::Nanosecond, Some("UTC".into())),
+        true,
+    )
+}
+
+/// The `time` column of `rows` rows from a token index's event times (all null when absent).
+fn time_array(time: &Option<Vec<i64>>, rows: usize) -> ArrayRef {
+    let a = match time {
+        Some(t) => arrow::array::TimestampNanosecondArray::from(t.clone()),
+        None => arrow::array::TimestampNanosecondArray::from(vec![None::<i64>; rows]),
+    };
+    Arc::new(a.with_timezone("UTC"))
+}
+
+/// Reads the optional `time` column of a token-layout batch as ns since the Unix epoch: a
+/// timestamp of any unit, or int64 nanoseconds. `None` when the batch has no such column.
+pub fn read_time_column(batch: &RecordBatch, where_: &str, file_row: u64) -> Result<Option<Vec<i64>>, String> {
+    use arrow::datatypes::TimeUnit;
+    let Ok(i) = batch.schema().index_of(TIME_COLUMN) else {
+        return Ok(None);
+    };
+    let col = batch.column(i);
+    if col.null_count() > 0 {
+        let r = (0..col.len()).find(|&r| col.is_null(r)).unwrap_or(0);
+        return Err(format!("{where_}, row {}: `time` is null", file_row + r as u64));
+    }
+    let scale = |unit: &TimeUnit| match unit {
+        TimeUnit::Second => 1_000_000_000,
+        TimeUnit::Millisecond => 1_000_000,
+        TimeUnit::Microsecond => 1_000,
+        TimeUnit::Nanosecond => 1,
+    };
+    let values: Vec<i64> = match col.data_type() {
+        DataType::Timestamp(unit, _) => {
+            let m = scale(unit);
+            let raw = arrow::compute::cast(col, &DataType::Int64).map_err(|e| format!("{where_}: `time`: {e}"))?;
+            raw.as_primitive::<Int64Type>()
+                .values()
+                .iter()
+                .map(|v| v.saturating_mul(m))
+                .collect()
+        }
+        DataType::Int64 => col.as_primitive::<Int64Type>().values().to_vec(),
+        other => {
+            return Err(format!(
+                "{where_}: column `time` has type {other}; expected a timestamp or int64 nanoseconds since the Unix epoch"
+            ))
+        }
+    };
+    Ok(Some(values))
 }
 
 /// The Arrow schema (with metadata) that frames of `schema` encode to.
@@ -93,6 +154,9 @@ pub fn arrow_schema(schema: &Schema, opts: &EncodeOptions) -> Arc<ArrowSchema> {
                 Field::new("seq_id", DataType::UInt64, false),
                 Field::new("pos", DataType::UInt32, false),
             ];
+            if opts.time {
+                f.push(time_field());
+            }
             if opts.tokens {
                 f.push(Field::new("token", DataType::Utf8, false));
             }
@@ -112,6 +176,9 @@ pub fn arrow_schema(schema: &Schema, opts: &EncodeOptions) -> Arc<ArrowSchema> {
                 Field::new("seq_id", DataType::UInt64, false),
                 Field::new("pos", DataType::UInt32, false),
             ];
+            if opts.time {
+                f.push(time_field());
+            }
             f.extend(schema.channels.iter().map(|c| Field::new(&c.name, DataType::Float32, false)));
             f
         }
@@ -133,15 +200,19 @@ pub fn arrow_schema(schema: &Schema, opts: &EncodeOptions) -> Arc<ArrowSchema> {
                     meta.insert(k.to_string(), v.clone());
                 }
             }
-            vec![
+            let mut f = vec![
                 Field::new("seq_id", DataType::UInt64, false),
                 Field::new("pos", DataType::UInt32, false),
-                Field::new(
-                    "features",
-                    DataType::List(Arc::new(Field::new("item", feature_struct(), false))),
-                    false,
-                ),
-            ]
+            ];
+            if opts.time {
+                f.push(time_field());
+            }
+            f.push(Field::new(
+                "features",
+                DataType::List(Arc::new(Field::new("item", feature_struct(), false))),
+                false,
+            ));
+            f
         }
     };
     Arc::new(ArrowSchema::new_with_metadata(fields, meta))
@@ -160,7 +231,7 @@ fn feature_struct() -> DataType {
 /// Encodes a sparse frame as a record batch of the features layout; each row's features are
 /// written sorted by activation, largest first (ties by id).
 pub fn sparse_to_batch(frame: &SparseFrame, target: &Arc<ArrowSchema>) -> Result<RecordBatch, String> {
-    let RowIndex::Tokens { seq_id, pos, .. } = &frame.index else {
+    let RowIndex::Tokens { seq_id, pos, time, .. } = &frame.index else {
         return Err(format!(
             "stream {}: sparse frames need token (seq_id, pos) rows",
             frame.stream
@@ -194,11 +265,14 @@ pub fn sparse_to_batch(frame: &SparseFrame, target: &Arc<ArrowSchema>) -> Result
         None,
     )
     .map_err(|e| e.to_string())?;
-    let cols: Vec<ArrayRef> = vec![
+    let mut cols: Vec<ArrayRef> = vec![
         Arc::new(UInt64Array::from(seq_id.clone())),
         Arc::new(UInt32Array::from(pos.clone())),
-        Arc::new(list),
     ];
+    if target.index_of(TIME_COLUMN).is_ok() {
+        cols.push(time_array(time, frame.rows()));
+    }
+    cols.push(Arc::new(list));
     RecordBatch::try_new(target.clone(), cols).map_err(|e| e.to_string())
 }
 
@@ -233,9 +307,20 @@ pub fn frame_to_batch(frame: &Frame, target: &Arc<ArrowSchema>, opts: &EncodeOpt
                 cols.push(Arc::new(StringArray::from(labels)));
             }
         }
-        (StreamKind::Activation { .. }, RowIndex::Tokens { seq_id, pos, token }) => {
+        (
+            StreamKind::Activation { .. },
+            RowIndex::Tokens {
+                seq_id,
+                pos,
+                token,
+                time,
+            },
+        ) => {
             cols.push(Arc::new(UInt64Array::from(seq_id.clone())));
             cols.push(Arc::new(UInt32Array::from(pos.clone())));
+            if opts.time {
+                cols.push(time_array(time, rows));
+            }
             if opts.tokens {
                 match token {
                     Some(t) => cols.push(Arc::new(StringArray::from_iter_values(t.iter()))),
@@ -247,9 +332,12 @@ pub fn frame_to_batch(frame: &Frame, target: &Arc<ArrowSchema>, opts: &EncodeOpt
             let list = FixedSizeListArray::try_new(item, w as i32, Arc::new(values), None).map_err(|e| e.to_string())?;
             cols.push(Arc::new(list));
         }
-        (StreamKind::TokenScalars { .. }, RowIndex::Tokens { seq_id, pos, .. }) => {
+        (StreamKind::TokenScalars { .. }, RowIndex::Tokens { seq_id, pos, time, .. }) => {
             cols.push(Arc::new(UInt64Array::from(seq_id.clone())));
             cols.push(Arc::new(UInt32Array::from(pos.clone())));
+            if opts.time {
+                cols.push(time_array(time, rows));
+            }
             for c in 0..w {
                 cols.push(Arc::new(Float32Array::from_iter_values(
                     (0..rows).map(|r| frame.data[r * w + c]),
@@ -468,6 +556,7 @@ impl Decoder {
                 seq_id: seq,
                 pos: positions,
                 token: None,
+                time: read_time_column(batch, where_, file_row)?,
             },
             offsets.iter().map(|&o| (o as usize - base) as u32).collect(),
             ids.values()[start..end].to_vec(),
@@ -571,6 +660,7 @@ impl Decoder {
                         seq_id: seq,
                         pos: positions,
                         token: tokens,
+                        time: read_time_column(batch, where_, file_row)?,
                     },
                     data,
                 )
@@ -695,6 +785,7 @@ mod tests {
         let opts = EncodeOptions {
             markers: true,
             tokens: false,
+            time: false,
         };
         let arrow = arrow_schema(&schema, &opts);
         let batch = frame_to_batch(&f, &arrow, &opts).unwrap();
@@ -715,11 +806,13 @@ mod tests {
             seq_id: vec![4, 4],
             pos: vec![0, 1],
             token: Some(vec!["The".into(), " cat".into()]),
+            time: Some(vec![1_764_000_000_123_456_789, 1_764_000_000_223_456_789]),
         };
         let f = Frame::new("a".into(), schema.clone(), index, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]).unwrap();
         let opts = EncodeOptions {
             markers: false,
             tokens: true,
+            time: true,
         };
         let arrow = arrow_schema(&schema, &opts);
         assert_eq!(arrow.metadata()[META_LAYER], "blocks.2");

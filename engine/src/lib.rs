@@ -22,7 +22,7 @@ pub mod tensor;
 
 pub use device::{ComputeDevice, DeviceChoice, DeviceManager, DevicePolicy, GpuContext, GpuPass};
 pub use error::{EngineError, Result};
-pub use frame::{Batch, Frame, Marker, RowIndex, SparseFrame};
+pub use frame::{now_ns, Batch, Frame, Marker, RowIndex, SparseFrame};
 pub use node::{
     parse_config, ConfigTable, NodeContext, Operator, OperatorInstance, OperatorKind, Partitioning, Placement, Registry, Sink,
     SinkKind, SinkWriter, Source, SourceKind, SourceReader, WorkerPos,

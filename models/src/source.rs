@@ -254,6 +254,8 @@ impl SourceReader for LanguageModelReader {
             seq_id: vec![*line; n],
             pos: (skip as u32..(skip + n) as u32).collect(),
             token: Some(texts),
+            // Stamped when the forward pass finished: the time a deployed model produced them.
+            time: Some(vec![neurostream_engine::now_ns(); n]),
         };
         let frame = Frame::new(self.name.clone(), self.schema.clone(), index, data)?;
         Ok(Some((line * self.max_tokens as u64, Batch::Dense(frame))))

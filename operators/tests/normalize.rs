@@ -59,6 +59,7 @@ fn frames(data: &[f32], width: usize, sizes: &[usize]) -> Vec<Frame> {
             seq_id: vec![0; n],
             pos: (start as u32..(start + n) as u32).collect(),
             token: None,
+            time: None,
         };
         out.push(
             Frame::new(

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use arrow::datatypes::Schema as ArrowSchema;
 use neurostream_engine::layout::{arrow_schema, frame_to_batch, sparse_to_batch, EncodeOptions};
 use neurostream_engine::{
-    parse_config, Batch, ConfigTable, EngineError, NodeConfig, NodeContext, Placement, Result, Schema, Sink, SinkKind,
+    parse_config, Batch, ConfigTable, EngineError, NodeConfig, NodeContext, Placement, Result, RowIndex, Schema, Sink, SinkKind,
     SinkWriter, StreamKind, WorkerPos,
 };
 use parquet::arrow::ArrowWriter;
@@ -163,6 +163,8 @@ impl SinkKind for ParquetSinkKind {
         let opts = EncodeOptions {
             markers: cfg.markers,
             tokens: cfg.tokens,
+            // Decided by the first frame written (see `ParquetFileWriter::writer`).
+            time: false,
         };
         let props = WriterProperties::builder()
             .set_compression(compression)
@@ -299,6 +301,18 @@ impl SinkWriter for ParquetFileWriter {
     fn write(&mut self, batch: &Batch) -> Result<()> {
         if self.broken {
             return Ok(());
+        }
+        // Rows with event times add the `time` column, decided by the first frame written.
+        if self.writer.is_none() && !self.opts.time {
+            let timed = match batch {
+                Batch::Dense(f) => Some((&f.schema, &f.index)),
+                Batch::Sparse(f) => Some((&f.schema, &f.index)),
+                Batch::Table(_) => None,
+            };
+            if let Some((schema, RowIndex::Tokens { time: Some(_), .. })) = timed {
+                self.opts.time = true;
+                self.arrow = arrow_schema(schema, &self.opts);
+            }
         }
         let record = match batch {
             Batch::Dense(frame) => frame_to_batch(frame, &self.arrow, &self.opts),

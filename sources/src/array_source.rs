@@ -258,6 +258,7 @@ impl SourceReader for ArrayReader {
             seq_id,
             pos,
             token: None,
+            time: None,
         };
         let frame = Frame::new(s.name.clone(), s.schema.clone(), index, data)?;
         Ok(Some((first as u64, Batch::Dense(frame))))

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, Receiver, Sender, TryRecvError};
 use neurostream_engine::layout::Decoder;
 use neurostream_engine::{
-    parse_config, Batch, ConfigTable, EngineError, Frame, NodeConfig, NodeContext, Result, Schema, Source, SourceKind,
+    parse_config, Batch, ConfigTable, EngineError, Frame, NodeConfig, NodeContext, Result, RowIndex, Schema, Source, SourceKind,
     SourceReader, WorkerPos,
 };
 use serde::{Deserialize, Serialize};
@@ -255,6 +255,11 @@ fn read_connection(stream: TcpStream, n: usize, source: &str, schema: &Arc<Schem
                 ));
             }
             frame.schema = schema.clone();
+            // Rows without a `time` column are stamped with their arrival time.
+            let n = frame.rows();
+            if let RowIndex::Tokens { time: time @ None, .. } = &mut frame.index {
+                *time = Some(vec![neurostream_engine::now_ns(); n]);
+            }
             rows += frame.rows() as u64;
             if tx.send(Event::Frame(frame)).is_err() {
                 return Ok(()); // the pipeline ended

@@ -49,6 +49,11 @@ pub struct SyntheticActivationsConfig {
     pub model: Option<String>,
     /// Layer name written to metadata.
     pub layer: Option<String>,
+    /// When set, rows carry event times: token `t` is stamped `start_time_s + t / tokens_per_s`
+    /// seconds after the Unix epoch (a steady traffic rate, for time windows).
+    pub tokens_per_s: Option<f64>,
+    /// Event time of token 0 in seconds since the Unix epoch (with `tokens_per_s`; default 0).
+    pub start_time_s: f64,
 }
 
 impl Default for SyntheticActivationsConfig {
@@ -65,6 +70,8 @@ impl Default for SyntheticActivationsConfig {
             seed: 0,
             model: Some("synthetic".into()),
             layer: None,
+            tokens_per_s: None,
+            start_time_s: 0.0,
         }
     }
 }
@@ -112,6 +119,9 @@ impl SyntheticActivations {
         }
         if !(cfg.noise >= 0.0 && cfg.noise.is_finite() && cfg.zipf >= 0.0 && cfg.zipf.is_finite()) {
             return Err("`noise` and `zipf` must be finite and >= 0".into());
+        }
+        if cfg.tokens_per_s.is_some_and(|r| !(r > 0.0 && r.is_finite())) || !cfg.start_time_s.is_finite() {
+            return Err("`tokens_per_s` must be a positive rate and `start_time_s` finite".into());
         }
         let mut rng = StdRng::seed_from_u64(hash(&[cfg.seed, 0xD1EC]));
         let mut directions = Vec::with_capacity(cfg.features * cfg.d_model);
@@ -172,6 +182,11 @@ impl SyntheticActivations {
             seq_id: (start..start + len as u64).map(|t| t / seq_len).collect(),
             pos: (start..start + len as u64).map(|t| (t % seq_len) as u32).collect(),
             token: None,
+            time: self.cfg.tokens_per_s.map(|rate| {
+                (start..start + len as u64)
+                    .map(|t| ((self.cfg.start_time_s + t as f64 / rate) * 1e9).round() as i64)
+                    .collect()
+            }),
         };
         (
             Frame::new(self.name.clone(), self.schema.clone(), index, data).expect("shape"),

@@ -230,6 +230,61 @@ def check_scalars(metrics_path, stats_dir, settings):
         print(e, k, fe)
 
 
+def time_windows_of(times_ns, window_ns, step_ns):
+    """Event-time windows as the docs define them, token by token: (start_ns, end_ns, token
+    indices, final). Panes are aligned to the epoch; a pane closes when the first token at or
+    past its end arrives; late tokens join the open pane; a gap closes at most
+    window/step + 1 panes (later ones would repeat an all-empty window)."""
+    cap = window_ns // step_ns
+    out, closed, cur, open_ = [], [], [], None
+    for i, t in enumerate(times_ns):
+        p = t // step_ns
+        if open_ is None:
+            open_ = p
+        elif p > open_:
+            for _ in range(min(p - open_, cap + 1)):
+                closed = (closed + [cur])[-cap:]
+                cur = []
+                end = (open_ + 1) * step_ns
+                out.append((end - window_ns, end, [j for pane in closed for j in pane], False))
+                open_ += 1
+            open_ = max(open_, p)
+        cur.append(i)
+    if cur:
+        end = (open_ + 1) * step_ns
+        panes = closed[-(cap - 1):] if cap > 1 else []
+        out.append((end - window_ns, end, [j for pane in panes for j in pane] + cur, True))
+    return out
+
+
+def check_time_windows(features_path, stats_dir, window_s, step_s):
+    """Checks the windows and features tables of event-time windows: spans, token counts and
+    per-feature counts exactly, densities within REL."""
+    ft = pq.read_table(features_path)
+    assert "time" in ft.column_names, "the features file keeps the rows' event times"
+    times = ft["time"].cast(pa.int64()).to_numpy()
+    d_sae = int(ft.schema.metadata[b"neurostream.n_features"])
+    fired = np.zeros((len(ft), d_sae), bool)
+    for r, row in enumerate(ft["features"].to_pylist()):
+        for e in row:
+            fired[r, e["id"]] |= e["act"] > 0
+    wins = pq.read_table(os.path.join(stats_dir, "windows.parquet")).to_pandas()
+    feats = pq.read_table(os.path.join(stats_dir, "features.parquet")).to_pandas()
+    wins, feats = wins[wins.scope == "window"], feats[feats.scope == "window"]
+    ns = lambda col: col.astype("int64").to_numpy()
+    got = sorted(zip(ns(wins.window_start_time), ns(wins.window_end_time), wins.tokens, wins.final))
+    expected = time_windows_of(times, int(window_s * 1e9), int(step_s * 1e9))
+    assert got == sorted((s, e, len(ix), f) for s, e, ix, f in expected), f"windows {got[:5]}... vs {[(s, e, len(ix), f) for s, e, ix, f in expected][:5]}..."
+    fs = ns(feats.window_end_time)
+    for s, e, ix, final in expected:
+        rows = feats[fs == e].sort_values("feature")
+        count = fired[ix].sum(axis=0)
+        assert np.array_equal(rows["count"].to_numpy(), count), f"counts differ in window ending {e}"
+        if ix:
+            close(rows.density, count / len(ix), "density")
+    print(f"checked {len(expected)} event-time windows", file=sys.stderr)
+
+
 def main():
     cmd = sys.argv[1]
     if cmd == "tokens":
@@ -279,6 +334,20 @@ def main():
         tensors = {"W_enc": w_dec.T, "W_dec": w_dec, "b_enc": np.zeros(2 * (d - 1)), "b_dec": np.zeros(d)}
         save_file({n: np.ascontiguousarray(t.astype(np.float32)) for n, t in tensors.items()}, os.path.join(out, "sae_weights.safetensors"))
         json.dump(cfg, open(os.path.join(out, "cfg.json"), "w"))
+    elif cmd == "timed":
+        # Event times: ~10 ms apart (exponential), a 30 s pause at token 1500, and token 700
+        # arriving 1.5 s late.
+        t = pq.read_table(sys.argv[2])
+        rng = np.random.default_rng(5)
+        gaps = rng.exponential(0.01, len(t))
+        gaps[1500] += 30.0
+        secs = 1_764_000_000.25 + np.cumsum(gaps)
+        secs[700] -= 1.5
+        ts = pa.array((secs * 1e9).astype(np.int64), pa.timestamp("ns", tz="UTC"))
+        t = t.append_column(pa.field("time", ts.type, nullable=False), ts)
+        pq.write_table(t.replace_schema_metadata(pq.read_schema(sys.argv[2]).metadata), sys.argv[3])
+    elif cmd == "time_windows":
+        check_time_windows(sys.argv[2], sys.argv[3], float(sys.argv[4]), float(sys.argv[5]))
     elif cmd == "features":
         check_features(sys.argv[2], sys.argv[3], sys.argv[4], json.loads(sys.argv[5]))
     elif cmd == "scalars":

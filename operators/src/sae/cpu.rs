@@ -3,7 +3,9 @@
 
 use neurostream_engine::Result;
 
+use super::half_weights::WeightDtype;
 use super::model::{Activation, Sae};
+use super::packed::PackedWeights;
 use super::{Csr, SaeKernels};
 
 /// Rows per GEMM block (bounds the dense `rows × d_sae` scratch).
@@ -17,7 +19,14 @@ pub struct CpuSae {
     threads: usize,
     /// `W_enc` in 16 bits, when asked for; the f32 weights are used otherwise.
     half: Option<super::half_weights::HalfWeights>,
+    /// `W_enc` in column panels (as f32 or the 16-bit dtype asked for), for batches of
+    /// `9..=PACKED_MAX_ROWS` rows on CPUs with AVX2/FMA/F16C.
+    packed: Option<std::sync::Arc<PackedWeights>>,
 }
+
+/// Largest row block sent to the packed-panel kernel; bigger blocks use the general GEMM, whose
+/// per-call packing is then amortized.
+pub const PACKED_MAX_ROWS: usize = 192;
 
 impl CpuSae {
     /// Prepares the per-latent epilogue of `sae`; the GEMM runs on one thread (dataflow workers
@@ -35,12 +44,16 @@ impl CpuSae {
             z: Vec::new(),
             threads: threads.max(1),
             half: None,
+            packed: PackedWeights::new(&sae.w_enc, sae.d_in, sae.d_sae, WeightDtype::F32).map(std::sync::Arc::new),
         }
     }
 
     /// Stores `W_enc` as `dtype` (f16 or bf16 halve the bytes streamed per token; f32 keeps it).
     pub fn with_weight_dtype(mut self, sae: &Sae, dtype: super::half_weights::WeightDtype) -> CpuSae {
         self.half = super::half_weights::HalfWeights::new(&sae.w_enc, dtype);
+        if dtype != WeightDtype::F32 {
+            self.packed = PackedWeights::new(&sae.w_enc, sae.d_in, sae.d_sae, dtype).map(std::sync::Arc::new);
+        }
         self
     }
 }
@@ -240,9 +253,10 @@ impl SaeKernels for CpuSae {
             let m = BLOCK.min(rows - start);
             self.z.resize(m * n, 0.0);
             let x = &input[start * d_in..(start + m) * d_in];
-            match &self.half {
-                Some(h) => h.matmul(x, m, d_in, n, &mut self.z, self.threads),
-                None => matmul(x, &sae.w_enc, m, d_in, n, &mut self.z, self.threads),
+            match (&self.half, &self.packed) {
+                (_, Some(p)) if m > 8 && m <= PACKED_MAX_ROWS => p.matmul(x, m, &mut self.z, self.threads),
+                (Some(h), _) => h.matmul(x, m, d_in, n, &mut self.z, self.threads),
+                (None, _) => matmul(x, &sae.w_enc, m, d_in, n, &mut self.z, self.threads),
             }
             let per = m.div_ceil(self.threads);
             let (scale, shift, z) = (&self.scale, &self.shift, &self.z);

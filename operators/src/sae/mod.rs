@@ -9,6 +9,7 @@ mod gpu;
 pub mod half_weights;
 pub mod model;
 pub mod npz;
+pub mod packed;
 pub mod reconstruct;
 
 use std::sync::Arc;

@@ -203,14 +203,18 @@ pub fn read_reference_densities(path: &Path, n_features: usize) -> Result<Vec<f6
         .ok_or_else(|| format!("{}: the reference table has no rows", path.display()))
 }
 
-/// The `alerts` table: `stream, window_start, window_end, rule, kind, feature, observed,
-/// expected, threshold, message`.
-pub fn alerts_table(stream: &str, start: u64, end: u64, alerts: &[Alert]) -> RecordBatch {
+/// The `alerts` table: `stream, window_start, window_end, [window_start_time, window_end_time,]
+/// rule, kind, feature, observed, expected, threshold, message`.
+pub fn alerts_table(stream: &str, start: u64, end: u64, time: Option<(i64, i64)>, alerts: &[Alert]) -> RecordBatch {
     let n = alerts.len();
-    let schema = Arc::new(ArrowSchema::new(vec![
+    let times = time.map(|t| super::tables::time_columns(t, n)).unwrap_or_default();
+    let mut fields = vec![
         Field::new("stream", DataType::Utf8, false),
         Field::new("window_start", DataType::UInt64, false),
         Field::new("window_end", DataType::UInt64, false),
+    ];
+    fields.extend(times.iter().map(|(f, _)| f.clone()));
+    fields.extend([
         Field::new("rule", DataType::Utf8, false),
         Field::new("kind", DataType::Utf8, false),
         Field::new("feature", DataType::UInt32, true),
@@ -218,11 +222,15 @@ pub fn alerts_table(stream: &str, start: u64, end: u64, alerts: &[Alert]) -> Rec
         Field::new("expected", DataType::Float64, false),
         Field::new("threshold", DataType::Float64, false),
         Field::new("message", DataType::Utf8, false),
-    ]));
-    let cols: Vec<ArrayRef> = vec![
+    ]);
+    let schema = Arc::new(ArrowSchema::new(fields));
+    let mut cols: Vec<ArrayRef> = vec![
         Arc::new(StringArray::from(vec![stream; n])),
         Arc::new(UInt64Array::from(vec![start; n])),
         Arc::new(UInt64Array::from(vec![end; n])),
+    ];
+    cols.extend(times.into_iter().map(|(_, c)| c));
+    cols.extend::<[ArrayRef; 7]>([
         Arc::new(StringArray::from_iter_values(alerts.iter().map(|a| a.rule.as_str()))),
         Arc::new(StringArray::from_iter_values(alerts.iter().map(|a| a.kind))),
         Arc::new(UInt32Array::from(alerts.iter().map(|a| a.feature).collect::<Vec<_>>())),
@@ -230,7 +238,7 @@ pub fn alerts_table(stream: &str, start: u64, end: u64, alerts: &[Alert]) -> Rec
         Arc::new(Float64Array::from_iter_values(alerts.iter().map(|a| a.expected))),
         Arc::new(Float64Array::from_iter_values(alerts.iter().map(|a| a.threshold))),
         Arc::new(StringArray::from_iter_values(alerts.iter().map(|a| a.message.as_str()))),
-    ];
+    ]);
     RecordBatch::try_new(schema, cols).expect("alerts columns agree")
 }
 

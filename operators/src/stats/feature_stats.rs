@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::accum::{Accum, LogBins};
 use super::alerts::{alerts_table, read_reference_densities, read_sparsity_densities, Alert, FeatureRule, Reference};
+use super::clock::{PaneClock, WindowUnit};
 use super::examples::TopExamples;
 use super::panes::Panes;
 use super::tables::{Scope, TableBuilder};
@@ -41,12 +42,16 @@ pub enum AllTimeEvery {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FeatureStatsConfig {
-    /// Window length in tokens (0: all-time statistics only). Default 4096.
+    /// Window length in `window_unit` (0: all-time statistics only). Default 4096 (tokens).
     #[serde(default = "default_window")]
     pub window: u64,
-    /// Tokens between window closes (default `window`: tumbling windows); `window` must be a multiple.
+    /// Spacing of window closes in `window_unit` (default `window`: tumbling windows); `window`
+    /// must be a multiple.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step: Option<u64>,
+    /// What `window` and `step` count: `tokens` (default), or `s` / `ms` of event time.
+    #[serde(default)]
+    pub window_unit: WindowUnit,
     /// When the all-time tables are emitted: `window` (with every window) or `end`.
     #[serde(default)]
     pub all_time: AllTimeEvery,
@@ -142,7 +147,7 @@ impl OperatorKind for FeatureStatsKind {
                 input.describe()
             )));
         };
-        let step = super::window_step(cfg.window, cfg.step).map_err(fail)?;
+        let step = super::window_step(cfg.window, cfg.step, cfg.window_unit).map_err(fail)?;
         let density_bins = log_bins("density_bins", cfg.density_bins, false).map_err(fail)?.unwrap();
         let act_bins = log_bins("activation_bins", cfg.activation_bins, true).map_err(fail)?;
         if !(0.0..=1.0).contains(&cfg.dense_above) {
@@ -204,6 +209,7 @@ impl OperatorKind for FeatureStatsKind {
                 n_features,
                 window: cfg.window,
                 step,
+                unit: cfg.window_unit,
                 all_time: cfg.all_time,
                 dead_after,
                 dense_above: cfg.dense_above,
@@ -229,6 +235,7 @@ struct Settings {
     n_features: usize,
     window: u64,
     step: u64,
+    unit: WindowUnit,
     all_time: AllTimeEvery,
     dead_after: u64,
     dense_above: f64,
@@ -276,6 +283,7 @@ struct WindowMemory {
 struct StreamState {
     name: Arc<str>,
     tokens: u64,
+    clock: PaneClock,
     pane: Accum,
     panes: Panes<Accum>,
     spare: Vec<Accum>,
@@ -311,6 +319,7 @@ impl OperatorInstance for FeatureStatsInstance {
             StreamState {
                 name: frame.stream.clone(),
                 tokens: 0,
+                clock: PaneClock::new(s.unit, s.window, s.step),
                 pane: Accum::new(s.n_features, bins),
                 panes: Panes::new(s.window, s.step),
                 spare: Vec::new(),
@@ -349,11 +358,27 @@ fn add_frame(
     frame: &SparseFrame,
     out: &mut Vec<Batch>,
 ) -> Result<()> {
-    let (seq_ids, positions, tokens) = match &frame.index {
-        RowIndex::Tokens { seq_id, pos, token } => (Some(seq_id), Some(pos), token.as_ref()),
-        RowIndex::Samples(_) => (None, None, None),
+    let (seq_ids, positions, tokens, times) = match &frame.index {
+        RowIndex::Tokens {
+            seq_id,
+            pos,
+            token,
+            time,
+        } => (Some(seq_id), Some(pos), token.as_ref(), time.as_ref()),
+        RowIndex::Samples(_) => (None, None, None, None),
     };
     for r in 0..frame.rows() {
+        let closes = state.clock.before(times.map(|t| t[r])).map_err(|m| {
+            EngineError::Runtime(format!(
+                "feature_stats: stream {}, {}: {m}",
+                frame.stream,
+                frame.index.describe_row(r)
+            ))
+        })?;
+        for _ in 0..closes {
+            close_pane(state, s, schema, out);
+            state.clock.advance();
+        }
         let (ids, acts) = frame.row(r);
         state.ids.clear();
         state.acts.clear();
@@ -375,7 +400,7 @@ fn add_frame(
         state
             .examples
             .add_token(seq, pos, tokens.map(|t| t[r].as_str()), &state.ids, &state.acts);
-        if s.step > 0 && state.tokens.is_multiple_of(s.step) {
+        if state.clock.after() {
             close_pane(state, s, schema, out);
         }
     }
@@ -419,30 +444,38 @@ fn emit(
             data,
         }))
     };
-    let mut scopes: Vec<(Scope, u64, Accum)> = Vec::new();
+    // Event-time spans: the window's, and for all time from the first token to the window's end.
+    let span = state.clock.window_span();
+    let all_span = state.clock.first_time.zip(span).map(|(first, (_, e))| (first.min(e), e));
+    // (scope, first token, event-time span, sums)
+    type ScopeSums = (Scope, u64, Option<(i64, i64)>, Accum);
+    let mut scopes: Vec<ScopeSums> = Vec::new();
     if window {
         let mut w = Accum::new(s.n_features, s.act_bins.map_or(0, |b| b.bins));
-        let partial = !state.tokens.is_multiple_of(s.step.max(1));
+        let partial = state.pane.tokens > 0 && is_final;
         state.panes.merge_window(partial.then_some(&state.pane), &mut w);
-        scopes.push((Scope::Window, end - w.tokens, w));
+        scopes.push((Scope::Window, end - w.tokens, span, w));
     }
     if all_time {
-        scopes.push((Scope::AllTime, 0, state.all.clone()));
+        scopes.push((Scope::AllTime, 0, all_span, state.all.clone()));
     }
-    for (scope, start, acc) in &scopes {
-        for (table, data) in scope_tables(&state.name, *scope, *start, end, acc, &dead, s, is_final) {
+    for (scope, start, time, acc) in &scopes {
+        for (table, data) in scope_tables(&state.name, *scope, *start, end, *time, acc, &dead, s, is_final) {
             push(table, data);
         }
     }
     if all_time && s.top_k > 0 {
-        push("top_examples", top_examples_table(&state.name, end, &state.examples));
+        push(
+            "top_examples",
+            top_examples_table(&state.name, end, all_span, &state.examples),
+        );
     }
-    if let Some((_, start, w)) = scopes.iter().find(|(sc, ..)| *sc == Scope::Window) {
+    if let Some((_, start, time, w)) = scopes.iter().find(|(sc, ..)| *sc == Scope::Window) {
         let dead_fraction = dead.iter().filter(|&&d| d).count() as f64 / s.n_features as f64;
         let density: Vec<f64> = (0..s.n_features).map(|f| w.density(f)).collect();
         let alerts = evaluate(s, w, &density, dead_fraction, state.previous.as_ref(), state.first.as_deref());
         if !alerts.is_empty() {
-            push("alerts", alerts_table(&state.name, *start, end, &alerts));
+            push("alerts", alerts_table(&state.name, *start, end, *time, &alerts));
         }
         // Only full windows become references for the next ones.
         if !is_final || state.first.is_none() {
@@ -460,6 +493,7 @@ fn scope_tables(
     scope: Scope,
     start: u64,
     end: u64,
+    time: Option<(i64, i64)>,
     acc: &Accum,
     dead: &[bool],
     s: &Settings,
@@ -471,7 +505,7 @@ fn scope_tables(
     let mut tables = Vec::new();
 
     let nnz: u64 = acc.l0.iter().map(|(l0, t)| *l0 as u64 * t).sum();
-    let mut w = TableBuilder::new(stream, scope, start, end, 1);
+    let mut w = TableBuilder::new(stream, scope, start, end, time, 1);
     w.u64("tokens", vec![acc.tokens])
         .f64(
             "mean_l0",
@@ -484,7 +518,7 @@ fn scope_tables(
         .bool("final", vec![is_final]);
     tables.push(("windows", w.finish()));
 
-    let mut f = TableBuilder::new(stream, scope, start, end, n);
+    let mut f = TableBuilder::new(stream, scope, start, end, time, n);
     f.u32("feature", (0..n as u32).collect())
         .u64("count", acc.count.clone())
         .f64("density", density.clone())
@@ -511,7 +545,7 @@ fn scope_tables(
         lo.push(l);
         hi.push(h);
     }
-    let mut h = TableBuilder::new(stream, scope, start, end, b.bins + 1);
+    let mut h = TableBuilder::new(stream, scope, start, end, time, b.bins + 1);
     h.f64("log10_density_lo", lo)
         .f64("log10_density_hi", hi)
         .u64("features", std::iter::once(zero).chain(counts).collect());
@@ -531,7 +565,7 @@ fn scope_tables(
                 }
             }
         }
-        let mut t = TableBuilder::new(stream, scope, start, end, feat.len());
+        let mut t = TableBuilder::new(stream, scope, start, end, time, feat.len());
         t.u32("feature", feat)
             .f64("log10_act_lo", lo)
             .f64("log10_act_hi", hi)
@@ -539,14 +573,14 @@ fn scope_tables(
         tables.push(("activation_histogram", t.finish()));
     }
 
-    let mut l = TableBuilder::new(stream, scope, start, end, acc.l0.len());
+    let mut l = TableBuilder::new(stream, scope, start, end, time, acc.l0.len());
     l.u32("l0", acc.l0.keys().copied().collect())
         .u64("tokens", acc.l0.values().copied().collect());
     tables.push(("l0", l.finish()));
     tables
 }
 
-fn top_examples_table(stream: &str, end: u64, ex: &TopExamples) -> arrow::record_batch::RecordBatch {
+fn top_examples_table(stream: &str, end: u64, time: Option<(i64, i64)>, ex: &TopExamples) -> arrow::record_batch::RecordBatch {
     let (mut feat, mut rank, mut act, mut seq, mut pos, mut tok, mut ctx) = (
         Vec::new(),
         Vec::new(),
@@ -567,7 +601,7 @@ fn top_examples_table(stream: &str, end: u64, ex: &TopExamples) -> arrow::record
             ctx.push(e.context());
         }
     }
-    let mut t = TableBuilder::new(stream, Scope::AllTime, 0, end, feat.len());
+    let mut t = TableBuilder::new(stream, Scope::AllTime, 0, end, time, feat.len());
     t.u32("feature", feat)
         .u32("rank", rank)
         .f32("act", act)

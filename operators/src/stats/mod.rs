@@ -3,7 +3,8 @@
 //!
 //! Windows are counted in tokens of each stream, in stream order: every `step` tokens the
 //! window of the last `window` tokens closes (tumbling when `step == window`, sliding when
-//! smaller). A window is kept as `window / step` panes; a closing window merges its panes, so
+//! smaller). With `window_unit = "s"` or `"ms"` they are spans of event time instead (the rows'
+//! `time`), aligned to the Unix epoch; see [`clock`]. A window is kept as `window / step` panes; a closing window merges its panes, so
 //! the oldest pane's counts leave the window exactly when a new pane enters. When the input
 //! ends, a last partial window (`final = true`) and the all-time tables are emitted.
 //!
@@ -13,6 +14,7 @@
 
 pub mod accum;
 pub mod alerts;
+pub mod clock;
 pub mod examples;
 mod feature_stats;
 pub mod panes;
@@ -22,15 +24,20 @@ mod token_stats;
 pub use feature_stats::{FeatureStatsConfig, FeatureStatsKind, FEATURE_TABLES};
 pub use token_stats::{TokenStatsConfig, TokenStatsKind, TOKEN_TABLES};
 
-/// Checks a `window`/`step` pair (tokens) and returns the step used.
-fn window_step(window: u64, step: Option<u64>) -> Result<u64, String> {
+/// Checks a `window`/`step` pair (in `unit`) and returns the step used.
+fn window_step(window: u64, step: Option<u64>, unit: clock::WindowUnit) -> Result<u64, String> {
+    let unit = match unit {
+        clock::WindowUnit::Tokens => "tokens",
+        clock::WindowUnit::Ms => "ms",
+        clock::WindowUnit::S => "s",
+    };
     let step = step.unwrap_or(window);
     if window > 0 && step == 0 {
-        return Err("`step` must be at least 1 token".into());
+        return Err(format!("`step` must be at least 1 ({unit})"));
     }
     if window > 0 && (step > window || !window.is_multiple_of(step)) {
         return Err(format!(
-            "`window` ({window} tokens) must be a multiple of `step` ({step} tokens)"
+            "`window` ({window} {unit}) must be a multiple of `step` ({step} {unit})"
         ));
     }
     Ok(step)

@@ -2,8 +2,10 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, BooleanArray, Float32Array, Float64Array, StringArray, UInt32Array, UInt64Array};
-use arrow::datatypes::{DataType, Field, Schema as ArrowSchema};
+use arrow::array::{
+    ArrayRef, BooleanArray, Float32Array, Float64Array, StringArray, TimestampNanosecondArray, UInt32Array, UInt64Array,
+};
+use arrow::datatypes::{DataType, Field, Schema as ArrowSchema, TimeUnit};
 use arrow::record_batch::RecordBatch;
 
 /// Which span a row describes.
@@ -25,7 +27,21 @@ impl Scope {
     }
 }
 
-/// Columns `stream, scope, window_start, window_end` repeated over `n` rows, then `rest`.
+/// The columns `window_start_time, window_end_time` (timestamp ns UTC) of windows in event
+/// time, each value repeated over `rows` rows.
+pub fn time_columns(span: (i64, i64), rows: usize) -> Vec<(Field, ArrayRef)> {
+    let ty = DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into()));
+    [("window_start_time", span.0), ("window_end_time", span.1)]
+        .into_iter()
+        .map(|(name, v)| {
+            let col: ArrayRef = Arc::new(TimestampNanosecondArray::from(vec![v; rows]).with_timezone("UTC"));
+            (Field::new(name, ty.clone(), false), col)
+        })
+        .collect()
+}
+
+/// Columns `stream, scope, window_start, window_end` (token ordinals) and, for windows in event
+/// time, `window_start_time, window_end_time`, repeated over `n` rows, then the rest.
 pub struct TableBuilder {
     fields: Vec<Field>,
     columns: Vec<ArrayRef>,
@@ -33,8 +49,9 @@ pub struct TableBuilder {
 }
 
 impl TableBuilder {
-    /// Starts a table of `rows` rows for `stream` over `[start, end)` tokens in `scope`.
-    pub fn new(stream: &str, scope: Scope, start: u64, end: u64, rows: usize) -> TableBuilder {
+    /// Starts a table of `rows` rows for `stream` over `[start, end)` tokens in `scope`, and the
+    /// event-time span `time` (ns since the Unix epoch) for windows in event time.
+    pub fn new(stream: &str, scope: Scope, start: u64, end: u64, time: Option<(i64, i64)>, rows: usize) -> TableBuilder {
         let mut b = TableBuilder {
             fields: Vec::new(),
             columns: Vec::new(),
@@ -44,6 +61,10 @@ impl TableBuilder {
         b.push("scope", DataType::Utf8, Arc::new(StringArray::from(vec![scope.name(); rows])));
         b.u64("window_start", vec![start; rows]);
         b.u64("window_end", vec![end; rows]);
+        for (field, col) in time.map(|t| time_columns(t, rows)).unwrap_or_default() {
+            b.fields.push(field);
+            b.columns.push(col);
+        }
         b
     }
 

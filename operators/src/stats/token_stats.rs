@@ -7,11 +7,12 @@ use std::sync::Arc;
 
 use neurostream_engine::{
     parse_config, Batch, ComputeDevice, ConfigTable, EngineError, NodeConfig, NodeContext, Operator, OperatorInstance,
-    OperatorKind, Partitioning, Result, Schema, StreamKind, TableFrame,
+    OperatorKind, Partitioning, Result, RowIndex, Schema, StreamKind, TableFrame,
 };
 use serde::{Deserialize, Serialize};
 
 use super::alerts::{alerts_table, Alert, ScalarRule};
+use super::clock::{PaneClock, WindowUnit};
 use super::panes::{Panes, Span};
 use super::tables::{Scope, TableBuilder};
 
@@ -22,12 +23,15 @@ pub const TOKEN_TABLES: [&str; 2] = ["scalars", "alerts"];
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenStatsConfig {
-    /// Window length in tokens (0: all-time only). Default 4096.
+    /// Window length in `window_unit` (0: all-time only). Default 4096 (tokens).
     #[serde(default = "default_window")]
     pub window: u64,
-    /// Tokens between window closes (default `window`).
+    /// Spacing of window closes in `window_unit` (default `window`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step: Option<u64>,
+    /// What `window` and `step` count: `tokens` (default), or `s` / `ms` of event time.
+    #[serde(default)]
+    pub window_unit: WindowUnit,
     /// Alert rules evaluated on every window.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub alerts: Vec<ScalarRule>,
@@ -60,7 +64,7 @@ impl OperatorKind for TokenStatsKind {
                 input.describe()
             )));
         }
-        let step = super::window_step(cfg.window, cfg.step).map_err(fail)?;
+        let step = super::window_step(cfg.window, cfg.step, cfg.window_unit).map_err(fail)?;
         if !cfg.alerts.is_empty() && cfg.window == 0 {
             return Err(fail("alerts are evaluated per window: set `window`".into()));
         }
@@ -87,6 +91,7 @@ impl OperatorKind for TokenStatsKind {
             columns: names.iter().map(|s| s.to_string()).collect(),
             window: cfg.window,
             step,
+            unit: cfg.window_unit,
             rules: Arc::new(rules),
         }))
     }
@@ -97,6 +102,7 @@ struct TokenStats {
     columns: Vec<String>,
     window: u64,
     step: u64,
+    unit: WindowUnit,
     rules: Arc<Vec<(ScalarRule, usize)>>,
 }
 
@@ -116,6 +122,7 @@ impl Operator for TokenStats {
             columns: self.columns.clone(),
             window: self.window,
             step: self.step,
+            unit: self.unit,
             rules: self.rules.clone(),
             streams: HashMap::new(),
         }))
@@ -171,6 +178,7 @@ impl Span for Sums {
 
 struct StreamState {
     tokens: u64,
+    clock: PaneClock,
     pane: Sums,
     panes: Panes<Sums>,
     all: Sums,
@@ -182,23 +190,32 @@ struct TokenStatsInstance {
     columns: Vec<String>,
     window: u64,
     step: u64,
+    unit: WindowUnit,
     rules: Arc<Vec<(ScalarRule, usize)>>,
     streams: HashMap<Arc<str>, StreamState>,
 }
 
 impl TokenStatsInstance {
+    fn close_pane(&self, name: &Arc<str>, state: &mut StreamState, out: &mut Vec<Batch>) {
+        let full = std::mem::replace(&mut state.pane, Sums::new(self.columns.len()));
+        state.panes.push(full);
+        self.emit(name, state, false, out);
+    }
+
     fn emit(&self, name: &Arc<str>, state: &mut StreamState, is_final: bool, out: &mut Vec<Batch>) {
         let end = state.tokens;
         state.emitted_at = Some(end);
         let width = self.columns.len();
+        let span = state.clock.window_span();
+        let all_span = state.clock.first_time.zip(span).map(|(first, (_, e))| (first.min(e), e));
         let mut scopes = Vec::new();
         if self.window > 0 {
             let mut w = Sums::new(width);
-            let partial = !end.is_multiple_of(self.step);
+            let partial = is_final && state.pane.tokens > 0;
             state.panes.merge_window(partial.then_some(&state.pane), &mut w);
-            scopes.push((Scope::Window, end - w.tokens, w));
+            scopes.push((Scope::Window, end - w.tokens, span, w));
         }
-        scopes.push((Scope::AllTime, 0, state.all.clone()));
+        scopes.push((Scope::AllTime, 0, all_span, state.all.clone()));
         let mut push = |table: &str, data| {
             out.push(Batch::Table(TableFrame {
                 stream: name.clone(),
@@ -207,8 +224,8 @@ impl TokenStatsInstance {
                 data,
             }))
         };
-        for (scope, start, s) in &scopes {
-            let mut t = TableBuilder::new(name, *scope, *start, end, width);
+        for (scope, start, time, s) in &scopes {
+            let mut t = TableBuilder::new(name, *scope, *start, end, *time, width);
             t.u64("tokens", vec![s.tokens; width])
                 .opt_str("column", self.columns.iter().map(|c| Some(c.clone())).collect())
                 .f64("mean", (0..width).map(|c| s.mean(c)).collect())
@@ -217,7 +234,7 @@ impl TokenStatsInstance {
                 .bool("final", vec![is_final; width]);
             push("scalars", t.finish());
         }
-        if let Some((_, start, w)) = scopes.iter().find(|(sc, ..)| *sc == Scope::Window) {
+        if let Some((_, start, time, w)) = scopes.iter().find(|(sc, ..)| *sc == Scope::Window) {
             let mut alerts = Vec::new();
             for (rule, c) in self.rules.iter() {
                 let mean = w.mean(*c);
@@ -263,7 +280,7 @@ impl TokenStatsInstance {
                 }
             }
             if !alerts.is_empty() {
-                push("alerts", alerts_table(name, *start, end, &alerts));
+                push("alerts", alerts_table(name, *start, end, *time, &alerts));
             }
         }
     }
@@ -281,20 +298,35 @@ impl OperatorInstance for TokenStatsInstance {
         let name = frame.stream.clone();
         let mut state = self.streams.remove(&name).unwrap_or_else(|| StreamState {
             tokens: 0,
+            clock: PaneClock::new(self.unit, self.window, self.step),
             pane: Sums::new(width),
             panes: Panes::new(self.window, self.step),
             all: Sums::new(width),
             emitted_at: None,
         });
+        let times = match &frame.index {
+            RowIndex::Tokens { time, .. } => time.as_ref(),
+            RowIndex::Samples(_) => None,
+        };
         for r in 0..frame.rows() {
+            let closes = match state.clock.before(times.map(|t| t[r])) {
+                Ok(c) => c,
+                Err(m) => {
+                    let row = frame.index.describe_row(r);
+                    self.streams.insert(name.clone(), state);
+                    return Err(EngineError::Runtime(format!("token_stats: stream {name}, {row}: {m}")));
+                }
+            };
+            for _ in 0..closes {
+                self.close_pane(&name, &mut state, out);
+                state.clock.advance();
+            }
             let row = frame.row(r);
             state.pane.add(row);
             state.all.add(row);
             state.tokens += 1;
-            if self.step > 0 && state.tokens.is_multiple_of(self.step) {
-                let full = std::mem::replace(&mut state.pane, Sums::new(width));
-                state.panes.push(full);
-                self.emit(&name, &mut state, false, out);
+            if state.clock.after() {
+                self.close_pane(&name, &mut state, out);
             }
         }
         self.streams.insert(name, state);

@@ -1,0 +1,268 @@
+//! `W_enc` packed once, at load, into panels of [`NR`] columns (`d_in × 16` contiguous values per
+//! panel) for an AVX2 + FMA register-blocked kernel. Small and medium batches are where a
+//! general GEMM loses: it repacks the whole weight matrix on every call, which at 64 rows costs
+//! about as much as the multiply itself. Packing once removes that; each panel is read from
+//! memory once per call and stays in cache while every row block of the batch multiplies it.
+//! Weights may be stored as f16 or bf16 (half the bytes), widened to f32 in registers.
+
+use super::half_weights::WeightDtype;
+
+/// Columns per panel (two 8-lane vectors).
+pub const NR: usize = 16;
+/// Rows per register block: 6 rows × 16 columns = 12 accumulators of the 16 AVX registers.
+const MR: usize = 6;
+
+/// The stored panels.
+enum Panels {
+    F32(Vec<f32>),
+    /// f16 or bf16 bits (`bf16` tells which).
+    Half {
+        bits: Vec<u16>,
+        bf16: bool,
+    },
+}
+
+/// `W_enc` (`k × n`, row-major on input) in column panels, for CPUs with AVX2 and FMA (and F16C
+/// for f16/bf16 storage).
+pub struct PackedWeights {
+    panels: Panels,
+    k: usize,
+    n: usize,
+}
+
+impl PackedWeights {
+    /// Packs `w` (`k × n`, row-major) as `dtype` (rounded to nearest for f16/bf16); `None` when
+    /// this CPU lacks the instructions the kernel needs (callers then use the general GEMM).
+    pub fn new(w: &[f32], k: usize, n: usize, dtype: WeightDtype) -> Option<PackedWeights> {
+        if !kernel_supported() {
+            return None;
+        }
+        assert_eq!(w.len(), k * n, "packing a {k} x {n} matrix from {} values", w.len());
+        let np = n.div_ceil(NR);
+        let gather = |p: usize, i: usize, c: usize| {
+            let j = p * NR + c;
+            if j < n {
+                w[i * n + j]
+            } else {
+                0.0
+            }
+        };
+        let order = (0..np).flat_map(|p| (0..k).flat_map(move |i| (0..NR).map(move |c| (p, i, c))));
+        let panels = match dtype {
+            WeightDtype::F32 => Panels::F32(order.map(|(p, i, c)| gather(p, i, c)).collect()),
+            WeightDtype::F16 => Panels::Half {
+                bits: order
+                    .map(|(p, i, c)| half::f16::from_f32(gather(p, i, c)).to_bits())
+                    .collect(),
+                bf16: false,
+            },
+            WeightDtype::Bf16 => Panels::Half {
+                bits: order
+                    .map(|(p, i, c)| half::bf16::from_f32(gather(p, i, c)).to_bits())
+                    .collect(),
+                bf16: true,
+            },
+        };
+        Some(PackedWeights { panels, k, n })
+    }
+
+    /// `z = x @ W` for `x` rows × k and `z` rows × n (row-major), the panels split over up to
+    /// `threads` threads.
+    pub fn matmul(&self, x: &[f32], rows: usize, z: &mut [f32], threads: usize) {
+        let (k, n) = (self.k, self.n);
+        assert!(x.len() >= rows * k && z.len() >= rows * n);
+        // x in row blocks of MR, interleaved by k (`xp[block][i * MR + r]`), zero-padded.
+        let blocks = rows.div_ceil(MR);
+        let mut xp = vec![0f32; blocks * k * MR];
+        for r in 0..rows {
+            let (b, rr) = (r / MR, r % MR);
+            let dst = &mut xp[b * k * MR..(b + 1) * k * MR];
+            for (i, &v) in x[r * k..(r + 1) * k].iter().enumerate() {
+                dst[i * MR + rr] = v;
+            }
+        }
+        let np = n.div_ceil(NR);
+        let threads = threads.clamp(1, np);
+        let per = np.div_ceil(threads);
+        let dst = SendPtr(z.as_mut_ptr());
+        let run = |p0: usize, p1: usize| {
+            // SAFETY: this CPU has AVX2/FMA/F16C (checked in `new`); each call writes only the
+            // columns of panels p0..p1 of the rows × n output behind `dst`.
+            unsafe { self.panels_range(&xp, rows, p0, p1, dst) }
+        };
+        if threads == 1 {
+            run(0, np);
+            return;
+        }
+        std::thread::scope(|s| {
+            for p0 in (0..np).step_by(per) {
+                let run = &run;
+                s.spawn(move || run(p0, (p0 + per).min(np)));
+            }
+        });
+    }
+
+    /// Multiplies panels `p0..p1` with every row block.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn panels_range(&self, xp: &[f32], rows: usize, p0: usize, p1: usize, dst: SendPtr) {
+        let (k, n) = (self.k, self.n);
+        for p in p0..p1 {
+            let cols = NR.min(n - p * NR);
+            for (b, xb) in xp.chunks_exact(k * MR).enumerate() {
+                let r0 = b * MR;
+                let out = dst.0.add(r0 * n + p * NR);
+                let mr = MR.min(rows - r0);
+                match &self.panels {
+                    Panels::F32(w) => block_f32(k, xb.as_ptr(), w.as_ptr().add(p * k * NR), out, n, mr, cols),
+                    Panels::Half { bits, bf16 } => {
+                        block_half(k, xb.as_ptr(), bits.as_ptr().add(p * k * NR), *bf16, out, n, mr, cols)
+                    }
+                }
+            }
+        }
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    unsafe fn panels_range(&self, _: &[f32], _: usize, _: usize, _: usize, _: SendPtr) {
+        unreachable!("packed weights are only built on x86_64")
+    }
+}
+
+/// True when this CPU runs the packed kernel.
+pub fn kernel_supported() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") && std::is_x86_feature_detected!("f16c")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The output pointer shared by the threads, each writing its own columns.
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: threads write disjoint column ranges and the scope joins them before `z` is read.
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+/// One 6 × 16 block with f32 weights: `xb` is `k × MR` interleaved, `w` a `k × 16` panel;
+/// writes `mr` rows × `cols` columns at `out` (row stride `ldo`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn block_f32(k: usize, xb: *const f32, w: *const f32, out: *mut f32, ldo: usize, mr: usize, cols: usize) {
+    use std::arch::x86_64::*;
+    let mut c = [_mm256_setzero_ps(); 2 * MR];
+    for i in 0..k {
+        let b0 = _mm256_loadu_ps(w.add(i * NR));
+        let b1 = _mm256_loadu_ps(w.add(i * NR + 8));
+        let xi = xb.add(i * MR);
+        for r in 0..MR {
+            let a = _mm256_broadcast_ss(&*xi.add(r));
+            c[2 * r] = _mm256_fmadd_ps(a, b0, c[2 * r]);
+            c[2 * r + 1] = _mm256_fmadd_ps(a, b1, c[2 * r + 1]);
+        }
+    }
+    store_block(&c, out, ldo, mr, cols);
+}
+
+/// As [`block_f32`] with f16 or bf16 weights, widened in registers.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn block_half(k: usize, xb: *const f32, w: *const u16, bf16: bool, out: *mut f32, ldo: usize, mr: usize, cols: usize) {
+    use std::arch::x86_64::*;
+    let mut c = [_mm256_setzero_ps(); 2 * MR];
+    macro_rules! widen_f16 {
+        ($p:expr) => {
+            _mm256_cvtph_ps(_mm_loadu_si128($p as *const __m128i))
+        };
+    }
+    macro_rules! widen_bf16 {
+        ($p:expr) => {
+            _mm256_castsi256_ps(_mm256_slli_epi32(
+                _mm256_cvtepu16_epi32(_mm_loadu_si128($p as *const __m128i)),
+                16,
+            ))
+        };
+    }
+    macro_rules! body {
+        ($widen:ident) => {
+            for i in 0..k {
+                let b0 = $widen!(w.add(i * NR));
+                let b1 = $widen!(w.add(i * NR + 8));
+                let xi = xb.add(i * MR);
+                for r in 0..MR {
+                    let a = _mm256_broadcast_ss(&*xi.add(r));
+                    c[2 * r] = _mm256_fmadd_ps(a, b0, c[2 * r]);
+                    c[2 * r + 1] = _mm256_fmadd_ps(a, b1, c[2 * r + 1]);
+                }
+            }
+        };
+    }
+    if bf16 {
+        body!(widen_bf16);
+    } else {
+        body!(widen_f16);
+    }
+    store_block(&c, out, ldo, mr, cols);
+}
+
+/// Writes the valid `mr × cols` part of a block of accumulators.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn store_block(c: &[std::arch::x86_64::__m256; 2 * MR], out: *mut f32, ldo: usize, mr: usize, cols: usize) {
+    use std::arch::x86_64::*;
+    for (r, pair) in c.chunks_exact(2).take(mr).enumerate() {
+        let dst = out.add(r * ldo);
+        if cols == NR {
+            _mm256_storeu_ps(dst, pair[0]);
+            _mm256_storeu_ps(dst.add(8), pair[1]);
+        } else {
+            let mut tmp = [0f32; NR];
+            _mm256_storeu_ps(tmp.as_mut_ptr(), pair[0]);
+            _mm256_storeu_ps(tmp.as_mut_ptr().add(8), pair[1]);
+            std::ptr::copy_nonoverlapping(tmp.as_ptr(), dst, cols);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packed_matmul_equals_float64_on_the_stored_weights() {
+        if !kernel_supported() {
+            eprintln!("skipped: this CPU lacks AVX2/FMA/F16C (the packed kernel is not used here)");
+            return;
+        }
+        let (k, n) = (37, 53); // neither a multiple of the block sizes
+        let w: Vec<f32> = (0..k * n).map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * 0.3).collect();
+        for dtype in [WeightDtype::F32, WeightDtype::F16, WeightDtype::Bf16] {
+            let stored: Vec<f32> = match dtype {
+                WeightDtype::F32 => w.clone(),
+                WeightDtype::F16 => w.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect(),
+                WeightDtype::Bf16 => w.iter().map(|&v| half::bf16::from_f32(v).to_f32()).collect(),
+            };
+            let packed = PackedWeights::new(&w, k, n, dtype).unwrap();
+            for (rows, threads) in [(1, 1), (5, 2), (6, 1), (13, 3), (64, 2)] {
+                let x: Vec<f32> = (0..rows * k).map(|i| ((i * 31 % 17) as f32 - 8.0) / 8.0).collect();
+                let mut z = vec![f32::NAN; rows * n];
+                packed.matmul(&x, rows, &mut z, threads);
+                for r in 0..rows {
+                    for j in 0..n {
+                        let want: f64 = (0..k).map(|i| x[r * k + i] as f64 * stored[i * n + j] as f64).sum();
+                        let got = z[r * n + j] as f64;
+                        assert!(
+                            (got - want).abs() <= 1e-5 * want.abs().max(1.0),
+                            "{dtype:?} rows {rows} threads {threads} z[{r},{j}] = {got}, float64 {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
