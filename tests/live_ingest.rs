@@ -63,3 +63,76 @@ tokens = true
         "{log}"
     );
 }
+
+#[test]
+fn live_subscribers_receive_the_alerts_and_windows_the_parquet_sink_writes() {
+    let Some(py) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/data/sample_activations.parquet");
+    run_python(
+        &py,
+        "sae_reference.py",
+        &["make", &d.join("sae").to_string_lossy(), "saelens", "topk", "64", "192", "7", "k=8"],
+    );
+    std::fs::write(
+        d.join("live.toml"),
+        format!(
+            r#"
+[sources.acts]
+kind = "parquet"
+path = "{sample}"
+batch_rows = 256
+
+[operators.enc]
+kind = "sae_encode"
+input = "acts"
+sae = "sae"
+
+[operators.stats]
+kind = "feature_stats"
+input = "enc"
+window = 1024
+top_k = 0
+
+[[operators.stats.alerts]]
+rule = "density_ratio"
+above = 1.3
+below = 0.7
+min_count = 20
+
+[sinks.stats]
+kind = "parquet"
+input = "stats"
+path = "stats"
+
+[sinks.live]
+kind = "arrow_tcp"
+input = "stats"
+listen = "127.0.0.1:0"
+address_file = "address.txt"
+wait_for_subscribers = 3
+"#
+        ),
+    )
+    .unwrap();
+    let (child, address) = common::spawn_live(d, "live.toml", &["--quiet", "-w", "2"]);
+    std::fs::create_dir(d.join("live")).unwrap();
+    let at = |n: &str| d.join(n).to_string_lossy().to_string();
+    run_python(&py, "live_clients.py", &["subscribe", address.as_str(), &at("live")]);
+    let out = child.wait_with_output().unwrap();
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("3 subscriber(s) served"), "{log}");
+    for table in ["alerts", "windows"] {
+        run_python(
+            &py,
+            "live_clients.py",
+            &["same", &at(&format!("live/{table}.parquet")), &at(&format!("stats/{table}.parquet"))],
+        );
+    }
+}

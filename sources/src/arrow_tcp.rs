@@ -138,15 +138,7 @@ impl Source for ArrowTcpSource {
             .map_err(|e| EngineError::Runtime(format!("source `{}`: cannot listen on {}: {e}", self.name, self.listen)))?;
         let local = listener.local_addr().map_err(|e| EngineError::Runtime(e.to_string()))?;
         if let Some(path) = &self.address_file {
-            let write = || -> std::io::Result<()> {
-                let tmp = path.with_extension("tmp");
-                std::fs::File::create(&tmp)?.write_all(local.to_string().as_bytes())?;
-                std::fs::rename(&tmp, path)
-            };
-            write().map_err(|e| EngineError::Output {
-                path: path.clone(),
-                message: format!("cannot write the listening address: {e}"),
-            })?;
+            neurostream_engine::net::write_address_file(path, local)?;
         }
         tracing::info!("source `{}`: listening on {local}", self.name);
         let (tx, rx) = bounded(self.cfg.queue_frames);

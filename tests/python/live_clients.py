@@ -10,6 +10,12 @@
       and writes every row the engine must have accepted to EXPECTED.parquet.
   live_clients.py slow ADDRESS GAP_MS
       one client (d_model 64) sends a 4-row frame, waits GAP_MS, sends another, and closes.
+  live_clients.py subscribe ADDRESS OUT_DIR
+      subscribes to the engine's arrow_tcp sink at ADDRESS: `alerts` and `windows` are read to
+      the end and written to OUT_DIR/<table>.parquet; a `features` subscriber reads one batch and
+      hangs up; a request for `nope` must be refused with the list of tables offered.
+  live_clients.py same A.parquet B.parquet
+      the two files hold the same rows (same schema and values, in order).
   live_clients.py check OUT.parquet EXPECTED.parquet
       the engine's output holds exactly the expected rows (matched on seq_id, pos), values equal.
 """
@@ -22,7 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "clients", "python"))
-from neurostream_client import Client, activation_schema  # noqa: E402
+from neurostream_client import Client, SubscribeError, activation_schema, subscribe  # noqa: E402
 
 D = 16
 
@@ -93,5 +99,45 @@ def check(out, expected):
     print(f"{len(g)} rows match")
 
 
+def subscribe_all(address, out_dir):
+    import threading
+    host, port = address.rsplit(":", 1)
+    port = int(port)
+    try:
+        next(subscribe("nope", host, port))
+        raise AssertionError("a request for a table that does not exist was accepted")
+    except SubscribeError as e:
+        assert "no `nope` here" in str(e) and "alerts" in str(e), str(e)
+    errors = []
+
+    def read_all(table):
+        try:
+            batches = list(subscribe(table, host, port, timeout=60))
+            assert batches, f"no {table} arrived"
+            pq.write_table(pa.Table.from_batches(batches), os.path.join(out_dir, f"{table}.parquet"))
+        except Exception as e:  # reported by the main thread
+            errors.append(f"{table}: {e!r}")
+
+    def hang_up():
+        stream = subscribe("features", host, port, timeout=60)
+        next(stream)
+        stream.close()
+
+    threads = [threading.Thread(target=read_all, args=(t,)) for t in ["alerts", "windows"]] + [threading.Thread(target=hang_up)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+
+
+def same(a, b):
+    ta, tb = pq.read_table(a), pq.read_table(b)
+    ta, tb = ta.replace_schema_metadata(None), tb.replace_schema_metadata(None)
+    assert ta.schema == tb.schema, f"schemas differ:\n{ta.schema}\n{tb.schema}"
+    assert ta.num_rows > 0 and ta.equals(tb), f"{a} and {b} differ ({ta.num_rows} vs {tb.num_rows} rows)"
+    print(f"{ta.num_rows} rows match")
+
+
 if __name__ == "__main__":
-    {"send": send, "check": check, "slow": slow}[sys.argv[1]](*sys.argv[2:])
+    {"send": send, "check": check, "slow": slow, "subscribe": subscribe_all, "same": same}[sys.argv[1]](*sys.argv[2:])

@@ -9,6 +9,11 @@ stream in the pipeline (named after ``stream`` when given).
     with Client(port=7070, stream="server-a") as c:
         c.send(acts, seq_id=17)             # acts: [tokens, d_model] array, one sequence
 
+Results come back live from an ``arrow_tcp`` sink:
+
+    for batch in subscribe("alerts", port=7071):   # pyarrow.RecordBatch, as they are produced
+        print(batch.to_pylist())
+
     # or stream a PyTorch module's output as the model runs:
     handle = stream_module_output(model.model.layers[15], client)
 
@@ -22,7 +27,7 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 import pyarrow as pa
 
-__all__ = ["Client", "send", "stream_module_output", "activation_schema"]
+__all__ = ["Client", "send", "stream_module_output", "activation_schema", "subscribe", "SubscribeError"]
 
 
 def activation_schema(d_model: int, stream: Optional[str] = None, with_tokens: bool = False) -> pa.Schema:
@@ -138,3 +143,33 @@ def stream_module_output(module, client: Client, seq_ids: Optional[Iterable[int]
             client.send(seq, next(ids))
 
     return module.register_forward_hook(hook)
+
+
+class SubscribeError(RuntimeError):
+    """The sink refused the subscription (e.g. no such table); the message says why."""
+
+
+def subscribe(what: str, host: str = "127.0.0.1", port: int = 7071, timeout: Optional[float] = None):
+    """Subscribes to an ``arrow_tcp`` sink and yields ``pyarrow.RecordBatch`` es as the pipeline
+    produces them, until the run ends.
+
+    ``what`` is a table of a result-table stream (``"alerts"``, ``"windows"``, ``"features"``,
+    ...) or ``"frames"`` for a stream of frames. ``timeout`` (seconds) bounds each wait for data
+    (``None``: wait as long as the run goes). Raises :class:`SubscribeError` when the sink
+    refuses (the message lists what it offers).
+    """
+    sock = socket.create_connection((host, port), timeout=30.0)
+    try:
+        sock.sendall((what + "\n").encode())
+        f = sock.makefile("rb")
+        status = f.readline().decode().strip()
+        if status != "OK":
+            raise SubscribeError(f"{host}:{port} refused `{what}`: {status.removeprefix('ERR ').strip() or 'connection closed'}")
+        sock.settimeout(timeout)
+        if not f.peek(1):
+            return  # the run ended before any batch of `what`
+        reader = pa.ipc.open_stream(f)
+        for batch in reader:
+            yield batch
+    finally:
+        sock.close()

@@ -1,5 +1,6 @@
-//! CPU kernel of `sae_encode`: a tuned GEMM (the `gemm` crate) for `x' @ W_enc`, then the
-//! activation and sparsification per row.
+//! CPU kernel of `sae_encode`: `x' @ W_enc` by the packed-panel kernel (`packed.rs`, AVX2 + FMA)
+//! or, on CPUs without it, a tuned GEMM (the `gemm` crate); then the activation and
+//! sparsification per row.
 
 use neurostream_engine::Result;
 
@@ -11,22 +12,35 @@ use super::{Csr, SaeKernels};
 /// Rows per GEMM block (bounds the dense `rows × d_sae` scratch).
 const BLOCK: usize = 256;
 
+/// `W_enc` prepared for the CPU kernels once per operator and shared by its workers (cheap to
+/// clone): column panels for the packed kernel where the CPU runs it, else 16-bit rows for the
+/// portable path when a 16-bit dtype is asked for (f32 then uses the SAE's own weights).
+#[derive(Clone, Default)]
+pub struct CpuWeights {
+    packed: Option<std::sync::Arc<PackedWeights>>,
+    half: Option<std::sync::Arc<super::half_weights::HalfWeights>>,
+}
+
+impl CpuWeights {
+    /// Prepares `sae.w_enc` stored as `dtype`.
+    pub fn prepare(sae: &Sae, dtype: WeightDtype) -> CpuWeights {
+        let packed = PackedWeights::new(&sae.w_enc, sae.d_in, sae.d_sae, dtype).map(std::sync::Arc::new);
+        let half = match packed {
+            Some(_) => None,
+            None => super::half_weights::HalfWeights::new(&sae.w_enc, dtype).map(std::sync::Arc::new),
+        };
+        CpuWeights { packed, half }
+    }
+}
+
 /// The CPU backend.
 pub struct CpuSae {
     scale: Vec<f32>,
     shift: Vec<f32>,
     z: Vec<f32>,
     threads: usize,
-    /// `W_enc` in 16 bits, when asked for; the f32 weights are used otherwise.
-    half: Option<super::half_weights::HalfWeights>,
-    /// `W_enc` in column panels (as f32 or the 16-bit dtype asked for), for batches of
-    /// `9..=PACKED_MAX_ROWS` rows on CPUs with AVX2/FMA/F16C.
-    packed: Option<std::sync::Arc<PackedWeights>>,
+    weights: CpuWeights,
 }
-
-/// Largest row block sent to the packed-panel kernel; bigger blocks use the general GEMM, whose
-/// per-call packing is then amortized.
-pub const PACKED_MAX_ROWS: usize = 192;
 
 impl CpuSae {
     /// Prepares the per-latent epilogue of `sae`; the GEMM runs on one thread (dataflow workers
@@ -37,23 +51,24 @@ impl CpuSae {
 
     /// As [`CpuSae::new`], with the GEMM split over `threads` threads (one-shot jobs, benchmarks).
     pub fn with_threads(sae: &Sae, threads: usize) -> CpuSae {
+        CpuSae::with_weights(sae, threads, CpuWeights::prepare(sae, WeightDtype::F32))
+    }
+
+    /// A kernel on `threads` threads using weights already prepared (shared between workers).
+    pub fn with_weights(sae: &Sae, threads: usize, weights: CpuWeights) -> CpuSae {
         let (scale, shift) = sae.epilogue();
         CpuSae {
             scale,
             shift,
             z: Vec::new(),
             threads: threads.max(1),
-            half: None,
-            packed: PackedWeights::new(&sae.w_enc, sae.d_in, sae.d_sae, WeightDtype::F32).map(std::sync::Arc::new),
+            weights,
         }
     }
 
     /// Stores `W_enc` as `dtype` (f16 or bf16 halve the bytes streamed per token; f32 keeps it).
-    pub fn with_weight_dtype(mut self, sae: &Sae, dtype: super::half_weights::WeightDtype) -> CpuSae {
-        self.half = super::half_weights::HalfWeights::new(&sae.w_enc, dtype);
-        if dtype != WeightDtype::F32 {
-            self.packed = PackedWeights::new(&sae.w_enc, sae.d_in, sae.d_sae, dtype).map(std::sync::Arc::new);
-        }
+    pub fn with_weight_dtype(mut self, sae: &Sae, dtype: WeightDtype) -> CpuSae {
+        self.weights = CpuWeights::prepare(sae, dtype);
         self
     }
 }
@@ -253,10 +268,10 @@ impl SaeKernels for CpuSae {
             let m = BLOCK.min(rows - start);
             self.z.resize(m * n, 0.0);
             let x = &input[start * d_in..(start + m) * d_in];
-            match (&self.half, &self.packed) {
-                (_, Some(p)) if m > 8 && m <= PACKED_MAX_ROWS => p.matmul(x, m, &mut self.z, self.threads),
-                (Some(h), _) => h.matmul(x, m, d_in, n, &mut self.z, self.threads),
-                (None, _) => matmul(x, &sae.w_enc, m, d_in, n, &mut self.z, self.threads),
+            match (&self.weights.packed, &self.weights.half) {
+                (Some(p), _) => p.matmul(x, m, &mut self.z, self.threads),
+                (None, Some(h)) => h.matmul(x, m, d_in, n, &mut self.z, self.threads),
+                (None, None) => matmul(x, &sae.w_enc, m, d_in, n, &mut self.z, self.threads),
             }
             let per = m.div_ceil(self.threads);
             let (scale, shift, z) = (&self.scale, &self.shift, &self.z);

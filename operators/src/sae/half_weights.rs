@@ -1,7 +1,8 @@
-//! Encoder weights stored in 16 bits (f16 or bf16) for the CPU kernel: half the bytes of f32 to
-//! stream per token, which is what bounds small batches. Column blocks of `W_enc` are widened
-//! to f32 in a small scratch buffer (the `half` crate's slice conversion, SIMD where the CPU has
-//! it) and multiplied there, so no full f32 copy is made per call.
+//! Encoder weights stored in 16 bits (f16 or bf16): half the bytes of f32 to stream per token,
+//! which is what bounds small batches. This is the portable path, for CPUs without the packed
+//! kernel's AVX2/FMA/F16C (`packed.rs` widens in registers there): column blocks of `W_enc` are
+//! widened to f32 in a small scratch buffer (the `half` crate's slice conversion) and multiplied
+//! there, so no full f32 copy is made per call.
 
 use super::cpu::{axpy_columns, split_columns};
 
@@ -67,16 +68,6 @@ impl HalfWeights {
     /// Columns `c0..c1` of `x @ W` into `out` (rows × (c1 − c0), row-major).
     #[allow(clippy::too_many_arguments)]
     fn columns(&self, x: &[f32], rows: usize, k: usize, n: usize, c0: usize, c1: usize, out: &mut [f32]) {
-        #[cfg(target_arch = "x86_64")]
-        if rows <= 8
-            && std::is_x86_feature_detected!("avx2")
-            && std::is_x86_feature_detected!("fma")
-            && std::is_x86_feature_detected!("f16c")
-        {
-            // SAFETY: the CPU has the features the kernel is compiled for; bounds as asserted by `matmul`.
-            unsafe { fused_avx2(x, &self.bits, self.bf16, rows, k, n, c0, c1, out) };
-            return;
-        }
         let cw = c1 - c0;
         let mut scratch = vec![0f32; k * COLS];
         let mut part = vec![0f32; rows * COLS];
@@ -119,87 +110,6 @@ impl HalfWeights {
                 let dst = r * cw + (b0 - c0);
                 out[dst..dst + bw].copy_from_slice(&part[r * bw..(r + 1) * bw]);
             }
-        }
-    }
-}
-
-/// Few rows: widen 8 weights at a time in registers and multiply-add them into every row's
-/// accumulators (an L1-resident block of `BLOCK` columns), reading each weight once.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,f16c")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn fused_avx2(x: &[f32], w: &[u16], bf16: bool, rows: usize, k: usize, n: usize, c0: usize, c1: usize, out: &mut [f32]) {
-    use std::arch::x86_64::*;
-    const BLOCK: usize = 256;
-    let cw = c1 - c0;
-    let mut acc = [0f32; 8 * BLOCK];
-    for b0 in (c0..c1).step_by(BLOCK) {
-        let bw = BLOCK.min(c1 - b0);
-        let vec_end = bw - bw % 8;
-        acc[..rows * BLOCK].fill(0.0);
-        let widen = |p: *const u16| -> __m256 {
-            let raw = _mm_loadu_si128(p as *const __m128i);
-            if bf16 {
-                _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(raw), 16))
-            } else {
-                _mm256_cvtph_ps(raw)
-            }
-        };
-        // Four weight rows per pass: four multiply-adds per accumulator load and store.
-        let k4 = k - k % 4;
-        for i in (0..k4).step_by(4) {
-            let base = w.as_ptr().add(i * n + b0);
-            let mut j = 0;
-            while j < vec_end {
-                let w0 = widen(base.add(j));
-                let w1 = widen(base.add(n + j));
-                let w2 = widen(base.add(2 * n + j));
-                let w3 = widen(base.add(3 * n + j));
-                for r in 0..rows {
-                    let xr = x.as_ptr().add(r * k + i);
-                    let a = acc.as_mut_ptr().add(r * BLOCK + j);
-                    let mut v = _mm256_loadu_ps(a);
-                    v = _mm256_fmadd_ps(_mm256_set1_ps(*xr), w0, v);
-                    v = _mm256_fmadd_ps(_mm256_set1_ps(*xr.add(1)), w1, v);
-                    v = _mm256_fmadd_ps(_mm256_set1_ps(*xr.add(2)), w2, v);
-                    v = _mm256_fmadd_ps(_mm256_set1_ps(*xr.add(3)), w3, v);
-                    _mm256_storeu_ps(a, v);
-                }
-                j += 8;
-            }
-        }
-        for i in k4..k {
-            let base = w.as_ptr().add(i * n + b0);
-            let mut j = 0;
-            while j < vec_end {
-                let wv = widen(base.add(j));
-                for r in 0..rows {
-                    let a = acc.as_mut_ptr().add(r * BLOCK + j);
-                    _mm256_storeu_ps(
-                        a,
-                        _mm256_fmadd_ps(_mm256_set1_ps(*x.get_unchecked(r * k + i)), wv, _mm256_loadu_ps(a)),
-                    );
-                }
-                j += 8;
-            }
-        }
-        // Columns past the last multiple of 8.
-        for i in 0..k {
-            for jj in vec_end..bw {
-                let bits = w[i * n + b0 + jj];
-                let wv = if bf16 {
-                    half::bf16::from_bits(bits).to_f32()
-                } else {
-                    half::f16::from_bits(bits).to_f32()
-                };
-                for r in 0..rows {
-                    acc[r * BLOCK + jj] += x[r * k + i] * wv;
-                }
-            }
-        }
-        for r in 0..rows {
-            let dst = r * cw + (b0 - c0);
-            out[dst..dst + bw].copy_from_slice(&acc[r * BLOCK..r * BLOCK + bw]);
         }
     }
 }

@@ -20,7 +20,7 @@ use neurostream_engine::{
 };
 use serde::{Deserialize, Serialize};
 
-pub use cpu::{matmul, CpuSae};
+pub use cpu::{matmul, CpuSae, CpuWeights};
 pub use gpu::GpuSae;
 pub use model::{Activation, InputNorm, Sae};
 pub use reconstruct::{SaeReconstructConfig, SaeReconstructKind};
@@ -181,6 +181,7 @@ impl OperatorKind for SaeEncodeKind {
             }),
             name: ctx.name.to_string(),
             weight_dtype: cfg.weight_dtype,
+            cpu_weights: std::sync::OnceLock::new(),
         }))
     }
 }
@@ -192,6 +193,8 @@ struct SaeEncode {
     batching: Option<Batching>,
     name: String,
     weight_dtype: half_weights::WeightDtype,
+    /// Prepared once, by the first CPU worker, and shared.
+    cpu_weights: std::sync::OnceLock<CpuWeights>,
 }
 
 /// Cross-frame batching for live traffic.
@@ -217,7 +220,10 @@ impl Operator for SaeEncode {
     fn instantiate(&self, device: &ComputeDevice) -> Result<Box<dyn OperatorInstance>> {
         let kernels: Box<dyn SaeKernels> = match device {
             ComputeDevice::Cpu => {
-                Box::new(CpuSae::with_threads(&self.sae, self.threads).with_weight_dtype(&self.sae, self.weight_dtype))
+                let weights = self
+                    .cpu_weights
+                    .get_or_init(|| CpuWeights::prepare(&self.sae, self.weight_dtype));
+                Box::new(CpuSae::with_weights(&self.sae, self.threads, weights.clone()))
             }
             ComputeDevice::Gpu(ctx) => {
                 if self.weight_dtype != half_weights::WeightDtype::F32 {

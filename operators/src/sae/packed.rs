@@ -112,11 +112,25 @@ impl PackedWeights {
                 let r0 = b * MR;
                 let out = dst.0.add(r0 * n + p * NR);
                 let mr = MR.min(rows - r0);
-                match &self.panels {
-                    Panels::F32(w) => block_f32(k, xb.as_ptr(), w.as_ptr().add(p * k * NR), out, n, mr, cols),
-                    Panels::Half { bits, bf16 } => {
-                        block_half(k, xb.as_ptr(), bits.as_ptr().add(p * k * NR), *bf16, out, n, mr, cols)
-                    }
+                // A kernel for exactly the rows present: a lone row (batch 1) does 2 multiply-adds
+                // per weight pair, not 12, and stays bound by memory.
+                macro_rules! call {
+                    ($r:literal) => {
+                        match &self.panels {
+                            Panels::F32(w) => block_f32::<$r>(k, xb.as_ptr(), w.as_ptr().add(p * k * NR), out, n, cols),
+                            Panels::Half { bits, bf16 } => {
+                                block_half::<$r>(k, xb.as_ptr(), bits.as_ptr().add(p * k * NR), *bf16, out, n, cols)
+                            }
+                        }
+                    };
+                }
+                match mr {
+                    1 => call!(1),
+                    2 => call!(2),
+                    3 => call!(3),
+                    4 => call!(4),
+                    5 => call!(5),
+                    _ => call!(6),
                 }
             }
         }
@@ -147,34 +161,71 @@ struct SendPtr(*mut f32);
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 
-/// One 6 × 16 block with f32 weights: `xb` is `k × MR` interleaved, `w` a `k × 16` panel;
-/// writes `mr` rows × `cols` columns at `out` (row stride `ldo`).
+/// Runs `step!(i, acc)` for `i` in `0..k`. Few rows leave few independent multiply-add chains,
+/// so then odd `i` go to a second set of accumulators `d` (added into `c` at the end), hiding
+/// the FMA latency; with more rows `c` alone has enough.
+macro_rules! unroll_k {
+    ($k:expr, $r:expr, $step:ident, $c:ident, $d:ident) => {{
+        if $r <= 3 {
+            let pairs = $k / 2;
+            for j in 0..pairs {
+                $step!(2 * j, $c);
+                $step!(2 * j + 1, $d);
+            }
+            if $k % 2 == 1 {
+                $step!($k - 1, $c);
+            }
+            for (a, b) in $c.iter_mut().zip(&$d) {
+                a[0] = _mm256_add_ps(a[0], b[0]);
+                a[1] = _mm256_add_ps(a[1], b[1]);
+            }
+        } else {
+            for i in 0..$k {
+                $step!(i, $c);
+            }
+        }
+    }};
+}
+
+/// One `R` × 16 block (`R <= 6`) with f32 weights: `xb` is `k × MR` interleaved, `w` a
+/// `k × 16` panel; writes `R` rows × `cols` columns at `out` (row stride `ldo`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn block_f32(k: usize, xb: *const f32, w: *const f32, out: *mut f32, ldo: usize, mr: usize, cols: usize) {
+unsafe fn block_f32<const R: usize>(k: usize, xb: *const f32, w: *const f32, out: *mut f32, ldo: usize, cols: usize) {
     use std::arch::x86_64::*;
-    let mut c = [_mm256_setzero_ps(); 2 * MR];
-    for i in 0..k {
-        let b0 = _mm256_loadu_ps(w.add(i * NR));
-        let b1 = _mm256_loadu_ps(w.add(i * NR + 8));
-        let xi = xb.add(i * MR);
-        for r in 0..MR {
-            let a = _mm256_broadcast_ss(&*xi.add(r));
-            c[2 * r] = _mm256_fmadd_ps(a, b0, c[2 * r]);
-            c[2 * r + 1] = _mm256_fmadd_ps(a, b1, c[2 * r + 1]);
-        }
+    let mut c = [[_mm256_setzero_ps(); 2]; R];
+    let mut d = [[_mm256_setzero_ps(); 2]; R];
+    macro_rules! step {
+        ($i:expr, $acc:ident) => {{
+            let i = $i;
+            let b0 = _mm256_loadu_ps(w.add(i * NR));
+            let b1 = _mm256_loadu_ps(w.add(i * NR + 8));
+            let xi = xb.add(i * MR);
+            for (r, acc) in $acc.iter_mut().enumerate() {
+                let a = _mm256_broadcast_ss(&*xi.add(r));
+                acc[0] = _mm256_fmadd_ps(a, b0, acc[0]);
+                acc[1] = _mm256_fmadd_ps(a, b1, acc[1]);
+            }
+        }};
     }
-    store_block(&c, out, ldo, mr, cols);
+    unroll_k!(k, R, step, c, d);
+    store_block(&c, out, ldo, cols);
 }
 
 /// As [`block_f32`] with f16 or bf16 weights, widened in registers.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn block_half(k: usize, xb: *const f32, w: *const u16, bf16: bool, out: *mut f32, ldo: usize, mr: usize, cols: usize) {
+unsafe fn block_half<const R: usize>(
+    k: usize,
+    xb: *const f32,
+    w: *const u16,
+    bf16: bool,
+    out: *mut f32,
+    ldo: usize,
+    cols: usize,
+) {
     use std::arch::x86_64::*;
-    let mut c = [_mm256_setzero_ps(); 2 * MR];
+    let mut c = [[_mm256_setzero_ps(); 2]; R];
     macro_rules! widen_f16 {
         ($p:expr) => {
             _mm256_cvtph_ps(_mm_loadu_si128($p as *const __m128i))
@@ -188,34 +239,47 @@ unsafe fn block_half(k: usize, xb: *const f32, w: *const u16, bf16: bool, out: *
             ))
         };
     }
-    macro_rules! body {
-        ($widen:ident) => {
-            for i in 0..k {
-                let b0 = $widen!(w.add(i * NR));
-                let b1 = $widen!(w.add(i * NR + 8));
-                let xi = xb.add(i * MR);
-                for r in 0..MR {
-                    let a = _mm256_broadcast_ss(&*xi.add(r));
-                    c[2 * r] = _mm256_fmadd_ps(a, b0, c[2 * r]);
-                    c[2 * r + 1] = _mm256_fmadd_ps(a, b1, c[2 * r + 1]);
-                }
+    let mut d = [[_mm256_setzero_ps(); 2]; R];
+    macro_rules! step_f16 {
+        ($i:expr, $acc:ident) => {{
+            let i = $i;
+            let b0 = widen_f16!(w.add(i * NR));
+            let b1 = widen_f16!(w.add(i * NR + 8));
+            let xi = xb.add(i * MR);
+            for (r, acc) in $acc.iter_mut().enumerate() {
+                let a = _mm256_broadcast_ss(&*xi.add(r));
+                acc[0] = _mm256_fmadd_ps(a, b0, acc[0]);
+                acc[1] = _mm256_fmadd_ps(a, b1, acc[1]);
             }
-        };
+        }};
+    }
+    macro_rules! step_bf16 {
+        ($i:expr, $acc:ident) => {{
+            let i = $i;
+            let b0 = widen_bf16!(w.add(i * NR));
+            let b1 = widen_bf16!(w.add(i * NR + 8));
+            let xi = xb.add(i * MR);
+            for (r, acc) in $acc.iter_mut().enumerate() {
+                let a = _mm256_broadcast_ss(&*xi.add(r));
+                acc[0] = _mm256_fmadd_ps(a, b0, acc[0]);
+                acc[1] = _mm256_fmadd_ps(a, b1, acc[1]);
+            }
+        }};
     }
     if bf16 {
-        body!(widen_bf16);
+        unroll_k!(k, R, step_bf16, c, d);
     } else {
-        body!(widen_f16);
+        unroll_k!(k, R, step_f16, c, d);
     }
-    store_block(&c, out, ldo, mr, cols);
+    store_block(&c, out, ldo, cols);
 }
 
-/// Writes the valid `mr × cols` part of a block of accumulators.
+/// Writes the `R × cols` valid part of a block of accumulators.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn store_block(c: &[std::arch::x86_64::__m256; 2 * MR], out: *mut f32, ldo: usize, mr: usize, cols: usize) {
+unsafe fn store_block<const R: usize>(c: &[[std::arch::x86_64::__m256; 2]; R], out: *mut f32, ldo: usize, cols: usize) {
     use std::arch::x86_64::*;
-    for (r, pair) in c.chunks_exact(2).take(mr).enumerate() {
+    for (r, pair) in c.iter().enumerate() {
         let dst = out.add(r * ldo);
         if cols == NR {
             _mm256_storeu_ps(dst, pair[0]);

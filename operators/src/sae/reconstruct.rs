@@ -18,8 +18,9 @@ use neurostream_engine::{
 };
 use serde::{Deserialize, Serialize};
 
+use super::half_weights::WeightDtype;
 use super::model::{InputNorm, Sae};
-use super::{CpuSae, Csr, GpuSae, SaeKernels};
+use super::{CpuSae, CpuWeights, Csr, GpuSae, SaeKernels};
 
 /// Names of the metric columns, in order.
 pub const METRICS: [&str; 5] = ["l0", "mse", "nmse", "cosine", "explained_variance"];
@@ -178,6 +179,7 @@ impl OperatorKind for SaeReconstructKind {
             schema,
             output: cfg.output,
             threads,
+            cpu_weights: std::sync::OnceLock::new(),
         }))
     }
 }
@@ -187,6 +189,8 @@ struct SaeReconstruct {
     schema: Arc<Schema>,
     output: ReconstructOutput,
     threads: usize,
+    /// Prepared once, by the first CPU worker, and shared.
+    cpu_weights: std::sync::OnceLock<CpuWeights>,
 }
 
 impl Operator for SaeReconstruct {
@@ -200,7 +204,15 @@ impl Operator for SaeReconstruct {
 
     fn instantiate(&self, device: &ComputeDevice) -> Result<Box<dyn OperatorInstance>> {
         let (encode, decode): (Box<dyn SaeKernels>, Box<dyn DecodeKernels>) = match device {
-            ComputeDevice::Cpu => (Box::new(CpuSae::with_threads(&self.sae, self.threads)), Box::new(CpuDecode)),
+            ComputeDevice::Cpu => {
+                let weights = self
+                    .cpu_weights
+                    .get_or_init(|| CpuWeights::prepare(&self.sae, WeightDtype::F32));
+                (
+                    Box::new(CpuSae::with_weights(&self.sae, self.threads, weights.clone())),
+                    Box::new(CpuDecode),
+                )
+            }
             ComputeDevice::Gpu(ctx) => (
                 Box::new(GpuSae::new(ctx.clone(), &self.sae)?),
                 Box::new(GpuDecode::new(ctx.clone(), &self.sae)?),
