@@ -73,7 +73,16 @@ fn live_subscribers_receive_the_alerts_and_windows_the_parquet_sink_writes() {
     run_python(
         &py,
         "sae_reference.py",
-        &["make", &d.join("sae").to_string_lossy(), "saelens", "topk", "64", "192", "7", "k=8"],
+        &[
+            "make",
+            &d.join("sae").to_string_lossy(),
+            "saelens",
+            "topk",
+            "64",
+            "192",
+            "7",
+            "k=8",
+        ],
     );
     std::fs::write(
         d.join("live.toml"),
@@ -132,7 +141,11 @@ wait_for_subscribers = 3
         run_python(
             &py,
             "live_clients.py",
-            &["same", &at(&format!("live/{table}.parquet")), &at(&format!("stats/{table}.parquet"))],
+            &[
+                "same",
+                &at(&format!("live/{table}.parquet")),
+                &at(&format!("stats/{table}.parquet")),
+            ],
         );
     }
 }

@@ -23,8 +23,8 @@ use arrow::record_batch::RecordBatch;
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use neurostream_engine::layout::{arrow_schema, frame_to_batch, sparse_to_batch, EncodeOptions};
 use neurostream_engine::{
-    parse_config, Batch, ConfigTable, EngineError, NodeConfig, NodeContext, Placement, Result, RowIndex, Schema, Sink,
-    SinkKind, SinkWriter, StreamKind, WorkerPos,
+    parse_config, Batch, ConfigTable, EngineError, NodeConfig, NodeContext, Placement, Result, RowIndex, Schema, Sink, SinkKind,
+    SinkWriter, StreamKind, WorkerPos,
 };
 use serde::{Deserialize, Serialize};
 
@@ -156,7 +156,12 @@ impl Sink for ArrowTcpSink {
             stop: AtomicBool::new(false),
         });
         let acceptor = {
-            let (shared, offered, name, queue) = (shared.clone(), self.offered.clone(), self.name.clone(), self.cfg.queue_batches);
+            let (shared, offered, name, queue) = (
+                shared.clone(),
+                self.offered.clone(),
+                self.name.clone(),
+                self.cfg.queue_batches,
+            );
             std::thread::spawn(move || accept_loop(listener, shared, offered, name, queue))
         };
         if self.cfg.wait_for_subscribers > 0 {

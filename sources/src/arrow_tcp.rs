@@ -17,7 +17,7 @@
 //! over the workers). The event time of a row is its arrival ordinal across all connections.
 
 use std::collections::VecDeque;
-use std::io::{BufReader, Write};
+use std::io::BufReader;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
