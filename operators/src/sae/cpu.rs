@@ -212,30 +212,42 @@ fn sparsify_rows(sae: &Sae, scale: &[f32], shift: &[f32], z: &[f32]) -> Csr {
     let mut h = vec![0f32; n];
     let mut entries: Vec<(u32, f32)> = Vec::new();
     for zr in z.chunks_exact(n) {
-        for (((hv, zv), s), b) in h.iter_mut().zip(zr).zip(scale).zip(shift) {
-            *hv = s * zv + b;
-        }
         entries.clear();
-        let positive = |(j, v): (usize, &f32)| (*v > 0.0).then_some((j as u32, *v));
+        // One pass per row: the affine epilogue fused with the test, so nothing dense is
+        // written back for the sparse activations (most latents are rejected).
         match &sae.activation {
-            Activation::Relu => entries.extend(h.iter().enumerate().filter_map(positive)),
-            Activation::JumpRelu { threshold } => entries.extend(
-                h.iter()
-                    .zip(threshold)
-                    .enumerate()
-                    .filter(|(_, (v, t))| v > t)
-                    .filter_map(|(j, (v, _))| positive((j, v))),
-            ),
-            Activation::Gated { b_gate, .. } => entries.extend(
-                h.iter()
-                    .zip(zr.iter().zip(b_gate))
-                    .enumerate()
-                    .filter(|(_, (_, (z, g)))| *z + *g > 0.0)
-                    .filter_map(|(j, (v, _))| positive((j, v))),
-            ),
-            Activation::TopK { k } => top_k(&h, *k, &mut entries),
+            Activation::Relu => {
+                for (j, ((zv, s), b)) in zr.iter().zip(scale).zip(shift).enumerate() {
+                    let v = s * zv + b;
+                    if v > 0.0 {
+                        entries.push((j as u32, v));
+                    }
+                }
+            }
+            Activation::JumpRelu { threshold } => {
+                for (j, (((zv, s), b), t)) in zr.iter().zip(scale).zip(shift).zip(threshold).enumerate() {
+                    let v = s * zv + b;
+                    if v > *t && v > 0.0 {
+                        entries.push((j as u32, v));
+                    }
+                }
+            }
+            Activation::Gated { b_gate, .. } => {
+                for (j, (((zv, s), b), g)) in zr.iter().zip(scale).zip(shift).zip(b_gate).enumerate() {
+                    let v = s * zv + b;
+                    if zv + g > 0.0 && v > 0.0 {
+                        entries.push((j as u32, v));
+                    }
+                }
+            }
+            Activation::TopK { k } => {
+                for ((hv, zv), (s, b)) in h.iter_mut().zip(zr).zip(scale.iter().zip(shift)) {
+                    *hv = s * zv + b;
+                }
+                top_k(&h, *k, &mut entries);
+                entries.retain(|e| e.1 > 0.0);
+            }
         }
-        entries.retain(|e| e.1 > 0.0);
         push_sorted(&mut csr, &mut entries);
     }
     csr
