@@ -149,3 +149,37 @@ wait_for_subscribers = 3
         );
     }
 }
+
+#[test]
+fn a_forward_hook_streams_a_modules_output() {
+    let Some(py) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("hook.toml"),
+        r#"
+[sources.live]
+kind = "arrow_tcp"
+listen = "127.0.0.1:0"
+d_model = 16
+connections = 1
+address_file = "address.txt"
+
+[sinks.out]
+kind = "parquet"
+input = "live"
+path = "out.parquet"
+"#,
+    )
+    .unwrap();
+    let (child, address) = common::spawn_live(d, "hook.toml", &["--quiet"]);
+    let at = |n: &str| d.join(n).to_string_lossy().to_string();
+    run_python(&py, "live_clients.py", &["hook", address.as_str(), &at("expected.parquet")]);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    run_python(
+        &py,
+        "live_clients.py",
+        &["check", &at("out.parquet"), &at("expected.parquet")],
+    );
+}

@@ -16,6 +16,11 @@
       hangs up; a request for `nope` must be refused with the list of tables offered.
   live_clients.py same A.parquet B.parquet
       the two files hold the same rows (same schema and values, in order).
+  live_clients.py hook ADDRESS EXPECTED.parquet
+      runs a two-layer model with stream_module_output hooked on its first layer: PyTorch when it
+      is installed, else a stand-in module with PyTorch's hook protocol (register_forward_hook,
+      tensors with detach/to/float/numpy). Two forward passes, batches of 2 and 1 sequences of
+      5 tokens (d_model 16), then writes the hooked outputs to EXPECTED.parquet.
   live_clients.py check OUT.parquet EXPECTED.parquet
       the engine's output holds exactly the expected rows (matched on seq_id, pos), values equal.
 """
@@ -28,7 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "clients", "python"))
-from neurostream_client import Client, SubscribeError, activation_schema, subscribe  # noqa: E402
+from neurostream_client import Client, SubscribeError, activation_schema, stream_module_output, subscribe  # noqa: E402
 
 D = 16
 
@@ -99,6 +104,91 @@ def check(out, expected):
     print(f"{len(g)} rows match")
 
 
+class _Tensor:
+    """The part of torch.Tensor the hook helper touches."""
+
+    def __init__(self, a):
+        self.a = np.asarray(a)
+
+    def detach(self):
+        return self
+
+    def to(self, device):
+        assert device == "cpu"
+        return self
+
+    def float(self):
+        return _Tensor(self.a.astype(np.float32))
+
+    def numpy(self):
+        return self.a
+
+
+class _Linear:
+    """A linear layer with PyTorch's forward-hook protocol; returns a tuple, as transformer blocks do."""
+
+    def __init__(self, w):
+        self.w, self.hooks = w, []
+
+    def register_forward_hook(self, fn):
+        self.hooks.append(fn)
+        hooks = self.hooks
+
+        class Handle:
+            def remove(self):
+                hooks.remove(fn)
+        return Handle()
+
+    def __call__(self, x):
+        out = (_Tensor(x.a @ self.w), None)
+        for fn in list(self.hooks):
+            fn(self, (x,), out)
+        return out
+
+
+def hook(address, expected_path):
+    host, port = address.rsplit(":", 1)
+    rng = np.random.default_rng(9)
+    w1, w2 = rng.normal(size=(8, D)).astype(np.float32), rng.normal(size=(D, 4)).astype(np.float32)
+    inputs = [rng.normal(size=(2, 5, 8)).astype(np.float32), rng.normal(size=(1, 5, 8)).astype(np.float32)]
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    rows = []
+    with Client(host, int(port), stream="hooked") as c:
+        if torch is not None:
+            class Block(torch.nn.Module):
+                def __init__(self):
+                    super().__init__()
+                    self.lin = torch.nn.Linear(8, D, bias=False)
+                    self.lin.weight.data = torch.from_numpy(w1.T.copy())
+
+                def forward(self, x):
+                    return (self.lin(x), None)
+            first, second = Block(), torch.nn.Linear(D, 4, bias=False)
+            handle = stream_module_output(first, c, seq_ids=[100, 101, 102])
+            with torch.no_grad():
+                outs = [first(torch.from_numpy(x))[0].numpy() for x in inputs]
+                for o in outs:
+                    second(torch.from_numpy(o))
+        else:
+            first = _Linear(w1)
+            handle = stream_module_output(first, c, seq_ids=[100, 101, 102])
+            outs = [first(_Tensor(x))[0].a for x in inputs]
+        handle.remove()
+        first_out = np.concatenate(outs)  # [3, 5, D]
+    for s, seq in enumerate(first_out):
+        rows.extend((100 + s, p, seq[p]) for p in range(5))
+    print(f"hooked {'torch ' + torch.__version__ if torch is not None else 'stand-in'} module: {len(rows)} rows")
+    schema = activation_schema(D)
+    pq.write_table(pa.table({
+        "seq_id": pa.array([r[0] for r in rows], pa.uint64()),
+        "pos": pa.array([r[1] for r in rows], pa.uint32()),
+        "act": pa.FixedSizeListArray.from_arrays(pa.array(np.stack([r[2] for r in rows]).ravel()), type=schema.field("act").type),
+    }), expected_path)
+
+
 def subscribe_all(address, out_dir):
     import threading
     host, port = address.rsplit(":", 1)
@@ -140,4 +230,4 @@ def same(a, b):
 
 
 if __name__ == "__main__":
-    {"send": send, "check": check, "slow": slow, "subscribe": subscribe_all, "same": same}[sys.argv[1]](*sys.argv[2:])
+    {"send": send, "check": check, "slow": slow, "subscribe": subscribe_all, "same": same, "hook": hook}[sys.argv[1]](*sys.argv[2:])
