@@ -10,11 +10,15 @@
 //! | `sae_reconstruct` | SAE encode + decode: per-token reconstruction metrics or the reconstruction |
 //! | `feature_stats` | windowed and all-time feature statistics, top examples and alerts |
 //! | `token_stats` | windowed and all-time means of token scalars (reconstruction metrics) and alerts |
+//!
+//! And one sink: `sae_train` trains an SAE on the activations streamed into it (CPU; see
+//! [`sae_train`]).
 
 #![warn(missing_docs)]
 
 pub mod normalize;
 pub mod sae;
+pub mod sae_train;
 pub mod stats;
 
 use neurostream_engine::Registry;
@@ -26,5 +30,6 @@ pub fn register(registry: &mut Registry) {
         .add_operator(sae::SaeEncodeKind)
         .add_operator(sae::SaeReconstructKind)
         .add_operator(stats::FeatureStatsKind)
-        .add_operator(stats::TokenStatsKind);
+        .add_operator(stats::TokenStatsKind)
+        .add_sink(sae_train::SaeTrainKind);
 }
