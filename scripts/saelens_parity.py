@@ -108,12 +108,23 @@ def main():
     print(f"sae-lens {sae_lens.__version__}, torch {torch.__version__}")
     failures = 0
     rng = np.random.default_rng(0)
-    for i, (arch, opts) in enumerate(CASES):
+    # Random SAEs written by the test helper, then SAEs trained by `neurostream sae train`
+    # (its SAELens output: scale folded into the weights, BatchTopK as jumprelu).
+    cases = [(arch, opts, None) for arch, opts in CASES]
+    cases += [(f"trained {a}", {}, a) for a in ["topk", "batchtopk", "relu", "jumprelu"]]
+    for i, (arch, opts, trained) in enumerate(cases):
         work = tempfile.mkdtemp(prefix="ns-saelens-")
         sae_dir = os.path.join(work, "sae")
-        sae_reference.make(sae_dir, "saelens", arch, D_IN, D_SAE, 100 + i, dict(opts))
         x = rng.normal(0, 1, (ROWS, D_IN)).astype(np.float32) * rng.uniform(0.5, 3.0, (ROWS, 1)).astype(np.float32)
         write_input(os.path.join(work, "in.parquet"), x)
+        if trained is None:
+            sae_reference.make(sae_dir, "saelens", arch, D_IN, D_SAE, 100 + i, dict(opts))
+        else:
+            done = subprocess.run([args.bin, "sae", "train", "--input", "in.parquet", "--out", "sae", "--architecture", trained,
+                                   "--d-sae", str(D_SAE), "--k", "16", "--batch", "100", "--lr", "0.01", "--quiet"],
+                                  cwd=work, capture_output=True, text=True)
+            if done.returncode != 0:
+                sys.exit(f"sae train failed:\n{done.stderr}")
         run_engine(args.bin, work, sae_dir)
         sae = SAE.load_from_disk(sae_dir, device="cpu")
         with torch.no_grad():

@@ -97,6 +97,56 @@ enum SaeCommand {
         #[arg(long)]
         quiet: bool,
     },
+    /// Train a sparse autoencoder on activations (Parquet activation layout, .npy or
+    /// .safetensors): the `sae_train` sink as a one-shot job. Writes the SAELens format to OUT
+    /// (and sparsify's to OUT/sparsify/ for TopK), train_report.json and checkpoints.
+    Train {
+        /// Activations: a Parquet file, directory or glob, or an .npy / .safetensors array.
+        #[arg(long)]
+        input: String,
+        /// Output directory.
+        #[arg(long)]
+        out: String,
+        /// topk, batchtopk, relu or jumprelu.
+        #[arg(long, default_value = "topk")]
+        architecture: String,
+        /// Latents.
+        #[arg(long, default_value_t = 4096)]
+        d_sae: usize,
+        /// TopK / BatchTopK: active latents per token.
+        #[arg(long, default_value_t = 32)]
+        k: usize,
+        /// ReLU: L1 coefficient.
+        #[arg(long)]
+        l1_coefficient: Option<f32>,
+        /// JumpReLU: L0 coefficient.
+        #[arg(long)]
+        l0_coefficient: Option<f32>,
+        /// Tokens per step.
+        #[arg(long, default_value_t = 4096)]
+        batch: usize,
+        /// Peak learning rate.
+        #[arg(long, default_value_t = 4e-4)]
+        lr: f32,
+        /// Token budget (default: every row of the input).
+        #[arg(long)]
+        tokens: Option<u64>,
+        /// Checkpoint every this many steps (0: none).
+        #[arg(long, default_value_t = 0)]
+        checkpoint_every: u64,
+        /// Resume from a checkpoint directory, or `latest`.
+        #[arg(long)]
+        resume: Option<String>,
+        /// Drop tokens at positions below this (attention-sink first tokens).
+        #[arg(long, default_value_t = 0)]
+        skip_first: u32,
+        /// Seed.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
 }
 
 fn main() {
@@ -174,6 +224,59 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                 .sink("output", "features", &ParquetSinkConfig::new(&output))?
                 .build();
             run_compiled(spec.compile(&registry())?, workers, None, None, quiet, "sae encode")
+        }
+        Command::Sae(SaeCommand::Train {
+            input,
+            out,
+            architecture,
+            d_sae,
+            k,
+            l1_coefficient,
+            l0_coefficient,
+            batch,
+            lr,
+            tokens,
+            checkpoint_every,
+            resume,
+            skip_first,
+            seed,
+            quiet,
+        }) => {
+            use neurostream::operators::sae_train::SaeTrainConfig;
+            let mut cfg = SaeTrainConfig::new(&out, d_sae);
+            cfg.architecture = architecture;
+            cfg.k = k;
+            cfg.batch = batch;
+            cfg.lr = lr;
+            cfg.tokens = tokens;
+            cfg.checkpoint_every = checkpoint_every;
+            cfg.resume = resume;
+            cfg.skip_first = skip_first;
+            cfg.seed = seed;
+            if let Some(v) = l1_coefficient {
+                cfg.l1_coefficient = v;
+            }
+            if let Some(v) = l0_coefficient {
+                cfg.l0_coefficient = v;
+            }
+            let build = |cfg: &SaeTrainConfig| -> anyhow::Result<neurostream::CompiledPipeline> {
+                let builder = neurostream::PipelineBuilder::new("");
+                let builder = if input.ends_with(".npy") || input.ends_with(".safetensors") {
+                    builder.source("activations", &neurostream::sources::ArraySourceConfig::new(&input))?
+                } else {
+                    builder.source("activations", &neurostream::sources::ParquetSourceConfig::new(&input))?
+                };
+                Ok(builder.sink("train", "activations", cfg)?.build().compile(&registry())?)
+            };
+            let mut pipeline = build(&cfg)?;
+            if cfg.tokens.is_none() {
+                // The schedule's horizon: every row of the input.
+                if let Some(rows) = pipeline.total_source_rows() {
+                    cfg.tokens = Some(rows);
+                    pipeline = build(&cfg)?;
+                }
+            }
+            run_compiled(pipeline, 1, None, None, quiet, "sae train")
         }
         Command::Run {
             file,

@@ -83,6 +83,13 @@ pub fn write_saelens(t: &Trainer, dir: &Path, prov: &Provenance) -> Result<(), S
             "train_tokens": t.tokens,
         },
     });
+    // Unknown names are left out rather than written as null (sae-lens expects strings).
+    for key in ["model_name", "hook_name"] {
+        if cfg[key].is_null() {
+            cfg.as_object_mut().unwrap().remove(key);
+            cfg["metadata"].as_object_mut().unwrap().remove(key);
+        }
+    }
     match t.settings.arch {
         TrainArch::TopK { k } => {
             cfg["architecture"] = json!("topk");
