@@ -140,6 +140,12 @@ enum SaeCommand {
         /// Drop tokens at positions below this (attention-sink first tokens).
         #[arg(long, default_value_t = 0)]
         skip_first: u32,
+        /// Passes over the input (more than one keeps it in memory).
+        #[arg(long, default_value_t = 1)]
+        epochs: usize,
+        /// Storage of the written weights: float32 or float16.
+        #[arg(long, default_value = "float32")]
+        dtype: String,
         /// Seed.
         #[arg(long, default_value_t = 0)]
         seed: u64,
@@ -239,6 +245,8 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             checkpoint_every,
             resume,
             skip_first,
+            epochs,
+            dtype,
             seed,
             quiet,
         }) => {
@@ -252,6 +260,8 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             cfg.checkpoint_every = checkpoint_every;
             cfg.resume = resume;
             cfg.skip_first = skip_first;
+            cfg.epochs = epochs;
+            cfg.dtype = dtype;
             cfg.seed = seed;
             if let Some(v) = l1_coefficient {
                 cfg.l1_coefficient = v;
@@ -270,9 +280,9 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             };
             let mut pipeline = build(&cfg)?;
             if cfg.tokens.is_none() {
-                // The schedule's horizon: every row of the input.
+                // The schedule's horizon: every row of the input, once per epoch.
                 if let Some(rows) = pipeline.total_source_rows() {
-                    cfg.tokens = Some(rows);
+                    cfg.tokens = Some(rows * epochs as u64);
                     pipeline = build(&cfg)?;
                 }
             }

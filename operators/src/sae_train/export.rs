@@ -12,7 +12,7 @@ use std::path::Path;
 use serde_json::json;
 
 use super::model::TrainArch;
-use super::trainer::{write_f32_safetensors, Trainer};
+use super::trainer::{write_f32_safetensors, write_safetensors, Trainer};
 
 /// Names recorded with the SAE.
 #[derive(Clone, Debug, Default)]
@@ -21,6 +21,8 @@ pub struct Provenance {
     pub model: Option<String>,
     /// Layer or hook name.
     pub layer: Option<String>,
+    /// Store the SAELens weights as float16 (half the size; the training state stays f32).
+    pub f16: bool,
 }
 
 /// Weights with the input scale folded in: `(W_enc as d × m, b_enc, W_dec m × d, b_dec)`.
@@ -69,7 +71,7 @@ pub fn write_saelens(t: &Trainer, dir: &Path, prov: &Provenance) -> Result<(), S
     let mut cfg = json!({
         "d_in": d,
         "d_sae": m,
-        "dtype": "float32",
+        "dtype": if prov.f16 { "float16" } else { "float32" },
         "device": "cpu",
         "apply_b_dec_to_input": true,
         "normalize_activations": "none",
@@ -111,7 +113,7 @@ pub fn write_saelens(t: &Trainer, dir: &Path, prov: &Provenance) -> Result<(), S
             tensors.push(("threshold".into(), vec![t.threshold; m], vec![m]));
         }
     }
-    write_f32_safetensors(&dir.join("sae_weights.safetensors"), &tensors)?;
+    write_safetensors(&dir.join("sae_weights.safetensors"), &tensors, prov.f16)?;
     write_f32_safetensors(
         &dir.join("sparsity.safetensors"),
         &[("sparsity".to_string(), log10_density(t), vec![m])],

@@ -89,9 +89,16 @@ pub struct SaeTrainConfig {
     /// Drop tokens at positions below this (a language model's attention-sink first token).
     #[serde(default)]
     pub skip_first: u32,
+    /// Passes over the data (default 1). More than one keeps every accepted row in memory and
+    /// replays it, reshuffled, after the stream ends (for datasets that fit).
+    #[serde(default = "default_epochs")]
+    pub epochs: usize,
     /// Log metrics every this many steps (default 100).
     #[serde(default = "default_log_every")]
     pub log_every: u64,
+    /// Storage of the written SAELens weights: `float32` (default) or `float16`.
+    #[serde(default = "default_dtype")]
+    pub dtype: String,
     /// Output formats (default `["saelens", "sparsify"]`; sparsify only for TopK).
     #[serde(default = "default_formats")]
     pub formats: Vec<String>,
@@ -135,6 +142,12 @@ fn default_decay() -> f32 {
 }
 fn default_aux() -> f32 {
     1.0 / 32.0
+}
+fn default_dtype() -> String {
+    "float32".into()
+}
+fn default_epochs() -> usize {
+    1
 }
 fn default_log_every() -> u64 {
     100
@@ -212,12 +225,15 @@ impl SinkKind for SaeTrainKind {
             Ok(a) => a,
             Err(m) => return fail(m),
         };
-        if cfg.d_sae == 0 || cfg.batch == 0 {
-            return fail("`d_sae` and `batch` must be at least 1".into());
+        if cfg.d_sae == 0 || cfg.batch == 0 || cfg.epochs == 0 {
+            return fail("`d_sae`, `batch` and `epochs` must be at least 1".into());
         }
         let buffer = cfg.buffer.unwrap_or(cfg.batch * 16);
         if buffer < cfg.batch {
             return fail(format!("`buffer` ({buffer}) must hold at least one batch ({})", cfg.batch));
+        }
+        if !matches!(cfg.dtype.as_str(), "float32" | "float16") {
+            return fail(format!("`dtype` {}: float32 or float16", cfg.dtype));
         }
         if let Some(bad) = cfg.formats.iter().find(|f| !matches!(f.as_str(), "saelens" | "sparsify")) {
             return fail(format!("`formats`: unknown format {bad} (saelens, sparsify)"));
@@ -263,6 +279,7 @@ impl SinkKind for SaeTrainKind {
             prov: Provenance {
                 model: model.clone(),
                 layer: layer.clone(),
+                f16: cfg.dtype == "float16",
             },
             cfg,
             settings,
@@ -309,6 +326,7 @@ impl Sink for SaeTrainSink {
             settings: self.settings.clone(),
             prov: self.prov.clone(),
             buffer: Vec::new(),
+            store: Vec::new(),
             trainer,
             started: Instant::now(),
             rows_seen: 0,
@@ -325,6 +343,8 @@ struct TrainWriter {
     settings: TrainSettings,
     prov: Provenance,
     buffer: Vec<f32>,
+    /// Every accepted row, when more than one epoch is asked for.
+    store: Vec<f32>,
     trainer: Option<Trainer>,
     started: Instant,
     rows_seen: u64,
@@ -437,6 +457,9 @@ impl SinkWriter for TrainWriter {
                 continue;
             }
             self.buffer.extend_from_slice(&frame.data[r * d..(r + 1) * d]);
+            if self.cfg.epochs > 1 {
+                self.store.extend_from_slice(&frame.data[r * d..(r + 1) * d]);
+            }
             if self.buffer.len() >= self.capacity * d {
                 self.drain()?;
             }
@@ -455,6 +478,23 @@ impl SinkWriter for TrainWriter {
         let d = self.settings.d_in;
         if self.buffer.len() >= self.settings.batch * d || (self.trainer.is_none() && !self.buffer.is_empty()) {
             self.drain()?;
+        }
+        // Further epochs replay the stored rows through the same shuffle buffer.
+        let store = std::mem::take(&mut self.store);
+        for epoch in 1..self.cfg.epochs {
+            if self.trainer.as_ref().is_none_or(|t| t.done()) {
+                break;
+            }
+            tracing::info!("sae_train: epoch {} of {}", epoch + 1, self.cfg.epochs);
+            for row in store.chunks_exact(d) {
+                self.buffer.extend_from_slice(row);
+                if self.buffer.len() >= self.capacity * d {
+                    self.drain()?;
+                }
+            }
+            if self.buffer.len() >= self.settings.batch * d {
+                self.drain()?;
+            }
         }
         let left = self.buffer.len() / d;
         let Some(t) = self.trainer.as_ref() else {

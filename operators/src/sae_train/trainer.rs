@@ -359,14 +359,28 @@ struct CheckpointState {
 
 /// Writes named f32 tensors to a safetensors file (through a temporary name).
 pub fn write_f32_safetensors(path: &Path, tensors: &[(String, Vec<f32>, Vec<usize>)]) -> Result<(), String> {
+    write_safetensors(path, tensors, false)
+}
+
+/// Writes named tensors to a safetensors file (through a temporary name), as f32 or, with
+/// `f16`, rounded to IEEE half precision.
+pub fn write_safetensors(path: &Path, tensors: &[(String, Vec<f32>, Vec<usize>)], f16: bool) -> Result<(), String> {
     let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
         .iter()
-        .map(|(n, v, s)| (n.clone(), v.iter().flat_map(|x| x.to_le_bytes()).collect(), s.clone()))
+        .map(|(n, v, s)| {
+            let b = if f16 {
+                v.iter().flat_map(|x| half::f16::from_f32(*x).to_le_bytes()).collect()
+            } else {
+                v.iter().flat_map(|x| x.to_le_bytes()).collect()
+            };
+            (n.clone(), b, s.clone())
+        })
         .collect();
+    let dtype = if f16 { Dtype::F16 } else { Dtype::F32 };
     let views: Vec<(String, TensorView<'_>)> = bytes
         .iter()
         .map(|(n, b, s)| {
-            TensorView::new(Dtype::F32, s.clone(), b)
+            TensorView::new(dtype, s.clone(), b)
                 .map(|v| (n.clone(), v))
                 .map_err(|e| format!("tensor {n}: {e}"))
         })
