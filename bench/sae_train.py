@@ -114,9 +114,9 @@ def torch_trainer(x, d_sae, k, batch, steps, lr=4e-4):
     return steps * batch / (time.perf_counter() - t0)
 
 
-def ours(work, input_path, d_sae, k, batch, lr, tokens=None, name="sae"):
+def ours(work, input_path, d_sae, k, batch, lr, tokens=None, name="sae", seed=0, epochs=1):
     cmd = [BIN, "sae", "train", "--input", input_path, "--out", name, "--d-sae", str(d_sae), "--k", str(k),
-           "--batch", str(batch), "--lr", str(lr), "--quiet"]
+           "--batch", str(batch), "--lr", str(lr), "--seed", str(seed), "--epochs", str(epochs), "--quiet"]
     if tokens:
         cmd += ["--tokens", str(tokens)]
     subprocess.run(cmd, cwd=work, check=True, capture_output=True)
@@ -132,18 +132,19 @@ def main():
     threads = torch.get_num_threads()
     lines = ["# Benchmark: SAE training", "",
              "Command: `python bench/sae_train.py` (needs torch, numpy, pyarrow, safetensors; builds the release binary).", "",
-             f"Machine: {os.cpu_count()} cores; PyTorch {torch.__version__} on {threads} threads; {time.strftime('%Y-%m-%d')}.", ""]
+             f"Machine: {os.cpu_count()} cores; PyTorch {torch.__version__} on {threads} threads; {time.strftime('%Y-%m-%d')}; "
+             f"neurostream built with RUSTFLAGS={os.environ.get('RUSTFLAGS', '(none)')!r}.", ""]
 
     # 1. Quality against the numpy reference trainer.
-    n_train, n_held, d, m, k, batch, lr = (65536, 8192, 128, 1024, 16, 1024, 4e-4)
+    n_train, n_held, d, m, k, batch, lr, epochs = (65536, 8192, 128, 1024, 16, 1024, 1e-3, 8)
     if args.quick:
         n_train, n_held = 16384, 4096
     x = planted(n_train + n_held, d, features=2048, active=12, seed=1)
     write_acts(os.path.join(work, "train.parquet"), x[:n_train])
-    steps = n_train // batch
+    steps = n_train * epochs // batch
     quality = []
-    for seed in [0, 1]:
-        rep = ours(work, "train.parquet", m, k, batch, lr, name=f"ns{seed}")
+    for seed in range(6):
+        rep = ours(work, "train.parquet", m, k, batch, lr, name=f"ns{seed}", seed=seed, epochs=epochs)
         subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "train_topk_sae.py"), os.path.join(work, "train.parquet"),
                         os.path.join(work, f"ref{seed}"), "--d-sae", str(m), "--k", str(k), "--steps", str(steps),
                         "--batch", str(batch), "--lr", str(lr), "--skip-first", "0", "--seed", str(seed), "--dtype", "float32"],
@@ -156,13 +157,17 @@ def main():
     lines += ["## Quality against the numpy reference trainer (TopK)", "",
               f"Planted sparse activations (d_in {d}, 2048 directions, ~12 active per token, noise), {n_train} training "
               f"tokens, {n_held} held out. d_sae {m}, k {k}, batch {batch}, lr {lr}, {steps} steps each (the same token "
-              "budget); both evaluated on the held-out tokens by the same numpy code. Dead: latents that never fire on "
+              f"budget: neurostream makes {epochs} shuffled passes, the reference samples batches with replacement); both evaluated on the held-out tokens by the same numpy code. Dead: latents that never fire on "
               "the held-out tokens.", "",
               "| seed | neurostream FVU | reference FVU | FVU ratio | neurostream L0 | reference L0 | neurostream dead | reference dead |",
               "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for seed, a, b, _ in quality:
         lines.append(f"| {seed} | {a[0]:.4f} | {b[0]:.4f} | {a[0] / b[0]:.3f} | {a[1]:.1f} | {b[1]:.1f} | {a[2]:.3f} | {b[2]:.3f} |")
-    lines.append("")
+    med_ns = float(np.median([a[0] for _, a, _, _ in quality]))
+    med_ref = float(np.median([b[0] for _, _, b, _ in quality]))
+    lines += [f"| median | {med_ns:.4f} | {med_ref:.4f} | {med_ns / med_ref:.3f} | | | | |", "",
+              "On real activations (SmolLM2-135M layer 15, the shipped sample SAE; `examples/data/smollm2_sae/README.md`): "
+              "held-out FVU 0.1794 (neurostream) vs 0.1793 (reference), dead 0.0 vs 0.0005, same data, recipe and budget.", ""]
 
     # 2. Throughput against PyTorch.
     lines += ["## Throughput against PyTorch (TopK, k = 32, d_in 576, batch 4096)", "",
