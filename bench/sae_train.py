@@ -24,10 +24,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-from safetensors.numpy import load_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release", "neurostream")
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+import sae_eval  # noqa: E402
 
 
 def write_acts(path, x, seq_len=128):
@@ -57,19 +58,9 @@ def planted(n, d, features, active, seed):
 
 
 def evaluate(sae_dir, x):
-    """Held-out FVU, L0 and dead fraction of a SAELens-format TopK SAE (numpy, float64)."""
-    cfg = json.load(open(os.path.join(sae_dir, "cfg.json")))
-    w = {k: v.astype(np.float64) for k, v in load_file(os.path.join(sae_dir, "sae_weights.safetensors")).items()}
-    s = cfg.get("norm_scaling_factor", 1.0) if cfg.get("normalize_activations") == "expected_average_only_in" else 1.0
-    xs = x.astype(np.float64) * s
-    h = (xs - w["b_dec"]) @ w["W_enc"] + w["b_enc"]
-    k = cfg["k"]
-    idx = np.argpartition(-h, k - 1, axis=1)[:, :k]
-    a = np.zeros_like(h)
-    np.put_along_axis(a, idx, np.maximum(np.take_along_axis(h, idx, 1), 0), 1)
-    xh = a @ w["W_dec"] + w["b_dec"]
-    fvu = ((xs - xh) ** 2).sum() / ((xs - xs.mean(0)) ** 2).sum()
-    return float(fvu), float((a > 0).sum(1).mean()), float(((a > 0).sum(0) == 0).mean())
+    """Held-out (FVU, L0, dead fraction): the same numpy code as scripts/sae_eval.py."""
+    r = sae_eval.evaluate_array(sae_dir, x)
+    return r["fvu"], r["l0"], r["dead_fraction"]
 
 
 def torch_trainer(x, d_sae, k, batch, steps, lr=4e-4):

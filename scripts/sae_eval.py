@@ -27,10 +27,15 @@ def split(src, train, held, holdout_from):
 
 
 def evaluate(sae_dir, path, skip_first=0):
+    """Held-out metrics of the activations in a Parquet file (tokens at positions < skip_first left out)."""
     t = pq.read_table(path)
     d = t.schema.field("act").type.list_size
     x = np.asarray(t["act"].combine_chunks().flatten(), np.float64).reshape(-1, d)
-    x = x[t["pos"].to_numpy() >= skip_first]
+    return evaluate_array(sae_dir, x[t["pos"].to_numpy() >= skip_first])
+
+
+def evaluate_array(sae_dir, x):
+    """FVU (against the mean of x), mean L0 and never-firing fraction of a TopK SAE on x [tokens, d_in]."""
     cfg = json.load(open(os.path.join(sae_dir, "cfg.json")))
     w = {k: v.astype(np.float64) for k, v in load_file(os.path.join(sae_dir, "sae_weights.safetensors")).items()}
     s = cfg.get("norm_scaling_factor", 1.0) if cfg.get("normalize_activations") == "expected_average_only_in" else 1.0
