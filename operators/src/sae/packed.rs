@@ -240,11 +240,11 @@ unsafe fn block_half<const R: usize>(
         };
     }
     let mut d = [[_mm256_setzero_ps(); 2]; R];
-    macro_rules! step_f16 {
-        ($i:expr, $acc:ident) => {{
+    macro_rules! step_with {
+        ($widen:ident, $i:expr, $acc:ident) => {{
             let i = $i;
-            let b0 = widen_f16!(w.add(i * NR));
-            let b1 = widen_f16!(w.add(i * NR + 8));
+            let b0 = $widen!(w.add(i * NR));
+            let b1 = $widen!(w.add(i * NR + 8));
             let xi = xb.add(i * MR);
             for (r, acc) in $acc.iter_mut().enumerate() {
                 let a = _mm256_broadcast_ss(&*xi.add(r));
@@ -253,18 +253,15 @@ unsafe fn block_half<const R: usize>(
             }
         }};
     }
+    macro_rules! step_f16 {
+        ($i:expr, $acc:ident) => {
+            step_with!(widen_f16, $i, $acc)
+        };
+    }
     macro_rules! step_bf16 {
-        ($i:expr, $acc:ident) => {{
-            let i = $i;
-            let b0 = widen_bf16!(w.add(i * NR));
-            let b1 = widen_bf16!(w.add(i * NR + 8));
-            let xi = xb.add(i * MR);
-            for (r, acc) in $acc.iter_mut().enumerate() {
-                let a = _mm256_broadcast_ss(&*xi.add(r));
-                acc[0] = _mm256_fmadd_ps(a, b0, acc[0]);
-                acc[1] = _mm256_fmadd_ps(a, b1, acc[1]);
-            }
-        }};
+        ($i:expr, $acc:ident) => {
+            step_with!(widen_bf16, $i, $acc)
+        };
     }
     if bf16 {
         unroll_k!(k, R, step_bf16, c, d);
