@@ -140,14 +140,27 @@ fn quickstart_runs_on_the_bundled_data() {
     let dir = tempfile::tempdir().unwrap();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     // Copy the example so its outputs land in the temp dir, with the bundled data beside it.
-    std::fs::create_dir_all(dir.path().join("data")).unwrap();
-    std::fs::copy(
-        root.join("examples/data/sample_activations.parquet"),
-        dir.path().join("data/sample_activations.parquet"),
-    )
-    .unwrap();
+    std::fs::create_dir_all(dir.path().join("data/smollm2_sae")).unwrap();
+    for f in [
+        "sample_activations.parquet",
+        "smollm2_l15_sample.parquet",
+        "smollm2_sae/cfg.json",
+        "smollm2_sae/sae_weights.safetensors",
+    ] {
+        std::fs::copy(root.join("examples/data").join(f), dir.path().join("data").join(f)).unwrap();
+    }
     std::fs::copy(root.join("examples/quickstart.toml"), dir.path().join("quickstart.toml")).unwrap();
     let log = run_ok(dir.path(), &["run", "quickstart.toml", "--quiet"]);
+    // The real activations through the bundled SAE: 3 full windows of 256 tokens and a partial
+    // one, each with its all-time companion, and top examples carrying the model's token text.
+    let windows = common::read_parquet(&dir.path().join("out/smollm2_stats/windows.parquet"));
+    assert_eq!(windows.iter().map(|b| b.num_rows()).sum::<usize>(), 8, "{log}");
+    let examples = common::read_parquet(&dir.path().join("out/smollm2_stats/top_examples.parquet"));
+    let with_text = examples
+        .iter()
+        .map(|b| b.column_by_name("context").unwrap().null_count() < b.num_rows())
+        .any(|v| v);
+    assert!(with_text, "top examples carry the text around each token");
     assert!(log.contains("wrote 8192 rows"), "{log}");
     assert!(log.contains("wrote 15360 rows"), "{log}");
     assert_eq!(common::row_count(&dir.path().join("out/acts_l2.parquet")), 8192);
