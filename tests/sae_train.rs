@@ -270,3 +270,26 @@ fn empty_input_and_non_finite_activations_are_clear_errors() {
     assert!(err.contains("non-finite value at seq_id 4 pos 5, channel 3"), "{err}");
     assert!(!d.join("nan/cfg.json").exists());
 }
+
+#[test]
+fn a_full_disk_while_checkpointing_fails_clearly_and_keeps_the_last_good_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // The checkpoint at step 8 is written into /dev/full (every write: ENOSPC, "no space left
+    // on device"); the one at step 4 must survive it and resume.
+    let tmp = d.join("sae/checkpoints/.step_00000008.tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    std::os::unix::fs::symlink("/dev/full", tmp.join("state.tmp")).unwrap();
+    std::fs::write(d.join("a.toml"), train_toml("sae", "tokens = 4096\ncheckpoint_every = 4")).unwrap();
+    let err = run_err(d, &["run", "a.toml", "--quiet"]);
+    assert!(
+        err.contains("checkpoint") && err.contains("step_00000008") && err.contains("earlier checkpoints are intact"),
+        "{err}"
+    );
+    assert!(!tmp.exists(), "the failed checkpoint's temporary directory is removed");
+    assert!(!d.join("sae/checkpoints/step_00000008").exists());
+    assert!(!d.join("sae/cfg.json").exists(), "a failed run writes no SAE");
+    std::fs::write(d.join("b.toml"), train_toml("sae", "tokens = 4096\nresume = \"latest\"")).unwrap();
+    let log = run_ok(d, &["run", "b.toml"]);
+    assert!(log.contains("at step 4") && log.contains("trained 16 steps"), "{log}");
+}

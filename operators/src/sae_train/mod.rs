@@ -318,6 +318,7 @@ impl Sink for SaeTrainSink {
             }
             None => None,
         };
+        let trainer_step = trainer.as_ref().map(|t| t.step);
         Ok(Box::new(TrainWriter {
             name: self.name.clone(),
             out: self.out.clone(),
@@ -331,6 +332,8 @@ impl Sink for SaeTrainSink {
             started: Instant::now(),
             rows_seen: 0,
             skipped: 0,
+            failed: false,
+            resumed_at: trainer_step,
         }))
     }
 }
@@ -349,6 +352,11 @@ struct TrainWriter {
     started: Instant,
     rows_seen: u64,
     skipped: u64,
+    /// Set by the first error: later batches (already in flight) are ignored, so nothing is
+    /// trained or checkpointed past a failure.
+    failed: bool,
+    /// The step a resumed run started from.
+    resumed_at: Option<u64>,
 }
 
 impl TrainWriter {
@@ -424,6 +432,22 @@ impl TrainWriter {
 
 impl SinkWriter for TrainWriter {
     fn write(&mut self, batch: &Batch) -> Result<()> {
+        if self.failed {
+            return Ok(());
+        }
+        let result = self.accept(batch);
+        self.failed = result.is_err();
+        result
+    }
+
+    fn finish(mut self: Box<Self>, failure: Option<&str>) -> Result<Vec<String>> {
+        self.complete(failure)
+    }
+}
+
+impl TrainWriter {
+    /// Buffers a frame's rows, training whenever the buffer fills.
+    fn accept(&mut self, batch: &Batch) -> Result<()> {
         let Batch::Dense(frame) = batch else {
             return Err(self.fail("sae_train reads dense activation frames".into()));
         };
@@ -467,8 +491,9 @@ impl SinkWriter for TrainWriter {
         Ok(())
     }
 
-    fn finish(mut self: Box<Self>, failure: Option<&str>) -> Result<Vec<String>> {
-        if failure.is_some() {
+    /// Trains on what is left, writes the SAE and the report.
+    fn complete(&mut self, failure: Option<&str>) -> Result<Vec<String>> {
+        if failure.is_some() || self.failed {
             return Ok(vec![format!(
                 "sink `{}`: run failed; no SAE written (checkpoints under {} are intact)",
                 self.name,
@@ -541,6 +566,13 @@ impl SinkWriter for TrainWriter {
             "tokens_per_s": t.tokens as f64 / secs,
         });
         export::write_json(&self.out.join("train_report.json"), &report).map_err(out_err)?;
+        if self.resumed_at == Some(t.step) {
+            lines.push(format!(
+                "resumed at step {}: the token budget was already used, nothing more trained",
+                t.step
+            ));
+            return Ok(lines);
+        }
         lines.push(format!(
             "trained {} steps on {} tokens ({:.0} tok/s): final batch fvu {:.4}, l0 {:.1}, dead {:.3}",
             t.step,
