@@ -118,13 +118,7 @@ fn a_lone_live_frame_waits_only_its_latency_budget() {
     let (child, address) = common::spawn_live(d, "live.toml", &[]);
     // Two small frames 600 ms apart: neither fills a batch of 4096 rows.
     run_python(&py, "live_clients.py", &["slow", address.as_str(), "600"]);
-    let out = child.wait_with_output().unwrap();
-    let log = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{log}");
+    let log = common::wait_ok(child);
     let line = log
         .lines()
         .find(|l| l.contains("added latency"))

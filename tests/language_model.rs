@@ -98,8 +98,7 @@ fn smollm2_residuals_stream_with_token_text() {
         .unwrap()
         .write_all(std::fs::read(TEXTS).unwrap().as_slice())
         .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    common::wait_ok(child);
     assert_eq!(read(&d.join("acts.parquet")), one, "stdin gives the same rows");
 }
 

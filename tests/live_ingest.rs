@@ -35,13 +35,7 @@ tokens = true
     let (child, address) = common::spawn_live(d, "live.toml", &["--quiet"]);
     let at = |n: &str| d.join(n).to_string_lossy().to_string();
     run_python(&py, "live_clients.py", &["send", address.as_str(), &at("expected.parquet")]);
-    let out = child.wait_with_output().unwrap();
-    let log = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{log}");
+    let log = common::wait_ok(child);
     run_python(
         &py,
         "live_clients.py",
@@ -129,13 +123,7 @@ wait_for_subscribers = 3
     std::fs::create_dir(d.join("live")).unwrap();
     let at = |n: &str| d.join(n).to_string_lossy().to_string();
     run_python(&py, "live_clients.py", &["subscribe", address.as_str(), &at("live")]);
-    let out = child.wait_with_output().unwrap();
-    let log = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{log}");
+    let log = common::wait_ok(child);
     assert!(log.contains("3 subscriber(s) served"), "{log}");
     for table in ["alerts", "windows"] {
         run_python(
@@ -175,8 +163,7 @@ path = "out.parquet"
     let (child, address) = common::spawn_live(d, "hook.toml", &["--quiet"]);
     let at = |n: &str| d.join(n).to_string_lossy().to_string();
     run_python(&py, "live_clients.py", &["hook", address.as_str(), &at("expected.parquet")]);
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    common::wait_ok(child);
     run_python(
         &py,
         "live_clients.py",

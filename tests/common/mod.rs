@@ -34,6 +34,19 @@ pub fn run_ok(dir: &Path, args: &[&str]) -> String {
     text
 }
 
+/// Waits for a spawned engine (see [`spawn_live`]), panics with its output unless it succeeded,
+/// and returns stdout + stderr.
+pub fn wait_ok(child: std::process::Child) -> String {
+    let out = child.wait_with_output().expect("wait for neurostream");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "neurostream failed:\n{text}");
+    text
+}
+
 /// Runs the CLI, expecting failure; returns stderr.
 pub fn run_err(dir: &Path, args: &[&str]) -> String {
     let out = run_cli(dir, args);
