@@ -341,6 +341,12 @@ impl OperatorInstance for FeatureStatsInstance {
         names.sort();
         for name in names {
             let state = self.streams.get_mut(&name).unwrap();
+            if state.clock.late > 0 {
+                tracing::info!(
+                    "feature_stats: stream {name}: {} tokens arrived with an event time before their window's start and were counted in the open window",
+                    state.clock.late
+                );
+            }
             if state.emitted_at == Some(state.tokens) && self.settings.all_time == AllTimeEvery::Window {
                 continue; // the last window closed exactly at the end and carried the all-time tables
             }

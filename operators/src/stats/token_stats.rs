@@ -338,6 +338,12 @@ impl OperatorInstance for TokenStatsInstance {
         names.sort();
         for name in names {
             let mut state = self.streams.remove(&name).unwrap();
+            if state.clock.late > 0 {
+                tracing::info!(
+                    "token_stats: stream {name}: {} tokens arrived with an event time before their window's start and were counted in the open window",
+                    state.clock.late
+                );
+            }
             if state.emitted_at != Some(state.tokens) {
                 self.emit(&name, &mut state, true, out);
             }
