@@ -148,7 +148,7 @@ unsafe impl Send for SendPtr {}
 
 /// Columns `c0..c1` of `z = x @ w` (`z` row-major rows × n at `dst`) on this thread with the `gemm` crate.
 #[allow(clippy::too_many_arguments)]
-fn gemm_block(x: &[f32], w: &[f32], rows: usize, k: usize, n: usize, c0: usize, c1: usize, dst: *mut f32) {
+pub(crate) fn gemm_block(x: &[f32], w: &[f32], rows: usize, k: usize, n: usize, c0: usize, c1: usize, dst: *mut f32) {
     // SAFETY: `x` is rows × k, `w` is k × n and `dst` points at rows × n values, all row-major
     // (asserted by `matmul`); columns c0..c1 lie inside every row.
     unsafe {

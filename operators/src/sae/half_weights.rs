@@ -4,7 +4,7 @@
 //! widened to f32 in a small scratch buffer (the `half` crate's slice conversion) and multiplied
 //! there, so no full f32 copy is made per call.
 
-use super::cpu::{axpy_columns, split_columns};
+use super::cpu::{axpy_columns, gemm_block, split_columns};
 
 /// Columns widened per block: `d_in × COLS` f32 of scratch (288 KB at d_in 576).
 const COLS: usize = 128;
@@ -81,30 +81,7 @@ impl HalfWeights {
                 axpy_columns(x, w, rows, k, bw, 0, bw, &mut part);
             } else {
                 part.resize(rows * bw, 0.0);
-                // SAFETY: x is rows × k, w is k × bw and part rows × bw, all row-major and in bounds.
-                unsafe {
-                    gemm::gemm(
-                        rows,
-                        bw,
-                        k,
-                        part.as_mut_ptr(),
-                        1,
-                        bw as isize,
-                        false,
-                        x.as_ptr(),
-                        1,
-                        k as isize,
-                        w.as_ptr(),
-                        1,
-                        bw as isize,
-                        0.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
-                    );
-                }
+                gemm_block(x, w, rows, k, bw, 0, bw, part.as_mut_ptr());
             }
             for r in 0..rows {
                 let dst = r * cw + (b0 - c0);
