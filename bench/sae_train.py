@@ -63,11 +63,12 @@ def evaluate(sae_dir, x):
     return r["fvu"], r["l0"], r["dead_fraction"]
 
 
-def torch_trainer(x, d_sae, k, batch, steps, lr=4e-4):
+def torch_trainer(x, d_sae, k, batch, steps, lr=4e-4, device="cpu"):
     """PyTorch TopK trainer, the recipe of scripts/train_topk_sae.py; returns tokens/s."""
     torch.manual_seed(0)
+    torch.set_default_device(device)
     n, d = x.shape
-    xt = torch.from_numpy(x)
+    xt = torch.from_numpy(x).to(device)
     scale = (d / (xt.double() ** 2).sum(1).mean()).sqrt().float()
     w_dec = torch.randn(d_sae, d)
     w_dec /= w_dec.norm(dim=1, keepdim=True)
@@ -77,8 +78,10 @@ def torch_trainer(x, d_sae, k, batch, steps, lr=4e-4):
     last = torch.zeros(d_sae)
     k_aux = d // 2
     t0 = None
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     for step in range(steps + 1):
         if step == 1:
+            sync()
             t0 = time.perf_counter()  # step 0 is warm-up
         xb = xt[torch.randint(0, n, (batch,))] * scale
         h = (xb - params["b_dec"]) @ params["w_enc"] + params["b_enc"]
@@ -102,12 +105,15 @@ def torch_trainer(x, d_sae, k, batch, steps, lr=4e-4):
         opt.step()
         with torch.no_grad():
             params["w_dec"] /= params["w_dec"].norm(dim=1, keepdim=True)
+    sync()
+    torch.set_default_device("cpu")
     return steps * batch / (time.perf_counter() - t0)
 
 
-def ours(work, input_path, d_sae, k, batch, lr, tokens=None, name="sae", seed=0, epochs=1):
+def ours(work, input_path, d_sae, k, batch, lr, tokens=None, name="sae", seed=0, epochs=1, device="cpu"):
     cmd = [BIN, "sae", "train", "--input", input_path, "--out", name, "--d-sae", str(d_sae), "--k", str(k),
-           "--batch", str(batch), "--lr", str(lr), "--seed", str(seed), "--epochs", str(epochs), "--quiet"]
+           "--batch", str(batch), "--lr", str(lr), "--seed", str(seed), "--epochs", str(epochs), "--quiet",
+           "--device", device]
     if tokens:
         cmd += ["--tokens", str(tokens)]
     subprocess.run(cmd, cwd=work, check=True, capture_output=True)
@@ -117,7 +123,11 @@ def ours(work, input_path, d_sae, k, batch, lr, tokens=None, name="sae", seed=0,
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
+    ap.add_argument("--device", choices=["cpu", "gpu"], default="cpu",
+                    help="gpu: neurostream's wgpu backend against PyTorch on CUDA (throughput only; "
+                         "writes bench/SAE_TRAIN_RESULTS_GPU.md)")
     args = ap.parse_args()
+    gpu = args.device == "gpu"
     subprocess.run(["cargo", "build", "--release", "--bin", "neurostream"], cwd=ROOT, check=True)
     work = tempfile.mkdtemp(prefix="ns-sae-train-")
     threads = torch.get_num_threads()
@@ -126,6 +136,10 @@ def main():
              f"Machine: {os.cpu_count()} cores; PyTorch {torch.__version__} on {threads} threads; {time.strftime('%Y-%m-%d')}; "
              f"neurostream built with RUSTFLAGS={os.environ.get('RUSTFLAGS', '(none)')!r}.", ""]
 
+    if gpu:
+        lines[0] += " (GPU)"
+        lines.append(f"GPU: {torch.cuda.get_device_name() if torch.cuda.is_available() else 'no CUDA device for PyTorch'}.")
+        lines.append("")
     # 1. Quality against the numpy reference trainer.
     n_train, n_held, d, m, k, batch, lr, epochs = (65536, 8192, 128, 1024, 16, 1024, 1e-3, 8)
     if args.quick:
@@ -134,7 +148,7 @@ def main():
     write_acts(os.path.join(work, "train.parquet"), x[:n_train])
     steps = n_train * epochs // batch
     quality = []
-    for seed in range(6):
+    for seed in range(0 if gpu else 6):
         rep = ours(work, "train.parquet", m, k, batch, lr, name=f"ns{seed}", seed=seed, epochs=epochs)
         subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "train_topk_sae.py"), os.path.join(work, "train.parquet"),
                         os.path.join(work, f"ref{seed}"), "--d-sae", str(m), "--k", str(k), "--steps", str(steps),
@@ -145,18 +159,18 @@ def main():
         quality.append((seed, q_ns, q_ref, rep["tokens"]))
         print(f"quality seed {seed}: neurostream fvu {q_ns[0]:.4f} l0 {q_ns[1]:.1f} dead {q_ns[2]:.3f}; "
               f"numpy reference fvu {q_ref[0]:.4f} l0 {q_ref[1]:.1f} dead {q_ref[2]:.3f}", flush=True)
-    lines += ["## Quality against the numpy reference trainer (TopK)", "",
+    lines += [] if gpu else ["## Quality against the numpy reference trainer (TopK)", "",
               f"Planted sparse activations (d_in {d}, 2048 directions, ~12 active per token, noise), {n_train} training "
               f"tokens, {n_held} held out. d_sae {m}, k {k}, batch {batch}, lr {lr}, {steps} steps each (the same token "
               f"budget: neurostream makes {epochs} shuffled passes, the reference samples batches with replacement); both evaluated on the held-out tokens by the same numpy code. Dead: latents that never fire on "
               "the held-out tokens.", "",
               "| seed | neurostream FVU | reference FVU | FVU ratio | neurostream L0 | reference L0 | neurostream dead | reference dead |",
               "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for seed, a, b, _ in quality:
+    for seed, a, b, _ in quality:  # empty on --device gpu
         lines.append(f"| {seed} | {a[0]:.4f} | {b[0]:.4f} | {a[0] / b[0]:.3f} | {a[1]:.1f} | {b[1]:.1f} | {a[2]:.3f} | {b[2]:.3f} |")
-    med_ns = float(np.median([a[0] for _, a, _, _ in quality]))
-    med_ref = float(np.median([b[0] for _, _, b, _ in quality]))
-    lines += [f"| median | {med_ns:.4f} | {med_ref:.4f} | {med_ns / med_ref:.3f} | | | | |", "",
+    med_ns = float(np.median([a[0] for _, a, _, _ in quality])) if quality else float("nan")
+    med_ref = float(np.median([b[0] for _, _, b, _ in quality])) if quality else float("nan")
+    lines += [] if gpu else [f"| median | {med_ns:.4f} | {med_ref:.4f} | {med_ns / med_ref:.3f} | | | | |", "",
               "On real activations (SmolLM2-135M layer 15, the shipped sample SAE; `examples/data/smollm2_sae/README.md`): "
               "held-out FVU 0.1794 (neurostream) vs 0.1793 (reference), dead 0.0 vs 0.0005, same data, recipe and budget.", ""]
 
@@ -170,11 +184,13 @@ def main():
     x = np.random.default_rng(2).normal(size=(n, d)).astype(np.float32)
     write_acts(os.path.join(work, "speed.parquet"), x)
     for m in ([4096, 16384] if not args.quick else [4096]):
-        rep = ours(work, "speed.parquet", m, k, batch, 4e-4, name=f"speed{m}")
-        pt = torch_trainer(x, m, k, batch, steps=n // batch - 1)
+        rep = ours(work, "speed.parquet", m, k, batch, 4e-4, name=f"speed{m}", device=args.device)
+        torch_device = "cuda" if gpu and torch.cuda.is_available() else "cpu"
+        pt = torch_trainer(x, m, k, batch, steps=n // batch - 1, device=torch_device)
         lines.append(f"| {m} | {rep['tokens_per_s']:,.0f} | {pt:,.0f} | {rep['tokens_per_s'] / pt:.2f}x |")
         print(f"throughput d_sae {m}: neurostream {rep['tokens_per_s']:.0f} tok/s, torch {pt:.0f} tok/s", flush=True)
-    with open(os.path.join(ROOT, "bench", "SAE_TRAIN_RESULTS.md"), "w") as f:
+    name = "SAE_TRAIN_RESULTS_GPU.md" if gpu else "SAE_TRAIN_RESULTS.md"
+    with open(os.path.join(ROOT, "bench", name), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
 

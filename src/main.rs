@@ -149,6 +149,10 @@ enum SaeCommand {
         /// Seed.
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Where the forward and backward passes run: auto (a hardware GPU when present), cpu
+        /// or gpu.
+        #[arg(long)]
+        device: Option<DeviceChoice>,
         /// No progress bar.
         #[arg(long)]
         quiet: bool,
@@ -248,6 +252,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             epochs,
             dtype,
             seed,
+            device,
             quiet,
         }) => {
             use neurostream::operators::sae_train::SaeTrainConfig;
@@ -286,7 +291,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                     pipeline = build(&cfg)?;
                 }
             }
-            run_compiled(pipeline, 1, None, None, quiet, "sae train")
+            run_compiled(pipeline, 1, None, device, quiet, "sae train")
         }
         Command::Run {
             file,

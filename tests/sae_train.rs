@@ -1,5 +1,6 @@
 //! SAE training: one step's loss and gradients against a float64 numpy reference on every
-//! architecture; training on the bundled activations through the `sae_train` sink, the SAELens
+//! architecture, on the CPU (1 and 2 threads) and on wgpu (lavapipe in CI; skipped only with
+//! NEUROSTREAM_SKIP_GPU_TESTS=1); training on the bundled activations through the `sae_train` sink, the SAELens
 //! and sparsify outputs read back by our loaders with identical encodings (and equal to a numpy
 //! transcription); checkpoints and resume; bad input.
 
@@ -8,8 +9,10 @@ mod common;
 use std::path::Path;
 
 use common::{python, run_err, run_ok, run_python};
+use neurostream::operators::sae_train::gpu::GpuTrainKernels;
 use neurostream::operators::sae_train::model::{loss_and_grads, LossSettings, Params, TrainArch};
 use neurostream::operators::sae_train::trainer::write_f32_safetensors;
+use neurostream::{ComputeDevice, DeviceChoice, DeviceManager, DevicePolicy};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;
@@ -20,11 +23,30 @@ fn normal(rng: &mut StdRng, n: usize, std: f32, mean: f32) -> Vec<f32> {
     (0..n).map(|_| mean + std * rng.sample::<f32, _>(StandardNormal)).collect()
 }
 
+/// The wgpu training kernels on any adapter (software accepted), unless
+/// NEUROSTREAM_SKIP_GPU_TESTS=1; a missing adapter otherwise fails the test.
+fn gpu_kernels() -> Option<GpuTrainKernels> {
+    let mut manager = DeviceManager::new(DevicePolicy {
+        allow_software_gpu: true,
+        fallback_to_cpu: false,
+    });
+    match manager.resolve(DeviceChoice::Gpu) {
+        Ok(ComputeDevice::Gpu(ctx)) => Some(GpuTrainKernels::new(ctx).expect("training kernels compile")),
+        Ok(ComputeDevice::Cpu) => unreachable!("no fallback was allowed"),
+        Err(e) if std::env::var("NEUROSTREAM_SKIP_GPU_TESTS").is_ok_and(|v| v == "1") => {
+            eprintln!("skipping the wgpu backend (NEUROSTREAM_SKIP_GPU_TESTS=1): {e}");
+            None
+        }
+        Err(e) => panic!("no wgpu adapter for the GPU half of the tests: {e}\n(install mesa-vulkan-drivers, or set NEUROSTREAM_SKIP_GPU_TESTS=1)"),
+    }
+}
+
 #[test]
 fn one_step_gradients_match_float64_on_every_architecture() {
     let Some(py) = python() else { return };
+    let gpu = gpu_kernels();
     let dir = tempfile::tempdir().unwrap();
-    let (d, m, rows) = (48usize, 160usize, 40usize);
+    let (d, m, rows) = (48usize, 160usize, 70usize);
     let cases: Vec<(&str, TrainArch, String)> = vec![
         ("topk", TrainArch::TopK { k: 8 }, r#"{"architecture": "topk", "k": 8}"#.into()),
         (
@@ -75,10 +97,25 @@ fn one_step_gradients_match_float64_on_every_architecture() {
             json.trim_end_matches('}'),
             1.0f32 / 32.0
         );
-        for threads in [1, 2] {
-            let (g, stats, _) = loss_and_grads(&p, &settings, &x, rows, &dead, threads);
+        let cpu_fires = loss_and_grads(&p, &settings, &x, rows, &dead, 1).2;
+        let backends: Vec<(String, Option<&GpuTrainKernels>)> = [("cpu1", None), ("cpu2", None)]
+            .into_iter()
+            .map(|(n, g)| (n.to_string(), g))
+            .chain(gpu.as_ref().map(|g| ("gpu".to_string(), Some(g))))
+            .collect();
+        for (backend, kernels) in backends {
+            let (g, stats, fires) = match kernels {
+                Some(k) => k.loss_and_grads(&p, &settings, &x, rows, &dead).expect("wgpu step"),
+                None => loss_and_grads(&p, &settings, &x, rows, &dead, if backend == "cpu1" { 1 } else { 2 }),
+            };
+            // Same active sets on every backend (the reference's L0 is checked by its loss).
+            assert_eq!(fires, cpu_fires, "{name} on {backend}: firing counts differ from the CPU's");
+            eprintln!(
+                "{name} on {backend}: loss {:.6}, l0 {:.2}, fvu {:.4}",
+                stats.loss, stats.l0, stats.fvu
+            );
             let case = dir.path().join(format!("{name}.safetensors"));
-            let ours = dir.path().join(format!("{name}_ours_{threads}.safetensors"));
+            let ours = dir.path().join(format!("{name}_ours_{backend}.safetensors"));
             let cfg = dir.path().join(format!("{name}.json"));
             std::fs::write(&cfg, &json).unwrap();
             let t = |n: &str, v: &[f32], s: Vec<usize>| (n.to_string(), v.to_vec(), s);
@@ -198,6 +235,31 @@ path = "b.parquet"
     );
     let s = |n: &str| d.join(n).to_string_lossy().to_string();
     run_python(&py, "sae_reference.py", &["check", &s("sae"), SAMPLE, &s("a.parquet")]);
+}
+
+#[test]
+fn the_sink_trains_on_wgpu_as_well_as_on_the_cpu() {
+    if std::env::var("NEUROSTREAM_SKIP_GPU_TESTS").is_ok_and(|v| v == "1") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut fvu = Vec::new();
+    for device in ["cpu", "gpu"] {
+        let out = format!("sae_{device}");
+        let toml = train_toml(&out, &format!("tokens = 8192\ndevice = \"{device}\""));
+        std::fs::write(d.join(format!("{device}.toml")), toml).unwrap();
+        let log = run_ok(d, &["run", &format!("{device}.toml")]);
+        assert!(log.contains(&format!("forward and backward passes on {device}")), "{log}");
+        assert!(log.contains("trained 32 steps on 8192 tokens"), "{log}");
+        let report: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(d.join(out).join("train_report.json")).unwrap()).unwrap();
+        fvu.push(report["final_batch"]["fvu"].as_f64().unwrap());
+    }
+    // Same data, seed and schedule: the two backends differ only in float32 rounding (and the
+    // top-k ties it can flip), so the final errors agree closely.
+    assert!(fvu[1] < 0.6, "wgpu training did not reduce the error: {fvu:?}");
+    assert!((fvu[1] - fvu[0]).abs() <= 0.05 * fvu[0], "cpu vs gpu final fvu: {fvu:?}");
 }
 
 #[test]

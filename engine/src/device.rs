@@ -294,6 +294,13 @@ impl GpuContext {
     /// bindings 0.., workgroup counts), then copies `read_bytes` bytes of `read` back.
     /// Validation errors and device loss come back as [`EngineError::Device`].
     pub fn run(&self, passes: &[GpuPass<'_>], read: Option<(&wgpu::Buffer, u64)>) -> Result<Vec<u8>> {
+        let reads: Vec<(&wgpu::Buffer, u64)> = read.into_iter().collect();
+        Ok(self.run_reads(passes, &reads)?.pop().unwrap_or_default())
+    }
+
+    /// Like [`GpuContext::run`], reading back several buffers (the first `bytes` of each) after
+    /// the passes, in the order given.
+    pub fn run_reads(&self, passes: &[GpuPass<'_>], reads: &[(&wgpu::Buffer, u64)]) -> Result<Vec<Vec<u8>>> {
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let mut encoder = self
             .device
@@ -325,39 +332,52 @@ impl GpuContext {
                 cpass.dispatch_workgroups(x, y, z);
             }
         }
-        let staging = read.map(|(buf, bytes)| {
-            let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("readback"),
-                size: bytes.max(4),
-                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            });
-            encoder.copy_buffer_to_buffer(buf, 0, &staging, 0, bytes.max(4));
-            (staging, bytes)
-        });
+        let staging: Vec<(wgpu::Buffer, u64)> = reads
+            .iter()
+            .map(|&(buf, bytes)| {
+                let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("readback"),
+                    size: bytes.max(4),
+                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                });
+                encoder.copy_buffer_to_buffer(buf, 0, &staging, 0, bytes.max(4));
+                (staging, bytes)
+            })
+            .collect();
         self.queue.submit([encoder.finish()]);
         if let Some(err) = pollster::block_on(scope.pop()) {
             return Err(EngineError::Device(format!("kernel dispatch failed: {err}")));
         }
-        let Some((staging, bytes)) = staging else {
+        if staging.is_empty() {
             return Ok(Vec::new());
-        };
+        }
         let (tx, rx) = std::sync::mpsc::channel();
-        staging.map_async(wgpu::MapMode::Read, .., move |r| {
-            let _ = tx.send(r);
-        });
+        for (i, (buf, _)) in staging.iter().enumerate() {
+            let tx = tx.clone();
+            buf.map_async(wgpu::MapMode::Read, .., move |r| {
+                let _ = tx.send((i, r));
+            });
+        }
+        drop(tx);
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
             .map_err(|e| EngineError::Device(format!("waiting for the GPU: {e}")))?;
-        rx.recv()
-            .map_err(|_| EngineError::Device("read-back callback never ran".into()))?
-            .map_err(|e| EngineError::Device(format!("mapping read-back buffer: {e}")))?;
-        let view = staging
-            .get_mapped_range(..)
-            .map_err(|e| EngineError::Device(format!("reading back: {e}")))?;
-        let out = view[..bytes as usize].to_vec();
-        drop(view);
-        staging.unmap();
+        for _ in 0..staging.len() {
+            rx.recv()
+                .map_err(|_| EngineError::Device("read-back callback never ran".into()))?
+                .1
+                .map_err(|e| EngineError::Device(format!("mapping read-back buffer: {e}")))?;
+        }
+        let mut out = Vec::with_capacity(staging.len());
+        for (buf, bytes) in &staging {
+            let view = buf
+                .get_mapped_range(..)
+                .map_err(|e| EngineError::Device(format!("reading back: {e}")))?;
+            out.push(view[..*bytes as usize].to_vec());
+            drop(view);
+            buf.unmap();
+        }
         Ok(out)
     }
 

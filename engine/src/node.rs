@@ -164,6 +164,15 @@ pub trait Sink: Send + Sync {
     fn placement(&self) -> Placement;
     /// Opens the writer for `worker` (for [`Placement::Single`], only worker 0 opens one).
     fn open(&self, worker: WorkerPos) -> Result<Box<dyn SinkWriter>>;
+    /// Whether the sink computes (trains a model, say) and so takes a `device` like operators.
+    fn computes(&self) -> bool {
+        false
+    }
+    /// Opens the writer for `worker` computing on `device`; sinks that do not compute ignore it.
+    fn open_on(&self, worker: WorkerPos, device: &ComputeDevice) -> Result<Box<dyn SinkWriter>> {
+        let _ = device;
+        self.open(worker)
+    }
 }
 
 /// One worker's writer. Batches arrive in event-time order.

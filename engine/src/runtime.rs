@@ -170,6 +170,18 @@ pub fn run(pipeline: CompiledPipeline, options: RunOptions) -> Result<RunReport>
             let device = devices.resolve(choice)?;
             report.devices.insert(node.spec.qualified_name(), device.describe());
             node_devices.insert(node.spec.name.clone(), device);
+        } else if let Built::Sink(sink) = &node.built {
+            if sink.computes() {
+                let choice = options.device.or(node.spec.device).unwrap_or(settings.device);
+                let device = devices.resolve(choice)?;
+                report.devices.insert(node.spec.qualified_name(), device.describe());
+                node_devices.insert(node.spec.name.clone(), device);
+            } else if node.spec.device.is_some() {
+                return Err(EngineError::config(
+                    format!("[sinks.{}]", node.spec.name),
+                    "`device` applies to operators and to sinks that compute (sae_train), not to this sink",
+                ));
+            }
         }
     }
     let workers = if options.workers > 0 {
@@ -255,10 +267,19 @@ pub fn run(pipeline: CompiledPipeline, options: RunOptions) -> Result<RunReport>
                             Exchange::new(|_: &Batch| 0u64),
                             &label,
                             sink.clone(),
+                            node_devices.get(name).cloned().unwrap_or(ComputeDevice::Cpu),
                             pos,
                             shared.clone(),
                         ),
-                        (Placement::PerWorker, input) => build_sink(input, Pipeline, &label, sink.clone(), pos, shared.clone()),
+                        (Placement::PerWorker, input) => build_sink(
+                            input,
+                            Pipeline,
+                            &label,
+                            sink.clone(),
+                            node_devices.get(name).cloned().unwrap_or(ComputeDevice::Cpu),
+                            pos,
+                            shared.clone(),
+                        ),
                     },
                     _ => unreachable!("compile orders inputs before consumers"),
                 }
@@ -568,6 +589,7 @@ fn build_sink<'s, P>(
     pact: P,
     name: &str,
     sink: Arc<dyn Sink>,
+    device: ComputeDevice,
     pos: WorkerPos,
     shared: Arc<Shared>,
 ) where
@@ -577,7 +599,7 @@ fn build_sink<'s, P>(
     let mut writer = if sink.placement() == Placement::Single && pos.index != 0 {
         None
     } else {
-        match sink.open(pos) {
+        match sink.open_on(pos, &device) {
             Ok(w) => Some(w),
             Err(e) => {
                 shared.fail(format!("`{name}`: {e}"));

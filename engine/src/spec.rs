@@ -121,7 +121,7 @@ pub struct NodeSpec {
     pub kind: Option<String>,
     /// The `input` key (operators and sinks).
     pub input: Option<String>,
-    /// Per-operator `device` override.
+    /// Per-operator (or computing sink's) `device` override.
     pub device: Option<DeviceChoice>,
     /// Per-source `on_invalid` override.
     pub on_invalid: Option<OnInvalid>,
@@ -475,7 +475,7 @@ impl NodeSpec {
         if self.section != Section::Source {
             self.input = take_str("input", &mut problems);
         }
-        if self.section == Section::Operator {
+        if matches!(self.section, Section::Operator | Section::Sink) {
             if let Some(d) = take_str("device", &mut problems) {
                 match d.parse() {
                     Ok(d) => self.device = Some(d),

@@ -8,6 +8,7 @@
 //! the formats.
 
 pub mod export;
+pub mod gpu;
 pub mod model;
 pub mod optim;
 pub mod trainer;
@@ -17,12 +18,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use neurostream_engine::{
-    parse_config, Batch, ConfigTable, EngineError, NodeConfig, NodeContext, Placement, Result, RowIndex, Schema, Sink, SinkKind,
-    SinkWriter, StreamKind, WorkerPos,
+    parse_config, Batch, ComputeDevice, ConfigTable, EngineError, NodeConfig, NodeContext, Placement, Result, RowIndex, Schema,
+    Sink, SinkKind, SinkWriter, StreamKind, WorkerPos,
 };
 use serde::{Deserialize, Serialize};
 
 use export::Provenance;
+use gpu::GpuTrainKernels;
 use model::TrainArch;
 use trainer::{TrainSettings, Trainer};
 
@@ -302,8 +304,20 @@ impl Sink for SaeTrainSink {
         Placement::Single
     }
 
-    fn open(&self, _worker: WorkerPos) -> Result<Box<dyn SinkWriter>> {
-        let trainer = match &self.resume {
+    fn open(&self, worker: WorkerPos) -> Result<Box<dyn SinkWriter>> {
+        self.open_on(worker, &ComputeDevice::Cpu)
+    }
+
+    fn computes(&self) -> bool {
+        true
+    }
+
+    fn open_on(&self, _worker: WorkerPos, device: &ComputeDevice) -> Result<Box<dyn SinkWriter>> {
+        let mut gpu = match device {
+            ComputeDevice::Cpu => None,
+            ComputeDevice::Gpu(ctx) => Some(GpuTrainKernels::new(ctx.clone())?),
+        };
+        let mut trainer = match &self.resume {
             Some(path) => {
                 let t = Trainer::load_checkpoint(path, self.settings.clone())
                     .map_err(|m| EngineError::config(format!("sinks.{}", self.name), m))?;
@@ -318,6 +332,11 @@ impl Sink for SaeTrainSink {
             }
             None => None,
         };
+        if let Some(t) = trainer.as_mut() {
+            if let Some(k) = gpu.take() {
+                t.use_gpu(k);
+            }
+        }
         let trainer_step = trainer.as_ref().map(|t| t.step);
         Ok(Box::new(TrainWriter {
             name: self.name.clone(),
@@ -329,6 +348,7 @@ impl Sink for SaeTrainSink {
             buffer: Vec::new(),
             store: Vec::new(),
             trainer,
+            gpu,
             started: Instant::now(),
             rows_seen: 0,
             skipped: 0,
@@ -349,6 +369,8 @@ struct TrainWriter {
     /// Every accepted row, when more than one epoch is asked for.
     store: Vec<f32>,
     trainer: Option<Trainer>,
+    /// wgpu kernels waiting for the trainer the first buffer creates.
+    gpu: Option<GpuTrainKernels>,
     started: Instant,
     rows_seen: u64,
     skipped: u64,
@@ -369,7 +391,11 @@ impl TrainWriter {
         let d = self.settings.d_in;
         let rows = self.buffer.len() / d;
         if self.trainer.is_none() {
-            let t = Trainer::new(self.settings.clone(), &self.buffer).map_err(|m| self.fail(m))?;
+            let mut t = Trainer::new(self.settings.clone(), &self.buffer).map_err(|m| self.fail(m))?;
+            if let Some(k) = self.gpu.take() {
+                t.use_gpu(k);
+            }
+            tracing::info!("sink `{}`: forward and backward passes on {}", self.name, t.backend());
             tracing::info!(
                 "sink `{}`: input scale {:.4} (mean squared norm -> d_in = {d}), planned steps {}",
                 self.name,
@@ -391,7 +417,9 @@ impl TrainWriter {
             for (dst, &r) in x.chunks_exact_mut(d).zip(chunk) {
                 dst.copy_from_slice(&self.buffer[r * d..(r + 1) * d]);
             }
-            let s = trainer.train_step(&x);
+            let s = trainer
+                .train_step(&x)
+                .map_err(|m| EngineError::Runtime(format!("sink `{}`: {m}", self.name)))?;
             if !s.loss.is_finite() {
                 return Err(EngineError::Runtime(format!(
                     "sink `{}`: loss became {} at step {} (learning rate too high?)",

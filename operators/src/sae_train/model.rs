@@ -143,8 +143,8 @@ pub struct LossSettings {
 type Active = Vec<(u32, f32)>;
 
 /// Computes the loss of `x` (`rows × d`, scaled) and its gradients; `dead[j]` marks latents
-/// AuxK may use. Returns the gradients, the stats and each row's active latents (for firing
-/// counts). `threads` splits the encoder GEMM.
+/// AuxK may use. Returns the gradients, the stats and each latent's firings in the batch.
+/// `threads` splits the encoder GEMM.
 pub fn loss_and_grads(
     p: &Params,
     s: &LossSettings,
@@ -152,7 +152,7 @@ pub fn loss_and_grads(
     rows: usize,
     dead: &[bool],
     threads: usize,
-) -> (Grads, BatchStats, Vec<Active>) {
+) -> (Grads, BatchStats, Vec<u32>) {
     let (d, m) = (p.d, p.m);
     assert_eq!(x.len(), rows * d, "batch is rows x d_in");
     let bf = rows as f32;
@@ -183,10 +183,7 @@ pub fn loss_and_grads(
     };
     let mut xh = vec![0f32; d];
     let mut gx = vec![0f32; d];
-    let mut total_sq = 0f64;
-    let mean: Vec<f64> = (0..d)
-        .map(|i| x.chunks_exact(d).map(|r| r[i] as f64).sum::<f64>() / rows as f64)
-        .collect();
+    let total_sq = total_variance(x, rows, d);
     let mut e = vec![0f32; d];
     for b in 0..rows {
         let xb = &x[b * d..(b + 1) * d];
@@ -199,7 +196,6 @@ pub fn loss_and_grads(
             let err = xh[i] - xb[i];
             sq += (err as f64) * (err as f64);
             gx[i] = 2.0 * err / bf;
-            total_sq += (xb[i] as f64 - mean[i]).powi(2);
         }
         stats.mse += sq / rows as f64;
         // ∂L/∂x̂ flows to b_dec, to the active decoder rows, and to their activations.
@@ -287,7 +283,25 @@ pub fn loss_and_grads(
         0.0
     };
     stats.l0 = active.iter().map(|a| a.len()).sum::<usize>() as f64 / rows as f64;
-    (g, stats, active)
+    let mut fires = vec![0u32; m];
+    for &(j, _) in active.iter().flatten() {
+        fires[j as usize] += 1;
+    }
+    (g, stats, fires)
+}
+
+/// `Σ_b ‖x_b − mean‖²` of `x` (`rows × d`): the denominator of the FVU.
+pub fn total_variance(x: &[f32], rows: usize, d: usize) -> f64 {
+    let mut mean = vec![0f64; d];
+    for r in x.chunks_exact(d) {
+        for (m, &v) in mean.iter_mut().zip(r) {
+            *m += v as f64;
+        }
+    }
+    mean.iter_mut().for_each(|m| *m /= rows.max(1) as f64);
+    x.chunks_exact(d)
+        .map(|r| r.iter().zip(&mean).map(|(&v, m)| (v as f64 - m).powi(2)).sum::<f64>())
+        .sum()
 }
 
 /// The active latents of every row under `arch`.

@@ -12,6 +12,7 @@ use safetensors::tensor::TensorView;
 use safetensors::Dtype;
 use serde::{Deserialize, Serialize};
 
+use super::gpu::GpuTrainKernels;
 use super::model::{loss_and_grads, BatchStats, LossSettings, Params, TrainArch};
 use super::optim::{Adam, Moments};
 
@@ -69,6 +70,8 @@ pub struct Trainer {
     pub threshold: f32,
     /// Stats of the latest step.
     pub last: BatchStats,
+    /// The wgpu kernels, when training on a GPU.
+    gpu: Option<GpuTrainKernels>,
 }
 
 impl Trainer {
@@ -149,6 +152,7 @@ impl Trainer {
             fired: vec![0; params.m],
             threshold: 0.0,
             last: BatchStats::default(),
+            gpu: None,
             params,
             settings,
         }
@@ -174,8 +178,21 @@ impl Trainer {
             .collect()
     }
 
-    /// One optimizer step on `batch` (`rows × d_in`, unscaled).
-    pub fn train_step(&mut self, batch: &[f32]) -> BatchStats {
+    /// Computes the forward and backward passes with wgpu kernels from now on.
+    pub fn use_gpu(&mut self, kernels: GpuTrainKernels) {
+        self.gpu = Some(kernels);
+    }
+
+    /// Where the forward and backward passes run, in words.
+    pub fn backend(&self) -> String {
+        match &self.gpu {
+            Some(g) => format!("gpu ({})", g.describe()),
+            None => format!("cpu ({} threads)", self.settings.threads),
+        }
+    }
+
+    /// One optimizer step on `batch` (`rows × d_in`, unscaled). Fails only when the GPU does.
+    pub fn train_step(&mut self, batch: &[f32]) -> Result<BatchStats, String> {
         let d = self.params.d;
         let rows = batch.len() / d;
         let x: Vec<f32> = batch.iter().map(|v| v * self.scale).collect();
@@ -185,13 +202,18 @@ impl Trainer {
             aux_coef: self.settings.aux_coef,
             k_aux: self.settings.k_aux,
         };
-        let (mut g, stats, active) = loss_and_grads(&self.params, &loss, &x, rows, &dead, self.settings.threads);
+        let (mut g, stats, fires) = match &self.gpu {
+            Some(gpu) => gpu
+                .loss_and_grads(&self.params, &loss, &x, rows, &dead)
+                .map_err(|e| format!("wgpu training step {}: {e}", self.step + 1))?,
+            None => loss_and_grads(&self.params, &loss, &x, rows, &dead, self.settings.threads),
+        };
         self.step += 1;
         let end = self.tokens + rows as u64;
-        for a in &active {
-            for &(j, _) in a {
-                self.last_fired[j as usize] = end;
-                self.fired[j as usize] += 1;
+        for (j, &c) in fires.iter().enumerate() {
+            if c > 0 {
+                self.last_fired[j] = end;
+                self.fired[j] += c as u64;
             }
         }
         self.tokens = end;
@@ -229,7 +251,7 @@ impl Trainer {
             }
         }
         self.last = stats;
-        stats
+        Ok(stats)
     }
 
     /// A random permutation of `0..n` for shuffling a buffer, drawn from the seed and the
