@@ -5,6 +5,7 @@
 //! | kind | reads |
 //! | --- | --- |
 //! | `arrow_tcp` | live Arrow IPC streams of activations over TCP, one stream per connection |
+//! | `edf` | an EDF/EDF+/BDF/BDF+ recording in physical units, annotations as markers, replayed fast or in real time |
 //! | `array` | a `.npy` or `.safetensors` tensor of activations (f32/f16/bf16/f64), memory-mapped |
 //! | `parquet` | a Parquet file, a directory of them, or a glob, in the activation or signal layout; row groups spread over workers |
 //! | `synthetic_eeg` | seeded EEG-like signals: alpha/beta sinusoids plus 1/f noise, optional marker events |
@@ -14,6 +15,7 @@
 
 pub mod array_source;
 pub mod arrow_tcp;
+pub mod edf;
 mod hash;
 pub mod parquet_source;
 pub mod synthetic_activations;
@@ -23,6 +25,7 @@ use neurostream_engine::Registry;
 
 pub use array_source::{ArraySource, ArraySourceConfig, ArraySourceKind};
 pub use arrow_tcp::{ArrowTcpConfig, ArrowTcpKind};
+pub use edf::{EdfSourceConfig, EdfSourceKind};
 pub use parquet_source::{ParquetSourceConfig, ParquetSourceKind};
 pub use synthetic_activations::{SyntheticActivations, SyntheticActivationsConfig, SyntheticActivationsKind};
 pub use synthetic_eeg::{SyntheticEeg, SyntheticEegConfig, SyntheticEegKind};
@@ -32,6 +35,7 @@ pub fn register(registry: &mut Registry) {
     registry
         .add_source(ArraySourceKind)
         .add_source(ArrowTcpKind)
+        .add_source(EdfSourceKind)
         .add_source(ParquetSourceKind)
         .add_source(SyntheticEegKind)
         .add_source(SyntheticActivationsKind);

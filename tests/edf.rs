@@ -1,0 +1,244 @@
+//! The `edf` source on every bundled real recording (Sleep-EDF PSG in EDF and BDF, a 128-channel
+//! BioSemi BDF+, an EDF+ with sub-second annotations, an annotation-only hypnogram): samples,
+//! header fields and annotations against pyedflib; markers in the stream; real-time pacing;
+//! truncated and inconsistent files, missing channels and mixed rates as clear errors.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use common::{python, run_err, run_ok, run_python};
+use neurostream::sources::edf::EdfFile;
+
+fn eeg(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/data/eeg").join(name)
+}
+
+fn pipeline(rec: &Path, extra: &str, out: &str) -> String {
+    format!(
+        r#"
+[sources.rec]
+kind = "edf"
+path = "{}"
+chunk = 100
+{extra}
+
+[sinks.out]
+kind = "parquet"
+input = "rec"
+path = "{out}"
+markers = true
+"#,
+        rec.display()
+    )
+}
+
+/// The header and annotations as our reader sees them, for `check_edf.py header`.
+fn header_json(file: &EdfFile) -> serde_json::Value {
+    let h = &file.header;
+    let signals: Vec<serde_json::Value> = h
+        .signals
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| !s.is_annotation)
+        .map(|(i, s)| {
+            serde_json::json!({
+                "label": s.label, "unit": s.unit, "transducer": s.transducer, "prefiltering": s.prefiltering,
+                "physical_min": s.physical_min, "physical_max": s.physical_max,
+                "digital_min": s.digital_min, "digital_max": s.digital_max, "sample_rate": h.sample_rate(i),
+            })
+        })
+        .collect();
+    let annotations: Vec<serde_json::Value> = file
+        .annotations
+        .iter()
+        .map(|a| serde_json::json!({"onset_s": a.onset_s, "duration_s": a.duration_s, "text": a.text}))
+        .collect();
+    serde_json::json!({
+        "records": file.records, "record_duration_s": h.record_duration_s, "start_unix_s": h.start_unix_s,
+        "signals": signals, "annotations": annotations,
+    })
+}
+
+#[test]
+fn every_sample_header_field_and_annotation_equals_pyedflib() {
+    let Some(py) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // (file, channel groups of one rate each: None = the default, every channel at the top rate)
+    let cases: Vec<(&str, Vec<Option<&str>>)> = vec![
+        (
+            "short_psg.edf",
+            vec![
+                None,
+                Some(r#"["Resp oro-nasal", "EMG submental", "Temp rectal", "Event marker"]"#),
+            ],
+        ),
+        ("short_psg.bdf", vec![None, Some(r#"["Resp*", "Temp rectal"]"#)]),
+        ("mne_test.bdf", vec![None]),
+        ("mne_test.edf", vec![None]),
+        ("test_subsecond.edf", vec![None]),
+    ];
+    for (name, groups) in cases {
+        let rec = eeg(name);
+        let file = EdfFile::open(&rec, false).unwrap();
+        let json = d.join(format!("{name}.json"));
+        std::fs::write(&json, header_json(&file).to_string()).unwrap();
+        run_python(
+            &py,
+            "check_edf.py",
+            &["header", rec.to_str().unwrap(), json.to_str().unwrap()],
+        );
+        for (g, channels) in groups.into_iter().enumerate() {
+            let extra = channels.map(|c| format!("channels = {c}")).unwrap_or_default();
+            let out = format!("{name}_{g}.parquet");
+            std::fs::write(d.join("p.toml"), pipeline(&rec, &extra, &out)).unwrap();
+            run_ok(d, &["run", "p.toml", "--quiet"]);
+            run_python(
+                &py,
+                "check_edf.py",
+                &["signals", rec.to_str().unwrap(), d.join(&out).to_str().unwrap()],
+            );
+        }
+    }
+    // The annotation-only hypnogram, alone.
+    let hyp = EdfFile::open(&eeg("SC4001EC-Hypnogram.edf"), false).unwrap();
+    assert_eq!(hyp.annotations.len(), 154);
+    let json = d.join("hyp.json");
+    std::fs::write(&json, header_json(&hyp).to_string()).unwrap();
+    run_python(
+        &py,
+        "check_edf.py",
+        &[
+            "header",
+            eeg("SC4001EC-Hypnogram.edf").to_str().unwrap(),
+            json.to_str().unwrap(),
+        ],
+    );
+}
+
+#[test]
+fn annotations_become_markers_at_their_samples_including_a_separate_hypnogram() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Sub-second onsets at 128 Hz: each marker sits on the sample nearest its onset.
+    std::fs::write(d.join("p.toml"), pipeline(&eeg("test_subsecond.edf"), "", "sub.parquet")).unwrap();
+    run_ok(d, &["run", "p.toml", "--quiet"]);
+    let file = EdfFile::open(&eeg("test_subsecond.edf"), false).unwrap();
+    let markers = read_markers(&d.join("sub.parquet"));
+    assert_eq!(markers.len(), file.annotations.len(), "{markers:?}");
+    for (a, (sample, label)) in file.annotations.iter().zip(&markers) {
+        assert_eq!(*sample, (a.onset_s * 128.0).round() as i64, "{a:?}");
+        assert_eq!(label, &a.text);
+    }
+    // The PSG with its hypnogram: the first stage starts at the first sample; stages past the
+    // 300 s excerpt are not emitted.
+    let extra = format!("annotations = \"{}\"", eeg("SC4001EC-Hypnogram.edf").display());
+    std::fs::write(d.join("h.toml"), pipeline(&eeg("short_psg.edf"), &extra, "psg.parquet")).unwrap();
+    let log = run_ok(d, &["run", "h.toml"]);
+    assert!(log.contains("annotations start after the last sample"), "{log}");
+    let markers = read_markers(&d.join("psg.parquet"));
+    assert_eq!(markers, vec![(0, "Sleep stage W".to_string())]);
+}
+
+fn read_markers(path: &Path) -> Vec<(i64, String)> {
+    use arrow::array::{Array, AsArray, Int64Array};
+    let mut out = Vec::new();
+    for b in common::read_parquet(path) {
+        let sample = b
+            .column_by_name("sample")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap()
+            .clone();
+        let marker = b.column_by_name("marker").unwrap().as_string::<i32>().clone();
+        for r in 0..b.num_rows() {
+            if marker.is_valid(r) {
+                for l in marker.value(r).split(';') {
+                    out.push((sample.value(r), l.to_string()));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn real_time_replay_releases_chunks_at_the_recording_pace() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // 300 s at 100x: at least 3 s of wall time (an upper bound would be a timing test).
+    std::fs::write(
+        d.join("p.toml"),
+        pipeline(&eeg("short_psg.edf"), "speed = 100.0", "out.parquet"),
+    )
+    .unwrap();
+    let t0 = Instant::now();
+    run_ok(d, &["run", "p.toml", "--quiet"]);
+    let took = t0.elapsed().as_secs_f64();
+    assert!(took >= 2.9, "300 s replayed at speed 100 took only {took:.2} s");
+}
+
+#[test]
+fn bad_files_and_bad_picks_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let bytes = std::fs::read(eeg("short_psg.edf")).unwrap();
+    // Truncated inside the last record: an error naming the file and the record...
+    let cut = d.join("cut.edf");
+    std::fs::write(&cut, &bytes[..bytes.len() - 1000]).unwrap();
+    std::fs::write(d.join("p.toml"), pipeline(&cut, "", "out.parquet")).unwrap();
+    let e = run_err(d, &["run", "p.toml"]);
+    assert!(
+        e.contains("cut.edf") && e.contains("data record 10 of 10 is truncated"),
+        "{e}"
+    );
+    // ...and with allow_truncated, the 9 complete records (270 s at 100 Hz) are read.
+    std::fs::write(d.join("p.toml"), pipeline(&cut, "allow_truncated = true", "out.parquet")).unwrap();
+    run_ok(d, &["run", "p.toml", "--quiet"]);
+    let rows: usize = common::read_parquet(&d.join("out.parquet"))
+        .iter()
+        .map(|b| b.num_rows())
+        .sum();
+    assert_eq!(rows, 27_000);
+    // An inconsistent header: the digital maximum of signal 2 below its minimum.
+    let mut bad = bytes.clone();
+    let ns = 7usize;
+    let dig_max_field = 256 + ns * (16 + 80 + 8 + 8 + 8 + 8) + 8; // digital maximum of signal 2
+    bad[dig_max_field..dig_max_field + 8].copy_from_slice(b"-4000   ");
+    let badf = d.join("bad.edf");
+    std::fs::write(&badf, &bad).unwrap();
+    std::fs::write(d.join("p.toml"), pipeline(&badf, "", "out.parquet")).unwrap();
+    let e = run_err(d, &["run", "p.toml"]);
+    assert!(
+        e.contains("bad.edf") && e.contains("digital maximum") && e.contains("signal 2 (`EEG Pz-Oz`)"),
+        "{e}"
+    );
+    // Not an EDF file at all.
+    let junk = d.join("junk.edf");
+    std::fs::write(&junk, vec![b'x'; 600]).unwrap();
+    std::fs::write(d.join("p.toml"), pipeline(&junk, "", "out.parquet")).unwrap();
+    let e = run_err(d, &["run", "p.toml"]);
+    assert!(e.contains("junk.edf") && e.contains("version"), "{e}");
+    // A channel the file does not have: the error lists those it has.
+    std::fs::write(
+        d.join("p.toml"),
+        pipeline(&eeg("short_psg.edf"), r#"channels = ["EEG Cz"]"#, "out.parquet"),
+    )
+    .unwrap();
+    let e = run_err(d, &["run", "p.toml"]);
+    assert!(e.contains("no channel `EEG Cz`") && e.contains("EEG Fpz-Cz"), "{e}");
+    // Channels of different rates in one stream.
+    std::fs::write(
+        d.join("p.toml"),
+        pipeline(&eeg("short_psg.edf"), r#"channels = ["EEG*", "Temp rectal"]"#, "out.parquet"),
+    )
+    .unwrap();
+    let e = run_err(d, &["run", "p.toml"]);
+    assert!(
+        e.contains("different sampling rates") && e.contains("Temp rectal (1 Hz)"),
+        "{e}"
+    );
+}

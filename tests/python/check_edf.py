@@ -1,0 +1,77 @@
+"""Checks neurostream's EDF/BDF reading against pyedflib (EDFlib's reader).
+
+  check_edf.py signals REC.edf OUT.parquet   every channel column of OUT (signal layout) equals
+      pyedflib's physical samples of the signal with that label; `sample` is 0..n-1 and `time`
+      sample / fs. Tolerance: |ours − ref| ≤ 1e-6 · max(|physical min|, |physical max|) (ours
+      are float32).
+  check_edf.py header REC.edf OURS.json      header fields (per signal too) and the annotations
+      (onset within 1 µs, duration, text) equal pyedflib's.
+"""
+import datetime
+import json
+import sys
+
+import numpy as np
+import pyarrow.parquet as pq
+import pyedflib
+
+
+def signals(rec, out):
+    r = pyedflib.EdfReader(rec)
+    labels = r.getSignalLabels()
+    t = pq.read_table(out)
+    fs_meta = float(t.schema.metadata[b"neurostream.sample_rate"])
+    n = t.num_rows
+    cols = [c for c in t.column_names if c not in ("time", "sample", "marker")]
+    assert cols, "no channel columns"
+    sample = t.column("sample").to_numpy()
+    assert (sample == np.arange(n)).all(), "sample column is not 0..n-1"
+    assert np.allclose(t.column("time").to_numpy(), sample / fs_meta, rtol=0, atol=1e-12)
+    worst = 0.0
+    for c in cols:
+        i = labels.index(c)
+        assert abs(r.getSampleFrequency(i) - fs_meta) < 1e-9, f"{c}: rate {r.getSampleFrequency(i)} vs {fs_meta}"
+        ref = r.readSignal(i, digital=False)
+        ours = t.column(c).to_numpy().astype(np.float64)
+        assert len(ours) == len(ref), f"{c}: {len(ours)} samples vs pyedflib {len(ref)}"
+        scale = max(abs(r.getPhysicalMinimum(i)), abs(r.getPhysicalMaximum(i)))
+        err = np.abs(ours - ref).max() / scale
+        worst = max(worst, err)
+        assert err <= 1e-6, f"{c}: max error {err:.2e} of the physical range"
+    print(f"{rec}: {len(cols)} channels × {n} samples equal pyedflib's (max error {worst:.1e} of range)")
+
+
+def header(rec, ours_path):
+    ours = json.load(open(ours_path))
+    r = pyedflib.EdfReader(rec)
+    assert ours["records"] == r.datarecords_in_file, (ours["records"], r.datarecords_in_file)
+    assert abs(ours["record_duration_s"] - r.datarecord_duration) < 1e-9
+    start = r.getStartdatetime().replace(microsecond=0, tzinfo=datetime.timezone.utc).timestamp()
+    assert ours["start_unix_s"] == int(start), (ours["start_unix_s"], start)
+    heads = [h for h in r.getSignalHeaders()]
+    sig = ours["signals"]
+    assert len(sig) == len(heads), f"{len(sig)} signals vs pyedflib {len(heads)}"
+    for o, h in zip(sig, heads):
+        assert o["label"] == h["label"], (o["label"], h["label"])
+        assert o["unit"] == h["dimension"], (o["label"], o["unit"], h["dimension"])
+        assert o["transducer"] == h["transducer"], (o["label"], o["transducer"], h["transducer"])
+        assert o["prefiltering"] == h["prefilter"], (o["label"], o["prefiltering"], h["prefilter"])
+        for k, hk in [("physical_min", "physical_min"), ("physical_max", "physical_max"),
+                      ("digital_min", "digital_min"), ("digital_max", "digital_max")]:
+            assert abs(o[k] - h[hk]) < 1e-9, (o["label"], k, o[k], h[hk])
+        assert abs(o["sample_rate"] - h["sample_frequency"]) < 1e-9, (o["label"], o["sample_rate"], h["sample_frequency"])
+    onsets, durations, texts = r.readAnnotations()
+    ann = ours["annotations"]
+    assert len(ann) == len(onsets), f"{len(ann)} annotations vs pyedflib {len(onsets)}"
+    for a, on, du, tx in zip(ann, onsets, durations, texts):
+        assert abs(a["onset_s"] - on) < 1e-6, (a, on)
+        want = None if du < 0 else du
+        assert (a["duration_s"] is None) == (want is None), (a, du)
+        if want is not None:
+            assert abs(a["duration_s"] - want) < 1e-6, (a, du)
+        assert a["text"] == tx, (a["text"], tx)
+    print(f"{rec}: header of {len(sig)} signals and {len(ann)} annotations equal pyedflib's")
+
+
+if __name__ == "__main__":
+    {"signals": signals, "header": header}[sys.argv[1]](*sys.argv[2:])
