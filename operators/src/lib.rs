@@ -9,16 +9,19 @@
 //! | `sae_encode` | sparse autoencoder encoding (SAELens, sparsify formats) to sparse features |
 //! | `sae_reconstruct` | SAE encode + decode: per-token reconstruction metrics or the reconstruction |
 //! | `feature_stats` | windowed and all-time feature statistics, top examples and alerts |
+//! | `butterworth` | Butterworth low/high/band-pass/band-stop (second-order sections), causal with carried state or zero-phase |
+//! | `notch` | IIR notch at the line frequency and harmonics, causal or zero-phase |
 //! | `token_stats` | windowed and all-time means of token scalars (reconstruction metrics) and alerts |
 //!
-//! And one sink: `sae_train` trains an SAE on the activations streamed into it (CPU; see
-//! [`sae_train`]).
+//! And one sink: `sae_train` trains an SAE on the activations streamed into it (CPU or wgpu;
+//! see [`sae_train`]).
 
 #![warn(missing_docs)]
 
 pub mod normalize;
 pub mod sae;
 pub mod sae_train;
+pub mod signal;
 pub mod stats;
 
 use neurostream_engine::Registry;
@@ -29,6 +32,8 @@ pub fn register(registry: &mut Registry) {
         .add_operator(normalize::NormalizeKind)
         .add_operator(sae::SaeEncodeKind)
         .add_operator(sae::SaeReconstructKind)
+        .add_operator(signal::ButterworthKind)
+        .add_operator(signal::NotchKind)
         .add_operator(stats::FeatureStatsKind)
         .add_operator(stats::TokenStatsKind)
         .add_sink(sae_train::SaeTrainKind);

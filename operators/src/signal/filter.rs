@@ -1,0 +1,262 @@
+//! `butterworth` and `notch`: IIR filters of signal streams as cascades of second-order
+//! sections (designed in [`super::design`]), causal with state carried across chunks, or
+//! zero-phase (`zero_phase = true`, forward-backward like `scipy.signal.sosfiltfilt`; the
+//! stream is held until it ends, for offline runs).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use neurostream_engine::{
+    parse_config, Batch, ComputeDevice, ConfigTable, EngineError, Frame, NodeConfig, NodeContext, Operator, OperatorInstance,
+    OperatorKind, Partitioning, Result, Schema, StreamKind,
+};
+use serde::{Deserialize, Serialize};
+
+use super::design::{butter, notch, BandType, Section};
+use super::gpu::GpuSos;
+use super::sos::{sosfiltfilt, CpuSos, SosKernels};
+
+/// Configuration of a `butterworth` operator.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ButterworthConfig {
+    /// `lowpass`, `highpass`, `bandpass` (default) or `bandstop`.
+    #[serde(default = "default_band")]
+    pub btype: BandType,
+    /// Filter order (per edge, as `scipy.signal.butter`; default 4).
+    #[serde(default = "default_order")]
+    pub order: usize,
+    /// Cutoff frequencies in Hz: one for low/highpass, `[low, high]` for band filters.
+    pub cutoff: Vec<f64>,
+    /// Forward-backward (zero phase, squared magnitude); holds the stream until it ends.
+    #[serde(default)]
+    pub zero_phase: bool,
+}
+
+fn default_band() -> BandType {
+    BandType::Bandpass
+}
+fn default_order() -> usize {
+    4
+}
+
+impl NodeConfig for ButterworthConfig {
+    const KIND: &'static str = "butterworth";
+}
+
+/// Configuration of a `notch` operator.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotchConfig {
+    /// Line frequency in Hz (default 50).
+    #[serde(default = "default_line")]
+    pub freq: f64,
+    /// How many harmonics to remove: `freq`, `2·freq`, ... (those below Nyquist; default 1).
+    #[serde(default = "default_harmonics")]
+    pub harmonics: usize,
+    /// Quality factor `freq / bandwidth` (default 30, as `scipy.signal.iirnotch` examples).
+    #[serde(default = "default_q")]
+    pub q: f64,
+    /// Forward-backward (zero phase); holds the stream until it ends.
+    #[serde(default)]
+    pub zero_phase: bool,
+}
+
+fn default_line() -> f64 {
+    50.0
+}
+fn default_harmonics() -> usize {
+    1
+}
+fn default_q() -> f64 {
+    30.0
+}
+
+impl NodeConfig for NotchConfig {
+    const KIND: &'static str = "notch";
+}
+
+fn signal_rate(input: &Schema, ctx: &NodeContext) -> Result<f64> {
+    match input.kind {
+        StreamKind::Signal { sample_rate } => Ok(sample_rate),
+        _ => Err(EngineError::config(
+            ctx.label,
+            format!("filters take signal streams; the input is {}", input.describe()),
+        )),
+    }
+}
+
+/// The `butterworth` operator kind.
+pub struct ButterworthKind;
+
+impl OperatorKind for ButterworthKind {
+    fn kind(&self) -> &'static str {
+        "butterworth"
+    }
+    fn describe(&self) -> &'static str {
+        "Butterworth low/high/band-pass/band-stop as second-order sections; causal with carried state, or zero-phase"
+    }
+    fn build(&self, config: ConfigTable, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Operator>> {
+        let cfg: ButterworthConfig = parse_config(config, ctx)?;
+        let fs = signal_rate(input, ctx)?;
+        let sections = butter(cfg.order, &cfg.cutoff, cfg.btype, fs).map_err(|m| EngineError::config(ctx.label, m))?;
+        tracing::debug!("{}: {} sections {:?}", ctx.label, sections.len(), sections);
+        Ok(Arc::new(SosFilter::new(input, sections, cfg.zero_phase, ctx)))
+    }
+}
+
+/// The `notch` operator kind.
+pub struct NotchKind;
+
+impl OperatorKind for NotchKind {
+    fn kind(&self) -> &'static str {
+        "notch"
+    }
+    fn describe(&self) -> &'static str {
+        "IIR notch at the line frequency and its harmonics (scipy.signal.iirnotch), causal or zero-phase"
+    }
+    fn build(&self, config: ConfigTable, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Operator>> {
+        let cfg: NotchConfig = parse_config(config, ctx)?;
+        let fs = signal_rate(input, ctx)?;
+        if cfg.harmonics == 0 {
+            return Err(EngineError::config(ctx.label, "`harmonics` must be at least 1"));
+        }
+        let mut sections = Vec::new();
+        for h in 1..=cfg.harmonics {
+            let f = cfg.freq * h as f64;
+            if h > 1 && f >= fs / 2.0 {
+                tracing::info!(
+                    "{}: harmonic {h} ({f} Hz) is above Nyquist ({} Hz); skipped",
+                    ctx.label,
+                    fs / 2.0
+                );
+                break;
+            }
+            sections.push(notch(f, cfg.q, fs).map_err(|m| EngineError::config(ctx.label, m))?);
+        }
+        Ok(Arc::new(SosFilter::new(input, sections, cfg.zero_phase, ctx)))
+    }
+}
+
+/// A configured cascade.
+pub struct SosFilter {
+    schema: Arc<Schema>,
+    sections: Arc<Vec<Section>>,
+    zero_phase: bool,
+    fallback_to_cpu: bool,
+}
+
+impl SosFilter {
+    fn new(input: &Arc<Schema>, sections: Vec<Section>, zero_phase: bool, ctx: &NodeContext) -> SosFilter {
+        SosFilter {
+            schema: input.clone(),
+            sections: Arc::new(sections),
+            zero_phase,
+            fallback_to_cpu: ctx.settings.gpu_fallback == neurostream_engine::spec::GpuFallback::Cpu,
+        }
+    }
+}
+
+impl Operator for SosFilter {
+    fn output_schema(&self) -> Arc<Schema> {
+        self.schema.clone()
+    }
+    fn partitioning(&self) -> Partitioning {
+        Partitioning::ByStream
+    }
+    fn holds_back(&self) -> bool {
+        self.zero_phase
+    }
+    fn instantiate(&self, device: &ComputeDevice) -> Result<Box<dyn OperatorInstance>> {
+        let kernels: Box<dyn SosKernels> = match device {
+            ComputeDevice::Cpu => Box::new(CpuSos::new()),
+            ComputeDevice::Gpu(ctx) => Box::new(GpuSos::new(ctx.clone())?),
+        };
+        Ok(Box::new(SosInstance {
+            sections: self.sections.clone(),
+            zero_phase: self.zero_phase,
+            fallback_to_cpu: self.fallback_to_cpu,
+            kernels,
+            state: HashMap::new(),
+            held: HashMap::new(),
+        }))
+    }
+}
+
+struct SosInstance {
+    sections: Arc<Vec<Section>>,
+    zero_phase: bool,
+    fallback_to_cpu: bool,
+    kernels: Box<dyn SosKernels>,
+    /// Causal: per-stream section state.
+    state: HashMap<Arc<str>, Vec<f64>>,
+    /// Zero phase: per-stream frames held until the end.
+    held: HashMap<Arc<str>, Vec<Frame>>,
+}
+
+impl SosInstance {
+    /// Runs `f` on the kernels; a GPU error falls back to the CPU only when allowed (reported).
+    fn with_kernels(&mut self, mut f: impl FnMut(&mut dyn SosKernels) -> Result<()>) -> Result<()> {
+        match f(self.kernels.as_mut()) {
+            Err(EngineError::Device(msg)) if self.fallback_to_cpu => {
+                tracing::warn!("filter: GPU kernel failed ({msg}); gpu_fallback = \"cpu\", continuing on the CPU");
+                self.kernels = Box::new(CpuSos::new());
+                f(self.kernels.as_mut())
+            }
+            other => other,
+        }
+    }
+}
+
+impl OperatorInstance for SosInstance {
+    fn process(&mut self, batch: Batch, out: &mut Vec<Batch>) -> Result<()> {
+        let Batch::Dense(mut frame) = batch else {
+            return Err(EngineError::Shape(format!(
+                "filters take dense frames; stream {} is not",
+                batch.stream()
+            )));
+        };
+        if self.zero_phase {
+            self.held.entry(frame.stream.clone()).or_default().push(frame);
+            return Ok(());
+        }
+        let w = frame.width();
+        let n = self.sections.len() * 2 * w;
+        let mut state = self.state.remove(&frame.stream).unwrap_or_else(|| vec![0.0; n]);
+        let sections = self.sections.clone();
+        let before = state.clone();
+        let result = self.with_kernels(|k| {
+            state.copy_from_slice(&before);
+            k.filter(&sections, &mut state, &mut frame.data, w)
+        });
+        self.state.insert(frame.stream.clone(), state);
+        result?;
+        out.push(Batch::Dense(frame));
+        Ok(())
+    }
+
+    fn finish(&mut self, out: &mut Vec<Batch>) -> Result<()> {
+        let mut streams: Vec<Arc<str>> = self.held.keys().cloned().collect();
+        streams.sort();
+        for stream in streams {
+            let mut frames = self.held.remove(&stream).unwrap();
+            let w = frames[0].width();
+            let mut all: Vec<f32> = frames.iter().flat_map(|f| f.data.iter().copied()).collect();
+            let sections = self.sections.clone();
+            let original = all.clone();
+            self.with_kernels(|k| {
+                all.copy_from_slice(&original);
+                sosfiltfilt(k, &sections, &mut all, w)
+            })
+            .map_err(|e| EngineError::Runtime(format!("stream {stream}: {e}")))?;
+            let mut at = 0;
+            for f in &mut frames {
+                let n = f.data.len();
+                f.data.copy_from_slice(&all[at..at + n]);
+                at += n;
+            }
+            out.extend(frames.into_iter().map(Batch::Dense));
+        }
+        Ok(())
+    }
+}

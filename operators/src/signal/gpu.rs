@@ -1,0 +1,86 @@
+//! The wgpu kernel of the section cascades (`sosfilt.wgsl`): one invocation per channel walks
+//! the chunk's rows in order, float32. The float64 state lives on the host between chunks and
+//! is uploaded with each chunk, so a stream can move between backends and `sosfiltfilt` runs
+//! on either.
+
+use std::sync::Arc;
+
+use neurostream_engine::{wgpu, GpuContext, GpuPass, Result};
+
+use super::design::Section;
+use super::sos::SosKernels;
+
+const SHADER: &str = include_str!("sosfilt.wgsl");
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    rows: u32,
+    channels: u32,
+    sections: u32,
+    first_row: u32,
+}
+
+/// The wgpu backend of [`SosKernels`].
+pub struct GpuSos {
+    ctx: Arc<GpuContext>,
+    pipeline: Arc<wgpu::ComputePipeline>,
+}
+
+impl GpuSos {
+    /// Compiles the kernel on `ctx`.
+    pub fn new(ctx: Arc<GpuContext>) -> Result<GpuSos> {
+        Ok(GpuSos {
+            pipeline: ctx.pipeline("sosfilt", SHADER, "sosfilt")?,
+            ctx,
+        })
+    }
+}
+
+impl SosKernels for GpuSos {
+    fn filter(&mut self, sections: &[Section], state: &mut [f64], data: &mut [f32], channels: usize) -> Result<()> {
+        let rows = data.len() / channels.max(1);
+        if rows == 0 {
+            return Ok(());
+        }
+        let ctx = &self.ctx;
+        // Rows per dispatch: keep each invocation's loop under ~16k iterations.
+        let per_pass = (16384 / (sections.len() + 2)).max(1);
+        let uniforms: Vec<wgpu::Buffer> = (0..rows)
+            .step_by(per_pass)
+            .map(|first| {
+                let params = Params {
+                    rows: per_pass.min(rows - first) as u32,
+                    channels: channels as u32,
+                    sections: sections.len() as u32,
+                    first_row: first as u32,
+                };
+                ctx.uniform("sos.params", bytemuck::bytes_of(&params))
+            })
+            .collect();
+        let coeffs: Vec<f32> = sections.iter().flatten().map(|&v| v as f32).collect();
+        let state32: Vec<f32> = state.iter().map(|&v| v as f32).collect();
+        let coeff_buf = ctx.storage_init("sos.coeffs", bytemuck::cast_slice(&coeffs));
+        let state_buf = ctx.storage_init("sos.state", bytemuck::cast_slice(&state32));
+        let data_buf = ctx.storage_init("sos.data", bytemuck::cast_slice(data));
+        let buffers: Vec<[&wgpu::Buffer; 4]> = uniforms.iter().map(|u| [u, &coeff_buf, &state_buf, &data_buf]).collect();
+        let passes: Vec<GpuPass> = buffers
+            .iter()
+            .map(|b| GpuPass {
+                pipeline: &self.pipeline,
+                buffers: b,
+                workgroups: [channels.div_ceil(64) as u32, 1, 1],
+            })
+            .collect();
+        let out = ctx.run_reads(
+            &passes,
+            &[(&data_buf, (data.len() * 4) as u64), (&state_buf, (state.len() * 4) as u64)],
+        )?;
+        data.copy_from_slice(bytemuck::cast_slice(&out[0]));
+        let s: &[f32] = bytemuck::cast_slice(&out[1]);
+        for (d, v) in state.iter_mut().zip(s) {
+            *d = *v as f64;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,137 @@
+//! Cascades of second-order sections over many channels: the streaming kernel (state carried
+//! across chunks, so any chunking gives the output of one pass over the whole signal) and the
+//! zero-phase forward-backward pass of `scipy.signal.sosfiltfilt`.
+//!
+//! Each section runs in transposed direct form II, as `scipy.signal.sosfilt` does:
+//! `y = b0·x + z0; z0 = b1·x − a1·y + z1; z1 = b2·x − a2·y`.
+
+use neurostream_engine::Result;
+
+use super::design::{sosfilt_zi, Section};
+
+/// Filters rows of a multi-channel signal through a cascade, carrying state.
+pub trait SosKernels: Send {
+    /// Filters `data` (`rows × channels`, row-major) in place through `sections`; `state` is
+    /// `sections × 2 × channels` (`z0` of every channel, then `z1`, per section) and is updated.
+    fn filter(&mut self, sections: &[Section], state: &mut [f64], data: &mut [f32], channels: usize) -> Result<()>;
+}
+
+/// The CPU kernel: float64 arithmetic and state, channels in the inner loop (vectorized), one
+/// section at a time over blocks of rows that stay in cache.
+pub struct CpuSos {
+    block: Vec<f64>,
+}
+
+impl CpuSos {
+    /// A kernel with an empty scratch block.
+    pub fn new() -> CpuSos {
+        CpuSos { block: Vec::new() }
+    }
+}
+
+impl Default for CpuSos {
+    fn default() -> Self {
+        CpuSos::new()
+    }
+}
+
+/// Rows per block: the block (`rows × channels` float64) stays within ~64 KiB.
+fn block_rows(channels: usize) -> usize {
+    (8192 / channels.max(1)).clamp(1, 1024)
+}
+
+impl SosKernels for CpuSos {
+    fn filter(&mut self, sections: &[Section], state: &mut [f64], data: &mut [f32], channels: usize) -> Result<()> {
+        let rows = data.len() / channels.max(1);
+        let step = block_rows(channels);
+        for start in (0..rows).step_by(step) {
+            let n = step.min(rows - start);
+            let chunk = &mut data[start * channels..(start + n) * channels];
+            self.block.clear();
+            self.block.extend(chunk.iter().map(|&v| v as f64));
+            for (s, sec) in sections.iter().enumerate() {
+                let (z0, z1) = state[s * 2 * channels..(s + 1) * 2 * channels].split_at_mut(channels);
+                section(sec, &mut self.block, z0, z1, channels);
+            }
+            for (d, v) in chunk.iter_mut().zip(&self.block) {
+                *d = *v as f32;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One section over a block of rows, in place.
+#[inline]
+fn section(s: &Section, block: &mut [f64], z0: &mut [f64], z1: &mut [f64], channels: usize) {
+    let [b0, b1, b2, _, a1, a2] = *s;
+    for row in block.chunks_exact_mut(channels) {
+        for ((x, z0), z1) in row.iter_mut().zip(z0.iter_mut()).zip(z1.iter_mut()) {
+            let xi = *x;
+            let y = b0 * xi + *z0;
+            *z0 = b1 * xi - a1 * y + *z1;
+            *z1 = b2 * xi - a2 * y;
+            *x = y;
+        }
+    }
+}
+
+/// The pad length `scipy.signal.sosfiltfilt` uses by default (odd extension).
+pub fn filtfilt_padlen(sections: &[Section]) -> usize {
+    let zeros_b = sections.iter().filter(|s| s[2] == 0.0).count();
+    let zeros_a = sections.iter().filter(|s| s[5] == 0.0).count();
+    3 * (2 * sections.len() + 1 - zeros_b.min(zeros_a))
+}
+
+/// `scipy.signal.sosfiltfilt(sections, x, axis=0)` of a whole signal (`rows × channels`), in
+/// place: odd extension by [`filtfilt_padlen`] samples at both ends, a forward pass from the
+/// steady state of the first sample, a backward pass from that of the last, trimmed.
+pub fn sosfiltfilt(kernels: &mut dyn SosKernels, sections: &[Section], data: &mut [f32], channels: usize) -> Result<()> {
+    let rows = data.len() / channels.max(1);
+    let pad = filtfilt_padlen(sections);
+    if rows <= pad {
+        return Err(neurostream_engine::EngineError::Shape(format!(
+            "zero-phase filtering needs more than {pad} samples per channel (the padding), the stream has {rows}"
+        )));
+    }
+    let zi = sosfilt_zi(sections);
+    let ext_rows = rows + 2 * pad;
+    let mut ext = vec![0f32; ext_rows * channels];
+    let at = |r: usize, c: usize| data[r * channels + c] as f64;
+    for c in 0..channels {
+        for i in 0..pad {
+            // 2·x[0] − x[pad − i], then the signal, then 2·x[n−1] − x[n−2−i].
+            ext[i * channels + c] = (2.0 * at(0, c) - at(pad - i, c)) as f32;
+            ext[(pad + rows + i) * channels + c] = (2.0 * at(rows - 1, c) - at(rows - 2 - i, c)) as f32;
+        }
+    }
+    ext[pad * channels..(pad + rows) * channels].copy_from_slice(data);
+    let mut state = vec![0f64; sections.len() * 2 * channels];
+    let init = |state: &mut [f64], first: &[f32]| {
+        for (s, z) in zi.iter().enumerate() {
+            for c in 0..channels {
+                state[s * 2 * channels + c] = z[0] * first[c] as f64;
+                state[s * 2 * channels + channels + c] = z[1] * first[c] as f64;
+            }
+        }
+    };
+    let first: Vec<f32> = ext[..channels].to_vec();
+    init(&mut state, &first);
+    kernels.filter(sections, &mut state, &mut ext, channels)?;
+    reverse_rows(&mut ext, channels);
+    let first: Vec<f32> = ext[..channels].to_vec();
+    init(&mut state, &first);
+    kernels.filter(sections, &mut state, &mut ext, channels)?;
+    reverse_rows(&mut ext, channels);
+    data.copy_from_slice(&ext[pad * channels..(pad + rows) * channels]);
+    Ok(())
+}
+
+fn reverse_rows(data: &mut [f32], channels: usize) {
+    let rows = data.len() / channels;
+    for r in 0..rows / 2 {
+        for c in 0..channels {
+            data.swap(r * channels + c, (rows - 1 - r) * channels + c);
+        }
+    }
+}

@@ -1,0 +1,80 @@
+"""Checks neurostream's IIR filters against SciPy.
+
+  check_filters.py design CASES.json
+      each case {"kind": "butter", "order", "cutoff", "btype", "fs", "sos"} or
+      {"kind": "notch", "f0", "q", "fs", "sos"}: our sections equal scipy.signal.butter(...,
+      output="sos") / iirnotch, element by element within 1e-10 (absolute, values are O(1)).
+  check_filters.py filter IN.parquet OUT.parquet SPEC.json TOL
+      OUT (signal layout) equals scipy.signal.sosfilt (or sosfiltfilt when "zero_phase") of IN
+      over the whole signal with the sections of SPEC ({"butter": [order, cutoff, btype]} or
+      {"notch": [f0, q, harmonics]}), channel by channel:
+      max |ours − ref| ≤ TOL · max |ref|.
+"""
+import json
+import sys
+
+import numpy as np
+import pyarrow.parquet as pq
+from scipy import signal
+
+
+def scalar_if_one(cutoff):
+    return cutoff[0] if len(cutoff) == 1 else cutoff
+
+
+def sections(spec, fs):
+    if "butter" in spec:
+        order, cutoff, btype = spec["butter"]
+        return signal.butter(order, scalar_if_one(cutoff), btype, output="sos", fs=fs)
+    f0, q, harmonics = spec["notch"]
+    rows = []
+    for h in range(1, harmonics + 1):
+        if h > 1 and f0 * h >= fs / 2:
+            break
+        b, a = signal.iirnotch(f0 * h, q, fs)
+        rows.append(np.concatenate([b, a]))
+    return np.array(rows)
+
+
+def design(path):
+    cases = json.load(open(path))
+    worst = 0.0
+    for c in cases:
+        if c["kind"] == "butter":
+            ref = signal.butter(c["order"], scalar_if_one(c["cutoff"]), c["btype"], output="sos", fs=c["fs"])
+        else:
+            b, a = signal.iirnotch(c["f0"], c["q"], c["fs"])
+            ref = np.concatenate([b, a])[None, :]
+        ours = np.array(c["sos"])
+        assert ours.shape == ref.shape, f"{c}: shape {ours.shape} vs scipy {ref.shape}"
+        err = np.abs(ours - ref).max()
+        worst = max(worst, err)
+        assert err <= 1e-10, f"{c['kind']} {c}: sections differ from scipy by {err:.2e}\nours\n{ours}\nscipy\n{ref}"
+    print(f"{len(cases)} designs equal scipy's (max difference {worst:.1e})")
+
+
+def read(path):
+    t = pq.read_table(path)
+    fs = float(t.schema.metadata[b"neurostream.sample_rate"])
+    cols = [c for c in t.column_names if c not in ("time", "sample", "marker")]
+    return fs, cols, np.stack([t.column(c).to_numpy().astype(np.float64) for c in cols], axis=1)
+
+
+def filt(inp, out, spec_path, tol):
+    spec = json.load(open(spec_path))
+    fs, cols, x = read(inp)
+    fs2, cols2, y = read(out)
+    assert fs == fs2 and cols == cols2, (fs, fs2, cols, cols2)
+    assert y.shape == x.shape, f"{y.shape} vs {x.shape}"
+    sos = sections(spec, fs)
+    ref = signal.sosfiltfilt(sos, x, axis=0) if spec.get("zero_phase") else signal.sosfilt(sos, x, axis=0)
+    err = np.abs(y - ref).max(axis=0) / np.abs(ref).max(axis=0)
+    assert err.max() <= float(tol), f"{spec}: relative error {err.max():.2e} > {tol} (channel {cols[int(err.argmax())]})"
+    print(f"{spec}: {x.shape[1]} channels × {x.shape[0]} samples equal scipy (max relative error {err.max():.1e})")
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "design":
+        design(sys.argv[2])
+    else:
+        filt(*sys.argv[2:6])
