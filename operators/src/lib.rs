@@ -11,6 +11,8 @@
 //! | `feature_stats` | windowed and all-time feature statistics, top examples and alerts |
 //! | `butterworth` | Butterworth low/high/band-pass/band-stop (second-order sections), causal with carried state or zero-phase |
 //! | `notch` | IIR notch at the line frequency and harmonics, causal or zero-phase |
+//! | `pick` | keeps the signal channels named (labels or glob patterns), in order |
+//! | `reref` | common average, reference-channel or bipolar re-referencing |
 //! | `token_stats` | windowed and all-time means of token scalars (reconstruction metrics) and alerts |
 //!
 //! And one sink: `sae_train` trains an SAE on the activations streamed into it (CPU or wgpu;
@@ -18,6 +20,7 @@
 
 #![warn(missing_docs)]
 
+pub mod gpu_gemm;
 pub mod normalize;
 pub mod sae;
 pub mod sae_train;
@@ -34,6 +37,8 @@ pub fn register(registry: &mut Registry) {
         .add_operator(sae::SaeReconstructKind)
         .add_operator(signal::ButterworthKind)
         .add_operator(signal::NotchKind)
+        .add_operator(signal::PickKind)
+        .add_operator(signal::RerefKind)
         .add_operator(stats::FeatureStatsKind)
         .add_operator(stats::TokenStatsKind)
         .add_sink(sae_train::SaeTrainKind);

@@ -15,6 +15,7 @@ use neurostream_engine::device::{workgroups_1d, workgroups_per_item};
 use neurostream_engine::{wgpu, EngineError, GpuContext, GpuPass, Result};
 
 use super::model::{BatchStats, Grads, LossSettings, Params, TrainArch};
+use crate::gpu_gemm::GemmCall;
 
 macro_rules! kernel {
     ($file:literal) => {
@@ -39,21 +40,6 @@ struct TrainParams {
     pad1: f32,
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
-struct GemmParams {
-    m: u32,
-    n: u32,
-    k: u32,
-    ta: u32,
-    tb: u32,
-    accumulate: u32,
-    use_bias: u32,
-    a_off: u32,
-    alpha: f32,
-    pad: [f32; 3],
-}
-
 type Pipeline = Arc<wgpu::ComputePipeline>;
 
 /// Compiled training kernels on one GPU.
@@ -74,28 +60,12 @@ pub struct GpuTrainKernels {
     l1_dec: Pipeline,
 }
 
-/// One GEMM of a step: `c = alpha·op(a)·op(b) [+ bias] [+ c]`.
-struct GemmCall<'a> {
-    m: usize,
-    n: usize,
-    k: usize,
-    a: &'a wgpu::Buffer,
-    a_transposed: bool,
-    a_offset: usize,
-    b: &'a wgpu::Buffer,
-    b_transposed: bool,
-    bias: Option<&'a wgpu::Buffer>,
-    c: &'a wgpu::Buffer,
-    accumulate: bool,
-    alpha: f32,
-}
-
 impl GpuTrainKernels {
     /// Compiles the kernels on `ctx`.
     pub fn new(ctx: Arc<GpuContext>) -> Result<GpuTrainKernels> {
         let p = |name: &str, src: &str| ctx.pipeline(&format!("sae_train_{name}"), src, name);
         Ok(GpuTrainKernels {
-            gemm: p("gemm", include_str!("kernels/gemm.wgsl"))?,
+            gemm: crate::gpu_gemm::pipeline(&ctx)?,
             center: p("center", kernel!("center.wgsl"))?,
             topk_rows: p("topk_rows", kernel!("topk_rows.wgsl"))?,
             radix_hist: p("radix_hist", kernel!("radix_hist.wgsl"))?,
@@ -245,16 +215,8 @@ impl GpuTrainKernels {
         gemms[9].a_offset = 2 * m;
         let gemm_uniforms: Vec<wgpu::Buffer> = gemms.iter().map(|g| g.uniform(ctx)).collect();
         let dummy = zeros("dummy", 1);
-        let gemm_bufs: Vec<[&wgpu::Buffer; 5]> = gemms
-            .iter()
-            .zip(&gemm_uniforms)
-            .map(|(g, u)| [u, g.a, g.b, g.bias.unwrap_or(&dummy), g.c])
-            .collect();
-        let gemm_pass = |i: usize| GpuPass {
-            pipeline: &self.gemm,
-            buffers: &gemm_bufs[i],
-            workgroups: [gemms[i].n.div_ceil(64) as u32, gemms[i].m.div_ceil(64) as u32, 1],
-        };
+        let gemm_bufs: Vec<[&wgpu::Buffer; 5]> = gemms.iter().zip(&gemm_uniforms).map(|(g, u)| g.buffers(u, &dummy)).collect();
+        let gemm_pass = |i: usize| crate::gpu_gemm::pass(&self.gemm, &gemms[i], &gemm_bufs[i]);
 
         let center_b = [&main_u, &x_b, &b_dec, &xc];
         let topk_b = [&main_u, &h, &dead_b, &a];
@@ -390,59 +352,5 @@ fn pass<'a>(pipeline: &'a Pipeline, buffers: &'a [&'a wgpu::Buffer], workgroups:
         pipeline: pipeline.as_ref(),
         buffers,
         workgroups,
-    }
-}
-
-impl<'a> GemmCall<'a> {
-    fn new(m: usize, n: usize, k: usize, a: &'a wgpu::Buffer, b: &'a wgpu::Buffer, c: &'a wgpu::Buffer) -> Self {
-        GemmCall {
-            m,
-            n,
-            k,
-            a,
-            a_transposed: false,
-            a_offset: 0,
-            b,
-            b_transposed: false,
-            bias: None,
-            c,
-            accumulate: false,
-            alpha: 1.0,
-        }
-    }
-    fn transpose_a(mut self) -> Self {
-        self.a_transposed = true;
-        self
-    }
-    fn transpose_b(mut self) -> Self {
-        self.b_transposed = true;
-        self
-    }
-    fn bias(mut self, b: &'a wgpu::Buffer) -> Self {
-        self.bias = Some(b);
-        self
-    }
-    fn accumulate(mut self) -> Self {
-        self.accumulate = true;
-        self
-    }
-    fn alpha(mut self, alpha: f32) -> Self {
-        self.alpha = alpha;
-        self
-    }
-    fn uniform(&self, ctx: &GpuContext) -> wgpu::Buffer {
-        let g = GemmParams {
-            m: self.m as u32,
-            n: self.n as u32,
-            k: self.k as u32,
-            ta: self.a_transposed as u32,
-            tb: self.b_transposed as u32,
-            accumulate: self.accumulate as u32,
-            use_bias: self.bias.is_some() as u32,
-            a_off: self.a_offset as u32,
-            alpha: self.alpha,
-            pad: [0.0; 3],
-        };
-        ctx.uniform("sae_train.gemm", bytemuck::bytes_of(&g))
     }
 }

@@ -1,12 +1,15 @@
 //! Signal operators for EEG/MEG streams: IIR filter design ([`design`]), the section-cascade
-//! kernels on the CPU and wgpu ([`sos`], [`gpu`]), and the `butterworth` / `notch` operators
-//! ([`filter`]).
+//! kernels on the CPU and wgpu ([`sos`], [`gpu`]), the `butterworth` / `notch` operators
+//! ([`filter`]), spatial maps ([`spatial`]) and the `pick` / `reref` operators ([`montage`]).
 
 pub mod design;
 pub mod filter;
 pub mod gpu;
+pub mod montage;
 pub mod sos;
+pub mod spatial;
 
 pub use design::{butter, notch, sosfilt_zi, BandType, Section};
 pub use filter::{ButterworthConfig, ButterworthKind, NotchConfig, NotchKind};
+pub use montage::{PickConfig, PickKind, RerefConfig, RerefKind};
 pub use sos::{sosfiltfilt, CpuSos, SosKernels};

@@ -1,0 +1,133 @@
+//! The one dense product of the wgpu kernels: `c = alpha·op(a)·op(b) [+ bias] [+ c]` with
+//! transpose flags (`gemm.wgsl`), shared by SAE training and the signal operators' spatial maps.
+
+use std::sync::Arc;
+
+use neurostream_engine::{wgpu, GpuContext, GpuPass, Result};
+
+/// Compiles (once per context) the GEMM pipeline.
+pub fn pipeline(ctx: &GpuContext) -> Result<Arc<wgpu::ComputePipeline>> {
+    ctx.pipeline("gemm", include_str!("gemm.wgsl"), "gemm")
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct GemmParams {
+    m: u32,
+    n: u32,
+    k: u32,
+    ta: u32,
+    tb: u32,
+    accumulate: u32,
+    use_bias: u32,
+    a_off: u32,
+    alpha: f32,
+    pad: [f32; 3],
+}
+
+/// One GEMM: `c = alpha·op(a)·op(b) [+ bias over columns] [+ c]`, all float32 row-major.
+pub struct GemmCall<'a> {
+    /// Rows of `c`.
+    pub m: usize,
+    /// Columns of `c`.
+    pub n: usize,
+    /// The shared dimension.
+    pub k: usize,
+    /// `a`: `m × k`, or `k × m` when `a_transposed`.
+    pub a: &'a wgpu::Buffer,
+    /// Read `a` as stored `k × m`.
+    pub a_transposed: bool,
+    /// First element of `a` used (elements, not bytes).
+    pub a_offset: usize,
+    /// `b`: `k × n`, or `n × k` when `b_transposed`.
+    pub b: &'a wgpu::Buffer,
+    /// Read `b` as stored `n × k`.
+    pub b_transposed: bool,
+    /// Added to every row of the product, `n` values.
+    pub bias: Option<&'a wgpu::Buffer>,
+    /// The output, `m × n`.
+    pub c: &'a wgpu::Buffer,
+    /// Add to the existing `c` instead of overwriting it.
+    pub accumulate: bool,
+    /// Scale of the product.
+    pub alpha: f32,
+}
+
+impl<'a> GemmCall<'a> {
+    /// `c (m × n) = a (m × k) · b (k × n)`.
+    pub fn new(m: usize, n: usize, k: usize, a: &'a wgpu::Buffer, b: &'a wgpu::Buffer, c: &'a wgpu::Buffer) -> Self {
+        GemmCall {
+            m,
+            n,
+            k,
+            a,
+            a_transposed: false,
+            a_offset: 0,
+            b,
+            b_transposed: false,
+            bias: None,
+            c,
+            accumulate: false,
+            alpha: 1.0,
+        }
+    }
+    /// Builder: transpose a.
+    pub fn transpose_a(mut self) -> Self {
+        self.a_transposed = true;
+        self
+    }
+    /// Builder: transpose b.
+    pub fn transpose_b(mut self) -> Self {
+        self.b_transposed = true;
+        self
+    }
+    /// Builder: bias.
+    pub fn bias(mut self, b: &'a wgpu::Buffer) -> Self {
+        self.bias = Some(b);
+        self
+    }
+    /// Builder: accumulate.
+    pub fn accumulate(mut self) -> Self {
+        self.accumulate = true;
+        self
+    }
+    /// Builder: alpha.
+    pub fn alpha(mut self, alpha: f32) -> Self {
+        self.alpha = alpha;
+        self
+    }
+    /// The buffers bound by the kernel, `dummy` standing in for a missing bias.
+    pub fn buffers(&self, uniform: &'a wgpu::Buffer, dummy: &'a wgpu::Buffer) -> [&'a wgpu::Buffer; 5] {
+        [uniform, self.a, self.b, self.bias.unwrap_or(dummy), self.c]
+    }
+    /// The uniform buffer of this call's shapes and flags.
+    pub fn uniform(&self, ctx: &GpuContext) -> wgpu::Buffer {
+        let g = GemmParams {
+            m: self.m as u32,
+            n: self.n as u32,
+            k: self.k as u32,
+            ta: self.a_transposed as u32,
+            tb: self.b_transposed as u32,
+            accumulate: self.accumulate as u32,
+            use_bias: self.bias.is_some() as u32,
+            a_off: self.a_offset as u32,
+            alpha: self.alpha,
+            pad: [0.0; 3],
+        };
+        ctx.uniform("sae_train.gemm", bytemuck::bytes_of(&g))
+    }
+}
+
+/// Workgroups of one GEMM dispatch (64 × 64 output tiles).
+pub fn workgroups(call: &GemmCall) -> [u32; 3] {
+    [call.n.div_ceil(64) as u32, call.m.div_ceil(64) as u32, 1]
+}
+
+/// The pass of `call` with its bound buffers (from [`GemmCall::buffers`]).
+pub fn pass<'a>(pipeline: &'a wgpu::ComputePipeline, call: &GemmCall, bufs: &'a [&'a wgpu::Buffer; 5]) -> GpuPass<'a> {
+    GpuPass {
+        pipeline,
+        buffers: bufs,
+        workgroups: workgroups(call),
+    }
+}

@@ -1,0 +1,334 @@
+//! `pick` and `reref`: channel selection and re-referencing of signal streams, each a fixed
+//! spatial map (see [`super::spatial`]) built once from the channel names.
+//!
+//! - `pick`: the channels named (labels or glob patterns), in that order; `exclude` drops.
+//! - `reref`, `method = "average"`: each channel minus the mean of all (common average
+//!   reference, as MNE's `set_eeg_reference("average")`); channels in `exclude` (EOG, EMG,
+//!   triggers) neither join the mean nor change.
+//! - `reref`, `method = "channels"`: each channel minus the mean of the `reference` channels
+//!   (linked mastoids `["M1", "M2"]`); `drop_reference = true` removes those channels.
+//! - `reref`, `method = "bipolar"`: one output per `pairs` entry `"A-B"` = A − B (a bipolar
+//!   montage, as MNE's `set_bipolar_reference`), named as written.
+
+use std::sync::Arc;
+
+use neurostream_engine::{
+    parse_config, Batch, Channel, ComputeDevice, ConfigTable, EngineError, NodeConfig, NodeContext, Operator, OperatorInstance,
+    OperatorKind, Partitioning, Result, Schema,
+};
+use serde::{Deserialize, Serialize};
+
+use super::spatial::{CpuSpatial, GpuSpatial, SpatialKernels};
+
+/// Configuration of a `pick` operator.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PickConfig {
+    /// Channels to keep, by label or glob pattern, in this order (default: all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channels: Option<Vec<String>>,
+    /// Channels to drop, by label or glob pattern.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+}
+
+impl NodeConfig for PickConfig {
+    const KIND: &'static str = "pick";
+}
+
+/// Configuration of a `reref` operator.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RerefConfig {
+    /// `average` (default), `channels` or `bipolar`.
+    #[serde(default = "default_method")]
+    pub method: String,
+    /// `channels`: the reference channels (their mean is subtracted).
+    #[serde(default)]
+    pub reference: Vec<String>,
+    /// `channels`: drop the reference channels from the output.
+    #[serde(default)]
+    pub drop_reference: bool,
+    /// `bipolar`: `"A-B"` pairs, one output channel each.
+    #[serde(default)]
+    pub pairs: Vec<String>,
+    /// `average`: channels (labels or patterns) left out of the mean and left unchanged.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+}
+
+fn default_method() -> String {
+    "average".into()
+}
+
+impl NodeConfig for RerefConfig {
+    const KIND: &'static str = "reref";
+}
+
+/// Indices of the channels matching `pattern` (a label or a glob pattern), in order.
+pub fn match_channels(schema: &Schema, pattern: &str) -> std::result::Result<Vec<usize>, String> {
+    let glob = glob::Pattern::new(pattern).map_err(|e| format!("pattern `{pattern}`: {e}"))?;
+    let hits: Vec<usize> = schema
+        .channels
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.name == pattern || glob.matches(&c.name))
+        .map(|(i, _)| i)
+        .collect();
+    if hits.is_empty() {
+        return Err(format!(
+            "no channel `{pattern}` in the input; it has: {}",
+            schema.channel_names().join(", ")
+        ));
+    }
+    Ok(hits)
+}
+
+fn one_channel(schema: &Schema, name: &str) -> std::result::Result<usize, String> {
+    schema.channels.iter().position(|c| c.name == name).ok_or_else(|| {
+        format!(
+            "no channel `{name}` in the input; it has: {}",
+            schema.channel_names().join(", ")
+        )
+    })
+}
+
+/// The `pick` operator kind.
+pub struct PickKind;
+
+impl OperatorKind for PickKind {
+    fn kind(&self) -> &'static str {
+        "pick"
+    }
+    fn describe(&self) -> &'static str {
+        "keeps the signal channels named (labels or glob patterns), in that order"
+    }
+    fn build(&self, config: ConfigTable, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Operator>> {
+        let cfg: PickConfig = parse_config(config, ctx)?;
+        let fail = |m: String| EngineError::config(ctx.label, m);
+        if !input.is_signal() {
+            return Err(fail(format!("pick takes signal streams; the input is {}", input.describe())));
+        }
+        let mut keep: Vec<usize> = Vec::new();
+        match &cfg.channels {
+            None => keep.extend(0..input.width()),
+            Some(list) => {
+                for p in list {
+                    for i in match_channels(input, p).map_err(fail)? {
+                        if !keep.contains(&i) {
+                            keep.push(i);
+                        }
+                    }
+                }
+            }
+        }
+        for p in &cfg.exclude {
+            let drop = match_channels(input, p).map_err(fail)?;
+            keep.retain(|i| !drop.contains(i));
+        }
+        if keep.is_empty() {
+            return Err(fail("no channels left".into()));
+        }
+        let cin = input.width();
+        let mut matrix = vec![0f32; cin * keep.len()];
+        for (o, &i) in keep.iter().enumerate() {
+            matrix[i * keep.len() + o] = 1.0;
+        }
+        let channels = keep.iter().map(|&i| input.channels[i].clone()).collect();
+        Ok(Arc::new(SpatialMap::new(input, channels, matrix).fallback(ctx)))
+    }
+}
+
+/// The `reref` operator kind.
+pub struct RerefKind;
+
+impl OperatorKind for RerefKind {
+    fn kind(&self) -> &'static str {
+        "reref"
+    }
+    fn describe(&self) -> &'static str {
+        "re-references signals: common average, reference channels, or bipolar pairs"
+    }
+    fn build(&self, config: ConfigTable, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Operator>> {
+        let cfg: RerefConfig = parse_config(config, ctx)?;
+        let fail = |m: String| EngineError::config(ctx.label, m);
+        if !input.is_signal() {
+            return Err(fail(format!("reref takes signal streams; the input is {}", input.describe())));
+        }
+        let cin = input.width();
+        let unused = |key: &str, set: bool| {
+            if set {
+                Err(fail(format!("key `{key}` does not apply to method {}", cfg.method)))
+            } else {
+                Ok(())
+            }
+        };
+        let (channels, matrix): (Vec<Channel>, Vec<f32>) = match cfg.method.as_str() {
+            "average" => {
+                unused("reference", !cfg.reference.is_empty())?;
+                unused("pairs", !cfg.pairs.is_empty())?;
+                let mut excluded = vec![false; cin];
+                for p in &cfg.exclude {
+                    for i in match_channels(input, p).map_err(fail)? {
+                        excluded[i] = true;
+                    }
+                }
+                let n = excluded.iter().filter(|&&e| !e).count();
+                if n < 2 {
+                    return Err(fail(format!("an average reference needs at least 2 channels, {n} are left")));
+                }
+                let mut m = vec![0f32; cin * cin];
+                for o in 0..cin {
+                    m[o * cin + o] = 1.0;
+                    if !excluded[o] {
+                        for (i, &e) in excluded.iter().enumerate() {
+                            if !e {
+                                m[i * cin + o] -= 1.0 / n as f32;
+                            }
+                        }
+                    }
+                }
+                (input.channels.clone(), m)
+            }
+            "channels" => {
+                unused("pairs", !cfg.pairs.is_empty())?;
+                unused("exclude", !cfg.exclude.is_empty())?;
+                if cfg.reference.is_empty() {
+                    return Err(fail("method channels needs `reference` (e.g. [\"M1\", \"M2\"])".into()));
+                }
+                let refs: Vec<usize> = cfg
+                    .reference
+                    .iter()
+                    .map(|r| one_channel(input, r))
+                    .collect::<std::result::Result<_, _>>()
+                    .map_err(fail)?;
+                let outs: Vec<usize> = (0..cin).filter(|i| !(cfg.drop_reference && refs.contains(i))).collect();
+                let cout = outs.len();
+                let mut m = vec![0f32; cin * cout];
+                for (o, &c) in outs.iter().enumerate() {
+                    m[c * cout + o] += 1.0;
+                    for &r in &refs {
+                        m[r * cout + o] -= 1.0 / refs.len() as f32;
+                    }
+                }
+                (outs.iter().map(|&i| input.channels[i].clone()).collect(), m)
+            }
+            "bipolar" => {
+                unused("reference", !cfg.reference.is_empty())?;
+                unused("exclude", !cfg.exclude.is_empty())?;
+                if cfg.pairs.is_empty() {
+                    return Err(fail("method bipolar needs `pairs` (e.g. [\"Fp1-F7\", \"F7-T7\"])".into()));
+                }
+                let cout = cfg.pairs.len();
+                let mut m = vec![0f32; cin * cout];
+                let mut channels = Vec::new();
+                for (o, pair) in cfg.pairs.iter().enumerate() {
+                    // Labels may contain '-' themselves (`EEG Fpz-Cz`): try every split point.
+                    let split = pair
+                        .match_indices('-')
+                        .map(|(at, _)| (&pair[..at], &pair[at + 1..]))
+                        .find(|(a, b)| one_channel(input, a.trim()).is_ok() && one_channel(input, b.trim()).is_ok());
+                    let Some((a, b)) = split else {
+                        return Err(fail(format!(
+                            "pair `{pair}` is not `A-B` with two channels of the input ({})",
+                            input.channel_names().join(", ")
+                        )));
+                    };
+                    let (a, b) = (one_channel(input, a.trim()).unwrap(), one_channel(input, b.trim()).unwrap());
+                    m[a * cout + o] += 1.0;
+                    m[b * cout + o] -= 1.0;
+                    channels.push(Channel {
+                        name: pair.clone(),
+                        unit: input.channels[a].unit.clone(),
+                    });
+                }
+                (channels, m)
+            }
+            other => return Err(fail(format!("`method` {other}: average, channels or bipolar"))),
+        };
+        Ok(Arc::new(SpatialMap::new(input, channels, matrix).fallback(ctx)))
+    }
+}
+
+/// A fixed spatial map from the input channels to named output channels.
+pub struct SpatialMap {
+    schema: Arc<Schema>,
+    cin: usize,
+    matrix: Arc<Vec<f32>>,
+    fallback_to_cpu: bool,
+}
+
+impl SpatialMap {
+    /// The map `matrix` (`input.width() × channels.len()`, row-major) to `channels`.
+    pub fn new(input: &Schema, channels: Vec<Channel>, matrix: Vec<f32>) -> SpatialMap {
+        SpatialMap {
+            cin: input.width(),
+            schema: Arc::new(Schema {
+                kind: input.kind.clone(),
+                channels,
+            }),
+            matrix: Arc::new(matrix),
+            fallback_to_cpu: false,
+        }
+    }
+
+    /// Falls back to the CPU after a GPU error when the pipeline allows it.
+    pub fn fallback(mut self, ctx: &NodeContext) -> SpatialMap {
+        self.fallback_to_cpu = ctx.settings.gpu_fallback == neurostream_engine::spec::GpuFallback::Cpu;
+        self
+    }
+}
+
+impl Operator for SpatialMap {
+    fn output_schema(&self) -> Arc<Schema> {
+        self.schema.clone()
+    }
+    fn partitioning(&self) -> Partitioning {
+        Partitioning::Local
+    }
+    fn instantiate(&self, device: &ComputeDevice) -> Result<Box<dyn OperatorInstance>> {
+        let kernels: Box<dyn SpatialKernels> = match device {
+            ComputeDevice::Cpu => Box::new(CpuSpatial),
+            ComputeDevice::Gpu(ctx) => Box::new(GpuSpatial::new(ctx.clone())?),
+        };
+        Ok(Box::new(SpatialInstance {
+            schema: self.schema.clone(),
+            cin: self.cin,
+            matrix: self.matrix.clone(),
+            kernels,
+            fallback_to_cpu: self.fallback_to_cpu,
+        }))
+    }
+}
+
+struct SpatialInstance {
+    schema: Arc<Schema>,
+    cin: usize,
+    matrix: Arc<Vec<f32>>,
+    kernels: Box<dyn SpatialKernels>,
+    fallback_to_cpu: bool,
+}
+
+impl OperatorInstance for SpatialInstance {
+    fn process(&mut self, batch: Batch, out: &mut Vec<Batch>) -> Result<()> {
+        let Batch::Dense(mut frame) = batch else {
+            return Err(EngineError::Shape(format!(
+                "spatial maps take dense frames; stream {} is not",
+                batch.stream()
+            )));
+        };
+        let cout = self.schema.width();
+        let data = match self.kernels.apply(&frame.data, self.cin, &self.matrix, cout) {
+            Err(EngineError::Device(m)) if self.fallback_to_cpu => {
+                tracing::warn!("spatial map: GPU kernel failed ({m}); gpu_fallback = \"cpu\", continuing on the CPU");
+                self.kernels = Box::new(CpuSpatial);
+                self.kernels.apply(&frame.data, self.cin, &self.matrix, cout)?
+            }
+            other => other?,
+        };
+        frame.schema = self.schema.clone();
+        frame.data = data;
+        out.push(Batch::Dense(frame));
+        Ok(())
+    }
+}

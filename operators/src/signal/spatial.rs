@@ -1,0 +1,90 @@
+//! Spatial maps: every row of a frame times a `channels_in × channels_out` matrix. Channel
+//! picking, re-referencing (common average, reference channels, bipolar pairs) and spatial
+//! filters (CSP) are all such maps, so they share these kernels.
+
+use std::sync::Arc;
+
+use neurostream_engine::{wgpu, GpuContext, Result};
+
+use crate::gpu_gemm::{self, GemmCall};
+
+/// `out (rows × cout) = data (rows × cin) · matrix (cin × cout)`.
+pub trait SpatialKernels: Send {
+    /// Applies `matrix` (row-major `cin × cout`) to every row of `data` (`rows × cin`).
+    fn apply(&mut self, data: &[f32], cin: usize, matrix: &[f32], cout: usize) -> Result<Vec<f32>>;
+}
+
+/// The CPU kernel: float64 accumulation, skipping the zeros of sparse maps (picks, bipolar).
+pub struct CpuSpatial;
+
+impl SpatialKernels for CpuSpatial {
+    fn apply(&mut self, data: &[f32], cin: usize, matrix: &[f32], cout: usize) -> Result<Vec<f32>> {
+        let rows = data.len() / cin.max(1);
+        // Non-zero entries per input channel: (output, weight).
+        let nz: Vec<Vec<(usize, f64)>> = (0..cin)
+            .map(|c| {
+                (0..cout)
+                    .filter(|&o| matrix[c * cout + o] != 0.0)
+                    .map(|o| (o, matrix[c * cout + o] as f64))
+                    .collect()
+            })
+            .collect();
+        let mut out = vec![0f32; rows * cout];
+        let mut acc = vec![0f64; cout];
+        for (x, y) in data.chunks_exact(cin).zip(out.chunks_exact_mut(cout)) {
+            acc.iter_mut().for_each(|v| *v = 0.0);
+            for (c, list) in nz.iter().enumerate() {
+                let v = x[c] as f64;
+                for &(o, w) in list {
+                    acc[o] += v * w;
+                }
+            }
+            for (d, a) in y.iter_mut().zip(&acc) {
+                *d = *a as f32;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The wgpu kernel: the shared GEMM, with the matrix kept on the GPU while it stays the same.
+pub struct GpuSpatial {
+    ctx: Arc<GpuContext>,
+    pipeline: Arc<wgpu::ComputePipeline>,
+    matrix: Option<(Vec<f32>, wgpu::Buffer)>,
+}
+
+impl GpuSpatial {
+    /// Compiles the kernel on `ctx`.
+    pub fn new(ctx: Arc<GpuContext>) -> Result<GpuSpatial> {
+        Ok(GpuSpatial {
+            pipeline: gpu_gemm::pipeline(&ctx)?,
+            ctx,
+            matrix: None,
+        })
+    }
+}
+
+impl SpatialKernels for GpuSpatial {
+    fn apply(&mut self, data: &[f32], cin: usize, matrix: &[f32], cout: usize) -> Result<Vec<f32>> {
+        let rows = data.len() / cin.max(1);
+        if rows == 0 {
+            return Ok(Vec::new());
+        }
+        let ctx = self.ctx.clone();
+        if self.matrix.as_ref().is_none_or(|(m, _)| m.as_slice() != matrix) {
+            let buf = ctx.storage_init("spatial.matrix", bytemuck::cast_slice(matrix));
+            self.matrix = Some((matrix.to_vec(), buf));
+        }
+        let m_buf = &self.matrix.as_ref().unwrap().1;
+        let x = ctx.storage_init("spatial.x", bytemuck::cast_slice(data));
+        let y = ctx.storage_zeroed("spatial.y", (rows * cout * 4) as u64);
+        let dummy = ctx.storage_zeroed("spatial.dummy", 4);
+        let call = GemmCall::new(rows, cout, cin, &x, m_buf, &y);
+        let uniform = call.uniform(&ctx);
+        let bufs = call.buffers(&uniform, &dummy);
+        let pass = gpu_gemm::pass(&self.pipeline, &call, &bufs);
+        let out = ctx.run(&[pass], Some((&y, (rows * cout * 4) as u64)))?;
+        Ok(bytemuck::cast_slice(&out).to_vec())
+    }
+}
