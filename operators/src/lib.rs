@@ -13,6 +13,7 @@
 //! | `notch` | IIR notch at the line frequency and harmonics, causal or zero-phase |
 //! | `pick` | keeps the signal channels named (labels or glob patterns), in order |
 //! | `reref` | common average, reference-channel or bipolar re-referencing |
+//! | `bandpower` | Welch band power (absolute, relative) per channel over sliding windows or epochs |
 //! | `token_stats` | windowed and all-time means of token scalars (reconstruction metrics) and alerts |
 //!
 //! And one sink: `sae_train` trains an SAE on the activations streamed into it (CPU or wgpu;
@@ -39,6 +40,7 @@ pub fn register(registry: &mut Registry) {
         .add_operator(signal::NotchKind)
         .add_operator(signal::PickKind)
         .add_operator(signal::RerefKind)
+        .add_operator(signal::BandpowerKind)
         .add_operator(stats::FeatureStatsKind)
         .add_operator(stats::TokenStatsKind)
         .add_sink(sae_train::SaeTrainKind);

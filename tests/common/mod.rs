@@ -98,6 +98,7 @@ pub fn run_python(python: &Path, script: &str, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(out.status.success(), "{script} failed:\n{text}");
+    eprint!("{script}: {text}");
     text
 }
 

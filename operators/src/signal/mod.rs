@@ -1,14 +1,19 @@
 //! Signal operators for EEG/MEG streams: IIR filter design ([`design`]), the section-cascade
 //! kernels on the CPU and wgpu ([`sos`], [`gpu`]), the `butterworth` / `notch` operators
-//! ([`filter`]), spatial maps ([`spatial`]) and the `pick` / `reref` operators ([`montage`]).
+//! ([`filter`]), spatial maps ([`spatial`]), the `pick` / `reref` operators ([`montage`]), windows and
+//! epochs ([`windows`]), Welch PSD ([`welch`]) and `bandpower` ([`bandpower`]).
 
+pub mod bandpower;
 pub mod design;
 pub mod filter;
 pub mod gpu;
 pub mod montage;
 pub mod sos;
 pub mod spatial;
+pub mod welch;
+pub mod windows;
 
+pub use bandpower::{BandpowerConfig, BandpowerKind};
 pub use design::{butter, notch, sosfilt_zi, BandType, Section};
 pub use filter::{ButterworthConfig, ButterworthKind, NotchConfig, NotchKind};
 pub use montage::{PickConfig, PickKind, RerefConfig, RerefKind};

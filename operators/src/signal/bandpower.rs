@@ -1,0 +1,282 @@
+//! `bandpower`: per window (sliding or epochs, see [`super::windows`]), each channel's Welch
+//! PSD ([`super::welch`]) summed over named frequency bands: absolute power
+//! `Σ_{lo ≤ f < hi} PSD(f) · Δf` (unit², Δf = fs / nperseg) and, with `relative = true`, that
+//! divided by the power over all the bands' range (`min lo ≤ f < max hi`).
+//!
+//! Output: one row per window at the sample of its last row, channels `CH:BAND` (and
+//! `CH:BAND:rel`), the window's label as its marker.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use neurostream_engine::{
+    parse_config, Batch, Channel, ComputeDevice, ConfigTable, EngineError, Frame, Marker, NodeConfig, NodeContext, Operator,
+    OperatorInstance, OperatorKind, Partitioning, Result, RowIndex, Schema, StreamKind,
+};
+use serde::{Deserialize, Serialize};
+
+use super::welch::{CpuPower, GpuPower, PowerKernels, Welch};
+use super::windows::{WindowConfig, WindowSpec, Windower};
+
+/// Configuration of a `bandpower` operator.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BandpowerConfig {
+    /// How windows are cut.
+    #[serde(flatten)]
+    pub windows: WindowConfig,
+    /// Bands as `[name, low Hz, high Hz]` (default: delta 0.5-4, theta 4-8, alpha 8-12, sigma
+    /// 12-15, beta 15-30).
+    #[serde(default = "default_bands")]
+    pub bands: Vec<(String, f64, f64)>,
+    /// Welch segment length in samples (default: min(256, window length), as scipy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nperseg: Option<usize>,
+    /// Samples shared by consecutive segments (default nperseg / 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub noverlap: Option<usize>,
+    /// Also emit each band's power relative to the bands' total range.
+    #[serde(default)]
+    pub relative: bool,
+}
+
+fn default_bands() -> Vec<(String, f64, f64)> {
+    [
+        ("delta", 0.5, 4.0),
+        ("theta", 4.0, 8.0),
+        ("alpha", 8.0, 12.0),
+        ("sigma", 12.0, 15.0),
+        ("beta", 15.0, 30.0),
+    ]
+    .into_iter()
+    .map(|(n, lo, hi)| (n.to_string(), lo, hi))
+    .collect()
+}
+
+impl NodeConfig for BandpowerConfig {
+    const KIND: &'static str = "bandpower";
+}
+
+/// The `bandpower` operator kind.
+pub struct BandpowerKind;
+
+impl OperatorKind for BandpowerKind {
+    fn kind(&self) -> &'static str {
+        "bandpower"
+    }
+    fn describe(&self) -> &'static str {
+        "Welch band power (absolute and relative) per channel over sliding windows or epochs"
+    }
+    fn build(&self, config: ConfigTable, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Operator>> {
+        let cfg: BandpowerConfig = parse_config(config, ctx)?;
+        let fail = |m: String| EngineError::config(ctx.label, m);
+        let StreamKind::Signal { sample_rate: fs } = input.kind else {
+            return Err(fail(format!(
+                "bandpower takes signal streams; the input is {}",
+                input.describe()
+            )));
+        };
+        let spec = cfg.windows.resolve(fs).map_err(fail)?;
+        let length = match &spec {
+            WindowSpec::Sliding { length, .. } | WindowSpec::Epochs { length, .. } => *length,
+        };
+        let nperseg = cfg.nperseg.unwrap_or(256.min(length));
+        if nperseg > length {
+            return Err(fail(format!(
+                "`nperseg` {nperseg} is longer than the window ({length} samples)"
+            )));
+        }
+        let welch = Welch::new(nperseg, cfg.noverlap.unwrap_or(nperseg / 2), fs).map_err(fail)?;
+        if cfg.bands.is_empty() {
+            return Err(fail("`bands` is empty".into()));
+        }
+        for (name, lo, hi) in &cfg.bands {
+            if !(lo < hi && *lo >= 0.0 && *hi <= fs / 2.0 + 1e-9) {
+                return Err(fail(format!(
+                    "band {name} [{lo}, {hi}] Hz must be increasing within 0..{} Hz",
+                    fs / 2.0
+                )));
+            }
+            let bins = (0..welch.nfreq())
+                .filter(|&k| welch.freq(k) >= *lo && welch.freq(k) < *hi)
+                .count();
+            if bins == 0 {
+                return Err(fail(format!(
+                    "band {name} [{lo}, {hi}] Hz holds no frequency bin at a resolution of {} Hz (raise `nperseg`)",
+                    fs / nperseg as f64
+                )));
+            }
+        }
+        let mut channels = Vec::new();
+        for c in &input.channels {
+            let unit = if c.unit.is_empty() {
+                String::new()
+            } else {
+                format!("{}^2", c.unit)
+            };
+            for (b, _, _) in &cfg.bands {
+                channels.push(Channel {
+                    name: format!("{}:{b}", c.name),
+                    unit: unit.clone(),
+                });
+            }
+            if cfg.relative {
+                for (b, _, _) in &cfg.bands {
+                    channels.push(Channel {
+                        name: format!("{}:{b}:rel", c.name),
+                        unit: String::new(),
+                    });
+                }
+            }
+        }
+        Ok(Arc::new(Bandpower {
+            input: input.clone(),
+            schema: Arc::new(Schema {
+                kind: StreamKind::Signal { sample_rate: fs },
+                channels,
+            }),
+            spec,
+            welch,
+            bands: cfg.bands,
+            relative: cfg.relative,
+            name: ctx.label.to_string(),
+        }))
+    }
+}
+
+struct Bandpower {
+    input: Arc<Schema>,
+    schema: Arc<Schema>,
+    spec: WindowSpec,
+    welch: Welch,
+    bands: Vec<(String, f64, f64)>,
+    relative: bool,
+    name: String,
+}
+
+impl Operator for Bandpower {
+    fn output_schema(&self) -> Arc<Schema> {
+        self.schema.clone()
+    }
+    fn partitioning(&self) -> Partitioning {
+        Partitioning::ByStream
+    }
+    fn holds_back(&self) -> bool {
+        true
+    }
+    fn instantiate(&self, device: &ComputeDevice) -> Result<Box<dyn OperatorInstance>> {
+        let kernels: Box<dyn PowerKernels> = match device {
+            ComputeDevice::Cpu => Box::new(CpuPower::new()),
+            ComputeDevice::Gpu(ctx) => Box::new(GpuPower::new(ctx.clone())?),
+        };
+        Ok(Box::new(BandpowerInstance {
+            channels: self.input.width(),
+            schema: self.schema.clone(),
+            spec: self.spec.clone(),
+            welch: self.welch.clone(),
+            bands: self.bands.clone(),
+            relative: self.relative,
+            name: self.name.clone(),
+            kernels,
+            windowers: HashMap::new(),
+        }))
+    }
+}
+
+struct BandpowerInstance {
+    channels: usize,
+    schema: Arc<Schema>,
+    spec: WindowSpec,
+    welch: Welch,
+    bands: Vec<(String, f64, f64)>,
+    relative: bool,
+    name: String,
+    kernels: Box<dyn PowerKernels>,
+    windowers: HashMap<Arc<str>, Windower>,
+}
+
+impl OperatorInstance for BandpowerInstance {
+    fn process(&mut self, batch: Batch, out: &mut Vec<Batch>) -> Result<()> {
+        let Batch::Dense(frame) = batch else {
+            return Err(EngineError::Shape(format!(
+                "bandpower takes dense frames; stream {} is not",
+                batch.stream()
+            )));
+        };
+        let fs = self.welch.fs;
+        let (spec, c) = (self.spec.clone(), self.channels);
+        let windows = self
+            .windowers
+            .entry(frame.stream.clone())
+            .or_insert_with(|| Windower::new(spec, c, fs))
+            .push(&frame);
+        if windows.is_empty() {
+            return Ok(());
+        }
+        // All windows × channels × segments of this frame in one kernel call.
+        let w = &self.welch;
+        let len = windows[0].data.len() / c;
+        let segs = w.segments(len);
+        let mut segments = Vec::with_capacity(windows.len() * c * segs * w.nperseg);
+        for win in &windows {
+            for ch in 0..c {
+                w.push_segments(&win.data, c, ch, &mut segments);
+            }
+        }
+        let power = self.kernels.power(&segments, w.nperseg, w.nfreq())?;
+        let nfreq = w.nfreq();
+        let df = fs / w.nperseg as f64;
+        let lo_all = self.bands.iter().map(|b| b.1).fold(f64::INFINITY, f64::min);
+        let hi_all = self.bands.iter().map(|b| b.2).fold(f64::NEG_INFINITY, f64::max);
+        let width = self.schema.width();
+        let mut data = Vec::with_capacity(windows.len() * width);
+        let mut samples = Vec::with_capacity(windows.len());
+        let mut markers = Vec::new();
+        for (wi, win) in windows.iter().enumerate() {
+            for ch in 0..c {
+                let at = (wi * c + ch) * segs * nfreq;
+                let psd = w.average(&power[at..at + segs * nfreq], segs);
+                let band = |lo: f64, hi: f64| -> f64 {
+                    (0..nfreq)
+                        .filter(|&k| w.freq(k) >= lo && w.freq(k) < hi)
+                        .map(|k| psd[k])
+                        .sum::<f64>()
+                        * df
+                };
+                let abs: Vec<f64> = self.bands.iter().map(|(_, lo, hi)| band(*lo, *hi)).collect();
+                data.extend(abs.iter().map(|&v| v as f32));
+                if self.relative {
+                    let total = band(lo_all, hi_all);
+                    data.extend(abs.iter().map(|&v| if total > 0.0 { (v / total) as f32 } else { 0.0 }));
+                }
+            }
+            samples.push(win.last_sample);
+            if let Some(label) = &win.label {
+                markers.push(Marker {
+                    row: wi as u32,
+                    label: label.clone(),
+                    duration_s: 0.0,
+                });
+            }
+        }
+        let mut f = Frame::new(frame.stream.clone(), self.schema.clone(), RowIndex::Samples(samples), data)?;
+        f.markers = markers;
+        out.push(Batch::Dense(f));
+        Ok(())
+    }
+
+    fn finish(&mut self, _out: &mut Vec<Batch>) -> Result<()> {
+        for (stream, w) in &mut self.windowers {
+            w.finish();
+            if w.rejected > 0 || w.incomplete > 0 {
+                tracing::info!(
+                    "{} stream {stream}: {} epochs rejected (peak-to-peak), {} incomplete at the stream's edges",
+                    self.name,
+                    w.rejected,
+                    w.incomplete
+                );
+            }
+        }
+        Ok(())
+    }
+}

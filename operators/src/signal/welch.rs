@@ -1,0 +1,204 @@
+//! Welch power spectral density, as `scipy.signal.welch(x, fs, window="hann", nperseg,
+//! noverlap, detrend="constant", scaling="density", average="mean")`: segments of `nperseg`
+//! samples every `nperseg − noverlap`, each detrended (its mean removed) and multiplied by a
+//! periodic Hann window; one-sided `|DFT|²` scaled by `1 / (fs · Σ w²)`, doubled except at 0 Hz
+//! (and Nyquist for even `nperseg`), averaged over segments.
+//!
+//! The host prepares the windowed segments; the kernels compute their power spectra: the CPU
+//! with a real FFT (rustfft), the GPU as two GEMMs against cached cosine and sine matrices.
+
+use std::sync::Arc;
+
+use neurostream_engine::{wgpu, GpuContext, Result};
+use rustfft::num_complex::Complex;
+use rustfft::{Fft, FftPlanner};
+
+use crate::gpu_gemm::{self, GemmCall};
+
+/// `|DFT|²` of each segment at bins `0..nfreq`.
+pub trait PowerKernels: Send {
+    /// `segments`: `count × n` (row-major); returns `count × nfreq` squared magnitudes.
+    fn power(&mut self, segments: &[f32], n: usize, nfreq: usize) -> Result<Vec<f64>>;
+}
+
+/// CPU: rustfft in float64.
+pub struct CpuPower {
+    planner: FftPlanner<f64>,
+    plan: Option<(usize, Arc<dyn Fft<f64>>)>,
+}
+
+impl CpuPower {
+    /// A kernel with no plan yet.
+    pub fn new() -> CpuPower {
+        CpuPower {
+            planner: FftPlanner::new(),
+            plan: None,
+        }
+    }
+}
+
+impl Default for CpuPower {
+    fn default() -> Self {
+        CpuPower::new()
+    }
+}
+
+impl PowerKernels for CpuPower {
+    fn power(&mut self, segments: &[f32], n: usize, nfreq: usize) -> Result<Vec<f64>> {
+        if self.plan.as_ref().is_none_or(|(len, _)| *len != n) {
+            self.plan = Some((n, self.planner.plan_fft_forward(n)));
+        }
+        let fft = self.plan.as_ref().unwrap().1.clone();
+        let mut buf = vec![Complex::new(0.0, 0.0); n];
+        let mut out = Vec::with_capacity(segments.len() / n * nfreq);
+        for seg in segments.chunks_exact(n) {
+            for (b, &v) in buf.iter_mut().zip(seg) {
+                *b = Complex::new(v as f64, 0.0);
+            }
+            fft.process(&mut buf);
+            out.extend(buf[..nfreq].iter().map(|c| c.norm_sqr()));
+        }
+        Ok(out)
+    }
+}
+
+/// GPU: `segments · [cos | sin]` with the shared GEMM, the DFT matrices kept on the device.
+pub struct GpuPower {
+    ctx: Arc<GpuContext>,
+    pipeline: Arc<wgpu::ComputePipeline>,
+    basis: Option<((usize, usize), wgpu::Buffer)>,
+}
+
+impl GpuPower {
+    /// Compiles the kernel on `ctx`.
+    pub fn new(ctx: Arc<GpuContext>) -> Result<GpuPower> {
+        Ok(GpuPower {
+            pipeline: gpu_gemm::pipeline(&ctx)?,
+            ctx,
+            basis: None,
+        })
+    }
+}
+
+impl PowerKernels for GpuPower {
+    fn power(&mut self, segments: &[f32], n: usize, nfreq: usize) -> Result<Vec<f64>> {
+        let count = segments.len() / n;
+        if count == 0 {
+            return Ok(Vec::new());
+        }
+        let ctx = self.ctx.clone();
+        if self.basis.as_ref().is_none_or(|(k, _)| *k != (n, nfreq)) {
+            // n × 2·nfreq: cos(2πtk/n) in the first nfreq columns, sin in the rest.
+            let mut b = vec![0f32; n * 2 * nfreq];
+            for t in 0..n {
+                for k in 0..nfreq {
+                    let a = 2.0 * std::f64::consts::PI * ((t * k) % n) as f64 / n as f64;
+                    b[t * 2 * nfreq + k] = a.cos() as f32;
+                    b[t * 2 * nfreq + nfreq + k] = a.sin() as f32;
+                }
+            }
+            self.basis = Some(((n, nfreq), ctx.storage_init("welch.basis", bytemuck::cast_slice(&b))));
+        }
+        let basis = &self.basis.as_ref().unwrap().1;
+        let x = ctx.storage_init("welch.segments", bytemuck::cast_slice(segments));
+        let y = ctx.storage_zeroed("welch.dft", (count * 2 * nfreq * 4) as u64);
+        let dummy = ctx.storage_zeroed("welch.dummy", 4);
+        let call = GemmCall::new(count, 2 * nfreq, n, &x, basis, &y);
+        let uniform = call.uniform(&ctx);
+        let bufs = call.buffers(&uniform, &dummy);
+        let bytes = ctx.run(
+            &[gpu_gemm::pass(&self.pipeline, &call, &bufs)],
+            Some((&y, (count * 2 * nfreq * 4) as u64)),
+        )?;
+        let dft: &[f32] = bytemuck::cast_slice(&bytes);
+        Ok(dft
+            .chunks_exact(2 * nfreq)
+            .flat_map(|r| (0..nfreq).map(move |k| (r[k] as f64).powi(2) + (r[nfreq + k] as f64).powi(2)))
+            .collect())
+    }
+}
+
+/// Welch settings resolved for one window length.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Welch {
+    /// Samples per segment.
+    pub nperseg: usize,
+    /// Samples shared by consecutive segments.
+    pub noverlap: usize,
+    /// Sampling rate, Hz.
+    pub fs: f64,
+    window: Vec<f64>,
+    scale: f64,
+}
+
+impl Welch {
+    /// Settings for `nperseg`-sample segments overlapping by `noverlap` at `fs` Hz.
+    pub fn new(nperseg: usize, noverlap: usize, fs: f64) -> Result<Welch, String> {
+        if nperseg < 2 || noverlap >= nperseg {
+            return Err(format!(
+                "`nperseg` ({nperseg}) must be at least 2 and above `noverlap` ({noverlap})"
+            ));
+        }
+        // scipy's get_window("hann", n): the periodic Hann window.
+        let window: Vec<f64> = (0..nperseg)
+            .map(|t| 0.5 - 0.5 * (2.0 * std::f64::consts::PI * t as f64 / nperseg as f64).cos())
+            .collect();
+        let scale = 1.0 / (fs * window.iter().map(|w| w * w).sum::<f64>());
+        Ok(Welch {
+            nperseg,
+            noverlap,
+            fs,
+            window,
+            scale,
+        })
+    }
+
+    /// One-sided frequency bins (`nperseg / 2 + 1`).
+    pub fn nfreq(&self) -> usize {
+        self.nperseg / 2 + 1
+    }
+
+    /// Frequency of bin `k`, Hz.
+    pub fn freq(&self, k: usize) -> f64 {
+        k as f64 * self.fs / self.nperseg as f64
+    }
+
+    /// Segments in a window of `len` samples.
+    pub fn segments(&self, len: usize) -> usize {
+        if len < self.nperseg {
+            0
+        } else {
+            (len - self.noverlap) / (self.nperseg - self.noverlap)
+        }
+    }
+
+    /// Appends the detrended, windowed segments of channel `c` of `data` (`len × channels`).
+    pub fn push_segments(&self, data: &[f32], channels: usize, c: usize, out: &mut Vec<f32>) {
+        let len = data.len() / channels;
+        let step = self.nperseg - self.noverlap;
+        for s in 0..self.segments(len) {
+            let at = s * step;
+            let mean = (at..at + self.nperseg).map(|r| data[r * channels + c] as f64).sum::<f64>() / self.nperseg as f64;
+            out.extend((0..self.nperseg).map(|t| ((data[(at + t) * channels + c] as f64 - mean) * self.window[t]) as f32));
+        }
+    }
+
+    /// The PSD (`nfreq` values, unit²/Hz) from the power of `segments` segments (`segments × nfreq`).
+    pub fn average(&self, power: &[f64], segments: usize) -> Vec<f64> {
+        let nfreq = self.nfreq();
+        let mut psd = vec![0f64; nfreq];
+        for seg in power.chunks_exact(nfreq).take(segments) {
+            for (p, v) in psd.iter_mut().zip(seg) {
+                *p += v;
+            }
+        }
+        let even = self.nperseg.is_multiple_of(2);
+        for (k, p) in psd.iter_mut().enumerate() {
+            *p *= self.scale / segments as f64;
+            if k > 0 && !(even && k == nfreq - 1) {
+                *p *= 2.0;
+            }
+        }
+        psd
+    }
+}
