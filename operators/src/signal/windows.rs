@@ -276,8 +276,8 @@ impl Windower {
         let started = || self.markers.iter().filter(|m| m.0 <= centre);
         started()
             .filter(|m| m.2 > 0 && centre < m.0 + m.2)
-            .last()
-            .or_else(|| started().filter(|m| m.2 == 0).last())
+            .next_back()
+            .or_else(|| started().filter(|m| m.2 == 0).next_back())
             .map(|m| m.1.clone())
     }
 
