@@ -275,9 +275,8 @@ impl Windower {
     fn covering_label(&self, centre: u64) -> Option<String> {
         let started = || self.markers.iter().filter(|m| m.0 <= centre);
         started()
-            .filter(|m| m.2 > 0 && centre < m.0 + m.2)
-            .next_back()
-            .or_else(|| started().filter(|m| m.2 == 0).next_back())
+            .rfind(|m| m.2 > 0 && centre < m.0 + m.2)
+            .or_else(|| started().rfind(|m| m.2 == 0))
             .map(|m| m.1.clone())
     }
 
