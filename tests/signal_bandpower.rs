@@ -138,3 +138,29 @@ markers = true
         }
     }
 }
+
+#[test]
+fn the_sleep_bandpower_example_runs_on_the_bundled_recording() {
+    use arrow::array::{Array, AsArray};
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("data/eeg")).unwrap();
+    for f in ["short_psg.edf", "SC4001EC-Hypnogram.edf"] {
+        std::fs::copy(root.join("examples/data/eeg").join(f), d.join("data/eeg").join(f)).unwrap();
+    }
+    std::fs::copy(root.join("examples/sleep_bandpower.toml"), d.join("sleep_bandpower.toml")).unwrap();
+    run_ok(d, &["run", "sleep_bandpower.toml", "--quiet"]);
+    let batches = common::read_parquet(&d.join("out/sleep_bandpower.parquet"));
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    assert_eq!(rows, 10, "one row per 30 s epoch of the 300 s excerpt");
+    for b in &batches {
+        let m = b.column_by_name("marker").unwrap().as_string::<i32>();
+        assert!((0..m.len()).all(|r| m.is_valid(r) && m.value(r) == "Sleep stage W"));
+        assert_eq!(
+            b.num_columns(),
+            3 + 2 * 5 * 2,
+            "time, sample, marker + 2 channels × 5 bands × (abs, rel)"
+        );
+    }
+}
