@@ -25,7 +25,7 @@ if ! ldconfig -p 2>/dev/null | grep -q libvulkan.so.1 || ! ls /usr/share/vulkan/
 fi
 
 if [ -z "${NEUROSTREAM_PYTHON:-}" ]; then
-    if ! .venv/bin/python -c "import numpy, pyarrow, duckdb, polars, scipy, safetensors, pandas, pyedflib" 2>/dev/null; then
+    if ! .venv/bin/python -c "import numpy, pyarrow, duckdb, polars, scipy, safetensors, pandas, pyedflib, mne, sklearn" 2>/dev/null; then
         echo "== creating .venv with the Python reference libraries"
         python3 -m venv .venv
         .venv/bin/pip install -q --disable-pip-version-check -r tests/python/requirements.txt

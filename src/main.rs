@@ -65,6 +65,52 @@ enum Command {
     /// Sparse autoencoder tools.
     #[command(subcommand)]
     Sae(SaeCommand),
+    /// Brain-computer interface tools.
+    #[command(subcommand)]
+    Bci(BciCommand),
+}
+
+#[derive(Subcommand)]
+enum BciCommand {
+    /// Fit a CSP + shrinkage-LDA decoder on a recording with labelled trials (EDF+/BDF+
+    /// annotations): the recording is band-passed causally (as the online pipeline will be),
+    /// epochs are cut around the markers of the two classes, and the model is written as JSON
+    /// for the `decode` operator.
+    Train {
+        /// The recording (EDF, EDF+, BDF, BDF+).
+        #[arg(long)]
+        input: String,
+        /// A separate annotation file holding the trial markers.
+        #[arg(long)]
+        annotations: Option<String>,
+        /// Channels (labels or glob patterns; default: every channel at the highest rate).
+        #[arg(long, num_args = 1..)]
+        channels: Option<Vec<String>>,
+        /// Band-pass edges in Hz.
+        #[arg(long, num_args = 2, default_values_t = [8.0, 30.0])]
+        band: Vec<f64>,
+        /// Band-pass Butterworth order.
+        #[arg(long, default_value_t = 4)]
+        order: usize,
+        /// The two class labels (marker texts).
+        #[arg(long, num_args = 2, required = true)]
+        classes: Vec<String>,
+        /// Epoch start after the marker, seconds.
+        #[arg(long, default_value_t = 0.5)]
+        tmin: f64,
+        /// Epoch end after the marker, seconds.
+        #[arg(long, default_value_t = 2.5)]
+        tmax: f64,
+        /// CSP filters kept.
+        #[arg(long, default_value_t = 4)]
+        components: usize,
+        /// Drop epochs whose peak-to-peak amplitude exceeds this (the signal's units).
+        #[arg(long)]
+        reject_ptp: Option<f64>,
+        /// The model file to write.
+        #[arg(long)]
+        out: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -292,6 +338,46 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                 }
             }
             run_compiled(pipeline, 1, None, device, quiet, "sae train")
+        }
+        Command::Bci(BciCommand::Train {
+            input,
+            annotations,
+            channels,
+            band,
+            order,
+            classes,
+            tmin,
+            tmax,
+            components,
+            reject_ptp,
+            out,
+        }) => {
+            use neurostream::operators::decode::CspLdaTrainConfig;
+            use neurostream::operators::signal::{BandType, ButterworthConfig};
+            let mut source = neurostream::sources::EdfSourceConfig::new(&input);
+            source.channels = channels;
+            source.annotations = annotations;
+            let band = ButterworthConfig {
+                btype: BandType::Bandpass,
+                order,
+                cutoff: band,
+                zero_phase: false,
+            };
+            let train = CspLdaTrainConfig {
+                out,
+                epochs: classes,
+                tmin,
+                tmax,
+                reject_ptp,
+                n_components: components,
+            };
+            let pipeline = neurostream::PipelineBuilder::new("")
+                .source("recording", &source)?
+                .operator("band", "recording", &band)?
+                .sink("train", "band", &train)?
+                .build()
+                .compile(&registry())?;
+            run_compiled(pipeline, 1, None, Some(DeviceChoice::Cpu), true, "bci train")
         }
         Command::Run {
             file,

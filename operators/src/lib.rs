@@ -14,13 +14,16 @@
 //! | `pick` | keeps the signal channels named (labels or glob patterns), in order |
 //! | `reref` | common average, reference-channel or bipolar re-referencing |
 //! | `bandpower` | Welch band power (absolute, relative) per channel over sliding windows or epochs |
+//! | `decode` | CSP + shrinkage-LDA model applied to windows: CSP log-power features and class probabilities |
 //! | `token_stats` | windowed and all-time means of token scalars (reconstruction metrics) and alerts |
 //!
-//! And one sink: `sae_train` trains an SAE on the activations streamed into it (CPU or wgpu;
-//! see [`sae_train`]).
+//! And two sinks that train: `sae_train` trains an SAE on the activations streamed into it (CPU
+//! or wgpu; see [`sae_train`]); `csp_lda_train` fits a CSP + LDA decoder on labelled epochs
+//! (see [`decode`]).
 
 #![warn(missing_docs)]
 
+pub mod decode;
 pub mod gpu_gemm;
 pub mod normalize;
 pub mod sae;
@@ -41,7 +44,9 @@ pub fn register(registry: &mut Registry) {
         .add_operator(signal::PickKind)
         .add_operator(signal::RerefKind)
         .add_operator(signal::BandpowerKind)
+        .add_operator(decode::DecodeKind)
         .add_operator(stats::FeatureStatsKind)
         .add_operator(stats::TokenStatsKind)
-        .add_sink(sae_train::SaeTrainKind);
+        .add_sink(sae_train::SaeTrainKind)
+        .add_sink(decode::CspLdaTrainKind);
 }
