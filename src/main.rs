@@ -362,6 +362,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                 order,
                 cutoff: band,
                 zero_phase: false,
+                threads: 1,
             };
             let train = CspLdaTrainConfig {
                 out,
@@ -491,6 +492,14 @@ fn print_report(report: &neurostream::RunReport) {
             s.busy.as_secs_f64(),
             rate
         );
+    }
+    for (name, s) in &report.nodes {
+        if let Some([p50, p95, p99, max]) = neurostream::runtime::latency_percentiles_ms(&s.latencies_ns) {
+            eprintln!(
+                "  latency {name}: arrival to written, {} frames: p50 {p50:.3} ms  p95 {p95:.3} ms  p99 {p99:.3} ms  max {max:.3} ms",
+                s.latencies_ns.len()
+            );
+        }
     }
     for (name, device) in &report.devices {
         eprintln!("  device {name}: {device}");

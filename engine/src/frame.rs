@@ -114,6 +114,12 @@ pub struct Frame {
     pub data: Vec<f32>,
     /// Markers falling within this frame's rows.
     pub markers: Vec<Marker>,
+    /// When the data this frame carries arrived in the engine (ns since the Unix epoch): stamped
+    /// by the runtime as a source emits it, carried through operators (a frame computed from a
+    /// window carries the arrival of the chunk that completed it), read by the sinks to report
+    /// arrival-to-output latency.
+    #[serde(default)]
+    pub arrival_ns: Option<i64>,
 }
 
 impl Frame {
@@ -134,6 +140,7 @@ impl Frame {
             index,
             data,
             markers: Vec::new(),
+            arrival_ns: None,
         })
     }
 
@@ -208,6 +215,7 @@ impl Frame {
                     m
                 })
                 .collect(),
+            arrival_ns: self.arrival_ns,
         }
     }
 

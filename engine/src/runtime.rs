@@ -21,7 +21,7 @@ use timely::dataflow::{Scope, StreamVec};
 
 use crate::device::{ComputeDevice, DeviceChoice, DeviceManager, DevicePolicy};
 use crate::error::{EngineError, Result};
-use crate::frame::Batch;
+use crate::frame::{Batch, Frame};
 use crate::node::{Operator, Partitioning, Placement, Sink, Source, WorkerPos};
 use crate::spec::{Built, CompiledPipeline, GpuFallback, OnInvalid};
 
@@ -88,6 +88,8 @@ pub struct RunProgress {
 /// Per-node counters after a run (this process).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct NodeStats {
+    /// Sinks: arrival-to-written latency of each dense frame that carried an arrival stamp, ns.
+    pub latencies_ns: Vec<i64>,
     /// Rows received.
     pub rows_in: u64,
     /// Rows emitted.
@@ -144,7 +146,20 @@ impl Shared {
         e.rows_out += s.rows_out;
         e.bytes_in += s.bytes_in;
         e.busy += s.busy;
+        e.latencies_ns.extend_from_slice(&s.latencies_ns);
     }
+}
+
+/// The 50th, 95th and 99th percentiles and the maximum of `latencies_ns` (nearest rank), in
+/// milliseconds; `None` when empty.
+pub fn latency_percentiles_ms(latencies_ns: &[i64]) -> Option<[f64; 4]> {
+    if latencies_ns.is_empty() {
+        return None;
+    }
+    let mut v = latencies_ns.to_vec();
+    v.sort_unstable();
+    let at = |q: f64| v[((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1] as f64 / 1e6;
+    Some([at(0.50), at(0.95), at(0.99), *v.last().unwrap() as f64 / 1e6])
 }
 
 fn stream_hash(stream: &str) -> u64 {
@@ -417,6 +432,9 @@ fn build_source<'s>(
                         c.time()
                     )));
                 }
+                if let Batch::Dense(f) = &mut batch {
+                    f.arrival_ns.get_or_insert_with(crate::frame::now_ns);
+                }
                 dropped += check_invalid(&mut batch, policy, &r.location())?;
                 let rows = batch.rows() as u64;
                 stats.rows_out += rows;
@@ -628,6 +646,12 @@ fn build_sink<'s, P>(
                 let t0 = Instant::now();
                 let r = w.write(b);
                 stats.busy += t0.elapsed();
+                if let Batch::Dense(Frame {
+                    arrival_ns: Some(at), ..
+                }) = b
+                {
+                    stats.latencies_ns.push(crate::frame::now_ns() - at);
+                }
                 if let Err(e) = r {
                     shared.fail(format!("`{name}`: {e}"));
                     break;

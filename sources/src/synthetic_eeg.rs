@@ -48,6 +48,9 @@ pub struct SyntheticEegConfig {
     pub marker_labels: Vec<String>,
     /// Seconds of alpha desynchronization after a marker.
     pub marker_duration: f64,
+    /// Pace: 0 (default) as fast as possible; 1.0 real time (each chunk is released when its
+    /// last sample would have been recorded), like a device.
+    pub speed: f64,
 }
 
 impl Default for SyntheticEegConfig {
@@ -61,6 +64,7 @@ impl Default for SyntheticEegConfig {
             marker_interval: 0.0,
             marker_labels: vec!["left".into(), "right".into()],
             marker_duration: 1.0,
+            speed: 0.0,
         }
     }
 }
@@ -121,6 +125,9 @@ impl SyntheticEeg {
         }
         if cfg.chunk == 0 {
             return Err("`chunk` must be at least 1".into());
+        }
+        if !(cfg.speed >= 0.0 && cfg.speed.is_finite()) {
+            return Err(format!("`speed` must be >= 0 (0: as fast as possible), found {}", cfg.speed));
         }
         if cfg.marker_interval > 0.0 && cfg.marker_labels.is_empty() {
             return Err("`marker_labels` must not be empty when `marker_interval` > 0".into());
@@ -244,6 +251,7 @@ impl Source for SyntheticEeg {
         Ok(Box::new(ChunkReader {
             gen: self.clone(),
             chunks: crate::worker_chunks(chunks, worker.index, worker.peers).collect(),
+            started: None,
         }))
     }
 }
@@ -251,6 +259,7 @@ impl Source for SyntheticEeg {
 struct ChunkReader {
     gen: SyntheticEeg,
     chunks: std::collections::VecDeque<u64>,
+    started: Option<std::time::Instant>,
 }
 
 impl SourceReader for ChunkReader {
@@ -266,6 +275,20 @@ impl SourceReader for ChunkReader {
     fn next_time(&self) -> Option<u64> {
         self.chunks.front().map(|&k| k * self.gen.cfg.chunk as u64)
     }
+    fn ready(&mut self) -> bool {
+        let speed = self.gen.cfg.speed;
+        let Some(&k) = self.chunks.front() else {
+            return true;
+        };
+        if speed <= 0.0 {
+            return true;
+        }
+        let started = *self.started.get_or_insert_with(std::time::Instant::now);
+        let chunk = self.gen.cfg.chunk as u64;
+        let end = (k * chunk + chunk).min(self.gen.total);
+        started.elapsed().as_secs_f64() >= end as f64 / self.gen.cfg.sample_rate / speed
+    }
+
     fn location(&self) -> String {
         format!("synthetic_eeg `{}`", self.gen.name)
     }

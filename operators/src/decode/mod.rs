@@ -318,6 +318,11 @@ impl OperatorKind for DecodeKind {
             })
             .collect::<std::result::Result<_, _>>()
             .map_err(fail)?;
+        if cfg.windows.reject_ptp.is_some() {
+            return Err(fail(
+                "`reject_ptp` is for training (csp_lda_train); decode scores every window".into(),
+            ));
+        }
         let spec = cfg.windows.resolve(sample_rate).map_err(fail)?;
         let n = model.csp.filters.len();
         // One matrix: pick the model's channels and apply the filters (input width × n).
@@ -379,7 +384,12 @@ impl Operator for Decode {
             ComputeDevice::Cpu => Box::new(CpuSpatial),
             ComputeDevice::Gpu(ctx) => Box::new(GpuSpatial::new(ctx.clone())?),
         };
+        let sources = Arc::new(Schema {
+            kind: StreamKind::Signal { sample_rate: self.rate },
+            channels: self.schema.channels[..self.model.csp.filters.len()].to_vec(),
+        });
         Ok(Box::new(DecodeInstance {
+            sources,
             schema: self.schema.clone(),
             cin: self.cin,
             matrix: self.matrix.clone(),
@@ -394,6 +404,8 @@ impl Operator for Decode {
 
 struct DecodeInstance {
     schema: Arc<Schema>,
+    /// The CSP sources' schema (the windows are cut from them).
+    sources: Arc<Schema>,
     cin: usize,
     matrix: Arc<Vec<f32>>,
     model: Arc<BciModel>,
@@ -411,26 +423,29 @@ impl OperatorInstance for DecodeInstance {
                 batch.stream()
             )));
         };
-        let (spec, c, rate) = (self.spec.clone(), self.cin, self.rate);
+        // The projection is linear per sample, so each chunk is projected once as it arrives
+        // and the windows are cut from the n CSP sources, not from every channel.
+        let n = self.model.csp.filters.len();
+        let mut sources = Frame::new(
+            frame.stream.clone(),
+            self.sources.clone(),
+            frame.index.clone(),
+            self.kernels.apply(&frame.data, self.cin, &self.matrix, n)?,
+        )?;
+        sources.markers = frame.markers.clone();
+        let (spec, rate) = (self.spec.clone(), self.rate);
         let windows = self
             .windowers
             .entry(frame.stream.clone())
-            .or_insert_with(|| Windower::new(spec, c, rate))
-            .push(&frame);
+            .or_insert_with(|| Windower::new(spec, n, rate))
+            .push(&sources);
         if windows.is_empty() {
             return Ok(());
         }
-        let n = self.model.csp.filters.len();
-        // Every window's rows through the spatial filters in one kernel call.
-        let all: Vec<f32> = windows.iter().flat_map(|w| w.data.iter().copied()).collect();
-        let sources = self.kernels.apply(&all, c, &self.matrix, n)?;
         let mut data = Vec::with_capacity(windows.len() * self.schema.width());
-        let mut at = 0;
         let mut markers = Vec::new();
         for (i, w) in windows.iter().enumerate() {
-            let rows = w.data.len() / c;
-            let feats = Csp::log_power(&sources[at * n..(at + rows) * n], n);
-            at += rows;
+            let feats = Csp::log_power(&w.data, n);
             let (best, p) = self.model.predict(&feats);
             data.extend(feats.iter().map(|&v| v as f32));
             data.extend(p.iter().map(|&v| v as f32));
@@ -446,6 +461,7 @@ impl OperatorInstance for DecodeInstance {
         let samples = windows.iter().map(|w| w.last_sample).collect();
         let mut f = Frame::new(frame.stream.clone(), self.schema.clone(), RowIndex::Samples(samples), data)?;
         f.markers = markers;
+        f.arrival_ns = frame.arrival_ns;
         out.push(Batch::Dense(f));
         Ok(())
     }

@@ -261,6 +261,7 @@ impl OperatorInstance for BandpowerInstance {
         }
         let mut f = Frame::new(frame.stream.clone(), self.schema.clone(), RowIndex::Samples(samples), data)?;
         f.markers = markers;
+        f.arrival_ns = frame.arrival_ns;
         out.push(Batch::Dense(f));
         Ok(())
     }

@@ -17,15 +17,25 @@ pub trait SosKernels: Send {
 }
 
 /// The CPU kernel: float64 arithmetic and state, channels in the inner loop (vectorized), one
-/// section at a time over blocks of rows that stay in cache.
+/// section at a time over blocks of rows that stay in cache. With `threads > 1`, large chunks
+/// are split by channel over scoped threads (each filters its own columns and state).
 pub struct CpuSos {
     block: Vec<f64>,
+    threads: usize,
 }
 
 impl CpuSos {
-    /// A kernel with an empty scratch block.
+    /// A single-threaded kernel.
     pub fn new() -> CpuSos {
-        CpuSos { block: Vec::new() }
+        CpuSos::with_threads(1)
+    }
+
+    /// A kernel splitting chunks of at least 64k values over `threads` threads by channel.
+    pub fn with_threads(threads: usize) -> CpuSos {
+        CpuSos {
+            block: Vec::new(),
+            threads: threads.max(1),
+        }
     }
 }
 
@@ -42,22 +52,102 @@ fn block_rows(channels: usize) -> usize {
 
 impl SosKernels for CpuSos {
     fn filter(&mut self, sections: &[Section], state: &mut [f64], data: &mut [f32], channels: usize) -> Result<()> {
+        let threads = self.threads.min(channels / 8).max(1);
+        if threads > 1 && data.len() >= 65536 {
+            return filter_split(sections, state, data, channels, threads);
+        }
+        filter_block(&mut self.block, sections, state, data, channels);
+        Ok(())
+    }
+}
+
+/// A pointer to the chunk that threads filtering disjoint column ranges share.
+#[derive(Clone, Copy)]
+struct SharedRows(*mut f32);
+// SAFETY: each thread reads and writes only its own column range of each row (see
+// `filter_split`), so no two threads touch the same element.
+unsafe impl Send for SharedRows {}
+unsafe impl Sync for SharedRows {}
+
+/// Splits the channels into `threads` column ranges and filters each on its own thread, in
+/// place, block by block, with its own slice of the state.
+fn filter_split(sections: &[Section], state: &mut [f64], data: &mut [f32], channels: usize, threads: usize) -> Result<()> {
+    let per = channels.div_ceil(threads);
+    let rows = data.len() / channels;
+    let n = sections.len();
+    let ptr = SharedRows(data.as_mut_ptr());
+    let ranges: Vec<(usize, usize)> = (0..threads)
+        .map(|t| ((t * per).min(channels), ((t + 1) * per).min(channels)))
+        .filter(|(lo, hi)| hi > lo)
+        .collect();
+    let states: Vec<Vec<f64>> = std::thread::scope(|s| {
+        let handles: Vec<_> = ranges
+            .iter()
+            .map(|&(lo, hi)| {
+                let state = &*state;
+                s.spawn(move || {
+                    let ptr = ptr;
+                    let w = hi - lo;
+                    let mut st = vec![0f64; n * 2 * w];
+                    for sec in 0..n * 2 {
+                        st[sec * w..(sec + 1) * w].copy_from_slice(&state[sec * channels + lo..sec * channels + hi]);
+                    }
+                    let step = block_rows(w);
+                    let mut block = Vec::with_capacity(step * w);
+                    for start in (0..rows).step_by(step) {
+                        let m = step.min(rows - start);
+                        block.clear();
+                        for r in start..start + m {
+                            // SAFETY: row r's columns lo..hi lie inside `data` and belong to
+                            // this thread alone.
+                            let row = unsafe { std::slice::from_raw_parts(ptr.0.add(r * channels + lo), w) };
+                            block.extend(row.iter().map(|&v| v as f64));
+                        }
+                        for (k, sec) in sections.iter().enumerate() {
+                            let (z0, z1) = st[k * 2 * w..(k + 1) * 2 * w].split_at_mut(w);
+                            section(sec, &mut block, z0, z1, w);
+                        }
+                        for (i, r) in (start..start + m).enumerate() {
+                            // SAFETY: as above.
+                            let row = unsafe { std::slice::from_raw_parts_mut(ptr.0.add(r * channels + lo), w) };
+                            for (d, v) in row.iter_mut().zip(&block[i * w..(i + 1) * w]) {
+                                *d = *v as f32;
+                            }
+                        }
+                    }
+                    st
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("filter thread")).collect()
+    });
+    for ((lo, hi), st) in ranges.iter().zip(states) {
+        let w = hi - lo;
+        for sec in 0..n * 2 {
+            state[sec * channels + lo..sec * channels + hi].copy_from_slice(&st[sec * w..(sec + 1) * w]);
+        }
+    }
+    Ok(())
+}
+
+/// The single-threaded cascade over `data`, block by block.
+fn filter_block(block: &mut Vec<f64>, sections: &[Section], state: &mut [f64], data: &mut [f32], channels: usize) {
+    {
         let rows = data.len() / channels.max(1);
         let step = block_rows(channels);
         for start in (0..rows).step_by(step) {
             let n = step.min(rows - start);
             let chunk = &mut data[start * channels..(start + n) * channels];
-            self.block.clear();
-            self.block.extend(chunk.iter().map(|&v| v as f64));
+            block.clear();
+            block.extend(chunk.iter().map(|&v| v as f64));
             for (s, sec) in sections.iter().enumerate() {
                 let (z0, z1) = state[s * 2 * channels..(s + 1) * 2 * channels].split_at_mut(channels);
-                section(sec, &mut self.block, z0, z1, channels);
+                section(sec, block, z0, z1, channels);
             }
-            for (d, v) in chunk.iter_mut().zip(&self.block) {
+            for (d, v) in chunk.iter_mut().zip(block.iter()) {
                 *d = *v as f32;
             }
         }
-        Ok(())
     }
 }
 

@@ -14,33 +14,52 @@ pub trait SpatialKernels: Send {
     fn apply(&mut self, data: &[f32], cin: usize, matrix: &[f32], cout: usize) -> Result<Vec<f32>>;
 }
 
-/// The CPU kernel: float64 accumulation, skipping the zeros of sparse maps (picks, bipolar).
+/// The CPU kernel: float64 accumulation; sparse maps (picks, bipolar pairs) touch only their
+/// non-zero weights, dense ones (average reference, CSP) run as row-times-matrix `axpy`s that
+/// vectorize over the output channels.
 pub struct CpuSpatial;
 
 impl SpatialKernels for CpuSpatial {
     fn apply(&mut self, data: &[f32], cin: usize, matrix: &[f32], cout: usize) -> Result<Vec<f32>> {
         let rows = data.len() / cin.max(1);
-        // Non-zero entries per input channel: (output, weight).
-        let nz: Vec<Vec<(usize, f64)>> = (0..cin)
-            .map(|c| {
-                (0..cout)
-                    .filter(|&o| matrix[c * cout + o] != 0.0)
-                    .map(|o| (o, matrix[c * cout + o] as f64))
-                    .collect()
-            })
-            .collect();
         let mut out = vec![0f32; rows * cout];
         let mut acc = vec![0f64; cout];
-        for (x, y) in data.chunks_exact(cin).zip(out.chunks_exact_mut(cout)) {
-            acc.iter_mut().for_each(|v| *v = 0.0);
-            for (c, list) in nz.iter().enumerate() {
-                let v = x[c] as f64;
-                for &(o, w) in list {
-                    acc[o] += v * w;
+        let nonzero = matrix.iter().filter(|v| **v != 0.0).count();
+        if nonzero * 4 < matrix.len() {
+            // Non-zero entries per input channel: (output, weight).
+            let nz: Vec<Vec<(usize, f64)>> = (0..cin)
+                .map(|c| {
+                    (0..cout)
+                        .filter(|&o| matrix[c * cout + o] != 0.0)
+                        .map(|o| (o, matrix[c * cout + o] as f64))
+                        .collect()
+                })
+                .collect();
+            for (x, y) in data.chunks_exact(cin).zip(out.chunks_exact_mut(cout)) {
+                acc.iter_mut().for_each(|v| *v = 0.0);
+                for (c, list) in nz.iter().enumerate() {
+                    let v = x[c] as f64;
+                    for &(o, w) in list {
+                        acc[o] += v * w;
+                    }
+                }
+                for (d, a) in y.iter_mut().zip(&acc) {
+                    *d = *a as f32;
                 }
             }
-            for (d, a) in y.iter_mut().zip(&acc) {
-                *d = *a as f32;
+        } else {
+            let m: Vec<f64> = matrix.iter().map(|&v| v as f64).collect();
+            for (x, y) in data.chunks_exact(cin).zip(out.chunks_exact_mut(cout)) {
+                acc.iter_mut().for_each(|v| *v = 0.0);
+                for (c, &v) in x.iter().enumerate() {
+                    let v = v as f64;
+                    for (a, w) in acc.iter_mut().zip(&m[c * cout..(c + 1) * cout]) {
+                        *a += v * w;
+                    }
+                }
+                for (d, a) in y.iter_mut().zip(&acc) {
+                    *d = *a as f32;
+                }
             }
         }
         Ok(out)
