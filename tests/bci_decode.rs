@@ -105,3 +105,30 @@ fn csp_lda_trained_and_applied_by_the_engine_equals_mne_and_scikit_learn() {
     let e = run_err(d, &["run", "online.toml"]);
     assert!(e.contains("the model needs channel `Cz`"), "{e}");
 }
+
+#[test]
+fn the_motor_imagery_example_decodes_the_bundled_recording_with_the_bundled_model() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("data/eeg")).unwrap();
+    std::fs::create_dir_all(d.join("data/bci")).unwrap();
+    std::fs::copy(root.join("data/eeg/mi_test.edf"), d.join("data/eeg/mi_test.edf")).unwrap();
+    std::fs::copy(root.join("data/bci/mi_model.json"), d.join("data/bci/mi_model.json")).unwrap();
+    // As fast as possible (the example paces at 10x real time), on a free port.
+    let toml = std::fs::read_to_string(root.join("bci_motor_imagery.toml"))
+        .unwrap()
+        .replace("speed = 10.0", "speed = 0.0")
+        .replace("127.0.0.1:7072", "127.0.0.1:0");
+    std::fs::write(d.join("mi.toml"), toml).unwrap();
+    let log = run_ok(d, &["run", "mi.toml"]);
+    assert!(
+        log.contains("latency sinks.decisions: arrival to written, 1481 frames"),
+        "{log}"
+    );
+    let rows: usize = common::read_parquet(&d.join("out/mi_decisions.parquet"))
+        .iter()
+        .map(|b| b.num_rows())
+        .sum();
+    assert_eq!(rows, 1481, "a decision every 100 ms from 2 s on over 150 s");
+}
