@@ -322,7 +322,8 @@ mod tests {
 
     #[test]
     fn start_dates_follow_the_edf_century_rule() {
-        assert_eq!(parse_start("01.01.70", "00.00.00").unwrap(), 0);
+        assert_eq!(parse_start("01.01.85", "00.00.00").unwrap(), 473_385_600);
+        assert_eq!(parse_start("01.01.84", "00.00.00").unwrap(), 3_597_523_200);
         assert_eq!(parse_start("24.04.89", "16.13.00").unwrap(), 609_437_580);
         assert_eq!(parse_start("24.01.20", "04.05.56").unwrap(), 1_579_838_756);
         assert!(parse_start("32.01.20", "04.05.56").is_err());
