@@ -8,8 +8,11 @@
 #   - Mesa's Vulkan CPU driver (lavapipe) through apt when run as root, so the wgpu kernels run
 #     without a GPU (otherwise install `mesa-vulkan-drivers libvulkan1` yourself, or set
 #     NEUROSTREAM_SKIP_GPU_TESTS=1);
-#   - a Python venv in .venv with numpy, pyarrow, duckdb, polars and scipy for the reference
-#     checks (set NEUROSTREAM_PYTHON to use another interpreter).
+#   - iproute2 and util-linux when run as root (the LSL tests run in a loopback-only network
+#     namespace; set NEUROSTREAM_SKIP_LSL_TESTS=1 where that is impossible);
+#   - a Python venv in .venv with numpy, pyarrow, duckdb, polars, scipy, pyedflib, MNE,
+#     scikit-learn and pylsl for the reference checks (set NEUROSTREAM_PYTHON to use another
+#     interpreter).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,8 +27,16 @@ if ! ldconfig -p 2>/dev/null | grep -q libvulkan.so.1 || ! ls /usr/share/vulkan/
     fi
 fi
 
+if ! command -v ip >/dev/null || ! command -v unshare >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "== installing iproute2 and util-linux (the LSL tests run in a loopback-only network namespace)"
+        apt-get update -qq
+        apt-get install -y -qq iproute2 util-linux >/dev/null
+    fi
+fi
+
 if [ -z "${NEUROSTREAM_PYTHON:-}" ]; then
-    if ! .venv/bin/python -c "import numpy, pyarrow, duckdb, polars, scipy, safetensors, pandas, pyedflib, mne, sklearn" 2>/dev/null; then
+    if ! .venv/bin/python -c "import numpy, pyarrow, duckdb, polars, scipy, safetensors, pandas, pyedflib, mne, sklearn, pylsl" 2>/dev/null; then
         echo "== creating .venv with the Python reference libraries"
         python3 -m venv .venv
         .venv/bin/pip install -q --disable-pip-version-check -r tests/python/requirements.txt

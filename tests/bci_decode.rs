@@ -115,9 +115,10 @@ fn the_motor_imagery_example_decodes_the_bundled_recording_with_the_bundled_mode
     std::fs::create_dir_all(d.join("data/bci")).unwrap();
     std::fs::copy(root.join("data/eeg/mi_test.edf"), d.join("data/eeg/mi_test.edf")).unwrap();
     std::fs::copy(root.join("data/bci/mi_model.json"), d.join("data/bci/mi_model.json")).unwrap();
-    // As fast as possible (the example paces at 10x real time), on a free port.
-    let toml = std::fs::read_to_string(root.join("bci_motor_imagery.toml"))
-        .unwrap()
+    // As fast as possible (the example paces at 10x real time), on a free port, without the LSL
+    // outlet (LSL announces itself on the network; tests/lsl.rs covers it in a namespace).
+    let full = std::fs::read_to_string(root.join("bci_motor_imagery.toml")).unwrap();
+    let toml = full[..full.find("[sinks.outlet]").expect("the example publishes to LSL")]
         .replace("speed = 10.0", "speed = 0.0")
         .replace("127.0.0.1:7072", "127.0.0.1:0");
     std::fs::write(d.join("mi.toml"), toml).unwrap();

@@ -13,6 +13,7 @@ pub mod device;
 pub mod error;
 pub mod frame;
 pub mod layout;
+pub mod lsl;
 pub mod net;
 pub mod node;
 pub mod runtime;

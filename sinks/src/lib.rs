@@ -6,18 +6,21 @@
 //! | --- | --- |
 //! | `parquet` | Parquet through arrow-rs, each file written to a temporary name, fsynced and renamed |
 //! | `console` | a per-stream, per-channel summary (rows, mean, std, min, max) printed at the end |
+//! | `lsl` | a Lab Streaming Layer outlet (liblsl loaded at run time): each row a float32 sample, markers on a string outlet |
 //! | `arrow_tcp` | live subscribers over TCP: a result table (e.g. `alerts`) or the frames, as Arrow IPC |
 
 #![warn(missing_docs)]
 
 pub mod arrow_tcp_sink;
 pub mod console;
+pub mod lsl_sink;
 pub mod parquet_sink;
 
 use neurostream_engine::Registry;
 
 pub use arrow_tcp_sink::{ArrowTcpSinkConfig, ArrowTcpSinkKind};
 pub use console::{ConsoleSinkConfig, ConsoleSinkKind};
+pub use lsl_sink::{LslSinkConfig, LslSinkKind};
 pub use parquet_sink::{Compression, ParquetSinkConfig, ParquetSinkKind};
 
 /// Registers every sink kind of this crate.
@@ -25,5 +28,6 @@ pub fn register(registry: &mut Registry) {
     registry
         .add_sink(ParquetSinkKind)
         .add_sink(ConsoleSinkKind)
-        .add_sink(ArrowTcpSinkKind);
+        .add_sink(ArrowTcpSinkKind)
+        .add_sink(LslSinkKind);
 }

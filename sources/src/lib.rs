@@ -6,6 +6,7 @@
 //! | --- | --- |
 //! | `arrow_tcp` | live Arrow IPC streams of activations over TCP, one stream per connection |
 //! | `edf` | an EDF/EDF+/BDF/BDF+ recording in physical units, annotations as markers, replayed fast or in real time |
+//! | `lsl` | a Lab Streaming Layer inlet (liblsl loaded at run time): float32 chunks, corrected time stamps, a marker stream as markers |
 //! | `array` | a `.npy` or `.safetensors` tensor of activations (f32/f16/bf16/f64), memory-mapped |
 //! | `parquet` | a Parquet file, a directory of them, or a glob, in the activation or signal layout; row groups spread over workers |
 //! | `synthetic_eeg` | seeded EEG-like signals: alpha/beta sinusoids plus 1/f noise, optional marker events |
@@ -17,6 +18,7 @@ pub mod array_source;
 pub mod arrow_tcp;
 pub mod edf;
 mod hash;
+pub mod lsl_source;
 pub mod parquet_source;
 pub mod synthetic_activations;
 pub mod synthetic_eeg;
@@ -26,6 +28,7 @@ use neurostream_engine::Registry;
 pub use array_source::{ArraySource, ArraySourceConfig, ArraySourceKind};
 pub use arrow_tcp::{ArrowTcpConfig, ArrowTcpKind};
 pub use edf::{EdfSourceConfig, EdfSourceKind};
+pub use lsl_source::{LslSourceConfig, LslSourceKind};
 pub use parquet_source::{ParquetSourceConfig, ParquetSourceKind};
 pub use synthetic_activations::{SyntheticActivations, SyntheticActivationsConfig, SyntheticActivationsKind};
 pub use synthetic_eeg::{SyntheticEeg, SyntheticEegConfig, SyntheticEegKind};
@@ -36,6 +39,7 @@ pub fn register(registry: &mut Registry) {
         .add_source(ArraySourceKind)
         .add_source(ArrowTcpKind)
         .add_source(EdfSourceKind)
+        .add_source(LslSourceKind)
         .add_source(ParquetSourceKind)
         .add_source(SyntheticEegKind)
         .add_source(SyntheticActivationsKind);

@@ -1,0 +1,178 @@
+//! Lab Streaming Layer on loopback: a pylsl outlet (8 channels at 250 Hz plus a marker stream)
+//! into the `lsl` source, and the `lsl` sink into a pylsl inlet, checked sample for sample.
+//! Discovery sends multicast and broadcast packets, so both sides run inside a loopback-only
+//! network namespace (`unshare -n`, `ip link set lo up`: needs root) with an lsl_api.cfg of
+//! `ResolveScope = machine` and `KnownPeers = {127.0.0.1}`. liblsl is the one in the pylsl wheel.
+//! Without root or `unshare` the tests fail with instructions, unless
+//! NEUROSTREAM_SKIP_LSL_TESTS=1.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{bin, python, run_err, run_python};
+
+const LSL_CFG: &str = "[ports]\nIPv6 = disable\n\n[multicast]\nResolveScope = machine\n\n[lab]\nKnownPeers = {127.0.0.1}\n";
+
+/// The Python interpreter and liblsl, or None when the LSL tests are skipped on purpose.
+fn setup() -> Option<(PathBuf, String)> {
+    if std::env::var("NEUROSTREAM_SKIP_LSL_TESTS").is_ok_and(|v| v == "1") {
+        eprintln!("skipping the LSL tests (NEUROSTREAM_SKIP_LSL_TESTS=1)");
+        return None;
+    }
+    let py = python()?;
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    let unshare = Command::new("unshare")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        root.unwrap_or(false) && unshare,
+        "the LSL tests run in a loopback-only network namespace and need root and `unshare` (util-linux) and `ip` \
+         (iproute2); set NEUROSTREAM_SKIP_LSL_TESTS=1 to skip them"
+    );
+    let out = Command::new(&py)
+        .args([
+            "-c",
+            "import pylsl, os; print(os.path.join(os.path.dirname(pylsl.__file__), 'lib', 'liblsl.so'))",
+        ])
+        .output()
+        .expect("python");
+    assert!(
+        out.status.success(),
+        "pylsl is not installed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some((py, String::from_utf8_lossy(&out.stdout).trim().to_string()))
+}
+
+/// Runs `script` (sh) inside a fresh loopback-only network namespace, in `dir`.
+fn in_netns(dir: &Path, py: &Path, liblsl: &str, script: &str) -> String {
+    std::fs::write(dir.join("lsl_api.cfg"), LSL_CFG).unwrap();
+    let peer = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/lsl_peer.py");
+    let out = Command::new("unshare")
+        .args(["-n", "sh", "-c", &format!("ip link set lo up && {script}")])
+        .current_dir(dir)
+        .env("LSLAPICFG", dir.join("lsl_api.cfg"))
+        .env("NEUROSTREAM_LIBLSL", liblsl)
+        .env("NS", bin())
+        .env("PY", py)
+        .env("PEER", peer)
+        .output()
+        .expect("unshare");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{script}\n{text}");
+    text
+}
+
+#[test]
+fn a_pylsl_outlet_streams_into_the_lsl_source_with_markers_and_times() {
+    let Some((py, liblsl)) = setup() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("in.toml"),
+        r#"
+[sources.amp]
+kind = "lsl"
+name = "NS_TEST"
+markers = "NS_TEST-markers"
+chunk = 16
+stream_timeout_s = 2.0
+
+[sinks.out]
+kind = "parquet"
+input = "amp"
+path = "out.parquet"
+markers = true
+"#,
+    )
+    .unwrap();
+    let log = in_netns(
+        d,
+        &py,
+        &liblsl,
+        r#"$PY $PEER outlet NS_TEST 4 sent.npz & $NS run in.toml; status=$?; wait; exit $status"#,
+    );
+    assert!(log.contains("stream stopped: no samples for 2 s"), "{log}");
+    let s = |n: &str| d.join(n).to_string_lossy().to_string();
+    run_python(&py, "lsl_peer.py", &["check_inlet", &s("sent.npz"), &s("out.parquet")]);
+}
+
+#[test]
+fn the_lsl_sink_publishes_rows_and_markers_to_a_pylsl_inlet() {
+    let Some((py, liblsl)) = setup() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let rec = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/data/eeg/test_subsecond.edf");
+    std::fs::write(
+        d.join("out.toml"),
+        format!(
+            r#"
+[sources.rec]
+kind = "edf"
+path = "{}"
+chunk = 512
+
+[sinks.ref]
+kind = "parquet"
+input = "rec"
+path = "ref.parquet"
+markers = true
+
+[sinks.lsl]
+kind = "lsl"
+input = "rec"
+name = "NS_OUT"
+markers = true
+wait_for_consumers_s = 20.0
+nominal_rate = 128.0
+max_buffered = 3600
+linger_s = 4.0
+"#,
+            rec.display()
+        ),
+    )
+    .unwrap();
+    let log = in_netns(
+        d,
+        &py,
+        &liblsl,
+        r#"$PY $PEER inlet NS_OUT got.npz & $NS run out.toml; status=$?; wait; exit $status"#,
+    );
+    assert!(log.contains("published 89344 samples (4 markers)"), "{log}");
+    let s = |n: &str| d.join(n).to_string_lossy().to_string();
+    run_python(&py, "lsl_peer.py", &["check_outlet", &s("got.npz"), &s("ref.parquet"), "yes"]);
+}
+
+#[test]
+fn a_missing_liblsl_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("p.toml"),
+        "[sources.amp]\nkind = \"lsl\"\nname = \"X\"\nliblsl = \"/nonexistent/liblsl.so\"\n\n[sinks.out]\nkind = \"parquet\"\ninput = \"amp\"\npath = \"o.parquet\"\n",
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .args(["run", "p.toml"])
+        .current_dir(d)
+        .env("NEUROSTREAM_LIBLSL", "/nonexistent/also.so")
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        e.contains("liblsl could not be loaded") && e.contains("pip install pylsl"),
+        "{e}"
+    );
+    let _ = run_err; // shared helpers
+}
