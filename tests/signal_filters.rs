@@ -148,3 +148,31 @@ fn zero_phase_filters_equal_sosfiltfilt() {
         check(&py, d, r#"{"notch": [50.0, 30.0, 1], "zero_phase": true}"#, device);
     }
 }
+
+#[test]
+fn fir_filters_equal_mne_designs_applied_causally() {
+    let Some(py) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for device in devices() {
+        for (op, spec, expect_delay) in [
+            (
+                "l_freq = 8.0\nh_freq = 30.0",
+                r#"{"fir": [8.0, 30.0]}"#,
+                "845 taps; output delayed by 422 samples",
+            ),
+            ("h_freq = 40.0", r#"{"fir": [null, 40.0]}"#, "169 taps"),
+            ("l_freq = 1.0", r#"{"fir": [1.0, null]}"#, "1691 taps"),
+        ] {
+            let op = format!("kind = \"fir\"\n{op}");
+            std::fs::write(
+                d.join("p.toml"),
+                filter_pipeline(BIOSEMI, r#"["A1", "A2", "B7"]"#, 37, &op, device),
+            )
+            .unwrap();
+            let log = run_ok(d, &["run", "p.toml"]);
+            assert!(log.contains(expect_delay), "{log}");
+            check(&py, d, spec, device);
+        }
+    }
+}

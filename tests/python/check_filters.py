@@ -7,7 +7,9 @@
   check_filters.py filter IN.parquet OUT.parquet SPEC.json TOL
       OUT (signal layout) equals scipy.signal.sosfilt (or sosfiltfilt when "zero_phase") of IN
       over the whole signal with the sections of SPEC ({"butter": [order, cutoff, btype]} or
-      {"notch": [f0, q, harmonics]}), channel by channel:
+      {"notch": [f0, q, harmonics]}), or scipy.signal.lfilter of MNE's FIR
+      ({"fir": [l_freq, h_freq]}: mne.filter.create_filter(..., method="fir",
+      fir_design="firwin")), channel by channel:
       max |ours − ref| ≤ TOL · max |ref|.
 """
 import json
@@ -20,6 +22,13 @@ from scipy import signal
 
 def scalar_if_one(cutoff):
     return cutoff[0] if len(cutoff) == 1 else cutoff
+
+
+def fir_taps(spec, fs):
+    import mne
+    l_freq, h_freq = spec["fir"]
+    return mne.filter.create_filter(None, fs, l_freq, h_freq, method="fir", fir_design="firwin",
+                                    fir_window="hamming", verbose="error")
 
 
 def sections(spec, fs):
@@ -66,8 +75,11 @@ def filt(inp, out, spec_path, tol):
     fs2, cols2, y = read(out)
     assert fs == fs2 and cols == cols2, (fs, fs2, cols, cols2)
     assert y.shape == x.shape, f"{y.shape} vs {x.shape}"
-    sos = sections(spec, fs)
-    ref = signal.sosfiltfilt(sos, x, axis=0) if spec.get("zero_phase") else signal.sosfilt(sos, x, axis=0)
+    if "fir" in spec:
+        ref = signal.lfilter(fir_taps(spec, fs), 1.0, x, axis=0)
+    else:
+        sos = sections(spec, fs)
+        ref = signal.sosfiltfilt(sos, x, axis=0) if spec.get("zero_phase") else signal.sosfilt(sos, x, axis=0)
     err = np.abs(y - ref).max(axis=0) / np.abs(ref).max(axis=0)
     assert err.max() <= float(tol), f"{spec}: relative error {err.max():.2e} > {tol} (channel {cols[int(err.argmax())]})"
     print(f"{spec}: {x.shape[1]} channels × {x.shape[0]} samples equal scipy (max relative error {err.max():.1e})")

@@ -6,6 +6,7 @@
 pub mod bandpower;
 pub mod design;
 pub mod filter;
+pub mod fir;
 pub mod gpu;
 pub mod montage;
 pub mod sos;
@@ -16,5 +17,6 @@ pub mod windows;
 pub use bandpower::{BandpowerConfig, BandpowerKind};
 pub use design::{butter, notch, sosfilt_zi, BandType, Section};
 pub use filter::{ButterworthConfig, ButterworthKind, NotchConfig, NotchKind};
+pub use fir::{FirConfig, FirKind};
 pub use montage::{PickConfig, PickKind, RerefConfig, RerefKind};
 pub use sos::{sosfiltfilt, CpuSos, SosKernels};
