@@ -136,7 +136,7 @@ markers = true
 wait_for_consumers_s = 20.0
 nominal_rate = 128.0
 max_buffered = 3600
-linger_s = 4.0
+linger_s = 60.0
 "#,
             rec.display()
         ),
@@ -146,7 +146,7 @@ linger_s = 4.0
         d,
         &py,
         &liblsl,
-        r#"$PY $PEER inlet NS_OUT got.npz & $NS run out.toml; status=$?; wait; exit $status"#,
+        r#"$PY $PEER inlet NS_OUT got.npz 89344 4 & $NS run out.toml; status=$?; wait; exit $status"#,
     );
     assert!(log.contains("published 89344 samples (4 markers)"), "{log}");
     let s = |n: &str| d.join(n).to_string_lossy().to_string();

@@ -176,3 +176,25 @@ fn fir_filters_equal_mne_designs_applied_causally() {
         }
     }
 }
+
+#[test]
+fn streamed_resampling_equals_resample_poly() {
+    let Some(py) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for device in devices() {
+        // 512 Hz BioSemi to 256 Hz, 200 Hz (25/64) and 1024 Hz; sleep EEG 100 Hz to 128 Hz.
+        for (rec, chunk, up, down) in [
+            (BIOSEMI, 37, 1, 2),
+            (BIOSEMI, 100, 25, 64),
+            (BIOSEMI, 64, 2, 1),
+            (PSG, 250, 32, 25),
+        ] {
+            let channels = if rec == BIOSEMI { r#"["A1", "B7"]"# } else { r#"["EEG*"]"# };
+            let op = format!("kind = \"resample\"\nup = {up}\ndown = {down}");
+            std::fs::write(d.join("p.toml"), filter_pipeline(rec, channels, chunk, &op, device)).unwrap();
+            run_ok(d, &["run", "p.toml", "--quiet"]);
+            check(&py, d, &format!(r#"{{"resample": [{up}, {down}]}}"#), device);
+        }
+    }
+}

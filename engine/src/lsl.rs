@@ -75,6 +75,7 @@ api! {
     lsl_push_sample_ftp: fn(Handle, *const f32, f64, i32) -> i32;
     lsl_push_sample_strtp: fn(Handle, *const *const c_char, f64, i32) -> i32;
     lsl_wait_for_consumers: fn(Handle, f64) -> i32;
+    lsl_have_consumers: fn(Handle) -> i32;
     lsl_local_clock: fn() -> f64;
 }
 

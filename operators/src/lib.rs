@@ -12,6 +12,7 @@
 //! | `butterworth` | Butterworth low/high/band-pass/band-stop (second-order sections), causal with carried state or zero-phase |
 //! | `notch` | IIR notch at the line frequency and harmonics, causal or zero-phase |
 //! | `fir` | linear-phase FIR band/low/high-pass (MNE's firwin design), causal, delay stated |
+//! | `resample` | polyphase rational resampling equal to scipy.signal.resample_poly, streamed |
 //! | `pick` | keeps the signal channels named (labels or glob patterns), in order |
 //! | `reref` | common average, reference-channel or bipolar re-referencing |
 //! | `bandpower` | Welch band power (absolute, relative) per channel over sliding windows or epochs |
@@ -43,6 +44,7 @@ pub fn register(registry: &mut Registry) {
         .add_operator(signal::ButterworthKind)
         .add_operator(signal::NotchKind)
         .add_operator(signal::FirKind)
+        .add_operator(signal::ResampleKind)
         .add_operator(signal::PickKind)
         .add_operator(signal::RerefKind)
         .add_operator(signal::BandpowerKind)

@@ -40,7 +40,8 @@ pub struct LslSinkConfig {
     /// further behind loses the oldest samples.
     #[serde(default = "default_buffered")]
     pub max_buffered: i32,
-    /// Keep the outlet open this long after the stream ends, so consumers get the tail (default 1 s).
+    /// After the stream ends, keep the outlet open while consumers stay connected, at most this
+    /// many seconds, so they receive the tail (default 1 s).
     #[serde(default = "default_linger")]
     pub linger_s: f64,
     /// Path of liblsl (default: `$NEUROSTREAM_LIBLSL`, then the system's).
@@ -253,7 +254,11 @@ impl SinkWriter for LslWriter {
     }
 
     fn finish(self: Box<Self>, _failure: Option<&str>) -> Result<Vec<String>> {
-        std::thread::sleep(std::time::Duration::from_secs_f64(self.cfg.linger_s));
+        let started = std::time::Instant::now();
+        // SAFETY: valid outlet.
+        while started.elapsed().as_secs_f64() < self.cfg.linger_s && unsafe { (self.api.lsl_have_consumers)(self.outlet) } != 0 {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
         // SAFETY: each outlet destroyed once.
         unsafe {
             (self.api.lsl_destroy_outlet)(self.outlet);

@@ -53,6 +53,11 @@ pub struct LslSourceConfig {
     /// When the stream stops: `end` (default; the pipeline completes) or `error`.
     #[serde(default = "default_on_timeout")]
     pub on_timeout: String,
+    /// With `markers`: hold each chunk this long after its last sample's time stamp so markers
+    /// (which travel on their own connection) are in before it leaves (default 20 ms; the
+    /// latency cost of exact marker placement).
+    #[serde(default = "default_marker_wait")]
+    pub marker_wait_ms: f64,
     /// Stop after this many seconds of data (default: until the stream stops).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_s: Option<f64>,
@@ -75,6 +80,9 @@ fn yes() -> bool {
 }
 fn default_timeout() -> f64 {
     5.0
+}
+fn default_marker_wait() -> f64 {
+    20.0
 }
 fn default_on_timeout() -> String {
     "end".into()
@@ -287,6 +295,7 @@ impl Source for LslSource {
             data: vec![0f32; self.cfg.chunk * self.channels],
             stamps: vec![0f64; self.cfg.chunk],
             staged: None,
+            staged_stamps: Vec::new(),
             pending_markers: VecDeque::new(),
             last_data: Instant::now(),
             first_stamp: None,
@@ -310,6 +319,8 @@ struct LslReader {
     data: Vec<f32>,
     stamps: Vec<f64>,
     staged: Option<Frame>,
+    /// The corrected LSL time stamps of the staged frame's samples.
+    staged_stamps: Vec<f64>,
     /// Markers pulled but not yet attached: (LSL time, label).
     pending_markers: VecDeque<(f64, String)>,
     last_data: Instant,
@@ -388,14 +399,43 @@ impl LslReader {
             self.count += 1;
             index.push(i);
         }
-        let mut frame = Frame::new(
+        let frame = Frame::new(
             self.name.clone(),
             self.schema.clone(),
             RowIndex::Samples(index),
             self.data[..rows * self.channels].to_vec(),
         )?;
-        // Markers up to this chunk's last stamp go on the sample nearest them (a marker that
-        // arrives after its sample's frame left goes on this frame's first row).
+        self.staged_stamps = stamps.to_vec();
+        if let Some(d) = self.cfg.duration_s {
+            if self.staged_stamps[rows - 1] - first >= d {
+                self.close();
+                self.done = true;
+            }
+        }
+        self.staged = Some(frame);
+        Ok(())
+    }
+
+    /// Whether the staged frame may leave: without a marker stream at once; with one, once
+    /// `marker_wait_ms` passed since its last sample's time stamp (markers travel on their own
+    /// connection and may arrive a little after the samples they mark).
+    fn release_due(&self) -> bool {
+        if self.marker_inlet.is_none() || self.done {
+            return true;
+        }
+        let last = self.staged_stamps.last().copied().unwrap_or(0.0);
+        // SAFETY: plain clock read.
+        let now = unsafe { (self.api.lsl_local_clock)() };
+        now >= last + self.cfg.marker_wait_ms / 1e3
+    }
+
+    /// Puts the markers pulled so far on the staged frame's samples nearest them (a marker
+    /// older than the frame goes on its first row).
+    fn attach_markers(&mut self) {
+        self.pull_markers();
+        let Some(frame) = self.staged.as_mut() else { return };
+        let stamps = &self.staged_stamps;
+        let rows = stamps.len();
         let half = 0.5 / self.rate;
         while let Some((t, _)) = self.pending_markers.front() {
             if *t > stamps[rows - 1] + half {
@@ -414,14 +454,6 @@ impl LslReader {
                 duration_s: 0.0,
             });
         }
-        if let Some(d) = self.cfg.duration_s {
-            if stamps[rows - 1] - first >= d {
-                self.close();
-                self.done = true;
-            }
-        }
-        self.staged = Some(frame);
-        Ok(())
     }
 
     fn stopped(&mut self, why: &str) -> Result<()> {
@@ -457,7 +489,7 @@ impl SourceReader for LslReader {
                 self.done = true;
             }
         }
-        self.staged.is_some() || self.done
+        (self.staged.is_some() && self.release_due()) || self.done
     }
 
     fn next_batch(&mut self) -> Result<Option<(u64, Batch)>> {
@@ -467,6 +499,7 @@ impl SourceReader for LslReader {
         if self.staged.is_none() && !self.done {
             self.pull()?;
         }
+        self.attach_markers();
         Ok(self.staged.take().map(|f| {
             let t = match &f.index {
                 RowIndex::Samples(s) => s[0].max(0) as u64,

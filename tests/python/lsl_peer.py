@@ -5,9 +5,10 @@
       10 samples at real-time pace, with explicit time stamps, and a marker stream NAME-markers
       with "stim" at the time stamp of every 100th sample; waits up to 20 s for a consumer
       first. Saves the data, time stamps and marker times to OUT.npz, then lingers 3 s.
-  lsl_peer.py inlet NAME OUT.npz
-      Resolves NAME (20 s), pulls every sample until 3 s pass without one, saves the samples,
-      the channel labels and the marker strings of NAME-markers (when it exists) to OUT.npz.
+  lsl_peer.py inlet NAME OUT.npz [ROWS MARKS]
+      Resolves NAME (20 s), pulls samples until ROWS samples and MARKS markers arrived (or 5 s
+      pass without a sample), saves the samples, the channel labels and the marker strings of
+      NAME-markers (when it exists) to OUT.npz, and disconnects.
 """
 import sys
 import time
@@ -46,7 +47,7 @@ def outlet(name, seconds, out):
     time.sleep(3.0)
 
 
-def inlet(name, out):
+def inlet(name, out, want_rows="0", want_marks="0"):
     streams = pylsl.resolve_byprop("name", name, 1, 20.0)
     if not streams:
         raise SystemExit(f"stream {name} not found")
@@ -63,7 +64,10 @@ def inlet(name, out):
     if mk is not None:
         mk.open_stream(5.0)
     rows, marks, last = [], [], time.time()
-    while time.time() - last < 3.0:
+    want_rows, want_marks = int(want_rows), int(want_marks)
+    while time.time() - last < 5.0:
+        if want_rows and len(rows) >= want_rows and len(marks) >= want_marks:
+            break
         chunk, _ = inl.pull_chunk(timeout=0.2)
         if chunk:
             rows.extend(chunk)

@@ -1,0 +1,417 @@
+//! `resample`: polyphase rational resampling of signal streams, equal to
+//! `scipy.signal.resample_poly(x, up, down, window=("kaiser", 5.0))` over the whole stream: the
+//! same anti-aliasing filter (Kaiser-windowed sinc, `20·max(up, down) + 1` taps, cutoff
+//! `1 / max(up, down)` of Nyquist, gain `up`), the same centring and zero padding. Each output
+//! sample is computed as soon as the inputs it needs have arrived, so the stream is delayed by
+//! about half the filter (`10·max(up, down) / up` input samples); the last outputs come when the
+//! stream ends (with zeros past its end, as SciPy pads).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use neurostream_engine::{
+    parse_config, wgpu, Batch, ComputeDevice, ConfigTable, EngineError, Frame, GpuContext, GpuPass, Marker, NodeConfig,
+    NodeContext, Operator, OperatorInstance, OperatorKind, Partitioning, Result, RowIndex, Schema, StreamKind,
+};
+use serde::{Deserialize, Serialize};
+
+/// Configuration of a `resample` operator.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResampleConfig {
+    /// Upsampling factor.
+    pub up: usize,
+    /// Downsampling factor (the new rate is `rate · up / down`).
+    pub down: usize,
+}
+
+impl NodeConfig for ResampleConfig {
+    const KIND: &'static str = "resample";
+}
+
+fn bessel_i0(x: f64) -> f64 {
+    // Power series; converges fast for the arguments a Kaiser window uses.
+    let (mut sum, mut term, mut k) = (1.0, 1.0, 1.0);
+    let q = x * x / 4.0;
+    while term > 1e-17 * sum {
+        term *= q / (k * k);
+        sum += term;
+        k += 1.0;
+    }
+    sum
+}
+
+/// The padded filter of `resample_poly` and its output alignment: `(h, n_pre_remove)`.
+pub fn design(up: usize, down: usize) -> (Vec<f64>, usize) {
+    let max_rate = up.max(down);
+    let half_len = 10 * max_rate;
+    let n = 2 * half_len + 1;
+    let fc = 1.0 / max_rate as f64;
+    let alpha = 0.5 * (n as f64 - 1.0);
+    let beta = 5.0;
+    let sinc = |x: f64| {
+        if x == 0.0 {
+            1.0
+        } else {
+            (std::f64::consts::PI * x).sin() / (std::f64::consts::PI * x)
+        }
+    };
+    let mut h: Vec<f64> = (0..n)
+        .map(|i| {
+            let m = i as f64 - alpha;
+            let r = 2.0 * i as f64 / (n as f64 - 1.0) - 1.0;
+            let w = bessel_i0(beta * (1.0 - r * r).max(0.0).sqrt()) / bessel_i0(beta);
+            fc * sinc(fc * m) * w
+        })
+        .collect();
+    let s: f64 = h.iter().sum();
+    h.iter_mut().for_each(|v| *v = *v / s * up as f64);
+    let n_pre_pad = down - half_len % down;
+    let n_pre_remove = (half_len + n_pre_pad) / down;
+    let mut padded = vec![0.0; n_pre_pad];
+    padded.extend(h);
+    (padded, n_pre_remove)
+}
+
+/// The resampling filter and factors.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Polyphase {
+    /// The padded filter taps.
+    pub h: Vec<f64>,
+    /// Upsampling factor (reduced).
+    pub up: usize,
+    /// Downsampling factor (reduced).
+    pub down: usize,
+}
+
+/// Computes outputs of the polyphase filter.
+pub trait ResampleKernels: Send {
+    /// For each output position `m` in `ms`, `Σ_i h[m·down − i·up] · x[i]` over the inputs
+    /// `x` (`rows × channels`, row 0 = input index `base`; indices outside are zeros).
+    fn outputs(&mut self, f: &Polyphase, x: &[f32], base: i64, ms: &[i64], channels: usize) -> Result<Vec<f32>>;
+}
+
+/// CPU: float64 sums.
+pub struct CpuResample;
+
+impl ResampleKernels for CpuResample {
+    fn outputs(&mut self, f: &Polyphase, x: &[f32], base: i64, ms: &[i64], channels: usize) -> Result<Vec<f32>> {
+        let h = &f.h;
+        let rows = (x.len() / channels) as i64;
+        let (up, down, len) = (f.up as i64, f.down as i64, h.len() as i64);
+        let mut out = vec![0f32; ms.len() * channels];
+        let mut acc = vec![0f64; channels];
+        for (o, &m) in ms.iter().enumerate() {
+            acc.iter_mut().for_each(|a| *a = 0.0);
+            let t = m * down;
+            let hi = t.div_euclid(up);
+            let lo = (t - len + 1 + up - 1).div_euclid(up).max(0);
+            for i in lo..=hi {
+                let r = i - base;
+                if r < 0 || r >= rows {
+                    continue;
+                }
+                let w = h[(t - i * up) as usize];
+                for (a, &v) in acc.iter_mut().zip(&x[r as usize * channels..(r as usize + 1) * channels]) {
+                    *a += w * v as f64;
+                }
+            }
+            for (d, a) in out[o * channels..(o + 1) * channels].iter_mut().zip(&acc) {
+                *d = *a as f32;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// GPU: one invocation per (output, channel).
+pub struct GpuResample {
+    ctx: Arc<GpuContext>,
+    pipeline: Arc<wgpu::ComputePipeline>,
+}
+
+const SHADER: &str = r#"
+struct RsParams { outputs: u32, channels: u32, rows: u32, taps: u32, up: i32, down: i32, base: i32, _pad: u32 };
+@group(0) @binding(0) var<uniform> P: RsParams;
+@group(0) @binding(1) var<storage, read> h: array<f32>;
+@group(0) @binding(2) var<storage, read> x: array<f32>;
+@group(0) @binding(3) var<storage, read> ms: array<i32>;
+@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+
+@compute @workgroup_size(64)
+fn resample(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let idx = gid.x + gid.y * nwg.x * 64u;
+    if (idx >= P.outputs * P.channels) {
+        return;
+    }
+    let o = idx / P.channels;
+    let c = idx % P.channels;
+    let t = ms[o] * P.down;
+    var acc = 0.0;
+    // Inputs i with 0 <= t - i·up < taps, i.e. the taps of one polyphase branch.
+    for (var k = ((t % P.up) + P.up) % P.up; k < i32(P.taps); k = k + P.up) {
+        let i = (t - k) / P.up;
+        let r = i - P.base;
+        if (r >= 0 && r < i32(P.rows)) {
+            acc = acc + h[k] * x[u32(r) * P.channels + c];
+        }
+    }
+    y[idx] = acc;
+}
+"#;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    outputs: u32,
+    channels: u32,
+    rows: u32,
+    taps: u32,
+    up: i32,
+    down: i32,
+    base: i32,
+    pad: u32,
+}
+
+impl GpuResample {
+    /// Compiles the kernel on `ctx`.
+    pub fn new(ctx: Arc<GpuContext>) -> Result<GpuResample> {
+        Ok(GpuResample {
+            pipeline: ctx.pipeline("resample", SHADER, "resample")?,
+            ctx,
+        })
+    }
+}
+
+impl ResampleKernels for GpuResample {
+    fn outputs(&mut self, f: &Polyphase, x: &[f32], base: i64, ms: &[i64], channels: usize) -> Result<Vec<f32>> {
+        if ms.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (h, up, down) = (&f.h, f.up, f.down);
+        let ctx = &self.ctx;
+        let hf: Vec<f32> = h.iter().map(|&v| v as f32).collect();
+        // Positions relative to a common origin keep the 32-bit indices small on long streams.
+        let (m0, b0) = rebase(ms[0], base, up as i64, down as i64);
+        let msr: Vec<i32> = ms.iter().map(|&m| (m - m0) as i32).collect();
+        let params = Params {
+            outputs: ms.len() as u32,
+            channels: channels as u32,
+            rows: (x.len() / channels) as u32,
+            taps: h.len() as u32,
+            up: up as i32,
+            down: down as i32,
+            base: (base - b0) as i32,
+            pad: 0,
+        };
+        let u = ctx.uniform("rs.params", bytemuck::bytes_of(&params));
+        let hb = ctx.storage_init("rs.h", bytemuck::cast_slice(&hf));
+        let xb = ctx.storage_init("rs.x", bytemuck::cast_slice(x));
+        let mb = ctx.storage_init("rs.m", bytemuck::cast_slice(&msr));
+        let yb = ctx.storage_zeroed("rs.y", (ms.len() * channels * 4) as u64);
+        let bufs = [&u, &hb, &xb, &mb, &yb];
+        let pass = GpuPass {
+            pipeline: &self.pipeline,
+            buffers: &bufs,
+            workgroups: neurostream_engine::device::workgroups_1d(ms.len() * channels, 64),
+        };
+        let out = ctx.run(&[pass], Some((&yb, (ms.len() * channels * 4) as u64)))?;
+        Ok(bytemuck::cast_slice(&out).to_vec())
+    }
+}
+
+/// An output position `m0` and input index `b0` with `m0·down = b0·up` (a common origin), near
+/// `m`, so positions can be expressed relative to it in 32 bits.
+fn rebase(m: i64, base: i64, up: i64, down: i64) -> (i64, i64) {
+    let g = gcd(up, down);
+    let (u, d) = (up / g, down / g);
+    // m0 = k·u, b0 = k·d for the largest k with k·d <= base and k·u <= m.
+    let k = (base.div_euclid(d)).min(m.div_euclid(u)).max(0);
+    (k * u, k * d)
+}
+
+fn gcd(a: i64, b: i64) -> i64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+/// The `resample` operator kind.
+pub struct ResampleKind;
+
+impl OperatorKind for ResampleKind {
+    fn kind(&self) -> &'static str {
+        "resample"
+    }
+    fn describe(&self) -> &'static str {
+        "polyphase rational resampling (scipy.signal.resample_poly), streamed with half the filter as delay"
+    }
+    fn build(&self, config: ConfigTable, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Operator>> {
+        let cfg: ResampleConfig = parse_config(config, ctx)?;
+        let fail = |m: String| EngineError::config(ctx.label, m);
+        let StreamKind::Signal { sample_rate } = input.kind else {
+            return Err(fail(format!(
+                "resample takes signal streams; the input is {}",
+                input.describe()
+            )));
+        };
+        if cfg.up == 0 || cfg.down == 0 {
+            return Err(fail("`up` and `down` must be at least 1".into()));
+        }
+        let g = gcd(cfg.up as i64, cfg.down as i64) as usize;
+        let (up, down) = (cfg.up / g, cfg.down / g);
+        let (h, pre) = design(up, down);
+        let rate = sample_rate * up as f64 / down as f64;
+        tracing::info!("{}: {sample_rate} Hz -> {rate} Hz ({up}/{down}), {} taps", ctx.label, h.len());
+        Ok(Arc::new(Resample {
+            input: input.clone(),
+            schema: Arc::new(Schema {
+                kind: StreamKind::Signal { sample_rate: rate },
+                channels: input.channels.clone(),
+            }),
+            filter: Arc::new(Polyphase { h, up, down }),
+            pre: pre as i64,
+        }))
+    }
+}
+
+struct Resample {
+    input: Arc<Schema>,
+    schema: Arc<Schema>,
+    filter: Arc<Polyphase>,
+    pre: i64,
+}
+
+impl Operator for Resample {
+    fn output_schema(&self) -> Arc<Schema> {
+        self.schema.clone()
+    }
+    fn partitioning(&self) -> Partitioning {
+        Partitioning::ByStream
+    }
+    fn holds_back(&self) -> bool {
+        true
+    }
+    fn instantiate(&self, device: &ComputeDevice) -> Result<Box<dyn OperatorInstance>> {
+        let kernels: Box<dyn ResampleKernels> = match device {
+            ComputeDevice::Cpu => Box::new(CpuResample),
+            ComputeDevice::Gpu(ctx) => Box::new(GpuResample::new(ctx.clone())?),
+        };
+        Ok(Box::new(ResampleInstance {
+            channels: self.input.width(),
+            schema: self.schema.clone(),
+            filter: self.filter.clone(),
+            pre: self.pre,
+            kernels,
+            streams: HashMap::new(),
+        }))
+    }
+}
+
+#[derive(Default)]
+struct StreamState {
+    /// Input rows kept (row-major) and the input index of the first.
+    rows: Vec<f32>,
+    base: i64,
+    /// Inputs seen.
+    seen: i64,
+    /// Next output index.
+    next: i64,
+    /// Sample index of the stream's first input.
+    first_sample: Option<i64>,
+    /// Markers by input index.
+    markers: Vec<(i64, Marker)>,
+    arrival_ns: Option<i64>,
+}
+
+struct ResampleInstance {
+    channels: usize,
+    schema: Arc<Schema>,
+    filter: Arc<Polyphase>,
+    pre: i64,
+    kernels: Box<dyn ResampleKernels>,
+    streams: HashMap<Arc<str>, StreamState>,
+}
+
+impl ResampleInstance {
+    /// Emits outputs `state.next..end` for `stream`.
+    fn emit(&mut self, stream: &Arc<str>, end: i64, out: &mut Vec<Batch>) -> Result<()> {
+        let st = self.streams.get_mut(stream).expect("state");
+        if end <= st.next {
+            return Ok(());
+        }
+        let ms: Vec<i64> = (st.next..end).map(|j| j + self.pre).collect();
+        let data = self.kernels.outputs(&self.filter, &st.rows, st.base, &ms, self.channels)?;
+        let (up, down) = (self.filter.up as i64, self.filter.down as i64);
+        let first_out = st.first_sample.unwrap_or(0) * up / down;
+        let samples: Vec<i64> = (st.next..end).map(|j| first_out + j).collect();
+        let mut frame = Frame::new(stream.clone(), self.schema.clone(), RowIndex::Samples(samples), data)?;
+        // A marker at input i goes on output round(i·up/down).
+        let (next, count) = (st.next, end - st.next);
+        st.markers.retain(|(i, m)| {
+            let j = ((i * up) as f64 / down as f64).round() as i64;
+            if j < next + count {
+                let mut m = m.clone();
+                m.row = (j - next).max(0) as u32;
+                frame.markers.push(m);
+                false
+            } else {
+                true
+            }
+        });
+        frame.arrival_ns = st.arrival_ns;
+        st.next = end;
+        // Drop inputs no later output needs.
+        let first_needed = ((st.next + self.pre) * down - self.filter.h.len() as i64 + 1)
+            .div_euclid(up)
+            .max(0);
+        if first_needed > st.base {
+            let drop = ((first_needed - st.base) as usize).min(st.rows.len() / self.channels);
+            st.rows.drain(..drop * self.channels);
+            st.base += drop as i64;
+        }
+        out.push(Batch::Dense(frame));
+        Ok(())
+    }
+}
+
+impl OperatorInstance for ResampleInstance {
+    fn process(&mut self, batch: Batch, out: &mut Vec<Batch>) -> Result<()> {
+        let Batch::Dense(frame) = batch else {
+            return Err(EngineError::Shape(format!(
+                "resample takes dense frames; stream {} is not",
+                batch.stream()
+            )));
+        };
+        let st = self.streams.entry(frame.stream.clone()).or_default();
+        if st.first_sample.is_none() {
+            if let RowIndex::Samples(s) = &frame.index {
+                st.first_sample = s.first().copied();
+            }
+        }
+        for m in &frame.markers {
+            st.markers.push((st.seen + m.row as i64, m.clone()));
+        }
+        st.rows.extend_from_slice(&frame.data);
+        st.seen += frame.rows() as i64;
+        st.arrival_ns = frame.arrival_ns;
+        // Output j needs inputs up to floor((j + pre)·down / up).
+        let (up, down) = (self.filter.up as i64, self.filter.down as i64);
+        let end = ((st.seen - 1) * up).div_euclid(down) - self.pre + 1;
+        let stream = frame.stream.clone();
+        self.emit(&stream, end, out)
+    }
+
+    fn finish(&mut self, out: &mut Vec<Batch>) -> Result<()> {
+        let mut streams: Vec<Arc<str>> = self.streams.keys().cloned().collect();
+        streams.sort();
+        for s in streams {
+            let seen = self.streams[&s].seen;
+            let n_out = (seen * self.filter.up as i64 + self.filter.down as i64 - 1) / self.filter.down as i64;
+            self.emit(&s, n_out, out)?;
+        }
+        Ok(())
+    }
+}
