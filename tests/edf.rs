@@ -166,6 +166,22 @@ fn read_markers(path: &Path) -> Vec<(i64, String)> {
 }
 
 #[test]
+fn channels_of_lower_rates_are_resampled_like_resample_poly() {
+    let Some(py) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let extra = "resample = true\nchannels = [\"EEG Fpz-Cz\", \"Resp oro-nasal\", \"Temp rectal\"]";
+    std::fs::write(d.join("p.toml"), pipeline(&eeg("short_psg.edf"), extra, "out.parquet")).unwrap();
+    run_ok(d, &["run", "p.toml", "--quiet"]);
+    let rec = eeg("short_psg.edf");
+    run_python(
+        &py,
+        "check_edf.py",
+        &["resampled", rec.to_str().unwrap(), d.join("out.parquet").to_str().unwrap()],
+    );
+}
+
+#[test]
 fn real_time_replay_releases_chunks_at_the_recording_pace() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
@@ -238,7 +254,7 @@ fn bad_files_and_bad_picks_are_clear_errors() {
     .unwrap();
     let e = run_err(d, &["run", "p.toml"]);
     assert!(
-        e.contains("different sampling rates") && e.contains("Temp rectal (1 Hz)"),
+        e.contains("different sampling rates") && e.contains("Temp rectal (1 Hz)") && e.contains("resample = true"),
         "{e}"
     );
 }

@@ -37,6 +37,11 @@ pub struct EdfSourceConfig {
     /// Read the complete records of a file that ends inside a record (default: an error).
     #[serde(default)]
     pub allow_truncated: bool,
+    /// Resample channels of lower rates to the highest picked rate (`scipy.signal.resample_poly`,
+    /// over the whole recording, which is then held in memory; continuous files). Without it,
+    /// picked channels must share one rate. With it and no `channels`, every signal is read.
+    #[serde(default)]
+    pub resample: bool,
 }
 
 fn default_chunk() -> usize {
@@ -53,6 +58,7 @@ impl EdfSourceConfig {
             speed: 0.0,
             annotations: None,
             allow_truncated: false,
+            resample: false,
         }
     }
 }
@@ -85,10 +91,21 @@ impl SourceKind for EdfSourceKind {
         }
         let path = ctx.resolve(&cfg.path);
         let file = EdfFile::open(&path, cfg.allow_truncated).map_err(fail)?;
-        let picked = pick_channels(&file, cfg.channels.as_deref()).map_err(fail)?;
+        let picked = pick_channels(&file, cfg.channels.as_deref(), cfg.resample).map_err(fail)?;
         let h = &file.header;
-        let rate = h.sample_rate(picked[0]);
-        let spr = h.signals[picked[0]].samples_per_record;
+        let top = *picked
+            .iter()
+            .max_by_key(|&&i| h.signals[i].samples_per_record)
+            .expect("at least one channel");
+        let rate = h.sample_rate(top);
+        let spr = h.signals[top].samples_per_record;
+        let mixed = picked.iter().any(|&i| h.signals[i].samples_per_record != spr);
+        if mixed && h.format.discontinuous() {
+            return Err(fail(format!(
+                "{}: resampling needs a continuous recording; this one is EDF+D/BDF+D",
+                path.display()
+            )));
+        }
         let mut annotations: Vec<(f64, Option<f64>, String)> = file
             .annotations
             .iter()
@@ -146,7 +163,7 @@ impl SourceKind for EdfSourceKind {
 }
 
 /// Resolves `wanted` (labels or glob patterns) to signal indices, all at one rate.
-fn pick_channels(file: &EdfFile, wanted: Option<&[String]>) -> std::result::Result<Vec<usize>, String> {
+fn pick_channels(file: &EdfFile, wanted: Option<&[String]>, resample: bool) -> std::result::Result<Vec<usize>, String> {
     let h = &file.header;
     let data: Vec<usize> = (0..h.signals.len()).filter(|&i| !h.signals[i].is_annotation).collect();
     if data.is_empty() {
@@ -157,6 +174,7 @@ fn pick_channels(file: &EdfFile, wanted: Option<&[String]>) -> std::result::Resu
     }
     let describe = |i: &usize| format!("{} ({} Hz)", h.signals[*i].label, h.sample_rate(*i));
     let picked: Vec<usize> = match wanted {
+        None if resample => data.clone(),
         None => {
             let top = data.iter().map(|&i| h.signals[i].samples_per_record).max().unwrap_or(0);
             let (keep, skip): (Vec<usize>, Vec<usize>) = data.iter().partition(|&&i| h.signals[i].samples_per_record == top);
@@ -195,15 +213,15 @@ fn pick_channels(file: &EdfFile, wanted: Option<&[String]>) -> std::result::Resu
         }
     };
     let spr = h.signals[picked[0]].samples_per_record;
-    if picked.iter().any(|&i| h.signals[i].samples_per_record != spr) {
+    if !resample && picked.iter().any(|&i| h.signals[i].samples_per_record != spr) {
         return Err(format!(
             "{}: the channels asked for have different sampling rates: {}. A stream has one rate: pick channels of one \
-             rate (one source per rate)",
+             rate (one source per rate), or set `resample = true` to bring them to the highest",
             file.path.display(),
             picked.iter().map(describe).collect::<Vec<_>>().join(", ")
         ));
     }
-    if spr == 0 || h.record_duration_s <= 0.0 {
+    if picked.iter().any(|&i| h.signals[i].samples_per_record == 0) || h.record_duration_s <= 0.0 {
         return Err(format!("{}: the channels have no samples", file.path.display()));
     }
     Ok(picked)
@@ -256,6 +274,8 @@ impl Source for EdfSource {
             scratch: Vec::new(),
             staged: None,
             started: None,
+            spr: self.samples_per_record,
+            resampled: None,
         }))
     }
 }
@@ -280,21 +300,75 @@ struct EdfReader {
     /// The next frame, built ahead to know when it is due.
     staged: Option<Frame>,
     started: Option<Instant>,
+    /// Samples per record at the stream's rate (the highest picked).
+    spr: usize,
+    /// With channels of mixed rates: every channel of the whole recording at the stream's rate.
+    resampled: Option<Vec<Vec<f32>>>,
 }
 
 impl EdfReader {
-    fn decode_next_record(&mut self) -> Result<()> {
+    /// Reads every picked channel of the whole recording and resamples those below the
+    /// stream's rate (`resample_poly`, Kaiser β 5), once.
+    fn load_resampled(&mut self) -> Result<()> {
+        use neurostream_operators::signal::resample::{design, CpuResample, Polyphase, ResampleKernels};
         let file = self.file.as_mut().expect("worker 0 has the file");
+        let mut channels: Vec<Vec<f64>> = vec![Vec::new(); self.picked.len()];
+        for r in 0..self.records {
+            let record = file.read_record(r).map_err(EngineError::Runtime)?;
+            for (c, &i) in self.picked.iter().enumerate() {
+                file.decode(&record, i, &mut self.scratch);
+                channels[c].extend_from_slice(&self.scratch);
+            }
+        }
+        let mut out = Vec::with_capacity(channels.len());
+        for (c, &i) in self.picked.iter().enumerate() {
+            let own = file.header.signals[i].samples_per_record;
+            let x: Vec<f32> = channels[c].iter().map(|&v| v as f32).collect();
+            if own == self.spr {
+                out.push(x);
+                continue;
+            }
+            let g = gcd(self.spr, own);
+            let (up, down) = (self.spr / g, own / g);
+            let (h, pre) = design(up, down);
+            let n_out = self.records * self.spr;
+            let ms: Vec<i64> = (0..n_out as i64).map(|j| j + pre as i64).collect();
+            let f = Polyphase { h, up, down };
+            out.push(CpuResample.outputs(&f, &x, 0, &ms, 1)?);
+        }
+        self.resampled = Some(out);
+        Ok(())
+    }
+
+    fn decode_next_record(&mut self) -> Result<()> {
+        let mixed = {
+            let file = self.file.as_ref().expect("worker 0 has the file");
+            self.picked
+                .iter()
+                .any(|&i| file.header.signals[i].samples_per_record != self.spr)
+        };
+        if mixed && self.resampled.is_none() {
+            self.load_resampled()?;
+        }
         let r = self.next_record;
-        let record = file.read_record(r).map_err(EngineError::Runtime)?;
         let w = self.picked.len();
-        let n = file.header.signals[self.picked[0]].samples_per_record;
+        let n = self.spr;
         let base = self.rows.len();
         self.rows.resize(base + n * w, 0.0);
-        for (c, &i) in self.picked.iter().enumerate() {
-            file.decode(&record, i, &mut self.scratch);
-            for (s, v) in self.scratch.iter().enumerate() {
-                self.rows[base + s * w + c] = *v as f32;
+        if let Some(all) = &self.resampled {
+            for (c, ch) in all.iter().enumerate() {
+                for (s, v) in ch[r * n..(r + 1) * n].iter().enumerate() {
+                    self.rows[base + s * w + c] = *v;
+                }
+            }
+        } else {
+            let file = self.file.as_mut().expect("worker 0 has the file");
+            let record = file.read_record(r).map_err(EngineError::Runtime)?;
+            for (c, &i) in self.picked.iter().enumerate() {
+                file.decode(&record, i, &mut self.scratch);
+                for (s, v) in self.scratch.iter().enumerate() {
+                    self.rows[base + s * w + c] = *v as f32;
+                }
             }
         }
         let first = self.record_first_sample[r];
@@ -394,5 +468,13 @@ impl SourceReader for EdfReader {
 
     fn location(&self) -> String {
         format!("edf `{}`, data record {}", self.name, self.next_record)
+    }
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
     }
 }
