@@ -108,6 +108,26 @@ markers = true
 }
 
 #[test]
+fn samples_lost_upstream_are_counted_and_reported() {
+    let Some((py, liblsl)) = setup() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("in.toml"),
+        "[sources.amp]\nkind = \"lsl\"\nname = \"NS_GAP\"\nstream_timeout_s = 6.0\ndejitter = false\n\n\
+         [sinks.out]\nkind = \"parquet\"\ninput = \"amp\"\npath = \"out.parquet\"\n",
+    )
+    .unwrap();
+    let log = in_netns(
+        d,
+        &py,
+        &liblsl,
+        r#"$PY $PEER outlet NS_GAP 2 sent.npz 250 & $NS run in.toml; status=$?; wait; exit $status"#,
+    );
+    assert!(log.contains("10 samples were missing from the stream"), "{log}");
+}
+
+#[test]
 fn the_lsl_sink_publishes_rows_and_markers_to_a_pylsl_inlet() {
     let Some((py, liblsl)) = setup() else { return };
     let dir = tempfile::tempdir().unwrap();

@@ -303,6 +303,8 @@ impl Source for LslSource {
             last_index: -1,
             done: false,
             error: None,
+            last_stamp: None,
+            dropped: 0,
         }))
     }
 }
@@ -330,6 +332,9 @@ struct LslReader {
     done: bool,
     /// A failure found while polling, reported by the next `next_batch`.
     error: Option<EngineError>,
+    /// The last sample's time stamp, and the samples missing between stamps so far.
+    last_stamp: Option<f64>,
+    dropped: u64,
 }
 
 // SAFETY: the inlets are used only by the worker that owns the reader.
@@ -387,6 +392,26 @@ impl LslReader {
         }
         self.last_data = Instant::now();
         let stamps = &self.stamps[..rows];
+        // Gaps in the time stamps are samples lost on the way (the sender's or liblsl's buffer
+        // overflowed under load): counted and reported, never silent.
+        let mut prev = self.last_stamp;
+        for &t in stamps {
+            if let Some(p) = prev {
+                let missing = ((t - p) * self.rate).round() as i64 - 1;
+                if missing > 0 {
+                    if self.dropped == 0 {
+                        tracing::warn!(
+                            "lsl `{}`: {missing} samples missing before LSL time {t:.3} (a buffer overflowed upstream); \
+                             counting further gaps",
+                            self.name
+                        );
+                    }
+                    self.dropped += missing as u64;
+                }
+            }
+            prev = Some(t);
+        }
+        self.last_stamp = prev;
         let first = *self.first_stamp.get_or_insert(stamps[0]);
         let mut index = Vec::with_capacity(rows);
         for &t in stamps {
@@ -478,6 +503,13 @@ impl LslReader {
 impl Drop for LslReader {
     fn drop(&mut self) {
         self.close();
+        if self.dropped > 0 {
+            tracing::warn!(
+                "lsl `{}`: {} samples were missing from the stream (gaps in its time stamps)",
+                self.name,
+                self.dropped
+            );
+        }
     }
 }
 

@@ -1,10 +1,11 @@
 """The pylsl side of the LSL tests (run inside a loopback-only network namespace).
 
-  lsl_peer.py outlet NAME SECONDS OUT.npz
+  lsl_peer.py outlet NAME SECONDS OUT.npz [SKIP_FROM]
       Publishes an 8-channel float32 stream NAME at 250 Hz (labels C1..C8, unit uV) in chunks of
       10 samples at real-time pace, with explicit time stamps, and a marker stream NAME-markers
       with "stim" at the time stamp of every 100th sample; waits up to 20 s for a consumer
-      first. Saves the data, time stamps and marker times to OUT.npz, then lingers 3 s.
+      first; with SKIP_FROM, the 10-sample chunk starting there is never sent (a loss). Saves
+      the data, time stamps and marker times to OUT.npz, then lingers 3 s.
   lsl_peer.py inlet NAME OUT.npz [ROWS MARKS]
       Resolves NAME (20 s), pulls samples until ROWS samples and MARKS markers arrived (or 5 s
       pass without a sample), saves the samples, the channel labels and the marker strings of
@@ -17,7 +18,7 @@ import numpy as np
 import pylsl
 
 
-def outlet(name, seconds, out):
+def outlet(name, seconds, out, skip_from="-1"):
     fs, n_ch = 250.0, 8
     info = pylsl.StreamInfo(name, "EEG", n_ch, fs, "float32", name + "-uid")
     chans = info.desc().append_child("channels")
@@ -27,8 +28,9 @@ def outlet(name, seconds, out):
         ch.append_child_value("unit", "uV")
     out_sig = pylsl.StreamOutlet(info, 10, 360)
     out_mk = pylsl.StreamOutlet(pylsl.StreamInfo(name + "-markers", "Markers", 1, 0, "string", name + "-mk"))
-    if not out_sig.wait_for_consumers(20.0) or not out_mk.wait_for_consumers(20.0):
+    if not out_sig.wait_for_consumers(20.0):
         raise SystemExit("no consumer connected")
+    out_mk.wait_for_consumers(3.0)  # the marker consumer, when there is one
     total = int(float(seconds) * fs)
     rng = np.random.default_rng(0)
     data = (rng.normal(size=(total, n_ch)) * 20).astype(np.float32)
@@ -42,6 +44,8 @@ def outlet(name, seconds, out):
             if k % 100 == 0:
                 out_mk.push_sample(["stim"], stamps[k])
                 marks.append(stamps[k])
+        if s == int(skip_from):
+            continue  # a lost chunk: its 10 samples never leave
         out_sig.push_chunk(data[s:s + 10].tolist(), stamps[s + 9])
     np.savez(out, data=data, stamps=stamps, marks=np.array(marks))
     time.sleep(3.0)

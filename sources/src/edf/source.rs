@@ -276,6 +276,7 @@ impl Source for EdfSource {
             started: None,
             spr: self.samples_per_record,
             resampled: None,
+            behind_reported: false,
         }))
     }
 }
@@ -304,6 +305,8 @@ struct EdfReader {
     spr: usize,
     /// With channels of mixed rates: every channel of the whole recording at the stream's rate.
     resampled: Option<Vec<Vec<f32>>>,
+    /// Whether falling behind the replay's pace was reported.
+    behind_reported: bool,
 }
 
 impl EdfReader {
@@ -463,7 +466,19 @@ impl SourceReader for EdfReader {
             return true;
         };
         let due = (s[s.len() - 1] + 1) as f64 / self.rate / self.speed;
-        started.elapsed().as_secs_f64() >= due
+        let now = started.elapsed().as_secs_f64();
+        if now - due > 1.0 && !self.behind_reported {
+            // Nothing is dropped (the replay waits for the pipeline), but the device it stands
+            // in for would have overflowed: say so.
+            self.behind_reported = true;
+            tracing::warn!(
+                "edf `{}`: the pipeline is {:.1} s behind the real-time replay (a live device's buffer would be \
+                 overflowing)",
+                self.name,
+                now - due
+            );
+        }
+        now >= due
     }
 
     fn location(&self) -> String {
