@@ -41,13 +41,7 @@ impl NodeConfig for FirConfig {
 /// `cutoff` as a fraction of Nyquist, unit gain at 0 Hz.
 fn firwin_lowpass(n: usize, cutoff: f64) -> Vec<f64> {
     let alpha = 0.5 * (n as f64 - 1.0);
-    let sinc = |x: f64| {
-        if x == 0.0 {
-            1.0
-        } else {
-            (std::f64::consts::PI * x).sin() / (std::f64::consts::PI * x)
-        }
-    };
+    let sinc = super::design::sinc;
     let mut h: Vec<f64> = (0..n)
         .map(|i| {
             let m = i as f64 - alpha;

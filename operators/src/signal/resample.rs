@@ -49,13 +49,7 @@ pub fn design(up: usize, down: usize) -> (Vec<f64>, usize) {
     let fc = 1.0 / max_rate as f64;
     let alpha = 0.5 * (n as f64 - 1.0);
     let beta = 5.0;
-    let sinc = |x: f64| {
-        if x == 0.0 {
-            1.0
-        } else {
-            (std::f64::consts::PI * x).sin() / (std::f64::consts::PI * x)
-        }
-    };
+    let sinc = super::design::sinc;
     let mut h: Vec<f64> = (0..n)
         .map(|i| {
             let m = i as f64 - alpha;

@@ -164,12 +164,7 @@ impl EdfFile {
         let h = &self.header;
         let n = h.signals[i].samples_per_record * h.format.sample_bytes();
         let at = h.header_bytes as u64 + r as u64 * h.record_bytes() as u64 + h.signal_offset(i) as u64;
-        let mut buf = vec![0u8; n];
-        self.file
-            .seek(SeekFrom::Start(at))
-            .and_then(|_| self.file.read_exact(&mut buf))
-            .map_err(|e| format!("{}: reading data record {}: {e}", self.path.display(), r + 1))?;
-        Ok(buf)
+        self.read_at(at, n, r)
     }
 
     /// The raw bytes of record `r` (0-based).
@@ -177,6 +172,11 @@ impl EdfFile {
         let h = &self.header;
         let n = h.record_bytes();
         let at = h.header_bytes as u64 + r as u64 * n as u64;
+        self.read_at(at, n, r)
+    }
+
+    /// `n` bytes at byte `at`, inside record `r` (for the message).
+    fn read_at(&mut self, at: u64, n: usize, r: usize) -> Result<Vec<u8>, String> {
         let mut buf = vec![0u8; n];
         self.file
             .seek(SeekFrom::Start(at))
