@@ -331,8 +331,13 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             };
             let mut pipeline = build(&cfg)?;
             if cfg.tokens.is_none() {
-                // The schedule's horizon: every row of the input, once per epoch.
-                if let Some(rows) = pipeline.total_source_rows() {
+                // The schedule's horizon: every row of the input the sink keeps, once per epoch.
+                let kept = if skip_first > 0 && !(input.ends_with(".npy") || input.ends_with(".safetensors")) {
+                    neurostream::sources::parquet_source::count_rows_from_position(std::path::Path::new(&input), skip_first)
+                } else {
+                    None
+                };
+                if let Some(rows) = kept.or_else(|| pipeline.total_source_rows()) {
                     cfg.tokens = Some(rows * epochs as u64);
                     pipeline = build(&cfg)?;
                 }

@@ -355,3 +355,45 @@ fn a_full_disk_while_checkpointing_fails_clearly_and_keeps_the_last_good_checkpo
     let log = run_ok(d, &["run", "b.toml"]);
     assert!(log.contains("at step 4") && log.contains("trained 16 steps"), "{log}");
 }
+
+#[test]
+fn the_cli_schedule_counts_only_the_tokens_skip_first_keeps() {
+    use arrow::array::AsArray;
+    use arrow::datatypes::UInt32Type;
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/data/smollm2_l15_sample.parquet");
+    let kept: usize = common::read_parquet(Path::new(sample))
+        .iter()
+        .map(|b| {
+            let pos = b.column_by_name("pos").unwrap().as_primitive::<UInt32Type>();
+            (0..pos.len()).filter(|&r| pos.value(r) >= 20).count()
+        })
+        .sum();
+    let dir = tempfile::tempdir().unwrap();
+    let log = run_ok(
+        dir.path(),
+        &[
+            "sae",
+            "train",
+            "--input",
+            sample,
+            "--out",
+            "sae",
+            "--d-sae",
+            "64",
+            "--k",
+            "4",
+            "--batch",
+            "64",
+            "--skip-first",
+            "20",
+            "--quiet",
+        ],
+    );
+    // The decay reaches 0 at the last step only if the horizon counts the kept tokens.
+    let steps = kept / 64;
+    assert!(log.contains(&format!("planned steps {steps}")), "{kept} kept tokens\n{log}");
+    assert!(
+        log.contains(&format!("trained {steps} steps on {} tokens", steps * 64)),
+        "{log}"
+    );
+}

@@ -75,6 +75,28 @@ impl SourceKind for ParquetSourceKind {
     }
 }
 
+/// Rows of the activation-layout files at `path` whose `pos` is at least `skip_first` (reading
+/// only that column); `None` when a file has no `pos` column or cannot be read.
+pub fn count_rows_from_position(path: &Path, skip_first: u32) -> Option<u64> {
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::UInt32Type;
+    let mut total = 0u64;
+    for f in resolve_files(path).ok()? {
+        let file = std::fs::File::open(&f).ok()?;
+        let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).ok()?;
+        let idx = builder.schema().index_of("pos").ok()?;
+        let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), [idx]);
+        for batch in builder.with_projection(mask).build().ok()? {
+            let batch = batch.ok()?;
+            let pos = batch.column(0).as_primitive_opt::<UInt32Type>()?;
+            total += (0..pos.len())
+                .filter(|&r| pos.is_valid(r) && pos.value(r) >= skip_first)
+                .count() as u64;
+        }
+    }
+    Some(total)
+}
+
 /// Expands a file, directory or glob into the files it names, sorted.
 pub fn resolve_files(path: &Path) -> std::result::Result<Vec<PathBuf>, String> {
     let text = path.to_string_lossy();
