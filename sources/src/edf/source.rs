@@ -147,6 +147,7 @@ impl SourceKind for EdfSourceKind {
             picked.len(),
             file.annotations.len()
         );
+        let records = file.records;
         Ok(Arc::new(EdfSource {
             name: ctx.name.into(),
             cfg,
@@ -154,10 +155,11 @@ impl SourceKind for EdfSourceKind {
             schema,
             picked,
             rate,
-            records: file.records,
+            records,
             samples_per_record: spr,
             record_first_sample,
             markers: Arc::new(markers),
+            opened: std::sync::Mutex::new(Some(file)),
         }))
     }
 }
@@ -240,6 +242,9 @@ pub struct EdfSource {
     record_first_sample: Vec<i64>,
     /// (sample, label, duration s), sorted by sample.
     markers: Arc<Vec<(i64, String, f64)>>,
+    /// The file as `build` opened and checked it, handed to the first reader so the header
+    /// and annotations are not read twice at start-up.
+    opened: std::sync::Mutex<Option<EdfFile>>,
 }
 
 impl Source for EdfSource {
@@ -252,7 +257,14 @@ impl Source for EdfSource {
     fn open(&self, worker: WorkerPos) -> Result<Box<dyn SourceReader>> {
         // One worker replays the recording: a device stream has one order.
         let file = if worker.index == 0 {
-            Some(EdfFile::open(&self.path, self.cfg.allow_truncated).map_err(|m| EngineError::config(self.name.as_ref(), m))?)
+            let opened = self.opened.lock().unwrap_or_else(|e| e.into_inner()).take();
+            match opened {
+                Some(f) => Some(f),
+                None => Some(
+                    EdfFile::open(&self.path, self.cfg.allow_truncated)
+                        .map_err(|m| EngineError::config(self.name.as_ref(), m))?,
+                ),
+            }
         } else {
             None
         };
