@@ -25,6 +25,7 @@
 
 #![warn(missing_docs)]
 
+pub mod cluster;
 pub mod decode;
 pub mod gpu_gemm;
 pub mod normalize;
