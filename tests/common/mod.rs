@@ -199,3 +199,26 @@ pub fn spawn_live(dir: &Path, pipeline: &str, args: &[&str]) -> (std::process::C
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// Writes a little-endian float64 `.npy` array of `shape` (C order).
+#[allow(dead_code)]
+pub fn write_npy_f64(path: &Path, data: &[f64], shape: &[usize]) {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let shape_text = if dims.len() == 1 {
+        format!("{},", dims[0])
+    } else {
+        dims.join(", ")
+    };
+    let mut header = format!("{{'descr': '<f8', 'fortran_order': False, 'shape': ({shape_text}), }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend((header.len() as u16).to_le_bytes());
+    bytes.extend(header.as_bytes());
+    for v in data {
+        bytes.extend(v.to_le_bytes());
+    }
+    std::fs::write(path, bytes).unwrap();
+}

@@ -10,6 +10,9 @@
 //! - [`metrics`]: adjusted Rand index, adjusted mutual information, entropy.
 
 pub mod kmeans;
+pub mod kmeans_op;
 pub mod metrics;
 pub mod pair_counts;
 pub mod spectral;
+
+pub use kmeans_op::{KmeansConfig, KmeansKind, KMEANS_TABLES};

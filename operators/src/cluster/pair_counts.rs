@@ -69,14 +69,14 @@ impl PairCounter {
     pub fn new(components: Option<(EdgeMeasure, f64)>) -> PairCounter {
         let alloc = Allocator::Thread(Thread::default());
         let mut worker = Worker::new(WorkerConfig::default(), alloc, Some(std::time::Instant::now()));
-        let mut probe = Handle::new();
+        let probe = Handle::new();
         let (pairs, singles, pair_trace, single_trace, label_trace) = worker.dataflow::<u64, _, _>(|scope| {
             let (pairs_in, pairs) = scope.new_collection::<(u32, u32), isize>();
             let (singles_in, singles) = scope.new_collection::<u32, isize>();
             let pair_arr = pairs.arrange_by_self();
             let single_arr = singles.arrange_by_self();
-            pair_arr.stream.clone().probe_with(&mut probe);
-            single_arr.stream.clone().probe_with(&mut probe);
+            pair_arr.stream.clone().probe_with(&probe);
+            single_arr.stream.clone().probe_with(&probe);
             let label_trace = components.map(|(measure, threshold)| {
                 let pc = pair_arr.clone().count_total();
                 let sc = single_arr.clone().count_total();
@@ -96,7 +96,7 @@ impl PairCounter {
                         .reduce(|_f, labels, out| out.push((*labels[0].0, 1)))
                 });
                 let arr = labels.arrange_by_key();
-                arr.stream.clone().probe_with(&mut probe);
+                arr.stream.clone().probe_with(&probe);
                 arr.trace
             });
             (pairs_in, singles_in, pair_arr.trace, single_arr.trace, label_trace)

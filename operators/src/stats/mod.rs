@@ -18,7 +18,7 @@ pub mod clock;
 pub mod examples;
 mod feature_stats;
 pub mod panes;
-mod tables;
+pub mod tables;
 mod token_stats;
 
 pub use feature_stats::{FeatureStatsConfig, FeatureStatsKind, FEATURE_TABLES};

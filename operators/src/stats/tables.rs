@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BooleanArray, Float32Array, Float64Array, StringArray, TimestampNanosecondArray, UInt32Array, UInt64Array,
+    ArrayRef, BooleanArray, FixedSizeListArray, Float32Array, Float64Array, StringArray, TimestampNanosecondArray, UInt32Array,
+    UInt64Array,
 };
 use arrow::datatypes::{DataType, Field, Schema as ArrowSchema, TimeUnit};
 use arrow::record_batch::RecordBatch;
@@ -104,6 +105,14 @@ impl TableBuilder {
     /// Adds a nullable string column.
     pub fn opt_str(&mut self, name: &str, v: Vec<Option<String>>) -> &mut Self {
         self.push(name, DataType::Utf8, Arc::new(StringArray::from(v)));
+        self
+    }
+
+    /// Adds a column of fixed-size float32 lists, `width` values per row (`values` row-major).
+    pub fn f32_list(&mut self, name: &str, width: usize, values: Vec<f32>) -> &mut Self {
+        let item = Arc::new(Field::new("item", DataType::Float32, false));
+        let list = FixedSizeListArray::new(item.clone(), width as i32, Arc::new(Float32Array::from(values)), None);
+        self.push(name, DataType::FixedSizeList(item, width as i32), Arc::new(list));
         self
     }
 
