@@ -51,6 +51,7 @@ pub fn register(registry: &mut Registry) {
         .add_operator(signal::BandpowerKind)
         .add_operator(decode::DecodeKind)
         .add_operator(cluster::KmeansKind)
+        .add_operator(cluster::CooccurrenceKind)
         .add_operator(stats::FeatureStatsKind)
         .add_operator(stats::TokenStatsKind)
         .add_sink(sae_train::SaeTrainKind)

@@ -16,3 +16,7 @@ pub mod pair_counts;
 pub mod spectral;
 
 pub use kmeans_op::{KmeansConfig, KmeansKind, KMEANS_TABLES};
+pub mod affinity;
+pub mod cooccurrence_op;
+
+pub use cooccurrence_op::{CooccurrenceConfig, CooccurrenceKind, COOCCURRENCE_TABLES};
