@@ -27,6 +27,7 @@
 
 pub mod cluster;
 pub mod decode;
+pub mod drift;
 pub mod gpu_gemm;
 pub mod normalize;
 pub mod sae;
@@ -52,6 +53,8 @@ pub fn register(registry: &mut Registry) {
         .add_operator(decode::DecodeKind)
         .add_operator(cluster::KmeansKind)
         .add_operator(cluster::CooccurrenceKind)
+        .add_operator(drift::MahalanobisKind)
+        .add_operator(drift::PotatoKind)
         .add_operator(stats::FeatureStatsKind)
         .add_operator(stats::TokenStatsKind)
         .add_sink(sae_train::SaeTrainKind)

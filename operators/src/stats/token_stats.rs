@@ -58,9 +58,9 @@ impl OperatorKind for TokenStatsKind {
     fn build(&self, config: ConfigTable, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Operator>> {
         let cfg: TokenStatsConfig = parse_config(config, ctx)?;
         let fail = |m: String| EngineError::config(ctx.label, m);
-        if !matches!(input.kind, StreamKind::TokenScalars { .. }) {
+        if !matches!(input.kind, StreamKind::TokenScalars { .. } | StreamKind::Signal { .. }) {
             return Err(fail(format!(
-                "token_stats reads token scalars (e.g. sae_reconstruct metrics), not {}",
+                "token_stats reads token scalars (e.g. sae_reconstruct metrics) or per-window signal scores, not {}",
                 input.describe()
             )));
         }

@@ -1,0 +1,18 @@
+//! Drift and out-of-distribution scores.
+//!
+//! - [`mahalanobis`]: per-row Mahalanobis distance to a reference mean and Ledoit-Wolf-shrunk
+//!   covariance ([`reference`]), from a reference window or a Parquet file.
+//! - [`potato`]: EEG artifact detection by the Riemannian distance of window covariances to a
+//!   reference mean ([`riemann`]), pyRiemann's Potato.
+//!
+//! Both emit per-row scores (token scalars, or a signal stream for signals), so a `token_stats`
+//! operator downstream gives windowed summaries
+//! and alerts in the same `alerts` table as the feature monitors.
+
+pub mod mahalanobis;
+pub mod potato;
+pub mod reference;
+pub mod riemann;
+
+pub use mahalanobis::{MahalanobisConfig, MahalanobisKind};
+pub use potato::{PotatoConfig, PotatoKind};
