@@ -1,5 +1,6 @@
 //! The `neurostream` command line: run, validate and inspect.
 
+mod geometry;
 mod inspect;
 
 use std::path::PathBuf;
@@ -203,6 +204,44 @@ enum SaeCommand {
         #[arg(long)]
         quiet: bool,
     },
+    /// Concept geometry of an SAE's decoder directions against its features' co-occurrence:
+    /// cosine k-means clusters of the W_dec rows, spectral clusters of the co-occurrence
+    /// affinity, their adjusted mutual information against a shuffled baseline (spatial
+    /// modularity), the eigenvalue spectrum and its power-law slope, the clustering entropy.
+    /// Writes features.parquet, spectrum.parquet, summary.json, spectrum.png, embedding.png.
+    Geometry {
+        /// SAE directory (SAELens, sparsify, Gemma Scope or Llama Scope).
+        #[arg(long)]
+        sae: PathBuf,
+        /// Co-occurrence statistics: a `cooccurrence` output directory or its pairs.parquet
+        /// (the latest report is used).
+        #[arg(long)]
+        stats: PathBuf,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// Clusters of both clusterings.
+        #[arg(long, default_value_t = 8)]
+        clusters: usize,
+        /// Co-occurrence affinity: jaccard, dice, simple_matching or phi (negative values count as 0).
+        #[arg(long, default_value = "phi")]
+        measure: String,
+        /// Shuffles of the null model.
+        #[arg(long, default_value_t = 200)]
+        shuffles: usize,
+        /// Principal components the clustering entropy is estimated in.
+        #[arg(long, default_value_t = 10)]
+        entropy_dims: usize,
+        /// Neighbours of the k-NN entropy estimator.
+        #[arg(long, default_value_t = 5)]
+        knn: usize,
+        /// Ranks (1-based, inclusive) of the power-law fit (default: 1 to half of d_in).
+        #[arg(long, num_args = 2)]
+        fit_range: Option<Vec<usize>>,
+        /// Seed.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
 }
 
 fn main() {
@@ -280,6 +319,42 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                 .sink("output", "features", &ParquetSinkConfig::new(&output))?
                 .build();
             run_compiled(spec.compile(&registry())?, workers, None, None, quiet, "sae encode")
+        }
+        Command::Sae(SaeCommand::Geometry {
+            sae,
+            stats,
+            out,
+            clusters,
+            measure,
+            shuffles,
+            entropy_dims,
+            knn,
+            fit_range,
+            seed,
+        }) => {
+            let measure = match measure.as_str() {
+                "jaccard" => neurostream::operators::cluster::affinity::Measure::Jaccard,
+                "dice" => neurostream::operators::cluster::affinity::Measure::Dice,
+                "simple_matching" => neurostream::operators::cluster::affinity::Measure::SimpleMatching,
+                "phi" => neurostream::operators::cluster::affinity::Measure::Phi,
+                other => bail!("--measure must be jaccard, dice, simple_matching or phi, found {other}"),
+            };
+            let args = geometry::GeometryArgs {
+                sae,
+                stats,
+                out: out.clone(),
+                clusters,
+                measure,
+                shuffles,
+                entropy_dims,
+                knn,
+                fit_range: fit_range.map(|r| (r[0], r[1])),
+                seed,
+            };
+            let summary = geometry::run(&args)?;
+            println!("{}", serde_json::to_string_pretty(&summary)?);
+            println!("report written to {}", out.display());
+            Ok(())
         }
         Command::Sae(SaeCommand::Train {
             input,

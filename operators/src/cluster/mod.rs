@@ -9,6 +9,7 @@
 //!   `SpectralClustering(affinity="precomputed")`).
 //! - [`metrics`]: adjusted Rand index, adjusted mutual information, entropy.
 
+pub mod geometry;
 pub mod kmeans;
 pub mod kmeans_op;
 pub mod metrics;

@@ -1,0 +1,361 @@
+//! `neurostream sae geometry`: the concept-geometry report of an SAE's decoder directions
+//! against the co-occurrence of its features.
+//!
+//! Writes to the output directory:
+//! - `features.parquet`: `feature`, `geometric_cluster` (cosine k-means of the `W_dec` rows),
+//!   `cooccurrence_cluster` (spectral clustering of the co-occurrence affinity; null for
+//!   features absent from the statistics), `pc1`, `pc2` (principal-component coordinates),
+//!   `decoder_norm`;
+//! - `spectrum.parquet`: `rank`, `eigenvalue` of the point cloud's covariance;
+//! - `summary.json`: the spatial-modularity AMI and its shuffled baseline, the spectrum's
+//!   power-law slope, the clustering entropy, and the settings;
+//! - `spectrum.png` (log-log spectrum with the fitted power law) and `embedding.png` (the
+//!   features on the first two principal components, coloured by geometric cluster).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use arrow::array::{Array, AsArray, Float64Array, RecordBatch, UInt32Array, UInt64Array};
+use arrow::datatypes::{DataType, Field, Float64Type, Schema, UInt32Type, UInt64Type};
+use neurostream_operators::cluster::affinity::Measure;
+use neurostream_operators::cluster::geometry::{gaussian_entropy, knn_entropy, modularity, power_law_slope, principal};
+use neurostream_operators::cluster::kmeans::{cosine_kmeans, CpuAssign};
+use neurostream_operators::cluster::metrics::entropy;
+use neurostream_operators::cluster::spectral::{spectral_clustering, Affinity};
+use neurostream_operators::sae::Sae;
+use plotters::prelude::*;
+
+/// Settings of the report.
+pub struct GeometryArgs {
+    /// SAE directory (any format `sae_encode` reads).
+    pub sae: PathBuf,
+    /// A `cooccurrence` output directory or its `pairs.parquet`.
+    pub stats: PathBuf,
+    /// Output directory.
+    pub out: PathBuf,
+    /// Clusters of both clusterings.
+    pub clusters: usize,
+    /// Co-occurrence affinity used for the spectral clustering.
+    pub measure: Measure,
+    /// Shuffles of the null model.
+    pub shuffles: usize,
+    /// Principal components the clustering entropy is estimated in.
+    pub entropy_dims: usize,
+    /// Neighbours of the k-NN entropy estimator.
+    pub knn: usize,
+    /// Ranks (1-based, inclusive) of the power-law fit; `None`: 1 to half the width.
+    pub fit_range: Option<(usize, usize)>,
+    /// Seed of the k-means runs and shuffles.
+    pub seed: u64,
+}
+
+const PALETTE: [RGBColor; 10] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+];
+
+/// Reads the latest report of a `pairs` table: `(feature_a, feature_b, weight)` with the
+/// weight the chosen measure's column clipped at 0.
+fn read_pairs(path: &Path, measure: Measure) -> anyhow::Result<Vec<(u32, u32, f64)>> {
+    let file = if path.is_dir() {
+        path.join("pairs.parquet")
+    } else {
+        path.to_path_buf()
+    };
+    let f = std::fs::File::open(&file).with_context(|| format!("{}: cannot open the co-occurrence table", file.display()))?;
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
+        .and_then(|b| b.build())
+        .with_context(|| format!("{}: not a readable Parquet file", file.display()))?;
+    let mut rows: Vec<(u64, u32, u32, f64)> = Vec::new();
+    for batch in reader {
+        let batch = batch.with_context(|| file.display().to_string())?;
+        let col = |name: &str| {
+            batch
+                .column_by_name(name)
+                .cloned()
+                .with_context(|| format!("{}: no column `{name}`: not a `cooccurrence` pairs table", file.display()))
+        };
+        let (end, a, b, w) = (col("window_end")?, col("feature_a")?, col("feature_b")?, col(measure.name())?);
+        let end = end.as_primitive_opt::<UInt64Type>().context("`window_end` is not uint64")?;
+        let a = a.as_primitive_opt::<UInt32Type>().context("`feature_a` is not uint32")?;
+        let b = b.as_primitive_opt::<UInt32Type>().context("`feature_b` is not uint32")?;
+        let w = w.as_primitive_opt::<Float64Type>().context("measure column is not float64")?;
+        for r in 0..batch.num_rows() {
+            if w.is_null(r) || !w.value(r).is_finite() {
+                bail!("{}: row {r}: {} is not a finite number", file.display(), measure.name());
+            }
+            rows.push((end.value(r), a.value(r), b.value(r), w.value(r).max(0.0)));
+        }
+    }
+    let Some(latest) = rows.iter().map(|r| r.0).max() else {
+        bail!("{}: the pairs table is empty (no features co-fired)", file.display());
+    };
+    Ok(rows.into_iter().filter(|r| r.0 == latest).map(|r| (r.1, r.2, r.3)).collect())
+}
+
+/// Computes and writes the report; returns the summary as JSON.
+pub fn run(args: &GeometryArgs) -> anyhow::Result<serde_json::Value> {
+    let sae = Sae::load(&args.sae, None).with_context(|| format!("loading the SAE {}", args.sae.display()))?;
+    let (n, d) = (sae.d_sae, sae.d_in);
+    let k = args.clusters;
+    if k < 2 || k > n {
+        bail!("--clusters must be between 2 and the SAE's {n} features, found {k}");
+    }
+    if let Some(i) = sae.w_dec.iter().position(|v| !v.is_finite()) {
+        bail!(
+            "{}: W_dec holds a non-finite value at feature {}, dim {}",
+            args.sae.display(),
+            i / d,
+            i % d
+        );
+    }
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    tracing::info!("geometric clusters: cosine k-means of {n} decoder directions (d = {d}) into {k}");
+    let geo = cosine_kmeans(&sae.w_dec, d, k, 10, args.seed, &mut CpuAssign::new(2))?;
+
+    // Co-occurrence clusters over the features the statistics saw.
+    let pairs = read_pairs(&args.stats, args.measure)?;
+    let mut nodes: Vec<u32> = pairs.iter().flat_map(|p| [p.0, p.1]).collect();
+    nodes.sort_unstable();
+    nodes.dedup();
+    if let Some(&bad) = nodes.iter().find(|&&f| f as usize >= n) {
+        bail!(
+            "{}: feature {bad} is beyond the SAE's {n} features: statistics of another SAE?",
+            args.stats.display()
+        );
+    }
+    let mut local = vec![u32::MAX; n];
+    for (i, &f) in nodes.iter().enumerate() {
+        local[f as usize] = i as u32;
+    }
+    let edges = pairs
+        .iter()
+        .filter(|p| p.2 > 0.0)
+        .map(|p| (local[p.0 as usize], local[p.1 as usize], p.2))
+        .collect();
+    tracing::info!(
+        "co-occurrence clusters: spectral clustering of {} features by {}",
+        nodes.len(),
+        args.measure.name()
+    );
+    let cooc = spectral_clustering(&Affinity { n: nodes.len(), edges }, k, 10, args.seed)?;
+    let geo_of_nodes: Vec<u32> = nodes.iter().map(|&f| geo.labels[f as usize]).collect();
+    let (ami, null_mean, null_std) = modularity(&cooc, &geo_of_nodes, args.shuffles, args.seed);
+
+    // Point-cloud shape.
+    let pc = principal(&sae.w_dec, d);
+    let (lo, hi) = args.fit_range.unwrap_or((1, (d / 2).max(2)));
+    let slope = power_law_slope(&pc.eigenvalues, lo, hi);
+    let p = args.entropy_dims.min(d).max(1);
+    let proj = pc.project(&sae.w_dec, p.max(2));
+    let proj_p: Vec<f64> = proj.chunks_exact(p.max(2)).flat_map(|r| r[..p].to_vec()).collect();
+    let h_knn = knn_entropy(&proj_p, p, args.knn);
+    let h_gauss = gaussian_entropy(&pc.eigenvalues[..p]);
+    let clustering_entropy = h_knn.map(|h| h_gauss - h);
+
+    // Tables.
+    let mut cooc_of = vec![None; n];
+    for (i, &f) in nodes.iter().enumerate() {
+        cooc_of[f as usize] = Some(cooc[i]);
+    }
+    let norms = sae.decoder_norms();
+    let q = p.max(2);
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("feature", DataType::UInt32, false),
+        Field::new("geometric_cluster", DataType::UInt32, false),
+        Field::new("cooccurrence_cluster", DataType::UInt32, true),
+        Field::new("pc1", DataType::Float64, false),
+        Field::new("pc2", DataType::Float64, false),
+        Field::new("decoder_norm", DataType::Float64, false),
+    ]));
+    let features = RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(UInt32Array::from_iter_values(0..n as u32)),
+            Arc::new(UInt32Array::from(geo.labels.clone())),
+            Arc::new(UInt32Array::from(cooc_of)),
+            Arc::new(Float64Array::from_iter_values((0..n).map(|i| proj[i * q]))),
+            Arc::new(Float64Array::from_iter_values((0..n).map(|i| proj[i * q + 1]))),
+            Arc::new(Float64Array::from_iter_values(norms.iter().map(|&v| v as f64))),
+        ],
+    )?;
+    write_parquet(&args.out.join("features.parquet"), &features)?;
+    let spectrum = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("rank", DataType::UInt64, false),
+            Field::new("eigenvalue", DataType::Float64, false),
+        ])),
+        vec![
+            Arc::new(UInt64Array::from_iter_values(1..=d as u64)),
+            Arc::new(Float64Array::from(pc.eigenvalues.clone())),
+        ],
+    )?;
+    write_parquet(&args.out.join("spectrum.parquet"), &spectrum)?;
+
+    let summary = serde_json::json!({
+        "sae": args.sae.display().to_string(),
+        "stats": args.stats.display().to_string(),
+        "features": n,
+        "d_in": d,
+        "clusters": k,
+        "cooccurrence_measure": args.measure.name(),
+        "cooccurrence_features": nodes.len(),
+        "modularity_ami": ami,
+        "shuffled_ami_mean": null_mean,
+        "shuffled_ami_std": null_std,
+        "shuffles": args.shuffles,
+        "modularity_z": if null_std > 0.0 { Some((ami - null_mean) / null_std) } else { None },
+        "geometric_inertia": geo.inertia,
+        "geometric_cluster_entropy": entropy(&geo.labels),
+        "power_law_slope": slope,
+        "power_law_fit_ranks": [lo, hi],
+        "entropy_dims": p,
+        "knn": args.knn,
+        "knn_entropy": h_knn,
+        "gaussian_entropy": h_gauss,
+        "clustering_entropy": clustering_entropy,
+        "seed": args.seed,
+    });
+    std::fs::write(args.out.join("summary.json"), serde_json::to_string_pretty(&summary)?)
+        .with_context(|| format!("writing {}", args.out.join("summary.json").display()))?;
+    register_font()?;
+    plot_spectrum(&args.out.join("spectrum.png"), &pc.eigenvalues, slope, lo, hi)?;
+    plot_embedding(&args.out.join("embedding.png"), &proj, q, &geo.labels, k)?;
+    Ok(summary)
+}
+
+fn write_parquet(path: &Path, batch: &RecordBatch) -> anyhow::Result<()> {
+    let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None)?;
+    w.write(batch).with_context(|| format!("writing {}", path.display()))?;
+    w.close().with_context(|| format!("closing {}", path.display()))?;
+    Ok(())
+}
+
+fn register_font() -> anyhow::Result<()> {
+    static FONT: &[u8] = include_bytes!("../assets/fonts/DejaVuSans.ttf");
+    plotters::style::register_font("sans-serif", FontStyle::Normal, FONT)
+        .map_err(|_| anyhow::anyhow!("the bundled font could not be loaded"))
+}
+
+fn plot_err<E: std::fmt::Debug>(path: &Path) -> impl Fn(E) -> anyhow::Error + '_ {
+    move |e| anyhow::anyhow!("drawing {}: {e:?}", path.display())
+}
+
+fn plot_spectrum(path: &Path, eig: &[f64], slope: Option<f64>, lo: usize, hi: usize) -> anyhow::Result<()> {
+    let pts: Vec<(f64, f64)> = eig
+        .iter()
+        .enumerate()
+        .filter(|(_, &l)| l > 0.0)
+        .map(|(i, &l)| (((i + 1) as f64).log10(), l.log10()))
+        .collect();
+    if pts.is_empty() {
+        bail!("the decoder's covariance has no positive eigenvalue");
+    }
+    let e = plot_err(path);
+    let root = BitMapBackend::new(path, (900, 650)).into_drawing_area();
+    root.fill(&WHITE).map_err(&e)?;
+    let (ymin, ymax) = pts.iter().fold((f64::MAX, f64::MIN), |a, p| (a.0.min(p.1), a.1.max(p.1)));
+    let xmax = pts.last().map_or(1.0, |p| p.0).max(0.1);
+    let title = match slope {
+        Some(s) => format!("Decoder point-cloud spectrum (power-law slope {s:.3} over ranks {lo}-{hi})"),
+        None => "Decoder point-cloud spectrum".to_string(),
+    };
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..xmax * 1.02, (ymin - 0.2)..(ymax + 0.2))
+        .map_err(&e)?;
+    chart
+        .configure_mesh()
+        .x_desc("log10 rank")
+        .y_desc("log10 eigenvalue")
+        .draw()
+        .map_err(&e)?;
+    chart
+        .draw_series(LineSeries::new(pts.iter().copied(), &PALETTE[0]))
+        .map_err(&e)?
+        .label("eigenvalues")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], PALETTE[0]));
+    if let Some(s) = slope {
+        // Least-squares intercept over the fitted ranks.
+        let fit: Vec<(f64, f64)> = pts
+            .iter()
+            .copied()
+            .filter(|p| {
+                let r = 10f64.powf(p.0).round() as usize;
+                r >= lo && r <= hi
+            })
+            .collect();
+        if !fit.is_empty() {
+            let nf = fit.len() as f64;
+            let (mx, my) = (
+                fit.iter().map(|p| p.0).sum::<f64>() / nf,
+                fit.iter().map(|p| p.1).sum::<f64>() / nf,
+            );
+            let b = my - s * mx;
+            let (x0, x1) = (fit[0].0, fit[fit.len() - 1].0);
+            chart
+                .draw_series(LineSeries::new(
+                    [(x0, b + s * x0), (x1, b + s * x1)],
+                    PALETTE[3].stroke_width(2),
+                ))
+                .map_err(&e)?
+                .label(format!("power law, slope {s:.3}"))
+                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], PALETTE[3]));
+        }
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(&e)?;
+    root.present().map_err(&e)?;
+    Ok(())
+}
+
+fn plot_embedding(path: &Path, proj: &[f64], stride: usize, labels: &[u32], k: usize) -> anyhow::Result<()> {
+    let e = plot_err(path);
+    let root = BitMapBackend::new(path, (900, 800)).into_drawing_area();
+    root.fill(&WHITE).map_err(&e)?;
+    let xs: Vec<(f64, f64)> = proj.chunks_exact(stride).map(|r| (r[0], r[1])).collect();
+    let (x0, x1) = xs.iter().fold((f64::MAX, f64::MIN), |a, p| (a.0.min(p.0), a.1.max(p.0)));
+    let (y0, y1) = xs.iter().fold((f64::MAX, f64::MIN), |a, p| (a.0.min(p.1), a.1.max(p.1)));
+    let pad = |a: f64, b: f64| ((b - a) * 0.05).max(1e-9);
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            format!("SAE features on the first two principal components ({k} cosine k-means clusters)"),
+            ("sans-serif", 20),
+        )
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(60)
+        .build_cartesian_2d((x0 - pad(x0, x1))..(x1 + pad(x0, x1)), (y0 - pad(y0, y1))..(y1 + pad(y0, y1)))
+        .map_err(&e)?;
+    chart.configure_mesh().x_desc("PC 1").y_desc("PC 2").draw().map_err(&e)?;
+    for c in 0..k {
+        let color = PALETTE[c % PALETTE.len()];
+        chart
+            .draw_series(
+                xs.iter()
+                    .zip(labels)
+                    .filter(|(_, &l)| l as usize == c)
+                    .map(|(&p, _)| Circle::new(p, 3, color.filled())),
+            )
+            .map_err(&e)?;
+    }
+    root.present().map_err(&e)?;
+    Ok(())
+}
