@@ -158,3 +158,25 @@ path = "{device}"
         );
     }
 }
+
+#[test]
+fn the_sleep_kmeans_example_scores_clusters_against_the_hypnogram() {
+    use arrow::array::AsArray;
+    use arrow::datatypes::{Float64Type, UInt64Type};
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("data/eeg")).unwrap();
+    for f in ["short_psg.edf", "SC4001EC-Hypnogram.edf"] {
+        std::fs::copy(root.join("examples/data/eeg").join(f), d.join("data/eeg").join(f)).unwrap();
+    }
+    std::fs::copy(root.join("examples/sleep_kmeans.toml"), d.join("sleep_kmeans.toml")).unwrap();
+    run_ok(d, &["run", "sleep_kmeans.toml", "--quiet"]);
+    assert_eq!(common::row_count(&d.join("out/sleep_kmeans/assignments.parquet")), 55);
+    let b = &common::read_parquet(&d.join("out/sleep_kmeans/label_agreement.parquet"))[0];
+    let col = |n: &str| b.column_by_name(n).unwrap().clone();
+    assert_eq!(col("labelled_rows").as_primitive::<UInt64Type>().value(0), 55);
+    // The bundled excerpt is all stage W: one label, so the ARI is 0 by construction.
+    assert_eq!(col("labels").as_primitive::<UInt64Type>().value(0), 1);
+    assert_eq!(col("adjusted_rand_index").as_primitive::<Float64Type>().value(0), 0.0);
+}
