@@ -102,7 +102,8 @@ def main():
     sc_slide, nnz_slide = cooc_scipy(ids, n_features, span_batches=8)
     if nnz_all != ours["cooc_all_time_pairs"]:
         raise SystemExit(f"pair counts differ: scipy {nnz_all}, neurostream {ours['cooc_all_time_pairs']}")
-    cpu = subprocess.run(["sh", "-c", "lscpu | grep 'Model name' | head -1"], capture_output=True, text=True).stdout.strip()
+    cpu = subprocess.run(["sh", "-c", "lscpu | grep 'Model name' | head -1"], capture_output=True, text=True).stdout
+    cpu = cpu.split(":", 1)[-1].strip()
     lines = [
         "# Clustering and co-occurrence benchmark",
         "",
