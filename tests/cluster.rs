@@ -103,7 +103,7 @@ input = "km"
 path = "{device}"
 "#
         );
-        std::fs::write(dir.path().join("p.toml"), toml).unwrap();
+        std::fs::write(dir.path().join("p.toml"), &toml).unwrap();
         run_ok(dir.path(), &["run", "p.toml", "--quiet"]);
         let s = |n: &str| dir.path().join(n).to_string_lossy().to_string();
         eprintln!("[{device}]");
@@ -112,7 +112,51 @@ path = "{device}"
             "check_cluster.py",
             &["minibatch", ACTS, &s("init.npy"), &s(device), "64", "1.05"],
         );
+        let cosine = toml
+            .replace("window = 300", "window = 300\nmetric = \"cosine\"")
+            .replace(&format!("path = \"{device}\""), &format!("path = \"{device}_cos\""));
+        std::fs::write(dir.path().join("p.toml"), cosine).unwrap();
+        run_ok(dir.path(), &["run", "p.toml", "--quiet"]);
+        run_python(
+            &py,
+            "check_cluster.py",
+            &["cosine", ACTS, &s("init.npy"), &s(&format!("{device}_cos")), "64", "1.05"],
+        );
     }
+}
+
+#[test]
+fn fewer_rows_than_clusters_and_bad_init_files_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let toml = |keys: &str| {
+        format!(
+            r#"
+[sources.eeg]
+kind = "synthetic_eeg"
+channels = 4
+sample_rate = 100.0
+seconds = 0.05
+
+[operators.km]
+kind = "kmeans"
+input = "eeg"
+{keys}
+
+[sinks.out]
+kind = "parquet"
+input = "km"
+path = "out"
+"#
+        )
+    };
+    std::fs::write(d.join("p.toml"), toml("k = 8")).unwrap();
+    let err = common::run_err(d, &["run", "p.toml", "--quiet"]);
+    assert!(err.contains("ended after 5 rows, fewer than the k = 8 clusters"), "{err}");
+    std::fs::write(d.join("c.json"), "[[1, 2, 3], [4, 5, 6]]").unwrap();
+    std::fs::write(d.join("p.toml"), toml("k = 2\ninit = \"c.json\"")).unwrap();
+    let err = common::run_err(d, &["validate", "p.toml"]);
+    assert!(err.contains("holds 2 × 3 centroids") && err.contains("4 channels"), "{err}");
 }
 
 #[test]

@@ -8,6 +8,9 @@ Subcommands (each exits non-zero with a message on a mismatch):
       neurostream's all-time centroids (OUTDIR/centroids.parquet): inertia on DATA within
       MAX_RATIO of MiniBatchKMeans(init=INIT, n_init=1, batch_size=BATCH); the assignments table
       has one row per input row.
+  cosine DATA.parquet INIT.npy OUTDIR BATCH MAX_RATIO
+      metric = "cosine": unit-norm centroids; cosine objective sum(1 - max cos) within MAX_RATIO
+      of MiniBatchKMeans on unit rows from the same (unit) centroids, centres renormalized.
   agreement OUTDIR
       label_agreement's ARI and AMI equal sklearn's on the assignments table's labelled rows
       (1e-9).
@@ -75,6 +78,36 @@ def minibatch(data_path, init_path, outdir, batch, max_ratio):
         fail(f"inertia ratio {ratio:.4f} > {max_ratio}")
 
 
+def cosine(data_path, init_path, outdir, batch, max_ratio):
+    x = activations(data_path)
+    u = x / np.linalg.norm(x, axis=1, keepdims=True)
+    init = np.load(init_path).astype(np.float64)
+    init /= np.linalg.norm(init, axis=1, keepdims=True)
+    t = pq.read_table(f"{outdir}/centroids.parquet").to_pandas()
+    t = t[t["scope"] == "all_time"].sort_values("cluster")
+    ours = np.stack(t["centroid"].to_numpy()).astype(np.float64)
+    norms = np.linalg.norm(ours, axis=1)
+    if np.abs(norms - 1).max() > 1e-5:
+        fail(f"cosine centroids are not unit vectors: norms {norms}")
+    a = pq.read_table(f"{outdir}/assignments.parquet").to_pandas()
+    if not ((a["distance"] >= 0) & (a["distance"] <= 2 + 1e-6)).all():
+        fail("cosine distances outside [0, 2]")
+
+    def objective(c):
+        c = c / np.linalg.norm(c, axis=1, keepdims=True)
+        return (1 - (u @ c.T).max(1)).sum()
+
+    ref = []
+    for seed in range(5):
+        mb = MiniBatchKMeans(n_clusters=init.shape[0], init=init, n_init=1, batch_size=batch, random_state=seed).fit(u)
+        ref.append(objective(mb.cluster_centers_))
+    ref = float(np.median(ref))
+    ratio = objective(ours) / ref
+    print(f"cosine: objective {objective(ours):.4f}, sklearn MiniBatchKMeans on unit rows {ref:.4f}, ratio {ratio:.4f}")
+    if ratio > max_ratio:
+        fail(f"cosine objective ratio {ratio:.4f} > {max_ratio}")
+
+
 def agreement(outdir):
     a = pq.read_table(f"{outdir}/assignments.parquet").to_pandas()
     a = a[a["marker"].notna()]
@@ -104,6 +137,8 @@ if __name__ == "__main__":
         lloyd(*args)
     elif cmd == "minibatch":
         minibatch(args[0], args[1], args[2], int(args[3]), float(args[4]))
+    elif cmd == "cosine":
+        cosine(args[0], args[1], args[2], int(args[3]), float(args[4]))
     elif cmd == "agreement":
         agreement(args[0])
     elif cmd == "spectral":
