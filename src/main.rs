@@ -47,6 +47,16 @@ enum Command {
         /// No progress bar.
         #[arg(long)]
         quiet: bool,
+        /// Serve Prometheus metrics on http://ADDR/metrics while the run goes (default address
+        /// 127.0.0.1:9464; port 0 picks a free one, printed at start).
+        #[arg(long, num_args = 0..=1, default_missing_value = "127.0.0.1:9464")]
+        metrics: Option<String>,
+        /// Bearer token the metrics endpoint requires (needed to bind a non-loopback address).
+        #[arg(long, requires = "metrics")]
+        metrics_token: Option<String>,
+        /// Print a one-line status (rows and rows/s per source and sink) every this many seconds.
+        #[arg(long)]
+        status_every: Option<f64>,
     },
     /// Check a pipeline file without running it; reports every problem with its location.
     Validate {
@@ -468,6 +478,9 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             processes,
             device,
             quiet,
+            metrics,
+            metrics_token,
+            status_every,
         } => {
             let spec = PipelineSpec::from_file(&file)?;
             let pipeline = spec.compile(&registry())?;
@@ -483,16 +496,30 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                 }
                 _ => None,
             };
-            run_compiled(
+            let live = Live {
+                metrics,
+                metrics_token,
+                status_every,
+            };
+            run_compiled_live(
                 pipeline,
                 workers,
                 cluster,
                 device,
                 quiet,
                 &format!("pipeline {}", file.display()),
+                live,
             )
         }
     }
+}
+
+/// Live observation of a run: the metrics endpoint and the periodic status line.
+#[derive(Default)]
+struct Live {
+    metrics: Option<String>,
+    metrics_token: Option<String>,
+    status_every: Option<f64>,
 }
 
 /// Runs a compiled pipeline with a progress bar, then prints its report.
@@ -504,16 +531,66 @@ fn run_compiled(
     quiet: bool,
     what: &str,
 ) -> anyhow::Result<()> {
+    run_compiled_live(pipeline, workers, cluster, device, quiet, what, Live::default())
+}
+
+/// [`run_compiled`] with live metrics and status lines.
+fn run_compiled_live(
+    pipeline: neurostream::CompiledPipeline,
+    workers: usize,
+    cluster: Option<ClusterConfig>,
+    device: Option<DeviceChoice>,
+    quiet: bool,
+    what: &str,
+    live: Live,
+) -> anyhow::Result<()> {
     let total = pipeline.total_source_rows();
     let progress = Arc::new(RunProgress::default());
-    let bar = (!quiet).then(|| spawn_progress(progress.clone(), total));
+    let metrics = (live.metrics.is_some() || live.status_every.is_some()).then(neurostream::Metrics::new);
+    let _server = match (&live.metrics, &metrics) {
+        (Some(addr), Some(m)) => {
+            let server = neurostream::metrics::serve(m.clone(), addr, live.metrics_token.clone())?;
+            eprintln!("metrics: http://{}/metrics", server.addr);
+            Some(server)
+        }
+        _ => None,
+    };
+    let status = match (live.status_every, &metrics) {
+        (Some(secs), Some(m)) => {
+            if !(secs > 0.0 && secs.is_finite()) {
+                bail!("--status-every must be a positive number of seconds, found {secs}");
+            }
+            let (m, stop) = (m.clone(), Arc::new(std::sync::atomic::AtomicBool::new(false)));
+            let s = stop.clone();
+            let handle = std::thread::spawn(move || {
+                let period = Duration::from_secs_f64(secs);
+                let mut next = std::time::Instant::now() + period;
+                while !s.load(Ordering::SeqCst) {
+                    if std::time::Instant::now() >= next {
+                        eprintln!("{}", m.status_line());
+                        next += period;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            });
+            Some((stop, handle))
+        }
+        _ => None,
+    };
+    // A status line replaces the progress bar (both would fight over the terminal).
+    let bar = (!quiet && status.is_none()).then(|| spawn_progress(progress.clone(), total));
     let options = RunOptions {
         workers,
         cluster,
         device,
         progress: Some(progress),
+        metrics,
     };
     let result = neurostream::run(pipeline, options);
+    if let Some((stop, handle)) = status {
+        stop.store(true, Ordering::SeqCst);
+        let _ = handle.join();
+    }
     if let Some((bar, stop, handle)) = bar {
         stop.store(true, Ordering::SeqCst);
         let _ = handle.join();

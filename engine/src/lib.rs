@@ -14,6 +14,7 @@ pub mod error;
 pub mod frame;
 pub mod layout;
 pub mod lsl;
+pub mod metrics;
 pub mod net;
 pub mod node;
 pub mod runtime;
@@ -25,6 +26,7 @@ pub mod tensor;
 pub use device::{ComputeDevice, DeviceChoice, DeviceManager, DevicePolicy, GpuContext, GpuPass};
 pub use error::{EngineError, Result};
 pub use frame::{now_ns, Batch, Frame, Marker, RowIndex, SparseFrame};
+pub use metrics::{Metrics, MetricsServer};
 pub use node::{
     parse_config, ConfigTable, NodeContext, Operator, OperatorInstance, OperatorKind, Partitioning, Placement, Registry, Sink,
     SinkKind, SinkWriter, Source, SourceKind, SourceReader, WorkerPos,

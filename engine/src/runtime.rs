@@ -76,6 +76,8 @@ pub struct RunOptions {
     pub device: Option<DeviceChoice>,
     /// Counters the caller may watch while the run goes (progress bars).
     pub progress: Option<Arc<RunProgress>>,
+    /// Live per-node metrics to update (served on `/metrics`, printed as status lines).
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 /// Live counters of a run in this process.
@@ -125,6 +127,7 @@ struct Shared {
     dropped: Mutex<BTreeMap<String, u64>>,
     sink_lines: Mutex<Vec<String>>,
     progress: Option<Arc<RunProgress>>,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl Shared {
@@ -138,6 +141,9 @@ impl Shared {
     }
     fn first_error(&self) -> Option<String> {
         self.errors.lock().unwrap().first().cloned()
+    }
+    fn node_metrics(&self, name: &str) -> Option<Arc<crate::metrics::NodeMetrics>> {
+        self.metrics.as_ref().map(|m| m.node(name))
     }
     fn add_stats(&self, name: &str, s: &NodeStats) {
         let mut nodes = self.nodes.lock().unwrap();
@@ -221,8 +227,14 @@ pub fn run(pipeline: CompiledPipeline, options: RunOptions) -> Result<RunReport>
         communication,
         worker: timely::WorkerConfig::default(),
     };
+    if let Some(m) = &options.metrics {
+        for (node, device) in &report.devices {
+            m.set_device(node, device);
+        }
+    }
     let shared = Arc::new(Shared {
         progress: options.progress.clone(),
+        metrics: options.metrics.clone(),
         ..Default::default()
     });
     let pipeline = Arc::new(pipeline);
@@ -372,6 +384,7 @@ fn build_source<'s>(
     source::<_, timely::container::CapacityContainerBuilder<Vec<Batch>>, _, _>(scope, &name.clone(), move |cap, info| {
         let activator = scope.activator_for(info.address);
         let mut stats = NodeStats::default();
+        let live = shared.node_metrics(&name);
         let mut dropped = 0u64;
         let mut reader = match src.open(pos) {
             Ok(r) => Some(r),
@@ -435,10 +448,15 @@ fn build_source<'s>(
                 if let Batch::Dense(f) = &mut batch {
                     f.arrival_ns.get_or_insert_with(crate::frame::now_ns);
                 }
-                dropped += check_invalid(&mut batch, policy, &r.location())?;
+                let dropped_now = check_invalid(&mut batch, policy, &r.location())?;
+                dropped += dropped_now;
                 let rows = batch.rows() as u64;
                 stats.rows_out += rows;
                 stats.bytes_in += batch.payload_bytes() as u64;
+                if let Some(m) = &live {
+                    m.batch(0, rows, batch.payload_bytes() as u64, t0.elapsed());
+                    m.dropped_invalid.fetch_add(dropped_now, Ordering::Relaxed);
+                }
                 if let Some(p) = &shared.progress {
                     p.rows_read.fetch_add(rows, Ordering::Relaxed);
                 }
@@ -502,6 +520,7 @@ where
             let mut stash: BTreeMap<u64, (Capability<u64>, Vec<Batch>)> = BTreeMap::new();
             let mut held: Option<Capability<u64>> = None;
             let mut stats = NodeStats::default();
+            let live = shared.node_metrics(&name);
             let mut finished = false;
             let mut out: Vec<Batch> = Vec::new();
             move |(input, frontier), output| {
@@ -527,11 +546,16 @@ where
                         continue;
                     }
                     for batch in batches {
-                        stats.rows_in += batch.rows() as u64;
-                        stats.bytes_in += batch.payload_bytes() as u64;
+                        let (rows_in, bytes_in) = (batch.rows() as u64, batch.payload_bytes() as u64);
+                        stats.rows_in += rows_in;
+                        stats.bytes_in += bytes_in;
                         let t0 = Instant::now();
                         let r = inst.process(batch, &mut out);
-                        stats.busy += t0.elapsed();
+                        let busy = t0.elapsed();
+                        stats.busy += busy;
+                        if let Some(m) = &live {
+                            m.batch(rows_in, out.iter().map(|b| b.rows() as u64).sum(), bytes_in, busy);
+                        }
                         if let Err(e) = r {
                             shared.fail(format!("`{name}`: {e}"));
                             out.clear();
@@ -627,6 +651,7 @@ fn build_sink<'s, P>(
     };
     let mut stash: BTreeMap<u64, Vec<Batch>> = BTreeMap::new();
     let mut stats = NodeStats::default();
+    let live = shared.node_metrics(&name);
     let mut finished = false;
     input.sink(pact, &name.clone(), move |(input, frontier)| {
         input.for_each(|cap, data| {
@@ -645,12 +670,20 @@ fn build_sink<'s, P>(
                 stats.bytes_in += b.payload_bytes() as u64;
                 let t0 = Instant::now();
                 let r = w.write(b);
-                stats.busy += t0.elapsed();
+                let busy = t0.elapsed();
+                stats.busy += busy;
+                if let Some(m) = &live {
+                    m.batch(b.rows() as u64, 0, b.payload_bytes() as u64, busy);
+                }
                 if let Batch::Dense(Frame {
                     arrival_ns: Some(at), ..
                 }) = b
                 {
-                    stats.latencies_ns.push(crate::frame::now_ns() - at);
+                    let latency = crate::frame::now_ns() - at;
+                    stats.latencies_ns.push(latency);
+                    if let Some(m) = &live {
+                        m.latency.observe_ns(latency);
+                    }
                 }
                 if let Err(e) = r {
                     shared.fail(format!("`{name}`: {e}"));

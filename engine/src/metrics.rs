@@ -1,0 +1,369 @@
+//! Live metrics of a run: per-node counters and histograms updated by the runtime as it goes,
+//! rendered in the Prometheus text format (served on `/metrics` by [`serve`]) and as a one-line
+//! console status.
+//!
+//! Exposed series (every one labelled `node="sources.NAME"` etc.):
+//! - `neurostream_rows_in_total`, `neurostream_rows_out_total`, `neurostream_bytes_in_total`,
+//!   `neurostream_batches_total` (counters);
+//! - `neurostream_busy_seconds_total` (time in the node's own code);
+//! - `neurostream_processing_seconds` (histogram: time per batch in the node's code);
+//! - `neurostream_latency_seconds` (sinks, histogram: arrival at the source to written);
+//! - `neurostream_dropped_rows_total{reason=...}` (sources: NaN/Inf rows dropped);
+//! - `neurostream_device_info{device=...}` (operators and computing sinks: 1);
+//! - `neurostream_uptime_seconds`.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::error::{EngineError, Result};
+
+/// Upper bounds (seconds) of the histogram buckets: 10 µs to 10 s.
+pub const BUCKETS_S: [f64; 13] = [1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 5e-2, 0.1, 0.5, 1.0, 10.0];
+
+/// A fixed-bucket histogram of durations, safe to update from any thread.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    counts: [AtomicU64; 13],
+    overflow: AtomicU64,
+    sum_ns: AtomicU64,
+}
+
+impl Histogram {
+    /// Records one observation of `ns` nanoseconds (negative values count as 0).
+    pub fn observe_ns(&self, ns: i64) {
+        let ns = ns.max(0) as u64;
+        let s = ns as f64 * 1e-9;
+        match BUCKETS_S.iter().position(|&b| s <= b) {
+            Some(i) => self.counts[i].fetch_add(1, Ordering::Relaxed),
+            None => self.overflow.fetch_add(1, Ordering::Relaxed),
+        };
+        self.sum_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+
+    /// Observations so far.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().map(|c| c.load(Ordering::Relaxed)).sum::<u64>() + self.overflow.load(Ordering::Relaxed)
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let mut cum = 0;
+        for (b, c) in BUCKETS_S.iter().zip(&self.counts) {
+            cum += c.load(Ordering::Relaxed);
+            out.push_str(&format!("{name}_bucket{{{labels},le=\"{b}\"}} {cum}\n"));
+        }
+        cum += self.overflow.load(Ordering::Relaxed);
+        out.push_str(&format!("{name}_bucket{{{labels},le=\"+Inf\"}} {cum}\n"));
+        out.push_str(&format!(
+            "{name}_sum{{{labels}}} {}\n",
+            self.sum_ns.load(Ordering::Relaxed) as f64 * 1e-9
+        ));
+        out.push_str(&format!("{name}_count{{{labels}}} {cum}\n"));
+    }
+}
+
+/// Live counters of one node.
+#[derive(Debug, Default)]
+pub struct NodeMetrics {
+    /// Rows received (operators, sinks).
+    pub rows_in: AtomicU64,
+    /// Rows emitted (sources, operators).
+    pub rows_out: AtomicU64,
+    /// Payload bytes received (sources: read).
+    pub bytes_in: AtomicU64,
+    /// Batches handled.
+    pub batches: AtomicU64,
+    /// Nanoseconds in the node's own code.
+    pub busy_ns: AtomicU64,
+    /// Rows dropped for NaN/Inf (sources).
+    pub dropped_invalid: AtomicU64,
+    /// Time per batch in the node's code.
+    pub processing: Histogram,
+    /// Sinks: arrival-to-written latency per frame.
+    pub latency: Histogram,
+}
+
+impl NodeMetrics {
+    /// Records one batch of `rows` rows handled in `busy`.
+    pub fn batch(&self, rows_in: u64, rows_out: u64, bytes: u64, busy: Duration) {
+        self.rows_in.fetch_add(rows_in, Ordering::Relaxed);
+        self.rows_out.fetch_add(rows_out, Ordering::Relaxed);
+        self.bytes_in.fetch_add(bytes, Ordering::Relaxed);
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.busy_ns.fetch_add(busy.as_nanos() as u64, Ordering::Relaxed);
+        self.processing.observe_ns(busy.as_nanos() as i64);
+    }
+}
+
+/// A counter series: name, help text, and how to read it from a node.
+type CounterSeries = (&'static str, &'static str, fn(&NodeMetrics) -> f64);
+
+/// The metrics of one run (this process).
+#[derive(Debug)]
+pub struct Metrics {
+    started: Instant,
+    nodes: Mutex<BTreeMap<String, Arc<NodeMetrics>>>,
+    devices: Mutex<BTreeMap<String, String>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            started: Instant::now(),
+            nodes: Mutex::new(BTreeMap::new()),
+            devices: Mutex::new(BTreeMap::new()),
+        }
+    }
+}
+
+impl Metrics {
+    /// Empty metrics; the uptime counts from now.
+    pub fn new() -> Arc<Metrics> {
+        Arc::new(Metrics::default())
+    }
+
+    /// The counters of `node` (`sources.NAME`, ...), created on first use and shared by workers.
+    pub fn node(&self, node: &str) -> Arc<NodeMetrics> {
+        self.nodes.lock().unwrap().entry(node.to_string()).or_default().clone()
+    }
+
+    /// Records the device `node` computes on.
+    pub fn set_device(&self, node: &str, device: &str) {
+        self.devices.lock().unwrap().insert(node.to_string(), device.to_string());
+    }
+
+    /// The Prometheus text exposition (format 0.0.4).
+    pub fn render(&self) -> String {
+        let nodes = self.nodes.lock().unwrap().clone();
+        let mut out = String::new();
+        out.push_str(
+            "# HELP neurostream_uptime_seconds Seconds since the run started.\n# TYPE neurostream_uptime_seconds gauge\n",
+        );
+        out.push_str(&format!(
+            "neurostream_uptime_seconds {}\n",
+            self.started.elapsed().as_secs_f64()
+        ));
+        let counters: [CounterSeries; 6] = [
+            ("neurostream_rows_in_total", "Rows received.", |m| {
+                m.rows_in.load(Ordering::Relaxed) as f64
+            }),
+            ("neurostream_rows_out_total", "Rows emitted.", |m| {
+                m.rows_out.load(Ordering::Relaxed) as f64
+            }),
+            ("neurostream_bytes_in_total", "Payload bytes received (sources: read).", |m| {
+                m.bytes_in.load(Ordering::Relaxed) as f64
+            }),
+            ("neurostream_batches_total", "Batches handled.", |m| {
+                m.batches.load(Ordering::Relaxed) as f64
+            }),
+            ("neurostream_busy_seconds_total", "Seconds in the node's own code.", |m| {
+                m.busy_ns.load(Ordering::Relaxed) as f64 * 1e-9
+            }),
+            ("neurostream_dropped_rows_total", "Rows dropped for NaN/Inf.", |m| {
+                m.dropped_invalid.load(Ordering::Relaxed) as f64
+            }),
+        ];
+        for (name, help, get) in counters {
+            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n"));
+            for (node, m) in &nodes {
+                out.push_str(&format!("{name}{{node=\"{node}\"}} {}\n", get(m)));
+            }
+        }
+        out.push_str("# HELP neurostream_processing_seconds Time per batch in the node's code.\n# TYPE neurostream_processing_seconds histogram\n");
+        for (node, m) in &nodes {
+            m.processing
+                .render(&mut out, "neurostream_processing_seconds", &format!("node=\"{node}\""));
+        }
+        out.push_str("# HELP neurostream_latency_seconds Arrival at the source to written by the sink, per frame.\n# TYPE neurostream_latency_seconds histogram\n");
+        for (node, m) in nodes.iter().filter(|(n, m)| n.starts_with("sinks.") && m.latency.count() > 0) {
+            m.latency
+                .render(&mut out, "neurostream_latency_seconds", &format!("node=\"{node}\""));
+        }
+        out.push_str("# HELP neurostream_device_info The device a node computes on.\n# TYPE neurostream_device_info gauge\n");
+        for (node, device) in self.devices.lock().unwrap().iter() {
+            out.push_str(&format!(
+                "neurostream_device_info{{node=\"{node}\",device=\"{}\"}} 1\n",
+                device.replace('\\', "\\\\").replace('"', "'")
+            ));
+        }
+        out
+    }
+
+    /// One line for terminals: uptime, then rows and rows/s of every source and sink.
+    pub fn status_line(&self) -> String {
+        let secs = self.started.elapsed().as_secs_f64().max(1e-9);
+        let nodes = self.nodes.lock().unwrap();
+        let mut parts = vec![format!("[{secs:.1} s]")];
+        for (node, m) in nodes.iter() {
+            let rows = if node.starts_with("sources.") {
+                m.rows_out.load(Ordering::Relaxed)
+            } else if node.starts_with("sinks.") {
+                m.rows_in.load(Ordering::Relaxed)
+            } else {
+                continue;
+            };
+            parts.push(format!("{node} {rows} rows ({:.0}/s)", rows as f64 / secs));
+        }
+        parts.join("  ")
+    }
+}
+
+/// A running `/metrics` endpoint; stops when dropped.
+pub struct MetricsServer {
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for MetricsServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the accept loop.
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_millis(200));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Largest request head accepted, bytes.
+const MAX_REQUEST: usize = 8192;
+
+/// Serves `GET /metrics` on `addr`. Loopback addresses serve anyone on the machine; any other
+/// address needs `token`, which clients present as `Authorization: Bearer TOKEN`.
+pub fn serve(metrics: Arc<Metrics>, addr: &str, token: Option<String>) -> Result<MetricsServer> {
+    let listener = TcpListener::bind(addr).map_err(|e| EngineError::io(format!("metrics: binding {addr}"), e))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| EngineError::io("metrics: local address", e))?;
+    if !local.ip().is_loopback() && token.is_none() {
+        return Err(EngineError::Runtime(format!(
+            "metrics: {local} is reachable from other machines; give a token (--metrics-token) that clients send as `Authorization: Bearer TOKEN`, or bind 127.0.0.1"
+        )));
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let thread = std::thread::Builder::new()
+        .name("metrics".into())
+        .spawn(move || {
+            for conn in listener.incoming() {
+                if stop2.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(mut conn) = conn else { continue };
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+                let _ = respond(&mut conn, &metrics, token.as_deref());
+            }
+        })
+        .map_err(|e| EngineError::io("metrics: starting the server thread", e))?;
+    Ok(MetricsServer {
+        addr: local,
+        stop,
+        thread: Some(thread),
+    })
+}
+
+fn respond(conn: &mut TcpStream, metrics: &Metrics, token: Option<&str>) -> std::io::Result<()> {
+    let mut reader = BufReader::new(conn.try_clone()?);
+    let mut head = Vec::new();
+    let mut authorized = token.is_none();
+    let mut request_line = String::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            break;
+        }
+        head.push(line.len());
+        if head.iter().sum::<usize>() > MAX_REQUEST {
+            return write_response(conn, "431 Request Header Fields Too Large", "request head too large\n");
+        }
+        let trimmed = line.trim_end();
+        if trimmed.is_empty() {
+            break;
+        }
+        if request_line.is_empty() {
+            request_line = trimmed.to_string();
+        } else if let Some((k, v)) = trimmed.split_once(':') {
+            if k.eq_ignore_ascii_case("authorization") && token.is_some_and(|t| v.trim() == format!("Bearer {t}")) {
+                authorized = true;
+            }
+        }
+    }
+    let mut parts = request_line.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    if !authorized {
+        return write_response(conn, "401 Unauthorized", "missing or wrong bearer token\n");
+    }
+    match (method, path) {
+        ("GET", "/metrics") => write_response(conn, "200 OK", &metrics.render()),
+        ("GET", _) => write_response(conn, "404 Not Found", "only /metrics is served\n"),
+        _ => write_response(conn, "405 Method Not Allowed", "GET only\n"),
+    }
+}
+
+fn write_response(conn: &mut TcpStream, status: &str, body: &str) -> std::io::Result<()> {
+    write!(
+        conn,
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    conn.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn get(addr: SocketAddr, path: &str, auth: Option<&str>) -> String {
+        let mut c = TcpStream::connect(addr).unwrap();
+        let auth = auth.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+        write!(c, "GET {path} HTTP/1.1\r\nHost: x\r\n{auth}\r\n").unwrap();
+        let mut s = String::new();
+        c.read_to_string(&mut s).unwrap();
+        s
+    }
+
+    #[test]
+    fn serves_counters_and_histograms_in_prometheus_text() {
+        let m = Metrics::new();
+        let n = m.node("sinks.out");
+        n.batch(10, 0, 400, Duration::from_micros(30));
+        n.latency.observe_ns(2_000_000);
+        m.set_device("operators.x", "cpu");
+        let server = serve(m.clone(), "127.0.0.1:0", None).unwrap();
+        let body = get(server.addr, "/metrics", None);
+        assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
+        assert!(body.contains("neurostream_rows_in_total{node=\"sinks.out\"} 10"), "{body}");
+        assert!(
+            body.contains("neurostream_latency_seconds_bucket{node=\"sinks.out\",le=\"0.0025\"} 1"),
+            "{body}"
+        );
+        assert!(
+            body.contains("neurostream_latency_seconds_bucket{node=\"sinks.out\",le=\"0.001\"} 0"),
+            "{body}"
+        );
+        assert!(body.contains("neurostream_device_info{node=\"operators.x\",device=\"cpu\"} 1"));
+        assert!(get(server.addr, "/other", None).starts_with("HTTP/1.1 404"));
+        assert!(m.status_line().contains("sinks.out 10 rows"));
+    }
+
+    #[test]
+    fn token_is_required_when_set() {
+        let m = Metrics::new();
+        let server = serve(m, "127.0.0.1:0", Some("s3cret".into())).unwrap();
+        assert!(get(server.addr, "/metrics", None).starts_with("HTTP/1.1 401"));
+        assert!(get(server.addr, "/metrics", Some("wrong")).starts_with("HTTP/1.1 401"));
+        assert!(get(server.addr, "/metrics", Some("s3cret")).starts_with("HTTP/1.1 200"));
+    }
+
+    #[test]
+    fn non_loopback_without_token_is_refused() {
+        let err = serve(Metrics::new(), "0.0.0.0:0", None).err().unwrap().to_string();
+        assert!(err.contains("token"), "{err}");
+    }
+}

@@ -1,0 +1,101 @@
+//! Live metrics of a running pipeline: `neurostream run --metrics 127.0.0.1:0 --status-every S`
+//! serves Prometheus text on /metrics while a real-time source plays (counters grow between two
+//! scrapes, the sink's latency histogram fills, the operator's device is listed) and prints
+//! status lines; at the end the served totals equal the run report's.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+
+fn scrape(addr: &str) -> String {
+    let mut c = TcpStream::connect(addr).unwrap();
+    write!(c, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut s = String::new();
+    c.read_to_string(&mut s).unwrap();
+    s
+}
+
+fn value(body: &str, series: &str) -> f64 {
+    body.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no series {series} in\n{body}"))
+}
+
+#[test]
+fn metrics_endpoint_and_status_lines_follow_a_live_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("p.toml"),
+        r#"
+[sources.eeg]
+kind = "synthetic_eeg"
+channels = 8
+sample_rate = 250.0
+seconds = 4.0
+chunk = 25
+speed = 1.0
+
+[operators.z]
+kind = "normalize"
+input = "eeg"
+method = "running_zscore"
+device = "cpu"
+
+[sinks.out]
+kind = "parquet"
+input = "z"
+path = "out.parquet"
+"#,
+    )
+    .unwrap();
+    let mut child = Command::new(common::bin())
+        .args(["run", "p.toml", "--metrics", "127.0.0.1:0", "--status-every", "0.5"])
+        .current_dir(d)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut addr = String::new();
+    let mut log = String::new();
+    while addr.is_empty() {
+        let mut line = String::new();
+        assert!(err.read_line(&mut line).unwrap() > 0, "ended before serving metrics:\n{log}");
+        log.push_str(&line);
+        if let Some(rest) = line.trim().strip_prefix("metrics: http://") {
+            addr = rest.trim_end_matches("/metrics").to_string();
+        }
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    let first = scrape(&addr);
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    let second = scrape(&addr);
+    assert!(first.starts_with("HTTP/1.1 200 OK"), "{first}");
+    let rows = |b: &str| value(b, "neurostream_rows_out_total{node=\"sources.eeg\"}");
+    assert!(
+        rows(&first) > 0.0 && rows(&second) > rows(&first),
+        "rows did not grow:\n{first}\n{second}"
+    );
+    assert!(second.contains("neurostream_device_info{node=\"operators.z\",device=\"cpu\"} 1"));
+    assert!(
+        second.contains("neurostream_latency_seconds_count{node=\"sinks.out\"}"),
+        "{second}"
+    );
+    assert!(second.contains("neurostream_processing_seconds_bucket{node=\"operators.z\",le=\"+Inf\"}"));
+    let mut rest = String::new();
+    err.read_to_string(&mut rest).unwrap();
+    log.push_str(&rest);
+    child.stdout.take().unwrap().read_to_string(&mut log).unwrap();
+    assert!(child.wait().unwrap().success(), "{log}");
+    let status: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("sources.eeg") && l.contains("rows ("))
+        .collect();
+    assert!(status.len() >= 4, "expected status lines every 0.5 s of a 4 s run:\n{log}");
+    assert!(log.contains("sinks.out: wrote 1000 rows"), "{log}");
+}
