@@ -86,6 +86,10 @@ path = "out.parquet"
         second.contains("neurostream_latency_seconds_count{node=\"sinks.out\"}"),
         "{second}"
     );
+    assert!(
+        second.contains("neurostream_in_flight_rows{node=\"sources.eeg\"}"),
+        "{second}"
+    );
     assert!(second.contains("neurostream_processing_seconds_bucket{node=\"operators.z\",le=\"+Inf\"}"));
     let mut rest = String::new();
     err.read_to_string(&mut rest).unwrap();

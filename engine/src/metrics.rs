@@ -8,7 +8,9 @@
 //! - `neurostream_busy_seconds_total` (time in the node's own code);
 //! - `neurostream_processing_seconds` (histogram: time per batch in the node's code);
 //! - `neurostream_latency_seconds` (sinks, histogram: arrival at the source to written);
-//! - `neurostream_dropped_rows_total{reason=...}` (sources: NaN/Inf rows dropped);
+//! - `neurostream_dropped_rows_total` (sources: NaN/Inf rows dropped);
+//! - `neurostream_in_flight_rows` (sources: queue depth, rows between the source and the
+//!   slowest sink it feeds);
 //! - `neurostream_device_info{device=...}` (operators and computing sinks: 1);
 //! - `neurostream_uptime_seconds`.
 
@@ -80,6 +82,8 @@ pub struct NodeMetrics {
     pub busy_ns: AtomicU64,
     /// Rows dropped for NaN/Inf (sources).
     pub dropped_invalid: AtomicU64,
+    /// Sources: rows (event-time units) between this source and the slowest sink it feeds.
+    pub in_flight: AtomicU64,
     /// Time per batch in the node's code.
     pub processing: Histogram,
     /// Sinks: arrival-to-written latency per frame.
@@ -171,6 +175,13 @@ impl Metrics {
             for (node, m) in &nodes {
                 out.push_str(&format!("{name}{{node=\"{node}\"}} {}\n", get(m)));
             }
+        }
+        out.push_str("# HELP neurostream_in_flight_rows Rows between a source and the slowest sink it feeds (queue depth).\n# TYPE neurostream_in_flight_rows gauge\n");
+        for (node, m) in nodes.iter().filter(|(n, _)| n.starts_with("sources.")) {
+            out.push_str(&format!(
+                "neurostream_in_flight_rows{{node=\"{node}\"}} {}\n",
+                m.in_flight.load(Ordering::Relaxed)
+            ));
         }
         out.push_str("# HELP neurostream_processing_seconds Time per batch in the node's code.\n# TYPE neurostream_processing_seconds histogram\n");
         for (node, m) in &nodes {

@@ -426,6 +426,13 @@ fn build_source<'s>(
                     return;
                 }
             }
+            if let Some(m) = &live {
+                // Queue depth: how far (in rows or samples) the sinks' frontier trails this source.
+                let behind = flow
+                    .probe
+                    .with_frontier(|f| f.first().map_or(0, |&t| c.time().saturating_sub(t)));
+                m.in_flight.store(behind, Ordering::Relaxed);
+            }
             if flow.probe.less_than(&c.time().saturating_sub(flow.window)) {
                 activator.activate_after(Duration::from_millis(1));
                 return;
