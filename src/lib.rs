@@ -12,6 +12,8 @@
 //! println!("{:?}", report.sink_lines);
 //! ```
 
+pub mod fuzz_support;
+
 pub use neurostream_engine::*;
 pub use neurostream_models as models;
 pub use neurostream_operators as operators;

@@ -210,57 +210,77 @@ fn spawn_acceptor(
 fn read_connection(stream: TcpStream, n: usize, source: &str, schema: &Arc<Schema>, tx: &Sender<Event>) {
     let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
     let mut name: Arc<str> = format!("{source}/{n}").into();
-    let outcome = (|| -> std::result::Result<(), String> {
-        let reader = arrow::ipc::reader::StreamReader::try_new(BufReader::new(stream), None)
-            .map_err(|e| format!("no valid Arrow IPC stream header: {e}"))?;
-        let arrow_schema = reader.schema();
-        if let Some(client) = arrow_schema.metadata().get("neurostream.stream") {
-            name = format!("{source}/{client}").into();
-        }
-        let mut decoder = Decoder::new(&arrow_schema, "act", None).map_err(|e| format!("not the activation layout: {e}"))?;
-        if decoder.width() != 0 && decoder.width() != schema.width() {
+    let outcome = decode_ipc_stream(
+        BufReader::new(stream),
+        &format!("{source}/{n}"),
+        source,
+        schema,
+        &mut name,
+        |frame| tx.send(Event::Frame(frame)).is_ok(),
+    );
+    let reason = outcome.err().map(|e| format!("client {peer}: {e}"));
+    let _ = tx.send(Event::Closed(name, reason));
+}
+
+/// Decodes one client's Arrow IPC stream (activation layout) into frames of `schema`, handing
+/// each to `emit` until it returns false (the pipeline ended) or the stream ends. `name` starts
+/// as `default_name` and becomes `SOURCE/CLIENT` when the stream's metadata names the client.
+/// Errors say which message failed and how many rows were accepted before it (those frames were
+/// already emitted: nothing accepted is lost).
+pub fn decode_ipc_stream<R: std::io::Read>(
+    reader: R,
+    default_name: &str,
+    source: &str,
+    schema: &Arc<Schema>,
+    name: &mut Arc<str>,
+    mut emit: impl FnMut(Frame) -> bool,
+) -> std::result::Result<(), String> {
+    *name = default_name.into();
+    let reader =
+        arrow::ipc::reader::StreamReader::try_new(reader, None).map_err(|e| format!("no valid Arrow IPC stream header: {e}"))?;
+    let arrow_schema = reader.schema();
+    if let Some(client) = arrow_schema.metadata().get("neurostream.stream") {
+        *name = format!("{source}/{client}").into();
+    }
+    let mut decoder = Decoder::new(&arrow_schema, "act", None).map_err(|e| format!("not the activation layout: {e}"))?;
+    if decoder.width() != 0 && decoder.width() != schema.width() {
+        return Err(format!(
+            "sends d_model {}, this source takes {}",
+            decoder.width(),
+            schema.width()
+        ));
+    }
+    let mut rows = 0u64;
+    for (i, batch) in reader.enumerate() {
+        let batch = batch.map_err(|e| {
+            let what = match e.to_string() {
+                m if m.contains("failed to fill whole buffer") => "truncated: the connection closed in the middle of it".into(),
+                m => m,
+            };
+            format!("message {} after {rows} rows: {what}", i + 1)
+        })?;
+        let mut frame = decoder
+            .decode(&batch, name, rows, rows, &format!("batch {i}"))
+            .map_err(|e| format!("batch {i}: {e}"))?;
+        if frame.width() != schema.width() {
             return Err(format!(
-                "sends d_model {}, this source takes {}",
-                decoder.width(),
+                "batch {i}: d_model {}, this source takes {}",
+                frame.width(),
                 schema.width()
             ));
         }
-        let mut rows = 0u64;
-        for (i, batch) in reader.enumerate() {
-            let batch = batch.map_err(|e| {
-                let what = match e.to_string() {
-                    m if m.contains("failed to fill whole buffer") => {
-                        "truncated: the connection closed in the middle of it".into()
-                    }
-                    m => m,
-                };
-                format!("message {} after {rows} rows: {what}", i + 1)
-            })?;
-            let mut frame = decoder
-                .decode(&batch, &name, rows, rows, &format!("batch {i}"))
-                .map_err(|e| format!("batch {i}: {e}"))?;
-            if frame.width() != schema.width() {
-                return Err(format!(
-                    "batch {i}: d_model {}, this source takes {}",
-                    frame.width(),
-                    schema.width()
-                ));
-            }
-            frame.schema = schema.clone();
-            // Rows without a `time` column are stamped with their arrival time.
-            let n = frame.rows();
-            if let RowIndex::Tokens { time: time @ None, .. } = &mut frame.index {
-                *time = Some(vec![neurostream_engine::now_ns(); n]);
-            }
-            rows += frame.rows() as u64;
-            if tx.send(Event::Frame(frame)).is_err() {
-                return Ok(()); // the pipeline ended
-            }
+        frame.schema = schema.clone();
+        // Rows without a `time` column are stamped with their arrival time.
+        let n = frame.rows();
+        if let RowIndex::Tokens { time: time @ None, .. } = &mut frame.index {
+            *time = Some(vec![neurostream_engine::now_ns(); n]);
         }
-        Ok(())
-    })();
-    let reason = outcome.err().map(|e| format!("client {peer}: {e}"));
-    let _ = tx.send(Event::Closed(name, reason));
+        rows += frame.rows() as u64;
+        if !emit(frame) {
+            return Ok(()); // the pipeline ended
+        }
+    }
+    Ok(())
 }
 
 /// Workers other than 0 read nothing.

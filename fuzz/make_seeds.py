@@ -1,0 +1,112 @@
+"""Writes the seed corpora of the fuzz targets (small valid inputs the fuzzer mutates).
+
+  python fuzz/make_seeds.py      (needs numpy, pyarrow, pyedflib, safetensors)
+
+- arrow_ipc: Arrow IPC streams in the activation layout (width 4), with and without `time`
+  and `token` columns, several batches, and a truncated one.
+- edf: a tiny EDF (1 signal, 2 records), an EDF+ with annotations, a BDF.
+- pipeline_toml: the repository's example pipelines and a few small ones.
+- sae_files: SAELens and sparsify files of a d_in 4, d_sae 8 SAE.
+"""
+import io
+import json
+import os
+import shutil
+import struct
+import tempfile
+
+import numpy as np
+import pyarrow as pa
+import pyedflib
+from safetensors.numpy import save
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+C = os.path.join(HERE, "corpus")
+
+
+def ipc(batches, schema):
+    sink = io.BytesIO()
+    with pa.ipc.new_stream(sink, schema) as w:
+        for b in batches:
+            w.write_batch(b)
+    return sink.getvalue()
+
+
+def arrow_seeds():
+    d = 4
+    act = pa.list_(pa.float32(), d)
+    meta = {"neurostream.layout": "activations", "neurostream.d_model": str(d), "neurostream.stream": "seed"}
+    s1 = pa.schema([("seq_id", pa.uint64()), ("pos", pa.uint32()), ("act", act)], metadata=meta)
+    rows = lambda n, s: pa.record_batch(
+        [pa.array([s] * n, pa.uint64()), pa.array(range(n), pa.uint32()),
+         pa.array([[float(i + j) for j in range(d)] for i in range(n)], act)], schema=s1)
+    out = {"plain": ipc([rows(3, 0), rows(2, 1)], s1)}
+    s2 = pa.schema([("seq_id", pa.uint64()), ("pos", pa.uint32()), ("time", pa.timestamp("ns", tz="UTC")),
+                    ("token", pa.string()), ("act", act)], metadata=meta)
+    b2 = pa.record_batch([pa.array([7, 7], pa.uint64()), pa.array([0, 1], pa.uint32()),
+                          pa.array([1, 2], pa.timestamp("ns", tz="UTC")), pa.array(["a", "b"]),
+                          pa.array([[1.0] * d, [2.0] * d], act)], schema=s2)
+    out["timed"] = ipc([b2], s2)
+    out["truncated"] = out["plain"][: len(out["plain"]) - 10]
+    for k, v in out.items():
+        open(os.path.join(C, "arrow_ipc", k), "wb").write(v)
+
+
+def edf_seeds():
+    with tempfile.TemporaryDirectory() as t:
+        for name, ftype, annot in [("tiny.edf", pyedflib.FILETYPE_EDF, False), ("plus.edf", pyedflib.FILETYPE_EDFPLUS, True),
+                                   ("tiny.bdf", pyedflib.FILETYPE_BDF, False)]:
+            path = os.path.join(t, name)
+            w = pyedflib.EdfWriter(path, 2, file_type=ftype)
+            hdr = [{"label": f"C{i}", "dimension": "uV", "sample_frequency": 8, "physical_max": 100.0,
+                    "physical_min": -100.0, "digital_max": 32767 if ftype != pyedflib.FILETYPE_BDF else 8388607,
+                    "digital_min": -32768 if ftype != pyedflib.FILETYPE_BDF else -8388608} for i in range(2)]
+            w.setSignalHeaders(hdr)
+            if annot:
+                w.writeAnnotation(0.5, 0.25, "left")
+                w.writeAnnotation(1.0, -1, "right")
+            data = [np.sin(np.arange(16) / 3.0) * 50, np.cos(np.arange(16) / 5.0) * 20]
+            w.writeSamples(data)
+            w.close()
+            shutil.copy(path, os.path.join(C, "edf", name))
+
+
+def toml_seeds():
+    ex = os.path.join(ROOT, "examples")
+    for f in sorted(os.listdir(ex)):
+        if f.endswith(".toml"):
+            shutil.copy(os.path.join(ex, f), os.path.join(C, "pipeline_toml", f))
+    small = {
+        "eeg.toml": '[sources.eeg]\nkind = "synthetic_eeg"\nchannels = 4\nsample_rate = 100.0\nseconds = 1.0\n\n'
+                    '[operators.f]\nkind = "butterworth"\ninput = "eeg"\nbtype = "lowpass"\norder = 2\ncutoff = 10.0\n\n'
+                    '[operators.k]\nkind = "kmeans"\ninput = "f"\nk = 2\n\n[sinks.c]\nkind = "console"\ninput = "k"\n',
+        "acts.toml": '[sources.a]\nkind = "synthetic_activations"\nd_model = 8\ntokens = 16\n\n'
+                     '[operators.m]\nkind = "mahalanobis"\ninput = "a"\nreference_rows = 4\n\n[sinks.c]\nkind = "console"\ninput = "m"\n',
+    }
+    for k, v in small.items():
+        open(os.path.join(C, "pipeline_toml", k), "w").write(v)
+
+
+def sae_seeds():
+    rng = np.random.default_rng(0)
+    d, m = 4, 8
+    w = {"W_enc": rng.normal(size=(d, m)).astype(np.float32), "b_enc": np.zeros(m, np.float32),
+         "W_dec": rng.normal(size=(m, d)).astype(np.float32), "b_dec": np.zeros(d, np.float32)}
+    cfg = json.dumps({"architecture": "topk", "d_in": d, "d_sae": m, "k": 2, "dtype": "float32",
+                      "apply_b_dec_to_input": True}).encode()
+    blob = save(w)
+    open(os.path.join(C, "sae_files", "saelens_topk"), "wb").write(b"\x00" + struct.pack("<H", len(cfg)) + cfg + blob)
+    cfg2 = json.dumps({"activation": "topk", "k": 2, "num_latents": m, "d_in": d}).encode()
+    sp = {"encoder.weight": w["W_enc"].T.copy(), "encoder.bias": w["b_enc"], "W_dec": w["W_dec"], "b_dec": w["b_dec"]}
+    open(os.path.join(C, "sae_files", "sparsify_topk"), "wb").write(b"\x01" + struct.pack("<H", len(cfg2)) + cfg2 + save(sp))
+
+
+if __name__ == "__main__":
+    for t in ("arrow_ipc", "edf", "pipeline_toml", "sae_files"):
+        os.makedirs(os.path.join(C, t), exist_ok=True)
+    arrow_seeds()
+    edf_seeds()
+    toml_seeds()
+    sae_seeds()
+    print("seeds written to", C)

@@ -1,0 +1,92 @@
+//! The bodies of the fuzz targets (`fuzz/fuzz_targets/*.rs`), kept here so the corpus replay
+//! test (`tests/fuzz_corpus.rs`) runs exactly the same code on stable Rust in every test run.
+//! Each takes arbitrary bytes; errors are expected, panics are bugs.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use neurostream_engine::{PipelineSpec, Registry, RowIndex, Schema};
+use neurostream_operators::sae::Sae;
+use neurostream_sinks::{console::ConsoleSinkKind, parquet_sink::ParquetSinkKind};
+use neurostream_sources::arrow_tcp::decode_ipc_stream;
+use neurostream_sources::edf::file::EdfFile;
+use neurostream_sources::{
+    array_source::ArraySourceKind, edf::source::EdfSourceKind, parquet_source::ParquetSourceKind,
+    synthetic_activations::SyntheticActivationsKind, synthetic_eeg::SyntheticEegKind,
+};
+
+/// The live Arrow IPC ingest (`arrow_tcp` source) on any bytes a client may send: frames that
+/// come out must be well-formed (width 4, one index entry per row).
+pub fn arrow_ipc(data: &[u8]) {
+    let schema = Arc::new(Schema::activation(4, None, None));
+    let mut name: Arc<str> = "fuzz/0".into();
+    let _ = decode_ipc_stream(data, "fuzz/0", "fuzz", &schema, &mut name, |frame| {
+        assert_eq!(frame.data.len(), frame.rows() * 4);
+        if let RowIndex::Tokens { seq_id, pos, .. } = &frame.index {
+            assert_eq!(seq_id.len(), pos.len());
+        }
+        true
+    });
+}
+
+/// The EDF/EDF+/BDF reader (header checks, records, scaling, TAL annotations) on any file
+/// contents, strict and with `allow_truncated`.
+pub fn edf(data: &[u8]) {
+    let mut f = tempfile::NamedTempFile::new().expect("temp file");
+    f.write_all(data).expect("write");
+    f.flush().expect("flush");
+    for allow_truncated in [false, true] {
+        let Ok(mut edf) = EdfFile::open(f.path(), allow_truncated) else {
+            continue;
+        };
+        let signals = edf.header.signals.len();
+        let mut out = Vec::new();
+        for r in 0..edf.records.min(64) {
+            let Ok(record) = edf.read_record(r) else { break };
+            for i in 0..signals {
+                out.clear();
+                edf.decode(&record, i, &mut out);
+            }
+        }
+    }
+}
+
+/// The pipeline loader (TOML parsing, then every kind's config parsing and checks) on any text.
+/// Kinds that open the network or load model weights are left out of the registry.
+pub fn pipeline_toml(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    let mut registry = Registry::new();
+    neurostream_operators::register(&mut registry);
+    registry
+        .add_source(ArraySourceKind)
+        .add_source(EdfSourceKind)
+        .add_source(ParquetSourceKind)
+        .add_source(SyntheticEegKind)
+        .add_source(SyntheticActivationsKind)
+        .add_sink(ParquetSinkKind)
+        .add_sink(ConsoleSinkKind);
+    if let Ok(spec) = PipelineSpec::from_toml_str(text, "/nonexistent-fuzz-dir") {
+        let _ = spec.compile(&registry);
+    }
+}
+
+/// The SAE loaders on any files. Byte 0 picks the format (even: SAELens `cfg.json` +
+/// `sae_weights.safetensors`; odd: sparsify `cfg.json` + `sae.safetensors`), bytes 1-2 the
+/// length of cfg.json, then cfg.json, then the weights file.
+pub fn sae_files(data: &[u8]) {
+    if data.len() < 3 {
+        return;
+    }
+    let len = u16::from_le_bytes([data[1], data[2]]) as usize;
+    let rest = &data[3..];
+    let (cfg, weights) = rest.split_at(len.min(rest.len()));
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("cfg.json"), cfg).expect("write");
+    if data[0] % 2 == 0 {
+        std::fs::write(dir.path().join("sae_weights.safetensors"), weights).expect("write");
+        let _ = Sae::load_saelens(dir.path(), None);
+    } else {
+        std::fs::write(dir.path().join("sae.safetensors"), weights).expect("write");
+        let _ = Sae::load_sparsify(dir.path());
+    }
+}
