@@ -82,7 +82,7 @@ pub fn sae_files(data: &[u8]) {
     let (cfg, weights) = rest.split_at(len.min(rest.len()));
     let dir = tempfile::tempdir().expect("temp dir");
     std::fs::write(dir.path().join("cfg.json"), cfg).expect("write");
-    if data[0] % 2 == 0 {
+    if data[0].is_multiple_of(2) {
         std::fs::write(dir.path().join("sae_weights.safetensors"), weights).expect("write");
         let _ = Sae::load_saelens(dir.path(), None);
     } else {
