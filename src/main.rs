@@ -664,6 +664,12 @@ fn print_report(report: &neurostream::RunReport) {
     for (name, n) in &report.dropped_invalid {
         eprintln!("  dropped {n} rows with NaN/Inf from {name}");
     }
+    for (name, (read, dropped)) in &report.overload {
+        eprintln!(
+            "  overload {name}: read {read} rows, accepted {}, dropped {dropped} while the pipeline was behind",
+            read - dropped
+        );
+    }
     for line in &report.sink_lines {
         println!("{line}");
     }

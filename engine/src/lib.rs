@@ -33,7 +33,7 @@ pub use node::{
 };
 pub use runtime::{run, ClusterConfig, NodeStats, RunOptions, RunProgress, RunReport};
 pub use schema::{Channel, Schema, StreamKind};
-pub use spec::{CompiledPipeline, NodeConfig, OnInvalid, PipelineBuilder, PipelineSettings, PipelineSpec};
+pub use spec::{CompiledPipeline, NodeConfig, OnInvalid, Overload, PipelineBuilder, PipelineSettings, PipelineSpec};
 pub use table::TableFrame;
 
 /// The toml crate node configs are parsed with.

@@ -9,6 +9,8 @@
 //! - `neurostream_processing_seconds` (histogram: time per batch in the node's code);
 //! - `neurostream_latency_seconds` (sinks, histogram: arrival at the source to written);
 //! - `neurostream_dropped_rows_total` (sources: NaN/Inf rows dropped);
+//! - `neurostream_overload_dropped_rows_total` (sources with a drop policy: rows dropped while
+//!   the pipeline was behind);
 //! - `neurostream_in_flight_rows` (sources: queue depth, rows between the source and the
 //!   slowest sink it feeds);
 //! - `neurostream_device_info{device=...}` (operators and computing sinks: 1);
@@ -82,6 +84,8 @@ pub struct NodeMetrics {
     pub busy_ns: AtomicU64,
     /// Rows dropped for NaN/Inf (sources).
     pub dropped_invalid: AtomicU64,
+    /// Sources with a drop policy: rows dropped because the pipeline was behind.
+    pub dropped_overload: AtomicU64,
     /// Sources: rows (event-time units) between this source and the slowest sink it feeds.
     pub in_flight: AtomicU64,
     /// Time per batch in the node's code.
@@ -150,7 +154,7 @@ impl Metrics {
             "neurostream_uptime_seconds {}\n",
             self.started.elapsed().as_secs_f64()
         ));
-        let counters: [CounterSeries; 6] = [
+        let counters: [CounterSeries; 7] = [
             ("neurostream_rows_in_total", "Rows received.", |m| {
                 m.rows_in.load(Ordering::Relaxed) as f64
             }),
@@ -169,6 +173,11 @@ impl Metrics {
             ("neurostream_dropped_rows_total", "Rows dropped for NaN/Inf.", |m| {
                 m.dropped_invalid.load(Ordering::Relaxed) as f64
             }),
+            (
+                "neurostream_overload_dropped_rows_total",
+                "Rows a source dropped while the pipeline was behind (overload policy).",
+                |m| m.dropped_overload.load(Ordering::Relaxed) as f64,
+            ),
         ];
         for (name, help, get) in counters {
             out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n"));

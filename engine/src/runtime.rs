@@ -6,7 +6,7 @@
 //! event-time order once the frontier has passed; sinks write what the frontier has passed,
 //! in event-time order, and finish when their input frontier is empty.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -23,7 +23,7 @@ use crate::device::{ComputeDevice, DeviceChoice, DeviceManager, DevicePolicy};
 use crate::error::{EngineError, Result};
 use crate::frame::{Batch, Frame};
 use crate::node::{Operator, Partitioning, Placement, Sink, Source, WorkerPos};
-use crate::spec::{Built, CompiledPipeline, GpuFallback, OnInvalid};
+use crate::spec::{Built, CompiledPipeline, GpuFallback, OnInvalid, Overload};
 
 /// Several processes in timely's cluster mode.
 #[derive(Clone, Debug)]
@@ -109,6 +109,9 @@ pub struct RunReport {
     pub nodes: BTreeMap<String, NodeStats>,
     /// Rows dropped for NaN/Inf per source (with `on_invalid = "drop"`).
     pub dropped_invalid: BTreeMap<String, u64>,
+    /// Per source with a drop policy (`overload`): (rows read, rows dropped because the
+    /// pipeline was behind). Read = accepted + dropped.
+    pub overload: BTreeMap<String, (u64, u64)>,
     /// Device each operator ran on, keyed `operators.NAME`.
     pub devices: BTreeMap<String, String>,
     /// Lines from the sinks (files written, summaries).
@@ -125,6 +128,7 @@ struct Shared {
     errors: Mutex<Vec<String>>,
     nodes: Mutex<BTreeMap<String, NodeStats>>,
     dropped: Mutex<BTreeMap<String, u64>>,
+    overload: Mutex<BTreeMap<String, (u64, u64)>>,
     sink_lines: Mutex<Vec<String>>,
     progress: Option<Arc<RunProgress>>,
     metrics: Option<Arc<crate::metrics::Metrics>>,
@@ -267,7 +271,15 @@ pub fn run(pipeline: CompiledPipeline, options: RunOptions) -> Result<RunReport>
                             probe,
                             window: window.max(1),
                         };
-                        let s = build_source(scope, &label, src.clone(), policy, flow, pos, shared.clone());
+                        let s = build_source(
+                            scope,
+                            &label,
+                            src.clone(),
+                            (policy, node.spec.overload),
+                            flow,
+                            pos,
+                            shared.clone(),
+                        );
                         streams.insert(name, s);
                     }
                     (Built::Operator(op), Some(input)) => {
@@ -323,6 +335,7 @@ pub fn run(pipeline: CompiledPipeline, options: RunOptions) -> Result<RunReport>
     report.elapsed = started.elapsed();
     report.nodes = shared.nodes.lock().unwrap().clone();
     report.dropped_invalid = shared.dropped.lock().unwrap().clone();
+    report.overload = shared.overload.lock().unwrap().clone();
     report.sink_lines = shared.sink_lines.lock().unwrap().clone();
     let errors = shared.errors.lock().unwrap().clone();
     if errors.is_empty() {
@@ -375,7 +388,7 @@ fn build_source<'s>(
     scope: Scope<'s, u64>,
     name: &str,
     src: Arc<dyn Source>,
-    policy: OnInvalid,
+    (policy, overload): (OnInvalid, Overload),
     flow: FlowControl,
     pos: WorkerPos,
     shared: Arc<Shared>,
@@ -386,6 +399,10 @@ fn build_source<'s>(
         let mut stats = NodeStats::default();
         let live = shared.node_metrics(&name);
         let mut dropped = 0u64;
+        // Overload policies: rows read, rows dropped, and drop_oldest's buffer.
+        let (mut read_rows, mut overload_dropped) = (0u64, 0u64);
+        let mut buffer: VecDeque<(u64, Batch)> = VecDeque::new();
+        let mut buffered_rows = 0u64;
         let mut reader = match src.open(pos) {
             Ok(r) => Some(r),
             Err(e) => {
@@ -396,8 +413,17 @@ fn build_source<'s>(
         let mut cap: Option<Capability<u64>> = Some(cap);
         activator.activate();
         move |output| {
-            let done = |stats: &NodeStats, dropped: u64| {
+            let done = |stats: &NodeStats, dropped: u64, read: u64, overloaded: u64| {
                 shared.add_stats(&name, stats);
+                if overload != Overload::Block {
+                    let mut o = shared.overload.lock().unwrap();
+                    let e = o.entry(name.clone()).or_default();
+                    e.0 += read;
+                    e.1 += overloaded;
+                    if overloaded > 0 {
+                        tracing::warn!("`{name}`: the pipeline fell behind: dropped {overloaded} of {read} rows ({overload:?})");
+                    }
+                }
                 if dropped > 0 {
                     *shared.dropped.lock().unwrap().entry(name.clone()).or_default() += dropped;
                     tracing::warn!("`{name}`: dropped {dropped} rows holding NaN/Inf");
@@ -409,18 +435,18 @@ fn build_source<'s>(
             };
             let Some(c) = cap.as_mut() else { return };
             if shared.failed() {
-                done(&stats, dropped);
+                done(&stats, dropped, read_rows, overload_dropped);
                 reader = None;
                 cap = None;
                 return;
             }
             // Hold the capability at the next batch's time (the watermark), then wait while the
             // sinks are more than the flow-control window behind it.
-            match r.next_time() {
+            match buffer.front().map(|b| b.0).or_else(|| r.next_time()) {
                 Some(t) if t >= *c.time() => c.downgrade(&t),
                 Some(_) => {}
                 None => {
-                    done(&stats, dropped);
+                    done(&stats, dropped, read_rows, overload_dropped);
                     reader = None;
                     cap = None;
                     return;
@@ -434,7 +460,77 @@ fn build_source<'s>(
                 m.in_flight.store(behind, Ordering::Relaxed);
             }
             if flow.probe.less_than(&c.time().saturating_sub(flow.window)) {
+                if overload != Overload::Block {
+                    // Keep draining what a live source has ready, so its sender never waits:
+                    // drop it (drop_newest) or buffer it, dropping the oldest (drop_oldest).
+                    let mut n = 0;
+                    while n < 64 && r.ready() && r.next_time().is_some() {
+                        n += 1;
+                        match r.next_batch() {
+                            Ok(Some((time, mut batch))) => {
+                                if let Batch::Dense(f) = &mut batch {
+                                    f.arrival_ns.get_or_insert_with(crate::frame::now_ns);
+                                }
+                                let rows = batch.rows() as u64;
+                                read_rows += rows;
+                                match overload {
+                                    Overload::DropOldest(limit) => {
+                                        buffered_rows += rows;
+                                        buffer.push_back((time, batch));
+                                        while buffered_rows > limit {
+                                            let (_, old) = buffer.pop_front().expect("over the limit");
+                                            buffered_rows -= old.rows() as u64;
+                                            overload_dropped += old.rows() as u64;
+                                        }
+                                    }
+                                    _ => overload_dropped += rows,
+                                }
+                            }
+                            Ok(None) => break,
+                            Err(e) => {
+                                shared.fail(format!("`{name}`: {e}"));
+                                done(&stats, dropped, read_rows, overload_dropped);
+                                reader = None;
+                                cap = None;
+                                return;
+                            }
+                        }
+                    }
+                    if let Some(m) = &live {
+                        m.dropped_overload.store(overload_dropped, Ordering::Relaxed);
+                    }
+                    if let Some(t) = buffer.front().map(|b| b.0) {
+                        if t >= *c.time() {
+                            c.downgrade(&t);
+                        }
+                    }
+                }
                 activator.activate_after(Duration::from_millis(1));
+                return;
+            }
+            if let Some((time, mut batch)) = buffer.pop_front() {
+                buffered_rows -= batch.rows() as u64;
+                let t0 = Instant::now();
+                match check_invalid(&mut batch, policy, &r.location()) {
+                    Ok(d) => dropped += d,
+                    Err(e) => {
+                        shared.fail(format!("`{name}`: {e}"));
+                        done(&stats, dropped, read_rows, overload_dropped);
+                        reader = None;
+                        cap = None;
+                        return;
+                    }
+                }
+                let rows = batch.rows() as u64;
+                stats.rows_out += rows;
+                stats.bytes_in += batch.payload_bytes() as u64;
+                if let Some(m) = &live {
+                    m.batch(0, rows, batch.payload_bytes() as u64, t0.elapsed());
+                }
+                if rows > 0 {
+                    output.session(&c.delayed(&time)).give(batch);
+                }
+                activator.activate();
                 return;
             }
             if !r.ready() {
@@ -457,6 +553,7 @@ fn build_source<'s>(
                 }
                 let dropped_now = check_invalid(&mut batch, policy, &r.location())?;
                 dropped += dropped_now;
+                read_rows += batch.rows() as u64 + dropped_now;
                 let rows = batch.rows() as u64;
                 stats.rows_out += rows;
                 stats.bytes_in += batch.payload_bytes() as u64;
@@ -476,7 +573,7 @@ fn build_source<'s>(
             match outcome {
                 Ok(true) => activator.activate(),
                 Ok(false) => {
-                    done(&stats, dropped);
+                    done(&stats, dropped, read_rows, overload_dropped);
                     reader = None;
                     cap = None;
                 }
@@ -488,7 +585,7 @@ fn build_source<'s>(
                         format!(" (at {loc})")
                     };
                     shared.fail(format!("`{name}`: {e}{at}"));
-                    done(&stats, dropped);
+                    done(&stats, dropped, read_rows, overload_dropped);
                     reader = None;
                     cap = None;
                 }

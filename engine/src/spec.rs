@@ -43,6 +43,21 @@ pub enum OnInvalid {
     Drop,
 }
 
+/// What a source does while the pipeline behind it is too slow (its rows in flight exceed the
+/// flow-control window).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Overload {
+    /// Stop reading until the pipeline catches up (the default; live senders then buffer or
+    /// block on their side).
+    #[default]
+    Block,
+    /// Keep reading into a buffer of at most this many rows, dropping the oldest buffered rows
+    /// (real-time streams where fresh data matters); counted and reported.
+    DropOldest(u64),
+    /// Keep reading and drop what arrives until the pipeline catches up; counted and reported.
+    DropNewest,
+}
+
 /// What to do when the GPU asked for cannot be used.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -125,6 +140,8 @@ pub struct NodeSpec {
     pub device: Option<DeviceChoice>,
     /// Per-source `on_invalid` override.
     pub on_invalid: Option<OnInvalid>,
+    /// Per-source overload policy (`overload`, `overload_buffer_rows` keys).
+    pub overload: Overload,
     /// The remaining, kind-specific keys.
     pub config: toml::Table,
     /// Line of the node's header in the file (1-based), when parsed from a file.
@@ -247,6 +264,7 @@ impl PipelineSpec {
                     input: None,
                     device: None,
                     on_invalid: None,
+                    overload: Overload::Block,
                     config: toml::Table::new(),
                     line: Some(line),
                     key_lines: BTreeMap::new(),
@@ -491,6 +509,32 @@ impl NodeSpec {
                     _ => problems.push(format!("`on_invalid` must be \"error\" or \"drop\", found \"{v}\"")),
                 }
             }
+            let overload = take_str("overload", &mut problems);
+            let buffer = match self.config.remove("overload_buffer_rows") {
+                None => None,
+                Some(toml::Value::Integer(n)) if n > 0 => Some(n as u64),
+                Some(other) => {
+                    problems.push(format!("`overload_buffer_rows` must be a positive integer, found {other}"));
+                    None
+                }
+            };
+            match overload.as_deref() {
+                None | Some("block") => {
+                    if buffer.is_some() {
+                        problems.push("`overload_buffer_rows` applies to overload = \"drop_oldest\"".into());
+                    }
+                }
+                Some("drop_oldest") => self.overload = Overload::DropOldest(buffer.unwrap_or(65536)),
+                Some("drop_newest") => {
+                    if buffer.is_some() {
+                        problems.push("`overload_buffer_rows` applies to overload = \"drop_oldest\"".into());
+                    }
+                    self.overload = Overload::DropNewest
+                }
+                Some(v) => problems.push(format!(
+                    "`overload` must be \"block\", \"drop_oldest\" or \"drop_newest\", found \"{v}\""
+                )),
+            }
         }
         problems
     }
@@ -628,6 +672,7 @@ impl PipelineBuilder {
             input: input.map(str::to_string),
             device,
             on_invalid: None,
+            overload: Overload::Block,
             config: table,
             line: None,
             key_lines: BTreeMap::new(),
