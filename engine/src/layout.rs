@@ -31,6 +31,9 @@ use arrow::record_batch::RecordBatch;
 use crate::frame::{Batch, Frame, Marker, RowIndex, SparseFrame};
 use crate::schema::{Channel, Schema, StreamKind};
 
+/// The widest activation row accepted from a file or a client (values per row).
+pub const MAX_WIDTH: usize = 1 << 20;
+
 /// Metadata key naming the layout (`activations` or `signals`).
 pub const META_LAYOUT: &str = "neurostream.layout";
 /// Metadata key of the sampling rate in Hz (signals).
@@ -437,6 +440,13 @@ impl Decoder {
                 }
                 other => return Err(format!("column `{act_column}` has type {other}; expected a list of float32")),
             };
+            // A schema claiming an absurd width must not make us allocate per-dimension channel
+            // names for it (found by fuzzing the live ingest).
+            if width > MAX_WIDTH {
+                return Err(format!(
+                    "column `{act_column}` declares {width} values per row; more than {MAX_WIDTH} is not a plausible activation width"
+                ));
+            }
             let schema = Schema::activation(width, meta.get(META_MODEL).cloned(), meta.get(META_LAYER).cloned());
             let check_int = |i: Option<usize>, name: &str| -> Result<Option<usize>, String> {
                 match i {

@@ -233,6 +233,33 @@ pub fn decode_ipc_stream<R: std::io::Read>(
     source: &str,
     schema: &Arc<Schema>,
     name: &mut Arc<str>,
+    emit: impl FnMut(Frame) -> bool,
+) -> std::result::Result<(), String> {
+    // arrow-rs's IPC reader panics on some malformed messages (buffer offsets beyond the body,
+    // found by fuzz/fuzz_targets/arrow_ipc.rs) instead of returning an error: a client's bad
+    // bytes must end that client's stream with an error, not the engine.
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        decode_ipc_stream_inner(reader, default_name, source, schema, name, emit)
+    }));
+    match outcome {
+        Ok(r) => r,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            Err(format!("malformed Arrow IPC message: {what}"))
+        }
+    }
+}
+
+fn decode_ipc_stream_inner<R: std::io::Read>(
+    reader: R,
+    default_name: &str,
+    source: &str,
+    schema: &Arc<Schema>,
+    name: &mut Arc<str>,
     mut emit: impl FnMut(Frame) -> bool,
 ) -> std::result::Result<(), String> {
     *name = default_name.into();
