@@ -8,20 +8,12 @@
 
 mod common;
 
-use common::{python, run_ok, run_python, write_npy_f64};
+use common::{devices, python, run_ok, run_python, write_npy_f64};
 use neurostream_engine::{ComputeDevice, DeviceChoice, DeviceManager, DevicePolicy};
 use neurostream_operators::cluster::kmeans::{kmeans_plusplus, lloyd, AssignKernels, CpuAssign, GpuAssign};
 
 const ACTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/data/smollm2_l15_sample.parquet");
 const EEG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/data/eeg");
-
-fn devices() -> Vec<&'static str> {
-    if std::env::var("NEUROSTREAM_SKIP_GPU_TESTS").is_ok_and(|v| v == "1") {
-        vec!["cpu"]
-    } else {
-        vec!["cpu", "gpu"]
-    }
-}
 
 fn kernels(device: &str) -> Box<dyn AssignKernels> {
     if device == "cpu" {

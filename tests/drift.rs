@@ -10,18 +10,10 @@
 
 mod common;
 
-use common::{python, run_err, run_ok, run_python};
+use common::{devices, python, run_err, run_ok, run_python};
 
 const ACTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/data/smollm2_l15_sample.parquet");
 const EEG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/data/eeg");
-
-fn devices() -> Vec<&'static str> {
-    if std::env::var("NEUROSTREAM_SKIP_GPU_TESTS").is_ok_and(|v| v == "1") {
-        vec!["cpu"]
-    } else {
-        vec!["cpu", "gpu"]
-    }
-}
 
 #[test]
 fn mahalanobis_equals_scikit_learn_ledoit_wolf_and_alerts_fire_on_window_means() {

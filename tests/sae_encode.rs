@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{python, run_err, run_ok, run_python};
+use common::{devices, python, run_err, run_ok, run_python};
 
 const D_IN: usize = 48;
 const D_SAE: usize = 160;
@@ -41,14 +41,6 @@ path = "features.parquet"
 }
 
 /// The devices the backend-parity tests run on: the CPU, and wgpu unless NEUROSTREAM_SKIP_GPU_TESTS=1.
-fn devices() -> Vec<&'static str> {
-    if std::env::var("NEUROSTREAM_SKIP_GPU_TESTS").is_ok_and(|v| v == "1") {
-        vec!["cpu"]
-    } else {
-        vec!["cpu", "gpu"]
-    }
-}
-
 /// Writes a random SAE with `sae_reference.py make` into `dir/sae`; returns its path.
 fn make_sae(py: &std::path::Path, dir: &std::path::Path, format: &str, arch: &str, seed: &str, opts: &[&str]) -> String {
     let sae = dir.join("sae").to_string_lossy().to_string();

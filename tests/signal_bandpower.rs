@@ -8,17 +8,9 @@ mod common;
 
 use std::path::Path;
 
-use common::{python, run_ok, run_python};
+use common::{devices, python, run_ok, run_python};
 
 const EEG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/data/eeg");
-
-fn devices() -> Vec<&'static str> {
-    if std::env::var("NEUROSTREAM_SKIP_GPU_TESTS").is_ok_and(|v| v == "1") {
-        vec!["cpu"]
-    } else {
-        vec!["cpu", "gpu"]
-    }
-}
 
 fn check(py: &Path, d: &Path, spec: &str, device: &str) {
     std::fs::write(d.join("spec.json"), spec).unwrap();

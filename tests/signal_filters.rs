@@ -8,19 +8,11 @@ mod common;
 
 use std::path::Path;
 
-use common::{python, run_ok, run_python};
+use common::{devices, python, run_ok, run_python};
 use neurostream::operators::signal::{butter, notch, BandType};
 
 const PSG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/data/eeg/short_psg.edf");
 const BIOSEMI: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/data/eeg/mne_test.bdf");
-
-fn devices() -> Vec<&'static str> {
-    if std::env::var("NEUROSTREAM_SKIP_GPU_TESTS").is_ok_and(|v| v == "1") {
-        vec!["cpu"]
-    } else {
-        vec!["cpu", "gpu"]
-    }
-}
 
 #[test]
 fn butterworth_and_notch_designs_equal_scipy() {

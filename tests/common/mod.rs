@@ -222,3 +222,14 @@ pub fn write_npy_f64(path: &Path, data: &[f64], shape: &[usize]) {
     }
     std::fs::write(path, bytes).unwrap();
 }
+
+/// The compute devices the kernel tests run on: CPU and wgpu (lavapipe when there is no GPU), or
+/// only the CPU with NEUROSTREAM_SKIP_GPU_TESTS=1.
+#[allow(dead_code)]
+pub fn devices() -> Vec<&'static str> {
+    if std::env::var("NEUROSTREAM_SKIP_GPU_TESTS").is_ok_and(|v| v == "1") {
+        vec!["cpu"]
+    } else {
+        vec!["cpu", "gpu"]
+    }
+}
