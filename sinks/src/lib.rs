@@ -12,6 +12,7 @@
 #![warn(missing_docs)]
 
 pub mod arrow_tcp_sink;
+pub mod channel_sink;
 pub mod console;
 pub mod lsl_sink;
 pub mod parquet_sink;
@@ -19,6 +20,7 @@ pub mod parquet_sink;
 use neurostream_engine::Registry;
 
 pub use arrow_tcp_sink::{ArrowTcpSinkConfig, ArrowTcpSinkKind};
+pub use channel_sink::{subscribe, ChannelSinkConfig, ChannelSinkKind, SlowPolicy, Subscription};
 pub use console::{ConsoleSinkConfig, ConsoleSinkKind};
 pub use lsl_sink::{LslSinkConfig, LslSinkKind};
 pub use parquet_sink::{Compression, ParquetSinkConfig, ParquetSinkKind};
@@ -29,5 +31,6 @@ pub fn register(registry: &mut Registry) {
         .add_sink(ParquetSinkKind)
         .add_sink(ConsoleSinkKind)
         .add_sink(ArrowTcpSinkKind)
+        .add_sink(ChannelSinkKind)
         .add_sink(LslSinkKind);
 }

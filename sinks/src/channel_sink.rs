@@ -1,0 +1,172 @@
+//! `channel`: in-process subscribers for Rust programs that embed the engine.
+//!
+//! A program calls [`subscribe`]`("NAME", capacity, policy)` before running a pipeline whose
+//! `channel` sink is called `NAME` (key `name`, default the sink's own name), then receives the
+//! sink's batches from the returned [`Subscription`] (a bounded crossbeam channel) while the run
+//! goes. Each subscriber has its own buffer of `capacity` batches and its own policy when that
+//! buffer is full: [`SlowPolicy::DropOldest`] discards the oldest buffered batch (counted in
+//! [`Subscription::dropped`]) or [`SlowPolicy::Disconnect`] cuts the subscriber off (its
+//! receiver drains what it has, then reports disconnection). A slow subscriber never blocks the
+//! pipeline or the others. When the run ends, the channel closes.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+use neurostream_engine::{
+    parse_config, Batch, ConfigTable, NodeConfig, NodeContext, Placement, Result, Schema, Sink, SinkKind, SinkWriter, WorkerPos,
+};
+use serde::{Deserialize, Serialize};
+
+/// What happens when a subscriber's buffer is full.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlowPolicy {
+    /// Drop the oldest buffered batch to make room (counted).
+    DropOldest,
+    /// Disconnect the subscriber.
+    Disconnect,
+}
+
+struct Subscriber {
+    tx: Sender<Batch>,
+    /// A receiver clone the sink uses to discard the oldest batch.
+    rx: Receiver<Batch>,
+    policy: SlowPolicy,
+    dropped: Arc<AtomicU64>,
+    disconnected: Arc<AtomicBool>,
+}
+
+fn hub() -> &'static Mutex<HashMap<String, Vec<Subscriber>>> {
+    static HUB: OnceLock<Mutex<HashMap<String, Vec<Subscriber>>>> = OnceLock::new();
+    HUB.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// One subscriber's end: the batches of a `channel` sink, in order, minus any dropped.
+pub struct Subscription {
+    /// The batches; disconnected when the run ends (or the policy cut this subscriber off).
+    pub receiver: Receiver<Batch>,
+    dropped: Arc<AtomicU64>,
+    disconnected: Arc<AtomicBool>,
+}
+
+impl Subscription {
+    /// Batches dropped for this subscriber because its buffer was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+    /// True when the policy disconnected this subscriber (it was too slow).
+    pub fn was_disconnected(&self) -> bool {
+        self.disconnected.load(Ordering::Relaxed)
+    }
+}
+
+/// Subscribes to the `channel` sink called `name` with a buffer of `capacity` batches (at least
+/// 1). Subscribe before the run starts; the subscription receives from its first batch on.
+pub fn subscribe(name: &str, capacity: usize, policy: SlowPolicy) -> Subscription {
+    let (tx, rx) = bounded(capacity.max(1));
+    let dropped = Arc::new(AtomicU64::new(0));
+    let disconnected = Arc::new(AtomicBool::new(false));
+    hub().lock().unwrap().entry(name.to_string()).or_default().push(Subscriber {
+        tx,
+        rx: rx.clone(),
+        policy,
+        dropped: dropped.clone(),
+        disconnected: disconnected.clone(),
+    });
+    Subscription {
+        receiver: rx,
+        dropped,
+        disconnected,
+    }
+}
+
+/// Configuration of a `channel` sink.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelSinkConfig {
+    /// The name subscribers use (default: the sink's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+impl NodeConfig for ChannelSinkConfig {
+    const KIND: &'static str = "channel";
+}
+
+/// The `channel` sink kind.
+pub struct ChannelSinkKind;
+
+impl SinkKind for ChannelSinkKind {
+    fn kind(&self) -> &'static str {
+        "channel"
+    }
+    fn describe(&self) -> &'static str {
+        "in-process subscribers of an embedding Rust program (bounded channels, per-subscriber slow policy)"
+    }
+    fn build(&self, config: ConfigTable, ctx: &NodeContext, _input: &Arc<Schema>) -> Result<Arc<dyn Sink>> {
+        let cfg: ChannelSinkConfig = parse_config(config, ctx)?;
+        Ok(Arc::new(ChannelSink {
+            name: cfg.name.unwrap_or_else(|| ctx.name.to_string()),
+        }))
+    }
+}
+
+struct ChannelSink {
+    name: String,
+}
+
+impl Sink for ChannelSink {
+    fn placement(&self) -> Placement {
+        Placement::Single
+    }
+    fn open(&self, _worker: WorkerPos) -> Result<Box<dyn SinkWriter>> {
+        // The subscribers registered so far are this run's; later ones wait for the next run.
+        let subscribers = hub().lock().unwrap().remove(&self.name).unwrap_or_default();
+        Ok(Box::new(ChannelWriter {
+            name: self.name.clone(),
+            subscribers,
+            batches: 0,
+        }))
+    }
+}
+
+struct ChannelWriter {
+    name: String,
+    subscribers: Vec<Subscriber>,
+    batches: u64,
+}
+
+impl SinkWriter for ChannelWriter {
+    fn write(&mut self, batch: &Batch) -> Result<()> {
+        self.batches += 1;
+        self.subscribers.retain(|s| loop {
+            match s.tx.try_send(batch.clone()) {
+                Ok(()) => return true,
+                Err(TrySendError::Disconnected(_)) => return false,
+                Err(TrySendError::Full(_)) => match s.policy {
+                    SlowPolicy::DropOldest => {
+                        if s.rx.try_recv().is_ok() {
+                            s.dropped.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    SlowPolicy::Disconnect => {
+                        s.disconnected.store(true, Ordering::Relaxed);
+                        return false;
+                    }
+                },
+            }
+        });
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>, _failure: Option<&str>) -> Result<Vec<String>> {
+        let dropped: u64 = self.subscribers.iter().map(|s| s.dropped.load(Ordering::Relaxed)).sum();
+        Ok(vec![format!(
+            "channel {}: {} batches to {} subscriber(s) still connected, {dropped} dropped for slow ones",
+            self.name,
+            self.batches,
+            self.subscribers.len()
+        )])
+    }
+}
