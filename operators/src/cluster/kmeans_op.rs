@@ -162,7 +162,7 @@ impl OperatorKind for KmeansKind {
         if batch_size == 0 || cfg.window == Some(0) || cfg.threads == Some(0) {
             return fail("`batch_size`, `window` and `threads` must be at least 1".into());
         }
-        Ok(Arc::new(Kmeans {
+        Ok(Arc::new(Kmeans(Arc::new(Settings {
             schema: Arc::new(Schema::tables(
                 KMEANS_TABLES.iter().map(|s| s.to_string()).collect(),
                 Some("kmeans".into()),
@@ -178,28 +178,16 @@ impl OperatorKind for KmeansKind {
             threads: cfg.threads.unwrap_or(1),
             assignments: cfg.assignments.unwrap_or(true),
             name: ctx.label.to_string(),
-        }))
+        }))))
     }
 }
 
-struct Kmeans {
-    schema: Arc<Schema>,
-    d: usize,
-    k: usize,
-    metric: Metric,
-    init: Option<Arc<Vec<f64>>>,
-    init_rows: usize,
-    batch_size: usize,
-    window: Option<u64>,
-    seed: u64,
-    threads: usize,
-    assignments: bool,
-    name: String,
-}
+/// The configured operator: settings shared by every worker's instance.
+struct Kmeans(Arc<Settings>);
 
 impl Operator for Kmeans {
     fn output_schema(&self) -> Arc<Schema> {
-        self.schema.clone()
+        self.0.schema.clone()
     }
     fn partitioning(&self) -> Partitioning {
         Partitioning::ByStream
@@ -209,23 +197,11 @@ impl Operator for Kmeans {
     }
     fn instantiate(&self, device: &ComputeDevice) -> Result<Box<dyn OperatorInstance>> {
         let kernels: Box<dyn AssignKernels> = match device {
-            ComputeDevice::Cpu => Box::new(CpuAssign::new(self.threads)),
+            ComputeDevice::Cpu => Box::new(CpuAssign::new(self.0.threads)),
             ComputeDevice::Gpu(ctx) => Box::new(GpuAssign::new(ctx.clone())?),
         };
         Ok(Box::new(KmeansInstance {
-            op: Settings {
-                schema: self.schema.clone(),
-                d: self.d,
-                k: self.k,
-                metric: self.metric,
-                init: self.init.clone(),
-                init_rows: self.init_rows,
-                batch_size: self.batch_size,
-                window: self.window,
-                seed: self.seed,
-                assignments: self.assignments,
-                name: self.name.clone(),
-            },
+            op: self.0.clone(),
             kernels,
             streams: HashMap::new(),
         }))
@@ -242,6 +218,7 @@ struct Settings {
     batch_size: usize,
     window: Option<u64>,
     seed: u64,
+    threads: usize,
     assignments: bool,
     name: String,
 }
@@ -274,7 +251,7 @@ struct StreamState {
 }
 
 struct KmeansInstance {
-    op: Settings,
+    op: Arc<Settings>,
     kernels: Box<dyn AssignKernels>,
     streams: HashMap<Arc<str>, StreamState>,
 }
