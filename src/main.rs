@@ -57,6 +57,17 @@ enum Command {
         /// Print a one-line status (rows and rows/s per source and sink) every this many seconds.
         #[arg(long)]
         status_every: Option<f64>,
+        /// Take exactly-once checkpoints into this directory (operator state, source offsets,
+        /// Parquet output committed with each checkpoint).
+        #[arg(long)]
+        checkpoint_dir: Option<PathBuf>,
+        /// Seconds between checkpoints.
+        #[arg(long, default_value_t = 1.0, requires = "checkpoint_dir")]
+        checkpoint_every: f64,
+        /// Continue the run recorded in --checkpoint-dir from its newest checkpoint (after a
+        /// crash or kill); the outputs are identical to those of an uninterrupted run.
+        #[arg(long, requires = "checkpoint_dir")]
+        resume: bool,
     },
     /// Check a pipeline file without running it; reports every problem with its location.
     Validate {
@@ -481,7 +492,18 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             metrics,
             metrics_token,
             status_every,
+            checkpoint_dir,
+            checkpoint_every,
+            resume,
         } => {
+            if !(checkpoint_every > 0.0 && checkpoint_every.is_finite()) {
+                bail!("--checkpoint-every must be a positive number of seconds, found {checkpoint_every}");
+            }
+            let checkpoint = checkpoint_dir.map(|dir| neurostream::CheckpointOptions {
+                dir,
+                every: Duration::from_secs_f64(checkpoint_every),
+                resume,
+            });
             let spec = PipelineSpec::from_file(&file)?;
             let pipeline = spec.compile(&registry())?;
             let cluster = match (hostfile, process) {
@@ -500,6 +522,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                 metrics,
                 metrics_token,
                 status_every,
+                checkpoint,
             };
             run_compiled_live(
                 pipeline,
@@ -520,6 +543,7 @@ struct Live {
     metrics: Option<String>,
     metrics_token: Option<String>,
     status_every: Option<f64>,
+    checkpoint: Option<neurostream::CheckpointOptions>,
 }
 
 /// Runs a compiled pipeline with a progress bar, then prints its report.
@@ -585,6 +609,7 @@ fn run_compiled_live(
         device,
         progress: Some(progress),
         metrics,
+        checkpoint: live.checkpoint,
     };
     let result = neurostream::run(pipeline, options);
     if let Some((stop, handle)) = status {

@@ -52,6 +52,9 @@ pub enum EngineError {
     /// The compute device could not be set up or failed.
     #[error("device: {0}")]
     Device(String),
+    /// A checkpoint could not be written, read or used (corrupt, from another pipeline).
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
     /// The timely runtime failed (communication, worker panic).
     #[error("runtime: {0}")]
     Runtime(String),

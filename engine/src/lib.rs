@@ -9,6 +9,7 @@
 
 #![warn(missing_docs)]
 
+pub mod checkpoint;
 pub mod device;
 pub mod error;
 pub mod frame;
@@ -23,6 +24,7 @@ pub mod spec;
 pub mod table;
 pub mod tensor;
 
+pub use checkpoint::{CheckpointOptions, Checkpointing, Delivery, SinkCommit};
 pub use device::{ComputeDevice, DeviceChoice, DeviceManager, DevicePolicy, GpuContext, GpuPass};
 pub use error::{EngineError, Result};
 pub use frame::{now_ns, Batch, Frame, Marker, RowIndex, SparseFrame};

@@ -115,6 +115,12 @@ pub struct Metrics {
     started: Instant,
     nodes: Mutex<BTreeMap<String, Arc<NodeMetrics>>>,
     devices: Mutex<BTreeMap<String, String>>,
+    /// Checkpoints: time from the start of the pause to the durable commit.
+    pub checkpoint_duration: Histogram,
+    /// Size in bytes of the newest checkpoint file.
+    pub checkpoint_bytes: AtomicU64,
+    /// Checkpoints that could not be written.
+    pub checkpoint_failures: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -123,6 +129,9 @@ impl Default for Metrics {
             started: Instant::now(),
             nodes: Mutex::new(BTreeMap::new()),
             devices: Mutex::new(BTreeMap::new()),
+            checkpoint_duration: Histogram::default(),
+            checkpoint_bytes: AtomicU64::new(0),
+            checkpoint_failures: AtomicU64::new(0),
         }
     }
 }
@@ -201,6 +210,19 @@ impl Metrics {
         for (node, m) in nodes.iter().filter(|(n, m)| n.starts_with("sinks.") && m.latency.count() > 0) {
             m.latency
                 .render(&mut out, "neurostream_latency_seconds", &format!("node=\"{node}\""));
+        }
+        if self.checkpoint_duration.count() > 0 || self.checkpoint_failures.load(Ordering::Relaxed) > 0 {
+            out.push_str("# HELP neurostream_checkpoint_seconds Pause to durable commit, per checkpoint.\n# TYPE neurostream_checkpoint_seconds histogram\n");
+            self.checkpoint_duration
+                .render(&mut out, "neurostream_checkpoint_seconds", "run=\"this\"");
+            out.push_str(&format!(
+                "# HELP neurostream_checkpoint_bytes Size of the newest checkpoint file.\n# TYPE neurostream_checkpoint_bytes gauge\nneurostream_checkpoint_bytes {}\n",
+                self.checkpoint_bytes.load(Ordering::Relaxed)
+            ));
+            out.push_str(&format!(
+                "# HELP neurostream_checkpoint_failures_total Checkpoints that could not be written.\n# TYPE neurostream_checkpoint_failures_total counter\nneurostream_checkpoint_failures_total {}\n",
+                self.checkpoint_failures.load(Ordering::Relaxed)
+            ));
         }
         out.push_str("# HELP neurostream_device_info The device a node computes on.\n# TYPE neurostream_device_info gauge\n");
         for (node, device) in self.devices.lock().unwrap().iter() {

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::checkpoint::{Checkpointing, Delivery, SinkCommit};
 use crate::device::ComputeDevice;
 use crate::error::Result;
 use crate::frame::Batch;
@@ -67,6 +68,11 @@ pub trait Source: Send + Sync {
     fn total_rows(&self) -> Option<u64>;
     /// Opens this worker's share of the data.
     fn open(&self, worker: WorkerPos) -> Result<Box<dyn SourceReader>>;
+    /// Whether reopening it yields the same batches in the same order (files, seeded
+    /// generators), so a checkpointed run can resume it by skipping what it had emitted.
+    fn replayable(&self) -> bool {
+        false
+    }
 }
 
 /// One worker's reader of a source.
@@ -84,6 +90,18 @@ pub trait SourceReader {
     /// Where the reader is, for error messages (e.g. `a.parquet, row group 3`).
     fn location(&self) -> String {
         String::new()
+    }
+    /// Skips the first `batches` batches (resuming from a checkpoint). The default reads and
+    /// discards them; readers that can seek may do better.
+    fn skip_batches(&mut self, batches: u64) -> Result<()> {
+        for i in 0..batches {
+            if self.next_batch()?.is_none() {
+                return Err(crate::EngineError::Checkpoint(format!(
+                    "the source ended after {i} batches, but the checkpoint says it had emitted {batches}: its data changed since"
+                )));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -119,6 +137,11 @@ pub trait Operator: Send + Sync {
     }
     /// Creates one worker's instance computing on `device`.
     fn instantiate(&self, device: &ComputeDevice) -> Result<Box<dyn OperatorInstance>>;
+    /// How instances take part in checkpoints (default: they cannot, and a checkpointed run
+    /// refuses the pipeline).
+    fn checkpointing(&self) -> Checkpointing {
+        Checkpointing::Unsupported
+    }
 }
 
 /// One worker's running operator.
@@ -136,6 +159,15 @@ pub trait OperatorInstance {
     fn poll(&mut self, out: &mut Vec<Batch>) -> Result<Option<std::time::Duration>> {
         let _ = out;
         Ok(None)
+    }
+    /// Encodes the instance's state for a checkpoint (operators with [`Checkpointing::Snapshot`]).
+    fn snapshot(&self) -> Result<Vec<u8>> {
+        Err(crate::EngineError::Checkpoint("this operator cannot save its state".into()))
+    }
+    /// Restores state saved by [`OperatorInstance::snapshot`] into a fresh instance.
+    fn restore(&mut self, state: &[u8]) -> Result<()> {
+        let _ = state;
+        Err(crate::EngineError::Checkpoint("this operator cannot restore state".into()))
     }
 }
 
@@ -173,6 +205,16 @@ pub trait Sink: Send + Sync {
         let _ = device;
         self.open(worker)
     }
+    /// What it guarantees when a checkpointed run resumes (default: at-least-once, for live
+    /// consumers that simply receive rows).
+    fn delivery(&self) -> Delivery {
+        Delivery::AtLeastOnce
+    }
+    /// Removes what a checkpointed run staged (segment files), called once the run is recorded
+    /// as complete: until then a crash during the final writes can still be resumed from them.
+    fn remove_staging(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// One worker's writer. Batches arrive in event-time order.
@@ -182,6 +224,17 @@ pub trait SinkWriter {
     /// Completes the output. `failure` is set when the run failed: the writer must still leave
     /// everything it accepted in a complete, readable state. Returns lines for the run summary.
     fn finish(self: Box<Self>, failure: Option<&str>) -> Result<Vec<String>>;
+    /// Switches to checkpointed output before the first write: output becomes staged segments
+    /// committed with each checkpoint. `resume` is the state of the checkpoint resumed from.
+    fn start_checkpointed(&mut self, resume: Option<&[u8]>) -> Result<()> {
+        let _ = resume;
+        Ok(())
+    }
+    /// Makes everything written since the last checkpoint durable in staged files and returns
+    /// them with the writer's state. Sinks without output files return nothing.
+    fn precommit(&mut self) -> Result<SinkCommit> {
+        Ok(SinkCommit::default())
+    }
 }
 
 /// The kinds of sources, operators and sinks a pipeline may name.

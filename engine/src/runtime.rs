@@ -19,6 +19,10 @@ use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use timely::dataflow::operators::{Capability, Probe};
 use timely::dataflow::{Scope, StreamVec};
 
+use crate::checkpoint::{
+    Checkpoint, CheckpointOptions, CheckpointStore, Checkpointing, Coordinator, Delivery, Fingerprint, Gate, SourcePosition,
+    EXHAUSTED,
+};
 use crate::device::{ComputeDevice, DeviceChoice, DeviceManager, DevicePolicy};
 use crate::error::{EngineError, Result};
 use crate::frame::{Batch, Frame};
@@ -78,6 +82,8 @@ pub struct RunOptions {
     pub progress: Option<Arc<RunProgress>>,
     /// Live per-node metrics to update (served on `/metrics`, printed as status lines).
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// Exactly-once checkpoints (and resuming from them); `None`: no checkpoints.
+    pub checkpoint: Option<CheckpointOptions>,
 }
 
 /// Live counters of a run in this process.
@@ -132,6 +138,8 @@ struct Shared {
     sink_lines: Mutex<Vec<String>>,
     progress: Option<Arc<RunProgress>>,
     metrics: Option<Arc<crate::metrics::Metrics>>,
+    checkpoint: Option<Arc<Coordinator>>,
+    restored: Option<Arc<Checkpoint>>,
 }
 
 impl Shared {
@@ -148,6 +156,14 @@ impl Shared {
     }
     fn node_metrics(&self, name: &str) -> Option<Arc<crate::metrics::NodeMetrics>> {
         self.metrics.as_ref().map(|m| m.node(name))
+    }
+    /// The restored checkpoint's entry for this worker, picked by `pick`.
+    fn restored<T: Clone>(&self, pick: impl Fn(&Checkpoint) -> Option<&Vec<Option<T>>>, worker: usize) -> Option<T> {
+        self.restored
+            .as_ref()
+            .and_then(|c| pick(c))
+            .and_then(|v| v.get(worker).cloned())
+            .flatten()
     }
     fn add_stats(&self, name: &str, s: &NodeStats) {
         let mut nodes = self.nodes.lock().unwrap();
@@ -236,12 +252,36 @@ pub fn run(pipeline: CompiledPipeline, options: RunOptions) -> Result<RunReport>
             m.set_device(node, device);
         }
     }
+    let (checkpoint, restored) = match &options.checkpoint {
+        None => (None, None),
+        Some(o) => match prepare_checkpoints(&pipeline, o, &options, workers * processes)? {
+            Prepared::Complete => {
+                remove_staging(&pipeline)?;
+                report.sink_lines.push(format!(
+                    "checkpoint: the run in {} had already completed; its outputs are final",
+                    o.dir.display()
+                ));
+                return Ok(report);
+            }
+            Prepared::Run(c, r) => (Some(c), r),
+        },
+    };
+    if let Some(r) = &restored {
+        tracing::info!(
+            "resuming from checkpoint {} in {}",
+            r.id,
+            options.checkpoint.as_ref().unwrap().dir.display()
+        );
+    }
     let shared = Arc::new(Shared {
         progress: options.progress.clone(),
         metrics: options.metrics.clone(),
+        checkpoint: checkpoint.clone(),
+        restored: restored.map(Arc::new),
         ..Default::default()
     });
     let pipeline = Arc::new(pipeline);
+    let pipeline_for_cleanup = pipeline.clone();
     let node_devices = Arc::new(node_devices);
     let worker_shared = shared.clone();
     let guards = timely::execute(config, move |worker| {
@@ -285,13 +325,16 @@ pub fn run(pipeline: CompiledPipeline, options: RunOptions) -> Result<RunReport>
                     (Built::Operator(op), Some(input)) => {
                         let device = node_devices[name].clone();
                         let s = match op.partitioning() {
-                            Partitioning::Local => build_operator(input, Pipeline, &label, op.clone(), device, shared.clone()),
+                            Partitioning::Local => {
+                                build_operator(input, Pipeline, &label, op.clone(), device, pos, shared.clone())
+                            }
                             Partitioning::ByStream => build_operator(
                                 input,
                                 Exchange::new(|b: &Batch| stream_hash(b.stream())),
                                 &label,
                                 op.clone(),
                                 device,
+                                pos,
                                 shared.clone(),
                             ),
                         };
@@ -338,6 +381,22 @@ pub fn run(pipeline: CompiledPipeline, options: RunOptions) -> Result<RunReport>
     report.overload = shared.overload.lock().unwrap().clone();
     report.sink_lines = shared.sink_lines.lock().unwrap().clone();
     let errors = shared.errors.lock().unwrap().clone();
+    if let (Some(c), Some(o)) = (&checkpoint, &options.checkpoint) {
+        if errors.is_empty() {
+            CheckpointStore::open(&o.dir)?.mark_complete()?;
+            remove_staging(&pipeline_for_cleanup)?;
+        }
+        report.sink_lines.push(format!(
+            "checkpoint: {} checkpoints written to {}{}",
+            c.written(),
+            o.dir.display(),
+            if errors.is_empty() {
+                "; the run is complete"
+            } else {
+                "; resume with --resume"
+            }
+        ));
+    }
     if errors.is_empty() {
         Ok(report)
     } else {
@@ -346,6 +405,156 @@ pub fn run(pipeline: CompiledPipeline, options: RunOptions) -> Result<RunReport>
         }
         Err(EngineError::Runtime(errors.join("\n")))
     }
+}
+
+/// Removes the sinks' staged segments once the run is recorded as complete.
+fn remove_staging(pipeline: &CompiledPipeline) -> Result<()> {
+    for node in &pipeline.nodes {
+        if let Built::Sink(sink) = &node.built {
+            sink.remove_staging()?;
+        }
+    }
+    Ok(())
+}
+
+enum Prepared {
+    /// The directory's run already finished.
+    Complete,
+    /// Run with this coordinator, from this checkpoint (`None`: from the start).
+    Run(Arc<Coordinator>, Option<Checkpoint>),
+}
+
+/// What identifies a pipeline for its checkpoints: every node's kind, input and configuration.
+fn fingerprint(pipeline: &CompiledPipeline, workers: usize) -> Fingerprint {
+    let nodes = pipeline
+        .nodes
+        .iter()
+        .map(|n| {
+            let s = &n.spec;
+            let config = toml::to_string(&s.config).unwrap_or_default();
+            let describe = format!(
+                "kind = {:?}, input = {:?}, device = {:?}, on_invalid = {:?}, overload = {:?}\n{config}",
+                s.kind, s.input, s.device, s.on_invalid, s.overload
+            );
+            (s.qualified_name(), describe)
+        })
+        .collect();
+    Fingerprint {
+        pipeline: pipeline.settings.name.clone(),
+        nodes,
+        workers,
+    }
+}
+
+/// Checks that every node can be checkpointed, then opens the directory: fresh, or resuming
+/// from its newest checkpoint after finishing that checkpoint's commits.
+fn prepare_checkpoints(
+    pipeline: &CompiledPipeline,
+    o: &CheckpointOptions,
+    options: &RunOptions,
+    workers: usize,
+) -> Result<Prepared> {
+    if options.cluster.is_some() {
+        return Err(EngineError::Checkpoint(
+            "multi-process runs cannot be checkpointed yet; run in one process (workers may be many)".into(),
+        ));
+    }
+    let mut problems = Vec::new();
+    let (mut sources, mut operators, mut sinks) = (Vec::new(), Vec::new(), Vec::new());
+    let mut roots = HashMap::new();
+    for node in &pipeline.nodes {
+        let label = node.spec.qualified_name();
+        let root = node.spec.input.as_deref().map(|i| format!("sources.{}", pipeline.root_of(i)));
+        match &node.built {
+            Built::Source(src) => {
+                if !src.replayable() {
+                    problems.push(format!(
+                        "[{label}] cannot be replayed (a live stream): exactly-once restart needs sources that read the same data again"
+                    ));
+                }
+                if node.spec.overload != Overload::Block {
+                    problems.push(format!(
+                        "[{label}] drops rows when overloaded (`overload`), which a resumed run cannot repeat; use overload = \"block\""
+                    ));
+                }
+                sources.push(label);
+            }
+            Built::Operator(op) => {
+                if op.checkpointing() == Checkpointing::Unsupported {
+                    problems.push(format!(
+                        "[{label}] (`{}`) cannot save its state in checkpoints yet",
+                        node.spec.kind.as_deref().unwrap_or("?")
+                    ));
+                }
+                roots.insert(label.clone(), root.unwrap_or_default());
+                operators.push(label);
+            }
+            Built::Sink(sink) => {
+                match sink.delivery() {
+                    Delivery::Unsupported => problems.push(format!(
+                        "[{label}] (`{}`) cannot take part in checkpoints",
+                        node.spec.kind.as_deref().unwrap_or("?")
+                    )),
+                    Delivery::AtLeastOnce => tracing::info!(
+                        "[{label}] is a live consumer: after a resume it receives again what followed the last checkpoint"
+                    ),
+                    Delivery::ExactlyOnce => {}
+                }
+                roots.insert(label.clone(), root.unwrap_or_default());
+                sinks.push(label);
+            }
+        }
+    }
+    if !problems.is_empty() {
+        return Err(EngineError::Checkpoint(format!(
+            "this pipeline cannot be checkpointed:\n{}",
+            problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n")
+        )));
+    }
+    let fp = fingerprint(pipeline, workers);
+    let store = CheckpointStore::open(&o.dir)?;
+    let dir = o.dir.display();
+    let existing = store.fingerprint()?;
+    let mut resumed = None;
+    if o.resume {
+        let Some(existing) = existing else {
+            return Err(EngineError::Checkpoint(format!(
+                "{dir} holds no neurostream checkpoints (no pipeline.json): nothing to resume"
+            )));
+        };
+        if let Some(why) = fp.mismatch(&existing) {
+            return Err(EngineError::Checkpoint(format!(
+                "{dir} belongs to another run: {why}; refusing to resume from it"
+            )));
+        }
+        if store.is_complete() {
+            return Ok(Prepared::Complete);
+        }
+        resumed = store.latest()?;
+        match &resumed {
+            Some(ck) => crate::checkpoint::commit_staged(&ck.staged_files())?,
+            None => tracing::info!("{dir}: the run stopped before its first checkpoint; starting from the beginning"),
+        }
+    } else {
+        if existing.is_some() && !store.is_complete() {
+            return Err(EngineError::Checkpoint(format!(
+                "{dir} holds checkpoints of an unfinished run: pass --resume to continue it, or remove the directory to start over"
+            )));
+        }
+        store.start_fresh(&fp)?;
+    }
+    let coordinator = Coordinator::new(
+        store,
+        o.every,
+        workers,
+        sources,
+        operators,
+        sinks,
+        roots,
+        resumed.as_ref().map_or(0, |c| c.id),
+        options.metrics.clone(),
+    );
+    Ok(Prepared::Run(Arc::new(coordinator), resumed))
 }
 
 /// Applies the NaN/Inf policy to a batch: error, or drop rows and count them.
@@ -403,7 +612,38 @@ fn build_source<'s>(
         let (mut read_rows, mut overload_dropped) = (0u64, 0u64);
         let mut buffer: VecDeque<(u64, Batch)> = VecDeque::new();
         let mut buffered_rows = 0u64;
-        let mut reader = match src.open(pos) {
+        // Batches and rows the reader has returned (positions for checkpoints), and a batch read
+        // but held back because it falls after a checkpoint's target time.
+        let mut position = SourcePosition::default();
+        let mut lookahead: Option<(u64, Batch)> = None;
+        let mut reader = match src.open(pos).and_then(|mut r| {
+            if let Some(p) = shared.restored(|c| c.sources.get(&name), pos.index) {
+                r.skip_batches(p.batches)?;
+                // Some readers only learn they are exhausted when asked for one more batch.
+                if p.next_time.is_none() && r.next_time().is_some() && r.next_batch()?.is_some() {
+                    return Err(EngineError::Checkpoint(format!(
+                        "the checkpoint says it had ended after {} batches, but it has more: its data changed since",
+                        p.batches
+                    )));
+                }
+                // `next_time` is a lower bound: it may be earlier than the batch actually next.
+                let consistent = match (r.next_time(), p.next_time) {
+                    (None, None) => true,
+                    (Some(now), Some(then)) => now <= then,
+                    _ => false,
+                };
+                if !consistent {
+                    return Err(EngineError::Checkpoint(format!(
+                        "after skipping the {} batches it had emitted, the next event time is {:?}, but the checkpoint says {:?}: its data changed since",
+                        p.batches,
+                        r.next_time(),
+                        p.next_time
+                    )));
+                }
+                position = p;
+            }
+            Ok(r)
+        }) {
             Ok(r) => Some(r),
             Err(e) => {
                 shared.fail(format!("`{name}`: {e}"));
@@ -440,9 +680,37 @@ fn build_source<'s>(
                 cap = None;
                 return;
             }
+            let mut below = None;
+            if let Some(ck) = &shared.checkpoint {
+                position.next_time = lookahead.as_ref().map(|l| l.0).or_else(|| r.next_time());
+                match ck.source_gate(&name, pos.index, position.next_time, &position) {
+                    Ok(Gate::Free(b)) => below = b,
+                    Ok(Gate::Release) => {}
+                    Ok(Gate::Hold) => {
+                        let at = position.next_time.unwrap_or(EXHAUSTED);
+                        if at > *c.time() {
+                            c.downgrade(&at);
+                        }
+                        activator.activate_after(Duration::from_millis(1));
+                        return;
+                    }
+                    Err(e) => {
+                        shared.fail(format!("`{name}`: {e}"));
+                        done(&stats, dropped, read_rows, overload_dropped);
+                        reader = None;
+                        cap = None;
+                        return;
+                    }
+                }
+            }
             // Hold the capability at the next batch's time (the watermark), then wait while the
             // sinks are more than the flow-control window behind it.
-            match buffer.front().map(|b| b.0).or_else(|| r.next_time()) {
+            match buffer
+                .front()
+                .map(|b| b.0)
+                .or_else(|| lookahead.as_ref().map(|l| l.0))
+                .or_else(|| r.next_time())
+            {
                 Some(t) if t >= *c.time() => c.downgrade(&t),
                 Some(_) => {}
                 None => {
@@ -539,9 +807,19 @@ fn build_source<'s>(
             }
             let t0 = Instant::now();
             let outcome = (|| -> Result<bool> {
-                let Some((time, mut batch)) = r.next_batch()? else {
+                let next = match lookahead.take() {
+                    Some(l) => Some(l),
+                    None => r.next_batch()?,
+                };
+                let Some((time, mut batch)) = next else {
                     return Ok(false);
                 };
+                if below.is_some_and(|t| time >= t) {
+                    lookahead = Some((time, batch));
+                    return Ok(true);
+                }
+                position.batches += 1;
+                position.rows += batch.rows() as u64;
                 if time < *c.time() {
                     return Err(EngineError::Runtime(format!(
                         "`{name}` produced time {time} after promising times >= {}",
@@ -567,11 +845,13 @@ fn build_source<'s>(
                 if rows > 0 {
                     output.session(&c.delayed(&time)).give(batch);
                 }
-                Ok(r.next_time().is_some())
+                Ok(lookahead.is_some() || r.next_time().is_some())
             })();
             stats.busy += t0.elapsed();
             match outcome {
+                // With checkpoints the end goes through the gate: held until the final checkpoint.
                 Ok(true) => activator.activate(),
+                Ok(false) if shared.checkpoint.is_some() => activator.activate(),
                 Ok(false) => {
                     done(&stats, dropped, read_rows, overload_dropped);
                     reader = None;
@@ -600,6 +880,7 @@ fn build_operator<'s, P>(
     name: &str,
     op: Arc<dyn Operator>,
     device: ComputeDevice,
+    pos: WorkerPos,
     shared: Arc<Shared>,
 ) -> StreamVec<'s, u64, Batch>
 where
@@ -612,9 +893,18 @@ where
     input.unary_frontier::<timely::container::CapacityContainerBuilder<Vec<Batch>>, _, _, _>(
         pact,
         &name.clone(),
-        move |_cap, info| {
+        move |initial, info| {
+            if let Some(ck) = &shared.checkpoint {
+                ck.register(scope.worker().sync_activator_for(info.address.to_vec()));
+            }
             let activator = scope.activator_for(info.address);
-            let mut instance = match op.instantiate(&device) {
+            let checkpointing = op.checkpointing();
+            let mut instance = match op.instantiate(&device).and_then(|mut i| {
+                if let Some(state) = shared.restored(|c| c.operators.get(&name), pos.index) {
+                    i.restore(&state)?;
+                }
+                Ok(i)
+            }) {
                 Ok(i) => Some(i),
                 Err(e) => {
                     shared.fail(format!("`{name}`: {e}"));
@@ -622,7 +912,9 @@ where
                 }
             };
             let mut stash: BTreeMap<u64, (Capability<u64>, Vec<Batch>)> = BTreeMap::new();
-            let mut held: Option<Capability<u64>> = None;
+            // Operators that hold rows back keep a capability from the start: restored state may
+            // have rows to emit at the end even when no input reaches this worker after a resume.
+            let mut held: Option<Capability<u64>> = holds_back.then_some(initial);
             let mut stats = NodeStats::default();
             let live = shared.node_metrics(&name);
             let mut finished = false;
@@ -674,8 +966,12 @@ where
                         held = Some(cap);
                     }
                 }
-                // Operators that hold rows back may have some due now (a latency budget ran out).
-                if let (Some(inst), Some(cap), false) = (instance.as_mut(), held.as_ref(), shared.failed()) {
+                // Operators that hold rows back may have some due now (a latency budget ran out);
+                // not while a checkpoint is taken, when nothing may be emitted past its target time.
+                let checkpointing_now = shared.checkpoint.as_ref().is_some_and(|c| c.in_progress());
+                if let (Some(inst), Some(cap), false, false) =
+                    (instance.as_mut(), held.as_ref(), shared.failed(), checkpointing_now)
+                {
                     let t0 = Instant::now();
                     let r = inst.poll(&mut out);
                     stats.busy += t0.elapsed();
@@ -700,6 +996,23 @@ where
                 if let (Some(h), Some(&f)) = (held.as_mut(), frontier.frontier().first()) {
                     if f > *h.time() {
                         h.downgrade(&f);
+                    }
+                }
+                // A checkpoint: once the input frontier reaches its target every earlier batch has
+                // been processed and no later one exists yet, so the state is exactly the cut.
+                if let Some(ck) = &shared.checkpoint {
+                    if let Some((id, target)) = ck.pending(&name, pos.index, false) {
+                        if frontier.frontier().iter().all(|t| *t >= target) && !shared.failed() {
+                            let state = match (checkpointing, instance.as_ref()) {
+                                (Checkpointing::Snapshot, Some(inst)) => inst.snapshot().map(Some),
+                                _ => Ok(None),
+                            };
+                            if let Err(e) = state.and_then(|st| ck.report_operator(id, &name, pos.index, st)) {
+                                shared.fail(format!("`{name}`: {e}"));
+                            }
+                        } else {
+                            activator.activate_after(Duration::from_millis(1));
+                        }
                     }
                 }
                 if frontier.is_empty() && stash.is_empty() && !finished {
@@ -745,7 +1058,14 @@ fn build_sink<'s, P>(
     let mut writer = if sink.placement() == Placement::Single && pos.index != 0 {
         None
     } else {
-        match sink.open_on(pos, &device) {
+        let opened = sink.open_on(pos, &device).and_then(|mut w| {
+            if shared.checkpoint.is_some() {
+                let state = shared.restored(|c| c.sinks.get(&name), pos.index);
+                w.start_checkpointed(state.as_ref().map(|s| s.state.as_slice()))?;
+            }
+            Ok(w)
+        });
+        match opened {
             Ok(w) => Some(w),
             Err(e) => {
                 shared.fail(format!("`{name}`: {e}"));
@@ -757,58 +1077,82 @@ fn build_sink<'s, P>(
     let mut stats = NodeStats::default();
     let live = shared.node_metrics(&name);
     let mut finished = false;
-    input.sink(pact, &name.clone(), move |(input, frontier)| {
-        input.for_each(|cap, data| {
-            if let Some(t) = cap.least() {
-                stash.entry(*t).or_default().append(data);
+    let scope = input.scope();
+    let _ = input.unary_frontier::<timely::container::CapacityContainerBuilder<Vec<Batch>>, _, _, _>(
+        pact,
+        &name.clone(),
+        move |_cap, info| {
+            if let Some(ck) = &shared.checkpoint {
+                ck.register(scope.worker().sync_activator_for(info.address.to_vec()));
             }
-        });
-        while let Some(entry) = stash.first_entry() {
-            if frontier.less_equal(entry.key()) {
-                break;
-            }
-            let batches = entry.remove();
-            let Some(w) = writer.as_mut() else { continue };
-            for b in &batches {
-                stats.rows_in += b.rows() as u64;
-                stats.bytes_in += b.payload_bytes() as u64;
-                let t0 = Instant::now();
-                let r = w.write(b);
-                let busy = t0.elapsed();
-                stats.busy += busy;
-                if let Some(m) = &live {
-                    m.batch(b.rows() as u64, 0, b.payload_bytes() as u64, busy);
-                }
-                if let Batch::Dense(Frame {
-                    arrival_ns: Some(at), ..
-                }) = b
-                {
-                    let latency = crate::frame::now_ns() - at;
-                    stats.latencies_ns.push(latency);
-                    if let Some(m) = &live {
-                        m.latency.observe_ns(latency);
+            let activator = scope.activator_for(info.address);
+            move |(input, frontier), _output| {
+                input.for_each(|cap, data| {
+                    if let Some(c) = cap.retain_least(0) {
+                        stash.entry(*c.time()).or_default().append(data);
+                    }
+                });
+                while let Some(entry) = stash.first_entry() {
+                    if frontier.less_equal(entry.key()) {
+                        break;
+                    }
+                    let batches = entry.remove();
+                    let Some(w) = writer.as_mut() else { continue };
+                    for b in &batches {
+                        stats.rows_in += b.rows() as u64;
+                        stats.bytes_in += b.payload_bytes() as u64;
+                        let t0 = Instant::now();
+                        let r = w.write(b);
+                        let busy = t0.elapsed();
+                        stats.busy += busy;
+                        if let Some(m) = &live {
+                            m.batch(b.rows() as u64, 0, b.payload_bytes() as u64, busy);
+                        }
+                        if let Batch::Dense(Frame {
+                            arrival_ns: Some(at), ..
+                        }) = b
+                        {
+                            let latency = crate::frame::now_ns() - at;
+                            stats.latencies_ns.push(latency);
+                            if let Some(m) = &live {
+                                m.latency.observe_ns(latency);
+                            }
+                        }
+                        if let Err(e) = r {
+                            shared.fail(format!("`{name}`: {e}"));
+                            break;
+                        }
                     }
                 }
-                if let Err(e) = r {
-                    shared.fail(format!("`{name}`: {e}"));
-                    break;
+                // A checkpoint: the frontier at its target means every earlier batch is written.
+                if let Some(ck) = &shared.checkpoint {
+                    if let Some((id, target)) = ck.pending(&name, pos.index, true) {
+                        if frontier.frontier().iter().all(|t| *t >= target) && !shared.failed() {
+                            let commit = writer.as_mut().map(|w| w.precommit()).transpose();
+                            if let Err(e) = commit.and_then(|c| ck.report_sink(id, &name, pos.index, c)) {
+                                shared.fail(format!("`{name}`: {e}"));
+                            }
+                        } else {
+                            activator.activate_after(Duration::from_millis(1));
+                        }
+                    }
+                }
+                if frontier.is_empty() && !finished {
+                    finished = true;
+                    if let Some(w) = writer.take() {
+                        let failure = shared.first_error();
+                        match w.finish(failure.as_deref()) {
+                            Ok(lines) => shared
+                                .sink_lines
+                                .lock()
+                                .unwrap()
+                                .extend(lines.into_iter().map(|l| format!("{name}: {l}"))),
+                            Err(e) => shared.fail(format!("`{name}`: {e}")),
+                        }
+                    }
+                    shared.add_stats(&name, &stats);
                 }
             }
-        }
-        if frontier.is_empty() && !finished {
-            finished = true;
-            if let Some(w) = writer.take() {
-                let failure = shared.first_error();
-                match w.finish(failure.as_deref()) {
-                    Ok(lines) => shared
-                        .sink_lines
-                        .lock()
-                        .unwrap()
-                        .extend(lines.into_iter().map(|l| format!("{name}: {l}"))),
-                    Err(e) => shared.fail(format!("`{name}`: {e}")),
-                }
-            }
-            shared.add_stats(&name, &stats);
-        }
-    });
+        },
+    );
 }

@@ -9,12 +9,21 @@
 //! so far are still committed as a complete file whose metadata says
 //! `neurostream.status = incomplete: <error>`; when writing itself fails (a full disk), the
 //! temporary file is removed and any previous file at the target stays as it was.
+//!
+//! In a checkpointed run (`neurostream run --checkpoint-dir`) each output is written as
+//! segments in a hidden directory beside it (`.<name>.parquet.segments/`): at every checkpoint
+//! the open segment is closed, fsynced and staged, and committed when the checkpoint is durable.
+//! A resumed run drops whatever was written after the checkpoint it resumes from. When the run
+//! completes, the committed segments are merged in order into the target (atomically, as
+//! above) and the directory is removed; a failed run leaves the target alone and keeps the
+//! committed segments for `--resume`.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::datatypes::Schema as ArrowSchema;
+use neurostream_engine::checkpoint::{decode_state, encode_state, Delivery, SinkCommit, StagedFile};
 use neurostream_engine::layout::{arrow_schema, frame_to_batch, sparse_to_batch, EncodeOptions};
 use neurostream_engine::{
     parse_config, Batch, ConfigTable, EngineError, NodeConfig, NodeContext, Placement, Result, RowIndex, Schema, Sink, SinkKind,
@@ -202,6 +211,30 @@ fn out_err(path: &Path, message: impl Into<String>) -> EngineError {
 }
 
 impl Sink for ParquetSink {
+    fn delivery(&self) -> Delivery {
+        Delivery::ExactlyOnce
+    }
+    fn remove_staging(&self) -> Result<()> {
+        let dirs: Vec<PathBuf> = if self.single {
+            vec![segments_dir(&self.path)]
+        } else {
+            match std::fs::read_dir(&self.path) {
+                Ok(entries) => entries
+                    .flatten()
+                    .filter(|e| {
+                        let n = e.file_name().to_string_lossy().to_string();
+                        n.starts_with('.') && n.ends_with(".parquet.segments")
+                    })
+                    .map(|e| e.path())
+                    .collect(),
+                Err(_) => Vec::new(),
+            }
+        };
+        for d in dirs.iter().filter(|d| d.exists()) {
+            std::fs::remove_dir_all(d).map_err(|e| out_err(d, format!("cannot remove staged segments: {e}")))?;
+        }
+        Ok(())
+    }
     fn placement(&self) -> Placement {
         if self.single || self.tables.is_some() {
             Placement::Single
@@ -219,6 +252,7 @@ impl Sink for ParquetSink {
                 props: self.props.clone(),
                 pipeline: self.pipeline.clone(),
                 writers: Vec::new(),
+                checkpointed: false,
             }));
         }
         let target = if self.single {
@@ -238,12 +272,13 @@ impl Sink for ParquetSink {
             target,
             arrow: self.arrow.clone(),
             opts: self.opts.clone(),
-            props: Some(self.props.clone()),
+            props: self.props.clone(),
             writer: None,
             rows: 0,
             broken: false,
             single: self.single,
             pipeline: self.pipeline.clone(),
+            segments: None,
         }))
     }
 }
@@ -272,19 +307,65 @@ struct ParquetFileWriter {
     temp: PathBuf,
     arrow: Arc<ArrowSchema>,
     opts: EncodeOptions,
-    props: Option<WriterProperties>,
+    props: WriterProperties,
     writer: Option<ArrowWriter<File>>,
     rows: u64,
     broken: bool,
     single: bool,
     pipeline: String,
+    /// Checkpointed runs: where the segments go and how many were staged or committed.
+    segments: Option<Segments>,
+}
+
+/// The segments of one output in a checkpointed run.
+struct Segments {
+    dir: PathBuf,
+    /// Segments staged or committed so far; the open one (if any) is number `next`.
+    next: u32,
+}
+
+impl Segments {
+    fn committed(&self, i: u32) -> PathBuf {
+        self.dir.join(format!("seg-{i:06}.parquet"))
+    }
+    fn in_progress(&self) -> PathBuf {
+        self.dir.join(format!("seg-{:06}.parquet.inprogress", self.next))
+    }
+}
+
+/// What a checkpoint records of one output file.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct FileState {
+    segments: u32,
+    rows: u64,
+    time: bool,
+}
+
+/// `.<name>.segments` beside `target`.
+fn segments_dir(target: &Path) -> PathBuf {
+    let name = target.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    target.with_file_name(format!(".{name}.segments"))
+}
+
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
 }
 
 impl ParquetFileWriter {
+    fn current_path(&self) -> PathBuf {
+        match &self.segments {
+            Some(s) => s.in_progress(),
+            None => self.temp.clone(),
+        }
+    }
+
     fn writer(&mut self) -> Result<&mut ArrowWriter<File>> {
         if self.writer.is_none() {
-            let file = File::create(&self.temp).map_err(|e| out_err(&self.temp, format!("cannot create: {e}")))?;
-            let w = ArrowWriter::try_new(file, self.arrow.clone(), self.props.take())
+            let path = self.current_path();
+            let file = File::create(&path).map_err(|e| out_err(&path, format!("cannot create: {e}")))?;
+            let w = ArrowWriter::try_new(file, self.arrow.clone(), Some(self.props.clone()))
                 .map_err(|e| out_err(&self.target, format!("cannot start Parquet writer: {e}")))?;
             self.writer = Some(w);
         }
@@ -293,8 +374,163 @@ impl ParquetFileWriter {
 
     fn discard(&mut self) {
         self.writer = None;
-        let _ = std::fs::remove_file(&self.temp);
+        let _ = std::fs::remove_file(self.current_path());
     }
+
+    /// Enters checkpointed mode: a fresh segment directory, or the one of the checkpoint
+    /// resumed from with everything written after it removed.
+    fn start_segments(&mut self, resume: Option<FileState>) -> Result<()> {
+        let dir = segments_dir(&self.target);
+        let keep = resume.as_ref().map_or(0, |s| s.segments);
+        if dir.exists() {
+            let entries = std::fs::read_dir(&dir).map_err(|e| out_err(&dir, e.to_string()))?;
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().to_string();
+                let committed = name
+                    .strip_prefix("seg-")
+                    .and_then(|n| n.strip_suffix(".parquet"))
+                    .and_then(|n| n.parse::<u32>().ok())
+                    .is_some_and(|i| i < keep);
+                if !committed {
+                    std::fs::remove_file(e.path())
+                        .map_err(|err| out_err(&e.path(), format!("cannot remove uncommitted segment: {err}")))?;
+                }
+            }
+        }
+        std::fs::create_dir_all(&dir).map_err(|e| out_err(&dir, format!("cannot create directory: {e}")))?;
+        let segments = Segments { dir, next: keep };
+        for i in 0..keep {
+            if !segments.committed(i).exists() {
+                return Err(out_err(
+                    &segments.committed(i),
+                    "a segment committed by the checkpoint is missing; the output cannot be resumed",
+                ));
+            }
+        }
+        if let Some(state) = resume {
+            self.rows = state.rows;
+            if state.time && !self.opts.time {
+                self.opts.time = true;
+                if let Some(schema) = read_segment_schema(&segments.committed(0)) {
+                    self.arrow = schema;
+                }
+            }
+        }
+        self.segments = Some(segments);
+        Ok(())
+    }
+
+    fn state(&self) -> FileState {
+        FileState {
+            segments: self.segments.as_ref().map_or(0, |s| s.next),
+            rows: self.rows,
+            time: self.opts.time,
+        }
+    }
+
+    /// Closes the open segment (if any rows went in since the last checkpoint) into a staged file.
+    fn stage_segment(&mut self) -> Result<Option<StagedFile>> {
+        if self.broken {
+            return Err(out_err(&self.target, "an earlier write failed"));
+        }
+        let Some(writer) = self.writer.take() else { return Ok(None) };
+        let seg = self.segments.as_mut().expect("checkpointed mode");
+        let path = seg.in_progress();
+        let staged = seg.dir.join(format!("seg-{:06}.parquet.staged", seg.next));
+        let committed = seg.committed(seg.next);
+        let closed = (|| -> std::result::Result<(), String> {
+            let file = writer.into_inner().map_err(|e| e.to_string())?;
+            file.sync_all().map_err(|e| format!("fsync: {e}"))?;
+            drop(file);
+            std::fs::rename(&path, &staged).map_err(|e| format!("rename: {e}"))?;
+            sync_dir(&seg.dir);
+            Ok(())
+        })();
+        if let Err(m) = closed {
+            let _ = std::fs::remove_file(&path);
+            self.broken = true;
+            return Err(out_err(
+                &path,
+                format!("could not close the segment for a checkpoint ({m}); earlier checkpoints stay valid"),
+            ));
+        }
+        seg.next += 1;
+        Ok(Some(StagedFile { staged, committed }))
+    }
+
+    /// Completes a checkpointed output: merges the committed segments and the open one into
+    /// the target, or on failure keeps the committed ones for `--resume`.
+    fn commit_segments(mut self: Box<Self>, failure: Option<&str>) -> Result<Vec<String>> {
+        let seg_dir = self.segments.as_ref().expect("checkpointed mode").dir.clone();
+        if failure.is_some() || self.broken {
+            self.discard();
+            let n = self.segments.as_ref().map_or(0, |s| s.next);
+            return Ok(vec![format!(
+                "{}: not written (run failed); {n} committed segments kept in {} for --resume",
+                self.target.display(),
+                seg_dir.display()
+            )]);
+        }
+        let mut parts: Vec<PathBuf> = {
+            let s = self.segments.as_ref().unwrap();
+            (0..s.next).map(|i| s.committed(i)).collect()
+        };
+        if let Some(writer) = self.writer.take() {
+            let path = self.current_path();
+            writer
+                .into_inner()
+                .and_then(|f| f.sync_all().map_err(|e| parquet::errors::ParquetError::External(Box::new(e))))
+                .map_err(|e| out_err(&path, format!("could not close the last segment: {e}")))?;
+            parts.push(path);
+        }
+        if parts.is_empty() && !self.single {
+            let _ = std::fs::remove_dir_all(&seg_dir);
+            return Ok(Vec::new());
+        }
+        let merged = (|| -> std::result::Result<(), String> {
+            let file = File::create(&self.temp).map_err(|e| format!("cannot create {}: {e}", self.temp.display()))?;
+            let mut w = ArrowWriter::try_new(file, self.arrow.clone(), Some(self.props.clone())).map_err(|e| e.to_string())?;
+            for part in &parts {
+                let f = File::open(part).map_err(|e| format!("{}: {e}", part.display()))?;
+                let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
+                    .and_then(|b| b.with_batch_size(65536).build())
+                    .map_err(|e| format!("{}: {e}", part.display()))?;
+                for batch in reader {
+                    let batch = batch
+                        .and_then(|b| b.with_schema(self.arrow.clone()))
+                        .map_err(|e| format!("{}: {e}", part.display()))?;
+                    w.write(&batch).map_err(|e| e.to_string())?;
+                }
+            }
+            w.append_key_value_metadata(KeyValue::new("neurostream.status".to_string(), "complete".to_string()));
+            w.append_key_value_metadata(KeyValue::new("neurostream.pipeline".to_string(), self.pipeline.clone()));
+            let file = w.into_inner().map_err(|e| e.to_string())?;
+            file.sync_all().map_err(|e| format!("fsync: {e}"))?;
+            drop(file);
+            std::fs::rename(&self.temp, &self.target).map_err(|e| format!("rename from {}: {e}", self.temp.display()))?;
+            if let Some(dir) = self.target.parent().filter(|d| !d.as_os_str().is_empty()) {
+                sync_dir(dir);
+            }
+            Ok(())
+        })();
+        if let Err(m) = merged {
+            let _ = std::fs::remove_file(&self.temp);
+            return Err(out_err(
+                &self.target,
+                format!("could not merge the committed segments ({m}); they stay in {} for --resume", seg_dir.display()),
+            ));
+        }
+        // The segments stay until the run is recorded complete (`remove_staging`): a crash
+        // before that resumes and merges them again.
+        Ok(vec![format!("wrote {} rows to {}", self.rows, self.target.display())])
+    }
+}
+
+/// The Arrow schema stored in a Parquet file, if it can be read.
+fn read_segment_schema(path: &Path) -> Option<Arc<ArrowSchema>> {
+    let f = File::open(path).ok()?;
+    let b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f).ok()?;
+    Some(b.schema().clone())
 }
 
 impl SinkWriter for ParquetFileWriter {
@@ -324,7 +560,25 @@ impl SinkWriter for ParquetFileWriter {
     }
 
     fn finish(self: Box<Self>, failure: Option<&str>) -> Result<Vec<String>> {
+        if self.segments.is_some() {
+            return self.commit_segments(failure);
+        }
         self.commit(failure)
+    }
+
+    fn start_checkpointed(&mut self, resume: Option<&[u8]>) -> Result<()> {
+        let state = resume
+            .map(|b| decode_state::<FileState>(b, &self.target.display().to_string()))
+            .transpose()?;
+        self.start_segments(state)
+    }
+
+    fn precommit(&mut self) -> Result<SinkCommit> {
+        let files = self.stage_segment()?.into_iter().collect();
+        Ok(SinkCommit {
+            state: encode_state(&self.state())?,
+            files,
+        })
     }
 }
 
@@ -400,6 +654,26 @@ struct TablesWriter {
     props: WriterProperties,
     pipeline: String,
     writers: Vec<(String, Box<ParquetFileWriter>)>,
+    checkpointed: bool,
+}
+
+impl TablesWriter {
+    fn file_writer(&self, table: &str, arrow: Arc<ArrowSchema>) -> Box<ParquetFileWriter> {
+        let target = self.dir.join(format!("{table}.parquet"));
+        Box::new(ParquetFileWriter {
+            temp: temp_name(&target, 0),
+            target,
+            arrow,
+            opts: EncodeOptions::default(),
+            props: self.props.clone(),
+            writer: None,
+            rows: 0,
+            broken: false,
+            single: true,
+            pipeline: self.pipeline.clone(),
+            segments: None,
+        })
+    }
 }
 
 impl SinkWriter for TablesWriter {
@@ -413,25 +687,14 @@ impl SinkWriter for TablesWriter {
         let i = match self.writers.iter().position(|(name, _)| **name == *t.table) {
             Some(i) => i,
             None => {
-                let target = self.dir.join(format!("{}.parquet", t.table));
                 let mut meta = t.data.schema().metadata().clone();
                 meta.insert("neurostream.layout".to_string(), format!("table:{}", t.table));
                 let arrow = Arc::new(t.data.schema().as_ref().clone().with_metadata(meta));
-                self.writers.push((
-                    t.table.to_string(),
-                    Box::new(ParquetFileWriter {
-                        temp: temp_name(&target, 0),
-                        target,
-                        arrow,
-                        opts: EncodeOptions::default(),
-                        props: Some(self.props.clone()),
-                        writer: None,
-                        rows: 0,
-                        broken: false,
-                        single: true,
-                        pipeline: self.pipeline.clone(),
-                    }),
-                ));
+                let mut w = self.file_writer(&t.table, arrow);
+                if self.checkpointed {
+                    w.start_segments(None)?;
+                }
+                self.writers.push((t.table.to_string(), w));
                 self.writers.len() - 1
             }
         };
@@ -458,7 +721,12 @@ impl SinkWriter for TablesWriter {
         let mut lines = Vec::new();
         let mut first_err = None;
         for (_, w) in self.writers {
-            match w.commit(failure) {
+            let committed = if w.segments.is_some() {
+                w.commit_segments(failure)
+            } else {
+                w.commit(failure)
+            };
+            match committed {
                 Ok(l) => lines.extend(l),
                 Err(e) => {
                     lines.push(e.to_string());
@@ -473,5 +741,44 @@ impl SinkWriter for TablesWriter {
             Some(e) => Err(e),
             None => Ok(lines),
         }
+    }
+
+    fn start_checkpointed(&mut self, resume: Option<&[u8]>) -> Result<()> {
+        self.checkpointed = true;
+        let states: Vec<(String, FileState)> = resume
+            .map(|b| decode_state(b, &self.dir.display().to_string()))
+            .transpose()?
+            .unwrap_or_default();
+        // Segment directories of tables the checkpoint does not know were written after it.
+        let entries = std::fs::read_dir(&self.dir).map_err(|e| out_err(&self.dir, e.to_string()))?;
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            let known = states.iter().any(|(t, _)| name == format!(".{t}.parquet.segments"));
+            if name.starts_with('.') && name.ends_with(".parquet.segments") && !known {
+                std::fs::remove_dir_all(e.path())
+                    .map_err(|err| out_err(&e.path(), format!("cannot remove uncommitted segments: {err}")))?;
+            }
+        }
+        for (table, state) in states {
+            let first = segments_dir(&self.dir.join(format!("{table}.parquet"))).join("seg-000000.parquet");
+            let arrow = read_segment_schema(&first).ok_or_else(|| {
+                out_err(&first, "the first committed segment of this table is missing or unreadable; cannot resume")
+            })?;
+            let mut w = self.file_writer(&table, arrow);
+            w.start_segments(Some(state))?;
+            self.writers.push((table, w));
+        }
+        Ok(())
+    }
+
+    fn precommit(&mut self) -> Result<SinkCommit> {
+        let mut commit = SinkCommit::default();
+        let mut states = Vec::new();
+        for (table, w) in &mut self.writers {
+            commit.files.extend(w.stage_segment()?);
+            states.push((table.clone(), w.state()));
+        }
+        commit.state = encode_state(&states)?;
+        Ok(commit)
     }
 }

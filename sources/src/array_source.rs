@@ -209,6 +209,9 @@ impl ArraySource {
 }
 
 impl Source for ArraySource {
+    fn replayable(&self) -> bool {
+        true // a pure function of its files / seed: reopening yields the same batches
+    }
     fn schema(&self) -> Arc<Schema> {
         self.file.schema.clone()
     }

@@ -236,6 +236,9 @@ impl ParquetSource {
 }
 
 impl Source for ParquetSource {
+    fn replayable(&self) -> bool {
+        true // a pure function of its files / seed: reopening yields the same batches
+    }
     fn schema(&self) -> Arc<Schema> {
         self.decoder.schema.clone()
     }

@@ -196,6 +196,9 @@ impl SyntheticActivations {
 }
 
 impl Source for SyntheticActivations {
+    fn replayable(&self) -> bool {
+        true // a pure function of its files / seed: reopening yields the same batches
+    }
     fn schema(&self) -> Arc<Schema> {
         self.schema.clone()
     }

@@ -240,6 +240,9 @@ impl SyntheticEeg {
 }
 
 impl Source for SyntheticEeg {
+    fn replayable(&self) -> bool {
+        true // a pure function of its files / seed: reopening yields the same batches
+    }
     fn schema(&self) -> Arc<Schema> {
         self.schema.clone()
     }

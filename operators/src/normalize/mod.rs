@@ -23,6 +23,7 @@ mod stats_file;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use neurostream_engine::checkpoint::{decode_state, encode_state, Checkpointing};
 use neurostream_engine::{
     parse_config, Batch, ComputeDevice, ConfigTable, EngineError, Frame, NodeConfig, NodeContext, Operator, OperatorInstance,
     OperatorKind, Partitioning, Result, Schema,
@@ -118,7 +119,7 @@ pub trait NormalizeKernels {
 }
 
 /// Welford running statistics per channel, in float64.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Welford {
     /// Rows seen.
     pub count: u64,
@@ -287,6 +288,15 @@ impl Operator for Normalize {
         matches!(self.mode, Mode::Running { warmup, .. } if warmup > 0)
     }
 
+    fn checkpointing(&self) -> Checkpointing {
+        match self.mode {
+            Mode::Running { warmup: 0, .. } => Checkpointing::Snapshot,
+            // Frames held back during the warm-up are not saved yet.
+            Mode::Running { .. } => Checkpointing::Unsupported,
+            _ => Checkpointing::Stateless,
+        }
+    }
+
     fn instantiate(&self, device: &ComputeDevice) -> Result<Box<dyn OperatorInstance>> {
         let kernels: Box<dyn NormalizeKernels> = match device {
             ComputeDevice::Cpu => Box::new(CpuKernels),
@@ -353,6 +363,27 @@ impl NormalizeInstance {
 }
 
 impl OperatorInstance for NormalizeInstance {
+    fn snapshot(&self) -> Result<Vec<u8>> {
+        let mut streams: Vec<(&str, &Welford)> = self.streams.iter().map(|(k, v)| (&**k, &v.stats)).collect();
+        streams.sort_by_key(|(k, _)| *k);
+        encode_state(&streams)
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<()> {
+        let streams: Vec<(String, Welford)> = decode_state(state, "normalize")?;
+        for (name, stats) in streams {
+            self.streams.insert(
+                name.into(),
+                StreamState {
+                    stats,
+                    held: Vec::new(),
+                    warmed: true,
+                },
+            );
+        }
+        Ok(())
+    }
+
     fn process(&mut self, batch: Batch, out: &mut Vec<Batch>) -> Result<()> {
         let Batch::Dense(mut frame) = batch else {
             return Err(EngineError::Shape(format!(

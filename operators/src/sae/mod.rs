@@ -217,6 +217,14 @@ impl Operator for SaeEncode {
         self.batching.is_some()
     }
 
+    fn checkpointing(&self) -> neurostream_engine::Checkpointing {
+        match self.batching {
+            // Frames waiting to be batched are not saved yet.
+            Some(_) => neurostream_engine::Checkpointing::Unsupported,
+            None => neurostream_engine::Checkpointing::Stateless,
+        }
+    }
+
     fn instantiate(&self, device: &ComputeDevice) -> Result<Box<dyn OperatorInstance>> {
         let kernels: Box<dyn SaeKernels> = match device {
             ComputeDevice::Cpu => {

@@ -201,6 +201,9 @@ impl Operator for SaeReconstruct {
     fn partitioning(&self) -> Partitioning {
         Partitioning::Local
     }
+    fn checkpointing(&self) -> neurostream_engine::Checkpointing {
+        neurostream_engine::Checkpointing::Stateless
+    }
 
     fn instantiate(&self, device: &ComputeDevice) -> Result<Box<dyn OperatorInstance>> {
         let (encode, decode): (Box<dyn SaeKernels>, Box<dyn DecodeKernels>) = match device {

@@ -286,6 +286,9 @@ impl Operator for SpatialMap {
     fn partitioning(&self) -> Partitioning {
         Partitioning::Local
     }
+    fn checkpointing(&self) -> neurostream_engine::Checkpointing {
+        neurostream_engine::Checkpointing::Stateless
+    }
     fn instantiate(&self, device: &ComputeDevice) -> Result<Box<dyn OperatorInstance>> {
         let kernels: Box<dyn SpatialKernels> = match device {
             ComputeDevice::Cpu => Box::new(CpuSpatial),

@@ -36,7 +36,7 @@ impl LogBins {
 
 /// Sums over a span of tokens of one stream. A feature *fires* on a token when its activation
 /// there is greater than zero; entries with activation <= 0 are ignored everywhere.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Accum {
     /// Tokens in the span.
     pub tokens: u64,

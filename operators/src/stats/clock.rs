@@ -33,7 +33,7 @@ impl WindowUnit {
 }
 
 /// Per-stream pane bookkeeping.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PaneClock {
     /// Pane length in tokens (token unit) or ns (time units).
     step: u64,

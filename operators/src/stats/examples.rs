@@ -7,7 +7,7 @@
 use std::collections::VecDeque;
 
 /// One activating example of a feature.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Example {
     /// Activation.
     pub act: f32,
@@ -32,6 +32,7 @@ impl Example {
 }
 
 /// A recently seen token (for left context).
+#[derive(serde::Serialize, serde::Deserialize)]
 struct Recent {
     seq_id: u64,
     pos: u32,
@@ -39,6 +40,7 @@ struct Recent {
 }
 
 /// Top-k examples of every feature of one stream.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct TopExamples {
     k: usize,
     context: usize,

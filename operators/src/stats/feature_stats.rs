@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use neurostream_engine::checkpoint::{decode_state, encode_state, Checkpointing};
 use neurostream_engine::{
     parse_config, Batch, ComputeDevice, ConfigTable, EngineError, NodeConfig, NodeContext, Operator, OperatorInstance,
     OperatorKind, Partitioning, Result, RowIndex, Schema, SparseFrame, StreamKind, TableFrame,
@@ -263,6 +264,9 @@ impl Operator for FeatureStats {
     fn holds_back(&self) -> bool {
         true
     }
+    fn checkpointing(&self) -> Checkpointing {
+        Checkpointing::Snapshot
+    }
     fn instantiate(&self, _device: &ComputeDevice) -> Result<Box<dyn OperatorInstance>> {
         // Bookkeeping over a few firing features per token: integer counters and float64 sums,
         // the same on every device.
@@ -275,17 +279,21 @@ impl Operator for FeatureStats {
 }
 
 /// What a closed window left behind for the next one's alerts.
+#[derive(Serialize, Deserialize)]
 struct WindowMemory {
     density: Vec<f64>,
     dead_fraction: f64,
 }
 
+#[derive(Serialize, Deserialize)]
 struct StreamState {
     name: Arc<str>,
     tokens: u64,
     clock: PaneClock,
     pane: Accum,
     panes: Panes<Accum>,
+    /// Evicted panes kept for reuse (allocations only).
+    #[serde(skip)]
     spare: Vec<Accum>,
     all: Accum,
     /// Token index + 1 of each feature's last firing (0: never).
@@ -295,7 +303,9 @@ struct StreamState {
     first: Option<Vec<f64>>,
     /// Token count at the last emission (to skip an empty final window).
     emitted_at: Option<u64>,
+    #[serde(skip)]
     ids: Vec<u32>,
+    #[serde(skip)]
     acts: Vec<f32>,
 }
 
@@ -334,6 +344,27 @@ impl OperatorInstance for FeatureStatsInstance {
             }
         });
         add_frame(state, s, &self.schema, &frame, out)
+    }
+
+    fn snapshot(&self) -> Result<Vec<u8>> {
+        let mut streams: Vec<&StreamState> = self.streams.values().collect();
+        streams.sort_by(|a, b| a.name.cmp(&b.name));
+        encode_state(&streams)
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<()> {
+        let streams: Vec<StreamState> = decode_state(state, "feature_stats")?;
+        for s in streams {
+            if s.last_fired.len() != self.settings.n_features {
+                return Err(EngineError::Checkpoint(format!(
+                    "feature_stats: the saved state has {} features, the input has {}",
+                    s.last_fired.len(),
+                    self.settings.n_features
+                )));
+            }
+            self.streams.insert(s.name.clone(), s);
+        }
+        Ok(())
     }
 
     fn finish(&mut self, out: &mut Vec<Batch>) -> Result<()> {

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use neurostream_engine::checkpoint::{decode_state, encode_state, Checkpointing};
 use neurostream_engine::{
     parse_config, Batch, ComputeDevice, ConfigTable, EngineError, NodeConfig, NodeContext, Operator, OperatorInstance,
     OperatorKind, Partitioning, Result, RowIndex, Schema, StreamKind, TableFrame,
@@ -116,6 +117,9 @@ impl Operator for TokenStats {
     fn holds_back(&self) -> bool {
         true
     }
+    fn checkpointing(&self) -> Checkpointing {
+        Checkpointing::Snapshot
+    }
     fn instantiate(&self, _device: &ComputeDevice) -> Result<Box<dyn OperatorInstance>> {
         Ok(Box::new(TokenStatsInstance {
             schema: self.schema.clone(),
@@ -130,7 +134,7 @@ impl Operator for TokenStats {
 }
 
 /// Per-column sums over a span of tokens (float64).
-#[derive(Clone)]
+#[derive(Clone, Serialize, Deserialize)]
 struct Sums {
     tokens: u64,
     sum: Vec<f64>,
@@ -176,6 +180,7 @@ impl Span for Sums {
     }
 }
 
+#[derive(Serialize, Deserialize)]
 struct StreamState {
     tokens: u64,
     clock: PaneClock,
@@ -287,6 +292,27 @@ impl TokenStatsInstance {
 }
 
 impl OperatorInstance for TokenStatsInstance {
+    fn snapshot(&self) -> Result<Vec<u8>> {
+        let mut streams: Vec<(&str, &StreamState)> = self.streams.iter().map(|(k, v)| (&**k, v)).collect();
+        streams.sort_by_key(|(k, _)| *k);
+        encode_state(&streams)
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<()> {
+        let streams: Vec<(String, StreamState)> = decode_state(state, "token_stats")?;
+        for (name, s) in streams {
+            if s.all.sum.len() != self.columns.len() {
+                return Err(EngineError::Checkpoint(format!(
+                    "token_stats: the saved state has {} columns, the input has {}",
+                    s.all.sum.len(),
+                    self.columns.len()
+                )));
+            }
+            self.streams.insert(name.into(), s);
+        }
+        Ok(())
+    }
+
     fn process(&mut self, batch: Batch, out: &mut Vec<Batch>) -> Result<()> {
         let Batch::Dense(frame) = batch else {
             return Err(EngineError::Runtime(format!(

@@ -248,6 +248,9 @@ pub struct EdfSource {
 }
 
 impl Source for EdfSource {
+    fn replayable(&self) -> bool {
+        true // a pure function of its files / seed: reopening yields the same batches
+    }
     fn schema(&self) -> Arc<Schema> {
         self.schema.clone()
     }

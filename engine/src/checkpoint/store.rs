@@ -1,0 +1,255 @@
+//! The checkpoint directory: one file per checkpoint, written atomically and checksummed.
+//!
+//! ```text
+//! DIR/pipeline.json        which pipeline the directory belongs to (written when the run starts)
+//! DIR/ckpt-00000007.nsck   a checkpoint: magic, CRC-32 and length, then the lz4 body
+//! DIR/COMPLETE             the run finished and its outputs are final
+//! ```
+//!
+//! A checkpoint is written to a hidden temporary file, fsynced, renamed and the directory
+//! fsynced, so a crash or a full disk leaves the previous checkpoint as the latest valid one.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{EngineError, Result};
+
+use super::{Checkpoint, StagedFile};
+
+const MAGIC: &[u8; 8] = b"NSCKPT\0\x01";
+const HEADER: usize = 8 + 4 + 8;
+/// Checkpoints kept besides the newest (a fallback for manual recovery).
+const KEEP_OLDER: usize = 1;
+
+/// Which pipeline a checkpoint directory belongs to.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Fingerprint {
+    /// The pipeline's name.
+    pub pipeline: String,
+    /// Each node (`sources.NAME`, ...) with its kind, input and configuration as TOML.
+    pub nodes: BTreeMap<String, String>,
+    /// Worker threads of the run (state is partitioned by worker).
+    pub workers: usize,
+}
+
+impl Fingerprint {
+    /// Why `other` (from the directory) does not match this pipeline; `None` when it does.
+    pub fn mismatch(&self, other: &Fingerprint) -> Option<String> {
+        if self.pipeline != other.pipeline {
+            return Some(format!(
+                "it belongs to pipeline `{}`, not `{}`",
+                other.pipeline, self.pipeline
+            ));
+        }
+        for (node, config) in &self.nodes {
+            match other.nodes.get(node) {
+                None => return Some(format!("its pipeline has no node `{node}`")),
+                Some(c) if c != config => return Some(format!("node `{node}` is configured differently")),
+                _ => {}
+            }
+        }
+        if let Some(extra) = other.nodes.keys().find(|n| !self.nodes.contains_key(*n)) {
+            return Some(format!("its pipeline has a node `{extra}` this one lacks"));
+        }
+        if self.workers != other.workers {
+            return Some(format!(
+                "it was taken with {} workers; resume with `-w {}`",
+                other.workers, other.workers
+            ));
+        }
+        None
+    }
+}
+
+/// A checkpoint directory.
+pub struct CheckpointStore {
+    dir: PathBuf,
+}
+
+fn ck_err(message: String) -> EngineError {
+    EngineError::Checkpoint(message)
+}
+
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+/// Writes `bytes` to `path` atomically: temporary file, fsync, rename, fsync of the directory.
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let temp = path.with_file_name(format!(".{name}.tmp"));
+    let result = (|| {
+        let mut f = File::create(&temp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&temp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    if let Some(dir) = path.parent() {
+        sync_dir(dir);
+    }
+    result
+}
+
+impl CheckpointStore {
+    /// Opens (creating) the directory.
+    pub fn open(dir: &Path) -> Result<CheckpointStore> {
+        std::fs::create_dir_all(dir).map_err(|e| ck_err(format!("cannot create {}: {e}", dir.display())))?;
+        Ok(CheckpointStore { dir: dir.to_path_buf() })
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn fingerprint_path(&self) -> PathBuf {
+        self.dir.join("pipeline.json")
+    }
+
+    fn complete_path(&self) -> PathBuf {
+        self.dir.join("COMPLETE")
+    }
+
+    /// The fingerprint recorded in the directory, if any.
+    pub fn fingerprint(&self) -> Result<Option<Fingerprint>> {
+        let path = self.fingerprint_path();
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| ck_err(format!("{} is corrupt ({e}); refusing to resume from it", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(ck_err(format!("cannot read {}: {e}", path.display()))),
+        }
+    }
+
+    /// Starts a fresh run in the directory: removes old checkpoints and records `fingerprint`.
+    pub fn start_fresh(&self, fingerprint: &Fingerprint) -> Result<()> {
+        for (_, path) in self.checkpoint_files()? {
+            std::fs::remove_file(&path).map_err(|e| ck_err(format!("cannot remove {}: {e}", path.display())))?;
+        }
+        let _ = std::fs::remove_file(self.complete_path());
+        let json = serde_json::to_vec_pretty(fingerprint).expect("fingerprints serialize");
+        write_atomic(&self.fingerprint_path(), &json)
+            .map_err(|e| ck_err(format!("cannot write {}: {e}", self.fingerprint_path().display())))
+    }
+
+    /// Whether the run that used this directory finished.
+    pub fn is_complete(&self) -> bool {
+        self.complete_path().exists()
+    }
+
+    /// Records that the run finished and its outputs are final.
+    pub fn mark_complete(&self) -> Result<()> {
+        write_atomic(&self.complete_path(), b"complete\n")
+            .map_err(|e| ck_err(format!("cannot write {}: {e}", self.complete_path().display())))
+    }
+
+    /// Committed checkpoint files, oldest first, with their ids.
+    fn checkpoint_files(&self) -> Result<Vec<(u64, PathBuf)>> {
+        let entries = std::fs::read_dir(&self.dir).map_err(|e| ck_err(format!("cannot list {}: {e}", self.dir.display())))?;
+        let mut files = Vec::new();
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if let Some(id) = name
+                .strip_prefix("ckpt-")
+                .and_then(|r| r.strip_suffix(".nsck"))
+                .and_then(|n| n.parse::<u64>().ok())
+            {
+                files.push((id, e.path()));
+            }
+        }
+        files.sort();
+        Ok(files)
+    }
+
+    /// Reads the newest checkpoint. A newest file that is corrupt is an error (never silently
+    /// skipped: it was committed, so damage means something outside the engine changed it).
+    pub fn latest(&self) -> Result<Option<Checkpoint>> {
+        match self.checkpoint_files()?.pop() {
+            None => Ok(None),
+            Some((_, path)) => read_checkpoint(&path).map(Some),
+        }
+    }
+
+    /// Writes `checkpoint` atomically and removes all but the newest older ones. Returns its size
+    /// in bytes.
+    pub fn write(&self, checkpoint: &Checkpoint) -> Result<u64> {
+        let path = self.dir.join(format!("ckpt-{:08}.nsck", checkpoint.id));
+        let body = bincode::serialize(checkpoint).map_err(|e| ck_err(format!("cannot encode checkpoint: {e}")))?;
+        let body = lz4_flex::compress_prepend_size(&body);
+        let mut bytes = Vec::with_capacity(HEADER + body.len());
+        bytes.extend_from_slice(MAGIC);
+        bytes.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+        bytes.extend_from_slice(&(body.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(&body);
+        write_atomic(&path, &bytes).map_err(|e| {
+            ck_err(format!(
+                "checkpoint {} could not be written to {} ({e}); the previous checkpoint stays valid",
+                checkpoint.id,
+                self.dir.display()
+            ))
+        })?;
+        let files = self.checkpoint_files()?;
+        for (_, old) in files.iter().rev().skip(1 + KEEP_OLDER) {
+            let _ = std::fs::remove_file(old);
+        }
+        Ok(bytes.len() as u64)
+    }
+}
+
+/// Reads and verifies one checkpoint file.
+pub fn read_checkpoint(path: &Path) -> Result<Checkpoint> {
+    let bad = |why: String| ck_err(format!("{} is corrupt ({why}); refusing to resume from it", path.display()));
+    let bytes = std::fs::read(path).map_err(|e| ck_err(format!("cannot read {}: {e}", path.display())))?;
+    if bytes.len() < HEADER || &bytes[..8] != MAGIC {
+        return Err(bad("not a neurostream checkpoint: wrong magic bytes".into()));
+    }
+    let crc = u32::from_le_bytes(bytes[8..12].try_into().unwrap());
+    let len = u64::from_le_bytes(bytes[12..20].try_into().unwrap());
+    let body = &bytes[HEADER..];
+    if body.len() as u64 != len {
+        return Err(bad(format!("{} body bytes, the header says {len}", body.len())));
+    }
+    if crc32fast::hash(body) != crc {
+        return Err(bad("checksum mismatch".into()));
+    }
+    let raw = lz4_flex::decompress_size_prepended(body).map_err(|e| bad(format!("lz4: {e}")))?;
+    bincode::deserialize(&raw).map_err(|e| bad(format!("decoding: {e}")))
+}
+
+/// Moves each staged output file to its committed name (when it is still staged), then
+/// fsyncs the directories. Idempotent: resuming repeats it for the checkpoint it resumes from.
+pub fn commit_staged(files: &[StagedFile]) -> Result<()> {
+    let mut dirs = std::collections::BTreeSet::new();
+    for f in files {
+        if f.staged.exists() {
+            std::fs::rename(&f.staged, &f.committed).map_err(|e| EngineError::Output {
+                path: f.committed.clone(),
+                message: format!("cannot commit staged file {}: {e}", f.staged.display()),
+            })?;
+        } else if !f.committed.exists() {
+            return Err(ck_err(format!(
+                "output {} of the checkpoint is missing (neither it nor {} exists)",
+                f.committed.display(),
+                f.staged.display()
+            )));
+        }
+        if let Some(d) = f.committed.parent() {
+            dirs.insert(d.to_path_buf());
+        }
+    }
+    for d in dirs {
+        sync_dir(&d);
+    }
+    Ok(())
+}
