@@ -215,23 +215,36 @@ impl Sink for ParquetSink {
         Delivery::ExactlyOnce
     }
     fn remove_staging(&self) -> Result<()> {
-        let dirs: Vec<PathBuf> = if self.single {
-            vec![segments_dir(&self.path)]
+        // Segment directories, and temporary files of a merge a crash interrupted.
+        let (dir, prefix) = if self.single {
+            let name = self
+                .path
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default();
+            (
+                self.path.parent().map(Path::to_path_buf).unwrap_or_default(),
+                format!(".{name}."),
+            )
         } else {
-            match std::fs::read_dir(&self.path) {
-                Ok(entries) => entries
-                    .flatten()
-                    .filter(|e| {
-                        let n = e.file_name().to_string_lossy().to_string();
-                        n.starts_with('.') && n.ends_with(".parquet.segments")
-                    })
-                    .map(|e| e.path())
-                    .collect(),
-                Err(_) => Vec::new(),
-            }
+            (self.path.clone(), ".".to_string())
         };
-        for d in dirs.iter().filter(|d| d.exists()) {
-            std::fs::remove_dir_all(d).map_err(|e| out_err(d, format!("cannot remove staged segments: {e}")))?;
+        let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
+        let Ok(entries) = std::fs::read_dir(&dir) else { return Ok(()) };
+        for e in entries.flatten() {
+            let n = e.file_name().to_string_lossy().to_string();
+            if !n.starts_with(&prefix) || !n.contains(".parquet.") {
+                continue;
+            }
+            let p = e.path();
+            let removed = if n.ends_with(".parquet.segments") {
+                std::fs::remove_dir_all(&p)
+            } else if n.ends_with(".tmp") {
+                std::fs::remove_file(&p)
+            } else {
+                continue;
+            };
+            removed.map_err(|err| out_err(&p, format!("cannot remove staged output: {err}")))?;
         }
         Ok(())
     }
@@ -343,7 +356,10 @@ struct FileState {
 
 /// `.<name>.segments` beside `target`.
 fn segments_dir(target: &Path) -> PathBuf {
-    let name = target.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
     target.with_file_name(format!(".{name}.segments"))
 }
 
@@ -517,7 +533,10 @@ impl ParquetFileWriter {
             let _ = std::fs::remove_file(&self.temp);
             return Err(out_err(
                 &self.target,
-                format!("could not merge the committed segments ({m}); they stay in {} for --resume", seg_dir.display()),
+                format!(
+                    "could not merge the committed segments ({m}); they stay in {} for --resume",
+                    seg_dir.display()
+                ),
             ));
         }
         // The segments stay until the run is recorded complete (`remove_staging`): a crash
@@ -762,7 +781,10 @@ impl SinkWriter for TablesWriter {
         for (table, state) in states {
             let first = segments_dir(&self.dir.join(format!("{table}.parquet"))).join("seg-000000.parquet");
             let arrow = read_segment_schema(&first).ok_or_else(|| {
-                out_err(&first, "the first committed segment of this table is missing or unreadable; cannot resume")
+                out_err(
+                    &first,
+                    "the first committed segment of this table is missing or unreadable; cannot resume",
+                )
             })?;
             let mut w = self.file_writer(&table, arrow);
             w.start_segments(Some(state))?;

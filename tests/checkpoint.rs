@@ -1,0 +1,385 @@
+//! Exactly-once restart: a file-to-Parquet pipeline with running statistics, killed with
+//! SIGKILL at random moments and resumed with `--resume` until it completes, must produce
+//! output identical, row for row, to an uninterrupted run. Also: corrupt checkpoints, checkpoints
+//! of another pipeline, a full disk while checkpointing, and pipelines that cannot be checkpointed.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use arrow::array::RecordBatch;
+use common::{bin, read_parquet, run_err, run_ok};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ArrowWriter;
+use parquet::file::properties::WriterProperties;
+
+const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/data/sample_activations.parquet");
+const SAE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/data/sample_sae");
+
+/// The bundled 8192 activations, eight times over (65 536 rows in row groups of 8192), so a run
+/// lasts long enough to be killed in the middle.
+fn write_input(dir: &Path) {
+    let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(SAMPLE).unwrap())
+        .unwrap()
+        .build()
+        .unwrap();
+    let batches: Vec<RecordBatch> = reader.map(|b| b.unwrap()).collect();
+    let props = WriterProperties::builder().set_max_row_group_row_count(Some(8192)).build();
+    let file = std::fs::File::create(dir.join("acts.parquet")).unwrap();
+    let mut w = ArrowWriter::try_new(file, batches[0].schema(), Some(props)).unwrap();
+    for _ in 0..8 {
+        for b in &batches {
+            w.write(b).unwrap();
+        }
+    }
+    w.close().unwrap();
+}
+
+/// Running z-score (state: Welford sums), SAE encoding (stateless), sliding-window feature
+/// statistics (state: panes, all-time sums, top examples) into a single file, per-worker parts
+/// and per-table files.
+fn pipeline(window: u64) -> String {
+    format!(
+        r#"
+[pipeline]
+name = "checkpointed"
+
+[sources.acts]
+kind = "parquet"
+path = "acts.parquet"
+batch_rows = 128
+
+[operators.z]
+kind = "normalize"
+input = "acts"
+method = "running_zscore"
+
+[operators.enc]
+kind = "sae_encode"
+input = "acts"
+sae = "{SAE}"
+
+[operators.stats]
+kind = "feature_stats"
+input = "enc"
+window = {window}
+step = 256
+top_k = 3
+
+[sinks.z]
+kind = "parquet"
+input = "z"
+path = "out/z.parquet"
+
+[sinks.features]
+kind = "parquet"
+input = "enc"
+path = "out/features"
+
+[sinks.stats]
+kind = "parquet"
+input = "stats"
+path = "out/stats"
+"#
+    )
+}
+
+fn setup() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    write_input(dir.path());
+    std::fs::write(dir.path().join("p.toml"), pipeline(1024)).unwrap();
+    dir
+}
+
+/// Every visible `*.parquet` under `dir`, relative, sorted; panics on leftover staging files.
+fn outputs(dir: &Path) -> Vec<PathBuf> {
+    fn walk(root: &Path, at: &Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(at).unwrap() {
+            let p = e.unwrap().path();
+            let name = p.file_name().unwrap().to_string_lossy().to_string();
+            assert!(
+                !name.starts_with('.'),
+                "staging left behind after completion: {}",
+                p.display()
+            );
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else if name.ends_with(".parquet") {
+                out.push(p.strip_prefix(root).unwrap().to_path_buf());
+            }
+        }
+    }
+    let mut v = Vec::new();
+    walk(dir, dir, &mut v);
+    v.sort();
+    v
+}
+
+/// Asserts that the Parquet outputs under `a` and `b` hold the same rows in the same order.
+fn assert_same_outputs(a: &Path, b: &Path, what: &str) {
+    let (fa, fb) = (outputs(a), outputs(b));
+    assert_eq!(fa, fb, "{what}: different output files");
+    assert!(
+        fa.len() >= 8,
+        "{what}: expected the z file, 2 parts or 1 and the stats tables: {fa:?}"
+    );
+    for f in fa {
+        let concat = |root: &Path| {
+            let batches = read_parquet(&root.join(&f));
+            let schema = batches[0].schema();
+            arrow::compute::concat_batches(&schema, &batches).unwrap()
+        };
+        let (x, y) = (concat(a), concat(b));
+        assert_eq!(x.num_rows(), y.num_rows(), "{what}: {} row counts", f.display());
+        assert_eq!(x.columns(), y.columns(), "{what}: {} differs", f.display());
+    }
+}
+
+/// A small deterministic generator for the kill delays (xorshift64*).
+struct Delays(u64);
+
+impl Delays {
+    fn next_unit(&mut self) -> f64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545F4914F6CDD1D) >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+fn checkpointed(dir: &Path, workers: usize, resume: bool) -> Command {
+    let mut cmd = Command::new(bin());
+    cmd.current_dir(dir)
+        .args([
+            "run",
+            "p.toml",
+            "--quiet",
+            "--checkpoint-dir",
+            "ck",
+            "--checkpoint-every",
+            "0.03",
+        ])
+        .args(["-w", &workers.to_string()])
+        .env("NEUROSTREAM_ALLOW_SOFTWARE_GPU", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if resume {
+        cmd.arg("--resume");
+    }
+    cmd
+}
+
+/// Runs the checkpointed pipeline, killing it with SIGKILL after a random delay and resuming,
+/// until one attempt completes. Returns the number of kills.
+fn run_with_kills(dir: &Path, workers: usize, delays: &mut Delays, longest: Duration) -> usize {
+    let mut kills = 0;
+    loop {
+        let mut child = checkpointed(dir, workers, kills > 0).spawn().unwrap();
+        let delay = longest.mul_f64(0.02 + 0.9 * delays.next_unit());
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break Some(status);
+            }
+            if started.elapsed() >= delay {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        match status {
+            Some(s) => {
+                let out = child.wait_with_output().unwrap();
+                assert!(
+                    s.success(),
+                    "attempt {} failed:\n{}",
+                    kills + 1,
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                return kills;
+            }
+            None => {
+                child.kill().unwrap(); // SIGKILL
+                child.wait().unwrap();
+                kills += 1;
+                assert!(kills < 60, "no progress after {kills} kills");
+            }
+        }
+    }
+}
+
+#[test]
+fn killed_runs_resume_to_output_identical_to_an_uninterrupted_run() {
+    let dir = setup();
+    let d = dir.path();
+    let mut delays = Delays(0x5eed_1234_abcd_0001);
+    let mut total_kills = 0;
+    let mut trials = 0;
+    for workers in [1usize, 2] {
+        // The reference: the same pipeline without checkpoints, uninterrupted.
+        run_ok(d, &["run", "p.toml", "--quiet", "-w", &workers.to_string()]);
+        let reference = d.join(format!("reference-{workers}"));
+        std::fs::rename(d.join("out"), &reference).unwrap();
+        // How long an uninterrupted checkpointed run takes bounds the kill delays.
+        let t0 = Instant::now();
+        let out = checkpointed(d, workers, false).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let longest = t0.elapsed();
+        assert_same_outputs(&reference, &d.join("out"), "uninterrupted checkpointed run");
+        for trial in 0..10 {
+            std::fs::remove_dir_all(d.join("out")).unwrap();
+            std::fs::remove_dir_all(d.join("ck")).unwrap();
+            let kills = run_with_kills(d, workers, &mut delays, longest);
+            eprintln!("workers {workers}, trial {trial}: {kills} kills");
+            assert_same_outputs(
+                &reference,
+                &d.join("out"),
+                &format!("workers {workers}, trial {trial} ({kills} kills)"),
+            );
+            total_kills += kills;
+            trials += 1;
+        }
+    }
+    eprintln!("{trials} trials, {total_kills} kills, all outputs identical to the uninterrupted runs");
+    assert!(
+        total_kills >= 20,
+        "only {total_kills} kills landed mid-run: the runs are too short to test resuming"
+    );
+}
+
+/// Starts a checkpointed run and kills it once at least one checkpoint is committed.
+fn kill_after_first_checkpoint(d: &Path) {
+    let mut child = checkpointed(d, 1, false).spawn().unwrap();
+    let started = Instant::now();
+    loop {
+        let committed = std::fs::read_dir(d.join("ck"))
+            .map(|es| es.flatten().any(|e| e.file_name().to_string_lossy().ends_with(".nsck")))
+            .unwrap_or(false);
+        if committed || started.elapsed() > Duration::from_secs(60) {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before its first checkpoint"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+fn newest_checkpoint(d: &Path) -> PathBuf {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(d.join("ck"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "nsck"))
+        .collect();
+    files.sort();
+    files.pop().expect("a checkpoint")
+}
+
+#[test]
+fn a_corrupt_checkpoint_is_refused_not_silently_restarted() {
+    let dir = setup();
+    let d = dir.path();
+    kill_after_first_checkpoint(d);
+    let newest = newest_checkpoint(d);
+    let mut bytes = std::fs::read(&newest).unwrap();
+    let at = bytes.len() - 5;
+    bytes[at] ^= 0x40;
+    std::fs::write(&newest, &bytes).unwrap();
+    let err = run_err(d, &["run", "p.toml", "--quiet", "--checkpoint-dir", "ck", "--resume"]);
+    assert!(
+        err.contains("corrupt")
+            && err.contains("checksum")
+            && err.contains(&newest.file_name().unwrap().to_string_lossy().to_string()),
+        "{err}"
+    );
+    // Without --resume the unfinished run's directory is not silently reused either.
+    let err = run_err(d, &["run", "p.toml", "--quiet", "--checkpoint-dir", "ck"]);
+    assert!(err.contains("unfinished run") && err.contains("--resume"), "{err}");
+    // Garbage in place of a checkpoint: wrong magic bytes.
+    std::fs::write(&newest, b"not a checkpoint at all").unwrap();
+    let err = run_err(d, &["run", "p.toml", "--quiet", "--checkpoint-dir", "ck", "--resume"]);
+    assert!(err.contains("wrong magic"), "{err}");
+}
+
+#[test]
+fn a_checkpoint_of_another_pipeline_or_worker_count_is_refused() {
+    let dir = setup();
+    let d = dir.path();
+    kill_after_first_checkpoint(d);
+    std::fs::write(d.join("q.toml"), pipeline(2048)).unwrap();
+    let err = run_err(d, &["run", "q.toml", "--quiet", "--checkpoint-dir", "ck", "--resume"]);
+    assert!(
+        err.contains("belongs to another run") && err.contains("operators.stats") && err.contains("configured differently"),
+        "{err}"
+    );
+    let err = run_err(
+        d,
+        &["run", "p.toml", "--quiet", "-w", "2", "--checkpoint-dir", "ck", "--resume"],
+    );
+    assert!(err.contains("1 workers") && err.contains("-w 1"), "{err}");
+    let err = run_err(
+        d,
+        &["run", "p.toml", "--quiet", "--checkpoint-dir", "nothing-here", "--resume"],
+    );
+    assert!(err.contains("nothing to resume"), "{err}");
+    // The right pipeline still resumes, to the uninterrupted output.
+    run_ok(d, &["run", "p.toml", "--quiet", "--checkpoint-dir", "ck", "--resume"]);
+    std::fs::rename(d.join("out"), d.join("resumed")).unwrap();
+    run_ok(d, &["run", "p.toml", "--quiet"]);
+    assert_same_outputs(&d.join("out"), &d.join("resumed"), "resumed after refusals");
+    // Resuming a completed run changes nothing and says so.
+    let log = run_ok(d, &["run", "p.toml", "--checkpoint-dir", "ck", "--resume"]);
+    assert!(log.contains("already completed"), "{log}");
+}
+
+#[test]
+fn a_full_disk_while_checkpointing_keeps_the_last_checkpoint_and_resumes() {
+    let dir = setup();
+    let d = dir.path();
+    // Checkpoint 3 is written into /dev/full (every write fails with ENOSPC); 1 and 2 succeed.
+    std::fs::create_dir_all(d.join("ck")).unwrap();
+    std::os::unix::fs::symlink("/dev/full", d.join("ck/.ckpt-00000003.nsck.tmp")).unwrap();
+    let out = checkpointed(d, 1, false).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("checkpoint 3 could not be written")
+            && err.contains("No space left")
+            && err.contains("previous checkpoint stays valid"),
+        "{err}"
+    );
+    assert!(
+        !d.join("out/z.parquet").exists(),
+        "a failed checkpointed run writes no final output"
+    );
+    assert!(newest_checkpoint(d).ends_with("ckpt-00000002.nsck"));
+    let log = run_ok(d, &["run", "p.toml", "--checkpoint-dir", "ck", "--resume"]);
+    assert!(log.contains("resuming from checkpoint 2"), "{log}");
+    std::fs::rename(d.join("out"), d.join("resumed")).unwrap();
+    run_ok(d, &["run", "p.toml", "--quiet"]);
+    assert_same_outputs(&d.join("out"), &d.join("resumed"), "resumed after a full disk");
+}
+
+#[test]
+fn pipelines_that_cannot_be_checkpointed_are_refused_with_the_reasons() {
+    let dir = setup();
+    let d = dir.path();
+    let toml = pipeline(1024)
+        .replace("method = \"running_zscore\"", "method = \"running_zscore\"\nwarmup = 100")
+        .replace("sae = \"", "max_batch = 512\nmax_delay_ms = 5.0\nsae = \"")
+        + "\n[sources.live]\nkind = \"arrow_tcp\"\nlisten = \"127.0.0.1:0\"\nd_model = 4\n\n[sinks.live_out]\nkind = \"parquet\"\ninput = \"live\"\npath = \"out/live.parquet\"\n";
+    std::fs::write(d.join("bad.toml"), toml).unwrap();
+    let err = run_err(d, &["run", "bad.toml", "--quiet", "--checkpoint-dir", "ck"]);
+    assert!(err.contains("cannot be checkpointed"), "{err}");
+    assert!(err.contains("[operators.z]") && err.contains("[operators.enc]"), "{err}");
+    assert!(err.contains("[sources.live]") && err.contains("replayed"), "{err}");
+    assert!(
+        !d.join("ck/pipeline.json").exists(),
+        "nothing is written for a refused pipeline"
+    );
+}
