@@ -820,6 +820,7 @@ fn build_source<'s>(
                 }
                 position.batches += 1;
                 position.rows += batch.rows() as u64;
+                position.end_time = position.end_time.max(time + 1);
                 if time < *c.time() {
                     return Err(EngineError::Runtime(format!(
                         "`{name}` produced time {time} after promising times >= {}",

@@ -31,8 +31,9 @@ struct Active {
     id: u64,
     started: Instant,
     final_: bool,
-    /// Step 1: the next event time each reader stopped at.
-    paused: HashMap<Key, Option<u64>>,
+    /// Step 1: the next event time each reader stopped at (`None`: exhausted), and one past
+    /// the last time it emitted.
+    paused: HashMap<Key, (Option<u64>, u64)>,
     /// Step 2: the target time per source.
     targets: Option<HashMap<String, u64>>,
     aligned: HashMap<Key, SourcePosition>,
@@ -154,19 +155,20 @@ impl Coordinator {
         let expected = self.sources.len() * self.workers;
         let active = st.active.as_mut().unwrap();
         if active.targets.is_none() {
-            active.paused.insert(key.clone(), next);
+            active.paused.insert(key.clone(), (next, position.end_time));
             if active.paused.len() < expected {
                 return Ok(Gate::Hold);
             }
-            // A source aligns at the latest next batch among its readers that still have data;
-            // exhausted readers hold EXHAUSTED, which is the target when all are.
+            // A source aligns past everything any of its readers emitted: the latest next batch,
+            // or for an exhausted reader one past its last batch (it may have run far ahead of
+            // the others before it ended). When all are exhausted the target is EXHAUSTED.
             let mut targets: HashMap<String, u64> = HashMap::new();
-            for ((s, _), t) in &active.paused {
+            for ((s, _), (next, end)) in &active.paused {
                 let e = targets.entry(s.clone()).or_insert(0);
-                *e = (*e).max(t.unwrap_or(0));
+                *e = (*e).max(next.unwrap_or(*end));
             }
             for (s, t) in targets.iter_mut() {
-                if active.paused.iter().all(|((s2, _), t2)| s2 != s || t2.is_none()) {
+                if active.paused.iter().all(|((s2, _), (next, _))| s2 != s || next.is_none()) {
                     *t = EXHAUSTED;
                 }
             }
@@ -285,9 +287,12 @@ impl Coordinator {
         };
         let took = active.started.elapsed();
         tracing::debug!(
-            "checkpoint {} written ({bytes} bytes, {:.1} ms)",
+            "checkpoint {} written ({bytes} bytes, {:.1} ms, final {}): targets {:?}, sources {:?}",
             ck.id,
-            took.as_secs_f64() * 1e3
+            took.as_secs_f64() * 1e3,
+            ck.final_,
+            active.targets,
+            ck.sources
         );
         if let Some(m) = &self.metrics {
             m.checkpoint_duration.observe_ns(took.as_nanos() as i64);

@@ -44,6 +44,8 @@ pub struct SourcePosition {
     pub rows: u64,
     /// Event time of the next batch; `None` when the reader was exhausted.
     pub next_time: Option<u64>,
+    /// One past the event time of the last batch it emitted (0 before the first).
+    pub end_time: u64,
 }
 
 /// A file a sink closed for a checkpoint: written and fsynced under `staged`, renamed to
