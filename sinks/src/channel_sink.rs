@@ -13,33 +13,19 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+use crossbeam_channel::Receiver;
 use neurostream_engine::{
     parse_config, Batch, ConfigTable, NodeConfig, NodeContext, Placement, Result, Schema, Sink, SinkKind, SinkWriter, WorkerPos,
 };
 use serde::{Deserialize, Serialize};
 
-/// What happens when a subscriber's buffer is full.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SlowPolicy {
-    /// Drop the oldest buffered batch to make room (counted).
-    DropOldest,
-    /// Disconnect the subscriber.
-    Disconnect,
-}
+use crate::live::Hub;
+pub use crate::live::SlowPolicy;
 
-struct Subscriber {
-    tx: Sender<Batch>,
-    /// A receiver clone the sink uses to discard the oldest batch.
-    rx: Receiver<Batch>,
-    policy: SlowPolicy,
-    dropped: Arc<AtomicU64>,
-    disconnected: Arc<AtomicBool>,
-}
-
-fn hub() -> &'static Mutex<HashMap<String, Vec<Subscriber>>> {
-    static HUB: OnceLock<Mutex<HashMap<String, Vec<Subscriber>>>> = OnceLock::new();
-    HUB.get_or_init(|| Mutex::new(HashMap::new()))
+/// Hubs of the `channel` sinks, by name: subscribers register before the run.
+fn hubs() -> &'static Mutex<HashMap<String, Arc<Hub<Batch>>>> {
+    static HUBS: OnceLock<Mutex<HashMap<String, Arc<Hub<Batch>>>>> = OnceLock::new();
+    HUBS.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
 /// One subscriber's end: the batches of a `channel` sink, in order, minus any dropped.
@@ -64,20 +50,13 @@ impl Subscription {
 /// Subscribes to the `channel` sink called `name` with a buffer of `capacity` batches (at least
 /// 1). Subscribe before the run starts; the subscription receives from its first batch on.
 pub fn subscribe(name: &str, capacity: usize, policy: SlowPolicy) -> Subscription {
-    let (tx, rx) = bounded(capacity.max(1));
-    let dropped = Arc::new(AtomicU64::new(0));
-    let disconnected = Arc::new(AtomicBool::new(false));
-    hub().lock().unwrap().entry(name.to_string()).or_default().push(Subscriber {
-        tx,
-        rx: rx.clone(),
-        policy,
-        dropped: dropped.clone(),
-        disconnected: disconnected.clone(),
-    });
+    let hub = hubs().lock().unwrap().entry(name.to_string()).or_default().clone();
+    let n = hub.served.load(Ordering::Relaxed);
+    let end = hub.add(&format!("#{n}"), name, policy, capacity);
     Subscription {
-        receiver: rx,
-        dropped,
-        disconnected,
+        receiver: end.rx,
+        dropped: end.dropped,
+        disconnected: end.cut_off,
     }
 }
 
@@ -122,10 +101,10 @@ impl Sink for ChannelSink {
     }
     fn open(&self, _worker: WorkerPos) -> Result<Box<dyn SinkWriter>> {
         // The subscribers registered so far are this run's; later ones wait for the next run.
-        let subscribers = hub().lock().unwrap().remove(&self.name).unwrap_or_default();
+        let hub = hubs().lock().unwrap().remove(&self.name).unwrap_or_default();
         Ok(Box::new(ChannelWriter {
             name: self.name.clone(),
-            subscribers,
+            hub,
             batches: 0,
         }))
     }
@@ -133,40 +112,25 @@ impl Sink for ChannelSink {
 
 struct ChannelWriter {
     name: String,
-    subscribers: Vec<Subscriber>,
+    hub: Arc<Hub<Batch>>,
     batches: u64,
 }
 
 impl SinkWriter for ChannelWriter {
     fn write(&mut self, batch: &Batch) -> Result<()> {
         self.batches += 1;
-        self.subscribers.retain(|s| loop {
-            match s.tx.try_send(batch.clone()) {
-                Ok(()) => return true,
-                Err(TrySendError::Disconnected(_)) => return false,
-                Err(TrySendError::Full(_)) => match s.policy {
-                    SlowPolicy::DropOldest => {
-                        if s.rx.try_recv().is_ok() {
-                            s.dropped.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                    SlowPolicy::Disconnect => {
-                        s.disconnected.store(true, Ordering::Relaxed);
-                        return false;
-                    }
-                },
-            }
-        });
+        self.hub.publish(&self.name, batch.clone(), &self.name);
         Ok(())
     }
 
     fn finish(self: Box<Self>, _failure: Option<&str>) -> Result<Vec<String>> {
-        let dropped: u64 = self.subscribers.iter().map(|s| s.dropped.load(Ordering::Relaxed)).sum();
+        let connected = self.hub.len();
+        self.hub.close_all();
         Ok(vec![format!(
-            "channel {}: {} batches to {} subscriber(s) still connected, {dropped} dropped for slow ones",
+            "channel {}: {} batches to {connected} subscriber(s) still connected, {} dropped for slow ones",
             self.name,
             self.batches,
-            self.subscribers.len()
+            self.hub.dropped.load(Ordering::Relaxed)
         )])
     }
 }

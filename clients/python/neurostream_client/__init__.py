@@ -149,18 +149,30 @@ class SubscribeError(RuntimeError):
     """The sink refused the subscription (e.g. no such table); the message says why."""
 
 
-def subscribe(what: str, host: str = "127.0.0.1", port: int = 7071, timeout: Optional[float] = None):
+def subscribe(what: str, host: str = "127.0.0.1", port: int = 7071, timeout: Optional[float] = None,
+              lz4: bool = False, slow: str = "disconnect", token: Optional[str] = None):
     """Subscribes to an ``arrow_tcp`` sink and yields ``pyarrow.RecordBatch`` es as the pipeline
     produces them, until the run ends.
 
     ``what`` is a table of a result-table stream (``"alerts"``, ``"windows"``, ``"features"``,
     ...) or ``"frames"`` for a stream of frames. ``timeout`` (seconds) bounds each wait for data
-    (``None``: wait as long as the run goes). Raises :class:`SubscribeError` when the sink
-    refuses (the message lists what it offers).
+    (``None``: wait as long as the run goes). ``lz4=True`` asks for LZ4-compressed IPC buffers.
+    ``slow`` is what the server does when this subscriber falls ``queue_batches`` behind:
+    ``"disconnect"`` (default) or ``"drop_oldest"`` (its oldest queued batches are dropped; each
+    batch then carries a ``_dropped_batches`` column with the count so far). ``token`` is the
+    server's shared secret, when it has one. Raises :class:`SubscribeError` when the sink
+    refuses (the message says why, e.g. the tables it offers).
     """
+    if slow not in ("disconnect", "drop_oldest"):
+        raise ValueError(f"slow must be 'disconnect' or 'drop_oldest', not {slow!r}")
+    request = [what, f"slow={slow}"]
+    if lz4:
+        request.append("lz4")
+    if token is not None:
+        request.append(f"token={token}")
     sock = socket.create_connection((host, port), timeout=30.0)
     try:
-        sock.sendall((what + "\n").encode())
+        sock.sendall((" ".join(request) + "\n").encode())
         f = sock.makefile("rb")
         status = f.readline().decode().strip()
         if status != "OK":

@@ -1,0 +1,249 @@
+//! `websocket` sink: live consumers for browsers and dashboards.
+//!
+//! A client opens `ws://HOST:PORT/OUTPUT?format=json|arrow&slow=drop_oldest|disconnect&token=SECRET`
+//! (`OUTPUT`: a table such as `alerts`, or `frames`). A request for something the stream does
+//! not offer, a wrong token or a request target over 4096 bytes is refused in the handshake
+//! (HTTP 404, 401, 400) with the reason in the body. Then every matching batch comes as one
+//! message:
+//!
+//! - `format=json` (default): a text message
+//!   `{"output": "alerts", "dropped": 0, "rows": [{"column": value, ...}, ...]}`; fixed-size
+//!   lists (activation vectors) are JSON arrays, NaN and infinities are `null`;
+//! - `format=arrow`: a binary message holding a complete Arrow IPC stream (schema, the batch,
+//!   end marker), readable on its own by `tableFromIPC` (apache-arrow JS) or
+//!   `pyarrow.ipc.open_stream`.
+//!
+//! `dropped` (JSON) or the `_dropped_batches` column (Arrow, `drop_oldest` only) counts batches
+//! dropped for this client because it read too slowly. Messages from clients are ignored apart
+//! from close frames; any over 4096 bytes closes the connection. The stream ends with a close
+//! frame when the run ends. Binds 127.0.0.1 by default; any other address needs `token`.
+
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::ipc::writer::StreamWriter;
+use arrow::record_batch::RecordBatch;
+use neurostream_engine::{
+    parse_config, ConfigTable, EngineError, NodeConfig, NodeContext, Placement, Result, Schema, Sink, SinkKind, SinkWriter,
+    WorkerPos,
+};
+use serde::{Deserialize, Serialize};
+use tungstenite::handshake::server::{ErrorResponse, Request as HttpRequest, Response};
+use tungstenite::protocol::WebSocketConfig;
+use tungstenite::{Message, WebSocket};
+
+use crate::live::{
+    check_bind, offered_outputs, with_dropped_column, Format, LiveServer, LiveWriter, Request, ServerSettings, SlowPolicy,
+    SubscriberEnd, MAX_REQUEST_BYTES,
+};
+
+/// Configuration of a `websocket` sink.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebSocketSinkConfig {
+    /// Address to listen on (default `127.0.0.1:7072`; port 0 picks a free port).
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Write the bound address (`127.0.0.1:PORT`) to this file once listening.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address_file: Option<String>,
+    /// Hold the start of the run until this many clients are connected (default 0).
+    #[serde(default)]
+    pub wait_for_subscribers: usize,
+    /// How long to wait for them, in seconds (default 30); then the run fails.
+    #[serde(default = "default_wait")]
+    pub wait_timeout_s: f64,
+    /// Messages queued per client before its slow policy applies (default 256).
+    #[serde(default = "default_queue")]
+    pub queue_batches: usize,
+    /// Shared secret clients must present (`?token=...`); required off loopback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:7072".into()
+}
+fn default_wait() -> f64 {
+    30.0
+}
+fn default_queue() -> usize {
+    256
+}
+
+impl NodeConfig for WebSocketSinkConfig {
+    const KIND: &'static str = "websocket";
+}
+
+/// The `websocket` sink kind.
+pub struct WebSocketSinkKind;
+
+impl SinkKind for WebSocketSinkKind {
+    fn kind(&self) -> &'static str {
+        "websocket"
+    }
+    fn describe(&self) -> &'static str {
+        "live consumers for browsers: a table (e.g. alerts) or the frames as JSON or Arrow IPC WebSocket messages"
+    }
+    fn build(&self, config: ConfigTable, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Sink>> {
+        let cfg: WebSocketSinkConfig = parse_config(config, ctx)?;
+        let fail = |m: String| Err(EngineError::config(ctx.label, m));
+        let listen: SocketAddr = match cfg.listen.parse() {
+            Ok(a) => a,
+            Err(e) => return fail(format!("`listen` {}: {e} (expected IP:PORT)", cfg.listen)),
+        };
+        if let Err(m) = check_bind(&listen, cfg.token.as_deref()) {
+            return fail(m);
+        }
+        if cfg.queue_batches == 0 {
+            return fail("`queue_batches` must be at least 1".into());
+        }
+        if !(cfg.wait_timeout_s > 0.0 && cfg.wait_timeout_s.is_finite()) {
+            return fail("`wait_timeout_s` must be a positive number of seconds".into());
+        }
+        Ok(Arc::new(WebSocketSink {
+            name: ctx.name.to_string(),
+            listen,
+            address_file: cfg.address_file.as_deref().map(|p| ctx.resolve(p)),
+            input: input.clone(),
+            offered: offered_outputs(input),
+            cfg,
+        }))
+    }
+}
+
+struct WebSocketSink {
+    name: String,
+    listen: SocketAddr,
+    address_file: Option<std::path::PathBuf>,
+    input: Arc<Schema>,
+    offered: Vec<String>,
+    cfg: WebSocketSinkConfig,
+}
+
+impl Sink for WebSocketSink {
+    fn placement(&self) -> Placement {
+        Placement::Single
+    }
+
+    fn open(&self, _worker: WorkerPos) -> Result<Box<dyn SinkWriter>> {
+        let settings = ServerSettings {
+            name: self.name.clone(),
+            listen: self.listen,
+            address_file: self.address_file.clone(),
+            offered: self.offered.clone(),
+            queue: self.cfg.queue_batches,
+            token: self.cfg.token.clone(),
+            wait_for: (self.cfg.wait_for_subscribers, self.cfg.wait_timeout_s),
+        };
+        let (server, local, acceptor) = LiveServer::start(settings, handshake)?;
+        tracing::info!("sink `{}`: serving {} on ws://{local}/", self.name, self.offered.join(", "));
+        Ok(Box::new(LiveWriter::new(self.input.clone(), server, acceptor)))
+    }
+}
+
+fn refusal(status: u16, reason: String) -> ErrorResponse {
+    let mut r = ErrorResponse::new(Some(reason));
+    *r.status_mut() = tungstenite::http::StatusCode::from_u16(status).unwrap_or(tungstenite::http::StatusCode::BAD_REQUEST);
+    r
+}
+
+/// The WebSocket handshake: checks the request target, token and output before upgrading.
+#[allow(clippy::result_large_err)] // the callback type is tungstenite's
+fn handshake(stream: TcpStream, peer: SocketAddr, server: &LiveServer) -> std::result::Result<(), String> {
+    let setup = (|| {
+        stream.set_nonblocking(false)?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        stream.set_write_timeout(Some(Duration::from_secs(10)))?;
+        stream.set_nodelay(true)
+    })();
+    setup.map_err(|e| e.to_string())?;
+    let mut accepted: Option<Request> = None;
+    let check = |req: &HttpRequest, resp: Response| -> std::result::Result<Response, ErrorResponse> {
+        let target = req.uri().to_string();
+        if target.len() > MAX_REQUEST_BYTES {
+            return Err(refusal(414, format!("request target longer than {MAX_REQUEST_BYTES} bytes")));
+        }
+        let mut r = Request::parse_target(req.uri().path_and_query().map_or("/", |p| p.as_str())).map_err(|m| refusal(400, m))?;
+        if !target.contains("format=") {
+            r.format = Format::Json; // browsers' default
+        }
+        server.admit(&r).map_err(|(status, m)| refusal(status, m))?;
+        accepted = Some(r);
+        Ok(resp)
+    };
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(MAX_REQUEST_BYTES))
+        .max_frame_size(Some(MAX_REQUEST_BYTES));
+    let ws = tungstenite::accept_hdr_with_config(stream, check, Some(config)).map_err(|e| e.to_string())?;
+    let request = accepted.ok_or("handshake ended without a request")?;
+    let end = server.subscribe(peer, &request);
+    let output = request.output.clone();
+    server.add_writer(std::thread::spawn(move || serve(ws, end, request, output, peer)));
+    Ok(())
+}
+
+/// One batch as a WebSocket message in the client's format.
+fn message(batch: &RecordBatch, request: &Request, output: &str, dropped: u64) -> std::result::Result<Message, String> {
+    match request.format {
+        Format::Json => {
+            let mut rows = arrow::json::ArrayWriter::new(Vec::new());
+            rows.write(batch).map_err(|e| e.to_string())?;
+            rows.finish().map_err(|e| e.to_string())?;
+            let rows = rows.into_inner();
+            let rows = if rows.is_empty() { b"[]".to_vec() } else { rows };
+            let head = format!(
+                "{{\"output\":{},\"dropped\":{dropped},\"rows\":",
+                serde_json::Value::from(output)
+            );
+            let mut text = head.into_bytes();
+            text.extend_from_slice(&rows);
+            text.push(b'}');
+            Ok(Message::text(String::from_utf8(text).map_err(|e| e.to_string())?))
+        }
+        Format::Arrow => {
+            let batch = if request.slow == SlowPolicy::DropOldest {
+                with_dropped_column(batch, dropped).map_err(|e| e.to_string())?
+            } else {
+                batch.clone()
+            };
+            let mut w = StreamWriter::try_new(Vec::new(), &batch.schema()).map_err(|e| e.to_string())?;
+            w.write(&batch).map_err(|e| e.to_string())?;
+            w.finish().map_err(|e| e.to_string())?;
+            Ok(Message::binary(w.into_inner().map_err(|e| e.to_string())?))
+        }
+    }
+}
+
+/// Sends a client its batches until the run ends (then a close frame) or the client leaves.
+fn serve(mut ws: WebSocket<TcpStream>, end: SubscriberEnd, request: Request, output: String, peer: SocketAddr) {
+    // Short reads between sends notice close frames (and oversized messages) from the client.
+    let _ = ws.get_mut().set_read_timeout(Some(Duration::from_millis(1)));
+    let result = (|| -> std::result::Result<(), String> {
+        loop {
+            match end.rx.recv_timeout(Duration::from_millis(50)) {
+                Ok(batch) => {
+                    let m = message(&batch, &request, &output, end.dropped.load(Ordering::Relaxed))?;
+                    ws.send(m).map_err(|e| e.to_string())?;
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+            }
+            match ws.read() {
+                Ok(Message::Close(_)) => return Err("closed by the client".into()),
+                Ok(_) => {}
+                Err(tungstenite::Error::Io(e))
+                    if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        let _ = ws.close(None);
+        let _ = ws.flush();
+        Ok(())
+    })();
+    if let Err(e) = result {
+        tracing::info!("websocket client {peer} left: {e}");
+    }
+}
