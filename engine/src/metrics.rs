@@ -371,6 +371,25 @@ mod tests {
     }
 
     #[test]
+    fn checkpoint_series_appear_once_a_checkpoint_is_taken() {
+        let m = Metrics::new();
+        assert!(!m.render().contains("neurostream_checkpoint"));
+        m.checkpoint_duration.observe_ns(30_000_000);
+        m.checkpoint_bytes.store(4096, Ordering::Relaxed);
+        let body = m.render();
+        assert!(
+            body.contains("neurostream_checkpoint_seconds_bucket{run=\"this\",le=\"0.05\"} 1"),
+            "{body}"
+        );
+        assert!(
+            body.contains("neurostream_checkpoint_seconds_count{run=\"this\"} 1"),
+            "{body}"
+        );
+        assert!(body.contains("neurostream_checkpoint_bytes 4096"), "{body}");
+        assert!(body.contains("neurostream_checkpoint_failures_total 0"), "{body}");
+    }
+
+    #[test]
     fn serves_counters_and_histograms_in_prometheus_text() {
         let m = Metrics::new();
         let n = m.node("sinks.out");

@@ -505,22 +505,20 @@ impl ParquetFileWriter {
         }
         let merged = (|| -> std::result::Result<(), String> {
             let file = File::create(&self.temp).map_err(|e| format!("cannot create {}: {e}", self.temp.display()))?;
-            let mut w = ArrowWriter::try_new(file, self.arrow.clone(), Some(self.props.clone())).map_err(|e| e.to_string())?;
-            for part in &parts {
-                let f = File::open(part).map_err(|e| format!("{}: {e}", part.display()))?;
-                let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
-                    .and_then(|b| b.with_batch_size(65536).build())
-                    .map_err(|e| format!("{}: {e}", part.display()))?;
-                for batch in reader {
-                    let batch = batch
-                        .and_then(|b| b.with_schema(self.arrow.clone()))
-                        .map_err(|e| format!("{}: {e}", part.display()))?;
-                    w.write(&batch).map_err(|e| e.to_string())?;
-                }
-            }
-            w.append_key_value_metadata(KeyValue::new("neurostream.status".to_string(), "complete".to_string()));
-            w.append_key_value_metadata(KeyValue::new("neurostream.pipeline".to_string(), self.pipeline.clone()));
-            let file = w.into_inner().map_err(|e| e.to_string())?;
+            let file = if parts.is_empty() {
+                // A single-file sink that received no rows still produces its (empty) file.
+                let mut w =
+                    ArrowWriter::try_new(file, self.arrow.clone(), Some(self.props.clone())).map_err(|e| e.to_string())?;
+                w.append_key_value_metadata(KeyValue::new("neurostream.status".to_string(), "complete".to_string()));
+                w.append_key_value_metadata(KeyValue::new("neurostream.pipeline".to_string(), self.pipeline.clone()));
+                w.into_inner().map_err(|e| e.to_string())?
+            } else {
+                let status = [
+                    ("neurostream.status", "complete"),
+                    ("neurostream.pipeline", self.pipeline.as_str()),
+                ];
+                concat_parquet(&parts, file, &self.props, &status)?
+            };
             file.sync_all().map_err(|e| format!("fsync: {e}"))?;
             drop(file);
             std::fs::rename(&self.temp, &self.target).map_err(|e| format!("rename from {}: {e}", self.temp.display()))?;
@@ -543,6 +541,64 @@ impl ParquetFileWriter {
         // before that resumes and merges them again.
         Ok(vec![format!("wrote {} rows to {}", self.rows, self.target.display())])
     }
+}
+
+/// Concatenates Parquet files of one schema into `out` by copying their row groups' column
+/// chunks as they are (no decoding or re-compression), keeping the first file's key-value
+/// metadata (the Arrow schema among it) and adding `extra`.
+fn concat_parquet(
+    parts: &[PathBuf],
+    out: File,
+    props: &WriterProperties,
+    extra: &[(&str, &str)],
+) -> std::result::Result<File, String> {
+    use parquet::column::writer::ColumnCloseResult;
+    use parquet::file::metadata::{PageIndexPolicy, ParquetMetaDataReader};
+    use parquet::file::writer::SerializedFileWriter;
+    let mut inputs = Vec::with_capacity(parts.len());
+    for p in parts {
+        let f = File::open(p).map_err(|e| format!("{}: {e}", p.display()))?;
+        let md = ParquetMetaDataReader::new()
+            .with_page_index_policy(PageIndexPolicy::Optional)
+            .parse_and_finish(&f)
+            .map_err(|e| format!("{}: {e}", p.display()))?;
+        inputs.push((f, md));
+    }
+    let first = inputs[0].1.file_metadata().clone();
+    for ((_, md), p) in inputs.iter().zip(parts) {
+        if md.file_metadata().schema() != first.schema() {
+            return Err(format!("{} has another schema than {}", p.display(), parts[0].display()));
+        }
+    }
+    let mut w = SerializedFileWriter::new(out, first.schema_descr().root_schema_ptr(), Arc::new(props.clone()))
+        .map_err(|e| e.to_string())?;
+    for (input, md) in &inputs {
+        let page_index = md.page_index();
+        for (g, rg) in md.row_groups().iter().enumerate() {
+            let mut rg_out = w.next_row_group().map_err(|e| e.to_string())?;
+            for (c, column) in rg.columns().iter().enumerate() {
+                let result = ColumnCloseResult {
+                    bytes_written: column.compressed_size() as u64,
+                    rows_written: rg.num_rows() as u64,
+                    metadata: column.clone(),
+                    bloom_filter: None,
+                    column_index: page_index.and_then(|pi| pi.column_index(g, c)).cloned(),
+                    offset_index: page_index.and_then(|pi| pi.offset_index(g, c)).cloned(),
+                };
+                rg_out.append_column(input, result).map_err(|e| e.to_string())?;
+            }
+            rg_out.close().map_err(|e| e.to_string())?;
+        }
+    }
+    for kv in first.key_value_metadata().into_iter().flatten() {
+        if !extra.iter().any(|(k, _)| *k == kv.key) {
+            w.append_key_value_metadata(kv.clone());
+        }
+    }
+    for (k, v) in extra {
+        w.append_key_value_metadata(KeyValue::new(k.to_string(), v.to_string()));
+    }
+    w.into_inner().map_err(|e| e.to_string())
 }
 
 /// The Arrow schema stored in a Parquet file, if it can be read.

@@ -1,0 +1,293 @@
+//! Subscriber fan-out on loopback: throughput and latency with 1, 8 and 64 subscribers, for the
+//! engine (`arrow_tcp` source -> `arrow_tcp` sink) and for a hand-written pyarrow broadcaster
+//! (`bench/fanout_baseline.py`) fed by the same producer and read by the same subscribers.
+//! Writes `bench/FANOUT_RESULTS.md`.
+//!
+//!   cargo run --release --example bench_fanout -- [--batches 400] [--rows 512] [--d 256]
+//!                                                  [--python .venv/bin/python]
+//!
+//! The producer sends `batches` record batches of `rows` activations (`d` floats) as fast as
+//! TCP lets it, each row stamped with its send time in the `time` column (the engine keeps a
+//! client's `time`). Each subscriber reads its IPC stream to the end; latency is receive time
+//! minus send time of each batch's first row. Subscribers use the default `disconnect` policy
+//! with a queue deep enough (4096 batches) that none is dropped.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, FixedSizeListArray, Float32Array, TimestampNanosecondArray, UInt32Array, UInt64Array,
+};
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit, TimestampNanosecondType};
+use arrow::ipc::reader::StreamReader;
+use arrow::ipc::writer::StreamWriter;
+use arrow::record_batch::RecordBatch;
+
+struct Args {
+    batches: usize,
+    rows: usize,
+    d: usize,
+    python: Option<PathBuf>,
+}
+
+fn parse_args() -> Args {
+    let mut a = Args {
+        batches: 400,
+        rows: 512,
+        d: 256,
+        python: None,
+    };
+    let v: Vec<String> = std::env::args().skip(1).collect();
+    let mut i = 0;
+    while i < v.len() {
+        let val = v.get(i + 1).cloned().unwrap_or_default();
+        match v[i].as_str() {
+            "--batches" => a.batches = val.parse().expect("--batches N"),
+            "--rows" => a.rows = val.parse().expect("--rows N"),
+            "--d" => a.d = val.parse().expect("--d N"),
+            "--python" => a.python = Some(PathBuf::from(val)),
+            other => panic!("unknown argument {other}"),
+        }
+        i += 2;
+    }
+    if a.python.is_none() {
+        let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+        a.python = Some(if venv.exists() { venv } else { PathBuf::from("python3") });
+    }
+    a
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64
+}
+
+fn schema(d: usize) -> Arc<Schema> {
+    let item = Arc::new(Field::new("item", DataType::Float32, false));
+    let meta = [
+        ("neurostream.layout".to_string(), "activations".to_string()),
+        ("neurostream.d_model".to_string(), d.to_string()),
+    ]
+    .into_iter()
+    .collect();
+    Arc::new(Schema::new_with_metadata(
+        vec![
+            Field::new("seq_id", DataType::UInt64, false),
+            Field::new("pos", DataType::UInt32, false),
+            Field::new("time", DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())), true),
+            Field::new("act", DataType::FixedSizeList(item.clone(), d as i32), false),
+        ],
+        meta,
+    ))
+}
+
+/// Sends the batches to `addr` as one IPC stream, each stamped with its send time.
+fn produce(addr: &str, a: &Args) {
+    let schema = schema(a.d);
+    let values: Vec<f32> = (0..a.rows * a.d).map(|i| (i % 97) as f32 * 0.01).collect();
+    let item = Arc::new(Field::new("item", DataType::Float32, false));
+    let act: ArrayRef = Arc::new(FixedSizeListArray::new(
+        item,
+        a.d as i32,
+        Arc::new(Float32Array::from(values)),
+        None,
+    ));
+    let stream = TcpStream::connect(addr).expect("connect to the producer port");
+    stream.set_nodelay(true).unwrap();
+    let mut w = StreamWriter::try_new(std::io::BufWriter::new(stream), &schema).unwrap();
+    for b in 0..a.batches {
+        let t = now_ns();
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(UInt64Array::from(vec![b as u64; a.rows])),
+            Arc::new(UInt32Array::from_iter_values(0..a.rows as u32)),
+            Arc::new(TimestampNanosecondArray::from(vec![t; a.rows]).with_timezone("UTC")),
+            act.clone(),
+        ];
+        w.write(&RecordBatch::try_new(schema.clone(), columns).unwrap()).unwrap();
+        w.flush().unwrap();
+    }
+    w.finish().unwrap();
+}
+
+/// Connects, asks for `frames`, reads to the end: (rows, latencies in ms).
+fn subscribe(addr: &str) -> std::thread::JoinHandle<(usize, Vec<f64>)> {
+    let mut s = TcpStream::connect(addr).expect("connect as a subscriber");
+    s.write_all(b"frames\n").unwrap();
+    std::thread::spawn(move || {
+        let mut r = BufReader::new(s);
+        let mut status = String::new();
+        r.read_line(&mut status).unwrap();
+        assert_eq!(status.trim(), "OK", "subscription refused");
+        let (mut rows, mut lat) = (0, Vec::new());
+        for b in StreamReader::try_new(r, None).unwrap() {
+            let b = b.unwrap();
+            let t = b.column_by_name("time").unwrap().as_primitive::<TimestampNanosecondType>();
+            if !t.is_empty() {
+                lat.push((now_ns() - t.value(0)) as f64 / 1e6);
+            }
+            rows += b.num_rows();
+        }
+        (rows, lat)
+    })
+}
+
+fn wait_file(path: &Path) -> String {
+    let t = Instant::now();
+    loop {
+        if let Ok(s) = std::fs::read_to_string(path) {
+            if s.ends_with('\n') {
+                return s.trim().to_string();
+            }
+        }
+        assert!(t.elapsed() < Duration::from_secs(60), "{} never appeared", path.display());
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+struct Outcome {
+    wall: f64,
+    rows: Vec<usize>,
+    lat: Vec<f64>,
+}
+
+fn finish(started: Instant, subs: Vec<std::thread::JoinHandle<(usize, Vec<f64>)>>) -> Outcome {
+    let mut rows = Vec::new();
+    let mut lat = Vec::new();
+    for s in subs {
+        let (r, l) = s.join().unwrap();
+        rows.push(r);
+        lat.extend(l);
+    }
+    Outcome {
+        wall: started.elapsed().as_secs_f64(),
+        rows,
+        lat,
+    }
+}
+
+fn engine(n: usize, a: &Args, dir: &Path) -> Outcome {
+    let (src, sink) = (dir.join("src.addr"), dir.join("sink.addr"));
+    let _ = std::fs::remove_file(&src);
+    let _ = std::fs::remove_file(&sink);
+    let toml = format!(
+        r#"
+[sources.live]
+kind = "arrow_tcp"
+listen = "127.0.0.1:0"
+d_model = {d}
+connections = 1
+address_file = "{src}"
+
+[sinks.out]
+kind = "arrow_tcp"
+input = "live"
+listen = "127.0.0.1:0"
+address_file = "{sink}"
+wait_for_subscribers = {n}
+queue_batches = 4096
+"#,
+        d = a.d,
+        src = src.display(),
+        sink = sink.display()
+    );
+    let pipeline = neurostream::PipelineSpec::from_toml_str(&toml, dir)
+        .unwrap()
+        .compile(&neurostream::registry())
+        .unwrap();
+    let run = std::thread::spawn(move || neurostream::run(pipeline, neurostream::RunOptions::default()));
+    let sink_addr = wait_file(&sink);
+    let subs: Vec<_> = (0..n).map(|_| subscribe(&sink_addr)).collect();
+    let src_addr = wait_file(&src);
+    let started = Instant::now();
+    produce(&src_addr, a);
+    let out = finish(started, subs);
+    run.join().unwrap().expect("the engine run failed");
+    out
+}
+
+fn baseline(n: usize, a: &Args, dir: &Path) -> Outcome {
+    let file = dir.join("py.addr");
+    let _ = std::fs::remove_file(&file);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/fanout_baseline.py");
+    let mut child = std::process::Command::new(a.python.as_ref().unwrap())
+        .arg(script)
+        .args(["--subscribers", &n.to_string(), "--address-file"])
+        .arg(&file)
+        .spawn()
+        .expect("start the Python baseline");
+    let ports = wait_file(&file);
+    let (prod, sub) = ports.split_once(' ').unwrap();
+    let subs: Vec<_> = (0..n).map(|_| subscribe(&format!("127.0.0.1:{sub}"))).collect();
+    let started = Instant::now();
+    produce(&format!("127.0.0.1:{prod}"), a);
+    let out = finish(started, subs);
+    assert!(child.wait().unwrap().success(), "the Python baseline failed");
+    out
+}
+
+fn pct(v: &mut [f64], q: f64) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1]
+}
+
+fn main() {
+    let a = parse_args();
+    let dir = tempfile::tempdir().unwrap();
+    let mb = (a.batches * a.rows * a.d * 4) as f64 / 1e6;
+    let mut lines = vec![
+        "# Subscriber fan-out on loopback".to_string(),
+        String::new(),
+        format!(
+            "Command: `cargo run --release --example bench_fanout -- --batches {} --rows {} --d {}` ({} cores; producer, server and subscribers on the same machine).",
+            a.batches,
+            a.rows,
+            a.d,
+            std::thread::available_parallelism().map_or(0, |n| n.get())
+        ),
+        String::new(),
+        format!(
+            "{} batches of {} activations × {} float32 ({mb:.0} MB) sent as fast as TCP allows, fanned out to every subscriber as Arrow IPC. \
+             Engine: `arrow_tcp` source -> `arrow_tcp` sink (release build, 1 worker). Baseline: `bench/fanout_baseline.py`, \
+             the same fan-out hand-written with pyarrow (a thread and a queue per subscriber). Throughput counts rows delivered \
+             to all subscribers together; latency is send to receive of each batch's first row, over all subscribers.",
+            a.batches, a.rows, a.d
+        ),
+        String::new(),
+        "| subscribers | server | wall s | rows/s delivered (all subscribers) | MB/s delivered | latency p50 ms | p99 ms | max ms | throughput vs pyarrow |".to_string(),
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |".to_string(),
+    ];
+    for n in [1usize, 8, 64] {
+        let mut e = engine(n, &a, dir.path());
+        let mut p = baseline(n, &a, dir.path());
+        for (o, what) in [(&e, "engine"), (&p, "pyarrow")] {
+            assert!(
+                o.rows.iter().all(|&r| r == a.batches * a.rows),
+                "{what} with {n} subscribers: some subscriber missed rows: {:?}",
+                o.rows
+            );
+        }
+        let rate = |o: &Outcome| o.rows.iter().sum::<usize>() as f64 / o.wall;
+        let (re, rp) = (rate(&e), rate(&p));
+        for (o, what, ratio) in [(&mut e, "neurostream", re / rp), (&mut p, "pyarrow (hand-written)", 1.0)] {
+            let r = rate(o);
+            let line = format!(
+                "| {n} | {what} | {:.2} | {r:,.0} | {:,.0} | {:.2} | {:.2} | {:.2} | {ratio:.2} |",
+                o.wall,
+                r * (a.d * 4) as f64 / 1e6,
+                pct(&mut o.lat, 0.5),
+                pct(&mut o.lat, 0.99),
+                pct(&mut o.lat, 1.0),
+            );
+            println!("{line}");
+            lines.push(line);
+        }
+    }
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/FANOUT_RESULTS.md");
+    std::fs::write(&out, lines.join("\n") + "\n").unwrap();
+    println!("wrote {}", out.display());
+}
