@@ -3,13 +3,14 @@
 //! (`bench/fanout_baseline.py`) fed by the same producer and read by the same subscribers.
 //! Writes `bench/FANOUT_RESULTS.md`.
 //!
-//!   cargo run --release --example bench_fanout -- [--batches 400] [--rows 512] [--d 256]
+//!   cargo run --release --example bench_fanout -- [--batches 2000] [--paced 200] [--rows 512] [--d 256]
 //!                                                  [--python .venv/bin/python]
 //!
-//! The producer sends `batches` record batches of `rows` activations (`d` floats) as fast as
-//! TCP lets it, each row stamped with its send time in the `time` column (the engine keeps a
-//! client's `time`). Each subscriber reads its IPC stream to the end; latency is receive time
-//! minus send time of each batch's first row. Subscribers use the default `disconnect` policy
+//! Throughput pass: the producer sends `batches` record batches of `rows` activations (`d`
+//! floats) as fast as TCP lets it. Latency pass: `paced` batches, one every 5 ms. Each row is
+//! stamped with its send time in the `time` column (the engine keeps a client's `time`); each
+//! subscriber reads its IPC stream to the end; latency is receive time minus send time of each
+//! batch's first row. Subscribers use the default `disconnect` policy
 //! with a queue deep enough (4096 batches) that none is dropped.
 
 use std::io::{BufRead, BufReader, Write};
@@ -19,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, FixedSizeListArray, Float32Array, TimestampNanosecondArray, UInt32Array, UInt64Array,
+    ArrayRef, AsArray, FixedSizeListArray, Float32Array, TimestampNanosecondArray, UInt32Array, UInt64Array,
 };
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit, TimestampNanosecondType};
 use arrow::ipc::reader::StreamReader;
@@ -28,6 +29,9 @@ use arrow::record_batch::RecordBatch;
 
 struct Args {
     batches: usize,
+    /// Latency pass: batches sent, one every `pace` (0: the throughput pass, as fast as possible).
+    paced: usize,
+    pace: Duration,
     rows: usize,
     d: usize,
     python: Option<PathBuf>,
@@ -35,7 +39,9 @@ struct Args {
 
 fn parse_args() -> Args {
     let mut a = Args {
-        batches: 400,
+        batches: 2000,
+        paced: 200,
+        pace: Duration::ZERO,
         rows: 512,
         d: 256,
         python: None,
@@ -46,6 +52,7 @@ fn parse_args() -> Args {
         let val = v.get(i + 1).cloned().unwrap_or_default();
         match v[i].as_str() {
             "--batches" => a.batches = val.parse().expect("--batches N"),
+            "--paced" => a.paced = val.parse().expect("--paced N"),
             "--rows" => a.rows = val.parse().expect("--rows N"),
             "--d" => a.d = val.parse().expect("--d N"),
             "--python" => a.python = Some(PathBuf::from(val)),
@@ -69,7 +76,7 @@ fn now_ns() -> i64 {
 
 fn schema(d: usize) -> Arc<Schema> {
     let item = Arc::new(Field::new("item", DataType::Float32, false));
-    let meta = [
+    let meta: std::collections::HashMap<String, String> = [
         ("neurostream.layout".to_string(), "activations".to_string()),
         ("neurostream.d_model".to_string(), d.to_string()),
     ]
@@ -100,7 +107,14 @@ fn produce(addr: &str, a: &Args) {
     let stream = TcpStream::connect(addr).expect("connect to the producer port");
     stream.set_nodelay(true).unwrap();
     let mut w = StreamWriter::try_new(std::io::BufWriter::new(stream), &schema).unwrap();
+    let next = Instant::now();
     for b in 0..a.batches {
+        if !a.pace.is_zero() {
+            let due = next + a.pace * b as u32;
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
         let t = now_ns();
         let columns: Vec<ArrayRef> = vec![
             Arc::new(UInt64Array::from(vec![b as u64; a.rows])),
@@ -140,8 +154,8 @@ fn wait_file(path: &Path) -> String {
     let t = Instant::now();
     loop {
         if let Ok(s) = std::fs::read_to_string(path) {
-            if s.ends_with('\n') {
-                return s.trim().to_string();
+            if !s.trim().is_empty() {
+                return s.trim().to_string(); // both servers write the file atomically
             }
         }
         assert!(t.elapsed() < Duration::from_secs(60), "{} never appeared", path.display());
@@ -230,6 +244,19 @@ fn baseline(n: usize, a: &Args, dir: &Path) -> Outcome {
     out
 }
 
+/// `1234567.8` as `1,234,568`.
+fn thousands(x: f64) -> String {
+    let digits = format!("{:.0}", x);
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 fn pct(v: &mut [f64], q: f64) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1]
@@ -258,12 +285,20 @@ fn main() {
             a.batches, a.rows, a.d
         ),
         String::new(),
-        "| subscribers | server | wall s | rows/s delivered (all subscribers) | MB/s delivered | latency p50 ms | p99 ms | max ms | throughput vs pyarrow |".to_string(),
+        "| subscribers | server | wall s | rows/s delivered (all subscribers) | MB/s delivered | throughput vs pyarrow | latency p50 ms | p99 ms | max ms (paced, 200 batches/s) |".to_string(),
         "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |".to_string(),
     ];
+    let paced = Args {
+        batches: a.paced,
+        pace: Duration::from_millis(5),
+        python: a.python.clone(),
+        ..a
+    };
     for n in [1usize, 8, 64] {
-        let mut e = engine(n, &a, dir.path());
-        let mut p = baseline(n, &a, dir.path());
+        let e = engine(n, &a, dir.path());
+        let p = baseline(n, &a, dir.path());
+        let mut e_lat = engine(n, &paced, dir.path()).lat;
+        let mut p_lat = baseline(n, &paced, dir.path()).lat;
         for (o, what) in [(&e, "engine"), (&p, "pyarrow")] {
             assert!(
                 o.rows.iter().all(|&r| r == a.batches * a.rows),
@@ -273,15 +308,19 @@ fn main() {
         }
         let rate = |o: &Outcome| o.rows.iter().sum::<usize>() as f64 / o.wall;
         let (re, rp) = (rate(&e), rate(&p));
-        for (o, what, ratio) in [(&mut e, "neurostream", re / rp), (&mut p, "pyarrow (hand-written)", 1.0)] {
+        for (o, lat, what, ratio) in [
+            (&e, &mut e_lat, "neurostream", re / rp),
+            (&p, &mut p_lat, "pyarrow (hand-written)", 1.0),
+        ] {
             let r = rate(o);
             let line = format!(
-                "| {n} | {what} | {:.2} | {r:,.0} | {:,.0} | {:.2} | {:.2} | {:.2} | {ratio:.2} |",
+                "| {n} | {what} | {:.2} | {} | {:.0} | {ratio:.2} | {:.2} | {:.2} | {:.2} |",
                 o.wall,
+                thousands(r),
                 r * (a.d * 4) as f64 / 1e6,
-                pct(&mut o.lat, 0.5),
-                pct(&mut o.lat, 0.99),
-                pct(&mut o.lat, 1.0),
+                pct(lat, 0.5),
+                pct(lat, 0.99),
+                pct(lat, 1.0),
             );
             println!("{line}");
             lines.push(line);
