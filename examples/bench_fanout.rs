@@ -19,9 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::{
-    ArrayRef, AsArray, FixedSizeListArray, Float32Array, TimestampNanosecondArray, UInt32Array, UInt64Array,
-};
+use arrow::array::{ArrayRef, AsArray, FixedSizeListArray, Float32Array, TimestampNanosecondArray, UInt32Array, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit, TimestampNanosecondType};
 use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::StreamWriter;
