@@ -1,6 +1,7 @@
 //! Exactly-once restart: a file-to-Parquet pipeline with running statistics, killed with
 //! SIGKILL at random moments and resumed with `--resume` until it completes, must produce
-//! output identical, row for row, to an uninterrupted run. Also: corrupt checkpoints, checkpoints
+//! output identical, row for row, to an uninterrupted run; so must a filter pipeline (IIR and FIR
+//! state). Also: corrupt checkpoints, checkpoints
 //! of another pipeline, a full disk while checkpointing, and pipelines that cannot be checkpointed.
 
 mod common;
@@ -246,6 +247,68 @@ fn killed_runs_resume_to_output_identical_to_an_uninterrupted_run() {
         total_kills >= 20,
         "only {total_kills} kills landed mid-run: the runs are too short to test resuming"
     );
+}
+
+/// A BCI-style signal path: synthetic EEG -> causal Butterworth band-pass (IIR state) -> FIR
+/// low-pass (history) -> Parquet, killed and resumed like the statistics pipeline.
+#[test]
+fn a_killed_filter_pipeline_resumes_to_identical_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let toml = r#"
+[pipeline]
+name = "checkpointed-signals"
+
+[sources.eeg]
+kind = "synthetic_eeg"
+channels = 32
+sample_rate = 1000.0
+seconds = 400.0
+chunk = 500
+seed = 11
+
+[operators.band]
+kind = "butterworth"
+input = "eeg"
+cutoff = [8.0, 30.0]
+order = 4
+
+[operators.low]
+kind = "fir"
+input = "band"
+h_freq = 40.0
+
+[sinks.out]
+kind = "parquet"
+input = "low"
+path = "out/filtered.parquet"
+"#;
+    std::fs::write(d.join("p.toml"), toml).unwrap();
+    run_ok(d, &["run", "p.toml", "--quiet"]);
+    std::fs::rename(d.join("out"), d.join("reference")).unwrap();
+    let t0 = Instant::now();
+    let out = checkpointed(d, 1, false).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let longest = t0.elapsed();
+    let mut delays = Delays(0x0b5e_55ed_0000_0077);
+    let mut kills = 0;
+    for trial in 0..4 {
+        std::fs::remove_dir_all(d.join("out")).unwrap();
+        std::fs::remove_dir_all(d.join("ck")).unwrap();
+        let k = run_with_kills(d, 1, &mut delays, longest);
+        let (a, b) = (
+            read_parquet(&d.join("reference/filtered.parquet")),
+            read_parquet(&d.join("out/filtered.parquet")),
+        );
+        let (a, b) = (
+            arrow::compute::concat_batches(&a[0].schema(), &a).unwrap(),
+            arrow::compute::concat_batches(&b[0].schema(), &b).unwrap(),
+        );
+        assert_eq!(a.num_rows(), 400_000);
+        assert_eq!(a.columns(), b.columns(), "trial {trial} ({k} kills): filtered signal differs");
+        kills += k;
+    }
+    assert!(kills >= 3, "only {kills} kills landed mid-run");
 }
 
 /// Starts a checkpointed run and kills it once at least one checkpoint is committed.

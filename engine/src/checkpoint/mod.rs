@@ -132,6 +132,20 @@ pub fn encode_state<T: Serialize>(state: &T) -> crate::Result<Vec<u8>> {
     bincode::serialize(state).map_err(|e| crate::EngineError::Checkpoint(format!("cannot encode state: {e}")))
 }
 
+/// Encodes per-stream state (a map from stream name to `T`), sorted by stream so the bytes are
+/// deterministic.
+pub fn encode_streams<T: Serialize>(streams: &std::collections::HashMap<std::sync::Arc<str>, T>) -> crate::Result<Vec<u8>> {
+    let mut v: Vec<(&str, &T)> = streams.iter().map(|(k, t)| (&**k, t)).collect();
+    v.sort_by_key(|(k, _)| *k);
+    encode_state(&v)
+}
+
+/// Decodes per-stream state written by [`encode_streams`].
+pub fn decode_streams<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> crate::Result<Vec<(std::sync::Arc<str>, T)>> {
+    let v: Vec<(String, T)> = decode_state(bytes, what)?;
+    Ok(v.into_iter().map(|(k, t)| (std::sync::Arc::from(k), t)).collect())
+}
+
 /// Decodes state written by [`encode_state`]; `what` names the node in the error.
 pub fn decode_state<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> crate::Result<T> {
     bincode::deserialize(bytes)

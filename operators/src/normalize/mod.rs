@@ -23,7 +23,7 @@ mod stats_file;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use neurostream_engine::checkpoint::{decode_state, encode_state, Checkpointing};
+use neurostream_engine::checkpoint::{decode_streams, encode_streams, Checkpointing};
 use neurostream_engine::{
     parse_config, Batch, ComputeDevice, ConfigTable, EngineError, Frame, NodeConfig, NodeContext, Operator, OperatorInstance,
     OperatorKind, Partitioning, Result, Schema,
@@ -364,16 +364,14 @@ impl NormalizeInstance {
 
 impl OperatorInstance for NormalizeInstance {
     fn snapshot(&self) -> Result<Vec<u8>> {
-        let mut streams: Vec<(&str, &Welford)> = self.streams.iter().map(|(k, v)| (&**k, &v.stats)).collect();
-        streams.sort_by_key(|(k, _)| *k);
-        encode_state(&streams)
+        let stats: HashMap<Arc<str>, &Welford> = self.streams.iter().map(|(k, v)| (k.clone(), &v.stats)).collect();
+        encode_streams(&stats)
     }
 
     fn restore(&mut self, state: &[u8]) -> Result<()> {
-        let streams: Vec<(String, Welford)> = decode_state(state, "normalize")?;
-        for (name, stats) in streams {
+        for (name, stats) in decode_streams::<Welford>(state, "normalize")? {
             self.streams.insert(
-                name.into(),
+                name,
                 StreamState {
                     stats,
                     held: Vec::new(),

@@ -180,6 +180,14 @@ impl Operator for SosFilter {
     fn holds_back(&self) -> bool {
         self.zero_phase
     }
+    fn checkpointing(&self) -> neurostream_engine::Checkpointing {
+        if self.zero_phase {
+            // The whole signal is held until the end; frames are not saved yet.
+            neurostream_engine::Checkpointing::Unsupported
+        } else {
+            neurostream_engine::Checkpointing::Snapshot
+        }
+    }
     fn instantiate(&self, device: &ComputeDevice) -> Result<Box<dyn OperatorInstance>> {
         let kernels: Box<dyn SosKernels> = match device {
             ComputeDevice::Cpu => Box::new(CpuSos::with_threads(self.threads)),
@@ -222,6 +230,23 @@ impl SosInstance {
 }
 
 impl OperatorInstance for SosInstance {
+    fn snapshot(&self) -> Result<Vec<u8>> {
+        neurostream_engine::checkpoint::encode_streams(&self.state)
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<()> {
+        for (stream, s) in neurostream_engine::checkpoint::decode_streams::<Vec<f64>>(state, "filter")? {
+            if s.len() % (2 * self.sections.len()) != 0 {
+                return Err(EngineError::Checkpoint(format!(
+                    "filter: the saved state of stream {stream} does not fit {} sections",
+                    self.sections.len()
+                )));
+            }
+            self.state.insert(stream, s);
+        }
+        Ok(())
+    }
+
     fn process(&mut self, batch: Batch, out: &mut Vec<Batch>) -> Result<()> {
         let Batch::Dense(mut frame) = batch else {
             return Err(EngineError::Shape(format!(

@@ -281,6 +281,9 @@ impl Operator for Fir {
     fn partitioning(&self) -> Partitioning {
         Partitioning::ByStream
     }
+    fn checkpointing(&self) -> neurostream_engine::Checkpointing {
+        neurostream_engine::Checkpointing::Snapshot
+    }
     fn instantiate(&self, device: &ComputeDevice) -> Result<Box<dyn OperatorInstance>> {
         let kernels: Box<dyn FirKernels> = match device {
             ComputeDevice::Cpu => Box::new(CpuFir),
@@ -301,6 +304,23 @@ struct FirInstance {
 }
 
 impl OperatorInstance for FirInstance {
+    fn snapshot(&self) -> Result<Vec<u8>> {
+        neurostream_engine::checkpoint::encode_streams(&self.history)
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<()> {
+        for (stream, h) in neurostream_engine::checkpoint::decode_streams::<Vec<f32>>(state, "fir")? {
+            if h.len() % (self.taps.len() - 1).max(1) != 0 {
+                return Err(EngineError::Checkpoint(format!(
+                    "fir: the saved history of stream {stream} does not fit {} taps",
+                    self.taps.len()
+                )));
+            }
+            self.history.insert(stream, h);
+        }
+        Ok(())
+    }
+
     fn process(&mut self, batch: Batch, out: &mut Vec<Batch>) -> Result<()> {
         let Batch::Dense(mut frame) = batch else {
             return Err(EngineError::Shape(format!(

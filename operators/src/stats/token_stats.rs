@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use neurostream_engine::checkpoint::{decode_state, encode_state, Checkpointing};
+use neurostream_engine::checkpoint::{decode_streams, encode_streams, Checkpointing};
 use neurostream_engine::{
     parse_config, Batch, ComputeDevice, ConfigTable, EngineError, NodeConfig, NodeContext, Operator, OperatorInstance,
     OperatorKind, Partitioning, Result, RowIndex, Schema, StreamKind, TableFrame,
@@ -293,14 +293,11 @@ impl TokenStatsInstance {
 
 impl OperatorInstance for TokenStatsInstance {
     fn snapshot(&self) -> Result<Vec<u8>> {
-        let mut streams: Vec<(&str, &StreamState)> = self.streams.iter().map(|(k, v)| (&**k, v)).collect();
-        streams.sort_by_key(|(k, _)| *k);
-        encode_state(&streams)
+        encode_streams(&self.streams)
     }
 
     fn restore(&mut self, state: &[u8]) -> Result<()> {
-        let streams: Vec<(String, StreamState)> = decode_state(state, "token_stats")?;
-        for (name, s) in streams {
+        for (name, s) in decode_streams::<StreamState>(state, "token_stats")? {
             if s.all.sum.len() != self.columns.len() {
                 return Err(EngineError::Checkpoint(format!(
                     "token_stats: the saved state has {} columns, the input has {}",
@@ -308,7 +305,7 @@ impl OperatorInstance for TokenStatsInstance {
                     self.columns.len()
                 )));
             }
-            self.streams.insert(name.into(), s);
+            self.streams.insert(name, s);
         }
         Ok(())
     }
