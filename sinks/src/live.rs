@@ -20,7 +20,9 @@ use arrow::datatypes::{DataType, Field};
 use arrow::record_batch::RecordBatch;
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use neurostream_engine::layout::{arrow_schema, frame_to_batch, sparse_to_batch, EncodeOptions};
-use neurostream_engine::{Batch, EngineError, Result, RowIndex, Schema, SinkWriter, StreamKind};
+use neurostream_engine::{
+    Batch, EngineError, NodeContext, Placement, Result, RowIndex, Schema, Sink, SinkWriter, StreamKind, WorkerPos,
+};
 
 /// What a frame stream's subscribers ask for.
 pub const FRAMES: &str = "frames";
@@ -357,6 +359,7 @@ pub fn offered_outputs(input: &Schema) -> Vec<String> {
 pub type Handshake = fn(TcpStream, SocketAddr, &LiveServer) -> std::result::Result<(), String>;
 
 /// Settings of a live server.
+#[derive(Clone, Debug)]
 pub struct ServerSettings {
     /// The sink's name, for messages.
     pub name: String,
@@ -372,6 +375,72 @@ pub struct ServerSettings {
     pub token: Option<String>,
     /// Subscribers to wait for before the run starts, and for how long (s).
     pub wait_for: (usize, f64),
+}
+
+/// Checks a live sink's keys (errors name the key) and returns its server's settings.
+#[allow(clippy::too_many_arguments)]
+pub fn server_settings(
+    ctx: &NodeContext,
+    input: &Schema,
+    listen: &str,
+    address_file: Option<&str>,
+    queue: usize,
+    token: Option<String>,
+    wait_for: usize,
+    wait_timeout_s: f64,
+) -> Result<ServerSettings> {
+    let fail = |m: String| Err(EngineError::config(ctx.label, m));
+    let addr: SocketAddr = match listen.parse() {
+        Ok(a) => a,
+        Err(e) => return fail(format!("`listen` {listen}: {e} (expected IP:PORT)")),
+    };
+    if let Err(m) = check_bind(&addr, token.as_deref()) {
+        return fail(m);
+    }
+    if queue == 0 {
+        return fail("`queue_batches` must be at least 1".into());
+    }
+    if !(wait_timeout_s > 0.0 && wait_timeout_s.is_finite()) {
+        return fail("`wait_timeout_s` must be a positive number of seconds".into());
+    }
+    Ok(ServerSettings {
+        name: ctx.name.to_string(),
+        listen: addr,
+        address_file: address_file.map(|p| ctx.resolve(p)),
+        offered: offered_outputs(input),
+        queue,
+        token,
+        wait_for: (wait_for, wait_timeout_s),
+    })
+}
+
+/// A live sink: a server with `settings` that greets each connection with `handshake`.
+pub struct LiveSink {
+    /// The server's settings.
+    pub settings: ServerSettings,
+    /// The schema of the stream it serves.
+    pub input: Arc<Schema>,
+    /// The protocol's handshake (which also starts the subscriber's writer thread).
+    pub handshake: Handshake,
+    /// How it serves, for the start-up log line (e.g. `Arrow IPC over TCP`).
+    pub protocol: &'static str,
+}
+
+impl Sink for LiveSink {
+    fn placement(&self) -> Placement {
+        Placement::Single
+    }
+
+    fn open(&self, _worker: WorkerPos) -> Result<Box<dyn SinkWriter>> {
+        let (server, local, acceptor) = LiveServer::start(self.settings.clone(), self.handshake)?;
+        tracing::info!(
+            "sink `{}`: serving {} on {local} ({})",
+            self.settings.name,
+            self.settings.offered.join(", "),
+            self.protocol
+        );
+        Ok(Box::new(LiveWriter::new(self.input.clone(), server, acceptor)))
+    }
 }
 
 /// A TCP server of live subscribers: an accepting thread, one thread per subscriber.

@@ -25,18 +25,14 @@ use std::time::Duration;
 
 use arrow::ipc::writer::StreamWriter;
 use arrow::record_batch::RecordBatch;
-use neurostream_engine::{
-    parse_config, ConfigTable, EngineError, NodeConfig, NodeContext, Placement, Result, Schema, Sink, SinkKind, SinkWriter,
-    WorkerPos,
-};
+use neurostream_engine::{parse_config, ConfigTable, NodeConfig, NodeContext, Result, Schema, Sink, SinkKind};
 use serde::{Deserialize, Serialize};
 use tungstenite::handshake::server::{ErrorResponse, Request as HttpRequest, Response};
 use tungstenite::protocol::WebSocketConfig;
 use tungstenite::{Message, WebSocket};
 
 use crate::live::{
-    check_bind, offered_outputs, with_dropped_column, Format, LiveServer, LiveWriter, Request, ServerSettings, SlowPolicy,
-    SubscriberEnd, MAX_REQUEST_BYTES,
+    server_settings, with_dropped_column, Format, LiveServer, LiveSink, Request, SlowPolicy, SubscriberEnd, MAX_REQUEST_BYTES,
 };
 
 /// Configuration of a `websocket` sink.
@@ -89,58 +85,22 @@ impl SinkKind for WebSocketSinkKind {
     }
     fn build(&self, config: ConfigTable, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Sink>> {
         let cfg: WebSocketSinkConfig = parse_config(config, ctx)?;
-        let fail = |m: String| Err(EngineError::config(ctx.label, m));
-        let listen: SocketAddr = match cfg.listen.parse() {
-            Ok(a) => a,
-            Err(e) => return fail(format!("`listen` {}: {e} (expected IP:PORT)", cfg.listen)),
-        };
-        if let Err(m) = check_bind(&listen, cfg.token.as_deref()) {
-            return fail(m);
-        }
-        if cfg.queue_batches == 0 {
-            return fail("`queue_batches` must be at least 1".into());
-        }
-        if !(cfg.wait_timeout_s > 0.0 && cfg.wait_timeout_s.is_finite()) {
-            return fail("`wait_timeout_s` must be a positive number of seconds".into());
-        }
-        Ok(Arc::new(WebSocketSink {
-            name: ctx.name.to_string(),
-            listen,
-            address_file: cfg.address_file.as_deref().map(|p| ctx.resolve(p)),
+        let settings = server_settings(
+            ctx,
+            input,
+            &cfg.listen,
+            cfg.address_file.as_deref(),
+            cfg.queue_batches,
+            cfg.token.clone(),
+            cfg.wait_for_subscribers,
+            cfg.wait_timeout_s,
+        )?;
+        Ok(Arc::new(LiveSink {
+            settings,
             input: input.clone(),
-            offered: offered_outputs(input),
-            cfg,
+            handshake,
+            protocol: "WebSocket, ws://",
         }))
-    }
-}
-
-struct WebSocketSink {
-    name: String,
-    listen: SocketAddr,
-    address_file: Option<std::path::PathBuf>,
-    input: Arc<Schema>,
-    offered: Vec<String>,
-    cfg: WebSocketSinkConfig,
-}
-
-impl Sink for WebSocketSink {
-    fn placement(&self) -> Placement {
-        Placement::Single
-    }
-
-    fn open(&self, _worker: WorkerPos) -> Result<Box<dyn SinkWriter>> {
-        let settings = ServerSettings {
-            name: self.name.clone(),
-            listen: self.listen,
-            address_file: self.address_file.clone(),
-            offered: self.offered.clone(),
-            queue: self.cfg.queue_batches,
-            token: self.cfg.token.clone(),
-            wait_for: (self.cfg.wait_for_subscribers, self.cfg.wait_timeout_s),
-        };
-        let (server, local, acceptor) = LiveServer::start(settings, handshake)?;
-        tracing::info!("sink `{}`: serving {} on ws://{local}/", self.name, self.offered.join(", "));
-        Ok(Box::new(LiveWriter::new(self.input.clone(), server, acceptor)))
     }
 }
 
