@@ -370,6 +370,40 @@ fn a_corrupt_checkpoint_is_refused_not_silently_restarted() {
 }
 
 #[test]
+fn input_files_that_changed_since_the_checkpoint_are_refused() {
+    let dir = setup();
+    let d = dir.path();
+    let mut child = checkpointed(d, 1, false).spawn().unwrap();
+    let started = Instant::now();
+    while !d.join("ck/ckpt-00000002.nsck").exists() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before its second checkpoint"
+        );
+        assert!(started.elapsed() < Duration::from_secs(60));
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The input rewritten (here the same rows in other row groups): its size and modification
+    // time changed, so the saved source position cannot be trusted.
+    let batches = read_parquet(&d.join("acts.parquet"));
+    let props = WriterProperties::builder().set_max_row_group_row_count(Some(8000)).build();
+    let mut w = ArrowWriter::try_new(
+        std::fs::File::create(d.join("acts.parquet")).unwrap(),
+        batches[0].schema(),
+        Some(props),
+    )
+    .unwrap();
+    for b in &batches {
+        w.write(b).unwrap();
+    }
+    w.close().unwrap();
+    let err = run_err(d, &["run", "p.toml", "--quiet", "--checkpoint-dir", "ck", "--resume"]);
+    assert!(err.contains("changed since"), "{err}");
+}
+
+#[test]
 fn a_checkpoint_of_another_pipeline_or_worker_count_is_refused() {
     let dir = setup();
     let d = dir.path();

@@ -73,6 +73,10 @@ pub trait Source: Send + Sync {
     fn replayable(&self) -> bool {
         false
     }
+    /// The files it reads, so a resumed run can tell when they changed since the checkpoint.
+    fn input_files(&self) -> Vec<std::path::PathBuf> {
+        Vec::new()
+    }
 }
 
 /// One worker's reader of a source.
@@ -91,17 +95,21 @@ pub trait SourceReader {
     fn location(&self) -> String {
         String::new()
     }
-    /// Skips the first `batches` batches (resuming from a checkpoint). The default reads and
-    /// discards them; readers that can seek may do better.
-    fn skip_batches(&mut self, batches: u64) -> Result<()> {
+    /// Skips the first `batches` batches (resuming from a checkpoint) and returns the rows in
+    /// them. The default reads and discards them; readers that can seek may do better.
+    fn skip_batches(&mut self, batches: u64) -> Result<u64> {
+        let mut rows = 0;
         for i in 0..batches {
-            if self.next_batch()?.is_none() {
-                return Err(crate::EngineError::Checkpoint(format!(
-                    "the source ended after {i} batches, but the checkpoint says it had emitted {batches}: its data changed since"
-                )));
+            match self.next_batch()? {
+                Some((_, b)) => rows += b.rows() as u64,
+                None => {
+                    return Err(crate::EngineError::Checkpoint(format!(
+                        "the source ended after {i} batches, but the checkpoint says it had emitted {batches}: its data changed since"
+                    )))
+                }
             }
         }
-        Ok(())
+        Ok(rows)
     }
 }
 

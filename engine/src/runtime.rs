@@ -439,10 +439,36 @@ fn fingerprint(pipeline: &CompiledPipeline, workers: usize) -> Fingerprint {
             (s.qualified_name(), describe)
         })
         .collect();
+    let inputs = pipeline
+        .nodes
+        .iter()
+        .filter_map(|n| match &n.built {
+            Built::Source(src) => Some((n.spec.qualified_name(), src.input_files())),
+            _ => None,
+        })
+        .filter(|(_, files)| !files.is_empty())
+        .map(|(node, files)| (node, files.iter().map(|f| file_identity(f)).collect()))
+        .collect();
     Fingerprint {
         pipeline: pipeline.settings.name.clone(),
         nodes,
         workers,
+        inputs,
+    }
+}
+
+/// `path (N bytes, modified T)`: what a resumed run compares to tell that an input changed.
+fn file_identity(path: &std::path::Path) -> String {
+    match std::fs::metadata(path) {
+        Ok(m) => {
+            let modified = m
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos());
+            format!("{} ({} bytes, modified {modified} ns)", path.display(), m.len())
+        }
+        Err(e) => format!("{} (unreadable: {e})", path.display()),
     }
 }
 
@@ -618,7 +644,13 @@ fn build_source<'s>(
         let mut lookahead: Option<(u64, Batch)> = None;
         let mut reader = match src.open(pos).and_then(|mut r| {
             if let Some(p) = shared.restored(|c| c.sources.get(&name), pos.index) {
-                r.skip_batches(p.batches)?;
+                let rows = r.skip_batches(p.batches)?;
+                if rows != p.rows {
+                    return Err(EngineError::Checkpoint(format!(
+                        "the {} batches it had emitted hold {rows} rows now, {} when the checkpoint was taken: its data changed since",
+                        p.batches, p.rows
+                    )));
+                }
                 // Some readers only learn they are exhausted when asked for one more batch.
                 if p.next_time.is_none() && r.next_time().is_some() && r.next_batch()?.is_some() {
                     return Err(EngineError::Checkpoint(format!(

@@ -212,6 +212,9 @@ impl Source for ArraySource {
     fn replayable(&self) -> bool {
         true // a pure function of its files / seed: reopening yields the same batches
     }
+    fn input_files(&self) -> Vec<std::path::PathBuf> {
+        vec![self.file.path.clone()]
+    }
     fn schema(&self) -> Arc<Schema> {
         self.file.schema.clone()
     }

@@ -132,6 +132,8 @@ struct RowGroup {
     first: u64,
     /// Row number of its first row within its file.
     file_row: u64,
+    /// Rows in the group.
+    rows: u64,
 }
 
 /// A configured Parquet source: the files, their row groups and the decoded layout.
@@ -189,6 +191,7 @@ impl ParquetSource {
                         index: gi,
                         first: total,
                         file_row,
+                        rows,
                     });
                 }
                 total += rows;
@@ -238,6 +241,9 @@ impl ParquetSource {
 impl Source for ParquetSource {
     fn replayable(&self) -> bool {
         true // a pure function of its files / seed: reopening yields the same batches
+    }
+    fn input_files(&self) -> Vec<std::path::PathBuf> {
+        self.files.clone()
     }
     fn schema(&self) -> Arc<Schema> {
         self.decoder.schema.clone()
@@ -336,6 +342,36 @@ impl SourceReader for ParquetReader {
             Some(c) => Some(c.group.first + c.done),
             None => self.groups.front().map(|g| g.first),
         }
+    }
+
+    /// Resuming: whole row groups are skipped from the metadata (a group yields
+    /// ceil(rows / batch_rows) batches) without reading them; the rest is read and dropped.
+    fn skip_batches(&mut self, mut batches: u64) -> Result<u64> {
+        let per = self.batch_rows.max(1) as u64;
+        let mut rows = 0;
+        while self.current.is_none() {
+            let Some(g) = self.groups.front() else { break };
+            let in_group = g.rows.div_ceil(per);
+            if in_group > batches {
+                break;
+            }
+            batches -= in_group;
+            rows += g.rows;
+            self.groups.pop_front();
+        }
+        for i in 0..batches {
+            match self.next_batch()? {
+                Some((_, b)) => rows += b.rows() as u64,
+                None => {
+                    return Err(EngineError::Checkpoint(format!(
+                        "`{}` ended {} batches short of the checkpoint's position: its files changed since",
+                        self.name,
+                        batches - i
+                    )))
+                }
+            }
+        }
+        Ok(rows)
     }
 
     fn location(&self) -> String {

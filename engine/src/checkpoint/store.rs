@@ -34,6 +34,9 @@ pub struct Fingerprint {
     pub nodes: BTreeMap<String, String>,
     /// Worker threads of the run (state is partitioned by worker).
     pub workers: usize,
+    /// Each source's input files: path, size in bytes and modification time.
+    #[serde(default)]
+    pub inputs: BTreeMap<String, Vec<String>>,
 }
 
 impl Fingerprint {
@@ -54,6 +57,15 @@ impl Fingerprint {
         }
         if let Some(extra) = other.nodes.keys().find(|n| !self.nodes.contains_key(*n)) {
             return Some(format!("its pipeline has a node `{extra}` this one lacks"));
+        }
+        for (node, files) in &self.inputs {
+            if let Some(then) = other.inputs.get(node).filter(|then| *then != files) {
+                return Some(format!(
+                    "the input files of `{node}` changed since the checkpoint (then: {}; now: {})",
+                    then.join(", "),
+                    files.join(", ")
+                ));
+            }
         }
         if self.workers != other.workers {
             return Some(format!(

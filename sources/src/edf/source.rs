@@ -251,6 +251,9 @@ impl Source for EdfSource {
     fn replayable(&self) -> bool {
         true // a pure function of its files / seed: reopening yields the same batches
     }
+    fn input_files(&self) -> Vec<std::path::PathBuf> {
+        vec![self.path.clone()]
+    }
     fn schema(&self) -> Arc<Schema> {
         self.schema.clone()
     }
