@@ -211,28 +211,24 @@ impl Coordinator {
 
     /// An operator's state for checkpoint `id` (`None`: stateless).
     pub fn report_operator(&self, id: u64, node: &str, worker: usize, state: Option<Vec<u8>>) -> Result<()> {
-        {
-            let mut st = self.state.lock().unwrap();
-            match st.active.as_mut() {
-                Some(a) if a.id == id => {
-                    a.operators.insert((node.to_string(), worker), state);
-                }
-                _ => return Ok(()),
-            }
-        }
-        self.try_complete()
+        self.report(id, |a| {
+            a.operators.insert((node.to_string(), worker), state);
+        })
     }
 
     /// A sink's pre-commit for checkpoint `id` (`None`: no writer on this worker).
     pub fn report_sink(&self, id: u64, node: &str, worker: usize, commit: Option<SinkCommit>) -> Result<()> {
-        {
-            let mut st = self.state.lock().unwrap();
-            match st.active.as_mut() {
-                Some(a) if a.id == id => {
-                    a.sinks.insert((node.to_string(), worker), commit);
-                }
-                _ => return Ok(()),
-            }
+        self.report(id, |a| {
+            a.sinks.insert((node.to_string(), worker), commit);
+        })
+    }
+
+    /// Records a report into checkpoint `id` if it is still the one being taken, then completes it
+    /// when it was the last.
+    fn report(&self, id: u64, record: impl FnOnce(&mut Active)) -> Result<()> {
+        match self.state.lock().unwrap().active.as_mut() {
+            Some(a) if a.id == id => record(a),
+            _ => return Ok(()),
         }
         self.try_complete()
     }
