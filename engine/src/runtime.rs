@@ -165,6 +165,26 @@ impl Shared {
             .and_then(|v| v.get(worker).cloned())
             .flatten()
     }
+    /// For an operator or sink: the coordinator and id of a checkpoint it must report to now,
+    /// i.e. once its input frontier has reached the target (every earlier batch is processed and
+    /// no later one exists yet). While the frontier trails, it asks to be activated again soon.
+    fn checkpoint_due(
+        &self,
+        name: &str,
+        worker: usize,
+        is_sink: bool,
+        frontier: &[u64],
+        activator: &timely::scheduling::Activator,
+    ) -> Option<(&Coordinator, u64)> {
+        let ck = self.checkpoint.as_deref()?;
+        let (id, target) = ck.pending(name, worker, is_sink)?;
+        if frontier.iter().all(|t| *t >= target) && !self.failed() {
+            Some((ck, id))
+        } else {
+            activator.activate_after(Duration::from_millis(1));
+            None
+        }
+    }
     fn add_stats(&self, name: &str, s: &NodeStats) {
         let mut nodes = self.nodes.lock().unwrap();
         let e = nodes.entry(name.to_string()).or_default();
@@ -1033,19 +1053,13 @@ where
                 }
                 // A checkpoint: once the input frontier reaches its target every earlier batch has
                 // been processed and no later one exists yet, so the state is exactly the cut.
-                if let Some(ck) = &shared.checkpoint {
-                    if let Some((id, target)) = ck.pending(&name, pos.index, false) {
-                        if frontier.frontier().iter().all(|t| *t >= target) && !shared.failed() {
-                            let state = match (checkpointing, instance.as_ref()) {
-                                (Checkpointing::Snapshot, Some(inst)) => inst.snapshot().map(Some),
-                                _ => Ok(None),
-                            };
-                            if let Err(e) = state.and_then(|st| ck.report_operator(id, &name, pos.index, st)) {
-                                shared.fail(format!("`{name}`: {e}"));
-                            }
-                        } else {
-                            activator.activate_after(Duration::from_millis(1));
-                        }
+                if let Some((ck, id)) = shared.checkpoint_due(&name, pos.index, false, &frontier.frontier(), &activator) {
+                    let state = match (checkpointing, instance.as_ref()) {
+                        (Checkpointing::Snapshot, Some(inst)) => inst.snapshot().map(Some),
+                        _ => Ok(None),
+                    };
+                    if let Err(e) = state.and_then(|st| ck.report_operator(id, &name, pos.index, st)) {
+                        shared.fail(format!("`{name}`: {e}"));
                     }
                 }
                 if frontier.is_empty() && stash.is_empty() && !finished {
@@ -1158,16 +1172,10 @@ fn build_sink<'s, P>(
                     }
                 }
                 // A checkpoint: the frontier at its target means every earlier batch is written.
-                if let Some(ck) = &shared.checkpoint {
-                    if let Some((id, target)) = ck.pending(&name, pos.index, true) {
-                        if frontier.frontier().iter().all(|t| *t >= target) && !shared.failed() {
-                            let commit = writer.as_mut().map(|w| w.precommit()).transpose();
-                            if let Err(e) = commit.and_then(|c| ck.report_sink(id, &name, pos.index, c)) {
-                                shared.fail(format!("`{name}`: {e}"));
-                            }
-                        } else {
-                            activator.activate_after(Duration::from_millis(1));
-                        }
+                if let Some((ck, id)) = shared.checkpoint_due(&name, pos.index, true, &frontier.frontier(), &activator) {
+                    let commit = writer.as_mut().map(|w| w.precommit()).transpose();
+                    if let Err(e) = commit.and_then(|c| ck.report_sink(id, &name, pos.index, c)) {
+                        shared.fail(format!("`{name}`: {e}"));
                     }
                 }
                 if frontier.is_empty() && !finished {
