@@ -165,6 +165,14 @@ impl Shared {
             .and_then(|v| v.get(worker).cloned())
             .flatten()
     }
+    /// The activator of an operator or sink at `address`; with checkpoints, also registered so
+    /// the coordinator can wake it when a checkpoint needs it.
+    fn activator(&self, scope: &Scope<'_, u64>, address: std::rc::Rc<[usize]>) -> timely::scheduling::Activator {
+        if let Some(ck) = &self.checkpoint {
+            ck.register(scope.worker().sync_activator_for(address.to_vec()));
+        }
+        scope.activator_for(address)
+    }
     /// For an operator or sink: the coordinator and id of a checkpoint it must report to now,
     /// i.e. once its input frontier has reached the target (every earlier batch is processed and
     /// no later one exists yet). While the frontier trails, it asks to be activated again soon.
@@ -947,10 +955,7 @@ where
         pact,
         &name.clone(),
         move |initial, info| {
-            if let Some(ck) = &shared.checkpoint {
-                ck.register(scope.worker().sync_activator_for(info.address.to_vec()));
-            }
-            let activator = scope.activator_for(info.address);
+            let activator = shared.activator(&scope, info.address);
             let checkpointing = op.checkpointing();
             let mut instance = match op.instantiate(&device).and_then(|mut i| {
                 if let Some(state) = shared.restored(|c| c.operators.get(&name), pos.index) {
@@ -1129,10 +1134,7 @@ fn build_sink<'s, P>(
         pact,
         &name.clone(),
         move |_cap, info| {
-            if let Some(ck) = &shared.checkpoint {
-                ck.register(scope.worker().sync_activator_for(info.address.to_vec()));
-            }
-            let activator = scope.activator_for(info.address);
+            let activator = shared.activator(&scope, info.address);
             move |(input, frontier), _output| {
                 input.for_each(|cap, data| {
                     if let Some(c) = cap.retain_least(0) {

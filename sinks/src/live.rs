@@ -113,7 +113,8 @@ impl Request {
         Ok(r)
     }
 
-    /// Parses a WebSocket request target: `/OUTPUT?format=json&slow=drop_oldest&token=SECRET`.
+    /// Parses a WebSocket request target: `/OUTPUT?format=json&slow=drop_oldest&token=SECRET`
+    /// (without `format`: JSON, what browsers read most easily).
     pub fn parse_target(target: &str) -> std::result::Result<Request, String> {
         let (path, query) = target.split_once('?').unwrap_or((target, ""));
         let output = path.trim_start_matches('/');
@@ -121,6 +122,7 @@ impl Request {
             return Err(format!("request `/OUTPUT`, e.g. `/alerts`; got `{path}`"));
         }
         let mut r = Request::new(output);
+        r.format = Format::Json;
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = match pair.split_once('=') {
                 Some((k, v)) => (k, Some(v)),

@@ -126,10 +126,7 @@ fn handshake(stream: TcpStream, peer: SocketAddr, server: &LiveServer) -> std::r
         if target.len() > MAX_REQUEST_BYTES {
             return Err(refusal(414, format!("request target longer than {MAX_REQUEST_BYTES} bytes")));
         }
-        let mut r = Request::parse_target(req.uri().path_and_query().map_or("/", |p| p.as_str())).map_err(|m| refusal(400, m))?;
-        if !target.contains("format=") {
-            r.format = Format::Json; // browsers' default
-        }
+        let r = Request::parse_target(req.uri().path_and_query().map_or("/", |p| p.as_str())).map_err(|m| refusal(400, m))?;
         server.admit(&r).map_err(|(status, m)| refusal(status, m))?;
         accepted = Some(r);
         Ok(resp)
