@@ -20,7 +20,11 @@ use neurostream_sources::{
 pub fn arrow_ipc(data: &[u8]) {
     let schema = Arc::new(Schema::activation(4, None, None));
     let mut name: Arc<str> = "fuzz/0".into();
-    let _ = decode_ipc_stream(data, "fuzz/0", "fuzz", &schema, &mut name, |frame| {
+    let limits = neurostream_sources::arrow_tcp::ConnectionLimits {
+        max_message_bytes: 1 << 20,
+        ..neurostream_sources::arrow_tcp::ConnectionLimits::default_for_tests()
+    };
+    let _ = decode_ipc_stream(data, "fuzz/0", "fuzz", &schema, &limits, &mut name, |frame| {
         assert_eq!(frame.data.len(), frame.rows() * 4);
         if let RowIndex::Tokens { seq_id, pos, .. } = &frame.index {
             assert_eq!(seq_id.len(), pos.len());

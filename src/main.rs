@@ -41,6 +41,9 @@ enum Command {
         /// Number of processes (checked against the hostfile).
         #[arg(long, requires = "hostfile")]
         processes: Option<usize>,
+        /// Multi-process runs: seconds to wait for every peer to connect at start-up.
+        #[arg(long, requires = "hostfile", default_value_t = 60.0)]
+        peer_timeout: f64,
         /// Force every operator onto this device: auto, cpu or gpu.
         #[arg(long)]
         device: Option<DeviceChoice>,
@@ -487,6 +490,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             hostfile,
             process,
             processes,
+            peer_timeout,
             device,
             quiet,
             metrics,
@@ -508,7 +512,11 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             let pipeline = spec.compile(&registry())?;
             let cluster = match (hostfile, process) {
                 (Some(h), Some(p)) => {
-                    let c = ClusterConfig::from_hostfile(&h, p)?;
+                    if !(peer_timeout > 0.0 && peer_timeout.is_finite()) {
+                        bail!("--peer-timeout must be a positive number of seconds, found {peer_timeout}");
+                    }
+                    let mut c = ClusterConfig::from_hostfile(&h, p)?;
+                    c.peer_timeout = Duration::from_secs_f64(peer_timeout);
                     if let Some(n) = processes {
                         if n != c.addresses.len() {
                             bail!("--processes {n} but {} lists {} processes", h.display(), c.addresses.len());

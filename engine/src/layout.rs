@@ -681,7 +681,7 @@ impl Decoder {
                 channels,
                 marker,
             } => {
-                let samples: Vec<i64> = int_column_u64(batch.column(*sample), "sample", where_, file_row)?
+                let samples: Vec<i64> = int_column_u64(batch.column(*sample), "sample", where_, file_row, i64::MAX as u64)?
                     .into_iter()
                     .map(|s| s as i64)
                     .collect();
@@ -746,11 +746,11 @@ fn token_index(
 ) -> Result<(Vec<u64>, Vec<u32>), String> {
     let rows = batch.num_rows();
     let seq = match seq_id {
-        Some(i) => int_column_u64(batch.column(i), "seq_id", where_, file_row)?,
+        Some(i) => int_column_u64(batch.column(i), "seq_id", where_, file_row, u64::MAX)?,
         None => (0..rows as u64).map(|r| first_row + r).collect(),
     };
     let positions = match pos {
-        Some(i) => int_column_u64(batch.column(i), "pos", where_, file_row)?
+        Some(i) => int_column_u64(batch.column(i), "pos", where_, file_row, u32::MAX as u64)?
             .into_iter()
             .map(|p| p as u32)
             .collect(),
@@ -763,14 +763,43 @@ fn is_float(t: &DataType) -> bool {
     matches!(t, DataType::Float32 | DataType::Float64)
 }
 
-fn int_column_u64(col: &ArrayRef, name: &str, where_: &str, file_row: u64) -> Result<Vec<u64>, String> {
+/// An integer column as `u64`, refusing nulls, negative values and values above `max`, each
+/// with the file row it is in.
+fn int_column_u64(col: &ArrayRef, name: &str, where_: &str, file_row: u64, max: u64) -> Result<Vec<u64>, String> {
     if col.null_count() > 0 {
         let r = (0..col.len()).find(|&r| col.is_null(r)).unwrap_or(0);
         return Err(format!("{where_}, row {}: `{name}` is null", file_row + r as u64));
     }
-    let cast = arrow::compute::cast(col, &DataType::Int64).map_err(|e| format!("{where_}: column `{name}`: {e}"))?;
-    let v = cast.as_primitive::<Int64Type>();
-    Ok(v.values().iter().map(|&x| x as u64).collect())
+    let values: Vec<u64> = if let DataType::UInt64 = col.data_type() {
+        col.as_primitive::<arrow::datatypes::UInt64Type>().values().to_vec()
+    } else {
+        let cast = arrow::compute::cast_with_options(
+            col,
+            &DataType::Int64,
+            &arrow::compute::CastOptions {
+                safe: false,
+                ..Default::default()
+            },
+        )
+        .map_err(|e| format!("{where_}: column `{name}`: {e}"))?;
+        let v = cast.as_primitive::<Int64Type>();
+        if let Some(r) = v.values().iter().position(|&x| x < 0) {
+            return Err(format!(
+                "{where_}, row {}: `{name}` is {}, but it must not be negative",
+                file_row + r as u64,
+                v.value(r)
+            ));
+        }
+        v.values().iter().map(|&x| x as u64).collect()
+    };
+    if let Some(r) = values.iter().position(|&x| x > max) {
+        return Err(format!(
+            "{where_}, row {}: `{name}` is {}, above its maximum {max}",
+            file_row + r as u64,
+            values[r]
+        ));
+    }
+    Ok(values)
 }
 
 #[cfg(test)]

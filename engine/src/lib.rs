@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 pub mod checkpoint;
+pub mod cluster;
 pub mod device;
 pub mod error;
 pub mod frame;
@@ -18,6 +19,7 @@ pub mod lsl;
 pub mod metrics;
 pub mod net;
 pub mod node;
+pub mod process;
 pub mod runtime;
 pub mod schema;
 pub mod spec;

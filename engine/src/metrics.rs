@@ -17,9 +17,8 @@
 //! - `neurostream_uptime_seconds`.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -188,6 +187,7 @@ impl Metrics {
                 |m| m.dropped_overload.load(Ordering::Relaxed) as f64,
             ),
         ];
+        let nodes: Vec<(String, Arc<NodeMetrics>)> = nodes.into_iter().map(|(n, m)| (label_value(&n), m)).collect();
         for (name, help, get) in counters {
             out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n"));
             for (node, m) in &nodes {
@@ -227,8 +227,9 @@ impl Metrics {
         out.push_str("# HELP neurostream_device_info The device a node computes on.\n# TYPE neurostream_device_info gauge\n");
         for (node, device) in self.devices.lock().unwrap().iter() {
             out.push_str(&format!(
-                "neurostream_device_info{{node=\"{node}\",device=\"{}\"}} 1\n",
-                device.replace('\\', "\\\\").replace('"', "'")
+                "neurostream_device_info{{node=\"{}\",device=\"{}\"}} 1\n",
+                label_value(node),
+                label_value(device)
             ));
         }
         out
@@ -257,109 +258,157 @@ impl Metrics {
 pub struct MetricsServer {
     /// The address it listens on.
     pub addr: SocketAddr,
-    stop: Arc<AtomicBool>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Drop for MetricsServer {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // Wake the accept loop.
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_millis(200));
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
     }
 }
 
-/// Largest request head accepted, bytes.
-const MAX_REQUEST: usize = 8192;
+/// Limits of the `/metrics` server: every one is enforced as bytes arrive.
+pub mod limits {
+    use std::time::Duration;
+    /// Largest request head (request line and headers), bytes; hyper's smallest buffer.
+    pub const MAX_REQUEST_HEAD: usize = 8192;
+    /// Time a client has to send its whole request head.
+    pub const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+    /// Time a whole connection may last (head, then the response written).
+    pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
+    /// Connections served at once; more are closed as they arrive.
+    pub const MAX_CONNECTIONS: usize = 256;
+}
 
-/// Serves `GET /metrics` on `addr`. Loopback addresses serve anyone on the machine; any other
-/// address needs `token`, which clients present as `Authorization: Bearer TOKEN`.
+/// Serves `GET /metrics` on `addr` with hyper: connections are served concurrently (a slow or
+/// idle client never holds up a scrape), each within the [`limits`]. Loopback addresses serve
+/// anyone on the machine; any other address needs `token`, which clients present as
+/// `Authorization: Bearer TOKEN`.
 pub fn serve(metrics: Arc<Metrics>, addr: &str, token: Option<String>) -> Result<MetricsServer> {
-    let listener = TcpListener::bind(addr).map_err(|e| EngineError::io(format!("metrics: binding {addr}"), e))?;
+    let listener = std::net::TcpListener::bind(addr).map_err(|e| EngineError::io(format!("metrics: binding {addr}"), e))?;
     let local = listener
         .local_addr()
         .map_err(|e| EngineError::io("metrics: local address", e))?;
-    if !local.ip().is_loopback() && token.is_none() {
+    if !local.ip().is_loopback() && token.as_deref().is_none_or(str::is_empty) {
         return Err(EngineError::Runtime(format!(
             "metrics: {local} is reachable from other machines; give a token (--metrics-token) that clients send as `Authorization: Bearer TOKEN`, or bind 127.0.0.1"
         )));
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    let stop2 = stop.clone();
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| EngineError::io("metrics: listener", e))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| EngineError::io("metrics: starting the server runtime", e))?;
+    let (stop, stopped) = tokio::sync::oneshot::channel();
     let thread = std::thread::Builder::new()
         .name("metrics".into())
-        .spawn(move || {
-            for conn in listener.incoming() {
-                if stop2.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(mut conn) = conn else { continue };
-                let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
-                let _ = respond(&mut conn, &metrics, token.as_deref());
-            }
-        })
+        .spawn(move || runtime.block_on(accept_loop(listener, metrics, token.map(Arc::from), stopped)))
         .map_err(|e| EngineError::io("metrics: starting the server thread", e))?;
     Ok(MetricsServer {
         addr: local,
-        stop,
+        stop: Some(stop),
         thread: Some(thread),
     })
 }
 
-fn respond(conn: &mut TcpStream, metrics: &Metrics, token: Option<&str>) -> std::io::Result<()> {
-    let mut reader = BufReader::new(conn.try_clone()?);
-    let mut head = Vec::new();
-    let mut authorized = token.is_none();
-    let mut request_line = String::new();
+async fn accept_loop(
+    listener: std::net::TcpListener,
+    metrics: Arc<Metrics>,
+    token: Option<Arc<str>>,
+    mut stopped: tokio::sync::oneshot::Receiver<()>,
+) {
+    let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+        tracing::warn!("metrics: cannot register the listener");
+        return;
+    };
+    let open = Arc::new(tokio::sync::Semaphore::new(limits::MAX_CONNECTIONS));
     loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line)? == 0 {
-            break;
-        }
-        head.push(line.len());
-        if head.iter().sum::<usize>() > MAX_REQUEST {
-            return write_response(conn, "431 Request Header Fields Too Large", "request head too large\n");
-        }
-        let trimmed = line.trim_end();
-        if trimmed.is_empty() {
-            break;
-        }
-        if request_line.is_empty() {
-            request_line = trimmed.to_string();
-        } else if let Some((k, v)) = trimmed.split_once(':') {
-            if k.eq_ignore_ascii_case("authorization") && token.is_some_and(|t| v.trim() == format!("Bearer {t}")) {
-                authorized = true;
-            }
-        }
-    }
-    let mut parts = request_line.split_whitespace();
-    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    if !authorized {
-        return write_response(conn, "401 Unauthorized", "missing or wrong bearer token\n");
-    }
-    match (method, path) {
-        ("GET", "/metrics") => write_response(conn, "200 OK", &metrics.render()),
-        ("GET", _) => write_response(conn, "404 Not Found", "only /metrics is served\n"),
-        _ => write_response(conn, "405 Method Not Allowed", "GET only\n"),
+        let stream = tokio::select! {
+            _ = &mut stopped => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::debug!("metrics: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = open.clone().try_acquire_owned() else {
+            drop(stream); // over the connection limit
+            continue;
+        };
+        let (metrics, token) = (metrics.clone(), token.clone());
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let response = respond(&req, &metrics, token.as_deref());
+                async move { Ok::<_, std::convert::Infallible>(response) }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(limits::HEAD_TIMEOUT)
+                .max_buf_size(limits::MAX_REQUEST_HEAD)
+                .keep_alive(false)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(limits::CONNECTION_TIMEOUT, connection).await;
+            drop(permit);
+        });
     }
 }
 
-fn write_response(conn: &mut TcpStream, status: &str, body: &str) -> std::io::Result<()> {
-    write!(
-        conn,
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )?;
-    conn.flush()
+type Body = http_body_util::Full<bytes::Bytes>;
+
+/// The answer to one request: 401 without the token, `/metrics` to `GET`, 404 or 405 otherwise.
+pub fn respond<B>(req: &hyper::Request<B>, metrics: &Metrics, token: Option<&str>) -> hyper::Response<Body> {
+    let presented = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let (status, body) = if !crate::net::token_ok(token, presented) {
+        (401, "missing or wrong bearer token\n".to_string())
+    } else if req.method() != hyper::Method::GET {
+        (405, "GET only\n".to_string())
+    } else if req.uri().path() != "/metrics" {
+        (404, "only /metrics is served\n".to_string())
+    } else {
+        (200, metrics.render())
+    };
+    hyper::Response::builder()
+        .status(status)
+        .header(hyper::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")
+        .body(Body::new(bytes::Bytes::from(body)))
+        .expect("a valid response")
+}
+
+/// A label value in the Prometheus text format: backslash, double quote and newline escaped.
+pub fn label_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Read;
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
 
     fn get(addr: SocketAddr, path: &str, auth: Option<&str>) -> String {
         let mut c = TcpStream::connect(addr).unwrap();
@@ -426,5 +475,66 @@ mod tests {
     fn non_loopback_without_token_is_refused() {
         let err = serve(Metrics::new(), "0.0.0.0:0", None).err().unwrap().to_string();
         assert!(err.contains("token"), "{err}");
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let m = Metrics::new();
+        m.node("operators.a\"b\\c\nd").batch(1, 1, 4, Duration::from_micros(1));
+        m.set_device("operators.a\"b\\c\nd", "gpu \"x\"");
+        let body = m.render();
+        assert!(
+            body.contains("neurostream_rows_in_total{node=\"operators.a\\\"b\\\\c\\nd\"} 1"),
+            "{body}"
+        );
+        assert!(body.contains("device=\"gpu \\\"x\\\"\"} 1"), "{body}");
+        // Every sample line is one line: the raw newline never reaches the output.
+        assert!(
+            body.lines().all(|l| l.starts_with('#') || l.starts_with("neurostream_")),
+            "{body}"
+        );
+    }
+
+    #[test]
+    fn slow_idle_and_oversized_clients_never_block_a_scrape() {
+        let m = Metrics::new();
+        m.node("sinks.out").batch(5, 0, 20, Duration::from_micros(3));
+        let server = serve(m, "127.0.0.1:0", None).unwrap();
+        // 20 idle connections and one sending a byte every 1.5 s.
+        let idle: Vec<TcpStream> = (0..20).map(|_| TcpStream::connect(server.addr).unwrap()).collect();
+        let mut slow = TcpStream::connect(server.addr).unwrap();
+        slow.write_all(b"G").unwrap();
+        let dripping = std::thread::spawn(move || {
+            for b in b"ET /metrics HTTP/1.1\r\n" {
+                std::thread::sleep(Duration::from_millis(1500));
+                if slow.write_all(&[*b]).is_err() {
+                    return true; // cut off by the head time-out
+                }
+            }
+            false
+        });
+        let started = std::time::Instant::now();
+        let body = get(server.addr, "/metrics", None);
+        assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "a scrape waited {:?}",
+            started.elapsed()
+        );
+        // A request line with no end: refused once it passes the head limit, memory bounded.
+        let mut huge = TcpStream::connect(server.addr).unwrap();
+        huge.set_write_timeout(Some(Duration::from_secs(3))).unwrap();
+        let chunk = vec![b'a'; 64 << 10];
+        let mut sent = 0usize;
+        while sent < (64 << 20) {
+            match huge.write(&chunk) {
+                Ok(n) => sent += n,
+                Err(_) => break,
+            }
+        }
+        assert!(sent < (64 << 20), "the server kept reading a request line of {sent} bytes");
+        assert!(dripping.join().unwrap(), "the dripping client was never cut off");
+        drop(idle);
+        assert!(get(server.addr, "/metrics", None).starts_with("HTTP/1.1 200"));
     }
 }

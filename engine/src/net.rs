@@ -19,3 +19,24 @@ pub fn write_address_file(path: &Path, addr: SocketAddr) -> Result<()> {
         message: format!("cannot write the listening address: {e}"),
     })
 }
+
+/// Checks a server's bind address: anything but loopback needs a token.
+pub fn check_bind(listen: &SocketAddr, token: Option<&str>) -> std::result::Result<(), String> {
+    if !listen.ip().is_loopback() && token.is_none_or(str::is_empty) {
+        return Err(format!(
+            "`listen` {listen} is not a loopback address: set `token` (a shared secret clients present) to serve other machines"
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `presented` matches the server's token (always true when the server has none);
+/// compares in constant time.
+pub fn token_ok(expected: Option<&str>, presented: Option<&str>) -> bool {
+    let Some(expected) = expected else { return true };
+    let presented = presented.unwrap_or("");
+    if presented.len() != expected.len() {
+        return false;
+    }
+    presented.bytes().zip(expected.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}

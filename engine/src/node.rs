@@ -36,6 +36,8 @@ pub struct NodeContext<'a> {
     pub base_dir: &'a Path,
     /// Pipeline-wide settings.
     pub settings: &'a PipelineSettings,
+    /// Files and directories the node loaded while building (see [`NodeContext::input_file`]).
+    pub loaded: std::cell::RefCell<Vec<std::path::PathBuf>>,
 }
 
 impl NodeContext<'_> {
@@ -47,6 +49,21 @@ impl NodeContext<'_> {
         } else {
             self.base_dir.join(p)
         }
+    }
+
+    /// Resolves a path from the config naming a file or directory the node *reads* (weights,
+    /// statistics, models, reference tables) and records it, so a resumed run refuses when it
+    /// changed since the checkpoint. Output paths use [`NodeContext::resolve`] instead.
+    pub fn input_file(&self, path: &str) -> std::path::PathBuf {
+        let resolved = self.resolve(path);
+        self.record_input(&resolved);
+        resolved
+    }
+
+    /// Records a file or directory the node reads that does not come from its config (a default
+    /// model location, say); see [`NodeContext::input_file`].
+    pub fn record_input(&self, path: &Path) {
+        self.loaded.borrow_mut().push(path.to_path_buf());
     }
 }
 
@@ -222,6 +239,12 @@ pub trait Sink: Send + Sync {
     /// as complete: until then a crash during the final writes can still be resumed from them.
     fn remove_staging(&self) -> Result<()> {
         Ok(())
+    }
+    /// Removes the temporary files of `owners` among this sink's outputs: those killed runs
+    /// left (when a run starts), or this process's own (when it must stop at once). Returns them.
+    fn remove_temporaries(&self, owners: crate::process::TempOwners) -> Result<Vec<std::path::PathBuf>> {
+        let _ = owners;
+        Ok(Vec::new())
     }
 }
 

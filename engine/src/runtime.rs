@@ -36,6 +36,8 @@ pub struct ClusterConfig {
     pub process: usize,
     /// `host:port` of every process, in process order (the hostfile's lines).
     pub addresses: Vec<String>,
+    /// How long to wait for every peer to connect at start-up before failing (default 60 s).
+    pub peer_timeout: Duration,
 }
 
 impl ClusterConfig {
@@ -65,7 +67,11 @@ impl ClusterConfig {
                 addresses.len()
             )));
         }
-        Ok(ClusterConfig { process, addresses })
+        Ok(ClusterConfig {
+            process,
+            addresses,
+            peer_timeout: Duration::from_secs(60),
+        })
     }
 }
 
@@ -258,23 +264,8 @@ pub fn run(pipeline: CompiledPipeline, options: RunOptions) -> Result<RunReport>
     } else {
         settings.workers.max(1)
     };
-    let communication = match &options.cluster {
-        Some(c) => timely::CommunicationConfig::Cluster {
-            threads: workers,
-            process: c.process,
-            addresses: c.addresses.clone(),
-            report: false,
-            zerocopy: false,
-        },
-        None if workers == 1 => timely::CommunicationConfig::Thread,
-        None => timely::CommunicationConfig::Process(workers),
-    };
     let processes = options.cluster.as_ref().map_or(1, |c| c.addresses.len());
     report.workers = (workers, workers * processes);
-    let config = timely::Config {
-        communication,
-        worker: timely::WorkerConfig::default(),
-    };
     if let Some(m) = &options.metrics {
         for (node, device) in &report.devices {
             m.set_device(node, device);
@@ -294,6 +285,7 @@ pub fn run(pipeline: CompiledPipeline, options: RunOptions) -> Result<RunReport>
             Prepared::Run(c, r) => (Some(c), r),
         },
     };
+    remove_dead_temporaries(&pipeline)?;
     if let Some(r) = &restored {
         tracing::info!(
             "resuming from checkpoint {} in {}",
@@ -312,91 +304,115 @@ pub fn run(pipeline: CompiledPipeline, options: RunOptions) -> Result<RunReport>
     let pipeline_for_cleanup = pipeline.clone();
     let node_devices = Arc::new(node_devices);
     let worker_shared = shared.clone();
-    let guards = timely::execute(config, move |worker| {
-        let pos = WorkerPos {
-            index: worker.index(),
-            peers: worker.peers(),
-        };
-        let shared = worker_shared.clone();
-        let pipeline = pipeline.clone();
-        let node_devices = node_devices.clone();
-        worker.dataflow::<u64, _, _>(|scope| {
-            // Each source has a probe on the sinks it feeds; it pauses when it runs too far ahead
-            // of them. Streams of different sources never hold each other back.
-            let mut probes: HashMap<&str, ProbeHandle<u64>> = HashMap::new();
-            let max_in_flight = (pipeline.settings.max_in_flight_mb.max(0.0) * 1048576.0) as u64;
-            let mut streams: HashMap<&str, StreamVec<'_, u64, Batch>> = HashMap::new();
-            for node in &pipeline.nodes {
-                let name = node.spec.name.as_str();
-                let label = node.spec.qualified_name();
-                let input = node.spec.input.as_deref().and_then(|i| streams.get(i).cloned());
-                match (&node.built, input) {
-                    (Built::Source(src), _) => {
-                        let policy = node.spec.on_invalid.unwrap_or(pipeline.settings.on_invalid);
-                        let window = max_in_flight / (src.schema().width() as u64 * 4 + 16);
-                        let probe = probes.entry(name).or_default().clone();
-                        let flow = FlowControl {
-                            probe,
-                            window: window.max(1),
-                        };
-                        let s = build_source(
-                            scope,
-                            &label,
-                            src.clone(),
-                            (policy, node.spec.overload),
-                            flow,
-                            pos,
-                            shared.clone(),
-                        );
-                        streams.insert(name, s);
+    let (builders, communication_guard) = match &options.cluster {
+        Some(c) => cluster_builders(c, &pipeline_for_cleanup, workers)?,
+        None if workers == 1 => timely::CommunicationConfig::Thread.try_build(),
+        None => timely::CommunicationConfig::Process(workers).try_build(),
+    }
+    .map_err(EngineError::Runtime)?;
+    let _peer_watch = options.cluster.as_ref().map(|c| {
+        let pipeline = pipeline_for_cleanup.clone();
+        crate::cluster::watch_peers(
+            c.addresses.clone(),
+            Box::new(move || {
+                for node in &pipeline.nodes {
+                    if let Built::Sink(sink) = &node.built {
+                        let _ = sink.remove_temporaries(crate::process::TempOwners::ThisProcess);
                     }
-                    (Built::Operator(op), Some(input)) => {
-                        let device = node_devices[name].clone();
-                        let s = match op.partitioning() {
-                            Partitioning::Local => {
-                                build_operator(input, Pipeline, &label, op.clone(), device, pos, shared.clone())
-                            }
-                            Partitioning::ByStream => build_operator(
-                                input,
-                                Exchange::new(|b: &Batch| stream_hash(b.stream())),
+                }
+            }),
+        )
+    });
+    let guards = timely::execute::execute_from(
+        builders,
+        communication_guard,
+        timely::WorkerConfig::default(),
+        move |worker| {
+            let pos = WorkerPos {
+                index: worker.index(),
+                peers: worker.peers(),
+            };
+            let shared = worker_shared.clone();
+            let pipeline = pipeline.clone();
+            let node_devices = node_devices.clone();
+            worker.dataflow::<u64, _, _>(|scope| {
+                // Each source has a probe on the sinks it feeds; it pauses when it runs too far ahead
+                // of them. Streams of different sources never hold each other back.
+                let mut probes: HashMap<&str, ProbeHandle<u64>> = HashMap::new();
+                let max_in_flight = (pipeline.settings.max_in_flight_mb.max(0.0) * 1048576.0) as u64;
+                let mut streams: HashMap<&str, StreamVec<'_, u64, Batch>> = HashMap::new();
+                for node in &pipeline.nodes {
+                    let name = node.spec.name.as_str();
+                    let label = node.spec.qualified_name();
+                    let input = node.spec.input.as_deref().and_then(|i| streams.get(i).cloned());
+                    match (&node.built, input) {
+                        (Built::Source(src), _) => {
+                            let policy = node.spec.on_invalid.unwrap_or(pipeline.settings.on_invalid);
+                            let window = max_in_flight / (src.schema().width() as u64 * 4 + 16);
+                            let probe = probes.entry(name).or_default().clone();
+                            let flow = FlowControl {
+                                probe,
+                                window: window.max(1),
+                            };
+                            let s = build_source(
+                                scope,
                                 &label,
-                                op.clone(),
-                                device,
+                                src.clone(),
+                                (policy, node.spec.overload),
+                                flow,
+                                pos,
+                                shared.clone(),
+                            );
+                            streams.insert(name, s);
+                        }
+                        (Built::Operator(op), Some(input)) => {
+                            let device = node_devices[name].clone();
+                            let s = match op.partitioning() {
+                                Partitioning::Local => {
+                                    build_operator(input, Pipeline, &label, op.clone(), device, pos, shared.clone())
+                                }
+                                Partitioning::ByStream => build_operator(
+                                    input,
+                                    Exchange::new(|b: &Batch| stream_hash(b.stream())),
+                                    &label,
+                                    op.clone(),
+                                    device,
+                                    pos,
+                                    shared.clone(),
+                                ),
+                            };
+                            streams.insert(name, s);
+                        }
+                        (Built::Sink(sink), Some(input)) => match (
+                            sink.placement(),
+                            input.probe_with(&probes[pipeline.root_of(node.spec.input.as_deref().unwrap_or_default())]),
+                        ) {
+                            (Placement::Single, input) => build_sink(
+                                input,
+                                Exchange::new(|_: &Batch| 0u64),
+                                &label,
+                                sink.clone(),
+                                node_devices.get(name).cloned().unwrap_or(ComputeDevice::Cpu),
                                 pos,
                                 shared.clone(),
                             ),
-                        };
-                        streams.insert(name, s);
+                            (Placement::PerWorker, input) => build_sink(
+                                input,
+                                Pipeline,
+                                &label,
+                                sink.clone(),
+                                node_devices.get(name).cloned().unwrap_or(ComputeDevice::Cpu),
+                                pos,
+                                shared.clone(),
+                            ),
+                        },
+                        _ => unreachable!("compile orders inputs before consumers"),
                     }
-                    (Built::Sink(sink), Some(input)) => match (
-                        sink.placement(),
-                        input.probe_with(&probes[pipeline.root_of(node.spec.input.as_deref().unwrap_or_default())]),
-                    ) {
-                        (Placement::Single, input) => build_sink(
-                            input,
-                            Exchange::new(|_: &Batch| 0u64),
-                            &label,
-                            sink.clone(),
-                            node_devices.get(name).cloned().unwrap_or(ComputeDevice::Cpu),
-                            pos,
-                            shared.clone(),
-                        ),
-                        (Placement::PerWorker, input) => build_sink(
-                            input,
-                            Pipeline,
-                            &label,
-                            sink.clone(),
-                            node_devices.get(name).cloned().unwrap_or(ComputeDevice::Cpu),
-                            pos,
-                            shared.clone(),
-                        ),
-                    },
-                    _ => unreachable!("compile orders inputs before consumers"),
                 }
-            }
-        });
-        while worker.step_or_park(Some(Duration::from_millis(20))) {}
-    })
+            });
+            while worker.step_or_park(Some(Duration::from_millis(20))) {}
+        },
+    )
     .map_err(EngineError::Runtime)?;
     for r in guards.join() {
         if let Err(panic) = r {
@@ -411,7 +427,7 @@ pub fn run(pipeline: CompiledPipeline, options: RunOptions) -> Result<RunReport>
     let errors = shared.errors.lock().unwrap().clone();
     if let (Some(c), Some(o)) = (&checkpoint, &options.checkpoint) {
         if errors.is_empty() {
-            CheckpointStore::open(&o.dir)?.mark_complete()?;
+            c.store().mark_complete()?;
             remove_staging(&pipeline_for_cleanup)?;
         }
         report.sink_lines.push(format!(
@@ -435,6 +451,59 @@ pub fn run(pipeline: CompiledPipeline, options: RunOptions) -> Result<RunReport>
     }
 }
 
+type Communication = (Vec<timely::communication::AllocatorBuilder>, Box<dyn std::any::Any + Send>);
+
+/// Connects this process to its peers (checking they run the same binary, pipeline and worker
+/// count, within the peer time-out) and builds timely's allocators on those sockets.
+fn cluster_builders(
+    c: &ClusterConfig,
+    pipeline: &CompiledPipeline,
+    workers: usize,
+) -> Result<std::result::Result<Communication, String>> {
+    use timely::communication::allocator::zero_copy::initialize::initialize_networking_from_sockets;
+    let nodes = serde_json::to_vec(&node_fingerprints(pipeline)).expect("fingerprints serialize");
+    let hello = crate::cluster::Hello {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        pipeline: format!("{} {:08x} {}", pipeline.settings.name, crc32fast::hash(&nodes), nodes.len()),
+        workers,
+        processes: c.addresses.len(),
+        process: c.process,
+    };
+    let sockets = crate::cluster::connect(&c.addresses, &hello, c.peer_timeout)?;
+    let hooks = timely::communication::Hooks::default();
+    let allocators =
+        timely::communication::allocator::ProcessBuilder::new_typed_vector(workers, hooks.refill.clone(), hooks.spill.clone());
+    Ok(
+        initialize_networking_from_sockets(allocators, sockets, c.process, workers, hooks)
+            .map(|(builders, guard)| {
+                let builders = builders
+                    .into_iter()
+                    .map(timely::communication::AllocatorBuilder::Tcp)
+                    .collect();
+                (builders, Box::new(guard) as Box<dyn std::any::Any + Send>)
+            })
+            .map_err(|e| format!("cluster: cannot start timely's networking: {e}")),
+    )
+}
+
+/// Removes the temporary files that killed runs left among the sinks' outputs, and says so.
+fn remove_dead_temporaries(pipeline: &CompiledPipeline) -> Result<()> {
+    for node in &pipeline.nodes {
+        if let Built::Sink(sink) = &node.built {
+            let removed = sink.remove_temporaries(crate::process::TempOwners::DeadRuns)?;
+            if !removed.is_empty() {
+                tracing::warn!(
+                    "[{}]: removed {} temporary file(s) left by runs that were killed: {}",
+                    node.spec.qualified_name(),
+                    removed.len(),
+                    removed.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Removes the sinks' staged segments once the run is recorded as complete.
 fn remove_staging(pipeline: &CompiledPipeline) -> Result<()> {
     for node in &pipeline.nodes {
@@ -452,9 +521,9 @@ enum Prepared {
     Run(Arc<Coordinator>, Option<Checkpoint>),
 }
 
-/// What identifies a pipeline for its checkpoints: every node's kind, input and configuration.
-fn fingerprint(pipeline: &CompiledPipeline, workers: usize) -> Fingerprint {
-    let nodes = pipeline
+/// Every node's kind, input and configuration, keyed by its qualified name.
+fn node_fingerprints(pipeline: &CompiledPipeline) -> std::collections::BTreeMap<String, String> {
+    pipeline
         .nodes
         .iter()
         .map(|n| {
@@ -466,16 +535,28 @@ fn fingerprint(pipeline: &CompiledPipeline, workers: usize) -> Fingerprint {
             );
             (s.qualified_name(), describe)
         })
-        .collect();
+        .collect()
+}
+
+/// What identifies a pipeline for its checkpoints: every node's kind, input and configuration.
+fn fingerprint(pipeline: &CompiledPipeline, workers: usize) -> Fingerprint {
+    let nodes = node_fingerprints(pipeline);
     let inputs = pipeline
         .nodes
         .iter()
-        .filter_map(|n| match &n.built {
-            Built::Source(src) => Some((n.spec.qualified_name(), src.input_files())),
-            _ => None,
+        .map(|n| {
+            let mut files = n.loaded.clone();
+            if let Built::Source(src) = &n.built {
+                files.extend(src.input_files());
+            }
+            files.sort();
+            files.dedup();
+            (
+                n.spec.qualified_name(),
+                files.iter().flat_map(|f| file_identities(f)).collect::<Vec<_>>(),
+            )
         })
         .filter(|(_, files)| !files.is_empty())
-        .map(|(node, files)| (node, files.iter().map(|f| file_identity(f)).collect()))
         .collect();
     Fingerprint {
         pipeline: pipeline.settings.name.clone(),
@@ -485,7 +566,38 @@ fn fingerprint(pipeline: &CompiledPipeline, workers: usize) -> Fingerprint {
     }
 }
 
-/// `path (N bytes, modified T)`: what a resumed run compares to tell that an input changed.
+/// `path (N bytes, modified T)` for a file, or for each file under a directory (an SAE folder,
+/// say), sorted: what a resumed run compares to tell that an input changed.
+fn file_identities(path: &std::path::Path) -> Vec<String> {
+    if path.is_dir() {
+        let mut files = Vec::new();
+        collect_files(path, 4, &mut files);
+        files.sort();
+        return files.iter().map(|f| file_identity(f)).collect();
+    }
+    vec![file_identity(path)]
+}
+
+/// Every regular file under `dir`, at most `depth` levels down.
+fn collect_files(dir: &std::path::Path, depth: usize, out: &mut Vec<std::path::PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        match e.file_type() {
+            Ok(t) if t.is_dir() && depth > 0 => collect_files(&path, depth - 1, out),
+            Ok(t) if t.is_file() || t.is_symlink() => out.push(path),
+            _ => {}
+        }
+    }
+}
+
+/// Files up to this size are identified by their content too (CRC-32), so a replacement that
+/// keeps size and modification time (`cp -p`) is still noticed; larger ones by size and time.
+const HASHED_INPUT_BYTES: u64 = 64 << 20;
+
+/// `path (N bytes, modified T[, crc32 C])` of one file.
 fn file_identity(path: &std::path::Path) -> String {
     match std::fs::metadata(path) {
         Ok(m) => {
@@ -494,7 +606,11 @@ fn file_identity(path: &std::path::Path) -> String {
                 .ok()
                 .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
                 .map_or(0, |d| d.as_nanos());
-            format!("{} ({} bytes, modified {modified} ns)", path.display(), m.len())
+            let content = match m.len() <= HASHED_INPUT_BYTES {
+                true => std::fs::read(path).map_or(String::new(), |b| format!(", crc32 {:08x}", crc32fast::hash(&b))),
+                false => String::new(),
+            };
+            format!("{} ({} bytes, modified {modified} ns{content})", path.display(), m.len())
         }
         Err(e) => format!("{} (unreadable: {e})", path.display()),
     }
@@ -570,7 +686,10 @@ fn prepare_checkpoints(
     let dir = o.dir.display();
     let existing = store.fingerprint()?;
     let mut resumed = None;
-    if o.resume {
+    if o.resume && existing.is_none() && store.killed_before_start() {
+        tracing::info!("{dir}: the run was killed before it recorded its pipeline; starting from the beginning");
+        store.start_fresh(&fp)?;
+    } else if o.resume {
         let Some(existing) = existing else {
             return Err(EngineError::Checkpoint(format!(
                 "{dir} holds no neurostream checkpoints (no pipeline.json): nothing to resume"
@@ -663,7 +782,7 @@ fn build_source<'s>(
         let live = shared.node_metrics(&name);
         let mut dropped = 0u64;
         // Overload policies: rows read, rows dropped, and drop_oldest's buffer.
-        let (mut read_rows, mut overload_dropped) = (0u64, 0u64);
+        let (mut read_rows, mut overload_dropped, mut overload_published) = (0u64, 0u64, 0u64);
         let mut buffer: VecDeque<(u64, Batch)> = VecDeque::new();
         let mut buffered_rows = 0u64;
         // Batches and rows the reader has returned (positions for checkpoints), and a batch read
@@ -825,7 +944,10 @@ fn build_source<'s>(
                         }
                     }
                     if let Some(m) = &live {
-                        m.dropped_overload.store(overload_dropped, Ordering::Relaxed);
+                        // Every worker adds its own drops to the one counter of the node.
+                        m.dropped_overload
+                            .fetch_add(overload_dropped - overload_published, Ordering::Relaxed);
+                        overload_published = overload_dropped;
                     }
                     if let Some(t) = buffer.front().map(|b| b.0) {
                         if t >= *c.time() {

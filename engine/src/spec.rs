@@ -412,6 +412,7 @@ impl PipelineSpec {
                 name: &node.name,
                 base_dir: &self.base_dir,
                 settings: &self.settings,
+                loaded: Default::default(),
             };
             let Some(kind) = node.kind.as_deref() else {
                 continue;
@@ -455,6 +456,7 @@ impl PipelineSpec {
                 Some(Ok(b)) => compiled.nodes.push(CompiledNode {
                     spec: node.clone(),
                     built: b,
+                    loaded: ctx.loaded.take(),
                 }),
                 Some(Err(e)) => report(e, &mut problems),
                 None => {}
@@ -558,6 +560,9 @@ pub struct CompiledNode {
     pub spec: NodeSpec,
     /// As built.
     pub built: Built,
+    /// Files and directories it read while building (weights, statistics, models), which a
+    /// checkpoint fingerprints besides the sources' input files.
+    pub loaded: Vec<std::path::PathBuf>,
 }
 
 /// A validated pipeline, nodes in topological order (sources, operators, sinks).

@@ -99,8 +99,9 @@ impl SourceKind for LanguageModelKind {
         let weights = cfg
             .weights
             .as_deref()
-            .map(|w| ctx.resolve(w))
+            .map(|w| ctx.input_file(w))
             .unwrap_or_else(|| cfg.model.default_weights());
+        ctx.record_input(&weights);
         if !weights.exists() {
             return Err(fail(format!(
                 "{} weights not found at {}: run scripts/fetch_models.sh (or set `weights`, or NEUROSTREAM_MODELS)",
@@ -146,7 +147,7 @@ fn read_documents(texts: &str, ctx: &NodeContext) -> std::result::Result<Vec<(u6
             .collect::<std::io::Result<_>>()
             .map_err(|e| format!("stdin: {e}"))?
     } else {
-        let path = ctx.resolve(texts);
+        let path = ctx.input_file(texts);
         std::fs::read_to_string(&path)
             .map_err(|e| format!("`texts` {}: {e}", path.display()))?
             .lines()

@@ -83,6 +83,7 @@ fn run_op(config: &str, width: usize, device: &ComputeDevice, input: Vec<Frame>,
         name: "norm",
         base_dir: base,
         settings: &settings,
+        loaded: Default::default(),
     };
     let op = NormalizeKind
         .build(table, &ctx, &Arc::new(Schema::activation(width, None, None)))
@@ -265,6 +266,7 @@ fn config_errors_are_clear() {
         name: "norm",
         base_dir: dir.path(),
         settings: &settings,
+        loaded: Default::default(),
     };
     let schema = Arc::new(Schema::activation(32, None, None));
     let build = |cfg: &str| {

@@ -141,7 +141,8 @@ fn handshake(stream: TcpStream, peer: SocketAddr, server: &LiveServer) -> std::r
     };
     writeln!(out, "OK").and_then(|()| out.flush()).map_err(|e| e.to_string())?;
     let end = server.subscribe(peer, &request);
-    server.add_writer(std::thread::spawn(move || serve(out, end, request, peer)));
+    let socket = out.get_ref().try_clone().ok();
+    server.add_writer(std::thread::spawn(move || serve(out, end, request, peer)), socket);
     Ok(())
 }
 

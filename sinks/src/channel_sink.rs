@@ -34,6 +34,7 @@ pub struct Subscription {
     pub receiver: Receiver<Batch>,
     dropped: Arc<AtomicU64>,
     disconnected: Arc<AtomicBool>,
+    _presence: crate::live::Presence,
 }
 
 impl Subscription {
@@ -57,6 +58,7 @@ pub fn subscribe(name: &str, capacity: usize, policy: SlowPolicy) -> Subscriptio
         receiver: end.rx,
         dropped: end.dropped,
         disconnected: end.cut_off,
+        _presence: end.presence,
     }
 }
 

@@ -134,26 +134,7 @@ impl Request {
     }
 }
 
-/// Checks a server's bind address: anything but loopback needs a token.
-pub fn check_bind(listen: &SocketAddr, token: Option<&str>) -> std::result::Result<(), String> {
-    if !listen.ip().is_loopback() && token.is_none_or(str::is_empty) {
-        return Err(format!(
-            "`listen` {listen} is not a loopback address: set `token` (a shared secret clients present) to serve other machines"
-        ));
-    }
-    Ok(())
-}
-
-/// Whether `presented` matches the server's token (always true when the server has none);
-/// compares in constant time.
-pub fn token_ok(expected: Option<&str>, presented: Option<&str>) -> bool {
-    let Some(expected) = expected else { return true };
-    let presented = presented.unwrap_or("");
-    if presented.len() != expected.len() {
-        return false;
-    }
-    presented.bytes().zip(expected.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
-}
+pub use neurostream_engine::net::{check_bind, token_ok};
 
 struct Subscriber<T> {
     /// Who it is, for log lines (a peer address).
@@ -165,6 +146,8 @@ struct Subscriber<T> {
     rx: Receiver<T>,
     dropped: Arc<AtomicU64>,
     cut_off: Arc<AtomicBool>,
+    /// Set when its end was dropped (the subscriber left): the hub then forgets it.
+    left: Arc<AtomicBool>,
 }
 
 /// The subscriber's end: its queue and its counters.
@@ -175,6 +158,18 @@ pub struct SubscriberEnd<T = Arc<RecordBatch>> {
     pub dropped: Arc<AtomicU64>,
     /// Set when the disconnect policy cut it off.
     pub cut_off: Arc<AtomicBool>,
+    /// Keep it as long as the subscriber is there: dropping it tells the hub it left.
+    pub presence: Presence,
+}
+
+/// A subscriber's presence: when dropped (its writer ended, it went away), the hub forgets it
+/// at its next publish instead of queueing (and counting drops) for no one.
+pub struct Presence(Arc<AtomicBool>);
+
+impl Drop for Presence {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
 }
 
 /// The subscribers of one live sink (`T`: what they receive).
@@ -205,7 +200,10 @@ impl<T: Clone> Hub<T> {
         let (tx, rx) = bounded(queue.max(1));
         let dropped = Arc::new(AtomicU64::new(0));
         let cut_off = Arc::new(AtomicBool::new(false));
-        self.subscribers.lock().unwrap().push(Subscriber {
+        let left = Arc::new(AtomicBool::new(false));
+        let mut subs = self.subscribers.lock().unwrap();
+        subs.retain(|s| !s.left.load(Ordering::SeqCst));
+        subs.push(Subscriber {
             who: who.to_string(),
             output: output.to_string(),
             slow,
@@ -213,14 +211,22 @@ impl<T: Clone> Hub<T> {
             rx: rx.clone(),
             dropped: dropped.clone(),
             cut_off: cut_off.clone(),
+            left: left.clone(),
         });
         self.served.fetch_add(1, Ordering::SeqCst);
-        SubscriberEnd { rx, dropped, cut_off }
+        SubscriberEnd {
+            rx,
+            dropped,
+            cut_off,
+            presence: Presence(left),
+        }
     }
 
     /// Subscribers connected now.
     pub fn len(&self) -> usize {
-        self.subscribers.lock().unwrap().len()
+        let mut subs = self.subscribers.lock().unwrap();
+        subs.retain(|s| !s.left.load(Ordering::SeqCst));
+        subs.len()
     }
 
     /// True when nobody is subscribed.
@@ -230,13 +236,21 @@ impl<T: Clone> Hub<T> {
 
     /// Whether anyone wants `output` (so the sink can skip encoding what nobody reads).
     pub fn wants(&self, output: &str) -> bool {
-        self.subscribers.lock().unwrap().iter().any(|s| s.output == output)
+        self.subscribers
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|s| s.output == output && !s.left.load(Ordering::SeqCst))
     }
 
     /// Queues `batch` for every subscriber of `output`, applying each one's slow policy. Never blocks.
     pub fn publish(&self, output: &str, batch: T, sink: &str) {
         let mut subs = self.subscribers.lock().unwrap();
         subs.retain(|s| {
+            if s.left.load(Ordering::SeqCst) {
+                tracing::info!("sink `{sink}`: subscriber {} left", s.who);
+                return false;
+            }
             if s.output != output {
                 return true;
             }
@@ -445,13 +459,19 @@ impl Sink for LiveSink {
     }
 }
 
+/// How long the end of a run waits for subscribers to drain their queues before it
+/// disconnects them.
+pub const DRAIN_GRACE: Duration = Duration::from_secs(10);
+
 /// A TCP server of live subscribers: an accepting thread, one thread per subscriber.
 pub struct LiveServer {
     /// The settings it runs with.
     pub settings: ServerSettings,
     /// Its subscribers.
     pub hub: Hub,
-    writers: Mutex<Vec<JoinHandle<()>>>,
+    /// Each subscriber's writer thread and a handle on its socket (shut down to end a writer
+    /// that is still blocked when the end-of-run grace period is over).
+    writers: Mutex<Vec<(JoinHandle<()>, Option<TcpStream>)>>,
     stop: AtomicBool,
 }
 
@@ -539,8 +559,10 @@ impl LiveServer {
     }
 
     /// Keeps a subscriber's writer thread, joined when the run ends.
-    pub fn add_writer(&self, handle: JoinHandle<()>) {
-        self.writers.lock().unwrap().push(handle);
+    pub fn add_writer(&self, handle: JoinHandle<()>, socket: Option<TcpStream>) {
+        let mut writers = self.writers.lock().unwrap();
+        writers.retain(|(h, _)| !h.is_finished());
+        writers.push((handle, socket));
     }
 }
 
@@ -586,8 +608,22 @@ impl SinkWriter for LiveWriter {
         }
         // Closing the queues ends every subscriber's stream once it has drained.
         self.server.hub.close_all();
-        let writers: Vec<JoinHandle<()>> = std::mem::take(&mut *self.server.writers.lock().unwrap());
-        for w in writers {
+        let writers = std::mem::take(&mut *self.server.writers.lock().unwrap());
+        let deadline = Instant::now() + DRAIN_GRACE;
+        while Instant::now() < deadline && writers.iter().any(|(w, _)| !w.is_finished()) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        for (w, socket) in writers {
+            if !w.is_finished() {
+                tracing::warn!(
+                    "sink `{}`: a subscriber did not drain its queue within {} s of the end; disconnecting it",
+                    self.server.settings.name,
+                    DRAIN_GRACE.as_secs()
+                );
+                if let Some(s) = socket {
+                    let _ = s.shutdown(std::net::Shutdown::Both);
+                }
+            }
             let _ = w.join();
         }
         Ok(vec![self.server.hub.summary(self.batches)])

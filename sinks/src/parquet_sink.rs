@@ -203,19 +203,10 @@ struct ParquetSink {
     pipeline: String,
 }
 
-fn out_err(path: &Path, message: impl Into<String>) -> EngineError {
-    EngineError::Output {
-        path: path.to_path_buf(),
-        message: message.into(),
-    }
-}
-
-impl Sink for ParquetSink {
-    fn delivery(&self) -> Delivery {
-        Delivery::ExactlyOnce
-    }
-    fn remove_staging(&self) -> Result<()> {
-        // Segment directories, and temporary files of a merge a crash interrupted.
+impl ParquetSink {
+    /// The directory its files go to, and the prefix of its hidden files (staged segments and
+    /// temporaries) there.
+    fn output_dir_and_prefix(&self) -> (PathBuf, String) {
         let (dir, prefix) = if self.single {
             let name = self
                 .path
@@ -230,6 +221,24 @@ impl Sink for ParquetSink {
             (self.path.clone(), ".".to_string())
         };
         let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
+        (dir, prefix)
+    }
+}
+
+fn out_err(path: &Path, message: impl Into<String>) -> EngineError {
+    EngineError::Output {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
+}
+
+impl Sink for ParquetSink {
+    fn delivery(&self) -> Delivery {
+        Delivery::ExactlyOnce
+    }
+    fn remove_staging(&self) -> Result<()> {
+        // Segment directories, and temporary files of a merge a crash interrupted.
+        let (dir, prefix) = self.output_dir_and_prefix();
         let Ok(entries) = std::fs::read_dir(&dir) else { return Ok(()) };
         for e in entries.flatten() {
             let n = e.file_name().to_string_lossy().to_string();
@@ -247,6 +256,22 @@ impl Sink for ParquetSink {
             removed.map_err(|err| out_err(&p, format!("cannot remove staged output: {err}")))?;
         }
         Ok(())
+    }
+    fn remove_temporaries(&self, owners: neurostream_engine::process::TempOwners) -> Result<Vec<PathBuf>> {
+        let (dir, prefix) = self.output_dir_and_prefix();
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Ok(Vec::new());
+        };
+        let mut removed = Vec::new();
+        for e in entries.flatten() {
+            let n = e.file_name().to_string_lossy().to_string();
+            if n.starts_with(&prefix) && n.contains(".parquet.") && owners.own(&n) {
+                let p = e.path();
+                std::fs::remove_file(&p).map_err(|err| out_err(&p, format!("cannot remove a temporary file: {err}")))?;
+                removed.push(p);
+            }
+        }
+        Ok(removed)
     }
     fn placement(&self) -> Placement {
         if self.single || self.tables.is_some() {

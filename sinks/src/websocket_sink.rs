@@ -138,7 +138,8 @@ fn handshake(stream: TcpStream, peer: SocketAddr, server: &LiveServer) -> std::r
     let request = accepted.ok_or("handshake ended without a request")?;
     let end = server.subscribe(peer, &request);
     let output = request.output.clone();
-    server.add_writer(std::thread::spawn(move || serve(ws, end, request, output, peer)));
+    let socket = ws.get_ref().try_clone().ok();
+    server.add_writer(std::thread::spawn(move || serve(ws, end, request, output, peer)), socket);
     Ok(())
 }
 

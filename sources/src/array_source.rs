@@ -80,7 +80,7 @@ impl SourceKind for ArraySourceKind {
         if cfg.seq_len == Some(0) {
             return Err(EngineError::config(ctx.label, "`seq_len` must be at least 1"));
         }
-        Ok(Arc::new(ArraySource::open(ctx.name, &ctx.resolve(&cfg.path), &cfg)?))
+        Ok(Arc::new(ArraySource::open(ctx.name, &ctx.input_file(&cfg.path), &cfg)?))
     }
 }
 

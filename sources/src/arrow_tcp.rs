@@ -13,6 +13,13 @@
 //! message, or the wrong `d_model` is dropped with a logged reason; every batch it sent before
 //! was already accepted and stays in the pipeline.
 //!
+//! Limits (every one configurable): the source listens on loopback by default and needs a
+//! `token` on any other address (clients put it in their schema metadata as
+//! `neurostream.token`, checked before any batch is accepted); at most `max_connections`
+//! connections are open at once (more are closed on arrival, so threads stay bounded); a
+//! connection silent for `connection_timeout_s` is closed; an IPC message larger than
+//! `max_message_mb` is refused before it is read.
+//!
 //! All connections are read by worker 0 (downstream `ByStream` operators spread the streams
 //! over the workers). The event time of a row is its arrival ordinal across all connections.
 
@@ -58,6 +65,50 @@ pub struct ArrowTcpConfig {
     /// Layer or hook name recorded in the schema.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub layer: Option<String>,
+    /// Shared secret clients present as `neurostream.token` in their schema metadata;
+    /// required when `listen` is not a loopback address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// Connections open at once (default 64); more are closed as they arrive.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Seconds a connection may stay silent before it is closed (default: `idle_timeout_s` when
+    /// set, else 60).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_timeout_s: Option<f64>,
+    /// Largest Arrow IPC message accepted, in MiB (default 64); a larger one ends its
+    /// connection before its body is read.
+    #[serde(default = "default_max_message_mb")]
+    pub max_message_mb: f64,
+}
+
+fn default_max_connections() -> usize {
+    64
+}
+fn default_max_message_mb() -> f64 {
+    64.0
+}
+
+/// What every connection of a source is held to.
+#[derive(Clone, Debug)]
+pub struct ConnectionLimits {
+    /// The token clients must present (`neurostream.token` schema metadata), if any.
+    pub token: Option<String>,
+    /// Largest IPC message (metadata and body), bytes.
+    pub max_message_bytes: u64,
+    /// Longest silence on a connection.
+    pub timeout: Duration,
+}
+
+impl ConnectionLimits {
+    /// Limits for tests and fuzzing: no token, 64 MiB messages, 60 s.
+    pub fn default_for_tests() -> ConnectionLimits {
+        ConnectionLimits {
+            token: None,
+            max_message_bytes: 64 << 20,
+            timeout: Duration::from_secs(60),
+        }
+    }
 }
 
 fn default_listen() -> String {
@@ -94,8 +145,20 @@ impl SourceKind for ArrowTcpKind {
             Ok(a) => a,
             Err(e) => return fail(format!("`listen` {}: {e} (expected IP:PORT)", cfg.listen)),
         };
-        if cfg.idle_timeout_s.is_some_and(|t| t.is_nan() || t <= 0.0) {
-            return fail("`idle_timeout_s` must be positive".into());
+        if cfg.idle_timeout_s.is_some_and(|t| !(t > 0.0 && t.is_finite())) {
+            return fail("`idle_timeout_s` must be a positive number of seconds".into());
+        }
+        if cfg.connection_timeout_s.is_some_and(|t| !(t > 0.0 && t.is_finite())) {
+            return fail("`connection_timeout_s` must be a positive number of seconds".into());
+        }
+        if cfg.max_connections == 0 {
+            return fail("`max_connections` must be at least 1".into());
+        }
+        if !(cfg.max_message_mb > 0.0 && cfg.max_message_mb <= 4096.0) {
+            return fail("`max_message_mb` must be above 0 and at most 4096".into());
+        }
+        if let Err(m) = neurostream_engine::net::check_bind(&listen, cfg.token.as_deref()) {
+            return fail(m);
         }
         Ok(Arc::new(ArrowTcpSource {
             name: ctx.name.into(),
@@ -142,14 +205,18 @@ impl Source for ArrowTcpSource {
         }
         tracing::info!("source `{}`: listening on {local}", self.name);
         let (tx, rx) = bounded(self.cfg.queue_frames);
-        let accepted = Arc::new(AtomicUsize::new(0));
+        let limits = ConnectionLimits {
+            token: self.cfg.token.clone(),
+            max_message_bytes: (self.cfg.max_message_mb * 1048576.0) as u64,
+            timeout: Duration::from_secs_f64(self.cfg.connection_timeout_s.or(self.cfg.idle_timeout_s).unwrap_or(60.0)),
+        };
         spawn_acceptor(
             listener,
             tx,
             self.name.clone(),
             self.schema.clone(),
-            self.cfg.connections,
-            accepted,
+            (self.cfg.connections, self.cfg.max_connections),
+            limits,
         );
         Ok(Box::new(LiveReader {
             name: self.name.clone(),
@@ -167,38 +234,55 @@ impl Source for ArrowTcpSource {
     }
 }
 
+/// Accepts connections on its own thread: one reader thread per connection, at most
+/// `max_open` at once (a connection beyond that is closed as it arrives, with a warning).
+/// Stops after `total` connections when set.
 fn spawn_acceptor(
     listener: TcpListener,
     tx: Sender<Event>,
     source: Arc<str>,
     schema: Arc<Schema>,
-    limit: Option<usize>,
-    accepted: Arc<AtomicUsize>,
+    (total, max_open): (Option<usize>, usize),
+    limits: ConnectionLimits,
 ) {
+    let open = Arc::new(AtomicUsize::new(0));
     std::thread::Builder::new()
         .name(format!("{source}-accept"))
         .spawn(move || {
+            let mut accepted = 0usize;
             for conn in listener.incoming() {
-                let n = accepted.fetch_add(1, Ordering::SeqCst);
-                if limit.is_some_and(|l| n >= l) {
-                    break;
-                }
-                match conn {
-                    Ok(stream) => {
-                        if tx.send(Event::Opened).is_err() {
-                            break; // the pipeline is gone
-                        }
-                        let (tx, source, schema) = (tx.clone(), source.clone(), schema.clone());
-                        let _ = std::thread::Builder::new()
-                            .name(format!("{source}-conn{n}"))
-                            .spawn(move || read_connection(stream, n, &source, &schema, &tx));
-                    }
+                let stream = match conn {
+                    Ok(stream) => stream,
                     Err(e) => {
                         tracing::warn!("source `{source}`: accept failed: {e}");
-                        accepted.fetch_sub(1, Ordering::SeqCst);
+                        std::thread::sleep(Duration::from_millis(50));
+                        continue;
                     }
+                };
+                if open.load(Ordering::SeqCst) >= max_open {
+                    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
+                    tracing::warn!("source `{source}`: refused {peer}: {max_open} connections are open (max_connections)");
+                    let _ = stream.shutdown(std::net::Shutdown::Both);
+                    continue;
                 }
-                if limit.is_some_and(|l| n + 1 >= l) {
+                let n = accepted;
+                accepted += 1;
+                if tx.send(Event::Opened).is_err() {
+                    break; // the pipeline is gone
+                }
+                open.fetch_add(1, Ordering::SeqCst);
+                let conn = (tx.clone(), source.clone(), schema.clone(), limits.clone(), open.clone());
+                let spawned = std::thread::Builder::new().name(format!("{source}-conn{n}")).spawn(move || {
+                    let (tx, source, schema, limits, open) = conn;
+                    read_connection(stream, n, &source, &schema, &limits, &tx);
+                    open.fetch_sub(1, Ordering::SeqCst);
+                });
+                if let Err(e) = spawned {
+                    open.fetch_sub(1, Ordering::SeqCst);
+                    let reason = format!("cannot start a connection thread: {e}");
+                    let _ = tx.send(Event::Closed(format!("{source}/{n}").into(), Some(reason)));
+                }
+                if total.is_some_and(|l| accepted >= l) {
                     break;
                 }
             }
@@ -207,17 +291,30 @@ fn spawn_acceptor(
 }
 
 /// Reads one client's IPC stream until it ends or fails; always reports how it ended.
-fn read_connection(stream: TcpStream, n: usize, source: &str, schema: &Arc<Schema>, tx: &Sender<Event>) {
+fn read_connection(
+    stream: TcpStream,
+    n: usize,
+    source: &str,
+    schema: &Arc<Schema>,
+    limits: &ConnectionLimits,
+    tx: &Sender<Event>,
+) {
     let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
     let mut name: Arc<str> = format!("{source}/{n}").into();
-    let outcome = decode_ipc_stream(
-        BufReader::new(stream),
-        &format!("{source}/{n}"),
-        source,
-        schema,
-        &mut name,
-        |frame| tx.send(Event::Frame(frame)).is_ok(),
-    );
+    let outcome = stream
+        .set_read_timeout(Some(limits.timeout))
+        .map_err(|e| e.to_string())
+        .and_then(|()| {
+            decode_ipc_stream(
+                BufReader::new(stream),
+                &format!("{source}/{n}"),
+                source,
+                schema,
+                limits,
+                &mut name,
+                |frame| tx.send(Event::Frame(frame)).is_ok(),
+            )
+        });
     let reason = outcome.err().map(|e| format!("client {peer}: {e}"));
     let _ = tx.send(Event::Closed(name, reason));
 }
@@ -232,6 +329,7 @@ pub fn decode_ipc_stream<R: std::io::Read>(
     default_name: &str,
     source: &str,
     schema: &Arc<Schema>,
+    limits: &ConnectionLimits,
     name: &mut Arc<str>,
     emit: impl FnMut(Frame) -> bool,
 ) -> std::result::Result<(), String> {
@@ -239,7 +337,7 @@ pub fn decode_ipc_stream<R: std::io::Read>(
     // found by fuzz/fuzz_targets/arrow_ipc.rs) instead of returning an error: a client's bad
     // bytes must end that client's stream with an error, not the engine.
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        decode_ipc_stream_inner(reader, default_name, source, schema, name, emit)
+        decode_ipc_stream_inner(reader, default_name, source, schema, limits, name, emit)
     }));
     match outcome {
         Ok(r) => r,
@@ -259,13 +357,23 @@ fn decode_ipc_stream_inner<R: std::io::Read>(
     default_name: &str,
     source: &str,
     schema: &Arc<Schema>,
+    limits: &ConnectionLimits,
     name: &mut Arc<str>,
     mut emit: impl FnMut(Frame) -> bool,
 ) -> std::result::Result<(), String> {
     *name = default_name.into();
-    let reader =
-        arrow::ipc::reader::StreamReader::try_new(reader, None).map_err(|e| format!("no valid Arrow IPC stream header: {e}"))?;
+    let reader = crate::ipc_limit::MessageLimit::new(reader, limits.max_message_bytes);
+    let reader = arrow::ipc::reader::StreamReader::try_new(reader, None).map_err(|e| match timed_out(&e) {
+        true => format!("silent for {} s before sending a schema", limits.timeout.as_secs_f64()),
+        false => format!("no valid Arrow IPC stream header: {e}"),
+    })?;
     let arrow_schema = reader.schema();
+    if !neurostream_engine::net::token_ok(
+        limits.token.as_deref(),
+        arrow_schema.metadata().get("neurostream.token").map(String::as_str),
+    ) {
+        return Err("unauthorized: this source needs its token as `neurostream.token` in the schema metadata".into());
+    }
     if let Some(client) = arrow_schema.metadata().get("neurostream.stream") {
         *name = format!("{source}/{client}").into();
     }
@@ -281,6 +389,7 @@ fn decode_ipc_stream_inner<R: std::io::Read>(
     for (i, batch) in reader.enumerate() {
         let batch = batch.map_err(|e| {
             let what = match e.to_string() {
+                _ if timed_out(&e) => format!("silent for {} s (connection_timeout_s)", limits.timeout.as_secs_f64()),
                 m if m.contains("failed to fill whole buffer") => "truncated: the connection closed in the middle of it".into(),
                 m => m,
             };
@@ -308,6 +417,16 @@ fn decode_ipc_stream_inner<R: std::io::Read>(
         }
     }
     Ok(())
+}
+
+/// Whether an IPC read failed because the connection stayed silent past its read time-out.
+fn timed_out(e: &arrow::error::ArrowError) -> bool {
+    match e {
+        arrow::error::ArrowError::IoError(_, io) => {
+            matches!(io.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)
+        }
+        _ => false,
+    }
 }
 
 /// Workers other than 0 read nothing.

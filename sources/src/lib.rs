@@ -18,6 +18,7 @@ pub mod array_source;
 pub mod arrow_tcp;
 pub mod edf;
 mod hash;
+pub mod ipc_limit;
 pub mod lsl_source;
 pub mod parquet_source;
 pub mod synthetic_activations;

@@ -70,7 +70,7 @@ impl SourceKind for ParquetSourceKind {
         if cfg.batch_rows == 0 {
             return Err(EngineError::config(ctx.label, "`batch_rows` must be at least 1"));
         }
-        let files = resolve_files(&ctx.resolve(&cfg.path)).map_err(|m| EngineError::config(ctx.label, m))?;
+        let files = resolve_files(&ctx.input_file(&cfg.path)).map_err(|m| EngineError::config(ctx.label, m))?;
         Ok(Arc::new(ParquetSource::open(ctx.name, files, &cfg)?))
     }
 }

@@ -30,8 +30,11 @@ import pyarrow as pa
 __all__ = ["Client", "send", "stream_module_output", "activation_schema", "subscribe", "SubscribeError"]
 
 
-def activation_schema(d_model: int, stream: Optional[str] = None, with_tokens: bool = False) -> pa.Schema:
-    """The Arrow schema of neurostream's activation layout for width ``d_model``."""
+def activation_schema(d_model: int, stream: Optional[str] = None, with_tokens: bool = False,
+                      token: Optional[str] = None) -> pa.Schema:
+    """The Arrow schema of neurostream's activation layout for width ``d_model``.
+
+    ``token`` is the source's shared secret (its ``token`` key), sent as schema metadata."""
     fields = [pa.field("seq_id", pa.uint64(), nullable=False), pa.field("pos", pa.uint32(), nullable=False)]
     if with_tokens:
         fields.append(pa.field("token", pa.string(), nullable=False))
@@ -39,6 +42,8 @@ def activation_schema(d_model: int, stream: Optional[str] = None, with_tokens: b
     meta = {"neurostream.layout": "activations", "neurostream.d_model": str(d_model)}
     if stream:
         meta["neurostream.stream"] = stream
+    if token is not None:
+        meta["neurostream.token"] = token
     return pa.schema(fields, metadata=meta)
 
 
@@ -48,13 +53,13 @@ class Client:
     ``compression`` is ``"lz4"`` (default), ``"zstd"`` or ``None`` (IPC buffer compression).
     ``d_model`` and whether tokens are sent are fixed by the first :meth:`send` unless given.
     The connection is opened on the first send; :meth:`close` (or leaving a ``with`` block)
-    ends the stream cleanly.
+    ends the stream cleanly. ``token`` is the source's shared secret, when it has one.
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 7070, stream: Optional[str] = None,
                  compression: Optional[str] = "lz4", d_model: Optional[int] = None, with_tokens: Optional[bool] = None,
-                 timeout: float = 30.0):
-        self.host, self.port, self.stream = host, port, stream
+                 timeout: float = 30.0, token: Optional[str] = None):
+        self.host, self.port, self.stream, self.token = host, port, stream, token
         self.compression, self.d_model, self.with_tokens, self.timeout = compression, d_model, with_tokens, timeout
         self._sock = None
         self._file = None
@@ -66,7 +71,7 @@ class Client:
         self._sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
         self._file = self._sock.makefile("wb")
         options = pa.ipc.IpcWriteOptions(compression=self.compression)
-        self._writer = pa.ipc.new_stream(self._file, activation_schema(d_model, self.stream, with_tokens), options=options)
+        self._writer = pa.ipc.new_stream(self._file, activation_schema(d_model, self.stream, with_tokens, self.token), options=options)
 
     def send(self, array, seq_id: int | Sequence[int], pos: Optional[Sequence[int]] = None,
              tokens: Optional[Sequence[str]] = None) -> int:
@@ -96,7 +101,7 @@ class Client:
             if len(tokens) != n:
                 raise ValueError(f"{len(tokens)} tokens for {n} rows")
             columns.append(pa.array(list(tokens), pa.string()))
-        schema = activation_schema(d, self.stream, self.with_tokens)
+        schema = activation_schema(d, self.stream, self.with_tokens, self.token)
         columns.append(pa.FixedSizeListArray.from_arrays(pa.array(x.ravel(), pa.float32()), type=schema.field("act").type))
         self._writer.write_batch(pa.record_batch(columns, schema=schema))
         self._file.flush()

@@ -102,6 +102,11 @@ impl Coordinator {
         }
     }
 
+    /// The checkpoint directory (locked by this run).
+    pub fn store(&self) -> &CheckpointStore {
+        &self.store
+    }
+
     /// Registers an operator or sink to wake when a checkpoint needs it.
     pub fn register(&self, activator: SyncActivator) {
         self.activators.lock().unwrap().push(activator);

@@ -4,7 +4,11 @@
 //! DIR/pipeline.json        which pipeline the directory belongs to (written when the run starts)
 //! DIR/ckpt-00000007.nsck   a checkpoint: magic, CRC-32 and length, then the lz4 body
 //! DIR/COMPLETE             the run finished and its outputs are final
+//! DIR/LOCK                 the pid of the run using the directory, locked (flock) while it runs
 //! ```
+//!
+//! The lock is an OS file lock held for the life of the [`CheckpointStore`]: it dies with the
+//! process (kill -9 included), and a second run on the same directory is refused while it is held.
 //!
 //! A checkpoint is written to a hidden temporary file, fsynced, renamed and the directory
 //! fsynced, so a crash or a full disk leaves the previous checkpoint as the latest valid one.
@@ -77,9 +81,11 @@ impl Fingerprint {
     }
 }
 
-/// A checkpoint directory.
+/// A checkpoint directory, locked for this run.
 pub struct CheckpointStore {
     dir: PathBuf,
+    /// The locked `LOCK` file; the lock goes when it is closed (or the process dies).
+    _lock: File,
 }
 
 fn ck_err(message: String) -> EngineError {
@@ -113,10 +119,51 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 impl CheckpointStore {
-    /// Opens (creating) the directory.
+    /// Opens (creating) the directory and locks it for this run. Refused, naming the holder's
+    /// pid, while another run holds the lock.
     pub fn open(dir: &Path) -> Result<CheckpointStore> {
         std::fs::create_dir_all(dir).map_err(|e| ck_err(format!("cannot create {}: {e}", dir.display())))?;
-        Ok(CheckpointStore { dir: dir.to_path_buf() })
+        let path = dir.join("LOCK");
+        let mut lock = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| ck_err(format!("cannot open {}: {e}", path.display())))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                let holder = holder.trim();
+                return Err(ck_err(format!(
+                    "{} is in use by another run (pid {}); wait for it to end or use another --checkpoint-dir",
+                    dir.display(),
+                    if holder.is_empty() { "unknown" } else { holder }
+                )));
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(ck_err(format!("cannot lock {}: {e}", path.display())));
+            }
+        }
+        let recorded = (|| {
+            use std::io::Seek;
+            lock.set_len(0)?;
+            lock.seek(std::io::SeekFrom::Start(0))?;
+            writeln!(lock, "{}", std::process::id())?;
+            lock.sync_all()
+        })();
+        recorded.map_err(|e| ck_err(format!("cannot write {}: {e}", path.display())))?;
+        Ok(CheckpointStore {
+            dir: dir.to_path_buf(),
+            _lock: lock,
+        })
+    }
+
+    /// True when a run started here but was killed before recording its pipeline (only the
+    /// temporary `.pipeline.json.tmp` exists): resuming it means starting from the beginning.
+    pub fn killed_before_start(&self) -> bool {
+        !self.fingerprint_path().exists() && self.dir.join(".pipeline.json.tmp").exists()
     }
 
     /// The directory.

@@ -138,7 +138,7 @@ impl OperatorKind for KmeansKind {
         }
         let init = match &cfg.init {
             Some(p) => {
-                let path = ctx.resolve(p);
+                let path = ctx.input_file(p);
                 let (c, k, w) = read_centroids(&path).map_err(|e| EngineError::config(ctx.label, e))?;
                 if k != cfg.k || w != d {
                     return fail(format!(

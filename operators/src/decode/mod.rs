@@ -298,7 +298,7 @@ impl OperatorKind for DecodeKind {
                 input.describe()
             )));
         };
-        let model = BciModel::load(&ctx.resolve(&cfg.model)).map_err(fail)?;
+        let model = BciModel::load(&ctx.input_file(&cfg.model)).map_err(fail)?;
         if (model.sample_rate - sample_rate).abs() > 1e-9 {
             return Err(fail(format!(
                 "the model was trained at {} Hz, the input is at {sample_rate} Hz",

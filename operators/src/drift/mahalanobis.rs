@@ -83,7 +83,7 @@ impl OperatorKind for MahalanobisKind {
                 if cfg.reference_rows.is_some() {
                     return Err(fail("`reference_rows` applies only without a `reference` file".into()));
                 }
-                let path = ctx.resolve(p);
+                let path = ctx.input_file(p);
                 let rows = read_parquet_rows(&path, d).map_err(fail)?;
                 let r = Reference::fit(&rows, d, shrinkage).map_err(|e| fail(format!("reference {}: {e}", path.display())))?;
                 tracing::info!(

@@ -218,7 +218,7 @@ impl OperatorKind for NormalizeKind {
                 let Some(path) = &cfg.stats else {
                     return fail("method fixed needs key `stats` (a JSON or safetensors file with mean and std)".into());
                 };
-                let path = ctx.resolve(path);
+                let path = ctx.input_file(path);
                 let (mean, std) = load_stats(&path).map_err(|e| EngineError::config(ctx.label, e.to_string()))?;
                 if mean.len() != width {
                     return fail(format!(

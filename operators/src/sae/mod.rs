@@ -70,7 +70,7 @@ pub(crate) fn load_for_input(
     if !matches!(input.kind, StreamKind::Activation { .. }) {
         return fail(format!("{kind} reads activation streams; its input is {}", input.describe()));
     }
-    let path = ctx.resolve(path);
+    let path = ctx.input_file(path);
     let sae = Sae::load(&path, scaling_factor).map_err(|e| EngineError::config(ctx.label, e.to_string()))?;
     if sae.d_in != input.width() {
         return fail(format!(

@@ -178,10 +178,10 @@ impl OperatorKind for FeatureStatsKind {
                     check_features(features.as_deref().unwrap_or(&[]), n_features).map_err(at)?;
                     match r {
                         Reference::File(path) => {
-                            reference = Some(read_reference_densities(&ctx.resolve(path), n_features).map_err(at)?)
+                            reference = Some(read_reference_densities(&ctx.input_file(path), n_features).map_err(at)?)
                         }
                         Reference::Sparsity(path) => {
-                            reference = Some(read_sparsity_densities(&ctx.resolve(path), n_features).map_err(at)?)
+                            reference = Some(read_sparsity_densities(&ctx.input_file(path), n_features).map_err(at)?)
                         }
                         _ => {}
                     }

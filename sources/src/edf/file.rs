@@ -46,6 +46,16 @@ impl EdfFile {
             .ok()
             .and_then(|s| s.trim().parse().ok())
             .ok_or_else(|| super::header::header_error(path, "number of signals", "not a number"))?;
+        if 256 * (ns as u64 + 1) > len {
+            return Err(super::header::header_error(
+                path,
+                "number of signals",
+                format!(
+                    "{ns} signals need a {}-byte header, but the file has {len} bytes",
+                    256 * (ns as u64 + 1)
+                ),
+            ));
+        }
         let mut signals = vec![0u8; 256 * ns];
         let got = read_up_to(&mut file, &mut signals).map_err(|e| format!("{}: {e}", path.display()))?;
         signals.truncate(got);

@@ -107,6 +107,55 @@ pub fn header_error(path: &Path, field: &str, message: impl std::fmt::Display) -
     format!("{}: header field `{field}`: {message}", path.display())
 }
 
+/// Sampling rates outside this range (Hz) come from a lying header, not from an amplifier.
+const PLAUSIBLE_RATE_HZ: std::ops::RangeInclusive<f64> = 1e-4..=1e7;
+
+/// Checks that the record duration and samples per record give plausible sampling rates and
+/// that a data record holds at least one sample, before anything is allocated from them.
+/// Annotation-only files may have records of duration 0.
+fn check_rates(signals: &[SignalHeader], record_duration_s: f64) -> Result<(), (&'static str, String)> {
+    let data: Vec<&SignalHeader> = signals.iter().filter(|s| !s.is_annotation).collect();
+    if signals.iter().all(|s| s.samples_per_record == 0) {
+        return Err((
+            "samples per data record",
+            "every signal has 0 samples per data record, so a record holds no data".into(),
+        ));
+    }
+    if data.is_empty() {
+        return Ok(());
+    }
+    if record_duration_s <= 0.0 {
+        return Err((
+            "duration of a data record",
+            format!("{record_duration_s} s, but a file with signals needs records longer than 0 s"),
+        ));
+    }
+    for (i, s) in data.iter().enumerate() {
+        if s.samples_per_record == 0 {
+            return Err((
+                "samples per data record",
+                format!("signal {} (`{}`) has 0 samples per data record", i + 1, s.label),
+            ));
+        }
+        let rate = s.samples_per_record as f64 / record_duration_s;
+        if !PLAUSIBLE_RATE_HZ.contains(&rate) {
+            return Err((
+                "duration of a data record",
+                format!(
+                    "{record_duration_s} s with {} samples per record gives signal {} (`{}`) a sampling rate of {rate:e} Hz, \
+                     outside the plausible {:e}..{:e} Hz",
+                    s.samples_per_record,
+                    i + 1,
+                    s.label,
+                    PLAUSIBLE_RATE_HZ.start(),
+                    PLAUSIBLE_RATE_HZ.end()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl Header {
     /// Parses the fixed part (`fixed`, 256 bytes) and, given the signal count it declares,
     /// the signal part (`signals`, 256 bytes per signal).
@@ -224,6 +273,7 @@ impl Header {
             }
             out.push(h);
         }
+        check_rates(&out, record_duration_s).map_err(|(field, m)| err(field, m))?;
         Ok(Header {
             format,
             patient: text(8..88, "patient")?,

@@ -89,7 +89,7 @@ impl SourceKind for EdfSourceKind {
                 cfg.speed
             )));
         }
-        let path = ctx.resolve(&cfg.path);
+        let path = ctx.input_file(&cfg.path);
         let file = EdfFile::open(&path, cfg.allow_truncated).map_err(fail)?;
         let picked = pick_channels(&file, cfg.channels.as_deref(), cfg.resample).map_err(fail)?;
         let h = &file.header;
@@ -112,7 +112,7 @@ impl SourceKind for EdfSourceKind {
             .map(|a| (a.onset_s, a.duration_s, a.text.clone()))
             .collect();
         if let Some(extra) = &cfg.annotations {
-            let extra_path = ctx.resolve(extra);
+            let extra_path = ctx.input_file(extra);
             let other = EdfFile::open(&extra_path, cfg.allow_truncated).map_err(fail)?;
             let shift = (other.header.start_unix_s - h.start_unix_s) as f64;
             annotations.extend(

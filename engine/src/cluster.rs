@@ -1,0 +1,321 @@
+//! Connecting the processes of a multi-process run before timely starts.
+//!
+//! Timely's own start-up waits forever for a peer that never comes and panics on peers started
+//! with other settings. Instead, every pair of processes connects here (the higher index dials
+//! the lower, as timely does), within a time-out, and both sides exchange a [`Hello`]: the
+//! binary version, the pipeline's fingerprint, the worker count and the process count. Any
+//! difference refuses the run on both sides with a message naming the peer and what differs.
+//! The connected sockets are then handed to timely.
+//!
+//! Once running, a peer that dies makes timely's network threads panic; [`watch_peers`]
+//! installs a panic hook that turns this into a clear error naming the lost process, removes
+//! this process's temporary output files, and exits with status 1.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{EngineError, Result};
+
+/// What a process tells each peer about itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// The binary's version (`CARGO_PKG_VERSION`).
+    pub version: String,
+    /// Fingerprint of the pipeline (name, nodes and their configuration).
+    pub pipeline: String,
+    /// Worker threads per process.
+    pub workers: usize,
+    /// Processes in the run.
+    pub processes: usize,
+    /// This process's index.
+    pub process: usize,
+}
+
+impl Hello {
+    /// Why `peer` cannot run with this process; `None` when it can.
+    pub fn mismatch(&self, peer: &Hello) -> Option<String> {
+        if peer.version != self.version {
+            return Some(format!("it runs neurostream {}, this process {}", peer.version, self.version));
+        }
+        if peer.processes != self.processes {
+            return Some(format!(
+                "its hostfile lists {} processes, this one {}",
+                peer.processes, self.processes
+            ));
+        }
+        if peer.workers != self.workers {
+            return Some(format!(
+                "it runs {} workers per process, this process {} (give every process the same -w)",
+                peer.workers, self.workers
+            ));
+        }
+        if peer.pipeline != self.pipeline {
+            return Some("it runs a different pipeline (or the same file with other settings)".into());
+        }
+        None
+    }
+}
+
+const MAGIC: &[u8; 8] = b"NSCLUST1";
+/// Largest hello accepted from a peer, bytes.
+const MAX_HELLO: u32 = 4096;
+
+fn write_hello(stream: &mut TcpStream, hello: &Hello) -> std::io::Result<()> {
+    let body = serde_json::to_vec(hello).expect("hellos serialize");
+    stream.write_all(MAGIC)?;
+    stream.write_all(&(body.len() as u32).to_le_bytes())?;
+    stream.write_all(&body)?;
+    stream.flush()
+}
+
+/// Reads exactly one hello (no read-ahead: timely's bytes may follow on the same socket).
+fn read_hello(stream: &mut TcpStream) -> std::result::Result<Hello, String> {
+    let mut magic = [0u8; 8];
+    stream.read_exact(&mut magic).map_err(|e| e.to_string())?;
+    if &magic != MAGIC {
+        return Err("it is not a neurostream process of this protocol (wrong greeting)".into());
+    }
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len).map_err(|e| e.to_string())?;
+    let len = u32::from_le_bytes(len);
+    if len > MAX_HELLO {
+        return Err(format!("its greeting of {len} bytes exceeds {MAX_HELLO}"));
+    }
+    let mut body = vec![0u8; len as usize];
+    stream.read_exact(&mut body).map_err(|e| e.to_string())?;
+    serde_json::from_slice(&body).map_err(|e| format!("its greeting does not parse: {e}"))
+}
+
+/// Exchanges hellos on a fresh connection and checks the peer; `expected` is its index when
+/// known (we dialled it).
+fn greet(stream: &mut TcpStream, me: &Hello, expected: Option<usize>, deadline: Instant) -> std::result::Result<Hello, String> {
+    let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
+    stream.set_read_timeout(Some(left)).map_err(|e| e.to_string())?;
+    stream.set_write_timeout(Some(left)).map_err(|e| e.to_string())?;
+    write_hello(stream, me).map_err(|e| e.to_string())?;
+    let peer = read_hello(stream)?;
+    if let Some(i) = expected.filter(|&i| i != peer.process) {
+        return Err(format!("process {} answered at the address of process {i}", peer.process));
+    }
+    if peer.process >= me.processes || peer.process == me.process {
+        return Err(format!("it claims process index {}", peer.process));
+    }
+    if let Some(why) = me.mismatch(&peer) {
+        return Err(format!("process {}: {why}", peer.process));
+    }
+    stream.set_read_timeout(None).map_err(|e| e.to_string())?;
+    stream.set_write_timeout(None).map_err(|e| e.to_string())?;
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    Ok(peer)
+}
+
+/// Connects this process (`me.process`) to every other process of `addresses` within
+/// `timeout`, checking each peer's [`Hello`]. Returns one socket per process (`None` for
+/// this one), in process order, as timely's networking expects.
+pub fn connect(addresses: &[String], me: &Hello, timeout: Duration) -> Result<Vec<Option<TcpStream>>> {
+    let deadline = Instant::now() + timeout;
+    let fail = |m: String| EngineError::Runtime(format!("cluster: process {}: {m}", me.process));
+    let mut sockets: Vec<Option<TcpStream>> = (0..addresses.len()).map(|_| None).collect();
+    // Listen first, so lower processes never wait on us while we dial.
+    let listener = match me.process + 1 < addresses.len() {
+        true => {
+            let l = TcpListener::bind(&addresses[me.process])
+                .map_err(|e| fail(format!("cannot listen on {}: {e}", addresses[me.process])))?;
+            l.set_nonblocking(true).map_err(|e| fail(e.to_string()))?;
+            Some(l)
+        }
+        false => None,
+    };
+    for (i, address) in addresses.iter().enumerate().take(me.process) {
+        let stream = loop {
+            let last_error = match dial(address) {
+                Ok(s) => break s,
+                Err(e) => e,
+            };
+            if Instant::now() >= deadline {
+                return Err(fail(format!(
+                    "process {i} at {address} did not answer within {} s ({last_error})",
+                    timeout.as_secs_f64()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let mut stream = stream;
+        greet(&mut stream, me, Some(i), deadline).map_err(|m| fail(format!("refusing process {i} at {address}: {m}")))?;
+        sockets[i] = Some(stream);
+    }
+    if let Some(listener) = listener {
+        while sockets.iter().enumerate().skip(me.process + 1).any(|(_, s)| s.is_none()) {
+            match listener.accept() {
+                Ok((mut stream, from)) => {
+                    stream.set_nonblocking(false).map_err(|e| fail(e.to_string()))?;
+                    match greet(&mut stream, me, None, deadline) {
+                        Ok(peer) if peer.process > me.process && sockets[peer.process].is_none() => {
+                            sockets[peer.process] = Some(stream);
+                        }
+                        Ok(peer) => {
+                            return Err(fail(format!(
+                                "a second connection claims process {} (from {from})",
+                                peer.process
+                            )))
+                        }
+                        Err(m) => return Err(fail(format!("refusing the peer at {from}: {m}"))),
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if Instant::now() >= deadline {
+                        let missing: Vec<String> = sockets
+                            .iter()
+                            .enumerate()
+                            .skip(me.process + 1)
+                            .filter(|(_, s)| s.is_none())
+                            .map(|(i, _)| format!("process {i} ({})", addresses[i]))
+                            .collect();
+                        return Err(fail(format!(
+                            "{} never connected within {} s (--peer-timeout)",
+                            missing.join(", "),
+                            timeout.as_secs_f64()
+                        )));
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => return Err(fail(format!("accept failed: {e}"))),
+            }
+        }
+    }
+    Ok(sockets)
+}
+
+fn dial(address: &str) -> std::result::Result<TcpStream, String> {
+    let addrs: Vec<_> = address.to_socket_addrs().map_err(|e| e.to_string())?.collect();
+    let mut last = String::from("no address");
+    for a in addrs {
+        match TcpStream::connect_timeout(&a, Duration::from_secs(2)) {
+            Ok(s) => return Ok(s),
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(last)
+}
+
+/// What the panic hook needs to report a lost peer and clean up.
+struct Watch {
+    addresses: Vec<String>,
+    cleanup: Box<dyn Fn() + Send + Sync>,
+}
+
+static WATCH: Mutex<Option<Watch>> = Mutex::new(None);
+
+/// Makes a lost peer fail this process cleanly while a multi-process run is under way:
+/// when a timely network thread panics (its connection to a peer broke), the error names the
+/// peer, `cleanup` removes this process's temporary files, and the process exits with status 1.
+/// Returns a guard; the watch ends when it is dropped.
+pub fn watch_peers(addresses: Vec<String>, cleanup: Box<dyn Fn() + Send + Sync>) -> PeerWatch {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let thread = std::thread::current();
+            let peer = thread
+                .name()
+                .and_then(|n| n.strip_prefix("timely:send-").or_else(|| n.strip_prefix("timely:recv-")))
+                .and_then(|i| i.parse::<usize>().ok());
+            let watch = WATCH.lock().unwrap_or_else(|p| p.into_inner());
+            if let (Some(peer), Some(w)) = (peer, watch.as_ref()) {
+                let address = w.addresses.get(peer).map(String::as_str).unwrap_or("?");
+                let cause = info
+                    .payload()
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| info.payload().downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                eprintln!(
+                    "error: cluster: lost the connection to process {peer} at {address} ({cause}); it died or the network failed. \
+                     This run fails: nothing of it is marked complete; rerun every process"
+                );
+                (w.cleanup)();
+                std::process::exit(1);
+            }
+            drop(watch);
+            previous(info);
+        }));
+    });
+    *WATCH.lock().unwrap_or_else(|p| p.into_inner()) = Some(Watch { addresses, cleanup });
+    PeerWatch
+}
+
+/// Ends the watch of [`watch_peers`] when dropped.
+pub struct PeerWatch;
+
+impl Drop for PeerWatch {
+    fn drop(&mut self) {
+        *WATCH.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hello(process: usize, workers: usize, pipeline: &str) -> Hello {
+        Hello {
+            version: "1".into(),
+            pipeline: pipeline.into(),
+            workers,
+            processes: 2,
+            process,
+        }
+    }
+
+    fn free_port() -> String {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    }
+
+    #[test]
+    fn peers_with_the_same_settings_connect() {
+        let addrs = vec![free_port(), free_port()];
+        let a2 = addrs.clone();
+        let p1 = std::thread::spawn(move || connect(&a2, &hello(1, 2, "p"), Duration::from_secs(10)).map(|s| s.len()));
+        let s0 = connect(&addrs, &hello(0, 2, "p"), Duration::from_secs(10)).unwrap();
+        assert!(s0[0].is_none() && s0[1].is_some());
+        assert_eq!(p1.join().unwrap().unwrap(), 2);
+    }
+
+    #[test]
+    fn other_worker_counts_or_pipelines_are_refused_on_both_sides() {
+        for (workers, pipeline, why) in [(3, "p", "workers per process"), (2, "q", "different pipeline")] {
+            let addrs = vec![free_port(), free_port()];
+            let a2 = addrs.clone();
+            let p1 = std::thread::spawn(move || connect(&a2, &hello(1, workers, pipeline), Duration::from_secs(10)));
+            let e0 = connect(&addrs, &hello(0, 2, "p"), Duration::from_secs(10))
+                .unwrap_err()
+                .to_string();
+            let e1 = p1.join().unwrap().unwrap_err().to_string();
+            assert!(e0.contains(why) && e0.contains("process 1"), "{e0}");
+            assert!(e1.contains(why) && e1.contains("process 0"), "{e1}");
+        }
+    }
+
+    #[test]
+    fn a_peer_that_never_comes_fails_after_the_timeout_naming_it() {
+        let addrs = vec![free_port(), free_port()];
+        let started = Instant::now();
+        let e = connect(&addrs, &hello(0, 2, "p"), Duration::from_millis(500))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("process 1") && e.contains(&addrs[1]) && e.contains("never connected"),
+            "{e}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let e = connect(&addrs, &hello(1, 2, "p"), Duration::from_millis(500))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("process 0") && e.contains("did not answer"), "{e}");
+    }
+}
