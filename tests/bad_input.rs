@@ -185,3 +185,49 @@ fn a_file_of_another_layout_is_a_clear_error() {
         "{err}"
     );
 }
+
+#[test]
+fn negative_or_out_of_range_ids_are_refused_naming_the_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let write = |seq: Vec<i64>, pos: Vec<i64>| {
+        let n = seq.len();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("seq_id", DataType::Int64, false),
+            Field::new("pos", DataType::Int64, false),
+            Field::new(
+                "act",
+                DataType::List(Arc::new(Field::new("item", DataType::Float32, true))),
+                false,
+            ),
+        ]));
+        let mut list = ListBuilder::new(Float32Builder::new());
+        for r in good_rows(n, 4) {
+            list.values().append_slice(&r);
+            list.append(true);
+        }
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(arrow::array::Int64Array::from(seq)),
+            Arc::new(arrow::array::Int64Array::from(pos)),
+            Arc::new(list.finish()),
+        ];
+        let mut w = ArrowWriter::try_new(std::fs::File::create(d.join("in.parquet")).unwrap(), schema.clone(), None).unwrap();
+        w.write(&RecordBatch::try_new(schema, cols).unwrap()).unwrap();
+        w.close().unwrap();
+    };
+    pipeline(d, "");
+    write(vec![0, 1, 2, -5, 4], vec![0; 5]);
+    let e = run_err(d, &["run", "p.toml", "--quiet"]);
+    assert!(
+        e.contains("in.parquet") && e.contains("row 3") && e.contains("`seq_id` is -5"),
+        "{e}"
+    );
+    write(vec![0; 3], vec![0, 1, 1 << 40]);
+    let e = run_err(d, &["run", "p.toml", "--quiet"]);
+    assert!(
+        e.contains("row 2") && e.contains("`pos`") && e.contains("above its maximum"),
+        "{e}"
+    );
+    write(vec![7; 3], vec![0, 1, 2]);
+    run_ok(d, &["run", "p.toml", "--quiet"]);
+}

@@ -480,3 +480,118 @@ fn pipelines_that_cannot_be_checkpointed_are_refused_with_the_reasons() {
         "nothing is written for a refused pipeline"
     );
 }
+
+/// Copies a directory's files (one level).
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        if e.path().is_file() {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_second_run_on_a_locked_checkpoint_directory_is_refused_naming_the_holder() {
+    let dir = setup();
+    let d = dir.path();
+    run_ok(d, &["run", "p.toml", "--quiet"]);
+    std::fs::rename(d.join("out"), d.join("reference")).unwrap();
+    let mut first = checkpointed(d, 1, false).spawn().unwrap();
+    let started = Instant::now();
+    while !d.join("ck/pipeline.json").exists() {
+        assert!(started.elapsed() < Duration::from_secs(60), "the first run never started");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    for resume in [true, false] {
+        let out = checkpointed(d, 1, resume).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "a second run on a locked directory ran");
+        assert!(
+            err.contains("in use by another run") && err.contains(&format!("pid {}", first.id())),
+            "{err}"
+        );
+    }
+    let out = first.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_same_outputs(&d.join("reference"), &d.join("out"), "the run that held the lock");
+    // kill -9 frees the lock: a resume after it runs.
+    std::fs::remove_dir_all(d.join("out")).unwrap();
+    std::fs::remove_dir_all(d.join("ck")).unwrap();
+    kill_after_first_checkpoint(d);
+    let out = checkpointed(d, 1, true).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_same_outputs(&d.join("reference"), &d.join("out"), "resumed after kill -9");
+}
+
+#[test]
+fn changed_operator_files_are_refused_on_resume() {
+    let dir = setup();
+    let d = dir.path();
+    copy_dir(Path::new(SAE), &d.join("sae"));
+    std::fs::write(d.join("p.toml"), pipeline(1024).replace(SAE, "sae")).unwrap();
+    kill_after_first_checkpoint(d);
+    // Same shape and size, other values (every float slightly changed), same modification time.
+    let weights = d.join("sae/sae_weights.safetensors");
+    let modified = std::fs::metadata(&weights).unwrap().modified().unwrap();
+    let mut bytes = std::fs::read(&weights).unwrap();
+    let n = bytes.len();
+    for b in &mut bytes[n - 4096..] {
+        *b ^= 0x01;
+    }
+    std::fs::write(&weights, &bytes).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&weights)
+        .unwrap()
+        .set_modified(modified)
+        .unwrap();
+    let err = run_err(d, &["run", "p.toml", "--quiet", "--checkpoint-dir", "ck", "--resume"]);
+    assert!(
+        err.contains("changed since") && err.contains("operators.enc") && err.contains("sae_weights.safetensors"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_run_killed_before_recording_its_pipeline_resumes_from_the_start() {
+    let dir = setup();
+    let d = dir.path();
+    run_ok(d, &["run", "p.toml", "--quiet"]);
+    std::fs::rename(d.join("out"), d.join("reference")).unwrap();
+    std::fs::create_dir_all(d.join("ck")).unwrap();
+    std::fs::write(d.join("ck/.pipeline.json.tmp"), b"{\"pipel").unwrap();
+    let out = checkpointed(d, 1, true).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_same_outputs(&d.join("reference"), &d.join("out"), "resumed from an empty start");
+}
+
+#[test]
+fn temporary_files_of_killed_runs_are_removed_and_reported() {
+    let dir = setup();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("out/features")).unwrap();
+    // Pids above the kernel's maximum (4194304) belong to no live process.
+    let dead = [
+        "out/.z.parquet.4294967290-0.tmp",
+        "out/features/.part-00000.parquet.4294967291-1.tmp",
+    ];
+    for f in dead {
+        std::fs::write(d.join(f), vec![0u8; 1024]).unwrap();
+    }
+    // A live process's temporary file (this test's) is kept.
+    let live = format!("out/.z.parquet.{}-0.tmp", std::process::id());
+    std::fs::write(d.join(&live), b"x").unwrap();
+    let out = common::run_cli(d, &["run", "p.toml", "--quiet"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    for f in dead {
+        assert!(!d.join(f).exists(), "{f} was left behind");
+    }
+    assert!(d.join(&live).exists(), "a live run's temporary file was removed");
+    assert!(
+        err.contains("removed 1 temporary file(s) left by runs that were killed") && err.contains("4294967290"),
+        "{err}"
+    );
+}

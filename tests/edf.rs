@@ -258,3 +258,53 @@ fn bad_files_and_bad_picks_are_clear_errors() {
         "{e}"
     );
 }
+
+/// Overwrites the fixed-header field at `at` (width `width`) with `value`, space padded.
+fn set_field(bytes: &mut [u8], at: usize, width: usize, value: &str) {
+    let mut v = value.as_bytes().to_vec();
+    v.resize(width, b' ');
+    bytes[at..at + width].copy_from_slice(&v);
+}
+
+#[test]
+fn lying_headers_are_refused_before_anything_is_allocated() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let bytes = std::fs::read(eeg("short_psg.edf")).unwrap();
+    let ns = 7usize;
+    // A record duration of 1e-300 s: a sampling rate of ~1e302 Hz.
+    let mut tiny = bytes.clone();
+    set_field(&mut tiny, 244, 8, "1e-300");
+    std::fs::write(d.join("tiny.edf"), &tiny).unwrap();
+    std::fs::write(d.join("p.toml"), pipeline(&d.join("tiny.edf"), "", "out.parquet")).unwrap();
+    let e = run_err(d, &["validate", "p.toml"]);
+    assert!(
+        e.contains("tiny.edf") && e.contains("duration of a data record") && e.contains("plausible"),
+        "{e}"
+    );
+    // 0 samples per record in every signal and 99,999,999 records: refused at once.
+    let mut empty = bytes[..256 * (ns + 1)].to_vec();
+    set_field(&mut empty, 236, 8, "99999999");
+    let spr = 256 + ns * (16 + 80 + 8 + 8 + 8 + 8 + 8 + 80);
+    for s in 0..ns {
+        set_field(&mut empty, spr + s * 8, 8, "0");
+    }
+    std::fs::write(d.join("empty.edf"), &empty).unwrap();
+    std::fs::write(d.join("p.toml"), pipeline(&d.join("empty.edf"), "", "out.parquet")).unwrap();
+    let started = std::time::Instant::now();
+    let e = run_err(d, &["validate", "p.toml"]);
+    assert!(e.contains("empty.edf") && e.contains("samples per data record"), "{e}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    // A signal count whose header would be larger than the file.
+    let mut many = bytes[..256].to_vec();
+    set_field(&mut many, 252, 4, "9999");
+    set_field(&mut many, 184, 8, &(256 * 10000).to_string());
+    std::fs::write(d.join("many.edf"), &many).unwrap();
+    std::fs::write(d.join("p.toml"), pipeline(&d.join("many.edf"), "", "out.parquet")).unwrap();
+    let e = run_err(d, &["validate", "p.toml"]);
+    assert!(e.contains("many.edf") && e.contains("number of signals"), "{e}");
+}

@@ -332,3 +332,68 @@ fn an_oversized_websocket_message_from_a_client_closes_only_that_client() {
     assert_eq!(n, 10, "the other client still got all 10 batches");
     let _ = rude.get_mut().read(&mut [0u8; 1]);
 }
+
+#[test]
+fn subscribers_that_leave_are_forgotten_and_the_end_waits_at_most_10_s_for_one_that_never_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let addr_file = temp_file(d, "addr");
+    // Real-time EEG in small batches (8 a second) for 6 s; 300 subscribers connect and leave.
+    let toml = format!(
+        r#"
+[sources.eeg]
+kind = "synthetic_eeg"
+channels = 8
+sample_rate = 256.0
+seconds = 6.0
+chunk = 32
+speed = 1.0
+seed = 3
+
+[sinks.live]
+kind = "arrow_tcp"
+input = "eeg"
+listen = "127.0.0.1:0"
+address_file = "{}"
+queue_batches = 4
+wait_for_subscribers = 1
+"#,
+        addr_file.display()
+    );
+    let run = start(toml);
+    let addr = address(&addr_file);
+    let (status, keeper) = subscribe(&addr, "frames\n");
+    assert_eq!(status, "OK");
+    let keeper = std::thread::spawn(move || read_all(keeper));
+    for _ in 0..300 {
+        let (status, gone) = subscribe(&addr, "frames slow=drop_oldest\n");
+        assert_eq!(status, "OK");
+        drop(gone);
+    }
+    let report = run.join().unwrap().unwrap();
+    let kept = keeper.join().unwrap();
+    assert_eq!(kept.len(), 48, "the subscriber that stayed got every batch");
+    let line = report.sink_lines.iter().find(|l| l.starts_with("sinks.live:")).unwrap();
+    assert!(
+        line.contains("301 subscriber(s) served") && line.contains(" 0 batches dropped"),
+        "subscribers that left must not be queued for (phantom drops): {line}"
+    );
+
+    // A subscriber that never reads while 37 MB are sent: the end waits at most 10 s for it.
+    let sink = format!(
+        "[sinks.live]\nkind = \"arrow_tcp\"\ninput = \"eeg\"\nlisten = \"127.0.0.1:0\"\naddress_file = \"{}\"\nqueue_batches = 4\nwait_for_subscribers = 1\n",
+        addr_file.display()
+    );
+    std::fs::remove_file(&addr_file).unwrap();
+    let started = Instant::now();
+    let run = start(pipeline(d, 600.0, &sink));
+    let addr = address(&addr_file);
+    let (status, _sleeper) = subscribe(&addr, "frames slow=drop_oldest\n");
+    assert_eq!(status, "OK");
+    run.join().unwrap().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(14),
+        "the end of the run waited {:?} for a subscriber that never reads",
+        started.elapsed()
+    );
+}

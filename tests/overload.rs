@@ -93,3 +93,60 @@ path = "out.parquet"
         assert!(max_rss < 600 * 1024, "resident memory grew to {} MB", max_rss / 1024);
     }
 }
+
+/// The overload drops `/metrics` reports equal the run report's at 1, 2 and 4 workers (each
+/// worker adds its own drops to the node's counter).
+#[test]
+fn metrics_count_the_drops_of_every_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = r#"
+[pipeline]
+max_in_flight_mb = 1.0
+
+[sources.eeg]
+kind = "synthetic_eeg"
+channels = 64
+sample_rate = 20000.0
+seconds = 0.5
+chunk = 200
+speed = 1.0
+overload = "drop_newest"
+
+[operators.hp]
+kind = "fir"
+input = "eeg"
+l_freq = 1.0
+
+[sinks.out]
+kind = "parquet"
+input = "hp"
+path = "out.parquet"
+"#;
+    for workers in [1usize, 2, 4] {
+        let spec = neurostream::PipelineSpec::from_toml_str(toml, dir.path()).unwrap();
+        let pipeline = spec.compile(&neurostream::registry()).unwrap();
+        let metrics = neurostream::Metrics::new();
+        let report = neurostream::run(
+            pipeline,
+            neurostream::RunOptions {
+                workers,
+                metrics: Some(metrics.clone()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let reported: u64 = report.overload.values().map(|(_, dropped)| dropped).sum();
+        let body = metrics.render();
+        let scraped: f64 = body
+            .lines()
+            .filter(|l| l.starts_with("neurostream_overload_dropped_rows_total{node=\"sources.eeg\"}"))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+            .sum();
+        eprintln!("{workers} workers: report {reported}, /metrics {scraped}");
+        assert!(
+            reported > 0,
+            "{workers} workers: the pipeline is slower than the source, rows must drop"
+        );
+        assert_eq!(scraped as u64, reported, "{workers} workers:\n{body}");
+    }
+}

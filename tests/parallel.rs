@@ -191,3 +191,130 @@ fn bad_hostfile_and_process_index_are_clear_errors() {
     let err = common::run_err(d, &["run", "p.toml", "--hostfile", "hosts.txt", "--process", "2"]);
     assert!(err.contains("process index 2 is out of range"), "{err}");
 }
+
+/// Starts process `p` of a two-process run of `pipeline` with `workers` workers.
+fn spawn_process(dir: &Path, pipeline: &str, workers: &str, p: usize, extra: &[&str]) -> std::process::Child {
+    Command::new(bin())
+        .args([
+            "run",
+            pipeline,
+            "-w",
+            workers,
+            "--hostfile",
+            "hosts.txt",
+            "--process",
+            &p.to_string(),
+            "--quiet",
+        ])
+        .args(extra)
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn failed_with(child: std::process::Child) -> String {
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "expected a clean failure (exit 1):\n{err}");
+    err
+}
+
+fn write_hosts(dir: &Path) {
+    let hosts = format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port());
+    std::fs::write(dir.join("hosts.txt"), hosts).unwrap();
+}
+
+#[test]
+fn peers_with_other_worker_counts_or_pipelines_are_refused_at_start() {
+    let dir = setup();
+    let d = dir.path();
+    write_hosts(d);
+    let (a, b) = (
+        spawn_process(d, "p.toml", "2", 0, &[]),
+        spawn_process(d, "p.toml", "1", 1, &[]),
+    );
+    for err in [failed_with(a), failed_with(b)] {
+        assert!(err.contains("workers per process"), "{err}");
+    }
+    std::fs::write(d.join("q.toml"), PIPELINE.replace("acts_z.parquet", "other.parquet")).unwrap();
+    write_hosts(d);
+    let (a, b) = (
+        spawn_process(d, "p.toml", "1", 0, &[]),
+        spawn_process(d, "q.toml", "1", 1, &[]),
+    );
+    for err in [failed_with(a), failed_with(b)] {
+        assert!(err.contains("different pipeline"), "{err}");
+    }
+    assert!(!d.join("out/other.parquet").exists() && !d.join("out/acts_z.parquet").exists());
+}
+
+#[test]
+fn a_peer_that_never_connects_fails_after_the_timeout_naming_it() {
+    let dir = setup();
+    let d = dir.path();
+    write_hosts(d);
+    let started = std::time::Instant::now();
+    let err = failed_with(spawn_process(d, "p.toml", "1", 0, &["--peer-timeout", "1.5"]));
+    assert!(
+        err.contains("process 1") && err.contains("never connected within 1.5 s"),
+        "{err}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+}
+
+#[test]
+fn a_killed_peer_fails_the_survivor_cleanly_without_temporary_files() {
+    let dir = setup();
+    let d = dir.path();
+    // A run far too long to finish before process 1 is killed.
+    let endless = r#"
+[sources.eeg]
+kind = "synthetic_eeg"
+channels = 4
+sample_rate = 1000.0
+seconds = 100000.0
+chunk = 50
+seed = 5
+
+[sinks.eeg_raw]
+kind = "parquet"
+input = "eeg"
+path = "out/endless.parquet"
+"#;
+    std::fs::write(d.join("slow.toml"), endless).unwrap();
+    write_hosts(d);
+    let survivor = spawn_process(d, "slow.toml", "1", 0, &[]);
+    let mut victim = spawn_process(d, "slow.toml", "1", 1, &[]);
+    // Wait until process 0 writes output, then kill -9 process 1.
+    let started = std::time::Instant::now();
+    let writing = |d: &Path| {
+        std::fs::read_dir(d.join("out"))
+            .map(|es| es.flatten().any(|e| e.file_name().to_string_lossy().ends_with(".tmp")))
+            .unwrap_or(false)
+    };
+    while !writing(d) && started.elapsed() < std::time::Duration::from_secs(60) {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    victim.kill().unwrap();
+    victim.wait().unwrap();
+    let err = failed_with(survivor);
+    assert!(err.contains("lost the connection to process 1"), "{err}");
+    let left: Vec<String> = walk_names(&d.join("out"));
+    assert!(left.iter().all(|n| !n.ends_with(".tmp")), "temporary files left: {left:?}");
+}
+
+fn walk_names(dir: &Path) -> Vec<String> {
+    let mut names = Vec::new();
+    if let Ok(es) = std::fs::read_dir(dir) {
+        for e in es.flatten() {
+            if e.path().is_dir() {
+                names.extend(walk_names(&e.path()));
+            } else {
+                names.push(e.file_name().to_string_lossy().to_string());
+            }
+        }
+    }
+    names
+}

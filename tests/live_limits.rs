@@ -1,0 +1,162 @@
+//! The `arrow_tcp` source against hostile and careless clients: a token off loopback (and when
+//! set), a cap on open connections, a time-out for silent connections, and a maximum message
+//! size. Every limit ends only the offending connection; what good clients sent arrives whole.
+
+mod common;
+
+use std::io::Read;
+use std::net::TcpStream;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::{ArrayRef, FixedSizeListArray, Float32Array, RecordBatch, UInt32Array, UInt64Array};
+use arrow::datatypes::{DataType, Field, Schema};
+use neurostream::{registry, PipelineSpec, RunOptions, RunReport};
+
+const D: usize = 8;
+
+fn source(dir: &Path, extra: &str) -> String {
+    format!(
+        r#"
+[sources.live]
+kind = "arrow_tcp"
+listen = "127.0.0.1:0"
+d_model = {D}
+address_file = "{}"
+{extra}
+
+[sinks.out]
+kind = "parquet"
+input = "live"
+path = "{}"
+"#,
+        dir.join("address.txt").display(),
+        dir.join("out.parquet").display()
+    )
+}
+
+fn start(toml: String) -> std::thread::JoinHandle<neurostream::Result<RunReport>> {
+    let pipeline = PipelineSpec::from_toml_str(&toml, ".").unwrap().compile(&registry()).unwrap();
+    std::thread::spawn(move || neurostream::run(pipeline, RunOptions::default()))
+}
+
+fn address(dir: &Path) -> String {
+    let started = Instant::now();
+    loop {
+        if let Ok(a) = std::fs::read_to_string(dir.join("address.txt")) {
+            return a.trim().to_string();
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "never listened");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn schema(token: Option<&str>) -> Arc<Schema> {
+    let item = Arc::new(Field::new("item", DataType::Float32, false));
+    let mut meta = std::collections::HashMap::new();
+    if let Some(t) = token {
+        meta.insert("neurostream.token".to_string(), t.to_string());
+    }
+    Arc::new(
+        Schema::new(vec![
+            Field::new("seq_id", DataType::UInt64, false),
+            Field::new("pos", DataType::UInt32, false),
+            Field::new("act", DataType::FixedSizeList(item.clone(), D as i32), false),
+        ])
+        .with_metadata(meta),
+    )
+}
+
+fn batch(schema: &Arc<Schema>, rows: usize) -> RecordBatch {
+    let item = Arc::new(Field::new("item", DataType::Float32, false));
+    let values = Float32Array::from((0..rows * D).map(|i| i as f32 * 0.5).collect::<Vec<_>>());
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(UInt64Array::from(vec![1u64; rows])),
+        Arc::new(UInt32Array::from((0..rows as u32).collect::<Vec<_>>())),
+        Arc::new(FixedSizeListArray::new(item, D as i32, Arc::new(values), None)),
+    ];
+    RecordBatch::try_new(schema.clone(), cols).unwrap()
+}
+
+/// Sends one IPC stream of `batches` batches of `rows` rows; returns whether it all went out.
+fn send(addr: &str, token: Option<&str>, batches: &[usize]) -> bool {
+    let s = TcpStream::connect(addr).unwrap();
+    let schema = schema(token);
+    let Ok(mut w) = arrow::ipc::writer::StreamWriter::try_new(s, &schema) else {
+        return false;
+    };
+    for &rows in batches {
+        if w.write(&batch(&schema, rows)).is_err() {
+            return false;
+        }
+    }
+    w.finish().is_ok()
+}
+
+fn rows_written(dir: &Path) -> usize {
+    common::row_count(&dir.join("out.parquet"))
+}
+
+#[test]
+fn off_loopback_needs_a_token_and_a_set_token_is_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let bad = source(d, "").replace("127.0.0.1:0", "0.0.0.0:0");
+    let err = PipelineSpec::from_toml_str(&bad, ".")
+        .unwrap()
+        .compile(&registry())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("not a loopback address") && err.contains("token"), "{err}");
+    let run = start(source(d, "token = \"s3cret\"\nconnections = 3"));
+    let addr = address(d);
+    send(&addr, None, &[5]);
+    send(&addr, Some("wrong"), &[5]);
+    assert!(send(&addr, Some("s3cret"), &[7, 3]));
+    run.join().unwrap().unwrap();
+    assert_eq!(rows_written(d), 10, "only the client with the token is accepted");
+}
+
+#[test]
+fn connections_beyond_the_cap_are_closed_and_silent_ones_time_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let started = Instant::now();
+    let run = start(source(
+        d,
+        "max_connections = 2\nconnection_timeout_s = 1.0\nidle_timeout_s = 2.0",
+    ));
+    let addr = address(d);
+    // Two silent connections fill the cap; a third is closed at once.
+    let silent: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(&addr).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut third = TcpStream::connect(&addr).unwrap();
+    third.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 1];
+    let closed = matches!(third.read(&mut buf), Ok(0) | Err(_));
+    assert!(closed, "a connection over the cap was kept");
+    // The silent ones are dropped after 1 s; then a good client is served.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(send(&addr, None, &[4]));
+    // With no connection open and no data for 2 s, the run ends (silent peers cannot hold it).
+    run.join().unwrap().unwrap();
+    drop(silent);
+    assert_eq!(rows_written(d), 4);
+    assert!(started.elapsed() < Duration::from_secs(20), "{:?}", started.elapsed());
+}
+
+#[test]
+fn a_message_over_the_size_limit_ends_only_its_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let run = start(source(d, "max_message_mb = 1.0\nconnections = 2"));
+    let addr = address(d);
+    // 10 rows pass, then a 2 MiB batch (65 536 rows x 8 floats) is refused before it is read.
+    let big = 65_536;
+    let _ = send(&addr, None, &[10, big, 10]);
+    assert!(send(&addr, None, &[6]));
+    run.join().unwrap().unwrap();
+    assert_eq!(rows_written(d), 16, "the rows before the oversized message stay accepted");
+}
