@@ -94,3 +94,69 @@ pub fn sae_files(data: &[u8]) {
         let _ = Sae::load_sparsify(dir.path());
     }
 }
+
+/// The `/metrics` HTTP server (hyper, with the engine's limits, token and routing) on any bytes
+/// a client may send: the answer is nothing or an HTTP/1.x status line, never 200 without the
+/// token.
+pub fn metrics_request(data: &[u8]) {
+    static METRICS: std::sync::OnceLock<Arc<neurostream_engine::Metrics>> = std::sync::OnceLock::new();
+    let metrics = METRICS.get_or_init(|| {
+        let m = neurostream_engine::Metrics::new();
+        m.node("sinks.out").batch(3, 0, 12, std::time::Duration::from_micros(5));
+        m
+    });
+    let answer = neurostream_engine::metrics::answer(data, metrics, Some("fuzz-token"));
+    assert!(answer.is_empty() || answer.starts_with(b"HTTP/1."), "malformed answer");
+    let authorized = data.windows(b"fuzz-token".len()).any(|w| w == b"fuzz-token");
+    assert!(
+        authorized || !answer[answer.len().min(8)..].starts_with(b" 200"),
+        "served without the token"
+    );
+}
+
+/// The live sinks' request parsers on any bytes a client may send: the `arrow_tcp` request line
+/// and the WebSocket handshake (tungstenite, then the target, token and output checks).
+pub fn live_requests(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let _ = neurostream_sinks::live::Request::parse_line(&text);
+    let _ = neurostream_sinks::live::Request::parse_target(&text);
+    let settings = neurostream_sinks::live::ServerSettings {
+        name: "fuzz".into(),
+        listen: "127.0.0.1:0".parse().expect("an address"),
+        address_file: None,
+        offered: vec!["frames".into(), "alerts".into()],
+        queue: 4,
+        token: Some("fuzz-token".into()),
+        wait_for: (0, 1.0),
+    };
+    let stream = MockStream {
+        input: std::io::Cursor::new(data.to_vec()),
+        output: Vec::new(),
+    };
+    if let Ok((_, request)) = neurostream_sinks::websocket_sink::accept(stream, &settings) {
+        assert_eq!(request.token.as_deref(), Some("fuzz-token"), "admitted without the token");
+        assert!(settings.offered.contains(&request.output));
+    }
+}
+
+/// A connection that reads from fixed bytes and discards what is written.
+struct MockStream {
+    input: std::io::Cursor<Vec<u8>>,
+    output: Vec<u8>,
+}
+
+impl std::io::Read for MockStream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.input.read(buf)
+    }
+}
+
+impl std::io::Write for MockStream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.output.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

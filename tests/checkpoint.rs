@@ -497,7 +497,7 @@ fn a_second_run_on_a_locked_checkpoint_directory_is_refused_naming_the_holder() 
     let d = dir.path();
     run_ok(d, &["run", "p.toml", "--quiet"]);
     std::fs::rename(d.join("out"), d.join("reference")).unwrap();
-    let mut first = checkpointed(d, 1, false).spawn().unwrap();
+    let first = checkpointed(d, 1, false).spawn().unwrap();
     let started = Instant::now();
     while !d.join("ck/pipeline.json").exists() {
         assert!(started.elapsed() < Duration::from_secs(60), "the first run never started");

@@ -186,3 +186,23 @@ fn pipeline_toml_corpus() {
 fn sae_files_corpus() {
     replay("sae_files", neurostream::fuzz_support::sae_files);
 }
+
+#[test]
+fn metrics_request_mutations() {
+    fuzz("metrics_request", neurostream::fuzz_support::metrics_request);
+}
+
+#[test]
+fn live_requests_mutations() {
+    fuzz("live_requests", neurostream::fuzz_support::live_requests);
+}
+
+#[test]
+fn metrics_request_corpus() {
+    replay("metrics_request", neurostream::fuzz_support::metrics_request);
+}
+
+#[test]
+fn live_requests_corpus() {
+    replay("live_requests", neurostream::fuzz_support::live_requests);
+}

@@ -348,20 +348,55 @@ async fn accept_loop(
         };
         let (metrics, token) = (metrics.clone(), token.clone());
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let response = respond(&req, &metrics, token.as_deref());
-                async move { Ok::<_, std::convert::Infallible>(response) }
-            });
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(limits::HEAD_TIMEOUT)
-                .max_buf_size(limits::MAX_REQUEST_HEAD)
-                .keep_alive(false)
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-            let _ = tokio::time::timeout(limits::CONNECTION_TIMEOUT, connection).await;
+            serve_connection(stream, metrics, token).await;
             drop(permit);
         });
     }
+}
+
+/// Serves one connection within the [`limits`].
+async fn serve_connection<S>(stream: S, metrics: Arc<Metrics>, token: Option<Arc<str>>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| {
+        let response = respond(&req, &metrics, token.as_deref());
+        async move { Ok::<_, std::convert::Infallible>(response) }
+    });
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits::HEAD_TIMEOUT)
+        .max_buf_size(limits::MAX_REQUEST_HEAD)
+        .keep_alive(false)
+        // A client may close its sending side once its request is out and still read the answer.
+        .half_close(true)
+        .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+    let _ = tokio::time::timeout(limits::CONNECTION_TIMEOUT, connection).await;
+}
+
+/// The bytes the server answers to a client that sends `request` and then closes its side:
+/// the same connection handling as [`serve`], over an in-memory pipe (fuzzing and tests).
+pub fn answer(request: &[u8], metrics: &Arc<Metrics>, token: Option<&str>) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    runtime.block_on(async {
+        let (mut client, server) = tokio::io::duplex(64 << 10);
+        let served = tokio::spawn(serve_connection(server, metrics.clone(), token.map(Arc::from)));
+        let request = request.to_vec();
+        let (mut read_half, mut write_half) = tokio::io::split(&mut client);
+        let send = async move {
+            let _ = write_half.write_all(&request).await;
+            let _ = write_half.shutdown().await;
+        };
+        let mut response = Vec::new();
+        let receive = read_half.read_to_end(&mut response);
+        let _ = tokio::join!(send, receive);
+        let _ = served.await;
+        response
+    })
 }
 
 type Body = http_body_util::Full<bytes::Bytes>;
@@ -536,5 +571,32 @@ mod tests {
         assert!(dripping.join().unwrap(), "the dripping client was never cut off");
         drop(idle);
         assert!(get(server.addr, "/metrics", None).starts_with("HTTP/1.1 200"));
+    }
+
+    #[test]
+    fn in_memory_answers_match_the_rules() {
+        let m = Metrics::new();
+        let ok = answer(
+            b"GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t\r\n\r\n",
+            &m,
+            Some("t"),
+        );
+        assert!(ok.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&ok));
+        let no = answer(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", &m, Some("t"));
+        assert!(no.starts_with(b"HTTP/1.1 401"), "{}", String::from_utf8_lossy(&no));
+        let post = answer(b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", &m, None);
+        assert!(post.starts_with(b"HTTP/1.1 405"), "{}", String::from_utf8_lossy(&post));
+        let garbage = answer(&[0xff, 0x00, b'\n', b'\n'], &m, None);
+        assert!(
+            garbage.is_empty() || garbage.starts_with(b"HTTP/1.1 4"),
+            "{}",
+            String::from_utf8_lossy(&garbage)
+        );
+        let huge = answer(&vec![b'a'; 100_000], &m, None);
+        assert!(
+            huge.is_empty() || huge.starts_with(b"HTTP/1.1 4"),
+            "{}",
+            String::from_utf8_lossy(&huge)
+        );
     }
 }

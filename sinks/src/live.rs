@@ -393,6 +393,22 @@ pub struct ServerSettings {
     pub wait_for: (usize, f64),
 }
 
+impl ServerSettings {
+    /// Checks a request's token and output; `Err` with the reason to send back.
+    pub fn admit(&self, request: &Request) -> std::result::Result<(), (u16, String)> {
+        if !token_ok(self.token.as_deref(), request.token.as_deref()) {
+            return Err((401, "unauthorized: this server needs `token=SECRET`".into()));
+        }
+        if !self.offered.contains(&request.output) {
+            return Err((
+                404,
+                format!("no `{}` here; ask for one of: {}", request.output, self.offered.join(", ")),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Checks a live sink's keys (errors name the key) and returns its server's settings.
 #[allow(clippy::too_many_arguments)]
 pub fn server_settings(
@@ -463,6 +479,10 @@ impl Sink for LiveSink {
 /// disconnects them.
 pub const DRAIN_GRACE: Duration = Duration::from_secs(10);
 
+/// Subscribers and handshakes a live server keeps open at once (one thread each); more
+/// connections are closed as they arrive.
+pub const MAX_CONNECTIONS: usize = 256;
+
 /// A TCP server of live subscribers: an accepting thread, one thread per subscriber.
 pub struct LiveServer {
     /// The settings it runs with.
@@ -472,6 +492,8 @@ pub struct LiveServer {
     /// Each subscriber's writer thread and a handle on its socket (shut down to end a writer
     /// that is still blocked when the end-of-run grace period is over).
     writers: Mutex<Vec<(JoinHandle<()>, Option<TcpStream>)>>,
+    /// Connections still in their handshake (each on its own thread, at most 10 s).
+    handshaking: AtomicUsize,
     stop: AtomicBool,
 }
 
@@ -494,6 +516,7 @@ impl LiveServer {
             settings,
             hub: Hub::default(),
             writers: Mutex::new(Vec::new()),
+            handshaking: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
         });
         let acceptor = {
@@ -518,11 +541,22 @@ impl LiveServer {
         while !self.stop.load(Ordering::SeqCst) {
             match listener.accept() {
                 Ok((stream, peer)) => {
+                    let open = self.handshaking.load(Ordering::SeqCst) + self.hub.len();
+                    if open >= MAX_CONNECTIONS {
+                        tracing::warn!(
+                            "sink `{}`: refused {peer}: {MAX_CONNECTIONS} subscribers and handshakes are open",
+                            self.settings.name
+                        );
+                        let _ = stream.shutdown(std::net::Shutdown::Both);
+                        continue;
+                    }
+                    self.handshaking.fetch_add(1, Ordering::SeqCst);
                     let server = self.clone();
                     std::thread::spawn(move || {
                         if let Err(e) = handshake(stream, peer, &server) {
                             tracing::warn!("sink `{}`: subscriber {peer} not served: {e}", server.settings.name);
                         }
+                        server.handshaking.fetch_sub(1, Ordering::SeqCst);
                     });
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(5)),
@@ -534,22 +568,9 @@ impl LiveServer {
         }
     }
 
-    /// Checks a request's token and output; `Err` with the reason to send back.
+    /// Checks a request's token and output; `Err` with the status and reason to send back.
     pub fn admit(&self, request: &Request) -> std::result::Result<(), (u16, String)> {
-        if !token_ok(self.settings.token.as_deref(), request.token.as_deref()) {
-            return Err((401, "unauthorized: this server needs `token=SECRET`".into()));
-        }
-        if !self.settings.offered.contains(&request.output) {
-            return Err((
-                404,
-                format!(
-                    "no `{}` here; ask for one of: {}",
-                    request.output,
-                    self.settings.offered.join(", ")
-                ),
-            ));
-        }
-        Ok(())
+        self.settings.admit(request)
     }
 
     /// Registers an accepted subscriber and returns its end of the queue.

@@ -32,7 +32,8 @@ use tungstenite::protocol::WebSocketConfig;
 use tungstenite::{Message, WebSocket};
 
 use crate::live::{
-    server_settings, with_dropped_column, Format, LiveServer, LiveSink, Request, SlowPolicy, SubscriberEnd, MAX_REQUEST_BYTES,
+    server_settings, with_dropped_column, Format, LiveServer, LiveSink, Request, ServerSettings, SlowPolicy, SubscriberEnd,
+    MAX_REQUEST_BYTES,
 };
 
 /// Configuration of a `websocket` sink.
@@ -110,16 +111,13 @@ fn refusal(status: u16, reason: String) -> ErrorResponse {
     r
 }
 
-/// The WebSocket handshake: checks the request target, token and output before upgrading.
+/// Reads a client's WebSocket handshake on `stream` and checks its target, token and output
+/// against `settings` before upgrading; refusals are answered with their HTTP status and reason.
 #[allow(clippy::result_large_err)] // the callback type is tungstenite's
-fn handshake(stream: TcpStream, peer: SocketAddr, server: &LiveServer) -> std::result::Result<(), String> {
-    let setup = (|| {
-        stream.set_nonblocking(false)?;
-        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-        stream.set_write_timeout(Some(Duration::from_secs(10)))?;
-        stream.set_nodelay(true)
-    })();
-    setup.map_err(|e| e.to_string())?;
+pub fn accept<S: std::io::Read + std::io::Write>(
+    stream: S,
+    settings: &ServerSettings,
+) -> std::result::Result<(WebSocket<S>, Request), String> {
     let mut accepted: Option<Request> = None;
     let check = |req: &HttpRequest, resp: Response| -> std::result::Result<Response, ErrorResponse> {
         let target = req.uri().to_string();
@@ -127,7 +125,7 @@ fn handshake(stream: TcpStream, peer: SocketAddr, server: &LiveServer) -> std::r
             return Err(refusal(414, format!("request target longer than {MAX_REQUEST_BYTES} bytes")));
         }
         let r = Request::parse_target(req.uri().path_and_query().map_or("/", |p| p.as_str())).map_err(|m| refusal(400, m))?;
-        server.admit(&r).map_err(|(status, m)| refusal(status, m))?;
+        settings.admit(&r).map_err(|(status, m)| refusal(status, m))?;
         accepted = Some(r);
         Ok(resp)
     };
@@ -136,6 +134,19 @@ fn handshake(stream: TcpStream, peer: SocketAddr, server: &LiveServer) -> std::r
         .max_frame_size(Some(MAX_REQUEST_BYTES));
     let ws = tungstenite::accept_hdr_with_config(stream, check, Some(config)).map_err(|e| e.to_string())?;
     let request = accepted.ok_or("handshake ended without a request")?;
+    Ok((ws, request))
+}
+
+/// The WebSocket handshake of a connection: time-outs, then [`accept`], then its writer thread.
+fn handshake(stream: TcpStream, peer: SocketAddr, server: &LiveServer) -> std::result::Result<(), String> {
+    let setup = (|| {
+        stream.set_nonblocking(false)?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        stream.set_write_timeout(Some(Duration::from_secs(10)))?;
+        stream.set_nodelay(true)
+    })();
+    setup.map_err(|e| e.to_string())?;
+    let (ws, request) = accept(stream, &server.settings)?;
     let end = server.subscribe(peer, &request);
     let output = request.output.clone();
     let socket = ws.get_ref().try_clone().ok();
