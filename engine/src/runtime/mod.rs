@@ -1,0 +1,418 @@
+//! Runs a [`CompiledPipeline`] on timely dataflow.
+//!
+//! Every worker builds the same dataflow. Sources read their share of the data and hold a
+//! capability at the event time of the next batch they may emit, so the frontier is the
+//! watermark. `ByStream` operators receive each stream on one worker and process it in
+//! event-time order once the frontier has passed; sinks write what the frontier has passed,
+//! in event-time order, and finish when their input frontier is empty.
+
+mod operator;
+mod prepare;
+mod shared;
+mod sink;
+mod source;
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::probe::Handle as ProbeHandle;
+use timely::dataflow::operators::Probe;
+use timely::dataflow::StreamVec;
+
+use crate::checkpoint::CheckpointOptions;
+use crate::device::{ComputeDevice, DeviceChoice, DeviceManager, DevicePolicy};
+use crate::error::{EngineError, Result};
+use crate::frame::Batch;
+use crate::node::{Partitioning, Placement, WorkerPos};
+use crate::spec::{Built, CompiledPipeline, GpuFallback};
+
+use operator::build_operator;
+use prepare::{node_fingerprints, prepare_checkpoints, remove_dead_temporaries, remove_staging, Prepared};
+use shared::Shared;
+use sink::build_sink;
+use source::{build_source, FlowControl};
+
+/// Several processes in timely's cluster mode.
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    /// This process's index, `0..addresses.len()`.
+    pub process: usize,
+    /// `host:port` of every process, in process order (the hostfile's lines).
+    pub addresses: Vec<String>,
+    /// How long to wait for every peer to connect at start-up before failing (default 60 s).
+    pub peer_timeout: Duration,
+}
+
+impl ClusterConfig {
+    /// Reads a hostfile: one `host:port` per line; blank lines and `#` comments are skipped.
+    pub fn from_hostfile(path: &std::path::Path, process: usize) -> Result<ClusterConfig> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| EngineError::io(format!("reading hostfile {}", path.display()), e))?;
+        let addresses: Vec<String> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(str::to_string)
+            .collect();
+        for (i, a) in addresses.iter().enumerate() {
+            if !a.contains(':') {
+                return Err(EngineError::Runtime(format!(
+                    "{}: line {}: expected host:port, found `{a}`",
+                    path.display(),
+                    i + 1
+                )));
+            }
+        }
+        if process >= addresses.len() {
+            return Err(EngineError::Runtime(format!(
+                "process index {process} is out of range: {} lists {} processes",
+                path.display(),
+                addresses.len()
+            )));
+        }
+        Ok(ClusterConfig {
+            process,
+            addresses,
+            peer_timeout: Duration::from_secs(60),
+        })
+    }
+}
+
+/// How to run a pipeline.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Worker threads in this process (0: the pipeline's `workers` setting).
+    pub workers: usize,
+    /// Multi-process mode; `None` for a single process.
+    pub cluster: Option<ClusterConfig>,
+    /// Forces every operator onto this device, whatever the pipeline says.
+    pub device: Option<DeviceChoice>,
+    /// Counters the caller may watch while the run goes (progress bars).
+    pub progress: Option<Arc<RunProgress>>,
+    /// Live per-node metrics to update (served on `/metrics`, printed as status lines).
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// Exactly-once checkpoints (and resuming from them); `None`: no checkpoints.
+    pub checkpoint: Option<CheckpointOptions>,
+}
+
+/// Live counters of a run in this process.
+#[derive(Debug, Default)]
+pub struct RunProgress {
+    /// Rows read by this process's sources so far.
+    pub rows_read: AtomicU64,
+}
+
+/// Per-node counters after a run (this process).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NodeStats {
+    /// Sinks: arrival-to-written latency of each dense frame that carried an arrival stamp, ns.
+    pub latencies_ns: Vec<i64>,
+    /// Rows received.
+    pub rows_in: u64,
+    /// Rows emitted.
+    pub rows_out: u64,
+    /// Payload bytes received.
+    pub bytes_in: u64,
+    /// Time spent in the node's own code.
+    pub busy: Duration,
+}
+
+/// What a finished run reports (for this process).
+#[derive(Clone, Debug, Default)]
+pub struct RunReport {
+    /// Counters per node, keyed `sources.NAME`, `operators.NAME`, `sinks.NAME`.
+    pub nodes: BTreeMap<String, NodeStats>,
+    /// Rows dropped for NaN/Inf per source (with `on_invalid = "drop"`).
+    pub dropped_invalid: BTreeMap<String, u64>,
+    /// Per source with a drop policy (`overload`): (rows read, rows dropped because the
+    /// pipeline was behind). Read = accepted + dropped.
+    pub overload: BTreeMap<String, (u64, u64)>,
+    /// Device each operator ran on, keyed `operators.NAME`.
+    pub devices: BTreeMap<String, String>,
+    /// Lines from the sinks (files written, summaries).
+    pub sink_lines: Vec<String>,
+    /// Wall time of the run.
+    pub elapsed: Duration,
+    /// Workers in this process and in total.
+    pub workers: (usize, usize),
+}
+
+/// The 50th, 95th and 99th percentiles and the maximum of `latencies_ns` (nearest rank), in
+/// milliseconds; `None` when empty.
+pub fn latency_percentiles_ms(latencies_ns: &[i64]) -> Option<[f64; 4]> {
+    if latencies_ns.is_empty() {
+        return None;
+    }
+    let mut v = latencies_ns.to_vec();
+    v.sort_unstable();
+    let at = |q: f64| v[((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1] as f64 / 1e6;
+    Some([at(0.50), at(0.95), at(0.99), *v.last().unwrap() as f64 / 1e6])
+}
+
+fn stream_hash(stream: &str) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    stream.hash(&mut h);
+    h.finish()
+}
+
+/// Runs the pipeline to completion in this process (joining the cluster when configured).
+/// Fails with every error the workers hit; outputs already written stay complete and readable.
+pub fn run(pipeline: CompiledPipeline, options: RunOptions) -> Result<RunReport> {
+    let started = Instant::now();
+    let settings = pipeline.settings.clone();
+    let mut devices = DeviceManager::new(DevicePolicy {
+        allow_software_gpu: settings.allow_software_gpu,
+        fallback_to_cpu: settings.gpu_fallback == GpuFallback::Cpu,
+    });
+    let mut node_devices: HashMap<String, ComputeDevice> = HashMap::new();
+    let mut report = RunReport::default();
+    for node in &pipeline.nodes {
+        if let Built::Operator(_) = node.built {
+            let choice = options.device.or(node.spec.device).unwrap_or(settings.device);
+            let device = devices.resolve(choice)?;
+            report.devices.insert(node.spec.qualified_name(), device.describe());
+            node_devices.insert(node.spec.name.clone(), device);
+        } else if let Built::Sink(sink) = &node.built {
+            if sink.computes() {
+                let choice = options.device.or(node.spec.device).unwrap_or(settings.device);
+                let device = devices.resolve(choice)?;
+                report.devices.insert(node.spec.qualified_name(), device.describe());
+                node_devices.insert(node.spec.name.clone(), device);
+            } else if node.spec.device.is_some() {
+                return Err(EngineError::config(
+                    format!("[sinks.{}]", node.spec.name),
+                    "`device` applies to operators and to sinks that compute (sae_train), not to this sink",
+                ));
+            }
+        }
+    }
+    let workers = if options.workers > 0 {
+        options.workers
+    } else {
+        settings.workers.max(1)
+    };
+    let processes = options.cluster.as_ref().map_or(1, |c| c.addresses.len());
+    report.workers = (workers, workers * processes);
+    if let Some(m) = &options.metrics {
+        for (node, device) in &report.devices {
+            m.set_device(node, device);
+        }
+    }
+    let (checkpoint, restored) = match &options.checkpoint {
+        None => (None, None),
+        Some(o) => match prepare_checkpoints(&pipeline, o, &options, workers * processes)? {
+            Prepared::Complete => {
+                remove_staging(&pipeline)?;
+                report.sink_lines.push(format!(
+                    "checkpoint: the run in {} had already completed; its outputs are final",
+                    o.dir.display()
+                ));
+                return Ok(report);
+            }
+            Prepared::Run(c, r) => (Some(c), r),
+        },
+    };
+    remove_dead_temporaries(&pipeline)?;
+    if let Some(r) = &restored {
+        tracing::info!(
+            "resuming from checkpoint {} in {}",
+            r.id,
+            options.checkpoint.as_ref().unwrap().dir.display()
+        );
+    }
+    let shared = Arc::new(Shared {
+        progress: options.progress.clone(),
+        metrics: options.metrics.clone(),
+        checkpoint: checkpoint.clone(),
+        restored: restored.map(Arc::new),
+        ..Default::default()
+    });
+    let pipeline = Arc::new(pipeline);
+    let pipeline_for_cleanup = pipeline.clone();
+    let node_devices = Arc::new(node_devices);
+    let worker_shared = shared.clone();
+    let (builders, communication_guard) = match &options.cluster {
+        Some(c) => cluster_builders(c, &pipeline_for_cleanup, workers)?,
+        None if workers == 1 => timely::CommunicationConfig::Thread.try_build(),
+        None => timely::CommunicationConfig::Process(workers).try_build(),
+    }
+    .map_err(EngineError::Runtime)?;
+    let _peer_watch = options.cluster.as_ref().map(|c| {
+        let pipeline = pipeline_for_cleanup.clone();
+        crate::cluster::watch_peers(
+            c.addresses.clone(),
+            Box::new(move || {
+                for node in &pipeline.nodes {
+                    if let Built::Sink(sink) = &node.built {
+                        let _ = sink.remove_temporaries(crate::process::TempOwners::ThisProcess);
+                    }
+                }
+            }),
+        )
+    });
+    let guards = timely::execute::execute_from(
+        builders,
+        communication_guard,
+        timely::WorkerConfig::default(),
+        move |worker| {
+            let pos = WorkerPos {
+                index: worker.index(),
+                peers: worker.peers(),
+            };
+            let shared = worker_shared.clone();
+            let pipeline = pipeline.clone();
+            let node_devices = node_devices.clone();
+            worker.dataflow::<u64, _, _>(|scope| {
+                // Each source has a probe on the sinks it feeds; it pauses when it runs too far ahead
+                // of them. Streams of different sources never hold each other back.
+                let mut probes: HashMap<&str, ProbeHandle<u64>> = HashMap::new();
+                let max_in_flight = (pipeline.settings.max_in_flight_mb.max(0.0) * 1048576.0) as u64;
+                let mut streams: HashMap<&str, StreamVec<'_, u64, Batch>> = HashMap::new();
+                for node in &pipeline.nodes {
+                    let name = node.spec.name.as_str();
+                    let label = node.spec.qualified_name();
+                    let input = node.spec.input.as_deref().and_then(|i| streams.get(i).cloned());
+                    match (&node.built, input) {
+                        (Built::Source(src), _) => {
+                            let policy = node.spec.on_invalid.unwrap_or(pipeline.settings.on_invalid);
+                            let window = max_in_flight / (src.schema().width() as u64 * 4 + 16);
+                            let probe = probes.entry(name).or_default().clone();
+                            let flow = FlowControl {
+                                probe,
+                                window: window.max(1),
+                            };
+                            let s = build_source(
+                                scope,
+                                &label,
+                                src.clone(),
+                                (policy, node.spec.overload),
+                                flow,
+                                pos,
+                                shared.clone(),
+                            );
+                            streams.insert(name, s);
+                        }
+                        (Built::Operator(op), Some(input)) => {
+                            let device = node_devices[name].clone();
+                            let s = match op.partitioning() {
+                                Partitioning::Local => {
+                                    build_operator(input, Pipeline, &label, op.clone(), device, pos, shared.clone())
+                                }
+                                Partitioning::ByStream => build_operator(
+                                    input,
+                                    Exchange::new(|b: &Batch| stream_hash(b.stream())),
+                                    &label,
+                                    op.clone(),
+                                    device,
+                                    pos,
+                                    shared.clone(),
+                                ),
+                            };
+                            streams.insert(name, s);
+                        }
+                        (Built::Sink(sink), Some(input)) => match (
+                            sink.placement(),
+                            input.probe_with(&probes[pipeline.root_of(node.spec.input.as_deref().unwrap_or_default())]),
+                        ) {
+                            (Placement::Single, input) => build_sink(
+                                input,
+                                Exchange::new(|_: &Batch| 0u64),
+                                &label,
+                                sink.clone(),
+                                node_devices.get(name).cloned().unwrap_or(ComputeDevice::Cpu),
+                                pos,
+                                shared.clone(),
+                            ),
+                            (Placement::PerWorker, input) => build_sink(
+                                input,
+                                Pipeline,
+                                &label,
+                                sink.clone(),
+                                node_devices.get(name).cloned().unwrap_or(ComputeDevice::Cpu),
+                                pos,
+                                shared.clone(),
+                            ),
+                        },
+                        _ => unreachable!("compile orders inputs before consumers"),
+                    }
+                }
+            });
+            while worker.step_or_park(Some(Duration::from_millis(20))) {}
+        },
+    )
+    .map_err(EngineError::Runtime)?;
+    for r in guards.join() {
+        if let Err(panic) = r {
+            shared.fail(format!("a worker panicked: {panic}"));
+        }
+    }
+    report.elapsed = started.elapsed();
+    report.nodes = shared.nodes.lock().unwrap().clone();
+    report.dropped_invalid = shared.dropped.lock().unwrap().clone();
+    report.overload = shared.overload.lock().unwrap().clone();
+    report.sink_lines = shared.sink_lines.lock().unwrap().clone();
+    let errors = shared.errors.lock().unwrap().clone();
+    if let (Some(c), Some(o)) = (&checkpoint, &options.checkpoint) {
+        if errors.is_empty() {
+            c.store().mark_complete()?;
+            remove_staging(&pipeline_for_cleanup)?;
+        }
+        report.sink_lines.push(format!(
+            "checkpoint: {} checkpoints written to {}{}",
+            c.written(),
+            o.dir.display(),
+            if errors.is_empty() {
+                "; the run is complete"
+            } else {
+                "; resume with --resume"
+            }
+        ));
+    }
+    if errors.is_empty() {
+        Ok(report)
+    } else {
+        for line in &report.sink_lines {
+            tracing::warn!("kept after failure: {line}");
+        }
+        Err(EngineError::Runtime(errors.join("\n")))
+    }
+}
+
+type Communication = (Vec<timely::communication::AllocatorBuilder>, Box<dyn std::any::Any + Send>);
+
+/// Connects this process to its peers (checking they run the same binary, pipeline and worker
+/// count, within the peer time-out) and builds timely's allocators on those sockets.
+fn cluster_builders(
+    c: &ClusterConfig,
+    pipeline: &CompiledPipeline,
+    workers: usize,
+) -> Result<std::result::Result<Communication, String>> {
+    use timely::communication::allocator::zero_copy::initialize::initialize_networking_from_sockets;
+    let nodes = serde_json::to_vec(&node_fingerprints(pipeline)).expect("fingerprints serialize");
+    let hello = crate::cluster::Hello {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        pipeline: format!("{} {:08x} {}", pipeline.settings.name, crc32fast::hash(&nodes), nodes.len()),
+        workers,
+        processes: c.addresses.len(),
+        process: c.process,
+    };
+    let sockets = crate::cluster::connect(&c.addresses, &hello, c.peer_timeout)?;
+    let hooks = timely::communication::Hooks::default();
+    let allocators =
+        timely::communication::allocator::ProcessBuilder::new_typed_vector(workers, hooks.refill.clone(), hooks.spill.clone());
+    Ok(
+        initialize_networking_from_sockets(allocators, sockets, c.process, workers, hooks)
+            .map(|(builders, guard)| {
+                let builders = builders
+                    .into_iter()
+                    .map(timely::communication::AllocatorBuilder::Tcp)
+                    .collect();
+                (builders, Box::new(guard) as Box<dyn std::any::Any + Send>)
+            })
+            .map_err(|e| format!("cluster: cannot start timely's networking: {e}")),
+    )
+}

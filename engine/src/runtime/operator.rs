@@ -1,0 +1,177 @@
+//! The operator driver: routes, orders and processes batches, takes part in checkpoints.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use timely::dataflow::channels::pact::ParallelizationContract;
+use timely::dataflow::operators::generic::Operator as _;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::StreamVec;
+
+use crate::checkpoint::Checkpointing;
+use crate::device::ComputeDevice;
+use crate::frame::Batch;
+use crate::node::{Operator, Partitioning, WorkerPos};
+
+use super::{NodeStats, Shared};
+
+pub(super) fn build_operator<'s, P>(
+    input: StreamVec<'s, u64, Batch>,
+    pact: P,
+    name: &str,
+    op: Arc<dyn Operator>,
+    device: ComputeDevice,
+    pos: WorkerPos,
+    shared: Arc<Shared>,
+) -> StreamVec<'s, u64, Batch>
+where
+    P: ParallelizationContract<u64, Vec<Batch>>,
+{
+    let name = name.to_string();
+    let ordered = op.partitioning() == Partitioning::ByStream;
+    let holds_back = op.holds_back();
+    let scope = input.scope();
+    input.unary_frontier::<timely::container::CapacityContainerBuilder<Vec<Batch>>, _, _, _>(
+        pact,
+        &name.clone(),
+        move |initial, info| {
+            let activator = shared.activator(&scope, info.address);
+            let checkpointing = op.checkpointing();
+            let mut instance = match op.instantiate(&device).and_then(|mut i| {
+                if let Some(state) = shared.restored(|c| c.operators.get(&name), pos.index) {
+                    i.restore(&state)?;
+                }
+                Ok(i)
+            }) {
+                Ok(i) => Some(i),
+                Err(e) => {
+                    shared.fail(format!("`{name}`: {e}"));
+                    None
+                }
+            };
+            let mut stash: BTreeMap<u64, (Capability<u64>, Vec<Batch>)> = BTreeMap::new();
+            // Operators that hold rows back keep a capability from the start: restored state may
+            // have rows to emit at the end even when no input reaches this worker after a resume.
+            let mut held: Option<Capability<u64>> = holds_back.then_some(initial);
+            let mut stats = NodeStats::default();
+            let live = shared.node_metrics(&name);
+            let mut finished = false;
+            let mut out: Vec<Batch> = Vec::new();
+            move |(input, frontier), output| {
+                let mut ready: Vec<(Capability<u64>, Vec<Batch>)> = Vec::new();
+                input.for_each(|cap, data| {
+                    let Some(c) = cap.retain_least(0) else { return };
+                    if ordered {
+                        let entry = stash.entry(*c.time()).or_insert_with(|| (c, Vec::new()));
+                        entry.1.append(data);
+                    } else {
+                        ready.push((c, std::mem::take(data)));
+                    }
+                });
+                while let Some(entry) = stash.first_entry() {
+                    if frontier.less_equal(entry.key()) {
+                        break;
+                    }
+                    ready.push(entry.remove());
+                }
+                for (cap, batches) in ready {
+                    let Some(inst) = instance.as_mut() else { continue };
+                    if shared.failed() {
+                        continue;
+                    }
+                    for batch in batches {
+                        let (rows_in, bytes_in) = (batch.rows() as u64, batch.payload_bytes() as u64);
+                        stats.rows_in += rows_in;
+                        stats.bytes_in += bytes_in;
+                        let t0 = Instant::now();
+                        let r = inst.process(batch, &mut out);
+                        let busy = t0.elapsed();
+                        stats.busy += busy;
+                        if let Some(m) = &live {
+                            m.batch(rows_in, out.iter().map(|b| b.rows() as u64).sum(), bytes_in, busy);
+                        }
+                        if let Err(e) = r {
+                            shared.fail(format!("`{name}`: {e}"));
+                            out.clear();
+                            break;
+                        }
+                        if !out.is_empty() {
+                            stats.rows_out += out.iter().map(|b| b.rows() as u64).sum::<u64>();
+                            output.session(&cap).give_iterator(out.drain(..));
+                        }
+                    }
+                    if holds_back {
+                        held = Some(cap);
+                    }
+                }
+                // Operators that hold rows back may have some due now (a latency budget ran out);
+                // not while a checkpoint is taken, when nothing may be emitted past its target time.
+                let checkpointing_now = shared.checkpoint.as_ref().is_some_and(|c| c.in_progress());
+                if let (Some(inst), Some(cap), false, false) =
+                    (instance.as_mut(), held.as_ref(), shared.failed(), checkpointing_now)
+                {
+                    let t0 = Instant::now();
+                    let r = inst.poll(&mut out);
+                    stats.busy += t0.elapsed();
+                    match r {
+                        Ok(next) => {
+                            if !out.is_empty() {
+                                stats.rows_out += out.iter().map(|b| b.rows() as u64).sum::<u64>();
+                                output.session(cap).give_iterator(out.drain(..));
+                            }
+                            if let Some(after) = next {
+                                activator.activate_after(after);
+                            }
+                        }
+                        Err(e) => {
+                            shared.fail(format!("`{name}`: {e}"));
+                            out.clear();
+                        }
+                    }
+                }
+                // The held capability only needs to cover what may still arrive: keep it at the
+                // input frontier so it never holds the watermark back behind processed data.
+                if let (Some(h), Some(&f)) = (held.as_mut(), frontier.frontier().first()) {
+                    if f > *h.time() {
+                        h.downgrade(&f);
+                    }
+                }
+                // A checkpoint: once the input frontier reaches its target every earlier batch has
+                // been processed and no later one exists yet, so the state is exactly the cut.
+                if let Some((ck, id)) = shared.checkpoint_due(&name, pos.index, false, &frontier.frontier(), &activator) {
+                    let state = match (checkpointing, instance.as_ref()) {
+                        (Checkpointing::Snapshot, Some(inst)) => inst.snapshot().map(Some),
+                        _ => Ok(None),
+                    };
+                    if let Err(e) = state.and_then(|st| ck.report_operator(id, &name, pos.index, st)) {
+                        shared.fail(format!("`{name}`: {e}"));
+                    }
+                }
+                if frontier.is_empty() && stash.is_empty() && !finished {
+                    finished = true;
+                    if let (Some(inst), false) = (instance.as_mut(), shared.failed()) {
+                        match inst.finish(&mut out) {
+                            Ok(()) if !out.is_empty() => match &held {
+                                Some(cap) => {
+                                    stats.rows_out += out.iter().map(|b| b.rows() as u64).sum::<u64>();
+                                    output.session(cap).give_iterator(out.drain(..));
+                                }
+                                None => {
+                                    shared.fail(format!(
+                                        "`{name}` emitted rows at the end without holding a capability (declare holds_back)"
+                                    ));
+                                    out.clear();
+                                }
+                            },
+                            Ok(()) => {}
+                            Err(e) => shared.fail(format!("`{name}`: {e}")),
+                        }
+                    }
+                    held = None;
+                    shared.add_stats(&name, &stats);
+                }
+            }
+        },
+    )
+}

@@ -1,0 +1,254 @@
+//! Before a run: temporaries of dead runs, and the checkpoint directory (fresh or resumed).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::checkpoint::{Checkpoint, CheckpointOptions, CheckpointStore, Checkpointing, Coordinator, Delivery, Fingerprint};
+use crate::error::{EngineError, Result};
+use crate::spec::{Built, CompiledPipeline, Overload};
+
+use super::RunOptions;
+
+/// Removes the temporary files that killed runs left among the sinks' outputs, and says so.
+pub(super) fn remove_dead_temporaries(pipeline: &CompiledPipeline) -> Result<()> {
+    for node in &pipeline.nodes {
+        if let Built::Sink(sink) = &node.built {
+            let removed = sink.remove_temporaries(crate::process::TempOwners::DeadRuns)?;
+            if !removed.is_empty() {
+                tracing::warn!(
+                    "[{}]: removed {} temporary file(s) left by runs that were killed: {}",
+                    node.spec.qualified_name(),
+                    removed.len(),
+                    removed.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Removes the sinks' staged segments once the run is recorded as complete.
+pub(super) fn remove_staging(pipeline: &CompiledPipeline) -> Result<()> {
+    for node in &pipeline.nodes {
+        if let Built::Sink(sink) = &node.built {
+            sink.remove_staging()?;
+        }
+    }
+    Ok(())
+}
+
+pub(super) enum Prepared {
+    /// The directory's run already finished.
+    Complete,
+    /// Run with this coordinator, from this checkpoint (`None`: from the start).
+    Run(Arc<Coordinator>, Option<Checkpoint>),
+}
+
+/// Every node's kind, input and configuration, keyed by its qualified name.
+pub(super) fn node_fingerprints(pipeline: &CompiledPipeline) -> std::collections::BTreeMap<String, String> {
+    pipeline
+        .nodes
+        .iter()
+        .map(|n| {
+            let s = &n.spec;
+            let config = toml::to_string(&s.config).unwrap_or_default();
+            let describe = format!(
+                "kind = {:?}, input = {:?}, device = {:?}, on_invalid = {:?}, overload = {:?}\n{config}",
+                s.kind, s.input, s.device, s.on_invalid, s.overload
+            );
+            (s.qualified_name(), describe)
+        })
+        .collect()
+}
+
+/// What identifies a pipeline for its checkpoints: every node's kind, input and configuration.
+fn fingerprint(pipeline: &CompiledPipeline, workers: usize) -> Fingerprint {
+    let nodes = node_fingerprints(pipeline);
+    let inputs = pipeline
+        .nodes
+        .iter()
+        .map(|n| {
+            let mut files = n.loaded.clone();
+            if let Built::Source(src) = &n.built {
+                files.extend(src.input_files());
+            }
+            files.sort();
+            files.dedup();
+            (
+                n.spec.qualified_name(),
+                files.iter().flat_map(|f| file_identities(f)).collect::<Vec<_>>(),
+            )
+        })
+        .filter(|(_, files)| !files.is_empty())
+        .collect();
+    Fingerprint {
+        pipeline: pipeline.settings.name.clone(),
+        nodes,
+        workers,
+        inputs,
+    }
+}
+
+/// `path (N bytes, modified T)` for a file, or for each file under a directory (an SAE folder,
+/// say), sorted: what a resumed run compares to tell that an input changed.
+fn file_identities(path: &std::path::Path) -> Vec<String> {
+    if path.is_dir() {
+        let mut files = Vec::new();
+        collect_files(path, 4, &mut files);
+        files.sort();
+        return files.iter().map(|f| file_identity(f)).collect();
+    }
+    vec![file_identity(path)]
+}
+
+/// Every regular file under `dir`, at most `depth` levels down.
+fn collect_files(dir: &std::path::Path, depth: usize, out: &mut Vec<std::path::PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        match e.file_type() {
+            Ok(t) if t.is_dir() && depth > 0 => collect_files(&path, depth - 1, out),
+            Ok(t) if t.is_file() || t.is_symlink() => out.push(path),
+            _ => {}
+        }
+    }
+}
+
+/// Files up to this size are identified by their content too (CRC-32), so a replacement that
+/// keeps size and modification time (`cp -p`) is still noticed; larger ones by size and time.
+const HASHED_INPUT_BYTES: u64 = 64 << 20;
+
+/// `path (N bytes, modified T[, crc32 C])` of one file.
+fn file_identity(path: &std::path::Path) -> String {
+    match std::fs::metadata(path) {
+        Ok(m) => {
+            let modified = m
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos());
+            let content = match m.len() <= HASHED_INPUT_BYTES {
+                true => std::fs::read(path).map_or(String::new(), |b| format!(", crc32 {:08x}", crc32fast::hash(&b))),
+                false => String::new(),
+            };
+            format!("{} ({} bytes, modified {modified} ns{content})", path.display(), m.len())
+        }
+        Err(e) => format!("{} (unreadable: {e})", path.display()),
+    }
+}
+
+/// Checks that every node can be checkpointed, then opens the directory: fresh, or resuming
+/// from its newest checkpoint after finishing that checkpoint's commits.
+pub(super) fn prepare_checkpoints(
+    pipeline: &CompiledPipeline,
+    o: &CheckpointOptions,
+    options: &RunOptions,
+    workers: usize,
+) -> Result<Prepared> {
+    if options.cluster.is_some() {
+        return Err(EngineError::Checkpoint(
+            "multi-process runs cannot be checkpointed yet; run in one process (workers may be many)".into(),
+        ));
+    }
+    let mut problems = Vec::new();
+    let (mut sources, mut operators, mut sinks) = (Vec::new(), Vec::new(), Vec::new());
+    let mut roots = HashMap::new();
+    for node in &pipeline.nodes {
+        let label = node.spec.qualified_name();
+        let root = node.spec.input.as_deref().map(|i| format!("sources.{}", pipeline.root_of(i)));
+        match &node.built {
+            Built::Source(src) => {
+                if !src.replayable() {
+                    problems.push(format!(
+                        "[{label}] cannot be replayed (a live stream): exactly-once restart needs sources that read the same data again"
+                    ));
+                }
+                if node.spec.overload != Overload::Block {
+                    problems.push(format!(
+                        "[{label}] drops rows when overloaded (`overload`), which a resumed run cannot repeat; use overload = \"block\""
+                    ));
+                }
+                sources.push(label);
+            }
+            Built::Operator(op) => {
+                if op.checkpointing() == Checkpointing::Unsupported {
+                    problems.push(format!(
+                        "[{label}] (`{}`) cannot save its state in checkpoints yet",
+                        node.spec.kind.as_deref().unwrap_or("?")
+                    ));
+                }
+                roots.insert(label.clone(), root.unwrap_or_default());
+                operators.push(label);
+            }
+            Built::Sink(sink) => {
+                match sink.delivery() {
+                    Delivery::Unsupported => problems.push(format!(
+                        "[{label}] (`{}`) cannot take part in checkpoints",
+                        node.spec.kind.as_deref().unwrap_or("?")
+                    )),
+                    Delivery::AtLeastOnce => tracing::info!(
+                        "[{label}] is a live consumer: after a resume it receives again what followed the last checkpoint"
+                    ),
+                    Delivery::ExactlyOnce => {}
+                }
+                roots.insert(label.clone(), root.unwrap_or_default());
+                sinks.push(label);
+            }
+        }
+    }
+    if !problems.is_empty() {
+        return Err(EngineError::Checkpoint(format!(
+            "this pipeline cannot be checkpointed:\n{}",
+            problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n")
+        )));
+    }
+    let fp = fingerprint(pipeline, workers);
+    let store = CheckpointStore::open(&o.dir)?;
+    let dir = o.dir.display();
+    let existing = store.fingerprint()?;
+    let mut resumed = None;
+    if o.resume && existing.is_none() && store.killed_before_start() {
+        tracing::info!("{dir}: the run was killed before it recorded its pipeline; starting from the beginning");
+        store.start_fresh(&fp)?;
+    } else if o.resume {
+        let Some(existing) = existing else {
+            return Err(EngineError::Checkpoint(format!(
+                "{dir} holds no neurostream checkpoints (no pipeline.json): nothing to resume"
+            )));
+        };
+        if let Some(why) = fp.mismatch(&existing) {
+            return Err(EngineError::Checkpoint(format!(
+                "{dir} belongs to another run: {why}; refusing to resume from it"
+            )));
+        }
+        if store.is_complete() {
+            return Ok(Prepared::Complete);
+        }
+        resumed = store.latest()?;
+        match &resumed {
+            Some(ck) => crate::checkpoint::commit_staged(&ck.staged_files())?,
+            None => tracing::info!("{dir}: the run stopped before its first checkpoint; starting from the beginning"),
+        }
+    } else {
+        if existing.is_some() && !store.is_complete() {
+            return Err(EngineError::Checkpoint(format!(
+                "{dir} holds checkpoints of an unfinished run: pass --resume to continue it, or remove the directory to start over"
+            )));
+        }
+        store.start_fresh(&fp)?;
+    }
+    let coordinator = Coordinator::new(
+        store,
+        o.every,
+        workers,
+        sources,
+        operators,
+        sinks,
+        roots,
+        resumed.as_ref().map_or(0, |c| c.id),
+        options.metrics.clone(),
+    );
+    Ok(Prepared::Run(Arc::new(coordinator), resumed))
+}
