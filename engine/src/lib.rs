@@ -13,6 +13,7 @@ pub mod checkpoint;
 pub mod cluster;
 pub mod device;
 pub mod error;
+pub mod files;
 pub mod frame;
 pub mod layout;
 pub mod lsl;

@@ -24,6 +24,7 @@ use std::sync::Arc;
 
 use arrow::datatypes::Schema as ArrowSchema;
 use neurostream_engine::checkpoint::{decode_state, encode_state, Delivery, SinkCommit, StagedFile};
+use neurostream_engine::files::sync_dir;
 use neurostream_engine::layout::{arrow_schema, frame_to_batch, sparse_to_batch, EncodeOptions};
 use neurostream_engine::{
     parse_config, Batch, ConfigTable, EngineError, NodeConfig, NodeContext, Placement, Result, RowIndex, Schema, Sink, SinkKind,
@@ -386,12 +387,6 @@ fn segments_dir(target: &Path) -> PathBuf {
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_default();
     target.with_file_name(format!(".{name}.segments"))
-}
-
-fn sync_dir(dir: &Path) {
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
 }
 
 impl ParquetFileWriter {

@@ -127,9 +127,11 @@ pub enum Delivery {
     Unsupported,
 }
 
-/// Encodes operator or sink state for a checkpoint (bincode).
+/// Encodes operator or sink state for a checkpoint (postcard). Checkpoints are for resuming a
+/// run with the same binary, not a long-term format: a checkpoint of another version may be
+/// refused.
 pub fn encode_state<T: Serialize>(state: &T) -> crate::Result<Vec<u8>> {
-    bincode::serialize(state).map_err(|e| crate::EngineError::Checkpoint(format!("cannot encode state: {e}")))
+    postcard::to_stdvec(state).map_err(|e| crate::EngineError::Checkpoint(format!("cannot encode state: {e}")))
 }
 
 /// Encodes per-stream state (a map from stream name to `T`), sorted by stream so the bytes are
@@ -148,6 +150,6 @@ pub fn decode_streams<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) 
 
 /// Decodes state written by [`encode_state`]; `what` names the node in the error.
 pub fn decode_state<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> crate::Result<T> {
-    bincode::deserialize(bytes)
+    postcard::from_bytes(bytes)
         .map_err(|e| crate::EngineError::Checkpoint(format!("{what}: the saved state does not decode ({e})")))
 }

@@ -16,6 +16,8 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
+
+use crate::files::{sync_dir, write_atomic};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -24,7 +26,8 @@ use crate::error::{EngineError, Result};
 
 use super::{Checkpoint, StagedFile};
 
-const MAGIC: &[u8; 8] = b"NSCKPT\0\x01";
+/// Magic bytes and format version (2: postcard bodies; 1 was bincode).
+const MAGIC: &[u8; 8] = b"NSCKPT\0\x02";
 const HEADER: usize = 8 + 4 + 8;
 /// Checkpoints kept besides the newest (a fallback for manual recovery).
 const KEEP_OLDER: usize = 1;
@@ -90,32 +93,6 @@ pub struct CheckpointStore {
 
 fn ck_err(message: String) -> EngineError {
     EngineError::Checkpoint(message)
-}
-
-fn sync_dir(dir: &Path) {
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
-}
-
-/// Writes `bytes` to `path` atomically: temporary file, fsync, rename, fsync of the directory.
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-    let temp = path.with_file_name(format!(".{name}.tmp"));
-    let result = (|| {
-        let mut f = File::create(&temp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&temp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&temp);
-    }
-    if let Some(dir) = path.parent() {
-        sync_dir(dir);
-    }
-    result
 }
 
 impl CheckpointStore {
@@ -244,7 +221,7 @@ impl CheckpointStore {
     /// in bytes.
     pub fn write(&self, checkpoint: &Checkpoint) -> Result<u64> {
         let path = self.dir.join(format!("ckpt-{:08}.nsck", checkpoint.id));
-        let body = bincode::serialize(checkpoint).map_err(|e| ck_err(format!("cannot encode checkpoint: {e}")))?;
+        let body = postcard::to_stdvec(checkpoint).map_err(|e| ck_err(format!("cannot encode checkpoint: {e}")))?;
         let body = lz4_flex::compress_prepend_size(&body);
         let mut bytes = Vec::with_capacity(HEADER + body.len());
         bytes.extend_from_slice(MAGIC);
@@ -270,6 +247,15 @@ impl CheckpointStore {
 pub fn read_checkpoint(path: &Path) -> Result<Checkpoint> {
     let bad = |why: String| ck_err(format!("{} is corrupt ({why}); refusing to resume from it", path.display()));
     let bytes = std::fs::read(path).map_err(|e| ck_err(format!("cannot read {}: {e}", path.display())))?;
+    if bytes.len() >= HEADER && bytes[..7] == MAGIC[..7] && bytes[7] != MAGIC[7] {
+        return Err(ck_err(format!(
+            "{} was written by another neurostream version (checkpoint format {}, this one reads {}): \
+             checkpoints resume only with the version that wrote them; remove the directory to start over",
+            path.display(),
+            bytes[7],
+            MAGIC[7]
+        )));
+    }
     if bytes.len() < HEADER || &bytes[..8] != MAGIC {
         return Err(bad("not a neurostream checkpoint: wrong magic bytes".into()));
     }
@@ -283,7 +269,7 @@ pub fn read_checkpoint(path: &Path) -> Result<Checkpoint> {
         return Err(bad("checksum mismatch".into()));
     }
     let raw = lz4_flex::decompress_size_prepended(body).map_err(|e| bad(format!("lz4: {e}")))?;
-    bincode::deserialize(&raw).map_err(|e| bad(format!("decoding: {e}")))
+    postcard::from_bytes(&raw).map_err(|e| bad(format!("decoding: {e}")))
 }
 
 /// Moves each staged output file to its committed name (when it is still staged), then

@@ -54,14 +54,8 @@ impl BciModel {
 
     /// Writes the model atomically (temporary file, then rename).
     pub fn save(&self, path: &Path) -> std::result::Result<(), String> {
-        let tmp = path.with_extension("json.tmp");
         let text = serde_json::to_string_pretty(self).map_err(|e| e.to_string())?;
-        std::fs::write(&tmp, text)
-            .and_then(|_| std::fs::rename(&tmp, path))
-            .map_err(|e| {
-                let _ = std::fs::remove_file(&tmp);
-                format!("writing {}: {e}", path.display())
-            })
+        neurostream_engine::files::write_atomic(path, text.as_bytes()).map_err(|e| format!("writing {}: {e}", path.display()))
     }
 
     /// The class index of the largest probability.

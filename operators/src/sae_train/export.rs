@@ -160,10 +160,8 @@ pub fn write_sparsify(t: &Trainer, dir: &Path) -> Result<(), String> {
     write_json(&dir.join("cfg.json"), &cfg)
 }
 
-/// Writes pretty JSON through a temporary name.
+/// Writes pretty JSON atomically (see `neurostream_engine::files`).
 pub fn write_json(path: &Path, value: &serde_json::Value) -> Result<(), String> {
-    let tmp = path.with_extension("tmp");
     let text = serde_json::to_string_pretty(value).map_err(|e| e.to_string())?;
-    std::fs::write(&tmp, text).map_err(|e| format!("{}: {e}", path.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
+    neurostream_engine::files::write_atomic(path, text.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))
 }

@@ -304,7 +304,9 @@ impl Trainer {
             if target.exists() {
                 std::fs::remove_dir_all(&target).map_err(|e| e.to_string())?;
             }
-            std::fs::rename(&tmp, &target).map_err(|e| e.to_string())
+            std::fs::rename(&tmp, &target).map_err(|e| e.to_string())?;
+            neurostream_engine::files::sync_dir(dir);
+            Ok(())
         };
         write().map_err(|e| {
             let _ = std::fs::remove_dir_all(&tmp);
@@ -407,9 +409,10 @@ pub fn write_safetensors(path: &Path, tensors: &[(String, Vec<f32>, Vec<usize>)]
                 .map_err(|e| format!("tensor {n}: {e}"))
         })
         .collect::<Result<_, _>>()?;
-    let tmp = path.with_extension("tmp");
-    safetensors::serialize_to_file(views, None, &tmp).map_err(|e| format!("{}: {e}", path.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
+    neurostream_engine::files::replace_atomic(path, |temp| {
+        safetensors::serialize_to_file(views, None, temp).map_err(std::io::Error::other)
+    })
+    .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Reads every f32 tensor of a safetensors file.
