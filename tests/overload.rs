@@ -143,8 +143,9 @@ path = "out.parquet"
             .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
             .sum();
         eprintln!("{workers} workers: report {reported}, /metrics {scraped}");
+        // With one worker the source shares its thread with the filter and cannot run ahead.
         assert!(
-            reported > 0,
+            workers == 1 || reported > 0,
             "{workers} workers: the pipeline is slower than the source, rows must drop"
         );
         assert_eq!(scraped as u64, reported, "{workers} workers:\n{body}");

@@ -58,13 +58,14 @@ pub enum EngineError {
     /// The timely runtime failed (communication, worker panic).
     #[error("runtime: {0}")]
     Runtime(String),
-    /// An I/O error with context.
-    #[error("{context}: {source}")]
+    /// An I/O error with context. The OS error is part of the message and deliberately not
+    /// reported as a `source`, so error chains (`{:#}`) do not print it twice.
+    #[error("{context}: {error}")]
     Io {
         /// What was being done.
         context: String,
         /// The underlying error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -73,7 +74,7 @@ impl EngineError {
     pub fn io(context: impl Into<String>, source: std::io::Error) -> EngineError {
         EngineError::Io {
             context: context.into(),
-            source,
+            error: source,
         }
     }
 
