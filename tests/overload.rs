@@ -20,18 +20,10 @@ fn rss_kb(pid: u32) -> Option<u64> {
         .ok()
 }
 
-#[test]
-fn drop_policies_keep_memory_bounded_and_count_every_row() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    for policy in [
-        "overload = \"drop_newest\"",
-        "overload = \"drop_oldest\"\noverload_buffer_rows = 2000",
-    ] {
-        std::fs::write(
-            d.join("p.toml"),
-            format!(
-                r#"
+/// 64 channels at 20 kHz in real time with the overload policy `policy`, into a 66 001-tap FIR.
+fn pipeline(policy: &str) -> String {
+    format!(
+        r#"
 [pipeline]
 max_in_flight_mb = 1.0
 
@@ -42,7 +34,7 @@ sample_rate = 20000.0
 seconds = 0.5
 chunk = 200
 speed = 1.0
-{}
+{policy}
 
 [operators.hp]
 kind = "fir"
@@ -53,11 +45,19 @@ l_freq = 1.0
 kind = "parquet"
 input = "hp"
 path = "out.parquet"
-"#,
-                policy
-            ),
-        )
-        .unwrap();
+"#
+    )
+}
+
+#[test]
+fn drop_policies_keep_memory_bounded_and_count_every_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for policy in [
+        "overload = \"drop_newest\"",
+        "overload = \"drop_oldest\"\noverload_buffer_rows = 2000",
+    ] {
+        std::fs::write(d.join("p.toml"), pipeline(policy)).unwrap();
         let mut child = Command::new(common::bin())
             .args(["run", "p.toml", "-w", "2", "--quiet"])
             .current_dir(d)
@@ -99,31 +99,9 @@ path = "out.parquet"
 #[test]
 fn metrics_count_the_drops_of_every_worker() {
     let dir = tempfile::tempdir().unwrap();
-    let toml = r#"
-[pipeline]
-max_in_flight_mb = 1.0
-
-[sources.eeg]
-kind = "synthetic_eeg"
-channels = 64
-sample_rate = 20000.0
-seconds = 0.5
-chunk = 200
-speed = 1.0
-overload = "drop_newest"
-
-[operators.hp]
-kind = "fir"
-input = "eeg"
-l_freq = 1.0
-
-[sinks.out]
-kind = "parquet"
-input = "hp"
-path = "out.parquet"
-"#;
+    let toml = pipeline("overload = \"drop_newest\"");
     for workers in [1usize, 2, 4] {
-        let spec = neurostream::PipelineSpec::from_toml_str(toml, dir.path()).unwrap();
+        let spec = neurostream::PipelineSpec::from_toml_str(&toml, dir.path()).unwrap();
         let pipeline = spec.compile(&neurostream::registry()).unwrap();
         let metrics = neurostream::Metrics::new();
         let report = neurostream::run(

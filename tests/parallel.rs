@@ -102,29 +102,8 @@ fn outputs(dir: &Path) -> Vec<Vec<(u64, Vec<f32>)>> {
 }
 
 fn run_cluster(dir: &Path, workers: &str) {
-    let hosts = format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port());
-    std::fs::write(dir.join("hosts.txt"), hosts).unwrap();
-    let children: Vec<_> = (0..2)
-        .map(|p| {
-            Command::new(bin())
-                .args([
-                    "run",
-                    "p.toml",
-                    "-w",
-                    workers,
-                    "--hostfile",
-                    "hosts.txt",
-                    "--process",
-                    &p.to_string(),
-                    "--quiet",
-                ])
-                .current_dir(dir)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
+    write_hosts(dir);
+    let children: Vec<_> = (0..2).map(|p| spawn_process(dir, "p.toml", workers, p, &[])).collect();
     for (p, c) in children.into_iter().enumerate() {
         let out = c.wait_with_output().unwrap();
         assert!(

@@ -341,7 +341,7 @@ fn a_full_disk_while_checkpointing_fails_clearly_and_keeps_the_last_good_checkpo
     // on device"); the one at step 4 must survive it and resume.
     let tmp = d.join("sae/checkpoints/.step_00000008.tmp");
     std::fs::create_dir_all(&tmp).unwrap();
-    std::os::unix::fs::symlink("/dev/full", tmp.join("state.tmp")).unwrap();
+    std::os::unix::fs::symlink("/dev/full", tmp.join(".state.safetensors.tmp")).unwrap();
     std::fs::write(d.join("a.toml"), train_toml("sae", "tokens = 4096\ncheckpoint_every = 4")).unwrap();
     let err = run_err(d, &["run", "a.toml", "--quiet"]);
     assert!(

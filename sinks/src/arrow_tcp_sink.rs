@@ -17,7 +17,6 @@ use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
 use arrow::ipc::writer::{IpcWriteOptions, StreamWriter};
 use arrow::record_batch::RecordBatch;
@@ -117,14 +116,7 @@ fn read_request_line(stream: &TcpStream) -> std::io::Result<String> {
 
 /// Reads the subscriber's request line, answers, and registers it with a writer thread.
 fn handshake(stream: TcpStream, peer: SocketAddr, server: &LiveServer) -> std::result::Result<(), String> {
-    let setup = (|| {
-        stream.set_nonblocking(false)?;
-        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-        // A subscriber that stops reading without leaving cannot hold the end of the run forever.
-        stream.set_write_timeout(Some(Duration::from_secs(10)))?;
-        stream.set_nodelay(true)
-    })();
-    setup.map_err(|e| e.to_string())?;
+    crate::live::prepare_connection(&stream).map_err(|e| e.to_string())?;
     let line = read_request_line(&stream);
     let mut out = BufWriter::new(stream);
     let admitted = line

@@ -479,6 +479,15 @@ impl Sink for LiveSink {
 /// disconnects them.
 pub const DRAIN_GRACE: Duration = Duration::from_secs(10);
 
+/// Sets a subscriber connection's limits: blocking, 10 s to send its request, 10 s per write
+/// (a subscriber that stops reading without leaving cannot hold its writer forever), no Nagle.
+pub fn prepare_connection(stream: &TcpStream) -> std::io::Result<()> {
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(10)))?;
+    stream.set_nodelay(true)
+}
+
 /// Subscribers and handshakes a live server keeps open at once (one thread each); more
 /// connections are closed as they arrive.
 pub const MAX_CONNECTIONS: usize = 256;

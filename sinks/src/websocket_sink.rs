@@ -139,13 +139,7 @@ pub fn accept<S: std::io::Read + std::io::Write>(
 
 /// The WebSocket handshake of a connection: time-outs, then [`accept`], then its writer thread.
 fn handshake(stream: TcpStream, peer: SocketAddr, server: &LiveServer) -> std::result::Result<(), String> {
-    let setup = (|| {
-        stream.set_nonblocking(false)?;
-        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-        stream.set_write_timeout(Some(Duration::from_secs(10)))?;
-        stream.set_nodelay(true)
-    })();
-    setup.map_err(|e| e.to_string())?;
+    crate::live::prepare_connection(&stream).map_err(|e| e.to_string())?;
     let (ws, request) = accept(stream, &server.settings)?;
     let end = server.subscribe(peer, &request);
     let output = request.output.clone();
