@@ -178,3 +178,29 @@ fn builder_makes_the_same_spec_as_a_file() {
         ]
     );
 }
+
+#[test]
+fn every_unknown_key_of_every_node_is_reported_at_its_line_with_suggestions() {
+    let p = problems(
+        "[source.psg]\nkind = \"synthetic_eeg\"\n\n[sources.eeg]\nkind = \"synthetic_eeg\"\nchanels = 4\nsecs = 2\n\n[operators.a]\nkind = \"normalize\"\ninput = \"eeg\"\nmethd = \"l2\"\n\n[operators.b]\nkind = \"normalise\"\ninput = \"eeg\"\n\n[operators.c]\nkind = \"butterworth\"\ninput = \"eeg\"\nordr = 4\n\n[sinks.out]\nkind = \"parquet\"\ninput = \"a\"\npath = \"x.parquet\"\n",
+    );
+    for expected in [
+        "DIR/p.toml:1: unknown top-level key `source`; did you mean `sources`?",
+        "DIR/p.toml:6: [sources.eeg]: unknown field `chanels`; did you mean `channels`?",
+        "DIR/p.toml:7: [sources.eeg]: unknown field `secs`",
+        // Downstream of a source that failed: its keys are still checked.
+        "DIR/p.toml:12: [operators.a]: unknown field `methd`; did you mean `method`?",
+        "DIR/p.toml:15: [operators.b]: unknown operator kind `normalise`; did you mean `normalize`?",
+        "DIR/p.toml:21: [operators.c]: unknown field `ordr`; did you mean `order`?",
+    ] {
+        assert!(p.contains(expected), "missing `{expected}` in:\n{p}");
+    }
+    assert!(!p.contains("cycle"), "{p}");
+    let pipeline = problems(
+        "[pipeline]\nworkres = 2\n[sources.eeg]\nkind = \"synthetic_eeg\"\n[sinks.o]\nkind = \"console\"\ninput = \"eeg\"\n",
+    );
+    assert!(
+        pipeline.contains("DIR/p.toml:1: [pipeline]: unknown field `workres`") && pipeline.contains("did you mean `workers`?"),
+        "{pipeline}"
+    );
+}

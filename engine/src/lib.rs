@@ -24,6 +24,7 @@ pub mod process;
 pub mod runtime;
 pub mod schema;
 pub mod spec;
+pub mod suggest;
 pub mod table;
 pub mod tensor;
 

@@ -340,6 +340,9 @@ pub fn parse_config<T: serde::de::DeserializeOwned>(config: ConfigTable, ctx: &N
     let text = toml::to_string(&config).map_err(|e| crate::error::EngineError::config(ctx.label, e.to_string()))?;
     toml::from_str::<T>(&text).map_err(|e| {
         let msg = e.message().to_string();
+        if let Some(expected) = expected_fields(&msg) {
+            return unknown_keys(&config, &expected, ctx.label);
+        }
         let key = e.span().and_then(|span| {
             let start = text[..span.start.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
             let line = &text[start..];
@@ -352,4 +355,33 @@ pub fn parse_config<T: serde::de::DeserializeOwned>(config: ConfigTable, ctx: &N
         };
         crate::error::EngineError::config(ctx.label, msg)
     })
+}
+
+/// The field names serde lists in an unknown-field error (`unknown field `x`, expected one of
+/// `a`, `b`` or `expected `a` or `b``); `None` for other errors.
+fn expected_fields(message: &str) -> Option<Vec<String>> {
+    let rest = message.strip_prefix("unknown field `")?;
+    let (_, expected) = rest.split_once("`, expected ")?;
+    Some(expected.split('`').skip(1).step_by(2).map(str::to_string).collect())
+}
+
+/// `; did you mean …?` for an unknown-field error message whose field is a near miss.
+pub(crate) fn unknown_field_hint(message: &str) -> Option<String> {
+    let expected = expected_fields(message)?;
+    let field = message.strip_prefix("unknown field `")?.split('`').next()?;
+    Some(crate::suggest::hint(field, expected.iter().map(String::as_str)))
+}
+
+/// Every key of `config` that is not one of `expected`, each its own problem with a suggestion.
+fn unknown_keys(config: &ConfigTable, expected: &[String], label: &str) -> crate::error::EngineError {
+    let listed = expected.iter().map(|e| format!("`{e}`")).collect::<Vec<_>>().join(", ");
+    let problems: Vec<String> = config
+        .keys()
+        .filter(|k| !expected.contains(k))
+        .map(|k| {
+            let hint = crate::suggest::hint(k, expected.iter().map(String::as_str));
+            format!("{label}: unknown field `{k}`{hint} (expected one of {listed})")
+        })
+        .collect();
+    crate::error::EngineError::Invalid(problems)
 }

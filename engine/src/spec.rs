@@ -177,6 +177,18 @@ pub struct PipelineSpec {
     pub parse_problems: Vec<String>,
 }
 
+/// The line where top-level `key` first appears (`[key]`, `[key.x]`, `[[key...`, `key = ...`).
+fn top_level_line(text: &str, key: &str) -> Option<usize> {
+    text.lines()
+        .position(|l| {
+            let l = l.trim_start();
+            let rest = l.trim_start_matches('[').trim_start();
+            (l.starts_with('[') && (rest.starts_with(&format!("{key}.")) || rest.starts_with(&format!("{key}]"))))
+                || (l.starts_with(key) && l[key.len()..].trim_start().starts_with('='))
+        })
+        .map(|i| i + 1)
+}
+
 fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].bytes().filter(|&b| b == b'\n').count() + 1
 }
@@ -226,8 +238,11 @@ impl PipelineSpec {
         })?;
         for (key, value) in &whole {
             if !["pipeline", "sources", "operators", "sinks"].contains(&key.as_str()) {
+                let sections = ["pipeline", "sources", "operators", "sinks"];
+                let line = top_level_line(text, key).map_or(String::new(), |l| format!("line {l}: "));
                 spec.parse_problems.push(format!(
-                    "unknown top-level key `{key}` (expected [pipeline], [sources.*], [operators.*], [sinks.*])"
+                    "{line}unknown top-level key `{key}`{} (expected [pipeline], [sources.*], [operators.*], [sinks.*])",
+                    crate::suggest::hint(key, sections)
                 ));
             } else if !value.is_table() {
                 spec.parse_problems.push(format!("`{key}` must be a table"));
@@ -245,7 +260,11 @@ impl PipelineSpec {
             let line = line_of(text, p.span().start);
             match toml::Value::Table(p.into_inner()).try_into::<PipelineSettings>() {
                 Ok(s) => spec.settings = s,
-                Err(e) => spec.parse_problems.push(format!("line {line}: [pipeline]: {}", e.message())),
+                Err(e) => {
+                    let message = e.message();
+                    let hint = crate::node::unknown_field_hint(message).unwrap_or_default();
+                    spec.parse_problems.push(format!("line {line}: [pipeline]: {message}{hint}"))
+                }
             }
         }
         let sections = [
@@ -301,9 +320,17 @@ impl PipelineSpec {
         let mut problems: Vec<String> = self
             .parse_problems
             .iter()
-            .map(|p| match &origin {
-                Some(o) => format!("{o}: {p}"),
-                None => p.clone(),
+            .map(|p| {
+                // One location format: `file:line: message`.
+                let (line, message) = match p.strip_prefix("line ").and_then(|r| r.split_once(": ")) {
+                    Some((l, m)) if l.bytes().all(|b| b.is_ascii_digit()) => (Some(l), m),
+                    _ => (None, p.as_str()),
+                };
+                match (&origin, line) {
+                    (Some(o), Some(l)) => format!("{o}:{l}: {message}"),
+                    (Some(o), None) => format!("{o}: {message}"),
+                    (None, _) => p.clone(),
+                }
             })
             .collect();
 
@@ -333,7 +360,7 @@ impl PipelineSpec {
             match &node.kind {
                 None => problems.push(format!("{}{}: missing key `kind`", at(Some(node), None), node.label())),
                 Some(k) if !known.contains(&k.as_str()) => problems.push(format!(
-                    "{}{}: unknown {} kind `{k}` (known: {})",
+                    "{}{}: unknown {} kind `{k}`{} (known: {})",
                     at(Some(node), Some("kind")),
                     node.label(),
                     match node.section {
@@ -341,6 +368,7 @@ impl PipelineSpec {
                         Section::Operator => "operator",
                         Section::Sink => "sink",
                     },
+                    crate::suggest::hint(k, known.iter().copied()),
                     known.join(", ")
                 )),
                 _ => {}
@@ -417,8 +445,7 @@ impl PipelineSpec {
             let Some(kind) = node.kind.as_deref() else {
                 continue;
             };
-            let report = |e: EngineError, problems: &mut Vec<String>| {
-                let msg = e.to_string();
+            let report_one = |msg: String, problems: &mut Vec<String>| {
                 let key = msg
                     .split('`')
                     .skip(1)
@@ -427,6 +454,11 @@ impl PipelineSpec {
                     .map(str::to_string);
                 let msg = msg.strip_prefix(&format!("{label}: ")).unwrap_or(&msg).to_string();
                 problems.push(format!("{}{label}: {msg}", at(Some(node), key.as_deref())));
+            };
+            // A node may report several problems at once (every unknown key, say).
+            let report = |e: EngineError, problems: &mut Vec<String>| match e {
+                EngineError::Invalid(list) => list.into_iter().for_each(|m| report_one(m, problems)),
+                e => report_one(e.to_string(), problems),
             };
             let input_schema = node.input.as_deref().and_then(|i| schemas.get(i).cloned());
             let built = match node.section {
@@ -452,6 +484,23 @@ impl PipelineSpec {
                         .map(|k| k.build(node.config.clone(), &ctx, schema).map(Built::Sink)),
                 },
             };
+            if input_schema.is_none() && node.section != Section::Source {
+                // Its input failed to build, so its shapes cannot be checked; its keys still can:
+                // build it against a stand-in input and keep only the unknown-key problems.
+                let stand_in = Arc::new(Schema::signal(&["stand-in"], "uV", 100.0));
+                let keys_only = match node.section {
+                    Section::Operator => registry
+                        .operator(kind)
+                        .map(|k| k.build(node.config.clone(), &ctx, &stand_in).err()),
+                    _ => registry
+                        .sink(kind)
+                        .map(|k| k.build(node.config.clone(), &ctx, &stand_in).err()),
+                };
+                if let Some(Some(EngineError::Invalid(list))) = keys_only {
+                    let unknown: Vec<String> = list.into_iter().filter(|m| m.contains("unknown field `")).collect();
+                    report(EngineError::Invalid(unknown), &mut problems);
+                }
+            }
             match built {
                 Some(Ok(b)) => compiled.nodes.push(CompiledNode {
                     spec: node.clone(),
