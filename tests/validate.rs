@@ -204,3 +204,39 @@ fn every_unknown_key_of_every_node_is_reported_at_its_line_with_suggestions() {
         "{pipeline}"
     );
 }
+
+#[test]
+fn a_single_cutoff_may_be_written_without_brackets() {
+    let toml = format!(
+        "{SOURCE}[operators.hp]\nkind = \"butterworth\"\nbtype = \"highpass\"\ncutoff = 0.5\ninput = \"eeg\"\n[sinks.o]\nkind = \"console\"\ninput = \"hp\"\n"
+    );
+    PipelineSpec::from_toml_str(&toml, ".")
+        .unwrap()
+        .compile(&registry())
+        .unwrap_or_else(|e| panic!("cutoff = 0.5 must be accepted for a high-pass: {e}"));
+    let p = problems(&toml.replace("cutoff = 0.5", "cutoff = \"half\""));
+    assert!(p.contains("[operators.hp]") && p.contains("cutoff"), "{p}");
+}
+
+#[test]
+fn normalized_signals_are_unitless() {
+    let toml = format!(
+        "{SOURCE}[operators.z]\nkind = \"normalize\"\nmethod = \"running_zscore\"\ninput = \"eeg\"\n[sinks.o]\nkind = \"console\"\ninput = \"z\"\n"
+    );
+    let compiled = PipelineSpec::from_toml_str(&toml, ".").unwrap().compile(&registry()).unwrap();
+    let units = |name: &str| -> Vec<String> {
+        let node = compiled.nodes.iter().find(|n| n.spec.name == name).unwrap();
+        let schema = match &node.built {
+            neurostream::spec::Built::Source(s) => s.schema(),
+            neurostream::spec::Built::Operator(o) => o.output_schema(),
+            _ => unreachable!(),
+        };
+        schema.channels.iter().map(|c| c.unit.clone()).collect()
+    };
+    assert!(units("eeg").iter().all(|u| u == "uV"), "{:?}", units("eeg"));
+    assert!(
+        units("z").iter().all(String::is_empty),
+        "a z-score has no unit: {:?}",
+        units("z")
+    );
+}

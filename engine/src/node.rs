@@ -385,3 +385,22 @@ fn unknown_keys(config: &ConfigTable, expected: &[String], label: &str) -> crate
         .collect();
     crate::error::EngineError::Invalid(problems)
 }
+
+/// Serde helper for config keys that take a list but accept a single value where that is
+/// unambiguous (`cutoff = 0.5` for `cutoff = [0.5]`): `#[serde(deserialize_with = "one_or_many")]`.
+pub fn one_or_many<'de, D, T>(deserializer: D) -> std::result::Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany<T> {
+        One(T),
+        Many(Vec<T>),
+    }
+    Ok(match <OneOrMany<T> as serde::Deserialize>::deserialize(deserializer)? {
+        OneOrMany::One(v) => vec![v],
+        OneOrMany::Many(v) => v,
+    })
+}

@@ -251,8 +251,11 @@ impl OperatorKind for NormalizeKind {
                 Mode::L2 { target }
             }
         };
+        // Every method divides by a scale of the data: the output is unitless, whatever came in.
+        let mut schema = (**input).clone();
+        schema.channels.iter_mut().for_each(|c| c.unit.clear());
         Ok(Arc::new(Normalize {
-            schema: input.clone(),
+            schema: Arc::new(schema),
             mode,
             fallback_to_cpu: ctx.settings.gpu_fallback == neurostream_engine::spec::GpuFallback::Cpu,
         }))

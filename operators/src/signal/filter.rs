@@ -26,7 +26,9 @@ pub struct ButterworthConfig {
     /// Filter order (per edge, as `scipy.signal.butter`; default 4).
     #[serde(default = "default_order")]
     pub order: usize,
-    /// Cutoff frequencies in Hz: one for low/highpass, `[low, high]` for band filters.
+    /// Cutoff frequencies in Hz: one for low/highpass (`0.5` or `[0.5]`), `[low, high]` for
+    /// band filters.
+    #[serde(deserialize_with = "neurostream_engine::node::one_or_many")]
     pub cutoff: Vec<f64>,
     /// Forward-backward (zero phase, squared magnitude); holds the stream until it ends.
     #[serde(default)]
