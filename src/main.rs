@@ -164,6 +164,9 @@ enum SaeCommand {
         /// Worker threads.
         #[arg(short, long, default_value_t = 1)]
         workers: usize,
+        /// Rows holding NaN/Inf: `error` (default) stops, `drop` drops them and counts them.
+        #[arg(long, default_value = "error", value_parser = ["error", "drop"])]
+        on_invalid: String,
         /// No progress bar.
         #[arg(long)]
         quiet: bool,
@@ -310,6 +313,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             batch,
             k,
             workers,
+            on_invalid,
             quiet,
         }) => {
             use neurostream::operators::sae::SaeEncodeConfig;
@@ -342,8 +346,20 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                         weight_dtype: neurostream::operators::sae::half_weights::WeightDtype::F32,
                     },
                 )?
-                .sink("output", "features", &ParquetSinkConfig::new(&output))?
+                .sink(
+                    "output",
+                    "features",
+                    // A failed encode leaves nothing partial at the output path.
+                    &ParquetSinkConfig {
+                        on_failure: neurostream::sinks::parquet_sink::OnFailure::Discard,
+                        ..ParquetSinkConfig::new(&output)
+                    },
+                )?
                 .build();
+            let mut spec = spec;
+            if on_invalid == "drop" {
+                spec.settings.on_invalid = neurostream::OnInvalid::Drop;
+            }
             run_compiled(spec.compile(&registry())?, workers, None, None, quiet, "sae encode")
         }
         Command::Sae(SaeCommand::Geometry {

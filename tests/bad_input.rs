@@ -231,3 +231,47 @@ fn negative_or_out_of_range_ids_are_refused_naming_the_row() {
     write(vec![7; 3], vec![0, 1, 2]);
     run_ok(d, &["run", "p.toml", "--quiet"]);
 }
+
+#[test]
+fn a_failed_sae_encode_leaves_the_output_path_as_it_was_and_drop_skips_bad_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let sae = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/data/sample_sae");
+    let mut rows = good_rows(50, 64);
+    rows[30][7] = f32::NAN;
+    write_list_file(&d.join("in.parquet"), &rows, 10);
+    std::fs::write(d.join("out.parquet"), b"an earlier result").unwrap();
+    let encode = |extra: &[&str]| {
+        let mut args = vec![
+            "sae",
+            "encode",
+            "--sae",
+            sae,
+            "--input",
+            "in.parquet",
+            "--output",
+            "out.parquet",
+        ];
+        args.extend_from_slice(extra);
+        args.push("--quiet");
+        common::run_cli(d, &args)
+    };
+    let out = encode(&[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("NaN") || err.contains("non-finite"), "{err}");
+    assert_eq!(
+        std::fs::read(d.join("out.parquet")).unwrap(),
+        b"an earlier result",
+        "a failed encode must leave the output path as it was"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(d)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+    let out = encode(&["--on-invalid", "drop"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(common::row_count(&d.join("out.parquet")), 49);
+}

@@ -28,7 +28,7 @@ pub use channel_sink::{subscribe, ChannelSinkConfig, ChannelSinkKind, Subscripti
 pub use console::{ConsoleSinkConfig, ConsoleSinkKind};
 pub use live::SlowPolicy;
 pub use lsl_sink::{LslSinkConfig, LslSinkKind};
-pub use parquet_sink::{Compression, ParquetSinkConfig, ParquetSinkKind};
+pub use parquet_sink::{Compression, OnFailure, ParquetSinkConfig, ParquetSinkKind};
 pub use websocket_sink::{WebSocketSinkConfig, WebSocketSinkKind};
 
 /// Registers every sink kind of this crate.

@@ -74,6 +74,21 @@ pub struct ParquetSinkConfig {
     /// Result tables: which tables to write (default: all the producer emits).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tables: Option<Vec<String>>,
+    /// When the run fails: `keep` (default) commits the rows accepted before the failure,
+    /// marked `neurostream.status = incomplete: …`; `discard` leaves the target as it was.
+    #[serde(default)]
+    pub on_failure: OnFailure,
+}
+
+/// What a `parquet` sink does with its output when the run fails.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFailure {
+    /// Commit what was accepted, marked incomplete in the file's metadata.
+    #[default]
+    Keep,
+    /// Write nothing at the target: a failed run leaves it untouched.
+    Discard,
 }
 
 fn default_row_group() -> usize {
@@ -91,6 +106,7 @@ impl ParquetSinkConfig {
             markers: false,
             tokens: false,
             tables: None,
+            on_failure: OnFailure::Keep,
         }
     }
 }
@@ -189,6 +205,7 @@ impl SinkKind for ParquetSinkKind {
             opts,
             props,
             pipeline: ctx.settings.name.clone(),
+            on_failure: cfg.on_failure,
         }))
     }
 }
@@ -202,6 +219,7 @@ struct ParquetSink {
     opts: EncodeOptions,
     props: WriterProperties,
     pipeline: String,
+    on_failure: OnFailure,
 }
 
 impl ParquetSink {
@@ -292,6 +310,7 @@ impl Sink for ParquetSink {
                 pipeline: self.pipeline.clone(),
                 writers: Vec::new(),
                 checkpointed: false,
+                on_failure: self.on_failure,
             }));
         }
         let target = if self.single {
@@ -318,6 +337,7 @@ impl Sink for ParquetSink {
             single: self.single,
             pipeline: self.pipeline.clone(),
             segments: None,
+            on_failure: self.on_failure,
         }))
     }
 }
@@ -354,6 +374,7 @@ struct ParquetFileWriter {
     pipeline: String,
     /// Checkpointed runs: where the segments go and how many were staged or committed.
     segments: Option<Segments>,
+    on_failure: OnFailure,
 }
 
 /// The segments of one output in a checkpointed run.
@@ -700,6 +721,14 @@ impl ParquetFileWriter {
         if self.broken {
             return Ok(vec![format!("{}: not written (write error)", self.target.display())]);
         }
+        if failure.is_some() && self.on_failure == OnFailure::Discard {
+            drop(self.writer.take());
+            let _ = std::fs::remove_file(&self.temp);
+            return Ok(vec![format!(
+                "{}: not written (run failed; on_failure = \"discard\" leaves it as it was)",
+                self.target.display()
+            )]);
+        }
         if self.writer.is_none() {
             if !self.single {
                 return Ok(Vec::new()); // a worker that received no rows writes no part
@@ -750,6 +779,7 @@ struct TablesWriter {
     pipeline: String,
     writers: Vec<(String, Box<ParquetFileWriter>)>,
     checkpointed: bool,
+    on_failure: OnFailure,
 }
 
 impl TablesWriter {
@@ -767,6 +797,7 @@ impl TablesWriter {
             single: true,
             pipeline: self.pipeline.clone(),
             segments: None,
+            on_failure: self.on_failure,
         })
     }
 }
