@@ -272,6 +272,12 @@ enum SaeCommand {
 }
 
 fn main() {
+    // neurostream picks its adapter itself; Mesa's implicit device-select Vulkan layer only adds
+    // "XDG_RUNTIME_DIR is invalid" errors on headless machines while probing. Set while the
+    // process is still single-threaded; an explicit setting wins.
+    if std::env::var_os("NODEVICE_SELECT").is_none() {
+        std::env::set_var("NODEVICE_SELECT", "1");
+    }
     let cli = Cli::parse();
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| cli.log.clone());
     tracing_subscriber::fmt()
