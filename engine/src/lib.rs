@@ -12,6 +12,7 @@
 pub mod checkpoint;
 pub mod cluster;
 pub mod device;
+pub mod dsp;
 pub mod error;
 pub mod files;
 pub mod frame;

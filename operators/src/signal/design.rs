@@ -131,14 +131,7 @@ pub fn sosfilt_zi(sos: &[Section]) -> Vec<[f64; 2]> {
         .collect()
 }
 
-/// The normalized sinc `sin(πx) / (πx)` (1 at 0), the kernel of windowed-sinc FIR designs.
-pub fn sinc(x: f64) -> f64 {
-    if x == 0.0 {
-        1.0
-    } else {
-        (std::f64::consts::PI * x).sin() / (std::f64::consts::PI * x)
-    }
-}
+pub use neurostream_engine::dsp::sinc;
 
 fn degree(z: &[C], p: &[C]) -> usize {
     p.len() - z.len()

@@ -15,6 +15,8 @@ use neurostream_engine::{
 };
 use serde::{Deserialize, Serialize};
 
+pub use neurostream_engine::dsp::polyphase::{design, CpuResample, Polyphase, ResampleKernels};
+
 /// Configuration of a `resample` operator.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -27,95 +29,6 @@ pub struct ResampleConfig {
 
 impl NodeConfig for ResampleConfig {
     const KIND: &'static str = "resample";
-}
-
-fn bessel_i0(x: f64) -> f64 {
-    // Power series; converges fast for the arguments a Kaiser window uses.
-    let (mut sum, mut term, mut k) = (1.0, 1.0, 1.0);
-    let q = x * x / 4.0;
-    while term > 1e-17 * sum {
-        term *= q / (k * k);
-        sum += term;
-        k += 1.0;
-    }
-    sum
-}
-
-/// The padded filter of `resample_poly` and its output alignment: `(h, n_pre_remove)`.
-pub fn design(up: usize, down: usize) -> (Vec<f64>, usize) {
-    let max_rate = up.max(down);
-    let half_len = 10 * max_rate;
-    let n = 2 * half_len + 1;
-    let fc = 1.0 / max_rate as f64;
-    let alpha = 0.5 * (n as f64 - 1.0);
-    let beta = 5.0;
-    let sinc = super::design::sinc;
-    let mut h: Vec<f64> = (0..n)
-        .map(|i| {
-            let m = i as f64 - alpha;
-            let r = 2.0 * i as f64 / (n as f64 - 1.0) - 1.0;
-            let w = bessel_i0(beta * (1.0 - r * r).max(0.0).sqrt()) / bessel_i0(beta);
-            fc * sinc(fc * m) * w
-        })
-        .collect();
-    let s: f64 = h.iter().sum();
-    h.iter_mut().for_each(|v| *v = *v / s * up as f64);
-    let n_pre_pad = down - half_len % down;
-    let n_pre_remove = (half_len + n_pre_pad) / down;
-    let mut padded = vec![0.0; n_pre_pad];
-    padded.extend(h);
-    (padded, n_pre_remove)
-}
-
-/// The resampling filter and factors.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Polyphase {
-    /// The padded filter taps.
-    pub h: Vec<f64>,
-    /// Upsampling factor (reduced).
-    pub up: usize,
-    /// Downsampling factor (reduced).
-    pub down: usize,
-}
-
-/// Computes outputs of the polyphase filter.
-pub trait ResampleKernels: Send {
-    /// For each output position `m` in `ms`, `Σ_i h[m·down − i·up] · x[i]` over the inputs
-    /// `x` (`rows × channels`, row 0 = input index `base`; indices outside are zeros).
-    fn outputs(&mut self, f: &Polyphase, x: &[f32], base: i64, ms: &[i64], channels: usize) -> Result<Vec<f32>>;
-}
-
-/// CPU: float64 sums.
-pub struct CpuResample;
-
-impl ResampleKernels for CpuResample {
-    fn outputs(&mut self, f: &Polyphase, x: &[f32], base: i64, ms: &[i64], channels: usize) -> Result<Vec<f32>> {
-        let h = &f.h;
-        let rows = (x.len() / channels) as i64;
-        let (up, down, len) = (f.up as i64, f.down as i64, h.len() as i64);
-        let mut out = vec![0f32; ms.len() * channels];
-        let mut acc = vec![0f64; channels];
-        for (o, &m) in ms.iter().enumerate() {
-            acc.iter_mut().for_each(|a| *a = 0.0);
-            let t = m * down;
-            let hi = t.div_euclid(up);
-            let lo = (t - len + 1 + up - 1).div_euclid(up).max(0);
-            for i in lo..=hi {
-                let r = i - base;
-                if r < 0 || r >= rows {
-                    continue;
-                }
-                let w = h[(t - i * up) as usize];
-                for (a, &v) in acc.iter_mut().zip(&x[r as usize * channels..(r as usize + 1) * channels]) {
-                    *a += w * v as f64;
-                }
-            }
-            for (d, a) in out[o * channels..(o + 1) * channels].iter_mut().zip(&acc) {
-                *d = *a as f32;
-            }
-        }
-        Ok(out)
-    }
 }
 
 /// GPU: one invocation per (output, channel).
@@ -217,19 +130,11 @@ impl ResampleKernels for GpuResample {
 /// An output position `m0` and input index `b0` with `m0·down = b0·up` (a common origin), near
 /// `m`, so positions can be expressed relative to it in 32 bits.
 fn rebase(m: i64, base: i64, up: i64, down: i64) -> (i64, i64) {
-    let g = gcd(up, down);
+    let g = neurostream_engine::dsp::gcd(up as u64, down as u64) as i64;
     let (u, d) = (up / g, down / g);
     // m0 = k·u, b0 = k·d for the largest k with k·d <= base and k·u <= m.
     let k = (base.div_euclid(d)).min(m.div_euclid(u)).max(0);
     (k * u, k * d)
-}
-
-fn gcd(a: i64, b: i64) -> i64 {
-    if b == 0 {
-        a
-    } else {
-        gcd(b, a % b)
-    }
 }
 
 /// The `resample` operator kind.
@@ -254,7 +159,7 @@ impl OperatorKind for ResampleKind {
         if cfg.up == 0 || cfg.down == 0 {
             return Err(fail("`up` and `down` must be at least 1".into()));
         }
-        let g = gcd(cfg.up as i64, cfg.down as i64) as usize;
+        let g = neurostream_engine::dsp::gcd(cfg.up as u64, cfg.down as u64) as usize;
         let (up, down) = (cfg.up / g, cfg.down / g);
         let (h, pre) = design(up, down);
         let rate = sample_rate * up as f64 / down as f64;

@@ -331,7 +331,7 @@ impl EdfReader {
     /// Reads every picked channel of the whole recording and resamples those below the
     /// stream's rate (`resample_poly`, Kaiser β 5), once.
     fn load_resampled(&mut self) -> Result<()> {
-        use neurostream_operators::signal::resample::{design, CpuResample, Polyphase, ResampleKernels};
+        use neurostream_engine::dsp::polyphase::{design, CpuResample, Polyphase, ResampleKernels};
         let file = self.file.as_mut().expect("worker 0 has the file");
         let mut channels: Vec<Vec<f64>> = vec![Vec::new(); self.picked.len()];
         for r in 0..self.records {
@@ -349,7 +349,7 @@ impl EdfReader {
                 out.push(x);
                 continue;
             }
-            let g = gcd(self.spr, own);
+            let g = neurostream_engine::dsp::gcd(self.spr as u64, own as u64) as usize;
             let (up, down) = (self.spr / g, own / g);
             let (h, pre) = design(up, down);
             let n_out = self.records * self.spr;
@@ -501,13 +501,5 @@ impl SourceReader for EdfReader {
 
     fn location(&self) -> String {
         format!("edf `{}`, data record {}", self.name, self.next_record)
-    }
-}
-
-fn gcd(a: usize, b: usize) -> usize {
-    if b == 0 {
-        a
-    } else {
-        gcd(b, a % b)
     }
 }
