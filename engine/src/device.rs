@@ -100,7 +100,11 @@ impl DeviceManager {
 
     fn context(&mut self, software: bool) -> std::result::Result<Arc<GpuContext>, String> {
         let slot = if software { &mut self.software } else { &mut self.hardware };
-        slot.get_or_insert_with(|| GpuContext::create(software).map(Arc::new)).clone()
+        let ctx = slot.get_or_insert_with(|| GpuContext::create(software).map(Arc::new)).clone();
+        if let Ok(c) = &ctx {
+            c.set_fallback_to_cpu(self.policy.fallback_to_cpu);
+        }
+        ctx
     }
 
     /// The device for `choice`, following the policy. Logs which adapter and backend will run.
@@ -153,6 +157,9 @@ pub struct GpuContext {
     /// The adapter it runs on.
     pub info: wgpu::AdapterInfo,
     pipelines: Mutex<HashMap<String, Arc<wgpu::ComputePipeline>>>,
+    /// The run's `gpu_fallback = "cpu"`: kernels that fail on this device may retry on the CPU
+    /// (see [`crate::kernels::Kernels`]).
+    fallback_to_cpu: std::sync::atomic::AtomicBool,
 }
 
 /// Backends asked for explicitly, so wgpu never silently falls back to OpenGL.
@@ -221,7 +228,18 @@ impl GpuContext {
             queue,
             info,
             pipelines: Mutex::new(HashMap::new()),
+            fallback_to_cpu: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Whether kernels that fail on this device may retry on the CPU (`gpu_fallback = "cpu"`).
+    pub fn falls_back_to_cpu(&self) -> bool {
+        self.fallback_to_cpu.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Sets the run's GPU→CPU fallback policy for kernels on this device.
+    pub fn set_fallback_to_cpu(&self, allowed: bool) {
+        self.fallback_to_cpu.store(allowed, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// `NAME via BACKEND (TYPE)`.

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use neurostream_engine::kernels::Kernels;
 use neurostream_engine::{
     parse_config, Batch, Channel, ComputeDevice, ConfigTable, EngineError, Frame, Marker, NodeConfig, NodeContext, Operator,
     OperatorInstance, OperatorKind, Partitioning, Placement, Result, RowIndex, Schema, Sink, SinkKind, SinkWriter, StreamKind,
@@ -374,10 +375,12 @@ impl Operator for Decode {
         true
     }
     fn instantiate(&self, device: &ComputeDevice) -> Result<Box<dyn OperatorInstance>> {
-        let kernels: Box<dyn SpatialKernels> = match device {
-            ComputeDevice::Cpu => Box::new(CpuSpatial),
-            ComputeDevice::Gpu(ctx) => Box::new(GpuSpatial::new(ctx.clone())?),
-        };
+        let kernels = Kernels::select(
+            "decode",
+            device,
+            |ctx| Ok(Box::new(GpuSpatial::new(ctx)?) as Box<dyn SpatialKernels>),
+            Box::new(|| Box::new(CpuSpatial) as Box<dyn SpatialKernels>),
+        )?;
         let sources = Arc::new(Schema {
             kind: StreamKind::Signal { sample_rate: self.rate },
             channels: self.schema.channels[..self.model.csp.filters.len()].to_vec(),
@@ -405,7 +408,7 @@ struct DecodeInstance {
     model: Arc<BciModel>,
     spec: WindowSpec,
     rate: f64,
-    kernels: Box<dyn SpatialKernels>,
+    kernels: Kernels<dyn SpatialKernels>,
     windowers: HashMap<Arc<str>, Windower>,
 }
 
@@ -420,12 +423,10 @@ impl OperatorInstance for DecodeInstance {
         // The projection is linear per sample, so each chunk is projected once as it arrives
         // and the windows are cut from the n CSP sources, not from every channel.
         let n = self.model.csp.filters.len();
-        let mut sources = Frame::new(
-            frame.stream.clone(),
-            self.sources.clone(),
-            frame.index.clone(),
-            self.kernels.apply(&frame.data, self.cin, &self.matrix, n)?,
-        )?;
+        let mut sources = Frame::new(frame.stream.clone(), self.sources.clone(), frame.index.clone(), {
+            let (cin, matrix) = (self.cin, &self.matrix);
+            self.kernels.run(|k| k.apply(&frame.data, cin, matrix, n))?
+        })?;
         sources.markers = frame.markers.clone();
         let (spec, rate) = (self.spec.clone(), self.rate);
         let windows = self

@@ -14,6 +14,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use neurostream_engine::kernels::Kernels;
 use neurostream_engine::{
     parse_config, Batch, ComputeDevice, ConfigTable, EngineError, Frame, NodeConfig, NodeContext, Operator, OperatorInstance,
     OperatorKind, Partitioning, Result, Schema,
@@ -139,10 +140,12 @@ impl Operator for Mahalanobis {
         self.fixed.is_none()
     }
     fn instantiate(&self, device: &ComputeDevice) -> Result<Box<dyn OperatorInstance>> {
-        let kernels: Box<dyn SpatialKernels> = match device {
-            ComputeDevice::Cpu => Box::new(CpuSpatial),
-            ComputeDevice::Gpu(ctx) => Box::new(GpuSpatial::new(ctx.clone())?),
-        };
+        let kernels = Kernels::select(
+            "mahalanobis",
+            device,
+            |ctx| Ok(Box::new(GpuSpatial::new(ctx)?) as Box<dyn SpatialKernels>),
+            Box::new(|| Box::new(CpuSpatial) as Box<dyn SpatialKernels>),
+        )?;
         Ok(Box::new(MahalanobisInstance {
             schema: self.schema.clone(),
             d: self.d,
@@ -183,14 +186,14 @@ struct MahalanobisInstance {
     reference_rows: usize,
     shrinkage: Shrinkage,
     name: String,
-    kernels: Box<dyn SpatialKernels>,
+    kernels: Kernels<dyn SpatialKernels>,
     streams: HashMap<Arc<str>, StreamState>,
 }
 
 impl MahalanobisInstance {
     fn score(&mut self, scorer: &Scorer, frame: &Frame) -> Result<Batch> {
         let d = self.d;
-        let y = self.kernels.apply(&frame.data, d, &scorer.whitening, d)?;
+        let y = self.kernels.run(|k| k.apply(&frame.data, d, &scorer.whitening, d))?;
         let mut data = Vec::with_capacity(frame.rows() * 2);
         for row in y.chunks_exact(d) {
             let sq: f64 = row

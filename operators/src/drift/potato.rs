@@ -19,6 +19,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use nalgebra::DMatrix;
+use neurostream_engine::kernels::Kernels;
 use neurostream_engine::{
     parse_config, wgpu, Batch, ComputeDevice, ConfigTable, EngineError, Frame, GpuContext, Marker, NodeConfig, NodeContext,
     Operator, OperatorInstance, OperatorKind, Partitioning, Result, RowIndex, Schema, StreamKind,
@@ -196,10 +197,12 @@ impl Operator for PotatoOp {
         true
     }
     fn instantiate(&self, device: &ComputeDevice) -> Result<Box<dyn OperatorInstance>> {
-        let kernels: Box<dyn CovKernels> = match device {
-            ComputeDevice::Cpu => Box::new(CpuCov),
-            ComputeDevice::Gpu(ctx) => Box::new(GpuCov::new(ctx.clone())?),
-        };
+        let kernels = Kernels::select(
+            "riemann_potato",
+            device,
+            |ctx| Ok(Box::new(GpuCov::new(ctx)?) as Box<dyn CovKernels>),
+            Box::new(|| Box::new(CpuCov) as Box<dyn CovKernels>),
+        )?;
         Ok(Box::new(PotatoInstance {
             op: self.0.clone(),
             kernels,
@@ -219,7 +222,7 @@ struct StreamState {
 
 struct PotatoInstance {
     op: Arc<Settings>,
-    kernels: Box<dyn CovKernels>,
+    kernels: Kernels<dyn CovKernels>,
     streams: HashMap<Arc<str>, StreamState>,
 }
 
@@ -237,7 +240,7 @@ impl PotatoInstance {
             .chunks_exact(c)
             .flat_map(|r| r.iter().zip(&mean).map(|(&v, m)| (v as f64 - m) as f32))
             .collect();
-        let g = self.kernels.gram(&centred, c)?;
+        let g = self.kernels.run(|k| k.gram(&centred, c))?;
         let mut cov = DMatrix::from_row_slice(c, c, &g) / n as f64;
         cov = (&cov + cov.transpose()) * 0.5;
         if self.op.regularization > 0.0 {

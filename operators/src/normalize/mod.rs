@@ -24,6 +24,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use neurostream_engine::checkpoint::{decode_streams, encode_streams, Checkpointing};
+use neurostream_engine::kernels::Kernels;
 use neurostream_engine::{
     parse_config, Batch, ComputeDevice, ConfigTable, EngineError, Frame, NodeConfig, NodeContext, Operator, OperatorInstance,
     OperatorKind, Partitioning, Result, Schema,
@@ -257,7 +258,6 @@ impl OperatorKind for NormalizeKind {
         Ok(Arc::new(Normalize {
             schema: Arc::new(schema),
             mode,
-            fallback_to_cpu: ctx.settings.gpu_fallback == neurostream_engine::spec::GpuFallback::Cpu,
         }))
     }
 }
@@ -272,7 +272,6 @@ enum Mode {
 struct Normalize {
     schema: Arc<Schema>,
     mode: Mode,
-    fallback_to_cpu: bool,
 }
 
 impl Operator for Normalize {
@@ -301,14 +300,15 @@ impl Operator for Normalize {
     }
 
     fn instantiate(&self, device: &ComputeDevice) -> Result<Box<dyn OperatorInstance>> {
-        let kernels: Box<dyn NormalizeKernels> = match device {
-            ComputeDevice::Cpu => Box::new(CpuKernels),
-            ComputeDevice::Gpu(ctx) => Box::new(GpuKernels::new(ctx.clone())?),
-        };
+        let kernels = Kernels::select(
+            "normalize",
+            device,
+            |ctx| Ok(Box::new(GpuKernels::new(ctx)?) as Box<dyn NormalizeKernels>),
+            Box::new(|| Box::new(CpuKernels) as Box<dyn NormalizeKernels>),
+        )?;
         Ok(Box::new(NormalizeInstance {
             mode: self.mode.clone(),
             kernels,
-            fallback_to_cpu: self.fallback_to_cpu,
             streams: HashMap::new(),
         }))
     }
@@ -324,28 +324,15 @@ struct StreamState {
 
 struct NormalizeInstance {
     mode: Mode,
-    kernels: Box<dyn NormalizeKernels>,
-    fallback_to_cpu: bool,
+    kernels: Kernels<dyn NormalizeKernels>,
     streams: HashMap<Arc<str>, StreamState>,
 }
 
 impl NormalizeInstance {
-    /// Runs `f` on the current kernels; on a GPU error with `gpu_fallback = "cpu"`, reports it and retries on the CPU.
-    fn with_kernels<T>(&mut self, mut f: impl FnMut(&mut dyn NormalizeKernels) -> Result<T>) -> Result<T> {
-        match f(self.kernels.as_mut()) {
-            Err(EngineError::Device(msg)) if self.fallback_to_cpu => {
-                tracing::warn!("normalize: GPU kernel failed ({msg}); gpu_fallback = \"cpu\", continuing on the CPU");
-                self.kernels = Box::new(CpuKernels);
-                f(self.kernels.as_mut())
-            }
-            other => other,
-        }
-    }
-
     /// Running z-score of `data` continuing `stats` (restored before a CPU retry).
     fn running(&mut self, data: &[f32], width: usize, stats: &mut Welford, epsilon: f64) -> Result<Vec<f32>> {
         let before = stats.clone();
-        self.with_kernels(|k| {
+        self.kernels.run(|k| {
             *stats = before.clone();
             k.running(data, width, stats, epsilon)
         })
@@ -358,7 +345,7 @@ impl NormalizeInstance {
         let inv_std: Vec<f64> = state.stats.variance().iter().map(|v| 1.0 / (v + epsilon).sqrt()).collect();
         for mut frame in std::mem::take(&mut state.held) {
             let w = frame.width();
-            frame.data = self.with_kernels(|k| k.affine(&frame.data, w, &mean, &inv_std))?;
+            frame.data = self.kernels.run(|k| k.affine(&frame.data, w, &mean, &inv_std))?;
             out.push(Batch::Dense(frame));
         }
         Ok(())
@@ -395,11 +382,11 @@ impl OperatorInstance for NormalizeInstance {
         let w = frame.width();
         match self.mode.clone() {
             Mode::Fixed { mean, inv_std } => {
-                frame.data = self.with_kernels(|k| k.affine(&frame.data, w, &mean, &inv_std))?;
+                frame.data = self.kernels.run(|k| k.affine(&frame.data, w, &mean, &inv_std))?;
                 out.push(Batch::Dense(frame));
             }
             Mode::L2 { target } => {
-                frame.data = self.with_kernels(|k| k.l2(&frame.data, w, target))?;
+                frame.data = self.kernels.run(|k| k.l2(&frame.data, w, target))?;
                 out.push(Batch::Dense(frame));
             }
             Mode::Running { warmup, epsilon } => {

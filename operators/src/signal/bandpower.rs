@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use neurostream_engine::kernels::Kernels;
 use neurostream_engine::{
     parse_config, Batch, Channel, ComputeDevice, ConfigTable, EngineError, Frame, Marker, NodeConfig, NodeContext, Operator,
     OperatorInstance, OperatorKind, Partitioning, Result, RowIndex, Schema, StreamKind,
@@ -165,10 +166,12 @@ impl Operator for Bandpower {
         true
     }
     fn instantiate(&self, device: &ComputeDevice) -> Result<Box<dyn OperatorInstance>> {
-        let kernels: Box<dyn PowerKernels> = match device {
-            ComputeDevice::Cpu => Box::new(CpuPower::new()),
-            ComputeDevice::Gpu(ctx) => Box::new(GpuPower::new(ctx.clone())?),
-        };
+        let kernels = Kernels::select(
+            "bandpower",
+            device,
+            |ctx| Ok(Box::new(GpuPower::new(ctx)?) as Box<dyn PowerKernels>),
+            Box::new(|| Box::new(CpuPower::new()) as Box<dyn PowerKernels>),
+        )?;
         Ok(Box::new(BandpowerInstance {
             channels: self.input.width(),
             schema: self.schema.clone(),
@@ -191,7 +194,7 @@ struct BandpowerInstance {
     bands: Vec<(String, f64, f64)>,
     relative: bool,
     name: String,
-    kernels: Box<dyn PowerKernels>,
+    kernels: Kernels<dyn PowerKernels>,
     windowers: HashMap<Arc<str>, Windower>,
 }
 
@@ -223,7 +226,7 @@ impl OperatorInstance for BandpowerInstance {
                 w.push_segments(&win.data, c, ch, &mut segments);
             }
         }
-        let power = self.kernels.power(&segments, w.nperseg, w.nfreq())?;
+        let power = self.kernels.run(|k| k.power(&segments, w.nperseg, w.nfreq()))?;
         let nfreq = w.nfreq();
         let df = fs / w.nperseg as f64;
         let lo_all = self.bands.iter().map(|b| b.1).fold(f64::INFINITY, f64::min);

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use neurostream_engine::kernels::Kernels;
 use neurostream_engine::{
     parse_config, Batch, ComputeDevice, ConfigTable, EngineError, Frame, NodeConfig, NodeContext, Operator, OperatorInstance,
     OperatorKind, Partitioning, Result, Schema, StreamKind,
@@ -114,7 +115,7 @@ impl OperatorKind for ButterworthKind {
         let fs = signal_rate(input, ctx)?;
         let sections = butter(cfg.order, &cfg.cutoff, cfg.btype, fs).map_err(|m| EngineError::config(ctx.label, m))?;
         tracing::debug!("{}: {} sections {:?}", ctx.label, sections.len(), sections);
-        Ok(Arc::new(SosFilter::new(input, sections, cfg.zero_phase, cfg.threads, ctx)))
+        Ok(Arc::new(SosFilter::new(input, sections, cfg.zero_phase, cfg.threads)))
     }
 }
 
@@ -147,7 +148,7 @@ impl OperatorKind for NotchKind {
             }
             sections.push(notch(f, cfg.q, fs).map_err(|m| EngineError::config(ctx.label, m))?);
         }
-        Ok(Arc::new(SosFilter::new(input, sections, cfg.zero_phase, cfg.threads, ctx)))
+        Ok(Arc::new(SosFilter::new(input, sections, cfg.zero_phase, cfg.threads)))
     }
 }
 
@@ -157,17 +158,15 @@ pub struct SosFilter {
     sections: Arc<Vec<Section>>,
     zero_phase: bool,
     threads: usize,
-    fallback_to_cpu: bool,
 }
 
 impl SosFilter {
-    fn new(input: &Arc<Schema>, sections: Vec<Section>, zero_phase: bool, threads: usize, ctx: &NodeContext) -> SosFilter {
+    fn new(input: &Arc<Schema>, sections: Vec<Section>, zero_phase: bool, threads: usize) -> SosFilter {
         SosFilter {
             schema: input.clone(),
             sections: Arc::new(sections),
             zero_phase,
             threads: threads.max(1),
-            fallback_to_cpu: ctx.settings.gpu_fallback == neurostream_engine::spec::GpuFallback::Cpu,
         }
     }
 }
@@ -191,14 +190,16 @@ impl Operator for SosFilter {
         }
     }
     fn instantiate(&self, device: &ComputeDevice) -> Result<Box<dyn OperatorInstance>> {
-        let kernels: Box<dyn SosKernels> = match device {
-            ComputeDevice::Cpu => Box::new(CpuSos::with_threads(self.threads)),
-            ComputeDevice::Gpu(ctx) => Box::new(GpuSos::new(ctx.clone())?),
-        };
+        let threads = self.threads;
+        let kernels = Kernels::select(
+            "filter",
+            device,
+            |ctx| Ok(Box::new(GpuSos::new(ctx)?) as Box<dyn SosKernels>),
+            Box::new(move || Box::new(CpuSos::with_threads(threads)) as Box<dyn SosKernels>),
+        )?;
         Ok(Box::new(SosInstance {
             sections: self.sections.clone(),
             zero_phase: self.zero_phase,
-            fallback_to_cpu: self.fallback_to_cpu,
             kernels,
             state: HashMap::new(),
             held: HashMap::new(),
@@ -209,26 +210,11 @@ impl Operator for SosFilter {
 struct SosInstance {
     sections: Arc<Vec<Section>>,
     zero_phase: bool,
-    fallback_to_cpu: bool,
-    kernels: Box<dyn SosKernels>,
+    kernels: Kernels<dyn SosKernels>,
     /// Causal: per-stream section state.
     state: HashMap<Arc<str>, Vec<f64>>,
     /// Zero phase: per-stream frames held until the end.
     held: HashMap<Arc<str>, Vec<Frame>>,
-}
-
-impl SosInstance {
-    /// Runs `f` on the kernels; a GPU error falls back to the CPU only when allowed (reported).
-    fn with_kernels(&mut self, mut f: impl FnMut(&mut dyn SosKernels) -> Result<()>) -> Result<()> {
-        match f(self.kernels.as_mut()) {
-            Err(EngineError::Device(msg)) if self.fallback_to_cpu => {
-                tracing::warn!("filter: GPU kernel failed ({msg}); gpu_fallback = \"cpu\", continuing on the CPU");
-                self.kernels = Box::new(CpuSos::new());
-                f(self.kernels.as_mut())
-            }
-            other => other,
-        }
-    }
 }
 
 impl OperatorInstance for SosInstance {
@@ -265,7 +251,7 @@ impl OperatorInstance for SosInstance {
         let mut state = self.state.remove(&frame.stream).unwrap_or_else(|| vec![0.0; n]);
         let sections = self.sections.clone();
         let before = state.clone();
-        let result = self.with_kernels(|k| {
+        let result = self.kernels.run(|k| {
             state.copy_from_slice(&before);
             k.filter(&sections, &mut state, &mut frame.data, w)
         });
@@ -284,11 +270,12 @@ impl OperatorInstance for SosInstance {
             let mut all: Vec<f32> = frames.iter().flat_map(|f| f.data.iter().copied()).collect();
             let sections = self.sections.clone();
             let original = all.clone();
-            self.with_kernels(|k| {
-                all.copy_from_slice(&original);
-                sosfiltfilt(k, &sections, &mut all, w)
-            })
-            .map_err(|e| EngineError::Runtime(format!("stream {stream}: {e}")))?;
+            self.kernels
+                .run(|k| {
+                    all.copy_from_slice(&original);
+                    sosfiltfilt(k, &sections, &mut all, w)
+                })
+                .map_err(|e| EngineError::Runtime(format!("stream {stream}: {e}")))?;
             let mut at = 0;
             for f in &mut frames {
                 let n = f.data.len();

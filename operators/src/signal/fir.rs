@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use neurostream_engine::kernels::Kernels;
 use neurostream_engine::{
     parse_config, wgpu, Batch, ComputeDevice, ConfigTable, EngineError, GpuContext, GpuPass, NodeConfig, NodeContext, Operator,
     OperatorInstance, OperatorKind, Partitioning, Result, Schema, StreamKind,
@@ -285,10 +286,12 @@ impl Operator for Fir {
         neurostream_engine::Checkpointing::Snapshot
     }
     fn instantiate(&self, device: &ComputeDevice) -> Result<Box<dyn OperatorInstance>> {
-        let kernels: Box<dyn FirKernels> = match device {
-            ComputeDevice::Cpu => Box::new(CpuFir),
-            ComputeDevice::Gpu(ctx) => Box::new(GpuFir::new(ctx.clone())?),
-        };
+        let kernels = Kernels::select(
+            "fir",
+            device,
+            |ctx| Ok(Box::new(GpuFir::new(ctx)?) as Box<dyn FirKernels>),
+            Box::new(|| Box::new(CpuFir) as Box<dyn FirKernels>),
+        )?;
         Ok(Box::new(FirInstance {
             taps: self.taps.clone(),
             kernels,
@@ -299,7 +302,7 @@ impl Operator for Fir {
 
 struct FirInstance {
     taps: Arc<Vec<f64>>,
-    kernels: Box<dyn FirKernels>,
+    kernels: Kernels<dyn FirKernels>,
     history: HashMap<Arc<str>, Vec<f32>>,
 }
 
@@ -331,7 +334,16 @@ impl OperatorInstance for FirInstance {
         let w = frame.width();
         let n = (self.taps.len() - 1) * w;
         let history = self.history.entry(frame.stream.clone()).or_insert_with(|| vec![0.0; n]);
-        self.kernels.filter(&self.taps, history, &mut frame.data, w)?;
+        // The kernels filter in place: keep what a retry on the CPU must start from.
+        let before = self.kernels.may_fall_back().then(|| (history.clone(), frame.data.clone()));
+        let taps = &self.taps;
+        self.kernels.run(|k| {
+            if let Some((h, d)) = &before {
+                history.copy_from_slice(h);
+                frame.data.copy_from_slice(d);
+            }
+            k.filter(taps, history, &mut frame.data, w)
+        })?;
         out.push(Batch::Dense(frame));
         Ok(())
     }

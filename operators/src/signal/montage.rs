@@ -12,6 +12,7 @@
 
 use std::sync::Arc;
 
+use neurostream_engine::kernels::Kernels;
 use neurostream_engine::{
     parse_config, Batch, Channel, ComputeDevice, ConfigTable, EngineError, NodeConfig, NodeContext, Operator, OperatorInstance,
     OperatorKind, Partitioning, Result, Schema,
@@ -135,7 +136,7 @@ impl OperatorKind for PickKind {
             matrix[i * keep.len() + o] = 1.0;
         }
         let channels = keep.iter().map(|&i| input.channels[i].clone()).collect();
-        Ok(Arc::new(SpatialMap::new(input, channels, matrix).fallback(ctx)))
+        Ok(Arc::new(SpatialMap::new(input, channels, matrix)))
     }
 }
 
@@ -246,7 +247,7 @@ impl OperatorKind for RerefKind {
             }
             other => return Err(fail(format!("`method` {other}: average, channels or bipolar"))),
         };
-        Ok(Arc::new(SpatialMap::new(input, channels, matrix).fallback(ctx)))
+        Ok(Arc::new(SpatialMap::new(input, channels, matrix)))
     }
 }
 
@@ -255,7 +256,6 @@ pub struct SpatialMap {
     schema: Arc<Schema>,
     cin: usize,
     matrix: Arc<Vec<f32>>,
-    fallback_to_cpu: bool,
 }
 
 impl SpatialMap {
@@ -268,14 +268,7 @@ impl SpatialMap {
                 channels,
             }),
             matrix: Arc::new(matrix),
-            fallback_to_cpu: false,
         }
-    }
-
-    /// Falls back to the CPU after a GPU error when the pipeline allows it.
-    pub fn fallback(mut self, ctx: &NodeContext) -> SpatialMap {
-        self.fallback_to_cpu = ctx.settings.gpu_fallback == neurostream_engine::spec::GpuFallback::Cpu;
-        self
     }
 }
 
@@ -290,16 +283,17 @@ impl Operator for SpatialMap {
         neurostream_engine::Checkpointing::Stateless
     }
     fn instantiate(&self, device: &ComputeDevice) -> Result<Box<dyn OperatorInstance>> {
-        let kernels: Box<dyn SpatialKernels> = match device {
-            ComputeDevice::Cpu => Box::new(CpuSpatial),
-            ComputeDevice::Gpu(ctx) => Box::new(GpuSpatial::new(ctx.clone())?),
-        };
+        let kernels = Kernels::select(
+            "spatial map",
+            device,
+            |ctx| Ok(Box::new(GpuSpatial::new(ctx)?) as Box<dyn SpatialKernels>),
+            Box::new(|| Box::new(CpuSpatial) as Box<dyn SpatialKernels>),
+        )?;
         Ok(Box::new(SpatialInstance {
             schema: self.schema.clone(),
             cin: self.cin,
             matrix: self.matrix.clone(),
             kernels,
-            fallback_to_cpu: self.fallback_to_cpu,
         }))
     }
 }
@@ -308,8 +302,7 @@ struct SpatialInstance {
     schema: Arc<Schema>,
     cin: usize,
     matrix: Arc<Vec<f32>>,
-    kernels: Box<dyn SpatialKernels>,
-    fallback_to_cpu: bool,
+    kernels: Kernels<dyn SpatialKernels>,
 }
 
 impl OperatorInstance for SpatialInstance {
@@ -321,14 +314,8 @@ impl OperatorInstance for SpatialInstance {
             )));
         };
         let cout = self.schema.width();
-        let data = match self.kernels.apply(&frame.data, self.cin, &self.matrix, cout) {
-            Err(EngineError::Device(m)) if self.fallback_to_cpu => {
-                tracing::warn!("spatial map: GPU kernel failed ({m}); gpu_fallback = \"cpu\", continuing on the CPU");
-                self.kernels = Box::new(CpuSpatial);
-                self.kernels.apply(&frame.data, self.cin, &self.matrix, cout)?
-            }
-            other => other?,
-        };
+        let (cin, matrix) = (self.cin, &self.matrix);
+        let data = self.kernels.run(|k| k.apply(&frame.data, cin, matrix, cout))?;
         frame.schema = self.schema.clone();
         frame.data = data;
         out.push(Batch::Dense(frame));

@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use neurostream_engine::kernels::Kernels;
 use neurostream_engine::{
     parse_config, wgpu, Batch, ComputeDevice, ConfigTable, EngineError, Frame, GpuContext, GpuPass, Marker, NodeConfig,
     NodeContext, Operator, OperatorInstance, OperatorKind, Partitioning, Result, RowIndex, Schema, StreamKind,
@@ -194,10 +195,12 @@ impl Operator for Resample {
         true
     }
     fn instantiate(&self, device: &ComputeDevice) -> Result<Box<dyn OperatorInstance>> {
-        let kernels: Box<dyn ResampleKernels> = match device {
-            ComputeDevice::Cpu => Box::new(CpuResample),
-            ComputeDevice::Gpu(ctx) => Box::new(GpuResample::new(ctx.clone())?),
-        };
+        let kernels = Kernels::select(
+            "resample",
+            device,
+            |ctx| Ok(Box::new(GpuResample::new(ctx)?) as Box<dyn ResampleKernels>),
+            Box::new(|| Box::new(CpuResample) as Box<dyn ResampleKernels>),
+        )?;
         Ok(Box::new(ResampleInstance {
             channels: self.input.width(),
             schema: self.schema.clone(),
@@ -230,7 +233,7 @@ struct ResampleInstance {
     schema: Arc<Schema>,
     filter: Arc<Polyphase>,
     pre: i64,
-    kernels: Box<dyn ResampleKernels>,
+    kernels: Kernels<dyn ResampleKernels>,
     streams: HashMap<Arc<str>, StreamState>,
 }
 
@@ -242,7 +245,8 @@ impl ResampleInstance {
             return Ok(());
         }
         let ms: Vec<i64> = (st.next..end).map(|j| j + self.pre).collect();
-        let data = self.kernels.outputs(&self.filter, &st.rows, st.base, &ms, self.channels)?;
+        let (filter, channels) = (&self.filter, self.channels);
+        let data = self.kernels.run(|k| k.outputs(filter, &st.rows, st.base, &ms, channels))?;
         let (up, down) = (self.filter.up as i64, self.filter.down as i64);
         let first_out = st.first_sample.unwrap_or(0) * up / down;
         let samples: Vec<i64> = (st.next..end).map(|j| first_out + j).collect();
