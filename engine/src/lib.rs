@@ -25,6 +25,7 @@ pub mod node;
 pub mod process;
 pub mod runtime;
 pub mod schema;
+pub mod settings;
 pub mod spec;
 pub mod suggest;
 pub mod table;

@@ -12,7 +12,7 @@ use crate::device::ComputeDevice;
 use crate::error::Result;
 use crate::frame::Batch;
 use crate::schema::Schema;
-use crate::spec::PipelineSettings;
+use crate::settings::PipelineSettings;
 
 /// The kind-specific keys of a node's TOML table.
 pub type ConfigTable = toml::Table;

@@ -4,7 +4,7 @@
 //! widened to f32 in a small scratch buffer (the `half` crate's slice conversion) and multiplied
 //! there, so no full f32 copy is made per call.
 
-use super::cpu::{axpy_columns, gemm_block, split_columns};
+use super::dense::{axpy_columns, gemm_block, split_columns};
 
 /// Columns widened per block: `d_in × COLS` f32 of scratch (288 KB at d_in 576).
 const COLS: usize = 128;

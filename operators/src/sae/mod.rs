@@ -5,6 +5,7 @@
 //! sorted by activation); a Parquet sink writes it directly.
 
 mod cpu;
+mod dense;
 mod gpu;
 pub mod half_weights;
 pub mod model;
@@ -20,7 +21,8 @@ use neurostream_engine::{
 };
 use serde::{Deserialize, Serialize};
 
-pub use cpu::{matmul, CpuSae, CpuWeights};
+pub use cpu::{CpuSae, CpuWeights};
+pub use dense::matmul;
 pub use gpu::GpuSae;
 pub use model::{Activation, InputNorm, Sae};
 pub use reconstruct::{SaeReconstructConfig, SaeReconstructKind};
