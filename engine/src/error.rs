@@ -70,6 +70,14 @@ pub enum EngineError {
 }
 
 impl EngineError {
+    /// A problem with an input file, naming it (and the row group or row in `message`).
+    pub fn input(path: &std::path::Path, message: impl Into<String>) -> EngineError {
+        EngineError::Input {
+            path: path.to_path_buf(),
+            message: message.into(),
+        }
+    }
+
     /// Wraps an I/O error with what was being done.
     pub fn io(context: impl Into<String>, source: std::io::Error) -> EngineError {
         EngineError::Io {

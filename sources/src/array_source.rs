@@ -107,32 +107,25 @@ struct ArrayFile {
     schema: Arc<Schema>,
 }
 
-fn input_err(path: &Path, message: impl Into<String>) -> EngineError {
-    EngineError::Input {
-        path: path.to_path_buf(),
-        message: message.into(),
-    }
-}
-
 impl ArraySource {
     /// Maps `path` and reads its header.
     pub fn open(name: &str, path: &Path, cfg: &ArraySourceConfig) -> Result<ArraySource> {
-        let file = std::fs::File::open(path).map_err(|e| input_err(path, format!("cannot open: {e}")))?;
+        let file = std::fs::File::open(path).map_err(|e| EngineError::input(path, format!("cannot open: {e}")))?;
         // SAFETY: the map is read-only; a file truncated underneath a running pipeline is the
         // same hazard every memory-mapped reader (numpy.load(mmap_mode), safetensors) accepts.
-        let map = unsafe { Mmap::map(&file) }.map_err(|e| input_err(path, format!("cannot map: {e}")))?;
+        let map = unsafe { Mmap::map(&file) }.map_err(|e| EngineError::input(path, format!("cannot map: {e}")))?;
         let ext = path.extension().and_then(|e| e.to_str()).unwrap_or_default();
         let (dtype, shape, offset) = match ext {
             "npy" => {
                 if cfg.tensor.is_some() {
-                    return Err(input_err(path, "`tensor` applies only to .safetensors files"));
+                    return Err(EngineError::input(path, "`tensor` applies only to .safetensors files"));
                 }
-                let h = parse_npy_header(&map).map_err(|m| input_err(path, m))?;
+                let h = parse_npy_header(&map).map_err(|m| EngineError::input(path, m))?;
                 (h.dtype, h.shape, h.data_offset)
             }
             "safetensors" => {
                 let (n, meta) = safetensors::SafeTensors::read_metadata(&map)
-                    .map_err(|e| input_err(path, format!("not a valid safetensors file: {e}")))?;
+                    .map_err(|e| EngineError::input(path, format!("not a valid safetensors file: {e}")))?;
                 let names: Vec<String> = {
                     let mut v: Vec<String> = meta.tensors().keys().cloned().collect();
                     v.sort();
@@ -142,7 +135,7 @@ impl ArraySource {
                     Some(t) => t.clone(),
                     None if names.len() == 1 => names[0].clone(),
                     None => {
-                        return Err(input_err(
+                        return Err(EngineError::input(
                             path,
                             format!("holds several tensors ({}): choose one with `tensor`", names.join(", ")),
                         ))
@@ -150,40 +143,40 @@ impl ArraySource {
                 };
                 let info = meta
                     .info(&wanted)
-                    .ok_or_else(|| input_err(path, format!("no tensor `{wanted}` (tensors: {})", names.join(", "))))?;
+                    .ok_or_else(|| EngineError::input(path, format!("no tensor `{wanted}` (tensors: {})", names.join(", "))))?;
                 let dtype = DType::from_safetensors(info.dtype).ok_or_else(|| {
-                    input_err(
+                    EngineError::input(
                         path,
                         format!("tensor `{wanted}` has dtype {:?}; expected F32, F16, BF16 or F64", info.dtype),
                     )
                 })?;
                 (dtype, info.shape.clone(), 8 + n + info.data_offsets.0)
             }
-            _ => return Err(input_err(path, "expected a .npy or .safetensors file")),
+            _ => return Err(EngineError::input(path, "expected a .npy or .safetensors file")),
         };
         let (rows, width, seq_len) = match (shape.as_slice(), cfg.seq_len) {
             ([rows, width], s) => (*rows, *width, s.unwrap_or(usize::MAX)),
             ([seqs, len, width], None) => (seqs * len, *width, *len),
             ([_, len, _], Some(s)) if s != *len => {
-                return Err(input_err(
+                return Err(EngineError::input(
                     path,
                     format!("shape {shape:?} already has sequences of {len} tokens; `seq_len` = {s} disagrees"),
                 ))
             }
             ([seqs, len, width], Some(_)) => (seqs * len, *width, *len),
             _ => {
-                return Err(input_err(
+                return Err(EngineError::input(
                     path,
                     format!("shape {shape:?}: expected [tokens, d_model] or [sequences, seq_len, d_model]"),
                 ))
             }
         };
         if width == 0 {
-            return Err(input_err(path, "d_model is 0"));
+            return Err(EngineError::input(path, "d_model is 0"));
         }
         let needed = offset + rows * width * dtype.size();
         if map.len() < needed {
-            return Err(input_err(
+            return Err(EngineError::input(
                 path,
                 format!(
                     "truncated: shape {shape:?} of {dtype:?} needs {needed} bytes, the file has {}",

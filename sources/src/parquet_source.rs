@@ -147,16 +147,10 @@ pub struct ParquetSource {
     batch_rows: usize,
 }
 
-fn input_err(path: &Path, message: impl Into<String>) -> EngineError {
-    EngineError::Input {
-        path: path.to_path_buf(),
-        message: message.into(),
-    }
-}
-
 fn open_builder(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>> {
-    let file = File::open(path).map_err(|e| input_err(path, format!("cannot open: {e}")))?;
-    ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| input_err(path, format!("not a readable Parquet file: {e}")))
+    let file = File::open(path).map_err(|e| EngineError::input(path, format!("cannot open: {e}")))?;
+    ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| EngineError::input(path, format!("not a readable Parquet file: {e}")))
 }
 
 impl ParquetSource {
@@ -167,17 +161,17 @@ impl ParquetSource {
         let mut total = 0u64;
         for (fi, path) in files.iter().enumerate() {
             let builder = open_builder(path)?;
-            let mut d = Decoder::new(builder.schema(), &cfg.column, cfg.sample_rate).map_err(|m| input_err(path, m))?;
+            let mut d = Decoder::new(builder.schema(), &cfg.column, cfg.sample_rate).map_err(|m| EngineError::input(path, m))?;
             if d.width() == 0 {
                 // Variable-length lists without d_model metadata: learn the width from the first row.
                 let mut reader = builder
                     .with_batch_size(1)
                     .build()
-                    .map_err(|e| input_err(path, e.to_string()))?;
+                    .map_err(|e| EngineError::input(path, e.to_string()))?;
                 if let Some(batch) = reader.next() {
-                    let batch = batch.map_err(|e| input_err(path, format!("row group 0: {e}")))?;
+                    let batch = batch.map_err(|e| EngineError::input(path, format!("row group 0: {e}")))?;
                     d.decode(&batch, &Arc::from(name), 0, 0, &path.display().to_string())
-                        .map_err(|m| input_err(path, m))?;
+                        .map_err(|m| EngineError::input(path, m))?;
                 }
             }
             let builder = open_builder(path)?;
@@ -200,7 +194,7 @@ impl ParquetSource {
             match &decoder {
                 None => decoder = Some(d),
                 Some(first) if first.schema.width() != d.schema.width() && d.width() != 0 => {
-                    return Err(input_err(
+                    return Err(EngineError::input(
                         path,
                         format!(
                             "shape mismatch: {} columns wide, but {} is {}",
@@ -214,7 +208,7 @@ impl ParquetSource {
                     if first.schema.is_signal() != d.schema.is_signal()
                         || (first.schema.is_signal() && first.schema.channels != d.schema.channels) =>
                 {
-                    return Err(input_err(
+                    return Err(EngineError::input(
                         path,
                         format!(
                             "layout differs from {}: {} vs {}",
@@ -304,7 +298,7 @@ impl SourceReader for ParquetReader {
                     .with_row_groups(vec![group.index])
                     .with_batch_size(self.batch_rows)
                     .build()
-                    .map_err(|e| input_err(path, format!("row group {}: {e}", group.index)))?;
+                    .map_err(|e| EngineError::input(path, format!("row group {}: {e}", group.index)))?;
                 self.current = Some(OpenGroup { group, reader, done: 0 });
             }
             let cur = self.current.as_mut().unwrap();

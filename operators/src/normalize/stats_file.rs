@@ -4,24 +4,19 @@ use std::path::Path;
 
 use neurostream_engine::{EngineError, Result};
 
-fn input_err(path: &Path, message: impl Into<String>) -> EngineError {
-    EngineError::Input {
-        path: path.to_path_buf(),
-        message: message.into(),
-    }
-}
-
 /// Reads per-channel `(mean, std)` from a JSON file (`{"mean": [...], "std": [...]}`) or a
 /// safetensors file (1-D `F32` or `F64` tensors named `mean` and `std`), chosen by extension.
 pub fn load_stats(path: &Path) -> Result<(Vec<f64>, Vec<f64>)> {
-    let bytes = std::fs::read(path).map_err(|e| input_err(path, format!("cannot read statistics file: {e}")))?;
+    let bytes = std::fs::read(path).map_err(|e| EngineError::input(path, format!("cannot read statistics file: {e}")))?;
     let (mean, std) = if path.extension().is_some_and(|e| e == "safetensors") {
         let st = safetensors::SafeTensors::deserialize(&bytes)
-            .map_err(|e| input_err(path, format!("not a valid safetensors file: {e}")))?;
+            .map_err(|e| EngineError::input(path, format!("not a valid safetensors file: {e}")))?;
         let get = |name: &str| -> Result<Vec<f64>> {
-            let t = st.tensor(name).map_err(|_| input_err(path, format!("no tensor `{name}`")))?;
+            let t = st
+                .tensor(name)
+                .map_err(|_| EngineError::input(path, format!("no tensor `{name}`")))?;
             if t.shape().len() != 1 {
-                return Err(input_err(
+                return Err(EngineError::input(
                     path,
                     format!("tensor `{name}` must be 1-D, has shape {:?}", t.shape()),
                 ));
@@ -36,7 +31,7 @@ pub fn load_stats(path: &Path) -> Result<(Vec<f64>, Vec<f64>)> {
                     .chunks_exact(8)
                     .map(|b| f64::from_le_bytes(b.try_into().unwrap()))
                     .collect()),
-                other => Err(input_err(
+                other => Err(EngineError::input(
                     path,
                     format!("tensor `{name}` has dtype {other:?}; expected F32 or F64"),
                 )),
@@ -53,17 +48,18 @@ pub fn load_stats(path: &Path) -> Result<(Vec<f64>, Vec<f64>)> {
             #[serde(default)]
             channels: Option<Vec<String>>,
         }
-        let s: Stats = serde_json::from_slice(&bytes).map_err(|e| input_err(path, format!("not a statistics JSON file: {e}")))?;
+        let s: Stats =
+            serde_json::from_slice(&bytes).map_err(|e| EngineError::input(path, format!("not a statistics JSON file: {e}")))?;
         (s.mean, s.std)
     };
     if mean.len() != std.len() {
-        return Err(input_err(
+        return Err(EngineError::input(
             path,
             format!("`mean` has {} values but `std` has {}", mean.len(), std.len()),
         ));
     }
     if let Some(i) = mean.iter().position(|m| !m.is_finite()) {
-        return Err(input_err(path, format!("`mean` channel {i} is not finite")));
+        return Err(EngineError::input(path, format!("`mean` channel {i} is not finite")));
     }
     Ok((mean, std))
 }
