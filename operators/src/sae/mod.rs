@@ -15,6 +15,7 @@ pub mod reconstruct;
 
 use std::sync::Arc;
 
+use neurostream_engine::kernels::Kernels;
 use neurostream_engine::{
     parse_config, Batch, ComputeDevice, ConfigTable, EngineError, NodeConfig, NodeContext, Operator, OperatorInstance,
     OperatorKind, Partitioning, Result, Schema, SparseFrame, StreamKind,
@@ -228,23 +229,30 @@ impl Operator for SaeEncode {
     }
 
     fn instantiate(&self, device: &ComputeDevice) -> Result<Box<dyn OperatorInstance>> {
-        let kernels: Box<dyn SaeKernels> = match device {
-            ComputeDevice::Cpu => {
-                let weights = self
-                    .cpu_weights
-                    .get_or_init(|| CpuWeights::prepare(&self.sae, self.weight_dtype));
-                Box::new(CpuSae::with_weights(&self.sae, self.threads, weights.clone()))
-            }
-            ComputeDevice::Gpu(ctx) => {
-                if self.weight_dtype != half_weights::WeightDtype::F32 {
-                    tracing::warn!(
-                        "sae_encode `{}`: weight_dtype applies to the CPU kernel; the GPU keeps f32",
-                        self.name
-                    );
-                }
-                Box::new(GpuSae::new(ctx.clone(), &self.sae)?)
-            }
-        };
+        if matches!(device, ComputeDevice::Gpu(_)) && self.weight_dtype != half_weights::WeightDtype::F32 {
+            tracing::warn!(
+                "sae_encode `{}`: weight_dtype applies to the CPU kernel; the GPU keeps f32",
+                self.name
+            );
+        }
+        // The CPU path shares one prepared copy of the weights between workers; a CPU fallback
+        // after a GPU error prepares its own.
+        let shared = matches!(device, ComputeDevice::Cpu).then(|| {
+            self.cpu_weights
+                .get_or_init(|| CpuWeights::prepare(&self.sae, self.weight_dtype))
+                .clone()
+        });
+        let (sae, threads, dtype) = (self.sae.clone(), self.threads, self.weight_dtype);
+        let gpu_sae = self.sae.clone();
+        let kernels = Kernels::select(
+            "sae_encode",
+            device,
+            move |ctx| Ok(Box::new(GpuSae::new(ctx, &gpu_sae)?) as Box<dyn SaeKernels>),
+            Box::new(move || {
+                let weights = shared.clone().unwrap_or_else(|| CpuWeights::prepare(&sae, dtype));
+                Box::new(CpuSae::with_weights(&sae, threads, weights)) as Box<dyn SaeKernels>
+            }),
+        )?;
         Ok(Box::new(SaeEncodeInstance {
             sae: self.sae.clone(),
             schema: self.schema.clone(),
@@ -263,7 +271,7 @@ impl Operator for SaeEncode {
 struct SaeEncodeInstance {
     sae: Arc<Sae>,
     schema: Arc<Schema>,
-    kernels: Box<dyn SaeKernels>,
+    kernels: Kernels<dyn SaeKernels>,
     prepared: Vec<f32>,
     batching: Option<Batching>,
     /// Frames waiting for their batch, with their arrival time.
@@ -291,7 +299,8 @@ impl SaeEncodeInstance {
                 at += 1;
             }
         }
-        let csr = self.kernels.encode(&self.sae, &self.prepared, rows)?;
+        let (sae, prepared) = (&self.sae, &self.prepared);
+        let csr = self.kernels.run(|k| k.encode(sae, prepared, rows))?;
         let now = std::time::Instant::now();
         let mut first = 0usize;
         for (frame, arrived) in self.pending.drain(..) {
