@@ -747,10 +747,8 @@ impl ParquetFileWriter {
             file.sync_all().map_err(|e| format!("fsync: {e}"))?;
             drop(file);
             std::fs::rename(&self.temp, &self.target).map_err(|e| format!("rename from {}: {e}", self.temp.display()))?;
-            if let Some(dir) = self.target.parent().filter(|d| !d.as_os_str().is_empty()) {
-                if let Ok(d) = File::open(dir) {
-                    let _ = d.sync_all();
-                }
+            if let Some(dir) = self.target.parent() {
+                sync_dir(dir);
             }
             Ok(())
         })();
