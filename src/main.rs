@@ -85,8 +85,14 @@ enum Command {
         #[arg(short = 'n', long, default_value_t = 5)]
         rows: usize,
     },
-    /// List the source, operator and sink kinds a pipeline may use.
-    Kinds,
+    /// List the source, operator and sink kinds a pipeline may use, or one kind's keys.
+    Kinds {
+        /// A kind to show the keys of (name, type, default, unit, meaning), e.g. `butterworth`.
+        kind: Option<String>,
+        /// Print Markdown key tables, as the README's pipeline reference shows them.
+        #[arg(long)]
+        markdown: bool,
+    },
     /// Sparse autoencoder tools.
     #[command(subcommand)]
     Sae(SaeCommand),
@@ -293,6 +299,47 @@ fn main() {
     }
 }
 
+/// `neurostream kinds [KIND] [--markdown]`.
+fn kinds(kind: Option<&str>, markdown: bool) -> anyhow::Result<()> {
+    use neurostream::reference;
+    let all = registry().reference();
+    let Some(kind) = kind else {
+        if markdown {
+            for doc in &all {
+                println!(
+                    "{} `{}`: {}\n\n{}",
+                    doc.section,
+                    doc.kind,
+                    doc.summary,
+                    reference::markdown_table(doc)
+                );
+            }
+        } else {
+            for doc in &all {
+                println!("{:<9} {:<22} {}", doc.section, doc.kind, doc.summary);
+            }
+            println!("\n`neurostream kinds KIND` shows a kind's keys.");
+        }
+        return Ok(());
+    };
+    let matching: Vec<_> = all.iter().filter(|d| d.kind == kind).collect();
+    if matching.is_empty() {
+        let hint = neurostream::suggest::hint(kind, all.iter().map(|d| d.kind));
+        anyhow::bail!("no kind `{kind}`{hint}; `neurostream kinds` lists them");
+    }
+    for (i, doc) in matching.iter().enumerate() {
+        if i > 0 {
+            println!();
+        }
+        if markdown {
+            print!("{}", reference::markdown_table(doc));
+        } else {
+            print!("{}", reference::text(doc));
+        }
+    }
+    Ok(())
+}
+
 fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Validate { file } => {
@@ -305,12 +352,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Inspect { file, rows } => inspect::inspect(&file, rows),
-        Command::Kinds => {
-            for (section, kind, what) in registry().describe_all() {
-                println!("{section:<9} {kind:<22} {what}");
-            }
-            Ok(())
-        }
+        Command::Kinds { kind, markdown } => kinds(kind.as_deref(), markdown),
         Command::Sae(SaeCommand::Encode {
             sae,
             input,

@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod net;
 pub mod node;
 pub mod process;
+pub mod reference;
 pub mod runtime;
 pub mod schema;
 pub mod settings;
@@ -37,8 +38,8 @@ pub use error::{EngineError, Result};
 pub use frame::{now_ns, Batch, Frame, Marker, RowIndex, SparseFrame};
 pub use metrics::{Metrics, MetricsServer};
 pub use node::{
-    parse_config, ConfigTable, NodeContext, Operator, OperatorInstance, OperatorKind, Partitioning, Placement, Registry, Sink,
-    SinkKind, SinkWriter, Source, SourceKind, SourceReader, WorkerPos,
+    parse_config, ConfigTable, NodeContext, Operator, OperatorInstance, OperatorKind, Partitioning, Placement, RegisteredKind,
+    Registry, Sink, SinkKind, SinkWriter, Source, SourceKind, SourceReader, WorkerPos,
 };
 pub use runtime::{run, ClusterConfig, NodeStats, RunOptions, RunProgress, RunReport};
 pub use schema::{Channel, Schema, StreamKind};

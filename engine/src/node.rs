@@ -11,8 +11,10 @@ use crate::checkpoint::{Checkpointing, Delivery, SinkCommit};
 use crate::device::ComputeDevice;
 use crate::error::Result;
 use crate::frame::Batch;
+use crate::reference::{KeyDoc, KindDoc};
 use crate::schema::Schema;
 use crate::settings::PipelineSettings;
+use crate::spec::NodeConfig;
 
 /// The kind-specific keys of a node's TOML table.
 pub type ConfigTable = toml::Table;
@@ -67,14 +69,15 @@ impl NodeContext<'_> {
     }
 }
 
-/// A kind of source (`parquet`, `synthetic_eeg`, ...): builds sources from config tables.
-pub trait SourceKind: Send + Sync {
-    /// The `kind = "..."` name.
-    fn kind(&self) -> &'static str;
+/// A kind of source (`parquet`, `synthetic_eeg`, ...): builds sources from its typed config.
+/// Its name is its config's [`NodeConfig::KIND`] and its keys are that type's fields.
+pub trait SourceKind: Send + Sync + 'static {
+    /// The node's kind-specific keys.
+    type Config: NodeConfig;
     /// One line saying what it reads.
     fn describe(&self) -> &'static str;
-    /// Parses `config` (the node's keys minus the common ones) and checks it, opening files to read schemas.
-    fn build(&self, config: ConfigTable, ctx: &NodeContext) -> Result<Arc<dyn Source>>;
+    /// Checks `config`, opening files to read schemas.
+    fn build(&self, config: Self::Config, ctx: &NodeContext) -> Result<Arc<dyn Source>>;
 }
 
 /// A configured source, shared by all workers of a process.
@@ -139,14 +142,14 @@ pub enum Partitioning {
     ByStream,
 }
 
-/// A kind of operator (`normalize`, ...).
-pub trait OperatorKind: Send + Sync {
-    /// The `kind = "..."` name.
-    fn kind(&self) -> &'static str;
+/// A kind of operator (`normalize`, ...); named by its config's [`NodeConfig::KIND`].
+pub trait OperatorKind: Send + Sync + 'static {
+    /// The node's kind-specific keys.
+    type Config: NodeConfig;
     /// One line saying what it computes.
     fn describe(&self) -> &'static str;
-    /// Parses `config`, checks it against the input schema (shape mismatches are errors here).
-    fn build(&self, config: ConfigTable, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Operator>>;
+    /// Checks `config` against the input schema (shape mismatches are errors here).
+    fn build(&self, config: Self::Config, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Operator>>;
 }
 
 /// A configured operator, shared by all workers of a process.
@@ -206,13 +209,13 @@ pub enum Placement {
 }
 
 /// A kind of sink (`parquet`, `console`, ...).
-pub trait SinkKind: Send + Sync {
-    /// The `kind = "..."` name.
-    fn kind(&self) -> &'static str;
+pub trait SinkKind: Send + Sync + 'static {
+    /// The node's kind-specific keys.
+    type Config: NodeConfig;
     /// One line saying what it writes.
     fn describe(&self) -> &'static str;
-    /// Parses `config` and checks it against the input schema.
-    fn build(&self, config: ConfigTable, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Sink>>;
+    /// Checks `config` against the input schema.
+    fn build(&self, config: Self::Config, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Sink>>;
 }
 
 /// A configured sink, shared by all workers of a process.
@@ -268,12 +271,84 @@ pub trait SinkWriter {
     }
 }
 
+/// A registered kind of any section, built from a TOML table: what the [`Registry`] holds.
+/// Implemented for every [`SourceKind`], [`OperatorKind`] and [`SinkKind`].
+pub trait RegisteredKind: Send + Sync {
+    /// The `kind = "..."` name ([`NodeConfig::KIND`]).
+    fn name(&self) -> &'static str;
+    /// One line saying what it does.
+    fn summary(&self) -> &'static str;
+    /// Its keys, from its config type.
+    fn keys(&self) -> Vec<KeyDoc>;
+    /// Parses `config` into the kind's config type and drops it: reports unknown keys and
+    /// wrong types without building (used for nodes whose input failed to build).
+    fn check_keys(&self, config: ConfigTable, ctx: &NodeContext) -> Result<()>;
+    /// Builds a source (sources only).
+    fn build_source(&self, config: ConfigTable, ctx: &NodeContext) -> Result<Arc<dyn Source>> {
+        let _ = (config, ctx);
+        unreachable!("not a source kind")
+    }
+    /// Builds an operator on `input` (operators only).
+    fn build_operator(&self, config: ConfigTable, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Operator>> {
+        let _ = (config, ctx, input);
+        unreachable!("not an operator kind")
+    }
+    /// Builds a sink of `input` (sinks only).
+    fn build_sink(&self, config: ConfigTable, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Sink>> {
+        let _ = (config, ctx, input);
+        unreachable!("not a sink kind")
+    }
+}
+
+macro_rules! registered_kind_info {
+    () => {
+        fn name(&self) -> &'static str {
+            K::Config::KIND
+        }
+        fn summary(&self) -> &'static str {
+            self.0.describe()
+        }
+        fn keys(&self) -> Vec<KeyDoc> {
+            crate::reference::keys_of::<K::Config>()
+        }
+        fn check_keys(&self, config: ConfigTable, ctx: &NodeContext) -> Result<()> {
+            parse_config::<K::Config>(config, ctx).map(drop)
+        }
+    };
+}
+
+/// Adapters of typed kinds to [`RegisteredKind`], one per section.
+struct SourceEntry<K>(K);
+struct OperatorEntry<K>(K);
+struct SinkEntry<K>(K);
+
+impl<K: SourceKind> RegisteredKind for SourceEntry<K> {
+    registered_kind_info!();
+    fn build_source(&self, config: ConfigTable, ctx: &NodeContext) -> Result<Arc<dyn Source>> {
+        self.0.build(parse_config(config, ctx)?, ctx)
+    }
+}
+
+impl<K: OperatorKind> RegisteredKind for OperatorEntry<K> {
+    registered_kind_info!();
+    fn build_operator(&self, config: ConfigTable, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Operator>> {
+        self.0.build(parse_config(config, ctx)?, ctx, input)
+    }
+}
+
+impl<K: SinkKind> RegisteredKind for SinkEntry<K> {
+    registered_kind_info!();
+    fn build_sink(&self, config: ConfigTable, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Sink>> {
+        self.0.build(parse_config(config, ctx)?, ctx, input)
+    }
+}
+
 /// The kinds of sources, operators and sinks a pipeline may name.
 #[derive(Default, Clone)]
 pub struct Registry {
-    sources: BTreeMap<&'static str, Arc<dyn SourceKind>>,
-    operators: BTreeMap<&'static str, Arc<dyn OperatorKind>>,
-    sinks: BTreeMap<&'static str, Arc<dyn SinkKind>>,
+    sources: BTreeMap<&'static str, Arc<dyn RegisteredKind>>,
+    operators: BTreeMap<&'static str, Arc<dyn RegisteredKind>>,
+    sinks: BTreeMap<&'static str, Arc<dyn RegisteredKind>>,
 }
 
 impl Registry {
@@ -283,35 +358,35 @@ impl Registry {
     }
 
     /// Adds a source kind.
-    pub fn add_source(&mut self, kind: impl SourceKind + 'static) -> &mut Self {
-        self.sources.insert(kind.kind(), Arc::new(kind));
+    pub fn add_source<K: SourceKind>(&mut self, kind: K) -> &mut Self {
+        self.sources.insert(K::Config::KIND, Arc::new(SourceEntry(kind)));
         self
     }
 
     /// Adds an operator kind.
-    pub fn add_operator(&mut self, kind: impl OperatorKind + 'static) -> &mut Self {
-        self.operators.insert(kind.kind(), Arc::new(kind));
+    pub fn add_operator<K: OperatorKind>(&mut self, kind: K) -> &mut Self {
+        self.operators.insert(K::Config::KIND, Arc::new(OperatorEntry(kind)));
         self
     }
 
     /// Adds a sink kind.
-    pub fn add_sink(&mut self, kind: impl SinkKind + 'static) -> &mut Self {
-        self.sinks.insert(kind.kind(), Arc::new(kind));
+    pub fn add_sink<K: SinkKind>(&mut self, kind: K) -> &mut Self {
+        self.sinks.insert(K::Config::KIND, Arc::new(SinkEntry(kind)));
         self
     }
 
     /// The source kind named `kind`.
-    pub fn source(&self, kind: &str) -> Option<&Arc<dyn SourceKind>> {
+    pub fn source(&self, kind: &str) -> Option<&Arc<dyn RegisteredKind>> {
         self.sources.get(kind)
     }
 
     /// The operator kind named `kind`.
-    pub fn operator(&self, kind: &str) -> Option<&Arc<dyn OperatorKind>> {
+    pub fn operator(&self, kind: &str) -> Option<&Arc<dyn RegisteredKind>> {
         self.operators.get(kind)
     }
 
     /// The sink kind named `kind`.
-    pub fn sink(&self, kind: &str) -> Option<&Arc<dyn SinkKind>> {
+    pub fn sink(&self, kind: &str) -> Option<&Arc<dyn RegisteredKind>> {
         self.sinks.get(kind)
     }
 
@@ -324,12 +399,22 @@ impl Registry {
         )
     }
 
-    /// `(kind, description)` of every registered kind, by section.
-    pub fn describe_all(&self) -> Vec<(&'static str, &'static str, &'static str)> {
-        let mut v = Vec::new();
-        v.extend(self.sources.values().map(|k| ("source", k.kind(), k.describe())));
-        v.extend(self.operators.values().map(|k| ("operator", k.kind(), k.describe())));
-        v.extend(self.sinks.values().map(|k| ("sink", k.kind(), k.describe())));
+    /// Every registered kind with its keys, by section (sources, operators, sinks), each by name.
+    pub fn reference(&self) -> Vec<KindDoc> {
+        let section = |name: &'static str, kinds: &BTreeMap<&'static str, Arc<dyn RegisteredKind>>| {
+            kinds
+                .values()
+                .map(|k| KindDoc {
+                    section: name,
+                    kind: k.name(),
+                    summary: k.summary(),
+                    keys: k.keys(),
+                })
+                .collect::<Vec<_>>()
+        };
+        let mut v = section("source", &self.sources);
+        v.extend(section("operator", &self.operators));
+        v.extend(section("sink", &self.sinks));
         v
     }
 }

@@ -392,7 +392,7 @@ impl PipelineSpec {
             let input_schema = node.input.as_deref().and_then(|i| schemas.get(i).cloned());
             let built = match node.section {
                 Section::Source => registry.source(kind).map(|k| {
-                    k.build(node.config.clone(), &ctx).map(|s| {
+                    k.build_source(node.config.clone(), &ctx).map(|s| {
                         schemas.insert(&node.name, s.schema());
                         Built::Source(s)
                     })
@@ -400,7 +400,7 @@ impl PipelineSpec {
                 Section::Operator => match &input_schema {
                     None => None,
                     Some(schema) => registry.operator(kind).map(|k| {
-                        k.build(node.config.clone(), &ctx, schema).map(|op| {
+                        k.build_operator(node.config.clone(), &ctx, schema).map(|op| {
                             schemas.insert(&node.name, op.output_schema());
                             Built::Operator(op)
                         })
@@ -410,24 +410,17 @@ impl PipelineSpec {
                     None => None,
                     Some(schema) => registry
                         .sink(kind)
-                        .map(|k| k.build(node.config.clone(), &ctx, schema).map(Built::Sink)),
+                        .map(|k| k.build_sink(node.config.clone(), &ctx, schema).map(Built::Sink)),
                 },
             };
             if input_schema.is_none() && node.section != Section::Source {
-                // Its input failed to build, so its shapes cannot be checked; its keys still can:
-                // build it against a stand-in input and keep only the unknown-key problems.
-                let stand_in = Arc::new(Schema::signal(&["stand-in"], "uV", 100.0));
-                let keys_only = match node.section {
-                    Section::Operator => registry
-                        .operator(kind)
-                        .map(|k| k.build(node.config.clone(), &ctx, &stand_in).err()),
-                    _ => registry
-                        .sink(kind)
-                        .map(|k| k.build(node.config.clone(), &ctx, &stand_in).err()),
+                // Its input failed to build, so its shapes cannot be checked; its keys still can.
+                let kind_entry = match node.section {
+                    Section::Operator => registry.operator(kind),
+                    _ => registry.sink(kind),
                 };
-                if let Some(Some(EngineError::Invalid(list))) = keys_only {
-                    let unknown: Vec<String> = list.into_iter().filter(|m| m.contains("unknown field `")).collect();
-                    report(EngineError::Invalid(unknown), &mut problems);
+                if let Some(Err(e)) = kind_entry.map(|k| k.check_keys(node.config.clone(), &ctx)) {
+                    report(e, &mut problems);
                 }
             }
             match built {
@@ -606,7 +599,7 @@ impl CompiledPipeline {
 
 /// A typed node configuration usable with [`PipelineBuilder`]: a serializable config whose
 /// TOML form is exactly the node's kind-specific keys.
-pub trait NodeConfig: Serialize {
+pub trait NodeConfig: Serialize + serde::de::DeserializeOwned + schemars::JsonSchema {
     /// The kind name this config builds.
     const KIND: &'static str;
 }

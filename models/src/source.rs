@@ -11,8 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use neurostream_engine::{
-    parse_config, Batch, ConfigTable, EngineError, Frame, NodeConfig, NodeContext, Result, RowIndex, Schema, Source, SourceKind,
-    SourceReader, WorkerPos,
+    Batch, EngineError, Frame, NodeConfig, NodeContext, Result, RowIndex, Schema, Source, SourceKind, SourceReader, WorkerPos,
 };
 use serde::{Deserialize, Serialize};
 
@@ -20,7 +19,7 @@ use crate::bert::Bert;
 use crate::llama::Llama;
 
 /// Which model runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ModelName {
     /// SmolLM2-135M-Instruct (GGUF), 30 blocks of width 576.
@@ -45,10 +44,12 @@ impl ModelName {
 }
 
 /// Configuration of a `language_model` source.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LanguageModelConfig {
-    /// The model (`smollm2` or `minilm`).
+    /// `smollm2`: SmolLM2-135M-Instruct, GGUF Q4_1 (30 blocks, d_model 576; tokenizer from the GGUF
+    /// metadata); `minilm`: all-MiniLM-L6-v2, BERT (6 layers, d_model 384; `tokenizer.json`,
+    /// `[CLS]`/`[SEP]` included, no padding).
     pub model: ModelName,
     /// Weights: the GGUF file (smollm2) or the model folder (minilm); default: where
     /// `scripts/fetch_models.sh` puts them.
@@ -61,6 +62,7 @@ pub struct LanguageModelConfig {
     pub layer: usize,
     /// Tokens per document (longer documents are cut; default 256).
     #[serde(default = "default_max_tokens")]
+    #[schemars(extend("x-unit" = "tokens"))]
     pub max_tokens: usize,
     /// Documents to read (default: all).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -69,6 +71,7 @@ pub struct LanguageModelConfig {
     /// through the model). A decoder's first token is an attention sink whose residual norm is
     /// ~100x the others (SmolLM2 layer 15: ~23000 vs ~174); SAEs are trained without it.
     #[serde(default)]
+    #[schemars(extend("x-unit" = "tokens"))]
     pub skip_first: usize,
 }
 
@@ -84,14 +87,12 @@ impl NodeConfig for LanguageModelConfig {
 pub struct LanguageModelKind;
 
 impl SourceKind for LanguageModelKind {
-    fn kind(&self) -> &'static str {
-        "language_model"
-    }
+    type Config = LanguageModelConfig;
+
     fn describe(&self) -> &'static str {
         "residual activations of an in-process language model (SmolLM2 or MiniLM, candle) over texts, one document per line"
     }
-    fn build(&self, config: ConfigTable, ctx: &NodeContext) -> Result<Arc<dyn Source>> {
-        let cfg: LanguageModelConfig = parse_config(config, ctx)?;
+    fn build(&self, cfg: LanguageModelConfig, ctx: &NodeContext) -> Result<Arc<dyn Source>> {
         let fail = |m: String| EngineError::config(ctx.label, m);
         if cfg.max_tokens == 0 {
             return Err(fail("`max_tokens` must be at least 1".into()));

@@ -86,7 +86,11 @@ fn run_op(config: &str, width: usize, device: &ComputeDevice, input: Vec<Frame>,
         loaded: Default::default(),
     };
     let op = NormalizeKind
-        .build(table, &ctx, &Arc::new(Schema::activation(width, None, None)))
+        .build(
+            neurostream_engine::parse_config(table, &ctx).unwrap(),
+            &ctx,
+            &Arc::new(Schema::activation(width, None, None)),
+        )
         .unwrap();
     let mut inst = op.instantiate(device).unwrap();
     let mut out = Vec::new();

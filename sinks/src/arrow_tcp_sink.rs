@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use arrow::ipc::writer::{IpcWriteOptions, StreamWriter};
 use arrow::record_batch::RecordBatch;
-use neurostream_engine::{parse_config, ConfigTable, NodeConfig, NodeContext, Result, Schema, Sink, SinkKind};
+use neurostream_engine::{NodeConfig, NodeContext, Result, Schema, Sink, SinkKind};
 use serde::{Deserialize, Serialize};
 
 use crate::live::{
@@ -30,7 +30,7 @@ use crate::live::{
 pub use crate::live::FRAMES;
 
 /// Configuration of an `arrow_tcp` sink.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ArrowTcpSinkConfig {
     /// Address to listen on (default `127.0.0.1:7071`; port 0 picks a free port).
@@ -45,9 +45,11 @@ pub struct ArrowTcpSinkConfig {
     pub wait_for_subscribers: usize,
     /// How long to wait for them, in seconds (default 30); then the run fails.
     #[serde(default = "default_wait")]
+    #[schemars(extend("x-unit" = "s"))]
     pub wait_timeout_s: f64,
     /// Batches queued per subscriber before its slow policy applies (default 1024).
     #[serde(default = "default_queue")]
+    #[schemars(extend("x-unit" = "batches"))]
     pub queue_batches: usize,
     /// Shared secret subscribers must present (`token=...`); required off loopback.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -72,14 +74,12 @@ impl NodeConfig for ArrowTcpSinkConfig {
 pub struct ArrowTcpSinkKind;
 
 impl SinkKind for ArrowTcpSinkKind {
-    fn kind(&self) -> &'static str {
-        "arrow_tcp"
-    }
+    type Config = ArrowTcpSinkConfig;
+
     fn describe(&self) -> &'static str {
         "live consumers: subscribers receive a table (e.g. alerts) or the frames as an Arrow IPC stream over TCP"
     }
-    fn build(&self, config: ConfigTable, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Sink>> {
-        let cfg: ArrowTcpSinkConfig = parse_config(config, ctx)?;
+    fn build(&self, cfg: ArrowTcpSinkConfig, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Sink>> {
         let settings = server_settings(
             ctx,
             input,

@@ -14,9 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crossbeam_channel::Receiver;
-use neurostream_engine::{
-    parse_config, Batch, ConfigTable, NodeConfig, NodeContext, Placement, Result, Schema, Sink, SinkKind, SinkWriter, WorkerPos,
-};
+use neurostream_engine::{Batch, NodeConfig, NodeContext, Placement, Result, Schema, Sink, SinkKind, SinkWriter, WorkerPos};
 use serde::{Deserialize, Serialize};
 
 use crate::live::Hub;
@@ -63,7 +61,7 @@ pub fn subscribe(name: &str, capacity: usize, policy: SlowPolicy) -> Subscriptio
 }
 
 /// Configuration of a `channel` sink.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChannelSinkConfig {
     /// The name subscribers use (default: the sink's name).
@@ -79,14 +77,12 @@ impl NodeConfig for ChannelSinkConfig {
 pub struct ChannelSinkKind;
 
 impl SinkKind for ChannelSinkKind {
-    fn kind(&self) -> &'static str {
-        "channel"
-    }
+    type Config = ChannelSinkConfig;
+
     fn describe(&self) -> &'static str {
         "in-process subscribers of an embedding Rust program (bounded channels, per-subscriber slow policy)"
     }
-    fn build(&self, config: ConfigTable, ctx: &NodeContext, _input: &Arc<Schema>) -> Result<Arc<dyn Sink>> {
-        let cfg: ChannelSinkConfig = parse_config(config, ctx)?;
+    fn build(&self, cfg: ChannelSinkConfig, ctx: &NodeContext, _input: &Arc<Schema>) -> Result<Arc<dyn Sink>> {
         Ok(Arc::new(ChannelSink {
             name: cfg.name.unwrap_or_else(|| ctx.name.to_string()),
         }))

@@ -7,14 +7,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use neurostream_engine::{
-    parse_config, Batch, ConfigTable, NodeConfig, NodeContext, Placement, Result, RowIndex, Schema, Sink, SinkKind, SinkWriter,
-    WorkerPos,
+    Batch, NodeConfig, NodeContext, Placement, Result, RowIndex, Schema, Sink, SinkKind, SinkWriter, WorkerPos,
 };
 use serde::{Deserialize, Serialize};
 
 /// Configuration of a `console` sink. Its summary lines appear in
 /// [`RunReport::sink_lines`](neurostream_engine::RunReport), which the CLI prints to stdout.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ConsoleSinkConfig {
     /// Channels listed per stream (the rest are summarized in one line).
@@ -40,14 +39,12 @@ impl NodeConfig for ConsoleSinkConfig {
 pub struct ConsoleSinkKind;
 
 impl SinkKind for ConsoleSinkKind {
-    fn kind(&self) -> &'static str {
-        "console"
-    }
+    type Config = ConsoleSinkConfig;
+
     fn describe(&self) -> &'static str {
         "per-stream, per-channel summary in the run report; rows of chosen result tables (alerts) printed live"
     }
-    fn build(&self, config: ConfigTable, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Sink>> {
-        let cfg: ConsoleSinkConfig = parse_config(config, ctx)?;
+    fn build(&self, cfg: ConsoleSinkConfig, _ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Sink>> {
         Ok(Arc::new(ConsoleSink {
             cfg,
             schema: input.clone(),

@@ -8,13 +8,12 @@ use std::sync::Arc;
 
 use neurostream_engine::lsl::{self, Api, Handle};
 use neurostream_engine::{
-    parse_config, Batch, ConfigTable, EngineError, NodeConfig, NodeContext, Placement, Result, Schema, Sink, SinkKind,
-    SinkWriter, WorkerPos,
+    Batch, EngineError, NodeConfig, NodeContext, Placement, Result, Schema, Sink, SinkKind, SinkWriter, WorkerPos,
 };
 use serde::{Deserialize, Serialize};
 
 /// Configuration of an `lsl` sink.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LslSinkConfig {
     /// The outlet's stream name.
@@ -27,6 +26,7 @@ pub struct LslSinkConfig {
     pub source_id: Option<String>,
     /// Nominal rate in Hz (default 0: irregular, as decisions are).
     #[serde(default)]
+    #[schemars(extend("x-unit" = "Hz"))]
     pub nominal_rate: f64,
     /// Also publish the rows' markers on a string outlet `NAME-markers`.
     #[serde(default)]
@@ -34,6 +34,7 @@ pub struct LslSinkConfig {
     /// Hold the first push until a consumer connects (to both outlets with `markers`), for up to
     /// this many seconds (default 0: publish at once).
     #[serde(default)]
+    #[schemars(extend("x-unit" = "s"))]
     pub wait_for_consumers_s: f64,
     /// Data the outlet buffers for each consumer: seconds at the nominal rate, or hundreds of
     /// samples for irregular streams (liblsl's convention; default 360). A consumer that falls
@@ -43,6 +44,7 @@ pub struct LslSinkConfig {
     /// After the stream ends, keep the outlet open while consumers stay connected, at most this
     /// many seconds, so they receive the tail (default 1 s).
     #[serde(default = "default_linger")]
+    #[schemars(extend("x-unit" = "s"))]
     pub linger_s: f64,
     /// Path of liblsl (default: `$NEUROSTREAM_LIBLSL`, then the system's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -67,14 +69,12 @@ impl NodeConfig for LslSinkConfig {
 pub struct LslSinkKind;
 
 impl SinkKind for LslSinkKind {
-    fn kind(&self) -> &'static str {
-        "lsl"
-    }
+    type Config = LslSinkConfig;
+
     fn describe(&self) -> &'static str {
         "Lab Streaming Layer outlet: each row a float32 sample, markers on a string outlet"
     }
-    fn build(&self, config: ConfigTable, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Sink>> {
-        let cfg: LslSinkConfig = parse_config(config, ctx)?;
+    fn build(&self, cfg: LslSinkConfig, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Sink>> {
         let fail = |m: String| EngineError::config(ctx.label, m);
         if input.is_sparse() || input.width() == 0 {
             return Err(fail(format!(

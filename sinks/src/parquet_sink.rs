@@ -27,8 +27,8 @@ use neurostream_engine::checkpoint::{decode_state, encode_state, Delivery, SinkC
 use neurostream_engine::files::sync_dir;
 use neurostream_engine::layout::{arrow_schema, frame_to_batch, sparse_to_batch, EncodeOptions};
 use neurostream_engine::{
-    parse_config, Batch, ConfigTable, EngineError, NodeConfig, NodeContext, Placement, Result, RowIndex, Schema, Sink, SinkKind,
-    SinkWriter, StreamKind, WorkerPos,
+    Batch, EngineError, NodeConfig, NodeContext, Placement, Result, RowIndex, Schema, Sink, SinkKind, SinkWriter, StreamKind,
+    WorkerPos,
 };
 use parquet::arrow::ArrowWriter;
 use parquet::file::metadata::KeyValue;
@@ -36,7 +36,7 @@ use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 
 /// Column compression codec.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Compression {
     /// Zstandard (default; level from `compression_level`, default 3).
@@ -51,19 +51,22 @@ pub enum Compression {
 }
 
 /// Configuration of a `parquet` sink.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ParquetSinkConfig {
-    /// Output file (`*.parquet`) or directory of per-worker parts.
+    /// `*.parquet`: one file (all rows gathered on worker 0, in event-time order); otherwise a
+    /// directory of `part-NNNNN.parquet`, one per worker that received rows (stale parts are
+    /// removed at start).
     pub path: String,
     /// Codec.
     #[serde(default)]
     pub compression: Compression,
-    /// Zstandard level (1-22).
+    /// Zstandard level, 1-22 (default 3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compression_level: Option<i32>,
     /// Rows per row group (default 65536).
     #[serde(default = "default_row_group")]
+    #[schemars(extend("x-unit" = "rows"))]
     pub row_group_size: usize,
     /// Signals: write the nullable `marker` column.
     #[serde(default)]
@@ -81,7 +84,7 @@ pub struct ParquetSinkConfig {
 }
 
 /// What a `parquet` sink does with its output when the run fails.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OnFailure {
     /// Commit what was accepted, marked incomplete in the file's metadata.
@@ -119,14 +122,12 @@ impl NodeConfig for ParquetSinkConfig {
 pub struct ParquetSinkKind;
 
 impl SinkKind for ParquetSinkKind {
-    fn kind(&self) -> &'static str {
-        "parquet"
-    }
+    type Config = ParquetSinkConfig;
+
     fn describe(&self) -> &'static str {
         "Parquet file (or per-worker parts, or one file per result table), committed atomically"
     }
-    fn build(&self, config: ConfigTable, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Sink>> {
-        let cfg: ParquetSinkConfig = parse_config(config, ctx)?;
+    fn build(&self, cfg: ParquetSinkConfig, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Sink>> {
         let fail = |m: String| Err(EngineError::config(ctx.label, m));
         if cfg.row_group_size == 0 {
             return fail("`row_group_size` must be at least 1".into());

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use arrow::ipc::writer::StreamWriter;
 use arrow::record_batch::RecordBatch;
-use neurostream_engine::{parse_config, ConfigTable, NodeConfig, NodeContext, Result, Schema, Sink, SinkKind};
+use neurostream_engine::{NodeConfig, NodeContext, Result, Schema, Sink, SinkKind};
 use serde::{Deserialize, Serialize};
 use tungstenite::handshake::server::{ErrorResponse, Request as HttpRequest, Response};
 use tungstenite::protocol::WebSocketConfig;
@@ -37,7 +37,7 @@ use crate::live::{
 };
 
 /// Configuration of a `websocket` sink.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebSocketSinkConfig {
     /// Address to listen on (default `127.0.0.1:7072`; port 0 picks a free port).
@@ -51,9 +51,11 @@ pub struct WebSocketSinkConfig {
     pub wait_for_subscribers: usize,
     /// How long to wait for them, in seconds (default 30); then the run fails.
     #[serde(default = "default_wait")]
+    #[schemars(extend("x-unit" = "s"))]
     pub wait_timeout_s: f64,
     /// Messages queued per client before its slow policy applies (default 256).
     #[serde(default = "default_queue")]
+    #[schemars(extend("x-unit" = "messages"))]
     pub queue_batches: usize,
     /// Shared secret clients must present (`?token=...`); required off loopback.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -78,14 +80,12 @@ impl NodeConfig for WebSocketSinkConfig {
 pub struct WebSocketSinkKind;
 
 impl SinkKind for WebSocketSinkKind {
-    fn kind(&self) -> &'static str {
-        "websocket"
-    }
+    type Config = WebSocketSinkConfig;
+
     fn describe(&self) -> &'static str {
         "live consumers for browsers: a table (e.g. alerts) or the frames as JSON or Arrow IPC WebSocket messages"
     }
-    fn build(&self, config: ConfigTable, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Sink>> {
-        let cfg: WebSocketSinkConfig = parse_config(config, ctx)?;
+    fn build(&self, cfg: WebSocketSinkConfig, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Sink>> {
         let settings = server_settings(
             ctx,
             input,

@@ -12,13 +12,12 @@ use std::sync::Arc;
 use memmap2::Mmap;
 use neurostream_engine::tensor::{decode_le, parse_npy_header, DType};
 use neurostream_engine::{
-    parse_config, Batch, ConfigTable, EngineError, Frame, NodeConfig, NodeContext, Result, RowIndex, Schema, Source, SourceKind,
-    SourceReader, WorkerPos,
+    Batch, EngineError, Frame, NodeConfig, NodeContext, Result, RowIndex, Schema, Source, SourceKind, SourceReader, WorkerPos,
 };
 use serde::{Deserialize, Serialize};
 
 /// Configuration of an `array` source.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ArraySourceConfig {
     /// The `.npy` or `.safetensors` file.
@@ -26,11 +25,14 @@ pub struct ArraySourceConfig {
     /// safetensors: the tensor to read (default: the file's only tensor).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tensor: Option<String>,
-    /// 2-D arrays: tokens per sequence (default: the whole array is sequence 0).
+    /// `[tokens, d_model]` arrays: tokens per sequence (`seq_id = row / seq_len`, `pos = row %
+    /// seq_len`; default: the whole array is sequence 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-unit" = "tokens"))]
     pub seq_len: Option<usize>,
     /// Rows per frame (default 4096).
     #[serde(default = "default_batch_rows")]
+    #[schemars(extend("x-unit" = "rows"))]
     pub batch_rows: usize,
     /// Model name recorded in the schema.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -66,14 +68,12 @@ impl NodeConfig for ArraySourceConfig {
 pub struct ArraySourceKind;
 
 impl SourceKind for ArraySourceKind {
-    fn kind(&self) -> &'static str {
-        "array"
-    }
+    type Config = ArraySourceConfig;
+
     fn describe(&self) -> &'static str {
         "activations in a .npy or .safetensors tensor [tokens, d] or [seqs, seq_len, d] (f32/f16/bf16/f64), memory-mapped"
     }
-    fn build(&self, config: ConfigTable, ctx: &NodeContext) -> Result<Arc<dyn Source>> {
-        let cfg: ArraySourceConfig = parse_config(config, ctx)?;
+    fn build(&self, cfg: ArraySourceConfig, ctx: &NodeContext) -> Result<Arc<dyn Source>> {
         if cfg.batch_rows == 0 {
             return Err(EngineError::config(ctx.label, "`batch_rows` must be at least 1"));
         }

@@ -33,13 +33,12 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, Receiver, Sender, TryRecvError};
 use neurostream_engine::layout::Decoder;
 use neurostream_engine::{
-    parse_config, Batch, ConfigTable, EngineError, Frame, NodeConfig, NodeContext, Result, RowIndex, Schema, Source, SourceKind,
-    SourceReader, WorkerPos,
+    Batch, EngineError, Frame, NodeConfig, NodeContext, Result, RowIndex, Schema, Source, SourceKind, SourceReader, WorkerPos,
 };
 use serde::{Deserialize, Serialize};
 
 /// Configuration of an `arrow_tcp` source.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ArrowTcpConfig {
     /// Address to listen on (default `127.0.0.1:7070`; port 0 picks a free port).
@@ -52,12 +51,14 @@ pub struct ArrowTcpConfig {
     pub connections: Option<usize>,
     /// Stop after this many seconds without any connection open or data arriving.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-unit" = "s"))]
     pub idle_timeout_s: Option<f64>,
     /// Write the bound address (`127.0.0.1:PORT`) to this file once listening.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address_file: Option<String>,
     /// Decoded frames buffered before senders are slowed down (default 64).
     #[serde(default = "default_queue")]
+    #[schemars(extend("x-unit" = "frames"))]
     pub queue_frames: usize,
     /// Model name recorded in the schema.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -75,10 +76,12 @@ pub struct ArrowTcpConfig {
     /// Seconds a connection may stay silent before it is closed (default: `idle_timeout_s` when
     /// set, else 60).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-unit" = "s"))]
     pub connection_timeout_s: Option<f64>,
     /// Largest Arrow IPC message accepted, in MiB (default 64); a larger one ends its
     /// connection before its body is read.
     #[serde(default = "default_max_message_mb")]
+    #[schemars(extend("x-unit" = "MiB"))]
     pub max_message_mb: f64,
 }
 
@@ -126,14 +129,12 @@ impl NodeConfig for ArrowTcpConfig {
 pub struct ArrowTcpKind;
 
 impl SourceKind for ArrowTcpKind {
-    fn kind(&self) -> &'static str {
-        "arrow_tcp"
-    }
+    type Config = ArrowTcpConfig;
+
     fn describe(&self) -> &'static str {
         "live activations: Arrow IPC streams over TCP from several clients (127.0.0.1 by default)"
     }
-    fn build(&self, config: ConfigTable, ctx: &NodeContext) -> Result<Arc<dyn Source>> {
-        let cfg: ArrowTcpConfig = parse_config(config, ctx)?;
+    fn build(&self, cfg: ArrowTcpConfig, ctx: &NodeContext) -> Result<Arc<dyn Source>> {
         let fail = |m: String| Err(EngineError::config(ctx.label, m));
         if cfg.d_model == 0 {
             return fail("`d_model` must be at least 1".into());

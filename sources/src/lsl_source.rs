@@ -17,13 +17,13 @@ use std::time::Instant;
 use neurostream_engine::lsl::{self, Api, Handle};
 
 use neurostream_engine::{
-    parse_config, Batch, Channel, ConfigTable, EngineError, Frame, Marker, NodeConfig, NodeContext, Result, RowIndex, Schema,
-    Source, SourceKind, SourceReader, StreamKind, WorkerPos,
+    Batch, Channel, EngineError, Frame, Marker, NodeConfig, NodeContext, Result, RowIndex, Schema, Source, SourceKind,
+    SourceReader, StreamKind, WorkerPos,
 };
 use serde::{Deserialize, Serialize};
 
 /// Configuration of an `lsl` source.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LslSourceConfig {
     /// The stream's name (give `name` or `type`).
@@ -37,9 +37,11 @@ pub struct LslSourceConfig {
     pub markers: Option<String>,
     /// Seconds to wait for the streams to be found (default 10).
     #[serde(default = "default_resolve")]
+    #[schemars(extend("x-unit" = "s"))]
     pub resolve_timeout_s: f64,
     /// Samples per frame at most (default 32); a frame holds what arrived, up to this.
     #[serde(default = "default_chunk")]
+    #[schemars(extend("x-unit" = "samples"))]
     pub chunk: usize,
     /// `lsl` (default): rows indexed by their corrected LSL time; `count`: by position.
     #[serde(default = "default_timestamps")]
@@ -49,6 +51,7 @@ pub struct LslSourceConfig {
     pub dejitter: bool,
     /// Seconds without a sample after which the stream counts as stopped (default 5).
     #[serde(default = "default_timeout")]
+    #[schemars(extend("x-unit" = "s"))]
     pub stream_timeout_s: f64,
     /// When the stream stops: `end` (default; the pipeline completes) or `error`.
     #[serde(default = "default_on_timeout")]
@@ -57,9 +60,11 @@ pub struct LslSourceConfig {
     /// (which travel on their own connection) are in before it leaves (default 20 ms; the
     /// latency cost of exact marker placement).
     #[serde(default = "default_marker_wait")]
+    #[schemars(extend("x-unit" = "ms"))]
     pub marker_wait_ms: f64,
     /// Stop after this many seconds of data (default: until the stream stops).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-unit" = "s"))]
     pub duration_s: Option<f64>,
     /// Path of liblsl (default: `$NEUROSTREAM_LIBLSL`, then the system's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -111,14 +116,12 @@ fn resolve(api: &Api, prop: &str, value: &str, timeout: f64) -> std::result::Res
 }
 
 impl SourceKind for LslSourceKind {
-    fn kind(&self) -> &'static str {
-        "lsl"
-    }
+    type Config = LslSourceConfig;
+
     fn describe(&self) -> &'static str {
         "Lab Streaming Layer inlet: float32 signal chunks with corrected time stamps, marker streams as markers"
     }
-    fn build(&self, config: ConfigTable, ctx: &NodeContext) -> Result<Arc<dyn Source>> {
-        let cfg: LslSourceConfig = parse_config(config, ctx)?;
+    fn build(&self, cfg: LslSourceConfig, ctx: &NodeContext) -> Result<Arc<dyn Source>> {
         let fail = |m: String| EngineError::config(ctx.label, m);
         if cfg.name.is_some() == cfg.stream_type.is_some() {
             return Err(fail("give the stream's `name` or its `type` (one of them)".into()));

@@ -9,26 +9,28 @@ use std::sync::Arc;
 
 use neurostream_engine::layout::Decoder;
 use neurostream_engine::{
-    parse_config, Batch, ConfigTable, EngineError, NodeConfig, NodeContext, Result, Schema, Source, SourceKind, SourceReader,
-    WorkerPos,
+    Batch, EngineError, NodeConfig, NodeContext, Result, Schema, Source, SourceKind, SourceReader, WorkerPos,
 };
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use serde::{Deserialize, Serialize};
 
 /// Configuration of a `parquet` source.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ParquetSourceConfig {
     /// A file, a directory of `*.parquet` files, or a glob pattern.
     pub path: String,
-    /// Name of the activation vector column (default `act`).
+    /// Name of the activation vector column (`fixed_size_list<float>` or `list<float>`; lengths are
+    /// checked per row).
     #[serde(default = "default_column")]
     pub column: String,
     /// Sampling rate in Hz for signal files without `neurostream.sample_rate` metadata.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-unit" = "Hz"))]
     pub sample_rate: Option<f64>,
     /// Largest frame in rows (default 8192); row groups are read in slices of this size.
     #[serde(default = "default_batch_rows")]
+    #[schemars(extend("x-unit" = "rows"))]
     pub batch_rows: usize,
 }
 
@@ -59,14 +61,12 @@ impl NodeConfig for ParquetSourceConfig {
 pub struct ParquetSourceKind;
 
 impl SourceKind for ParquetSourceKind {
-    fn kind(&self) -> &'static str {
-        "parquet"
-    }
+    type Config = ParquetSourceConfig;
+
     fn describe(&self) -> &'static str {
         "Parquet files (file, directory or glob) in the activation, signal or features layout"
     }
-    fn build(&self, config: ConfigTable, ctx: &NodeContext) -> Result<Arc<dyn Source>> {
-        let cfg: ParquetSourceConfig = parse_config(config, ctx)?;
+    fn build(&self, cfg: ParquetSourceConfig, ctx: &NodeContext) -> Result<Arc<dyn Source>> {
         if cfg.batch_rows == 0 {
             return Err(EngineError::config(ctx.label, "`batch_rows` must be at least 1"));
         }

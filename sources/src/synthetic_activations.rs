@@ -11,8 +11,7 @@
 use std::sync::Arc;
 
 use neurostream_engine::{
-    parse_config, Batch, ConfigTable, EngineError, Frame, NodeConfig, NodeContext, Result, RowIndex, Schema, Source, SourceKind,
-    SourceReader, WorkerPos,
+    Batch, EngineError, Frame, NodeConfig, NodeContext, Result, RowIndex, Schema, Source, SourceKind, SourceReader, WorkerPos,
 };
 use rand::distr::weighted::WeightedIndex;
 use rand::distr::Distribution;
@@ -24,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::hash::hash;
 
 /// Configuration of a `synthetic_activations` source.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct SyntheticActivationsConfig {
     /// Activation width.
@@ -36,12 +35,16 @@ pub struct SyntheticActivationsConfig {
     /// Power-law exponent of feature frequencies (0: uniform).
     pub zipf: f64,
     /// Standard deviation of the per-dimension Gaussian noise.
+    #[schemars(extend("x-unit" = "activation units"))]
     pub noise: f64,
     /// Total tokens.
+    #[schemars(extend("x-unit" = "tokens"))]
     pub tokens: u64,
     /// Tokens per sequence (`pos` runs `0..seq_len`).
+    #[schemars(extend("x-unit" = "tokens"))]
     pub seq_len: u32,
     /// Tokens per frame.
+    #[schemars(extend("x-unit" = "tokens"))]
     pub chunk: usize,
     /// Seed of every random choice.
     pub seed: u64,
@@ -51,8 +54,10 @@ pub struct SyntheticActivationsConfig {
     pub layer: Option<String>,
     /// When set, rows carry event times: token `t` is stamped `start_time_s + t / tokens_per_s`
     /// seconds after the Unix epoch (a steady traffic rate, for time windows).
+    #[schemars(extend("x-unit" = "tokens/s"))]
     pub tokens_per_s: Option<f64>,
     /// Event time of token 0 in seconds since the Unix epoch (with `tokens_per_s`; default 0).
+    #[schemars(extend("x-unit" = "s"))]
     pub start_time_s: f64,
 }
 
@@ -84,14 +89,12 @@ impl NodeConfig for SyntheticActivationsConfig {
 pub struct SyntheticActivationsKind;
 
 impl SourceKind for SyntheticActivationsKind {
-    fn kind(&self) -> &'static str {
-        "synthetic_activations"
-    }
+    type Config = SyntheticActivationsConfig;
+
     fn describe(&self) -> &'static str {
         "seeded activations: sparse combinations of planted unit directions plus noise"
     }
-    fn build(&self, config: ConfigTable, ctx: &NodeContext) -> Result<Arc<dyn Source>> {
-        let cfg: SyntheticActivationsConfig = parse_config(config, ctx)?;
+    fn build(&self, cfg: SyntheticActivationsConfig, ctx: &NodeContext) -> Result<Arc<dyn Source>> {
         Ok(Arc::new(
             SyntheticActivations::new(ctx.name, cfg).map_err(|m| EngineError::config(ctx.label, m))?,
         ))

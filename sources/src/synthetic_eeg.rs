@@ -15,8 +15,8 @@ use std::f64::consts::TAU;
 use std::sync::Arc;
 
 use neurostream_engine::{
-    parse_config, Batch, ConfigTable, EngineError, Frame, Marker, NodeConfig, NodeContext, Result, RowIndex, Schema, Source,
-    SourceKind, SourceReader, WorkerPos,
+    Batch, EngineError, Frame, Marker, NodeConfig, NodeContext, Result, RowIndex, Schema, Source, SourceKind, SourceReader,
+    WorkerPos,
 };
 use serde::{Deserialize, Serialize};
 
@@ -29,27 +29,34 @@ const LABELS_10_20: [&str; 19] = [
 const PINK_OCTAVES: u32 = 12;
 
 /// Configuration of a `synthetic_eeg` source.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct SyntheticEegConfig {
     /// Number of channels (labelled with 10-20 names, then `EEG20`, `EEG21`, ...).
     pub channels: usize,
     /// Sampling rate in Hz.
+    #[schemars(extend("x-unit" = "Hz"))]
     pub sample_rate: f64,
     /// Duration in seconds.
+    #[schemars(extend("x-unit" = "s"))]
     pub seconds: f64,
     /// Samples per frame.
+    #[schemars(extend("x-unit" = "samples"))]
     pub chunk: usize,
     /// Seed of every random choice.
     pub seed: u64,
     /// Seconds between markers; 0 for none.
+    #[schemars(extend("x-unit" = "s"))]
     pub marker_interval: f64,
     /// Marker labels (one drawn per marker).
     pub marker_labels: Vec<String>,
-    /// Seconds of alpha desynchronization after a marker.
+    /// Seconds after a marker during which channels `c % labels == label index` lose half their
+    /// alpha (desynchronization).
+    #[schemars(extend("x-unit" = "s"))]
     pub marker_duration: f64,
     /// Pace: 0 (default) as fast as possible; 1.0 real time (each chunk is released when its
     /// last sample would have been recorded), like a device.
+    #[schemars(extend("x-unit" = "× real time"))]
     pub speed: f64,
 }
 
@@ -77,14 +84,12 @@ impl NodeConfig for SyntheticEegConfig {
 pub struct SyntheticEegKind;
 
 impl SourceKind for SyntheticEegKind {
-    fn kind(&self) -> &'static str {
-        "synthetic_eeg"
-    }
+    type Config = SyntheticEegConfig;
+
     fn describe(&self) -> &'static str {
         "seeded EEG-like signals: alpha/beta sinusoids plus 1/f noise, optional markers"
     }
-    fn build(&self, config: ConfigTable, ctx: &NodeContext) -> Result<Arc<dyn Source>> {
-        let cfg: SyntheticEegConfig = parse_config(config, ctx)?;
+    fn build(&self, cfg: SyntheticEegConfig, ctx: &NodeContext) -> Result<Arc<dyn Source>> {
         Ok(Arc::new(
             SyntheticEeg::new(ctx.name, cfg).map_err(|m| EngineError::config(ctx.label, m))?,
         ))

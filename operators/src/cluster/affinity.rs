@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 /// An affinity between two features' firing patterns.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Measure {
     /// `n11 / (n11 + n10 + n01)`.

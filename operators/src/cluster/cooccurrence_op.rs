@@ -21,8 +21,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use neurostream_engine::{
-    parse_config, Batch, ComputeDevice, ConfigTable, EngineError, NodeConfig, NodeContext, Operator, OperatorInstance,
-    OperatorKind, Partitioning, Result, RowIndex, Schema, SparseFrame, TableFrame,
+    Batch, ComputeDevice, EngineError, NodeConfig, NodeContext, Operator, OperatorInstance, OperatorKind, Partitioning, Result,
+    RowIndex, Schema, SparseFrame, TableFrame,
 };
 use serde::{Deserialize, Serialize};
 
@@ -35,7 +35,7 @@ use crate::stats::tables::{Scope, TableBuilder};
 pub const COOCCURRENCE_TABLES: [&str; 5] = ["pairs", "partners", "components", "clusters", "summary"];
 
 /// What one co-occurrence window is.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum WindowUnit {
     /// Each token (row) is a window.
@@ -48,7 +48,7 @@ pub enum WindowUnit {
 }
 
 /// Configuration of a `cooccurrence` operator.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CooccurrenceConfig {
     /// `token` (default), `block` or `sequence`.
@@ -56,15 +56,18 @@ pub struct CooccurrenceConfig {
     pub window: WindowUnit,
     /// Tokens per block for `window = "block"` (default 256).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-unit" = "tokens"))]
     pub block_tokens: Option<usize>,
     /// Windows the counts cover, sliding (default: all windows since the start).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-unit" = "windows"))]
     pub span_windows: Option<u64>,
     /// A feature fires when its value is above this (default 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threshold: Option<f32>,
     /// Windows between reports (default: one report at the end).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-unit" = "windows"))]
     pub report_every: Option<u64>,
     /// Pairs co-firing in fewer windows are left out of `pairs` (default 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -121,16 +124,13 @@ struct Settings {
 }
 
 impl OperatorKind for CooccurrenceKind {
-    fn kind(&self) -> &'static str {
-        "cooccurrence"
-    }
+    type Config = CooccurrenceConfig;
 
     fn describe(&self) -> &'static str {
         "feature co-occurrence over sliding windows (differential dataflow): affinity table, top partners, components, spectral clusters"
     }
 
-    fn build(&self, config: ConfigTable, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Operator>> {
-        let cfg: CooccurrenceConfig = parse_config(config, ctx)?;
+    fn build(&self, cfg: CooccurrenceConfig, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Operator>> {
         let fail = |m: String| Err(EngineError::config(ctx.label, m));
         if !input.is_sparse() {
             return fail(format!(

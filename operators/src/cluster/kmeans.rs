@@ -17,7 +17,7 @@ use crate::gpu_gemm::{self, GemmCall};
 use crate::sae_train::model::encoder_gemm;
 
 /// How distances between rows and centroids are measured.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Metric {
     /// Squared Euclidean distance.

@@ -22,8 +22,8 @@ use arrow::array::{ArrayRef, Float64Array, Int64Array, StringArray, UInt32Array,
 use arrow::datatypes::{DataType, Field, Schema as ArrowSchema};
 use arrow::record_batch::RecordBatch;
 use neurostream_engine::{
-    parse_config, Batch, ComputeDevice, ConfigTable, EngineError, Frame, NodeConfig, NodeContext, Operator, OperatorInstance,
-    OperatorKind, Partitioning, Result, RowIndex, Schema, TableFrame,
+    Batch, ComputeDevice, EngineError, Frame, NodeConfig, NodeContext, Operator, OperatorInstance, OperatorKind, Partitioning,
+    Result, RowIndex, Schema, TableFrame,
 };
 use serde::{Deserialize, Serialize};
 
@@ -35,12 +35,12 @@ use crate::stats::tables::{Scope, TableBuilder};
 pub const KMEANS_TABLES: [&str; 4] = ["assignments", "centroids", "windows", "label_agreement"];
 
 /// Configuration of a `kmeans` operator.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KmeansConfig {
     /// Number of clusters.
     pub k: usize,
-    /// `euclidean` (default) or `cosine`.
+    /// `euclidean` (default; squared distance) or `cosine` (spherical k-means, `1 − cos`).
     #[serde(default)]
     pub metric: Metric,
     /// Initial centroids instead of k-means++: a JSON file (`[[...], ...]` or
@@ -49,12 +49,15 @@ pub struct KmeansConfig {
     pub init: Option<String>,
     /// Rows buffered for k-means++ seeding (default `max(20·k, 1024)`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-unit" = "rows"))]
     pub init_rows: Option<usize>,
     /// Rows per mini-batch (default 256).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-unit" = "rows"))]
     pub batch_size: Option<usize>,
     /// Rows between `centroids`/`windows` tables (default: only at the end).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-unit" = "rows"))]
     pub window: Option<u64>,
     /// Seed of the k-means++ sampling (default 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -113,16 +116,13 @@ pub fn read_centroids(path: &Path) -> Result<(Vec<f64>, usize, usize), String> {
 pub struct KmeansKind;
 
 impl OperatorKind for KmeansKind {
-    fn kind(&self) -> &'static str {
-        "kmeans"
-    }
+    type Config = KmeansConfig;
 
     fn describe(&self) -> &'static str {
         "streaming mini-batch k-means (k-means++ seeding, Euclidean or cosine) with per-row assignments and centroid tables"
     }
 
-    fn build(&self, config: ConfigTable, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Operator>> {
-        let cfg: KmeansConfig = parse_config(config, ctx)?;
+    fn build(&self, cfg: KmeansConfig, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Operator>> {
         let fail = |m: String| Err(EngineError::config(ctx.label, m));
         if input.is_sparse() || input.is_tables() {
             return fail(format!("kmeans takes dense streams; its input is {}", input.describe()));

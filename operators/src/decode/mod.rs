@@ -12,9 +12,8 @@ use std::sync::Arc;
 
 use neurostream_engine::kernels::Kernels;
 use neurostream_engine::{
-    parse_config, Batch, Channel, ComputeDevice, ConfigTable, EngineError, Frame, Marker, NodeConfig, NodeContext, Operator,
-    OperatorInstance, OperatorKind, Partitioning, Placement, Result, RowIndex, Schema, Sink, SinkKind, SinkWriter, StreamKind,
-    WorkerPos,
+    Batch, Channel, ComputeDevice, EngineError, Frame, Marker, NodeConfig, NodeContext, Operator, OperatorInstance, OperatorKind,
+    Partitioning, Placement, Result, RowIndex, Schema, Sink, SinkKind, SinkWriter, StreamKind, WorkerPos,
 };
 use serde::{Deserialize, Serialize};
 
@@ -68,7 +67,7 @@ impl BciModel {
 }
 
 /// Configuration of a `csp_lda_train` sink.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CspLdaTrainConfig {
     /// The model file to write (JSON).
@@ -77,11 +76,14 @@ pub struct CspLdaTrainConfig {
     pub epochs: Vec<String>,
     /// Epoch start relative to the marker, seconds.
     #[serde(default)]
+    #[schemars(extend("x-unit" = "s"))]
     pub tmin: f64,
     /// Epoch end relative to the marker, seconds.
+    #[schemars(extend("x-unit" = "s"))]
     pub tmax: f64,
     /// Drop epochs whose peak-to-peak amplitude exceeds this on any channel.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-unit" = "signal units"))]
     pub reject_ptp: Option<f64>,
     /// CSP filters kept (default 4).
     #[serde(default = "default_components")]
@@ -100,14 +102,12 @@ impl NodeConfig for CspLdaTrainConfig {
 pub struct CspLdaTrainKind;
 
 impl SinkKind for CspLdaTrainKind {
-    fn kind(&self) -> &'static str {
-        "csp_lda_train"
-    }
+    type Config = CspLdaTrainConfig;
+
     fn describe(&self) -> &'static str {
         "fits CSP + shrinkage LDA on epochs around labelled markers; writes a JSON model for `decode`"
     }
-    fn build(&self, config: ConfigTable, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Sink>> {
-        let cfg: CspLdaTrainConfig = parse_config(config, ctx)?;
+    fn build(&self, cfg: CspLdaTrainConfig, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Sink>> {
         let fail = |m: String| EngineError::config(ctx.label, m);
         let StreamKind::Signal { sample_rate } = input.kind else {
             return Err(fail(format!(
@@ -260,7 +260,7 @@ impl SinkWriter for TrainWriter {
 }
 
 /// Configuration of a `decode` operator.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DecodeConfig {
     /// The model file written by `csp_lda_train` / `neurostream bci train`.
@@ -278,14 +278,12 @@ impl NodeConfig for DecodeConfig {
 pub struct DecodeKind;
 
 impl OperatorKind for DecodeKind {
-    fn kind(&self) -> &'static str {
-        "decode"
-    }
+    type Config = DecodeConfig;
+
     fn describe(&self) -> &'static str {
         "applies a CSP + LDA model to windows: CSP log-power features and class probabilities per window"
     }
-    fn build(&self, config: ConfigTable, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Operator>> {
-        let cfg: DecodeConfig = parse_config(config, ctx)?;
+    fn build(&self, cfg: DecodeConfig, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Operator>> {
         let fail = |m: String| EngineError::config(ctx.label, m);
         let StreamKind::Signal { sample_rate } = input.kind else {
             return Err(fail(format!(

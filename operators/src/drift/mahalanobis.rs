@@ -16,8 +16,8 @@ use std::sync::Arc;
 
 use neurostream_engine::kernels::Kernels;
 use neurostream_engine::{
-    parse_config, Batch, ComputeDevice, ConfigTable, EngineError, Frame, NodeConfig, NodeContext, Operator, OperatorInstance,
-    OperatorKind, Partitioning, Result, Schema,
+    Batch, ComputeDevice, EngineError, Frame, NodeConfig, NodeContext, Operator, OperatorInstance, OperatorKind, Partitioning,
+    Result, Schema,
 };
 use serde::{Deserialize, Serialize};
 
@@ -25,7 +25,7 @@ use super::reference::{read_parquet_rows, Reference, Shrinkage};
 use crate::signal::spatial::{CpuSpatial, GpuSpatial, SpatialKernels};
 
 /// Configuration of a `mahalanobis` operator.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MahalanobisConfig {
     /// A Parquet file of reference rows; without it, the first `reference_rows` rows of each stream.
@@ -33,9 +33,11 @@ pub struct MahalanobisConfig {
     pub reference: Option<String>,
     /// Rows of the stream that form the reference (default 1000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-unit" = "rows"))]
     pub reference_rows: Option<usize>,
     /// `"ledoit_wolf"` (default) or a fixed coefficient in `[0, 1]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<serde_json::Value>", extend("x-type" = "string or number"))]
     pub shrinkage: Option<toml::Value>,
 }
 
@@ -60,16 +62,13 @@ pub fn parse_shrinkage(v: Option<&toml::Value>) -> Result<Shrinkage, String> {
 pub struct MahalanobisKind;
 
 impl OperatorKind for MahalanobisKind {
-    fn kind(&self) -> &'static str {
-        "mahalanobis"
-    }
+    type Config = MahalanobisConfig;
 
     fn describe(&self) -> &'static str {
         "per-row Mahalanobis distance to a reference (mean, Ledoit-Wolf covariance) from a reference window or Parquet file"
     }
 
-    fn build(&self, config: ConfigTable, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Operator>> {
-        let cfg: MahalanobisConfig = parse_config(config, ctx)?;
+    fn build(&self, cfg: MahalanobisConfig, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Operator>> {
         let fail = |m: String| EngineError::config(ctx.label, m);
         if input.is_sparse() || input.is_tables() {
             return Err(fail(format!(

@@ -21,8 +21,8 @@ use std::sync::Arc;
 use nalgebra::DMatrix;
 use neurostream_engine::kernels::Kernels;
 use neurostream_engine::{
-    parse_config, wgpu, Batch, ComputeDevice, ConfigTable, EngineError, Frame, GpuContext, Marker, NodeConfig, NodeContext,
-    Operator, OperatorInstance, OperatorKind, Partitioning, Result, RowIndex, Schema, StreamKind,
+    wgpu, Batch, ComputeDevice, EngineError, Frame, GpuContext, Marker, NodeConfig, NodeContext, Operator, OperatorInstance,
+    OperatorKind, Partitioning, Result, RowIndex, Schema, StreamKind,
 };
 use serde::{Deserialize, Serialize};
 
@@ -31,7 +31,7 @@ use crate::gpu_gemm::{self, GemmCall};
 use crate::signal::windows::{Window, WindowConfig, WindowSpec, Windower};
 
 /// Configuration of a `riemann_potato` operator.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PotatoConfig {
     /// How windows are cut (as `bandpower`).
@@ -39,6 +39,7 @@ pub struct PotatoConfig {
     pub windows: WindowConfig,
     /// Windows that fit the potato (default 30).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-unit" = "windows"))]
     pub reference_windows: Option<usize>,
     /// z-score of the log-distance at or above which a window is an artifact (default 3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -123,16 +124,13 @@ impl CovKernels for GpuCov {
 pub struct PotatoKind;
 
 impl OperatorKind for PotatoKind {
-    fn kind(&self) -> &'static str {
-        "riemann_potato"
-    }
+    type Config = PotatoConfig;
 
     fn describe(&self) -> &'static str {
         "EEG artifact detection: Riemannian distance of window covariances to a reference mean, z-scored (pyRiemann Potato)"
     }
 
-    fn build(&self, config: ConfigTable, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Operator>> {
-        let cfg: PotatoConfig = parse_config(config, ctx)?;
+    fn build(&self, cfg: PotatoConfig, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Operator>> {
         let fail = |m: String| EngineError::config(ctx.label, m);
         let StreamKind::Signal { sample_rate: fs } = input.kind else {
             return Err(fail(format!(

@@ -26,8 +26,8 @@ use std::sync::Arc;
 use neurostream_engine::checkpoint::{decode_streams, encode_streams, Checkpointing};
 use neurostream_engine::kernels::Kernels;
 use neurostream_engine::{
-    parse_config, Batch, ComputeDevice, ConfigTable, EngineError, Frame, NodeConfig, NodeContext, Operator, OperatorInstance,
-    OperatorKind, Partitioning, Result, Schema,
+    Batch, ComputeDevice, EngineError, Frame, NodeConfig, NodeContext, Operator, OperatorInstance, OperatorKind, Partitioning,
+    Result, Schema,
 };
 use serde::{Deserialize, Serialize};
 
@@ -36,7 +36,7 @@ pub use gpu::GpuKernels;
 pub use stats_file::load_stats;
 
 /// Which normalization to apply.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Method {
     /// Running per-channel z-score (Welford).
@@ -48,18 +48,20 @@ pub enum Method {
 }
 
 /// Configuration of a `normalize` operator (the keys of its TOML table).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NormalizeConfig {
     /// The method.
     pub method: Method,
-    /// `running_zscore`: rows held back before the first output (default 0).
+    /// `running_zscore`: rows held back, then emitted with the statistics of exactly those rows
+    /// (default 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warmup: Option<u64>,
     /// `running_zscore`: added to the variance before the square root (default 1e-8).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epsilon: Option<f64>,
-    /// `fixed`: path of the statistics file.
+    /// `fixed`: the statistics file, JSON `{"mean": [...], "std": [...]}` or safetensors with 1-D
+    /// `mean` and `std`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stats: Option<String>,
     /// `l2`: target norm of every row (default `sqrt(width)`).
@@ -166,16 +168,13 @@ impl Welford {
 pub struct NormalizeKind;
 
 impl OperatorKind for NormalizeKind {
-    fn kind(&self) -> &'static str {
-        "normalize"
-    }
+    type Config = NormalizeConfig;
 
     fn describe(&self) -> &'static str {
         "per-channel running z-score (Welford), fixed mean/std from a file, or L2 row scaling"
     }
 
-    fn build(&self, config: ConfigTable, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Operator>> {
-        let cfg: NormalizeConfig = parse_config(config, ctx)?;
+    fn build(&self, cfg: NormalizeConfig, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Operator>> {
         let width = input.width();
         let fail = |m: String| Err(EngineError::config(ctx.label, m));
         if input.is_sparse() {

@@ -10,7 +10,7 @@ use super::dense::{axpy_columns, gemm_block, split_columns};
 const COLS: usize = 128;
 
 /// 16-bit float formats for stored weights.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum WeightDtype {
     /// Single precision (no conversion).

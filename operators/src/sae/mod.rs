@@ -17,8 +17,8 @@ use std::sync::Arc;
 
 use neurostream_engine::kernels::Kernels;
 use neurostream_engine::{
-    parse_config, Batch, ComputeDevice, ConfigTable, EngineError, NodeConfig, NodeContext, Operator, OperatorInstance,
-    OperatorKind, Partitioning, Result, Schema, SparseFrame, StreamKind,
+    Batch, ComputeDevice, EngineError, NodeConfig, NodeContext, Operator, OperatorInstance, OperatorKind, Partitioning, Result,
+    Schema, SparseFrame, StreamKind,
 };
 use serde::{Deserialize, Serialize};
 
@@ -93,10 +93,13 @@ pub trait SaeKernels {
 }
 
 /// Configuration of a `sae_encode` operator.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SaeEncodeConfig {
-    /// SAE directory: SAELens (`cfg.json` + `sae_weights.safetensors`) or sparsify (`cfg.json` + `sae.safetensors`).
+    /// SAE directory: SAELens (`cfg.json` + `sae_weights.safetensors`), EleutherAI sparsify
+    /// (`cfg.json` + `sae.safetensors`), Gemma Scope (`params.npz`, or the `.npz` itself) or Llama
+    /// Scope (`hyperparams.json` + `checkpoints/final.safetensors`); tensors in f32, f16, bf16 or
+    /// f64.
     pub sae: String,
     /// Overrides `k` of a top-k SAE.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -110,11 +113,14 @@ pub struct SaeEncodeConfig {
     /// Live traffic: gather rows across frames and streams into one encode of up to this many
     /// rows (default 0: encode every frame as it comes).
     #[serde(default)]
+    #[schemars(extend("x-unit" = "rows"))]
     pub max_batch: usize,
     /// With `max_batch`: the longest a row waits for its batch to fill, in milliseconds (default 5).
     #[serde(default = "default_max_delay_ms")]
+    #[schemars(extend("x-unit" = "ms"))]
     pub max_delay_ms: f64,
-    /// CPU kernel: store `W_enc` as `f32` (default), `f16` or `bf16` (half the bytes per token).
+    /// CPU kernel: keep `W_enc` as `f32` (default), `f16` or `bf16` (half the bytes streamed per
+    /// token, which bounds small batches; widened to f32 per column block).
     #[serde(default = "default_weight_dtype")]
     pub weight_dtype: half_weights::WeightDtype,
 }
@@ -135,16 +141,13 @@ impl NodeConfig for SaeEncodeConfig {
 pub struct SaeEncodeKind;
 
 impl OperatorKind for SaeEncodeKind {
-    fn kind(&self) -> &'static str {
-        "sae_encode"
-    }
+    type Config = SaeEncodeConfig;
 
     fn describe(&self) -> &'static str {
         "sparse autoencoder encoding (SAELens, sparsify, Gemma Scope, Llama Scope; ReLU, TopK, JumpReLU, BatchTopK, gated) to sparse features"
     }
 
-    fn build(&self, config: ConfigTable, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Operator>> {
-        let cfg: SaeEncodeConfig = parse_config(config, ctx)?;
+    fn build(&self, cfg: SaeEncodeConfig, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Operator>> {
         let fail = |m: String| Err(EngineError::config(ctx.label, m));
         let mut sae = load_for_input(&cfg.sae, cfg.scaling_factor, ctx, input, "sae_encode")?;
         let (model, layer) = match &input.kind {

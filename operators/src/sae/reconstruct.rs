@@ -13,8 +13,8 @@ use std::sync::Arc;
 use neurostream_engine::device::workgroups_per_item;
 
 use neurostream_engine::{
-    parse_config, wgpu, Batch, ComputeDevice, ConfigTable, EngineError, Frame, GpuContext, GpuPass, NodeConfig, NodeContext,
-    Operator, OperatorInstance, OperatorKind, Partitioning, Result, Schema,
+    wgpu, Batch, ComputeDevice, EngineError, Frame, GpuContext, GpuPass, NodeConfig, NodeContext, Operator, OperatorInstance,
+    OperatorKind, Partitioning, Result, Schema,
 };
 use serde::{Deserialize, Serialize};
 
@@ -26,7 +26,7 @@ use super::{CpuSae, CpuWeights, Csr, GpuSae, SaeKernels};
 pub const METRICS: [&str; 5] = ["l0", "mse", "nmse", "cosine", "explained_variance"];
 
 /// What `sae_reconstruct` emits.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ReconstructOutput {
     /// Per-token metrics (token scalars layout).
@@ -37,7 +37,7 @@ pub enum ReconstructOutput {
 }
 
 /// Configuration of a `sae_reconstruct` operator.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SaeReconstructConfig {
     /// SAE directory (SAELens or sparsify).
@@ -152,16 +152,13 @@ impl DecodeKernels for GpuDecode {
 pub struct SaeReconstructKind;
 
 impl OperatorKind for SaeReconstructKind {
-    fn kind(&self) -> &'static str {
-        "sae_reconstruct"
-    }
+    type Config = SaeReconstructConfig;
 
     fn describe(&self) -> &'static str {
         "SAE encode + decode: per-token reconstruction metrics (l0, mse, nmse, cosine, explained variance) or the reconstruction"
     }
 
-    fn build(&self, config: ConfigTable, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Operator>> {
-        let cfg: SaeReconstructConfig = parse_config(config, ctx)?;
+    fn build(&self, cfg: SaeReconstructConfig, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Operator>> {
         let fail = |m: String| Err(EngineError::config(ctx.label, m));
         let sae = super::load_for_input(&cfg.sae, cfg.scaling_factor, ctx, input, "sae_reconstruct")?;
         if !sae.apply_b_dec_to_input && sae.origin.starts_with("sparsify:") {

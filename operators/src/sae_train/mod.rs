@@ -18,8 +18,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use neurostream_engine::{
-    parse_config, Batch, ComputeDevice, ConfigTable, EngineError, NodeConfig, NodeContext, Placement, Result, RowIndex, Schema,
-    Sink, SinkKind, SinkWriter, StreamKind, WorkerPos,
+    Batch, ComputeDevice, EngineError, NodeConfig, NodeContext, Placement, Result, RowIndex, Schema, Sink, SinkKind, SinkWriter,
+    StreamKind, WorkerPos,
 };
 use serde::{Deserialize, Serialize};
 
@@ -29,7 +29,7 @@ use model::TrainArch;
 use trainer::{TrainSettings, Trainer};
 
 /// Configuration of an `sae_train` sink.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SaeTrainConfig {
     /// Output directory: the SAELens files, `sparsify/`, `train_report.json`, `checkpoints/`.
@@ -56,9 +56,11 @@ pub struct SaeTrainConfig {
     pub init_threshold: f32,
     /// Tokens per optimizer step (default 4096).
     #[serde(default = "default_batch")]
+    #[schemars(extend("x-unit" = "tokens"))]
     pub batch: usize,
     /// Tokens shuffled together (default 16 batches).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-unit" = "tokens"))]
     pub buffer: Option<usize>,
     /// Peak learning rate (default 4e-4).
     #[serde(default = "default_lr")]
@@ -72,6 +74,7 @@ pub struct SaeTrainConfig {
     /// Token budget: sets the schedule; training stops there. Without it the rate stays at its
     /// peak after warm-up and every token streamed is used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-unit" = "tokens"))]
     pub tokens: Option<u64>,
     /// AuxK coefficient (default 1/32).
     #[serde(default = "default_aux")]
@@ -81,15 +84,18 @@ pub struct SaeTrainConfig {
     pub k_aux: Option<usize>,
     /// Tokens without firing after which a latent is dead (default 100000, at least 50 batches).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-unit" = "tokens"))]
     pub dead_after_tokens: Option<u64>,
     /// Write a checkpoint every this many steps (default 0: none).
     #[serde(default)]
+    #[schemars(extend("x-unit" = "steps"))]
     pub checkpoint_every: u64,
     /// Resume from a checkpoint directory, or `"latest"` (the newest under `out/checkpoints`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resume: Option<String>,
     /// Drop tokens at positions below this (a language model's attention-sink first token).
     #[serde(default)]
+    #[schemars(extend("x-unit" = "tokens"))]
     pub skip_first: u32,
     /// Passes over the data (default 1). More than one keeps every accepted row in memory and
     /// replays it, reshuffled, after the stream ends (for datasets that fit).
@@ -97,6 +103,7 @@ pub struct SaeTrainConfig {
     pub epochs: usize,
     /// Log metrics every this many steps (default 100).
     #[serde(default = "default_log_every")]
+    #[schemars(extend("x-unit" = "steps"))]
     pub log_every: u64,
     /// Storage of the written SAELens weights: `float32` (default) or `float16`.
     #[serde(default = "default_dtype")]
@@ -207,14 +214,12 @@ impl SaeTrainConfig {
 pub struct SaeTrainKind;
 
 impl SinkKind for SaeTrainKind {
-    fn kind(&self) -> &'static str {
-        "sae_train"
-    }
+    type Config = SaeTrainConfig;
+
     fn describe(&self) -> &'static str {
         "trains a sparse autoencoder (TopK, BatchTopK, ReLU, JumpReLU) on the activations; writes SAELens + sparsify"
     }
-    fn build(&self, config: ConfigTable, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Sink>> {
-        let cfg: SaeTrainConfig = parse_config(config, ctx)?;
+    fn build(&self, cfg: SaeTrainConfig, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Sink>> {
         let fail = |m: String| Err(EngineError::config(ctx.label, m));
         let StreamKind::Activation { model, layer } = &input.kind else {
             return fail(format!("sae_train reads activations, not {}", input.describe()));

@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use neurostream_engine::kernels::Kernels;
 use neurostream_engine::{
-    parse_config, Batch, Channel, ComputeDevice, ConfigTable, EngineError, Frame, Marker, NodeConfig, NodeContext, Operator,
-    OperatorInstance, OperatorKind, Partitioning, Result, RowIndex, Schema, StreamKind,
+    Batch, Channel, ComputeDevice, EngineError, Frame, Marker, NodeConfig, NodeContext, Operator, OperatorInstance, OperatorKind,
+    Partitioning, Result, RowIndex, Schema, StreamKind,
 };
 use serde::{Deserialize, Serialize};
 
@@ -20,7 +20,7 @@ use super::welch::{CpuPower, GpuPower, PowerKernels, Welch};
 use super::windows::{WindowConfig, WindowSpec, Windower};
 
 /// Configuration of a `bandpower` operator.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BandpowerConfig {
     /// How windows are cut.
@@ -29,12 +29,15 @@ pub struct BandpowerConfig {
     /// Bands as `[name, low Hz, high Hz]` (default: delta 0.5-4, theta 4-8, alpha 8-12, sigma
     /// 12-15, beta 15-30).
     #[serde(default = "default_bands")]
+    #[schemars(extend("x-unit" = "Hz"))]
     pub bands: Vec<(String, f64, f64)>,
     /// Welch segment length in samples (default: min(256, window length), as scipy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-unit" = "samples"))]
     pub nperseg: Option<usize>,
     /// Samples shared by consecutive segments (default nperseg / 2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-unit" = "samples"))]
     pub noverlap: Option<usize>,
     /// Also emit each band's power relative to the bands' total range.
     #[serde(default)]
@@ -62,14 +65,12 @@ impl NodeConfig for BandpowerConfig {
 pub struct BandpowerKind;
 
 impl OperatorKind for BandpowerKind {
-    fn kind(&self) -> &'static str {
-        "bandpower"
-    }
+    type Config = BandpowerConfig;
+
     fn describe(&self) -> &'static str {
         "Welch band power (absolute and relative) per channel over sliding windows or epochs"
     }
-    fn build(&self, config: ConfigTable, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Operator>> {
-        let cfg: BandpowerConfig = parse_config(config, ctx)?;
+    fn build(&self, cfg: BandpowerConfig, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Operator>> {
         let fail = |m: String| EngineError::config(ctx.label, m);
         let StreamKind::Signal { sample_rate: fs } = input.kind else {
             return Err(fail(format!(

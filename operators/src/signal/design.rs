@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 pub type Section = [f64; 6];
 
 /// The band a Butterworth filter passes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum BandType {
     /// Passes below the cutoff.

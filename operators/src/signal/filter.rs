@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use neurostream_engine::kernels::Kernels;
 use neurostream_engine::{
-    parse_config, Batch, ComputeDevice, ConfigTable, EngineError, Frame, NodeConfig, NodeContext, Operator, OperatorInstance,
-    OperatorKind, Partitioning, Result, Schema, StreamKind,
+    Batch, ComputeDevice, EngineError, Frame, NodeConfig, NodeContext, Operator, OperatorInstance, OperatorKind, Partitioning,
+    Result, Schema, StreamKind,
 };
 use serde::{Deserialize, Serialize};
 
@@ -18,7 +18,7 @@ use super::gpu::GpuSos;
 use super::sos::{sosfiltfilt, CpuSos, SosKernels};
 
 /// Configuration of a `butterworth` operator.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ButterworthConfig {
     /// `lowpass`, `highpass`, `bandpass` (default) or `bandstop`.
@@ -30,6 +30,7 @@ pub struct ButterworthConfig {
     /// Cutoff frequencies in Hz: one for low/highpass (`0.5` or `[0.5]`), `[low, high]` for
     /// band filters.
     #[serde(deserialize_with = "neurostream_engine::node::one_or_many")]
+    #[schemars(extend("x-unit" = "Hz"))]
     pub cutoff: Vec<f64>,
     /// Forward-backward (zero phase, squared magnitude); holds the stream until it ends.
     #[serde(default)]
@@ -56,11 +57,12 @@ impl NodeConfig for ButterworthConfig {
 }
 
 /// Configuration of a `notch` operator.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NotchConfig {
     /// Line frequency in Hz (default 50).
     #[serde(default = "default_line")]
+    #[schemars(extend("x-unit" = "Hz"))]
     pub freq: f64,
     /// How many harmonics to remove: `freq`, `2·freq`, ... (those below Nyquist; default 1).
     #[serde(default = "default_harmonics")]
@@ -104,14 +106,12 @@ fn signal_rate(input: &Schema, ctx: &NodeContext) -> Result<f64> {
 pub struct ButterworthKind;
 
 impl OperatorKind for ButterworthKind {
-    fn kind(&self) -> &'static str {
-        "butterworth"
-    }
+    type Config = ButterworthConfig;
+
     fn describe(&self) -> &'static str {
         "Butterworth low/high/band-pass/band-stop as second-order sections; causal with carried state, or zero-phase"
     }
-    fn build(&self, config: ConfigTable, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Operator>> {
-        let cfg: ButterworthConfig = parse_config(config, ctx)?;
+    fn build(&self, cfg: ButterworthConfig, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Operator>> {
         let fs = signal_rate(input, ctx)?;
         let sections = butter(cfg.order, &cfg.cutoff, cfg.btype, fs).map_err(|m| EngineError::config(ctx.label, m))?;
         tracing::debug!("{}: {} sections {:?}", ctx.label, sections.len(), sections);
@@ -123,14 +123,12 @@ impl OperatorKind for ButterworthKind {
 pub struct NotchKind;
 
 impl OperatorKind for NotchKind {
-    fn kind(&self) -> &'static str {
-        "notch"
-    }
+    type Config = NotchConfig;
+
     fn describe(&self) -> &'static str {
         "IIR notch at the line frequency and its harmonics (scipy.signal.iirnotch), causal or zero-phase"
     }
-    fn build(&self, config: ConfigTable, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Operator>> {
-        let cfg: NotchConfig = parse_config(config, ctx)?;
+    fn build(&self, cfg: NotchConfig, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Operator>> {
         let fs = signal_rate(input, ctx)?;
         if cfg.harmonics == 0 {
             return Err(EngineError::config(ctx.label, "`harmonics` must be at least 1"));

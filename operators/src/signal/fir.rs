@@ -15,22 +15,24 @@ use std::sync::Arc;
 
 use neurostream_engine::kernels::Kernels;
 use neurostream_engine::{
-    parse_config, wgpu, Batch, ComputeDevice, ConfigTable, EngineError, GpuContext, GpuPass, NodeConfig, NodeContext, Operator,
-    OperatorInstance, OperatorKind, Partitioning, Result, Schema, StreamKind,
+    wgpu, Batch, ComputeDevice, EngineError, GpuContext, GpuPass, NodeConfig, NodeContext, Operator, OperatorInstance,
+    OperatorKind, Partitioning, Result, Schema, StreamKind,
 };
 use serde::{Deserialize, Serialize};
 
 const HAMMING_FACTOR: f64 = 3.3;
 
 /// Configuration of a `fir` operator.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FirConfig {
     /// High-pass edge in Hz (omit for a low-pass).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-unit" = "Hz"))]
     pub l_freq: Option<f64>,
     /// Low-pass edge in Hz (omit for a high-pass).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-unit" = "Hz"))]
     pub h_freq: Option<f64>,
 }
 
@@ -241,14 +243,12 @@ impl FirKernels for GpuFir {
 pub struct FirKind;
 
 impl OperatorKind for FirKind {
-    fn kind(&self) -> &'static str {
-        "fir"
-    }
+    type Config = FirConfig;
+
     fn describe(&self) -> &'static str {
         "linear-phase FIR band/low/high-pass (MNE's firwin design and lengths), causal with its delay stated"
     }
-    fn build(&self, config: ConfigTable, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Operator>> {
-        let cfg: FirConfig = parse_config(config, ctx)?;
+    fn build(&self, cfg: FirConfig, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Operator>> {
         let StreamKind::Signal { sample_rate } = input.kind else {
             return Err(EngineError::config(
                 ctx.label,

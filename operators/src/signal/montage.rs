@@ -14,15 +14,15 @@ use std::sync::Arc;
 
 use neurostream_engine::kernels::Kernels;
 use neurostream_engine::{
-    parse_config, Batch, Channel, ComputeDevice, ConfigTable, EngineError, NodeConfig, NodeContext, Operator, OperatorInstance,
-    OperatorKind, Partitioning, Result, Schema,
+    Batch, Channel, ComputeDevice, EngineError, NodeConfig, NodeContext, Operator, OperatorInstance, OperatorKind, Partitioning,
+    Result, Schema,
 };
 use serde::{Deserialize, Serialize};
 
 use super::spatial::{CpuSpatial, GpuSpatial, SpatialKernels};
 
 /// Configuration of a `pick` operator.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PickConfig {
     /// Channels to keep, by label or glob pattern, in this order (default: all).
@@ -38,7 +38,7 @@ impl NodeConfig for PickConfig {
 }
 
 /// Configuration of a `reref` operator.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RerefConfig {
     /// `average` (default), `channels` or `bipolar`.
@@ -98,14 +98,12 @@ fn one_channel(schema: &Schema, name: &str) -> std::result::Result<usize, String
 pub struct PickKind;
 
 impl OperatorKind for PickKind {
-    fn kind(&self) -> &'static str {
-        "pick"
-    }
+    type Config = PickConfig;
+
     fn describe(&self) -> &'static str {
         "keeps the signal channels named (labels or glob patterns), in that order"
     }
-    fn build(&self, config: ConfigTable, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Operator>> {
-        let cfg: PickConfig = parse_config(config, ctx)?;
+    fn build(&self, cfg: PickConfig, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Operator>> {
         let fail = |m: String| EngineError::config(ctx.label, m);
         if !input.is_signal() {
             return Err(fail(format!("pick takes signal streams; the input is {}", input.describe())));
@@ -144,14 +142,12 @@ impl OperatorKind for PickKind {
 pub struct RerefKind;
 
 impl OperatorKind for RerefKind {
-    fn kind(&self) -> &'static str {
-        "reref"
-    }
+    type Config = RerefConfig;
+
     fn describe(&self) -> &'static str {
         "re-references signals: common average, reference channels, or bipolar pairs"
     }
-    fn build(&self, config: ConfigTable, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Operator>> {
-        let cfg: RerefConfig = parse_config(config, ctx)?;
+    fn build(&self, cfg: RerefConfig, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Operator>> {
         let fail = |m: String| EngineError::config(ctx.label, m);
         if !input.is_signal() {
             return Err(fail(format!("reref takes signal streams; the input is {}", input.describe())));

@@ -11,15 +11,15 @@ use std::sync::Arc;
 
 use neurostream_engine::kernels::Kernels;
 use neurostream_engine::{
-    parse_config, wgpu, Batch, ComputeDevice, ConfigTable, EngineError, Frame, GpuContext, GpuPass, Marker, NodeConfig,
-    NodeContext, Operator, OperatorInstance, OperatorKind, Partitioning, Result, RowIndex, Schema, StreamKind,
+    wgpu, Batch, ComputeDevice, EngineError, Frame, GpuContext, GpuPass, Marker, NodeConfig, NodeContext, Operator,
+    OperatorInstance, OperatorKind, Partitioning, Result, RowIndex, Schema, StreamKind,
 };
 use serde::{Deserialize, Serialize};
 
 pub use neurostream_engine::dsp::polyphase::{design, CpuResample, Polyphase, ResampleKernels};
 
 /// Configuration of a `resample` operator.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResampleConfig {
     /// Upsampling factor.
@@ -142,14 +142,12 @@ fn rebase(m: i64, base: i64, up: i64, down: i64) -> (i64, i64) {
 pub struct ResampleKind;
 
 impl OperatorKind for ResampleKind {
-    fn kind(&self) -> &'static str {
-        "resample"
-    }
+    type Config = ResampleConfig;
+
     fn describe(&self) -> &'static str {
         "polyphase rational resampling (scipy.signal.resample_poly), streamed with half the filter as delay"
     }
-    fn build(&self, config: ConfigTable, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Operator>> {
-        let cfg: ResampleConfig = parse_config(config, ctx)?;
+    fn build(&self, cfg: ResampleConfig, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Operator>> {
         let fail = |m: String| EngineError::config(ctx.label, m);
         let StreamKind::Signal { sample_rate } = input.kind else {
             return Err(fail(format!(

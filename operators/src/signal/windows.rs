@@ -10,14 +10,16 @@ use neurostream_engine::{Frame, RowIndex};
 use serde::{Deserialize, Serialize};
 
 /// How windows are cut (the keys shared by every per-window operator).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WindowConfig {
     /// Sliding windows: length in seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-unit" = "s"))]
     pub window_s: Option<f64>,
     /// Sliding windows: step in seconds (default: the length, no overlap).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-unit" = "s"))]
     pub step_s: Option<f64>,
     /// Sliding windows: label each window with the marker whose span (onset, duration) covers
     /// its centre (e.g. the sleep stage of a hypnogram), or else the latest instantaneous one.
@@ -29,16 +31,20 @@ pub struct WindowConfig {
     pub epochs: Option<Vec<String>>,
     /// Epochs: start relative to the marker, seconds.
     #[serde(default)]
+    #[schemars(extend("x-unit" = "s"))]
     pub tmin: f64,
     /// Epochs: end relative to the marker, seconds (inclusive of the sample at `tmax`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-unit" = "s"))]
     pub tmax: Option<f64>,
     /// Epochs: subtract each channel's mean over `[a, b]` seconds relative to the marker.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-unit" = "s"))]
     pub baseline: Option<[f64; 2]>,
     /// Epochs: drop an epoch when any channel's peak-to-peak amplitude exceeds this (the
     /// signal's units); drops are counted and reported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-unit" = "signal units"))]
     pub reject_ptp: Option<f64>,
 }
 

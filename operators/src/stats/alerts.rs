@@ -13,7 +13,7 @@ use arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
 
 /// Where a `density_ratio` rule's expected densities come from.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Reference {
     /// The window before the current one (the default).
@@ -52,7 +52,7 @@ pub fn read_sparsity_densities(path: &Path, n_features: usize) -> Result<Vec<f64
 }
 
 /// A rule on the feature statistics of each window.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "rule", rename_all = "snake_case", deny_unknown_fields)]
 pub enum FeatureRule {
     /// A feature's density in the window is above `above` × or below `below` × its reference density.
@@ -104,7 +104,7 @@ fn one() -> u64 {
 }
 
 /// A rule on the windowed means of token scalars (e.g. reconstruction metrics).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "rule", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ScalarRule {
     /// Fraction of variance unexplained, `1 − mean(explained_variance)`, above `above`.

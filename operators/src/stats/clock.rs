@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 /// The unit of `window` and `step`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum WindowUnit {
     /// Tokens of the stream (the default).

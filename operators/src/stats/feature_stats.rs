@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use neurostream_engine::checkpoint::{decode_state, encode_state, Checkpointing};
 use neurostream_engine::{
-    parse_config, Batch, ComputeDevice, ConfigTable, EngineError, NodeConfig, NodeContext, Operator, OperatorInstance,
-    OperatorKind, Partitioning, Result, RowIndex, Schema, SparseFrame, StreamKind, TableFrame,
+    Batch, ComputeDevice, EngineError, NodeConfig, NodeContext, Operator, OperatorInstance, OperatorKind, Partitioning, Result,
+    RowIndex, Schema, SparseFrame, StreamKind, TableFrame,
 };
 use serde::{Deserialize, Serialize};
 
@@ -29,7 +29,7 @@ pub const FEATURE_TABLES: [&str; 7] = [
 ];
 
 /// When the all-time tables are emitted.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AllTimeEvery {
     /// With every window (the default; what a live deployment needs).
@@ -40,15 +40,17 @@ pub enum AllTimeEvery {
 }
 
 /// Configuration of a `feature_stats` operator. Token counts are per stream.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FeatureStatsConfig {
     /// Window length in `window_unit` (0: all-time statistics only). Default 4096 (tokens).
     #[serde(default = "default_window")]
+    #[schemars(extend("x-unit" = "window_unit"))]
     pub window: u64,
     /// Spacing of window closes in `window_unit` (default `window`: tumbling windows); `window`
     /// must be a multiple.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-unit" = "window_unit"))]
     pub step: Option<u64>,
     /// What `window` and `step` count: `tokens` (default), or `s` / `ms` of event time.
     #[serde(default)]
@@ -59,6 +61,7 @@ pub struct FeatureStatsConfig {
     /// A feature is dead when it has not fired in the last this many tokens (default `window`, or
     /// 10000 without windows). Nothing is called dead before that many tokens were seen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-unit" = "tokens"))]
     pub dead_after: Option<u64>,
     /// A feature is dense when its density in the scope is above this (default 0.1).
     #[serde(default = "default_dense")]
@@ -75,8 +78,9 @@ pub struct FeatureStatsConfig {
     pub top_k: usize,
     /// Tokens of context kept each side of an example, when the stream carries token text (default 5).
     #[serde(default = "default_context")]
+    #[schemars(extend("x-unit" = "tokens"))]
     pub context: usize,
-    /// Alert rules evaluated on every window.
+    /// Alert rules evaluated on every window: `[[operators.NAME.alerts]]` tables (see Alerts).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub alerts: Vec<FeatureRule>,
 }
@@ -131,16 +135,13 @@ fn log_bins(key: &str, v: [f64; 3], allow_off: bool) -> std::result::Result<Opti
 pub struct FeatureStatsKind;
 
 impl OperatorKind for FeatureStatsKind {
-    fn kind(&self) -> &'static str {
-        "feature_stats"
-    }
+    type Config = FeatureStatsConfig;
 
     fn describe(&self) -> &'static str {
         "windowed and all-time feature statistics (density, histograms, dead/dense, top examples) and alerts"
     }
 
-    fn build(&self, config: ConfigTable, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Operator>> {
-        let cfg: FeatureStatsConfig = parse_config(config, ctx)?;
+    fn build(&self, cfg: FeatureStatsConfig, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Operator>> {
         let fail = |m: String| EngineError::config(ctx.label, m);
         let StreamKind::Features { n_features, .. } = input.kind else {
             return Err(fail(format!(

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use neurostream_engine::checkpoint::{decode_streams, encode_streams, Checkpointing};
 use neurostream_engine::{
-    parse_config, Batch, ComputeDevice, ConfigTable, EngineError, NodeConfig, NodeContext, Operator, OperatorInstance,
-    OperatorKind, Partitioning, Result, RowIndex, Schema, StreamKind, TableFrame,
+    Batch, ComputeDevice, EngineError, NodeConfig, NodeContext, Operator, OperatorInstance, OperatorKind, Partitioning, Result,
+    RowIndex, Schema, StreamKind, TableFrame,
 };
 use serde::{Deserialize, Serialize};
 
@@ -21,14 +21,16 @@ use super::tables::{Scope, TableBuilder};
 pub const TOKEN_TABLES: [&str; 2] = ["scalars", "alerts"];
 
 /// Configuration of a `token_stats` operator. Token counts are per stream.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenStatsConfig {
     /// Window length in `window_unit` (0: all-time only). Default 4096 (tokens).
     #[serde(default = "default_window")]
+    #[schemars(extend("x-unit" = "window_unit"))]
     pub window: u64,
     /// Spacing of window closes in `window_unit` (default `window`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-unit" = "window_unit"))]
     pub step: Option<u64>,
     /// What `window` and `step` count: `tokens` (default), or `s` / `ms` of event time.
     #[serde(default)]
@@ -50,14 +52,12 @@ impl NodeConfig for TokenStatsConfig {
 pub struct TokenStatsKind;
 
 impl OperatorKind for TokenStatsKind {
-    fn kind(&self) -> &'static str {
-        "token_stats"
-    }
+    type Config = TokenStatsConfig;
+
     fn describe(&self) -> &'static str {
         "windowed and all-time mean/min/max of token scalars (e.g. reconstruction metrics) and alerts"
     }
-    fn build(&self, config: ConfigTable, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Operator>> {
-        let cfg: TokenStatsConfig = parse_config(config, ctx)?;
+    fn build(&self, cfg: TokenStatsConfig, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Operator>> {
         let fail = |m: String| EngineError::config(ctx.label, m);
         if !matches!(input.kind, StreamKind::TokenScalars { .. } | StreamKind::Signal { .. }) {
             return Err(fail(format!(

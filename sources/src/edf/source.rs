@@ -6,29 +6,34 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use neurostream_engine::{
-    parse_config, Batch, Channel, ConfigTable, EngineError, Frame, Marker, NodeConfig, NodeContext, Result, RowIndex, Schema,
-    Source, SourceKind, SourceReader, StreamKind, WorkerPos,
+    Batch, Channel, EngineError, Frame, Marker, NodeConfig, NodeContext, Result, RowIndex, Schema, Source, SourceKind,
+    SourceReader, StreamKind, WorkerPos,
 };
 use serde::{Deserialize, Serialize};
 
 use super::file::EdfFile;
 
 /// Configuration of an `edf` source.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EdfSourceConfig {
     /// The recording (`.edf` or `.bdf`; EDF+ and BDF+ included).
     pub path: String,
-    /// Channels to read, by label or glob pattern (`"EEG*"`), in this order. Default: every
-    /// signal at the highest sampling rate (the others are listed in the log).
+    /// Channels to read, by label or glob pattern (`"EEG*"`), in this order; all must share one
+    /// rate (one source per rate, or `resample`). Default: every signal at the highest sampling
+    /// rate (the others are listed in the log).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channels: Option<Vec<String>>,
     /// Samples per frame (default 256).
     #[serde(default = "default_chunk")]
+    #[schemars(extend("x-unit" = "samples"))]
     pub chunk: usize,
-    /// Replay pace: 0 (default) as fast as possible; 1.0 real time (each chunk is released when
-    /// its last sample would have been recorded); 2.0 twice as fast.
+    /// Replay pace: 0 (default) as fast as possible; 1.0 real time (each chunk is released when its
+    /// last sample would have been recorded); 10 ten times faster. Nothing is dropped when the
+    /// pipeline falls behind (the replay waits), but falling more than 1 s behind is logged, since
+    /// a live device would be overflowing.
     #[serde(default)]
+    #[schemars(extend("x-unit" = "× real time"))]
     pub speed: f64,
     /// A separate annotation-only EDF+ file (e.g. a hypnogram) whose annotations join the
     /// recording's, aligned by the two files' start times.
@@ -71,14 +76,12 @@ impl NodeConfig for EdfSourceConfig {
 pub struct EdfSourceKind;
 
 impl SourceKind for EdfSourceKind {
-    fn kind(&self) -> &'static str {
-        "edf"
-    }
+    type Config = EdfSourceConfig;
+
     fn describe(&self) -> &'static str {
         "EDF/EDF+/BDF/BDF+ recording in physical units, annotations as markers, replayed fast or in real time"
     }
-    fn build(&self, config: ConfigTable, ctx: &NodeContext) -> Result<Arc<dyn Source>> {
-        let cfg: EdfSourceConfig = parse_config(config, ctx)?;
+    fn build(&self, cfg: EdfSourceConfig, ctx: &NodeContext) -> Result<Arc<dyn Source>> {
         let fail = |m: String| EngineError::config(ctx.label, m);
         if cfg.chunk == 0 {
             return Err(fail("`chunk` must be at least 1".into()));
