@@ -10,9 +10,9 @@
 
 use std::time::Instant;
 
-use neurostream::operators::signal::design::{butter, BandType};
-use neurostream::operators::signal::sos::{CpuSos, SosKernels};
-use neurostream::operators::signal::welch::{CpuPower, PowerKernels, Welch};
+use neurostream::operators::signal::bandpower::welch::{CpuPower, PowerKernels, Welch};
+use neurostream::operators::signal::iir::cpu::{CpuSos, SosKernels};
+use neurostream::operators::signal::iir::design::{butter, BandType};
 
 fn signal(rows: usize, channels: usize) -> Vec<f32> {
     // Deterministic pseudo-random samples (a small LCG), µV scale.

@@ -70,16 +70,17 @@ fn readme_reference_matches_the_config_types() {
         return;
     }
     if std::env::var_os("NEUROSTREAM_UPDATE_README").is_some() {
+        let by_start: BTreeMap<usize, &(String, String)> = found.iter().map(|(k, b)| (b.table.start, k)).collect();
         let mut out: Vec<String> = Vec::new();
         let mut i = 0;
-        let by_start: BTreeMap<usize, (&(String, String), &Block)> = found.iter().map(|(k, b)| (b.table.start, (k, b))).collect();
         while i < lines.len() {
-            if let Some((k, b)) = by_start.get(&i) {
-                out.extend(wanted[*k].lines().map(str::to_string));
-                i = b.table.end;
-            } else {
-                out.push(lines[i].to_string());
-                i += 1;
+            out.push(lines[i].to_string());
+            match by_start.get(&(i + 1)).filter(|_| lines[i].starts_with(OPEN)) {
+                Some(k) => {
+                    out.extend(wanted[*k].lines().map(str::to_string));
+                    i = found[*k].table.end; // the closing line, copied next
+                }
+                None => i += 1,
             }
         }
         std::fs::write(&path, out.join("\n") + "\n").unwrap();

@@ -1,8 +1,9 @@
 //! IIR filters against SciPy: Butterworth and notch designs equal `scipy.signal.butter(...,
 //! output="sos")` / `iirnotch`; streaming filtering of real EEG equals `sosfilt` over the whole
 //! signal whatever the chunk size; zero-phase equals `sosfiltfilt`; on the CPU and on wgpu.
+//! The `hilbert` envelope and phase equal `scipy.signal.hilbert` per block.
 //! Tolerances (max error / max |reference| per channel): CPU 1e-5 (float64 arithmetic, float32
-//! samples), wgpu 2e-3 (float32 arithmetic through up to 8 sections).
+//! samples), wgpu 2e-3 (float32 arithmetic through up to 8 sections, or sums over a block).
 
 mod common;
 
@@ -187,6 +188,26 @@ fn streamed_resampling_equals_resample_poly() {
             std::fs::write(d.join("p.toml"), filter_pipeline(rec, channels, chunk, &op, device)).unwrap();
             run_ok(d, &["run", "p.toml", "--quiet"]);
             check(&py, d, &format!(r#"{{"resample": [{up}, {down}]}}"#), device);
+        }
+    }
+}
+
+#[test]
+fn hilbert_envelope_and_phase_equal_scipy_per_block() {
+    let Some(py) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for device in devices() {
+        // Blocks straddling chunks; the whole 6 s BioSemi recording (3072 samples) as one block.
+        for (rec, channels, chunk, block, output) in [
+            (BIOSEMI, r#"["A1", "A2", "B7"]"#, 37, 0, "envelope"),
+            (BIOSEMI, r#"["A1", "A2", "B7"]"#, 37, 500, "phase"),
+            (PSG, r#"["EEG*"]"#, 250, 256, "envelope"),
+        ] {
+            let op = format!("kind = \"hilbert\"\nblock = {block}\noutput = \"{output}\"");
+            std::fs::write(d.join("p.toml"), filter_pipeline(rec, channels, chunk, &op, device)).unwrap();
+            run_ok(d, &["run", "p.toml", "--quiet"]);
+            check(&py, d, &format!(r#"{{"hilbert": [{block}, "{output}"]}}"#), device);
         }
     }
 }

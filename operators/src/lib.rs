@@ -12,6 +12,7 @@
 //! | `butterworth` | Butterworth low/high/band-pass/band-stop (second-order sections), causal with carried state or zero-phase |
 //! | `notch` | IIR notch at the line frequency and harmonics, causal or zero-phase |
 //! | `fir` | linear-phase FIR band/low/high-pass (MNE's firwin design), causal, delay stated |
+//! | `hilbert` | envelope or instantaneous phase from the analytic signal (`scipy.signal.hilbert`), per block or whole stream |
 //! | `resample` | polyphase rational resampling equal to scipy.signal.resample_poly, streamed |
 //! | `pick` | keeps the signal channels named (labels or glob patterns), in order |
 //! | `reref` | common average, reference-channel or bipolar re-referencing |
@@ -50,6 +51,7 @@ pub fn register(registry: &mut Registry) {
         .add_operator(signal::ButterworthKind)
         .add_operator(signal::NotchKind)
         .add_operator(signal::FirKind)
+        .add_operator(signal::HilbertKind)
         .add_operator(signal::ResampleKind)
         .add_operator(signal::PickKind)
         .add_operator(signal::RerefKind)

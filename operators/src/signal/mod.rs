@@ -1,24 +1,23 @@
-//! Signal operators for EEG/MEG streams: IIR filter design ([`design`]), the section-cascade
-//! kernels on the CPU and wgpu ([`sos`], [`gpu`]), the `butterworth` / `notch` operators
-//! ([`filter`]), spatial maps ([`spatial`]), the `pick` / `reref` operators ([`montage`]), windows and
-//! epochs ([`windows`]), Welch PSD ([`welch`]) and `bandpower` ([`bandpower`]).
+//! Signal operators for EEG/MEG streams, one folder per operator (its node, its CPU kernel, its
+//! `.wgsl` shaders, its unit tests): [`iir`] (`butterworth`, `notch`: design, section cascades
+//! on the CPU and wgpu), [`fir`], [`resample`], [`bandpower`] (with its Welch kernels),
+//! [`montage`] (`pick`, `reref`) and [`hilbert`]. Shared by several operators: spatial maps
+//! ([`spatial`], also used by `decode` and `mahalanobis`) and windows/epochs ([`windows`]).
 
 pub mod bandpower;
-pub mod design;
-pub mod filter;
 pub mod fir;
-pub mod gpu;
+pub mod hilbert;
+pub mod iir;
 pub mod montage;
 pub mod resample;
-pub mod sos;
 pub mod spatial;
-pub mod welch;
 pub mod windows;
 
 pub use bandpower::{BandpowerConfig, BandpowerKind};
-pub use design::{butter, notch, sosfilt_zi, BandType, Section};
-pub use filter::{ButterworthConfig, ButterworthKind, NotchConfig, NotchKind};
 pub use fir::{FirConfig, FirKind};
+pub use hilbert::{HilbertConfig, HilbertKind, HilbertOutput};
+pub use iir::cpu::{sosfiltfilt, CpuSos, SosKernels};
+pub use iir::design::{butter, notch, sosfilt_zi, BandType, Section};
+pub use iir::{ButterworthConfig, ButterworthKind, NotchConfig, NotchKind};
 pub use montage::{PickConfig, PickKind, RerefConfig, RerefKind};
 pub use resample::{ResampleConfig, ResampleKind};
-pub use sos::{sosfiltfilt, CpuSos, SosKernels};

@@ -1,7 +1,11 @@
 //! `butterworth` and `notch`: IIR filters of signal streams as cascades of second-order
-//! sections (designed in [`super::design`]), causal with state carried across chunks, or
+//! sections (designed in [`design`]), causal with state carried across chunks, or
 //! zero-phase (`zero_phase = true`, forward-backward like `scipy.signal.sosfiltfilt`; the
 //! stream is held until it ends, for offline runs).
+
+pub mod cpu;
+pub mod design;
+pub mod gpu;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,9 +17,9 @@ use neurostream_engine::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::design::{butter, notch, BandType, Section};
-use super::gpu::GpuSos;
-use super::sos::{sosfiltfilt, CpuSos, SosKernels};
+use cpu::{sosfiltfilt, CpuSos, SosKernels};
+use design::{butter, notch, BandType, Section};
+use gpu::GpuSos;
 
 /// Configuration of a `butterworth` operator.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]

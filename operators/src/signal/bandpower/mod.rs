@@ -6,6 +6,8 @@
 //! Output: one row per window at the sample of its last row, channels `CH:BAND` (and
 //! `CH:BAND:rel`), the window's label as its marker.
 
+pub mod welch;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -16,8 +18,8 @@ use neurostream_engine::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::welch::{CpuPower, GpuPower, PowerKernels, Welch};
 use super::windows::{WindowConfig, WindowSpec, Windower};
+use welch::{CpuPower, GpuPower, PowerKernels, Welch};
 
 /// Configuration of a `bandpower` operator.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use neurostream_engine::{wgpu, GpuContext, GpuPass, Result};
 
+use super::cpu::SosKernels;
 use super::design::Section;
-use super::sos::SosKernels;
 
 const SHADER: &str = include_str!("sosfilt.wgsl");
 
