@@ -61,7 +61,7 @@ fn analytic_weights(n: usize) -> Vec<f64> {
         return h;
     }
     h[0] = 1.0;
-    if n % 2 == 0 {
+    if n.is_multiple_of(2) {
         h[n / 2] = 1.0;
         h[1..n / 2].iter_mut().for_each(|v| *v = 2.0);
     } else {
