@@ -29,19 +29,10 @@ impl<K: ?Sized> Kernels<K> {
         gpu: impl FnOnce(Arc<GpuContext>) -> Result<Box<K>>,
         cpu: CpuKernels<K>,
     ) -> Result<Kernels<K>> {
-        let (current, may_fall_back) = match device {
-            ComputeDevice::Cpu => (cpu(), false),
-            ComputeDevice::Gpu(ctx) => {
-                let allowed = ctx.falls_back_to_cpu();
-                match gpu(ctx.clone()) {
-                    Ok(k) => (k, allowed),
-                    Err(e) if allowed => {
-                        report(operator, &e);
-                        (cpu(), false)
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
+        let allowed = matches!(device, ComputeDevice::Gpu(ctx) if ctx.falls_back_to_cpu());
+        let (current, may_fall_back) = match gpu_or_cpu(operator, device, gpu)? {
+            Some(k) => (k, allowed),
+            None => (cpu(), false),
         };
         Ok(Kernels {
             current,
@@ -70,6 +61,28 @@ impl<K: ?Sized> Kernels<K> {
             }
             other => other,
         }
+    }
+}
+
+/// The GPU kernels of `operator` on a GPU device, or `None` for the CPU: on the CPU, and on a
+/// GPU whose kernels failed to set up when the pipeline says `gpu_fallback = "cpu"` (reported).
+/// For kernels that cannot switch mid-run (a trainer whose optimizer state lives on the device),
+/// this is the whole fallback; [`Kernels`] builds on it for the rest.
+pub fn gpu_or_cpu<T>(
+    operator: &'static str,
+    device: &ComputeDevice,
+    gpu: impl FnOnce(Arc<GpuContext>) -> Result<T>,
+) -> Result<Option<T>> {
+    match device {
+        ComputeDevice::Cpu => Ok(None),
+        ComputeDevice::Gpu(ctx) => match gpu(ctx.clone()) {
+            Ok(k) => Ok(Some(k)),
+            Err(e) if ctx.falls_back_to_cpu() => {
+                report(operator, &e);
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        },
     }
 }
 

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, Float64Array, Int64Array, StringArray, UInt32Array, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema as ArrowSchema};
 use arrow::record_batch::RecordBatch;
+use neurostream_engine::kernels::Kernels;
 use neurostream_engine::{
     Batch, ComputeDevice, EngineError, Frame, NodeConfig, NodeContext, Operator, OperatorInstance, OperatorKind, Partitioning,
     Result, RowIndex, Schema, TableFrame,
@@ -196,10 +197,13 @@ impl Operator for Kmeans {
         true
     }
     fn instantiate(&self, device: &ComputeDevice) -> Result<Box<dyn OperatorInstance>> {
-        let kernels: Box<dyn AssignKernels> = match device {
-            ComputeDevice::Cpu => Box::new(CpuAssign::new(self.0.threads)),
-            ComputeDevice::Gpu(ctx) => Box::new(GpuAssign::new(ctx.clone())?),
-        };
+        let threads = self.0.threads;
+        let kernels = Kernels::select(
+            "kmeans",
+            device,
+            |ctx| Ok(Box::new(GpuAssign::new(ctx)?) as Box<dyn AssignKernels>),
+            Box::new(move || Box::new(CpuAssign::new(threads)) as Box<dyn AssignKernels>),
+        )?;
         Ok(Box::new(KmeansInstance {
             op: self.0.clone(),
             kernels,
@@ -252,7 +256,7 @@ struct StreamState {
 
 struct KmeansInstance {
     op: Arc<Settings>,
-    kernels: Box<dyn AssignKernels>,
+    kernels: Kernels<dyn AssignKernels>,
     streams: HashMap<Arc<str>, StreamState>,
 }
 
@@ -299,7 +303,9 @@ impl KmeansInstance {
             let to_boundary = self.op.window.map_or(u64::MAX, |w| w - st.window_rows) as usize;
             let n = self.op.batch_size.min(rows.len() - start).min(to_boundary);
             let model = st.model.as_mut().expect("seeded");
-            let (labels, dist) = model.step(&rows.data[start * d..(start + n) * d], self.kernels.as_mut())?;
+            // `step` assigns before it moves the centroids, so a failed GPU assignment retries cleanly.
+            let batch = &rows.data[start * d..(start + n) * d];
+            let (labels, dist) = self.kernels.run(|k| model.step(batch, k))?;
             st.rows_seen += n as u64;
             st.window_rows += n as u64;
             let batch_inertia = dist.iter().map(|&v| v as f64).sum::<f64>();

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use neurostream_engine::device::workgroups_per_item;
 
+use neurostream_engine::kernels::Kernels;
 use neurostream_engine::{
     wgpu, Batch, ComputeDevice, EngineError, Frame, GpuContext, GpuPass, NodeConfig, NodeContext, Operator, OperatorInstance,
     OperatorKind, Partitioning, Result, Schema,
@@ -203,27 +204,36 @@ impl Operator for SaeReconstruct {
     }
 
     fn instantiate(&self, device: &ComputeDevice) -> Result<Box<dyn OperatorInstance>> {
-        let (encode, decode): (Box<dyn SaeKernels>, Box<dyn DecodeKernels>) = match device {
-            ComputeDevice::Cpu => {
-                let weights = self
-                    .cpu_weights
-                    .get_or_init(|| CpuWeights::prepare(&self.sae, WeightDtype::F32));
-                (
-                    Box::new(CpuSae::with_weights(&self.sae, self.threads, weights.clone())),
-                    Box::new(CpuDecode),
-                )
-            }
-            ComputeDevice::Gpu(ctx) => (
-                Box::new(GpuSae::new(ctx.clone(), &self.sae)?),
-                Box::new(GpuDecode::new(ctx.clone(), &self.sae)?),
-            ),
-        };
+        // The CPU path shares one prepared copy of the weights between workers; a CPU fallback
+        // after a GPU error prepares its own.
+        let shared = matches!(device, ComputeDevice::Cpu).then(|| {
+            self.cpu_weights
+                .get_or_init(|| CpuWeights::prepare(&self.sae, WeightDtype::F32))
+                .clone()
+        });
+        let (sae, threads, gpu_sae) = (self.sae.clone(), self.threads, self.sae.clone());
+        let kernels = Kernels::select(
+            "sae_reconstruct",
+            device,
+            move |ctx| {
+                Ok(Box::new(ReconstructKernels {
+                    encode: Box::new(GpuSae::new(ctx.clone(), &gpu_sae)?),
+                    decode: Box::new(GpuDecode::new(ctx, &gpu_sae)?),
+                }))
+            },
+            Box::new(move || {
+                let weights = shared.clone().unwrap_or_else(|| CpuWeights::prepare(&sae, WeightDtype::F32));
+                Box::new(ReconstructKernels {
+                    encode: Box::new(CpuSae::with_weights(&sae, threads, weights)),
+                    decode: Box::new(CpuDecode),
+                })
+            }),
+        )?;
         Ok(Box::new(ReconstructInstance {
             sae: self.sae.clone(),
             schema: self.schema.clone(),
             output: self.output,
-            encode,
-            decode,
+            kernels,
             dec_inv_norm: self
                 .sae
                 .rescale_by_decoder_norm
@@ -236,9 +246,14 @@ struct ReconstructInstance {
     sae: Arc<Sae>,
     schema: Arc<Schema>,
     output: ReconstructOutput,
+    kernels: Kernels<ReconstructKernels>,
+    dec_inv_norm: Option<Vec<f32>>,
+}
+
+/// The encoder and decoder kernels of one instance, on one device.
+struct ReconstructKernels {
     encode: Box<dyn SaeKernels>,
     decode: Box<dyn DecodeKernels>,
-    dec_inv_norm: Option<Vec<f32>>,
 }
 
 /// Undoes the input normalization of `x` on its reconstruction `recon`.
@@ -297,14 +312,17 @@ impl OperatorInstance for ReconstructInstance {
         for (row, dst) in frame.data.chunks_exact(d).zip(prepared.chunks_exact_mut(d)) {
             self.sae.prepare_input(row, dst);
         }
-        let mut csr = self.encode.encode(&self.sae, &prepared, rows)?;
-        let l0: Vec<usize> = csr.offsets.windows(2).map(|w| (w[1] - w[0]) as usize).collect();
-        if let Some(inv) = &self.dec_inv_norm {
-            for (v, &j) in csr.values.iter_mut().zip(&csr.ids) {
-                *v *= inv[j as usize];
+        let (sae, dec_inv_norm) = (&self.sae, &self.dec_inv_norm);
+        let (l0, mut recon) = self.kernels.run(|k| {
+            let mut csr = k.encode.encode(sae, &prepared, rows)?;
+            let l0: Vec<usize> = csr.offsets.windows(2).map(|w| (w[1] - w[0]) as usize).collect();
+            if let Some(inv) = dec_inv_norm {
+                for (v, &j) in csr.values.iter_mut().zip(&csr.ids) {
+                    *v *= inv[j as usize];
+                }
             }
-        }
-        let mut recon = self.decode.decode(&self.sae, &csr)?;
+            Ok((l0, k.decode.decode(sae, &csr)?))
+        })?;
         for (x, r) in frame.data.chunks_exact(d).zip(recon.chunks_exact_mut(d)) {
             denormalize(&self.sae, x, r);
         }

@@ -318,10 +318,9 @@ impl Sink for SaeTrainSink {
     }
 
     fn open_on(&self, _worker: WorkerPos, device: &ComputeDevice) -> Result<Box<dyn SinkWriter>> {
-        let mut gpu = match device {
-            ComputeDevice::Cpu => None,
-            ComputeDevice::Gpu(ctx) => Some(GpuTrainKernels::new(ctx.clone())?),
-        };
+        // A GPU that fails to set up falls back with `gpu_fallback = "cpu"`; a failure mid-step
+        // is the run's error (the optimizer state on the device may be half-updated).
+        let mut gpu = neurostream_engine::kernels::gpu_or_cpu("sae_train", device, GpuTrainKernels::new)?;
         let mut trainer = match &self.resume {
             Some(path) => {
                 let t = Trainer::load_checkpoint(path, self.settings.clone())
