@@ -28,7 +28,8 @@ use crate::signal::spatial::{CpuSpatial, GpuSpatial, SpatialKernels};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MahalanobisConfig {
-    /// A Parquet file of reference rows; without it, the first `reference_rows` rows of each stream.
+    /// A Parquet file of reference rows in the activation or signal layout (as the `parquet` sink
+    /// writes them); without it, the first `reference_rows` rows of each stream.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reference: Option<String>,
     /// Rows of the stream that form the reference (default 1000).

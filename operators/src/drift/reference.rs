@@ -3,10 +3,10 @@
 //! distances, and reading reference rows from Parquet.
 
 use std::path::Path;
+use std::sync::Arc;
 
-use arrow::array::{Array, AsArray};
-use arrow::datatypes::{DataType, Float32Type};
 use nalgebra::DMatrix;
+use neurostream_engine::layout::Decoder;
 
 /// How the reference covariance is regularized.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -103,64 +103,35 @@ impl Reference {
     }
 }
 
-/// Reads every row of a Parquet file in the activations layout (`act` column) or the signals
-/// layout (all float32 columns but the reserved ones), row-major.
+/// Reads every row of a Parquet file in the activation layout (`act`) or the signal layout (the
+/// float channel columns), as the engine's sinks write them, row-major, through the engine's
+/// layout decoder (so list types, nulls and row numbers are checked as for the `parquet` source).
 pub fn read_parquet_rows(path: &Path, width: usize) -> Result<Vec<f32>, String> {
-    let file = std::fs::File::open(path).map_err(|e| format!("{}: cannot open: {e}", path.display()))?;
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-        .and_then(|b| b.build())
-        .map_err(|e| format!("{}: not a readable Parquet file: {e}", path.display()))?;
+    let name = path.display().to_string();
+    let file = std::fs::File::open(path).map_err(|e| format!("{name}: cannot open: {e}"))?;
+    let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| format!("{name}: not a readable Parquet file: {e}"))?;
+    // The sample rate does not matter to a reference (rows only): any value lets signal files
+    // without rate metadata through.
+    let mut decoder = Decoder::new(builder.schema(), "act", Some(1.0)).map_err(|e| format!("{name}: {e}"))?;
+    let reader = builder.build().map_err(|e| format!("{name}: {e}"))?;
+    let stream: Arc<str> = Arc::from("reference");
     let mut out = Vec::new();
+    let mut row = 0u64;
     for batch in reader {
-        let batch = batch.map_err(|e| format!("{}: {e}", path.display()))?;
-        let schema = batch.schema();
-        if let Ok(i) = schema.index_of("act") {
-            let list = batch
-                .column(i)
-                .as_fixed_size_list_opt()
-                .ok_or_else(|| format!("{}: column `act` is not a fixed-size list", path.display()))?;
-            if list.value_length() as usize != width {
-                return Err(format!(
-                    "{}: rows of width {} but the stream has {width} columns",
-                    path.display(),
-                    list.value_length()
-                ));
-            }
-            let values = list
-                .values()
-                .as_primitive_opt::<Float32Type>()
-                .ok_or_else(|| format!("{}: `act` is not float32", path.display()))?;
-            let start = list.offset() * width;
-            out.extend_from_slice(&values.values()[start..start + list.len() * width]);
-        } else {
-            let cols: Vec<usize> = (0..schema.fields().len())
-                .filter(|&i| schema.field(i).data_type() == &DataType::Float32)
-                .collect();
-            if cols.len() != width {
-                return Err(format!(
-                    "{}: {} float32 columns but the stream has {width} columns",
-                    path.display(),
-                    cols.len()
-                ));
-            }
-            let arrays: Vec<_> = cols.iter().map(|&c| batch.column(c).as_primitive::<Float32Type>()).collect();
-            for r in 0..batch.num_rows() {
-                for a in &arrays {
-                    if a.is_null(r) {
-                        return Err(format!("{}: null value in row {r}", path.display()));
-                    }
-                    out.push(a.value(r));
-                }
-            }
+        let batch = batch.map_err(|e| format!("{name}: {e}"))?;
+        let frame = decoder.decode(&batch, &stream, row, row, &name)?;
+        if frame.width() != width {
+            return Err(format!(
+                "{name}: rows of width {} but the stream has {width} columns",
+                frame.width()
+            ));
         }
+        row += frame.rows() as u64;
+        out.extend_from_slice(&frame.data);
     }
     if let Some(p) = out.iter().position(|v| !v.is_finite()) {
-        return Err(format!(
-            "{}: non-finite value at row {}, column {}",
-            path.display(),
-            p / width,
-            p % width
-        ));
+        return Err(format!("{name}: non-finite value at row {}, column {}", p / width, p % width));
     }
     Ok(out)
 }
