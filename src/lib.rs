@@ -13,6 +13,7 @@
 //! ```
 
 pub mod fuzz_support;
+pub mod geometry;
 
 pub use neurostream_engine::*;
 pub use neurostream_models as models;

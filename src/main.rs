@@ -1,6 +1,5 @@
 //! The `neurostream` command line: run, validate and inspect.
 
-mod geometry;
 mod inspect;
 
 use std::path::PathBuf;
@@ -429,7 +428,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                 "phi" => neurostream::operators::cluster::affinity::Measure::Phi,
                 other => bail!("--measure must be jaccard, dice, simple_matching or phi, found {other}"),
             };
-            let args = geometry::GeometryArgs {
+            let args = neurostream::geometry::GeometryArgs {
                 sae,
                 stats,
                 out: out.clone(),
@@ -441,7 +440,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                 fit_range: fit_range.map(|r| (r[0], r[1])),
                 seed,
             };
-            let summary = geometry::run(&args)?;
+            let summary = neurostream::geometry::run(&args)?;
             println!("{}", serde_json::to_string_pretty(&summary)?);
             println!("report written to {}", out.display());
             Ok(())
