@@ -274,8 +274,9 @@ fn config_errors_are_clear() {
     };
     let schema = Arc::new(Schema::activation(32, None, None));
     let build = |cfg: &str| {
-        NormalizeKind
-            .build(toml::from_str(cfg).unwrap(), &ctx, &schema)
+        let table: toml::Table = toml::from_str(cfg).unwrap();
+        neurostream_engine::parse_config(table, &ctx)
+            .and_then(|c| NormalizeKind.build(c, &ctx, &schema))
             .err()
             .unwrap()
             .to_string()
