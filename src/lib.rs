@@ -16,6 +16,7 @@ pub mod fuzz_support;
 pub mod geometry;
 
 pub use neurostream_engine::*;
+#[cfg(feature = "language-models")]
 pub use neurostream_models as models;
 pub use neurostream_operators as operators;
 pub use neurostream_sinks as sinks;
@@ -25,6 +26,7 @@ pub use neurostream_sources as sources;
 pub fn registry() -> Registry {
     let mut r = Registry::new();
     neurostream_sources::register(&mut r);
+    #[cfg(feature = "language-models")]
     neurostream_models::register(&mut r);
     neurostream_operators::register(&mut r);
     neurostream_sinks::register(&mut r);
