@@ -275,3 +275,70 @@ fn a_failed_sae_encode_leaves_the_output_path_as_it_was_and_drop_skips_bad_rows(
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(common::row_count(&d.join("out.parquet")), 49);
 }
+
+/// A drift reference must be dense rows: a features file (sparse SAE output) is refused at
+/// validation, naming the file, and a reference of another width names both widths.
+#[test]
+fn a_drift_reference_of_sparse_features_or_another_width_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let sae = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/data/smollm2_sae");
+    std::fs::write(
+        d.join("encode.toml"),
+        format!(
+            r#"
+[sources.acts]
+kind = "synthetic_activations"
+d_model = 576
+tokens = 64
+chunk = 32
+
+[operators.sae]
+kind = "sae_encode"
+input = "acts"
+sae = "{sae}"
+
+[sinks.features]
+kind = "parquet"
+input = "sae"
+path = "features.parquet"
+
+[sinks.acts]
+kind = "parquet"
+input = "acts"
+path = "acts.parquet"
+"#
+        ),
+    )
+    .unwrap();
+    run_ok(d, &["run", "encode.toml", "--quiet"]);
+    for (reference, width, expect) in [
+        ("features.parquet", 576, "holds sparse features"),
+        ("acts.parquet", 64, "rows of width 576 but the stream has 64 columns"),
+    ] {
+        std::fs::write(
+            d.join("drift.toml"),
+            format!(
+                r#"
+[sources.acts]
+kind = "synthetic_activations"
+d_model = {width}
+tokens = 64
+
+[operators.drift]
+kind = "mahalanobis"
+input = "acts"
+reference = "{reference}"
+
+[sinks.out]
+kind = "parquet"
+input = "drift"
+path = "drift.parquet"
+"#
+            ),
+        )
+        .unwrap();
+        let err = run_err(d, &["validate", "drift.toml"]);
+        assert!(err.contains(reference) && err.contains(expect), "{err}");
+    }
+}

@@ -285,18 +285,27 @@ pub trait RegisteredKind: Send + Sync {
     fn check_keys(&self, config: ConfigTable, ctx: &NodeContext) -> Result<()>;
     /// Builds a source (sources only).
     fn build_source(&self, config: ConfigTable, ctx: &NodeContext) -> Result<Arc<dyn Source>> {
-        let _ = (config, ctx);
-        unreachable!("not a source kind")
+        let _ = config;
+        Err(crate::EngineError::config(
+            ctx.label,
+            format!("`{}` is not a source kind", self.name()),
+        ))
     }
     /// Builds an operator on `input` (operators only).
     fn build_operator(&self, config: ConfigTable, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Operator>> {
-        let _ = (config, ctx, input);
-        unreachable!("not an operator kind")
+        let _ = (config, input);
+        Err(crate::EngineError::config(
+            ctx.label,
+            format!("`{}` is not an operator kind", self.name()),
+        ))
     }
     /// Builds a sink of `input` (sinks only).
     fn build_sink(&self, config: ConfigTable, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Sink>> {
-        let _ = (config, ctx, input);
-        unreachable!("not a sink kind")
+        let _ = (config, input);
+        Err(crate::EngineError::config(
+            ctx.label,
+            format!("`{}` is not a sink kind", self.name()),
+        ))
     }
 }
 

@@ -17,6 +17,7 @@ use neurostream_engine::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::signal::signal_rate;
 use crate::signal::spatial::{CpuSpatial, GpuSpatial, SpatialKernels};
 use crate::signal::windows::{WindowConfig, WindowSpec, Windower};
 use csp::Csp;
@@ -109,12 +110,7 @@ impl SinkKind for CspLdaTrainKind {
     }
     fn build(&self, cfg: CspLdaTrainConfig, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Sink>> {
         let fail = |m: String| EngineError::config(ctx.label, m);
-        let StreamKind::Signal { sample_rate } = input.kind else {
-            return Err(fail(format!(
-                "csp_lda_train takes signal streams; the input is {}",
-                input.describe()
-            )));
-        };
+        let sample_rate = signal_rate(CspLdaTrainConfig::KIND, input, ctx)?;
         if cfg.epochs.len() != 2 {
             return Err(fail(format!(
                 "`epochs` must name two classes (CSP separates two), found {:?}",
@@ -285,12 +281,7 @@ impl OperatorKind for DecodeKind {
     }
     fn build(&self, cfg: DecodeConfig, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Operator>> {
         let fail = |m: String| EngineError::config(ctx.label, m);
-        let StreamKind::Signal { sample_rate } = input.kind else {
-            return Err(fail(format!(
-                "decode takes signal streams; the input is {}",
-                input.describe()
-            )));
-        };
+        let sample_rate = signal_rate(DecodeConfig::KIND, input, ctx)?;
         let model = BciModel::load(&ctx.input_file(&cfg.model)).map_err(fail)?;
         if (model.sample_rate - sample_rate).abs() > 1e-9 {
             return Err(fail(format!(

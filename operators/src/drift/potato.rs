@@ -22,7 +22,7 @@ use nalgebra::DMatrix;
 use neurostream_engine::kernels::Kernels;
 use neurostream_engine::{
     wgpu, Batch, ComputeDevice, EngineError, Frame, GpuContext, Marker, NodeConfig, NodeContext, Operator, OperatorInstance,
-    OperatorKind, Partitioning, Result, RowIndex, Schema, StreamKind,
+    OperatorKind, Partitioning, Result, RowIndex, Schema,
 };
 use serde::{Deserialize, Serialize};
 
@@ -132,16 +132,9 @@ impl OperatorKind for PotatoKind {
 
     fn build(&self, cfg: PotatoConfig, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Operator>> {
         let fail = |m: String| EngineError::config(ctx.label, m);
-        let StreamKind::Signal { sample_rate: fs } = input.kind else {
-            return Err(fail(format!(
-                "riemann_potato takes signal streams; the input is {}",
-                input.describe()
-            )));
-        };
+        let fs = crate::signal::signal_rate(PotatoConfig::KIND, input, ctx)?;
         let spec = cfg.windows.resolve(fs).map_err(fail)?;
-        let length = match &spec {
-            WindowSpec::Sliding { length, .. } | WindowSpec::Epochs { length, .. } => *length,
-        };
+        let length = spec.length();
         let c = input.width();
         if length <= c {
             return Err(fail(format!(

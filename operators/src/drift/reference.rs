@@ -114,6 +114,11 @@ pub fn read_parquet_rows(path: &Path, width: usize) -> Result<Vec<f32>, String> 
     // The sample rate does not matter to a reference (rows only): any value lets signal files
     // without rate metadata through.
     let mut decoder = Decoder::new(builder.schema(), "act", Some(1.0)).map_err(|e| format!("{name}: {e}"))?;
+    if decoder.schema.is_sparse() {
+        return Err(format!(
+            "{name} holds sparse features; reference rows must be dense (the activation or signal layout)"
+        ));
+    }
     let reader = builder.build().map_err(|e| format!("{name}: {e}"))?;
     let stream: Arc<str> = Arc::from("reference");
     let mut out = Vec::new();

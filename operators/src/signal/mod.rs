@@ -21,3 +21,19 @@ pub use iir::design::{butter, notch, sosfilt_zi, BandType, Section};
 pub use iir::{ButterworthConfig, ButterworthKind, NotchConfig, NotchKind};
 pub use montage::{PickConfig, PickKind, RerefConfig, RerefKind};
 pub use resample::{ResampleConfig, ResampleKind};
+
+/// The sample rate (Hz) of a node's input, or the node's error when the input is not a signal
+/// stream; `kind` names the node kind in the message.
+pub fn signal_rate(
+    kind: &str,
+    input: &neurostream_engine::Schema,
+    ctx: &neurostream_engine::NodeContext,
+) -> neurostream_engine::Result<f64> {
+    match input.kind {
+        neurostream_engine::StreamKind::Signal { sample_rate } => Ok(sample_rate),
+        _ => Err(neurostream_engine::EngineError::config(
+            ctx.label,
+            format!("{kind} takes signal streams; the input is {}", input.describe()),
+        )),
+    }
+}

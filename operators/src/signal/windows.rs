@@ -75,6 +75,15 @@ pub enum WindowSpec {
     },
 }
 
+impl WindowSpec {
+    /// Rows per window or epoch.
+    pub fn length(&self) -> usize {
+        match self {
+            WindowSpec::Sliding { length, .. } | WindowSpec::Epochs { length, .. } => *length,
+        }
+    }
+}
+
 impl WindowConfig {
     /// Resolves to samples at `fs` Hz; errors name the key.
     pub fn resolve(&self, fs: f64) -> Result<WindowSpec, String> {

@@ -74,16 +74,9 @@ impl OperatorKind for BandpowerKind {
     }
     fn build(&self, cfg: BandpowerConfig, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Operator>> {
         let fail = |m: String| EngineError::config(ctx.label, m);
-        let StreamKind::Signal { sample_rate: fs } = input.kind else {
-            return Err(fail(format!(
-                "bandpower takes signal streams; the input is {}",
-                input.describe()
-            )));
-        };
+        let fs = super::signal_rate(BandpowerConfig::KIND, input, ctx)?;
         let spec = cfg.windows.resolve(fs).map_err(fail)?;
-        let length = match &spec {
-            WindowSpec::Sliding { length, .. } | WindowSpec::Epochs { length, .. } => *length,
-        };
+        let length = spec.length();
         let nperseg = cfg.nperseg.unwrap_or(256.min(length));
         if nperseg > length {
             return Err(fail(format!(

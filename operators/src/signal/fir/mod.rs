@@ -16,7 +16,7 @@ use std::sync::Arc;
 use neurostream_engine::kernels::Kernels;
 use neurostream_engine::{
     wgpu, Batch, ComputeDevice, EngineError, GpuContext, GpuPass, NodeConfig, NodeContext, Operator, OperatorInstance,
-    OperatorKind, Partitioning, Result, Schema, StreamKind,
+    OperatorKind, Partitioning, Result, Schema,
 };
 use serde::{Deserialize, Serialize};
 
@@ -228,12 +228,7 @@ impl OperatorKind for FirKind {
         "linear-phase FIR band/low/high-pass (MNE's firwin design and lengths), causal with its delay stated"
     }
     fn build(&self, cfg: FirConfig, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Operator>> {
-        let StreamKind::Signal { sample_rate } = input.kind else {
-            return Err(EngineError::config(
-                ctx.label,
-                format!("fir takes signal streams; the input is {}", input.describe()),
-            ));
-        };
+        let sample_rate = super::signal_rate(FirConfig::KIND, input, ctx)?;
         let taps = design(cfg.l_freq, cfg.h_freq, sample_rate).map_err(|m| EngineError::config(ctx.label, m))?;
         tracing::info!(
             "{}: {} taps; output delayed by {} samples ({:.1} ms)",

@@ -135,12 +135,7 @@ impl OperatorKind for HilbertKind {
         "envelope (instantaneous amplitude) or instantaneous phase per channel from the analytic signal (scipy.signal.hilbert), per block or over the whole stream"
     }
     fn build(&self, cfg: HilbertConfig, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Operator>> {
-        if !input.is_signal() || input.is_sparse() {
-            return Err(EngineError::config(
-                ctx.label,
-                format!("hilbert takes signal streams; the input is {}", input.describe()),
-            ));
-        }
+        super::signal_rate(HilbertConfig::KIND, input, ctx)?;
         let mut schema = (**input).clone();
         if cfg.output == HilbertOutput::Phase {
             schema.channels.iter_mut().for_each(|c| c.unit = "rad".into());

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use neurostream_engine::kernels::Kernels;
 use neurostream_engine::{
     Batch, ComputeDevice, EngineError, Frame, NodeConfig, NodeContext, Operator, OperatorInstance, OperatorKind, Partitioning,
-    Result, Schema, StreamKind,
+    Result, Schema,
 };
 use serde::{Deserialize, Serialize};
 
@@ -96,16 +96,6 @@ impl NodeConfig for NotchConfig {
     const KIND: &'static str = "notch";
 }
 
-fn signal_rate(input: &Schema, ctx: &NodeContext) -> Result<f64> {
-    match input.kind {
-        StreamKind::Signal { sample_rate } => Ok(sample_rate),
-        _ => Err(EngineError::config(
-            ctx.label,
-            format!("filters take signal streams; the input is {}", input.describe()),
-        )),
-    }
-}
-
 /// The `butterworth` operator kind.
 pub struct ButterworthKind;
 
@@ -116,7 +106,7 @@ impl OperatorKind for ButterworthKind {
         "Butterworth low/high/band-pass/band-stop as second-order sections; causal with carried state, or zero-phase"
     }
     fn build(&self, cfg: ButterworthConfig, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Operator>> {
-        let fs = signal_rate(input, ctx)?;
+        let fs = super::signal_rate(ButterworthConfig::KIND, input, ctx)?;
         let sections = butter(cfg.order, &cfg.cutoff, cfg.btype, fs).map_err(|m| EngineError::config(ctx.label, m))?;
         tracing::debug!("{}: {} sections {:?}", ctx.label, sections.len(), sections);
         Ok(Arc::new(SosFilter::new(input, sections, cfg.zero_phase, cfg.threads)))
@@ -133,7 +123,7 @@ impl OperatorKind for NotchKind {
         "IIR notch at the line frequency and its harmonics (scipy.signal.iirnotch), causal or zero-phase"
     }
     fn build(&self, cfg: NotchConfig, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Operator>> {
-        let fs = signal_rate(input, ctx)?;
+        let fs = super::signal_rate(NotchConfig::KIND, input, ctx)?;
         if cfg.harmonics == 0 {
             return Err(EngineError::config(ctx.label, "`harmonics` must be at least 1"));
         }

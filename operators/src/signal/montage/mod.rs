@@ -105,9 +105,7 @@ impl OperatorKind for PickKind {
     }
     fn build(&self, cfg: PickConfig, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Operator>> {
         let fail = |m: String| EngineError::config(ctx.label, m);
-        if !input.is_signal() {
-            return Err(fail(format!("pick takes signal streams; the input is {}", input.describe())));
-        }
+        super::signal_rate(PickConfig::KIND, input, ctx)?;
         let mut keep: Vec<usize> = Vec::new();
         match &cfg.channels {
             None => keep.extend(0..input.width()),
@@ -149,9 +147,7 @@ impl OperatorKind for RerefKind {
     }
     fn build(&self, cfg: RerefConfig, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Operator>> {
         let fail = |m: String| EngineError::config(ctx.label, m);
-        if !input.is_signal() {
-            return Err(fail(format!("reref takes signal streams; the input is {}", input.describe())));
-        }
+        super::signal_rate(RerefConfig::KIND, input, ctx)?;
         let cin = input.width();
         let unused = |key: &str, set: bool| {
             if set {
