@@ -6,11 +6,13 @@
 //! - offline band-pass: `CpuSos` over `channels × seconds` at 1 kHz, 8 sections (Butterworth
 //!   order 4 band-pass 8-30 Hz), in 10 000-sample chunks, 1 and 2 threads (`CpuSos::with_threads`, channels split);
 //! - streaming: per 32-sample × 64-channel chunk with carried state, p50/p99 over 20 000 chunks;
-//! - Welch band power of 1 s × 64-channel windows (nperseg 256), per window.
+//! - Welch band power of 1 s × 64-channel windows (nperseg 256), per window;
+//! - `hilbert` envelope (`CpuHilbert`): per 1 s × 64-channel block, and over 60 s × 64 channels at once.
 
 use std::time::Instant;
 
 use neurostream::operators::signal::bandpower::welch::{CpuPower, PowerKernels, Welch};
+use neurostream::operators::signal::hilbert::{CpuHilbert, HilbertKernels, HilbertOutput};
 use neurostream::operators::signal::iir::cpu::{CpuSos, SosKernels};
 use neurostream::operators::signal::iir::design::{butter, BandType};
 
@@ -80,6 +82,22 @@ fn welch_per_window() -> f64 {
     t0.elapsed().as_secs_f64() / n as f64 * 1e6
 }
 
+/// Seconds per `hilbert` envelope of `rows × 64` channels, best of `repeat` (after one warm-up).
+fn hilbert_envelope(rows: usize, repeat: usize) -> f64 {
+    let channels = 64;
+    let data = signal(rows, channels);
+    let mut k = CpuHilbert::default();
+    let mut best = f64::INFINITY;
+    for _ in 0..=repeat {
+        let mut buf = data.clone();
+        let t0 = Instant::now();
+        k.transform(&mut buf, channels, HilbertOutput::Envelope).unwrap();
+        best = best.min(t0.elapsed().as_secs_f64());
+        assert!(buf[0].is_finite());
+    }
+    best
+}
+
 fn main() {
     let (p50, p99) = streaming();
     let out = serde_json::json!({
@@ -90,6 +108,8 @@ fn main() {
         "chunk_p50_us": p50,
         "chunk_p99_us": p99,
         "welch_window_us": welch_per_window(),
+        "hilbert_block_us": hilbert_envelope(1000, 200) * 1e6,
+        "hilbert_60s_ms": hilbert_envelope(60_000, 5) * 1e3,
     });
     println!("{out}");
 }

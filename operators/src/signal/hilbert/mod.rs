@@ -84,16 +84,47 @@ pub trait HilbertKernels: Send {
     fn transform(&mut self, data: &mut [f32], channels: usize, output: HilbertOutput) -> Result<()>;
 }
 
-/// The CPU kernel: per channel, FFT → weights → inverse FFT in float64 (rustfft).
+/// The CPU kernel, float64 (rustfft). The Hilbert transform is real for real input, so two
+/// channels share one complex FFT pair: with `z = x₁ + i·x₂`, `ifft(−i·sgn(k)·fft(z)) = H(x₁) +
+/// i·H(x₂)`, and each analytic signal is `xⱼ + i·H(xⱼ)` (scipy's `ifft(h·fft(x))`, since `h = 1 +
+/// sgn`). Plans, the multiplier and the scratch are kept for the last block length.
+#[derive(Default)]
 pub struct CpuHilbert {
-    planner: FftPlanner<f64>,
+    planner: Option<FftPlanner<f64>>,
+    plans: Option<BlockPlans>,
 }
 
-impl Default for CpuHilbert {
-    fn default() -> CpuHilbert {
-        CpuHilbert {
-            planner: FftPlanner::new(),
+/// What a block length needs, reused while blocks keep their length.
+struct BlockPlans {
+    rows: usize,
+    forward: Arc<dyn rustfft::Fft<f64>>,
+    inverse: Arc<dyn rustfft::Fft<f64>>,
+    /// `−i·sgn(k) / rows`: 0 at DC and (even `rows`) Nyquist.
+    multiplier: Vec<Complex<f64>>,
+    scratch: Vec<Complex<f64>>,
+    z: Vec<Complex<f64>>,
+}
+
+impl CpuHilbert {
+    fn plans(&mut self, rows: usize) -> &mut BlockPlans {
+        if self.plans.as_ref().is_none_or(|p| p.rows != rows) {
+            let planner = self.planner.get_or_insert_with(FftPlanner::new);
+            let (forward, inverse) = (planner.plan_fft_forward(rows), planner.plan_fft_inverse(rows));
+            let scratch = forward.get_inplace_scratch_len().max(inverse.get_inplace_scratch_len());
+            let multiplier = analytic_weights(rows)
+                .iter()
+                .map(|&h| Complex::new(0.0, -(h - 1.0) / rows as f64))
+                .collect();
+            self.plans = Some(BlockPlans {
+                rows,
+                forward,
+                inverse,
+                multiplier,
+                scratch: vec![Complex::new(0.0, 0.0); scratch],
+                z: vec![Complex::new(0.0, 0.0); rows],
+            });
         }
+        self.plans.as_mut().expect("plans were just made")
     }
 }
 
@@ -103,22 +134,29 @@ impl HilbertKernels for CpuHilbert {
         if rows == 0 {
             return Ok(());
         }
-        let forward = self.planner.plan_fft_forward(rows);
-        let inverse = self.planner.plan_fft_inverse(rows);
-        let h = analytic_weights(rows);
-        let mut z = vec![Complex::new(0.0, 0.0); rows];
-        for c in 0..channels {
-            z.iter_mut()
-                .enumerate()
-                .for_each(|(r, v)| *v = Complex::new(data[r * channels + c] as f64, 0.0));
-            forward.process(&mut z);
-            z.iter_mut().zip(&h).for_each(|(v, &w)| *v *= w / rows as f64);
-            inverse.process(&mut z);
-            for (r, v) in z.iter().enumerate() {
-                data[r * channels + c] = match output {
-                    HilbertOutput::Envelope => v.norm(),
-                    HilbertOutput::Phase => v.im.atan2(v.re),
-                } as f32;
+        let p = self.plans(rows);
+        let write = |x: f32, hx: f64| -> f32 {
+            let x = x as f64;
+            (match output {
+                HilbertOutput::Envelope => (x * x + hx * hx).sqrt(),
+                HilbertOutput::Phase => hx.atan2(x),
+            }) as f32
+        };
+        for first in (0..channels).step_by(2) {
+            let second = (first + 1 < channels).then_some(first + 1);
+            for (r, v) in p.z.iter_mut().enumerate() {
+                let row = &data[r * channels..];
+                *v = Complex::new(row[first] as f64, second.map_or(0.0, |c| row[c] as f64));
+            }
+            p.forward.process_with_scratch(&mut p.z, &mut p.scratch);
+            p.z.iter_mut().zip(&p.multiplier).for_each(|(v, m)| *v *= m);
+            p.inverse.process_with_scratch(&mut p.z, &mut p.scratch);
+            for (r, hz) in p.z.iter().enumerate() {
+                let row = &mut data[r * channels..];
+                row[first] = write(row[first], hz.re);
+                if let Some(c) = second {
+                    row[c] = write(row[c], hz.im);
+                }
             }
         }
         Ok(())
