@@ -1,23 +1,24 @@
 //! Clustering and structure: streaming k-means, feature co-occurrence and its clusters,
 //! comparison scores for clusterings.
 //!
-//! - [`kmeans`]: k-means++ seeding, Lloyd's batch algorithm (as scikit-learn's `KMeans`),
-//!   Sculley's mini-batch updates, and the assignment kernels (CPU GEMM, wgpu GEMM + arg-min).
-//! - [`pair_counts`]: co-occurrence counts maintained by differential dataflow as windows slide,
-//!   and connected components of the affinity graph by differential `iterate`.
+//! One folder per operator: [`kmeans`] (the `kmeans` operator; its [`kmeans::model`]: k-means++
+//! seeding, Lloyd's batch algorithm as scikit-learn's `KMeans`, Sculley's mini-batch updates, and
+//! the assignment kernels, CPU GEMM and wgpu GEMM + arg-min) and [`cooccurrence`] (the
+//! `cooccurrence` operator; its [`pair_counts`]: co-occurrence counts maintained by differential
+//! dataflow as windows slide, and connected components of the affinity graph by differential
+//! `iterate`). Shared by them and the geometry report:
+//! - [`affinity`]: co-occurrence measures.
 //! - [`spectral`]: spectral clustering of an affinity matrix (as scikit-learn's
 //!   `SpectralClustering(affinity="precomputed")`).
 //! - [`metrics`]: adjusted Rand index, adjusted mutual information, entropy.
 
+pub mod affinity;
+pub mod cooccurrence;
 pub mod geometry;
 pub mod kmeans;
-pub mod kmeans_op;
 pub mod metrics;
-pub mod pair_counts;
 pub mod spectral;
 
-pub use kmeans_op::{KmeansConfig, KmeansKind, KMEANS_TABLES};
-pub mod affinity;
-pub mod cooccurrence_op;
-
-pub use cooccurrence_op::{CooccurrenceConfig, CooccurrenceKind, COOCCURRENCE_TABLES};
+pub use cooccurrence::pair_counts;
+pub use cooccurrence::{CooccurrenceConfig, CooccurrenceKind, COOCCURRENCE_TABLES};
+pub use kmeans::{KmeansConfig, KmeansKind, KMEANS_TABLES};

@@ -10,7 +10,7 @@ use nalgebra::{DMatrix, SymmetricEigen};
 use neurostream_engine::{EngineError, Result};
 use rand::{Rng, SeedableRng};
 
-use super::kmeans::{kmeans_best_of, CpuAssign};
+use super::kmeans::model::{kmeans_best_of, CpuAssign};
 
 /// Graphs with at most this many nodes use the dense eigensolver.
 pub const DENSE_LIMIT: usize = 2000;

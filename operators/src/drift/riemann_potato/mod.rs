@@ -15,6 +15,8 @@
 //! shrinkage towards a scaled identity). The covariance product runs on the operator's device;
 //! the eigen-decompositions on the host in float64.
 
+pub mod riemann;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -26,9 +28,9 @@ use neurostream_engine::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::riemann::{eigen_range, Potato};
 use crate::gpu_gemm::{self, GemmCall};
 use crate::signal::windows::{Window, WindowConfig, WindowSpec, Windower};
+use riemann::{eigen_range, Potato};
 
 /// Configuration of a `riemann_potato` operator.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]

@@ -11,6 +11,8 @@
 //!
 //! The whitening product `(x − μ) W` (`rows × d × d`) runs on the operator's device.
 
+pub mod reference;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -21,8 +23,8 @@ use neurostream_engine::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::reference::{read_parquet_rows, Reference, Shrinkage};
 use crate::signal::spatial::{CpuSpatial, GpuSpatial, SpatialKernels};
+use reference::{read_parquet_rows, Reference, Shrinkage};
 
 /// Configuration of a `mahalanobis` operator.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]

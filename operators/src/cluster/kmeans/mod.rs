@@ -14,6 +14,13 @@
 //!
 //! The assignment (the `rows × k × d` product) runs on the operator's device: CPU GEMM or wgpu.
 
+pub mod model;
+
+pub use model::{
+    cosine_kmeans, inertia, kmeans_best_of, kmeans_plusplus, lloyd, normalize_rows, AssignKernels, CpuAssign, GpuAssign,
+    LloydResult, Metric, MiniBatch,
+};
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -28,7 +35,6 @@ use neurostream_engine::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::kmeans::{kmeans_plusplus, normalize_rows, AssignKernels, CpuAssign, GpuAssign, Metric, MiniBatch};
 use super::metrics::{adjusted_mutual_info, adjusted_rand_index};
 use crate::stats::tables::{Scope, TableBuilder};
 

@@ -1,6 +1,6 @@
 //! `cooccurrence`: which sparse features (SAE latents) fire together, over sliding windows of
 //! tokens, blocks of tokens or whole sequences, kept incrementally by differential dataflow
-//! (see [`super::pair_counts`]).
+//! (see [`pair_counts`]).
 //!
 //! A feature *fires* in a window when its value exceeds `threshold` on any row of the window.
 //! Counts cover the last `span_windows` windows (all windows when unset): when a window leaves
@@ -17,6 +17,8 @@
 //! Every table carries `stream, scope, window_start, window_end` in window ordinals (`scope` is
 //! `window` with a finite span, `all_time` without).
 
+pub mod pair_counts;
+
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
@@ -27,9 +29,9 @@ use neurostream_engine::{
 use serde::{Deserialize, Serialize};
 
 use super::affinity::Measure;
-use super::pair_counts::{EdgeMeasure, PairCounter};
 use super::spectral::{spectral_clustering, Affinity};
 use crate::stats::tables::{Scope, TableBuilder};
+use pair_counts::{EdgeMeasure, PairCounter};
 
 /// The tables `cooccurrence` emits, in order.
 pub const COOCCURRENCE_TABLES: [&str; 5] = ["pairs", "partners", "components", "clusters", "summary"];
