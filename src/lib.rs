@@ -28,6 +28,8 @@ pub fn registry() -> Registry {
     neurostream_sources::register(&mut r);
     #[cfg(feature = "language-models")]
     neurostream_models::register(&mut r);
+    #[cfg(not(feature = "language-models"))]
+    r.leave_out("language_model", "language-models");
     neurostream_operators::register(&mut r);
     neurostream_sinks::register(&mut r);
     r

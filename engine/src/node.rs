@@ -358,6 +358,8 @@ pub struct Registry {
     sources: BTreeMap<&'static str, Arc<dyn RegisteredKind>>,
     operators: BTreeMap<&'static str, Arc<dyn RegisteredKind>>,
     sinks: BTreeMap<&'static str, Arc<dyn RegisteredKind>>,
+    /// Kinds this build leaves out, with the cargo feature that brings each in.
+    left_out: BTreeMap<&'static str, &'static str>,
 }
 
 impl Registry {
@@ -382,6 +384,18 @@ impl Registry {
     pub fn add_sink<K: SinkKind>(&mut self, kind: K) -> &mut Self {
         self.sinks.insert(K::Config::KIND, Arc::new(SinkEntry(kind)));
         self
+    }
+
+    /// Records that `kind` exists but this build leaves it out (cargo feature `feature` off), so
+    /// a pipeline naming it is told how to get it rather than that it does not exist.
+    pub fn leave_out(&mut self, kind: &'static str, feature: &'static str) -> &mut Self {
+        self.left_out.insert(kind, feature);
+        self
+    }
+
+    /// The cargo feature that brings in `kind`, when this build leaves it out.
+    pub fn left_out(&self, kind: &str) -> Option<&'static str> {
+        self.left_out.get(kind).copied()
     }
 
     /// The source kind named `kind`.
@@ -497,4 +511,28 @@ where
         OneOrMany::One(v) => vec![v],
         OneOrMany::Many(v) => v,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::PipelineSpec;
+
+    /// A kind the build leaves out is named with the feature that brings it in, not as unknown.
+    #[test]
+    fn a_kind_left_out_of_the_build_names_its_feature() {
+        let mut registry = Registry::new();
+        registry.leave_out("language_model", "language-models");
+        let spec = PipelineSpec::from_toml_str(
+            "[sources.lm]\nkind = \"language_model\"\n\n[sources.other]\nkind = \"nope\"\n",
+            ".",
+        )
+        .unwrap();
+        let err = spec.compile(&registry).err().expect("refused").to_string();
+        assert!(
+            err.contains("kind `language_model` is left out of this build; build with the cargo feature `language-models`"),
+            "{err}"
+        );
+        assert!(err.contains("unknown source kind `nope`"), "{err}");
+    }
 }

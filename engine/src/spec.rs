@@ -288,18 +288,25 @@ impl PipelineSpec {
             };
             match &node.kind {
                 None => problems.push(format!("{}{}: missing key `kind`", at(Some(node), None), node.label())),
-                Some(k) if !known.contains(&k.as_str()) => problems.push(format!(
-                    "{}{}: unknown {} kind `{k}`{} (known: {})",
-                    at(Some(node), Some("kind")),
-                    node.label(),
-                    match node.section {
-                        Section::Source => "source",
-                        Section::Operator => "operator",
-                        Section::Sink => "sink",
-                    },
-                    crate::suggest::hint(k, known.iter().copied()),
-                    known.join(", ")
-                )),
+                Some(k) if !known.contains(&k.as_str()) => problems.push(match registry.left_out(k) {
+                    Some(feature) => format!(
+                        "{}{}: kind `{k}` is left out of this build; build with the cargo feature `{feature}`",
+                        at(Some(node), Some("kind")),
+                        node.label()
+                    ),
+                    None => format!(
+                        "{}{}: unknown {} kind `{k}`{} (known: {})",
+                        at(Some(node), Some("kind")),
+                        node.label(),
+                        match node.section {
+                            Section::Source => "source",
+                            Section::Operator => "operator",
+                            Section::Sink => "sink",
+                        },
+                        crate::suggest::hint(k, known.iter().copied()),
+                        known.join(", ")
+                    ),
+                }),
                 _ => {}
             }
             if node.section != Section::Source {
