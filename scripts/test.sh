@@ -49,4 +49,5 @@ if [ "${NEUROSTREAM_SKIP_MODEL_TESTS:-}" != "1" ]; then
 fi
 
 echo "== cargo test"
+df -h . | tail -1 || true
 cargo test --workspace "$@"
