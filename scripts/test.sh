@@ -12,7 +12,7 @@
 #     namespace; set NEUROSTREAM_SKIP_LSL_TESTS=1 where that is impossible);
 #   - a Python venv in .venv with numpy, pyarrow, duckdb, polars, scipy, pyedflib, MNE,
 #     scikit-learn and pylsl for the reference checks (set NEUROSTREAM_PYTHON to use another
-#     interpreter).
+#     interpreter), and the Python package (python/) built into it with the tests' profile.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,12 +36,22 @@ if ! command -v ip >/dev/null || ! command -v unshare >/dev/null; then
 fi
 
 if [ -z "${NEUROSTREAM_PYTHON:-}" ]; then
-    if ! .venv/bin/python -c "import numpy, pyarrow, duckdb, polars, scipy, safetensors, pandas, pyedflib, mne, sklearn, pylsl, pyriemann" 2>/dev/null; then
+    if ! .venv/bin/python -c "import numpy, pyarrow, duckdb, polars, scipy, safetensors, pandas, pyedflib, mne, sklearn, pylsl, pyriemann, pytest" 2>/dev/null; then
         echo "== creating .venv with the Python reference libraries"
         python3 -m venv .venv
         .venv/bin/pip install -q --disable-pip-version-check -r tests/python/requirements.txt
     fi
     export NEUROSTREAM_PYTHON="$PWD/.venv/bin/python"
+fi
+
+if [ "${NEUROSTREAM_SKIP_PYTHON_TESTS:-}" != "1" ]; then
+    # The Python package (python/), built with the tests' profile into the same target dir, so
+    # the dependencies compile once for both.
+    echo "== building the Python package into $NEUROSTREAM_PYTHON"
+    "$NEUROSTREAM_PYTHON" -m pip install -q --disable-pip-version-check "maturin>=1.9.4,<2" pytest
+    rm -rf target/wheels
+    "$NEUROSTREAM_PYTHON" -m maturin build --quiet --profile dev --manifest-path python/Cargo.toml --out target/wheels
+    "$NEUROSTREAM_PYTHON" -m pip install -q --disable-pip-version-check --force-reinstall --no-deps target/wheels/neurostream-*.whl
 fi
 
 if [ "${NEUROSTREAM_SKIP_MODEL_TESTS:-}" != "1" ]; then

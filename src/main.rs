@@ -683,6 +683,7 @@ fn run_compiled_live(
         progress: Some(progress),
         metrics,
         checkpoint: live.checkpoint,
+        stop: None,
     };
     let result = neurostream::run(pipeline, options);
     if let Some((stop, handle)) = status {

@@ -146,6 +146,16 @@ impl Metrics {
         self.nodes.lock().unwrap().entry(node.to_string()).or_default().clone()
     }
 
+    /// Every node's counters so far, by node (`sources.NAME`, ...).
+    pub fn nodes(&self) -> BTreeMap<String, Arc<NodeMetrics>> {
+        self.nodes.lock().unwrap().clone()
+    }
+
+    /// Time since these metrics were created (the run's start).
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
     /// Records the device `node` computes on.
     pub fn set_device(&self, node: &str, device: &str) {
         self.devices.lock().unwrap().insert(node.to_string(), device.to_string());

@@ -7,7 +7,7 @@
     #   wait_for_subscribers = 1     # start once the consumer is connected
     neurostream run examples/llm_monitor.toml
     # terminal 2:
-    PYTHONPATH=clients/python python examples/consumers/subscribe.py alerts --port 7071 --lz4 --slow drop_oldest
+    PYTHONPATH=python python examples/consumers/subscribe.py alerts --port 7071 --lz4 --slow drop_oldest
 
 Each batch arrives as a pyarrow.RecordBatch as soon as the pipeline produces it; with
 `--slow drop_oldest` a lagging consumer loses its oldest queued batches instead of being cut
@@ -15,7 +15,7 @@ off, and every batch says how many were dropped so far (`_dropped_batches`).
 """
 import argparse
 
-from neurostream_client import SubscribeError, subscribe
+from neurostream.client import SubscribeError, subscribe
 
 
 def main() -> None:

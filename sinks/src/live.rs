@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use arrow::array::{ArrayRef, UInt64Array};
 use arrow::datatypes::{DataType, Field};
 use arrow::record_batch::RecordBatch;
-use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+use crossbeam_channel::{bounded, Receiver, SendTimeoutError, Sender, TrySendError};
 use neurostream_engine::layout::{arrow_schema, frame_to_batch, sparse_to_batch, EncodeOptions};
 use neurostream_engine::{
     Batch, EngineError, NodeContext, Placement, Result, RowIndex, Schema, Sink, SinkWriter, StreamKind, WorkerPos,
@@ -41,6 +41,9 @@ pub enum SlowPolicy {
     DropOldest,
     /// Disconnect the subscriber.
     Disconnect,
+    /// Wait for room: lossless, the pipeline slows to the subscriber's pace. Only for
+    /// in-process subscribers that always drain (never offered to network clients).
+    Block,
 }
 
 /// How batches are written to a WebSocket subscriber.
@@ -268,6 +271,15 @@ impl<T: Clone> Hub<T> {
                                 self.dropped.fetch_add(1, Ordering::Relaxed);
                             }
                         }
+                        SlowPolicy::Block => match s.tx.send_timeout(batch.clone(), Duration::from_millis(50)) {
+                            Ok(()) => return true,
+                            Err(SendTimeoutError::Disconnected(_)) => return false,
+                            Err(SendTimeoutError::Timeout(_)) => {
+                                if s.left.load(Ordering::SeqCst) {
+                                    return false;
+                                }
+                            }
+                        },
                         SlowPolicy::Disconnect => {
                             tracing::warn!(
                                 "sink `{sink}`: subscriber {} cut off: {} batches of `{}` queued unread (too slow)",

@@ -21,6 +21,7 @@ mod hash;
 pub mod ipc_limit;
 pub mod lsl_source;
 pub mod parquet_source;
+pub mod push_source;
 pub mod synthetic_activations;
 pub mod synthetic_eeg;
 
@@ -31,6 +32,7 @@ pub use arrow_tcp::{ArrowTcpConfig, ArrowTcpKind};
 pub use edf::{EdfSourceConfig, EdfSourceKind};
 pub use lsl_source::{LslSourceConfig, LslSourceKind};
 pub use parquet_source::{ParquetSourceConfig, ParquetSourceKind};
+pub use push_source::{PushSourceConfig, PushSourceKind};
 pub use synthetic_activations::{SyntheticActivations, SyntheticActivationsConfig, SyntheticActivationsKind};
 pub use synthetic_eeg::{SyntheticEeg, SyntheticEegConfig, SyntheticEegKind};
 
@@ -42,6 +44,7 @@ pub fn register(registry: &mut Registry) {
         .add_source(EdfSourceKind)
         .add_source(LslSourceKind)
         .add_source(ParquetSourceKind)
+        .add_source(PushSourceKind)
         .add_source(SyntheticEegKind)
         .add_source(SyntheticActivationsKind);
 }

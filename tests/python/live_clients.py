@@ -1,4 +1,4 @@
-"""Clients for the live-ingest test, using the repo's Python client (clients/python).
+"""Clients for the live-ingest test, using the repo's Python client (python/neurostream/client.py).
 
   live_clients.py send ADDRESS EXPECTED.parquet
       connects 5 clients to the engine's arrow_tcp source at ADDRESS (host:port):
@@ -32,8 +32,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "clients", "python"))
-from neurostream_client import Client, SubscribeError, activation_schema, stream_module_output, subscribe  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "python"))
+from neurostream.client import Client, SubscribeError, activation_schema, stream_module_output, subscribe  # noqa: E402
 
 D = 16
 

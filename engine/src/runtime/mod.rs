@@ -97,6 +97,11 @@ pub struct RunOptions {
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
     /// Exactly-once checkpoints (and resuming from them); `None`: no checkpoints.
     pub checkpoint: Option<CheckpointOptions>,
+    /// Set it to stop the run early (Ctrl-C in an embedding program). Without checkpoints the
+    /// sources end where they are and everything read is processed and written, so outputs are
+    /// complete; with checkpoints the run stops as a failure does, its uncommitted output is
+    /// removed and `resume` continues it from the last checkpoint.
+    pub stop: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// Live counters of a run in this process.
@@ -139,6 +144,8 @@ pub struct RunReport {
     pub elapsed: Duration,
     /// Workers in this process and in total.
     pub workers: (usize, usize),
+    /// True when the run was stopped early through [`RunOptions::stop`].
+    pub stopped: bool,
 }
 
 /// The 50th, 95th and 99th percentiles and the maximum of `latencies_ns` (nearest rank), in
@@ -229,6 +236,7 @@ pub fn run(pipeline: CompiledPipeline, options: RunOptions) -> Result<RunReport>
         metrics: options.metrics.clone(),
         checkpoint: checkpoint.clone(),
         restored: restored.map(Arc::new),
+        stop: options.stop.clone(),
         ..Default::default()
     });
     let pipeline = Arc::new(pipeline);
@@ -355,6 +363,7 @@ pub fn run(pipeline: CompiledPipeline, options: RunOptions) -> Result<RunReport>
     report.dropped_invalid = shared.dropped.lock().unwrap().clone();
     report.overload = shared.overload.lock().unwrap().clone();
     report.sink_lines = shared.sink_lines.lock().unwrap().clone();
+    report.stopped = shared.stop_requested();
     let errors = shared.errors.lock().unwrap().clone();
     if let (Some(c), Some(o)) = (&checkpoint, &options.checkpoint) {
         if errors.is_empty() {

@@ -23,6 +23,7 @@ pub(super) struct Shared {
     pub(super) metrics: Option<Arc<crate::metrics::Metrics>>,
     pub(super) checkpoint: Option<Arc<Coordinator>>,
     pub(super) restored: Option<Arc<Checkpoint>>,
+    pub(super) stop: Option<Arc<AtomicBool>>,
 }
 
 impl Shared {
@@ -33,6 +34,10 @@ impl Shared {
     }
     pub(super) fn failed(&self) -> bool {
         self.failed.load(Ordering::SeqCst)
+    }
+    /// True once the embedding program asked the run to stop.
+    pub(super) fn stop_requested(&self) -> bool {
+        self.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst))
     }
     pub(super) fn first_error(&self) -> Option<String> {
         self.errors.lock().unwrap().first().cloned()

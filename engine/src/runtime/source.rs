@@ -182,6 +182,15 @@ impl SourceDriver {
         if self.shared.failed() {
             return self.shutdown();
         }
+        if self.shared.stop_requested() {
+            if self.shared.checkpoint.is_some() {
+                // Stopping between checkpoints: like a crash, resumable, nothing half-committed.
+                return self.fail(EngineError::Runtime(
+                    "stopped before the end; resume from the last checkpoint to continue".into(),
+                ));
+            }
+            return self.shutdown();
+        }
         let below = match self.checkpoint_gate() {
             Ok(Some(below)) => below,
             Ok(None) => return Wake::Soon,

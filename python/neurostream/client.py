@@ -5,7 +5,7 @@ of record batches in neurostream's activation layout (``seq_id: uint64``, ``pos:
 optional ``token: utf8``, ``act: fixed_size_list<float32>[d_model]``), and becomes its own
 stream in the pipeline (named after ``stream`` when given).
 
-    from neurostream_client import Client
+    from neurostream.client import Client
     with Client(port=7070, stream="server-a") as c:
         c.send(acts, seq_id=17)             # acts: [tokens, d_model] array, one sequence
 
