@@ -201,3 +201,24 @@ def test_kinds_lists_every_kind_with_keys():
     assert {"edf", "parquet", "push", "butterworth", "sae_encode", "channel"} <= set(kinds)
     assert "sample_rate" in kinds["push"].reference
     assert kinds["butterworth"].section == "operator"
+
+
+def test_engine_errors_name_the_file(tmp_path):
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(b"PAR1 this is not parquet at all")
+    p = ns.Pipeline()
+    p.source("parquet", name="acts", path=str(bad)).to("console", name="show")
+    with pytest.raises(ns.NeurostreamError, match="bad.parquet") as e:
+        p.run()
+    assert isinstance(e.value, (ns.ValidationError, ns.PipelineError))
+
+
+def test_client_module_needs_no_engine():
+    """neurostream.client stays pure Python (numpy + pyarrow): importing it does not load the
+    native module."""
+    import subprocess
+    import sys
+
+    code = "import sys, neurostream.client as c; print('neurostream._native' in sys.modules, c.Client.__name__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "Client"]
