@@ -13,6 +13,9 @@ the GIL released)::
     bp = eeg.then("butterworth", btype="bandpass", order=4, cutoff=[8, 30])
     table = p.collect(bp)                 # pyarrow.Table
 
+Data in: ``p.from_numpy(...)``, ``p.push_source(...)``, ``p.from_mne(raw)``, ``p.from_arrow(obj)``,
+``neurostream.torch.attach(source, module)``. Data out: ``collect()`` (pyarrow), live
+``handle.stream(node)``, ``to_numpy``, ``to_scipy_sparse``, ``to_mne``.
 ``neurostream.client`` (pure Python) talks to pipelines running elsewhere over TCP.
 """
 from __future__ import annotations
@@ -32,11 +35,16 @@ __all__ = [
     "PipelineError",
     "ValidationError",
     "kinds",
+    "to_mne",
+    "to_numpy",
+    "to_scipy_sparse",
     "__version__",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
     from .pipeline import Node, Pipeline, PushSource, RunHandle, Stream, kinds
+    from .convert import to_numpy, to_scipy_sparse
+    from .mne import to_mne
     from .report import Report
 
 _LAZY = {
@@ -47,6 +55,9 @@ _LAZY = {
     "Stream": ".pipeline",
     "kinds": ".pipeline",
     "Report": ".report",
+    "to_mne": ".mne",
+    "to_numpy": ".convert",
+    "to_scipy_sparse": ".convert",
 }
 
 

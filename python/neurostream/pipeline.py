@@ -331,6 +331,32 @@ class Pipeline:
         src.close()
         return src
 
+    def from_arrow(self, data: Any, *, name: Optional[str] = None, sfreq: Optional[float] = None, queue: int = 8, **common: Any) -> PushSource:
+        """Adds a source reading ``data``, any object with ``__arrow_c_stream__`` (pyarrow
+        Table or RecordBatchReader, polars DataFrame, DuckDB relation), through the Arrow C
+        stream interface: activations (``seq_id``, ``pos``, ``act`` as a fixed-size list of
+        float32, optional ``token``; read in place) or signals (``sample`` and one float
+        column per channel, ``sfreq`` when the schema has no ``neurostream.sample_rate``)."""
+        reader = _native.ArrowInput(data, None if sfreq is None else float(sfreq))
+        if reader.layout == "signal":
+            src = self.push_source(name, channels=reader.channels, sfreq=reader.sample_rate, unit=reader.unit or "uV", queue=queue, **common)
+        else:
+            if reader.width == 0:
+                raise ValueError("from_arrow: `act` is a variable-length list; cast it to a fixed-size list of float32")
+            model, layer = reader.model_layer
+            src = self.push_source(name, d_model=reader.width, model=model, layer=layer, queue=queue, **common)
+        reader.pump(src._producer)  # a reader thread pushes every batch, then closes its end
+        src.close()
+        return src
+
+    def from_mne(self, inst: Any, name: Optional[str] = None, picks: Any = None, **common: Any) -> PushSource:
+        """Adds a source holding an MNE ``Raw`` or ``Epochs`` (data converted to µV, fT or
+        fT/cm; channel names; sampling rate; annotations or epoch events as markers). See
+        :func:`neurostream.mne.from_mne`."""
+        from .mne import from_mne
+
+        return from_mne(self, inst, name=name, picks=picks, **common)
+
     def _name_of(self, node: NodeRef) -> str:
         name = node.name if isinstance(node, Node) else str(node)
         if isinstance(node, Node) and node.pipeline is not self:

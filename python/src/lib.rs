@@ -5,6 +5,7 @@
 //! arrays into `push` sources ([`push::PushProducer`]), and turning outputs into Arrow objects.
 //! Every call that waits or computes releases the GIL.
 
+mod arrow_in;
 mod convert;
 mod errors;
 mod push;
@@ -53,5 +54,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(kinds, m)?)?;
     m.add_class::<run::Run>()?;
     m.add_class::<push::PushProducer>()?;
+    m.add_class::<arrow_in::ArrowInput>()?;
     Ok(())
 }

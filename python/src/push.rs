@@ -232,3 +232,10 @@ impl PushProducer {
         self.inner.lock().unwrap().pending()
     }
 }
+
+impl PushProducer {
+    /// A producer sharing this one's queue (for Rust threads that push).
+    pub fn inner(&self) -> Producer {
+        self.inner.lock().unwrap().clone()
+    }
+}

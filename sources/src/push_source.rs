@@ -143,6 +143,9 @@ pub enum PushIndex {
         /// Token text per row.
         token: Option<Vec<String>>,
     },
+    /// The producer could not make this chunk (e.g. an unreadable Arrow batch): the run fails
+    /// with this message.
+    Failed(String),
 }
 
 /// One block of rows handed to a `push` source.
@@ -391,7 +394,11 @@ impl PushReader {
                 c.rows * width
             )));
         }
+        if let PushIndex::Failed(message) = &c.index {
+            return Err(EngineError::Runtime(format!("{}: {message}", at())));
+        }
         match (&c.index, self.schema.is_signal()) {
+            (PushIndex::Failed(_), _) => {}
             (PushIndex::Continue, true) => {}
             (PushIndex::Tokens { seq_id, pos, token }, false) => {
                 if seq_id.len() != c.rows || pos.len() != c.rows || token.as_ref().is_some_and(|t| t.len() != c.rows) {
@@ -442,7 +449,9 @@ impl SourceReader for PushReader {
         let data = cur.chunk.data.values()[a * width..b * width].to_vec();
         let time = self.next_row;
         let index = match &cur.chunk.index {
-            PushIndex::Continue => RowIndex::Samples((0..(b - a) as i64).map(|i| time as i64 + i).collect()),
+            PushIndex::Continue | PushIndex::Failed(_) => {
+                RowIndex::Samples((0..(b - a) as i64).map(|i| time as i64 + i).collect())
+            }
             PushIndex::Tokens { seq_id, pos, token } => RowIndex::Tokens {
                 seq_id: seq_id[a..b].to_vec(),
                 pos: pos[a..b].to_vec(),
