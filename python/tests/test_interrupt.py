@@ -118,3 +118,37 @@ def test_progress_callback_sees_rows_and_total():
     p.run(collect=["bp"], progress=lambda rows, total: seen.append((rows, total)))
     assert seen and seen[-1] == (300, 300)
     assert all(a[0] <= b[0] for a, b in zip(seen, seen[1:]))
+
+
+def test_the_gil_is_released_while_the_engine_runs():
+    """A Python thread keeps running while run() waits on the engine: it counts at least half
+    as far as when the engine is idle."""
+    import threading
+
+    def count_for(seconds, work=None):
+        n = [0]
+        stop = threading.Event()
+
+        def spin():
+            while not stop.is_set():
+                n[0] += 1
+
+        t = threading.Thread(target=spin)
+        t.start()
+        if work is None:
+            time.sleep(seconds)
+        else:
+            work()
+        stop.set()
+        t.join()
+        return n[0]
+
+    p = ns.Pipeline()
+    p.source("synthetic_eeg", name="eeg", channels=64, sample_rate=1000.0, seconds=2.0, speed=2.0, chunk=100).then(
+        "butterworth", name="bp", btype="bandpass", order=4, cutoff=[1, 40]
+    ).to("channel", name="nobody")
+    t0 = time.monotonic()
+    busy = count_for(0, work=p.run)
+    elapsed = time.monotonic() - t0
+    idle = count_for(elapsed)
+    assert busy > 0.5 * idle, (busy, idle)
