@@ -107,9 +107,9 @@ class PushSource(Node):
         unless ``copy=True`` converts them (a copy)."""
         data = _as_rows(data, self.width, "data", copy)
         if seq_id is not None:
-            seq_id = np.asarray(seq_id, dtype=np.uint64).reshape(-1).tolist()
+            seq_id = np.ascontiguousarray(np.asarray(seq_id).reshape(-1), dtype=np.uint64)
         if pos is not None:
-            pos = np.asarray(pos, dtype=np.uint32).reshape(-1).tolist()
+            pos = np.ascontiguousarray(np.asarray(pos).reshape(-1), dtype=np.uint32)
         marks = [(int(r), str(label), float(d)) for r, label, d in (markers or ())]
         self._producer.push(
             data, markers=marks, seq_id=seq_id, pos=pos, tokens=None if tokens is None else list(tokens), timeout=timeout

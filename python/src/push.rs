@@ -79,6 +79,32 @@ fn array_parts(array: &Bound<'_, PyAny>, width: usize, what: &str) -> PyResult<(
     Ok((address, shape[0]))
 }
 
+/// A 1-D index array (`seq_id` as uint64, `pos` as uint32) read through
+/// `__array_interface__` when it is a numpy array of that dtype (one memcpy), else as a
+/// sequence of ints.
+fn index_values<T: Copy + for<'a, 'py> FromPyObject<'a, 'py>>(v: &Bound<'_, PyAny>, typestr: &str, what: &str) -> PyResult<Vec<T>> {
+    if let Ok(interface) = v.getattr("__array_interface__") {
+        let interface = interface.cast::<PyDict>()?;
+        let ts: Option<String> = interface.get_item("typestr")?.map(|t| t.extract()).transpose()?;
+        let shape: Option<Vec<usize>> = interface.get_item("shape")?.map(|s| s.extract()).transpose()?;
+        let strides = interface.get_item("strides")?;
+        if let (Some(ts), Some(shape)) = (ts, shape) {
+            let contiguous = strides.is_none_or(|s| s.is_none());
+            if ts == typestr && shape.len() == 1 && contiguous {
+                let data = interface.get_item("data")?.ok_or_else(|| PyTypeError::new_err(format!("{what}: no data")))?;
+                let address: usize = data.cast::<PyTuple>()?.get_item(0)?.extract()?;
+                if shape[0] == 0 {
+                    return Ok(Vec::new());
+                }
+                // SAFETY: a live numpy array of shape[0] contiguous elements of this dtype.
+                let slice = unsafe { std::slice::from_raw_parts(address as *const T, shape[0]) };
+                return Ok(slice.to_vec());
+            }
+        }
+    }
+    v.extract().map_err(|_| PyTypeError::new_err(format!("{what}: expected a 1-D array or sequence of integers")))
+}
+
 /// Pushes arrays into the `push` source whose queue is called `name`.
 #[pyclass(module = "neurostream._native", frozen)]
 pub struct PushProducer {
@@ -113,12 +139,14 @@ impl PushProducer {
         py: Python<'_>,
         array: &Bound<'_, PyAny>,
         markers: Vec<(u32, String, f64)>,
-        seq_id: Option<Vec<u64>>,
-        pos: Option<Vec<u32>>,
+        seq_id: Option<Bound<'_, PyAny>>,
+        pos: Option<Bound<'_, PyAny>>,
         tokens: Option<Vec<String>>,
         timeout: Option<f64>,
     ) -> PyResult<usize> {
         let what = format!("push source `{}`", self.name);
+        let seq_id: Option<Vec<u64>> = seq_id.map(|s| index_values(&s, "<u8", &format!("{what}: seq_id"))).transpose()?;
+        let pos: Option<Vec<u32>> = pos.map(|p| index_values(&p, "<u4", &format!("{what}: pos"))).transpose()?;
         let (address, rows) = array_parts(array, self.width, &what)?;
         let index = if self.signal {
             if seq_id.is_some() || pos.is_some() || tokens.is_some() {
