@@ -281,6 +281,29 @@ pub fn sparse_to_batch(frame: &SparseFrame, target: &Arc<ArrowSchema>) -> Result
 
 /// Encodes a frame as a record batch of `arrow_schema(frame.schema, opts)`.
 pub fn frame_to_batch(frame: &Frame, target: &Arc<ArrowSchema>, opts: &EncodeOptions) -> Result<RecordBatch, String> {
+    encode_frame(frame, None, target, opts)
+}
+
+/// [`frame_to_batch`], consuming the frame: activation values move into the Arrow array
+/// instead of being copied (collecting large outputs in memory).
+pub fn frame_into_batch(mut frame: Frame, target: &Arc<ArrowSchema>, opts: &EncodeOptions) -> Result<RecordBatch, String> {
+    let data = std::mem::take(&mut frame.data);
+    encode_frame(&frame, Some(data), target, opts)
+}
+
+/// Encodes `frame`, whose values are `data` when given (moved out of it), else its own.
+fn encode_frame(
+    frame: &Frame,
+    data: Option<Vec<f32>>,
+    target: &Arc<ArrowSchema>,
+    opts: &EncodeOptions,
+) -> Result<RecordBatch, String> {
+    if data.is_some() && !matches!(frame.schema.kind, StreamKind::Activation { .. }) {
+        // Only activations move their values; the other layouts are read column by column.
+        let mut f = frame.clone();
+        f.data = data.unwrap_or_default();
+        return encode_frame(&f, None, target, opts);
+    }
     let rows = frame.rows();
     let w = frame.width();
     let mut cols: Vec<ArrayRef> = Vec::new();
@@ -330,7 +353,7 @@ pub fn frame_to_batch(frame: &Frame, target: &Arc<ArrowSchema>, opts: &EncodeOpt
                     None => cols.push(Arc::new(StringArray::from_iter_values(std::iter::repeat_n("", rows)))),
                 }
             }
-            let values = Float32Array::from(frame.data.clone());
+            let values = Float32Array::from(data.unwrap_or_else(|| frame.data.clone()));
             let item = Arc::new(Field::new("item", DataType::Float32, false));
             let list = FixedSizeListArray::try_new(item, w as i32, Arc::new(values), None).map_err(|e| e.to_string())?;
             cols.push(Arc::new(list));

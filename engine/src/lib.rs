@@ -39,7 +39,7 @@ pub use frame::{now_ns, Batch, Frame, Marker, RowIndex, SparseFrame};
 pub use metrics::{Metrics, MetricsServer};
 pub use node::{
     parse_config, ConfigTable, NodeContext, Operator, OperatorInstance, OperatorKind, Partitioning, Placement, RegisteredKind,
-    Registry, Sink, SinkKind, SinkWriter, Source, SourceKind, SourceReader, WorkerPos,
+    Registry, Sink, SinkKind, SinkWriter, Source, SourceKind, SourceReader, SourceWaker, WorkerPos,
 };
 pub use runtime::{run, ClusterConfig, NodeStats, RunOptions, RunProgress, RunReport};
 pub use schema::{Channel, Schema, StreamKind};

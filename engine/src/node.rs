@@ -99,6 +99,9 @@ pub trait Source: Send + Sync {
     }
 }
 
+/// Wakes a source's worker from another thread: live sources call it when a batch becomes ready.
+pub type SourceWaker = Arc<dyn Fn() + Send + Sync>;
+
 /// One worker's reader of a source.
 pub trait SourceReader {
     /// The next batch with its event time (row ordinal or first sample index); `None` when done.
@@ -110,6 +113,12 @@ pub trait SourceReader {
     /// instead of blocking its worker in [`SourceReader::next_batch`]). Files are always ready.
     fn ready(&mut self) -> bool {
         true
+    }
+    /// Live sources that learn of new data from another thread: keep `waker` and call it when a
+    /// batch becomes ready (or the stream ends), and return true; the runtime then waits for
+    /// that call instead of polling every millisecond. The default polls.
+    fn set_waker(&mut self, _waker: SourceWaker) -> bool {
+        false
     }
     /// Where the reader is, for error messages (e.g. `a.parquet, row group 3`).
     fn location(&self) -> String {

@@ -82,7 +82,11 @@ fn array_parts(array: &Bound<'_, PyAny>, width: usize, what: &str) -> PyResult<(
 /// A 1-D index array (`seq_id` as uint64, `pos` as uint32) read through
 /// `__array_interface__` when it is a numpy array of that dtype (one memcpy), else as a
 /// sequence of ints.
-fn index_values<T: Copy + for<'a, 'py> FromPyObject<'a, 'py>>(v: &Bound<'_, PyAny>, typestr: &str, what: &str) -> PyResult<Vec<T>> {
+fn index_values<T: Copy + for<'a, 'py> FromPyObject<'a, 'py>>(
+    v: &Bound<'_, PyAny>,
+    typestr: &str,
+    what: &str,
+) -> PyResult<Vec<T>> {
     if let Ok(interface) = v.getattr("__array_interface__") {
         let interface = interface.cast::<PyDict>()?;
         let ts: Option<String> = interface.get_item("typestr")?.map(|t| t.extract()).transpose()?;
@@ -91,7 +95,9 @@ fn index_values<T: Copy + for<'a, 'py> FromPyObject<'a, 'py>>(v: &Bound<'_, PyAn
         if let (Some(ts), Some(shape)) = (ts, shape) {
             let contiguous = strides.is_none_or(|s| s.is_none());
             if ts == typestr && shape.len() == 1 && contiguous {
-                let data = interface.get_item("data")?.ok_or_else(|| PyTypeError::new_err(format!("{what}: no data")))?;
+                let data = interface
+                    .get_item("data")?
+                    .ok_or_else(|| PyTypeError::new_err(format!("{what}: no data")))?;
                 let address: usize = data.cast::<PyTuple>()?.get_item(0)?.extract()?;
                 if shape[0] == 0 {
                     return Ok(Vec::new());
@@ -102,7 +108,8 @@ fn index_values<T: Copy + for<'a, 'py> FromPyObject<'a, 'py>>(v: &Bound<'_, PyAn
             }
         }
     }
-    v.extract().map_err(|_| PyTypeError::new_err(format!("{what}: expected a 1-D array or sequence of integers")))
+    v.extract()
+        .map_err(|_| PyTypeError::new_err(format!("{what}: expected a 1-D array or sequence of integers")))
 }
 
 /// Pushes arrays into the `push` source whose queue is called `name`.
@@ -145,7 +152,9 @@ impl PushProducer {
         timeout: Option<f64>,
     ) -> PyResult<usize> {
         let what = format!("push source `{}`", self.name);
-        let seq_id: Option<Vec<u64>> = seq_id.map(|s| index_values(&s, "<u8", &format!("{what}: seq_id"))).transpose()?;
+        let seq_id: Option<Vec<u64>> = seq_id
+            .map(|s| index_values(&s, "<u8", &format!("{what}: seq_id")))
+            .transpose()?;
         let pos: Option<Vec<u32>> = pos.map(|p| index_values(&p, "<u4", &format!("{what}: pos"))).transpose()?;
         let (address, rows) = array_parts(array, self.width, &what)?;
         let index = if self.signal {

@@ -12,11 +12,12 @@ use std::time::Duration;
 use arrow::record_batch::RecordBatch;
 use arrow_pyarrow::{IntoPyArrow, ToPyArrow};
 use crossbeam_channel::RecvTimeoutError;
-use neurostream::layout::{arrow_schema, EncodeOptions};
+use neurostream::layout::{arrow_schema, frame_into_batch, sparse_to_batch, EncodeOptions};
 use neurostream::spec::Built;
-use neurostream::{Batch, CheckpointOptions, CompiledPipeline, DeviceChoice, EngineError, PipelineSpec, RunOptions, Schema};
+use neurostream::{
+    Batch, CheckpointOptions, CompiledPipeline, DeviceChoice, EngineError, PipelineSpec, RowIndex, RunOptions, Schema,
+};
 use neurostream_sinks::channel_sink::{subscribe, SlowPolicy, Subscription};
-use neurostream_sinks::live::LiveEncoder;
 use pyo3::exceptions::{PyKeyError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -48,7 +49,41 @@ struct Output {
     /// For table streams: the one table wanted (`None`: every table, or frames).
     table: Option<String>,
     reading: Reading,
-    encoder: Mutex<LiveEncoder>,
+    encoder: Mutex<Encoder>,
+}
+
+/// Batches in the Parquet layouts, with the optional columns the stream actually has: `token`
+/// and `time` only when its rows carry them, `marker` for signals (fixed by the first frame).
+struct Encoder {
+    input: Arc<Schema>,
+    frames: Option<(arrow::datatypes::SchemaRef, EncodeOptions)>,
+}
+
+impl Encoder {
+    fn encode(&mut self, batch: Batch) -> Result<RecordBatch, String> {
+        let index = match &batch {
+            Batch::Table(t) => return Ok(t.data.clone()),
+            Batch::Dense(f) => &f.index,
+            Batch::Sparse(f) => &f.index,
+        };
+        let (schema, opts) = self.frames.get_or_insert_with(|| {
+            let (tokens, time) = match index {
+                RowIndex::Tokens { token, time, .. } => (token.is_some(), time.is_some()),
+                RowIndex::Samples(_) => (false, false),
+            };
+            let opts = EncodeOptions {
+                markers: self.input.is_signal(),
+                tokens,
+                time,
+            };
+            (arrow_schema(&self.input, &opts), opts)
+        });
+        match batch {
+            Batch::Dense(f) => frame_into_batch(f, schema, opts),
+            Batch::Sparse(f) => sparse_to_batch(&f, schema),
+            Batch::Table(_) => unreachable!("returned above"),
+        }
+    }
 }
 
 /// The end of the run, once there is one.
@@ -136,7 +171,10 @@ impl Run {
                 }
                 other => return Err(PyValueError::new_err(format!("read mode `{other}`"))),
             };
-            let encoder = Mutex::new(LiveEncoder::new(schema.clone()));
+            let encoder = Mutex::new(Encoder {
+                input: schema.clone(),
+                frames: None,
+            });
             outputs.insert(
                 hub,
                 Output {
@@ -273,7 +311,7 @@ impl Run {
         let batches = py
             .detach(|| handle.join())
             .map_err(|_| pyo3::exceptions::PyRuntimeError::new_err("the collector thread panicked"))?;
-        let (records, schema) = py.detach(|| out.encode_all(&batches)).map_err(PyValueError::new_err)?;
+        let (records, schema) = py.detach(|| out.encode_all(batches)).map_err(PyValueError::new_err)?;
         let table = arrow_pyarrow::Table::try_new(records, schema)
             .map_err(|e| PyValueError::new_err(format!("cannot build the table: {e}")))?;
         Ok(table.into_pyarrow(py)?.unbind())
@@ -299,7 +337,7 @@ impl Run {
             });
             match got {
                 Ok(batch) => {
-                    let records = py.detach(|| out.encode(&batch)).map_err(PyValueError::new_err)?;
+                    let records = py.detach(|| out.encode(batch)).map_err(PyValueError::new_err)?;
                     let Some(rb) = records else { continue };
                     return Ok(("batch", Some(rb.to_pyarrow(py)?.unbind()), dropped));
                 }
@@ -323,8 +361,8 @@ impl Run {
 impl Output {
     /// `batch` in the Parquet layout, or `None` when it belongs to another table than the one
     /// read.
-    fn encode(&self, batch: &Batch) -> Result<Option<RecordBatch>, String> {
-        if let (Some(want), Batch::Table(t)) = (&self.table, batch) {
+    fn encode(&self, batch: Batch) -> Result<Option<RecordBatch>, String> {
+        if let (Some(want), Batch::Table(t)) = (&self.table, &batch) {
             if *t.table != **want {
                 return Ok(None);
             }
@@ -333,7 +371,7 @@ impl Output {
     }
 
     /// Every batch of the read table or stream, and their schema.
-    fn encode_all(&self, batches: &[Batch]) -> Result<(Vec<RecordBatch>, arrow::datatypes::SchemaRef), String> {
+    fn encode_all(&self, batches: Vec<Batch>) -> Result<(Vec<RecordBatch>, arrow::datatypes::SchemaRef), String> {
         let mut records = Vec::new();
         for b in batches {
             if let Some(r) = self.encode(b)? {
@@ -346,8 +384,8 @@ impl Output {
             None => arrow_schema(
                 &self.schema,
                 &EncodeOptions {
-                    markers: true,
-                    tokens: true,
+                    markers: self.schema.is_signal(),
+                    tokens: false,
                     time: false,
                 },
             ),

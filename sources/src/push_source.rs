@@ -17,7 +17,7 @@ use std::time::Duration;
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, SendTimeoutError, Sender, TryRecvError};
 use neurostream_engine::{
     Batch, EngineError, Frame, Marker, NodeConfig, NodeContext, Result, RowIndex, Schema, Source, SourceKind, SourceReader,
-    WorkerPos,
+    SourceWaker, WorkerPos,
 };
 use serde::{Deserialize, Serialize};
 
@@ -160,10 +160,34 @@ pub struct PushChunk {
     pub markers: Vec<Marker>,
 }
 
+/// The reader's waker, once it has one: producers call it after each push and on close.
+#[derive(Clone, Default)]
+struct WakerSlot(Arc<Mutex<Option<SourceWaker>>>);
+
+impl WakerSlot {
+    fn wake(&self) {
+        if let Some(w) = self.0.lock().unwrap().as_ref() {
+            w();
+        }
+    }
+}
+
 /// A queue between producers and the source that reads it.
 struct Queue {
     tx: Sender<PushChunk>,
     rx: Receiver<PushChunk>,
+    waker: WakerSlot,
+}
+
+impl Queue {
+    fn new(capacity: usize) -> Queue {
+        let (tx, rx) = bounded(capacity.max(1));
+        Queue {
+            tx,
+            rx,
+            waker: WakerSlot::default(),
+        }
+    }
 }
 
 /// Queues by name, until the source opens (and takes the receiving end).
@@ -176,13 +200,11 @@ fn queues() -> &'static Mutex<HashMap<String, Queue>> {
 /// `capacity` chunks when it does not exist yet). Clone it to push from several threads.
 pub fn producer(name: &str, capacity: usize) -> Producer {
     let mut q = queues().lock().unwrap();
-    let queue = q.entry(name.to_string()).or_insert_with(|| {
-        let (tx, rx) = bounded(capacity.max(1));
-        Queue { tx, rx }
-    });
+    let queue = q.entry(name.to_string()).or_insert_with(|| Queue::new(capacity));
     Producer {
         name: name.to_string(),
         tx: Some(queue.tx.clone()),
+        waker: queue.waker.clone(),
     }
 }
 
@@ -217,6 +239,7 @@ impl std::fmt::Display for PushError {
 pub struct Producer {
     name: String,
     tx: Option<Sender<PushChunk>>,
+    waker: WakerSlot,
 }
 
 impl Clone for Producer {
@@ -224,7 +247,14 @@ impl Clone for Producer {
         Producer {
             name: self.name.clone(),
             tx: self.tx.clone(),
+            waker: self.waker.clone(),
         }
+    }
+}
+
+impl Drop for Producer {
+    fn drop(&mut self) {
+        self.close();
     }
 }
 
@@ -241,7 +271,9 @@ impl Producer {
                 SendTimeoutError::Timeout(c) => (PushError::Timeout, Box::new(c)),
                 SendTimeoutError::Disconnected(c) => (PushError::Disconnected, Box::new(c)),
             }),
-        }
+        }?;
+        self.waker.wake();
+        Ok(())
     }
 
     /// Chunks waiting in the queue.
@@ -252,7 +284,9 @@ impl Producer {
     /// Ends this producer's part of the stream. When the source has not opened yet, the queue
     /// keeps what was pushed for it.
     pub fn close(&mut self) {
-        self.tx = None;
+        if self.tx.take().is_some() {
+            self.waker.wake();
+        }
     }
 
     /// True after [`Producer::close`].
@@ -305,17 +339,14 @@ impl Source for PushSource {
     }
     fn open(&self, worker: WorkerPos) -> Result<Box<dyn SourceReader>> {
         // One queue, one reader: worker 0 reads; the others end at once.
-        let rx = if worker.index == 0 {
+        let (rx, waker) = if worker.index == 0 {
             let mut q = queues().lock().unwrap();
-            let queue = q.remove(&self.name).unwrap_or_else(|| {
-                let (tx, rx) = bounded(self.queue);
-                Queue { tx, rx }
-            });
+            let queue = q.remove(&self.name).unwrap_or_else(|| Queue::new(self.queue));
             // Only producers' senders remain: when they all close, the stream ends.
             drop(queue.tx);
-            Some(queue.rx)
+            (Some(queue.rx), queue.waker)
         } else {
-            None
+            (None, WakerSlot::default())
         };
         Ok(Box::new(PushReader {
             name: self.name.clone(),
@@ -323,6 +354,7 @@ impl Source for PushSource {
             schema: self.schema.clone(),
             batch_rows: self.batch_rows,
             rx,
+            waker,
             current: None,
             error: None,
             next_row: 0,
@@ -344,6 +376,8 @@ struct PushReader {
     batch_rows: usize,
     /// `None` once the stream has ended (or on workers other than 0).
     rx: Option<Receiver<PushChunk>>,
+    /// Where producers find this reader's waker.
+    waker: WakerSlot,
     current: Option<Current>,
     /// A bad chunk seen by `ready`, reported by the next `next_batch`.
     error: Option<EngineError>,
@@ -495,5 +529,10 @@ impl SourceReader for PushReader {
 
     fn location(&self) -> String {
         format!("push source `{}`, chunk {}", self.name, self.chunks)
+    }
+
+    fn set_waker(&mut self, waker: SourceWaker) -> bool {
+        *self.waker.0.lock().unwrap() = Some(waker);
+        true
     }
 }

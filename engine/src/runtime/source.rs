@@ -68,6 +68,8 @@ enum Wake {
     Now,
     /// Shortly: it is waiting (a checkpoint, the sinks, a live source with nothing ready).
     Soon,
+    /// When its reader's waker calls (a live source with nothing ready), or after a while.
+    Woken,
     /// Only if timely activates it: it has ended (or has nothing to do until woken).
     Never,
 }
@@ -105,6 +107,8 @@ struct SourceDriver {
     position: SourcePosition,
     /// A batch read but held back because it falls at or after a checkpoint's target time.
     lookahead: Option<(u64, Batch)>,
+    /// The reader calls a waker when data arrives (no polling while it has nothing).
+    woken_by_reader: bool,
 }
 
 /// The source operator of `src` on this worker.
@@ -119,7 +123,7 @@ pub(super) fn build_source<'s>(
 ) -> StreamVec<'s, u64, Batch> {
     let name = name.to_string();
     source::<_, timely::container::CapacityContainerBuilder<Vec<Batch>>, _, _>(scope, &name.clone(), move |cap, info| {
-        let activator = scope.activator_for(info.address);
+        let activator = scope.activator_for(info.address.clone());
         let mut driver = SourceDriver {
             live: shared.node_metrics(&name),
             name,
@@ -136,14 +140,23 @@ pub(super) fn build_source<'s>(
             buffered_rows: 0,
             position: SourcePosition::default(),
             lookahead: None,
+            woken_by_reader: false,
         };
         driver.open(src.as_ref());
+        if let Some(reader) = driver.reader.as_mut() {
+            let sync = scope.worker().sync_activator_for(info.address.to_vec());
+            driver.woken_by_reader = reader.set_waker(Arc::new(move || {
+                let _ = sync.activate();
+            }));
+        }
         activator.activate();
         move |output| {
             let wake = driver.step(&mut |cap, time, batch| output.session(&cap.delayed(&time)).give(batch));
             match wake {
                 Wake::Now => activator.activate(),
                 Wake::Soon => activator.activate_after(Duration::from_millis(1)),
+                // The waker brings it back at once; the timer only guards against a lost wake.
+                Wake::Woken => activator.activate_after(Duration::from_millis(50)),
                 Wake::Never => {}
             }
         }
@@ -216,7 +229,7 @@ impl SourceDriver {
             };
         }
         if !self.reader.as_mut().is_some_and(|r| r.ready()) {
-            return Wake::Soon;
+            return if self.woken_by_reader { Wake::Woken } else { Wake::Soon };
         }
         let t0 = Instant::now();
         let outcome = self.read_and_emit(below, emit);
