@@ -40,6 +40,9 @@ pub const META_LAYOUT: &str = "neurostream.layout";
 pub const META_SAMPLE_RATE: &str = "neurostream.sample_rate";
 /// Metadata key of the per-channel units, a JSON list (signals).
 pub const META_UNITS: &str = "neurostream.units";
+/// Signals: JSON list of each channel's type (`eeg`, `mag`, ...; empty when unknown), written
+/// when any channel has one.
+pub const META_CHANNEL_TYPES: &str = "neurostream.channel_types";
 /// Metadata key of the model name (activations).
 pub const META_MODEL: &str = "neurostream.model";
 /// Metadata key of the layer or hook name (activations).
@@ -134,6 +137,10 @@ pub fn arrow_schema(schema: &Schema, opts: &EncodeOptions) -> Arc<ArrowSchema> {
             meta.insert(META_SAMPLE_RATE.to_string(), sample_rate.to_string());
             let units: Vec<&str> = schema.channels.iter().map(|c| c.unit.as_str()).collect();
             meta.insert(META_UNITS.to_string(), serde_json::to_string(&units).unwrap());
+            if schema.channels.iter().any(|c| !c.kind.is_empty()) {
+                let types: Vec<&str> = schema.channels.iter().map(|c| c.kind.as_str()).collect();
+                meta.insert(META_CHANNEL_TYPES.to_string(), serde_json::to_string(&types).unwrap());
+            }
             let mut f = vec![
                 Field::new("time", DataType::Float64, false),
                 Field::new("sample", DataType::Int64, false),
@@ -514,6 +521,10 @@ impl Decoder {
                 .get(META_UNITS)
                 .and_then(|u| serde_json::from_str(u).ok())
                 .unwrap_or_default();
+            let types: Vec<String> = meta
+                .get(META_CHANNEL_TYPES)
+                .and_then(|u| serde_json::from_str(u).ok())
+                .unwrap_or_default();
             let channels: Vec<usize> = (0..arrow.fields().len())
                 .filter(|&i| !SIGNAL_RESERVED.contains(&arrow.field(i).name().as_str()) && is_float(arrow.field(i).data_type()))
                 .collect();
@@ -528,6 +539,7 @@ impl Decoder {
                     .map(|(k, &i)| Channel {
                         name: arrow.field(i).name().clone(),
                         unit: units.get(k).cloned().unwrap_or_default(),
+                        kind: types.get(k).cloned().unwrap_or_default(),
                     })
                     .collect(),
             };

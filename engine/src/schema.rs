@@ -44,12 +44,47 @@ pub enum StreamKind {
 }
 
 /// One column of a dense stream.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Channel {
     /// Channel label (`Fz`, `C3`) or activation dimension name (`d17`).
     pub name: String,
     /// Physical unit (`uV`, `V`), empty when unitless.
     pub unit: String,
+    /// Channel type in MNE's vocabulary (`eeg`, `mag`, `grad`, `eog`, `emg`, `ecg`, `stim`,
+    /// `misc`, ...), empty when unknown.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub kind: String,
+}
+
+/// Checks a channel type name: lowercase letters, digits and `_` (MNE's vocabulary: `eeg`,
+/// `mag`, `grad`, `eog`, `emg`, `ecg`, `stim`, `misc`, `seeg`, `ecog`, ...).
+pub fn check_channel_type(kind: &str) -> Result<(), String> {
+    if kind.is_empty()
+        || !kind
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    {
+        return Err(format!(
+            "channel type `{kind}` is not a type name (eeg, mag, grad, eog, emg, ecg, stim, misc, ...)"
+        ));
+    }
+    Ok(())
+}
+
+/// The type an EDF+ label names by its conventional prefix (`EEG Fpz-Cz` → `eeg`, `EOG
+/// horizontal` → `eog`), or empty.
+pub fn channel_type_from_label(label: &str) -> String {
+    let head = label.split([' ', '-', '_']).next().unwrap_or_default().to_ascii_uppercase();
+    match head.as_str() {
+        "EEG" => "eeg",
+        "EOG" => "eog",
+        "EMG" => "emg",
+        "ECG" | "EKG" => "ecg",
+        "RESP" => "resp",
+        "STI" | "STIM" | "STATUS" | "TRIGGER" => "stim",
+        _ => "",
+    }
+    .to_string()
 }
 
 /// The schema of a dense stream: its kind and its channels, in column order.
@@ -72,6 +107,7 @@ impl Schema {
                 .map(|n| Channel {
                     name: n.as_ref().to_string(),
                     unit: unit.to_string(),
+                    kind: String::new(),
                 })
                 .collect(),
         }
@@ -84,7 +120,7 @@ impl Schema {
             channels: (0..d_model)
                 .map(|i| Channel {
                     name: format!("d{i}"),
-                    unit: String::new(),
+                    ..Channel::default()
                 })
                 .collect(),
         }
@@ -106,7 +142,7 @@ impl Schema {
                 .iter()
                 .map(|n| Channel {
                     name: n.as_ref().to_string(),
-                    unit: String::new(),
+                    ..Channel::default()
                 })
                 .collect(),
         }

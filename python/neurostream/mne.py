@@ -50,7 +50,7 @@ def _markers(inst: Any, n_samples: int) -> List[Tuple[int, str, float]]:
 
 
 def from_mne(pipeline: "Pipeline", inst: Any, name: Optional[str] = None, picks: Any = None, **common: Any) -> "PushSource":
-    """Adds a source holding an MNE ``Raw`` (data, sampling rate, channel names, units,
+    """Adds a source holding an MNE ``Raw`` (data, sampling rate, channel names and types, units,
     annotations as markers) or ``Epochs`` (epochs one after the other, a marker named after
     each epoch's event at its first sample). Channels must share one unit (pick by type:
     ``picks="eeg"``)."""
@@ -77,14 +77,24 @@ def from_mne(pipeline: "Pipeline", inst: Any, name: Optional[str] = None, picks:
         )
     unit, factor = ENGINE_UNITS[units.pop()]
     values = np.ascontiguousarray(continuous * factor, dtype=np.float32)
+    types = [mne.channel_type(info, i) for i in range(len(info["ch_names"]))]
     return pipeline.from_numpy(
-        values, sfreq=float(info["sfreq"]), ch_names=list(info["ch_names"]), unit=unit, markers=markers, name=name, **common
+        values,
+        sfreq=float(info["sfreq"]),
+        ch_names=list(info["ch_names"]),
+        unit=unit,
+        ch_types=types,
+        markers=markers,
+        name=name,
+        **common,
     )
 
 
 def to_mne(table: Any, ch_type: str = "eeg") -> Any:
     """A signal output (``pyarrow.Table`` in the signal layout) as an MNE ``RawArray``: values
-    converted to SI units, sampling rate from the table's metadata, markers as annotations."""
+    converted to SI units, sampling rate and channel types from the table's metadata (channels
+    without a type: ``ch_type`` when they have a physical unit, else ``misc``), markers as
+    annotations."""
     import json
 
     import mne
@@ -97,7 +107,8 @@ def to_mne(table: Any, ch_type: str = "eeg") -> Any:
     units = json.loads(meta.get(b"neurostream.units", b"[]")) or [""] * len(names)
     scale = np.array([_TO_SI.get(u, 1.0) for u in units])
     data = np.stack([table[c].to_numpy().astype(np.float64) for c in names]) * scale[:, None]
-    types = [ch_type if u in _TO_SI else "misc" for u in units]
+    known = json.loads(meta.get(b"neurostream.channel_types", b"[]")) or [""] * len(names)
+    types = [t or (ch_type if u in _TO_SI else "misc") for t, u in zip(known, units)]
     info = mne.create_info(names, sfreq, ch_types=types)
     raw = mne.io.RawArray(data, info, verbose="error")
     if "marker" in table.column_names:

@@ -258,6 +258,7 @@ class Pipeline:
         channels: Optional[Sequence[str]] = None,
         sfreq: Optional[float] = None,
         unit: str = "uV",
+        ch_types: Optional[Sequence[str]] = None,
         d_model: Optional[int] = None,
         model: Optional[str] = None,
         layer: Optional[str] = None,
@@ -266,7 +267,8 @@ class Pipeline:
         **common: Any,
     ) -> PushSource:
         """Adds a source fed from Python with :meth:`PushSource.push`: signals
-        (``channels`` names and ``sfreq`` in Hz, values in ``unit``) or activations
+        (``channels`` names and ``sfreq`` in Hz, values in ``unit``, optional ``ch_types``
+        such as ``eeg`` or ``mag``, one per channel) or activations
         (``d_model``). ``queue`` chunks wait before ``push`` blocks; ``common`` takes the keys
         every source has (``on_invalid``, ``overload``)."""
         if (d_model is None) == (channels is None):
@@ -277,6 +279,8 @@ class Pipeline:
             if sfreq is None:
                 raise ValueError("push_source: signals need sfreq= (Hz)")
             cfg.update(layout="signal", channels=[str(c) for c in channels], sample_rate=float(sfreq), unit=unit)
+            if ch_types is not None:
+                cfg["channel_types"] = [str(t) for t in ch_types]
             width = len(cfg["channels"])
         else:
             cfg.update(layout="activations", d_model=int(d_model), model=model, layer=layer)
@@ -294,6 +298,7 @@ class Pipeline:
         sfreq: Optional[float] = None,
         ch_names: Optional[Sequence[str]] = None,
         unit: str = "uV",
+        ch_types: Optional[Sequence[str]] = None,
         markers: Optional[Sequence[Tuple[int, str, float]]] = None,
         seq_id: Any = None,
         pos: Any = None,
@@ -305,7 +310,8 @@ class Pipeline:
         """Adds a source holding ``data`` (read in place, not copied):
 
         - signals ``(n_samples, n_channels)`` with ``sfreq`` (Hz), ``ch_names`` (default
-          ``ch0..``), ``unit`` and ``markers`` ``(sample, label, duration_s)``;
+          ``ch0..``), ``unit``, ``ch_types`` (``eeg``, ``mag``, ...) and ``markers``
+          ``(sample, label, duration_s)``;
         - activations ``(n_tokens, d_model)`` with ``seq_id`` and ``pos`` per row (default: one
           sequence 0, positions 0..n-1) and optional ``tokens``.
         """
@@ -317,7 +323,7 @@ class Pipeline:
             names = list(ch_names) if ch_names is not None else [f"ch{i}" for i in range(width)]
             if len(names) != width:
                 raise ValueError(f"ch_names: {len(names)} names for {width} columns")
-            src = self.push_source(name, channels=names, sfreq=sfreq, unit=unit, queue=1, **common)
+            src = self.push_source(name, channels=names, sfreq=sfreq, unit=unit, ch_types=ch_types, queue=1, **common)
             src.push(arr, markers=markers, copy=copy)
         else:
             if markers:

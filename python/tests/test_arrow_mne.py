@@ -104,6 +104,7 @@ def test_mne_raw_in_and_out(repo):
     np.testing.assert_allclose(ns.to_numpy(table), (raw.get_data().T * 1e6).astype(np.float32), rtol=1e-6)
     back = ns.to_mne(table)
     assert back.ch_names == raw.ch_names
+    assert back.get_channel_types() == raw.get_channel_types()
     assert back.info["sfreq"] == raw.info["sfreq"]
     np.testing.assert_allclose(back.get_data(), raw.get_data(), rtol=1e-6, atol=1e-12)
     assert list(back.annotations.description) == ["cue", "move"]
@@ -131,5 +132,13 @@ def test_mixed_units_need_a_pick():
     raw = mne.io.RawArray(np.zeros((2, 100)), info, verbose="error")
     with pytest.raises(ValueError, match="several units.*picks="):
         ns.Pipeline().from_mne(raw)
-    table = ns.Pipeline().from_mne(raw, picks="mag")
-    assert table.width == 1
+    src = ns.Pipeline().from_mne(raw, picks="mag")
+    assert src.width == 1
+    p = ns.Pipeline()
+    raw._data[1] = np.linspace(-1e-12, 1e-12, 100)  # tesla
+    table = p.collect(p.from_mne(raw, picks="mag"))
+    assert table.schema.metadata[b"neurostream.units"] == b'["fT"]'
+    np.testing.assert_allclose(ns.to_numpy(table)[:, 0], np.linspace(-1000, 1000, 100), rtol=1e-6)
+    back = ns.to_mne(table)
+    assert back.get_channel_types() == ["mag"]
+    np.testing.assert_allclose(back.get_data()[0], raw.get_data(picks="mag")[0], rtol=1e-6, atol=1e-20)

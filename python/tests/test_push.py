@@ -97,6 +97,14 @@ def test_bad_arrays_are_refused_naming_the_argument():
         acts.push(np.zeros((2, 3), dtype=np.float32), seq_id=[0, 0], pos=[0])
     with pytest.raises(ValueError, match="give channels= and sfreq="):
         p.push_source(channels=["a"], d_model=3)
+    q = ns.Pipeline()
+    q.push_source(channels=["a", "b"], sfreq=10.0, ch_types=["eeg"], name="typed")
+    with pytest.raises(ns.ValidationError, match=r"\[sources.typed\].*channel_types` has 1 entries for 2 channels"):
+        q.start()
+    q = ns.Pipeline()
+    q.push_source(channels=["a"], sfreq=10.0, ch_types=["EEG!"], name="typed")
+    with pytest.raises(ns.ValidationError, match="channel type `EEG!` is not a type name"):
+        q.start()
 
 
 def test_nan_rows_follow_on_invalid():

@@ -199,7 +199,8 @@ fn open_inlet(api: &Api, cfg: &LslSourceConfig, prop: &str, value: &str) -> std:
     let full = unsafe { (api.lsl_get_fullinfo)(inlet, cfg.resolve_timeout_s, &mut ec) };
     let mut labels = Vec::new();
     if ec == 0 && !full.is_null() {
-        // channels/channel/{label, unit} in the stream's description, when given.
+        // channels/channel/{label, unit, type} in the stream's description (the XDF
+        // convention), when given.
         // SAFETY: XML handles from a valid info.
         unsafe {
             let desc = (api.lsl_get_desc)(full);
@@ -209,6 +210,7 @@ fn open_inlet(api: &Api, cfg: &LslSourceConfig, prop: &str, value: &str) -> std:
                 labels.push(Channel {
                     name: lsl::string((api.lsl_child_value_n)(ch, lsl::cstr("label").as_ptr())),
                     unit: lsl::string((api.lsl_child_value_n)(ch, lsl::cstr("unit").as_ptr())),
+                    kind: lsl::string((api.lsl_child_value_n)(ch, lsl::cstr("type").as_ptr())).to_ascii_lowercase(),
                 });
                 ch = (api.lsl_next_sibling)(ch);
             }
@@ -245,7 +247,7 @@ fn schema_with(channels: usize, rate: f64, labels: &[Channel]) -> Arc<Schema> {
                 } else {
                     Channel {
                         name: format!("ch{}", i + 1),
-                        unit: String::new(),
+                        ..Channel::default()
                     }
                 }
             })

@@ -52,6 +52,10 @@ pub struct PushSourceConfig {
     /// signal: unit of every channel (the engine's signals are in µV).
     #[serde(default = "default_unit")]
     pub unit: String,
+    /// signal: each channel's type (`eeg`, `mag`, `grad`, `eog`, `emg`, `ecg`, `stim`,
+    /// `misc`, ...), one per channel; empty: unknown.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub channel_types: Vec<String>,
     /// activations: width of each row.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub d_model: Option<usize>,
@@ -100,15 +104,27 @@ impl PushSourceConfig {
                 if self.d_model.is_some() {
                     return Err("`d_model` applies to layout \"activations\"; signals take `channels`".into());
                 }
-                Ok(Schema::signal(&self.channels, &self.unit, rate))
+                if !self.channel_types.is_empty() && self.channel_types.len() != self.channels.len() {
+                    return Err(format!(
+                        "`channel_types` has {} entries for {} channels",
+                        self.channel_types.len(),
+                        self.channels.len()
+                    ));
+                }
+                let mut schema = Schema::signal(&self.channels, &self.unit, rate);
+                for (c, kind) in schema.channels.iter_mut().zip(&self.channel_types) {
+                    neurostream_engine::schema::check_channel_type(kind)?;
+                    c.kind = kind.clone();
+                }
+                Ok(schema)
             }
             PushLayout::Activations => {
                 let d = self.d_model.ok_or("layout \"activations\" needs `d_model`")?;
                 if d == 0 {
                     return Err("`d_model` must be at least 1".into());
                 }
-                if !self.channels.is_empty() || self.sample_rate.is_some() {
-                    return Err("`channels` and `sample_rate` apply to layout \"signal\"".into());
+                if !self.channels.is_empty() || self.sample_rate.is_some() || !self.channel_types.is_empty() {
+                    return Err("`channels`, `channel_types` and `sample_rate` apply to layout \"signal\"".into());
                 }
                 Ok(Schema::activation(d, self.model.clone(), self.layer.clone()))
             }

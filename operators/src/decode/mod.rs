@@ -319,16 +319,16 @@ impl OperatorKind for DecodeKind {
         let mut channels: Vec<Channel> = (0..n)
             .map(|k| Channel {
                 name: format!("csp{k}"),
-                unit: String::new(),
+                ..Channel::default()
             })
             .collect();
         channels.extend(model.classes.iter().map(|c| Channel {
             name: format!("p:{c}"),
-            unit: String::new(),
+            ..Channel::default()
         }));
         channels.push(Channel {
             name: "class".into(),
-            unit: String::new(),
+            ..Channel::default()
         });
         Ok(Arc::new(Decode {
             schema: Arc::new(Schema {

@@ -138,6 +138,7 @@ impl SourceKind for EdfSourceKind {
                 .map(|&i| Channel {
                     name: h.signals[i].label.clone(),
                     unit: h.signals[i].unit.clone(),
+                    kind: neurostream_engine::schema::channel_type_from_label(&h.signals[i].label),
                 })
                 .collect(),
         });

@@ -115,6 +115,7 @@ impl OperatorKind for BandpowerKind {
                 channels.push(Channel {
                     name: format!("{}:{b}", c.name),
                     unit: unit.clone(),
+                    kind: c.kind.clone(),
                 });
             }
             if cfg.relative {
@@ -122,6 +123,7 @@ impl OperatorKind for BandpowerKind {
                     channels.push(Channel {
                         name: format!("{}:{b}:rel", c.name),
                         unit: String::new(),
+                        kind: c.kind.clone(),
                     });
                 }
             }

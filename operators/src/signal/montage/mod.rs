@@ -233,6 +233,7 @@ impl OperatorKind for RerefKind {
                     channels.push(Channel {
                         name: pair.clone(),
                         unit: input.channels[a].unit.clone(),
+                        kind: input.channels[a].kind.clone(),
                     });
                 }
                 (channels, m)
