@@ -51,8 +51,9 @@ pub struct Channel {
     /// Physical unit (`uV`, `V`), empty when unitless.
     pub unit: String,
     /// Channel type in MNE's vocabulary (`eeg`, `mag`, `grad`, `eog`, `emg`, `ecg`, `stim`,
-    /// `misc`, ...), empty when unknown.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    /// `misc`, ...), empty when unknown. Always serialized: frames cross processes in bincode,
+    /// which cannot skip fields.
+    #[serde(default)]
     pub kind: String,
 }
 
