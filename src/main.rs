@@ -683,7 +683,7 @@ fn run_compiled_live(
         progress: Some(progress),
         metrics,
         checkpoint: live.checkpoint,
-        stop: None,
+        stop: Some(interrupt_flag()),
     };
     let result = neurostream::run(pipeline, options);
     if let Some((stop, handle)) = status {
@@ -697,7 +697,32 @@ fn run_compiled_live(
     }
     let report = result.with_context(|| format!("{what} failed"))?;
     print_report(&report);
+    if report.stopped {
+        eprintln!("stopped by Ctrl-C: the sources ended early; everything read was processed and written");
+        std::process::exit(130);
+    }
     Ok(())
+}
+
+/// Set by the first Ctrl-C (SIGINT): runs stop their sources and finish their outputs
+/// (with checkpoints: stop as after a crash, resumable). A second Ctrl-C exits at once.
+fn interrupt_flag() -> Arc<std::sync::atomic::AtomicBool> {
+    static FLAG: std::sync::OnceLock<Arc<std::sync::atomic::AtomicBool>> = std::sync::OnceLock::new();
+    FLAG.get_or_init(|| {
+        let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let f = flag.clone();
+        let installed = ctrlc::set_handler(move || {
+            if f.swap(true, Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+            eprintln!("Ctrl-C: stopping (the sources end now, outputs are finished); Ctrl-C again to quit at once");
+        });
+        if let Err(e) = installed {
+            tracing::warn!("Ctrl-C will end the process without finishing outputs: {e}");
+        }
+        flag
+    })
+    .clone()
 }
 
 type ProgressHandle = (

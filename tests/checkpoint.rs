@@ -595,3 +595,85 @@ fn temporary_files_of_killed_runs_are_removed_and_reported() {
         "{err}"
     );
 }
+
+/// Ctrl-C (SIGINT) on `neurostream run`: the sources end, every row read so far is written,
+/// the Parquet file is complete and final, and the process exits with 130.
+#[test]
+fn ctrl_c_stops_a_run_with_complete_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("p.toml"),
+        r#"
+[sources.eeg]
+kind = "synthetic_eeg"
+channels = 8
+sample_rate = 1000.0
+seconds = 3600.0
+speed = 1.0
+chunk = 100
+
+[operators.bp]
+kind = "butterworth"
+input = "eeg"
+btype = "bandpass"
+order = 4
+cutoff = [1.0, 40.0]
+
+[sinks.out]
+kind = "parquet"
+input = "bp"
+path = "out.parquet"
+"#,
+    )
+    .unwrap();
+    let mut child = Command::new(bin())
+        .args(["run", "--quiet", "p.toml"])
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(2000));
+    let sent = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(sent.success());
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the run did not stop after Ctrl-C"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(130), "{text}");
+    assert!(text.contains("stopped by Ctrl-C"), "{text}");
+    let batches = read_parquet(&dir.path().join("out.parquet"));
+    let samples: Vec<i64> = batches
+        .iter()
+        .flat_map(|b| {
+            b.column_by_name("sample")
+                .unwrap()
+                .as_any()
+                .downcast_ref::<arrow::array::Int64Array>()
+                .unwrap()
+                .values()
+                .to_vec()
+        })
+        .collect();
+    assert!(samples.len() > 100, "{} rows", samples.len());
+    assert!(
+        samples.iter().enumerate().all(|(i, &s)| s == i as i64),
+        "rows missing or out of order"
+    );
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| n != "p.toml" && n != "out.parquet")
+        .collect();
+    assert!(left.is_empty(), "temporary files left: {left:?}");
+}

@@ -17,7 +17,11 @@ from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Se
 
 import numpy as np
 
-from . import _native
+# The engine picks its Vulkan adapter itself; Mesa's device-select layer only prints
+# "XDG_RUNTIME_DIR is invalid" on headless machines while probing (as the CLI does).
+os.environ.setdefault("NODEVICE_SELECT", "1")
+
+from . import _native  # noqa: E402
 from .errors import ValidationError
 from .report import NodeReport, Report
 
