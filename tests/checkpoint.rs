@@ -633,7 +633,13 @@ path = "out.parquet"
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(2000));
+    // Wait until the run is writing (its Ctrl-C handler is installed before the run starts).
+    let started = Instant::now();
+    while std::fs::read_dir(dir.path()).unwrap().count() < 2 {
+        assert!(started.elapsed() < Duration::from_secs(60), "the run never started writing");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(1000));
     let sent = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
     assert!(sent.success());
     let started = Instant::now();
