@@ -45,7 +45,11 @@ def test_ctrl_c_stops_cleanly_and_the_interpreter_goes_on(tmp_path):
     )
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "running"
-    time.sleep(1.5)
+    deadline = time.monotonic() + 60
+    while not os.listdir(tmp_path):  # the run is writing once its output's temporary file exists
+        assert time.monotonic() < deadline, "the run never started writing"
+        time.sleep(0.05)
+    time.sleep(1.0)
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 0, stderr
