@@ -106,7 +106,16 @@ struct LslSink {
 }
 
 impl LslSink {
-    fn outlet(&self, name: &str, stream_type: &str, channels: usize, format: i32, labels: &[(String, String)]) -> Result<Handle> {
+    /// An outlet; `labels` gives each channel's (label, unit, type) for the XDF-standard
+    /// `desc/channels/channel` metadata (an empty type is left out).
+    fn outlet(
+        &self,
+        name: &str,
+        stream_type: &str,
+        channels: usize,
+        format: i32,
+        labels: &[(String, String, String)],
+    ) -> Result<Handle> {
         let api = &self.api;
         let source_id = self.cfg.source_id.clone().unwrap_or_else(|| name.to_string());
         let (n, t, s) = (lsl::cstr(name), lsl::cstr(stream_type), lsl::cstr(&source_id));
@@ -135,10 +144,13 @@ impl LslSink {
         unsafe {
             let desc = (api.lsl_get_desc)(info);
             let chans = (api.lsl_append_child)(desc, lsl::cstr("channels").as_ptr());
-            for (label, unit) in labels {
+            for (label, unit, kind) in labels {
                 let ch = (api.lsl_append_child)(chans, lsl::cstr("channel").as_ptr());
                 (api.lsl_append_child_value)(ch, lsl::cstr("label").as_ptr(), lsl::cstr(label).as_ptr());
                 (api.lsl_append_child_value)(ch, lsl::cstr("unit").as_ptr(), lsl::cstr(unit).as_ptr());
+                if !kind.is_empty() {
+                    (api.lsl_append_child_value)(ch, lsl::cstr("type").as_ptr(), lsl::cstr(kind).as_ptr());
+                }
             }
         }
         // SAFETY: valid info; the outlet copies it.
@@ -160,11 +172,11 @@ impl Sink for LslSink {
         Placement::Single
     }
     fn open(&self, _worker: WorkerPos) -> Result<Box<dyn SinkWriter>> {
-        let labels: Vec<(String, String)> = self
+        let labels: Vec<(String, String, String)> = self
             .schema
             .channels
             .iter()
-            .map(|c| (c.name.clone(), c.unit.clone()))
+            .map(|c| (c.name.clone(), c.unit.clone(), c.kind.clone()))
             .collect();
         let outlet = self.outlet(
             &self.cfg.name,

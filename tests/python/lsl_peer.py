@@ -11,6 +11,7 @@
       pass without a sample), saves the samples, the channel labels and the marker strings of
       NAME-markers (when it exists) to OUT.npz, and disconnects.
 """
+import json
 import sys
 import time
 
@@ -26,6 +27,7 @@ def outlet(name, seconds, out, skip_from="-1"):
         ch = chans.append_child("channel")
         ch.append_child_value("label", f"C{c + 1}")
         ch.append_child_value("unit", "uV")
+        ch.append_child_value("type", "EEG")
     out_sig = pylsl.StreamOutlet(info, 10, 360)
     out_mk = pylsl.StreamOutlet(pylsl.StreamInfo(name + "-markers", "Markers", 1, 0, "string", name + "-mk"))
     if not out_sig.wait_for_consumers(20.0):
@@ -58,9 +60,10 @@ def inlet(name, out, want_rows="0", want_marks="0"):
     inl = pylsl.StreamInlet(streams[0], max_buflen=3600)
     info = inl.info(5.0)
     ch = info.desc().child("channels").child("channel")
-    labels = []
+    labels, types = [], []
     while not ch.empty():
         labels.append(ch.child_value("label"))
+        types.append(ch.child_value("type"))
         ch = ch.next_sibling()
     mk_streams = pylsl.resolve_byprop("name", name + "-markers", 1, 2.0)
     mk = pylsl.StreamInlet(mk_streams[0]) if mk_streams else None
@@ -82,7 +85,7 @@ def inlet(name, out, want_rows="0", want_marks="0"):
                 if s is None:
                     break
                 marks.append(s[0])
-    np.savez(out, data=np.array(rows, dtype=np.float32), labels=np.array(labels), marks=np.array(marks))
+    np.savez(out, data=np.array(rows, dtype=np.float32), labels=np.array(labels), types=np.array(types), marks=np.array(marks))
 
 
 if __name__ == "__main__" and not sys.argv[1].startswith("check"):
@@ -96,6 +99,9 @@ def check_inlet(sent, ours):
     t = pq.read_table(ours)
     cols = [f"C{c + 1}" for c in range(8)]
     assert [c for c in t.column_names if c.startswith("C")] == cols, t.column_names
+    meta = t.schema.metadata
+    assert json.loads(meta[b"neurostream.channel_types"]) == ["eeg"] * 8, meta.get(b"neurostream.channel_types")
+    assert json.loads(meta[b"neurostream.units"]) == ["uV"] * 8, meta.get(b"neurostream.units")
     got = np.stack([t.column(c).to_numpy() for c in cols], axis=1)
     assert got.shape == s["data"].shape, f"{got.shape} samples vs {s['data'].shape} sent"
     assert (got == s["data"]).all(), "sample values differ"
@@ -114,6 +120,9 @@ def check_outlet(got, ref, markers):
     cols = [c for c in t.column_names if c not in ("time", "sample", "marker")]
     want = np.stack([t.column(c).to_numpy() for c in cols], axis=1)
     assert list(g["labels"]) == cols, f"labels {list(g['labels'])} vs {cols}"
+    meta = t.schema.metadata
+    want_types = json.loads(meta.get(b"neurostream.channel_types", b"[]")) or [""] * len(cols)
+    assert list(g["types"]) == want_types, f"types {list(g['types'])} vs {want_types}"
     assert g["data"].shape == want.shape, f"{g['data'].shape} pulled vs {want.shape} written"
     assert (g["data"] == want).all(), "pulled samples differ"
     want_marks = [m for m in t.column("marker").to_pylist() if m] if markers == "yes" else []
