@@ -89,3 +89,56 @@ fn pick_and_rereference_equal_numpy_on_both_backends() {
     let e = run_err(d, &["run", "p.toml"]);
     assert!(e.contains("no channel `Cz`"), "{e}");
 }
+
+/// `pick` by channel type: EDF+ labels name their type (`EEG Fpz-Cz`, `EOG horizontal`), the
+/// schema carries it, and `types` keeps those channels, writing their types to the Parquet
+/// metadata. An input without types is a clear error.
+#[test]
+fn pick_by_channel_type() {
+    let psg = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/data/eeg/short_psg.edf");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for (types, prefix) in [("[\"eeg\"]", "EEG"), ("[\"eog\", \"emg\"]", "EOG")] {
+        std::fs::write(
+            d.join("p.toml"),
+            format!(
+                "[sources.psg]\nkind = \"edf\"\npath = \"{psg}\"\n\n[operators.m]\nkind = \"pick\"\ninput = \"psg\"\ntypes = {types}\n\n\
+                 [sinks.out]\nkind = \"parquet\"\ninput = \"m\"\npath = \"out.parquet\"\n"
+            ),
+        )
+        .unwrap();
+        run_ok(d, &["run", "--quiet", "p.toml"]);
+        let file = std::fs::File::open(d.join("out.parquet")).unwrap();
+        let schema = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap()
+            .schema()
+            .clone();
+        let names: Vec<&str> = schema
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .filter(|n| !["time", "sample", "marker"].contains(n))
+            .collect();
+        assert!(
+            !names.is_empty() && names.iter().all(|n| n.starts_with(prefix)),
+            "{types}: {names:?}"
+        );
+        let meta: Vec<String> = serde_json::from_str(&schema.metadata()["neurostream.channel_types"]).unwrap();
+        let want: Vec<String> = names
+            .iter()
+            .map(|n| n.split(' ').next().unwrap().to_ascii_lowercase())
+            .collect();
+        assert_eq!(meta, want, "{types}");
+    }
+    std::fs::write(
+        d.join("p.toml"),
+        "[sources.eeg]\nkind = \"synthetic_eeg\"\nchannels = 2\nseconds = 1.0\n\n[operators.m]\nkind = \"pick\"\ninput = \"eeg\"\ntypes = [\"eeg\"]\n\n\
+         [sinks.out]\nkind = \"parquet\"\ninput = \"m\"\npath = \"out.parquet\"\n",
+    )
+    .unwrap();
+    let e = run_err(d, &["run", "p.toml"]);
+    assert!(
+        e.contains("`types` needs channel types") && e.contains("pick them by name"),
+        "{e}"
+    );
+}

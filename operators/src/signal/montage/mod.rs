@@ -1,7 +1,8 @@
 //! `pick` and `reref`: channel selection and re-referencing of signal streams, each a fixed
 //! spatial map (see [`super::spatial`]) built once from the channel names.
 //!
-//! - `pick`: the channels named (labels or glob patterns), in that order; `exclude` drops.
+//! - `pick`: the channels named (labels or glob patterns), in that order; `exclude` drops;
+//!   `types` keeps only channels of those types (`eeg`, `eog`, `mag`, ...).
 //! - `reref`, `method = "average"`: each channel minus the mean of all (common average
 //!   reference, as MNE's `set_eeg_reference("average")`); channels in `exclude` (EOG, EMG,
 //!   triggers) neither join the mean nor change.
@@ -31,6 +32,10 @@ pub struct PickConfig {
     /// Channels to drop, by label or glob pattern.
     #[serde(default)]
     pub exclude: Vec<String>,
+    /// Keep only channels of these types (`eeg`, `mag`, `grad`, `eog`, ...; from the source's
+    /// channel metadata), applied after `channels` and `exclude`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub types: Vec<String>,
 }
 
 impl NodeConfig for PickConfig {
@@ -123,8 +128,25 @@ impl OperatorKind for PickKind {
             let drop = match_channels(input, p).map_err(fail)?;
             keep.retain(|i| !drop.contains(i));
         }
+        if !cfg.types.is_empty() {
+            for t in &cfg.types {
+                neurostream_engine::schema::check_channel_type(t).map_err(fail)?;
+            }
+            if input.channels.iter().all(|c| c.kind.is_empty()) {
+                return Err(fail(format!(
+                    "`types` needs channel types, and the input's channels have none ({}); pick them by name",
+                    input.channel_names().join(", ")
+                )));
+            }
+            keep.retain(|&i| cfg.types.contains(&input.channels[i].kind));
+        }
         if keep.is_empty() {
-            return Err(fail("no channels left".into()));
+            let types: Vec<String> = input
+                .channels
+                .iter()
+                .map(|c| format!("{} ({})", c.name, if c.kind.is_empty() { "no type" } else { &c.kind }))
+                .collect();
+            return Err(fail(format!("no channels left; the input has {}", types.join(", "))));
         }
         let cin = input.width();
         let mut matrix = vec![0f32; cin * keep.len()];
