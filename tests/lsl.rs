@@ -107,6 +107,29 @@ markers = true
     run_python(&py, "lsl_peer.py", &["check_inlet", &s("sent.npz"), &s("out.parquet")]);
 }
 
+/// An outlet in volts that states its unit as MNE-LSL does (`0`: the SI unit, volts) reads as
+/// µV, like every other source's EEG.
+#[test]
+fn volts_in_mne_lsl_units_read_as_microvolts() {
+    let Some((py, liblsl)) = setup() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("in.toml"),
+        "[sources.amp]\nkind = \"lsl\"\nname = \"NS_SI\"\nmarkers = \"NS_SI-markers\"\nchunk = 16\nstream_timeout_s = 2.0\n\n\
+         [sinks.out]\nkind = \"parquet\"\ninput = \"amp\"\npath = \"out.parquet\"\nmarkers = true\n",
+    )
+    .unwrap();
+    in_netns(
+        d,
+        &py,
+        &liblsl,
+        r#"$PY $PEER outlet NS_SI 3 sent.npz -1 si & $NS run in.toml; status=$?; wait; exit $status"#,
+    );
+    let s = |n: &str| d.join(n).to_string_lossy().to_string();
+    run_python(&py, "lsl_peer.py", &["check_inlet", &s("sent.npz"), &s("out.parquet"), "si"]);
+}
+
 #[test]
 fn samples_lost_upstream_are_counted_and_reported() {
     let Some((py, liblsl)) = setup() else { return };

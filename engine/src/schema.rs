@@ -72,6 +72,47 @@ pub fn check_channel_type(kind: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The engine's unit for a channel given in `unit` (of channel type `kind`), and the factor
+/// that converts values into it. The engine holds signals in display units: µV for voltages
+/// (`eeg`, `eog`, `emg`, `ecg`, ...), fT for magnetometers, fT/cm for gradiometers. `unit` is
+/// a unit name (`V`, `mV`, `uV`, `µV`, `microvolts`, `T`, `fT`, `T/m`, ...) or, as MNE-LSL
+/// publishes it, the power of ten of the type's SI unit (`0`: volts, `-6`: microvolts).
+/// Anything else is kept as it is, with factor 1.
+pub fn to_engine_unit(unit: &str, kind: &str) -> (String, f64) {
+    let u = unit.trim();
+    let si = |family: &str, exp: i32| -> Option<(String, f64)> {
+        let scale = 10f64.powi(exp);
+        match family {
+            "V" => Some(("uV".into(), scale * 1e6)),
+            "T" => Some(("fT".into(), scale * 1e15)),
+            "T/m" => Some(("fT/cm".into(), scale * 1e13)),
+            _ => None,
+        }
+    };
+    if let Ok(exp) = u.parse::<i32>() {
+        let family = match kind {
+            "mag" => "T",
+            "grad" => "T/m",
+            "eeg" | "eog" | "emg" | "ecg" | "seeg" | "ecog" | "dbs" | "bio" | "" => "V",
+            _ => return (String::new(), 1.0),
+        };
+        return si(family, exp).unwrap_or((u.to_string(), 1.0));
+    }
+    let (family, exp) = match u.to_ascii_lowercase().as_str() {
+        "v" | "volt" | "volts" => ("V", 0),
+        "mv" | "millivolt" | "millivolts" => ("V", -3),
+        "uv" | "µv" | "μv" | "microvolt" | "microvolts" => ("V", -6),
+        "nv" | "nanovolt" | "nanovolts" => ("V", -9),
+        "t" | "tesla" => ("T", 0),
+        "pt" | "picotesla" => ("T", -12),
+        "ft" | "femtotesla" => ("T", -15),
+        "t/m" => ("T/m", 0),
+        "ft/cm" => ("T/m", -13),
+        _ => return (u.to_string(), 1.0),
+    };
+    si(family, exp).unwrap_or((u.to_string(), 1.0))
+}
+
 /// The type an EDF+ label names by its conventional prefix (`EEG Fpz-Cz` → `eeg`, `EOG
 /// horizontal` → `eog`), or empty.
 pub fn channel_type_from_label(label: &str) -> String {
@@ -236,5 +277,44 @@ impl Schema {
                 s
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() <= 1e-9 * b.abs().max(1.0)
+    }
+
+    #[test]
+    fn units_convert_to_display_units() {
+        for (unit, kind, want, factor) in [
+            ("0", "eeg", "uV", 1e6),
+            ("-6", "eeg", "uV", 1.0),
+            ("0", "mag", "fT", 1e15),
+            ("0", "grad", "fT/cm", 1e13),
+            ("microvolts", "eeg", "uV", 1.0),
+            ("µV", "", "uV", 1.0),
+            ("mV", "ecg", "uV", 1e3),
+            ("V", "eeg", "uV", 1e6),
+            ("pT", "mag", "fT", 1e3),
+            ("fT/cm", "grad", "fT/cm", 1.0),
+        ] {
+            let (u, f) = to_engine_unit(unit, kind);
+            assert_eq!(u, want, "{unit} {kind}");
+            assert!(close(f, factor), "{unit} {kind}: {f} vs {factor}");
+        }
+        assert_eq!(to_engine_unit("0", "stim"), (String::new(), 1.0));
+        assert_eq!(to_engine_unit("degC", "temperature"), ("degC".into(), 1.0));
+    }
+
+    #[test]
+    fn edf_label_prefixes_name_types() {
+        assert_eq!(channel_type_from_label("EEG Fpz-Cz"), "eeg");
+        assert_eq!(channel_type_from_label("EOG horizontal"), "eog");
+        assert_eq!(channel_type_from_label("Fp1"), "");
+        assert!(check_channel_type("eeg").is_ok() && check_channel_type("EEG").is_err());
     }
 }

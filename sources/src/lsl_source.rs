@@ -170,9 +170,11 @@ impl SourceKind for LslSourceKind {
             unsafe { (api.lsl_destroy_streaminfo)(info) };
         }
         tracing::info!("lsl: stream `{name}`, {channels} channels at {rate} Hz");
+        let (schema, factors) = schema_with(channels as usize, rate, &labels);
         Ok(Arc::new(LslSource {
             name: ctx.name.into(),
-            schema: schema_with(channels as usize, rate, &labels),
+            schema,
+            factors: factors.iter().any(|&f| f != 1.0).then_some(Arc::new(factors)),
             api,
             prop: prop.into(),
             value,
@@ -235,30 +237,44 @@ fn open_inlet(api: &Api, cfg: &LslSourceConfig, prop: &str, value: &str) -> std:
 }
 
 /// The signal schema of `channels` channels at `rate` Hz named by `labels` (when it names
-/// them all), else `ch1..`.
-fn schema_with(channels: usize, rate: f64, labels: &[Channel]) -> Arc<Schema> {
+/// them all), else `ch1..`, in the engine's units, with the factor per channel that converts
+/// the stream's values into them (volts, or MNE-LSL's power-of-ten units, become µV).
+fn schema_with(channels: usize, rate: f64, labels: &[Channel]) -> (Arc<Schema>, Vec<f32>) {
     let named = labels.len() == channels && labels.iter().all(|c| !c.name.is_empty());
-    Arc::new(Schema {
-        kind: StreamKind::Signal { sample_rate: rate },
-        channels: (0..channels)
-            .map(|i| {
-                if named {
-                    labels[i].clone()
-                } else {
-                    Channel {
-                        name: format!("ch{}", i + 1),
-                        ..Channel::default()
-                    }
+    let mut factors = Vec::with_capacity(channels);
+    let channels = (0..channels)
+        .map(|i| {
+            let mut c = if named {
+                labels[i].clone()
+            } else {
+                Channel {
+                    name: format!("ch{}", i + 1),
+                    ..labels.get(i).cloned().unwrap_or_default()
                 }
-            })
-            .collect(),
-    })
+            };
+            let (unit, factor) = if c.unit.is_empty() {
+                (String::new(), 1.0)
+            } else {
+                neurostream_engine::schema::to_engine_unit(&c.unit, &c.kind)
+            };
+            c.unit = unit;
+            factors.push(factor as f32);
+            c
+        })
+        .collect();
+    let schema = Arc::new(Schema {
+        kind: StreamKind::Signal { sample_rate: rate },
+        channels,
+    });
+    (schema, factors)
 }
 
 /// A configured `lsl` source (the inlet opens in `open`).
 pub struct LslSource {
     name: Arc<str>,
     schema: Arc<Schema>,
+    /// Per channel: the factor into the engine's unit, when any is not 1.
+    factors: Option<Arc<Vec<f32>>>,
     api: Arc<Api>,
     prop: String,
     value: String,
@@ -292,6 +308,7 @@ impl Source for LslSource {
             name: self.name.clone(),
             api: self.api.clone(),
             schema,
+            factors: self.factors.clone(),
             channels: self.channels,
             rate: self.rate,
             cfg: self.cfg.clone(),
@@ -318,6 +335,7 @@ struct LslReader {
     name: Arc<str>,
     api: Arc<Api>,
     schema: Arc<Schema>,
+    factors: Option<Arc<Vec<f32>>>,
     channels: usize,
     rate: f64,
     cfg: LslSourceConfig,
@@ -429,12 +447,15 @@ impl LslReader {
             self.count += 1;
             index.push(i);
         }
-        let frame = Frame::new(
-            self.name.clone(),
-            self.schema.clone(),
-            RowIndex::Samples(index),
-            self.data[..rows * self.channels].to_vec(),
-        )?;
+        let mut values = self.data[..rows * self.channels].to_vec();
+        if let Some(f) = &self.factors {
+            for row in values.chunks_exact_mut(self.channels) {
+                for (v, k) in row.iter_mut().zip(f.iter()) {
+                    *v *= k;
+                }
+            }
+        }
+        let frame = Frame::new(self.name.clone(), self.schema.clone(), RowIndex::Samples(index), values)?;
         self.staged_stamps = stamps.to_vec();
         if let Some(d) = self.cfg.duration_s {
             if self.staged_stamps[rows - 1] - first >= d {

@@ -19,14 +19,15 @@ import numpy as np
 import pylsl
 
 
-def outlet(name, seconds, out, skip_from="-1"):
+def outlet(name, seconds, out, skip_from="-1", units="uV"):
     fs, n_ch = 250.0, 8
     info = pylsl.StreamInfo(name, "EEG", n_ch, fs, "float32", name + "-uid")
     chans = info.desc().append_child("channels")
     for c in range(n_ch):
         ch = chans.append_child("channel")
         ch.append_child_value("label", f"C{c + 1}")
-        ch.append_child_value("unit", "uV")
+        # "si": volts with MNE-LSL's unit convention (the power of ten of the SI unit).
+        ch.append_child_value("unit", "0" if units == "si" else "uV")
         ch.append_child_value("type", "EEG")
     out_sig = pylsl.StreamOutlet(info, 10, 360)
     out_mk = pylsl.StreamOutlet(pylsl.StreamInfo(name + "-markers", "Markers", 1, 0, "string", name + "-mk"))
@@ -48,7 +49,8 @@ def outlet(name, seconds, out, skip_from="-1"):
                 marks.append(stamps[k])
         if s == int(skip_from):
             continue  # a lost chunk: its 10 samples never leave
-        out_sig.push_chunk(data[s:s + 10].tolist(), stamps[s + 9])
+        chunk = data[s:s + 10] * np.float32(1e-6) if units == "si" else data[s:s + 10]
+        out_sig.push_chunk(chunk.tolist(), stamps[s + 9])
     np.savez(out, data=data, stamps=stamps, marks=np.array(marks))
     time.sleep(3.0)
 
@@ -92,7 +94,7 @@ if __name__ == "__main__" and not sys.argv[1].startswith("check"):
     {"outlet": outlet, "inlet": inlet}[sys.argv[1]](*sys.argv[2:])
 
 
-def check_inlet(sent, ours):
+def check_inlet(sent, ours, units="uV"):
     """OURS (Parquet from the `lsl` source) holds exactly the samples SENT, at their times."""
     import pyarrow.parquet as pq
     s = np.load(sent)
@@ -104,7 +106,11 @@ def check_inlet(sent, ours):
     assert json.loads(meta[b"neurostream.units"]) == ["uV"] * 8, meta.get(b"neurostream.units")
     got = np.stack([t.column(c).to_numpy() for c in cols], axis=1)
     assert got.shape == s["data"].shape, f"{got.shape} samples vs {s['data'].shape} sent"
-    assert (got == s["data"]).all(), "sample values differ"
+    if units == "si":
+        # Sent in volts (float32), read back in µV: equal within float32 rounding.
+        np.testing.assert_allclose(got, s["data"], rtol=1e-5, atol=1e-4)
+    else:
+        assert (got == s["data"]).all(), "sample values differ"
     dt = np.abs(t.column("time").to_numpy() - s["stamps"])
     assert dt.max() <= 0.006, f"time column differs from the LSL time stamps by up to {dt.max() * 1e3:.2f} ms"
     rows = [r for r, m in enumerate(t.column("marker").to_pylist()) if m == "stim"]
