@@ -52,8 +52,8 @@ def _markers(inst: Any, n_samples: int) -> List[Tuple[int, str, float]]:
 def from_mne(pipeline: "Pipeline", inst: Any, name: Optional[str] = None, picks: Any = None, **common: Any) -> "PushSource":
     """Adds a source holding an MNE ``Raw`` (data, sampling rate, channel names and types, units,
     annotations as markers) or ``Epochs`` (epochs one after the other, a marker named after
-    each epoch's event at its first sample). Channels must share one unit (pick by type:
-    ``picks="eeg"``)."""
+    each epoch's event at its first sample). Each channel is converted to its display unit, so
+    EEG and MEG channels can come together."""
     import mne
 
     if isinstance(inst, mne.BaseEpochs):
@@ -69,20 +69,17 @@ def from_mne(pipeline: "Pipeline", inst: Any, name: Optional[str] = None, picks:
         markers = _markers(inst, continuous.shape[0])
     else:
         raise TypeError(f"from_mne: expected mne Raw or Epochs, got {type(inst).__name__}")
-    units = {_si_unit(ch) for ch in info["chs"]}
-    if len(units) != 1:
-        raise ValueError(
-            f"from_mne: the channels have several units ({', '.join(sorted(u or 'none' for u in units))}); "
-            "pick channels of one type, e.g. picks='eeg' or picks='mag'"
-        )
-    unit, factor = ENGINE_UNITS[units.pop()]
-    values = np.ascontiguousarray(continuous * factor, dtype=np.float32)
+    # Each channel in its display unit (EEG in µV, magnetometers in fT, gradiometers in fT/cm).
+    converted = [ENGINE_UNITS[_si_unit(ch)] for ch in info["chs"]]
+    units = [u for u, _ in converted]
+    factors = np.array([f for _, f in converted])
+    values = np.ascontiguousarray(continuous * factors[None, :], dtype=np.float32)
     types = [mne.channel_type(info, i) for i in range(len(info["ch_names"]))]
     return pipeline.from_numpy(
         values,
         sfreq=float(info["sfreq"]),
         ch_names=list(info["ch_names"]),
-        unit=unit,
+        unit=units[0] if len(set(units)) == 1 else units,
         ch_types=types,
         markers=markers,
         name=name,

@@ -261,7 +261,7 @@ class Pipeline:
         *,
         channels: Optional[Sequence[str]] = None,
         sfreq: Optional[float] = None,
-        unit: str = "uV",
+        unit: Union[str, Sequence[str]] = "uV",
         ch_types: Optional[Sequence[str]] = None,
         d_model: Optional[int] = None,
         model: Optional[str] = None,
@@ -271,7 +271,8 @@ class Pipeline:
         **common: Any,
     ) -> PushSource:
         """Adds a source fed from Python with :meth:`PushSource.push`: signals
-        (``channels`` names and ``sfreq`` in Hz, values in ``unit``, optional ``ch_types``
+        (``channels`` names and ``sfreq`` in Hz, values in ``unit`` (one for all, or a list with
+        one per channel), optional ``ch_types``
         such as ``eeg`` or ``mag``, one per channel) or activations
         (``d_model``). ``queue`` chunks wait before ``push`` blocks; ``common`` takes the keys
         every source has (``on_invalid``, ``overload``)."""
@@ -282,7 +283,11 @@ class Pipeline:
         if signal:
             if sfreq is None:
                 raise ValueError("push_source: signals need sfreq= (Hz)")
-            cfg.update(layout="signal", channels=[str(c) for c in channels], sample_rate=float(sfreq), unit=unit)
+            cfg.update(layout="signal", channels=[str(c) for c in channels], sample_rate=float(sfreq))
+            if isinstance(unit, str):
+                cfg["unit"] = unit
+            else:
+                cfg["units"] = [str(u) for u in unit]
             if ch_types is not None:
                 cfg["channel_types"] = [str(t) for t in ch_types]
             width = len(cfg["channels"])
@@ -301,7 +306,7 @@ class Pipeline:
         *,
         sfreq: Optional[float] = None,
         ch_names: Optional[Sequence[str]] = None,
-        unit: str = "uV",
+        unit: Union[str, Sequence[str]] = "uV",
         ch_types: Optional[Sequence[str]] = None,
         markers: Optional[Sequence[Tuple[int, str, float]]] = None,
         seq_id: Any = None,

@@ -126,19 +126,25 @@ def test_mne_epochs_in():
     np.testing.assert_allclose(ns.to_numpy(table)[:50], (data[0].T * 1e6).astype(np.float32), rtol=1e-6)
 
 
-def test_mixed_units_need_a_pick():
+def test_eeg_and_meg_together_each_in_its_unit():
+    """A Raw with EEG (V) and magnetometer (T) channels: each channel in its display unit
+    (µV, fT), back to SI with its type by to_mne; picks select as in MNE."""
     mne = pytest.importorskip("mne")
     info = mne.create_info(["EEG1", "MEG1"], 100.0, ch_types=["eeg", "mag"])
-    raw = mne.io.RawArray(np.zeros((2, 100)), info, verbose="error")
-    with pytest.raises(ValueError, match="several units.*picks="):
-        ns.Pipeline().from_mne(raw)
-    src = ns.Pipeline().from_mne(raw, picks="mag")
-    assert src.width == 1
+    data = np.stack([np.linspace(-5e-5, 5e-5, 100), np.linspace(-1e-12, 1e-12, 100)])
+    raw = mne.io.RawArray(data, info, verbose="error")
     p = ns.Pipeline()
-    raw._data[1] = np.linspace(-1e-12, 1e-12, 100)  # tesla
-    table = p.collect(p.from_mne(raw, picks="mag"))
-    assert table.schema.metadata[b"neurostream.units"] == b'["fT"]'
-    np.testing.assert_allclose(ns.to_numpy(table)[:, 0], np.linspace(-1000, 1000, 100), rtol=1e-6)
+    table = p.collect(p.from_mne(raw))
+    assert table.schema.metadata[b"neurostream.units"] == b'["uV","fT"]'
+    assert table.schema.metadata[b"neurostream.channel_types"] == b'["eeg","mag"]'
+    np.testing.assert_allclose(ns.to_numpy(table), np.stack([np.linspace(-50, 50, 100), np.linspace(-1000, 1000, 100)], 1), rtol=1e-6)
     back = ns.to_mne(table)
-    assert back.get_channel_types() == ["mag"]
-    np.testing.assert_allclose(back.get_data()[0], raw.get_data(picks="mag")[0], rtol=1e-6, atol=1e-20)
+    assert back.get_channel_types() == ["eeg", "mag"]
+    np.testing.assert_allclose(back.get_data(), raw.get_data(), rtol=1e-6, atol=1e-20)
+    p = ns.Pipeline()
+    only = p.collect(p.from_mne(raw, picks="mag"))
+    assert only.schema.metadata[b"neurostream.units"] == b'["fT"]'
+    p = ns.Pipeline()
+    p.push_source(channels=["a", "b"], sfreq=10.0, unit=["uV"], name="bad")
+    with pytest.raises(ns.ValidationError, match="`units` has 1 entries for 2 channels"):
+        p.start()

@@ -52,6 +52,10 @@ pub struct PushSourceConfig {
     /// signal: unit of every channel (the engine's signals are in µV).
     #[serde(default = "default_unit")]
     pub unit: String,
+    /// signal: each channel's unit, one per channel, instead of `unit` (e.g. EEG in µV and
+    /// magnetometers in fT in one stream).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub units: Vec<String>,
     /// signal: each channel's type (`eeg`, `mag`, `grad`, `eog`, `emg`, `ecg`, `stim`,
     /// `misc`, ...), one per channel; empty: unknown.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -111,10 +115,20 @@ impl PushSourceConfig {
                         self.channels.len()
                     ));
                 }
+                if !self.units.is_empty() && self.units.len() != self.channels.len() {
+                    return Err(format!(
+                        "`units` has {} entries for {} channels",
+                        self.units.len(),
+                        self.channels.len()
+                    ));
+                }
                 let mut schema = Schema::signal(&self.channels, &self.unit, rate);
                 for (c, kind) in schema.channels.iter_mut().zip(&self.channel_types) {
                     neurostream_engine::schema::check_channel_type(kind)?;
                     c.kind = kind.clone();
+                }
+                for (c, unit) in schema.channels.iter_mut().zip(&self.units) {
+                    c.unit = unit.clone();
                 }
                 Ok(schema)
             }
@@ -123,8 +137,12 @@ impl PushSourceConfig {
                 if d == 0 {
                     return Err("`d_model` must be at least 1".into());
                 }
-                if !self.channels.is_empty() || self.sample_rate.is_some() || !self.channel_types.is_empty() {
-                    return Err("`channels`, `channel_types` and `sample_rate` apply to layout \"signal\"".into());
+                if !self.channels.is_empty()
+                    || self.sample_rate.is_some()
+                    || !self.channel_types.is_empty()
+                    || !self.units.is_empty()
+                {
+                    return Err("`channels`, `channel_types`, `units` and `sample_rate` apply to layout \"signal\"".into());
                 }
                 Ok(Schema::activation(d, self.model.clone(), self.layer.clone()))
             }
