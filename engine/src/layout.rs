@@ -294,8 +294,9 @@ pub fn frame_to_batch(frame: &Frame, target: &Arc<ArrowSchema>, opts: &EncodeOpt
 /// [`frame_to_batch`], consuming the frame: activation values move into the Arrow array
 /// instead of being copied (collecting large outputs in memory).
 pub fn frame_into_batch(mut frame: Frame, target: &Arc<ArrowSchema>, opts: &EncodeOptions) -> Result<RecordBatch, String> {
-    let data = std::mem::take(&mut frame.data);
-    encode_frame(&frame, Some(data), target, opts)
+    // Only activations keep their values as one buffer; other layouts are read column by column.
+    let data = matches!(frame.schema.kind, StreamKind::Activation { .. }).then(|| std::mem::take(&mut frame.data));
+    encode_frame(&frame, data, target, opts)
 }
 
 /// Encodes `frame`, whose values are `data` when given (moved out of it), else its own.
@@ -305,12 +306,6 @@ fn encode_frame(
     target: &Arc<ArrowSchema>,
     opts: &EncodeOptions,
 ) -> Result<RecordBatch, String> {
-    if data.is_some() && !matches!(frame.schema.kind, StreamKind::Activation { .. }) {
-        // Only activations move their values; the other layouts are read column by column.
-        let mut f = frame.clone();
-        f.data = data.unwrap_or_default();
-        return encode_frame(&f, None, target, opts);
-    }
     let rows = frame.rows();
     let w = frame.width();
     let mut cols: Vec<ArrayRef> = Vec::new();

@@ -13,6 +13,7 @@ import os
 import re
 import sys
 import threading
+import time
 from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -539,13 +540,12 @@ class RunHandle:
         waiting stops the run cleanly, then raises KeyboardInterrupt; an exception raised by
         the ``progress`` callback stops it the same way and propagates."""
         show = _progress_display(progress, self._run)
-        waited = 0.0
+        deadline = None if timeout is None else time.monotonic() + timeout
         try:
             while not self._run.wait(0.1):
-                waited += 0.1
                 if show:
                     show(False)
-                if timeout is not None and waited >= timeout:
+                if deadline is not None and time.monotonic() >= deadline:
                     return None
         except BaseException:
             # Ctrl-C, or an exception from the progress callback: stop cleanly, then re-raise.

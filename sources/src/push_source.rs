@@ -242,11 +242,6 @@ pub fn producer(name: &str, capacity: usize) -> Producer {
     }
 }
 
-/// Forgets the queue called `name` if no source took it (a run that failed before starting).
-pub fn discard(name: &str) {
-    queues().lock().unwrap().remove(name);
-}
-
 /// Why a push did not go through.
 #[derive(Debug, PartialEq, Eq)]
 pub enum PushError {
