@@ -139,7 +139,7 @@ fn wrong_d_in_and_missing_tensors_are_clear_errors() {
     std::fs::write(d.join("p.toml"), pipeline("cpu")).unwrap();
     let err = run_err(d, &["validate", "p.toml"]);
     assert!(
-        err.contains("[operators.enc]: shape mismatch: the SAE at")
+        err.contains("[operators.enc] shape mismatch: the SAE at")
             && err.contains("has d_in = 32 but its input has d_model = 48"),
         "{err}"
     );

@@ -25,7 +25,7 @@ fn unknown_operator_kind() {
         "{SOURCE}[operators.f]\nkind = \"bandpass_magic\"\ninput = \"eeg\"\n[sinks.o]\nkind = \"console\"\ninput = \"eeg\"\n"
     ));
     assert!(
-        p.contains("DIR/p.toml:5: [operators.f]: unknown operator kind `bandpass_magic` (known: "),
+        p.contains("DIR/p.toml:5:1: [operators.f] unknown operator kind `bandpass_magic` (known: "),
         "{p}"
     );
     assert!(p.contains("normalize") && p.contains("sae_encode"), "{p}");
@@ -34,7 +34,7 @@ fn unknown_operator_kind() {
 #[test]
 fn unknown_key_names_its_line() {
     let p = problems("[sources.eeg]\nkind = \"synthetic_eeg\"\nchanels = 32\n[sinks.o]\nkind = \"console\"\ninput = \"eeg\"\n");
-    assert!(p.contains("DIR/p.toml:3: [sources.eeg]: unknown field `chanels`"), "{p}");
+    assert!(p.contains("DIR/p.toml:3:1: [sources.eeg] unknown field `chanels`"), "{p}");
 }
 
 #[test]
@@ -51,9 +51,9 @@ fn missing_and_dangling_inputs() {
     let p = problems(&format!(
         "{SOURCE}[operators.a]\nkind = \"normalize\"\nmethod = \"l2\"\n[operators.b]\nkind = \"normalize\"\nmethod = \"l2\"\ninput = \"nowhere\"\n[sinks.o]\nkind = \"console\"\ninput = \"eeg\"\n"
     ));
-    assert!(p.contains("[operators.a]: missing key `input`"), "{p}");
+    assert!(p.contains("p.toml:4:1: [operators.a] missing key `input`"), "{p}");
     assert!(
-        p.contains("p.toml:10: [operators.b]: input `nowhere` is not a source or operator"),
+        p.contains("p.toml:10:1: [operators.b] input `nowhere` is not a source or operator"),
         "{p}"
     );
 }
@@ -72,7 +72,7 @@ fn shape_mismatch_between_operator_and_input() {
         "{SOURCE}[operators.n]\nkind = \"normalize\"\nmethod = \"running_zscore\"\ninput = \"eeg\"\nchannels = 64\n[sinks.o]\nkind = \"console\"\ninput = \"n\"\n"
     ));
     assert!(
-        p.contains("p.toml:8: [operators.n]: shape mismatch: expects 64 channels (key `channels`) but its input has 32"),
+        p.contains("p.toml:8:1: [operators.n] shape mismatch: expects 64 channels (key `channels`) but its input has 32"),
         "{p}"
     );
 }
@@ -111,7 +111,7 @@ fn duplicate_names_no_sinks_and_syntax_errors() {
     assert!(p.contains("name `a` is already used by [sources.a]"), "{p}");
     assert!(p.contains("pipeline has no sinks"), "{p}");
     let p = problems("[sources.a]\nkind = \"synthetic_eeg\"\nchannels = = 3\n");
-    assert!(p.contains("line 3"), "{p}");
+    assert!(p.contains("p.toml:3:12: "), "{p}");
 }
 
 #[test]
@@ -120,7 +120,7 @@ fn missing_parquet_input_is_reported_at_validation() {
         "[sources.a]\nkind = \"parquet\"\npath = \"nothing-here.parquet\"\n[sinks.o]\nkind = \"console\"\ninput = \"a\"\n",
     );
     assert!(
-        p.contains("[sources.a]: `path` DIR/nothing-here.parquet does not exist"),
+        p.contains("DIR/p.toml:3:1: [sources.a] `path` DIR/nothing-here.parquet does not exist"),
         "{p}"
     );
 }
@@ -135,7 +135,7 @@ fn cli_validate_exits_nonzero_with_the_problems() {
     .unwrap();
     let err = common::run_err(dir.path(), &["validate", "bad.toml"]);
     assert!(
-        err.contains("bad.toml:3: [sources.a]: key `channels`: invalid type: string \"many\", expected usize"),
+        err.contains("bad.toml:3:1: [sources.a] key `channels`: invalid type: string \"many\", expected usize"),
         "{err}"
     );
     assert!(err.contains("pipeline has no sinks"), "{err}");
@@ -185,13 +185,13 @@ fn every_unknown_key_of_every_node_is_reported_at_its_line_with_suggestions() {
         "[source.psg]\nkind = \"synthetic_eeg\"\n\n[sources.eeg]\nkind = \"synthetic_eeg\"\nchanels = 4\nsecs = 2\n\n[operators.a]\nkind = \"normalize\"\ninput = \"eeg\"\nmethd = \"l2\"\n\n[operators.b]\nkind = \"normalise\"\ninput = \"eeg\"\n\n[operators.c]\nkind = \"butterworth\"\ninput = \"eeg\"\nordr = 4\n\n[sinks.out]\nkind = \"parquet\"\ninput = \"a\"\npath = \"x.parquet\"\n",
     );
     for expected in [
-        "DIR/p.toml:1: unknown top-level key `source`; did you mean `sources`?",
-        "DIR/p.toml:6: [sources.eeg]: unknown field `chanels`; did you mean `channels`?",
-        "DIR/p.toml:7: [sources.eeg]: unknown field `secs`",
+        "DIR/p.toml:1:1: unknown top-level key `source`; did you mean `sources`?",
+        "DIR/p.toml:6:1: [sources.eeg] unknown field `chanels`; did you mean `channels`?",
+        "DIR/p.toml:7:1: [sources.eeg] unknown field `secs`",
         // Downstream of a source that failed: its keys are still checked.
-        "DIR/p.toml:12: [operators.a]: unknown field `methd`; did you mean `method`?",
-        "DIR/p.toml:15: [operators.b]: unknown operator kind `normalise`; did you mean `normalize`?",
-        "DIR/p.toml:21: [operators.c]: unknown field `ordr`; did you mean `order`?",
+        "DIR/p.toml:12:1: [operators.a] unknown field `methd`; did you mean `method`?",
+        "DIR/p.toml:15:1: [operators.b] unknown operator kind `normalise`; did you mean `normalize`?",
+        "DIR/p.toml:21:1: [operators.c] unknown field `ordr`; did you mean `order`?",
     ] {
         assert!(p.contains(expected), "missing `{expected}` in:\n{p}");
     }
@@ -200,8 +200,16 @@ fn every_unknown_key_of_every_node_is_reported_at_its_line_with_suggestions() {
         "[pipeline]\nworkres = 2\n[sources.eeg]\nkind = \"synthetic_eeg\"\n[sinks.o]\nkind = \"console\"\ninput = \"eeg\"\n",
     );
     assert!(
-        pipeline.contains("DIR/p.toml:1: [pipeline]: unknown field `workres`") && pipeline.contains("did you mean `workers`?"),
+        pipeline.contains("DIR/p.toml:2:1: [pipeline] unknown field `workres`") && pipeline.contains("did you mean `workers`?"),
         "{pipeline}"
+    );
+    let two = problems(
+        "[pipeline]\nworkres = 2\n  devise = \"cpu\"\n[sources.eeg]\nkind = \"synthetic_eeg\"\n[sinks.o]\nkind = \"console\"\ninput = \"eeg\"\n",
+    );
+    assert!(two.contains("DIR/p.toml:2:1: [pipeline] unknown field `workres`"), "{two}");
+    assert!(
+        two.contains("DIR/p.toml:3:3: [pipeline] unknown field `devise`; did you mean `device`?"),
+        "{two}"
     );
 }
 
@@ -239,4 +247,54 @@ fn normalized_signals_are_unitless() {
         "a z-score has no unit: {:?}",
         units("z")
     );
+}
+
+/// The case from the issue: a misspelt section, so the operator's input does not resolve,
+/// two misspelt keys in that operator and one in the next: every problem at its key, no
+/// false cycle.
+#[test]
+fn keys_of_operators_whose_input_does_not_resolve_are_still_checked_and_no_false_cycle() {
+    let p = problems(
+        "[source.psg]\nkind = \"synthetic_eeg\"\n\n[operators.f]\nkind = \"butterworth\"\ninput = \"psg\"\ncutof = 0.5\nordr = 4\n\n[operators.g]\nkind = \"reref\"\ninput = \"f\"\n  bogus = 1\n\n[sinks.out]\nkind = \"parquet\"\ninput = \"g\"\npath = \"o.parquet\"\n",
+    );
+    for expected in [
+        "DIR/p.toml:1:1: unknown top-level key `source`; did you mean `sources`?",
+        "DIR/p.toml:6:1: [operators.f] input `psg` is not a source or operator",
+        "DIR/p.toml:7:1: [operators.f] unknown field `cutof`; did you mean `cutoff`?",
+        "DIR/p.toml:8:1: [operators.f] unknown field `ordr`; did you mean `order`?",
+        "DIR/p.toml:13:3: [operators.g] unknown field `bogus`",
+    ] {
+        assert!(p.contains(expected), "missing `{expected}` in:\n{p}");
+    }
+    assert!(!p.contains("cycle"), "{p}");
+}
+
+#[test]
+fn a_cycle_is_named_once_with_its_members_and_what_hangs_off_it_is_not_a_cycle() {
+    let p = problems(&format!(
+        "{SOURCE}[operators.a]\nkind = \"normalize\"\nmethod = \"l2\"\ninput = \"c\"\n[operators.b]\nkind = \"normalize\"\nmethod = \"l2\"\ninput = \"a\"\n[operators.c]\nkind = \"normalize\"\nmethod = \"l2\"\ninput = \"b\"\n[operators.d]\nkind = \"normalize\"\nmethod = \"l2\"\ninput = \"c\"\n[sinks.o]\nkind = \"console\"\ninput = \"d\"\n"
+    ));
+    assert_eq!(p.matches("cycle among operators").count(), 1, "{p}");
+    assert!(
+        p.contains("p.toml:7:1: [operators.a] cycle among operators: [operators.a] -> [operators.c] -> [operators.b]"),
+        "{p}"
+    );
+    assert!(!p.contains("[operators.d] ->") && !p.contains("-> [operators.d]"), "{p}");
+}
+
+#[test]
+fn every_missing_channel_is_named_at_its_key_with_the_nearest_label() {
+    let p = problems(&format!(
+        "{SOURCE}[operators.p]\nkind = \"pick\"\ninput = \"eeg\"\n  channels = [\"fp1\", \"Fzz\", \"Nope\"]\n[sinks.o]\nkind = \"console\"\ninput = \"p\"\n"
+    ));
+    assert!(
+        p.contains("p.toml:7:3: [operators.p] key `channels`: no channel `Fzz` in the input; did you mean `Fz`?"),
+        "{p}"
+    );
+    assert!(
+        p.contains("p.toml:7:3: [operators.p] key `channels`: no channel `Nope` in the input; it has: Fp1"),
+        "{p}"
+    );
+    // Labels match case-sensitively, as in MNE.
+    assert!(p.contains("no channel `fp1` in the input; did you mean `Fp1`?"), "{p}");
 }

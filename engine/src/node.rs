@@ -482,25 +482,31 @@ fn expected_fields(message: &str) -> Option<Vec<String>> {
     Some(expected.split('`').skip(1).step_by(2).map(str::to_string).collect())
 }
 
-/// `; did you mean …?` for an unknown-field error message whose field is a near miss.
-pub(crate) fn unknown_field_hint(message: &str) -> Option<String> {
-    let expected = expected_fields(message)?;
-    let field = message.strip_prefix("unknown field `")?.split('`').next()?;
-    Some(crate::suggest::hint(field, expected.iter().map(String::as_str)))
-}
-
 /// Every key of `config` that is not one of `expected`, each its own problem with a suggestion.
 fn unknown_keys(config: &ConfigTable, expected: &[String], label: &str) -> crate::error::EngineError {
+    let problems = unknown_key_messages(config, expected)
+        .into_iter()
+        .map(|m| format!("{label}: {m}"))
+        .collect();
+    crate::error::EngineError::Invalid(problems)
+}
+
+/// When `message` is serde's unknown-field error for `config`: one message for every key of
+/// `config` that is not a field (serde stops at the first).
+pub(crate) fn unknown_keys_of(config: &ConfigTable, message: &str) -> Option<Vec<String>> {
+    Some(unknown_key_messages(config, &expected_fields(message)?))
+}
+
+fn unknown_key_messages(config: &ConfigTable, expected: &[String]) -> Vec<String> {
     let listed = expected.iter().map(|e| format!("`{e}`")).collect::<Vec<_>>().join(", ");
-    let problems: Vec<String> = config
+    config
         .keys()
         .filter(|k| !expected.contains(k))
         .map(|k| {
             let hint = crate::suggest::hint(k, expected.iter().map(String::as_str));
-            format!("{label}: unknown field `{k}`{hint} (expected one of {listed})")
+            format!("unknown field `{k}`{hint} (expected one of {listed})")
         })
-        .collect();
-    crate::error::EngineError::Invalid(problems)
+        .collect()
 }
 
 /// Serde helper for config keys that take a list but accept a single value where that is

@@ -73,10 +73,83 @@ pub struct NodeSpec {
     pub overload: Overload,
     /// The remaining, kind-specific keys.
     pub config: toml::Table,
-    /// Line of the node's header in the file (1-based), when parsed from a file.
-    pub line: Option<usize>,
-    /// Line of each key in the file, when parsed from a file.
-    pub key_lines: BTreeMap<String, usize>,
+    /// Where the node's header is in the file, when parsed from text.
+    pub position: Option<Position>,
+    /// Where each key is in the file, when parsed from text.
+    pub key_positions: BTreeMap<String, Position>,
+}
+
+/// A place in pipeline text: 1-based line and column (in characters).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Position {
+    /// Line, counted from 1.
+    pub line: usize,
+    /// Column, counted from 1, in characters.
+    pub col: usize,
+}
+
+impl Position {
+    /// The position of byte `offset` of `text`.
+    pub fn of(text: &str, offset: usize) -> Position {
+        let offset = floor_char_boundary(text, offset);
+        let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+        Position {
+            line: text[..offset].bytes().filter(|&b| b == b'\n').count() + 1,
+            col: text[line_start..offset].chars().count() + 1,
+        }
+    }
+
+    /// The position of `key` written on the line of byte `value_offset` (its value), before
+    /// the value; the value's own position when the key is not found there (dotted keys).
+    fn of_key(text: &str, key: &str, value_offset: usize) -> Position {
+        let offset = floor_char_boundary(text, value_offset);
+        let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+        match text[line_start..offset].rfind(key) {
+            Some(i) => Position::of(text, line_start + i),
+            None => Position::of(text, offset),
+        }
+    }
+}
+
+fn floor_char_boundary(text: &str, offset: usize) -> usize {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    offset
+}
+
+/// One problem of a pipeline: where it is, which node it concerns, and what is wrong.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Problem {
+    /// Where in the text, when known.
+    pub position: Option<Position>,
+    /// The node or section it concerns (`[operators.f]`, `[pipeline]`), if any.
+    pub label: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl Problem {
+    /// The one location format of every problem: `FILE:LINE:COL: [node] message`
+    /// (`line LINE:COL:` for text without a file; no location for built pipelines).
+    pub fn render(&self, origin: Option<&str>) -> String {
+        let at = match (origin, self.position) {
+            (Some(o), Some(p)) => format!("{o}:{}:{}: ", p.line, p.col),
+            (Some(o), None) => format!("{o}: "),
+            (None, Some(p)) => format!("line {}:{}: ", p.line, p.col),
+            (None, None) => String::new(),
+        };
+        match &self.label {
+            Some(l) => format!("{at}{l} {}", self.message),
+            None => format!("{at}{}", self.message),
+        }
+    }
+}
+
+/// The position of the first backquoted name in `message` that is one of `keys`.
+fn position_of_named_key(message: &str, keys: &BTreeMap<String, Position>) -> Option<Position> {
+    message.split('`').skip(1).step_by(2).find_map(|k| keys.get(k).copied())
 }
 
 impl NodeSpec {
@@ -103,36 +176,47 @@ pub struct PipelineSpec {
     /// The file it came from, for messages.
     pub origin: Option<PathBuf>,
     /// Problems found while parsing (reported together with validation problems).
-    pub parse_problems: Vec<String>,
+    pub parse_problems: Vec<Problem>,
 }
 
-/// The line where top-level `key` first appears (`[key]`, `[key.x]`, `[[key...`, `key = ...`).
-fn top_level_line(text: &str, key: &str) -> Option<usize> {
-    text.lines()
-        .position(|l| {
-            let l = l.trim_start();
-            let rest = l.trim_start_matches('[').trim_start();
-            (l.starts_with('[') && (rest.starts_with(&format!("{key}.")) || rest.starts_with(&format!("{key}]"))))
-                || (l.starts_with(key) && l[key.len()..].trim_start().starts_with('='))
-        })
-        .map(|i| i + 1)
-}
-
-fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].bytes().filter(|&b| b == b'\n').count() + 1
+/// Where top-level `key` first appears (`[key]`, `[key.x]`, `[[key...`, `key = ...`).
+fn top_level_position(text: &str, key: &str) -> Option<Position> {
+    let mut offset = 0;
+    for l in text.split_inclusive('\n') {
+        let t = l.trim_start();
+        let rest = t.trim_start_matches('[').trim_start();
+        if (t.starts_with('[') && (rest.starts_with(&format!("{key}.")) || rest.starts_with(&format!("{key}]"))))
+            || (t.starts_with(key) && t[key.len()..].trim_start().starts_with('='))
+        {
+            return Some(Position::of(text, offset + l.len() - t.len()));
+        }
+        offset += l.len();
+    }
+    None
 }
 
 type SpannedTable = BTreeMap<String, toml::Spanned<toml::Value>>;
 
 #[derive(Deserialize)]
 struct RawFile {
-    pipeline: Option<toml::Spanned<toml::Table>>,
+    pipeline: Option<toml::Spanned<SpannedTable>>,
     #[serde(default)]
     sources: BTreeMap<String, toml::Spanned<SpannedTable>>,
     #[serde(default)]
     operators: BTreeMap<String, toml::Spanned<SpannedTable>>,
     #[serde(default)]
     sinks: BTreeMap<String, toml::Spanned<SpannedTable>>,
+}
+
+/// A table's keys and values, and where each key is written.
+fn unspan(text: &str, table: SpannedTable) -> (toml::Table, BTreeMap<String, Position>) {
+    let mut values = toml::Table::new();
+    let mut positions = BTreeMap::new();
+    for (key, value) in table {
+        positions.insert(key.clone(), Position::of_key(text, &key, value.span().start));
+        values.insert(key, value.into_inner());
+    }
+    (values, positions)
 }
 
 impl PipelineSpec {
@@ -153,46 +237,69 @@ impl PipelineSpec {
         let text =
             std::fs::read_to_string(path).map_err(|e| EngineError::io(format!("reading pipeline file {}", path.display()), e))?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let mut spec = PipelineSpec::from_toml_str(&text, base).map_err(|e| relabel(e, &path.display().to_string()))?;
-        spec.origin = Some(path.to_path_buf());
-        Ok(spec)
+        PipelineSpec::parse(&text, base, Some(path))
     }
 
     /// Parses pipeline TOML text; relative paths resolve against `base_dir`.
     pub fn from_toml_str(text: &str, base_dir: impl Into<PathBuf>) -> Result<PipelineSpec> {
+        PipelineSpec::parse(text, base_dir.into(), None)
+    }
+
+    /// Parses pipeline text that came from `origin` (named in messages), if from a file.
+    fn parse(text: &str, base_dir: PathBuf, origin: Option<&Path>) -> Result<PipelineSpec> {
         let mut spec = PipelineSpec::new(base_dir);
-        let whole: toml::Table = toml::from_str(text).map_err(|e| {
-            let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(0);
-            EngineError::Invalid(vec![format!("line {line}: {}", e.message())])
-        })?;
+        spec.origin = origin.map(Path::to_path_buf);
+        let origin = origin.map(|p| p.display().to_string());
+        let syntax = |e: toml::de::Error| Problem {
+            position: e.span().map(|s| Position::of(text, s.start)),
+            label: None,
+            message: e.message().to_string(),
+        };
+        let whole: toml::Table =
+            toml::from_str(text).map_err(|e| EngineError::Invalid(vec![syntax(e).render(origin.as_deref())]))?;
+        let sections = ["pipeline", "sources", "operators", "sinks"];
         for (key, value) in &whole {
-            if !["pipeline", "sources", "operators", "sinks"].contains(&key.as_str()) {
-                let sections = ["pipeline", "sources", "operators", "sinks"];
-                let line = top_level_line(text, key).map_or(String::new(), |l| format!("line {l}: "));
-                spec.parse_problems.push(format!(
-                    "{line}unknown top-level key `{key}`{} (expected [pipeline], [sources.*], [operators.*], [sinks.*])",
-                    crate::suggest::hint(key, sections)
-                ));
+            if !sections.contains(&key.as_str()) {
+                spec.parse_problems.push(Problem {
+                    position: top_level_position(text, key),
+                    label: None,
+                    message: format!(
+                        "unknown top-level key `{key}`{} (expected [pipeline], [sources.*], [operators.*], [sinks.*])",
+                        crate::suggest::hint(key, sections)
+                    ),
+                });
             } else if !value.is_table() {
-                spec.parse_problems.push(format!("`{key}` must be a table"));
+                spec.parse_problems.push(Problem {
+                    position: top_level_position(text, key),
+                    label: None,
+                    message: format!("`{key}` must be a table"),
+                });
             }
         }
         let raw: RawFile = match toml::from_str(text) {
             Ok(r) => r,
             Err(e) => {
-                let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(0);
-                spec.parse_problems.push(format!("line {line}: {}", e.message()));
+                spec.parse_problems.push(syntax(e));
                 return Ok(spec);
             }
         };
         if let Some(p) = raw.pipeline {
-            let line = line_of(text, p.span().start);
-            match toml::Value::Table(p.into_inner()).try_into::<PipelineSettings>() {
+            let header = Position::of(text, p.span().start);
+            let (table, positions) = unspan(text, p.into_inner());
+            match toml::Value::Table(table.clone()).try_into::<PipelineSettings>() {
                 Ok(s) => spec.settings = s,
                 Err(e) => {
-                    let message = e.message();
-                    let hint = crate::node::unknown_field_hint(message).unwrap_or_default();
-                    spec.parse_problems.push(format!("line {line}: [pipeline]: {message}{hint}"))
+                    let messages = match crate::node::unknown_keys_of(&table, e.message()) {
+                        Some(list) => list,
+                        None => vec![e.message().to_string()],
+                    };
+                    for message in messages {
+                        spec.parse_problems.push(Problem {
+                            position: position_of_named_key(&message, &positions).or(Some(header)),
+                            label: Some("[pipeline]".into()),
+                            message,
+                        });
+                    }
                 }
             }
         }
@@ -204,7 +311,8 @@ impl PipelineSpec {
         for (section, nodes) in sections {
             let mut list: Vec<NodeSpec> = Vec::new();
             for (name, table) in nodes {
-                let line = line_of(text, table.span().start);
+                let position = Position::of(text, table.span().start);
+                let (config, key_positions) = unspan(text, table.into_inner());
                 let mut node = NodeSpec {
                     section,
                     name,
@@ -213,21 +321,20 @@ impl PipelineSpec {
                     device: None,
                     on_invalid: None,
                     overload: Overload::Block,
-                    config: toml::Table::new(),
-                    line: Some(line),
-                    key_lines: BTreeMap::new(),
+                    config,
+                    position: Some(position),
+                    key_positions,
                 };
-                for (key, value) in table.into_inner() {
-                    node.key_lines.insert(key.clone(), line_of(text, value.span().start));
-                    node.config.insert(key, value.into_inner());
-                }
-                let problems = node.take_common_keys();
-                for p in problems {
-                    spec.parse_problems.push(format!("line {line}: {}: {p}", node.label()));
+                for message in node.take_common_keys() {
+                    spec.parse_problems.push(Problem {
+                        position: position_of_named_key(&message, &node.key_positions).or(Some(position)),
+                        label: Some(node.label()),
+                        message,
+                    });
                 }
                 list.push(node);
             }
-            list.sort_by_key(|n| n.line);
+            list.sort_by_key(|n| n.position);
             spec.nodes.extend(list);
         }
         Ok(spec)
@@ -237,43 +344,23 @@ impl PipelineSpec {
     /// Every problem found is reported at once, each with its location.
     pub fn compile(&self, registry: &Registry) -> Result<CompiledPipeline> {
         let origin = self.origin.as_ref().map(|p| p.display().to_string());
-        let at = |node: Option<&NodeSpec>, key: Option<&str>| -> String {
-            let line = node.and_then(|n| key.and_then(|k| n.key_lines.get(k).copied()).or(n.line));
-            match (&origin, line) {
-                (Some(o), Some(l)) => format!("{o}:{l}: "),
-                (Some(o), None) => format!("{o}: "),
-                (None, Some(l)) => format!("line {l}: "),
-                (None, None) => String::new(),
-            }
+        // A problem of `node`, at `key` when that key is written, else at its header.
+        let at = |node: &NodeSpec, key: Option<&str>, message: String| Problem {
+            position: key.and_then(|k| node.key_positions.get(k).copied()).or(node.position),
+            label: Some(node.label()),
+            message,
         };
-        let mut problems: Vec<String> = self
-            .parse_problems
-            .iter()
-            .map(|p| {
-                // One location format: `file:line: message`.
-                let (line, message) = match p.strip_prefix("line ").and_then(|r| r.split_once(": ")) {
-                    Some((l, m)) if l.bytes().all(|b| b.is_ascii_digit()) => (Some(l), m),
-                    _ => (None, p.as_str()),
-                };
-                match (&origin, line) {
-                    (Some(o), Some(l)) => format!("{o}:{l}: {message}"),
-                    (Some(o), None) => format!("{o}: {message}"),
-                    (None, _) => p.clone(),
-                }
-            })
-            .collect();
+        let mut problems: Vec<Problem> = self.parse_problems.clone();
 
         // Sources and operators share one namespace, since inputs refer to them; sinks, which
         // nothing can read from, have their own (a sink may share its input's name).
         let mut by_name: HashMap<&str, &NodeSpec> = HashMap::new();
         for node in self.nodes.iter().filter(|n| n.section != Section::Sink) {
             if let Some(prev) = by_name.get(node.name.as_str()) {
-                problems.push(format!(
-                    "{}{}: name `{}` is already used by {}",
-                    at(Some(node), None),
-                    node.label(),
-                    node.name,
-                    prev.label()
+                problems.push(at(
+                    node,
+                    None,
+                    format!("name `{}` is already used by {}", node.name, prev.label()),
                 ));
             } else {
                 by_name.insert(node.name.as_str(), node);
@@ -287,48 +374,53 @@ impl PipelineSpec {
                 Section::Sink => &sink_kinds,
             };
             match &node.kind {
-                None => problems.push(format!("{}{}: missing key `kind`", at(Some(node), None), node.label())),
-                Some(k) if !known.contains(&k.as_str()) => problems.push(match registry.left_out(k) {
-                    Some(feature) => format!(
-                        "{}{}: kind `{k}` is left out of this build; build with the cargo feature `{feature}`",
-                        at(Some(node), Some("kind")),
-                        node.label()
-                    ),
-                    None => format!(
-                        "{}{}: unknown {} kind `{k}`{} (known: {})",
-                        at(Some(node), Some("kind")),
-                        node.label(),
-                        match node.section {
-                            Section::Source => "source",
-                            Section::Operator => "operator",
-                            Section::Sink => "sink",
-                        },
-                        crate::suggest::hint(k, known.iter().copied()),
-                        known.join(", ")
-                    ),
-                }),
+                None => problems.push(at(node, None, "missing key `kind`".into())),
+                Some(k) if !known.contains(&k.as_str()) => problems.push(at(
+                    node,
+                    Some("kind"),
+                    match registry.left_out(k) {
+                        Some(feature) => {
+                            format!("kind `{k}` is left out of this build; build with the cargo feature `{feature}`")
+                        }
+                        None => format!(
+                            "unknown {} kind `{k}`{} (known: {})",
+                            match node.section {
+                                Section::Source => "source",
+                                Section::Operator => "operator",
+                                Section::Sink => "sink",
+                            },
+                            crate::suggest::hint(k, known.iter().copied()),
+                            known.join(", ")
+                        ),
+                    },
+                )),
                 _ => {}
             }
             if node.section != Section::Source {
                 match &node.input {
-                    None => problems.push(format!("{}{}: missing key `input`", at(Some(node), None), node.label())),
-                    Some(i) if !by_name.contains_key(i.as_str()) => problems.push(format!(
-                        "{}{}: input `{i}` is not a source or operator of this pipeline (sinks produce no stream)",
-                        at(Some(node), Some("input")),
-                        node.label()
+                    None => problems.push(at(node, None, "missing key `input`".into())),
+                    Some(i) if !by_name.contains_key(i.as_str()) => problems.push(at(
+                        node,
+                        Some("input"),
+                        format!(
+                            "input `{i}` is not a source or operator of this pipeline (sinks produce no stream){}",
+                            crate::suggest::hint(i, by_name.keys().copied())
+                        ),
                     )),
                     Some(_) => {}
                 }
             }
         }
         if !self.nodes.iter().any(|n| n.section == Section::Sink) {
-            problems.push(format!(
-                "{}pipeline has no sinks: add a [sinks.NAME] table so results land somewhere",
-                at(None, None)
-            ));
+            problems.push(Problem {
+                position: None,
+                label: None,
+                message: "pipeline has no sinks: add a [sinks.NAME] table so results land somewhere".into(),
+            });
         }
 
-        // Topological order over operators; anything left over sits on a cycle.
+        // Topological order over operators; what is left over either sits on a cycle or
+        // downstream of an input that does not resolve (reported above).
         let mut order: Vec<&NodeSpec> = self.nodes.iter().filter(|n| n.section == Section::Source).collect();
         let mut placed: std::collections::HashSet<&str> = order.iter().map(|n| n.name.as_str()).collect();
         let mut pending: Vec<&NodeSpec> = self.nodes.iter().filter(|n| n.section == Section::Operator).collect();
@@ -346,21 +438,18 @@ impl PipelineSpec {
                 break;
             }
         }
-        let on_cycle: Vec<&&NodeSpec> = pending
-            .iter()
-            .filter(|n| {
-                n.input
-                    .as_deref()
-                    .is_some_and(|i| by_name.get(i).is_some_and(|u| u.section == Section::Operator))
-            })
-            .collect();
-        if !on_cycle.is_empty() {
-            problems.push(format!(
-                "{}cycle among operators: {} (a pipeline must be acyclic)",
-                at(Some(on_cycle[0]), Some("input")),
-                on_cycle.iter().map(|n| n.label()).collect::<Vec<_>>().join(" -> ")
+        for cycle in cycles(&pending) {
+            problems.push(at(
+                cycle[0],
+                Some("input"),
+                format!(
+                    "cycle among operators: {} (a pipeline must be acyclic)",
+                    cycle.iter().map(|n| n.label()).collect::<Vec<_>>().join(" -> ")
+                ),
             ));
         }
+        // Unplaced operators are still checked for their keys, against no input.
+        order.extend(pending.iter().copied());
         order.extend(self.nodes.iter().filter(|n| n.section == Section::Sink));
 
         // Build every node whose upstream built, checking shapes on the way.
@@ -381,18 +470,16 @@ impl PipelineSpec {
             let Some(kind) = node.kind.as_deref() else {
                 continue;
             };
-            let report_one = |msg: String, problems: &mut Vec<String>| {
-                let key = msg
-                    .split('`')
-                    .skip(1)
-                    .step_by(2)
-                    .find(|k| node.key_lines.contains_key(*k))
-                    .map(str::to_string);
+            let report_one = |msg: String, problems: &mut Vec<Problem>| {
                 let msg = msg.strip_prefix(&format!("{label}: ")).unwrap_or(&msg).to_string();
-                problems.push(format!("{}{label}: {msg}", at(Some(node), key.as_deref())));
+                problems.push(Problem {
+                    position: position_of_named_key(&msg, &node.key_positions).or(node.position),
+                    label: Some(label.clone()),
+                    message: msg,
+                });
             };
             // A node may report several problems at once (every unknown key, say).
-            let report = |e: EngineError, problems: &mut Vec<String>| match e {
+            let report = |e: EngineError, problems: &mut Vec<Problem>| match e {
                 EngineError::Invalid(list) => list.into_iter().for_each(|m| report_one(m, problems)),
                 e => report_one(e.to_string(), problems),
             };
@@ -443,16 +530,40 @@ impl PipelineSpec {
         if problems.is_empty() {
             Ok(compiled)
         } else {
-            Err(EngineError::Invalid(problems))
+            // In the order of the file; problems without a place last.
+            problems.sort_by_key(|p| (p.position.is_none(), p.position));
+            Err(EngineError::Invalid(
+                problems.iter().map(|p| p.render(origin.as_deref())).collect(),
+            ))
         }
     }
 }
 
-fn relabel(e: EngineError, file: &str) -> EngineError {
-    match e {
-        EngineError::Invalid(v) => EngineError::Invalid(v.into_iter().map(|p| format!("{file}: {p}")).collect()),
-        other => other,
+/// The cycles among `pending` operators (those that could not be ordered), each listed once
+/// from its first-declared member, following inputs.
+fn cycles<'a>(pending: &[&'a NodeSpec]) -> Vec<Vec<&'a NodeSpec>> {
+    let by_name: HashMap<&str, &NodeSpec> = pending.iter().map(|n| (n.name.as_str(), *n)).collect();
+    let mut seen: std::collections::HashSet<&str> = Default::default();
+    let mut found = Vec::new();
+    for start in pending {
+        let mut path: Vec<&NodeSpec> = Vec::new();
+        let mut current = Some(*start);
+        while let Some(n) = current {
+            if seen.contains(n.name.as_str()) {
+                if let Some(i) = path.iter().position(|p| p.name == n.name) {
+                    let mut cycle = path[i..].to_vec();
+                    let first = (0..cycle.len()).min_by_key(|&k| cycle[k].position).unwrap_or(0);
+                    cycle.rotate_left(first);
+                    found.push(cycle);
+                }
+                break;
+            }
+            seen.insert(n.name.as_str());
+            path.push(n);
+            current = n.input.as_deref().and_then(|i| by_name.get(i).copied());
+        }
     }
+    found
 }
 
 impl NodeSpec {
@@ -657,8 +768,8 @@ impl PipelineBuilder {
             on_invalid: None,
             overload: Overload::Block,
             config: table,
-            line: None,
-            key_lines: BTreeMap::new(),
+            position: None,
+            key_positions: BTreeMap::new(),
         });
         Ok(self)
     }

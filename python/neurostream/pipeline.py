@@ -400,7 +400,7 @@ class Pipeline:
         if self._origin is not None:
             return e
         # Line numbers of generated text mean nothing to the caller; the node label stays.
-        problems = [re.sub(r"^line \d+: ", "", p) for p in e.problems]
+        problems = [re.sub(r"^line \d+(:\d+)?: ", "", p) for p in e.problems]
         message = "invalid pipeline:\n" + "\n".join(f"  - {p}" for p in problems)
         return ValidationError(message, problems)
 

@@ -204,13 +204,12 @@ fn pick_channels(file: &EdfFile, wanted: Option<&[String]>, resample: bool) -> s
                     .filter(|i| !out.contains(i))
                     .collect();
                 if hits.is_empty() {
+                    let labels: Vec<&str> = data.iter().map(|&i| h.signals[i].label.as_str()).collect();
                     return Err(format!(
-                        "{}: no channel `{want}`; the file has: {}",
+                        "key `channels`: {}: no channel `{want}`{}; the file has: {}",
                         file.path.display(),
-                        data.iter()
-                            .map(|&i| h.signals[i].label.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
+                        neurostream_engine::suggest::hint(want, labels.iter().copied()),
+                        labels.join(", ")
                     ));
                 }
                 out.extend(hits);

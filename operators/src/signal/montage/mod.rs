@@ -71,9 +71,10 @@ impl NodeConfig for RerefConfig {
     const KIND: &'static str = "reref";
 }
 
-/// Indices of the channels matching `pattern` (a label or a glob pattern), in order.
-pub fn match_channels(schema: &Schema, pattern: &str) -> std::result::Result<Vec<usize>, String> {
-    let glob = glob::Pattern::new(pattern).map_err(|e| format!("pattern `{pattern}`: {e}"))?;
+/// Indices of the channels matching `pattern` (a label or a glob pattern), in order; the
+/// error names `key`, the key the pattern was written under.
+pub fn match_channels(schema: &Schema, key: &str, pattern: &str) -> std::result::Result<Vec<usize>, String> {
+    let glob = glob::Pattern::new(pattern).map_err(|e| format!("key `{key}`: pattern `{pattern}`: {e}"))?;
     let hits: Vec<usize> = schema
         .channels
         .iter()
@@ -82,21 +83,46 @@ pub fn match_channels(schema: &Schema, pattern: &str) -> std::result::Result<Vec
         .map(|(i, _)| i)
         .collect();
     if hits.is_empty() {
-        return Err(format!(
-            "no channel `{pattern}` in the input; it has: {}",
-            schema.channel_names().join(", ")
-        ));
+        return Err(no_channel(schema, key, pattern));
     }
     Ok(hits)
 }
 
-fn one_channel(schema: &Schema, name: &str) -> std::result::Result<usize, String> {
-    schema.channels.iter().position(|c| c.name == name).ok_or_else(|| {
-        format!(
-            "no channel `{name}` in the input; it has: {}",
-            schema.channel_names().join(", ")
-        )
-    })
+/// The channels matching each of `patterns` (written under `key`); every pattern that
+/// matches nothing is its own problem.
+fn match_all(schema: &Schema, key: &str, patterns: &[String], label: &str) -> Result<Vec<Vec<usize>>> {
+    let (found, missing): (Vec<_>, Vec<_>) = patterns
+        .iter()
+        .map(|p| match_channels(schema, key, p))
+        .partition(|r| r.is_ok());
+    if missing.is_empty() {
+        Ok(found.into_iter().flatten().collect())
+    } else {
+        Err(EngineError::Invalid(
+            missing
+                .into_iter()
+                .filter_map(|r| r.err())
+                .map(|m| format!("{label}: {m}"))
+                .collect(),
+        ))
+    }
+}
+
+fn no_channel(schema: &Schema, key: &str, name: &str) -> String {
+    let names = schema.channel_names();
+    format!(
+        "key `{key}`: no channel `{name}` in the input{}; it has: {}",
+        neurostream_engine::suggest::hint(name, names.iter().copied()),
+        names.join(", ")
+    )
+}
+
+fn one_channel(schema: &Schema, key: &str, name: &str) -> std::result::Result<usize, String> {
+    schema
+        .channels
+        .iter()
+        .position(|c| c.name == name)
+        .ok_or_else(|| no_channel(schema, key, name))
 }
 
 /// The `pick` operator kind.
@@ -115,17 +141,14 @@ impl OperatorKind for PickKind {
         match &cfg.channels {
             None => keep.extend(0..input.width()),
             Some(list) => {
-                for p in list {
-                    for i in match_channels(input, p).map_err(fail)? {
-                        if !keep.contains(&i) {
-                            keep.push(i);
-                        }
+                for i in match_all(input, "channels", list, ctx.label)?.into_iter().flatten() {
+                    if !keep.contains(&i) {
+                        keep.push(i);
                     }
                 }
             }
         }
-        for p in &cfg.exclude {
-            let drop = match_channels(input, p).map_err(fail)?;
+        for drop in match_all(input, "exclude", &cfg.exclude, ctx.label)? {
             keep.retain(|i| !drop.contains(i));
         }
         if !cfg.types.is_empty() {
@@ -183,10 +206,8 @@ impl OperatorKind for RerefKind {
                 unused("reference", !cfg.reference.is_empty())?;
                 unused("pairs", !cfg.pairs.is_empty())?;
                 let mut excluded = vec![false; cin];
-                for p in &cfg.exclude {
-                    for i in match_channels(input, p).map_err(fail)? {
-                        excluded[i] = true;
-                    }
+                for i in match_all(input, "exclude", &cfg.exclude, ctx.label)?.into_iter().flatten() {
+                    excluded[i] = true;
                 }
                 let n = excluded.iter().filter(|&&e| !e).count();
                 if n < 2 {
@@ -214,7 +235,7 @@ impl OperatorKind for RerefKind {
                 let refs: Vec<usize> = cfg
                     .reference
                     .iter()
-                    .map(|r| one_channel(input, r))
+                    .map(|r| one_channel(input, "reference", r))
                     .collect::<std::result::Result<_, _>>()
                     .map_err(fail)?;
                 let outs: Vec<usize> = (0..cin).filter(|i| !(cfg.drop_reference && refs.contains(i))).collect();
@@ -242,14 +263,19 @@ impl OperatorKind for RerefKind {
                     let split = pair
                         .match_indices('-')
                         .map(|(at, _)| (&pair[..at], &pair[at + 1..]))
-                        .find(|(a, b)| one_channel(input, a.trim()).is_ok() && one_channel(input, b.trim()).is_ok());
+                        .find(|(a, b)| {
+                            one_channel(input, "pairs", a.trim()).is_ok() && one_channel(input, "pairs", b.trim()).is_ok()
+                        });
                     let Some((a, b)) = split else {
                         return Err(fail(format!(
-                            "pair `{pair}` is not `A-B` with two channels of the input ({})",
+                            "key `pairs`: pair `{pair}` is not `A-B` with two channels of the input ({})",
                             input.channel_names().join(", ")
                         )));
                     };
-                    let (a, b) = (one_channel(input, a.trim()).unwrap(), one_channel(input, b.trim()).unwrap());
+                    let (a, b) = (
+                        one_channel(input, "pairs", a.trim()).unwrap(),
+                        one_channel(input, "pairs", b.trim()).unwrap(),
+                    );
                     m[a * cout + o] += 1.0;
                     m[b * cout + o] -= 1.0;
                     channels.push(Channel {
