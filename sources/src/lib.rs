@@ -22,6 +22,7 @@ pub mod ipc_limit;
 pub mod lsl_source;
 pub mod parquet_source;
 pub mod push_source;
+pub mod recording;
 pub mod synthetic_activations;
 pub mod synthetic_eeg;
 

@@ -3,15 +3,14 @@
 //! as markers; as fast as possible or paced like the device (`speed`).
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use neurostream_engine::{
-    Batch, Channel, EngineError, Frame, Marker, NodeConfig, NodeContext, Result, RowIndex, Schema, Source, SourceKind,
-    SourceReader, StreamKind, WorkerPos,
+    Channel, EngineError, NodeConfig, NodeContext, Result, Schema, Source, SourceKind, SourceReader, StreamKind, WorkerPos,
 };
 use serde::{Deserialize, Serialize};
 
 use super::file::EdfFile;
+use crate::recording::{engine_channels, Blocks, Event, Replay, ReplaySettings};
 
 /// Configuration of an `edf` source.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -126,14 +125,17 @@ impl SourceKind for EdfSourceKind {
             );
             annotations.sort_by(|a, b| a.0.total_cmp(&b.0));
         }
-        let markers = annotations
+        let events = annotations
             .into_iter()
-            .map(|(onset, dur, text)| ((onset * rate).round() as i64, text, dur.unwrap_or(0.0)))
+            .map(|(onset, dur, text)| Event {
+                sample: (onset * rate).round() as i64,
+                label: text,
+                duration_s: dur.unwrap_or(0.0),
+            })
             .collect();
         let record_first_sample = file.record_starts.iter().map(|s| (s * rate).round() as i64).collect();
-        let schema = Arc::new(Schema {
-            kind: StreamKind::Signal { sample_rate: rate },
-            channels: picked
+        let (channels, factors) = engine_channels(
+            picked
                 .iter()
                 .map(|&i| Channel {
                     name: h.signals[i].label.clone(),
@@ -141,6 +143,10 @@ impl SourceKind for EdfSourceKind {
                     kind: neurostream_engine::schema::channel_type_from_label(&h.signals[i].label),
                 })
                 .collect(),
+        );
+        let schema = Arc::new(Schema {
+            kind: StreamKind::Signal { sample_rate: rate },
+            channels,
         });
         tracing::info!(
             "{}: {:?}, {} records of {} s, {} channels at {rate} Hz, {} annotations",
@@ -162,7 +168,8 @@ impl SourceKind for EdfSourceKind {
             records,
             samples_per_record: spr,
             record_first_sample,
-            markers: Arc::new(markers),
+            events: Arc::new(events),
+            factors: factors.map(Arc::new),
             opened: std::sync::Mutex::new(Some(file)),
         }))
     }
@@ -243,8 +250,10 @@ pub struct EdfSource {
     records: usize,
     samples_per_record: usize,
     record_first_sample: Vec<i64>,
-    /// (sample, label, duration s), sorted by sample.
-    markers: Arc<Vec<(i64, String, f64)>>,
+    /// Sorted by sample.
+    events: Arc<Vec<Event>>,
+    /// Factors from the file's units to the engine's, when some differ from 1.
+    factors: Option<Arc<Vec<f32>>>,
     /// The file as `build` opened and checked it, handed to the first reader so the header
     /// and annotations are not read twice at start-up.
     opened: std::sync::Mutex<Option<EdfFile>>,
@@ -277,65 +286,52 @@ impl Source for EdfSource {
         } else {
             None
         };
-        Ok(Box::new(EdfReader {
+        let settings = ReplaySettings {
+            kind: EdfSourceConfig::KIND,
             name: self.name.clone(),
             schema: self.schema.clone(),
-            picked: self.picked.clone(),
             rate: self.rate,
             chunk: self.cfg.chunk,
             speed: self.cfg.speed,
-            records: if file.is_some() { self.records } else { 0 },
-            record_first_sample: self.record_first_sample.clone(),
-            markers: self.markers.clone(),
-            file,
-            next_record: 0,
-            next_marker: 0,
-            rows: Vec::new(),
-            samples: Vec::new(),
-            scratch: Vec::new(),
-            staged: None,
-            started: None,
-            spr: self.samples_per_record,
-            resampled: None,
-            behind_reported: false,
-        }))
+            factors: self.factors.clone(),
+            events: self.events.clone(),
+        };
+        let blocks = file.map(|file| {
+            Box::new(EdfBlocks {
+                file,
+                picked: self.picked.clone(),
+                records: self.records,
+                record_first_sample: self.record_first_sample.clone(),
+                next_record: 0,
+                scratch: Vec::new(),
+                spr: self.samples_per_record,
+                resampled: None,
+            }) as Box<dyn Blocks>
+        });
+        Ok(Box::new(Replay::new(settings, blocks)))
     }
 }
 
-struct EdfReader {
-    name: Arc<str>,
-    schema: Arc<Schema>,
+/// The picked channels of an EDF file, a data record at a time.
+struct EdfBlocks {
+    file: EdfFile,
     picked: Vec<usize>,
-    rate: f64,
-    chunk: usize,
-    speed: f64,
     records: usize,
     record_first_sample: Vec<i64>,
-    markers: Arc<Vec<(i64, String, f64)>>,
-    file: Option<EdfFile>,
     next_record: usize,
-    next_marker: usize,
-    /// Decoded rows not yet emitted (row-major) and their sample indices.
-    rows: Vec<f32>,
-    samples: Vec<i64>,
     scratch: Vec<f64>,
-    /// The next frame, built ahead to know when it is due.
-    staged: Option<Frame>,
-    started: Option<Instant>,
     /// Samples per record at the stream's rate (the highest picked).
     spr: usize,
     /// With channels of mixed rates: every channel of the whole recording at the stream's rate.
     resampled: Option<Vec<Vec<f32>>>,
-    /// Whether falling behind the replay's pace was reported.
-    behind_reported: bool,
 }
 
-impl EdfReader {
+impl EdfBlocks {
     /// Reads every picked channel of the whole recording and resamples those below the
     /// stream's rate (`resample_poly`, Kaiser β 5), once.
     fn load_resampled(&mut self) -> Result<()> {
         use neurostream_engine::dsp::polyphase::{design, CpuResample, Polyphase, ResampleKernels};
-        let file = self.file.as_mut().expect("worker 0 has the file");
+        let file = &mut self.file;
         let mut channels: Vec<Vec<f64>> = vec![Vec::new(); self.picked.len()];
         for r in 0..self.records {
             let record = file.read_record(r).map_err(EngineError::Runtime)?;
@@ -363,146 +359,51 @@ impl EdfReader {
         self.resampled = Some(out);
         Ok(())
     }
+}
 
-    fn decode_next_record(&mut self) -> Result<()> {
-        let mixed = {
-            let file = self.file.as_ref().expect("worker 0 has the file");
-            self.picked
-                .iter()
-                .any(|&i| file.header.signals[i].samples_per_record != self.spr)
-        };
+impl Blocks for EdfBlocks {
+    fn read_block(&mut self, rows: &mut Vec<f32>, samples: &mut Vec<i64>) -> Result<bool> {
+        if self.next_record >= self.records {
+            return Ok(false);
+        }
+        let mixed = self
+            .picked
+            .iter()
+            .any(|&i| self.file.header.signals[i].samples_per_record != self.spr);
         if mixed && self.resampled.is_none() {
             self.load_resampled()?;
         }
         let r = self.next_record;
         let w = self.picked.len();
         let n = self.spr;
-        let base = self.rows.len();
-        self.rows.resize(base + n * w, 0.0);
+        let base = rows.len();
+        rows.resize(base + n * w, 0.0);
         if let Some(all) = &self.resampled {
             for (c, ch) in all.iter().enumerate() {
                 for (s, v) in ch[r * n..(r + 1) * n].iter().enumerate() {
-                    self.rows[base + s * w + c] = *v;
+                    rows[base + s * w + c] = *v;
                 }
             }
         } else {
-            let file = self.file.as_mut().expect("worker 0 has the file");
-            let record = file.read_record(r).map_err(EngineError::Runtime)?;
+            let record = self.file.read_record(r).map_err(EngineError::Runtime)?;
             for (c, &i) in self.picked.iter().enumerate() {
-                file.decode(&record, i, &mut self.scratch);
+                self.file.decode(&record, i, &mut self.scratch);
                 for (s, v) in self.scratch.iter().enumerate() {
-                    self.rows[base + s * w + c] = *v as f32;
+                    rows[base + s * w + c] = *v as f32;
                 }
             }
         }
         let first = self.record_first_sample[r];
-        self.samples.extend((0..n as i64).map(|s| first + s));
+        samples.extend((0..n as i64).map(|s| first + s));
         self.next_record += 1;
-        Ok(())
+        Ok(true)
     }
 
-    fn build_frame(&mut self) -> Result<Option<Frame>> {
-        while self.samples.len() < self.chunk && self.next_record < self.records {
-            self.decode_next_record()?;
-        }
-        if self.samples.is_empty() {
-            return Ok(None);
-        }
-        let take = self.chunk.min(self.samples.len());
-        let w = self.picked.len();
-        let rest_rows = self.rows.split_off(take * w);
-        let rest_samples = self.samples.split_off(take);
-        let data = std::mem::replace(&mut self.rows, rest_rows);
-        let samples = std::mem::replace(&mut self.samples, rest_samples);
-        let last = *samples.last().unwrap();
-        let final_frame = self.samples.is_empty() && self.next_record >= self.records;
-        let mut markers = Vec::new();
-        while let Some((at, label, dur)) = self.markers.get(self.next_marker) {
-            if *at > last {
-                break;
-            }
-            let row = samples.partition_point(|s| s < at);
-            markers.push(Marker {
-                row: row.min(samples.len() - 1) as u32,
-                label: label.clone(),
-                duration_s: *dur,
-            });
-            self.next_marker += 1;
-        }
-        if final_frame && self.next_marker < self.markers.len() {
-            let left = self.markers.len() - self.next_marker;
-            tracing::info!(
-                "edf `{}`: {left} annotations start after the last sample ({:.3} s) and are not emitted",
-                self.name,
-                (last + 1) as f64 / self.rate
-            );
-            self.next_marker = self.markers.len();
-        }
-        let mut frame = Frame::new(self.name.clone(), self.schema.clone(), RowIndex::Samples(samples), data)?;
-        frame.markers = markers;
-        Ok(Some(frame))
-    }
-}
-
-impl SourceReader for EdfReader {
-    fn next_batch(&mut self) -> Result<Option<(u64, Batch)>> {
-        let frame = match self.staged.take() {
-            Some(f) => Some(f),
-            None => self.build_frame()?,
-        };
-        Ok(frame.map(|f| {
-            let t = match &f.index {
-                RowIndex::Samples(s) => s[0].max(0) as u64,
-                _ => 0,
-            };
-            (t, Batch::Dense(f))
-        }))
-    }
-
-    fn next_time(&self) -> Option<u64> {
-        if let Some(f) = &self.staged {
-            if let RowIndex::Samples(s) = &f.index {
-                return Some(s[0].max(0) as u64);
-            }
-        }
-        if let Some(&s) = self.samples.first() {
-            return Some(s.max(0) as u64);
-        }
-        (self.next_record < self.records).then(|| self.record_first_sample[self.next_record].max(0) as u64)
-    }
-
-    fn ready(&mut self) -> bool {
-        if self.speed <= 0.0 {
-            return true;
-        }
-        if self.staged.is_none() {
-            match self.build_frame() {
-                Ok(Some(f)) => self.staged = Some(f),
-                // Exhausted or failing: next_batch reports it.
-                _ => return true,
-            }
-        }
-        let started = *self.started.get_or_insert_with(Instant::now);
-        let Some(RowIndex::Samples(s)) = self.staged.as_ref().map(|f| &f.index) else {
-            return true;
-        };
-        let due = (s[s.len() - 1] + 1) as f64 / self.rate / self.speed;
-        let now = started.elapsed().as_secs_f64();
-        if now - due > 1.0 && !self.behind_reported {
-            // Nothing is dropped (the replay waits for the pipeline), but the device it stands
-            // in for would have overflowed: say so.
-            self.behind_reported = true;
-            tracing::warn!(
-                "edf `{}`: the pipeline is {:.1} s behind the real-time replay (a live device's buffer would be \
-                 overflowing)",
-                self.name,
-                now - due
-            );
-        }
-        now >= due
+    fn next_sample(&self) -> Option<i64> {
+        self.record_first_sample.get(self.next_record).copied()
     }
 
     fn location(&self) -> String {
-        format!("edf `{}`, data record {}", self.name, self.next_record)
+        format!("data record {}", self.next_record)
     }
 }

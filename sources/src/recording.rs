@@ -1,0 +1,240 @@
+//! Replaying a recording file as a signal stream, shared by the file sources (`edf`,
+//! `brainvision`): frames of `chunk` samples, the recording's events as markers on the rows
+//! they fall on, values converted to the engine's units, and optional real-time pacing.
+//!
+//! A format supplies its samples as [`Blocks`]; [`Replay`] does the rest.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use neurostream_engine::schema::to_engine_unit;
+use neurostream_engine::{Batch, Channel, Frame, Marker, Result, RowIndex, Schema, SourceReader};
+
+/// The samples of a recording in order, a block at a time (an EDF data record, a slice of a
+/// BrainVision data file).
+pub trait Blocks: Send {
+    /// Appends the next block's rows (row-major, one value per channel of the stream, in the
+    /// file's units) to `rows` and their sample indices to `samples`; false when none is left.
+    fn read_block(&mut self, rows: &mut Vec<f32>, samples: &mut Vec<i64>) -> Result<bool>;
+    /// The sample index of the next block's first row; `None` when none is left.
+    fn next_sample(&self) -> Option<i64>;
+    /// Where the reader is, for messages (`data record 12`).
+    fn location(&self) -> String;
+}
+
+/// An event of a recording: its first sample, its label and its duration (seconds, 0 for an
+/// instant).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    /// Sample index of its onset.
+    pub sample: i64,
+    /// Its label.
+    pub label: String,
+    /// Duration in seconds (0 for an instant).
+    pub duration_s: f64,
+}
+
+/// The stream's channels in the engine's units (µV, fT, fT/cm; see [`to_engine_unit`]) and
+/// the factor each channel's file values are multiplied by; `None` when every factor is 1.
+pub fn engine_channels(channels: Vec<Channel>) -> (Vec<Channel>, Option<Vec<f32>>) {
+    let mut factors = Vec::with_capacity(channels.len());
+    let channels = channels
+        .into_iter()
+        .map(|c| {
+            let (unit, factor) = to_engine_unit(&c.unit, &c.kind);
+            factors.push(factor as f32);
+            Channel { unit, ..c }
+        })
+        .collect();
+    let factors = factors.iter().any(|&f| f != 1.0).then_some(factors);
+    (channels, factors)
+}
+
+/// One worker's replay of a recording.
+pub struct Replay {
+    /// `edf `psg``: for messages.
+    who: String,
+    name: Arc<str>,
+    schema: Arc<Schema>,
+    rate: f64,
+    chunk: usize,
+    speed: f64,
+    /// `None` on workers that do not replay (a recording has one order: worker 0 reads it).
+    blocks: Option<Box<dyn Blocks>>,
+    /// Unit factors per channel, when some differ from 1.
+    factors: Option<Arc<Vec<f32>>>,
+    /// Sorted by sample.
+    events: Arc<Vec<Event>>,
+    next_event: usize,
+    /// Decoded rows not yet emitted (row-major) and their sample indices.
+    rows: Vec<f32>,
+    samples: Vec<i64>,
+    /// The next frame, built ahead to know when it is due.
+    staged: Option<Frame>,
+    started: Option<Instant>,
+    behind_reported: bool,
+}
+
+/// What a [`Replay`] needs besides its blocks.
+pub struct ReplaySettings {
+    /// The source's kind, for messages (`edf`).
+    pub kind: &'static str,
+    /// The source's name.
+    pub name: Arc<str>,
+    /// The stream's schema (units already the engine's).
+    pub schema: Arc<Schema>,
+    /// Sampling rate, Hz.
+    pub rate: f64,
+    /// Samples per frame.
+    pub chunk: usize,
+    /// Pace: 0 as fast as possible, 1 real time.
+    pub speed: f64,
+    /// Per-channel factors from the file's units to the engine's.
+    pub factors: Option<Arc<Vec<f32>>>,
+    /// The recording's events, sorted by sample.
+    pub events: Arc<Vec<Event>>,
+}
+
+impl Replay {
+    /// A replay of `blocks` (`None`: this worker emits nothing).
+    pub fn new(settings: ReplaySettings, blocks: Option<Box<dyn Blocks>>) -> Replay {
+        Replay {
+            who: format!("{} `{}`", settings.kind, settings.name),
+            name: settings.name,
+            schema: settings.schema,
+            rate: settings.rate,
+            chunk: settings.chunk,
+            speed: settings.speed,
+            blocks,
+            factors: settings.factors,
+            events: settings.events,
+            next_event: 0,
+            rows: Vec::new(),
+            samples: Vec::new(),
+            staged: None,
+            started: None,
+            behind_reported: false,
+        }
+    }
+
+    fn read_block(&mut self) -> Result<bool> {
+        let Some(blocks) = self.blocks.as_mut() else {
+            return Ok(false);
+        };
+        let start = self.rows.len();
+        let more = blocks.read_block(&mut self.rows, &mut self.samples)?;
+        if let Some(f) = &self.factors {
+            for row in self.rows[start..].chunks_exact_mut(f.len()) {
+                row.iter_mut().zip(f.iter()).for_each(|(v, f)| *v *= f);
+            }
+        }
+        Ok(more)
+    }
+
+    fn build_frame(&mut self) -> Result<Option<Frame>> {
+        while self.samples.len() < self.chunk {
+            if !self.read_block()? {
+                break;
+            }
+        }
+        if self.samples.is_empty() {
+            return Ok(None);
+        }
+        let take = self.chunk.min(self.samples.len());
+        let w = self.schema.width();
+        let rest_rows = self.rows.split_off(take * w);
+        let rest_samples = self.samples.split_off(take);
+        let data = std::mem::replace(&mut self.rows, rest_rows);
+        let samples = std::mem::replace(&mut self.samples, rest_samples);
+        let last = *samples.last().expect("a frame has rows");
+        let final_frame = self.samples.is_empty() && self.blocks.as_ref().is_none_or(|b| b.next_sample().is_none());
+        let mut markers = Vec::new();
+        while let Some(e) = self.events.get(self.next_event) {
+            if e.sample > last {
+                break;
+            }
+            let row = samples.partition_point(|s| *s < e.sample);
+            markers.push(Marker {
+                row: row.min(samples.len() - 1) as u32,
+                label: e.label.clone(),
+                duration_s: e.duration_s,
+            });
+            self.next_event += 1;
+        }
+        if final_frame && self.next_event < self.events.len() {
+            let left = self.events.len() - self.next_event;
+            tracing::info!(
+                "{}: {left} annotations start after the last sample ({:.3} s) and are not emitted",
+                self.who,
+                (last + 1) as f64 / self.rate
+            );
+            self.next_event = self.events.len();
+        }
+        let mut frame = Frame::new(self.name.clone(), self.schema.clone(), RowIndex::Samples(samples), data)?;
+        frame.markers = markers;
+        Ok(Some(frame))
+    }
+}
+
+impl SourceReader for Replay {
+    fn next_batch(&mut self) -> Result<Option<(u64, Batch)>> {
+        let frame = match self.staged.take() {
+            Some(f) => Some(f),
+            None => self.build_frame()?,
+        };
+        Ok(frame.map(|f| {
+            let t = match &f.index {
+                RowIndex::Samples(s) => s[0].max(0) as u64,
+                _ => 0,
+            };
+            (t, Batch::Dense(f))
+        }))
+    }
+
+    fn next_time(&self) -> Option<u64> {
+        if let Some(RowIndex::Samples(s)) = self.staged.as_ref().map(|f| &f.index) {
+            return Some(s[0].max(0) as u64);
+        }
+        if let Some(&s) = self.samples.first() {
+            return Some(s.max(0) as u64);
+        }
+        self.blocks.as_ref()?.next_sample().map(|s| s.max(0) as u64)
+    }
+
+    fn ready(&mut self) -> bool {
+        if self.speed <= 0.0 {
+            return true;
+        }
+        if self.staged.is_none() {
+            match self.build_frame() {
+                Ok(Some(f)) => self.staged = Some(f),
+                // Exhausted or failing: next_batch reports it.
+                _ => return true,
+            }
+        }
+        let started = *self.started.get_or_insert_with(Instant::now);
+        let Some(RowIndex::Samples(s)) = self.staged.as_ref().map(|f| &f.index) else {
+            return true;
+        };
+        let due = (s[s.len() - 1] + 1) as f64 / self.rate / self.speed;
+        let now = started.elapsed().as_secs_f64();
+        if now - due > 1.0 && !self.behind_reported {
+            // Nothing is dropped (the replay waits for the pipeline), but the device it stands
+            // in for would have overflowed: say so.
+            self.behind_reported = true;
+            tracing::warn!(
+                "{}: the pipeline is {:.1} s behind the real-time replay (a live device's buffer would be overflowing)",
+                self.who,
+                now - due
+            );
+        }
+        now >= due
+    }
+
+    fn location(&self) -> String {
+        match &self.blocks {
+            Some(b) => format!("{}, {}", self.who, b.location()),
+            None => self.who.clone(),
+        }
+    }
+}
