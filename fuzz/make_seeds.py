@@ -6,6 +6,8 @@
   and `token` columns, several batches, and a truncated one.
 - edf: a tiny EDF (1 signal, 2 records), an EDF+ with annotations, a BDF.
 - pipeline_toml: the repository's example pipelines and a few small ones.
+- brainvision: header, marker and data file joined by NUL bytes: int16 multiplexed, float32
+  vectorized, int32 with DataPoints, a Latin-1 `µV`, markers with a New Segment.
 - sae_files: SAELens and sparsify files of a d_in 4, d_sae 8 SAE.
 """
 import io
@@ -102,11 +104,35 @@ def sae_seeds():
     open(os.path.join(C, "sae_files", "sparsify_topk"), "wb").write(b"\x01" + struct.pack("<H", len(cfg2)) + cfg2 + save(sp))
 
 
+def brainvision_seeds():
+    rng = np.random.default_rng(0)
+    cases = {
+        "int16_multiplexed": ("INT_16", "MULTIPLEXED", "<i2", "", "utf-8"),
+        "float32_vectorized": ("IEEE_FLOAT_32", "VECTORIZED", "<f4", "DataPoints=6\n", "utf-8"),
+        "int32_latin1": ("INT_32", "MULTIPLEXED", "<i4", "DataPoints=6\n", "latin-1"),
+    }
+    for name, (fmt, orient, dtype, points, enc) in cases.items():
+        hdr = ("Brain Vision Data Exchange Header File Version 1.0\n; seed\n\n[Common Infos]\n"
+               "Codepage=UTF-8\nDataFile=rec.eeg\nMarkerFile=rec.vmrk\nDataFormat=BINARY\n"
+               f"DataOrientation={orient}\nNumberOfChannels=3\n{points}SamplingInterval=4000\n\n"
+               f"[Binary Infos]\nBinaryFormat={fmt}\n\n[Channel Infos]\n"
+               "Ch1=Fp1,,0.1,µV\nCh2=Fp2\\1x,,0.5,µV\nCh3=Temp,,1,C\n\n[Comment]\nfree text = here\n")
+        mrk = ("Brain Vision Data Exchange Marker File, Version 1.0\n\n[Common Infos]\nCodepage=UTF-8\n"
+               "DataFile=rec.eeg\n\n[Marker Infos]\nMk1=New Segment,,1,1,0,20200101120000000000\n"
+               "Mk2=Stimulus,S  1,3,1,0\nMk3=Comment,a\\1b,5,2,0\n")
+        data = (rng.normal(size=(6, 3)) * 100).astype(dtype)
+        if orient == "VECTORIZED":
+            data = data.T.copy()
+        blob = hdr.encode(enc) + b"\x00" + mrk.encode(enc) + b"\x00" + data.tobytes()
+        open(os.path.join(C, "brainvision", name), "wb").write(blob)
+
+
 if __name__ == "__main__":
-    for t in ("arrow_ipc", "edf", "pipeline_toml", "sae_files"):
+    for t in ("arrow_ipc", "edf", "pipeline_toml", "sae_files", "brainvision"):
         os.makedirs(os.path.join(C, t), exist_ok=True)
     arrow_seeds()
     edf_seeds()
     toml_seeds()
     sae_seeds()
+    brainvision_seeds()
     print("seeds written to", C)

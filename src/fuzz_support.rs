@@ -11,8 +11,8 @@ use neurostream_sinks::{console::ConsoleSinkKind, parquet_sink::ParquetSinkKind}
 use neurostream_sources::arrow_tcp::decode_ipc_stream;
 use neurostream_sources::edf::file::EdfFile;
 use neurostream_sources::{
-    array_source::ArraySourceKind, edf::source::EdfSourceKind, parquet_source::ParquetSourceKind,
-    synthetic_activations::SyntheticActivationsKind, synthetic_eeg::SyntheticEegKind,
+    array_source::ArraySourceKind, brainvision::BrainVisionSourceKind, edf::source::EdfSourceKind,
+    parquet_source::ParquetSourceKind, synthetic_activations::SyntheticActivationsKind, synthetic_eeg::SyntheticEegKind,
 };
 
 /// The live Arrow IPC ingest (`arrow_tcp` source) on any bytes a client may send: frames that
@@ -64,6 +64,7 @@ pub fn pipeline_toml(data: &[u8]) {
     registry
         .add_source(ArraySourceKind)
         .add_source(EdfSourceKind)
+        .add_source(BrainVisionSourceKind)
         .add_source(ParquetSourceKind)
         .add_source(SyntheticEegKind)
         .add_source(SyntheticActivationsKind)
@@ -158,5 +159,40 @@ impl std::io::Write for MockStream {
     }
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+/// The BrainVision reader (header, marker file, data file of any size and layout) on any
+/// contents: bytes up to the first NUL are `rec.vhdr`, up to the second `rec.vmrk`, the rest
+/// `rec.eeg`. Whatever opens is replayed to the end; frames must be well-formed.
+pub fn brainvision(data: &[u8]) {
+    let mut parts = data.splitn(3, |&b| b == 0);
+    let (header, markers, samples) = (
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("rec.vhdr"), header).expect("write");
+    std::fs::write(dir.path().join("rec.vmrk"), markers).expect("write");
+    std::fs::write(dir.path().join("rec.eeg"), samples).expect("write");
+    let mut registry = Registry::new();
+    registry.add_source(BrainVisionSourceKind).add_sink(ConsoleSinkKind);
+    let text =
+        "[sources.r]\nkind = \"brainvision\"\npath = \"rec.vhdr\"\nchunk = 100\n[sinks.o]\nkind = \"console\"\ninput = \"r\"\n";
+    let Ok(compiled) = PipelineSpec::from_toml_str(text, dir.path()).and_then(|s| s.compile(&registry)) else {
+        return;
+    };
+    for node in &compiled.nodes {
+        if let neurostream_engine::spec::Built::Source(source) = &node.built {
+            let width = source.schema().width();
+            let Ok(mut reader) = source.open(neurostream_engine::WorkerPos { index: 0, peers: 1 }) else {
+                return;
+            };
+            while let Ok(Some((_, neurostream_engine::Batch::Dense(frame)))) = reader.next_batch() {
+                assert_eq!(frame.data.len(), frame.rows() * width);
+                assert!(frame.markers.iter().all(|m| (m.row as usize) < frame.rows()));
+            }
+        }
     }
 }

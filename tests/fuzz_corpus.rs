@@ -173,6 +173,16 @@ fn arrow_ipc_corpus() {
 }
 
 #[test]
+fn brainvision_mutations() {
+    fuzz("brainvision", neurostream::fuzz_support::brainvision);
+}
+
+#[test]
+fn brainvision_corpus() {
+    replay("brainvision", neurostream::fuzz_support::brainvision);
+}
+
+#[test]
 fn edf_corpus() {
     replay("edf", neurostream::fuzz_support::edf);
 }

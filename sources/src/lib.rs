@@ -16,6 +16,7 @@
 
 pub mod array_source;
 pub mod arrow_tcp;
+pub mod brainvision;
 pub mod edf;
 mod hash;
 pub mod ipc_limit;
@@ -30,6 +31,7 @@ use neurostream_engine::Registry;
 
 pub use array_source::{ArraySource, ArraySourceConfig, ArraySourceKind};
 pub use arrow_tcp::{ArrowTcpConfig, ArrowTcpKind};
+pub use brainvision::{BrainVisionSourceConfig, BrainVisionSourceKind};
 pub use edf::{EdfSourceConfig, EdfSourceKind};
 pub use lsl_source::{LslSourceConfig, LslSourceKind};
 pub use parquet_source::{ParquetSourceConfig, ParquetSourceKind};
@@ -42,6 +44,7 @@ pub fn register(registry: &mut Registry) {
     registry
         .add_source(ArraySourceKind)
         .add_source(ArrowTcpKind)
+        .add_source(BrainVisionSourceKind)
         .add_source(EdfSourceKind)
         .add_source(LslSourceKind)
         .add_source(ParquetSourceKind)

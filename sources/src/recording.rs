@@ -238,3 +238,27 @@ impl SourceReader for Replay {
         }
     }
 }
+
+/// Indices into `labels` of the channels `wanted` names (labels or glob patterns), in that
+/// order, each once. A name that matches nothing is an error naming the key `channels`,
+/// `file` and the nearest label.
+pub fn pick_labels(labels: &[&str], wanted: &[String], file: &std::path::Path) -> std::result::Result<Vec<usize>, String> {
+    let mut out = Vec::new();
+    for want in wanted {
+        let pattern = glob::Pattern::new(want).map_err(|e| format!("key `channels`: pattern `{want}`: {e}"))?;
+        let hits: Vec<usize> = (0..labels.len())
+            .filter(|&i| labels[i] == want || pattern.matches(labels[i]))
+            .filter(|i| !out.contains(i))
+            .collect();
+        if hits.is_empty() && !labels.iter().any(|l| l == want || pattern.matches(l)) {
+            return Err(format!(
+                "key `channels`: {}: no channel `{want}`{}; the file has: {}",
+                file.display(),
+                neurostream_engine::suggest::hint(want, labels.iter().copied()),
+                labels.join(", ")
+            ));
+        }
+        out.extend(hits);
+    }
+    Ok(out)
+}

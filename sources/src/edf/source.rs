@@ -10,7 +10,7 @@ use neurostream_engine::{
 use serde::{Deserialize, Serialize};
 
 use super::file::EdfFile;
-use crate::recording::{engine_channels, Blocks, Event, Replay, ReplaySettings};
+use crate::recording::{engine_channels, pick_labels, Blocks, Event, Replay, ReplaySettings};
 
 /// Configuration of an `edf` source.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -201,27 +201,8 @@ fn pick_channels(file: &EdfFile, wanted: Option<&[String]>, resample: bool) -> s
             keep
         }
         Some(list) => {
-            let mut out = Vec::new();
-            for want in list {
-                let pattern = glob::Pattern::new(want).map_err(|e| format!("`channels`: pattern `{want}`: {e}"))?;
-                let hits: Vec<usize> = data
-                    .iter()
-                    .copied()
-                    .filter(|&i| h.signals[i].label == *want || pattern.matches(&h.signals[i].label))
-                    .filter(|i| !out.contains(i))
-                    .collect();
-                if hits.is_empty() {
-                    let labels: Vec<&str> = data.iter().map(|&i| h.signals[i].label.as_str()).collect();
-                    return Err(format!(
-                        "key `channels`: {}: no channel `{want}`{}; the file has: {}",
-                        file.path.display(),
-                        neurostream_engine::suggest::hint(want, labels.iter().copied()),
-                        labels.join(", ")
-                    ));
-                }
-                out.extend(hits);
-            }
-            out
+            let labels: Vec<&str> = data.iter().map(|&i| h.signals[i].label.as_str()).collect();
+            pick_labels(&labels, list, &file.path)?.into_iter().map(|k| data[k]).collect()
         }
     };
     let spr = h.signals[picked[0]].samples_per_record;

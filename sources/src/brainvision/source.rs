@@ -1,0 +1,345 @@
+//! The `brainvision` source: replays a BrainVision recording (`.vhdr` header, `.eeg` data,
+//! `.vmrk` markers) as a signal stream in the engine's units, its markers as markers (labelled
+//! `type/description`, as MNE names them), fast or paced like the device (`speed`).
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use neurostream_engine::{
+    Channel, EngineError, NodeConfig, NodeContext, Result, Schema, Source, SourceKind, SourceReader, StreamKind, WorkerPos,
+};
+use serde::{Deserialize, Serialize};
+
+use super::header::{parse_markers, read_text, Header};
+use crate::recording::{engine_channels, pick_labels, Blocks, Event, Replay, ReplaySettings};
+
+/// Configuration of a `brainvision` source.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BrainVisionSourceConfig {
+    /// The header file (`.vhdr`); it names the data and marker files beside it.
+    pub path: String,
+    /// Channels to read, by label or glob pattern, in this order. Default: every channel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channels: Option<Vec<String>>,
+    /// Samples per frame (default 256).
+    #[serde(default = "default_chunk")]
+    #[schemars(extend("x-unit" = "samples"))]
+    pub chunk: usize,
+    /// Replay pace: 0 (default) as fast as possible; 1.0 real time; 10 ten times faster.
+    #[serde(default)]
+    #[schemars(extend("x-unit" = "× real time"))]
+    pub speed: f64,
+    /// Channels of type `eog` (MNE's default list).
+    #[serde(default = "default_eog")]
+    pub eog: Vec<String>,
+}
+
+fn default_chunk() -> usize {
+    256
+}
+
+fn default_eog() -> Vec<String> {
+    ["HEOGL", "HEOGR", "VEOGb"].map(String::from).to_vec()
+}
+
+impl BrainVisionSourceConfig {
+    /// Reads every channel of the recording whose header is `path`, 256 samples per frame.
+    pub fn new(path: &str) -> BrainVisionSourceConfig {
+        BrainVisionSourceConfig {
+            path: path.into(),
+            channels: None,
+            chunk: default_chunk(),
+            speed: 0.0,
+            eog: default_eog(),
+        }
+    }
+}
+
+impl NodeConfig for BrainVisionSourceConfig {
+    const KIND: &'static str = "brainvision";
+}
+
+/// The `brainvision` source kind.
+pub struct BrainVisionSourceKind;
+
+/// A recording opened and checked: header, markers, sample count.
+struct Opened {
+    header: Header,
+    samples: u64,
+    events: Vec<Event>,
+}
+
+fn open_recording(path: &Path) -> std::result::Result<Opened, String> {
+    let header = Header::open(path)?;
+    let data_size = std::fs::metadata(&header.data_file)
+        .map_err(|e| format!("{}: DataFile: {}: {e}", path.display(), header.data_file.display()))?
+        .len();
+    let frame_bytes = (header.format.bytes() * header.channels.len()) as u64;
+    if data_size % frame_bytes != 0 {
+        return Err(format!(
+            "{}: {} bytes is not a whole number of samples of {} channels × {} bytes: the header disagrees with the data, or the file is truncated",
+            header.data_file.display(),
+            data_size,
+            header.channels.len(),
+            header.format.bytes()
+        ));
+    }
+    let samples = data_size / frame_bytes;
+    if let Some(points) = header.data_points {
+        if points != samples {
+            return Err(format!(
+                "{}: DataPoints: the header says {points} samples per channel, the data file {} holds {samples}",
+                path.display(),
+                header.data_file.display()
+            ));
+        }
+    }
+    let events = match &header.marker_file {
+        None => Vec::new(),
+        Some(m) => {
+            let text = read_text(m).map_err(|e| format!("{}: MarkerFile: {e}", path.display()))?;
+            let mut entries = parse_markers(&text, m)?;
+            // MNE leaves out a leading `New Segment` (it only carries the recording's date).
+            if entries.first().is_some_and(|e| e.kind == "New Segment") {
+                entries.remove(0);
+            }
+            let mut events: Vec<Event> = entries
+                .into_iter()
+                .map(|e| Event {
+                    sample: e.sample,
+                    label: format!("{}/{}", e.kind, e.description),
+                    duration_s: e.points as f64 / header.sample_rate,
+                })
+                .collect();
+            events.sort_by_key(|e| e.sample);
+            events
+        }
+    };
+    Ok(Opened { header, samples, events })
+}
+
+impl SourceKind for BrainVisionSourceKind {
+    type Config = BrainVisionSourceConfig;
+
+    fn describe(&self) -> &'static str {
+        "BrainVision recording (.vhdr/.eeg/.vmrk; int16, int32, float32; multiplexed or vectorized) in the engine's units, markers as markers"
+    }
+    fn build(&self, cfg: BrainVisionSourceConfig, ctx: &NodeContext) -> Result<Arc<dyn Source>> {
+        let fail = |m: String| EngineError::config(ctx.label, m);
+        if cfg.chunk == 0 {
+            return Err(fail("`chunk` must be at least 1".into()));
+        }
+        if !(cfg.speed >= 0.0 && cfg.speed.is_finite()) {
+            return Err(fail(format!(
+                "`speed` must be >= 0 (0: as fast as possible), found {}",
+                cfg.speed
+            )));
+        }
+        let path = ctx.input_file(&cfg.path);
+        let opened = open_recording(&path).map_err(fail)?;
+        let h = &opened.header;
+        let labels: Vec<&str> = h.channels.iter().map(|c| c.name.as_str()).collect();
+        let picked = match &cfg.channels {
+            None => (0..labels.len()).collect(),
+            Some(list) => pick_labels(&labels, list, &path).map_err(fail)?,
+        };
+        let (channels, unit_factors) = engine_channels(
+            picked
+                .iter()
+                .map(|&i| {
+                    let c = &h.channels[i];
+                    let voltage = matches!(c.unit.as_str(), "V" | "mV" | "µV" | "μV" | "uV" | "nV");
+                    let kind = if cfg.eog.contains(&c.name) {
+                        "eog"
+                    } else if voltage {
+                        "eeg"
+                    } else {
+                        "misc"
+                    };
+                    Channel {
+                        name: c.name.clone(),
+                        unit: c.unit.clone(),
+                        kind: kind.into(),
+                    }
+                })
+                .collect(),
+        );
+        // Stored value × resolution is the value in the file's unit; × the unit factor, in the
+        // engine's. Both are applied while decoding, in f64.
+        let scales: Vec<f64> = picked
+            .iter()
+            .enumerate()
+            .map(|(k, &i)| h.channels[i].resolution * unit_factors.as_ref().map_or(1.0, |f| f[k] as f64))
+            .collect();
+        let schema = Arc::new(Schema {
+            kind: StreamKind::Signal {
+                sample_rate: h.sample_rate,
+            },
+            channels,
+        });
+        tracing::info!(
+            "{}: {:?} {}, {} channels × {} samples at {} Hz, {} markers",
+            path.display(),
+            h.format,
+            if h.vectorized { "vectorized" } else { "multiplexed" },
+            h.channels.len(),
+            opened.samples,
+            h.sample_rate,
+            opened.events.len()
+        );
+        Ok(Arc::new(BrainVisionSource {
+            name: ctx.name.into(),
+            files: std::iter::once(path.clone())
+                .chain(std::iter::once(h.data_file.clone()))
+                .chain(h.marker_file.clone())
+                .collect(),
+            schema,
+            picked,
+            scales: Arc::new(scales),
+            samples: opened.samples,
+            events: Arc::new(opened.events),
+            header: opened.header,
+            cfg,
+        }))
+    }
+}
+
+/// A configured `brainvision` source.
+pub struct BrainVisionSource {
+    name: Arc<str>,
+    cfg: BrainVisionSourceConfig,
+    header: Header,
+    /// Header, data and marker files.
+    files: Vec<PathBuf>,
+    schema: Arc<Schema>,
+    picked: Vec<usize>,
+    /// Per picked channel: stored value → engine unit.
+    scales: Arc<Vec<f64>>,
+    samples: u64,
+    events: Arc<Vec<Event>>,
+}
+
+impl Source for BrainVisionSource {
+    fn replayable(&self) -> bool {
+        true
+    }
+    fn input_files(&self) -> Vec<PathBuf> {
+        self.files.clone()
+    }
+    fn schema(&self) -> Arc<Schema> {
+        self.schema.clone()
+    }
+    fn total_rows(&self) -> Option<u64> {
+        Some(self.samples)
+    }
+    fn open(&self, worker: WorkerPos) -> Result<Box<dyn SourceReader>> {
+        let settings = ReplaySettings {
+            kind: BrainVisionSourceConfig::KIND,
+            name: self.name.clone(),
+            schema: self.schema.clone(),
+            rate: self.header.sample_rate,
+            chunk: self.cfg.chunk,
+            speed: self.cfg.speed,
+            // Unit factors are folded into `scales`.
+            factors: None,
+            events: self.events.clone(),
+        };
+        // One worker replays the recording: a device stream has one order.
+        let blocks = if worker.index == 0 {
+            let data = File::open(&self.header.data_file)
+                .map_err(|e| EngineError::io(format!("opening {}", self.header.data_file.display()), e))?;
+            Some(Box::new(DataBlocks {
+                data,
+                path: self.header.data_file.clone(),
+                header: self.header.clone(),
+                picked: self.picked.clone(),
+                scales: self.scales.clone(),
+                samples: self.samples,
+                next: 0,
+                buffer: Vec::new(),
+            }) as Box<dyn Blocks>)
+        } else {
+            None
+        };
+        Ok(Box::new(Replay::new(settings, blocks)))
+    }
+}
+
+/// Samples per block read from the data file, at most.
+const BLOCK_SAMPLES: u64 = 4096;
+/// Bytes per block read from the data file, at most (many channels mean fewer samples).
+const BLOCK_BYTES: u64 = 4 << 20;
+
+/// The picked channels of a BrainVision data file, a block of samples at a time.
+struct DataBlocks {
+    data: File,
+    path: PathBuf,
+    header: Header,
+    picked: Vec<usize>,
+    scales: Arc<Vec<f64>>,
+    /// Samples per channel in the file.
+    samples: u64,
+    /// Next sample to read.
+    next: u64,
+    buffer: Vec<u8>,
+}
+
+impl DataBlocks {
+    fn read_at(&mut self, offset: u64, len: usize) -> Result<()> {
+        self.buffer.resize(len, 0);
+        self.data.read_exact_at(&mut self.buffer, offset).map_err(|e| {
+            EngineError::Runtime(format!(
+                "{}: reading {len} bytes at offset {offset}: {e} (the file changed or was truncated while being read)",
+                self.path.display()
+            ))
+        })
+    }
+}
+
+impl Blocks for DataBlocks {
+    fn read_block(&mut self, rows: &mut Vec<f32>, samples: &mut Vec<i64>) -> Result<bool> {
+        if self.next >= self.samples {
+            return Ok(false);
+        }
+        let fmt = self.header.format;
+        let bps = fmt.bytes();
+        let nch = self.header.channels.len();
+        let per_block = (BLOCK_BYTES / (nch * bps) as u64).clamp(1, BLOCK_SAMPLES);
+        let n = per_block.min(self.samples - self.next) as usize;
+        let w = self.picked.len();
+        let base = rows.len();
+        rows.resize(base + n * w, 0.0);
+        if self.header.vectorized {
+            for (c, &ch) in self.picked.clone().iter().enumerate() {
+                let offset = (ch as u64 * self.samples + self.next) * bps as u64;
+                self.read_at(offset, n * bps)?;
+                let scale = self.scales[c];
+                for (s, b) in self.buffer.chunks_exact(bps).enumerate() {
+                    rows[base + s * w + c] = (fmt.decode(b) * scale) as f32;
+                }
+            }
+        } else {
+            let frame = nch * bps;
+            self.read_at(self.next * frame as u64, n * frame)?;
+            for (s, sample) in self.buffer.chunks_exact(frame).enumerate() {
+                for (c, &ch) in self.picked.iter().enumerate() {
+                    rows[base + s * w + c] = (fmt.decode(&sample[ch * bps..]) * self.scales[c]) as f32;
+                }
+            }
+        }
+        samples.extend((self.next as i64..).take(n));
+        self.next += n as u64;
+        Ok(true)
+    }
+
+    fn next_sample(&self) -> Option<i64> {
+        (self.next < self.samples).then_some(self.next as i64)
+    }
+
+    fn location(&self) -> String {
+        format!("sample {}", self.next)
+    }
+}
