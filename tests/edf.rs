@@ -308,3 +308,23 @@ fn lying_headers_are_refused_before_anything_is_allocated() {
     let e = run_err(d, &["validate", "p.toml"]);
     assert!(e.contains("many.edf") && e.contains("number of signals"), "{e}");
 }
+
+#[test]
+fn channels_in_volts_millivolts_and_nanovolts_arrive_in_microvolts() {
+    let Some(py) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let rec = d.join("units.edf");
+    run_python(
+        &py,
+        "check_edf.py",
+        &["write_units", eeg("short_psg.edf").to_str().unwrap(), rec.to_str().unwrap()],
+    );
+    std::fs::write(d.join("p.toml"), pipeline(&rec, "", "out.parquet")).unwrap();
+    run_ok(d, &["run", "p.toml", "--quiet"]);
+    run_python(
+        &py,
+        "check_edf.py",
+        &["units", rec.to_str().unwrap(), d.join("out.parquet").to_str().unwrap()],
+    );
+}

@@ -99,5 +99,41 @@ def header(rec, ours_path):
     print(f"{rec}: header of {len(sig)} signals and {len(ann)} annotations equal pyedflib's")
 
 
+def write_units(rec, out):
+    """An EDF with the EEG of REC in V, mV, uV and nV (one channel each), as some devices write it."""
+    r = pyedflib.EdfReader(rec)
+    labels = r.getSignalLabels()
+    eeg = [i for i, l in enumerate(labels) if l.startswith("EEG")][:1]
+    x = r.readSignal(eeg[0], digital=False)  # uV
+    fs = r.getSampleFrequency(eeg[0])
+    units = [("EEG V", "V", 1e-6), ("EEG mV", "mV", 1e-3), ("EEG uV", "uV", 1.0), ("EEG nV", "nV", 1e3)]
+    w = pyedflib.EdfWriter(out, len(units), file_type=pyedflib.FILETYPE_EDFPLUS)
+    heads = []
+    for label, unit, k in units:
+        y = x * k
+        m = float(np.abs(y).max()) * 1.1
+        heads.append({"label": label, "dimension": unit, "sample_frequency": fs, "physical_min": -m,
+                      "physical_max": m, "digital_min": -32768, "digital_max": 32767})
+    w.setSignalHeaders(heads)
+    w.writeSamples([x * k for _, _, k in units])
+    w.close()
+
+
+def units(rec, out):
+    """OUT holds every channel of REC in uV: pyedflib's physical values times the unit's factor."""
+    factor = {"V": 1e6, "mV": 1e3, "uV": 1.0, "nV": 1e-3}
+    r = pyedflib.EdfReader(rec)
+    t = pq.read_table(out)
+    got_units = json.loads(t.schema.metadata[b"neurostream.units"])
+    assert got_units == ["uV"] * r.signals_in_file, got_units
+    for i, label in enumerate(r.getSignalLabels()):
+        want = r.readSignal(i, digital=False) * factor[r.getPhysicalDimension(i)]
+        ours = t.column(label).to_numpy().astype(np.float64)
+        err = np.abs(ours - want).max() / np.abs(want).max()
+        assert err <= 1e-6, f"{label}: max error {err:.2e}"
+    print(f"{rec}: V, mV, uV and nV channels arrive in uV")
+
+
 if __name__ == "__main__":
-    {"signals": signals, "header": header, "resampled": resampled}[sys.argv[1]](*sys.argv[2:])
+    {"signals": signals, "header": header, "resampled": resampled, "write_units": write_units,
+     "units": units}[sys.argv[1]](*sys.argv[2:])
