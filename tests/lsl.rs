@@ -219,3 +219,109 @@ fn a_missing_liblsl_is_a_clear_error() {
     );
     let _ = run_err; // shared helpers
 }
+
+/// MNE-LSL's `StreamLSL` reads the engine's outlets right: a signal (sfreq, names, types, µV,
+/// every sample) and a windowed stream whose nominal rate is one row per step.
+#[test]
+fn mne_lsl_stream_reads_the_engines_outlets_with_rate_names_types_units_and_values() {
+    let Some((py, liblsl)) = setup() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let rec = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/data/eeg/short_psg.edf");
+    std::fs::write(
+        d.join("out.toml"),
+        format!(
+            r#"
+[sources.rec]
+kind = "edf"
+path = "{}"
+chunk = 50
+speed = 30.0
+
+[operators.power]
+kind = "bandpower"
+input = "rec"
+window_s = 2.0
+step_s = 0.5
+bands = [["alpha", 8.0, 12.0]]
+
+[sinks.ref]
+kind = "parquet"
+input = "rec"
+path = "ref.parquet"
+
+[sinks.power_ref]
+kind = "parquet"
+input = "power"
+path = "power.parquet"
+
+[sinks.signal]
+kind = "lsl"
+input = "rec"
+name = "NS_SIGNAL"
+type = "EEG"
+wait_for_consumers_s = 30.0
+linger_s = 5.0
+
+[sinks.power_out]
+kind = "lsl"
+input = "power"
+name = "NS_POWER"
+type = "Power"
+wait_for_consumers_s = 30.0
+"#,
+            rec.display()
+        ),
+    )
+    .unwrap();
+    let mne_peer = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/mne_lsl_peer.py");
+    let log = in_netns(
+        d,
+        &py,
+        &liblsl,
+        &format!(
+            "$PY {} stream NS_SIGNAL NS_POWER 30000 seen.json & $NS run out.toml; status=$?; wait $! || status=1; exit $status",
+            mne_peer.display()
+        ),
+    );
+    assert!(log.contains("StreamLSL: "), "{log}");
+    let s = |n: &str| d.join(n).to_string_lossy().to_string();
+    run_python(
+        &py,
+        "mne_lsl_peer.py",
+        &["check_stream", &s("seen.json"), &s("ref.parquet"), &s("power.parquet"), "0.5"],
+    );
+}
+
+/// The engine's inlet reads MNE-LSL's `PlayerLSL` playing a bundled recording: names, types,
+/// rate, and values converted from the player's volts to µV.
+#[test]
+fn the_lsl_source_reads_mne_lsl_player_in_microvolts() {
+    let Some((py, liblsl)) = setup() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let rec = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/data/eeg/mi_test.edf");
+    std::fs::write(
+        d.join("in.toml"),
+        "[sources.amp]\nkind = \"lsl\"\nname = \"NS_PLAYER\"\ntimestamps = \"count\"\nduration_s = 4.0\nresolve_timeout_s = 30.0\n\n\
+         [sinks.out]\nkind = \"parquet\"\ninput = \"amp\"\npath = \"played.parquet\"\n",
+    )
+    .unwrap();
+    let mne_peer = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/mne_lsl_peer.py");
+    in_netns(
+        d,
+        &py,
+        &liblsl,
+        &format!(
+            "$PY {} play {} NS_PLAYER 2 & player=$!; $NS run in.toml; status=$?; kill $player; exit $status",
+            mne_peer.display(),
+            rec.display()
+        ),
+    );
+    let s = |n: &str| d.join(n).to_string_lossy().to_string();
+    run_python(
+        &py,
+        "mne_lsl_peer.py",
+        &["check_played", rec.to_str().unwrap(), "2", &s("played.parquet")],
+    );
+}

@@ -38,6 +38,9 @@ pub const MAX_WIDTH: usize = 1 << 20;
 pub const META_LAYOUT: &str = "neurostream.layout";
 /// Metadata key of the sampling rate in Hz (signals).
 pub const META_SAMPLE_RATE: &str = "neurostream.sample_rate";
+/// Metadata key of the rows per second of signals whose rows are not one per sample (windowed
+/// outputs; 0 for irregular rows).
+pub const META_ROW_RATE: &str = "neurostream.row_rate";
 /// Metadata key of the per-channel units, a JSON list (signals).
 pub const META_UNITS: &str = "neurostream.units";
 /// Signals: JSON list of each channel's type (`eeg`, `mag`, ...; empty when unknown), written
@@ -132,9 +135,12 @@ pub fn read_time_column(batch: &RecordBatch, where_: &str, file_row: u64) -> Res
 pub fn arrow_schema(schema: &Schema, opts: &EncodeOptions) -> Arc<ArrowSchema> {
     let mut meta = HashMap::new();
     let fields: Vec<Field> = match &schema.kind {
-        StreamKind::Signal { sample_rate } => {
+        StreamKind::Signal { sample_rate, row_rate } => {
             meta.insert(META_LAYOUT.to_string(), "signals".to_string());
             meta.insert(META_SAMPLE_RATE.to_string(), sample_rate.to_string());
+            if let Some(r) = row_rate {
+                meta.insert(META_ROW_RATE.to_string(), r.to_string());
+            }
             let units: Vec<&str> = schema.channels.iter().map(|c| c.unit.as_str()).collect();
             meta.insert(META_UNITS.to_string(), serde_json::to_string(&units).unwrap());
             if schema.channels.iter().any(|c| !c.kind.is_empty()) {
@@ -310,7 +316,7 @@ fn encode_frame(
     let w = frame.width();
     let mut cols: Vec<ArrayRef> = Vec::new();
     match (&frame.schema.kind, &frame.index) {
-        (StreamKind::Signal { sample_rate }, RowIndex::Samples(samples)) => {
+        (StreamKind::Signal { sample_rate, .. }, RowIndex::Samples(samples)) => {
             cols.push(Arc::new(Float64Array::from_iter_values(
                 samples.iter().map(|&s| s as f64 / sample_rate),
             )));
@@ -526,8 +532,15 @@ impl Decoder {
             if channels.is_empty() {
                 return Err("signal layout without float channel columns".into());
             }
+            let row_rate = meta
+                .get(META_ROW_RATE)
+                .and_then(|r| r.parse::<f64>().ok())
+                .filter(|r| r.is_finite() && *r >= 0.0);
             let schema = Schema {
-                kind: StreamKind::Signal { sample_rate: rate },
+                kind: StreamKind::Signal {
+                    sample_rate: rate,
+                    row_rate,
+                },
                 channels: channels
                     .iter()
                     .enumerate()

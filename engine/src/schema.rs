@@ -5,10 +5,15 @@ use serde::{Deserialize, Serialize};
 /// What kind of data a stream carries, with the metadata that kind needs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum StreamKind {
-    /// Sampled signals (EEG, MEG, ...): one row per sample.
+    /// Sampled signals (EEG, MEG, ...): rows indexed by sample, usually one row per sample.
     Signal {
-        /// Sampling rate in Hz.
+        /// Sampling rate in Hz (of the sample index).
         sample_rate: f64,
+        /// Rows per second when rows are not one per sample: windowed outputs give one row
+        /// per step (`sample_rate / step`), `Some(0.0)` when rows come irregularly (one per
+        /// epoch around a marker). `None`: one row per sample.
+        #[serde(default)]
+        row_rate: Option<f64>,
     },
     /// Model activations: one row per token, `d_model` columns.
     Activation {
@@ -143,7 +148,10 @@ impl Schema {
     /// A signal schema: channels named `names`, all in `unit`, sampled at `sample_rate` Hz.
     pub fn signal<S: AsRef<str>>(names: &[S], unit: &str, sample_rate: f64) -> Schema {
         Schema {
-            kind: StreamKind::Signal { sample_rate },
+            kind: StreamKind::Signal {
+                sample_rate,
+                row_rate: None,
+            },
             channels: names
                 .iter()
                 .map(|n| Channel {
@@ -224,8 +232,17 @@ impl Schema {
     /// Sampling rate in Hz for signal streams, `None` for activations.
     pub fn sample_rate(&self) -> Option<f64> {
         match self.kind {
-            StreamKind::Signal { sample_rate } => Some(sample_rate),
+            StreamKind::Signal { sample_rate, .. } => Some(sample_rate),
             _ => None,
+        }
+    }
+
+    /// Rows per second: the sampling rate for signals of one row per sample, the window rate
+    /// of windowed outputs, 0 for irregular rows (epochs) and for streams that are not signals.
+    pub fn row_rate(&self) -> f64 {
+        match self.kind {
+            StreamKind::Signal { sample_rate, row_rate } => row_rate.unwrap_or(sample_rate),
+            _ => 0.0,
         }
     }
 
@@ -242,9 +259,14 @@ impl Schema {
     /// A short human description, e.g. `signal, 8 channels at 256 Hz`.
     pub fn describe(&self) -> String {
         match &self.kind {
-            StreamKind::Signal { sample_rate } => {
-                format!("signal, {} channels at {} Hz", self.width(), sample_rate)
-            }
+            StreamKind::Signal { sample_rate, row_rate } => match row_rate {
+                None => format!("signal, {} channels at {} Hz", self.width(), sample_rate),
+                Some(0.0) => format!(
+                    "signal, {} channels, irregular rows (samples at {sample_rate} Hz)",
+                    self.width()
+                ),
+                Some(r) => format!("signal, {} channels, {r} rows/s (samples at {sample_rate} Hz)", self.width()),
+            },
             StreamKind::Activation { model, layer } => {
                 let mut s = format!("activations, d_model {}", self.width());
                 if let Some(m) = model {

@@ -21,13 +21,16 @@ pub struct LslSinkConfig {
     /// Its type (default `Decisions`).
     #[serde(default = "default_type", rename = "type")]
     pub stream_type: String,
-    /// Its source id (default: the name), so consumers can recover after a restart.
+    /// Its source id (default `neurostream:NAME`, the same on every run), so consumers
+    /// reconnect to it after a restart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_id: Option<String>,
-    /// Nominal rate in Hz (default 0: irregular, as decisions are).
-    #[serde(default)]
+    /// Nominal rate in Hz. Default: the stream's row rate: its sampling rate for signals, one
+    /// row per step for windowed outputs (band power, decisions over sliding windows), 0
+    /// (irregular) for epochs and for streams that are not signals.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("x-unit" = "Hz"))]
-    pub nominal_rate: f64,
+    pub nominal_rate: Option<f64>,
     /// Also publish the rows' markers on a string outlet `NAME-markers`.
     #[serde(default)]
     pub markers: bool,
@@ -83,7 +86,7 @@ impl SinkKind for LslSinkKind {
             )));
         }
         let non_negative = |v: f64| v >= 0.0 && v.is_finite();
-        if !non_negative(cfg.nominal_rate) || !non_negative(cfg.linger_s) || !non_negative(cfg.wait_for_consumers_s) {
+        if !cfg.nominal_rate.is_none_or(non_negative) || !non_negative(cfg.linger_s) || !non_negative(cfg.wait_for_consumers_s) {
             return Err(fail(
                 "`nominal_rate`, `linger_s` and `wait_for_consumers_s` must be >= 0".into(),
             ));
@@ -117,7 +120,11 @@ impl LslSink {
         labels: &[(String, String, String)],
     ) -> Result<Handle> {
         let api = &self.api;
-        let source_id = self.cfg.source_id.clone().unwrap_or_else(|| name.to_string());
+        let source_id = match &self.cfg.source_id {
+            Some(id) if format != lsl::CFT_STRING => id.clone(),
+            Some(id) => format!("{id}-markers"),
+            None => format!("neurostream:{name}"),
+        };
         let (n, t, s) = (lsl::cstr(name), lsl::cstr(stream_type), lsl::cstr(&source_id));
         // SAFETY: valid C strings; the info is owned by us until destroyed below.
         let info = unsafe {
@@ -128,7 +135,7 @@ impl LslSink {
                 if format == lsl::CFT_STRING {
                     0.0
                 } else {
-                    self.cfg.nominal_rate
+                    self.cfg.nominal_rate.unwrap_or_else(|| self.schema.row_rate())
                 },
                 format,
                 s.as_ptr(),
@@ -152,6 +159,17 @@ impl LslSink {
                     (api.lsl_append_child_value)(ch, lsl::cstr("type").as_ptr(), lsl::cstr(kind).as_ptr());
                 }
             }
+            let acquisition = (api.lsl_append_child)(desc, lsl::cstr("acquisition").as_ptr());
+            (api.lsl_append_child_value)(
+                acquisition,
+                lsl::cstr("manufacturer").as_ptr(),
+                lsl::cstr("neurostream").as_ptr(),
+            );
+            (api.lsl_append_child_value)(
+                acquisition,
+                lsl::cstr("model").as_ptr(),
+                lsl::cstr(&format!("neurostream {} sink `{}`", env!("CARGO_PKG_VERSION"), self.name)).as_ptr(),
+            );
         }
         // SAFETY: valid info; the outlet copies it.
         let outlet = unsafe { (api.lsl_create_outlet)(info, 0, self.cfg.max_buffered.max(1)) };

@@ -263,7 +263,10 @@ fn schema_with(channels: usize, rate: f64, labels: &[Channel]) -> (Arc<Schema>, 
         })
         .collect();
     let schema = Arc::new(Schema {
-        kind: StreamKind::Signal { sample_rate: rate },
+        kind: StreamKind::Signal {
+            sample_rate: rate,
+            row_rate: None,
+        },
         channels,
     });
     (schema, factors)

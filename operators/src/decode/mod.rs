@@ -332,7 +332,10 @@ impl OperatorKind for DecodeKind {
         });
         Ok(Arc::new(Decode {
             schema: Arc::new(Schema {
-                kind: StreamKind::Signal { sample_rate },
+                kind: StreamKind::Signal {
+                    sample_rate,
+                    row_rate: Some(spec.row_rate(input.row_rate())),
+                },
                 channels,
             }),
             cin: input.width(),
@@ -371,7 +374,10 @@ impl Operator for Decode {
             Box::new(|| Box::new(CpuSpatial) as Box<dyn SpatialKernels>),
         )?;
         let sources = Arc::new(Schema {
-            kind: StreamKind::Signal { sample_rate: self.rate },
+            kind: StreamKind::Signal {
+                sample_rate: self.rate,
+                row_rate: None,
+            },
             channels: self.schema.channels[..self.model.csp.filters.len()].to_vec(),
         });
         Ok(Box::new(DecodeInstance {

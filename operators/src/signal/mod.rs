@@ -30,7 +30,7 @@ pub fn signal_rate(
     ctx: &neurostream_engine::NodeContext,
 ) -> neurostream_engine::Result<f64> {
     match input.kind {
-        neurostream_engine::StreamKind::Signal { sample_rate } => Ok(sample_rate),
+        neurostream_engine::StreamKind::Signal { sample_rate, .. } => Ok(sample_rate),
         _ => Err(neurostream_engine::EngineError::config(
             ctx.label,
             format!("{kind} takes signal streams; the input is {}", input.describe()),

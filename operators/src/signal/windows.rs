@@ -82,6 +82,15 @@ impl WindowSpec {
             WindowSpec::Sliding { length, .. } | WindowSpec::Epochs { length, .. } => *length,
         }
     }
+
+    /// Output rows per second over an input of `input_rows_per_s`: one per step of sliding
+    /// windows, 0 (irregular) for epochs.
+    pub fn row_rate(&self, input_rows_per_s: f64) -> f64 {
+        match self {
+            WindowSpec::Sliding { step, .. } => input_rows_per_s / *step as f64,
+            WindowSpec::Epochs { .. } => 0.0,
+        }
+    }
 }
 
 impl WindowConfig {

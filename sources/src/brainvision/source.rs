@@ -177,6 +177,7 @@ impl SourceKind for BrainVisionSourceKind {
         let schema = Arc::new(Schema {
             kind: StreamKind::Signal {
                 sample_rate: h.sample_rate,
+                row_rate: None,
             },
             channels,
         });

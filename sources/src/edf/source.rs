@@ -145,7 +145,10 @@ impl SourceKind for EdfSourceKind {
                 .collect(),
         );
         let schema = Arc::new(Schema {
-            kind: StreamKind::Signal { sample_rate: rate },
+            kind: StreamKind::Signal {
+                sample_rate: rate,
+                row_rate: None,
+            },
             channels,
         });
         tracing::info!(

@@ -131,7 +131,10 @@ impl OperatorKind for BandpowerKind {
         Ok(Arc::new(Bandpower {
             input: input.clone(),
             schema: Arc::new(Schema {
-                kind: StreamKind::Signal { sample_rate: fs },
+                kind: StreamKind::Signal {
+                    sample_rate: fs,
+                    row_rate: Some(spec.row_rate(input.row_rate())),
+                },
                 channels,
             }),
             spec,

@@ -133,7 +133,10 @@ impl OperatorKind for ResampleKind {
         Ok(Arc::new(Resample {
             input: input.clone(),
             schema: Arc::new(Schema {
-                kind: StreamKind::Signal { sample_rate: rate },
+                kind: StreamKind::Signal {
+                    sample_rate: rate,
+                    row_rate: None,
+                },
                 channels: input.channels.clone(),
             }),
             filter: Arc::new(Polyphase { h, up, down }),
