@@ -133,3 +133,95 @@ fn the_motor_imagery_example_decodes_the_bundled_recording_with_the_bundled_mode
         .sum();
     assert_eq!(rows, 1481, "a decision every 100 ms from 2 s on over 150 s");
 }
+
+/// The model records the units it was fitted on (µV): input in millivolts is converted (the
+/// same decisions), input in another quantity is refused naming the channel and both units;
+/// the same for a normalization statistics file that states its units.
+#[test]
+fn a_model_fitted_in_microvolts_converts_millivolt_input_and_refuses_other_quantities() {
+    let Some(py) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let model = examples.join("data/bci/mi_model.json");
+    std::fs::write(
+        d.join("raw.toml"),
+        format!(
+            "[sources.rec]\nkind = \"edf\"\npath = \"{}\"\n\n[sinks.out]\nkind = \"parquet\"\ninput = \"rec\"\npath = \"uV.parquet\"\n",
+            examples.join("data/eeg/mi_test.edf").display()
+        ),
+    )
+    .unwrap();
+    run_ok(d, &["run", "raw.toml", "--quiet"]);
+    let s = |n: &str| d.join(n).to_string_lossy().to_string();
+    run_python(
+        &py,
+        "units.py",
+        &["rescale", &s("uV.parquet"), &s("mV.parquet"), "0.001", "mV"],
+    );
+    run_python(
+        &py,
+        "units.py",
+        &["rescale", &s("uV.parquet"), &s("degC.parquet"), "1", "degC"],
+    );
+    let decode = |input: &str, out: &str| {
+        format!(
+            "[sources.rec]\nkind = \"parquet\"\npath = \"{input}\"\n\n[operators.dec]\nkind = \"decode\"\ninput = \"rec\"\n\
+             model = \"{}\"\nwindow_s = 2.0\nstep_s = 0.5\n\n[sinks.out]\nkind = \"parquet\"\ninput = \"dec\"\npath = \"{out}\"\n",
+            model.display()
+        )
+    };
+    std::fs::write(d.join("a.toml"), decode("uV.parquet", "dec_uV.parquet")).unwrap();
+    std::fs::write(d.join("b.toml"), decode("mV.parquet", "dec_mV.parquet")).unwrap();
+    run_ok(d, &["run", "a.toml", "--quiet"]);
+    run_ok(d, &["run", "b.toml", "--quiet"]);
+    run_python(
+        &py,
+        "units.py",
+        &[
+            "same",
+            &s("dec_uV.parquet"),
+            &s("dec_mV.parquet"),
+            "p:left,p:right,csp0",
+            "1e-3",
+        ],
+    );
+    std::fs::write(d.join("c.toml"), decode("degC.parquet", "dec_degC.parquet")).unwrap();
+    let err = run_err(d, &["validate", "c.toml"]);
+    assert!(
+        err.contains("was fitted on channel `C1` in `uV`, but the input's `C1` is in `degC`: not convertible"),
+        "{err}"
+    );
+    // Statistics stating their units: the same conversion and refusal.
+    let stats = |unit: &str, scale: f64| {
+        format!(
+            r#"{{"mean": [{m}, {m}, {m}, {m}, {m}, {m}, {m}, {m}], "std": [{v}, {v}, {v}, {v}, {v}, {v}, {v}, {v}], "units": ["{unit}", "{unit}", "{unit}", "{unit}", "{unit}", "{unit}", "{unit}", "{unit}"]}}"#,
+            m = 2.0 * scale,
+            v = 10.0 * scale
+        )
+    };
+    std::fs::write(d.join("stats_uV.json"), stats("uV", 1.0)).unwrap();
+    std::fs::write(d.join("stats_V.json"), stats("V", 1e-6)).unwrap();
+    std::fs::write(d.join("stats_T.json"), stats("T", 1.0)).unwrap();
+    let norm = |stats: &str, out: &str| {
+        format!(
+            "[sources.rec]\nkind = \"parquet\"\npath = \"mV.parquet\"\n\n[operators.z]\nkind = \"normalize\"\ninput = \"rec\"\n\
+             method = \"fixed\"\nstats = \"{stats}\"\n\n[sinks.out]\nkind = \"parquet\"\ninput = \"z\"\npath = \"{out}\"\n"
+        )
+    };
+    std::fs::write(d.join("n1.toml"), norm("stats_uV.json", "z_uV.parquet")).unwrap();
+    std::fs::write(d.join("n2.toml"), norm("stats_V.json", "z_V.parquet")).unwrap();
+    run_ok(d, &["run", "n1.toml", "--quiet"]);
+    run_ok(d, &["run", "n2.toml", "--quiet"]);
+    run_python(
+        &py,
+        "units.py",
+        &["same", &s("z_uV.parquet"), &s("z_V.parquet"), "C1,C4", "1e-4"],
+    );
+    std::fs::write(d.join("n3.toml"), norm("stats_T.json", "z_T.parquet")).unwrap();
+    let err = run_err(d, &["validate", "n3.toml"]);
+    assert!(
+        err.contains("was fitted on channel `C1` in `T`, but the input's `C1` is in `mV`"),
+        "{err}"
+    );
+}

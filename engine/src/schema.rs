@@ -118,6 +118,49 @@ pub fn to_engine_unit(unit: &str, kind: &str) -> (String, f64) {
     si(family, exp).unwrap_or((u.to_string(), 1.0))
 }
 
+/// The factor converting values in unit `from` into unit `to` for a channel of type `kind`
+/// (`mV` → `uV`: 1000; `V` → `uV`: 10⁶), when both measure the same quantity in units
+/// [`to_engine_unit`] knows, or are the same text; `None` otherwise.
+pub fn unit_factor(from: &str, to: &str, kind: &str) -> Option<f64> {
+    if from.trim() == to.trim() {
+        return Some(1.0);
+    }
+    let (engine_from, f_from) = to_engine_unit(from, kind);
+    let (engine_to, f_to) = to_engine_unit(to, kind);
+    let known = ["uV", "fT", "fT/cm"].contains(&engine_from.as_str());
+    (known && engine_from == engine_to).then(|| f_from / f_to)
+}
+
+/// For each `(channel, unit it was fitted on)` of a model or statistics file (`what`, for
+/// messages), matched to input channel `picks[i]`: the factor that brings the input's values
+/// into the fitted unit. Different quantities are an error naming the channel and both units;
+/// a file that recorded no units is assumed to match, with a warning, since files written
+/// before units were recorded say nothing.
+pub fn fitted_unit_factors(what: &str, fitted: &[(String, String)], input: &Schema, picks: &[usize]) -> Result<Vec<f64>, String> {
+    if fitted.iter().all(|(_, u)| u.is_empty()) {
+        if picks.iter().any(|&p| !input.channels[p].unit.is_empty()) {
+            tracing::warn!("{what} records no units; assuming it was fitted on data in the input's units");
+        }
+        return Ok(vec![1.0; picks.len()]);
+    }
+    fitted
+        .iter()
+        .zip(picks)
+        .map(|((name, unit), &p)| {
+            let c = &input.channels[p];
+            if unit.is_empty() || c.unit.is_empty() {
+                return Ok(1.0);
+            }
+            unit_factor(&c.unit, unit, &c.kind).ok_or_else(|| {
+                format!(
+                    "{what} was fitted on channel `{name}` in `{unit}`, but the input's `{}` is in `{}`: not convertible",
+                    c.name, c.unit
+                )
+            })
+        })
+        .collect()
+}
+
 /// The type an EDF+ label names by its conventional prefix (`EEG Fpz-Cz` → `eeg`, `EOG
 /// horizontal` → `eog`), or empty.
 pub fn channel_type_from_label(label: &str) -> String {

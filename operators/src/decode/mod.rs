@@ -28,6 +28,11 @@ use lda::Lda;
 pub struct BciModel {
     /// The channels the filters apply to, in order (picked by name from the input).
     pub channels: Vec<String>,
+    /// Each channel's unit in the training data (`uV`); empty in models written before units
+    /// were recorded. Input in another unit of the same quantity is converted; in another
+    /// quantity, refused.
+    #[serde(default)]
+    pub units: Vec<String>,
     /// Sampling rate of the training data, Hz.
     pub sample_rate: f64,
     /// Class labels (marker labels), in the order of the probabilities.
@@ -228,6 +233,7 @@ impl SinkWriter for TrainWriter {
             .count();
         let model = BciModel {
             channels: self.schema.channels.iter().map(|ch| ch.name.clone()).collect(),
+            units: self.schema.channels.iter().map(|ch| ch.unit.clone()).collect(),
             sample_rate: self.rate,
             classes: self.cfg.epochs.clone(),
             tmin: self.cfg.tmin,
@@ -308,12 +314,21 @@ impl OperatorKind for DecodeKind {
             ));
         }
         let spec = cfg.windows.resolve(sample_rate).map_err(fail)?;
+        let fitted: Vec<(String, String)> = model
+            .channels
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.clone(), model.units.get(i).cloned().unwrap_or_default()))
+            .collect();
+        let what = format!("the model {}", cfg.model);
+        let scales = neurostream_engine::schema::fitted_unit_factors(&what, &fitted, input, &picks).map_err(fail)?;
         let n = model.csp.filters.len();
-        // One matrix: pick the model's channels and apply the filters (input width × n).
+        // One matrix: pick the model's channels, bring them to the training units and apply
+        // the filters (input width × n).
         let mut matrix = vec![0f32; input.width() * n];
         for (k, w) in model.csp.filters.iter().enumerate() {
             for (ci, &p) in picks.iter().enumerate() {
-                matrix[p * n + k] = w[ci] as f32;
+                matrix[p * n + k] = (w[ci] * scales[ci]) as f32;
             }
         }
         let mut channels: Vec<Channel> = (0..n)

@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 
 pub use cpu::CpuKernels;
 pub use gpu::GpuKernels;
-pub use stats_file::load_stats;
+pub use stats_file::{load_stats, Stats};
 
 /// Which normalization to apply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -219,7 +219,7 @@ impl OperatorKind for NormalizeKind {
                     return fail("method fixed needs key `stats` (a JSON or safetensors file with mean and std)".into());
                 };
                 let path = ctx.input_file(path);
-                let (mean, std) = load_stats(&path).map_err(|e| EngineError::config(ctx.label, e.to_string()))?;
+                let Stats { mean, std, units } = load_stats(&path).map_err(|e| EngineError::config(ctx.label, e.to_string()))?;
                 if mean.len() != width {
                     return fail(format!(
                         "shape mismatch: `stats` {} holds {} channels but its input has {width} ({})",
@@ -234,7 +234,16 @@ impl OperatorKind for NormalizeKind {
                         path.display()
                     ));
                 }
-                let inv_std = std.iter().map(|s| 1.0 / s).collect();
+                // Input values × f are in the statistics' units, so (x·f − m)/s = (x − m/f)/(s/f).
+                let fitted: Vec<(String, String)> = (0..width)
+                    .map(|c| (input.channels[c].name.clone(), units.get(c).cloned().unwrap_or_default()))
+                    .collect();
+                let picks: Vec<usize> = (0..width).collect();
+                let what = format!("`stats` {}", path.display());
+                let f = neurostream_engine::schema::fitted_unit_factors(&what, &fitted, input, &picks)
+                    .map_err(|m| EngineError::config(ctx.label, m))?;
+                let mean: Vec<f64> = mean.iter().zip(&f).map(|(m, f)| m / f).collect();
+                let inv_std = std.iter().zip(&f).map(|(s, f)| f / s).collect();
                 Mode::Fixed {
                     mean: Arc::new(mean),
                     inv_std: Arc::new(inv_std),
