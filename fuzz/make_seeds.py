@@ -8,6 +8,9 @@
 - pipeline_toml: the repository's example pipelines and a few small ones.
 - brainvision: header, marker and data file joined by NUL bytes: int16 multiplexed, float32
   vectorized, int32 with DataPoints, a Latin-1 `µV`, markers with a New Segment.
+- xdf: small XDF files (2 channels, 40 samples) in float32 with sparse time stamps, double64,
+  int16, with a marker stream, clock offsets, a boundary and footers (tests/python/check_xdf.py's
+  writer).
 - sae_files: SAELens and sparsify files of a d_in 4, d_sae 8 SAE.
 """
 import io
@@ -127,12 +130,26 @@ def brainvision_seeds():
         open(os.path.join(C, "brainvision", name), "wb").write(blob)
 
 
+def xdf_seeds():
+    import sys
+    sys.path.insert(0, os.path.join(ROOT, "tests", "python"))
+    import check_xdf
+    rng = np.random.default_rng(0)
+    eeg = rng.normal(size=(40, 2)) * 20
+    ann = [(0.05, "left"), (0.3, "right")]
+    for fmt, unit, every, clock in [("float32", "microvolts", False, True), ("double64", "V", True, True),
+                                    ("int16", "uV", True, False)]:
+        data = {"float32": eeg.astype(np.float32), "double64": eeg / 1e6, "int16": np.round(eeg).astype(np.int16)}[fmt]
+        check_xdf.write_one(os.path.join(C, "xdf", fmt), data, ["Cz", "Pz"], ann, fmt, unit, every, clock)
+
+
 if __name__ == "__main__":
-    for t in ("arrow_ipc", "edf", "pipeline_toml", "sae_files", "brainvision"):
+    for t in ("arrow_ipc", "edf", "pipeline_toml", "sae_files", "brainvision", "xdf"):
         os.makedirs(os.path.join(C, t), exist_ok=True)
     arrow_seeds()
     edf_seeds()
     toml_seeds()
     sae_seeds()
     brainvision_seeds()
+    xdf_seeds()
     print("seeds written to", C)

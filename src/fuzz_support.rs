@@ -162,6 +162,58 @@ impl std::io::Write for MockStream {
     }
 }
 
+/// The XDF reader on any file contents: headers, then every stream's samples, time stamps and
+/// clock offsets, then the values of each numeric stream's chunks; through the `xdf` source
+/// too, replayed to the end.
+pub fn xdf(data: &[u8]) {
+    let mut f = tempfile::NamedTempFile::new().expect("temp file");
+    f.write_all(data).expect("write");
+    f.flush().expect("flush");
+    for allow_truncated in [false, true] {
+        let Ok(mut file) = neurostream_sources::xdf::XdfFile::open(f.path(), allow_truncated) else {
+            continue;
+        };
+        let headers = file.streams.clone();
+        let ids: Vec<u32> = headers.iter().map(|h| h.id).collect();
+        let Ok(data) = file.scan(&ids) else { continue };
+        for (h, d) in headers.iter().zip(&data) {
+            for &chunk in d.chunks.iter().take(64) {
+                let mut values = Vec::new();
+                if file.read_chunk_values(h, chunk, &mut values).is_ok() {
+                    assert_eq!(values.len() % h.channel_count, 0);
+                }
+            }
+        }
+    }
+    let dir = f.path().parent().expect("a directory").to_path_buf();
+    let name = f.path().file_name().expect("a name").to_string_lossy().to_string();
+    let mut registry = Registry::new();
+    registry
+        .add_source(neurostream_sources::xdf::XdfSourceKind)
+        .add_sink(ConsoleSinkKind);
+    let text =
+        format!("[sources.r]\nkind = \"xdf\"\npath = \"{name}\"\nchunk = 100\n[sinks.o]\nkind = \"console\"\ninput = \"r\"\n");
+    drain_sources(PipelineSpec::from_toml_str(&text, dir).and_then(|s| s.compile(&registry)));
+}
+
+/// Replays every source of a compiled pipeline to its end, checking that frames are
+/// well-formed (width × rows values, markers on existing rows).
+fn drain_sources(compiled: neurostream_engine::Result<neurostream_engine::spec::CompiledPipeline>) {
+    let Ok(compiled) = compiled else { return };
+    for node in &compiled.nodes {
+        if let neurostream_engine::spec::Built::Source(source) = &node.built {
+            let width = source.schema().width();
+            let Ok(mut reader) = source.open(neurostream_engine::WorkerPos { index: 0, peers: 1 }) else {
+                return;
+            };
+            while let Ok(Some((_, neurostream_engine::Batch::Dense(frame)))) = reader.next_batch() {
+                assert_eq!(frame.data.len(), frame.rows() * width);
+                assert!(frame.markers.iter().all(|m| (m.row as usize) < frame.rows()));
+            }
+        }
+    }
+}
+
 /// The BrainVision reader (header, marker file, data file of any size and layout) on any
 /// contents: bytes up to the first NUL are `rec.vhdr`, up to the second `rec.vmrk`, the rest
 /// `rec.eeg`. Whatever opens is replayed to the end; frames must be well-formed.
@@ -180,19 +232,5 @@ pub fn brainvision(data: &[u8]) {
     registry.add_source(BrainVisionSourceKind).add_sink(ConsoleSinkKind);
     let text =
         "[sources.r]\nkind = \"brainvision\"\npath = \"rec.vhdr\"\nchunk = 100\n[sinks.o]\nkind = \"console\"\ninput = \"r\"\n";
-    let Ok(compiled) = PipelineSpec::from_toml_str(text, dir.path()).and_then(|s| s.compile(&registry)) else {
-        return;
-    };
-    for node in &compiled.nodes {
-        if let neurostream_engine::spec::Built::Source(source) = &node.built {
-            let width = source.schema().width();
-            let Ok(mut reader) = source.open(neurostream_engine::WorkerPos { index: 0, peers: 1 }) else {
-                return;
-            };
-            while let Ok(Some((_, neurostream_engine::Batch::Dense(frame)))) = reader.next_batch() {
-                assert_eq!(frame.data.len(), frame.rows() * width);
-                assert!(frame.markers.iter().all(|m| (m.row as usize) < frame.rows()));
-            }
-        }
-    }
+    drain_sources(PipelineSpec::from_toml_str(text, dir.path()).and_then(|s| s.compile(&registry)));
 }

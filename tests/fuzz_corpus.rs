@@ -183,6 +183,16 @@ fn brainvision_corpus() {
 }
 
 #[test]
+fn xdf_mutations() {
+    fuzz("xdf", neurostream::fuzz_support::xdf);
+}
+
+#[test]
+fn xdf_corpus() {
+    replay("xdf", neurostream::fuzz_support::xdf);
+}
+
+#[test]
 fn edf_corpus() {
     replay("edf", neurostream::fuzz_support::edf);
 }

@@ -26,6 +26,7 @@ pub mod push_source;
 pub mod recording;
 pub mod synthetic_activations;
 pub mod synthetic_eeg;
+pub mod xdf;
 
 use neurostream_engine::Registry;
 
@@ -38,6 +39,7 @@ pub use parquet_source::{ParquetSourceConfig, ParquetSourceKind};
 pub use push_source::{PushSourceConfig, PushSourceKind};
 pub use synthetic_activations::{SyntheticActivations, SyntheticActivationsConfig, SyntheticActivationsKind};
 pub use synthetic_eeg::{SyntheticEeg, SyntheticEegConfig, SyntheticEegKind};
+pub use xdf::{XdfSourceConfig, XdfSourceKind};
 
 /// Registers every source kind of this crate.
 pub fn register(registry: &mut Registry) {
@@ -50,7 +52,8 @@ pub fn register(registry: &mut Registry) {
         .add_source(ParquetSourceKind)
         .add_source(PushSourceKind)
         .add_source(SyntheticEegKind)
-        .add_source(SyntheticActivationsKind);
+        .add_source(SyntheticActivationsKind)
+        .add_source(XdfSourceKind);
 }
 
 /// Indices `0..n` of the chunks worker `index` of `peers` reads: every `peers`-th, starting at `index`.
