@@ -11,6 +11,8 @@
 - xdf: small XDF files (2 channels, 40 samples) in float32 with sparse time stamps, double64,
   int16, with a marker stream, clock offsets, a boundary and footers (tests/python/check_xdf.py's
   writer).
+- fif: small raw FIF files MNE writes (4 channels: mag, grad, eeg, stim; 64 samples) as
+  float32, int32 and float64, with an annotation.
 - sae_files: SAELens and sparsify files of a d_in 4, d_sae 8 SAE.
 """
 import io
@@ -143,8 +145,26 @@ def xdf_seeds():
         check_xdf.write_one(os.path.join(C, "xdf", fmt), data, ["Cz", "Pz"], ann, fmt, unit, every, clock)
 
 
+def fif_seeds():
+    import mne
+    rng = np.random.default_rng(0)
+    info = mne.create_info(["MEG 0111", "MEG 0112", "EEG 001", "STI 014"], 100.0, ["mag", "grad", "eeg", "stim"])
+    data = rng.normal(size=(4, 64)) * np.array([[1e-13], [1e-11], [1e-5], [0]])
+    data[3, 10:20] = 1
+    raw = mne.io.RawArray(data, info, verbose="ERROR")
+    raw.set_annotations(mne.Annotations([0.1], [0.05], ["left"]))
+    for ch, cal in zip(raw.info["chs"], [1e-18, 1e-16, 1e-10, 1.0]):
+        ch["cal"] = cal
+    raw = mne.io.RawArray(raw.get_data(), raw.info, verbose="ERROR").set_annotations(raw.annotations)
+    with tempfile.TemporaryDirectory() as d:
+        for fmt in ("single", "int", "double"):
+            p = os.path.join(d, f"{fmt}_raw.fif")
+            raw.save(p, fmt=fmt, overwrite=True, verbose="ERROR")
+            shutil.copy(p, os.path.join(C, "fif", fmt))
+
+
 if __name__ == "__main__":
-    for t in ("arrow_ipc", "edf", "pipeline_toml", "sae_files", "brainvision", "xdf"):
+    for t in ("arrow_ipc", "edf", "pipeline_toml", "sae_files", "brainvision", "xdf", "fif"):
         os.makedirs(os.path.join(C, t), exist_ok=True)
     arrow_seeds()
     edf_seeds()
@@ -152,4 +172,5 @@ if __name__ == "__main__":
     sae_seeds()
     brainvision_seeds()
     xdf_seeds()
+    fif_seeds()
     print("seeds written to", C)

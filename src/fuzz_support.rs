@@ -162,6 +162,29 @@ impl std::io::Write for MockStream {
     }
 }
 
+/// The raw FIF reader on any file contents (one file; a split reference names a file that does
+/// not exist): tags, measurement info, buffers, annotations; then through the `fif` source,
+/// replayed to the end.
+pub fn fif(data: &[u8]) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("rec.fif"), data).expect("write");
+    if let Ok(mut rec) = neurostream_sources::fif::FifRecording::open(&dir.path().join("rec.fif")) {
+        let all: Vec<usize> = (0..rec.channels.len()).collect();
+        for b in rec.buffers.clone().iter().take(64) {
+            let mut rows = Vec::new();
+            if rec.read_buffer(b, &all, &mut rows).is_ok() {
+                assert_eq!(rows.len() as u64, b.samples() * all.len() as u64);
+            }
+        }
+    }
+    let mut registry = Registry::new();
+    registry
+        .add_source(neurostream_sources::fif::FifSourceKind)
+        .add_sink(ConsoleSinkKind);
+    let text = "[sources.r]\nkind = \"fif\"\npath = \"rec.fif\"\nchunk = 100\n[sinks.o]\nkind = \"console\"\ninput = \"r\"\n";
+    drain_sources(PipelineSpec::from_toml_str(text, dir.path()).and_then(|s| s.compile(&registry)));
+}
+
 /// The XDF reader on any file contents: headers, then every stream's samples, time stamps and
 /// clock offsets, then the values of each numeric stream's chunks; through the `xdf` source
 /// too, replayed to the end.

@@ -193,6 +193,16 @@ fn xdf_corpus() {
 }
 
 #[test]
+fn fif_mutations() {
+    fuzz("fif", neurostream::fuzz_support::fif);
+}
+
+#[test]
+fn fif_corpus() {
+    replay("fif", neurostream::fuzz_support::fif);
+}
+
+#[test]
 fn edf_corpus() {
     replay("edf", neurostream::fuzz_support::edf);
 }

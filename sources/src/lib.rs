@@ -18,6 +18,7 @@ pub mod array_source;
 pub mod arrow_tcp;
 pub mod brainvision;
 pub mod edf;
+pub mod fif;
 mod hash;
 pub mod ipc_limit;
 pub mod lsl_source;
@@ -34,6 +35,7 @@ pub use array_source::{ArraySource, ArraySourceConfig, ArraySourceKind};
 pub use arrow_tcp::{ArrowTcpConfig, ArrowTcpKind};
 pub use brainvision::{BrainVisionSourceConfig, BrainVisionSourceKind};
 pub use edf::{EdfSourceConfig, EdfSourceKind};
+pub use fif::{FifSourceConfig, FifSourceKind};
 pub use lsl_source::{LslSourceConfig, LslSourceKind};
 pub use parquet_source::{ParquetSourceConfig, ParquetSourceKind};
 pub use push_source::{PushSourceConfig, PushSourceKind};
@@ -48,6 +50,7 @@ pub fn register(registry: &mut Registry) {
         .add_source(ArrowTcpKind)
         .add_source(BrainVisionSourceKind)
         .add_source(EdfSourceKind)
+        .add_source(FifSourceKind)
         .add_source(LslSourceKind)
         .add_source(ParquetSourceKind)
         .add_source(PushSourceKind)

@@ -108,6 +108,8 @@ impl OperatorKind for BandpowerKind {
         for c in &input.channels {
             let unit = if c.unit.is_empty() {
                 String::new()
+            } else if c.unit.contains('/') {
+                format!("({})^2", c.unit)
             } else {
                 format!("{}^2", c.unit)
             };
