@@ -478,7 +478,8 @@ fn read_file(path: &Path, file_index: usize) -> Result<FileParts, String> {
                 blocks.push(kind);
             }
             FIFF_BLOCK_END => {
-                if blocks.pop() == Some(FIFFB_REF) && next_ref.0 == Some(FIFFV_ROLE_NEXT_FILE) {
+                let ended = blocks.pop();
+                if ended == Some(FIFFB_REF) && next_ref.0 == Some(FIFFV_ROLE_NEXT_FILE) {
                     let dir = path.parent().unwrap_or(Path::new("."));
                     let name = match (&next_ref.1, next_ref.2) {
                         (Some(n), _) => dir.join(n),
