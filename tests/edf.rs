@@ -328,3 +328,47 @@ fn channels_in_volts_millivolts_and_nanovolts_arrive_in_microvolts() {
         &["units", rec.to_str().unwrap(), d.join("out.parquet").to_str().unwrap()],
     );
 }
+
+/// The `edf` sink writes EDF+ and BDF+ files that pyedflib and MNE read back as the recording
+/// they came from: samples within the quantization steps, labels, units, annotations.
+#[test]
+fn the_edf_sink_writes_edf_and_bdf_that_read_back_as_the_source() {
+    let Some(py) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for (rec, out, extra) in [
+        ("mi_test.edf", "copy.edf", ""),
+        ("test_subsecond.edf", "copy.bdf", "record_s = 0.5"),
+        ("short_psg.edf", "psg.edf", "format = \"edf\"\nrecord_s = 30.0"),
+    ] {
+        let src = eeg(rec);
+        std::fs::write(
+            d.join("w.toml"),
+            format!(
+                "[sources.rec]\nkind = \"edf\"\npath = \"{}\"\nchunk = 77\n\n[sinks.out]\nkind = \"edf\"\ninput = \"rec\"\npath = \"{out}\"\n{extra}\n",
+                src.display()
+            ),
+        )
+        .unwrap();
+        let log = run_ok(d, &["run", "w.toml"]);
+        assert!(log.contains(&format!("to {out}")), "{log}");
+        run_python(
+            &py,
+            "check_edf.py",
+            &["written", src.to_str().unwrap(), d.join(out).to_str().unwrap()],
+        );
+    }
+    // Rows that are not one per sample, or a record length that is not a whole number of
+    // samples, are refused before anything runs.
+    std::fs::write(
+        d.join("bad.toml"),
+        format!(
+            "[sources.rec]\nkind = \"edf\"\npath = \"{}\"\n[sinks.out]\nkind = \"edf\"\ninput = \"rec\"\npath = \"x.edf\"\nrecord_s = 0.015\n",
+            eeg("mi_test.edf").display()
+        ),
+    )
+    .unwrap();
+    let err = run_err(d, &["validate", "bad.toml"]);
+    assert!(err.contains("is not a whole number of samples per record"), "{err}");
+    assert!(!d.join("x.edf").exists());
+}

@@ -325,3 +325,61 @@ fn the_lsl_source_reads_mne_lsl_player_in_microvolts() {
         &["check_played", rec.to_str().unwrap(), "2", &s("played.parquet")],
     );
 }
+
+/// A decoder's outlet also publishes each decision's class by name on `NAME-class` (a string
+/// stream at the decisions' rate), since the float stream can only carry the class index.
+#[test]
+fn decisions_publish_their_class_names_on_a_string_outlet() {
+    let Some((py, liblsl)) = setup() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    std::fs::write(
+        d.join("dec.toml"),
+        format!(
+            r#"
+[sources.amp]
+kind = "edf"
+path = "{}"
+chunk = 10
+
+[operators.band]
+kind = "butterworth"
+input = "amp"
+btype = "bandpass"
+cutoff = [8.0, 30.0]
+
+[operators.dec]
+kind = "decode"
+input = "band"
+model = "{}"
+window_s = 2.0
+step_s = 0.5
+
+[sinks.ref]
+kind = "parquet"
+input = "dec"
+path = "dec.parquet"
+
+[sinks.outlet]
+kind = "lsl"
+input = "dec"
+name = "NS_DEC"
+wait_for_consumers_s = 20.0
+linger_s = 5.0
+"#,
+            examples.join("data/eeg/mi_test.edf").display(),
+            examples.join("data/bci/mi_model.json").display()
+        ),
+    )
+    .unwrap();
+    let log = in_netns(
+        d,
+        &py,
+        &liblsl,
+        r#"$PY $PEER classes NS_DEC-class got.json 297 & $NS run dec.toml; status=$?; wait $! || status=1; exit $status"#,
+    );
+    assert!(log.contains("published"), "{log}");
+    let s = |n: &str| d.join(n).to_string_lossy().to_string();
+    run_python(&py, "lsl_peer.py", &["check_classes", &s("got.json"), &s("dec.parquet")]);
+}

@@ -5,6 +5,7 @@
 //! | kind | writes |
 //! | --- | --- |
 //! | `parquet` | Parquet through arrow-rs, each file written to a temporary name, fsynced and renamed |
+//! | `edf` | an EDF+ or BDF+ file: physical ranges from the data, markers as annotations |
 //! | `console` | a per-stream, per-channel summary (rows, mean, std, min, max) printed at the end |
 //! | `lsl` | a Lab Streaming Layer outlet (liblsl loaded at run time): each row a float32 sample, markers on a string outlet |
 //! | `arrow_tcp` | live subscribers over TCP: a result table (e.g. `alerts`) or the frames, as Arrow IPC |
@@ -16,6 +17,7 @@
 pub mod arrow_tcp_sink;
 pub mod channel_sink;
 pub mod console;
+pub mod edf_sink;
 pub mod live;
 pub mod lsl_sink;
 pub mod parquet_sink;
@@ -26,6 +28,7 @@ use neurostream_engine::Registry;
 pub use arrow_tcp_sink::{ArrowTcpSinkConfig, ArrowTcpSinkKind};
 pub use channel_sink::{subscribe, ChannelSinkConfig, ChannelSinkKind, Subscription};
 pub use console::{ConsoleSinkConfig, ConsoleSinkKind};
+pub use edf_sink::{EdfSinkConfig, EdfSinkKind};
 pub use live::SlowPolicy;
 pub use lsl_sink::{LslSinkConfig, LslSinkKind};
 pub use parquet_sink::{Compression, OnFailure, ParquetSinkConfig, ParquetSinkKind};
@@ -39,5 +42,6 @@ pub fn register(registry: &mut Registry) {
         .add_sink(ArrowTcpSinkKind)
         .add_sink(ChannelSinkKind)
         .add_sink(WebSocketSinkKind)
-        .add_sink(LslSinkKind);
+        .add_sink(LslSinkKind)
+        .add_sink(EdfSinkKind);
 }

@@ -34,8 +34,9 @@ pub struct LslSinkConfig {
     /// Also publish the rows' markers on a string outlet `NAME-markers`.
     #[serde(default)]
     pub markers: bool,
-    /// Hold the first push until a consumer connects (to both outlets with `markers`), for up to
-    /// this many seconds (default 0: publish at once).
+    /// Hold the first push until a consumer connects (to the data or, for a decoder, its class
+    /// names; and to the markers with `markers`), for up to this many seconds (default 0:
+    /// publish at once).
     #[serde(default)]
     #[schemars(extend("x-unit" = "s"))]
     pub wait_for_consumers_s: f64,
@@ -109,6 +110,11 @@ struct LslSink {
 }
 
 impl LslSink {
+    /// The data outlet's nominal rate: as configured, else the stream's row rate.
+    fn nominal_rate(&self) -> f64 {
+        self.cfg.nominal_rate.unwrap_or_else(|| self.schema.row_rate())
+    }
+
     /// An outlet; `labels` gives each channel's (label, unit, type) for the XDF-standard
     /// `desc/channels/channel` metadata (an empty type is left out).
     fn outlet(
@@ -117,30 +123,19 @@ impl LslSink {
         stream_type: &str,
         channels: usize,
         format: i32,
+        nominal_rate: f64,
         labels: &[(String, String, String)],
     ) -> Result<Handle> {
         let api = &self.api;
+        // Companion outlets (`NAME-markers`, `NAME-class`) carry the main id with their suffix.
         let source_id = match &self.cfg.source_id {
-            Some(id) if format != lsl::CFT_STRING => id.clone(),
-            Some(id) => format!("{id}-markers"),
+            Some(id) => format!("{id}{}", name.strip_prefix(self.cfg.name.as_str()).unwrap_or_default()),
             None => format!("neurostream:{name}"),
         };
         let (n, t, s) = (lsl::cstr(name), lsl::cstr(stream_type), lsl::cstr(&source_id));
         // SAFETY: valid C strings; the info is owned by us until destroyed below.
-        let info = unsafe {
-            (api.lsl_create_streaminfo)(
-                n.as_ptr(),
-                t.as_ptr(),
-                channels as i32,
-                if format == lsl::CFT_STRING {
-                    0.0
-                } else {
-                    self.cfg.nominal_rate.unwrap_or_else(|| self.schema.row_rate())
-                },
-                format,
-                s.as_ptr(),
-            )
-        };
+        let info =
+            unsafe { (api.lsl_create_streaminfo)(n.as_ptr(), t.as_ptr(), channels as i32, nominal_rate, format, s.as_ptr()) };
         if info.is_null() {
             return Err(EngineError::Runtime(format!(
                 "sink `{}`: liblsl refused the stream info",
@@ -201,13 +196,37 @@ impl Sink for LslSink {
             &self.cfg.stream_type,
             self.schema.width(),
             lsl::CFT_FLOAT32,
+            self.nominal_rate(),
             &labels,
         )?;
         let markers = if self.cfg.markers {
             let name = format!("{}-markers", self.cfg.name);
-            Some(self.outlet(&name, "Markers", 1, lsl::CFT_STRING, &[])?)
+            Some(self.outlet(&name, "Markers", 1, lsl::CFT_STRING, 0.0, &[])?)
         } else {
             None
+        };
+        // A decoder's output (`p:<class>` columns and `class`, the index of the most probable):
+        // the class also goes out by name on a string outlet, one sample per decision, since an
+        // LSL stream has one value type and the float channel would only carry its index.
+        let classes: Vec<String> = self
+            .schema
+            .channels
+            .iter()
+            .filter_map(|c| c.name.strip_prefix("p:").map(str::to_string))
+            .collect();
+        let class_column = self.schema.channels.iter().position(|c| c.name == "class");
+        let class_outlet = match class_column {
+            Some(col) if !classes.is_empty() => {
+                let name = format!("{}-class", self.cfg.name);
+                let labels = [("class".to_string(), String::new(), String::new())];
+                let rate = self.nominal_rate();
+                Some((
+                    self.outlet(&name, "Decisions", 1, lsl::CFT_STRING, rate, &labels)?,
+                    col,
+                    classes,
+                ))
+            }
+            _ => None,
         };
         tracing::info!(
             "sink `{}`: LSL outlet `{}` ({} channels)",
@@ -219,6 +238,7 @@ impl Sink for LslSink {
             api: self.api.clone(),
             outlet,
             markers,
+            class_outlet,
             width: self.schema.width(),
             waited: self.cfg.wait_for_consumers_s <= 0.0,
             cfg: self.cfg.clone(),
@@ -232,6 +252,8 @@ struct LslWriter {
     api: Arc<Api>,
     outlet: Handle,
     markers: Option<Handle>,
+    /// With a decoder's output: the `NAME-class` outlet, the `class` column, the class names.
+    class_outlet: Option<(Handle, usize, Vec<String>)>,
     width: usize,
     waited: bool,
     cfg: LslSinkConfig,
@@ -249,12 +271,20 @@ impl SinkWriter for LslWriter {
         };
         if !self.waited {
             self.waited = true;
-            // SAFETY: valid outlets.
-            let ok = unsafe {
-                (self.api.lsl_wait_for_consumers)(self.outlet, self.cfg.wait_for_consumers_s) != 0
-                    && self
-                        .markers
-                        .is_none_or(|m| (self.api.lsl_wait_for_consumers)(m, self.cfg.wait_for_consumers_s) != 0)
+            // A consumer of the data (the float outlet, or the class names of a decoder), and
+            // of the markers when they are published.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs_f64(self.cfg.wait_for_consumers_s);
+            let ok = loop {
+                // SAFETY: valid outlets.
+                let ready = unsafe {
+                    let has = |h: Handle| (self.api.lsl_have_consumers)(h) != 0;
+                    (has(self.outlet) || self.class_outlet.as_ref().is_some_and(|(c, _, _)| has(*c)))
+                        && self.markers.is_none_or(has)
+                };
+                if ready || std::time::Instant::now() >= deadline {
+                    break ready;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
             };
             if !ok {
                 tracing::warn!(
@@ -269,6 +299,12 @@ impl SinkWriter for LslWriter {
             unsafe {
                 let now = (self.api.lsl_local_clock)();
                 (self.api.lsl_push_sample_ftp)(self.outlet, row.as_ptr(), now, 1);
+                if let Some((outlet, col, classes)) = &self.class_outlet {
+                    let name = classes.get(row[*col] as usize).map_or("", String::as_str);
+                    let s = lsl::cstr(name);
+                    let p = [s.as_ptr()];
+                    (self.api.lsl_push_sample_strtp)(*outlet, p.as_ptr(), now, 1);
+                }
                 if let Some(m) = self.markers {
                     for mk in frame.markers.iter().filter(|mk| mk.row as usize == r) {
                         let s = lsl::cstr(&mk.label);
@@ -294,6 +330,9 @@ impl SinkWriter for LslWriter {
             (self.api.lsl_destroy_outlet)(self.outlet);
             if let Some(m) = self.markers {
                 (self.api.lsl_destroy_outlet)(m);
+            }
+            if let Some((c, _, _)) = &self.class_outlet {
+                (self.api.lsl_destroy_outlet)(*c);
             }
         }
         Ok(vec![format!(

@@ -6,6 +6,10 @@
 //! | --- | --- |
 //! | `arrow_tcp` | live Arrow IPC streams of activations over TCP, one stream per connection |
 //! | `edf` | an EDF/EDF+/BDF/BDF+ recording in physical units, annotations as markers, replayed fast or in real time |
+//! | `brainvision` | a BrainVision recording (`.vhdr`/`.eeg`/`.vmrk`) in the engine's units, markers as markers |
+//! | `xdf` | one stream of an XDF recording (LabRecorder), string streams as markers after clock correction |
+//! | `fif` | a raw FIF recording (MEG/EEG; split files followed) in fT, fT/cm and µV, annotations and stim events as markers |
+//! | `push` | arrays pushed from the embedding program (the Python package's numpy/Arrow input) |
 //! | `lsl` | a Lab Streaming Layer inlet (liblsl loaded at run time): float32 chunks, corrected time stamps, a marker stream as markers |
 //! | `array` | a `.npy` or `.safetensors` tensor of activations (f32/f16/bf16/f64), memory-mapped |
 //! | `parquet` | a Parquet file, a directory of them, or a glob, in the activation or signal layout; row groups spread over workers |

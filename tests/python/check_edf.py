@@ -134,6 +134,41 @@ def units(rec, out):
     print(f"{rec}: V, mV, uV and nV channels arrive in uV")
 
 
+def written(src, out):
+    """OUT, written by the engine's edf sink from SRC's signals at the top rate and its
+    annotations, reads back with pyedflib and MNE as SRC: every sample within the two files'
+    quantization steps, labels, units, and the annotations (onsets on their samples)."""
+    import mne
+    a, b = pyedflib.EdfReader(src), pyedflib.EdfReader(out)
+    la = a.getSignalLabels()
+    lb = b.getSignalLabels()
+    fs = b.getSampleFrequency(0)
+    picked = [i for i in range(a.signals_in_file) if a.getSampleFrequency(i) == fs]
+    assert lb == [la[i] for i in picked], (lb, la)
+    worst = 0.0
+    for j, i in enumerate(picked):
+        x, y = a.readSignal(i), b.readSignal(j)
+        n = len(x)
+        assert len(y) >= n and len(y) - n < b.getSampleFrequency(j) * b.datarecord_duration + 1, (len(y), n)
+        assert np.all(y[n:] == y[n:][0]) if len(y) > n else True
+        step = lambda r, k: abs((r.getPhysicalMaximum(k) - r.getPhysicalMinimum(k)) / (r.getDigitalMaximum(k) - r.getDigitalMinimum(k)))  # noqa: E731
+        tol = step(a, i) / 2 + step(b, j) / 2 + 1e-6 * max(abs(x).max(), 1.0)
+        err = np.abs(y[:n] - x).max()
+        worst = max(worst, err / tol)
+        assert err <= tol, f"{lb[j]}: error {err} > {tol}"
+        assert b.getPhysicalDimension(j) in (a.getPhysicalDimension(i), "uV"), (b.getPhysicalDimension(j), a.getPhysicalDimension(i))
+    on_a, _, text_a = a.readAnnotations()
+    on_b, _, text_b = b.readAnnotations()
+    want = sorted((int(round(o * fs)), t) for o, t in zip(on_a, text_a) if o * fs < len(a.readSignal(picked[0])))
+    got = sorted((int(round(o * fs)), t) for o, t in zip(on_b, text_b))
+    assert got == want, f"annotations differ: {got[:4]} vs {want[:4]}"
+    read = mne.io.read_raw_bdf if out.endswith(".bdf") else mne.io.read_raw_edf
+    raw = read(out, verbose="ERROR")
+    assert len(raw.annotations) == len(want), (len(raw.annotations), len(want))
+    print(f"{out}: {len(picked)} channels within {worst:.2f} of the quantization tolerance, {len(got)} annotations; "
+          f"MNE opens it")
+
+
 if __name__ == "__main__":
-    {"signals": signals, "header": header, "resampled": resampled, "write_units": write_units,
+    {"written": written, "signals": signals, "header": header, "resampled": resampled, "write_units": write_units,
      "units": units}[sys.argv[1]](*sys.argv[2:])

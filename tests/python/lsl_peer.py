@@ -90,8 +90,45 @@ def inlet(name, out, want_rows="0", want_marks="0"):
     np.savez(out, data=np.array(rows, dtype=np.float32), labels=np.array(labels), types=np.array(types), marks=np.array(marks))
 
 
+def classes(name, out, want):
+    """Reads the string outlet NAME (a decoder's class names) until WANT samples came, and
+    writes them, with the stream's nominal rate and format, to OUT (JSON)."""
+    import json
+    streams = pylsl.resolve_byprop("name", name, 1, 20.0)
+    if not streams:
+        raise SystemExit(f"stream {name} not found")
+    inl = pylsl.StreamInlet(streams[0], max_buflen=3600)
+    info = inl.info(5.0)
+    inl.open_stream(5.0)
+    got, last = [], time.time()
+    while time.time() - last < 5.0 and len(got) < int(want):
+        s, _ = inl.pull_sample(timeout=0.2)
+        if s is not None:
+            got.append(s[0])
+            last = time.time()
+    json.dump({"classes": got, "rate": info.nominal_srate(), "format": info.channel_format(),
+               "source_id": info.source_id()}, open(out, "w"))
+
+
+def check_classes(got, decisions):
+    """The class names received equal the decisions' `class` index mapped through the p:<class>
+    columns, in order; the outlet is a string stream at the decisions' rate."""
+    import json
+    import pyarrow.parquet as pq
+    seen = json.load(open(got))
+    t = pq.read_table(decisions)
+    names = [c[2:] for c in t.column_names if c.startswith("p:")]
+    want = [names[int(k)] for k in t.column("class").to_numpy()]
+    assert seen["format"] == pylsl.cf_string, seen["format"]
+    assert abs(seen["rate"] - float(t.schema.metadata[b"neurostream.row_rate"])) < 1e-9, seen["rate"]
+    assert seen["classes"] == want[-len(seen["classes"]):] and len(seen["classes"]) >= 0.99 * len(want), \
+        (len(seen["classes"]), len(want), seen["classes"][:5], want[:5])
+    print(f"{len(seen['classes'])} decisions arrived as class names ({sorted(set(want))}) at {seen['rate']} Hz, "
+          f"source id {seen['source_id']}")
+
+
 if __name__ == "__main__" and not sys.argv[1].startswith("check"):
-    {"outlet": outlet, "inlet": inlet}[sys.argv[1]](*sys.argv[2:])
+    {"outlet": outlet, "inlet": inlet, "classes": classes}[sys.argv[1]](*sys.argv[2:])
 
 
 def check_inlet(sent, ours, units="uV"):
@@ -137,4 +174,5 @@ def check_outlet(got, ref, markers):
 
 
 if __name__ == "__main__" and sys.argv[1].startswith("check"):
-    {"check_inlet": check_inlet, "check_outlet": check_outlet}[sys.argv[1]](*sys.argv[2:])
+    {"check_inlet": check_inlet, "check_outlet": check_outlet, "check_classes": check_classes}[sys.argv[1]](
+        *sys.argv[2:])
