@@ -371,4 +371,7 @@ fn the_edf_sink_writes_edf_and_bdf_that_read_back_as_the_source() {
     let err = run_err(d, &["validate", "bad.toml"]);
     assert!(err.contains("is not a whole number of samples per record"), "{err}");
     assert!(!d.join("x.edf").exists());
+    // Its ranges need every row of the run: a checkpointed run refuses it up front.
+    let err = run_err(d, &["run", "w.toml", "--checkpoint-dir", "ck"]);
+    assert!(err.contains("[sinks.out] (`edf`) cannot take part in checkpoints"), "{err}");
 }

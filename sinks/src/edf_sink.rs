@@ -177,6 +177,10 @@ impl EdfSink {
 }
 
 impl Sink for EdfSink {
+    fn delivery(&self) -> neurostream_engine::checkpoint::Delivery {
+        // A resumed run would see only the rows after the checkpoint: its ranges need every row; rows are staged outside the checkpoints.
+        neurostream_engine::checkpoint::Delivery::Unsupported
+    }
     fn placement(&self) -> Placement {
         Placement::Single
     }

@@ -159,6 +159,10 @@ struct CspLdaTrain {
 }
 
 impl Sink for CspLdaTrain {
+    fn delivery(&self) -> neurostream_engine::checkpoint::Delivery {
+        // A resumed run would see only the rows after the checkpoint: it fits on every epoch of the run, held in memory.
+        neurostream_engine::checkpoint::Delivery::Unsupported
+    }
     fn placement(&self) -> Placement {
         Placement::Single
     }

@@ -305,6 +305,10 @@ struct SaeTrainSink {
 }
 
 impl Sink for SaeTrainSink {
+    fn delivery(&self) -> neurostream_engine::checkpoint::Delivery {
+        // A resumed run would see only the rows after the checkpoint: its optimizer state lives on the device and is not saved.
+        neurostream_engine::checkpoint::Delivery::Unsupported
+    }
     fn placement(&self) -> Placement {
         Placement::Single
     }
