@@ -1,6 +1,7 @@
 //! The `neurostream` command line: run, validate and inspect.
 
 mod inspect;
+mod launch;
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -37,11 +38,12 @@ enum Command {
         /// This process's index in the hostfile (0-based).
         #[arg(long, requires = "hostfile")]
         process: Option<usize>,
-        /// Number of processes (checked against the hostfile).
-        #[arg(long, requires = "hostfile")]
+        /// Number of processes: with `--hostfile`, checked against it; without, a local cluster
+        /// of this many processes started from this command on loopback ports.
+        #[arg(long)]
         processes: Option<usize>,
         /// Multi-process runs: seconds to wait for every peer to connect at start-up.
-        #[arg(long, requires = "hostfile", default_value_t = 60.0)]
+        #[arg(long, default_value_t = 60.0)]
         peer_timeout: f64,
         /// Force every operator onto this device: auto, cpu or gpu.
         #[arg(long)]
@@ -292,6 +294,8 @@ fn main() {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
+    // Processes this one starts (a local cluster) log as it does.
+    std::env::set_var("RUST_LOG", &filter);
     if let Err(e) = dispatch(cli.command) {
         eprintln!("error: {e:#}");
         std::process::exit(1);
@@ -567,6 +571,39 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         } => {
             if !(checkpoint_every > 0.0 && checkpoint_every.is_finite()) {
                 bail!("--checkpoint-every must be a positive number of seconds, found {checkpoint_every}");
+            }
+            if let (Some(n), None) = (processes, &hostfile) {
+                // A local cluster: this process launches and watches the others.
+                PipelineSpec::from_file(&file)?.compile(&registry())?;
+                let mut shared = vec!["--peer-timeout".to_string(), peer_timeout.to_string()];
+                if workers > 0 {
+                    shared.extend(["-w".to_string(), workers.to_string()]);
+                }
+                if let Some(d) = device {
+                    shared.extend(["--device".to_string(), d.to_string()]);
+                }
+                if quiet {
+                    shared.push("--quiet".into());
+                }
+                if let Some(s) = status_every {
+                    shared.extend(["--status-every".to_string(), s.to_string()]);
+                }
+                if let Some(dir) = &checkpoint_dir {
+                    shared.extend(["--checkpoint-dir".to_string(), dir.display().to_string()]);
+                }
+                let mut first_only = Vec::new();
+                if let Some(m) = &metrics {
+                    first_only.extend(["--metrics".to_string(), m.clone()]);
+                    if let Some(t) = &metrics_token {
+                        first_only.extend(["--metrics-token".to_string(), t.clone()]);
+                    }
+                }
+                return launch::run(launch::Launch {
+                    file: &file,
+                    processes: n,
+                    shared,
+                    first_only,
+                });
             }
             let checkpoint = checkpoint_dir.map(|dir| neurostream::CheckpointOptions {
                 dir,

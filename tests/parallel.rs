@@ -297,3 +297,31 @@ fn walk_names(dir: &Path) -> Vec<String> {
     }
     names
 }
+
+/// One command starts a local cluster: `run --processes 2` picks loopback ports, starts both
+/// processes and writes the same rows as one process; a process that fails stops the run with
+/// its reason.
+#[test]
+fn processes_2_without_a_hostfile_starts_a_local_cluster_with_the_same_rows() {
+    let dir = setup();
+    let d = dir.path();
+    run_ok(d, &["run", "p.toml", "-w", "1", "--quiet"]);
+    let one = outputs(d);
+    std::fs::remove_dir_all(d.join("out")).unwrap();
+    let log = run_ok(d, &["run", "p.toml", "--processes", "2", "-w", "1", "--quiet"]);
+    assert!(log.contains("starting 2 processes on 127.0.0.1:"), "{log}");
+    let cluster = outputs(d);
+    assert_eq!(std::fs::read_dir(d.join("out/l2_parts")).unwrap().count(), 2);
+    for (i, name) in ["eeg_z", "eeg_raw", "l2", "acts_z"].iter().enumerate() {
+        assert!(
+            one[i] == cluster[i],
+            "{name}: the local 2-process cluster differs from 1 process"
+        );
+    }
+    // Multi-process runs cannot be checkpointed yet: the processes refuse, the launcher says which.
+    let err = common::run_err(d, &["run", "p.toml", "--processes", "2", "--checkpoint-dir", "ck", "--quiet"]);
+    assert!(err.contains("of 2 failed"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let err = common::run_err(d, &["run", "p.toml", "--processes", "1"]);
+    assert!(err.contains("a local cluster needs at least 2"), "{err}");
+}
