@@ -32,7 +32,7 @@ fn every_sample_channel_and_marker_equals_mne_including_split_files() {
         &["write", recording().to_str().unwrap(), d.to_str().unwrap()],
     );
     assert!(names.contains("double_raw-1.fif"), "{names}");
-    for f in ["single.fif", "int.fif", "double_raw.fif"] {
+    for f in ["single.fif", "int.fif", "double_raw.fif", "nodate.fif"] {
         let fif = d.join(f);
         std::fs::write(d.join("p.toml"), pipeline(fif.to_str().unwrap(), "")).unwrap();
         run_ok(d, &["run", "p.toml", "--quiet"]);

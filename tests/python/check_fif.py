@@ -9,7 +9,8 @@ and a misc channel, with the recording's annotations, a measurement date and a f
 
   check_fif.py write REC.edf DIR   writes DIR/single.fif (float32), DIR/int.fif (int32 with
       per-channel calibrations, so cal × range matters), DIR/double_raw.fif (float64, split
-      into several files of ~1.2 MB: double_raw.fif, double_raw-1.fif, ...) and prints them.
+      into several files of ~1.2 MB: double_raw.fif, double_raw-1.fif, ...), DIR/nodate.fif (no
+      measurement date) and prints them.
   check_fif.py example REC.edf OUT.fif   the bundled MEG example's file: the first 60 s, float32.
   check_fif.py check REC.fif OUT.parquet
       OUT (neurostream's signal layout) equals MNE's reading: names, types, units (fT, fT/cm,
@@ -68,9 +69,13 @@ def write(rec, out):
     ints.set_annotations(raw.annotations)
     ints.save(os.path.join(out, "int.fif"), fmt="int", overwrite=True)
     raw.save(os.path.join(out, "double_raw.fif"), fmt="double", split_size="1.2MB", overwrite=True)
+    # No measurement date: MNE stores the annotations on the acquisition's clock all the same.
+    nodate = raw.copy()
+    nodate.set_meas_date(None)
+    nodate.save(os.path.join(out, "nodate.fif"), fmt="single", overwrite=True)
     splits = sorted(f for f in os.listdir(out) if f.startswith("double_raw"))
     assert len(splits) >= 2, splits
-    print("single.fif int.fif double_raw.fif", "splits:", " ".join(splits))
+    print("single.fif int.fif double_raw.fif nodate.fif", "splits:", " ".join(splits))
 
 
 def example(rec, out):

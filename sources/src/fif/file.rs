@@ -29,7 +29,6 @@ const FIFF_REF_FILE_NAME: i32 = 118;
 const FIFF_NCHAN: i32 = 200;
 const FIFF_SFREQ: i32 = 201;
 const FIFF_CH_INFO: i32 = 203;
-const FIFF_MEAS_DATE: i32 = 204;
 const FIFF_COMMENT: i32 = 206;
 const FIFF_FIRST_SAMPLE: i32 = 208;
 const FIFF_CH_DACQ_NAME: i32 = 258;
@@ -188,7 +187,6 @@ struct FileParts {
     first_samp: Option<i64>,
     buffers: Vec<Buffer>,
     annotations: Vec<FifAnnotation>,
-    annotations_from_meas_date: bool,
     next_file: Option<PathBuf>,
 }
 
@@ -232,11 +230,10 @@ impl FifRecording {
                     }
                 }
                 rec.first_samp = parts.first_samp.unwrap_or(0);
-                let shift = if parts.annotations_from_meas_date {
-                    rec.first_samp as f64 / sfreq
-                } else {
-                    0.0
-                };
+                // MNE keeps annotation onsets on the acquisition's clock (from the measurement
+                // date, or with none, from sample 0 of the acquisition): the data starts at
+                // `first_samp`.
+                let shift = rec.first_samp as f64 / sfreq;
                 rec.annotations = parts
                     .annotations
                     .iter()
@@ -455,7 +452,10 @@ fn read_file(path: &Path, file_index: usize) -> Result<FileParts, String> {
     let mut blocks: Vec<i32> = Vec::new();
     let mut pos = 0u64;
     let mut tags = 0usize;
-    let mut last_buffer_samples: u64 = 0;
+    // Skips (in buffers) wait for the next buffer, whose length they take, as MNE reads them;
+    // one before the first buffer moves the first sample instead of adding zeros.
+    let mut pending_skip: u64 = 0;
+    let mut seen_buffer = false;
     let mut annotation = (Vec::new(), Vec::new(), Vec::new());
     let mut next_ref: (Option<i32>, Option<String>, Option<i32>) = (None, None, None);
     loop {
@@ -544,7 +544,7 @@ fn read_file(path: &Path, file_index: usize) -> Result<FileParts, String> {
                 if n < 0 {
                     return Err(r.at(tag.pos, &format!("FIFF_DATA_SKIP: {n} buffers")));
                 }
-                parts.buffers.push(Buffer::Skip(n as u64 * last_buffer_samples));
+                pending_skip = n as u64;
             }
             FIFF_DATA_SKIP_SAMP if is_raw(parent) => {
                 let n = r.int(&tag, "FIFF_DATA_SKIP_SAMP")?;
@@ -580,11 +580,20 @@ fn read_file(path: &Path, file_index: usize) -> Result<FileParts, String> {
                         ),
                     ));
                 }
-                last_buffer_samples = tag.size / per;
+                let samples = tag.size / per;
+                if pending_skip > 0 {
+                    if seen_buffer {
+                        parts.buffers.push(Buffer::Skip(pending_skip * samples));
+                    } else {
+                        parts.first_samp = Some(parts.first_samp.unwrap_or(0) + (pending_skip * samples) as i64);
+                    }
+                    pending_skip = 0;
+                }
+                seen_buffer = true;
                 parts.buffers.push(Buffer::Data {
                     file: file_index,
                     offset: tag.pos + 16,
-                    samples: tag.size / per,
+                    samples,
                     kind,
                 });
             }
@@ -602,7 +611,6 @@ fn read_file(path: &Path, file_index: usize) -> Result<FileParts, String> {
                     text.split(':').map(|d| d.replace("{COLON}", ":")).collect()
                 };
             }
-            FIFF_MEAS_DATE if parent == Some(FIFFB_MNE_ANNOTATIONS) => parts.annotations_from_meas_date = true,
             FIFF_REF_ROLE if parent == Some(FIFFB_REF) => next_ref.0 = Some(r.int(&tag, "FIFF_REF_ROLE")?),
             FIFF_REF_FILE_NAME if parent == Some(FIFFB_REF) => next_ref.1 = Some(r.string(&tag, "FIFF_REF_FILE_NAME")?),
             FIFF_REF_FILE_NUM if parent == Some(FIFFB_REF) => next_ref.2 = Some(r.int(&tag, "FIFF_REF_FILE_NUM")?),
