@@ -120,12 +120,14 @@ fn outputs(dir: &Path) -> Vec<PathBuf> {
 
 /// Asserts that the Parquet outputs under `a` and `b` hold the same rows in the same order.
 fn assert_same_outputs(a: &Path, b: &Path, what: &str) {
+    assert_same_files(a, b, what, 8);
+}
+
+/// [`assert_same_outputs`] for a pipeline that writes at least `files` Parquet files.
+fn assert_same_files(a: &Path, b: &Path, what: &str, files: usize) {
     let (fa, fb) = (outputs(a), outputs(b));
     assert_eq!(fa, fb, "{what}: different output files");
-    assert!(
-        fa.len() >= 8,
-        "{what}: expected the z file, 2 parts or 1 and the stats tables: {fa:?}"
-    );
+    assert!(fa.len() >= files, "{what}: expected at least {files} output files: {fa:?}");
     for f in fa {
         let concat = |root: &Path| {
             let batches = read_parquet(&root.join(&f));
@@ -306,6 +308,80 @@ path = "out/filtered.parquet"
         );
         assert_eq!(a.num_rows(), 400_000);
         assert_eq!(a.columns(), b.columns(), "trial {trial} ({k} kills): filtered signal differs");
+        kills += k;
+    }
+    assert!(kills >= 3, "only {kills} kills landed mid-run");
+}
+
+/// Windowed operators (their window buffers and pending markers are saved): a recording replayed
+/// at 40x real time -> band-pass -> CSP+LDA decisions every 0.1 s and labelled band power every
+/// 0.25 s -> Parquet, killed and resumed; both outputs equal an uninterrupted run's.
+#[test]
+fn a_killed_windowed_pipeline_resumes_to_identical_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let toml = format!(
+        r#"
+[pipeline]
+name = "checkpointed-windows"
+
+[sources.amp]
+kind = "edf"
+path = "{}"
+chunk = 10
+speed = 40.0
+
+[operators.band]
+kind = "butterworth"
+input = "amp"
+cutoff = [8.0, 30.0]
+
+[operators.dec]
+kind = "decode"
+input = "band"
+model = "{}"
+window_s = 2.0
+step_s = 0.1
+
+[operators.power]
+kind = "bandpower"
+input = "band"
+window_s = 1.0
+step_s = 0.25
+label_from_markers = true
+bands = [["mu", 8.0, 12.0], ["beta", 13.0, 30.0]]
+
+[sinks.dec]
+kind = "parquet"
+input = "dec"
+path = "out/decisions.parquet"
+markers = true
+
+[sinks.power]
+kind = "parquet"
+input = "power"
+path = "out/power.parquet"
+markers = true
+"#,
+        examples.join("data/eeg/mi_test.edf").display(),
+        examples.join("data/bci/mi_model.json").display()
+    );
+    std::fs::write(d.join("p.toml"), toml).unwrap();
+    run_ok(d, &["run", "p.toml", "--quiet"]);
+    std::fs::rename(d.join("out"), d.join("reference")).unwrap();
+    let t0 = Instant::now();
+    let out = checkpointed(d, 1, false).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let longest = t0.elapsed();
+    assert_same_files(&d.join("reference"), &d.join("out"), "uninterrupted checkpointed run", 2);
+    let mut delays = Delays(0x0b5e_55ed_0000_0099);
+    let mut kills = 0;
+    for trial in 0..4 {
+        std::fs::remove_dir_all(d.join("out")).unwrap();
+        std::fs::remove_dir_all(d.join("ck")).unwrap();
+        let k = run_with_kills(d, 1, &mut delays, longest);
+        assert_same_files(&d.join("reference"), &d.join("out"), &format!("trial {trial} ({k} kills)"), 2);
         kills += k;
     }
     assert!(kills >= 3, "only {kills} kills landed mid-run");

@@ -71,7 +71,9 @@ pub struct Replay {
     samples: Vec<i64>,
     /// The next frame, built ahead to know when it is due.
     staged: Option<Frame>,
-    started: Option<Instant>,
+    /// When pacing started, and the sample it started at (0, or where a resumed run goes on:
+    /// the pace counts from there, not from the recording's start).
+    started: Option<(Instant, i64)>,
     behind_reported: bool,
 }
 
@@ -212,11 +214,11 @@ impl SourceReader for Replay {
                 _ => return true,
             }
         }
-        let started = *self.started.get_or_insert_with(Instant::now);
         let Some(RowIndex::Samples(s)) = self.staged.as_ref().map(|f| &f.index) else {
             return true;
         };
-        let due = (s[s.len() - 1] + 1) as f64 / self.rate / self.speed;
+        let (started, origin) = *self.started.get_or_insert_with(|| (Instant::now(), s[0]));
+        let due = (s[s.len() - 1] + 1 - origin) as f64 / self.rate / self.speed;
         let now = started.elapsed().as_secs_f64();
         if now - due > 1.0 && !self.behind_reported {
             // Nothing is dropped (the replay waits for the pipeline), but the device it stands

@@ -385,6 +385,9 @@ impl Operator for Decode {
     fn holds_back(&self) -> bool {
         true
     }
+    fn checkpointing(&self) -> neurostream_engine::Checkpointing {
+        neurostream_engine::Checkpointing::Snapshot
+    }
     fn instantiate(&self, device: &ComputeDevice) -> Result<Box<dyn OperatorInstance>> {
         let kernels = Kernels::select(
             "decode",
@@ -472,6 +475,16 @@ impl OperatorInstance for DecodeInstance {
         f.markers = markers;
         f.arrival_ns = frame.arrival_ns;
         out.push(Batch::Dense(f));
+        Ok(())
+    }
+
+    fn snapshot(&self) -> Result<Vec<u8>> {
+        crate::signal::windows::snapshot_windowers(&self.windowers)
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<()> {
+        let n = self.model.csp.filters.len();
+        self.windowers = crate::signal::windows::restore_windowers(state, "decode", &self.spec, n, self.rate)?;
         Ok(())
     }
 }

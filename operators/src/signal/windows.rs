@@ -155,6 +155,20 @@ pub struct Window {
     pub label: Option<String>,
 }
 
+/// What a [`Windower`] holds between frames, for checkpoints: the buffered rows, the stream
+/// positions, the pending markers and the counts.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct WindowerState {
+    rows: Vec<f32>,
+    samples: Vec<i64>,
+    base: u64,
+    seen: u64,
+    next_start: u64,
+    markers: Vec<(u64, String, u64)>,
+    rejected: u64,
+    incomplete: u64,
+}
+
 /// Cuts one stream's frames into windows.
 pub struct Windower {
     spec: WindowSpec,
@@ -192,6 +206,44 @@ impl Windower {
             incomplete: 0,
             rate,
         }
+    }
+
+    /// Its state between frames.
+    pub fn state(&self) -> WindowerState {
+        WindowerState {
+            rows: self.rows.iter().copied().collect(),
+            samples: self.samples.iter().copied().collect(),
+            base: self.base,
+            seen: self.seen,
+            next_start: self.next_start,
+            markers: self.markers.iter().cloned().collect(),
+            rejected: self.rejected,
+            incomplete: self.incomplete,
+        }
+    }
+
+    /// A windower of `spec` continuing from `state` (saved by [`Windower::state`] with the same
+    /// channel count).
+    pub fn restored(spec: WindowSpec, channels: usize, rate: f64, state: WindowerState) -> Result<Windower, String> {
+        if state.rows.len() != state.samples.len() * channels || state.base + state.samples.len() as u64 != state.seen {
+            return Err(format!(
+                "the saved window buffer ({} values, {} samples, position {}..{}) does not fit {channels} channels",
+                state.rows.len(),
+                state.samples.len(),
+                state.base,
+                state.seen
+            ));
+        }
+        let mut w = Windower::new(spec, channels, rate);
+        w.rows = state.rows.into();
+        w.samples = state.samples.into();
+        w.base = state.base;
+        w.seen = state.seen;
+        w.next_start = state.next_start;
+        w.markers = state.markers.into();
+        w.rejected = state.rejected;
+        w.incomplete = state.incomplete;
+        Ok(w)
     }
 
     /// Adds a frame; returns the windows it completes, in order.
@@ -330,4 +382,32 @@ fn ptp_exceeds(data: &[f32], channels: usize, limit: f64) -> bool {
             .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
         (hi - lo) as f64 > limit
     })
+}
+
+/// The checkpoint state of per-stream windowers (what `bandpower` and `decode` save).
+pub fn snapshot_windowers(
+    windowers: &std::collections::HashMap<std::sync::Arc<str>, Windower>,
+) -> neurostream_engine::Result<Vec<u8>> {
+    let states: std::collections::HashMap<std::sync::Arc<str>, WindowerState> =
+        windowers.iter().map(|(k, w)| (k.clone(), w.state())).collect();
+    neurostream_engine::checkpoint::encode_streams(&states)
+}
+
+/// Per-stream windowers of `spec` restored from [`snapshot_windowers`]; `what` names the
+/// operator in errors.
+pub fn restore_windowers(
+    bytes: &[u8],
+    what: &str,
+    spec: &WindowSpec,
+    channels: usize,
+    rate: f64,
+) -> neurostream_engine::Result<std::collections::HashMap<std::sync::Arc<str>, Windower>> {
+    neurostream_engine::checkpoint::decode_streams::<WindowerState>(bytes, what)?
+        .into_iter()
+        .map(|(stream, s)| {
+            Windower::restored(spec.clone(), channels, rate, s)
+                .map(|w| (stream.clone(), w))
+                .map_err(|m| neurostream_engine::EngineError::Checkpoint(format!("{what} stream {stream}: {m}")))
+        })
+        .collect()
 }

@@ -168,6 +168,9 @@ impl Operator for Bandpower {
     fn holds_back(&self) -> bool {
         true
     }
+    fn checkpointing(&self) -> neurostream_engine::Checkpointing {
+        neurostream_engine::Checkpointing::Snapshot
+    }
     fn instantiate(&self, device: &ComputeDevice) -> Result<Box<dyn OperatorInstance>> {
         let kernels = Kernels::select(
             "bandpower",
@@ -269,6 +272,15 @@ impl OperatorInstance for BandpowerInstance {
         f.markers = markers;
         f.arrival_ns = frame.arrival_ns;
         out.push(Batch::Dense(f));
+        Ok(())
+    }
+
+    fn snapshot(&self) -> Result<Vec<u8>> {
+        super::windows::snapshot_windowers(&self.windowers)
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<()> {
+        self.windowers = super::windows::restore_windowers(state, "bandpower", &self.spec, self.channels, self.welch.fs)?;
         Ok(())
     }
 
