@@ -313,9 +313,11 @@ path = "out/filtered.parquet"
     assert!(kills >= 3, "only {kills} kills landed mid-run");
 }
 
-/// Windowed operators (their window buffers and pending markers are saved): a recording replayed
-/// at 40x real time -> band-pass -> CSP+LDA decisions every 0.1 s and labelled band power every
-/// 0.25 s -> Parquet, killed and resumed; both outputs equal an uninterrupted run's.
+/// Operators that hold rows back (window buffers and pending markers, the resampler's history,
+/// hilbert's pending block): a recording replayed at 40x real time -> band-pass -> CSP+LDA
+/// decisions every 0.1 s, labelled band power every 0.25 s, resampling 100 -> 40 Hz, a hilbert
+/// envelope per 2.5 s block -> Parquet, killed and resumed; every output equals an
+/// uninterrupted run's.
 #[test]
 fn a_killed_windowed_pipeline_resumes_to_identical_output() {
     let dir = tempfile::tempdir().unwrap();
@@ -352,11 +354,33 @@ step_s = 0.25
 label_from_markers = true
 bands = [["mu", 8.0, 12.0], ["beta", 13.0, 30.0]]
 
+[operators.down]
+kind = "resample"
+input = "band"
+up = 2
+down = 5
+
+[operators.env]
+kind = "hilbert"
+input = "band"
+block = 250
+
 [sinks.dec]
 kind = "parquet"
 input = "dec"
 path = "out/decisions.parquet"
 markers = true
+
+[sinks.down]
+kind = "parquet"
+input = "down"
+path = "out/resampled.parquet"
+markers = true
+
+[sinks.env]
+kind = "parquet"
+input = "env"
+path = "out/envelope.parquet"
 
 [sinks.power]
 kind = "parquet"
@@ -374,14 +398,14 @@ markers = true
     let out = checkpointed(d, 1, false).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let longest = t0.elapsed();
-    assert_same_files(&d.join("reference"), &d.join("out"), "uninterrupted checkpointed run", 2);
+    assert_same_files(&d.join("reference"), &d.join("out"), "uninterrupted checkpointed run", 4);
     let mut delays = Delays(0x0b5e_55ed_0000_0099);
     let mut kills = 0;
     for trial in 0..4 {
         std::fs::remove_dir_all(d.join("out")).unwrap();
         std::fs::remove_dir_all(d.join("ck")).unwrap();
         let k = run_with_kills(d, 1, &mut delays, longest);
-        assert_same_files(&d.join("reference"), &d.join("out"), &format!("trial {trial} ({k} kills)"), 2);
+        assert_same_files(&d.join("reference"), &d.join("out"), &format!("trial {trial} ({k} kills)"), 4);
         kills += k;
     }
     assert!(kills >= 3, "only {kills} kills landed mid-run");

@@ -197,6 +197,9 @@ impl Operator for Hilbert {
     fn partitioning(&self) -> Partitioning {
         Partitioning::ByStream
     }
+    fn checkpointing(&self) -> neurostream_engine::Checkpointing {
+        neurostream_engine::Checkpointing::Snapshot
+    }
     fn holds_back(&self) -> bool {
         true
     }
@@ -217,7 +220,7 @@ impl Operator for Hilbert {
 }
 
 /// Frames of one stream waiting for their block to fill.
-#[derive(Default)]
+#[derive(Default, Serialize, Deserialize)]
 struct Pending {
     frames: VecDeque<Frame>,
     rows: usize,
@@ -286,6 +289,22 @@ impl OperatorInstance for HilbertInstance {
         let block = self.cfg.block;
         while block > 0 && self.pending[&stream].rows >= block {
             self.emit_block(&stream, block, out)?;
+        }
+        Ok(())
+    }
+
+    fn snapshot(&self) -> Result<Vec<u8>> {
+        neurostream_engine::checkpoint::encode_streams(&self.pending)
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<()> {
+        for (stream, p) in neurostream_engine::checkpoint::decode_streams::<Pending>(state, "hilbert")? {
+            if p.frames.iter().map(Frame::rows).sum::<usize>() != p.rows {
+                return Err(EngineError::Checkpoint(format!(
+                    "hilbert: the saved rows of stream {stream} do not add up"
+                )));
+            }
+            self.pending.insert(stream, p);
         }
         Ok(())
     }

@@ -159,6 +159,9 @@ impl Operator for Resample {
     fn partitioning(&self) -> Partitioning {
         Partitioning::ByStream
     }
+    fn checkpointing(&self) -> neurostream_engine::Checkpointing {
+        neurostream_engine::Checkpointing::Snapshot
+    }
     fn holds_back(&self) -> bool {
         true
     }
@@ -180,7 +183,7 @@ impl Operator for Resample {
     }
 }
 
-#[derive(Default)]
+#[derive(Default, Serialize, Deserialize)]
 struct StreamState {
     /// Input rows kept (row-major) and the input index of the first.
     rows: Vec<f32>,
@@ -273,6 +276,23 @@ impl OperatorInstance for ResampleInstance {
         let end = ((st.seen - 1) * up).div_euclid(down) - self.pre + 1;
         let stream = frame.stream.clone();
         self.emit(&stream, end, out)
+    }
+
+    fn snapshot(&self) -> Result<Vec<u8>> {
+        neurostream_engine::checkpoint::encode_streams(&self.streams)
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<()> {
+        for (stream, st) in neurostream_engine::checkpoint::decode_streams::<StreamState>(state, "resample")? {
+            if st.rows.len() % self.channels.max(1) != 0 {
+                return Err(EngineError::Checkpoint(format!(
+                    "resample: the saved rows of stream {stream} do not fit {} channels",
+                    self.channels
+                )));
+            }
+            self.streams.insert(stream, st);
+        }
+        Ok(())
     }
 
     fn finish(&mut self, out: &mut Vec<Batch>) -> Result<()> {
