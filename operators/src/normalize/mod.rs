@@ -300,9 +300,7 @@ impl Operator for Normalize {
 
     fn checkpointing(&self) -> Checkpointing {
         match self.mode {
-            Mode::Running { warmup: 0, .. } => Checkpointing::Snapshot,
-            // Frames held back during the warm-up are not saved yet.
-            Mode::Running { .. } => Checkpointing::Unsupported,
+            Mode::Running { .. } => Checkpointing::Snapshot,
             _ => Checkpointing::Stateless,
         }
     }
@@ -323,6 +321,7 @@ impl Operator for Normalize {
 }
 
 /// Per-stream state of a running z-score.
+#[derive(Serialize, Deserialize)]
 struct StreamState {
     stats: Welford,
     /// Frames held back during warm-up.
@@ -362,20 +361,13 @@ impl NormalizeInstance {
 
 impl OperatorInstance for NormalizeInstance {
     fn snapshot(&self) -> Result<Vec<u8>> {
-        let stats: HashMap<Arc<str>, &Welford> = self.streams.iter().map(|(k, v)| (k.clone(), &v.stats)).collect();
-        encode_streams(&stats)
+        // The statistics, and during a warm-up the frames held back for it.
+        encode_streams(&self.streams)
     }
 
     fn restore(&mut self, state: &[u8]) -> Result<()> {
-        for (name, stats) in decode_streams::<Welford>(state, "normalize")? {
-            self.streams.insert(
-                name,
-                StreamState {
-                    stats,
-                    held: Vec::new(),
-                    warmed: true,
-                },
-            );
+        for (name, st) in decode_streams::<StreamState>(state, "normalize")? {
+            self.streams.insert(name, st);
         }
         Ok(())
     }

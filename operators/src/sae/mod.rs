@@ -225,8 +225,8 @@ impl Operator for SaeEncode {
 
     fn checkpointing(&self) -> neurostream_engine::Checkpointing {
         match self.batching {
-            // Frames waiting to be batched are not saved yet.
-            Some(_) => neurostream_engine::Checkpointing::Unsupported,
+            // Frames waiting for their batch are saved.
+            Some(_) => neurostream_engine::Checkpointing::Snapshot,
             None => neurostream_engine::Checkpointing::Stateless,
         }
     }
@@ -330,6 +330,20 @@ impl SaeEncodeInstance {
 }
 
 impl OperatorInstance for SaeEncodeInstance {
+    fn snapshot(&self) -> Result<Vec<u8>> {
+        let frames: Vec<&neurostream_engine::Frame> = self.pending.iter().map(|(f, _)| f).collect();
+        neurostream_engine::checkpoint::encode_state(&frames)
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<()> {
+        let frames: Vec<neurostream_engine::Frame> = neurostream_engine::checkpoint::decode_state(state, "sae_encode")?;
+        // Their wait restarts now: the batch they were in is flushed by size or by time again.
+        let now = std::time::Instant::now();
+        self.pending_rows = frames.iter().map(|f| f.rows()).sum();
+        self.pending = frames.into_iter().map(|f| (f, now)).collect();
+        Ok(())
+    }
+
     fn process(&mut self, batch: Batch, out: &mut Vec<Batch>) -> Result<()> {
         let Batch::Dense(frame) = batch else {
             return Err(EngineError::Shape(format!(
