@@ -174,12 +174,8 @@ impl Operator for SosFilter {
         self.zero_phase
     }
     fn checkpointing(&self) -> neurostream_engine::Checkpointing {
-        if self.zero_phase {
-            // The whole signal is held until the end; frames are not saved yet.
-            neurostream_engine::Checkpointing::Unsupported
-        } else {
-            neurostream_engine::Checkpointing::Snapshot
-        }
+        // Causal: the section state; zero phase: the frames held until the end.
+        neurostream_engine::Checkpointing::Snapshot
     }
     fn instantiate(&self, device: &ComputeDevice) -> Result<Box<dyn OperatorInstance>> {
         let threads = self.threads;
@@ -211,10 +207,19 @@ struct SosInstance {
 
 impl OperatorInstance for SosInstance {
     fn snapshot(&self) -> Result<Vec<u8>> {
+        if self.zero_phase {
+            return neurostream_engine::checkpoint::encode_streams(&self.held);
+        }
         neurostream_engine::checkpoint::encode_streams(&self.state)
     }
 
     fn restore(&mut self, state: &[u8]) -> Result<()> {
+        if self.zero_phase {
+            for (stream, frames) in neurostream_engine::checkpoint::decode_streams::<Vec<Frame>>(state, "filter")? {
+                self.held.insert(stream, frames);
+            }
+            return Ok(());
+        }
         for (stream, s) in neurostream_engine::checkpoint::decode_streams::<Vec<f64>>(state, "filter")? {
             if s.len() % (2 * self.sections.len()) != 0 {
                 return Err(EngineError::Checkpoint(format!(
