@@ -251,8 +251,10 @@ fn killed_runs_resume_to_output_identical_to_an_uninterrupted_run() {
     );
 }
 
-/// The running z-score with a warm-up (its held-back frames are saved) and SAE encoding in
-/// micro-batches (the frames waiting for their batch are saved), killed and resumed. Batches
+/// The running z-score with a warm-up (its held-back frames are saved), SAE encoding in
+/// micro-batches (the frames waiting for their batch are saved) and Mahalanobis drift scores
+/// against a reference taken from the stream's first rows (collected rows, then the whitening,
+/// are saved), killed and resumed. Batches
 /// close by size only here (a time limit would make their boundaries, and so the last bits of
 /// the GEMM's sums, depend on timing).
 #[test]
@@ -265,7 +267,9 @@ fn warm_up_and_micro_batching_resume_to_identical_output() {
             &format!("sae = \"{SAE}\""),
             &format!("sae = \"{SAE}\"\nmax_batch = 300\nmax_delay_ms = 600000.0"),
             1,
-        );
+        )
+        + "\n[operators.drift]\nkind = \"mahalanobis\"\ninput = \"acts\"\nreference_rows = 3000\n\n\
+           [sinks.drift]\nkind = \"parquet\"\ninput = \"drift\"\npath = \"out/drift.parquet\"\n";
     assert!(toml.contains("warmup = 700") && toml.contains("max_batch = 300"));
     std::fs::write(d.join("p.toml"), toml).unwrap();
     run_ok(d, &["run", "p.toml", "--quiet"]);

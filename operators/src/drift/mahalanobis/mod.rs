@@ -138,6 +138,10 @@ impl Operator for Mahalanobis {
             Partitioning::ByStream
         }
     }
+    fn checkpointing(&self) -> neurostream_engine::Checkpointing {
+        // The rows collected for a reference, or the fitted whitening.
+        neurostream_engine::Checkpointing::Snapshot
+    }
     fn holds_back(&self) -> bool {
         self.fixed.is_none()
     }
@@ -162,6 +166,7 @@ impl Operator for Mahalanobis {
 }
 
 /// A fitted reference as the kernels take it.
+#[derive(Serialize, Deserialize)]
 struct Scorer {
     whitening: Vec<f32>,
     whitened_mean: Vec<f64>,
@@ -176,6 +181,7 @@ impl Scorer {
     }
 }
 
+#[derive(Serialize, Deserialize)]
 enum StreamState {
     Collecting(Vec<Frame>, usize),
     Scoring(Scorer),
@@ -275,6 +281,27 @@ impl OperatorInstance for MahalanobisInstance {
                     self.fit_and_flush(&stream, out)?;
                 }
             }
+        }
+        Ok(())
+    }
+
+    fn snapshot(&self) -> Result<Vec<u8>> {
+        neurostream_engine::checkpoint::encode_streams(&self.streams)
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<()> {
+        for (stream, st) in neurostream_engine::checkpoint::decode_streams::<StreamState>(state, "mahalanobis")? {
+            let fits = match &st {
+                StreamState::Collecting(frames, rows) => frames.iter().map(Frame::rows).sum::<usize>() == *rows,
+                StreamState::Scoring(s) => s.whitening.len() == self.d * self.d && s.whitened_mean.len() == self.d,
+            };
+            if !fits {
+                return Err(EngineError::Checkpoint(format!(
+                    "mahalanobis: the saved state of stream {stream} does not fit {} columns",
+                    self.d
+                )));
+            }
+            self.streams.insert(stream, st);
         }
         Ok(())
     }
