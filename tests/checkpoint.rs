@@ -254,7 +254,8 @@ fn killed_runs_resume_to_output_identical_to_an_uninterrupted_run() {
 /// The running z-score with a warm-up (its held-back frames are saved), SAE encoding in
 /// micro-batches (the frames waiting for their batch are saved) and Mahalanobis drift scores
 /// against a reference taken from the stream's first rows (collected rows, then the whitening,
-/// are saved), killed and resumed. Batches
+/// are saved) and streaming k-means (pending rows, centroids, counts, window totals), killed and
+/// resumed. Batches
 /// close by size only here (a time limit would make their boundaries, and so the last bits of
 /// the GEMM's sums, depend on timing).
 #[test]
@@ -269,7 +270,9 @@ fn warm_up_and_micro_batching_resume_to_identical_output() {
             1,
         )
         + "\n[operators.drift]\nkind = \"mahalanobis\"\ninput = \"acts\"\nreference_rows = 3000\n\n\
-           [sinks.drift]\nkind = \"parquet\"\ninput = \"drift\"\npath = \"out/drift.parquet\"\n";
+           [sinks.drift]\nkind = \"parquet\"\ninput = \"drift\"\npath = \"out/drift.parquet\"\n\n\
+           [operators.km]\nkind = \"kmeans\"\ninput = \"acts\"\nk = 4\nseed = 1\nwindow = 2048\n\n\
+           [sinks.km]\nkind = \"parquet\"\ninput = \"km\"\npath = \"out/km\"\n";
     assert!(toml.contains("warmup = 700") && toml.contains("max_batch = 300"));
     std::fs::write(d.join("p.toml"), toml).unwrap();
     run_ok(d, &["run", "p.toml", "--quiet"]);
@@ -618,12 +621,12 @@ fn pipelines_that_cannot_be_checkpointed_are_refused_with_the_reasons() {
     let dir = setup();
     let d = dir.path();
     let toml = pipeline(1024)
-        + "\n[operators.km]\nkind = \"kmeans\"\ninput = \"acts\"\nk = 2\n\n[sinks.km_out]\nkind = \"parquet\"\ninput = \"km\"\npath = \"out/km\"\n"
+        + "\n[operators.co]\nkind = \"cooccurrence\"\ninput = \"enc\"\n\n[sinks.co_out]\nkind = \"parquet\"\ninput = \"co\"\npath = \"out/co\"\n"
         + "\n[sources.live]\nkind = \"arrow_tcp\"\nlisten = \"127.0.0.1:0\"\nd_model = 4\n\n[sinks.live_out]\nkind = \"parquet\"\ninput = \"live\"\npath = \"out/live.parquet\"\n";
     std::fs::write(d.join("bad.toml"), toml).unwrap();
     let err = run_err(d, &["run", "bad.toml", "--quiet", "--checkpoint-dir", "ck"]);
     assert!(err.contains("cannot be checkpointed"), "{err}");
-    assert!(err.contains("[operators.km]"), "{err}");
+    assert!(err.contains("[operators.co]"), "{err}");
     assert!(!err.contains("[operators.z]") && !err.contains("[operators.enc]"), "{err}");
     assert!(err.contains("[sources.live]") && err.contains("replayed"), "{err}");
     assert!(

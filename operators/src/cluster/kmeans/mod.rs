@@ -199,6 +199,10 @@ impl Operator for Kmeans {
     fn partitioning(&self) -> Partitioning {
         Partitioning::ByStream
     }
+    fn checkpointing(&self) -> neurostream_engine::Checkpointing {
+        // Per stream: the rows waiting for a batch, the centroids and counts, window totals.
+        neurostream_engine::Checkpointing::Snapshot
+    }
     fn holds_back(&self) -> bool {
         true
     }
@@ -234,7 +238,7 @@ struct Settings {
 }
 
 /// Row keys of the rows in flight: `(seq_id, pos)` or `(sample, 0)`, and the marker label.
-#[derive(Default)]
+#[derive(Default, Serialize, Deserialize)]
 struct Rows {
     data: Vec<f32>,
     keys: Vec<(i64, u32)>,
@@ -247,6 +251,7 @@ impl Rows {
     }
 }
 
+#[derive(Serialize, Deserialize)]
 struct StreamState {
     tokens: bool,
     pending: Rows,
@@ -423,6 +428,29 @@ impl KmeansInstance {
 }
 
 impl OperatorInstance for KmeansInstance {
+    fn snapshot(&self) -> Result<Vec<u8>> {
+        neurostream_engine::checkpoint::encode_streams(&self.streams)
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<()> {
+        for (stream, st) in neurostream_engine::checkpoint::decode_streams::<StreamState>(state, "kmeans")? {
+            let d = self.op.d;
+            let fits = st.pending.data.len() == st.pending.len() * d
+                && st.pending.labels.len() == st.pending.len()
+                && st
+                    .model
+                    .as_ref()
+                    .is_none_or(|m| m.d == d && m.centroids.len() == m.counts.len() * d);
+            if !fits {
+                return Err(EngineError::Checkpoint(format!(
+                    "kmeans: the saved state of stream {stream} does not fit rows of {d} columns"
+                )));
+            }
+            self.streams.insert(stream, st);
+        }
+        Ok(())
+    }
+
     fn process(&mut self, batch: Batch, out: &mut Vec<Batch>) -> Result<()> {
         let Batch::Dense(frame) = batch else {
             return Err(EngineError::Shape(format!(

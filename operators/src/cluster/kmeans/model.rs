@@ -507,7 +507,7 @@ pub fn cosine_kmeans(
 /// Mini-batch k-means state (Sculley 2010): centroids and how many rows each has absorbed.
 /// Each row moves its centroid by `1/count` of the way towards it, so a centroid is the mean of
 /// every row it was ever assigned.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct MiniBatch {
     /// Centroids, `k × d`.
     pub centroids: Vec<f64>,
