@@ -359,7 +359,8 @@ path = "out/filtered.parquet"
 /// Operators that hold rows back (window buffers and pending markers, the resampler's history,
 /// hilbert's pending block, the signal a zero-phase filter holds): a recording replayed at 40x real time -> band-pass -> CSP+LDA
 /// decisions every 0.1 s, labelled band power every 0.25 s, resampling 100 -> 40 Hz, a hilbert
-/// envelope per 2.5 s block, a zero-phase band-pass -> Parquet, killed and resumed; every output equals an
+/// envelope per 2.5 s block, a zero-phase band-pass, Riemannian-potato artifact scores (windows,
+/// pending covariances, the fitted potato) -> Parquet, killed and resumed; every output equals an
 /// uninterrupted run's.
 #[test]
 fn a_killed_windowed_pipeline_resumes_to_identical_output() {
@@ -414,6 +415,13 @@ input = "amp"
 cutoff = [1.0, 40.0]
 zero_phase = true
 
+[operators.potato]
+kind = "riemann_potato"
+input = "band"
+window_s = 1.0
+step_s = 0.5
+reference_windows = 20
+
 [sinks.dec]
 kind = "parquet"
 input = "dec"
@@ -436,6 +444,11 @@ kind = "parquet"
 input = "smooth"
 path = "out/zero_phase.parquet"
 
+[sinks.potato]
+kind = "parquet"
+input = "potato"
+path = "out/potato.parquet"
+
 [sinks.power]
 kind = "parquet"
 input = "power"
@@ -452,14 +465,14 @@ markers = true
     let out = checkpointed(d, 1, false).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let longest = t0.elapsed();
-    assert_same_files(&d.join("reference"), &d.join("out"), "uninterrupted checkpointed run", 5);
+    assert_same_files(&d.join("reference"), &d.join("out"), "uninterrupted checkpointed run", 6);
     let mut delays = Delays(0x0b5e_55ed_0000_0099);
     let mut kills = 0;
     for trial in 0..4 {
         std::fs::remove_dir_all(d.join("out")).unwrap();
         std::fs::remove_dir_all(d.join("ck")).unwrap();
         let k = run_with_kills(d, 1, &mut delays, longest);
-        assert_same_files(&d.join("reference"), &d.join("out"), &format!("trial {trial} ({k} kills)"), 5);
+        assert_same_files(&d.join("reference"), &d.join("out"), &format!("trial {trial} ({k} kills)"), 6);
         kills += k;
     }
     assert!(kills >= 3, "only {kills} kills landed mid-run");

@@ -29,7 +29,7 @@ use neurostream_engine::{
 use serde::{Deserialize, Serialize};
 
 use crate::gpu_gemm::{self, GemmCall};
-use crate::signal::windows::{Window, WindowConfig, WindowSpec, Windower};
+use crate::signal::windows::{Window, WindowConfig, WindowSpec, Windower, WindowerState};
 use riemann::{eigen_range, Potato};
 
 /// Configuration of a `riemann_potato` operator.
@@ -189,6 +189,9 @@ impl Operator for PotatoOp {
     fn holds_back(&self) -> bool {
         true
     }
+    fn checkpointing(&self) -> neurostream_engine::Checkpointing {
+        neurostream_engine::Checkpointing::Snapshot
+    }
     fn instantiate(&self, device: &ComputeDevice) -> Result<Box<dyn OperatorInstance>> {
         let kernels = Kernels::select(
             "riemann_potato",
@@ -211,6 +214,61 @@ struct StreamState {
     windower: Windower,
     pending: Vec<Pending>,
     potato: Option<Potato>,
+}
+
+/// [`StreamState`] for a checkpoint: matrices as their `channels²` entries (column-major).
+#[derive(Serialize, Deserialize)]
+struct SavedState {
+    windower: WindowerState,
+    pending: Vec<(Vec<f64>, i64, Option<String>)>,
+    /// The fitted potato: mean matrix, log-distance mean and std, clean count, threshold.
+    potato: Option<(Vec<f64>, f64, f64, usize, f64)>,
+}
+
+impl SavedState {
+    fn of(st: &StreamState) -> SavedState {
+        SavedState {
+            windower: st.windower.state(),
+            pending: st
+                .pending
+                .iter()
+                .map(|(m, s, l)| (m.as_slice().to_vec(), *s, l.clone()))
+                .collect(),
+            potato: st
+                .potato
+                .as_ref()
+                .map(|p| (p.mean.as_slice().to_vec(), p.log_mean, p.log_std, p.clean, p.threshold)),
+        }
+    }
+
+    fn into_state(self, op: &Settings) -> std::result::Result<StreamState, String> {
+        let c = op.channels;
+        let matrix = |v: Vec<f64>| {
+            if v.len() == c * c {
+                Ok(DMatrix::from_vec(c, c, v))
+            } else {
+                Err(format!("a saved covariance has {} entries, not {c}²", v.len()))
+            }
+        };
+        Ok(StreamState {
+            windower: Windower::restored(op.spec.clone(), c, op.fs, self.windower)?,
+            pending: self
+                .pending
+                .into_iter()
+                .map(|(m, s, l)| Ok((matrix(m)?, s, l)))
+                .collect::<std::result::Result<_, String>>()?,
+            potato: match self.potato {
+                None => None,
+                Some((mean, log_mean, log_std, clean, threshold)) => Some(Potato {
+                    mean: matrix(mean)?,
+                    log_mean,
+                    log_std,
+                    clean,
+                    threshold,
+                }),
+            },
+        })
+    }
 }
 
 struct PotatoInstance {
@@ -304,6 +362,21 @@ impl PotatoInstance {
 }
 
 impl OperatorInstance for PotatoInstance {
+    fn snapshot(&self) -> Result<Vec<u8>> {
+        let saved: HashMap<Arc<str>, SavedState> = self.streams.iter().map(|(k, st)| (k.clone(), SavedState::of(st))).collect();
+        neurostream_engine::checkpoint::encode_streams(&saved)
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<()> {
+        for (stream, saved) in neurostream_engine::checkpoint::decode_streams::<SavedState>(state, "riemann_potato")? {
+            let st = saved
+                .into_state(&self.op)
+                .map_err(|m| EngineError::Checkpoint(format!("riemann_potato stream {stream}: {m}")))?;
+            self.streams.insert(stream, st);
+        }
+        Ok(())
+    }
+
     fn process(&mut self, batch: Batch, out: &mut Vec<Batch>) -> Result<()> {
         let Batch::Dense(frame) = batch else {
             return Err(EngineError::Shape(format!(
