@@ -50,6 +50,18 @@ pub fn engine_channels(channels: Vec<Channel>) -> (Vec<Channel>, Option<Vec<f32>
     (channels, factors)
 }
 
+/// Checks a replay's `chunk` (samples per frame, at least 1) and `speed` (0 or a positive,
+/// finite multiple of real time).
+pub fn check_pace(chunk: usize, speed: f64) -> std::result::Result<(), String> {
+    if chunk == 0 {
+        return Err("`chunk` must be at least 1".into());
+    }
+    if !(speed >= 0.0 && speed.is_finite()) {
+        return Err(format!("`speed` must be >= 0 (0: as fast as possible), found {speed}"));
+    }
+    Ok(())
+}
+
 /// One worker's replay of a recording.
 pub struct Replay {
     /// `edf `psg``: for messages.

@@ -70,15 +70,7 @@ impl SourceKind for FifSourceKind {
     }
     fn build(&self, cfg: FifSourceConfig, ctx: &NodeContext) -> Result<Arc<dyn Source>> {
         let fail = |m: String| EngineError::config(ctx.label, m);
-        if cfg.chunk == 0 {
-            return Err(fail("`chunk` must be at least 1".into()));
-        }
-        if !(cfg.speed >= 0.0 && cfg.speed.is_finite()) {
-            return Err(fail(format!(
-                "`speed` must be >= 0 (0: as fast as possible), found {}",
-                cfg.speed
-            )));
-        }
+        crate::recording::check_pace(cfg.chunk, cfg.speed).map_err(fail)?;
         let path = ctx.input_file(&cfg.path);
         let mut rec = FifRecording::open(&path).map_err(fail)?;
         let names: Vec<&str> = rec.channels.iter().map(|c| c.name.as_str()).collect();

@@ -105,15 +105,7 @@ impl SourceKind for XdfSourceKind {
     }
     fn build(&self, cfg: XdfSourceConfig, ctx: &NodeContext) -> Result<Arc<dyn Source>> {
         let fail = |m: String| EngineError::config(ctx.label, m);
-        if cfg.chunk == 0 {
-            return Err(fail("`chunk` must be at least 1".into()));
-        }
-        if !(cfg.speed >= 0.0 && cfg.speed.is_finite()) {
-            return Err(fail(format!(
-                "`speed` must be >= 0 (0: as fast as possible), found {}",
-                cfg.speed
-            )));
-        }
+        crate::recording::check_pace(cfg.chunk, cfg.speed).map_err(fail)?;
         let path = ctx.input_file(&cfg.path);
         let mut file = XdfFile::open(&path, cfg.allow_truncated).map_err(fail)?;
         let numeric = |s: &&StreamHeader| s.format != ChannelFormat::String;
