@@ -325,3 +325,41 @@ fn processes_2_without_a_hostfile_starts_a_local_cluster_with_the_same_rows() {
     let err = common::run_err(d, &["run", "p.toml", "--processes", "1"]);
     assert!(err.contains("a local cluster needs at least 2"), "{err}");
 }
+
+/// Bulk analytics across processes: a directory of Parquet files is spread over every worker of
+/// every process (by file and row group); the local 2-process × 2-worker cluster writes the rows
+/// one process writes, and each process read a share.
+#[test]
+fn a_directory_of_parquet_files_is_split_across_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("gen.toml"),
+        GENERATE.replace("path = \"input.parquet\"", "path = \"in_parts\""),
+    )
+    .unwrap();
+    run_ok(d, &["run", "gen.toml", "--quiet", "-w", "3"]);
+    assert_eq!(std::fs::read_dir(d.join("in_parts")).unwrap().count(), 3);
+    std::fs::write(
+        d.join("p.toml"),
+        "[sources.acts]\nkind = \"parquet\"\npath = \"in_parts\"\nbatch_rows = 500\n\n\
+         [operators.l2]\nkind = \"normalize\"\ninput = \"acts\"\nmethod = \"l2\"\n\n\
+         [sinks.out]\nkind = \"parquet\"\ninput = \"l2\"\npath = \"out/l2.parquet\"\n",
+    )
+    .unwrap();
+    run_ok(d, &["run", "p.toml", "--quiet", "-w", "1"]);
+    let one = rows(&d.join("out/l2.parquet"));
+    std::fs::remove_dir_all(d.join("out")).unwrap();
+    let log = run_ok(d, &["run", "p.toml", "--processes", "2", "-w", "2", "--quiet"]);
+    let two = rows(&d.join("out/l2.parquet"));
+    assert_eq!(one.len(), 20000);
+    assert!(one == two, "the 2-process run's rows differ from the 1-process run's");
+    for p in 0..2 {
+        let read: u64 = log
+            .lines()
+            .filter(|l| l.starts_with(&format!("[process {p}]")) && l.contains("sources.acts"))
+            .filter_map(|l| l.split("out").nth(1)?.split_whitespace().next()?.parse::<u64>().ok())
+            .sum();
+        assert!(read > 0, "process {p} read nothing:\n{log}");
+    }
+}
