@@ -298,3 +298,19 @@ fn every_missing_channel_is_named_at_its_key_with_the_nearest_label() {
     // Labels match case-sensitively, as in MNE.
     assert!(p.contains("no channel `fp1` in the input; did you mean `Fp1`?"), "{p}");
 }
+
+#[test]
+fn filters_and_windows_refuse_one_row_per_window_inputs() {
+    let p = problems(&format!(
+        "{SOURCE}[operators.power]\nkind = \"bandpower\"\ninput = \"eeg\"\nwindow_s = 1.0\nbands = [[\"alpha\", 8.0, 12.0]]\n\
+         [operators.smooth]\nkind = \"butterworth\"\ninput = \"power\"\nbtype = \"lowpass\"\ncutoff = 0.5\n\
+         [operators.keep]\nkind = \"pick\"\ninput = \"power\"\n\
+         [sinks.o]\nkind = \"console\"\ninput = \"smooth\"\n[sinks.k]\nkind = \"console\"\ninput = \"keep\"\n"
+    ));
+    assert!(
+        p.contains("[operators.smooth] butterworth works across consecutive samples; the input has one row per window"),
+        "{p}"
+    );
+    // Row-wise operators take them.
+    assert!(!p.contains("[operators.keep]"), "{p}");
+}

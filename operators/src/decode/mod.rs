@@ -17,7 +17,7 @@ use neurostream_engine::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::signal::signal_rate;
+use crate::signal::sampled_rate;
 use crate::signal::spatial::{CpuSpatial, GpuSpatial, SpatialKernels};
 use crate::signal::windows::{WindowConfig, WindowSpec, Windower};
 use csp::Csp;
@@ -115,7 +115,7 @@ impl SinkKind for CspLdaTrainKind {
     }
     fn build(&self, cfg: CspLdaTrainConfig, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Sink>> {
         let fail = |m: String| EngineError::config(ctx.label, m);
-        let sample_rate = signal_rate(CspLdaTrainConfig::KIND, input, ctx)?;
+        let sample_rate = sampled_rate(CspLdaTrainConfig::KIND, input, ctx)?;
         if cfg.epochs.len() != 2 {
             return Err(fail(format!(
                 "`epochs` must name two classes (CSP separates two), found {:?}",
@@ -291,7 +291,7 @@ impl OperatorKind for DecodeKind {
     }
     fn build(&self, cfg: DecodeConfig, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Operator>> {
         let fail = |m: String| EngineError::config(ctx.label, m);
-        let sample_rate = signal_rate(DecodeConfig::KIND, input, ctx)?;
+        let sample_rate = sampled_rate(DecodeConfig::KIND, input, ctx)?;
         let model = BciModel::load(&ctx.input_file(&cfg.model)).map_err(fail)?;
         if (model.sample_rate - sample_rate).abs() > 1e-9 {
             return Err(fail(format!(

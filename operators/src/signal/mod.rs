@@ -37,3 +37,23 @@ pub fn signal_rate(
         )),
     }
 }
+
+/// [`signal_rate`] for kinds that work across samples (filters, windows, resampling): the input
+/// must also hold one row per sample, not one per window (band power, decisions).
+pub fn sampled_rate(
+    kind: &str,
+    input: &neurostream_engine::Schema,
+    ctx: &neurostream_engine::NodeContext,
+) -> neurostream_engine::Result<f64> {
+    let rate = signal_rate(kind, input, ctx)?;
+    if let neurostream_engine::StreamKind::Signal { row_rate: Some(_), .. } = input.kind {
+        return Err(neurostream_engine::EngineError::config(
+            ctx.label,
+            format!(
+                "{kind} works across consecutive samples; the input has one row per window ({}), not per sample",
+                input.describe()
+            ),
+        ));
+    }
+    Ok(rate)
+}

@@ -134,7 +134,7 @@ impl OperatorKind for PotatoKind {
 
     fn build(&self, cfg: PotatoConfig, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Operator>> {
         let fail = |m: String| EngineError::config(ctx.label, m);
-        let fs = crate::signal::signal_rate(PotatoConfig::KIND, input, ctx)?;
+        let fs = crate::signal::sampled_rate(PotatoConfig::KIND, input, ctx)?;
         let spec = cfg.windows.resolve(fs).map_err(fail)?;
         let length = spec.length();
         let c = input.width();

@@ -228,7 +228,7 @@ impl OperatorKind for FirKind {
         "linear-phase FIR band/low/high-pass (MNE's firwin design and lengths), causal with its delay stated"
     }
     fn build(&self, cfg: FirConfig, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Operator>> {
-        let sample_rate = super::signal_rate(FirConfig::KIND, input, ctx)?;
+        let sample_rate = super::sampled_rate(FirConfig::KIND, input, ctx)?;
         let taps = design(cfg.l_freq, cfg.h_freq, sample_rate).map_err(|m| EngineError::config(ctx.label, m))?;
         tracing::info!(
             "{}: {} taps; output delayed by {} samples ({:.1} ms)",

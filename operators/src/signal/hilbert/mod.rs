@@ -173,7 +173,7 @@ impl OperatorKind for HilbertKind {
         "envelope (instantaneous amplitude) or instantaneous phase per channel from the analytic signal (scipy.signal.hilbert), per block or over the whole stream"
     }
     fn build(&self, cfg: HilbertConfig, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Operator>> {
-        super::signal_rate(HilbertConfig::KIND, input, ctx)?;
+        super::sampled_rate(HilbertConfig::KIND, input, ctx)?;
         let mut schema = (**input).clone();
         if cfg.output == HilbertOutput::Phase {
             schema.channels.iter_mut().for_each(|c| c.unit = "rad".into());

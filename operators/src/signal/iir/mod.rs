@@ -106,7 +106,7 @@ impl OperatorKind for ButterworthKind {
         "Butterworth low/high/band-pass/band-stop as second-order sections; causal with carried state, or zero-phase"
     }
     fn build(&self, cfg: ButterworthConfig, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Operator>> {
-        let fs = super::signal_rate(ButterworthConfig::KIND, input, ctx)?;
+        let fs = super::sampled_rate(ButterworthConfig::KIND, input, ctx)?;
         let sections = butter(cfg.order, &cfg.cutoff, cfg.btype, fs).map_err(|m| EngineError::config(ctx.label, m))?;
         tracing::debug!("{}: {} sections {:?}", ctx.label, sections.len(), sections);
         Ok(Arc::new(SosFilter::new(input, sections, cfg.zero_phase, cfg.threads)))
@@ -123,7 +123,7 @@ impl OperatorKind for NotchKind {
         "IIR notch at the line frequency and its harmonics (scipy.signal.iirnotch), causal or zero-phase"
     }
     fn build(&self, cfg: NotchConfig, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Operator>> {
-        let fs = super::signal_rate(NotchConfig::KIND, input, ctx)?;
+        let fs = super::sampled_rate(NotchConfig::KIND, input, ctx)?;
         if cfg.harmonics == 0 {
             return Err(EngineError::config(ctx.label, "`harmonics` must be at least 1"));
         }

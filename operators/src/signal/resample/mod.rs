@@ -121,7 +121,7 @@ impl OperatorKind for ResampleKind {
     }
     fn build(&self, cfg: ResampleConfig, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Operator>> {
         let fail = |m: String| EngineError::config(ctx.label, m);
-        let sample_rate = super::signal_rate(ResampleConfig::KIND, input, ctx)?;
+        let sample_rate = super::sampled_rate(ResampleConfig::KIND, input, ctx)?;
         if cfg.up == 0 || cfg.down == 0 {
             return Err(fail("`up` and `down` must be at least 1".into()));
         }
