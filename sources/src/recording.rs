@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use neurostream_engine::schema::to_engine_unit;
-use neurostream_engine::{Batch, Channel, Frame, Marker, Result, RowIndex, Schema, SourceReader};
+use neurostream_engine::{Batch, Channel, Frame, Marker, Result, RowIndex, Schema, Source, SourceReader, WorkerPos};
 
 /// The samples of a recording in order, a block at a time (an EDF data record, a slice of a
 /// BrainVision data file).
@@ -62,6 +62,50 @@ pub fn check_pace(chunk: usize, speed: f64) -> std::result::Result<(), String> {
     Ok(())
 }
 
+/// Opens a recording's blocks for the worker that replays it.
+pub type OpenBlocks = Box<dyn Fn() -> Result<Box<dyn Blocks>> + Send + Sync>;
+
+/// The source of every recording format: one worker (a device stream has one order) replays the
+/// blocks `open` gives, the others emit nothing.
+pub struct RecordingSource {
+    /// How frames are cut, paced, marked and converted.
+    pub settings: ReplaySettings,
+    /// Every file the recording is read from (fingerprinted by checkpoints).
+    pub files: Vec<std::path::PathBuf>,
+    /// Samples in the recording.
+    pub rows: u64,
+    /// Opens the blocks (replays are files: reopening yields the same batches).
+    pub open: OpenBlocks,
+}
+
+impl Source for RecordingSource {
+    fn replayable(&self) -> bool {
+        true
+    }
+    fn input_files(&self) -> Vec<std::path::PathBuf> {
+        self.files.clone()
+    }
+    fn schema(&self) -> Arc<Schema> {
+        self.settings.schema.clone()
+    }
+    fn total_rows(&self) -> Option<u64> {
+        Some(self.rows)
+    }
+    fn open(&self, worker: WorkerPos) -> Result<Box<dyn SourceReader>> {
+        let blocks = if worker.index == 0 { Some((self.open)()?) } else { None };
+        Ok(Box::new(Replay::new(self.settings.clone(), blocks)))
+    }
+}
+
+/// What `build` opened and checked, handed to the first reader so headers are not read twice at
+/// start-up; later readers (a resumed run's) open the file again with `reopen`.
+pub fn handed_over<T>(slot: &std::sync::Mutex<Option<T>>, reopen: impl FnOnce() -> Result<T>) -> Result<T> {
+    match slot.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        Some(t) => Ok(t),
+        None => reopen(),
+    }
+}
+
 /// One worker's replay of a recording.
 pub struct Replay {
     /// `edf `psg``: for messages.
@@ -90,6 +134,7 @@ pub struct Replay {
 }
 
 /// What a [`Replay`] needs besides its blocks.
+#[derive(Clone)]
 pub struct ReplaySettings {
     /// The source's kind, for messages (`edf`).
     pub kind: &'static str,

@@ -5,4 +5,4 @@ pub mod header;
 pub mod source;
 
 pub use header::{ChannelInfo, Header, MarkerEntry, SampleFormat};
-pub use source::{BrainVisionSource, BrainVisionSourceConfig, BrainVisionSourceKind};
+pub use source::{BrainVisionSourceConfig, BrainVisionSourceKind};

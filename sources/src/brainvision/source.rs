@@ -7,13 +7,11 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use neurostream_engine::{
-    Channel, EngineError, NodeConfig, NodeContext, Result, Schema, Source, SourceKind, SourceReader, StreamKind, WorkerPos,
-};
+use neurostream_engine::{Channel, EngineError, NodeConfig, NodeContext, Result, Schema, Source, SourceKind, StreamKind};
 use serde::{Deserialize, Serialize};
 
 use super::header::{parse_markers, read_text, Header};
-use crate::recording::{engine_channels, pick_labels, Blocks, Event, Replay, ReplaySettings};
+use crate::recording::{engine_channels, pick_labels, Blocks, Event, OpenBlocks, RecordingSource, ReplaySettings};
 
 /// Configuration of a `brainvision` source.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -183,81 +181,42 @@ impl SourceKind for BrainVisionSourceKind {
             h.sample_rate,
             opened.events.len()
         );
-        Ok(Arc::new(BrainVisionSource {
-            name: ctx.name.into(),
-            files: std::iter::once(path.clone())
-                .chain(std::iter::once(h.data_file.clone()))
-                .chain(h.marker_file.clone())
-                .collect(),
-            schema,
-            picked,
-            scales: Arc::new(scales),
-            samples: opened.samples,
-            events: Arc::new(opened.events),
-            header: opened.header,
-            cfg,
-        }))
-    }
-}
-
-/// A configured `brainvision` source.
-pub struct BrainVisionSource {
-    name: Arc<str>,
-    cfg: BrainVisionSourceConfig,
-    header: Header,
-    /// Header, data and marker files.
-    files: Vec<PathBuf>,
-    schema: Arc<Schema>,
-    picked: Vec<usize>,
-    /// Per picked channel: stored value → engine unit.
-    scales: Arc<Vec<f64>>,
-    samples: u64,
-    events: Arc<Vec<Event>>,
-}
-
-impl Source for BrainVisionSource {
-    fn replayable(&self) -> bool {
-        true
-    }
-    fn input_files(&self) -> Vec<PathBuf> {
-        self.files.clone()
-    }
-    fn schema(&self) -> Arc<Schema> {
-        self.schema.clone()
-    }
-    fn total_rows(&self) -> Option<u64> {
-        Some(self.samples)
-    }
-    fn open(&self, worker: WorkerPos) -> Result<Box<dyn SourceReader>> {
+        let files = std::iter::once(path.clone())
+            .chain(std::iter::once(h.data_file.clone()))
+            .chain(h.marker_file.clone())
+            .collect();
         let settings = ReplaySettings {
             kind: BrainVisionSourceConfig::KIND,
-            name: self.name.clone(),
-            schema: self.schema.clone(),
-            rate: self.header.sample_rate,
-            chunk: self.cfg.chunk,
-            speed: self.cfg.speed,
+            name: ctx.name.into(),
+            schema,
+            rate: h.sample_rate,
+            chunk: cfg.chunk,
+            speed: cfg.speed,
             // Unit factors are folded into `scales`.
             factors: None,
-            events: self.events.clone(),
+            events: Arc::new(opened.events),
         };
-        // One worker replays the recording: a device stream has one order.
-        let blocks = if worker.index == 0 {
-            let data = File::open(&self.header.data_file)
-                .map_err(|e| EngineError::io(format!("opening {}", self.header.data_file.display()), e))?;
-            Some(Box::new(DataBlocks {
+        let (header, samples, scales) = (opened.header, opened.samples, Arc::new(scales));
+        let open: OpenBlocks = Box::new(move || {
+            let data = File::open(&header.data_file)
+                .map_err(|e| EngineError::io(format!("opening {}", header.data_file.display()), e))?;
+            Ok(Box::new(DataBlocks {
                 data,
-                path: self.header.data_file.clone(),
-                header: self.header.clone(),
-                picked: self.picked.clone(),
-                scales: self.scales.clone(),
-                samples: self.samples,
+                path: header.data_file.clone(),
+                header: header.clone(),
+                picked: picked.clone(),
+                scales: scales.clone(),
+                samples,
                 next: 0,
                 buffer: Vec::new(),
             }) as Box<dyn Blocks>)
-        } else {
-            None
-        };
-        Ok(Box::new(Replay::new(settings, blocks)))
+        });
+        Ok(Arc::new(RecordingSource {
+            settings,
+            files,
+            rows: samples,
+            open,
+        }))
     }
 }
 

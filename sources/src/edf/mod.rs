@@ -8,5 +8,5 @@ pub mod tal;
 
 pub use file::EdfFile;
 pub use header::{Format, Header, SignalHeader};
-pub use source::{EdfSource, EdfSourceConfig, EdfSourceKind};
+pub use source::{EdfSourceConfig, EdfSourceKind};
 pub use tal::Annotation;

@@ -4,13 +4,11 @@
 
 use std::sync::Arc;
 
-use neurostream_engine::{
-    Channel, EngineError, NodeConfig, NodeContext, Result, Schema, Source, SourceKind, SourceReader, StreamKind, WorkerPos,
-};
+use neurostream_engine::{Channel, EngineError, NodeConfig, NodeContext, Result, Schema, Source, SourceKind, StreamKind};
 use serde::{Deserialize, Serialize};
 
 use super::file::EdfFile;
-use crate::recording::{engine_channels, pick_labels, Blocks, Event, Replay, ReplaySettings};
+use crate::recording::{engine_channels, handed_over, pick_labels, Blocks, Event, OpenBlocks, RecordingSource, ReplaySettings};
 
 /// Configuration of an `edf` source.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -125,7 +123,7 @@ impl SourceKind for EdfSourceKind {
                 duration_s: dur.unwrap_or(0.0),
             })
             .collect();
-        let record_first_sample = file.record_starts.iter().map(|s| (s * rate).round() as i64).collect();
+        let record_first_sample: Vec<i64> = file.record_starts.iter().map(|s| (s * rate).round() as i64).collect();
         let (channels, factors) = engine_channels(
             picked
                 .iter()
@@ -153,19 +151,40 @@ impl SourceKind for EdfSourceKind {
             file.annotations.len()
         );
         let records = file.records;
-        Ok(Arc::new(EdfSource {
+        let mut files = vec![path.clone()];
+        files.extend(cfg.annotations.as_ref().map(|a| ctx.input_file(a)));
+        let settings = ReplaySettings {
+            kind: EdfSourceConfig::KIND,
             name: ctx.name.into(),
-            cfg,
-            path,
             schema,
-            picked,
             rate,
-            records,
-            samples_per_record: spr,
-            record_first_sample,
-            events: Arc::new(events),
+            chunk: cfg.chunk,
+            speed: cfg.speed,
             factors: factors.map(Arc::new),
-            opened: std::sync::Mutex::new(Some(file)),
+            events: Arc::new(events),
+        };
+        let opened = std::sync::Mutex::new(Some(file));
+        let allow_truncated = cfg.allow_truncated;
+        let open: OpenBlocks = Box::new(move || {
+            let file = handed_over(&opened, || {
+                EdfFile::open(&path, allow_truncated).map_err(EngineError::Runtime)
+            })?;
+            Ok(Box::new(EdfBlocks {
+                file,
+                picked: picked.clone(),
+                records,
+                record_first_sample: record_first_sample.clone(),
+                next_record: 0,
+                scratch: Vec::new(),
+                spr,
+                resampled: None,
+            }) as Box<dyn Blocks>)
+        });
+        Ok(Arc::new(RecordingSource {
+            settings,
+            files,
+            rows: (records * spr) as u64,
+            open,
         }))
     }
 }
@@ -213,79 +232,6 @@ fn pick_channels(file: &EdfFile, wanted: Option<&[String]>, resample: bool) -> s
         return Err(format!("{}: the channels have no samples", file.path.display()));
     }
     Ok(picked)
-}
-
-/// A configured `edf` source.
-pub struct EdfSource {
-    name: Arc<str>,
-    cfg: EdfSourceConfig,
-    path: std::path::PathBuf,
-    schema: Arc<Schema>,
-    picked: Vec<usize>,
-    rate: f64,
-    records: usize,
-    samples_per_record: usize,
-    record_first_sample: Vec<i64>,
-    /// Sorted by sample.
-    events: Arc<Vec<Event>>,
-    /// Factors from the file's units to the engine's, when some differ from 1.
-    factors: Option<Arc<Vec<f32>>>,
-    /// The file as `build` opened and checked it, handed to the first reader so the header
-    /// and annotations are not read twice at start-up.
-    opened: std::sync::Mutex<Option<EdfFile>>,
-}
-
-impl Source for EdfSource {
-    fn replayable(&self) -> bool {
-        true // a pure function of its files / seed: reopening yields the same batches
-    }
-    fn input_files(&self) -> Vec<std::path::PathBuf> {
-        vec![self.path.clone()]
-    }
-    fn schema(&self) -> Arc<Schema> {
-        self.schema.clone()
-    }
-    fn total_rows(&self) -> Option<u64> {
-        Some((self.records * self.samples_per_record) as u64)
-    }
-    fn open(&self, worker: WorkerPos) -> Result<Box<dyn SourceReader>> {
-        // One worker replays the recording: a device stream has one order.
-        let file = if worker.index == 0 {
-            let opened = self.opened.lock().unwrap_or_else(|e| e.into_inner()).take();
-            match opened {
-                Some(f) => Some(f),
-                None => Some(
-                    EdfFile::open(&self.path, self.cfg.allow_truncated)
-                        .map_err(|m| EngineError::config(self.name.as_ref(), m))?,
-                ),
-            }
-        } else {
-            None
-        };
-        let settings = ReplaySettings {
-            kind: EdfSourceConfig::KIND,
-            name: self.name.clone(),
-            schema: self.schema.clone(),
-            rate: self.rate,
-            chunk: self.cfg.chunk,
-            speed: self.cfg.speed,
-            factors: self.factors.clone(),
-            events: self.events.clone(),
-        };
-        let blocks = file.map(|file| {
-            Box::new(EdfBlocks {
-                file,
-                picked: self.picked.clone(),
-                records: self.records,
-                record_first_sample: self.record_first_sample.clone(),
-                next_record: 0,
-                scratch: Vec::new(),
-                spr: self.samples_per_record,
-                resampled: None,
-            }) as Box<dyn Blocks>
-        });
-        Ok(Box::new(Replay::new(settings, blocks)))
-    }
 }
 
 /// The picked channels of an EDF file, a data record at a time.

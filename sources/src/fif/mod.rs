@@ -5,4 +5,4 @@ pub mod file;
 pub mod source;
 
 pub use file::{Buffer, FifAnnotation, FifChannel, FifRecording, SampleType};
-pub use source::{FifSource, FifSourceConfig, FifSourceKind};
+pub use source::{FifSourceConfig, FifSourceKind};

@@ -2,16 +2,13 @@
 //! EEG, EOG, ECG and stim channels; split files followed) as a signal stream in the engine's
 //! units (fT, fT/cm, µV), its MNE annotations and stim-channel events as markers.
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use neurostream_engine::{
-    Channel, EngineError, NodeConfig, NodeContext, Result, Schema, Source, SourceKind, SourceReader, StreamKind, WorkerPos,
-};
+use neurostream_engine::{Channel, EngineError, NodeConfig, NodeContext, Result, Schema, Source, SourceKind, StreamKind};
 use serde::{Deserialize, Serialize};
 
 use super::file::{Buffer, FifRecording};
-use crate::recording::{engine_channels, pick_labels, Blocks, Event, Replay, ReplaySettings};
+use crate::recording::{engine_channels, handed_over, pick_labels, Blocks, Event, OpenBlocks, RecordingSource, ReplaySettings};
 
 /// Configuration of a `fif` source.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -146,79 +143,36 @@ impl SourceKind for FifSourceKind {
             rec.sfreq,
             events.len()
         );
-        Ok(Arc::new(FifSource {
-            name: ctx.name.into(),
-            files: rec.files.clone(),
-            rows: rec.samples(),
-            rate: rec.sfreq,
-            picked,
-            factors: factors.map(Arc::new),
-            events: Arc::new(events),
-            schema,
-            cfg,
-            opened: Mutex::new(Some(rec)),
-        }))
-    }
-}
-
-/// A configured `fif` source.
-pub struct FifSource {
-    name: Arc<str>,
-    cfg: FifSourceConfig,
-    files: Vec<PathBuf>,
-    schema: Arc<Schema>,
-    rate: f64,
-    picked: Vec<usize>,
-    rows: u64,
-    factors: Option<Arc<Vec<f32>>>,
-    events: Arc<Vec<Event>>,
-    /// The recording as `build` opened it, handed to the first reader.
-    opened: Mutex<Option<FifRecording>>,
-}
-
-impl Source for FifSource {
-    fn replayable(&self) -> bool {
-        true
-    }
-    fn input_files(&self) -> Vec<PathBuf> {
-        self.files.clone()
-    }
-    fn schema(&self) -> Arc<Schema> {
-        self.schema.clone()
-    }
-    fn total_rows(&self) -> Option<u64> {
-        Some(self.rows)
-    }
-    fn open(&self, worker: WorkerPos) -> Result<Box<dyn SourceReader>> {
         let settings = ReplaySettings {
             kind: FifSourceConfig::KIND,
-            name: self.name.clone(),
-            schema: self.schema.clone(),
-            rate: self.rate,
-            chunk: self.cfg.chunk,
-            speed: self.cfg.speed,
-            factors: self.factors.clone(),
-            events: self.events.clone(),
+            name: ctx.name.into(),
+            schema,
+            rate: rec.sfreq,
+            chunk: cfg.chunk,
+            speed: cfg.speed,
+            factors: factors.map(Arc::new),
+            events: Arc::new(events),
         };
-        // One worker replays the recording: a device stream has one order.
-        let blocks = if worker.index == 0 {
-            let opened = self.opened.lock().unwrap_or_else(|e| e.into_inner()).take();
-            let rec = match opened {
-                Some(r) => r,
-                None => FifRecording::open(&self.files[0]).map_err(EngineError::Runtime)?,
-            };
-            Some(Box::new(FifBlocks {
+        let (files, rows) = (rec.files.clone(), rec.samples());
+        let first = path.clone();
+        let opened = Mutex::new(Some(rec));
+        let open: OpenBlocks = Box::new(move || {
+            let rec = handed_over(&opened, || FifRecording::open(&first).map_err(EngineError::Runtime))?;
+            Ok(Box::new(FifBlocks {
                 buffers: rec.buffers.clone(),
                 rec,
-                picked: self.picked.clone(),
+                picked: picked.clone(),
                 next: 0,
                 next_sample: 0,
                 values: Vec::new(),
             }) as Box<dyn Blocks>)
-        } else {
-            None
-        };
-        Ok(Box::new(Replay::new(settings, blocks)))
+        });
+        Ok(Arc::new(RecordingSource {
+            settings,
+            files,
+            rows,
+            open,
+        }))
     }
 }
 

@@ -5,4 +5,4 @@ pub mod file;
 pub mod source;
 
 pub use file::{ChannelDesc, ChannelFormat, StreamData, StreamHeader, XdfFile};
-pub use source::{XdfSource, XdfSourceConfig, XdfSourceKind};
+pub use source::{XdfSourceConfig, XdfSourceKind};

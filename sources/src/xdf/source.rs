@@ -2,16 +2,13 @@
 //! signal stream in the engine's units, with the recording's string streams (markers) placed
 //! on the samples nearest their time stamps after each stream's clock offsets are applied.
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use neurostream_engine::{
-    Channel, EngineError, NodeConfig, NodeContext, Result, Schema, Source, SourceKind, SourceReader, StreamKind, WorkerPos,
-};
+use neurostream_engine::{Channel, EngineError, NodeConfig, NodeContext, Result, Schema, Source, SourceKind, StreamKind};
 use serde::{Deserialize, Serialize};
 
 use super::file::{ChannelDesc, ChannelFormat, StreamData, StreamHeader, XdfFile};
-use crate::recording::{engine_channels, pick_labels, Blocks, Event, Replay, ReplaySettings};
+use crate::recording::{engine_channels, handed_over, pick_labels, Blocks, Event, OpenBlocks, RecordingSource, ReplaySettings};
 
 /// Configuration of an `xdf` source.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -279,82 +276,40 @@ impl SourceKind for XdfSourceKind {
             header.nominal_srate,
             events.len()
         );
-        Ok(Arc::new(XdfSource {
-            name: ctx.name.into(),
-            path,
-            rows: times.len() as u64,
-            chunks: Arc::new(signal.chunks.clone()),
-            header,
-            picked,
-            factors: factors.map(Arc::new),
-            events: Arc::new(events),
-            schema,
-            cfg,
-            opened: Mutex::new(Some(file)),
-        }))
-    }
-}
-
-/// A configured `xdf` source.
-pub struct XdfSource {
-    name: Arc<str>,
-    cfg: XdfSourceConfig,
-    path: PathBuf,
-    header: StreamHeader,
-    schema: Arc<Schema>,
-    picked: Vec<usize>,
-    rows: u64,
-    chunks: Arc<Vec<(u64, u64, u64)>>,
-    factors: Option<Arc<Vec<f32>>>,
-    events: Arc<Vec<Event>>,
-    /// The file as `build` opened it, handed to the first reader.
-    opened: Mutex<Option<XdfFile>>,
-}
-
-impl Source for XdfSource {
-    fn replayable(&self) -> bool {
-        true
-    }
-    fn input_files(&self) -> Vec<PathBuf> {
-        vec![self.path.clone()]
-    }
-    fn schema(&self) -> Arc<Schema> {
-        self.schema.clone()
-    }
-    fn total_rows(&self) -> Option<u64> {
-        Some(self.rows)
-    }
-    fn open(&self, worker: WorkerPos) -> Result<Box<dyn SourceReader>> {
         let settings = ReplaySettings {
             kind: XdfSourceConfig::KIND,
-            name: self.name.clone(),
-            schema: self.schema.clone(),
-            rate: self.header.nominal_srate,
-            chunk: self.cfg.chunk,
-            speed: self.cfg.speed,
-            factors: self.factors.clone(),
-            events: self.events.clone(),
+            name: ctx.name.into(),
+            schema,
+            rate: header.nominal_srate,
+            chunk: cfg.chunk,
+            speed: cfg.speed,
+            factors: factors.map(Arc::new),
+            events: Arc::new(events),
         };
-        // One worker replays the recording: a device stream has one order.
-        let blocks = if worker.index == 0 {
-            let opened = self.opened.lock().unwrap_or_else(|e| e.into_inner()).take();
-            let file = match opened {
-                Some(f) => f,
-                None => XdfFile::open(&self.path, self.cfg.allow_truncated).map_err(EngineError::Runtime)?,
-            };
-            Some(Box::new(XdfBlocks {
+        let rows = times.len() as u64;
+        let chunks = Arc::new(signal.chunks.clone());
+        let (files, allow_truncated) = (vec![path.clone()], cfg.allow_truncated);
+        let opened = Mutex::new(Some(file));
+        let open: OpenBlocks = Box::new(move || {
+            let file = handed_over(&opened, || {
+                XdfFile::open(&path, allow_truncated).map_err(EngineError::Runtime)
+            })?;
+            Ok(Box::new(XdfBlocks {
                 file,
-                header: self.header.clone(),
-                chunks: self.chunks.clone(),
-                picked: self.picked.clone(),
+                header: header.clone(),
+                chunks: chunks.clone(),
+                picked: picked.clone(),
                 next_chunk: 0,
                 next_sample: 0,
                 values: Vec::new(),
             }) as Box<dyn Blocks>)
-        } else {
-            None
-        };
-        Ok(Box::new(Replay::new(settings, blocks)))
+        });
+        Ok(Arc::new(RecordingSource {
+            settings,
+            files,
+            rows,
+            open,
+        }))
     }
 }
 
