@@ -258,6 +258,13 @@ pub trait Sink: Send + Sync {
         let _ = owners;
         Ok(Vec::new())
     }
+    /// Called once per process before any writer opens: a fresh run (`resume` false) removes
+    /// what an earlier run left of the output of `workers` (this process's workers, of `peers`
+    /// in all); a resumed run keeps it.
+    fn prepare_output(&self, resume: bool, workers: std::ops::Range<usize>, peers: usize) -> Result<()> {
+        let _ = (resume, workers, peers);
+        Ok(())
+    }
 }
 
 /// One worker's writer. Batches arrive in event-time order.

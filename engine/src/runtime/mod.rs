@@ -31,7 +31,7 @@ use crate::node::{Partitioning, Placement, WorkerPos};
 use crate::spec::{Built, CompiledPipeline, GpuFallback};
 
 use operator::build_operator;
-use prepare::{node_fingerprints, prepare_checkpoints, remove_dead_temporaries, remove_staging, Prepared};
+use prepare::{node_fingerprints, prepare_checkpoints, prepare_outputs, remove_dead_temporaries, remove_staging, Prepared};
 use shared::Shared;
 use sink::build_sink;
 use source::{build_source, FlowControl};
@@ -224,6 +224,13 @@ pub fn run(pipeline: CompiledPipeline, options: RunOptions) -> Result<RunReport>
         },
     };
     remove_dead_temporaries(&pipeline)?;
+    let process = options.cluster.as_ref().map_or(0, |c| c.process);
+    prepare_outputs(
+        &pipeline,
+        restored.is_some(),
+        process * workers..(process + 1) * workers,
+        workers * processes,
+    )?;
     if let Some(r) = &restored {
         tracing::info!(
             "resuming from checkpoint {} in {}",

@@ -27,6 +27,21 @@ pub(super) fn remove_dead_temporaries(pipeline: &CompiledPipeline) -> Result<()>
     Ok(())
 }
 
+/// Lets every sink prepare its output for a fresh or resumed run (see [`crate::Sink::prepare_output`]).
+pub(super) fn prepare_outputs(
+    pipeline: &CompiledPipeline,
+    resume: bool,
+    workers: std::ops::Range<usize>,
+    peers: usize,
+) -> Result<()> {
+    for node in &pipeline.nodes {
+        if let Built::Sink(sink) = &node.built {
+            sink.prepare_output(resume, workers.clone(), peers)?;
+        }
+    }
+    Ok(())
+}
+
 /// Removes the sinks' staged segments once the run is recorded as complete.
 pub(super) fn remove_staging(pipeline: &CompiledPipeline) -> Result<()> {
     for node in &pipeline.nodes {

@@ -17,6 +17,15 @@
 //! completes, the committed segments are merged in order into the target (atomically, as
 //! above) and the directory is removed; a failed run leaves the target alone and keeps the
 //! committed segments for `--resume`.
+//!
+//! With any rolling key (`roll_every`, `roll_rows`, `roll_bytes`, `partition_by`, `keep`) the
+//! output is instead a directory that grows during the run, readable at any moment: see
+//! [`rolling`].
+
+mod manifest;
+mod partition;
+mod rolling;
+mod rolling_writers;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -34,6 +43,10 @@ use parquet::arrow::ArrowWriter;
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
+
+use partition::PartitionSpec;
+use rolling::{Keep, RollPolicy};
+use rolling_writers::{RollingFrames, RollingTables};
 
 /// Column compression codec.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -81,6 +94,92 @@ pub struct ParquetSinkConfig {
     /// marked `neurostream.status = incomplete: …`; `discard` leaves the target as it was.
     #[serde(default)]
     pub on_failure: OnFailure,
+    /// Rolling output (a directory `path`): a part closes when its event-time interval of this
+    /// length ends, e.g. `"10m"` or `"1h"` (intervals aligned to the Unix epoch, UTC). Rows
+    /// without event time never close a part by time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roll_every: Option<String>,
+    /// Rolling: a part closes at this many rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-unit" = "rows"))]
+    pub roll_rows: Option<u64>,
+    /// Rolling: a part closes at about this size: bytes, or text like `"256MiB"` or `"1GB"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roll_bytes: Option<ByteSize>,
+    /// Rolling: Hive-style partition directories, outer first: `year`, `month`, `day`, `date`
+    /// (`YYYY-MM-DD`), `hour`, `minute` of the rows' event time (UTC), or column names of the
+    /// written table (e.g. `["date", "hour"]` gives `date=2026-12-03/hour=17/part-….parquet`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partition_by: Vec<String>,
+    /// Rolling: retention for unattended runs: an age of event time (`"7d"`: parts whose newest
+    /// row is older than that behind the newest row written) or a number of parts per writer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep: Option<KeepSpec>,
+    /// Rolling: rows whose event time is more than this behind the newest row written are
+    /// dropped and counted (e.g. `"5m"`); by default late rows go to their own partition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub late_after: Option<String>,
+    /// Rolling: parts open at once per writer (default 64); beyond it the least recently
+    /// written part closes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_open_parts: Option<usize>,
+}
+
+/// A size in bytes: a number, or text with a unit (`"512KiB"`, `"256MB"`, `"1GiB"`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(untagged)]
+pub enum ByteSize {
+    /// Bytes.
+    Bytes(u64),
+    /// Text with a unit: B, kB, MB, GB (powers of 1000) or KiB, MiB, GiB (powers of 1024).
+    Text(String),
+}
+
+impl ByteSize {
+    /// The size in bytes.
+    pub fn bytes(&self) -> std::result::Result<u64, String> {
+        let text = match self {
+            ByteSize::Bytes(b) => return Ok(*b),
+            ByteSize::Text(t) => t.trim(),
+        };
+        let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let number: f64 = number
+            .parse()
+            .map_err(|_| format!("`{text}` is not a size (e.g. 268435456, \"256MiB\", \"1GB\")"))?;
+        let scale = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1u64,
+            "kb" => 1000,
+            "mb" => 1000u64.pow(2),
+            "gb" => 1000u64.pow(3),
+            "kib" => 1 << 10,
+            "mib" => 1 << 20,
+            "gib" => 1 << 30,
+            u => return Err(format!("`{text}`: unknown unit `{u}` (B, kB, MB, GB, KiB, MiB, GiB)")),
+        };
+        Ok((number * scale as f64).round() as u64)
+    }
+}
+
+/// Retention of rolling output: an age of event time or a number of parts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(untagged)]
+pub enum KeepSpec {
+    /// The newest N parts of each writer.
+    Parts(u64),
+    /// Parts whose newest row is at most this far behind the newest row written (`"7d"`, `"12h"`).
+    Age(String),
+}
+
+/// A duration key (`"10m"`, `"1h 30m"`, `"7d"`) in ns.
+fn duration_ns(label: &str, key: &str, text: &str) -> Result<i64> {
+    let d = humantime::parse_duration(text)
+        .map_err(|e| EngineError::config(label, format!("`{key}` = \"{text}\": {e} (e.g. \"10m\", \"1h\", \"7d\")")))?;
+    let ns = i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
+    if ns <= 0 {
+        return Err(EngineError::config(label, format!("`{key}` must be longer than zero")));
+    }
+    Ok(ns)
 }
 
 /// What a `parquet` sink does with its output when the run fails.
@@ -110,7 +209,70 @@ impl ParquetSinkConfig {
             tokens: false,
             tables: None,
             on_failure: OnFailure::Keep,
+            roll_every: None,
+            roll_rows: None,
+            roll_bytes: None,
+            partition_by: Vec::new(),
+            keep: None,
+            late_after: None,
+            max_open_parts: None,
         }
+    }
+
+    /// True when any rolling key is set.
+    fn rolls(&self) -> bool {
+        self.roll_every.is_some()
+            || self.roll_rows.is_some()
+            || self.roll_bytes.is_some()
+            || !self.partition_by.is_empty()
+            || self.keep.is_some()
+            || self.late_after.is_some()
+            || self.max_open_parts.is_some()
+    }
+
+    /// The rolling policy, when rolling.
+    fn roll_policy(&self, label: &str, props: &WriterProperties, pipeline: &str) -> Result<Option<RollPolicy>> {
+        if !self.rolls() {
+            return Ok(None);
+        }
+        let fail = |m: String| Err(EngineError::config(label, m));
+        let every_ns = self.roll_every.as_deref().map(|t| duration_ns(label, "roll_every", t)).transpose()?;
+        if self.roll_rows == Some(0) {
+            return fail("`roll_rows` must be at least 1".into());
+        }
+        let bytes = self
+            .roll_bytes
+            .as_ref()
+            .map(|b| b.bytes().map_err(|m| EngineError::config(label, format!("`roll_bytes`: {m}"))))
+            .transpose()?;
+        if bytes.is_some_and(|b| b < 1024) {
+            return fail("`roll_bytes` must be at least 1 KiB".into());
+        }
+        let keep = match &self.keep {
+            None => None,
+            Some(KeepSpec::Parts(0)) => return fail("`keep` must keep at least 1 part".into()),
+            Some(KeepSpec::Parts(n)) => Some(Keep::Parts(*n as usize)),
+            Some(KeepSpec::Age(t)) => Some(Keep::Age(duration_ns(label, "keep", t)?)),
+        };
+        let late_after_ns = self.late_after.as_deref().map(|t| duration_ns(label, "late_after", t)).transpose()?;
+        let max_open = self.max_open_parts.unwrap_or(64);
+        if max_open == 0 {
+            return fail("`max_open_parts` must be at least 1".into());
+        }
+        let partition = PartitionSpec::parse(&self.partition_by).map_err(|m| EngineError::config(label, m))?;
+        Ok(Some(RollPolicy {
+            every_ns,
+            rows: self.roll_rows,
+            bytes,
+            keep,
+            late_after_ns,
+            max_open,
+            partition,
+            origin_ns: neurostream_engine::frame::now_ns(),
+            props: props.clone(),
+            pipeline: pipeline.to_string(),
+            on_failure: self.on_failure,
+        }))
     }
 }
 
@@ -198,15 +360,32 @@ impl SinkKind for ParquetSinkKind {
             .set_max_row_group_row_count(Some(cfg.row_group_size))
             .set_created_by(format!("neurostream {}", env!("CARGO_PKG_VERSION")))
             .build();
+        let rolling = cfg.roll_policy(ctx.label, &props, &ctx.settings.name)?;
+        let arrow = arrow_schema(input, &opts);
+        if let Some(policy) = &rolling {
+            if single {
+                return fail(format!(
+                    "`path` {}: rolling output (`roll_*`, `partition_by`, `keep`) is a directory of parts: give a directory",
+                    cfg.path
+                ));
+            }
+            if tables.is_none() {
+                policy
+                    .partition
+                    .check_columns(&arrow, "the written table")
+                    .map_err(|m| EngineError::config(ctx.label, m))?;
+            }
+        }
         Ok(Arc::new(ParquetSink {
             path,
             single,
             tables,
-            arrow: arrow_schema(input, &opts),
+            arrow,
             opts,
             props,
             pipeline: ctx.settings.name.clone(),
             on_failure: cfg.on_failure,
+            rolling: rolling.map(Arc::new),
         }))
     }
 }
@@ -221,6 +400,8 @@ struct ParquetSink {
     props: WriterProperties,
     pipeline: String,
     on_failure: OnFailure,
+    /// Rolling output: the policy.
+    rolling: Option<Arc<RollPolicy>>,
 }
 
 impl ParquetSink {
@@ -257,6 +438,9 @@ impl Sink for ParquetSink {
         Delivery::ExactlyOnce
     }
     fn remove_staging(&self) -> Result<()> {
+        if self.rolling.is_some() {
+            return Ok(()); // parts are committed one by one; nothing is staged at the end
+        }
         // Segment directories, and temporary files of a merge a crash interrupted.
         let (dir, prefix) = self.output_dir_and_prefix();
         let Ok(entries) = std::fs::read_dir(&dir) else { return Ok(()) };
@@ -278,6 +462,18 @@ impl Sink for ParquetSink {
         Ok(())
     }
     fn remove_temporaries(&self, owners: neurostream_engine::process::TempOwners) -> Result<Vec<PathBuf>> {
+        if self.rolling.is_some() {
+            let mut doomed = Vec::new();
+            rolling::walk_files(&self.path, &mut |path, name| {
+                if name.starts_with(".part-") && owners.own(name) {
+                    doomed.push(path.to_path_buf());
+                }
+            });
+            for p in &doomed {
+                std::fs::remove_file(p).map_err(|err| out_err(p, format!("cannot remove a temporary file: {err}")))?;
+            }
+            return Ok(doomed);
+        }
         let (dir, prefix) = self.output_dir_and_prefix();
         let Ok(entries) = std::fs::read_dir(&dir) else {
             return Ok(Vec::new());
@@ -301,7 +497,31 @@ impl Sink for ParquetSink {
         }
     }
 
+    fn prepare_output(&self, resume: bool, workers: std::ops::Range<usize>, peers: usize) -> Result<()> {
+        if self.rolling.is_none() || resume {
+            return Ok(());
+        }
+        let writers = if self.tables.is_some() { 1 } else { peers };
+        if workers.start < writers {
+            rolling::remove_earlier_output(&self.path, workers, writers)?;
+        }
+        Ok(())
+    }
+
     fn open(&self, worker: WorkerPos) -> Result<Box<dyn SinkWriter>> {
+        if let Some(policy) = &self.rolling {
+            std::fs::create_dir_all(&self.path).map_err(|e| out_err(&self.path, format!("cannot create directory: {e}")))?;
+            return Ok(match &self.tables {
+                Some(tables) => Box::new(RollingTables::new(self.path.clone(), tables.clone(), policy.clone())),
+                None => Box::new(RollingFrames::new(
+                    self.path.clone(),
+                    worker,
+                    self.arrow.clone(),
+                    self.opts.clone(),
+                    policy.clone(),
+                )),
+            });
+        }
         if let Some(tables) = &self.tables {
             std::fs::create_dir_all(&self.path).map_err(|e| out_err(&self.path, format!("cannot create directory: {e}")))?;
             return Ok(Box::new(TablesWriter {
@@ -655,24 +875,8 @@ impl SinkWriter for ParquetFileWriter {
         if self.broken {
             return Ok(());
         }
-        // Rows with event times add the `time` column, decided by the first frame written.
-        if self.writer.is_none() && !self.opts.time {
-            let timed = match batch {
-                Batch::Dense(f) => Some((&f.schema, &f.index)),
-                Batch::Sparse(f) => Some((&f.schema, &f.index)),
-                Batch::Table(_) => None,
-            };
-            if let Some((schema, RowIndex::Tokens { time: Some(_), .. })) = timed {
-                self.opts.time = true;
-                self.arrow = arrow_schema(schema, &self.opts);
-            }
-        }
-        let record = match batch {
-            Batch::Dense(frame) => frame_to_batch(frame, &self.arrow, &self.opts),
-            Batch::Sparse(frame) => sparse_to_batch(frame, &self.arrow),
-            Batch::Table(t) => Err(format!("table `{}` sent to a sink configured for frames", t.table)),
-        }
-        .map_err(|m| out_err(&self.target, m))?;
+        let decide = self.writer.is_none() && !self.opts.time;
+        let record = encode_frame(batch, &mut self.arrow, &mut self.opts, decide, &self.target)?;
         self.write_record(&record)
     }
 
@@ -697,6 +901,34 @@ impl SinkWriter for ParquetFileWriter {
             files,
         })
     }
+}
+
+/// Encodes a frame into a record batch of the sink's layout. With `decide`, a frame whose rows
+/// carry event times adds the `time` column to the layout (the first frame written decides).
+fn encode_frame(
+    batch: &Batch,
+    arrow: &mut Arc<ArrowSchema>,
+    opts: &mut EncodeOptions,
+    decide: bool,
+    target: &Path,
+) -> Result<arrow::record_batch::RecordBatch> {
+    if decide && !opts.time {
+        let timed = match batch {
+            Batch::Dense(f) => Some((&f.schema, &f.index)),
+            Batch::Sparse(f) => Some((&f.schema, &f.index)),
+            Batch::Table(_) => None,
+        };
+        if let Some((schema, RowIndex::Tokens { time: Some(_), .. })) = timed {
+            opts.time = true;
+            *arrow = arrow_schema(schema, opts);
+        }
+    }
+    match batch {
+        Batch::Dense(frame) => frame_to_batch(frame, arrow, opts),
+        Batch::Sparse(frame) => sparse_to_batch(frame, arrow),
+        Batch::Table(t) => Err(format!("table `{}` sent to a sink configured for frames", t.table)),
+    }
+    .map_err(|m| out_err(target, m))
 }
 
 impl ParquetFileWriter {
