@@ -95,7 +95,13 @@ pub(super) fn mark_complete(
         return Ok(pending);
     }
     let others: Vec<Option<Manifest>> = (0..own.writers)
-        .map(|w| if w == own.worker { Some(own.clone()) } else { Manifest::read(root, w) })
+        .map(|w| {
+            if w == own.worker {
+                Some(own.clone())
+            } else {
+                Manifest::read(root, w)
+            }
+        })
         .collect();
     let mut still = Vec::new();
     for (partition, end) in pending {

@@ -236,14 +236,21 @@ impl ParquetSinkConfig {
             return Ok(None);
         }
         let fail = |m: String| Err(EngineError::config(label, m));
-        let every_ns = self.roll_every.as_deref().map(|t| duration_ns(label, "roll_every", t)).transpose()?;
+        let every_ns = self
+            .roll_every
+            .as_deref()
+            .map(|t| duration_ns(label, "roll_every", t))
+            .transpose()?;
         if self.roll_rows == Some(0) {
             return fail("`roll_rows` must be at least 1".into());
         }
         let bytes = self
             .roll_bytes
             .as_ref()
-            .map(|b| b.bytes().map_err(|m| EngineError::config(label, format!("`roll_bytes`: {m}"))))
+            .map(|b| {
+                b.bytes()
+                    .map_err(|m| EngineError::config(label, format!("`roll_bytes`: {m}")))
+            })
             .transpose()?;
         if bytes.is_some_and(|b| b < 1024) {
             return fail("`roll_bytes` must be at least 1 KiB".into());
@@ -254,7 +261,11 @@ impl ParquetSinkConfig {
             Some(KeepSpec::Parts(n)) => Some(Keep::Parts(*n as usize)),
             Some(KeepSpec::Age(t)) => Some(Keep::Age(duration_ns(label, "keep", t)?)),
         };
-        let late_after_ns = self.late_after.as_deref().map(|t| duration_ns(label, "late_after", t)).transpose()?;
+        let late_after_ns = self
+            .late_after
+            .as_deref()
+            .map(|t| duration_ns(label, "late_after", t))
+            .transpose()?;
         let max_open = self.max_open_parts.unwrap_or(64);
         if max_open == 0 {
             return fail("`max_open_parts` must be at least 1".into());

@@ -165,7 +165,11 @@ impl PartitionSpec {
         let next = match finest {
             0 => NaiveDate::from_ymd_opt(t.year() + 1, 1, 1)?.and_hms_opt(0, 0, 0)?,
             1 => {
-                let (y, m) = if t.month() == 12 { (t.year() + 1, 1) } else { (t.year(), t.month() + 1) };
+                let (y, m) = if t.month() == 12 {
+                    (t.year() + 1, 1)
+                } else {
+                    (t.year(), t.month() + 1)
+                };
                 NaiveDate::from_ymd_opt(y, m, 1)?.and_hms_opt(0, 0, 0)?
             }
             2 => day.succ_opt()?.and_hms_opt(0, 0, 0)?,
@@ -205,7 +209,10 @@ mod tests {
         let t = T + 59 * 60 * 1_000_000_000;
         assert_eq!(spec.path(Some(t), &[], 0).unwrap(), "date=2025-12-03/hour=17");
         assert_eq!(spec.end(Some(t)), Some(T + 3_600_000_000_000));
-        assert_eq!(spec.path(None, &[], 0).unwrap(), format!("date={NULL_PARTITION}/hour={NULL_PARTITION}"));
+        assert_eq!(
+            spec.path(None, &[], 0).unwrap(),
+            format!("date={NULL_PARTITION}/hour={NULL_PARTITION}")
+        );
         let months = PartitionSpec::parse(&["year".into(), "month".into()]).unwrap();
         // 2025-12 ends at 2026-01-01T00:00Z.
         assert_eq!(months.end(Some(T)), Some(1_767_225_600_000_000_000));

@@ -156,7 +156,9 @@ pub(super) fn walk_files(root: &Path, visit: &mut dyn FnMut(&Path, &str)) {
 /// `window_start_time`. `None` when the rows carry no event time.
 fn row_times(batch: &RecordBatch, origin_ns: i64) -> Option<Vec<Option<i64>>> {
     let timestamps = |col: &ArrayRef| -> Option<Vec<Option<i64>>> {
-        let DataType::Timestamp(..) = col.data_type() else { return None };
+        let DataType::Timestamp(..) = col.data_type() else {
+            return None;
+        };
         let ns = arrow::compute::cast(col, &DataType::Timestamp(TimeUnit::Nanosecond, None)).ok()?;
         Some(ns.as_primitive::<TimestampNanosecondType>().iter().collect())
     };
@@ -329,8 +331,7 @@ impl RollingWriter {
                     .map_err(|e| out_err(&self.root, e.to_string()))?;
                 RecordBatch::try_new(batch.schema(), cols).map_err(|e| out_err(&self.root, e.to_string()))?
             };
-            let group_times: Option<Vec<Option<i64>>> =
-                times.as_ref().map(|v| rows.iter().map(|&r| v[r as usize]).collect());
+            let group_times: Option<Vec<Option<i64>>> = times.as_ref().map(|v| rows.iter().map(|&r| v[r as usize]).collect());
             self.write_group(key, end, &part, group_times.as_deref())?;
         }
         Ok(())
@@ -341,7 +342,10 @@ impl RollingWriter {
         while offset < batch.num_rows() {
             let i = self.part_for(&key, end, batch.schema())?;
             let part = &mut self.open[i];
-            let room = self.policy.rows.map_or(usize::MAX, |n| n.saturating_sub(part.rows).max(1) as usize);
+            let room = self
+                .policy
+                .rows
+                .map_or(usize::MAX, |n| n.saturating_sub(part.rows).max(1) as usize);
             let len = room.min(batch.num_rows() - offset);
             if let Err(e) = part.writer.write(&batch.slice(offset, len)) {
                 let path = part.temp.clone();
@@ -694,7 +698,21 @@ pub(super) fn remove_earlier_output(root: &Path, workers: std::ops::Range<usize>
     for p in doomed {
         std::fs::remove_file(&p).map_err(|e| out_err(&p, format!("cannot remove the output of an earlier run: {e}")))?;
     }
+    remove_empty_dirs(root, root);
     Ok(())
+}
+
+/// Removes the empty directories below `dir` (partitions an earlier run left empty).
+fn remove_empty_dirs(root: &Path, dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_empty_dirs(root, &e.path());
+        }
+    }
+    if dir != root {
+        let _ = std::fs::remove_dir(dir); // fails, as it should, unless empty
+    }
 }
 
 /// Every `_manifest/*.json` below `root`.
