@@ -93,7 +93,7 @@ pub(super) struct RollingState {
     next_seq: u64,
     /// Committed parts.
     parts: Vec<PartInfo>,
-    /// Parts staged by the checkpoint this state belongs to (committed with it).
+    /// Parts the checkpoint this state belongs to commits (staged since the one before).
     staged: Vec<PartInfo>,
     watermark_ns: Option<i64>,
     /// The watermark when the last checkpoint was taken: how far the committed parts reach.
@@ -114,6 +114,8 @@ pub(super) struct RollingWriter {
     policy: Arc<RollPolicy>,
     open: Vec<OpenPart>,
     state: RollingState,
+    /// Checkpointed runs: parts closed (staged) since the last checkpoint, for the next one.
+    closed: Vec<PartInfo>,
     checkpointed: bool,
     finished: bool,
     broken: bool,
@@ -189,6 +191,7 @@ impl RollingWriter {
             policy,
             open: Vec::new(),
             state,
+            closed: Vec::new(),
             checkpointed: false,
             finished: false,
             broken: false,
@@ -481,7 +484,7 @@ impl RollingWriter {
             checkpoint: self.state.checkpoints,
         };
         if self.checkpointed {
-            self.state.staged.push(info);
+            self.closed.push(info);
             return Ok(());
         }
         self.committed(info);
@@ -568,7 +571,8 @@ impl RollingWriter {
         if self.broken {
             return Err(out_err(&self.root, "an earlier write failed"));
         }
-        // The parts the previous checkpoint staged are committed now that it is durable.
+        // Checkpoints complete one after another: the previous one is durable, and its parts
+        // are committed.
         for p in std::mem::take(&mut self.state.staged) {
             self.committed(p);
         }
@@ -579,19 +583,18 @@ impl RollingWriter {
         while !self.open.is_empty() {
             self.close(0, "complete")?;
         }
-        Ok(self
-            .state
-            .staged
-            .iter()
-            .map(|p| {
-                let committed = self.root.join(&p.path);
-                let name = committed.file_name().unwrap().to_string_lossy().to_string();
-                StagedFile {
-                    staged: committed.with_file_name(format!(".{name}.staged")),
-                    committed,
-                }
-            })
-            .collect())
+        self.state.staged = std::mem::take(&mut self.closed);
+        Ok(self.state.staged.iter().map(|p| self.staged_file(p)).collect())
+    }
+
+    /// The staged and committed names of a part.
+    fn staged_file(&self, p: &PartInfo) -> StagedFile {
+        let committed = self.root.join(&p.path);
+        let name = committed.file_name().unwrap().to_string_lossy().to_string();
+        StagedFile {
+            staged: committed.with_file_name(format!(".{name}.staged")),
+            committed,
+        }
     }
 
     /// Ends the output; returns the summary line.
@@ -616,12 +619,12 @@ impl RollingWriter {
         if self.checkpointed {
             // The run is complete: commit what the final checkpoint staged, and write the rest
             // (nothing, normally) straight to final parts.
-            for p in std::mem::take(&mut self.state.staged) {
-                let committed = self.root.join(&p.path);
-                let name = committed.file_name().unwrap().to_string_lossy().to_string();
-                let staged = committed.with_file_name(format!(".{name}.staged"));
-                if staged.exists() {
-                    std::fs::rename(&staged, &committed).map_err(|e| out_err(&committed, format!("cannot commit: {e}")))?;
+            let mut staged = std::mem::take(&mut self.state.staged);
+            staged.append(&mut self.closed);
+            for p in staged {
+                let f = self.staged_file(&p);
+                if f.staged.exists() {
+                    std::fs::rename(&f.staged, &f.committed).map_err(|e| out_err(&f.committed, format!("cannot commit: {e}")))?;
                 }
                 self.committed(p);
             }
