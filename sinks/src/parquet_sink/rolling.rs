@@ -155,7 +155,8 @@ pub(super) fn walk_files(root: &Path, visit: &mut dyn FnMut(&Path, &str)) {
 
 /// Event time of each row in ns since the Unix epoch, from the layout's `time` column
 /// (timestamps; signals' seconds since sample 0 count from `origin_ns`) or a result table's
-/// `window_start_time`. `None` when the rows carry no event time.
+/// `window_end_time` (when the window closed, so its rows go out in time order). `None` when
+/// the rows carry no event time.
 fn row_times(batch: &RecordBatch, origin_ns: i64) -> Option<Vec<Option<i64>>> {
     let timestamps = |col: &ArrayRef| -> Option<Vec<Option<i64>>> {
         let DataType::Timestamp(..) = col.data_type() else {
@@ -174,7 +175,7 @@ fn row_times(batch: &RecordBatch, origin_ns: i64) -> Option<Vec<Option<i64>>> {
         }
         return timestamps(col);
     }
-    batch.column_by_name("window_start_time").and_then(timestamps)
+    batch.column_by_name("window_end_time").and_then(timestamps)
 }
 
 impl RollingWriter {
@@ -337,6 +338,13 @@ impl RollingWriter {
             let group_times: Option<Vec<Option<i64>>> = times.as_ref().map(|v| rows.iter().map(|&r| v[r as usize]).collect());
             self.write_group(key, end, &part, group_times.as_deref())?;
         }
+        // Parts whose interval the newest row has left are complete (late rows included).
+        if let (Some(every), Some(w)) = (policy.every_ns, self.state.watermark_ns) {
+            let current = w.div_euclid(every);
+            while let Some(i) = self.open.iter().position(|o| o.key.bucket.is_some_and(|b| b < current)) {
+                self.close(i, "complete")?;
+            }
+        }
         Ok(())
     }
 
@@ -386,12 +394,6 @@ impl RollingWriter {
         if let Some(i) = self.open.iter().position(|p| p.key == *key) {
             self.open[i].used = self.tick;
             return Ok(i);
-        }
-        // Another time bucket of the same partition: that part's interval is over.
-        if key.bucket.is_some() {
-            while let Some(i) = self.open.iter().position(|p| p.key.partition == key.partition) {
-                self.close(i, "complete")?;
-            }
         }
         if self.open.len() >= self.policy.max_open {
             let lru = (0..self.open.len()).min_by_key(|&i| self.open[i].used).unwrap();
