@@ -314,3 +314,19 @@ fn filters_and_windows_refuse_one_row_per_window_inputs() {
     // Row-wise operators take them.
     assert!(!p.contains("[operators.keep]"), "{p}");
 }
+
+/// Every pipeline file under `examples/` is valid as shipped (the README runs them).
+#[test]
+fn every_bundled_example_validates() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut checked = 0;
+    for e in std::fs::read_dir(root.join("examples")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "toml") {
+            let rel = p.strip_prefix(root).unwrap().to_string_lossy().to_string();
+            common::run_ok(root, &["validate", &rel]);
+            checked += 1;
+        }
+    }
+    assert!(checked >= 10, "only {checked} examples found");
+}

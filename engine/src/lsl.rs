@@ -1,8 +1,9 @@
 //! Lab Streaming Layer through liblsl loaded at run time (the `lsl` crate does not build on
 //! current Debian and liblsl is not packaged there; the pylsl wheel ships `liblsl.so`).
 //!
-//! The library is found from, in order: the path given by the node's `liblsl` key, the
-//! `NEUROSTREAM_LIBLSL` environment variable, then the system's `liblsl.so` / `liblsl.so.2`.
+//! The library is the path given by the node's `liblsl` key or the `NEUROSTREAM_LIBLSL`
+//! environment variable when set; otherwise the system's `liblsl.so` / `liblsl.so.2`, then the
+//! copy pylsl ships in `$VIRTUAL_ENV` or a `.venv` in the working directory or above.
 //! Only the C API calls the `lsl` source and sink use are bound.
 
 use std::ffi::{c_char, c_void, CStr, CString};
@@ -84,16 +85,45 @@ api! {
 unsafe impl Send for Api {}
 unsafe impl Sync for Api {}
 
-/// Loads liblsl from `explicit`, `$NEUROSTREAM_LIBLSL`, or the system search path.
+/// The liblsl that pylsl ships in the active virtual environment (`$VIRTUAL_ENV`) or in a
+/// `.venv` in the working directory or one above it (where the test set-up installs it).
+fn pylsl_copies() -> Vec<String> {
+    let mut envs: Vec<std::path::PathBuf> = std::env::var_os("VIRTUAL_ENV").map(Into::into).into_iter().collect();
+    if let Ok(cwd) = std::env::current_dir() {
+        envs.extend(cwd.ancestors().map(|d| d.join(".venv")));
+    }
+    let mut found = Vec::new();
+    for env in envs {
+        let Ok(pythons) = std::fs::read_dir(env.join("lib")) else {
+            continue;
+        };
+        for py in pythons.flatten() {
+            let lib = py.path().join("site-packages/pylsl/lib/liblsl.so");
+            if lib.is_file() {
+                found.push(lib.to_string_lossy().to_string());
+            }
+        }
+    }
+    found
+}
+
+/// Loads liblsl from `explicit` or `$NEUROSTREAM_LIBLSL` when given (nothing else then), else
+/// from the system search path or the copy pylsl ships in a virtual environment (see
+/// [`pylsl_copies`]).
 pub fn load(explicit: Option<&str>) -> Result<Arc<Api>, String> {
     let mut tried = Vec::new();
     let env = std::env::var("NEUROSTREAM_LIBLSL").ok();
-    let candidates: Vec<String> = explicit
-        .map(str::to_string)
-        .into_iter()
-        .chain(env)
-        .chain(["liblsl.so".to_string(), "liblsl.so.2".to_string(), "liblsl.dylib".to_string()])
-        .collect();
+    // A library named by the node or the environment is the one to use: no searching past it.
+    let named: Vec<String> = explicit.map(str::to_string).into_iter().chain(env).collect();
+    let candidates: Vec<String> = if named.is_empty() {
+        ["liblsl.so", "liblsl.so.2", "liblsl.dylib"]
+            .into_iter()
+            .map(str::to_string)
+            .chain(pylsl_copies())
+            .collect()
+    } else {
+        named
+    };
     for c in candidates {
         // SAFETY: loading a shared library runs its initializers; liblsl's are benign.
         match unsafe { Library::new(&c) } {

@@ -50,7 +50,7 @@ pub struct LslSinkConfig {
     #[serde(default = "default_linger")]
     #[schemars(extend("x-unit" = "s"))]
     pub linger_s: f64,
-    /// Path of liblsl (default: `$NEUROSTREAM_LIBLSL`, then the system's).
+    /// Path of liblsl (default: `$NEUROSTREAM_LIBLSL`, then the system's, then pylsl's in `$VIRTUAL_ENV` or a `.venv` here or above).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub liblsl: Option<String>,
 }

@@ -66,7 +66,7 @@ pub struct LslSourceConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("x-unit" = "s"))]
     pub duration_s: Option<f64>,
-    /// Path of liblsl (default: `$NEUROSTREAM_LIBLSL`, then the system's).
+    /// Path of liblsl (default: `$NEUROSTREAM_LIBLSL`, then the system's, then pylsl's in `$VIRTUAL_ENV` or a `.venv` here or above).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub liblsl: Option<String>,
 }
