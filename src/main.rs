@@ -812,10 +812,10 @@ fn print_report(report: &neurostream::RunReport) {
         );
     }
     for (name, s) in &report.nodes {
-        if let Some([p50, p95, p99, max]) = neurostream::runtime::latency_percentiles_ms(&s.latencies_ns) {
+        if let Some([p50, p95, p99, max]) = s.latencies.percentiles_ms() {
             eprintln!(
                 "  latency {name}: arrival to written, {} frames: p50 {p50:.3} ms  p95 {p95:.3} ms  p99 {p99:.3} ms  max {max:.3} ms",
-                s.latencies_ns.len()
+                s.latencies.len()
             );
         }
     }

@@ -342,8 +342,10 @@ fn outputs_in(dir: &Path) -> usize {
 /// The running z-score with a warm-up (its held-back frames are saved), SAE encoding in
 /// micro-batches (the frames waiting for their batch are saved) and Mahalanobis drift scores
 /// against a reference taken from the stream's first rows (collected rows, then the whitening,
-/// are saved) and streaming k-means (pending rows, centroids, counts, window totals), killed and
-/// resumed. Batches
+/// are saved), streaming k-means (pending rows, centroids, counts, window totals) and
+/// co-occurrence over a sliding span and all time (the open window, the span's windows or the
+/// all-time counts; the differential arrangements, components and spectral clusters are rebuilt
+/// from them), killed and resumed. Batches
 /// close by size only here (a time limit would make their boundaries, and so the last bits of
 /// the GEMM's sums, depend on timing).
 #[test]
@@ -360,7 +362,13 @@ fn warm_up_and_micro_batching_resume_to_identical_output() {
         + "\n[operators.drift]\nkind = \"mahalanobis\"\ninput = \"acts\"\nreference_rows = 3000\n\n\
            [sinks.drift]\nkind = \"parquet\"\ninput = \"drift\"\npath = \"out/drift.parquet\"\n\n\
            [operators.km]\nkind = \"kmeans\"\ninput = \"acts\"\nk = 4\nseed = 1\nwindow = 2048\n\n\
-           [sinks.km]\nkind = \"parquet\"\ninput = \"km\"\npath = \"out/km\"\n";
+           [sinks.km]\nkind = \"parquet\"\ninput = \"km\"\npath = \"out/km\"\n\n\
+           [operators.co]\nkind = \"cooccurrence\"\ninput = \"enc\"\nwindow = \"block\"\nblock_tokens = 64\n\
+           span_windows = 40\nreport_every = 150\ncomponent_threshold = 0.2\nclusters = 3\n\n\
+           [sinks.co]\nkind = \"parquet\"\ninput = \"co\"\npath = \"out/co\"\n\n\
+           [operators.co_all]\nkind = \"cooccurrence\"\ninput = \"enc\"\nwindow = \"block\"\nblock_tokens = 128\n\
+           report_every = 100\ncomponent_threshold = 0.3\n\n\
+           [sinks.co_all]\nkind = \"parquet\"\ninput = \"co_all\"\npath = \"out/co_all\"\n";
     assert!(toml.contains("warmup = 700") && toml.contains("max_batch = 300"));
     std::fs::write(d.join("p.toml"), toml).unwrap();
     run_ok(d, &["run", "p.toml", "--quiet"]);
@@ -722,12 +730,12 @@ fn pipelines_that_cannot_be_checkpointed_are_refused_with_the_reasons() {
     let dir = setup();
     let d = dir.path();
     let toml = pipeline(1024)
-        + "\n[operators.co]\nkind = \"cooccurrence\"\ninput = \"enc\"\n\n[sinks.co_out]\nkind = \"parquet\"\ninput = \"co\"\npath = \"out/co\"\n"
+        + "\n[sinks.train]\nkind = \"sae_train\"\ninput = \"acts\"\nout = \"out/sae\"\nd_sae = 128\n"
         + "\n[sources.live]\nkind = \"arrow_tcp\"\nlisten = \"127.0.0.1:0\"\nd_model = 4\n\n[sinks.live_out]\nkind = \"parquet\"\ninput = \"live\"\npath = \"out/live.parquet\"\n";
     std::fs::write(d.join("bad.toml"), toml).unwrap();
     let err = run_err(d, &["run", "bad.toml", "--quiet", "--checkpoint-dir", "ck"]);
     assert!(err.contains("cannot be checkpointed"), "{err}");
-    assert!(err.contains("[operators.co]"), "{err}");
+    assert!(err.contains("[sinks.train]"), "{err}");
     assert!(!err.contains("[operators.z]") && !err.contains("[operators.enc]"), "{err}");
     assert!(err.contains("[sources.live]") && err.contains("replayed"), "{err}");
     assert!(

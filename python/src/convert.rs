@@ -85,13 +85,13 @@ pub fn report_dict<'py>(py: Python<'py>, r: &RunReport, stopped: bool) -> PyResu
         n.set_item("rows_out", s.rows_out)?;
         n.set_item("bytes_in", s.bytes_in)?;
         n.set_item("busy_s", s.busy.as_secs_f64())?;
-        let latency = neurostream::runtime::latency_percentiles_ms(&s.latencies_ns).map(|[p50, p95, p99, max]| {
+        let latency = s.latencies.percentiles_ms().map(|[p50, p95, p99, max]| {
             let l = PyDict::new(py);
             let _ = l.set_item("p50", p50);
             let _ = l.set_item("p95", p95);
             let _ = l.set_item("p99", p99);
             let _ = l.set_item("max", max);
-            let _ = l.set_item("frames", s.latencies_ns.len());
+            let _ = l.set_item("frames", s.latencies.len());
             l
         });
         n.set_item("latency_ms", latency)?;

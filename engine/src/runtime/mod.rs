@@ -6,6 +6,7 @@
 //! event-time order once the frontier has passed; sinks write what the frontier has passed,
 //! in event-time order, and finish when their input frontier is empty.
 
+mod latency;
 mod operator;
 mod prepare;
 mod shared;
@@ -30,6 +31,7 @@ use crate::frame::Batch;
 use crate::node::{Partitioning, Placement, WorkerPos};
 use crate::spec::{Built, CompiledPipeline, GpuFallback};
 
+pub use latency::Latencies;
 use operator::build_operator;
 use prepare::{node_fingerprints, prepare_checkpoints, prepare_outputs, remove_dead_temporaries, remove_staging, Prepared};
 use shared::Shared;
@@ -114,8 +116,8 @@ pub struct RunProgress {
 /// Per-node counters after a run (this process).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct NodeStats {
-    /// Sinks: arrival-to-written latency of each dense frame that carried an arrival stamp, ns.
-    pub latencies_ns: Vec<i64>,
+    /// Sinks: arrival-to-written latency of the dense frames that carried an arrival stamp.
+    pub latencies: Latencies,
     /// Rows received.
     pub rows_in: u64,
     /// Rows emitted.
@@ -146,18 +148,6 @@ pub struct RunReport {
     pub workers: (usize, usize),
     /// True when the run was stopped early through [`RunOptions::stop`].
     pub stopped: bool,
-}
-
-/// The 50th, 95th and 99th percentiles and the maximum of `latencies_ns` (nearest rank), in
-/// milliseconds; `None` when empty.
-pub fn latency_percentiles_ms(latencies_ns: &[i64]) -> Option<[f64; 4]> {
-    if latencies_ns.is_empty() {
-        return None;
-    }
-    let mut v = latencies_ns.to_vec();
-    v.sort_unstable();
-    let at = |q: f64| v[((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1] as f64 / 1e6;
-    Some([at(0.50), at(0.95), at(0.99), *v.last().unwrap() as f64 / 1e6])
 }
 
 fn stream_hash(stream: &str) -> u64 {

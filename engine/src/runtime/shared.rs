@@ -88,6 +88,6 @@ impl Shared {
         e.rows_out += s.rows_out;
         e.bytes_in += s.bytes_in;
         e.busy += s.busy;
-        e.latencies_ns.extend_from_slice(&s.latencies_ns);
+        e.latencies.merge(&s.latencies);
     }
 }

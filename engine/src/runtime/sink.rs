@@ -81,7 +81,7 @@ pub(super) fn build_sink<'s, P>(
                         }) = b
                         {
                             let latency = crate::frame::now_ns() - at;
-                            stats.latencies_ns.push(latency);
+                            stats.latencies.record(latency);
                             if let Some(m) = &live {
                                 m.latency.observe_ns(latency);
                             }

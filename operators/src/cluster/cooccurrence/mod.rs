@@ -19,6 +19,7 @@
 
 pub mod pair_counts;
 
+use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
@@ -211,6 +212,10 @@ impl Operator for Cooccurrence {
     fn holds_back(&self) -> bool {
         true
     }
+    fn checkpointing(&self) -> neurostream_engine::Checkpointing {
+        // Per stream: the open window, the span's windows (or the all-time counts), counters.
+        neurostream_engine::Checkpointing::Snapshot
+    }
     fn instantiate(&self, _device: &ComputeDevice) -> Result<Box<dyn OperatorInstance>> {
         // Counting and the graph algorithms run in the embedded differential dataflow on the
         // host for every device; there is no numeric kernel to place.
@@ -222,7 +227,8 @@ impl Operator for Cooccurrence {
 }
 
 struct StreamState {
-    counter: PairCounter,
+    /// In a cell so a checkpoint (which reads the state through `&self`) can read the counts.
+    counter: RefCell<PairCounter>,
     /// Features firing in the open window (unsorted, may repeat) and its rows so far.
     open: Vec<u32>,
     open_rows: usize,
@@ -232,6 +238,20 @@ struct StreamState {
     closed: u64,
     since_report: u64,
     dirty: bool,
+}
+
+/// What a checkpoint keeps of a stream. The differential arrangements are rebuilt on restore:
+/// from the span's windows when the span is finite, else from the all-time counts.
+#[derive(Serialize, Deserialize)]
+struct SavedStream {
+    open: Vec<u32>,
+    open_rows: usize,
+    open_seq: Option<u64>,
+    span: Vec<Vec<u32>>,
+    closed: u64,
+    since_report: u64,
+    pairs: Vec<((u32, u32), u64)>,
+    features: Vec<(u32, u64)>,
 }
 
 struct CooccurrenceInstance {
@@ -247,12 +267,12 @@ impl CooccurrenceInstance {
         features.sort_unstable();
         features.dedup();
         st.open_rows = 0;
-        st.counter.update(&features, 1);
+        st.counter.get_mut().update(&features, 1);
         if let Some(span) = op.span {
             st.span.push_back(features);
             if st.span.len() as u64 > span {
                 let old = st.span.pop_front().expect("non-empty");
-                st.counter.update(&old, -1);
+                st.counter.get_mut().update(&old, -1);
             }
         }
         st.closed += 1;
@@ -267,7 +287,7 @@ impl CooccurrenceInstance {
     fn report(&mut self, stream: &Arc<str>, out: &mut Vec<Batch>) -> Result<()> {
         let op = &self.op;
         let st = self.streams.get_mut(stream).expect("stream state exists");
-        st.counter.settle();
+        st.counter.get_mut().settle();
         st.dirty = false;
         st.since_report = 0;
         let n = op.span.map_or(st.closed, |s| st.closed.min(s));
@@ -275,12 +295,12 @@ impl CooccurrenceInstance {
             Some(_) => (Scope::Window, st.closed - n, st.closed),
             None => (Scope::AllTime, 0, st.closed),
         };
-        let singles = st.counter.feature_counts();
+        let singles = st.counter.get_mut().feature_counts();
         let mut count_of = vec![0u64; op.n_features];
         for &(f, c) in &singles {
             count_of[f as usize] = c;
         }
-        let pairs = st.counter.pair_counts();
+        let pairs = st.counter.get_mut().pair_counts();
         let table = |name: &str, data| {
             Batch::Table(TableFrame {
                 stream: stream.clone(),
@@ -339,7 +359,7 @@ impl CooccurrenceInstance {
         }
         // components
         let mut n_components = 0u64;
-        if let Some(labels) = st.counter.components() {
+        if let Some(labels) = st.counter.get_mut().components() {
             let mut size: HashMap<u32, u64> = HashMap::new();
             for &(_, l) in &labels {
                 *size.entry(l).or_insert(0) += 1;
@@ -410,7 +430,7 @@ impl OperatorInstance for CooccurrenceInstance {
         let stream = frame.stream.clone();
         let components = self.op.components;
         self.streams.entry(stream.clone()).or_insert_with(|| StreamState {
-            counter: PairCounter::new(components),
+            counter: RefCell::new(PairCounter::new(components)),
             open: Vec::new(),
             open_rows: 0,
             open_seq: None,
@@ -455,9 +475,74 @@ impl OperatorInstance for CooccurrenceInstance {
         // Bring the differential counts up to date once per batch.
         if let Some(st) = self.streams.get_mut(&stream) {
             if st.dirty {
-                st.counter.settle();
+                st.counter.get_mut().settle();
                 st.dirty = false;
             }
+        }
+        Ok(())
+    }
+
+    fn snapshot(&self) -> Result<Vec<u8>> {
+        let mut saved: HashMap<Arc<str>, SavedStream> = HashMap::new();
+        for (stream, st) in &self.streams {
+            let mut counter = st.counter.borrow_mut();
+            counter.settle();
+            let (pairs, features) = if self.op.span.is_some() {
+                (Vec::new(), Vec::new())
+            } else {
+                (counter.pair_counts(), counter.feature_counts())
+            };
+            saved.insert(
+                stream.clone(),
+                SavedStream {
+                    open: st.open.clone(),
+                    open_rows: st.open_rows,
+                    open_seq: st.open_seq,
+                    span: st.span.iter().cloned().collect(),
+                    closed: st.closed,
+                    since_report: st.since_report,
+                    pairs,
+                    features,
+                },
+            );
+        }
+        neurostream_engine::checkpoint::encode_streams(&saved)
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<()> {
+        for (stream, saved) in neurostream_engine::checkpoint::decode_streams::<SavedStream>(state, "cooccurrence")? {
+            let n = self.op.n_features as u32;
+            let fits = saved.open.iter().chain(saved.span.iter().flatten()).all(|&f| f < n)
+                && saved.pairs.iter().all(|&((a, b), _)| a < b && b < n)
+                && saved.features.iter().all(|&(f, _)| f < n);
+            if !fits {
+                return Err(EngineError::Checkpoint(format!(
+                    "{}: the checkpoint's feature ids do not fit {n} features",
+                    self.op.name
+                )));
+            }
+            let mut counter = PairCounter::new(self.op.components);
+            if self.op.span.is_some() {
+                for w in &saved.span {
+                    counter.update(w, 1);
+                }
+            } else {
+                counter.load(&saved.pairs, &saved.features);
+            }
+            counter.settle();
+            self.streams.insert(
+                stream,
+                StreamState {
+                    counter: RefCell::new(counter),
+                    open: saved.open,
+                    open_rows: saved.open_rows,
+                    open_seq: saved.open_seq,
+                    span: saved.span.into(),
+                    closed: saved.closed,
+                    since_report: saved.since_report,
+                    dirty: false,
+                },
+            );
         }
         Ok(())
     }
