@@ -1,14 +1,14 @@
 """Soak: a day of traffic through the LLM-monitoring and BCI pipelines, replayed fast, with
 rolling Parquet outputs (retention on) and exactly-once checkpoints every 10 s.
 
-    python bench/soak.py [--hours 24] [--tokens-per-s 100] [--checkpoint-every 10] [--only llm|bci]
+    python bench/soak.py [--hours 24] [--tokens-per-s 1000] [--bci-hours 72] [--checkpoint-every 10] [--only llm|bci]
 
 - **LLM monitoring**: synthetic activations of the bundled sample's generator (64-d, planted
   directions) with event times, `--tokens-per-s` of traffic for `--hours` -> SAE encoding
   (bundled SAE) -> hourly `feature_stats` (event-time windows of 1 h every 10 min) -> rolling
   features (10-minute parts in date/hour partitions, 6 h kept) and rolling statistics tables.
 - **BCI**: the bundled motor-imagery recording (8 channels at 100 Hz, 24 trials per 150 s)
-  tiled to `--hours` of EDF+ -> 8-30 Hz band-pass -> CSP+LDA decoder (2 s windows every 0.1 s)
+  tiled to `--bci-hours` of EDF+ (three days by default: a day alone replays in seconds) -> 8-30 Hz band-pass -> CSP+LDA decoder (2 s windows every 0.1 s)
   -> rolling decisions (hourly parts in date/hour partitions, 12 h kept).
 
 Every second the script samples the engine's resident memory (VmRSS), open file descriptors and
@@ -262,7 +262,8 @@ def report(r: dict, traffic: str, rows: int, seconds: float) -> list[str]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--hours", type=float, default=24.0)
-    ap.add_argument("--tokens-per-s", type=float, default=100.0)
+    ap.add_argument("--tokens-per-s", type=float, default=1000.0)
+    ap.add_argument("--bci-hours", type=float, default=72.0)
     ap.add_argument("--checkpoint-every", type=float, default=10.0)
     ap.add_argument("--only", choices=["llm", "bci"])
     a = ap.parse_args()
@@ -272,7 +273,7 @@ def main() -> None:
     lines = [
         "# Soak: a day of traffic with rolling outputs and checkpoints",
         "",
-        f"Command: `python bench/soak.py --hours {a.hours:g} --tokens-per-s {a.tokens_per_s:g} "
+        f"Command: `python bench/soak.py --hours {a.hours:g} --tokens-per-s {a.tokens_per_s:g} --bci-hours {a.bci_hours:g} "
         f"--checkpoint-every {a.checkpoint_every:g}` (release build, 1 worker; "
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores). Samples every second: "
         "resident memory, open file descriptors, bytes and parts under the outputs and the checkpoint "
@@ -287,11 +288,11 @@ def main() -> None:
         lines += report(r, f"{a.hours:g} h at {a.tokens_per_s:g} tokens/s", tokens, a.hours * 3600)
         print("\n".join(lines), flush=True)
     if a.only in (None, "bci"):
-        tile_edf(a.hours, work / "day.edf")
+        tile_edf(a.bci_hours, work / "day.edf")
         (work / "p.toml").write_text(BCI.format(model=MI_MODEL))
         r = soak("BCI decoding", work, a.checkpoint_every)
-        samples = int(a.hours * 3600 * 100)
-        lines += report(r, f"{a.hours:g} h of 8-channel EEG at 100 Hz", samples, a.hours * 3600)
+        samples = int(a.bci_hours * 3600 * 100)
+        lines += report(r, f"{a.bci_hours:g} h of 8-channel EEG at 100 Hz", samples, a.bci_hours * 3600)
         print("\n".join(lines[-30:]), flush=True)
     (ROOT / "bench" / "SOAK_RESULTS.md").write_text("\n".join(lines) + "\n")
     shutil.rmtree(work, ignore_errors=True)
