@@ -5,13 +5,13 @@
 //! (and Nyquist for even `nperseg`), averaged over segments.
 //!
 //! The host prepares the windowed segments; the kernels compute their power spectra: the CPU
-//! with a real FFT (rustfft), the GPU as two GEMMs against cached cosine and sine matrices.
+//! with a real-input FFT (realfft), the GPU as two GEMMs against cached cosine and sine matrices.
 
 use std::sync::Arc;
 
 use neurostream_engine::{wgpu, GpuContext, Result};
-use rustfft::num_complex::Complex;
-use rustfft::{Fft, FftPlanner};
+use realfft::num_complex::Complex;
+use realfft::{RealFftPlanner, RealToComplex};
 
 use crate::gpu_gemm::{self, GemmCall};
 
@@ -21,17 +21,27 @@ pub trait PowerKernels: Send {
     fn power(&mut self, segments: &[f32], n: usize, nfreq: usize) -> Result<Vec<f64>>;
 }
 
-/// CPU: rustfft in float64.
+/// CPU: a real-input FFT in float64 (realfft: half the work of a complex FFT of the same
+/// length, and only the one-sided bins are produced).
 pub struct CpuPower {
-    planner: FftPlanner<f64>,
-    plan: Option<(usize, Arc<dyn Fft<f64>>)>,
+    planner: RealFftPlanner<f64>,
+    plan: Option<Plan>,
+}
+
+/// A plan for one segment length with its buffers.
+struct Plan {
+    n: usize,
+    fft: Arc<dyn RealToComplex<f64>>,
+    input: Vec<f64>,
+    spectrum: Vec<Complex<f64>>,
+    scratch: Vec<Complex<f64>>,
 }
 
 impl CpuPower {
     /// A kernel with no plan yet.
     pub fn new() -> CpuPower {
         CpuPower {
-            planner: FftPlanner::new(),
+            planner: RealFftPlanner::new(),
             plan: None,
         }
     }
@@ -45,18 +55,26 @@ impl Default for CpuPower {
 
 impl PowerKernels for CpuPower {
     fn power(&mut self, segments: &[f32], n: usize, nfreq: usize) -> Result<Vec<f64>> {
-        if self.plan.as_ref().is_none_or(|(len, _)| *len != n) {
-            self.plan = Some((n, self.planner.plan_fft_forward(n)));
+        if self.plan.as_ref().is_none_or(|p| p.n != n) {
+            let fft = self.planner.plan_fft_forward(n);
+            self.plan = Some(Plan {
+                n,
+                input: fft.make_input_vec(),
+                spectrum: fft.make_output_vec(),
+                scratch: fft.make_scratch_vec(),
+                fft,
+            });
         }
-        let fft = self.plan.as_ref().unwrap().1.clone();
-        let mut buf = vec![Complex::new(0.0, 0.0); n];
+        let p = self.plan.as_mut().unwrap();
         let mut out = Vec::with_capacity(segments.len() / n * nfreq);
         for seg in segments.chunks_exact(n) {
-            for (b, &v) in buf.iter_mut().zip(seg) {
-                *b = Complex::new(v as f64, 0.0);
+            for (b, &v) in p.input.iter_mut().zip(seg) {
+                *b = v as f64;
             }
-            fft.process(&mut buf);
-            out.extend(buf[..nfreq].iter().map(|c| c.norm_sqr()));
+            p.fft
+                .process_with_scratch(&mut p.input, &mut p.spectrum, &mut p.scratch)
+                .map_err(|e| neurostream_engine::EngineError::Runtime(format!("welch FFT: {e}")))?;
+            out.extend(p.spectrum[..nfreq].iter().map(|c| c.norm_sqr()));
         }
         Ok(out)
     }
