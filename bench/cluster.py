@@ -85,6 +85,11 @@ def main():
         out = subprocess.run([os.path.join(ROOT, "target", "release", "examples", "bench_cluster")] + paths,
                              check=True, capture_output=True, text=True, env={**os.environ})
         ours = json.loads(out.stdout.strip().splitlines()[-1])
+        # The same binary with its AVX-512 kernels turned off: the AVX2 path on this machine.
+        out = subprocess.run([os.path.join(ROOT, "target", "release", "examples", "bench_cluster")] + paths,
+                             check=True, capture_output=True, text=True, env={**os.environ, "NEUROSTREAM_NO_AVX512": "1"})
+        avx2 = json.loads(out.stdout.strip().splitlines()[-1])
+    avx512 = "avx512f" in open("/proc/cpuinfo").read()
     n = a.rows
     t_argmin = best_of(lambda: pairwise_distances_argmin_min(x, init))
     km = KMeans(n_clusters=k, init=init, n_init=1, max_iter=1).fit(x[: 4 * k])
@@ -118,6 +123,17 @@ def main():
         f"| scikit-learn `KMeans.predict` | {n / t_predict:,.0f} | {n / t_predict / sk_assign:.2f} |",
         f"| neurostream assignment, 1 thread | {ours['assign_cpu1']:,.0f} | {ours['assign_cpu1'] / sk_assign:.2f} |",
         f"| neurostream assignment, 2 threads | {ours['assign_cpu2']:,.0f} | {ours['assign_cpu2'] / sk_assign:.2f} |",
+    ]
+    if avx512:
+        lines += [
+            f"| neurostream assignment, 1 thread, AVX2 kernel (`NEUROSTREAM_NO_AVX512=1`) | {avx2['assign_cpu1']:,.0f} | {avx2['assign_cpu1'] / sk_assign:.2f} |",
+            f"| neurostream assignment, 2 threads, AVX2 kernel | {avx2['assign_cpu2']:,.0f} | {avx2['assign_cpu2'] / sk_assign:.2f} |",
+        ]
+    lines += [
+        "",
+        "Both sides as a user gets them: neurostream's default release build (no `target-cpu`; "
+        + ("AVX-512 kernels chosen at run time on this CPU" if avx512 else "this CPU has no AVX-512: AVX2 kernels")
+        + "), scikit-learn on its wheel's OpenBLAS.",
     ]
     if "assign_gpu" in ours:
         lines.append(f"| neurostream assignment, wgpu ({ours['gpu']}) | {ours['assign_gpu']:,.0f} | {ours['assign_gpu'] / sk_assign:.2f} |")
