@@ -13,6 +13,9 @@ use super::half_weights::WeightDtype;
 pub const NR: usize = 16;
 /// Rows per register block: 6 rows × 16 columns = 12 accumulators of the 16 AVX registers.
 const MR: usize = 6;
+/// Rows per register block of the AVX-512 kernel: 12 rows × 32 columns = 24 accumulators of the
+/// 32 registers, so each loaded weight vector feeds 12 multiply-adds.
+const MR_WIDE: usize = 12;
 
 /// The stored panels.
 enum Panels {
@@ -80,14 +83,15 @@ impl PackedWeights {
     pub fn matmul(&self, x: &[f32], rows: usize, z: &mut [f32], threads: usize) {
         let (k, n) = (self.k, self.n);
         assert!(x.len() >= rows * k && z.len() >= rows * n);
-        // x in row blocks of MR, interleaved by k (`xp[block][i * MR + r]`), zero-padded.
-        let blocks = rows.div_ceil(MR);
-        let mut xp = vec![0f32; blocks * k * MR];
+        // x in row blocks of `mr`, interleaved by k (`xp[block][i * mr + r]`), zero-padded.
+        let mr = if self.wide { MR_WIDE } else { MR };
+        let blocks = rows.div_ceil(mr);
+        let mut xp = vec![0f32; blocks * k * mr];
         for r in 0..rows {
-            let (b, rr) = (r / MR, r % MR);
-            let dst = &mut xp[b * k * MR..(b + 1) * k * MR];
+            let (b, rr) = (r / mr, r % mr);
+            let dst = &mut xp[b * k * mr..(b + 1) * k * mr];
             for (i, &v) in x[r * k..(r + 1) * k].iter().enumerate() {
-                dst[i * MR + rr] = v;
+                dst[i * mr + rr] = v;
             }
         }
         let np = n.div_ceil(NR);
@@ -97,7 +101,7 @@ impl PackedWeights {
         let run = |p0: usize, p1: usize| {
             // SAFETY: this CPU has AVX2/FMA/F16C (checked in `new`); each call writes only the
             // columns of panels p0..p1 of the rows × n output behind `dst`.
-            unsafe { self.panels_range(&xp, rows, p0, p1, dst) }
+            unsafe { self.panels_range(&xp, mr, rows, p0, p1, dst) }
         };
         if threads == 1 {
             run(0, np);
@@ -111,25 +115,25 @@ impl PackedWeights {
         });
     }
 
-    /// Multiplies panels `p0..p1` with every row block.
+    /// Multiplies panels `p0..p1` with every row block of `xp` (blocks of `ms` rows).
     #[cfg(target_arch = "x86_64")]
-    unsafe fn panels_range(&self, xp: &[f32], rows: usize, p0: usize, p1: usize, dst: SendPtr) {
+    unsafe fn panels_range(&self, xp: &[f32], ms: usize, rows: usize, p0: usize, p1: usize, dst: SendPtr) {
         let (k, n) = (self.k, self.n);
         let mut p = p0;
         if self.wide {
             // Two panels (32 columns) per block with 16-lane vectors; an odd last panel below.
             while p + 1 < p1 {
                 let cols = (2 * NR).min(n - p * NR);
-                for (b, xb) in xp.chunks_exact(k * MR).enumerate() {
-                    let r0 = b * MR;
+                for (b, xb) in xp.chunks_exact(k * ms).enumerate() {
+                    let r0 = b * ms;
                     let out = dst.0.add(r0 * n + p * NR);
-                    let mr = MR.min(rows - r0);
                     macro_rules! call {
                         ($r:literal) => {
                             match &self.panels {
                                 Panels::F32(w) => wide_f32::<$r>(
                                     k,
                                     xb.as_ptr(),
+                                    ms,
                                     w.as_ptr().add(p * k * NR),
                                     w.as_ptr().add((p + 1) * k * NR),
                                     out,
@@ -139,6 +143,7 @@ impl PackedWeights {
                                 Panels::Half { bits, bf16 } => wide_half::<$r>(
                                     k,
                                     xb.as_ptr(),
+                                    ms,
                                     bits.as_ptr().add(p * k * NR),
                                     bits.as_ptr().add((p + 1) * k * NR),
                                     *bf16,
@@ -149,7 +154,48 @@ impl PackedWeights {
                             }
                         };
                     }
-                    match mr {
+                    match ms.min(rows - r0) {
+                        1 => call!(1),
+                        2 => call!(2),
+                        3 => call!(3),
+                        4 => call!(4),
+                        5 => call!(5),
+                        6 => call!(6),
+                        7 => call!(7),
+                        8 => call!(8),
+                        9 => call!(9),
+                        10 => call!(10),
+                        11 => call!(11),
+                        _ => call!(12),
+                    }
+                }
+                p += 2;
+            }
+        }
+        for p in p..p1 {
+            let cols = NR.min(n - p * NR);
+            for (b, xb) in xp.chunks_exact(k * ms).enumerate() {
+                // Sub-blocks of at most MR rows of the `ms`-row block.
+                for sub in (0..ms).step_by(MR) {
+                    let r0 = b * ms + sub;
+                    if r0 >= rows {
+                        break;
+                    }
+                    let out = dst.0.add(r0 * n + p * NR);
+                    let xs = xb.as_ptr().add(sub);
+                    // A kernel for exactly the rows present: a lone row (batch 1) does 2
+                    // multiply-adds per weight pair, not 12, and stays bound by memory.
+                    macro_rules! call {
+                        ($r:literal) => {
+                            match &self.panels {
+                                Panels::F32(w) => block_f32::<$r>(k, xs, ms, w.as_ptr().add(p * k * NR), out, n, cols),
+                                Panels::Half { bits, bf16 } => {
+                                    block_half::<$r>(k, xs, ms, bits.as_ptr().add(p * k * NR), *bf16, out, n, cols)
+                                }
+                            }
+                        };
+                    }
+                    match MR.min(rows - r0) {
                         1 => call!(1),
                         2 => call!(2),
                         3 => call!(3),
@@ -158,41 +204,12 @@ impl PackedWeights {
                         _ => call!(6),
                     }
                 }
-                p += 2;
-            }
-        }
-        for p in p..p1 {
-            let cols = NR.min(n - p * NR);
-            for (b, xb) in xp.chunks_exact(k * MR).enumerate() {
-                let r0 = b * MR;
-                let out = dst.0.add(r0 * n + p * NR);
-                let mr = MR.min(rows - r0);
-                // A kernel for exactly the rows present: a lone row (batch 1) does 2 multiply-adds
-                // per weight pair, not 12, and stays bound by memory.
-                macro_rules! call {
-                    ($r:literal) => {
-                        match &self.panels {
-                            Panels::F32(w) => block_f32::<$r>(k, xb.as_ptr(), w.as_ptr().add(p * k * NR), out, n, cols),
-                            Panels::Half { bits, bf16 } => {
-                                block_half::<$r>(k, xb.as_ptr(), bits.as_ptr().add(p * k * NR), *bf16, out, n, cols)
-                            }
-                        }
-                    };
-                }
-                match mr {
-                    1 => call!(1),
-                    2 => call!(2),
-                    3 => call!(3),
-                    4 => call!(4),
-                    5 => call!(5),
-                    _ => call!(6),
-                }
             }
         }
     }
 
     #[cfg(not(target_arch = "x86_64"))]
-    unsafe fn panels_range(&self, _: &[f32], _: usize, _: usize, _: usize, _: SendPtr) {
+    unsafe fn panels_range(&self, _: &[f32], _: usize, _: usize, _: usize, _: usize, _: SendPtr) {
         unreachable!("packed weights are only built on x86_64")
     }
 }
@@ -261,11 +278,12 @@ macro_rules! unroll_k {
     }};
 }
 
-/// One `R` × 16 block (`R <= 6`) with f32 weights: `xb` is `k × MR` interleaved, `w` a
-/// `k × 16` panel; writes `R` rows × `cols` columns at `out` (row stride `ldo`).
+/// One `R` × 16 block (`R <= 6`) with f32 weights: `xb` is `k × ms` interleaved (row `r` of
+/// step `i` at `xb[i * ms + r]`), `w` a `k × 16` panel; writes `R` rows × `cols` columns at
+/// `out` (row stride `ldo`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn block_f32<const R: usize>(k: usize, xb: *const f32, w: *const f32, out: *mut f32, ldo: usize, cols: usize) {
+unsafe fn block_f32<const R: usize>(k: usize, xb: *const f32, ms: usize, w: *const f32, out: *mut f32, ldo: usize, cols: usize) {
     use std::arch::x86_64::*;
     let mut c = [[_mm256_setzero_ps(); 2]; R];
     let mut d = [[_mm256_setzero_ps(); 2]; R];
@@ -274,7 +292,7 @@ unsafe fn block_f32<const R: usize>(k: usize, xb: *const f32, w: *const f32, out
             let i = $i;
             let b0 = _mm256_loadu_ps(w.add(i * NR));
             let b1 = _mm256_loadu_ps(w.add(i * NR + 8));
-            let xi = xb.add(i * MR);
+            let xi = xb.add(i * ms);
             for (r, acc) in $acc.iter_mut().enumerate() {
                 let a = _mm256_broadcast_ss(&*xi.add(r));
                 acc[0] = _mm256_fmadd_ps(a, b0, acc[0]);
@@ -289,9 +307,11 @@ unsafe fn block_f32<const R: usize>(k: usize, xb: *const f32, w: *const f32, out
 /// As [`block_f32`] with f16 or bf16 weights, widened in registers.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
 unsafe fn block_half<const R: usize>(
     k: usize,
     xb: *const f32,
+    ms: usize,
     w: *const u16,
     bf16: bool,
     out: *mut f32,
@@ -319,7 +339,7 @@ unsafe fn block_half<const R: usize>(
             let i = $i;
             let b0 = $widen!(w.add(i * NR));
             let b1 = $widen!(w.add(i * NR + 8));
-            let xi = xb.add(i * MR);
+            let xi = xb.add(i * ms);
             for (r, acc) in $acc.iter_mut().enumerate() {
                 let a = _mm256_broadcast_ss(&*xi.add(r));
                 acc[0] = _mm256_fmadd_ps(a, b0, acc[0]);
@@ -345,13 +365,15 @@ unsafe fn block_half<const R: usize>(
     store_block(&c, out, ldo, cols);
 }
 
-/// One `R` × 32 block (`R <= 6`) over two f32 panels `w0`, `w1` with 16-lane vectors; writes
+/// One `R` × 32 block (`R <= 12`) over two f32 panels `w0`, `w1` with 16-lane vectors; writes
 /// `R` rows × `cols` (<= 32) columns at `out` (row stride `ldo`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
 unsafe fn wide_f32<const R: usize>(
     k: usize,
     xb: *const f32,
+    ms: usize,
     w0: *const f32,
     w1: *const f32,
     out: *mut f32,
@@ -366,7 +388,7 @@ unsafe fn wide_f32<const R: usize>(
             let i = $i;
             let b0 = _mm512_loadu_ps(w0.add(i * NR));
             let b1 = _mm512_loadu_ps(w1.add(i * NR));
-            let xi = xb.add(i * MR);
+            let xi = xb.add(i * ms);
             for (r, acc) in $acc.iter_mut().enumerate() {
                 let a = _mm512_set1_ps(*xi.add(r));
                 acc[0] = _mm512_fmadd_ps(a, b0, acc[0]);
@@ -385,6 +407,7 @@ unsafe fn wide_f32<const R: usize>(
 unsafe fn wide_half<const R: usize>(
     k: usize,
     xb: *const f32,
+    ms: usize,
     w0: *const u16,
     w1: *const u16,
     bf16: bool,
@@ -413,7 +436,7 @@ unsafe fn wide_half<const R: usize>(
             let i = $i;
             let b0 = $widen!(w0.add(i * NR));
             let b1 = $widen!(w1.add(i * NR));
-            let xi = xb.add(i * MR);
+            let xi = xb.add(i * ms);
             for (r, acc) in $acc.iter_mut().enumerate() {
                 let a = _mm512_set1_ps(*xi.add(r));
                 acc[0] = _mm512_fmadd_ps(a, b0, acc[0]);
