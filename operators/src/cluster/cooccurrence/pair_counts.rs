@@ -11,13 +11,9 @@
 //! incrementally as windows enter and leave.
 //!
 //! The dataflow runs on a private single-threaded timely worker inside the operator instance
-//! (the runtime already routes each stream to one worker). Updates are consolidated per epoch
-//! before they enter it (a hash map of pair → net count): with a few hundred pairs per window and
-//! popular features recurring, an epoch's updates shrink several-fold, and additions and
-//! retractions of the same pair within an epoch cancel before differential sorts them.
+//! (the runtime already routes each stream to one worker).
 
 use differential_dataflow::input::{Input, InputSession};
-use rustc_hash::FxHashMap;
 use differential_dataflow::operators::arrange::TraceAgent;
 use differential_dataflow::operators::iterate::Iterate;
 use differential_dataflow::operators::CountTotal;
@@ -57,9 +53,6 @@ type LabelTrace = TraceAgent<ValSpine<u32, u32, u64, isize>>;
 
 /// Pair and feature counts over the windows currently in the span, kept by differential dataflow.
 pub struct PairCounter {
-    /// This epoch's updates, consolidated; handed to the dataflow at [`PairCounter::settle`].
-    pending_pairs: FxHashMap<(u32, u32), isize>,
-    pending_features: FxHashMap<u32, isize>,
     worker: Worker,
     pairs: InputSession<u64, (u32, u32), isize>,
     singles: InputSession<u64, u32, isize>,
@@ -109,8 +102,6 @@ impl PairCounter {
             (pairs_in, singles_in, pair_arr.trace, single_arr.trace, label_trace)
         });
         PairCounter {
-            pending_pairs: FxHashMap::default(),
-            pending_features: FxHashMap::default(),
             worker,
             pairs,
             singles,
@@ -125,9 +116,9 @@ impl PairCounter {
     /// Adds (`diff = 1`) or retracts (`diff = −1`) one window's firing features, sorted and unique.
     pub fn update(&mut self, features: &[u32], diff: isize) {
         for (i, &a) in features.iter().enumerate() {
-            *self.pending_features.entry(a).or_insert(0) += diff;
+            self.singles.update(a, diff);
             for &b in &features[i + 1..] {
-                *self.pending_pairs.entry((a, b)).or_insert(0) += diff;
+                self.pairs.update((a, b), diff);
             }
         }
     }
@@ -136,26 +127,16 @@ impl PairCounter {
     /// number of windows. Call [`PairCounter::settle`] afterwards.
     pub fn load(&mut self, pairs: &[((u32, u32), u64)], features: &[(u32, u64)]) {
         for &(p, n) in pairs {
-            *self.pending_pairs.entry(p).or_insert(0) += n as isize;
+            self.pairs.update(p, n as isize);
         }
         for &(f, n) in features {
-            *self.pending_features.entry(f).or_insert(0) += n as isize;
+            self.singles.update(f, n as isize);
         }
     }
 
     /// Closes the current epoch and runs the dataflow until every count reflects it; history
     /// before it is compacted away.
     pub fn settle(&mut self) {
-        for (p, d) in self.pending_pairs.drain() {
-            if d != 0 {
-                self.pairs.update(p, d);
-            }
-        }
-        for (f, d) in self.pending_features.drain() {
-            if d != 0 {
-                self.singles.update(f, d);
-            }
-        }
         self.epoch += 1;
         self.pairs.advance_to(self.epoch);
         self.singles.advance_to(self.epoch);
