@@ -394,3 +394,64 @@ fn bad_rolling_settings_and_unwritable_partitions_are_clear_errors() {
     assert_eq!(common::row_count(&out.join("seq_id=0")), 100);
     assert!(hidden(&out).is_empty(), "{:?}", hidden(&out));
 }
+
+#[test]
+fn open_part_limit_byte_limit_and_retention_under_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let total = |out: &Path| -> usize { parts(out).iter().map(|p| common::row_count(&out.join(p))).sum() };
+    // 10 sequences interleaved in every frame of 500 tokens, at most 2 parts open: parts close
+    // least recently written first, and every row still lands once in its sequence's partition.
+    let sink = "partition_by = [\"seq_id\"]\nmax_open_parts = 2";
+    std::fs::write(
+        dir.path().join("p.toml"),
+        token_pipeline(5_000, sink).replace("seq_len = 100", "seq_len = 50"),
+    )
+    .unwrap();
+    run_ok(dir.path(), &["run", "p.toml"]);
+    assert_eq!(total(&out), 5_000);
+    let dirs: BTreeSet<PathBuf> = parts(&out).iter().map(|p| p.parent().unwrap().to_path_buf()).collect();
+    assert_eq!(dirs.len(), 100, "one partition per sequence");
+    for p in parts(&out) {
+        let b = concat(&read_parquet(&out.join(&p)));
+        let seq = b.column_by_name("seq_id").unwrap().as_primitive::<UInt64Type>();
+        let want = format!("seq_id={}", seq.value(0));
+        assert!(seq.values().iter().all(|s| format!("seq_id={s}") == want));
+        assert_eq!(p.parent().unwrap().to_str().unwrap(), want);
+    }
+
+    // Parts close at about `roll_bytes` of encoded data.
+    std::fs::write(dir.path().join("p.toml"), token_pipeline(20_000, "roll_bytes = \"128KiB\"")).unwrap();
+    run_ok(dir.path(), &["run", "p.toml"]);
+    assert_eq!(total(&out), 20_000);
+    let sizes: Vec<u64> = parts(&out)
+        .iter()
+        .map(|p| std::fs::metadata(out.join(p)).unwrap().len())
+        .collect();
+    assert!(sizes.len() >= 4, "{sizes:?}");
+    assert!(sizes[..sizes.len() - 1].iter().all(|&s| s <= 4 * 128 * 1024), "{sizes:?}");
+
+    // Retention in a checkpointed run: at the end exactly the newest `keep` parts remain, and
+    // the manifest lists exactly them.
+    std::fs::write(
+        dir.path().join("p.toml"),
+        token_pipeline(20_000, "roll_rows = 1000\nkeep = 2"),
+    )
+    .unwrap();
+    run_ok(
+        dir.path(),
+        &["run", "p.toml", "--checkpoint-dir", "ck", "--checkpoint-every", "0.01"],
+    );
+    let kept = parts(&out);
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    assert!(hidden(&out).is_empty(), "{:?}", hidden(&out));
+    let m = manifest(&out, 0);
+    let listed: Vec<&str> = m["parts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, kept.iter().map(|p| p.to_str().unwrap()).collect::<Vec<_>>());
+    assert_eq!(total(&out), 2_000);
+}
