@@ -811,6 +811,20 @@ fn print_report(report: &neurostream::RunReport) {
             rate
         );
     }
+    if report.workers.0 > 1 {
+        for (name, s) in &report.nodes {
+            if s.busy_by_worker.len() < 2 && s.busy.as_secs_f64() < 0.01 {
+                continue;
+            }
+            let per: Vec<String> = (0..report.workers.1)
+                .filter_map(|w| {
+                    let here = s.busy_by_worker.get(&w)?;
+                    Some(format!("{w}: {:.3} s", here.as_secs_f64()))
+                })
+                .collect();
+            eprintln!("  busy per worker {name}: {}", per.join("  "));
+        }
+    }
     for (name, s) in &report.nodes {
         if let Some([p50, p95, p99, max]) = s.latencies.percentiles_ms() {
             eprintln!(

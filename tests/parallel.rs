@@ -126,10 +126,16 @@ fn one_worker_two_workers_and_two_processes_write_the_same_rows() {
     assert_eq!(one[3].len(), 20000);
     std::fs::remove_dir_all(d.join("out")).unwrap();
 
-    run_ok(d, &["run", "p.toml", "-w", "2", "--quiet"]);
+    let log = run_ok(d, &["run", "p.toml", "-w", "2"]);
     let two = outputs(d);
     // Per-worker sinks wrote one part per worker that received rows.
     assert_eq!(std::fs::read_dir(d.join("out/l2_parts")).unwrap().count(), 2);
+    // The report shows each worker's busy time, here for both writers of the parts.
+    let line = log
+        .lines()
+        .find(|l| l.contains("busy per worker sinks.l2:"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(line.contains(" 0: ") && line.contains(" 1: "), "{line}");
     std::fs::remove_dir_all(d.join("out")).unwrap();
 
     run_cluster(d, "2");

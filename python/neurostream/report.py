@@ -24,6 +24,9 @@ class NodeReport:
     latency_ms: Optional[Dict[str, float]] = None
     #: The device it computed on (operators and computing sinks), or None.
     device: Optional[str] = None
+    #: Seconds busy per worker (global worker index) of this process: an idle worker beside a
+    #: busy one shows where the pipeline does not spread.
+    busy_s_by_worker: Optional[Dict[int, float]] = None
 
     @property
     def rows(self) -> int:

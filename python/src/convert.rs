@@ -85,6 +85,8 @@ pub fn report_dict<'py>(py: Python<'py>, r: &RunReport, stopped: bool) -> PyResu
         n.set_item("rows_out", s.rows_out)?;
         n.set_item("bytes_in", s.bytes_in)?;
         n.set_item("busy_s", s.busy.as_secs_f64())?;
+        let per: std::collections::BTreeMap<usize, f64> = s.busy_by_worker.iter().map(|(w, d)| (*w, d.as_secs_f64())).collect();
+        n.set_item("busy_s_by_worker", per)?;
         let latency = s.latencies.percentiles_ms().map(|[p50, p95, p99, max]| {
             let l = PyDict::new(py);
             let _ = l.set_item("p50", p50);

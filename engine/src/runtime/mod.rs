@@ -126,6 +126,9 @@ pub struct NodeStats {
     pub bytes_in: u64,
     /// Time spent in the node's own code.
     pub busy: Duration,
+    /// `busy` per worker (global worker index) of this process: an idle worker beside a busy
+    /// one shows where a pipeline does not spread.
+    pub busy_by_worker: BTreeMap<usize, Duration>,
 }
 
 /// What a finished run reports (for this process).

@@ -169,7 +169,7 @@ where
                         }
                     }
                     held = None;
-                    shared.add_stats(&name, &stats);
+                    shared.add_stats(&name, pos.index, &stats);
                 }
             }
         },

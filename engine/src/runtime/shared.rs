@@ -81,13 +81,14 @@ impl Shared {
             None
         }
     }
-    pub(super) fn add_stats(&self, name: &str, s: &NodeStats) {
+    pub(super) fn add_stats(&self, name: &str, worker: usize, s: &NodeStats) {
         let mut nodes = self.nodes.lock().unwrap();
         let e = nodes.entry(name.to_string()).or_default();
         e.rows_in += s.rows_in;
         e.rows_out += s.rows_out;
         e.bytes_in += s.bytes_in;
         e.busy += s.busy;
+        *e.busy_by_worker.entry(worker).or_default() += s.busy;
         e.latencies.merge(&s.latencies);
     }
 }

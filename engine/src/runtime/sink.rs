@@ -112,7 +112,7 @@ pub(super) fn build_sink<'s, P>(
                             Err(e) => shared.fail(format!("`{name}`: {e}")),
                         }
                     }
-                    shared.add_stats(&name, &stats);
+                    shared.add_stats(&name, pos.index, &stats);
                 }
             }
         },

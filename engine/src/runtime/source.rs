@@ -261,7 +261,7 @@ impl SourceDriver {
     /// Ends this source: reports its counters, closes the reader and drops the capability.
     fn shutdown(&mut self) -> Wake {
         let (name, shared, counts) = (&self.name, &self.shared, &self.counts);
-        shared.add_stats(name, &self.stats);
+        shared.add_stats(name, self.pos.index, &self.stats);
         if self.overload != Overload::Block {
             let mut o = shared.overload.lock().unwrap();
             let e = o.entry(name.clone()).or_default();
