@@ -455,3 +455,67 @@ fn open_part_limit_byte_limit_and_retention_under_checkpoints() {
     assert_eq!(listed, kept.iter().map(|p| p.to_str().unwrap()).collect::<Vec<_>>());
     assert_eq!(total(&out), 2_000);
 }
+
+/// A reader that holds a part open while retention deletes it keeps reading a complete file
+/// (POSIX unlink), and the directory never shows more than the kept parts plus those closing.
+#[test]
+fn a_reader_holding_a_part_open_while_retention_deletes_it_reads_it_whole() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = r#"
+[sources.eeg]
+kind = "synthetic_eeg"
+channels = 4
+sample_rate = 256.0
+seconds = 1800.0
+chunk = 256
+speed = 600.0
+
+[sinks.out]
+kind = "parquet"
+input = "eeg"
+path = "out"
+roll_every = "1m"
+keep = 2
+"#;
+    std::fs::write(dir.path().join("p.toml"), pipeline).unwrap();
+    let mut child = Command::new(bin())
+        .args(["run", "p.toml", "--quiet"])
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = dir.path().join("out");
+    let started = Instant::now();
+    let (held_path, mut held) = loop {
+        if let Some(p) = out.is_dir().then(|| parts(&out)).and_then(|v| v.first().cloned()) {
+            if let Ok(f) = std::fs::File::open(out.join(&p)) {
+                break (p, f);
+            }
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "no part appeared");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut most = 0;
+    while child.try_wait().unwrap().is_none() {
+        most = most.max(parts(&out).len());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = child.wait_with_output().unwrap();
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    assert!(
+        !out.join(&held_path).exists(),
+        "retention should have deleted {}",
+        held_path.display()
+    );
+    let mut bytes = Vec::new();
+    held.read_to_end(&mut bytes).unwrap();
+    // What the reader got through its handle after the unlink is a whole Parquet file.
+    let copy = dir.path().join("held.parquet");
+    std::fs::write(&copy, &bytes).unwrap();
+    let rows = common::row_count(&copy);
+    assert!(rows > 0 && rows <= 60 * 256, "{rows} rows in the held part");
+    assert!(most <= 4, "up to {most} parts visible at once with keep = 2");
+    assert_eq!(parts(&out).len(), 2);
+}
