@@ -238,6 +238,7 @@ fn token_rows_go_to_the_partition_and_bucket_of_their_event_time() {
         "date=2026-12-03/hour=16",
         "date=2026-12-03/hour=17",
         "date=2026-12-03/hour=18",
+        "", // the output as a whole, once both writers finished
     ] {
         assert!(out.join(hour).join("_SUCCESS").exists(), "{hour} has no _SUCCESS");
     }

@@ -640,6 +640,10 @@ impl RollingWriter {
             self.close(0, &status)?;
         }
         self.finished = failure.is_none();
+        if self.finished && !self.state.pending.iter().any(|(p, _)| p.is_empty()) {
+            // The output as a whole: `_SUCCESS` at its root once every writer has finished.
+            self.state.pending.push((String::new(), None));
+        }
         self.state.committed_watermark_ns = self.state.watermark_ns;
         self.apply_retention();
         self.write_manifest()?;
