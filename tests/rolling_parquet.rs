@@ -78,6 +78,18 @@ fn date_hour(t: i64) -> String {
     format!("date={y:04}-{m:02}-{d:02}/hour={:02}", t.div_euclid(HOUR_NS).rem_euclid(24))
 }
 
+/// Writes `pipeline` to `dir/p.toml` and starts running it in the background.
+fn spawn_run(dir: &Path, pipeline: &str) -> std::process::Child {
+    std::fs::write(dir.join("p.toml"), pipeline).unwrap();
+    Command::new(bin())
+        .args(["run", "p.toml", "--quiet"])
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 fn concat(batches: &[RecordBatch]) -> RecordBatch {
     arrow::compute::concat_batches(&batches[0].schema(), batches).unwrap()
 }
@@ -130,14 +142,7 @@ roll_every = "1m"
 partition_by = ["date", "hour"]
 "#
     );
-    std::fs::write(dir.path().join("p.toml"), pipeline).unwrap();
-    let mut child = Command::new(bin())
-        .args(["run", "p.toml", "--quiet"])
-        .current_dir(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_run(dir.path(), &pipeline);
     let out = dir.path().join("out");
     let mut seen_during_run = 0;
     let mut reads = 0;
@@ -493,14 +498,7 @@ path = "out"
 roll_every = "1m"
 keep = 2
 "#;
-    std::fs::write(dir.path().join("p.toml"), pipeline).unwrap();
-    let mut child = Command::new(bin())
-        .args(["run", "p.toml", "--quiet"])
-        .current_dir(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_run(dir.path(), pipeline);
     let out = dir.path().join("out");
     let started = Instant::now();
     let (held_path, mut held) = loop {
