@@ -383,7 +383,7 @@ impl SinkKind for ParquetSinkKind {
             if tables.is_none() {
                 policy
                     .partition
-                    .check_columns(&arrow, "the written table")
+                    .check_columns(&arrow, "the written rows")
                     .map_err(|m| EngineError::config(ctx.label, m))?;
             }
         }

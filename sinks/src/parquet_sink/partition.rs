@@ -105,8 +105,8 @@ impl PartitionSpec {
     }
 
     /// The partition columns of `batch`, ready to format row by row.
-    pub(super) fn columns(&self, batch: &RecordBatch) -> Result<Vec<ArrayRef>, String> {
-        self.check_columns(batch.schema().as_ref(), "the input")?;
+    pub(super) fn columns(&self, batch: &RecordBatch, what: &str) -> Result<Vec<ArrayRef>, String> {
+        self.check_columns(batch.schema().as_ref(), what)?;
         Ok(self
             .levels
             .iter()

@@ -100,6 +100,7 @@ pub(super) struct RollingState {
     committed_watermark_ns: Option<i64>,
     origin_ns: i64,
     late_rows: u64,
+    /// Rows written (late rows dropped by `late_after` not included).
     rows: u64,
     checkpoints: u64,
     /// Partitions (and their ends) of committed parts still without `_SUCCESS`.
@@ -119,7 +120,11 @@ pub(super) struct RollingWriter {
     checkpointed: bool,
     finished: bool,
     broken: bool,
+    /// Parts were committed since the manifest was last written.
+    manifest_stale: bool,
     tick: u64,
+    /// Names the rows in messages (`the written rows`, `table `features``).
+    what: String,
 }
 
 /// `part-WWWWW-SSSSSS.parquet`.
@@ -179,8 +184,9 @@ fn row_times(batch: &RecordBatch, origin_ns: i64) -> Option<Vec<Option<i64>>> {
 }
 
 impl RollingWriter {
-    /// A writer of parts under `root` for `worker`, one of `writers` sharing it.
-    pub(super) fn new(root: PathBuf, worker: usize, writers: usize, policy: Arc<RollPolicy>) -> RollingWriter {
+    /// A writer of parts under `root` for `worker`, one of `writers` sharing it; `what` names
+    /// its rows in messages.
+    pub(super) fn new(root: PathBuf, worker: usize, writers: usize, policy: Arc<RollPolicy>, what: String) -> RollingWriter {
         let state = RollingState {
             origin_ns: policy.origin_ns,
             ..Default::default()
@@ -196,7 +202,9 @@ impl RollingWriter {
             checkpointed: false,
             finished: false,
             broken: false,
+            manifest_stale: false,
             tick: 0,
+            what,
         }
     }
 
@@ -263,6 +271,7 @@ impl RollingWriter {
 
     /// Rewrites the manifest and writes `_SUCCESS` where every writer is past a partition.
     fn write_manifest(&mut self) -> Result<()> {
+        self.manifest_stale = false;
         let manifest = self.manifest();
         manifest.write(&self.root).map_err(|m| out_err(&self.root, m))?;
         let pending = std::mem::take(&mut self.state.pending);
@@ -277,7 +286,10 @@ impl RollingWriter {
         }
         let times = row_times(batch, self.state.origin_ns);
         let policy = self.policy.clone();
-        let columns = policy.partition.columns(batch).map_err(|m| out_err(&self.root, m))?;
+        let columns = policy
+            .partition
+            .columns(batch, &self.what)
+            .map_err(|m| out_err(&self.root, m))?;
         let formatters = columns
             .iter()
             .map(|c| ArrayFormatter::try_new(c.as_ref(), &FormatOptions::default()))
@@ -344,6 +356,9 @@ impl RollingWriter {
             while let Some(i) = self.open.iter().position(|o| o.key.bucket.is_some_and(|b| b < current)) {
                 self.close(i, "complete")?;
             }
+        }
+        if self.manifest_stale {
+            self.write_manifest()?;
         }
         Ok(())
     }
@@ -491,7 +506,9 @@ impl RollingWriter {
         }
         self.committed(info);
         self.apply_retention();
-        self.write_manifest()
+        // Written once per batch (at the end of `write`) however many parts closed in it.
+        self.manifest_stale = true;
+        Ok(())
     }
 
     fn committed(&mut self, info: PartInfo) {
@@ -653,7 +670,7 @@ impl RollingWriter {
         };
         Ok(format!(
             "wrote {} rows in {} parts under {root}{late}",
-            self.state.rows - self.state.late_rows.min(self.state.rows),
+            self.state.rows,
             self.state.parts.len()
         ))
     }

@@ -35,7 +35,7 @@ impl RollingFrames {
             opts,
             decided: false,
             started: false,
-            out: RollingWriter::new(root, worker.index, worker.peers, policy),
+            out: RollingWriter::new(root, worker.index, worker.peers, policy, "the written rows".into()),
         }
     }
 
@@ -103,7 +103,7 @@ impl RollingTables {
         if let Some(i) = self.writers.iter().position(|(t, _)| t == table) {
             return Ok(i);
         }
-        let mut w = RollingWriter::new(self.dir.join(table), 0, 1, self.policy.clone());
+        let mut w = RollingWriter::new(self.dir.join(table), 0, 1, self.policy.clone(), format!("table `{table}`"));
         w.start(self.checkpointed, resume)?;
         self.writers.push((table.to_string(), w));
         Ok(self.writers.len() - 1)
@@ -119,23 +119,29 @@ impl SinkWriter for RollingTables {
             return Ok(());
         }
         let i = self.writer(&t.table, None)?;
-        let (_, w) = &mut self.writers[i];
-        self.policy
-            .partition
-            .check_columns(t.data.schema().as_ref(), &format!("table `{}`", t.table))
-            .map_err(|m| out_err(w.root(), m))?;
-        w.write(&t.data)
+        self.writers[i].1.write(&t.data)
     }
 
     fn finish(self: Box<Self>, failure: Option<&str>) -> Result<Vec<String>> {
+        // Every table is finished even when one fails; the first error is the result.
         let mut lines = Vec::new();
+        let mut first_err = None;
         for (_, w) in self.writers {
-            lines.push(w.finish(failure)?);
+            match w.finish(failure) {
+                Ok(l) => lines.push(l),
+                Err(e) => {
+                    lines.push(e.to_string());
+                    first_err.get_or_insert(e);
+                }
+            }
         }
         if lines.is_empty() {
             lines.push(format!("{}: no table rows received", self.dir.display()));
         }
-        Ok(lines)
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(lines),
+        }
     }
 
     fn start_checkpointed(&mut self, resume: Option<&[u8]>) -> Result<()> {
