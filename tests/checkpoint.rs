@@ -830,6 +830,21 @@ fn a_run_killed_before_recording_its_pipeline_resumes_from_the_start() {
     assert_same_outputs(&d.join("reference"), &d.join("out"), "resumed from an empty start");
 }
 
+/// Killed even earlier: right after it locked the directory, before writing anything else.
+#[test]
+fn a_run_killed_right_after_locking_its_directory_resumes_from_the_start() {
+    let dir = setup();
+    let d = dir.path();
+    run_ok(d, &["run", "p.toml", "--quiet"]);
+    std::fs::rename(d.join("out"), d.join("reference")).unwrap();
+    std::fs::create_dir_all(d.join("ck")).unwrap();
+    std::fs::write(d.join("ck/LOCK"), b"4711\n").unwrap();
+    let out = checkpointed(d, 1, true).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_same_outputs(&d.join("reference"), &d.join("out"), "resumed from a locked, empty directory");
+}
+
 #[test]
 fn temporary_files_of_killed_runs_are_removed_and_reported() {
     let dir = setup();

@@ -89,6 +89,8 @@ pub struct CheckpointStore {
     dir: PathBuf,
     /// The locked `LOCK` file; the lock goes when it is closed (or the process dies).
     _lock: File,
+    /// `LOCK` was there before this run opened the directory: a run has started here before.
+    started_before: bool,
 }
 
 fn ck_err(message: String) -> EngineError {
@@ -101,6 +103,7 @@ impl CheckpointStore {
     pub fn open(dir: &Path) -> Result<CheckpointStore> {
         std::fs::create_dir_all(dir).map_err(|e| ck_err(format!("cannot create {}: {e}", dir.display())))?;
         let path = dir.join("LOCK");
+        let started_before = path.exists();
         let mut lock = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -134,13 +137,15 @@ impl CheckpointStore {
         Ok(CheckpointStore {
             dir: dir.to_path_buf(),
             _lock: lock,
+            started_before,
         })
     }
 
-    /// True when a run started here but was killed before recording its pipeline (only the
-    /// temporary `.pipeline.json.tmp` exists): resuming it means starting from the beginning.
+    /// True when a run started here but was killed before recording its pipeline (it had
+    /// locked the directory, or begun writing `.pipeline.json.tmp`, but no `pipeline.json`
+    /// exists): resuming it means starting from the beginning.
     pub fn killed_before_start(&self) -> bool {
-        !self.fingerprint_path().exists() && self.dir.join(".pipeline.json.tmp").exists()
+        !self.fingerprint_path().exists() && (self.started_before || self.dir.join(".pipeline.json.tmp").exists())
     }
 
     /// The directory.
