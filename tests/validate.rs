@@ -330,3 +330,62 @@ fn every_bundled_example_validates() {
     }
     assert!(checked >= 10, "only {checked} examples found");
 }
+
+/// Sizes a configuration asks for are checked before anything is allocated: each of these once
+/// aborted the process (allocation failure), panicked or hung instead of naming the key.
+#[test]
+fn absurd_sizes_are_refused_at_their_key_before_anything_is_allocated() {
+    const HUGE: &str = "1000000000000000000";
+    let eeg = "[sources.eeg]\nkind = \"synthetic_eeg\"\nchannels = 8\nsample_rate = 250\n";
+    let acts = "[sources.acts]\nkind = \"synthetic_activations\"\nd_model = 16\nfeatures = 32\n";
+    let op = |source: &str, input: &str, body: &str| {
+        format!("{source}[operators.x]\ninput = \"{input}\"\n{body}\n[sinks.o]\nkind = \"console\"\ninput = \"x\"\n")
+    };
+    let cases = [
+        (
+            format!("[sources.acts]\nkind = \"synthetic_activations\"\nfeatures = {HUGE}\nactive = 1\n[sinks.o]\nkind = \"console\"\ninput = \"acts\"\n"),
+            "`features` × `d_model`",
+        ),
+        (
+            format!("[sources.acts]\nkind = \"synthetic_activations\"\nchunk = {HUGE}\n[sinks.o]\nkind = \"console\"\ninput = \"acts\"\n"),
+            "`chunk` × `d_model`",
+        ),
+        (
+            format!("[sources.eeg]\nkind = \"synthetic_eeg\"\nchannels = {HUGE}\n[sinks.o]\nkind = \"console\"\ninput = \"eeg\"\n"),
+            "`channels` is 1000000000000000000; at most 65536",
+        ),
+        (
+            op(eeg, "eeg", "kind = \"bandpower\"\nwindow_s = 1e300\nstep_s = 0.5"),
+            "`window_s` (samples × channels)",
+        ),
+        (
+            op(eeg, "eeg", "kind = \"bandpower\"\nepochs = [\"left\"]\ntmin = -1e12\ntmax = 1"),
+            "`tmin`..`tmax` (samples × channels)",
+        ),
+        (
+            op(eeg, "eeg", "kind = \"fir\"\nl_freq = 1e-300\nh_freq = 40"),
+            "taps, more than 1048576; raise `l_freq` or lower `h_freq`",
+        ),
+        (op(eeg, "eeg", &format!("kind = \"resample\"\nup = {HUGE}\ndown = 1")), "needs factors between 1 and 65536"),
+        (
+            op(eeg, "eeg", "kind = \"resample\"\nup = 999999929\ndown = 999999937"),
+            "resampling by 999999929/999999937 (reduced)",
+        ),
+        (op(eeg, "eeg", &format!("kind = \"hilbert\"\nblock = {HUGE}")), "`block` × channels"),
+        (
+            op(eeg, "eeg", &format!("kind = \"riemann_potato\"\nwindow_s = 1\nstep_s = 0.5\nreference_windows = {HUGE}")),
+            "`reference_windows` × channels²",
+        ),
+        (op(acts, "acts", &format!("kind = \"kmeans\"\nk = {HUGE}")), "`k` centroids × channels"),
+        (op(acts, "acts", &format!("kind = \"kmeans\"\nk = 4\nbatch_size = {HUGE}")), "`batch_size` × channels"),
+        (op(acts, "acts", &format!("kind = \"kmeans\"\nk = 4\ninit_rows = {HUGE}")), "`init_rows` × channels"),
+        (
+            op(acts, "acts", &format!("kind = \"mahalanobis\"\nreference_rows = {HUGE}")),
+            "`reference_rows` × channels",
+        ),
+    ];
+    for (toml, expected) in cases {
+        let p = problems(&toml);
+        assert!(p.contains(expected), "expected `{expected}` in:\n{p}\nfor:\n{toml}");
+    }
+}

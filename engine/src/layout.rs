@@ -34,6 +34,22 @@ use crate::schema::{Channel, Schema, StreamKind};
 /// The widest activation row accepted from a file or a client (values per row).
 pub const MAX_WIDTH: usize = 1 << 20;
 
+/// The most values one frame, or one table a node derives from its configuration, may hold
+/// (2^28 values: 1 GiB of f32). Configurations asking for more are refused before anything is
+/// allocated.
+pub const MAX_VALUES: usize = 1 << 28;
+
+/// Checks that `rows × width` values (a frame of `rows` rows, a table of `rows` entries) stay
+/// within [`MAX_VALUES`]; the error names `what`.
+pub fn check_values(what: &str, rows: usize, width: usize) -> std::result::Result<(), String> {
+    match rows.checked_mul(width) {
+        Some(n) if n <= MAX_VALUES => Ok(()),
+        _ => Err(format!(
+            "{what}: {rows} × {width} values is more than the {MAX_VALUES} one frame or table may hold"
+        )),
+    }
+}
+
 /// Metadata key naming the layout (`activations` or `signals`).
 pub const META_LAYOUT: &str = "neurostream.layout";
 /// Metadata key of the sampling rate in Hz (signals).

@@ -10,6 +10,7 @@
 
 use std::sync::Arc;
 
+use neurostream_engine::layout::check_values;
 use neurostream_engine::{
     Batch, EngineError, Frame, NodeConfig, NodeContext, Result, RowIndex, Schema, Source, SourceKind, SourceReader, WorkerPos,
 };
@@ -126,6 +127,9 @@ impl SyntheticActivations {
         if cfg.tokens_per_s.is_some_and(|r| !(r > 0.0 && r.is_finite())) || !cfg.start_time_s.is_finite() {
             return Err("`tokens_per_s` must be a positive rate and `start_time_s` finite".into());
         }
+        check_values("`features` × `d_model`", cfg.features, cfg.d_model)?;
+        check_values("`chunk` × `d_model`", cfg.chunk, cfg.d_model)?;
+        check_values("`chunk` × `active`", cfg.chunk, cfg.active)?;
         let mut rng = StdRng::seed_from_u64(hash(&[cfg.seed, 0xD1EC]));
         let mut directions = Vec::with_capacity(cfg.features * cfg.d_model);
         for _ in 0..cfg.features {

@@ -14,6 +14,7 @@
 use std::f64::consts::TAU;
 use std::sync::Arc;
 
+use neurostream_engine::layout::check_values;
 use neurostream_engine::{
     Batch, EngineError, Frame, Marker, NodeConfig, NodeContext, Result, RowIndex, Schema, Source, SourceKind, SourceReader,
     WorkerPos,
@@ -27,6 +28,8 @@ const LABELS_10_20: [&str; 19] = [
     "Fp1", "Fp2", "F7", "F3", "Fz", "F4", "F8", "T7", "C3", "Cz", "C4", "T8", "P7", "P3", "Pz", "P4", "P8", "O1", "O2",
 ];
 const PINK_OCTAVES: u32 = 12;
+/// The most channels a generator makes (as many as a recording file may hold).
+const MAX_CHANNELS: usize = 65_536;
 
 /// Configuration of a `synthetic_eeg` source.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -131,6 +134,13 @@ impl SyntheticEeg {
         if cfg.chunk == 0 {
             return Err("`chunk` must be at least 1".into());
         }
+        if cfg.channels > MAX_CHANNELS {
+            return Err(format!(
+                "`channels` is {}; at most {MAX_CHANNELS} are supported",
+                cfg.channels
+            ));
+        }
+        check_values("`chunk` × `channels`", cfg.chunk, cfg.channels)?;
         if !(cfg.speed >= 0.0 && cfg.speed.is_finite()) {
             return Err(format!("`speed` must be >= 0 (0: as fast as possible), found {}", cfg.speed));
         }

@@ -16,9 +16,20 @@ fn bessel_i0(x: f64) -> f64 {
     sum
 }
 
-/// The padded filter of `resample_poly` and its output alignment: `(h, n_pre_remove)`.
-pub fn design(up: usize, down: usize) -> (Vec<f64>, usize) {
+/// The largest reduced `up` or `down` factor accepted: the filter has `20 · max(up, down) + 1`
+/// taps, so 65536 already means 1.3 M taps per output phase set.
+pub const MAX_FACTOR: usize = 1 << 16;
+
+/// The padded filter of `resample_poly` and its output alignment: `(h, n_pre_remove)`, for
+/// reduced factors `up` and `down` (both at least 1); an error when either exceeds
+/// [`MAX_FACTOR`].
+pub fn design(up: usize, down: usize) -> std::result::Result<(Vec<f64>, usize), String> {
     let max_rate = up.max(down);
+    if up == 0 || down == 0 || max_rate > MAX_FACTOR {
+        return Err(format!(
+            "resampling by {up}/{down} (reduced) needs factors between 1 and {MAX_FACTOR}; pick a nearby rate with a simpler ratio"
+        ));
+    }
     let half_len = 10 * max_rate;
     let n = 2 * half_len + 1;
     let fc = 1.0 / max_rate as f64;
@@ -38,7 +49,7 @@ pub fn design(up: usize, down: usize) -> (Vec<f64>, usize) {
     let n_pre_remove = (half_len + n_pre_pad) / down;
     let mut padded = vec![0.0; n_pre_pad];
     padded.extend(h);
-    (padded, n_pre_remove)
+    Ok((padded, n_pre_remove))
 }
 
 /// The resampling filter and factors.

@@ -129,7 +129,7 @@ impl SinkKind for CspLdaTrainKind {
             reject_ptp: cfg.reject_ptp,
             ..Default::default()
         }
-        .resolve(sample_rate)
+        .resolve(sample_rate, input.width())
         .map_err(fail)?;
         if cfg.n_components == 0 || cfg.n_components > input.width() {
             return Err(fail(format!(
@@ -317,7 +317,7 @@ impl OperatorKind for DecodeKind {
                 "`reject_ptp` is for training (csp_lda_train); decode scores every window".into(),
             ));
         }
-        let spec = cfg.windows.resolve(sample_rate).map_err(fail)?;
+        let spec = cfg.windows.resolve(sample_rate, input.width()).map_err(fail)?;
         let fitted: Vec<(String, String)> = model
             .channels
             .iter()

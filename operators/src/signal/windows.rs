@@ -6,6 +6,7 @@
 
 use std::collections::VecDeque;
 
+use neurostream_engine::layout::check_values;
 use neurostream_engine::{Frame, RowIndex};
 use serde::{Deserialize, Serialize};
 
@@ -94,9 +95,14 @@ impl WindowSpec {
 }
 
 impl WindowConfig {
-    /// Resolves to samples at `fs` Hz; errors name the key.
-    pub fn resolve(&self, fs: f64) -> Result<WindowSpec, String> {
-        let samples = |s: f64| (s * fs).round() as i64;
+    /// Resolves to samples at `fs` Hz for `channels` channels; errors name the key. A window
+    /// (or epoch) of more than [`MAX_VALUES`](neurostream_engine::layout::MAX_VALUES) values is refused: it would have to be held in
+    /// memory whole.
+    pub fn resolve(&self, fs: f64, channels: usize) -> Result<WindowSpec, String> {
+        // Saturating conversion: absurd times become absurd (not wrapped) sample counts, which
+        // the size check below refuses.
+        let samples = |s: f64| (s * fs).round().clamp(-(1i64 << 52) as f64, (1i64 << 52) as f64) as i64;
+        let check = |what: &str, rows: i64| check_values(what, rows.max(0) as usize, channels.max(1));
         match (&self.epochs, self.window_s) {
             (Some(_), Some(_)) => Err("give `window_s` (sliding windows) or `epochs` (around markers), not both".into()),
             (None, None) => Err("give `window_s` (sliding windows) or `epochs` (marker labels to cut epochs around)".into()),
@@ -106,6 +112,7 @@ impl WindowConfig {
                 if length < 1 || step < 1 {
                     return Err(format!("`window_s` and `step_s` must be at least one sample (1/{fs} s)"));
                 }
+                check("`window_s` (samples × channels)", length)?;
                 Ok(WindowSpec::Sliding {
                     length: length as usize,
                     step: step as usize,
@@ -120,6 +127,7 @@ impl WindowConfig {
                 if end < start {
                     return Err(format!("`tmax` {tmax} is before `tmin` {}", self.tmin));
                 }
+                check("`tmin`..`tmax` (samples × channels)", end - start + 1)?;
                 let baseline = match self.baseline {
                     None => None,
                     Some([a, b]) => {

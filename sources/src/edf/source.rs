@@ -272,7 +272,13 @@ impl EdfBlocks {
             }
             let g = neurostream_engine::dsp::gcd(self.spr as u64, own as u64) as usize;
             let (up, down) = (self.spr / g, own / g);
-            let (h, pre) = design(up, down);
+            let (h, pre) = design(up, down).map_err(|m| {
+                EngineError::Runtime(format!(
+                    "{}: channel `{}`: {m}",
+                    file.path.display(),
+                    file.header.signals[i].label
+                ))
+            })?;
             let n_out = self.records * self.spr;
             let ms: Vec<i64> = (0..n_out as i64).map(|j| j + pre as i64).collect();
             let f = Polyphase { h, up, down };

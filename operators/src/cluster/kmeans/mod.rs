@@ -29,6 +29,7 @@ use arrow::array::{ArrayRef, Float64Array, Int64Array, StringArray, UInt32Array,
 use arrow::datatypes::{DataType, Field, Schema as ArrowSchema};
 use arrow::record_batch::RecordBatch;
 use neurostream_engine::kernels::Kernels;
+use neurostream_engine::layout::{check_values, MAX_VALUES};
 use neurostream_engine::{
     Batch, ComputeDevice, EngineError, Frame, NodeConfig, NodeContext, Operator, OperatorInstance, OperatorKind, Partitioning,
     Result, RowIndex, Schema, TableFrame,
@@ -143,6 +144,9 @@ impl OperatorKind for KmeansKind {
         if cfg.k == 0 {
             return fail("`k` must be at least 1".into());
         }
+        if let Err(m) = check_values("`k` centroids × channels", cfg.k, d) {
+            return fail(m);
+        }
         let init = match &cfg.init {
             Some(p) => {
                 let path = ctx.input_file(p);
@@ -161,13 +165,21 @@ impl OperatorKind for KmeansKind {
             }
             None => None,
         };
-        let init_rows = cfg.init_rows.unwrap_or((20 * cfg.k).max(1024));
+        // The default seeding buffer shrinks (to no less than k rows) where 20·k rows would not fit.
+        let init_rows = cfg
+            .init_rows
+            .unwrap_or(cfg.k.saturating_mul(20).max(1024).min((MAX_VALUES / d.max(1)).max(cfg.k)));
         if init_rows < cfg.k {
             return fail(format!("`init_rows` {init_rows} must be at least k = {}", cfg.k));
         }
         let batch_size = cfg.batch_size.unwrap_or(256);
         if batch_size == 0 || cfg.window == Some(0) || cfg.threads == Some(0) {
             return fail("`batch_size`, `window` and `threads` must be at least 1".into());
+        }
+        if let Err(m) = check_values("`init_rows` × channels", init_rows, d)
+            .and_then(|()| check_values("`batch_size` × channels", batch_size, d))
+        {
+            return fail(m);
         }
         Ok(Arc::new(Kmeans(Arc::new(Settings {
             schema: Arc::new(Schema::tables(

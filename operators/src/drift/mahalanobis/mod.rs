@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use neurostream_engine::kernels::Kernels;
+use neurostream_engine::layout::check_values;
 use neurostream_engine::{
     Batch, ComputeDevice, EngineError, Frame, NodeConfig, NodeContext, Operator, OperatorInstance, OperatorKind, Partitioning,
     Result, Schema,
@@ -104,6 +105,7 @@ impl OperatorKind for MahalanobisKind {
         if reference_rows < 2 {
             return Err(fail("`reference_rows` must be at least 2".into()));
         }
+        check_values("`reference_rows` × channels", reference_rows, d).map_err(fail)?;
         Ok(Arc::new(Mahalanobis {
             schema: Arc::new(match input.sample_rate() {
                 Some(fs) => Schema::signal(&["mahalanobis", "mahalanobis_sq"], "", fs),

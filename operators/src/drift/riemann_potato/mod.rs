@@ -22,6 +22,7 @@ use std::sync::Arc;
 
 use nalgebra::DMatrix;
 use neurostream_engine::kernels::Kernels;
+use neurostream_engine::layout::check_values;
 use neurostream_engine::{
     wgpu, Batch, ComputeDevice, EngineError, Frame, GpuContext, Marker, NodeConfig, NodeContext, Operator, OperatorInstance,
     OperatorKind, Partitioning, Result, RowIndex, Schema,
@@ -135,7 +136,7 @@ impl OperatorKind for PotatoKind {
     fn build(&self, cfg: PotatoConfig, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Operator>> {
         let fail = |m: String| EngineError::config(ctx.label, m);
         let fs = crate::signal::sampled_rate(PotatoConfig::KIND, input, ctx)?;
-        let spec = cfg.windows.resolve(fs).map_err(fail)?;
+        let spec = cfg.windows.resolve(fs, input.width()).map_err(fail)?;
         let length = spec.length();
         let c = input.width();
         if length <= c {
@@ -147,6 +148,7 @@ impl OperatorKind for PotatoKind {
         if reference_windows < 2 {
             return Err(fail("`reference_windows` must be at least 2".into()));
         }
+        check_values("`reference_windows` × channels²", reference_windows, c * c).map_err(fail)?;
         let regularization = cfg.regularization.unwrap_or(0.0);
         if !(regularization >= 0.0 && regularization.is_finite()) {
             return Err(fail(format!("`regularization` must be ≥ 0, found {regularization}")));

@@ -75,7 +75,7 @@ impl OperatorKind for BandpowerKind {
     fn build(&self, cfg: BandpowerConfig, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Operator>> {
         let fail = |m: String| EngineError::config(ctx.label, m);
         let fs = super::sampled_rate(BandpowerConfig::KIND, input, ctx)?;
-        let spec = cfg.windows.resolve(fs).map_err(fail)?;
+        let spec = cfg.windows.resolve(fs, input.width()).map_err(fail)?;
         let length = spec.length();
         let nperseg = cfg.nperseg.unwrap_or(256.min(length));
         if nperseg > length {

@@ -61,7 +61,11 @@ fn firwin_lowpass(n: usize, cutoff: f64) -> Vec<f64> {
     h
 }
 
-/// MNE's FIR design for `l_freq` / `h_freq` (Hz) at `fs` Hz; returns the taps.
+/// The longest filter designed (taps): at 1 kHz, 17 minutes of signal per output sample.
+pub const MAX_TAPS: usize = 1 << 20;
+
+/// MNE's FIR design for `l_freq` / `h_freq` (Hz) at `fs` Hz; returns the taps. A design longer
+/// than [`MAX_TAPS`] is an error.
 pub fn design(l_freq: Option<f64>, h_freq: Option<f64>, fs: f64) -> Result<Vec<f64>, String> {
     let nyq = fs / 2.0;
     let l_trans = l_freq.map(|l| (l * 0.25).max(2.0).min(l));
@@ -85,7 +89,13 @@ pub fn design(l_freq: Option<f64>, h_freq: Option<f64>, fs: f64) -> Result<Vec<f
     if min_trans <= 0.0 {
         return Err("the high edge leaves no transition band below Nyquist".into());
     }
-    let mut n = ((HAMMING_FACTOR / min_trans * fs).ceil() as usize).max(1);
+    let taps = (HAMMING_FACTOR / min_trans * fs).ceil();
+    if taps.is_nan() || taps > MAX_TAPS as f64 {
+        return Err(format!(
+            "a transition band of {min_trans:.3e} Hz at {fs} Hz needs {taps:.3e} taps, more than {MAX_TAPS}; raise `l_freq` or lower `h_freq`"
+        ));
+    }
+    let mut n = (taps as usize).max(1);
     n += (n - 1) % 2;
     // _firwin_design on frequencies normalized to Nyquist.
     let freq: Vec<f64> = freq.iter().map(|f| f / nyq).collect();

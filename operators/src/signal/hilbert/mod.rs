@@ -13,6 +13,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use neurostream_engine::kernels::Kernels;
+use neurostream_engine::layout::check_values;
 use neurostream_engine::{
     Batch, ComputeDevice, EngineError, Frame, NodeConfig, NodeContext, Operator, OperatorInstance, OperatorKind, Partitioning,
     Result, Schema,
@@ -174,6 +175,7 @@ impl OperatorKind for HilbertKind {
     }
     fn build(&self, cfg: HilbertConfig, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Operator>> {
         super::sampled_rate(HilbertConfig::KIND, input, ctx)?;
+        check_values("`block` × channels", cfg.block, input.width()).map_err(|m| EngineError::config(ctx.label, m))?;
         let mut schema = (**input).clone();
         if cfg.output == HilbertOutput::Phase {
             schema.channels.iter_mut().for_each(|c| c.unit = "rad".into());

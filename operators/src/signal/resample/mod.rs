@@ -127,7 +127,7 @@ impl OperatorKind for ResampleKind {
         }
         let g = neurostream_engine::dsp::gcd(cfg.up as u64, cfg.down as u64) as usize;
         let (up, down) = (cfg.up / g, cfg.down / g);
-        let (h, pre) = design(up, down);
+        let (h, pre) = design(up, down).map_err(fail)?;
         let rate = sample_rate * up as f64 / down as f64;
         tracing::info!("{}: {sample_rate} Hz -> {rate} Hz ({up}/{down}), {} taps", ctx.label, h.len());
         Ok(Arc::new(Resample {
