@@ -16,6 +16,7 @@ pub mod dsp;
 pub mod error;
 pub mod files;
 pub mod frame;
+pub mod http;
 pub mod kernels;
 pub mod layout;
 pub mod lsl;

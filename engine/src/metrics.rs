@@ -17,12 +17,11 @@
 //! - `neurostream_uptime_seconds`.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::error::{EngineError, Result};
+use crate::error::Result;
 
 /// Upper bounds (seconds) of the histogram buckets: 10 µs to 10 s.
 pub const BUCKETS_S: [f64; 13] = [1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 5e-2, 0.1, 0.5, 1.0, 10.0];
@@ -50,6 +49,24 @@ impl Histogram {
     /// Observations so far.
     pub fn count(&self) -> u64 {
         self.counts.iter().map(|c| c.load(Ordering::Relaxed)).sum::<u64>() + self.overflow.load(Ordering::Relaxed)
+    }
+
+    /// The upper bound (seconds) of the bucket holding the `q` quantile (0..=1) of the
+    /// observations, `None` before any; `+∞` when it lies beyond the last bucket.
+    pub fn quantile_upper_s(&self, q: f64) -> Option<f64> {
+        let total = self.count();
+        if total == 0 {
+            return None;
+        }
+        let rank = (q.clamp(0.0, 1.0) * total as f64).ceil().max(1.0) as u64;
+        let mut cum = 0;
+        for (b, c) in BUCKETS_S.iter().zip(&self.counts) {
+            cum += c.load(Ordering::Relaxed);
+            if cum >= rank {
+                return Some(*b);
+            }
+        }
+        Some(f64::INFINITY)
     }
 
     fn render(&self, out: &mut String, name: &str, labels: &str) {
@@ -265,123 +282,30 @@ impl Metrics {
 }
 
 /// A running `/metrics` endpoint; stops when dropped.
-pub struct MetricsServer {
-    /// The address it listens on.
-    pub addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
+pub type MetricsServer = crate::http::HttpServer;
 
-impl Drop for MetricsServer {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
+/// Limits of the `/metrics` server (those of every engine HTTP server).
+pub use crate::http::limits;
 
-/// Limits of the `/metrics` server: every one is enforced as bytes arrive.
-pub mod limits {
-    use std::time::Duration;
-    /// Largest request head (request line and headers), bytes; hyper's smallest buffer.
-    pub const MAX_REQUEST_HEAD: usize = 8192;
-    /// Time a client has to send its whole request head.
-    pub const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
-    /// Time a whole connection may last (head, then the response written).
-    pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
-    /// Connections served at once; more are closed as they arrive.
-    pub const MAX_CONNECTIONS: usize = 256;
-}
-
-/// Serves `GET /metrics` on `addr` with hyper: connections are served concurrently (a slow or
-/// idle client never holds up a scrape), each within the [`limits`]. Loopback addresses serve
-/// anyone on the machine; any other address needs `token`, which clients present as
+/// Serves `GET /metrics` on `addr` with hyper (see [`crate::http::serve`]). Loopback addresses
+/// serve anyone on the machine; any other address needs `token`, which clients present as
 /// `Authorization: Bearer TOKEN`.
 pub fn serve(metrics: Arc<Metrics>, addr: &str, token: Option<String>) -> Result<MetricsServer> {
-    let listener = std::net::TcpListener::bind(addr).map_err(|e| EngineError::io(format!("metrics: binding {addr}"), e))?;
-    let local = listener
-        .local_addr()
-        .map_err(|e| EngineError::io("metrics: local address", e))?;
-    if !local.ip().is_loopback() && token.as_deref().is_none_or(str::is_empty) {
-        return Err(EngineError::Runtime(format!(
-            "metrics: {local} is reachable from other machines; give a token (--metrics-token) that clients send as `Authorization: Bearer TOKEN`, or bind 127.0.0.1"
-        )));
-    }
-    listener
-        .set_nonblocking(true)
-        .map_err(|e| EngineError::io("metrics: listener", e))?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| EngineError::io("metrics: starting the server runtime", e))?;
-    let (stop, stopped) = tokio::sync::oneshot::channel();
-    let thread = std::thread::Builder::new()
-        .name("metrics".into())
-        .spawn(move || runtime.block_on(accept_loop(listener, metrics, token.map(Arc::from), stopped)))
-        .map_err(|e| EngineError::io("metrics: starting the server thread", e))?;
-    Ok(MetricsServer {
-        addr: local,
-        stop: Some(stop),
-        thread: Some(thread),
-    })
+    let has_token = token.as_deref().is_some_and(|t| !t.is_empty());
+    crate::http::serve(
+        "metrics",
+        addr,
+        has_token,
+        "--metrics-token",
+        handler(metrics, token.map(Arc::from)),
+    )
 }
 
-async fn accept_loop(
-    listener: std::net::TcpListener,
-    metrics: Arc<Metrics>,
-    token: Option<Arc<str>>,
-    mut stopped: tokio::sync::oneshot::Receiver<()>,
-) {
-    let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
-        tracing::warn!("metrics: cannot register the listener");
-        return;
-    };
-    let open = Arc::new(tokio::sync::Semaphore::new(limits::MAX_CONNECTIONS));
-    loop {
-        let stream = tokio::select! {
-            _ = &mut stopped => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    tracing::debug!("metrics: accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                }
-            },
-        };
-        let Ok(permit) = open.clone().try_acquire_owned() else {
-            drop(stream); // over the connection limit
-            continue;
-        };
-        let (metrics, token) = (metrics.clone(), token.clone());
-        tokio::spawn(async move {
-            serve_connection(stream, metrics, token).await;
-            drop(permit);
-        });
-    }
-}
-
-/// Serves one connection within the [`limits`].
-async fn serve_connection<S>(stream: S, metrics: Arc<Metrics>, token: Option<Arc<str>>)
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let service = hyper::service::service_fn(move |req| {
+fn handler(metrics: Arc<Metrics>, token: Option<Arc<str>>) -> crate::http::Handler {
+    Arc::new(move |req| {
         let response = respond(&req, &metrics, token.as_deref());
-        async move { Ok::<_, std::convert::Infallible>(response) }
-    });
-    let connection = hyper::server::conn::http1::Builder::new()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(limits::HEAD_TIMEOUT)
-        .max_buf_size(limits::MAX_REQUEST_HEAD)
-        .keep_alive(false)
-        // A client may close its sending side once its request is out and still read the answer.
-        .half_close(true)
-        .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-    let _ = tokio::time::timeout(limits::CONNECTION_TIMEOUT, connection).await;
+        Box::pin(async move { response })
+    })
 }
 
 /// The bytes the server answers to a client that sends `request` and then closes its side:
@@ -394,7 +318,10 @@ pub fn answer(request: &[u8], metrics: &Arc<Metrics>, token: Option<&str>) -> Ve
         .expect("a tokio runtime");
     runtime.block_on(async {
         let (mut client, server) = tokio::io::duplex(64 << 10);
-        let served = tokio::spawn(serve_connection(server, metrics.clone(), token.map(Arc::from)));
+        let served = tokio::spawn(crate::http::serve_connection(
+            server,
+            handler(metrics.clone(), token.map(Arc::from)),
+        ));
         let request = request.to_vec();
         let (mut read_half, mut write_half) = tokio::io::split(&mut client);
         let send = async move {
@@ -409,17 +336,10 @@ pub fn answer(request: &[u8], metrics: &Arc<Metrics>, token: Option<&str>) -> Ve
     })
 }
 
-type Body = http_body_util::Full<bytes::Bytes>;
-
 /// The answer to one request: 401 without the token, `/metrics` to `GET`, 404 or 405 otherwise.
-pub fn respond<B>(req: &hyper::Request<B>, metrics: &Metrics, token: Option<&str>) -> hyper::Response<Body> {
-    let presented = req
-        .headers()
-        .get(hyper::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    let (status, body) = if !crate::net::token_ok(token, presented) {
+pub fn respond<B>(req: &hyper::Request<B>, metrics: &Metrics, token: Option<&str>) -> hyper::Response<crate::http::Body> {
+    let presented = crate::http::presented_token(req);
+    let (status, body) = if !crate::net::token_ok(token, presented.as_deref()) {
         (401, "missing or wrong bearer token\n".to_string())
     } else if req.method() != hyper::Method::GET {
         (405, "GET only\n".to_string())
@@ -428,11 +348,7 @@ pub fn respond<B>(req: &hyper::Request<B>, metrics: &Metrics, token: Option<&str
     } else {
         (200, metrics.render())
     };
-    hyper::Response::builder()
-        .status(status)
-        .header(hyper::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")
-        .body(Body::new(bytes::Bytes::from(body)))
-        .expect("a valid response")
+    crate::http::response(status, "text/plain; version=0.0.4; charset=utf-8", body)
 }
 
 /// A label value in the Prometheus text format: backslash, double quote and newline escaped.
@@ -453,7 +369,21 @@ pub fn label_value(value: &str) -> String {
 mod tests {
     use super::*;
     use std::io::{Read, Write};
-    use std::net::TcpStream;
+
+    #[test]
+    fn quantiles_are_bucket_upper_bounds() {
+        let h = Histogram::default();
+        assert_eq!(h.quantile_upper_s(0.99), None);
+        for _ in 0..98 {
+            h.observe_ns(200_000); // 0.2 ms: bucket 0.5 ms
+        }
+        h.observe_ns(20_000_000); // 20 ms: bucket 50 ms
+        h.observe_ns(20_000_000_000); // 20 s: beyond the last
+        assert_eq!(h.quantile_upper_s(0.5), Some(5e-4));
+        assert_eq!(h.quantile_upper_s(0.99), Some(5e-2));
+        assert_eq!(h.quantile_upper_s(1.0), Some(f64::INFINITY));
+    }
+    use std::net::{SocketAddr, TcpStream};
 
     fn get(addr: SocketAddr, path: &str, auth: Option<&str>) -> String {
         let mut c = TcpStream::connect(addr).unwrap();
