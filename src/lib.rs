@@ -14,6 +14,7 @@
 
 pub mod fuzz_support;
 pub mod geometry;
+pub mod ui;
 
 pub use neurostream_engine::*;
 #[cfg(feature = "language-models")]

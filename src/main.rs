@@ -58,6 +58,18 @@ enum Command {
         /// Bearer token the metrics endpoint requires (needed to bind a non-loopback address).
         #[arg(long, requires = "metrics")]
         metrics_token: Option<String>,
+        /// Serve the live view (pipeline graph and counters, signal traces, feature densities,
+        /// alerts, drift) on http://ADDR/ while the run goes (default address 127.0.0.1:8765;
+        /// port 0 picks a free one, printed at start).
+        #[arg(long, num_args = 0..=1, default_missing_value = "127.0.0.1:8765")]
+        ui: Option<String>,
+        /// Token the live view requires (needed to bind a non-loopback address); open the page
+        /// as http://ADDR/?token=TOKEN.
+        #[arg(long, requires = "ui")]
+        ui_token: Option<String>,
+        /// Keep serving the live view this many seconds after the run ends (its final state).
+        #[arg(long, default_value_t = 0.0, requires = "ui")]
+        ui_linger: f64,
         /// Print a one-line status (rows and rows/s per source and sink) every this many seconds.
         #[arg(long)]
         status_every: Option<f64>,
@@ -564,6 +576,9 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             quiet,
             metrics,
             metrics_token,
+            ui,
+            ui_token,
+            ui_linger,
             status_every,
             checkpoint_dir,
             checkpoint_every,
@@ -598,6 +613,12 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                         first_only.extend(["--metrics-token".to_string(), t.clone()]);
                     }
                 }
+                if let Some(u) = &ui {
+                    first_only.extend(["--ui".to_string(), u.clone()]);
+                    if let Some(t) = &ui_token {
+                        first_only.extend(["--ui-token".to_string(), t.clone()]);
+                    }
+                }
                 return launch::run(launch::Launch {
                     file: &file,
                     processes: n,
@@ -610,8 +631,23 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                 every: Duration::from_secs_f64(checkpoint_every),
                 resume,
             });
-            let spec = PipelineSpec::from_file(&file)?;
-            let pipeline = spec.compile(&registry())?;
+            let mut spec = PipelineSpec::from_file(&file)?;
+            let mut kinds = registry();
+            let metrics =
+                (metrics.is_some() || status_every.is_some() || ui.is_some()).then(|| (metrics, neurostream::Metrics::new()));
+            let view = match (&ui, &metrics) {
+                (Some(addr), Some((_, m))) => {
+                    // Checked before the view's taps join the spec: problems name only the user's nodes.
+                    spec.clone().compile(&kinds)?;
+                    let state = neurostream::ui::attach(&mut spec, &mut kinds, m.clone());
+                    if !(ui_linger >= 0.0 && ui_linger.is_finite()) {
+                        bail!("--ui-linger must be a number of seconds >= 0, found {ui_linger}");
+                    }
+                    Some((state, addr.clone(), ui_token, Duration::from_secs_f64(ui_linger)))
+                }
+                _ => None,
+            };
+            let pipeline = spec.compile(&kinds)?;
             let cluster = match (hostfile, process) {
                 (Some(h), Some(p)) => {
                     if !(peer_timeout > 0.0 && peer_timeout.is_finite()) {
@@ -633,6 +669,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                 metrics_token,
                 status_every,
                 checkpoint,
+                view,
             };
             run_compiled_live(
                 pipeline,
@@ -647,13 +684,15 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
     }
 }
 
-/// Live observation of a run: the metrics endpoint and the periodic status line.
+/// Live observation of a run: the metrics endpoint (its address, if asked for, and the run's
+/// counters), the periodic status line and the live view (its state, address and token).
 #[derive(Default)]
 struct Live {
-    metrics: Option<String>,
+    metrics: Option<(Option<String>, Arc<neurostream::Metrics>)>,
     metrics_token: Option<String>,
     status_every: Option<f64>,
     checkpoint: Option<neurostream::CheckpointOptions>,
+    view: Option<(Arc<neurostream::ui::UiState>, String, Option<String>, Duration)>,
 }
 
 /// Runs a compiled pipeline with a progress bar, then prints its report.
@@ -680,14 +719,25 @@ fn run_compiled_live(
 ) -> anyhow::Result<()> {
     let total = pipeline.total_source_rows();
     let progress = Arc::new(RunProgress::default());
-    let metrics = (live.metrics.is_some() || live.status_every.is_some()).then(neurostream::Metrics::new);
-    let _server = match (&live.metrics, &metrics) {
+    let (metrics_addr, metrics) = match live.metrics {
+        Some((addr, m)) => (addr, Some(m)),
+        None => (None, None),
+    };
+    let _server = match (&metrics_addr, &metrics) {
         (Some(addr), Some(m)) => {
             let server = neurostream::metrics::serve(m.clone(), addr, live.metrics_token.clone())?;
             eprintln!("metrics: http://{}/metrics", server.addr);
             Some(server)
         }
         _ => None,
+    };
+    let view = match live.view {
+        Some((state, addr, token, linger)) => {
+            let server = neurostream::ui::serve(state.clone(), &addr, token)?;
+            eprintln!("live view: http://{}/", server.addr);
+            Some((state, server, linger))
+        }
+        None => None,
     };
     let status = match (live.status_every, &metrics) {
         (Some(secs), Some(m)) => {
@@ -732,8 +782,22 @@ fn run_compiled_live(
         let _ = handle.join();
         bar.finish_and_clear();
     }
-    let report = result.with_context(|| format!("{what} failed"))?;
+    if let Some((state, _, _)) = &view {
+        state.finish(
+            match &result {
+                Ok(_) => "ok".to_string(),
+                Err(e) => format!("failed: {e}"),
+            }
+            .as_str(),
+        );
+    }
+    let mut report = result.with_context(|| format!("{what} failed"))?;
+    neurostream::ui::strip_taps(&mut report);
     print_report(&report);
+    if let Some((_, _, linger)) = view.as_ref().filter(|v| !v.2.is_zero()) {
+        eprintln!("live view: showing the final state for {:.0} s", linger.as_secs_f64());
+        std::thread::sleep(*linger);
+    }
     if report.stopped {
         eprintln!("stopped by Ctrl-C: the sources ended early; everything read was processed and written");
         std::process::exit(130);

@@ -178,6 +178,11 @@ impl Metrics {
         self.devices.lock().unwrap().insert(node.to_string(), device.to_string());
     }
 
+    /// The device each computing node runs on, by node label.
+    pub fn devices(&self) -> BTreeMap<String, String> {
+        self.devices.lock().unwrap().clone()
+    }
+
     /// The Prometheus text exposition (format 0.0.4).
     pub fn render(&self) -> String {
         let nodes = self.nodes.lock().unwrap().clone();

@@ -45,7 +45,9 @@ pub enum Section {
 }
 
 impl Section {
-    fn table(self) -> &'static str {
+    /// The section's table name: `sources`, `operators` or `sinks` (the first part of a node's
+    /// label, as in `operators.band`).
+    pub fn table(self) -> &'static str {
         match self {
             Section::Source => "sources",
             Section::Operator => "operators",

@@ -1,6 +1,8 @@
 //! Helpers shared by the end-to-end tests: running the CLI, finding Python, reading Parquet.
 #![allow(dead_code)]
 
+pub mod browser;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

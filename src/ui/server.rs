@@ -1,0 +1,240 @@
+//! The live view's HTTP server: the page and its assets (built into the binary), `/api/state`
+//! (one snapshot as JSON) and `/ws` (a WebSocket that pushes a snapshot every tick).
+//!
+//! Limits: the engine's HTTP limits per request ([`neurostream_engine::http::limits`]); each
+//! viewer has a queue of [`VIEWER_QUEUE`] snapshots with drop-oldest (counted and shown); a
+//! viewer that cannot take a message within [`SEND_TIMEOUT`] is closed; messages from viewers
+//! are ignored, and one over [`MAX_CLIENT_MESSAGE`] bytes closes the connection.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use neurostream_engine::http::{self, response, Body, Handler, HttpServer};
+use neurostream_engine::Result;
+use neurostream_sinks::live::SlowPolicy;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::Message;
+
+use super::state::UiState;
+
+/// Seconds between snapshots.
+pub const TICK: Duration = Duration::from_secs(1);
+/// Snapshots queued per viewer before the oldest is dropped.
+pub const VIEWER_QUEUE: usize = 4;
+/// Time one message may take to reach a viewer before it is closed.
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest message accepted from a viewer (they have nothing to say).
+pub const MAX_CLIENT_MESSAGE: usize = 4096;
+
+const INDEX_HTML: &str = include_str!("assets/index.html");
+const APP_JS: &str = include_str!("assets/app.js");
+const STYLE_CSS: &str = include_str!("assets/style.css");
+const UPLOT_JS: &str = include_str!("assets/vendor/uPlot.iife.min.js");
+const UPLOT_CSS: &str = include_str!("assets/vendor/uPlot.min.css");
+
+/// A running live view: the server and the thread that publishes a snapshot every tick.
+/// Stops when dropped.
+pub struct UiServer {
+    /// The address it listens on.
+    pub addr: std::net::SocketAddr,
+    server: Option<HttpServer>,
+    stop: Arc<AtomicBool>,
+    ticker: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for UiServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.ticker.take() {
+            let _ = t.join();
+        }
+        self.server.take();
+    }
+}
+
+/// Serves the live view of `state` on `addr`. Loopback addresses serve anyone on the machine;
+/// any other address needs `token`, which the page's URL carries (`/?token=...`) and every
+/// request presents (query or `Authorization: Bearer`).
+pub fn serve(state: Arc<UiState>, addr: &str, token: Option<String>) -> Result<UiServer> {
+    let token: Option<Arc<str>> = token.filter(|t| !t.is_empty()).map(Arc::from);
+    let server = http::serve("ui", addr, token.is_some(), "--ui-token", handler(state.clone(), token))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let ticker = {
+        let (state, stop) = (state.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("ui-ticker".into())
+            .spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    if !state.viewers.is_empty() {
+                        let snapshot: Arc<str> = state.snapshot().to_string().into();
+                        state.viewers.publish("state", snapshot, "ui");
+                    }
+                    let mut slept = Duration::ZERO;
+                    while slept < TICK && !stop.load(Ordering::SeqCst) {
+                        std::thread::sleep(Duration::from_millis(20));
+                        slept += Duration::from_millis(20);
+                    }
+                }
+                state.viewers.close_all();
+            })
+            .map_err(|e| neurostream_engine::EngineError::io("ui: starting the ticker thread", e))?
+    };
+    Ok(UiServer {
+        addr: server.addr,
+        server: Some(server),
+        stop,
+        ticker: Some(ticker),
+    })
+}
+
+fn handler(state: Arc<UiState>, token: Option<Arc<str>>) -> Handler {
+    Arc::new(move |req| {
+        let (state, token) = (state.clone(), token.clone());
+        Box::pin(async move { route(req, state, token.as_deref()) })
+    })
+}
+
+/// The cookie that carries the token from the page load (`/?token=...`) to its assets and its
+/// WebSocket, which cannot put it in their URLs or headers.
+const TOKEN_COOKIE: &str = "neurostream_ui_token";
+
+/// The token a request presents: header or query (see [`http::presented_token`]), else the cookie.
+fn presented(req: &hyper::Request<hyper::body::Incoming>) -> Option<String> {
+    http::presented_token(req).or_else(|| {
+        req.headers()
+            .get_all(hyper::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .find_map(|kv| kv.trim().strip_prefix(TOKEN_COOKIE)?.strip_prefix('=').map(str::to_string))
+    })
+}
+
+fn route(req: hyper::Request<hyper::body::Incoming>, state: Arc<UiState>, token: Option<&str>) -> hyper::Response<Body> {
+    if !neurostream_engine::net::token_ok(token, presented(&req).as_deref()) {
+        return response(
+            401,
+            "text/plain; charset=utf-8",
+            "missing or wrong token: open the page as /?token=TOKEN\n",
+        );
+    }
+    let mut answer = answer(req, state);
+    if let Some(t) = token {
+        // Only token-safe characters reach here (it matched the configured token); the
+        // cookie is never sent to other sites or readable by scripts.
+        if let Ok(v) = hyper::header::HeaderValue::from_str(&format!("{TOKEN_COOKIE}={t}; Path=/; HttpOnly; SameSite=Strict")) {
+            answer.headers_mut().insert(hyper::header::SET_COOKIE, v);
+        }
+    }
+    answer
+}
+
+fn answer(mut req: hyper::Request<hyper::body::Incoming>, state: Arc<UiState>) -> hyper::Response<Body> {
+    if req.method() != hyper::Method::GET {
+        return response(405, "text/plain; charset=utf-8", "GET only\n");
+    }
+    match req.uri().path() {
+        "/" | "/index.html" => response(200, "text/html; charset=utf-8", INDEX_HTML),
+        "/app.js" => response(200, "text/javascript; charset=utf-8", APP_JS),
+        "/style.css" => response(200, "text/css; charset=utf-8", STYLE_CSS),
+        "/vendor/uPlot.iife.min.js" => response(200, "text/javascript; charset=utf-8", UPLOT_JS),
+        "/vendor/uPlot.min.css" => response(200, "text/css; charset=utf-8", UPLOT_CSS),
+        "/api/state" => response(200, "application/json", state.snapshot().to_string()),
+        "/ws" => upgrade(&mut req, state),
+        _ => response(404, "text/plain; charset=utf-8", "not found\n"),
+    }
+}
+
+/// Answers a WebSocket handshake on `/ws` and hands the connection to a viewer task.
+fn upgrade(req: &mut hyper::Request<hyper::body::Incoming>, state: Arc<UiState>) -> hyper::Response<Body> {
+    let key = req
+        .headers()
+        .get(hyper::header::SEC_WEBSOCKET_KEY)
+        .map(|k| k.as_bytes().to_vec());
+    let wants = req
+        .headers()
+        .get(hyper::header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    let Some(key) = key.filter(|_| wants) else {
+        return response(400, "text/plain; charset=utf-8", "/ws is a WebSocket\n");
+    };
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(&key);
+    let upgrading = hyper::upgrade::on(req);
+    tokio::spawn(async move {
+        let Ok(upgraded) = upgrading.await else { return };
+        let config = WebSocketConfig::default()
+            .max_message_size(Some(MAX_CLIENT_MESSAGE))
+            .max_frame_size(Some(MAX_CLIENT_MESSAGE));
+        let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            hyper_util::rt::TokioIo::new(upgraded),
+            Role::Server,
+            Some(config),
+        )
+        .await;
+        viewer(ws, state).await;
+    });
+    hyper::Response::builder()
+        .status(101)
+        .header(hyper::header::UPGRADE, "websocket")
+        .header(hyper::header::CONNECTION, "Upgrade")
+        .header(hyper::header::SEC_WEBSOCKET_ACCEPT, accept)
+        .body(Body::new(bytes::Bytes::new()))
+        .expect("a valid response")
+}
+
+/// Sends one viewer a snapshot at once, then each one the ticker queues for it, until it
+/// leaves, misbehaves or the run's view closes.
+async fn viewer<S>(mut ws: tokio_tungstenite::WebSocketStream<S>, state: Arc<UiState>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let n = state.viewers.served.load(Ordering::Relaxed);
+    let end = state
+        .viewers
+        .add(&format!("viewer #{n}"), "state", SlowPolicy::DropOldest, VIEWER_QUEUE);
+    let first = state.snapshot().to_string();
+    if !send(&mut ws, first, &state).await {
+        return;
+    }
+    loop {
+        tokio::select! {
+            incoming = ws.next() => match incoming {
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+                Some(Ok(_)) => {} // viewers have nothing to say
+            },
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {
+                loop {
+                    match end.rx.try_recv() {
+                        Ok(snapshot) => {
+                            if !send(&mut ws, snapshot.to_string(), &state).await {
+                                return;
+                            }
+                        }
+                        Err(crossbeam_channel::TryRecvError::Empty) => break,
+                        Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                            let _ = ws.close(None).await;
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    drop(end);
+}
+
+async fn send<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>, text: String, state: &UiState) -> bool
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    match tokio::time::timeout(SEND_TIMEOUT, ws.send(Message::text(text))).await {
+        Ok(Ok(())) => {
+            state.sent.fetch_add(1, Ordering::Relaxed);
+            true
+        }
+        _ => false,
+    }
+}

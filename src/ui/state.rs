@@ -1,0 +1,591 @@
+//! What the live view shows, kept up to date by the taps as batches pass and turned into one
+//! JSON snapshot per tick for every viewer.
+//!
+//! Every view is bounded whatever the run's length: signals keep [`COLUMNS`] min/max columns
+//! (decimated on arrival), feature streams a count per feature and a bounded L0 series, tables
+//! their latest rows, token scalars a bounded series of batch means.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use neurostream_engine::{Batch, Frame, Metrics, PipelineSpec, RowIndex, SparseFrame, StreamKind, TableFrame};
+use neurostream_sinks::live::Hub;
+use serde_json::{json, Value};
+
+/// Columns of a signal trace: the view's pixel columns (min and max per column).
+pub const COLUMNS: usize = 600;
+/// Seconds of signal a trace covers.
+pub const TRACE_SECONDS: f64 = 10.0;
+/// Channels traced per signal stream (the first ones; the page picks among them).
+pub const MAX_TRACED_CHANNELS: usize = 256;
+/// Markers kept per signal stream.
+const MAX_MARKERS: usize = 200;
+/// Rows kept per result table (the newest).
+const MAX_TABLE_ROWS: usize = 50;
+/// Rows kept of the top-examples tables (one window's worth of examples of many features).
+const MAX_EXAMPLE_ROWS: usize = 400;
+/// Points kept per series (token scalars, L0).
+const MAX_POINTS: usize = 600;
+/// Features listed as the most active.
+const TOP_FEATURES: usize = 20;
+/// Density histogram: log10 bins over [-8, 0].
+const DENSITY_BINS: usize = 32;
+
+/// One node of the pipeline graph.
+#[derive(Clone, Debug)]
+struct GraphNode {
+    label: String,
+    kind: String,
+    input: Option<String>,
+}
+
+/// The state of one run's live view, shared by the taps (writers) and the server (readers).
+pub struct UiState {
+    pipeline: String,
+    graph: Vec<GraphNode>,
+    metrics: Arc<Metrics>,
+    views: Mutex<BTreeMap<(String, String), View>>,
+    outcome: Mutex<Option<String>>,
+    /// The viewers' queues: one snapshot per tick for each, the oldest dropped (and counted)
+    /// when a viewer reads too slowly.
+    pub(crate) viewers: Hub<Arc<str>>,
+    /// Snapshots handed to viewers' sockets so far.
+    pub(crate) sent: AtomicU64,
+}
+
+enum View {
+    Signal(SignalView),
+    Features(FeatureView),
+    Tables(BTreeMap<String, TableView>),
+    Scalars(ScalarView),
+}
+
+impl UiState {
+    /// The view of a run of `spec`, reading node counters from `metrics`.
+    pub fn new(spec: &PipelineSpec, metrics: Arc<Metrics>) -> Arc<UiState> {
+        let labels: BTreeMap<&str, String> = spec
+            .nodes
+            .iter()
+            .map(|n| (n.name.as_str(), format!("{}.{}", n.section.table(), n.name)))
+            .collect();
+        let graph = spec
+            .nodes
+            .iter()
+            .filter(|n| !super::is_tap(&n.name))
+            .map(|n| GraphNode {
+                label: labels[n.name.as_str()].clone(),
+                kind: n.kind.clone().unwrap_or_default(),
+                input: n.input.as_ref().and_then(|i| labels.get(i.as_str()).cloned()),
+            })
+            .collect();
+        Arc::new(UiState {
+            pipeline: spec.settings.name.clone(),
+            graph,
+            metrics,
+            views: Mutex::new(BTreeMap::new()),
+            outcome: Mutex::new(None),
+            viewers: Hub::default(),
+            sent: AtomicU64::new(0),
+        })
+    }
+
+    /// Records how the run ended (`ok` or the error), shown on the page.
+    pub fn finish(&self, outcome: &str) {
+        *self.outcome.lock().unwrap() = Some(outcome.to_string());
+    }
+
+    /// Takes in one batch of the output of `node` (a label such as `operators.band`).
+    pub fn observe(&self, node: &str, batch: &Batch) {
+        let key = (node.to_string(), batch.stream().to_string());
+        let mut views = self.views.lock().unwrap();
+        match batch {
+            Batch::Dense(f) => match f.schema.kind {
+                StreamKind::Signal { .. } => {
+                    let view = views.entry(key).or_insert_with(|| View::Signal(SignalView::new(f)));
+                    if let View::Signal(v) = view {
+                        v.add(f);
+                    }
+                }
+                _ => {
+                    let view = views.entry(key).or_insert_with(|| View::Scalars(ScalarView::new(f)));
+                    if let View::Scalars(v) = view {
+                        v.add(f);
+                    }
+                }
+            },
+            Batch::Sparse(s) => {
+                let view = views
+                    .entry(key)
+                    .or_insert_with(|| View::Features(FeatureView::new(s.schema.width())));
+                if let View::Features(v) = view {
+                    v.add(s);
+                }
+            }
+            Batch::Table(t) => {
+                let view = views.entry(key).or_insert_with(|| View::Tables(BTreeMap::new()));
+                if let View::Tables(tables) = view {
+                    tables
+                        .entry(t.table.to_string())
+                        .or_insert_with(|| TableView::new(&t.table))
+                        .add(t);
+                }
+            }
+        }
+    }
+
+    /// The whole view as one JSON value: the graph with each node's counters, then every
+    /// stream's view.
+    pub fn snapshot(&self) -> Value {
+        let uptime = self.metrics.uptime().as_secs_f64();
+        let counters = self.metrics.nodes();
+        let devices = self.metrics.devices();
+        let nodes: Vec<Value> = self
+            .graph
+            .iter()
+            .map(|n| {
+                let m = counters.get(&n.label);
+                let get = |f: fn(&neurostream_engine::metrics::NodeMetrics) -> u64| m.map_or(0, |m| f(m));
+                let rows_in = get(|m| m.rows_in.load(Ordering::Relaxed));
+                let rows_out = get(|m| m.rows_out.load(Ordering::Relaxed));
+                let busy_s = get(|m| m.busy_ns.load(Ordering::Relaxed)) as f64 * 1e-9;
+                let rows = if n.label.starts_with("sources.") { rows_out } else { rows_in };
+                let p99 = m.and_then(|m| {
+                    if n.label.starts_with("sinks.") && m.latency.count() > 0 {
+                        m.latency.quantile_upper_s(0.99)
+                    } else {
+                        m.processing.quantile_upper_s(0.99)
+                    }
+                });
+                json!({
+                    "id": n.label,
+                    "kind": n.kind,
+                    "input": n.input,
+                    "rows": rows,
+                    "rows_in": rows_in,
+                    "rows_out": rows_out,
+                    "rows_per_s": rows as f64 / uptime.max(1e-9),
+                    "busy_pct": 100.0 * busy_s / uptime.max(1e-9),
+                    "in_flight": get(|m| m.in_flight.load(Ordering::Relaxed)),
+                    "p99_ms": p99.map(|s| if s.is_finite() { s * 1e3 } else { -1.0 }),
+                    "dropped": get(|m| m.dropped_invalid.load(Ordering::Relaxed) + m.dropped_overload.load(Ordering::Relaxed)),
+                    "device": devices.get(&n.label),
+                })
+            })
+            .collect();
+        let mut streams = Vec::new();
+        for ((node, stream), view) in self.views.lock().unwrap().iter() {
+            let mut v = match view {
+                View::Signal(s) => s.snapshot(),
+                View::Features(f) => f.snapshot(),
+                View::Tables(t) => json!({
+                    "type": "tables",
+                    "tables": t.iter().map(|(name, t)| (name.clone(), t.snapshot())).collect::<serde_json::Map<_, _>>(),
+                }),
+                View::Scalars(s) => s.snapshot(),
+            };
+            v["node"] = json!(node);
+            v["stream"] = json!(stream);
+            streams.push(v);
+        }
+        json!({
+            "pipeline": self.pipeline,
+            "uptime_s": uptime,
+            "outcome": *self.outcome.lock().unwrap(),
+            "viewers": {
+                "connected": self.viewers.len(),
+                "sent": self.sent.load(Ordering::Relaxed),
+                "dropped": self.viewers.dropped.load(Ordering::Relaxed),
+            },
+            "nodes": nodes,
+            "streams": streams,
+        })
+    }
+}
+
+/// Seconds of row `i` of `index` (signals: sample / rate; tokens: event time, else none).
+fn row_seconds(index: &RowIndex, i: usize, sample_rate: f64) -> Option<f64> {
+    match index {
+        RowIndex::Samples(s) => Some(s[i] as f64 / sample_rate),
+        RowIndex::Tokens { time: Some(t), .. } => Some(t[i] as f64 * 1e-9),
+        RowIndex::Tokens { .. } => None,
+    }
+}
+
+/// A signal stream decimated to min/max columns as it arrives.
+struct SignalView {
+    channels: Vec<String>,
+    units: Vec<String>,
+    sample_rate: f64,
+    rows_per_s: f64,
+    rows_per_column: usize,
+    columns: VecDeque<Column>,
+    open: Option<Column>,
+    markers: VecDeque<(f64, String)>,
+    rows: u64,
+    latest: Vec<f32>,
+}
+
+struct Column {
+    t: f64,
+    rows: usize,
+    min: Vec<f32>,
+    max: Vec<f32>,
+}
+
+impl SignalView {
+    fn new(f: &Frame) -> SignalView {
+        let (sample_rate, row_rate) = match f.schema.kind {
+            StreamKind::Signal { sample_rate, row_rate } => (sample_rate, row_rate),
+            _ => (1.0, None),
+        };
+        let rows_per_s = row_rate.filter(|&r| r > 0.0).unwrap_or(sample_rate);
+        let traced = f.schema.width().min(MAX_TRACED_CHANNELS);
+        SignalView {
+            channels: f.schema.channels.iter().take(traced).map(|c| c.name.clone()).collect(),
+            units: f.schema.channels.iter().take(traced).map(|c| c.unit.clone()).collect(),
+            sample_rate,
+            rows_per_s,
+            rows_per_column: ((rows_per_s * TRACE_SECONDS / COLUMNS as f64).ceil() as usize).max(1),
+            columns: VecDeque::with_capacity(COLUMNS + 1),
+            open: None,
+            markers: VecDeque::new(),
+            rows: 0,
+            latest: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, f: &Frame) {
+        let (w, traced) = (f.schema.width(), self.channels.len());
+        for m in &f.markers {
+            if let Some(t) = row_seconds(&f.index, m.row as usize, self.sample_rate) {
+                self.markers.push_back((t, m.label.clone()));
+                if self.markers.len() > MAX_MARKERS {
+                    self.markers.pop_front();
+                }
+            }
+        }
+        for (i, row) in f.data.chunks_exact(w.max(1)).enumerate() {
+            let row = &row[..traced];
+            let col = self.open.get_or_insert_with(|| Column {
+                t: row_seconds(&f.index, i, self.sample_rate).unwrap_or(0.0),
+                rows: 0,
+                min: vec![f32::INFINITY; traced],
+                max: vec![f32::NEG_INFINITY; traced],
+            });
+            for ((lo, hi), &v) in col.min.iter_mut().zip(col.max.iter_mut()).zip(row) {
+                *lo = lo.min(v);
+                *hi = hi.max(v);
+            }
+            col.rows += 1;
+            if col.rows == self.rows_per_column {
+                self.columns.push_back(self.open.take().expect("open column"));
+                if self.columns.len() > COLUMNS {
+                    self.columns.pop_front();
+                }
+            }
+        }
+        if let Some(last) = f.data.chunks_exact(w.max(1)).last() {
+            self.latest = last[..traced].to_vec();
+        }
+        self.rows += f.index.len() as u64;
+    }
+
+    fn snapshot(&self) -> Value {
+        let cols: Vec<&Column> = self.columns.iter().chain(self.open.iter()).collect();
+        let per_channel = |pick: fn(&Column, usize) -> f32| -> Vec<Vec<Value>> {
+            (0..self.channels.len())
+                .map(|c| cols.iter().map(|col| finite(pick(col, c))).collect())
+                .collect()
+        };
+        json!({
+            "type": "signal",
+            "channels": self.channels,
+            "units": self.units,
+            "rows_per_s": self.rows_per_s,
+            "rows": self.rows,
+            "rows_per_column": self.rows_per_column,
+            "t": cols.iter().map(|c| c.t).collect::<Vec<_>>(),
+            "min": per_channel(|c, i| c.min[i]),
+            "max": per_channel(|c, i| c.max[i]),
+            "latest": self.latest.iter().map(|&v| finite(v)).collect::<Vec<_>>(),
+            "markers": self.markers.iter().map(|(t, l)| json!([t, l])).collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// A JSON number, or null for NaN and infinities (JSON has neither).
+fn finite(v: f32) -> Value {
+    if v.is_finite() {
+        json!(v)
+    } else {
+        Value::Null
+    }
+}
+
+/// A sparse feature stream: firings per feature and L0 over time.
+struct FeatureView {
+    fires: Vec<u64>,
+    tokens: u64,
+    active: u64,
+    l0: VecDeque<(u64, f64)>,
+}
+
+impl FeatureView {
+    fn new(n_features: usize) -> FeatureView {
+        FeatureView {
+            fires: vec![0; n_features.min(neurostream_engine::layout::MAX_WIDTH)],
+            tokens: 0,
+            active: 0,
+            l0: VecDeque::new(),
+        }
+    }
+
+    fn add(&mut self, s: &SparseFrame) {
+        for &id in &s.ids {
+            if let Some(c) = self.fires.get_mut(id as usize) {
+                *c += 1;
+            }
+        }
+        let rows = s.index.len() as u64;
+        self.tokens += rows;
+        self.active += s.ids.len() as u64;
+        if rows > 0 {
+            self.l0.push_back((self.tokens, s.ids.len() as f64 / rows as f64));
+            if self.l0.len() > MAX_POINTS {
+                self.l0.pop_front();
+            }
+        }
+    }
+
+    fn snapshot(&self) -> Value {
+        let tokens = self.tokens.max(1) as f64;
+        let mut histogram = vec![0u64; DENSITY_BINS];
+        let mut dead = 0u64;
+        for &c in &self.fires {
+            if c == 0 {
+                dead += 1;
+                continue;
+            }
+            let x = (c as f64 / tokens).log10().clamp(-8.0, 0.0);
+            let bin = (((x + 8.0) / 8.0) * DENSITY_BINS as f64).floor() as usize;
+            histogram[bin.min(DENSITY_BINS - 1)] += 1;
+        }
+        let mut order: Vec<usize> = (0..self.fires.len()).filter(|&i| self.fires[i] > 0).collect();
+        order.sort_unstable_by_key(|&i| std::cmp::Reverse(self.fires[i]));
+        let top: Vec<Value> = order
+            .iter()
+            .take(TOP_FEATURES)
+            .map(|&i| json!({"feature": i, "fires": self.fires[i], "density": self.fires[i] as f64 / tokens}))
+            .collect();
+        json!({
+            "type": "features",
+            "n_features": self.fires.len(),
+            "tokens": self.tokens,
+            "mean_l0": self.active as f64 / tokens,
+            "dead": dead,
+            "density_histogram": {"log10_from": -8.0, "log10_to": 0.0, "counts": histogram},
+            "top": top,
+            "l0": {"tokens": self.l0.iter().map(|p| p.0).collect::<Vec<_>>(), "values": self.l0.iter().map(|p| p.1).collect::<Vec<_>>()},
+        })
+    }
+}
+
+/// The newest rows of one result table.
+struct TableView {
+    columns: Vec<String>,
+    rows: VecDeque<Value>,
+    total: u64,
+    keep: usize,
+}
+
+impl TableView {
+    fn new(name: &str) -> TableView {
+        TableView {
+            columns: Vec::new(),
+            rows: VecDeque::new(),
+            total: 0,
+            keep: if name == "top_examples" {
+                MAX_EXAMPLE_ROWS
+            } else {
+                MAX_TABLE_ROWS
+            },
+        }
+    }
+
+    fn add(&mut self, t: &TableFrame) {
+        self.total += t.rows() as u64;
+        // Only the rows that will be kept are converted.
+        let skip = t.rows().saturating_sub(self.keep);
+        let data = t.data.slice(skip, t.rows() - skip);
+        let mut writer = arrow::json::ArrayWriter::new(Vec::new());
+        if writer.write(&data).and_then(|_| writer.finish()).is_err() {
+            return;
+        }
+        let Ok(Value::Array(rows)) = serde_json::from_slice::<Value>(&writer.into_inner()) else {
+            return;
+        };
+        self.columns = t.data.schema().fields().iter().map(|f| f.name().clone()).collect();
+        for row in rows {
+            self.rows.push_back(row);
+            if self.rows.len() > self.keep {
+                self.rows.pop_front();
+            }
+        }
+    }
+
+    fn snapshot(&self) -> Value {
+        json!({"columns": self.columns, "total_rows": self.total, "rows": self.rows})
+    }
+}
+
+/// A dense non-signal stream (activations, token scalars): batch means per column over tokens.
+struct ScalarView {
+    columns: Vec<String>,
+    tokens: u64,
+    x: VecDeque<u64>,
+    means: VecDeque<Vec<Value>>,
+}
+
+/// Streams wider than this are shown by their mean row norm only (activations).
+const MAX_SCALAR_COLUMNS: usize = 16;
+
+impl ScalarView {
+    fn new(f: &Frame) -> ScalarView {
+        let w = f.schema.width();
+        let columns = if w <= MAX_SCALAR_COLUMNS {
+            f.schema.channels.iter().map(|c| c.name.clone()).collect()
+        } else {
+            vec!["row_norm".to_string()]
+        };
+        ScalarView {
+            columns,
+            tokens: 0,
+            x: VecDeque::new(),
+            means: VecDeque::new(),
+        }
+    }
+
+    fn add(&mut self, f: &Frame) {
+        let (w, rows) = (f.schema.width(), f.index.len());
+        if rows == 0 || w == 0 {
+            return;
+        }
+        let means: Vec<f64> = if w <= MAX_SCALAR_COLUMNS {
+            let mut sums = vec![0f64; w];
+            let mut counts = vec![0u64; w];
+            for row in f.data.chunks_exact(w) {
+                for (c, &v) in row.iter().enumerate() {
+                    if v.is_finite() {
+                        sums[c] += v as f64;
+                        counts[c] += 1;
+                    }
+                }
+            }
+            sums.iter()
+                .zip(&counts)
+                .map(|(s, &n)| if n > 0 { s / n as f64 } else { f64::NAN })
+                .collect()
+        } else {
+            let norms: f64 = f
+                .data
+                .chunks_exact(w)
+                .map(|r| r.iter().map(|&v| v as f64 * v as f64).sum::<f64>().sqrt())
+                .sum();
+            vec![norms / rows as f64]
+        };
+        self.tokens += rows as u64;
+        self.x.push_back(self.tokens);
+        self.means.push_back(means.into_iter().map(|m| finite(m as f32)).collect());
+        if self.x.len() > MAX_POINTS {
+            self.x.pop_front();
+            self.means.pop_front();
+        }
+    }
+
+    fn snapshot(&self) -> Value {
+        json!({
+            "type": "scalars",
+            "columns": self.columns,
+            "tokens": self.tokens,
+            "x": self.x,
+            "means": self.means,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use neurostream_engine::Schema;
+
+    fn signal_frame(start: i64, rows: usize, fs: f64) -> Frame {
+        let schema = Arc::new(Schema::signal(&["A", "B"], "uV", fs));
+        let data: Vec<f32> = (0..rows)
+            .flat_map(|i| {
+                let s = (start + i as i64) as f32;
+                [s, -s]
+            })
+            .collect();
+        Frame::new(
+            "eeg".into(),
+            schema,
+            RowIndex::Samples((start..start + rows as i64).collect()),
+            data,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn signals_are_decimated_to_min_max_columns_and_bounded() {
+        let mut v = SignalView::new(&signal_frame(0, 1, 1000.0));
+        // 10 s at 1 kHz over 600 columns: 17 rows per column.
+        assert_eq!(v.rows_per_column, 17);
+        for k in 0..100 {
+            v.add(&signal_frame(k * 1000, 1000, 1000.0));
+        }
+        assert_eq!(v.columns.len(), COLUMNS);
+        let first = &v.columns[0];
+        // Every column holds 17 consecutive samples: min and max of channel A are its ends.
+        assert_eq!(first.max[0] - first.min[0], 16.0);
+        assert_eq!(first.min[1], -first.max[0]);
+        assert_eq!(first.t, first.min[0] as f64 / 1000.0);
+        let snap = v.snapshot();
+        assert_eq!(snap["t"].as_array().unwrap().len(), COLUMNS + 1);
+        assert_eq!(snap["latest"], json!([99999.0, -99999.0]));
+    }
+
+    #[test]
+    fn feature_density_histogram_counts_every_live_feature_once() {
+        let schema = Arc::new(Schema::features(8, None, None, None));
+        let mut v = FeatureView::new(8);
+        let index = RowIndex::Tokens {
+            seq_id: vec![0; 4],
+            pos: (0..4).collect(),
+            token: None,
+            time: None,
+        };
+        // Feature 0 fires on every token, feature 3 on one of four, the rest never.
+        let s = SparseFrame::new(
+            "f".into(),
+            schema,
+            index,
+            vec![0, 2, 3, 4, 5],
+            vec![0, 3, 0, 0, 0],
+            vec![1.0; 5],
+        )
+        .unwrap();
+        v.add(&s);
+        let snap = v.snapshot();
+        assert_eq!(snap["dead"], 6);
+        let counts: Vec<u64> = serde_json::from_value(snap["density_histogram"]["counts"].clone()).unwrap();
+        assert_eq!(counts.iter().sum::<u64>(), 2);
+        assert_eq!(counts[DENSITY_BINS - 1], 1); // density 1.0
+        assert_eq!(
+            counts[((8.0 - 0.25f64.log10().abs()) / 8.0 * DENSITY_BINS as f64) as usize],
+            1
+        );
+        assert_eq!(snap["top"][0]["feature"], 0);
+        assert_eq!(snap["mean_l0"], 1.25);
+    }
+}

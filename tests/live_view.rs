@@ -1,0 +1,390 @@
+//! The live view (`neurostream run --ui`) in a real browser: headless Chromium opens the page
+//! during live runs and checks that every panel renders with data (numbers in the DOM equal the
+//! run's counters, canvases drawn), that no JavaScript error occurs, that the page reconnects
+//! when the run restarts, and that a token is required when set. Screenshots are kept in
+//! `target/tmp/live_view-*.png`.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::browser::Browser;
+use serde_json::Value;
+
+/// A `neurostream run --ui` in the background, its stderr collected as it comes.
+struct Run {
+    child: Child,
+    addr: String,
+    log: Arc<Mutex<String>>,
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Run {
+    fn start(dir: &Path, pipeline: &str, args: &[&str]) -> Run {
+        let mut child = Command::new(common::bin())
+            .args(["run", pipeline, "--quiet"])
+            .args(args)
+            .current_dir(dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn neurostream");
+        let log = Arc::new(Mutex::new(String::new()));
+        for pipe in [
+            Box::new(child.stderr.take().unwrap()) as Box<dyn Read + Send>,
+            Box::new(child.stdout.take().unwrap()),
+        ] {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    let mut l = log.lock().unwrap();
+                    l.push_str(&line);
+                    l.push('\n');
+                }
+            });
+        }
+        let start = Instant::now();
+        loop {
+            if let Some(addr) = log.lock().unwrap().lines().find_map(|l| l.strip_prefix("live view: http://")) {
+                let addr = addr.trim_end_matches('/').to_string();
+                return Run {
+                    child,
+                    addr,
+                    log: log.clone(),
+                };
+            }
+            if start.elapsed() > Duration::from_secs(60) || child.try_wait().unwrap().is_some() {
+                let _ = child.kill();
+                panic!("the live view never started:\n{}", log.lock().unwrap());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until the run's report has been printed (the view then lingers).
+    fn wait_report(&self) -> String {
+        let start = Instant::now();
+        while !self.log().contains("done in ") {
+            assert!(
+                start.elapsed() < Duration::from_secs(120),
+                "the run did not finish:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        self.log()
+    }
+}
+
+/// Rows in and out per node from the printed run report.
+fn report_rows(report: &str) -> Vec<(String, u64, u64)> {
+    report
+        .lines()
+        .filter_map(|l| {
+            let t: Vec<&str> = l.split_whitespace().collect();
+            (t.len() > 6 && t[1] == "in" && t[3] == "rows" && t[4] == "out")
+                .then(|| (t[0].to_string(), t[2].parse().unwrap(), t[5].parse().unwrap()))
+        })
+        .collect()
+}
+
+fn shot(browser: &mut Browser, name: &str) {
+    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("live_view-{name}.png"));
+    browser.screenshot(&path);
+    assert!(
+        std::fs::metadata(&path).unwrap().len() > 5000,
+        "{} is too small to show anything",
+        path.display()
+    );
+}
+
+/// JavaScript: how many pixels of the canvases under `selector` are drawn (not transparent).
+fn drawn_pixels(selector: &str) -> String {
+    format!(
+        "[...document.querySelectorAll('{selector} canvas')].reduce((n, c) => {{ \
+           const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; \
+           let k = 0; for (let i = 3; i < d.length; i += 4) if (d[i] > 0) k++; return n + k; }}, 0)"
+    )
+}
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples")
+}
+
+const EEG_PIPELINE: &str = r#"
+[pipeline]
+name = "ui-eeg"
+
+[sources.eeg]
+kind = "synthetic_eeg"
+channels = 16
+sample_rate = 250
+seconds = 6
+chunk = 25
+speed = 1.0
+marker_interval = 1.0
+
+[operators.band]
+kind = "butterworth"
+input = "eeg"
+btype = "bandpass"
+cutoff = [1.0, 40.0]
+
+[operators.power]
+kind = "bandpower"
+input = "band"
+window_s = 1.0
+step_s = 0.5
+
+[sinks.out]
+kind = "console"
+input = "power"
+"#;
+
+#[test]
+fn signals_view_shows_the_graph_traces_markers_and_band_power_with_the_runs_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("p.toml"), EEG_PIPELINE).unwrap();
+    let run = Run::start(dir.path(), "p.toml", &["--ui", "127.0.0.1:0", "--ui-linger", "60"]);
+    let mut b = Browser::start();
+    b.goto(&format!("http://{}/", run.addr));
+    b.wait_for(
+        "document.querySelector('#connection').textContent === 'live'",
+        Duration::from_secs(30),
+    );
+    // While the run goes: the source's row count in the DOM grows.
+    let first = b.wait_for(
+        "+document.querySelector('tr[data-node=\"sources.eeg\"] td[data-field=rows]').textContent",
+        Duration::from_secs(30),
+    );
+    let later = b.wait_for(
+        &format!("(() => {{ const n = +document.querySelector('tr[data-node=\"sources.eeg\"] td[data-field=rows]').textContent; return n > {first} ? n : 0; }})()"),
+        Duration::from_secs(30),
+    );
+    assert!(later.as_u64().unwrap() > first.as_u64().unwrap());
+    assert_eq!(b.eval("document.querySelectorAll('#dag g[data-node]').length"), 4);
+    b.click("nav button[data-panel=signals]");
+    b.wait_for(
+        "+document.querySelector('#signal-plot').dataset.columns > 20",
+        Duration::from_secs(30),
+    );
+    assert_eq!(b.eval("+document.querySelector('#signal-plot').dataset.channels"), 8);
+    assert!(
+        b.eval(&drawn_pixels("#signal-plot")).as_u64().unwrap() > 1000,
+        "trace canvas is blank"
+    );
+    // Markers reach the view; band power is shown as bars with a timeline.
+    b.wait_for(
+        "latest.streams.some(s => s.node === 'sources.eeg' && s.markers.length >= 2)",
+        Duration::from_secs(30),
+    );
+    b.wait_for(
+        "document.querySelectorAll('#signal-bars .card[data-stream=\"operators.power\"] .bars div').length === 80",
+        Duration::from_secs(30),
+    );
+    shot(&mut b, "signals");
+    // Once the run is over: every node's count in the DOM equals the run's report.
+    let report = run.wait_report();
+    b.click("nav button[data-panel=pipeline]");
+    b.wait_for(
+        "document.querySelector('#outcome').textContent.includes('ok')",
+        Duration::from_secs(10),
+    );
+    let rows = report_rows(&report);
+    assert_eq!(rows.len(), 4, "{report}");
+    for (node, rows_in, rows_out) in rows {
+        let expected = if node.starts_with("sources.") { rows_out } else { rows_in };
+        let shown = b.eval(&format!(
+            "+document.querySelector('tr[data-node=\"{node}\"] td[data-field=rows]').textContent"
+        ));
+        assert_eq!(
+            shown.as_u64(),
+            Some(expected),
+            "{node}: page shows {shown}, report says {expected}"
+        );
+    }
+    assert_eq!(rows_in_report(&report, "sources.eeg"), 1500);
+    shot(&mut b, "pipeline");
+    assert!(b.errors.is_empty(), "JavaScript errors: {:?}", b.errors);
+}
+
+fn rows_in_report(report: &str, node: &str) -> u64 {
+    report_rows(report).into_iter().find(|r| r.0 == node).unwrap().2
+}
+
+#[test]
+fn features_view_shows_densities_top_features_examples_alerts_and_quality() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = examples().join("data");
+    let pipeline = format!(
+        r#"
+[pipeline]
+name = "ui-llm"
+
+[sources.acts]
+kind = "parquet"
+path = "{acts}"
+batch_rows = 64
+
+[operators.sae]
+kind = "sae_encode"
+input = "acts"
+sae = "{sae}"
+
+[operators.stats]
+kind = "feature_stats"
+input = "sae"
+window = 256
+step = 128
+top_k = 3
+context = 4
+
+[[operators.stats.alerts]]
+rule = "feature_fires"
+features = [0, 1, 2, 3, 4, 5, 6, 7]
+min_count = 1
+
+[operators.recon]
+kind = "sae_reconstruct"
+input = "acts"
+sae = "{sae}"
+
+[sinks.stats_out]
+kind = "console"
+input = "stats"
+
+[sinks.recon_out]
+kind = "console"
+input = "recon"
+"#,
+        acts = data.join("smollm2_l15_sample.parquet").display(),
+        sae = data.join("smollm2_sae").display()
+    );
+    std::fs::write(dir.path().join("p.toml"), pipeline).unwrap();
+    let run = Run::start(dir.path(), "p.toml", &["--ui", "127.0.0.1:0", "--ui-linger", "60"]);
+    let report = run.wait_report();
+    let mut b = Browser::start();
+    b.goto(&format!("http://{}/", run.addr));
+    b.wait_for("latest && latest.outcome === 'ok'", Duration::from_secs(30));
+    b.click("nav button[data-panel=features]");
+    let tokens = b.wait_for(
+        "+document.querySelector('.card[data-stream=\"operators.sae\"] [data-field=tokens]').textContent",
+        Duration::from_secs(10),
+    );
+    assert_eq!(tokens.as_u64(), Some(rows_in_report(&report, "sources.acts")));
+    // The density histogram has its 32 bins, and as many features as the SAE has are counted.
+    assert_eq!(
+        b.eval("document.querySelectorAll('.card[data-stream=\"operators.sae\"] .density div').length"),
+        32
+    );
+    let state: Value = b.eval("latest.streams.find(s => s.node === 'operators.sae')");
+    let live: u64 = state["density_histogram"]["counts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_u64().unwrap())
+        .sum();
+    assert_eq!(live + state["dead"].as_u64().unwrap(), state["n_features"].as_u64().unwrap());
+    assert!(
+        b.eval("document.querySelectorAll('.card[data-stream=\"operators.sae\"] table.top tbody tr').length")
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    // Top examples as token context with the firing token highlighted; alerts as they fired.
+    assert!(
+        b.eval("document.querySelectorAll('#examples .ctx .hit').length")
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    assert!(b.eval("+document.querySelector('#alerts').dataset.total").as_u64().unwrap() > 0);
+    // Reconstruction quality over tokens.
+    b.wait_for(
+        &format!("{} > 500", drawn_pixels("#scalars .card[data-stream=\"operators.recon\"]")),
+        Duration::from_secs(10),
+    );
+    shot(&mut b, "features");
+    b.click("nav button[data-panel=structure]");
+    b.wait_for(
+        "document.querySelectorAll('#structure .card[data-table]').length >= 3",
+        Duration::from_secs(10),
+    );
+    shot(&mut b, "structure");
+    assert!(b.errors.is_empty(), "JavaScript errors: {:?}", b.errors);
+}
+
+/// A plain HTTP GET of `target` on `addr`; returns the status code.
+fn http_status(addr: &str, target: &str) -> u16 {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+#[test]
+fn the_page_reconnects_when_the_run_restarts_and_needs_the_token_when_one_is_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let short = EEG_PIPELINE.replace("seconds = 6", "seconds = 2");
+    std::fs::write(dir.path().join("p.toml"), short).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let args = ["--ui", addr.as_str(), "--ui-token", "s3cret", "--ui-linger", "1"];
+    let first = Run::start(dir.path(), "p.toml", &args);
+    for target in ["/", "/api/state", "/app.js", "/?token=wrong"] {
+        assert_eq!(http_status(&first.addr, target), 401, "{target} without the token");
+    }
+    assert_eq!(http_status(&first.addr, "/?token=s3cret"), 200);
+    assert_eq!(http_status(&first.addr, "/nothing?token=s3cret"), 404);
+    let mut b = Browser::start();
+    b.goto(&format!("http://{addr}/?token=s3cret"));
+    b.wait_for(
+        "document.querySelector('#connection').textContent === 'live'",
+        Duration::from_secs(30),
+    );
+    let uptime_before = b.wait_for("latest.uptime_s > 1 ? latest.uptime_s : 0", Duration::from_secs(30));
+    // The run ends: the page says so and keeps trying.
+    first.wait_report();
+    b.wait_for(
+        "document.querySelector('#connection').textContent.startsWith('disconnected')",
+        Duration::from_secs(30),
+    );
+    drop(first);
+    let second = Run::start(dir.path(), "p.toml", &args);
+    b.wait_for(
+        "document.querySelector('#connection').textContent === 'live'",
+        Duration::from_secs(30),
+    );
+    let uptime_after = b.eval("latest.uptime_s");
+    assert!(uptime_after.as_f64().unwrap() < uptime_before.as_f64().unwrap() + 1.0);
+    shot(&mut b, "reconnected");
+    second.wait_report();
+    assert!(
+        b.errors.iter().all(|e| e.contains("WebSocket")),
+        "JavaScript errors: {:?}",
+        b.errors
+    );
+    // Any other address than loopback needs the token.
+    let out = common::run_err(dir.path(), &["run", "p.toml", "--ui", "0.0.0.0:0"]);
+    assert!(out.contains("ui: 0.0.0.0:") && out.contains("--ui-token"), "{out}");
+}
