@@ -10,6 +10,8 @@
 #     NEUROSTREAM_SKIP_GPU_TESTS=1);
 #   - iproute2 and util-linux when run as root (the LSL tests run in a loopback-only network
 #     namespace; set NEUROSTREAM_SKIP_LSL_TESTS=1 where that is impossible);
+#   - Debian's chromium when run as root (the live view's browser tests drive it headless;
+#     set CHROMIUM to another Chromium binary);
 #   - a Python venv in .venv with numpy, pyarrow, duckdb, polars, scipy, pyedflib, MNE,
 #     scikit-learn and pylsl for the reference checks (set NEUROSTREAM_PYTHON to use another
 #     interpreter), and the Python package (python/) built into it with the tests' profile.
@@ -32,6 +34,17 @@ if ! command -v ip >/dev/null || ! command -v unshare >/dev/null; then
         echo "== installing iproute2 and util-linux (the LSL tests run in a loopback-only network namespace)"
         apt-get update -qq
         apt-get install -y -qq iproute2 util-linux >/dev/null
+    fi
+fi
+
+if [ -z "${CHROMIUM:-}" ] && ! command -v chromium >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "== installing chromium (the live view's browser tests)"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq chromium >/dev/null
+    else
+        echo "warning: no chromium found; install Debian's chromium or set CHROMIUM for the browser tests" >&2
     fi
 fi
 
