@@ -12,6 +12,7 @@
 //! println!("{:?}", report.sink_lines);
 //! ```
 
+pub mod dashboard;
 pub mod fuzz_support;
 pub mod geometry;
 pub mod ui;

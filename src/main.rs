@@ -281,12 +281,38 @@ enum SaeCommand {
         /// Neighbours of the k-NN entropy estimator.
         #[arg(long, default_value_t = 5)]
         knn: usize,
-        /// Ranks (1-based, inclusive) of the power-law fit (default: 1 to half of d_in).
+        /// Ranks (1-based, inclusive) of the power-law fit (default: the widest range of a
+        /// decade or more where a power law holds, R² >= 0.98, or none).
         #[arg(long, num_args = 2)]
         fit_range: Option<Vec<usize>>,
         /// Seed.
         #[arg(long, default_value_t = 0)]
         seed: u64,
+    },
+    /// A self-contained HTML dashboard of an SAE's features (opens from file://, no network):
+    /// an index sortable by density, firings or max activation, and a card per feature with
+    /// its density, activation histogram, top examples in context, top co-firing partners and
+    /// nearest decoder directions, from the engine's own statistics tables.
+    Dashboard {
+        /// SAE directory (SAELens, sparsify, Gemma Scope or Llama Scope).
+        #[arg(long)]
+        sae: PathBuf,
+        /// A `feature_stats` output directory (features.parquet, top_examples.parquet,
+        /// activation_histogram.parquet; the newest all-time report is used).
+        #[arg(long)]
+        stats: PathBuf,
+        /// A `cooccurrence` output directory (partners.parquet) for co-firing partners.
+        #[arg(long)]
+        cooccurrence: Option<PathBuf>,
+        /// The HTML file to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Cards for this many features, the most active first.
+        #[arg(long, default_value_t = 500)]
+        features: usize,
+        /// Decoder-direction neighbours per feature.
+        #[arg(long, default_value_t = 8)]
+        neighbours: usize,
     },
 }
 
@@ -459,6 +485,32 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             let summary = neurostream::geometry::run(&args)?;
             println!("{}", serde_json::to_string_pretty(&summary)?);
             println!("report written to {}", out.display());
+            Ok(())
+        }
+        Command::Sae(SaeCommand::Dashboard {
+            sae,
+            stats,
+            cooccurrence,
+            out,
+            features,
+            neighbours,
+        }) => {
+            let args = neurostream::dashboard::DashboardArgs {
+                sae,
+                stats,
+                cooccurrence,
+                out: out.clone(),
+                features,
+                neighbours,
+            };
+            let summary = neurostream::dashboard::run(&args)?;
+            println!(
+                "dashboard: {} cards of the {} features that fired, {:.1} MB, written to {}",
+                summary.cards,
+                summary.alive,
+                summary.bytes as f64 / 1e6,
+                out.display()
+            );
             Ok(())
         }
         Command::Sae(SaeCommand::Train {
