@@ -19,7 +19,9 @@ use anyhow::{bail, Context};
 use arrow::array::{Array, AsArray, Float64Array, RecordBatch, UInt32Array, UInt64Array};
 use arrow::datatypes::{DataType, Field, Float64Type, Schema, UInt32Type, UInt64Type};
 use neurostream_operators::cluster::affinity::Measure;
-use neurostream_operators::cluster::geometry::{gaussian_entropy, knn_entropy, modularity, power_law_slope, principal};
+use neurostream_operators::cluster::geometry::{
+    gaussian_entropy, knn_entropy, modularity, power_law_fit, power_law_range, principal, PowerLaw, MIN_POWER_LAW_R2,
+};
 use neurostream_operators::cluster::kmeans::{cosine_kmeans, CpuAssign};
 use neurostream_operators::cluster::metrics::entropy;
 use neurostream_operators::cluster::spectral::{spectral_clustering, Affinity};
@@ -44,7 +46,8 @@ pub struct GeometryArgs {
     pub entropy_dims: usize,
     /// Neighbours of the k-NN entropy estimator.
     pub knn: usize,
-    /// Ranks (1-based, inclusive) of the power-law fit; `None`: 1 to half the width.
+    /// Ranks (1-based, inclusive) of the power-law fit; `None`: the widest range, at least a
+    /// decade, where a power law holds (R² ≥ [`MIN_POWER_LAW_R2`]), if any.
     pub fit_range: Option<(usize, usize)>,
     /// Seed of the k-means runs and shuffles.
     pub seed: u64,
@@ -153,8 +156,19 @@ pub fn run(args: &GeometryArgs) -> anyhow::Result<serde_json::Value> {
 
     // Point-cloud shape.
     let pc = principal(&sae.w_dec, d);
-    let (lo, hi) = args.fit_range.unwrap_or((1, (d / 2).max(2)));
-    let slope = power_law_slope(&pc.eigenvalues, lo, hi);
+    let power_law = match args.fit_range {
+        Some((lo, hi)) => power_law_fit(&pc.eigenvalues, lo, hi),
+        None => power_law_range(&pc.eigenvalues, MIN_POWER_LAW_R2),
+    };
+    let power_law_note = match (&power_law, args.fit_range) {
+        (None, None) => format!("no power law fits: R² < {MIN_POWER_LAW_R2} over every range of a decade or more"),
+        (None, Some((lo, hi))) => format!("ranks {lo}-{hi} hold fewer than two positive eigenvalues"),
+        (Some(f), _) if f.r2 < MIN_POWER_LAW_R2 => {
+            format!("poor fit over the given ranks: R² {:.3} < {MIN_POWER_LAW_R2}", f.r2)
+        }
+        (Some(f), None) => format!("the widest range where a power law holds: ranks {}-{}", f.ranks.0, f.ranks.1),
+        (Some(f), Some(_)) => format!("fitted over the given ranks {}-{}", f.ranks.0, f.ranks.1),
+    };
     let p = args.entropy_dims.min(d).max(1);
     let proj = pc.project(&sae.w_dec, p.max(2));
     let proj_p: Vec<f64> = proj.chunks_exact(p.max(2)).flat_map(|r| r[..p].to_vec()).collect();
@@ -182,7 +196,7 @@ pub fn run(args: &GeometryArgs) -> anyhow::Result<serde_json::Value> {
         vec![
             Arc::new(UInt32Array::from_iter_values(0..n as u32)),
             Arc::new(UInt32Array::from(geo.labels.clone())),
-            Arc::new(UInt32Array::from(cooc_of)),
+            Arc::new(UInt32Array::from(cooc_of.clone())),
             Arc::new(Float64Array::from_iter_values((0..n).map(|i| proj[i * q]))),
             Arc::new(Float64Array::from_iter_values((0..n).map(|i| proj[i * q + 1]))),
             Arc::new(Float64Array::from_iter_values(norms.iter().map(|&v| v as f64))),
@@ -216,8 +230,10 @@ pub fn run(args: &GeometryArgs) -> anyhow::Result<serde_json::Value> {
         "modularity_z": if null_std > 0.0 { Some((ami - null_mean) / null_std) } else { None },
         "geometric_inertia": geo.inertia,
         "geometric_cluster_entropy": entropy(&geo.labels),
-        "power_law_slope": slope,
-        "power_law_fit_ranks": [lo, hi],
+        "power_law_slope": power_law.map(|f| f.slope),
+        "power_law_fit_ranks": power_law.map(|f| [f.ranks.0, f.ranks.1]),
+        "power_law_r2": power_law.map(|f| f.r2),
+        "power_law_note": power_law_note,
         "entropy_dims": p,
         "knn": args.knn,
         "knn_entropy": h_knn,
@@ -228,8 +244,24 @@ pub fn run(args: &GeometryArgs) -> anyhow::Result<serde_json::Value> {
     std::fs::write(args.out.join("summary.json"), serde_json::to_string_pretty(&summary)?)
         .with_context(|| format!("writing {}", args.out.join("summary.json").display()))?;
     register_font()?;
-    plot_spectrum(&args.out.join("spectrum.png"), &pc.eigenvalues, slope, lo, hi)?;
-    plot_embedding(&args.out.join("embedding.png"), &proj, q, &geo.labels, k)?;
+    plot_spectrum(&args.out.join("spectrum.png"), &pc.eigenvalues, power_law.as_ref())?;
+    let total: f64 = pc.eigenvalues.iter().filter(|&&l| l > 0.0).sum();
+    let explained = [
+        pc.eigenvalues[0] / total,
+        pc.eigenvalues.get(1).copied().unwrap_or(0.0) / total,
+    ];
+    plot_embedding(
+        &args.out.join("embedding.png"),
+        &Embedding {
+            proj: &proj,
+            stride: q,
+            explained,
+            geometric: &geo.labels,
+            cooccurrence: &cooc_of,
+            k,
+            measure: args.measure.name(),
+        },
+    )?;
     Ok(summary)
 }
 
@@ -251,7 +283,7 @@ fn plot_err<E: std::fmt::Debug>(path: &Path) -> impl Fn(E) -> anyhow::Error + '_
     move |e| anyhow::anyhow!("drawing {}: {e:?}", path.display())
 }
 
-fn plot_spectrum(path: &Path, eig: &[f64], slope: Option<f64>, lo: usize, hi: usize) -> anyhow::Result<()> {
+fn plot_spectrum(path: &Path, eig: &[f64], fit: Option<&PowerLaw>) -> anyhow::Result<()> {
     let pts: Vec<(f64, f64)> = eig
         .iter()
         .enumerate()
@@ -266,16 +298,20 @@ fn plot_spectrum(path: &Path, eig: &[f64], slope: Option<f64>, lo: usize, hi: us
     root.fill(&WHITE).map_err(&e)?;
     let (ymin, ymax) = pts.iter().fold((f64::MAX, f64::MIN), |a, p| (a.0.min(p.1), a.1.max(p.1)));
     let xmax = pts.last().map_or(1.0, |p| p.0).max(0.1);
-    let title = match slope {
-        Some(s) => format!("Decoder point-cloud spectrum (power-law slope {s:.3} over ranks {lo}-{hi})"),
-        None => "Decoder point-cloud spectrum".to_string(),
+    let title = match fit {
+        Some(f) => format!(
+            "Decoder spectrum: power law, slope {:.3} over ranks {}-{} (R² {:.3})",
+            f.slope, f.ranks.0, f.ranks.1, f.r2
+        ),
+        None => format!("Decoder spectrum: no power law fits (R² < {MIN_POWER_LAW_R2} over every decade)"),
     };
+    let (y0, y1) = (ymin - 0.2, ymax + 0.2);
     let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 20))
+        .caption(title, ("sans-serif", 19))
         .margin(15)
         .x_label_area_size(45)
         .y_label_area_size(60)
-        .build_cartesian_2d(0.0..xmax * 1.02, (ymin - 0.2)..(ymax + 0.2))
+        .build_cartesian_2d(0.0..xmax * 1.02, y0..y1)
         .map_err(&e)?;
     chart
         .configure_mesh()
@@ -283,39 +319,29 @@ fn plot_spectrum(path: &Path, eig: &[f64], slope: Option<f64>, lo: usize, hi: us
         .y_desc("log10 eigenvalue")
         .draw()
         .map_err(&e)?;
+    if let Some(f) = fit {
+        // The fitted range, shaded, and the line over it only.
+        let (x0, x1) = ((f.ranks.0 as f64).log10(), (f.ranks.1 as f64).log10());
+        chart
+            .draw_series(std::iter::once(Rectangle::new(
+                [(x0, y0), (x1, y1)],
+                PALETTE[3].mix(0.12).filled(),
+            )))
+            .map_err(&e)?
+            .label(format!("fitted ranks {}-{}", f.ranks.0, f.ranks.1))
+            .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 20, y + 5)], PALETTE[3].mix(0.3).filled()));
+        let line = |x: f64| (f.intercept + f.slope * x * std::f64::consts::LN_10) / std::f64::consts::LN_10;
+        chart
+            .draw_series(LineSeries::new([(x0, line(x0)), (x1, line(x1))], PALETTE[3].stroke_width(2)))
+            .map_err(&e)?
+            .label(format!("power law, slope {:.3}", f.slope))
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], PALETTE[3]));
+    }
     chart
         .draw_series(LineSeries::new(pts.iter().copied(), &PALETTE[0]))
         .map_err(&e)?
         .label("eigenvalues")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], PALETTE[0]));
-    if let Some(s) = slope {
-        // Least-squares intercept over the fitted ranks.
-        let fit: Vec<(f64, f64)> = pts
-            .iter()
-            .copied()
-            .filter(|p| {
-                let r = 10f64.powf(p.0).round() as usize;
-                r >= lo && r <= hi
-            })
-            .collect();
-        if !fit.is_empty() {
-            let nf = fit.len() as f64;
-            let (mx, my) = (
-                fit.iter().map(|p| p.0).sum::<f64>() / nf,
-                fit.iter().map(|p| p.1).sum::<f64>() / nf,
-            );
-            let b = my - s * mx;
-            let (x0, x1) = (fit[0].0, fit[fit.len() - 1].0);
-            chart
-                .draw_series(LineSeries::new(
-                    [(x0, b + s * x0), (x1, b + s * x1)],
-                    PALETTE[3].stroke_width(2),
-                ))
-                .map_err(&e)?
-                .label(format!("power law, slope {s:.3}"))
-                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], PALETTE[3]));
-        }
-    }
     chart
         .configure_series_labels()
         .background_style(WHITE.mix(0.8))
@@ -326,34 +352,99 @@ fn plot_spectrum(path: &Path, eig: &[f64], slope: Option<f64>, lo: usize, hi: us
     Ok(())
 }
 
-fn plot_embedding(path: &Path, proj: &[f64], stride: usize, labels: &[u32], k: usize) -> anyhow::Result<()> {
+/// What the embedding plot shows: the features on the first two principal components, once
+/// coloured by their geometric cluster and once by their co-occurrence cluster.
+struct Embedding<'a> {
+    proj: &'a [f64],
+    stride: usize,
+    /// Fractions of the variance on PC 1 and PC 2.
+    explained: [f64; 2],
+    geometric: &'a [u32],
+    /// Per feature: its co-occurrence cluster, `None` outside the co-occurrence graph.
+    cooccurrence: &'a [Option<u32>],
+    k: usize,
+    measure: &'a str,
+}
+
+/// Legend entries shown per panel (the rest are drawn, not listed).
+const LEGEND_ENTRIES: usize = 12;
+
+fn plot_embedding(path: &Path, emb: &Embedding) -> anyhow::Result<()> {
     let e = plot_err(path);
-    let root = BitMapBackend::new(path, (900, 800)).into_drawing_area();
+    let root = BitMapBackend::new(path, (1500, 720)).into_drawing_area();
     root.fill(&WHITE).map_err(&e)?;
-    let xs: Vec<(f64, f64)> = proj.chunks_exact(stride).map(|r| (r[0], r[1])).collect();
+    let xs: Vec<(f64, f64)> = emb.proj.chunks_exact(emb.stride).map(|r| (r[0], r[1])).collect();
     let (x0, x1) = xs.iter().fold((f64::MAX, f64::MIN), |a, p| (a.0.min(p.0), a.1.max(p.0)));
     let (y0, y1) = xs.iter().fold((f64::MAX, f64::MIN), |a, p| (a.0.min(p.1), a.1.max(p.1)));
     let pad = |a: f64, b: f64| ((b - a) * 0.05).max(1e-9);
-    let mut chart = ChartBuilder::on(&root)
-        .caption(
-            format!("SAE features on the first two principal components ({k} cosine k-means clusters)"),
-            ("sans-serif", 20),
-        )
-        .margin(15)
-        .x_label_area_size(45)
-        .y_label_area_size(60)
-        .build_cartesian_2d((x0 - pad(x0, x1))..(x1 + pad(x0, x1)), (y0 - pad(y0, y1))..(y1 + pad(y0, y1)))
-        .map_err(&e)?;
-    chart.configure_mesh().x_desc("PC 1").y_desc("PC 2").draw().map_err(&e)?;
-    for c in 0..k {
-        let color = PALETTE[c % PALETTE.len()];
+    let panels = root.split_evenly((1, 2));
+    let geometric: Vec<Option<u32>> = emb.geometric.iter().map(|&l| Some(l)).collect();
+    let in_graph = emb.cooccurrence.iter().filter(|c| c.is_some()).count();
+    let views = [
+        (
+            format!("{} geometric clusters (cosine k-means of decoder directions)", emb.k),
+            &geometric[..],
+        ),
+        (
+            format!(
+                "{} co-occurrence clusters ({}; {in_graph} features in the graph)",
+                emb.k, emb.measure
+            ),
+            emb.cooccurrence,
+        ),
+    ];
+    for (panel, (title, labels)) in panels.iter().zip(views) {
+        let mut chart = ChartBuilder::on(panel)
+            .caption(title, ("sans-serif", 17))
+            .margin(12)
+            .x_label_area_size(45)
+            .y_label_area_size(60)
+            .build_cartesian_2d((x0 - pad(x0, x1))..(x1 + pad(x0, x1)), (y0 - pad(y0, y1))..(y1 + pad(y0, y1)))
+            .map_err(&e)?;
         chart
-            .draw_series(
-                xs.iter()
-                    .zip(labels)
-                    .filter(|(_, &l)| l as usize == c)
-                    .map(|(&p, _)| Circle::new(p, 3, color.filled())),
-            )
+            .configure_mesh()
+            .x_desc(format!("PC 1 ({:.1} % of variance)", 100.0 * emb.explained[0]))
+            .y_desc(format!("PC 2 ({:.1} % of variance)", 100.0 * emb.explained[1]))
+            .draw()
+            .map_err(&e)?;
+        let outside = xs
+            .iter()
+            .zip(labels)
+            .filter(|(_, l)| l.is_none())
+            .map(|(&p, _)| p)
+            .collect::<Vec<_>>();
+        if !outside.is_empty() {
+            let grey = RGBColor(200, 200, 200);
+            chart
+                .draw_series(outside.iter().map(|&p| Circle::new(p, 2, grey.filled())))
+                .map_err(&e)?
+                .label(format!("not in the co-occurrence graph ({})", outside.len()))
+                .legend(move |(x, y)| Circle::new((x + 10, y), 4, grey.filled()));
+        }
+        for c in 0..emb.k {
+            let color = PALETTE[c % PALETTE.len()];
+            let members: Vec<(f64, f64)> = xs
+                .iter()
+                .zip(labels)
+                .filter(|(_, l)| **l == Some(c as u32))
+                .map(|(&p, _)| p)
+                .collect();
+            let series = chart
+                .draw_series(members.iter().map(|&p| Circle::new(p, 3, color.filled())))
+                .map_err(&e)?;
+            if c < LEGEND_ENTRIES {
+                series
+                    .label(format!("cluster {c} ({})", members.len()))
+                    .legend(move |(x, y)| Circle::new((x + 10, y), 4, color.filled()));
+            }
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 13))
+            .draw()
             .map_err(&e)?;
     }
     root.present().map_err(&e)?;

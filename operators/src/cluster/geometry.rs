@@ -54,9 +54,25 @@ impl Principal {
     }
 }
 
-/// Least-squares slope of `ln λ_i` against `ln i` over ranks `lo..=hi` (1-based, clamped to the
-/// positive eigenvalues): the power-law exponent of the spectrum (negative for a decay).
-pub fn power_law_slope(eigenvalues: &[f64], lo: usize, hi: usize) -> Option<f64> {
+/// A least-squares line through log eigenvalue against log rank: a power law `λ_r ∝ r^slope`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PowerLaw {
+    /// First and last rank fitted (1-based, inclusive).
+    pub ranks: (usize, usize),
+    /// The exponent (slope in log-log space).
+    pub slope: f64,
+    /// Intercept: log λ at log rank 0 (natural logarithms).
+    pub intercept: f64,
+    /// Coefficient of determination of the fit in log-log space.
+    pub r2: f64,
+}
+
+/// R² a power law must reach over a range for [`power_law_range`] to accept it.
+pub const MIN_POWER_LAW_R2: f64 = 0.98;
+
+/// The least-squares power law over ranks `lo..=hi` (1-based; positive eigenvalues only);
+/// `None` with fewer than two points.
+pub fn power_law_fit(eigenvalues: &[f64], lo: usize, hi: usize) -> Option<PowerLaw> {
     let pts: Vec<(f64, f64)> = eigenvalues
         .iter()
         .enumerate()
@@ -74,7 +90,53 @@ pub fn power_law_slope(eigenvalues: &[f64], lo: usize, hi: usize) -> Option<f64>
     );
     let sxy: f64 = pts.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
     let sxx: f64 = pts.iter().map(|p| (p.0 - mx).powi(2)).sum();
-    (sxx > 0.0).then(|| sxy / sxx)
+    let syy: f64 = pts.iter().map(|p| (p.1 - my).powi(2)).sum();
+    if sxx <= 0.0 {
+        return None;
+    }
+    let slope = sxy / sxx;
+    let r2 = if syy > 0.0 { (sxy * sxy) / (sxx * syy) } else { 1.0 };
+    Some(PowerLaw {
+        ranks: (lo, hi),
+        slope,
+        intercept: my - slope * mx,
+        r2,
+    })
+}
+
+/// The widest range of ranks, at least a decade long, over which the eigenvalues follow a power
+/// law (R² ≥ `min_r2`), searched on a grid of eight ranks per decade up to the last positive
+/// eigenvalue; among equally wide ranges the best fit. `None` when no decade fits.
+pub fn power_law_range(eigenvalues: &[f64], min_r2: f64) -> Option<PowerLaw> {
+    let positive = eigenvalues.iter().take_while(|&&l| l > 0.0).count();
+    let mut grid: Vec<usize> = (0..)
+        .map(|j| 10f64.powf(j as f64 / 8.0).round() as usize)
+        .take_while(|&r| r <= positive)
+        .collect();
+    grid.push(positive);
+    grid.dedup();
+    let mut best: Option<(f64, PowerLaw)> = None;
+    for (i, &lo) in grid.iter().enumerate() {
+        for &hi in &grid[i + 1..] {
+            if hi < 10 * lo {
+                continue;
+            }
+            let Some(fit) = power_law_fit(eigenvalues, lo, hi) else {
+                continue;
+            };
+            if fit.r2 < min_r2 {
+                continue;
+            }
+            let width = (hi as f64 / lo as f64).ln();
+            let better = best
+                .as_ref()
+                .is_none_or(|(w, b)| width > w + 1e-9 || ((width - w).abs() <= 1e-9 && fit.r2 > b.r2));
+            if better {
+                best = Some((width, fit));
+            }
+        }
+    }
+    best.map(|b| b.1)
 }
 
 fn digamma_int(n: usize) -> f64 {
@@ -188,9 +250,10 @@ mod tests {
     }
 
     #[test]
-    fn power_law_slope_recovers_the_exponent() {
+    fn power_law_fit_recovers_the_exponent() {
         let eig: Vec<f64> = (1..=100).map(|r| 3.0 * (r as f64).powf(-1.5)).collect();
-        assert!((power_law_slope(&eig, 1, 100).unwrap() + 1.5).abs() < 1e-12);
+        let fit = power_law_fit(&eig, 1, 100).unwrap();
+        assert!((fit.slope + 1.5).abs() < 1e-12 && (fit.r2 - 1.0).abs() < 1e-12);
     }
 
     #[test]
