@@ -426,6 +426,8 @@ class Pipeline:
         stream: Sequence[NodeRef] = (),
         stream_capacity: int = 64,
         slow: str = "drop_oldest",
+        ui: Optional[str] = None,
+        ui_token: Optional[str] = None,
     ) -> "RunHandle":
         """Starts the run in the background and returns its :class:`RunHandle`.
 
@@ -433,7 +435,12 @@ class Pipeline:
         write several tables); ``stream`` lists nodes to iterate live with
         ``handle.stream(node)``, each with a buffer of ``stream_capacity`` batches and the
         ``slow`` policy when it is full (``drop_oldest``, ``disconnect``, or ``block``, which
-        makes the pipeline wait for the reader)."""
+        makes the pipeline wait for the reader).
+
+        ``ui`` serves the live view (pipeline graph and counters, signal traces, feature
+        densities, alerts) on that address while the handle lives, e.g. ``"127.0.0.1:8765"``
+        (port 0 picks a free one; ``handle.ui_url`` says where). Any address but loopback needs
+        ``ui_token``."""
         extra: Dict[str, Dict[str, Any]] = {}
         reads: List[Tuple[str, str, Optional[str], str, int, str]] = []
         keys: Dict[Tuple[str, str, Optional[str]], str] = {}
@@ -459,6 +466,8 @@ class Pipeline:
                 float(checkpoint_every),
                 bool(resume),
                 reads,
+                ui,
+                ui_token,
             )
         except ValidationError as e:
             raise self._problems(e) from None
@@ -520,6 +529,11 @@ class RunHandle:
         self._keys = keys
         self._report: Optional[Report] = None
         self._lock = threading.Lock()
+
+    @property
+    def ui_url(self) -> Optional[str]:
+        """The live view's address (``http://HOST:PORT/``) when started with ``ui``, else None."""
+        return self._run.ui_url
 
     @property
     def done(self) -> bool:

@@ -27,11 +27,28 @@ use crate::errors;
 
 /// Parses and checks pipeline text against every registered kind.
 pub fn compile(text: &str, base_dir: &str, origin: Option<&str>) -> Result<CompiledPipeline, EngineError> {
+    Ok(compile_viewed(text, base_dir, origin, None)?.0)
+}
+
+/// [`compile`], with the live view's taps attached when `view` gives the run's metrics (the
+/// pipeline is checked first without them, so problems name only the user's nodes).
+fn compile_viewed(
+    text: &str,
+    base_dir: &str,
+    origin: Option<&str>,
+    view: Option<&Arc<neurostream::Metrics>>,
+) -> Result<(CompiledPipeline, Option<Arc<neurostream::ui::UiState>>), EngineError> {
     let mut spec = PipelineSpec::from_toml_str(text, base_dir)?;
     if let Some(o) = origin {
         spec.origin = Some(PathBuf::from(o));
     }
-    spec.compile(&neurostream::registry())
+    let mut kinds = neurostream::registry();
+    let Some(metrics) = view else {
+        return Ok((spec.compile(&kinds)?, None));
+    };
+    spec.clone().compile(&kinds)?;
+    let state = neurostream::ui::attach(&mut spec, &mut kinds, metrics.clone());
+    Ok((spec.compile(&kinds)?, Some(state)))
 }
 
 /// How the package reads one node's output while the run goes.
@@ -102,6 +119,8 @@ pub struct Run {
     outcome: Arc<(Mutex<Outcome>, Condvar)>,
     thread: Mutex<Option<JoinHandle<()>>>,
     outputs: HashMap<String, Output>,
+    /// The live view, when asked for (`ui`): served until the handle is dropped.
+    view: Option<neurostream::ui::UiServer>,
 }
 
 /// A read request from Python: `(hub name, node name, table or None, mode, capacity, policy)`.
@@ -112,9 +131,10 @@ impl Run {
     /// Compiles `text` and starts running it in a background thread. `reads` lists the outputs
     /// the package reads: each names the hub of a `channel` sink already in `text`, the node it
     /// reads, an optional table, `collect` or `stream`, and for streams the buffer in batches
-    /// and the slow policy (`drop_oldest`, `disconnect` or `block`).
+    /// and the slow policy (`drop_oldest`, `disconnect` or `block`). `ui` serves the live view on
+    /// that address (loopback unless `ui_token` is given) while the handle lives.
     #[staticmethod]
-    #[pyo3(signature = (text, base_dir, origin, workers, device, checkpoint_dir, checkpoint_every, resume, reads))]
+    #[pyo3(signature = (text, base_dir, origin, workers, device, checkpoint_dir, checkpoint_every, resume, reads, ui=None, ui_token=None))]
     #[allow(clippy::too_many_arguments)]
     fn start(
         py: Python<'_>,
@@ -127,6 +147,8 @@ impl Run {
         checkpoint_every: f64,
         resume: bool,
         reads: Vec<ReadSpec>,
+        ui: Option<String>,
+        ui_token: Option<String>,
     ) -> PyResult<Run> {
         let device = device
             .map(DeviceChoice::from_str)
@@ -140,9 +162,16 @@ impl Run {
         if resume && checkpoint_dir.is_none() {
             return Err(PyValueError::new_err("resume=True needs checkpoint_dir"));
         }
-        let pipeline = py
-            .detach(|| compile(text, base_dir, origin))
+        let metrics = neurostream::Metrics::new();
+        let (pipeline, view_state) = py
+            .detach(|| compile_viewed(text, base_dir, origin, ui.as_ref().map(|_| &metrics)))
             .map_err(|e| errors::to_py(py, e))?;
+        let view = match (&ui, &view_state) {
+            (Some(addr), Some(state)) => {
+                Some(neurostream::ui::serve(state.clone(), addr, ui_token).map_err(|e| errors::to_py(py, e))?)
+            }
+            _ => None,
+        };
         let mut outputs = HashMap::new();
         for (hub, node, table, mode, capacity, policy) in reads {
             let schema = output_schema(&pipeline, &node).ok_or_else(|| PyKeyError::new_err(format!("no node `{node}`")))?;
@@ -187,7 +216,6 @@ impl Run {
         }
         let stop = Arc::new(AtomicBool::new(false));
         let progress = Arc::new(neurostream::RunProgress::default());
-        let metrics = neurostream::Metrics::new();
         let total = pipeline.total_source_rows();
         let options = RunOptions {
             workers,
@@ -209,7 +237,17 @@ impl Run {
             .spawn(move || {
                 let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| neurostream::run(pipeline, options)))
                     .unwrap_or_else(|_| Err(EngineError::Runtime("the run panicked".into())))
+                    .map(|mut report| {
+                        neurostream::ui::strip_taps(&mut report);
+                        report
+                    })
                     .map_err(|e| e.to_string());
+                if let Some(state) = &view_state {
+                    state.finish(&match &result {
+                        Ok(_) => "ok".to_string(),
+                        Err(e) => format!("failed: {e}"),
+                    });
+                }
                 let (lock, cv) = &*done;
                 lock.lock().unwrap().result = Some(result);
                 cv.notify_all();
@@ -223,6 +261,7 @@ impl Run {
             outcome,
             thread: Mutex::new(Some(thread)),
             outputs,
+            view,
         })
     }
 
@@ -278,6 +317,12 @@ impl Run {
             d.set_item(name, n)?;
         }
         Ok(d)
+    }
+
+    /// The live view's address (`http://HOST:PORT/`), when the run serves one.
+    #[getter]
+    fn ui_url(&self) -> Option<String> {
+        self.view.as_ref().map(|v| format!("http://{}/", v.addr))
     }
 
     /// Seconds since the run started.

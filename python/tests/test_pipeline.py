@@ -222,3 +222,39 @@ def test_client_module_needs_no_engine():
     code = "import sys, neurostream.client as c; print('neurostream._native' in sys.modules, c.Client.__name__)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "Client"]
+
+
+def test_live_view_serves_the_runs_state_while_it_goes():
+    """``start(ui=...)`` serves the live view: /api/state shows the graph and counters as the
+    run goes, the report leaves the view's taps out, and a token is required when set."""
+    import json
+    import time
+    import urllib.error
+    import urllib.request
+
+    p = ns.Pipeline()
+    eeg = p.source("synthetic_eeg", name="eeg", channels=4, sample_rate=250.0, seconds=3.0, speed=1.0, seed=7)
+    eeg.then("butterworth", name="bp", btype="bandpass", order=4, cutoff=[8, 30])
+    handle = p.start(ui="127.0.0.1:0", ui_token="t0k", collect=["bp"])
+    url = handle.ui_url
+    assert url.startswith("http://127.0.0.1:") and url.endswith("/")
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(url + "api/state", timeout=10)
+    assert e.value.code == 401
+    seen = 0
+    deadline = time.time() + 30
+    while time.time() < deadline and seen == 0:
+        state = json.load(urllib.request.urlopen(url + "api/state?token=t0k", timeout=10))
+        nodes = {n["id"]: n for n in state["nodes"]}
+        assert {"sources.eeg", "operators.bp"} <= set(nodes), nodes
+        seen = nodes["sources.eeg"]["rows"]
+        time.sleep(0.2)
+    assert seen > 0, "the view never showed rows while the run went"
+    signals = [s for s in state["streams"] if s["type"] == "signal"]
+    assert {s["node"] for s in signals} >= {"sources.eeg"}
+    report = handle.wait()
+    assert all("__ui_" not in name for name in report.nodes), report.nodes
+    state = json.load(urllib.request.urlopen(url + "api/state?token=t0k", timeout=10))
+    assert state["outcome"] == "ok"
+    rows = {n["id"]: n["rows"] for n in state["nodes"]}
+    assert rows["sources.eeg"] == 750
