@@ -683,23 +683,20 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                 every: Duration::from_secs_f64(checkpoint_every),
                 resume,
             });
-            let mut spec = PipelineSpec::from_file(&file)?;
-            let mut kinds = registry();
+            let spec = PipelineSpec::from_file(&file)?;
+            let pipeline = spec.compile(&registry())?;
             let metrics =
                 (metrics.is_some() || status_every.is_some() || ui.is_some()).then(|| (metrics, neurostream::Metrics::new()));
             let view = match (&ui, &metrics) {
                 (Some(addr), Some((_, m))) => {
-                    // Checked before the view's taps join the spec: problems name only the user's nodes.
-                    spec.clone().compile(&kinds)?;
-                    let state = neurostream::ui::attach(&mut spec, &mut kinds, m.clone());
                     if !(ui_linger >= 0.0 && ui_linger.is_finite()) {
                         bail!("--ui-linger must be a number of seconds >= 0, found {ui_linger}");
                     }
+                    let state = neurostream::ui::UiState::new(&spec, m.clone());
                     Some((state, addr.clone(), ui_token, Duration::from_secs_f64(ui_linger)))
                 }
                 _ => None,
             };
-            let pipeline = spec.compile(&kinds)?;
             let cluster = match (hostfile, process) {
                 (Some(h), Some(p)) => {
                     if !(peer_timeout > 0.0 && peer_timeout.is_finite()) {
@@ -823,6 +820,9 @@ fn run_compiled_live(
         metrics,
         checkpoint: live.checkpoint,
         stop: Some(interrupt_flag()),
+        observer: view
+            .as_ref()
+            .map(|(state, _, _)| state.clone() as Arc<dyn neurostream::BatchObserver>),
     };
     let result = neurostream::run(pipeline, options);
     if let Some((stop, handle)) = status {
@@ -843,8 +843,7 @@ fn run_compiled_live(
             .as_str(),
         );
     }
-    let mut report = result.with_context(|| format!("{what} failed"))?;
-    neurostream::ui::strip_taps(&mut report);
+    let report = result.with_context(|| format!("{what} failed"))?;
     print_report(&report);
     if let Some((_, _, linger)) = view.as_ref().filter(|v| !v.2.is_zero()) {
         eprintln!("live view: showing the final state for {:.0} s", linger.as_secs_f64());

@@ -388,3 +388,34 @@ fn the_page_reconnects_when_the_run_restarts_and_needs_the_token_when_one_is_set
     let out = common::run_err(dir.path(), &["run", "p.toml", "--ui", "0.0.0.0:0"]);
     assert!(out.contains("ui: 0.0.0.0:") && out.contains("--ui-token"), "{out}");
 }
+
+#[test]
+fn viewers_that_misbehave_are_closed_and_the_others_keep_their_snapshots() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("p.toml"), EEG_PIPELINE).unwrap();
+    let run = Run::start(dir.path(), "p.toml", &["--ui", "127.0.0.1:0", "--ui-linger", "5"]);
+    let connect = || {
+        let stream = std::net::TcpStream::connect(&run.addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        tungstenite::client(format!("ws://{}/ws", run.addr), stream).unwrap().0
+    };
+    let mut talker = connect();
+    let mut reader = connect();
+    // A message over the limit (4096 bytes) closes that viewer's connection.
+    talker.send(tungstenite::Message::text("x".repeat(10_000))).unwrap();
+    let closed = (0..20).any(|_| !matches!(talker.read(), Ok(tungstenite::Message::Text(_))));
+    assert!(closed, "an oversized message must close the connection");
+    // A request that is not a WebSocket handshake on /ws is refused.
+    assert_eq!(http_status(&run.addr, "/ws"), 400);
+    // The other viewer keeps receiving a snapshot about once a second.
+    let mut snapshots = 0;
+    let start = Instant::now();
+    while snapshots < 3 {
+        assert!(start.elapsed() < Duration::from_secs(20), "snapshots stopped");
+        if let Ok(tungstenite::Message::Text(t)) = reader.read() {
+            let v: Value = serde_json::from_str(&t).unwrap();
+            assert!(v["nodes"].as_array().unwrap().len() == 4);
+            snapshots += 1;
+        }
+    }
+}

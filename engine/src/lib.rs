@@ -42,7 +42,7 @@ pub use node::{
     parse_config, ConfigTable, NodeContext, Operator, OperatorInstance, OperatorKind, Partitioning, Placement, RegisteredKind,
     Registry, Sink, SinkKind, SinkWriter, Source, SourceKind, SourceReader, SourceWaker, WorkerPos,
 };
-pub use runtime::{run, ClusterConfig, NodeStats, RunOptions, RunProgress, RunReport};
+pub use runtime::{run, BatchObserver, ClusterConfig, NodeStats, RunOptions, RunProgress, RunReport};
 pub use schema::{Channel, Schema, StreamKind};
 pub use spec::{CompiledPipeline, NodeConfig, OnInvalid, Overload, PipelineBuilder, PipelineSettings, PipelineSpec};
 pub use table::TableFrame;

@@ -30,8 +30,7 @@ pub fn compile(text: &str, base_dir: &str, origin: Option<&str>) -> Result<Compi
     Ok(compile_viewed(text, base_dir, origin, None)?.0)
 }
 
-/// [`compile`], with the live view's taps attached when `view` gives the run's metrics (the
-/// pipeline is checked first without them, so problems name only the user's nodes).
+/// [`compile`], and the live view of the run when `view` gives the run's metrics.
 fn compile_viewed(
     text: &str,
     base_dir: &str,
@@ -42,13 +41,8 @@ fn compile_viewed(
     if let Some(o) = origin {
         spec.origin = Some(PathBuf::from(o));
     }
-    let mut kinds = neurostream::registry();
-    let Some(metrics) = view else {
-        return Ok((spec.compile(&kinds)?, None));
-    };
-    spec.clone().compile(&kinds)?;
-    let state = neurostream::ui::attach(&mut spec, &mut kinds, metrics.clone());
-    Ok((spec.compile(&kinds)?, Some(state)))
+    let pipeline = spec.compile(&neurostream::registry())?;
+    Ok((pipeline, view.map(|m| neurostream::ui::UiState::new(&spec, m.clone()))))
 }
 
 /// How the package reads one node's output while the run goes.
@@ -228,6 +222,7 @@ impl Run {
                 resume,
             }),
             stop: Some(stop.clone()),
+            observer: view_state.clone().map(|s| s as Arc<dyn neurostream::BatchObserver>),
             ..Default::default()
         };
         let outcome: Arc<(Mutex<Outcome>, Condvar)> = Arc::default();
@@ -237,10 +232,6 @@ impl Run {
             .spawn(move || {
                 let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| neurostream::run(pipeline, options)))
                     .unwrap_or_else(|_| Err(EngineError::Runtime("the run panicked".into())))
-                    .map(|mut report| {
-                        neurostream::ui::strip_taps(&mut report);
-                        report
-                    })
                     .map_err(|e| e.to_string());
                 if let Some(state) = &view_state {
                     state.finish(&match &result {

@@ -45,7 +45,7 @@ pub struct UiState {
     pipeline: String,
     graph: Vec<GraphNode>,
     metrics: Arc<Metrics>,
-    views: Mutex<BTreeMap<(String, String), View>>,
+    views: Mutex<BTreeMap<StreamKey, SharedView>>,
     outcome: Mutex<Option<String>>,
     /// The viewers' queues: one snapshot per tick for each, the oldest dropped (and counted)
     /// when a viewer reads too slowly.
@@ -54,11 +54,29 @@ pub struct UiState {
     pub(crate) sent: AtomicU64,
 }
 
+/// A view's key: the node's label and the stream's name.
+type StreamKey = (String, String);
+/// One stream's view, locked on its own.
+type SharedView = Arc<Mutex<View>>;
+
+#[derive(Clone)]
 enum View {
     Signal(SignalView),
     Features(FeatureView),
     Tables(BTreeMap<String, TableView>),
     Scalars(ScalarView),
+}
+
+impl View {
+    /// An empty view for the stream `batch` belongs to.
+    fn of(batch: &Batch) -> View {
+        match batch {
+            Batch::Dense(f) if matches!(f.schema.kind, StreamKind::Signal { .. }) => View::Signal(SignalView::new(f)),
+            Batch::Dense(f) => View::Scalars(ScalarView::new(f)),
+            Batch::Sparse(s) => View::Features(FeatureView::new(s.schema.width())),
+            Batch::Table(_) => View::Tables(BTreeMap::new()),
+        }
+    }
 }
 
 impl UiState {
@@ -72,7 +90,6 @@ impl UiState {
         let graph = spec
             .nodes
             .iter()
-            .filter(|n| !super::is_tap(&n.name))
             .map(|n| GraphNode {
                 label: labels[n.name.as_str()].clone(),
                 kind: n.kind.clone().unwrap_or_default(),
@@ -95,42 +112,26 @@ impl UiState {
         *self.outcome.lock().unwrap() = Some(outcome.to_string());
     }
 
-    /// Takes in one batch of the output of `node` (a label such as `operators.band`).
-    pub fn observe(&self, node: &str, batch: &Batch) {
-        let key = (node.to_string(), batch.stream().to_string());
-        let mut views = self.views.lock().unwrap();
-        match batch {
-            Batch::Dense(f) => match f.schema.kind {
-                StreamKind::Signal { .. } => {
-                    let view = views.entry(key).or_insert_with(|| View::Signal(SignalView::new(f)));
-                    if let View::Signal(v) = view {
-                        v.add(f);
-                    }
-                }
-                _ => {
-                    let view = views.entry(key).or_insert_with(|| View::Scalars(ScalarView::new(f)));
-                    if let View::Scalars(v) = view {
-                        v.add(f);
-                    }
-                }
-            },
-            Batch::Sparse(s) => {
-                let view = views
-                    .entry(key)
-                    .or_insert_with(|| View::Features(FeatureView::new(s.schema.width())));
-                if let View::Features(v) = view {
-                    v.add(s);
-                }
-            }
-            Batch::Table(t) => {
-                let view = views.entry(key).or_insert_with(|| View::Tables(BTreeMap::new()));
-                if let View::Tables(tables) = view {
-                    tables
-                        .entry(t.table.to_string())
-                        .or_insert_with(|| TableView::new(&t.table))
-                        .add(t);
-                }
-            }
+    /// Takes in one batch of the output of `node` (a label such as `operators.band`). Each
+    /// stream's view has its own lock, held only while this batch is folded in.
+    pub fn take_in(&self, node: &str, batch: &Batch) {
+        let view = {
+            let mut views = self.views.lock().unwrap();
+            views
+                .entry((node.to_string(), batch.stream().to_string()))
+                .or_insert_with(|| Arc::new(Mutex::new(View::of(batch))))
+                .clone()
+        };
+        let mut view = view.lock().unwrap();
+        match (&mut *view, batch) {
+            (View::Signal(v), Batch::Dense(f)) => v.add(f),
+            (View::Scalars(v), Batch::Dense(f)) => v.add(f),
+            (View::Features(v), Batch::Sparse(s)) => v.add(s),
+            (View::Tables(tables), Batch::Table(t)) => tables
+                .entry(t.table.to_string())
+                .or_insert_with(|| TableView::new(&t.table))
+                .add(t),
+            _ => {} // a stream's batches are all of one kind
         }
     }
 
@@ -173,9 +174,18 @@ impl UiState {
                 })
             })
             .collect();
+        // Copies taken under each view's lock, serialized after it: a tap never waits for JSON.
+        let views: Vec<(StreamKey, SharedView)> = self
+            .views
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         let mut streams = Vec::new();
-        for ((node, stream), view) in self.views.lock().unwrap().iter() {
-            let mut v = match view {
+        for ((node, stream), view) in views {
+            let view = view.lock().unwrap().clone();
+            let mut v = match &view {
                 View::Signal(s) => s.snapshot(),
                 View::Features(f) => f.snapshot(),
                 View::Tables(t) => json!({
@@ -203,6 +213,12 @@ impl UiState {
     }
 }
 
+impl neurostream_engine::BatchObserver for UiState {
+    fn observe(&self, node: &str, batch: &Batch) {
+        self.take_in(node, batch);
+    }
+}
+
 /// Seconds of row `i` of `index` (signals: sample / rate; tokens: event time, else none).
 fn row_seconds(index: &RowIndex, i: usize, sample_rate: f64) -> Option<f64> {
     match index {
@@ -213,6 +229,7 @@ fn row_seconds(index: &RowIndex, i: usize, sample_rate: f64) -> Option<f64> {
 }
 
 /// A signal stream decimated to min/max columns as it arrives.
+#[derive(Clone)]
 struct SignalView {
     channels: Vec<String>,
     units: Vec<String>,
@@ -226,6 +243,7 @@ struct SignalView {
     latest: Vec<f32>,
 }
 
+#[derive(Clone)]
 struct Column {
     t: f64,
     rows: usize,
@@ -324,6 +342,7 @@ fn finite(v: f32) -> Value {
 }
 
 /// A sparse feature stream: firings per feature and L0 over time.
+#[derive(Clone)]
 struct FeatureView {
     fires: Vec<u64>,
     tokens: u64,
@@ -391,10 +410,12 @@ impl FeatureView {
     }
 }
 
-/// The newest rows of one result table.
+/// The newest rows of one result table, kept as Arrow slices (shared, not copied) and turned
+/// into JSON only for a snapshot.
+#[derive(Clone)]
 struct TableView {
-    columns: Vec<String>,
-    rows: VecDeque<Value>,
+    batches: VecDeque<arrow::record_batch::RecordBatch>,
+    kept: usize,
     total: u64,
     keep: usize,
 }
@@ -402,8 +423,8 @@ struct TableView {
 impl TableView {
     fn new(name: &str) -> TableView {
         TableView {
-            columns: Vec::new(),
-            rows: VecDeque::new(),
+            batches: VecDeque::new(),
+            kept: 0,
             total: 0,
             keep: if name == "top_examples" {
                 MAX_EXAMPLE_ROWS
@@ -415,31 +436,45 @@ impl TableView {
 
     fn add(&mut self, t: &TableFrame) {
         self.total += t.rows() as u64;
-        // Only the rows that will be kept are converted.
         let skip = t.rows().saturating_sub(self.keep);
-        let data = t.data.slice(skip, t.rows() - skip);
-        let mut writer = arrow::json::ArrayWriter::new(Vec::new());
-        if writer.write(&data).and_then(|_| writer.finish()).is_err() {
-            return;
-        }
-        let Ok(Value::Array(rows)) = serde_json::from_slice::<Value>(&writer.into_inner()) else {
-            return;
-        };
-        self.columns = t.data.schema().fields().iter().map(|f| f.name().clone()).collect();
-        for row in rows {
-            self.rows.push_back(row);
-            if self.rows.len() > self.keep {
-                self.rows.pop_front();
+        self.batches.push_back(t.data.slice(skip, t.rows() - skip));
+        self.kept += t.rows() - skip;
+        while self.kept > self.keep {
+            let front = self.batches.front().expect("rows kept").num_rows();
+            let extra = self.kept - self.keep;
+            if extra >= front {
+                self.batches.pop_front();
+                self.kept -= front;
+            } else {
+                let b = self.batches.pop_front().expect("rows kept");
+                self.batches.push_front(b.slice(extra, front - extra));
+                self.kept -= extra;
             }
         }
     }
 
     fn snapshot(&self) -> Value {
-        json!({"columns": self.columns, "total_rows": self.total, "rows": self.rows})
+        let columns: Vec<String> = self
+            .batches
+            .back()
+            .map(|b| b.schema().fields().iter().map(|f| f.name().clone()).collect())
+            .unwrap_or_default();
+        let mut rows = Vec::with_capacity(self.kept);
+        for b in &self.batches {
+            let mut writer = arrow::json::ArrayWriter::new(Vec::new());
+            if writer.write(b).and_then(|_| writer.finish()).is_err() {
+                continue;
+            }
+            if let Ok(Value::Array(r)) = serde_json::from_slice::<Value>(&writer.into_inner()) {
+                rows.extend(r);
+            }
+        }
+        json!({"columns": columns, "total_rows": self.total, "rows": rows})
     }
 }
 
 /// A dense non-signal stream (activations, token scalars): batch means per column over tokens.
+#[derive(Clone)]
 struct ScalarView {
     columns: Vec<String>,
     tokens: u64,

@@ -104,6 +104,21 @@ pub struct RunOptions {
     /// complete; with checkpoints the run stops as a failure does, its uncommitted output is
     /// removed and `resume` continues it from the last checkpoint.
     pub stop: Option<Arc<std::sync::atomic::AtomicBool>>,
+    /// Sees every batch each source and operator emits, by reference, on the worker that
+    /// emits it (the live view): it must be quick and must not block.
+    pub observer: Option<Arc<dyn BatchObserver>>,
+}
+
+/// Watches the batches a run's sources and operators emit (see [`RunOptions::observer`]).
+pub trait BatchObserver: Send + Sync {
+    /// One batch emitted by `node` (a label such as `operators.band`).
+    fn observe(&self, node: &str, batch: &crate::frame::Batch);
+}
+
+impl std::fmt::Debug for dyn BatchObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BatchObserver")
+    }
 }
 
 /// Live counters of a run in this process.
@@ -237,6 +252,7 @@ pub fn run(pipeline: CompiledPipeline, options: RunOptions) -> Result<RunReport>
         checkpoint: checkpoint.clone(),
         restored: restored.map(Arc::new),
         stop: options.stop.clone(),
+        observer: options.observer.clone(),
         ..Default::default()
     });
     let pipeline = Arc::new(pipeline);

@@ -98,6 +98,7 @@ where
                         }
                         if !out.is_empty() {
                             stats.rows_out += out.iter().map(|b| b.rows() as u64).sum::<u64>();
+                            out.iter().for_each(|b| shared.observe(&name, b));
                             output.session(&cap).give_iterator(out.drain(..));
                         }
                     }
@@ -118,6 +119,7 @@ where
                         Ok(next) => {
                             if !out.is_empty() {
                                 stats.rows_out += out.iter().map(|b| b.rows() as u64).sum::<u64>();
+                                out.iter().for_each(|b| shared.observe(&name, b));
                                 output.session(cap).give_iterator(out.drain(..));
                             }
                             if let Some(after) = next {
@@ -155,6 +157,7 @@ where
                             Ok(()) if !out.is_empty() => match &held {
                                 Some(cap) => {
                                     stats.rows_out += out.iter().map(|b| b.rows() as u64).sum::<u64>();
+                                    out.iter().for_each(|b| shared.observe(&name, b));
                                     output.session(cap).give_iterator(out.drain(..));
                                 }
                                 None => {

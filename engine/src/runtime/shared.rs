@@ -24,6 +24,7 @@ pub(super) struct Shared {
     pub(super) checkpoint: Option<Arc<Coordinator>>,
     pub(super) restored: Option<Arc<Checkpoint>>,
     pub(super) stop: Option<Arc<AtomicBool>>,
+    pub(super) observer: Option<Arc<dyn super::BatchObserver>>,
 }
 
 impl Shared {
@@ -41,6 +42,12 @@ impl Shared {
     }
     pub(super) fn first_error(&self) -> Option<String> {
         self.errors.lock().unwrap().first().cloned()
+    }
+    /// Hands `batch`, emitted by `node`, to the run's observer if it has one.
+    pub(super) fn observe(&self, node: &str, batch: &crate::frame::Batch) {
+        if let Some(o) = &self.observer {
+            o.observe(node, batch);
+        }
     }
     pub(super) fn node_metrics(&self, name: &str) -> Option<Arc<crate::metrics::NodeMetrics>> {
         self.metrics.as_ref().map(|m| m.node(name))

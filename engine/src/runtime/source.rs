@@ -459,6 +459,7 @@ impl SourceDriver {
 
     fn give(&self, time: u64, batch: Batch, emit: &mut dyn FnMut(&Capability<u64>, u64, Batch)) {
         if batch.rows() > 0 {
+            self.shared.observe(&self.name, &batch);
             emit(self.cap.as_ref().expect("a source that runs holds a capability"), time, batch);
         }
     }
