@@ -151,6 +151,13 @@ input = "band"
 window_s = 1.0
 step_s = 0.5
 
+[operators.potato]
+kind = "riemann_potato"
+input = "band"
+window_s = 1.0
+step_s = 0.25
+reference_windows = 4
+
 [sinks.out]
 kind = "console"
 input = "power"
@@ -177,7 +184,7 @@ fn signals_view_shows_the_graph_traces_markers_and_band_power_with_the_runs_coun
         Duration::from_secs(30),
     );
     assert!(later.as_u64().unwrap() > first.as_u64().unwrap());
-    assert_eq!(b.eval("document.querySelectorAll('#dag g[data-node]').length"), 4);
+    assert_eq!(b.eval("document.querySelectorAll('#dag g[data-node]').length"), 5);
     b.click("nav button[data-panel=signals]");
     b.wait_for(
         "+document.querySelector('#signal-plot').dataset.columns > 20",
@@ -206,7 +213,7 @@ fn signals_view_shows_the_graph_traces_markers_and_band_power_with_the_runs_coun
         Duration::from_secs(10),
     );
     let rows = report_rows(&report);
-    assert_eq!(rows.len(), 4, "{report}");
+    assert_eq!(rows.len(), 5, "{report}");
     for (node, rows_in, rows_out) in rows {
         let expected = if node.starts_with("sources.") { rows_out } else { rows_in };
         let shown = b.eval(&format!(
@@ -263,6 +270,30 @@ min_count = 1
 kind = "sae_reconstruct"
 input = "acts"
 sae = "{sae}"
+
+[operators.quality]
+kind = "token_stats"
+input = "recon"
+window = 256
+step = 128
+
+[[operators.quality.alerts]]
+rule = "fvu_above"
+above = 0.5
+
+[operators.clusters]
+kind = "kmeans"
+input = "acts"
+k = 4
+window = 256
+
+[sinks.quality_out]
+kind = "console"
+input = "quality"
+
+[sinks.clusters_out]
+kind = "console"
+input = "clusters"
 
 [sinks.stats_out]
 kind = "console"
@@ -414,7 +445,7 @@ fn viewers_that_misbehave_are_closed_and_the_others_keep_their_snapshots() {
         assert!(start.elapsed() < Duration::from_secs(20), "snapshots stopped");
         if let Ok(tungstenite::Message::Text(t)) = reader.read() {
             let v: Value = serde_json::from_str(&t).unwrap();
-            assert!(v["nodes"].as_array().unwrap().len() == 4);
+            assert_eq!(v["nodes"].as_array().unwrap().len(), 5);
             snapshots += 1;
         }
     }

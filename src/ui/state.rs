@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use arrow::datatypes::DataType;
 use neurostream_engine::{Batch, Frame, Metrics, PipelineSpec, RowIndex, SparseFrame, StreamKind, TableFrame};
 use neurostream_sinks::live::Hub;
 use serde_json::{json, Value};
@@ -25,6 +26,8 @@ const MAX_MARKERS: usize = 200;
 const MAX_TABLE_ROWS: usize = 50;
 /// Rows kept of the top-examples tables (one window's worth of examples of many features).
 const MAX_EXAMPLE_ROWS: usize = 400;
+/// Rows kept of cluster tables (one report of up to this many clusters).
+const MAX_CLUSTER_ROWS: usize = 1024;
 /// Points kept per series (token scalars, L0).
 const MAX_POINTS: usize = 600;
 /// Features listed as the most active.
@@ -45,7 +48,10 @@ pub struct UiState {
     pipeline: String,
     graph: Vec<GraphNode>,
     metrics: Arc<Metrics>,
-    views: Mutex<BTreeMap<StreamKey, SharedView>>,
+    /// Views by node label, then stream name (looked up without allocating).
+    views: Mutex<BTreeMap<String, BTreeMap<String, SharedView>>>,
+    /// Alert bounds and score thresholds from the pipeline file, drawn on the series they apply to.
+    thresholds: Vec<Value>,
     outcome: Mutex<Option<String>>,
     /// The viewers' queues: one snapshot per tick for each, the oldest dropped (and counted)
     /// when a viewer reads too slowly.
@@ -54,8 +60,6 @@ pub struct UiState {
     pub(crate) sent: AtomicU64,
 }
 
-/// A view's key: the node's label and the stream's name.
-type StreamKey = (String, String);
 /// One stream's view, locked on its own.
 type SharedView = Arc<Mutex<View>>;
 
@@ -96,7 +100,9 @@ impl UiState {
                 input: n.input.as_ref().and_then(|i| labels.get(i.as_str()).cloned()),
             })
             .collect();
+        let thresholds = thresholds(spec, &labels);
         Arc::new(UiState {
+            thresholds,
             pipeline: spec.settings.name.clone(),
             graph,
             metrics,
@@ -117,10 +123,15 @@ impl UiState {
     pub fn take_in(&self, node: &str, batch: &Batch) {
         let view = {
             let mut views = self.views.lock().unwrap();
-            views
-                .entry((node.to_string(), batch.stream().to_string()))
-                .or_insert_with(|| Arc::new(Mutex::new(View::of(batch))))
-                .clone()
+            let known = views.get(node).and_then(|streams| streams.get(&**batch.stream())).cloned();
+            known.unwrap_or_else(|| {
+                views
+                    .entry(node.to_string())
+                    .or_default()
+                    .entry(batch.stream().to_string())
+                    .or_insert_with(|| Arc::new(Mutex::new(View::of(batch))))
+                    .clone()
+            })
         };
         let mut view = view.lock().unwrap();
         match (&mut *view, batch) {
@@ -175,12 +186,12 @@ impl UiState {
             })
             .collect();
         // Copies taken under each view's lock, serialized after it: a tap never waits for JSON.
-        let views: Vec<(StreamKey, SharedView)> = self
+        let views: Vec<((String, String), SharedView)> = self
             .views
             .lock()
             .unwrap()
             .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .flat_map(|(node, streams)| streams.iter().map(|(s, v)| ((node.clone(), s.clone()), v.clone())))
             .collect();
         let mut streams = Vec::new();
         for ((node, stream), view) in views {
@@ -208,6 +219,7 @@ impl UiState {
                 "dropped": self.viewers.dropped.load(Ordering::Relaxed),
             },
             "nodes": nodes,
+            "thresholds": self.thresholds,
             "streams": streams,
         })
     }
@@ -217,6 +229,45 @@ impl neurostream_engine::BatchObserver for UiState {
     fn observe(&self, node: &str, batch: &Batch) {
         self.take_in(node, batch);
     }
+}
+
+/// The bounds the pipeline file sets on streams the view draws: `riemann_potato`'s z threshold
+/// on its own output, and `token_stats` alert bounds on its input's columns (`fvu_above` as the
+/// explained variance below which it fires).
+fn thresholds(spec: &PipelineSpec, labels: &BTreeMap<&str, String>) -> Vec<Value> {
+    use neurostream_engine::toml::Value as T;
+    let number = |v: Option<&T>| v.and_then(|v| v.as_float().or_else(|| v.as_integer().map(|i| i as f64)));
+    let mut out = Vec::new();
+    for n in &spec.nodes {
+        let label = &labels[n.name.as_str()];
+        match n.kind.as_deref() {
+            Some("riemann_potato") => {
+                let value = number(n.config.get("threshold")).unwrap_or(3.0);
+                out.push(json!({"node": label, "column": "z", "value": value, "rule": "threshold"}));
+            }
+            Some("token_stats") => {
+                let Some(input) = n.input.as_deref().and_then(|i| labels.get(i)) else {
+                    continue;
+                };
+                for alert in n.config.get("alerts").and_then(T::as_array).into_iter().flatten() {
+                    let rule = alert.get("rule").and_then(T::as_str).unwrap_or_default();
+                    let (column, value) = match rule {
+                        "fvu_above" => ("explained_variance".to_string(), number(alert.get("above")).map(|a| 1.0 - a)),
+                        "mean_above" | "mean_below" => (
+                            alert.get("column").and_then(T::as_str).unwrap_or_default().to_string(),
+                            number(alert.get(if rule == "mean_above" { "above" } else { "below" })),
+                        ),
+                        _ => continue,
+                    };
+                    if let Some(value) = value {
+                        out.push(json!({"node": input, "column": column, "value": value, "rule": rule}));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 /// Seconds of row `i` of `index` (signals: sample / rate; tokens: event time, else none).
@@ -426,10 +477,10 @@ impl TableView {
             batches: VecDeque::new(),
             kept: 0,
             total: 0,
-            keep: if name == "top_examples" {
-                MAX_EXAMPLE_ROWS
-            } else {
-                MAX_TABLE_ROWS
+            keep: match name {
+                "top_examples" => MAX_EXAMPLE_ROWS,
+                "centroids" => MAX_CLUSTER_ROWS,
+                _ => MAX_TABLE_ROWS,
             },
         }
     }
@@ -437,7 +488,18 @@ impl TableView {
     fn add(&mut self, t: &TableFrame) {
         self.total += t.rows() as u64;
         let skip = t.rows().saturating_sub(self.keep);
-        self.batches.push_back(t.data.slice(skip, t.rows() - skip));
+        // Vector columns (centroids, activations) are not shown: not kept.
+        let data = t.data.slice(skip, t.rows() - skip);
+        let shown: Vec<usize> = (0..data.num_columns())
+            .filter(|&c| {
+                !matches!(
+                    data.schema().field(c).data_type(),
+                    DataType::FixedSizeList(..) | DataType::List(..)
+                )
+            })
+            .collect();
+        let Ok(data) = data.project(&shown) else { return };
+        self.batches.push_back(data);
         self.kept += t.rows() - skip;
         while self.kept > self.keep {
             let front = self.batches.front().expect("rows kept").num_rows();

@@ -105,6 +105,7 @@ function renderSignals(s) {
     $("#signal-bars").appendChild(card);
     const series = x.channels.slice(0, 8);
     const data = [x.t, ...series.map((_, c) => x.max[c])];
+    withThresholds(s, x.node, series, data);
     linePlot(id, card.querySelector(".timeline"), series, data, 260);
   });
 }
@@ -170,6 +171,15 @@ function drawTraces(v) {
   el.dataset.channels = picked.length;
 }
 
+// Bounds from the pipeline file (alert rules, score thresholds) as flat lines on the series of
+// `node` they apply to.
+function withThresholds(s, node, labels, data) {
+  (s.thresholds || []).filter((t) => t.node === node && labels.includes(t.column)).forEach((t) => {
+    labels.push(`${t.rule}: ${t.column} ${fmt(t.value, 3)}`);
+    data.push(data[0].map(() => t.value));
+  });
+}
+
 function linePlot(id, el, labels, data, height) {
   const palette = ["#1d3557", "#e63946", "#2a9d8f", "#f4a261", "#6a4c93", "#457b9d", "#8ab17d", "#b5838d"];
   const key = labels.join(",");
@@ -179,7 +189,9 @@ function linePlot(id, el, labels, data, height) {
   const plot = new uPlot({
     width: Math.max(300, el.clientWidth || 600), height,
     scales: { x: { time: false } },
-    series: [{}, ...labels.map((l, i) => ({ label: l, stroke: palette[i % palette.length], width: 1 }))],
+    series: [{}, ...labels.map((l, i) => l.includes(": ") ?
+      { label: l, stroke: "#e63946", width: 1, dash: [6, 4] } :
+      { label: l, stroke: palette[i % palette.length], width: 1 })],
   }, data, el);
   plots[id] = { key, plot, el };
 }
@@ -243,8 +255,10 @@ function scalarCard(host, v) {
   card.dataset.stream = v.node;
   card.innerHTML = `<b>${esc(v.node)}</b> <span class="muted">${esc(v.stream)}, ${v.tokens} rows (batch means)</span><div class="plot"></div>`;
   host.appendChild(card);
+  const labels = [...v.columns];
   const data = [v.x, ...v.columns.map((_, c) => v.means.map((m) => m[c]))];
-  linePlot("scalars-" + v.node + v.stream, card.querySelector(".plot"), v.columns, data, 180);
+  withThresholds(latest, v.node, labels, data);
+  linePlot("scalars-" + v.node + v.stream, card.querySelector(".plot"), labels, data, 180);
 }
 
 // ---- Structure and drift: every result table but alerts and examples, and score streams
@@ -256,9 +270,19 @@ function renderStructure(s) {
       const card = document.createElement("div");
       card.className = "card";
       card.dataset.table = v.node + "/" + name;
-      card.innerHTML = `<b>${esc(v.node)}</b> table <b>${esc(name)}</b> <span class="muted">${t.total_rows} rows in all, newest shown</span>` + htmlTable(t, 10);
+      card.innerHTML = `<b>${esc(v.node)}</b> table <b>${esc(name)}</b> <span class="muted">${t.total_rows} rows in all, newest shown</span>` +
+        clusterSizes(t) + htmlTable(t, 10);
       host.appendChild(card);
     });
   });
   s.streams.filter((v) => v.type === "scalars").forEach((v) => scalarCard(host, v));
+}
+
+// Cluster sizes (k-means `centroids`): bars of the newest report's counts.
+function clusterSizes(t) {
+  if (!t.columns.includes("cluster") || !t.columns.includes("count") || !t.rows.length) return "";
+  const last = t.rows[t.rows.length - 1];
+  const rows = t.rows.filter((r) => r.window_end === last.window_end && r.scope === last.scope);
+  const max = Math.max(1, ...rows.map((r) => r.count));
+  return `<div class="bars sizes">${rows.map((r) => `<div title="cluster ${r.cluster}: ${r.count}" style="height:${100 * r.count / max}%"></div>`).join("")}</div>`;
 }
