@@ -206,7 +206,7 @@ fn main() {
         })
         .unwrap_or_default();
     let mut md = format!(
-        "# Live view: viewers do not slow the run\n\n`cargo run --release --example bench_ui -- --repeats {repeats} --tokens {tokens} --viewers {viewers}`\n\n\
+        "# Live view: what the view and its viewers cost a run\n\n`cargo run --release --example bench_ui -- --repeats {repeats} --tokens {tokens} --viewers {viewers}`\n\n\
          Machine: {cpu}, {} cores. Release build, default target (no `target-cpu=native`). Medians of {repeats} alternated runs; \
          viewers are WebSocket clients in the same process reading every snapshot (one per second).\n\n\
          `no view`: the pipeline alone; `view`: `--ui` (the view observing every batch of every source and operator) with 0 or {viewers} viewers.\n\n\
