@@ -15,6 +15,7 @@
 pub mod dashboard;
 pub mod fuzz_support;
 pub mod geometry;
+mod json;
 pub mod ui;
 
 pub use neurostream_engine::*;

@@ -438,6 +438,31 @@ fn viewers_that_misbehave_are_closed_and_the_others_keep_their_snapshots() {
     assert!(closed, "an oversized message must close the connection");
     // A request that is not a WebSocket handshake on /ws is refused.
     assert_eq!(http_status(&run.addr, "/ws"), 400);
+    // At most 64 viewers at once: the next handshake is refused with 503 until one leaves.
+    let mut crowd = Vec::new();
+    let refused = loop {
+        let stream = std::net::TcpStream::connect(&run.addr).unwrap();
+        match tungstenite::client(format!("ws://{}/ws", run.addr), stream) {
+            Ok((ws, _)) => crowd.push(ws),
+            Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(r))) => break r.status(),
+            Err(e) => panic!("handshake: {e}"),
+        }
+        assert!(crowd.len() <= 64, "more than 64 viewers admitted");
+    };
+    assert_eq!(refused, 503);
+    assert_eq!(crowd.len() + 1, 64, "the reader and the crowd fill the 64 places");
+    drop(crowd.pop());
+    let start = Instant::now();
+    let admitted = loop {
+        let stream = std::net::TcpStream::connect(&run.addr).unwrap();
+        if let Ok((ws, _)) = tungstenite::client(format!("ws://{}/ws", run.addr), stream) {
+            break ws;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "a place never came free");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    drop(admitted);
+    drop(crowd);
     // The other viewer keeps receiving a snapshot about once a second.
     let mut snapshots = 0;
     let start = Instant::now();

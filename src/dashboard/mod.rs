@@ -12,6 +12,8 @@ use anyhow::{bail, Context};
 use neurostream_operators::sae::Sae;
 use serde_json::{json, Value};
 
+use crate::json::finite;
+
 use tables::Report;
 
 /// Settings of the dashboard.
@@ -207,13 +209,7 @@ fn read_examples(dir: &Path, n: usize) -> anyhow::Result<BTreeMap<u32, Vec<Value
             json!({"act": finite(act[i]), "seq_id": seq[i], "pos": pos[i], "token": token[i], "context": context[i]}),
         ));
     }
-    Ok(out
-        .into_iter()
-        .map(|(f, mut v)| {
-            v.sort_by_key(|e| e.0);
-            (f, v.into_iter().map(|e| e.1).collect())
-        })
-        .collect())
+    Ok(by_rank(out))
 }
 
 fn read_partners(dir: &Path, n: usize) -> anyhow::Result<BTreeMap<u32, Vec<Value>>> {
@@ -240,13 +236,17 @@ fn read_partners(dir: &Path, n: usize) -> anyhow::Result<BTreeMap<u32, Vec<Value
             json!({"partner": p, "count": count[i], "value": finite(value[i]), "measure": measure[i]}),
         ));
     }
-    Ok(out
-        .into_iter()
+    Ok(by_rank(out))
+}
+
+/// Each feature's rows in rank order, the ranks dropped.
+fn by_rank(rows: BTreeMap<u32, Vec<(u64, Value)>>) -> BTreeMap<u32, Vec<Value>> {
+    rows.into_iter()
         .map(|(f, mut v)| {
             v.sort_by_key(|e| e.0);
             (f, v.into_iter().map(|e| e.1).collect())
         })
-        .collect())
+        .collect()
 }
 
 /// For each of `picked`, the `k` other features whose decoder directions have the highest
@@ -297,13 +297,4 @@ fn decoder_neighbours(sae: &Sae, picked: &[u32], k: usize) -> Vec<Vec<(u32, f64)
         }
     }
     out
-}
-
-/// A JSON number, or null for NaN and infinities.
-fn finite(v: f64) -> Value {
-    if v.is_finite() {
-        json!(v)
-    } else {
-        Value::Null
-    }
 }

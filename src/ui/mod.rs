@@ -13,5 +13,5 @@
 mod server;
 mod state;
 
-pub use server::{serve, UiServer, MAX_CLIENT_MESSAGE, SEND_TIMEOUT, TICK, VIEWER_QUEUE};
+pub use server::{serve, UiServer, MAX_CLIENT_MESSAGE, MAX_VIEWERS, SEND_TIMEOUT, TICK, VIEWER_QUEUE};
 pub use state::{UiState, COLUMNS, MAX_TRACED_CHANNELS, TRACE_SECONDS};

@@ -27,6 +27,8 @@ pub const VIEWER_QUEUE: usize = 4;
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest message accepted from a viewer (they have nothing to say).
 pub const MAX_CLIENT_MESSAGE: usize = 4096;
+/// Viewers connected at once; more are refused (HTTP 503) until one leaves.
+pub const MAX_VIEWERS: usize = 64;
 
 const INDEX_HTML: &str = include_str!("assets/index.html");
 const APP_JS: &str = include_str!("assets/app.js");
@@ -161,6 +163,14 @@ fn upgrade(req: &mut hyper::Request<hyper::body::Incoming>, state: Arc<UiState>)
     let Some(key) = key.filter(|_| wants) else {
         return response(400, "text/plain; charset=utf-8", "/ws is a WebSocket\n");
     };
+    // Counted from the handshake on, so a burst of handshakes cannot pass the limit.
+    let Some(slot) = ViewerSlot::take(&state) else {
+        return response(
+            503,
+            "text/plain; charset=utf-8",
+            format!("{MAX_VIEWERS} viewers are connected already\n"),
+        );
+    };
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(&key);
     let upgrading = hyper::upgrade::on(req);
     tokio::spawn(async move {
@@ -175,6 +185,7 @@ fn upgrade(req: &mut hyper::Request<hyper::body::Incoming>, state: Arc<UiState>)
         )
         .await;
         viewer(ws, state).await;
+        drop(slot);
     });
     hyper::Response::builder()
         .status(101)
@@ -183,6 +194,24 @@ fn upgrade(req: &mut hyper::Request<hyper::body::Incoming>, state: Arc<UiState>)
         .header(hyper::header::SEC_WEBSOCKET_ACCEPT, accept)
         .body(Body::new(bytes::Bytes::new()))
         .expect("a valid response")
+}
+
+/// One of the [`MAX_VIEWERS`] places, given back when dropped.
+struct ViewerSlot(Arc<UiState>);
+
+impl ViewerSlot {
+    fn take(state: &Arc<UiState>) -> Option<ViewerSlot> {
+        let taken = state
+            .open_viewers
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < MAX_VIEWERS).then_some(n + 1));
+        taken.is_ok().then(|| ViewerSlot(state.clone()))
+    }
+}
+
+impl Drop for ViewerSlot {
+    fn drop(&mut self) {
+        self.0.open_viewers.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Sends one viewer a snapshot at once, then each one the ticker queues for it, until it

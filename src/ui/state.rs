@@ -14,6 +14,8 @@ use neurostream_engine::{Batch, Frame, Metrics, PipelineSpec, RowIndex, SparseFr
 use neurostream_sinks::live::Hub;
 use serde_json::{json, Value};
 
+use crate::json::finite;
+
 /// Columns of a signal trace: the view's pixel columns (min and max per column).
 pub const COLUMNS: usize = 600;
 /// Seconds of signal a trace covers.
@@ -58,6 +60,8 @@ pub struct UiState {
     pub(crate) viewers: Hub<Arc<str>>,
     /// Snapshots handed to viewers' sockets so far.
     pub(crate) sent: AtomicU64,
+    /// Viewer connections open (handshakes included), against the server's limit.
+    pub(crate) open_viewers: std::sync::atomic::AtomicUsize,
 }
 
 /// One stream's view, locked on its own.
@@ -110,6 +114,7 @@ impl UiState {
             outcome: Mutex::new(None),
             viewers: Hub::default(),
             sent: AtomicU64::new(0),
+            open_viewers: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
@@ -380,15 +385,6 @@ impl SignalView {
             "latest": self.latest.iter().map(|&v| finite(v)).collect::<Vec<_>>(),
             "markers": self.markers.iter().map(|(t, l)| json!([t, l])).collect::<Vec<_>>(),
         })
-    }
-}
-
-/// A JSON number, or null for NaN and infinities (JSON has neither).
-fn finite(v: f32) -> Value {
-    if v.is_finite() {
-        json!(v)
-    } else {
-        Value::Null
     }
 }
 
