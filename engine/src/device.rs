@@ -157,6 +157,8 @@ pub struct GpuContext {
     /// The adapter it runs on.
     pub info: wgpu::AdapterInfo,
     pipelines: Mutex<HashMap<String, Arc<wgpu::ComputePipeline>>>,
+    /// Read-back (staging) buffers, reused across calls.
+    pool: Arc<BufferPool>,
     /// The run's `gpu_fallback = "cpu"`: kernels that fail on this device may retry on the CPU
     /// (see [`crate::kernels::Kernels`]).
     fallback_to_cpu: std::sync::atomic::AtomicBool,
@@ -228,6 +230,7 @@ impl GpuContext {
             queue,
             info,
             pipelines: Mutex::new(HashMap::new()),
+            pool: Arc::new(BufferPool::default()),
             fallback_to_cpu: std::sync::atomic::AtomicBool::new(false),
         })
     }
@@ -273,6 +276,33 @@ impl GpuContext {
         let p = Arc::new(pipeline);
         self.pipelines.lock().unwrap().insert(cache_key, p.clone());
         Ok(p)
+    }
+
+    /// Read-back (staging) buffers created on this device so far: they are pooled by size, so
+    /// in steady state a kernel creates none per batch. (Storage and uniform buffers are still
+    /// created per call by most kernels; see issue 21.)
+    pub fn staging_buffers_created(&self) -> u64 {
+        self.pool.created.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// A read-back buffer of `size` bytes from the pool, or a new one.
+    fn staging(&self, size: u64) -> PooledBuffer {
+        let usage = wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST;
+        let key = (size, usage.bits());
+        let buffer = self.pool.take(key).unwrap_or_else(|| {
+            self.pool.created.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("readback"),
+                size,
+                usage,
+                mapped_at_creation: false,
+            })
+        });
+        PooledBuffer {
+            buffer: Some(buffer),
+            key,
+            pool: Arc::downgrade(&self.pool),
+        }
     }
 
     /// A storage buffer holding `data` (readable, writable, copyable).
@@ -350,15 +380,10 @@ impl GpuContext {
                 cpass.dispatch_workgroups(x, y, z);
             }
         }
-        let staging: Vec<(wgpu::Buffer, u64)> = reads
+        let staging: Vec<(PooledBuffer, u64)> = reads
             .iter()
             .map(|&(buf, bytes)| {
-                let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
-                    label: Some("readback"),
-                    size: bytes.max(4),
-                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-                    mapped_at_creation: false,
-                });
+                let staging = self.staging(bytes.max(4));
                 encoder.copy_buffer_to_buffer(buf, 0, &staging, 0, bytes.max(4));
                 (staging, bytes)
             })
@@ -407,6 +432,61 @@ impl GpuContext {
     }
 }
 
+/// A GPU buffer from the [`GpuContext`]'s pool: used like a `wgpu::Buffer` (it derefs to one),
+/// and given back to the pool when dropped, so the next call of the same shape reuses it
+/// instead of allocating.
+pub struct PooledBuffer {
+    buffer: Option<wgpu::Buffer>,
+    key: (u64, u32),
+    pool: std::sync::Weak<BufferPool>,
+}
+
+impl std::ops::Deref for PooledBuffer {
+    type Target = wgpu::Buffer;
+    fn deref(&self) -> &wgpu::Buffer {
+        self.buffer.as_ref().expect("a pooled buffer holds its buffer until dropped")
+    }
+}
+
+impl Drop for PooledBuffer {
+    fn drop(&mut self) {
+        if let (Some(buffer), Some(pool)) = (self.buffer.take(), self.pool.upgrade()) {
+            pool.give_back(self.key, buffer);
+        }
+    }
+}
+
+/// Buffers given back, by exact size and usage (kernels bind whole buffers, so a buffer is
+/// reused only for a request of its own size), at most [`POOL_BYTES`] in all.
+#[derive(Default)]
+struct BufferPool {
+    free: Mutex<FreeBuffers>,
+    created: std::sync::atomic::AtomicU64,
+}
+
+/// Free buffers by (size, usage bits), and their total bytes.
+type FreeBuffers = (HashMap<(u64, u32), Vec<wgpu::Buffer>>, u64);
+
+/// Bytes of free buffers a context keeps for reuse; beyond it, buffers given back are released.
+pub const POOL_BYTES: u64 = 1 << 30;
+
+impl BufferPool {
+    fn take(&self, key: (u64, u32)) -> Option<wgpu::Buffer> {
+        let mut free = self.free.lock().unwrap();
+        let buffer = free.0.get_mut(&key)?.pop()?;
+        free.1 -= key.0;
+        Some(buffer)
+    }
+
+    fn give_back(&self, key: (u64, u32), buffer: wgpu::Buffer) {
+        let mut free = self.free.lock().unwrap();
+        if free.1 + key.0 <= POOL_BYTES {
+            free.1 += key.0;
+            free.0.entry(key).or_default().push(buffer);
+        }
+    }
+}
+
 /// One compute dispatch for [`GpuContext::run`].
 pub struct GpuPass<'a> {
     /// The pipeline.
@@ -432,5 +512,63 @@ pub fn workgroups_per_item(items: usize) -> [u32; 3] {
         [groups as u32, 1, 1]
     } else {
         [65535, groups.div_ceil(65535) as u32, 1]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ADD_TWICE: &str = r#"
+struct Params { n: u32, scale: f32, _a: u32, _b: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+    if gid.x < p.n { y[gid.x] = y[gid.x] + p.scale * x[gid.x]; }
+}
+"#;
+
+    fn gpu() -> Option<GpuContext> {
+        if std::env::var("NEUROSTREAM_SKIP_GPU_TESTS").is_ok_and(|v| v == "1") {
+            return None;
+        }
+        let ctx = GpuContext::create(false).or_else(|_| GpuContext::create(true));
+        Some(ctx.expect("a Vulkan adapter (lavapipe in CI); NEUROSTREAM_SKIP_GPU_TESTS=1 skips"))
+    }
+
+    /// Batches of one shape reuse the read-back buffer of the first (none is created per batch
+    /// after it), and what they read back is each batch's own result.
+    #[test]
+    fn batches_of_one_shape_create_no_read_back_buffers_after_the_first() {
+        let Some(ctx) = gpu() else { return };
+        let pipeline = ctx.pipeline("pool-test", ADD_TWICE, "main").unwrap();
+        let n = 1000usize;
+        let mut created_after_first = None;
+        for batch in 0..6 {
+            let x: Vec<f32> = (0..n).map(|i| (i + batch * n) as f32).collect();
+            let params = [n as u32, 2f32.to_bits(), 0, 0];
+            let u = ctx.uniform("params", bytemuck::cast_slice(&params));
+            let xb = ctx.storage_init("x", bytemuck::cast_slice(&x));
+            let yb = ctx.storage_zeroed("y", (n * 4) as u64);
+            let pass = GpuPass {
+                pipeline: &pipeline,
+                buffers: &[&u, &xb, &yb],
+                workgroups: workgroups_1d(n, 64),
+            };
+            let out = ctx.run(&[pass], Some((&yb, (n * 4) as u64))).unwrap();
+            let y: &[f32] = bytemuck::cast_slice(&out);
+            assert!(y.iter().zip(&x).all(|(a, b)| *a == 2.0 * b), "batch {batch}: wrong values");
+            match created_after_first {
+                None => created_after_first = Some(ctx.staging_buffers_created()),
+                Some(c) => assert_eq!(ctx.staging_buffers_created(), c, "batch {batch} created buffers"),
+            }
+        }
+        // A read of another size gets a buffer of its own.
+        let before = ctx.staging_buffers_created();
+        let other = ctx.storage_zeroed("other", 12345 * 4);
+        assert_eq!(ctx.run(&[], Some((&other, 12345 * 4))).unwrap().len(), 12345 * 4);
+        assert_eq!(ctx.staging_buffers_created(), before + 1);
     }
 }
