@@ -253,20 +253,17 @@ fn by_rank(rows: BTreeMap<u32, Vec<(u64, Value)>>) -> BTreeMap<u32, Vec<Value>> 
 /// cosine similarity with its own: `(feature, cosine)`, highest first.
 fn decoder_neighbours(sae: &Sae, picked: &[u32], k: usize) -> Vec<Vec<(u32, f64)>> {
     let (n, d) = (sae.d_sae, sae.d_in);
-    let unit: Vec<f32> = sae
-        .w_dec
-        .chunks_exact(d)
-        .flat_map(|row| {
-            let norm = row.iter().map(|&v| v as f64 * v as f64).sum::<f64>().sqrt();
-            let scale = if norm > 0.0 { (1.0 / norm) as f32 } else { 0.0 };
-            row.iter().map(move |&v| v * scale)
-        })
+    // Unit directions as columns (d × n), the one copy of W_dec made; the picked ones are
+    // gathered from it as rows: one product per block.
+    let scales: Vec<f32> = sae
+        .decoder_norms()
+        .iter()
+        .map(|&norm| if norm > 0.0 { 1.0 / norm } else { 0.0 })
         .collect();
-    // Unit directions as columns (d × n), the picked ones as rows: one product per block.
     let mut columns = vec![0f32; d * n];
-    for (j, row) in unit.chunks_exact(d).enumerate() {
+    for (j, row) in sae.w_dec.chunks_exact(d).enumerate() {
         for (i, &v) in row.iter().enumerate() {
-            columns[i * n + j] = v;
+            columns[i * n + j] = v * scales[j];
         }
     }
     let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
@@ -275,7 +272,10 @@ fn decoder_neighbours(sae: &Sae, picked: &[u32], k: usize) -> Vec<Vec<(u32, f64)
     for block in picked.chunks(BLOCK) {
         let x: Vec<f32> = block
             .iter()
-            .flat_map(|&f| unit[f as usize * d..(f as usize + 1) * d].iter().copied())
+            .flat_map(|&f| {
+                let columns = &columns;
+                (0..d).map(move |i| columns[i * n + f as usize])
+            })
             .collect();
         let mut z = vec![0f32; block.len() * n];
         neurostream_operators::sae::matmul(&x, &columns, block.len(), d, n, &mut z, threads);

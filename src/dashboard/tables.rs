@@ -29,27 +29,37 @@ impl Report {
         let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
             .and_then(|b| b.build())
             .with_context(|| format!("{}: not a readable Parquet file", path.display()))?;
-        let batches = reader
-            .collect::<Result<Vec<_>, _>>()
-            .with_context(|| format!("{}: reading", path.display()))?;
+        // Only the rows of the best report so far are kept as the file is read (a long run's
+        // tables hold every window): all_time first, then the newest window_end.
         let mut report = Report {
             path,
-            batches,
+            batches: Vec::new(),
             rows: Vec::new(),
         };
-        // (all_time first, then the newest window_end)
         let mut best: Option<(bool, u64)> = None;
-        let mut keys = Vec::new();
-        for b in 0..report.batches.len() {
+        for batch in reader {
+            let batch = batch.with_context(|| format!("{}: reading", report.path.display()))?;
+            report.batches.push(batch);
+            let b = report.batches.len() - 1;
             let scope = report.strings(b, "scope")?;
             let end = report.u64s(b, "window_end")?;
-            for r in 0..report.batches[b].num_rows() {
-                let key = (scope[r].as_deref() == Some("all_time"), end[r]);
-                best = best.max(Some(key));
-                keys.push((b, r, key));
+            let keys: Vec<(bool, u64)> = (0..end.len())
+                .map(|r| (scope[r].as_deref() == Some("all_time"), end[r]))
+                .collect();
+            let newest = keys.iter().copied().max();
+            if newest > best {
+                best = newest;
+                let last = report.batches.pop().expect("just pushed");
+                report.batches = vec![last];
             }
+            let keep = arrow::array::BooleanArray::from_iter(keys.iter().map(|k| Some(Some(*k) == best)));
+            let b = report.batches.len() - 1;
+            report.batches[b] = arrow::compute::filter_record_batch(&report.batches[b], &keep)
+                .with_context(|| format!("{}: reading", report.path.display()))?;
         }
-        report.rows = keys.into_iter().filter(|k| Some(k.2) == best).map(|k| (k.0, k.1)).collect();
+        report.rows = (0..report.batches.len())
+            .flat_map(|b| (0..report.batches[b].num_rows()).map(move |r| (b, r)))
+            .collect();
         Ok(Some(report))
     }
 
