@@ -15,9 +15,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::stats_tables::Report;
 use anyhow::{bail, Context};
-use arrow::array::{Array, AsArray, Float64Array, RecordBatch, UInt32Array, UInt64Array};
-use arrow::datatypes::{DataType, Field, Float64Type, Schema, UInt32Type, UInt64Type};
+use arrow::array::{Float64Array, RecordBatch, UInt32Array, UInt64Array};
+use arrow::datatypes::{DataType, Field, Schema};
 use neurostream_operators::cluster::affinity::Measure;
 use neurostream_operators::cluster::geometry::{
     gaussian_entropy, knn_entropy, modularity, power_law_fit, power_law_range, principal, PowerLaw, MIN_POWER_LAW_R2,
@@ -66,43 +67,43 @@ const PALETTE: [RGBColor; 10] = [
     RGBColor(23, 190, 207),
 ];
 
-/// Reads the latest report of a `pairs` table: `(feature_a, feature_b, weight)` with the
-/// weight the chosen measure's column clipped at 0.
+/// The newest report of a `cooccurrence` pairs table: `path` is the table (a file, or a
+/// rolling output's directory) or the directory holding it (`pairs.parquet` or `pairs/`).
 fn read_pairs(path: &Path, measure: Measure) -> anyhow::Result<Vec<(u32, u32, f64)>> {
-    let file = if path.is_dir() {
-        path.join("pairs.parquet")
+    let report = if path.is_file() {
+        Report::read_files(path.to_path_buf(), &[path.to_path_buf()])?
+    } else if path.join("pairs").is_dir() || path.join("pairs.parquet").is_file() {
+        Report::read(path, "pairs")?.context("the pairs table vanished while being read")?
+    } else if path.is_dir() {
+        Report::read_files(path.to_path_buf(), &crate::stats_tables::rolling_parts(path)?)?
     } else {
-        path.to_path_buf()
+        bail!(
+            "{}: cannot open the co-occurrence table (no such file or directory)",
+            path.display()
+        );
     };
-    let f = std::fs::File::open(&file).with_context(|| format!("{}: cannot open the co-occurrence table", file.display()))?;
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
-        .and_then(|b| b.build())
-        .with_context(|| format!("{}: not a readable Parquet file", file.display()))?;
-    let mut rows: Vec<(u64, u32, u32, f64)> = Vec::new();
-    for batch in reader {
-        let batch = batch.with_context(|| file.display().to_string())?;
-        let col = |name: &str| {
-            batch
-                .column_by_name(name)
-                .cloned()
-                .with_context(|| format!("{}: no column `{name}`: not a `cooccurrence` pairs table", file.display()))
-        };
-        let (end, a, b, w) = (col("window_end")?, col("feature_a")?, col("feature_b")?, col(measure.name())?);
-        let end = end.as_primitive_opt::<UInt64Type>().context("`window_end` is not uint64")?;
-        let a = a.as_primitive_opt::<UInt32Type>().context("`feature_a` is not uint32")?;
-        let b = b.as_primitive_opt::<UInt32Type>().context("`feature_b` is not uint32")?;
-        let w = w.as_primitive_opt::<Float64Type>().context("measure column is not float64")?;
-        for r in 0..batch.num_rows() {
-            if w.is_null(r) || !w.value(r).is_finite() {
-                bail!("{}: row {r}: {} is not a finite number", file.display(), measure.name());
-            }
-            rows.push((end.value(r), a.value(r), b.value(r), w.value(r).max(0.0)));
-        }
+    let not_pairs = |e: anyhow::Error| e.context("not a `cooccurrence` pairs table");
+    let a = report.u64_column("feature_a").map_err(not_pairs)?;
+    let b = report.u64_column("feature_b").map_err(not_pairs)?;
+    let w = report.f64_column(measure.name()).map_err(not_pairs)?;
+    if a.is_empty() {
+        bail!("{}: the pairs table is empty (no features co-fired)", report.path.display());
     }
-    let Some(latest) = rows.iter().map(|r| r.0).max() else {
-        bail!("{}: the pairs table is empty (no features co-fired)", file.display());
+    let feature = |v: u64, name: &str| {
+        u32::try_from(v).with_context(|| format!("{}: `{name}` {v} is not a feature id", report.path.display()))
     };
-    Ok(rows.into_iter().filter(|r| r.0 == latest).map(|r| (r.1, r.2, r.3)).collect())
+    let mut pairs = Vec::with_capacity(a.len());
+    for r in 0..a.len() {
+        if !w[r].is_finite() {
+            bail!(
+                "{}: row {r} of the newest report: {} is not a finite number",
+                report.path.display(),
+                measure.name()
+            );
+        }
+        pairs.push((feature(a[r], "feature_a")?, feature(b[r], "feature_b")?, w[r].max(0.0)));
+    }
+    Ok(pairs)
 }
 
 /// Computes and writes the report; returns the summary as JSON.

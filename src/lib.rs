@@ -16,6 +16,7 @@ pub mod dashboard;
 pub mod fuzz_support;
 pub mod geometry;
 mod json;
+pub mod stats_tables;
 pub mod ui;
 
 pub use neurostream_engine::*;

@@ -3,8 +3,6 @@
 //! examples with their context, top co-firing partners (a `cooccurrence` output) and the
 //! features whose decoder directions are nearest; an index sortable by any column.
 
-mod tables;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -14,7 +12,7 @@ use serde_json::{json, Value};
 
 use crate::json::finite;
 
-use tables::Report;
+use crate::stats_tables::Report;
 
 /// Settings of the dashboard.
 pub struct DashboardArgs {
