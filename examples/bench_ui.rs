@@ -175,10 +175,11 @@ fn main() {
     let out = tempfile::tempdir().unwrap();
     let bci = BCI.replace("OUT", &out.path().display().to_string());
     let llm = LLM.replace("TOKENS", &tokens.to_string());
-    let counts = [None, Some(0), Some(viewers)];
-    let mut latency: Vec<Vec<[f64; 3]>> = vec![Vec::new(); 3];
-    let mut rate: Vec<Vec<f64>> = vec![Vec::new(); 3];
-    let mut bytes: Vec<u64> = vec![0; 3];
+    // The view-less run twice: the difference between the two is the noise floor.
+    let counts = [None, Some(0), Some(viewers), None];
+    let mut latency: Vec<Vec<[f64; 3]>> = vec![Vec::new(); 4];
+    let mut rate: Vec<Vec<f64>> = vec![Vec::new(); 4];
+    let mut bytes: Vec<u64> = vec![0; 4];
     for rep in 0..repeats {
         for (i, &v) in counts.iter().enumerate() {
             let (report, got) = run(&bci, v);
@@ -196,7 +197,7 @@ fn main() {
         }
     }
     let lat = |i: usize, q: usize| median(latency[i].iter().map(|p| p[q]).collect());
-    let rates: Vec<f64> = (0..3).map(|i| median(rate[i].clone())).collect();
+    let rates: Vec<f64> = (0..4).map(|i| median(rate[i].clone())).collect();
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {
@@ -210,25 +211,29 @@ fn main() {
          Machine: {cpu}, {} cores. Release build, default target (no `target-cpu=native`). Medians of {repeats} alternated runs; \
          viewers are WebSocket clients in the same process reading every snapshot (one per second).\n\n\
          `no view`: the pipeline alone; `view`: `--ui` (the view observing every batch of every source and operator) with 0 or {viewers} viewers.\n\n\
-         | workload | no view | view, 0 viewers | view, {viewers} viewers | {viewers} viewers vs 0 | {viewers} viewers vs no view |\n| --- | --- | --- | --- | --- | --- |\n",
+         `no view (again)`: the pipeline alone once more, after the others in each repeat; its difference from the first is the noise floor.\n\n\
+         | workload | no view | view, 0 viewers | view, {viewers} viewers | no view (again) | {viewers} viewers vs 0 | {viewers} viewers vs no view | noise: no view vs again |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n",
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     let pct = |new: f64, old: f64| 100.0 * (new - old) / old;
     for (q, name) in [(0, "p50"), (1, "p95"), (2, "p99")] {
-        let (none, zero, some) = (lat(0, q), lat(1, q), lat(2, q));
+        let (none, zero, some, again) = (lat(0, q), lat(1, q), lat(2, q), lat(3, q));
         md += &format!(
-            "| BCI decision latency {name} (ms) | {none:.4} | {zero:.4} | {some:.4} | {:+.1} % | {:+.1} % |\n",
+            "| BCI decision latency {name} (ms) | {none:.4} | {zero:.4} | {some:.4} | {again:.4} | {:+.1} % | {:+.1} % | {:+.1} % |\n",
             pct(some, zero),
-            pct(some, none)
+            pct(some, none),
+            pct(again, none)
         );
     }
     md += &format!(
-        "| LLM monitoring throughput (tokens/s) | {:.0} | {:.0} | {:.0} | {:+.1} % | {:+.1} % |\n\nBytes pushed to the {viewers} viewers over all runs: {}.\n",
+        "| LLM monitoring throughput (tokens/s) | {:.0} | {:.0} | {:.0} | {:.0} | {:+.1} % | {:+.1} % | {:+.1} % |\n\nBytes pushed to the {viewers} viewers over all runs: {}.\n",
         rates[0],
         rates[1],
         rates[2],
+        rates[3],
         pct(rates[2], rates[1]),
         pct(rates[2], rates[0]),
+        pct(rates[3], rates[0]),
         bytes[2]
     );
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/UI_RESULTS.md");

@@ -74,7 +74,10 @@ pub fn serve(what: &str, addr: &str, has_token: bool, token_flag: &str, handler:
     let name = what.to_string();
     let thread = std::thread::Builder::new()
         .name(what.into())
-        .spawn(move || runtime.block_on(accept_loop(name, listener, handler, stopped)))
+        .spawn(move || {
+            crate::background::lower_current_thread_priority();
+            runtime.block_on(accept_loop(name, listener, handler, stopped))
+        })
         .map_err(|e| EngineError::io(format!("{what}: starting the server thread"), e))?;
     Ok(HttpServer {
         addr: local,

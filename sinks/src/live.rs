@@ -126,12 +126,11 @@ impl Request {
         }
         let mut r = Request::new(output);
         r.format = Format::Json;
+        // Percent-decoded as browsers encode them (`encodeURIComponent`), like the engine's
+        // other HTTP servers; a key without `=` is a flag.
         for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = match pair.split_once('=') {
-                Some((k, v)) => (k, Some(v)),
-                None => (pair, None),
-            };
-            r.option(k, v)?;
+            let (k, v) = form_urlencoded::parse(pair.as_bytes()).next().unwrap_or_default();
+            r.option(&k, pair.contains('=').then_some(&*v))?;
         }
         Ok(r)
     }
@@ -692,6 +691,9 @@ mod tests {
         );
         assert!(Request::parse_target("/").is_err());
         assert!(Request::parse_target("/a/b").is_err());
+        // Tokens arrive percent-encoded from browsers (`encodeURIComponent`).
+        let t = Request::parse_target("/alerts?token=a%20b%3Bc%2Bd%26e&lz4").unwrap();
+        assert_eq!((t.token.as_deref(), t.lz4), (Some("a b;c+d&e"), true));
     }
 
     #[test]

@@ -8,14 +8,14 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use neurostream_engine::http::{self, response, Body, Handler, HttpServer};
 use neurostream_engine::Result;
 use neurostream_sinks::live::SlowPolicy;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use super::state::UiState;
 
@@ -50,6 +50,7 @@ impl Drop for UiServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(t) = self.ticker.take() {
+            t.thread().unpark();
             let _ = t.join();
         }
         self.server.take();
@@ -68,18 +69,21 @@ pub fn serve(state: Arc<UiState>, addr: &str, token: Option<String>) -> Result<U
         std::thread::Builder::new()
             .name("ui-ticker".into())
             .spawn(move || {
+                neurostream_engine::background::lower_current_thread_priority();
                 while !stop.load(Ordering::SeqCst) {
                     if !state.viewers.is_empty() {
-                        let snapshot: Arc<str> = state.snapshot().to_string().into();
+                        let snapshot = Utf8Bytes::from(state.snapshot().to_string());
                         state.viewers.publish("state", snapshot, "ui");
+                        state.tick.notify_waiters();
                     }
-                    let mut slept = Duration::ZERO;
-                    while slept < TICK && !stop.load(Ordering::SeqCst) {
-                        std::thread::sleep(Duration::from_millis(20));
-                        slept += Duration::from_millis(20);
+                    // Woken early by `UiServer::drop`.
+                    let next = Instant::now() + TICK;
+                    while !stop.load(Ordering::SeqCst) && Instant::now() < next {
+                        std::thread::park_timeout(next.saturating_duration_since(Instant::now()));
                     }
                 }
                 state.viewers.close_all();
+                state.tick.notify_waiters();
             })
             .map_err(|e| neurostream_engine::EngineError::io("ui: starting the ticker thread", e))?
     };
@@ -109,8 +113,29 @@ fn presented(req: &hyper::Request<hyper::body::Incoming>) -> Option<String> {
             .get_all(hyper::header::COOKIE)
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .find_map(|kv| kv.trim().strip_prefix(TOKEN_COOKIE)?.strip_prefix('=').map(str::to_string))
+            .find_map(token_from_cookies)
+    })
+}
+
+/// The `Set-Cookie` value that carries `token`: percent-encoded, so that any token (spaces,
+/// `;`, `,`, non-ASCII) makes a valid cookie.
+fn token_cookie(token: &str) -> String {
+    let encoded: String = form_urlencoded::byte_serialize(token.as_bytes()).collect();
+    format!("{TOKEN_COOKIE}={encoded}; Path=/; HttpOnly; SameSite=Strict")
+}
+
+/// The token in a `Cookie` header (`name=value; name=value`), decoded as [`token_cookie`]
+/// encoded it.
+fn token_from_cookies(header: &str) -> Option<String> {
+    header.split(';').find_map(|kv| {
+        let value = kv.trim().strip_prefix(TOKEN_COOKIE)?.strip_prefix('=')?;
+        // The encoded value holds no `&` or `=`: it decodes as the key of a single pair.
+        Some(
+            form_urlencoded::parse(value.as_bytes())
+                .next()
+                .map(|(k, _)| k.into_owned())
+                .unwrap_or_default(),
+        )
     })
 }
 
@@ -124,9 +149,8 @@ fn route(req: hyper::Request<hyper::body::Incoming>, state: Arc<UiState>, token:
     }
     let mut answer = answer(req, state);
     if let Some(t) = token {
-        // Only token-safe characters reach here (it matched the configured token); the
-        // cookie is never sent to other sites or readable by scripts.
-        if let Ok(v) = hyper::header::HeaderValue::from_str(&format!("{TOKEN_COOKIE}={t}; Path=/; HttpOnly; SameSite=Strict")) {
+        // The cookie is never sent to other sites or readable by scripts.
+        if let Ok(v) = hyper::header::HeaderValue::from_str(&token_cookie(t)) {
             answer.headers_mut().insert(hyper::header::SET_COOKIE, v);
         }
     }
@@ -224,46 +248,67 @@ where
     let end = state
         .viewers
         .add(&format!("viewer #{n}"), "state", SlowPolicy::DropOldest, VIEWER_QUEUE);
-    let first = state.snapshot().to_string();
+    let first = Utf8Bytes::from(state.snapshot().to_string());
     if !send(&mut ws, first, &state).await {
         return;
     }
     loop {
+        // Registered before the queue is drained, so a snapshot queued meanwhile wakes it.
+        let ticked = state.tick.notified();
+        tokio::pin!(ticked);
+        ticked.as_mut().enable();
+        loop {
+            match end.rx.try_recv() {
+                Ok(snapshot) => {
+                    if !send(&mut ws, snapshot, &state).await {
+                        return;
+                    }
+                }
+                Err(crossbeam_channel::TryRecvError::Empty) => break,
+                Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                    let _ = ws.close(None).await;
+                    return;
+                }
+            }
+        }
         tokio::select! {
             incoming = ws.next() => match incoming {
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
                 Some(Ok(_)) => {} // viewers have nothing to say
             },
-            _ = tokio::time::sleep(Duration::from_millis(50)) => {
-                loop {
-                    match end.rx.try_recv() {
-                        Ok(snapshot) => {
-                            if !send(&mut ws, snapshot.to_string(), &state).await {
-                                return;
-                            }
-                        }
-                        Err(crossbeam_channel::TryRecvError::Empty) => break,
-                        Err(crossbeam_channel::TryRecvError::Disconnected) => {
-                            let _ = ws.close(None).await;
-                            return;
-                        }
-                    }
-                }
-            }
+            _ = &mut ticked => {}
         }
     }
     drop(end);
 }
 
-async fn send<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>, text: String, state: &UiState) -> bool
+/// Sends one snapshot (shared by every viewer, not copied) within [`SEND_TIMEOUT`].
+async fn send<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>, text: Utf8Bytes, state: &UiState) -> bool
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    match tokio::time::timeout(SEND_TIMEOUT, ws.send(Message::text(text))).await {
+    match tokio::time::timeout(SEND_TIMEOUT, ws.send(Message::Text(text))).await {
         Ok(Ok(())) => {
             state.sent.fetch_add(1, Ordering::Relaxed);
             true
         }
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn any_token_survives_the_cookie() {
+        for token in ["s3cret", "a b;c,d=e&f", "ünï\"cødé\\", "+%2B"] {
+            let cookie = token_cookie(token);
+            assert!(hyper::header::HeaderValue::from_str(&cookie).is_ok(), "{cookie}");
+            let value = cookie.split(';').next().unwrap();
+            let header = format!("theme=dark; {value}; other=1");
+            assert_eq!(token_from_cookies(&header).as_deref(), Some(token), "{cookie}");
+        }
+        assert_eq!(token_from_cookies("theme=dark"), None);
     }
 }

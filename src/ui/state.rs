@@ -14,7 +14,7 @@ use neurostream_engine::{Batch, Frame, Metrics, PipelineSpec, RowIndex, SparseFr
 use neurostream_sinks::live::Hub;
 use serde_json::{json, Value};
 
-use crate::json::finite;
+use crate::json::{finite, significant};
 
 /// Columns of a signal trace: the view's pixel columns (min and max per column).
 pub const COLUMNS: usize = 600;
@@ -57,7 +57,9 @@ pub struct UiState {
     outcome: Mutex<Option<String>>,
     /// The viewers' queues: one snapshot per tick for each, the oldest dropped (and counted)
     /// when a viewer reads too slowly.
-    pub(crate) viewers: Hub<Arc<str>>,
+    pub(crate) viewers: Hub<tokio_tungstenite::tungstenite::Utf8Bytes>,
+    /// Woken when the ticker has queued a snapshot for every viewer, or closed their queues.
+    pub(crate) tick: tokio::sync::Notify,
     /// Snapshots handed to viewers' sockets so far.
     pub(crate) sent: AtomicU64,
     /// Viewer connections open (handshakes included), against the server's limit.
@@ -113,6 +115,7 @@ impl UiState {
             views: Mutex::new(BTreeMap::new()),
             outcome: Mutex::new(None),
             viewers: Hub::default(),
+            tick: tokio::sync::Notify::new(),
             sent: AtomicU64::new(0),
             open_viewers: std::sync::atomic::AtomicUsize::new(0),
         })
@@ -285,6 +288,9 @@ fn row_seconds(index: &RowIndex, i: usize, sample_rate: f64) -> Option<f64> {
 }
 
 /// A signal stream decimated to min/max columns as it arrives.
+///
+/// Closed columns are kept in flat planes (`traced` values per column) so that a snapshot's
+/// copy, taken under the stream's lock while the worker may be waiting, is a few memory copies.
 #[derive(Clone)]
 struct SignalView {
     channels: Vec<String>,
@@ -292,8 +298,14 @@ struct SignalView {
     sample_rate: f64,
     rows_per_s: f64,
     rows_per_column: usize,
-    columns: VecDeque<Column>,
-    open: Option<Column>,
+    /// Start time (s) of each closed column, oldest first.
+    times: VecDeque<f64>,
+    /// Minimum of each traced channel in each closed column, column after column.
+    mins: VecDeque<f32>,
+    /// Maximum, laid out as `mins`.
+    maxs: VecDeque<f32>,
+    /// The column being filled.
+    open: Column,
     markers: VecDeque<(f64, String)>,
     rows: u64,
     latest: Vec<f32>,
@@ -306,6 +318,20 @@ struct Column {
     min: Vec<f32>,
     max: Vec<f32>,
 }
+
+impl Column {
+    fn empty(traced: usize) -> Column {
+        Column {
+            t: 0.0,
+            rows: 0,
+            min: vec![f32::INFINITY; traced],
+            max: vec![f32::NEG_INFINITY; traced],
+        }
+    }
+}
+
+/// Significant digits of trace values: a trace is drawn at pixel resolution, far coarser.
+const TRACE_DIGITS: i32 = 4;
 
 impl SignalView {
     fn new(f: &Frame) -> SignalView {
@@ -321,8 +347,10 @@ impl SignalView {
             sample_rate,
             rows_per_s,
             rows_per_column: ((rows_per_s * TRACE_SECONDS / COLUMNS as f64).ceil() as usize).max(1),
-            columns: VecDeque::with_capacity(COLUMNS + 1),
-            open: None,
+            times: VecDeque::with_capacity(COLUMNS + 1),
+            mins: VecDeque::with_capacity((COLUMNS + 1) * traced),
+            maxs: VecDeque::with_capacity((COLUMNS + 1) * traced),
+            open: Column::empty(traced),
             markers: VecDeque::new(),
             rows: 0,
             latest: Vec::new(),
@@ -340,36 +368,57 @@ impl SignalView {
             }
         }
         for (i, row) in f.data.chunks_exact(w.max(1)).enumerate() {
-            let row = &row[..traced];
-            let col = self.open.get_or_insert_with(|| Column {
-                t: row_seconds(&f.index, i, self.sample_rate).unwrap_or(0.0),
-                rows: 0,
-                min: vec![f32::INFINITY; traced],
-                max: vec![f32::NEG_INFINITY; traced],
-            });
-            for ((lo, hi), &v) in col.min.iter_mut().zip(col.max.iter_mut()).zip(row) {
+            let col = &mut self.open;
+            if col.rows == 0 {
+                col.t = row_seconds(&f.index, i, self.sample_rate).unwrap_or(0.0);
+            }
+            for ((lo, hi), &v) in col.min.iter_mut().zip(col.max.iter_mut()).zip(&row[..traced]) {
                 *lo = lo.min(v);
                 *hi = hi.max(v);
             }
             col.rows += 1;
             if col.rows == self.rows_per_column {
-                self.columns.push_back(self.open.take().expect("open column"));
-                if self.columns.len() > COLUMNS {
-                    self.columns.pop_front();
+                self.times.push_back(col.t);
+                self.mins.extend(col.min.iter().copied());
+                self.maxs.extend(col.max.iter().copied());
+                if self.times.len() > COLUMNS {
+                    self.times.pop_front();
+                    self.mins.drain(..traced);
+                    self.maxs.drain(..traced);
                 }
+                col.rows = 0;
+                col.min.fill(f32::INFINITY);
+                col.max.fill(f32::NEG_INFINITY);
             }
         }
         if let Some(last) = f.data.chunks_exact(w.max(1)).last() {
-            self.latest = last[..traced].to_vec();
+            self.latest.clear();
+            self.latest.extend_from_slice(&last[..traced]);
         }
         self.rows += f.index.len() as u64;
     }
 
     fn snapshot(&self) -> Value {
-        let cols: Vec<&Column> = self.columns.iter().chain(self.open.iter()).collect();
-        let per_channel = |pick: fn(&Column, usize) -> f32| -> Vec<Vec<Value>> {
-            (0..self.channels.len())
-                .map(|c| cols.iter().map(|col| finite(pick(col, c))).collect())
+        let traced = self.channels.len();
+        let open = self.open.rows > 0;
+        let mut t: Vec<f64> = self.times.iter().copied().collect();
+        if open {
+            t.push(self.open.t);
+        }
+        let per_channel = |closed: &VecDeque<f32>, open_values: &[f32]| -> Vec<Vec<Value>> {
+            (0..traced)
+                .map(|c| {
+                    let mut values: Vec<Value> = closed
+                        .iter()
+                        .skip(c)
+                        .step_by(traced.max(1))
+                        .map(|&v| significant(v, TRACE_DIGITS))
+                        .collect();
+                    if open {
+                        values.push(significant(open_values[c], TRACE_DIGITS));
+                    }
+                    values
+                })
                 .collect()
         };
         json!({
@@ -379,9 +428,9 @@ impl SignalView {
             "rows_per_s": self.rows_per_s,
             "rows": self.rows,
             "rows_per_column": self.rows_per_column,
-            "t": cols.iter().map(|c| c.t).collect::<Vec<_>>(),
-            "min": per_channel(|c, i| c.min[i]),
-            "max": per_channel(|c, i| c.max[i]),
+            "t": t,
+            "min": per_channel(&self.mins, &self.open.min),
+            "max": per_channel(&self.maxs, &self.open.max),
             "latest": self.latest.iter().map(|&v| finite(v)).collect::<Vec<_>>(),
             "markers": self.markers.iter().map(|(t, l)| json!([t, l])).collect::<Vec<_>>(),
         })
@@ -537,7 +586,8 @@ struct ScalarView {
     columns: Vec<String>,
     tokens: u64,
     x: VecDeque<u64>,
-    means: VecDeque<Vec<Value>>,
+    /// Per batch, the mean of each column (NaN where a batch had no finite value).
+    means: VecDeque<Vec<f32>>,
 }
 
 /// Streams wider than this are shown by their mean row norm only (activations).
@@ -589,7 +639,7 @@ impl ScalarView {
         };
         self.tokens += rows as u64;
         self.x.push_back(self.tokens);
-        self.means.push_back(means.into_iter().map(|m| finite(m as f32)).collect());
+        self.means.push_back(means.into_iter().map(|m| m as f32).collect());
         if self.x.len() > MAX_POINTS {
             self.x.pop_front();
             self.means.pop_front();
@@ -602,7 +652,7 @@ impl ScalarView {
             "columns": self.columns,
             "tokens": self.tokens,
             "x": self.x,
-            "means": self.means,
+            "means": self.means.iter().map(|m| m.iter().map(|&v| finite(v)).collect::<Vec<_>>()).collect::<Vec<_>>(),
         })
     }
 }
@@ -637,14 +687,24 @@ mod tests {
         for k in 0..100 {
             v.add(&signal_frame(k * 1000, 1000, 1000.0));
         }
-        assert_eq!(v.columns.len(), COLUMNS);
-        let first = &v.columns[0];
+        assert_eq!(v.times.len(), COLUMNS);
+        assert_eq!((v.mins.len(), v.maxs.len()), (2 * COLUMNS, 2 * COLUMNS));
         // Every column holds 17 consecutive samples: min and max of channel A are its ends.
-        assert_eq!(first.max[0] - first.min[0], 16.0);
-        assert_eq!(first.min[1], -first.max[0]);
-        assert_eq!(first.t, first.min[0] as f64 / 1000.0);
+        let (min_a, max_a, min_b) = (v.mins[0], v.maxs[0], v.mins[1]);
+        assert_eq!(max_a - min_a, 16.0);
+        assert_eq!(min_b, -max_a);
+        assert_eq!(v.times[0], min_a as f64 / 1000.0);
         let snap = v.snapshot();
         assert_eq!(snap["t"].as_array().unwrap().len(), COLUMNS + 1);
+        assert_eq!(snap["min"][0].as_array().unwrap().len(), COLUMNS + 1);
+        // Sent with 4 significant digits: within half a unit of the 4th digit.
+        let sent = snap["min"][0][0].as_f64().unwrap();
+        assert!(
+            (sent - min_a as f64).abs() <= 5e-4 * (min_a as f64).abs(),
+            "{sent} vs {min_a}"
+        );
+        let (sent, kept) = (snap["max"][1][COLUMNS - 1].as_f64().unwrap(), v.maxs[2 * COLUMNS - 1] as f64);
+        assert!((sent - kept).abs() <= 5e-4 * kept.abs(), "{sent} vs {kept}");
         assert_eq!(snap["latest"], json!([99999.0, -99999.0]));
     }
 
