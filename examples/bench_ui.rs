@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use neurostream::{registry, PipelineSpec, RunOptions};
+use neurostream::runtime::Latencies;
 
 const BCI: &str = r#"
 [pipeline]
@@ -177,14 +178,15 @@ fn main() {
     let llm = LLM.replace("TOKENS", &tokens.to_string());
     // The view-less run twice: the difference between the two is the noise floor.
     let counts = [None, Some(0), Some(viewers), None];
-    let mut latency: Vec<Vec<[f64; 3]>> = vec![Vec::new(); 4];
+    // Every decision of every repeat, pooled per configuration.
+    let mut latency: Vec<Latencies> = vec![Latencies::default(); 4];
     let mut rate: Vec<Vec<f64>> = vec![Vec::new(); 4];
     let mut bytes: Vec<u64> = vec![0; 4];
     for rep in 0..repeats {
         for (i, &v) in counts.iter().enumerate() {
             let (report, got) = run(&bci, v);
             let p = report.nodes["sinks.decisions"].latencies.percentiles_ms().expect("latencies");
-            latency[i].push([p[0], p[1], p[2]]);
+            latency[i].merge(&report.nodes["sinks.decisions"].latencies);
             bytes[i] += got;
             let (report, got) = run(&llm, v);
             let r = tokens as f64 / report.elapsed.as_secs_f64();
@@ -196,7 +198,8 @@ fn main() {
             );
         }
     }
-    let lat = |i: usize, q: usize| median(latency[i].iter().map(|p| p[q]).collect());
+    let pooled: Vec<[f64; 4]> = latency.iter().map(|l| l.percentiles_ms().expect("latencies")).collect();
+    let lat = |i: usize, q: usize| pooled[i][q];
     let rates: Vec<f64> = (0..4).map(|i| median(rate[i].clone())).collect();
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -208,7 +211,7 @@ fn main() {
         .unwrap_or_default();
     let mut md = format!(
         "# Live view: what the view and its viewers cost a run\n\n`cargo run --release --example bench_ui -- --repeats {repeats} --tokens {tokens} --viewers {viewers}`\n\n\
-         Machine: {cpu}, {} cores. Release build, default target (no `target-cpu=native`). Medians of {repeats} alternated runs; \
+         Machine: {cpu}, {} cores. Release build, default target (no `target-cpu=native`). {repeats} alternated runs of each configuration: latency percentiles over all decisions of all runs, throughput the median run; \
          viewers are WebSocket clients in the same process reading every snapshot (one per second).\n\n\
          `no view`: the pipeline alone; `view`: `--ui` (the view observing every batch of every source and operator) with 0 or {viewers} viewers.\n\n\
          `no view (again)`: the pipeline alone once more, after the others in each repeat; its difference from the first is the noise floor.\n\n\
