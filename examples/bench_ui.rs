@@ -18,8 +18,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use neurostream::{registry, PipelineSpec, RunOptions};
 use neurostream::runtime::Latencies;
+use neurostream::{registry, PipelineSpec, RunOptions};
 
 const BCI: &str = r#"
 [pipeline]

@@ -11,6 +11,37 @@ pub fn sinc(x: f64) -> f64 {
     }
 }
 
+/// Writes the `rows × cols` row-major matrix `m` transposed (`cols × rows`, row-major) into
+/// `out`: time-major samples to channel-major series and back. Goes in 16 × 16 blocks, so
+/// neither side is walked with a large stride (strides of a multiple of 4 KiB thrash the cache).
+pub fn transpose_into(m: &[f32], rows: usize, cols: usize, out: &mut [f32]) {
+    assert_eq!(m.len(), rows * cols, "transpose: {} values are not {rows} x {cols}", m.len());
+    assert_eq!(
+        out.len(),
+        m.len(),
+        "transpose: output of {} values for {}",
+        out.len(),
+        m.len()
+    );
+    const B: usize = 16;
+    for r0 in (0..rows).step_by(B) {
+        for c0 in (0..cols).step_by(B) {
+            for r in r0..(r0 + B).min(rows) {
+                for c in c0..(c0 + B).min(cols) {
+                    out[c * rows + r] = m[r * cols + c];
+                }
+            }
+        }
+    }
+}
+
+/// The `rows × cols` row-major matrix `m` transposed (see [`transpose_into`]).
+pub fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0f32; m.len()];
+    transpose_into(m, rows, cols, &mut out);
+    out
+}
+
 /// Greatest common divisor (`gcd(a, 0) = a`).
 pub fn gcd(a: u64, b: u64) -> u64 {
     if b == 0 {
@@ -28,5 +59,19 @@ mod tests {
         assert_eq!(super::gcd(7, 0), 7);
         assert_eq!(super::sinc(0.0), 1.0);
         assert!(super::sinc(1.0).abs() < 1e-15);
+    }
+
+    #[test]
+    fn transposing_moves_every_value_once_for_any_shape() {
+        for (rows, cols) in [(0, 3), (1, 1), (17, 33), (64, 5), (3, 100)] {
+            let m: Vec<f32> = (0..rows * cols).map(|i| i as f32).collect();
+            let t = super::transpose(&m, rows, cols);
+            for r in 0..rows {
+                for c in 0..cols {
+                    assert_eq!(t[c * rows + r], m[r * cols + c]);
+                }
+            }
+            assert_eq!(super::transpose(&t, cols, rows), m);
+        }
     }
 }

@@ -209,16 +209,6 @@ fn read_json(path: &Path) -> Result<serde_json::Map<String, Value>> {
     }
 }
 
-fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut t = vec![0f32; m.len()];
-    for r in 0..rows {
-        for c in 0..cols {
-            t[c * rows + r] = m[r * cols + c];
-        }
-    }
-    t
-}
-
 impl Sae {
     /// Loads an SAE directory, detecting the format: SAELens (`cfg.json` + `sae_weights.safetensors`)
     /// or EleutherAI sparsify (`cfg.json` + `sae.safetensors`).
@@ -426,7 +416,7 @@ impl Sae {
             &format!("[{d_sae}, {d_in}]"),
         )?;
         let dec = t.get("decoder.weight", &[d_in, d_sae])?;
-        let w_dec = transpose(&dec, d_in, d_sae);
+        let w_dec = neurostream_engine::dsp::transpose(&dec, d_in, d_sae);
         let enc = t.get("encoder.weight", &[d_sae, d_in])?;
         let include_dec_norm = cfg
             .get("sparsity_include_decoder_norm")
@@ -495,7 +485,7 @@ impl Sae {
         Ok(Sae {
             d_in,
             d_sae,
-            w_enc: transpose(&enc, d_sae, d_in),
+            w_enc: neurostream_engine::dsp::transpose(&enc, d_sae, d_in),
             b_enc: t.get("encoder.bias", &[d_sae])?,
             b_dec: t.get("decoder.bias", &[d_in])?,
             w_dec,
@@ -546,7 +536,7 @@ impl Sae {
         Ok(Sae {
             d_in,
             d_sae,
-            w_enc: transpose(&enc, d_sae, d_in),
+            w_enc: neurostream_engine::dsp::transpose(&enc, d_sae, d_in),
             b_enc: t.get("encoder.bias", &[d_sae])?,
             w_dec: t.get("W_dec", &[d_sae, d_in])?,
             b_dec: t.get("b_dec", &[d_in])?,

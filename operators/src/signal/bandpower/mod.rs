@@ -188,6 +188,7 @@ impl Operator for Bandpower {
             name: self.name.clone(),
             kernels,
             windowers: HashMap::new(),
+            scratch: Scratch::default(),
         }))
     }
 }
@@ -202,6 +203,15 @@ struct BandpowerInstance {
     name: String,
     kernels: Kernels<dyn PowerKernels>,
     windowers: HashMap<Arc<str>, Windower>,
+    scratch: Scratch,
+}
+
+/// Buffers reused from frame to frame (see [`PowerKernels::power`]).
+#[derive(Default)]
+struct Scratch {
+    by_channel: Vec<f32>,
+    segments: Vec<f32>,
+    power: Vec<f64>,
 }
 
 impl OperatorInstance for BandpowerInstance {
@@ -226,13 +236,14 @@ impl OperatorInstance for BandpowerInstance {
         let w = &self.welch;
         let len = windows[0].data.len() / c;
         let segs = w.segments(len);
-        let mut segments = Vec::with_capacity(windows.len() * c * segs * w.nperseg);
+        let scratch = &mut self.scratch;
+        scratch.segments.clear();
         for win in &windows {
-            for ch in 0..c {
-                w.push_segments(&win.data, c, ch, &mut segments);
-            }
+            w.push_segments(&win.data, c, &mut scratch.by_channel, &mut scratch.segments);
         }
-        let power = self.kernels.run(|k| k.power(&segments, w.nperseg, w.nfreq()))?;
+        let (segments, power) = (&scratch.segments, &mut scratch.power);
+        self.kernels.run(|k| k.power(segments, w.nperseg, w.nfreq(), power))?;
+        let power = &scratch.power;
         let nfreq = w.nfreq();
         let df = fs / w.nperseg as f64;
         let lo_all = self.bands.iter().map(|b| b.1).fold(f64::INFINITY, f64::min);

@@ -17,8 +17,10 @@ use crate::gpu_gemm::{self, GemmCall};
 
 /// `|DFT|²` of each segment at bins `0..nfreq`.
 pub trait PowerKernels: Send {
-    /// `segments`: `count × n` (row-major); returns `count × nfreq` squared magnitudes.
-    fn power(&mut self, segments: &[f32], n: usize, nfreq: usize) -> Result<Vec<f64>>;
+    /// `segments`: `count × n` (row-major); replaces the contents of `out` with the
+    /// `count × nfreq` squared magnitudes (`out` is the caller's, reused across calls: a fresh
+    /// buffer of this size per window costs more in page faults than the FFTs).
+    fn power(&mut self, segments: &[f32], n: usize, nfreq: usize, out: &mut Vec<f64>) -> Result<()>;
 }
 
 /// CPU: a real-input FFT in float64 (realfft: half the work of a complex FFT of the same
@@ -54,7 +56,7 @@ impl Default for CpuPower {
 }
 
 impl PowerKernels for CpuPower {
-    fn power(&mut self, segments: &[f32], n: usize, nfreq: usize) -> Result<Vec<f64>> {
+    fn power(&mut self, segments: &[f32], n: usize, nfreq: usize, out: &mut Vec<f64>) -> Result<()> {
         if self.plan.as_ref().is_none_or(|p| p.n != n) {
             let fft = self.planner.plan_fft_forward(n);
             self.plan = Some(Plan {
@@ -66,7 +68,8 @@ impl PowerKernels for CpuPower {
             });
         }
         let p = self.plan.as_mut().unwrap();
-        let mut out = Vec::with_capacity(segments.len() / n * nfreq);
+        out.clear();
+        out.reserve(segments.len() / n * nfreq);
         for seg in segments.chunks_exact(n) {
             for (b, &v) in p.input.iter_mut().zip(seg) {
                 *b = v as f64;
@@ -76,7 +79,7 @@ impl PowerKernels for CpuPower {
                 .map_err(|e| neurostream_engine::EngineError::Runtime(format!("welch FFT: {e}")))?;
             out.extend(p.spectrum[..nfreq].iter().map(|c| c.norm_sqr()));
         }
-        Ok(out)
+        Ok(())
     }
 }
 
@@ -99,10 +102,11 @@ impl GpuPower {
 }
 
 impl PowerKernels for GpuPower {
-    fn power(&mut self, segments: &[f32], n: usize, nfreq: usize) -> Result<Vec<f64>> {
+    fn power(&mut self, segments: &[f32], n: usize, nfreq: usize, out: &mut Vec<f64>) -> Result<()> {
+        out.clear();
         let count = segments.len() / n;
         if count == 0 {
-            return Ok(Vec::new());
+            return Ok(());
         }
         let ctx = self.ctx.clone();
         if self.basis.as_ref().is_none_or(|(k, _)| *k != (n, nfreq)) {
@@ -129,11 +133,26 @@ impl PowerKernels for GpuPower {
             Some((&y, (count * 2 * nfreq * 4) as u64)),
         )?;
         let dft: &[f32] = bytemuck::cast_slice(&bytes);
-        Ok(dft
-            .chunks_exact(2 * nfreq)
-            .flat_map(|r| (0..nfreq).map(move |k| (r[k] as f64).powi(2) + (r[nfreq + k] as f64).powi(2)))
-            .collect())
+        out.extend(
+            dft.chunks_exact(2 * nfreq)
+                .flat_map(|r| (0..nfreq).map(move |k| (r[k] as f64).powi(2) + (r[nfreq + k] as f64).powi(2))),
+        );
+        Ok(())
     }
+}
+
+/// The sum of `x` in float64, over 8 interleaved partial sums (one long chain of dependent
+/// additions would take 4 cycles per value; numpy's pairwise sum splits the work likewise).
+fn sum(x: &[f32]) -> f64 {
+    let mut acc = [0f64; 8];
+    let mut blocks = x.chunks_exact(8);
+    for b in &mut blocks {
+        for (a, &v) in acc.iter_mut().zip(b) {
+            *a += v as f64;
+        }
+    }
+    let tail: f64 = blocks.remainder().iter().map(|&v| v as f64).sum();
+    acc.iter().sum::<f64>() + tail
 }
 
 /// Welch settings resolved for one window length.
@@ -190,14 +209,26 @@ impl Welch {
         }
     }
 
-    /// Appends the detrended, windowed segments of channel `c` of `data` (`len × channels`).
-    pub fn push_segments(&self, data: &[f32], channels: usize, c: usize, out: &mut Vec<f32>) {
+    /// Appends the detrended, windowed segments of every channel of `data` (`len × channels`,
+    /// row-major), channel after channel: `channels × segments(len) × nperseg` values. The
+    /// window is first made channel-major in `by_channel` (scratch, reused across calls), so
+    /// each segment is read and written contiguously.
+    pub fn push_segments(&self, data: &[f32], channels: usize, by_channel: &mut Vec<f32>, out: &mut Vec<f32>) {
+        if channels == 0 {
+            return;
+        }
         let len = data.len() / channels;
-        let step = self.nperseg - self.noverlap;
-        for s in 0..self.segments(len) {
-            let at = s * step;
-            let mean = (at..at + self.nperseg).map(|r| data[r * channels + c] as f64).sum::<f64>() / self.nperseg as f64;
-            out.extend((0..self.nperseg).map(|t| ((data[(at + t) * channels + c] as f64 - mean) * self.window[t]) as f32));
+        let (n, step) = (self.nperseg, self.nperseg - self.noverlap);
+        let segs = self.segments(len);
+        by_channel.resize(len * channels, 0.0);
+        neurostream_engine::dsp::transpose_into(&data[..len * channels], len, channels, by_channel);
+        out.reserve(channels * segs * n);
+        for x in by_channel.chunks_exact(len) {
+            for s in 0..segs {
+                let seg = &x[s * step..s * step + n];
+                let mean = sum(seg) / n as f64;
+                out.extend(seg.iter().zip(&self.window).map(|(&v, &w)| ((v as f64 - mean) * w) as f32));
+            }
         }
     }
 
