@@ -951,6 +951,14 @@ fn print_report(report: &neurostream::RunReport) {
     for (name, device) in &report.devices {
         eprintln!("  device {name}: {device}");
     }
+    for (kernel, (n, seconds, p99)) in &report.gpu_kernels {
+        eprintln!(
+            "  gpu kernel {kernel}: {n} dispatches, {:.3} ms GPU time ({:.1} µs each), p99 ≤ {:.3} ms",
+            seconds * 1e3,
+            seconds * 1e6 / *n as f64,
+            p99 * 1e3
+        );
+    }
     for (name, n) in &report.dropped_invalid {
         eprintln!("  dropped {n} rows with NaN/Inf from {name}");
     }

@@ -103,3 +103,80 @@ path = "out.parquet"
     assert!(status.len() >= 4, "expected status lines every 0.5 s of a 4 s run:\n{log}");
     assert!(log.contains("sinks.out: wrote 1000 rows"), "{log}");
 }
+
+/// A GPU operator's kernels are timed on the device (timestamp queries; lavapipe has them):
+/// `/metrics` serves `neurostream_gpu_kernel_seconds` per kernel while the run goes, and the run
+/// report lists each kernel's dispatches and GPU time.
+#[test]
+fn gpu_kernel_times_reach_metrics_and_the_report() {
+    if std::env::var("NEUROSTREAM_SKIP_GPU_TESTS").is_ok_and(|v| v == "1") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("p.toml"),
+        r#"
+[pipeline]
+allow_software_gpu = true
+
+[sources.eeg]
+kind = "synthetic_eeg"
+channels = 8
+sample_rate = 250.0
+seconds = 3.0
+chunk = 25
+speed = 1.0
+
+[operators.band]
+kind = "butterworth"
+input = "eeg"
+btype = "bandpass"
+cutoff = [8.0, 30.0]
+order = 4
+device = "gpu"
+
+[sinks.out]
+kind = "parquet"
+input = "band"
+path = "out.parquet"
+"#,
+    )
+    .unwrap();
+    let mut child = Command::new(common::bin())
+        .args(["run", "p.toml", "--metrics", "127.0.0.1:0"])
+        .current_dir(d)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut addr = String::new();
+    let mut log = String::new();
+    while addr.is_empty() {
+        let mut line = String::new();
+        assert!(err.read_line(&mut line).unwrap() > 0, "ended before serving metrics:\n{log}");
+        log.push_str(&line);
+        if let Some(rest) = line.trim().strip_prefix("metrics: http://") {
+            addr = rest.trim_end_matches("/metrics").to_string();
+        }
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let body = scrape(&addr);
+    let mut rest = String::new();
+    err.read_to_string(&mut rest).unwrap();
+    log.push_str(&rest);
+    child.stdout.take().unwrap().read_to_string(&mut log).unwrap();
+    assert!(child.wait().unwrap().success(), "{log}");
+    let count = body
+        .lines()
+        .find(|l| l.starts_with("neurostream_gpu_kernel_seconds_count{") && l.contains("kernel=\"sos"))
+        .unwrap_or_else(|| panic!("no GPU kernel series in\n{body}"));
+    let dispatches: f64 = count.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(dispatches >= 1.0, "{count}");
+    let report = log
+        .lines()
+        .find(|l| l.contains("gpu kernel") && l.contains("sos"))
+        .unwrap_or_else(|| panic!("no GPU kernel line in the report:\n{log}"));
+    assert!(report.contains("dispatches") && report.contains("ms GPU time"), "{report}");
+}

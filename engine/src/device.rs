@@ -5,7 +5,7 @@
 //! `allow_software_gpu` is set (or `NEUROSTREAM_ALLOW_SOFTWARE_GPU=1`), which is how CI runs
 //! the wgpu kernels. `gpu` with no usable adapter is an error unless `gpu_fallback = "cpu"`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
@@ -157,11 +157,21 @@ pub struct GpuContext {
     /// The adapter it runs on.
     pub info: wgpu::AdapterInfo,
     pipelines: Mutex<HashMap<String, Arc<wgpu::ComputePipeline>>>,
-    /// Read-back (staging) buffers, reused across calls.
+    /// Every buffer the kernels use, reused across calls.
     pool: Arc<BufferPool>,
+    /// Kernel names by pipeline address, for timings.
+    pipeline_names: Mutex<HashMap<usize, Arc<str>>>,
+    /// GPU time per kernel (timestamp queries), when the adapter has them.
+    timing: Option<KernelTiming>,
     /// The run's `gpu_fallback = "cpu"`: kernels that fail on this device may retry on the CPU
     /// (see [`crate::kernels::Kernels`]).
     fallback_to_cpu: std::sync::atomic::AtomicBool,
+}
+
+impl fmt::Debug for GpuContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "GpuContext({} via {:?})", self.info.name, self.info.backend)
+    }
 }
 
 /// Backends asked for explicitly, so wgpu never silently falls back to OpenGL.
@@ -208,9 +218,14 @@ impl GpuContext {
             });
         };
         let limits = adapter.limits();
+        let timestamps = adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY);
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("neurostream"),
-            required_features: wgpu::Features::empty(),
+            required_features: if timestamps {
+                wgpu::Features::TIMESTAMP_QUERY
+            } else {
+                wgpu::Features::empty()
+            },
             required_limits: limits,
             experimental_features: wgpu::ExperimentalFeatures::disabled(),
             memory_hints: wgpu::MemoryHints::Performance,
@@ -218,19 +233,27 @@ impl GpuContext {
         }))
         .map_err(|e| format!("adapter {} refused a device: {e}", info.name))?;
         tracing::info!(
-            "compute device: {} via {:?} ({:?}, driver {} {})",
+            "compute device: {} via {:?} ({:?}, driver {} {}); kernel timestamps: {}",
             info.name,
             info.backend,
             info.device_type,
             info.driver,
-            info.driver_info
+            info.driver_info,
+            if timestamps { "yes" } else { "not supported by the adapter" }
         );
+        let timing = timestamps.then(|| KernelTiming {
+            period_ns: queue.get_timestamp_period() as f64,
+            query_sets: Mutex::new(Vec::new()),
+            kernels: Mutex::new(BTreeMap::new()),
+        });
         Ok(GpuContext {
             device,
             queue,
             info,
             pipelines: Mutex::new(HashMap::new()),
             pool: Arc::new(BufferPool::default()),
+            pipeline_names: Mutex::new(HashMap::new()),
+            timing,
             fallback_to_cpu: std::sync::atomic::AtomicBool::new(false),
         })
     }
@@ -274,68 +297,96 @@ impl GpuContext {
             return Err(EngineError::Device(format!("compiling kernel {cache_key}: {err}")));
         }
         let p = Arc::new(pipeline);
+        self.pipeline_names
+            .lock()
+            .unwrap()
+            .insert(Arc::as_ptr(&p) as usize, Arc::from(cache_key.as_str()));
         self.pipelines.lock().unwrap().insert(cache_key, p.clone());
         Ok(p)
     }
 
-    /// Read-back (staging) buffers created on this device so far: they are pooled by size, so
-    /// in steady state a kernel creates none per batch. (Storage and uniform buffers are still
-    /// created per call by most kernels; see issue 21.)
-    pub fn staging_buffers_created(&self) -> u64 {
+    /// GPU buffers (storage, uniform and read-back) created on this device so far. All come
+    /// from a pool keyed by size and usage and go back to it when dropped, so in steady state
+    /// (batches of one shape) a kernel creates none per batch.
+    pub fn buffers_created(&self) -> u64 {
         self.pool.created.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// A read-back buffer of `size` bytes from the pool, or a new one.
-    fn staging(&self, size: u64) -> PooledBuffer {
-        let usage = wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST;
+    /// A buffer of `size` bytes and `usage` from the pool (`true`: reused, its contents are
+    /// whatever its last user left), or a new one (zeroed, as wgpu creates them).
+    fn pooled(&self, label: &str, size: u64, usage: wgpu::BufferUsages) -> (PooledBuffer, bool) {
         let key = (size, usage.bits());
-        let buffer = self.pool.take(key).unwrap_or_else(|| {
-            self.pool.created.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            self.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("readback"),
-                size,
-                usage,
-                mapped_at_creation: false,
-            })
-        });
-        PooledBuffer {
+        let (buffer, reused) = match self.pool.take(key) {
+            Some(b) => (b, true),
+            None => {
+                self.pool.created.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let b = self.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some(label),
+                    size,
+                    usage,
+                    mapped_at_creation: false,
+                });
+                (b, false)
+            }
+        };
+        let pooled = PooledBuffer {
             buffer: Some(buffer),
             key,
             pool: Arc::downgrade(&self.pool),
-        }
+        };
+        (pooled, reused)
     }
 
-    /// A storage buffer holding `data` (readable, writable, copyable).
-    pub fn storage_init(&self, label: &str, data: &[u8]) -> wgpu::Buffer {
-        use wgpu::util::DeviceExt;
-        let contents: std::borrow::Cow<[u8]> = if data.is_empty() { vec![0u8; 4].into() } else { data.into() };
-        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some(label),
-            contents: &contents,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
-        })
+    /// A read-back buffer of `size` bytes.
+    fn staging(&self, size: u64) -> PooledBuffer {
+        self.pooled("readback", size, wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST)
+            .0
+    }
+
+    /// A storage buffer holding `data` (readable, writable, copyable), at least 4 bytes.
+    pub fn storage_init(&self, label: &str, data: &[u8]) -> PooledBuffer {
+        let size = (data.len() as u64).max(4).next_multiple_of(4);
+        let (buffer, _) = self.pooled(label, size, Self::STORAGE);
+        self.write_padded(&buffer, data, size);
+        buffer
     }
 
     /// A zeroed storage buffer of `bytes` bytes (at least 4).
-    pub fn storage_zeroed(&self, label: &str, bytes: u64) -> wgpu::Buffer {
-        self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some(label),
-            size: bytes.max(4).next_multiple_of(4),
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        })
+    pub fn storage_zeroed(&self, label: &str, bytes: u64) -> PooledBuffer {
+        let (buffer, reused) = self.pooled(label, bytes.max(4).next_multiple_of(4), Self::STORAGE);
+        if reused {
+            // Cleared on the queue, so after any earlier work that used it and before any later.
+            let mut encoder = self
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("clear") });
+            encoder.clear_buffer(&buffer, 0, None);
+            self.queue.submit([encoder.finish()]);
+        }
+        buffer
     }
 
     /// A uniform buffer holding `data` (padded to 16 bytes).
-    pub fn uniform(&self, label: &str, data: &[u8]) -> wgpu::Buffer {
-        use wgpu::util::DeviceExt;
-        let mut contents = data.to_vec();
-        contents.resize(data.len().next_multiple_of(16).max(16), 0);
-        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some(label),
-            contents: &contents,
-            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-        })
+    pub fn uniform(&self, label: &str, data: &[u8]) -> PooledBuffer {
+        let size = (data.len() as u64).next_multiple_of(16).max(16);
+        let (buffer, _) = self.pooled(label, size, wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST);
+        self.write_padded(&buffer, data, size);
+        buffer
+    }
+
+    const STORAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+        .union(wgpu::BufferUsages::COPY_SRC)
+        .union(wgpu::BufferUsages::COPY_DST);
+
+    /// Writes `data` at offset 0 of `buffer`, zero-padded to `size` bytes (queue writes take
+    /// multiples of 4 bytes; a reused buffer must not keep its last user's tail).
+    fn write_padded(&self, buffer: &wgpu::Buffer, data: &[u8], size: u64) {
+        if data.len() as u64 == size {
+            self.queue.write_buffer(buffer, 0, data);
+        } else {
+            let mut padded = data.to_vec();
+            padded.resize(size as usize, 0);
+            self.queue.write_buffer(buffer, 0, &padded);
+        }
     }
 
     /// Runs `passes` in order in one submission (each: pipeline, buffers bound at group 0
@@ -371,7 +422,45 @@ impl GpuContext {
                 entries: &entries,
             }));
         }
-        {
+        // Timed when the adapter has timestamps and the call waits for its results anyway:
+        // one compute pass per dispatch, its start and end written to a query set.
+        let timed = match &self.timing {
+            Some(t) if !reads.is_empty() && !passes.is_empty() && passes.len() <= MAX_TIMED_PASSES => {
+                let set = t.query_sets.lock().unwrap().pop().unwrap_or_else(|| {
+                    self.device.create_query_set(&wgpu::QuerySetDescriptor {
+                        label: Some("kernel timestamps"),
+                        ty: wgpu::QueryType::Timestamp,
+                        count: 2 * MAX_TIMED_PASSES as u32,
+                    })
+                });
+                let bytes = 16 * passes.len() as u64;
+                let resolved = self
+                    .pooled(
+                        "kernel timestamps",
+                        bytes,
+                        wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                    )
+                    .0;
+                Some((set, resolved, bytes))
+            }
+            _ => None,
+        };
+        if let Some((set, _, _)) = &timed {
+            for (i, (pass, group)) in passes.iter().zip(&groups).enumerate() {
+                let mut cpass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: None,
+                    timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                        query_set: set,
+                        beginning_of_pass_write_index: Some(2 * i as u32),
+                        end_of_pass_write_index: Some(2 * i as u32 + 1),
+                    }),
+                });
+                cpass.set_pipeline(pass.pipeline);
+                cpass.set_bind_group(0, group, &[]);
+                let [x, y, z] = pass.workgroups;
+                cpass.dispatch_workgroups(x, y, z);
+            }
+        } else {
             let mut cpass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
             for (pass, group) in passes.iter().zip(&groups) {
                 cpass.set_pipeline(pass.pipeline);
@@ -380,9 +469,15 @@ impl GpuContext {
                 cpass.dispatch_workgroups(x, y, z);
             }
         }
+        if let Some((set, resolved, _)) = &timed {
+            encoder.resolve_query_set(set, 0..2 * passes.len() as u32, resolved, 0);
+        }
+        let timestamp_read = timed.as_ref().map(|(_, resolved, bytes)| (&**resolved, *bytes));
         let staging: Vec<(PooledBuffer, u64)> = reads
             .iter()
-            .map(|&(buf, bytes)| {
+            .copied()
+            .chain(timestamp_read)
+            .map(|(buf, bytes)| {
                 let staging = self.staging(bytes.max(4));
                 encoder.copy_buffer_to_buffer(buf, 0, &staging, 0, bytes.max(4));
                 (staging, bytes)
@@ -421,7 +516,42 @@ impl GpuContext {
             drop(view);
             buf.unmap();
         }
+        if let (Some((set, _, _)), Some(timing)) = (timed, &self.timing) {
+            let stamps = out.pop().expect("the timestamps were read back last");
+            self.record_kernel_times(timing, passes, bytemuck::cast_slice(&stamps));
+            timing.query_sets.lock().unwrap().push(set);
+        }
         Ok(out)
+    }
+
+    /// Adds each pass's GPU time (`stamps`: start and end ticks per pass) to its kernel's
+    /// histogram, and logs it at debug level.
+    fn record_kernel_times(&self, timing: &KernelTiming, passes: &[GpuPass<'_>], stamps: &[u64]) {
+        let names = self.pipeline_names.lock().unwrap();
+        let mut kernels = timing.kernels.lock().unwrap();
+        for (pass, t) in passes.iter().zip(stamps.chunks_exact(2)) {
+            let ns = (t[1].saturating_sub(t[0]) as f64 * timing.period_ns) as i64;
+            let name = names
+                .get(&(pass.pipeline as *const wgpu::ComputePipeline as usize))
+                .cloned()
+                .unwrap_or_else(|| Arc::from("unnamed"));
+            tracing::debug!("gpu kernel {name}: {:.1} µs", ns as f64 / 1e3);
+            kernels.entry(name).or_default().observe_ns(ns);
+        }
+    }
+
+    /// GPU time per kernel so far (by pipeline name, e.g. `sae_encode::encode`), from timestamp
+    /// queries; empty when the adapter has none. Each histogram holds one value per dispatch.
+    pub fn kernel_times(&self) -> BTreeMap<Arc<str>, Arc<crate::metrics::Histogram>> {
+        self.timing
+            .as_ref()
+            .map(|t| t.kernels.lock().unwrap().clone())
+            .unwrap_or_default()
+    }
+
+    /// Whether kernel times are measured on this device (the adapter has timestamp queries).
+    pub fn times_kernels(&self) -> bool {
+        self.timing.is_some()
     }
 
     /// Copies `data` into `buffer` at offset 0.
@@ -430,6 +560,19 @@ impl GpuContext {
             self.queue.write_buffer(buffer, 0, data);
         }
     }
+}
+
+/// Passes one call may time; calls with more run untimed.
+const MAX_TIMED_PASSES: usize = 64;
+
+/// Kernel timings of a device.
+struct KernelTiming {
+    /// Nanoseconds per timestamp tick.
+    period_ns: f64,
+    /// Query sets of `2 * MAX_TIMED_PASSES` timestamps, reused across calls.
+    query_sets: Mutex<Vec<wgpu::QuerySet>>,
+    /// GPU time per dispatch, by kernel.
+    kernels: Mutex<BTreeMap<Arc<str>, Arc<crate::metrics::Histogram>>>,
 }
 
 /// A GPU buffer from the [`GpuContext`]'s pool: used like a `wgpu::Buffer` (it derefs to one),
@@ -538,10 +681,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         Some(ctx.expect("a Vulkan adapter (lavapipe in CI); NEUROSTREAM_SKIP_GPU_TESTS=1 skips"))
     }
 
-    /// Batches of one shape reuse the read-back buffer of the first (none is created per batch
-    /// after it), and what they read back is each batch's own result.
+    /// Batches of one shape reuse the buffers of the first (none is created per batch after
+    /// it: uniform, storage or read-back), and what they read back is each batch's own result.
     #[test]
-    fn batches_of_one_shape_create_no_read_back_buffers_after_the_first() {
+    fn batches_of_one_shape_create_no_buffers_after_the_first() {
         let Some(ctx) = gpu() else { return };
         let pipeline = ctx.pipeline("pool-test", ADD_TWICE, "main").unwrap();
         let n = 1000usize;
@@ -561,14 +704,63 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
             let y: &[f32] = bytemuck::cast_slice(&out);
             assert!(y.iter().zip(&x).all(|(a, b)| *a == 2.0 * b), "batch {batch}: wrong values");
             match created_after_first {
-                None => created_after_first = Some(ctx.staging_buffers_created()),
-                Some(c) => assert_eq!(ctx.staging_buffers_created(), c, "batch {batch} created buffers"),
+                None => created_after_first = Some(ctx.buffers_created()),
+                Some(c) => assert_eq!(ctx.buffers_created(), c, "batch {batch} created buffers"),
             }
         }
-        // A read of another size gets a buffer of its own.
-        let before = ctx.staging_buffers_created();
+        // A zeroed buffer taken from the pool (the last batch's `x` or `y`) is zeroed again.
+        let before = ctx.buffers_created();
+        let z = ctx.storage_zeroed("z", (n * 4) as u64);
+        assert_eq!(ctx.buffers_created(), before, "reused");
+        let out = ctx.run(&[], Some((&z, (n * 4) as u64))).unwrap();
+        assert!(out.iter().all(|&b| b == 0), "a reused zeroed buffer kept old values");
+        // A buffer of a shorter payload padded to the same size does not keep the old tail.
+        drop(ctx.storage_init("long", &[9; 8]));
+        let before = ctx.buffers_created();
+        let short = ctx.storage_init("short", &[1, 2, 3, 4, 5, 6]);
+        assert_eq!(ctx.buffers_created(), before, "reused");
+        let out = ctx.run(&[], Some((&short, 8))).unwrap();
+        assert_eq!(out, [1, 2, 3, 4, 5, 6, 0, 0]);
+        // Another size gets buffers of its own: storage and read-back.
+        let before = ctx.buffers_created();
         let other = ctx.storage_zeroed("other", 12345 * 4);
         assert_eq!(ctx.run(&[], Some((&other, 12345 * 4))).unwrap().len(), 12345 * 4);
-        assert_eq!(ctx.staging_buffers_created(), before + 1);
+        assert_eq!(ctx.buffers_created(), before + 2);
+    }
+
+    /// Every dispatch of a call that reads back is timed on the GPU (timestamp queries) under
+    /// its pipeline's name, when the adapter has them (lavapipe does).
+    #[test]
+    fn kernels_are_timed_by_name() {
+        let Some(ctx) = gpu() else { return };
+        if !ctx.times_kernels() {
+            eprintln!("{}: no timestamp queries; kernel times are not measured", ctx.info.name);
+            assert!(ctx.kernel_times().is_empty());
+            return;
+        }
+        let pipeline = ctx.pipeline("timing-test", ADD_TWICE, "main").unwrap();
+        let n = 1 << 16;
+        let params = [n as u32, 2f32.to_bits(), 0, 0];
+        let u = ctx.uniform("params", bytemuck::cast_slice(&params));
+        let x = ctx.storage_init("x", bytemuck::cast_slice(&vec![1f32; n]));
+        let y = ctx.storage_zeroed("y", (n * 4) as u64);
+        let bound: [&wgpu::Buffer; 3] = [&u, &x, &y];
+        let pass = || GpuPass {
+            pipeline: &pipeline,
+            buffers: &bound,
+            workgroups: workgroups_1d(n, 64),
+        };
+        // Two dispatches in one call (each pass timed on its own, still in order: y += 2x
+        // twice), then one more call: three timings.
+        let out = ctx.run(&[pass(), pass()], Some((&y, 16))).unwrap();
+        assert_eq!(bytemuck::cast_slice::<u8, f32>(&out), &[4.0; 4]);
+        ctx.run(&[pass()], Some((&y, 16))).unwrap();
+        let times = ctx.kernel_times();
+        let h = &times["timing-test::main"];
+        assert_eq!(h.count(), 3);
+        assert!(h.sum_s() > 0.0 && h.sum_s() < 10.0, "{} s", h.sum_s());
+        // A call without a read-back is not timed (it does not wait for the GPU).
+        ctx.run(&[pass()], None).unwrap();
+        assert_eq!(ctx.kernel_times()["timing-test::main"].count(), 3);
     }
 }

@@ -35,7 +35,7 @@ pub mod table;
 pub mod tensor;
 
 pub use checkpoint::{CheckpointOptions, Checkpointing, Delivery, SinkCommit};
-pub use device::{ComputeDevice, DeviceChoice, DeviceManager, DevicePolicy, GpuContext, GpuPass};
+pub use device::{ComputeDevice, DeviceChoice, DeviceManager, DevicePolicy, GpuContext, GpuPass, PooledBuffer};
 pub use error::{EngineError, Result};
 pub use frame::{now_ns, Batch, Frame, Marker, RowIndex, SparseFrame};
 pub use metrics::{Metrics, MetricsServer};

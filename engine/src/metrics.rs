@@ -46,6 +46,11 @@ impl Histogram {
         self.sum_ns.fetch_add(ns, Ordering::Relaxed);
     }
 
+    /// Sum of the observations, seconds.
+    pub fn sum_s(&self) -> f64 {
+        self.sum_ns.load(Ordering::Relaxed) as f64 * 1e-9
+    }
+
     /// Observations so far.
     pub fn count(&self) -> u64 {
         self.counts.iter().map(|c| c.load(Ordering::Relaxed)).sum::<u64>() + self.overflow.load(Ordering::Relaxed)
@@ -131,6 +136,8 @@ pub struct Metrics {
     started: Instant,
     nodes: Mutex<BTreeMap<String, Arc<NodeMetrics>>>,
     devices: Mutex<BTreeMap<String, String>>,
+    /// GPU devices the run computes on, for their kernel times.
+    gpus: Mutex<Vec<Arc<crate::device::GpuContext>>>,
     /// Checkpoints: time from the start of the pause to the durable commit.
     pub checkpoint_duration: Histogram,
     /// Size in bytes of the newest checkpoint file.
@@ -145,6 +152,7 @@ impl Default for Metrics {
             started: Instant::now(),
             nodes: Mutex::new(BTreeMap::new()),
             devices: Mutex::new(BTreeMap::new()),
+            gpus: Mutex::new(Vec::new()),
             checkpoint_duration: Histogram::default(),
             checkpoint_bytes: AtomicU64::new(0),
             checkpoint_failures: AtomicU64::new(0),
@@ -176,6 +184,15 @@ impl Metrics {
     /// Records the device `node` computes on.
     pub fn set_device(&self, node: &str, device: &str) {
         self.devices.lock().unwrap().insert(node.to_string(), device.to_string());
+    }
+
+    /// Adds a GPU the run computes on: its kernel times appear as
+    /// `neurostream_gpu_kernel_seconds` (once per device however often it is added).
+    pub fn add_gpu(&self, gpu: &Arc<crate::device::GpuContext>) {
+        let mut gpus = self.gpus.lock().unwrap();
+        if !gpus.iter().any(|g| Arc::ptr_eq(g, gpu)) {
+            gpus.push(gpu.clone());
+        }
     }
 
     /// The device each computing node runs on, by node label.
@@ -255,6 +272,20 @@ impl Metrics {
                 "# HELP neurostream_checkpoint_failures_total Checkpoints that could not be written.\n# TYPE neurostream_checkpoint_failures_total counter\nneurostream_checkpoint_failures_total {}\n",
                 self.checkpoint_failures.load(Ordering::Relaxed)
             ));
+        }
+        let gpus = self.gpus.lock().unwrap().clone();
+        if gpus.iter().any(|g| g.times_kernels()) {
+            out.push_str("# HELP neurostream_gpu_kernel_seconds GPU time per kernel dispatch (timestamp queries).\n# TYPE neurostream_gpu_kernel_seconds histogram\n");
+            for gpu in &gpus {
+                let device = label_value(&gpu.info.name);
+                for (kernel, h) in gpu.kernel_times() {
+                    h.render(
+                        &mut out,
+                        "neurostream_gpu_kernel_seconds",
+                        &format!("device=\"{device}\",kernel=\"{}\"", label_value(&kernel)),
+                    );
+                }
+            }
         }
         out.push_str("# HELP neurostream_device_info The device a node computes on.\n# TYPE neurostream_device_info gauge\n");
         for (node, device) in self.devices.lock().unwrap().iter() {

@@ -101,7 +101,7 @@ impl<'a> GemmCall<'a> {
         [uniform, self.a, self.b, self.bias.unwrap_or(dummy), self.c]
     }
     /// The uniform buffer of this call's shapes and flags.
-    pub fn uniform(&self, ctx: &GpuContext) -> wgpu::Buffer {
+    pub fn uniform(&self, ctx: &GpuContext) -> neurostream_engine::PooledBuffer {
         let g = GemmParams {
             m: self.m as u32,
             n: self.n as u32,

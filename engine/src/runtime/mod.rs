@@ -160,6 +160,10 @@ pub struct RunReport {
     pub devices: BTreeMap<String, String>,
     /// Lines from the sinks (files written, summaries).
     pub sink_lines: Vec<String>,
+    /// GPU time per kernel on the devices the run used, by `device: kernel`: (dispatches,
+    /// seconds in all, bucket bound of the 99th percentile in seconds). Empty without a GPU or
+    /// when the adapter has no timestamp queries.
+    pub gpu_kernels: BTreeMap<String, (u64, f64, f64)>,
     /// Wall time of the run.
     pub elapsed: Duration,
     /// Workers in this process and in total.
@@ -212,11 +216,22 @@ pub fn run(pipeline: CompiledPipeline, options: RunOptions) -> Result<RunReport>
     };
     let processes = options.cluster.as_ref().map_or(1, |c| c.addresses.len());
     report.workers = (workers, workers * processes);
+    let mut gpus: Vec<Arc<crate::device::GpuContext>> = Vec::new();
+    for device in node_devices.values() {
+        if let ComputeDevice::Gpu(ctx) = device {
+            if !gpus.iter().any(|g| Arc::ptr_eq(g, ctx)) {
+                gpus.push(ctx.clone());
+            }
+        }
+    }
     if let Some(m) = &options.metrics {
         for (node, device) in &report.devices {
             m.set_device(node, device);
         }
+        gpus.iter().for_each(|g| m.add_gpu(g));
     }
+    // Times of this run only: a device may have served an earlier run in this process.
+    let kernel_times_before: Vec<_> = gpus.iter().map(|g| g.kernel_times()).collect();
     let (checkpoint, restored) = match &options.checkpoint {
         None => (None, None),
         Some(o) => match prepare_checkpoints(&pipeline, o, &options, workers * processes)? {
@@ -380,6 +395,17 @@ pub fn run(pipeline: CompiledPipeline, options: RunOptions) -> Result<RunReport>
     report.overload = shared.overload.lock().unwrap().clone();
     report.sink_lines = shared.sink_lines.lock().unwrap().clone();
     report.stopped = shared.stop_requested();
+    for (gpu, before) in gpus.iter().zip(&kernel_times_before) {
+        for (kernel, h) in gpu.kernel_times() {
+            let (n0, s0) = before.get(&kernel).map_or((0, 0.0), |b| (b.count(), b.sum_s()));
+            if h.count() > n0 {
+                let p99 = h.quantile_upper_s(0.99).unwrap_or(0.0);
+                report
+                    .gpu_kernels
+                    .insert(format!("{}: {kernel}", gpu.info.name), (h.count() - n0, h.sum_s() - s0, p99));
+            }
+        }
+    }
     let errors = shared.errors.lock().unwrap().clone();
     if let (Some(c), Some(o)) = (&checkpoint, &options.checkpoint) {
         if errors.is_empty() {

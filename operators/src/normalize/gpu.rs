@@ -62,8 +62,8 @@ impl GpuKernels {
         let output = ctx.storage_zeroed("normalize.y", (out_len * 4) as u64);
         // Auto-derived layouts drop unused bindings, so `aux` is bound only for kernels that read it.
         let aux = aux.map(|a| ctx.storage_init("normalize.aux", bytemuck::cast_slice(a)));
-        let mut buffers = vec![&uniform, &input, &output];
-        buffers.extend(aux.as_ref());
+        let mut buffers = vec![&*uniform, &*input, &*output];
+        buffers.extend(aux.as_deref());
         let bytes = ctx.run(
             &[GpuPass {
                 pipeline,

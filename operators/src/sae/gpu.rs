@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use neurostream_engine::device::workgroups_per_item;
+use neurostream_engine::PooledBuffer;
 
 use neurostream_engine::{wgpu, EngineError, GpuContext, GpuPass, Result};
 
@@ -31,8 +32,8 @@ pub struct GpuSae {
     ctx: Arc<GpuContext>,
     encode: Arc<wgpu::ComputePipeline>,
     topk: Arc<wgpu::ComputePipeline>,
-    w_enc: wgpu::Buffer,
-    aux: wgpu::Buffer,
+    w_enc: PooledBuffer,
+    aux: PooledBuffer,
     mode: u32,
     k: u32,
     block: usize,
@@ -90,7 +91,7 @@ impl SaeKernels for GpuSae {
             let uniform = ctx.uniform("sae.params", bytemuck::bytes_of(&params));
             let x = ctx.storage_init("sae.x", bytemuck::cast_slice(&input[start * d_in..(start + m) * d_in]));
             let dense = ctx.storage_zeroed("sae.pre", (m * n * 4) as u64);
-            let encode_buffers = [&uniform, &x, &self.w_enc, &self.aux, &dense];
+            let encode_buffers = [&*uniform, &*x, &*self.w_enc, &*self.aux, &*dense];
             let encode = GpuPass {
                 pipeline: &self.encode,
                 buffers: &encode_buffers,
@@ -99,7 +100,7 @@ impl SaeKernels for GpuSae {
             if self.mode == 3 {
                 let k = self.k as usize;
                 let picked = ctx.storage_zeroed("sae.picked", (2 * m * k * 4) as u64);
-                let topk_buffers = [&uniform, &dense, &picked];
+                let topk_buffers = [&*uniform, &*dense, &*picked];
                 let groups = workgroups_per_item(m);
                 let topk = GpuPass {
                     pipeline: &self.topk,

@@ -11,6 +11,7 @@
 use std::sync::Arc;
 
 use neurostream_engine::device::workgroups_per_item;
+use neurostream_engine::PooledBuffer;
 
 use neurostream_engine::kernels::Kernels;
 use neurostream_engine::{
@@ -101,8 +102,8 @@ struct DecodeParams {
 pub struct GpuDecode {
     ctx: Arc<GpuContext>,
     pipeline: Arc<wgpu::ComputePipeline>,
-    w_dec: wgpu::Buffer,
-    b_dec: wgpu::Buffer,
+    w_dec: PooledBuffer,
+    b_dec: PooledBuffer,
 }
 
 impl GpuDecode {
@@ -135,7 +136,7 @@ impl DecodeKernels for GpuDecode {
         let vals = ctx.storage_init("decode.vals", bytemuck::cast_slice(&csr.values));
         let out_bytes = (rows * sae.d_in * 4) as u64;
         let x_hat = ctx.storage_zeroed("decode.x_hat", out_bytes);
-        let buffers = [&uniform, &offsets, &ids, &vals, &self.w_dec, &self.b_dec, &x_hat];
+        let buffers = [&*uniform, &*offsets, &*ids, &*vals, &*self.w_dec, &*self.b_dec, &*x_hat];
         let groups = workgroups_per_item(rows);
         let bytes = ctx.run(
             &[GpuPass {

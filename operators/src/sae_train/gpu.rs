@@ -12,6 +12,7 @@
 use std::sync::Arc;
 
 use neurostream_engine::device::{workgroups_1d, workgroups_per_item};
+use neurostream_engine::PooledBuffer;
 use neurostream_engine::{wgpu, EngineError, GpuContext, GpuPass, Result};
 
 use super::model::{BatchStats, Grads, LossSettings, Params, TrainArch};
@@ -213,26 +214,26 @@ impl GpuTrainKernels {
             GemmCall::new(1, d, m, &stats, &w_enc, &g_b_dec).accumulate().alpha(-1.0),
         ];
         gemms[9].a_offset = 2 * m;
-        let gemm_uniforms: Vec<wgpu::Buffer> = gemms.iter().map(|g| g.uniform(ctx)).collect();
+        let gemm_uniforms: Vec<PooledBuffer> = gemms.iter().map(|g| g.uniform(ctx)).collect();
         let dummy = zeros("dummy", 1);
         let gemm_bufs: Vec<[&wgpu::Buffer; 5]> = gemms.iter().zip(&gemm_uniforms).map(|(g, u)| g.buffers(u, &dummy)).collect();
         let gemm_pass = |i: usize| crate::gpu_gemm::pass(&self.gemm, &gemms[i], &gemm_bufs[i]);
 
-        let center_b = [&main_u, &x_b, &b_dec, &xc];
-        let topk_b = [&main_u, &h, &dead_b, &a];
-        let hist_b = [&main_u, &h, &sel];
-        let pick_b = [&main_u, &sel];
-        let bact_b = [&main_u, &h, &sel, &a];
-        let act_b = [&main_u, &h, &log_threshold, &a];
-        let resid_b = [&main_u, &x_b, &x_hat, &gx, &e];
-        let mse_b = [&by_row_d, &e, &mse_rows];
-        let norm_b = [&dec_rows_u, &w_dec, &dec_norm];
-        let gradh_b = [&main_u, &a, &ga, &dec_norm, &gh];
-        let auxk_b = [&aux_u, &h, &dead_b, &a_aux];
-        let auxsq_b = [&by_row_d, &e, &aux_rows];
-        let addm_b = [&main_u, &a_aux, &ge, &gh];
-        let cols_b = [&main_u, &a, &gh, &h, &ga, &log_threshold, &stats];
-        let l1_b = [&main_u, &stats, &dec_norm, &w_dec, &g_w_dec];
+        let center_b = [&*main_u, &*x_b, &*b_dec, &*xc];
+        let topk_b = [&*main_u, &*h, &*dead_b, &*a];
+        let hist_b = [&*main_u, &*h, &*sel];
+        let pick_b = [&*main_u, &*sel];
+        let bact_b = [&*main_u, &*h, &*sel, &*a];
+        let act_b = [&*main_u, &*h, &*log_threshold, &*a];
+        let resid_b = [&*main_u, &*x_b, &*x_hat, &*gx, &*e];
+        let mse_b = [&*by_row_d, &*e, &*mse_rows];
+        let norm_b = [&*dec_rows_u, &*w_dec, &*dec_norm];
+        let gradh_b = [&*main_u, &*a, &*ga, &*dec_norm, &*gh];
+        let auxk_b = [&*aux_u, &*h, &*dead_b, &*a_aux];
+        let auxsq_b = [&*by_row_d, &*e, &*aux_rows];
+        let addm_b = [&*main_u, &*a_aux, &*ge, &*gh];
+        let cols_b = [&*main_u, &*a, &*gh, &*h, &*ga, &*log_threshold, &*stats];
+        let l1_b = [&*main_u, &*stats, &*dec_norm, &*w_dec, &*g_w_dec];
         let hist_groups = [rows.saturating_mul(m).div_ceil(256).clamp(1, 1024) as u32, 1, 1];
 
         let mut passes: Vec<GpuPass> = vec![pass(&self.center, &center_b, rd), gemm_pass(0)];

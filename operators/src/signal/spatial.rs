@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use neurostream_engine::PooledBuffer;
 use neurostream_engine::{wgpu, GpuContext, Result};
 
 use crate::gpu_gemm::{self, GemmCall};
@@ -70,7 +71,7 @@ impl SpatialKernels for CpuSpatial {
 pub struct GpuSpatial {
     ctx: Arc<GpuContext>,
     pipeline: Arc<wgpu::ComputePipeline>,
-    matrix: Option<(Vec<f32>, wgpu::Buffer)>,
+    matrix: Option<(Vec<f32>, PooledBuffer)>,
 }
 
 impl GpuSpatial {

@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use neurostream_engine::device::workgroups_1d;
+use neurostream_engine::PooledBuffer;
 use neurostream_engine::{wgpu, EngineError, GpuContext, GpuPass, Result};
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -189,7 +190,7 @@ pub struct GpuAssign {
     ctx: Arc<GpuContext>,
     gemm: Arc<wgpu::ComputePipeline>,
     argmin: Arc<wgpu::ComputePipeline>,
-    centroids: Option<(Vec<f32>, wgpu::Buffer, wgpu::Buffer)>,
+    centroids: Option<(Vec<f32>, PooledBuffer, PooledBuffer)>,
 }
 
 impl GpuAssign {
@@ -232,7 +233,7 @@ impl AssignKernels for GpuAssign {
             pad: [0; 2],
         };
         let uniform = ctx.uniform("kmeans.params", bytemuck::bytes_of(&params));
-        let bufs = [&uniform, &dots, &xn, cn_buf, &labels, &dist];
+        let bufs = [&*uniform, &*dots, &*xn, cn_buf, &*labels, &*dist];
         let passes = [
             gpu_gemm::pass(&self.gemm, &call, &gemm_bufs),
             GpuPass {

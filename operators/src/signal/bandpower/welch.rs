@@ -9,6 +9,7 @@
 
 use std::sync::Arc;
 
+use neurostream_engine::PooledBuffer;
 use neurostream_engine::{wgpu, GpuContext, Result};
 use realfft::num_complex::Complex;
 use realfft::{RealFftPlanner, RealToComplex};
@@ -87,7 +88,7 @@ impl PowerKernels for CpuPower {
 pub struct GpuPower {
     ctx: Arc<GpuContext>,
     pipeline: Arc<wgpu::ComputePipeline>,
-    basis: Option<((usize, usize), wgpu::Buffer)>,
+    basis: Option<((usize, usize), PooledBuffer)>,
 }
 
 impl GpuPower {

@@ -214,7 +214,7 @@ impl FirKernels for GpuFir {
         let hb = ctx.storage_init("fir.h", bytemuck::cast_slice(&h));
         let xb = ctx.storage_init("fir.x", bytemuck::cast_slice(&buf));
         let yb = ctx.storage_zeroed("fir.y", (data.len() * 4) as u64);
-        let bufs = [&u, &hb, &xb, &yb];
+        let bufs = [&*u, &*hb, &*xb, &*yb];
         let pass = GpuPass {
             pipeline: &self.pipeline,
             buffers: &bufs,

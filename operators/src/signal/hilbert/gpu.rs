@@ -73,7 +73,7 @@ impl HilbertKernels for GpuHilbert {
         let cb = ctx.storage_init("hilbert.kernel", bytemuck::cast_slice(c));
         let xb = ctx.storage_init("hilbert.x", bytemuck::cast_slice(data));
         let yb = ctx.storage_zeroed("hilbert.y", bytes);
-        let bufs = [&u, &cb, &xb, &yb];
+        let bufs = [&*u, &*cb, &*xb, &*yb];
         let pass = GpuPass {
             pipeline: &self.pipeline,
             buffers: &bufs,

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use neurostream_engine::PooledBuffer;
 use neurostream_engine::{wgpu, GpuContext, GpuPass, Result};
 
 use super::cpu::SosKernels;
@@ -46,7 +47,7 @@ impl SosKernels for GpuSos {
         let ctx = &self.ctx;
         // Rows per dispatch: keep each invocation's loop under ~16k iterations.
         let per_pass = (16384 / (sections.len() + 2)).max(1);
-        let uniforms: Vec<wgpu::Buffer> = (0..rows)
+        let uniforms: Vec<PooledBuffer> = (0..rows)
             .step_by(per_pass)
             .map(|first| {
                 let params = Params {
@@ -63,7 +64,10 @@ impl SosKernels for GpuSos {
         let coeff_buf = ctx.storage_init("sos.coeffs", bytemuck::cast_slice(&coeffs));
         let state_buf = ctx.storage_init("sos.state", bytemuck::cast_slice(&state32));
         let data_buf = ctx.storage_init("sos.data", bytemuck::cast_slice(data));
-        let buffers: Vec<[&wgpu::Buffer; 4]> = uniforms.iter().map(|u| [u, &coeff_buf, &state_buf, &data_buf]).collect();
+        let buffers: Vec<[&wgpu::Buffer; 4]> = uniforms
+            .iter()
+            .map(|u| [&**u, &*coeff_buf, &*state_buf, &*data_buf])
+            .collect();
         let passes: Vec<GpuPass> = buffers
             .iter()
             .map(|b| GpuPass {

@@ -89,7 +89,7 @@ impl ResampleKernels for GpuResample {
         let xb = ctx.storage_init("rs.x", bytemuck::cast_slice(x));
         let mb = ctx.storage_init("rs.m", bytemuck::cast_slice(&msr));
         let yb = ctx.storage_zeroed("rs.y", (ms.len() * channels * 4) as u64);
-        let bufs = [&u, &hb, &xb, &mb, &yb];
+        let bufs = [&*u, &*hb, &*xb, &*mb, &*yb];
         let pass = GpuPass {
             pipeline: &self.pipeline,
             buffers: &bufs,

@@ -1,0 +1,109 @@
+//! The wgpu kernels allocate no GPU buffer per batch once warmed up (issue 21): storage,
+//! uniform and read-back buffers come from the device's pool, keyed by size and usage, and go
+//! back to it when a call ends. Each kernel here runs batches of one shape; after the first,
+//! `GpuContext::buffers_created` must not move, and a batch run again after others gives the
+//! same result as the first time (a reused buffer carries nothing over).
+//!
+//! Runs on any wgpu adapter (lavapipe in CI); `NEUROSTREAM_SKIP_GPU_TESTS=1` skips it.
+
+use std::sync::Arc;
+
+use neurostream_engine::{ComputeDevice, DeviceChoice, DeviceManager, DevicePolicy, GpuContext};
+use neurostream_operators::cluster::kmeans::{AssignKernels, GpuAssign};
+use neurostream_operators::normalize::GpuKernels as GpuNormalize;
+use neurostream_operators::normalize::NormalizeKernels;
+use neurostream_operators::sae::GpuSae;
+use neurostream_operators::sae::{Sae, SaeKernels};
+use neurostream_operators::signal::bandpower::welch::{GpuPower, PowerKernels};
+use neurostream_operators::signal::iir::gpu::GpuSos;
+use neurostream_operators::signal::{butter, BandType, SosKernels};
+
+const SAE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/data/sample_sae");
+
+fn gpu() -> Option<Arc<GpuContext>> {
+    if std::env::var("NEUROSTREAM_SKIP_GPU_TESTS").is_ok_and(|v| v == "1") {
+        return None;
+    }
+    let mut manager = DeviceManager::new(DevicePolicy {
+        allow_software_gpu: true,
+        fallback_to_cpu: false,
+    });
+    match manager.resolve(DeviceChoice::Gpu) {
+        Ok(ComputeDevice::Gpu(ctx)) => Some(ctx),
+        Ok(ComputeDevice::Cpu) => unreachable!(),
+        Err(e) => panic!("no wgpu adapter (install mesa-vulkan-drivers or set NEUROSTREAM_SKIP_GPU_TESTS=1): {e}"),
+    }
+}
+
+/// Deterministic values in [-1, 1).
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
+/// Runs `batch(seed)` for seeds 0..5 then 0 again: no buffer is created after the first, and
+/// the last result equals the first.
+fn steady<T: PartialEq + std::fmt::Debug>(what: &str, ctx: &GpuContext, mut batch: impl FnMut(u64) -> T) {
+    let before = ctx.buffers_created();
+    let first = batch(0);
+    let created = ctx.buffers_created();
+    assert!(
+        created > before,
+        "{what}: the first batch took its buffers from somewhere else"
+    );
+    for seed in 1..5 {
+        batch(seed);
+        assert_eq!(ctx.buffers_created(), created, "{what}: batch {seed} created GPU buffers");
+    }
+    assert_eq!(batch(0), first, "{what}: the first batch run again differs");
+    assert_eq!(ctx.buffers_created(), created, "{what}: buffers created after warm-up");
+}
+
+#[test]
+fn gpu_kernels_create_no_buffers_per_batch_after_the_first() {
+    let Some(ctx) = gpu() else { return };
+
+    let sae = Sae::load(std::path::Path::new(SAE), None).unwrap();
+    let mut encode = GpuSae::new(ctx.clone(), &sae).unwrap();
+    let rows = 64;
+    steady("sae_encode", &ctx, |seed| {
+        encode.encode(&sae, &values(rows * sae.d_in, seed), rows).unwrap()
+    });
+
+    let mut normalize = GpuNormalize::new(ctx.clone()).unwrap();
+    let (width, mean, inv_std) = (32, vec![0.1f64; 32], vec![2.0f64; 32]);
+    steady("normalize", &ctx, |seed| {
+        normalize.affine(&values(256 * width, seed), width, &mean, &inv_std).unwrap()
+    });
+
+    let mut sos = GpuSos::new(ctx.clone()).unwrap();
+    let sections = butter(4, &[8.0, 30.0], BandType::Bandpass, 250.0).unwrap();
+    let channels = 8;
+    steady("butterworth", &ctx, |seed| {
+        let mut state = vec![0f64; sections.len() * 2 * channels];
+        let mut data = values(32 * channels, seed);
+        sos.filter(&sections, &mut state, &mut data, channels).unwrap();
+        (data, state)
+    });
+
+    let mut welch = GpuPower::new(ctx.clone()).unwrap();
+    let mut power = Vec::new();
+    steady("welch", &ctx, |seed| {
+        welch.power(&values(12 * 64, seed), 64, 33, &mut power).unwrap();
+        power.clone()
+    });
+
+    let mut assign = GpuAssign::new(ctx.clone()).unwrap();
+    let (d, k) = (16, 8);
+    let centroids = values(k * d, 99);
+    steady("kmeans", &ctx, |seed| {
+        assign.assign(&values(128 * d, seed), d, &centroids, k).unwrap()
+    });
+}
