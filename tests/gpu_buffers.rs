@@ -2,7 +2,8 @@
 //! uniform and read-back buffers come from the device's pool, keyed by size and usage, and go
 //! back to it when a call ends. Each kernel here runs batches of one shape; after the first,
 //! `GpuContext::buffers_created` must not move, and a batch run again after others gives the
-//! same result as the first time (a reused buffer carries nothing over).
+//! same result as the first time (a reused buffer carries nothing over). The bytes moved
+//! between host and device per batch are counted too.
 //!
 //! Runs on any wgpu adapter (lavapipe in CI); `NEUROSTREAM_SKIP_GPU_TESTS=1` skips it.
 
@@ -76,6 +77,18 @@ fn gpu_kernels_create_no_buffers_per_batch_after_the_first() {
     steady("sae_encode", &ctx, |seed| {
         encode.encode(&sae, &values(rows * sae.d_in, seed), rows).unwrap()
     });
+    // TopK: the rows go up, and only k (value, id) pairs per row come back (not the dense
+    // pre-activations): k × 8 bytes per token.
+    let k = match sae.activation {
+        neurostream_operators::sae::Activation::TopK { k } => k,
+        _ => panic!("the sample SAE is TopK"),
+    };
+    let (up, down) = ctx.bytes_moved();
+    encode.encode(&sae, &values(rows * sae.d_in, 7), rows).unwrap();
+    let (up, down) = (ctx.bytes_moved().0 - up, ctx.bytes_moved().1 - down);
+    assert_eq!(down, (rows * k * 8) as u64, "bytes read back for {rows} tokens");
+    let input = (rows * sae.d_in * 4) as u64;
+    assert!(up >= input && up <= input + 64, "bytes uploaded: {up} for {input} of input");
 
     let mut normalize = GpuNormalize::new(ctx.clone()).unwrap();
     let (width, mean, inv_std) = (32, vec![0.1f64; 32], vec![2.0f64; 32]);

@@ -166,6 +166,10 @@ pub struct GpuContext {
     /// The run's `gpu_fallback = "cpu"`: kernels that fail on this device may retry on the CPU
     /// (see [`crate::kernels::Kernels`]).
     fallback_to_cpu: std::sync::atomic::AtomicBool,
+    /// Bytes copied from the host to the device (buffer contents and writes) so far.
+    bytes_up: std::sync::atomic::AtomicU64,
+    /// Bytes read back from the device to the host so far (results; not timestamps).
+    bytes_down: std::sync::atomic::AtomicU64,
 }
 
 impl fmt::Debug for GpuContext {
@@ -255,6 +259,8 @@ impl GpuContext {
             pipeline_names: Mutex::new(HashMap::new()),
             timing,
             fallback_to_cpu: std::sync::atomic::AtomicBool::new(false),
+            bytes_up: std::sync::atomic::AtomicU64::new(0),
+            bytes_down: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -310,6 +316,13 @@ impl GpuContext {
     /// (batches of one shape) a kernel creates none per batch.
     pub fn buffers_created(&self) -> u64 {
         self.pool.created.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Bytes moved so far between the host and this device: (uploaded, read back). Kernels
+    /// that keep data on the device show it here as fewer bytes per row.
+    pub fn bytes_moved(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.bytes_up.load(Relaxed), self.bytes_down.load(Relaxed))
     }
 
     /// A buffer of `size` bytes and `usage` from the pool (`true`: reused, its contents are
@@ -380,6 +393,7 @@ impl GpuContext {
     /// Writes `data` at offset 0 of `buffer`, zero-padded to `size` bytes (queue writes take
     /// multiples of 4 bytes; a reused buffer must not keep its last user's tail).
     fn write_padded(&self, buffer: &wgpu::Buffer, data: &[u8], size: u64) {
+        self.bytes_up.fetch_add(size, std::sync::atomic::Ordering::Relaxed);
         if data.len() as u64 == size {
             self.queue.write_buffer(buffer, 0, data);
         } else {
@@ -472,6 +486,8 @@ impl GpuContext {
         if let Some((set, resolved, _)) = &timed {
             encoder.resolve_query_set(set, 0..2 * passes.len() as u32, resolved, 0);
         }
+        let read_bytes: u64 = reads.iter().map(|&(_, bytes)| bytes).sum();
+        self.bytes_down.fetch_add(read_bytes, std::sync::atomic::Ordering::Relaxed);
         let timestamp_read = timed.as_ref().map(|(_, resolved, bytes)| (&**resolved, *bytes));
         let staging: Vec<(PooledBuffer, u64)> = reads
             .iter()
@@ -556,6 +572,8 @@ impl GpuContext {
 
     /// Copies `data` into `buffer` at offset 0.
     pub fn write(&self, buffer: &wgpu::Buffer, data: &[u8]) {
+        self.bytes_up
+            .fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
         if !data.is_empty() {
             self.queue.write_buffer(buffer, 0, data);
         }
