@@ -1,18 +1,24 @@
-//! Times `sae_encode`'s CPU kernel: encodes the rows of a raw little-endian f32 file with an SAE
-//! directory, in batches, and prints one JSON line with tokens/s. Driven by
-//! `bench/sae_encode.py`, which runs PyTorch (or numpy) on the same SAE and data.
+//! Times `sae_encode`'s CPU or wgpu kernel: encodes the rows of a raw little-endian f32 file
+//! with an SAE directory, in batches, and prints one JSON line with tokens/s. Driven by
+//! `bench/sae_encode.py` and `bench/sae_encode_blas.py` (CPU) and `bench/gpu.py` (wgpu), which
+//! run PyTorch (or numpy) on the same SAE and data.
 //!
-//! usage: sae_encode_bench SAE_DIR INPUT.f32 D_IN BATCH SECONDS THREADS [f32|f16|bf16]
+//! usage: sae_encode_bench SAE_DIR INPUT.f32 D_IN BATCH SECONDS THREADS [f32|f16|bf16] [cpu|gpu]
+//!
+//! With `gpu` (a software adapter is allowed, and named), the line also has the adapter, the
+//! GPU time per token from timestamp queries, and the bytes moved per token each way.
 
+use std::sync::Arc;
 use std::time::Instant;
 
+use neurostream_engine::{ComputeDevice, DeviceChoice, DeviceManager, DevicePolicy, GpuContext};
 use neurostream_operators::sae::half_weights::WeightDtype;
-use neurostream_operators::sae::{CpuSae, Sae, SaeKernels};
+use neurostream_operators::sae::{CpuSae, GpuSae, Sae, SaeKernels};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    if args.len() != 7 && args.len() != 8 {
-        eprintln!("usage: sae_encode_bench SAE_DIR INPUT.f32 D_IN BATCH SECONDS THREADS [f32|f16|bf16]");
+    if !(7..=9).contains(&args.len()) {
+        eprintln!("usage: sae_encode_bench SAE_DIR INPUT.f32 D_IN BATCH SECONDS THREADS [f32|f16|bf16] [cpu|gpu]");
         std::process::exit(2);
     }
     let sae = Sae::load(args[1].as_ref(), None).unwrap_or_else(|e| panic!("{e}"));
@@ -33,7 +39,18 @@ fn main() {
         Some("bf16") => WeightDtype::Bf16,
         Some(o) => panic!("weights `{o}`: f32, f16 or bf16"),
     };
-    let mut kernel = CpuSae::with_threads(&sae, threads).with_weight_dtype(&sae, dtype);
+    let gpu = match args.get(8).map(String::as_str) {
+        None | Some("cpu") => None,
+        Some("gpu") => Some(gpu_context()),
+        Some(o) => panic!("device `{o}`: cpu or gpu"),
+    };
+    let mut kernel: Box<dyn SaeKernels> = match &gpu {
+        None => Box::new(CpuSae::with_threads(&sae, threads).with_weight_dtype(&sae, dtype)),
+        Some(ctx) => {
+            assert!(dtype == WeightDtype::F32, "the wgpu encoder takes f32 weights");
+            Box::new(GpuSae::new(ctx.clone(), &sae).unwrap_or_else(|e| panic!("{e}")))
+        }
+    };
     let mut prepared = vec![0f32; batch * d_in];
     let (mut tokens, mut nnz) = (0usize, 0usize);
     // Warm-up, then time whole batches until `seconds` have passed.
@@ -50,6 +67,8 @@ fn main() {
         *nnz += csr.ids.len();
     };
     run(0, &mut 0, &mut 0);
+    let moved0 = gpu.as_ref().map(|g| g.bytes_moved()).unwrap_or_default();
+    let gpu_s0 = gpu.as_ref().map_or(0.0, |g| gpu_seconds(g));
     let t0 = Instant::now();
     let mut i = 1;
     while t0.elapsed().as_secs_f64() < seconds {
@@ -57,10 +76,45 @@ fn main() {
         i += 1;
     }
     let secs = t0.elapsed().as_secs_f64();
-    println!(
-        "{{\"tokens_per_s\": {:.1}, \"gflops\": {:.2}, \"mean_l0\": {:.2}}}",
-        tokens as f64 / secs,
-        2.0 * (sae.d_in * sae.d_sae) as f64 * tokens as f64 / secs / 1e9,
-        nnz as f64 / tokens as f64
-    );
+    let mut out = serde_json::json!({
+        "tokens_per_s": tokens as f64 / secs,
+        "gflops": 2.0 * (sae.d_in * sae.d_sae) as f64 * tokens as f64 / secs / 1e9,
+        "mean_l0": nnz as f64 / tokens as f64,
+    });
+    if let Some(g) = &gpu {
+        let (up, down) = g.bytes_moved();
+        out["adapter"] = format!(
+            "{} ({:?}, {:?}, driver {} {})",
+            g.info.name, g.info.backend, g.info.device_type, g.info.driver, g.info.driver_info
+        )
+        .into();
+        out["software_adapter"] = (g.info.device_type == neurostream_engine::wgpu::DeviceType::Cpu).into();
+        out["gpu_s_per_token"] = if g.times_kernels() {
+            ((gpu_seconds(g) - gpu_s0) / tokens as f64).into()
+        } else {
+            serde_json::Value::Null
+        };
+        out["bytes_up_per_token"] = ((up - moved0.0) as f64 / tokens as f64).into();
+        out["bytes_down_per_token"] = ((down - moved0.1) as f64 / tokens as f64).into();
+    }
+    println!("{out}");
+}
+
+/// The wgpu device: a hardware GPU when there is one, else a software adapter (named in the
+/// output, so its numbers are never taken for a GPU's).
+fn gpu_context() -> Arc<GpuContext> {
+    let mut manager = DeviceManager::new(DevicePolicy {
+        allow_software_gpu: true,
+        fallback_to_cpu: false,
+    });
+    match manager.resolve(DeviceChoice::Gpu) {
+        Ok(ComputeDevice::Gpu(ctx)) => ctx,
+        Ok(ComputeDevice::Cpu) => unreachable!("a GPU was asked for"),
+        Err(e) => panic!("no wgpu adapter: {e}"),
+    }
+}
+
+/// GPU seconds of every kernel timed so far.
+fn gpu_seconds(g: &GpuContext) -> f64 {
+    g.kernel_times().values().map(|h| h.sum_s()).sum()
 }

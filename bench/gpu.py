@@ -1,0 +1,176 @@
+"""Benchmark: SAE encoding on the GPU, neurostream's wgpu kernels against PyTorch on the same
+device, same SAEs, same data, same run. Writes bench/GPU_RESULTS.md.
+
+  python bench/gpu.py [--seconds S] [--quick] [--peak-tflops T] [--bandwidth-gbs B]
+
+For TopK (k = 32) and JumpReLU SAEs at 576 -> 16384, 2304 -> 16384 and 2304 -> 65536 (a
+Gemma-2-2B-sized SAE), batches of 1, 64 and 4096 tokens: tokens/s, achieved TFLOP/s (2 d_in d_sae
+per token), the share of the card's fp32 peak (`--peak-tflops`) or, at batch 1, of its memory
+bandwidth (`--bandwidth-gbs`), the GPU time per token from wgpu timestamp queries, and the bytes
+moved between host and device per token each way. PyTorch runs the SAELens formula (`matmul` +
+`topk`, or the JumpReLU mask) under `torch.no_grad()` on CUDA, synchronized, and with
+`torch.compile` where it works; without CUDA it runs on the CPU and the table says so.
+
+The wgpu adapter is named in the results. On a software adapter (Mesa's lavapipe: no GPU here)
+the reduced configuration runs (`--quick` forces it): its numbers show the harness works and how
+many bytes move, not GPU speed. Needs numpy, safetensors and torch; builds the release example
+`sae_encode_bench`.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH = os.path.join(ROOT, "target", "release", "examples", "sae_encode_bench")
+sys.path.insert(0, os.path.join(ROOT, "tests", "python"))
+import sae_reference  # noqa: E402
+
+FULL = {"shapes": [(576, 16384), (2304, 16384), (2304, 65536)], "batches": [1, 64, 4096]}
+QUICK = {"shapes": [(576, 16384)], "batches": [1, 64]}
+
+
+def ours(sae_dir, xpath, d_in, batch, seconds):
+    out = subprocess.run([BENCH, sae_dir, xpath, str(d_in), str(batch), str(seconds), "1", "f32", "gpu"],
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"sae_encode_bench failed:\n{out.stderr}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def torch_encoder(sae_dir, arch, device, compiled):
+    import torch
+    from safetensors.numpy import load_file
+    t = {n: torch.from_numpy(v.astype(np.float32)).to(device)
+         for n, v in load_file(os.path.join(sae_dir, "sae_weights.safetensors")).items()}
+    W, b, bd = t["W_enc"], t["b_enc"], t["b_dec"]
+    if arch == "topk":
+        def enc(x):
+            h = (x - bd) @ W + b
+            top = torch.topk(h, 32, dim=-1)
+            return torch.relu(top.values), top.indices
+    else:
+        thr = t["threshold"]
+
+        def enc(x):
+            h = (x - bd) @ W + b
+            return torch.relu(h) * (h > thr)
+    if compiled:
+        try:
+            c = torch.compile(enc)
+            c(torch.zeros(2, W.shape[0], device=device))
+            return c
+        except Exception as e:  # noqa: BLE001 - reported, then the eager function is timed
+            print(f"torch.compile failed ({type(e).__name__}); timing eager", flush=True)
+    return enc
+
+
+def time_torch(enc, x, batch, seconds, device):
+    import torch
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    rows = x.shape[0]
+    with torch.no_grad():
+        enc(x[:batch])
+        sync()
+        n, i, t0 = 0, 1, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            s = (i * batch) % (rows - batch + 1)
+            enc(x[s:s + batch])
+            n += batch
+            i += 1
+        sync()
+        return n / (time.perf_counter() - t0)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=float, default=2.0)
+    ap.add_argument("--quick", action="store_true", help="the reduced configuration (automatic on a software adapter)")
+    ap.add_argument("--peak-tflops", type=float, default=None, help="the card's fp32 peak, for the %% of peak column")
+    ap.add_argument("--bandwidth-gbs", type=float, default=None, help="the card's memory bandwidth, for batch 1")
+    ap.add_argument("--out", default=os.path.join(ROOT, "bench", "GPU_RESULTS.md"))
+    args = ap.parse_args()
+    subprocess.run(["cargo", "build", "--release", "-p", "neurostream-operators", "--example", "sae_encode_bench"],
+                   cwd=ROOT, check=True)
+    try:
+        import torch
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        peer = f"PyTorch {torch.__version__} on " + (torch.cuda.get_device_name(0) if device == "cuda"
+                                                     else f"the CPU ({torch.get_num_threads()} threads; no CUDA here)")
+    except ImportError:
+        torch, device, peer = None, None, "PyTorch not installed: no peer column"
+    work = tempfile.mkdtemp(prefix="ns-gpu-bench-")
+    # One probe to name the adapter and pick the configuration.
+    probe_dir = os.path.join(work, "probe")
+    sae_reference.make(probe_dir, "saelens", "topk", 64, 256, 1, {"k": "32"})
+    probe_x = os.path.join(work, "probe.f32")
+    np.random.default_rng(0).normal(0, 1, (64, 64)).astype(np.float32).tofile(probe_x)
+    probe = ours(probe_dir, probe_x, 64, 8, 0.05)
+    software = probe["software_adapter"]
+    config = QUICK if (args.quick or software) else FULL
+    print(f"adapter: {probe['adapter']}; peer: {peer}; configuration: {'reduced' if config is QUICK else 'full'}", flush=True)
+    rows = []
+    for d_in, d_sae in config["shapes"]:
+        x = np.random.default_rng(1).normal(0, 1, (8192, d_in)).astype(np.float32)
+        xpath = os.path.join(work, f"x{d_in}.f32")
+        x.tofile(xpath)
+        xt = torch.from_numpy(x).to(device) if torch is not None else None
+        for arch in ["topk", "jumprelu"]:
+            sae_dir = os.path.join(work, f"sae_{d_in}_{d_sae}_{arch}")
+            sae_reference.make(sae_dir, "saelens", arch, d_in, d_sae, 1, {"k": "32", "threshold_range": "2.4,2.9"})
+            eager = torch_encoder(sae_dir, arch, device, False) if torch is not None else None
+            comp = (torch_encoder(sae_dir, arch, device, True)
+                    if torch is not None and device == "cuda" and config is FULL else None)
+            for batch in config["batches"]:
+                r = ours(sae_dir, xpath, d_in, batch, args.seconds)
+                t_eager = time_torch(eager, xt, batch, args.seconds, device) if eager else None
+                t_comp = time_torch(comp, xt, batch, args.seconds, device) if comp else None
+                rows.append((d_in, d_sae, arch, batch, r, t_eager, t_comp))
+                print(f"{d_in}->{d_sae} {arch:8s} batch {batch:5d}: neurostream {r['tokens_per_s']:10.1f} tok/s, "
+                      f"torch {t_eager or 0:10.1f}, compiled {t_comp or 0:10.1f}", flush=True)
+    fmt = lambda v, f="{:,.0f}": "—" if v is None else f.format(v)  # noqa: E731
+    lines = [
+        "# Benchmark: SAE encoding on the GPU (wgpu) against PyTorch",
+        "",
+        "Command: `python bench/gpu.py" + (" --quick" if config is QUICK and not software else "") + "`",
+        "",
+        f"wgpu adapter: {probe['adapter']}" + (" — **a software adapter (CPU): no GPU was available; these numbers "
+                                                 "show the harness and the bytes moved, not GPU speed**" if software else ""),
+        f"Peer: {peer}. {time.strftime('%Y-%m-%d')}. Configuration: {'reduced (software adapter or --quick)' if config is QUICK else 'full'}.",
+        "TopK k = 32; JumpReLU thresholds uniform in [2.4, 2.9]; random SAELens-format weights, random tokens; whole batches for "
+        f"{args.seconds:g} s after one warm-up batch. GPU time: wgpu timestamp queries around each kernel. Bytes: host to device "
+        "(input rows, parameters) and device to host (results) per token.",
+        "",
+        "| d_in → d_sae | SAE | batch | neurostream tok/s | TFLOP/s | % of fp32 peak | GPU µs/token | bytes up/token | bytes down/token "
+        "| PyTorch tok/s | compiled tok/s | ratio to the faster PyTorch |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for d_in, d_sae, arch, batch, r, t_eager, t_comp in rows:
+        tflops = r["gflops"] / 1e3
+        peak = None
+        if batch == 1 and args.bandwidth_gbs:
+            peak = 100 * 4 * d_in * d_sae * r["tokens_per_s"] / (args.bandwidth_gbs * 1e9)
+        elif args.peak_tflops:
+            peak = 100 * tflops / args.peak_tflops
+        best_peer = max([t for t in (t_eager, t_comp) if t], default=None)
+        gpu_us = None if r.get("gpu_s_per_token") is None else r["gpu_s_per_token"] * 1e6
+        lines.append(
+            f"| {d_in} → {d_sae} | {arch} | {batch} | {fmt(r['tokens_per_s'])} | {tflops:.3f} | "
+            f"{fmt(peak, '{:.1f} %') + (' of bandwidth' if peak is not None and batch == 1 and args.bandwidth_gbs else '')} | "
+            f"{fmt(gpu_us, '{:.2f}')} | {fmt(r['bytes_up_per_token'])} | {fmt(r['bytes_down_per_token'])} | "
+            f"{fmt(t_eager)} | {fmt(t_comp)} | {fmt(None if best_peer is None else r['tokens_per_s'] / best_peer, '{:.2f}x')} |")
+    lines += ["", "The wgpu encoder writes the dense `rows × d_sae` pre-activations to device memory and selects the top k by "
+              "k scans per row (TopK reads back k pairs per token: k × 8 bytes); JumpReLU reads the dense pre-activations "
+              "back (d_sae × 4 bytes per token). Issue 21 tracks the tiled GEMM, fused epilogues and on-device top-k."]
+    with open(args.out, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
