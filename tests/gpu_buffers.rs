@@ -90,6 +90,27 @@ fn gpu_kernels_create_no_buffers_per_batch_after_the_first() {
     let input = (rows * sae.d_in * 4) as u64;
     assert!(up >= input && up <= input + 64, "bytes uploaded: {up} for {input} of input");
 
+    // JumpReLU (the same weights, thresholds keeping about a third of the latents): counts per
+    // row, then only the active (id, value) pairs come back: rows × 4 + nnz × 8 bytes.
+    let mut jump = sae.clone();
+    jump.activation = neurostream_operators::sae::Activation::JumpRelu {
+        threshold: vec![0.1; sae.d_sae],
+    };
+    let mut encode_jump = GpuSae::new(ctx.clone(), &jump).unwrap();
+    steady("sae_encode jumprelu", &ctx, |seed| {
+        encode_jump.encode(&jump, &values(rows * jump.d_in, seed), rows).unwrap()
+    });
+    let (_, down) = ctx.bytes_moved();
+    let csr = encode_jump.encode(&jump, &values(rows * jump.d_in, 7), rows).unwrap();
+    let down = ctx.bytes_moved().1 - down;
+    let nnz = csr.ids.len();
+    assert!(
+        nnz > rows && nnz < rows * jump.d_sae / 2,
+        "{nnz} active of {}",
+        rows * jump.d_sae
+    );
+    assert_eq!(down, (rows * 4 + nnz * 8) as u64, "bytes read back for {rows} tokens");
+
     let mut normalize = GpuNormalize::new(ctx.clone()).unwrap();
     let (width, mean, inv_std) = (32, vec![0.1f64; 32], vec![2.0f64; 32]);
     steady("normalize", &ctx, |seed| {

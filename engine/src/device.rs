@@ -350,10 +350,11 @@ impl GpuContext {
         (pooled, reused)
     }
 
-    /// A read-back buffer of `size` bytes.
+    /// A read-back buffer of at least `size` bytes: sized in powers of two, so reads of
+    /// varying length (sparse results) reuse a few buffers.
     fn staging(&self, size: u64) -> PooledBuffer {
-        self.pooled("readback", size, wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST)
-            .0
+        let usage = wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST;
+        self.pooled("readback", size.max(4).next_power_of_two(), usage).0
     }
 
     /// A storage buffer holding `data` (readable, writable, copyable), at least 4 bytes.

@@ -1,6 +1,7 @@
-//! wgpu kernels of `sae_encode` (see `encode.wgsl`, `topk.wgsl`). The encoder weights and the
-//! per-latent epilogue stay resident on the GPU; each block of rows is uploaded once and only
-//! the sparse result (top-k) or the activations (other architectures) come back.
+//! wgpu kernels of `sae_encode` (see `encode.wgsl`, `topk.wgsl`, `compact.wgsl`). The encoder
+//! weights and the per-latent epilogue stay resident on the GPU; each block of rows is uploaded
+//! once and only the sparse result comes back: k (value, id) pairs per row for TopK; for the
+//! other architectures the count of active latents per row, then their (id, value) pairs.
 
 use std::sync::Arc;
 
@@ -15,6 +16,7 @@ use super::{Csr, SaeKernels};
 
 const ENCODE: &str = concat!(include_str!("params.wgsl"), include_str!("encode.wgsl"));
 const TOPK: &str = concat!(include_str!("params.wgsl"), include_str!("topk.wgsl"));
+const COMPACT: &str = concat!(include_str!("params.wgsl"), include_str!("compact.wgsl"));
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -32,6 +34,8 @@ pub struct GpuSae {
     ctx: Arc<GpuContext>,
     encode: Arc<wgpu::ComputePipeline>,
     topk: Arc<wgpu::ComputePipeline>,
+    count: Arc<wgpu::ComputePipeline>,
+    compact: Arc<wgpu::ComputePipeline>,
     w_enc: PooledBuffer,
     aux: PooledBuffer,
     mode: u32,
@@ -62,6 +66,8 @@ impl GpuSae {
         Ok(GpuSae {
             encode: ctx.pipeline("sae_encode", ENCODE, "encode")?,
             topk: ctx.pipeline("sae_topk", TOPK, "topk")?,
+            count: ctx.pipeline("sae_compact", COMPACT, "count")?,
+            compact: ctx.pipeline("sae_compact", COMPACT, "compact")?,
             w_enc: ctx.storage_init("sae.w_enc", bytemuck::cast_slice(&sae.w_enc)),
             aux: ctx.storage_init("sae.aux", bytemuck::cast_slice(&aux)),
             mode,
@@ -121,17 +127,44 @@ impl SaeKernels for GpuSae {
                     push_sorted(&mut csr, &mut entries);
                 }
             } else {
-                let bytes = ctx.run(&[encode], Some((&dense, (m * n * 4) as u64)))?;
-                let out: &[f32] = bytemuck::cast_slice(&bytes);
+                // Counts per row, then the pairs at their offsets: rows × 4 + nnz × 8 bytes
+                // come back instead of the dense rows × d_sae × 4.
+                let counts = ctx.storage_zeroed("sae.counts", (m * 4) as u64);
+                let groups = workgroups_per_item(m);
+                // Auto-derived layouts drop unused bindings: `count` does not bind the pairs.
+                let count_buffers = [&*uniform, &*dense, &*counts];
+                let count = GpuPass {
+                    pipeline: &self.count,
+                    buffers: &count_buffers,
+                    workgroups: groups,
+                };
+                let bytes = ctx.run(&[encode, count], Some((&counts, (m * 4) as u64)))?;
+                let mut offsets = Vec::with_capacity(m + 1);
+                offsets.push(0u32);
+                for c in bytemuck::cast_slice::<u8, u32>(&bytes) {
+                    offsets.push(offsets.last().unwrap() + c);
+                }
+                let total = offsets[m] as usize;
+                if total == 0 {
+                    (0..m).for_each(|_| push_sorted(&mut csr, &mut []));
+                    continue;
+                }
+                let index = ctx.storage_init("sae.offsets", bytemuck::cast_slice(&offsets));
+                // Sized in powers of two, so batches of similar density reuse one buffer.
+                let pairs = ctx.storage_zeroed("sae.pairs", (2 * total * 4).next_power_of_two() as u64);
+                let compact_buffers = [&*uniform, &*dense, &*index, &*pairs];
+                let compact = GpuPass {
+                    pipeline: &self.compact,
+                    buffers: &compact_buffers,
+                    workgroups: groups,
+                };
+                let bytes = ctx.run(&[compact], Some((&pairs, (2 * total * 4) as u64)))?;
+                let out: &[u32] = bytemuck::cast_slice(&bytes);
+                let (ids, values) = out.split_at(total);
                 for r in 0..m {
+                    let (a, b) = (offsets[r] as usize, offsets[r + 1] as usize);
                     entries.clear();
-                    entries.extend(
-                        out[r * n..(r + 1) * n]
-                            .iter()
-                            .enumerate()
-                            .filter(|(_, v)| **v > 0.0)
-                            .map(|(j, v)| (j as u32, *v)),
-                    );
+                    entries.extend((a..b).map(|i| (ids[i], f32::from_bits(values[i]))));
                     push_sorted(&mut csr, &mut entries);
                 }
             }
