@@ -45,29 +45,22 @@ def ours(sae_dir, xpath, d_in, batch, seconds):
 
 def torch_encoder(sae_dir, arch, device, compiled):
     import torch
-    from safetensors.numpy import load_file
-    t = {n: torch.from_numpy(v.astype(np.float32)).to(device)
-         for n, v in load_file(os.path.join(sae_dir, "sae_weights.safetensors")).items()}
-    W, b, bd = t["W_enc"], t["b_enc"], t["b_dec"]
-    if arch == "topk":
-        def enc(x):
-            h = (x - bd) @ W + b
-            top = torch.topk(h, 32, dim=-1)
-            return torch.relu(top.values), top.indices
-    else:
-        thr = t["threshold"]
-
-        def enc(x):
-            h = (x - bd) @ W + b
-            return torch.relu(h) * (h > thr)
+    from sae_encode import torch_encode_fn  # bench/sae_encode.py: the same formula on the CPU bench
+    enc = torch_encode_fn(sae_dir, arch, device)
+    d_in = sae_d_in(sae_dir)
     if compiled:
         try:
             c = torch.compile(enc)
-            c(torch.zeros(2, W.shape[0], device=device))
+            c(torch.zeros(2, d_in, device=device))
             return c
         except Exception as e:  # noqa: BLE001 - reported, then the eager function is timed
             print(f"torch.compile failed ({type(e).__name__}); timing eager", flush=True)
     return enc
+
+
+def sae_d_in(sae_dir):
+    with open(os.path.join(sae_dir, "cfg.json")) as f:
+        return json.load(f)["d_in"]
 
 
 def time_torch(enc, x, batch, seconds, device):

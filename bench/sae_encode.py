@@ -27,8 +27,11 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "python"))
 import sae_reference  # noqa: E402
 
 
-def torch_encode_fn(sae_dir, arch):
-    t = {n: torch.from_numpy(v.astype(np.float32)) for n, v in load_file(os.path.join(sae_dir, "sae_weights.safetensors")).items()}
+def torch_encode_fn(sae_dir, arch, device="cpu"):
+    """The SAELens encode of the SAE in `sae_dir` on `device`, as a PyTorch user writes it
+    (shared with bench/gpu.py)."""
+    t = {n: torch.from_numpy(v.astype(np.float32)).to(device)
+         for n, v in load_file(os.path.join(sae_dir, "sae_weights.safetensors")).items()}
     W, b, bd = t["W_enc"], t["b_enc"], t["b_dec"]
     if arch == "topk":
         def enc(x):

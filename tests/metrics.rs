@@ -25,6 +25,44 @@ fn value(body: &str, series: &str) -> f64 {
         .unwrap_or_else(|| panic!("no series {series} in\n{body}"))
 }
 
+/// Starts `neurostream run p.toml ARGS --metrics 127.0.0.1:0` in `dir` and waits for the address
+/// it serves /metrics on. Returns the child, its stderr and the log so far.
+fn run_with_metrics(
+    dir: &std::path::Path,
+    extra: &[&str],
+) -> (std::process::Child, BufReader<std::process::ChildStderr>, String, String) {
+    let mut child = Command::new(common::bin())
+        .args(["run", "p.toml", "--metrics", "127.0.0.1:0"])
+        .args(extra)
+        .current_dir(dir)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut addr = String::new();
+    let mut log = String::new();
+    while addr.is_empty() {
+        let mut line = String::new();
+        assert!(err.read_line(&mut line).unwrap() > 0, "ended before serving metrics:\n{log}");
+        log.push_str(&line);
+        if let Some(rest) = line.trim().strip_prefix("metrics: http://") {
+            addr = rest.trim_end_matches("/metrics").to_string();
+        }
+    }
+    (child, err, addr, log)
+}
+
+/// Waits for the child to end successfully; returns its whole log (stderr, then stdout).
+fn finish(mut child: std::process::Child, mut err: BufReader<std::process::ChildStderr>, mut log: String) -> String {
+    let mut rest = String::new();
+    err.read_to_string(&mut rest).unwrap();
+    log.push_str(&rest);
+    child.stdout.take().unwrap().read_to_string(&mut log).unwrap();
+    assert!(child.wait().unwrap().success(), "{log}");
+    log
+}
+
 #[test]
 fn metrics_endpoint_and_status_lines_follow_a_live_run() {
     let dir = tempfile::tempdir().unwrap();
@@ -53,24 +91,7 @@ path = "out.parquet"
 "#,
     )
     .unwrap();
-    let mut child = Command::new(common::bin())
-        .args(["run", "p.toml", "--metrics", "127.0.0.1:0", "--status-every", "0.5"])
-        .current_dir(d)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut addr = String::new();
-    let mut log = String::new();
-    while addr.is_empty() {
-        let mut line = String::new();
-        assert!(err.read_line(&mut line).unwrap() > 0, "ended before serving metrics:\n{log}");
-        log.push_str(&line);
-        if let Some(rest) = line.trim().strip_prefix("metrics: http://") {
-            addr = rest.trim_end_matches("/metrics").to_string();
-        }
-    }
+    let (child, err, addr, log) = run_with_metrics(d, &["--status-every", "0.5"]);
     std::thread::sleep(std::time::Duration::from_millis(1200));
     let first = scrape(&addr);
     std::thread::sleep(std::time::Duration::from_millis(1000));
@@ -91,11 +112,7 @@ path = "out.parquet"
         "{second}"
     );
     assert!(second.contains("neurostream_processing_seconds_bucket{node=\"operators.z\",le=\"+Inf\"}"));
-    let mut rest = String::new();
-    err.read_to_string(&mut rest).unwrap();
-    log.push_str(&rest);
-    child.stdout.take().unwrap().read_to_string(&mut log).unwrap();
-    assert!(child.wait().unwrap().success(), "{log}");
+    let log = finish(child, err, log);
     let status: Vec<&str> = log
         .lines()
         .filter(|l| l.contains("sources.eeg") && l.contains("rows ("))
@@ -143,31 +160,10 @@ path = "out.parquet"
 "#,
     )
     .unwrap();
-    let mut child = Command::new(common::bin())
-        .args(["run", "p.toml", "--metrics", "127.0.0.1:0"])
-        .current_dir(d)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut addr = String::new();
-    let mut log = String::new();
-    while addr.is_empty() {
-        let mut line = String::new();
-        assert!(err.read_line(&mut line).unwrap() > 0, "ended before serving metrics:\n{log}");
-        log.push_str(&line);
-        if let Some(rest) = line.trim().strip_prefix("metrics: http://") {
-            addr = rest.trim_end_matches("/metrics").to_string();
-        }
-    }
+    let (child, err, addr, log) = run_with_metrics(d, &[]);
     std::thread::sleep(std::time::Duration::from_millis(1500));
     let body = scrape(&addr);
-    let mut rest = String::new();
-    err.read_to_string(&mut rest).unwrap();
-    log.push_str(&rest);
-    child.stdout.take().unwrap().read_to_string(&mut log).unwrap();
-    assert!(child.wait().unwrap().success(), "{log}");
+    let log = finish(child, err, log);
     let count = body
         .lines()
         .find(|l| l.starts_with("neurostream_gpu_kernel_seconds_count{") && l.contains("kernel=\"sos"))
