@@ -1,7 +1,11 @@
 // wgpu kernels of `sae_encode`.
 //
 // encode: out[r, j] = epilogue(sum_i x[r, i] * w[i, j]) for a rows x d_in block `x` and the
-// d_in x d_sae encoder `w`, with 16x16 tiles in workgroup memory.
+// d_in x d_sae encoder `w`. Register-tiled: a workgroup of 16 x 16 invocations computes a
+// 64 x 64 output tile, each invocation 4 x 4 outputs (rows ly + 16a, columns lx + 16b) from
+// 64 x 16 and 16 x 64 tiles of x and w in workgroup memory; loads and products are written out
+// (no inner loops), so an invocation loops d_in / 16 times (lavapipe miscomputes past ~65 536
+// iterations per invocation).
 // epilogue modes (h = scale_j * z + shift_j):
 //   0 relu:     max(h, 0)
 //   1 jumprelu: h if h > param_j and h > 0, else 0
@@ -15,47 +19,118 @@
 @group(0) @binding(3) var<storage, read> aux: array<f32>; // scale(d_sae), shift(d_sae), param(d_sae)
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
 
-const T: u32 = 16u;
-var<workgroup> xs: array<array<f32, 16>, 16>;
-var<workgroup> ws: array<array<f32, 16>, 16>;
+const BM: u32 = 64u;
+const BN: u32 = 64u;
+const BK: u32 = 16u;
+var<workgroup> xs: array<array<f32, 16>, 64>; // [BM][BK]
+var<workgroup> ws: array<array<f32, 64>, 16>; // [BK][BN]
 
-@compute @workgroup_size(16, 16)
-fn encode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let row = wid.y * T + lid.y;
-    let col = wid.x * T + lid.x;
-    var acc = 0.0;
-    let tiles = (params.d_in + T - 1u) / T;
-    for (var t = 0u; t < tiles; t = t + 1u) {
-        let xi = t * T + lid.x;
-        if (row < params.rows && xi < params.d_in) {
-            xs[lid.y][lid.x] = x[row * params.d_in + xi];
-        } else {
-            xs[lid.y][lid.x] = 0.0;
-        }
-        let wi = t * T + lid.y;
-        if (wi < params.d_in && col < params.d_sae) {
-            ws[lid.y][lid.x] = w[wi * params.d_sae + col];
-        } else {
-            ws[lid.y][lid.x] = 0.0;
-        }
-        workgroupBarrier();
-        for (var i = 0u; i < T; i = i + 1u) {
-            acc = acc + xs[lid.y][i] * ws[i][lid.x];
-        }
-        workgroupBarrier();
+// Element `e` (0..1024) of the x tile starting at (row0, k0): zero outside the matrix.
+fn load_x(e: u32, row0: u32, k0: u32) {
+    let r = e / BK;
+    let c = e % BK;
+    let gr = row0 + r;
+    let gc = k0 + c;
+    var v = 0.0;
+    if (gr < params.rows && gc < params.d_in) {
+        v = x[gr * params.d_in + gc];
     }
+    xs[r][c] = v;
+}
+
+// Element `e` (0..1024) of the w tile starting at (k0, col0), read along rows of w.
+fn load_w(e: u32, k0: u32, col0: u32) {
+    let r = e / BN;
+    let c = e % BN;
+    let gr = k0 + r;
+    let gc = col0 + c;
+    var v = 0.0;
+    if (gr < params.d_in && gc < params.d_sae) {
+        v = w[gr * params.d_sae + gc];
+    }
+    ws[r][c] = v;
+}
+
+fn store(row: u32, col: u32, z: f32) {
     if (row >= params.rows || col >= params.d_sae) {
         return;
     }
     let n = params.d_sae;
-    let h = aux[col] * acc + aux[n + col];
+    let h = aux[col] * z + aux[n + col];
     var v = 0.0;
     switch params.mode {
         case 0u: { v = max(h, 0.0); }
         case 1u: { if (h > aux[2u * n + col] && h > 0.0) { v = h; } }
-        case 2u: { if (acc + aux[2u * n + col] > 0.0) { v = max(h, 0.0); } }
+        case 2u: { if (z + aux[2u * n + col] > 0.0) { v = max(h, 0.0); } }
         default: { v = h; }
     }
     out[row * n + col] = v;
 }
 
+@compute @workgroup_size(16, 16)
+fn encode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let row0 = wid.y * BM;
+    let col0 = wid.x * BN;
+    let tid = lid.y * 16u + lid.x;
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    let tiles = (params.d_in + BK - 1u) / BK;
+    for (var t = 0u; t < tiles; t = t + 1u) {
+        let k0 = t * BK;
+        load_x(tid, row0, k0);
+        load_x(tid + 256u, row0, k0);
+        load_x(tid + 512u, row0, k0);
+        load_x(tid + 768u, row0, k0);
+        load_w(tid, k0, col0);
+        load_w(tid + 256u, k0, col0);
+        load_w(tid + 512u, k0, col0);
+        load_w(tid + 768u, k0, col0);
+        workgroupBarrier();
+        for (var k = 0u; k < BK; k = k + 1u) {
+            let wr = vec4<f32>(ws[k][lid.x], ws[k][lid.x + 16u], ws[k][lid.x + 32u], ws[k][lid.x + 48u]);
+            acc0 = fma(vec4<f32>(xs[lid.y][k]), wr, acc0);
+            acc1 = fma(vec4<f32>(xs[lid.y + 16u][k]), wr, acc1);
+            acc2 = fma(vec4<f32>(xs[lid.y + 32u][k]), wr, acc2);
+            acc3 = fma(vec4<f32>(xs[lid.y + 48u][k]), wr, acc3);
+        }
+        workgroupBarrier();
+    }
+    let accs = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
+    for (var a = 0u; a < 4u; a = a + 1u) {
+        let row = row0 + lid.y + 16u * a;
+        store(row, col0 + lid.x, accs[a].x);
+        store(row, col0 + lid.x + 16u, accs[a].y);
+        store(row, col0 + lid.x + 32u, accs[a].z);
+        store(row, col0 + lid.x + 48u, accs[a].w);
+    }
+}
+
+// Few rows (at most NARROW_ROWS, e.g. one token at a time): the products are bound by reading
+// w, so one invocation per column streams its column of w once (neighbouring invocations read
+// neighbouring columns) for every row of the block; a 64-row tile would mostly compute zeros.
+const NARROW_ROWS: u32 = 4u;
+
+@compute @workgroup_size(256)
+fn encode_narrow(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let col = gid.x + gid.y * nwg.x * 256u;
+    if (col >= params.d_sae) {
+        return;
+    }
+    var acc = vec4<f32>(0.0);
+    let d = params.d_in;
+    for (var i = 0u; i < d; i = i + 1u) {
+        let wv = w[i * params.d_sae + col];
+        var xv = vec4<f32>(0.0);
+        xv.x = x[i];
+        if (params.rows > 1u) { xv.y = x[d + i]; }
+        if (params.rows > 2u) { xv.z = x[2u * d + i]; }
+        if (params.rows > 3u) { xv.w = x[3u * d + i]; }
+        acc = fma(xv, vec4<f32>(wv), acc);
+    }
+    store(0u, col, acc.x);
+    store(1u, col, acc.y);
+    store(2u, col, acc.z);
+    store(3u, col, acc.w);
+}

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use neurostream_engine::device::workgroups_per_item;
+use neurostream_engine::device::{workgroups_1d, workgroups_per_item};
 use neurostream_engine::PooledBuffer;
 
 use neurostream_engine::{wgpu, EngineError, GpuContext, GpuPass, Result};
@@ -16,6 +16,8 @@ use super::{Csr, SaeKernels};
 
 const ENCODE: &str = concat!(include_str!("params.wgsl"), include_str!("encode.wgsl"));
 const TOPK: &str = concat!(include_str!("params.wgsl"), include_str!("topk.wgsl"));
+/// Blocks of at most this many rows use the column-streaming product (`encode_narrow`).
+const NARROW_ROWS: usize = 4;
 const COMPACT: &str = concat!(include_str!("params.wgsl"), include_str!("compact.wgsl"));
 
 #[repr(C)]
@@ -33,6 +35,8 @@ struct Params {
 pub struct GpuSae {
     ctx: Arc<GpuContext>,
     encode: Arc<wgpu::ComputePipeline>,
+    /// The product for blocks of at most [`NARROW_ROWS`] rows (one column per invocation).
+    encode_narrow: Arc<wgpu::ComputePipeline>,
     topk: Arc<wgpu::ComputePipeline>,
     count: Arc<wgpu::ComputePipeline>,
     compact: Arc<wgpu::ComputePipeline>,
@@ -65,6 +69,7 @@ impl GpuSae {
         let block = ((limit.min(64 << 20)) / (sae.d_sae * 4)).clamp(1, 4096);
         Ok(GpuSae {
             encode: ctx.pipeline("sae_encode", ENCODE, "encode")?,
+            encode_narrow: ctx.pipeline("sae_encode", ENCODE, "encode_narrow")?,
             topk: ctx.pipeline("sae_topk", TOPK, "topk")?,
             count: ctx.pipeline("sae_compact", COMPACT, "count")?,
             compact: ctx.pipeline("sae_compact", COMPACT, "compact")?,
@@ -98,10 +103,18 @@ impl SaeKernels for GpuSae {
             let x = ctx.storage_init("sae.x", bytemuck::cast_slice(&input[start * d_in..(start + m) * d_in]));
             let dense = ctx.storage_zeroed("sae.pre", (m * n * 4) as u64);
             let encode_buffers = [&*uniform, &*x, &*self.w_enc, &*self.aux, &*dense];
-            let encode = GpuPass {
-                pipeline: &self.encode,
-                buffers: &encode_buffers,
-                workgroups: [n.div_ceil(16) as u32, m.div_ceil(16) as u32, 1],
+            let encode = if m <= NARROW_ROWS {
+                GpuPass {
+                    pipeline: &self.encode_narrow,
+                    buffers: &encode_buffers,
+                    workgroups: workgroups_1d(n, 256),
+                }
+            } else {
+                GpuPass {
+                    pipeline: &self.encode,
+                    buffers: &encode_buffers,
+                    workgroups: [n.div_ceil(64) as u32, m.div_ceil(64) as u32, 1],
+                }
             };
             if self.mode == 3 {
                 let k = self.k as usize;
