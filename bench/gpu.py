@@ -65,19 +65,8 @@ def sae_d_in(sae_dir):
 
 def time_torch(enc, x, batch, seconds, device):
     import torch
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    rows = x.shape[0]
-    with torch.no_grad():
-        enc(x[:batch])
-        sync()
-        n, i, t0 = 0, 1, time.perf_counter()
-        while time.perf_counter() - t0 < seconds:
-            s = (i * batch) % (rows - batch + 1)
-            enc(x[s:s + batch])
-            n += batch
-            i += 1
-        sync()
-        return n / (time.perf_counter() - t0)
+    from sae_encode import time_torch as timed  # bench/sae_encode.py, with the device's sync
+    return timed(enc, x, batch, seconds, torch.cuda.synchronize if device == "cuda" else (lambda: None))
 
 
 def main():

@@ -46,16 +46,20 @@ def torch_encode_fn(sae_dir, arch, device="cpu"):
     return enc
 
 
-def time_torch(enc, x, batch, seconds):
+def time_torch(enc, x, batch, seconds, sync=lambda: None):
+    """Tokens/s of `enc` over whole batches of `x` for `seconds` after one warm-up batch;
+    `sync` waits for the device (`torch.cuda.synchronize` on CUDA; shared with bench/gpu.py)."""
     rows = x.shape[0]
     with torch.no_grad():
         enc(x[:batch])
+        sync()
         n, i, t0 = 0, 1, time.perf_counter()
         while time.perf_counter() - t0 < seconds:
             s = (i * batch) % (rows - batch + 1)
             enc(x[s:s + batch])
             n += batch
             i += 1
+        sync()
         return n / (time.perf_counter() - t0)
 
 
