@@ -3,6 +3,9 @@ device, same SAEs, same data, same run. Writes bench/GPU_RESULTS.md.
 
   python bench/gpu.py [--seconds S] [--quick] [--peak-tflops T] [--bandwidth-gbs B]
 
+Then the k-means assignment (d 576, k 256) on the wgpu kernel against PyTorch's
+`argmin(|c|^2 - 2 x c^T)` on the same device.
+
 For TopK (k = 32) and JumpReLU SAEs at 576 -> 16384, 2304 -> 16384 and 2304 -> 65536 (a
 Gemma-2-2B-sized SAE), batches of 1, 64 and 4096 tokens: tokens/s, achieved TFLOP/s (2 d_in d_sae
 per token), the share of the card's fp32 peak (`--peak-tflops`) or, at batch 1, of its memory
@@ -69,6 +72,45 @@ def time_torch(enc, x, batch, seconds, device):
     return timed(enc, x, batch, seconds, torch.cuda.synchronize if device == "cuda" else (lambda: None))
 
 
+def kmeans_section(work, config, device, seconds):
+    """Rows/s of the wgpu k-means assignment (d 576, k 256) and of PyTorch's on the same device."""
+    rows, d, k = (8192 if config is QUICK else 262144), 576, 256
+    rng = np.random.default_rng(2)
+    paths = [os.path.join(work, n) for n in ("kx.npy", "kc.npy", "kids.npy")]
+    x = rng.normal(0, 1, (rows, d)).astype(np.float32)
+    c = rng.normal(0, 1, (k, d)).astype(np.float32)
+    np.save(paths[0], x)
+    np.save(paths[1], c)
+    np.save(paths[2], np.sort(rng.integers(0, 4096, (64, 8)), axis=1).astype(np.float32))  # co-occurrence: kept tiny
+    subprocess.run(["cargo", "build", "--release", "--example", "bench_cluster"], cwd=ROOT, check=True)
+    out = subprocess.run([os.path.join(ROOT, "target", "release", "examples", "bench_cluster")] + paths,
+                         capture_output=True, text=True, env={**os.environ, "NEUROSTREAM_BENCH_GPU": "1"})
+    if out.returncode != 0:
+        raise SystemExit(f"bench_cluster failed:\n{out.stderr}")
+    ours = json.loads(out.stdout.strip().splitlines()[-1]).get("assign_gpu")
+    if ours is None:
+        print("no wgpu adapter for the k-means assignment", flush=True)
+        return None
+    peer = None
+    if device is not None:
+        import torch
+        sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+        xt, ct = torch.from_numpy(x).to(device), torch.from_numpy(c).to(device)
+        cn = (ct * ct).sum(1)
+        with torch.no_grad():
+            torch.argmin(cn - 2 * xt @ ct.T, dim=1)
+            sync()
+            best = float("inf")
+            for _ in range(3):
+                t0 = time.perf_counter()
+                torch.argmin(cn - 2 * xt @ ct.T, dim=1)
+                sync()
+                best = min(best, time.perf_counter() - t0)
+        peer = rows / best
+    print(f"k-means assignment: neurostream {ours:,.0f} rows/s, torch {peer or 0:,.0f}", flush=True)
+    return rows, d, k, ours, peer
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=2.0)
@@ -115,6 +157,7 @@ def main():
                 rows.append((d_in, d_sae, arch, batch, r, t_eager, t_comp))
                 print(f"{d_in}->{d_sae} {arch:8s} batch {batch:5d}: neurostream {r['tokens_per_s']:10.1f} tok/s, "
                       f"torch {t_eager or 0:10.1f}, compiled {t_comp or 0:10.1f}", flush=True)
+    kmeans = kmeans_section(work, config, device, args.seconds)
     fmt = lambda v, f="{:,.0f}": "—" if v is None else f.format(v)  # noqa: E731
     lines = [
         "# Benchmark: SAE encoding on the GPU (wgpu) against PyTorch",
@@ -152,6 +195,14 @@ def main():
               "memory. TopK then selects the top k by k scans per row and reads back k pairs per token (k × 8 bytes); the "
               "other architectures count the active latents per row and read back 4 bytes per token plus 8 per active "
               "latent. Not yet: f16 weights, subgroup operations, vectorised loads, device-resident chains (issue 21)."]
+    if kmeans:
+        rows_k, d, k, r, t_peer = kmeans
+        lines += ["", f"## k-means assignment, d {d}, k {k}, {rows_k} rows (float32)", "",
+                  "| neurostream wgpu rows/s | TFLOP/s | PyTorch rows/s | ratio |", "| ---: | ---: | ---: | ---: |",
+                  f"| {fmt(r)} | {2 * d * k * r / 1e12:.3f} | {fmt(t_peer)} | "
+                  f"{fmt(None if not t_peer else r / t_peer, '{:.2f}x')} |", "",
+                  "neurostream: `GpuAssign` (the shared GEMM, then an arg-min kernel), best of 3 (`examples/bench_cluster.rs`). "
+                  "PyTorch: `argmin(‖c‖² − 2 x cᵀ)` on the same device."]
     with open(args.out, "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
