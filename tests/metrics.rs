@@ -164,6 +164,19 @@ path = "out.parquet"
     std::thread::sleep(std::time::Duration::from_millis(1500));
     let body = scrape(&addr);
     let log = finish(child, err, log);
+    // Adapters without timestamp queries time nothing, and say so: no series, no report line.
+    let mut devices = neurostream_engine::DeviceManager::new(neurostream_engine::DevicePolicy {
+        allow_software_gpu: true,
+        fallback_to_cpu: false,
+    });
+    let Ok(neurostream_engine::ComputeDevice::Gpu(ctx)) = devices.resolve(neurostream_engine::DeviceChoice::Gpu) else {
+        panic!("the run used a GPU, this test finds none")
+    };
+    if !ctx.times_kernels() {
+        assert!(!body.contains("neurostream_gpu_kernel_seconds"), "{body}");
+        assert!(!log.contains("gpu kernel"), "{log}");
+        return;
+    }
     let count = body
         .lines()
         .find(|l| l.starts_with("neurostream_gpu_kernel_seconds_count{") && l.contains("kernel=\"sos"))
