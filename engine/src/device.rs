@@ -379,6 +379,13 @@ impl GpuContext {
         buffer
     }
 
+    /// A storage buffer of `bytes` bytes (at least 4) whose contents are unspecified: for the
+    /// outputs a kernel writes in full before anything reads them, which then skip the clear
+    /// a reused [`GpuContext::storage_zeroed`] buffer costs on every call.
+    pub fn storage_output(&self, label: &str, bytes: u64) -> PooledBuffer {
+        self.pooled(label, bytes.max(4).next_multiple_of(4), Self::STORAGE).0
+    }
+
     /// A uniform buffer holding `data` (padded to 16 bytes).
     pub fn uniform(&self, label: &str, data: &[u8]) -> PooledBuffer {
         let size = (data.len() as u64).next_multiple_of(16).max(16);
@@ -460,6 +467,12 @@ impl GpuContext {
             }
             _ => None,
         };
+        let dispatch = |cpass: &mut wgpu::ComputePass, pass: &GpuPass, group: &wgpu::BindGroup| {
+            cpass.set_pipeline(pass.pipeline);
+            cpass.set_bind_group(0, group, &[]);
+            let [x, y, z] = pass.workgroups;
+            cpass.dispatch_workgroups(x, y, z);
+        };
         if let Some((set, _, _)) = &timed {
             for (i, (pass, group)) in passes.iter().zip(&groups).enumerate() {
                 let mut cpass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
@@ -470,18 +483,12 @@ impl GpuContext {
                         end_of_pass_write_index: Some(2 * i as u32 + 1),
                     }),
                 });
-                cpass.set_pipeline(pass.pipeline);
-                cpass.set_bind_group(0, group, &[]);
-                let [x, y, z] = pass.workgroups;
-                cpass.dispatch_workgroups(x, y, z);
+                dispatch(&mut cpass, pass, group);
             }
         } else {
             let mut cpass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
             for (pass, group) in passes.iter().zip(&groups) {
-                cpass.set_pipeline(pass.pipeline);
-                cpass.set_bind_group(0, group, &[]);
-                let [x, y, z] = pass.workgroups;
-                cpass.dispatch_workgroups(x, y, z);
+                dispatch(&mut cpass, pass, group);
             }
         }
         if let Some((set, resolved, _)) = &timed {

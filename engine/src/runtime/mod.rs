@@ -230,8 +230,6 @@ pub fn run(pipeline: CompiledPipeline, options: RunOptions) -> Result<RunReport>
         }
         gpus.iter().for_each(|g| m.add_gpu(g));
     }
-    // Times of this run only: a device may have served an earlier run in this process.
-    let kernel_times_before: Vec<_> = gpus.iter().map(|g| g.kernel_times()).collect();
     let (checkpoint, restored) = match &options.checkpoint {
         None => (None, None),
         Some(o) => match prepare_checkpoints(&pipeline, o, &options, workers * processes)? {
@@ -395,15 +393,13 @@ pub fn run(pipeline: CompiledPipeline, options: RunOptions) -> Result<RunReport>
     report.overload = shared.overload.lock().unwrap().clone();
     report.sink_lines = shared.sink_lines.lock().unwrap().clone();
     report.stopped = shared.stop_requested();
-    for (gpu, before) in gpus.iter().zip(&kernel_times_before) {
+    // The run's own devices (the manager above opened them), so their times are this run's.
+    for gpu in &gpus {
         for (kernel, h) in gpu.kernel_times() {
-            let (n0, s0) = before.get(&kernel).map_or((0, 0.0), |b| (b.count(), b.sum_s()));
-            if h.count() > n0 {
-                let p99 = h.quantile_upper_s(0.99).unwrap_or(0.0);
-                report
-                    .gpu_kernels
-                    .insert(format!("{}: {kernel}", gpu.info.name), (h.count() - n0, h.sum_s() - s0, p99));
-            }
+            let p99 = h.quantile_upper_s(0.99).unwrap_or(0.0);
+            report
+                .gpu_kernels
+                .insert(format!("{}: {kernel}", gpu.info.name), (h.count(), h.sum_s(), p99));
         }
     }
     let errors = shared.errors.lock().unwrap().clone();

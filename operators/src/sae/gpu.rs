@@ -101,7 +101,7 @@ impl SaeKernels for GpuSae {
             let ctx = &self.ctx;
             let uniform = ctx.uniform("sae.params", bytemuck::bytes_of(&params));
             let x = ctx.storage_init("sae.x", bytemuck::cast_slice(&input[start * d_in..(start + m) * d_in]));
-            let dense = ctx.storage_zeroed("sae.pre", (m * n * 4) as u64);
+            let dense = ctx.storage_output("sae.pre", (m * n * 4) as u64);
             let encode_buffers = [&*uniform, &*x, &*self.w_enc, &*self.aux, &*dense];
             let encode = if m <= NARROW_ROWS {
                 GpuPass {
@@ -118,7 +118,7 @@ impl SaeKernels for GpuSae {
             };
             if self.mode == 3 {
                 let k = self.k as usize;
-                let picked = ctx.storage_zeroed("sae.picked", (2 * m * k * 4) as u64);
+                let picked = ctx.storage_output("sae.picked", (2 * m * k * 4) as u64);
                 let topk_buffers = [&*uniform, &*dense, &*picked];
                 let groups = workgroups_per_item(m);
                 let topk = GpuPass {
@@ -142,7 +142,7 @@ impl SaeKernels for GpuSae {
             } else {
                 // Counts per row, then the pairs at their offsets: rows × 4 + nnz × 8 bytes
                 // come back instead of the dense rows × d_sae × 4.
-                let counts = ctx.storage_zeroed("sae.counts", (m * 4) as u64);
+                let counts = ctx.storage_output("sae.counts", (m * 4) as u64);
                 let groups = workgroups_per_item(m);
                 // Auto-derived layouts drop unused bindings: `count` does not bind the pairs.
                 let count_buffers = [&*uniform, &*dense, &*counts];
@@ -164,7 +164,7 @@ impl SaeKernels for GpuSae {
                 }
                 let index = ctx.storage_init("sae.offsets", bytemuck::cast_slice(&offsets));
                 // Sized in powers of two, so batches of similar density reuse one buffer.
-                let pairs = ctx.storage_zeroed("sae.pairs", (2 * total * 4).next_power_of_two() as u64);
+                let pairs = ctx.storage_output("sae.pairs", (2 * total * 4).next_power_of_two() as u64);
                 let compact_buffers = [&*uniform, &*dense, &*index, &*pairs];
                 let compact = GpuPass {
                     pipeline: &self.compact,
