@@ -656,7 +656,15 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                     shared.extend(["--status-every".to_string(), s.to_string()]);
                 }
                 if let Some(dir) = &checkpoint_dir {
-                    shared.extend(["--checkpoint-dir".to_string(), dir.display().to_string()]);
+                    shared.extend([
+                        "--checkpoint-dir".to_string(),
+                        dir.display().to_string(),
+                        "--checkpoint-every".to_string(),
+                        checkpoint_every.to_string(),
+                    ]);
+                    if resume {
+                        shared.push("--resume".into());
+                    }
                 }
                 let mut first_only = Vec::new();
                 if let Some(m) = &metrics {

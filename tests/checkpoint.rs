@@ -251,6 +251,105 @@ fn killed_runs_resume_to_output_identical_to_an_uninterrupted_run() {
     );
 }
 
+/// The pids of `parent`'s child processes (from `/proc`).
+fn children_of(parent: u32) -> Vec<u32> {
+    let mut kids = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid ...`; comm may hold spaces, so split after its `)`.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+        if ppid == Some(parent) {
+            kids.push(pid);
+        }
+    }
+    kids.sort();
+    kids
+}
+
+/// The checkpointed pipeline as a local 2-process × 2-worker cluster.
+fn checkpointed_cluster(dir: &Path, resume: bool) -> Command {
+    let mut cmd = checkpointed(dir, 2, resume);
+    cmd.args(["--processes", "2"]);
+    cmd
+}
+
+/// Runs the 2-process cluster, killing one of its processes (leader or follower, at random)
+/// with SIGKILL after a random delay and resuming every process with `--resume`, until one
+/// attempt completes. Returns the number of kills.
+fn run_cluster_with_kills(dir: &Path, delays: &mut Delays, longest: Duration) -> usize {
+    let mut kills = 0;
+    loop {
+        let mut launcher = checkpointed_cluster(dir, kills > 0).spawn().unwrap();
+        let delay = longest.mul_f64(0.05 + 0.9 * delays.next_unit());
+        let victim = usize::from(delays.next_unit() < 0.5);
+        let started = Instant::now();
+        let mut killed = false;
+        let status = loop {
+            if let Some(status) = launcher.try_wait().unwrap() {
+                break status;
+            }
+            if !killed && started.elapsed() >= delay {
+                // The launcher starts process 0 first, so the lower pid is the leader.
+                let kids = children_of(launcher.id());
+                if kids.len() == 2 {
+                    let _ = Command::new("kill").args(["-9", &kids[victim].to_string()]).status();
+                    killed = true;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        let out = launcher.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if status.success() {
+            // The kill may have come too late to land: then the run had completed.
+            return kills;
+        }
+        assert!(killed, "attempt {} failed without a kill:\n{stderr}", kills + 1);
+        assert!(
+            stderr.contains(&format!("process {victim} of 2 failed")) || stderr.contains("lost the connection"),
+            "the launcher does not name the killed process {victim}:\n{stderr}"
+        );
+        kills += 1;
+        assert!(kills < 60, "no progress after {kills} kills");
+    }
+}
+
+/// A 2-process × 2-worker cluster (checkpoints coordinated by process 0 over timely), one of its
+/// processes killed with SIGKILL at random moments and every process resumed: the outputs equal,
+/// row for row, an uninterrupted 2-process run's (and therefore one process's rows).
+#[test]
+fn a_killed_two_process_cluster_resumes_to_output_identical_to_an_uninterrupted_run() {
+    let dir = setup();
+    let d = dir.path();
+    run_ok(d, &["run", "p.toml", "--quiet", "--processes", "2", "-w", "2"]);
+    let reference = d.join("reference-cluster");
+    std::fs::rename(d.join("out"), &reference).unwrap();
+    let t0 = Instant::now();
+    let out = checkpointed_cluster(d, false).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let longest = t0.elapsed();
+    assert!(d.join("ck/COMPLETE").exists(), "the leader did not mark the run complete");
+    assert_same_outputs(&reference, &d.join("out"), "uninterrupted checkpointed cluster");
+    let mut delays = Delays(0xc105_7e12_0000_0002);
+    let mut total_kills = 0;
+    for trial in 0..8 {
+        std::fs::remove_dir_all(d.join("out")).unwrap();
+        std::fs::remove_dir_all(d.join("ck")).unwrap();
+        let kills = run_cluster_with_kills(d, &mut delays, longest);
+        eprintln!("cluster trial {trial}: {kills} kills");
+        assert_same_outputs(&reference, &d.join("out"), &format!("cluster trial {trial} ({kills} kills)"));
+        total_kills += kills;
+    }
+    assert!(total_kills >= 6, "only {total_kills} kills landed mid-run");
+}
+
 /// The rows under `root/sub` (every part, any order) as sorted byte strings (Arrow's row
 /// format), so two runs that split their rows into different parts still compare equal.
 fn row_multiset(root: &Path, sub: &str) -> Vec<Vec<u8>> {

@@ -324,10 +324,24 @@ fn processes_2_without_a_hostfile_starts_a_local_cluster_with_the_same_rows() {
             "{name}: the local 2-process cluster differs from 1 process"
         );
     }
-    // Multi-process runs cannot be checkpointed yet: the processes refuse, the launcher says which.
-    let err = common::run_err(d, &["run", "p.toml", "--processes", "2", "--checkpoint-dir", "ck", "--quiet"]);
-    assert!(err.contains("of 2 failed"), "{err}");
-    assert!(!err.contains("panicked"), "{err}");
+    // Checkpointed, the cluster writes the same rows (kill trials: tests/checkpoint.rs).
+    std::fs::remove_dir_all(d.join("out")).unwrap();
+    run_ok(
+        d,
+        &[
+            "run",
+            "p.toml",
+            "--processes",
+            "2",
+            "-w",
+            "1",
+            "--checkpoint-dir",
+            "ck",
+            "--quiet",
+        ],
+    );
+    assert!(d.join("ck/COMPLETE").exists());
+    assert_eq!(outputs(d), cluster, "the checkpointed cluster differs");
     let err = common::run_err(d, &["run", "p.toml", "--processes", "1"]);
     assert!(err.contains("a local cluster needs at least 2"), "{err}");
 }

@@ -1,7 +1,9 @@
 //! The in-process side of a checkpoint: which node still has to pause, align or report, and
-//! writing the checkpoint once all have (see the module docs of [`super`]).
+//! writing the checkpoint once all have (see the module docs of [`super`]). In a multi-process
+//! run each process has one, for its own workers; process 0's leads (see [`super::message`]).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ops::Range;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -11,7 +13,8 @@ use timely::scheduling::SyncActivator;
 use crate::error::Result;
 use crate::metrics::Metrics;
 
-use super::{commit_staged, Checkpoint, CheckpointStore, SinkCommit, SourcePosition, EXHAUSTED};
+use super::message::{ControlMessage, Envelope, Part, PauseSummary};
+use super::{commit_staged, Checkpoint, CheckpointStore, SinkCommit, SourcePosition, StagedFile, EXHAUSTED};
 
 /// What a source reader may do now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,20 +28,69 @@ pub enum Gate {
     Release,
 }
 
+/// This process's part in the run's checkpoints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// The only process: it decides everything and writes the checkpoints.
+    Single,
+    /// Process 0 of `processes`: decides when checkpoints start and their targets, gathers the
+    /// followers' parts and writes the checkpoints.
+    Leader {
+        /// Processes in the run.
+        processes: usize,
+    },
+    /// Any other process: follows the leader's steps for its own workers.
+    Follower {
+        /// This process's index.
+        process: usize,
+    },
+}
+
 type Key = (String, usize);
 
 struct Active {
     id: u64,
     started: Instant,
     final_: bool,
-    /// Step 1: the next event time each reader stopped at (`None`: exhausted), and one past
-    /// the last time it emitted.
+    /// Step 1: the next event time each local reader stopped at (`None`: exhausted), and one
+    /// past the last time it emitted.
     paused: HashMap<Key, (Option<u64>, u64)>,
+    /// Leader: the followers' pauses, by process.
+    remote_paused: HashMap<usize, Vec<PauseSummary>>,
     /// Step 2: the target time per source.
     targets: Option<HashMap<String, u64>>,
     aligned: HashMap<Key, SourcePosition>,
     operators: HashMap<Key, Option<Vec<u8>>>,
     sinks: HashMap<Key, Option<SinkCommit>>,
+    /// Leader: the followers' parts, by process.
+    remote_parts: HashMap<usize, Part>,
+    /// Follower: its pause, then its part, went to the leader.
+    paused_sent: bool,
+    part_sent: bool,
+}
+
+impl Active {
+    fn new(id: u64, final_: bool) -> Active {
+        Active {
+            id,
+            started: Instant::now(),
+            final_,
+            paused: HashMap::new(),
+            remote_paused: HashMap::new(),
+            targets: None,
+            aligned: HashMap::new(),
+            operators: HashMap::new(),
+            sinks: HashMap::new(),
+            remote_parts: HashMap::new(),
+            paused_sent: false,
+            part_sent: false,
+        }
+    }
+
+    /// The files this process's sinks staged for the checkpoint.
+    fn local_files(&self) -> Vec<StagedFile> {
+        self.sinks.values().flatten().flat_map(|c| c.files.iter().cloned()).collect()
+    }
 }
 
 struct State {
@@ -47,14 +99,25 @@ struct State {
     active: Option<Active>,
     final_done: bool,
     exhausted: HashSet<Key>,
+    /// Leader: followers whose readers have all ended.
+    remote_exhausted: HashSet<usize>,
+    /// Follower: it told the leader its readers have all ended.
+    exhausted_sent: bool,
+    /// Leader: followers whose outputs are final.
+    remote_finished: HashSet<usize>,
     written: u64,
 }
 
 /// Runs the checkpoint protocol for the workers of this process.
 pub struct Coordinator {
-    store: CheckpointStore,
+    /// The directory, locked; `None` on a follower (the leader writes).
+    store: Option<CheckpointStore>,
     every: Duration,
-    workers: usize,
+    role: Role,
+    /// Global indices of this process's workers.
+    local: Range<usize>,
+    /// Workers of all processes.
+    total: usize,
     sources: Vec<String>,
     operators: Vec<String>,
     sinks: Vec<String>,
@@ -62,54 +125,125 @@ pub struct Coordinator {
     roots: HashMap<String, String>,
     state: Mutex<State>,
     activators: Mutex<Vec<SyncActivator>>,
+    /// Messages to other processes, and what wakes the control dataflow that sends them.
+    outbox: Mutex<Vec<Envelope>>,
+    outbox_waker: Mutex<Option<SyncActivator>>,
     metrics: Option<Arc<Metrics>>,
 }
 
+/// The nodes a coordinator runs the protocol for: qualified names, and the source feeding each
+/// operator and sink.
+#[derive(Clone, Debug, Default)]
+pub struct CheckpointedNodes {
+    /// Sources.
+    pub sources: Vec<String>,
+    /// Operators.
+    pub operators: Vec<String>,
+    /// Sinks.
+    pub sinks: Vec<String>,
+    /// Operator or sink → its source.
+    pub roots: HashMap<String, String>,
+}
+
 impl Coordinator {
-    /// A coordinator writing into `store` every `every`, for `workers` workers running the given
-    /// nodes (qualified names; `roots` maps each operator and sink to its source). `last_id` is
-    /// the id of the checkpoint resumed from (0 when starting afresh).
+    /// A coordinator for this process's workers (`local`, global indices, of `total`) running
+    /// `nodes`, taking a checkpoint every `every`. `store` is the locked directory (`None` on a
+    /// follower); `last_id` is the id of the checkpoint resumed from (0 when starting afresh).
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        store: CheckpointStore,
+        store: Option<CheckpointStore>,
         every: Duration,
-        workers: usize,
-        sources: Vec<String>,
-        operators: Vec<String>,
-        sinks: Vec<String>,
-        roots: HashMap<String, String>,
+        role: Role,
+        local: Range<usize>,
+        total: usize,
+        nodes: CheckpointedNodes,
         last_id: u64,
         metrics: Option<Arc<Metrics>>,
     ) -> Coordinator {
         Coordinator {
             store,
             every,
-            workers,
-            sources,
-            operators,
-            sinks,
-            roots,
+            role,
+            local,
+            total,
+            sources: nodes.sources,
+            operators: nodes.operators,
+            sinks: nodes.sinks,
+            roots: nodes.roots,
             state: Mutex::new(State {
                 next_id: last_id + 1,
                 last: Instant::now(),
                 active: None,
                 final_done: false,
                 exhausted: HashSet::new(),
+                remote_exhausted: HashSet::new(),
+                exhausted_sent: false,
+                remote_finished: HashSet::new(),
                 written: 0,
             }),
             activators: Mutex::new(Vec::new()),
+            outbox: Mutex::new(Vec::new()),
+            outbox_waker: Mutex::new(None),
             metrics,
         }
     }
 
-    /// The checkpoint directory (locked by this run).
-    pub fn store(&self) -> &CheckpointStore {
-        &self.store
+    /// This process's role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// Records the run as complete in the directory (the leader's or single process's job; a
+    /// follower does nothing).
+    pub fn mark_complete(&self) -> Result<()> {
+        match &self.store {
+            Some(s) => s.mark_complete(),
+            None => Ok(()),
+        }
     }
 
     /// Registers an operator or sink to wake when a checkpoint needs it.
     pub fn register(&self, activator: SyncActivator) {
         self.activators.lock().unwrap().push(activator);
+    }
+
+    /// Registers what sends the outbox (the control dataflow's source on this process).
+    pub fn register_outbox(&self, activator: SyncActivator) {
+        *self.outbox_waker.lock().unwrap() = Some(activator);
+    }
+
+    /// Takes the messages waiting to go to other processes.
+    pub fn take_outbox(&self) -> Vec<Envelope> {
+        std::mem::take(&mut *self.outbox.lock().unwrap())
+    }
+
+    /// Whether this process's part in the run's checkpoints is over: the final checkpoint is
+    /// durable and nothing is left to send.
+    pub fn finished(&self) -> bool {
+        self.state.lock().unwrap().final_done && self.outbox.lock().unwrap().is_empty()
+    }
+
+    /// Leader: whether every follower has written its final outputs.
+    pub fn followers_finished(&self) -> bool {
+        match self.role {
+            Role::Leader { processes } => self.state.lock().unwrap().remote_finished.len() == processes - 1,
+            _ => true,
+        }
+    }
+
+    fn send(&self, to: usize, message: ControlMessage) {
+        self.outbox.lock().unwrap().push(Envelope { to, message });
+        if let Some(a) = self.outbox_waker.lock().unwrap().as_ref() {
+            let _ = a.activate();
+        }
+    }
+
+    fn to_followers(&self, message: ControlMessage) {
+        if let Role::Leader { processes } = self.role {
+            for p in 1..processes {
+                self.send(p, message.clone());
+            }
+        }
     }
 
     fn wake_all(&self) {
@@ -118,7 +252,7 @@ impl Coordinator {
         }
     }
 
-    /// Checkpoints written so far in this run.
+    /// Checkpoints written (or, on a follower, committed) so far in this run.
     pub fn written(&self) -> u64 {
         self.state.lock().unwrap().written
     }
@@ -126,6 +260,10 @@ impl Coordinator {
     /// Whether a checkpoint is being taken (operators must not emit on their own then).
     pub fn in_progress(&self) -> bool {
         self.state.lock().unwrap().active.is_some()
+    }
+
+    fn local_readers(&self) -> usize {
+        self.sources.len() * self.local.len()
     }
 
     /// Called by a source reader before each batch: `next` is the event time of its next batch
@@ -136,48 +274,40 @@ impl Coordinator {
         if next.is_none() {
             st.exhausted.insert(key.clone());
         }
+        let local_exhausted = st.exhausted.len() == self.local_readers();
+        if let Role::Follower { process } = self.role {
+            if local_exhausted && !st.exhausted_sent {
+                st.exhausted_sent = true;
+                self.send(0, ControlMessage::Exhausted { process });
+            }
+        }
         if st.active.is_none() {
             if st.final_done {
                 return Ok(Gate::Release);
             }
-            let all_exhausted = st.exhausted.len() == self.sources.len() * self.workers;
+            let all_exhausted = match self.role {
+                Role::Single => local_exhausted,
+                Role::Leader { processes } => local_exhausted && st.remote_exhausted.len() == processes - 1,
+                // A follower starts a checkpoint only when the leader says so.
+                Role::Follower { .. } => return Ok(if next.is_none() { Gate::Hold } else { Gate::Free(None) }),
+            };
             if !all_exhausted && (next.is_none() || st.last.elapsed() < self.every) {
                 return Ok(if next.is_none() { Gate::Hold } else { Gate::Free(None) });
             }
             let id = st.next_id;
             st.next_id += 1;
-            st.active = Some(Active {
+            st.active = Some(Active::new(id, all_exhausted));
+            self.to_followers(ControlMessage::Start {
                 id,
-                started: Instant::now(),
                 final_: all_exhausted,
-                paused: HashMap::new(),
-                targets: None,
-                aligned: HashMap::new(),
-                operators: HashMap::new(),
-                sinks: HashMap::new(),
             });
         }
-        let expected = self.sources.len() * self.workers;
         let active = st.active.as_mut().unwrap();
         if active.targets.is_none() {
             active.paused.insert(key.clone(), (next, position.end_time));
-            if active.paused.len() < expected {
+            if !self.try_targets(active) {
                 return Ok(Gate::Hold);
             }
-            // A source aligns past everything any of its readers emitted: the latest next batch,
-            // or for an exhausted reader one past its last batch (it may have run far ahead of
-            // the others before it ended). When all are exhausted the target is EXHAUSTED.
-            let mut targets: HashMap<String, u64> = HashMap::new();
-            for ((s, _), (next, end)) in &active.paused {
-                let e = targets.entry(s.clone()).or_insert(0);
-                *e = (*e).max(next.unwrap_or(*end));
-            }
-            for (s, t) in targets.iter_mut() {
-                if active.paused.iter().all(|((s2, _), (next, _))| s2 != s || next.is_none()) {
-                    *t = EXHAUSTED;
-                }
-            }
-            active.targets = Some(targets);
             drop(st);
             self.wake_all();
             st = self.state.lock().unwrap();
@@ -193,6 +323,123 @@ impl Coordinator {
         drop(st);
         self.try_complete()?;
         Ok(Gate::Hold)
+    }
+
+    /// This process's pause per source, once every local reader has paused.
+    fn local_pause(&self, active: &Active) -> Option<Vec<PauseSummary>> {
+        if active.paused.len() < self.local_readers() {
+            return None;
+        }
+        // A source aligns past everything any of its readers emitted: the latest next batch,
+        // or for an exhausted reader one past its last batch (it may have run far ahead of the
+        // others before it ended).
+        let mut by_source: BTreeMap<&str, PauseSummary> = BTreeMap::new();
+        for ((s, _), (next, end)) in &active.paused {
+            let e = by_source.entry(s).or_insert_with(|| PauseSummary {
+                source: s.clone(),
+                latest: 0,
+                ended: true,
+            });
+            e.latest = e.latest.max(next.unwrap_or(*end));
+            e.ended &= next.is_none();
+        }
+        Some(by_source.into_values().collect())
+    }
+
+    /// Step 2 once every reader (of every process) has paused: sets the targets (the leader
+    /// also sends them), or, on a follower, sends its pause to the leader. True when the targets
+    /// are set.
+    fn try_targets(&self, active: &mut Active) -> bool {
+        if active.targets.is_some() {
+            return true;
+        }
+        let Some(local) = self.local_pause(active) else { return false };
+        let processes = match self.role {
+            Role::Follower { process } => {
+                if !active.paused_sent {
+                    active.paused_sent = true;
+                    self.send(
+                        0,
+                        ControlMessage::Paused {
+                            id: active.id,
+                            process,
+                            sources: local,
+                        },
+                    );
+                }
+                return false;
+            }
+            Role::Single => 1,
+            Role::Leader { processes } => processes,
+        };
+        if active.remote_paused.len() < processes - 1 {
+            return false;
+        }
+        // When every reader of a source has ended, its target is EXHAUSTED.
+        let mut combined: HashMap<String, (u64, bool)> = HashMap::new();
+        for p in local.iter().chain(active.remote_paused.values().flatten()) {
+            let e = combined.entry(p.source.clone()).or_insert((0, true));
+            e.0 = e.0.max(p.latest);
+            e.1 &= p.ended;
+        }
+        let targets: HashMap<String, u64> = combined
+            .into_iter()
+            .map(|(s, (latest, ended))| (s, if ended { EXHAUSTED } else { latest }))
+            .collect();
+        let mut sorted: Vec<(String, u64)> = targets.iter().map(|(s, t)| (s.clone(), *t)).collect();
+        sorted.sort();
+        self.to_followers(ControlMessage::Targets {
+            id: active.id,
+            targets: sorted,
+        });
+        active.targets = Some(targets);
+        true
+    }
+
+    /// A message from another process's coordinator.
+    pub fn receive(&self, message: ControlMessage) -> Result<()> {
+        let mut st = self.state.lock().unwrap();
+        match message {
+            ControlMessage::Exhausted { process } => {
+                st.remote_exhausted.insert(process);
+            }
+            ControlMessage::Finished { process } => {
+                st.remote_finished.insert(process);
+            }
+            ControlMessage::Start { id, final_ } => {
+                st.next_id = id + 1;
+                st.active = Some(Active::new(id, final_));
+            }
+            ControlMessage::Paused { id, process, sources } => {
+                if let Some(a) = st.active.as_mut().filter(|a| a.id == id) {
+                    a.remote_paused.insert(process, sources);
+                    self.try_targets(a);
+                }
+            }
+            ControlMessage::Targets { id, targets } => {
+                if let Some(a) = st.active.as_mut().filter(|a| a.id == id) {
+                    a.targets = Some(targets.into_iter().collect());
+                }
+            }
+            ControlMessage::Part { id, process, part } => {
+                if let Some(a) = st.active.as_mut().filter(|a| a.id == id) {
+                    a.remote_parts.insert(process, part);
+                }
+                drop(st);
+                return self.try_complete();
+            }
+            ControlMessage::Committed { id } => {
+                let Some(active) = st.active.take_if(|a| a.id == id) else {
+                    return Ok(());
+                };
+                // The leader's checkpoint lists these files; a resume would commit them too.
+                commit_staged(&active.local_files())?;
+                self.finish_checkpoint(&mut st, &active, None);
+            }
+        }
+        drop(st);
+        self.wake_all();
+        Ok(())
     }
 
     /// For an operator or sink on `worker`: the id and target time of a checkpoint it still has
@@ -238,43 +485,52 @@ impl Coordinator {
         self.try_complete()
     }
 
-    /// Writes the checkpoint when every node of every worker has reported, then commits the
-    /// staged files.
+    /// Whether every local node has reported to `active`.
+    fn locally_complete(&self, active: &Active) -> bool {
+        let w = self.local.len();
+        active.targets.is_some()
+            && active.aligned.len() == self.sources.len() * w
+            && active.operators.len() == self.operators.len() * w
+            && active.sinks.len() == self.sinks.len() * w
+    }
+
+    /// Once every node of every worker has reported: writes the checkpoint and commits the
+    /// staged files (a follower sends its part to the leader instead and waits for its word).
     fn try_complete(&self) -> Result<()> {
         let mut st = self.state.lock().unwrap();
-        let Some(active) = st.active.as_ref() else { return Ok(()) };
-        let w = self.workers;
-        if active.targets.is_none()
-            || active.aligned.len() < self.sources.len() * w
-            || active.operators.len() < self.operators.len() * w
-            || active.sinks.len() < self.sinks.len() * w
-        {
+        let Some(active) = st.active.as_mut() else { return Ok(()) };
+        if !self.locally_complete(active) {
+            return Ok(());
+        }
+        let processes = match self.role {
+            Role::Follower { process } => {
+                if !active.part_sent {
+                    active.part_sent = true;
+                    let id = active.id;
+                    let part = Part {
+                        sources: active.aligned.iter().map(|((n, w), p)| (n.clone(), *w, p.clone())).collect(),
+                        operators: active
+                            .operators
+                            .iter()
+                            .map(|((n, w), s)| (n.clone(), *w, s.clone()))
+                            .collect(),
+                        sinks: active.sinks.iter().map(|((n, w), c)| (n.clone(), *w, c.clone())).collect(),
+                    };
+                    self.send(0, ControlMessage::Part { id, process, part });
+                }
+                return Ok(());
+            }
+            Role::Single => 1,
+            Role::Leader { processes } => processes,
+        };
+        if active.remote_parts.len() < processes - 1 {
             return Ok(());
         }
         let active = st.active.take().unwrap();
-        let mut ck = Checkpoint {
-            id: active.id,
-            final_: active.final_,
-            ..Default::default()
-        };
-        for s in &self.sources {
-            let per: Vec<Option<SourcePosition>> = (0..w).map(|i| active.aligned.get(&(s.clone(), i)).cloned()).collect();
-            ck.sources.insert(s.clone(), per);
-        }
-        for o in &self.operators {
-            let per = (0..w)
-                .map(|i| active.operators.get(&(o.clone(), i)).cloned().flatten())
-                .collect();
-            ck.operators.insert(o.clone(), per);
-        }
-        let mut sinks: BTreeMap<String, Vec<Option<SinkCommit>>> = BTreeMap::new();
-        for k in &self.sinks {
-            let per = (0..w).map(|i| active.sinks.get(&(k.clone(), i)).cloned().flatten()).collect();
-            sinks.insert(k.clone(), per);
-        }
-        ck.sinks = sinks;
-        let written = self.store.write(&ck).and_then(|bytes| {
-            commit_staged(&ck.staged_files())?;
+        let ck = self.assemble(&active);
+        let store = self.store.as_ref().expect("the leader holds the checkpoint directory");
+        let written = store.write(&ck).and_then(|bytes| {
+            commit_staged(&active.local_files())?;
             Ok(bytes)
         });
         let bytes = match written {
@@ -286,26 +542,75 @@ impl Coordinator {
                 return Err(e);
             }
         };
-        let took = active.started.elapsed();
+        self.to_followers(ControlMessage::Committed { id: ck.id });
         tracing::debug!(
             "checkpoint {} written ({bytes} bytes, {:.1} ms, final {}): targets {:?}, sources {:?}",
             ck.id,
-            took.as_secs_f64() * 1e3,
+            active.started.elapsed().as_secs_f64() * 1e3,
             ck.final_,
             active.targets,
             ck.sources
         );
+        self.finish_checkpoint(&mut st, &active, Some(bytes));
+        drop(st);
+        self.wake_all();
+        Ok(())
+    }
+
+    /// The checkpoint from this process's reports and the followers' parts, per global worker.
+    fn assemble(&self, active: &Active) -> Checkpoint {
+        let mut aligned = active.aligned.clone();
+        let mut operators = active.operators.clone();
+        let mut sinks = active.sinks.clone();
+        for part in active.remote_parts.values() {
+            aligned.extend(part.sources.iter().map(|(n, w, p)| ((n.clone(), *w), p.clone())));
+            operators.extend(part.operators.iter().map(|(n, w, s)| ((n.clone(), *w), s.clone())));
+            sinks.extend(part.sinks.iter().map(|(n, w, c)| ((n.clone(), *w), c.clone())));
+        }
+        let per_worker = |name: &String| -> Vec<Key> { (0..self.total).map(|i| (name.clone(), i)).collect() };
+        Checkpoint {
+            id: active.id,
+            final_: active.final_,
+            sources: self
+                .sources
+                .iter()
+                .map(|s| (s.clone(), per_worker(s).iter().map(|k| aligned.get(k).cloned()).collect()))
+                .collect(),
+            operators: self
+                .operators
+                .iter()
+                .map(|o| {
+                    (
+                        o.clone(),
+                        per_worker(o).iter().map(|k| operators.get(k).cloned().flatten()).collect(),
+                    )
+                })
+                .collect(),
+            sinks: self
+                .sinks
+                .iter()
+                .map(|k| {
+                    (
+                        k.clone(),
+                        per_worker(k).iter().map(|key| sinks.get(key).cloned().flatten()).collect(),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// Bookkeeping once checkpoint `active` is durable (`bytes`: its size, where written here).
+    fn finish_checkpoint(&self, st: &mut State, active: &Active, bytes: Option<u64>) {
         if let Some(m) = &self.metrics {
-            m.checkpoint_duration.observe_ns(took.as_nanos() as i64);
-            m.checkpoint_bytes.store(bytes, Ordering::Relaxed);
+            m.checkpoint_duration.observe_ns(active.started.elapsed().as_nanos() as i64);
+            if let Some(b) = bytes {
+                m.checkpoint_bytes.store(b, Ordering::Relaxed);
+            }
         }
         st.written += 1;
         st.last = Instant::now();
         if active.final_ {
             st.final_done = true;
         }
-        drop(st);
-        self.wake_all();
-        Ok(())
     }
 }

@@ -21,6 +21,7 @@
 //! operators flush and sinks write their final files, so a crash during the end is covered too.
 
 mod coordinator;
+mod message;
 mod store;
 
 use std::collections::BTreeMap;
@@ -29,7 +30,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use coordinator::{Coordinator, Gate};
+pub use coordinator::{CheckpointedNodes, Coordinator, Gate, Role};
+pub use message::{ControlMessage, Envelope, Part, PauseSummary};
 pub use store::{commit_staged, read_checkpoint, CheckpointStore, Fingerprint};
 
 /// Event time an exhausted source holds its capability at while it waits for the final checkpoint.
@@ -89,6 +91,18 @@ impl Checkpoint {
             .values()
             .flatten()
             .flatten()
+            .flat_map(|c| c.files.iter().cloned())
+            .collect()
+    }
+
+    /// The files committed by this checkpoint for the given workers (global indices): in a
+    /// multi-process run each process commits its own workers' outputs.
+    pub fn staged_files_of(&self, workers: std::ops::Range<usize>) -> Vec<StagedFile> {
+        self.sinks
+            .values()
+            .flat_map(|per| per.iter().enumerate())
+            .filter(|(w, _)| workers.contains(w))
+            .filter_map(|(_, c)| c.as_ref())
             .flat_map(|c| c.files.iter().cloned())
             .collect()
     }

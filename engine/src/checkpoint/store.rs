@@ -163,7 +163,13 @@ impl CheckpointStore {
 
     /// The fingerprint recorded in the directory, if any.
     pub fn fingerprint(&self) -> Result<Option<Fingerprint>> {
-        let path = self.fingerprint_path();
+        CheckpointStore::fingerprint_in(&self.dir)
+    }
+
+    /// The fingerprint recorded in `dir`, if any, read without locking it (a follower process
+    /// reads the directory process 0 holds).
+    pub fn fingerprint_in(dir: &Path) -> Result<Option<Fingerprint>> {
+        let path = dir.join("pipeline.json");
         match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes)
                 .map(Some)
@@ -186,7 +192,12 @@ impl CheckpointStore {
 
     /// Whether the run that used this directory finished.
     pub fn is_complete(&self) -> bool {
-        self.complete_path().exists()
+        CheckpointStore::complete_in(&self.dir)
+    }
+
+    /// Whether the run that used `dir` finished, read without locking it.
+    pub fn complete_in(dir: &Path) -> bool {
+        dir.join("COMPLETE").exists()
     }
 
     /// Records that the run finished and its outputs are final.
@@ -197,29 +208,21 @@ impl CheckpointStore {
 
     /// Committed checkpoint files, oldest first, with their ids.
     fn checkpoint_files(&self) -> Result<Vec<(u64, PathBuf)>> {
-        let entries = std::fs::read_dir(&self.dir).map_err(|e| ck_err(format!("cannot list {}: {e}", self.dir.display())))?;
-        let mut files = Vec::new();
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().to_string();
-            if let Some(id) = name
-                .strip_prefix("ckpt-")
-                .and_then(|r| r.strip_suffix(".nsck"))
-                .and_then(|n| n.parse::<u64>().ok())
-            {
-                files.push((id, e.path()));
-            }
+        checkpoint_files_in(&self.dir)
+    }
+
+    /// The newest checkpoint in `dir`, read without locking it (see [`CheckpointStore::latest`]).
+    pub fn latest_in(dir: &Path) -> Result<Option<Checkpoint>> {
+        match checkpoint_files_in(dir)?.pop() {
+            None => Ok(None),
+            Some((_, path)) => read_checkpoint(&path).map(Some),
         }
-        files.sort();
-        Ok(files)
     }
 
     /// Reads the newest checkpoint. A newest file that is corrupt is an error (never silently
     /// skipped: it was committed, so damage means something outside the engine changed it).
     pub fn latest(&self) -> Result<Option<Checkpoint>> {
-        match self.checkpoint_files()?.pop() {
-            None => Ok(None),
-            Some((_, path)) => read_checkpoint(&path).map(Some),
-        }
+        CheckpointStore::latest_in(&self.dir)
     }
 
     /// Writes `checkpoint` atomically and removes all but the newest older ones. Returns its size
@@ -246,6 +249,24 @@ impl CheckpointStore {
         }
         Ok(bytes.len() as u64)
     }
+}
+
+/// Committed checkpoint files in `dir`, oldest first, with their ids.
+fn checkpoint_files_in(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let entries = std::fs::read_dir(dir).map_err(|e| ck_err(format!("cannot list {}: {e}", dir.display())))?;
+    let mut files = Vec::new();
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if let Some(id) = name
+            .strip_prefix("ckpt-")
+            .and_then(|r| r.strip_suffix(".nsck"))
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            files.push((id, e.path()));
+        }
+    }
+    files.sort();
+    Ok(files)
 }
 
 /// Reads and verifies one checkpoint file.

@@ -6,6 +6,7 @@
 //! event-time order once the frontier has passed; sinks write what the frontier has passed,
 //! in event-time order, and finish when their input frontier is empty.
 
+mod control;
 mod latency;
 mod operator;
 mod prepare;
@@ -24,7 +25,7 @@ use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use timely::dataflow::operators::Probe;
 use timely::dataflow::StreamVec;
 
-use crate::checkpoint::CheckpointOptions;
+use crate::checkpoint::{CheckpointOptions, Role};
 use crate::device::{ComputeDevice, DeviceChoice, DeviceManager, DevicePolicy};
 use crate::error::{EngineError, Result};
 use crate::frame::Batch;
@@ -232,7 +233,7 @@ pub fn run(pipeline: CompiledPipeline, options: RunOptions) -> Result<RunReport>
     }
     let (checkpoint, restored) = match &options.checkpoint {
         None => (None, None),
-        Some(o) => match prepare_checkpoints(&pipeline, o, &options, workers * processes)? {
+        Some(o) => match prepare_checkpoints(&pipeline, o, &options, workers)? {
             Prepared::Complete => {
                 remove_staging(&pipeline)?;
                 report.sink_lines.push(format!(
@@ -278,11 +279,19 @@ pub fn run(pipeline: CompiledPipeline, options: RunOptions) -> Result<RunReport>
         None => timely::CommunicationConfig::Process(workers).try_build(),
     }
     .map_err(EngineError::Runtime)?;
+    let control = checkpoint.as_ref().is_some_and(|c| c.role() != Role::Single);
+    let sink_count = pipeline.nodes.iter().filter(|n| matches!(n.built, Built::Sink(_))).count();
+    let checkpointed = checkpoint.is_some();
     let _peer_watch = options.cluster.as_ref().map(|c| {
         let pipeline = pipeline_for_cleanup.clone();
         crate::cluster::watch_peers(
             c.addresses.clone(),
             Box::new(move || {
+                // With checkpoints, staged files may belong to a checkpoint the lost peer has
+                // already written: `--resume` commits them and removes the rest.
+                if checkpointed {
+                    return;
+                }
                 for node in &pipeline.nodes {
                     if let Built::Sink(sink) = &node.built {
                         let _ = sink.remove_temporaries(crate::process::TempOwners::ThisProcess);
@@ -378,6 +387,10 @@ pub fn run(pipeline: CompiledPipeline, options: RunOptions) -> Result<RunReport>
                     }
                 }
             });
+            if control {
+                let shared = worker_shared.clone();
+                worker.dataflow::<u64, _, _>(|scope| control::build_control(scope, pos, workers, sink_count, shared));
+            }
             while worker.step_or_park(Some(Duration::from_millis(20))) {}
         },
     )
@@ -404,12 +417,18 @@ pub fn run(pipeline: CompiledPipeline, options: RunOptions) -> Result<RunReport>
     }
     let errors = shared.errors.lock().unwrap().clone();
     if let (Some(c), Some(o)) = (&checkpoint, &options.checkpoint) {
-        if errors.is_empty() {
-            c.store().mark_complete()?;
+        // The leader marks the run complete once every process's outputs are final (the
+        // control dataflow ends only then); a follower leaves that, and the staging, to it.
+        if errors.is_empty() && !matches!(c.role(), Role::Follower { .. }) {
+            c.mark_complete()?;
             remove_staging(&pipeline_for_cleanup)?;
         }
+        let written = match c.role() {
+            Role::Follower { .. } => "taken (process 0 writes them) in",
+            _ => "written to",
+        };
         report.sink_lines.push(format!(
-            "checkpoint: {} checkpoints written to {}{}",
+            "checkpoint: {} checkpoints {written} {}{}",
             c.written(),
             o.dir.display(),
             if errors.is_empty() {

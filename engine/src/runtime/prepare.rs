@@ -3,7 +3,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::checkpoint::{Checkpoint, CheckpointOptions, CheckpointStore, Checkpointing, Coordinator, Delivery, Fingerprint};
+use crate::checkpoint::{
+    Checkpoint, CheckpointOptions, CheckpointStore, CheckpointedNodes, Checkpointing, Coordinator, Delivery, Fingerprint, Role,
+};
 use crate::error::{EngineError, Result};
 use crate::spec::{Built, CompiledPipeline, Overload};
 
@@ -155,18 +157,25 @@ fn file_identity(path: &std::path::Path) -> String {
 }
 
 /// Checks that every node can be checkpointed, then opens the directory: fresh, or resuming
-/// from its newest checkpoint after finishing that checkpoint's commits.
+/// from its newest checkpoint after finishing that checkpoint's commits. `workers` per process.
+///
+/// In a multi-process run every process reads the same directory (one machine, or a shared
+/// filesystem), but only process 0 locks it, starts it afresh and writes checkpoints; the
+/// others read the checkpoint they resume from and commit their own workers' files.
 pub(super) fn prepare_checkpoints(
     pipeline: &CompiledPipeline,
     o: &CheckpointOptions,
     options: &RunOptions,
     workers: usize,
 ) -> Result<Prepared> {
-    if options.cluster.is_some() {
-        return Err(EngineError::Checkpoint(
-            "multi-process runs cannot be checkpointed yet; run in one process (workers may be many)".into(),
-        ));
-    }
+    let (process, processes) = options.cluster.as_ref().map_or((0, 1), |c| (c.process, c.addresses.len()));
+    let role = match (process, processes) {
+        (_, 1) => Role::Single,
+        (0, processes) => Role::Leader { processes },
+        (process, _) => Role::Follower { process },
+    };
+    let local = process * workers..(process + 1) * workers;
+    let total = workers * processes;
     let mut problems = Vec::new();
     let (mut sources, mut operators, mut sinks) = (Vec::new(), Vec::new(), Vec::new());
     let mut roots = HashMap::new();
@@ -219,7 +228,16 @@ pub(super) fn prepare_checkpoints(
             problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n")
         )));
     }
-    let fp = fingerprint(pipeline, workers);
+    let nodes = CheckpointedNodes {
+        sources,
+        operators,
+        sinks,
+        roots,
+    };
+    let fp = fingerprint(pipeline, total);
+    if let Role::Follower { .. } = role {
+        return prepare_follower(o, &fp, role, local, total, nodes, options);
+    }
     let store = CheckpointStore::open(&o.dir)?;
     let dir = o.dir.display();
     let existing = store.fingerprint()?;
@@ -243,7 +261,7 @@ pub(super) fn prepare_checkpoints(
         }
         resumed = store.latest()?;
         match &resumed {
-            Some(ck) => crate::checkpoint::commit_staged(&ck.staged_files())?,
+            Some(ck) => crate::checkpoint::commit_staged(&ck.staged_files_of(local.clone()))?,
             None => tracing::info!("{dir}: the run stopped before its first checkpoint; starting from the beginning"),
         }
     } else {
@@ -255,13 +273,56 @@ pub(super) fn prepare_checkpoints(
         store.start_fresh(&fp)?;
     }
     let coordinator = Coordinator::new(
-        store,
+        Some(store),
         o.every,
-        workers,
-        sources,
-        operators,
-        sinks,
-        roots,
+        role,
+        local,
+        total,
+        nodes,
+        resumed.as_ref().map_or(0, |c| c.id),
+        options.metrics.clone(),
+    );
+    Ok(Prepared::Run(Arc::new(coordinator), resumed))
+}
+
+/// A follower's side of [`prepare_checkpoints`]: it reads the directory process 0 owns. A
+/// fresh run leaves the checks to process 0 (which refuses for all); a resumed one reads the
+/// newest checkpoint and commits its own workers' files of it. Nothing writes checkpoints until
+/// every process has connected, so all read the same one.
+fn prepare_follower(
+    o: &CheckpointOptions,
+    fp: &Fingerprint,
+    role: Role,
+    local: std::ops::Range<usize>,
+    total: usize,
+    nodes: CheckpointedNodes,
+    options: &RunOptions,
+) -> Result<Prepared> {
+    let dir = o.dir.display();
+    let mut resumed = None;
+    if o.resume {
+        if let Some(existing) = CheckpointStore::fingerprint_in(&o.dir)? {
+            if let Some(why) = fp.mismatch(&existing) {
+                return Err(EngineError::Checkpoint(format!(
+                    "{dir} belongs to another run: {why}; refusing to resume from it"
+                )));
+            }
+            if CheckpointStore::complete_in(&o.dir) {
+                return Ok(Prepared::Complete);
+            }
+            resumed = CheckpointStore::latest_in(&o.dir)?;
+            if let Some(ck) = &resumed {
+                crate::checkpoint::commit_staged(&ck.staged_files_of(local.clone()))?;
+            }
+        }
+    }
+    let coordinator = Coordinator::new(
+        None,
+        o.every,
+        role,
+        local,
+        total,
+        nodes,
         resumed.as_ref().map_or(0, |c| c.id),
         options.metrics.clone(),
     );

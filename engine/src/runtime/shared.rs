@@ -25,6 +25,9 @@ pub(super) struct Shared {
     pub(super) restored: Option<Arc<Checkpoint>>,
     pub(super) stop: Option<Arc<AtomicBool>>,
     pub(super) observer: Option<Arc<dyn super::BatchObserver>>,
+    /// Sink instances (one per sink and worker) of this process that have written their
+    /// final output.
+    pub(super) sinks_finished: std::sync::atomic::AtomicUsize,
 }
 
 impl Shared {

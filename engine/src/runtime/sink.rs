@@ -113,6 +113,7 @@ pub(super) fn build_sink<'s, P>(
                         }
                     }
                     shared.add_stats(&name, pos.index, &stats);
+                    shared.sinks_finished.fetch_add(1, std::sync::atomic::Ordering::Release);
                 }
             }
         },
