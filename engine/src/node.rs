@@ -124,6 +124,11 @@ pub trait SourceReader {
     fn location(&self) -> String {
         String::new()
     }
+    /// Makes everything it has returned durable (a journal fsyncs); called before a checkpoint
+    /// records its position. Most readers keep nothing to sync.
+    fn sync(&mut self) -> Result<()> {
+        Ok(())
+    }
     /// Skips the first `batches` batches (resuming from a checkpoint) and returns the rows in
     /// them. The default reads and discards them; readers that can seek may do better.
     fn skip_batches(&mut self, batches: u64) -> Result<u64> {

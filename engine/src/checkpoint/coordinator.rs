@@ -99,6 +99,8 @@ struct State {
     active: Option<Active>,
     final_done: bool,
     exhausted: HashSet<Key>,
+    /// Batches each local reader had emitted at the newest durable checkpoint.
+    durable: HashMap<Key, u64>,
     /// Leader: followers whose readers have all ended.
     remote_exhausted: HashSet<usize>,
     /// Follower: it told the leader its readers have all ended.
@@ -112,6 +114,8 @@ struct State {
 pub struct Coordinator {
     /// The directory, locked; `None` on a follower (the leader writes).
     store: Option<CheckpointStore>,
+    /// The checkpoint directory (every process's; live sources' journals live in it).
+    dir: std::path::PathBuf,
     every: Duration,
     role: Role,
     /// Global indices of this process's workers.
@@ -147,10 +151,12 @@ pub struct CheckpointedNodes {
 
 impl Coordinator {
     /// A coordinator for this process's workers (`local`, global indices, of `total`) running
-    /// `nodes`, taking a checkpoint every `every`. `store` is the locked directory (`None` on a
-    /// follower); `last_id` is the id of the checkpoint resumed from (0 when starting afresh).
+    /// `nodes`, taking a checkpoint every `every` into `dir`. `store` is the locked directory
+    /// (`None` on a follower); `last_id` is the id of the checkpoint resumed from (0 when
+    /// starting afresh).
     #[allow(clippy::too_many_arguments)]
     pub fn new(
+        dir: std::path::PathBuf,
         store: Option<CheckpointStore>,
         every: Duration,
         role: Role,
@@ -161,6 +167,7 @@ impl Coordinator {
         metrics: Option<Arc<Metrics>>,
     ) -> Coordinator {
         Coordinator {
+            dir,
             store,
             every,
             role,
@@ -176,6 +183,7 @@ impl Coordinator {
                 active: None,
                 final_done: false,
                 exhausted: HashSet::new(),
+                durable: HashMap::new(),
                 remote_exhausted: HashSet::new(),
                 exhausted_sent: false,
                 remote_finished: HashSet::new(),
@@ -186,6 +194,17 @@ impl Coordinator {
             outbox_waker: Mutex::new(None),
             metrics,
         }
+    }
+
+    /// Where the journal of a live source's reader on `worker` goes (see `runtime::journal`).
+    pub fn journal_dir(&self, source: &str, worker: usize) -> std::path::PathBuf {
+        self.dir.join(super::JOURNAL_DIR).join(format!("{source}.{worker}"))
+    }
+
+    /// The batches the reader of `source` on `worker` had emitted at the newest durable
+    /// checkpoint of this run (`None` before the first).
+    pub fn durable_batches(&self, source: &str, worker: usize) -> Option<u64> {
+        self.state.lock().unwrap().durable.get(&(source.to_string(), worker)).copied()
     }
 
     /// This process's role.
@@ -607,6 +626,7 @@ impl Coordinator {
                 m.checkpoint_bytes.store(b, Ordering::Relaxed);
             }
         }
+        st.durable.extend(active.aligned.iter().map(|(k, p)| (k.clone(), p.batches)));
         st.written += 1;
         st.last = Instant::now();
         if active.final_ {

@@ -34,6 +34,9 @@ pub use coordinator::{CheckpointedNodes, Coordinator, Gate, Role};
 pub use message::{ControlMessage, Envelope, Part, PauseSummary};
 pub use store::{commit_staged, read_checkpoint, CheckpointStore, Fingerprint};
 
+/// The subdirectory of a checkpoint directory that holds live sources' journals.
+pub const JOURNAL_DIR: &str = "journal";
+
 /// Event time an exhausted source holds its capability at while it waits for the final checkpoint.
 pub const EXHAUSTED: u64 = u64::MAX - 1;
 

@@ -185,6 +185,10 @@ impl CheckpointStore {
             std::fs::remove_file(&path).map_err(|e| ck_err(format!("cannot remove {}: {e}", path.display())))?;
         }
         let _ = std::fs::remove_file(self.complete_path());
+        let journal = self.dir.join(super::JOURNAL_DIR);
+        if journal.exists() {
+            std::fs::remove_dir_all(&journal).map_err(|e| ck_err(format!("cannot remove {}: {e}", journal.display())))?;
+        }
         let json = serde_json::to_vec_pretty(fingerprint).expect("fingerprints serialize");
         write_atomic(&self.fingerprint_path(), &json)
             .map_err(|e| ck_err(format!("cannot write {}: {e}", self.fingerprint_path().display())))

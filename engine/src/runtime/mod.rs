@@ -7,6 +7,7 @@
 //! in event-time order, and finish when their input frontier is empty.
 
 mod control;
+mod journal;
 mod latency;
 mod operator;
 mod prepare;
@@ -269,6 +270,22 @@ pub fn run(pipeline: CompiledPipeline, options: RunOptions) -> Result<RunReport>
         observer: options.observer.clone(),
         ..Default::default()
     });
+    if let Some(o) = &options.checkpoint {
+        // What a resume can promise for a stream that cannot be read again.
+        let mut lines = shared.sink_lines.lock().unwrap();
+        for node in &pipeline.nodes {
+            if let Built::Source(src) = &node.built {
+                if !src.replayable() {
+                    lines.push(format!(
+                        "checkpoint: [{}] is live: every row it read is journaled in {} and processed exactly once across a crash; \
+                         rows sent to it while the run was down are not read (at-least-once needs senders that send them again)",
+                        node.spec.qualified_name(),
+                        o.dir.join(crate::checkpoint::JOURNAL_DIR).display()
+                    ));
+                }
+            }
+        }
+    }
     let pipeline = Arc::new(pipeline);
     let pipeline_for_cleanup = pipeline.clone();
     let node_devices = Arc::new(node_devices);

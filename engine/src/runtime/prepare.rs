@@ -185,9 +185,10 @@ pub(super) fn prepare_checkpoints(
         match &node.built {
             Built::Source(src) => {
                 if !src.replayable() {
-                    problems.push(format!(
-                        "[{label}] cannot be replayed (a live stream): exactly-once restart needs sources that read the same data again"
-                    ));
+                    tracing::info!(
+                        "[{label}] is live: what it reads is journaled in {}, so a resume replays what it had read after the last checkpoint",
+                        o.dir.join(crate::checkpoint::JOURNAL_DIR).display()
+                    );
                 }
                 if node.spec.overload != Overload::Block {
                     problems.push(format!(
@@ -273,6 +274,7 @@ pub(super) fn prepare_checkpoints(
         store.start_fresh(&fp)?;
     }
     let coordinator = Coordinator::new(
+        o.dir.clone(),
         Some(store),
         o.every,
         role,
@@ -317,6 +319,7 @@ fn prepare_follower(
         }
     }
     let coordinator = Coordinator::new(
+        o.dir.clone(),
         None,
         o.every,
         role,

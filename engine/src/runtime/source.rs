@@ -24,6 +24,7 @@ use crate::metrics::NodeMetrics;
 use crate::node::{Source, SourceReader, WorkerPos};
 use crate::spec::{OnInvalid, Overload};
 
+use super::journal::JournaledReader;
 use super::{NodeStats, Shared};
 
 /// Applies the NaN/Inf policy to a batch: error, or drop rows and count them.
@@ -167,8 +168,30 @@ impl SourceDriver {
     /// Opens this worker's reader; when resuming, skips what it had emitted before the
     /// checkpoint and checks that the data still agree with the saved position.
     fn open(&mut self, src: &dyn Source) {
-        let opened = src.open(self.pos).and_then(|mut r| {
-            if let Some(p) = self.shared.restored(|c| c.sources.get(&self.name), self.pos.index) {
+        let restored = self.shared.restored(|c| c.sources.get(&self.name), self.pos.index);
+        let opened = src.open(self.pos).and_then(|r| {
+            let mut r = match (&self.shared.checkpoint, src.replayable()) {
+                // A live stream cannot be read again: its journal can.
+                (Some(ck), false) => {
+                    let (name, worker) = (self.name.clone(), self.pos.index);
+                    let durable_of = ck.clone();
+                    let mut j = JournaledReader::open(
+                        r,
+                        ck.journal_dir(&name, worker),
+                        Arc::new(move || durable_of.durable_batches(&name, worker)),
+                    )?;
+                    match &restored {
+                        Some(p) if p.next_time.is_none() => {
+                            j.end();
+                            self.position = p.clone();
+                            return Ok(Box::new(j) as Box<dyn SourceReader>);
+                        }
+                        _ => Box::new(j),
+                    }
+                }
+                _ => r,
+            };
+            if let Some(p) = restored {
                 skip_to(r.as_mut(), &p)?;
                 self.position = p;
             }
@@ -310,6 +333,12 @@ impl SourceDriver {
             .as_ref()
             .map(|l| l.0)
             .or_else(|| self.reader.as_ref().and_then(|r| r.next_time()));
+        if ck.in_progress() {
+            // The checkpoint must not cover batches a journal could lose.
+            if let Some(r) = self.reader.as_mut() {
+                r.sync()?;
+            }
+        }
         match ck.source_gate(&self.name, self.pos.index, self.position.next_time, &self.position)? {
             Gate::Free(below) => Ok(Some(below)),
             Gate::Release => Ok(Some(None)),
