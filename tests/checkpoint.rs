@@ -348,6 +348,34 @@ fn a_killed_two_process_cluster_resumes_to_output_identical_to_an_uninterrupted_
         total_kills += kills;
     }
     assert!(total_kills >= 6, "only {total_kills} kills landed mid-run");
+    // Rolling outputs: parts of both processes commit with the leader's checkpoints.
+    let toml = pipeline(1024)
+        .replace("path = \"out/z.parquet\"", "path = \"out/z\"\nroll_bytes = \"2MiB\"")
+        .replace("path = \"out/features\"", "path = \"out/features\"\nroll_rows = 5000");
+    std::fs::write(d.join("p.toml"), toml).unwrap();
+    std::fs::remove_dir_all(d.join("out")).unwrap();
+    std::fs::remove_dir_all(d.join("ck")).unwrap();
+    run_ok(d, &["run", "p.toml", "--quiet", "--processes", "2", "-w", "2"]);
+    let outputs = ["z", "features"];
+    let reference: Vec<Vec<Vec<u8>>> = outputs.iter().map(|o| row_multiset(&d.join("out"), o)).collect();
+    assert!(outputs_in(&d.join("out/features")) >= 4, "features were not rolled");
+    let mut rolling_kills = 0;
+    for trial in 0..3 {
+        std::fs::remove_dir_all(d.join("out")).unwrap();
+        let _ = std::fs::remove_dir_all(d.join("ck"));
+        let kills = run_cluster_with_kills(d, &mut delays, longest);
+        for (o, expected) in outputs.iter().zip(&reference) {
+            let got = row_multiset(&d.join("out"), o);
+            assert!(
+                got == *expected,
+                "rolling cluster trial {trial} ({kills} kills): `{o}` has {} rows, expected {}",
+                got.len(),
+                expected.len()
+            );
+        }
+        rolling_kills += kills;
+    }
+    eprintln!("rolling cluster: {rolling_kills} kills");
 }
 
 /// The rows under `root/sub` (every part, any order) as sorted byte strings (Arrow's row
