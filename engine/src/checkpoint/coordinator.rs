@@ -48,6 +48,22 @@ pub enum Role {
 
 type Key = (String, usize);
 
+/// A checkpoint whose every node has reported, being made durable on its own thread.
+struct Commit {
+    handle: std::thread::JoinHandle<Result<u64>>,
+    active: Active,
+}
+
+/// Makes a checkpoint durable: fsyncs the staged files it lists (sinks close them without
+/// syncing, so a checkpoint pauses nothing for the disk), writes the checkpoint (the commit
+/// point), then renames the staged files to their committed names. Returns the checkpoint's size.
+fn make_durable(store: &CheckpointStore, ck: &Checkpoint, files: &[StagedFile]) -> Result<u64> {
+    super::sync_staged(files)?;
+    let bytes = store.write(ck)?;
+    commit_staged(files)?;
+    Ok(bytes)
+}
+
 struct Active {
     id: u64,
     started: Instant,
@@ -107,13 +123,19 @@ struct State {
     exhausted_sent: bool,
     /// Leader: followers whose outputs are final.
     remote_finished: HashSet<usize>,
+    /// Follower: checkpoints it sent its part of and goes on from, until the leader says they
+    /// are durable (then its files are committed).
+    awaiting: HashMap<u64, Active>,
     written: u64,
 }
 
 /// Runs the checkpoint protocol for the workers of this process.
 pub struct Coordinator {
     /// The directory, locked; `None` on a follower (the leader writes).
-    store: Option<CheckpointStore>,
+    store: Option<Arc<CheckpointStore>>,
+    /// A checkpoint being made durable in the background (its staged files fsynced, the
+    /// checkpoint written, its files committed) while the sources go on.
+    committing: Mutex<Option<Commit>>,
     /// The checkpoint directory (every process's; live sources' journals live in it).
     dir: std::path::PathBuf,
     every: Duration,
@@ -168,7 +190,8 @@ impl Coordinator {
     ) -> Coordinator {
         Coordinator {
             dir,
-            store,
+            store: store.map(Arc::new),
+            committing: Mutex::new(None),
             every,
             role,
             local,
@@ -187,6 +210,7 @@ impl Coordinator {
                 remote_exhausted: HashSet::new(),
                 exhausted_sent: false,
                 remote_finished: HashSet::new(),
+                awaiting: HashMap::new(),
                 written: 0,
             }),
             activators: Mutex::new(Vec::new()),
@@ -290,6 +314,7 @@ impl Coordinator {
     pub fn source_gate(&self, source: &str, worker: usize, next: Option<u64>, position: &SourcePosition) -> Result<Gate> {
         let key = (source.to_string(), worker);
         let mut st = self.state.lock().unwrap();
+        self.reap_locked(&mut st, false)?;
         if next.is_none() {
             st.exhausted.insert(key.clone());
         }
@@ -310,7 +335,10 @@ impl Coordinator {
                 // A follower starts a checkpoint only when the leader says so.
                 Role::Follower { .. } => return Ok(if next.is_none() { Gate::Hold } else { Gate::Free(None) }),
             };
-            if !all_exhausted && (next.is_none() || st.last.elapsed() < self.every) {
+            // One checkpoint at a time: the next begins once the previous one is durable (the
+            // state lock is held while a finished checkpoint is handed to its commit thread).
+            let committing = self.committing.lock().unwrap().is_some();
+            if committing || (!all_exhausted && (next.is_none() || st.last.elapsed() < self.every)) {
                 return Ok(if next.is_none() { Gate::Hold } else { Gate::Free(None) });
             }
             let id = st.next_id;
@@ -448,7 +476,7 @@ impl Coordinator {
                 return self.try_complete();
             }
             ControlMessage::Committed { id } => {
-                let Some(active) = st.active.take_if(|a| a.id == id) else {
+                let Some(active) = st.active.take_if(|a| a.id == id).or_else(|| st.awaiting.remove(&id)) else {
                     return Ok(());
                 };
                 // The leader's checkpoint lists these files; a resume would commit them too.
@@ -526,6 +554,9 @@ impl Coordinator {
                 if !active.part_sent {
                     active.part_sent = true;
                     let id = active.id;
+                    // The leader writes the checkpoint once it has every part: this process's
+                    // files must be durable by then.
+                    super::sync_staged(&active.local_files())?;
                     let part = Part {
                         sources: active.aligned.iter().map(|((n, w), p)| (n.clone(), *w, p.clone())).collect(),
                         operators: active
@@ -536,6 +567,14 @@ impl Coordinator {
                         sinks: active.sinks.iter().map(|((n, w), c)| (n.clone(), *w, c.clone())).collect(),
                     };
                     self.send(0, ControlMessage::Part { id, process, part });
+                    // It goes on at once (its files commit when the leader says the checkpoint
+                    // is durable), except after the final one, which releases the sources.
+                    if !active.final_ {
+                        let active = st.active.take().unwrap();
+                        st.awaiting.insert(id, active);
+                        drop(st);
+                        self.wake_all();
+                    }
                 }
                 return Ok(());
             }
@@ -545,35 +584,74 @@ impl Coordinator {
         if active.remote_parts.len() < processes - 1 {
             return Ok(());
         }
+        // The state stays locked until the checkpoint is durable (the final one) or handed to its
+        // commit thread, so no source starts another in between.
         let active = st.active.take().unwrap();
         let ck = self.assemble(&active);
-        let store = self.store.as_ref().expect("the leader holds the checkpoint directory");
-        let written = store.write(&ck).and_then(|bytes| {
-            commit_staged(&active.local_files())?;
-            Ok(bytes)
-        });
-        let bytes = match written {
-            Ok(b) => b,
-            Err(e) => {
-                if let Some(m) = &self.metrics {
-                    m.checkpoint_failures.fetch_add(1, Ordering::Relaxed);
-                }
-                return Err(e);
-            }
-        };
-        self.to_followers(ControlMessage::Committed { id: ck.id });
-        tracing::debug!(
-            "checkpoint {} written ({bytes} bytes, {:.1} ms, final {}): targets {:?}, sources {:?}",
-            ck.id,
-            active.started.elapsed().as_secs_f64() * 1e3,
-            ck.final_,
-            active.targets,
-            ck.sources
-        );
-        self.finish_checkpoint(&mut st, &active, Some(bytes));
+        let files = active.local_files();
+        let store = self.store.clone().expect("the leader holds the checkpoint directory");
+        if active.final_ {
+            // The final checkpoint releases the sources: durable before anything goes on.
+            let bytes = make_durable(&store, &ck, &files).inspect_err(|_| self.count_failure())?;
+            self.after_durable(&mut st, ck.id, active, bytes);
+        } else {
+            // Everyone goes on while the checkpoint is made durable.
+            let handle = std::thread::Builder::new()
+                .name("checkpoint-commit".into())
+                .spawn(move || make_durable(&store, &ck, &files))
+                .map_err(|e| crate::EngineError::Checkpoint(format!("cannot start the commit thread: {e}")))?;
+            *self.committing.lock().unwrap() = Some(Commit { handle, active });
+        }
         drop(st);
         self.wake_all();
         Ok(())
+    }
+
+    /// Collects the checkpoint being made durable in the background, once it is (or, with
+    /// `wait`, waiting for it), under the state lock so nothing starts or completes another
+    /// checkpoint in between. True when none is in flight any more; its failure is returned.
+    fn reap_locked(&self, st: &mut State, wait: bool) -> Result<bool> {
+        let commit = {
+            let mut c = self.committing.lock().unwrap();
+            match c.as_ref() {
+                None => return Ok(true),
+                Some(x) if !wait && !x.handle.is_finished() => return Ok(false),
+                Some(_) => c.take().unwrap(),
+            }
+        };
+        let bytes = commit
+            .handle
+            .join()
+            .unwrap_or_else(|_| Err(crate::EngineError::Checkpoint("the checkpoint commit thread panicked".into())))
+            .inspect_err(|_| self.count_failure())?;
+        let id = commit.active.id;
+        self.after_durable(st, id, commit.active, bytes);
+        Ok(true)
+    }
+
+    /// Waits for a checkpoint still being made durable (at the end of the run).
+    pub fn drain(&self) -> Result<()> {
+        let mut st = self.state.lock().unwrap();
+        self.reap_locked(&mut st, true).map(|_| ())
+    }
+
+    fn count_failure(&self) {
+        if let Some(m) = &self.metrics {
+            m.checkpoint_failures.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Once checkpoint `id` is durable: the followers commit their files, the bookkeeping.
+    fn after_durable(&self, st: &mut State, id: u64, active: Active, bytes: u64) {
+        self.to_followers(ControlMessage::Committed { id });
+        tracing::debug!(
+            "checkpoint {id} written ({bytes} bytes, {:.1} ms, final {}): targets {:?}, sources {:?}",
+            active.started.elapsed().as_secs_f64() * 1e3,
+            active.final_,
+            active.targets,
+            active.aligned
+        );
+        self.finish_checkpoint(st, &active, Some(bytes));
     }
 
     /// The checkpoint from this process's reports and the followers' parts, per global worker.

@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 
 pub use coordinator::{CheckpointedNodes, Coordinator, Gate, Role};
 pub use message::{ControlMessage, Envelope, Part, PauseSummary};
-pub use store::{commit_staged, read_checkpoint, CheckpointStore, Fingerprint};
+pub use store::{commit_staged, read_checkpoint, sync_staged, CheckpointStore, Fingerprint};
 
 /// The subdirectory of a checkpoint directory that holds live sources' journals.
 pub const JOURNAL_DIR: &str = "journal";

@@ -302,6 +302,27 @@ pub fn read_checkpoint(path: &Path) -> Result<Checkpoint> {
     postcard::from_bytes(&raw).map_err(|e| bad(format!("decoding: {e}")))
 }
 
+/// Fsyncs each staged file that is still staged, and their directories, so a checkpoint that
+/// lists them never points at data a power cut could take back.
+pub fn sync_staged(files: &[StagedFile]) -> Result<()> {
+    let mut dirs = std::collections::BTreeSet::new();
+    for f in files {
+        if let Ok(file) = std::fs::File::open(&f.staged) {
+            file.sync_all().map_err(|e| EngineError::Output {
+                path: f.staged.clone(),
+                message: format!("cannot sync a staged file for the checkpoint: {e}"),
+            })?;
+            if let Some(d) = f.staged.parent() {
+                dirs.insert(d.to_path_buf());
+            }
+        }
+    }
+    for d in dirs {
+        sync_dir(&d);
+    }
+    Ok(())
+}
+
 /// Moves each staged output file to its committed name (when it is still staged), then
 /// fsyncs the directories. Idempotent: resuming repeats it for the checkpoint it resumes from.
 pub fn commit_staged(files: &[StagedFile]) -> Result<()> {

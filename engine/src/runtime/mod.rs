@@ -417,6 +417,11 @@ pub fn run(pipeline: CompiledPipeline, options: RunOptions) -> Result<RunReport>
             shared.fail(format!("a worker panicked: {panic}"));
         }
     }
+    if let Some(c) = &checkpoint {
+        if let Err(e) = c.drain() {
+            shared.fail(format!("checkpoint: {e}"));
+        }
+    }
     report.elapsed = started.elapsed();
     report.nodes = shared.nodes.lock().unwrap().clone();
     report.dropped_invalid = shared.dropped.lock().unwrap().clone();

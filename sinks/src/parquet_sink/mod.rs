@@ -728,11 +728,10 @@ impl ParquetFileWriter {
         let staged = seg.dir.join(format!("seg-{:06}.parquet.staged", seg.next));
         let committed = seg.committed(seg.next);
         let closed = (|| -> std::result::Result<(), String> {
-            let file = writer.into_inner().map_err(|e| e.to_string())?;
-            file.sync_all().map_err(|e| format!("fsync: {e}"))?;
-            drop(file);
+            // Not synced here: the checkpoint fsyncs its staged files off the pipeline's path,
+            // before it is written (`checkpoint::sync_staged`).
+            drop(writer.into_inner().map_err(|e| e.to_string())?);
             std::fs::rename(&path, &staged).map_err(|e| format!("rename: {e}"))?;
-            sync_dir(&seg.dir);
             Ok(())
         })();
         if let Err(m) = closed {
