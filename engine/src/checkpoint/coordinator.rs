@@ -67,6 +67,8 @@ fn make_durable(store: &CheckpointStore, ck: &Checkpoint, files: &[StagedFile]) 
 struct Active {
     id: u64,
     started: Instant,
+    /// How long the sources were held: from the pause to the hand-off to the commit.
+    held: Duration,
     final_: bool,
     /// Step 1: the next event time each local reader stopped at (`None`: exhausted), and one
     /// past the last time it emitted.
@@ -90,6 +92,7 @@ impl Active {
         Active {
             id,
             started: Instant::now(),
+            held: Duration::ZERO,
             final_,
             paused: HashMap::new(),
             remote_paused: HashMap::new(),
@@ -586,7 +589,8 @@ impl Coordinator {
         }
         // The state stays locked until the checkpoint is durable (the final one) or handed to its
         // commit thread, so no source starts another in between.
-        let active = st.active.take().unwrap();
+        let mut active = st.active.take().unwrap();
+        active.held = active.started.elapsed();
         let ck = self.assemble(&active);
         let files = active.local_files();
         let store = self.store.clone().expect("the leader holds the checkpoint directory");
@@ -645,8 +649,9 @@ impl Coordinator {
     fn after_durable(&self, st: &mut State, id: u64, active: Active, bytes: u64) {
         self.to_followers(ControlMessage::Committed { id });
         tracing::debug!(
-            "checkpoint {id} written ({bytes} bytes, {:.1} ms, final {}): targets {:?}, sources {:?}",
+            "checkpoint {id} written ({bytes} bytes, {:.1} ms, sources held {:.1} ms, final {}): targets {:?}, sources {:?}",
             active.started.elapsed().as_secs_f64() * 1e3,
+            active.held.as_secs_f64() * 1e3,
             active.final_,
             active.targets,
             active.aligned
