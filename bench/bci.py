@@ -35,6 +35,7 @@ import time
 import numpy as np
 import pyarrow.parquet as pq
 from scipy import signal
+from benchlib import cargo_build, results_path  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release", "neurostream")
@@ -223,8 +224,7 @@ def latency_lsl(work):
 
 
 def main():
-    subprocess.run(["cargo", "build", "--release", "--bin", "neurostream", "--example", "bench_signal"], cwd=ROOT,
-                   check=True)
+    cargo_build("--bin", "neurostream", "--example", "bench_signal")
     ours = json.loads(subprocess.run([os.path.join(ROOT, "target", "release", "examples", "bench_signal")],
                                      check=True, capture_output=True, text=True).stdout)
     import mne
@@ -286,7 +286,7 @@ def main():
                   "| | decisions | p50 | p95 | p99 | max |", "| --- | --- | --- | --- | --- | --- |",
                   f"| neurostream (to the LSL outlet) | {ol['frames']:.0f} | {ol['p50']:.3f} ms | {ol['p95']:.3f} ms | {ol['p99']:.3f} ms | {ol['max']:.3f} ms |",
                   f"| Python (pylsl + SciPy + MNE + scikit-learn) | {pl['frames']} | {pl['p50']:.3f} ms | {pl['p95']:.3f} ms | {pl['p99']:.3f} ms | {pl['max']:.3f} ms |"]
-    with open(os.path.join(ROOT, "bench", "BCI_RESULTS.md"), "w") as f:
+    with open(results_path("BCI_RESULTS.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
 

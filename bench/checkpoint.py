@@ -24,6 +24,7 @@ import time
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from benchlib import results_path  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 BIN = ROOT / "target" / "release" / "neurostream"
@@ -144,7 +145,7 @@ def main() -> None:
         "Before the commit moved off the sources' path (session 13, same command): 0.88x at 1 s and 0.81x at 0.1 s "
         "(checkpoints of 100 and 72 ms, the sources held throughout).",
     ]
-    (ROOT / "bench" / "CHECKPOINT_RESULTS.md").write_text("\n".join(lines) + "\n")
+    pathlib.Path(results_path("CHECKPOINT_RESULTS.md")).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     shutil.rmtree(work, ignore_errors=True)
 

@@ -23,6 +23,7 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.cluster import KMeans, MiniBatchKMeans
 from sklearn.metrics import pairwise_distances_argmin_min
+from benchlib import cargo_build, results_path  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -76,7 +77,7 @@ def main():
     ids = np.empty((a.tokens, l0), dtype=np.int64)
     for t in range(a.tokens):
         ids[t] = np.sort(rng.choice(n_features, size=l0, replace=False, p=p))
-    subprocess.run(["cargo", "build", "--release", "--example", "bench_cluster"], cwd=ROOT, check=True)
+    cargo_build("--example", "bench_cluster")
     with tempfile.TemporaryDirectory() as work:
         paths = [os.path.join(work, n) for n in ("x.npy", "c.npy", "ids.npy")]
         write_npy(paths[0], x)
@@ -158,7 +159,7 @@ def main():
         f"Reading all {ours['cooc_all_time_pairs']:,} pair counts out of the arrangement: {ours['cooc_all_time_read_s'] * 1e3:.0f} ms.",
     ]
     text = "\n".join(lines) + "\n"
-    open(os.path.join(ROOT, "bench", "CLUSTER_RESULTS.md"), "w").write(text)
+    open(results_path("CLUSTER_RESULTS.md"), "w").write(text)
     print(text)
 
 

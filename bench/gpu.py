@@ -33,6 +33,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(ROOT, "target", "release", "examples", "sae_encode_bench")
 sys.path.insert(0, os.path.join(ROOT, "tests", "python"))
 import sae_reference  # noqa: E402
+from benchlib import cargo_build, results_path  # noqa: E402
 
 FULL = {"shapes": [(576, 16384), (2304, 16384), (2304, 65536)], "batches": [1, 64, 4096]}
 QUICK = {"shapes": [(576, 16384)], "batches": [1, 64]}
@@ -82,7 +83,7 @@ def kmeans_section(work, config, device, seconds):
     np.save(paths[0], x)
     np.save(paths[1], c)
     np.save(paths[2], np.sort(rng.integers(0, 4096, (64, 8)), axis=1).astype(np.float32))  # co-occurrence: kept tiny
-    subprocess.run(["cargo", "build", "--release", "--example", "bench_cluster"], cwd=ROOT, check=True)
+    cargo_build("--example", "bench_cluster")
     out = subprocess.run([os.path.join(ROOT, "target", "release", "examples", "bench_cluster")] + paths,
                          capture_output=True, text=True, env={**os.environ, "NEUROSTREAM_BENCH_GPU": "1"})
     if out.returncode != 0:
@@ -117,10 +118,9 @@ def main():
     ap.add_argument("--quick", action="store_true", help="the reduced configuration (automatic on a software adapter)")
     ap.add_argument("--peak-tflops", type=float, default=None, help="the card's fp32 peak, for the %% of peak column")
     ap.add_argument("--bandwidth-gbs", type=float, default=None, help="the card's memory bandwidth, for batch 1")
-    ap.add_argument("--out", default=os.path.join(ROOT, "bench", "GPU_RESULTS.md"))
+    ap.add_argument("--out", default=results_path("GPU_RESULTS.md"))
     args = ap.parse_args()
-    subprocess.run(["cargo", "build", "--release", "-p", "neurostream-operators", "--example", "sae_encode_bench"],
-                   cwd=ROOT, check=True)
+    cargo_build("-p", "neurostream-operators", "--example", "sae_encode_bench")
     try:
         import torch
         device = "cuda" if torch.cuda.is_available() else "cpu"

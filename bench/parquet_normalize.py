@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests", "python"))
 from check_normalize import running_zscore  # noqa: E402  (the same reference the tests use)
+from benchlib import cargo_build, results_path  # noqa: E402
 BIN = os.path.join(ROOT, "target", "release", "neurostream")
 
 
@@ -94,7 +95,7 @@ def main():
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
     if not os.path.exists(BIN):
-        subprocess.run(["cargo", "build", "--release"], cwd=ROOT, check=True)
+        cargo_build()
     d, n = args.d_model, args.tokens
     work = tempfile.mkdtemp(prefix="ns-bench-")
     try:
@@ -172,7 +173,7 @@ compression_level = 3
             )
         lines.append("")
         lines.append("MB/s counts the float32 payload (tokens x d_model x 4 bytes).")
-        with open(os.path.join(ROOT, "bench", "RESULTS.md"), "w") as f:
+        with open(results_path("RESULTS.md"), "w") as f:
             f.write("\n".join(lines) + "\n")
         print("\n".join(lines))
     finally:

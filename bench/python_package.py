@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 
 import neurostream as ns
 from neurostream.client import Client, activation_schema
+from benchlib import results_path  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -251,7 +252,7 @@ def main():
     ]
     text = "\n".join(lines)
     print(text)
-    with open(os.path.join(ROOT, "bench", "PYTHON_RESULTS.md"), "w") as f:
+    with open(results_path("PYTHON_RESULTS.md"), "w") as f:
         f.write(text)
 
 

@@ -25,6 +25,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(ROOT, "target", "release", "examples", "sae_encode_bench")
 sys.path.insert(0, os.path.join(ROOT, "tests", "python"))
 import sae_reference  # noqa: E402
+from benchlib import cargo_build, results_path  # noqa: E402
 
 
 def torch_encode_fn(sae_dir, arch, device="cpu"):
@@ -97,7 +98,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=2.0)
     args = ap.parse_args()
-    subprocess.run(["cargo", "build", "--release", "-p", "neurostream-operators", "--example", "sae_encode_bench"], cwd=ROOT, check=True)
+    cargo_build("-p", "neurostream-operators", "--example", "sae_encode_bench")
     threads = torch.get_num_threads()
     work = tempfile.mkdtemp(prefix="ns-sae-bench-")
     rows_out = []
@@ -171,7 +172,7 @@ def main():
     lines.append("Error against f32 weights (float64 reference, same SAE, 512 rows): " + "; ".join(
         f"{k}: pre-activation relative L2 error {v[0]:.1e}, top-32 sets agree on {100 * v[1]:.2f}% of latents, "
         f"kept activations within {v[2]:.1e} relative (median)" for k, v in half_err.items()) + ".")
-    with open(os.path.join(ROOT, "bench", "SAE_RESULTS.md"), "w") as f:
+    with open(results_path("SAE_RESULTS.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -26,6 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(ROOT, "target", "release", "examples", "sae_encode_bench")
 sys.path.insert(0, os.path.join(ROOT, "tests", "python"))
 import sae_reference  # noqa: E402
+from benchlib import cargo_build, results_path  # noqa: E402
 
 
 def rate(f, batch, seconds):
@@ -42,8 +43,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=2.0)
     a = ap.parse_args()
-    subprocess.run(["cargo", "build", "--release", "-p", "neurostream-operators", "--example", "sae_encode_bench"],
-                   cwd=ROOT, check=True)
+    cargo_build("-p", "neurostream-operators", "--example", "sae_encode_bench")
     work = tempfile.mkdtemp(prefix="ns-sae-blas-")
     avx512 = "avx512f" in open("/proc/cpuinfo").read()
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "unknown")
@@ -101,7 +101,7 @@ def main():
             f"{auto / enc:.2f} | {prod:,.0f} | {auto / prod:.2f} |"
         )
     lines += ["", f"Machine: {platform.machine()}, {cpu}.", ""]
-    with open(os.path.join(ROOT, "bench", "SAE_BLAS_RESULTS.md"), "w") as f:
+    with open(results_path("SAE_BLAS_RESULTS.md"), "w") as f:
         f.write("\n".join(lines))
     print("\n".join(lines))
 

@@ -29,6 +29,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release", "neurostream")
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 import sae_eval  # noqa: E402
+from benchlib import cargo_build, results_path  # noqa: E402
 
 
 def write_acts(path, x, seq_len=128):
@@ -128,7 +129,7 @@ def main():
                          "writes bench/SAE_TRAIN_RESULTS_GPU.md)")
     args = ap.parse_args()
     gpu = args.device == "gpu"
-    subprocess.run(["cargo", "build", "--release", "--bin", "neurostream"], cwd=ROOT, check=True)
+    cargo_build("--bin", "neurostream")
     work = tempfile.mkdtemp(prefix="ns-sae-train-")
     threads = torch.get_num_threads()
     lines = ["# Benchmark: SAE training", "",
@@ -190,7 +191,7 @@ def main():
         lines.append(f"| {m} | {rep['tokens_per_s']:,.0f} | {pt:,.0f} | {rep['tokens_per_s'] / pt:.2f}x |")
         print(f"throughput d_sae {m}: neurostream {rep['tokens_per_s']:.0f} tok/s, torch {pt:.0f} tok/s", flush=True)
     name = "SAE_TRAIN_RESULTS_GPU.md" if gpu else "SAE_TRAIN_RESULTS.md"
-    with open(os.path.join(ROOT, "bench", name), "w") as f:
+    with open(results_path(name), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
 

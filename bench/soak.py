@@ -28,6 +28,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from benchlib import results_path  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 BIN = ROOT / "target" / "release" / "neurostream"
@@ -294,7 +295,7 @@ def main() -> None:
         samples = int(a.bci_hours * 3600 * 100)
         lines += report(r, f"{a.bci_hours:g} h of 8-channel EEG at 100 Hz", samples, a.bci_hours * 3600)
         print("\n".join(lines[-30:]), flush=True)
-    (ROOT / "bench" / "SOAK_RESULTS.md").write_text("\n".join(lines) + "\n")
+    pathlib.Path(results_path("SOAK_RESULTS.md")).write_text("\n".join(lines) + "\n")
     shutil.rmtree(work, ignore_errors=True)
 
 
