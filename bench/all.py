@@ -13,9 +13,9 @@ tables) are reported as skipped with the reason, not failed. `SUMMARY.md` in the
 directory lists each benchmark's command, status and time, the machine, the Rust and Python
 library versions and how both sides were built.
 
-Not run here: `bench/runtime_split.py` (needs a binary of an older commit) and the live-view
-and fan-out benchmarks, which are Rust examples (`cargo run --release --example bench_ui`,
-`--example bench_fanout`) that write their own tables into bench/.
+The live-view and fan-out benchmarks are Rust examples (`examples/bench_ui.rs`,
+`examples/bench_fanout.rs`); they run from the same build. Not run here:
+`bench/runtime_split.py` (it needs a binary of an older commit).
 """
 import argparse
 import datetime
@@ -40,6 +40,8 @@ BENCHMARKS = {
     "python_package": ("python_package.py", [], [], ["neurostream", "pyarrow", "scipy"]),
     "gpu": ("gpu.py", [], ["--quick"], ["numpy"]),
     "soak": ("soak.py", [], ["--hours", "0.5", "--bci-hours", "1"], ["pyarrow"]),
+    "ui": ("examples/bench_ui", ["--repeats", "7"], ["--repeats", "1", "--tokens", "100000"], []),
+    "fanout": ("examples/bench_fanout", [], ["--batches", "200", "--paced", "50"], ["pyarrow"]),
 }
 
 
@@ -101,8 +103,12 @@ def main() -> None:
     for i, name in enumerate(names, 1):
         script, full, quick, needs = BENCHMARKS[name]
         args = quick if a.quick else full
-        cmd = [sys.executable, os.path.join("bench", script), *args]
-        shown = " ".join(["python", f"bench/{script}", *args])
+        if script.endswith(".py"):
+            cmd = [sys.executable, os.path.join("bench", script), *args]
+            shown = " ".join(["python", f"bench/{script}", *args])
+        else:  # a Rust example from the workspace build
+            cmd = [os.path.join(ROOT, "target", "release", script), *args]
+            shown = " ".join([f"target/release/{script}", *args])
         lacking = missing_modules(needs)
         if lacking:
             print(f"== [{i}/{len(names)}] {name}: skipped (needs {', '.join(lacking)})", flush=True)

@@ -12,6 +12,8 @@
 //! subscriber reads its IPC stream to the end; latency is receive time minus send time of each
 //! batch's first row. Subscribers use the default `disconnect` policy
 //! with a queue deep enough (4096 batches) that none is dropped.
+#[path = "common/bench_out.rs"]
+mod bench_out;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
@@ -324,7 +326,7 @@ fn main() {
             lines.push(line);
         }
     }
-    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/FANOUT_RESULTS.md");
+    let out = bench_out::results_path("FANOUT_RESULTS.md");
     std::fs::write(&out, lines.join("\n") + "\n").unwrap();
     println!("wrote {}", out.display());
 }

@@ -11,6 +11,8 @@
 //!
 //! Viewers are WebSocket clients in this process that read every snapshot the view pushes
 //! (the page's own traffic, without drawing); they share the machine's cores with the run.
+#[path = "common/bench_out.rs"]
+mod bench_out;
 
 use std::net::TcpStream;
 use std::path::Path;
@@ -239,7 +241,7 @@ fn main() {
         pct(rates[3], rates[0]),
         bytes[2]
     );
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/UI_RESULTS.md");
+    let path = bench_out::results_path("UI_RESULTS.md");
     std::fs::write(&path, &md).unwrap();
     print!("{md}");
 }
