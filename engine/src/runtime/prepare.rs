@@ -273,18 +273,30 @@ pub(super) fn prepare_checkpoints(
         }
         store.start_fresh(&fp)?;
     }
+    Ok(run_from(o, Some(store), (role, local, total, nodes), resumed, options))
+}
+
+/// The run's coordinator (`store`: the locked directory, on process 0), from `resumed` or the start.
+fn run_from(
+    o: &CheckpointOptions,
+    store: Option<CheckpointStore>,
+    (role, local, total, nodes): (Role, std::ops::Range<usize>, usize, CheckpointedNodes),
+    resumed: Option<Checkpoint>,
+    options: &RunOptions,
+) -> Prepared {
+    let last_id = resumed.as_ref().map_or(0, |c| c.id);
     let coordinator = Coordinator::new(
         o.dir.clone(),
-        Some(store),
+        store,
         o.every,
         role,
         local,
         total,
         nodes,
-        resumed.as_ref().map_or(0, |c| c.id),
+        last_id,
         options.metrics.clone(),
     );
-    Ok(Prepared::Run(Arc::new(coordinator), resumed))
+    Prepared::Run(Arc::new(coordinator), resumed)
 }
 
 /// A follower's side of [`prepare_checkpoints`]: it reads the directory process 0 owns. A
@@ -318,16 +330,5 @@ fn prepare_follower(
             }
         }
     }
-    let coordinator = Coordinator::new(
-        o.dir.clone(),
-        None,
-        o.every,
-        role,
-        local,
-        total,
-        nodes,
-        resumed.as_ref().map_or(0, |c| c.id),
-        options.metrics.clone(),
-    );
-    Ok(Prepared::Run(Arc::new(coordinator), resumed))
+    Ok(run_from(o, None, (role, local, total, nodes), resumed, options))
 }
