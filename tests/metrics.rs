@@ -1,7 +1,7 @@
 //! Live metrics of a running pipeline: `neurostream run --metrics 127.0.0.1:0 --status-every S`
 //! serves Prometheus text on /metrics while a real-time source plays (counters grow between two
 //! scrapes, the sink's latency histogram fills, the operator's device is listed) and prints
-//! status lines; at the end the served totals equal the run report's.
+//! status lines; at the end the served totals equal the run report's. Checkpoints are timed there.
 
 mod common;
 
@@ -91,7 +91,11 @@ path = "out.parquet"
 "#,
     )
     .unwrap();
-    let (child, err, addr, log) = run_with_metrics(d, &["--status-every", "0.5"]);
+    // Checkpointed, so the checkpoint series are served too.
+    let (child, err, addr, log) = run_with_metrics(
+        d,
+        &["--status-every", "0.5", "--checkpoint-dir", "ck", "--checkpoint-every", "0.2"],
+    );
     std::thread::sleep(std::time::Duration::from_millis(1200));
     let first = scrape(&addr);
     std::thread::sleep(std::time::Duration::from_millis(1000));
@@ -112,6 +116,17 @@ path = "out.parquet"
         "{second}"
     );
     assert!(second.contains("neurostream_processing_seconds_bucket{node=\"operators.z\",le=\"+Inf\"}"));
+    // Every checkpoint is timed twice: the sources held, and the pause to the durable commit.
+    let taken = value(&second, "neurostream_checkpoint_seconds_count{run=\"this\"}");
+    assert!(taken >= 3.0, "{second}");
+    // (A scrape may fall between the two observations of one checkpoint.)
+    let held = value(&second, "neurostream_checkpoint_held_seconds_count{run=\"this\"}");
+    assert!((held - taken).abs() <= 1.0, "{second}");
+    assert!(
+        value(&second, "neurostream_checkpoint_held_seconds_sum{run=\"this\"}")
+            <= value(&second, "neurostream_checkpoint_seconds_sum{run=\"this\"}"),
+        "{second}"
+    );
     let log = finish(child, err, log);
     let status: Vec<&str> = log
         .lines()

@@ -140,6 +140,9 @@ pub struct Metrics {
     gpus: Mutex<Vec<Arc<crate::device::GpuContext>>>,
     /// Checkpoints: time from the start of the pause to the durable commit.
     pub checkpoint_duration: Histogram,
+    /// Checkpoints: time the sources were held (the pipeline drains to the aligned time,
+    /// operators snapshot, sinks close their segments); the commit then runs beside the run.
+    pub checkpoint_held: Histogram,
     /// Size in bytes of the newest checkpoint file.
     pub checkpoint_bytes: AtomicU64,
     /// Checkpoints that could not be written.
@@ -154,6 +157,7 @@ impl Default for Metrics {
             devices: Mutex::new(BTreeMap::new()),
             gpus: Mutex::new(Vec::new()),
             checkpoint_duration: Histogram::default(),
+            checkpoint_held: Histogram::default(),
             checkpoint_bytes: AtomicU64::new(0),
             checkpoint_failures: AtomicU64::new(0),
         }
@@ -264,6 +268,9 @@ impl Metrics {
             out.push_str("# HELP neurostream_checkpoint_seconds Pause to durable commit, per checkpoint.\n# TYPE neurostream_checkpoint_seconds histogram\n");
             self.checkpoint_duration
                 .render(&mut out, "neurostream_checkpoint_seconds", "run=\"this\"");
+            out.push_str("# HELP neurostream_checkpoint_held_seconds Time the sources were held, per checkpoint.\n# TYPE neurostream_checkpoint_held_seconds histogram\n");
+            self.checkpoint_held
+                .render(&mut out, "neurostream_checkpoint_held_seconds", "run=\"this\"");
             out.push_str(&format!(
                 "# HELP neurostream_checkpoint_bytes Size of the newest checkpoint file.\n# TYPE neurostream_checkpoint_bytes gauge\nneurostream_checkpoint_bytes {}\n",
                 self.checkpoint_bytes.load(Ordering::Relaxed)
@@ -435,6 +442,7 @@ mod tests {
         let m = Metrics::new();
         assert!(!m.render().contains("neurostream_checkpoint"));
         m.checkpoint_duration.observe_ns(30_000_000);
+        m.checkpoint_held.observe_ns(8_000_000);
         m.checkpoint_bytes.store(4096, Ordering::Relaxed);
         let body = m.render();
         assert!(
@@ -443,6 +451,10 @@ mod tests {
         );
         assert!(
             body.contains("neurostream_checkpoint_seconds_count{run=\"this\"} 1"),
+            "{body}"
+        );
+        assert!(
+            body.contains("neurostream_checkpoint_held_seconds_bucket{run=\"this\",le=\"0.01\"} 1"),
             "{body}"
         );
         assert!(body.contains("neurostream_checkpoint_bytes 4096"), "{body}");

@@ -570,6 +570,7 @@ impl Coordinator {
                         sinks: active.sinks.iter().map(|((n, w), c)| (n.clone(), *w, c.clone())).collect(),
                     };
                     self.send(0, ControlMessage::Part { id, process, part });
+                    active.held = active.started.elapsed();
                     // It goes on at once (its files commit when the leader says the checkpoint
                     // is durable), except after the final one, which releases the sources.
                     if !active.final_ {
@@ -705,6 +706,7 @@ impl Coordinator {
     fn finish_checkpoint(&self, st: &mut State, active: &Active, bytes: Option<u64>) {
         if let Some(m) = &self.metrics {
             m.checkpoint_duration.observe_ns(active.started.elapsed().as_nanos() as i64);
+            m.checkpoint_held.observe_ns(active.held.as_nanos() as i64);
             if let Some(b) = bytes {
                 m.checkpoint_bytes.store(b, Ordering::Relaxed);
             }
