@@ -131,6 +131,21 @@ fn read_record(r: &mut impl Read) -> std::result::Result<Option<(u64, Batch)>, S
         .map_err(|e| format!("a record does not decode: {e}"))
 }
 
+/// Signal sources count samples from 0 in every run and use the sample index as event time:
+/// after a resume, their sample indices move with the times (other indices are left alone).
+fn shift_sample_index(batch: &mut Batch, time: u64, offset: u64) {
+    let index = match batch {
+        Batch::Dense(f) => &mut f.index,
+        Batch::Sparse(f) => &mut f.index,
+        Batch::Table(_) => return,
+    };
+    if let crate::frame::RowIndex::Samples(s) = index {
+        if offset > 0 && s.first() == Some(&(time as i64)) {
+            s.iter_mut().for_each(|v| *v += offset as i64);
+        }
+    }
+}
+
 /// A live reader behind its journal (see the module docs).
 pub(super) struct JournaledReader {
     inner: Box<dyn SourceReader>,
@@ -279,9 +294,10 @@ impl SourceReader for JournaledReader {
             return Ok(Some((time, batch)));
         }
         let offset = self.offset.unwrap_or(0);
-        let Some((t, batch)) = self.inner.next_batch()? else {
+        let Some((t, mut batch)) = self.inner.next_batch()? else {
             return Ok(None);
         };
+        shift_sample_index(&mut batch, t, offset);
         let time = t + offset;
         self.append(time, &batch)?;
         self.take(time, &batch);
@@ -432,7 +448,13 @@ mod tests {
         assert_eq!(times, vec![4, 6, 8, 9, 11, 13]);
         assert_eq!(got[0].1, batch(4));
         assert_eq!(got[2].1, batch(8));
-        assert_eq!(got[3].1, batch(0), "live batches keep their content; only times move");
+        let Batch::Dense(live) = &got[3].1 else { panic!("dense") };
+        assert_eq!(live.data, vec![0.0, 0.5], "live batches keep their values");
+        assert_eq!(
+            live.index,
+            RowIndex::Samples(vec![9, 10]),
+            "their sample indices go on with the event times"
+        );
         assert_eq!(second.replayed, 3);
         drop(second);
         // A third run sees both runs' batches in the journal, in order.
