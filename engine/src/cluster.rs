@@ -33,6 +33,10 @@ pub struct Hello {
     pub processes: usize,
     /// This process's index.
     pub process: usize,
+    /// With checkpoints: the checkpoint this process resumes from (0: from the start); every
+    /// process must resume from the same one.
+    #[serde(default)]
+    pub resumes_from: Option<u64>,
 }
 
 impl Hello {
@@ -55,6 +59,18 @@ impl Hello {
         }
         if peer.pipeline != self.pipeline {
             return Some("it runs a different pipeline (or the same file with other settings)".into());
+        }
+        if peer.resumes_from != self.resumes_from {
+            let says = |r: Option<u64>| match r {
+                None => "runs without checkpoints".to_string(),
+                Some(0) => "starts its checkpoints from the beginning".to_string(),
+                Some(n) => format!("resumes from checkpoint {n}"),
+            };
+            return Some(format!(
+                "it {}, this process {}: every process must use the same checkpoint directory (shared across machines)",
+                says(peer.resumes_from),
+                says(self.resumes_from)
+            ));
         }
         None
     }
@@ -268,6 +284,7 @@ mod tests {
             workers,
             processes: 2,
             process,
+            resumes_from: None,
         }
     }
 
@@ -299,6 +316,33 @@ mod tests {
             assert!(e0.contains(why) && e0.contains("process 1"), "{e0}");
             assert!(e1.contains(why) && e1.contains("process 0"), "{e1}");
         }
+    }
+
+    /// A process that would resume from another checkpoint than its peers (a checkpoint
+    /// directory that is not shared) is refused on both sides before any data moves.
+    #[test]
+    fn peers_resuming_from_different_checkpoints_are_refused_on_both_sides() {
+        let addrs = vec![free_port(), free_port()];
+        let a2 = addrs.clone();
+        let p1 = std::thread::spawn(move || {
+            let h = Hello {
+                resumes_from: Some(0),
+                ..hello(1, 2, "p")
+            };
+            connect(&a2, &h, Duration::from_secs(10))
+        });
+        let h0 = Hello {
+            resumes_from: Some(7),
+            ..hello(0, 2, "p")
+        };
+        let e0 = connect(&addrs, &h0, Duration::from_secs(10)).unwrap_err().to_string();
+        let e1 = p1.join().unwrap().unwrap_err().to_string();
+        assert!(
+            e0.contains("starts its checkpoints from the beginning") && e0.contains("resumes from checkpoint 7"),
+            "{e0}"
+        );
+        assert!(e0.contains("same checkpoint directory"), "{e0}");
+        assert!(e1.contains("resumes from checkpoint 7") && e1.contains("process 0"), "{e1}");
     }
 
     #[test]

@@ -291,7 +291,15 @@ pub fn run(pipeline: CompiledPipeline, options: RunOptions) -> Result<RunReport>
     let node_devices = Arc::new(node_devices);
     let worker_shared = shared.clone();
     let (builders, communication_guard) = match &options.cluster {
-        Some(c) => cluster_builders(c, &pipeline_for_cleanup, workers)?,
+        Some(c) => cluster_builders(
+            c,
+            &pipeline_for_cleanup,
+            workers,
+            options
+                .checkpoint
+                .as_ref()
+                .map(|_| shared.restored.as_ref().map_or(0, |r| r.id)),
+        )?,
         None if workers == 1 => timely::CommunicationConfig::Thread.try_build(),
         None => timely::CommunicationConfig::Process(workers).try_build(),
     }
@@ -478,6 +486,7 @@ fn cluster_builders(
     c: &ClusterConfig,
     pipeline: &CompiledPipeline,
     workers: usize,
+    resumes_from: Option<u64>,
 ) -> Result<std::result::Result<Communication, String>> {
     use timely::communication::allocator::zero_copy::initialize::initialize_networking_from_sockets;
     let nodes = serde_json::to_vec(&node_fingerprints(pipeline)).expect("fingerprints serialize");
@@ -487,6 +496,7 @@ fn cluster_builders(
         workers,
         processes: c.addresses.len(),
         process: c.process,
+        resumes_from,
     };
     let sockets = crate::cluster::connect(&c.addresses, &hello, c.peer_timeout)?;
     let hooks = timely::communication::Hooks::default();
