@@ -317,7 +317,9 @@ impl Coordinator {
     pub fn source_gate(&self, source: &str, worker: usize, next: Option<u64>, position: &SourcePosition) -> Result<Gate> {
         let key = (source.to_string(), worker);
         let mut st = self.state.lock().unwrap();
-        self.reap_locked(&mut st, false)?;
+        // False while the previous checkpoint is still being made durable: it is handed to its
+        // commit thread under the state lock, so this holds as long as `st` is.
+        let idle = self.reap_locked(&mut st, false)?;
         if next.is_none() {
             st.exhausted.insert(key.clone());
         }
@@ -338,10 +340,8 @@ impl Coordinator {
                 // A follower starts a checkpoint only when the leader says so.
                 Role::Follower { .. } => return Ok(if next.is_none() { Gate::Hold } else { Gate::Free(None) }),
             };
-            // One checkpoint at a time: the next begins once the previous one is durable (the
-            // state lock is held while a finished checkpoint is handed to its commit thread).
-            let committing = self.committing.lock().unwrap().is_some();
-            if committing || (!all_exhausted && (next.is_none() || st.last.elapsed() < self.every)) {
+            // One checkpoint at a time: the next begins once the previous one is durable.
+            if !idle || (!all_exhausted && (next.is_none() || st.last.elapsed() < self.every)) {
                 return Ok(if next.is_none() { Gate::Hold } else { Gate::Free(None) });
             }
             let id = st.next_id;
