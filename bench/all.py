@@ -2,7 +2,8 @@
 
   python bench/all.py                 # full configurations -> target/bench-results/<time>/
   python bench/all.py --quick         # reduced configurations (minutes, not hours)
-  python bench/all.py --record        # rewrite the recorded tables in bench/ instead
+  python bench/all.py --record        # rewrite the recorded tables in bench/ (and the README's
+                                      # results, by bench/readme.py) instead
   python bench/all.py --only checkpoint cluster
 
 It builds the whole workspace once (`cargo build --release --workspace --bins --examples`: one
@@ -140,6 +141,8 @@ def main() -> None:
         f.write("\n".join(lines))
     print("\n".join(lines))
     print(f"results in {out}")
+    if a.record:
+        subprocess.run([sys.executable, os.path.join(ROOT, "bench", "readme.py")], check=True)
     if any(s.startswith("failed") for _, _, s, _ in rows):
         sys.exit(1)
 

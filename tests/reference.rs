@@ -107,3 +107,23 @@ fn every_kind_documents_every_key() {
         }
     }
 }
+
+/// The README's benchmark results are copied from the recorded tables in `bench/` by
+/// `bench/readme.py`; a table rewritten without the README (or the README edited by hand) fails.
+#[test]
+fn readme_benchmark_results_match_the_recorded_tables() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let python = std::env::var("NEUROSTREAM_PYTHON").unwrap_or_else(|_| "python3".to_string());
+    let out = std::process::Command::new(&python)
+        .arg(root.join("bench/readme.py"))
+        .arg("--check")
+        .current_dir(root)
+        .output()
+        .unwrap_or_else(|e| panic!("running {python} bench/readme.py --check: {e}"));
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
