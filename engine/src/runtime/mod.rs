@@ -236,7 +236,11 @@ pub fn run(pipeline: CompiledPipeline, options: RunOptions) -> Result<RunReport>
         None => (None, None),
         Some(o) => match prepare_checkpoints(&pipeline, o, &options, workers)? {
             Prepared::Complete => {
-                remove_staging(&pipeline)?;
+                // Process 0 removes the shared staging; two processes removing the same
+                // directories would race.
+                if options.cluster.as_ref().is_none_or(|c| c.process == 0) {
+                    remove_staging(&pipeline)?;
+                }
                 report.sink_lines.push(format!(
                     "checkpoint: the run in {} had already completed; its outputs are final",
                     o.dir.display()

@@ -468,7 +468,11 @@ impl Sink for ParquetSink {
             } else {
                 continue;
             };
-            removed.map_err(|err| out_err(&p, format!("cannot remove staged output: {err}")))?;
+            match removed {
+                // Gone already: a removal a crash interrupted, finished by another.
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                r => r.map_err(|err| out_err(&p, format!("cannot remove staged output: {err}")))?,
+            }
         }
         Ok(())
     }
