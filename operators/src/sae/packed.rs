@@ -115,6 +115,43 @@ impl PackedWeights {
         });
     }
 
+    /// For each row `x_r` of `x` (`rows × k`), the column `j` that minimizes `shift[j] − 2·x_r·W[:, j]`
+    /// and that value, written to `best[r]` (ties go to the lower `j`; a row whose every value is
+    /// NaN gets `(0, +∞)`). With `shift = ‖c_j‖²` and `W = Cᵀ` this is the nearest centroid up to
+    /// the row's own `‖x_r‖²`.
+    ///
+    /// Where the CPU has AVX-512F and the weights are f32, the arg-min is taken in registers as
+    /// each 12 × 32 block of products completes, so the `rows × n` products are never written:
+    /// a block of 12 rows stays in L1 while every panel passes (k-means: all of `W` in L2).
+    /// Elsewhere it is [`Self::matmul`] and a scan.
+    pub fn nearest(&self, x: &[f32], rows: usize, shift: &[f32], best: &mut [(u32, f32)]) {
+        let (k, n) = (self.k, self.n);
+        assert!(x.len() >= rows * k && shift.len() >= n && best.len() >= rows);
+        #[cfg(target_arch = "x86_64")]
+        if let (true, Panels::F32(w)) = (self.wide, &self.panels) {
+            // SAFETY: AVX-512F is present (`wide`); the sizes are checked above.
+            unsafe { nearest_wide(w, k, n, x, rows, shift, best) };
+            return;
+        }
+        // Blocks of rows bound the products kept at once.
+        const BLOCK_ROWS: usize = 256;
+        let mut z = vec![0f32; BLOCK_ROWS.min(rows) * n];
+        for r0 in (0..rows).step_by(BLOCK_ROWS) {
+            let m = BLOCK_ROWS.min(rows - r0);
+            self.matmul(&x[r0 * k..(r0 + m) * k], m, &mut z, 1);
+            for (zr, out) in z.chunks_exact(n.max(1)).zip(&mut best[r0..r0 + m]) {
+                let mut b = (0u32, f32::INFINITY);
+                for (j, (&dot, &s)) in zr.iter().zip(shift).enumerate() {
+                    let v = s - 2.0 * dot;
+                    if v < b.1 {
+                        b = (j as u32, v);
+                    }
+                }
+                *out = b;
+            }
+        }
+    }
+
     /// Multiplies panels `p0..p1` with every row block of `xp` (blocks of `ms` rows).
     #[cfg(target_arch = "x86_64")]
     unsafe fn panels_range(&self, xp: &[f32], ms: usize, rows: usize, p0: usize, p1: usize, dst: SendPtr) {
@@ -380,24 +417,7 @@ unsafe fn wide_f32<const R: usize>(
     ldo: usize,
     cols: usize,
 ) {
-    use std::arch::x86_64::*;
-    let mut c = [[_mm512_setzero_ps(); 2]; R];
-    let mut d = [[_mm512_setzero_ps(); 2]; R];
-    macro_rules! step {
-        ($i:expr, $acc:ident) => {{
-            let i = $i;
-            let b0 = _mm512_loadu_ps(w0.add(i * NR));
-            let b1 = _mm512_loadu_ps(w1.add(i * NR));
-            let xi = xb.add(i * ms);
-            for (r, acc) in $acc.iter_mut().enumerate() {
-                let a = _mm512_set1_ps(*xi.add(r));
-                acc[0] = _mm512_fmadd_ps(a, b0, acc[0]);
-                acc[1] = _mm512_fmadd_ps(a, b1, acc[1]);
-            }
-        }};
-    }
-    unroll_k!(k, R, step, c, d, _mm512_add_ps);
-    store_wide(&c, out, ldo, cols);
+    store_wide(&products_wide::<R>(k, xb, ms, w0, w1), out, ldo, cols);
 }
 
 /// As [`wide_f32`] with f16 or bf16 weights, widened in registers.
@@ -462,6 +482,102 @@ unsafe fn wide_half<const R: usize>(
     store_wide(&c, out, ldo, cols);
 }
 
+/// [`PackedWeights::nearest`] on AVX-512F with f32 panels: blocks of [`MR_WIDE`] rows packed into
+/// an L1-sized buffer, every pair of panels multiplied with them, and each finished 12 × 32
+/// block folded into per-row running minima (value and column per lane); one horizontal arg-min
+/// per row at the end.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn nearest_wide(w: &[f32], k: usize, n: usize, x: &[f32], rows: usize, shift: &[f32], best: &mut [(u32, f32)]) {
+    use std::arch::x86_64::*;
+    const R: usize = MR_WIDE;
+    let np = n.div_ceil(NR);
+    // `shift` padded to whole pairs of panels with +∞, so padded columns never win.
+    let mut shift_padded = vec![f32::INFINITY; np.div_ceil(2) * 2 * NR];
+    shift_padded[..n].copy_from_slice(&shift[..n]);
+    let mut xb = vec![0f32; k * R];
+    let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    let two = _mm512_set1_ps(2.0);
+    for r0 in (0..rows).step_by(R) {
+        let m = R.min(rows - r0);
+        // Interleave by k (`xb[i * R + r]`); rows past the batch stay zero.
+        if m < R {
+            xb.fill(0.0);
+        }
+        for r in 0..m {
+            for (i, &v) in x[(r0 + r) * k..(r0 + r + 1) * k].iter().enumerate() {
+                *xb.get_unchecked_mut(i * R + r) = v;
+            }
+        }
+        let mut min_v = [_mm512_set1_ps(f32::INFINITY); R];
+        let mut min_j = [_mm512_setzero_si512(); R];
+        let mut p = 0;
+        while p < np {
+            // A lone last panel is paired with itself; its copy's columns have +∞ shifts.
+            let w0 = w.as_ptr().add(p * k * NR);
+            let w1 = if p + 1 < np { w.as_ptr().add((p + 1) * k * NR) } else { w0 };
+            let c = products_wide::<R>(k, xb.as_ptr(), R, w0, w1);
+            for half in 0..2 {
+                let col = p * NR + half * NR;
+                let s = _mm512_loadu_ps(shift_padded.as_ptr().add(col));
+                let j = _mm512_add_epi32(lanes, _mm512_set1_epi32(col as i32));
+                for r in 0..R {
+                    let v = _mm512_fnmadd_ps(two, c[r][half], s);
+                    let less = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(v, min_v[r]);
+                    min_v[r] = _mm512_mask_mov_ps(min_v[r], less, v);
+                    min_j[r] = _mm512_mask_mov_epi32(min_j[r], less, j);
+                }
+            }
+            p += 2;
+        }
+        for r in 0..m {
+            let (mut v, mut j) = ([0f32; NR], [0u32; NR]);
+            _mm512_storeu_ps(v.as_mut_ptr(), min_v[r]);
+            _mm512_storeu_si512(j.as_mut_ptr() as *mut __m512i, min_j[r]);
+            let mut b = (0u32, f32::INFINITY);
+            for (&v, &j) in v.iter().zip(&j) {
+                if v < b.1 || (v == b.1 && j < b.0) {
+                    b = (j, v);
+                }
+            }
+            best[r0 + r] = b;
+        }
+    }
+}
+
+/// One `R` × 32 block (`R <= 12`) of products over two f32 panels `w0`, `w1` with 16-lane
+/// vectors, returned in registers: `xb` is `k × ms` interleaved (row `r` of step `i` at
+/// `xb[i * ms + r]`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn products_wide<const R: usize>(
+    k: usize,
+    xb: *const f32,
+    ms: usize,
+    w0: *const f32,
+    w1: *const f32,
+) -> [[std::arch::x86_64::__m512; 2]; R] {
+    use std::arch::x86_64::*;
+    let mut c = [[_mm512_setzero_ps(); 2]; R];
+    let mut d = [[_mm512_setzero_ps(); 2]; R];
+    macro_rules! step {
+        ($i:expr, $acc:ident) => {{
+            let i = $i;
+            let b0 = _mm512_loadu_ps(w0.add(i * NR));
+            let b1 = _mm512_loadu_ps(w1.add(i * NR));
+            let xi = xb.add(i * ms);
+            for (r, acc) in $acc.iter_mut().enumerate() {
+                let a = _mm512_set1_ps(*xi.add(r));
+                acc[0] = _mm512_fmadd_ps(a, b0, acc[0]);
+                acc[1] = _mm512_fmadd_ps(a, b1, acc[1]);
+            }
+        }};
+    }
+    unroll_k!(k, R, step, c, d, _mm512_add_ps);
+    c
+}
+
 /// Writes the `R × cols` valid part of a block of 16-lane accumulators (two per row).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
@@ -519,6 +635,44 @@ mod tests {
                 continue;
             }
             check_packed(k, n, wide);
+        }
+    }
+
+    /// `nearest` (fused arg-min where the CPU has AVX-512F, product and scan elsewhere) against
+    /// a float64 scan: the chosen column's float64 value is within 1e-5 (relative) of the float64
+    /// minimum, and the reported value equals it within the same bound.
+    #[test]
+    fn nearest_column_equals_a_float64_scan() {
+        if !kernel_supported() {
+            eprintln!("skipped: this CPU lacks AVX2/FMA/F16C (the packed kernel is not used here)");
+            return;
+        }
+        // 53 columns: 4 panels (two pairs, the last part padding); 40: a pair and a lone panel.
+        for (k, n) in [(37, 53), (37, 40), (64, 16), (5, 300)] {
+            let w: Vec<f32> = (0..k * n).map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * 0.3).collect();
+            let shift: Vec<f32> = (0..n).map(|j| ((j * 13 % 29) as f32) / 29.0).collect();
+            for wide in [true, false] {
+                let mut packed = PackedWeights::new(&w, k, n, WeightDtype::F32).unwrap();
+                packed.wide = wide && wide_supported();
+                for rows in [1, 5, 12, 13, 30] {
+                    let x: Vec<f32> = (0..rows * k).map(|i| ((i * 31 % 17) as f32 - 8.0) / 8.0).collect();
+                    let mut best = vec![(u32::MAX, f32::NAN); rows];
+                    packed.nearest(&x, rows, &shift, &mut best);
+                    for (r, &(j, v)) in best.iter().enumerate() {
+                        let value = |j: usize| {
+                            shift[j] as f64 - 2.0 * (0..k).map(|i| x[r * k + i] as f64 * w[i * n + j] as f64).sum::<f64>()
+                        };
+                        let min = (0..n).map(value).fold(f64::INFINITY, f64::min);
+                        let tol = 1e-5 * min.abs().max(1.0);
+                        assert!((j as usize) < n, "k {k} n {n} rows {rows} row {r}: column {j}");
+                        assert!(
+                            value(j as usize) - min <= tol,
+                            "k {k} n {n} row {r}: column {j} is not the nearest"
+                        );
+                        assert!((v as f64 - min).abs() <= tol, "k {k} n {n} row {r}: value {v}, float64 {min}");
+                    }
+                }
+            }
         }
     }
 

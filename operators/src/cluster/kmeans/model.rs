@@ -60,10 +60,11 @@ fn row_norms(data: &[f32], d: usize) -> Vec<f32> {
 /// Rows per GEMM block, bounding the `rows × k` scratch of the CPU kernel.
 const CPU_BLOCK_ROWS: usize = 2048;
 
-/// CPU assignment: `X · Cᵀ` by the register-blocked kernel of `sae_encode` (`Cᵀ` packed into
-/// column panels once per call) where the CPU has AVX2 and FMA, else by the `gemm` crate; then
-/// `‖x‖² − 2 x·c + ‖c‖²` and a row arg-min. With `threads > 1` the rows are split over that
-/// many threads.
+/// CPU assignment: `‖x‖² − 2 x·c + ‖c‖²` minimized over the centroids. Where the CPU has AVX2
+/// and FMA, `X · Cᵀ` runs on the register-blocked kernel of `sae_encode` (`Cᵀ` packed into
+/// column panels once per call; with AVX-512F the arg-min is fused into it, see
+/// [`PackedWeights::nearest`]), else on the `gemm` crate followed by a scan. With `threads > 1`
+/// the rows are split over that many threads.
 pub struct CpuAssign {
     threads: usize,
     scratch: Vec<f32>,
@@ -109,20 +110,24 @@ impl<'a> Centroids<'a> {
 }
 
 impl CpuAssign {
-    /// Assigns `data` on this thread: blocks of rows, a single-threaded product, then the arg-min.
+    /// Assigns `data` on this thread: the packed kernel's fused product and arg-min where the
+    /// CPU runs it, else blocks of rows, a single-threaded product, then the arg-min.
     fn assign_serial(data: &[f32], d: usize, c: &Centroids, k: usize, scratch: &mut Vec<f32>) -> (Vec<u32>, Vec<f32>) {
         let rows = data.len() / d.max(1);
         let xn = row_norms(data, d);
+        if let Some(p) = &c.packed {
+            // min over j of ‖c_j‖² − 2 x·c_j, then ‖x‖² added back.
+            let mut best = vec![(0u32, 0f32); rows];
+            p.nearest(data, rows, &c.norms, &mut best);
+            return best.iter().zip(&xn).map(|(&(j, v), &x)| (j, (x + v).max(0.0))).unzip();
+        }
         let mut labels = Vec::with_capacity(rows);
         let mut dist = Vec::with_capacity(rows);
         for start in (0..rows).step_by(CPU_BLOCK_ROWS) {
             let n = CPU_BLOCK_ROWS.min(rows - start);
             scratch.resize(n * k, 0.0);
             let block = &data[start * d..(start + n) * d];
-            match &c.packed {
-                Some(p) => p.matmul(block, n, scratch, 1),
-                None => encoder_gemm(block, c.rows, n, d, k, scratch, 1),
-            }
+            encoder_gemm(block, c.rows, n, d, k, scratch, 1);
             for (r, dots) in scratch.chunks_exact(k).enumerate() {
                 let x = xn[start + r];
                 let (mut best, mut best_d) = (0u32, f32::INFINITY);
