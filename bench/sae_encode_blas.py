@@ -68,13 +68,14 @@ def main():
                 x[s:s + batch] @ W
 
             ours = {}
-            for label, env in [("auto", {}), ("avx2", {"NEUROSTREAM_NO_AVX512": "1"})]:
-                out = subprocess.run([BENCH, sae, xpath, str(d_in), str(batch), str(a.seconds), "2"],
+            for label, env, dtype in [("auto", {}, "f32"), ("avx2", {"NEUROSTREAM_NO_AVX512": "1"}, "f32"),
+                                      ("f16", {}, "f16")]:
+                out = subprocess.run([BENCH, sae, xpath, str(d_in), str(batch), str(a.seconds), "2", dtype],
                                      capture_output=True, text=True, check=True, env={**os.environ, **env})
                 ours[label] = json.loads(out.stdout)["tokens_per_s"]
             np_encode = rate(encode, batch, a.seconds)
             np_product = rate(product, batch, a.seconds)
-            rows.append((d_in, d_sae, batch, ours["auto"], ours["avx2"], np_encode, np_product))
+            rows.append((d_in, d_sae, batch, ours["auto"], ours["avx2"], np_encode, np_product, ours["f16"]))
             print(f"{d_in}->{d_sae} batch {batch}: neurostream {ours['auto']:.0f} (AVX2 {ours['avx2']:.0f}) tok/s, "
                   f"numpy encode {np_encode:.0f}, bare product {np_product:.0f}", flush=True)
     gf = lambda d_in, d_sae, t: 2 * d_in * d_sae * t / 1e9  # noqa: E731
@@ -88,17 +89,19 @@ def main():
         "",
         "numpy encode = `(x - b_dec) @ W_enc + b_enc` then `argpartition` for the top 32 (what a numpy user "
         "writes); bare product = `x @ W_enc` alone (`sgemm`, or `sgemv` for one row): the bound of any encoder on "
-        "that BLAS. At batch 1 the encoder is bound by reading the weights: GB/s = weight bytes × tokens/s.",
+        "that BLAS. At batch 1 the encoder is bound by reading the weights: GB/s = weight bytes × tokens/s. "
+        "f16 weights: `weights = \"f16\"`, `W_enc` stored as f16 (half the bytes) and widened in registers; "
+        "their error against f32 weights is in bench/SAE_RESULTS.md.",
         "",
         "| d_in → d_sae | batch | neurostream tok/s | GFLOP/s | AVX2 kernel tok/s | numpy encode tok/s | ratio | "
-        "bare product tok/s | neurostream / bare product |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "bare product tok/s | neurostream / bare product | f16 weights tok/s | f16 / numpy encode |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for d_in, d_sae, batch, auto, avx2, enc, prod in rows:
+    for d_in, d_sae, batch, auto, avx2, enc, prod, f16 in rows:
         extra = f" ({4 * d_in * d_sae * auto / 1e9:.1f} GB/s)" if batch == 1 else ""
         lines.append(
             f"| {d_in} → {d_sae} | {batch} | {auto:,.0f}{extra} | {gf(d_in, d_sae, auto):.0f} | {avx2:,.0f} | {enc:,.0f} | "
-            f"{auto / enc:.2f} | {prod:,.0f} | {auto / prod:.2f} |"
+            f"{auto / enc:.2f} | {prod:,.0f} | {auto / prod:.2f} | {f16:,.0f} | {f16 / enc:.2f} |"
         )
     lines += ["", f"Machine: {platform.machine()}, {cpu}.", ""]
     with open(results_path("SAE_BLAS_RESULTS.md"), "w") as f:

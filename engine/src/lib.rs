@@ -18,6 +18,7 @@ pub mod error;
 pub mod files;
 pub mod frame;
 pub mod http;
+pub mod huge_pages;
 pub mod kernels;
 pub mod layout;
 pub mod lsl;

@@ -7,6 +7,8 @@
 //! CPU has AVX-512F (detected at run time) two panels at a time are multiplied with 16-lane
 //! vectors, doubling the multiply-adds per instruction.
 
+use neurostream_engine::huge_pages;
+
 use super::half_weights::WeightDtype;
 
 /// Columns per panel (two 8-lane vectors).
@@ -55,18 +57,16 @@ impl PackedWeights {
             }
         };
         let order = (0..np).flat_map(|p| (0..k).flat_map(move |i| (0..NR).map(move |c| (p, i, c))));
+        // Read once per token at batch 1: on huge pages where the system allows.
+        let len = np * k * NR;
         let panels = match dtype {
-            WeightDtype::F32 => Panels::F32(order.map(|(p, i, c)| gather(p, i, c)).collect()),
+            WeightDtype::F32 => Panels::F32(huge_pages::collect(len, order.map(|(p, i, c)| gather(p, i, c)))),
             WeightDtype::F16 => Panels::Half {
-                bits: order
-                    .map(|(p, i, c)| half::f16::from_f32(gather(p, i, c)).to_bits())
-                    .collect(),
+                bits: huge_pages::collect(len, order.map(|(p, i, c)| half::f16::from_f32(gather(p, i, c)).to_bits())),
                 bf16: false,
             },
             WeightDtype::Bf16 => Panels::Half {
-                bits: order
-                    .map(|(p, i, c)| half::bf16::from_f32(gather(p, i, c)).to_bits())
-                    .collect(),
+                bits: huge_pages::collect(len, order.map(|(p, i, c)| half::bf16::from_f32(gather(p, i, c)).to_bits())),
                 bf16: true,
             },
         };
@@ -517,15 +517,19 @@ unsafe fn nearest_wide(w: &[f32], k: usize, n: usize, x: &[f32], rows: usize, sh
             let w0 = w.as_ptr().add(p * k * NR);
             let w1 = if p + 1 < np { w.as_ptr().add((p + 1) * k * NR) } else { w0 };
             let c = products_wide::<R>(k, xb.as_ptr(), R, w0, w1);
-            for half in 0..2 {
-                let col = p * NR + half * NR;
-                let s = _mm512_loadu_ps(shift_padded.as_ptr().add(col));
-                let j = _mm512_add_epi32(lanes, _mm512_set1_epi32(col as i32));
-                for r in 0..R {
-                    let v = _mm512_fnmadd_ps(two, c[r][half], s);
-                    let less = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(v, min_v[r]);
-                    min_v[r] = _mm512_mask_mov_ps(min_v[r], less, v);
-                    min_j[r] = _mm512_mask_mov_epi32(min_j[r], less, j);
+            // Shifts and column numbers of the pair's two halves.
+            let halves = [p * NR, (p + 1) * NR].map(|col| {
+                (
+                    _mm512_loadu_ps(shift_padded.as_ptr().add(col)),
+                    _mm512_add_epi32(lanes, _mm512_set1_epi32(col as i32)),
+                )
+            });
+            for ((pair, mv), mj) in c.iter().zip(&mut min_v).zip(&mut min_j) {
+                for (&acc, &(s, j)) in pair.iter().zip(&halves) {
+                    let v = _mm512_fnmadd_ps(two, acc, s);
+                    let less = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(v, *mv);
+                    *mv = _mm512_mask_mov_ps(*mv, less, v);
+                    *mj = _mm512_mask_mov_epi32(*mj, less, j);
                 }
             }
             p += 2;
