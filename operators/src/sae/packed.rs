@@ -120,17 +120,24 @@ impl PackedWeights {
     /// NaN gets `(0, +∞)`). With `shift = ‖c_j‖²` and `W = Cᵀ` this is the nearest centroid up to
     /// the row's own `‖x_r‖²`.
     ///
-    /// Where the CPU has AVX-512F and the weights are f32, the arg-min is taken in registers as
-    /// each 12 × 32 block of products completes, so the `rows × n` products are never written:
-    /// a block of 12 rows stays in L1 while every panel passes (k-means: all of `W` in L2).
-    /// Elsewhere it is [`Self::matmul`] and a scan.
+    /// With f32 weights the arg-min is taken in registers as each block of products completes
+    /// (12 × 32 with AVX-512F, 6 × 16 with AVX2), so the `rows × n` products are never written:
+    /// a block of rows stays in L1 while every panel passes (k-means: all of `W` in L2). With
+    /// f16/bf16 weights it is [`Self::matmul`] and a scan.
     pub fn nearest(&self, x: &[f32], rows: usize, shift: &[f32], best: &mut [(u32, f32)]) {
         let (k, n) = (self.k, self.n);
         assert!(x.len() >= rows * k && shift.len() >= n && best.len() >= rows);
         #[cfg(target_arch = "x86_64")]
-        if let (true, Panels::F32(w)) = (self.wide, &self.panels) {
-            // SAFETY: AVX-512F is present (`wide`); the sizes are checked above.
-            unsafe { nearest_wide(w, k, n, x, rows, shift, best) };
+        if let Panels::F32(w) = &self.panels {
+            // SAFETY: AVX-512F is present where `wide`, AVX2 + FMA always (checked in `new`);
+            // the sizes are checked above.
+            unsafe {
+                if self.wide {
+                    nearest_wide(w, k, n, x, rows, shift, best);
+                } else {
+                    nearest_avx2(w, k, n, x, rows, shift, best);
+                }
+            }
             return;
         }
         // Blocks of rows bound the products kept at once.
@@ -321,6 +328,19 @@ macro_rules! unroll_k {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn block_f32<const R: usize>(k: usize, xb: *const f32, ms: usize, w: *const f32, out: *mut f32, ldo: usize, cols: usize) {
+    store_block(&products_block::<R>(k, xb, ms, w), out, ldo, cols);
+}
+
+/// The `R` × 16 products of [`block_f32`], returned in registers.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn products_block<const R: usize>(
+    k: usize,
+    xb: *const f32,
+    ms: usize,
+    w: *const f32,
+) -> [[std::arch::x86_64::__m256; 2]; R] {
     use std::arch::x86_64::*;
     let mut c = [[_mm256_setzero_ps(); 2]; R];
     let mut d = [[_mm256_setzero_ps(); 2]; R];
@@ -338,7 +358,7 @@ unsafe fn block_f32<const R: usize>(k: usize, xb: *const f32, ms: usize, w: *con
         }};
     }
     unroll_k!(k, R, step, c, d);
-    store_block(&c, out, ldo, cols);
+    c
 }
 
 /// As [`block_f32`] with f16 or bf16 weights, widened in registers.
@@ -500,15 +520,7 @@ unsafe fn nearest_wide(w: &[f32], k: usize, n: usize, x: &[f32], rows: usize, sh
     let two = _mm512_set1_ps(2.0);
     for r0 in (0..rows).step_by(R) {
         let m = R.min(rows - r0);
-        // Interleave by k (`xb[i * R + r]`); rows past the batch stay zero.
-        if m < R {
-            xb.fill(0.0);
-        }
-        for r in 0..m {
-            for (i, &v) in x[(r0 + r) * k..(r0 + r + 1) * k].iter().enumerate() {
-                *xb.get_unchecked_mut(i * R + r) = v;
-            }
-        }
+        interleave_rows(x, k, r0, m, R, &mut xb);
         let mut min_v = [_mm512_set1_ps(f32::INFINITY); R];
         let mut min_j = [_mm512_setzero_si512(); R];
         let mut p = 0;
@@ -538,15 +550,78 @@ unsafe fn nearest_wide(w: &[f32], k: usize, n: usize, x: &[f32], rows: usize, sh
             let (mut v, mut j) = ([0f32; NR], [0u32; NR]);
             _mm512_storeu_ps(v.as_mut_ptr(), min_v[r]);
             _mm512_storeu_si512(j.as_mut_ptr() as *mut __m512i, min_j[r]);
-            let mut b = (0u32, f32::INFINITY);
-            for (&v, &j) in v.iter().zip(&j) {
-                if v < b.1 || (v == b.1 && j < b.0) {
-                    b = (j, v);
-                }
-            }
-            best[r0 + r] = b;
+            best[r0 + r] = lane_argmin(&v, &j);
         }
     }
+}
+
+/// [`PackedWeights::nearest`] on AVX2 + FMA with f32 panels: as [`nearest_wide`] with blocks of
+/// [`MR`] rows, one 16-column panel at a time, and 8-lane running minima.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn nearest_avx2(w: &[f32], k: usize, n: usize, x: &[f32], rows: usize, shift: &[f32], best: &mut [(u32, f32)]) {
+    use std::arch::x86_64::*;
+    const R: usize = MR;
+    let np = n.div_ceil(NR);
+    let mut shift_padded = vec![f32::INFINITY; np * NR];
+    shift_padded[..n].copy_from_slice(&shift[..n]);
+    let mut xb = vec![0f32; k * R];
+    let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    let two = _mm256_set1_ps(2.0);
+    for r0 in (0..rows).step_by(R) {
+        let m = R.min(rows - r0);
+        interleave_rows(x, k, r0, m, R, &mut xb);
+        let mut min_v = [_mm256_set1_ps(f32::INFINITY); R];
+        let mut min_j = [_mm256_setzero_si256(); R];
+        for p in 0..np {
+            let c = products_block::<R>(k, xb.as_ptr(), R, w.as_ptr().add(p * k * NR));
+            let halves = [p * NR, p * NR + 8].map(|col| {
+                (
+                    _mm256_loadu_ps(shift_padded.as_ptr().add(col)),
+                    _mm256_add_epi32(lanes, _mm256_set1_epi32(col as i32)),
+                )
+            });
+            for ((pair, mv), mj) in c.iter().zip(&mut min_v).zip(&mut min_j) {
+                for (&acc, &(s, j)) in pair.iter().zip(&halves) {
+                    let v = _mm256_fnmadd_ps(two, acc, s);
+                    let less = _mm256_cmp_ps::<_CMP_LT_OQ>(v, *mv);
+                    *mv = _mm256_blendv_ps(*mv, v, less);
+                    *mj = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(*mj), _mm256_castsi256_ps(j), less));
+                }
+            }
+        }
+        for r in 0..m {
+            let (mut v, mut j) = ([0f32; 8], [0u32; 8]);
+            _mm256_storeu_ps(v.as_mut_ptr(), min_v[r]);
+            _mm256_storeu_si256(j.as_mut_ptr() as *mut __m256i, min_j[r]);
+            best[r0 + r] = lane_argmin(&v, &j);
+        }
+    }
+}
+
+/// Rows `r0..r0 + m` of `x` (`k` wide) into `xb` interleaved by k (`xb[i * ms + r]`); the
+/// block's remaining rows zero.
+fn interleave_rows(x: &[f32], k: usize, r0: usize, m: usize, ms: usize, xb: &mut [f32]) {
+    if m < ms {
+        xb.fill(0.0);
+    }
+    for r in 0..m {
+        for (i, &v) in x[(r0 + r) * k..(r0 + r + 1) * k].iter().enumerate() {
+            xb[i * ms + r] = v;
+        }
+    }
+}
+
+/// The smallest of per-lane minima `v` (their columns `j`), ties to the lower column: the
+/// first minimum of the row, as a scan would find it.
+fn lane_argmin(v: &[f32], j: &[u32]) -> (u32, f32) {
+    let mut b = (0u32, f32::INFINITY);
+    for (&v, &j) in v.iter().zip(j) {
+        if v < b.1 || (v == b.1 && j < b.0) {
+            b = (j, v);
+        }
+    }
+    b
 }
 
 /// One `R` × 32 block (`R <= 12`) of products over two f32 panels `w0`, `w1` with 16-lane
@@ -642,8 +717,8 @@ mod tests {
         }
     }
 
-    /// `nearest` (fused arg-min where the CPU has AVX-512F, product and scan elsewhere) against
-    /// a float64 scan: the chosen column's float64 value is within 1e-5 (relative) of the float64
+    /// `nearest` (fused arg-min with AVX-512F and with AVX2, product and scan for f16 weights)
+    /// against a float64 scan: the chosen column's float64 value is within 1e-5 (relative) of the float64
     /// minimum, and the reported value equals it within the same bound.
     #[test]
     fn nearest_column_equals_a_float64_scan() {
@@ -655,8 +730,11 @@ mod tests {
         for (k, n) in [(37, 53), (37, 40), (64, 16), (5, 300)] {
             let w: Vec<f32> = (0..k * n).map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * 0.3).collect();
             let shift: Vec<f32> = (0..n).map(|j| ((j * 13 % 29) as f32) / 29.0).collect();
-            for wide in [true, false] {
-                let mut packed = PackedWeights::new(&w, k, n, WeightDtype::F32).unwrap();
+            // f16 weights take the product-then-scan path; the reference uses the stored values.
+            let w16: Vec<f32> = w.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect();
+            for (wide, dtype) in [(true, WeightDtype::F32), (false, WeightDtype::F32), (true, WeightDtype::F16)] {
+                let w = if dtype == WeightDtype::F16 { &w16 } else { &w };
+                let mut packed = PackedWeights::new(w, k, n, dtype).unwrap();
                 packed.wide = wide && wide_supported();
                 for rows in [1, 5, 12, 13, 30] {
                     let x: Vec<f32> = (0..rows * k).map(|i| ((i * 31 % 17) as f32 - 8.0) / 8.0).collect();
