@@ -437,6 +437,16 @@ impl ParquetSink {
     }
 }
 
+/// Removes a temporary file; `false` when it was already gone (the processes of a cluster that
+/// share an output directory all clean up after a killed run, and may race to the same file).
+fn remove_temporary(path: &Path) -> Result<bool> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(err) => Err(out_err(path, format!("cannot remove a temporary file: {err}"))),
+    }
+}
+
 fn out_err(path: &Path, message: impl Into<String>) -> EngineError {
     EngineError::Output {
         path: path.to_path_buf(),
@@ -484,10 +494,13 @@ impl Sink for ParquetSink {
                     doomed.push(path.to_path_buf());
                 }
             });
-            for p in &doomed {
-                std::fs::remove_file(p).map_err(|err| out_err(p, format!("cannot remove a temporary file: {err}")))?;
+            let mut removed = Vec::new();
+            for p in doomed {
+                if remove_temporary(&p)? {
+                    removed.push(p);
+                }
             }
-            return Ok(doomed);
+            return Ok(removed);
         }
         let (dir, prefix) = self.output_dir_and_prefix();
         let Ok(entries) = std::fs::read_dir(&dir) else {
@@ -496,10 +509,8 @@ impl Sink for ParquetSink {
         let mut removed = Vec::new();
         for e in entries.flatten() {
             let n = e.file_name().to_string_lossy().to_string();
-            if n.starts_with(&prefix) && n.contains(".parquet.") && owners.own(&n) {
-                let p = e.path();
-                std::fs::remove_file(&p).map_err(|err| out_err(&p, format!("cannot remove a temporary file: {err}")))?;
-                removed.push(p);
+            if n.starts_with(&prefix) && n.contains(".parquet.") && owners.own(&n) && remove_temporary(&e.path())? {
+                removed.push(e.path());
             }
         }
         Ok(removed)
