@@ -107,11 +107,13 @@ impl PackedWeights {
             run(0, np);
             return;
         }
+        // The calling thread takes the first share: one thread fewer to start per call.
         std::thread::scope(|s| {
-            for p0 in (0..np).step_by(per) {
+            for p0 in (per..np).step_by(per) {
                 let run = &run;
                 s.spawn(move || run(p0, (p0 + per).min(np)));
             }
+            run(0, per.min(np));
         });
     }
 
