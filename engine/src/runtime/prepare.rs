@@ -249,7 +249,7 @@ pub(super) fn prepare_checkpoints(
     } else if o.resume {
         let Some(existing) = existing else {
             return Err(EngineError::Checkpoint(format!(
-                "{dir} holds no neurostream checkpoints (no pipeline.json): nothing to resume"
+                "{dir} holds no neurostream checkpoints (no pipeline.json): nothing to resume; run without --resume to start from the beginning"
             )));
         };
         if let Some(why) = fp.mismatch(&existing) {
