@@ -437,14 +437,20 @@ impl ParquetSink {
     }
 }
 
-/// Removes a temporary file; `false` when it was already gone (the processes of a cluster that
-/// share an output directory all clean up after a killed run, and may race to the same file).
-fn remove_temporary(path: &Path) -> Result<bool> {
-    match std::fs::remove_file(path) {
+/// The outcome of removing `path`: `Ok(false)` when it was already gone (the processes of a
+/// cluster that share an output directory all clean up after a killed run, and may race to the
+/// same file; or a removal a crash interrupted), else an error saying `what` could not be removed.
+fn removed(path: &Path, outcome: std::io::Result<()>, what: &str) -> Result<bool> {
+    match outcome {
         Ok(()) => Ok(true),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(err) => Err(out_err(path, format!("cannot remove a temporary file: {err}"))),
+        Err(err) => Err(out_err(path, format!("cannot remove {what}: {err}"))),
     }
+}
+
+/// Removes a temporary file; `false` when it was already gone.
+fn remove_temporary(path: &Path) -> Result<bool> {
+    removed(path, std::fs::remove_file(path), "a temporary file")
 }
 
 fn out_err(path: &Path, message: impl Into<String>) -> EngineError {
@@ -471,18 +477,14 @@ impl Sink for ParquetSink {
                 continue;
             }
             let p = e.path();
-            let removed = if n.ends_with(".parquet.segments") {
+            let outcome = if n.ends_with(".parquet.segments") {
                 std::fs::remove_dir_all(&p)
             } else if n.ends_with(".tmp") {
                 std::fs::remove_file(&p)
             } else {
                 continue;
             };
-            match removed {
-                // Gone already: a removal a crash interrupted, finished by another.
-                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-                r => r.map_err(|err| out_err(&p, format!("cannot remove staged output: {err}")))?,
-            }
+            removed(&p, outcome, "staged output")?;
         }
         Ok(())
     }
