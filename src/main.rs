@@ -967,6 +967,13 @@ fn print_report(report: &neurostream::RunReport) {
             p99 * 1e3
         );
     }
+    for (device, (up, down)) in &report.gpu_bytes {
+        eprintln!(
+            "  gpu {device}: {up} bytes uploaded ({:.2} MB), {down} bytes read back ({:.2} MB)",
+            *up as f64 / 1e6,
+            *down as f64 / 1e6
+        );
+    }
     for (name, n) in &report.dropped_invalid {
         eprintln!("  dropped {n} rows with NaN/Inf from {name}");
     }

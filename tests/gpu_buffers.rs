@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use neurostream_engine::{ComputeDevice, DeviceChoice, DeviceManager, DevicePolicy, GpuContext};
+use neurostream_engine::{ComputeDevice, DeviceChoice, DeviceManager, DevicePolicy, Frame, GpuContext, RowIndex, Rows, Schema};
 use neurostream_operators::cluster::kmeans::{AssignKernels, GpuAssign};
 use neurostream_operators::normalize::GpuKernels as GpuNormalize;
 use neurostream_operators::normalize::NormalizeKernels;
@@ -114,8 +114,24 @@ fn gpu_kernels_create_no_buffers_per_batch_after_the_first() {
 
     let mut normalize = GpuNormalize::new(ctx.clone()).unwrap();
     let (width, mean, inv_std) = (32, vec![0.1f64; 32], vec![2.0f64; 32]);
+    let channels: Vec<String> = (0..width).map(|c| format!("c{c}")).collect();
+    let schema = Arc::new(Schema::signal(&channels, "uV", 250.0));
+    let frame = |seed| {
+        Frame::new(
+            "x".into(),
+            schema.clone(),
+            RowIndex::Samples((0..256).collect()),
+            values(256 * width, seed),
+        )
+        .unwrap()
+    };
     steady("normalize", &ctx, |seed| {
-        normalize.affine(&values(256 * width, seed), width, &mean, &inv_std).unwrap()
+        let rows = normalize.affine(&frame(seed), &mean, &inv_std).unwrap();
+        assert!(
+            matches!(rows, Rows::Device(_)),
+            "the GPU leaves normalized rows on the device"
+        );
+        rows.into_host().unwrap()
     });
 
     let mut sos = GpuSos::new(ctx.clone()).unwrap();

@@ -187,6 +187,14 @@ path = "out.parquet"
     let Ok(neurostream_engine::ComputeDevice::Gpu(ctx)) = devices.resolve(neurostream_engine::DeviceChoice::Gpu) else {
         panic!("the run used a GPU, this test finds none")
     };
+    // Bytes moved are counted on every adapter: 8 channels × 750 samples of f32 at least go up.
+    let up = body
+        .lines()
+        .find(|l| l.starts_with("neurostream_gpu_bytes_total{") && l.contains("direction=\"up\""))
+        .unwrap_or_else(|| panic!("no GPU bytes series in\n{body}"));
+    let up: f64 = up.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(up > 0.0, "nothing uploaded yet after 1.5 s of a 3 s run:\n{body}");
+    assert!(log.contains("bytes read back"), "the report gives the bytes moved:\n{log}");
     if !ctx.times_kernels() {
         assert!(!body.contains("neurostream_gpu_kernel_seconds"), "{body}");
         assert!(!log.contains("gpu kernel"), "{log}");

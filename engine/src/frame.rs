@@ -7,6 +7,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::error::EngineError;
+use crate::resident::{DeviceRows, Rows};
 use crate::schema::Schema;
 use crate::table::TableFrame;
 
@@ -110,7 +111,8 @@ pub struct Frame {
     pub schema: Arc<Schema>,
     /// Event time of each row.
     pub index: RowIndex,
-    /// Values, row-major, `rows * schema.width()` long.
+    /// Values, row-major, `rows * schema.width()` long; empty while the rows live on a GPU
+    /// ([`Frame::device`]).
     pub data: Vec<f32>,
     /// Markers falling within this frame's rows.
     pub markers: Vec<Marker>,
@@ -120,6 +122,12 @@ pub struct Frame {
     /// arrival-to-output latency.
     #[serde(default)]
     pub arrival_ns: Option<i64>,
+    /// Set when the values live in a GPU buffer instead of `data`: a GPU operator left them there
+    /// for the next GPU operator on the same worker. The runtime copies them back
+    /// ([`Frame::materialize`]) before anything else sees the frame, and never sends such a frame
+    /// to another process.
+    #[serde(skip)]
+    pub device: Option<Arc<DeviceRows>>,
 }
 
 impl Frame {
@@ -141,7 +149,49 @@ impl Frame {
             data,
             markers: Vec::new(),
             arrival_ns: None,
+            device: None,
         })
+    }
+
+    /// Replaces the values with `rows` (host or device), which must hold `rows × width` values.
+    pub fn set_rows(&mut self, rows: Rows) -> Result<(), EngineError> {
+        let expected = self.rows() * self.width();
+        let (got, host, device) = match rows {
+            Rows::Host(v) => (v.len(), v, None),
+            Rows::Device(d) => (d.values(), Vec::new(), Some(d)),
+        };
+        if got != expected {
+            return Err(EngineError::Shape(format!(
+                "stream {}: a kernel returned {got} values for {} rows x {} channels",
+                self.stream,
+                self.rows(),
+                self.width()
+            )));
+        }
+        self.data = host;
+        self.device = device;
+        Ok(())
+    }
+
+    /// Whether the values live on a GPU (see [`Frame::device`]).
+    pub fn is_on_device(&self) -> bool {
+        self.device.is_some()
+    }
+
+    /// Copies values that live on a GPU back into `data` (waiting for the work that writes them).
+    pub fn materialize(&mut self) -> Result<(), EngineError> {
+        if let Some(rows) = self.device.take() {
+            self.data = rows.download()?;
+        }
+        Ok(())
+    }
+
+    /// The values on the host: `data`, or a copy back from the GPU when they live there.
+    pub fn values(&self) -> Result<std::borrow::Cow<'_, [f32]>, EngineError> {
+        match &self.device {
+            Some(rows) => Ok(std::borrow::Cow::Owned(rows.download()?)),
+            None => Ok(std::borrow::Cow::Borrowed(&self.data)),
+        }
     }
 
     /// Number of rows (samples or tokens).
@@ -162,6 +212,7 @@ impl Frame {
 
     /// Keeps the rows whose `keep` entry is true; markers on dropped rows are dropped too.
     pub fn retain_rows(&mut self, keep: &[bool]) {
+        debug_assert!(self.device.is_none(), "retain_rows on rows that live on a GPU");
         let w = self.width();
         let mut new_row = vec![u32::MAX; keep.len()];
         let mut out = 0usize;
@@ -185,6 +236,7 @@ impl Frame {
 
     /// Splits off rows `at..` into a new frame (with their markers), keeping rows `..at` here.
     pub fn split_off(&mut self, at: usize) -> Frame {
+        debug_assert!(self.device.is_none(), "split_off on rows that live on a GPU");
         let w = self.width();
         let data = self.data.split_off(at * w);
         let index = match &mut self.index {
@@ -216,6 +268,7 @@ impl Frame {
                 })
                 .collect(),
             arrival_ns: self.arrival_ns,
+            device: None,
         }
     }
 
@@ -337,10 +390,23 @@ impl Batch {
         }
     }
 
+    /// Whether it is a dense frame whose values live on a GPU.
+    pub fn is_on_device(&self) -> bool {
+        matches!(self, Batch::Dense(f) if f.is_on_device())
+    }
+
+    /// Copies values that live on a GPU back to the host ([`Frame::materialize`]).
+    pub fn materialize(&mut self) -> Result<(), EngineError> {
+        match self {
+            Batch::Dense(f) => f.materialize(),
+            _ => Ok(()),
+        }
+    }
+
     /// Approximate payload size in bytes (values and indices), for throughput metrics.
     pub fn payload_bytes(&self) -> usize {
         match self {
-            Batch::Dense(f) => f.data.len() * 4 + f.rows() * 12,
+            Batch::Dense(f) => f.rows() * (f.width() * 4 + 12),
             Batch::Sparse(f) => f.ids.len() * 8 + f.offsets.len() * 4 + f.rows() * 12,
             Batch::Table(t) => t.data.get_array_memory_size(),
         }

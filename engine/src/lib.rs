@@ -27,6 +27,7 @@ pub mod net;
 pub mod node;
 pub mod process;
 pub mod reference;
+pub mod resident;
 pub mod runtime;
 pub mod schema;
 pub mod settings;
@@ -44,6 +45,7 @@ pub use node::{
     parse_config, ConfigTable, NodeContext, Operator, OperatorInstance, OperatorKind, Partitioning, Placement, RegisteredKind,
     Registry, Sink, SinkKind, SinkWriter, Source, SourceKind, SourceReader, SourceWaker, WorkerPos,
 };
+pub use resident::{DeviceInput, DeviceRows, Rows};
 pub use runtime::{run, BatchObserver, ClusterConfig, NodeStats, RunOptions, RunProgress, RunReport};
 pub use schema::{Channel, Schema, StreamKind};
 pub use spec::{CompiledPipeline, NodeConfig, OnInvalid, Overload, PipelineBuilder, PipelineSettings, PipelineSpec};

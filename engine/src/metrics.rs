@@ -294,6 +294,16 @@ impl Metrics {
                 }
             }
         }
+        if !gpus.is_empty() {
+            out.push_str("# HELP neurostream_gpu_bytes_total Bytes moved between the host and a GPU (up: uploaded; down: read back).\n# TYPE neurostream_gpu_bytes_total counter\n");
+            for gpu in &gpus {
+                let device = label_value(&gpu.info.name);
+                let (up, down) = gpu.bytes_moved();
+                out.push_str(&format!(
+                    "neurostream_gpu_bytes_total{{device=\"{device}\",direction=\"up\"}} {up}\nneurostream_gpu_bytes_total{{device=\"{device}\",direction=\"down\"}} {down}\n"
+                ));
+            }
+        }
         out.push_str("# HELP neurostream_device_info The device a node computes on.\n# TYPE neurostream_device_info gauge\n");
         for (node, device) in self.devices.lock().unwrap().iter() {
             out.push_str(&format!(

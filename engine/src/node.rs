@@ -177,6 +177,13 @@ pub trait Operator: Send + Sync {
     fn holds_back(&self) -> bool {
         false
     }
+    /// True when its instances on a GPU take dense frames whose values live on that GPU
+    /// ([`crate::Frame::device`]) and bind them directly. The runtime then lets a GPU operator
+    /// feeding only such operators on the same device leave its output there; every other
+    /// consumer gets host values. Instances must still accept host frames.
+    fn takes_device_rows(&self) -> bool {
+        false
+    }
     /// Creates one worker's instance computing on `device`.
     fn instantiate(&self, device: &ComputeDevice) -> Result<Box<dyn OperatorInstance>>;
     /// How instances take part in checkpoints (default: they cannot, and a checkpointed run

@@ -34,7 +34,7 @@ use crate::node::{Partitioning, Placement, WorkerPos};
 use crate::spec::{Built, CompiledPipeline, GpuFallback};
 
 pub use latency::Latencies;
-use operator::build_operator;
+use operator::{build_operator, OperatorDevice};
 use prepare::{node_fingerprints, prepare_checkpoints, prepare_outputs, remove_dead_temporaries, remove_staging, Prepared};
 use shared::Shared;
 use sink::build_sink;
@@ -166,12 +166,59 @@ pub struct RunReport {
     /// seconds in all, bucket bound of the 99th percentile in seconds). Empty without a GPU or
     /// when the adapter has no timestamp queries.
     pub gpu_kernels: BTreeMap<String, (u64, f64, f64)>,
+    /// Bytes moved between the host and each GPU the run used, by device name: (uploaded,
+    /// read back). Chains of GPU operators that keep their rows on the device move less.
+    pub gpu_bytes: BTreeMap<String, (u64, u64)>,
     /// Wall time of the run.
     pub elapsed: Duration,
     /// Workers in this process and in total.
     pub workers: (usize, usize),
     /// True when the run was stopped early through [`RunOptions::stop`].
     pub stopped: bool,
+}
+
+/// The operators whose output may stay on their GPU ([`crate::Frame::device`]): every consumer
+/// is an operator that [takes device rows](Operator::takes_device_rows) on the same device, and
+/// none is reached through an exchange that may cross processes (a ByStream consumer in a
+/// cluster) or watched by an observer (the live view reads values).
+fn device_resident_outputs(
+    pipeline: &CompiledPipeline,
+    devices: &HashMap<String, ComputeDevice>,
+    cluster: bool,
+    observed: bool,
+) -> std::collections::HashSet<String> {
+    let gpu_of = |name: &str| match devices.get(name) {
+        Some(ComputeDevice::Gpu(ctx)) => Some(Arc::as_ptr(ctx)),
+        _ => None,
+    };
+    let mut resident = std::collections::HashSet::new();
+    if observed {
+        return resident;
+    }
+    for node in &pipeline.nodes {
+        let (Built::Operator(_), Some(gpu)) = (&node.built, gpu_of(&node.spec.name)) else {
+            continue;
+        };
+        let mut consumers = pipeline
+            .nodes
+            .iter()
+            .filter(|c| c.spec.input.as_deref() == Some(node.spec.name.as_str()))
+            .peekable();
+        let keep = consumers.peek().is_some()
+            && consumers.all(|c| match &c.built {
+                Built::Operator(op) => {
+                    op.takes_device_rows()
+                        && gpu_of(&c.spec.name) == Some(gpu)
+                        && !(cluster && op.partitioning() == Partitioning::ByStream)
+                }
+                _ => false,
+            });
+        if keep {
+            tracing::debug!("`{}` leaves its rows on the GPU for its consumers", node.spec.name);
+            resident.insert(node.spec.name.clone());
+        }
+    }
+    resident
 }
 
 fn stream_hash(stream: &str) -> u64 {
@@ -292,6 +339,12 @@ pub fn run(pipeline: CompiledPipeline, options: RunOptions) -> Result<RunReport>
     }
     let pipeline = Arc::new(pipeline);
     let pipeline_for_cleanup = pipeline.clone();
+    let resident = device_resident_outputs(
+        &pipeline,
+        &node_devices,
+        options.cluster.is_some(),
+        options.observer.is_some(),
+    );
     let node_devices = Arc::new(node_devices);
     let worker_shared = shared.clone();
     let (builders, communication_guard) = match &options.cluster {
@@ -372,7 +425,10 @@ pub fn run(pipeline: CompiledPipeline, options: RunOptions) -> Result<RunReport>
                             streams.insert(name, s);
                         }
                         (Built::Operator(op), Some(input)) => {
-                            let device = node_devices[name].clone();
+                            let device = OperatorDevice {
+                                device: node_devices[name].clone(),
+                                keep_output: resident.contains(name),
+                            };
                             let s = match op.partitioning() {
                                 Partitioning::Local => {
                                     build_operator(input, Pipeline, &label, op.clone(), device, pos, shared.clone())
@@ -442,6 +498,9 @@ pub fn run(pipeline: CompiledPipeline, options: RunOptions) -> Result<RunReport>
     report.stopped = shared.stop_requested();
     // The run's own devices (the manager above opened them), so their times are this run's.
     for gpu in &gpus {
+        let moved = report.gpu_bytes.entry(gpu.info.name.clone()).or_default();
+        let (up, down) = gpu.bytes_moved();
+        (moved.0, moved.1) = (moved.0 + up, moved.1 + down);
         for (kernel, h) in gpu.kernel_times() {
             let p99 = h.quantile_upper_s(0.99).unwrap_or(0.0);
             report

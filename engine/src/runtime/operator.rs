@@ -16,12 +16,20 @@ use crate::node::{Operator, Partitioning, WorkerPos};
 
 use super::{NodeStats, Shared};
 
+/// The device an operator computes on, and whether its output may stay there.
+pub(super) struct OperatorDevice {
+    /// Where its instances compute.
+    pub device: ComputeDevice,
+    /// Every consumer takes rows on this device (see `device_resident_outputs`).
+    pub keep_output: bool,
+}
+
 pub(super) fn build_operator<'s, P>(
     input: StreamVec<'s, u64, Batch>,
     pact: P,
     name: &str,
     op: Arc<dyn Operator>,
-    device: ComputeDevice,
+    placement: OperatorDevice,
     pos: WorkerPos,
     shared: Arc<Shared>,
 ) -> StreamVec<'s, u64, Batch>
@@ -31,6 +39,11 @@ where
     let name = name.to_string();
     let ordered = op.partitioning() == Partitioning::ByStream;
     let holds_back = op.holds_back();
+    let takes_device_rows = op.takes_device_rows();
+    let OperatorDevice {
+        device,
+        keep_output: keep_on_device,
+    } = placement;
     let scope = input.scope();
     input.unary_frontier::<timely::container::CapacityContainerBuilder<Vec<Batch>>, _, _, _>(
         pact,
@@ -80,12 +93,17 @@ where
                     if shared.failed() {
                         continue;
                     }
-                    for batch in batches {
+                    for mut batch in batches {
                         let (rows_in, bytes_in) = (batch.rows() as u64, batch.payload_bytes() as u64);
                         stats.rows_in += rows_in;
                         stats.bytes_in += bytes_in;
                         let t0 = Instant::now();
-                        let r = inst.process(batch, &mut out);
+                        let r = match takes_device_rows {
+                            true => Ok(()),
+                            false => batch.materialize(),
+                        }
+                        .and_then(|()| inst.process(batch, &mut out))
+                        .and_then(|()| settle(&mut out, keep_on_device));
                         let busy = t0.elapsed();
                         stats.busy += busy;
                         if let Some(m) = &live {
@@ -113,7 +131,9 @@ where
                     (instance.as_mut(), held.as_ref(), shared.failed(), checkpointing_now)
                 {
                     let t0 = Instant::now();
-                    let r = inst.poll(&mut out);
+                    let r = inst
+                        .poll(&mut out)
+                        .and_then(|next| settle(&mut out, keep_on_device).map(|()| next));
                     stats.busy += t0.elapsed();
                     match r {
                         Ok(next) => {
@@ -153,7 +173,7 @@ where
                 if frontier.is_empty() && stash.is_empty() && !finished {
                     finished = true;
                     if let (Some(inst), false) = (instance.as_mut(), shared.failed()) {
-                        match inst.finish(&mut out) {
+                        match inst.finish(&mut out).and_then(|()| settle(&mut out, keep_on_device)) {
                             Ok(()) if !out.is_empty() => match &held {
                                 Some(cap) => {
                                     stats.rows_out += out.iter().map(|b| b.rows() as u64).sum::<u64>();
@@ -177,4 +197,13 @@ where
             }
         },
     )
+}
+
+/// Copies outputs whose values live on a GPU back to the host, unless every consumer of this
+/// operator takes device rows on its device (`keep_on_device`, decided by the runtime).
+fn settle(out: &mut [Batch], keep_on_device: bool) -> crate::error::Result<()> {
+    if !keep_on_device {
+        out.iter_mut().try_for_each(Batch::materialize)?;
+    }
+    Ok(())
 }

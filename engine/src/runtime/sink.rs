@@ -66,7 +66,14 @@ pub(super) fn build_sink<'s, P>(
                     }
                     let batches = entry.remove();
                     let Some(w) = writer.as_mut() else { continue };
-                    for b in &batches {
+                    for mut b in batches {
+                        // The runtime keeps rows on a GPU only between GPU operators; this is the
+                        // backstop that a sink never writes a frame whose values are elsewhere.
+                        if let Err(e) = b.materialize() {
+                            shared.fail(format!("`{name}`: {e}"));
+                            break;
+                        }
+                        let b = &b;
                         stats.rows_in += b.rows() as u64;
                         stats.bytes_in += b.payload_bytes() as u64;
                         let t0 = Instant::now();

@@ -1,6 +1,6 @@
 //! CPU kernels of `normalize`. Statistics accumulate in float64.
 
-use neurostream_engine::Result;
+use neurostream_engine::{Frame, Result, Rows};
 
 use super::{NormalizeKernels, Welford};
 
@@ -8,7 +8,8 @@ use super::{NormalizeKernels, Welford};
 pub struct CpuKernels;
 
 impl NormalizeKernels for CpuKernels {
-    fn affine(&mut self, data: &[f32], width: usize, mean: &[f64], inv_std: &[f64]) -> Result<Vec<f32>> {
+    fn affine(&mut self, frame: &Frame, mean: &[f64], inv_std: &[f64]) -> Result<Rows> {
+        let (data, width) = (frame.values()?, frame.width());
         let mean32: Vec<f32> = mean.iter().map(|&m| m as f32).collect();
         let inv32: Vec<f32> = inv_std.iter().map(|&s| s as f32).collect();
         let mut out = vec![0.0f32; data.len()];
@@ -17,7 +18,7 @@ impl NormalizeKernels for CpuKernels {
                 row_out[c] = (row[c] - mean32[c]) * inv32[c];
             }
         }
-        Ok(out)
+        Ok(Rows::Host(out))
     }
 
     fn running(&mut self, data: &[f32], width: usize, state: &mut Welford, epsilon: f64) -> Result<Vec<f32>> {
@@ -37,7 +38,8 @@ impl NormalizeKernels for CpuKernels {
         Ok(out)
     }
 
-    fn l2(&mut self, data: &[f32], width: usize, target: f64) -> Result<Vec<f32>> {
+    fn l2(&mut self, frame: &Frame, target: f64) -> Result<Rows> {
+        let (data, width) = (frame.values()?, frame.width());
         let mut out = vec![0.0f32; data.len()];
         for (row_out, row) in out.chunks_exact_mut(width).zip(data.chunks_exact(width)) {
             let sumsq: f64 = row.iter().map(|&x| (x as f64) * (x as f64)).sum();
@@ -46,6 +48,6 @@ impl NormalizeKernels for CpuKernels {
                 *o = x * scale;
             }
         }
-        Ok(out)
+        Ok(Rows::Host(out))
     }
 }

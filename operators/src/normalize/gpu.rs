@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use neurostream_engine::device::{workgroups_1d, workgroups_per_item};
-use neurostream_engine::{EngineError, GpuContext, GpuPass, Result};
+use neurostream_engine::{DeviceRows, EngineError, Frame, GpuContext, GpuPass, PooledBuffer, Result, Rows};
 
 use super::{NormalizeKernels, Welford};
 
@@ -40,62 +40,74 @@ impl GpuKernels {
         })
     }
 
+    /// Runs `pipeline` over `input` (`values` f32 values) into a fresh output of `out_len`
+    /// values, which stays on the device: nothing is read back here.
+    #[allow(clippy::too_many_arguments)]
     fn dispatch(
         &self,
         pipeline: &wgpu::ComputePipeline,
         params: Params,
-        data: &[f32],
+        input: &wgpu::Buffer,
+        values: usize,
         aux: Option<&[f32]>,
         out_len: usize,
         groups: [u32; 3],
-    ) -> Result<Vec<f32>> {
+    ) -> Result<PooledBuffer> {
         let ctx = &self.ctx;
         let limit = ctx.device.limits().max_storage_buffer_binding_size as usize;
-        if data.len() * 4 > limit || out_len * 4 > limit {
+        if values * 4 > limit || out_len * 4 > limit {
             return Err(EngineError::Device(format!(
                 "frame of {} bytes exceeds the GPU's storage binding limit of {limit} bytes; use smaller chunks",
-                data.len() * 4
+                values * 4
             )));
         }
         let uniform = ctx.uniform("normalize.params", bytemuck::bytes_of(&params));
-        let input = ctx.storage_init("normalize.x", bytemuck::cast_slice(data));
         let output = ctx.storage_zeroed("normalize.y", (out_len * 4) as u64);
         // Auto-derived layouts drop unused bindings, so `aux` is bound only for kernels that read it.
         let aux = aux.map(|a| ctx.storage_init("normalize.aux", bytemuck::cast_slice(a)));
-        let mut buffers = vec![&*uniform, &*input, &*output];
+        let mut buffers = vec![&*uniform, input, &*output];
         buffers.extend(aux.as_deref());
-        let bytes = ctx.run(
+        ctx.run(
             &[GpuPass {
                 pipeline,
                 buffers: &buffers,
                 workgroups: groups,
             }],
-            Some((&output, (out_len * 4) as u64)),
+            None,
         )?;
-        Ok(bytemuck::cast_slice(&bytes).to_vec())
+        Ok(output)
+    }
+
+    /// Runs a kernel that maps `frame`'s rows to rows of the same shape, left on the device.
+    fn map_rows(
+        &self,
+        pipeline: &wgpu::ComputePipeline,
+        params: Params,
+        frame: &Frame,
+        aux: Option<&[f32]>,
+        groups: [u32; 3],
+    ) -> Result<Rows> {
+        let values = frame.rows() * frame.width();
+        let input = self.ctx.input_rows("normalize.x", frame)?;
+        let output = self.dispatch(pipeline, params, &input, values, aux, values, groups)?;
+        Ok(Rows::Device(Arc::new(DeviceRows::new(self.ctx.clone(), output, values))))
     }
 }
 
 impl NormalizeKernels for GpuKernels {
-    fn affine(&mut self, data: &[f32], width: usize, mean: &[f64], inv_std: &[f64]) -> Result<Vec<f32>> {
-        if data.is_empty() {
-            return Ok(Vec::new());
+    fn affine(&mut self, frame: &Frame, mean: &[f64], inv_std: &[f64]) -> Result<Rows> {
+        if frame.rows() == 0 {
+            return Ok(Rows::Host(Vec::new()));
         }
         let aux: Vec<f32> = mean.iter().chain(inv_std).map(|&v| v as f32).collect();
+        let values = frame.rows() * frame.width();
         let params = Params {
-            rows: (data.len() / width) as u32,
-            width: width as u32,
+            rows: frame.rows() as u32,
+            width: frame.width() as u32,
             epsilon: 0.0,
             target: 0.0,
         };
-        self.dispatch(
-            &self.affine,
-            params,
-            data,
-            Some(&aux),
-            data.len(),
-            workgroups_1d(data.len(), WG),
-        )
+        self.map_rows(&self.affine, params, frame, Some(&aux), workgroups_1d(values, WG))
     }
 
     fn running(&mut self, data: &[f32], width: usize, state: &mut Welford, epsilon: f64) -> Result<Vec<f32>> {
@@ -119,14 +131,19 @@ impl NormalizeKernels for GpuKernels {
             epsilon: epsilon as f32,
             target: 0.0,
         };
-        let mut out = self.dispatch(
+        let input = self.ctx.storage_init("normalize.x", bytemuck::cast_slice(data));
+        let out_len = data.len() + 2 * width;
+        let output = self.dispatch(
             &self.running,
             params,
-            data,
+            &input,
+            data.len(),
             Some(&aux),
-            data.len() + 2 * width,
+            out_len,
             workgroups_1d(width, WG),
         )?;
+        let bytes = self.ctx.run(&[], Some((&output, (out_len * 4) as u64)))?;
+        let mut out: Vec<f32> = bytemuck::cast_slice(&bytes).to_vec();
         // Merge the frame's statistics into the float64 state. The kernel's mean is relative to
         // the float32 carried mean, so shift it back by exactly that value.
         let local_mean: Vec<f64> = (0..width).map(|c| out[data.len() + c] as f64 + aux[1 + c] as f64).collect();
@@ -136,18 +153,16 @@ impl NormalizeKernels for GpuKernels {
         Ok(out)
     }
 
-    fn l2(&mut self, data: &[f32], width: usize, target: f64) -> Result<Vec<f32>> {
-        if data.is_empty() {
-            return Ok(Vec::new());
+    fn l2(&mut self, frame: &Frame, target: f64) -> Result<Rows> {
+        if frame.rows() == 0 {
+            return Ok(Rows::Host(Vec::new()));
         }
-        let rows = data.len() / width;
         let params = Params {
-            rows: rows as u32,
-            width: width as u32,
+            rows: frame.rows() as u32,
+            width: frame.width() as u32,
             epsilon: 0.0,
             target: target as f32,
         };
-        let groups = workgroups_per_item(rows);
-        self.dispatch(&self.l2, params, data, None, data.len(), groups)
+        self.map_rows(&self.l2, params, frame, None, workgroups_per_item(frame.rows()))
     }
 }

@@ -27,7 +27,7 @@ use neurostream_engine::checkpoint::{decode_streams, encode_streams, Checkpointi
 use neurostream_engine::kernels::Kernels;
 use neurostream_engine::{
     Batch, ComputeDevice, EngineError, Frame, NodeConfig, NodeContext, Operator, OperatorInstance, OperatorKind, Partitioning,
-    Result, Schema,
+    Result, Rows, Schema,
 };
 use serde::{Deserialize, Serialize};
 
@@ -113,12 +113,13 @@ pub const DEFAULT_EPSILON: f64 = 1e-8;
 
 /// The kernels every backend provides. Data is row-major `rows × width`.
 pub trait NormalizeKernels {
-    /// `out[r, c] = (x[r, c] - mean[c]) * inv_std[c]`.
-    fn affine(&mut self, data: &[f32], width: usize, mean: &[f64], inv_std: &[f64]) -> Result<Vec<f32>>;
+    /// `out[r, c] = (x[r, c] - mean[c]) * inv_std[c]` for the rows of `frame` (host or device);
+    /// GPU kernels leave the result on the device.
+    fn affine(&mut self, frame: &Frame, mean: &[f64], inv_std: &[f64]) -> Result<Rows>;
     /// Running z-score of `data` continuing `state`, which is updated with every row.
     fn running(&mut self, data: &[f32], width: usize, state: &mut Welford, epsilon: f64) -> Result<Vec<f32>>;
-    /// Each row scaled to L2 norm `target`.
-    fn l2(&mut self, data: &[f32], width: usize, target: f64) -> Result<Vec<f32>>;
+    /// Each row of `frame` scaled to L2 norm `target`; GPU kernels leave the result on the device.
+    fn l2(&mut self, frame: &Frame, target: f64) -> Result<Rows>;
 }
 
 /// Welford running statistics per channel, in float64.
@@ -283,6 +284,10 @@ struct Normalize {
 }
 
 impl Operator for Normalize {
+    fn takes_device_rows(&self) -> bool {
+        true
+    }
+
     fn output_schema(&self) -> Arc<Schema> {
         self.schema.clone()
     }
@@ -351,8 +356,8 @@ impl NormalizeInstance {
         let mean = state.stats.mean.clone();
         let inv_std: Vec<f64> = state.stats.variance().iter().map(|v| 1.0 / (v + epsilon).sqrt()).collect();
         for mut frame in std::mem::take(&mut state.held) {
-            let w = frame.width();
-            frame.data = self.kernels.run(|k| k.affine(&frame.data, w, &mean, &inv_std))?;
+            let rows = self.kernels.run(|k| k.affine(&frame, &mean, &inv_std))?;
+            frame.set_rows(rows)?;
             out.push(Batch::Dense(frame));
         }
         Ok(())
@@ -382,14 +387,18 @@ impl OperatorInstance for NormalizeInstance {
         let w = frame.width();
         match self.mode.clone() {
             Mode::Fixed { mean, inv_std } => {
-                frame.data = self.kernels.run(|k| k.affine(&frame.data, w, &mean, &inv_std))?;
+                let rows = self.kernels.run(|k| k.affine(&frame, &mean, &inv_std))?;
+                frame.set_rows(rows)?;
                 out.push(Batch::Dense(frame));
             }
             Mode::L2 { target } => {
-                frame.data = self.kernels.run(|k| k.l2(&frame.data, w, target))?;
+                let rows = self.kernels.run(|k| k.l2(&frame, target))?;
+                frame.set_rows(rows)?;
                 out.push(Batch::Dense(frame));
             }
             Mode::Running { warmup, epsilon } => {
+                // The running statistics are merged on the host, so its rows come here.
+                frame.materialize()?;
                 let stream = frame.stream.clone();
                 let mut state = self.streams.remove(&stream).unwrap_or_else(|| StreamState {
                     stats: Welford::new(w),

@@ -33,7 +33,7 @@ fn load_x(e: u32, row0: u32, k0: u32) {
     let gc = k0 + c;
     var v = 0.0;
     if (gr < params.rows && gc < params.d_in) {
-        v = x[gr * params.d_in + gc];
+        v = x[(params.x_row0 + gr) * params.d_in + gc];
     }
     xs[r][c] = v;
 }
@@ -120,13 +120,14 @@ fn encode_narrow(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
     }
     var acc = vec4<f32>(0.0);
     let d = params.d_in;
+    let x0 = params.x_row0 * d;
     for (var i = 0u; i < d; i = i + 1u) {
         let wv = w[i * params.d_sae + col];
         var xv = vec4<f32>(0.0);
-        xv.x = x[i];
-        if (params.rows > 1u) { xv.y = x[d + i]; }
-        if (params.rows > 2u) { xv.z = x[2u * d + i]; }
-        if (params.rows > 3u) { xv.w = x[3u * d + i]; }
+        xv.x = x[x0 + i];
+        if (params.rows > 1u) { xv.y = x[x0 + d + i]; }
+        if (params.rows > 2u) { xv.z = x[x0 + 2u * d + i]; }
+        if (params.rows > 3u) { xv.w = x[x0 + 3u * d + i]; }
         acc = fma(xv, vec4<f32>(wv), acc);
     }
     store(0u, col, acc.x);

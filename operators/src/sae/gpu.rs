@@ -8,10 +8,10 @@ use std::sync::Arc;
 use neurostream_engine::device::{workgroups_1d, workgroups_per_item};
 use neurostream_engine::PooledBuffer;
 
-use neurostream_engine::{wgpu, EngineError, GpuContext, GpuPass, Result};
+use neurostream_engine::{wgpu, EngineError, Frame, GpuContext, GpuPass, Result};
 
 use super::cpu::push_sorted;
-use super::model::{Activation, Sae};
+use super::model::{Activation, InputNorm, Sae};
 use super::{Csr, SaeKernels};
 
 const ENCODE: &str = concat!(include_str!("params.wgsl"), include_str!("encode.wgsl"));
@@ -19,6 +19,7 @@ const TOPK: &str = concat!(include_str!("params.wgsl"), include_str!("topk.wgsl"
 /// Blocks of at most this many rows use the column-streaming product (`encode_narrow`).
 const NARROW_ROWS: usize = 4;
 const COMPACT: &str = concat!(include_str!("params.wgsl"), include_str!("compact.wgsl"));
+const PREPARE: &str = include_str!("prepare.wgsl");
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -28,7 +29,21 @@ struct Params {
     d_sae: u32,
     mode: u32,
     k: u32,
-    pad: [u32; 3],
+    x_row0: u32,
+    pad: [u32; 2],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct PrepareParams {
+    rows: u32,
+    d_in: u32,
+    norm: u32,
+    src_row0: u32,
+    dst_row0: u32,
+    scale: f32,
+    subtract_b_dec: u32,
+    pad: u32,
 }
 
 /// The wgpu backend.
@@ -40,7 +55,9 @@ pub struct GpuSae {
     topk: Arc<wgpu::ComputePipeline>,
     count: Arc<wgpu::ComputePipeline>,
     compact: Arc<wgpu::ComputePipeline>,
+    prepare: Arc<wgpu::ComputePipeline>,
     w_enc: PooledBuffer,
+    b_dec: PooledBuffer,
     aux: PooledBuffer,
     mode: u32,
     k: u32,
@@ -73,6 +90,8 @@ impl GpuSae {
             topk: ctx.pipeline("sae_topk", TOPK, "topk")?,
             count: ctx.pipeline("sae_compact", COMPACT, "count")?,
             compact: ctx.pipeline("sae_compact", COMPACT, "compact")?,
+            prepare: ctx.pipeline("sae_prepare", PREPARE, "prepare")?,
+            b_dec: ctx.storage_init("sae.b_dec", bytemuck::cast_slice(&sae.b_dec)),
             w_enc: ctx.storage_init("sae.w_enc", bytemuck::cast_slice(&sae.w_enc)),
             aux: ctx.storage_init("sae.aux", bytemuck::cast_slice(&aux)),
             mode,
@@ -83,10 +102,54 @@ impl GpuSae {
     }
 }
 
-impl SaeKernels for GpuSae {
-    fn encode(&mut self, sae: &Sae, input: &[f32], rows: usize) -> Result<Csr> {
+impl GpuSae {
+    /// Rows of `d_in` values one input buffer may hold (the storage binding limit).
+    fn rows_per_buffer(&self, d_in: usize) -> usize {
+        let limit = self.ctx.device.limits().max_storage_buffer_binding_size as usize;
+        (limit / (d_in * 4)).max(1)
+    }
+
+    /// Prepares rows `src_row0 .. src_row0 + rows` of `x` (raw activations) into rows
+    /// `dst_row0 ..` of `out`, as [`Sae::prepare_input`] does on the host.
+    fn prepare_rows(
+        &self,
+        sae: &Sae,
+        x: &wgpu::Buffer,
+        src_row0: usize,
+        rows: usize,
+        out: &wgpu::Buffer,
+        dst_row0: usize,
+    ) -> Result<()> {
+        let (norm, scale) = match sae.norm {
+            InputNorm::None => (0, 1.0),
+            InputNorm::Scale(f) => (1, f),
+            InputNorm::ConstantNormRescale => (2, 1.0),
+            InputNorm::LayerNorm => (3, 1.0),
+        };
+        let params = PrepareParams {
+            rows: rows as u32,
+            d_in: sae.d_in as u32,
+            norm,
+            src_row0: src_row0 as u32,
+            dst_row0: dst_row0 as u32,
+            scale,
+            subtract_b_dec: sae.apply_b_dec_to_input as u32,
+            pad: 0,
+        };
+        let uniform = self.ctx.uniform("sae.prepare", bytemuck::bytes_of(&params));
+        let buffers = [&*uniform, x, &*self.b_dec, out];
+        let pass = GpuPass {
+            pipeline: &self.prepare,
+            buffers: &buffers,
+            workgroups: workgroups_per_item(rows),
+        };
+        self.ctx.run(&[pass], None)?;
+        Ok(())
+    }
+
+    /// Encodes `rows` prepared rows of `x` and appends them to `csr`.
+    fn encode_rows(&mut self, sae: &Sae, x: &wgpu::Buffer, rows: usize, csr: &mut Csr) -> Result<()> {
         let (d_in, n) = (sae.d_in, sae.d_sae);
-        let mut csr = Csr::with_rows(rows);
         let mut entries: Vec<(u32, f32)> = Vec::new();
         for start in (0..rows).step_by(self.block) {
             let m = self.block.min(rows - start);
@@ -96,13 +159,13 @@ impl SaeKernels for GpuSae {
                 d_sae: n as u32,
                 mode: self.mode,
                 k: self.k,
-                pad: [0; 3],
+                x_row0: start as u32,
+                pad: [0; 2],
             };
             let ctx = &self.ctx;
             let uniform = ctx.uniform("sae.params", bytemuck::bytes_of(&params));
-            let x = ctx.storage_init("sae.x", bytemuck::cast_slice(&input[start * d_in..(start + m) * d_in]));
             let dense = ctx.storage_output("sae.pre", (m * n * 4) as u64);
-            let encode_buffers = [&*uniform, &*x, &*self.w_enc, &*self.aux, &*dense];
+            let encode_buffers = [&*uniform, x, &*self.w_enc, &*self.aux, &*dense];
             let encode = if m <= NARROW_ROWS {
                 GpuPass {
                     pipeline: &self.encode_narrow,
@@ -137,7 +200,7 @@ impl SaeKernels for GpuSae {
                             entries.push((id, v));
                         }
                     }
-                    push_sorted(&mut csr, &mut entries);
+                    push_sorted(csr, &mut entries);
                 }
             } else {
                 // Counts per row, then the pairs at their offsets: rows × 4 + nnz × 8 bytes
@@ -159,7 +222,7 @@ impl SaeKernels for GpuSae {
                 }
                 let total = offsets[m] as usize;
                 if total == 0 {
-                    (0..m).for_each(|_| push_sorted(&mut csr, &mut []));
+                    (0..m).for_each(|_| push_sorted(csr, &mut []));
                     continue;
                 }
                 let index = ctx.storage_init("sae.offsets", bytemuck::cast_slice(&offsets));
@@ -178,9 +241,55 @@ impl SaeKernels for GpuSae {
                     let (a, b) = (offsets[r] as usize, offsets[r + 1] as usize);
                     entries.clear();
                     entries.extend((a..b).map(|i| (ids[i], f32::from_bits(values[i]))));
-                    push_sorted(&mut csr, &mut entries);
+                    push_sorted(csr, &mut entries);
                 }
             }
+        }
+        Ok(())
+    }
+}
+
+impl SaeKernels for GpuSae {
+    fn encode(&mut self, sae: &Sae, input: &[f32], rows: usize) -> Result<Csr> {
+        let d_in = sae.d_in;
+        let mut csr = Csr::with_rows(rows);
+        for start in (0..rows).step_by(self.rows_per_buffer(d_in)) {
+            let m = self.rows_per_buffer(d_in).min(rows - start);
+            let x = self
+                .ctx
+                .storage_init("sae.x", bytemuck::cast_slice(&input[start * d_in..(start + m) * d_in]));
+            self.encode_rows(sae, &x, m, &mut csr)?;
+        }
+        Ok(csr)
+    }
+
+    /// Prepares the rows on the device, reading rows that a GPU operator left there in place,
+    /// so only the sparse result crosses the bus.
+    fn encode_frames(&mut self, sae: &Sae, frames: &[&Frame], _prepared: &mut Vec<f32>) -> Result<Csr> {
+        let d_in = sae.d_in;
+        let rows: usize = frames.iter().map(|f| f.rows()).sum();
+        let mut csr = Csr::with_rows(rows);
+        if rows == 0 {
+            return Ok(csr);
+        }
+        let capacity = self.rows_per_buffer(d_in).min(rows);
+        let prepared = self.ctx.storage_output("sae.prepared", (capacity * d_in * 4) as u64);
+        let mut filled = 0;
+        for frame in frames {
+            let input = self.ctx.input_rows("sae.x", frame)?;
+            let mut done = 0;
+            while done < frame.rows() {
+                let m = (capacity - filled).min(frame.rows() - done);
+                self.prepare_rows(sae, &input, done, m, &prepared, filled)?;
+                (filled, done) = (filled + m, done + m);
+                if filled == capacity {
+                    self.encode_rows(sae, &prepared, filled, &mut csr)?;
+                    filled = 0;
+                }
+            }
+        }
+        if filled > 0 {
+            self.encode_rows(sae, &prepared, filled, &mut csr)?;
         }
         Ok(csr)
     }

@@ -17,8 +17,8 @@ use std::sync::Arc;
 
 use neurostream_engine::kernels::Kernels;
 use neurostream_engine::{
-    Batch, ComputeDevice, EngineError, NodeConfig, NodeContext, Operator, OperatorInstance, OperatorKind, Partitioning, Result,
-    Schema, SparseFrame, StreamKind,
+    Batch, ComputeDevice, EngineError, Frame, NodeConfig, NodeContext, Operator, OperatorInstance, OperatorKind, Partitioning,
+    Result, Schema, SparseFrame, StreamKind,
 };
 use serde::{Deserialize, Serialize};
 
@@ -90,6 +90,22 @@ pub(crate) fn load_for_input(
 pub trait SaeKernels {
     /// Encodes `rows` prepared input rows (normalized, `b_dec` applied), row-major `rows × d_in`.
     fn encode(&mut self, sae: &Sae, input: &[f32], rows: usize) -> Result<Csr>;
+
+    /// Encodes the rows of `frames` (raw activations, in order), prepared as
+    /// [`Sae::prepare_input`] does; `prepared` is scratch space. This prepares them on the host
+    /// (copying rows that live on a GPU back first); GPU kernels prepare them on the device.
+    fn encode_frames(&mut self, sae: &Sae, frames: &[&Frame], prepared: &mut Vec<f32>) -> Result<Csr> {
+        let d_in = sae.d_in;
+        let rows: usize = frames.iter().map(|f| f.rows()).sum();
+        prepared.resize(rows * d_in, 0.0);
+        let mut targets = prepared.chunks_exact_mut(d_in);
+        for frame in frames {
+            for row in frame.values()?.chunks_exact(d_in) {
+                sae.prepare_input(row, targets.next().expect("one prepared row per input row"));
+            }
+        }
+        self.encode(sae, prepared, rows)
+    }
 }
 
 /// Configuration of a `sae_encode` operator.
@@ -211,6 +227,10 @@ struct Batching {
 }
 
 impl Operator for SaeEncode {
+    fn takes_device_rows(&self) -> bool {
+        true
+    }
+
     fn output_schema(&self) -> Arc<Schema> {
         self.schema.clone()
     }
@@ -292,18 +312,10 @@ impl SaeEncodeInstance {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let d_in = self.sae.d_in;
-        let rows = self.pending_rows;
-        self.prepared.resize(rows * d_in, 0.0);
-        let mut at = 0;
-        for (frame, _) in &self.pending {
-            for row in frame.data.chunks_exact(d_in) {
-                self.sae.prepare_input(row, &mut self.prepared[at * d_in..(at + 1) * d_in]);
-                at += 1;
-            }
-        }
-        let (sae, prepared) = (&self.sae, &self.prepared);
-        let csr = self.kernels.run(|k| k.encode(sae, prepared, rows))?;
+        let frames: Vec<&neurostream_engine::Frame> = self.pending.iter().map(|(f, _)| f).collect();
+        let (sae, prepared) = (&self.sae, &mut self.prepared);
+        let csr = self.kernels.run(|k| k.encode_frames(sae, &frames, prepared))?;
+        drop(frames);
         let now = std::time::Instant::now();
         let mut first = 0usize;
         for (frame, arrived) in self.pending.drain(..) {
@@ -331,7 +343,19 @@ impl SaeEncodeInstance {
 
 impl OperatorInstance for SaeEncodeInstance {
     fn snapshot(&self) -> Result<Vec<u8>> {
-        let frames: Vec<&neurostream_engine::Frame> = self.pending.iter().map(|(f, _)| f).collect();
+        // Rows a GPU operator left on the device are saved from the host.
+        let frames = self
+            .pending
+            .iter()
+            .map(|(f, _)| match f.is_on_device() {
+                true => {
+                    let mut host = f.clone();
+                    host.materialize().map(|()| std::borrow::Cow::Owned(host))
+                }
+                false => Ok(std::borrow::Cow::Borrowed(f)),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let frames: Vec<&neurostream_engine::Frame> = frames.iter().map(|f| f.as_ref()).collect();
         neurostream_engine::checkpoint::encode_state(&frames)
     }
 

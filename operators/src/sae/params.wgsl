@@ -6,7 +6,8 @@ struct Params {
     d_sae: u32,
     mode: u32,
     k: u32,
-    _pad0: u32,
+    // The block's first row in `x` (the product kernels read rows x_row0 .. x_row0 + rows).
+    x_row0: u32,
     _pad1: u32,
     _pad2: u32,
 };

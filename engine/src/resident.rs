@@ -1,0 +1,117 @@
+//! Rows that stay on a GPU between operators: a GPU operator leaves its dense output in a device
+//! buffer ([`DeviceRows`]) and the next GPU operator on the same worker binds that buffer as its
+//! input, so a chain of GPU operators crosses the bus once in and once out. The runtime decides
+//! where rows may stay on the device (see [`crate::node::Operator::takes_device_rows`]) and
+//! copies them back to the host everywhere else: before a CPU operator, a sink, an exchange
+//! between processes, or a checkpoint.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::device::{GpuContext, PooledBuffer};
+use crate::error::Result;
+
+/// The values of a dense frame (`rows × width` `f32`, row-major) held in a GPU buffer.
+pub struct DeviceRows {
+    ctx: Arc<GpuContext>,
+    buffer: PooledBuffer,
+    values: usize,
+}
+
+impl DeviceRows {
+    /// Wraps `buffer`, whose first `values` `f32` values are the rows (it may be longer).
+    pub fn new(ctx: Arc<GpuContext>, buffer: PooledBuffer, values: usize) -> DeviceRows {
+        debug_assert!(buffer.size() >= values as u64 * 4);
+        DeviceRows { ctx, buffer, values }
+    }
+
+    /// The device the buffer lives on.
+    pub fn context(&self) -> &Arc<GpuContext> {
+        &self.ctx
+    }
+
+    /// The buffer (bind it as `array<f32>`; values past [`DeviceRows::values`] are unspecified).
+    pub fn buffer(&self) -> &wgpu::Buffer {
+        &self.buffer
+    }
+
+    /// The number of `f32` values the rows hold.
+    pub fn values(&self) -> usize {
+        self.values
+    }
+
+    /// Copies the values back to the host (waits for the work that writes them).
+    pub fn download(&self) -> Result<Vec<f32>> {
+        if self.values == 0 {
+            return Ok(Vec::new());
+        }
+        let bytes = self.ctx.run(&[], Some((&self.buffer, self.values as u64 * 4)))?;
+        Ok(bytemuck::cast_slice(&bytes).to_vec())
+    }
+}
+
+impl fmt::Debug for DeviceRows {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DeviceRows({} values on {})", self.values, self.ctx.info.name)
+    }
+}
+
+/// Two frames' device rows are equal only when they are the same buffer.
+impl PartialEq for DeviceRows {
+    fn eq(&self, other: &DeviceRows) -> bool {
+        std::ptr::eq(self, other)
+    }
+}
+
+/// The values a kernel computed: on the host, or left on its device for the next GPU operator.
+pub enum Rows {
+    /// Values in host memory.
+    Host(Vec<f32>),
+    /// Values in a device buffer.
+    Device(Arc<DeviceRows>),
+}
+
+impl Rows {
+    /// The values on the host (copied back when they live on a GPU).
+    pub fn into_host(self) -> Result<Vec<f32>> {
+        match self {
+            Rows::Host(values) => Ok(values),
+            Rows::Device(rows) => rows.download(),
+        }
+    }
+}
+
+/// A kernel's input buffer on its device: a frame's rows already there, or an upload of them.
+pub enum DeviceInput {
+    /// Rows another GPU operator left on this device.
+    Resident(Arc<DeviceRows>),
+    /// Host rows uploaded for this call.
+    Uploaded(PooledBuffer),
+}
+
+impl std::ops::Deref for DeviceInput {
+    type Target = wgpu::Buffer;
+    fn deref(&self) -> &wgpu::Buffer {
+        match self {
+            DeviceInput::Resident(rows) => rows.buffer(),
+            DeviceInput::Uploaded(buffer) => buffer,
+        }
+    }
+}
+
+impl GpuContext {
+    /// `frame`'s values as a buffer on this device: its own device rows when they live here
+    /// (nothing moves), else an upload of its host values (rows on another device are copied
+    /// back first).
+    pub fn input_rows(self: &Arc<Self>, label: &str, frame: &crate::Frame) -> Result<DeviceInput> {
+        match &frame.device {
+            Some(rows) if Arc::ptr_eq(rows.context(), self) => Ok(DeviceInput::Resident(rows.clone())),
+            Some(rows) => Ok(DeviceInput::Uploaded(
+                self.storage_init(label, bytemuck::cast_slice(&rows.download()?)),
+            )),
+            None => Ok(DeviceInput::Uploaded(
+                self.storage_init(label, bytemuck::cast_slice(&frame.data)),
+            )),
+        }
+    }
+}

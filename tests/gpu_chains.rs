@@ -1,0 +1,198 @@
+//! Device-resident chains (issue 21): consecutive GPU operators hand each other device buffers,
+//! and rows come back to the host only where something else needs them. The LLM chain
+//! normalize → sae_encode on wgpu must equal the numpy reference for SAEs of every input
+//! preparation (none, fixed scale, constant-norm rescale, layer norm; with and without `b_dec`)
+//! and read back nothing but the sparse result: exactly k × 8 bytes per token for TopK, 4 + 8 ×
+//! L0 for the thresholded architectures. Where the encoder runs on the CPU instead, the
+//! normalized rows must come back whole, so the counters can tell the two apart.
+//!
+//! Runs on any wgpu adapter (lavapipe in CI); `NEUROSTREAM_SKIP_GPU_TESTS=1` skips it.
+
+mod common;
+
+use common::{python, read_parquet, run_ok, run_python};
+
+const D_IN: usize = 48;
+const D_SAE: usize = 160;
+const TOKENS: usize = 700;
+const CHUNK: usize = 128;
+
+/// acts → normalize (GPU) → sae_encode (`encoder_device`) → features.parquet, and the same
+/// normalization on the CPU → normed.parquet as the reference's input.
+fn pipeline(normalize: &str, encoder_device: &str) -> String {
+    format!(
+        r#"
+[sources.acts]
+kind = "synthetic_activations"
+d_model = {D_IN}
+features = 96
+active = 6
+noise = 0.1
+tokens = {TOKENS}
+chunk = {CHUNK}
+seed = 21
+
+[operators.norm]
+kind = "normalize"
+input = "acts"
+device = "gpu"
+{normalize}
+
+[operators.enc]
+kind = "sae_encode"
+input = "norm"
+sae = "sae"
+device = "{encoder_device}"
+
+[operators.norm_cpu]
+kind = "normalize"
+input = "acts"
+device = "cpu"
+{normalize}
+
+[sinks.normed]
+kind = "parquet"
+input = "norm_cpu"
+path = "normed.parquet"
+
+[sinks.features]
+kind = "parquet"
+input = "enc"
+path = "features.parquet"
+"#
+    )
+}
+
+/// (uploaded, read back) bytes from the run report's `gpu DEVICE: …` line.
+fn gpu_bytes(log: &str) -> (u64, u64) {
+    let line = log
+        .lines()
+        .find(|l| l.trim_start().starts_with("gpu ") && l.contains("bytes read back"))
+        .unwrap_or_else(|| panic!("no gpu bytes line in the report:\n{log}"));
+    let number_before = |what: &str| -> u64 {
+        let head = &line[..line.find(what).unwrap()];
+        head.split_whitespace().last().unwrap().parse().unwrap()
+    };
+    (number_before(" bytes uploaded"), number_before(" bytes read back"))
+}
+
+/// Latents written to a features file in all.
+fn latents(path: &std::path::Path) -> usize {
+    use arrow::array::AsArray;
+    read_parquet(path)
+        .iter()
+        .map(|b| b.column_by_name("features").unwrap().as_list::<i32>().values().len())
+        .sum()
+}
+
+struct Case {
+    arch: &'static str,
+    opts: &'static [&'static str],
+    /// `k` for TopK SAEs: the encoder reads back exactly k pairs per token.
+    k: Option<usize>,
+    normalize: &'static str,
+}
+
+fn check(case: Case) {
+    if std::env::var("NEUROSTREAM_SKIP_GPU_TESTS").is_ok_and(|v| v == "1") {
+        return;
+    }
+    let Some(py) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let sae = d.join("sae").to_string_lossy().to_string();
+    let (di, ds) = (D_IN.to_string(), D_SAE.to_string());
+    let mut args = vec!["make", sae.as_str(), "saelens", case.arch, di.as_str(), ds.as_str(), "7"];
+    args.extend(case.opts);
+    run_python(&py, "sae_reference.py", &args);
+    let stats = serde_json::json!({
+        "mean": (0..D_IN).map(|c| 0.01 * c as f64 - 0.2).collect::<Vec<_>>(),
+        "std": (0..D_IN).map(|c| 0.5 + 0.02 * c as f64).collect::<Vec<_>>(),
+    });
+    std::fs::write(d.join("stats.json"), stats.to_string()).unwrap();
+    let p = |f: &str| d.join(f).to_string_lossy().to_string();
+
+    std::fs::write(d.join("chain.toml"), pipeline(case.normalize, "gpu")).unwrap();
+    let log = run_ok(d, &["run", "chain.toml", "-w", "2"]);
+    let out = run_python(
+        &py,
+        "sae_reference.py",
+        &["check", &sae, &p("normed.parquet"), &p("features.parquet")],
+    );
+    let (up, down) = gpu_bytes(&log);
+    let nnz = latents(&d.join("features.parquet"));
+    eprintln!(
+        "{} {:?} {}: {out}; {up} bytes up, {down} back, {nnz} latents",
+        case.arch, case.opts, case.normalize
+    );
+    let sparse = match case.k {
+        Some(k) => (TOKENS * k * 8) as u64,
+        None => (TOKENS * 4 + nnz * 8) as u64,
+    };
+    assert_eq!(down, sparse, "only the sparse result comes back:\n{log}");
+    // The activations once, the encoder once, and a few small parameter blocks per batch.
+    let weights = (D_IN * D_SAE + 3 * D_SAE + D_IN) * 4;
+    let batches = 2 * TOKENS.div_ceil(CHUNK);
+    let bound = (TOKENS * D_IN * 4 + weights + batches * 4096) as u64;
+    assert!(
+        up >= (TOKENS * D_IN * 4) as u64 && up <= bound,
+        "{up} bytes uploaded, expected the activations once ({}) up to {bound}",
+        TOKENS * D_IN * 4
+    );
+
+    // The encoder on the CPU: the GPU normalize must hand it host rows, all of them.
+    std::fs::write(d.join("split.toml"), pipeline(case.normalize, "cpu")).unwrap();
+    let log = run_ok(d, &["run", "split.toml", "-w", "2"]);
+    run_python(
+        &py,
+        "sae_reference.py",
+        &["check", &sae, &p("normed.parquet"), &p("features.parquet")],
+    );
+    let (_, down) = gpu_bytes(&log);
+    assert_eq!(
+        down,
+        (TOKENS * D_IN * 4) as u64,
+        "the normalized rows come back whole:\n{log}"
+    );
+}
+
+#[test]
+fn topk_chain_with_constant_norm_input_reads_back_k_pairs_per_token() {
+    check(Case {
+        arch: "topk",
+        opts: &["k=12", "normalize_activations=constant_norm_rescale"],
+        k: Some(12),
+        normalize: "method = \"l2\"",
+    });
+}
+
+#[test]
+fn jumprelu_chain_with_layer_norm_input_reads_back_only_active_latents() {
+    check(Case {
+        arch: "jumprelu",
+        opts: &["normalize_activations=layer_norm"],
+        k: None,
+        normalize: "method = \"fixed\"\nstats = \"stats.json\"",
+    });
+}
+
+#[test]
+fn standard_and_scaled_chains_without_b_dec_equal_the_reference() {
+    check(Case {
+        arch: "standard",
+        opts: &[],
+        k: None,
+        normalize: "method = \"l2\"\ntarget_norm = 3.0",
+    });
+    check(Case {
+        arch: "batchtopk",
+        opts: &[
+            "scalar_threshold=true",
+            "normalize_activations=expected_average_only_in",
+            "norm_scaling_factor=1.7",
+            "apply_b_dec_to_input=false",
+        ],
+        k: None,
+        normalize: "method = \"fixed\"\nstats = \"stats.json\"",
+    });
+}
