@@ -6,6 +6,10 @@
 //! L0 for the thresholded architectures. Where the encoder runs on the CPU instead, the
 //! normalized rows must come back whole, so the counters can tell the two apart.
 //!
+//! The EEG chain band-pass → common average → pick on wgpu must equal the same pipeline on
+//! the CPU (to the GPU filter tolerance of `tests/signal_filters.rs`) and read back only the
+//! picked channels and each frame's filter state.
+//!
 //! Runs on any wgpu adapter (lavapipe in CI); `NEUROSTREAM_SKIP_GPU_TESTS=1` skips it.
 
 mod common;
@@ -195,4 +199,125 @@ fn standard_and_scaled_chains_without_b_dec_equal_the_reference() {
         k: None,
         normalize: "method = \"fixed\"\nstats = \"stats.json\"",
     });
+}
+
+const EEG_CHANNELS: usize = 16;
+const EEG_RATE: usize = 250;
+const EEG_SECONDS: usize = 8;
+const EEG_CHUNK: usize = 50;
+const PICKED: [&str; 4] = ["C3", "Cz", "C4", "Pz"];
+
+/// eeg → butterworth (GPU) → reref average → pick 4 → car.parquet and bandpower → power.parquet.
+fn eeg_pipeline(filter_device: &str, map_device: &str) -> String {
+    let picked = PICKED.map(|c| format!("\"{c}\"")).join(", ");
+    format!(
+        r#"
+[pipeline]
+allow_software_gpu = true
+
+[sources.eeg]
+kind = "synthetic_eeg"
+channels = {EEG_CHANNELS}
+sample_rate = {EEG_RATE}.0
+seconds = {EEG_SECONDS}.0
+chunk = {EEG_CHUNK}
+seed = 3
+
+[operators.band]
+kind = "butterworth"
+input = "eeg"
+btype = "bandpass"
+cutoff = [8.0, 30.0]
+order = 4
+device = "{filter_device}"
+
+[operators.car]
+kind = "reref"
+input = "band"
+method = "average"
+device = "{map_device}"
+
+[operators.motor]
+kind = "pick"
+input = "car"
+channels = [{picked}]
+device = "{map_device}"
+
+[operators.power]
+kind = "bandpower"
+input = "motor"
+window_s = 1.0
+step_s = 0.5
+bands = [["alpha", 8.0, 13.0], ["beta", 13.0, 30.0]]
+device = "cpu"
+
+[sinks.picked]
+kind = "parquet"
+input = "motor"
+path = "picked.parquet"
+
+[sinks.power]
+kind = "parquet"
+input = "power"
+path = "power.parquet"
+"#
+    )
+}
+
+/// max |a − b| ≤ tol · max |b| over two files' rows (same keys).
+fn assert_close(a: &std::path::Path, b: &std::path::Path, tol: f32) {
+    let (a, b) = (common::rows(a), common::rows(b));
+    assert_eq!(a.len(), b.len(), "row counts");
+    let scale = b.iter().flat_map(|r| r.1.iter()).fold(0f32, |m, v| m.max(v.abs()));
+    let mut worst = 0f32;
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x.0, y.0, "row keys");
+        for (u, v) in x.1.iter().zip(&y.1) {
+            worst = worst.max((u - v).abs());
+        }
+    }
+    assert!(
+        scale > 0.0 && worst <= tol * scale,
+        "{}: max error {worst} > {tol} × {scale}",
+        a.len()
+    );
+}
+
+#[test]
+fn eeg_chain_filters_references_and_picks_on_the_device() {
+    if std::env::var("NEUROSTREAM_SKIP_GPU_TESTS").is_ok_and(|v| v == "1") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let run = |name: &str, filter: &str, map: &str| {
+        let sub = d.join(name);
+        std::fs::create_dir_all(&sub).unwrap();
+        std::fs::write(sub.join("p.toml"), eeg_pipeline(filter, map)).unwrap();
+        let log = run_ok(&sub, &["run", "p.toml", "-w", "2"]);
+        (sub, log)
+    };
+    let (cpu, _) = run("cpu", "cpu", "cpu");
+    let (chain, chain_log) = run("chain", "gpu", "gpu");
+    let (split, split_log) = run("split", "gpu", "cpu");
+    for f in ["picked.parquet", "power.parquet"] {
+        assert_close(&chain.join(f), &cpu.join(f), 2e-3);
+        assert_close(&split.join(f), &cpu.join(f), 2e-3);
+    }
+    // Both runs read back each frame's filter state. The split run also reads back the band-pass
+    // output of all 16 channels for the CPU maps; the chain only the 4 picked channels.
+    let samples = EEG_RATE * EEG_SECONDS;
+    let (_, chain_down) = gpu_bytes(&chain_log);
+    let (_, split_down) = gpu_bytes(&split_log);
+    assert_eq!(
+        split_down - chain_down,
+        (samples * (EEG_CHANNELS - PICKED.len()) * 4) as u64,
+        "chain:\n{chain_log}\nsplit:\n{split_log}"
+    );
+    let state = split_down - (samples * EEG_CHANNELS * 4) as u64;
+    assert_eq!(
+        state % (samples / EEG_CHUNK) as u64,
+        0,
+        "the same state bytes per frame: {state}"
+    );
 }

@@ -114,4 +114,23 @@ impl GpuContext {
             )),
         }
     }
+
+    /// A buffer of this device holding a copy of `frame`'s values that the caller may write in
+    /// place: copied on the device when the rows live here (another consumer of the same frame
+    /// may still read them), else uploaded.
+    pub fn owned_rows(self: &Arc<Self>, label: &str, frame: &crate::Frame) -> Result<PooledBuffer> {
+        match self.input_rows(label, frame)? {
+            DeviceInput::Uploaded(buffer) => Ok(buffer),
+            DeviceInput::Resident(rows) => {
+                let bytes = (rows.values() as u64 * 4).max(4);
+                let copy = self.storage_output(label, bytes);
+                let mut encoder = self
+                    .device
+                    .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
+                encoder.copy_buffer_to_buffer(rows.buffer(), 0, &copy, 0, bytes);
+                self.queue.submit([encoder.finish()]);
+                Ok(copy)
+            }
+        }
+    }
 }

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use neurostream_engine::PooledBuffer;
-use neurostream_engine::{wgpu, GpuContext, Result};
+use neurostream_engine::{wgpu, DeviceRows, Frame, GpuContext, Result, Rows};
 
 use crate::gpu_gemm::{self, GemmCall};
 
@@ -13,6 +13,13 @@ use crate::gpu_gemm::{self, GemmCall};
 pub trait SpatialKernels: Send {
     /// Applies `matrix` (row-major `cin × cout`) to every row of `data` (`rows × cin`).
     fn apply(&mut self, data: &[f32], cin: usize, matrix: &[f32], cout: usize) -> Result<Vec<f32>>;
+
+    /// Applies `matrix` to the rows of `frame` (host or device). This maps a host copy; GPU
+    /// kernels map on the device and leave the result there.
+    fn apply_frame(&mut self, frame: &Frame, matrix: &[f32], cout: usize) -> Result<Rows> {
+        let data = frame.values()?;
+        self.apply(&data, frame.width(), matrix, cout).map(Rows::Host)
+    }
 }
 
 /// The CPU kernel: float64 accumulation; sparse maps (picks, bipolar pairs) touch only their
@@ -85,26 +92,45 @@ impl GpuSpatial {
     }
 }
 
-impl SpatialKernels for GpuSpatial {
-    fn apply(&mut self, data: &[f32], cin: usize, matrix: &[f32], cout: usize) -> Result<Vec<f32>> {
-        let rows = data.len() / cin.max(1);
-        if rows == 0 {
-            return Ok(Vec::new());
-        }
+impl GpuSpatial {
+    /// `y = x · matrix` for `rows` rows of `cin` values in `x`, into a buffer left on the device.
+    fn map(&mut self, x: &wgpu::Buffer, rows: usize, cin: usize, matrix: &[f32], cout: usize) -> Result<PooledBuffer> {
         let ctx = self.ctx.clone();
         if self.matrix.as_ref().is_none_or(|(m, _)| m.as_slice() != matrix) {
             let buf = ctx.storage_init("spatial.matrix", bytemuck::cast_slice(matrix));
             self.matrix = Some((matrix.to_vec(), buf));
         }
         let m_buf = &self.matrix.as_ref().unwrap().1;
-        let x = ctx.storage_init("spatial.x", bytemuck::cast_slice(data));
         let y = ctx.storage_zeroed("spatial.y", (rows * cout * 4) as u64);
         let dummy = ctx.storage_zeroed("spatial.dummy", 4);
-        let call = GemmCall::new(rows, cout, cin, &x, m_buf, &y);
+        let call = GemmCall::new(rows, cout, cin, x, m_buf, &y);
         let uniform = call.uniform(&ctx);
         let bufs = call.buffers(&uniform, &dummy);
         let pass = gpu_gemm::pass(&self.pipeline, &call, &bufs);
-        let out = ctx.run(&[pass], Some((&y, (rows * cout * 4) as u64)))?;
+        ctx.run(&[pass], None)?;
+        Ok(y)
+    }
+}
+
+impl SpatialKernels for GpuSpatial {
+    fn apply(&mut self, data: &[f32], cin: usize, matrix: &[f32], cout: usize) -> Result<Vec<f32>> {
+        let rows = data.len() / cin.max(1);
+        if rows == 0 {
+            return Ok(Vec::new());
+        }
+        let x = self.ctx.storage_init("spatial.x", bytemuck::cast_slice(data));
+        let y = self.map(&x, rows, cin, matrix, cout)?;
+        let out = self.ctx.run(&[], Some((&y, (rows * cout * 4) as u64)))?;
         Ok(bytemuck::cast_slice(&out).to_vec())
+    }
+
+    fn apply_frame(&mut self, frame: &Frame, matrix: &[f32], cout: usize) -> Result<Rows> {
+        let rows = frame.rows();
+        if rows == 0 {
+            return Ok(Rows::Host(Vec::new()));
+        }
+        let x = self.ctx.input_rows("spatial.x", frame)?;
+        let y = self.map(&x, rows, frame.width(), matrix, cout)?;
+        Ok(Rows::Device(Arc::new(DeviceRows::new(self.ctx.clone(), y, rows * cout))))
     }
 }

@@ -5,7 +5,7 @@
 //! Each section runs in transposed direct form II, as `scipy.signal.sosfilt` does:
 //! `y = b0·x + z0; z0 = b1·x − a1·y + z1; z1 = b2·x − a2·y`.
 
-use neurostream_engine::Result;
+use neurostream_engine::{Frame, Result, Rows};
 
 use super::design::{sosfilt_zi, Section};
 
@@ -14,6 +14,14 @@ pub trait SosKernels: Send {
     /// Filters `data` (`rows × channels`, row-major) in place through `sections`; `state` is
     /// `sections × 2 × channels` (`z0` of every channel, then `z1`, per section) and is updated.
     fn filter(&mut self, sections: &[Section], state: &mut [f64], data: &mut [f32], channels: usize) -> Result<()>;
+
+    /// Filters the rows of `frame` (host or device) continuing `state`. This filters a host
+    /// copy; GPU kernels filter on the device and leave the result there.
+    fn filter_frame(&mut self, sections: &[Section], state: &mut [f64], frame: &Frame) -> Result<Rows> {
+        let mut data = frame.values()?.into_owned();
+        self.filter(sections, state, &mut data, frame.width())?;
+        Ok(Rows::Host(data))
+    }
 }
 
 /// The CPU kernel: float64 arithmetic and state, channels in the inner loop (vectorized), one

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use neurostream_engine::PooledBuffer;
-use neurostream_engine::{wgpu, GpuContext, GpuPass, Result};
+use neurostream_engine::{wgpu, DeviceRows, Frame, GpuContext, GpuPass, Result, Rows};
 
 use super::cpu::SosKernels;
 use super::design::Section;
@@ -38,12 +38,18 @@ impl GpuSos {
     }
 }
 
-impl SosKernels for GpuSos {
-    fn filter(&mut self, sections: &[Section], state: &mut [f64], data: &mut [f32], channels: usize) -> Result<()> {
-        let rows = data.len() / channels.max(1);
-        if rows == 0 {
-            return Ok(());
-        }
+impl GpuSos {
+    /// Filters the `rows × channels` values in `data` in place on the device, continuing `state`
+    /// (read back here); with `read_data` the filtered values come back too.
+    fn cascade(
+        &mut self,
+        sections: &[Section],
+        state: &mut [f64],
+        data: &wgpu::Buffer,
+        rows: usize,
+        channels: usize,
+        read_data: bool,
+    ) -> Result<Option<Vec<u8>>> {
         let ctx = &self.ctx;
         // Rows per dispatch: keep each invocation's loop under ~16k iterations.
         let per_pass = (16384 / (sections.len() + 2)).max(1);
@@ -63,11 +69,7 @@ impl SosKernels for GpuSos {
         let state32: Vec<f32> = state.iter().map(|&v| v as f32).collect();
         let coeff_buf = ctx.storage_init("sos.coeffs", bytemuck::cast_slice(&coeffs));
         let state_buf = ctx.storage_init("sos.state", bytemuck::cast_slice(&state32));
-        let data_buf = ctx.storage_init("sos.data", bytemuck::cast_slice(data));
-        let buffers: Vec<[&wgpu::Buffer; 4]> = uniforms
-            .iter()
-            .map(|u| [&**u, &*coeff_buf, &*state_buf, &*data_buf])
-            .collect();
+        let buffers: Vec<[&wgpu::Buffer; 4]> = uniforms.iter().map(|u| [&**u, &*coeff_buf, &*state_buf, data]).collect();
         let passes: Vec<GpuPass> = buffers
             .iter()
             .map(|b| GpuPass {
@@ -76,15 +78,43 @@ impl SosKernels for GpuSos {
                 workgroups: [channels.div_ceil(64) as u32, 1, 1],
             })
             .collect();
-        let out = ctx.run_reads(
-            &passes,
-            &[(&data_buf, (data.len() * 4) as u64), (&state_buf, (state.len() * 4) as u64)],
-        )?;
-        data.copy_from_slice(bytemuck::cast_slice(&out[0]));
-        let s: &[f32] = bytemuck::cast_slice(&out[1]);
+        let state_read = (&*state_buf, (state.len() * 4) as u64);
+        let mut out = match read_data {
+            true => ctx.run_reads(&passes, &[state_read, (data, (rows * channels * 4) as u64)])?,
+            false => ctx.run_reads(&passes, &[state_read])?,
+        };
+        let data = read_data.then(|| out.pop().expect("the data was read back"));
+        let s: &[f32] = bytemuck::cast_slice(&out[0]);
         for (d, v) in state.iter_mut().zip(s) {
             *d = *v as f64;
         }
+        Ok(data)
+    }
+}
+
+impl SosKernels for GpuSos {
+    fn filter(&mut self, sections: &[Section], state: &mut [f64], data: &mut [f32], channels: usize) -> Result<()> {
+        let rows = data.len() / channels.max(1);
+        if rows == 0 {
+            return Ok(());
+        }
+        let data_buf = self.ctx.storage_init("sos.data", bytemuck::cast_slice(data));
+        let out = self.cascade(sections, state, &data_buf, rows, channels, true)?;
+        data.copy_from_slice(bytemuck::cast_slice(&out.expect("read back")));
         Ok(())
+    }
+
+    fn filter_frame(&mut self, sections: &[Section], state: &mut [f64], frame: &Frame) -> Result<Rows> {
+        let (rows, channels) = (frame.rows(), frame.width());
+        if rows == 0 {
+            return Ok(Rows::Host(Vec::new()));
+        }
+        let data = self.ctx.owned_rows("sos.data", frame)?;
+        self.cascade(sections, state, &data, rows, channels, false)?;
+        Ok(Rows::Device(Arc::new(DeviceRows::new(
+            self.ctx.clone(),
+            data,
+            rows * channels,
+        ))))
     }
 }

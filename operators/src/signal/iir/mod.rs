@@ -164,6 +164,9 @@ impl SosFilter {
 }
 
 impl Operator for SosFilter {
+    fn takes_device_rows(&self) -> bool {
+        true
+    }
     fn output_schema(&self) -> Arc<Schema> {
         self.schema.clone()
     }
@@ -240,6 +243,8 @@ impl OperatorInstance for SosInstance {
             )));
         };
         if self.zero_phase {
+            // Filtered forwards and backwards over the whole stream at the end, on the host.
+            frame.materialize()?;
             self.held.entry(frame.stream.clone()).or_default().push(frame);
             return Ok(());
         }
@@ -250,10 +255,10 @@ impl OperatorInstance for SosInstance {
         let before = state.clone();
         let result = self.kernels.run(|k| {
             state.copy_from_slice(&before);
-            k.filter(&sections, &mut state, &mut frame.data, w)
+            k.filter_frame(&sections, &mut state, &frame)
         });
         self.state.insert(frame.stream.clone(), state);
-        result?;
+        frame.set_rows(result?)?;
         out.push(Batch::Dense(frame));
         Ok(())
     }

@@ -314,6 +314,9 @@ impl SpatialMap {
 }
 
 impl Operator for SpatialMap {
+    fn takes_device_rows(&self) -> bool {
+        true
+    }
     fn output_schema(&self) -> Arc<Schema> {
         self.schema.clone()
     }
@@ -355,10 +358,18 @@ impl OperatorInstance for SpatialInstance {
             )));
         };
         let cout = self.schema.width();
-        let (cin, matrix) = (self.cin, &self.matrix);
-        let data = self.kernels.run(|k| k.apply(&frame.data, cin, matrix, cout))?;
+        if frame.width() != self.cin {
+            return Err(EngineError::Shape(format!(
+                "stream {}: rows of width {} but the map takes {}",
+                frame.stream,
+                frame.width(),
+                self.cin
+            )));
+        }
+        let matrix = &self.matrix;
+        let rows = self.kernels.run(|k| k.apply_frame(&frame, matrix, cout))?;
         frame.schema = self.schema.clone();
-        frame.data = data;
+        frame.set_rows(rows)?;
         out.push(Batch::Dense(frame));
         Ok(())
     }
