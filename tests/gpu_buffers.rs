@@ -164,20 +164,52 @@ fn gpu_kernels_create_no_buffers_per_batch_after_the_first() {
 /// edges: TopK and JumpReLU, same latents, values within 1e-4 relative.
 #[test]
 fn the_gpu_encoder_equals_the_cpu_one_for_blocks_of_any_height() {
-    use neurostream_operators::sae::{Activation, CpuSae};
+    use neurostream_operators::sae::half_weights::WeightDtype;
+    use neurostream_operators::sae::{Activation, CpuSae, CpuWeights};
     let Some(ctx) = gpu() else { return };
     let topk = Sae::load(std::path::Path::new(SAE), None).unwrap();
     let mut jump = topk.clone();
     jump.activation = Activation::JumpRelu {
         threshold: vec![0.1; topk.d_sae],
     };
-    for sae in [&topk, &jump] {
-        let mut gpu = GpuSae::new(ctx.clone(), sae).unwrap();
-        let mut cpu = CpuSae::with_threads(sae, 1);
+    // 16-bit weights: the GPU reads the same rounded weights the CPU kernel widens, and an odd
+    // d_sae pads every row of packed pairs.
+    let mut odd = jump.clone();
+    let keep: Vec<usize> = (0..odd.d_sae - 1).collect();
+    odd.d_sae -= 1;
+    odd.w_enc = odd
+        .w_enc
+        .chunks_exact(jump.d_sae)
+        .flat_map(|row| keep.iter().map(|&j| row[j]))
+        .collect();
+    odd.b_enc.truncate(odd.d_sae);
+    odd.w_dec.truncate(odd.d_sae * odd.d_in);
+    odd.activation = Activation::JumpRelu {
+        threshold: vec![0.1; odd.d_sae],
+    };
+    let cases = [
+        (&topk, WeightDtype::F32),
+        (&jump, WeightDtype::F32),
+        (&topk, WeightDtype::F16),
+        (&jump, WeightDtype::Bf16),
+        (&odd, WeightDtype::F16),
+        (&odd, WeightDtype::Bf16),
+    ];
+    for (sae, dtype) in cases {
+        let (up, _) = ctx.bytes_moved();
+        let mut gpu = GpuSae::with_weight_dtype(ctx.clone(), sae, dtype).unwrap();
+        // W_enc goes up once, at 4 or 2 bytes per weight, with the per-latent epilogue and b_dec.
+        let up = (ctx.bytes_moved().0 - up) as usize;
+        let weights = match dtype {
+            WeightDtype::F32 => sae.d_in * sae.d_sae * 4,
+            _ => sae.d_in * sae.d_sae.div_ceil(2) * 4,
+        };
+        assert_eq!(up, weights + (3 * sae.d_sae + sae.d_in) * 4, "{dtype:?}: bytes uploaded");
+        let mut cpu = CpuSae::with_weights(sae, 1, CpuWeights::prepare(sae, dtype));
         for rows in [1, 2, 3, 4, 5, 63, 64, 65, 130] {
             let x = values(rows * sae.d_in, rows as u64);
             let (g, c) = (gpu.encode(sae, &x, rows).unwrap(), cpu.encode(sae, &x, rows).unwrap());
-            assert_eq!(g.offsets, c.offsets, "{rows} rows: active latents per row");
+            assert_eq!(g.offsets, c.offsets, "{dtype:?}, {rows} rows: active latents per row");
             for r in 0..rows {
                 let span = c.offsets[r] as usize..c.offsets[r + 1] as usize;
                 let mut gi: Vec<(u32, f32)> = span.clone().map(|i| (g.ids[i], g.values[i])).collect();

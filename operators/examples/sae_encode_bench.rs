@@ -46,10 +46,7 @@ fn main() {
     };
     let mut kernel: Box<dyn SaeKernels> = match &gpu {
         None => Box::new(CpuSae::with_threads(&sae, threads).with_weight_dtype(&sae, dtype)),
-        Some(ctx) => {
-            assert!(dtype == WeightDtype::F32, "the wgpu encoder takes f32 weights");
-            Box::new(GpuSae::new(ctx.clone(), &sae).unwrap_or_else(|e| panic!("{e}")))
-        }
+        Some(ctx) => Box::new(GpuSae::with_weight_dtype(ctx.clone(), &sae, dtype).unwrap_or_else(|e| panic!("{e}"))),
     };
     let mut prepared = vec![0f32; batch * d_in];
     let (mut tokens, mut nnz) = (0usize, 0usize);

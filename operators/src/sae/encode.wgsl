@@ -15,9 +15,27 @@
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> w: array<f32>;
+// W_enc as 32-bit words: f32 values, or (W_FORMAT, a constant the host prepends: 0 f32, 1 f16,
+// 2 bf16) two 16-bit weights per word, the even column in the low half, rows padded to an even
+// number of columns. 16-bit weights halve the bytes read per token, which bounds small batches.
+@group(0) @binding(2) var<storage, read> w: array<u32>;
 @group(0) @binding(3) var<storage, read> aux: array<f32>; // scale(d_sae), shift(d_sae), param(d_sae)
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
+
+// Weight (i, col) of W_enc as f32.
+fn weight(i: u32, col: u32) -> f32 {
+    if (W_FORMAT == 0u) {
+        return bitcast<f32>(w[i * params.d_sae + col]);
+    }
+    let word = w[i * ((params.d_sae + 1u) / 2u) + col / 2u];
+    if (W_FORMAT == 1u) {
+        return unpack2x16float(word)[col & 1u];
+    }
+    if ((col & 1u) == 0u) {
+        return bitcast<f32>(word << 16u);
+    }
+    return bitcast<f32>(word & 0xffff0000u);
+}
 
 const BM: u32 = 64u;
 const BN: u32 = 64u;
@@ -46,7 +64,7 @@ fn load_w(e: u32, k0: u32, col0: u32) {
     let gc = col0 + c;
     var v = 0.0;
     if (gr < params.d_in && gc < params.d_sae) {
-        v = w[gr * params.d_sae + gc];
+        v = weight(gr, gc);
     }
     ws[r][c] = v;
 }
@@ -122,7 +140,7 @@ fn encode_narrow(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
     let d = params.d_in;
     let x0 = params.x_row0 * d;
     for (var i = 0u; i < d; i = i + 1u) {
-        let wv = w[i * params.d_sae + col];
+        let wv = weight(i, col);
         var xv = vec4<f32>(0.0);
         xv.x = x[x0 + i];
         if (params.rows > 1u) { xv.y = x[x0 + d + i]; }

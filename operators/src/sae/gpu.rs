@@ -11,6 +11,7 @@ use neurostream_engine::PooledBuffer;
 use neurostream_engine::{wgpu, EngineError, Frame, GpuContext, GpuPass, Result};
 
 use super::cpu::push_sorted;
+use super::half_weights::WeightDtype;
 use super::model::{Activation, InputNorm, Sae};
 use super::{Csr, SaeKernels};
 
@@ -65,15 +66,25 @@ pub struct GpuSae {
 }
 
 impl GpuSae {
-    /// Uploads the SAE's encoder and compiles the kernels.
+    /// Uploads the SAE's encoder (as f32) and compiles the kernels.
     pub fn new(ctx: Arc<GpuContext>, sae: &Sae) -> Result<GpuSae> {
+        GpuSae::with_weight_dtype(ctx, sae, WeightDtype::F32)
+    }
+
+    /// Uploads the SAE's encoder stored as `dtype` (f16 and bf16 halve the bytes each token
+    /// reads; the products accumulate in f32) and compiles the kernels.
+    pub fn with_weight_dtype(ctx: Arc<GpuContext>, sae: &Sae, dtype: WeightDtype) -> Result<GpuSae> {
         let limit = ctx.device.limits().max_storage_buffer_binding_size as usize;
-        if sae.w_enc.len() * 4 > limit {
+        let (format, words) = encoder_words(&sae.w_enc, sae.d_in, sae.d_sae, dtype);
+        if words.len() * 4 > limit {
             return Err(EngineError::Device(format!(
-                "W_enc is {} bytes, over this GPU's storage binding limit of {limit} bytes",
-                sae.w_enc.len() * 4
+                "W_enc is {} bytes as {dtype:?}, over this GPU's storage binding limit of {limit} bytes",
+                words.len() * 4
             )));
         }
+        tracing::debug!("sae_encode: W_enc on the GPU as {dtype:?} ({} bytes)", words.len() * 4);
+        let encode_src = format!("const W_FORMAT: u32 = {format}u;\n{ENCODE}");
+        let encode_key = ["sae_encode", "sae_encode_f16", "sae_encode_bf16"][format as usize];
         let (scale, shift) = sae.epilogue();
         let (mode, param, k) = match &sae.activation {
             Activation::Relu => (0, vec![0.0; sae.d_sae], 0),
@@ -85,20 +96,46 @@ impl GpuSae {
         // Rows per dispatch: keep the dense block under the binding limit and 64 MiB.
         let block = ((limit.min(64 << 20)) / (sae.d_sae * 4)).clamp(1, 4096);
         Ok(GpuSae {
-            encode: ctx.pipeline("sae_encode", ENCODE, "encode")?,
-            encode_narrow: ctx.pipeline("sae_encode", ENCODE, "encode_narrow")?,
+            encode: ctx.pipeline(encode_key, &encode_src, "encode")?,
+            encode_narrow: ctx.pipeline(encode_key, &encode_src, "encode_narrow")?,
             topk: ctx.pipeline("sae_topk", TOPK, "topk")?,
             count: ctx.pipeline("sae_compact", COMPACT, "count")?,
             compact: ctx.pipeline("sae_compact", COMPACT, "compact")?,
             prepare: ctx.pipeline("sae_prepare", PREPARE, "prepare")?,
             b_dec: ctx.storage_init("sae.b_dec", bytemuck::cast_slice(&sae.b_dec)),
-            w_enc: ctx.storage_init("sae.w_enc", bytemuck::cast_slice(&sae.w_enc)),
+            w_enc: ctx.storage_init("sae.w_enc", bytemuck::cast_slice(&words)),
             aux: ctx.storage_init("sae.aux", bytemuck::cast_slice(&aux)),
             mode,
             k,
             block,
             ctx,
         })
+    }
+}
+
+/// `W_enc` (`d_in × d_sae`, row-major) as the kernels' 32-bit words, with the format constant
+/// `W_FORMAT` of `encode.wgsl`: f32 bits (0), or pairs of f16 (1) / bf16 (2) values, the even
+/// column in the low half, each row padded to an even number of columns.
+fn encoder_words(w: &[f32], d_in: usize, d_sae: usize, dtype: WeightDtype) -> (u32, Vec<u32>) {
+    let half = |v: f32| -> u32 {
+        match dtype {
+            WeightDtype::F16 => half::f16::from_f32(v).to_bits() as u32,
+            _ => half::bf16::from_f32(v).to_bits() as u32,
+        }
+    };
+    match dtype {
+        WeightDtype::F32 => (0, w.iter().map(|v| v.to_bits()).collect()),
+        WeightDtype::F16 | WeightDtype::Bf16 => {
+            let stride = d_sae.div_ceil(2);
+            let mut words = Vec::with_capacity(d_in * stride);
+            for row in w.chunks_exact(d_sae) {
+                for pair in row.chunks(2) {
+                    let high = pair.get(1).map_or(0, |&v| half(v));
+                    words.push(half(pair[0]) | (high << 16));
+                }
+            }
+            (if dtype == WeightDtype::F16 { 1 } else { 2 }, words)
+        }
     }
 }
 

@@ -135,8 +135,9 @@ pub struct SaeEncodeConfig {
     #[serde(default = "default_max_delay_ms")]
     #[schemars(extend("x-unit" = "ms"))]
     pub max_delay_ms: f64,
-    /// CPU kernel: keep `W_enc` as `f32` (default), `f16` or `bf16` (half the bytes streamed per
-    /// token, which bounds small batches; widened to f32 per column block).
+    /// Keep `W_enc` as `f32` (default), `f16` or `bf16`: half the bytes streamed per token,
+    /// which bounds small batches; products accumulate in f32 (the CPU widens per column block,
+    /// the GPU per weight as it reads it).
     #[serde(default = "default_weight_dtype")]
     pub weight_dtype: half_weights::WeightDtype,
 }
@@ -252,12 +253,6 @@ impl Operator for SaeEncode {
     }
 
     fn instantiate(&self, device: &ComputeDevice) -> Result<Box<dyn OperatorInstance>> {
-        if matches!(device, ComputeDevice::Gpu(_)) && self.weight_dtype != half_weights::WeightDtype::F32 {
-            tracing::warn!(
-                "sae_encode `{}`: weight_dtype applies to the CPU kernel; the GPU keeps f32",
-                self.name
-            );
-        }
         // The CPU path shares one prepared copy of the weights between workers; a CPU fallback
         // after a GPU error prepares its own.
         let shared = matches!(device, ComputeDevice::Cpu).then(|| {
@@ -270,7 +265,7 @@ impl Operator for SaeEncode {
         let kernels = Kernels::select(
             "sae_encode",
             device,
-            move |ctx| Ok(Box::new(GpuSae::new(ctx, &gpu_sae)?) as Box<dyn SaeKernels>),
+            move |ctx| Ok(Box::new(GpuSae::with_weight_dtype(ctx, &gpu_sae, dtype)?) as Box<dyn SaeKernels>),
             Box::new(move || {
                 let weights = shared.clone().unwrap_or_else(|| CpuWeights::prepare(&sae, dtype));
                 Box::new(CpuSae::with_weights(&sae, threads, weights)) as Box<dyn SaeKernels>
