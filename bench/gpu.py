@@ -39,8 +39,8 @@ FULL = {"shapes": [(576, 16384), (2304, 16384), (2304, 65536)], "batches": [1, 6
 QUICK = {"shapes": [(576, 16384)], "batches": [1, 64]}
 
 
-def ours(sae_dir, xpath, d_in, batch, seconds):
-    out = subprocess.run([BENCH, sae_dir, xpath, str(d_in), str(batch), str(seconds), "1", "f32", "gpu"],
+def ours(sae_dir, xpath, d_in, batch, seconds, weights="f32"):
+    out = subprocess.run([BENCH, sae_dir, xpath, str(d_in), str(batch), str(seconds), "1", weights, "gpu"],
                          capture_output=True, text=True)
     if out.returncode != 0:
         raise SystemExit(f"sae_encode_bench failed:\n{out.stderr}")
@@ -151,12 +151,14 @@ def main():
             comp = (torch_encoder(sae_dir, arch, device, True)
                     if torch is not None and device == "cuda" and config is FULL else None)
             for batch in config["batches"]:
-                r = ours(sae_dir, xpath, d_in, batch, args.seconds)
                 t_eager = time_torch(eager, xt, batch, args.seconds, device) if eager else None
                 t_comp = time_torch(comp, xt, batch, args.seconds, device) if comp else None
-                rows.append((d_in, d_sae, arch, batch, r, t_eager, t_comp))
-                print(f"{d_in}->{d_sae} {arch:8s} batch {batch:5d}: neurostream {r['tokens_per_s']:10.1f} tok/s, "
-                      f"torch {t_eager or 0:10.1f}, compiled {t_comp or 0:10.1f}", flush=True)
+                # Batch 1 reads the whole encoder per token: also with f16 weights, half the bytes.
+                for weights in (["f32", "f16"] if batch == 1 else ["f32"]):
+                    r = ours(sae_dir, xpath, d_in, batch, args.seconds, weights)
+                    rows.append((d_in, d_sae, arch, batch, weights, r, t_eager, t_comp))
+                    print(f"{d_in}->{d_sae} {arch:8s} batch {batch:5d} {weights}: neurostream {r['tokens_per_s']:10.1f} "
+                          f"tok/s, torch {t_eager or 0:10.1f}, compiled {t_comp or 0:10.1f}", flush=True)
     kmeans = kmeans_section(work, config, device, args.seconds)
     fmt = lambda v, f="{:,.0f}": "—" if v is None else f.format(v)  # noqa: E731
     lines = [
@@ -171,21 +173,22 @@ def main():
         f"{args.seconds:g} s after one warm-up batch. GPU time: wgpu timestamp queries around each kernel. Bytes: host to device "
         "(input rows, parameters) and device to host (results) per token.",
         "",
-        "| d_in → d_sae | SAE | batch | neurostream tok/s | TFLOP/s | % of fp32 peak | GPU µs/token | bytes up/token | bytes down/token "
+        "| d_in → d_sae | SAE | batch | weights | neurostream tok/s | TFLOP/s | % of fp32 peak | GPU µs/token | bytes up/token | bytes down/token "
         "| PyTorch tok/s | compiled tok/s | ratio to the faster PyTorch |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for d_in, d_sae, arch, batch, r, t_eager, t_comp in rows:
+    for d_in, d_sae, arch, batch, weights, r, t_eager, t_comp in rows:
         tflops = r["gflops"] / 1e3
         peak = None
         if batch == 1 and args.bandwidth_gbs:
-            peak = 100 * 4 * d_in * d_sae * r["tokens_per_s"] / (args.bandwidth_gbs * 1e9)
+            bytes_per_weight = 4 if weights == "f32" else 2
+            peak = 100 * bytes_per_weight * d_in * d_sae * r["tokens_per_s"] / (args.bandwidth_gbs * 1e9)
         elif args.peak_tflops:
             peak = 100 * tflops / args.peak_tflops
         best_peer = max([t for t in (t_eager, t_comp) if t], default=None)
         gpu_us = None if r.get("gpu_s_per_token") is None else r["gpu_s_per_token"] * 1e6
         lines.append(
-            f"| {d_in} → {d_sae} | {arch} | {batch} | {fmt(r['tokens_per_s'])} | {tflops:.3f} | "
+            f"| {d_in} → {d_sae} | {arch} | {batch} | {weights} | {fmt(r['tokens_per_s'])} | {tflops:.3f} | "
             f"{fmt(peak, '{:.1f} %') + (' of bandwidth' if peak is not None and batch == 1 and args.bandwidth_gbs else '')} | "
             f"{fmt(gpu_us, '{:.2f}')} | {fmt(r['bytes_up_per_token'])} | {fmt(r['bytes_down_per_token'])} | "
             f"{fmt(t_eager)} | {fmt(t_comp)} | {fmt(None if best_peer is None else r['tokens_per_s'] / best_peer, '{:.2f}x')} |")
@@ -194,7 +197,8 @@ def main():
               "activation fused as its epilogue; it writes the pre-activations (TopK) or activations of the block to device "
               "memory. TopK then selects the top k by k scans per row and reads back k pairs per token (k × 8 bytes); the "
               "other architectures count the active latents per row and read back 4 bytes per token plus 8 per active "
-              "latent. Not yet: f16 weights, subgroup operations, vectorised loads, device-resident chains (issue 21)."]
+              "latent. f16 weights are read as packed pairs (`unpack2x16float`, no `shader-f16` needed) and accumulated in "
+              "f32. Not yet: subgroup operations, vectorised loads, on-device top-k without the dense pre-activations."]
     if kmeans:
         rows_k, d, k, r, t_peer = kmeans
         lines += ["", f"## k-means assignment, d {d}, k {k}, {rows_k} rows (float32)", "",
