@@ -18,7 +18,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use arrow::ipc::writer::{IpcWriteOptions, StreamWriter};
+use arrow::ipc::writer::{write_message, DictionaryTracker, EncodedData, IpcDataGenerator, IpcWriteOptions};
 use arrow::record_batch::RecordBatch;
 use neurostream_engine::{NodeConfig, NodeContext, Result, Schema, Sink, SinkKind};
 use serde::{Deserialize, Serialize};
@@ -139,39 +139,84 @@ fn handshake(stream: TcpStream, peer: SocketAddr, server: &LiveServer) -> std::r
 }
 
 /// Writes a subscriber's batches as one IPC stream (its schema from the first batch) until the
-/// queue closes, then the end-of-stream marker. A write error means the subscriber left.
-fn serve(out: BufWriter<TcpStream>, end: SubscriberEnd, request: Request, peer: SocketAddr) {
-    let mut out = Some(out);
-    let mut writer: Option<StreamWriter<BufWriter<TcpStream>>> = None;
-    let result = (|| -> std::result::Result<(), arrow::error::ArrowError> {
-        for batch in end.rx.iter() {
-            let batch: RecordBatch = if request.slow == SlowPolicy::DropOldest {
-                with_dropped_column(&batch, end.dropped.load(Ordering::Relaxed))?
+/// queue closes, then the end-of-stream marker. A write error means the subscriber left. Batch
+/// messages are encoded once per batch for every subscriber with the same compression
+/// ([`Published::encoded`]); only drop_oldest subscribers, whose batches carry their own drop
+/// count, get their own.
+fn serve(mut out: BufWriter<TcpStream>, end: SubscriberEnd, request: Request, peer: SocketAddr) {
+    let result = (|| -> std::result::Result<(), String> {
+        let options = if request.lz4 {
+            IpcWriteOptions::default()
+                .try_with_compression(Some(arrow::ipc::CompressionType::LZ4_FRAME))
+                .map_err(|e| e.to_string())?
+        } else {
+            IpcWriteOptions::default()
+        };
+        let mut started = false;
+        for published in end.rx.iter() {
+            let messages = if request.slow == SlowPolicy::DropOldest {
+                let batch =
+                    with_dropped_column(&published.batch, end.dropped.load(Ordering::Relaxed)).map_err(|e| e.to_string())?;
+                if !started {
+                    write_chunks(&mut out, &schema_message(&batch, &options)?)?;
+                }
+                Arc::new(batch_messages(&batch, &options)?)
             } else {
-                (*batch).clone()
+                if !started {
+                    write_chunks(&mut out, &schema_message(&published.batch, &options)?)?;
+                }
+                published.encoded(request.lz4 as usize, |b| batch_messages(b, &options))?
             };
-            if writer.is_none() {
-                let options = if request.lz4 {
-                    IpcWriteOptions::default().try_with_compression(Some(arrow::ipc::CompressionType::LZ4_FRAME))?
-                } else {
-                    IpcWriteOptions::default()
-                };
-                writer = Some(StreamWriter::try_new_with_options(
-                    out.take().unwrap(),
-                    &batch.schema(),
-                    options,
-                )?);
-            }
-            let w = writer.as_mut().unwrap();
-            w.write(&batch)?;
-            w.flush()?;
+            started = true;
+            write_chunks(&mut out, &messages)?;
+            out.flush().map_err(|e| e.to_string())?;
         }
-        if let Some(w) = writer.as_mut() {
-            w.finish()?;
+        if started {
+            // The end-of-stream marker: a continuation and a zero length.
+            out.write_all(&[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0])
+                .map_err(|e| e.to_string())?;
+            out.flush().map_err(|e| e.to_string())?;
         }
         Ok(())
     })();
     if let Err(e) = result {
         tracing::info!("subscriber {peer} left: {e}");
     }
+}
+
+fn write_chunks(out: &mut impl Write, chunks: &[Vec<u8>]) -> std::result::Result<(), String> {
+    chunks.iter().try_for_each(|c| out.write_all(c)).map_err(|e| e.to_string())
+}
+
+/// The IPC schema message of `batch`'s schema.
+fn schema_message(batch: &RecordBatch, options: &IpcWriteOptions) -> std::result::Result<Vec<Vec<u8>>, String> {
+    let encoded = IpcDataGenerator::default().schema_to_bytes_with_dictionary_tracker(
+        &batch.schema(),
+        &mut DictionaryTracker::new(false),
+        options,
+    );
+    let mut bytes = Vec::new();
+    write_message(&mut bytes, encoded, options).map_err(|e| e.to_string())?;
+    Ok(vec![bytes])
+}
+
+/// The IPC messages of `batch` (its dictionaries, then the record batch), each as its framed
+/// header then its body, so the body is written as it was encoded, without another copy.
+fn batch_messages(batch: &RecordBatch, options: &IpcWriteOptions) -> std::result::Result<Vec<Vec<u8>>, String> {
+    let (dictionaries, record) = IpcDataGenerator::default()
+        .encode(batch, &mut DictionaryTracker::new(false), options, &mut Default::default())
+        .map_err(|e| e.to_string())?;
+    let mut chunks = Vec::new();
+    for message in dictionaries.into_iter().chain([record]) {
+        let body = message.arrow_data;
+        let mut header = Vec::new();
+        let header_only = EncodedData {
+            ipc_message: message.ipc_message,
+            arrow_data: Vec::new(),
+        };
+        write_message(&mut header, header_only, options).map_err(|e| e.to_string())?;
+        chunks.push(header);
+        chunks.push(body);
+    }
+    Ok(chunks)
 }

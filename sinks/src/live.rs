@@ -11,7 +11,7 @@
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -153,7 +153,7 @@ struct Subscriber<T> {
 }
 
 /// The subscriber's end: its queue and its counters.
-pub struct SubscriberEnd<T = Arc<RecordBatch>> {
+pub struct SubscriberEnd<T = Arc<Published>> {
     /// Batches to send, in order; disconnected when the run ends or the policy cut it off.
     pub rx: Receiver<T>,
     /// Batches dropped for this subscriber so far (drop_oldest).
@@ -174,8 +174,43 @@ impl Drop for Presence {
     }
 }
 
+/// Encodings of a [`Published`] batch that subscribers share (e.g. the Arrow IPC message,
+/// plain and LZ4-compressed): at most this many kinds per batch.
+pub const SHARED_ENCODINGS: usize = 4;
+
+/// Bytes to write in order: one encoding of a batch.
+pub type Chunks = Arc<Vec<Vec<u8>>>;
+
+/// A batch published to a live sink's subscribers. What does not depend on the subscriber is
+/// encoded once for all of them: the first writer thread to need an encoding makes it while the
+/// others wait for it, then every one writes the same bytes.
+pub struct Published {
+    /// The batch, in the Parquet layouts.
+    pub batch: RecordBatch,
+    encodings: [OnceLock<std::result::Result<Chunks, String>>; SHARED_ENCODINGS],
+}
+
+impl Published {
+    /// Wraps `batch` with no encoding made yet.
+    pub fn new(batch: RecordBatch) -> Published {
+        Published {
+            batch,
+            encodings: Default::default(),
+        }
+    }
+
+    /// Encoding number `kind` (below [`SHARED_ENCODINGS`]), made by `make` on first use.
+    pub fn encoded(
+        &self,
+        kind: usize,
+        make: impl FnOnce(&RecordBatch) -> std::result::Result<Vec<Vec<u8>>, String>,
+    ) -> std::result::Result<Chunks, String> {
+        self.encodings[kind].get_or_init(|| make(&self.batch).map(Arc::new)).clone()
+    }
+}
+
 /// The subscribers of one live sink (`T`: what they receive).
-pub struct Hub<T = Arc<RecordBatch>> {
+pub struct Hub<T = Arc<Published>> {
     subscribers: Mutex<Vec<Subscriber<T>>>,
     /// Subscribers accepted so far.
     pub served: AtomicUsize,
@@ -638,7 +673,9 @@ impl SinkWriter for LiveWriter {
             .encoder
             .encode(batch)
             .map_err(|m| EngineError::Runtime(format!("sink `{}`: {m}", self.server.settings.name)))?;
-        self.server.hub.publish(output, Arc::new(record), &self.server.settings.name);
+        self.server
+            .hub
+            .publish(output, Arc::new(Published::new(record)), &self.server.settings.name);
         Ok(())
     }
 
@@ -718,12 +755,12 @@ mod tests {
         let schema = Arc::new(arrow::datatypes::Schema::new(vec![Field::new("x", DataType::UInt64, false)]));
         for i in 0..10u64 {
             let b = RecordBatch::try_new(schema.clone(), vec![Arc::new(UInt64Array::from(vec![i]))]).unwrap();
-            hub.publish(FRAMES, Arc::new(b), "test");
+            hub.publish(FRAMES, Arc::new(Published::new(b)), "test");
         }
         let got: Vec<u64> = keep
             .rx
             .try_iter()
-            .map(|b| b.column(0).as_any().downcast_ref::<UInt64Array>().unwrap().value(0))
+            .map(|b| b.batch.column(0).as_any().downcast_ref::<UInt64Array>().unwrap().value(0))
             .collect();
         assert_eq!(got, vec![7, 8, 9]);
         assert_eq!(keep.dropped.load(Ordering::Relaxed), 7);
@@ -739,5 +776,33 @@ mod tests {
         let d = with_dropped_column(&b, 5).unwrap();
         assert_eq!(d.schema().field(1).name(), DROPPED_COLUMN);
         assert_eq!(d.num_columns(), 2);
+    }
+
+    #[test]
+    fn a_published_batch_is_encoded_once_for_all_subscribers() {
+        let schema = Arc::new(arrow::datatypes::Schema::new(vec![Field::new("x", DataType::UInt64, false)]));
+        let b = RecordBatch::try_new(schema, vec![Arc::new(UInt64Array::from(vec![4, 5]))]).unwrap();
+        let published = Arc::new(Published::new(b));
+        let made = Arc::new(AtomicUsize::new(0));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (published, made) = (published.clone(), made.clone());
+                std::thread::spawn(move || {
+                    published
+                        .encoded(1, |b| {
+                            made.fetch_add(1, Ordering::SeqCst);
+                            std::thread::sleep(Duration::from_millis(20));
+                            Ok(vec![vec![b.num_rows() as u8]])
+                        })
+                        .unwrap()
+                })
+            })
+            .collect();
+        for t in threads {
+            assert_eq!(*t.join().unwrap(), vec![vec![2u8]]);
+        }
+        assert_eq!(made.load(Ordering::SeqCst), 1, "eight subscribers, one encoding");
+        let other = published.encoded(0, |_| Err("no".into()));
+        assert_eq!(other.unwrap_err(), "no", "each kind is its own encoding");
     }
 }

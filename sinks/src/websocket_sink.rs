@@ -188,7 +188,7 @@ fn serve(mut ws: WebSocket<TcpStream>, end: SubscriberEnd, request: Request, out
         loop {
             match end.rx.recv_timeout(Duration::from_millis(50)) {
                 Ok(batch) => {
-                    let m = message(&batch, &request, &output, end.dropped.load(Ordering::Relaxed))?;
+                    let m = message(&batch.batch, &request, &output, end.dropped.load(Ordering::Relaxed))?;
                     ws.send(m).map_err(|e| e.to_string())?;
                 }
                 Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
