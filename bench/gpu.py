@@ -112,6 +112,44 @@ def kmeans_section(work, config, device, seconds):
     return rows, d, k, ours, peer
 
 
+def eeg_section(config, device):
+    """Samples/s of the offline EEG band-pass (Butterworth order 4, 8-30 Hz, 1 kHz) over
+    256 channels on wgpu, and of torchaudio's `lfilter` cascade on the same device when installed."""
+    channels, seconds = 256, (10 if config is QUICK else 120)
+    cargo_build("--example", "bench_signal")
+    out = subprocess.run([os.path.join(ROOT, "target", "release", "examples", "bench_signal"), "gpu", str(channels),
+                          str(seconds)], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"bench_signal gpu failed:\n{out.stderr}")
+    ours = json.loads(out.stdout.strip().splitlines()[-1])
+    peer = None
+    if device is not None:
+        try:
+            import torch
+            import torchaudio.functional as taf
+            from scipy.signal import butter
+            sos = butter(4, [8.0, 30.0], btype="bandpass", fs=1000.0, output="sos")
+            x = torch.from_numpy(np.random.default_rng(3).normal(0, 50, (channels, seconds * 1000)).astype(np.float32)).to(device)
+            sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+            coeffs = [(torch.tensor(s[:3], device=device), torch.tensor(s[3:], device=device)) for s in sos]
+            def run():
+                y = x
+                for b, a in coeffs:
+                    y = taf.lfilter(y, a, b, clamp=False)
+                return y
+            run()
+            sync()
+            t0 = time.perf_counter()
+            run()
+            sync()
+            peer = seconds * 1000 / (time.perf_counter() - t0)
+        except ImportError as e:
+            print(f"no EEG peer: {e}", flush=True)
+    print(f"EEG band-pass {channels} ch: neurostream {ours['samples_per_s']:,.0f} samples/s, torchaudio {peer or 0:,.0f}",
+          flush=True)
+    return ours, peer
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=2.0)
@@ -160,6 +198,7 @@ def main():
                     print(f"{d_in}->{d_sae} {arch:8s} batch {batch:5d} {weights}: neurostream {r['tokens_per_s']:10.1f} "
                           f"tok/s, torch {t_eager or 0:10.1f}, compiled {t_comp or 0:10.1f}", flush=True)
     kmeans = kmeans_section(work, config, device, args.seconds)
+    eeg = eeg_section(config, device)
     fmt = lambda v, f="{:,.0f}": "—" if v is None else f.format(v)  # noqa: E731
     lines = [
         "# Benchmark: SAE encoding on the GPU (wgpu) against PyTorch",
@@ -207,6 +246,19 @@ def main():
                   f"{fmt(None if not t_peer else r / t_peer, '{:.2f}x')} |", "",
                   "neurostream: `GpuAssign` (the shared GEMM, then an arg-min kernel), best of 3 (`examples/bench_cluster.rs`). "
                   "PyTorch: `argmin(‖c‖² − 2 x cᵀ)` on the same device."]
+    if eeg:
+        r, t_peer = eeg
+        lines += ["", f"## EEG band-pass, {r['channels']} channels, {r['samples']:,} samples at 1 kHz (float32)", "",
+                  "| neurostream wgpu samples/s | channel-samples/s | bytes up/sample | bytes down/sample | "
+                  "torchaudio samples/s | ratio |", "| ---: | ---: | ---: | ---: | ---: | ---: |",
+                  f"| {fmt(r['samples_per_s'])} | {fmt(r['samples_per_s'] * r['channels'])} | "
+                  f"{fmt(r['bytes_up_per_sample'])} | {fmt(r['bytes_down_per_sample'])} | {fmt(t_peer)} | "
+                  f"{fmt(None if not t_peer else r['samples_per_s'] / t_peer, '{:.2f}x')} |", "",
+                  f"neurostream: `GpuSos` (Butterworth order 4 band-pass 8-30 Hz as {r['sections']} second-order sections, one invocation "
+                  "per channel walking the chunk, state carried in float64 on the host) in 10 000-sample chunks "
+                  "(`examples/bench_signal.rs gpu`). Peer: torchaudio's `lfilter` per section on the same device, when "
+                  "installed. In a pipeline, consecutive GPU signal operators keep the samples on the device "
+                  "(`tests/gpu_chains.rs`)."]
     with open(args.out, "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))

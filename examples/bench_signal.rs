@@ -3,11 +3,16 @@
 //!
 //!   cargo run --release --example bench_signal
 //!
-//! - offline band-pass: `CpuSos` over `channels × seconds` at 1 kHz, 8 sections (Butterworth
-//!   order 4 band-pass 8-30 Hz), in 10 000-sample chunks, 1 and 2 threads (`CpuSos::with_threads`, channels split);
+//! - offline band-pass: `CpuSos` over `channels × seconds` at 1 kHz (Butterworth order 4
+//!   band-pass 8-30 Hz, 4 second-order sections), in 10 000-sample chunks, 1 and 2 threads (`CpuSos::with_threads`, channels split);
 //! - streaming: per 32-sample × 64-channel chunk with carried state, p50/p99 over 20 000 chunks;
 //! - Welch band power of 1 s × 64-channel windows (nperseg 256), per window;
 //! - `hilbert` envelope (`CpuHilbert`): per 1 s × 64-channel block, and over 60 s × 64 channels at once.
+//!
+//!   cargo run --release --example bench_signal -- gpu CHANNELS SECONDS
+//!
+//! times the same offline band-pass on wgpu (`GpuSos`, a software adapter allowed and named) for
+//! `bench/gpu.py`, with the bytes moved per sample.
 
 use std::time::Instant;
 
@@ -98,7 +103,53 @@ fn hilbert_envelope(rows: usize, repeat: usize) -> f64 {
     best
 }
 
+/// The offline band-pass of `channels × seconds` at 1 kHz on wgpu, in 10 000-sample chunks.
+fn gpu_bandpass(channels: usize, seconds: usize) -> serde_json::Value {
+    use neurostream::operators::signal::iir::gpu::GpuSos;
+    use neurostream::{ComputeDevice, DeviceChoice, DeviceManager, DevicePolicy};
+    let mut manager = DeviceManager::new(DevicePolicy {
+        allow_software_gpu: true,
+        fallback_to_cpu: false,
+    });
+    let ctx = match manager.resolve(DeviceChoice::Gpu) {
+        Ok(ComputeDevice::Gpu(ctx)) => ctx,
+        Ok(ComputeDevice::Cpu) => unreachable!("a GPU was asked for"),
+        Err(e) => panic!("no wgpu adapter: {e}"),
+    };
+    let sos = butter(4, &[8.0, 30.0], BandType::Bandpass, 1000.0).unwrap();
+    let rows = seconds * 1000;
+    let mut data = signal(rows, channels);
+    let chunk = 10_000;
+    let mut k = GpuSos::new(ctx.clone()).unwrap();
+    let mut state = vec![0f64; sos.len() * 2 * channels];
+    k.filter(&sos, &mut state, &mut signal(chunk, channels), channels).unwrap();
+    let (up0, down0) = ctx.bytes_moved();
+    let t0 = Instant::now();
+    for c in data.chunks_mut(chunk * channels) {
+        k.filter(&sos, &mut state, c, channels).unwrap();
+    }
+    let elapsed = t0.elapsed().as_secs_f64();
+    let (up, down) = ctx.bytes_moved();
+    serde_json::json!({
+        "adapter": ctx.describe(),
+        "software_adapter": ctx.info.device_type == neurostream::wgpu::DeviceType::Cpu,
+        "channels": channels,
+        "sections": sos.len(),
+        "samples": rows,
+        "seconds": elapsed,
+        "samples_per_s": rows as f64 / elapsed,
+        "bytes_up_per_sample": (up - up0) as f64 / rows as f64,
+        "bytes_down_per_sample": (down - down0) as f64 / rows as f64,
+    })
+}
+
 fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("gpu") {
+        let arg = |i: usize, default: usize| args.get(i).map_or(default, |v| v.parse().expect("a number"));
+        println!("{}", gpu_bandpass(arg(1, 256), arg(2, 60)));
+        return;
+    }
     let (p50, p99) = streaming();
     let out = serde_json::json!({
         "offline_64_1t": offline(64, 600, 1),
