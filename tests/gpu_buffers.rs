@@ -206,7 +206,8 @@ fn the_gpu_encoder_equals_the_cpu_one_for_blocks_of_any_height() {
         };
         assert_eq!(up, weights + (3 * sae.d_sae + sae.d_in) * 4, "{dtype:?}: bytes uploaded");
         let mut cpu = CpuSae::with_weights(sae, 1, CpuWeights::prepare(sae, dtype));
-        for rows in [1, 2, 3, 4, 5, 63, 64, 65, 130] {
+        // 9000 rows run as three blocks of at most 4096, pipelined for TopK.
+        for rows in [1, 2, 3, 4, 5, 63, 64, 65, 130, 9000] {
             let x = values(rows * sae.d_in, rows as u64);
             let (g, c) = (gpu.encode(sae, &x, rows).unwrap(), cpu.encode(sae, &x, rows).unwrap());
             assert_eq!(g.offsets, c.offsets, "{dtype:?}, {rows} rows: active latents per row");

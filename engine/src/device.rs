@@ -422,6 +422,15 @@ impl GpuContext {
     /// Like [`GpuContext::run`], reading back several buffers (the first `bytes` of each) after
     /// the passes, in the order given.
     pub fn run_reads(&self, passes: &[GpuPass<'_>], reads: &[(&wgpu::Buffer, u64)]) -> Result<Vec<Vec<u8>>> {
+        let pending = self.submit_reads(passes, reads)?;
+        self.wait(pending)
+    }
+
+    /// Submits `passes` and the copies of `reads` (as [`GpuContext::run_reads`]) without waiting
+    /// for them: the caller may prepare or submit more work, then take the results with
+    /// [`GpuContext::wait`]. Validation errors are returned here. Buffers the passes use may be
+    /// dropped (and reused) meanwhile: the queue runs later work after this.
+    pub fn submit_reads(&self, passes: &[GpuPass<'_>], reads: &[(&wgpu::Buffer, u64)]) -> Result<PendingReads> {
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let mut encoder = self
             .device
@@ -507,13 +516,12 @@ impl GpuContext {
                 (staging, bytes)
             })
             .collect();
-        self.queue.submit([encoder.finish()]);
+        let submission = self.queue.submit([encoder.finish()]);
         if let Some(err) = pollster::block_on(scope.pop()) {
             return Err(EngineError::Device(format!("kernel dispatch failed: {err}")));
         }
-        if staging.is_empty() {
-            return Ok(Vec::new());
-        }
+        // Mapping is requested now; the callbacks run once the GPU is done and the device is
+        // polled (in `wait`).
         let (tx, rx) = std::sync::mpsc::channel();
         for (i, (buf, _)) in staging.iter().enumerate() {
             let tx = tx.clone();
@@ -521,12 +529,45 @@ impl GpuContext {
                 let _ = tx.send((i, r));
             });
         }
-        drop(tx);
+        let kernels = timed.map(|(set, _, _)| {
+            let names = self.pipeline_names.lock().unwrap();
+            let names = passes
+                .iter()
+                .map(|pass| {
+                    names
+                        .get(&(pass.pipeline as *const wgpu::ComputePipeline as usize))
+                        .cloned()
+                        .unwrap_or_else(|| Arc::from("unnamed"))
+                })
+                .collect();
+            (set, names)
+        });
+        Ok(PendingReads {
+            device: self.device.clone(),
+            submission,
+            staging,
+            mapped: rx,
+            kernels,
+        })
+    }
+
+    /// Waits for the work of `pending` (not for anything submitted after it) and returns what
+    /// it read back, in the order of its reads.
+    pub fn wait(&self, mut pending: PendingReads) -> Result<Vec<Vec<u8>>> {
+        let staging = std::mem::take(&mut pending.staging);
+        if staging.is_empty() {
+            return Ok(Vec::new());
+        }
         self.device
-            .poll(wgpu::PollType::wait_indefinitely())
+            .poll(wgpu::PollType::Wait {
+                submission_index: Some(pending.submission.clone()),
+                timeout: None,
+            })
             .map_err(|e| EngineError::Device(format!("waiting for the GPU: {e}")))?;
         for _ in 0..staging.len() {
-            rx.recv()
+            pending
+                .mapped
+                .recv()
                 .map_err(|_| EngineError::Device("read-back callback never ran".into()))?
                 .1
                 .map_err(|e| EngineError::Device(format!("mapping read-back buffer: {e}")))?;
@@ -540,9 +581,9 @@ impl GpuContext {
             drop(view);
             buf.unmap();
         }
-        if let (Some((set, _, _)), Some(timing)) = (timed, &self.timing) {
+        if let (Some((set, names)), Some(timing)) = (pending.kernels.take(), &self.timing) {
             let stamps = out.pop().expect("the timestamps were read back last");
-            self.record_kernel_times(timing, passes, bytemuck::cast_slice(&stamps));
+            self.record_kernel_times(timing, &names, bytemuck::cast_slice(&stamps));
             timing.query_sets.lock().unwrap().push(set);
         }
         Ok(out)
@@ -550,15 +591,11 @@ impl GpuContext {
 
     /// Adds each pass's GPU time (`stamps`: start and end ticks per pass) to its kernel's
     /// histogram, and logs it at debug level.
-    fn record_kernel_times(&self, timing: &KernelTiming, passes: &[GpuPass<'_>], stamps: &[u64]) {
-        let names = self.pipeline_names.lock().unwrap();
+    fn record_kernel_times(&self, timing: &KernelTiming, names: &[Arc<str>], stamps: &[u64]) {
         let mut kernels = timing.kernels.lock().unwrap();
-        for (pass, t) in passes.iter().zip(stamps.chunks_exact(2)) {
+        for (name, t) in names.iter().zip(stamps.chunks_exact(2)) {
             let ns = (t[1].saturating_sub(t[0]) as f64 * timing.period_ns) as i64;
-            let name = names
-                .get(&(pass.pipeline as *const wgpu::ComputePipeline as usize))
-                .cloned()
-                .unwrap_or_else(|| Arc::from("unnamed"));
+            let name = name.clone();
             tracing::debug!("gpu kernel {name}: {:.1} µs", ns as f64 / 1e3);
             kernels.entry(name).or_default().observe_ns(ns);
         }
@@ -584,6 +621,40 @@ impl GpuContext {
             .fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
         if !data.is_empty() {
             self.queue.write_buffer(buffer, 0, data);
+        }
+    }
+}
+
+/// Work submitted by [`GpuContext::submit_reads`] whose read-backs are not taken yet: hand it to
+/// [`GpuContext::wait`].
+pub struct PendingReads {
+    device: wgpu::Device,
+    submission: wgpu::SubmissionIndex,
+    /// Read-back buffers (mapping requested) and the bytes wanted from each; the timestamps last.
+    staging: Vec<(PooledBuffer, u64)>,
+    /// One message per read-back buffer once it is mapped.
+    mapped: std::sync::mpsc::Receiver<(usize, std::result::Result<(), wgpu::BufferAsyncError>)>,
+    /// The timed passes' query set and kernel names.
+    kernels: Option<(wgpu::QuerySet, Vec<Arc<str>>)>,
+}
+
+/// Results not taken (the caller failed before `wait`): the read-back buffers go back to the pool
+/// only once their mapping has completed and they are unmapped, so no later user finds them
+/// mapped.
+impl Drop for PendingReads {
+    fn drop(&mut self) {
+        if self.staging.is_empty() {
+            return;
+        }
+        let _ = self.device.poll(wgpu::PollType::Wait {
+            submission_index: Some(self.submission.clone()),
+            timeout: None,
+        });
+        for _ in 0..self.staging.len() {
+            let _ = self.mapped.recv();
+        }
+        for (buf, _) in &self.staging {
+            buf.unmap();
         }
     }
 }
@@ -752,6 +823,30 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         let other = ctx.storage_zeroed("other", 12345 * 4);
         assert_eq!(ctx.run(&[], Some((&other, 12345 * 4))).unwrap().len(), 12345 * 4);
         assert_eq!(ctx.buffers_created(), before + 2);
+    }
+
+    /// Reads submitted without waiting return what each buffer held when its own submission
+    /// ran, in whatever order they are waited for, and one never taken leaves the pool usable.
+    #[test]
+    fn submitted_reads_are_waited_for_in_any_order() {
+        let Some(ctx) = gpu() else { return };
+        let words = |v: &[u32]| bytemuck::cast_slice::<u32, u8>(v).to_vec();
+        let a = ctx.storage_init("a", &words(&[1, 2, 3, 4]));
+        let b = ctx.storage_init("b", &words(&[5, 6, 7, 8]));
+        let first = ctx.submit_reads(&[], &[(&a, 16)]).unwrap();
+        // Queued after the first submission: only the second sees it.
+        ctx.write(&a, &words(&[9, 9, 9, 9]));
+        let second = ctx.submit_reads(&[], &[(&b, 16), (&a, 16)]).unwrap();
+        assert_eq!(ctx.wait(second).unwrap(), vec![words(&[5, 6, 7, 8]), words(&[9, 9, 9, 9])]);
+        assert_eq!(ctx.wait(first).unwrap(), vec![words(&[1, 2, 3, 4])]);
+        drop(ctx.submit_reads(&[], &[(&b, 16)]).unwrap());
+        let created = ctx.buffers_created();
+        assert_eq!(ctx.run(&[], Some((&b, 16))).unwrap(), words(&[5, 6, 7, 8]));
+        assert_eq!(
+            ctx.buffers_created(),
+            created,
+            "the dropped read's buffer was reused, unmapped"
+        );
     }
 
     /// Every dispatch of a call that reads back is timed on the GPU (timestamp queries) under

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use neurostream_engine::device::{workgroups_1d, workgroups_per_item};
+use neurostream_engine::device::{workgroups_1d, workgroups_per_item, PendingReads};
 use neurostream_engine::PooledBuffer;
 
 use neurostream_engine::{wgpu, EngineError, Frame, GpuContext, GpuPass, Result};
@@ -185,9 +185,14 @@ impl GpuSae {
     }
 
     /// Encodes `rows` prepared rows of `x` and appends them to `csr`.
+    ///
+    /// TopK blocks are pipelined: each block's work is submitted before the previous block's
+    /// pairs are taken, so the device computes block b + 1 while the host sorts block b's
+    /// pairs into `csr`.
     fn encode_rows(&mut self, sae: &Sae, x: &wgpu::Buffer, rows: usize, csr: &mut Csr) -> Result<()> {
         let (d_in, n) = (sae.d_in, sae.d_sae);
         let mut entries: Vec<(u32, f32)> = Vec::new();
+        let mut in_flight: Option<(PendingReads, usize)> = None;
         for start in (0..rows).step_by(self.block) {
             let m = self.block.min(rows - start);
             let params = Params {
@@ -226,18 +231,9 @@ impl GpuSae {
                     buffers: &topk_buffers,
                     workgroups: groups,
                 };
-                let bytes = ctx.run(&[encode, topk], Some((&picked, (2 * m * k * 4) as u64)))?;
-                let out: &[f32] = bytemuck::cast_slice(&bytes);
-                for r in 0..m {
-                    entries.clear();
-                    for c in 0..k {
-                        let v = out[r * k + c];
-                        let id = out[m * k + r * k + c].to_bits();
-                        if v > 0.0 && (id as usize) < n {
-                            entries.push((id, v));
-                        }
-                    }
-                    push_sorted(csr, &mut entries);
+                let submitted = ctx.submit_reads(&[encode, topk], &[(&picked, (2 * m * k * 4) as u64)])?;
+                if let Some((previous, rows)) = in_flight.replace((submitted, m)) {
+                    self.take_topk(previous, rows, n, csr, &mut entries)?;
                 }
             } else {
                 // Counts per row, then the pairs at their offsets: rows × 4 + nnz × 8 bytes
@@ -281,6 +277,36 @@ impl GpuSae {
                     push_sorted(csr, &mut entries);
                 }
             }
+        }
+        if let Some((last, rows)) = in_flight {
+            self.take_topk(last, rows, n, csr, &mut entries)?;
+        }
+        Ok(())
+    }
+
+    /// Waits for a TopK block of `rows` rows and appends its pairs (values, then ids, k per row)
+    /// to `csr`, dropping non-positive values and padding ids (at least `d_sae`).
+    fn take_topk(
+        &self,
+        pending: PendingReads,
+        rows: usize,
+        d_sae: usize,
+        csr: &mut Csr,
+        entries: &mut Vec<(u32, f32)>,
+    ) -> Result<()> {
+        let k = self.k as usize;
+        let bytes = self.ctx.wait(pending)?.pop().unwrap_or_default();
+        let out: &[f32] = bytemuck::cast_slice(&bytes);
+        for r in 0..rows {
+            entries.clear();
+            for c in 0..k {
+                let v = out[r * k + c];
+                let id = out[rows * k + r * k + c].to_bits();
+                if v > 0.0 && (id as usize) < d_sae {
+                    entries.push((id, v));
+                }
+            }
+            push_sorted(csr, entries);
         }
         Ok(())
     }
