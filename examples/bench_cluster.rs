@@ -6,7 +6,7 @@
 //! - k-means assignment (`CpuAssign`, 1 and 2 threads; the wgpu kernel too with
 //!   `NEUROSTREAM_BENCH_GPU=1`): rows/s over X against the centroids;
 //! - one mini-batch k-means pass (assignment + Sculley update) in batches of 1024 rows;
-//! - co-occurrence counting (`PairCounter`, differential dataflow): token windows of the
+//! - co-occurrence counting (`PairCounter`, sorted runs of packed pair keys): token windows of the
 //!   feature ids in IDS (one row of ids per token), settled every 1024 tokens, all-time and with
 //!   a sliding span of 8192 windows (every window later retracted); then reading out the counts.
 
@@ -40,7 +40,7 @@ fn assign_rate(k: &mut dyn AssignKernels, x: &[f32], d: usize, c: &[f32], kk: us
 
 fn cooccurrence_rate(ids: &[f32], l0: usize, span: Option<usize>) -> (f64, f64, usize) {
     let tokens = ids.len() / l0;
-    let mut pc = PairCounter::new(None);
+    let mut pc = PairCounter::new(None, ids.iter().fold(0f32, |m, &v| m.max(v)) as usize + 1);
     let mut window: std::collections::VecDeque<Vec<u32>> = std::collections::VecDeque::new();
     let t = Instant::now();
     for (i, row) in ids.chunks_exact(l0).enumerate() {

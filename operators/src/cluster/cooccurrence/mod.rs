@@ -430,7 +430,7 @@ impl OperatorInstance for CooccurrenceInstance {
         let stream = frame.stream.clone();
         let components = self.op.components;
         self.streams.entry(stream.clone()).or_insert_with(|| StreamState {
-            counter: RefCell::new(PairCounter::new(components)),
+            counter: RefCell::new(PairCounter::new(components, self.op.n_features)),
             open: Vec::new(),
             open_rows: 0,
             open_seq: None,
@@ -521,7 +521,7 @@ impl OperatorInstance for CooccurrenceInstance {
                     self.op.name
                 )));
             }
-            let mut counter = PairCounter::new(self.op.components);
+            let mut counter = PairCounter::new(self.op.components, self.op.n_features);
             if self.op.span.is_some() {
                 for w in &saved.span {
                     counter.update(w, 1);

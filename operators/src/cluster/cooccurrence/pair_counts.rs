@@ -1,17 +1,23 @@
-//! Incremental co-occurrence counts on differential dataflow.
+//! Incremental co-occurrence counts.
 //!
 //! Each closed window contributes its set of firing features: `+1` for every feature and every
 //! unordered pair of them. When a window leaves the sliding span the same updates come back as
-//! `−1`. Differential dataflow keeps the counts in arrangements (`pairs`, `singles`), consolidating
-//! additions and retractions, and compacts history as the epoch advances.
+//! `−1`.
 //!
-//! With a component threshold set, the same dataflow maintains the graph of pairs whose Jaccard
-//! or Dice affinity reaches it, and its connected components by label propagation in a
-//! differential `iterate` (each feature takes the smallest feature id it can reach), updated
-//! incrementally as windows enter and leave.
+//! Pair counts live in sorted runs of `(pair key, count)` (a log-structured merge): an epoch's
+//! updates are radix-sorted by packed pair key, consolidated, and added as one run; a run is
+//! merged into the one before it unless that one is more than four times its size, summing
+//! counts and dropping pairs that reach zero (merging this eagerly lets a sliding span's
+//! retractions cancel their additions early, which a factor of two did not). Every update costs a few sequential passes instead of a random access into a
+//! table of millions of pairs (a hash map was slower than differential dataflow here, and both
+//! far slower than this). Feature counts are a plain array.
 //!
-//! The dataflow runs on a private single-threaded timely worker inside the operator instance
-//! (the runtime already routes each stream to one worker).
+//! With a component threshold set, each epoch's consolidated changes also feed a differential
+//! dataflow that keeps the graph of pairs whose Jaccard or Dice affinity reaches it, and its
+//! connected components by label propagation in a differential `iterate` (each feature takes the
+//! smallest feature id it can reach), updated incrementally as windows enter and leave. It runs
+//! on a private single-threaded timely worker inside the operator instance (the runtime already
+//! routes each stream to one worker); the counts it joins are the same consolidated changes.
 
 use differential_dataflow::input::{Input, InputSession};
 use differential_dataflow::operators::arrange::TraceAgent;
@@ -51,22 +57,45 @@ type PairTrace = TraceAgent<KeySpine<(u32, u32), u64, isize>>;
 type SingleTrace = TraceAgent<KeySpine<u32, u64, isize>>;
 type LabelTrace = TraceAgent<ValSpine<u32, u32, u64, isize>>;
 
-/// Pair and feature counts over the windows currently in the span, kept by differential dataflow.
+/// A pair `(a, b)` with `a < b` as one sortable key: `a << shift | b`.
+type Key = u64;
+
+/// Pair and feature counts over the windows currently in the span.
 pub struct PairCounter {
+    /// Bits of `b` in a key (enough for every feature id).
+    shift: u32,
+    /// This epoch's window updates, not yet sorted: `key << 1`, or `key << 1 | 1` for a
+    /// retraction, so a sort of plain `u64`s groups each pair's additions and retractions.
+    pending: Vec<u64>,
+    scratch: Vec<u64>,
+    /// Counts added as they are ([`PairCounter::load`]).
+    loaded: Vec<(Key, i64)>,
+    /// Sorted, consolidated runs, each more than four times the size of the next.
+    runs: Vec<Vec<(Key, i64)>>,
+    /// A buffer a merge left, reused by the next.
+    spare: Option<Vec<(Key, i64)>>,
+    /// Windows each feature fires in, by feature id.
+    singles: Vec<i64>,
+    /// This epoch's feature updates (for the component graph).
+    pending_singles: Vec<(u32, i64)>,
+    graph: Option<ComponentGraph>,
+}
+
+/// The differential dataflow of connected components over the pairs whose affinity reaches a
+/// threshold.
+struct ComponentGraph {
     worker: Worker,
     pairs: InputSession<u64, (u32, u32), isize>,
     singles: InputSession<u64, u32, isize>,
     pair_trace: PairTrace,
     single_trace: SingleTrace,
-    label_trace: Option<LabelTrace>,
+    label_trace: LabelTrace,
     probe: Handle<u64>,
     epoch: u64,
 }
 
-impl PairCounter {
-    /// A counter; with `components = Some((measure, threshold))` it also maintains connected
-    /// components of the pairs whose affinity is at least `threshold`.
-    pub fn new(components: Option<(EdgeMeasure, f64)>) -> PairCounter {
+impl ComponentGraph {
+    fn new(measure: EdgeMeasure, threshold: f64) -> ComponentGraph {
         let alloc = Allocator::Thread(Thread::default());
         let mut worker = Worker::new(WorkerConfig::default(), alloc, Some(std::time::Instant::now()));
         let probe = Handle::new();
@@ -75,33 +104,28 @@ impl PairCounter {
             let (singles_in, singles) = scope.new_collection::<u32, isize>();
             let pair_arr = pairs.arrange_by_self();
             let single_arr = singles.arrange_by_self();
-            pair_arr.stream.clone().probe_with(&probe);
-            single_arr.stream.clone().probe_with(&probe);
-            let label_trace = components.map(|(measure, threshold)| {
-                let pc = pair_arr.clone().count_total();
-                let sc = single_arr.clone().count_total();
-                let edges = pc
-                    .map(|((a, b), n)| (a, (b, n)))
-                    .join_map(sc.clone(), |&a, &(b, n), &na| (b, (a, n, na)))
-                    .join_map(sc.clone(), |&b, &(a, n, na), &nb| (a, b, n, na, nb))
-                    .filter(move |&(_, _, n, na, nb)| measure.value(n, na, nb) >= threshold)
-                    .flat_map(|(a, b, ..)| [(a, b), (b, a)]);
-                let nodes = sc.map(|(f, _)| (f, f));
-                let labels = nodes.clone().iterate(|inner_scope, inner| {
-                    let edges = edges.enter(inner_scope);
-                    let nodes = nodes.enter(inner_scope);
-                    inner
-                        .join_map(edges, |_f, &label, &to| (to, label))
-                        .concat(nodes)
-                        .reduce(|_f, labels, out| out.push((*labels[0].0, 1)))
-                });
-                let arr = labels.arrange_by_key();
-                arr.stream.clone().probe_with(&probe);
-                arr.trace
+            let pc = pair_arr.clone().count_total();
+            let sc = single_arr.clone().count_total();
+            let edges = pc
+                .map(|((a, b), n)| (a, (b, n)))
+                .join_map(sc.clone(), |&a, &(b, n), &na| (b, (a, n, na)))
+                .join_map(sc.clone(), |&b, &(a, n, na), &nb| (a, b, n, na, nb))
+                .filter(move |&(_, _, n, na, nb)| measure.value(n, na, nb) >= threshold)
+                .flat_map(|(a, b, ..)| [(a, b), (b, a)]);
+            let nodes = sc.map(|(f, _)| (f, f));
+            let labels = nodes.clone().iterate(|inner_scope, inner| {
+                let edges = edges.enter(inner_scope);
+                let nodes = nodes.enter(inner_scope);
+                inner
+                    .join_map(edges, |_f, &label, &to| (to, label))
+                    .concat(nodes)
+                    .reduce(|_f, labels, out| out.push((*labels[0].0, 1)))
             });
-            (pairs_in, singles_in, pair_arr.trace, single_arr.trace, label_trace)
+            let arr = labels.arrange_by_key();
+            arr.stream.clone().probe_with(&probe);
+            (pairs_in, singles_in, pair_arr.trace, single_arr.trace, arr.trace)
         });
-        PairCounter {
+        ComponentGraph {
             worker,
             pairs,
             singles,
@@ -113,30 +137,14 @@ impl PairCounter {
         }
     }
 
-    /// Adds (`diff = 1`) or retracts (`diff = −1`) one window's firing features, sorted and unique.
-    pub fn update(&mut self, features: &[u32], diff: isize) {
-        for (i, &a) in features.iter().enumerate() {
-            self.singles.update(a, diff);
-            for &b in &features[i + 1..] {
-                self.pairs.update((a, b), diff);
-            }
+    /// Applies one epoch's consolidated changes and runs the dataflow until it reflects them.
+    fn apply(&mut self, pairs: &[((u32, u32), i64)], singles: &[(u32, i64)]) {
+        for &(p, d) in pairs {
+            self.pairs.update(p, d as isize);
         }
-    }
-
-    /// Adds counts as they are, e.g. those of a checkpoint: each pair and feature with its
-    /// number of windows. Call [`PairCounter::settle`] afterwards.
-    pub fn load(&mut self, pairs: &[((u32, u32), u64)], features: &[(u32, u64)]) {
-        for &(p, n) in pairs {
-            self.pairs.update(p, n as isize);
+        for &(f, d) in singles {
+            self.singles.update(f, d as isize);
         }
-        for &(f, n) in features {
-            self.singles.update(f, n as isize);
-        }
-    }
-
-    /// Closes the current epoch and runs the dataflow until every count reflects it; history
-    /// before it is compacted away.
-    pub fn settle(&mut self) {
         self.epoch += 1;
         self.pairs.advance_to(self.epoch);
         self.singles.advance_to(self.epoch);
@@ -151,27 +159,164 @@ impl PairCounter {
         self.pair_trace.set_physical_compaction(AntichainRef::new(&frontier));
         self.single_trace.set_logical_compaction(AntichainRef::new(&frontier));
         self.single_trace.set_physical_compaction(AntichainRef::new(&frontier));
-        if let Some(t) = &mut self.label_trace {
-            t.set_logical_compaction(AntichainRef::new(&frontier));
-            t.set_physical_compaction(AntichainRef::new(&frontier));
+        self.label_trace.set_logical_compaction(AntichainRef::new(&frontier));
+        self.label_trace.set_physical_compaction(AntichainRef::new(&frontier));
+    }
+}
+
+impl PairCounter {
+    /// A counter of pairs among feature ids below `n_features`; with
+    /// `components = Some((measure, threshold))` it also maintains connected components of the
+    /// pairs whose affinity is at least `threshold`.
+    pub fn new(components: Option<(EdgeMeasure, f64)>, n_features: usize) -> PairCounter {
+        // A unit is `(a << shift | b) << 1`: two ids and a sign bit in 64 bits.
+        assert!(n_features <= 1 << 31, "{n_features} features do not fit a pair key");
+        PairCounter {
+            shift: (usize::BITS - n_features.saturating_sub(1).leading_zeros()).max(1),
+            pending: Vec::new(),
+            scratch: Vec::new(),
+            loaded: Vec::new(),
+            runs: Vec::new(),
+            spare: None,
+            singles: vec![0; n_features],
+            pending_singles: Vec::new(),
+            graph: components.map(|(m, t)| ComponentGraph::new(m, t)),
         }
     }
 
+    fn key(&self, a: u32, b: u32) -> Key {
+        debug_assert!(a < b && (b as usize) < self.singles.len());
+        ((a as u64) << self.shift) | b as u64
+    }
+
+    fn pair(&self, key: Key) -> (u32, u32) {
+        ((key >> self.shift) as u32, (key & ((1u64 << self.shift) - 1)) as u32)
+    }
+
+    /// Adds (`diff = 1`) or retracts (`diff = −1`) one window's firing features, sorted and
+    /// unique, all below the counter's `n_features`.
+    pub fn update(&mut self, features: &[u32], diff: isize) {
+        assert!(
+            features.last().is_none_or(|&f| (f as usize) < self.singles.len()),
+            "feature id {:?} out of range for {} features",
+            features.last(),
+            self.singles.len()
+        );
+        let d = diff as i64;
+        let retract = u64::from(diff < 0);
+        for (i, &a) in features.iter().enumerate() {
+            self.singles[a as usize] += d;
+            for &b in &features[i + 1..] {
+                let unit = self.key(a, b) << 1 | retract;
+                for _ in 0..diff.unsigned_abs() {
+                    self.pending.push(unit);
+                }
+            }
+        }
+        if self.graph.is_some() {
+            self.pending_singles.extend(features.iter().map(|&f| (f, d)));
+        }
+    }
+
+    /// Adds counts as they are, e.g. those of a checkpoint: each pair and feature with its
+    /// number of windows. Call [`PairCounter::settle`] afterwards.
+    pub fn load(&mut self, pairs: &[((u32, u32), u64)], features: &[(u32, u64)]) {
+        for &((a, b), n) in pairs {
+            let key = self.key(a, b);
+            self.loaded.push((key, n as i64));
+        }
+        for &(f, n) in features {
+            self.singles[f as usize] += n as i64;
+            if self.graph.is_some() {
+                self.pending_singles.push((f, n as i64));
+            }
+        }
+    }
+
+    /// Closes the current epoch: its updates become one consolidated run (and, with components,
+    /// go through the component graph).
+    pub fn settle(&mut self) {
+        radix_sort(&mut self.pending, &mut self.scratch);
+        let mut delta = units_to_counts(&self.pending);
+        self.pending.clear();
+        if !self.loaded.is_empty() {
+            let mut loaded = std::mem::take(&mut self.loaded);
+            loaded.sort_unstable_by_key(|e| e.0);
+            consolidate(&mut loaded);
+            let mut merged = Vec::new();
+            merge_into(&delta, &loaded, &mut merged);
+            delta = merged;
+        }
+        if let Some(graph) = &mut self.graph {
+            let pairs: Vec<((u32, u32), i64)> = delta
+                .iter()
+                .map(|&(k, d)| (((k >> self.shift) as u32, (k & ((1u64 << self.shift) - 1)) as u32), d))
+                .collect();
+            let mut singles = std::mem::take(&mut self.pending_singles);
+            singles.sort_unstable_by_key(|s| s.0);
+            let mut merged: Vec<(u32, i64)> = Vec::with_capacity(singles.len());
+            for (f, d) in singles {
+                match merged.last_mut() {
+                    Some(last) if last.0 == f => last.1 += d,
+                    _ => merged.push((f, d)),
+                }
+            }
+            merged.retain(|s| s.1 != 0);
+            graph.apply(&pairs, &merged);
+        }
+        if !delta.is_empty() {
+            self.runs.push(delta);
+        }
+        while let [.., older, newer] = &self.runs[..] {
+            if older.len() > 4 * newer.len() {
+                break;
+            }
+            self.merge_last_two();
+        }
+    }
+
+    /// Merges the two newest runs into one, in a buffer a merge left spare.
+    fn merge_last_two(&mut self) {
+        let newer = self.runs.pop().expect("two runs");
+        let older = self.runs.pop().expect("two runs");
+        let mut out = self.spare.take().unwrap_or_default();
+        merge_into(&older, &newer, &mut out);
+        self.runs.push(out);
+        // Keep the larger buffer for the next merge: its pages are already mapped.
+        self.spare = Some(if older.capacity() >= newer.capacity() { older } else { newer });
+    }
+
     /// Current count of every pair `(a, b)`, `a < b`, that co-occurs in some window of the span,
-    /// sorted by pair. Call after [`PairCounter::settle`].
+    /// sorted by pair. Call after [`PairCounter::settle`]; the runs are merged into one.
     pub fn pair_counts(&mut self) -> Vec<((u32, u32), u64)> {
-        read_keys(&mut self.pair_trace)
+        while self.runs.len() > 1 {
+            self.merge_last_two();
+        }
+        self.runs
+            .first()
+            .map(|run| {
+                run.iter()
+                    .filter(|e| e.1 > 0)
+                    .map(|&(k, n)| (self.pair(k), n as u64))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Current count of windows in which each feature fires (features with count > 0), sorted.
     pub fn feature_counts(&mut self) -> Vec<(u32, u64)> {
-        read_keys(&mut self.single_trace)
+        self.singles
+            .iter()
+            .enumerate()
+            .filter(|(_, &n)| n > 0)
+            .map(|(f, &n)| (f as u32, n as u64))
+            .collect()
     }
 
     /// The component label (smallest feature id reachable) of every firing feature, sorted by
     /// feature; `None` when components were not asked for.
     pub fn components(&mut self) -> Option<Vec<(u32, u32)>> {
-        let trace = self.label_trace.as_mut()?;
+        let trace = &mut self.graph.as_mut()?.label_trace;
         let batches = trace.batches_through(Antichain::new().borrow()).unwrap_or_default();
         let (mut cursor, storage) = cursor_list(batches);
         let mut out = Vec::new();
@@ -192,23 +337,95 @@ impl PairCounter {
     }
 }
 
-fn read_keys<K: Ord + Clone + 'static>(trace: &mut TraceAgent<KeySpine<K, u64, isize>>) -> Vec<(K, u64)> {
-    let batches = trace.batches_through(Antichain::new().borrow()).unwrap_or_default();
-    let (mut cursor, storage) = cursor_list(batches);
-    let mut out = Vec::new();
-    while cursor.key_valid(&storage) {
-        let key = cursor.key(&storage).clone();
-        let mut total = 0isize;
-        while cursor.val_valid(&storage) {
-            cursor.map_times(&storage, |_, r| total += *r);
-            cursor.step_val(&storage);
+/// Sorts with an LSD radix sort, 11 bits per pass, as many passes as the largest value needs.
+fn radix_sort(v: &mut Vec<u64>, scratch: &mut Vec<u64>) {
+    const BITS: u32 = 11;
+    let max = v.iter().copied().max().unwrap_or(0);
+    let passes = (u64::BITS - max.leading_zeros()).div_ceil(BITS);
+    scratch.clear();
+    scratch.resize(v.len(), 0);
+    for pass in 0..passes {
+        let shift = BITS * pass;
+        let mut start = [0usize; 1 << BITS];
+        for &u in v.iter() {
+            start[((u >> shift) & ((1 << BITS) - 1)) as usize] += 1;
         }
-        if total > 0 {
-            out.push((key, total as u64));
+        let mut at = 0;
+        for s in start.iter_mut() {
+            (*s, at) = (at, at + *s);
         }
-        cursor.step_key(&storage);
+        for &u in v.iter() {
+            let digit = ((u >> shift) & ((1 << BITS) - 1)) as usize;
+            scratch[start[digit]] = u;
+            start[digit] += 1;
+        }
+        std::mem::swap(v, scratch);
     }
-    out
+}
+
+/// Sorted update units (see [`PairCounter`]'s `pending`) as a consolidated run of counts.
+fn units_to_counts(units: &[u64]) -> Vec<(Key, i64)> {
+    let mut run: Vec<(Key, i64)> = Vec::with_capacity(units.len() / 2);
+    for &u in units {
+        let (key, d) = (u >> 1, if u & 1 == 1 { -1 } else { 1 });
+        match run.last_mut() {
+            Some(last) if last.0 == key => last.1 += d,
+            _ => {
+                if run.last().is_some_and(|l| l.1 == 0) {
+                    run.pop();
+                }
+                run.push((key, d));
+            }
+        }
+    }
+    if run.last().is_some_and(|l| l.1 == 0) {
+        run.pop();
+    }
+    run
+}
+
+/// Sums the counts of equal keys in a sorted run and drops those that reach zero.
+fn consolidate(run: &mut Vec<(Key, i64)>) {
+    let mut out = 0;
+    for i in 0..run.len() {
+        if out > 0 && run[out - 1].0 == run[i].0 {
+            run[out - 1].1 += run[i].1;
+        } else {
+            if out > 0 && run[out - 1].1 == 0 {
+                out -= 1;
+            }
+            run[out] = run[i];
+            out += 1;
+        }
+    }
+    if out > 0 && run[out - 1].1 == 0 {
+        out -= 1;
+    }
+    run.truncate(out);
+}
+
+/// Merges two sorted, consolidated runs into `out`, summing equal keys and dropping zero counts.
+/// Branch-free per step (which side advances is data, not a jump), since the two runs
+/// interleave unpredictably.
+fn merge_into(a: &[(Key, i64)], b: &[(Key, i64)], out: &mut Vec<(Key, i64)>) {
+    out.clear();
+    out.resize(a.len() + b.len(), (0, 0));
+    let (mut i, mut j, mut o) = (0, 0, 0);
+    while i < a.len() && j < b.len() {
+        let (x, y) = (a[i], b[j]);
+        let (take_a, take_b) = (x.0 <= y.0, y.0 <= x.0);
+        let key = if take_a { x.0 } else { y.0 };
+        let count = if take_a { x.1 } else { 0 } + if take_b { y.1 } else { 0 };
+        out[o] = (key, count);
+        o += usize::from(count != 0);
+        i += usize::from(take_a);
+        j += usize::from(take_b);
+    }
+    for &e in a[i..].iter().chain(&b[j..]) {
+        out[o] = e;
+        o += 1;
+    }
+    out.truncate(o);
 }
 
 #[cfg(test)]
@@ -217,7 +434,7 @@ mod tests {
 
     #[test]
     fn counts_follow_additions_and_retractions() {
-        let mut pc = PairCounter::new(Some((EdgeMeasure::Jaccard, 0.5)));
+        let mut pc = PairCounter::new(Some((EdgeMeasure::Jaccard, 0.5)), 16);
         pc.update(&[1, 2, 3], 1);
         pc.update(&[1, 2], 1);
         pc.update(&[7, 8], 1);
@@ -232,14 +449,74 @@ mod tests {
         assert_eq!(pc.components().unwrap(), vec![(1, 1), (2, 1), (7, 7), (8, 7)]);
     }
 
+    /// Many epochs of random windows entering and leaving a sliding span (so runs of every size
+    /// are merged, and counts return to zero and vanish) against counts kept in a `BTreeMap`.
+    #[test]
+    fn sliding_counts_equal_a_map_of_every_window() {
+        for n_features in [5usize, 300, 100_003] {
+            let mut pc = PairCounter::new(None, n_features);
+            let mut reference: std::collections::BTreeMap<(u32, u32), i64> = Default::default();
+            let mut singles = vec![0i64; n_features];
+            let mut span: std::collections::VecDeque<Vec<u32>> = Default::default();
+            let mut s = 0x9e37_79b9_7f4a_7c15u64 ^ n_features as u64;
+            let mut next = |m: usize| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s % m as u64) as u32
+            };
+            type Reference = std::collections::BTreeMap<(u32, u32), i64>;
+            let apply = |w: &[u32], d: i64, reference: &mut Reference, singles: &mut [i64]| {
+                for (i, &a) in w.iter().enumerate() {
+                    singles[a as usize] += d;
+                    for &b in &w[i + 1..] {
+                        *reference.entry((a, b)).or_default() += d;
+                    }
+                }
+            };
+            for epoch in 0..40 {
+                for _ in 0..(1 + epoch % 7) * 5 {
+                    // Skewed ids, so pairs repeat across windows.
+                    let mut w: Vec<u32> = (0..6)
+                        .map(|_| {
+                            let range = 1 + next(n_features) as usize;
+                            next(range)
+                        })
+                        .collect();
+                    w.sort_unstable();
+                    w.dedup();
+                    pc.update(&w, 1);
+                    apply(&w, 1, &mut reference, &mut singles);
+                    span.push_back(w);
+                    if span.len() > 37 {
+                        let old = span.pop_front().unwrap();
+                        pc.update(&old, -1);
+                        apply(&old, -1, &mut reference, &mut singles);
+                    }
+                }
+                pc.settle();
+                if epoch % 9 == 0 || epoch == 39 {
+                    let want: Vec<((u32, u32), u64)> =
+                        reference.iter().filter(|e| *e.1 > 0).map(|(&p, &n)| (p, n as u64)).collect();
+                    assert_eq!(pc.pair_counts(), want, "{n_features} features, epoch {epoch}");
+                    let want: Vec<(u32, u64)> = (0..n_features as u32)
+                        .filter(|&f| singles[f as usize] > 0)
+                        .map(|f| (f, singles[f as usize] as u64))
+                        .collect();
+                    assert_eq!(pc.feature_counts(), want);
+                }
+            }
+        }
+    }
+
     #[test]
     fn loaded_counts_equal_the_updates_they_came_from() {
-        let mut a = PairCounter::new(Some((EdgeMeasure::Dice, 0.6)));
+        let mut a = PairCounter::new(Some((EdgeMeasure::Dice, 0.6)), 16);
         for w in [&[1u32, 2, 3][..], &[1, 2], &[2, 3, 9], &[7, 8]] {
             a.update(w, 1);
         }
         a.settle();
-        let mut b = PairCounter::new(Some((EdgeMeasure::Dice, 0.6)));
+        let mut b = PairCounter::new(Some((EdgeMeasure::Dice, 0.6)), 16);
         b.load(&a.pair_counts(), &a.feature_counts());
         b.settle();
         assert_eq!(b.pair_counts(), a.pair_counts());
