@@ -154,7 +154,10 @@ impl Frame {
     }
 
     /// Replaces the values with `rows` (host or device), which must hold `rows × width` values.
-    pub fn set_rows(&mut self, rows: Rows) -> Result<(), EngineError> {
+    /// Rows computed on a GPU stay there only with `keep_on_device` (the runtime allowed the
+    /// operator's output to stay, see [`crate::OperatorInstance::keep_output_on_device`]);
+    /// otherwise they are copied back now.
+    pub fn set_rows(&mut self, rows: Rows, keep_on_device: bool) -> Result<(), EngineError> {
         let expected = self.rows() * self.width();
         let (got, host, device) = match rows {
             Rows::Host(v) => (v.len(), v, None),
@@ -170,6 +173,9 @@ impl Frame {
         }
         self.data = host;
         self.device = device;
+        if !keep_on_device {
+            self.materialize()?;
+        }
         Ok(())
     }
 

@@ -209,6 +209,11 @@ pub trait OperatorInstance {
         let _ = out;
         Ok(None)
     }
+    /// Called by the runtime before the first batch when every consumer of this operator takes
+    /// rows on its GPU ([`Operator::takes_device_rows`]): from then on the instance may leave its
+    /// dense output there ([`crate::Frame::device`]). Without this call, output is on the host,
+    /// as anyone driving an instance directly expects.
+    fn keep_output_on_device(&mut self) {}
     /// Encodes the instance's state for a checkpoint (operators with [`Checkpointing::Snapshot`]).
     fn snapshot(&self) -> Result<Vec<u8>> {
         Err(crate::EngineError::Checkpoint("this operator cannot save its state".into()))

@@ -55,6 +55,9 @@ where
                 if let Some(state) = shared.restored(|c| c.operators.get(&name), pos.index) {
                     i.restore(&state)?;
                 }
+                if keep_on_device {
+                    i.keep_output_on_device();
+                }
                 Ok(i)
             }) {
                 Ok(i) => Some(i),

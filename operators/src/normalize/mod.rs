@@ -321,6 +321,7 @@ impl Operator for Normalize {
             mode: self.mode.clone(),
             kernels,
             streams: HashMap::new(),
+            keep_on_device: false,
         }))
     }
 }
@@ -335,6 +336,8 @@ struct StreamState {
 }
 
 struct NormalizeInstance {
+    /// The runtime lets GPU output stay on the device.
+    keep_on_device: bool,
     mode: Mode,
     kernels: Kernels<dyn NormalizeKernels>,
     streams: HashMap<Arc<str>, StreamState>,
@@ -357,7 +360,7 @@ impl NormalizeInstance {
         let inv_std: Vec<f64> = state.stats.variance().iter().map(|v| 1.0 / (v + epsilon).sqrt()).collect();
         for mut frame in std::mem::take(&mut state.held) {
             let rows = self.kernels.run(|k| k.affine(&frame, &mean, &inv_std))?;
-            frame.set_rows(rows)?;
+            frame.set_rows(rows, self.keep_on_device)?;
             out.push(Batch::Dense(frame));
         }
         Ok(())
@@ -365,6 +368,10 @@ impl NormalizeInstance {
 }
 
 impl OperatorInstance for NormalizeInstance {
+    fn keep_output_on_device(&mut self) {
+        self.keep_on_device = true;
+    }
+
     fn snapshot(&self) -> Result<Vec<u8>> {
         // The statistics, and during a warm-up the frames held back for it.
         encode_streams(&self.streams)
@@ -388,12 +395,12 @@ impl OperatorInstance for NormalizeInstance {
         match self.mode.clone() {
             Mode::Fixed { mean, inv_std } => {
                 let rows = self.kernels.run(|k| k.affine(&frame, &mean, &inv_std))?;
-                frame.set_rows(rows)?;
+                frame.set_rows(rows, self.keep_on_device)?;
                 out.push(Batch::Dense(frame));
             }
             Mode::L2 { target } => {
                 let rows = self.kernels.run(|k| k.l2(&frame, target))?;
-                frame.set_rows(rows)?;
+                frame.set_rows(rows, self.keep_on_device)?;
                 out.push(Batch::Dense(frame));
             }
             Mode::Running { warmup, epsilon } => {

@@ -194,6 +194,7 @@ impl Operator for SosFilter {
             kernels,
             state: HashMap::new(),
             held: HashMap::new(),
+            keep_on_device: false,
         }))
     }
 }
@@ -206,9 +207,14 @@ struct SosInstance {
     state: HashMap<Arc<str>, Vec<f64>>,
     /// Zero phase: per-stream frames held until the end.
     held: HashMap<Arc<str>, Vec<Frame>>,
+    /// The runtime lets GPU output stay on the device.
+    keep_on_device: bool,
 }
 
 impl OperatorInstance for SosInstance {
+    fn keep_output_on_device(&mut self) {
+        self.keep_on_device = true;
+    }
     fn snapshot(&self) -> Result<Vec<u8>> {
         if self.zero_phase {
             return neurostream_engine::checkpoint::encode_streams(&self.held);
@@ -258,7 +264,7 @@ impl OperatorInstance for SosInstance {
             k.filter_frame(&sections, &mut state, &frame)
         });
         self.state.insert(frame.stream.clone(), state);
-        frame.set_rows(result?)?;
+        frame.set_rows(result?, self.keep_on_device)?;
         out.push(Batch::Dense(frame));
         Ok(())
     }

@@ -338,6 +338,7 @@ impl Operator for SpatialMap {
             cin: self.cin,
             matrix: self.matrix.clone(),
             kernels,
+            keep_on_device: false,
         }))
     }
 }
@@ -347,9 +348,15 @@ struct SpatialInstance {
     cin: usize,
     matrix: Arc<Vec<f32>>,
     kernels: Kernels<dyn SpatialKernels>,
+    /// The runtime lets GPU output stay on the device.
+    keep_on_device: bool,
 }
 
 impl OperatorInstance for SpatialInstance {
+    fn keep_output_on_device(&mut self) {
+        self.keep_on_device = true;
+    }
+
     fn process(&mut self, batch: Batch, out: &mut Vec<Batch>) -> Result<()> {
         let Batch::Dense(mut frame) = batch else {
             return Err(EngineError::Shape(format!(
@@ -369,7 +376,7 @@ impl OperatorInstance for SpatialInstance {
         let matrix = &self.matrix;
         let rows = self.kernels.run(|k| k.apply_frame(&frame, matrix, cout))?;
         frame.schema = self.schema.clone();
-        frame.set_rows(rows)?;
+        frame.set_rows(rows, self.keep_on_device)?;
         out.push(Batch::Dense(frame));
         Ok(())
     }
