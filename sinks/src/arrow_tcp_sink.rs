@@ -24,7 +24,7 @@ use neurostream_engine::{NodeConfig, NodeContext, Result, Schema, Sink, SinkKind
 use serde::{Deserialize, Serialize};
 
 use crate::live::{
-    server_settings, with_dropped_column, LiveServer, LiveSink, Request, SlowPolicy, SubscriberEnd, MAX_REQUEST_BYTES,
+    encoding, server_settings, with_dropped_column, LiveServer, LiveSink, Request, SlowPolicy, SubscriberEnd, MAX_REQUEST_BYTES,
 };
 
 pub use crate::live::FRAMES;
@@ -165,7 +165,8 @@ fn serve(mut out: BufWriter<TcpStream>, end: SubscriberEnd, request: Request, pe
                 if !started {
                     write_chunks(&mut out, &schema_message(&published.batch, &options)?)?;
                 }
-                published.encoded(request.lz4 as usize, |b| batch_messages(b, &options))?
+                let kind = if request.lz4 { encoding::IPC_LZ4 } else { encoding::IPC };
+                published.encoded(kind, |b| batch_messages(b, &options))?
             };
             started = true;
             write_chunks(&mut out, &messages)?;

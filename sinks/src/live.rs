@@ -174,9 +174,20 @@ impl Drop for Presence {
     }
 }
 
-/// Encodings of a [`Published`] batch that subscribers share (e.g. the Arrow IPC message,
-/// plain and LZ4-compressed): at most this many kinds per batch.
+/// Encodings of a [`Published`] batch that subscribers share: at most this many kinds per batch.
 pub const SHARED_ENCODINGS: usize = 4;
+
+/// The kinds of shared encodings (indices below [`SHARED_ENCODINGS`]).
+pub mod encoding {
+    /// `arrow_tcp`: the IPC record-batch message.
+    pub const IPC: usize = 0;
+    /// `arrow_tcp`: the IPC record-batch message with LZ4-compressed buffers.
+    pub const IPC_LZ4: usize = 1;
+    /// `websocket`: the message of an Arrow client (an IPC stream of the batch).
+    pub const WEBSOCKET_ARROW: usize = 2;
+    /// `websocket`: the message of a JSON client.
+    pub const WEBSOCKET_JSON: usize = 3;
+}
 
 /// Bytes to write in order: one encoding of a batch.
 pub type Chunks = Arc<Vec<Vec<u8>>>;

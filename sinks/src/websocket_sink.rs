@@ -32,8 +32,8 @@ use tungstenite::protocol::WebSocketConfig;
 use tungstenite::{Message, WebSocket};
 
 use crate::live::{
-    server_settings, with_dropped_column, Format, LiveServer, LiveSink, Request, ServerSettings, SlowPolicy, SubscriberEnd,
-    MAX_REQUEST_BYTES,
+    encoding, server_settings, with_dropped_column, Format, LiveServer, LiveSink, Request, ServerSettings, SlowPolicy,
+    SubscriberEnd, MAX_REQUEST_BYTES,
 };
 
 /// Configuration of a `websocket` sink.
@@ -148,8 +148,8 @@ fn handshake(stream: TcpStream, peer: SocketAddr, server: &LiveServer) -> std::r
     Ok(())
 }
 
-/// One batch as a WebSocket message in the client's format.
-fn message(batch: &RecordBatch, request: &Request, output: &str, dropped: u64) -> std::result::Result<Message, String> {
+/// The payload of one batch's WebSocket message in the client's format (text for JSON).
+fn message(batch: &RecordBatch, request: &Request, output: &str, dropped: u64) -> std::result::Result<Vec<u8>, String> {
     match request.format {
         Format::Json => {
             let mut rows = arrow::json::ArrayWriter::new(Vec::new());
@@ -164,7 +164,7 @@ fn message(batch: &RecordBatch, request: &Request, output: &str, dropped: u64) -
             let mut text = head.into_bytes();
             text.extend_from_slice(&rows);
             text.push(b'}');
-            Ok(Message::text(String::from_utf8(text).map_err(|e| e.to_string())?))
+            Ok(text)
         }
         Format::Arrow => {
             let batch = if request.slow == SlowPolicy::DropOldest {
@@ -175,7 +175,7 @@ fn message(batch: &RecordBatch, request: &Request, output: &str, dropped: u64) -
             let mut w = StreamWriter::try_new(Vec::new(), &batch.schema()).map_err(|e| e.to_string())?;
             w.write(&batch).map_err(|e| e.to_string())?;
             w.finish().map_err(|e| e.to_string())?;
-            Ok(Message::binary(w.into_inner().map_err(|e| e.to_string())?))
+            w.into_inner().map_err(|e| e.to_string())
         }
     }
 }
@@ -187,8 +187,24 @@ fn serve(mut ws: WebSocket<TcpStream>, end: SubscriberEnd, request: Request, out
     let result = (|| -> std::result::Result<(), String> {
         loop {
             match end.rx.recv_timeout(Duration::from_millis(50)) {
-                Ok(batch) => {
-                    let m = message(&batch.batch, &request, &output, end.dropped.load(Ordering::Relaxed))?;
+                Ok(published) => {
+                    let payload = if request.slow == SlowPolicy::DropOldest {
+                        // Its own drop count is in every message.
+                        let dropped = end.dropped.load(Ordering::Relaxed);
+                        message(&published.batch, &request, &output, dropped)?
+                    } else {
+                        // The same bytes for every such client of this output (nothing dropped).
+                        let kind = match request.format {
+                            Format::Json => encoding::WEBSOCKET_JSON,
+                            Format::Arrow => encoding::WEBSOCKET_ARROW,
+                        };
+                        let shared = published.encoded(kind, |b| message(b, &request, &output, 0).map(|m| vec![m]))?;
+                        shared[0].clone()
+                    };
+                    let m = match request.format {
+                        Format::Json => Message::text(String::from_utf8(payload).map_err(|e| e.to_string())?),
+                        Format::Arrow => Message::binary(payload),
+                    };
                     ws.send(m).map_err(|e| e.to_string())?;
                 }
                 Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
