@@ -126,7 +126,7 @@ fn gpu_kernels_create_no_buffers_per_batch_after_the_first() {
         .unwrap()
     };
     steady("normalize", &ctx, |seed| {
-        let rows = normalize.affine(&frame(seed), &mean, &inv_std).unwrap();
+        let rows = normalize.affine(&frame(seed), &mean, &inv_std, true).unwrap();
         assert!(
             matches!(rows, Rows::Device(_)),
             "the GPU leaves normalized rows on the device"

@@ -72,6 +72,16 @@ pub enum Rows {
 }
 
 impl Rows {
+    /// The `values` f32 values a kernel wrote into `buffer` on `ctx`: the bytes it read back in
+    /// the same submission (`read_back`, when the output must reach the host), else the buffer,
+    /// left on the device.
+    pub fn from_kernel(ctx: &Arc<GpuContext>, buffer: PooledBuffer, values: usize, read_back: Option<Vec<u8>>) -> Rows {
+        match read_back {
+            Some(bytes) => Rows::Host(bytemuck::cast_slice(&bytes).to_vec()),
+            None => Rows::Device(Arc::new(DeviceRows::new(ctx.clone(), buffer, values))),
+        }
+    }
+
     /// The values on the host (copied back when they live on a GPU).
     pub fn into_host(self) -> Result<Vec<f32>> {
         match self {
@@ -106,11 +116,8 @@ impl GpuContext {
     pub fn input_rows(self: &Arc<Self>, label: &str, frame: &crate::Frame) -> Result<DeviceInput> {
         match &frame.device {
             Some(rows) if Arc::ptr_eq(rows.context(), self) => Ok(DeviceInput::Resident(rows.clone())),
-            Some(rows) => Ok(DeviceInput::Uploaded(
-                self.storage_init(label, bytemuck::cast_slice(&rows.download()?)),
-            )),
-            None => Ok(DeviceInput::Uploaded(
-                self.storage_init(label, bytemuck::cast_slice(&frame.data)),
+            _ => Ok(DeviceInput::Uploaded(
+                self.storage_init(label, bytemuck::cast_slice(&frame.values()?)),
             )),
         }
     }

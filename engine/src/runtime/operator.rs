@@ -101,12 +101,12 @@ where
                         stats.rows_in += rows_in;
                         stats.bytes_in += bytes_in;
                         let t0 = Instant::now();
+                        // Backstop: only operators that take device rows get them.
                         let r = match takes_device_rows {
                             true => Ok(()),
                             false => batch.materialize(),
                         }
-                        .and_then(|()| inst.process(batch, &mut out))
-                        .and_then(|()| settle(&mut out, keep_on_device));
+                        .and_then(|()| inst.process(batch, &mut out));
                         let busy = t0.elapsed();
                         stats.busy += busy;
                         if let Some(m) = &live {
@@ -134,9 +134,7 @@ where
                     (instance.as_mut(), held.as_ref(), shared.failed(), checkpointing_now)
                 {
                     let t0 = Instant::now();
-                    let r = inst
-                        .poll(&mut out)
-                        .and_then(|next| settle(&mut out, keep_on_device).map(|()| next));
+                    let r = inst.poll(&mut out);
                     stats.busy += t0.elapsed();
                     match r {
                         Ok(next) => {
@@ -176,7 +174,7 @@ where
                 if frontier.is_empty() && stash.is_empty() && !finished {
                     finished = true;
                     if let (Some(inst), false) = (instance.as_mut(), shared.failed()) {
-                        match inst.finish(&mut out).and_then(|()| settle(&mut out, keep_on_device)) {
+                        match inst.finish(&mut out) {
                             Ok(()) if !out.is_empty() => match &held {
                                 Some(cap) => {
                                     stats.rows_out += out.iter().map(|b| b.rows() as u64).sum::<u64>();
@@ -200,13 +198,4 @@ where
             }
         },
     )
-}
-
-/// Copies outputs whose values live on a GPU back to the host, unless every consumer of this
-/// operator takes device rows on its device (`keep_on_device`, decided by the runtime).
-fn settle(out: &mut [Batch], keep_on_device: bool) -> crate::error::Result<()> {
-    if !keep_on_device {
-        out.iter_mut().try_for_each(Batch::materialize)?;
-    }
-    Ok(())
 }

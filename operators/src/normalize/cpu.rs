@@ -8,7 +8,7 @@ use super::{NormalizeKernels, Welford};
 pub struct CpuKernels;
 
 impl NormalizeKernels for CpuKernels {
-    fn affine(&mut self, frame: &Frame, mean: &[f64], inv_std: &[f64]) -> Result<Rows> {
+    fn affine(&mut self, frame: &Frame, mean: &[f64], inv_std: &[f64], _keep_on_device: bool) -> Result<Rows> {
         let (data, width) = (frame.values()?, frame.width());
         let mean32: Vec<f32> = mean.iter().map(|&m| m as f32).collect();
         let inv32: Vec<f32> = inv_std.iter().map(|&s| s as f32).collect();
@@ -38,7 +38,7 @@ impl NormalizeKernels for CpuKernels {
         Ok(out)
     }
 
-    fn l2(&mut self, frame: &Frame, target: f64) -> Result<Rows> {
+    fn l2(&mut self, frame: &Frame, target: f64, _keep_on_device: bool) -> Result<Rows> {
         let (data, width) = (frame.values()?, frame.width());
         let mut out = vec![0.0f32; data.len()];
         for (row_out, row) in out.chunks_exact_mut(width).zip(data.chunks_exact(width)) {

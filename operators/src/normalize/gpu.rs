@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use neurostream_engine::device::{workgroups_1d, workgroups_per_item};
-use neurostream_engine::{DeviceRows, EngineError, Frame, GpuContext, GpuPass, PooledBuffer, Result, Rows};
+use neurostream_engine::{EngineError, Frame, GpuContext, GpuPass, PooledBuffer, Result, Rows};
 
 use super::{NormalizeKernels, Welford};
 
@@ -41,7 +41,7 @@ impl GpuKernels {
     }
 
     /// Runs `pipeline` over `input` (`values` f32 values) into a fresh output of `out_len`
-    /// values, which stays on the device: nothing is read back here.
+    /// values; with `read`, the output also comes back in the same submission.
     #[allow(clippy::too_many_arguments)]
     fn dispatch(
         &self,
@@ -52,7 +52,8 @@ impl GpuKernels {
         aux: Option<&[f32]>,
         out_len: usize,
         groups: [u32; 3],
-    ) -> Result<PooledBuffer> {
+        read: bool,
+    ) -> Result<(PooledBuffer, Option<Vec<u8>>)> {
         let ctx = &self.ctx;
         let limit = ctx.device.limits().max_storage_buffer_binding_size as usize;
         if values * 4 > limit || out_len * 4 > limit {
@@ -67,18 +68,19 @@ impl GpuKernels {
         let aux = aux.map(|a| ctx.storage_init("normalize.aux", bytemuck::cast_slice(a)));
         let mut buffers = vec![&*uniform, input, &*output];
         buffers.extend(aux.as_deref());
-        ctx.run(
+        let bytes = ctx.run(
             &[GpuPass {
                 pipeline,
                 buffers: &buffers,
                 workgroups: groups,
             }],
-            None,
+            read.then_some((&*output, (out_len * 4) as u64)),
         )?;
-        Ok(output)
+        Ok((output, read.then_some(bytes)))
     }
 
-    /// Runs a kernel that maps `frame`'s rows to rows of the same shape, left on the device.
+    /// Runs a kernel that maps `frame`'s rows to rows of the same shape, left on the device
+    /// when `keep_on_device`.
     fn map_rows(
         &self,
         pipeline: &wgpu::ComputePipeline,
@@ -86,16 +88,17 @@ impl GpuKernels {
         frame: &Frame,
         aux: Option<&[f32]>,
         groups: [u32; 3],
+        keep_on_device: bool,
     ) -> Result<Rows> {
         let values = frame.rows() * frame.width();
         let input = self.ctx.input_rows("normalize.x", frame)?;
-        let output = self.dispatch(pipeline, params, &input, values, aux, values, groups)?;
-        Ok(Rows::Device(Arc::new(DeviceRows::new(self.ctx.clone(), output, values))))
+        let (output, bytes) = self.dispatch(pipeline, params, &input, values, aux, values, groups, !keep_on_device)?;
+        Ok(Rows::from_kernel(&self.ctx, output, values, bytes))
     }
 }
 
 impl NormalizeKernels for GpuKernels {
-    fn affine(&mut self, frame: &Frame, mean: &[f64], inv_std: &[f64]) -> Result<Rows> {
+    fn affine(&mut self, frame: &Frame, mean: &[f64], inv_std: &[f64], keep_on_device: bool) -> Result<Rows> {
         if frame.rows() == 0 {
             return Ok(Rows::Host(Vec::new()));
         }
@@ -107,7 +110,8 @@ impl NormalizeKernels for GpuKernels {
             epsilon: 0.0,
             target: 0.0,
         };
-        self.map_rows(&self.affine, params, frame, Some(&aux), workgroups_1d(values, WG))
+        let groups = workgroups_1d(values, WG);
+        self.map_rows(&self.affine, params, frame, Some(&aux), groups, keep_on_device)
     }
 
     fn running(&mut self, data: &[f32], width: usize, state: &mut Welford, epsilon: f64) -> Result<Vec<f32>> {
@@ -133,7 +137,7 @@ impl NormalizeKernels for GpuKernels {
         };
         let input = self.ctx.storage_init("normalize.x", bytemuck::cast_slice(data));
         let out_len = data.len() + 2 * width;
-        let output = self.dispatch(
+        let (_, bytes) = self.dispatch(
             &self.running,
             params,
             &input,
@@ -141,9 +145,9 @@ impl NormalizeKernels for GpuKernels {
             Some(&aux),
             out_len,
             workgroups_1d(width, WG),
+            true,
         )?;
-        let bytes = self.ctx.run(&[], Some((&output, (out_len * 4) as u64)))?;
-        let mut out: Vec<f32> = bytemuck::cast_slice(&bytes).to_vec();
+        let mut out: Vec<f32> = bytemuck::cast_slice(&bytes.unwrap_or_default()).to_vec();
         // Merge the frame's statistics into the float64 state. The kernel's mean is relative to
         // the float32 carried mean, so shift it back by exactly that value.
         let local_mean: Vec<f64> = (0..width).map(|c| out[data.len() + c] as f64 + aux[1 + c] as f64).collect();
@@ -153,7 +157,7 @@ impl NormalizeKernels for GpuKernels {
         Ok(out)
     }
 
-    fn l2(&mut self, frame: &Frame, target: f64) -> Result<Rows> {
+    fn l2(&mut self, frame: &Frame, target: f64, keep_on_device: bool) -> Result<Rows> {
         if frame.rows() == 0 {
             return Ok(Rows::Host(Vec::new()));
         }
@@ -163,6 +167,7 @@ impl NormalizeKernels for GpuKernels {
             epsilon: 0.0,
             target: target as f32,
         };
-        self.map_rows(&self.l2, params, frame, None, workgroups_per_item(frame.rows()))
+        let groups = workgroups_per_item(frame.rows());
+        self.map_rows(&self.l2, params, frame, None, groups, keep_on_device)
     }
 }

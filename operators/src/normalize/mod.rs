@@ -114,12 +114,13 @@ pub const DEFAULT_EPSILON: f64 = 1e-8;
 /// The kernels every backend provides. Data is row-major `rows × width`.
 pub trait NormalizeKernels {
     /// `out[r, c] = (x[r, c] - mean[c]) * inv_std[c]` for the rows of `frame` (host or device);
-    /// GPU kernels leave the result on the device.
-    fn affine(&mut self, frame: &Frame, mean: &[f64], inv_std: &[f64]) -> Result<Rows>;
+    /// GPU kernels leave the result on the device when `keep_on_device`.
+    fn affine(&mut self, frame: &Frame, mean: &[f64], inv_std: &[f64], keep_on_device: bool) -> Result<Rows>;
     /// Running z-score of `data` continuing `state`, which is updated with every row.
     fn running(&mut self, data: &[f32], width: usize, state: &mut Welford, epsilon: f64) -> Result<Vec<f32>>;
-    /// Each row of `frame` scaled to L2 norm `target`; GPU kernels leave the result on the device.
-    fn l2(&mut self, frame: &Frame, target: f64) -> Result<Rows>;
+    /// Each row of `frame` scaled to L2 norm `target`; GPU kernels leave the result on the device
+    /// when `keep_on_device`.
+    fn l2(&mut self, frame: &Frame, target: f64, keep_on_device: bool) -> Result<Rows>;
 }
 
 /// Welford running statistics per channel, in float64.
@@ -359,8 +360,9 @@ impl NormalizeInstance {
         let mean = state.stats.mean.clone();
         let inv_std: Vec<f64> = state.stats.variance().iter().map(|v| 1.0 / (v + epsilon).sqrt()).collect();
         for mut frame in std::mem::take(&mut state.held) {
-            let rows = self.kernels.run(|k| k.affine(&frame, &mean, &inv_std))?;
-            frame.set_rows(rows, self.keep_on_device)?;
+            let keep = self.keep_on_device;
+            let rows = self.kernels.run(|k| k.affine(&frame, &mean, &inv_std, keep))?;
+            frame.set_rows(rows, keep)?;
             out.push(Batch::Dense(frame));
         }
         Ok(())
@@ -391,16 +393,16 @@ impl OperatorInstance for NormalizeInstance {
                 batch.stream()
             )));
         };
-        let w = frame.width();
+        let (w, keep) = (frame.width(), self.keep_on_device);
         match self.mode.clone() {
             Mode::Fixed { mean, inv_std } => {
-                let rows = self.kernels.run(|k| k.affine(&frame, &mean, &inv_std))?;
-                frame.set_rows(rows, self.keep_on_device)?;
+                let rows = self.kernels.run(|k| k.affine(&frame, &mean, &inv_std, keep))?;
+                frame.set_rows(rows, keep)?;
                 out.push(Batch::Dense(frame));
             }
             Mode::L2 { target } => {
-                let rows = self.kernels.run(|k| k.l2(&frame, target))?;
-                frame.set_rows(rows, self.keep_on_device)?;
+                let rows = self.kernels.run(|k| k.l2(&frame, target, keep))?;
+                frame.set_rows(rows, keep)?;
                 out.push(Batch::Dense(frame));
             }
             Mode::Running { warmup, epsilon } => {

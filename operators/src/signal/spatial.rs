@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use neurostream_engine::PooledBuffer;
-use neurostream_engine::{wgpu, DeviceRows, Frame, GpuContext, Result, Rows};
+use neurostream_engine::{wgpu, Frame, GpuContext, Result, Rows};
 
 use crate::gpu_gemm::{self, GemmCall};
 
@@ -15,8 +15,9 @@ pub trait SpatialKernels: Send {
     fn apply(&mut self, data: &[f32], cin: usize, matrix: &[f32], cout: usize) -> Result<Vec<f32>>;
 
     /// Applies `matrix` to the rows of `frame` (host or device). This maps a host copy; GPU
-    /// kernels map on the device and leave the result there.
-    fn apply_frame(&mut self, frame: &Frame, matrix: &[f32], cout: usize) -> Result<Rows> {
+    /// kernels map on the device and leave the result there when `keep_on_device`.
+    fn apply_frame(&mut self, frame: &Frame, matrix: &[f32], cout: usize, keep_on_device: bool) -> Result<Rows> {
+        let _ = keep_on_device;
         let data = frame.values()?;
         self.apply(&data, frame.width(), matrix, cout).map(Rows::Host)
     }
@@ -93,8 +94,17 @@ impl GpuSpatial {
 }
 
 impl GpuSpatial {
-    /// `y = x · matrix` for `rows` rows of `cin` values in `x`, into a buffer left on the device.
-    fn map(&mut self, x: &wgpu::Buffer, rows: usize, cin: usize, matrix: &[f32], cout: usize) -> Result<PooledBuffer> {
+    /// `y = x · matrix` for `rows` rows of `cin` values in `x`, into a device buffer; with `read`,
+    /// `y` also comes back in the same submission.
+    fn map(
+        &mut self,
+        x: &wgpu::Buffer,
+        rows: usize,
+        cin: usize,
+        matrix: &[f32],
+        cout: usize,
+        read: bool,
+    ) -> Result<(PooledBuffer, Option<Vec<u8>>)> {
         let ctx = self.ctx.clone();
         if self.matrix.as_ref().is_none_or(|(m, _)| m.as_slice() != matrix) {
             let buf = ctx.storage_init("spatial.matrix", bytemuck::cast_slice(matrix));
@@ -107,8 +117,8 @@ impl GpuSpatial {
         let uniform = call.uniform(&ctx);
         let bufs = call.buffers(&uniform, &dummy);
         let pass = gpu_gemm::pass(&self.pipeline, &call, &bufs);
-        ctx.run(&[pass], None)?;
-        Ok(y)
+        let bytes = ctx.run(&[pass], read.then_some((&*y, (rows * cout * 4) as u64)))?;
+        Ok((y, read.then_some(bytes)))
     }
 }
 
@@ -119,18 +129,17 @@ impl SpatialKernels for GpuSpatial {
             return Ok(Vec::new());
         }
         let x = self.ctx.storage_init("spatial.x", bytemuck::cast_slice(data));
-        let y = self.map(&x, rows, cin, matrix, cout)?;
-        let out = self.ctx.run(&[], Some((&y, (rows * cout * 4) as u64)))?;
-        Ok(bytemuck::cast_slice(&out).to_vec())
+        let (_, out) = self.map(&x, rows, cin, matrix, cout, true)?;
+        Ok(bytemuck::cast_slice(&out.unwrap_or_default()).to_vec())
     }
 
-    fn apply_frame(&mut self, frame: &Frame, matrix: &[f32], cout: usize) -> Result<Rows> {
+    fn apply_frame(&mut self, frame: &Frame, matrix: &[f32], cout: usize, keep_on_device: bool) -> Result<Rows> {
         let rows = frame.rows();
         if rows == 0 {
             return Ok(Rows::Host(Vec::new()));
         }
         let x = self.ctx.input_rows("spatial.x", frame)?;
-        let y = self.map(&x, rows, frame.width(), matrix, cout)?;
-        Ok(Rows::Device(Arc::new(DeviceRows::new(self.ctx.clone(), y, rows * cout))))
+        let (y, bytes) = self.map(&x, rows, frame.width(), matrix, cout, !keep_on_device)?;
+        Ok(Rows::from_kernel(&self.ctx, y, rows * cout, bytes))
     }
 }

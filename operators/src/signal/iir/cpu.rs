@@ -16,8 +16,9 @@ pub trait SosKernels: Send {
     fn filter(&mut self, sections: &[Section], state: &mut [f64], data: &mut [f32], channels: usize) -> Result<()>;
 
     /// Filters the rows of `frame` (host or device) continuing `state`. This filters a host
-    /// copy; GPU kernels filter on the device and leave the result there.
-    fn filter_frame(&mut self, sections: &[Section], state: &mut [f64], frame: &Frame) -> Result<Rows> {
+    /// copy; GPU kernels filter on the device and leave the result there when `keep_on_device`.
+    fn filter_frame(&mut self, sections: &[Section], state: &mut [f64], frame: &Frame, keep_on_device: bool) -> Result<Rows> {
+        let _ = keep_on_device;
         let mut data = frame.values()?.into_owned();
         self.filter(sections, state, &mut data, frame.width())?;
         Ok(Rows::Host(data))

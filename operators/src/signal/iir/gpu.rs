@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use neurostream_engine::PooledBuffer;
-use neurostream_engine::{wgpu, DeviceRows, Frame, GpuContext, GpuPass, Result, Rows};
+use neurostream_engine::{wgpu, Frame, GpuContext, GpuPass, Result, Rows};
 
 use super::cpu::SosKernels;
 use super::design::Section;
@@ -104,17 +104,13 @@ impl SosKernels for GpuSos {
         Ok(())
     }
 
-    fn filter_frame(&mut self, sections: &[Section], state: &mut [f64], frame: &Frame) -> Result<Rows> {
+    fn filter_frame(&mut self, sections: &[Section], state: &mut [f64], frame: &Frame, keep_on_device: bool) -> Result<Rows> {
         let (rows, channels) = (frame.rows(), frame.width());
         if rows == 0 {
             return Ok(Rows::Host(Vec::new()));
         }
         let data = self.ctx.owned_rows("sos.data", frame)?;
-        self.cascade(sections, state, &data, rows, channels, false)?;
-        Ok(Rows::Device(Arc::new(DeviceRows::new(
-            self.ctx.clone(),
-            data,
-            rows * channels,
-        ))))
+        let bytes = self.cascade(sections, state, &data, rows, channels, !keep_on_device)?;
+        Ok(Rows::from_kernel(&self.ctx, data, rows * channels, bytes))
     }
 }

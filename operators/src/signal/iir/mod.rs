@@ -258,13 +258,13 @@ impl OperatorInstance for SosInstance {
         let n = self.sections.len() * 2 * w;
         let mut state = self.state.remove(&frame.stream).unwrap_or_else(|| vec![0.0; n]);
         let sections = self.sections.clone();
-        let before = state.clone();
+        let (before, keep) = (state.clone(), self.keep_on_device);
         let result = self.kernels.run(|k| {
             state.copy_from_slice(&before);
-            k.filter_frame(&sections, &mut state, &frame)
+            k.filter_frame(&sections, &mut state, &frame, keep)
         });
         self.state.insert(frame.stream.clone(), state);
-        frame.set_rows(result?, self.keep_on_device)?;
+        frame.set_rows(result?, keep)?;
         out.push(Batch::Dense(frame));
         Ok(())
     }

@@ -374,9 +374,10 @@ impl OperatorInstance for SpatialInstance {
             )));
         }
         let matrix = &self.matrix;
-        let rows = self.kernels.run(|k| k.apply_frame(&frame, matrix, cout))?;
+        let keep = self.keep_on_device;
+        let rows = self.kernels.run(|k| k.apply_frame(&frame, matrix, cout, keep))?;
         frame.schema = self.schema.clone();
-        frame.set_rows(rows, self.keep_on_device)?;
+        frame.set_rows(rows, keep)?;
         out.push(Batch::Dense(frame));
         Ok(())
     }
