@@ -678,6 +678,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                     if let Some(t) = &ui_token {
                         first_only.extend(["--ui-token".to_string(), t.clone()]);
                     }
+                    first_only.extend(["--ui-linger".to_string(), ui_linger.to_string()]);
                 }
                 return launch::run(launch::Launch {
                     file: &file,
@@ -721,12 +722,24 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                 }
                 _ => None,
             };
+            // A process other than 0 gathers its picture for process 0's live view, if that
+            // one has a view (the engine learns it when the processes connect).
+            let follower = match (&cluster, &view) {
+                (Some(c), None) if c.process > 0 => {
+                    let spec = spec.clone();
+                    Some(neurostream::ObserverFactory(Arc::new(move |m| {
+                        neurostream::ui::UiState::new(&spec, m) as Arc<dyn neurostream::BatchObserver>
+                    })))
+                }
+                _ => None,
+            };
             let live = Live {
                 metrics,
                 metrics_token,
                 status_every,
                 checkpoint,
                 view,
+                follower,
             };
             run_compiled_live(
                 pipeline,
@@ -750,6 +763,8 @@ struct Live {
     status_every: Option<f64>,
     checkpoint: Option<neurostream::CheckpointOptions>,
     view: Option<(Arc<neurostream::ui::UiState>, String, Option<String>, Duration)>,
+    /// A process other than 0 of a cluster: makes its observer when process 0 has a view.
+    follower: Option<neurostream::ObserverFactory>,
 }
 
 /// Runs a compiled pipeline with a progress bar, then prints its report.
@@ -831,6 +846,7 @@ fn run_compiled_live(
         observer: view
             .as_ref()
             .map(|(state, _, _)| state.clone() as Arc<dyn neurostream::BatchObserver>),
+        follower_observer: live.follower,
     };
     let result = neurostream::run(pipeline, options);
     if let Some((stop, handle)) = status {

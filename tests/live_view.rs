@@ -55,7 +55,8 @@ impl Run {
         }
         let start = Instant::now();
         loop {
-            if let Some(addr) = log.lock().unwrap().lines().find_map(|l| l.strip_prefix("live view: http://")) {
+            // A local cluster's launcher prefixes each line with its process (`[process 0] `).
+            if let Some(addr) = log.lock().unwrap().lines().find_map(|l| l.split("live view: http://").nth(1)) {
                 let addr = addr.trim_end_matches('/').to_string();
                 return Run {
                     child,
@@ -77,8 +78,13 @@ impl Run {
 
     /// Waits until the run's report has been printed (the view then lingers).
     fn wait_report(&self) -> String {
+        self.wait_reports(1)
+    }
+
+    /// Waits until `n` reports have been printed (one per process of a local cluster).
+    fn wait_reports(&self, n: usize) -> String {
         let start = Instant::now();
-        while !self.log().contains("done in ") {
+        while self.log().matches("done in ").count() < n {
             assert!(
                 start.elapsed() < Duration::from_secs(120),
                 "the run did not finish:\n{}",
@@ -195,6 +201,22 @@ fn signals_view_shows_the_graph_traces_markers_and_band_power_with_the_runs_coun
         b.eval(&drawn_pixels("#signal-plot")).as_u64().unwrap() > 1000,
         "trace canvas is blank"
     );
+    // Picking 4 other channels: the server sends those (and the plot draws them) within a
+    // moment, not at the next tick only.
+    b.eval(
+        "(() => { const p = document.querySelector('#signal-channels'); \
+           [...p.options].forEach((o, i) => o.selected = i >= 9 && i < 13); \
+           p.dispatchEvent(new Event('change')); return 0; })()",
+    );
+    let shown = "(() => { const [n, s] = document.querySelector('#signal-stream').value.split(' / '); \
+                  return latest.streams.find(x => x.node === n && x.stream === s); })()";
+    b.wait_for(
+        &format!(
+            "JSON.stringify({shown}.traced) === '[9,10,11,12]' && +document.querySelector('#signal-plot').dataset.channels === 4"
+        ),
+        Duration::from_secs(3),
+    );
+    assert_eq!(b.eval(&format!("{shown}.min.length")), 4);
     // Markers reach the view; band power is shown as bars with a timeline.
     b.wait_for(
         "latest.streams.some(s => s.node === 'sources.eeg' && s.markers.length >= 2)",
@@ -432,8 +454,8 @@ fn viewers_that_misbehave_are_closed_and_the_others_keep_their_snapshots() {
     };
     let mut talker = connect();
     let mut reader = connect();
-    // A message over the limit (4096 bytes) closes that viewer's connection.
-    talker.send(tungstenite::Message::text("x".repeat(10_000))).unwrap();
+    // A message over the limit (16 KiB) closes that viewer's connection.
+    talker.send(tungstenite::Message::text("x".repeat(20_000))).unwrap();
     let closed = (0..20).any(|_| !matches!(talker.read(), Ok(tungstenite::Message::Text(_))));
     assert!(closed, "an oversized message must close the connection");
     // A request that is not a WebSocket handshake on /ws is refused.
@@ -474,4 +496,214 @@ fn viewers_that_misbehave_are_closed_and_the_others_keep_their_snapshots() {
             snapshots += 1;
         }
     }
+}
+
+/// The streams of a snapshot by (node, stream).
+fn stream_of<'a>(snapshot: &'a Value, node: &str) -> &'a Value {
+    snapshot["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["node"] == node)
+        .unwrap_or_else(|| panic!("no stream of {node} in {snapshot}"))
+}
+
+/// Reads text messages until one satisfies `ok` (within 20 s).
+fn read_until(ws: &mut tungstenite::WebSocket<std::net::TcpStream>, ok: impl Fn(&Value) -> bool) -> (Value, usize) {
+    let start = Instant::now();
+    loop {
+        assert!(start.elapsed() < Duration::from_secs(20), "no snapshot came as expected");
+        if let Ok(tungstenite::Message::Text(t)) = ws.read() {
+            let v: Value = serde_json::from_str(&t).unwrap();
+            if ok(&v) {
+                return (v, t.len());
+            }
+        }
+    }
+}
+
+/// Each viewer is sent the traces of the channels it picked (the first 8 until it picks), so
+/// a viewer of 2 channels of a 16-channel stream is sent less; `/api/state` has them all; a
+/// selection out of bounds closes that viewer with the reason.
+#[test]
+fn each_viewer_is_sent_the_traces_it_picked_only() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("p.toml"), EEG_PIPELINE.replace("seconds = 6", "seconds = 20")).unwrap();
+    let run = Run::start(dir.path(), "p.toml", &["--ui", "127.0.0.1:0", "--ui-linger", "5"]);
+    let connect = || {
+        let stream = std::net::TcpStream::connect(&run.addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        tungstenite::client(format!("ws://{}/ws", run.addr), stream).unwrap().0
+    };
+    let (mut picker, mut bystander) = (connect(), connect());
+    let has_traces = |v: &Value| {
+        v["streams"].as_array().is_some_and(|a| {
+            a.iter()
+                .any(|s| s["node"] == "sources.eeg" && s["t"].as_array().unwrap().len() > 10)
+        })
+    };
+    let (first, _) = read_until(&mut picker, has_traces);
+    let eeg = stream_of(&first, "sources.eeg");
+    assert_eq!(eeg["channels"].as_array().unwrap().len(), 16);
+    assert_eq!(eeg["traced"], serde_json::json!([0, 1, 2, 3, 4, 5, 6, 7]));
+    assert_eq!(eeg["min"].as_array().unwrap().len(), 8);
+    let stream = eeg["stream"].as_str().unwrap().to_string();
+    let pick = serde_json::json!({"traces": [{"node": "sources.eeg", "stream": stream, "channels": [12, 3]}]});
+    picker.send(tungstenite::Message::text(pick.to_string())).unwrap();
+    let (picked, picked_len) = read_until(&mut picker, |v| {
+        stream_of(v, "sources.eeg")["traced"] == serde_json::json!([3, 12])
+    });
+    let eeg = stream_of(&picked, "sources.eeg");
+    assert_eq!(eeg["min"].as_array().unwrap().len(), 2);
+    assert_eq!(eeg["max"][1].as_array().unwrap().len(), eeg["t"].as_array().unwrap().len());
+    // Streams it did not name keep the first 8; the other viewer keeps its own.
+    assert_eq!(stream_of(&picked, "operators.band")["traced"].as_array().unwrap().len(), 8);
+    let (other, other_len) = read_until(&mut bystander, has_traces);
+    assert_eq!(stream_of(&other, "sources.eeg")["traced"].as_array().unwrap().len(), 8);
+    assert!(
+        picked_len < other_len,
+        "2 channels ({picked_len} B) should weigh less than 8 ({other_len} B)"
+    );
+    // The HTTP snapshot has every channel.
+    let mut s = std::net::TcpStream::connect(&run.addr).unwrap();
+    write!(s, "GET /api/state HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let api: Value = serde_json::from_str(text.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(stream_of(&api, "sources.eeg")["traced"].as_array().unwrap().len(), 16);
+    // Out of bounds: closed with code 1008 and the reason.
+    picker
+        .send(tungstenite::Message::text(
+            r#"{"traces": [{"node": "sources.eeg", "stream": "x", "channels": [999]}]}"#,
+        ))
+        .unwrap();
+    let start = Instant::now();
+    let frame = loop {
+        assert!(start.elapsed() < Duration::from_secs(10), "the viewer was not closed");
+        match picker.read() {
+            Ok(tungstenite::Message::Close(f)) => break f.expect("a close frame with a reason"),
+            Ok(_) => {}
+            Err(e) => panic!("closed without a close frame: {e}"),
+        }
+    };
+    assert_eq!(frame.code, tungstenite::protocol::frame::coding::CloseCode::Policy);
+    assert!(frame.reason.contains("below 256"), "{}", frame.reason);
+}
+
+const CLUSTER_INPUT: &str = r#"
+[sources.acts]
+kind = "synthetic_activations"
+d_model = 32
+features = 64
+active = 4
+tokens = 20000
+chunk = 700
+seed = 11
+
+[sinks.file]
+kind = "parquet"
+input = "acts"
+path = "in_parts"
+row_group_size = 1500
+"#;
+
+const CLUSTER_PIPELINE: &str = r#"
+[pipeline]
+name = "ui-cluster"
+
+[sources.acts]
+kind = "parquet"
+path = "in_parts"
+batch_rows = 500
+
+[operators.l2]
+kind = "normalize"
+input = "acts"
+method = "l2"
+
+[sources.eeg]
+kind = "synthetic_eeg"
+channels = 4
+sample_rate = 128.0
+seconds = 8.0
+chunk = 64
+speed = 1.0
+
+[sinks.out]
+kind = "parquet"
+input = "l2"
+path = "out/l2.parquet"
+
+[sinks.eeg]
+kind = "parquet"
+input = "eeg"
+path = "out/eeg_parts"
+"#;
+
+/// A local cluster's live view (served by process 0) shows the whole run: every node's rows
+/// are the sums of both processes' reports, and a stream read by both processes is one view.
+#[test]
+fn the_view_of_a_two_process_run_shows_both_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("gen.toml"), CLUSTER_INPUT).unwrap();
+    common::run_ok(d, &["run", "gen.toml", "--quiet", "-w", "3"]);
+    std::fs::write(d.join("p.toml"), CLUSTER_PIPELINE).unwrap();
+    let run = Run::start(
+        d,
+        "p.toml",
+        &["--processes", "2", "-w", "1", "--ui", "127.0.0.1:0", "--ui-linger", "30"],
+    );
+    let log = run.wait_reports(2);
+    let mut totals: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+    for p in 0..2 {
+        let prefix = format!("[process {p}] ");
+        let report: String = log
+            .lines()
+            .filter_map(|l| l.strip_prefix(&prefix))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let rows = report_rows(&report);
+        assert_eq!(rows.len(), 5, "process {p}:\n{log}");
+        for (node, rows_in, rows_out) in rows {
+            let t = totals.entry(node).or_default();
+            (t.0, t.1) = (t.0 + rows_in, t.1 + rows_out);
+        }
+    }
+    let read_0 = report_rows(
+        &log.lines()
+            .filter_map(|l| l.strip_prefix("[process 0] "))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    )
+    .into_iter()
+    .find(|r| r.0 == "sources.acts")
+    .unwrap()
+    .2;
+    assert!(read_0 > 0 && read_0 < 20000, "process 0 read {read_0} of 20000 rows:\n{log}");
+    let mut s = std::net::TcpStream::connect(&run.addr).unwrap();
+    write!(s, "GET /api/state HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let state: Value = serde_json::from_str(text.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(state["processes"], serde_json::json!([0, 1]), "{state}");
+    assert_eq!(totals["sources.acts"].1, 20000);
+    for (node, (rows_in, rows_out)) in &totals {
+        let n = state["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["id"] == **node)
+            .unwrap_or_else(|| panic!("{node} not in {}", state["nodes"]));
+        assert_eq!(
+            (n["rows_in"].as_u64(), n["rows_out"].as_u64()),
+            (Some(*rows_in), Some(*rows_out)),
+            "{node}"
+        );
+    }
+    // The activations were read by both processes: one view of all 20000 rows.
+    assert_eq!(stream_of(&state, "sources.acts")["tokens"], 20000);
+    assert_eq!(stream_of(&state, "operators.l2")["tokens"], 20000);
+    // The EEG was read by one of them: its whole trace is there.
+    assert_eq!(stream_of(&state, "sources.eeg")["rows"], 1024);
 }

@@ -37,6 +37,10 @@ pub struct Hello {
     /// process must resume from the same one.
     #[serde(default)]
     pub resumes_from: Option<u64>,
+    /// Whether this process has a live view that gathers every process's picture (only
+    /// process 0's counts: its followers then send theirs to it).
+    #[serde(default)]
+    pub watched: bool,
 }
 
 impl Hello {
@@ -129,13 +133,23 @@ fn greet(stream: &mut TcpStream, me: &Hello, expected: Option<usize>, deadline: 
     Ok(peer)
 }
 
+/// The connections of one process to its peers.
+#[derive(Debug)]
+pub struct Connected {
+    /// One socket per process (`None` for this one), in process order, as timely's networking
+    /// expects.
+    pub sockets: Vec<Option<TcpStream>>,
+    /// What each peer said about itself (`None` for this one), in process order.
+    pub peers: Vec<Option<Hello>>,
+}
+
 /// Connects this process (`me.process`) to every other process of `addresses` within
-/// `timeout`, checking each peer's [`Hello`]. Returns one socket per process (`None` for
-/// this one), in process order, as timely's networking expects.
-pub fn connect(addresses: &[String], me: &Hello, timeout: Duration) -> Result<Vec<Option<TcpStream>>> {
+/// `timeout`, checking each peer's [`Hello`].
+pub fn connect(addresses: &[String], me: &Hello, timeout: Duration) -> Result<Connected> {
     let deadline = Instant::now() + timeout;
     let fail = |m: String| EngineError::Runtime(format!("cluster: process {}: {m}", me.process));
     let mut sockets: Vec<Option<TcpStream>> = (0..addresses.len()).map(|_| None).collect();
+    let mut peers: Vec<Option<Hello>> = vec![None; addresses.len()];
     // Listen first, so lower processes never wait on us while we dial.
     let listener = match me.process + 1 < addresses.len() {
         true => {
@@ -161,8 +175,10 @@ pub fn connect(addresses: &[String], me: &Hello, timeout: Duration) -> Result<Ve
             std::thread::sleep(Duration::from_millis(100));
         };
         let mut stream = stream;
-        greet(&mut stream, me, Some(i), deadline).map_err(|m| fail(format!("refusing process {i} at {address}: {m}")))?;
+        let peer =
+            greet(&mut stream, me, Some(i), deadline).map_err(|m| fail(format!("refusing process {i} at {address}: {m}")))?;
         sockets[i] = Some(stream);
+        peers[i] = Some(peer);
     }
     if let Some(listener) = listener {
         while sockets.iter().enumerate().skip(me.process + 1).any(|(_, s)| s.is_none()) {
@@ -172,6 +188,8 @@ pub fn connect(addresses: &[String], me: &Hello, timeout: Duration) -> Result<Ve
                     match greet(&mut stream, me, None, deadline) {
                         Ok(peer) if peer.process > me.process && sockets[peer.process].is_none() => {
                             sockets[peer.process] = Some(stream);
+                            let i = peer.process;
+                            peers[i] = Some(peer);
                         }
                         Ok(peer) => {
                             return Err(fail(format!(
@@ -203,7 +221,7 @@ pub fn connect(addresses: &[String], me: &Hello, timeout: Duration) -> Result<Ve
             }
         }
     }
-    Ok(sockets)
+    Ok(Connected { sockets, peers })
 }
 
 fn dial(address: &str) -> std::result::Result<TcpStream, String> {
@@ -285,6 +303,7 @@ mod tests {
             processes: 2,
             process,
             resumes_from: None,
+            watched: process == 0,
         }
     }
 
@@ -297,10 +316,15 @@ mod tests {
     fn peers_with_the_same_settings_connect() {
         let addrs = vec![free_port(), free_port()];
         let a2 = addrs.clone();
-        let p1 = std::thread::spawn(move || connect(&a2, &hello(1, 2, "p"), Duration::from_secs(10)).map(|s| s.len()));
-        let s0 = connect(&addrs, &hello(0, 2, "p"), Duration::from_secs(10)).unwrap();
-        assert!(s0[0].is_none() && s0[1].is_some());
-        assert_eq!(p1.join().unwrap().unwrap(), 2);
+        let p1 = std::thread::spawn(move || connect(&a2, &hello(1, 2, "p"), Duration::from_secs(10)));
+        let c0 = connect(&addrs, &hello(0, 2, "p"), Duration::from_secs(10)).unwrap();
+        assert!(c0.sockets[0].is_none() && c0.sockets[1].is_some());
+        let c1 = p1.join().unwrap().unwrap();
+        assert_eq!(c1.sockets.len(), 2);
+        // Each side knows what the other said: here, whether process 0 watches the run.
+        assert_eq!(c1.peers[0].as_ref().map(|h| h.watched), Some(true));
+        assert_eq!(c0.peers[1].as_ref().map(|h| (h.process, h.watched)), Some((1, false)));
+        assert!(c0.peers[0].is_none());
     }
 
     #[test]

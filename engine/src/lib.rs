@@ -46,7 +46,9 @@ pub use node::{
     Registry, Sink, SinkKind, SinkWriter, Source, SourceKind, SourceReader, SourceWaker, WorkerPos,
 };
 pub use resident::{DeviceInput, DeviceRows, Rows};
-pub use runtime::{run, BatchObserver, ClusterConfig, NodeStats, RunOptions, RunProgress, RunReport};
+pub use runtime::{
+    run, BatchObserver, ClusterConfig, NodeStats, ObserverFactory, RunOptions, RunProgress, RunReport, PICTURE_PERIOD,
+};
 pub use schema::{Channel, Schema, StreamKind};
 pub use spec::{CompiledPipeline, NodeConfig, OnInvalid, Overload, PipelineBuilder, PipelineSettings, PipelineSpec};
 pub use table::TableFrame;

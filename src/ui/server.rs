@@ -1,10 +1,15 @@
 //! The live view's HTTP server: the page and its assets (built into the binary), `/api/state`
 //! (one snapshot as JSON) and `/ws` (a WebSocket that pushes a snapshot every tick).
 //!
+//! A viewer may send one kind of message: the trace channels it shows
+//! ([`Selection::parse`]); it is then sent those only, at once (at most every [`MIN_RESEND`])
+//! and at every tick after.
+//!
 //! Limits: the engine's HTTP limits per request ([`neurostream_engine::http::limits`]); each
-//! viewer has a queue of [`VIEWER_QUEUE`] snapshots with drop-oldest (counted and shown); a
-//! viewer that cannot take a message within [`SEND_TIMEOUT`] is closed; messages from viewers
-//! are ignored, and one over [`MAX_CLIENT_MESSAGE`] bytes closes the connection.
+//! viewer has a queue of [`VIEWER_QUEUE`] ticks with drop-oldest (counted and shown); a
+//! viewer that cannot take a message within [`SEND_TIMEOUT`] is closed; a message over
+//! [`MAX_CLIENT_MESSAGE`] bytes, or one that is not a valid selection, closes the connection
+//! (code 1008 with the reason).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -14,10 +19,12 @@ use futures_util::{SinkExt, StreamExt};
 use neurostream_engine::http::{self, response, Body, Handler, HttpServer};
 use neurostream_engine::Result;
 use neurostream_sinks::live::SlowPolicy;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_tungstenite::tungstenite::Message;
 
-use super::state::UiState;
+use super::state::{Selection, UiState};
 
 /// Seconds between snapshots.
 pub const TICK: Duration = Duration::from_secs(1);
@@ -25,8 +32,11 @@ pub const TICK: Duration = Duration::from_secs(1);
 pub const VIEWER_QUEUE: usize = 4;
 /// Time one message may take to reach a viewer before it is closed.
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
-/// Largest message accepted from a viewer (they have nothing to say).
-pub const MAX_CLIENT_MESSAGE: usize = 4096;
+/// Largest message accepted from a viewer (a selection of trace channels).
+pub const MAX_CLIENT_MESSAGE: usize = 16 * 1024;
+/// Least time between two snapshots a viewer is sent at once after changing its selection
+/// (more changes within it wait for the next tick).
+pub const MIN_RESEND: Duration = Duration::from_millis(100);
 /// Viewers connected at once; more are refused (HTTP 503) until one leaves.
 pub const MAX_VIEWERS: usize = 64;
 
@@ -72,8 +82,9 @@ pub fn serve(state: Arc<UiState>, addr: &str, token: Option<String>) -> Result<U
                 neurostream_engine::background::lower_current_thread_priority();
                 while !stop.load(Ordering::SeqCst) {
                     if !state.viewers.is_empty() {
-                        let snapshot = Utf8Bytes::from(state.snapshot().to_string());
-                        state.viewers.publish("state", snapshot, "ui");
+                        let tick = state.new_tick();
+                        *state.latest.lock().unwrap() = Some(tick.clone());
+                        state.viewers.publish("state", tick, "ui");
                         state.tick.notify_waiters();
                     }
                     // Woken early by `UiServer::drop`.
@@ -238,8 +249,8 @@ impl Drop for ViewerSlot {
     }
 }
 
-/// Sends one viewer a snapshot at once, then each one the ticker queues for it, until it
-/// leaves, misbehaves or the run's view closes.
+/// Sends one viewer a snapshot at once, then one per tick the ticker queues for it, each with
+/// the traces it picked, until it leaves, misbehaves or the run's view closes.
 async fn viewer<S>(mut ws: tokio_tungstenite::WebSocketStream<S>, state: Arc<UiState>)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
@@ -248,19 +259,21 @@ where
     let end = state
         .viewers
         .add(&format!("viewer #{n}"), "state", SlowPolicy::DropOldest, VIEWER_QUEUE);
-    let first = Utf8Bytes::from(state.snapshot().to_string());
-    if !send(&mut ws, first, &state).await {
+    let mut selection = Selection::default();
+    if !send(&mut ws, state.new_tick().text(&state, &selection), &state).await {
         return;
     }
+    // A selection sent right after connecting is answered at once.
+    let mut resent = Instant::now().checked_sub(MIN_RESEND).unwrap_or_else(Instant::now);
     loop {
-        // Registered before the queue is drained, so a snapshot queued meanwhile wakes it.
+        // Registered before the queue is drained, so a tick queued meanwhile wakes it.
         let ticked = state.tick.notified();
         tokio::pin!(ticked);
         ticked.as_mut().enable();
         loop {
             match end.rx.try_recv() {
-                Ok(snapshot) => {
-                    if !send(&mut ws, snapshot, &state).await {
+                Ok(tick) => {
+                    if !send(&mut ws, tick.text(&state, &selection), &state).await {
                         return;
                     }
                 }
@@ -274,7 +287,28 @@ where
         tokio::select! {
             incoming = ws.next() => match incoming {
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
-                Some(Ok(_)) => {} // viewers have nothing to say
+                Some(Ok(Message::Text(text))) => match Selection::parse(&text) {
+                    Ok(picked) => {
+                        selection = picked;
+                        let latest = state.latest.lock().unwrap().clone();
+                        if resent.elapsed() >= MIN_RESEND {
+                            resent = Instant::now();
+                            let tick = latest.unwrap_or_else(|| state.new_tick());
+                            if !send(&mut ws, tick.text(&state, &selection), &state).await {
+                                return;
+                            }
+                        }
+                    }
+                    Err(why) => {
+                        let frame = CloseFrame {
+                            code: CloseCode::Policy,
+                            reason: why.chars().take(120).collect::<String>().into(),
+                        };
+                        let _ = tokio::time::timeout(SEND_TIMEOUT, ws.close(Some(frame))).await;
+                        return;
+                    }
+                },
+                Some(Ok(_)) => {} // pings are answered by the library; binary messages mean nothing here
             },
             _ = &mut ticked => {}
         }
@@ -282,8 +316,13 @@ where
     drop(end);
 }
 
-/// Sends one snapshot (shared by every viewer, not copied) within [`SEND_TIMEOUT`].
-async fn send<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>, text: Utf8Bytes, state: &UiState) -> bool
+/// Sends one rendered snapshot (shared by every viewer with the same selection, not copied)
+/// within [`SEND_TIMEOUT`].
+async fn send<S>(
+    ws: &mut tokio_tungstenite::WebSocketStream<S>,
+    text: tokio_tungstenite::tungstenite::Utf8Bytes,
+    state: &UiState,
+) -> bool
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {

@@ -1,41 +1,20 @@
-//! What the live view shows, kept up to date by the taps as batches pass and turned into one
-//! JSON snapshot per tick for every viewer.
-//!
-//! Every view is bounded whatever the run's length: signals keep [`COLUMNS`] min/max columns
-//! (decimated on arrival), feature streams a count per feature and a bounded L0 series, tables
-//! their latest rows, token scalars a bounded series of batch means.
+//! What the live view shows, kept up to date by the taps as batches pass, gathered from every
+//! process of a multi-process run, and turned into JSON for each viewer once per tick.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use arrow::datatypes::DataType;
-use neurostream_engine::{Batch, Frame, Metrics, PipelineSpec, RowIndex, SparseFrame, StreamKind, TableFrame};
+use neurostream_engine::{Batch, Metrics, PipelineSpec};
 use neurostream_sinks::live::Hub;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use crate::json::{finite, significant};
+use super::views::{StreamPicture, View, DEFAULT_TRACES, MAX_TRACED_CHANNELS};
 
-/// Columns of a signal trace: the view's pixel columns (min and max per column).
-pub const COLUMNS: usize = 600;
-/// Seconds of signal a trace covers.
-pub const TRACE_SECONDS: f64 = 10.0;
-/// Channels traced per signal stream (the first ones; the page picks among them).
-pub const MAX_TRACED_CHANNELS: usize = 256;
-/// Markers kept per signal stream.
-const MAX_MARKERS: usize = 200;
-/// Rows kept per result table (the newest).
-const MAX_TABLE_ROWS: usize = 50;
-/// Rows kept of the top-examples tables (one window's worth of examples of many features).
-const MAX_EXAMPLE_ROWS: usize = 400;
-/// Rows kept of cluster tables (one report of up to this many clusters).
-const MAX_CLUSTER_ROWS: usize = 1024;
-/// Points kept per series (token scalars, L0).
-const MAX_POINTS: usize = 600;
-/// Features listed as the most active.
-const TOP_FEATURES: usize = 20;
-/// Density histogram: log10 bins over [-8, 0].
-const DENSITY_BINS: usize = 32;
+/// Signal streams a viewer may pick trace channels of in one message.
+pub const MAX_SELECTED_STREAMS: usize = 64;
 
 /// One node of the pipeline graph.
 #[derive(Clone, Debug)]
@@ -52,13 +31,17 @@ pub struct UiState {
     metrics: Arc<Metrics>,
     /// Views by node label, then stream name (looked up without allocating).
     views: Mutex<BTreeMap<String, BTreeMap<String, SharedView>>>,
+    /// Process 0 of a multi-process run: the latest picture of every other process.
+    remote: Mutex<BTreeMap<usize, Picture>>,
     /// Alert bounds and score thresholds from the pipeline file, drawn on the series they apply to.
     thresholds: Vec<Value>,
     outcome: Mutex<Option<String>>,
-    /// The viewers' queues: one snapshot per tick for each, the oldest dropped (and counted)
-    /// when a viewer reads too slowly.
-    pub(crate) viewers: Hub<tokio_tungstenite::tungstenite::Utf8Bytes>,
-    /// Woken when the ticker has queued a snapshot for every viewer, or closed their queues.
+    /// The viewers' queues: one tick for each, the oldest dropped (and counted) when a viewer
+    /// reads too slowly.
+    pub(crate) viewers: Hub<Arc<Tick>>,
+    /// The newest tick, for a viewer that changes what it shows between ticks.
+    pub(crate) latest: Mutex<Option<Arc<Tick>>>,
+    /// Woken when the ticker has queued a tick for every viewer, or closed their queues.
     pub(crate) tick: tokio::sync::Notify,
     /// Snapshots handed to viewers' sockets so far.
     pub(crate) sent: AtomicU64,
@@ -69,52 +52,197 @@ pub struct UiState {
 /// One stream's view, locked on its own.
 type SharedView = Arc<Mutex<View>>;
 
-#[derive(Clone)]
-enum View {
-    Signal(SignalView),
-    Features(FeatureView),
-    Tables(BTreeMap<String, TableView>),
-    Scalars(ScalarView),
+/// A node's counters in one process, or summed over processes.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct NodeCounters {
+    rows_in: u64,
+    rows_out: u64,
+    /// Seconds spent in the node's own code, all workers together.
+    busy_s: f64,
+    in_flight: u64,
+    dropped: u64,
+    /// Upper bound of the 99th percentile of processing (sinks: arrival-to-written) latency,
+    /// seconds; the largest of the processes'.
+    p99_s: Option<f64>,
+    device: Option<String>,
 }
 
-impl View {
-    /// An empty view for the stream `batch` belongs to.
-    fn of(batch: &Batch) -> View {
-        match batch {
-            Batch::Dense(f) if matches!(f.schema.kind, StreamKind::Signal { .. }) => View::Signal(SignalView::new(f)),
-            Batch::Dense(f) => View::Scalars(ScalarView::new(f)),
-            Batch::Sparse(s) => View::Features(FeatureView::new(s.schema.width())),
-            Batch::Table(_) => View::Tables(BTreeMap::new()),
+impl NodeCounters {
+    fn merge(&mut self, other: &NodeCounters) {
+        self.rows_in += other.rows_in;
+        self.rows_out += other.rows_out;
+        self.busy_s += other.busy_s;
+        self.in_flight += other.in_flight;
+        self.dropped += other.dropped;
+        self.p99_s = match (self.p99_s, other.p99_s) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        match (&mut self.device, &other.device) {
+            (Some(a), Some(b)) if !a.split(", ").any(|d| d == b) => {
+                a.push_str(", ");
+                a.push_str(b);
+            }
+            (a @ None, Some(b)) => *a = Some(b.clone()),
+            _ => {}
         }
+    }
+}
+
+/// Everything one process has seen: its node counters and its streams' views. Processes other
+/// than 0 send theirs to process 0, which merges them with its own.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct Picture {
+    nodes: BTreeMap<String, NodeCounters>,
+    /// By node label, then stream.
+    streams: BTreeMap<String, BTreeMap<String, StreamPicture>>,
+    /// The processes it covers.
+    processes: Vec<usize>,
+}
+
+impl Picture {
+    fn merge(&mut self, other: Picture) {
+        for (label, counters) in &other.nodes {
+            self.nodes.entry(label.clone()).or_default().merge(counters);
+        }
+        for (node, streams) in other.streams {
+            let mine = self.streams.entry(node).or_default();
+            for (stream, view) in streams {
+                match mine.get_mut(&stream) {
+                    Some(v) => v.merge(view),
+                    None => {
+                        mine.insert(stream, view);
+                    }
+                }
+            }
+        }
+        self.processes.extend(other.processes);
+        self.processes.sort_unstable();
+    }
+}
+
+/// Which trace channels of which signal streams a viewer is sent: the first
+/// [`DEFAULT_TRACES`] of each stream unless it picked others, or all of them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Selection {
+    all: bool,
+    /// By (node label, stream): channel indices, sorted.
+    chosen: BTreeMap<(String, String), Vec<usize>>,
+}
+
+/// What a viewer sends to pick its traces.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SelectionMessage {
+    traces: Vec<StreamChoice>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StreamChoice {
+    node: String,
+    stream: String,
+    channels: Vec<usize>,
+}
+
+impl Selection {
+    /// Every traced channel of every stream (`/api/state`).
+    pub fn all() -> Selection {
+        Selection {
+            all: true,
+            ..Selection::default()
+        }
+    }
+
+    /// The channels of `node`'s `stream` (of `traced` traced channels) to send.
+    fn channels(&self, node: &str, stream: &str, traced: usize) -> Vec<usize> {
+        if self.all {
+            return (0..traced).collect();
+        }
+        match self.chosen.get(&(node.to_string(), stream.to_string())) {
+            Some(c) => c.clone(),
+            None => (0..traced.min(DEFAULT_TRACES)).collect(),
+        }
+    }
+
+    /// Reads a viewer's message `{"traces": [{"node": N, "stream": S, "channels": [i, ...]}]}`:
+    /// at most [`MAX_SELECTED_STREAMS`] streams, channel indices below
+    /// [`MAX_TRACED_CHANNELS`]. The streams it names replace the viewer's earlier picks.
+    pub fn parse(text: &str) -> Result<Selection, String> {
+        let message: SelectionMessage = serde_json::from_str(text)
+            .map_err(|e| format!("a viewer's message must be {{\"traces\": [{{\"node\", \"stream\", \"channels\"}}]}}: {e}"))?;
+        if message.traces.len() > MAX_SELECTED_STREAMS {
+            return Err(format!(
+                "{} streams picked; at most {MAX_SELECTED_STREAMS}",
+                message.traces.len()
+            ));
+        }
+        let mut chosen = BTreeMap::new();
+        for c in message.traces {
+            if let Some(&bad) = c.channels.iter().find(|&&i| i >= MAX_TRACED_CHANNELS) {
+                return Err(format!(
+                    "channel {bad} of {} / {}: channels are numbered below {MAX_TRACED_CHANNELS}",
+                    c.node, c.stream
+                ));
+            }
+            let mut channels = c.channels;
+            channels.sort_unstable();
+            channels.dedup();
+            chosen.insert((c.node, c.stream), channels);
+        }
+        Ok(Selection { all: false, chosen })
+    }
+}
+
+/// One tick's picture of the whole run, rendered once per distinct selection of the viewers.
+pub(crate) struct Tick {
+    picture: Picture,
+    uptime_s: f64,
+    rendered: Mutex<HashMap<Selection, Utf8Bytes>>,
+}
+
+impl Tick {
+    /// The tick as JSON text for a viewer with `selection` (rendered once per selection).
+    pub(crate) fn text(&self, state: &UiState, selection: &Selection) -> Utf8Bytes {
+        if let Some(t) = self.rendered.lock().unwrap().get(selection) {
+            return t.clone();
+        }
+        let text = Utf8Bytes::from(state.render(&self.picture, self.uptime_s, selection).to_string());
+        self.rendered.lock().unwrap().insert(selection.clone(), text.clone());
+        text
     }
 }
 
 impl UiState {
     /// The view of a run of `spec`, reading node counters from `metrics`.
     pub fn new(spec: &PipelineSpec, metrics: Arc<Metrics>) -> Arc<UiState> {
-        let labels: BTreeMap<&str, String> = spec
+        // A sink may share its name with a source or an operator; inputs name those.
+        let inputs: BTreeMap<&str, String> = spec
             .nodes
             .iter()
-            .map(|n| (n.name.as_str(), format!("{}.{}", n.section.table(), n.name)))
+            .filter(|n| n.section.table() != "sinks")
+            .map(|n| (n.name.as_str(), n.qualified_name()))
             .collect();
         let graph = spec
             .nodes
             .iter()
             .map(|n| GraphNode {
-                label: labels[n.name.as_str()].clone(),
+                label: n.qualified_name(),
                 kind: n.kind.clone().unwrap_or_default(),
-                input: n.input.as_ref().and_then(|i| labels.get(i.as_str()).cloned()),
+                input: n.input.as_ref().and_then(|i| inputs.get(i.as_str()).cloned()),
             })
             .collect();
-        let thresholds = thresholds(spec, &labels);
+        let thresholds = thresholds(spec, &inputs);
         Arc::new(UiState {
             thresholds,
             pipeline: spec.settings.name.clone(),
             graph,
             metrics,
             views: Mutex::new(BTreeMap::new()),
+            remote: Mutex::new(BTreeMap::new()),
             outcome: Mutex::new(None),
             viewers: Hub::default(),
+            latest: Mutex::new(None),
             tick: tokio::sync::Notify::new(),
             sent: AtomicU64::new(0),
             open_viewers: std::sync::atomic::AtomicUsize::new(0),
@@ -141,59 +269,34 @@ impl UiState {
                     .clone()
             })
         };
-        let mut view = view.lock().unwrap();
-        match (&mut *view, batch) {
-            (View::Signal(v), Batch::Dense(f)) => v.add(f),
-            (View::Scalars(v), Batch::Dense(f)) => v.add(f),
-            (View::Features(v), Batch::Sparse(s)) => v.add(s),
-            (View::Tables(tables), Batch::Table(t)) => tables
-                .entry(t.table.to_string())
-                .or_insert_with(|| TableView::new(&t.table))
-                .add(t),
-            _ => {} // a stream's batches are all of one kind
-        }
+        view.lock().unwrap().add(batch);
     }
 
-    /// The whole view as one JSON value: the graph with each node's counters, then every
-    /// stream's view.
-    pub fn snapshot(&self) -> Value {
-        let uptime = self.metrics.uptime().as_secs_f64();
+    /// What this process has seen: its counters and a copy of every stream's view (each
+    /// copied under its own lock, converted after it: a tap never waits for a conversion).
+    fn local_picture(&self, process: usize) -> Picture {
         let counters = self.metrics.nodes();
         let devices = self.metrics.devices();
-        let nodes: Vec<Value> = self
-            .graph
+        let nodes = counters
             .iter()
-            .map(|n| {
-                let m = counters.get(&n.label);
-                let get = |f: fn(&neurostream_engine::metrics::NodeMetrics) -> u64| m.map_or(0, |m| f(m));
-                let rows_in = get(|m| m.rows_in.load(Ordering::Relaxed));
-                let rows_out = get(|m| m.rows_out.load(Ordering::Relaxed));
-                let busy_s = get(|m| m.busy_ns.load(Ordering::Relaxed)) as f64 * 1e-9;
-                let rows = if n.label.starts_with("sources.") { rows_out } else { rows_in };
-                let p99 = m.and_then(|m| {
-                    if n.label.starts_with("sinks.") && m.latency.count() > 0 {
-                        m.latency.quantile_upper_s(0.99)
-                    } else {
-                        m.processing.quantile_upper_s(0.99)
-                    }
-                });
-                json!({
-                    "id": n.label,
-                    "kind": n.kind,
-                    "input": n.input,
-                    "rows": rows,
-                    "rows_in": rows_in,
-                    "rows_out": rows_out,
-                    "rows_per_s": rows as f64 / uptime.max(1e-9),
-                    "busy_pct": 100.0 * busy_s / uptime.max(1e-9),
-                    "in_flight": get(|m| m.in_flight.load(Ordering::Relaxed)),
-                    "p99_ms": p99.map(|s| if s.is_finite() { s * 1e3 } else { -1.0 }),
-                    "dropped": get(|m| m.dropped_invalid.load(Ordering::Relaxed) + m.dropped_overload.load(Ordering::Relaxed)),
-                    "device": devices.get(&n.label),
-                })
+            .map(|(label, m)| {
+                let p99 = if label.starts_with("sinks.") && m.latency.count() > 0 {
+                    m.latency.quantile_upper_s(0.99)
+                } else {
+                    m.processing.quantile_upper_s(0.99)
+                };
+                let c = NodeCounters {
+                    rows_in: m.rows_in.load(Ordering::Relaxed),
+                    rows_out: m.rows_out.load(Ordering::Relaxed),
+                    busy_s: m.busy_ns.load(Ordering::Relaxed) as f64 * 1e-9,
+                    in_flight: m.in_flight.load(Ordering::Relaxed),
+                    dropped: m.dropped_invalid.load(Ordering::Relaxed) + m.dropped_overload.load(Ordering::Relaxed),
+                    p99_s: p99,
+                    device: devices.get(label).cloned(),
+                };
+                (label.clone(), c)
             })
             .collect();
-        // Copies taken under each view's lock, serialized after it: a tap never waits for JSON.
         let views: Vec<((String, String), SharedView)> = self
             .views
             .lock()
@@ -201,25 +304,84 @@ impl UiState {
             .iter()
             .flat_map(|(node, streams)| streams.iter().map(|(s, v)| ((node.clone(), s.clone()), v.clone())))
             .collect();
-        let mut streams = Vec::new();
+        let mut streams: BTreeMap<String, BTreeMap<String, StreamPicture>> = BTreeMap::new();
         for ((node, stream), view) in views {
             let view = view.lock().unwrap().clone();
-            let mut v = match &view {
-                View::Signal(s) => s.snapshot(),
-                View::Features(f) => f.snapshot(),
-                View::Tables(t) => json!({
-                    "type": "tables",
-                    "tables": t.iter().map(|(name, t)| (name.clone(), t.snapshot())).collect::<serde_json::Map<_, _>>(),
-                }),
-                View::Scalars(s) => s.snapshot(),
-            };
-            v["node"] = json!(node);
-            v["stream"] = json!(stream);
-            streams.push(v);
+            streams.entry(node).or_default().insert(stream, view.picture());
+        }
+        Picture {
+            nodes,
+            streams,
+            processes: vec![process],
+        }
+    }
+
+    /// The whole run's picture: this process's, merged with every other process's latest.
+    fn picture(&self) -> Picture {
+        let mut picture = self.local_picture(0);
+        let remote: Vec<Picture> = self.remote.lock().unwrap().values().cloned().collect();
+        for p in remote {
+            picture.merge(p);
+        }
+        picture
+    }
+
+    /// A tick of the whole run now.
+    pub(crate) fn new_tick(&self) -> Arc<Tick> {
+        Arc::new(Tick {
+            picture: self.picture(),
+            uptime_s: self.metrics.uptime().as_secs_f64(),
+            rendered: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The whole view as one JSON value, every traced channel included (`/api/state`).
+    pub fn snapshot(&self) -> Value {
+        self.render(&self.picture(), self.metrics.uptime().as_secs_f64(), &Selection::all())
+    }
+
+    /// `picture` as JSON: the graph with each node's counters, then every stream's view, with
+    /// the traces `selection` asks for.
+    fn render(&self, picture: &Picture, uptime: f64, selection: &Selection) -> Value {
+        let nodes: Vec<Value> = self
+            .graph
+            .iter()
+            .map(|n| {
+                let c = picture.nodes.get(&n.label).cloned().unwrap_or_default();
+                let rows = if n.label.starts_with("sources.") {
+                    c.rows_out
+                } else {
+                    c.rows_in
+                };
+                json!({
+                    "id": n.label,
+                    "kind": n.kind,
+                    "input": n.input,
+                    "rows": rows,
+                    "rows_in": c.rows_in,
+                    "rows_out": c.rows_out,
+                    "rows_per_s": rows as f64 / uptime.max(1e-9),
+                    "busy_pct": 100.0 * c.busy_s / uptime.max(1e-9),
+                    "in_flight": c.in_flight,
+                    "p99_ms": c.p99_s.map(|s| if s.is_finite() { s * 1e3 } else { -1.0 }),
+                    "dropped": c.dropped,
+                    "device": c.device,
+                })
+            })
+            .collect();
+        let mut streams = Vec::new();
+        for (node, by_stream) in &picture.streams {
+            for (stream, view) in by_stream {
+                let mut v = view.snapshot(&|traced| selection.channels(node, stream, traced));
+                v["node"] = json!(node);
+                v["stream"] = json!(stream);
+                streams.push(v);
+            }
         }
         json!({
             "pipeline": self.pipeline,
             "uptime_s": uptime,
+            "processes": picture.processes,
             "outcome": *self.outcome.lock().unwrap(),
             "viewers": {
                 "connected": self.viewers.len(),
@@ -237,24 +399,36 @@ impl neurostream_engine::BatchObserver for UiState {
     fn observe(&self, node: &str, batch: &Batch) {
         self.take_in(node, batch);
     }
+
+    fn export_picture(&self) -> Option<Vec<u8>> {
+        // The process index is set by the receiver, which knows who sent it.
+        postcard::to_allocvec(&self.local_picture(0)).ok()
+    }
+
+    fn import_picture(&self, process: usize, picture: &[u8]) -> Result<(), String> {
+        let mut picture: Picture = postcard::from_bytes(picture).map_err(|e| format!("it does not decode: {e}"))?;
+        picture.processes = vec![process];
+        self.remote.lock().unwrap().insert(process, picture);
+        Ok(())
+    }
 }
 
 /// The bounds the pipeline file sets on streams the view draws: `riemann_potato`'s z threshold
 /// on its own output, and `token_stats` alert bounds on its input's columns (`fvu_above` as the
 /// explained variance below which it fires).
-fn thresholds(spec: &PipelineSpec, labels: &BTreeMap<&str, String>) -> Vec<Value> {
+fn thresholds(spec: &PipelineSpec, inputs: &BTreeMap<&str, String>) -> Vec<Value> {
     use neurostream_engine::toml::Value as T;
     let number = |v: Option<&T>| v.and_then(|v| v.as_float().or_else(|| v.as_integer().map(|i| i as f64)));
     let mut out = Vec::new();
     for n in &spec.nodes {
-        let label = &labels[n.name.as_str()];
+        let label = n.qualified_name();
         match n.kind.as_deref() {
             Some("riemann_potato") => {
                 let value = number(n.config.get("threshold")).unwrap_or(3.0);
                 out.push(json!({"node": label, "column": "z", "value": value, "rule": "threshold"}));
             }
             Some("token_stats") => {
-                let Some(input) = n.input.as_deref().and_then(|i| labels.get(i)) else {
+                let Some(input) = n.input.as_deref().and_then(|i| inputs.get(i)) else {
                     continue;
                 };
                 for alert in n.config.get("alerts").and_then(T::as_array).into_iter().flatten() {
@@ -278,467 +452,63 @@ fn thresholds(spec: &PipelineSpec, labels: &BTreeMap<&str, String>) -> Vec<Value
     out
 }
 
-/// Seconds of row `i` of `index` (signals: sample / rate; tokens: event time, else none).
-fn row_seconds(index: &RowIndex, i: usize, sample_rate: f64) -> Option<f64> {
-    match index {
-        RowIndex::Samples(s) => Some(s[i] as f64 / sample_rate),
-        RowIndex::Tokens { time: Some(t), .. } => Some(t[i] as f64 * 1e-9),
-        RowIndex::Tokens { .. } => None,
-    }
-}
-
-/// A signal stream decimated to min/max columns as it arrives.
-///
-/// Closed columns are kept in flat planes (`traced` values per column) so that a snapshot's
-/// copy, taken under the stream's lock while the worker may be waiting, is a few memory copies.
-#[derive(Clone)]
-struct SignalView {
-    channels: Vec<String>,
-    units: Vec<String>,
-    sample_rate: f64,
-    rows_per_s: f64,
-    rows_per_column: usize,
-    /// Start time (s) of each closed column, oldest first.
-    times: VecDeque<f64>,
-    /// Minimum of each traced channel in each closed column, column after column.
-    mins: VecDeque<f32>,
-    /// Maximum, laid out as `mins`.
-    maxs: VecDeque<f32>,
-    /// The column being filled.
-    open: Column,
-    markers: VecDeque<(f64, String)>,
-    rows: u64,
-    latest: Vec<f32>,
-}
-
-#[derive(Clone)]
-struct Column {
-    t: f64,
-    rows: usize,
-    min: Vec<f32>,
-    max: Vec<f32>,
-}
-
-impl Column {
-    fn empty(traced: usize) -> Column {
-        Column {
-            t: 0.0,
-            rows: 0,
-            min: vec![f32::INFINITY; traced],
-            max: vec![f32::NEG_INFINITY; traced],
-        }
-    }
-}
-
-/// Significant digits of trace values: a trace is drawn at pixel resolution, far coarser.
-const TRACE_DIGITS: i32 = 4;
-
-impl SignalView {
-    fn new(f: &Frame) -> SignalView {
-        let (sample_rate, row_rate) = match f.schema.kind {
-            StreamKind::Signal { sample_rate, row_rate } => (sample_rate, row_rate),
-            _ => (1.0, None),
-        };
-        let rows_per_s = row_rate.filter(|&r| r > 0.0).unwrap_or(sample_rate);
-        let traced = f.schema.width().min(MAX_TRACED_CHANNELS);
-        SignalView {
-            channels: f.schema.channels.iter().take(traced).map(|c| c.name.clone()).collect(),
-            units: f.schema.channels.iter().take(traced).map(|c| c.unit.clone()).collect(),
-            sample_rate,
-            rows_per_s,
-            rows_per_column: ((rows_per_s * TRACE_SECONDS / COLUMNS as f64).ceil() as usize).max(1),
-            times: VecDeque::with_capacity(COLUMNS + 1),
-            mins: VecDeque::with_capacity((COLUMNS + 1) * traced),
-            maxs: VecDeque::with_capacity((COLUMNS + 1) * traced),
-            open: Column::empty(traced),
-            markers: VecDeque::new(),
-            rows: 0,
-            latest: Vec::new(),
-        }
-    }
-
-    fn add(&mut self, f: &Frame) {
-        let (w, traced) = (f.schema.width(), self.channels.len());
-        for m in &f.markers {
-            if let Some(t) = row_seconds(&f.index, m.row as usize, self.sample_rate) {
-                self.markers.push_back((t, m.label.clone()));
-                if self.markers.len() > MAX_MARKERS {
-                    self.markers.pop_front();
-                }
-            }
-        }
-        for (i, row) in f.data.chunks_exact(w.max(1)).enumerate() {
-            let col = &mut self.open;
-            if col.rows == 0 {
-                col.t = row_seconds(&f.index, i, self.sample_rate).unwrap_or(0.0);
-            }
-            for ((lo, hi), &v) in col.min.iter_mut().zip(col.max.iter_mut()).zip(&row[..traced]) {
-                *lo = lo.min(v);
-                *hi = hi.max(v);
-            }
-            col.rows += 1;
-            if col.rows == self.rows_per_column {
-                self.times.push_back(col.t);
-                self.mins.extend(col.min.iter().copied());
-                self.maxs.extend(col.max.iter().copied());
-                if self.times.len() > COLUMNS {
-                    self.times.pop_front();
-                    self.mins.drain(..traced);
-                    self.maxs.drain(..traced);
-                }
-                col.rows = 0;
-                col.min.fill(f32::INFINITY);
-                col.max.fill(f32::NEG_INFINITY);
-            }
-        }
-        if let Some(last) = f.data.chunks_exact(w.max(1)).last() {
-            self.latest.clear();
-            self.latest.extend_from_slice(&last[..traced]);
-        }
-        self.rows += f.index.len() as u64;
-    }
-
-    fn snapshot(&self) -> Value {
-        let traced = self.channels.len();
-        let open = self.open.rows > 0;
-        let mut t: Vec<f64> = self.times.iter().copied().collect();
-        if open {
-            t.push(self.open.t);
-        }
-        let per_channel = |closed: &VecDeque<f32>, open_values: &[f32]| -> Vec<Vec<Value>> {
-            (0..traced)
-                .map(|c| {
-                    let mut values: Vec<Value> = closed
-                        .iter()
-                        .skip(c)
-                        .step_by(traced.max(1))
-                        .map(|&v| significant(v, TRACE_DIGITS))
-                        .collect();
-                    if open {
-                        values.push(significant(open_values[c], TRACE_DIGITS));
-                    }
-                    values
-                })
-                .collect()
-        };
-        json!({
-            "type": "signal",
-            "channels": self.channels,
-            "units": self.units,
-            "rows_per_s": self.rows_per_s,
-            "rows": self.rows,
-            "rows_per_column": self.rows_per_column,
-            "t": t,
-            "min": per_channel(&self.mins, &self.open.min),
-            "max": per_channel(&self.maxs, &self.open.max),
-            "latest": self.latest.iter().map(|&v| finite(v)).collect::<Vec<_>>(),
-            "markers": self.markers.iter().map(|(t, l)| json!([t, l])).collect::<Vec<_>>(),
-        })
-    }
-}
-
-/// A sparse feature stream: firings per feature and L0 over time.
-#[derive(Clone)]
-struct FeatureView {
-    fires: Vec<u64>,
-    tokens: u64,
-    active: u64,
-    l0: VecDeque<(u64, f64)>,
-}
-
-impl FeatureView {
-    fn new(n_features: usize) -> FeatureView {
-        FeatureView {
-            fires: vec![0; n_features.min(neurostream_engine::layout::MAX_WIDTH)],
-            tokens: 0,
-            active: 0,
-            l0: VecDeque::new(),
-        }
-    }
-
-    fn add(&mut self, s: &SparseFrame) {
-        for &id in &s.ids {
-            if let Some(c) = self.fires.get_mut(id as usize) {
-                *c += 1;
-            }
-        }
-        let rows = s.index.len() as u64;
-        self.tokens += rows;
-        self.active += s.ids.len() as u64;
-        if rows > 0 {
-            self.l0.push_back((self.tokens, s.ids.len() as f64 / rows as f64));
-            if self.l0.len() > MAX_POINTS {
-                self.l0.pop_front();
-            }
-        }
-    }
-
-    fn snapshot(&self) -> Value {
-        let tokens = self.tokens.max(1) as f64;
-        let mut histogram = vec![0u64; DENSITY_BINS];
-        let mut dead = 0u64;
-        for &c in &self.fires {
-            if c == 0 {
-                dead += 1;
-                continue;
-            }
-            let x = (c as f64 / tokens).log10().clamp(-8.0, 0.0);
-            let bin = (((x + 8.0) / 8.0) * DENSITY_BINS as f64).floor() as usize;
-            histogram[bin.min(DENSITY_BINS - 1)] += 1;
-        }
-        let mut order: Vec<usize> = (0..self.fires.len()).filter(|&i| self.fires[i] > 0).collect();
-        order.sort_unstable_by_key(|&i| std::cmp::Reverse(self.fires[i]));
-        let top: Vec<Value> = order
-            .iter()
-            .take(TOP_FEATURES)
-            .map(|&i| json!({"feature": i, "fires": self.fires[i], "density": self.fires[i] as f64 / tokens}))
-            .collect();
-        json!({
-            "type": "features",
-            "n_features": self.fires.len(),
-            "tokens": self.tokens,
-            "mean_l0": self.active as f64 / tokens,
-            "dead": dead,
-            "density_histogram": {"log10_from": -8.0, "log10_to": 0.0, "counts": histogram},
-            "top": top,
-            "l0": {"tokens": self.l0.iter().map(|p| p.0).collect::<Vec<_>>(), "values": self.l0.iter().map(|p| p.1).collect::<Vec<_>>()},
-        })
-    }
-}
-
-/// The newest rows of one result table, kept as Arrow slices (shared, not copied) and turned
-/// into JSON only for a snapshot.
-#[derive(Clone)]
-struct TableView {
-    batches: VecDeque<arrow::record_batch::RecordBatch>,
-    kept: usize,
-    total: u64,
-    keep: usize,
-}
-
-impl TableView {
-    fn new(name: &str) -> TableView {
-        TableView {
-            batches: VecDeque::new(),
-            kept: 0,
-            total: 0,
-            keep: match name {
-                "top_examples" => MAX_EXAMPLE_ROWS,
-                "centroids" => MAX_CLUSTER_ROWS,
-                _ => MAX_TABLE_ROWS,
-            },
-        }
-    }
-
-    fn add(&mut self, t: &TableFrame) {
-        self.total += t.rows() as u64;
-        let skip = t.rows().saturating_sub(self.keep);
-        // Vector columns (centroids, activations) are not shown: not kept.
-        let data = t.data.slice(skip, t.rows() - skip);
-        let shown: Vec<usize> = (0..data.num_columns())
-            .filter(|&c| {
-                !matches!(
-                    data.schema().field(c).data_type(),
-                    DataType::FixedSizeList(..) | DataType::List(..)
-                )
-            })
-            .collect();
-        let Ok(data) = data.project(&shown) else { return };
-        self.batches.push_back(data);
-        self.kept += t.rows() - skip;
-        while self.kept > self.keep {
-            let front = self.batches.front().expect("rows kept").num_rows();
-            let extra = self.kept - self.keep;
-            if extra >= front {
-                self.batches.pop_front();
-                self.kept -= front;
-            } else {
-                let b = self.batches.pop_front().expect("rows kept");
-                self.batches.push_front(b.slice(extra, front - extra));
-                self.kept -= extra;
-            }
-        }
-    }
-
-    fn snapshot(&self) -> Value {
-        let columns: Vec<String> = self
-            .batches
-            .back()
-            .map(|b| b.schema().fields().iter().map(|f| f.name().clone()).collect())
-            .unwrap_or_default();
-        let mut rows = Vec::with_capacity(self.kept);
-        for b in &self.batches {
-            let mut writer = arrow::json::ArrayWriter::new(Vec::new());
-            if writer.write(b).and_then(|_| writer.finish()).is_err() {
-                continue;
-            }
-            if let Ok(Value::Array(r)) = serde_json::from_slice::<Value>(&writer.into_inner()) {
-                rows.extend(r);
-            }
-        }
-        json!({"columns": columns, "total_rows": self.total, "rows": rows})
-    }
-}
-
-/// A dense non-signal stream (activations, token scalars): batch means per column over tokens.
-#[derive(Clone)]
-struct ScalarView {
-    columns: Vec<String>,
-    tokens: u64,
-    x: VecDeque<u64>,
-    /// Per batch, the mean of each column (NaN where a batch had no finite value).
-    means: VecDeque<Vec<f32>>,
-}
-
-/// Streams wider than this are shown by their mean row norm only (activations).
-const MAX_SCALAR_COLUMNS: usize = 16;
-
-impl ScalarView {
-    fn new(f: &Frame) -> ScalarView {
-        let w = f.schema.width();
-        let columns = if w <= MAX_SCALAR_COLUMNS {
-            f.schema.channels.iter().map(|c| c.name.clone()).collect()
-        } else {
-            vec!["row_norm".to_string()]
-        };
-        ScalarView {
-            columns,
-            tokens: 0,
-            x: VecDeque::new(),
-            means: VecDeque::new(),
-        }
-    }
-
-    fn add(&mut self, f: &Frame) {
-        let (w, rows) = (f.schema.width(), f.index.len());
-        if rows == 0 || w == 0 {
-            return;
-        }
-        let means: Vec<f64> = if w <= MAX_SCALAR_COLUMNS {
-            let mut sums = vec![0f64; w];
-            let mut counts = vec![0u64; w];
-            for row in f.data.chunks_exact(w) {
-                for (c, &v) in row.iter().enumerate() {
-                    if v.is_finite() {
-                        sums[c] += v as f64;
-                        counts[c] += 1;
-                    }
-                }
-            }
-            sums.iter()
-                .zip(&counts)
-                .map(|(s, &n)| if n > 0 { s / n as f64 } else { f64::NAN })
-                .collect()
-        } else {
-            let norms: f64 = f
-                .data
-                .chunks_exact(w)
-                .map(|r| r.iter().map(|&v| v as f64 * v as f64).sum::<f64>().sqrt())
-                .sum();
-            vec![norms / rows as f64]
-        };
-        self.tokens += rows as u64;
-        self.x.push_back(self.tokens);
-        self.means.push_back(means.into_iter().map(|m| m as f32).collect());
-        if self.x.len() > MAX_POINTS {
-            self.x.pop_front();
-            self.means.pop_front();
-        }
-    }
-
-    fn snapshot(&self) -> Value {
-        json!({
-            "type": "scalars",
-            "columns": self.columns,
-            "tokens": self.tokens,
-            "x": self.x,
-            "means": self.means.iter().map(|m| m.iter().map(|&v| finite(v)).collect::<Vec<_>>()).collect::<Vec<_>>(),
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use neurostream_engine::Schema;
-
-    fn signal_frame(start: i64, rows: usize, fs: f64) -> Frame {
-        let schema = Arc::new(Schema::signal(&["A", "B"], "uV", fs));
-        let data: Vec<f32> = (0..rows)
-            .flat_map(|i| {
-                let s = (start + i as i64) as f32;
-                [s, -s]
-            })
-            .collect();
-        Frame::new(
-            "eeg".into(),
-            schema,
-            RowIndex::Samples((start..start + rows as i64).collect()),
-            data,
-        )
-        .unwrap()
-    }
 
     #[test]
-    fn signals_are_decimated_to_min_max_columns_and_bounded() {
-        let mut v = SignalView::new(&signal_frame(0, 1, 1000.0));
-        // 10 s at 1 kHz over 600 columns: 17 rows per column.
-        assert_eq!(v.rows_per_column, 17);
-        for k in 0..100 {
-            v.add(&signal_frame(k * 1000, 1000, 1000.0));
-        }
-        assert_eq!(v.times.len(), COLUMNS);
-        assert_eq!((v.mins.len(), v.maxs.len()), (2 * COLUMNS, 2 * COLUMNS));
-        // Every column holds 17 consecutive samples: min and max of channel A are its ends.
-        let (min_a, max_a, min_b) = (v.mins[0], v.maxs[0], v.mins[1]);
-        assert_eq!(max_a - min_a, 16.0);
-        assert_eq!(min_b, -max_a);
-        assert_eq!(v.times[0], min_a as f64 / 1000.0);
-        let snap = v.snapshot();
-        assert_eq!(snap["t"].as_array().unwrap().len(), COLUMNS + 1);
-        assert_eq!(snap["min"][0].as_array().unwrap().len(), COLUMNS + 1);
-        // Sent with 4 significant digits: within half a unit of the 4th digit.
-        let sent = snap["min"][0][0].as_f64().unwrap();
-        assert!(
-            (sent - min_a as f64).abs() <= 5e-4 * (min_a as f64).abs(),
-            "{sent} vs {min_a}"
-        );
-        let (sent, kept) = (snap["max"][1][COLUMNS - 1].as_f64().unwrap(), v.maxs[2 * COLUMNS - 1] as f64);
-        assert!((sent - kept).abs() <= 5e-4 * kept.abs(), "{sent} vs {kept}");
-        assert_eq!(snap["latest"], json!([99999.0, -99999.0]));
-    }
-
-    #[test]
-    fn feature_density_histogram_counts_every_live_feature_once() {
-        let schema = Arc::new(Schema::features(8, None, None, None));
-        let mut v = FeatureView::new(8);
-        let index = RowIndex::Tokens {
-            seq_id: vec![0; 4],
-            pos: (0..4).collect(),
-            token: None,
-            time: None,
-        };
-        // Feature 0 fires on every token, feature 3 on one of four, the rest never.
-        let s = SparseFrame::new(
-            "f".into(),
-            schema,
-            index,
-            vec![0, 2, 3, 4, 5],
-            vec![0, 3, 0, 0, 0],
-            vec![1.0; 5],
-        )
-        .unwrap();
-        v.add(&s);
-        let snap = v.snapshot();
-        assert_eq!(snap["dead"], 6);
-        let counts: Vec<u64> = serde_json::from_value(snap["density_histogram"]["counts"].clone()).unwrap();
-        assert_eq!(counts.iter().sum::<u64>(), 2);
-        assert_eq!(counts[DENSITY_BINS - 1], 1); // density 1.0
+    fn viewers_pick_their_traces_within_limits() {
+        let s = Selection::parse(r#"{"traces": [{"node": "sources.eeg", "stream": "eeg", "channels": [9, 3, 9]}]}"#).unwrap();
+        assert_eq!(s.channels("sources.eeg", "eeg", 16), vec![3, 9]);
+        // Streams it did not name: the first channels.
         assert_eq!(
-            counts[((8.0 - 0.25f64.log10().abs()) / 8.0 * DENSITY_BINS as f64) as usize],
-            1
+            s.channels("operators.band", "eeg", 16),
+            (0..DEFAULT_TRACES).collect::<Vec<_>>()
         );
-        assert_eq!(snap["top"][0]["feature"], 0);
-        assert_eq!(snap["mean_l0"], 1.25);
+        assert_eq!(s.channels("operators.power", "eeg", 3), vec![0, 1, 2]);
+        assert_eq!(Selection::all().channels("x", "y", 20).len(), 20);
+        for (bad, why) in [
+            ("not json", "must be"),
+            (
+                r#"{"traces": [{"node": "a", "stream": "b", "channels": [256]}]}"#,
+                "below 256",
+            ),
+            (r#"{"traces": [], "more": 1}"#, "unknown field"),
+            (r#"{"traces": [{"node": "a", "stream": "b", "channels": [-1]}]}"#, "must be"),
+        ] {
+            let e = Selection::parse(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+        let many = format!(
+            r#"{{"traces": [{}]}}"#,
+            vec![r#"{"node": "a", "stream": "b", "channels": []}"#; MAX_SELECTED_STREAMS + 1].join(",")
+        );
+        assert!(Selection::parse(&many).unwrap_err().contains("at most"));
+    }
+
+    #[test]
+    fn node_counters_of_processes_add_up() {
+        let mut a = NodeCounters {
+            rows_in: 10,
+            busy_s: 1.0,
+            p99_s: Some(0.002),
+            device: Some("cpu".into()),
+            ..NodeCounters::default()
+        };
+        let b = NodeCounters {
+            rows_in: 5,
+            busy_s: 0.5,
+            dropped: 2,
+            p99_s: Some(0.004),
+            device: Some("gpu: X".into()),
+            ..NodeCounters::default()
+        };
+        a.merge(&b);
+        a.merge(&NodeCounters {
+            device: Some("cpu".into()),
+            ..NodeCounters::default()
+        });
+        assert_eq!((a.rows_in, a.busy_s, a.dropped, a.p99_s), (15, 1.5, 2, Some(0.004)));
+        assert_eq!(a.device.as_deref(), Some("cpu, gpu: X"));
     }
 }

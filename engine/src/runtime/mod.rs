@@ -10,6 +10,7 @@ mod control;
 mod journal;
 mod latency;
 mod operator;
+mod pictures;
 mod prepare;
 mod shared;
 mod sink;
@@ -107,14 +108,50 @@ pub struct RunOptions {
     /// removed and `resume` continues it from the last checkpoint.
     pub stop: Option<Arc<std::sync::atomic::AtomicBool>>,
     /// Sees every batch each source and operator emits, by reference, on the worker that
-    /// emits it (the live view): it must be quick and must not block.
+    /// emits it (the live view): it must be quick and must not block. In a multi-process run,
+    /// process 0's observer also receives every other process's picture
+    /// ([`BatchObserver::import_picture`]).
     pub observer: Option<Arc<dyn BatchObserver>>,
+    /// In a multi-process run, makes the observer of a process other than 0 when process 0
+    /// has an observer (it learns this when the processes connect): that observer watches
+    /// this process's batches, and its [`BatchObserver::export_picture`] goes to process 0
+    /// every [`PICTURE_PERIOD`] and once more when this process's part of the run ends.
+    /// Not called (and nothing counted for it) when `observer` is set or process 0 has none.
+    pub follower_observer: Option<ObserverFactory>,
 }
+
+/// Makes an observer from the run's live counters (see [`RunOptions::follower_observer`]):
+/// `metrics` when given, else counters the run creates for it.
+#[derive(Clone)]
+pub struct ObserverFactory(pub Arc<dyn Fn(Arc<crate::metrics::Metrics>) -> Arc<dyn BatchObserver> + Send + Sync>);
+
+impl std::fmt::Debug for ObserverFactory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ObserverFactory")
+    }
+}
+
+/// How often the processes of a watched multi-process run send process 0 their picture.
+pub const PICTURE_PERIOD: Duration = Duration::from_secs(1);
 
 /// Watches the batches a run's sources and operators emit (see [`RunOptions::observer`]).
 pub trait BatchObserver: Send + Sync {
     /// One batch emitted by `node` (a label such as `operators.band`).
     fn observe(&self, node: &str, batch: &crate::frame::Batch);
+
+    /// What this process has seen so far, serialized, for process 0's observer; `None` when
+    /// there is nothing to send (the default).
+    fn export_picture(&self) -> Option<Vec<u8>> {
+        None
+    }
+
+    /// Process 0: the latest picture of process `process` (from its
+    /// [`export_picture`](BatchObserver::export_picture)), which replaces the one before.
+    /// An error is logged and the picture ignored; the run goes on.
+    fn import_picture(&self, process: usize, picture: &[u8]) -> std::result::Result<(), String> {
+        let _ = (process, picture);
+        Ok(())
+    }
 }
 
 impl std::fmt::Debug for dyn BatchObserver {
@@ -273,12 +310,6 @@ pub fn run(pipeline: CompiledPipeline, options: RunOptions) -> Result<RunReport>
             }
         }
     }
-    if let Some(m) = &options.metrics {
-        for (node, device) in &report.devices {
-            m.set_device(node, device);
-        }
-        gpus.iter().for_each(|g| m.add_gpu(g));
-    }
     let (checkpoint, restored) = match &options.checkpoint {
         None => (None, None),
         Some(o) => match prepare_checkpoints(&pipeline, o, &options, workers)? {
@@ -312,13 +343,51 @@ pub fn run(pipeline: CompiledPipeline, options: RunOptions) -> Result<RunReport>
             options.checkpoint.as_ref().unwrap().dir.display()
         );
     }
+    let ((builders, communication_guard), leader_watches) = match &options.cluster {
+        Some(c) => cluster_builders(
+            c,
+            &pipeline,
+            workers,
+            options.checkpoint.as_ref().map(|_| restored.as_ref().map_or(0, |r| r.id)),
+            options.observer.is_some(),
+        )?,
+        None if workers == 1 => (
+            timely::CommunicationConfig::Thread
+                .try_build()
+                .map_err(EngineError::Runtime)?,
+            false,
+        ),
+        None => (
+            timely::CommunicationConfig::Process(workers)
+                .try_build()
+                .map_err(EngineError::Runtime)?,
+            false,
+        ),
+    };
+    // Process 0 gathers every process's picture when it watches the run.
+    let gather_pictures = processes > 1 && leader_watches;
+    let mut metrics = options.metrics.clone();
+    let observer = match (&options.observer, &options.cluster, &options.follower_observer) {
+        (Some(o), _, _) => Some(o.clone()),
+        (None, Some(c), Some(make)) if c.process > 0 && gather_pictures => {
+            let m = metrics.get_or_insert_with(crate::metrics::Metrics::new).clone();
+            Some((make.0)(m))
+        }
+        _ => None,
+    };
+    if let Some(m) = &metrics {
+        for (node, device) in &report.devices {
+            m.set_device(node, device);
+        }
+        gpus.iter().for_each(|g| m.add_gpu(g));
+    }
     let shared = Arc::new(Shared {
         progress: options.progress.clone(),
-        metrics: options.metrics.clone(),
+        metrics,
         checkpoint: checkpoint.clone(),
         restored: restored.map(Arc::new),
         stop: options.stop.clone(),
-        observer: options.observer.clone(),
+        observer,
         ..Default::default()
     });
     if let Some(o) = &options.checkpoint {
@@ -339,28 +408,9 @@ pub fn run(pipeline: CompiledPipeline, options: RunOptions) -> Result<RunReport>
     }
     let pipeline = Arc::new(pipeline);
     let pipeline_for_cleanup = pipeline.clone();
-    let resident = device_resident_outputs(
-        &pipeline,
-        &node_devices,
-        options.cluster.is_some(),
-        options.observer.is_some(),
-    );
+    let resident = device_resident_outputs(&pipeline, &node_devices, options.cluster.is_some(), shared.observer.is_some());
     let node_devices = Arc::new(node_devices);
     let worker_shared = shared.clone();
-    let (builders, communication_guard) = match &options.cluster {
-        Some(c) => cluster_builders(
-            c,
-            &pipeline_for_cleanup,
-            workers,
-            options
-                .checkpoint
-                .as_ref()
-                .map(|_| shared.restored.as_ref().map_or(0, |r| r.id)),
-        )?,
-        None if workers == 1 => timely::CommunicationConfig::Thread.try_build(),
-        None => timely::CommunicationConfig::Process(workers).try_build(),
-    }
-    .map_err(EngineError::Runtime)?;
     let control = checkpoint.as_ref().is_some_and(|c| c.role() != Role::Single);
     let sink_count = pipeline.nodes.iter().filter(|n| matches!(n.built, Built::Sink(_))).count();
     let checkpointed = checkpoint.is_some();
@@ -476,6 +526,10 @@ pub fn run(pipeline: CompiledPipeline, options: RunOptions) -> Result<RunReport>
                 let shared = worker_shared.clone();
                 worker.dataflow::<u64, _, _>(|scope| control::build_control(scope, pos, workers, sink_count, shared));
             }
+            if gather_pictures {
+                let shared = worker_shared.clone();
+                worker.dataflow::<u64, _, _>(|scope| pictures::build_pictures(scope, pos, workers, sink_count, shared));
+            }
             while worker.step_or_park(Some(Duration::from_millis(20))) {}
         },
     )
@@ -545,12 +599,15 @@ type Communication = (Vec<timely::communication::AllocatorBuilder>, Box<dyn std:
 
 /// Connects this process to its peers (checking they run the same binary, pipeline and worker
 /// count, within the peer time-out) and builds timely's allocators on those sockets.
+/// Also says whether process 0 watches the run (this process's `watched`, or what process 0
+/// said when it connected).
 fn cluster_builders(
     c: &ClusterConfig,
     pipeline: &CompiledPipeline,
     workers: usize,
     resumes_from: Option<u64>,
-) -> Result<std::result::Result<Communication, String>> {
+    watched: bool,
+) -> Result<(Communication, bool)> {
     use timely::communication::allocator::zero_copy::initialize::initialize_networking_from_sockets;
     let nodes = serde_json::to_vec(&node_fingerprints(pipeline)).expect("fingerprints serialize");
     let hello = crate::cluster::Hello {
@@ -560,20 +617,25 @@ fn cluster_builders(
         processes: c.addresses.len(),
         process: c.process,
         resumes_from,
+        watched,
     };
-    let sockets = crate::cluster::connect(&c.addresses, &hello, c.peer_timeout)?;
+    let connected = crate::cluster::connect(&c.addresses, &hello, c.peer_timeout)?;
+    let leader_watches = match &connected.peers[0] {
+        Some(leader) => leader.watched,
+        None => watched,
+    };
+    let sockets = connected.sockets;
     let hooks = timely::communication::Hooks::default();
     let allocators =
         timely::communication::allocator::ProcessBuilder::new_typed_vector(workers, hooks.refill.clone(), hooks.spill.clone());
-    Ok(
-        initialize_networking_from_sockets(allocators, sockets, c.process, workers, hooks)
-            .map(|(builders, guard)| {
-                let builders = builders
-                    .into_iter()
-                    .map(timely::communication::AllocatorBuilder::Tcp)
-                    .collect();
-                (builders, Box::new(guard) as Box<dyn std::any::Any + Send>)
-            })
-            .map_err(|e| format!("cluster: cannot start timely's networking: {e}")),
-    )
+    let communication = initialize_networking_from_sockets(allocators, sockets, c.process, workers, hooks)
+        .map(|(builders, guard)| {
+            let builders = builders
+                .into_iter()
+                .map(timely::communication::AllocatorBuilder::Tcp)
+                .collect();
+            (builders, Box::new(guard) as Box<dyn std::any::Any + Send>)
+        })
+        .map_err(|e| EngineError::Runtime(format!("cluster: cannot start timely's networking: {e}")))?;
+    Ok((communication, leader_watches))
 }

@@ -10,6 +10,14 @@ const esc = (s) => String(s ?? "").replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<
 
 let latest = null;
 const plots = {};  // uPlot instances by key, rebuilt when their series change
+let socket = null;
+// The trace channels this page shows, by stream: the server sends those only.
+const selection = {};
+function sendSelection() {
+  if (socket && socket.readyState === WebSocket.OPEN && Object.keys(selection).length) {
+    socket.send(JSON.stringify({ traces: Object.values(selection) }));
+  }
+}
 
 // ---- tabs
 document.querySelectorAll("nav button").forEach((b) => b.addEventListener("click", () => {
@@ -21,7 +29,8 @@ document.querySelectorAll("nav button").forEach((b) => b.addEventListener("click
 // ---- connection, with reconnection after the run restarts
 function connect() {
   const ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws" + query);
-  ws.onopen = () => { $("#connection").textContent = "live"; $("#connection").className = "ok"; };
+  socket = ws;
+  ws.onopen = () => { $("#connection").textContent = "live"; $("#connection").className = "ok"; sendSelection(); };
   ws.onmessage = (ev) => { latest = JSON.parse(ev.data); render(latest); };
   ws.onclose = () => {
     $("#connection").textContent = "disconnected: retrying";
@@ -34,6 +43,9 @@ connect();
 function render(s) {
   $("#pipeline").textContent = s.pipeline || "";
   $("#uptime").textContent = fmt(s.uptime_s, 1) + " s";
+  const processes = s.processes || [0];
+  $("#processes").textContent = processes.length > 1 ? `processes ${processes.join(", ")}` : "";
+  $("#processes").dataset.count = processes.length;
   $("#viewers").textContent = `viewers ${s.viewers.connected}, snapshots dropped ${s.viewers.dropped}`;
   $("#viewers").dataset.dropped = s.viewers.dropped;
   $("#outcome").textContent = s.outcome ? "run ended: " + s.outcome : "";
@@ -103,8 +115,8 @@ function renderSignals(s) {
       `<div class="bars">${x.latest.map((y, i) => `<div title="${esc(x.channels[i])}: ${fmt(y, 3)}" style="height:${100 * Math.abs(y ?? 0) / max}%"></div>`).join("")}</div>` +
       `<div class="timeline"></div>`;
     $("#signal-bars").appendChild(card);
-    const series = x.channels.slice(0, 8);
-    const data = [x.t, ...series.map((_, c) => x.max[c])];
+    const series = x.traced.map((c) => x.channels[c]);
+    const data = [x.t, ...x.traced.map((_, k) => x.max[k])];
     withThresholds(s, x.node, series, data);
     linePlot(id, card.querySelector(".timeline"), series, data, 260);
   });
@@ -114,15 +126,22 @@ function drawTraces(v) {
   const picker = $("#signal-channels");
   if (picker.options.length !== v.channels.length) {
     picker.innerHTML = v.channels.map((c, i) => `<option value="${i}" ${i < 8 ? "selected" : ""}>${esc(c)}</option>`).join("");
-    picker.onchange = () => { delete plots.trace; render(latest); };
+    picker.onchange = () => {
+      selection[v.node + "\u0000" + v.stream] = { node: v.node, stream: v.stream, channels: [...picker.selectedOptions].map((o) => +o.value) };
+      sendSelection();
+      delete plots.trace;
+      render(latest);
+    };
     $("#signal-scale").onchange = () => render(latest);
   }
-  const picked = [...picker.selectedOptions].map((o) => +o.value);
+  // Channels picked whose traces have arrived (a new pick is sent within a moment).
+  const picked = [...picker.selectedOptions].map((o) => +o.value).filter((c) => v.traced.includes(c));
+  const row = (c) => v.traced.indexOf(c);
   const common = $("#signal-scale").value === "common";
   const ranges = picked.map((c) => {
     let lo = Infinity, hi = -Infinity;
-    v.min[c].forEach((y) => { if (y !== null && y < lo) lo = y; });
-    v.max[c].forEach((y) => { if (y !== null && y > hi) hi = y; });
+    v.min[row(c)].forEach((y) => { if (y !== null && y < lo) lo = y; });
+    v.max[row(c)].forEach((y) => { if (y !== null && y > hi) hi = y; });
     return [lo, hi];
   });
   const commonSpan = Math.max(1e-12, ...ranges.map(([lo, hi]) => hi - lo));
@@ -134,7 +153,7 @@ function drawTraces(v) {
     const mid = (lo + hi) / 2;
     const offset = picked.length - 1 - k;
     const scale = (y) => (y === null ? null : offset + 0.9 * (y - mid) / span);
-    data.push(v.min[c].map(scale), v.max[c].map(scale));
+    data.push(v.min[row(c)].map(scale), v.max[row(c)].map(scale));
     series.push({ label: v.channels[c] + " min", stroke: "#457b9d", width: 1 }, { label: v.channels[c], stroke: "#1d3557", width: 1 });
   });
   const el = $("#signal-plot");
