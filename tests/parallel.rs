@@ -76,6 +76,11 @@ path = "out/l2_parts"
 kind = "parquet"
 input = "acts_z"
 path = "out/acts_z.parquet"
+
+[sinks.acts_z_parts]
+kind = "parquet"
+input = "acts_z"
+path = "out/acts_z_parts"
 "#;
 
 fn setup() -> tempfile::TempDir {
@@ -95,7 +100,7 @@ fn free_port() -> u16 {
 }
 
 fn outputs(dir: &Path) -> Vec<Vec<(u64, Vec<f32>)>> {
-    ["eeg_z.parquet", "eeg_raw_parts", "l2_parts", "acts_z.parquet"]
+    ["eeg_z.parquet", "eeg_raw_parts", "l2_parts", "acts_z.parquet", "acts_z_parts"]
         .iter()
         .map(|f| rows(&dir.join("out").join(f)))
         .collect()
@@ -136,13 +141,21 @@ fn one_worker_two_workers_and_two_processes_write_the_same_rows() {
         .find(|l| l.contains("busy per worker sinks.l2:"))
         .unwrap_or_else(|| panic!("{log}"));
     assert!(line.contains(" 0: ") && line.contains(" 1: "), "{line}");
+    // The running z-score gathers its one stream on one worker; the parts after it are still
+    // written by both workers, each about half of the rows.
+    let parts: Vec<usize> = std::fs::read_dir(d.join("out/acts_z_parts"))
+        .unwrap()
+        .map(|e| rows(&e.unwrap().path()).len())
+        .collect();
+    assert_eq!(parts.len(), 2, "{parts:?}");
+    assert!(parts.iter().all(|&n| n >= 8000), "{parts:?}");
     std::fs::remove_dir_all(d.join("out")).unwrap();
 
     run_cluster(d, "2");
     let cluster = outputs(d);
     assert_eq!(std::fs::read_dir(d.join("out/l2_parts")).unwrap().count(), 4);
 
-    for (i, name) in ["eeg_z", "eeg_raw", "l2", "acts_z"].iter().enumerate() {
+    for (i, name) in ["eeg_z", "eeg_raw", "l2", "acts_z", "acts_z_parts"].iter().enumerate() {
         assert!(one[i] == two[i], "{name}: 2 workers differ from 1 worker");
         assert!(one[i] == cluster[i], "{name}: 2 processes x 2 workers differ from 1 worker");
     }

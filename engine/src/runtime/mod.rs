@@ -258,6 +258,28 @@ fn device_resident_outputs(
     resident
 }
 
+/// Whether the rows reaching `node` were gathered by stream on their way (a ByStream
+/// operator upstream): one stream's rows then sit on one worker.
+fn gathered_upstream(pipeline: &CompiledPipeline, node: &crate::spec::NodeSpec) -> bool {
+    let mut input = node.input.as_deref();
+    while let Some(name) = input {
+        let Some(up) = pipeline
+            .nodes
+            .iter()
+            .find(|n| n.spec.name == name && !matches!(n.built, Built::Sink(_)))
+        else {
+            return false;
+        };
+        if let Built::Operator(op) = &up.built {
+            if op.partitioning() == Partitioning::ByStream {
+                return true;
+            }
+        }
+        input = up.spec.input.as_deref();
+    }
+    false
+}
+
 fn stream_hash(stream: &str) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     stream.hash(&mut h);
@@ -508,6 +530,23 @@ pub fn run(pipeline: CompiledPipeline, options: RunOptions) -> Result<RunReport>
                                 pos,
                                 shared.clone(),
                             ),
+                            (Placement::PerWorker, input) if gathered_upstream(&pipeline, &node.spec) => {
+                                // Spread over this process's workers: one writer would do
+                                // all the encoding while the others idle.
+                                let (first, mut next) = (pos.index - pos.index % workers, pos.index);
+                                build_sink(
+                                    input,
+                                    Exchange::new(move |_: &Batch| {
+                                        next += 1;
+                                        (first + next % workers) as u64
+                                    }),
+                                    &label,
+                                    sink.clone(),
+                                    node_devices.get(name).cloned().unwrap_or(ComputeDevice::Cpu),
+                                    pos,
+                                    shared.clone(),
+                                )
+                            }
                             (Placement::PerWorker, input) => build_sink(
                                 input,
                                 Pipeline,

@@ -23,16 +23,20 @@ impl NormalizeKernels for CpuKernels {
 
     fn running(&mut self, data: &[f32], width: usize, state: &mut Welford, epsilon: f64) -> Result<Vec<f32>> {
         let mut out = vec![0.0f32; data.len()];
+        let (mean, m2) = (&mut state.mean[..width], &mut state.m2[..width]);
         for (row_out, row) in out.chunks_exact_mut(width).zip(data.chunks_exact(width)) {
             state.count += 1;
-            let n = state.count as f64;
-            for c in 0..width {
-                let x = row[c] as f64;
-                let delta = x - state.mean[c];
-                state.mean[c] += delta / n;
-                state.m2[c] += delta * (x - state.mean[c]);
-                let var = state.m2[c] / n;
-                row_out[c] = ((x - state.mean[c]) / (var + epsilon).sqrt()) as f32;
+            let inv_n = 1.0 / state.count as f64;
+            // Statistics in f64; the scaling of the output in f32, its own precision, which
+            // lets the square roots and divisions run 8 lanes wide.
+            for ((o, &x), (m, s)) in row_out.iter_mut().zip(row).zip(mean.iter_mut().zip(m2.iter_mut())) {
+                let x = x as f64;
+                let delta = x - *m;
+                *m += delta * inv_n;
+                let centred = x - *m;
+                *s += delta * centred;
+                let var = (*s * inv_n + epsilon) as f32;
+                *o = centred as f32 / var.sqrt();
             }
         }
         Ok(out)
