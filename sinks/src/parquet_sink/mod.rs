@@ -366,13 +366,16 @@ impl SinkKind for ParquetSinkKind {
             // Decided by the first frame written (see `ParquetFileWriter::writer`).
             time: false,
         };
-        let props = WriterProperties::builder()
+        let arrow = arrow_schema(input, &opts);
+        let mut props = WriterProperties::builder()
             .set_compression(compression)
             .set_max_row_group_row_count(Some(cfg.row_group_size))
-            .set_created_by(format!("neurostream {}", env!("CARGO_PKG_VERSION")))
-            .build();
+            .set_created_by(format!("neurostream {}", env!("CARGO_PKG_VERSION")));
+        for column in float_columns(&arrow) {
+            props = props.set_column_dictionary_enabled(column, false);
+        }
+        let props = props.build();
         let rolling = cfg.roll_policy(ctx.label, &props, &ctx.settings.name)?;
-        let arrow = arrow_schema(input, &opts);
         if let Some(policy) = &rolling {
             if single {
                 return fail(format!(
@@ -1167,5 +1170,44 @@ impl SinkWriter for TablesWriter {
         }
         commit.state = encode_state(&states)?;
         Ok(commit)
+    }
+}
+
+/// The Parquet columns of `schema` that hold floating-point values (channels, activations,
+/// feature values). Measured values almost never repeat, so a dictionary only costs: hashing
+/// every value took a third of an EEG pipeline's time before the writer gave up on it.
+fn float_columns(schema: &arrow::datatypes::Schema) -> Vec<parquet::schema::types::ColumnPath> {
+    use parquet::basic::Type;
+    match parquet::arrow::ArrowSchemaConverter::new().convert(schema) {
+        Ok(descr) => descr
+            .columns()
+            .iter()
+            .filter(|c| matches!(c.physical_type(), Type::FLOAT | Type::DOUBLE))
+            .map(|c| c.path().clone())
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    #[test]
+    fn only_floating_point_columns_go_without_a_dictionary() {
+        let item = Arc::new(Field::new("item", DataType::Float32, false));
+        let schema = Schema::new(vec![
+            Field::new("sample", DataType::Int64, false),
+            Field::new("Cz", DataType::Float32, false),
+            Field::new("act", DataType::FixedSizeList(item, 4), false),
+            Field::new("token", DataType::Utf8, true),
+            Field::new("score", DataType::Float64, true),
+        ]);
+        let names: Vec<String> = float_columns(&schema).iter().map(|c| c.string()).collect();
+        assert_eq!(names.len(), 3, "{names:?}");
+        assert_eq!(names[0], "Cz");
+        assert!(names[1].starts_with("act."), "{names:?}");
+        assert_eq!(names[2], "score");
     }
 }
