@@ -1,7 +1,9 @@
 //! `parquet`: reads Parquet files in the activation, signal or features layout (see
 //! `neurostream_engine::layout`). `path` is a file, a directory (its `*.parquet` files in
-//! name order) or a glob. Row groups are dealt round-robin to the workers of all processes;
-//! the event time of a row is its ordinal across all files in order.
+//! name order) or a glob. With several workers (of all processes), row groups are cut into
+//! pieces of about a sixteenth of each worker's share and dealt in order to the worker with
+//! the fewest rows so far, so workers read about as many rows each and at about the same event
+//! times; the event time of a row is its ordinal across all files in order.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -132,8 +134,46 @@ struct RowGroup {
     first: u64,
     /// Row number of its first row within its file.
     file_row: u64,
-    /// Rows in the group.
+    /// Rows in the group (a piece: rows of the piece).
     rows: u64,
+    /// A piece: rows of the group before it (0: from the group's start).
+    skip: u64,
+    /// Rows of the whole group.
+    group_rows: u64,
+}
+
+/// Pieces per worker the row groups are cut into: enough that dealing them evens out the
+/// workers' rows within a few percent, few enough that opening each costs nothing.
+const PIECES_PER_WORKER: u64 = 16;
+
+/// The pieces worker `index` of `peers` reads, in event-time order: every group cut into
+/// pieces of about `total / (peers * PIECES_PER_WORKER)` rows, each given to the worker with
+/// the fewest rows so far.
+fn deal(groups: &[RowGroup], total: u64, index: usize, peers: usize) -> std::collections::VecDeque<RowGroup> {
+    if peers <= 1 {
+        return groups.iter().cloned().collect();
+    }
+    let piece = total.div_ceil(peers as u64 * PIECES_PER_WORKER).max(1);
+    let mut load = vec![0u64; peers];
+    let mut mine = std::collections::VecDeque::new();
+    for g in groups {
+        let n = g.rows.div_ceil(piece);
+        for k in 0..n {
+            let (from, to) = (g.rows * k / n, g.rows * (k + 1) / n);
+            let w = (0..peers).min_by_key(|&w| (load[w], w)).expect("peers > 1");
+            load[w] += to - from;
+            if w == index {
+                mine.push_back(RowGroup {
+                    first: g.first + from,
+                    file_row: g.file_row + from,
+                    rows: to - from,
+                    skip: g.skip + from,
+                    ..g.clone()
+                });
+            }
+        }
+    }
+    mine
 }
 
 /// A configured Parquet source: the files, their row groups and the decoded layout.
@@ -148,8 +188,21 @@ pub struct ParquetSource {
 }
 
 fn open_builder(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>> {
+    open_builder_with(path, false)
+}
+
+/// `page_index`: also read the file's page index, so that a row selection skips whole pages
+/// without decoding them.
+fn open_builder_with(path: &Path, page_index: bool) -> Result<ParquetRecordBatchReaderBuilder<File>> {
     let file = File::open(path).map_err(|e| EngineError::input(path, format!("cannot open: {e}")))?;
-    ParquetRecordBatchReaderBuilder::try_new(file)
+    use parquet::file::metadata::PageIndexPolicy;
+    let policy = if page_index {
+        PageIndexPolicy::Optional
+    } else {
+        PageIndexPolicy::Skip
+    };
+    let options = parquet::arrow::arrow_reader::ArrowReaderOptions::new().with_offset_index_policy(policy);
+    ParquetRecordBatchReaderBuilder::try_new_with_options(file, options)
         .map_err(|e| EngineError::input(path, format!("not a readable Parquet file: {e}")))
 }
 
@@ -186,6 +239,8 @@ impl ParquetSource {
                         first: total,
                         file_row,
                         rows,
+                        skip: 0,
+                        group_rows: rows,
                     });
                 }
                 total += rows;
@@ -246,13 +301,7 @@ impl Source for ParquetSource {
         Some(self.total)
     }
     fn open(&self, worker: WorkerPos) -> Result<Box<dyn SourceReader>> {
-        let mine: std::collections::VecDeque<RowGroup> = self
-            .groups
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| i % worker.peers == worker.index)
-            .map(|(_, g)| g.clone())
-            .collect();
+        let mine = deal(&self.groups, self.total, worker.index, worker.peers);
         Ok(Box::new(ParquetReader {
             name: self.name.clone(),
             files: self.files.clone(),
@@ -294,9 +343,20 @@ impl SourceReader for ParquetReader {
                     return Ok(None);
                 };
                 let path = &self.files[group.file];
-                let reader = open_builder(path)?
+                let piece = group.rows < group.group_rows;
+                let mut builder = open_builder_with(path, piece)?
                     .with_row_groups(vec![group.index])
-                    .with_batch_size(self.batch_rows)
+                    .with_batch_size(self.batch_rows);
+                if piece {
+                    use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
+                    let mut pick = vec![
+                        RowSelector::skip(group.skip as usize),
+                        RowSelector::select(group.rows as usize),
+                    ];
+                    pick.retain(|s| s.row_count > 0);
+                    builder = builder.with_row_selection(RowSelection::from(pick));
+                }
+                let reader = builder
                     .build()
                     .map_err(|e| EngineError::input(path, format!("row group {}: {e}", group.index)))?;
                 self.current = Some(OpenGroup { group, reader, done: 0 });
@@ -338,7 +398,7 @@ impl SourceReader for ParquetReader {
         }
     }
 
-    /// Resuming: whole row groups are skipped from the metadata (a group yields
+    /// Resuming: whole row groups (pieces) are skipped from the metadata (a piece yields
     /// ceil(rows / batch_rows) batches) without reading them; the rest is read and dropped.
     fn skip_batches(&mut self, mut batches: u64) -> Result<u64> {
         let per = self.batch_rows.max(1) as u64;
@@ -373,5 +433,69 @@ impl SourceReader for ParquetReader {
             Some(c) => self.where_(&c.group),
             None => String::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod deal_tests {
+    use super::*;
+
+    fn groups(sizes: &[u64]) -> (Vec<RowGroup>, u64) {
+        let mut first = 0;
+        let groups = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &rows)| {
+                let g = RowGroup {
+                    file: 0,
+                    index: i,
+                    first,
+                    file_row: first,
+                    rows,
+                    skip: 0,
+                    group_rows: rows,
+                };
+                first += rows;
+                g
+            })
+            .collect();
+        (groups, first)
+    }
+
+    /// Every row is read by exactly one worker, each worker's pieces come in event-time order,
+    /// and the workers' shares differ by at most one piece (4 groups of 16384 rows and a short
+    /// one gave 55 % / 45 % when whole groups were dealt).
+    #[test]
+    fn pieces_cover_every_row_once_in_order_and_even_out_the_workers() {
+        for (sizes, peers) in [
+            (vec![16384, 16384, 16384, 10848], 2),
+            (vec![5, 1, 700, 3], 3),
+            (vec![1], 4),
+            (vec![1000; 7], 2),
+        ] {
+            let (gs, total) = groups(&sizes);
+            let shares: Vec<_> = (0..peers).map(|w| deal(&gs, total, w, peers)).collect();
+            let mut seen = vec![0u8; total as usize];
+            for share in &shares {
+                for p in share {
+                    assert_eq!(p.first, gs[p.index].first + p.skip);
+                    assert!(p.skip + p.rows <= p.group_rows);
+                    seen[p.first as usize..(p.first + p.rows) as usize]
+                        .iter_mut()
+                        .for_each(|s| *s += 1);
+                }
+                assert!(share
+                    .iter()
+                    .zip(share.iter().skip(1))
+                    .all(|(a, b)| a.first + a.rows <= b.first));
+            }
+            assert!(seen.iter().all(|&s| s == 1), "{sizes:?} x {peers}");
+            let rows: Vec<u64> = shares.iter().map(|s| s.iter().map(|p| p.rows).sum()).collect();
+            let piece = total.div_ceil(peers as u64 * PIECES_PER_WORKER).max(1);
+            let (lo, hi) = (*rows.iter().min().unwrap(), *rows.iter().max().unwrap());
+            assert!(hi - lo <= 2 * piece, "{sizes:?} x {peers}: {rows:?}");
+        }
+        let (gs, total) = groups(&[10, 20]);
+        assert_eq!(deal(&gs, total, 0, 1).len(), 2);
     }
 }

@@ -1,0 +1,240 @@
+"""Benchmark: scale-out. The bench pipelines with 1 worker, 2 workers, and 2 processes x 1
+worker (a local cluster on loopback, `--processes 2`), same machine, runs alternated, best of
+--repeat, wall clock from process start to outputs committed.
+
+  python bench/scale_out.py [--repeat 3] [--quick]
+
+Pipelines (the ones bench/runtime_split.py times, plus a stateless SAE job):
+- Parquet (400k x 256) -> running z-score (one stream) -> zstd Parquet parts;
+- Parquet (60k x 576) -> SAE encode (bundled SmolLM2 SAE) -> feature_stats -> Parquet;
+- Parquet (60k x 576) -> SAE encode -> Parquet (stateless);
+- synthetic EEG 64 ch x 300 s -> band-pass -> band power -> Parquet.
+
+Targets (issue 22): 2 workers >= 1.8x one worker, 2 processes x 1 worker >= 1.7x. Every run's
+outputs are checked to hold the same number of rows as the 1-worker run's. Writes
+SCALE_OUT_RESULTS.md (bench/ or $NEUROSTREAM_BENCH_OUT).
+"""
+import argparse
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import pyarrow.parquet as pq
+
+from benchlib import ROOT, cargo_build, results_path
+
+BIN = os.path.join(ROOT, "target", "release", "neurostream")
+SAE = os.path.join(ROOT, "examples", "data", "smollm2_sae")
+
+GEN = """
+[sources.acts]
+kind = "synthetic_activations"
+d_model = {d}
+features = {features}
+active = 16
+tokens = {tokens}
+chunk = 4096
+seed = 1
+
+[sinks.file]
+kind = "parquet"
+input = "acts"
+path = "{path}"
+row_group_size = 16384
+"""
+
+ZSCORE = """
+[sources.acts]
+kind = "parquet"
+path = "acts256.parquet"
+
+[operators.norm]
+kind = "normalize"
+input = "acts"
+method = "running_zscore"
+warmup = 1024
+device = "cpu"
+
+[sinks.out]
+kind = "parquet"
+input = "norm"
+path = "out/z"
+compression = "zstd"
+compression_level = 3
+row_group_size = 16384
+"""
+
+SAE_STATS = """
+[sources.acts]
+kind = "parquet"
+path = "acts576.parquet"
+
+[operators.sae]
+kind = "sae_encode"
+input = "acts"
+sae = "{sae}"
+device = "cpu"
+
+[operators.stats]
+kind = "feature_stats"
+input = "sae"
+window = 8192
+
+[sinks.features]
+kind = "parquet"
+input = "sae"
+path = "out/features"
+
+[sinks.stats]
+kind = "parquet"
+input = "stats"
+path = "out/stats"
+"""
+
+SAE_ONLY = """
+[sources.acts]
+kind = "parquet"
+path = "acts576.parquet"
+
+[operators.sae]
+kind = "sae_encode"
+input = "acts"
+sae = "{sae}"
+device = "cpu"
+
+[sinks.features]
+kind = "parquet"
+input = "sae"
+path = "out/features"
+"""
+
+EEG = """
+[sources.eeg]
+kind = "synthetic_eeg"
+channels = 64
+sample_rate = 1000.0
+seconds = {seconds}
+chunk = 256
+
+[operators.bp]
+kind = "butterworth"
+input = "eeg"
+btype = "bandpass"
+order = 4
+cutoff = [8.0, 30.0]
+device = "cpu"
+
+[operators.power]
+kind = "bandpower"
+input = "bp"
+window_s = 1.0
+step_s = 0.5
+nperseg = 1000
+
+[sinks.out]
+kind = "parquet"
+input = "bp"
+path = "out/bp"
+
+[sinks.power]
+kind = "parquet"
+input = "power"
+path = "out/power"
+"""
+
+LAYOUTS = [("1 worker", ["-w", "1"]), ("2 workers", ["-w", "2"]), ("2 processes x 1", ["--processes", "2", "-w", "1"])]
+
+
+def rows_written(cwd: str) -> int:
+    total = 0
+    for dirpath, _, files in os.walk(os.path.join(cwd, "out")):
+        for f in files:
+            if f.endswith(".parquet") and not f.startswith((".", "_")):
+                total += pq.ParquetFile(os.path.join(dirpath, f)).metadata.num_rows
+    return total
+
+
+def run(args: list[str], cwd: str) -> float:
+    shutil.rmtree(os.path.join(cwd, "out"), ignore_errors=True)
+    t0 = time.perf_counter()
+    out = subprocess.run([BIN, "run", "p.toml", *args, "--quiet"], cwd=cwd, capture_output=True, text=True)
+    elapsed = time.perf_counter() - t0
+    if out.returncode != 0:
+        sys.exit(f"neurostream {args} failed:\n{out.stdout}{out.stderr}")
+    return elapsed
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="smaller inputs, one repeat")
+    args = ap.parse_args()
+    repeat = 1 if args.quick else args.repeat
+    scale = 4 if args.quick else 1
+    cargo_build("--bin", "neurostream")
+    work = tempfile.mkdtemp(prefix="ns-scale-")
+    try:
+        for d, tokens in [(256, 400_000 // scale), (576, 60_000 // scale)]:
+            with open(os.path.join(work, "gen.toml"), "w") as f:
+                f.write(GEN.format(d=d, features=4 * d, tokens=tokens, path=f"acts{d}.parquet"))
+            subprocess.run([BIN, "run", "gen.toml", "--quiet"], cwd=work, check=True, capture_output=True)
+        cases = [
+            (f"Parquet ({400 // scale}k x 256) -> running z-score -> zstd Parquet", ZSCORE),
+            (f"Parquet ({60 // scale}k x 576) -> SAE encode -> feature_stats -> Parquet", SAE_STATS.format(sae=SAE)),
+            (f"Parquet ({60 // scale}k x 576) -> SAE encode -> Parquet", SAE_ONLY.format(sae=SAE)),
+            (f"synthetic EEG 64 ch x {300 // scale} s -> band-pass -> band power -> Parquet",
+             EEG.format(seconds=300.0 / scale)),
+        ]
+        table = []
+        for name, toml in cases:
+            with open(os.path.join(work, "p.toml"), "w") as f:
+                f.write(toml)
+            best = {label: float("inf") for label, _ in LAYOUTS}
+            rows = {}
+            for _ in range(repeat):
+                for label, layout in LAYOUTS:
+                    best[label] = min(best[label], run(layout, work))
+                    rows[label] = rows_written(work)
+            if len(set(rows.values())) != 1:
+                sys.exit(f"{name}: the layouts wrote different row counts: {rows}")
+            one = best["1 worker"]
+            table.append((name, one, best["2 workers"], best["2 processes x 1"]))
+            print(f"{name}: 1 worker {one:.2f} s, 2 workers {best['2 workers']:.2f} s "
+                  f"({one / best['2 workers']:.2f}x), 2 processes {best['2 processes x 1']:.2f} s "
+                  f"({one / best['2 processes x 1']:.2f}x)", file=sys.stderr)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    lines = [
+        "# Benchmark: scale-out (issue 22)",
+        "",
+        f"Command: `python bench/scale_out.py{' --quick' if args.quick else f' --repeat {repeat}'}`; "
+        "`cargo build --release` (no `target-cpu`). Wall clock per run, process start to outputs committed, "
+        f"best of {repeat}, layouts alternated. 2 processes x 1 worker is a local cluster on loopback "
+        "(`--processes 2`). Every layout wrote the same number of rows.",
+        "",
+        f"Machine: {cpu}, {os.cpu_count()} cores; {time.strftime('%Y-%m-%d')}.",
+        "",
+        "| pipeline | 1 worker s | 2 workers s | speed-up | 2 processes x 1 s | speed-up |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, one, two, procs in table:
+        lines.append(f"| {name} | {one:.2f} | {two:.2f} | {one / two:.2f}x | {procs:.2f} | {one / procs:.2f}x |")
+    lines.append("")
+    lines.append("Targets: 2 workers >= 1.8x, 2 processes x 1 worker >= 1.7x.")
+    with open(results_path("SCALE_OUT_RESULTS.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
