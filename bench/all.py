@@ -32,6 +32,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # name -> (script, full arguments, quick arguments, Python modules it needs)
 BENCHMARKS = {
     "parquet_normalize": ("parquet_normalize.py", [], ["--tokens", "100000", "--repeat", "1"], ["pyarrow", "numpy"]),
+    "scale_out": ("scale_out.py", [], ["--quick"], ["pyarrow"]),
     "bci": ("bci.py", [], [], ["scipy", "mne", "sklearn", "pyarrow"]),
     "checkpoint": ("checkpoint.py", ["--repeats", "5"], ["--rows", "200000", "--repeats", "1"], ["pyarrow"]),
     "cluster": ("cluster.py", [], ["--rows", "10000", "--tokens", "10000"], ["sklearn", "scipy"]),

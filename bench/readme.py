@@ -25,6 +25,10 @@ RESULTS = {
         "Parquet → normalize → Parquet against the pyarrow + numpy script a user would write, same file, same run.",
         [0],
     ),
+    "SCALE_OUT_RESULTS.md": (
+        "The bench pipelines on 1 worker, 2 workers and 2 processes x 1 worker (scale-out).",
+        [0],
+    ),
     "SAE_BLAS_RESULTS.md": (
         "SAE encode (TopK) against numpy on OpenBLAS and the bare `sgemm`/`sgemv` that bounds any encoder on that BLAS.",
         [0],

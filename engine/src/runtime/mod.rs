@@ -531,14 +531,14 @@ pub fn run(pipeline: CompiledPipeline, options: RunOptions) -> Result<RunReport>
                                 shared.clone(),
                             ),
                             (Placement::PerWorker, input) if gathered_upstream(&pipeline, &node.spec) => {
-                                // Spread over this process's workers: one writer would do
-                                // all the encoding while the others idle.
-                                let (first, mut next) = (pos.index - pos.index % workers, pos.index);
+                                // Spread over every worker (of every process): one writer
+                                // would do all the encoding while the others idle.
+                                let mut next = pos.index;
                                 build_sink(
                                     input,
                                     Exchange::new(move |_: &Batch| {
                                         next += 1;
-                                        (first + next % workers) as u64
+                                        next as u64
                                     }),
                                     &label,
                                     sink.clone(),
