@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use neurostream_engine::layout::Decoder;
 use neurostream_engine::{
-    Batch, EngineError, NodeConfig, NodeContext, Result, Schema, Source, SourceKind, SourceReader, WorkerPos,
+    Batch, EngineError, NodeConfig, NodeContext, Result, Schema, Source, SourceKind, SourceReader, SourceWaker, WorkerPos,
 };
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use serde::{Deserialize, Serialize};
@@ -302,14 +302,14 @@ impl Source for ParquetSource {
     }
     fn open(&self, worker: WorkerPos) -> Result<Box<dyn SourceReader>> {
         let mine = deal(&self.groups, self.total, worker.index, worker.peers);
-        Ok(Box::new(ParquetReader {
+        Ok(Box::new(ParquetReader::Waiting(Box::new(PieceReader {
             name: self.name.clone(),
             files: self.files.clone(),
             decoder: self.decoder.clone(),
             groups: mine,
             current: None,
             batch_rows: self.batch_rows,
-        }))
+        }))))
     }
 }
 
@@ -320,7 +320,8 @@ struct OpenGroup {
     done: u64,
 }
 
-struct ParquetReader {
+/// Reads one worker's pieces in order, decoding each batch where it is called.
+struct PieceReader {
     name: Arc<str>,
     files: Vec<PathBuf>,
     decoder: Decoder,
@@ -329,13 +330,13 @@ struct ParquetReader {
     batch_rows: usize,
 }
 
-impl ParquetReader {
+impl PieceReader {
     fn where_(&self, g: &RowGroup) -> String {
         format!("{}: row group {}", self.files[g.file].display(), g.index)
     }
 }
 
-impl SourceReader for ParquetReader {
+impl SourceReader for PieceReader {
     fn next_batch(&mut self) -> Result<Option<(u64, Batch)>> {
         loop {
             if self.current.is_none() {
@@ -436,6 +437,174 @@ impl SourceReader for ParquetReader {
     }
 }
 
+/// Batches a reader's helper thread has decoded ahead of the worker.
+const READ_AHEAD: usize = 2;
+
+/// A worker's reader: its pieces are read and decoded on a helper thread, [`READ_AHEAD`]
+/// batches ahead, so that reading and decompressing overlap with the rest of the pipeline on
+/// the worker (a Parquet-to-Parquet copy on one worker otherwise decompresses and compresses
+/// in turn on one core). Until the first batch is asked for (a resume skips first), the
+/// reader stays on the worker.
+enum ParquetReader {
+    Waiting(Box<PieceReader>),
+    Reading(Prefetch),
+    Moving,
+}
+
+struct Prefetch {
+    rx: crossbeam_channel::Receiver<Result<(u64, Batch)>>,
+    /// The next batch, taken off the channel by `ready`.
+    next: Option<Result<(u64, Batch)>>,
+    /// A lower bound on the next batch's time: the end of the last one handed out.
+    after_last: u64,
+    /// The helper has sent everything (its end of the channel is gone).
+    done: bool,
+    location: String,
+}
+
+impl ParquetReader {
+    /// Starts the helper thread (once), handing it the pieces still to read.
+    fn start(&mut self, waker: Option<SourceWaker>) {
+        if !matches!(self, ParquetReader::Waiting(_)) {
+            return;
+        }
+        let ParquetReader::Waiting(reader) = std::mem::replace(self, ParquetReader::Moving) else {
+            unreachable!("checked above")
+        };
+        let mut reader = *reader;
+        let after_last = reader.next_time().unwrap_or(0);
+        let location = reader.location();
+        let (tx, rx) = crossbeam_channel::bounded(READ_AHEAD);
+        let spawned = std::thread::Builder::new()
+            .name(format!("parquet {}", reader.name))
+            .spawn(move || loop {
+                let item = reader.next_batch();
+                let end = !matches!(item, Ok(Some(_)));
+                let sent = match item {
+                    Ok(Some(b)) => tx.send(Ok(b)).is_ok(),
+                    Ok(None) => true,
+                    Err(e) => tx.send(Err(e)).is_ok(),
+                };
+                if let Some(w) = &waker {
+                    w();
+                }
+                if end || !sent {
+                    return; // dropping `tx` tells the worker the reader is done
+                }
+            });
+        *self = match spawned {
+            Ok(_) => ParquetReader::Reading(Prefetch {
+                rx,
+                next: None,
+                after_last,
+                done: false,
+                location,
+            }),
+            Err(e) => ParquetReader::Reading(Prefetch {
+                rx: crossbeam_channel::never(),
+                next: Some(Err(EngineError::Runtime(format!(
+                    "parquet: cannot start a reader thread: {e}"
+                )))),
+                after_last,
+                done: true,
+                location,
+            }),
+        };
+    }
+}
+
+impl Prefetch {
+    /// Takes the next item off the channel without waiting; false when none is there yet.
+    fn poll(&mut self) -> bool {
+        if self.next.is_some() || self.done {
+            return true;
+        }
+        match self.rx.try_recv() {
+            Ok(item) => {
+                self.next = Some(item);
+                true
+            }
+            Err(crossbeam_channel::TryRecvError::Empty) => false,
+            Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                self.done = true;
+                true
+            }
+        }
+    }
+}
+
+impl SourceReader for ParquetReader {
+    fn next_batch(&mut self) -> Result<Option<(u64, Batch)>> {
+        self.start(None);
+        let ParquetReader::Reading(p) = self else {
+            unreachable!("started above")
+        };
+        let item = match p.next.take() {
+            Some(item) => Some(item),
+            None if p.done => None,
+            None => match p.rx.recv() {
+                Ok(item) => Some(item),
+                Err(_) => {
+                    p.done = true;
+                    None
+                }
+            },
+        };
+        match item {
+            Some(Ok((time, batch))) => {
+                p.after_last = time + batch.rows() as u64;
+                Ok(Some((time, batch)))
+            }
+            Some(Err(e)) => {
+                p.done = true;
+                Err(e)
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn next_time(&self) -> Option<u64> {
+        match self {
+            ParquetReader::Waiting(r) => r.next_time(),
+            ParquetReader::Reading(p) => match &p.next {
+                Some(Ok((time, _))) => Some(*time),
+                Some(Err(_)) => Some(p.after_last),
+                None if p.done => None,
+                None => Some(p.after_last),
+            },
+            ParquetReader::Moving => None,
+        }
+    }
+
+    fn ready(&mut self) -> bool {
+        match self {
+            ParquetReader::Waiting(_) => true,
+            ParquetReader::Reading(p) => p.poll(),
+            ParquetReader::Moving => true,
+        }
+    }
+
+    fn set_waker(&mut self, waker: SourceWaker) -> bool {
+        self.start(Some(waker));
+        true
+    }
+
+    fn skip_batches(&mut self, batches: u64) -> Result<u64> {
+        match self {
+            ParquetReader::Waiting(r) => r.skip_batches(batches),
+            _ => Err(EngineError::Runtime("parquet: skipping after reading began".into())),
+        }
+    }
+
+    fn location(&self) -> String {
+        match self {
+            ParquetReader::Waiting(r) => r.location(),
+            ParquetReader::Reading(p) => p.location.clone(),
+            ParquetReader::Moving => String::new(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod deal_tests {
     use super::*;
@@ -460,6 +629,100 @@ mod deal_tests {
             })
             .collect();
         (groups, first)
+    }
+
+    /// A signal file of row groups of `sizes` rows (channel A holds the sample number).
+    fn signal_file(dir: &Path, sizes: &[usize]) -> PathBuf {
+        use neurostream_engine::layout::{arrow_schema, frame_to_batch, EncodeOptions};
+        use neurostream_engine::{Frame, RowIndex};
+        let schema = Arc::new(Schema::signal(&["A", "B"], "uV", 100.0));
+        let target = arrow_schema(&schema, &EncodeOptions::default());
+        let path = dir.join("s.parquet");
+        // Compressed, so that damaged pages fail to decode rather than read as other numbers.
+        let props = parquet::file::properties::WriterProperties::builder()
+            .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
+            .build();
+        let mut w = parquet::arrow::ArrowWriter::try_new(File::create(&path).unwrap(), target.clone(), Some(props)).unwrap();
+        let mut at = 0i64;
+        for &n in sizes {
+            let data: Vec<f32> = (at..at + n as i64).flat_map(|s| [s as f32, -1.0]).collect();
+            let f = Frame::new(
+                "s".into(),
+                schema.clone(),
+                RowIndex::Samples((at..at + n as i64).collect()),
+                data,
+            )
+            .unwrap();
+            w.write(&frame_to_batch(&f, &target, &EncodeOptions::default()).unwrap())
+                .unwrap();
+            w.flush().unwrap();
+            at += n as i64;
+        }
+        w.close().unwrap();
+        path
+    }
+
+    fn drain(r: &mut dyn SourceReader) -> Result<Vec<(u64, Vec<f32>)>> {
+        let mut out = Vec::new();
+        while let Some((t, b)) = r.next_batch()? {
+            let Batch::Dense(f) = b else {
+                panic!("signal batches are dense")
+            };
+            assert!(r.next_time().is_none_or(|n| n >= t + f.rows() as u64));
+            out.push((t, f.data.clone()));
+        }
+        Ok(out)
+    }
+
+    /// The helper thread hands the worker exactly the batches the worker would read itself,
+    /// wakes it when one is ready, and a damaged file's error still names the file.
+    #[test]
+    fn read_ahead_yields_the_batches_of_reading_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = signal_file(dir.path(), &[100, 100, 37]);
+        let cfg = ParquetSourceConfig {
+            batch_rows: 16,
+            sample_rate: None,
+            ..ParquetSourceConfig::new(path.to_str().unwrap())
+        };
+        let src = ParquetSource::open("s", vec![path.clone()], &cfg).unwrap();
+        for peers in [1, 2] {
+            for index in 0..peers {
+                let pieces = || PieceReader {
+                    name: "s".into(),
+                    files: vec![path.clone()],
+                    decoder: src.decoder.clone(),
+                    groups: deal(&src.groups, src.total, index, peers),
+                    current: None,
+                    batch_rows: 16,
+                };
+                let mut ahead = ParquetReader::Waiting(Box::new(pieces()));
+                let woken = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+                let w = woken.clone();
+                assert!(ahead.set_waker(Arc::new(move || {
+                    w.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                })));
+                assert!(matches!(ahead, ParquetReader::Reading(_)), "not reading ahead");
+                let (a, b) = (drain(&mut ahead).unwrap(), drain(&mut pieces()).unwrap());
+                assert_eq!(
+                    a.iter().map(|b| b.1.len() / 2).sum::<usize>(),
+                    b.iter().map(|b| b.1.len() / 2).sum::<usize>()
+                );
+                assert_eq!(a, b, "worker {index} of {peers}");
+                assert!(woken.load(std::sync::atomic::Ordering::SeqCst) >= a.len());
+            }
+        }
+        // Damage the data pages (the footer stays): the error comes through the helper and
+        // names the file.
+        let mut bytes = std::fs::read(&path).unwrap();
+        let at = bytes.len() / 4;
+        bytes[at..at + 200].fill(0xA7);
+        std::fs::write(&path, &bytes).unwrap();
+        let src = ParquetSource::open("s", vec![path.clone()], &cfg).unwrap();
+        let err = drain(src.open(WorkerPos { index: 0, peers: 1 }).unwrap().as_mut())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("s.parquet"), "{err}");
     }
 
     /// Every row is read by exactly one worker, each worker's pieces come in event-time order,
