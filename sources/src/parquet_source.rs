@@ -447,7 +447,7 @@ const READ_AHEAD: usize = 2;
 /// reader stays on the worker.
 enum ParquetReader {
     Waiting(Box<PieceReader>),
-    Reading(Prefetch),
+    Reading(Box<Prefetch>),
     Moving,
 }
 
@@ -493,14 +493,14 @@ impl ParquetReader {
                 }
             });
         *self = match spawned {
-            Ok(_) => ParquetReader::Reading(Prefetch {
+            Ok(_) => ParquetReader::Reading(Box::new(Prefetch {
                 rx,
                 next: None,
                 after_last,
                 done: false,
                 location,
-            }),
-            Err(e) => ParquetReader::Reading(Prefetch {
+            })),
+            Err(e) => ParquetReader::Reading(Box::new(Prefetch {
                 rx: crossbeam_channel::never(),
                 next: Some(Err(EngineError::Runtime(format!(
                     "parquet: cannot start a reader thread: {e}"
@@ -508,7 +508,7 @@ impl ParquetReader {
                 after_last,
                 done: true,
                 location,
-            }),
+            })),
         };
     }
 }
