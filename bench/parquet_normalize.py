@@ -72,6 +72,28 @@ def numpy_normalize(path, out, method, d):
     pq.write_table(table, out, compression="zstd", compression_level=3, row_group_size=16384)
 
 
+def generate(d, n, seed, path):
+    """A pipeline that writes `n` seeded activations of width `d` to `path` (zstd level 3)."""
+    return f"""
+[sources.acts]
+kind = "synthetic_activations"
+d_model = {d}
+features = {4 * d}
+active = 16
+tokens = {n}
+chunk = 4096
+seed = {seed}
+
+[sinks.file]
+kind = "parquet"
+input = "acts"
+path = "{path}"
+row_group_size = 16384
+compression = "zstd"
+compression_level = 3
+"""
+
+
 COPY = """
 [sources.acts]
 kind = "parquet"
@@ -95,24 +117,7 @@ def pyarrow_copy(path, out):
 def copy_rows(work, n, d, repeat):
     """neurostream Parquet -> Parquet (no operator) against pyarrow read_table + write_table."""
     with open(os.path.join(work, "gen_copy.toml"), "w") as f:
-        f.write(f"""
-[sources.acts]
-kind = "synthetic_activations"
-d_model = {d}
-features = {4 * d}
-active = 16
-tokens = {n}
-chunk = 4096
-seed = 2
-
-[sinks.file]
-kind = "parquet"
-input = "acts"
-path = "copy_input.parquet"
-row_group_size = 16384
-compression = "zstd"
-compression_level = 3
-""")
+        f.write(generate(d, n, 2, "copy_input.parquet"))
     neurostream(["run", "gen_copy.toml"], work)
     src = os.path.join(work, "copy_input.parquet")
     t_pa = best(lambda: pyarrow_copy(src, os.path.join(work, "pyarrow_copy.parquet")), repeat)
@@ -159,24 +164,7 @@ def main():
     work = tempfile.mkdtemp(prefix="ns-bench-")
     try:
         with open(os.path.join(work, "gen.toml"), "w") as f:
-            f.write(f"""
-[sources.acts]
-kind = "synthetic_activations"
-d_model = {d}
-features = {4 * d}
-active = 16
-tokens = {n}
-chunk = 4096
-seed = 1
-
-[sinks.file]
-kind = "parquet"
-input = "acts"
-path = "input.parquet"
-row_group_size = 16384
-compression = "zstd"
-compression_level = 3
-""")
+            f.write(generate(d, n, 1, "input.parquet"))
         neurostream(["run", "gen.toml"], work)
         size_mb = os.path.getsize(os.path.join(work, "input.parquet")) / 1e6
         payload_mb = n * d * 4 / 1e6

@@ -4,7 +4,7 @@ worker (a local cluster on loopback, `--processes 2`), same machine, runs altern
 
   python bench/scale_out.py [--repeat 3] [--quick]
 
-Pipelines (the ones bench/runtime_split.py times, plus a stateless SAE job):
+Pipelines (bench/runtime_split.py's, the z-score writing zstd, plus a stateless SAE job):
 - Parquet (400k x 256) -> running z-score (one stream) -> zstd Parquet parts;
 - Parquet (60k x 576) -> SAE encode (bundled SmolLM2 SAE) -> feature_stats -> Parquet;
 - Parquet (60k x 576) -> SAE encode -> Parquet (stateless);
@@ -26,26 +26,9 @@ import time
 import pyarrow.parquet as pq
 
 from benchlib import ROOT, cargo_build, results_path
+from runtime_split import EEG, GEN, SAE, SAE_STATS
 
 BIN = os.path.join(ROOT, "target", "release", "neurostream")
-SAE = os.path.join(ROOT, "examples", "data", "smollm2_sae")
-
-GEN = """
-[sources.acts]
-kind = "synthetic_activations"
-d_model = {d}
-features = {features}
-active = 16
-tokens = {tokens}
-chunk = 4096
-seed = 1
-
-[sinks.file]
-kind = "parquet"
-input = "acts"
-path = "{path}"
-row_group_size = 16384
-"""
 
 ZSCORE = """
 [sources.acts]
@@ -68,33 +51,6 @@ compression_level = 3
 row_group_size = 16384
 """
 
-SAE_STATS = """
-[sources.acts]
-kind = "parquet"
-path = "acts576.parquet"
-
-[operators.sae]
-kind = "sae_encode"
-input = "acts"
-sae = "{sae}"
-device = "cpu"
-
-[operators.stats]
-kind = "feature_stats"
-input = "sae"
-window = 8192
-
-[sinks.features]
-kind = "parquet"
-input = "sae"
-path = "out/features"
-
-[sinks.stats]
-kind = "parquet"
-input = "stats"
-path = "out/stats"
-"""
-
 SAE_ONLY = """
 [sources.acts]
 kind = "parquet"
@@ -110,40 +66,6 @@ device = "cpu"
 kind = "parquet"
 input = "sae"
 path = "out/features"
-"""
-
-EEG = """
-[sources.eeg]
-kind = "synthetic_eeg"
-channels = 64
-sample_rate = 1000.0
-seconds = {seconds}
-chunk = 256
-
-[operators.bp]
-kind = "butterworth"
-input = "eeg"
-btype = "bandpass"
-order = 4
-cutoff = [8.0, 30.0]
-device = "cpu"
-
-[operators.power]
-kind = "bandpower"
-input = "bp"
-window_s = 1.0
-step_s = 0.5
-nperseg = 1000
-
-[sinks.out]
-kind = "parquet"
-input = "bp"
-path = "out/bp"
-
-[sinks.power]
-kind = "parquet"
-input = "power"
-path = "out/power"
 """
 
 LAYOUTS = [("1 worker", ["-w", "1"]), ("2 workers", ["-w", "2"]), ("2 processes x 1", ["--processes", "2", "-w", "1"])]
@@ -184,10 +106,11 @@ def main():
             subprocess.run([BIN, "run", "gen.toml", "--quiet"], cwd=work, check=True, capture_output=True)
         cases = [
             (f"Parquet ({400 // scale}k x 256) -> running z-score -> zstd Parquet", ZSCORE),
-            (f"Parquet ({60 // scale}k x 576) -> SAE encode -> feature_stats -> Parquet", SAE_STATS.format(sae=SAE)),
+            (f"Parquet ({60 // scale}k x 576) -> SAE encode -> feature_stats -> Parquet",
+             SAE_STATS.format(sae=SAE, out="out/features")),
             (f"Parquet ({60 // scale}k x 576) -> SAE encode -> Parquet", SAE_ONLY.format(sae=SAE)),
             (f"synthetic EEG 64 ch x {300 // scale} s -> band-pass -> band power -> Parquet",
-             EEG.format(seconds=300.0 / scale)),
+             EEG.format(out="out/bp").replace("seconds = 300.0", f"seconds = {300.0 / scale}")),
         ]
         table = []
         for name, toml in cases:
