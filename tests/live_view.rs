@@ -701,6 +701,12 @@ fn the_view_of_a_two_process_run_shows_both_processes() {
             "{node}"
         );
     }
+    // Once every source has ended, nothing is counted in flight.
+    assert!(
+        state["nodes"].as_array().unwrap().iter().all(|n| n["in_flight"] == 0),
+        "{}",
+        state["nodes"]
+    );
     // The activations were read by both processes: one view of all 20000 rows.
     assert_eq!(stream_of(&state, "sources.acts")["tokens"], 20000);
     assert_eq!(stream_of(&state, "operators.l2")["tokens"], 20000);

@@ -303,6 +303,11 @@ impl SourceDriver {
             *shared.dropped.lock().unwrap().entry(name.clone()).or_default() += counts.invalid;
             tracing::warn!("`{name}`: dropped {} rows holding NaN/Inf", counts.invalid);
         }
+        // Nothing more comes from this reader: its queue-depth reading would otherwise stay
+        // at its last value after the run (and add up across processes in the live view).
+        if let Some(m) = &self.live {
+            m.in_flight.store(0, Ordering::Relaxed);
+        }
         self.reader = None;
         self.cap = None;
         Wake::Never
