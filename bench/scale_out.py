@@ -26,30 +26,14 @@ import time
 import pyarrow.parquet as pq
 
 from benchlib import ROOT, cargo_build, results_path
-from runtime_split import EEG, GEN, SAE, SAE_STATS
+from runtime_split import EEG, GEN, NORMALIZE, SAE, SAE_STATS
 
 BIN = os.path.join(ROOT, "target", "release", "neurostream")
 
-ZSCORE = """
-[sources.acts]
-kind = "parquet"
-path = "acts256.parquet"
-
-[operators.norm]
-kind = "normalize"
-input = "acts"
-method = "running_zscore"
-warmup = 1024
-device = "cpu"
-
-[sinks.out]
-kind = "parquet"
-input = "norm"
-path = "out/z"
-compression = "zstd"
-compression_level = 3
-row_group_size = 16384
-"""
+# runtime_split.py's z-score job, writing zstd level 3 as a bulk job would.
+ZSCORE = NORMALIZE.format(out="out/z").replace(
+    "row_group_size = 16384", 'compression = "zstd"\ncompression_level = 3\nrow_group_size = 16384'
+)
 
 SAE_ONLY = """
 [sources.acts]
