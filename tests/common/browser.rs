@@ -82,8 +82,12 @@ impl Browser {
             .expect("chromium did not open its DevTools port within 30 s");
         let host = url.trim_start_matches("ws://").split('/').next().unwrap().to_string();
         let stream = TcpStream::connect(&host).unwrap();
-        stream.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        // The handshake waits as long as a loaded machine needs (a short read time-out here
+        // interrupted it when several browser tests ran beside a cluster run); reads after it
+        // time out quickly so that polling loops stay responsive.
+        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
         let (ws, _) = tungstenite::client(url.as_str(), stream).expect("DevTools WebSocket");
+        ws.get_ref().set_read_timeout(Some(Duration::from_millis(200))).unwrap();
         let mut b = Browser {
             child,
             ws,
