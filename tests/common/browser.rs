@@ -29,6 +29,19 @@ impl Drop for Browser {
     }
 }
 
+/// The browser process until a `Browser` owns it: killed if starting fails half-way, so a
+/// panic there leaves no Chromium behind.
+struct Starting(Option<std::process::Child>);
+
+impl Drop for Starting {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 /// The Chromium binary: `$CHROMIUM`, else `chromium` on the PATH (installed by the test
 /// command and CI).
 fn chromium() -> String {
@@ -39,7 +52,7 @@ impl Browser {
     /// Starts the browser with a blank page.
     pub fn start() -> Browser {
         let profile = tempfile::tempdir().unwrap();
-        let mut child = Command::new(chromium())
+        let child = Command::new(chromium())
             .args([
                 "--headless",
                 "--no-sandbox",
@@ -68,7 +81,8 @@ impl Browser {
                     chromium()
                 )
             });
-        let stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut starting = Starting(Some(child));
+        let stderr = BufReader::new(starting.0.as_mut().unwrap().stderr.take().unwrap());
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in stderr.lines().map_while(Result::ok) {
@@ -89,7 +103,7 @@ impl Browser {
         let (ws, _) = tungstenite::client(url.as_str(), stream).expect("DevTools WebSocket");
         ws.get_ref().set_read_timeout(Some(Duration::from_millis(200))).unwrap();
         let mut b = Browser {
-            child,
+            child: starting.0.take().expect("the child is still ours"),
             ws,
             next_id: 0,
             session: String::new(),
