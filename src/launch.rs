@@ -122,34 +122,64 @@ pub fn run(launch: Launch) -> anyhow::Result<()> {
         }
     }
     // Wait for all; the first failure stops the others.
-    let mut failure: Option<String> = None;
+    let mut failures: Vec<(usize, std::process::ExitStatus)> = Vec::new();
     while !children.is_empty() {
-        let mut ended = None;
-        for (k, (i, c)) in children.iter_mut().enumerate() {
-            if let Some(status) = c.try_wait().context("waiting for a process")? {
-                ended = Some((k, *i, status));
-                break;
+        let Some((i, status)) = next_ended(&mut children)? else {
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        };
+        if status.success() || !failures.is_empty() {
+            continue;
+        }
+        failures.push((i, status));
+        // A peer's death makes the survivors fail too, often first: give them a moment to
+        // end on their own, so the report can name the process that died rather than the
+        // one that noticed.
+        let grace = Instant::now() + FAILURE_GRACE;
+        while !children.is_empty() && Instant::now() < grace {
+            match next_ended(&mut children)? {
+                Some((j, s)) if !s.success() => failures.push((j, s)),
+                Some(_) => {}
+                None => std::thread::sleep(Duration::from_millis(20)),
             }
         }
-        match ended {
-            None => std::thread::sleep(Duration::from_millis(50)),
-            Some((k, i, status)) => {
-                children.remove(k);
-                if !status.success() && failure.is_none() {
-                    failure = Some(format!("process {i} of {} failed ({status})", launch.processes));
-                    if !children.is_empty() {
-                        tracing::error!("process {i} failed ({status}); stopping the others");
-                        stop(&mut children);
-                    }
-                }
-            }
+        if !children.is_empty() {
+            tracing::error!("{}; stopping the others", describe(&failures, launch.processes));
+            stop(&mut children);
         }
     }
     for f in forwarders {
         let _ = f.join();
     }
-    match failure {
-        Some(f) => bail!("{f}; the other processes were stopped"),
-        None => Ok(()),
+    match failures.is_empty() {
+        true => Ok(()),
+        false => bail!("{}; the other processes were stopped", describe(&failures, launch.processes)),
     }
+}
+
+/// How long the launcher waits, after a process fails, for the others to end on their own.
+const FAILURE_GRACE: Duration = Duration::from_millis(1500);
+
+/// Removes and returns a child that has ended, if any.
+fn next_ended(children: &mut Vec<(usize, Child)>) -> anyhow::Result<Option<(usize, std::process::ExitStatus)>> {
+    for k in 0..children.len() {
+        if let Some(status) = children[k].1.try_wait().context("waiting for a process")? {
+            let (i, _) = children.remove(k);
+            return Ok(Some((i, status)));
+        }
+    }
+    Ok(None)
+}
+
+/// The failed processes, a process killed by a signal first (the others most likely failed
+/// because it died): `process 1 of 2 failed (signal: 9 (SIGKILL)), then process 0 (exit status: 1)`.
+fn describe(failures: &[(usize, std::process::ExitStatus)], processes: usize) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    let mut ordered = failures.to_vec();
+    ordered.sort_by_key(|(_, s)| s.signal().is_none());
+    let mut text = format!("process {} of {processes} failed ({})", ordered[0].0, ordered[0].1);
+    for (i, s) in &ordered[1..] {
+        text.push_str(&format!(", then process {i} ({s})"));
+    }
+    text
 }

@@ -110,27 +110,37 @@ fn read_hello(stream: &mut TcpStream) -> std::result::Result<Hello, String> {
     serde_json::from_slice(&body).map_err(|e| format!("its greeting does not parse: {e}"))
 }
 
-/// Exchanges hellos on a fresh connection and checks the peer; `expected` is its index when
-/// known (we dialled it).
-fn greet(stream: &mut TcpStream, me: &Hello, expected: Option<usize>, deadline: Instant) -> std::result::Result<Hello, String> {
+/// Longest an accepted connection may take to send its hello: a stranger that connects and
+/// stays silent holds the start-up back this long at most.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Exchanges hellos on a fresh connection, within `deadline`. An error here means the other
+/// end does not speak the protocol (or went away): it is not a usable peer.
+fn exchange_hellos(stream: &mut TcpStream, me: &Hello, deadline: Instant) -> std::result::Result<Hello, String> {
     let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
     stream.set_read_timeout(Some(left)).map_err(|e| e.to_string())?;
     stream.set_write_timeout(Some(left)).map_err(|e| e.to_string())?;
     write_hello(stream, me).map_err(|e| e.to_string())?;
     let peer = read_hello(stream)?;
+    stream.set_read_timeout(None).map_err(|e| e.to_string())?;
+    stream.set_write_timeout(None).map_err(|e| e.to_string())?;
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    Ok(peer)
+}
+
+/// Checks a peer's hello; `expected` is its index when known (we dialled it). An error here is
+/// a neurostream process that cannot run with this one: the run is refused.
+fn check_peer(me: &Hello, peer: &Hello, expected: Option<usize>) -> std::result::Result<(), String> {
     if let Some(i) = expected.filter(|&i| i != peer.process) {
         return Err(format!("process {} answered at the address of process {i}", peer.process));
     }
     if peer.process >= me.processes || peer.process == me.process {
         return Err(format!("it claims process index {}", peer.process));
     }
-    if let Some(why) = me.mismatch(&peer) {
+    if let Some(why) = me.mismatch(peer) {
         return Err(format!("process {}: {why}", peer.process));
     }
-    stream.set_read_timeout(None).map_err(|e| e.to_string())?;
-    stream.set_write_timeout(None).map_err(|e| e.to_string())?;
-    stream.set_nodelay(true).map_err(|e| e.to_string())?;
-    Ok(peer)
+    Ok(())
 }
 
 /// The connections of one process to its peers.
@@ -175,8 +185,9 @@ pub fn connect(addresses: &[String], me: &Hello, timeout: Duration) -> Result<Co
             std::thread::sleep(Duration::from_millis(100));
         };
         let mut stream = stream;
-        let peer =
-            greet(&mut stream, me, Some(i), deadline).map_err(|m| fail(format!("refusing process {i} at {address}: {m}")))?;
+        let peer = exchange_hellos(&mut stream, me, deadline)
+            .and_then(|peer| check_peer(me, &peer, Some(i)).map(|()| peer))
+            .map_err(|m| fail(format!("refusing process {i} at {address}: {m}")))?;
         sockets[i] = Some(stream);
         peers[i] = Some(peer);
     }
@@ -185,20 +196,29 @@ pub fn connect(addresses: &[String], me: &Hello, timeout: Duration) -> Result<Co
             match listener.accept() {
                 Ok((mut stream, from)) => {
                     stream.set_nonblocking(false).map_err(|e| fail(e.to_string()))?;
-                    match greet(&mut stream, me, None, deadline) {
-                        Ok(peer) if peer.process > me.process && sockets[peer.process].is_none() => {
-                            sockets[peer.process] = Some(stream);
-                            let i = peer.process;
-                            peers[i] = Some(peer);
+                    // Someone who does not speak the protocol (a port scanner, a peer killed
+                    // half-way through its hello) is dropped, and the wait goes on.
+                    let hello_deadline = deadline.min(Instant::now() + HELLO_TIMEOUT);
+                    let peer = match exchange_hellos(&mut stream, me, hello_deadline) {
+                        Ok(peer) => peer,
+                        Err(m) => {
+                            tracing::warn!(
+                                "cluster: process {}: dropped a connection from {from} that is not a peer: {m}",
+                                me.process
+                            );
+                            continue;
                         }
-                        Ok(peer) => {
-                            return Err(fail(format!(
-                                "a second connection claims process {} (from {from})",
-                                peer.process
-                            )))
-                        }
-                        Err(m) => return Err(fail(format!("refusing the peer at {from}: {m}"))),
+                    };
+                    check_peer(me, &peer, None).map_err(|m| fail(format!("refusing the peer at {from}: {m}")))?;
+                    if peer.process < me.process || sockets[peer.process].is_some() {
+                        return Err(fail(format!(
+                            "a second connection claims process {} (from {from})",
+                            peer.process
+                        )));
                     }
+                    let i = peer.process;
+                    sockets[i] = Some(stream);
+                    peers[i] = Some(peer);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     if Instant::now() >= deadline {
@@ -367,6 +387,33 @@ mod tests {
         );
         assert!(e0.contains("same checkpoint directory"), "{e0}");
         assert!(e1.contains("resumes from checkpoint 7") && e1.contains("process 0"), "{e1}");
+    }
+
+    /// Strangers on the listening port (one that sends garbage, one that hangs up at once, one
+    /// that sends half a hello and dies) are dropped; the real peer still connects.
+    #[test]
+    fn strangers_on_the_port_are_dropped_and_the_peer_still_connects() {
+        let addrs = vec![free_port(), free_port()];
+        let a0 = addrs.clone();
+        let p0 = std::thread::spawn(move || connect(&a0, &hello(0, 2, "p"), Duration::from_secs(20)));
+        let dial_when_up = |address: &str| loop {
+            if let Ok(s) = TcpStream::connect(address) {
+                break s;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let mut garbage = dial_when_up(&addrs[0]);
+        garbage.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        drop(dial_when_up(&addrs[0]));
+        let mut half = dial_when_up(&addrs[0]);
+        half.write_all(MAGIC).unwrap();
+        half.write_all(&100u32.to_le_bytes()).unwrap();
+        drop(half);
+        let c1 = connect(&addrs, &hello(1, 2, "p"), Duration::from_secs(20)).unwrap();
+        assert!(c1.sockets[0].is_some());
+        let c0 = p0.join().unwrap().unwrap();
+        assert_eq!(c0.peers[1].as_ref().map(|h| h.process), Some(1));
+        drop(garbage);
     }
 
     #[test]

@@ -101,9 +101,11 @@ impl CheckpointStore {
     /// Opens (creating) the directory and locks it for this run. Refused, naming the holder's
     /// pid, while another run holds the lock.
     pub fn open(dir: &Path) -> Result<CheckpointStore> {
+        // An existing, empty directory: a run killed between creating it and locking it.
+        let existed_empty = std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_none());
         std::fs::create_dir_all(dir).map_err(|e| ck_err(format!("cannot create {}: {e}", dir.display())))?;
         let path = dir.join("LOCK");
-        let started_before = path.exists();
+        let started_before = existed_empty || path.exists();
         let mut lock = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -142,8 +144,8 @@ impl CheckpointStore {
     }
 
     /// True when a run started here but was killed before recording its pipeline (it had
-    /// locked the directory, or begun writing `.pipeline.json.tmp`, but no `pipeline.json`
-    /// exists): resuming it means starting from the beginning.
+    /// created or locked the directory, or begun writing `.pipeline.json.tmp`, but no
+    /// `pipeline.json` exists): resuming it means starting from the beginning.
     pub fn killed_before_start(&self) -> bool {
         !self.fingerprint_path().exists() && (self.started_before || self.dir.join(".pipeline.json.tmp").exists())
     }

@@ -239,8 +239,13 @@ pub(super) fn prepare_checkpoints(
     if let Role::Follower { .. } = role {
         return prepare_follower(o, &fp, role, local, total, nodes, options);
     }
-    let store = CheckpointStore::open(&o.dir)?;
     let dir = o.dir.display();
+    if o.resume && !o.dir.exists() {
+        // Checked before opening, which would create the directory (and make a second
+        // `--resume` look like a run killed at its start).
+        return Err(nothing_to_resume(&dir));
+    }
+    let store = CheckpointStore::open(&o.dir)?;
     let existing = store.fingerprint()?;
     let mut resumed = None;
     if o.resume && existing.is_none() && store.killed_before_start() {
@@ -248,9 +253,7 @@ pub(super) fn prepare_checkpoints(
         store.start_fresh(&fp)?;
     } else if o.resume {
         let Some(existing) = existing else {
-            return Err(EngineError::Checkpoint(format!(
-                "{dir} holds no neurostream checkpoints (no pipeline.json): nothing to resume; run without --resume to start from the beginning"
-            )));
+            return Err(nothing_to_resume(&dir));
         };
         if let Some(why) = fp.mismatch(&existing) {
             return Err(EngineError::Checkpoint(format!(
@@ -274,6 +277,12 @@ pub(super) fn prepare_checkpoints(
         store.start_fresh(&fp)?;
     }
     Ok(run_from(o, Some(store), (role, local, total, nodes), resumed, options))
+}
+
+fn nothing_to_resume(dir: &impl std::fmt::Display) -> EngineError {
+    EngineError::Checkpoint(format!(
+        "{dir} holds no neurostream checkpoints (no pipeline.json): nothing to resume; run without --resume to start from the beginning"
+    ))
 }
 
 /// The run's coordinator (`store`: the locked directory, on process 0), from `resumed` or the start.
