@@ -73,4 +73,5 @@ fi
 
 echo "== cargo test"
 df -h . | tail -1 || true
-cargo test --workspace "$@"
+# Every target runs even after a failure, so one run reports every failing test.
+cargo test --workspace --no-fail-fast "$@"
