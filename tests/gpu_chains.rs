@@ -207,9 +207,14 @@ const EEG_SECONDS: usize = 8;
 const EEG_CHUNK: usize = 50;
 const PICKED: [&str; 4] = ["C3", "Cz", "C4", "Pz"];
 
-/// eeg → butterworth (GPU) → reref average → pick 4 → car.parquet and bandpower → power.parquet.
-fn eeg_pipeline(filter_device: &str, map_device: &str) -> String {
+/// eeg → butterworth → reref average → pick 4 → picked.parquet (with `picked_sink`) and
+/// bandpower → power.parquet.
+fn eeg_pipeline(filter_device: &str, map_device: &str, power_device: &str, picked_sink: bool) -> String {
     let picked = PICKED.map(|c| format!("\"{c}\"")).join(", ");
+    let picked_sink = match picked_sink {
+        true => "[sinks.picked]\nkind = \"parquet\"\ninput = \"motor\"\npath = \"picked.parquet\"\n",
+        false => "",
+    };
     format!(
         r#"
 [pipeline]
@@ -249,13 +254,9 @@ input = "motor"
 window_s = 1.0
 step_s = 0.5
 bands = [["alpha", 8.0, 13.0], ["beta", 13.0, 30.0]]
-device = "cpu"
+device = "{power_device}"
 
-[sinks.picked]
-kind = "parquet"
-input = "motor"
-path = "picked.parquet"
-
+{picked_sink}
 [sinks.power]
 kind = "parquet"
 input = "power"
@@ -293,7 +294,7 @@ fn eeg_chain_filters_references_and_picks_on_the_device() {
     let run = |name: &str, filter: &str, map: &str| {
         let sub = d.join(name);
         std::fs::create_dir_all(&sub).unwrap();
-        std::fs::write(sub.join("p.toml"), eeg_pipeline(filter, map)).unwrap();
+        std::fs::write(sub.join("p.toml"), eeg_pipeline(filter, map, "cpu", true)).unwrap();
         let log = run_ok(&sub, &["run", "p.toml", "-w", "2"]);
         (sub, log)
     };
@@ -320,4 +321,45 @@ fn eeg_chain_filters_references_and_picks_on_the_device() {
         0,
         "the same state bytes per frame: {state}"
     );
+}
+
+/// The whole EEG chain on the device: band-pass → common average → pick → band power over
+/// sliding windows. The samples never come back: only each frame's filter state and the band
+/// powers (windows × 4 channels × 2 bands × 4 bytes), and the powers equal the CPU chain's.
+#[test]
+fn eeg_chain_computes_band_power_on_the_device_and_reads_back_only_the_powers() {
+    if std::env::var("NEUROSTREAM_SKIP_GPU_TESTS").is_ok_and(|v| v == "1") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let run = |name: &str, [filter, map, power]: [&str; 3], picked_sink: bool| {
+        let sub = d.join(name);
+        std::fs::create_dir_all(&sub).unwrap();
+        std::fs::write(sub.join("p.toml"), eeg_pipeline(filter, map, power, picked_sink)).unwrap();
+        let log = run_ok(&sub, &["run", "p.toml", "-w", "2"]);
+        (sub, log)
+    };
+    let (cpu, _) = run("cpu", ["cpu"; 3], false);
+    let (chain, chain_log) = run("chain", ["gpu"; 3], false);
+    // Power is quadratic in the filtered signal: twice the filter's relative tolerance.
+    assert_close(&chain.join("power.parquet"), &cpu.join("power.parquet"), 4e-3);
+    // The filter alone on the GPU reads back all 16 filtered channels and its state.
+    let (_, split_log) = run("split", ["gpu", "cpu", "cpu"], false);
+    // The chain with the picked channels also written reads those back too.
+    let (picked, picked_log) = run("picked", ["gpu"; 3], true);
+    assert_close(&picked.join("power.parquet"), &cpu.join("power.parquet"), 4e-3);
+    let samples = EEG_RATE * EEG_SECONDS;
+    let (_, chain_down) = gpu_bytes(&chain_log);
+    let (_, split_down) = gpu_bytes(&split_log);
+    let (_, picked_down) = gpu_bytes(&picked_log);
+    let state = split_down - (samples * EEG_CHANNELS * 4) as u64;
+    let windows = (samples - EEG_RATE) / (EEG_RATE / 2) + 1;
+    let powers = (windows * PICKED.len() * 2 * 4) as u64;
+    assert_eq!(
+        chain_down,
+        state + powers,
+        "the chain reads back the filter state ({state} B) and the powers ({powers} B) only:\n{chain_log}"
+    );
+    assert_eq!(picked_down, chain_down + (samples * PICKED.len() * 4) as u64, "{picked_log}");
 }

@@ -386,6 +386,22 @@ impl GpuContext {
         self.pooled(label, bytes.max(4).next_multiple_of(4), Self::STORAGE).0
     }
 
+    /// Copies on the device, in order, queued after any work submitted before: each
+    /// `(from, from_offset, to, to_offset, bytes)` (offsets and sizes multiples of 4; empty
+    /// copies are skipped).
+    pub fn copy_buffers(&self, copies: &[(&wgpu::Buffer, u64, &wgpu::Buffer, u64, u64)]) {
+        if copies.iter().all(|c| c.4 == 0) {
+            return;
+        }
+        let mut encoder = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("copy") });
+        for &(from, from_offset, to, to_offset, bytes) in copies.iter().filter(|c| c.4 > 0) {
+            encoder.copy_buffer_to_buffer(from, from_offset, to, to_offset, bytes);
+        }
+        self.queue.submit([encoder.finish()]);
+    }
+
     /// A uniform buffer holding `data` (padded to 16 bytes).
     pub fn uniform(&self, label: &str, data: &[u8]) -> PooledBuffer {
         let size = (data.len() as u64).next_multiple_of(16).max(16);

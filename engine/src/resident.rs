@@ -131,11 +131,7 @@ impl GpuContext {
             DeviceInput::Resident(rows) => {
                 let bytes = (rows.values() as u64 * 4).max(4);
                 let copy = self.storage_output(label, bytes);
-                let mut encoder = self
-                    .device
-                    .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
-                encoder.copy_buffer_to_buffer(rows.buffer(), 0, &copy, 0, bytes);
-                self.queue.submit([encoder.finish()]);
+                self.copy_buffers(&[(rows.buffer(), 0, &copy, 0, bytes)]);
                 Ok(copy)
             }
         }

@@ -153,11 +153,14 @@ impl WindowConfig {
 /// One cut window.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Window {
+    /// Stream position (0-based row count) of its first row.
+    pub start: u64,
     /// Sample index of its first row.
     pub first_sample: i64,
     /// Sample index of its last row.
     pub last_sample: i64,
-    /// `rows × channels`, row-major.
+    /// `rows × channels`, row-major; empty when the windower keeps no rows (see
+    /// [`Windower::take_rows`]).
     pub data: Vec<f32>,
     /// The epoch's marker label, or the covering marker's label.
     pub label: Option<String>,
@@ -196,6 +199,8 @@ pub struct Windower {
     /// Epochs that could not be cut (too close to the start or the end of the stream).
     pub incomplete: u64,
     rate: f64,
+    /// Whether rows are buffered here (false: their owner keeps them, e.g. on a GPU).
+    keeps_rows: bool,
 }
 
 impl Windower {
@@ -213,13 +218,20 @@ impl Windower {
             rejected: 0,
             incomplete: 0,
             rate,
+            keeps_rows: true,
         }
     }
 
     /// Its state between frames.
     pub fn state(&self) -> WindowerState {
+        self.state_with_rows(self.rows.iter().copied().collect())
+    }
+
+    /// Its state between frames, with `rows` as the buffered rows (positions
+    /// [`Windower::base`]`..`[`Windower::seen`]), for a windower whose rows live elsewhere.
+    pub fn state_with_rows(&self, rows: Vec<f32>) -> WindowerState {
         WindowerState {
-            rows: self.rows.iter().copied().collect(),
+            rows,
             samples: self.samples.iter().copied().collect(),
             base: self.base,
             seen: self.seen,
@@ -254,6 +266,26 @@ impl Windower {
         Ok(w)
     }
 
+    /// Hands over the buffered rows (positions [`Windower::base`]`..`[`Windower::seen`]) and
+    /// keeps no rows from then on: windows come with their positions and empty `data`, and the
+    /// caller keeps the rows (a GPU operator keeps them on its device). Sliding windows only:
+    /// epochs need the rows for baseline correction and rejection.
+    pub fn take_rows(&mut self) -> Vec<f32> {
+        debug_assert!(matches!(self.spec, WindowSpec::Sliding { .. }));
+        self.keeps_rows = false;
+        std::mem::take(&mut self.rows).into()
+    }
+
+    /// Stream position of the first row still needed (rows before it are dropped).
+    pub fn base(&self) -> u64 {
+        self.base
+    }
+
+    /// Rows seen so far.
+    pub fn seen(&self) -> u64 {
+        self.seen
+    }
+
     /// Adds a frame; returns the windows it completes, in order.
     pub fn push(&mut self, frame: &Frame) -> Vec<Window> {
         let RowIndex::Samples(samples) = &frame.index else {
@@ -263,7 +295,9 @@ impl Windower {
             let dur = (m.duration_s * self.rate).round().max(0.0) as u64;
             self.markers.push_back((self.seen + m.row as u64, m.label.clone(), dur));
         }
-        self.rows.extend(frame.data.iter().copied());
+        if self.keeps_rows {
+            self.rows.extend(frame.data.iter().copied());
+        }
         self.samples.extend(samples.iter().copied());
         self.seen += samples.len() as u64;
         let mut out = Vec::new();
@@ -345,8 +379,12 @@ impl Windower {
     fn cut(&self, start: u64, length: usize) -> Window {
         let c = self.channels;
         let off = (start - self.base) as usize;
-        let data: Vec<f32> = self.rows.range(off * c..(off + length) * c).copied().collect();
+        let data: Vec<f32> = match self.keeps_rows {
+            true => self.rows.range(off * c..(off + length) * c).copied().collect(),
+            false => Vec::new(),
+        };
         Window {
+            start,
             first_sample: self.samples[off],
             last_sample: self.samples[off + length - 1],
             data,
@@ -368,7 +406,9 @@ impl Windower {
     fn trim(&mut self, pos: u64) {
         if pos > self.base {
             let n = ((pos - self.base) as usize).min(self.samples.len());
-            self.rows.drain(..n * self.channels);
+            if self.keeps_rows {
+                self.rows.drain(..n * self.channels);
+            }
             self.samples.drain(..n);
             self.base += n as u64;
         }

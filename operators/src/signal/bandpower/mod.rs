@@ -5,7 +5,14 @@
 //!
 //! Output: one row per window at the sample of its last row, channels `CH:BAND` (and
 //! `CH:BAND:rel`), the window's label as its marker.
+//!
+//! On a GPU, sliding windows keep the signal on the device ([`device`]): the rows arrive there
+//! from the operator before (or are uploaded once) and only the band powers come back. Epochs
+//! (baseline correction and rejection look at the rows) and `gpu_fallback = "cpu"` (a fallback
+//! must find the rows on the host) cut windows on the host and send their segments.
 
+pub mod device;
+pub mod plan;
 pub mod welch;
 
 use std::collections::HashMap;
@@ -19,6 +26,8 @@ use neurostream_engine::{
 use serde::{Deserialize, Serialize};
 
 use super::windows::{WindowConfig, WindowSpec, Windower};
+use device::{DeviceBandpower, DeviceHistory};
+use plan::BandPlan;
 use welch::{CpuPower, GpuPower, PowerKernels, Welch};
 
 /// Configuration of a `bandpower` operator.
@@ -131,6 +140,7 @@ impl OperatorKind for BandpowerKind {
             }
         }
         Ok(Arc::new(Bandpower {
+            plan: BandPlan::new(&welch, &cfg.bands, cfg.relative),
             input: input.clone(),
             schema: Arc::new(Schema {
                 kind: StreamKind::Signal {
@@ -141,8 +151,6 @@ impl OperatorKind for BandpowerKind {
             }),
             spec,
             welch,
-            bands: cfg.bands,
-            relative: cfg.relative,
             name: ctx.label.to_string(),
         }))
     }
@@ -153,12 +161,14 @@ struct Bandpower {
     schema: Arc<Schema>,
     spec: WindowSpec,
     welch: Welch,
-    bands: Vec<(String, f64, f64)>,
-    relative: bool,
+    plan: BandPlan,
     name: String,
 }
 
 impl Operator for Bandpower {
+    fn takes_device_rows(&self) -> bool {
+        matches!(self.spec, WindowSpec::Sliding { .. })
+    }
     fn output_schema(&self) -> Arc<Schema> {
         self.schema.clone()
     }
@@ -178,17 +188,25 @@ impl Operator for Bandpower {
             |ctx| Ok(Box::new(GpuPower::new(ctx)?) as Box<dyn PowerKernels>),
             Box::new(|| Box::new(CpuPower::new()) as Box<dyn PowerKernels>),
         )?;
+        let channels = self.input.width();
+        let on_device = match (device, &self.spec) {
+            (ComputeDevice::Gpu(ctx), WindowSpec::Sliding { length, .. }) if !ctx.falls_back_to_cpu() => {
+                Some(DeviceBandpower::new(ctx.clone(), &self.welch, &self.plan, channels, *length)?)
+            }
+            _ => None,
+        };
         Ok(Box::new(BandpowerInstance {
-            channels: self.input.width(),
+            channels,
             schema: self.schema.clone(),
             spec: self.spec.clone(),
             welch: self.welch.clone(),
-            bands: self.bands.clone(),
-            relative: self.relative,
+            plan: self.plan.clone(),
             name: self.name.clone(),
             kernels,
             windowers: HashMap::new(),
             scratch: Scratch::default(),
+            on_device,
+            histories: HashMap::new(),
         }))
     }
 }
@@ -198,12 +216,15 @@ struct BandpowerInstance {
     schema: Arc<Schema>,
     spec: WindowSpec,
     welch: Welch,
-    bands: Vec<(String, f64, f64)>,
-    relative: bool,
+    plan: BandPlan,
     name: String,
     kernels: Kernels<dyn PowerKernels>,
     windowers: HashMap<Arc<str>, Windower>,
     scratch: Scratch,
+    /// Sliding windows on a GPU: the kernels that keep each stream's rows on the device.
+    on_device: Option<DeviceBandpower>,
+    /// With `on_device`: each stream's rows on the device (its windower keeps none).
+    histories: HashMap<Arc<str>, DeviceHistory>,
 }
 
 /// Buffers reused from frame to frame (see [`PowerKernels::power`]).
@@ -212,6 +233,33 @@ struct Scratch {
     by_channel: Vec<f32>,
     segments: Vec<f32>,
     power: Vec<f64>,
+}
+
+impl BandpowerInstance {
+    /// The band powers of windows cut on the host: every window × channel × segment in one
+    /// kernel call, then each channel's PSD summed per band.
+    fn host_band_powers(&mut self, windows: &[super::windows::Window]) -> Result<Vec<f32>> {
+        let Some(first) = windows.first() else {
+            return Ok(Vec::new());
+        };
+        let (w, c) = (&self.welch, self.channels);
+        let segs = w.segments(first.data.len() / c.max(1));
+        let scratch = &mut self.scratch;
+        scratch.segments.clear();
+        for win in windows {
+            w.push_segments(&win.data, c, &mut scratch.by_channel, &mut scratch.segments);
+        }
+        let (segments, power) = (&scratch.segments, &mut scratch.power);
+        self.kernels.run(|k| k.power(segments, w.nperseg, w.nfreq(), power))?;
+        let nfreq = w.nfreq();
+        let df = w.fs / w.nperseg as f64;
+        let mut data = Vec::with_capacity(windows.len() * c * self.plan.width());
+        for at in (0..windows.len() * c).map(|i| i * segs * nfreq) {
+            let psd = w.average(&scratch.power[at..at + segs * nfreq], segs);
+            self.plan.push_channel(&psd, df, &mut data);
+        }
+        Ok(data)
+    }
 }
 
 impl OperatorInstance for BandpowerInstance {
@@ -224,52 +272,41 @@ impl OperatorInstance for BandpowerInstance {
         };
         let fs = self.welch.fs;
         let (spec, c) = (self.spec.clone(), self.channels);
-        let windows = self
+        let windower = self
             .windowers
             .entry(frame.stream.clone())
-            .or_insert_with(|| Windower::new(spec, c, fs))
-            .push(&frame);
+            .or_insert_with(|| Windower::new(spec, c, fs));
+        let (windows, data) = match &mut self.on_device {
+            Some(dev) => {
+                if !matches!(frame.index, RowIndex::Samples(_)) {
+                    return Ok(()); // as the host path: windows are cut on sample indices
+                }
+                let history = match self.histories.get_mut(&frame.stream) {
+                    Some(h) => h,
+                    // A fresh stream, or one restored from a checkpoint: its rows go to the device.
+                    None => self
+                        .histories
+                        .entry(frame.stream.clone())
+                        .or_insert(dev.upload(&windower.take_rows())),
+                };
+                let before = windower.base();
+                let windows = windower.push(&frame);
+                let data = dev.push(history, &frame, &windows, before, windower.base())?;
+                debug_assert_eq!(history.rows() as u64, windower.seen() - windower.base());
+                (windows, data)
+            }
+            None => {
+                let windows = windower.push(&frame);
+                let data = self.host_band_powers(&windows)?;
+                (windows, data)
+            }
+        };
         if windows.is_empty() {
             return Ok(());
         }
-        // All windows × channels × segments of this frame in one kernel call.
-        let w = &self.welch;
-        let len = windows[0].data.len() / c;
-        let segs = w.segments(len);
-        let scratch = &mut self.scratch;
-        scratch.segments.clear();
-        for win in &windows {
-            w.push_segments(&win.data, c, &mut scratch.by_channel, &mut scratch.segments);
-        }
-        let (segments, power) = (&scratch.segments, &mut scratch.power);
-        self.kernels.run(|k| k.power(segments, w.nperseg, w.nfreq(), power))?;
-        let power = &scratch.power;
-        let nfreq = w.nfreq();
-        let df = fs / w.nperseg as f64;
-        let lo_all = self.bands.iter().map(|b| b.1).fold(f64::INFINITY, f64::min);
-        let hi_all = self.bands.iter().map(|b| b.2).fold(f64::NEG_INFINITY, f64::max);
-        let width = self.schema.width();
-        let mut data = Vec::with_capacity(windows.len() * width);
         let mut samples = Vec::with_capacity(windows.len());
         let mut markers = Vec::new();
         for (wi, win) in windows.iter().enumerate() {
-            for ch in 0..c {
-                let at = (wi * c + ch) * segs * nfreq;
-                let psd = w.average(&power[at..at + segs * nfreq], segs);
-                let band = |lo: f64, hi: f64| -> f64 {
-                    (0..nfreq)
-                        .filter(|&k| w.freq(k) >= lo && w.freq(k) < hi)
-                        .map(|k| psd[k])
-                        .sum::<f64>()
-                        * df
-                };
-                let abs: Vec<f64> = self.bands.iter().map(|(_, lo, hi)| band(*lo, *hi)).collect();
-                data.extend(abs.iter().map(|&v| v as f32));
-                if self.relative {
-                    let total = band(lo_all, hi_all);
-                    data.extend(abs.iter().map(|&v| if total > 0.0 { (v / total) as f32 } else { 0.0 }));
-                }
-            }
             samples.push(win.last_sample);
             if let Some(label) = &win.label {
                 markers.push(Marker {
@@ -287,11 +324,23 @@ impl OperatorInstance for BandpowerInstance {
     }
 
     fn snapshot(&self) -> Result<Vec<u8>> {
-        super::windows::snapshot_windowers(&self.windowers)
+        let Some(dev) = &self.on_device else {
+            return super::windows::snapshot_windowers(&self.windowers);
+        };
+        let mut states = HashMap::new();
+        for (stream, w) in &self.windowers {
+            let state = match self.histories.get(stream) {
+                Some(history) => w.state_with_rows(dev.download(history)?),
+                None => w.state(),
+            };
+            states.insert(stream.clone(), state);
+        }
+        neurostream_engine::checkpoint::encode_streams(&states)
     }
 
     fn restore(&mut self, state: &[u8]) -> Result<()> {
         self.windowers = super::windows::restore_windowers(state, "bandpower", &self.spec, self.channels, self.welch.fs)?;
+        self.histories.clear();
         Ok(())
     }
 

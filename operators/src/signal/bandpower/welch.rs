@@ -191,6 +191,11 @@ impl Welch {
         })
     }
 
+    /// The periodic Hann window, `nperseg` values.
+    pub fn window(&self) -> &[f64] {
+        &self.window
+    }
+
     /// One-sided frequency bins (`nperseg / 2 + 1`).
     pub fn nfreq(&self) -> usize {
         self.nperseg / 2 + 1
@@ -242,13 +247,20 @@ impl Welch {
                 *p += v;
             }
         }
-        let even = self.nperseg.is_multiple_of(2);
         for (k, p) in psd.iter_mut().enumerate() {
-            *p *= self.scale / segments as f64;
-            if k > 0 && !(even && k == nfreq - 1) {
-                *p *= 2.0;
-            }
+            *p *= self.bin_weight(k) / segments as f64;
         }
         psd
+    }
+
+    /// What one segment's `|DFT|²` at bin `k` adds to the one-sided PSD (unit²/Hz per unit²):
+    /// the density scale `1 / (fs · Σ w²)`, doubled except at 0 Hz and at Nyquist for even
+    /// `nperseg`.
+    pub fn bin_weight(&self, k: usize) -> f64 {
+        let nyquist = self.nperseg.is_multiple_of(2) && k == self.nfreq() - 1;
+        match k > 0 && !nyquist {
+            true => 2.0 * self.scale,
+            false => self.scale,
+        }
     }
 }

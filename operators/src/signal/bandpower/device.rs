@@ -1,0 +1,247 @@
+//! `bandpower` over sliding windows with the signal kept on the GPU: each stream's rows that
+//! later windows still need stay in a device buffer ([`DeviceHistory`]), a new frame's rows
+//! (left on the device by the operator before, or uploaded) are appended by a copy on the
+//! device, and three passes turn the windows of the frame into band powers: the detrended,
+//! Hann-windowed segments (`segments.wgsl`), their DFT as the shared GEMM against cached
+//! cosine and sine matrices, and the band sums (`bands.wgsl`). Only the band powers come
+//! back: `windows × channels × bands` values, not the samples.
+//!
+//! Where the windows start is worked out on the host by the stream's
+//! [`Windower`](crate::signal::windows::Windower), which then keeps positions, sample
+//! indices and markers but no rows.
+
+use std::sync::Arc;
+
+use neurostream_engine::device::workgroups_per_item;
+use neurostream_engine::{wgpu, Frame, GpuContext, GpuPass, PooledBuffer, Result};
+
+use super::plan::BandPlan;
+use super::welch::Welch;
+use crate::gpu_gemm::{self, GemmCall};
+use crate::signal::windows::Window;
+
+/// One stream's rows on the device: rows `first..first + rows` of `buffer` (`channels` values
+/// each) hold the stream positions its windower still needs.
+pub struct DeviceHistory {
+    buffer: Option<PooledBuffer>,
+    first: usize,
+    rows: usize,
+}
+
+impl DeviceHistory {
+    /// Rows held.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct SegParams {
+    items: u32,
+    channels: u32,
+    n: u32,
+    step: u32,
+    segs: u32,
+    _pad: [u32; 3],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct BandParams {
+    items: u32,
+    segs: u32,
+    nfreq: u32,
+    nbands: u32,
+    relative: u32,
+    total_lo: u32,
+    total_hi: u32,
+    _pad: u32,
+}
+
+/// The kernels and constant buffers of one `bandpower` instance on one GPU.
+pub struct DeviceBandpower {
+    ctx: Arc<GpuContext>,
+    segments: Arc<wgpu::ComputePipeline>,
+    bands: Arc<wgpu::ComputePipeline>,
+    gemm: Arc<wgpu::ComputePipeline>,
+    /// `nperseg × 2·nfreq`: cos(2πtk/n) in the first nfreq columns, sin in the rest.
+    basis: PooledBuffer,
+    hann: PooledBuffer,
+    /// Each band's bin range, as `u32` pairs.
+    ranges: PooledBuffer,
+    /// Per bin: the PSD weight times the bin width (see [`Welch::bin_weight`]).
+    weights: PooledBuffer,
+    plan: BandPlan,
+    channels: usize,
+    nperseg: usize,
+    step: usize,
+    segs: usize,
+    nfreq: usize,
+}
+
+/// Buffers are sized in powers of two of rows, so a stream of frames of varying size reuses a
+/// few pooled buffers instead of allocating per frame.
+fn pooled_rows(rows: usize) -> usize {
+    rows.max(1).next_power_of_two()
+}
+
+impl DeviceBandpower {
+    /// Kernels for windows of `length` rows of `channels` channels, segmented as `welch`,
+    /// summed as `plan`.
+    pub fn new(ctx: Arc<GpuContext>, welch: &Welch, plan: &BandPlan, channels: usize, length: usize) -> Result<Self> {
+        let (n, nfreq) = (welch.nperseg, welch.nfreq());
+        let mut basis = vec![0f32; n * 2 * nfreq];
+        for t in 0..n {
+            for k in 0..nfreq {
+                let a = 2.0 * std::f64::consts::PI * ((t * k) % n) as f64 / n as f64;
+                basis[t * 2 * nfreq + k] = a.cos() as f32;
+                basis[t * 2 * nfreq + nfreq + k] = a.sin() as f32;
+            }
+        }
+        let hann: Vec<f32> = welch.window().iter().map(|&w| w as f32).collect();
+        let ranges: Vec<u32> = plan.ranges.iter().flat_map(|&(a, b)| [a as u32, b as u32]).collect();
+        let df = welch.fs / n as f64;
+        let weights: Vec<f32> = (0..nfreq).map(|k| (welch.bin_weight(k) * df) as f32).collect();
+        Ok(DeviceBandpower {
+            segments: ctx.pipeline("bandpower.segments", include_str!("segments.wgsl"), "segments")?,
+            bands: ctx.pipeline("bandpower.bands", include_str!("bands.wgsl"), "bands")?,
+            gemm: gpu_gemm::pipeline(&ctx)?,
+            basis: ctx.storage_init("bandpower.basis", bytemuck::cast_slice(&basis)),
+            hann: ctx.storage_init("bandpower.hann", bytemuck::cast_slice(&hann)),
+            ranges: ctx.storage_init("bandpower.ranges", bytemuck::cast_slice(&ranges)),
+            weights: ctx.storage_init("bandpower.weights", bytemuck::cast_slice(&weights)),
+            plan: plan.clone(),
+            channels,
+            nperseg: n,
+            step: n - welch.noverlap,
+            segs: welch.segments(length),
+            nfreq,
+            ctx,
+        })
+    }
+
+    /// A history holding `rows` (`channels` values each), uploaded: a restored checkpoint's,
+    /// or a fresh stream's (empty).
+    pub fn upload(&self, rows: &[f32]) -> DeviceHistory {
+        let count = rows.len() / self.channels.max(1);
+        DeviceHistory {
+            buffer: (count > 0).then(|| self.ctx.storage_init("bandpower.rows", bytemuck::cast_slice(rows))),
+            first: 0,
+            rows: count,
+        }
+    }
+
+    /// The rows `history` holds, copied back (for a checkpoint).
+    pub fn download(&self, history: &DeviceHistory) -> Result<Vec<f32>> {
+        let Some(buffer) = &history.buffer else {
+            return Ok(Vec::new());
+        };
+        let c = self.channels as u64;
+        let bytes = history.rows as u64 * c * 4;
+        let copy = self.ctx.storage_output("bandpower.snapshot", bytes.max(4));
+        self.ctx
+            .copy_buffers(&[(buffer, history.first as u64 * c * 4, &copy, 0, bytes)]);
+        let read = self.ctx.run(&[], Some((&copy, bytes)))?;
+        Ok(bytemuck::cast_slice(&read[..bytes as usize]).to_vec())
+    }
+
+    /// Appends `frame`'s rows to `history` (which held the stream positions `base_before..`),
+    /// computes the band powers of `windows` (cut by the stream's windower from those rows),
+    /// and keeps the rows from `base_after` on. Returns `windows × channels × plan.width()`
+    /// values, row-major by window.
+    pub fn push(
+        &mut self,
+        history: &mut DeviceHistory,
+        frame: &Frame,
+        windows: &[Window],
+        base_before: u64,
+        base_after: u64,
+    ) -> Result<Vec<f32>> {
+        let ctx = self.ctx.clone();
+        let c = self.channels;
+        let row_bytes = (c * 4) as u64;
+        let added = frame.rows();
+        let total = history.rows + added;
+        let joined = ctx.storage_output("bandpower.rows", pooled_rows(total) as u64 * row_bytes);
+        let input = (added > 0 && c > 0)
+            .then(|| ctx.input_rows("bandpower.x", frame))
+            .transpose()?;
+        let held = history.rows as u64 * row_bytes;
+        let mut copies = Vec::with_capacity(2);
+        if let Some(old) = &history.buffer {
+            copies.push((&**old, history.first as u64 * row_bytes, &*joined, 0, held));
+        }
+        if let Some(input) = &input {
+            copies.push((&**input, 0, &*joined, held, added as u64 * row_bytes));
+        }
+        ctx.copy_buffers(&copies);
+        let values = if windows.is_empty() || c == 0 {
+            Vec::new()
+        } else {
+            self.band_powers(&joined, windows, base_before)?
+        };
+        let dropped = (base_after - base_before) as usize;
+        *history = DeviceHistory {
+            buffer: Some(joined),
+            first: dropped,
+            rows: total - dropped,
+        };
+        Ok(values)
+    }
+
+    /// The three passes over the windows of `rows` (row 0 at stream position `base`).
+    fn band_powers(&self, rows: &wgpu::Buffer, windows: &[Window], base: u64) -> Result<Vec<f32>> {
+        let ctx = &self.ctx;
+        let (c, n, segs, nfreq) = (self.channels, self.nperseg, self.segs, self.nfreq);
+        let starts: Vec<u32> = windows.iter().map(|w| (w.start - base) as u32).collect();
+        let items = windows.len() * c;
+        let count = items * segs;
+        let seg_params = SegParams {
+            items: count as u32,
+            channels: c as u32,
+            n: n as u32,
+            step: self.step as u32,
+            segs: segs as u32,
+            _pad: [0; 3],
+        };
+        let band_params = BandParams {
+            items: items as u32,
+            segs: segs as u32,
+            nfreq: nfreq as u32,
+            nbands: self.plan.ranges.len() as u32,
+            relative: self.plan.relative as u32,
+            total_lo: self.plan.total.0 as u32,
+            total_hi: self.plan.total.1 as u32,
+            _pad: 0,
+        };
+        let seg_uniform = ctx.uniform("bandpower.segments", bytemuck::bytes_of(&seg_params));
+        let band_uniform = ctx.uniform("bandpower.bands", bytemuck::bytes_of(&band_params));
+        let starts = ctx.storage_init("bandpower.starts", bytemuck::cast_slice(&starts));
+        let segments = ctx.storage_output("bandpower.segs", (count * n * 4) as u64);
+        let dft = ctx.storage_zeroed("bandpower.dft", (count * 2 * nfreq * 4) as u64);
+        let out_bytes = (items * self.plan.width() * 4) as u64;
+        let out = ctx.storage_output("bandpower.out", out_bytes);
+        let dummy = ctx.storage_zeroed("bandpower.dummy", 4);
+        let call = GemmCall::new(count, 2 * nfreq, n, &segments, &self.basis, &dft);
+        let gemm_uniform = call.uniform(ctx);
+        let gemm_buffers = call.buffers(&gemm_uniform, &dummy);
+        let seg_buffers = [&*seg_uniform, rows, &*starts, &*self.hann, &*segments];
+        let band_buffers = [&*band_uniform, &*dft, &*self.ranges, &*self.weights, &*out];
+        let passes = [
+            GpuPass {
+                pipeline: &self.segments,
+                buffers: &seg_buffers,
+                workgroups: workgroups_per_item(count),
+            },
+            gpu_gemm::pass(&self.gemm, &call, &gemm_buffers),
+            GpuPass {
+                pipeline: &self.bands,
+                buffers: &band_buffers,
+                workgroups: neurostream_engine::device::workgroups_1d(items, 64),
+            },
+        ];
+        let bytes = ctx.run(&passes, Some((&out, out_bytes)))?;
+        Ok(bytemuck::cast_slice(&bytes[..out_bytes as usize]).to_vec())
+    }
+}
