@@ -228,3 +228,109 @@ fn the_gpu_encoder_equals_the_cpu_one_for_blocks_of_any_height() {
         }
     }
 }
+
+/// `sae_encode` on a GPU, polled by a runtime (`defer_output`), leaves each batch's last TopK
+/// block in flight and emits it at the next call: a batch's rows come out when the next batch
+/// has been submitted, or when a poll finds the GPU done, or at the end. The rows equal the CPU
+/// instance's, in order; a snapshot taken with a batch in flight saves it, and an instance
+/// restored from it emits that batch.
+#[test]
+fn a_polled_gpu_encoder_leaves_the_last_batch_in_flight_and_loses_nothing() {
+    use neurostream_engine::{Batch, NodeContext, OperatorKind, PipelineSettings};
+    let Some(ctx) = gpu() else { return };
+    let sae = Sae::load(std::path::Path::new(SAE), None).unwrap();
+    let d_in = sae.d_in;
+    let settings = PipelineSettings::default();
+    let node = NodeContext {
+        label: "[operators.enc]",
+        name: "enc",
+        base_dir: std::path::Path::new("."),
+        settings: &settings,
+        loaded: Default::default(),
+    };
+    let schema = Arc::new(Schema::activation(d_in, None, None));
+    let table: toml::Table = toml::from_str(&format!("sae = \"{SAE}\"")).unwrap();
+    let op = neurostream_operators::sae::SaeEncodeKind
+        .build(neurostream_engine::parse_config(table, &node).unwrap(), &node, &schema)
+        .unwrap();
+    let frame = |i: usize, rows: usize| {
+        let index = RowIndex::Tokens {
+            seq_id: vec![i as u64; rows],
+            pos: (0..rows as u32).collect(),
+            token: None,
+            time: None,
+        };
+        Frame::new("s".into(), schema.clone(), index, values(rows * d_in, i as u64)).unwrap()
+    };
+    let sizes = [40, 1, 300, 17, 64];
+    let rows_of = |out: &[Batch]| -> Vec<(u64, Vec<u32>, Vec<f32>)> {
+        out.iter()
+            .flat_map(|b| {
+                let Batch::Sparse(f) = b else { panic!("sparse output") };
+                let RowIndex::Tokens { seq_id, .. } = &f.index else {
+                    panic!("token rows")
+                };
+                (0..f.rows())
+                    .map(|r| {
+                        let (ids, vals) = f.row(r);
+                        (seq_id[r], ids.to_vec(), vals.to_vec())
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+
+    let mut cpu = op.instantiate(&ComputeDevice::Cpu).unwrap();
+    let mut want = Vec::new();
+    for (i, &n) in sizes.iter().enumerate() {
+        cpu.process(Batch::Dense(frame(i, n)), &mut want).unwrap();
+    }
+    cpu.finish(&mut want).unwrap();
+
+    let mut gpu_inst = op.instantiate(&ComputeDevice::Gpu(ctx.clone())).unwrap();
+    gpu_inst.defer_output();
+    let mut got = Vec::new();
+    gpu_inst.process(Batch::Dense(frame(0, sizes[0])), &mut got).unwrap();
+    assert!(got.is_empty(), "the first batch is still in flight");
+    gpu_inst.process(Batch::Dense(frame(1, sizes[1])), &mut got).unwrap();
+    assert_eq!(
+        got.iter().map(Batch::rows).sum::<usize>(),
+        sizes[0],
+        "batch 0 out once batch 1 went in"
+    );
+    // Polling until the GPU is done emits batch 1 without new input.
+    let t0 = std::time::Instant::now();
+    while got.iter().map(Batch::rows).sum::<usize>() < sizes[0] + sizes[1] {
+        let again = gpu_inst.poll(&mut got).unwrap();
+        assert!(t0.elapsed().as_secs() < 30, "a poll never found batch 1 done");
+        if got.iter().map(Batch::rows).sum::<usize>() < sizes[0] + sizes[1] {
+            assert!(again.is_some(), "a batch in flight asks to be polled again");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+    assert_eq!(gpu_inst.poll(&mut got).unwrap(), None, "nothing in flight: no poll needed");
+    gpu_inst.process(Batch::Dense(frame(2, sizes[2])), &mut got).unwrap();
+    // A checkpoint now saves batch 2 (in flight); an instance restored from it emits batch 2.
+    let state = gpu_inst.snapshot().unwrap();
+    let mut restored = op.instantiate(&ComputeDevice::Gpu(ctx.clone())).unwrap();
+    restored.restore(&state).unwrap();
+    let mut replayed = Vec::new();
+    restored.finish(&mut replayed).unwrap();
+    let same = |got: &[(u64, Vec<u32>, Vec<f32>)], want: &[(u64, Vec<u32>, Vec<f32>)], what: &str| {
+        assert_eq!(got.len(), want.len(), "{what}: rows");
+        for (r, (g, w)) in got.iter().zip(want).enumerate() {
+            assert_eq!((g.0, &g.1), (w.0, &w.1), "{what}: row {r}: in order, the same latents");
+            for (a, b) in g.2.iter().zip(&w.2) {
+                assert!((a - b).abs() <= 1e-4 * b.abs().max(1.0), "{what}: row {r}: {a} vs {b}");
+            }
+        }
+    };
+    let want_rows = rows_of(&want);
+    let batch2 = &want_rows[sizes[0] + sizes[1]..][..sizes[2]];
+    same(&rows_of(&replayed), batch2, "restored with batch 2 in flight");
+    for (i, &n) in sizes.iter().enumerate().skip(3) {
+        gpu_inst.process(Batch::Dense(frame(i, n)), &mut got).unwrap();
+    }
+    gpu_inst.finish(&mut got).unwrap();
+    same(&rows_of(&got), &want_rows, "deferred GPU against the CPU");
+}

@@ -563,8 +563,21 @@ impl GpuContext {
             submission,
             staging,
             mapped: rx,
+            arrived: Vec::new(),
             kernels,
         })
+    }
+
+    /// Whether the work of `pending` is done, so [`GpuContext::wait`] returns at once; never
+    /// blocks (it lets the device run its finished work's callbacks).
+    pub fn ready(&self, pending: &mut PendingReads) -> bool {
+        if pending.arrived.len() < pending.staging.len() {
+            let _ = self.device.poll(wgpu::PollType::Poll);
+            while let Ok(message) = pending.mapped.try_recv() {
+                pending.arrived.push(message.1);
+            }
+        }
+        pending.arrived.len() >= pending.staging.len()
     }
 
     /// Waits for the work of `pending` (not for anything submitted after it) and returns what
@@ -580,13 +593,15 @@ impl GpuContext {
                 timeout: None,
             })
             .map_err(|e| EngineError::Device(format!("waiting for the GPU: {e}")))?;
-        for _ in 0..staging.len() {
-            pending
+        while pending.arrived.len() < staging.len() {
+            let message = pending
                 .mapped
                 .recv()
-                .map_err(|_| EngineError::Device("read-back callback never ran".into()))?
-                .1
-                .map_err(|e| EngineError::Device(format!("mapping read-back buffer: {e}")))?;
+                .map_err(|_| EngineError::Device("read-back callback never ran".into()))?;
+            pending.arrived.push(message.1);
+        }
+        for mapped in std::mem::take(&mut pending.arrived) {
+            mapped.map_err(|e| EngineError::Device(format!("mapping read-back buffer: {e}")))?;
         }
         let mut out = Vec::with_capacity(staging.len());
         for (buf, bytes) in &staging {
@@ -650,6 +665,8 @@ pub struct PendingReads {
     staging: Vec<(PooledBuffer, u64)>,
     /// One message per read-back buffer once it is mapped.
     mapped: std::sync::mpsc::Receiver<(usize, std::result::Result<(), wgpu::BufferAsyncError>)>,
+    /// The messages taken so far (by [`GpuContext::ready`]).
+    arrived: Vec<std::result::Result<(), wgpu::BufferAsyncError>>,
     /// The timed passes' query set and kernel names.
     kernels: Option<(wgpu::QuerySet, Vec<Arc<str>>)>,
 }
@@ -666,7 +683,7 @@ impl Drop for PendingReads {
             submission_index: Some(self.submission.clone()),
             timeout: None,
         });
-        for _ in 0..self.staging.len() {
+        for _ in self.arrived.len()..self.staging.len() {
             let _ = self.mapped.recv();
         }
         for (buf, _) in &self.staging {

@@ -214,6 +214,12 @@ pub trait OperatorInstance {
     /// dense output there ([`crate::Frame::device`]). Without this call, output is on the host,
     /// as anyone driving an instance directly expects.
     fn keep_output_on_device(&mut self) {}
+    /// Called by the runtime before the first batch for operators that [hold
+    /// back](Operator::holds_back) rows: the instance is polled from then on, so it may return a
+    /// batch's output at a later call (`process`, `poll` or `finish`) and overlap work, e.g. let
+    /// a GPU compute one batch while the worker prepares the next. Without this call an instance
+    /// returns each batch's output as soon as it can, as anyone driving it directly expects.
+    fn defer_output(&mut self) {}
     /// Encodes the instance's state for a checkpoint (operators with [`Checkpointing::Snapshot`]).
     fn snapshot(&self) -> Result<Vec<u8>> {
         Err(crate::EngineError::Checkpoint("this operator cannot save its state".into()))

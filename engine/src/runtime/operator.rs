@@ -58,6 +58,9 @@ where
                 if keep_on_device {
                     i.keep_output_on_device();
                 }
+                if holds_back {
+                    i.defer_output();
+                }
                 Ok(i)
             }) {
                 Ok(i) => Some(i),

@@ -13,7 +13,7 @@ use neurostream_engine::{wgpu, EngineError, Frame, GpuContext, GpuPass, Result};
 use super::cpu::push_sorted;
 use super::half_weights::WeightDtype;
 use super::model::{Activation, InputNorm, Sae};
-use super::{Csr, SaeKernels};
+use super::{Csr, SaeKernels, Started};
 
 const ENCODE: &str = concat!(include_str!("params.wgsl"), include_str!("encode.wgsl"));
 const TOPK: &str = concat!(include_str!("params.wgsl"), include_str!("topk.wgsl"));
@@ -184,15 +184,17 @@ impl GpuSae {
         Ok(())
     }
 
-    /// Encodes `rows` prepared rows of `x` and appends them to `csr`.
+    /// Encodes `rows` prepared rows of `x` and appends them to `csr`, all but the last TopK
+    /// block: that one is returned still in flight (take it with [`GpuSae::take_topk`] before
+    /// anything else is appended to `csr`).
     ///
     /// TopK blocks are pipelined: each block's work is submitted before the previous block's
     /// pairs are taken, so the device computes block b + 1 while the host sorts block b's
     /// pairs into `csr`.
-    fn encode_rows(&mut self, sae: &Sae, x: &wgpu::Buffer, rows: usize, csr: &mut Csr) -> Result<()> {
+    fn encode_rows(&mut self, sae: &Sae, x: &wgpu::Buffer, rows: usize, csr: &mut Csr) -> Result<Option<InFlightBlock>> {
         let (d_in, n) = (sae.d_in, sae.d_sae);
         let mut entries: Vec<(u32, f32)> = Vec::new();
-        let mut in_flight: Option<(PendingReads, usize)> = None;
+        let mut in_flight: Option<InFlightBlock> = None;
         for start in (0..rows).step_by(self.block) {
             let m = self.block.min(rows - start);
             let params = Params {
@@ -232,8 +234,11 @@ impl GpuSae {
                     workgroups: groups,
                 };
                 let submitted = ctx.submit_reads(&[encode, topk], &[(&picked, (2 * m * k * 4) as u64)])?;
-                if let Some((previous, rows)) = in_flight.replace((submitted, m)) {
-                    self.take_topk(previous, rows, n, csr, &mut entries)?;
+                if let Some(previous) = in_flight.replace(InFlightBlock {
+                    reads: submitted,
+                    rows: m,
+                }) {
+                    self.take_topk(previous, n, csr)?;
                 }
             } else {
                 // Counts per row, then the pairs at their offsets: rows × 4 + nnz × 8 bytes
@@ -278,24 +283,16 @@ impl GpuSae {
                 }
             }
         }
-        if let Some((last, rows)) = in_flight {
-            self.take_topk(last, rows, n, csr, &mut entries)?;
-        }
-        Ok(())
+        Ok(in_flight)
     }
 
-    /// Waits for a TopK block of `rows` rows and appends its pairs (values, then ids, k per row)
-    /// to `csr`, dropping non-positive values and padding ids (at least `d_sae`).
-    fn take_topk(
-        &self,
-        pending: PendingReads,
-        rows: usize,
-        d_sae: usize,
-        csr: &mut Csr,
-        entries: &mut Vec<(u32, f32)>,
-    ) -> Result<()> {
-        let k = self.k as usize;
-        let bytes = self.ctx.wait(pending)?.pop().unwrap_or_default();
+    /// Waits for a TopK block and appends its pairs (values, then ids, k per row) to `csr`,
+    /// dropping non-positive values and padding ids (at least `d_sae`).
+    fn take_topk(&self, block: InFlightBlock, d_sae: usize, csr: &mut Csr) -> Result<()> {
+        let (k, rows) = (self.k as usize, block.rows);
+        let mut entries = Vec::with_capacity(k);
+        let entries = &mut entries;
+        let bytes = self.ctx.wait(block.reads)?.pop().unwrap_or_default();
         let out: &[f32] = bytemuck::cast_slice(&bytes);
         for r in 0..rows {
             entries.clear();
@@ -312,6 +309,30 @@ impl GpuSae {
     }
 }
 
+/// A TopK block whose pairs are still being computed or read back.
+struct InFlightBlock {
+    reads: PendingReads,
+    rows: usize,
+}
+
+/// Frames encoded but for their last TopK block, still in flight (see
+/// [`SaeKernels::start_frames`]).
+pub struct InFlight {
+    csr: Csr,
+    last: Option<InFlightBlock>,
+    d_sae: usize,
+}
+
+impl GpuSae {
+    /// Takes `block` (if any) into `csr`: the in-flight block of the last [`GpuSae::encode_rows`].
+    fn settle(&self, block: Option<InFlightBlock>, d_sae: usize, csr: &mut Csr) -> Result<()> {
+        match block {
+            Some(block) => self.take_topk(block, d_sae, csr),
+            None => Ok(()),
+        }
+    }
+}
+
 impl SaeKernels for GpuSae {
     fn encode(&mut self, sae: &Sae, input: &[f32], rows: usize) -> Result<Csr> {
         let d_in = sae.d_in;
@@ -321,20 +342,33 @@ impl SaeKernels for GpuSae {
             let x = self
                 .ctx
                 .storage_init("sae.x", bytemuck::cast_slice(&input[start * d_in..(start + m) * d_in]));
-            self.encode_rows(sae, &x, m, &mut csr)?;
+            let last = self.encode_rows(sae, &x, m, &mut csr)?;
+            self.settle(last, sae.d_sae, &mut csr)?;
         }
         Ok(csr)
     }
 
+    fn encode_frames(&mut self, sae: &Sae, frames: &[&Frame], prepared: &mut Vec<f32>) -> Result<Csr> {
+        match self.start_frames(sae, frames, prepared)? {
+            Started::Done(csr) => Ok(csr),
+            Started::InFlight(work) => self.finish_started(Started::InFlight(work)),
+        }
+    }
+
+    fn can_leave_in_flight(&self) -> bool {
+        self.mode == 3
+    }
+
     /// Prepares the rows on the device, reading rows that a GPU operator left there in place,
-    /// so only the sparse result crosses the bus.
-    fn encode_frames(&mut self, sae: &Sae, frames: &[&Frame], _prepared: &mut Vec<f32>) -> Result<Csr> {
+    /// so only the sparse result crosses the bus; the last TopK block stays in flight.
+    fn start_frames(&mut self, sae: &Sae, frames: &[&Frame], _prepared: &mut Vec<f32>) -> Result<Started> {
         let d_in = sae.d_in;
         let rows: usize = frames.iter().map(|f| f.rows()).sum();
         let mut csr = Csr::with_rows(rows);
         if rows == 0 {
-            return Ok(csr);
+            return Ok(Started::Done(csr));
         }
+        let mut last = None;
         let capacity = self.rows_per_buffer(d_in).min(rows);
         let prepared = self.ctx.storage_output("sae.prepared", (capacity * d_in * 4) as u64);
         let mut filled = 0;
@@ -346,14 +380,41 @@ impl SaeKernels for GpuSae {
                 self.prepare_rows(sae, &input, done, m, &prepared, filled)?;
                 (filled, done) = (filled + m, done + m);
                 if filled == capacity {
-                    self.encode_rows(sae, &prepared, filled, &mut csr)?;
+                    // Rows go into `csr` in order: the previous call's last block first.
+                    self.settle(last.take(), sae.d_sae, &mut csr)?;
+                    last = self.encode_rows(sae, &prepared, filled, &mut csr)?;
                     filled = 0;
                 }
             }
         }
         if filled > 0 {
-            self.encode_rows(sae, &prepared, filled, &mut csr)?;
+            self.settle(last.take(), sae.d_sae, &mut csr)?;
+            last = self.encode_rows(sae, &prepared, filled, &mut csr)?;
         }
-        Ok(csr)
+        Ok(match last {
+            None => Started::Done(csr),
+            Some(block) => Started::InFlight(Box::new(InFlight {
+                csr,
+                last: Some(block),
+                d_sae: sae.d_sae,
+            })),
+        })
+    }
+
+    fn is_done(&mut self, started: &mut Started) -> bool {
+        match started {
+            Started::Done(_) => true,
+            Started::InFlight(work) => work.last.as_mut().is_none_or(|b| self.ctx.ready(&mut b.reads)),
+        }
+    }
+
+    fn finish_started(&mut self, started: Started) -> Result<Csr> {
+        match started {
+            Started::Done(csr) => Ok(csr),
+            Started::InFlight(mut work) => {
+                self.settle(work.last.take(), work.d_sae, &mut work.csr)?;
+                Ok(work.csr)
+            }
+        }
     }
 }

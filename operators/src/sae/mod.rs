@@ -106,6 +106,43 @@ pub trait SaeKernels {
         }
         self.encode(sae, prepared, rows)
     }
+
+    /// Whether [`SaeKernels::start_frames`] may return work still in flight (a GPU whose last
+    /// block is computed or read back while the worker goes on).
+    fn can_leave_in_flight(&self) -> bool {
+        false
+    }
+
+    /// Starts encoding the rows of `frames`, as [`SaeKernels::encode_frames`]; the result is
+    /// taken with [`SaeKernels::finish_started`]. Kernels that cannot leave work in flight
+    /// finish it here (the default).
+    fn start_frames(&mut self, sae: &Sae, frames: &[&Frame], prepared: &mut Vec<f32>) -> Result<Started> {
+        self.encode_frames(sae, frames, prepared).map(Started::Done)
+    }
+
+    /// Whether `started` is done, so [`SaeKernels::finish_started`] returns at once (never blocks).
+    fn is_done(&mut self, started: &mut Started) -> bool {
+        let _ = started;
+        true
+    }
+
+    /// The result of [`SaeKernels::start_frames`] (waits for work still in flight).
+    fn finish_started(&mut self, started: Started) -> Result<Csr> {
+        match started {
+            Started::Done(csr) => Ok(csr),
+            Started::InFlight(_) => Err(EngineError::Runtime(
+                "sae_encode: these kernels leave no work in flight".into(),
+            )),
+        }
+    }
+}
+
+/// What [`SaeKernels::start_frames`] returns: the encoded rows, or work still on the GPU.
+pub enum Started {
+    /// The rows, encoded.
+    Done(Csr),
+    /// All but the last block encoded; the last still computing or being read back.
+    InFlight(Box<gpu::InFlight>),
 }
 
 /// Configuration of a `sae_encode` operator.
@@ -240,16 +277,16 @@ impl Operator for SaeEncode {
         Partitioning::Local
     }
 
+    /// Always: frames may wait for their batch (`max_batch_rows`), and on a GPU the last
+    /// batch's result is taken while the worker goes on with the next.
     fn holds_back(&self) -> bool {
-        self.batching.is_some()
+        true
     }
 
+    /// Frames waiting for their batch, or whose result is still on the GPU, are saved (and
+    /// encoded again after a resume).
     fn checkpointing(&self) -> neurostream_engine::Checkpointing {
-        match self.batching {
-            // Frames waiting for their batch are saved.
-            Some(_) => neurostream_engine::Checkpointing::Snapshot,
-            None => neurostream_engine::Checkpointing::Stateless,
-        }
+        neurostream_engine::Checkpointing::Snapshot
     }
 
     fn instantiate(&self, device: &ComputeDevice) -> Result<Box<dyn OperatorInstance>> {
@@ -279,6 +316,8 @@ impl Operator for SaeEncode {
             batching: self.batching,
             pending: Vec::new(),
             pending_rows: 0,
+            in_flight: None,
+            defer: false,
             waits_ms: Vec::new(),
             flushes: 0,
             name: self.name.clone(),
@@ -295,6 +334,10 @@ struct SaeEncodeInstance {
     /// Frames waiting for their batch, with their arrival time.
     pending: Vec<(neurostream_engine::Frame, std::time::Instant)>,
     pending_rows: usize,
+    /// The last batch, whose result is still on the GPU (with [`OperatorInstance::defer_output`]).
+    in_flight: Option<(Vec<(neurostream_engine::Frame, std::time::Instant)>, Started)>,
+    /// Whether a batch's result may be taken at a later call.
+    defer: bool,
     /// Added latency of every batched frame, milliseconds.
     waits_ms: Vec<f64>,
     flushes: u64,
@@ -302,18 +345,58 @@ struct SaeEncodeInstance {
 }
 
 impl SaeEncodeInstance {
-    /// Encodes the pending frames in one kernel call and splits the result back per frame.
+    /// Encodes the pending frames in one kernel call and splits the result back per frame. With
+    /// deferred output, a GPU's last block is left in flight and the batch before it emitted.
     fn flush(&mut self, out: &mut Vec<Batch>) -> Result<()> {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let frames: Vec<&neurostream_engine::Frame> = self.pending.iter().map(|(f, _)| f).collect();
+        let frames = std::mem::take(&mut self.pending);
+        self.pending_rows = 0;
+        let refs: Vec<&neurostream_engine::Frame> = frames.iter().map(|(f, _)| f).collect();
         let (sae, prepared) = (&self.sae, &mut self.prepared);
-        let csr = self.kernels.run(|k| k.encode_frames(sae, &frames, prepared))?;
-        drop(frames);
+        let defer = self.defer && !self.kernels.may_fall_back();
+        let started = self.kernels.run(|k| match defer && k.can_leave_in_flight() {
+            true => k.start_frames(sae, &refs, prepared),
+            false => k.encode_frames(sae, &refs, prepared).map(Started::Done),
+        })?;
+        drop(refs);
+        // The batch before this one first: rows leave in order.
+        self.take_in_flight(out)?;
+        match started {
+            Started::Done(csr) => self.emit(frames, &csr, out),
+            in_flight => {
+                self.in_flight = Some((frames, in_flight));
+                Ok(())
+            }
+        }
+    }
+
+    /// Emits the batch in flight, if any (waiting for the GPU).
+    fn take_in_flight(&mut self, out: &mut Vec<Batch>) -> Result<()> {
+        let Some((frames, started)) = self.in_flight.take() else {
+            return Ok(());
+        };
+        let mut started = Some(started);
+        let csr = self.kernels.run(|k| {
+            let s = started
+                .take()
+                .ok_or_else(|| EngineError::Runtime("sae_encode: no work in flight".into()))?;
+            k.finish_started(s)
+        })?;
+        self.emit(frames, &csr, out)
+    }
+
+    /// Splits `csr` (the rows of `frames`, in order) back per frame.
+    fn emit(
+        &mut self,
+        frames: Vec<(neurostream_engine::Frame, std::time::Instant)>,
+        csr: &Csr,
+        out: &mut Vec<Batch>,
+    ) -> Result<()> {
         let now = std::time::Instant::now();
         let mut first = 0usize;
-        for (frame, arrived) in self.pending.drain(..) {
+        for (frame, arrived) in frames {
             if self.batching.is_some() {
                 self.waits_ms.push(now.duration_since(arrived).as_secs_f64() * 1000.0);
             }
@@ -330,18 +413,25 @@ impl SaeEncodeInstance {
             )?));
             first += n;
         }
-        self.pending_rows = 0;
         self.flushes += 1;
         Ok(())
     }
 }
 
+/// How soon a batch left on the GPU is looked at again when no input comes meanwhile.
+const IN_FLIGHT_RECHECK: std::time::Duration = std::time::Duration::from_micros(200);
+
 impl OperatorInstance for SaeEncodeInstance {
+    fn defer_output(&mut self) {
+        self.defer = true;
+    }
+
     fn snapshot(&self) -> Result<Vec<u8>> {
-        // Rows a GPU operator left on the device are saved from the host.
-        let frames = self
-            .pending
-            .iter()
+        // The batch in flight first (it is older), then those waiting; rows a GPU operator left
+        // on the device are saved from the host.
+        let in_flight = self.in_flight.iter().flat_map(|(frames, _)| frames);
+        let frames = in_flight
+            .chain(&self.pending)
             .map(|(f, _)| match f.is_on_device() {
                 true => {
                     let mut host = f.clone();
@@ -387,19 +477,29 @@ impl OperatorInstance for SaeEncodeInstance {
     }
 
     fn poll(&mut self, out: &mut Vec<Batch>) -> Result<Option<std::time::Duration>> {
+        if let Some((_, started)) = self.in_flight.as_mut() {
+            // `is_done` never fails; a GPU error shows when the result is taken.
+            let done = self.kernels.run(|k| Ok(k.is_done(started)))?;
+            if done {
+                self.take_in_flight(out)?;
+            }
+        }
+        let recheck = self.in_flight.is_some().then_some(IN_FLIGHT_RECHECK);
         let (Some(b), Some((_, oldest))) = (self.batching, self.pending.first()) else {
-            return Ok(None);
+            return Ok(recheck);
         };
         let waited = oldest.elapsed();
         if waited >= b.max_delay {
             self.flush(out)?;
-            return Ok(None);
+            return Ok(self.in_flight.is_some().then_some(IN_FLIGHT_RECHECK));
         }
-        Ok(Some(b.max_delay - waited))
+        let due = b.max_delay - waited;
+        Ok(Some(recheck.map_or(due, |r| r.min(due))))
     }
 
     fn finish(&mut self, out: &mut Vec<Batch>) -> Result<()> {
         self.flush(out)?;
+        self.take_in_flight(out)?;
         if self.batching.is_some() && !self.waits_ms.is_empty() {
             let mut w = self.waits_ms.clone();
             w.sort_by(f64::total_cmp);
