@@ -14,6 +14,12 @@ pub fn hash(parts: &[u64]) -> u64 {
     parts.iter().fold(0x1234_5678_9ABC_DEF0u64, |h, &p| mix(h ^ p))
 }
 
+/// `hash(&[prefix parts.., last])` from `hash(prefix parts)`: a generator that varies only the
+/// last coordinate hashes the others once.
+pub fn hash_next(prefix: u64, last: u64) -> u64 {
+    mix(prefix ^ last)
+}
+
 /// Uniform in [-1, 1) from a hash.
 pub fn signed_unit(h: u64) -> f64 {
     (h >> 11) as f64 / (1u64 << 52) as f64 - 1.0
