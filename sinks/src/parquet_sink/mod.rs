@@ -590,6 +590,9 @@ impl Sink for ParquetSink {
             pipeline: self.pipeline.clone(),
             segments: None,
             on_failure: self.on_failure,
+            small: Vec::new(),
+            small_rows: 0,
+            small_signal: None,
         }))
     }
 }
@@ -627,7 +630,21 @@ struct ParquetFileWriter {
     /// Checkpointed runs: where the segments go and how many were staged or committed.
     segments: Option<Segments>,
     on_failure: OnFailure,
+    /// Small batches waiting to be written together (see [`COALESCE_ROWS`]).
+    small: Vec<arrow::record_batch::RecordBatch>,
+    small_rows: usize,
+    /// Small signal frames joined before they are encoded: a signal row is one column per
+    /// channel, so encoding each frame alone builds (and frees) an array per channel per frame.
+    small_signal: Option<neurostream_engine::Frame>,
 }
+
+/// Batches of fewer rows than this wait for others and are written together: the Parquet
+/// writer's cost per call is per column (levels, statistics, allocations), which for one-row
+/// batches of a few hundred columns (band powers per window) was ~100 µs a row.
+const SMALL_BATCH_ROWS: usize = 512;
+/// Rows of small batches gathered before they are written (also written at every checkpoint
+/// and at the end; nothing of an open Parquet file is readable before its footer anyway).
+const COALESCE_ROWS: usize = 4096;
 
 /// The segments of one output in a checkpointed run.
 struct Segments {
@@ -739,6 +756,7 @@ impl ParquetFileWriter {
 
     /// Closes the open segment (if any rows went in since the last checkpoint) into a staged file.
     fn stage_segment(&mut self) -> Result<Option<StagedFile>> {
+        self.flush_small()?;
         if self.broken {
             return Err(out_err(&self.target, "an earlier write failed"));
         }
@@ -770,6 +788,9 @@ impl ParquetFileWriter {
     /// the target, or on failure keeps the committed ones for `--resume`.
     fn commit_segments(mut self: Box<Self>, failure: Option<&str>) -> Result<Vec<String>> {
         let seg_dir = self.segments.as_ref().expect("checkpointed mode").dir.clone();
+        if failure.is_none() {
+            self.flush_small()?;
+        }
         if failure.is_some() || self.broken {
             self.discard();
             let n = self.segments.as_ref().map_or(0, |s| s.next);
@@ -905,9 +926,13 @@ impl SinkWriter for ParquetFileWriter {
         if self.broken {
             return Ok(());
         }
-        let decide = self.writer.is_none() && !self.opts.time;
-        let record = encode_frame(batch, &mut self.arrow, &mut self.opts, decide, &self.target)?;
-        self.write_record(&record)
+        if let Batch::Dense(frame) = batch {
+            if joinable_signal(frame) {
+                return self.join_signal(frame);
+            }
+        }
+        self.flush_signal()?;
+        self.encode_and_write(batch)
     }
 
     fn finish(self: Box<Self>, failure: Option<&str>) -> Result<Vec<String>> {
@@ -931,6 +956,11 @@ impl SinkWriter for ParquetFileWriter {
             files,
         })
     }
+}
+
+/// Whether `frame` is a small signal frame on the host, which waits to be joined with the next.
+fn joinable_signal(frame: &neurostream_engine::Frame) -> bool {
+    matches!(frame.index, RowIndex::Samples(_)) && frame.rows() < SMALL_BATCH_ROWS && !frame.is_on_device()
 }
 
 /// Encodes a frame into a record batch of the sink's layout. With `decide`, a frame whose rows
@@ -962,10 +992,83 @@ fn encode_frame(
 }
 
 impl ParquetFileWriter {
+    /// Encodes `batch` and writes it.
+    fn encode_and_write(&mut self, batch: &Batch) -> Result<()> {
+        // The first frame decides the layout; one waiting among the small ones has decided it.
+        let decide = self.writer.is_none() && self.small.is_empty() && !self.opts.time;
+        let record = encode_frame(batch, &mut self.arrow, &mut self.opts, decide, &self.target)?;
+        self.write_record(&record)
+    }
+
+    /// Appends a small signal frame to the one waiting (same stream and schema), or starts one.
+    fn join_signal(&mut self, frame: &neurostream_engine::Frame) -> Result<()> {
+        let joined = match &mut self.small_signal {
+            Some(waiting) if waiting.stream == frame.stream && Arc::ptr_eq(&waiting.schema, &frame.schema) => {
+                let (RowIndex::Samples(to), RowIndex::Samples(from)) = (&mut waiting.index, &frame.index) else {
+                    unreachable!("joinable signal frames are sample-indexed");
+                };
+                let offset = to.len() as u32;
+                to.extend_from_slice(from);
+                waiting.data.extend_from_slice(&frame.data);
+                waiting
+                    .markers
+                    .extend(frame.markers.iter().map(|m| neurostream_engine::Marker {
+                        row: m.row + offset,
+                        ..m.clone()
+                    }));
+                true
+            }
+            _ => false,
+        };
+        if !joined {
+            self.flush_signal()?;
+            self.small_signal = Some(frame.clone());
+        }
+        if self.small_signal.as_ref().is_some_and(|f| f.rows() >= COALESCE_ROWS) {
+            self.flush_signal()?;
+        }
+        Ok(())
+    }
+
+    /// Encodes and writes the signal frame waiting, if any.
+    fn flush_signal(&mut self) -> Result<()> {
+        match self.small_signal.take() {
+            Some(frame) => self.encode_and_write(&Batch::Dense(frame)),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes `record`, or keeps it with the other small batches until they are worth a write.
     fn write_record(&mut self, record: &arrow::record_batch::RecordBatch) -> Result<()> {
         if self.broken {
             return Ok(());
         }
+        if record.num_rows() < SMALL_BATCH_ROWS {
+            self.small_rows += record.num_rows();
+            self.small.push(record.clone());
+            if self.small_rows >= COALESCE_ROWS {
+                self.flush_small()?;
+            }
+            return Ok(());
+        }
+        self.flush_small()?;
+        self.write_now(record)
+    }
+
+    /// Writes everything waiting: the signal frame, and the small batches as one.
+    fn flush_small(&mut self) -> Result<()> {
+        self.flush_signal()?;
+        if self.small.is_empty() || self.broken {
+            return Ok(());
+        }
+        let batches = std::mem::take(&mut self.small);
+        self.small_rows = 0;
+        let record = arrow::compute::concat_batches(&batches[0].schema(), &batches)
+            .map_err(|e| out_err(&self.target, format!("cannot join small batches: {e}")))?;
+        self.write_now(&record)
+    }
+
+    fn write_now(&mut self, record: &arrow::record_batch::RecordBatch) -> Result<()> {
         let target = self.target.clone();
         let result = self.writer()?.write(record);
         if let Err(e) = result {
@@ -981,6 +1084,10 @@ impl ParquetFileWriter {
     }
 
     fn commit(mut self: Box<Self>, failure: Option<&str>) -> Result<Vec<String>> {
+        // Everything accepted goes in, also when the run failed (the file says so).
+        if failure.is_none() || self.on_failure != OnFailure::Discard {
+            self.flush_small()?;
+        }
         if self.broken {
             return Ok(vec![format!("{}: not written (write error)", self.target.display())]);
         }
@@ -1059,6 +1166,9 @@ impl TablesWriter {
             pipeline: self.pipeline.clone(),
             segments: None,
             on_failure: self.on_failure,
+            small: Vec::new(),
+            small_rows: 0,
+            small_signal: None,
         })
     }
 }
@@ -1193,6 +1303,89 @@ fn float_columns(schema: &arrow::datatypes::Schema) -> Vec<parquet::schema::type
 mod tests {
     use super::*;
     use arrow::datatypes::{DataType, Field, Schema};
+
+    /// Small signal frames of two streams, with markers, around a large one: the file holds
+    /// every row in arrival order with its sample, values and marker, as when each frame was
+    /// written on its own.
+    #[test]
+    fn small_signal_frames_are_joined_without_changing_the_rows() {
+        use arrow::array::{Array, AsArray};
+        use neurostream_engine::{Frame, Marker, SinkKind};
+        let dir = tempfile::tempdir().unwrap();
+        let settings = neurostream_engine::PipelineSettings::default();
+        let ctx = NodeContext {
+            label: "[sinks.out]",
+            name: "out",
+            base_dir: dir.path(),
+            settings: &settings,
+            loaded: Default::default(),
+        };
+        let schema = Arc::new(neurostream_engine::Schema::signal(&["C3", "C4"], "uV", 100.0));
+        let cfg: ParquetSinkConfig = neurostream_engine::parse_config(
+            neurostream_engine::toml::from_str("path = \"out.parquet\"\nmarkers = true").unwrap(),
+            &ctx,
+        )
+        .unwrap();
+        let sink = ParquetSinkKind.build(cfg, &ctx, &schema).unwrap();
+        let mut writer = sink.open(neurostream_engine::WorkerPos { index: 0, peers: 1 }).unwrap();
+        let mut expected: Vec<(i64, [f32; 2], Option<String>)> = Vec::new();
+        let mut next = [0i64, 10_000];
+        let frames = [
+            (0, 1usize),
+            (0, 3),
+            (0, 2),
+            (1, 1),
+            (1, 5),
+            (0, 700),
+            (0, 1),
+            (0, 2),
+            (1, 4096),
+            (1, 2),
+            (0, 3),
+        ];
+        for (k, (s, rows)) in frames.into_iter().enumerate() {
+            let stream = ["a", "b"][s];
+            let samples: Vec<i64> = (next[s]..next[s] + rows as i64).collect();
+            next[s] += rows as i64;
+            let data: Vec<f32> = samples.iter().flat_map(|&t| [t as f32, -(t as f32)]).collect();
+            let mut frame = Frame::new(stream.into(), schema.clone(), RowIndex::Samples(samples.clone()), data).unwrap();
+            if rows > 1 {
+                frame.markers.push(Marker {
+                    row: 1,
+                    label: format!("m{k}"),
+                    duration_s: 0.0,
+                });
+            }
+            for (r, &t) in samples.iter().enumerate() {
+                let label = (rows > 1 && r == 1).then(|| format!("m{k}"));
+                expected.push((t, [t as f32, -(t as f32)], label));
+            }
+            writer.write(&Batch::Dense(frame)).unwrap();
+        }
+        writer.finish(None).unwrap();
+        let file = File::open(dir.path().join("out.parquet")).unwrap();
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap()
+            .build()
+            .unwrap();
+        let mut got = Vec::new();
+        for batch in reader {
+            let b = batch.unwrap();
+            let col = |n: &str| b.column_by_name(n).unwrap().clone();
+            let (sample, c3, c4, marker) = (col("sample"), col("C3"), col("C4"), col("marker"));
+            let (sample, c3, c4) = (
+                sample.as_primitive::<arrow::datatypes::Int64Type>(),
+                c3.as_primitive::<arrow::datatypes::Float32Type>(),
+                c4.as_primitive::<arrow::datatypes::Float32Type>(),
+            );
+            let marker = marker.as_string::<i32>();
+            for r in 0..b.num_rows() {
+                let label = marker.is_valid(r).then(|| marker.value(r).to_string());
+                got.push((sample.value(r), [c3.value(r), c4.value(r)], label));
+            }
+        }
+        assert_eq!(got, expected);
+    }
 
     #[test]
     fn only_floating_point_columns_go_without_a_dictionary() {
