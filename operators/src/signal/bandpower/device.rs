@@ -65,7 +65,7 @@ pub struct DeviceBandpower {
     segments: Arc<wgpu::ComputePipeline>,
     bands: Arc<wgpu::ComputePipeline>,
     gemm: Arc<wgpu::ComputePipeline>,
-    /// `nperseg × 2·nfreq`: cos(2πtk/n) in the first nfreq columns, sin in the rest.
+    /// [`dft_basis`](super::welch::dft_basis) of the segment length.
     basis: PooledBuffer,
     hann: PooledBuffer,
     /// Each band's bin range, as `u32` pairs.
@@ -91,14 +91,7 @@ impl DeviceBandpower {
     /// summed as `plan`.
     pub fn new(ctx: Arc<GpuContext>, welch: &Welch, plan: &BandPlan, channels: usize, length: usize) -> Result<Self> {
         let (n, nfreq) = (welch.nperseg, welch.nfreq());
-        let mut basis = vec![0f32; n * 2 * nfreq];
-        for t in 0..n {
-            for k in 0..nfreq {
-                let a = 2.0 * std::f64::consts::PI * ((t * k) % n) as f64 / n as f64;
-                basis[t * 2 * nfreq + k] = a.cos() as f32;
-                basis[t * 2 * nfreq + nfreq + k] = a.sin() as f32;
-            }
-        }
+        let basis = super::welch::dft_basis(n, nfreq);
         let hann: Vec<f32> = welch.window().iter().map(|&w| w as f32).collect();
         let ranges: Vec<u32> = plan.ranges.iter().flat_map(|&(a, b)| [a as u32, b as u32]).collect();
         let df = welch.fs / n as f64;

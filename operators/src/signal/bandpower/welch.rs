@@ -111,15 +111,7 @@ impl PowerKernels for GpuPower {
         }
         let ctx = self.ctx.clone();
         if self.basis.as_ref().is_none_or(|(k, _)| *k != (n, nfreq)) {
-            // n × 2·nfreq: cos(2πtk/n) in the first nfreq columns, sin in the rest.
-            let mut b = vec![0f32; n * 2 * nfreq];
-            for t in 0..n {
-                for k in 0..nfreq {
-                    let a = 2.0 * std::f64::consts::PI * ((t * k) % n) as f64 / n as f64;
-                    b[t * 2 * nfreq + k] = a.cos() as f32;
-                    b[t * 2 * nfreq + nfreq + k] = a.sin() as f32;
-                }
-            }
+            let b = dft_basis(n, nfreq);
             self.basis = Some(((n, nfreq), ctx.storage_init("welch.basis", bytemuck::cast_slice(&b))));
         }
         let basis = &self.basis.as_ref().unwrap().1;
@@ -140,6 +132,21 @@ impl PowerKernels for GpuPower {
         );
         Ok(())
     }
+}
+
+/// The DFT of real `n`-sample segments at bins `0..nfreq` as one matrix, `n × 2·nfreq`
+/// (row-major): cos(2πtk/n) in the first `nfreq` columns, sin in the rest (`segments · basis`
+/// gives each segment's real and imaginary parts, up to the sign of the latter).
+pub fn dft_basis(n: usize, nfreq: usize) -> Vec<f32> {
+    let mut b = vec![0f32; n * 2 * nfreq];
+    for t in 0..n {
+        for k in 0..nfreq {
+            let a = 2.0 * std::f64::consts::PI * ((t * k) % n) as f64 / n as f64;
+            b[t * 2 * nfreq + k] = a.cos() as f32;
+            b[t * 2 * nfreq + nfreq + k] = a.sin() as f32;
+        }
+    }
+    b
 }
 
 /// The sum of `x` in float64, over 8 interleaved partial sums (one long chain of dependent
