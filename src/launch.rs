@@ -87,6 +87,7 @@ pub fn run(launch: Launch) -> anyhow::Result<()> {
         lines.join(", "),
         hostfile.display()
     );
+    let token = neurostream_engine::cluster::random_token();
     let mut children: Vec<(usize, Child)> = Vec::new();
     let mut forwarders = Vec::new();
     for i in 0..launch.processes {
@@ -103,6 +104,8 @@ pub fn run(launch: Launch) -> anyhow::Result<()> {
         if i == 0 {
             cmd.args(&launch.first_only);
         }
+        // The processes prove to each other they were started here (see `cluster`).
+        cmd.env(neurostream_engine::cluster::TOKEN_ENV, &token);
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         match cmd.spawn() {
             Ok(mut c) => {

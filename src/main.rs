@@ -45,6 +45,11 @@ enum Command {
         /// Multi-process runs: seconds to wait for every peer to connect at start-up.
         #[arg(long, default_value_t = 60.0)]
         peer_timeout: f64,
+        /// Multi-process runs: the secret every process must know (the same for all); required
+        /// when the hostfile lists addresses beyond loopback. Default: $NEUROSTREAM_CLUSTER_TOKEN.
+        /// A local cluster (`--processes N`) makes a random one.
+        #[arg(long, requires = "hostfile")]
+        cluster_token: Option<String>,
         /// Force every operator onto this device: auto, cpu or gpu.
         #[arg(long)]
         device: Option<DeviceChoice>,
@@ -624,6 +629,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             process,
             processes,
             peer_timeout,
+            cluster_token,
             device,
             quiet,
             metrics,
@@ -713,6 +719,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                     }
                     let mut c = ClusterConfig::from_hostfile(&h, p)?;
                     c.peer_timeout = Duration::from_secs_f64(peer_timeout);
+                    c.token = cluster_token.or_else(|| std::env::var(neurostream_engine::cluster::TOKEN_ENV).ok());
                     if let Some(n) = processes {
                         if n != c.addresses.len() {
                             bail!("--processes {n} but {} lists {} processes", h.display(), c.addresses.len());

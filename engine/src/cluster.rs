@@ -7,6 +7,11 @@
 //! difference refuses the run on both sides with a message naming the peer and what differs.
 //! The connected sockets are then handed to timely.
 //!
+//! Processes that listen beyond loopback need a shared cluster token (`--cluster-token`):
+//! before any hello, the dialling side and the accepting side each prove they know it without
+//! sending it (HMAC-SHA256 over a fresh nonce of each side), so a stranger can neither join
+//! nor learn the token; the local launcher gives its processes a random one.
+//!
 //! Once running, a peer that dies makes timely's network threads panic; [`watch_peers`]
 //! installs a panic hook that turns this into a clear error naming the lost process, removes
 //! this process's temporary output files, and exits with status 1.
@@ -81,6 +86,70 @@ impl Hello {
 }
 
 const MAGIC: &[u8; 8] = b"NSCLUST1";
+/// The greeting of a dialler that proves it knows the cluster token.
+const MAGIC_TOKEN: &[u8; 8] = b"NSCLUSTA";
+
+/// The environment variable a process reads its cluster token from when `--cluster-token` is
+/// not given (it stays out of the process list).
+pub const TOKEN_ENV: &str = "NEUROSTREAM_CLUSTER_TOKEN";
+
+/// A fresh random token (64 hex digits), for a local cluster's processes.
+pub fn random_token() -> String {
+    let bytes: [u8; 32] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// HMAC-SHA256 under `token` of `role` and the two nonces.
+fn token_mac(token: &str, role: u8, first: &[u8; 32], second: &[u8; 32]) -> hmac::Hmac<sha2::Sha256> {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(token.as_bytes()).expect("HMAC takes keys of any length");
+    mac.update(&[role]);
+    mac.update(first);
+    mac.update(second);
+    mac
+}
+
+/// The dialling side's proof of the token (nothing to do without one).
+fn prove_token_dialling(stream: &mut TcpStream, token: Option<&str>) -> std::result::Result<(), String> {
+    use hmac::Mac;
+    let Some(token) = token else { return Ok(()) };
+    let mine: [u8; 32] = rand::random();
+    stream.write_all(MAGIC_TOKEN).map_err(|e| e.to_string())?;
+    stream.write_all(&mine).map_err(|e| e.to_string())?;
+    let mut theirs = [0u8; 32];
+    let mut proof = [0u8; 32];
+    stream.read_exact(&mut theirs).map_err(|e| e.to_string())?;
+    stream.read_exact(&mut proof).map_err(|e| e.to_string())?;
+    token_mac(token, b'a', &mine, &theirs)
+        .verify_slice(&proof)
+        .map_err(|_| "it does not know the cluster token (start every process with the same --cluster-token)".to_string())?;
+    let answer = token_mac(token, b'd', &theirs, &mine).finalize().into_bytes();
+    stream.write_all(&answer).map_err(|e| e.to_string())?;
+    stream.flush().map_err(|e| e.to_string())
+}
+
+/// The accepting side's check of a dialler's proof, and its own (nothing to do without a token).
+fn check_token_accepting(stream: &mut TcpStream, token: Option<&str>) -> std::result::Result<(), String> {
+    use hmac::Mac;
+    let Some(token) = token else { return Ok(()) };
+    let mut magic = [0u8; 8];
+    stream.read_exact(&mut magic).map_err(|e| e.to_string())?;
+    if &magic != MAGIC_TOKEN {
+        return Err("it sent no cluster token (start every process with the same --cluster-token)".into());
+    }
+    let mut theirs = [0u8; 32];
+    stream.read_exact(&mut theirs).map_err(|e| e.to_string())?;
+    let mine: [u8; 32] = rand::random();
+    let proof = token_mac(token, b'a', &theirs, &mine).finalize().into_bytes();
+    stream.write_all(&mine).map_err(|e| e.to_string())?;
+    stream.write_all(&proof).map_err(|e| e.to_string())?;
+    stream.flush().map_err(|e| e.to_string())?;
+    let mut answer = [0u8; 32];
+    stream.read_exact(&mut answer).map_err(|e| e.to_string())?;
+    token_mac(token, b'd', &mine, &theirs)
+        .verify_slice(&answer)
+        .map_err(|_| "it does not know the cluster token".to_string())
+}
 /// Largest hello accepted from a peer, bytes.
 const MAX_HELLO: u32 = 4096;
 
@@ -114,12 +183,24 @@ fn read_hello(stream: &mut TcpStream) -> std::result::Result<Hello, String> {
 /// stays silent holds the start-up back this long at most.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Exchanges hellos on a fresh connection, within `deadline`. An error here means the other
-/// end does not speak the protocol (or went away): it is not a usable peer.
-fn exchange_hellos(stream: &mut TcpStream, me: &Hello, deadline: Instant) -> std::result::Result<Hello, String> {
+/// Which side of a fresh connection this process is, with the cluster token if any.
+#[derive(Clone, Copy)]
+enum Side<'a> {
+    Dialling(Option<&'a str>),
+    Accepting(Option<&'a str>),
+}
+
+/// Proves the token (when the cluster has one) and exchanges hellos on a fresh connection,
+/// within `deadline`. An error here means the other end does not know the token, does not
+/// speak the protocol, or went away: it is not a usable peer.
+fn exchange_hellos(stream: &mut TcpStream, me: &Hello, side: Side, deadline: Instant) -> std::result::Result<Hello, String> {
     let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
     stream.set_read_timeout(Some(left)).map_err(|e| e.to_string())?;
     stream.set_write_timeout(Some(left)).map_err(|e| e.to_string())?;
+    match side {
+        Side::Dialling(token) => prove_token_dialling(stream, token)?,
+        Side::Accepting(token) => check_token_accepting(stream, token)?,
+    }
     write_hello(stream, me).map_err(|e| e.to_string())?;
     let peer = read_hello(stream)?;
     stream.set_read_timeout(None).map_err(|e| e.to_string())?;
@@ -154,8 +235,8 @@ pub struct Connected {
 }
 
 /// Connects this process (`me.process`) to every other process of `addresses` within
-/// `timeout`, checking each peer's [`Hello`].
-pub fn connect(addresses: &[String], me: &Hello, timeout: Duration) -> Result<Connected> {
+/// `timeout`, checking each peer's [`Hello`] and, with `token`, that it knows the token.
+pub fn connect(addresses: &[String], me: &Hello, token: Option<&str>, timeout: Duration) -> Result<Connected> {
     let deadline = Instant::now() + timeout;
     let fail = |m: String| EngineError::Runtime(format!("cluster: process {}: {m}", me.process));
     let mut sockets: Vec<Option<TcpStream>> = (0..addresses.len()).map(|_| None).collect();
@@ -185,7 +266,7 @@ pub fn connect(addresses: &[String], me: &Hello, timeout: Duration) -> Result<Co
             std::thread::sleep(Duration::from_millis(100));
         };
         let mut stream = stream;
-        let peer = exchange_hellos(&mut stream, me, deadline)
+        let peer = exchange_hellos(&mut stream, me, Side::Dialling(token), deadline)
             .and_then(|peer| check_peer(me, &peer, Some(i)).map(|()| peer))
             .map_err(|m| fail(format!("refusing process {i} at {address}: {m}")))?;
         sockets[i] = Some(stream);
@@ -199,7 +280,7 @@ pub fn connect(addresses: &[String], me: &Hello, timeout: Duration) -> Result<Co
                     // Someone who does not speak the protocol (a port scanner, a peer killed
                     // half-way through its hello) is dropped, and the wait goes on.
                     let hello_deadline = deadline.min(Instant::now() + HELLO_TIMEOUT);
-                    let peer = match exchange_hellos(&mut stream, me, hello_deadline) {
+                    let peer = match exchange_hellos(&mut stream, me, Side::Accepting(token), hello_deadline) {
                         Ok(peer) => peer,
                         Err(m) => {
                             tracing::warn!(
@@ -336,8 +417,8 @@ mod tests {
     fn peers_with_the_same_settings_connect() {
         let addrs = vec![free_port(), free_port()];
         let a2 = addrs.clone();
-        let p1 = std::thread::spawn(move || connect(&a2, &hello(1, 2, "p"), Duration::from_secs(10)));
-        let c0 = connect(&addrs, &hello(0, 2, "p"), Duration::from_secs(10)).unwrap();
+        let p1 = std::thread::spawn(move || connect(&a2, &hello(1, 2, "p"), None, Duration::from_secs(10)));
+        let c0 = connect(&addrs, &hello(0, 2, "p"), None, Duration::from_secs(10)).unwrap();
         assert!(c0.sockets[0].is_none() && c0.sockets[1].is_some());
         let c1 = p1.join().unwrap().unwrap();
         assert_eq!(c1.sockets.len(), 2);
@@ -352,8 +433,8 @@ mod tests {
         for (workers, pipeline, why) in [(3, "p", "workers per process"), (2, "q", "different pipeline")] {
             let addrs = vec![free_port(), free_port()];
             let a2 = addrs.clone();
-            let p1 = std::thread::spawn(move || connect(&a2, &hello(1, workers, pipeline), Duration::from_secs(10)));
-            let e0 = connect(&addrs, &hello(0, 2, "p"), Duration::from_secs(10))
+            let p1 = std::thread::spawn(move || connect(&a2, &hello(1, workers, pipeline), None, Duration::from_secs(10)));
+            let e0 = connect(&addrs, &hello(0, 2, "p"), None, Duration::from_secs(10))
                 .unwrap_err()
                 .to_string();
             let e1 = p1.join().unwrap().unwrap_err().to_string();
@@ -373,13 +454,13 @@ mod tests {
                 resumes_from: Some(0),
                 ..hello(1, 2, "p")
             };
-            connect(&a2, &h, Duration::from_secs(10))
+            connect(&a2, &h, None, Duration::from_secs(10))
         });
         let h0 = Hello {
             resumes_from: Some(7),
             ..hello(0, 2, "p")
         };
-        let e0 = connect(&addrs, &h0, Duration::from_secs(10)).unwrap_err().to_string();
+        let e0 = connect(&addrs, &h0, None, Duration::from_secs(10)).unwrap_err().to_string();
         let e1 = p1.join().unwrap().unwrap_err().to_string();
         assert!(
             e0.contains("starts its checkpoints from the beginning") && e0.contains("resumes from checkpoint 7"),
@@ -395,7 +476,7 @@ mod tests {
     fn strangers_on_the_port_are_dropped_and_the_peer_still_connects() {
         let addrs = vec![free_port(), free_port()];
         let a0 = addrs.clone();
-        let p0 = std::thread::spawn(move || connect(&a0, &hello(0, 2, "p"), Duration::from_secs(20)));
+        let p0 = std::thread::spawn(move || connect(&a0, &hello(0, 2, "p"), None, Duration::from_secs(20)));
         let dial_when_up = |address: &str| loop {
             if let Ok(s) = TcpStream::connect(address) {
                 break s;
@@ -409,18 +490,74 @@ mod tests {
         half.write_all(MAGIC).unwrap();
         half.write_all(&100u32.to_le_bytes()).unwrap();
         drop(half);
-        let c1 = connect(&addrs, &hello(1, 2, "p"), Duration::from_secs(20)).unwrap();
+        let c1 = connect(&addrs, &hello(1, 2, "p"), None, Duration::from_secs(20)).unwrap();
         assert!(c1.sockets[0].is_some());
         let c0 = p0.join().unwrap().unwrap();
         assert_eq!(c0.peers[1].as_ref().map(|h| h.process), Some(1));
         drop(garbage);
     }
 
+    /// With a cluster token: peers that know it connect; a peer with another token is refused
+    /// with a clear error (and never learns the token); a stranger that speaks the plain
+    /// protocol is dropped before process 0 says anything about itself.
+    #[test]
+    fn a_cluster_token_keeps_strangers_and_other_tokens_out() {
+        let addrs = vec![free_port(), free_port()];
+        let a2 = addrs.clone();
+        let p1 = std::thread::spawn(move || connect(&a2, &hello(1, 2, "p"), Some("s3cret"), Duration::from_secs(10)));
+        let c0 = connect(&addrs, &hello(0, 2, "p"), Some("s3cret"), Duration::from_secs(10)).unwrap();
+        assert_eq!(c0.peers[1].as_ref().map(|h| h.process), Some(1));
+        assert!(p1.join().unwrap().unwrap().sockets[0].is_some());
+
+        let addrs = vec![free_port(), free_port()];
+        let a0 = addrs.clone();
+        let p0 = std::thread::spawn(move || connect(&a0, &hello(0, 2, "p"), Some("right"), Duration::from_secs(3)));
+        // A stranger speaking the plain protocol: dropped, and it reads nothing back.
+        let mut stranger = loop {
+            if let Ok(s) = TcpStream::connect(&addrs[0]) {
+                break s;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        write_hello(&mut stranger, &hello(1, 2, "p")).unwrap();
+        stranger.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut got = Vec::new();
+        let _ = stranger.read_to_end(&mut got);
+        assert!(got.is_empty(), "a stranger was told {} bytes", got.len());
+        // A process with another token fails at once, naming the token.
+        let e1 = connect(&addrs, &hello(1, 2, "p"), Some("wrong"), Duration::from_secs(3))
+            .unwrap_err()
+            .to_string();
+        assert!(e1.contains("cluster token") && e1.contains("process 0"), "{e1}");
+        let e0 = p0.join().unwrap().unwrap_err().to_string();
+        assert!(e0.contains("never connected"), "{e0}");
+    }
+
+    #[test]
+    fn addresses_beyond_loopback_need_a_token() {
+        let config = |addresses: &[&str], token: Option<&str>| crate::runtime::ClusterConfig {
+            process: 0,
+            addresses: addresses.iter().map(|a| a.to_string()).collect(),
+            peer_timeout: Duration::from_secs(1),
+            token: token.map(str::to_string),
+        };
+        assert!(config(&["127.0.0.1:7000", "localhost:7001", "[::1]:7002"], None)
+            .check_token()
+            .is_ok());
+        let e = config(&["127.0.0.1:7000", "10.0.0.2:7001"], None)
+            .check_token()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("10.0.0.2:7001") && e.contains("--cluster-token"), "{e}");
+        assert!(config(&["10.0.0.1:7000", "node2:7001"], Some("")).check_token().is_err());
+        assert!(config(&["10.0.0.1:7000", "node2:7001"], Some("k")).check_token().is_ok());
+    }
+
     #[test]
     fn a_peer_that_never_comes_fails_after_the_timeout_naming_it() {
         let addrs = vec![free_port(), free_port()];
         let started = Instant::now();
-        let e = connect(&addrs, &hello(0, 2, "p"), Duration::from_millis(500))
+        let e = connect(&addrs, &hello(0, 2, "p"), None, Duration::from_millis(500))
             .unwrap_err()
             .to_string();
         assert!(
@@ -428,7 +565,7 @@ mod tests {
             "{e}"
         );
         assert!(started.elapsed() < Duration::from_secs(5));
-        let e = connect(&addrs, &hello(1, 2, "p"), Duration::from_millis(500))
+        let e = connect(&addrs, &hello(1, 2, "p"), None, Duration::from_millis(500))
             .unwrap_err()
             .to_string();
         assert!(e.contains("process 0") && e.contains("did not answer"), "{e}");

@@ -50,6 +50,9 @@ pub struct ClusterConfig {
     pub addresses: Vec<String>,
     /// How long to wait for every peer to connect at start-up before failing (default 60 s).
     pub peer_timeout: Duration,
+    /// The secret every process must know (`--cluster-token`); required when an address is
+    /// not on loopback (see [`ClusterConfig::check_token`]).
+    pub token: Option<String>,
 }
 
 impl ClusterConfig {
@@ -83,8 +86,29 @@ impl ClusterConfig {
             process,
             addresses,
             peer_timeout: Duration::from_secs(60),
+            token: None,
         })
     }
+
+    /// Refuses a cluster whose processes listen beyond loopback without a token: anyone who
+    /// reaches the port could otherwise join the run and feed it data.
+    pub fn check_token(&self) -> Result<()> {
+        let off_loopback: Vec<&String> = self.addresses.iter().filter(|a| !is_loopback_address(a)).collect();
+        if !off_loopback.is_empty() && self.token.as_deref().is_none_or(str::is_empty) {
+            return Err(EngineError::Runtime(format!(
+                "the hostfile lists addresses beyond loopback ({}): give every process the same secret with --cluster-token (or NEUROSTREAM_CLUSTER_TOKEN)",
+                off_loopback.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(", ")
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Whether `host:port` names this machine's loopback (`127.x`, `::1`, `localhost`).
+fn is_loopback_address(address: &str) -> bool {
+    let host = address.rsplit_once(':').map_or(address, |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// How to run a pipeline.
@@ -658,7 +682,8 @@ fn cluster_builders(
         resumes_from,
         watched,
     };
-    let connected = crate::cluster::connect(&c.addresses, &hello, c.peer_timeout)?;
+    c.check_token()?;
+    let connected = crate::cluster::connect(&c.addresses, &hello, c.token.as_deref(), c.peer_timeout)?;
     let leader_watches = match &connected.peers[0] {
         Some(leader) => leader.watched,
         None => watched,
