@@ -286,27 +286,30 @@ impl GpuSae {
         Ok(in_flight)
     }
 
-    /// Waits for a TopK block and appends its pairs (values, then ids, k per row) to `csr`,
-    /// dropping non-positive values and padding ids (at least `d_sae`).
     fn take_topk(&self, block: InFlightBlock, d_sae: usize, csr: &mut Csr) -> Result<()> {
-        let (k, rows) = (self.k as usize, block.rows);
-        let mut entries = Vec::with_capacity(k);
-        let entries = &mut entries;
-        let bytes = self.ctx.wait(block.reads)?.pop().unwrap_or_default();
-        let out: &[f32] = bytemuck::cast_slice(&bytes);
-        for r in 0..rows {
-            entries.clear();
-            for c in 0..k {
-                let v = out[r * k + c];
-                let id = out[rows * k + r * k + c].to_bits();
-                if v > 0.0 && (id as usize) < d_sae {
-                    entries.push((id, v));
-                }
-            }
-            push_sorted(csr, entries);
-        }
-        Ok(())
+        take_topk(&self.ctx, self.k as usize, block, d_sae, csr)
     }
+}
+
+/// Waits for a TopK block (`k` pairs per row) and appends its pairs (values, then ids) to
+/// `csr`, dropping non-positive values and padding ids (at least `d_sae`).
+fn take_topk(ctx: &GpuContext, k: usize, block: InFlightBlock, d_sae: usize, csr: &mut Csr) -> Result<()> {
+    let rows = block.rows;
+    let mut entries = Vec::with_capacity(k);
+    let bytes = ctx.wait(block.reads)?.pop().unwrap_or_default();
+    let out: &[f32] = bytemuck::cast_slice(&bytes);
+    for r in 0..rows {
+        entries.clear();
+        for c in 0..k {
+            let v = out[r * k + c];
+            let id = out[rows * k + r * k + c].to_bits();
+            if v > 0.0 && (id as usize) < d_sae {
+                entries.push((id, v));
+            }
+        }
+        push_sorted(csr, &mut entries);
+    }
+    Ok(())
 }
 
 /// A TopK block whose pairs are still being computed or read back.
@@ -316,11 +319,33 @@ struct InFlightBlock {
 }
 
 /// Frames encoded but for their last TopK block, still in flight (see
-/// [`SaeKernels::start_frames`]).
+/// [`SaeKernels::start_frames`]); it finishes itself.
 pub struct InFlight {
-    csr: Csr,
-    last: Option<InFlightBlock>,
+    ctx: Arc<GpuContext>,
+    k: usize,
     d_sae: usize,
+    csr: Csr,
+    last: InFlightBlock,
+}
+
+impl InFlight {
+    /// Whether the last block is done (never blocks).
+    pub(super) fn is_done(&mut self) -> bool {
+        self.ctx.ready(&mut self.last.reads)
+    }
+
+    /// The encoded rows, the last block taken (waits for it).
+    pub(super) fn finish(self: Box<Self>) -> Result<Csr> {
+        let InFlight {
+            ctx,
+            k,
+            d_sae,
+            mut csr,
+            last,
+        } = *self;
+        take_topk(&ctx, k, last, d_sae, &mut csr)?;
+        Ok(csr)
+    }
 }
 
 impl GpuSae {
@@ -349,14 +374,7 @@ impl SaeKernels for GpuSae {
     }
 
     fn encode_frames(&mut self, sae: &Sae, frames: &[&Frame], prepared: &mut Vec<f32>) -> Result<Csr> {
-        match self.start_frames(sae, frames, prepared)? {
-            Started::Done(csr) => Ok(csr),
-            Started::InFlight(work) => self.finish_started(Started::InFlight(work)),
-        }
-    }
-
-    fn can_leave_in_flight(&self) -> bool {
-        self.mode == 3
+        self.start_frames(sae, frames, prepared)?.finish()
     }
 
     /// Prepares the rows on the device, reading rows that a GPU operator left there in place,
@@ -394,27 +412,12 @@ impl SaeKernels for GpuSae {
         Ok(match last {
             None => Started::Done(csr),
             Some(block) => Started::InFlight(Box::new(InFlight {
-                csr,
-                last: Some(block),
+                ctx: self.ctx.clone(),
+                k: self.k as usize,
                 d_sae: sae.d_sae,
+                csr,
+                last: block,
             })),
         })
-    }
-
-    fn is_done(&mut self, started: &mut Started) -> bool {
-        match started {
-            Started::Done(_) => true,
-            Started::InFlight(work) => work.last.as_mut().is_none_or(|b| self.ctx.ready(&mut b.reads)),
-        }
-    }
-
-    fn finish_started(&mut self, started: Started) -> Result<Csr> {
-        match started {
-            Started::Done(csr) => Ok(csr),
-            Started::InFlight(mut work) => {
-                self.settle(work.last.take(), work.d_sae, &mut work.csr)?;
-                Ok(work.csr)
-            }
-        }
     }
 }

@@ -107,33 +107,11 @@ pub trait SaeKernels {
         self.encode(sae, prepared, rows)
     }
 
-    /// Whether [`SaeKernels::start_frames`] may return work still in flight (a GPU whose last
-    /// block is computed or read back while the worker goes on).
-    fn can_leave_in_flight(&self) -> bool {
-        false
-    }
-
-    /// Starts encoding the rows of `frames`, as [`SaeKernels::encode_frames`]; the result is
-    /// taken with [`SaeKernels::finish_started`]. Kernels that cannot leave work in flight
-    /// finish it here (the default).
+    /// Starts encoding the rows of `frames`, as [`SaeKernels::encode_frames`], and may leave
+    /// the last of the work on a GPU ([`Started::finish`] takes it). Kernels that cannot finish
+    /// it here (the default).
     fn start_frames(&mut self, sae: &Sae, frames: &[&Frame], prepared: &mut Vec<f32>) -> Result<Started> {
         self.encode_frames(sae, frames, prepared).map(Started::Done)
-    }
-
-    /// Whether `started` is done, so [`SaeKernels::finish_started`] returns at once (never blocks).
-    fn is_done(&mut self, started: &mut Started) -> bool {
-        let _ = started;
-        true
-    }
-
-    /// The result of [`SaeKernels::start_frames`] (waits for work still in flight).
-    fn finish_started(&mut self, started: Started) -> Result<Csr> {
-        match started {
-            Started::Done(csr) => Ok(csr),
-            Started::InFlight(_) => Err(EngineError::Runtime(
-                "sae_encode: these kernels leave no work in flight".into(),
-            )),
-        }
     }
 }
 
@@ -143,6 +121,24 @@ pub enum Started {
     Done(Csr),
     /// All but the last block encoded; the last still computing or being read back.
     InFlight(Box<gpu::InFlight>),
+}
+
+impl Started {
+    /// Whether the rows are ready, so [`Started::finish`] returns at once (never blocks).
+    pub fn is_done(&mut self) -> bool {
+        match self {
+            Started::Done(_) => true,
+            Started::InFlight(work) => work.is_done(),
+        }
+    }
+
+    /// The encoded rows (waits for work still on the GPU).
+    pub fn finish(self) -> Result<Csr> {
+        match self {
+            Started::Done(csr) => Ok(csr),
+            Started::InFlight(work) => work.finish(),
+        }
+    }
 }
 
 /// Configuration of a `sae_encode` operator.
@@ -356,7 +352,7 @@ impl SaeEncodeInstance {
         let refs: Vec<&neurostream_engine::Frame> = frames.iter().map(|(f, _)| f).collect();
         let (sae, prepared) = (&self.sae, &mut self.prepared);
         let defer = self.defer && !self.kernels.may_fall_back();
-        let started = self.kernels.run(|k| match defer && k.can_leave_in_flight() {
+        let started = self.kernels.run(|k| match defer {
             true => k.start_frames(sae, &refs, prepared),
             false => k.encode_frames(sae, &refs, prepared).map(Started::Done),
         })?;
@@ -377,13 +373,9 @@ impl SaeEncodeInstance {
         let Some((frames, started)) = self.in_flight.take() else {
             return Ok(());
         };
-        let mut started = Some(started);
-        let csr = self.kernels.run(|k| {
-            let s = started
-                .take()
-                .ok_or_else(|| EngineError::Runtime("sae_encode: no work in flight".into()))?;
-            k.finish_started(s)
-        })?;
+        // Nothing is left in flight where a GPU error may fall back to the CPU (see `flush`),
+        // so an error here is the run's.
+        let csr = started.finish()?;
         self.emit(frames, &csr, out)
     }
 
@@ -478,9 +470,8 @@ impl OperatorInstance for SaeEncodeInstance {
 
     fn poll(&mut self, out: &mut Vec<Batch>) -> Result<Option<std::time::Duration>> {
         if let Some((_, started)) = self.in_flight.as_mut() {
-            // `is_done` never fails; a GPU error shows when the result is taken.
-            let done = self.kernels.run(|k| Ok(k.is_done(started)))?;
-            if done {
+            // A GPU error shows when the result is taken.
+            if started.is_done() {
                 self.take_in_flight(out)?;
             }
         }

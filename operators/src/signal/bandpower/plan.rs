@@ -49,13 +49,11 @@ impl BandPlan {
     pub fn push_channel(&self, psd: &[f64], df: f64, out: &mut Vec<f32>) {
         let power = |(a, b): (usize, usize)| psd[a..b].iter().sum::<f64>() * df;
         let first = out.len();
-        out.extend(self.ranges.iter().map(|&r| power(r) as f32));
+        let absolute: Vec<f64> = self.ranges.iter().map(|&r| power(r)).collect();
+        out.extend(absolute.iter().map(|&v| v as f32));
         if self.relative {
             let total = power(self.total);
-            for i in 0..self.ranges.len() {
-                let v = power(self.ranges[i]);
-                out.push(if total > 0.0 { (v / total) as f32 } else { 0.0 });
-            }
+            out.extend(absolute.iter().map(|&v| if total > 0.0 { (v / total) as f32 } else { 0.0 }));
         }
         debug_assert_eq!(out.len() - first, self.width());
     }
