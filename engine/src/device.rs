@@ -170,6 +170,8 @@ pub struct GpuContext {
     bytes_up: std::sync::atomic::AtomicU64,
     /// Bytes read back from the device to the host so far (results; not timestamps).
     bytes_down: std::sync::atomic::AtomicU64,
+    /// See [`GpuContext::pass_bytes`].
+    pass_bytes: std::sync::atomic::AtomicU64,
 }
 
 impl fmt::Debug for GpuContext {
@@ -230,7 +232,7 @@ impl GpuContext {
             } else {
                 wgpu::Features::empty()
             },
-            required_limits: limits,
+            required_limits: limits.clone(),
             experimental_features: wgpu::ExperimentalFeatures::disabled(),
             memory_hints: wgpu::MemoryHints::Performance,
             trace: wgpu::Trace::Off,
@@ -261,7 +263,27 @@ impl GpuContext {
             fallback_to_cpu: std::sync::atomic::AtomicBool::new(false),
             bytes_up: std::sync::atomic::AtomicU64::new(0),
             bytes_down: std::sync::atomic::AtomicU64::new(0),
+            pass_bytes: std::sync::atomic::AtomicU64::new(
+                DEFAULT_PASS_BYTES
+                    .min(limits.max_storage_buffer_binding_size)
+                    .min(limits.max_buffer_size),
+            ),
         })
+    }
+
+    /// Bytes one dispatch's working buffers may hold: kernels whose work grows with their input
+    /// (window count, rows of a frame) split it into passes that stay under this, so no input
+    /// size reaches the adapter's binding limit. The smaller of [`DEFAULT_PASS_BYTES`] and the
+    /// adapter's storage binding and buffer size limits.
+    pub fn pass_bytes(&self) -> u64 {
+        self.pass_bytes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Lowers [`GpuContext::pass_bytes`] (at least 4 KiB; never above the adapter's limits):
+    /// tests use it to make small inputs take the split path.
+    pub fn limit_pass_bytes(&self, bytes: u64) {
+        self.pass_bytes
+            .fetch_min(bytes.max(4096), std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Whether kernels that fail on this device may retry on the CPU (`gpu_fallback = "cpu"`).
@@ -646,12 +668,13 @@ impl GpuContext {
         self.timing.is_some()
     }
 
-    /// Copies `data` into `buffer` at offset 0.
-    pub fn write(&self, buffer: &wgpu::Buffer, data: &[u8]) {
+    /// Copies `data` into `buffer` from byte `offset` on (both multiples of 4), queued after
+    /// any work submitted before.
+    pub fn write(&self, buffer: &wgpu::Buffer, offset: u64, data: &[u8]) {
         self.bytes_up
             .fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
         if !data.is_empty() {
-            self.queue.write_buffer(buffer, 0, data);
+            self.queue.write_buffer(buffer, offset, data);
         }
     }
 }
@@ -691,6 +714,11 @@ impl Drop for PendingReads {
         }
     }
 }
+
+/// The most bytes one dispatch's working buffers hold by default (see
+/// [`GpuContext::pass_bytes`]): large enough to keep a data-centre GPU busy, small enough
+/// for any adapter's binding limit and for a frame's work not to take the whole card.
+pub const DEFAULT_PASS_BYTES: u64 = 64 << 20;
 
 /// Passes one call may time; calls with more run untimed.
 const MAX_TIMED_PASSES: usize = 64;
@@ -868,7 +896,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         let b = ctx.storage_init("b", &words(&[5, 6, 7, 8]));
         let first = ctx.submit_reads(&[], &[(&a, 16)]).unwrap();
         // Queued after the first submission: only the second sees it.
-        ctx.write(&a, &words(&[9, 9, 9, 9]));
+        ctx.write(&a, 0, &words(&[9, 9, 9, 9]));
         let second = ctx.submit_reads(&[], &[(&b, 16), (&a, 16)]).unwrap();
         assert_eq!(ctx.wait(second).unwrap(), vec![words(&[5, 6, 7, 8]), words(&[9, 9, 9, 9])]);
         assert_eq!(ctx.wait(first).unwrap(), vec![words(&[1, 2, 3, 4])]);

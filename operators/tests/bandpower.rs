@@ -346,3 +346,87 @@ fn on_the_device_only_band_powers_come_back_no_buffer_is_made_per_frame_and_snap
     collect(out, &mut rows);
     assert_close(case, &rows, &want, windows, "a", 1e-3, "GPU snapshot resumed on the CPU");
 }
+
+/// Passes limited to 4 KiB (one window each here, against hundreds per frame by default): a
+/// frame of 2300 rows runs as many passes, on host and device frames alike, and still equals
+/// the reference. A host frame uploads only the rows that windows or later frames need.
+#[test]
+fn frames_of_any_size_run_in_passes_that_fit_the_device_budget() {
+    let Some(device) = gpu() else { return };
+    let ComputeDevice::Gpu(ctx) = &device else { unreachable!() };
+    ctx.limit_pass_bytes(4096);
+    assert_eq!(ctx.pass_bytes(), 4096);
+    let (a, b) = (signal(2300, 1), signal(1700, 2));
+    for case in &CASES {
+        let (want_a, want_b) = (reference(case, &a), reference(case, &b));
+        let mut inst = instance(case, &device);
+        let got = run_streams(
+            inst.as_mut(),
+            frames("a", &a, &[2300]),
+            on_device(ctx, frames("b", &b, &[900, 3, 797])),
+        );
+        assert_close(case, &got, &want_a, 0, "a", 1e-3, "split passes, host frame");
+        assert_close(case, &got, &want_b, 0, "b", 1e-3, "split passes, device frames");
+    }
+
+    // Windows of 200 rows every 300: a third of the samples is never uploaded.
+    let case = &CASES[1];
+    let mut inst = instance(case, &device);
+    let (up0, _) = ctx.bytes_moved();
+    let mut out = Vec::new();
+    for f in frames("a", &a, &[2300]) {
+        inst.process(Batch::Dense(f), &mut out).unwrap();
+    }
+    let (up, _) = ctx.bytes_moved();
+    let windows: usize = out.iter().map(Batch::rows).sum();
+    assert_eq!(windows, (2300 - case.length) / case.step + 1);
+    let needed = (windows * case.length * CHANNELS * 4) as u64;
+    let samples = (2300 * CHANNELS * 4) as u64;
+    assert!(
+        up - up0 < needed + samples / 10,
+        "uploaded {} bytes; the windows need {needed} of the frame's {samples}",
+        up - up0
+    );
+}
+
+/// The host-cut GPU path (epochs, `gpu_fallback = "cpu"`): 100 segments in passes of 13 under a
+/// 4 KiB budget, each segment's `|DFT|²` equal to a float64 DFT within 1e-4 of the largest.
+#[test]
+fn host_cut_segments_run_in_passes_that_fit_the_device_budget() {
+    use neurostream_operators::signal::bandpower::welch::{GpuPower, PowerKernels};
+    let Some(device) = gpu() else { return };
+    let ComputeDevice::Gpu(ctx) = &device else { unreachable!() };
+    ctx.limit_pass_bytes(4096);
+    let (n, nfreq) = (75, 38);
+    let mut rng = StdRng::seed_from_u64(9);
+    let segments: Vec<f32> = (0..100 * n).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let mut got = Vec::new();
+    GpuPower::new(ctx.clone())
+        .unwrap()
+        .power(&segments, n, nfreq, &mut got)
+        .unwrap();
+    let want: Vec<f64> = segments
+        .chunks(n)
+        .flat_map(|x| {
+            (0..nfreq).map(move |k| {
+                let (mut re, mut im) = (0f64, 0f64);
+                for (t, &v) in x.iter().enumerate() {
+                    let a = 2.0 * std::f64::consts::PI * (t * k) as f64 / n as f64;
+                    re += v as f64 * a.cos();
+                    im -= v as f64 * a.sin();
+                }
+                re * re + im * im
+            })
+        })
+        .collect();
+    assert_eq!(got.len(), want.len(), "one power per segment and bin");
+    let scale = want.iter().fold(0.0, |m: f64, v| m.max(*v));
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert!(
+            (g - w).abs() <= 1e-4 * scale,
+            "segment {} bin {}: {g} vs {w}",
+            i / nfreq,
+            i % nfreq
+        );
+    }
+}

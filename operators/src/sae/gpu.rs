@@ -93,8 +93,8 @@ impl GpuSae {
             Activation::TopK { k } => (3, vec![0.0; sae.d_sae], *k as u32),
         };
         let aux: Vec<f32> = scale.into_iter().chain(shift).chain(param).collect();
-        // Rows per dispatch: keep the dense block under the binding limit and 64 MiB.
-        let block = ((limit.min(64 << 20)) / (sae.d_sae * 4)).clamp(1, 4096);
+        // Rows per dispatch: keep the dense block within one pass's bytes.
+        let block = (ctx.pass_bytes() as usize / (sae.d_sae * 4)).clamp(1, 4096);
         Ok(GpuSae {
             encode: ctx.pipeline(encode_key, &encode_src, "encode")?,
             encode_narrow: ctx.pipeline(encode_key, &encode_src, "encode_narrow")?,

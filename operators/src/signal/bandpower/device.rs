@@ -20,11 +20,10 @@ use super::welch::Welch;
 use crate::gpu_gemm::{self, GemmCall};
 use crate::signal::windows::Window;
 
-/// One stream's rows on the device: rows `first..first + rows` of `buffer` (`channels` values
-/// each) hold the stream positions its windower still needs.
+/// One stream's rows on the device: the first `rows` rows of `buffer` (`channels` values each)
+/// hold the stream positions its windower still needs.
 pub struct DeviceHistory {
     buffer: Option<PooledBuffer>,
-    first: usize,
     rows: usize,
 }
 
@@ -74,10 +73,27 @@ pub struct DeviceBandpower {
     weights: PooledBuffer,
     plan: BandPlan,
     channels: usize,
+    /// Rows per window.
+    length: usize,
     nperseg: usize,
     step: usize,
     segs: usize,
     nfreq: usize,
+}
+
+/// Where [`DeviceBandpower::gather`] finds each stream position: the history's rows, then the
+/// new frame's.
+struct RowSources<'a> {
+    history: &'a DeviceHistory,
+    /// The stream position of the history's first row.
+    base: u64,
+    frame: FrameRows<'a>,
+}
+
+/// A new frame's rows: on this device, or on the host (uploaded only where needed).
+enum FrameRows<'a> {
+    Device(&'a wgpu::Buffer),
+    Host(&'a [f32]),
 }
 
 /// Buffers are sized in powers of two of rows, so a stream of frames of varying size reuses a
@@ -106,6 +122,7 @@ impl DeviceBandpower {
             weights: ctx.storage_init("bandpower.weights", bytemuck::cast_slice(&weights)),
             plan: plan.clone(),
             channels,
+            length,
             nperseg: n,
             step: n - welch.noverlap,
             segs: welch.segments(length),
@@ -120,7 +137,6 @@ impl DeviceBandpower {
         let count = rows.len() / self.channels.max(1);
         DeviceHistory {
             buffer: (count > 0).then(|| self.ctx.storage_init("bandpower.rows", bytemuck::cast_slice(rows))),
-            first: 0,
             rows: count,
         }
     }
@@ -133,8 +149,7 @@ impl DeviceBandpower {
         let c = self.channels as u64;
         let bytes = history.rows as u64 * c * 4;
         let copy = self.ctx.storage_output("bandpower.snapshot", bytes.max(4));
-        self.ctx
-            .copy_buffers(&[(buffer, history.first as u64 * c * 4, &copy, 0, bytes)]);
+        self.ctx.copy_buffers(&[(buffer, 0, &copy, 0, bytes)]);
         let read = self.ctx.run(&[], Some((&copy, bytes)))?;
         Ok(bytemuck::cast_slice(&read[..bytes as usize]).to_vec())
     }
@@ -143,6 +158,11 @@ impl DeviceBandpower {
     /// computes the band powers of `windows` (cut by the stream's windower from those rows),
     /// and keeps the rows from `base_after` on. Returns `windows × channels × plan.width()`
     /// values, row-major by window.
+    ///
+    /// The windows go in groups whose rows, segments and spectra each fit in the context's
+    /// [`pass_bytes`](GpuContext::pass_bytes), so a frame of any length or a tiny step never
+    /// reaches the adapter's binding limits; a host frame uploads only the rows some window
+    /// or the history needs.
     pub fn push(
         &mut self,
         history: &mut DeviceHistory,
@@ -151,36 +171,92 @@ impl DeviceBandpower {
         base_before: u64,
         base_after: u64,
     ) -> Result<Vec<f32>> {
-        let ctx = self.ctx.clone();
-        let c = self.channels;
-        let row_bytes = (c * 4) as u64;
-        let added = frame.rows();
-        let total = history.rows + added;
-        let joined = ctx.storage_output("bandpower.rows", pooled_rows(total) as u64 * row_bytes);
-        let input = (added > 0 && c > 0)
-            .then(|| ctx.input_rows("bandpower.x", frame))
-            .transpose()?;
-        let held = history.rows as u64 * row_bytes;
-        let mut copies = Vec::with_capacity(2);
-        if let Some(old) = &history.buffer {
-            copies.push((&**old, history.first as u64 * row_bytes, &*joined, 0, held));
+        let end = base_before + (history.rows + frame.rows()) as u64;
+        if self.channels == 0 {
+            history.rows = (end - base_after) as usize;
+            return Ok(Vec::new());
         }
-        if let Some(input) = &input {
-            copies.push((&**input, 0, &*joined, held, added as u64 * row_bytes));
-        }
-        ctx.copy_buffers(&copies);
-        let values = if windows.is_empty() || c == 0 {
-            Vec::new()
-        } else {
-            self.band_powers(&joined, windows, base_before)?
+        let resident = frame.device.as_ref().filter(|rows| Arc::ptr_eq(rows.context(), &self.ctx));
+        let host = match resident {
+            Some(_) => None,
+            None => Some(frame.values()?),
         };
-        let dropped = (base_after - base_before) as usize;
+        let sources = RowSources {
+            history,
+            base: base_before,
+            frame: match (resident, &host) {
+                (Some(rows), _) => FrameRows::Device(rows.buffer()),
+                (None, Some(values)) => FrameRows::Host(values),
+                (None, None) => unreachable!("a frame not on this device has host values"),
+            },
+        };
+        let mut values = Vec::with_capacity(windows.len() * self.channels * self.plan.width());
+        for group in self.window_groups(windows) {
+            let first = group[0].start;
+            let rows = self.gather(&sources, first, group[group.len() - 1].start + self.length as u64);
+            values.extend(self.band_powers(&rows, group, first)?);
+        }
+        let kept = self.gather(&sources, base_after, end);
         *history = DeviceHistory {
-            buffer: Some(joined),
-            first: dropped,
-            rows: total - dropped,
+            buffer: Some(kept),
+            rows: (end - base_after) as usize,
         };
         Ok(values)
+    }
+
+    /// `windows` (in order) in runs whose rows, segments and DFT each fit in one pass.
+    fn window_groups<'w>(&self, windows: &'w [Window]) -> Vec<&'w [Window]> {
+        let budget = self.ctx.pass_bytes();
+        let per_window = (self.channels * self.segs * 4) as u64 * (self.nperseg + 2 * self.nfreq) as u64;
+        let row_bytes = (self.channels * 4) as u64;
+        let mut groups = Vec::new();
+        let mut rest = windows;
+        while !rest.is_empty() {
+            let fits = |n: usize| {
+                let span = rest[n - 1].start + self.length as u64 - rest[0].start;
+                n as u64 * per_window <= budget && pooled_rows(span as usize) as u64 * row_bytes <= budget
+            };
+            let mut n = 1;
+            while n < rest.len() && fits(n + 1) {
+                n += 1;
+            }
+            let (group, tail) = rest.split_at(n);
+            groups.push(group);
+            rest = tail;
+        }
+        groups
+    }
+
+    /// A buffer holding the stream positions `from..to` of `sources`, row-major.
+    fn gather(&self, sources: &RowSources, from: u64, to: u64) -> PooledBuffer {
+        let row_bytes = (self.channels * 4) as u64;
+        let rows = (to - from) as usize;
+        let out = self
+            .ctx
+            .storage_output("bandpower.rows", pooled_rows(rows) as u64 * row_bytes);
+        let held_end = sources.base + sources.history.rows as u64;
+        let mut copies = Vec::with_capacity(2);
+        if let Some(held) = &sources.history.buffer {
+            let (a, b) = (from.max(sources.base), to.min(held_end));
+            if a < b {
+                let at = (a - sources.base) * row_bytes;
+                copies.push((&**held, at, &*out, (a - from) * row_bytes, (b - a) * row_bytes));
+            }
+        }
+        let (a, b) = (from.max(held_end), to);
+        if a < b {
+            let (at, into, bytes) = ((a - held_end) * row_bytes, (a - from) * row_bytes, (b - a) * row_bytes);
+            match sources.frame {
+                FrameRows::Device(buffer) => copies.push((buffer, at, &*out, into, bytes)),
+                FrameRows::Host(values) => {
+                    let c = self.channels;
+                    let slice = &values[(a - held_end) as usize * c..(b - held_end) as usize * c];
+                    self.ctx.write(&out, into, bytemuck::cast_slice(slice));
+                }
+            }
+        }
+        self.ctx.copy_buffers(&copies);
+        out
     }
 
     /// The three passes over the windows of `rows` (row 0 at stream position `base`).

@@ -105,8 +105,7 @@ impl GpuPower {
 impl PowerKernels for GpuPower {
     fn power(&mut self, segments: &[f32], n: usize, nfreq: usize, out: &mut Vec<f64>) -> Result<()> {
         out.clear();
-        let count = segments.len() / n;
-        if count == 0 {
+        if segments.len() < n {
             return Ok(());
         }
         let ctx = self.ctx.clone();
@@ -115,21 +114,26 @@ impl PowerKernels for GpuPower {
             self.basis = Some(((n, nfreq), ctx.storage_init("welch.basis", bytemuck::cast_slice(&b))));
         }
         let basis = &self.basis.as_ref().unwrap().1;
-        let x = ctx.storage_init("welch.segments", bytemuck::cast_slice(segments));
-        let y = ctx.storage_zeroed("welch.dft", (count * 2 * nfreq * 4) as u64);
+        // Segments per pass: their samples and spectra each within one pass's bytes.
+        let per_pass = (ctx.pass_bytes() as usize / (n.max(2 * nfreq) * 4)).max(1);
         let dummy = ctx.storage_zeroed("welch.dummy", 4);
-        let call = GemmCall::new(count, 2 * nfreq, n, &x, basis, &y);
-        let uniform = call.uniform(&ctx);
-        let bufs = call.buffers(&uniform, &dummy);
-        let bytes = ctx.run(
-            &[gpu_gemm::pass(&self.pipeline, &call, &bufs)],
-            Some((&y, (count * 2 * nfreq * 4) as u64)),
-        )?;
-        let dft: &[f32] = bytemuck::cast_slice(&bytes);
-        out.extend(
-            dft.chunks_exact(2 * nfreq)
-                .flat_map(|r| (0..nfreq).map(move |k| (r[k] as f64).powi(2) + (r[nfreq + k] as f64).powi(2))),
-        );
+        for chunk in segments.chunks(per_pass * n) {
+            let count = chunk.len() / n;
+            let x = ctx.storage_init("welch.segments", bytemuck::cast_slice(chunk));
+            let y = ctx.storage_zeroed("welch.dft", (count * 2 * nfreq * 4) as u64);
+            let call = GemmCall::new(count, 2 * nfreq, n, &x, basis, &y);
+            let uniform = call.uniform(&ctx);
+            let bufs = call.buffers(&uniform, &dummy);
+            let bytes = ctx.run(
+                &[gpu_gemm::pass(&self.pipeline, &call, &bufs)],
+                Some((&y, (count * 2 * nfreq * 4) as u64)),
+            )?;
+            let dft: &[f32] = bytemuck::cast_slice(&bytes);
+            out.extend(
+                dft.chunks_exact(2 * nfreq)
+                    .flat_map(|r| (0..nfreq).map(move |k| (r[k] as f64).powi(2) + (r[nfreq + k] as f64).powi(2))),
+            );
+        }
         Ok(())
     }
 }
