@@ -294,6 +294,12 @@ pub trait Sink: Send + Sync {
 pub trait SinkWriter {
     /// Writes one batch.
     fn write(&mut self, batch: &Batch) -> Result<()>;
+    /// Writes one batch the writer may take apart: what the runtime calls. Writers that keep
+    /// a batch's values (a live sink hands them to its subscribers) move them instead of
+    /// copying; the default writes it by reference.
+    fn write_owned(&mut self, batch: Batch) -> Result<()> {
+        self.write(&batch)
+    }
     /// Completes the output. `failure` is set when the run failed: the writer must still leave
     /// everything it accepted in a complete, readable state. Returns lines for the run summary.
     fn finish(self: Box<Self>, failure: Option<&str>) -> Result<Vec<String>>;

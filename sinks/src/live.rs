@@ -19,7 +19,7 @@ use arrow::array::{ArrayRef, UInt64Array};
 use arrow::datatypes::{DataType, Field};
 use arrow::record_batch::RecordBatch;
 use crossbeam_channel::{bounded, Receiver, SendTimeoutError, Sender, TrySendError};
-use neurostream_engine::layout::{arrow_schema, frame_to_batch, sparse_to_batch, EncodeOptions};
+use neurostream_engine::layout::{arrow_schema, frame_into_batch, sparse_to_batch, EncodeOptions};
 use neurostream_engine::{
     Batch, EngineError, NodeContext, Placement, Result, RowIndex, Schema, Sink, SinkWriter, StreamKind, WorkerPos,
 };
@@ -392,13 +392,14 @@ impl LiveEncoder {
         }
     }
 
-    /// The batch in the Parquet layouts (tables as they are).
-    pub fn encode(&mut self, batch: &Batch) -> std::result::Result<RecordBatch, String> {
+    /// The batch in the Parquet layouts (tables as they are; activation values moved, not
+    /// copied).
+    pub fn encode(&mut self, batch: Batch) -> std::result::Result<RecordBatch, String> {
         if let Batch::Table(t) = batch {
-            return Ok(t.data.clone());
+            return Ok(t.data);
         }
         if self.frames.is_none() {
-            let timed = match batch {
+            let timed = match &batch {
                 Batch::Dense(f) => matches!(f.index, RowIndex::Tokens { time: Some(_), .. }),
                 Batch::Sparse(f) => matches!(f.index, RowIndex::Tokens { time: Some(_), .. }),
                 Batch::Table(_) => false,
@@ -412,8 +413,8 @@ impl LiveEncoder {
         }
         let (schema, opts) = self.frames.as_ref().unwrap();
         match batch {
-            Batch::Dense(f) => frame_to_batch(f, schema, opts),
-            Batch::Sparse(f) => sparse_to_batch(f, schema),
+            Batch::Dense(f) => frame_into_batch(f, schema, opts),
+            Batch::Sparse(f) => sparse_to_batch(&f, schema),
             Batch::Table(_) => unreachable!(),
         }
     }
@@ -675,9 +676,13 @@ impl LiveWriter {
 
 impl SinkWriter for LiveWriter {
     fn write(&mut self, batch: &Batch) -> Result<()> {
+        self.write_owned(batch.clone())
+    }
+
+    fn write_owned(&mut self, batch: Batch) -> Result<()> {
         self.batches += 1;
-        let output = LiveEncoder::output_of(batch);
-        if !self.server.hub.wants(output) {
+        let output = LiveEncoder::output_of(&batch).to_string();
+        if !self.server.hub.wants(&output) {
             return Ok(());
         }
         let record = self
@@ -686,7 +691,7 @@ impl SinkWriter for LiveWriter {
             .map_err(|m| EngineError::Runtime(format!("sink `{}`: {m}", self.server.settings.name)))?;
         self.server
             .hub
-            .publish(output, Arc::new(Published::new(record)), &self.server.settings.name);
+            .publish(&output, Arc::new(Published::new(record)), &self.server.settings.name);
         Ok(())
     }
 

@@ -31,6 +31,7 @@ pub mod push_source;
 pub mod recording;
 pub mod synthetic_activations;
 pub mod synthetic_eeg;
+mod waker;
 pub mod xdf;
 
 use neurostream_engine::Registry;

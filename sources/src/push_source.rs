@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use crate::waker::WakerSlot;
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, SendTimeoutError, Sender, TryRecvError};
 use neurostream_engine::{
     Batch, EngineError, Frame, Marker, NodeConfig, NodeContext, Result, RowIndex, Schema, Source, SourceKind, SourceReader,
@@ -192,18 +193,6 @@ pub struct PushChunk {
     pub index: PushIndex,
     /// Signal markers, their `row` relative to the chunk's first row.
     pub markers: Vec<Marker>,
-}
-
-/// The reader's waker, once it has one: producers call it after each push and on close.
-#[derive(Clone, Default)]
-struct WakerSlot(Arc<Mutex<Option<SourceWaker>>>);
-
-impl WakerSlot {
-    fn wake(&self) {
-        if let Some(w) = self.0.lock().unwrap().as_ref() {
-            w();
-        }
-    }
 }
 
 /// A queue between producers and the source that reads it.
@@ -561,7 +550,7 @@ impl SourceReader for PushReader {
     }
 
     fn set_waker(&mut self, waker: SourceWaker) -> bool {
-        *self.waker.0.lock().unwrap() = Some(waker);
+        self.waker.set(waker);
         true
     }
 }

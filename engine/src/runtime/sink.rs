@@ -73,20 +73,21 @@ pub(super) fn build_sink<'s, P>(
                             shared.fail(format!("`{name}`: {e}"));
                             break;
                         }
-                        let b = &b;
-                        stats.rows_in += b.rows() as u64;
-                        stats.bytes_in += b.payload_bytes() as u64;
+                        let (rows, bytes) = (b.rows() as u64, b.payload_bytes() as u64);
+                        let arrival = match &b {
+                            Batch::Dense(Frame { arrival_ns, .. }) => *arrival_ns,
+                            _ => None,
+                        };
+                        stats.rows_in += rows;
+                        stats.bytes_in += bytes;
                         let t0 = Instant::now();
-                        let r = w.write(b);
+                        let r = w.write_owned(b);
                         let busy = t0.elapsed();
                         stats.busy += busy;
                         if let Some(m) = &live {
-                            m.batch(b.rows() as u64, 0, b.payload_bytes() as u64, busy);
+                            m.batch(rows, 0, bytes, busy);
                         }
-                        if let Batch::Dense(Frame {
-                            arrival_ns: Some(at), ..
-                        }) = b
-                        {
+                        if let Some(at) = arrival {
                             let latency = crate::frame::now_ns() - at;
                             stats.latencies.record(latency);
                             if let Some(m) = &live {
