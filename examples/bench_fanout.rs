@@ -270,11 +270,11 @@ fn main() {
         "# Subscriber fan-out on loopback".to_string(),
         String::new(),
         format!(
-            "Command: `cargo run --release --example bench_fanout -- --batches {} --rows {} --d {}` ({} cores; producer, server and subscribers on the same machine).",
+            "Command: `cargo run --release --example bench_fanout -- --batches {} --rows {} --d {}` ({}; release build, default target; producer, server and subscribers on the same machine).",
             a.batches,
             a.rows,
             a.d,
-            std::thread::available_parallelism().map_or(0, |n| n.get())
+            bench_out::machine()
         ),
         String::new(),
         format!(

@@ -203,22 +203,14 @@ fn main() {
     let pooled: Vec<[f64; 4]> = latency.iter().map(|l| l.percentiles_ms().expect("latencies")).collect();
     let lat = |i: usize, q: usize| pooled[i][q];
     let rates: Vec<f64> = (0..4).map(|i| median(rate[i].clone())).collect();
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_default();
     let mut md = format!(
         "# Live view: what the view and its viewers cost a run\n\n`cargo run --release --example bench_ui -- --repeats {repeats} --tokens {tokens} --viewers {viewers}`\n\n\
-         Machine: {cpu}, {} cores. Release build, default target (no `target-cpu=native`). {repeats} alternated runs of each configuration: latency percentiles over all decisions of all runs, throughput the median run; \
+         Machine: {}. Release build, default target (no `target-cpu=native`). {repeats} alternated runs of each configuration: latency percentiles over all decisions of all runs, throughput the median run; \
          viewers are WebSocket clients in the same process reading every snapshot (one per second).\n\n\
          `no view`: the pipeline alone; `view`: `--ui` (the view observing every batch of every source and operator) with 0 or {viewers} viewers.\n\n\
          `no view (again)`: the pipeline alone once more, after the others in each repeat; its difference from the first is the noise floor.\n\n\
          | workload | no view | view, 0 viewers | view, {viewers} viewers | no view (again) | {viewers} viewers vs 0 | {viewers} viewers vs no view | noise: no view vs again |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n",
-        std::thread::available_parallelism().map_or(1, |n| n.get())
+        bench_out::machine()
     );
     let pct = |new: f64, old: f64| 100.0 * (new - old) / old;
     for (q, name) in [(0, "p50"), (1, "p95"), (2, "p99")] {

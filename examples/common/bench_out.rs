@@ -11,3 +11,17 @@ pub fn results_path(name: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).expect("creating the results directory");
     dir.join(name)
 }
+
+/// The machine and day a table was measured on, for its header: `CPU model, N cores, YYYY-MM-DD`.
+pub fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("{cpu}, {cores} cores, {}", chrono::Utc::now().format("%Y-%m-%d"))
+}
