@@ -45,6 +45,10 @@ RESULTS = {
         "The BCI signal path (band-pass, Welch, Hilbert, decision latency, LSL) against SciPy, MNE and scikit-learn.",
         [0, 1, 2, 3, 4],
     ),
+    "BANDPOWER_RESULTS.md": (
+        "EEG band power from a Parquet recording into Parquet, end to end, against SciPy + pyarrow.",
+        [0],
+    ),
     "SAE_TRAIN_RESULTS.md": (
         "SAE training against the numpy reference trainer (quality) and a PyTorch trainer of the same recipe (speed).",
         [0],
