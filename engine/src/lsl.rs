@@ -58,6 +58,7 @@ api! {
     lsl_open_stream: fn(Handle, f64, *mut i32) -> ();
     lsl_set_postprocessing: fn(Handle, u32) -> i32;
     lsl_pull_chunk_f: fn(Handle, *mut f32, *mut f64, u64, u64, f64, *mut i32) -> u64;
+    lsl_pull_sample_f: fn(Handle, *mut f32, i32, f64, *mut i32) -> f64;
     lsl_pull_sample_str: fn(Handle, *mut *mut c_char, i32, f64, *mut i32) -> f64;
     lsl_destroy_string: fn(*mut c_char) -> ();
     lsl_get_channel_count: fn(Handle) -> i32;

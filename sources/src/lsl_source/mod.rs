@@ -10,15 +10,20 @@
 //! `time` column carries LSL time and gaps show; with `timestamps = "count"`, by the sample's
 //! position in the stream.
 
+mod puller;
+
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
+
+use crossbeam_channel::TryRecvError;
+use puller::{Pulled, Puller};
 
 use neurostream_engine::lsl::{self, Api, Handle};
 
 use neurostream_engine::{
     Batch, Channel, EngineError, Frame, Marker, NodeConfig, NodeContext, Result, RowIndex, Schema, Source, SourceKind,
-    SourceReader, StreamKind, WorkerPos,
+    SourceReader, SourceWaker, StreamKind, WorkerPos,
 };
 use serde::{Deserialize, Serialize};
 
@@ -296,13 +301,15 @@ impl Source for LslSource {
     fn open(&self, worker: WorkerPos) -> Result<Box<dyn SourceReader>> {
         let label = format!("[sources.{}]", self.name);
         let fail = |m: String| EngineError::config(label.as_str(), m);
-        let (inlet, markers) = if worker.index == 0 {
+        let (puller, markers) = if worker.index == 0 {
             let (inlet, _) = open_inlet(&self.api, &self.cfg, &self.prop, &self.value).map_err(fail)?;
             let markers = match &self.cfg.markers {
                 Some(m) => Some(open_inlet(&self.api, &self.cfg, "name", m).map_err(fail)?.0),
                 None => None,
             };
-            (Some(inlet), markers)
+            let puller = Puller::start(self.api.clone(), inlet, self.channels, self.cfg.chunk, &self.name)
+                .map_err(|e| EngineError::Runtime(format!("lsl `{}`: cannot start its pulling thread: {e}", self.name)))?;
+            (Some(puller), markers)
         } else {
             (None, None)
         };
@@ -315,10 +322,9 @@ impl Source for LslSource {
             channels: self.channels,
             rate: self.rate,
             cfg: self.cfg.clone(),
-            inlet,
+            puller,
+            carried: None,
             marker_inlet: markers,
-            data: vec![0f32; self.cfg.chunk * self.channels],
-            stamps: vec![0f64; self.cfg.chunk],
             staged: None,
             staged_stamps: Vec::new(),
             pending_markers: VecDeque::new(),
@@ -342,10 +348,11 @@ struct LslReader {
     channels: usize,
     rate: f64,
     cfg: LslSourceConfig,
-    inlet: Option<Handle>,
+    /// The data inlet, pulled on its own thread.
+    puller: Option<Puller>,
+    /// What the pulling thread handed over that did not fit the last frame: the next one's.
+    carried: Option<Pulled>,
     marker_inlet: Option<Handle>,
-    data: Vec<f32>,
-    stamps: Vec<f64>,
     staged: Option<Frame>,
     /// The corrected LSL time stamps of the staged frame's samples.
     staged_stamps: Vec<f64>,
@@ -363,7 +370,8 @@ struct LslReader {
     dropped: u64,
 }
 
-// SAFETY: the inlets are used only by the worker that owns the reader.
+// SAFETY: the marker inlet is used only by the worker that owns the reader (the data inlet by
+// its pulling thread alone).
 unsafe impl Send for LslReader {}
 
 impl LslReader {
@@ -385,43 +393,50 @@ impl LslReader {
         }
     }
 
-    /// Pulls what is available (up to `chunk` samples) into a staged frame.
+    /// Takes the next chunk the pulling thread handed over (up to `chunk` samples) into a
+    /// staged frame.
     fn pull(&mut self) -> Result<()> {
-        let Some(inlet) = self.inlet else {
+        self.pull_markers();
+        let Some(puller) = &self.puller else {
             self.done = true;
             return Ok(());
         };
-        self.pull_markers();
-        let mut ec = 0;
-        // SAFETY: buffers sized chunk × channels and chunk.
-        let got = unsafe {
-            (self.api.lsl_pull_chunk_f)(
-                inlet,
-                self.data.as_mut_ptr(),
-                self.stamps.as_mut_ptr(),
-                self.data.len() as u64,
-                self.stamps.len() as u64,
-                0.0,
-                &mut ec,
-            )
-        } as usize;
-        if ec == -2 {
-            return self.stopped("the outlet went away");
-        }
-        let rows = got / self.channels;
-        if rows == 0 {
-            if self.last_data.elapsed().as_secs_f64() > self.cfg.stream_timeout_s {
-                let why = format!("no samples for {} s", self.cfg.stream_timeout_s);
-                return self.stopped(&why);
+        let next = match self.carried.take() {
+            Some(chunk) => Ok(chunk),
+            None => puller.rx.try_recv(),
+        };
+        let (mut data, mut stamps) = match next {
+            Ok(Pulled::Chunk { data, stamps }) => (data, stamps),
+            Ok(Pulled::Lost) | Err(TryRecvError::Disconnected) => return self.stopped("the outlet went away"),
+            Err(TryRecvError::Empty) => {
+                if self.last_data.elapsed().as_secs_f64() > self.cfg.stream_timeout_s {
+                    let why = format!("no samples for {} s", self.cfg.stream_timeout_s);
+                    return self.stopped(&why);
+                }
+                return Ok(());
             }
-            return Ok(());
+        };
+        // What else has arrived joins this frame, up to `chunk` samples (a sender pushing one
+        // sample at a time would otherwise make a frame per sample).
+        while stamps.len() < self.cfg.chunk {
+            match puller.rx.try_recv() {
+                Ok(Pulled::Chunk { data: d, stamps: t }) if stamps.len() + t.len() <= self.cfg.chunk => {
+                    data.extend(d);
+                    stamps.extend(t);
+                }
+                Ok(other) => {
+                    self.carried = Some(other);
+                    break;
+                }
+                Err(_) => break,
+            }
         }
+        let rows = stamps.len();
         self.last_data = Instant::now();
-        let stamps = &self.stamps[..rows];
         // Gaps in the time stamps are samples lost on the way (the sender's or liblsl's buffer
         // overflowed under load): counted and reported, never silent.
         let mut prev = self.last_stamp;
-        for &t in stamps {
+        for &t in &stamps {
             if let Some(p) = prev {
                 let missing = ((t - p) * self.rate).round() as i64 - 1;
                 if missing > 0 {
@@ -440,7 +455,7 @@ impl LslReader {
         self.last_stamp = prev;
         let first = *self.first_stamp.get_or_insert(stamps[0]);
         let mut index = Vec::with_capacity(rows);
-        for &t in stamps {
+        for &t in &stamps {
             let i = if self.cfg.timestamps == "lsl" {
                 ((t * self.rate).round() as i64).max(self.last_index + 1)
             } else {
@@ -450,7 +465,7 @@ impl LslReader {
             self.count += 1;
             index.push(i);
         }
-        let mut values = self.data[..rows * self.channels].to_vec();
+        let mut values = data;
         if let Some(f) = &self.factors {
             for row in values.chunks_exact_mut(self.channels) {
                 for (v, k) in row.iter_mut().zip(f.iter()) {
@@ -459,7 +474,7 @@ impl LslReader {
             }
         }
         let frame = Frame::new(self.name.clone(), self.schema.clone(), RowIndex::Samples(index), values)?;
-        self.staged_stamps = stamps.to_vec();
+        self.staged_stamps = stamps;
         if let Some(d) = self.cfg.duration_s {
             if self.staged_stamps[rows - 1] - first >= d {
                 self.close();
@@ -522,8 +537,10 @@ impl LslReader {
     }
 
     fn close(&mut self) {
-        for h in [self.inlet.take(), self.marker_inlet.take()].into_iter().flatten() {
-            // SAFETY: each inlet destroyed once.
+        // Dropping the puller stops its thread, which destroys the data inlet.
+        self.puller = None;
+        if let Some(h) = self.marker_inlet.take() {
+            // SAFETY: destroyed once.
             unsafe { (self.api.lsl_destroy_inlet)(h) };
         }
     }
@@ -579,5 +596,17 @@ impl SourceReader for LslReader {
 
     fn location(&self) -> String {
         format!("lsl `{}`, sample {}", self.name, self.count)
+    }
+
+    /// Woken by the pulling thread, except with a marker stream: a chunk then waits
+    /// `marker_wait_ms` for its markers, which only polling sees pass.
+    fn set_waker(&mut self, waker: SourceWaker) -> bool {
+        match (&self.puller, &self.marker_inlet) {
+            (Some(puller), None) => {
+                puller.waker.set(waker);
+                true
+            }
+            _ => false,
+        }
     }
 }
