@@ -34,6 +34,7 @@ BENCHMARKS = {
     "parquet_normalize": ("parquet_normalize.py", [], ["--tokens", "100000", "--repeat", "1"], ["pyarrow", "numpy"]),
     "scale_out": ("scale_out.py", [], ["--quick"], ["pyarrow"]),
     "bci": ("bci.py", [], [], ["scipy", "mne", "sklearn", "pyarrow"]),
+    "lsl_roundtrip": ("lsl_roundtrip.py", [], ["--chunks", "300", "--repeats", "1"], ["pylsl"]),
     "bandpower": ("bandpower_parquet.py", [], ["--seconds", "300", "--repeats", "1"], ["scipy", "pyarrow"]),
     "checkpoint": ("checkpoint.py", ["--repeats", "5"], ["--rows", "200000", "--repeats", "1"], ["pyarrow"]),
     "cluster": ("cluster.py", [], ["--rows", "10000", "--tokens", "10000"], ["sklearn", "scipy"]),

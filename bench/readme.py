@@ -49,6 +49,10 @@ RESULTS = {
         "EEG band power from a Parquet recording into Parquet, end to end, against SciPy + pyarrow.",
         [0],
     ),
+    "LSL_RESULTS.md": (
+        "Lab Streaming Layer in and straight back out (the latency floor of an LSL pipeline) against a pylsl relay.",
+        [0],
+    ),
     "SAE_TRAIN_RESULTS.md": (
         "SAE training against the numpy reference trainer (quality) and a PyTorch trainer of the same recipe (speed).",
         [0],
