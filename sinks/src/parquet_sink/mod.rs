@@ -22,6 +22,7 @@
 //! output is instead a directory that grows during the run, readable at any moment: see
 //! [`rolling`].
 
+mod background_writer;
 mod manifest;
 mod partition;
 mod rolling;
@@ -44,6 +45,7 @@ use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 
+use background_writer::BackgroundWriter;
 use partition::PartitionSpec;
 use rolling::{Keep, RollPolicy};
 use rolling_writers::{RollingFrames, RollingTables};
@@ -622,7 +624,8 @@ struct ParquetFileWriter {
     arrow: Arc<ArrowSchema>,
     opts: EncodeOptions,
     props: WriterProperties,
-    writer: Option<ArrowWriter<File>>,
+    /// The open file's writer, encoding on its own thread.
+    writer: Option<BackgroundWriter>,
     rows: u64,
     broken: bool,
     single: bool,
@@ -687,12 +690,19 @@ impl ParquetFileWriter {
         }
     }
 
-    fn writer(&mut self) -> Result<&mut ArrowWriter<File>> {
+    fn writer(&mut self) -> Result<&mut BackgroundWriter> {
         if self.writer.is_none() {
             let path = self.current_path();
             let file = File::create(&path).map_err(|e| out_err(&path, format!("cannot create: {e}")))?;
             let w = ArrowWriter::try_new(file, self.arrow.clone(), Some(self.props.clone()))
                 .map_err(|e| out_err(&self.target, format!("cannot start Parquet writer: {e}")))?;
+            let name = self
+                .target
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default();
+            let w = BackgroundWriter::start(w, &name)
+                .map_err(|e| out_err(&self.target, format!("cannot start a writer thread: {e}")))?;
             self.writer = Some(w);
         }
         Ok(self.writer.as_mut().unwrap())
@@ -768,7 +778,7 @@ impl ParquetFileWriter {
         let closed = (|| -> std::result::Result<(), String> {
             // Not synced here: the checkpoint fsyncs its staged files off the pipeline's path,
             // before it is written (`checkpoint::sync_staged`).
-            drop(writer.into_inner().map_err(|e| e.to_string())?);
+            drop(writer.finish()?);
             std::fs::rename(&path, &staged).map_err(|e| format!("rename: {e}"))?;
             Ok(())
         })();
@@ -807,8 +817,8 @@ impl ParquetFileWriter {
         if let Some(writer) = self.writer.take() {
             let path = self.current_path();
             writer
-                .into_inner()
-                .and_then(|f| f.sync_all().map_err(|e| parquet::errors::ParquetError::External(Box::new(e))))
+                .finish()
+                .and_then(|f| f.sync_all().map_err(|e| e.to_string()))
                 .map_err(|e| out_err(&path, format!("could not close the last segment: {e}")))?;
             parts.push(path);
         }
@@ -1070,13 +1080,16 @@ impl ParquetFileWriter {
 
     fn write_now(&mut self, record: &arrow::record_batch::RecordBatch) -> Result<()> {
         let target = self.target.clone();
-        let result = self.writer()?.write(record);
+        let result = self.writer()?.write(record.clone());
         if let Err(e) = result {
             self.broken = true;
             self.discard();
             return Err(out_err(
                 &target,
-                format!("writing failed after {} rows ({e}); the target was left untouched", self.rows),
+                format!(
+                    "writing failed ({e}) after {} rows were accepted; the target was left untouched",
+                    self.rows
+                ),
             ));
         }
         self.rows += record.num_rows() as u64;
@@ -1109,11 +1122,11 @@ impl ParquetFileWriter {
             None => "complete".to_string(),
             Some(f) => format!("incomplete: {}", f.lines().next().unwrap_or(f)),
         };
-        let mut writer = self.writer.take().unwrap();
-        writer.append_key_value_metadata(KeyValue::new("neurostream.status".to_string(), status));
-        writer.append_key_value_metadata(KeyValue::new("neurostream.pipeline".to_string(), self.pipeline.clone()));
+        let writer = self.writer.take().unwrap();
         let commit = (|| -> std::result::Result<(), String> {
-            let file = writer.into_inner().map_err(|e| e.to_string())?;
+            writer.append_key_value_metadata(KeyValue::new("neurostream.status".to_string(), status))?;
+            writer.append_key_value_metadata(KeyValue::new("neurostream.pipeline".to_string(), self.pipeline.clone()))?;
+            let file = writer.finish()?;
             file.sync_all().map_err(|e| format!("fsync: {e}"))?;
             drop(file);
             std::fs::rename(&self.temp, &self.target).map_err(|e| format!("rename from {}: {e}", self.temp.display()))?;
@@ -1385,6 +1398,47 @@ mod tests {
             }
         }
         assert_eq!(got, expected);
+    }
+
+    /// A disk that fills up (the file being written is /dev/full): the write error names the
+    /// target and its cause, and the target is not created.
+    #[test]
+    fn a_full_disk_fails_the_write_with_the_file_and_the_cause() {
+        use neurostream_engine::{Frame, SinkKind};
+        let dir = tempfile::tempdir().unwrap();
+        let settings = neurostream_engine::PipelineSettings::default();
+        let ctx = NodeContext {
+            label: "[sinks.out]",
+            name: "out",
+            base_dir: dir.path(),
+            settings: &settings,
+            loaded: Default::default(),
+        };
+        let target = dir.path().join("out.parquet");
+        std::os::unix::fs::symlink("/dev/full", temp_name(&target, 0)).unwrap();
+        let schema = Arc::new(neurostream_engine::Schema::signal(&["C3", "C4"], "uV", 100.0));
+        let cfg: ParquetSinkConfig = neurostream_engine::parse_config(
+            neurostream_engine::toml::from_str("path = \"out.parquet\"\nrow_group_size = 1000").unwrap(),
+            &ctx,
+        )
+        .unwrap();
+        let sink = ParquetSinkKind.build(cfg, &ctx, &schema).unwrap();
+        let mut writer = sink.open(neurostream_engine::WorkerPos { index: 0, peers: 1 }).unwrap();
+        let mut failed = None;
+        for k in 0..100i64 {
+            let samples: Vec<i64> = (k * 1000..(k + 1) * 1000).collect();
+            let data: Vec<f32> = samples.iter().flat_map(|&t| [t as f32, 1.0]).collect();
+            let frame = Frame::new("a".into(), schema.clone(), RowIndex::Samples(samples), data).unwrap();
+            if let Err(e) = writer.write(&Batch::Dense(frame)) {
+                failed = Some(e.to_string());
+                break;
+            }
+        }
+        let failed = failed.or_else(|| writer.finish(None).err().map(|e| e.to_string()));
+        let message = failed.expect("writing 100,000 rows to a full disk failed");
+        assert!(message.contains("out.parquet"), "{message}");
+        assert!(message.contains("No space left"), "{message}");
+        assert!(!target.exists(), "a failed write leaves no target");
     }
 
     #[test]

@@ -1,0 +1,176 @@
+//! A Parquet writer on a thread of its own: encoding and compressing a row group (and writing
+//! it out) is most of a Parquet sink's work, and on its own thread it runs beside the worker
+//! that produces the next batches instead of between them.
+//!
+//! Batches go to the thread in order through a short queue (the worker waits when the thread
+//! is that far behind, so memory stays bounded). A write error is kept and returned by the
+//! next call, and the file is closed only when asked ([`BackgroundWriter::finish`]); dropped
+//! without that, the writer is abandoned and its file left incomplete for the caller to remove.
+
+use std::fs::File;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use arrow::record_batch::RecordBatch;
+use crossbeam_channel::{bounded, Sender};
+use parquet::arrow::ArrowWriter;
+use parquet::file::metadata::KeyValue;
+
+/// Batches queued for the thread at most.
+const QUEUE_BATCHES: usize = 2;
+
+enum Job {
+    Write(RecordBatch),
+    Metadata(KeyValue),
+    /// Close the file (footer) and hand it back.
+    Finish,
+}
+
+/// An [`ArrowWriter`] fed from the calling thread and run on its own.
+pub(super) struct BackgroundWriter {
+    jobs: Option<Sender<Job>>,
+    thread: Option<JoinHandle<Option<std::result::Result<File, String>>>>,
+    /// The first write error, for the caller's next call.
+    failed: Arc<Mutex<Option<String>>>,
+}
+
+impl BackgroundWriter {
+    /// Starts the thread that owns `writer` (named after `what`, e.g. the file).
+    pub(super) fn start(writer: ArrowWriter<File>, what: &str) -> std::io::Result<BackgroundWriter> {
+        let (jobs, queue) = bounded::<Job>(QUEUE_BATCHES);
+        let failed = Arc::new(Mutex::new(None));
+        let thread = {
+            let failed = failed.clone();
+            std::thread::Builder::new().name(format!("parquet {what}")).spawn(move || {
+                let mut writer = writer;
+                for job in queue {
+                    if failed.lock().unwrap().is_some() {
+                        continue; // drain: the caller learns of the failure at its next call
+                    }
+                    match job {
+                        Job::Write(batch) => {
+                            if let Err(e) = writer.write(&batch) {
+                                *failed.lock().unwrap() = Some(e.to_string());
+                            }
+                        }
+                        Job::Metadata(kv) => writer.append_key_value_metadata(kv),
+                        Job::Finish => return Some(writer.into_inner().map_err(|e| e.to_string())),
+                    }
+                }
+                None // abandoned: dropped without a footer
+            })?
+        };
+        Ok(BackgroundWriter {
+            jobs: Some(jobs),
+            thread: Some(thread),
+            failed,
+        })
+    }
+
+    fn failure(&self) -> Option<String> {
+        self.failed.lock().unwrap().clone()
+    }
+
+    fn send(&self, job: Job) -> std::result::Result<(), String> {
+        if let Some(e) = self.failure() {
+            return Err(e);
+        }
+        let sent = self.jobs.as_ref().map(|j| j.send(job));
+        match sent {
+            Some(Ok(())) => Ok(()),
+            _ => Err(self.failure().unwrap_or_else(|| "the writer thread ended".into())),
+        }
+    }
+
+    /// Queues `batch`; an error is an earlier batch's (or this one's, when the thread is gone).
+    pub(super) fn write(&self, batch: RecordBatch) -> std::result::Result<(), String> {
+        self.send(Job::Write(batch))
+    }
+
+    /// Adds key-value metadata to the file's footer.
+    pub(super) fn append_key_value_metadata(&self, kv: KeyValue) -> std::result::Result<(), String> {
+        self.send(Job::Metadata(kv))
+    }
+
+    /// Writes what is queued and the footer, and returns the file (not synced).
+    pub(super) fn finish(mut self) -> std::result::Result<File, String> {
+        self.send(Job::Finish)?;
+        self.jobs = None;
+        let outcome = self.thread.take().map(|t| t.join());
+        match outcome {
+            Some(Ok(Some(result))) => result,
+            Some(Ok(None)) | None => Err(self.failure().unwrap_or_else(|| "the writer thread ended".into())),
+            Some(Err(_)) => Err("the writer thread panicked".into()),
+        }
+    }
+}
+
+impl Drop for BackgroundWriter {
+    fn drop(&mut self) {
+        self.jobs = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{ArrayRef, Int64Array};
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use parquet::file::properties::WriterProperties;
+
+    fn batch(from: i64, rows: i64) -> RecordBatch {
+        let values: ArrayRef = Arc::new(Int64Array::from_iter_values(from..from + rows));
+        RecordBatch::try_from_iter([("x", values)]).unwrap()
+    }
+
+    /// Batches come out in the order given, with the footer's metadata.
+    #[test]
+    fn batches_are_written_in_order_with_the_metadata() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.parquet");
+        let props = WriterProperties::builder().set_max_row_group_row_count(Some(700)).build();
+        let writer = ArrowWriter::try_new(File::create(&path).unwrap(), batch(0, 1).schema(), Some(props)).unwrap();
+        let w = BackgroundWriter::start(writer, "x.parquet").unwrap();
+        for k in 0..20 {
+            w.write(batch(k * 500, 500)).unwrap();
+        }
+        w.append_key_value_metadata(KeyValue::new("k".to_string(), "v".to_string()))
+            .unwrap();
+        drop(w.finish().unwrap());
+        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&path).unwrap()).unwrap();
+        let kv = reader.metadata().file_metadata().key_value_metadata().unwrap().clone();
+        assert!(kv.iter().any(|e| e.key == "k" && e.value.as_deref() == Some("v")));
+        let got: Vec<i64> = reader
+            .build()
+            .unwrap()
+            .flat_map(|b| {
+                let b = b.unwrap();
+                let x = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap().clone();
+                x.values().to_vec()
+            })
+            .collect();
+        assert_eq!(got, (0..10_000).collect::<Vec<i64>>());
+    }
+
+    /// A write into a full disk (/dev/full) comes back from a later call or from `finish`.
+    #[test]
+    fn a_failed_write_comes_back_to_the_caller() {
+        let props = WriterProperties::builder().set_max_row_group_row_count(Some(100)).build();
+        let file = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+        // The header is buffered, so the writer starts; the first flush fails.
+        let writer = ArrowWriter::try_new(file, batch(0, 1).schema(), Some(props)).unwrap();
+        let w = BackgroundWriter::start(writer, "full").unwrap();
+        let mut error = None;
+        for k in 0..1000 {
+            if let Err(e) = w.write(batch(k * 100, 100)) {
+                error = Some(e);
+                break;
+            }
+        }
+        let error = error.or_else(|| w.finish().err()).expect("a write into /dev/full fails");
+        assert!(error.contains("No space left"), "{error}");
+    }
+}
