@@ -1317,30 +1317,38 @@ mod tests {
     use super::*;
     use arrow::datatypes::{DataType, Field, Schema};
 
+    /// Two signal channels at 100 Hz.
+    fn signal_schema() -> Arc<neurostream_engine::Schema> {
+        Arc::new(neurostream_engine::Schema::signal(&["C3", "C4"], "uV", 100.0))
+    }
+
+    /// The one worker's writer of a `parquet` sink configured by `config` (TOML) in `dir`.
+    fn open_sink(dir: &Path, config: &str, schema: &Arc<neurostream_engine::Schema>) -> Box<dyn SinkWriter> {
+        use neurostream_engine::SinkKind;
+        let settings = neurostream_engine::PipelineSettings::default();
+        let ctx = NodeContext {
+            label: "[sinks.out]",
+            name: "out",
+            base_dir: dir,
+            settings: &settings,
+            loaded: Default::default(),
+        };
+        let cfg: ParquetSinkConfig =
+            neurostream_engine::parse_config(neurostream_engine::toml::from_str(config).unwrap(), &ctx).unwrap();
+        let sink = ParquetSinkKind.build(cfg, &ctx, schema).unwrap();
+        sink.open(neurostream_engine::WorkerPos { index: 0, peers: 1 }).unwrap()
+    }
+
     /// Small signal frames of two streams, with markers, around a large one: the file holds
     /// every row in arrival order with its sample, values and marker, as when each frame was
     /// written on its own.
     #[test]
     fn small_signal_frames_are_joined_without_changing_the_rows() {
         use arrow::array::{Array, AsArray};
-        use neurostream_engine::{Frame, Marker, SinkKind};
+        use neurostream_engine::{Frame, Marker};
         let dir = tempfile::tempdir().unwrap();
-        let settings = neurostream_engine::PipelineSettings::default();
-        let ctx = NodeContext {
-            label: "[sinks.out]",
-            name: "out",
-            base_dir: dir.path(),
-            settings: &settings,
-            loaded: Default::default(),
-        };
-        let schema = Arc::new(neurostream_engine::Schema::signal(&["C3", "C4"], "uV", 100.0));
-        let cfg: ParquetSinkConfig = neurostream_engine::parse_config(
-            neurostream_engine::toml::from_str("path = \"out.parquet\"\nmarkers = true").unwrap(),
-            &ctx,
-        )
-        .unwrap();
-        let sink = ParquetSinkKind.build(cfg, &ctx, &schema).unwrap();
-        let mut writer = sink.open(neurostream_engine::WorkerPos { index: 0, peers: 1 }).unwrap();
+        let schema = signal_schema();
+        let mut writer = open_sink(dir.path(), "path = \"out.parquet\"\nmarkers = true", &schema);
         let mut expected: Vec<(i64, [f32; 2], Option<String>)> = Vec::new();
         let mut next = [0i64, 10_000];
         let frames = [
@@ -1404,26 +1412,12 @@ mod tests {
     /// target and its cause, and the target is not created.
     #[test]
     fn a_full_disk_fails_the_write_with_the_file_and_the_cause() {
-        use neurostream_engine::{Frame, SinkKind};
+        use neurostream_engine::Frame;
         let dir = tempfile::tempdir().unwrap();
-        let settings = neurostream_engine::PipelineSettings::default();
-        let ctx = NodeContext {
-            label: "[sinks.out]",
-            name: "out",
-            base_dir: dir.path(),
-            settings: &settings,
-            loaded: Default::default(),
-        };
         let target = dir.path().join("out.parquet");
         std::os::unix::fs::symlink("/dev/full", temp_name(&target, 0)).unwrap();
-        let schema = Arc::new(neurostream_engine::Schema::signal(&["C3", "C4"], "uV", 100.0));
-        let cfg: ParquetSinkConfig = neurostream_engine::parse_config(
-            neurostream_engine::toml::from_str("path = \"out.parquet\"\nrow_group_size = 1000").unwrap(),
-            &ctx,
-        )
-        .unwrap();
-        let sink = ParquetSinkKind.build(cfg, &ctx, &schema).unwrap();
-        let mut writer = sink.open(neurostream_engine::WorkerPos { index: 0, peers: 1 }).unwrap();
+        let schema = signal_schema();
+        let mut writer = open_sink(dir.path(), "path = \"out.parquet\"\nrow_group_size = 1000", &schema);
         let mut failed = None;
         for k in 0..100i64 {
             let samples: Vec<i64> = (k * 1000..(k + 1) * 1000).collect();
