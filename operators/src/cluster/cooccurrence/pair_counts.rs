@@ -72,8 +72,10 @@ pub struct PairCounter {
     loaded: Vec<(Key, i64)>,
     /// Sorted, consolidated runs, each more than four times the size of the next.
     runs: Vec<Vec<(Key, i64)>>,
-    /// A buffer a merge left, reused by the next.
-    spare: Option<Vec<(Key, i64)>>,
+    /// Run buffers that merges left, reused for the next runs and merges: a fresh buffer of
+    /// millions of pairs costs more in page faults (the kernel zeroing its pages) than the
+    /// merge that fills it.
+    spares: Vec<Vec<(Key, i64)>>,
     /// Windows each feature fires in, by feature id.
     singles: Vec<i64>,
     /// This epoch's feature updates (for the component graph).
@@ -177,7 +179,7 @@ impl PairCounter {
             scratch: Vec::new(),
             loaded: Vec::new(),
             runs: Vec::new(),
-            spare: None,
+            spares: Vec::new(),
             singles: vec![0; n_features],
             pending_singles: Vec::new(),
             graph: components.map(|(m, t)| ComponentGraph::new(m, t)),
@@ -237,15 +239,16 @@ impl PairCounter {
     /// go through the component graph).
     pub fn settle(&mut self) {
         radix_sort(&mut self.pending, &mut self.scratch);
-        let mut delta = units_to_counts(&self.pending);
+        let mut delta = self.take_buffer(self.pending.len());
+        units_to_counts(&self.pending, &mut delta);
         self.pending.clear();
         if !self.loaded.is_empty() {
             let mut loaded = std::mem::take(&mut self.loaded);
             loaded.sort_unstable_by_key(|e| e.0);
             consolidate(&mut loaded);
-            let mut merged = Vec::new();
+            let mut merged = self.take_buffer(delta.len() + loaded.len());
             merge_into(&delta, &loaded, &mut merged);
-            delta = merged;
+            self.give_back(std::mem::replace(&mut delta, merged));
         }
         if let Some(graph) = &mut self.graph {
             let pairs: Vec<((u32, u32), i64)> = delta
@@ -264,7 +267,9 @@ impl PairCounter {
             merged.retain(|s| s.1 != 0);
             graph.apply(&pairs, &merged);
         }
-        if !delta.is_empty() {
+        if delta.is_empty() {
+            self.give_back(delta);
+        } else {
             self.runs.push(delta);
         }
         while let [.., older, newer] = &self.runs[..] {
@@ -275,15 +280,41 @@ impl PairCounter {
         }
     }
 
-    /// Merges the two newest runs into one, in a buffer a merge left spare.
+    /// Merges the two newest runs into one, in a spare buffer.
     fn merge_last_two(&mut self) {
         let newer = self.runs.pop().expect("two runs");
         let older = self.runs.pop().expect("two runs");
-        let mut out = self.spare.take().unwrap_or_default();
+        let mut out = self.take_buffer(older.len() + newer.len());
         merge_into(&older, &newer, &mut out);
         self.runs.push(out);
-        // Keep the larger buffer for the next merge: its pages are already mapped.
-        self.spare = Some(if older.capacity() >= newer.capacity() { older } else { newer });
+        self.give_back(older);
+        self.give_back(newer);
+    }
+
+    /// An empty run buffer for up to `len` pairs: the smallest spare that holds them, else
+    /// the largest spare grown, else a new one. Grown with a quarter to spare, so the next
+    /// merge of about the same size fits without moving.
+    fn take_buffer(&mut self, len: usize) -> Vec<(Key, i64)> {
+        let cap = |i: usize| self.spares[i].capacity();
+        let fits = (0..self.spares.len()).filter(|&i| cap(i) >= len).min_by_key(|&i| cap(i));
+        let pick = fits.or_else(|| (0..self.spares.len()).max_by_key(|&i| cap(i)));
+        let mut buffer = pick.map(|i| self.spares.swap_remove(i)).unwrap_or_default();
+        if buffer.capacity() < len {
+            buffer.reserve_exact(len + len / 4);
+        }
+        buffer
+    }
+
+    /// Keeps `buffer` for reuse: the [`SPARE_BUFFERS`] largest are kept.
+    fn give_back(&mut self, mut buffer: Vec<(Key, i64)>) {
+        buffer.clear();
+        self.spares.push(buffer);
+        if self.spares.len() > SPARE_BUFFERS {
+            let smallest = (0..self.spares.len())
+                .min_by_key(|&i| self.spares[i].capacity())
+                .expect("spares");
+            self.spares.swap_remove(smallest);
+        }
     }
 
     /// Current count of every pair `(a, b)`, `a < b`, that co-occurs in some window of the span,
@@ -363,9 +394,13 @@ fn radix_sort(v: &mut Vec<u64>, scratch: &mut Vec<u64>) {
     }
 }
 
-/// Sorted update units (see [`PairCounter`]'s `pending`) as a consolidated run of counts.
-fn units_to_counts(units: &[u64]) -> Vec<(Key, i64)> {
-    let mut run: Vec<(Key, i64)> = Vec::with_capacity(units.len() / 2);
+/// Run buffers a counter keeps for reuse (each about the size of a run it held).
+const SPARE_BUFFERS: usize = 3;
+
+/// Sorted update units (see [`PairCounter`]'s `pending`) as a consolidated run of counts, in
+/// `run` (emptied first).
+fn units_to_counts(units: &[u64], run: &mut Vec<(Key, i64)>) {
+    run.clear();
     for &u in units {
         let (key, d) = (u >> 1, if u & 1 == 1 { -1 } else { 1 });
         match run.last_mut() {
@@ -381,7 +416,6 @@ fn units_to_counts(units: &[u64]) -> Vec<(Key, i64)> {
     if run.last().is_some_and(|l| l.1 == 0) {
         run.pop();
     }
-    run
 }
 
 /// Sums the counts of equal keys in a sorted run and drops those that reach zero.
@@ -407,25 +441,30 @@ fn consolidate(run: &mut Vec<(Key, i64)>) {
 /// Merges two sorted, consolidated runs into `out`, summing equal keys and dropping zero counts.
 /// Branch-free per step (which side advances is data, not a jump), since the two runs
 /// interleave unpredictably.
+/// Writes into `out`'s spare capacity (not zero-filled first: a reused buffer's pages need no
+/// writing twice).
 fn merge_into(a: &[(Key, i64)], b: &[(Key, i64)], out: &mut Vec<(Key, i64)>) {
     out.clear();
-    out.resize(a.len() + b.len(), (0, 0));
+    out.reserve(a.len() + b.len());
+    let slots = &mut out.spare_capacity_mut()[..a.len() + b.len()];
     let (mut i, mut j, mut o) = (0, 0, 0);
     while i < a.len() && j < b.len() {
         let (x, y) = (a[i], b[j]);
         let (take_a, take_b) = (x.0 <= y.0, y.0 <= x.0);
         let key = if take_a { x.0 } else { y.0 };
         let count = if take_a { x.1 } else { 0 } + if take_b { y.1 } else { 0 };
-        out[o] = (key, count);
+        slots[o].write((key, count));
         o += usize::from(count != 0);
         i += usize::from(take_a);
         j += usize::from(take_b);
     }
     for &e in a[i..].iter().chain(&b[j..]) {
-        out[o] = e;
+        slots[o].write(e);
         o += 1;
     }
-    out.truncate(o);
+    // SAFETY: slots 0..o were written above (each step writes slot `o` before `o` may move
+    // past it), and o <= a.len() + b.len() <= capacity.
+    unsafe { out.set_len(o) };
 }
 
 #[cfg(test)]
