@@ -23,6 +23,7 @@ import datetime
 import importlib.util
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -34,7 +35,7 @@ BENCHMARKS = {
     "parquet_normalize": ("parquet_normalize.py", [], ["--tokens", "100000", "--repeat", "1"], ["pyarrow", "numpy"]),
     "scale_out": ("scale_out.py", [], ["--quick"], ["pyarrow"]),
     "bci": ("bci.py", [], [], ["scipy", "mne", "sklearn", "pyarrow"]),
-    "lsl_roundtrip": ("lsl_roundtrip.py", [], ["--chunks", "300", "--repeats", "1"], ["pylsl"]),
+    "lsl_roundtrip": ("lsl_roundtrip.py", [], ["--chunks", "300", "--repeats", "1"], ["pylsl", "root"]),
     "bandpower": ("bandpower_parquet.py", [], ["--seconds", "300", "--repeats", "1"], ["scipy", "pyarrow"]),
     "checkpoint": ("checkpoint.py", ["--repeats", "5"], ["--rows", "200000", "--repeats", "1"], ["pyarrow"]),
     "cluster": ("cluster.py", [], ["--rows", "10000", "--tokens", "10000"], ["sklearn", "scipy"]),
@@ -50,7 +51,13 @@ BENCHMARKS = {
 
 
 def missing_modules(names: list[str]) -> list[str]:
-    return [n for n in names if importlib.util.find_spec(n) is None]
+    """What of `names` this machine lacks: Python modules, and `root` (a benchmark that runs in a
+    loopback-only network namespace needs root, `unshare` and `ip`)."""
+    def lacks(n: str) -> bool:
+        if n == "root":
+            return os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("ip") is None
+        return importlib.util.find_spec(n) is None
+    return [n for n in names if lacks(n)]
 
 
 def version(module: str) -> str:
