@@ -1,6 +1,8 @@
 //! `lsl`: a Lab Streaming Layer inlet as a signal source (liblsl loaded at run time, see
-//! `neurostream_engine::lsl`). Resolves a stream by name or type, pulls float32 chunks without
-//! blocking the worker, maps time stamps to the local clock (liblsl's clock synchronization)
+//! `neurostream_engine::lsl`). Resolves a stream by name or type, pulls float32 chunks on a
+//! thread of its own that wakes the worker as they arrive (`puller`; with a marker stream the
+//! worker also polls, since a chunk waits `marker_wait_ms` for its markers), maps time stamps to
+//! the local clock (liblsl's clock synchronization)
 //! and optionally dejitters them; a marker stream's strings become markers on the samples they
 //! fall on. A stream that goes quiet for `stream_timeout_s` ends the source (or fails the run),
 //! with the reason logged, instead of hanging.
