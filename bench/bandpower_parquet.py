@@ -19,7 +19,6 @@ error against each column's largest value). Writes bench/BANDPOWER_RESULTS.md.
 """
 import argparse
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -32,7 +31,7 @@ import scipy
 from scipy import signal
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import cargo_build, results_path  # noqa: E402
+from benchlib import cargo_build, cpu_name, results_path  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release", "neurostream")
@@ -137,8 +136,7 @@ def main() -> None:
     assert err < 1e-4, f"outputs differ: max relative error {err:.2e}"
     rows, windows, cols = a.channels * a.seconds * FS, got.num_rows, len(want.column_names) - 1
     best_ours, best_theirs = min(ours), min(theirs)
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")),
-               platform.machine())
+    cpu = cpu_name()
     lines = [
         "# Benchmark: EEG band power into Parquet",
         "",

@@ -28,7 +28,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import cargo_build, results_path  # noqa: E402
+from benchlib import cargo_build, cpu_name, results_path  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release", "neurostream")
@@ -72,7 +72,7 @@ def main() -> None:
             runs[relay].append(one_run(relay, work, a.chunks, env))
             r = runs[relay][-1]
             print(f"{relay}: p50 {r['p50']:.3f} ms  p95 {r['p95']:.3f}  p99 {r['p99']:.3f}  max {r['max']:.3f}", flush=True)
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    cpu = cpu_name()
     lines = [
         "# Benchmark: LSL in and straight back out",
         "",

@@ -18,6 +18,9 @@ import time
 import numpy as np
 import pyarrow.parquet as pq
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import cpu_name  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAE = os.path.join(ROOT, "examples", "data", "smollm2_sae")
 
@@ -171,7 +174,7 @@ def main():
         tb, ta = min(times["before"]), min(times["after"])
         rows.append((name, workers, tb, ta, same))
         print(f"{name} w={workers}: before {tb:.2f}s after {ta:.2f}s ratio {tb / ta:.3f} same output: {same}", flush=True)
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    cpu = cpu_name()
     lines = ["# Benchmark: the runtime before and after the split (issue 16)", "",
              f"Command: `python bench/runtime_split.py --before BIN --after target/release/neurostream --repeat {args.repeat}`; "
              "before = commit 30c45bf (one `runtime.rs`), after = this checkout, both `cargo build --release` with the "

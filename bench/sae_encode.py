@@ -25,7 +25,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(ROOT, "target", "release", "examples", "sae_encode_bench")
 sys.path.insert(0, os.path.join(ROOT, "tests", "python"))
 import sae_reference  # noqa: E402
-from benchlib import cargo_build, results_path  # noqa: E402
+from benchlib import cargo_build, cpu_name, results_path  # noqa: E402
 
 
 def torch_encode_fn(sae_dir, arch, device="cpu"):
@@ -135,7 +135,7 @@ def main():
                 print(f"{d_in}->{d_sae} {arch:8s} batch {batch:5d}: neurostream {best['tokens_per_s']:9.1f} tok/s "
                       f"(1 thread {ours[1]['tokens_per_s']:9.1f})  torch {t_torch:9.1f}  ratio {best['tokens_per_s'] / t_torch:5.2f}", flush=True)
     half_rows, half_err = half_weight_section(work, threads, args.seconds)
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "unknown")
+    cpu = cpu_name()
     lines = [
         "# Benchmark: SAE encode on the CPU",
         "",

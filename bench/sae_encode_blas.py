@@ -26,7 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(ROOT, "target", "release", "examples", "sae_encode_bench")
 sys.path.insert(0, os.path.join(ROOT, "tests", "python"))
 import sae_reference  # noqa: E402
-from benchlib import cargo_build, results_path  # noqa: E402
+from benchlib import cargo_build, cpu_name, results_path  # noqa: E402
 
 
 def rate(f, batch, seconds):
@@ -46,7 +46,7 @@ def main():
     cargo_build("-p", "neurostream-operators", "--example", "sae_encode_bench")
     work = tempfile.mkdtemp(prefix="ns-sae-blas-")
     avx512 = "avx512f" in open("/proc/cpuinfo").read()
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "unknown")
+    cpu = cpu_name()
     rows = []
     for d_in, d_sae in [(576, 16384), (768, 16384)]:
         rng = np.random.default_rng(0)
