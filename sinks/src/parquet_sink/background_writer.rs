@@ -106,9 +106,11 @@ impl BackgroundWriter {
 }
 
 impl Drop for BackgroundWriter {
+    /// Abandons the file: batches still queued are skipped, not encoded.
     fn drop(&mut self) {
-        self.jobs = None;
         if let Some(t) = self.thread.take() {
+            self.failed.lock().unwrap().get_or_insert_with(|| "abandoned".into());
+            self.jobs = None;
             let _ = t.join();
         }
     }
