@@ -229,16 +229,36 @@ fn the_gpu_encoder_equals_the_cpu_one_for_blocks_of_any_height() {
     }
 }
 
-/// `sae_encode` on a GPU, polled by a runtime (`defer_output`), leaves each batch's last TopK
-/// block in flight and emits it at the next call: a batch's rows come out when the next batch
-/// has been submitted, or when a poll finds the GPU done, or at the end. The rows equal the CPU
+/// `sae_encode` on a GPU, polled by a runtime (`defer_output`), leaves each batch's last block
+/// in flight and emits it at the next call: a batch's rows come out when the next batch has
+/// been submitted, or when a poll finds the GPU done, or at the end. The rows equal the CPU
 /// instance's, in order; a snapshot taken with a batch in flight saves it, and an instance
-/// restored from it emits that batch.
+/// restored from it emits that batch. For TopK (k pairs per row) and for ReLU, whose blocks
+/// are counted, then compacted.
 #[test]
 fn a_polled_gpu_encoder_leaves_the_last_batch_in_flight_and_loses_nothing() {
-    use neurostream_engine::{Batch, NodeContext, OperatorKind, PipelineSettings};
     let Some(ctx) = gpu() else { return };
-    let sae = Sae::load(std::path::Path::new(SAE), None).unwrap();
+    check_deferred(&ctx, std::path::Path::new(SAE));
+    // The same weights as a ReLU ("standard") SAE.
+    let relu = tempfile::tempdir().unwrap();
+    let cfg = std::fs::read_to_string(format!("{SAE}/cfg.json")).unwrap();
+    assert!(cfg.contains(r#""architecture": "topk""#));
+    std::fs::write(
+        relu.path().join("cfg.json"),
+        cfg.replace(r#""architecture": "topk""#, r#""architecture": "standard""#),
+    )
+    .unwrap();
+    std::fs::copy(
+        format!("{SAE}/sae_weights.safetensors"),
+        relu.path().join("sae_weights.safetensors"),
+    )
+    .unwrap();
+    check_deferred(&ctx, relu.path());
+}
+
+fn check_deferred(ctx: &Arc<GpuContext>, dir: &std::path::Path) {
+    use neurostream_engine::{Batch, NodeContext, OperatorKind, PipelineSettings};
+    let sae = Sae::load(dir, None).unwrap();
     let d_in = sae.d_in;
     let settings = PipelineSettings::default();
     let node = NodeContext {
@@ -249,7 +269,7 @@ fn a_polled_gpu_encoder_leaves_the_last_batch_in_flight_and_loses_nothing() {
         loaded: Default::default(),
     };
     let schema = Arc::new(Schema::activation(d_in, None, None));
-    let table: toml::Table = toml::from_str(&format!("sae = \"{SAE}\"")).unwrap();
+    let table: toml::Table = toml::from_str(&format!("sae = {:?}", dir.display().to_string())).unwrap();
     let op = neurostream_operators::sae::SaeEncodeKind
         .build(neurostream_engine::parse_config(table, &node).unwrap(), &node, &schema)
         .unwrap();

@@ -2,6 +2,8 @@
 //! weights and the per-latent epilogue stay resident on the GPU; each block of rows is uploaded
 //! once and only the sparse result comes back: k (value, id) pairs per row for TopK; for the
 //! other architectures the count of active latents per row, then their (id, value) pairs.
+//! Blocks are pipelined within a call, and the last one may stay in flight across calls
+//! ([`InFlight`]).
 
 use std::sync::Arc;
 
@@ -184,17 +186,26 @@ impl GpuSae {
         Ok(())
     }
 
-    /// Encodes `rows` prepared rows of `x` and appends them to `csr`, all but the last TopK
-    /// block: that one is returned still in flight (take it with [`GpuSae::take_topk`] before
-    /// anything else is appended to `csr`).
+    /// Encodes `rows` prepared rows of `x` and appends them to `csr`, after `in_flight` (the
+    /// block an earlier call left in flight), all but the last block: that one is returned
+    /// still in flight (take it with [`take_block`] before anything else is appended to `csr`).
     ///
-    /// TopK blocks are pipelined: each block's work is submitted before the previous block's
-    /// pairs are taken, so the device computes block b + 1 while the host sorts block b's
-    /// pairs into `csr`.
-    fn encode_rows(&mut self, sae: &Sae, x: &wgpu::Buffer, rows: usize, csr: &mut Csr) -> Result<Option<InFlightBlock>> {
+    /// Blocks are pipelined, so the device computes the next block while the host sorts the
+    /// last one's pairs into `csr`. A TopK block is one submission (k pairs per row come back).
+    /// The other architectures take two: the product and each row's count of active latents,
+    /// then (once the host has turned the counts into offsets) the compaction of the pairs;
+    /// block b + 1's product is queued before block b's compaction, and block b's pairs are
+    /// taken after block b + 1's compaction is queued.
+    fn encode_rows(
+        &mut self,
+        sae: &Sae,
+        x: &wgpu::Buffer,
+        rows: usize,
+        csr: &mut Csr,
+        mut in_flight: Option<InFlightBlock>,
+    ) -> Result<Option<InFlightBlock>> {
         let (d_in, n) = (sae.d_in, sae.d_sae);
-        let mut entries: Vec<(u32, f32)> = Vec::new();
-        let mut in_flight: Option<InFlightBlock> = None;
+        let mut counting: Option<CountedBlock> = None;
         for start in (0..rows).step_by(self.block) {
             let m = self.block.min(rows - start);
             let params = Params {
@@ -223,28 +234,23 @@ impl GpuSae {
                     workgroups: [n.div_ceil(64) as u32, m.div_ceil(64) as u32, 1],
                 }
             };
-            if self.mode == 3 {
+            let groups = workgroups_per_item(m);
+            let submitted = if self.mode == 3 {
                 let k = self.k as usize;
                 let picked = ctx.storage_output("sae.picked", (2 * m * k * 4) as u64);
                 let topk_buffers = [&*uniform, &*dense, &*picked];
-                let groups = workgroups_per_item(m);
                 let topk = GpuPass {
                     pipeline: &self.topk,
                     buffers: &topk_buffers,
                     workgroups: groups,
                 };
-                let submitted = ctx.submit_reads(&[encode, topk], &[(&picked, (2 * m * k * 4) as u64)])?;
-                if let Some(previous) = in_flight.replace(InFlightBlock {
-                    reads: submitted,
+                InFlightBlock::TopK {
+                    reads: ctx.submit_reads(&[encode, topk], &[(&picked, (2 * m * k * 4) as u64)])?,
                     rows: m,
-                }) {
-                    self.take_topk(previous, n, csr)?;
+                    k,
                 }
             } else {
-                // Counts per row, then the pairs at their offsets: rows × 4 + nnz × 8 bytes
-                // come back instead of the dense rows × d_sae × 4.
                 let counts = ctx.storage_output("sae.counts", (m * 4) as u64);
-                let groups = workgroups_per_item(m);
                 // Auto-derived layouts drop unused bindings: `count` does not bind the pairs.
                 let count_buffers = [&*uniform, &*dense, &*counts];
                 let count = GpuPass {
@@ -252,77 +258,135 @@ impl GpuSae {
                     buffers: &count_buffers,
                     workgroups: groups,
                 };
-                let bytes = ctx.run(&[encode, count], Some((&counts, (m * 4) as u64)))?;
-                let mut offsets = Vec::with_capacity(m + 1);
-                offsets.push(0u32);
-                for c in bytemuck::cast_slice::<u8, u32>(&bytes) {
-                    offsets.push(offsets.last().unwrap() + c);
-                }
-                let total = offsets[m] as usize;
-                if total == 0 {
-                    (0..m).for_each(|_| push_sorted(csr, &mut []));
+                let reads = ctx.submit_reads(&[encode, count], &[(&counts, (m * 4) as u64)])?;
+                // The product stays held (not reused by the next block) until it is compacted.
+                let Some(previous) = counting.replace(CountedBlock {
+                    reads,
+                    rows: m,
+                    uniform,
+                    dense,
+                }) else {
                     continue;
-                }
-                let index = ctx.storage_init("sae.offsets", bytemuck::cast_slice(&offsets));
-                // Sized in powers of two, so batches of similar density reuse one buffer.
-                let pairs = ctx.storage_output("sae.pairs", (2 * total * 4).next_power_of_two() as u64);
-                let compact_buffers = [&*uniform, &*dense, &*index, &*pairs];
-                let compact = GpuPass {
-                    pipeline: &self.compact,
-                    buffers: &compact_buffers,
-                    workgroups: groups,
                 };
-                let bytes = ctx.run(&[compact], Some((&pairs, (2 * total * 4) as u64)))?;
-                let out: &[u32] = bytemuck::cast_slice(&bytes);
-                let (ids, values) = out.split_at(total);
-                for r in 0..m {
-                    let (a, b) = (offsets[r] as usize, offsets[r + 1] as usize);
-                    entries.clear();
-                    entries.extend((a..b).map(|i| (ids[i], f32::from_bits(values[i]))));
-                    push_sorted(csr, &mut entries);
-                }
+                self.compact_block(previous)?
+            };
+            if let Some(previous) = in_flight.replace(submitted) {
+                take_block(&self.ctx, previous, n, csr)?;
+            }
+        }
+        if let Some(last) = counting {
+            let submitted = self.compact_block(last)?;
+            if let Some(previous) = in_flight.replace(submitted) {
+                take_block(&self.ctx, previous, n, csr)?;
             }
         }
         Ok(in_flight)
     }
 
-    fn take_topk(&self, block: InFlightBlock, d_sae: usize, csr: &mut Csr) -> Result<()> {
-        take_topk(&self.ctx, self.k as usize, block, d_sae, csr)
+    /// Waits for a block's counts and queues the compaction of its pairs: rows × 4 + nnz × 8
+    /// bytes come back instead of the dense rows × d_sae × 4.
+    fn compact_block(&self, block: CountedBlock) -> Result<InFlightBlock> {
+        let ctx = &self.ctx;
+        let m = block.rows;
+        let bytes = ctx.wait(block.reads)?.pop().unwrap_or_default();
+        let mut offsets = Vec::with_capacity(m + 1);
+        offsets.push(0u32);
+        for c in bytemuck::cast_slice::<u8, u32>(&bytes) {
+            offsets.push(offsets.last().unwrap() + c);
+        }
+        let total = offsets[m] as usize;
+        if total == 0 {
+            return Ok(InFlightBlock::Pairs { reads: None, offsets });
+        }
+        let index = ctx.storage_init("sae.offsets", bytemuck::cast_slice(&offsets));
+        // Sized in powers of two, so batches of similar density reuse one buffer.
+        let pairs = ctx.storage_output("sae.pairs", (2 * total * 4).next_power_of_two() as u64);
+        let compact_buffers = [&*block.uniform, &*block.dense, &*index, &*pairs];
+        let compact = GpuPass {
+            pipeline: &self.compact,
+            buffers: &compact_buffers,
+            workgroups: workgroups_per_item(m),
+        };
+        let reads = ctx.submit_reads(&[compact], &[(&pairs, (2 * total * 4) as u64)])?;
+        Ok(InFlightBlock::Pairs {
+            reads: Some(reads),
+            offsets,
+        })
     }
 }
 
-/// Waits for a TopK block (`k` pairs per row) and appends its pairs (values, then ids) to
-/// `csr`, dropping non-positive values and padding ids (at least `d_sae`).
-fn take_topk(ctx: &GpuContext, k: usize, block: InFlightBlock, d_sae: usize, csr: &mut Csr) -> Result<()> {
-    let rows = block.rows;
-    let mut entries = Vec::with_capacity(k);
-    let bytes = ctx.wait(block.reads)?.pop().unwrap_or_default();
-    let out: &[f32] = bytemuck::cast_slice(&bytes);
-    for r in 0..rows {
-        entries.clear();
-        for c in 0..k {
-            let v = out[r * k + c];
-            let id = out[rows * k + r * k + c].to_bits();
-            if v > 0.0 && (id as usize) < d_sae {
-                entries.push((id, v));
+/// Waits for a block's pairs and appends its rows to `csr`, each sorted by value. TopK pairs
+/// (values, then ids) drop non-positive values and padding ids (at least `d_sae`).
+fn take_block(ctx: &GpuContext, block: InFlightBlock, d_sae: usize, csr: &mut Csr) -> Result<()> {
+    match block {
+        InFlightBlock::TopK { reads, rows, k } => {
+            let mut entries = Vec::with_capacity(k);
+            let bytes = ctx.wait(reads)?.pop().unwrap_or_default();
+            let out: &[f32] = bytemuck::cast_slice(&bytes);
+            for r in 0..rows {
+                entries.clear();
+                for c in 0..k {
+                    let v = out[r * k + c];
+                    let id = out[rows * k + r * k + c].to_bits();
+                    if v > 0.0 && (id as usize) < d_sae {
+                        entries.push((id, v));
+                    }
+                }
+                push_sorted(csr, &mut entries);
             }
         }
-        push_sorted(csr, &mut entries);
+        InFlightBlock::Pairs { reads, offsets } => {
+            let rows = offsets.len() - 1;
+            let Some(reads) = reads else {
+                (0..rows).for_each(|_| push_sorted(csr, &mut []));
+                return Ok(());
+            };
+            let bytes = ctx.wait(reads)?.pop().unwrap_or_default();
+            let out: &[u32] = bytemuck::cast_slice(&bytes);
+            let (ids, values) = out.split_at(offsets[rows] as usize);
+            let mut entries: Vec<(u32, f32)> = Vec::new();
+            for r in 0..rows {
+                let (a, b) = (offsets[r] as usize, offsets[r + 1] as usize);
+                entries.clear();
+                entries.extend((a..b).map(|i| (ids[i], f32::from_bits(values[i]))));
+                push_sorted(csr, &mut entries);
+            }
+        }
     }
     Ok(())
 }
 
-/// A TopK block whose pairs are still being computed or read back.
-struct InFlightBlock {
-    reads: PendingReads,
-    rows: usize,
+/// A block whose pairs are still being computed or read back.
+enum InFlightBlock {
+    /// TopK: k (value, id) pairs per row, values first.
+    TopK { reads: PendingReads, rows: usize, k: usize },
+    /// The other architectures: the compacted pairs (ids, then values) at the rows' `offsets`
+    /// (rows + 1 of them); no read when no latent is active.
+    Pairs { reads: Option<PendingReads>, offsets: Vec<u32> },
 }
 
-/// Frames encoded but for their last TopK block, still in flight (see
+impl InFlightBlock {
+    fn reads(&mut self) -> Option<&mut PendingReads> {
+        match self {
+            InFlightBlock::TopK { reads, .. } => Some(reads),
+            InFlightBlock::Pairs { reads, .. } => reads.as_mut(),
+        }
+    }
+}
+
+/// A block of a non-TopK encoder whose product and counts are queued: the product's buffers
+/// stay held until its compaction is queued (see [`GpuSae::compact_block`]).
+struct CountedBlock {
+    reads: PendingReads,
+    rows: usize,
+    uniform: PooledBuffer,
+    dense: PooledBuffer,
+}
+
+/// Frames encoded but for their last block, still in flight (see
 /// [`SaeKernels::start_frames`]); it finishes itself.
 pub struct InFlight {
     ctx: Arc<GpuContext>,
-    k: usize,
     d_sae: usize,
     csr: Csr,
     last: InFlightBlock,
@@ -331,30 +395,22 @@ pub struct InFlight {
 impl InFlight {
     /// Whether the last block is done (never blocks).
     pub(super) fn is_done(&mut self) -> bool {
-        self.ctx.ready(&mut self.last.reads)
+        match self.last.reads() {
+            Some(reads) => self.ctx.ready(reads),
+            None => true,
+        }
     }
 
     /// The encoded rows, the last block taken (waits for it).
     pub(super) fn finish(self: Box<Self>) -> Result<Csr> {
         let InFlight {
             ctx,
-            k,
             d_sae,
             mut csr,
             last,
         } = *self;
-        take_topk(&ctx, k, last, d_sae, &mut csr)?;
+        take_block(&ctx, last, d_sae, &mut csr)?;
         Ok(csr)
-    }
-}
-
-impl GpuSae {
-    /// Takes `block` (if any) into `csr`: the in-flight block of the last [`GpuSae::encode_rows`].
-    fn settle(&self, block: Option<InFlightBlock>, d_sae: usize, csr: &mut Csr) -> Result<()> {
-        match block {
-            Some(block) => self.take_topk(block, d_sae, csr),
-            None => Ok(()),
-        }
     }
 }
 
@@ -367,8 +423,9 @@ impl SaeKernels for GpuSae {
             let x = self
                 .ctx
                 .storage_init("sae.x", bytemuck::cast_slice(&input[start * d_in..(start + m) * d_in]));
-            let last = self.encode_rows(sae, &x, m, &mut csr)?;
-            self.settle(last, sae.d_sae, &mut csr)?;
+            if let Some(last) = self.encode_rows(sae, &x, m, &mut csr, None)? {
+                take_block(&self.ctx, last, sae.d_sae, &mut csr)?;
+            }
         }
         Ok(csr)
     }
@@ -399,21 +456,18 @@ impl SaeKernels for GpuSae {
                 (filled, done) = (filled + m, done + m);
                 if filled == capacity {
                     // Rows go into `csr` in order: the previous call's last block first.
-                    self.settle(last.take(), sae.d_sae, &mut csr)?;
-                    last = self.encode_rows(sae, &prepared, filled, &mut csr)?;
+                    last = self.encode_rows(sae, &prepared, filled, &mut csr, last.take())?;
                     filled = 0;
                 }
             }
         }
         if filled > 0 {
-            self.settle(last.take(), sae.d_sae, &mut csr)?;
-            last = self.encode_rows(sae, &prepared, filled, &mut csr)?;
+            last = self.encode_rows(sae, &prepared, filled, &mut csr, last.take())?;
         }
         Ok(match last {
             None => Started::Done(csr),
             Some(block) => Started::InFlight(Box::new(InFlight {
                 ctx: self.ctx.clone(),
-                k: self.k as usize,
                 d_sae: sae.d_sae,
                 csr,
                 last: block,
