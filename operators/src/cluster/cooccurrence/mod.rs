@@ -18,6 +18,7 @@
 //! `window` with a finite span, `all_time` without).
 
 pub mod pair_counts;
+mod runs;
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};

@@ -7,10 +7,10 @@
 //! Pair counts live in sorted runs of `(pair key, count)` (a log-structured merge): an epoch's
 //! updates are radix-sorted by packed pair key, consolidated, and added as one run; a run is
 //! merged into the one before it unless that one is more than four times its size, summing
-//! counts and dropping pairs that reach zero (merging this eagerly lets a sliding span's
-//! retractions cancel their additions early, which a factor of two did not). Every update costs a few sequential passes instead of a random access into a
-//! table of millions of pairs (a hash map was slower than differential dataflow here, and both
-//! far slower than this). Feature counts are a plain array.
+//! counts and dropping pairs that reach zero (`runs.rs`; 8-byte entries while keys and counts
+//! fit). Every update costs a few sequential passes instead of a random access into a table of
+//! millions of pairs (a hash map was slower than differential dataflow here, and both far
+//! slower than this). Feature counts are a plain array.
 //!
 //! With a component threshold set, each epoch's consolidated changes also feed a differential
 //! dataflow that keeps the graph of pairs whose Jaccard or Dice affinity reaches it, and its
@@ -57,8 +57,7 @@ type PairTrace = TraceAgent<KeySpine<(u32, u32), u64, isize>>;
 type SingleTrace = TraceAgent<KeySpine<u32, u64, isize>>;
 type LabelTrace = TraceAgent<ValSpine<u32, u32, u64, isize>>;
 
-/// A pair `(a, b)` with `a < b` as one sortable key: `a << shift | b`.
-type Key = u64;
+use super::runs::{merge_into, units_to_counts, Entry, Key, RunSet, Runs};
 
 /// Pair and feature counts over the windows currently in the span.
 pub struct PairCounter {
@@ -70,12 +69,8 @@ pub struct PairCounter {
     scratch: Vec<u64>,
     /// Counts added as they are ([`PairCounter::load`]).
     loaded: Vec<(Key, i64)>,
-    /// Sorted, consolidated runs, each more than four times the size of the next.
-    runs: Vec<Vec<(Key, i64)>>,
-    /// Run buffers that merges left, reused for the next runs and merges: a fresh buffer of
-    /// millions of pairs costs more in page faults (the kernel zeroing its pages) than the
-    /// merge that fills it.
-    spares: Vec<Vec<(Key, i64)>>,
+    /// Sorted, consolidated runs of pair counts.
+    runs: Runs,
     /// Windows each feature fires in, by feature id.
     singles: Vec<i64>,
     /// This epoch's feature updates (for the component graph).
@@ -173,13 +168,13 @@ impl PairCounter {
     pub fn new(components: Option<(EdgeMeasure, f64)>, n_features: usize) -> PairCounter {
         // A unit is `(a << shift | b) << 1`: two ids and a sign bit in 64 bits.
         assert!(n_features <= 1 << 31, "{n_features} features do not fit a pair key");
+        let shift = (usize::BITS - n_features.saturating_sub(1).leading_zeros()).max(1);
         PairCounter {
-            shift: (usize::BITS - n_features.saturating_sub(1).leading_zeros()).max(1),
+            shift,
             pending: Vec::new(),
             scratch: Vec::new(),
             loaded: Vec::new(),
-            runs: Vec::new(),
-            spares: Vec::new(),
+            runs: Runs::new(2 * shift),
             singles: vec![0; n_features],
             pending_singles: Vec::new(),
             graph: components.map(|(m, t)| ComponentGraph::new(m, t)),
@@ -189,10 +184,6 @@ impl PairCounter {
     fn key(&self, a: u32, b: u32) -> Key {
         debug_assert!(a < b && (b as usize) < self.singles.len());
         ((a as u64) << self.shift) | b as u64
-    }
-
-    fn pair(&self, key: Key) -> (u32, u32) {
-        ((key >> self.shift) as u32, (key & ((1u64 << self.shift) - 1)) as u32)
     }
 
     /// Adds (`diff = 1`) or retracts (`diff = −1`) one window's firing features, sorted and
@@ -238,23 +229,19 @@ impl PairCounter {
     /// Closes the current epoch: its updates become one consolidated run (and, with components,
     /// go through the component graph).
     pub fn settle(&mut self) {
-        radix_sort(&mut self.pending, &mut self.scratch);
-        let mut delta = self.take_buffer(self.pending.len());
-        units_to_counts(&self.pending, &mut delta);
+        radix_sort(&mut self.pending, &mut self.scratch, 2 * self.shift + 1);
+        let loaded: u64 = self.loaded.iter().map(|e| e.1.unsigned_abs()).sum();
+        self.runs.reserve_counts(self.pending.len() as u64 + loaded);
+        let mut loaded = std::mem::take(&mut self.loaded);
+        loaded.sort_unstable_by_key(|e| e.0);
+        consolidate(&mut loaded);
+        let (pending, shift) = (&self.pending, self.shift);
+        let pairs = match &mut self.runs {
+            Runs::Narrow { set, .. } => add_epoch(set, pending, &loaded, shift, self.graph.is_some()),
+            Runs::Wide(set) => add_epoch(set, pending, &loaded, shift, self.graph.is_some()),
+        };
         self.pending.clear();
-        if !self.loaded.is_empty() {
-            let mut loaded = std::mem::take(&mut self.loaded);
-            loaded.sort_unstable_by_key(|e| e.0);
-            consolidate(&mut loaded);
-            let mut merged = self.take_buffer(delta.len() + loaded.len());
-            merge_into(&delta, &loaded, &mut merged);
-            self.give_back(std::mem::replace(&mut delta, merged));
-        }
         if let Some(graph) = &mut self.graph {
-            let pairs: Vec<((u32, u32), i64)> = delta
-                .iter()
-                .map(|&(k, d)| (((k >> self.shift) as u32, (k & ((1u64 << self.shift) - 1)) as u32), d))
-                .collect();
             let mut singles = std::mem::take(&mut self.pending_singles);
             singles.sort_unstable_by_key(|s| s.0);
             let mut merged: Vec<(u32, i64)> = Vec::with_capacity(singles.len());
@@ -267,71 +254,16 @@ impl PairCounter {
             merged.retain(|s| s.1 != 0);
             graph.apply(&pairs, &merged);
         }
-        if delta.is_empty() {
-            self.give_back(delta);
-        } else {
-            self.runs.push(delta);
-        }
-        while let [.., older, newer] = &self.runs[..] {
-            if older.len() > 4 * newer.len() {
-                break;
-            }
-            self.merge_last_two();
-        }
-    }
-
-    /// Merges the two newest runs into one, in a spare buffer.
-    fn merge_last_two(&mut self) {
-        let newer = self.runs.pop().expect("two runs");
-        let older = self.runs.pop().expect("two runs");
-        let mut out = self.take_buffer(older.len() + newer.len());
-        merge_into(&older, &newer, &mut out);
-        self.runs.push(out);
-        self.give_back(older);
-        self.give_back(newer);
-    }
-
-    /// An empty run buffer for up to `len` pairs: the smallest spare that holds them, else
-    /// the largest spare grown, else a new one. Grown with a quarter to spare, so the next
-    /// merge of about the same size fits without moving.
-    fn take_buffer(&mut self, len: usize) -> Vec<(Key, i64)> {
-        let cap = |i: usize| self.spares[i].capacity();
-        let fits = (0..self.spares.len()).filter(|&i| cap(i) >= len).min_by_key(|&i| cap(i));
-        let pick = fits.or_else(|| (0..self.spares.len()).max_by_key(|&i| cap(i)));
-        let mut buffer = pick.map(|i| self.spares.swap_remove(i)).unwrap_or_default();
-        if buffer.capacity() < len {
-            buffer.reserve_exact(len + len / 4);
-        }
-        buffer
-    }
-
-    /// Keeps `buffer` for reuse: the [`SPARE_BUFFERS`] largest are kept.
-    fn give_back(&mut self, mut buffer: Vec<(Key, i64)>) {
-        buffer.clear();
-        self.spares.push(buffer);
-        if self.spares.len() > SPARE_BUFFERS {
-            let smallest = (0..self.spares.len())
-                .min_by_key(|&i| self.spares[i].capacity())
-                .expect("spares");
-            self.spares.swap_remove(smallest);
-        }
     }
 
     /// Current count of every pair `(a, b)`, `a < b`, that co-occurs in some window of the span,
     /// sorted by pair. Call after [`PairCounter::settle`]; the runs are merged into one.
     pub fn pair_counts(&mut self) -> Vec<((u32, u32), u64)> {
-        while self.runs.len() > 1 {
-            self.merge_last_two();
+        let shift = self.shift;
+        match &mut self.runs {
+            Runs::Narrow { set, .. } => positive_counts(set.merged(), shift),
+            Runs::Wide(set) => positive_counts(set.merged(), shift),
         }
-        self.runs
-            .first()
-            .map(|run| {
-                run.iter()
-                    .filter(|e| e.1 > 0)
-                    .map(|&(k, n)| (self.pair(k), n as u64))
-                    .collect()
-            })
-            .unwrap_or_default()
     }
 
     /// Current count of windows in which each feature fires (features with count > 0), sorted.
@@ -368,53 +300,37 @@ impl PairCounter {
     }
 }
 
-/// Sorts with an LSD radix sort, 11 bits per pass, as many passes as the largest value needs.
-fn radix_sort(v: &mut Vec<u64>, scratch: &mut Vec<u64>) {
+/// Sorts values below `2^bits` with an LSD radix sort, 11 bits per pass: one read counts
+/// every pass's digits, then each pass scatters.
+fn radix_sort(v: &mut Vec<u64>, scratch: &mut Vec<u64>, bits: u32) {
     const BITS: u32 = 11;
-    let max = v.iter().copied().max().unwrap_or(0);
-    let passes = (u64::BITS - max.leading_zeros()).div_ceil(BITS);
-    scratch.clear();
-    scratch.resize(v.len(), 0);
-    for pass in 0..passes {
-        let shift = BITS * pass;
-        let mut start = [0usize; 1 << BITS];
-        for &u in v.iter() {
-            start[((u >> shift) & ((1 << BITS) - 1)) as usize] += 1;
+    const MASK: u64 = (1 << BITS) - 1;
+    let passes = bits.div_ceil(BITS) as usize;
+    let mut starts = vec![[0usize; 1 << BITS]; passes];
+    for &u in v.iter() {
+        for (pass, start) in starts.iter_mut().enumerate() {
+            start[((u >> (BITS * pass as u32)) & MASK) as usize] += 1;
         }
+    }
+    for start in &mut starts {
         let mut at = 0;
         for s in start.iter_mut() {
             (*s, at) = (at, at + *s);
         }
+    }
+    // Each pass overwrites every slot, so old contents may stay: zero only what is new.
+    if scratch.len() < v.len() {
+        scratch.resize(v.len(), 0);
+    }
+    scratch.truncate(v.len());
+    for (pass, start) in starts.iter_mut().enumerate() {
+        let shift = BITS * pass as u32;
         for &u in v.iter() {
-            let digit = ((u >> shift) & ((1 << BITS) - 1)) as usize;
+            let digit = ((u >> shift) & MASK) as usize;
             scratch[start[digit]] = u;
             start[digit] += 1;
         }
         std::mem::swap(v, scratch);
-    }
-}
-
-/// Run buffers a counter keeps for reuse (each about the size of a run it held).
-const SPARE_BUFFERS: usize = 3;
-
-/// Sorted update units (see [`PairCounter`]'s `pending`) as a consolidated run of counts, in
-/// `run` (emptied first).
-fn units_to_counts(units: &[u64], run: &mut Vec<(Key, i64)>) {
-    run.clear();
-    for &u in units {
-        let (key, d) = (u >> 1, if u & 1 == 1 { -1 } else { 1 });
-        match run.last_mut() {
-            Some(last) if last.0 == key => last.1 += d,
-            _ => {
-                if run.last().is_some_and(|l| l.1 == 0) {
-                    run.pop();
-                }
-                run.push((key, d));
-            }
-        }
-    }
-    if run.last().is_some_and(|l| l.1 == 0) {
-        run.pop();
     }
 }
 
@@ -438,33 +354,43 @@ fn consolidate(run: &mut Vec<(Key, i64)>) {
     run.truncate(out);
 }
 
-/// Merges two sorted, consolidated runs into `out`, summing equal keys and dropping zero counts.
-/// Branch-free per step (which side advances is data, not a jump), since the two runs
-/// interleave unpredictably.
-/// Writes into `out`'s spare capacity (not zero-filled first: a reused buffer's pages need no
-/// writing twice).
-fn merge_into(a: &[(Key, i64)], b: &[(Key, i64)], out: &mut Vec<(Key, i64)>) {
-    out.clear();
-    out.reserve(a.len() + b.len());
-    let slots = &mut out.spare_capacity_mut()[..a.len() + b.len()];
-    let (mut i, mut j, mut o) = (0, 0, 0);
-    while i < a.len() && j < b.len() {
-        let (x, y) = (a[i], b[j]);
-        let (take_a, take_b) = (x.0 <= y.0, y.0 <= x.0);
-        let key = if take_a { x.0 } else { y.0 };
-        let count = if take_a { x.1 } else { 0 } + if take_b { y.1 } else { 0 };
-        slots[o].write((key, count));
-        o += usize::from(count != 0);
-        i += usize::from(take_a);
-        j += usize::from(take_b);
+/// The pair `(a, b)` of a key (`a << shift | b`).
+fn pair_of(key: Key, shift: u32) -> (u32, u32) {
+    ((key >> shift) as u32, (key & ((1u64 << shift) - 1)) as u32)
+}
+
+/// Adds an epoch to `set`: the sorted update `units` and the sorted, consolidated `loaded`
+/// counts, as one run. Returns the epoch's consolidated changes by pair when `changes` is
+/// set (for the component graph), else nothing.
+fn add_epoch<E: Entry>(
+    set: &mut RunSet<E>,
+    units: &[u64],
+    loaded: &[(Key, i64)],
+    shift: u32,
+    changes: bool,
+) -> Vec<((u32, u32), i64)> {
+    let mut delta = set.take_buffer(units.len());
+    units_to_counts(units, &mut delta);
+    if !loaded.is_empty() {
+        let loaded: Vec<E> = loaded.iter().map(|&(k, n)| E::new(k, n)).collect();
+        let mut merged = set.take_buffer(delta.len() + loaded.len());
+        merge_into(&delta, &loaded, &mut merged);
+        set.give_back(std::mem::replace(&mut delta, merged));
     }
-    for &e in a[i..].iter().chain(&b[j..]) {
-        slots[o].write(e);
-        o += 1;
-    }
-    // SAFETY: slots 0..o were written above (each step writes slot `o` before `o` may move
-    // past it), and o <= a.len() + b.len() <= capacity.
-    unsafe { out.set_len(o) };
+    let pairs = match changes {
+        true => delta.iter().map(|e| (pair_of(e.key(), shift), e.count())).collect(),
+        false => Vec::new(),
+    };
+    set.push(delta);
+    pairs
+}
+
+/// The pairs of a merged run whose count is positive, with their counts.
+fn positive_counts<E: Entry>(run: &[E], shift: u32) -> Vec<((u32, u32), u64)> {
+    run.iter()
+        .filter(|e| e.count() > 0)
+        .map(|e| (pair_of(e.key(), shift), e.count() as u64))
+        .collect()
 }
 
 #[cfg(test)]
@@ -489,11 +415,16 @@ mod tests {
     }
 
     /// Many epochs of random windows entering and leaving a sliding span (so runs of every size
-    /// are merged, and counts return to zero and vanish) against counts kept in a `BTreeMap`.
+    /// are merged, and counts return to zero and vanish) against counts kept in a `BTreeMap`:
+    /// with 8-byte entries, 16-byte ones (keys past 32 bits), and entries that turn wide midway.
     #[test]
     fn sliding_counts_equal_a_map_of_every_window() {
-        for n_features in [5usize, 300, 100_003] {
+        for (n_features, narrow_limit) in [(5usize, None), (300, None), (300, Some(2000)), (100_003, None)] {
             let mut pc = PairCounter::new(None, n_features);
+            assert_eq!(pc.runs.is_narrow(), n_features < 65536);
+            if let Some(limit) = narrow_limit {
+                pc.runs.set_narrow_limit(limit);
+            }
             let mut reference: std::collections::BTreeMap<(u32, u32), i64> = Default::default();
             let mut singles = vec![0i64; n_features];
             let mut span: std::collections::VecDeque<Vec<u32>> = Default::default();
@@ -545,6 +476,7 @@ mod tests {
                     assert_eq!(pc.feature_counts(), want);
                 }
             }
+            assert_eq!(pc.runs.is_narrow(), n_features < 65536 && narrow_limit.is_none());
         }
     }
 
