@@ -23,7 +23,7 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.cluster import KMeans, MiniBatchKMeans
 from sklearn.metrics import pairwise_distances_argmin_min
-from benchlib import cargo_build, results_path  # noqa: E402
+from benchlib import cargo_build, cpu_name, results_path  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -108,8 +108,7 @@ def main():
     sc_slide, nnz_slide = cooc_scipy(ids, n_features, span_batches=8)
     if nnz_all != ours["cooc_all_time_pairs"]:
         raise SystemExit(f"pair counts differ: scipy {nnz_all}, neurostream {ours['cooc_all_time_pairs']}")
-    cpu = subprocess.run(["sh", "-c", "lscpu | grep 'Model name' | head -1"], capture_output=True, text=True).stdout
-    cpu = cpu.split(":", 1)[-1].strip()
+    cpu = cpu_name()
     lines = [
         "# Clustering and co-occurrence benchmark",
         "",
