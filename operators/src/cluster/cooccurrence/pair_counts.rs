@@ -34,6 +34,8 @@ use timely::progress::frontier::{Antichain, AntichainRef};
 use timely::worker::Worker;
 use timely::WorkerConfig;
 
+use super::runs::{merge_into, units_to_counts, Entry, Key, RunSet, Runs};
+
 /// The affinity that decides which pairs join a component (both need no count of windows).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EdgeMeasure {
@@ -56,8 +58,6 @@ impl EdgeMeasure {
 type PairTrace = TraceAgent<KeySpine<(u32, u32), u64, isize>>;
 type SingleTrace = TraceAgent<KeySpine<u32, u64, isize>>;
 type LabelTrace = TraceAgent<ValSpine<u32, u32, u64, isize>>;
-
-use super::runs::{merge_into, units_to_counts, Entry, Key, RunSet, Runs};
 
 /// Pair and feature counts over the windows currently in the span.
 pub struct PairCounter {
