@@ -19,6 +19,7 @@
 
 pub mod pair_counts;
 mod runs;
+mod units;
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};

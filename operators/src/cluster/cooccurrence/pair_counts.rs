@@ -35,6 +35,7 @@ use timely::worker::Worker;
 use timely::WorkerConfig;
 
 use super::runs::{merge_into, units_to_counts, Entry, Key, RunSet, Runs};
+use super::units::{Unit, Units};
 
 /// The affinity that decides which pairs join a component (both need no count of windows).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,10 +64,8 @@ type LabelTrace = TraceAgent<ValSpine<u32, u32, u64, isize>>;
 pub struct PairCounter {
     /// Bits of `b` in a key (enough for every feature id).
     shift: u32,
-    /// This epoch's window updates, not yet sorted: `key << 1`, or `key << 1 | 1` for a
-    /// retraction, so a sort of plain `u64`s groups each pair's additions and retractions.
-    pending: Vec<u64>,
-    scratch: Vec<u64>,
+    /// This epoch's window updates, not yet sorted (`units.rs`).
+    pending: Units,
     /// Counts added as they are ([`PairCounter::load`]).
     loaded: Vec<(Key, i64)>,
     /// Sorted, consolidated runs of pair counts.
@@ -171,8 +170,7 @@ impl PairCounter {
         let shift = (usize::BITS - n_features.saturating_sub(1).leading_zeros()).max(1);
         PairCounter {
             shift,
-            pending: Vec::new(),
-            scratch: Vec::new(),
+            pending: Units::new(2 * shift + 1),
             loaded: Vec::new(),
             runs: Runs::new(2 * shift),
             singles: vec![0; n_features],
@@ -201,9 +199,7 @@ impl PairCounter {
             self.singles[a as usize] += d;
             for &b in &features[i + 1..] {
                 let unit = self.key(a, b) << 1 | retract;
-                for _ in 0..diff.unsigned_abs() {
-                    self.pending.push(unit);
-                }
+                self.pending.push(unit, diff.unsigned_abs());
             }
         }
         if self.graph.is_some() {
@@ -229,16 +225,21 @@ impl PairCounter {
     /// Closes the current epoch: its updates become one consolidated run (and, with components,
     /// go through the component graph).
     pub fn settle(&mut self) {
-        radix_sort(&mut self.pending, &mut self.scratch, 2 * self.shift + 1);
         let loaded: u64 = self.loaded.iter().map(|e| e.1.unsigned_abs()).sum();
         self.runs.reserve_counts(self.pending.len() as u64 + loaded);
         let mut loaded = std::mem::take(&mut self.loaded);
         loaded.sort_unstable_by_key(|e| e.0);
         consolidate(&mut loaded);
-        let (pending, shift) = (&self.pending, self.shift);
-        let pairs = match &mut self.runs {
-            Runs::Narrow { set, .. } => add_epoch(set, pending, &loaded, shift, self.graph.is_some()),
-            Runs::Wide(set) => add_epoch(set, pending, &loaded, shift, self.graph.is_some()),
+        let (bits, shift, changes) = (2 * self.shift + 1, self.shift, self.graph.is_some());
+        let pairs = match &mut self.pending {
+            Units::Narrow(buf) => {
+                buf.sort(bits);
+                add_epoch(&mut self.runs, &buf.units, &loaded, shift, changes)
+            }
+            Units::Wide(buf) => {
+                buf.sort(bits);
+                add_epoch(&mut self.runs, &buf.units, &loaded, shift, changes)
+            }
         };
         self.pending.clear();
         if let Some(graph) = &mut self.graph {
@@ -300,40 +301,6 @@ impl PairCounter {
     }
 }
 
-/// Sorts values below `2^bits` with an LSD radix sort, 11 bits per pass: one read counts
-/// every pass's digits, then each pass scatters.
-fn radix_sort(v: &mut Vec<u64>, scratch: &mut Vec<u64>, bits: u32) {
-    const BITS: u32 = 11;
-    const MASK: u64 = (1 << BITS) - 1;
-    let passes = bits.div_ceil(BITS) as usize;
-    let mut starts = vec![[0usize; 1 << BITS]; passes];
-    for &u in v.iter() {
-        for (pass, start) in starts.iter_mut().enumerate() {
-            start[((u >> (BITS * pass as u32)) & MASK) as usize] += 1;
-        }
-    }
-    for start in &mut starts {
-        let mut at = 0;
-        for s in start.iter_mut() {
-            (*s, at) = (at, at + *s);
-        }
-    }
-    // Each pass overwrites every slot, so old contents may stay: zero only what is new.
-    if scratch.len() < v.len() {
-        scratch.resize(v.len(), 0);
-    }
-    scratch.truncate(v.len());
-    for (pass, start) in starts.iter_mut().enumerate() {
-        let shift = BITS * pass as u32;
-        for &u in v.iter() {
-            let digit = ((u >> shift) & MASK) as usize;
-            scratch[start[digit]] = u;
-            start[digit] += 1;
-        }
-        std::mem::swap(v, scratch);
-    }
-}
-
 /// Sums the counts of equal keys in a sorted run and drops those that reach zero.
 fn consolidate(run: &mut Vec<(Key, i64)>) {
     let mut out = 0;
@@ -359,12 +326,20 @@ fn pair_of(key: Key, shift: u32) -> (u32, u32) {
     ((key >> shift) as u32, (key & ((1u64 << shift) - 1)) as u32)
 }
 
-/// Adds an epoch to `set`: the sorted update `units` and the sorted, consolidated `loaded`
-/// counts, as one run. Returns the epoch's consolidated changes by pair when `changes` is
-/// set (for the component graph), else nothing.
-fn add_epoch<E: Entry>(
+/// Adds an epoch to `runs`: the sorted update `units` and the sorted, consolidated `loaded`
+/// counts, as one run. Returns the epoch's consolidated changes by pair when `changes` is set
+/// (for the component graph), else nothing.
+fn add_epoch<T: Unit>(runs: &mut Runs, units: &[T], loaded: &[(Key, i64)], shift: u32, changes: bool) -> Vec<((u32, u32), i64)> {
+    match runs {
+        Runs::Narrow { set, .. } => add_run(set, units, loaded, shift, changes),
+        Runs::Wide(set) => add_run(set, units, loaded, shift, changes),
+    }
+}
+
+/// [`add_epoch`] for runs of one entry width.
+fn add_run<T: Unit, E: Entry>(
     set: &mut RunSet<E>,
-    units: &[u64],
+    units: &[T],
     loaded: &[(Key, i64)],
     shift: u32,
     changes: bool,
@@ -416,12 +391,15 @@ mod tests {
 
     /// Many epochs of random windows entering and leaving a sliding span (so runs of every size
     /// are merged, and counts return to zero and vanish) against counts kept in a `BTreeMap`:
-    /// with 8-byte entries, 16-byte ones (keys past 32 bits), and entries that turn wide midway.
+    /// with 8-byte entries, 16-byte ones (keys past 32 bits), and entries that turn wide midway;
+    /// 4-byte units up to 32768 features, 8-byte ones above (65536: wide units, narrow runs).
     #[test]
     fn sliding_counts_equal_a_map_of_every_window() {
-        for (n_features, narrow_limit) in [(5usize, None), (300, None), (300, Some(2000)), (100_003, None)] {
+        let cases = [(5usize, None), (300, None), (300, Some(2000)), (65536, None), (100_003, None)];
+        for (n_features, narrow_limit) in cases {
             let mut pc = PairCounter::new(None, n_features);
-            assert_eq!(pc.runs.is_narrow(), n_features < 65536);
+            assert_eq!(pc.runs.is_narrow(), n_features <= 65536);
+            assert_eq!(matches!(pc.pending, Units::Narrow(_)), n_features <= 32768);
             if let Some(limit) = narrow_limit {
                 pc.runs.set_narrow_limit(limit);
             }
@@ -476,7 +454,7 @@ mod tests {
                     assert_eq!(pc.feature_counts(), want);
                 }
             }
-            assert_eq!(pc.runs.is_narrow(), n_features < 65536 && narrow_limit.is_none());
+            assert_eq!(pc.runs.is_narrow(), n_features <= 65536 && narrow_limit.is_none());
         }
     }
 

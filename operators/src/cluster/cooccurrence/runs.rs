@@ -6,6 +6,8 @@
 //! [`Wide`] ones any key and count in 16. [`Runs`] starts narrow where the keys allow and turns
 //! wide, once, before any count could pass `i32` (see [`Runs::reserve_counts`]).
 
+use super::units::Unit;
+
 /// A pair key (`a << shift | b`, see `PairCounter`).
 pub type Key = u64;
 
@@ -199,13 +201,14 @@ impl Runs {
 /// `run` (emptied first). Branch-free per unit, like [`merge_into`]: each step writes the
 /// current pair's count to its slot, and the slot moves on only when a new pair starts after
 /// a non-zero count.
-pub fn units_to_counts<E: Entry>(units: &[u64], run: &mut Vec<E>) {
+pub fn units_to_counts<T: Unit, E: Entry>(units: &[T], run: &mut Vec<E>) {
     run.clear();
     let Some(&first) = units.first() else { return };
     run.reserve(units.len());
     let slots = &mut run.spare_capacity_mut()[..units.len()];
-    let (mut o, mut key, mut count) = (0, first >> 1, 0i64);
+    let (mut o, mut key, mut count) = (0, first.into() >> 1, 0i64);
     for &u in units {
+        let u: u64 = u.into();
         let (k, d) = (u >> 1, 1 - 2 * (u & 1) as i64);
         let new = k != key;
         slots[o].write(E::new(key, count));
@@ -284,16 +287,19 @@ mod tests {
     #[test]
     fn units_consolidate_and_drop_zero_counts() {
         // (key 2: +1 +1), (key 3: +1 −1), (key 4: −1), (key 7: +1)
-        let units = [2 << 1, 2 << 1, 3 << 1, 3 << 1 | 1, 4 << 1 | 1, 7 << 1];
+        let units: [u64; 6] = [2 << 1, 2 << 1, 3 << 1, 3 << 1 | 1, 4 << 1 | 1, 7 << 1];
         let mut wide: Vec<Wide> = Vec::new();
         units_to_counts(&units, &mut wide);
         assert_eq!(wide, vec![(2, 2), (4, -1), (7, 1)]);
         let mut narrow: Vec<Narrow> = Vec::new();
         units_to_counts(&units, &mut narrow);
         assert_eq!(narrow, vec![Narrow::new(2, 2), Narrow::new(4, -1), Narrow::new(7, 1)]);
-        units_to_counts(&[5 << 1, 5 << 1 | 1], &mut wide);
+        let narrow_units: Vec<u32> = units.iter().map(|&u| u as u32).collect();
+        units_to_counts(&narrow_units, &mut narrow);
+        assert_eq!(narrow, vec![Narrow::new(2, 2), Narrow::new(4, -1), Narrow::new(7, 1)]);
+        units_to_counts(&[5u64 << 1, 5 << 1 | 1], &mut wide);
         assert!(wide.is_empty());
-        units_to_counts(&[], &mut wide);
+        units_to_counts::<u32, Wide>(&[], &mut wide);
         assert!(wide.is_empty());
     }
 
