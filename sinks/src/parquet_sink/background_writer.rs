@@ -6,8 +6,11 @@
 //! is that far behind, so memory stays bounded). A write error is kept and returned by the
 //! next call, and the file is closed only when asked ([`BackgroundWriter::finish`]); dropped
 //! without that, the writer is abandoned and its file left incomplete for the caller to remove.
+//! The file's size so far is reported after each batch ([`BackgroundWriter::size`]), for
+//! writers that roll to a new file at a size.
 
 use std::fs::File;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -32,6 +35,8 @@ pub(super) struct BackgroundWriter {
     thread: Option<JoinHandle<Option<std::result::Result<File, String>>>>,
     /// The first write error, for the caller's next call.
     failed: Arc<Mutex<Option<String>>>,
+    /// Bytes written plus bytes buffered for the open row group, after the last batch written.
+    size: Arc<AtomicU64>,
 }
 
 impl BackgroundWriter {
@@ -39,8 +44,9 @@ impl BackgroundWriter {
     pub(super) fn start(writer: ArrowWriter<File>, what: &str) -> std::io::Result<BackgroundWriter> {
         let (jobs, queue) = bounded::<Job>(QUEUE_BATCHES);
         let failed = Arc::new(Mutex::new(None));
+        let size = Arc::new(AtomicU64::new(0));
         let thread = {
-            let failed = failed.clone();
+            let (failed, size) = (failed.clone(), size.clone());
             std::thread::Builder::new().name(format!("parquet {what}")).spawn(move || {
                 let mut writer = writer;
                 for job in queue {
@@ -52,6 +58,8 @@ impl BackgroundWriter {
                             if let Err(e) = writer.write(&batch) {
                                 *failed.lock().unwrap() = Some(e.to_string());
                             }
+                            let bytes = writer.bytes_written() + writer.in_progress_size();
+                            size.store(bytes as u64, Ordering::Relaxed);
                         }
                         Job::Metadata(kv) => writer.append_key_value_metadata(kv),
                         Job::Finish => return Some(writer.into_inner().map_err(|e| e.to_string())),
@@ -64,7 +72,15 @@ impl BackgroundWriter {
             jobs: Some(jobs),
             thread: Some(thread),
             failed,
+            size,
         })
+    }
+
+    /// The file's bytes after the last batch the thread has written: written, plus buffered for
+    /// the open row group (encoded size, an estimate until the group is flushed). Batches still
+    /// queued are not counted: up to [`QUEUE_BATCHES`] behind.
+    pub(super) fn size(&self) -> u64 {
+        self.size.load(Ordering::Relaxed)
     }
 
     fn failure(&self) -> Option<String> {
@@ -155,6 +171,35 @@ mod tests {
             })
             .collect();
         assert_eq!(got, (0..10_000).collect::<Vec<i64>>());
+    }
+
+    /// The reported size grows with the batches written and reaches the file's size once
+    /// row groups are flushed.
+    #[test]
+    fn the_size_follows_the_batches_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.parquet");
+        let props = WriterProperties::builder().set_max_row_group_row_count(Some(1000)).build();
+        let writer = ArrowWriter::try_new(File::create(&path).unwrap(), batch(0, 1).schema(), Some(props)).unwrap();
+        let w = BackgroundWriter::start(writer, "x.parquet").unwrap();
+        assert_eq!(w.size(), 0);
+        let mut sizes = Vec::new();
+        for k in 0..10 {
+            w.write(batch(k * 1000, 1000)).unwrap();
+            // Wait until the thread has taken this batch (the size moves past the last one).
+            let t0 = std::time::Instant::now();
+            while sizes.last().is_some_and(|&s| w.size() <= s) || w.size() == 0 {
+                assert!(t0.elapsed().as_secs() < 10, "the size never moved");
+                std::thread::yield_now();
+            }
+            sizes.push(w.size());
+        }
+        assert!(sizes.windows(2).all(|p| p[0] < p[1]), "{sizes:?}");
+        let last = *sizes.last().unwrap();
+        let file = w.finish().unwrap();
+        let on_disk = file.metadata().unwrap().len();
+        // Ten flushed row groups: everything but the footer (about 2 KiB of row-group metadata).
+        assert!(last <= on_disk && on_disk - last < 8192, "{last} reported, {on_disk} on disk");
     }
 
     /// A write into a full disk (/dev/full) comes back from a later call or from `finish`.

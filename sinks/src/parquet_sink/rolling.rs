@@ -7,7 +7,8 @@
 //! many parts are open (`max_open_parts`, least recently written first), and when the run
 //! ends. In a checkpointed run a part also closes at every checkpoint and appears only when
 //! that checkpoint is durable (two-phase commit), so after kill -9 and `--resume` the rows
-//! across all parts equal an uninterrupted run's.
+//! across all parts equal an uninterrupted run's. Each open part encodes on a thread of its own
+//! ([`BackgroundWriter`]), so `roll_bytes` is checked against the size that thread reports.
 //!
 //! Each writer keeps `_manifest/worker-NNNNN.json` (its committed parts, its event-time
 //! watermark) and deletes its own parts that `keep` no longer retains; a partition gets
@@ -29,6 +30,7 @@ use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 
+use super::background_writer::BackgroundWriter;
 use super::manifest::{mark_complete, Manifest, PartInfo, MANIFEST_DIR};
 use super::partition::PartitionSpec;
 use super::{out_err, OnFailure};
@@ -80,7 +82,8 @@ struct OpenPart {
     end: Option<i64>,
     seq: u64,
     temp: PathBuf,
-    writer: ArrowWriter<File>,
+    /// Encodes on a thread of its own, like the single-file sink's writer.
+    writer: BackgroundWriter,
     rows: u64,
     min_t: Option<i64>,
     max_t: Option<i64>,
@@ -373,7 +376,7 @@ impl RollingWriter {
                 .rows
                 .map_or(usize::MAX, |n| n.saturating_sub(part.rows).max(1) as usize);
             let len = room.min(batch.num_rows() - offset);
-            if let Err(e) = part.writer.write(&batch.slice(offset, len)) {
+            if let Err(e) = part.writer.write(batch.slice(offset, len)) {
                 let path = part.temp.clone();
                 self.broken = true;
                 self.drop_open();
@@ -392,10 +395,8 @@ impl RollingWriter {
             self.state.rows += len as u64;
             offset += len;
             let full_rows = self.policy.rows.is_some_and(|n| part.rows >= n);
-            let full_bytes = self
-                .policy
-                .bytes
-                .is_some_and(|b| (part.writer.bytes_written() + part.writer.in_progress_size()) as u64 >= b);
+            // The size as of the batches the part's thread has written (up to two behind).
+            let full_bytes = self.policy.bytes.is_some_and(|b| part.writer.size() >= b);
             if full_rows || full_bytes {
                 self.close(i, "complete")?;
             }
@@ -429,6 +430,8 @@ impl RollingWriter {
             .map_err(|e| out_err(&temp, format!("cannot create a part: {e}")))?;
         let writer = ArrowWriter::try_new(file, schema, Some(self.policy.props.clone()))
             .map_err(|e| out_err(&temp, format!("cannot start Parquet writer: {e}")))?;
+        let writer = BackgroundWriter::start(writer, &part_name(self.worker, seq))
+            .map_err(|e| out_err(&temp, format!("cannot start a writer thread: {e}")))?;
         self.state.next_seq += 1;
         self.open.push(OpenPart {
             key: key.clone(),
@@ -454,7 +457,7 @@ impl RollingWriter {
         } else {
             dir.join(&name)
         };
-        let mut writer = part.writer;
+        let writer = part.writer;
         let mut meta = vec![
             ("neurostream.status", status.to_string()),
             ("neurostream.pipeline", self.policy.pipeline.clone()),
@@ -462,11 +465,11 @@ impl RollingWriter {
         if !part.key.partition.is_empty() {
             meta.push(("neurostream.partition", part.key.partition.clone()));
         }
-        for (k, v) in meta {
-            writer.append_key_value_metadata(KeyValue::new(k.to_string(), v));
-        }
         let closed = (|| -> std::result::Result<u64, String> {
-            let file = writer.into_inner().map_err(|e| e.to_string())?;
+            for (k, v) in meta {
+                writer.append_key_value_metadata(KeyValue::new(k.to_string(), v))?;
+            }
+            let file = writer.finish()?;
             file.sync_all().map_err(|e| format!("fsync: {e}"))?;
             let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
             drop(file);
