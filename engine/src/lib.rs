@@ -9,6 +9,7 @@
 
 #![warn(missing_docs)]
 
+pub mod allocator;
 pub mod background;
 pub mod checkpoint;
 pub mod cluster;
