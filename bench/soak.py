@@ -192,6 +192,8 @@ def soak(name: str, work: pathlib.Path, every: float) -> dict:
             rss, fds = proc_sample(proc.pid)
         except (FileNotFoundError, ProcessLookupError):
             break
+        if rss == 0:  # exiting: an unreaped process has no memory line
+            break
         out_bytes, parts = tree_size(work / "out")
         ck_bytes, _ = tree_size(work / "ck")
         samples.append((time.perf_counter() - t0, rss, fds, out_bytes, parts, ck_bytes))
