@@ -110,7 +110,7 @@ fn pylsl_copies() -> Vec<String> {
 
 /// Loads liblsl from `explicit` or `$NEUROSTREAM_LIBLSL` when given (nothing else then), else
 /// from the system search path or the copy pylsl ships in a virtual environment (see
-/// [`pylsl_copies`]).
+/// `pylsl_copies`).
 pub fn load(explicit: Option<&str>) -> Result<Arc<Api>, String> {
     let mut tried = Vec::new();
     let env = std::env::var("NEUROSTREAM_LIBLSL").ok();

@@ -1,8 +1,8 @@
 //! `neurostream._native`: the engine inside the Python interpreter.
 //!
 //! The pure-Python package `neurostream` (python/neurostream) is the public API; this module
-//! gives it what needs the engine: validating and running pipeline text ([`run::Run`]), pushing
-//! arrays into `push` sources ([`push::PushProducer`]), and turning outputs into Arrow objects.
+//! gives it what needs the engine: validating and running pipeline text (`run::Run`), pushing
+//! arrays into `push` sources (`push::PushProducer`), and turning outputs into Arrow objects.
 //! Every call that waits or computes releases the GIL.
 
 mod arrow_in;

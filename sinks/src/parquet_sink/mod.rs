@@ -20,7 +20,7 @@
 //!
 //! With any rolling key (`roll_every`, `roll_rows`, `roll_bytes`, `partition_by`, `keep`) the
 //! output is instead a directory that grows during the run, readable at any moment: see
-//! [`rolling`].
+//! `rolling.rs`.
 
 mod background_writer;
 mod manifest;

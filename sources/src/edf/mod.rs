@@ -1,5 +1,5 @@
 //! EDF, EDF+, BDF and BDF+ recordings: the header ([`header`]), the annotation lists of EDF+
-//! ([`tal`]), reading and decoding records ([`file`]), and the `edf` source ([`source`]).
+//! ([`tal`]), reading and decoding records ([`mod@file`]), and the `edf` source ([`source`]).
 
 pub mod file;
 pub mod header;

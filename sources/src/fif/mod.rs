@@ -1,5 +1,5 @@
 //! Raw FIF recordings (Neuromag/Elekta/MEGIN MEG, MNE-Python's `raw.save`): the file format
-//! ([`file`]) and the `fif` source ([`source`]).
+//! ([`mod@file`]) and the `fif` source ([`source`]).
 
 pub mod file;
 pub mod source;

@@ -1,5 +1,5 @@
 //! XDF recordings (LabRecorder's Extensible Data Format: the streams of an LSL session with
-//! their clock offsets): the file ([`file`]) and the `xdf` source ([`source`]).
+//! their clock offsets): the file ([`mod@file`]) and the `xdf` source ([`source`]).
 
 pub mod file;
 pub mod source;

@@ -1,5 +1,5 @@
 //! `bandpower`: per window (sliding or epochs, see [`super::windows`]), each channel's Welch
-//! PSD ([`super::welch`]) summed over named frequency bands: absolute power
+//! PSD ([`welch`]) summed over named frequency bands: absolute power
 //! `Σ_{lo ≤ f < hi} PSD(f) · Δf` (unit², Δf = fs / nperseg) and, with `relative = true`, that
 //! divided by the power over all the bands' range (`min lo ≤ f < max hi`).
 //!
