@@ -4,10 +4,10 @@
 //!
 //! Batches go to the thread in order through a short queue (the worker waits when the thread
 //! is that far behind, so memory stays bounded). Small batches are gathered first and sent as
-//! one, concatenated on the calling thread ([`SEND_BYTES`]): each hand-off wakes the thread,
-//! and memory freed on another thread than the one that allocated it contends for glibc's
-//! arena lock; a stream of one-row batches (a decoder's decisions) paid both per row and ran
-//! 20-30 % slower than encoding on the worker. A write error is kept and returned by the
+//! one, concatenated on the calling thread ([`SMALL_BATCH_ROWS`], [`COALESCE_ROWS`]): the
+//! Parquet writer's cost per call is per column, each hand-off wakes the thread, and memory
+//! freed on another thread than the one that allocated it contends for glibc's arena lock; a
+//! stream of one-row batches (a decoder's decisions) paid all three per row. A write error is kept and returned by the
 //! next call, and the file is closed only when asked ([`BackgroundWriter::finish`]); dropped
 //! without that, the writer is abandoned and its file left incomplete for the caller to remove.
 //! The file's size so far is reported after each batch ([`BackgroundWriter::size`]), for
@@ -26,8 +26,13 @@ use parquet::file::metadata::KeyValue;
 /// Sends queued for the thread at most.
 const QUEUE_BATCHES: usize = 2;
 
-/// Batches are gathered until they hold this many bytes of Arrow memory, then sent as one.
-pub(super) const SEND_BYTES: usize = 64 << 10;
+/// Batches of fewer rows than this wait for others and are written together: the Parquet
+/// writer's cost per call is per column (levels, statistics, allocations), which for one-row
+/// batches of a few hundred columns (band powers per window) was ~100 µs a row.
+pub(super) const SMALL_BATCH_ROWS: usize = 512;
+/// Rows of small batches gathered before they are sent (and at the close; nothing of an open
+/// Parquet file is readable before its footer anyway).
+pub(super) const COALESCE_ROWS: usize = 4096;
 
 enum Job {
     Write(RecordBatch),
@@ -44,9 +49,9 @@ pub(super) struct BackgroundWriter {
     failed: Arc<Mutex<Option<String>>>,
     /// Bytes written plus bytes buffered for the open row group, after the last batch written.
     size: Arc<AtomicU64>,
-    /// Batches not sent yet, and their Arrow memory (bytes).
+    /// Small batches not sent yet, and their rows.
     gathered: Vec<RecordBatch>,
-    gathered_bytes: usize,
+    gathered_rows: usize,
 }
 
 impl BackgroundWriter {
@@ -84,13 +89,14 @@ impl BackgroundWriter {
             failed,
             size,
             gathered: Vec::new(),
-            gathered_bytes: 0,
+            gathered_rows: 0,
         })
     }
 
     /// The file's bytes after the last batch the thread has written: written, plus buffered for
     /// the open row group (encoded size, an estimate until the group is flushed). Batches not
-    /// written yet are not counted: up to [`QUEUE_BATCHES`] sends and [`SEND_BYTES`] behind.
+    /// written yet are not counted: up to [`QUEUE_BATCHES`] sends and [`COALESCE_ROWS`] small rows
+    /// behind.
     pub(super) fn size(&self) -> u64 {
         self.size.load(Ordering::Relaxed)
     }
@@ -110,18 +116,17 @@ impl BackgroundWriter {
         }
     }
 
-    /// Queues `batch` (sent with others once [`SEND_BYTES`] are gathered); an error is an
+    /// Queues `batch` (a small one is sent with others, see [`COALESCE_ROWS`]); an error is an
     /// earlier batch's (or this one's, when the thread is gone).
     pub(super) fn write(&mut self, batch: RecordBatch) -> std::result::Result<(), String> {
-        let bytes = batch.get_array_memory_size();
-        if bytes >= SEND_BYTES {
+        if batch.num_rows() >= SMALL_BATCH_ROWS {
             // Large enough alone: sent as it is, after what was gathered before it.
             self.send_gathered()?;
             return self.send(Job::Write(batch));
         }
-        self.gathered_bytes += bytes;
+        self.gathered_rows += batch.num_rows();
         self.gathered.push(batch);
-        if self.gathered_bytes >= SEND_BYTES {
+        if self.gathered_rows >= COALESCE_ROWS {
             self.send_gathered()?;
         }
         Ok(())
@@ -136,7 +141,7 @@ impl BackgroundWriter {
                 .map_err(|e| format!("gathering small batches: {e}"))?,
         };
         self.gathered.clear();
-        self.gathered_bytes = 0;
+        self.gathered_rows = 0;
         self.send(Job::Write(batch))
     }
 
@@ -221,8 +226,8 @@ mod tests {
     fn the_size_follows_the_batches_written() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.parquet");
-        // Batches of SEND_BYTES or more, so each is sent at once.
-        let rows = (SEND_BYTES / 8) as i64;
+        // Batches too large to wait for others, so each is sent at once.
+        let rows = (2 * SMALL_BATCH_ROWS) as i64;
         let props = WriterProperties::builder()
             .set_max_row_group_row_count(Some(rows as usize))
             .build();

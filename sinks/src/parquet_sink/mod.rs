@@ -45,7 +45,7 @@ use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 
-use background_writer::BackgroundWriter;
+use background_writer::{BackgroundWriter, COALESCE_ROWS, SMALL_BATCH_ROWS};
 use partition::PartitionSpec;
 use rolling::{Keep, RollPolicy};
 use rolling_writers::{RollingFrames, RollingTables};
@@ -592,8 +592,6 @@ impl Sink for ParquetSink {
             pipeline: self.pipeline.clone(),
             segments: None,
             on_failure: self.on_failure,
-            small: Vec::new(),
-            small_rows: 0,
             small_signal: None,
         }))
     }
@@ -633,21 +631,10 @@ struct ParquetFileWriter {
     /// Checkpointed runs: where the segments go and how many were staged or committed.
     segments: Option<Segments>,
     on_failure: OnFailure,
-    /// Small batches waiting to be written together (see [`COALESCE_ROWS`]).
-    small: Vec<arrow::record_batch::RecordBatch>,
-    small_rows: usize,
     /// Small signal frames joined before they are encoded: a signal row is one column per
     /// channel, so encoding each frame alone builds (and frees) an array per channel per frame.
     small_signal: Option<neurostream_engine::Frame>,
 }
-
-/// Batches of fewer rows than this wait for others and are written together: the Parquet
-/// writer's cost per call is per column (levels, statistics, allocations), which for one-row
-/// batches of a few hundred columns (band powers per window) was ~100 µs a row.
-const SMALL_BATCH_ROWS: usize = 512;
-/// Rows of small batches gathered before they are written (also written at every checkpoint
-/// and at the end; nothing of an open Parquet file is readable before its footer anyway).
-const COALESCE_ROWS: usize = 4096;
 
 /// The segments of one output in a checkpointed run.
 struct Segments {
@@ -766,7 +753,7 @@ impl ParquetFileWriter {
 
     /// Closes the open segment (if any rows went in since the last checkpoint) into a staged file.
     fn stage_segment(&mut self) -> Result<Option<StagedFile>> {
-        self.flush_small()?;
+        self.flush_signal()?;
         if self.broken {
             return Err(out_err(&self.target, "an earlier write failed"));
         }
@@ -799,7 +786,7 @@ impl ParquetFileWriter {
     fn commit_segments(mut self: Box<Self>, failure: Option<&str>) -> Result<Vec<String>> {
         let seg_dir = self.segments.as_ref().expect("checkpointed mode").dir.clone();
         if failure.is_none() {
-            self.flush_small()?;
+            self.flush_signal()?;
         }
         if failure.is_some() || self.broken {
             self.discard();
@@ -1005,7 +992,7 @@ impl ParquetFileWriter {
     /// Encodes `batch` and writes it.
     fn encode_and_write(&mut self, batch: &Batch) -> Result<()> {
         // The first frame decides the layout; one waiting among the small ones has decided it.
-        let decide = self.writer.is_none() && self.small.is_empty() && !self.opts.time;
+        let decide = self.writer.is_none() && !self.opts.time;
         let record = encode_frame(batch, &mut self.arrow, &mut self.opts, decide, &self.target)?;
         self.write_record(&record)
     }
@@ -1048,34 +1035,12 @@ impl ParquetFileWriter {
         }
     }
 
-    /// Writes `record`, or keeps it with the other small batches until they are worth a write.
+    /// Writes `record` (the writer gathers small ones before encoding them).
     fn write_record(&mut self, record: &arrow::record_batch::RecordBatch) -> Result<()> {
         if self.broken {
             return Ok(());
         }
-        if record.num_rows() < SMALL_BATCH_ROWS {
-            self.small_rows += record.num_rows();
-            self.small.push(record.clone());
-            if self.small_rows >= COALESCE_ROWS {
-                self.flush_small()?;
-            }
-            return Ok(());
-        }
-        self.flush_small()?;
         self.write_now(record)
-    }
-
-    /// Writes everything waiting: the signal frame, and the small batches as one.
-    fn flush_small(&mut self) -> Result<()> {
-        self.flush_signal()?;
-        if self.small.is_empty() || self.broken {
-            return Ok(());
-        }
-        let batches = std::mem::take(&mut self.small);
-        self.small_rows = 0;
-        let record = arrow::compute::concat_batches(&batches[0].schema(), &batches)
-            .map_err(|e| out_err(&self.target, format!("cannot join small batches: {e}")))?;
-        self.write_now(&record)
     }
 
     fn write_now(&mut self, record: &arrow::record_batch::RecordBatch) -> Result<()> {
@@ -1099,7 +1064,7 @@ impl ParquetFileWriter {
     fn commit(mut self: Box<Self>, failure: Option<&str>) -> Result<Vec<String>> {
         // Everything accepted goes in, also when the run failed (the file says so).
         if failure.is_none() || self.on_failure != OnFailure::Discard {
-            self.flush_small()?;
+            self.flush_signal()?;
         }
         if self.broken {
             return Ok(vec![format!("{}: not written (write error)", self.target.display())]);
@@ -1179,8 +1144,6 @@ impl TablesWriter {
             pipeline: self.pipeline.clone(),
             segments: None,
             on_failure: self.on_failure,
-            small: Vec::new(),
-            small_rows: 0,
             small_signal: None,
         })
     }
