@@ -225,8 +225,8 @@ impl PairCounter {
     /// Closes the current epoch: its updates become one consolidated run (and, with components,
     /// go through the component graph).
     pub fn settle(&mut self) {
-        let loaded: u64 = self.loaded.iter().map(|e| e.1.unsigned_abs()).sum();
-        self.runs.reserve_counts(self.pending.len() as u64 + loaded);
+        let loaded_magnitude: u64 = self.loaded.iter().map(|e| e.1.unsigned_abs()).sum();
+        self.runs.reserve_counts(self.pending.len() as u64 + loaded_magnitude);
         let mut loaded = std::mem::take(&mut self.loaded);
         loaded.sort_unstable_by_key(|e| e.0);
         consolidate(&mut loaded);

@@ -167,7 +167,7 @@ impl Runs {
         }
     }
 
-    /// Makes room for count changes of total magnitude `changes` (the next epoch's): turns the
+    /// Makes room for count changes of total magnitude `more` (the next epoch's): turns the
     /// runs wide first when narrow counts could overflow.
     pub fn reserve_counts(&mut self, more: u64) {
         if let Runs::Narrow { set, changes, limit } = self {
