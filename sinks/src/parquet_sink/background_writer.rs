@@ -49,6 +49,8 @@ pub(super) struct BackgroundWriter {
     failed: Arc<Mutex<Option<String>>>,
     /// Bytes written plus bytes buffered for the open row group, after the last batch written.
     size: Arc<AtomicU64>,
+    /// Arrow data bytes handed in and not written yet (gathered or queued).
+    unwritten: Arc<AtomicU64>,
     /// Small batches not sent yet, and their rows.
     gathered: Vec<RecordBatch>,
     gathered_rows: usize,
@@ -60,8 +62,9 @@ impl BackgroundWriter {
         let (jobs, queue) = bounded::<Job>(QUEUE_BATCHES);
         let failed = Arc::new(Mutex::new(None));
         let size = Arc::new(AtomicU64::new(0));
+        let unwritten = Arc::new(AtomicU64::new(0));
         let thread = {
-            let (failed, size) = (failed.clone(), size.clone());
+            let (failed, size, unwritten) = (failed.clone(), size.clone(), unwritten.clone());
             std::thread::Builder::new().name(format!("parquet {what}")).spawn(move || {
                 let mut writer = writer;
                 for job in queue {
@@ -75,6 +78,7 @@ impl BackgroundWriter {
                             }
                             let bytes = writer.bytes_written() + writer.in_progress_size();
                             size.store(bytes as u64, Ordering::Relaxed);
+                            unwritten.fetch_sub(data_bytes(&batch), Ordering::Relaxed);
                         }
                         Job::Metadata(kv) => writer.append_key_value_metadata(kv),
                         Job::Finish => return Some(writer.into_inner().map_err(|e| e.to_string())),
@@ -88,6 +92,7 @@ impl BackgroundWriter {
             thread: Some(thread),
             failed,
             size,
+            unwritten,
             gathered: Vec::new(),
             gathered_rows: 0,
         })
@@ -99,6 +104,12 @@ impl BackgroundWriter {
     /// behind.
     pub(super) fn size(&self) -> u64 {
         self.size.load(Ordering::Relaxed)
+    }
+
+    /// Arrow data bytes of the batches handed in but not written yet (gathered or queued): with
+    /// [`BackgroundWriter::size`], an upper estimate of the file's size once they are.
+    pub(super) fn unwritten_bytes(&self) -> u64 {
+        self.unwritten.load(Ordering::Relaxed)
     }
 
     fn failure(&self) -> Option<String> {
@@ -119,6 +130,7 @@ impl BackgroundWriter {
     /// Queues `batch` (a small one is sent with others, see [`COALESCE_ROWS`]); an error is an
     /// earlier batch's (or this one's, when the thread is gone).
     pub(super) fn write(&mut self, batch: RecordBatch) -> std::result::Result<(), String> {
+        self.unwritten.fetch_add(data_bytes(&batch), Ordering::Relaxed);
         if batch.num_rows() >= SMALL_BATCH_ROWS {
             // Large enough alone: sent as it is, after what was gathered before it.
             self.send_gathered()?;
@@ -173,6 +185,15 @@ impl Drop for BackgroundWriter {
             let _ = t.join();
         }
     }
+}
+
+/// Bytes of Arrow data `batch` holds (its slice of its buffers).
+fn data_bytes(batch: &RecordBatch) -> u64 {
+    batch
+        .columns()
+        .iter()
+        .map(|c| c.to_data().get_slice_memory_size().unwrap_or(0) as u64)
+        .sum()
 }
 
 #[cfg(test)]

@@ -395,8 +395,11 @@ impl RollingWriter {
             self.state.rows += len as u64;
             offset += len;
             let full_rows = self.policy.rows.is_some_and(|n| part.rows >= n);
-            // The size as of the batches the part's thread has written (up to two behind).
-            let full_bytes = self.policy.bytes.is_some_and(|b| part.writer.size() >= b);
+            // Encoded so far, plus the Arrow size of what the part's thread has not written yet.
+            let full_bytes = self
+                .policy
+                .bytes
+                .is_some_and(|b| part.writer.size() + part.writer.unwritten_bytes() >= b);
             if full_rows || full_bytes {
                 self.close(i, "complete")?;
             }
