@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{python, run_err, run_ok, run_python};
+use common::{devices, python, run_err, run_ok, run_python};
 
 const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/data/sample_activations.parquet");
 
@@ -51,7 +51,9 @@ fn feature_statistics_match_numpy() {
         "alerts": [{"rule": "density_ratio", "above": 1.5, "below": 0.5, "min_count": 20},
                    {"rule": "dead_fraction_jump", "above": 0.0},
                    {"rule": "feature_fires", "features": [3, 100], "min_count": 60}]}"#;
-    for workers in ["1", "2"] {
+    // On the GPU the counts are summed in float32 between settles: 1e-5 relative.
+    let runs = devices().into_iter().map(|d| ("1", d)).chain([("2", "cpu")]);
+    for (workers, device) in runs {
         let toml = r#"
 [sources.acts]
 kind = "parquet"
@@ -66,6 +68,7 @@ sae = "sae"
 [operators.stats]
 kind = "feature_stats"
 input = "enc"
+device = "DEVICE"
 window = 2048
 step = 512
 dead_after = 384
@@ -103,8 +106,14 @@ path = "stats"
 [sinks.alerts]
 kind = "console"
 input = "stats"
-"#;
-        let out = run_pipeline(d, toml, workers);
+"#
+        .replace("DEVICE", device);
+        let out = run_pipeline(d, &toml, workers);
+        let settings = if device == "gpu" {
+            settings.replacen('{', r#"{"rel": 1e-5, "#, 1)
+        } else {
+            settings.to_string()
+        };
         let alerts = run_python(
             &py,
             "check_feature_stats.py",
@@ -113,7 +122,7 @@ input = "stats"
                 &at(d, "features.parquet"),
                 &at(d, "stats"),
                 &at(d, "acts.parquet"),
-                settings,
+                &settings,
             ],
         );
         assert!(

@@ -387,6 +387,15 @@ impl GpuContext {
         buffer
     }
 
+    /// A storage buffer holding `data` (a multiple of 4 bytes) at its start, sized in powers of
+    /// two so uploads of varying length (sparse batches) reuse a few buffers; the rest of it is
+    /// unspecified, so kernels read only the length they are told.
+    pub fn storage_upload(&self, label: &str, data: &[u8]) -> PooledBuffer {
+        let buffer = self.storage_output(label, (data.len() as u64).max(4).next_power_of_two());
+        self.write(&buffer, 0, data);
+        buffer
+    }
+
     /// A zeroed storage buffer of `bytes` bytes (at least 4).
     pub fn storage_zeroed(&self, label: &str, bytes: u64) -> PooledBuffer {
         let (buffer, reused) = self.pooled(label, bytes.max(4).next_multiple_of(4), Self::STORAGE);

@@ -48,6 +48,11 @@ impl<K: ?Sized> Kernels<K> {
         self.may_fall_back
     }
 
+    /// The kernels in use (for reads that change nothing).
+    pub fn get(&self) -> &K {
+        &self.current
+    }
+
     /// Runs `f` on the kernels. A device error is returned, or with `gpu_fallback = "cpu"`
     /// reported, and `f` runs again on the CPU kernels, which stay from then on. `f` must be
     /// safe to run twice: restore anything the failed attempt changed before running.

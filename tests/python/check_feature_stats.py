@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-REL = 1e-6
+REL = 1e-6  # float64 sums; `"rel"` in the settings overrides it (float32 device sums)
 
 
 def close(a, b, what):
@@ -59,6 +59,8 @@ def log_bin(v, lo, hi, bins):
 
 
 def check_features(features_path, stats_dir, input_path, settings):
+    global REL
+    REL = settings.get("rel", REL)
     ft = pq.read_table(features_path).to_pydict()
     n = len(ft["seq_id"])
     d_sae = int(pq.read_schema(features_path).metadata[b"neurostream.n_features"])

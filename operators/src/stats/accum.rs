@@ -27,6 +27,31 @@ impl LogBins {
         }
     }
 
+    /// For bins 1 .. `bins`: the smallest positive `f32` that [`LogBins::bin`] puts in that bin
+    /// or a later one (`+inf` when no finite `f32` reaches it). A value's bin is the number of
+    /// thresholds at or below it, so a float32 kernel bins exactly as the host does.
+    pub fn f32_thresholds(&self) -> Vec<f32> {
+        (1..self.bins)
+            .map(|b| {
+                // `bin` never decreases as the value grows, and positive floats order as their bits.
+                let reaches = |bits: u32| self.bin(f32::from_bits(bits) as f64) >= b;
+                let (mut lo, mut hi) = (1u32, f32::MAX.to_bits());
+                if !reaches(hi) {
+                    return f32::INFINITY;
+                }
+                while lo < hi {
+                    let mid = lo + (hi - lo) / 2;
+                    if reaches(mid) {
+                        hi = mid;
+                    } else {
+                        lo = mid + 1;
+                    }
+                }
+                f32::from_bits(lo)
+            })
+            .collect()
+    }
+
     /// log10 edges `(lo, hi)` of bin `b`.
     pub fn edges(&self, b: usize) -> (f64, f64) {
         let w = (self.hi - self.lo) / self.bins as f64;
@@ -150,6 +175,51 @@ mod tests {
         assert_eq!(b.bin(50.0), 3);
         assert_eq!(b.bin(1e9), 3);
         assert_eq!(b.edges(1), (-1.0, 0.0));
+    }
+
+    #[test]
+    fn counting_f32_thresholds_bins_every_value_as_the_host_does() {
+        for bins in [
+            LogBins {
+                lo: -3.0,
+                hi: 3.0,
+                bins: 24,
+            },
+            LogBins {
+                lo: -2.0,
+                hi: 1.0,
+                bins: 12,
+            },
+            LogBins {
+                lo: 30.0,
+                hi: 50.0,
+                bins: 5,
+            }, // the upper bins lie beyond f32
+            LogBins {
+                lo: -0.5,
+                hi: 0.25,
+                bins: 1,
+            },
+        ] {
+            let t = bins.f32_thresholds();
+            assert_eq!(t.len(), bins.bins - 1);
+            let mut x = 0x2545_f491_4f6c_dd1du64;
+            let mut values: Vec<f32> = t
+                .iter()
+                .flat_map(|&v| [v, f32::from_bits(v.to_bits().saturating_sub(1))])
+                .collect();
+            values.extend([f32::MIN_POSITIVE, 1e-45, 1.0, f32::MAX]);
+            for _ in 0..20_000 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                values.push(f32::from_bits((x as u32) & 0x7f7f_ffff).max(1e-45));
+            }
+            for v in values.into_iter().filter(|v| v.is_finite() && *v > 0.0) {
+                let counted = t.iter().filter(|&&e| e <= v).count();
+                assert_eq!(counted, bins.bin(v as f64), "value {v:e} in {bins:?}");
+            }
+        }
     }
 
     #[test]

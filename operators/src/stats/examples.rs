@@ -32,7 +32,7 @@ impl Example {
 }
 
 /// A recently seen token (for left context).
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 struct Recent {
     seq_id: u64,
     pos: u32,
@@ -40,7 +40,7 @@ struct Recent {
 }
 
 /// Top-k examples of every feature of one stream.
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub struct TopExamples {
     k: usize,
     context: usize,

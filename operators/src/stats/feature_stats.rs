@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use neurostream_engine::checkpoint::{decode_state, encode_state, Checkpointing};
+use neurostream_engine::kernels::Kernels;
 use neurostream_engine::{
     Batch, ComputeDevice, EngineError, NodeConfig, NodeContext, Operator, OperatorInstance, OperatorKind, Partitioning, Result,
     RowIndex, Schema, SparseFrame, StreamKind, TableFrame,
@@ -13,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::accum::{Accum, LogBins};
 use super::alerts::{alerts_table, read_reference_densities, read_sparsity_densities, Alert, FeatureRule, Reference};
 use super::clock::{PaneClock, WindowUnit};
+use super::counters::{CpuCounters, FeatureCounters, GpuCounters, Sums, MAX_UNSETTLED_TOKENS};
 use super::examples::TopExamples;
 use super::panes::Panes;
 use super::tables::{Scope, TableBuilder};
@@ -268,25 +270,31 @@ impl Operator for FeatureStats {
     fn checkpointing(&self) -> Checkpointing {
         Checkpointing::Snapshot
     }
-    fn instantiate(&self, _device: &ComputeDevice) -> Result<Box<dyn OperatorInstance>> {
-        // Bookkeeping over a few firing features per token: integer counters and float64 sums,
-        // the same on every device.
+    fn instantiate(&self, device: &ComputeDevice) -> Result<Box<dyn OperatorInstance>> {
+        let (n_features, bins) = (self.settings.n_features, self.settings.act_bins);
+        let counters = Kernels::select(
+            "feature_stats",
+            device,
+            |ctx| Ok(Box::new(GpuCounters::new(ctx, n_features, bins)?) as Box<dyn FeatureCounters>),
+            Box::new(move || Box::new(CpuCounters::new(bins)) as Box<dyn FeatureCounters>),
+        )?;
         Ok(Box::new(FeatureStatsInstance {
             schema: self.schema.clone(),
             settings: self.settings.clone(),
             streams: HashMap::new(),
+            counters,
         }))
     }
 }
 
 /// What a closed window left behind for the next one's alerts.
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 struct WindowMemory {
     density: Vec<f64>,
     dead_fraction: f64,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 struct StreamState {
     name: Arc<str>,
     tokens: u64,
@@ -314,6 +322,18 @@ struct FeatureStatsInstance {
     schema: Arc<Schema>,
     settings: Arc<Settings>,
     streams: HashMap<Arc<str>, StreamState>,
+    counters: Kernels<dyn FeatureCounters>,
+}
+
+impl StreamState {
+    /// The counters firing tokens add to.
+    fn sums(&mut self) -> Sums<'_> {
+        Sums {
+            pane: &mut self.pane,
+            all: &mut self.all,
+            last_fired: &mut self.last_fired,
+        }
+    }
 }
 
 impl OperatorInstance for FeatureStatsInstance {
@@ -344,11 +364,25 @@ impl OperatorInstance for FeatureStatsInstance {
                 acts: Vec::new(),
             }
         });
-        add_frame(state, s, &self.schema, &frame, out)
+        add_frame(state, s, &self.schema, &mut self.counters, &frame, out)
     }
 
     fn snapshot(&self) -> Result<Vec<u8>> {
-        let mut streams: Vec<&StreamState> = self.streams.values().collect();
+        // Counts still on a device are added to a copy: a snapshot changes nothing.
+        let mut settled = Vec::new();
+        for state in self.streams.values() {
+            if let Some(counts) = self.counters.get().unsettled(&state.name)? {
+                let mut copy = state.clone();
+                counts.apply(copy.sums());
+                settled.push(copy);
+            }
+        }
+        let mut streams: Vec<&StreamState> = self
+            .streams
+            .values()
+            .filter(|st| !settled.iter().any(|c| c.name == st.name))
+            .chain(&settled)
+            .collect();
         streams.sort_by(|a, b| a.name.cmp(&b.name));
         encode_state(&streams)
     }
@@ -373,6 +407,7 @@ impl OperatorInstance for FeatureStatsInstance {
         names.sort();
         for name in names {
             let state = self.streams.get_mut(&name).unwrap();
+            settle(state, &mut self.counters)?;
             if state.clock.late > 0 {
                 tracing::info!(
                     "feature_stats: stream {name}: {} tokens arrived with an event time before their window's start and were counted in the open window",
@@ -393,6 +428,7 @@ fn add_frame(
     state: &mut StreamState,
     s: &Settings,
     schema: &Arc<Schema>,
+    counters: &mut Kernels<dyn FeatureCounters>,
     frame: &SparseFrame,
     out: &mut Vec<Batch>,
 ) -> Result<()> {
@@ -405,6 +441,9 @@ fn add_frame(
         } => (Some(seq_id), Some(pos), token.as_ref(), time.as_ref()),
         RowIndex::Samples(_) => (None, None, None, None),
     };
+    // Rows `from..` are not counted yet; row `from` is the stream's token `from_token`. They
+    // are counted in runs, each up to a pane's close.
+    let (mut from, mut from_token) = (0, state.tokens);
     for r in 0..frame.rows() {
         let closes = state.clock.before(times.map(|t| t[r])).map_err(|m| {
             EngineError::Runtime(format!(
@@ -413,36 +452,74 @@ fn add_frame(
                 frame.index.describe_row(r)
             ))
         })?;
-        for _ in 0..closes {
-            close_pane(state, s, schema, out);
-            state.clock.advance();
-        }
-        let (ids, acts) = frame.row(r);
-        state.ids.clear();
-        state.acts.clear();
-        for (&f, &a) in ids.iter().zip(acts) {
-            if a > 0.0 {
-                state.ids.push(f);
-                state.acts.push(a);
+        if closes > 0 {
+            count(state, counters, frame, from..r, from_token)?;
+            (from, from_token) = (r, state.tokens);
+            settle(state, counters)?;
+            for _ in 0..closes {
+                close_pane(state, s, schema, out);
+                state.clock.advance();
             }
         }
-        let bins = s.act_bins.as_ref();
-        state.pane.add_token(&state.ids, &state.acts, bins);
-        state.all.add_token(&state.ids, &state.acts, bins);
         state.tokens += 1;
-        for &f in &state.ids {
-            state.last_fired[f as usize] = state.tokens;
+        if s.top_k > 0 {
+            let (ids, acts) = frame.row(r);
+            state.ids.clear();
+            state.acts.clear();
+            for (&f, &a) in ids.iter().zip(acts) {
+                if a > 0.0 {
+                    state.ids.push(f);
+                    state.acts.push(a);
+                }
+            }
+            let seq = seq_ids.map_or(0, |v| v[r]);
+            let pos = positions.map_or(r as u32, |v| v[r]);
+            state
+                .examples
+                .add_token(seq, pos, tokens.map(|t| t[r].as_str()), &state.ids, &state.acts);
         }
-        let seq = seq_ids.map_or(0, |v| v[r]);
-        let pos = positions.map_or(r as u32, |v| v[r]);
-        state
-            .examples
-            .add_token(seq, pos, tokens.map(|t| t[r].as_str()), &state.ids, &state.acts);
         if state.clock.after() {
+            count(state, counters, frame, from..r + 1, from_token)?;
+            (from, from_token) = (r + 1, state.tokens);
+            settle(state, counters)?;
             close_pane(state, s, schema, out);
         }
     }
+    count(state, counters, frame, from..frame.rows(), from_token)
+}
+
+/// Adds rows `rows` of `frame` (the first the stream's token `first_token`) to the stream's
+/// counters. Where a GPU error may still switch to the CPU, each run is settled at once, so
+/// no count is left on a device the CPU kernels would not know of.
+fn count(
+    state: &mut StreamState,
+    counters: &mut Kernels<dyn FeatureCounters>,
+    frame: &SparseFrame,
+    rows: std::ops::Range<usize>,
+    first_token: u64,
+) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    if !counters.may_fall_back() {
+        return counters.run(|k| k.add_rows(frame, rows.clone(), first_token, state.sums()));
+    }
+    let step = MAX_UNSETTLED_TOKENS as usize;
+    for start in rows.clone().step_by(step) {
+        let run = start..(start + step).min(rows.end);
+        let first = first_token + (start - rows.start) as u64;
+        counters.run(|k| {
+            k.add_rows(frame, run.clone(), first, state.sums())?;
+            k.settle(&frame.stream, state.sums())
+        })?;
+    }
     Ok(())
+}
+
+/// Brings the stream's counts into its state (from a device, where they are counted there).
+fn settle(state: &mut StreamState, counters: &mut Kernels<dyn FeatureCounters>) -> Result<()> {
+    let name = state.name.clone();
+    counters.run(|k| k.settle(&name, state.sums()))
 }
 
 fn close_pane(state: &mut StreamState, s: &Settings, schema: &Arc<Schema>, out: &mut Vec<Batch>) {

@@ -15,6 +15,7 @@
 pub mod accum;
 pub mod alerts;
 pub mod clock;
+pub mod counters;
 pub mod examples;
 mod feature_stats;
 pub mod panes;

@@ -11,7 +11,7 @@ pub trait Span {
 }
 
 /// The closed panes of one stream's window.
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub struct Panes<A> {
     capacity: usize,
     closed: VecDeque<A>,

@@ -1,0 +1,90 @@
+// feature_stats counters on the device: one workgroup per token adds the token's firing
+// features (activation > 0) to a stream's unsettled counts.
+//
+// `acc` holds, for n = n_features: firing counts [0, n), activation sums as f32 bits [n, 2n),
+// maxima as f32 bits [2n, 3n) (positive floats order as their bits), the last firing token
+// (index + 1 among the unsettled tokens) [3n, 4n), then the activation histogram, n × bins.
+// `l0` gets each unsettled token's number of firing features.
+
+struct Params {
+    rows: u32,
+    n_features: u32,
+    bins: u32,
+    // Index among the unsettled tokens of this dispatch's first row.
+    first: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> offsets: array<u32>;
+@group(0) @binding(2) var<storage, read> ids: array<u32>;
+@group(0) @binding(3) var<storage, read> acts: array<f32>;
+// bins - 1 thresholds: a value's bin is the number at or below it (LogBins::f32_thresholds).
+@group(0) @binding(4) var<storage, read> thresholds: array<f32>;
+@group(0) @binding(5) var<storage, read_write> acc: array<atomic<u32>>;
+@group(0) @binding(6) var<storage, read_write> l0: array<u32>;
+
+const WG: u32 = 64u;
+
+var<workgroup> fired: atomic<u32>;
+
+fn bin_of(a: f32) -> u32 {
+    // Upper bound: the first threshold above `a`.
+    var lo = 0u;
+    var hi = p.bins - 1u;
+    while lo < hi {
+        let mid = (lo + hi) / 2u;
+        if thresholds[mid] <= a {
+            lo = mid + 1u;
+        } else {
+            hi = mid;
+        }
+    }
+    return lo;
+}
+
+fn add_sum(i: u32, a: f32) {
+    var old = atomicLoad(&acc[i]);
+    loop {
+        let r = atomicCompareExchangeWeak(&acc[i], old, bitcast<u32>(bitcast<f32>(old) + a));
+        if r.exchanged {
+            break;
+        }
+        old = r.old_value;
+    }
+}
+
+@compute @workgroup_size(64)
+fn accumulate(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let row = wid.x + wid.y * nwg.x;
+    if lid == 0u {
+        atomicStore(&fired, 0u);
+    }
+    workgroupBarrier();
+    let n = p.n_features;
+    if row < p.rows {
+        let end = offsets[row + 1u];
+        // Each invocation takes every 64th entry: a row of n entries loops n / 64 times.
+        for (var i = offsets[row] + lid; i < end; i += WG) {
+            let a = acts[i];
+            let f = ids[i];
+            if a > 0.0 && f < n {
+                atomicAdd(&fired, 1u);
+                atomicAdd(&acc[f], 1u);
+                add_sum(n + f, a);
+                atomicMax(&acc[2u * n + f], bitcast<u32>(a));
+                atomicMax(&acc[3u * n + f], p.first + row + 1u);
+                if p.bins > 0u {
+                    atomicAdd(&acc[4u * n + f * p.bins + bin_of(a)], 1u);
+                }
+            }
+        }
+    }
+    workgroupBarrier();
+    if lid == 0u && row < p.rows {
+        l0[p.first + row] = atomicLoad(&fired);
+    }
+}
