@@ -31,6 +31,17 @@ impl Example {
     }
 }
 
+/// The ranking of a feature's examples: highest activation first, then earlier sequence, then
+/// earlier position.
+fn rank_order(a: &Example, b: &Example) -> std::cmp::Ordering {
+    b.act.total_cmp(&a.act).then(a.seq_id.cmp(&b.seq_id)).then(a.pos.cmp(&b.pos))
+}
+
+/// Whether `a` ranks at or before `b`.
+fn ranks_before(a: &Example, b: &Example) -> bool {
+    rank_order(a, b) != std::cmp::Ordering::Greater
+}
+
 /// A recently seen token (for left context).
 #[derive(Clone, serde::Serialize, serde::Deserialize)]
 struct Recent {
@@ -44,7 +55,7 @@ struct Recent {
 pub struct TopExamples {
     k: usize,
     context: usize,
-    /// Per feature: up to `k` examples, unordered.
+    /// Per feature: up to `k` examples, highest first (see [`rank_order`]).
     slots: Vec<Vec<Example>>,
     /// Per feature: the smallest kept activation once `k` are kept (else 0), for a quick reject.
     floor: Vec<f32>,
@@ -108,14 +119,11 @@ impl TopExamples {
                 },
                 right: Vec::new(),
             };
-            if slot.len() < self.k {
-                slot.push(example);
-            } else {
-                let min = (0..slot.len())
-                    .min_by(|&i, &j| slot[i].act.total_cmp(&slot[j].act))
-                    .unwrap_or(0);
-                slot[min] = example;
+            if slot.len() == self.k {
+                slot.pop(); // the lowest ranked
             }
+            let at = slot.partition_point(|e| ranks_before(e, &example));
+            slot.insert(at, example);
             if slot.len() == self.k {
                 self.floor[fu] = slot.iter().map(|e| e.act).fold(f32::INFINITY, f32::min);
             }
@@ -138,10 +146,18 @@ impl TopExamples {
     }
 
     /// The examples of feature `f`, highest activation first (ties: earlier sequence, position).
-    pub fn ranked(&self, f: usize) -> Vec<&Example> {
-        let mut v: Vec<&Example> = self.slots[f].iter().collect();
-        v.sort_by(|a, b| b.act.total_cmp(&a.act).then(a.seq_id.cmp(&b.seq_id)).then(a.pos.cmp(&b.pos)));
-        v
+    pub fn ranked(&self, f: usize) -> &[Example] {
+        &self.slots[f]
+    }
+
+    /// Puts every feature's examples in rank order: for a state saved before they were kept in
+    /// order (call after restoring one).
+    pub fn put_in_order(&mut self) {
+        for slot in &mut self.slots {
+            if !slot.is_sorted_by(ranks_before) {
+                slot.sort_by(rank_order);
+            }
+        }
     }
 
     /// Number of features tracked.
@@ -170,6 +186,21 @@ mod tests {
         assert_eq!((r[1].act, r[1].pos), (3.0, 1));
         assert_eq!(r[1].context().unwrap(), "The« cat» sat on");
         assert!(t.ranked(0).is_empty());
+    }
+
+    #[test]
+    fn ties_keep_the_earlier_token_and_a_restored_unordered_state_is_ordered() {
+        let mut t = TopExamples::new(1, 3, 0);
+        for (pos, a) in [(0, 2.0), (1, 1.0), (2, 2.0), (3, 1.0), (4, 4.0), (5, 2.0), (6, 3.0)] {
+            t.add_token(0, pos, None, &[0], &[a]);
+        }
+        let ranked: Vec<(f32, u32)> = t.ranked(0).iter().map(|e| (e.act, e.pos)).collect();
+        // Sorting every token by (-act, pos) and keeping 3 gives the same.
+        assert_eq!(ranked, [(4.0, 4), (3.0, 6), (2.0, 0)]);
+        t.slots[0].reverse();
+        t.put_in_order();
+        let again: Vec<(f32, u32)> = t.ranked(0).iter().map(|e| (e.act, e.pos)).collect();
+        assert_eq!(again, ranked);
     }
 
     #[test]

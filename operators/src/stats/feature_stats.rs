@@ -389,7 +389,8 @@ impl OperatorInstance for FeatureStatsInstance {
 
     fn restore(&mut self, state: &[u8]) -> Result<()> {
         let streams: Vec<StreamState> = decode_state(state, "feature_stats")?;
-        for s in streams {
+        for mut s in streams {
+            s.examples.put_in_order();
             if s.last_fired.len() != self.settings.n_features {
                 return Err(EngineError::Checkpoint(format!(
                     "feature_stats: the saved state has {} features, the input has {}",
@@ -563,16 +564,16 @@ fn emit(
     let span = state.clock.window_span();
     let all_span = state.clock.first_time.zip(span).map(|(first, (_, e))| (first.min(e), e));
     // (scope, first token, event-time span, sums)
-    type ScopeSums = (Scope, u64, Option<(i64, i64)>, Accum);
+    type ScopeSums<'a> = (Scope, u64, Option<(i64, i64)>, std::borrow::Cow<'a, Accum>);
     let mut scopes: Vec<ScopeSums> = Vec::new();
     if window {
         let mut w = Accum::new(s.n_features, s.act_bins.map_or(0, |b| b.bins));
         let partial = state.pane.tokens > 0 && is_final;
         state.panes.merge_window(partial.then_some(&state.pane), &mut w);
-        scopes.push((Scope::Window, end - w.tokens, span, w));
+        scopes.push((Scope::Window, end - w.tokens, span, std::borrow::Cow::Owned(w)));
     }
     if all_time {
-        scopes.push((Scope::AllTime, 0, all_span, state.all.clone()));
+        scopes.push((Scope::AllTime, 0, all_span, std::borrow::Cow::Borrowed(&state.all)));
     }
     for (scope, start, time, acc) in &scopes {
         for (table, data) in scope_tables(&state.name, *scope, *start, end, *time, acc, &dead, s, is_final) {
@@ -706,7 +707,7 @@ fn top_examples_table(stream: &str, end: u64, time: Option<(i64, i64)>, ex: &Top
         Vec::new(),
     );
     for f in 0..ex.n_features() {
-        for (r, e) in ex.ranked(f).into_iter().enumerate() {
+        for (r, e) in ex.ranked(f).iter().enumerate() {
             feat.push(f as u32);
             rank.push(r as u32);
             act.push(e.act);
