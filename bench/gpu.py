@@ -4,7 +4,8 @@ device, same SAEs, same data, same run. Writes bench/GPU_RESULTS.md.
   python bench/gpu.py [--seconds S] [--quick] [--peak-tflops T] [--bandwidth-gbs B]
 
 Then the k-means assignment (d 576, k 256) on the wgpu kernel against PyTorch's
-`argmin(|c|^2 - 2 x c^T)` on the same device.
+`argmin(|c|^2 - 2 x c^T)` on the same device, the EEG band-pass against torchaudio, and
+`feature_stats` (d_sae 16384, L0 32) on wgpu and on the CPU against PyTorch's scatter counting.
 
 For TopK (k = 32) and JumpReLU SAEs at 576 -> 16384, 2304 -> 16384 and 2304 -> 65536 (a
 Gemma-2-2B-sized SAE), batches of 1, 64 and 4096 tokens: tokens/s, achieved TFLOP/s (2 d_in d_sae
@@ -150,6 +151,70 @@ def eeg_section(config, device):
     return ours, peer
 
 
+def torch_feature_stats(path, d_sae, k, tokens, device, window=4096, bins=24, lo=-3.0, hi=3.0):
+    """Seconds for PyTorch to compute what `feature_stats` emits per window, on `device`: per
+    feature firing counts (`bincount`), float64 sums (`index_add_`), maxima (`scatter_reduce_`),
+    the log10 activation histogram and the L0 distribution, for the window and all time, each
+    window's tables copied to the host. (No top examples: the peer does less than the engine.)"""
+    import torch
+    raw = np.fromfile(path, dtype=np.uint8)
+    ids = np.frombuffer(raw[:tokens * k * 4], np.uint32).astype(np.int64).reshape(tokens, k)
+    vals = np.frombuffer(raw[tokens * k * 4:], np.float32).reshape(tokens, k).copy()
+    i_all, v_all = torch.from_numpy(ids).to(device), torch.from_numpy(vals).to(device)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+    def run():
+        all_c = torch.zeros(d_sae, dtype=torch.int64, device=device)
+        all_s = torch.zeros(d_sae, dtype=torch.float64, device=device)
+        all_m = torch.zeros(d_sae, device=device)
+        all_h = torch.zeros(d_sae * bins, dtype=torch.int64, device=device)
+        for t0 in range(0, tokens, window):
+            i, v = i_all[t0:t0 + window], v_all[t0:t0 + window]
+            fired = v > 0
+            fi, fv = i[fired], v[fired]
+            c = torch.bincount(fi, minlength=d_sae)
+            s = torch.zeros(d_sae, dtype=torch.float64, device=device).index_add_(0, fi, fv.double())
+            m = torch.zeros(d_sae, device=device).scatter_reduce_(0, fi, fv, "amax")
+            b = ((torch.log10(fv) - lo) / (hi - lo) * bins).floor().clamp(0, bins - 1).long()
+            h = torch.bincount(fi * bins + b, minlength=d_sae * bins)
+            l0 = torch.bincount(fired.sum(1))
+            all_c += c
+            all_s += s
+            all_m = torch.maximum(all_m, m)
+            all_h += h
+            [t.cpu() for t in (c, s, m, h, l0, all_c, all_s, all_m, all_h)]
+        sync()
+
+    with torch.no_grad():
+        run()
+        best = float("inf")
+        for _ in range(2):
+            t0 = time.perf_counter()
+            run()
+            best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def stats_section(config, device):
+    """Tokens/s of `feature_stats` (default settings) on wgpu and on the CPU, and of PyTorch's
+    scatter counting on `device`, at d_sae 16384 and L0 32."""
+    d_sae, k, tokens, batch = 16384, 32, (100_000 if config is QUICK else 1_000_000), 4096
+    cargo_build("--example", "bench_feature_stats")
+    runs = {}
+    for dev in ["gpu", "cpu"]:
+        out = subprocess.run([os.path.join(ROOT, "target", "release", "examples", "bench_feature_stats"), dev, str(d_sae),
+                              str(k), str(tokens), str(batch)], capture_output=True, text=True)
+        if out.returncode != 0:
+            raise SystemExit(f"bench_feature_stats {dev} failed:\n{out.stderr}")
+        runs[dev] = json.loads(out.stdout.strip().splitlines()[-1])
+    peer = None
+    if device is not None:
+        peer = tokens / torch_feature_stats(runs["cpu"]["data"], d_sae, k, tokens, device)
+    print(f"feature_stats: wgpu {runs['gpu']['tokens_per_s']:,.0f} tok/s, cpu {runs['cpu']['tokens_per_s']:,.0f}, "
+          f"torch {peer or 0:,.0f}", flush=True)
+    return runs, peer
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=2.0)
@@ -199,6 +264,7 @@ def main():
                           f"tok/s, torch {t_eager or 0:10.1f}, compiled {t_comp or 0:10.1f}", flush=True)
     kmeans = kmeans_section(work, config, device, args.seconds)
     eeg = eeg_section(config, device)
+    stats = stats_section(config, device)
     fmt = lambda v, f="{:,.0f}": "—" if v is None else f.format(v)  # noqa: E731
     lines = [
         "# Benchmark: SAE encoding on the GPU (wgpu) against PyTorch",
@@ -259,6 +325,21 @@ def main():
                   "(`examples/bench_signal.rs gpu`). Peer: torchaudio's `lfilter` per section on the same device, when "
                   "installed. In a pipeline, consecutive GPU signal operators keep the samples on the device "
                   "(`tests/gpu_chains.rs`)."]
+    if stats:
+        runs, t_peer = stats
+        g, c = runs["gpu"], runs["cpu"]
+        lines += ["", f"## Feature statistics, d_sae {g['d_sae']}, L0 {g['k']}, {g['tokens']:,} tokens in batches of {g['batch']}", "",
+                  "| neurostream wgpu tok/s | bytes up/token | bytes down/token | neurostream CPU tok/s | "
+                  f"PyTorch{f' ({device})' if device else ''} tok/s | wgpu / PyTorch | wgpu / CPU |", "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+                  f"| {fmt(g['tokens_per_s'])} | {fmt(g['bytes_up_per_token'])} | {fmt(g['bytes_down_per_token'])} | "
+                  f"{fmt(c['tokens_per_s'])} | {fmt(t_peer)} | "
+                  f"{fmt(None if not t_peer else g['tokens_per_s'] / t_peer, '{:.2f}x')} | {g['tokens_per_s'] / c['tokens_per_s']:.2f}x |", "",
+                  "neurostream: the `feature_stats` operator with its defaults (windows of 4096 tokens, 24 activation bins, top 10 "
+                  "examples per feature, the window and all-time tables built at every window) on TopK-shaped input "
+                  "(`examples/bench_feature_stats.rs`); on wgpu the counting runs on the device and the counts come back once per "
+                  "window, while the tables and top examples are built on the host. PyTorch: `bincount`, `index_add_` (float64), "
+                  "`scatter_reduce_` and the histogram per window on the same device, the tables copied to the host, no top "
+                  "examples."]
     with open(args.out, "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
