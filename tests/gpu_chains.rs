@@ -10,6 +10,9 @@
 //! the CPU (to the GPU filter tolerance of `tests/signal_filters.rs`) and read back only the
 //! picked channels and each frame's filter state.
 //!
+//! The LLM chain with `feature_stats` on wgpu must equal `feature_stats` on the CPU over the
+//! same features and read back only the pairs and the settled counts.
+//!
 //! Runs on any wgpu adapter (lavapipe in CI); `NEUROSTREAM_SKIP_GPU_TESTS=1` skips it.
 
 mod common;
@@ -199,6 +202,94 @@ fn standard_and_scaled_chains_without_b_dec_equal_the_reference() {
         k: None,
         normalize: "method = \"fixed\"\nstats = \"stats.json\"",
     });
+}
+
+/// normalize → sae_encode (TopK) → feature_stats, all on wgpu, beside `feature_stats` on the
+/// CPU over the same features: the statistics tables must be equal (counts, histograms, L0
+/// exactly; float columns within 1e-5 relative: the device sums in float32 between settles),
+/// and what comes back from the device is the k pairs per token plus, per settled window,
+/// `(4 + 24 bins) × 4` bytes per feature and 4 bytes per token.
+#[test]
+fn topk_chain_with_statistics_on_the_device_reads_back_pairs_and_counts() {
+    if std::env::var("NEUROSTREAM_SKIP_GPU_TESTS").is_ok_and(|v| v == "1") {
+        return;
+    }
+    let Some(py) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let sae = d.join("sae").to_string_lossy().to_string();
+    let (di, ds) = (D_IN.to_string(), D_SAE.to_string());
+    run_python(
+        &py,
+        "sae_reference.py",
+        &["make", &sae, "saelens", "topk", &di, &ds, "7", "k=12"],
+    );
+    let stats = |name: &str, device: &str| {
+        format!(
+            r#"
+[operators.{name}]
+kind = "feature_stats"
+input = "enc"
+device = "{device}"
+window = 256
+top_k = 3
+dead_after = 100
+
+[sinks.{name}]
+kind = "parquet"
+input = "{name}"
+path = "{name}"
+"#
+        )
+    };
+    let toml = pipeline("method = \"l2\"", "gpu") + &stats("stats_gpu", "gpu") + &stats("stats_cpu", "cpu");
+    std::fs::write(d.join("chain.toml"), toml).unwrap();
+    let log = run_ok(d, &["run", "chain.toml", "-w", "2"]);
+    // Settled at tokens 256 and 512, and at the end (700).
+    let counts = 3 * (4 + 24) * D_SAE * 4 + TOKENS * 4;
+    let (_, down) = gpu_bytes(&log);
+    assert_eq!(down, (TOKENS * 12 * 8 + counts) as u64, "pairs and counts only:\n{log}");
+    for table in [
+        "windows",
+        "features",
+        "density_histogram",
+        "activation_histogram",
+        "l0",
+        "top_examples",
+    ] {
+        let file = format!("{table}.parquet");
+        let got = read_parquet(&d.join("stats_gpu").join(&file));
+        let want = read_parquet(&d.join("stats_cpu").join(&file));
+        let (got, want) = (concat(&got), concat(&want));
+        assert_eq!(got.schema(), want.schema(), "{table}");
+        assert_eq!(got.num_rows(), want.num_rows(), "{table}");
+        assert!(want.num_rows() > 0, "{table} is empty");
+        for (c, field) in want.schema().fields().iter().enumerate() {
+            let (g, w) = (got.column(c), want.column(c));
+            match field.data_type() {
+                arrow::datatypes::DataType::Float64 | arrow::datatypes::DataType::Float32 => {
+                    let cast = |a: &arrow::array::ArrayRef| -> Vec<f64> {
+                        use arrow::array::AsArray;
+                        let a = arrow::compute::cast(a, &arrow::datatypes::DataType::Float64).unwrap();
+                        a.as_primitive::<arrow::datatypes::Float64Type>().values().to_vec()
+                    };
+                    for (r, (a, b)) in cast(g).iter().zip(cast(w)).enumerate() {
+                        assert!(
+                            a == &b || (a - b).abs() <= 1e-5 * b.abs(),
+                            "{table}.{} row {r}: {a} vs {b}",
+                            field.name()
+                        );
+                    }
+                }
+                _ => assert_eq!(g.to_data(), w.to_data(), "{table}.{}", field.name()),
+            }
+        }
+    }
+}
+
+/// One record batch of all of `batches`.
+fn concat(batches: &[arrow::record_batch::RecordBatch]) -> arrow::record_batch::RecordBatch {
+    arrow::compute::concat_batches(&batches[0].schema(), batches).unwrap()
 }
 
 const EEG_CHANNELS: usize = 16;
