@@ -310,6 +310,10 @@ pub struct SparseFrame {
     pub ids: Vec<u32>,
     /// Feature values, one per id.
     pub values: Vec<f32>,
+    /// The same entries on a GPU, where the operator that computed them left them for a
+    /// consumer on that device (see [`crate::DevicePairs`]); never saved or sent.
+    #[serde(skip)]
+    pub device: Option<Arc<crate::DevicePairs>>,
 }
 
 impl SparseFrame {
@@ -351,7 +355,15 @@ impl SparseFrame {
             offsets,
             ids,
             values,
+            device: None,
         })
+    }
+
+    /// The frame with its entries also on a GPU (`device` must hold exactly its rows).
+    pub fn with_device(mut self, device: crate::DevicePairs) -> SparseFrame {
+        debug_assert_eq!(device.rows(), self.rows());
+        self.device = Some(Arc::new(device));
+        self
     }
 
     /// Number of rows.
@@ -410,10 +422,15 @@ impl Batch {
         matches!(self, Batch::Dense(f) if f.is_on_device())
     }
 
-    /// Copies values that live on a GPU back to the host ([`Frame::materialize`]).
+    /// Copies values that live on a GPU back to the host ([`Frame::materialize`]); a sparse
+    /// frame lets go of its GPU copy.
     pub fn materialize(&mut self) -> Result<(), EngineError> {
         match self {
             Batch::Dense(f) => f.materialize(),
+            Batch::Sparse(f) => {
+                f.device = None; // the host's entries are the frame; the GPU copy is let go
+                Ok(())
+            }
             _ => Ok(()),
         }
     }

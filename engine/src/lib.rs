@@ -46,7 +46,7 @@ pub use node::{
     parse_config, ConfigTable, NodeContext, Operator, OperatorInstance, OperatorKind, Partitioning, Placement, RegisteredKind,
     Registry, Sink, SinkKind, SinkWriter, Source, SourceKind, SourceReader, SourceWaker, WorkerPos,
 };
-pub use resident::{DeviceInput, DeviceRows, Rows};
+pub use resident::{DeviceInput, DevicePairs, DeviceRows, PairsPart, Rows};
 pub use runtime::{
     run, BatchObserver, ClusterConfig, NodeStats, ObserverFactory, RunOptions, RunProgress, RunReport, PICTURE_PERIOD,
 };

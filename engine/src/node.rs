@@ -178,9 +178,10 @@ pub trait Operator: Send + Sync {
         false
     }
     /// True when its instances on a GPU take dense frames whose values live on that GPU
-    /// ([`crate::Frame::device`]) and bind them directly. The runtime then lets a GPU operator
-    /// feeding only such operators on the same device leave its output there; every other
-    /// consumer gets host values. Instances must still accept host frames.
+    /// ([`crate::Frame::device`]), or sparse frames that say where their entries lie there
+    /// ([`crate::SparseFrame::device`]), and bind them directly. The runtime then lets a GPU
+    /// operator feeding only such operators on the same device leave its output there; every
+    /// other consumer gets host values. Instances must still accept host frames.
     fn takes_device_rows(&self) -> bool {
         false
     }

@@ -137,3 +137,99 @@ impl GpuContext {
         }
     }
 }
+
+/// Where a run of a sparse frame's rows lies in a GPU buffer (see [`DevicePairs`]). The buffer
+/// holds `u32` words: row `r`'s entries are the slots `offsets[row0 + r] .. offsets[row0 + r + 1]`
+/// (or `(row0 + r) × fixed_k ..` `+ fixed_k` without offsets), each an id at `ids_at + slot`
+/// and an activation's `f32` bits at `values_at + slot`. Slots may hold entries the host's
+/// frame drops (activations ≤ 0, padding ids ≥ the feature count): consumers skip those.
+#[derive(Clone)]
+pub struct PairsPart {
+    /// Rows of the frame this part holds; the parts cover the frame's rows in order.
+    pub rows: usize,
+    /// The words.
+    pub pairs: Arc<PooledBuffer>,
+    /// Slot offsets per buffer row (`None`: `fixed_k` slots per row).
+    pub offsets: Option<Arc<PooledBuffer>>,
+    /// Slots per row without offsets.
+    pub fixed_k: u32,
+    /// The buffer row of the part's first row.
+    pub row0: u32,
+    /// Word index of the first id.
+    pub ids_at: u32,
+    /// Word index of the first activation.
+    pub values_at: u32,
+}
+
+/// A sparse frame's entries as they also lie on a GPU, where the operator that computed them
+/// left them for a consumer on the same device ([`crate::SparseFrame::device`]); the host's
+/// ids and values stay the frame's contents.
+#[derive(Clone)]
+pub struct DevicePairs {
+    ctx: Arc<GpuContext>,
+    /// The runs of rows, in order.
+    pub parts: Vec<PairsPart>,
+}
+
+impl DevicePairs {
+    /// Pairs on `ctx`, in `parts`.
+    pub fn new(ctx: Arc<GpuContext>, parts: Vec<PairsPart>) -> DevicePairs {
+        DevicePairs { ctx, parts }
+    }
+
+    /// The device the buffers live on.
+    pub fn context(&self) -> &Arc<GpuContext> {
+        &self.ctx
+    }
+
+    /// Rows the parts hold.
+    pub fn rows(&self) -> usize {
+        self.parts.iter().map(|p| p.rows).sum()
+    }
+
+    /// The parts holding rows `rows` (a range of this one's rows).
+    pub fn slice(&self, rows: std::ops::Range<usize>) -> DevicePairs {
+        let mut parts = Vec::new();
+        let mut first = 0;
+        for p in &self.parts {
+            let (a, b) = (rows.start.max(first), rows.end.min(first + p.rows));
+            if a < b {
+                parts.push(PairsPart {
+                    rows: b - a,
+                    row0: p.row0 + (a - first) as u32,
+                    ..p.clone()
+                });
+            }
+            first += p.rows;
+        }
+        DevicePairs {
+            ctx: self.ctx.clone(),
+            parts,
+        }
+    }
+
+    /// Appends `other`'s rows (on the same device).
+    pub fn append(&mut self, other: DevicePairs) {
+        debug_assert!(Arc::ptr_eq(&self.ctx, &other.ctx));
+        self.parts.extend(other.parts);
+    }
+}
+
+impl fmt::Debug for DevicePairs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "DevicePairs({} rows in {} parts on {})",
+            self.rows(),
+            self.parts.len(),
+            self.ctx.info.name
+        )
+    }
+}
+
+/// Two frames' device pairs are equal only when they are the same.
+impl PartialEq for DevicePairs {
+    fn eq(&self, other: &DevicePairs) -> bool {
+        std::ptr::eq(self, other)
+    }
+}

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use neurostream_engine::device::{workgroups_1d, workgroups_per_item, PendingReads};
-use neurostream_engine::PooledBuffer;
+use neurostream_engine::{DevicePairs, PairsPart, PooledBuffer};
 
 use neurostream_engine::{wgpu, EngineError, Frame, GpuContext, GpuPass, Result};
 
@@ -65,6 +65,8 @@ pub struct GpuSae {
     mode: u32,
     k: u32,
     block: usize,
+    /// Keep each block's pairs on the device for a consumer there ([`Csr::device`]).
+    keep_pairs: bool,
 }
 
 impl GpuSae {
@@ -110,6 +112,7 @@ impl GpuSae {
             mode,
             k,
             block,
+            keep_pairs: false,
             ctx,
         })
     }
@@ -248,6 +251,7 @@ impl GpuSae {
                     reads: ctx.submit_reads(&[encode, topk], &[(&picked, (2 * m * k * 4) as u64)])?,
                     rows: m,
                     k,
+                    kept: self.keep_pairs.then_some(picked),
                 }
             } else {
                 let counts = ctx.storage_output("sae.counts", (m * 4) as u64);
@@ -296,7 +300,16 @@ impl GpuSae {
         }
         let total = offsets[m] as usize;
         if total == 0 {
-            return Ok(InFlightBlock::Pairs { reads: None, offsets });
+            // The (zero) offsets go up so a consumer finds every row empty.
+            let kept = self.keep_pairs.then(|| {
+                let index = ctx.storage_init("sae.offsets", bytemuck::cast_slice(&offsets));
+                (ctx.storage_output("sae.pairs", 4), index)
+            });
+            return Ok(InFlightBlock::Pairs {
+                reads: None,
+                offsets,
+                kept,
+            });
         }
         let index = ctx.storage_init("sae.offsets", bytemuck::cast_slice(&offsets));
         // Sized in powers of two, so batches of similar density reuse one buffer.
@@ -311,15 +324,23 @@ impl GpuSae {
         Ok(InFlightBlock::Pairs {
             reads: Some(reads),
             offsets,
+            kept: self.keep_pairs.then_some((pairs, index)),
         })
     }
 }
 
 /// Waits for a block's pairs and appends its rows to `csr`, each sorted by value. TopK pairs
 /// (values, then ids) drop non-positive values and padding ids (at least `d_sae`).
-fn take_block(ctx: &GpuContext, block: InFlightBlock, d_sae: usize, csr: &mut Csr) -> Result<()> {
+fn take_block(ctx: &Arc<GpuContext>, mut block: InFlightBlock, d_sae: usize, csr: &mut Csr) -> Result<()> {
+    if let Some(part) = block.take_kept() {
+        let pairs = DevicePairs::new(ctx.clone(), vec![part]);
+        match &mut csr.device {
+            Some(device) => device.append(pairs),
+            None => csr.device = Some(pairs),
+        }
+    }
     match block {
-        InFlightBlock::TopK { reads, rows, k } => {
+        InFlightBlock::TopK { reads, rows, k, .. } => {
             let mut entries = Vec::with_capacity(k);
             let bytes = ctx.wait(reads)?.pop().unwrap_or_default();
             let out: &[f32] = bytemuck::cast_slice(&bytes);
@@ -335,7 +356,7 @@ fn take_block(ctx: &GpuContext, block: InFlightBlock, d_sae: usize, csr: &mut Cs
                 push_sorted(csr, &mut entries);
             }
         }
-        InFlightBlock::Pairs { reads, offsets } => {
+        InFlightBlock::Pairs { reads, offsets, .. } => {
             let rows = offsets.len() - 1;
             let Some(reads) = reads else {
                 (0..rows).for_each(|_| push_sorted(csr, &mut []));
@@ -358,14 +379,53 @@ fn take_block(ctx: &GpuContext, block: InFlightBlock, d_sae: usize, csr: &mut Cs
 
 /// A block whose pairs are still being computed or read back.
 enum InFlightBlock {
-    /// TopK: k (value, id) pairs per row, values first.
-    TopK { reads: PendingReads, rows: usize, k: usize },
+    /// TopK: k (value, id) pairs per row, values first; `kept`: their buffer, when the pairs
+    /// stay on the device too.
+    TopK {
+        reads: PendingReads,
+        rows: usize,
+        k: usize,
+        kept: Option<PooledBuffer>,
+    },
     /// The other architectures: the compacted pairs (ids, then values) at the rows' `offsets`
-    /// (rows + 1 of them); no read when no latent is active.
-    Pairs { reads: Option<PendingReads>, offsets: Vec<u32> },
+    /// (rows + 1 of them); no read when no latent is active. `kept`: the pairs' buffer and the
+    /// offsets' on the device, when the pairs stay there too.
+    Pairs {
+        reads: Option<PendingReads>,
+        offsets: Vec<u32>,
+        kept: Option<(PooledBuffer, PooledBuffer)>,
+    },
 }
 
 impl InFlightBlock {
+    /// Where the block's pairs lie on the device, when they are kept there (the buffers move
+    /// into the part).
+    fn take_kept(&mut self) -> Option<PairsPart> {
+        match self {
+            InFlightBlock::TopK { rows, k, kept, .. } => kept.take().map(|picked| PairsPart {
+                rows: *rows,
+                pairs: Arc::new(picked),
+                offsets: None,
+                fixed_k: *k as u32,
+                row0: 0,
+                ids_at: (*rows * *k) as u32,
+                values_at: 0,
+            }),
+            InFlightBlock::Pairs { offsets, kept, .. } => kept.take().map(|(pairs, index)| {
+                let rows = offsets.len() - 1;
+                PairsPart {
+                    rows,
+                    pairs: Arc::new(pairs),
+                    offsets: Some(Arc::new(index)),
+                    fixed_k: 0,
+                    row0: 0,
+                    ids_at: 0,
+                    values_at: offsets[rows],
+                }
+            }),
+        }
+    }
+
     fn reads(&mut self) -> Option<&mut PendingReads> {
         match self {
             InFlightBlock::TopK { reads, .. } => Some(reads),
@@ -432,6 +492,10 @@ impl SaeKernels for GpuSae {
 
     fn encode_frames(&mut self, sae: &Sae, frames: &[&Frame], prepared: &mut Vec<f32>) -> Result<Csr> {
         self.start_frames(sae, frames, prepared)?.finish()
+    }
+
+    fn keep_pairs_on_device(&mut self) {
+        self.keep_pairs = true;
     }
 
     /// Prepares the rows on the device, reading rows that a GPU operator left there in place,

@@ -37,11 +37,22 @@ pub struct Csr {
     pub ids: Vec<u32>,
     /// Latent activations.
     pub values: Vec<f32>,
+    /// The same rows as a GPU left them, when asked to keep them there
+    /// ([`SaeKernels::keep_pairs_on_device`]).
+    pub device: Option<neurostream_engine::DevicePairs>,
 }
 
 impl Csr {
     /// Appends the rows of `other`.
     pub fn append(&mut self, other: Csr) {
+        self.device = match (self.device.take(), other.device) {
+            (Some(mut a), Some(b)) => {
+                a.append(b);
+                Some(a)
+            }
+            (None, b) if self.offsets.len() == 1 => b,
+            _ => None, // only some rows are on the device: none are said to be
+        };
         let base = self.ids.len() as u32;
         self.offsets.extend(other.offsets[1..].iter().map(|o| o + base));
         self.ids.extend(other.ids);
@@ -56,6 +67,7 @@ impl Csr {
             offsets,
             ids: Vec::new(),
             values: Vec::new(),
+            device: None,
         }
     }
 }
@@ -113,6 +125,10 @@ pub trait SaeKernels {
     fn start_frames(&mut self, sae: &Sae, frames: &[&Frame], prepared: &mut Vec<f32>) -> Result<Started> {
         self.encode_frames(sae, frames, prepared).map(Started::Done)
     }
+
+    /// From now on also leave the sparse result on the device ([`Csr::device`]), for a consumer
+    /// there; kernels without a device ignore it.
+    fn keep_pairs_on_device(&mut self) {}
 }
 
 /// What [`SaeKernels::start_frames`] returns: the encoded rows, or work still on the GPU.
@@ -395,14 +411,18 @@ impl SaeEncodeInstance {
             let n = frame.rows();
             let (a, b) = (csr.offsets[first] as usize, csr.offsets[first + n] as usize);
             let offsets = csr.offsets[first..=first + n].iter().map(|o| o - a as u32).collect();
-            out.push(Batch::Sparse(SparseFrame::new(
+            let mut sparse = SparseFrame::new(
                 frame.stream.clone(),
                 self.schema.clone(),
                 frame.index,
                 offsets,
                 csr.ids[a..b].to_vec(),
                 csr.values[a..b].to_vec(),
-            )?));
+            )?;
+            if let Some(device) = &csr.device {
+                sparse = sparse.with_device(device.slice(first..first + n));
+            }
+            out.push(Batch::Sparse(sparse));
             first += n;
         }
         self.flushes += 1;
@@ -416,6 +436,15 @@ const IN_FLIGHT_RECHECK: std::time::Duration = std::time::Duration::from_micros(
 impl OperatorInstance for SaeEncodeInstance {
     fn defer_output(&mut self) {
         self.defer = true;
+    }
+
+    /// Every consumer reads sparse frames on this GPU: the frames also carry where their pairs
+    /// lie there ([`SparseFrame::device`]), so a consumer there uploads nothing.
+    fn keep_output_on_device(&mut self) {
+        let _ = self.kernels.run(|k| {
+            k.keep_pairs_on_device();
+            Ok(())
+        });
     }
 
     fn snapshot(&self) -> Result<Vec<u8>> {

@@ -267,6 +267,10 @@ impl Operator for FeatureStats {
     fn holds_back(&self) -> bool {
         true
     }
+    /// On a GPU it counts the pairs `sae_encode` left there, uploading nothing.
+    fn takes_device_rows(&self) -> bool {
+        true
+    }
     fn checkpointing(&self) -> Checkpointing {
         Checkpointing::Snapshot
     }

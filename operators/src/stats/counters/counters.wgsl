@@ -5,6 +5,11 @@
 // maxima as f32 bits [2n, 3n) (positive floats order as their bits), the last firing token
 // (index + 1 among the unsettled tokens) [3n, 4n), then the activation histogram, n × bins.
 // `l0` gets each unsettled token's number of firing features.
+//
+// The entries are `u32` words (engine `PairsPart`): row r's slots are
+// offsets[row0 + r] .. offsets[row0 + r + 1], or (row0 + r) * fixed_k .. + fixed_k when
+// fixed_k > 0 (TopK's k slots per row, padding included); slot i holds an id at ids_at + i and
+// an activation's f32 bits at values_at + i.
 
 struct Params {
     rows: u32,
@@ -12,16 +17,19 @@ struct Params {
     bins: u32,
     // Index among the unsettled tokens of this dispatch's first row.
     first: u32,
+    row0: u32,
+    fixed_k: u32,
+    ids_at: u32,
+    values_at: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> offsets: array<u32>;
-@group(0) @binding(2) var<storage, read> ids: array<u32>;
-@group(0) @binding(3) var<storage, read> acts: array<f32>;
+@group(0) @binding(2) var<storage, read> pairs: array<u32>;
 // bins - 1 thresholds: a value's bin is the number at or below it (LogBins::f32_thresholds).
-@group(0) @binding(4) var<storage, read> thresholds: array<f32>;
-@group(0) @binding(5) var<storage, read_write> acc: array<atomic<u32>>;
-@group(0) @binding(6) var<storage, read_write> l0: array<u32>;
+@group(0) @binding(3) var<storage, read> thresholds: array<f32>;
+@group(0) @binding(4) var<storage, read_write> acc: array<atomic<u32>>;
+@group(0) @binding(5) var<storage, read_write> l0: array<u32>;
 
 const WG: u32 = 64u;
 
@@ -66,11 +74,17 @@ fn accumulate(
     workgroupBarrier();
     let n = p.n_features;
     if row < p.rows {
-        let end = offsets[row + 1u];
+        let r = p.row0 + row;
+        var start = r * p.fixed_k;
+        var end = start + p.fixed_k;
+        if p.fixed_k == 0u {
+            start = offsets[r];
+            end = offsets[r + 1u];
+        }
         // Each invocation takes every 64th entry: a row of n entries loops n / 64 times.
-        for (var i = offsets[row] + lid; i < end; i += WG) {
-            let a = acts[i];
-            let f = ids[i];
+        for (var i = start + lid; i < end; i += WG) {
+            let a = bitcast<f32>(pairs[p.values_at + i]);
+            let f = pairs[p.ids_at + i];
             if a > 0.0 && f < n {
                 atomicAdd(&fired, 1u);
                 atomicAdd(&acc[f], 1u);

@@ -20,6 +20,7 @@ const SHADER: &str = include_str!("counters.wgsl");
 /// per-token L0 buffer.
 pub const MAX_UNSETTLED_TOKENS: u32 = 16_384;
 
+/// See `counters.wgsl`.
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
@@ -27,6 +28,10 @@ struct Params {
     n_features: u32,
     bins: u32,
     first: u32,
+    row0: u32,
+    fixed_k: u32,
+    ids_at: u32,
+    values_at: u32,
 }
 
 /// One stream's counts on the device.
@@ -115,31 +120,59 @@ impl GpuCounters {
         })
     }
 
-    /// Queues the kernel over `rows` of `frame`, the `first`th unsettled tokens on.
+    /// Queues the kernel over `rows` of `frame`, the `first`th unsettled tokens on: over the
+    /// pairs the frame left on this device, else over an upload of its host entries.
     fn dispatch(&self, frame: &SparseFrame, rows: Range<usize>, first: u32, u: &Unsettle) -> Result<()> {
+        if let Some(device) = frame.device.as_ref().filter(|d| Arc::ptr_eq(d.context(), &self.ctx)) {
+            let mut first = first;
+            for part in device.slice(rows).parts {
+                let params = self.params(part.rows, first, part.row0, part.fixed_k, part.ids_at, part.values_at);
+                // Without offsets the kernel reads none: any buffer fills the binding.
+                let offsets = part.offsets.as_deref().unwrap_or(&self.thresholds);
+                self.submit(params, offsets, &part.pairs, u)?;
+                first += part.rows as u32;
+            }
+            return Ok(());
+        }
         let (start, end) = (frame.offsets[rows.start] as usize, frame.offsets[rows.end] as usize);
         let offsets: Vec<u32> = frame.offsets[rows.start..=rows.end]
             .iter()
             .map(|&o| o - start as u32)
             .collect();
-        let params = Params {
-            rows: rows.len() as u32,
+        let mut words: Vec<u32> = Vec::with_capacity(2 * (end - start));
+        words.extend_from_slice(&frame.ids[start..end]);
+        words.extend(frame.values[start..end].iter().map(|v| v.to_bits()));
+        let params = self.params(rows.len(), first, 0, 0, 0, (end - start) as u32);
+        let offsets = self
+            .ctx
+            .storage_upload("feature_stats.offsets", bytemuck::cast_slice(&offsets));
+        let pairs = self.ctx.storage_upload("feature_stats.pairs", bytemuck::cast_slice(&words));
+        self.submit(params, &offsets, &pairs, u)
+    }
+
+    fn params(&self, rows: usize, first: u32, row0: u32, fixed_k: u32, ids_at: u32, values_at: u32) -> Params {
+        Params {
+            rows: rows as u32,
             n_features: self.n_features as u32,
             bins: self.bins as u32,
             first,
-        };
-        let ctx = &self.ctx;
-        let uniform = ctx.uniform("feature_stats.params", bytemuck::bytes_of(&params));
-        let offsets = ctx.storage_upload("feature_stats.offsets", bytemuck::cast_slice(&offsets));
-        let ids = ctx.storage_upload("feature_stats.ids", bytemuck::cast_slice(&frame.ids[start..end]));
-        let acts = ctx.storage_upload("feature_stats.acts", bytemuck::cast_slice(&frame.values[start..end]));
-        let buffers = [&*uniform, &*offsets, &*ids, &*acts, &*self.thresholds, &*u.acc, &*u.l0];
-        // Not waited for: the next settle's read-back comes after it on the queue.
-        ctx.submit_reads(
+            row0,
+            fixed_k,
+            ids_at,
+            values_at,
+        }
+    }
+
+    /// Queues one dispatch (not waited for: the next settle's read-back comes after it on the
+    /// queue).
+    fn submit(&self, params: Params, offsets: &wgpu::Buffer, pairs: &wgpu::Buffer, u: &Unsettle) -> Result<()> {
+        let uniform = self.ctx.uniform("feature_stats.params", bytemuck::bytes_of(&params));
+        let buffers = [&*uniform, offsets, pairs, &*self.thresholds, &*u.acc, &*u.l0];
+        self.ctx.submit_reads(
             &[GpuPass {
                 pipeline: &self.pipeline,
                 buffers: &buffers,
-                workgroups: workgroups_per_item(rows.len()),
+                workgroups: workgroups_per_item(params.rows as usize),
             }],
             &[],
         )?;
