@@ -187,6 +187,52 @@ fn read_table(path: &Path) -> arrow::record_batch::RecordBatch {
     arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap()
 }
 
+/// An encoder that batches frames (here, until 700 rows have come) emits them later than they
+/// came; with two workers the statistics must still count the stream in its order, so every
+/// table equals the one-worker run's (exactly: the same tokens in the same order).
+#[test]
+fn statistics_count_the_stream_in_order_when_the_encoder_batches_on_several_workers() {
+    let Some(py) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    make_sae(&py, d);
+    std::fs::copy(SAMPLE, d.join("acts.parquet")).unwrap();
+    let toml = r#"
+[sources.acts]
+kind = "parquet"
+path = "acts.parquet"
+batch_rows = 100
+
+[operators.enc]
+kind = "sae_encode"
+input = "acts"
+sae = "sae"
+device = "cpu"
+max_batch = 700
+max_delay_ms = 60000
+
+[operators.stats]
+kind = "feature_stats"
+input = "enc"
+window = 512
+step = 256
+top_k = 3
+
+[sinks.stats]
+kind = "parquet"
+input = "stats"
+path = "STATS"
+"#;
+    for workers in ["1", "2"] {
+        run_pipeline(d, &toml.replace("STATS", &format!("stats_{workers}")), workers);
+    }
+    for table in ["windows", "features", "activation_histogram", "l0", "top_examples"] {
+        let one = read_table(&d.join(format!("stats_1/{table}.parquet")));
+        let two = read_table(&d.join(format!("stats_2/{table}.parquet")));
+        assert_eq!(one, two, "table {table}: two workers counted the tokens in another order");
+    }
+}
+
 #[test]
 fn planted_shift_raises_exactly_the_expected_alerts() {
     let Some(py) = python() else { return };

@@ -247,10 +247,7 @@ path = "{name}"
         chain.clone() + &stats("stats_gpu", "gpu") + &stats("stats_cpu", "cpu"),
     )
     .unwrap();
-    // One worker: with two, the encoder's deferred batches may reach the statistics in another
-    // order from one run to the next (see the note on held-back output in docs/ARCHITECTURE.md),
-    // and runs A and B must count the same token order.
-    let log = run_ok(d, &["run", "a.toml", "-w", "1"]);
+    let log = run_ok(d, &["run", "a.toml", "-w", "2"]);
     let nnz = latents(&d.join("features.parquet"));
     let sparse = match k {
         Some(k) => TOKENS * k * 8,
@@ -265,7 +262,9 @@ path = "{name}"
     // Run B: the encoder's only consumer is feature_stats on the same GPU.
     let only_stats = chain[..chain.find("[operators.norm_cpu]").unwrap()].to_string() + &stats("stats_resident", "gpu");
     std::fs::write(d.join("b.toml"), only_stats).unwrap();
-    let log = run_ok(d, &["run", "b.toml", "-w", "1"]);
+    // Two workers in both runs: the encoders leave batches in flight and emit them later, each
+    // at its input's time, so both runs' statistics count the stream in its order.
+    let log = run_ok(d, &["run", "b.toml", "-w", "2"]);
     let (up_b, down_b) = gpu_bytes(&log);
     assert_eq!(down_b, down, "the same bytes come back:\n{log}");
     let weights = (D_IN * D_SAE + 3 * D_SAE + D_IN) * 4;

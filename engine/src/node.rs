@@ -185,6 +185,14 @@ pub trait Operator: Send + Sync {
     fn takes_device_rows(&self) -> bool {
         false
     }
+    /// True when every input batch becomes exactly one output batch, in input order, though
+    /// perhaps later (an operator that holds rows back to batch them): the runtime then gives
+    /// each output at its input's time, so a consumer that orders by time (a ByStream operator
+    /// fed by several workers) sees the stream's order. Outputs held across a checkpoint's cut
+    /// (saved in the snapshot) leave after the cut.
+    fn one_output_per_input(&self) -> bool {
+        false
+    }
     /// Creates one worker's instance computing on `device`.
     fn instantiate(&self, device: &ComputeDevice) -> Result<Box<dyn OperatorInstance>>;
     /// How instances take part in checkpoints (default: they cannot, and a checkpointed run

@@ -1,6 +1,6 @@
 //! The operator driver: routes, orders and processes batches, takes part in checkpoints.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -40,6 +40,7 @@ where
     let ordered = op.partitioning() == Partitioning::ByStream;
     let holds_back = op.holds_back();
     let takes_device_rows = op.takes_device_rows();
+    let one_output_per_input = op.one_output_per_input();
     let OperatorDevice {
         device,
         keep_output: keep_on_device,
@@ -73,6 +74,9 @@ where
             // Operators that hold rows back keep a capability from the start: restored state may
             // have rows to emit at the end even when no input reaches this worker after a resume.
             let mut held: Option<Capability<u64>> = holds_back.then_some(initial);
+            // With one output per input: the times of the inputs whose output is still held back,
+            // oldest first, so each output leaves at its input's time (see `give_in_order`).
+            let mut waiting: VecDeque<Capability<u64>> = VecDeque::new();
             let mut stats = NodeStats::default();
             let live = shared.node_metrics(&name);
             let mut finished = false;
@@ -110,6 +114,9 @@ where
                             false => batch.materialize(),
                         }
                         .and_then(|()| inst.process(batch, &mut out));
+                        if one_output_per_input {
+                            waiting.push_back(cap.clone());
+                        }
                         let busy = t0.elapsed();
                         stats.busy += busy;
                         if let Some(m) = &live {
@@ -123,7 +130,7 @@ where
                         if !out.is_empty() {
                             stats.rows_out += out.iter().map(|b| b.rows() as u64).sum::<u64>();
                             out.iter().for_each(|b| shared.observe(&name, b));
-                            output.session(&cap).give_iterator(out.drain(..));
+                            give_in_order(&mut out, &mut waiting, &cap, |c, b| output.session(c).give_iterator(b));
                         }
                     }
                     if holds_back {
@@ -144,7 +151,7 @@ where
                             if !out.is_empty() {
                                 stats.rows_out += out.iter().map(|b| b.rows() as u64).sum::<u64>();
                                 out.iter().for_each(|b| shared.observe(&name, b));
-                                output.session(cap).give_iterator(out.drain(..));
+                                give_in_order(&mut out, &mut waiting, cap, |c, b| output.session(c).give_iterator(b));
                             }
                             if let Some(after) = next {
                                 activator.activate_after(after);
@@ -173,6 +180,10 @@ where
                     if let Err(e) = state.and_then(|st| ck.report_operator(id, &name, pos.index, st)) {
                         shared.fail(format!("`{name}`: {e}"));
                     }
+                    // The held rows are in the snapshot: they belong after the cut, so their
+                    // times go (they leave at the held capability, past the cut) and the
+                    // frontier may pass it.
+                    waiting.clear();
                 }
                 if frontier.is_empty() && stash.is_empty() && !finished {
                     finished = true;
@@ -182,7 +193,7 @@ where
                                 Some(cap) => {
                                     stats.rows_out += out.iter().map(|b| b.rows() as u64).sum::<u64>();
                                     out.iter().for_each(|b| shared.observe(&name, b));
-                                    output.session(cap).give_iterator(out.drain(..));
+                                    give_in_order(&mut out, &mut waiting, cap, |c, b| output.session(c).give_iterator(b));
                                 }
                                 None => {
                                     shared.fail(format!(
@@ -196,9 +207,28 @@ where
                         }
                     }
                     held = None;
+                    waiting.clear();
                     shared.add_stats(&name, pos.index, &stats);
                 }
             }
         },
     )
+}
+
+/// Gives the batches in `out` away in order: while `waiting` holds input times (an operator with
+/// one output per input), each batch at the oldest of them, taken; the rest at `fallback` (the
+/// current or held capability), together.
+fn give_in_order(
+    out: &mut Vec<Batch>,
+    waiting: &mut VecDeque<Capability<u64>>,
+    fallback: &Capability<u64>,
+    mut give: impl FnMut(&Capability<u64>, std::vec::Drain<'_, Batch>),
+) {
+    while !out.is_empty() {
+        let Some(time) = waiting.pop_front() else {
+            give(fallback, out.drain(..));
+            return;
+        };
+        give(&time, out.drain(..1));
+    }
 }

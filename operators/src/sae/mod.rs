@@ -281,6 +281,11 @@ impl Operator for SaeEncode {
         true
     }
 
+    /// One sparse frame per input frame, in order, however they are batched or deferred.
+    fn one_output_per_input(&self) -> bool {
+        true
+    }
+
     fn output_schema(&self) -> Arc<Schema> {
         self.schema.clone()
     }
