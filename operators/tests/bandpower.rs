@@ -9,11 +9,14 @@
 //! The wgpu cases need a Vulkan/Metal/DX12 adapter; a software one (lavapipe) is accepted.
 //! Without any adapter they fail, unless NEUROSTREAM_SKIP_GPU_TESTS=1 is set.
 
+mod common;
+
 use std::sync::Arc;
 
+use common::gpu;
 use neurostream_engine::{
-    Batch, ComputeDevice, DeviceChoice, DeviceManager, DevicePolicy, DeviceRows, Frame, NodeContext, OperatorInstance,
-    OperatorKind, PipelineSettings, RowIndex, Rows, Schema,
+    Batch, ComputeDevice, DeviceRows, Frame, NodeContext, OperatorInstance, OperatorKind, PipelineSettings, RowIndex, Rows,
+    Schema,
 };
 use neurostream_operators::signal::bandpower::BandpowerKind;
 use rand::rngs::StdRng;
@@ -21,21 +24,6 @@ use rand::{Rng, SeedableRng};
 
 const FS: f64 = 250.0;
 const CHANNELS: usize = 5;
-
-fn gpu() -> Option<ComputeDevice> {
-    let mut manager = DeviceManager::new(DevicePolicy {
-        allow_software_gpu: true,
-        fallback_to_cpu: false,
-    });
-    match manager.resolve(DeviceChoice::Gpu) {
-        Ok(d) => Some(d),
-        Err(e) if std::env::var("NEUROSTREAM_SKIP_GPU_TESTS").is_ok_and(|v| v == "1") => {
-            eprintln!("skipping the wgpu backend (NEUROSTREAM_SKIP_GPU_TESTS=1): {e}");
-            None
-        }
-        Err(e) => panic!("no wgpu adapter for the GPU half of the tests: {e}\n(install mesa-vulkan-drivers, or set NEUROSTREAM_SKIP_GPU_TESTS=1)"),
-    }
-}
 
 /// Settings of one case: window and step in samples, Welch segment, bands.
 struct Case {

@@ -13,13 +13,15 @@
 //! The wgpu cases need a Vulkan/Metal/DX12 adapter; a software one (lavapipe) is accepted.
 //! Without any adapter they fail, unless NEUROSTREAM_SKIP_GPU_TESTS=1 is set.
 
+mod common;
+
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{DataType, Float32Type, Float64Type};
+use common::gpu;
 use neurostream_engine::{
-    Batch, ComputeDevice, DeviceChoice, DeviceManager, DevicePolicy, NodeContext, OperatorInstance, OperatorKind,
-    PipelineSettings, RowIndex, Schema, SparseFrame,
+    Batch, ComputeDevice, NodeContext, OperatorInstance, OperatorKind, PipelineSettings, RowIndex, Schema, SparseFrame,
 };
 use neurostream_operators::stats::accum::LogBins;
 use neurostream_operators::stats::FeatureStatsKind;
@@ -28,21 +30,6 @@ use rand::{Rng, SeedableRng};
 
 const FEATURES: usize = 701;
 const REL: f64 = 1e-4;
-
-fn gpu() -> Option<ComputeDevice> {
-    let mut manager = DeviceManager::new(DevicePolicy {
-        allow_software_gpu: true,
-        fallback_to_cpu: false,
-    });
-    match manager.resolve(DeviceChoice::Gpu) {
-        Ok(d) => Some(d),
-        Err(e) if std::env::var("NEUROSTREAM_SKIP_GPU_TESTS").is_ok_and(|v| v == "1") => {
-            eprintln!("skipping the wgpu backend (NEUROSTREAM_SKIP_GPU_TESTS=1): {e}");
-            None
-        }
-        Err(e) => panic!("no wgpu adapter for the GPU half of the tests: {e}\n(install mesa-vulkan-drivers, or set NEUROSTREAM_SKIP_GPU_TESTS=1)"),
-    }
-}
 
 fn schema() -> Arc<Schema> {
     Arc::new(Schema::features(FEATURES, None, None, None))
