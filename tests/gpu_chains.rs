@@ -18,6 +18,7 @@
 mod common;
 
 use common::{python, read_parquet, run_ok, run_python};
+use neurostream::operators::stats::FEATURE_TABLES;
 
 const D_IN: usize = 48;
 const D_SAE: usize = 160;
@@ -100,18 +101,28 @@ struct Case {
     normalize: &'static str,
 }
 
-fn check(case: Case) {
+/// A temporary directory with a `D_IN → D_SAE` SAE of `arch` (options `opts`) made by the
+/// reference script in `sae/`: (python, directory, SAE path); `None` when the GPU tests are
+/// skipped or there is no Python.
+fn with_sae(arch: &str, opts: &[&str]) -> Option<(std::path::PathBuf, tempfile::TempDir, String)> {
     if std::env::var("NEUROSTREAM_SKIP_GPU_TESTS").is_ok_and(|v| v == "1") {
-        return;
+        return None;
     }
-    let Some(py) = python() else { return };
+    let py = python()?;
     let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let sae = d.join("sae").to_string_lossy().to_string();
+    let sae = dir.path().join("sae").to_string_lossy().to_string();
     let (di, ds) = (D_IN.to_string(), D_SAE.to_string());
-    let mut args = vec!["make", sae.as_str(), "saelens", case.arch, di.as_str(), ds.as_str(), "7"];
-    args.extend(case.opts);
+    let mut args = vec!["make", sae.as_str(), "saelens", arch, di.as_str(), ds.as_str(), "7"];
+    args.extend(opts);
     run_python(&py, "sae_reference.py", &args);
+    Some((py, dir, sae))
+}
+
+fn check(case: Case) {
+    let Some((py, dir, sae)) = with_sae(case.arch, case.opts) else {
+        return;
+    };
+    let d = dir.path();
     let stats = serde_json::json!({
         "mean": (0..D_IN).map(|c| 0.01 * c as f64 - 0.2).collect::<Vec<_>>(),
         "std": (0..D_IN).map(|c| 0.5 + 0.02 * c as f64).collect::<Vec<_>>(),
@@ -212,17 +223,8 @@ fn standard_and_scaled_chains_without_b_dec_equal_the_reference() {
 /// `feature_stats` on the GPU as the encoder's only consumer: it counts the pairs the encoder
 /// left on the device, so they are not uploaded again, and its tables equal A's CPU tables.
 fn stats_chain(arch: &str, opts: &[&str], k: Option<usize>) {
-    if std::env::var("NEUROSTREAM_SKIP_GPU_TESTS").is_ok_and(|v| v == "1") {
-        return;
-    }
-    let Some(py) = python() else { return };
-    let dir = tempfile::tempdir().unwrap();
+    let Some((_, dir, _)) = with_sae(arch, opts) else { return };
     let d = dir.path();
-    let sae = d.join("sae").to_string_lossy().to_string();
-    let (di, ds) = (D_IN.to_string(), D_SAE.to_string());
-    let mut args = vec!["make", sae.as_str(), "saelens", arch, di.as_str(), ds.as_str(), "7"];
-    args.extend(opts);
-    run_python(&py, "sae_reference.py", &args);
     let stats = |name: &str, device: &str| {
         format!(
             r#"
@@ -294,14 +296,8 @@ fn jumprelu_chain_with_statistics_on_the_device_counts_the_compacted_pairs_there
 /// The statistics tables in `got` equal those in `want`: the same rows, every column equal,
 /// floats within 1e-5 relative.
 fn assert_same_tables(got: &std::path::Path, want: &std::path::Path) {
-    for table in [
-        "windows",
-        "features",
-        "density_histogram",
-        "activation_histogram",
-        "l0",
-        "top_examples",
-    ] {
+    // Every table but the alerts (no rule is set).
+    for table in FEATURE_TABLES.iter().filter(|&&t| t != "alerts") {
         let file = format!("{table}.parquet");
         let (got, want) = (
             concat(&read_parquet(&got.join(&file))),
