@@ -189,7 +189,8 @@ fn read_table(path: &Path) -> arrow::record_batch::RecordBatch {
 
 /// An encoder that batches frames (here, until 700 rows have come) emits them later than they
 /// came; with two workers the statistics must still count the stream in its order, so every
-/// table equals the one-worker run's (exactly: the same tokens in the same order).
+/// table equals the one-worker run's (exactly: the same tokens in the same order). Also with
+/// checkpoints every 10 ms, where the encoder lets its waiting frames go at each cut.
 #[test]
 fn statistics_count_the_stream_in_order_when_the_encoder_batches_on_several_workers() {
     let Some(py) = python() else { return };
@@ -226,10 +227,18 @@ path = "STATS"
     for workers in ["1", "2"] {
         run_pipeline(d, &toml.replace("STATS", &format!("stats_{workers}")), workers);
     }
+    std::fs::write(d.join("ck.toml"), toml.replace("STATS", "stats_ck")).unwrap();
+    let checkpoints = ["--checkpoint-dir", "ck", "--checkpoint-every", "0.01"];
+    run_ok(d, &[&["run", "ck.toml", "-w", "2", "--quiet"][..], &checkpoints].concat());
     for table in ["windows", "features", "activation_histogram", "l0", "top_examples"] {
         let one = read_table(&d.join(format!("stats_1/{table}.parquet")));
-        let two = read_table(&d.join(format!("stats_2/{table}.parquet")));
-        assert_eq!(one, two, "table {table}: two workers counted the tokens in another order");
+        for run in ["stats_2", "stats_ck"] {
+            let two = read_table(&d.join(format!("{run}/{table}.parquet")));
+            assert_eq!(
+                one, two,
+                "table {table} of {run}: two workers counted the tokens in another order"
+            );
+        }
     }
 }
 

@@ -229,6 +229,13 @@ pub trait OperatorInstance {
     /// a GPU compute one batch while the worker prepares the next. Without this call an instance
     /// returns each batch's output as soon as it can, as anyone driving it directly expects.
     fn defer_output(&mut self) {}
+    /// Called when a checkpoint reaches the operator's cut, before [`OperatorInstance::snapshot`],
+    /// for operators with [one output per input](Operator::one_output_per_input): emit every
+    /// row held back now, so it is counted before the cut and leaves at its input's time, and
+    /// the snapshot holds none.
+    fn release_held(&mut self, _out: &mut Vec<Batch>) -> Result<()> {
+        Ok(())
+    }
     /// Encodes the instance's state for a checkpoint (operators with [`Checkpointing::Snapshot`]).
     fn snapshot(&self) -> Result<Vec<u8>> {
         Err(crate::EngineError::Checkpoint("this operator cannot save its state".into()))

@@ -173,6 +173,21 @@ where
                 // A checkpoint: once the input frontier reaches its target every earlier batch has
                 // been processed and no later one exists yet, so the state is exactly the cut.
                 if let Some((ck, id)) = shared.checkpoint_due(&name, pos.index, false, &frontier.frontier(), &activator) {
+                    // Held rows leave before the cut, each at its input's time (before it).
+                    if let (true, Some(inst), Some(cap)) = (one_output_per_input, instance.as_mut(), held.as_ref()) {
+                        match inst.release_held(&mut out) {
+                            Ok(()) if !out.is_empty() => {
+                                stats.rows_out += out.iter().map(|b| b.rows() as u64).sum::<u64>();
+                                out.iter().for_each(|b| shared.observe(&name, b));
+                                give_in_order(&mut out, &mut waiting, cap, |c, b| output.session(c).give_iterator(b));
+                            }
+                            Ok(()) => {}
+                            Err(e) => {
+                                shared.fail(format!("`{name}`: {e}"));
+                                out.clear();
+                            }
+                        }
+                    }
                     let state = match (checkpointing, instance.as_ref()) {
                         (Checkpointing::Snapshot, Some(inst)) => inst.snapshot().map(Some),
                         _ => Ok(None),
@@ -180,9 +195,8 @@ where
                     if let Err(e) = state.and_then(|st| ck.report_operator(id, &name, pos.index, st)) {
                         shared.fail(format!("`{name}`: {e}"));
                     }
-                    // The held rows are in the snapshot: they belong after the cut, so their
-                    // times go (they leave at the held capability, past the cut) and the
-                    // frontier may pass it.
+                    // Rows still held (an instance that could not release them) are in the
+                    // snapshot and belong after the cut: their times go, so the frontier may pass.
                     waiting.clear();
                 }
                 if frontier.is_empty() && stash.is_empty() && !finished {

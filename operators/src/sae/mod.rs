@@ -452,6 +452,12 @@ impl OperatorInstance for SaeEncodeInstance {
         });
     }
 
+    /// At a checkpoint's cut: every waiting frame is encoded and emitted (the GPU waited for).
+    fn release_held(&mut self, out: &mut Vec<Batch>) -> Result<()> {
+        self.flush(out)?;
+        self.take_in_flight(out)
+    }
+
     fn snapshot(&self) -> Result<Vec<u8>> {
         // The batch in flight first (it is older), then those waiting; rows a GPU operator left
         // on the device are saved from the host.
