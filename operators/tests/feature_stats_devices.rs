@@ -202,6 +202,19 @@ fn wgpu_equals_the_cpu_over_more_tokens_than_it_leaves_unsettled() {
 }
 
 #[test]
+fn wgpu_equals_the_cpu_without_an_activation_histogram_or_examples() {
+    let Some(gpu) = gpu() else { return };
+    let config = "window = 250\ntop_k = 0\nactivation_bins = [0.0, 0.0, 0]";
+    let input = frames(900, 300, 5);
+    let want = run(instance(config, &ComputeDevice::Cpu).as_mut(), &input);
+    let got = run(instance(config, &gpu).as_mut(), &input);
+    assert!(want
+        .iter()
+        .all(|b| !matches!(b, Batch::Table(t) if &*t.table == "activation_histogram")));
+    assert_same(&got, &want, "no histogram");
+}
+
+#[test]
 fn wgpu_creates_no_buffer_per_frame_and_reads_back_only_the_counters() {
     let Some(gpu) = gpu() else { return };
     let ComputeDevice::Gpu(ctx) = &gpu else { unreachable!() };
