@@ -391,7 +391,11 @@ fn event_time_windows_match_numpy() {
     // ~10 ms between tokens, a 30 s pause (longer than the window: empty windows, then a skip),
     // and one token 1.5 s late.
     run_python(&py, "check_feature_stats.py", &["timed", SAMPLE, &at(d, "acts.parquet")]);
-    for workers in ["1", "2"] {
+    // Panes closing before a token (and several at once, over the pause) on the GPU too.
+    let runs = [("1", "cpu"), ("2", "cpu")]
+        .into_iter()
+        .chain(devices().contains(&"gpu").then_some(("1", "gpu")));
+    for (workers, device) in runs {
         let toml = r#"
 [sources.acts]
 kind = "parquet"
@@ -406,6 +410,7 @@ sae = "sae"
 [operators.stats]
 kind = "feature_stats"
 input = "enc"
+device = "DEVICE"
 window_unit = "s"
 window = 4
 step = 2
@@ -420,8 +425,9 @@ path = "features.parquet"
 kind = "parquet"
 input = "stats"
 path = "stats"
-"#;
-        run_pipeline(d, toml, workers);
+"#
+        .replace("DEVICE", device);
+        run_pipeline(d, &toml, workers);
         run_python(
             &py,
             "check_feature_stats.py",
