@@ -219,7 +219,7 @@ fn standard_and_scaled_chains_without_b_dec_equal_the_reference() {
 /// the same features (run A, with the features also written): the statistics tables must be
 /// equal (counts, histograms, L0 exactly; float columns within 1e-5 relative: the device sums
 /// in float32 between settles), and what comes back from the device is the sparse result plus,
-/// per settled window, `(4 + 24 bins) × 4` bytes per feature and 4 bytes per token. Run B has
+/// per settled window, `(4 + 24 bins / 2) × 4` bytes per feature (two 16-bit bins a word) and 4 bytes per token. Run B has
 /// `feature_stats` on the GPU as the encoder's only consumer: it counts the pairs the encoder
 /// left on the device, so they are not uploaded again, and its tables equal A's CPU tables.
 fn stats_chain(arch: &str, opts: &[&str], k: Option<usize>) {
@@ -256,7 +256,7 @@ path = "{name}"
         None => TOKENS * 4 + nnz * 8,
     };
     // Settled at tokens 256 and 512, and at the end (700).
-    let counts = 3 * (4 + 24) * D_SAE * 4 + TOKENS * 4;
+    let counts = 3 * (4 + 24 / 2) * D_SAE * 4 + TOKENS * 4;
     let (up_a, down) = gpu_bytes(&log);
     assert_eq!(down, (sparse + counts) as u64, "the sparse result and counts only:\n{log}");
     assert_same_tables(&d.join("stats_gpu"), &d.join("stats_cpu"));

@@ -230,9 +230,10 @@ fn wgpu_creates_no_buffer_per_frame_and_reads_back_only_the_counters() {
     let (_, down) = ctx.bytes_moved();
     feed(op.as_mut(), &input[16..], &mut out);
     assert_eq!(ctx.buffers_created(), created, "buffers created per frame after warm-up");
-    // 12 settles of 512 tokens: (4 + 20 bins) u32 per feature, and one u32 L0 per token.
+    // 12 settles of 512 tokens: 4 u32 per feature and two 16-bit bins a u32 (20 bins), and one
+    // u32 L0 per token.
     let settles = (64 - 16) / 4;
-    let per_settle = (4 + 20) * FEATURES * 4 + 512 * 4;
+    let per_settle = (4 + 20 / 2) * FEATURES * 4 + 512 * 4;
     assert_eq!(ctx.bytes_moved().1 - down, (settles * per_settle) as u64, "bytes read back");
 }
 

@@ -3,7 +3,9 @@
 //
 // `acc` holds, for n = n_features: firing counts [0, n), activation sums as f32 bits [n, 2n),
 // maxima as f32 bits [2n, 3n) (positive floats order as their bits), the last firing token
-// (index + 1 among the unsettled tokens) [3n, 4n), then the activation histogram, n × bins.
+// (index + 1 among the unsettled tokens) [3n, 4n), then the activation histogram: per feature
+// ceil(bins / 2) words, bin b in the low (even b) or high (odd b) 16 bits of word b / 2; a count
+// never passes 16 bits, since at most 16384 tokens are added between settles.
 // `l0` gets each unsettled token's number of firing features.
 //
 // The entries are `u32` words (engine `PairsPart`): row r's slots are
@@ -92,7 +94,9 @@ fn accumulate(
                 atomicMax(&acc[2u * n + f], bitcast<u32>(a));
                 atomicMax(&acc[3u * n + f], p.first + row + 1u);
                 if p.bins > 0u {
-                    atomicAdd(&acc[4u * n + f * p.bins + bin_of(a)], 1u);
+                    let b = bin_of(a);
+                    let words = (p.bins + 1u) / 2u;
+                    atomicAdd(&acc[4u * n + f * words + b / 2u], select(1u, 65536u, (b & 1u) == 1u));
                 }
             }
         }

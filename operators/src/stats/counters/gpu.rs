@@ -1,6 +1,6 @@
 //! `feature_stats` counters on a GPU (`counters.wgsl`): each stream's unsettled counts live in a
 //! device buffer; batches are added without waiting, and a settle reads the counts back once
-//! (firing counts, sums, maxima, last firings, histogram: `(4 + bins) × 4` bytes per feature,
+//! (firing counts, sums, maxima, last firings, histogram: `(4 + ⌈bins / 2⌉) × 4` bytes per feature,
 //! plus 4 bytes per token for the L0 distribution) and clears them.
 
 use std::collections::{BTreeMap, HashMap};
@@ -16,9 +16,15 @@ use crate::stats::accum::{Accum, LogBins};
 const SHADER: &str = include_str!("counters.wgsl");
 
 /// Tokens a stream may add before its counts are settled: bounds the float32 sums' rounding
-/// (each sum adds at most this many activations before it joins the float64 total) and the
-/// per-token L0 buffer.
+/// (each sum adds at most this many activations before it joins the float64 total), the
+/// per-token L0 buffer, and each histogram count, kept in 16 bits.
 pub const MAX_UNSETTLED_TOKENS: u32 = 16_384;
+const _: () = assert!(MAX_UNSETTLED_TOKENS < 1 << 16);
+
+/// `u32` words of counters per feature with `bins` histogram bins (two bins a word).
+fn words_per_feature(bins: usize) -> usize {
+    4 + bins.div_ceil(2)
+}
 
 /// See `counters.wgsl`.
 #[repr(C)]
@@ -36,7 +42,7 @@ struct Params {
 
 /// One stream's counts on the device.
 struct Unsettle {
-    /// `(4 + bins) × n_features` u32 (see `counters.wgsl`).
+    /// `words_per_feature(bins) × n_features` u32 (see `counters.wgsl`).
     acc: PooledBuffer,
     /// One L0 per unsettled token.
     l0: PooledBuffer,
@@ -60,9 +66,10 @@ impl GpuCounters {
     /// Counters for `n_features` features with `bins` activation bins on `ctx`.
     pub fn new(ctx: Arc<GpuContext>, n_features: usize, bins: Option<LogBins>) -> Result<GpuCounters> {
         let n_bins = bins.map_or(0, |b| b.bins);
-        let acc_bytes = ((4 + n_bins) * n_features * 4) as u64;
+        let words = (words_per_feature(n_bins) * n_features) as u64;
+        let acc_bytes = words * 4;
         let limit = ctx.device.limits().max_storage_buffer_binding_size;
-        if acc_bytes > limit || (n_features as u64) * (4 + n_bins as u64) > u32::MAX as u64 {
+        if acc_bytes > limit || words > u32::MAX as u64 {
             return Err(EngineError::Device(format!(
                 "feature_stats: {n_features} features × ({n_bins} activation bins + 4) counters take {acc_bytes} bytes, more than the GPU binds ({limit}); use fewer `activation_bins` or the CPU"
             )));
@@ -79,7 +86,7 @@ impl GpuCounters {
     }
 
     fn acc_bytes(&self) -> u64 {
-        ((4 + self.bins) * self.n_features * 4) as u64
+        (words_per_feature(self.bins) * self.n_features * 4) as u64
     }
 
     /// Fresh (zeroed) counts for a stream whose next token is `first_token`.
@@ -112,7 +119,7 @@ impl GpuCounters {
                 count: acc[..n].iter().map(|&c| c as u64).collect(),
                 sum: acc[n..2 * n].iter().map(|&b| f32::from_bits(b) as f64).collect(),
                 max: acc[2 * n..3 * n].iter().map(|&b| f32::from_bits(b)).collect(),
-                hist: acc[4 * n..4 * n + n * bins].to_vec(),
+                hist: unpack_histogram(&acc[4 * n..], n, bins),
                 l0: l0_tokens,
             },
             first_token: u.first_token,
@@ -178,6 +185,16 @@ impl GpuCounters {
         )?;
         Ok(())
     }
+}
+
+/// The `n × bins` histogram counts from their 16-bit halves (`words`: `n × ⌈bins / 2⌉`).
+fn unpack_histogram(words: &[u32], n: usize, bins: usize) -> Vec<u32> {
+    let per = bins.div_ceil(2);
+    let mut out = Vec::with_capacity(n * bins);
+    for f in 0..n {
+        out.extend((0..bins).map(|b| (words[f * per + b / 2] >> (16 * (b % 2))) & 0xffff));
+    }
+    out
 }
 
 impl FeatureCounters for GpuCounters {
