@@ -1,6 +1,6 @@
 //! Where `feature_stats` counts firing features: each stream's firing counts, activation sums,
 //! maxima, activation histograms, L0 distribution and last firings, for its open pane and for
-//! all time. The CPU adds a token's features at once; a GPU ([`gpu`]) adds batches on the
+//! all time. The CPU adds a token's features at once; a GPU ([`GpuCounters`]) adds batches on the
 //! device and brings the counts in when the operator needs them (a pane closes, the input
 //! ends, a checkpoint), so the host never touches a firing feature.
 
