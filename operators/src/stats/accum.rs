@@ -59,6 +59,18 @@ impl LogBins {
     }
 }
 
+/// The entries of a row that fire (activation > 0), into `ids` and `acts` (cleared first).
+pub fn firing(row: (&[u32], &[f32]), ids: &mut Vec<u32>, acts: &mut Vec<f32>) {
+    ids.clear();
+    acts.clear();
+    for (&f, &a) in row.0.iter().zip(row.1) {
+        if a > 0.0 {
+            ids.push(f);
+            acts.push(a);
+        }
+    }
+}
+
 /// Sums over a span of tokens of one stream. A feature *fires* on a token when its activation
 /// there is greater than zero; entries with activation <= 0 are ignored everywhere.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]

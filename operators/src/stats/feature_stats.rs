@@ -11,7 +11,7 @@ use neurostream_engine::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::accum::{Accum, LogBins};
+use super::accum::{firing, Accum, LogBins};
 use super::alerts::{alerts_table, read_reference_densities, read_sparsity_densities, Alert, FeatureRule, Reference};
 use super::clock::{PaneClock, WindowUnit};
 use super::counters::{CpuCounters, FeatureCounters, GpuCounters, Sums, MAX_UNSETTLED_TOKENS};
@@ -373,22 +373,19 @@ impl OperatorInstance for FeatureStatsInstance {
 
     fn snapshot(&self) -> Result<Vec<u8>> {
         // Counts still on a device are added to a copy: a snapshot changes nothing.
-        let mut settled = Vec::new();
+        let mut streams = Vec::with_capacity(self.streams.len());
         for state in self.streams.values() {
-            if let Some(counts) = self.counters.get().unsettled(&state.name)? {
-                let mut copy = state.clone();
-                counts.apply(copy.sums());
-                settled.push(copy);
-            }
+            streams.push(match self.counters.get().unsettled(&state.name)? {
+                Some(counts) => {
+                    let mut copy = state.clone();
+                    counts.apply(copy.sums());
+                    std::borrow::Cow::Owned(copy)
+                }
+                None => std::borrow::Cow::Borrowed(state),
+            });
         }
-        let mut streams: Vec<&StreamState> = self
-            .streams
-            .values()
-            .filter(|st| !settled.iter().any(|c| c.name == st.name))
-            .chain(&settled)
-            .collect();
         streams.sort_by(|a, b| a.name.cmp(&b.name));
-        encode_state(&streams)
+        encode_state(&streams.iter().map(|s| s.as_ref()).collect::<Vec<&StreamState>>())
     }
 
     fn restore(&mut self, state: &[u8]) -> Result<()> {
@@ -468,15 +465,7 @@ fn add_frame(
         }
         state.tokens += 1;
         if s.top_k > 0 {
-            let (ids, acts) = frame.row(r);
-            state.ids.clear();
-            state.acts.clear();
-            for (&f, &a) in ids.iter().zip(acts) {
-                if a > 0.0 {
-                    state.ids.push(f);
-                    state.acts.push(a);
-                }
-            }
+            firing(frame.row(r), &mut state.ids, &mut state.acts);
             let seq = seq_ids.map_or(0, |v| v[r]);
             let pos = positions.map_or(r as u32, |v| v[r]);
             state

@@ -12,7 +12,7 @@ use neurostream_engine::{Result, SparseFrame};
 
 pub use gpu::{GpuCounters, MAX_UNSETTLED_TOKENS};
 
-use super::accum::{Accum, LogBins};
+use super::accum::{firing, Accum, LogBins};
 use super::panes::Span;
 
 /// A stream's counters that firing tokens add to.
@@ -95,15 +95,7 @@ impl CpuCounters {
 impl FeatureCounters for CpuCounters {
     fn add_rows(&mut self, frame: &SparseFrame, rows: Range<usize>, first_token: u64, sums: Sums<'_>) -> Result<()> {
         for (token, r) in (first_token..).zip(rows) {
-            let (ids, acts) = frame.row(r);
-            self.ids.clear();
-            self.acts.clear();
-            for (&f, &a) in ids.iter().zip(acts) {
-                if a > 0.0 {
-                    self.ids.push(f);
-                    self.acts.push(a);
-                }
-            }
+            firing(frame.row(r), &mut self.ids, &mut self.acts);
             sums.pane.add_token(&self.ids, &self.acts, self.bins.as_ref());
             sums.all.add_token(&self.ids, &self.acts, self.bins.as_ref());
             for &f in &self.ids {
