@@ -18,7 +18,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use arrow::ipc::writer::{write_message, DictionaryTracker, EncodedData, IpcDataGenerator, IpcWriteOptions};
+use arrow::buffer::Buffer;
+use arrow::ipc::writer::{write_message, DictionaryTracker, IpcDataGenerator, IpcWriteOptions, StreamEncoder};
 use arrow::record_batch::RecordBatch;
 use neurostream_engine::{NodeConfig, NodeContext, Result, Schema, Sink, SinkKind};
 use serde::{Deserialize, Serialize};
@@ -185,12 +186,12 @@ fn serve(mut out: BufWriter<TcpStream>, end: SubscriberEnd, request: Request, pe
     }
 }
 
-fn write_chunks(out: &mut impl Write, chunks: &[Vec<u8>]) -> std::result::Result<(), String> {
+fn write_chunks(out: &mut impl Write, chunks: &[Buffer]) -> std::result::Result<(), String> {
     chunks.iter().try_for_each(|c| out.write_all(c)).map_err(|e| e.to_string())
 }
 
 /// The IPC schema message of `batch`'s schema.
-fn schema_message(batch: &RecordBatch, options: &IpcWriteOptions) -> std::result::Result<Vec<Vec<u8>>, String> {
+fn schema_message(batch: &RecordBatch, options: &IpcWriteOptions) -> std::result::Result<Vec<Buffer>, String> {
     let encoded = IpcDataGenerator::default().schema_to_bytes_with_dictionary_tracker(
         &batch.schema(),
         &mut DictionaryTracker::new(false),
@@ -198,26 +199,87 @@ fn schema_message(batch: &RecordBatch, options: &IpcWriteOptions) -> std::result
     );
     let mut bytes = Vec::new();
     write_message(&mut bytes, encoded, options).map_err(|e| e.to_string())?;
-    Ok(vec![bytes])
+    Ok(vec![Buffer::from(bytes)])
 }
 
-/// The IPC messages of `batch` (its dictionaries, then the record batch), each as its framed
-/// header then its body, so the body is written as it was encoded, without another copy.
-fn batch_messages(batch: &RecordBatch, options: &IpcWriteOptions) -> std::result::Result<Vec<Vec<u8>>, String> {
-    let (dictionaries, record) = IpcDataGenerator::default()
-        .encode(batch, &mut DictionaryTracker::new(false), options, &mut Default::default())
-        .map_err(|e| e.to_string())?;
-    let mut chunks = Vec::new();
-    for message in dictionaries.into_iter().chain([record]) {
-        let body = message.arrow_data;
-        let mut header = Vec::new();
-        let header_only = EncodedData {
-            ipc_message: message.ipc_message,
-            arrow_data: Vec::new(),
-        };
-        write_message(&mut header, header_only, options).map_err(|e| e.to_string())?;
-        chunks.push(header);
-        chunks.push(body);
+/// The IPC messages of `batch` (its dictionaries, then the record batch) as the chunks to write.
+/// Uncompressed value buffers are the batch's own (shared, not copied): only the headers and
+/// padding are new bytes.
+fn batch_messages(batch: &RecordBatch, options: &IpcWriteOptions) -> std::result::Result<Vec<Buffer>, String> {
+    // A fresh stream encoder writes the schema message first (then every dictionary, as each
+    // batch's encoding must stand alone): skip exactly those bytes.
+    let schema_len: usize = schema_message(batch, options)?.iter().map(|b| b.len()).sum();
+    let mut encoder = StreamEncoder::try_new_with_options(&batch.schema(), options.clone()).map_err(|e| e.to_string())?;
+    let mut chunks = encoder.encode(batch).map_err(|e| e.to_string())?.into_iter();
+    let mut skipped = 0;
+    while skipped < schema_len {
+        skipped += chunks.next().map_or(usize::MAX, |c| c.len());
     }
-    Ok(chunks)
+    if skipped != schema_len {
+        return Err(format!(
+            "the IPC encoder's schema message is not the {schema_len} bytes expected"
+        ));
+    }
+    Ok(chunks.collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Array, FixedSizeListArray, Float32Array, StringArray};
+    use arrow::datatypes::{DataType, Field};
+
+    fn batch() -> RecordBatch {
+        let values = Float32Array::from((0..4096).map(|i| i as f32 * 0.5).collect::<Vec<_>>());
+        let act = FixedSizeListArray::new(
+            Arc::new(Field::new("item", DataType::Float32, false)),
+            256,
+            Arc::new(values),
+            None,
+        );
+        let tokens = StringArray::from((0..16).map(|i| format!("t{i}")).collect::<Vec<_>>());
+        let schema = Arc::new(arrow::datatypes::Schema::new(vec![
+            Field::new("token", DataType::Utf8, false),
+            Field::new("act", act.data_type().clone(), false),
+        ]));
+        RecordBatch::try_new(schema, vec![Arc::new(tokens), Arc::new(act)]).unwrap()
+    }
+
+    fn read_back(chunks: &[Buffer]) -> Vec<RecordBatch> {
+        let bytes: Vec<u8> = chunks.iter().flat_map(|c| c.as_slice().to_vec()).collect();
+        arrow::ipc::reader::StreamReader::try_new(&bytes[..], None)
+            .unwrap()
+            .map(|b| b.unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn batch_messages_share_the_value_buffers_and_read_back_equal() {
+        let b = batch();
+        let values = b.column(1).to_data().child_data()[0].buffers()[0].clone();
+        for (options, compressed) in [
+            (IpcWriteOptions::default(), false),
+            (
+                IpcWriteOptions::default()
+                    .try_with_compression(Some(arrow::ipc::CompressionType::LZ4_FRAME))
+                    .unwrap(),
+                true,
+            ),
+        ] {
+            let mut stream = schema_message(&b, &options).unwrap();
+            let messages = batch_messages(&b, &options).unwrap();
+            let shared = messages
+                .iter()
+                .any(|c| c.as_ptr() == values.as_ptr() && c.len() == values.len());
+            assert_eq!(shared, !compressed, "uncompressed values are written from the batch's buffer");
+            stream.extend(messages.iter().cloned());
+            stream.extend(messages);
+            stream.push(Buffer::from(vec![0xffu8, 0xff, 0xff, 0xff, 0, 0, 0, 0]));
+            assert_eq!(
+                read_back(&stream),
+                vec![b.clone(), b.clone()],
+                "two batches, then the end of the stream"
+            );
+        }
+    }
 }

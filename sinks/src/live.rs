@@ -16,6 +16,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use arrow::array::{ArrayRef, UInt64Array};
+use arrow::buffer::Buffer;
 use arrow::datatypes::{DataType, Field};
 use arrow::record_batch::RecordBatch;
 use crossbeam_channel::{bounded, Receiver, SendTimeoutError, Sender, TrySendError};
@@ -189,8 +190,9 @@ pub mod encoding {
     pub const WEBSOCKET_JSON: usize = 3;
 }
 
-/// Bytes to write in order: one encoding of a batch.
-pub type Chunks = Arc<Vec<Vec<u8>>>;
+/// Bytes to write in order: one encoding of a batch. Arrow buffers, so an encoding can hold the
+/// batch's own value buffers (shared, not copied) between its message headers.
+pub type Chunks = Arc<Vec<Buffer>>;
 
 /// A batch published to a live sink's subscribers. What does not depend on the subscriber is
 /// encoded once for all of them: the first writer thread to need an encoding makes it while the
@@ -214,7 +216,7 @@ impl Published {
     pub fn encoded(
         &self,
         kind: usize,
-        make: impl FnOnce(&RecordBatch) -> std::result::Result<Vec<Vec<u8>>, String>,
+        make: impl FnOnce(&RecordBatch) -> std::result::Result<Vec<Buffer>, String>,
     ) -> std::result::Result<Chunks, String> {
         self.encodings[kind].get_or_init(|| make(&self.batch).map(Arc::new)).clone()
     }
@@ -808,14 +810,14 @@ mod tests {
                         .encoded(1, |b| {
                             made.fetch_add(1, Ordering::SeqCst);
                             std::thread::sleep(Duration::from_millis(20));
-                            Ok(vec![vec![b.num_rows() as u8]])
+                            Ok(vec![Buffer::from(vec![b.num_rows() as u8])])
                         })
                         .unwrap()
                 })
             })
             .collect();
         for t in threads {
-            assert_eq!(*t.join().unwrap(), vec![vec![2u8]]);
+            assert_eq!(t.join().unwrap()[0].as_slice(), [2u8]);
         }
         assert_eq!(made.load(Ordering::SeqCst), 1, "eight subscribers, one encoding");
         let other = published.encoded(0, |_| Err("no".into()));

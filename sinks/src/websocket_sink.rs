@@ -23,13 +23,14 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arrow::buffer::Buffer;
 use arrow::ipc::writer::StreamWriter;
 use arrow::record_batch::RecordBatch;
 use neurostream_engine::{NodeConfig, NodeContext, Result, Schema, Sink, SinkKind};
 use serde::{Deserialize, Serialize};
 use tungstenite::handshake::server::{ErrorResponse, Request as HttpRequest, Response};
 use tungstenite::protocol::WebSocketConfig;
-use tungstenite::{Message, WebSocket};
+use tungstenite::{Bytes, Message, Utf8Bytes, WebSocket};
 
 use crate::live::{
     encoding, server_settings, with_dropped_column, Format, LiveServer, LiveSink, Request, ServerSettings, SlowPolicy,
@@ -191,19 +192,21 @@ fn serve(mut ws: WebSocket<TcpStream>, end: SubscriberEnd, request: Request, out
                     let payload = if request.slow == SlowPolicy::DropOldest {
                         // Its own drop count is in every message.
                         let dropped = end.dropped.load(Ordering::Relaxed);
-                        message(&published.batch, &request, &output, dropped)?
+                        Bytes::from(message(&published.batch, &request, &output, dropped)?)
                     } else {
                         // The same bytes for every such client of this output (nothing dropped).
                         let kind = match request.format {
                             Format::Json => encoding::WEBSOCKET_JSON,
                             Format::Arrow => encoding::WEBSOCKET_ARROW,
                         };
-                        let shared = published.encoded(kind, |b| message(b, &request, &output, 0).map(|m| vec![m]))?;
-                        shared[0].clone()
+                        let shared =
+                            published.encoded(kind, |b| message(b, &request, &output, 0).map(|m| vec![Buffer::from(m)]))?;
+                        // Every client sends the same bytes: shared, not copied.
+                        Bytes::from_owner(shared[0].clone())
                     };
                     let m = match request.format {
-                        Format::Json => Message::text(String::from_utf8(payload).map_err(|e| e.to_string())?),
-                        Format::Arrow => Message::binary(payload),
+                        Format::Json => Message::Text(Utf8Bytes::try_from(payload).map_err(|e| e.to_string())?),
+                        Format::Arrow => Message::Binary(payload),
                     };
                     ws.send(m).map_err(|e| e.to_string())?;
                 }
