@@ -54,7 +54,8 @@ pub struct SourcePosition {
 }
 
 /// A file a sink closed for a checkpoint: written and fsynced under `staged`, renamed to
-/// `committed` once the checkpoint that lists it is durable.
+/// `committed` once the checkpoint that lists it is durable. `staged == committed` is a file
+/// that stays open under its name (a sink's growing output): it is only fsynced.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StagedFile {
     /// Where the sink wrote it.

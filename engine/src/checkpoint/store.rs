@@ -330,6 +330,9 @@ pub fn sync_staged(files: &[StagedFile]) -> Result<()> {
 pub fn commit_staged(files: &[StagedFile]) -> Result<()> {
     let mut dirs = std::collections::BTreeSet::new();
     for f in files {
+        if f.staged == f.committed {
+            continue; // only synced (see `StagedFile`)
+        }
         if f.staged.exists() {
             std::fs::rename(&f.staged, &f.committed).map_err(|e| EngineError::Output {
                 path: f.committed.clone(),

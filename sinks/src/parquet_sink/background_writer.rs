@@ -21,7 +21,7 @@ use std::thread::JoinHandle;
 use arrow::record_batch::RecordBatch;
 use crossbeam_channel::{bounded, Sender};
 use parquet::arrow::ArrowWriter;
-use parquet::file::metadata::KeyValue;
+use parquet::file::metadata::{KeyValue, RowGroupMetaData};
 
 /// Sends queued for the thread at most.
 const QUEUE_BATCHES: usize = 2;
@@ -37,9 +37,16 @@ pub(super) const COALESCE_ROWS: usize = 4096;
 enum Job {
     Write(RecordBatch),
     Metadata(KeyValue),
+    /// End the open row group, write everything to the file, and answer with the file's bytes
+    /// and the row groups flushed since the previous checkpoint.
+    Checkpoint(Sender<Flushed>),
     /// Close the file (footer) and hand it back.
     Finish,
 }
+
+/// What [`BackgroundWriter::checkpoint`] answers: the file's bytes, and the row groups in them
+/// that no earlier checkpoint reported.
+pub(super) type Flushed = std::result::Result<(u64, Vec<RowGroupMetaData>), String>;
 
 /// An [`ArrowWriter`] fed from the calling thread and run on its own.
 pub(super) struct BackgroundWriter {
@@ -67,6 +74,7 @@ impl BackgroundWriter {
             let (failed, size, unwritten) = (failed.clone(), size.clone(), unwritten.clone());
             std::thread::Builder::new().name(format!("parquet {what}")).spawn(move || {
                 let mut writer = writer;
+                let mut reported = 0;
                 for job in queue {
                     if failed.lock().unwrap().is_some() {
                         continue; // drain: the caller learns of the failure at its next call
@@ -81,6 +89,18 @@ impl BackgroundWriter {
                             unwritten.fetch_sub(data_bytes(&batch), Ordering::Relaxed);
                         }
                         Job::Metadata(kv) => writer.append_key_value_metadata(kv),
+                        Job::Checkpoint(answer) => {
+                            let flushed = writer.flush().map_err(|e| e.to_string()).and_then(|()| {
+                                writer.sync().map_err(|e| e.to_string())?;
+                                let groups = writer.flushed_row_groups()[reported..].to_vec();
+                                reported += groups.len();
+                                Ok((writer.bytes_written() as u64, groups))
+                            });
+                            if let Err(e) = &flushed {
+                                *failed.lock().unwrap() = Some(e.clone());
+                            }
+                            let _ = answer.send(flushed);
+                        }
                         Job::Finish => return Some(writer.into_inner().map_err(|e| e.to_string())),
                     }
                 }
@@ -160,6 +180,17 @@ impl BackgroundWriter {
     /// Adds key-value metadata to the file's footer.
     pub(super) fn append_key_value_metadata(&self, kv: KeyValue) -> std::result::Result<(), String> {
         self.send(Job::Metadata(kv))
+    }
+
+    /// Writes what is gathered and queued to the file (not synced) and ends its row group: see
+    /// [`Flushed`]. The file stays open for more rows.
+    pub(super) fn checkpoint(&mut self) -> Flushed {
+        self.send_gathered()?;
+        let (answer, flushed) = bounded(1);
+        self.send(Job::Checkpoint(answer))?;
+        flushed
+            .recv()
+            .unwrap_or_else(|_| Err(self.failure().unwrap_or_else(|| "the writer thread ended".into())))
     }
 
     /// Writes what is gathered and queued and the footer, and returns the file (not synced).

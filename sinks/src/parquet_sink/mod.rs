@@ -10,19 +10,23 @@
 //! `neurostream.status = incomplete: <error>`; when writing itself fails (a full disk), the
 //! temporary file is removed and any previous file at the target stays as it was.
 //!
-//! In a checkpointed run (`neurostream run --checkpoint-dir`) each output is written as
-//! segments in a hidden directory beside it (`.<name>.parquet.segments/`): at every checkpoint
-//! the open segment is closed, fsynced and staged, and committed when the checkpoint is durable.
-//! A resumed run drops whatever was written after the checkpoint it resumes from. When the run
-//! completes, the committed segments are merged in order into the target (atomically, as
-//! above) and the directory is removed; a failed run leaves the target alone and keeps the
-//! committed segments for `--resume`.
+//! In a checkpointed run (`neurostream run --checkpoint-dir`) each output is one file that
+//! grows in a hidden directory beside it (`.<name>.parquet.segments/`): at every checkpoint its
+//! rows so far are written out as row groups, and the footer of the row groups added since the
+//! previous checkpoint is staged; the checkpoint fsyncs both off the pipeline's path and commits
+//! the footer when it is durable. When the run completes the file is closed and becomes the
+//! target (a hard link, renamed into place: nothing is copied), and the directory is removed; a
+//! failed run leaves the target alone and keeps the directory for `--resume`. A resumed run
+//! seals the rows the checkpoint committed into a complete part (their bytes, then one footer of
+//! their row groups: `footer.rs`), drops whatever was written after them, and at the end merges
+//! the parts and its own file into the target.
 //!
 //! With any rolling key (`roll_every`, `roll_rows`, `roll_bytes`, `partition_by`, `keep`) the
 //! output is instead a directory that grows during the run, readable at any moment: see
 //! `rolling.rs`.
 
 mod background_writer;
+mod footer;
 mod manifest;
 mod partition;
 mod rolling;
@@ -636,28 +640,48 @@ struct ParquetFileWriter {
     small_signal: Option<neurostream_engine::Frame>,
 }
 
-/// The segments of one output in a checkpointed run.
+/// The files of one output in a checkpointed run: one open file that grows across checkpoints
+/// (each checkpoint commits a footer of the row groups added since the previous one), after
+/// the complete parts that runs resumed earlier sealed (see `footer.rs`).
 struct Segments {
     dir: PathBuf,
-    /// Segments staged or committed so far; the open one (if any) is number `next`.
+    /// Complete parts committed so far; the open file is part number `next`.
     next: u32,
+    /// Footers committed or staged for the open file.
+    footers: u32,
+    /// Bytes of the open file those footers cover.
+    open_bytes: u64,
 }
 
 impl Segments {
     fn committed(&self, i: u32) -> PathBuf {
         self.dir.join(format!("seg-{i:06}.parquet"))
     }
-    fn in_progress(&self) -> PathBuf {
-        self.dir.join(format!("seg-{:06}.parquet.inprogress", self.next))
+    fn open_file(&self) -> PathBuf {
+        self.dir.join(format!("seg-{:06}.parquet.open", self.next))
+    }
+    fn footer(&self, m: u32) -> PathBuf {
+        self.dir.join(format!("seg-{:06}.footer-{m:06}", self.next))
+    }
+    /// The footers committed for the open file.
+    fn footers(&self) -> Vec<PathBuf> {
+        (0..self.footers).map(|m| self.footer(m)).collect()
     }
 }
 
 /// What a checkpoint records of one output file.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct FileState {
+    /// Complete parts.
     segments: u32,
     rows: u64,
     time: bool,
+    /// Footers of the open file, and the bytes of it they cover (0 in checkpoints written
+    /// before the open file grew across checkpoints: then every part is complete).
+    #[serde(default)]
+    footers: u32,
+    #[serde(default)]
+    open_bytes: u64,
 }
 
 /// `.<name>.segments` beside `target`.
@@ -672,7 +696,7 @@ fn segments_dir(target: &Path) -> PathBuf {
 impl ParquetFileWriter {
     fn current_path(&self) -> PathBuf {
         match &self.segments {
-            Some(s) => s.in_progress(),
+            Some(s) => s.open_file(),
             None => self.temp.clone(),
         }
     }
@@ -697,31 +721,60 @@ impl ParquetFileWriter {
 
     fn discard(&mut self) {
         self.writer = None;
-        let _ = std::fs::remove_file(self.current_path());
+        // A checkpointed run's open file holds rows a checkpoint committed; a resumed run cuts
+        // it back to them.
+        if self.segments.is_none() {
+            let _ = std::fs::remove_file(&self.temp);
+        }
     }
 
     /// Enters checkpointed mode: a fresh segment directory, or the one of the checkpoint
-    /// resumed from with everything written after it removed.
+    /// resumed from with everything written after it removed (the open file it committed
+    /// part of is cut back to that part and sealed as a complete part).
     fn start_segments(&mut self, resume: Option<FileState>) -> Result<()> {
         let dir = segments_dir(&self.target);
-        let keep = resume.as_ref().map_or(0, |s| s.segments);
-        if dir.exists() {
-            let entries = std::fs::read_dir(&dir).map_err(|e| out_err(&dir, e.to_string()))?;
-            for e in entries.flatten() {
-                let name = e.file_name().to_string_lossy().to_string();
-                let committed = name
-                    .strip_prefix("seg-")
-                    .and_then(|n| n.strip_suffix(".parquet"))
-                    .and_then(|n| n.parse::<u32>().ok())
-                    .is_some_and(|i| i < keep);
-                if !committed {
-                    std::fs::remove_file(e.path())
-                        .map_err(|err| out_err(&e.path(), format!("cannot remove uncommitted segment: {err}")))?;
-                }
+        std::fs::create_dir_all(&dir).map_err(|e| out_err(&dir, format!("cannot create directory: {e}")))?;
+        let mut segments = Segments {
+            dir,
+            next: resume.as_ref().map_or(0, |s| s.segments),
+            footers: resume.as_ref().map_or(0, |s| s.footers),
+            open_bytes: resume.as_ref().map_or(0, |s| s.open_bytes),
+        };
+        if segments.footers > 0 {
+            let (open, sealed) = (segments.open_file(), segments.committed(segments.next));
+            if open.exists() {
+                let sealing = sealed.with_extension("parquet.sealing");
+                footer::seal_prefix(&open, segments.open_bytes, &segments.footers(), &sealing)
+                    .and_then(|()| std::fs::rename(&sealing, &sealed).map_err(|e| format!("rename: {e}")))
+                    .map_err(|m| out_err(&open, format!("cannot restore the rows the checkpoint committed: {m}")))?;
+                sync_dir(&segments.dir);
+            }
+            // Sealed already when the file is gone (by a resume that died after it).
+            segments.next += 1;
+            (segments.footers, segments.open_bytes) = (0, 0);
+        }
+        let keep = segments.next;
+        let entries = std::fs::read_dir(&segments.dir).map_err(|e| out_err(&segments.dir, e.to_string()))?;
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            // Complete parts, and the footers they were sealed from (a checkpoint lists them:
+            // resuming from it again commits them again).
+            let committed = name
+                .strip_prefix("seg-")
+                .and_then(|n| {
+                    n.strip_suffix(".parquet").or_else(|| {
+                        n.split_once(".footer-")
+                            .filter(|(_, m)| m.parse::<u32>().is_ok())
+                            .map(|(i, _)| i)
+                    })
+                })
+                .and_then(|n| n.parse::<u32>().ok())
+                .is_some_and(|i| i < keep);
+            if !committed {
+                std::fs::remove_file(e.path())
+                    .map_err(|err| out_err(&e.path(), format!("cannot remove uncommitted segment: {err}")))?;
             }
         }
-        std::fs::create_dir_all(&dir).map_err(|e| out_err(&dir, format!("cannot create directory: {e}")))?;
-        let segments = Segments { dir, next: keep };
         for i in 0..keep {
             if !segments.committed(i).exists() {
                 return Err(out_err(
@@ -744,45 +797,88 @@ impl ParquetFileWriter {
     }
 
     fn state(&self) -> FileState {
+        let s = self.segments.as_ref();
         FileState {
-            segments: self.segments.as_ref().map_or(0, |s| s.next),
+            segments: s.map_or(0, |s| s.next),
             rows: self.rows,
             time: self.opts.time,
+            footers: s.map_or(0, |s| s.footers),
+            open_bytes: s.map_or(0, |s| s.open_bytes),
         }
     }
 
-    /// Closes the open segment (if any rows went in since the last checkpoint) into a staged file.
-    fn stage_segment(&mut self) -> Result<Option<StagedFile>> {
+    /// Writes the open file's rows so far and stages the footer of the row groups added since
+    /// the last checkpoint; the checkpoint fsyncs the file and the footer off the pipeline's
+    /// path, then commits the footer.
+    fn stage_checkpoint(&mut self) -> Result<Vec<StagedFile>> {
         self.flush_signal()?;
         if self.broken {
             return Err(out_err(&self.target, "an earlier write failed"));
         }
-        let Some(writer) = self.writer.take() else { return Ok(None) };
+        let Some(writer) = self.writer.as_mut() else {
+            return Ok(Vec::new());
+        };
         let seg = self.segments.as_mut().expect("checkpointed mode");
-        let path = seg.in_progress();
-        let staged = seg.dir.join(format!("seg-{:06}.parquet.staged", seg.next));
-        let committed = seg.committed(seg.next);
-        let closed = (|| -> std::result::Result<(), String> {
-            // Not synced here: the checkpoint fsyncs its staged files off the pipeline's path,
-            // before it is written (`checkpoint::sync_staged`).
-            drop(writer.finish()?);
-            std::fs::rename(&path, &staged).map_err(|e| format!("rename: {e}"))?;
-            Ok(())
-        })();
-        if let Err(m) = closed {
-            let _ = std::fs::remove_file(&path);
-            self.broken = true;
-            return Err(out_err(
-                &path,
-                format!("could not close the segment for a checkpoint ({m}); earlier checkpoints stay valid"),
-            ));
+        let open = seg.open_file();
+        let committed = seg.footer(seg.footers);
+        let staged = committed.with_file_name(format!(
+            "{}.staged",
+            committed.file_name().unwrap_or_default().to_string_lossy()
+        ));
+        let flushed = writer.checkpoint().and_then(|(bytes, groups)| {
+            if groups.is_empty() {
+                return Ok(None);
+            }
+            let file = File::create(&staged).map_err(|e| format!("cannot create {}: {e}", staged.display()))?;
+            let mut out = std::io::BufWriter::new(file);
+            footer::write_footer(&mut out, &self.arrow, &self.props, groups)?;
+            std::io::Write::flush(&mut out).map_err(|e| e.to_string())?;
+            Ok(Some(bytes))
+        });
+        match flushed {
+            Ok(None) => Ok(Vec::new()),
+            Ok(Some(bytes)) => {
+                (seg.footers, seg.open_bytes) = (seg.footers + 1, bytes);
+                // The open file is listed to be fsynced; it keeps its name.
+                Ok(vec![
+                    StagedFile {
+                        staged: open.clone(),
+                        committed: open,
+                    },
+                    StagedFile { staged, committed },
+                ])
+            }
+            Err(m) => {
+                let _ = std::fs::remove_file(&staged);
+                self.broken = true;
+                Err(out_err(
+                    &open,
+                    format!("could not write the rows for a checkpoint ({m}); earlier checkpoints stay valid"),
+                ))
+            }
         }
-        seg.next += 1;
-        Ok(Some(StagedFile { staged, committed }))
     }
 
-    /// Completes a checkpointed output: merges the committed segments and the open one into
-    /// the target, or on failure keeps the committed ones for `--resume`.
+    /// Publishes the finished file `path` at the target through a hard link (atomically, by a
+    /// rename of the link); false where the file system has no hard links (the caller copies).
+    fn publish_linked(&self, path: &Path) -> bool {
+        let _ = std::fs::remove_file(&self.temp);
+        if std::fs::hard_link(path, &self.temp).is_err() {
+            return false;
+        }
+        if std::fs::rename(&self.temp, &self.target).is_err() {
+            let _ = std::fs::remove_file(&self.temp);
+            return false;
+        }
+        if let Some(dir) = self.target.parent().filter(|d| !d.as_os_str().is_empty()) {
+            sync_dir(dir);
+        }
+        true
+    }
+
+    /// Completes a checkpointed output: publishes the open file, or (after a resume) merges
+    /// the committed parts and the open file into the target; on failure keeps them for
+    /// `--resume`.
     fn commit_segments(mut self: Box<Self>, failure: Option<&str>) -> Result<Vec<String>> {
         let seg_dir = self.segments.as_ref().expect("checkpointed mode").dir.clone();
         if failure.is_none() {
@@ -790,9 +886,8 @@ impl ParquetFileWriter {
         }
         if failure.is_some() || self.broken {
             self.discard();
-            let n = self.segments.as_ref().map_or(0, |s| s.next);
             return Ok(vec![format!(
-                "{}: not written (run failed); {n} committed segments kept in {} for --resume",
+                "{}: not written (run failed); the rows of the last checkpoint are kept in {} for --resume",
                 self.target.display(),
                 seg_dir.display()
             )]);
@@ -803,10 +898,24 @@ impl ParquetFileWriter {
         };
         if let Some(writer) = self.writer.take() {
             let path = self.current_path();
+            if parts.is_empty() {
+                writer
+                    .append_key_value_metadata(KeyValue::new("neurostream.status".to_string(), "complete".to_string()))
+                    .and_then(|()| {
+                        writer.append_key_value_metadata(KeyValue::new("neurostream.pipeline".to_string(), self.pipeline.clone()))
+                    })
+                    .map_err(|e| out_err(&path, format!("could not close the output: {e}")))?;
+            }
             writer
                 .finish()
                 .and_then(|f| f.sync_all().map_err(|e| e.to_string()))
-                .map_err(|e| out_err(&path, format!("could not close the last segment: {e}")))?;
+                .map_err(|e| out_err(&path, format!("could not close the output: {e}")))?;
+            // The usual case, one file that grew across the checkpoints: it becomes the target
+            // as it is, through a second name (it stays in the directory until the run is
+            // recorded complete, for a resume after a crash before that).
+            if parts.is_empty() && self.publish_linked(&path) {
+                return Ok(vec![format!("wrote {} rows to {}", self.rows, self.target.display())]);
+            }
             parts.push(path);
         }
         if parts.is_empty() && !self.single {
@@ -947,7 +1056,7 @@ impl SinkWriter for ParquetFileWriter {
     }
 
     fn precommit(&mut self) -> Result<SinkCommit> {
-        let files = self.stage_segment()?.into_iter().collect();
+        let files = self.stage_checkpoint()?;
         Ok(SinkCommit {
             state: encode_state(&self.state())?,
             files,
@@ -1233,11 +1342,19 @@ impl SinkWriter for TablesWriter {
             }
         }
         for (table, state) in states {
-            let first = segments_dir(&self.dir.join(format!("{table}.parquet"))).join("seg-000000.parquet");
+            if state.segments == 0 && state.footers == 0 {
+                continue; // no rows committed: the table starts afresh at its next rows
+            }
+            // The first complete part, or the first footer of the open file: both hold the schema.
+            let dir = segments_dir(&self.dir.join(format!("{table}.parquet")));
+            let first = match state.segments {
+                0 => dir.join("seg-000000.footer-000000"),
+                _ => dir.join("seg-000000.parquet"),
+            };
             let arrow = read_segment_schema(&first).ok_or_else(|| {
                 out_err(
                     &first,
-                    "the first committed segment of this table is missing or unreadable; cannot resume",
+                    "the first committed part of this table is missing or unreadable; cannot resume",
                 )
             })?;
             let mut w = self.file_writer(&table, arrow);
@@ -1251,7 +1368,7 @@ impl SinkWriter for TablesWriter {
         let mut commit = SinkCommit::default();
         let mut states = Vec::new();
         for (table, w) in &mut self.writers {
-            commit.files.extend(w.stage_segment()?);
+            commit.files.extend(w.stage_checkpoint()?);
             states.push((table.clone(), w.state()));
         }
         commit.state = encode_state(&states)?;
@@ -1396,6 +1513,100 @@ mod tests {
         assert!(message.contains("out.parquet"), "{message}");
         assert!(message.contains("No space left"), "{message}");
         assert!(!target.exists(), "a failed write leaves no target");
+    }
+
+    /// Frames of samples `from..to` on both channels (values from the sample number).
+    fn signal_frame(schema: &Arc<neurostream_engine::Schema>, from: i64, to: i64) -> Batch {
+        let samples: Vec<i64> = (from..to).collect();
+        let data: Vec<f32> = samples.iter().flat_map(|&t| [t as f32, -(t as f32)]).collect();
+        Batch::Dense(neurostream_engine::Frame::new("a".into(), schema.clone(), RowIndex::Samples(samples), data).unwrap())
+    }
+
+    /// The `C3` column of a Parquet file.
+    fn c3(path: &Path) -> Vec<f32> {
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap())
+            .unwrap()
+            .build()
+            .unwrap();
+        reader
+            .flat_map(|b| {
+                let b = b.unwrap();
+                let c = b
+                    .column_by_name("C3")
+                    .unwrap()
+                    .as_any()
+                    .downcast_ref::<arrow::array::Float32Array>()
+                    .unwrap()
+                    .clone();
+                c.values().to_vec()
+            })
+            .collect()
+    }
+
+    /// A checkpointed output grows as one file: the finished target is that file (no copy). A
+    /// run killed after a checkpoint resumes with exactly the rows it committed, also when the
+    /// resumed run dies before its own first checkpoint and is resumed again.
+    #[test]
+    fn a_checkpointed_file_is_published_without_a_copy_and_resumes_to_the_committed_rows() {
+        use neurostream_engine::checkpoint::{commit_staged, sync_staged};
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (target, config) = (
+            dir.path().join("out.parquet"),
+            "path = \"out.parquet\"\nrow_group_size = 1000",
+        );
+        let schema = signal_schema();
+        let checkpoint = |w: &mut Box<dyn SinkWriter>| {
+            let commit = w.precommit().unwrap();
+            sync_staged(&commit.files).unwrap();
+            commit_staged(&commit.files).unwrap();
+            commit
+        };
+
+        // Uninterrupted: two checkpoints, then the end.
+        let mut w = open_sink(dir.path(), config, &schema);
+        w.start_checkpointed(None).unwrap();
+        w.write(&signal_frame(&schema, 0, 1500)).unwrap();
+        checkpoint(&mut w);
+        w.write(&signal_frame(&schema, 1500, 2600)).unwrap();
+        checkpoint(&mut w);
+        w.write(&signal_frame(&schema, 2600, 3000)).unwrap();
+        let open = segments_dir(&target).join("seg-000000.parquet.open");
+        w.finish(None).unwrap();
+        assert_eq!(c3(&target), (0..3000).map(|t| t as f32).collect::<Vec<_>>());
+        assert_eq!(
+            std::fs::metadata(&target).unwrap().ino(),
+            std::fs::metadata(&open).unwrap().ino(),
+            "the target is the grown file itself"
+        );
+        std::fs::remove_dir_all(segments_dir(&target)).unwrap();
+        std::fs::remove_file(&target).unwrap();
+
+        // Killed after a checkpoint at 1500 rows, with 700 more rows written after it.
+        let mut w = open_sink(dir.path(), config, &schema);
+        w.start_checkpointed(None).unwrap();
+        w.write(&signal_frame(&schema, 0, 1500)).unwrap();
+        let state = checkpoint(&mut w).state;
+        w.write(&signal_frame(&schema, 1500, 2200)).unwrap();
+        let _ = w.precommit().unwrap(); // staged, never committed: the kill came first
+        drop(w);
+        // Resumed: dies again before its first checkpoint, after sealing the committed rows.
+        let mut w = open_sink(dir.path(), config, &schema);
+        w.start_checkpointed(Some(&state)).unwrap();
+        w.write(&signal_frame(&schema, 1500, 1600)).unwrap();
+        drop(w);
+        // Resumed from the same checkpoint again: the rows after 1500 come again and finish.
+        let mut w = open_sink(dir.path(), config, &schema);
+        w.start_checkpointed(Some(&state)).unwrap();
+        w.write(&signal_frame(&schema, 1500, 2600)).unwrap();
+        checkpoint(&mut w);
+        w.write(&signal_frame(&schema, 2600, 3000)).unwrap();
+        w.finish(None).unwrap();
+        assert_eq!(
+            c3(&target),
+            (0..3000).map(|t| t as f32).collect::<Vec<_>>(),
+            "every row once, in order"
+        );
     }
 
     #[test]
