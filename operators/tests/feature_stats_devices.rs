@@ -237,6 +237,36 @@ fn wgpu_creates_no_buffer_per_frame_and_reads_back_only_the_counters() {
     assert_eq!(ctx.bytes_moved().1 - down, (settles * per_settle) as u64, "bytes read back");
 }
 
+/// Streams that come and go (a long run's clients) do not each keep device counters: a settled
+/// stream gives its buffers back, so 40 streams one after another create no more buffers than
+/// the first two, and the tables still equal the CPU's.
+#[test]
+fn streams_that_come_and_go_reuse_the_device_counters() {
+    let Some(gpu) = gpu() else { return };
+    let ComputeDevice::Gpu(ctx) = &gpu else { unreachable!() };
+    let config = "window = 256\ntop_k = 2\nactivation_bins = [-5.0, 3.0, 20]";
+    let mut rng = StdRng::seed_from_u64(11);
+    // Each stream: one window of 256 tokens in two frames (its pane closes and settles).
+    let input: Vec<SparseFrame> = (0..40)
+        .flat_map(|s| {
+            let name = format!("client-{s}");
+            [
+                frame(&name, 128, 0, Some(20), &mut rng),
+                frame(&name, 128, 128, Some(20), &mut rng),
+            ]
+        })
+        .collect();
+    let mut op = instance(config, &gpu);
+    let mut out = Vec::new();
+    feed(op.as_mut(), &input[..4], &mut out);
+    let created = ctx.buffers_created();
+    feed(op.as_mut(), &input[4..], &mut out);
+    assert_eq!(ctx.buffers_created(), created, "buffers created for each new stream");
+    op.finish(&mut out).unwrap();
+    let want = run(instance(config, &ComputeDevice::Cpu).as_mut(), &input);
+    assert_same(&out, &want, "40 streams one after another");
+}
+
 #[test]
 fn a_snapshot_with_counts_on_the_device_restores_on_either_backend() {
     let Some(gpu) = gpu() else { return };

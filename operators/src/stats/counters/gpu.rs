@@ -235,12 +235,10 @@ impl FeatureCounters for GpuCounters {
         }
         let counts = self.read(u)?;
         counts.apply(sums);
-        let (key, u) = self.streams.remove_entry(stream).expect("looked up above");
-        let next = u.first_token + u.tokens as u64;
-        // Dropped first, so the pool hands the same buffers back (cleared on the queue).
-        drop(u);
-        let fresh = self.fresh(next);
-        self.streams.insert(key, fresh);
+        // The buffers go back to the pool and the stream takes fresh ones with its next rows:
+        // device memory follows the streams with unsettled counts, not every stream seen (a
+        // long run whose clients come and go).
+        self.streams.remove(stream);
         Ok(())
     }
 
