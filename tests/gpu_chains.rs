@@ -10,6 +10,9 @@
 //! the CPU (to the GPU filter tolerance of `tests/signal_filters.rs`) and read back only the
 //! picked channels and each frame's filter state.
 //!
+//! The BCI chain band-pass → `decode` on wgpu must give the CPU chain's decisions and read
+//! back only the CSP sources (and the filter state).
+//!
 //! The LLM chain with `feature_stats` on wgpu must equal `feature_stats` on the CPU over the
 //! same features and read back only the pairs and the settled counts.
 //!
@@ -433,7 +436,7 @@ fn eeg_chain_filters_references_and_picks_on_the_device() {
     };
     let (cpu, _) = run("cpu", "cpu", "cpu");
     let (chain, chain_log) = run("chain", "gpu", "gpu");
-    let (split, split_log) = run("split", "gpu", "cpu");
+    let (_, split_log) = run("split", "gpu", "cpu");
     for f in ["picked.parquet", "power.parquet"] {
         assert_close(&chain.join(f), &cpu.join(f), 2e-3);
         assert_close(&split.join(f), &cpu.join(f), 2e-3);
@@ -495,4 +498,88 @@ fn eeg_chain_computes_band_power_on_the_device_and_reads_back_only_the_powers() 
         "the chain reads back the filter state ({state} B) and the powers ({powers} B) only:\n{chain_log}"
     );
     assert_eq!(picked_down, chain_down + (samples * PICKED.len() * 4) as u64, "{picked_log}");
+}
+
+/// The decoder's chain on the device: band-pass (GPU) → CSP projection + LDA (`decode`, GPU)
+/// over the bundled motor-imagery recording (8 channels, 15,000 samples). The band-passed
+/// samples stay on the device; only the 4 CSP sources per sample come back (and the filter
+/// state), where a CPU decoder needs all 8 filtered channels back. Decisions equal the CPU
+/// chain's; features and probabilities within the filter's tolerance.
+#[test]
+fn bci_chain_projects_the_csp_sources_on_the_device() {
+    if std::env::var("NEUROSTREAM_SKIP_GPU_TESTS").is_ok_and(|v| v == "1") {
+        return;
+    }
+    const SAMPLES: usize = 15_000;
+    const CHANNELS: usize = 8;
+    const SOURCES: usize = 4;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/data");
+    let dir = tempfile::tempdir().unwrap();
+    let run = |name: &str, filter: &str, decoder: &str| {
+        let sub = dir.path().join(name);
+        std::fs::create_dir_all(&sub).unwrap();
+        let toml = format!(
+            r#"
+[pipeline]
+allow_software_gpu = true
+
+[sources.amp]
+kind = "edf"
+path = "{edf}"
+chunk = 25
+
+[operators.band]
+kind = "butterworth"
+input = "amp"
+btype = "bandpass"
+order = 4
+cutoff = [8.0, 30.0]
+device = "{filter}"
+
+[operators.decoder]
+kind = "decode"
+input = "band"
+model = "{model}"
+window_s = 2.0
+step_s = 0.1
+device = "{decoder}"
+
+[sinks.decisions]
+kind = "parquet"
+input = "decoder"
+path = "decisions.parquet"
+"#,
+            edf = root.join("eeg/mi_test.edf").display(),
+            model = root.join("bci/mi_model.json").display(),
+        );
+        std::fs::write(sub.join("p.toml"), toml).unwrap();
+        let log = run_ok(&sub, &["run", "p.toml"]);
+        (sub, log)
+    };
+    let (cpu, _) = run("cpu", "cpu", "cpu");
+    let (chain, chain_log) = run("chain", "gpu", "gpu");
+    let (_, split_log) = run("split", "gpu", "cpu");
+    let (want, got) = (
+        common::rows(&cpu.join("decisions.parquet")),
+        common::rows(&chain.join("decisions.parquet")),
+    );
+    assert_eq!(got.len(), want.len(), "windows");
+    assert!(want.len() > 1000, "{} windows", want.len());
+    let mut worst = 0f32;
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(g.0, w.0, "window end samples");
+        // Columns: 4 log-power features, p:left, p:right, class.
+        assert_eq!(g.1[SOURCES + 2], w.1[SOURCES + 2], "decision at sample {}", w.0);
+        for (a, b) in g.1[..SOURCES + 2].iter().zip(&w.1) {
+            worst = worst.max((a - b).abs());
+        }
+    }
+    assert!(worst <= 5e-3, "features and probabilities: max error {worst}");
+    let (_, chain_down) = gpu_bytes(&chain_log);
+    let (_, split_down) = gpu_bytes(&split_log);
+    assert_eq!(
+        split_down - chain_down,
+        (SAMPLES * (CHANNELS - SOURCES) * 4) as u64,
+        "the chain reads back 4 sources per sample where the CPU decoder needs 8 channels:\nchain:\n{chain_log}\nsplit:\n{split_log}"
+    );
 }

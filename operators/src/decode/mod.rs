@@ -357,7 +357,6 @@ impl OperatorKind for DecodeKind {
                 },
                 channels,
             }),
-            cin: input.width(),
             matrix: Arc::new(matrix),
             model: Arc::new(model),
             spec,
@@ -368,7 +367,6 @@ impl OperatorKind for DecodeKind {
 
 struct Decode {
     schema: Arc<Schema>,
-    cin: usize,
     matrix: Arc<Vec<f32>>,
     model: Arc<BciModel>,
     spec: WindowSpec,
@@ -378,6 +376,9 @@ struct Decode {
 impl Operator for Decode {
     fn output_schema(&self) -> Arc<Schema> {
         self.schema.clone()
+    }
+    fn takes_device_rows(&self) -> bool {
+        true
     }
     fn partitioning(&self) -> Partitioning {
         Partitioning::ByStream
@@ -405,7 +406,6 @@ impl Operator for Decode {
         Ok(Box::new(DecodeInstance {
             sources,
             schema: self.schema.clone(),
-            cin: self.cin,
             matrix: self.matrix.clone(),
             model: self.model.clone(),
             spec: self.spec.clone(),
@@ -420,7 +420,6 @@ struct DecodeInstance {
     schema: Arc<Schema>,
     /// The CSP sources' schema (the windows are cut from them).
     sources: Arc<Schema>,
-    cin: usize,
     matrix: Arc<Vec<f32>>,
     model: Arc<BciModel>,
     spec: WindowSpec,
@@ -440,10 +439,12 @@ impl OperatorInstance for DecodeInstance {
         // The projection is linear per sample, so each chunk is projected once as it arrives
         // and the windows are cut from the n CSP sources, not from every channel.
         let n = self.model.csp.filters.len();
-        let mut sources = Frame::new(frame.stream.clone(), self.sources.clone(), frame.index.clone(), {
-            let (cin, matrix) = (self.cin, &self.matrix);
-            self.kernels.run(|k| k.apply(&frame.data, cin, matrix, n))?
-        })?;
+        // Rows a GPU filter left on the device are projected there: only the n sources come back.
+        let projected = {
+            let matrix = &self.matrix;
+            self.kernels.run(|k| k.apply_frame(&frame, matrix, n, false))?.into_host()?
+        };
+        let mut sources = Frame::new(frame.stream.clone(), self.sources.clone(), frame.index.clone(), projected)?;
         sources.markers = frame.markers.clone();
         let (spec, rate) = (self.spec.clone(), self.rate);
         let windows = self
