@@ -436,7 +436,7 @@ fn eeg_chain_filters_references_and_picks_on_the_device() {
     };
     let (cpu, _) = run("cpu", "cpu", "cpu");
     let (chain, chain_log) = run("chain", "gpu", "gpu");
-    let (_, split_log) = run("split", "gpu", "cpu");
+    let (split, split_log) = run("split", "gpu", "cpu");
     for f in ["picked.parquet", "power.parquet"] {
         assert_close(&chain.join(f), &cpu.join(f), 2e-3);
         assert_close(&split.join(f), &cpu.join(f), 2e-3);
