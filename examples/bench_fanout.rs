@@ -4,7 +4,11 @@
 //! Writes `bench/FANOUT_RESULTS.md`.
 //!
 //!   cargo run --release --example bench_fanout -- [--batches 2000] [--paced 200] [--rows 512] [--d 256]
-//!                                                  [--python .venv/bin/python]
+//!                                                  [--repeats 3] [--python .venv/bin/python]
+//!
+//! Each throughput pass runs `repeats` times, the engine and pyarrow alternated; the table shows
+//! the median run of each and the range of the per-pair ratios (a one-subscriber pass moves 1 GB
+//! in about half a second, so one run is at the mercy of the machine's noise).
 //!
 //! Throughput pass: the producer sends `batches` record batches of `rows` activations (`d`
 //! floats) as fast as TCP lets it. Latency pass: `paced` batches, one every 5 ms. Each row is
@@ -34,6 +38,7 @@ struct Args {
     pace: Duration,
     rows: usize,
     d: usize,
+    repeats: usize,
     python: Option<PathBuf>,
 }
 
@@ -44,6 +49,7 @@ fn parse_args() -> Args {
         pace: Duration::ZERO,
         rows: 512,
         d: 256,
+        repeats: 3,
         python: None,
     };
     let v: Vec<String> = std::env::args().skip(1).collect();
@@ -55,6 +61,7 @@ fn parse_args() -> Args {
             "--paced" => a.paced = val.parse().expect("--paced N"),
             "--rows" => a.rows = val.parse().expect("--rows N"),
             "--d" => a.d = val.parse().expect("--d N"),
+            "--repeats" => a.repeats = val.parse::<usize>().expect("--repeats N").max(1),
             "--python" => a.python = Some(PathBuf::from(val)),
             other => panic!("unknown argument {other}"),
         }
@@ -270,10 +277,11 @@ fn main() {
         "# Subscriber fan-out on loopback".to_string(),
         String::new(),
         format!(
-            "Command: `cargo run --release --example bench_fanout -- --batches {} --rows {} --d {}` ({}; release build, default target; producer, server and subscribers on the same machine).",
+            "Command: `cargo run --release --example bench_fanout -- --batches {} --rows {} --d {} --repeats {}` ({}; release build, default target; producer, server and subscribers on the same machine).",
             a.batches,
             a.rows,
             a.d,
+            a.repeats,
             bench_out::machine()
         ),
         String::new(),
@@ -294,19 +302,36 @@ fn main() {
         python: a.python.clone(),
         ..a
     };
+    let mut spreads = Vec::new();
     for n in [1usize, 8, 64] {
-        let e = engine(n, &a, dir.path());
-        let p = baseline(n, &a, dir.path());
-        let mut e_lat = engine(n, &paced, dir.path()).lat;
-        let mut p_lat = baseline(n, &paced, dir.path()).lat;
-        for (o, what) in [(&e, "engine"), (&p, "pyarrow")] {
+        let rate = |o: &Outcome| o.rows.iter().sum::<usize>() as f64 / o.wall;
+        let (mut es, mut ps) = (Vec::new(), Vec::new());
+        for _ in 0..a.repeats {
+            es.push(engine(n, &a, dir.path()));
+            ps.push(baseline(n, &a, dir.path()));
+        }
+        for (o, what) in es.iter().map(|o| (o, "engine")).chain(ps.iter().map(|o| (o, "pyarrow"))) {
             assert!(
                 o.rows.iter().all(|&r| r == a.batches * a.rows),
                 "{what} with {n} subscribers: some subscriber missed rows: {:?}",
                 o.rows
             );
         }
-        let rate = |o: &Outcome| o.rows.iter().sum::<usize>() as f64 / o.wall;
+        let mut pairs: Vec<f64> = es.iter().zip(&ps).map(|(e, p)| rate(e) / rate(p)).collect();
+        pairs.sort_by(|x, y| x.partial_cmp(y).unwrap());
+        spreads.push(format!(
+            "{n} subscriber{}: {:.2}–{:.2}x",
+            if n == 1 { "" } else { "s" },
+            pairs[0],
+            pairs[pairs.len() - 1]
+        ));
+        let median = |mut v: Vec<Outcome>| {
+            v.sort_by(|x, y| x.wall.partial_cmp(&y.wall).unwrap());
+            v.swap_remove(v.len() / 2)
+        };
+        let (e, p) = (median(es), median(ps));
+        let mut e_lat = engine(n, &paced, dir.path()).lat;
+        let mut p_lat = baseline(n, &paced, dir.path()).lat;
         let (re, rp) = (rate(&e), rate(&p));
         for (o, lat, what, ratio) in [
             (&e, &mut e_lat, "neurostream", re / rp),
@@ -326,6 +351,14 @@ fn main() {
             lines.push(line);
         }
     }
+    lines.push(String::new());
+    lines.push(format!(
+        "Throughput: the median of {} alternated runs of each server (wall s and rows/s are that run's; the ratio is of the two medians). \
+         Range of the ratio over the {} pairs of runs: {}.",
+        a.repeats,
+        a.repeats,
+        spreads.join(", ")
+    ));
     let out = bench_out::results_path("FANOUT_RESULTS.md");
     std::fs::write(&out, lines.join("\n") + "\n").unwrap();
     println!("wrote {}", out.display());
