@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{python, run_ok, run_python};
+use common::{python, run_err, run_ok, run_python};
 
 const PIPELINE: &str = r#"
 [pipeline]
@@ -207,5 +207,33 @@ fn llm_monitor_example_runs_on_the_bundled_data_and_sae() {
     assert!(
         !log.contains("kind=fvu_above"),
         "the ideal dictionary reconstructs in-distribution data: {log}"
+    );
+}
+
+/// Host-only operators (`token_stats`, `cooccurrence`) never claim a device: with `--device`
+/// the run report says they ran on the host, and a `device` key on one is an error naming it.
+#[test]
+fn host_only_operators_never_claim_a_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let sae = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/data/sample_sae");
+    let pipeline = |device_key: &str| {
+        format!(
+            "[sources.acts]\nkind = \"synthetic_activations\"\nd_model = 64\ntokens = 600\n\n\
+             [operators.rec]\nkind = \"sae_reconstruct\"\ninput = \"acts\"\nsae = \"{}\"\n\n\
+             [operators.ts]\nkind = \"token_stats\"\ninput = \"rec\"\nwindow = 200\n{device_key}\n\
+             [sinks.out]\nkind = \"parquet\"\ninput = \"ts\"\npath = \"out\"\n",
+            sae.display()
+        )
+    };
+    std::fs::write(d.join("p.toml"), pipeline("")).unwrap();
+    let log = run_ok(d, &["run", "p.toml", "--device", "cpu"]);
+    assert!(log.contains("device operators.ts: host (no device kernels)"), "{log}");
+    assert!(log.contains("device operators.rec: cpu"), "{log}");
+    std::fs::write(d.join("p.toml"), pipeline("device = \"gpu\"\n")).unwrap();
+    let err = run_err(d, &["run", "p.toml"]);
+    assert!(
+        err.contains("[operators.ts]") && err.contains("`device` applies to operators with device kernels"),
+        "{err}"
     );
 }

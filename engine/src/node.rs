@@ -193,6 +193,13 @@ pub trait Operator: Send + Sync {
     fn one_output_per_input(&self) -> bool {
         false
     }
+    /// Whether it has device kernels and so takes a `device` (default). Host-only operators
+    /// (bookkeeping over a few values per row) run on the host whatever the pipeline's device;
+    /// a `device` key on one is a configuration error, so a report never names a GPU that did
+    /// no work.
+    fn computes(&self) -> bool {
+        true
+    }
     /// Creates one worker's instance computing on `device`.
     fn instantiate(&self, device: &ComputeDevice) -> Result<Box<dyn OperatorInstance>>;
     /// How instances take part in checkpoints (default: they cannot, and a checkpointed run

@@ -322,7 +322,20 @@ pub fn run(pipeline: CompiledPipeline, options: RunOptions) -> Result<RunReport>
     let mut node_devices: HashMap<String, ComputeDevice> = HashMap::new();
     let mut report = RunReport::default();
     for node in &pipeline.nodes {
-        if let Built::Operator(_) = node.built {
+        if let Built::Operator(op) = &node.built {
+            if !op.computes() {
+                if node.spec.device.is_some() {
+                    return Err(EngineError::config(
+                        node.spec.label(),
+                        "`device` applies to operators with device kernels; this one keeps its bookkeeping on the host",
+                    ));
+                }
+                report
+                    .devices
+                    .insert(node.spec.qualified_name(), "host (no device kernels)".into());
+                node_devices.insert(node.spec.name.clone(), ComputeDevice::Cpu);
+                continue;
+            }
             let choice = options.device.or(node.spec.device).unwrap_or(settings.device);
             let device = devices.resolve(choice)?;
             report.devices.insert(node.spec.qualified_name(), device.describe());

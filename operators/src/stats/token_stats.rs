@@ -120,6 +120,11 @@ impl Operator for TokenStats {
     fn checkpointing(&self) -> Checkpointing {
         Checkpointing::Snapshot
     }
+    /// Host-only: a running sum, minimum and maximum per column of a few token scalars; no
+    /// kernel worth a device.
+    fn computes(&self) -> bool {
+        false
+    }
     fn instantiate(&self, _device: &ComputeDevice) -> Result<Box<dyn OperatorInstance>> {
         Ok(Box::new(TokenStatsInstance {
             schema: self.schema.clone(),

@@ -218,9 +218,11 @@ impl Operator for Cooccurrence {
         // Per stream: the open window, the span's windows (or the all-time counts), counters.
         neurostream_engine::Checkpointing::Snapshot
     }
+    /// Host-only: the pair counts live in differential dataflow's arrangements on the host.
+    fn computes(&self) -> bool {
+        false
+    }
     fn instantiate(&self, _device: &ComputeDevice) -> Result<Box<dyn OperatorInstance>> {
-        // Counting and the graph algorithms run in the embedded differential dataflow on the
-        // host for every device; there is no numeric kernel to place.
         Ok(Box::new(CooccurrenceInstance {
             op: self.0.clone(),
             streams: HashMap::new(),
