@@ -7,9 +7,15 @@
 //! Parquet copy's wall time. Raising the threshold keeps such buffers in the heap, where the
 //! next batch reuses them, and raising the trim threshold keeps a freed peak for the next one.
 //!
+//! Each heap arena keeps its own freed peak, and glibc opens up to 8 per core: a long run's
+//! resident memory grew with the arenas its threads happened to use (a 12-hour monitoring soak
+//! on 2 cores: 207 MB with glibc's default, 151 MB with 4 arenas, 120 MB with 2, at the same
+//! throughput; bulk runs with 2 workers measured no slower). The arenas are capped at half the
+//! cores (at least 2).
+//!
 //! Only the command line sets them (a library must not change its host process's allocator;
 //! the Python package does not), before any thread starts, and only where the user has not set
-//! glibc's own `MALLOC_MMAP_THRESHOLD_` / `MALLOC_TRIM_THRESHOLD_`.
+//! glibc's own `MALLOC_MMAP_THRESHOLD_` / `MALLOC_TRIM_THRESHOLD_` / `MALLOC_ARENA_MAX`.
 
 /// Allocations below this come from the heap (bytes).
 pub const MMAP_THRESHOLD: usize = 256 << 20;
@@ -19,10 +25,22 @@ pub const MMAP_THRESHOLD: usize = 256 << 20;
 /// monitoring run's resident memory.
 pub const TRIM_THRESHOLD: usize = 64 << 20;
 
+/// The most heap arenas for a machine of `cores` cores: half of them, at least 2.
+pub fn arena_cap(cores: usize) -> usize {
+    (cores / 2).max(2)
+}
+
 /// Applies [`MMAP_THRESHOLD`] and [`TRIM_THRESHOLD`] with glibc's `mallopt`, unless the
-/// environment sets glibc's own variables. Returns whether they were applied (never outside
-/// glibc). Call from `main` before any other thread starts.
+/// environment sets glibc's own variables, and [`arena_cap`] unless it sets `MALLOC_ARENA_MAX`.
+/// Returns whether the thresholds were applied (never outside glibc). Call from `main` before
+/// any other thread starts.
 pub fn tune_for_batches() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        // SAFETY: as below; glibc takes any positive arena count.
+        unsafe { libc::mallopt(libc::M_ARENA_MAX, arena_cap(cores) as libc::c_int) };
+    }
     if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_some() || std::env::var_os("MALLOC_TRIM_THRESHOLD_").is_some() {
         return false;
     }
@@ -53,5 +71,10 @@ mod tests {
     fn glibc_takes_the_thresholds() {
         let chosen = std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_some() || std::env::var_os("MALLOC_TRIM_THRESHOLD_").is_some();
         assert_eq!(super::tune_for_batches(), !chosen);
+    }
+
+    #[test]
+    fn arenas_are_half_the_cores_and_at_least_two() {
+        assert_eq!([1, 2, 3, 4, 16, 64].map(super::arena_cap), [2, 2, 2, 2, 8, 32]);
     }
 }
