@@ -721,16 +721,16 @@ impl ParquetFileWriter {
 
     fn discard(&mut self) {
         self.writer = None;
-        // A checkpointed run's open file holds rows a checkpoint committed; a resumed run cuts
-        // it back to them.
+        // A checkpointed run's open file holds rows a checkpoint committed; a resumed run seals
+        // those into a part.
         if self.segments.is_none() {
             let _ = std::fs::remove_file(&self.temp);
         }
     }
 
     /// Enters checkpointed mode: a fresh segment directory, or the one of the checkpoint
-    /// resumed from with everything written after it removed (the open file it committed
-    /// part of is cut back to that part and sealed as a complete part).
+    /// resumed from with everything written after it removed (the rows it committed of the
+    /// open file are sealed into a complete part, copied out of it).
     fn start_segments(&mut self, resume: Option<FileState>) -> Result<()> {
         let dir = segments_dir(&self.target);
         std::fs::create_dir_all(&dir).map_err(|e| out_err(&dir, format!("cannot create directory: {e}")))?;
@@ -1346,10 +1346,15 @@ impl SinkWriter for TablesWriter {
                 continue; // no rows committed: the table starts afresh at its next rows
             }
             // The first complete part, or the first footer of the open file: both hold the schema.
-            let dir = segments_dir(&self.dir.join(format!("{table}.parquet")));
+            let first_part = Segments {
+                dir: segments_dir(&self.dir.join(format!("{table}.parquet"))),
+                next: 0,
+                footers: 0,
+                open_bytes: 0,
+            };
             let first = match state.segments {
-                0 => dir.join("seg-000000.footer-000000"),
-                _ => dir.join("seg-000000.parquet"),
+                0 => first_part.footer(0),
+                _ => first_part.committed(0),
             };
             let arrow = read_segment_schema(&first).ok_or_else(|| {
                 out_err(
