@@ -389,3 +389,23 @@ fn absurd_sizes_are_refused_at_their_key_before_anything_is_allocated() {
         assert!(p.contains(expected), "expected `{expected}` in:\n{p}\nfor:\n{toml}");
     }
 }
+
+#[test]
+fn a_device_key_on_a_node_without_device_kernels_names_its_line() {
+    let sae = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/data/sample_sae");
+    let p = problems(&format!(
+        "[sources.acts]\nkind = \"synthetic_activations\"\nd_model = 64\n\
+         [operators.rec]\nkind = \"sae_reconstruct\"\ninput = \"acts\"\nsae = \"{}\"\n\
+         [operators.ts]\nkind = \"token_stats\"\ninput = \"rec\"\ndevice = \"gpu\"\n\
+         [sinks.o]\nkind = \"console\"\ninput = \"ts\"\ndevice = \"cpu\"\n",
+        sae.display()
+    ));
+    assert!(
+        p.contains("DIR/p.toml:11:1: [operators.ts] `device` applies to operators with device kernels"),
+        "{p}"
+    );
+    assert!(
+        p.contains("DIR/p.toml:15:1: [sinks.o] `device` applies to operators and to sinks that compute"),
+        "{p}"
+    );
+}

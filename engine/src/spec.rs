@@ -519,6 +519,18 @@ impl PipelineSpec {
                     report(e, &mut problems);
                 }
             }
+            let misplaced_device = match &built {
+                Some(Ok(Built::Operator(op))) if !op.computes() => {
+                    Some("`device` applies to operators with device kernels; this one keeps its bookkeeping on the host")
+                }
+                Some(Ok(Built::Sink(sink))) if !sink.computes() => {
+                    Some("`device` applies to operators and to sinks that compute (sae_train), not to this sink")
+                }
+                _ => None,
+            };
+            if let (Some(message), Some(_)) = (misplaced_device, node.device) {
+                report_one(message.to_string(), &mut problems);
+            }
             match built {
                 Some(Ok(b)) => compiled.nodes.push(CompiledNode {
                     spec: node.clone(),

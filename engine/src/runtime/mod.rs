@@ -322,14 +322,9 @@ pub fn run(pipeline: CompiledPipeline, options: RunOptions) -> Result<RunReport>
     let mut node_devices: HashMap<String, ComputeDevice> = HashMap::new();
     let mut report = RunReport::default();
     for node in &pipeline.nodes {
+        // A `device` key on a node that does not compute is a compile error (`spec.rs`).
         if let Built::Operator(op) = &node.built {
             if !op.computes() {
-                if node.spec.device.is_some() {
-                    return Err(EngineError::config(
-                        node.spec.label(),
-                        "`device` applies to operators with device kernels; this one keeps its bookkeeping on the host",
-                    ));
-                }
                 report
                     .devices
                     .insert(node.spec.qualified_name(), "host (no device kernels)".into());
@@ -346,11 +341,6 @@ pub fn run(pipeline: CompiledPipeline, options: RunOptions) -> Result<RunReport>
                 let device = devices.resolve(choice)?;
                 report.devices.insert(node.spec.qualified_name(), device.describe());
                 node_devices.insert(node.spec.name.clone(), device);
-            } else if node.spec.device.is_some() {
-                return Err(EngineError::config(
-                    format!("[sinks.{}]", node.spec.name),
-                    "`device` applies to operators and to sinks that compute (sae_train), not to this sink",
-                ));
             }
         }
     }
