@@ -46,7 +46,7 @@ BENCHMARKS = {
     "gpu": ("gpu.py", [], ["--quick"], ["numpy"]),
     "soak": ("soak.py", [], ["--hours", "0.5", "--bci-hours", "1"], ["pyarrow"]),
     "ui": ("examples/bench_ui", ["--repeats", "7"], ["--repeats", "1", "--tokens", "100000"], []),
-    "fanout": ("examples/bench_fanout", [], ["--batches", "200", "--paced", "50"], ["pyarrow"]),
+    "fanout": ("examples/bench_fanout", [], ["--batches", "200", "--paced", "50", "--repeats", "1"], ["pyarrow"]),
 }
 
 
