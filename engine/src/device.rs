@@ -87,17 +87,30 @@ pub struct DeviceManager {
     auto_skipped: bool,
 }
 
+/// Device nodes of GPU drivers without a DRM render node: NVIDIA's, WSL's, Jetson's, Arm Mali's
+/// and Qualcomm Adreno's.
+const GPU_NODES: [&str; 6] = [
+    "/dev/nvidiactl",
+    "/dev/dxg",
+    "/dev/nvhost-ctrl",
+    "/dev/nvmap",
+    "/dev/mali0",
+    "/dev/kgsl-3d0",
+];
+
 /// Whether this machine may have a hardware GPU. On Linux every hardware GPU driver shows a
-/// device node (a DRM render node, NVIDIA's control node, WSL's `/dev/dxg`); without one, asking
-/// wgpu would only load the software Vulkan driver (LLVM: 40 ms and ~55 MB of resident memory
-/// measured) for a CPU run. Elsewhere wgpu has to be asked.
+/// device node (a DRM render node or one of [`GPU_NODES`]); without one, asking wgpu would only
+/// load the software Vulkan driver (LLVM: 40 ms and ~55 MB of resident memory measured) for a
+/// CPU run. `NEUROSTREAM_PROBE_GPU=1` asks wgpu anyway. Elsewhere wgpu has to be asked.
 pub fn hardware_gpu_possible() -> bool {
     #[cfg(target_os = "linux")]
     {
         let render_node = std::fs::read_dir("/dev/dri")
             .map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().starts_with("renderD")))
             .unwrap_or(false);
-        render_node || std::path::Path::new("/dev/nvidiactl").exists() || std::path::Path::new("/dev/dxg").exists()
+        render_node
+            || GPU_NODES.iter().any(|n| std::path::Path::new(n).exists())
+            || std::env::var("NEUROSTREAM_PROBE_GPU").is_ok_and(|v| v == "1")
     }
     #[cfg(not(target_os = "linux"))]
     {
@@ -136,7 +149,8 @@ impl DeviceManager {
                 if self.hardware.is_none() && !hardware_gpu_possible() {
                     if !std::mem::replace(&mut self.auto_skipped, true) {
                         tracing::info!(
-                            "device auto: no GPU device node (/dev/dri/renderD*, /dev/nvidiactl, /dev/dxg); using the CPU kernels"
+                            "device auto: no GPU device node (/dev/dri/renderD*, {}); using the CPU kernels (NEUROSTREAM_PROBE_GPU=1 asks wgpu anyway)",
+                            GPU_NODES.join(", ")
                         );
                     }
                     return Ok(ComputeDevice::Cpu);
