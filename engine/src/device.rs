@@ -99,7 +99,7 @@ const GPU_NODES: [&str; 6] = [
 ];
 
 /// Whether this machine may have a hardware GPU. On Linux every hardware GPU driver shows a
-/// device node (a DRM render node or one of [`GPU_NODES`]); without one, asking wgpu would only
+/// device node (a DRM render node or one of `GPU_NODES`); without one, asking wgpu would only
 /// load the software Vulkan driver (LLVM: 40 ms and ~55 MB of resident memory measured) for a
 /// CPU run. `NEUROSTREAM_PROBE_GPU=1` asks wgpu anyway. Elsewhere wgpu has to be asked.
 pub fn hardware_gpu_possible() -> bool {
