@@ -146,7 +146,8 @@ impl DeviceManager {
         match choice {
             DeviceChoice::Cpu => Ok(ComputeDevice::Cpu),
             DeviceChoice::Auto => {
-                if self.hardware.is_none() && !hardware_gpu_possible() {
+                // Looked for once per run (every operator node resolves its device).
+                if self.hardware.is_none() && (self.auto_skipped || !hardware_gpu_possible()) {
                     if !std::mem::replace(&mut self.auto_skipped, true) {
                         tracing::info!(
                             "device auto: no GPU device node (/dev/dri/renderD*, {}); using the CPU kernels (NEUROSTREAM_PROBE_GPU=1 asks wgpu anyway)",

@@ -75,7 +75,7 @@ where
             // have rows to emit at the end even when no input reaches this worker after a resume.
             let mut held: Option<Capability<u64>> = holds_back.then_some(initial);
             // With one output per input: the times of the inputs whose output is still held back,
-            // oldest first, so each output leaves at its input's time (see `give_in_order`).
+            // oldest first, so each output leaves at its input's time (see `emit`).
             let mut waiting: VecDeque<Capability<u64>> = VecDeque::new();
             let mut stats = NodeStats::default();
             let live = shared.node_metrics(&name);
@@ -127,11 +127,13 @@ where
                             out.clear();
                             break;
                         }
-                        if !out.is_empty() {
-                            stats.rows_out += out.iter().map(|b| b.rows() as u64).sum::<u64>();
-                            out.iter().for_each(|b| shared.observe(&name, b));
-                            give_in_order(&mut out, &mut waiting, &cap, |c, b| output.session(c).give_iterator(b));
-                        }
+                        stats.rows_out += emit(
+                            &mut out,
+                            &mut waiting,
+                            &cap,
+                            |b| shared.observe(&name, b),
+                            |c, b| output.session(c).give_iterator(b),
+                        );
                     }
                     if holds_back {
                         held = Some(cap);
@@ -148,11 +150,13 @@ where
                     stats.busy += t0.elapsed();
                     match r {
                         Ok(next) => {
-                            if !out.is_empty() {
-                                stats.rows_out += out.iter().map(|b| b.rows() as u64).sum::<u64>();
-                                out.iter().for_each(|b| shared.observe(&name, b));
-                                give_in_order(&mut out, &mut waiting, cap, |c, b| output.session(c).give_iterator(b));
-                            }
+                            stats.rows_out += emit(
+                                &mut out,
+                                &mut waiting,
+                                cap,
+                                |b| shared.observe(&name, b),
+                                |c, b| output.session(c).give_iterator(b),
+                            );
                             if let Some(after) = next {
                                 activator.activate_after(after);
                             }
@@ -176,12 +180,15 @@ where
                     // Held rows leave before the cut, each at its input's time (before it).
                     if let (true, Some(inst), Some(cap)) = (one_output_per_input, instance.as_mut(), held.as_ref()) {
                         match inst.release_held(&mut out) {
-                            Ok(()) if !out.is_empty() => {
-                                stats.rows_out += out.iter().map(|b| b.rows() as u64).sum::<u64>();
-                                out.iter().for_each(|b| shared.observe(&name, b));
-                                give_in_order(&mut out, &mut waiting, cap, |c, b| output.session(c).give_iterator(b));
+                            Ok(()) => {
+                                stats.rows_out += emit(
+                                    &mut out,
+                                    &mut waiting,
+                                    cap,
+                                    |b| shared.observe(&name, b),
+                                    |c, b| output.session(c).give_iterator(b),
+                                );
                             }
-                            Ok(()) => {}
                             Err(e) => {
                                 shared.fail(format!("`{name}`: {e}"));
                                 out.clear();
@@ -205,9 +212,13 @@ where
                         match inst.finish(&mut out) {
                             Ok(()) if !out.is_empty() => match &held {
                                 Some(cap) => {
-                                    stats.rows_out += out.iter().map(|b| b.rows() as u64).sum::<u64>();
-                                    out.iter().for_each(|b| shared.observe(&name, b));
-                                    give_in_order(&mut out, &mut waiting, cap, |c, b| output.session(c).give_iterator(b));
+                                    stats.rows_out += emit(
+                                        &mut out,
+                                        &mut waiting,
+                                        cap,
+                                        |b| shared.observe(&name, b),
+                                        |c, b| output.session(c).give_iterator(b),
+                                    );
                                 }
                                 None => {
                                     shared.fail(format!(
@@ -229,20 +240,25 @@ where
     )
 }
 
-/// Gives the batches in `out` away in order: while `waiting` holds input times (an operator with
-/// one output per input), each batch at the oldest of them, taken; the rest at `fallback` (the
-/// current or held capability), together.
-fn give_in_order(
+/// Emits the batches in `out` (each shown to `observe` first) and returns their rows. They go in
+/// order: while `waiting` holds input times (an operator with one output per input), each batch
+/// at the oldest of them, taken; the rest at `fallback` (the current or held capability),
+/// together.
+fn emit(
     out: &mut Vec<Batch>,
     waiting: &mut VecDeque<Capability<u64>>,
     fallback: &Capability<u64>,
+    observe: impl Fn(&Batch),
     mut give: impl FnMut(&Capability<u64>, std::vec::Drain<'_, Batch>),
-) {
+) -> u64 {
+    let rows = out.iter().map(|b| b.rows() as u64).sum();
+    out.iter().for_each(observe);
     while !out.is_empty() {
         let Some(time) = waiting.pop_front() else {
             give(fallback, out.drain(..));
-            return;
+            break;
         };
         give(&time, out.drain(..1));
     }
+    rows
 }
