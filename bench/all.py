@@ -45,6 +45,7 @@ BENCHMARKS = {
     "python_package": ("python_package.py", [], [], ["neurostream", "pyarrow", "scipy"]),
     "gpu": ("gpu.py", [], ["--quick"], ["numpy"]),
     "soak": ("soak.py", [], ["--hours", "0.5", "--bci-hours", "1"], ["pyarrow"]),
+    "churn": ("churn.py", [], ["--clients", "300"], ["numpy", "pyarrow"]),
     "ui": ("examples/bench_ui", ["--repeats", "7"], ["--repeats", "1", "--tokens", "100000"], []),
     "fanout": ("examples/bench_fanout", [], ["--batches", "200", "--paced", "50", "--repeats", "1"], ["pyarrow"]),
 }

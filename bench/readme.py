@@ -73,6 +73,10 @@ RESULTS = {
         "A day of LLM traffic and three days of EEG decoding with rolling outputs, retention and checkpoints.",
         [0, 2],
     ),
+    "CHURN_RESULTS.md": (
+        "Thousands of one-request `arrow_tcp` clients (one stream each) into SAE encoding and feature statistics: resident memory.",
+        [0],
+    ),
     "PYTHON_RESULTS.md": (
         "The Python package in process: push throughput, round-trip latency, `collect()` against pyarrow.",
         [0, 1, 2],

@@ -378,7 +378,21 @@ impl SparseFrame {
     }
 }
 
-/// What flows along a dataflow edge: a dense or a sparse frame, or a block of a result table.
+/// The end of a stream: no row of it will come again (an `arrow_tcp` client without a stream
+/// name disconnected, so its stream cannot continue). It follows the stream's last rows through
+/// the dataflow; each operator emits what it would emit for the stream at the end of the run
+/// and lets go of its state ([`crate::OperatorInstance::end_stream`]), so a run whose streams
+/// come and go for days holds state for the open ones only. Sinks never receive it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StreamEnd {
+    /// The stream that ended.
+    pub stream: Arc<str>,
+    /// The schema of the edge it travels on.
+    pub schema: Arc<Schema>,
+}
+
+/// What flows along a dataflow edge: a dense or a sparse frame, a block of a result table, or
+/// the end of a stream.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Batch {
     /// Dense rows.
@@ -387,6 +401,8 @@ pub enum Batch {
     Sparse(SparseFrame),
     /// Rows of a named result table.
     Table(TableFrame),
+    /// The end of a stream (no rows; last so journals written before it still decode).
+    End(StreamEnd),
 }
 
 impl Batch {
@@ -396,6 +412,7 @@ impl Batch {
             Batch::Dense(f) => &f.stream,
             Batch::Sparse(f) => &f.stream,
             Batch::Table(t) => &t.stream,
+            Batch::End(e) => &e.stream,
         }
     }
 
@@ -405,6 +422,7 @@ impl Batch {
             Batch::Dense(f) => &f.schema,
             Batch::Sparse(f) => &f.schema,
             Batch::Table(t) => &t.schema,
+            Batch::End(e) => &e.schema,
         }
     }
 
@@ -414,6 +432,7 @@ impl Batch {
             Batch::Dense(f) => f.rows(),
             Batch::Sparse(f) => f.rows(),
             Batch::Table(t) => t.rows(),
+            Batch::End(_) => 0,
         }
     }
 
@@ -435,12 +454,18 @@ impl Batch {
         }
     }
 
+    /// Whether it is the end of its stream ([`StreamEnd`]).
+    pub fn is_end(&self) -> bool {
+        matches!(self, Batch::End(_))
+    }
+
     /// Approximate payload size in bytes (values and indices), for throughput metrics.
     pub fn payload_bytes(&self) -> usize {
         match self {
             Batch::Dense(f) => f.rows() * (f.width() * 4 + 12),
             Batch::Sparse(f) => f.ids.len() * 8 + f.offsets.len() * 4 + f.rows() * 12,
             Batch::Table(t) => t.data.get_array_memory_size(),
+            Batch::End(_) => 0,
         }
     }
 }

@@ -218,6 +218,14 @@ pub trait OperatorInstance {
         let _ = out;
         Ok(())
     }
+    /// Called when `stream` has ended for good ([`crate::StreamEnd`]), after its last batch:
+    /// emit what [`OperatorInstance::finish`] would emit for it and drop its state, so a run
+    /// whose streams come and go holds state for the open ones only. Operators without state
+    /// per stream keep the default, which does nothing.
+    fn end_stream(&mut self, stream: &Arc<str>, out: &mut Vec<Batch>) -> Result<()> {
+        let _ = (stream, out);
+        Ok(())
+    }
     /// Called after every activation of an operator that [holds back](Operator::holds_back) rows,
     /// whether or not input arrived: emit what is due (e.g. a batch whose latency budget ran
     /// out) and return when to be called again (`None`: only when input arrives).
@@ -315,7 +323,8 @@ pub trait Sink: Send + Sync {
 
 /// One worker's writer. Batches arrive in event-time order.
 pub trait SinkWriter {
-    /// Writes one batch.
+    /// Writes one batch. The runtime never hands a writer the end of a stream
+    /// ([`crate::StreamEnd`]); writers driven by hand may ignore it.
     fn write(&mut self, batch: &Batch) -> Result<()>;
     /// Writes one batch the writer may take apart: what the runtime calls. Writers that keep
     /// a batch's values (a live sink hands them to its subscribers) move them instead of

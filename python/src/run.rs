@@ -74,6 +74,7 @@ impl Encoder {
     fn encode(&mut self, batch: Batch) -> Result<RecordBatch, String> {
         let index = match &batch {
             Batch::Table(t) => return Ok(t.data.clone()),
+            Batch::End(e) => return Err(format!("the end of stream {} has no rows", e.stream)),
             Batch::Dense(f) => &f.index,
             Batch::Sparse(f) => &f.index,
         };
@@ -92,7 +93,7 @@ impl Encoder {
         match batch {
             Batch::Dense(f) => frame_into_batch(f, schema, opts),
             Batch::Sparse(f) => sparse_to_batch(&f, schema),
-            Batch::Table(_) => unreachable!("returned above"),
+            Batch::Table(_) | Batch::End(_) => unreachable!("returned above"),
         }
     }
 }

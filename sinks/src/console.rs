@@ -117,6 +117,9 @@ fn table_lines(t: &neurostream_engine::TableFrame) -> Vec<String> {
 
 impl SinkWriter for ConsoleWriter {
     fn write(&mut self, batch: &Batch) -> Result<()> {
+        if batch.is_end() {
+            return Ok(());
+        }
         if let Batch::Table(t) = batch {
             *self.tables.entry((t.stream.to_string(), t.table.to_string())).or_default() += t.rows() as u64;
             if self.cfg.print_tables.iter().any(|p| **p == *t.table) {
@@ -130,7 +133,7 @@ impl SinkWriter for ConsoleWriter {
         let index: &RowIndex = match batch {
             Batch::Dense(f) => &f.index,
             Batch::Sparse(f) => &f.index,
-            Batch::Table(_) => unreachable!("handled above"),
+            Batch::Table(_) | Batch::End(_) => unreachable!("handled above"),
         };
         if index.is_empty() {
             return Ok(());
@@ -165,7 +168,7 @@ impl SinkWriter for ConsoleWriter {
                 s.rows += f.rows() as u64;
                 s.nnz += f.ids.len() as u64;
             }
-            Batch::Table(_) => {}
+            Batch::Table(_) | Batch::End(_) => {}
         }
         Ok(())
     }

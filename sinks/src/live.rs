@@ -400,11 +400,14 @@ impl LiveEncoder {
         if let Batch::Table(t) = batch {
             return Ok(t.data);
         }
+        if let Batch::End(e) = batch {
+            return Err(format!("the end of stream {} has no rows", e.stream));
+        }
         if self.frames.is_none() {
             let timed = match &batch {
                 Batch::Dense(f) => matches!(f.index, RowIndex::Tokens { time: Some(_), .. }),
                 Batch::Sparse(f) => matches!(f.index, RowIndex::Tokens { time: Some(_), .. }),
-                Batch::Table(_) => false,
+                Batch::Table(_) | Batch::End(_) => false,
             };
             let opts = EncodeOptions {
                 markers: true,
@@ -417,7 +420,7 @@ impl LiveEncoder {
         match batch {
             Batch::Dense(f) => frame_into_batch(f, schema, opts),
             Batch::Sparse(f) => sparse_to_batch(&f, schema),
-            Batch::Table(_) => unreachable!(),
+            Batch::Table(_) | Batch::End(_) => unreachable!(),
         }
     }
 }

@@ -5,7 +5,9 @@
 //! fixed_size_list<float32>[d_model]`); LZ4- or zstd-compressed IPC buffers are accepted.
 //! Every connection is its own stream, named `<source>/<n>` (n counts connections from 0) or
 //! `<source>/<name>` when the schema metadata carries `neurostream.stream = <name>` (a client
-//! that reconnects under its name continues its stream).
+//! that reconnects under its name continues its stream). An unnamed connection's stream ends
+//! with the connection: operators emit its final tables and let go of its state then (see
+//! [`neurostream_engine::StreamEnd`]); a named stream's state stays for its return.
 //!
 //! A connection is decoded on its own thread; decoded frames wait in a bounded channel
 //! (`queue_frames`), so a pipeline that falls behind slows the senders down through TCP flow
@@ -16,7 +18,8 @@
 //! Limits (every one configurable): the source listens on loopback by default and needs a
 //! `token` on any other address (clients put it in their schema metadata as
 //! `neurostream.token`, checked before any batch is accepted); at most `max_connections`
-//! connections are open at once (more are closed on arrival, so threads stay bounded); a
+//! connections are open at once (the next client waits in the listen queue until one closes,
+//! so threads stay bounded and a burst of clients is served in turn, none refused); a
 //! connection silent for `connection_timeout_s` is closed; an IPC message larger than
 //! `max_message_mb` is refused before it is read.
 //!
@@ -26,15 +29,14 @@
 use std::collections::VecDeque;
 use std::io::BufReader;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, Sender, TryRecvError};
 use neurostream_engine::layout::Decoder;
 use neurostream_engine::{
     Batch, EngineError, Frame, NodeConfig, NodeContext, Result, RowIndex, Schema, Source, SourceKind, SourceReader, SourceWaker,
-    WorkerPos,
+    StreamEnd, WorkerPos,
 };
 use serde::{Deserialize, Serialize};
 
@@ -73,7 +75,7 @@ pub struct ArrowTcpConfig {
     /// required when `listen` is not a loopback address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
-    /// Connections open at once (default 64); more are closed as they arrive.
+    /// Connections open at once (default 64); more wait to be accepted until one closes.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
     /// Seconds a connection may stay silent before it is closed (default: `idle_timeout_s` when
@@ -186,8 +188,16 @@ struct ArrowTcpSource {
 enum Event {
     Frame(Frame),
     Opened,
-    /// A connection ended: `None` when cleanly, else the reason it was dropped.
-    Closed(Arc<str>, Option<String>),
+    /// A connection ended.
+    Closed {
+        /// Its stream.
+        stream: Arc<str>,
+        /// `None` when it ended cleanly, else the reason it was dropped.
+        reason: Option<String>,
+        /// Whether the stream ended for good: an unnamed connection's stream cannot continue (a
+        /// named client that reconnects continues its stream).
+        ended: bool,
+    },
 }
 
 /// The connection threads' end of the queue to the reader: each event also wakes the reader's
@@ -246,6 +256,7 @@ impl Source for ArrowTcpSource {
         );
         Ok(Box::new(LiveReader {
             name: self.name.clone(),
+            schema: self.schema.clone(),
             rx,
             pending: VecDeque::new(),
             next_time: 0,
@@ -261,9 +272,36 @@ impl Source for ArrowTcpSource {
     }
 }
 
+/// Connection slots: at most `max` connections are read at once.
+struct Slots {
+    open: Mutex<usize>,
+    freed: Condvar,
+    max: usize,
+}
+
+impl Slots {
+    /// Waits for a free slot and takes it; returns whether it had to wait.
+    fn take(&self) -> bool {
+        let mut open = self.open.lock().unwrap();
+        let waited = *open >= self.max;
+        while *open >= self.max {
+            open = self.freed.wait(open).unwrap();
+        }
+        *open += 1;
+        waited
+    }
+
+    fn give_back(&self) {
+        *self.open.lock().unwrap() -= 1;
+        self.freed.notify_one();
+    }
+}
+
 /// Accepts connections on its own thread: one reader thread per connection, at most
-/// `max_open` at once (a connection beyond that is closed as it arrives, with a warning).
-/// Stops after `total` connections when set.
+/// `max_open` at once. While that many are open the next client is not accepted: it waits in
+/// the listen queue (its sends block in TCP) until one closes. Refusing it instead would lose
+/// what it sent, unseen: a client that wrote a whole stream into its socket before the close
+/// could not tell. Stops after `total` connections when set.
 fn spawn_acceptor(
     listener: TcpListener,
     tx: Events,
@@ -272,42 +310,49 @@ fn spawn_acceptor(
     (total, max_open): (Option<usize>, usize),
     limits: ConnectionLimits,
 ) {
-    let open = Arc::new(AtomicUsize::new(0));
+    let slots = Arc::new(Slots {
+        open: Mutex::new(0),
+        freed: Condvar::new(),
+        max: max_open.max(1),
+    });
     std::thread::Builder::new()
         .name(format!("{source}-accept"))
         .spawn(move || {
             let mut accepted = 0usize;
-            for conn in listener.incoming() {
-                let stream = match conn {
-                    Ok(stream) => stream,
+            loop {
+                if slots.take() {
+                    tracing::info!(
+                        "source `{source}`: {max_open} connections were open (max_connections); the next client waited for one to close"
+                    );
+                }
+                let stream = match listener.accept() {
+                    Ok((stream, _)) => stream,
                     Err(e) => {
+                        slots.give_back();
                         tracing::warn!("source `{source}`: accept failed: {e}");
                         std::thread::sleep(Duration::from_millis(50));
                         continue;
                     }
                 };
-                if open.load(Ordering::SeqCst) >= max_open {
-                    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
-                    tracing::warn!("source `{source}`: refused {peer}: {max_open} connections are open (max_connections)");
-                    let _ = stream.shutdown(std::net::Shutdown::Both);
-                    continue;
-                }
                 let n = accepted;
                 accepted += 1;
                 if !tx.send(Event::Opened) {
                     break; // the pipeline is gone
                 }
-                open.fetch_add(1, Ordering::SeqCst);
-                let conn = (tx.clone(), source.clone(), schema.clone(), limits.clone(), open.clone());
+                let conn = (tx.clone(), source.clone(), schema.clone(), limits.clone(), slots.clone());
                 let spawned = std::thread::Builder::new().name(format!("{source}-conn{n}")).spawn(move || {
-                    let (tx, source, schema, limits, open) = conn;
+                    let (tx, source, schema, limits, slots) = conn;
                     read_connection(stream, n, &source, &schema, &limits, &tx);
-                    open.fetch_sub(1, Ordering::SeqCst);
+                    slots.give_back();
                 });
                 if let Err(e) = spawned {
-                    open.fetch_sub(1, Ordering::SeqCst);
+                    slots.give_back();
                     let reason = format!("cannot start a connection thread: {e}");
-                    let _ = tx.send(Event::Closed(format!("{source}/{n}").into(), Some(reason)));
+                    let _ = tx.send(Event::Closed {
+                        stream: format!("{source}/{n}").into(),
+                        reason: Some(reason),
+                        ended: true,
+                    });
                 }
                 if total.is_some_and(|l| accepted >= l) {
                     break;
@@ -320,7 +365,8 @@ fn spawn_acceptor(
 /// Reads one client's IPC stream until it ends or fails; always reports how it ended.
 fn read_connection(stream: TcpStream, n: usize, source: &str, schema: &Arc<Schema>, limits: &ConnectionLimits, tx: &Events) {
     let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
-    let mut name: Arc<str> = format!("{source}/{n}").into();
+    let unnamed: Arc<str> = format!("{source}/{n}").into();
+    let mut name = unnamed.clone();
     let outcome = stream
         .set_read_timeout(Some(limits.timeout))
         .map_err(|e| e.to_string())
@@ -336,7 +382,12 @@ fn read_connection(stream: TcpStream, n: usize, source: &str, schema: &Arc<Schem
             )
         });
     let reason = outcome.err().map(|e| format!("client {peer}: {e}"));
-    let _ = tx.send(Event::Closed(name, reason));
+    let ended = name == unnamed;
+    let _ = tx.send(Event::Closed {
+        stream: name,
+        reason,
+        ended,
+    });
 }
 
 /// Decodes one client's Arrow IPC stream (activation layout) into frames of `schema`, handing
@@ -463,8 +514,10 @@ impl SourceReader for IdleReader {
 
 struct LiveReader {
     name: Arc<str>,
+    schema: Arc<Schema>,
     rx: Receiver<Event>,
-    pending: VecDeque<Frame>,
+    /// Frames, and the ends of unnamed streams, in arrival order.
+    pending: VecDeque<Batch>,
     next_time: u64,
     open: usize,
     ended: usize,
@@ -483,16 +536,22 @@ impl LiveReader {
             match self.rx.try_recv() {
                 Ok(Event::Frame(f)) => {
                     self.last_activity = Instant::now();
-                    self.pending.push_back(f);
+                    self.pending.push_back(Batch::Dense(f));
                 }
                 Ok(Event::Opened) => {
                     self.last_activity = Instant::now();
                     self.open += 1;
                 }
-                Ok(Event::Closed(stream, reason)) => {
+                Ok(Event::Closed { stream, reason, ended }) => {
                     self.last_activity = Instant::now();
                     self.open -= 1;
                     self.ended += 1;
+                    if ended {
+                        self.pending.push_back(Batch::End(StreamEnd {
+                            stream: stream.clone(),
+                            schema: self.schema.clone(),
+                        }));
+                    }
                     match reason {
                         Some(r) => {
                             tracing::warn!("source `{}`: dropped stream {stream}: {r}", self.name);
@@ -531,14 +590,11 @@ impl SourceReader for LiveReader {
         if self.pending.is_empty() {
             self.drain();
         }
-        match self.pending.pop_front() {
-            Some(frame) => {
-                let time = self.next_time;
-                self.next_time += frame.rows() as u64;
-                Ok(Some((time, Batch::Dense(frame))))
-            }
-            None => Ok(None),
-        }
+        Ok(self.pending.pop_front().map(|batch| {
+            let time = self.next_time;
+            self.next_time += batch.rows() as u64;
+            (time, batch)
+        }))
     }
 
     fn next_time(&self) -> Option<u64> {

@@ -257,6 +257,14 @@ impl UiState {
     /// Takes in one batch of the output of `node` (a label such as `operators.band`). Each
     /// stream's view has its own lock, held only while this batch is folded in.
     pub fn take_in(&self, node: &str, batch: &Batch) {
+        if batch.is_end() {
+            // The stream will not come back: its view goes, so streams that come and go for
+            // days (one per request) do not pile up here.
+            if let Some(streams) = self.views.lock().unwrap().get_mut(node) {
+                streams.remove(&**batch.stream());
+            }
+            return;
+        }
         let view = {
             let mut views = self.views.lock().unwrap();
             let known = views.get(node).and_then(|streams| streams.get(&**batch.stream())).cloned();

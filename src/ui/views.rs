@@ -56,7 +56,7 @@ impl View {
             Batch::Dense(f) if matches!(f.schema.kind, StreamKind::Signal { .. }) => View::Signal(SignalView::new(f)),
             Batch::Dense(f) => View::Scalars(ScalarView::new(f)),
             Batch::Sparse(s) => View::Features(FeatureView::new(s.schema.width())),
-            Batch::Table(_) => View::Tables(BTreeMap::new()),
+            Batch::Table(_) | Batch::End(_) => View::Tables(BTreeMap::new()),
         }
     }
 

@@ -137,7 +137,7 @@ fn shift_sample_index(batch: &mut Batch, time: u64, offset: u64) {
     let index = match batch {
         Batch::Dense(f) => &mut f.index,
         Batch::Sparse(f) => &mut f.index,
-        Batch::Table(_) => return,
+        Batch::Table(_) | Batch::End(_) => return,
     };
     if let crate::frame::RowIndex::Samples(s) = index {
         if offset > 0 && s.first() == Some(&(time as i64)) {

@@ -160,7 +160,8 @@ pub const PICTURE_PERIOD: Duration = Duration::from_secs(1);
 
 /// Watches the batches a run's sources and operators emit (see [`RunOptions::observer`]).
 pub trait BatchObserver: Send + Sync {
-    /// One batch emitted by `node` (a label such as `operators.band`).
+    /// One batch emitted by `node` (a label such as `operators.band`), or the end of one of its
+    /// streams ([`crate::StreamEnd`]: forget what was kept for it).
     fn observe(&self, node: &str, batch: &crate::frame::Batch);
 
     /// What this process has seen so far, serialized, for process 0's observer; `None` when

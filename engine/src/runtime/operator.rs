@@ -41,6 +41,7 @@ where
     let holds_back = op.holds_back();
     let takes_device_rows = op.takes_device_rows();
     let one_output_per_input = op.one_output_per_input();
+    let output_schema = op.output_schema();
     let OperatorDevice {
         device,
         keep_output: keep_on_device,
@@ -104,6 +105,32 @@ where
                         continue;
                     }
                     for mut batch in batches {
+                        if let Batch::End(end) = batch {
+                            // The stream's last rows came before it (its time is later): the
+                            // instance emits what it kept for the stream, then the end travels on.
+                            let t0 = Instant::now();
+                            let r = inst.end_stream(&end.stream, &mut out);
+                            stats.busy += t0.elapsed();
+                            if let Err(e) = r {
+                                shared.fail(format!("`{name}`: stream {}: {e}", end.stream));
+                                out.clear();
+                                break;
+                            }
+                            stats.rows_out += emit(
+                                &mut out,
+                                &mut waiting,
+                                &cap,
+                                |b| shared.observe(&name, b),
+                                |c, b| output.session(c).give_iterator(b),
+                            );
+                            let end = Batch::End(crate::frame::StreamEnd {
+                                schema: output_schema.clone(),
+                                ..end
+                            });
+                            shared.observe(&name, &end);
+                            output.session(&cap).give(end);
+                            continue;
+                        }
                         let (rows_in, bytes_in) = (batch.rows() as u64, batch.payload_bytes() as u64);
                         stats.rows_in += rows_in;
                         stats.bytes_in += bytes_in;

@@ -66,7 +66,7 @@ pub(super) fn build_sink<'s, P>(
                     }
                     let batches = entry.remove();
                     let Some(w) = writer.as_mut() else { continue };
-                    for mut b in batches {
+                    for mut b in batches.into_iter().filter(|b| !b.is_end()) {
                         // The runtime keeps rows on a GPU only between GPU operators; this is the
                         // backstop that a sink never writes a frame whose values are elsewhere.
                         if let Err(e) = b.materialize() {

@@ -400,17 +400,32 @@ impl SourceDriver {
             if let Batch::Dense(f) = &mut batch {
                 f.arrival_ns.get_or_insert_with(crate::frame::now_ns);
             }
+            if batch.is_end() {
+                // Not data: the end of a stream is never dropped (its state would stay).
+                self.buffer.push_back((time, batch));
+                continue;
+            }
             let rows = batch.rows() as u64;
             self.counts.read += rows;
             match self.overload {
                 Overload::DropOldest(limit) => {
                     self.buffered_rows += rows;
                     self.buffer.push_back((time, batch));
+                    let mut ends = Vec::new();
                     while self.buffered_rows > limit {
                         let (_, old) = self.buffer.pop_front().expect("over the limit");
-                        self.buffered_rows -= old.rows() as u64;
-                        self.counts.overloaded += old.rows() as u64;
+                        match old {
+                            Batch::End(_) => ends.push(old),
+                            _ => {
+                                self.buffered_rows -= old.rows() as u64;
+                                self.counts.overloaded += old.rows() as u64;
+                            }
+                        }
                     }
+                    // Ends of streams stay, after the newest batch (their streams have no later
+                    // one), at its time so times still never decrease.
+                    let newest = self.buffer.back().map_or(time, |b| b.0);
+                    self.buffer.extend(ends.into_iter().map(|e| (newest, e)));
                 }
                 _ => self.counts.overloaded += rows,
             }
@@ -492,7 +507,7 @@ impl SourceDriver {
     }
 
     fn give(&self, time: u64, batch: Batch, emit: &mut dyn FnMut(&Capability<u64>, u64, Batch)) {
-        if batch.rows() > 0 {
+        if batch.rows() > 0 || batch.is_end() {
             self.shared.observe(&self.name, &batch);
             emit(self.cap.as_ref().expect("a source that runs holds a capability"), time, batch);
         }

@@ -458,4 +458,16 @@ impl OperatorInstance for NormalizeInstance {
         }
         Ok(())
     }
+
+    /// Releases rows a warm-up still holds and drops the stream's statistics.
+    fn end_stream(&mut self, stream: &Arc<str>, out: &mut Vec<Batch>) -> Result<()> {
+        let Mode::Running { epsilon, .. } = self.mode else {
+            return Ok(());
+        };
+        match self.streams.remove(stream) {
+            Some(mut state) if !state.warmed => self.release_held(&mut state, epsilon, out)?,
+            _ => {}
+        }
+        Ok(())
+    }
 }

@@ -408,20 +408,36 @@ impl OperatorInstance for FeatureStatsInstance {
         let mut names: Vec<Arc<str>> = self.streams.keys().cloned().collect();
         names.sort();
         for name in names {
-            let state = self.streams.get_mut(&name).unwrap();
-            settle(state, &mut self.counters)?;
-            if state.clock.late > 0 {
-                tracing::info!(
-                    "feature_stats: stream {name}: {} tokens arrived with an event time before their window's start and were counted in the open window",
-                    state.clock.late
-                );
-            }
-            if state.emitted_at == Some(state.tokens) && self.settings.all_time == AllTimeEvery::Window {
-                continue; // the last window closed exactly at the end and carried the all-time tables
-            }
-            let window = self.settings.window > 0 && state.emitted_at != Some(state.tokens);
-            emit(state, &self.settings, &self.schema, window, true, true, out);
+            self.finish_stream(&name, out)?;
         }
+        Ok(())
+    }
+
+    fn end_stream(&mut self, stream: &Arc<str>, out: &mut Vec<Batch>) -> Result<()> {
+        self.finish_stream(stream, out)?;
+        self.streams.remove(stream);
+        Ok(())
+    }
+}
+
+impl FeatureStatsInstance {
+    /// Emits a stream's last window and its all-time tables (it ends, or the run does).
+    fn finish_stream(&mut self, name: &Arc<str>, out: &mut Vec<Batch>) -> Result<()> {
+        let Some(state) = self.streams.get_mut(name) else {
+            return Ok(());
+        };
+        settle(state, &mut self.counters)?;
+        if state.clock.late > 0 {
+            tracing::info!(
+                "feature_stats: stream {name}: {} tokens arrived with an event time before their window's start and were counted in the open window",
+                state.clock.late
+            );
+        }
+        if state.emitted_at == Some(state.tokens) && self.settings.all_time == AllTimeEvery::Window {
+            return Ok(()); // the last window closed exactly at the end and carried the all-time tables
+        }
+        let window = self.settings.window > 0 && state.emitted_at != Some(state.tokens);
+        emit(state, &self.settings, &self.schema, window, true, true, out);
         Ok(())
     }
 }

@@ -365,16 +365,24 @@ impl OperatorInstance for TokenStatsInstance {
         let mut names: Vec<Arc<str>> = self.streams.keys().cloned().collect();
         names.sort();
         for name in names {
-            let mut state = self.streams.remove(&name).unwrap();
-            if state.clock.late > 0 {
-                tracing::info!(
-                    "token_stats: stream {name}: {} tokens arrived with an event time before their window's start and were counted in the open window",
-                    state.clock.late
-                );
-            }
-            if state.emitted_at != Some(state.tokens) {
-                self.emit(&name, &mut state, true, out);
-            }
+            self.end_stream(&name, out)?;
+        }
+        Ok(())
+    }
+
+    /// Emits the stream's last window and all-time row and drops its state.
+    fn end_stream(&mut self, name: &Arc<str>, out: &mut Vec<Batch>) -> Result<()> {
+        let Some(mut state) = self.streams.remove(name) else {
+            return Ok(());
+        };
+        if state.clock.late > 0 {
+            tracing::info!(
+                "token_stats: stream {name}: {} tokens arrived with an event time before their window's start and were counted in the open window",
+                state.clock.late
+            );
+        }
+        if state.emitted_at != Some(state.tokens) {
+            self.emit(name, &mut state, true, out);
         }
         Ok(())
     }

@@ -1082,7 +1082,7 @@ fn encode_frame(
         let timed = match batch {
             Batch::Dense(f) => Some((&f.schema, &f.index)),
             Batch::Sparse(f) => Some((&f.schema, &f.index)),
-            Batch::Table(_) => None,
+            Batch::Table(_) | Batch::End(_) => None,
         };
         if let Some((schema, RowIndex::Tokens { time: Some(_), .. })) = timed {
             opts.time = true;
@@ -1093,6 +1093,7 @@ fn encode_frame(
         Batch::Dense(frame) => frame_to_batch(frame, arrow, opts),
         Batch::Sparse(frame) => sparse_to_batch(frame, arrow),
         Batch::Table(t) => Err(format!("table `{}` sent to a sink configured for frames", t.table)),
+        Batch::End(e) => Err(format!("the end of stream {} has no rows to write", e.stream)),
     }
     .map_err(|m| out_err(target, m))
 }

@@ -555,13 +555,32 @@ impl OperatorInstance for CooccurrenceInstance {
         let mut streams: Vec<Arc<str>> = self.streams.keys().cloned().collect();
         streams.sort();
         for stream in streams {
-            if self.streams[&stream].open_rows > 0 {
-                self.close_window(&stream, out)?;
-            }
-            let st = &self.streams[&stream];
-            if st.since_report > 0 || st.closed == 0 || self.op.report_every.is_none() {
-                self.report(&stream, out)?;
-            }
+            self.finish_stream(&stream, out)?;
+        }
+        Ok(())
+    }
+
+    /// Closes the stream's open window, reports its graph and drops its counts.
+    fn end_stream(&mut self, stream: &Arc<str>, out: &mut Vec<Batch>) -> Result<()> {
+        self.finish_stream(stream, out)?;
+        self.streams.remove(stream);
+        Ok(())
+    }
+}
+
+impl CooccurrenceInstance {
+    /// Closes the stream's open window and reports what is not reported yet (it ends, or the
+    /// run does).
+    fn finish_stream(&mut self, stream: &Arc<str>, out: &mut Vec<Batch>) -> Result<()> {
+        let Some(st) = self.streams.get(stream) else {
+            return Ok(());
+        };
+        if st.open_rows > 0 {
+            self.close_window(stream, out)?;
+        }
+        let st = &self.streams[stream];
+        if st.since_report > 0 || st.closed == 0 || self.op.report_every.is_none() {
+            self.report(stream, out)?;
         }
         Ok(())
     }

@@ -511,41 +511,66 @@ impl OperatorInstance for KmeansInstance {
         let mut streams: Vec<Arc<str>> = self.streams.keys().cloned().collect();
         streams.sort();
         for stream in streams {
-            let st = &self.streams[&stream];
-            if st.model.is_none() {
-                let n = st.pending.len();
-                if n < self.op.k {
-                    return Err(EngineError::Runtime(format!(
-                        "{}: stream {stream} ended after {n} rows, fewer than the k = {} clusters asked for",
-                        self.op.name, self.op.k
-                    )));
-                }
-                self.seed_model(&stream)?;
-                let pending = std::mem::take(&mut self.streams.get_mut(&stream).unwrap().pending);
-                self.consume(&stream, pending, out)?;
-            }
-            if self.streams[&stream].window_rows > 0 {
-                self.emit_state(&stream, Scope::Window, out);
-            }
-            self.emit_state(&stream, Scope::AllTime, out);
-            let st = &self.streams[&stream];
-            if !st.labelled.0.is_empty() {
-                let (clusters, labels) = &st.labelled;
-                let ari = adjusted_rand_index(clusters, labels);
-                let ami = adjusted_mutual_info(clusters, labels);
-                tracing::info!(
-                    "{} stream {stream}: clusters vs marker labels over {} labelled rows: ARI {ari:.4}, AMI {ami:.4}",
-                    self.op.name,
-                    clusters.len()
+            self.finish_stream(&stream, true, out)?;
+        }
+        Ok(())
+    }
+
+    /// Emits the stream's last tables and drops its model. A live stream that ended before it
+    /// had `k` rows is logged and dropped: the run goes on with the others.
+    fn end_stream(&mut self, stream: &Arc<str>, out: &mut Vec<Batch>) -> Result<()> {
+        self.finish_stream(stream, false, out)?;
+        self.streams.remove(stream);
+        Ok(())
+    }
+}
+
+impl KmeansInstance {
+    /// Fits a stream still collecting its first rows, then emits its last window, all-time and
+    /// label-agreement tables (it ends, or the run does). Fewer rows than `k` are an error when
+    /// `short_is_error`, else a warning and nothing is emitted.
+    fn finish_stream(&mut self, stream: &Arc<str>, short_is_error: bool, out: &mut Vec<Batch>) -> Result<()> {
+        let Some(st) = self.streams.get(stream) else {
+            return Ok(());
+        };
+        if st.model.is_none() {
+            let n = st.pending.len();
+            if n < self.op.k {
+                let m = format!(
+                    "{}: stream {stream} ended after {n} rows, fewer than the k = {} clusters asked for",
+                    self.op.name, self.op.k
                 );
-                let mut t = TableBuilder::new(&stream, Scope::AllTime, 0, st.rows_seen, None, 1);
-                t.u64("labelled_rows", vec![clusters.len() as u64])
-                    .u64("labels", vec![st.label_ids.len() as u64])
-                    .f64("adjusted_rand_index", vec![ari])
-                    .f64("adjusted_mutual_info", vec![ami]);
-                let data = t.finish();
-                out.push(self.table(&stream, "label_agreement", data));
+                if short_is_error {
+                    return Err(EngineError::Runtime(m));
+                }
+                tracing::warn!("{m}: it is not clustered");
+                return Ok(());
             }
+            self.seed_model(stream)?;
+            let pending = std::mem::take(&mut self.streams.get_mut(stream).unwrap().pending);
+            self.consume(stream, pending, out)?;
+        }
+        if self.streams[stream].window_rows > 0 {
+            self.emit_state(stream, Scope::Window, out);
+        }
+        self.emit_state(stream, Scope::AllTime, out);
+        let st = &self.streams[stream];
+        if !st.labelled.0.is_empty() {
+            let (clusters, labels) = &st.labelled;
+            let ari = adjusted_rand_index(clusters, labels);
+            let ami = adjusted_mutual_info(clusters, labels);
+            tracing::info!(
+                "{} stream {stream}: clusters vs marker labels over {} labelled rows: ARI {ari:.4}, AMI {ami:.4}",
+                self.op.name,
+                clusters.len()
+            );
+            let mut t = TableBuilder::new(stream, Scope::AllTime, 0, st.rows_seen, None, 1);
+            t.u64("labelled_rows", vec![clusters.len() as u64])
+                .u64("labels", vec![st.label_ids.len() as u64])
+                .f64("adjusted_rand_index", vec![ari])
+                .f64("adjusted_mutual_info", vec![ami]);
+            let data = t.finish();
+            out.push(self.table(stream, "label_agreement", data));
         }
         Ok(())
     }

@@ -322,4 +322,11 @@ impl OperatorInstance for MahalanobisInstance {
         }
         Ok(())
     }
+
+    /// Scores what a stream shorter than the reference window collected, then drops its state.
+    fn end_stream(&mut self, stream: &Arc<str>, out: &mut Vec<Batch>) -> Result<()> {
+        self.fit_and_flush(stream, out)?;
+        self.streams.remove(stream);
+        Ok(())
+    }
 }

@@ -1,0 +1,217 @@
+//! Streams that end mid-run: an unnamed `arrow_tcp` client's stream ends with its connection,
+//! and the end travels through the dataflow behind the stream's last rows. Here two running
+//! z-scores in a row, each with a warm-up longer than any stream, hold every row back until
+//! the stream ends. With the end, each unnamed client's rows come out when it disconnects (the
+//! end passed the first operator on to the second), while a named client
+//! that reconnects keeps its stream, and its state, to the end of the run. Without it every row
+//! would come out at the end of the run, streams sorted by name. Values: each row's z-score of
+//! its z-score over the whole stream (what a warming-up running z-score applies when its
+//! stream ends) against a float64 reference (1e-4, relative above 1), on 1 and 2 workers (the
+//! end crosses to the worker that owns the stream, the rows to the one writer).
+
+mod common;
+
+use std::net::TcpStream;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::{ArrayRef, AsArray, FixedSizeListArray, Float32Array, RecordBatch, UInt32Array, UInt64Array};
+use arrow::datatypes::{DataType, Field, Float32Type, Schema, UInt64Type};
+use neurostream::{registry, PipelineSpec, RunOptions};
+
+const D: usize = 4;
+const EPSILON: f64 = 1e-8;
+
+fn pipeline(dir: &Path, workers: usize) -> String {
+    format!(
+        r#"
+[pipeline]
+workers = {workers}
+
+[sources.live]
+kind = "arrow_tcp"
+listen = "127.0.0.1:0"
+d_model = {D}
+address_file = "{addr}"
+connections = 8
+
+[operators.z1]
+kind = "normalize"
+input = "live"
+method = "running_zscore"
+warmup = 100000
+epsilon = {EPSILON}
+
+[operators.z2]
+kind = "normalize"
+input = "z1"
+method = "running_zscore"
+warmup = 100000
+epsilon = {EPSILON}
+
+[sinks.out]
+kind = "parquet"
+input = "z2"
+path = "{out}"
+"#,
+        addr = dir.join("address.txt").display(),
+        out = dir.join("out.parquet").display()
+    )
+}
+
+fn schema(stream: Option<&str>) -> Arc<Schema> {
+    let item = Arc::new(Field::new("item", DataType::Float32, false));
+    let mut meta = std::collections::HashMap::new();
+    if let Some(s) = stream {
+        meta.insert("neurostream.stream".to_string(), s.to_string());
+    }
+    Arc::new(
+        Schema::new(vec![
+            Field::new("seq_id", DataType::UInt64, false),
+            Field::new("pos", DataType::UInt32, false),
+            Field::new("act", DataType::FixedSizeList(item, D as i32), false),
+        ])
+        .with_metadata(meta),
+    )
+}
+
+/// The rows client `k` sends: `rows` rows whose columns have their own offset and scale.
+fn values(k: usize, rows: usize) -> Vec<f32> {
+    (0..rows * D)
+        .map(|i| {
+            let (r, c) = ((i / D) as f32, (i % D) as f32);
+            (k as f32 + 1.0) * (c - 1.5) + ((r * 0.37 + c * 1.3 + k as f32).sin() * (c + 1.0))
+        })
+        .collect()
+}
+
+/// A batch of client `seq`'s rows (its sequence id tells its rows apart in the output).
+fn batch(schema: &Arc<Schema>, seq: u64, data: &[f32]) -> RecordBatch {
+    let rows = data.len() / D;
+    let item = Arc::new(Field::new("item", DataType::Float32, false));
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(UInt64Array::from(vec![seq; rows])),
+        Arc::new(UInt32Array::from((0..rows as u32).collect::<Vec<_>>())),
+        Arc::new(FixedSizeListArray::new(
+            item,
+            D as i32,
+            Arc::new(Float32Array::from(data.to_vec())),
+            None,
+        )),
+    ];
+    RecordBatch::try_new(schema.clone(), cols).unwrap()
+}
+
+fn connect(addr: &str, stream: Option<&str>) -> arrow::ipc::writer::StreamWriter<TcpStream> {
+    let s = TcpStream::connect(addr).unwrap();
+    arrow::ipc::writer::StreamWriter::try_new(s, &schema(stream)).unwrap()
+}
+
+/// Each row's z-score of its z-score, every column over the whole stream, in float64.
+fn reference(data: &[f32]) -> Vec<f64> {
+    let zscore = |x: &[f64]| -> Vec<f64> {
+        let n = (x.len() / D) as f64;
+        let mut out = x.to_vec();
+        for c in 0..D {
+            let mean = x.iter().skip(c).step_by(D).sum::<f64>() / n;
+            let var = x.iter().skip(c).step_by(D).map(|v| (v - mean) * (v - mean)).sum::<f64>() / n;
+            for v in out.iter_mut().skip(c).step_by(D) {
+                *v = (*v - mean) / (var + EPSILON).sqrt();
+            }
+        }
+        out
+    };
+    zscore(&zscore(&data.iter().map(|&v| v as f64).collect::<Vec<_>>()))
+}
+
+fn wait_for_address(dir: &Path) -> String {
+    let started = Instant::now();
+    loop {
+        if let Ok(a) = std::fs::read_to_string(dir.join("address.txt")) {
+            if !a.trim().is_empty() {
+                return a.trim().to_string();
+            }
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "never listened");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn an_unnamed_clients_stream_ends_with_its_connection_and_a_named_one_continues() {
+    for workers in [1, 2] {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let compiled = PipelineSpec::from_toml_str(&pipeline(d, workers), ".")
+            .unwrap()
+            .compile(&registry())
+            .unwrap();
+        let run = std::thread::spawn(move || neurostream::run(compiled, RunOptions::default()));
+        let addr = wait_for_address(d);
+
+        // A named client (sequence 100) opens first and stays connected while six unnamed ones
+        // (sequences 1 to 6) come and go; then it reconnects under its name, sends more, leaves.
+        let keep = Some("0-keep");
+        let keep_data = values(9, 90);
+        let mut named = connect(&addr, keep);
+        named.write(&batch(&schema(keep), 100, &keep_data[..40 * D])).unwrap();
+        let mut expected = Vec::new();
+        for k in 1..=6u64 {
+            let data = values(k as usize, 23 + 7 * k as usize);
+            let mut w = connect(&addr, None);
+            // Two batches: the state spans frames.
+            let half = (data.len() / D / 2) * D;
+            w.write(&batch(&schema(None), k, &data[..half])).unwrap();
+            w.write(&batch(&schema(None), k, &data[half..])).unwrap();
+            w.finish().unwrap();
+            expected.push((k, data));
+        }
+        named.finish().unwrap();
+        drop(named);
+        let mut again = connect(&addr, keep);
+        again.write(&batch(&schema(keep), 100, &keep_data[40 * D..])).unwrap();
+        again.finish().unwrap();
+        drop(again);
+        expected.push((100, keep_data));
+        run.join().unwrap().unwrap();
+
+        // Rows in the order written, grouped by sequence.
+        let mut got: Vec<(u64, Vec<f32>)> = Vec::new();
+        for b in common::read_parquet(&d.join("out.parquet")) {
+            let seq = b.column_by_name("seq_id").unwrap().as_primitive::<UInt64Type>();
+            let act = b.column_by_name("act").unwrap().as_fixed_size_list();
+            for r in 0..b.num_rows() {
+                if got.last().is_none_or(|g| g.0 != seq.value(r)) {
+                    got.push((seq.value(r), Vec::new()));
+                }
+                let v = act.value(r);
+                got.last_mut().unwrap().1.extend(v.as_primitive::<Float32Type>().values());
+            }
+        }
+        // Each stream's rows together (one release). On one worker, whose event times order
+        // everything, the unnamed ones come as their connections ended (in whatever order the
+        // server finished reading them) and the named one last: released at the end of the run
+        // with the others it would come first, "live/0-keep" sorting before "live/1". (On two
+        // workers the named stream's rows take the last time its own worker saw.)
+        let mut order: Vec<u64> = got.iter().map(|g| g.0).collect();
+        if workers == 1 {
+            assert_eq!(order.last(), Some(&100), "{order:?}: the named stream is not last");
+        }
+        order.sort();
+        let want: Vec<u64> = expected.iter().map(|e| e.0).collect();
+        assert_eq!(order, want, "{workers} workers: each stream's rows in one piece");
+        got.sort_by_key(|g| g.0);
+        for ((seq, rows), (_, data)) in got.iter().zip(&expected) {
+            assert_eq!(rows.len(), data.len(), "sequence {seq}: values");
+            for (i, (g, w)) in rows.iter().zip(reference(data)).enumerate() {
+                assert!(
+                    (*g as f64 - w).abs() <= 1e-4 * w.abs().max(1.0),
+                    "{workers} workers, sequence {seq}, row {}, column {}: {g} vs {w} (float64)",
+                    i / D,
+                    i % D
+                );
+            }
+        }
+    }
+}
