@@ -63,6 +63,8 @@ enum Input {
     Activations,
     /// Token scalars (`WIDTH` columns, e.g. reconstruction metrics), like the activations.
     Scalars,
+    /// EEG: `WIDTH` channels `C1`..`C8` in µV at 100 Hz, like the activations.
+    Signal,
 }
 
 impl Input {
@@ -71,6 +73,7 @@ impl Input {
             Input::Features => Schema::features(FEATURES, None, None, None),
             Input::Activations => Schema::activation(WIDTH, None, None),
             Input::Scalars => Schema::token_scalars(&(0..WIDTH).map(|c| format!("m{c}")).collect::<Vec<_>>(), None),
+            Input::Signal => Schema::signal(&(1..=WIDTH).map(|c| format!("C{c}")).collect::<Vec<_>>(), "uV", 100.0),
         })
     }
 }
@@ -89,7 +92,10 @@ fn frames(input: Input, a_rows: usize, seed: u64) -> Vec<Batch> {
         };
         let rows = rng.random_range(1..=17).min(total[s] - done[s]);
         let stream: Arc<str> = ["a", "b"][s].into();
-        let index = tokens(done[s], rows);
+        let index = match input {
+            Input::Signal => RowIndex::Samples((done[s] as i64..(done[s] + rows) as i64).collect()),
+            _ => tokens(done[s], rows),
+        };
         out.push(if let Input::Features = input {
             let (mut offsets, mut ids, mut values) = (vec![0u32], Vec::new(), Vec::new());
             for _ in 0..rows {
@@ -309,4 +315,68 @@ fn kmeans_drops_a_stream_that_ended_before_it_had_k_rows() {
     inst.end_stream(&"a".into(), &mut out).unwrap();
     assert!(out.is_empty());
     inst.finish(&mut out).unwrap();
+}
+
+#[test]
+fn fir_drops_an_ended_streams_history() {
+    check("fir", "h_freq = 20.0", Input::Signal, 120);
+}
+
+#[test]
+fn butterworth_drops_the_state_or_filters_the_held_frames_of_an_ended_stream() {
+    check(
+        "butterworth",
+        "btype = \"bandpass\"\norder = 4\ncutoff = [8.0, 30.0]",
+        Input::Signal,
+        120,
+    );
+    // Zero phase: the ended stream's frames come out filtered forward and back at its end.
+    check(
+        "butterworth",
+        "btype = \"bandpass\"\norder = 4\ncutoff = [8.0, 30.0]\nzero_phase = true",
+        Input::Signal,
+        120,
+    );
+}
+
+#[test]
+fn bandpower_drops_an_ended_streams_window() {
+    check("bandpower", "window_s = 0.5\nstep_s = 0.25", Input::Signal, 170);
+}
+
+#[test]
+fn resample_emits_an_ended_streams_last_samples() {
+    check("resample", "up = 2\ndown = 5", Input::Signal, 133);
+}
+
+#[test]
+fn hilbert_transforms_an_ended_streams_last_block() {
+    check("hilbert", "block = 50", Input::Signal, 133);
+}
+
+#[test]
+fn riemann_potato_scores_a_stream_shorter_than_its_reference_at_its_end() {
+    check(
+        "riemann_potato",
+        "window_s = 0.4\nstep_s = 0.2\nreference_windows = 8",
+        Input::Signal,
+        130,
+    );
+    check(
+        "riemann_potato",
+        "window_s = 0.4\nstep_s = 0.2\nreference_windows = 4",
+        Input::Signal,
+        250,
+    );
+}
+
+#[test]
+fn decode_drops_an_ended_streams_window() {
+    let model = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/data/bci/mi_model.json");
+    check(
+        "decode",
+        &format!("model = \"{model}\"\nwindow_s = 2.0\nstep_s = 0.5"),
+        Input::Signal,
+        330,
+    );
 }

@@ -479,6 +479,12 @@ impl OperatorInstance for DecodeInstance {
         Ok(())
     }
 
+    /// Drops the stream's window buffer (an incomplete window decides nothing, as at the end).
+    fn end_stream(&mut self, stream: &Arc<str>, _out: &mut Vec<Batch>) -> Result<()> {
+        self.windowers.remove(stream);
+        Ok(())
+    }
+
     fn snapshot(&self) -> Result<Vec<u8>> {
         crate::signal::windows::snapshot_windowers(&self.windowers)
     }

@@ -415,12 +415,29 @@ impl OperatorInstance for PotatoInstance {
         let mut streams: Vec<Arc<str>> = self.streams.keys().cloned().collect();
         streams.sort();
         for stream in streams {
-            let st = self.streams.get_mut(&stream).expect("exists");
-            st.windower.finish();
-            if st.potato.is_none() && !st.pending.is_empty() {
-                // A stream shorter than the reference span is fitted on the windows it has.
-                self.fit(&stream, None, out)?;
-            }
+            self.finish_stream(&stream, out)?;
+        }
+        Ok(())
+    }
+
+    /// Scores what a stream shorter than the reference span collected, then drops its state.
+    fn end_stream(&mut self, stream: &Arc<str>, out: &mut Vec<Batch>) -> Result<()> {
+        if self.streams.contains_key(stream) {
+            self.finish_stream(stream, out)?;
+            self.streams.remove(stream);
+        }
+        Ok(())
+    }
+}
+
+impl PotatoInstance {
+    /// Closes the stream's windows; a stream shorter than the reference span is fitted on the
+    /// windows it has and they are scored.
+    fn finish_stream(&mut self, stream: &Arc<str>, out: &mut Vec<Batch>) -> Result<()> {
+        let st = self.streams.get_mut(stream).expect("exists");
+        st.windower.finish();
+        if st.potato.is_none() && !st.pending.is_empty() {
+            self.fit(stream, None, out)?;
         }
         Ok(())
     }

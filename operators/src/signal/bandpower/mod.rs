@@ -346,16 +346,30 @@ impl OperatorInstance for BandpowerInstance {
 
     fn finish(&mut self, _out: &mut Vec<Batch>) -> Result<()> {
         for (stream, w) in &mut self.windowers {
-            w.finish();
-            if w.rejected > 0 || w.incomplete > 0 {
-                tracing::info!(
-                    "{} stream {stream}: {} epochs rejected (peak-to-peak), {} incomplete at the stream's edges",
-                    self.name,
-                    w.rejected,
-                    w.incomplete
-                );
-            }
+            report_windows(&self.name, stream, w);
         }
         Ok(())
+    }
+
+    /// Drops the stream's window buffer (and its samples on a GPU); an incomplete window
+    /// emits nothing, as at the end of the run.
+    fn end_stream(&mut self, stream: &Arc<str>, _out: &mut Vec<Batch>) -> Result<()> {
+        if let Some(mut w) = self.windowers.remove(stream) {
+            report_windows(&self.name, stream, &mut w);
+        }
+        self.histories.remove(stream);
+        Ok(())
+    }
+}
+
+/// Closes a stream's windows and logs the epochs it could not use.
+fn report_windows(name: &str, stream: &str, w: &mut Windower) {
+    w.finish();
+    if w.rejected > 0 || w.incomplete > 0 {
+        tracing::info!(
+            "{name} stream {stream}: {} epochs rejected (peak-to-peak), {} incomplete at the stream's edges",
+            w.rejected,
+            w.incomplete
+        );
     }
 }

@@ -291,6 +291,11 @@ struct FirInstance {
 }
 
 impl OperatorInstance for FirInstance {
+    fn end_stream(&mut self, stream: &Arc<str>, _out: &mut Vec<Batch>) -> Result<()> {
+        self.history.remove(stream);
+        Ok(())
+    }
+
     fn snapshot(&self) -> Result<Vec<u8>> {
         neurostream_engine::checkpoint::encode_streams(&self.history)
     }

@@ -322,6 +322,16 @@ impl OperatorInstance for HilbertInstance {
         }
         Ok(())
     }
+
+    /// Transforms the stream's last, shorter block and drops it.
+    fn end_stream(&mut self, stream: &Arc<str>, out: &mut Vec<Batch>) -> Result<()> {
+        let rows = self.pending.get(stream).map_or(0, |p| p.rows);
+        if rows > 0 {
+            self.emit_block(stream, rows, out)?;
+        }
+        self.pending.remove(stream);
+        Ok(())
+    }
 }
 
 #[cfg(test)]

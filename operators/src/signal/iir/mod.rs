@@ -273,25 +273,35 @@ impl OperatorInstance for SosInstance {
         let mut streams: Vec<Arc<str>> = self.held.keys().cloned().collect();
         streams.sort();
         for stream in streams {
-            let mut frames = self.held.remove(&stream).unwrap();
-            let w = frames[0].width();
-            let mut all: Vec<f32> = frames.iter().flat_map(|f| f.data.iter().copied()).collect();
-            let sections = self.sections.clone();
-            let original = all.clone();
-            self.kernels
-                .run(|k| {
-                    all.copy_from_slice(&original);
-                    sosfiltfilt(k, &sections, &mut all, w)
-                })
-                .map_err(|e| EngineError::Runtime(format!("stream {stream}: {e}")))?;
-            let mut at = 0;
-            for f in &mut frames {
-                let n = f.data.len();
-                f.data.copy_from_slice(&all[at..at + n]);
-                at += n;
-            }
-            out.extend(frames.into_iter().map(Batch::Dense));
+            self.end_stream(&stream, out)?;
         }
+        Ok(())
+    }
+
+    /// Zero phase: filters the stream's held frames forward and back and emits them; causal:
+    /// drops the section state.
+    fn end_stream(&mut self, stream: &Arc<str>, out: &mut Vec<Batch>) -> Result<()> {
+        self.state.remove(stream);
+        let Some(mut frames) = self.held.remove(stream) else {
+            return Ok(());
+        };
+        let w = frames[0].width();
+        let mut all: Vec<f32> = frames.iter().flat_map(|f| f.data.iter().copied()).collect();
+        let sections = self.sections.clone();
+        let original = all.clone();
+        self.kernels
+            .run(|k| {
+                all.copy_from_slice(&original);
+                sosfiltfilt(k, &sections, &mut all, w)
+            })
+            .map_err(|e| EngineError::Runtime(format!("stream {stream}: {e}")))?;
+        let mut at = 0;
+        for f in &mut frames {
+            let n = f.data.len();
+            f.data.copy_from_slice(&all[at..at + n]);
+            at += n;
+        }
+        out.extend(frames.into_iter().map(Batch::Dense));
         Ok(())
     }
 }

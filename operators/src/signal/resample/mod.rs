@@ -210,6 +210,14 @@ struct ResampleInstance {
 
 impl ResampleInstance {
     /// Emits outputs `state.next..end` for `stream`.
+    /// Emits every output sample the stream's input so far determines (its end: the samples
+    /// after the last input are zeros, as `scipy.signal.resample_poly` pads).
+    fn flush(&mut self, stream: &Arc<str>, out: &mut Vec<Batch>) -> Result<()> {
+        let seen = self.streams[stream].seen;
+        let n_out = (seen * self.filter.up as i64 + self.filter.down as i64 - 1) / self.filter.down as i64;
+        self.emit(stream, n_out, out)
+    }
+
     fn emit(&mut self, stream: &Arc<str>, end: i64, out: &mut Vec<Batch>) -> Result<()> {
         let st = self.streams.get_mut(stream).expect("state");
         if end <= st.next {
@@ -299,9 +307,16 @@ impl OperatorInstance for ResampleInstance {
         let mut streams: Vec<Arc<str>> = self.streams.keys().cloned().collect();
         streams.sort();
         for s in streams {
-            let seen = self.streams[&s].seen;
-            let n_out = (seen * self.filter.up as i64 + self.filter.down as i64 - 1) / self.filter.down as i64;
-            self.emit(&s, n_out, out)?;
+            self.flush(&s, out)?;
+        }
+        Ok(())
+    }
+
+    /// Emits the stream's last output samples and drops its state.
+    fn end_stream(&mut self, stream: &Arc<str>, out: &mut Vec<Batch>) -> Result<()> {
+        if self.streams.contains_key(stream) {
+            self.flush(stream, out)?;
+            self.streams.remove(stream);
         }
         Ok(())
     }
