@@ -124,7 +124,10 @@ class Client:
 
 
 def send(array, seq_id, host: str = "127.0.0.1", port: int = 7070, stream: Optional[str] = None, **kwargs) -> int:
-    """Opens a connection, sends one array (see :meth:`Client.send`) and closes it."""
+    """Opens a connection, sends one array (see :meth:`Client.send`) and closes it.
+
+    Without ``stream`` each call is a stream of its own, which ends when the call returns: the
+    pipeline emits its final statistics then. Name a ``stream`` to count many calls as one."""
     with Client(host, port, stream) as c:
         return c.send(array, seq_id, **kwargs)
 
