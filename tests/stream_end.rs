@@ -23,7 +23,8 @@ use neurostream::{registry, PipelineSpec, RunOptions};
 const D: usize = 4;
 const EPSILON: f64 = 1e-8;
 
-fn pipeline(dir: &Path, workers: usize) -> String {
+/// The pipeline on `workers` workers; `source` adds keys to the `arrow_tcp` source.
+fn pipeline(dir: &Path, workers: usize, source: &str) -> String {
     format!(
         r#"
 [pipeline]
@@ -34,7 +35,7 @@ kind = "arrow_tcp"
 listen = "127.0.0.1:0"
 d_model = {D}
 address_file = "{addr}"
-connections = 8
+{source}
 
 [operators.z1]
 kind = "normalize"
@@ -125,6 +126,54 @@ fn reference(data: &[f32]) -> Vec<f64> {
     zscore(&zscore(&data.iter().map(|&v| v as f64).collect::<Vec<_>>()))
 }
 
+/// The rows written, in order, grouped by sequence: `(seq_id, values)`.
+fn written(dir: &Path) -> Vec<(u64, Vec<f32>)> {
+    let mut got: Vec<(u64, Vec<f32>)> = Vec::new();
+    for b in common::read_parquet(&dir.join("out.parquet")) {
+        let seq = b.column_by_name("seq_id").unwrap().as_primitive::<UInt64Type>();
+        let act = b.column_by_name("act").unwrap().as_fixed_size_list();
+        for r in 0..b.num_rows() {
+            if got.last().is_none_or(|g| g.0 != seq.value(r)) {
+                got.push((seq.value(r), Vec::new()));
+            }
+            let v = act.value(r);
+            got.last_mut().unwrap().1.extend(v.as_primitive::<Float32Type>().values());
+        }
+    }
+    got
+}
+
+/// Checks `got` (one stream's rows) against the float64 reference of `data`.
+fn assert_zscores(got: &[f32], data: &[f32], at: &str) {
+    assert_close(got, &reference(data), at);
+}
+
+/// Checks values against float64 ones (1e-4, relative above 1).
+fn assert_close(got: &[f32], want: &[f64], at: &str) {
+    assert_eq!(got.len(), want.len(), "{at}: values");
+    for (i, (g, w)) in got.iter().zip(want.iter().copied()).enumerate() {
+        assert!(
+            (*g as f64 - w).abs() <= 1e-4 * w.abs().max(1.0),
+            "{at}, row {}, column {}: {g} vs {w} (float64)",
+            i / D,
+            i % D
+        );
+    }
+}
+
+fn start(
+    dir: &Path,
+    workers: usize,
+    source: &str,
+) -> (std::thread::JoinHandle<neurostream::Result<neurostream::RunReport>>, String) {
+    let compiled = PipelineSpec::from_toml_str(&pipeline(dir, workers, source), ".")
+        .unwrap()
+        .compile(&registry())
+        .unwrap();
+    let run = std::thread::spawn(move || neurostream::run(compiled, RunOptions::default()));
+    (run, wait_for_address(dir))
+}
+
 fn wait_for_address(dir: &Path) -> String {
     let started = Instant::now();
     loop {
@@ -143,12 +192,7 @@ fn an_unnamed_clients_stream_ends_with_its_connection_and_a_named_one_continues(
     for workers in [1, 2] {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        let compiled = PipelineSpec::from_toml_str(&pipeline(d, workers), ".")
-            .unwrap()
-            .compile(&registry())
-            .unwrap();
-        let run = std::thread::spawn(move || neurostream::run(compiled, RunOptions::default()));
-        let addr = wait_for_address(d);
+        let (run, addr) = start(d, workers, "connections = 8");
 
         // A named client (sequence 100) opens first and stays connected while six unnamed ones
         // (sequences 1 to 6) come and go; then it reconnects under its name, sends more, leaves.
@@ -176,19 +220,7 @@ fn an_unnamed_clients_stream_ends_with_its_connection_and_a_named_one_continues(
         expected.push((100, keep_data));
         run.join().unwrap().unwrap();
 
-        // Rows in the order written, grouped by sequence.
-        let mut got: Vec<(u64, Vec<f32>)> = Vec::new();
-        for b in common::read_parquet(&d.join("out.parquet")) {
-            let seq = b.column_by_name("seq_id").unwrap().as_primitive::<UInt64Type>();
-            let act = b.column_by_name("act").unwrap().as_fixed_size_list();
-            for r in 0..b.num_rows() {
-                if got.last().is_none_or(|g| g.0 != seq.value(r)) {
-                    got.push((seq.value(r), Vec::new()));
-                }
-                let v = act.value(r);
-                got.last_mut().unwrap().1.extend(v.as_primitive::<Float32Type>().values());
-            }
-        }
+        let mut got = written(d);
         // Each stream's rows together (one release). On one worker, whose event times order
         // everything, the unnamed ones come as their connections ended (in whatever order the
         // server finished reading them) and the named one last: released at the end of the run
@@ -203,15 +235,43 @@ fn an_unnamed_clients_stream_ends_with_its_connection_and_a_named_one_continues(
         assert_eq!(order, want, "{workers} workers: each stream's rows in one piece");
         got.sort_by_key(|g| g.0);
         for ((seq, rows), (_, data)) in got.iter().zip(&expected) {
-            assert_eq!(rows.len(), data.len(), "sequence {seq}: values");
-            for (i, (g, w)) in rows.iter().zip(reference(data)).enumerate() {
-                assert!(
-                    (*g as f64 - w).abs() <= 1e-4 * w.abs().max(1.0),
-                    "{workers} workers, sequence {seq}, row {}, column {}: {g} vs {w} (float64)",
-                    i / D,
-                    i % D
-                );
-            }
+            assert_zscores(rows, data, &format!("{workers} workers, sequence {seq}"));
         }
     }
+}
+
+/// `end_named_streams_after_s`: a named stream whose client stays away longer ends (its rows
+/// come out z-scored alone), and one that comes back in time continues (z-scored together).
+#[test]
+fn a_named_stream_ends_when_its_clients_stay_away_past_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (run, addr) = start(d, 1, "connections = 3\nend_named_streams_after_s = 1.0");
+    let name = Some("replica");
+    let send = |seq: u64, data: &[f32]| {
+        let mut w = connect(&addr, name);
+        w.write(&batch(&schema(name), seq, data)).unwrap();
+        w.finish().unwrap();
+    };
+    let (first, second, third) = (values(1, 40), values(2, 30), values(3, 25));
+    send(1, &first);
+    // Away for 2.5 s: the stream ends 1 s after the connection closed.
+    std::thread::sleep(Duration::from_millis(2500));
+    // Back: a fresh stream, which the next connection continues at once.
+    send(2, &second);
+    std::thread::sleep(Duration::from_millis(100));
+    send(3, &third);
+    run.join().unwrap().unwrap();
+    let mut got = written(d);
+    assert_eq!(got[0].0, 1, "the first connection's rows come first, when its stream ended");
+    assert_zscores(&got[0].1, &first, "the stream that ended");
+    // The two later connections were read side by side, in either order; the z-scores use the
+    // statistics of both together.
+    got[1..].sort_by_key(|g| g.0);
+    let order: Vec<u64> = got.iter().map(|g| g.0).collect();
+    assert_eq!(order, [1, 2, 3], "each connection's rows in one piece");
+    let joined: Vec<f32> = second.iter().chain(&third).copied().collect();
+    let want = reference(&joined);
+    assert_close(&got[1].1, &want[..second.len()], "the stream that came back");
+    assert_close(&got[2].1, &want[second.len()..], "the connection that continued it");
 }

@@ -7,7 +7,8 @@
 //! `<source>/<name>` when the schema metadata carries `neurostream.stream = <name>` (a client
 //! that reconnects under its name continues its stream). An unnamed connection's stream ends
 //! with the connection: operators emit its final tables and let go of its state then (see
-//! [`neurostream_engine::StreamEnd`]); a named stream's state stays for its return.
+//! [`neurostream_engine::StreamEnd`]); a named stream's state stays for its return, for the
+//! whole run or until it has had no connection for `end_named_streams_after_s`.
 //!
 //! A connection is decoded on its own thread; decoded frames wait in a bounded channel
 //! (`queue_frames`), so a pipeline that falls behind slows the senders down through TCP flow
@@ -26,7 +27,7 @@
 //! All connections are read by worker 0 (downstream `ByStream` operators spread the streams
 //! over the workers). The event time of a row is its arrival ordinal across all connections.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io::BufReader;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Condvar, Mutex};
@@ -78,6 +79,13 @@ pub struct ArrowTcpConfig {
     /// Connections open at once (default 64); more wait to be accepted until one closes.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Seconds a named stream may stay without any connection before it ends: operators emit
+    /// its final statistics and forget it, and a client that comes back later under the name
+    /// starts it afresh (default: a named stream lasts the whole run, whatever its clients do).
+    /// For services whose named clients may leave for good (replicas scaled down).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-unit" = "s"))]
+    pub end_named_streams_after_s: Option<f64>,
     /// Seconds a connection may stay silent before it is closed (default: `idle_timeout_s` when
     /// set, else 60).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -157,6 +165,9 @@ impl SourceKind for ArrowTcpKind {
         if cfg.connection_timeout_s.is_some_and(|t| !(t > 0.0 && t.is_finite())) {
             return fail("`connection_timeout_s` must be a positive number of seconds".into());
         }
+        if cfg.end_named_streams_after_s.is_some_and(|t| !(t >= 0.0 && t.is_finite())) {
+            return fail("`end_named_streams_after_s` must be a number of seconds, 0 or more".into());
+        }
         if cfg.max_connections == 0 {
             return fail("`max_connections` must be at least 1".into());
         }
@@ -188,6 +199,8 @@ struct ArrowTcpSource {
 enum Event {
     Frame(Frame),
     Opened,
+    /// A connection named its stream (`neurostream.stream`), before its first frame.
+    Named(Arc<str>),
     /// A connection ended.
     Closed {
         /// Its stream.
@@ -197,6 +210,8 @@ enum Event {
         /// Whether the stream ended for good: an unnamed connection's stream cannot continue (a
         /// named client that reconnects continues its stream).
         ended: bool,
+        /// Whether it sent [`Event::Named`] (a named connection that sent no frame did not).
+        announced: bool,
     },
 }
 
@@ -266,6 +281,9 @@ impl Source for ArrowTcpSource {
             limit: self.cfg.connections,
             idle: self.cfg.idle_timeout_s.map(Duration::from_secs_f64),
             last_activity: Instant::now(),
+            named_open: HashMap::new(),
+            named_gone: HashMap::new(),
+            end_named_after: self.cfg.end_named_streams_after_s.map(Duration::from_secs_f64),
             done: false,
             waker,
         }))
@@ -352,6 +370,7 @@ fn spawn_acceptor(
                         stream: format!("{source}/{n}").into(),
                         reason: Some(reason),
                         ended: true,
+                        announced: false,
                     });
                 }
                 if total.is_some_and(|l| accepted >= l) {
@@ -367,6 +386,7 @@ fn read_connection(stream: TcpStream, n: usize, source: &str, schema: &Arc<Schem
     let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
     let unnamed: Arc<str> = format!("{source}/{n}").into();
     let mut name = unnamed.clone();
+    let mut announced = false;
     let outcome = stream
         .set_read_timeout(Some(limits.timeout))
         .map_err(|e| e.to_string())
@@ -378,15 +398,23 @@ fn read_connection(stream: TcpStream, n: usize, source: &str, schema: &Arc<Schem
                 schema,
                 limits,
                 &mut name,
-                |frame| tx.send(Event::Frame(frame)),
+                |frame| {
+                    if !announced && frame.stream != unnamed {
+                        announced = true;
+                        if !tx.send(Event::Named(frame.stream.clone())) {
+                            return false;
+                        }
+                    }
+                    tx.send(Event::Frame(frame))
+                },
             )
         });
     let reason = outcome.err().map(|e| format!("client {peer}: {e}"));
-    let ended = name == unnamed;
     let _ = tx.send(Event::Closed {
+        ended: name == unnamed,
         stream: name,
         reason,
-        ended,
+        announced,
     });
 }
 
@@ -525,6 +553,11 @@ struct LiveReader {
     limit: Option<usize>,
     idle: Option<Duration>,
     last_activity: Instant,
+    /// Named streams: connections open for each, and since when one has had none.
+    named_open: HashMap<Arc<str>, usize>,
+    named_gone: HashMap<Arc<str>, Instant>,
+    /// How long a named stream may stay without a connection before it ends (`None`: never).
+    end_named_after: Option<Duration>,
     done: bool,
     /// Where connection threads find the worker's waker.
     waker: WakerSlot,
@@ -542,10 +575,27 @@ impl LiveReader {
                     self.last_activity = Instant::now();
                     self.open += 1;
                 }
-                Ok(Event::Closed { stream, reason, ended }) => {
+                Ok(Event::Named(stream)) => {
+                    self.named_gone.remove(&stream);
+                    *self.named_open.entry(stream).or_default() += 1;
+                }
+                Ok(Event::Closed {
+                    stream,
+                    reason,
+                    ended,
+                    announced,
+                }) => {
                     self.last_activity = Instant::now();
                     self.open -= 1;
                     self.ended += 1;
+                    if announced {
+                        let open = self.named_open.get_mut(&stream).expect("announced");
+                        *open -= 1;
+                        if *open == 0 {
+                            self.named_open.remove(&stream);
+                            self.named_gone.insert(stream.clone(), Instant::now());
+                        }
+                    }
                     if ended {
                         self.pending.push_back(Batch::End(StreamEnd {
                             stream: stream.clone(),
@@ -567,6 +617,22 @@ impl LiveReader {
                     }
                     break;
                 }
+            }
+        }
+        if let Some(after) = self.end_named_after {
+            let gone: Vec<Arc<str>> = self
+                .named_gone
+                .iter()
+                .filter(|(_, since)| since.elapsed() >= after)
+                .map(|(s, _)| s.clone())
+                .collect();
+            for stream in gone {
+                self.named_gone.remove(&stream);
+                tracing::info!("source `{}`: named stream {stream} ended: no client for {after:?}", self.name);
+                self.pending.push_back(Batch::End(StreamEnd {
+                    stream,
+                    schema: self.schema.clone(),
+                }));
             }
         }
         if self.limit.is_some_and(|l| self.ended >= l) {
