@@ -10,8 +10,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::{ArrayRef, FixedSizeListArray, Float32Array, RecordBatch, UInt32Array, UInt64Array};
-use arrow::datatypes::{DataType, Field, Schema};
+use arrow::array::RecordBatch;
+use arrow::datatypes::Schema;
 use neurostream::{registry, PipelineSpec, RunOptions, RunReport};
 
 const D: usize = 8;
@@ -53,30 +53,13 @@ fn address(dir: &Path) -> String {
 }
 
 fn schema(token: Option<&str>) -> Arc<Schema> {
-    let item = Arc::new(Field::new("item", DataType::Float32, false));
-    let mut meta = std::collections::HashMap::new();
-    if let Some(t) = token {
-        meta.insert("neurostream.token".to_string(), t.to_string());
-    }
-    Arc::new(
-        Schema::new(vec![
-            Field::new("seq_id", DataType::UInt64, false),
-            Field::new("pos", DataType::UInt32, false),
-            Field::new("act", DataType::FixedSizeList(item.clone(), D as i32), false),
-        ])
-        .with_metadata(meta),
-    )
+    let meta: Vec<(&str, &str)> = token.map(|t| ("neurostream.token", t)).into_iter().collect();
+    common::activation_ipc_schema(D, &meta)
 }
 
 fn batch(schema: &Arc<Schema>, rows: usize) -> RecordBatch {
-    let item = Arc::new(Field::new("item", DataType::Float32, false));
-    let values = Float32Array::from((0..rows * D).map(|i| i as f32 * 0.5).collect::<Vec<_>>());
-    let cols: Vec<ArrayRef> = vec![
-        Arc::new(UInt64Array::from(vec![1u64; rows])),
-        Arc::new(UInt32Array::from((0..rows as u32).collect::<Vec<_>>())),
-        Arc::new(FixedSizeListArray::new(item, D as i32, Arc::new(values), None)),
-    ];
-    RecordBatch::try_new(schema.clone(), cols).unwrap()
+    let values: Vec<f32> = (0..rows * D).map(|i| i as f32 * 0.5).collect();
+    common::activation_ipc_batch(schema, &vec![1; rows], &values)
 }
 
 /// Sends one IPC stream of `batches` batches of `rows` rows; returns whether it all went out.

@@ -16,8 +16,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::{ArrayRef, AsArray, FixedSizeListArray, Float32Array, RecordBatch, UInt32Array, UInt64Array};
-use arrow::datatypes::{DataType, Field, Float32Type, Schema, UInt64Type};
+use arrow::array::{AsArray, RecordBatch};
+use arrow::datatypes::{Float32Type, Schema, UInt64Type};
 use neurostream::{registry, PipelineSpec, RunOptions};
 
 const D: usize = 4;
@@ -62,19 +62,8 @@ path = "{out}"
 }
 
 fn schema(stream: Option<&str>) -> Arc<Schema> {
-    let item = Arc::new(Field::new("item", DataType::Float32, false));
-    let mut meta = std::collections::HashMap::new();
-    if let Some(s) = stream {
-        meta.insert("neurostream.stream".to_string(), s.to_string());
-    }
-    Arc::new(
-        Schema::new(vec![
-            Field::new("seq_id", DataType::UInt64, false),
-            Field::new("pos", DataType::UInt32, false),
-            Field::new("act", DataType::FixedSizeList(item, D as i32), false),
-        ])
-        .with_metadata(meta),
-    )
+    let meta: Vec<(&str, &str)> = stream.map(|s| ("neurostream.stream", s)).into_iter().collect();
+    common::activation_ipc_schema(D, &meta)
 }
 
 /// The rows client `k` sends: `rows` rows whose columns have their own offset and scale.
@@ -89,19 +78,7 @@ fn values(k: usize, rows: usize) -> Vec<f32> {
 
 /// A batch of client `seq`'s rows (its sequence id tells its rows apart in the output).
 fn batch(schema: &Arc<Schema>, seq: u64, data: &[f32]) -> RecordBatch {
-    let rows = data.len() / D;
-    let item = Arc::new(Field::new("item", DataType::Float32, false));
-    let cols: Vec<ArrayRef> = vec![
-        Arc::new(UInt64Array::from(vec![seq; rows])),
-        Arc::new(UInt32Array::from((0..rows as u32).collect::<Vec<_>>())),
-        Arc::new(FixedSizeListArray::new(
-            item,
-            D as i32,
-            Arc::new(Float32Array::from(data.to_vec())),
-            None,
-        )),
-    ];
-    RecordBatch::try_new(schema.clone(), cols).unwrap()
+    common::activation_ipc_batch(schema, &vec![seq; data.len() / D], data)
 }
 
 fn connect(addr: &str, stream: Option<&str>) -> arrow::ipc::writer::StreamWriter<TcpStream> {

@@ -391,6 +391,14 @@ pub struct StreamEnd {
     pub schema: Arc<Schema>,
 }
 
+/// The streams a map holds state for, in name order: the order operators finish them in, so
+/// a run's last outputs never depend on hashing.
+pub fn stream_names<V>(streams: &std::collections::HashMap<Arc<str>, V>) -> Vec<Arc<str>> {
+    let mut names: Vec<Arc<str>> = streams.keys().cloned().collect();
+    names.sort();
+    names
+}
+
 /// What flows along a dataflow edge: a dense or a sparse frame, a block of a result table, or
 /// the end of a stream.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -1,4 +1,5 @@
-//! Helpers shared by the end-to-end tests: running the CLI, finding Python, reading Parquet.
+//! Helpers shared by the end-to-end tests: running the CLI, finding Python, reading Parquet,
+//! building what an `arrow_tcp` client sends.
 #![allow(dead_code)]
 
 pub mod browser;
@@ -234,4 +235,39 @@ pub fn devices() -> Vec<&'static str> {
     } else {
         vec!["cpu", "gpu"]
     }
+}
+
+/// The Arrow schema an `arrow_tcp` client sends: `seq_id`, `pos` and activations `d` wide, with
+/// schema `metadata` such as `neurostream.stream` or `neurostream.token`.
+pub fn activation_ipc_schema(d: usize, metadata: &[(&str, &str)]) -> std::sync::Arc<arrow::datatypes::Schema> {
+    use arrow::datatypes::{Field, Schema};
+    let item = std::sync::Arc::new(Field::new("item", DataType::Float32, false));
+    let metadata: std::collections::HashMap<String, String> =
+        metadata.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    std::sync::Arc::new(Schema::new_with_metadata(
+        vec![
+            Field::new("seq_id", DataType::UInt64, false),
+            Field::new("pos", DataType::UInt32, false),
+            Field::new("act", DataType::FixedSizeList(item, d as i32), false),
+        ],
+        metadata,
+    ))
+}
+
+/// A batch of [`activation_ipc_schema`]: `data` row-major, one `seq_id` per row, `pos` 0, 1, ...
+pub fn activation_ipc_batch(schema: &std::sync::Arc<arrow::datatypes::Schema>, seq: &[u64], data: &[f32]) -> RecordBatch {
+    use arrow::array::{ArrayRef, FixedSizeListArray, Float32Array, UInt32Array, UInt64Array};
+    use arrow::datatypes::Field;
+    let DataType::FixedSizeList(_, d) = schema.field(2).data_type() else {
+        panic!("not an activation schema")
+    };
+    assert_eq!(seq.len() * *d as usize, data.len(), "one seq_id per row");
+    let item = std::sync::Arc::new(Field::new("item", DataType::Float32, false));
+    let values = std::sync::Arc::new(Float32Array::from(data.to_vec()));
+    let cols: Vec<ArrayRef> = vec![
+        std::sync::Arc::new(UInt64Array::from(seq.to_vec())),
+        std::sync::Arc::new(UInt32Array::from((0..seq.len() as u32).collect::<Vec<_>>())),
+        std::sync::Arc::new(FixedSizeListArray::new(item, *d, values, None)),
+    ];
+    RecordBatch::try_new(schema.clone(), cols).unwrap()
 }

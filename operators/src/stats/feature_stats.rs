@@ -405,8 +405,7 @@ impl OperatorInstance for FeatureStatsInstance {
     }
 
     fn finish(&mut self, out: &mut Vec<Batch>) -> Result<()> {
-        let mut names: Vec<Arc<str>> = self.streams.keys().cloned().collect();
-        names.sort();
+        let names = neurostream_engine::stream_names(&self.streams);
         for name in names {
             self.finish_stream(&name, out)?;
         }

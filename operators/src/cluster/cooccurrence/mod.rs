@@ -552,8 +552,7 @@ impl OperatorInstance for CooccurrenceInstance {
     }
 
     fn finish(&mut self, out: &mut Vec<Batch>) -> Result<()> {
-        let mut streams: Vec<Arc<str>> = self.streams.keys().cloned().collect();
-        streams.sort();
+        let streams = neurostream_engine::stream_names(&self.streams);
         for stream in streams {
             self.finish_stream(&stream, out)?;
         }

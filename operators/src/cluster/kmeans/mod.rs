@@ -508,8 +508,7 @@ impl OperatorInstance for KmeansInstance {
     }
 
     fn finish(&mut self, out: &mut Vec<Batch>) -> Result<()> {
-        let mut streams: Vec<Arc<str>> = self.streams.keys().cloned().collect();
-        streams.sort();
+        let streams = neurostream_engine::stream_names(&self.streams);
         for stream in streams {
             self.finish_stream(&stream, true, out)?;
         }

@@ -312,8 +312,7 @@ impl OperatorInstance for HilbertInstance {
     }
 
     fn finish(&mut self, out: &mut Vec<Batch>) -> Result<()> {
-        let mut streams: Vec<Arc<str>> = self.pending.keys().cloned().collect();
-        streams.sort();
+        let streams = neurostream_engine::stream_names(&self.pending);
         for stream in streams {
             let rows = self.pending[&stream].rows;
             if rows > 0 {

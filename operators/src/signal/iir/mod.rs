@@ -270,8 +270,7 @@ impl OperatorInstance for SosInstance {
     }
 
     fn finish(&mut self, out: &mut Vec<Batch>) -> Result<()> {
-        let mut streams: Vec<Arc<str>> = self.held.keys().cloned().collect();
-        streams.sort();
+        let streams = neurostream_engine::stream_names(&self.held);
         for stream in streams {
             self.end_stream(&stream, out)?;
         }

@@ -304,8 +304,7 @@ impl OperatorInstance for ResampleInstance {
     }
 
     fn finish(&mut self, out: &mut Vec<Batch>) -> Result<()> {
-        let mut streams: Vec<Arc<str>> = self.streams.keys().cloned().collect();
-        streams.sort();
+        let streams = neurostream_engine::stream_names(&self.streams);
         for s in streams {
             self.flush(&s, out)?;
         }
