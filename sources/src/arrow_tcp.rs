@@ -593,7 +593,9 @@ impl LiveReader {
                         *open -= 1;
                         if *open == 0 {
                             self.named_open.remove(&stream);
-                            self.named_gone.insert(stream.clone(), Instant::now());
+                            if self.end_named_after.is_some() {
+                                self.named_gone.insert(stream.clone(), Instant::now());
+                            }
                         }
                     }
                     if ended {

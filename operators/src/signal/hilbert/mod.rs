@@ -312,12 +312,8 @@ impl OperatorInstance for HilbertInstance {
     }
 
     fn finish(&mut self, out: &mut Vec<Batch>) -> Result<()> {
-        let streams = neurostream_engine::stream_names(&self.pending);
-        for stream in streams {
-            let rows = self.pending[&stream].rows;
-            if rows > 0 {
-                self.emit_block(&stream, rows, out)?;
-            }
+        for stream in neurostream_engine::stream_names(&self.pending) {
+            self.end_stream(&stream, out)?;
         }
         Ok(())
     }

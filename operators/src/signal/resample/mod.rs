@@ -210,14 +210,6 @@ struct ResampleInstance {
 
 impl ResampleInstance {
     /// Emits outputs `state.next..end` for `stream`.
-    /// Emits every output sample the stream's input so far determines (its end: the samples
-    /// after the last input are zeros, as `scipy.signal.resample_poly` pads).
-    fn flush(&mut self, stream: &Arc<str>, out: &mut Vec<Batch>) -> Result<()> {
-        let seen = self.streams[stream].seen;
-        let n_out = (seen * self.filter.up as i64 + self.filter.down as i64 - 1) / self.filter.down as i64;
-        self.emit(stream, n_out, out)
-    }
-
     fn emit(&mut self, stream: &Arc<str>, end: i64, out: &mut Vec<Batch>) -> Result<()> {
         let st = self.streams.get_mut(stream).expect("state");
         if end <= st.next {
@@ -304,19 +296,21 @@ impl OperatorInstance for ResampleInstance {
     }
 
     fn finish(&mut self, out: &mut Vec<Batch>) -> Result<()> {
-        let streams = neurostream_engine::stream_names(&self.streams);
-        for s in streams {
-            self.flush(&s, out)?;
+        for stream in neurostream_engine::stream_names(&self.streams) {
+            self.end_stream(&stream, out)?;
         }
         Ok(())
     }
 
-    /// Emits the stream's last output samples and drops its state.
+    /// Emits every output sample the stream's input determines (the samples after its last
+    /// input are zeros, as `scipy.signal.resample_poly` pads) and drops its state.
     fn end_stream(&mut self, stream: &Arc<str>, out: &mut Vec<Batch>) -> Result<()> {
-        if self.streams.contains_key(stream) {
-            self.flush(stream, out)?;
-            self.streams.remove(stream);
-        }
+        let Some(seen) = self.streams.get(stream).map(|st| st.seen) else {
+            return Ok(());
+        };
+        let n_out = (seen * self.filter.up as i64 + self.filter.down as i64 - 1) / self.filter.down as i64;
+        self.emit(stream, n_out, out)?;
+        self.streams.remove(stream);
         Ok(())
     }
 }
