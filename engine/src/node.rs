@@ -129,6 +129,13 @@ pub trait SourceReader {
     fn sync(&mut self) -> Result<()> {
         Ok(())
     }
+    /// Live readers behind a journal (checkpointed runs): called once, before the first live
+    /// read, with the run's number in its checkpoint directory (0 for the first start; every
+    /// start counts, so names made with it are never reused by a later run) and the streams
+    /// that had rows and no end when the journal stopped. The previous process's connections
+    /// did not survive it, so a reader whose streams end with their connection ends these
+    /// (`arrow_tcp`). The default ignores it.
+    fn resume(&mut self, _run: u64, _open_streams: Vec<Arc<str>>) {}
     /// Skips the first `batches` batches (resuming from a checkpoint) and returns the rows in
     /// them. The default reads and discards them; readers that can seek may do better.
     fn skip_batches(&mut self, batches: u64) -> Result<u64> {

@@ -30,6 +30,28 @@ import pyarrow as pa
 __all__ = ["Client", "send", "stream_module_output", "activation_schema", "subscribe", "SubscribeError"]
 
 
+MAX_STREAM_NAME_BYTES = 256
+
+
+def check_stream_name(stream: str) -> None:
+    """Raises ``ValueError`` for a stream name the ``arrow_tcp`` source refuses: empty, over 256
+    bytes (UTF-8), holding a control character, or beginning with a digit (names of digits are
+    the unnamed connections': ``live/3``, ``live/2.3`` after a resume)."""
+    if not isinstance(stream, str):
+        raise ValueError(f"stream name {stream!r}: a str is needed")
+    problem = None
+    if not stream:
+        problem = "is empty"
+    elif len(stream.encode()) > MAX_STREAM_NAME_BYTES:
+        problem = f"is longer than {MAX_STREAM_NAME_BYTES} bytes"
+    elif stream[0].isascii() and stream[0].isdigit():
+        problem = "begins with a digit (names of digits are the unnamed connections')"
+    elif any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in stream):
+        problem = "holds a control character"
+    if problem:
+        raise ValueError(f"stream name {stream[:40]!r} {problem}")
+
+
 def activation_schema(d_model: int, stream: Optional[str] = None, with_tokens: bool = False,
                       token: Optional[str] = None) -> pa.Schema:
     """The Arrow schema of neurostream's activation layout for width ``d_model``.
@@ -40,7 +62,8 @@ def activation_schema(d_model: int, stream: Optional[str] = None, with_tokens: b
         fields.append(pa.field("token", pa.string(), nullable=False))
     fields.append(pa.field("act", pa.list_(pa.field("item", pa.float32(), nullable=False), d_model), nullable=False))
     meta = {"neurostream.layout": "activations", "neurostream.d_model": str(d_model)}
-    if stream:
+    if stream is not None:
+        check_stream_name(stream)
         meta["neurostream.stream"] = stream
     if token is not None:
         meta["neurostream.token"] = token
@@ -59,6 +82,8 @@ class Client:
     def __init__(self, host: str = "127.0.0.1", port: int = 7070, stream: Optional[str] = None,
                  compression: Optional[str] = "lz4", d_model: Optional[int] = None, with_tokens: Optional[bool] = None,
                  timeout: float = 30.0, token: Optional[str] = None):
+        if stream is not None:
+            check_stream_name(stream)
         self.host, self.port, self.stream, self.token = host, port, stream, token
         self.compression, self.d_model, self.with_tokens, self.timeout = compression, d_model, with_tokens, timeout
         self._sock = None

@@ -224,6 +224,19 @@ def test_client_module_needs_no_engine():
     assert out.stdout.split() == ["False", "Client"]
 
 
+def test_client_refuses_stream_names_the_source_would_refuse():
+    """The client checks a stream name as the ``arrow_tcp`` source does (before connecting), so
+    a name that could be taken for an unnamed connection's is a ValueError, not a dropped link."""
+    from neurostream.client import Client, activation_schema
+
+    assert activation_schema(4, stream="server-a").metadata[b"neurostream.stream"] == b"server-a"
+    for bad, why in [("3", "digit"), ("0.2", "digit"), ("", "empty"), ("a" * 257, "longer"), ("a\nb", "control")]:
+        with pytest.raises(ValueError, match=why):
+            activation_schema(4, stream=bad)
+    with pytest.raises(ValueError, match="digit"):
+        Client(port=1, stream="7")
+
+
 def test_live_view_serves_the_runs_state_while_it_goes():
     """``start(ui=...)`` serves the live view: /api/state shows the graph and counters as the
     run goes, the report leaves the view's taps out, and a token is required when set."""

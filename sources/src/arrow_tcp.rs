@@ -3,12 +3,16 @@
 //! Each connection sends one Arrow IPC *stream* (schema, then record batches) in the activation
 //! layout (`seq_id: uint64`, `pos: uint32`, optional `token: utf8`, `act:
 //! fixed_size_list<float32>[d_model]`); LZ4- or zstd-compressed IPC buffers are accepted.
-//! Every connection is its own stream, named `<source>/<n>` (n counts connections from 0) or
-//! `<source>/<name>` when the schema metadata carries `neurostream.stream = <name>` (a client
-//! that reconnects under its name continues its stream). An unnamed connection's stream ends
-//! with the connection: operators emit its final tables and let go of its state then (see
+//! Every connection is its own stream, named `<source>/<n>` (n counts connections from 0;
+//! `<source>/<run>.<n>` in the run-th resumed start of a checkpointed pipeline, so a name is
+//! never reused) or `<source>/<name>` when the schema metadata carries `neurostream.stream =
+//! <name>` (a client that reconnects under its name continues its stream; a name may not begin
+//! with a digit, those are the unnamed streams'). An unnamed connection's stream ends with the
+//! connection: operators emit its final tables and let go of its state then (see
 //! [`neurostream_engine::StreamEnd`]); a named stream's state stays for its return, for the
-//! whole run or until it has had no connection for `end_named_streams_after_s`.
+//! whole run or until it has had no connection for `end_named_streams_after_s`. A resumed run
+//! ends the unnamed streams its journal left open (their connections died with the previous
+//! process) before it accepts a connection.
 //!
 //! A connection is decoded on its own thread; decoded frames wait in a bounded channel
 //! (`queue_frames`), so a pipeline that falls behind slows the senders down through TCP flow
@@ -125,6 +129,44 @@ impl ConnectionLimits {
             timeout: Duration::from_secs(60),
         }
     }
+}
+
+/// Longest client stream name (`neurostream.stream`), bytes.
+pub const MAX_STREAM_NAME_BYTES: usize = 256;
+
+/// The stream of unnamed connection `n` in start `run` of the source (0: the first start).
+fn unnamed_stream(source: &str, run: u64, n: usize) -> Arc<str> {
+    match run {
+        0 => format!("{source}/{n}").into(),
+        _ => format!("{source}/{run}.{n}").into(),
+    }
+}
+
+/// Whether `stream` is one of `source`'s unnamed connections (client names cannot begin with a
+/// digit).
+fn is_unnamed(source: &str, stream: &str) -> bool {
+    stream
+        .strip_prefix(source)
+        .and_then(|rest| rest.strip_prefix('/'))
+        .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+}
+
+/// Checks a client's stream name (`neurostream.stream`): it becomes part of every output row's
+/// stream, so it is short, printable, and never one of the unnamed connections' names.
+fn check_client_name(name: &str) -> std::result::Result<(), String> {
+    let problem = if name.is_empty() {
+        "is empty"
+    } else if name.len() > MAX_STREAM_NAME_BYTES {
+        "is longer than 256 bytes"
+    } else if name.starts_with(|c: char| c.is_ascii_digit()) {
+        "begins with a digit (names of digits are the unnamed connections')"
+    } else if name.chars().any(char::is_control) {
+        "holds a control character"
+    } else {
+        return Ok(());
+    };
+    let shown: String = name.chars().take(40).collect();
+    Err(format!("stream name (`neurostream.stream`) {shown:?} {problem}"))
 }
 
 fn default_listen() -> String {
@@ -258,18 +300,20 @@ impl Source for ArrowTcpSource {
             max_message_bytes: (self.cfg.max_message_mb * 1048576.0) as u64,
             timeout: Duration::from_secs_f64(self.cfg.connection_timeout_s.or(self.cfg.idle_timeout_s).unwrap_or(60.0)),
         };
-        spawn_acceptor(
+        let acceptor = Acceptor {
             listener,
-            Events {
+            events: Events {
                 tx,
                 waker: waker.clone(),
             },
-            self.name.clone(),
-            self.schema.clone(),
-            (self.cfg.connections, self.cfg.max_connections),
+            source: self.name.clone(),
+            schema: self.schema.clone(),
+            total: self.cfg.connections,
+            max_open: self.cfg.max_connections,
             limits,
-        );
+        };
         Ok(Box::new(LiveReader {
+            acceptor: Some(acceptor),
             name: self.name.clone(),
             schema: self.schema.clone(),
             rx,
@@ -315,11 +359,40 @@ impl Slots {
     }
 }
 
-/// Accepts connections on its own thread: one reader thread per connection, at most
-/// `max_open` at once. While that many are open the next client is not accepted: it waits in
-/// the listen queue (its sends block in TCP) until one closes. Refusing it instead would lose
-/// what it sent, unseen: a client that wrote a whole stream into its socket before the close
-/// could not tell. Stops after `total` connections when set.
+/// A bound listener whose connections are not accepted yet: the reader starts it once it knows
+/// the run's number (a resumed run names its connections after it).
+struct Acceptor {
+    listener: TcpListener,
+    events: Events,
+    source: Arc<str>,
+    schema: Arc<Schema>,
+    /// Connections after which it stops (`connections`), if any.
+    total: Option<usize>,
+    /// Connections read at once (`max_connections`).
+    max_open: usize,
+    limits: ConnectionLimits,
+}
+
+impl Acceptor {
+    /// Accepts connections on its own thread: one reader thread per connection, at most
+    /// `max_open` at once. While that many are open the next client is not accepted: it waits in
+    /// the listen queue (its sends block in TCP) until one closes. Refusing it instead would
+    /// lose what it sent, unseen: a client that wrote a whole stream into its socket before the
+    /// close could not tell. Stops after `total` connections when set.
+    fn spawn(self, run: u64) {
+        let Acceptor {
+            listener,
+            events: tx,
+            source,
+            schema,
+            total,
+            max_open,
+            limits,
+        } = self;
+        spawn_acceptor(listener, tx, source, schema, (total, max_open), limits, run);
+    }
+}
+
 fn spawn_acceptor(
     listener: TcpListener,
     tx: Events,
@@ -327,6 +400,7 @@ fn spawn_acceptor(
     schema: Arc<Schema>,
     (total, max_open): (Option<usize>, usize),
     limits: ConnectionLimits,
+    run: u64,
 ) {
     let slots = Arc::new(Slots {
         open: Mutex::new(0),
@@ -357,17 +431,25 @@ fn spawn_acceptor(
                 if !tx.send(Event::Opened) {
                     break; // the pipeline is gone
                 }
-                let conn = (tx.clone(), source.clone(), schema.clone(), limits.clone(), slots.clone());
+                let unnamed = unnamed_stream(&source, run, n);
+                let conn = (
+                    tx.clone(),
+                    source.clone(),
+                    schema.clone(),
+                    limits.clone(),
+                    slots.clone(),
+                    unnamed.clone(),
+                );
                 let spawned = std::thread::Builder::new().name(format!("{source}-conn{n}")).spawn(move || {
-                    let (tx, source, schema, limits, slots) = conn;
-                    read_connection(stream, n, &source, &schema, &limits, &tx);
+                    let (tx, source, schema, limits, slots, unnamed) = conn;
+                    read_connection(stream, unnamed, &source, &schema, &limits, &tx);
                     slots.give_back();
                 });
                 if let Err(e) = spawned {
                     slots.give_back();
                     let reason = format!("cannot start a connection thread: {e}");
                     let _ = tx.send(Event::Closed {
-                        stream: format!("{source}/{n}").into(),
+                        stream: unnamed,
                         reason: Some(reason),
                         ended: true,
                         announced: false,
@@ -382,32 +464,30 @@ fn spawn_acceptor(
 }
 
 /// Reads one client's IPC stream until it ends or fails; always reports how it ended.
-fn read_connection(stream: TcpStream, n: usize, source: &str, schema: &Arc<Schema>, limits: &ConnectionLimits, tx: &Events) {
+fn read_connection(
+    stream: TcpStream,
+    unnamed: Arc<str>,
+    source: &str,
+    schema: &Arc<Schema>,
+    limits: &ConnectionLimits,
+    tx: &Events,
+) {
     let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
-    let unnamed: Arc<str> = format!("{source}/{n}").into();
     let mut name = unnamed.clone();
     let mut announced = false;
     let outcome = stream
         .set_read_timeout(Some(limits.timeout))
         .map_err(|e| e.to_string())
         .and_then(|()| {
-            decode_ipc_stream(
-                BufReader::new(stream),
-                &format!("{source}/{n}"),
-                source,
-                schema,
-                limits,
-                &mut name,
-                |frame| {
-                    if !announced && frame.stream != unnamed {
-                        announced = true;
-                        if !tx.send(Event::Named(frame.stream.clone())) {
-                            return false;
-                        }
+            decode_ipc_stream(BufReader::new(stream), &unnamed, source, schema, limits, &mut name, |frame| {
+                if !announced && frame.stream != unnamed {
+                    announced = true;
+                    if !tx.send(Event::Named(frame.stream.clone())) {
+                        return false;
                     }
-                    tx.send(Event::Frame(frame))
-                },
-            )
+                }
+                tx.send(Event::Frame(frame))
+            })
         });
     let reason = outcome.err().map(|e| format!("client {peer}: {e}"));
     let _ = tx.send(Event::Closed {
@@ -474,6 +554,7 @@ fn decode_ipc_stream_inner<R: std::io::Read>(
         return Err("unauthorized: this source needs its token as `neurostream.token` in the schema metadata".into());
     }
     if let Some(client) = arrow_schema.metadata().get("neurostream.stream") {
+        check_client_name(client)?;
         *name = format!("{source}/{client}").into();
     }
     let mut decoder = Decoder::new(&arrow_schema, "act", None).map_err(|e| format!("not the activation layout: {e}"))?;
@@ -541,6 +622,8 @@ impl SourceReader for IdleReader {
 }
 
 struct LiveReader {
+    /// The listener until the reader starts accepting (its first read, or its resume).
+    acceptor: Option<Acceptor>,
     name: Arc<str>,
     schema: Arc<Schema>,
     rx: Receiver<Event>,
@@ -564,7 +647,15 @@ struct LiveReader {
 }
 
 impl LiveReader {
+    /// Starts accepting connections, naming unnamed ones after start `run`, once.
+    fn start(&mut self, run: u64) {
+        if let Some(acceptor) = self.acceptor.take() {
+            acceptor.spawn(run);
+        }
+    }
+
     fn drain(&mut self) {
+        self.start(0);
         loop {
             match self.rx.try_recv() {
                 Ok(Event::Frame(f)) => {
@@ -677,6 +768,31 @@ impl SourceReader for LiveReader {
         self.waker.set(waker);
         true
     }
+
+    /// Ends the unnamed streams the previous run left open (their connections are gone; a new
+    /// client must not continue them), starts the named ones' absence clocks, then accepts
+    /// connections named after `run`.
+    fn resume(&mut self, run: u64, open_streams: Vec<Arc<str>>) {
+        let mut ended = 0;
+        for stream in open_streams {
+            if is_unnamed(&self.name, &stream) {
+                ended += 1;
+                self.pending.push_back(Batch::End(StreamEnd {
+                    stream,
+                    schema: self.schema.clone(),
+                }));
+            } else if self.end_named_after.is_some() {
+                self.named_gone.insert(stream, Instant::now());
+            }
+        }
+        if ended > 0 {
+            tracing::info!(
+                "source `{}`: ended {ended} unnamed streams whose connections did not survive the restart",
+                self.name
+            );
+        }
+        self.start(run);
+    }
 }
 
 #[cfg(test)]
@@ -687,13 +803,12 @@ mod tests {
     use arrow::ipc::writer::StreamWriter;
     use arrow::record_batch::RecordBatch;
 
-    /// The reader takes the runtime's waker and a client's batch calls it, so the worker runs
-    /// the source as the batch arrives instead of polling every millisecond for it.
-    #[test]
-    fn a_client_batch_wakes_the_reader() {
-        let dir = tempfile::tempdir().unwrap();
-        let address_file = dir.path().join("address");
-        let cfg: ArrowTcpConfig = toml::from_str("listen = \"127.0.0.1:0\"\nd_model = 4\nconnections = 1").unwrap();
+    /// A source `live` of width 4 on a free loopback port with the `extra` keys, and the file
+    /// holding its address.
+    fn open_source(dir: &std::path::Path, extra: &str) -> (Box<dyn SourceReader>, std::path::PathBuf) {
+        let address_file = dir.join("address");
+        let cfg: ArrowTcpConfig =
+            toml::from_str(&format!("listen = \"127.0.0.1:0\"\nd_model = 4\nconnections = 1\n{extra}")).unwrap();
         let source = ArrowTcpSource {
             name: "live".into(),
             listen: "127.0.0.1:0".parse().unwrap(),
@@ -701,7 +816,48 @@ mod tests {
             schema: Arc::new(Schema::activation(4, None, None)),
             cfg,
         };
-        let mut reader = source.open(WorkerPos { index: 0, peers: 1 }).unwrap();
+        (source.open(WorkerPos { index: 0, peers: 1 }).unwrap(), address_file)
+    }
+
+    /// Two rows of width 4 in the activation layout, the schema carrying `metadata`.
+    fn two_rows(metadata: &[(&str, &str)]) -> RecordBatch {
+        let item = Arc::new(Field::new("item", DataType::Float32, false));
+        let act = FixedSizeListArray::new(item.clone(), 4, Arc::new(Float32Array::from(vec![1.0f32; 8])), None);
+        let schema = arrow::datatypes::Schema::new_with_metadata(
+            vec![
+                Field::new("seq_id", DataType::UInt64, false),
+                Field::new("pos", DataType::UInt32, false),
+                Field::new("act", DataType::FixedSizeList(item, 4), false),
+            ],
+            metadata
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<std::collections::HashMap<_, _>>(),
+        );
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(UInt64Array::from(vec![7u64, 7])),
+            Arc::new(UInt32Array::from(vec![0u32, 1])),
+            Arc::new(act),
+        ];
+        RecordBatch::try_new(Arc::new(schema), columns).unwrap()
+    }
+
+    /// The next batch the reader returns, waiting up to 20 s for it.
+    fn next_ready(reader: &mut dyn SourceReader) -> Batch {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !reader.ready() {
+            assert!(Instant::now() < deadline, "no batch came");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        reader.next_batch().unwrap().expect("a batch").1
+    }
+
+    /// The reader takes the runtime's waker and a client's batch calls it, so the worker runs
+    /// the source as the batch arrives instead of polling every millisecond for it.
+    #[test]
+    fn a_client_batch_wakes_the_reader() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut reader, address_file) = open_source(dir.path(), "");
         let (woken_tx, woken) = crossbeam_channel::unbounded();
         assert!(reader.set_waker(Arc::new(move || {
             let _ = woken_tx.send(());
@@ -709,14 +865,7 @@ mod tests {
         assert!(!reader.ready(), "nothing has arrived yet");
 
         let address = std::fs::read_to_string(&address_file).unwrap();
-        let item = Arc::new(Field::new("item", DataType::Float32, false));
-        let act = FixedSizeListArray::new(item, 4, Arc::new(Float32Array::from(vec![1.0f32; 8])), None);
-        let columns: Vec<ArrayRef> = vec![
-            Arc::new(UInt64Array::from(vec![7u64, 7])),
-            Arc::new(UInt32Array::from(vec![0u32, 1])),
-            Arc::new(act),
-        ];
-        let batch = RecordBatch::try_from_iter(["seq_id", "pos", "act"].into_iter().zip(columns)).unwrap();
+        let batch = two_rows(&[]);
         let client = TcpStream::connect(address.trim()).unwrap();
         let mut writer = StreamWriter::try_new(client, &batch.schema()).unwrap();
         writer.write(&batch).unwrap();
@@ -736,5 +885,94 @@ mod tests {
         let (_, got) = reader.next_batch().unwrap().expect("the client's batch");
         assert_eq!(got.rows(), 2);
         writer.finish().unwrap();
+    }
+
+    /// A resumed reader first ends the unnamed streams the previous run left open (not the
+    /// named ones: their clients may come back), then names new connections after its run, so
+    /// a new client never continues a dead client's state.
+    #[test]
+    fn a_resumed_reader_ends_the_unnamed_streams_left_open_and_names_new_ones_after_its_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut reader, address_file) = open_source(dir.path(), "");
+        reader.resume(2, vec!["live/0".into(), "live/1.3".into(), "live/alpha".into()]);
+        for expected in ["live/0", "live/1.3"] {
+            let batch = next_ready(reader.as_mut());
+            assert!(batch.is_end(), "{batch:?}");
+            assert_eq!(&**batch.stream(), expected);
+        }
+        let address = std::fs::read_to_string(&address_file).unwrap();
+        let batch = two_rows(&[]);
+        let mut writer = StreamWriter::try_new(TcpStream::connect(address.trim()).unwrap(), &batch.schema()).unwrap();
+        writer.write(&batch).unwrap();
+        writer.flush().unwrap();
+        let got = next_ready(reader.as_mut());
+        assert_eq!(got.rows(), 2);
+        assert_eq!(&**got.stream(), "live/2.0");
+        writer.finish().unwrap();
+    }
+
+    /// With `end_named_streams_after_s`, a resume starts the absence clock of the named streams
+    /// the previous run left: one whose client does not come back ends after the limit.
+    #[test]
+    fn a_resume_times_the_named_streams_left_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut reader, _) = open_source(dir.path(), "end_named_streams_after_s = 0.2");
+        let started = Instant::now();
+        reader.resume(1, vec!["live/alpha".into()]);
+        let end = next_ready(reader.as_mut());
+        assert!(end.is_end() && &**end.stream() == "live/alpha", "{end:?}");
+        assert!(started.elapsed() >= Duration::from_millis(200), "ended before the limit");
+    }
+
+    #[test]
+    fn unnamed_streams_are_told_from_named_ones() {
+        assert_eq!(&*unnamed_stream("live", 0, 4), "live/4");
+        assert_eq!(&*unnamed_stream("live", 3, 4), "live/3.4");
+        assert!(is_unnamed("live", "live/4") && is_unnamed("live", "live/3.4"));
+        assert!(!is_unnamed("live", "live/a4") && !is_unnamed("live", "other/4") && !is_unnamed("live", "live4"));
+    }
+
+    /// A client's stream name is checked before any of its rows is accepted: one that could be
+    /// taken for an unnamed connection's, an empty, oversized or unprintable one ends the
+    /// connection with the reason.
+    #[test]
+    fn client_stream_names_are_checked() {
+        for good in ["server-a", "a", "replica 7", "模型"] {
+            assert_eq!(check_client_name(good), Ok(()), "{good}");
+        }
+        let long = "a".repeat(MAX_STREAM_NAME_BYTES + 1);
+        for (bad, why) in [
+            ("3", "begins with a digit"),
+            ("0.1", "begins with a digit"),
+            ("", "is empty"),
+            (long.as_str(), "longer than 256"),
+            ("a\nb", "control character"),
+        ] {
+            let e = check_client_name(bad).unwrap_err();
+            assert!(e.contains(why) && e.contains("neurostream.stream"), "{bad:?}: {e}");
+        }
+        let batch = two_rows(&[("neurostream.stream", "3")]);
+        let mut bytes = Vec::new();
+        let mut w = StreamWriter::try_new(&mut bytes, &batch.schema()).unwrap();
+        w.write(&batch).unwrap();
+        w.finish().unwrap();
+        drop(w);
+        let schema = Arc::new(Schema::activation(4, None, None));
+        let (mut name, mut frames) = (Arc::<str>::from("live/0"), 0);
+        let e = decode_ipc_stream(
+            bytes.as_slice(),
+            "live/0",
+            "live",
+            &schema,
+            &ConnectionLimits::default_for_tests(),
+            &mut name,
+            |_| {
+                frames += 1;
+                true
+            },
+        )
+        .unwrap_err();
+        assert!(e.contains("begins with a digit"), "{e}");
+        assert_eq!(frames, 0, "no row of a refused name is accepted");
     }
 }

@@ -14,7 +14,14 @@
 //! record is `len: u32 LE, crc32: u32 LE, postcard((time, Batch))`. A segment is closed after
 //! [`SEGMENT_BYTES`]; whole segments that precede the newest durable checkpoint are removed.
 //! A torn record at the very end (a crash inside `write`) ends the replay there.
+//!
+//! Beside each segment, `seg-….streams` lists the streams that had rows and no end before the
+//! segment's first record (postcard `Vec<String>`), and `runs` counts the starts of the reader.
+//! A resume follows the streams through the skipped and replayed records and hands the ones
+//! still open, with the run's number, to the live reader ([`SourceReader::resume`]): their
+//! connections died with the previous process.
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -51,6 +58,40 @@ fn parse_segment(name: &str) -> Option<Base> {
         rows: next()?,
         end_time: next()?,
     })
+}
+
+/// The file beside a segment that lists the streams open before its first record.
+fn streams_path(segment: &Path) -> PathBuf {
+    segment.with_extension("streams")
+}
+
+/// The streams open before `segment` (none when its list is missing: journals written before
+/// the lists existed).
+fn read_streams(dir: &Path, segment: &Path) -> Result<HashSet<Arc<str>>> {
+    let path = streams_path(segment);
+    match std::fs::read(&path) {
+        Ok(bytes) => postcard::from_bytes::<Vec<String>>(&bytes)
+            .map(|v| v.into_iter().map(Arc::from).collect())
+            .map_err(|e| journal_err(dir, format!("{} is corrupt: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(HashSet::new()),
+        Err(e) => Err(journal_err(dir, format!("cannot read {}: {e}", path.display()))),
+    }
+}
+
+/// Counts this start in `dir/runs` and returns how many starts came before it.
+fn count_run(dir: &Path) -> Result<u64> {
+    let path = dir.join("runs");
+    let before = match std::fs::read_to_string(&path) {
+        Ok(text) => text
+            .trim()
+            .parse::<u64>()
+            .map_err(|e| journal_err(dir, format!("{} is corrupt: {e}", path.display())))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(journal_err(dir, format!("cannot read {}: {e}", path.display()))),
+    };
+    crate::files::write_atomic(&path, (before + 1).to_string().as_bytes())
+        .map_err(|e| journal_err(dir, format!("cannot write {}: {e}", path.display())))?;
+    Ok(before)
 }
 
 fn journal_err(dir: &Path, message: String) -> EngineError {
@@ -172,6 +213,10 @@ pub(super) struct JournaledReader {
     failed: Option<EngineError>,
     /// The checkpoint it resumed from says the stream had ended: it stays ended.
     ended: bool,
+    /// Starts of this reader before this one (the `runs` file).
+    run: u64,
+    /// Streams with rows and no end so far.
+    open_streams: HashSet<Arc<str>>,
 }
 
 impl JournaledReader {
@@ -179,6 +224,7 @@ impl JournaledReader {
     pub(super) fn open(inner: Box<dyn SourceReader>, dir: PathBuf, durable: DurableBatches) -> Result<JournaledReader> {
         std::fs::create_dir_all(&dir).map_err(|e| journal_err(&dir, format!("cannot create it: {e}")))?;
         let queue = segments(&dir)?.into();
+        let run = count_run(&dir)?;
         Ok(JournaledReader {
             inner,
             dir,
@@ -195,6 +241,8 @@ impl JournaledReader {
             pending: None,
             failed: None,
             ended: false,
+            run,
+            open_streams: HashSet::new(),
         })
     }
 
@@ -222,6 +270,15 @@ impl JournaledReader {
         self.rows += batch.rows() as u64;
         self.end_time = self.end_time.max(time + 1);
         self.last_time = time;
+        match batch {
+            Batch::End(end) => {
+                self.open_streams.remove(&end.stream);
+            }
+            Batch::Dense(_) | Batch::Sparse(_) if !self.open_streams.contains(batch.stream()) => {
+                self.open_streams.insert(batch.stream().clone());
+            }
+            _ => {}
+        }
     }
 
     /// Appends one record, starting a new segment first when there is none or it is full.
@@ -253,6 +310,14 @@ impl JournaledReader {
             end_time: self.end_time,
         };
         let path = self.dir.join(segment_name(base));
+        let open: Vec<&str> = self.open_streams.iter().map(|s| &**s).collect();
+        let list = postcard::to_stdvec(&open).map_err(|e| journal_err(&self.dir, format!("cannot encode streams: {e}")))?;
+        crate::files::write_atomic(&streams_path(&path), &list).map_err(|e| {
+            journal_err(
+                &self.dir,
+                format!("cannot write {} (disk full?): {e}", streams_path(&path).display()),
+            )
+        })?;
         let f = File::create(&path).map_err(|e| journal_err(&self.dir, format!("cannot create {}: {e}", path.display())))?;
         self.writer = Some((f, 0));
         if let Some(durable) = (self.durable)() {
@@ -260,20 +325,27 @@ impl JournaledReader {
             for pair in segs.windows(2) {
                 if pair[1].0.batches <= durable {
                     let _ = std::fs::remove_file(&pair[0].1);
+                    let _ = std::fs::remove_file(streams_path(&pair[0].1));
                 }
             }
         }
         Ok(())
     }
 
-    /// Leaves the replay: the live reader's times go on from the journal's end.
+    /// Leaves the replay: the live reader's times go on from the journal's end, and it learns
+    /// which streams the previous run left open.
     fn go_live(&mut self) {
-        if self.replay.take().is_some() && self.replayed > 0 {
-            tracing::info!(
-                "{}: replayed {} batches read after the checkpoint; reading live again",
-                self.dir.display(),
-                self.replayed
-            );
+        if self.replay.take().is_some() {
+            if self.replayed > 0 {
+                tracing::info!(
+                    "{}: replayed {} batches read after the checkpoint; reading live again",
+                    self.dir.display(),
+                    self.replayed
+                );
+            }
+            let mut open: Vec<Arc<str>> = self.open_streams.iter().cloned().collect();
+            open.sort();
+            self.inner.resume(self.run, open);
         }
         self.offset.get_or_insert(self.end_time);
     }
@@ -344,9 +416,10 @@ impl SourceReader for JournaledReader {
             r.queue.pop_front();
         }
         match r.queue.front() {
-            Some((base, _)) if base.batches <= batches => {
+            Some((base, path)) if base.batches <= batches => {
                 (self.batches, self.rows, self.end_time) = (base.batches, base.rows, base.end_time);
                 self.last_time = base.end_time.saturating_sub(1);
+                self.open_streams = read_streams(&self.dir, path)?;
             }
             _ if batches == 0 => return Ok(0),
             _ => {
@@ -536,5 +609,104 @@ mod tests {
         let mut r = JournaledReader::open(Box::new(Counter { next: 0, n: 0 }), j, never()).unwrap();
         let e = r.skip_batches(2).unwrap_err().to_string();
         assert!(e.contains("does not hold the 2 batches"), "{e}");
+    }
+
+    /// What each resume told a reader: its run and the streams left open.
+    type Resumes = Arc<std::sync::Mutex<Vec<(u64, Vec<Arc<str>>)>>>;
+
+    /// A live reader of scripted batches that records what its resume told it.
+    struct Scripted {
+        batches: std::collections::VecDeque<Batch>,
+        next: u64,
+        resumed: Resumes,
+    }
+
+    impl SourceReader for Scripted {
+        fn next_batch(&mut self) -> Result<Option<(u64, Batch)>> {
+            Ok(self.batches.pop_front().map(|b| {
+                let t = self.next;
+                self.next += b.rows() as u64;
+                (t, b)
+            }))
+        }
+        fn next_time(&self) -> Option<u64> {
+            (!self.batches.is_empty()).then_some(self.next)
+        }
+        fn resume(&mut self, run: u64, open_streams: Vec<Arc<str>>) {
+            self.resumed.lock().unwrap().push((run, open_streams));
+        }
+    }
+
+    fn rows_of(stream: &str) -> Batch {
+        let schema = Arc::new(Schema::signal(&["a"], "uV", 100.0));
+        Batch::Dense(Frame::new(stream.into(), schema, RowIndex::Samples(vec![0]), vec![1.0]).unwrap())
+    }
+
+    fn end_of(stream: &str) -> Batch {
+        let schema = Arc::new(Schema::signal(&["a"], "uV", 100.0));
+        Batch::End(crate::frame::StreamEnd {
+            stream: stream.into(),
+            schema,
+        })
+    }
+
+    /// Each start is counted, and a resume tells the live reader which streams had rows and no
+    /// end where the previous run stopped: followed through the segment lists, the skipped and
+    /// the replayed records, whatever segments the checkpoint let go.
+    #[test]
+    fn a_resume_tells_the_reader_its_run_and_the_streams_left_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = dir.path().join("j");
+        let resumed: Resumes = Arc::default();
+        let scripted = |batches: Vec<Batch>| Scripted {
+            batches: batches.into(),
+            next: 0,
+            resumed: resumed.clone(),
+        };
+        let first = vec![
+            rows_of("a"),
+            rows_of("b"),
+            end_of("a"),
+            rows_of("c"),
+            rows_of("d"),
+            end_of("c"),
+        ];
+        let mut w = JournaledReader::open(Box::new(scripted(first)), j.clone(), never()).unwrap();
+        for i in 0..6 {
+            w.next_batch().unwrap().unwrap();
+            if i == 2 {
+                w.writer = None; // a new segment after `end(a)`: its list says b is open
+            }
+        }
+        assert_eq!(resumed.lock().unwrap().as_slice(), &[(0, vec![])], "the first start");
+        drop(w);
+        // The segment at 3 now holds the first run's rest; drop the first segment as a durable
+        // checkpoint at 4 would have, and resume there: b from the list, d from the replay.
+        let segs = segments(&j).unwrap();
+        assert_eq!(segs.len(), 2);
+        std::fs::remove_file(&segs[0].1).unwrap();
+        let mut r = JournaledReader::open(Box::new(scripted(vec![rows_of("e")])), j.clone(), never()).unwrap();
+        r.skip_batches(4).unwrap();
+        let got = read_all(&mut r);
+        assert_eq!(got.len(), 2 + 1, "2 replayed, 1 live");
+        assert_eq!(
+            resumed.lock().unwrap().last().unwrap(),
+            &(1, vec![Arc::from("b"), Arc::from("d")])
+        );
+        drop(r);
+        // A journal whose segments have no lists (written before them) starts from none open.
+        for (_, seg) in segments(&j).unwrap() {
+            std::fs::remove_file(streams_path(&seg)).unwrap();
+        }
+        let mut r = JournaledReader::open(Box::new(scripted(vec![])), j.clone(), never()).unwrap();
+        r.skip_batches(6).unwrap();
+        read_all(&mut r);
+        assert_eq!(resumed.lock().unwrap().last().unwrap(), &(2, vec![Arc::from("e")]));
+        // A damaged list is an error naming it.
+        let seg = segments(&j).unwrap()[0].1.clone();
+        std::fs::write(streams_path(&seg), [0xff, 0xff, 0xff]).unwrap();
+        let mut r = JournaledReader::open(Box::new(scripted(vec![])), j, never()).unwrap();
+        let e = r.skip_batches(4).unwrap_err().to_string();
+        assert!(e.contains(".streams is corrupt"), "{e}");
     }
 }
