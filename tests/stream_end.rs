@@ -324,3 +324,48 @@ fn a_resumed_run_ends_the_unnamed_streams_of_the_killed_one() {
         assert_zscores(&got[1].1, &second, &format!("{workers} workers, the resumed run's client"));
     }
 }
+
+/// The console sink summarizes a stream when it ends (on stdout, marked `[ended]`) and forgets
+/// it; the run report then counts the ended streams instead of listing every past client. The
+/// summary's mean and standard deviation are checked against float64.
+#[test]
+fn the_console_sink_summarizes_a_stream_when_it_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("p.toml"),
+        format!(
+            "[sources.live]\nkind = \"arrow_tcp\"\nlisten = \"127.0.0.1:0\"\nd_model = {D}\n\
+             address_file = \"address.txt\"\nconnections = 3\n\n\
+             [sinks.show]\nkind = \"console\"\ninput = \"live\"\n"
+        ),
+    )
+    .unwrap();
+    let (child, addr) = common::spawn_live(d, "p.toml", &["--quiet"]);
+    let sent: Vec<Vec<f32>> = (1..=3).map(|k| values(k, 10 + k)).collect();
+    for (k, data) in sent.iter().enumerate() {
+        let mut w = connect(&addr, None);
+        w.write(&batch(&schema(None), k as u64, data)).unwrap();
+        w.finish().unwrap();
+    }
+    let out = common::wait_ok(child);
+    for (k, data) in sent.iter().enumerate() {
+        let head = format!("stream live/{k}: {} rows", data.len() / D);
+        let at = out.find(&head).unwrap_or_else(|| panic!("no summary of live/{k}:\n{out}"));
+        let line = out[at..].lines().next().unwrap();
+        assert!(line.ends_with("[ended]"), "{line}");
+        // The first channel's line follows: its mean and standard deviation (population).
+        let column: Vec<f64> = data.iter().step_by(D).map(|&v| v as f64).collect();
+        let mean = column.iter().sum::<f64>() / column.len() as f64;
+        let std = (column.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / column.len() as f64).sqrt();
+        let channel = out[at..].lines().nth(1).unwrap();
+        let number = |key: &str| -> f64 {
+            let rest = &channel[channel.find(key).unwrap() + key.len()..];
+            rest.split_whitespace().next().unwrap().parse().unwrap()
+        };
+        assert!((number("mean") - mean).abs() < 1e-4, "{channel}: mean {mean}");
+        assert!((number("std") - std).abs() < 1e-4, "{channel}: std {std}");
+    }
+    assert!(out.contains("3 streams ended during the run"), "{out}");
+    assert_eq!(out.matches("stream live/0:").count(), 1, "summarized twice:\n{out}");
+}

@@ -331,8 +331,15 @@ pub trait Sink: Send + Sync {
 /// One worker's writer. Batches arrive in event-time order.
 pub trait SinkWriter {
     /// Writes one batch. The runtime never hands a writer the end of a stream
-    /// ([`crate::StreamEnd`]); writers driven by hand may ignore it.
+    /// ([`crate::StreamEnd`]) here but calls [`SinkWriter::end_stream`]; writers driven by hand
+    /// may ignore it.
     fn write(&mut self, batch: &Batch) -> Result<()>;
+    /// The stream `stream` ended: no more of its rows come. Writers that keep something per
+    /// stream report it and let it go here, so a long run whose clients come and go stays
+    /// bounded. Called in order with the writes. The default does nothing.
+    fn end_stream(&mut self, _stream: &str) -> Result<()> {
+        Ok(())
+    }
     /// Writes one batch the writer may take apart: what the runtime calls. Writers that keep
     /// a batch's values (a live sink hands them to its subscribers) move them instead of
     /// copying; the default writes it by reference.

@@ -1,7 +1,10 @@
 //! `console`: reports a summary of each stream it receives when the run ends: rows, time span,
 //! and per channel the mean, standard deviation, minimum and maximum (float64 accumulation).
-//! Rows of result tables named in `print_tables` (default: `alerts`) are printed to stdout as
-//! they arrive, one line per row (`table stream: column=value ...`).
+//! A stream that ends during the run (an unnamed live client that disconnected) has its summary
+//! printed to stdout then and is forgotten, so a service with clients coming and going keeps no
+//! summary per past client; the run report counts them. Rows of result tables named in
+//! `print_tables` (default: `alerts`) are printed to stdout as they arrive, one line per row
+//! (`table stream: column=value ...`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -67,6 +70,7 @@ impl Sink for ConsoleSink {
             schema: self.schema.clone(),
             streams: BTreeMap::new(),
             tables: BTreeMap::new(),
+            ended: 0,
         }))
     }
 }
@@ -89,6 +93,52 @@ struct ConsoleWriter {
     streams: BTreeMap<String, Summary>,
     /// Rows received per (stream, table).
     tables: BTreeMap<(String, String), u64>,
+    /// Streams that ended during the run (summarized when they ended).
+    ended: u64,
+}
+
+impl ConsoleWriter {
+    /// The summary of `stream`: a line with its rows and span, then one per channel.
+    fn summary_lines(&self, stream: &str, s: &Summary, failure: Option<&str>) -> Vec<String> {
+        let mut lines = vec![format!(
+            "stream {stream}: {} rows ({}), {} .. {}{}",
+            s.rows,
+            self.schema.describe(),
+            s.first.as_deref().unwrap_or("-"),
+            s.last.as_deref().unwrap_or("-"),
+            if failure.is_some() { " [run failed]" } else { "" }
+        )];
+        if s.nnz > 0 {
+            lines.push(format!("  mean L0 {:.2}", s.nnz as f64 / s.rows.max(1) as f64));
+        }
+        let shown = s.mean.len().min(self.cfg.max_channels);
+        for c in 0..shown {
+            let std = (s.m2[c] / s.rows.max(1) as f64).sqrt();
+            lines.push(format!(
+                "  {:>10}  mean {:>11.4}  std {:>10.4}  min {:>11.4}  max {:>11.4}",
+                self.schema.channels.get(c).map(|c| c.name.as_str()).unwrap_or("?"),
+                s.mean[c],
+                std,
+                s.min[c],
+                s.max[c]
+            ));
+        }
+        if s.mean.len() > shown {
+            lines.push(format!("  ... {} more channels", s.mean.len() - shown));
+        }
+        lines
+    }
+
+    /// The table counts of `stream`, taken out of `tables`.
+    fn table_count_lines(&mut self, stream: &str) -> Vec<String> {
+        let keys: Vec<(String, String)> = self.tables.keys().filter(|(s, _)| s == stream).cloned().collect();
+        keys.into_iter()
+            .map(|key| {
+                let rows = self.tables.remove(&key).unwrap_or_default();
+                format!("stream {stream}: table {}, {rows} rows", key.1)
+            })
+            .collect()
+    }
 }
 
 /// One line per row: `table stream: col=value col=value ...`.
@@ -173,40 +223,34 @@ impl SinkWriter for ConsoleWriter {
         Ok(())
     }
 
+    fn end_stream(&mut self, stream: &str) -> Result<()> {
+        let mut lines = match self.streams.remove(stream) {
+            Some(s) => self.summary_lines(stream, &s, None),
+            None => Vec::new(),
+        };
+        lines.extend(self.table_count_lines(stream));
+        if !lines.is_empty() {
+            self.ended += 1;
+            lines[0].push_str(" [ended]");
+            println!("{}", lines.join("\n"));
+        }
+        Ok(())
+    }
+
     fn finish(self: Box<Self>, failure: Option<&str>) -> Result<Vec<String>> {
         let mut lines = Vec::new();
         for (stream, s) in &self.streams {
-            lines.push(format!(
-                "stream {stream}: {} rows ({}), {} .. {}{}",
-                s.rows,
-                self.schema.describe(),
-                s.first.as_deref().unwrap_or("-"),
-                s.last.as_deref().unwrap_or("-"),
-                if failure.is_some() { " [run failed]" } else { "" }
-            ));
-            if s.nnz > 0 {
-                lines.push(format!("  mean L0 {:.2}", s.nnz as f64 / s.rows.max(1) as f64));
-            }
-            let shown = s.mean.len().min(self.cfg.max_channels);
-            for c in 0..shown {
-                let std = (s.m2[c] / s.rows.max(1) as f64).sqrt();
-                lines.push(format!(
-                    "  {:>10}  mean {:>11.4}  std {:>10.4}  min {:>11.4}  max {:>11.4}",
-                    self.schema.channels.get(c).map(|c| c.name.as_str()).unwrap_or("?"),
-                    s.mean[c],
-                    std,
-                    s.min[c],
-                    s.max[c]
-                ));
-            }
-            if s.mean.len() > shown {
-                lines.push(format!("  ... {} more channels", s.mean.len() - shown));
-            }
+            lines.extend(self.summary_lines(stream, s, failure));
         }
         for ((stream, table), rows) in &self.tables {
             lines.push(format!("stream {stream}: table {table}, {rows} rows"));
         }
-        if self.streams.is_empty() && self.tables.is_empty() {
+        if self.ended > 0 {
+            lines.push(format!(
+                "{} streams ended during the run (summarized on stdout as each ended)",
+                self.ended
+            ));
+        } else if self.streams.is_empty() && self.tables.is_empty() {
             lines.push("no rows received".into());
         }
         Ok(lines)

@@ -66,7 +66,14 @@ pub(super) fn build_sink<'s, P>(
                     }
                     let batches = entry.remove();
                     let Some(w) = writer.as_mut() else { continue };
-                    for mut b in batches.into_iter().filter(|b| !b.is_end()) {
+                    for mut b in batches {
+                        if let Batch::End(end) = &b {
+                            if let Err(e) = w.end_stream(&end.stream) {
+                                shared.fail(format!("`{name}`: {e}"));
+                                break;
+                            }
+                            continue;
+                        }
                         // The runtime keeps rows on a GPU only between GPU operators; this is the
                         // backstop that a sink never writes a frame whose values are elsewhere.
                         if let Err(e) = b.materialize() {
