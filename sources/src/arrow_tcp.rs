@@ -647,10 +647,12 @@ struct LiveReader {
 }
 
 impl LiveReader {
-    /// Starts accepting connections, naming unnamed ones after start `run`, once.
+    /// Starts accepting connections, naming unnamed ones after start `run`, once. The idle
+    /// time-out counts from here: a long journal replay before it is not idleness.
     fn start(&mut self, run: u64) {
         if let Some(acceptor) = self.acceptor.take() {
             acceptor.spawn(run);
+            self.last_activity = Instant::now();
         }
     }
 
