@@ -3,7 +3,11 @@
 //! `bench/sae_encode.py` and `bench/sae_encode_blas.py` (CPU) and `bench/gpu.py` (wgpu), which
 //! run PyTorch (or numpy) on the same SAE and data.
 //!
-//! usage: sae_encode_bench SAE_DIR INPUT.f32 D_IN BATCH SECONDS THREADS [f32|f16|bf16] [cpu|gpu]
+//! usage: sae_encode_bench SAE_DIR INPUT.f32 D_IN BATCH SECONDS THREADS [f32|f16|bf16] [cpu|gpu|read]
+//!
+//! With `read`, it encodes nothing: it reads all of `W_enc` (f32) once per pass on THREADS
+//! threads, summing it with the widest vectors the CPU has, and prints passes per second as
+//! `tokens_per_s`: the memory bound of any batch-1 encoder that streams f32 weights.
 //!
 //! With `gpu` (a software adapter is allowed, and named), the line also has the adapter, the
 //! GPU time per token from timestamp queries, and the bytes moved per token each way.
@@ -42,7 +46,12 @@ fn main() {
     let gpu = match args.get(8).map(String::as_str) {
         None | Some("cpu") => None,
         Some("gpu") => Some(gpu_context()),
-        Some(o) => panic!("device `{o}`: cpu or gpu"),
+        Some("read") => {
+            let passes = read_bound(&sae.w_enc, threads, seconds);
+            println!("{}", serde_json::json!({ "tokens_per_s": passes, "read_only": true }));
+            return;
+        }
+        Some(o) => panic!("device `{o}`: cpu, gpu or read"),
     };
     let mut kernel: Box<dyn SaeKernels> = match &gpu {
         None => Box::new(CpuSae::with_threads(&sae, threads).with_weight_dtype(&sae, dtype)),
@@ -95,6 +104,59 @@ fn main() {
         out["bytes_down_per_token"] = ((down - moved0.1) as f64 / tokens as f64).into();
     }
     println!("{out}");
+}
+
+/// Passes per second over all of `w` split across `threads` threads (each thread sums its part).
+fn read_bound(w: &[f32], threads: usize, seconds: f64) -> f64 {
+    let part = w.len().div_ceil(threads.max(1));
+    let pass = || -> f32 {
+        std::thread::scope(|s| {
+            let sums: Vec<_> = w.chunks(part).map(|c| s.spawn(move || sum(c))).collect();
+            sums.into_iter().map(|h| h.join().unwrap()).sum()
+        })
+    };
+    let mut total = pass();
+    let (t0, mut passes) = (Instant::now(), 0u64);
+    while t0.elapsed().as_secs_f64() < seconds {
+        total += pass();
+        passes += 1;
+    }
+    std::hint::black_box(total);
+    passes as f64 / t0.elapsed().as_secs_f64()
+}
+
+/// The sum of `v` in 64 lanes (vectorized as wide as the CPU allows).
+fn sum(v: &[f32]) -> f32 {
+    fn lanes(v: &[f32]) -> f32 {
+        let mut acc = [0f32; 64];
+        let mut chunks = v.chunks_exact(64);
+        for c in &mut chunks {
+            for (a, x) in acc.iter_mut().zip(c) {
+                *a += x;
+            }
+        }
+        acc.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f")]
+        unsafe fn wide(v: &[f32]) -> f32 {
+            lanes(v)
+        }
+        #[target_feature(enable = "avx2")]
+        unsafe fn avx2(v: &[f32]) -> f32 {
+            lanes(v)
+        }
+        if std::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F (checked above).
+            return unsafe { wide(v) };
+        }
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2 (checked above).
+            return unsafe { avx2(v) };
+        }
+    }
+    lanes(v)
 }
 
 /// The wgpu device: a hardware GPU when there is one, else a software adapter (named in the
