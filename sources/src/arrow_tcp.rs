@@ -389,78 +389,66 @@ impl Acceptor {
             max_open,
             limits,
         } = self;
-        spawn_acceptor(listener, tx, source, schema, (total, max_open), limits, run);
-    }
-}
-
-fn spawn_acceptor(
-    listener: TcpListener,
-    tx: Events,
-    source: Arc<str>,
-    schema: Arc<Schema>,
-    (total, max_open): (Option<usize>, usize),
-    limits: ConnectionLimits,
-    run: u64,
-) {
-    let slots = Arc::new(Slots {
-        open: Mutex::new(0),
-        freed: Condvar::new(),
-        max: max_open.max(1),
-    });
-    std::thread::Builder::new()
-        .name(format!("{source}-accept"))
-        .spawn(move || {
-            let mut accepted = 0usize;
-            loop {
-                if slots.take() {
-                    tracing::info!(
-                        "source `{source}`: {max_open} connections were open (max_connections); the next client waited for one to close"
-                    );
-                }
-                let stream = match listener.accept() {
-                    Ok((stream, _)) => stream,
-                    Err(e) => {
-                        slots.give_back();
-                        tracing::warn!("source `{source}`: accept failed: {e}");
-                        std::thread::sleep(Duration::from_millis(50));
-                        continue;
+        let slots = Arc::new(Slots {
+            open: Mutex::new(0),
+            freed: Condvar::new(),
+            max: max_open.max(1),
+        });
+        std::thread::Builder::new()
+            .name(format!("{source}-accept"))
+            .spawn(move || {
+                let mut accepted = 0usize;
+                loop {
+                    if slots.take() {
+                        tracing::info!(
+                            "source `{source}`: {max_open} connections were open (max_connections); the next client waited for one to close"
+                        );
                     }
-                };
-                let n = accepted;
-                accepted += 1;
-                if !tx.send(Event::Opened) {
-                    break; // the pipeline is gone
-                }
-                let unnamed = unnamed_stream(&source, run, n);
-                let conn = (
-                    tx.clone(),
-                    source.clone(),
-                    schema.clone(),
-                    limits.clone(),
-                    slots.clone(),
-                    unnamed.clone(),
-                );
-                let spawned = std::thread::Builder::new().name(format!("{source}-conn{n}")).spawn(move || {
-                    let (tx, source, schema, limits, slots, unnamed) = conn;
-                    read_connection(stream, unnamed, &source, &schema, &limits, &tx);
-                    slots.give_back();
-                });
-                if let Err(e) = spawned {
-                    slots.give_back();
-                    let reason = format!("cannot start a connection thread: {e}");
-                    let _ = tx.send(Event::Closed {
-                        stream: unnamed,
-                        reason: Some(reason),
-                        ended: true,
-                        announced: false,
+                    let stream = match listener.accept() {
+                        Ok((stream, _)) => stream,
+                        Err(e) => {
+                            slots.give_back();
+                            tracing::warn!("source `{source}`: accept failed: {e}");
+                            std::thread::sleep(Duration::from_millis(50));
+                            continue;
+                        }
+                    };
+                    let n = accepted;
+                    accepted += 1;
+                    if !tx.send(Event::Opened) {
+                        break; // the pipeline is gone
+                    }
+                    let unnamed = unnamed_stream(&source, run, n);
+                    let conn = (
+                        tx.clone(),
+                        source.clone(),
+                        schema.clone(),
+                        limits.clone(),
+                        slots.clone(),
+                        unnamed.clone(),
+                    );
+                    let spawned = std::thread::Builder::new().name(format!("{source}-conn{n}")).spawn(move || {
+                        let (tx, source, schema, limits, slots, unnamed) = conn;
+                        read_connection(stream, unnamed, &source, &schema, &limits, &tx);
+                        slots.give_back();
                     });
+                    if let Err(e) = spawned {
+                        slots.give_back();
+                        let reason = format!("cannot start a connection thread: {e}");
+                        let _ = tx.send(Event::Closed {
+                            stream: unnamed,
+                            reason: Some(reason),
+                            ended: true,
+                            announced: false,
+                        });
+                    }
+                    if total.is_some_and(|l| accepted >= l) {
+                        break;
+                    }
                 }
-                if total.is_some_and(|l| accepted >= l) {
-                    break;
-                }
-            }
-        })
-        .expect("spawn acceptor thread");
+            })
+            .expect("spawn acceptor thread");
+    }
 }
 
 /// Reads one client's IPC stream until it ends or fails; always reports how it ended.
