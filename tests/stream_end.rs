@@ -300,8 +300,18 @@ fn a_resumed_run_ends_the_unnamed_streams_of_the_killed_one() {
         let mut dead = connect(&addr, None);
         dead.write(&batch(&schema(None), 1, &first)).unwrap();
         dead.flush().unwrap();
-        // Checkpoints come every 50 ms; the rows are in one or in the journal after it.
-        std::thread::sleep(Duration::from_millis(800));
+        // Killed once the source has read the rows: they are in its journal (and, checkpoints
+        // coming every 50 ms, most likely in a checkpoint too).
+        let journal = d.join("ck/journal");
+        let started = Instant::now();
+        while !journaled(&journal) {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "the rows never reached the journal"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(300));
         killed.kill().unwrap();
         killed.wait().unwrap();
         drop(dead);
@@ -323,6 +333,15 @@ fn a_resumed_run_ends_the_unnamed_streams_of_the_killed_one() {
         assert_zscores(&got[0].1, &first, &format!("{workers} workers, the killed run's client"));
         assert_zscores(&got[1].1, &second, &format!("{workers} workers, the resumed run's client"));
     }
+}
+
+/// Whether a checkpoint's journals (`JOURNAL/<source>.<worker>/`) hold a record.
+fn journaled(journal: &Path) -> bool {
+    let readers = std::fs::read_dir(journal).into_iter().flatten().flatten();
+    let files = readers.flat_map(|r| std::fs::read_dir(r.path()).into_iter().flatten().flatten());
+    files
+        .into_iter()
+        .any(|e| e.file_name().to_string_lossy().ends_with(".wal") && e.metadata().is_ok_and(|m| m.len() > 0))
 }
 
 /// The console sink summarizes a stream when it ends (on stdout, marked `[ended]`) and forgets
