@@ -129,16 +129,27 @@ impl ConsoleWriter {
         lines
     }
 
-    /// The table counts of `stream`, taken out of `tables`.
+    /// The table counts of `stream`, taken out of `tables` (its keys are adjacent: the map is
+    /// ordered by stream first).
     fn table_count_lines(&mut self, stream: &str) -> Vec<String> {
-        let keys: Vec<(String, String)> = self.tables.keys().filter(|(s, _)| s == stream).cloned().collect();
+        let keys: Vec<(String, String)> = self
+            .tables
+            .range((stream.to_string(), String::new())..)
+            .take_while(|((s, _), _)| s == stream)
+            .map(|(key, _)| key.clone())
+            .collect();
         keys.into_iter()
             .map(|key| {
                 let rows = self.tables.remove(&key).unwrap_or_default();
-                format!("stream {stream}: table {}, {rows} rows", key.1)
+                table_count_line(stream, &key.1, rows)
             })
             .collect()
     }
+}
+
+/// The run report's line for the rows of result table `table` a stream sent.
+fn table_count_line(stream: &str, table: &str, rows: u64) -> String {
+    format!("stream {stream}: table {table}, {rows} rows")
 }
 
 /// One line per row: `table stream: col=value col=value ...`.
@@ -243,7 +254,7 @@ impl SinkWriter for ConsoleWriter {
             lines.extend(self.summary_lines(stream, s, failure));
         }
         for ((stream, table), rows) in &self.tables {
-            lines.push(format!("stream {stream}: table {table}, {rows} rows"));
+            lines.push(table_count_line(stream, table, *rows));
         }
         if self.ended > 0 {
             lines.push(format!(
