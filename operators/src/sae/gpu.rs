@@ -12,9 +12,9 @@ use neurostream_engine::{DevicePairs, PairsPart, PooledBuffer};
 
 use neurostream_engine::{wgpu, EngineError, Frame, GpuContext, GpuPass, Result};
 
-use super::cpu::push_sorted;
 use super::half_weights::WeightDtype;
 use super::model::{Activation, InputNorm, Sae};
+use super::select::push_sorted;
 use super::{Csr, SaeKernels, Started};
 
 const ENCODE: &str = concat!(include_str!("params.wgsl"), include_str!("encode.wgsl"));

@@ -12,6 +12,7 @@ pub mod model;
 pub mod npz;
 pub mod packed;
 pub mod reconstruct;
+mod select;
 
 use std::sync::Arc;
 

@@ -81,8 +81,41 @@ impl PackedWeights {
     /// `z = x @ W` for `x` rows × k and `z` rows × n (row-major), the panels split over up to
     /// `threads` threads.
     pub fn matmul(&self, x: &[f32], rows: usize, z: &mut [f32], threads: usize) {
+        let n = self.n;
+        assert!(z.len() >= rows * n);
+        let dst = SendPtr(z.as_mut_ptr());
+        let dst = &dst;
+        self.matmul_tiles(
+            x,
+            rows,
+            threads,
+            || (),
+            |_, tile| {
+                for r in 0..tile.rows {
+                    let src = &tile.values[r * tile.stride..][..tile.cols];
+                    // SAFETY: `z` holds rows × n values (checked above) and each tile's
+                    // columns belong to one thread.
+                    unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst.0.add(r * n + tile.col0), tile.cols) };
+                }
+            },
+        );
+    }
+
+    /// `x @ W` for `x` rows × k, handed to `take` a tile of at most 256 columns at a time (every
+    /// row, ascending columns) while the tile is in cache, so the `rows × n` products need never be
+    /// written. The panels are split over up to `threads` threads in contiguous column
+    /// ranges; each thread's state comes from `init`, and the states are returned in column
+    /// order.
+    pub fn matmul_tiles<S: Send>(
+        &self,
+        x: &[f32],
+        rows: usize,
+        threads: usize,
+        init: impl Fn() -> S + Sync,
+        take: impl Fn(&mut S, &Tile) + Sync,
+    ) -> Vec<S> {
         let (k, n) = (self.k, self.n);
-        assert!(x.len() >= rows * k && z.len() >= rows * n);
+        assert!(x.len() >= rows * k);
         // x in row blocks of `mr`, interleaved by k (`xp[block][i * mr + r]`), zero-padded.
         let mr = if self.wide { MR_WIDE } else { MR };
         let blocks = rows.div_ceil(mr);
@@ -95,26 +128,44 @@ impl PackedWeights {
             }
         }
         let np = n.div_ceil(NR);
-        let threads = threads.clamp(1, np);
-        let per = np.div_ceil(threads);
-        let dst = SendPtr(z.as_mut_ptr());
+        let threads = threads.clamp(1, np.max(1));
+        let per = np.div_ceil(threads).max(1);
         let run = |p0: usize, p1: usize| {
-            // SAFETY: this CPU has AVX2/FMA/F16C (checked in `new`); each call writes only the
-            // columns of panels p0..p1 of the rows × n output behind `dst`.
-            unsafe { self.panels_range(&xp, mr, rows, p0, p1, dst) }
+            let mut state = init();
+            let mut tile = vec![0f32; rows * TILE];
+            // SAFETY: this CPU has AVX2/FMA/F16C (checked in `new`); `tile` holds rows × TILE.
+            unsafe {
+                self.panels_range(&xp, mr, rows, p0, p1, &mut tile, |col0, cols, values| {
+                    take(
+                        &mut state,
+                        &Tile {
+                            values,
+                            stride: TILE,
+                            rows,
+                            col0,
+                            cols,
+                        },
+                    )
+                })
+            };
+            state
         };
         if threads == 1 {
-            run(0, np);
-            return;
+            return vec![run(0, np)];
         }
         // The calling thread takes the first share: one thread fewer to start per call.
         std::thread::scope(|s| {
-            for p0 in (per..np).step_by(per) {
-                let run = &run;
-                s.spawn(move || run(p0, (p0 + per).min(np)));
-            }
-            run(0, per.min(np));
-        });
+            let handles: Vec<_> = (per..np)
+                .step_by(per)
+                .map(|p0| {
+                    let run = &run;
+                    s.spawn(move || run(p0, (p0 + per).min(np)))
+                })
+                .collect();
+            let mut states = vec![run(0, per.min(np))];
+            states.extend(handles.into_iter().map(|h| h.join().expect("matmul thread")));
+            states
+        })
     }
 
     /// For each row `x_r` of `x` (`rows × k`), the column `j` that minimizes `shift[j] − 2·x_r·W[:, j]`
@@ -163,8 +214,35 @@ impl PackedWeights {
 
     /// Multiplies panels `p0..p1` with every row block of `xp` (blocks of `ms` rows).
     #[cfg(target_arch = "x86_64")]
-    unsafe fn panels_range(&self, xp: &[f32], ms: usize, rows: usize, p0: usize, p1: usize, dst: SendPtr) {
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn panels_range(
+        &self,
+        xp: &[f32],
+        ms: usize,
+        rows: usize,
+        p0: usize,
+        p1: usize,
+        tile: &mut [f32],
+        mut take: impl FnMut(usize, usize, &[f32]),
+    ) {
         let (k, n) = (self.k, self.n);
+        let dst = tile.as_mut_ptr();
+        // The tile holds panels `t0..p`; it is handed over when full and at the end.
+        let mut t0 = p0;
+        macro_rules! hand_over {
+            ($p:expr) => {
+                take(t0 * NR, ($p * NR).min(n) - t0 * NR, &tile[..rows * TILE])
+            };
+        }
+        macro_rules! hand_over_if_full {
+            ($p:expr) => {{
+                let p: usize = $p;
+                if p - t0 == TILE / NR {
+                    hand_over!(p);
+                    t0 = p;
+                }
+            }};
+        }
         let mut p = p0;
         if self.wide {
             // Two panels (32 columns) per block with 16-lane vectors; an odd last panel below.
@@ -172,7 +250,7 @@ impl PackedWeights {
                 let cols = (2 * NR).min(n - p * NR);
                 for (b, xb) in xp.chunks_exact(k * ms).enumerate() {
                     let r0 = b * ms;
-                    let out = dst.0.add(r0 * n + p * NR);
+                    let out = dst.add(r0 * TILE + (p - t0) * NR);
                     macro_rules! call {
                         ($r:literal) => {
                             match &self.panels {
@@ -183,7 +261,7 @@ impl PackedWeights {
                                     w.as_ptr().add(p * k * NR),
                                     w.as_ptr().add((p + 1) * k * NR),
                                     out,
-                                    n,
+                                    TILE,
                                     cols,
                                 ),
                                 Panels::Half { bits, bf16 } => wide_half::<$r>(
@@ -194,7 +272,7 @@ impl PackedWeights {
                                     bits.as_ptr().add((p + 1) * k * NR),
                                     *bf16,
                                     out,
-                                    n,
+                                    TILE,
                                     cols,
                                 ),
                             }
@@ -216,6 +294,7 @@ impl PackedWeights {
                     }
                 }
                 p += 2;
+                hand_over_if_full!(p);
             }
         }
         for p in p..p1 {
@@ -227,16 +306,16 @@ impl PackedWeights {
                     if r0 >= rows {
                         break;
                     }
-                    let out = dst.0.add(r0 * n + p * NR);
+                    let out = dst.add(r0 * TILE + (p - t0) * NR);
                     let xs = xb.as_ptr().add(sub);
                     // A kernel for exactly the rows present: a lone row (batch 1) does 2
                     // multiply-adds per weight pair, not 12, and stays bound by memory.
                     macro_rules! call {
                         ($r:literal) => {
                             match &self.panels {
-                                Panels::F32(w) => block_f32::<$r>(k, xs, ms, w.as_ptr().add(p * k * NR), out, n, cols),
+                                Panels::F32(w) => block_f32::<$r>(k, xs, ms, w.as_ptr().add(p * k * NR), out, TILE, cols),
                                 Panels::Half { bits, bf16 } => {
-                                    block_half::<$r>(k, xs, ms, bits.as_ptr().add(p * k * NR), *bf16, out, n, cols)
+                                    block_half::<$r>(k, xs, ms, bits.as_ptr().add(p * k * NR), *bf16, out, TILE, cols)
                                 }
                             }
                         };
@@ -251,11 +330,25 @@ impl PackedWeights {
                     }
                 }
             }
+            hand_over_if_full!(p + 1);
+        }
+        if p1 > t0 {
+            hand_over!(p1);
         }
     }
 
     #[cfg(not(target_arch = "x86_64"))]
-    unsafe fn panels_range(&self, _: &[f32], _: usize, _: usize, _: usize, _: usize, _: SendPtr) {
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn panels_range(
+        &self,
+        _: &[f32],
+        _: usize,
+        _: usize,
+        _: usize,
+        _: usize,
+        _: &mut [f32],
+        _: impl FnMut(usize, usize, &[f32]),
+    ) {
         unreachable!("packed weights are only built on x86_64")
     }
 }
@@ -286,6 +379,26 @@ pub fn kernel_supported() -> bool {
     {
         false
     }
+}
+
+/// Columns per tile handed to a [`PackedWeights::matmul_tiles`] epilogue (16 panels): wide
+/// enough that the epilogue's cost per row is in its values, not its calls; 256 rows of it
+/// (256 KiB) stay in L2.
+const TILE: usize = 16 * NR;
+
+/// A block of products handed to a [`PackedWeights::matmul_tiles`] epilogue: row `r`, column
+/// `col0 + c` of `x @ W` is `values[r * stride + c]`, for `r < rows` and `c < cols`.
+pub struct Tile<'a> {
+    /// The products, row-major with row stride `stride`.
+    pub values: &'a [f32],
+    /// Values between the starts of consecutive rows.
+    pub stride: usize,
+    /// Rows (all rows of the call).
+    pub rows: usize,
+    /// The first column of `W` in the tile.
+    pub col0: usize,
+    /// Columns in the tile (at most 256).
+    pub cols: usize,
 }
 
 /// The output pointer shared by the threads, each writing its own columns.
@@ -708,9 +821,17 @@ mod tests {
             return;
         }
         // Neither a multiple of the block sizes; 53 columns fill 4 panels (2 wide pairs), 40
-        // fill 3 (a pair and a lone panel). Both the 16-lane (where the CPU has it) and the
-        // 8-lane kernels.
-        for (k, n, wide) in [(37, 53, true), (37, 40, true), (37, 53, false)] {
+        // fill 3 (a pair and a lone panel); 600 and 520 span several 256-column tiles, with
+        // thread shares that end inside a pair. Both the 16-lane (where the CPU has it) and
+        // the 8-lane kernels.
+        for (k, n, wide) in [
+            (37, 53, true),
+            (37, 40, true),
+            (37, 53, false),
+            (37, 600, true),
+            (37, 520, true),
+            (37, 520, false),
+        ] {
             if wide && !wide_supported() {
                 eprintln!("this CPU lacks AVX-512F: only the AVX2 kernel is checked");
                 continue;

@@ -1,0 +1,337 @@
+//! The activation and sparsification of `sae_encode` on the CPU: each row's kept latents,
+//! chosen from the pre-activations `z` one column tile at a time while the tile is in cache
+//! (the packed kernel hands over 32 columns of every row of a block), so the dense
+//! `rows × d_sae` matrix is never written for the packed kernel.
+
+use super::model::Activation;
+use super::Csr;
+
+/// Values screened at once against a TopK row's lowest kept value.
+const SCREEN: usize = 16;
+
+/// One thread's kept `(latent id, value)` pairs per row of a block, from the columns it was
+/// offered (ids ascending within a thread; TopK rows hold candidates for the `k` best).
+pub(crate) struct RowSelection {
+    rows: Vec<Vec<(u32, f32)>>,
+    /// Per TopK row, the value a latent must beat to be a candidate (the `k`-th best at the
+    /// row's last selection).
+    floors: Vec<f32>,
+    /// TopK screens with AVX2 (where the CPU has it).
+    simd: bool,
+}
+
+impl RowSelection {
+    /// An empty selection for `rows` rows.
+    pub(crate) fn new(rows: usize) -> RowSelection {
+        RowSelection {
+            rows: (0..rows).map(|_| Vec::new()).collect(),
+            floors: vec![f32::NEG_INFINITY; rows],
+            simd: simd_screen(),
+        }
+    }
+
+    /// Offers columns `col0..col0 + cols` of every row: row `r`'s pre-activations are
+    /// `z[r * stride..][..cols]`; `scale` and `shift` (per latent, whole width) give
+    /// `h = scale · z + shift`, which the activation tests and keeps.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn offer(
+        &mut self,
+        activation: &Activation,
+        scale: &[f32],
+        shift: &[f32],
+        z: &[f32],
+        stride: usize,
+        col0: usize,
+        cols: usize,
+    ) {
+        let (scale, shift) = (&scale[col0..col0 + cols], &shift[col0..col0 + cols]);
+        for (r, kept) in self.rows.iter_mut().enumerate() {
+            let zr = &z[r * stride..r * stride + cols];
+            let ids = col0 as u32..;
+            match activation {
+                Activation::Relu => {
+                    for ((j, zv), (s, b)) in ids.zip(zr).zip(scale.iter().zip(shift)) {
+                        let v = s * zv + b;
+                        if v > 0.0 {
+                            kept.push((j, v));
+                        }
+                    }
+                }
+                Activation::JumpRelu { threshold } => {
+                    let threshold = &threshold[col0..col0 + cols];
+                    for (((j, zv), (s, b)), t) in ids.zip(zr).zip(scale.iter().zip(shift)).zip(threshold) {
+                        let v = s * zv + b;
+                        if v > *t && v > 0.0 {
+                            kept.push((j, v));
+                        }
+                    }
+                }
+                Activation::Gated { b_gate, .. } => {
+                    let b_gate = &b_gate[col0..col0 + cols];
+                    for (((j, zv), (s, b)), g) in ids.zip(zr).zip(scale.iter().zip(shift)).zip(b_gate) {
+                        let v = s * zv + b;
+                        if zv + g > 0.0 && v > 0.0 {
+                            kept.push((j, v));
+                        }
+                    }
+                }
+                Activation::TopK { k } => offer_top_k(kept, &mut self.floors[r], *k, zr, scale, shift, col0, self.simd),
+            }
+        }
+    }
+
+    /// Appends the block's rows to `csr`, joining the selections of the threads that shared
+    /// its columns (`parts`, any order): a TopK row keeps the `k` best of the threads'
+    /// candidates; then positive values only, largest first.
+    pub(crate) fn append(parts: Vec<RowSelection>, activation: &Activation, csr: &mut Csr) {
+        let Some(rows) = parts.first().map(|p| p.rows.len()) else {
+            return;
+        };
+        let mut parts: Vec<_> = parts.into_iter().map(|p| p.rows.into_iter()).collect();
+        let mut entries = Vec::new();
+        for _ in 0..rows {
+            entries.clear();
+            for part in &mut parts {
+                entries.extend(part.next().expect("every part has every row"));
+            }
+            if let Activation::TopK { k } = activation {
+                if entries.len() > *k {
+                    entries.select_nth_unstable_by(*k - 1, rank);
+                    entries.truncate(*k);
+                }
+                entries.retain(|e| e.1 > 0.0);
+            }
+            push_sorted(csr, &mut entries);
+        }
+    }
+}
+
+/// Appends a row's `(id, value)` pairs sorted by value, largest first (ties by id).
+pub(crate) fn push_sorted(csr: &mut Csr, entries: &mut [(u32, f32)]) {
+    entries.sort_unstable_by(rank);
+    for &(i, v) in entries.iter() {
+        csr.ids.push(i);
+        csr.values.push(v);
+    }
+    csr.offsets.push(csr.ids.len() as u32);
+}
+
+/// The TopK order: value descending, then id ascending.
+fn rank(a: &(u32, f32), b: &(u32, f32)) -> std::cmp::Ordering {
+    b.1.total_cmp(&a.1).then(a.0.cmp(&b.0))
+}
+
+/// Offers the latents `col0..` (pre-activations `z`, their `scale` and `shift`) to `kept`, the
+/// row's candidates for its `k` best, all of which beat `floor`.
+///
+/// A value that beats the floor is appended; when the candidates reach [`capacity`] the best
+/// `k` are selected (`select_nth_unstable`, linear) and the floor rises to the `k`-th. Keeping
+/// a binary heap up to date per value instead cost a sift per new record, with a mispredicted
+/// branch per level: most of the selection's time. `h` is computed and tested [`SCREEN`]
+/// values at a time; after the first few hundred latents few pass.
+#[allow(clippy::too_many_arguments)]
+fn offer_top_k(
+    kept: &mut Vec<(u32, f32)>,
+    floor: &mut f32,
+    k: usize,
+    z: &[f32],
+    scale: &[f32],
+    shift: &[f32],
+    col0: usize,
+    simd: bool,
+) {
+    if k == 0 {
+        return;
+    }
+    let n = z.len();
+    let mut j0 = 0;
+    #[cfg(target_arch = "x86_64")]
+    if simd {
+        // SAFETY: AVX2 is present (`simd_screen`); `screen_avx2` reads whole blocks of
+        // `j0..n` of the three slices, which have length `n`.
+        j0 = unsafe { screen_avx2(kept, floor, k, z, scale, shift, col0) };
+    }
+    let mut block = [0f32; SCREEN];
+    while j0 + SCREEN <= n {
+        let (zs, ss, bs) = (&z[j0..j0 + SCREEN], &scale[j0..j0 + SCREEN], &shift[j0..j0 + SCREEN]);
+        let mut hit = false;
+        for (((v, zv), s), b) in block.iter_mut().zip(zs).zip(ss).zip(bs) {
+            *v = s * zv + b;
+            hit |= *v > *floor;
+        }
+        if hit {
+            for (l, &v) in block.iter().enumerate() {
+                if v > *floor {
+                    keep(kept, floor, k, col0 + j0 + l, v);
+                }
+            }
+        }
+        j0 += SCREEN;
+    }
+    for j in j0..n {
+        let v = scale[j] * z[j] + shift[j];
+        if v > *floor {
+            keep(kept, floor, k, col0 + j, v);
+        }
+    }
+}
+
+/// Candidates a TopK row holds before it selects its best `k` again.
+fn capacity(k: usize) -> usize {
+    (4 * k).max(64)
+}
+
+/// Appends candidate `id` with value `v` (above `floor`) to `kept`; selects when full.
+#[inline]
+fn keep(kept: &mut Vec<(u32, f32)>, floor: &mut f32, k: usize, id: usize, v: f32) {
+    kept.push((id as u32, v));
+    if kept.len() >= capacity(k) {
+        kept.select_nth_unstable_by(k - 1, rank);
+        kept.truncate(k);
+        // Later ids lose ties, so a later value must beat the k-th strictly.
+        *floor = kept[k - 1].1;
+    }
+}
+
+/// True where this CPU has AVX2 for [`screen_avx2`] (detected once; the default build runs
+/// everywhere).
+fn simd_screen() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static AVX2: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *AVX2.get_or_init(|| std::is_x86_feature_detected!("avx2"))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The screen of [`offer_top_k`] with 8-lane vectors over whole blocks of 64 values from the
+/// start of `z`; returns where it stopped. A block is tested by its maximum (a few instructions
+/// for 64 values), and only a block whose maximum beats the floor is tested lane by lane. `h`
+/// is `scale · z` then `+ shift`, rounded as the scalar path rounds it.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn screen_avx2(
+    kept: &mut Vec<(u32, f32)>,
+    floor: &mut f32,
+    k: usize,
+    z: &[f32],
+    scale: &[f32],
+    shift: &[f32],
+    col0: usize,
+) -> usize {
+    use std::arch::x86_64::*;
+    const LANES: usize = 8;
+    const BLOCK: usize = 8 * LANES;
+    let n = z.len();
+    let mut h = [_mm256_setzero_ps(); 8];
+    let mut j0 = 0;
+    while j0 + BLOCK <= n {
+        for (v, hv) in h.iter_mut().enumerate() {
+            let o = j0 + v * LANES;
+            let zv = _mm256_loadu_ps(z.as_ptr().add(o));
+            *hv = _mm256_add_ps(
+                _mm256_mul_ps(_mm256_loadu_ps(scale.as_ptr().add(o)), zv),
+                _mm256_loadu_ps(shift.as_ptr().add(o)),
+            );
+        }
+        // A NaN lane may drop out of the maximum: it could not pass the floor anyway.
+        let m = _mm256_max_ps(
+            _mm256_max_ps(_mm256_max_ps(h[0], h[1]), _mm256_max_ps(h[2], h[3])),
+            _mm256_max_ps(_mm256_max_ps(h[4], h[5]), _mm256_max_ps(h[6], h[7])),
+        );
+        let t = _mm256_set1_ps(*floor);
+        if _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_GT_OQ>(m, t)) != 0 {
+            let mut values = [0f32; BLOCK];
+            let mut mask = 0u64;
+            for (v, hv) in h.iter().enumerate() {
+                _mm256_storeu_ps(values.as_mut_ptr().add(v * LANES), *hv);
+                mask |= (_mm256_movemask_ps(_mm256_cmp_ps::<_CMP_GT_OQ>(*hv, t)) as u64) << (v * LANES);
+            }
+            // Lanes above the floor at the block's start are all kept, even where the floor
+            // rose meanwhile: a surplus candidate is dropped at the next selection.
+            while mask != 0 {
+                let l = mask.trailing_zeros() as usize;
+                keep(kept, floor, k, col0 + j0 + l, values[l]);
+                mask &= mask - 1;
+            }
+        }
+        j0 += BLOCK;
+    }
+    j0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A TopK row offered in tiles of any width, split over any number of "threads" (column
+    /// ranges joined by `append`), equals a full sort by (value desc, id asc) cut at k and
+    /// kept where positive: ties (many equal values), lengths around the 16- and 64-value screens
+    /// and the tiles, k above the length, values that rise along the row (every block
+    /// beats the kept ones) or fall (none does); with the AVX2 screen and without.
+    #[test]
+    fn top_k_in_tiles_and_parts_equals_a_sort_with_ties_to_the_lower_id() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for n in [0usize, 1, 5, 15, 16, 17, 31, 33, 100, 1000] {
+            for k in [1usize, 3, 16, 32, 40] {
+                for pattern in 0..4 {
+                    let z: Vec<f32> = (0..n)
+                        .map(|j| match pattern {
+                            0 => (next() % 1000) as f32 / 100.0 - 5.0,
+                            1 => (next() % 4) as f32, // many ties
+                            2 => j as f32,            // rising
+                            _ => -(j as f32),         // falling
+                        })
+                        .collect();
+                    let scale: Vec<f32> = (0..n).map(|j| 1.0 + (j % 3) as f32 * 0.5).collect();
+                    let shift: Vec<f32> = (0..n).map(|j| (j % 5) as f32 * 0.25 - 0.5).collect();
+                    let mut want: Vec<(u32, f32)> = (0..n).map(|j| (j as u32, scale[j] * z[j] + shift[j])).collect();
+                    want.sort_by(rank);
+                    want.truncate(k);
+                    want.retain(|e| e.1 > 0.0);
+                    let activation = Activation::TopK { k };
+                    for (tile, parts, simd) in [
+                        (n.max(1), 1, false),
+                        (n.max(1), 1, true),
+                        (256, 1, true),
+                        (96, 2, true),
+                        (32, 2, true),
+                        (7, 3, false),
+                    ] {
+                        let simd = simd && simd_screen();
+                        let per = n.div_ceil(parts).max(1);
+                        let selections: Vec<RowSelection> = (0..parts)
+                            .map(|p| {
+                                let mut s = RowSelection::new(1);
+                                s.simd = simd;
+                                let (c0, c1) = ((p * per).min(n), ((p + 1) * per).min(n));
+                                for t0 in (c0..c1).step_by(tile) {
+                                    let cols = tile.min(c1 - t0);
+                                    s.offer(&activation, &scale, &shift, &z[t0..], cols, t0, cols);
+                                }
+                                s
+                            })
+                            .collect();
+                        let mut csr = Csr::with_rows(1);
+                        RowSelection::append(selections, &activation, &mut csr);
+                        let got: Vec<(u32, f32)> = csr.ids.iter().copied().zip(csr.values.iter().copied()).collect();
+                        assert_eq!(
+                            got, want,
+                            "n {n}, k {k}, pattern {pattern}, tile {tile}, parts {parts}, simd {simd}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
