@@ -46,6 +46,8 @@ def rate(f, batch, seconds):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=2.0)
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="alternated rounds of neurostream and its peers per row (medians, per-round ratios)")
     a = ap.parse_args()
     cargo_build("-p", "neurostream-operators", "--example", "sae_encode_bench")
     work = tempfile.mkdtemp(prefix="ns-sae-blas-")
@@ -77,25 +79,30 @@ def main():
                 return json.loads(out.stdout)["tokens_per_s"]
 
             ours = {"avx2": ours_rate("f32", {"NEUROSTREAM_NO_AVX512": "1"}), "f16": ours_rate("f16")}
+            # This machine's speed drifts by tens of percent within minutes: the encode and its
+            # peers run in alternated rounds and the ratios are taken per round.
+            rounds = []
+            for _ in range(a.rounds):
+                r = {"auto": ours_rate("f32"), "product": rate(product, batch, a.seconds),
+                     "encode": rate(encode, batch, a.seconds)}
+                if batch == 1:
+                    r["read"] = ours_rate("f32", mode="read")
+                rounds.append(r)
+            med = lambda key: statistics.median(r[key] for r in rounds)  # noqa: E731
+            per_round = lambda key: sorted(r["auto"] / r[key] for r in rounds)  # noqa: E731
+            ours["auto"] = med("auto")
+            np_encode, np_product = med("encode"), med("product")
+            rows.append((d_in, d_sae, batch, ours["auto"], ours["avx2"], np_encode, np_product, per_round("product"),
+                         ours["f16"]))
             if batch == 1:
-                pairs = [(ours_rate("f32"), ours_rate("f32", mode="read")) for _ in range(3)]
-                ours["auto"] = statistics.median(p[0] for p in pairs)
-                ours["read"] = statistics.median(p[1] for p in pairs)
-                ours["read_ratios"] = sorted(p[0] / p[1] for p in pairs)
-            else:
-                ours["auto"] = ours_rate("f32")
-            np_encode = rate(encode, batch, a.seconds)
-            np_product = rate(product, batch, a.seconds)
-            rows.append((d_in, d_sae, batch, ours["auto"], ours["avx2"], np_encode, np_product, ours["f16"]))
-            if batch == 1:
-                bounds.append((d_in, d_sae, ours["auto"], ours["read"], ours["read_ratios"], np_encode, np_product))
+                bounds.append((d_in, d_sae, ours["auto"], med("read"), per_round("read"), np_encode, np_product))
             print(f"{d_in}->{d_sae} batch {batch}: neurostream {ours['auto']:.0f} (AVX2 {ours['avx2']:.0f}) tok/s, "
                   f"numpy encode {np_encode:.0f}, bare product {np_product:.0f}", flush=True)
     gf = lambda d_in, d_sae, t: 2 * d_in * d_sae * t / 1e9  # noqa: E731
     lines = [
         "# SAE encode against numpy / OpenBLAS",
         "",
-        f"Command: `python bench/sae_encode_blas.py --seconds {a.seconds:g}` ({cpu}, {os.cpu_count()} cores; "
+        f"Command: `python bench/sae_encode_blas.py --seconds {a.seconds:g} --rounds {a.rounds}` ({cpu}, {os.cpu_count()} cores; "
         f"numpy {np.__version__} on its wheel's OpenBLAS, all cores; neurostream's default release build, 2 threads, "
         + ("AVX-512 kernel chosen at run time" if avx512 else "no AVX-512 on this CPU: AVX2 kernel")
         + "). TopK SAE, k = 32, f32 weights.",
@@ -104,23 +111,26 @@ def main():
         "writes); bare product = `x @ W_enc` alone (`sgemm`, or `sgemv` for one row): the bound of any encoder on "
         "that BLAS. At batch 1 the encoder is bound by reading the weights: GB/s = weight bytes × tokens/s. "
         "f16 weights: `weights = \"f16\"`, `W_enc` stored as f16 (half the bytes) and widened in registers; "
-        "their error against f32 weights is in bench/SAE_RESULTS.md.",
+        "their error against f32 weights is in bench/SAE_RESULTS.md. neurostream's f32 encode, the numpy encode "
+        f"and the bare product run in {a.rounds} alternated rounds: tok/s are medians, \"neurostream / bare product\" "
+        "the median of the per-round ratios (each round's ratio in brackets).",
         "",
         "| d_in → d_sae | batch | neurostream tok/s | GFLOP/s | AVX2 kernel tok/s | numpy encode tok/s | ratio | "
         "bare product tok/s | neurostream / bare product | f16 weights tok/s | f16 / numpy encode |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for d_in, d_sae, batch, auto, avx2, enc, prod, f16 in rows:
+    for d_in, d_sae, batch, auto, avx2, enc, prod, prod_ratios, f16 in rows:
         extra = f" ({4 * d_in * d_sae * auto / 1e9:.1f} GB/s)" if batch == 1 else ""
+        shown = ", ".join(f"{r:.2f}" for r in prod_ratios)
         lines.append(
             f"| {d_in} → {d_sae} | {batch} | {auto:,.0f}{extra} | {gf(d_in, d_sae, auto):.0f} | {avx2:,.0f} | {enc:,.0f} | "
-            f"{auto / enc:.2f} | {prod:,.0f} | {auto / prod:.2f} | {f16:,.0f} | {f16 / enc:.2f} |"
+            f"{auto / enc:.2f} | {prod:,.0f} | {statistics.median(prod_ratios):.2f} ({shown}) | {f16:,.0f} | {f16 / enc:.2f} |"
         )
     lines += [
         "",
         "Batch 1 against the memory bound: `read` = tokens/s if a token cost nothing but reading all of "
-        "`W_enc` (f32) once, on the same 2 threads (each sums its half with the widest vectors the CPU has); "
-        "neurostream's encode alternated with it three times, medians, per-pair ratios in brackets.",
+        "`W_enc` (f32) once, on the same 2 threads (each sums its half with the widest vectors the CPU has), "
+        "run in the same rounds; medians, per-round ratios in brackets.",
         "",
         "| d_in → d_sae | neurostream tok/s | read bound tok/s (GB/s) | neurostream / bound | numpy encode / bound "
         "| bare sgemv / bound |",
@@ -130,7 +140,7 @@ def main():
         shown = ", ".join(f"{r:.2f}" for r in ratios)
         lines.append(
             f"| {d_in} → {d_sae} | {auto:,.0f} | {read:,.0f} ({4 * d_in * d_sae * read / 1e9:.1f}) | "
-            f"{auto / read:.2f} ({shown}) | {enc / read:.2f} | {prod / read:.2f} |"
+            f"{statistics.median(ratios):.2f} ({shown}) | {enc / read:.2f} | {prod / read:.2f} |"
         )
     lines += ["", f"Machine: {platform.machine()}, {cpu}.", ""]
     with open(results_path("SAE_BLAS_RESULTS.md"), "w") as f:

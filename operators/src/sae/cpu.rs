@@ -13,7 +13,11 @@ use super::{Csr, SaeKernels};
 
 /// Rows per GEMM block (bounds the selection's state, and the dense `rows × d_sae` products
 /// of the kernels without tiles).
-const BLOCK: usize = 256;
+///
+/// A multiple of the packed kernel's row blocks (12 rows with AVX-512, 6 with AVX2): with 256,
+/// every block ended in a 4-row remainder that cost as much as a full 12-row block (2 % of a
+/// 4096-row encode).
+const BLOCK: usize = 264;
 
 /// `W_enc` prepared for the CPU kernels once per operator and shared by its workers (cheap to
 /// clone): column panels for the packed kernel where the CPU runs it, else 16-bit rows for the

@@ -16,8 +16,8 @@ pub(crate) struct RowSelection {
     /// Per TopK row, the value a latent must beat to be a candidate (the `k`-th best at the
     /// row's last selection).
     floors: Vec<f32>,
-    /// TopK screens with AVX2 (where the CPU has it).
-    simd: bool,
+    /// How TopK rows are screened.
+    screen: Screen,
 }
 
 impl RowSelection {
@@ -26,7 +26,7 @@ impl RowSelection {
         RowSelection {
             rows: (0..rows).map(|_| Vec::new()).collect(),
             floors: vec![f32::NEG_INFINITY; rows],
-            simd: simd_screen(),
+            screen: Screen::widest(),
         }
     }
 
@@ -75,7 +75,7 @@ impl RowSelection {
                         }
                     }
                 }
-                Activation::TopK { k } => offer_top_k(kept, &mut self.floors[r], *k, zr, scale, shift, col0, self.simd),
+                Activation::TopK { k } => offer_top_k(kept, &mut self.floors[r], *k, zr, scale, shift, col0, self.screen),
             }
         }
     }
@@ -138,19 +138,23 @@ fn offer_top_k(
     scale: &[f32],
     shift: &[f32],
     col0: usize,
-    simd: bool,
+    screen: Screen,
 ) {
     if k == 0 {
         return;
     }
     let n = z.len();
     let mut j0 = 0;
+    // SAFETY: the screens run only where the CPU has their instructions (`Screen::widest`);
+    // they read whole 64-value blocks of the three slices, which have length `n`.
     #[cfg(target_arch = "x86_64")]
-    if simd {
-        // SAFETY: AVX2 is present (`simd_screen`); `screen_avx2` reads whole blocks of
-        // `j0..n` of the three slices, which have length `n`.
-        j0 = unsafe { screen_avx2(kept, floor, k, z, scale, shift, col0) };
+    match screen {
+        Screen::Avx512 => j0 = unsafe { screen_avx512(kept, floor, k, z, scale, shift, col0) },
+        Screen::Avx2 => j0 = unsafe { screen_avx2(kept, floor, k, z, scale, shift, col0) },
+        Screen::Scalar => {}
     }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = screen;
     let mut block = [0f32; SCREEN];
     while j0 + SCREEN <= n {
         let (zs, ss, bs) = (&z[j0..j0 + SCREEN], &scale[j0..j0 + SCREEN], &shift[j0..j0 + SCREEN]);
@@ -193,18 +197,86 @@ fn keep(kept: &mut Vec<(u32, f32)>, floor: &mut f32, k: usize, id: usize, v: f32
     }
 }
 
-/// True where this CPU has AVX2 for [`screen_avx2`] (detected once; the default build runs
-/// everywhere).
-fn simd_screen() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        static AVX2: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *AVX2.get_or_init(|| std::is_x86_feature_detected!("avx2"))
+/// How a TopK row's values are tested against its floor.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Screen {
+    /// 16 values at a time, portable.
+    Scalar,
+    /// 64 values at a time by their maximum, 8-lane vectors ([`screen_avx2`]).
+    Avx2,
+    /// As `Avx2` with 16-lane vectors and mask registers ([`screen_avx512`]).
+    Avx512,
+}
+
+impl Screen {
+    /// The widest screen this CPU runs (detected once; the default build runs everywhere).
+    /// `NEUROSTREAM_NO_AVX512` keeps AVX-512 off, as for the packed kernel.
+    fn widest() -> Screen {
+        static WIDEST: std::sync::OnceLock<Screen> = std::sync::OnceLock::new();
+        *WIDEST.get_or_init(|| {
+            #[cfg(target_arch = "x86_64")]
+            {
+                if super::packed::wide_supported() {
+                    return Screen::Avx512;
+                }
+                if std::is_x86_feature_detected!("avx2") {
+                    return Screen::Avx2;
+                }
+            }
+            Screen::Scalar
+        })
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
+}
+
+/// The screen of [`offer_top_k`] with 16-lane vectors over whole blocks of 64 values from the
+/// start of `z`, as [`screen_avx2`]; returns where it stopped.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn screen_avx512(
+    kept: &mut Vec<(u32, f32)>,
+    floor: &mut f32,
+    k: usize,
+    z: &[f32],
+    scale: &[f32],
+    shift: &[f32],
+    col0: usize,
+) -> usize {
+    use std::arch::x86_64::*;
+    const LANES: usize = 16;
+    const BLOCK: usize = 4 * LANES;
+    let n = z.len();
+    let mut h = [_mm512_setzero_ps(); 4];
+    let mut j0 = 0;
+    while j0 + BLOCK <= n {
+        for (v, hv) in h.iter_mut().enumerate() {
+            let o = j0 + v * LANES;
+            let zv = _mm512_loadu_ps(z.as_ptr().add(o));
+            *hv = _mm512_add_ps(
+                _mm512_mul_ps(_mm512_loadu_ps(scale.as_ptr().add(o)), zv),
+                _mm512_loadu_ps(shift.as_ptr().add(o)),
+            );
+        }
+        // A NaN lane may drop out of the maximum: it could not pass the floor anyway.
+        let m = _mm512_max_ps(_mm512_max_ps(h[0], h[1]), _mm512_max_ps(h[2], h[3]));
+        let t = _mm512_set1_ps(*floor);
+        if _mm512_cmp_ps_mask::<_CMP_GT_OQ>(m, t) != 0 {
+            let mut values = [0f32; BLOCK];
+            let mut mask = 0u64;
+            for (v, hv) in h.iter().enumerate() {
+                _mm512_storeu_ps(values.as_mut_ptr().add(v * LANES), *hv);
+                mask |= (_mm512_cmp_ps_mask::<_CMP_GT_OQ>(*hv, t) as u64) << (v * LANES);
+            }
+            // As in `screen_avx2`: every lane above the floor at the block's start is kept.
+            while mask != 0 {
+                let l = mask.trailing_zeros() as usize;
+                keep(kept, floor, k, col0 + j0 + l, values[l]);
+                mask &= mask - 1;
+            }
+        }
+        j0 += BLOCK;
     }
+    j0
 }
 
 /// The screen of [`offer_top_k`] with 8-lane vectors over whole blocks of 64 values from the
@@ -272,7 +344,7 @@ mod tests {
     /// ranges joined by `append`), equals a full sort by (value desc, id asc) cut at k and
     /// kept where positive: ties (many equal values), lengths around the 16- and 64-value screens
     /// and the tiles, k above the length, values that rise along the row (every block
-    /// beats the kept ones) or fall (none does); with the AVX2 screen and without.
+    /// beats the kept ones) or fall (none does); with every screen this CPU runs.
     #[test]
     fn top_k_in_tiles_and_parts_equals_a_sort_with_ties_to_the_lower_id() {
         let mut seed = 0x2545_f491_4f6c_dd1du64;
@@ -300,20 +372,29 @@ mod tests {
                     want.truncate(k);
                     want.retain(|e| e.1 > 0.0);
                     let activation = Activation::TopK { k };
-                    for (tile, parts, simd) in [
-                        (n.max(1), 1, false),
-                        (n.max(1), 1, true),
-                        (256, 1, true),
-                        (96, 2, true),
-                        (32, 2, true),
-                        (7, 3, false),
+                    let available = |s: &Screen| match s {
+                        Screen::Scalar => true,
+                        Screen::Avx2 => Screen::widest() != Screen::Scalar,
+                        Screen::Avx512 => Screen::widest() == Screen::Avx512,
+                    };
+                    for (tile, parts, screen) in [
+                        (n.max(1), 1, Screen::Scalar),
+                        (n.max(1), 1, Screen::Avx2),
+                        (n.max(1), 1, Screen::Avx512),
+                        (256, 1, Screen::Avx512),
+                        (96, 2, Screen::Avx2),
+                        (96, 2, Screen::Avx512),
+                        (32, 2, Screen::Avx2),
+                        (7, 3, Screen::Scalar),
                     ] {
-                        let simd = simd && simd_screen();
+                        if !available(&screen) {
+                            continue;
+                        }
                         let per = n.div_ceil(parts).max(1);
                         let selections: Vec<RowSelection> = (0..parts)
                             .map(|p| {
                                 let mut s = RowSelection::new(1);
-                                s.simd = simd;
+                                s.screen = screen;
                                 let (c0, c1) = ((p * per).min(n), ((p + 1) * per).min(n));
                                 for t0 in (c0..c1).step_by(tile) {
                                     let cols = tile.min(c1 - t0);
@@ -327,7 +408,7 @@ mod tests {
                         let got: Vec<(u32, f32)> = csr.ids.iter().copied().zip(csr.values.iter().copied()).collect();
                         assert_eq!(
                             got, want,
-                            "n {n}, k {k}, pattern {pattern}, tile {tile}, parts {parts}, simd {simd}"
+                            "n {n}, k {k}, pattern {pattern}, tile {tile}, parts {parts}, {screen:?}"
                         );
                     }
                 }
