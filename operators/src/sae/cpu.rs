@@ -98,6 +98,10 @@ impl SaeKernels for CpuSae {
                     self.threads,
                     || RowSelection::new(m),
                     |selection, tile| selection.offer(activation, scale, shift, tile.values, tile.stride, tile.col0, tile.cols),
+                    |mut selection| {
+                        selection.finish(activation);
+                        selection
+                    },
                 ),
                 None => {
                     self.z.resize(m * n, 0.0);
@@ -107,10 +111,11 @@ impl SaeKernels for CpuSae {
                     }
                     let mut selection = RowSelection::new(m);
                     selection.offer(activation, scale, shift, &self.z, n, 0, n);
+                    selection.finish(activation);
                     vec![selection]
                 }
             };
-            RowSelection::append(parts, activation, &mut csr);
+            RowSelection::append(&parts, activation, &mut csr, self.threads);
         }
         Ok(csr)
     }

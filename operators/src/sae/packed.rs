@@ -98,22 +98,25 @@ impl PackedWeights {
                     unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst.0.add(r * n + tile.col0), tile.cols) };
                 }
             },
+            |()| (),
         );
     }
 
     /// `x @ W` for `x` rows × k, handed to `take` a tile of at most 256 columns at a time (every
     /// row, ascending columns) while the tile is in cache, so the `rows × n` products need never be
     /// written. The panels are split over up to `threads` threads in contiguous column
-    /// ranges; each thread's state comes from `init`, and the states are returned in column
-    /// order.
-    pub fn matmul_tiles<S: Send>(
+    /// ranges; each thread's state comes from `init` and ends in `finish` (on that thread), and
+    /// the results are returned in column order.
+    #[allow(clippy::too_many_arguments)]
+    pub fn matmul_tiles<S, T: Send>(
         &self,
         x: &[f32],
         rows: usize,
         threads: usize,
         init: impl Fn() -> S + Sync,
         take: impl Fn(&mut S, &Tile) + Sync,
-    ) -> Vec<S> {
+        finish: impl Fn(S) -> T + Sync,
+    ) -> Vec<T> {
         let (k, n) = (self.k, self.n);
         assert!(x.len() >= rows * k);
         // x in row blocks of `mr`, interleaved by k (`xp[block][i * mr + r]`), zero-padded.
@@ -148,7 +151,7 @@ impl PackedWeights {
                     )
                 })
             };
-            state
+            finish(state)
         };
         if threads == 1 {
             return vec![run(0, np)];

@@ -47,62 +47,110 @@ impl RowSelection {
         let (scale, shift) = (&scale[col0..col0 + cols], &shift[col0..col0 + cols]);
         for (r, kept) in self.rows.iter_mut().enumerate() {
             let zr = &z[r * stride..r * stride + cols];
-            let ids = col0 as u32..;
-            match activation {
-                Activation::Relu => {
-                    for ((j, zv), (s, b)) in ids.zip(zr).zip(scale.iter().zip(shift)) {
-                        let v = s * zv + b;
-                        if v > 0.0 {
-                            kept.push((j, v));
-                        }
-                    }
+            let (threshold, gate) = match activation {
+                Activation::Relu => (None, None),
+                Activation::JumpRelu { threshold } => (Some(&threshold[col0..col0 + cols]), None),
+                Activation::Gated { b_gate, .. } => (None, Some(&b_gate[col0..col0 + cols])),
+                Activation::TopK { k } => {
+                    offer_top_k(kept, &mut self.floors[r], *k, zr, scale, shift, col0, self.screen);
+                    continue;
                 }
-                Activation::JumpRelu { threshold } => {
-                    let threshold = &threshold[col0..col0 + cols];
-                    for (((j, zv), (s, b)), t) in ids.zip(zr).zip(scale.iter().zip(shift)).zip(threshold) {
-                        let v = s * zv + b;
-                        if v > *t && v > 0.0 {
-                            kept.push((j, v));
-                        }
-                    }
-                }
-                Activation::Gated { b_gate, .. } => {
-                    let b_gate = &b_gate[col0..col0 + cols];
-                    for (((j, zv), (s, b)), g) in ids.zip(zr).zip(scale.iter().zip(shift)).zip(b_gate) {
-                        let v = s * zv + b;
-                        if zv + g > 0.0 && v > 0.0 {
-                            kept.push((j, v));
-                        }
-                    }
-                }
-                Activation::TopK { k } => offer_top_k(kept, &mut self.floors[r], *k, zr, scale, shift, col0, self.screen),
+            };
+            let mut j0 = 0;
+            // SAFETY: AVX2 is present where the screen is not scalar (`Screen::widest`); the
+            // slices all have length `cols`.
+            #[cfg(target_arch = "x86_64")]
+            if self.screen != Screen::Scalar {
+                j0 = unsafe { keep_above_avx2(kept, col0, zr, scale, shift, threshold, gate) };
+            }
+            let (zr, scale, shift) = (&zr[j0..], &scale[j0..], &shift[j0..]);
+            match (threshold, gate) {
+                (Some(t), _) => keep_where(kept, col0 + j0, zr, scale, shift, |j, _, v| v > t[j0 + j] && v > 0.0),
+                (None, Some(g)) => keep_where(kept, col0 + j0, zr, scale, shift, |j, zv, v| zv + g[j0 + j] > 0.0 && v > 0.0),
+                (None, None) => keep_where(kept, col0 + j0, zr, scale, shift, |_, _, v| v > 0.0),
             }
         }
     }
 
-    /// Appends the block's rows to `csr`, joining the selections of the threads that shared
-    /// its columns (`parts`, any order): a TopK row keeps the `k` best of the threads'
-    /// candidates; then positive values only, largest first.
-    pub(crate) fn append(parts: Vec<RowSelection>, activation: &Activation, csr: &mut Csr) {
-        let Some(rows) = parts.first().map(|p| p.rows.len()) else {
-            return;
-        };
-        let mut parts: Vec<_> = parts.into_iter().map(|p| p.rows.into_iter()).collect();
-        let mut entries = Vec::new();
-        for _ in 0..rows {
-            entries.clear();
-            for part in &mut parts {
-                entries.extend(part.next().expect("every part has every row"));
-            }
+    /// Ends the selection on the thread that made it: a TopK row keeps its `k` best
+    /// candidates; every row keeps positive values only, sorted largest first (ties by id).
+    pub(crate) fn finish(&mut self, activation: &Activation) {
+        for kept in &mut self.rows {
             if let Activation::TopK { k } = activation {
-                if entries.len() > *k {
-                    entries.select_nth_unstable_by(*k - 1, rank);
-                    entries.truncate(*k);
+                if kept.len() > *k {
+                    kept.select_nth_unstable_by(*k - 1, rank);
+                    kept.truncate(*k);
                 }
-                entries.retain(|e| e.1 > 0.0);
+                kept.retain(|e| e.1 > 0.0);
             }
-            push_sorted(csr, &mut entries);
+            kept.sort_unstable_by(rank);
         }
+    }
+
+    /// Appends the block's rows to `csr`, merging the finished selections of the threads that
+    /// shared its columns (`parts`, any order; see [`RowSelection::finish`]): a TopK row keeps
+    /// the `k` best of them. Rows are merged on up to `threads` threads.
+    pub(crate) fn append(parts: &[RowSelection], activation: &Activation, csr: &mut Csr, threads: usize) {
+        let rows = parts.first().map_or(0, |p| p.rows.len());
+        let limit = match activation {
+            Activation::TopK { k } => *k,
+            _ => usize::MAX,
+        };
+        let threads = threads.clamp(1, rows.max(1));
+        if threads == 1 {
+            merge_rows(parts, 0..rows, limit, csr);
+            return;
+        }
+        let per = rows.div_ceil(threads);
+        let merged: Vec<Csr> = std::thread::scope(|s| {
+            let handles: Vec<_> = (per..rows)
+                .step_by(per)
+                .map(|r0| {
+                    s.spawn(move || {
+                        let mut part = Csr::with_rows(per);
+                        merge_rows(parts, r0..(r0 + per).min(rows), limit, &mut part);
+                        part
+                    })
+                })
+                .collect();
+            let mut first = Csr::with_rows(per);
+            merge_rows(parts, 0..per, limit, &mut first);
+            std::iter::once(first)
+                .chain(handles.into_iter().map(|h| h.join().expect("merge thread")))
+                .collect()
+        });
+        for part in merged {
+            csr.append(part);
+        }
+    }
+}
+
+/// Appends rows `rows` of the sorted `parts` to `csr`, each the merge of its lists (at most
+/// `limit` entries).
+fn merge_rows(parts: &[RowSelection], rows: std::ops::Range<usize>, limit: usize, csr: &mut Csr) {
+    let mut heads: Vec<&[(u32, f32)]> = Vec::with_capacity(parts.len());
+    for r in rows {
+        heads.clear();
+        heads.extend(parts.iter().map(|p| p.rows[r].as_slice()));
+        let mut taken = 0;
+        while taken < limit {
+            // The head that ranks first; a few lists (one per thread).
+            let mut best: Option<usize> = None;
+            for (i, h) in heads.iter().enumerate() {
+                if let Some(e) = h.first() {
+                    if best.is_none_or(|b| rank(e, &heads[b][0]).is_lt()) {
+                        best = Some(i);
+                    }
+                }
+            }
+            let Some(i) = best else { break };
+            let (id, v) = heads[i][0];
+            heads[i] = &heads[i][1..];
+            csr.ids.push(id);
+            csr.values.push(v);
+            taken += 1;
+        }
+        csr.offsets.push(csr.ids.len() as u32);
     }
 }
 
@@ -178,6 +226,84 @@ fn offer_top_k(
             keep(kept, floor, k, col0 + j, v);
         }
     }
+}
+
+/// Appends to `kept` the latents `col0 + j` whose `h = scale · z + shift` passes `test(j, z, h)`.
+///
+/// Without a branch per latent: each pair is written to a buffer and counted only if it passes
+/// (a dense JumpReLU row keeps a random 40 % of its latents, and a branch then mispredicts
+/// every few values).
+fn keep_where(
+    kept: &mut Vec<(u32, f32)>,
+    col0: usize,
+    z: &[f32],
+    scale: &[f32],
+    shift: &[f32],
+    test: impl Fn(usize, f32, f32) -> bool,
+) {
+    const CHUNK: usize = 256;
+    let mut buf = [(0u32, 0f32); CHUNK];
+    for c0 in (0..z.len()).step_by(CHUNK) {
+        let c1 = (c0 + CHUNK).min(z.len());
+        let mut m = 0;
+        for j in c0..c1 {
+            let v = scale[j] * z[j] + shift[j];
+            buf[m] = ((col0 + j) as u32, v);
+            m += test(j, z[j], v) as usize;
+        }
+        kept.extend_from_slice(&buf[..m]);
+    }
+}
+
+/// [`keep_where`] for ReLU (`threshold` and `gate` absent), JumpReLU (`h > threshold`) and gated
+/// SAEs (`z + gate > 0`), always with `h > 0`, 16 values at a time with 8-lane vectors: only
+/// the lanes that pass are appended, so a sparse row costs a compare per value and a dense
+/// one no mispredicted branch. Returns where it stopped (the rest is left to `keep_where`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn keep_above_avx2(
+    kept: &mut Vec<(u32, f32)>,
+    col0: usize,
+    z: &[f32],
+    scale: &[f32],
+    shift: &[f32],
+    threshold: Option<&[f32]>,
+    gate: Option<&[f32]>,
+) -> usize {
+    use std::arch::x86_64::*;
+    const LANES: usize = 8;
+    let n = z.len();
+    let zero = _mm256_setzero_ps();
+    let mut values = [0f32; 2 * LANES];
+    let mut j0 = 0;
+    while j0 + 2 * LANES <= n {
+        let mut mask = 0u32;
+        for half in 0..2 {
+            let o = j0 + half * LANES;
+            let zv = _mm256_loadu_ps(z.as_ptr().add(o));
+            let h = _mm256_add_ps(
+                _mm256_mul_ps(_mm256_loadu_ps(scale.as_ptr().add(o)), zv),
+                _mm256_loadu_ps(shift.as_ptr().add(o)),
+            );
+            let mut pass = _mm256_cmp_ps::<_CMP_GT_OQ>(h, zero);
+            if let Some(t) = threshold {
+                pass = _mm256_and_ps(pass, _mm256_cmp_ps::<_CMP_GT_OQ>(h, _mm256_loadu_ps(t.as_ptr().add(o))));
+            }
+            if let Some(g) = gate {
+                let opened = _mm256_add_ps(zv, _mm256_loadu_ps(g.as_ptr().add(o)));
+                pass = _mm256_and_ps(pass, _mm256_cmp_ps::<_CMP_GT_OQ>(opened, zero));
+            }
+            _mm256_storeu_ps(values.as_mut_ptr().add(half * LANES), h);
+            mask |= (_mm256_movemask_ps(pass) as u32) << (half * LANES);
+        }
+        while mask != 0 {
+            let l = mask.trailing_zeros() as usize;
+            kept.push(((col0 + j0 + l) as u32, values[l]));
+            mask &= mask - 1;
+        }
+        j0 += 2 * LANES;
+    }
+    j0
 }
 
 /// Candidates a TopK row holds before it selects its best `k` again.
@@ -400,17 +526,96 @@ mod tests {
                                     let cols = tile.min(c1 - t0);
                                     s.offer(&activation, &scale, &shift, &z[t0..], cols, t0, cols);
                                 }
+                                s.finish(&activation);
                                 s
                             })
                             .collect();
                         let mut csr = Csr::with_rows(1);
-                        RowSelection::append(selections, &activation, &mut csr);
+                        RowSelection::append(&selections, &activation, &mut csr, parts);
                         let got: Vec<(u32, f32)> = csr.ids.iter().copied().zip(csr.values.iter().copied()).collect();
                         assert_eq!(
                             got, want,
                             "n {n}, k {k}, pattern {pattern}, tile {tile}, parts {parts}, {screen:?}"
                         );
                     }
+                }
+            }
+        }
+    }
+
+    /// ReLU, JumpReLU and gated rows offered over several rows, tiles and "threads", with the
+    /// vector test and the scalar one, equal the float64 rule applied to every latent, sorted
+    /// by (value desc, id asc).
+    #[test]
+    fn threshold_activations_in_tiles_and_parts_equal_the_rule() {
+        let (rows, n) = (3usize, 300usize);
+        // Some values sit exactly on a boundary: z = 0.5 where the gate bias is −0.5 (z + gate = 0
+        // is shut), and z = 0 (h = shift).
+        let z: Vec<f32> = (0..rows * n)
+            .map(|i| match i % 11 {
+                0 => 0.5,
+                1 => 0.0,
+                _ => ((i * 7919 % 1009) as f32 / 1009.0 - 0.5) * 4.0,
+            })
+            .collect();
+        let scale: Vec<f32> = (0..n).map(|j| 0.5 + (j % 4) as f32 * 0.25).collect();
+        let shift: Vec<f32> = (0..n).map(|j| (j % 7) as f32 * 0.1 - 0.3).collect();
+        let threshold: Vec<f32> = (0..n).map(|j| (j % 5) as f32 * 0.2).collect();
+        let b_gate: Vec<f32> = (0..n).map(|j| (j % 3) as f32 * 0.5 - 0.5).collect();
+        let activations = [
+            Activation::Relu,
+            Activation::JumpRelu {
+                threshold: threshold.clone(),
+            },
+            Activation::Gated {
+                b_gate: b_gate.clone(),
+                r_mag: vec![0.0; n],
+                b_mag: vec![0.0; n],
+            },
+        ];
+        for activation in &activations {
+            let mut want = Csr::with_rows(rows);
+            for r in 0..rows {
+                let mut row: Vec<(u32, f32)> = (0..n)
+                    .filter_map(|j| {
+                        let zv = z[r * n + j] as f64;
+                        let v = scale[j] as f64 * zv + shift[j] as f64;
+                        let keep = match activation {
+                            Activation::Relu => v > 0.0,
+                            Activation::JumpRelu { .. } => v > threshold[j] as f64 && v > 0.0,
+                            Activation::Gated { .. } => zv + b_gate[j] as f64 > 0.0 && v > 0.0,
+                            Activation::TopK { .. } => unreachable!(),
+                        };
+                        keep.then_some((j as u32, v as f32))
+                    })
+                    .collect();
+                push_sorted(&mut want, &mut row);
+            }
+            let widest = Screen::widest();
+            for (tile, parts, screen) in [(n, 1, widest), (n, 1, Screen::Scalar), (32, 2, widest), (7, 3, widest)] {
+                let per = n.div_ceil(parts);
+                let selections: Vec<RowSelection> = (0..parts)
+                    .map(|p| {
+                        let mut s = RowSelection::new(rows);
+                        s.screen = screen;
+                        let (c0, c1) = ((p * per).min(n), ((p + 1) * per).min(n));
+                        for t0 in (c0..c1).step_by(tile) {
+                            let cols = tile.min(c1 - t0);
+                            s.offer(activation, &scale, &shift, &z[t0..], n, t0, cols);
+                        }
+                        s.finish(activation);
+                        s
+                    })
+                    .collect();
+                let mut got = Csr::with_rows(rows);
+                RowSelection::append(&selections, activation, &mut got, parts);
+                assert_eq!(
+                    got.offsets, want.offsets,
+                    "{activation:?} tile {tile} parts {parts} {screen:?}"
+                );
+                assert_eq!(got.ids, want.ids, "{activation:?} tile {tile} parts {parts} {screen:?}");
+                for (a, b) in got.values.iter().zip(&want.values) {
+                    assert!((a - b).abs() <= 1e-6 * b.abs().max(1.0), "{activation:?}: {a} vs {b}");
                 }
             }
         }
