@@ -1,6 +1,7 @@
-//! CPU kernel of `sae_encode`: `x' @ W_enc` by the packed-panel kernel (`packed.rs`, AVX2 + FMA)
-//! or, on CPUs without it, a tuned GEMM (the `gemm` crate); then the activation and
-//! sparsification per row.
+//! CPU kernel of `sae_encode`: `x' @ W_enc` by the packed-panel kernel (`packed.rs`, AVX2 + FMA
+//! or AVX-512), with the activation and sparsification (`select.rs`) taking each tile of
+//! products while it is in cache; on CPUs without it, a tuned GEMM (the `gemm` crate) and the
+//! same selection over the dense block.
 
 use neurostream_engine::Result;
 

@@ -1,7 +1,8 @@
 //! The activation and sparsification of `sae_encode` on the CPU: each row's kept latents,
 //! chosen from the pre-activations `z` one column tile at a time while the tile is in cache
-//! (the packed kernel hands over 32 columns of every row of a block), so the dense
-//! `rows × d_sae` matrix is never written for the packed kernel.
+//! (the packed kernel hands over 256 columns of every row of a block), so the dense
+//! `rows × d_sae` matrix is never written for the packed kernel. Each thread selects from its
+//! own columns and sorts its rows; the rows are then merged.
 
 use super::model::Activation;
 use super::Csr;
