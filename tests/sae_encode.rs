@@ -8,7 +8,15 @@ use common::{devices, python, run_err, run_ok, run_python};
 const D_IN: usize = 48;
 const D_SAE: usize = 160;
 
+/// The pipeline under test; on the CPU a second encoder splits its matmul and selection over 3
+/// threads (columns per thread, rows merged), checked against the same reference.
 fn pipeline(device: &str) -> String {
+    let threaded = if device == "cpu" {
+        "\n[operators.enc_threads]\nkind = \"sae_encode\"\ninput = \"acts\"\nsae = \"sae\"\ndevice = \"cpu\"\nthreads = 3\n\
+         \n[sinks.features_threads]\nkind = \"parquet\"\ninput = \"enc_threads\"\npath = \"features_threads.parquet\"\n"
+    } else {
+        ""
+    };
     format!(
         r#"
 [sources.acts]
@@ -36,7 +44,7 @@ path = "acts.parquet"
 kind = "parquet"
 input = "enc"
 path = "features.parquet"
-"#
+{threaded}"#
     )
 }
 
@@ -66,6 +74,14 @@ fn check(format: &str, arch: &str, opts: &[&str]) {
             &["check", &sae, &p("acts.parquet"), &p("features.parquet")],
         );
         eprintln!("{format} {arch} {opts:?} on {device}: {out}");
+        if device == "cpu" {
+            let out = run_python(
+                &py,
+                "sae_reference.py",
+                &["check", &sae, &p("acts.parquet"), &p("features_threads.parquet")],
+            );
+            eprintln!("{format} {arch} {opts:?} on 3 CPU threads: {out}");
+        }
     }
 }
 

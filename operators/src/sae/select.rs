@@ -198,7 +198,6 @@ fn offer_top_k(
     // they read whole 64-value blocks of the three slices, which have length `n`.
     #[cfg(target_arch = "x86_64")]
     match screen {
-        Screen::Avx512 => j0 = unsafe { screen_avx512(kept, floor, k, z, scale, shift, col0) },
         Screen::Avx2 => j0 = unsafe { screen_avx2(kept, floor, k, z, scale, shift, col0) },
         Screen::Scalar => {}
     }
@@ -329,81 +328,23 @@ fn keep(kept: &mut Vec<(u32, f32)>, floor: &mut f32, k: usize, id: usize, v: f32
 enum Screen {
     /// 16 values at a time, portable.
     Scalar,
-    /// 64 values at a time by their maximum, 8-lane vectors ([`screen_avx2`]).
+    /// 64 values at a time by their maximum, 8-lane vectors ([`screen_avx2`]; a 16-lane AVX-512
+    /// version measured no faster: the screen waits on loads).
     Avx2,
-    /// As `Avx2` with 16-lane vectors and mask registers ([`screen_avx512`]).
-    Avx512,
 }
 
 impl Screen {
     /// The widest screen this CPU runs (detected once; the default build runs everywhere).
-    /// `NEUROSTREAM_NO_AVX512` keeps AVX-512 off, as for the packed kernel.
     fn widest() -> Screen {
         static WIDEST: std::sync::OnceLock<Screen> = std::sync::OnceLock::new();
         *WIDEST.get_or_init(|| {
             #[cfg(target_arch = "x86_64")]
-            {
-                if super::packed::wide_supported() {
-                    return Screen::Avx512;
-                }
-                if std::is_x86_feature_detected!("avx2") {
-                    return Screen::Avx2;
-                }
+            if std::is_x86_feature_detected!("avx2") {
+                return Screen::Avx2;
             }
             Screen::Scalar
         })
     }
-}
-
-/// The screen of [`offer_top_k`] with 16-lane vectors over whole blocks of 64 values from the
-/// start of `z`, as [`screen_avx2`]; returns where it stopped.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn screen_avx512(
-    kept: &mut Vec<(u32, f32)>,
-    floor: &mut f32,
-    k: usize,
-    z: &[f32],
-    scale: &[f32],
-    shift: &[f32],
-    col0: usize,
-) -> usize {
-    use std::arch::x86_64::*;
-    const LANES: usize = 16;
-    const BLOCK: usize = 4 * LANES;
-    let n = z.len();
-    let mut h = [_mm512_setzero_ps(); 4];
-    let mut j0 = 0;
-    while j0 + BLOCK <= n {
-        for (v, hv) in h.iter_mut().enumerate() {
-            let o = j0 + v * LANES;
-            let zv = _mm512_loadu_ps(z.as_ptr().add(o));
-            *hv = _mm512_add_ps(
-                _mm512_mul_ps(_mm512_loadu_ps(scale.as_ptr().add(o)), zv),
-                _mm512_loadu_ps(shift.as_ptr().add(o)),
-            );
-        }
-        // A NaN lane may drop out of the maximum: it could not pass the floor anyway.
-        let m = _mm512_max_ps(_mm512_max_ps(h[0], h[1]), _mm512_max_ps(h[2], h[3]));
-        let t = _mm512_set1_ps(*floor);
-        if _mm512_cmp_ps_mask::<_CMP_GT_OQ>(m, t) != 0 {
-            let mut values = [0f32; BLOCK];
-            let mut mask = 0u64;
-            for (v, hv) in h.iter().enumerate() {
-                _mm512_storeu_ps(values.as_mut_ptr().add(v * LANES), *hv);
-                mask |= (_mm512_cmp_ps_mask::<_CMP_GT_OQ>(*hv, t) as u64) << (v * LANES);
-            }
-            // As in `screen_avx2`: every lane above the floor at the block's start is kept.
-            while mask != 0 {
-                let l = mask.trailing_zeros() as usize;
-                keep(kept, floor, k, col0 + j0 + l, values[l]);
-                mask &= mask - 1;
-            }
-        }
-        j0 += BLOCK;
-    }
-    j0
 }
 
 /// The screen of [`offer_top_k`] with 8-lane vectors over whole blocks of 64 values from the
@@ -499,18 +440,12 @@ mod tests {
                     want.truncate(k);
                     want.retain(|e| e.1 > 0.0);
                     let activation = Activation::TopK { k };
-                    let available = |s: &Screen| match s {
-                        Screen::Scalar => true,
-                        Screen::Avx2 => Screen::widest() != Screen::Scalar,
-                        Screen::Avx512 => Screen::widest() == Screen::Avx512,
-                    };
+                    let available = |s: &Screen| *s == Screen::Scalar || Screen::widest() == Screen::Avx2;
                     for (tile, parts, screen) in [
                         (n.max(1), 1, Screen::Scalar),
                         (n.max(1), 1, Screen::Avx2),
-                        (n.max(1), 1, Screen::Avx512),
-                        (256, 1, Screen::Avx512),
+                        (256, 1, Screen::Avx2),
                         (96, 2, Screen::Avx2),
-                        (96, 2, Screen::Avx512),
                         (32, 2, Screen::Avx2),
                         (7, 3, Screen::Scalar),
                     ] {
