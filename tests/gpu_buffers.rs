@@ -161,7 +161,8 @@ fn gpu_kernels_create_no_buffers_per_batch_after_the_first() {
 
 /// The wgpu encoder's two products (one column per invocation for blocks of up to 4 rows,
 /// 64 × 64 register tiles above) equal the CPU encoder for blocks of every shape around their
-/// edges: TopK and JumpReLU, same latents, values within 1e-4 relative.
+/// edges: TopK (also over several columns per selecting invocation, with ties) and JumpReLU,
+/// same latents, values within 1e-4 relative.
 #[test]
 fn the_gpu_encoder_equals_the_cpu_one_for_blocks_of_any_height() {
     use neurostream_operators::sae::half_weights::WeightDtype;
@@ -187,8 +188,23 @@ fn the_gpu_encoder_equals_the_cpu_one_for_blocks_of_any_height() {
     odd.activation = Activation::JumpRelu {
         threshold: vec![0.1; odd.d_sae],
     };
+    // TopK over 805 latents, each of the 256 columns repeated (exact ties, broken by the lower
+    // id): every invocation of the selection owns several columns of a row.
+    let mut wide = topk.clone();
+    let base = |j: usize| j % topk.d_sae;
+    wide.d_sae = 3 * topk.d_sae + 37;
+    wide.w_enc = topk
+        .w_enc
+        .chunks_exact(topk.d_sae)
+        .flat_map(|row| (0..wide.d_sae).map(move |j| row[base(j)]))
+        .collect();
+    wide.b_enc = (0..wide.d_sae).map(|j| topk.b_enc[base(j)]).collect();
+    wide.w_dec = (0..wide.d_sae)
+        .flat_map(|j| topk.w_dec[base(j) * topk.d_in..(base(j) + 1) * topk.d_in].iter().copied())
+        .collect();
     let cases = [
         (&topk, WeightDtype::F32),
+        (&wide, WeightDtype::F32),
         (&jump, WeightDtype::F32),
         (&topk, WeightDtype::F16),
         (&jump, WeightDtype::Bf16),

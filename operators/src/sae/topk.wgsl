@@ -11,26 +11,29 @@ var<workgroup> best_v: array<f32, 256>;
 var<workgroup> best_i: array<u32, 256>;
 
 // One workgroup per row: k rounds of a parallel arg-max; each winner is taken out of the row.
+// Each invocation owns the strided columns `lid, lid + WG, ...` and keeps the best of them, so
+// the row is read once, and in a round only the winner's owner reads its columns again (the
+// k full scans per row this replaced read the row k times).
 @compute @workgroup_size(256)
 fn topk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let row = wid.x + wid.y * nwg.x;
     let valid = row < tparams.rows;
     let n = tparams.d_sae;
     let base = row * n;
-    for (var round = 0u; round < tparams.k; round = round + 1u) {
-        var bv = -3.0e38;
-        var bi = 0xffffffffu;
-        if (valid) {
-            for (var j = lid.x; j < n; j = j + WG) {
-                let v = pre[base + j];
-                if (v > bv || (v == bv && j < bi)) {
-                    bv = v;
-                    bi = j;
-                }
+    var my_v = -3.0e38;
+    var my_i = 0xffffffffu;
+    if (valid) {
+        for (var j = lid.x; j < n; j = j + WG) {
+            let v = pre[base + j];
+            if (v > my_v || (v == my_v && j < my_i)) {
+                my_v = v;
+                my_i = j;
             }
         }
-        best_v[lid.x] = bv;
-        best_i[lid.x] = bi;
+    }
+    for (var round = 0u; round < tparams.k; round = round + 1u) {
+        best_v[lid.x] = my_v;
+        best_i[lid.x] = my_i;
         workgroupBarrier();
         for (var s = WG / 2u; s > 0u; s = s / 2u) {
             if (lid.x < s) {
@@ -43,12 +46,22 @@ fn topk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
             }
             workgroupBarrier();
         }
+        let win = best_i[0];
         if (lid.x == 0u && valid) {
-            let win = best_i[0];
             picked[row * tparams.k + round] = best_v[0];
             picked[tparams.rows * tparams.k + row * tparams.k + round] = bitcast<f32>(win);
-            if (win < n) {
-                pre[base + win] = -3.0e38;
+        }
+        // The winner's owner takes it out and finds its next best.
+        if (valid && win < n && win % WG == lid.x) {
+            pre[base + win] = -3.0e38;
+            my_v = -3.0e38;
+            my_i = 0xffffffffu;
+            for (var j = lid.x; j < n; j = j + WG) {
+                let v = pre[base + j];
+                if (v > my_v || (v == my_v && j < my_i)) {
+                    my_v = v;
+                    my_i = j;
+                }
             }
         }
         workgroupBarrier();
