@@ -300,7 +300,9 @@ def main():
     lines += ["", "The wgpu encoder's product is register-tiled (64 × 64 output tiles, 4 × 4 outputs per invocation, 16-deep "
               "tiles of both operands in workgroup memory; one column per invocation for blocks of up to 4 rows), with the "
               "activation fused as its epilogue; it writes the pre-activations (TopK) or activations of the block to device "
-              "memory. TopK then selects the top k by k scans per row and reads back k pairs per token (k × 8 bytes); the "
+              "memory. TopK then selects the top k in one workgroup per row (each invocation keeps the best of its strided "
+              "columns; k rounds of a parallel arg-max, after each of which only the winner's owner rescans its "
+              "columns: the row is read about once) and reads back k pairs per token (k × 8 bytes); the "
               "other architectures count the active latents per row and read back 4 bytes per token plus 8 per active "
               "latent. f16 weights are read as packed pairs (`unpack2x16float`, no `shader-f16` needed) and accumulated in "
               "f32. Not yet: subgroup operations, vectorised loads, on-device top-k without the dense pre-activations."]
