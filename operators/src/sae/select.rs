@@ -17,7 +17,7 @@ pub(crate) struct RowSelection {
     /// Per TopK row, the value a latent must beat to be a candidate (the `k`-th best at the
     /// row's last selection).
     floors: Vec<f32>,
-    /// How TopK rows are screened.
+    /// The instructions rows are tested with (the TopK screen and the threshold tests).
     screen: Screen,
 }
 
@@ -323,7 +323,7 @@ fn keep(kept: &mut Vec<(u32, f32)>, floor: &mut f32, k: usize, id: usize, v: f32
     }
 }
 
-/// How a TopK row's values are tested against its floor.
+/// How a row's values are tested: against a TopK row's floor, or by the threshold activations.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Screen {
     /// 16 values at a time, portable.
