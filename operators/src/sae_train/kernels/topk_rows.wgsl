@@ -22,24 +22,27 @@ fn topk_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id
     let valid = row < P.rows;
     let n = P.m;
     let base = row * n;
+    // Each invocation owns the strided columns `lid, lid + 256, ...` and keeps the best of them
+    // ordered after the last winner. Every other invocation's best ranks below a round's winner
+    // (it lost to it), so only the winner's owner looks again: a row is read about once, not
+    // once per round.
     var pv = NONE_V;
     var pi = NONE_I;
-    for (var round = 0u; round < P.k; round = round + 1u) {
-        var cv = NONE_V;
-        var ci = NONE_I;
-        if (valid) {
-            for (var j = lid.x; j < n; j = j + 256u) {
-                if (P.aux == 1u && dead[j] == 0u) {
-                    continue;
-                }
-                let v = h[base + j];
-                let after = round == 0u || v < pv || (v == pv && j > pi);
-                if (after && better(v, j, cv, ci)) {
-                    cv = v;
-                    ci = j;
-                }
+    var cv = NONE_V;
+    var ci = NONE_I;
+    if (valid) {
+        for (var j = lid.x; j < n; j = j + 256u) {
+            if (P.aux == 1u && dead[j] == 0u) {
+                continue;
+            }
+            let v = h[base + j];
+            if (better(v, j, cv, ci)) {
+                cv = v;
+                ci = j;
             }
         }
+    }
+    for (var round = 0u; round < P.k; round = round + 1u) {
         best_v[lid.x] = cv;
         best_i[lid.x] = ci;
         workgroupBarrier();
@@ -52,6 +55,21 @@ fn topk_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id
         }
         pv = best_v[0];
         pi = best_i[0];
+        if (valid && pi < n && pi % 256u == lid.x) {
+            cv = NONE_V;
+            ci = NONE_I;
+            for (var j = lid.x; j < n; j = j + 256u) {
+                if (P.aux == 1u && dead[j] == 0u) {
+                    continue;
+                }
+                let v = h[base + j];
+                let after = v < pv || (v == pv && j > pi);
+                if (after && better(v, j, cv, ci)) {
+                    cv = v;
+                    ci = j;
+                }
+            }
+        }
         workgroupBarrier();
     }
     if (!valid) {
