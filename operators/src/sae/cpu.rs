@@ -91,7 +91,7 @@ impl SaeKernels for CpuSae {
             let m = BLOCK.min(rows - start);
             let x = &input[start * d_in..(start + m) * d_in];
             let parts = match &self.weights.packed {
-                // The selection takes each 32-column tile of products from L1 on the thread
+                // The selection takes each 256-column tile of products from cache on the thread
                 // that computed it: the block's dense products are never written.
                 Some(p) => p.matmul_tiles(
                     x,

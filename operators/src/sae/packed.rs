@@ -385,8 +385,8 @@ pub fn kernel_supported() -> bool {
 }
 
 /// Columns per tile handed to a [`PackedWeights::matmul_tiles`] epilogue (16 panels): wide
-/// enough that the epilogue's cost per row is in its values, not its calls; 256 rows of it
-/// (256 KiB) stay in L2.
+/// enough that the epilogue's cost per row is in its values, not its calls; a 264-row block
+/// of it (about 270 KB) stays in L2.
 const TILE: usize = 16 * NR;
 
 /// A block of products handed to a [`PackedWeights::matmul_tiles`] epilogue: row `r`, column

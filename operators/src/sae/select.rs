@@ -53,7 +53,12 @@ impl RowSelection {
                 Activation::JumpRelu { threshold } => (Some(&threshold[col0..col0 + cols]), None),
                 Activation::Gated { b_gate, .. } => (None, Some(&b_gate[col0..col0 + cols])),
                 Activation::TopK { k } => {
-                    offer_top_k(kept, &mut self.floors[r], *k, zr, scale, shift, col0, self.screen);
+                    let mut row = TopKRow {
+                        kept,
+                        floor: &mut self.floors[r],
+                        k: *k,
+                    };
+                    offer_top_k(&mut row, zr, scale, shift, col0, self.screen);
                     continue;
                 }
             };
@@ -170,26 +175,16 @@ fn rank(a: &(u32, f32), b: &(u32, f32)) -> std::cmp::Ordering {
     b.1.total_cmp(&a.1).then(a.0.cmp(&b.0))
 }
 
-/// Offers the latents `col0..` (pre-activations `z`, their `scale` and `shift`) to `kept`, the
-/// row's candidates for its `k` best, all of which beat `floor`.
+/// Offers the latents `col0..` (pre-activations `z`, their `scale` and `shift`) to `row`'s
+/// candidates for its `k` best, all of which beat its floor.
 ///
 /// A value that beats the floor is appended; when the candidates reach [`capacity`] the best
 /// `k` are selected (`select_nth_unstable`, linear) and the floor rises to the `k`-th. Keeping
 /// a binary heap up to date per value instead cost a sift per new record, with a mispredicted
 /// branch per level: most of the selection's time. `h` is computed and tested [`SCREEN`]
 /// values at a time; after the first few hundred latents few pass.
-#[allow(clippy::too_many_arguments)]
-fn offer_top_k(
-    kept: &mut Vec<(u32, f32)>,
-    floor: &mut f32,
-    k: usize,
-    z: &[f32],
-    scale: &[f32],
-    shift: &[f32],
-    col0: usize,
-    screen: Screen,
-) {
-    if k == 0 {
+fn offer_top_k(row: &mut TopKRow, z: &[f32], scale: &[f32], shift: &[f32], col0: usize, screen: Screen) {
+    if row.k == 0 {
         return;
     }
     let n = z.len();
@@ -198,7 +193,7 @@ fn offer_top_k(
     // they read whole 64-value blocks of the three slices, which have length `n`.
     #[cfg(target_arch = "x86_64")]
     match screen {
-        Screen::Avx2 => j0 = unsafe { screen_avx2(kept, floor, k, z, scale, shift, col0) },
+        Screen::Avx2 => j0 = unsafe { screen_avx2(row, z, scale, shift, col0) },
         Screen::Scalar => {}
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -209,12 +204,12 @@ fn offer_top_k(
         let mut hit = false;
         for (((v, zv), s), b) in block.iter_mut().zip(zs).zip(ss).zip(bs) {
             *v = s * zv + b;
-            hit |= *v > *floor;
+            hit |= *v > *row.floor;
         }
         if hit {
             for (l, &v) in block.iter().enumerate() {
-                if v > *floor {
-                    keep(kept, floor, k, col0 + j0 + l, v);
+                if v > *row.floor {
+                    row.keep(col0 + j0 + l, v);
                 }
             }
         }
@@ -222,8 +217,8 @@ fn offer_top_k(
     }
     for j in j0..n {
         let v = scale[j] * z[j] + shift[j];
-        if v > *floor {
-            keep(kept, floor, k, col0 + j, v);
+        if v > *row.floor {
+            row.keep(col0 + j, v);
         }
     }
 }
@@ -311,15 +306,25 @@ fn capacity(k: usize) -> usize {
     (4 * k).max(64)
 }
 
-/// Appends candidate `id` with value `v` (above `floor`) to `kept`; selects when full.
-#[inline]
-fn keep(kept: &mut Vec<(u32, f32)>, floor: &mut f32, k: usize, id: usize, v: f32) {
-    kept.push((id as u32, v));
-    if kept.len() >= capacity(k) {
-        kept.select_nth_unstable_by(k - 1, rank);
-        kept.truncate(k);
-        // Later ids lose ties, so a later value must beat the k-th strictly.
-        *floor = kept[k - 1].1;
+/// One TopK row of a [`RowSelection`]: its candidates, all above `floor`, for its `k` best.
+struct TopKRow<'a> {
+    kept: &'a mut Vec<(u32, f32)>,
+    floor: &'a mut f32,
+    k: usize,
+}
+
+impl TopKRow<'_> {
+    /// Appends candidate `id` with value `v` (above the floor); selects when full.
+    #[inline]
+    fn keep(&mut self, id: usize, v: f32) {
+        let k = self.k;
+        self.kept.push((id as u32, v));
+        if self.kept.len() >= capacity(k) {
+            self.kept.select_nth_unstable_by(k - 1, rank);
+            self.kept.truncate(k);
+            // Later ids lose ties, so a later value must beat the k-th strictly.
+            *self.floor = self.kept[k - 1].1;
+        }
     }
 }
 
@@ -353,16 +358,7 @@ impl Screen {
 /// is `scale · z` then `+ shift`, rounded as the scalar path rounds it.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn screen_avx2(
-    kept: &mut Vec<(u32, f32)>,
-    floor: &mut f32,
-    k: usize,
-    z: &[f32],
-    scale: &[f32],
-    shift: &[f32],
-    col0: usize,
-) -> usize {
+unsafe fn screen_avx2(row: &mut TopKRow, z: &[f32], scale: &[f32], shift: &[f32], col0: usize) -> usize {
     use std::arch::x86_64::*;
     const LANES: usize = 8;
     const BLOCK: usize = 8 * LANES;
@@ -383,7 +379,7 @@ unsafe fn screen_avx2(
             _mm256_max_ps(_mm256_max_ps(h[0], h[1]), _mm256_max_ps(h[2], h[3])),
             _mm256_max_ps(_mm256_max_ps(h[4], h[5]), _mm256_max_ps(h[6], h[7])),
         );
-        let t = _mm256_set1_ps(*floor);
+        let t = _mm256_set1_ps(*row.floor);
         if _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_GT_OQ>(m, t)) != 0 {
             let mut values = [0f32; BLOCK];
             let mut mask = 0u64;
@@ -395,7 +391,7 @@ unsafe fn screen_avx2(
             // rose meanwhile: a surplus candidate is dropped at the next selection.
             while mask != 0 {
                 let l = mask.trailing_zeros() as usize;
-                keep(kept, floor, k, col0 + j0 + l, values[l]);
+                row.keep(col0 + j0 + l, values[l]);
                 mask &= mask - 1;
             }
         }
