@@ -3,8 +3,9 @@
 //! back to it when a call ends. Each kernel here runs batches of one shape; after the first,
 //! `GpuContext::buffers_created` must not move, and a batch run again after others gives the
 //! same result as the first time (a reused buffer carries nothing over). The bytes moved
-//! between host and device per batch are counted too, and the SAE encoder's two products are
-//! checked against the CPU encoder for blocks of every height.
+//! between host and device per batch are counted too, the SAE encoder's products are checked
+//! against the CPU encoder for blocks of every height, and the shared GEMM against a float64
+//! product for every layout.
 //!
 //! Runs on any wgpu adapter (lavapipe in CI); `NEUROSTREAM_SKIP_GPU_TESTS=1` skips it.
 
@@ -12,6 +13,7 @@ use std::sync::Arc;
 
 use neurostream_engine::{ComputeDevice, DeviceChoice, DeviceManager, DevicePolicy, Frame, GpuContext, RowIndex, Rows, Schema};
 use neurostream_operators::cluster::kmeans::{AssignKernels, GpuAssign};
+use neurostream_operators::gpu_gemm::{self, GemmCall};
 use neurostream_operators::normalize::GpuKernels as GpuNormalize;
 use neurostream_operators::normalize::NormalizeKernels;
 use neurostream_operators::sae::GpuSae;
@@ -159,10 +161,11 @@ fn gpu_kernels_create_no_buffers_per_batch_after_the_first() {
     });
 }
 
-/// The wgpu encoder's two products (one column per invocation for blocks of up to 4 rows,
-/// 64 × 64 register tiles above) equal the CPU encoder for blocks of every shape around their
-/// edges: TopK (also over several columns per selecting invocation, with ties) and JumpReLU,
-/// same latents, values within 1e-4 relative.
+/// The wgpu encoder's three products (one column per invocation for blocks of up to 4 rows,
+/// 64 × 128 register tiles up to 64 rows, 128 × 128 above) equal the CPU encoder for blocks of
+/// every shape around their edges: TopK (also over several columns per selecting invocation,
+/// with ties; with the arg-max by subgroup operations where the adapter has them, and without) and
+/// JumpReLU, same latents, values within 1e-4 relative.
 #[test]
 fn the_gpu_encoder_equals_the_cpu_one_for_blocks_of_any_height() {
     use neurostream_operators::sae::half_weights::WeightDtype;
@@ -188,42 +191,59 @@ fn the_gpu_encoder_equals_the_cpu_one_for_blocks_of_any_height() {
     odd.activation = Activation::JumpRelu {
         threshold: vec![0.1; odd.d_sae],
     };
-    // TopK over 805 latents, each of the 256 columns repeated (exact ties, broken by the lower
-    // id): every invocation of the selection owns several columns of a row.
-    let mut wide = topk.clone();
-    let base = |j: usize| j % topk.d_sae;
-    wide.d_sae = 3 * topk.d_sae + 37;
-    wide.w_enc = topk
-        .w_enc
-        .chunks_exact(topk.d_sae)
-        .flat_map(|row| (0..wide.d_sae).map(move |j| row[base(j)]))
-        .collect();
-    wide.b_enc = (0..wide.d_sae).map(|j| topk.b_enc[base(j)]).collect();
-    wide.w_dec = (0..wide.d_sae)
-        .flat_map(|j| topk.w_dec[base(j) * topk.d_in..(base(j) + 1) * topk.d_in].iter().copied())
-        .collect();
+    // TopK SAEs whose latent j is a copy of the sample's latent base(j): exact ties, broken by
+    // the lower id.
+    let copies = |d_sae: usize, base: &dyn Fn(usize) -> usize| {
+        let mut sae = topk.clone();
+        sae.d_sae = d_sae;
+        sae.w_enc = topk
+            .w_enc
+            .chunks_exact(topk.d_sae)
+            .flat_map(|row| (0..d_sae).map(|j| row[base(j)]).collect::<Vec<_>>())
+            .collect();
+        sae.b_enc = (0..d_sae).map(|j| topk.b_enc[base(j)]).collect();
+        sae.w_dec = (0..d_sae)
+            .flat_map(|j| topk.w_dec[base(j) * topk.d_in..(base(j) + 1) * topk.d_in].iter().copied())
+            .collect();
+        sae
+    };
+    // 805 latents, the 256 repeated in turn: each selecting invocation owns several columns of
+    // a row, and the ties are within one invocation's columns.
+    let wide = copies(3 * topk.d_sae + 37, &|j| j % topk.d_sae);
+    // Each latent three times in a row: the ties are between neighbouring invocations (one
+    // subgroup, or two).
+    let triple = copies(3 * topk.d_sae, &|j| j / 3);
+    // The TopK selection with each round's arg-max by subgroup operations, where the device
+    // has them (lavapipe has, 8 lanes wide: narrower than the kernels use by default).
+    let subgroups = gpu().unwrap();
+    let with_subgroups = if subgroups.set_subgroups(true) { &subgroups } else { &ctx };
     let cases = [
-        (&topk, WeightDtype::F32),
-        (&wide, WeightDtype::F32),
-        (&jump, WeightDtype::F32),
-        (&topk, WeightDtype::F16),
-        (&jump, WeightDtype::Bf16),
-        (&odd, WeightDtype::F16),
-        (&odd, WeightDtype::Bf16),
+        (&topk, WeightDtype::F32, &ctx),
+        (&wide, WeightDtype::F32, &ctx),
+        (&wide, WeightDtype::F32, with_subgroups),
+        (&triple, WeightDtype::F32, &ctx),
+        (&triple, WeightDtype::F32, with_subgroups),
+        (&topk, WeightDtype::F16, with_subgroups),
+        (&jump, WeightDtype::F32, &ctx),
+        (&topk, WeightDtype::F16, &ctx),
+        (&jump, WeightDtype::Bf16, &ctx),
+        (&odd, WeightDtype::F16, &ctx),
+        (&odd, WeightDtype::Bf16, &ctx),
     ];
-    for (sae, dtype) in cases {
+    for (sae, dtype, ctx) in cases {
         let (up, _) = ctx.bytes_moved();
         let mut gpu = GpuSae::with_weight_dtype(ctx.clone(), sae, dtype).unwrap();
-        // W_enc goes up once, at 4 or 2 bytes per weight, with the per-latent epilogue and b_dec.
+        // W_enc goes up once, at 4 or 2 bytes per weight (rows padded to 16 bytes), with the
+        // per-latent epilogue and b_dec.
         let up = (ctx.bytes_moved().0 - up) as usize;
         let weights = match dtype {
-            WeightDtype::F32 => sae.d_in * sae.d_sae * 4,
-            _ => sae.d_in * sae.d_sae.div_ceil(2) * 4,
+            WeightDtype::F32 => sae.d_in * sae.d_sae.next_multiple_of(4) * 4,
+            _ => sae.d_in * sae.d_sae.div_ceil(2).next_multiple_of(4) * 4,
         };
         assert_eq!(up, weights + (3 * sae.d_sae + sae.d_in) * 4, "{dtype:?}: bytes uploaded");
         let mut cpu = CpuSae::with_weights(sae, 1, CpuWeights::prepare(sae, dtype));
         // 9000 rows run as three blocks of at most 4096, pipelined for TopK.
-        for rows in [1, 2, 3, 4, 5, 63, 64, 65, 130, 9000] {
+        for rows in [1, 2, 3, 4, 5, 63, 64, 65, 128, 129, 130, 9000] {
             let x = values(rows * sae.d_in, rows as u64);
             let (g, c) = (gpu.encode(sae, &x, rows).unwrap(), cpu.encode(sae, &x, rows).unwrap());
             assert_eq!(g.offsets, c.offsets, "{dtype:?}, {rows} rows: active latents per row");
@@ -369,4 +389,91 @@ fn check_deferred(ctx: &Arc<GpuContext>, dir: &std::path::Path) {
     }
     gpu_inst.finish(&mut got).unwrap();
     same(&rows_of(&got), &want_rows, "deferred GPU against the CPU");
+}
+
+fn le_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// The shared GEMM (`gemm.wgsl`: 64 × 128 tiles up to 64 rows, 128 × 128 above, 8-deep tiles)
+/// equals a float64 product for each of the four transpose layouts, on shapes around the tile
+/// edges, with a bias, accumulation into the output, a scale and an offset into A: within
+/// 1e-5 of the largest magnitude in each product (the sums are f32).
+#[test]
+fn the_shared_gemm_equals_a_float64_product_for_every_layout_and_tile_edge() {
+    let Some(ctx) = gpu() else { return };
+    let gemm = gpu_gemm::pipeline(&ctx).unwrap();
+    let shapes = [
+        (1, 1, 1),
+        (8, 127, 7),
+        (64, 129, 9),
+        (65, 300, 600),
+        (129, 130, 17),
+        (200, 5, 64),
+    ];
+    for (case, &(m, n, k)) in shapes.iter().enumerate() {
+        for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+            let seed = (case * 4 + 2 * ta as usize + tb as usize) as u64;
+            let off = 3;
+            let a = values(off + m * k, seed);
+            let b = values(k * n, seed + 100);
+            let bias = values(n, seed + 200);
+            let c0 = values(m * n, seed + 300);
+            let accumulate = case % 2 == 1;
+            let with_bias = ta != tb;
+            let alpha = 0.75f32;
+            let a_at = |i: usize, kk: usize| if ta { a[off + kk * m + i] } else { a[off + i * k + kk] } as f64;
+            let b_at = |kk: usize, j: usize| if tb { b[j * k + kk] } else { b[kk * n + j] } as f64;
+            let mut want = vec![0f64; m * n];
+            for i in 0..m {
+                for j in 0..n {
+                    let mut v = alpha as f64 * (0..k).map(|kk| a_at(i, kk) * b_at(kk, j)).sum::<f64>();
+                    if with_bias {
+                        v += bias[j] as f64;
+                    }
+                    if accumulate {
+                        v += c0[i * n + j] as f64;
+                    }
+                    want[i * n + j] = v;
+                }
+            }
+            let a_buf = ctx.storage_init("test.a", &le_bytes(&a));
+            let b_buf = ctx.storage_init("test.b", &le_bytes(&b));
+            let bias_buf = ctx.storage_init("test.bias", &le_bytes(&bias));
+            let c_buf = ctx.storage_init("test.c", &le_bytes(&c0));
+            let mut call = GemmCall::new(m, n, k, &a_buf, &b_buf, &c_buf).alpha(alpha);
+            call.a_offset = off;
+            if ta {
+                call = call.transpose_a();
+            }
+            if tb {
+                call = call.transpose_b();
+            }
+            if with_bias {
+                call = call.bias(&bias_buf);
+            }
+            if accumulate {
+                call = call.accumulate();
+            }
+            let uniform = call.uniform(&ctx);
+            let dummy = ctx.storage_output("test.dummy", 4);
+            let bufs = call.buffers(&uniform, &dummy);
+            let out = ctx
+                .run(&[gpu_gemm::pass(&gemm, &call, &bufs)], Some((&c_buf, (m * n * 4) as u64)))
+                .unwrap();
+            let got: Vec<f32> = out
+                .chunks_exact(4)
+                .map(|w| f32::from_le_bytes(w.try_into().unwrap()))
+                .collect();
+            let scale = want.iter().fold(1e-3f64, |s, v| s.max(v.abs()));
+            for (at, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (*g as f64 - w).abs() <= 1e-5 * scale,
+                    "{m}x{n}x{k}, ta {ta}, tb {tb}: c[{}, {}] = {g}, want {w}",
+                    at / n,
+                    at % n
+                );
+            }
+        }
+    }
 }

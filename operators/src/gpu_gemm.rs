@@ -1,13 +1,33 @@
-//! The one dense product of the wgpu kernels: `c = alpha·op(a)·op(b) [+ bias] [+ c]` with
-//! transpose flags (`gemm.wgsl`), shared by SAE training and the signal operators' spatial maps.
+//! The shared dense product of the wgpu kernels: `c = alpha·op(a)·op(b) [+ bias] [+ c]` with
+//! transpose flags (`gemm.wgsl`), used by SAE training, k-means and the signal operators'
+//! spatial maps. Its register-tiled core (`gemm_tile.wgsl`) is also the SAE encoder's.
 
 use std::sync::Arc;
 
 use neurostream_engine::{wgpu, GpuContext, GpuPass, Result};
 
-/// Compiles (once per context) the GEMM pipeline.
-pub fn pipeline(ctx: &GpuContext) -> Result<Arc<wgpu::ComputePipeline>> {
-    ctx.pipeline("gemm", include_str!("gemm.wgsl"), "gemm")
+/// The GEMM's pipelines: 128 × 128 output tiles, and 64 × 128 for products of at most 64 rows.
+pub struct Gemm {
+    tall: Arc<wgpu::ComputePipeline>,
+    short: Arc<wgpu::ComputePipeline>,
+}
+
+/// Rows of `c` up to which the 64-row tiles are used.
+const SHORT_ROWS: usize = 64;
+
+/// Compiles (once per context) the GEMM pipelines.
+pub fn pipeline(ctx: &GpuContext) -> Result<Gemm> {
+    let source = |bm: usize| {
+        format!(
+            "const BM: u32 = {bm}u;\n{}{}",
+            include_str!("gemm_tile.wgsl"),
+            include_str!("gemm.wgsl")
+        )
+    };
+    Ok(Gemm {
+        tall: ctx.pipeline("gemm_128", &source(128), "gemm")?,
+        short: ctx.pipeline("gemm_64", &source(64), "gemm")?,
+    })
 }
 
 #[repr(C)]
@@ -118,16 +138,16 @@ impl<'a> GemmCall<'a> {
     }
 }
 
-/// Workgroups of one GEMM dispatch (64 × 64 output tiles).
-pub fn workgroups(call: &GemmCall) -> [u32; 3] {
-    [call.n.div_ceil(64) as u32, call.m.div_ceil(64) as u32, 1]
-}
-
 /// The pass of `call` with its bound buffers (from [`GemmCall::buffers`]).
-pub fn pass<'a>(pipeline: &'a wgpu::ComputePipeline, call: &GemmCall, bufs: &'a [&'a wgpu::Buffer; 5]) -> GpuPass<'a> {
+pub fn pass<'a>(gemm: &'a Gemm, call: &GemmCall, bufs: &'a [&'a wgpu::Buffer; 5]) -> GpuPass<'a> {
+    let (pipeline, tile_rows) = if call.m <= SHORT_ROWS {
+        (&*gemm.short, 64)
+    } else {
+        (&*gemm.tall, 128)
+    };
     GpuPass {
         pipeline,
         buffers: bufs,
-        workgroups: workgroups(call),
+        workgroups: [call.n.div_ceil(128) as u32, call.m.div_ceil(tile_rows) as u32, 1],
     }
 }

@@ -1,72 +1,105 @@
 // wgpu kernels of `sae_encode`.
 //
 // encode: out[r, j] = epilogue(sum_i x[r, i] * w[i, j]) for a rows x d_in block `x` and the
-// d_in x d_sae encoder `w`. Register-tiled: a workgroup of 16 x 16 invocations computes a
-// 64 x 64 output tile, each invocation 4 x 4 outputs (rows ly + 16a, columns lx + 16b) from
-// 64 x 16 and 16 x 64 tiles of x and w in workgroup memory; loads and products are written out
-// (no inner loops), so an invocation loops d_in / 16 times (lavapipe miscomputes past ~65 536
-// iterations per invocation).
+// d_in x d_sae encoder `w`, with the register-tiled core of `gemm_tile.wgsl` (prepended):
+// BM x 128 output tiles, w read as vec4 of 32-bit words (rows padded to 16 bytes).
 // epilogue modes (h = scale_j * z + shift_j):
 //   0 relu:     max(h, 0)
 //   1 jumprelu: h if h > param_j and h > 0, else 0
 //   2 gated:    max(h, 0) if z + param_j > 0, else 0
 //   3 raw:      h (for top-k selection)
 
-
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
-// W_enc as 32-bit words: f32 values, or (W_FORMAT, a constant the host prepends: 0 f32, 1 f16,
-// 2 bf16) two 16-bit weights per word, the even column in the low half, rows padded to an even
-// number of columns. 16-bit weights halve the bytes read per token, which bounds small batches.
-@group(0) @binding(2) var<storage, read> w: array<u32>;
+// W_enc as 32-bit words, `params.w_stride` (a multiple of 4) per row: f32 values, or
+// (W_FORMAT, a constant the host prepends: 0 f32, 1 f16, 2 bf16) two 16-bit weights per word,
+// the even column in the low half. 16-bit weights halve the bytes read per token, which bounds
+// small batches.
+@group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;
 @group(0) @binding(3) var<storage, read> aux: array<f32>; // scale(d_sae), shift(d_sae), param(d_sae)
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
+
+// Word `q` of row `i` of W_enc.
+fn word(i: u32, q: u32) -> u32 {
+    let at = i * params.w_stride + q;
+    return w[at >> 2u][at & 3u];
+}
+
+// The two weights of one 16-bit word as f32 (even column, odd column).
+fn unpack_pair(v: u32) -> vec2<f32> {
+    if (W_FORMAT == 1u) {
+        return unpack2x16float(v);
+    }
+    return vec2<f32>(bitcast<f32>(v << 16u), bitcast<f32>(v & 0xffff0000u));
+}
 
 // Weight (i, col) of W_enc as f32.
 fn weight(i: u32, col: u32) -> f32 {
     if (W_FORMAT == 0u) {
-        return bitcast<f32>(w[i * params.d_sae + col]);
+        return bitcast<f32>(word(i, col));
     }
-    let word = w[i * ((params.d_sae + 1u) / 2u) + col / 2u];
-    if (W_FORMAT == 1u) {
-        return unpack2x16float(word)[col & 1u];
-    }
-    if ((col & 1u) == 0u) {
-        return bitcast<f32>(word << 16u);
-    }
-    return bitcast<f32>(word & 0xffff0000u);
+    return unpack_pair(word(i, col / 2u))[col & 1u];
 }
 
-const BM: u32 = 64u;
-const BN: u32 = 64u;
-const BK: u32 = 16u;
-var<workgroup> xs: array<array<f32, 16>, 64>; // [BM][BK]
-var<workgroup> ws: array<array<f32, 64>, 16>; // [BK][BN]
+// The w words invocation `t` loads of the tile at (k0, col0): f32, 4 columns (every
+// invocation); 16-bit, 8 columns (the first 128 invocations). Zero outside the matrix.
+alias TileB = vec4<u32>;
 
-// Element `e` (0..1024) of the x tile starting at (row0, k0): zero outside the matrix.
-fn load_x(e: u32, row0: u32, k0: u32) {
-    let r = e / BK;
-    let c = e % BK;
-    let gr = row0 + r;
-    let gc = k0 + c;
-    var v = 0.0;
-    if (gr < params.rows && gc < params.d_in) {
-        v = x[(params.x_row0 + gr) * params.d_in + gc];
+fn fetch_b(t: u32, k0: u32, col0: u32) -> vec4<u32> {
+    var kr = t / BQ;
+    var q = col0 + 4u * (t % BQ);
+    if (W_FORMAT != 0u) {
+        kr = t / (BQ / 2u);
+        q = col0 / 2u + 4u * (t % (BQ / 2u));
+        if (t >= BK * BQ / 2u) {
+            return vec4<u32>(0u);
+        }
     }
-    xs[r][c] = v;
+    let i = k0 + kr;
+    if (i >= params.d_in || q >= params.w_stride) {
+        return vec4<u32>(0u);
+    }
+    return w[(i * params.w_stride + q) >> 2u];
 }
 
-// Element `e` (0..1024) of the w tile starting at (k0, col0), read along rows of w.
-fn load_w(e: u32, k0: u32, col0: u32) {
-    let r = e / BN;
-    let c = e % BN;
-    let gr = k0 + r;
-    let gc = col0 + c;
-    var v = 0.0;
-    if (gr < params.d_in && gc < params.d_sae) {
-        v = weight(gr, gc);
+fn put_b(t: u32, stage: u32, v: vec4<u32>) {
+    if (W_FORMAT == 0u) {
+        store_b4(stage, t / BQ, t % BQ, bitcast<vec4<f32>>(v));
+        return;
     }
-    ws[r][c] = v;
+    if (t >= BK * BQ / 2u) {
+        return;
+    }
+    let kr = t / (BQ / 2u);
+    let q = 2u * (t % (BQ / 2u));
+    store_b4(stage, kr, q, vec4<f32>(unpack_pair(v.x), unpack_pair(v.y)));
+    store_b4(stage, kr, q + 1u, vec4<f32>(unpack_pair(v.z), unpack_pair(v.w)));
+}
+
+// Element `e` (0 .. BM * 8) of the x tile at (row0, k0), read along rows of x: zero outside.
+fn x_value(e: u32, row0: u32, k0: u32) -> f32 {
+    let r = row0 + e / BK;
+    let c = k0 + e % BK;
+    if (r >= params.rows || c >= params.d_in) {
+        return 0.0;
+    }
+    return x[(params.x_row0 + r) * params.d_in + c];
+}
+
+// Invocation t loads elements t, t + 256, ... (A_VALUES of them) of the x tile.
+fn fetch_a(t: u32, row0: u32, k0: u32) -> vec4<f32> {
+    var v = vec4<f32>(0.0);
+    for (var i = 0u; i < A_VALUES; i = i + 1u) {
+        v[i] = x_value(t + 256u * i, row0, k0);
+    }
+    return v;
+}
+
+fn put_a(t: u32, stage: u32, v: vec4<f32>) {
+    for (var i = 0u; i < A_VALUES; i = i + 1u) {
+        let e = t + 256u * i;
+        store_a(stage, e / BK, e % BK, v[i]);
+    }
 }
 
 fn store(row: u32, col: u32, z: f32) {
@@ -89,39 +122,19 @@ fn store(row: u32, col: u32, z: f32) {
 fn encode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let row0 = wid.y * BM;
     let col0 = wid.x * BN;
-    let tid = lid.y * 16u + lid.x;
-    var acc0 = vec4<f32>(0.0);
-    var acc1 = vec4<f32>(0.0);
-    var acc2 = vec4<f32>(0.0);
-    var acc3 = vec4<f32>(0.0);
-    let tiles = (params.d_in + BK - 1u) / BK;
-    for (var t = 0u; t < tiles; t = t + 1u) {
-        let k0 = t * BK;
-        load_x(tid, row0, k0);
-        load_x(tid + 256u, row0, k0);
-        load_x(tid + 512u, row0, k0);
-        load_x(tid + 768u, row0, k0);
-        load_w(tid, k0, col0);
-        load_w(tid + 256u, k0, col0);
-        load_w(tid + 512u, k0, col0);
-        load_w(tid + 768u, k0, col0);
-        workgroupBarrier();
-        for (var k = 0u; k < BK; k = k + 1u) {
-            let wr = vec4<f32>(ws[k][lid.x], ws[k][lid.x + 16u], ws[k][lid.x + 32u], ws[k][lid.x + 48u]);
-            acc0 = fma(vec4<f32>(xs[lid.y][k]), wr, acc0);
-            acc1 = fma(vec4<f32>(xs[lid.y + 16u][k]), wr, acc1);
-            acc2 = fma(vec4<f32>(xs[lid.y + 32u][k]), wr, acc2);
-            acc3 = fma(vec4<f32>(xs[lid.y + 48u][k]), wr, acc3);
+    let acc = tile_product(lid, row0, col0, params.d_in);
+    for (var g = 0u; g < RG; g = g + 1u) {
+        for (var a = 0u; a < 4u; a = a + 1u) {
+            let row = row0 + 64u * g + 4u * lid.y + a;
+            for (var h = 0u; h < 2u; h = h + 1u) {
+                let v = acc[8u * g + 2u * a + h];
+                let col = col0 + 64u * h + 4u * lid.x;
+                store(row, col, v.x);
+                store(row, col + 1u, v.y);
+                store(row, col + 2u, v.z);
+                store(row, col + 3u, v.w);
+            }
         }
-        workgroupBarrier();
-    }
-    let accs = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
-    for (var a = 0u; a < 4u; a = a + 1u) {
-        let row = row0 + lid.y + 16u * a;
-        store(row, col0 + lid.x, accs[a].x);
-        store(row, col0 + lid.x + 16u, accs[a].y);
-        store(row, col0 + lid.x + 32u, accs[a].z);
-        store(row, col0 + lid.x + 48u, accs[a].w);
     }
 }
 

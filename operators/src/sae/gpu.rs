@@ -17,8 +17,19 @@ use super::model::{Activation, InputNorm, Sae};
 use super::select::push_sorted;
 use super::{Csr, SaeKernels, Started};
 
-const ENCODE: &str = concat!(include_str!("params.wgsl"), include_str!("encode.wgsl"));
+/// The encoder's kernels, after `const W_FORMAT` and `const BM` (prepended per pipeline).
+const ENCODE: &str = concat!(
+    include_str!("params.wgsl"),
+    include_str!("../gemm_tile.wgsl"),
+    include_str!("encode.wgsl")
+);
 const TOPK: &str = concat!(include_str!("params.wgsl"), include_str!("topk.wgsl"));
+/// `TOPK` with the round's arg-max by subgroup operations (adapters that have them).
+const TOPK_SUBGROUPS: &str = concat!(
+    include_str!("params.wgsl"),
+    include_str!("topk.wgsl"),
+    include_str!("topk_subgroups.wgsl")
+);
 /// Blocks of at most this many rows use the column-streaming product (`encode_narrow`).
 const NARROW_ROWS: usize = 4;
 const COMPACT: &str = concat!(include_str!("params.wgsl"), include_str!("compact.wgsl"));
@@ -33,7 +44,8 @@ struct Params {
     mode: u32,
     k: u32,
     x_row0: u32,
-    pad: [u32; 2],
+    w_stride: u32,
+    pad: u32,
 }
 
 #[repr(C)]
@@ -52,7 +64,10 @@ struct PrepareParams {
 /// The wgpu backend.
 pub struct GpuSae {
     ctx: Arc<GpuContext>,
+    /// The product for blocks of more than 64 rows (128 × 128 output tiles).
     encode: Arc<wgpu::ComputePipeline>,
+    /// The product for blocks of 5 to 64 rows (64 × 128 output tiles).
+    encode_short: Arc<wgpu::ComputePipeline>,
     /// The product for blocks of at most [`NARROW_ROWS`] rows (one column per invocation).
     encode_narrow: Arc<wgpu::ComputePipeline>,
     topk: Arc<wgpu::ComputePipeline>,
@@ -64,6 +79,8 @@ pub struct GpuSae {
     aux: PooledBuffer,
     mode: u32,
     k: u32,
+    /// 32-bit words per row of `w_enc`.
+    w_stride: u32,
     block: usize,
     /// Keep each block's pairs on the device for a consumer there ([`Csr::device`]).
     keep_pairs: bool,
@@ -79,7 +96,7 @@ impl GpuSae {
     /// reads; the products accumulate in f32) and compiles the kernels.
     pub fn with_weight_dtype(ctx: Arc<GpuContext>, sae: &Sae, dtype: WeightDtype) -> Result<GpuSae> {
         let limit = ctx.device.limits().max_storage_buffer_binding_size as usize;
-        let (format, words) = encoder_words(&sae.w_enc, sae.d_in, sae.d_sae, dtype);
+        let (format, w_stride, words) = encoder_words(&sae.w_enc, sae.d_in, sae.d_sae, dtype);
         if words.len() * 4 > limit {
             return Err(EngineError::Device(format!(
                 "W_enc is {} bytes as {dtype:?}, over this GPU's storage binding limit of {limit} bytes",
@@ -87,8 +104,8 @@ impl GpuSae {
             )));
         }
         tracing::debug!("sae_encode: W_enc on the GPU as {dtype:?} ({} bytes)", words.len() * 4);
-        let encode_src = format!("const W_FORMAT: u32 = {format}u;\n{ENCODE}");
-        let encode_key = ["sae_encode", "sae_encode_f16", "sae_encode_bf16"][format as usize];
+        let encode_src = |bm: usize| format!("const W_FORMAT: u32 = {format}u;\nconst BM: u32 = {bm}u;\n{ENCODE}");
+        let encode_key = |bm: usize| format!("sae_encode_{}_{bm}", ["f32", "f16", "bf16"][format as usize]);
         let (scale, shift) = sae.epilogue();
         let (mode, param, k) = match &sae.activation {
             Activation::Relu => (0, vec![0.0; sae.d_sae], 0),
@@ -100,9 +117,14 @@ impl GpuSae {
         // Rows per dispatch: keep the dense block within one pass's bytes.
         let block = (ctx.pass_bytes() as usize / (sae.d_sae * 4)).clamp(1, 4096);
         Ok(GpuSae {
-            encode: ctx.pipeline(encode_key, &encode_src, "encode")?,
-            encode_narrow: ctx.pipeline(encode_key, &encode_src, "encode_narrow")?,
-            topk: ctx.pipeline("sae_topk", TOPK, "topk")?,
+            encode: ctx.pipeline(&encode_key(128), &encode_src(128), "encode")?,
+            encode_short: ctx.pipeline(&encode_key(64), &encode_src(64), "encode")?,
+            encode_narrow: ctx.pipeline(&encode_key(64), &encode_src(64), "encode_narrow")?,
+            topk: if ctx.subgroups() {
+                ctx.pipeline("sae_topk_subgroups", TOPK_SUBGROUPS, "topk_subgroups")?
+            } else {
+                ctx.pipeline("sae_topk", TOPK, "topk")?
+            },
             count: ctx.pipeline("sae_compact", COMPACT, "count")?,
             compact: ctx.pipeline("sae_compact", COMPACT, "compact")?,
             prepare: ctx.pipeline("sae_prepare", PREPARE, "prepare")?,
@@ -111,6 +133,7 @@ impl GpuSae {
             aux: ctx.storage_init("sae.aux", bytemuck::cast_slice(&aux)),
             mode,
             k,
+            w_stride,
             block,
             keep_pairs: false,
             ctx,
@@ -120,28 +143,34 @@ impl GpuSae {
 
 /// `W_enc` (`d_in × d_sae`, row-major) as the kernels' 32-bit words, with the format constant
 /// `W_FORMAT` of `encode.wgsl`: f32 bits (0), or pairs of f16 (1) / bf16 (2) values, the even
-/// column in the low half, each row padded to an even number of columns.
-fn encoder_words(w: &[f32], d_in: usize, d_sae: usize, dtype: WeightDtype) -> (u32, Vec<u32>) {
+/// column in the low half; and the words per row, each row padded with zeros to a multiple of
+/// 4 words so the kernels read it as 16-byte vectors.
+fn encoder_words(w: &[f32], d_in: usize, d_sae: usize, dtype: WeightDtype) -> (u32, u32, Vec<u32>) {
     let half = |v: f32| -> u32 {
         match dtype {
             WeightDtype::F16 => half::f16::from_f32(v).to_bits() as u32,
             _ => half::bf16::from_f32(v).to_bits() as u32,
         }
     };
-    match dtype {
-        WeightDtype::F32 => (0, w.iter().map(|v| v.to_bits()).collect()),
-        WeightDtype::F16 | WeightDtype::Bf16 => {
-            let stride = d_sae.div_ceil(2);
-            let mut words = Vec::with_capacity(d_in * stride);
-            for row in w.chunks_exact(d_sae) {
-                for pair in row.chunks(2) {
-                    let high = pair.get(1).map_or(0, |&v| half(v));
-                    words.push(half(pair[0]) | (high << 16));
-                }
+    let (format, columns_per_word) = match dtype {
+        WeightDtype::F32 => (0, 1),
+        WeightDtype::F16 => (1, 2),
+        WeightDtype::Bf16 => (2, 2),
+    };
+    let stride = d_sae.div_ceil(columns_per_word).next_multiple_of(4);
+    let mut words = Vec::with_capacity(d_in * stride);
+    for row in w.chunks_exact(d_sae) {
+        if format == 0 {
+            words.extend(row.iter().map(|v| v.to_bits()));
+        } else {
+            for pair in row.chunks(2) {
+                let high = pair.get(1).map_or(0, |&v| half(v));
+                words.push(half(pair[0]) | (high << 16));
             }
-            (if dtype == WeightDtype::F16 { 1 } else { 2 }, words)
         }
+        words.resize(words.len().next_multiple_of(stride), 0);
     }
+    (format, stride as u32, words)
 }
 
 impl GpuSae {
@@ -218,7 +247,8 @@ impl GpuSae {
                 mode: self.mode,
                 k: self.k,
                 x_row0: start as u32,
-                pad: [0; 2],
+                w_stride: self.w_stride,
+                pad: 0,
             };
             let ctx = &self.ctx;
             let uniform = ctx.uniform("sae.params", bytemuck::bytes_of(&params));
@@ -231,10 +261,15 @@ impl GpuSae {
                     workgroups: workgroups_1d(n, 256),
                 }
             } else {
+                let (pipeline, tile_rows) = if m <= 64 {
+                    (&self.encode_short, 64)
+                } else {
+                    (&self.encode, 128)
+                };
                 GpuPass {
-                    pipeline: &self.encode,
+                    pipeline,
                     buffers: &encode_buffers,
-                    workgroups: [n.div_ceil(64) as u32, m.div_ceil(64) as u32, 1],
+                    workgroups: [n.div_ceil(128) as u32, m.div_ceil(tile_rows) as u32, 1],
                 }
             };
             let groups = workgroups_per_item(m);

@@ -10,6 +10,24 @@ const WG: u32 = 256u;
 var<workgroup> best_v: array<f32, 256>;
 var<workgroup> best_i: array<u32, 256>;
 
+// A value and its column; the empty best is (-3e38, 0xffffffff).
+struct Best {
+    v: f32,
+    i: u32,
+};
+
+// The best of columns `lane, lane + WG, ...` of the row at `base` (ties: the lower column).
+fn best_of_columns(base: u32, n: u32, lane: u32) -> Best {
+    var b = Best(-3.0e38, 0xffffffffu);
+    for (var j = lane; j < n; j = j + WG) {
+        let v = pre[base + j];
+        if (v > b.v || (v == b.v && j < b.i)) {
+            b = Best(v, j);
+        }
+    }
+    return b;
+}
+
 // One workgroup per row: k rounds of a parallel arg-max; each winner is taken out of the row.
 // Each invocation owns the strided columns `lid, lid + WG, ...` and keeps the best of them, so
 // the row is read once, and in a round only the winner's owner reads its columns again (the
@@ -20,20 +38,13 @@ fn topk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     let valid = row < tparams.rows;
     let n = tparams.d_sae;
     let base = row * n;
-    var my_v = -3.0e38;
-    var my_i = 0xffffffffu;
+    var mine = Best(-3.0e38, 0xffffffffu);
     if (valid) {
-        for (var j = lid.x; j < n; j = j + WG) {
-            let v = pre[base + j];
-            if (v > my_v || (v == my_v && j < my_i)) {
-                my_v = v;
-                my_i = j;
-            }
-        }
+        mine = best_of_columns(base, n, lid.x);
     }
     for (var round = 0u; round < tparams.k; round = round + 1u) {
-        best_v[lid.x] = my_v;
-        best_i[lid.x] = my_i;
+        best_v[lid.x] = mine.v;
+        best_i[lid.x] = mine.i;
         workgroupBarrier();
         for (var s = WG / 2u; s > 0u; s = s / 2u) {
             if (lid.x < s) {
@@ -54,15 +65,7 @@ fn topk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
         // The winner's owner takes it out and finds its next best.
         if (valid && win < n && win % WG == lid.x) {
             pre[base + win] = -3.0e38;
-            my_v = -3.0e38;
-            my_i = 0xffffffffu;
-            for (var j = lid.x; j < n; j = j + WG) {
-                let v = pre[base + j];
-                if (v > my_v || (v == my_v && j < my_i)) {
-                    my_v = v;
-                    my_i = j;
-                }
-            }
+            mine = best_of_columns(base, n, lid.x);
         }
         workgroupBarrier();
     }

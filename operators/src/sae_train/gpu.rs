@@ -46,7 +46,7 @@ type Pipeline = Arc<wgpu::ComputePipeline>;
 /// Compiled training kernels on one GPU.
 pub struct GpuTrainKernels {
     ctx: Arc<GpuContext>,
-    gemm: Pipeline,
+    gemm: crate::gpu_gemm::Gemm,
     center: Pipeline,
     topk_rows: Pipeline,
     radix_hist: Pipeline,

@@ -78,7 +78,7 @@ impl SpatialKernels for CpuSpatial {
 /// The wgpu kernel: the shared GEMM, with the matrix kept on the GPU while it stays the same.
 pub struct GpuSpatial {
     ctx: Arc<GpuContext>,
-    pipeline: Arc<wgpu::ComputePipeline>,
+    pipeline: gpu_gemm::Gemm,
     matrix: Option<(Vec<f32>, PooledBuffer)>,
 }
 

@@ -193,7 +193,7 @@ struct AssignParams {
 /// they do not change), `assign.wgsl` takes the arg-min per row; labels and distances come back.
 pub struct GpuAssign {
     ctx: Arc<GpuContext>,
-    gemm: Arc<wgpu::ComputePipeline>,
+    gemm: gpu_gemm::Gemm,
     argmin: Arc<wgpu::ComputePipeline>,
     centroids: Option<(Vec<f32>, PooledBuffer, PooledBuffer)>,
 }

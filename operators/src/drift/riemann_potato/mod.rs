@@ -24,7 +24,7 @@ use nalgebra::DMatrix;
 use neurostream_engine::kernels::Kernels;
 use neurostream_engine::layout::check_values;
 use neurostream_engine::{
-    wgpu, Batch, ComputeDevice, EngineError, Frame, GpuContext, Marker, NodeConfig, NodeContext, Operator, OperatorInstance,
+    Batch, ComputeDevice, EngineError, Frame, GpuContext, Marker, NodeConfig, NodeContext, Operator, OperatorInstance,
     OperatorKind, Partitioning, Result, RowIndex, Schema,
 };
 use serde::{Deserialize, Serialize};
@@ -92,7 +92,7 @@ impl CovKernels for CpuCov {
 /// wgpu: the shared GEMM with a transposed left operand (`Xᵀ · X`).
 pub struct GpuCov {
     ctx: Arc<GpuContext>,
-    pipeline: Arc<wgpu::ComputePipeline>,
+    pipeline: gpu_gemm::Gemm,
 }
 
 impl GpuCov {

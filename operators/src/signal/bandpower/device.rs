@@ -63,7 +63,7 @@ pub struct DeviceBandpower {
     ctx: Arc<GpuContext>,
     segments: Arc<wgpu::ComputePipeline>,
     bands: Arc<wgpu::ComputePipeline>,
-    gemm: Arc<wgpu::ComputePipeline>,
+    gemm: gpu_gemm::Gemm,
     /// [`dft_basis`](super::welch::dft_basis) of the segment length.
     basis: PooledBuffer,
     hann: PooledBuffer,

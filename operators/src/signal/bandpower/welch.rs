@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use neurostream_engine::PooledBuffer;
-use neurostream_engine::{wgpu, GpuContext, Result};
+use neurostream_engine::{GpuContext, Result};
 use realfft::num_complex::Complex;
 use realfft::{RealFftPlanner, RealToComplex};
 
@@ -87,7 +87,7 @@ impl PowerKernels for CpuPower {
 /// GPU: `segments · [cos | sin]` with the shared GEMM, the DFT matrices kept on the device.
 pub struct GpuPower {
     ctx: Arc<GpuContext>,
-    pipeline: Arc<wgpu::ComputePipeline>,
+    pipeline: gpu_gemm::Gemm,
     basis: Option<((usize, usize), PooledBuffer)>,
 }
 
