@@ -297,15 +297,19 @@ def main():
             f"{fmt(peak, '{:.1f} %') + (' of bandwidth' if peak is not None and batch == 1 and args.bandwidth_gbs else '')} | "
             f"{fmt(gpu_us, '{:.2f}')} | {fmt(r['bytes_up_per_token'])} | {fmt(r['bytes_down_per_token'])} | "
             f"{fmt(t_eager)} | {fmt(t_comp)} | {fmt(None if best_peer is None else r['tokens_per_s'] / best_peer, '{:.2f}x')} |")
-    lines += ["", "The wgpu encoder's product is register-tiled (64 × 64 output tiles, 4 × 4 outputs per invocation, 16-deep "
-              "tiles of both operands in workgroup memory; one column per invocation for blocks of up to 4 rows), with the "
-              "activation fused as its epilogue; it writes the pre-activations (TopK) or activations of the block to device "
+    lines += ["", "The wgpu encoder's product runs the register-tiled core every dense product on wgpu shares "
+              "(`operators/src/gemm_tile.wgsl`): 128 × 128 output tiles (64 × 128 for blocks of up to 64 rows), 8 × 8 "
+              "sums per invocation, 8-deep tiles of both operands double-buffered in workgroup memory with the next "
+              "tile's global loads issued before the current tile's products, W_enc read as 16-byte vectors of words "
+              "(rows padded to 16 bytes); one column per invocation for blocks of up to 4 rows. The activation is fused as "
+              "its epilogue; it writes the pre-activations (TopK) or activations of the block to device "
               "memory. TopK then selects the top k in one workgroup per row (each invocation keeps the best of its strided "
-              "columns; k rounds of a parallel arg-max, after each of which only the winner's owner rescans its "
+              "columns; k rounds of a parallel arg-max, by subgroup operations where the adapter's subgroups hold at "
+              "least 32 lanes, after each of which only the winner's owner rescans its "
               "columns: the row is read about once) and reads back k pairs per token (k × 8 bytes); the "
               "other architectures count the active latents per row and read back 4 bytes per token plus 8 per active "
               "latent. f16 weights are read as packed pairs (`unpack2x16float`, no `shader-f16` needed) and accumulated in "
-              "f32. Not yet: subgroup operations, vectorised loads, on-device top-k without the dense pre-activations."]
+              "f32. Not yet: on-device top-k without the dense pre-activations (written once and read once per block)."]
     if kmeans:
         rows_k, d, k, r, t_peer = kmeans
         lines += ["", f"## k-means assignment, d {d}, k {k}, {rows_k} rows (float32)", "",
