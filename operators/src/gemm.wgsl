@@ -66,36 +66,57 @@ fn b_coords(e: u32) -> vec2<u32> {
     return vec2<u32>(e % BK, e / BK);
 }
 
+// Element e of the A tile at (row0, k0).
+fn a_value(e: u32, row0: u32, k0: u32) -> f32 {
+    let rc = a_coords(e);
+    return a_at(row0 + rc.x, k0 + rc.y);
+}
+
+fn put_a_value(e: u32, stage: u32, v: f32) {
+    let rc = a_coords(e);
+    store_a(stage, rc.x, rc.y, v);
+}
+
+// Elements t, t + 256, ... (A_VALUES of them: 2 or 4) of the A tile; written out, not looped.
 fn fetch_a(t: u32, row0: u32, k0: u32) -> vec4<f32> {
-    var v = vec4<f32>(0.0);
-    for (var i = 0u; i < A_VALUES; i = i + 1u) {
-        let rc = a_coords(t + 256u * i);
-        v[i] = a_at(row0 + rc.x, k0 + rc.y);
+    var v = vec4<f32>(a_value(t, row0, k0), a_value(t + 256u, row0, k0), 0.0, 0.0);
+    if (A_VALUES > 2u) {
+        v.z = a_value(t + 512u, row0, k0);
+        v.w = a_value(t + 768u, row0, k0);
     }
     return v;
 }
 
 fn put_a(t: u32, stage: u32, v: vec4<f32>) {
-    for (var i = 0u; i < A_VALUES; i = i + 1u) {
-        let rc = a_coords(t + 256u * i);
-        store_a(stage, rc.x, rc.y, v[i]);
+    put_a_value(t, stage, v.x);
+    put_a_value(t + 256u, stage, v.y);
+    if (A_VALUES > 2u) {
+        put_a_value(t + 512u, stage, v.z);
+        put_a_value(t + 768u, stage, v.w);
     }
 }
 
+// Element e (0 .. 1024) of the B tile at (k0, col0).
+fn b_value(e: u32, k0: u32, col0: u32) -> f32 {
+    let kc = b_coords(e);
+    return b_at(k0 + kc.x, col0 + kc.y);
+}
+
+fn put_b_value(e: u32, stage: u32, v: f32) {
+    let kc = b_coords(e);
+    store_b(stage, kc.x, kc.y, v);
+}
+
+// Elements t, t + 256, t + 512, t + 768 of the B tile.
 fn fetch_b(t: u32, k0: u32, col0: u32) -> vec4<f32> {
-    var v = vec4<f32>(0.0);
-    for (var i = 0u; i < 4u; i = i + 1u) {
-        let kc = b_coords(t + 256u * i);
-        v[i] = b_at(k0 + kc.x, col0 + kc.y);
-    }
-    return v;
+    return vec4<f32>(b_value(t, k0, col0), b_value(t + 256u, k0, col0), b_value(t + 512u, k0, col0), b_value(t + 768u, k0, col0));
 }
 
 fn put_b(t: u32, stage: u32, v: vec4<f32>) {
-    for (var i = 0u; i < 4u; i = i + 1u) {
-        let kc = b_coords(t + 256u * i);
-        store_b(stage, kc.x, kc.y, v[i]);
-    }
+    put_b_value(t, stage, v.x);
+    put_b_value(t + 256u, stage, v.y);
+    put_b_value(t + 512u, stage, v.z);
+    put_b_value(t + 768u, stage, v.w);
 }
 
 fn put_c(r: u32, col: u32, sum: f32) {

@@ -8,8 +8,8 @@
 // for 32 or 64 fused multiply-adds. Tiles of A (BM x 8) and B (8 x 128) are double-buffered in
 // workgroup memory (16 KiB at BM 128): the next tile's global loads are issued before the
 // current tile's products and stored after them, with one barrier per tile. An invocation
-// loops K / 8 times over tiles and 8 times within each (lavapipe miscomputes past ~65 536
-// loop iterations per invocation).
+// loops K / 8 times, once per tile, with everything in a tile written out (lavapipe
+// miscomputes past ~65 536 loop iterations per invocation; K up to ~500,000 stays under it).
 //
 // The including shader defines how its operands are read:
 //   alias TileB = ...;                                   what one invocation loads of a B tile
@@ -18,7 +18,8 @@
 //   fn put_a(t: u32, stage: u32, v: vec4<f32>)           stores them (with `store_a`)
 //   fn fetch_b(t: u32, k0: u32, col0: u32) -> TileB      the B tile at (k0, col0)
 //   fn put_b(t: u32, stage: u32, v: TileB)               stores it (`store_b`, `store_b4`)
-// Values outside the matrices must be loaded as zero.
+// Values outside the matrices must be loaded as zero, and the four functions must not loop
+// (see the iteration limit above).
 
 const BN: u32 = 128u;
 const BK: u32 = 8u;
@@ -60,6 +61,18 @@ fn rank1(acc: ptr<function, array<vec4<f32>, 16>>, g: u32, a_col: vec4<f32>, b0:
     (*acc)[i + 7u] = fma(vec4<f32>(a_col.w), b1, (*acc)[i + 7u]);
 }
 
+// One depth step (row `at` of both tiles, stage included) of the invocation's sums.
+fn depth_step(acc: ptr<function, array<vec4<f32>, 16>>, at: u32, lid: vec3<u32>) {
+    let bi = at * BQ + lid.x;
+    let b0 = b_tile[bi];
+    let b1 = b_tile[bi + 16u];
+    let ai = at * AQ + lid.y;
+    rank1(acc, 0u, a_tile[ai], b0, b1);
+    if (RG > 1u) {
+        rank1(acc, 1u, a_tile[ai + 16u], b0, b1);
+    }
+}
+
 // The invocation's sums of the tile at (row0, col0) over `depth` (K): acc[8g + 2a + h] holds
 // row row0 + 64g + 4ly + a, columns col0 + 64h + 4lx .. + 3. Call in uniform control flow.
 fn tile_product(lid: vec3<u32>, row0: u32, col0: u32, depth: u32) -> array<vec4<f32>, 16> {
@@ -82,16 +95,15 @@ fn tile_product(lid: vec3<u32>, row0: u32, col0: u32, depth: u32) -> array<vec4<
             b_next = fetch_b(tid, (t + 1u) * BK, col0);
             a_next = fetch_a(tid, row0, (t + 1u) * BK);
         }
-        for (var k = 0u; k < BK; k = k + 1u) {
-            let bi = (stage * BK + k) * BQ + lid.x;
-            let b0 = b_tile[bi];
-            let b1 = b_tile[bi + 16u];
-            let ai = (stage * BK + k) * AQ + lid.y;
-            rank1(&acc, 0u, a_tile[ai], b0, b1);
-            if (RG > 1u) {
-                rank1(&acc, 1u, a_tile[ai + 16u], b0, b1);
-            }
-        }
+        // Written out, not looped: lavapipe counts every loop iteration of an invocation.
+        depth_step(&acc, stage * BK, lid);
+        depth_step(&acc, stage * BK + 1u, lid);
+        depth_step(&acc, stage * BK + 2u, lid);
+        depth_step(&acc, stage * BK + 3u, lid);
+        depth_step(&acc, stage * BK + 4u, lid);
+        depth_step(&acc, stage * BK + 5u, lid);
+        depth_step(&acc, stage * BK + 6u, lid);
+        depth_step(&acc, stage * BK + 7u, lid);
         if (more) {
             put_b(tid, 1u - stage, b_next);
             put_a(tid, 1u - stage, a_next);

@@ -86,19 +86,26 @@ fn x_value(e: u32, row0: u32, k0: u32) -> f32 {
     return x[(params.x_row0 + r) * params.d_in + c];
 }
 
-// Invocation t loads elements t, t + 256, ... (A_VALUES of them) of the x tile.
+// Invocation t loads elements t, t + 256, ... (A_VALUES of them: 2 or 4) of the x tile.
 fn fetch_a(t: u32, row0: u32, k0: u32) -> vec4<f32> {
-    var v = vec4<f32>(0.0);
-    for (var i = 0u; i < A_VALUES; i = i + 1u) {
-        v[i] = x_value(t + 256u * i, row0, k0);
+    var v = vec4<f32>(x_value(t, row0, k0), x_value(t + 256u, row0, k0), 0.0, 0.0);
+    if (A_VALUES > 2u) {
+        v.z = x_value(t + 512u, row0, k0);
+        v.w = x_value(t + 768u, row0, k0);
     }
     return v;
 }
 
+fn put_x(e: u32, stage: u32, v: f32) {
+    store_a(stage, e / BK, e % BK, v);
+}
+
 fn put_a(t: u32, stage: u32, v: vec4<f32>) {
-    for (var i = 0u; i < A_VALUES; i = i + 1u) {
-        let e = t + 256u * i;
-        store_a(stage, e / BK, e % BK, v[i]);
+    put_x(t, stage, v.x);
+    put_x(t + 256u, stage, v.y);
+    if (A_VALUES > 2u) {
+        put_x(t + 512u, stage, v.z);
+        put_x(t + 768u, stage, v.w);
     }
 }
 
