@@ -77,25 +77,6 @@ fn put_a_value(e: u32, stage: u32, v: f32) {
     store_a(stage, rc.x, rc.y, v);
 }
 
-// Elements t, t + 256, ... (A_VALUES of them: 2 or 4) of the A tile; written out, not looped.
-fn fetch_a(t: u32, row0: u32, k0: u32) -> vec4<f32> {
-    var v = vec4<f32>(a_value(t, row0, k0), a_value(t + 256u, row0, k0), 0.0, 0.0);
-    if (A_VALUES > 2u) {
-        v.z = a_value(t + 512u, row0, k0);
-        v.w = a_value(t + 768u, row0, k0);
-    }
-    return v;
-}
-
-fn put_a(t: u32, stage: u32, v: vec4<f32>) {
-    put_a_value(t, stage, v.x);
-    put_a_value(t + 256u, stage, v.y);
-    if (A_VALUES > 2u) {
-        put_a_value(t + 512u, stage, v.z);
-        put_a_value(t + 768u, stage, v.w);
-    }
-}
-
 // Element e (0 .. 1024) of the B tile at (k0, col0).
 fn b_value(e: u32, k0: u32, col0: u32) -> f32 {
     let kc = b_coords(e);
@@ -119,7 +100,8 @@ fn put_b(t: u32, stage: u32, v: vec4<f32>) {
     put_b_value(t + 768u, stage, v.w);
 }
 
-fn put_c(r: u32, col: u32, sum: f32) {
+// c[r, col] from the product's sum (scale, bias, accumulation).
+fn put_out(r: u32, col: u32, sum: f32) {
     if (r >= G.m || col >= G.n) {
         return;
     }
@@ -136,20 +118,5 @@ fn put_c(r: u32, col: u32, sum: f32) {
 
 @compute @workgroup_size(16, 16)
 fn gemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let row0 = wid.y * BM;
-    let col0 = wid.x * BN;
-    let acc = tile_product(lid, row0, col0, G.k);
-    for (var g = 0u; g < RG; g = g + 1u) {
-        for (var i = 0u; i < 4u; i = i + 1u) {
-            let r = row0 + 64u * g + 4u * lid.y + i;
-            for (var h = 0u; h < 2u; h = h + 1u) {
-                let v = acc[8u * g + 2u * i + h];
-                let col = col0 + 64u * h + 4u * lid.x;
-                put_c(r, col, v.x);
-                put_c(r, col + 1u, v.y);
-                put_c(r, col + 2u, v.z);
-                put_c(r, col + 3u, v.w);
-            }
-        }
-    }
+    product_tile(wid, lid, G.k);
 }

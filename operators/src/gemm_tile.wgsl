@@ -11,14 +11,18 @@
 // loops K / 8 times, once per tile, with everything in a tile written out (lavapipe
 // miscomputes past ~65 536 loop iterations per invocation; K up to ~500,000 stays under it).
 //
-// The including shader defines how its operands are read:
+// The including shader defines how its operands are read and its outputs written:
 //   alias TileB = ...;                                   what one invocation loads of a B tile
-//   fn fetch_a(t: u32, row0: u32, k0: u32) -> vec4<f32>  the A_VALUES values invocation t
-//                                                        loads of the A tile at (row0, k0)
-//   fn put_a(t: u32, stage: u32, v: vec4<f32>)           stores them (with `store_a`)
+//   fn a_value(e: u32, row0: u32, k0: u32) -> f32        element e (0 .. BM * 8) of the A
+//                                                        tile at (row0, k0), in an order
+//                                                        that reads consecutive addresses
+//   fn put_a_value(e: u32, stage: u32, v: f32)           stores it (with `store_a`)
 //   fn fetch_b(t: u32, k0: u32, col0: u32) -> TileB      the B tile at (k0, col0)
 //   fn put_b(t: u32, stage: u32, v: TileB)               stores it (`store_b`, `store_b4`)
-// Values outside the matrices must be loaded as zero, and the four functions must not loop
+//   fn put_out(row: u32, col: u32, sum: f32)             writes one output (the epilogue),
+//                                                        called for rows and columns past
+//                                                        the matrix too
+// Values outside the matrices must be loaded as zero, and these functions must not loop
 // (see the iteration limit above).
 
 const BN: u32 = 128u;
@@ -32,6 +36,25 @@ const A_TILE_LEN: u32 = 2u * BK * AQ;
 const B_TILE_LEN: u32 = 2u * BK * BQ;
 var<workgroup> a_tile: array<vec4<f32>, A_TILE_LEN>; // [stage][k][row / 4], rows in the lanes
 var<workgroup> b_tile: array<vec4<f32>, B_TILE_LEN>; // [stage][k][col / 4], columns in the lanes
+
+// Elements t, t + 256, ... (A_VALUES of them: 2 or 4) of the A tile at (row0, k0).
+fn fetch_a(t: u32, row0: u32, k0: u32) -> vec4<f32> {
+    var v = vec4<f32>(a_value(t, row0, k0), a_value(t + 256u, row0, k0), 0.0, 0.0);
+    if (A_VALUES > 2u) {
+        v.z = a_value(t + 512u, row0, k0);
+        v.w = a_value(t + 768u, row0, k0);
+    }
+    return v;
+}
+
+fn put_a(t: u32, stage: u32, v: vec4<f32>) {
+    put_a_value(t, stage, v.x);
+    put_a_value(t + 256u, stage, v.y);
+    if (A_VALUES > 2u) {
+        put_a_value(t + 512u, stage, v.z);
+        put_a_value(t + 768u, stage, v.w);
+    }
+}
 
 // A (row r, depth c) of the tile in `stage`.
 fn store_a(stage: u32, r: u32, c: u32, v: f32) {
@@ -111,4 +134,25 @@ fn tile_product(lid: vec3<u32>, row0: u32, col0: u32, depth: u32) -> array<vec4<
         workgroupBarrier();
     }
     return acc;
+}
+
+// The workgroup's whole tile: its sums over `depth`, each handed to `put_out`. Call in uniform
+// control flow.
+fn product_tile(wid: vec3<u32>, lid: vec3<u32>, depth: u32) {
+    let row0 = wid.y * BM;
+    let col0 = wid.x * BN;
+    let acc = tile_product(lid, row0, col0, depth);
+    for (var g = 0u; g < RG; g = g + 1u) {
+        for (var a = 0u; a < 4u; a = a + 1u) {
+            let row = row0 + 64u * g + 4u * lid.y + a;
+            for (var h = 0u; h < 2u; h = h + 1u) {
+                let v = acc[8u * g + 2u * a + h];
+                let col = col0 + 64u * h + 4u * lid.x;
+                put_out(row, col, v.x);
+                put_out(row, col + 1u, v.y);
+                put_out(row, col + 2u, v.z);
+                put_out(row, col + 3u, v.w);
+            }
+        }
+    }
 }

@@ -77,7 +77,7 @@ fn put_b(t: u32, stage: u32, v: vec4<u32>) {
 }
 
 // Element `e` (0 .. BM * 8) of the x tile at (row0, k0), read along rows of x: zero outside.
-fn x_value(e: u32, row0: u32, k0: u32) -> f32 {
+fn a_value(e: u32, row0: u32, k0: u32) -> f32 {
     let r = row0 + e / BK;
     let c = k0 + e % BK;
     if (r >= params.rows || c >= params.d_in) {
@@ -86,30 +86,12 @@ fn x_value(e: u32, row0: u32, k0: u32) -> f32 {
     return x[(params.x_row0 + r) * params.d_in + c];
 }
 
-// Invocation t loads elements t, t + 256, ... (A_VALUES of them: 2 or 4) of the x tile.
-fn fetch_a(t: u32, row0: u32, k0: u32) -> vec4<f32> {
-    var v = vec4<f32>(x_value(t, row0, k0), x_value(t + 256u, row0, k0), 0.0, 0.0);
-    if (A_VALUES > 2u) {
-        v.z = x_value(t + 512u, row0, k0);
-        v.w = x_value(t + 768u, row0, k0);
-    }
-    return v;
-}
-
-fn put_x(e: u32, stage: u32, v: f32) {
+fn put_a_value(e: u32, stage: u32, v: f32) {
     store_a(stage, e / BK, e % BK, v);
 }
 
-fn put_a(t: u32, stage: u32, v: vec4<f32>) {
-    put_x(t, stage, v.x);
-    put_x(t + 256u, stage, v.y);
-    if (A_VALUES > 2u) {
-        put_x(t + 512u, stage, v.z);
-        put_x(t + 768u, stage, v.w);
-    }
-}
-
-fn store(row: u32, col: u32, z: f32) {
+// The epilogue of the product z at (row, col) (see the modes above), written to `out`.
+fn put_out(row: u32, col: u32, z: f32) {
     if (row >= params.rows || col >= params.d_sae) {
         return;
     }
@@ -127,22 +109,7 @@ fn store(row: u32, col: u32, z: f32) {
 
 @compute @workgroup_size(16, 16)
 fn encode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let row0 = wid.y * BM;
-    let col0 = wid.x * BN;
-    let acc = tile_product(lid, row0, col0, params.d_in);
-    for (var g = 0u; g < RG; g = g + 1u) {
-        for (var a = 0u; a < 4u; a = a + 1u) {
-            let row = row0 + 64u * g + 4u * lid.y + a;
-            for (var h = 0u; h < 2u; h = h + 1u) {
-                let v = acc[8u * g + 2u * a + h];
-                let col = col0 + 64u * h + 4u * lid.x;
-                store(row, col, v.x);
-                store(row, col + 1u, v.y);
-                store(row, col + 2u, v.z);
-                store(row, col + 3u, v.w);
-            }
-        }
-    }
+    product_tile(wid, lid, params.d_in);
 }
 
 // Few rows (at most NARROW_ROWS, e.g. one token at a time): the products are bound by reading
@@ -168,8 +135,8 @@ fn encode_narrow(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
         if (params.rows > 3u) { xv.w = x[x0 + 3u * d + i]; }
         acc = fma(xv, vec4<f32>(wv), acc);
     }
-    store(0u, col, acc.x);
-    store(1u, col, acc.y);
-    store(2u, col, acc.z);
-    store(3u, col, acc.w);
+    put_out(0u, col, acc.x);
+    put_out(1u, col, acc.y);
+    put_out(2u, col, acc.z);
+    put_out(3u, col, acc.w);
 }

@@ -28,6 +28,29 @@ fn best_of_columns(base: u32, n: u32, lane: u32) -> Best {
     return b;
 }
 
+// An invocation's best before the first round (nothing for rows past the block).
+fn first_best(valid: bool, base: u32, n: u32, lane: u32) -> Best {
+    if (!valid) {
+        return Best(-3.0e38, 0xffffffffu);
+    }
+    return best_of_columns(base, n, lane);
+}
+
+// Round `round`'s winner: invocation 0 writes it to `picked`, and the winner's owner takes it
+// out of the row and finds its own next best (into `mine`).
+fn take_winner(row: u32, round: u32, valid: bool, win: Best, lane: u32, mine: ptr<function, Best>) {
+    let n = tparams.d_sae;
+    let base = row * n;
+    if (lane == 0u && valid) {
+        picked[row * tparams.k + round] = win.v;
+        picked[tparams.rows * tparams.k + row * tparams.k + round] = bitcast<f32>(win.i);
+    }
+    if (valid && win.i < n && win.i % WG == lane) {
+        pre[base + win.i] = -3.0e38;
+        *mine = best_of_columns(base, n, lane);
+    }
+}
+
 // One workgroup per row: k rounds of a parallel arg-max; each winner is taken out of the row.
 // Each invocation owns the strided columns `lid, lid + WG, ...` and keeps the best of them, so
 // the row is read once, and in a round only the winner's owner reads its columns again (the
@@ -38,10 +61,7 @@ fn topk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     let valid = row < tparams.rows;
     let n = tparams.d_sae;
     let base = row * n;
-    var mine = Best(-3.0e38, 0xffffffffu);
-    if (valid) {
-        mine = best_of_columns(base, n, lid.x);
-    }
+    var mine = first_best(valid, base, n, lid.x);
     for (var round = 0u; round < tparams.k; round = round + 1u) {
         best_v[lid.x] = mine.v;
         best_i[lid.x] = mine.i;
@@ -57,16 +77,7 @@ fn topk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
             }
             workgroupBarrier();
         }
-        let win = best_i[0];
-        if (lid.x == 0u && valid) {
-            picked[row * tparams.k + round] = best_v[0];
-            picked[tparams.rows * tparams.k + row * tparams.k + round] = bitcast<f32>(win);
-        }
-        // The winner's owner takes it out and finds its next best.
-        if (valid && win < n && win % WG == lid.x) {
-            pre[base + win] = -3.0e38;
-            mine = best_of_columns(base, n, lid.x);
-        }
+        take_winner(row, round, valid, Best(best_v[0], best_i[0]), lid.x, &mine);
         workgroupBarrier();
     }
 }

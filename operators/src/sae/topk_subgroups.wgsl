@@ -15,10 +15,7 @@ fn topk_subgroups(
     let valid = row < tparams.rows;
     let n = tparams.d_sae;
     let base = row * n;
-    var mine = Best(-3.0e38, 0xffffffffu);
-    if (valid) {
-        mine = best_of_columns(base, n, lid.x);
-    }
+    var mine = first_best(valid, base, n, lid.x);
     for (var round = 0u; round < tparams.k; round = round + 1u) {
         let top = subgroupMax(mine.v);
         let at = subgroupMin(select(0xffffffffu, mine.i, mine.v == top));
@@ -34,15 +31,7 @@ fn topk_subgroups(
                 win = Best(v, best_i[g]);
             }
         }
-        if (lid.x == 0u && valid) {
-            picked[row * tparams.k + round] = win.v;
-            picked[tparams.rows * tparams.k + row * tparams.k + round] = bitcast<f32>(win.i);
-        }
-        // The winner's owner takes it out and finds its next best.
-        if (valid && win.i < n && win.i % WG == lid.x) {
-            pre[base + win.i] = -3.0e38;
-            mine = best_of_columns(base, n, lid.x);
-        }
+        take_winner(row, round, valid, win, lid.x, &mine);
         workgroupBarrier();
     }
 }
