@@ -15,6 +15,13 @@ pub struct Gemm {
 /// Rows of `c` up to which the 64-row tiles are used.
 const SHORT_ROWS: usize = 64;
 
+/// Output rows per tile of `gemm_tile.wgsl` (its `BM`) for a product of `rows` rows, and the
+/// workgroups of that product with `cols` columns (128 per tile).
+pub fn tiling(rows: usize, cols: usize) -> (usize, [u32; 3]) {
+    let bm = if rows <= SHORT_ROWS { 64 } else { 128 };
+    (bm, [cols.div_ceil(128) as u32, rows.div_ceil(bm) as u32, 1])
+}
+
 /// Compiles (once per context) the GEMM pipelines.
 pub fn pipeline(ctx: &GpuContext) -> Result<Gemm> {
     let source = |bm: usize| {
@@ -140,14 +147,10 @@ impl<'a> GemmCall<'a> {
 
 /// The pass of `call` with its bound buffers (from [`GemmCall::buffers`]).
 pub fn pass<'a>(gemm: &'a Gemm, call: &GemmCall, bufs: &'a [&'a wgpu::Buffer; 5]) -> GpuPass<'a> {
-    let (pipeline, tile_rows) = if call.m <= SHORT_ROWS {
-        (&*gemm.short, 64)
-    } else {
-        (&*gemm.tall, 128)
-    };
+    let (bm, workgroups) = tiling(call.m, call.n);
     GpuPass {
-        pipeline,
+        pipeline: if bm == 64 { &gemm.short } else { &gemm.tall },
         buffers: bufs,
-        workgroups: [call.n.div_ceil(128) as u32, call.m.div_ceil(tile_rows) as u32, 1],
+        workgroups,
     }
 }

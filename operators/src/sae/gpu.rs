@@ -261,15 +261,11 @@ impl GpuSae {
                     workgroups: workgroups_1d(n, 256),
                 }
             } else {
-                let (pipeline, tile_rows) = if m <= 64 {
-                    (&self.encode_short, 64)
-                } else {
-                    (&self.encode, 128)
-                };
+                let (bm, workgroups) = crate::gpu_gemm::tiling(m, n);
                 GpuPass {
-                    pipeline,
+                    pipeline: if bm == 64 { &self.encode_short } else { &self.encode },
                     buffers: &encode_buffers,
-                    workgroups: [n.div_ceil(128) as u32, m.div_ceil(tile_rows) as u32, 1],
+                    workgroups,
                 }
             };
             let groups = workgroups_per_item(m);
