@@ -485,9 +485,9 @@ fn outputs_in(dir: &Path) -> usize {
 /// are saved), streaming k-means (pending rows, centroids, counts, window totals) and
 /// co-occurrence over a sliding span and all time (the open window, the span's windows or the
 /// all-time counts; the differential arrangements, components and spectral clusters are rebuilt
-/// from them), killed and resumed. Batches
-/// close by size only here (a time limit would make their boundaries, and so the last bits of
-/// the GEMM's sums, depend on timing).
+/// from them), killed and resumed. Each checkpoint's cut lets the encoder's waiting rows go in a
+/// short batch: the outputs still equal the reference's bit for bit because a row's encoding
+/// does not depend on the rows sharing its batch.
 #[test]
 fn warm_up_and_micro_batching_resume_to_identical_output() {
     let dir = setup();

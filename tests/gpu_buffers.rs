@@ -265,6 +265,53 @@ fn the_gpu_encoder_equals_the_cpu_one_for_blocks_of_any_height() {
     }
 }
 
+/// A row's encoding does not depend on the rows sharing its block, on the GPU as on the CPU:
+/// one call of 130 rows (128 × 128 tiles) equals calls of 1 to 4 rows (one column per
+/// invocation) and of 60 (64 × 128 tiles) bit for bit, for TopK and JumpReLU. Every kernel
+/// sums each product as one fused multiply-add chain over d_in, in order. A stream's
+/// micro-batches are cut by time and by checkpoints, and must not change what it computes.
+#[test]
+fn a_rows_encoding_does_not_depend_on_the_rows_sharing_its_block() {
+    use neurostream_operators::sae::{Activation, CpuSae, Csr};
+    let Some(ctx) = gpu() else { return };
+    let topk = Sae::load(std::path::Path::new(SAE), None).unwrap();
+    let mut jump = topk.clone();
+    jump.activation = Activation::JumpRelu {
+        threshold: vec![0.1; topk.d_sae],
+    };
+    // Row r's (latent, value bits), by latent.
+    let row = |csr: &Csr, r: usize| {
+        let span = csr.offsets[r] as usize..csr.offsets[r + 1] as usize;
+        let mut pairs: Vec<(u32, u32)> = span.map(|i| (csr.ids[i], csr.values[i].to_bits())).collect();
+        pairs.sort_unstable();
+        pairs
+    };
+    let rows = 130;
+    for (name, sae) in [("TopK", &topk), ("JumpReLU", &jump)] {
+        let x = values(rows * sae.d_in, 11);
+        let kernels: [(&str, Box<dyn SaeKernels>); 2] = [
+            ("gpu", Box::new(GpuSae::new(ctx.clone(), sae).unwrap())),
+            ("cpu", Box::new(CpuSae::new(sae))),
+        ];
+        for (device, mut kernels) in kernels {
+            let whole = kernels.encode(sae, &x, rows).unwrap();
+            let mut start = 0;
+            for len in [1, 2, 3, 4, 60, 60] {
+                let part = kernels.encode(sae, &x[start * sae.d_in..], len).unwrap();
+                for r in 0..len {
+                    assert_eq!(
+                        row(&part, r),
+                        row(&whole, start + r),
+                        "{device}, {name}: row {} encoded in a block of {len} rows differs from the same row in one of {rows}",
+                        start + r
+                    );
+                }
+                start += len;
+            }
+        }
+    }
+}
+
 /// `sae_encode` on a GPU, polled by a runtime (`defer_output`), leaves each batch's last block
 /// in flight and emits it at the next call: a batch's rows come out when the next batch has
 /// been submitted, or when a poll finds the GPU done, or at the end. The rows equal the CPU

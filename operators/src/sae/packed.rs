@@ -216,6 +216,11 @@ impl PackedWeights {
     }
 
     /// Multiplies panels `p0..p1` with every row block of `xp` (blocks of `ms` rows).
+    ///
+    /// Every product is one multiply-add chain over `k` in order, whatever the block's rows, so a
+    /// row's products do not depend on the rows that share its call (a stream encodes the same
+    /// whatever its micro-batches). Blocks of at most 3 rows, too few for enough independent
+    /// chains, take twice the columns at once instead.
     #[cfg(target_arch = "x86_64")]
     #[allow(clippy::too_many_arguments)]
     unsafe fn panels_range(
@@ -229,8 +234,10 @@ impl PackedWeights {
         mut take: impl FnMut(usize, usize, &[f32]),
     ) {
         let (k, n) = (self.k, self.n);
+        let stride = k * NR;
         let dst = tile.as_mut_ptr();
-        // The tile holds panels `t0..p`; it is handed over when full and at the end.
+        // The tile holds panels `t0..p`; it is handed over when full and at the end. Steps of
+        // 4, 2 and 1 panels from `t0` meet its 16 panels exactly.
         let mut t0 = p0;
         macro_rules! hand_over {
             ($p:expr) => {
@@ -246,62 +253,82 @@ impl PackedWeights {
                 }
             }};
         }
+        // Columns from panel `q` on, at most `panels` panels of them.
+        let cols_from = |q: usize, panels: usize| (panels * NR).min(n - q * NR);
         let mut p = p0;
         if self.wide {
-            // Two panels (32 columns) per block with 16-lane vectors; an odd last panel below.
+            // Pairs of panels (32 columns) with 16-lane vectors, or four panels for blocks of at
+            // most 3 rows; an odd last panel below.
             while p + 1 < p1 {
-                let cols = (2 * NR).min(n - p * NR);
+                let quad = p + 3 < p1;
                 for (b, xb) in xp.chunks_exact(k * ms).enumerate() {
                     let r0 = b * ms;
-                    let out = dst.add(r0 * TILE + (p - t0) * NR);
+                    let r = ms.min(rows - r0);
                     macro_rules! call {
-                        ($r:literal) => {
+                        ($r:literal, $v:literal, $q:expr) => {{
+                            let q: usize = $q;
+                            let out = dst.add(r0 * TILE + (q - t0) * NR);
+                            let cols = cols_from(q, $v);
                             match &self.panels {
-                                Panels::F32(w) => wide_f32::<$r>(
+                                Panels::F32(w) => wide_f32::<$r, $v>(
                                     k,
                                     xb.as_ptr(),
                                     ms,
-                                    w.as_ptr().add(p * k * NR),
-                                    w.as_ptr().add((p + 1) * k * NR),
+                                    w.as_ptr().add(q * stride),
+                                    stride,
                                     out,
                                     TILE,
                                     cols,
                                 ),
-                                Panels::Half { bits, bf16 } => wide_half::<$r>(
+                                Panels::Half { bits, bf16 } => wide_half::<$r, $v>(
                                     k,
                                     xb.as_ptr(),
                                     ms,
-                                    bits.as_ptr().add(p * k * NR),
-                                    bits.as_ptr().add((p + 1) * k * NR),
+                                    bits.as_ptr().add(q * stride),
+                                    stride,
                                     *bf16,
                                     out,
                                     TILE,
                                     cols,
                                 ),
                             }
-                        };
+                        }};
                     }
-                    match ms.min(rows - r0) {
-                        1 => call!(1),
-                        2 => call!(2),
-                        3 => call!(3),
-                        4 => call!(4),
-                        5 => call!(5),
-                        6 => call!(6),
-                        7 => call!(7),
-                        8 => call!(8),
-                        9 => call!(9),
-                        10 => call!(10),
-                        11 => call!(11),
-                        _ => call!(12),
+                    macro_rules! pairs {
+                        ($r:literal) => {{
+                            call!($r, 2, p);
+                            if quad {
+                                call!($r, 2, p + 2);
+                            }
+                        }};
+                    }
+                    match r {
+                        1 if quad => call!(1, 4, p),
+                        2 if quad => call!(2, 4, p),
+                        3 if quad => call!(3, 4, p),
+                        1 => pairs!(1),
+                        2 => pairs!(2),
+                        3 => pairs!(3),
+                        4 => pairs!(4),
+                        5 => pairs!(5),
+                        6 => pairs!(6),
+                        7 => pairs!(7),
+                        8 => pairs!(8),
+                        9 => pairs!(9),
+                        10 => pairs!(10),
+                        11 => pairs!(11),
+                        _ => pairs!(12),
                     }
                 }
-                p += 2;
+                p += if quad { 4 } else { 2 };
                 hand_over_if_full!(p);
             }
         }
-        for p in p..p1 {
-            let cols = NR.min(n - p * NR);
+        // One panel (two 8-lane vectors per row), or two for blocks of at most 3 rows (2 with
+        // f16/bf16 weights: 3 rows of two panels leave no register to widen them in).
+        let half = matches!(self.panels, Panels::Half { .. });
+        while p < p1 {
+            let pair = p + 1 < p1;
             for (b, xb) in xp.chunks_exact(k * ms).enumerate() {
                 // Sub-blocks of at most MR rows of the `ms`-row block.
                 for sub in (0..ms).step_by(MR) {
@@ -309,31 +336,55 @@ impl PackedWeights {
                     if r0 >= rows {
                         break;
                     }
-                    let out = dst.add(r0 * TILE + (p - t0) * NR);
                     let xs = xb.as_ptr().add(sub);
                     // A kernel for exactly the rows present: a lone row (batch 1) does 2
                     // multiply-adds per weight pair, not 12, and stays bound by memory.
                     macro_rules! call {
-                        ($r:literal) => {
+                        ($r:literal, $v:literal, $q:expr) => {{
+                            let q: usize = $q;
+                            let out = dst.add(r0 * TILE + (q - t0) * NR);
+                            let cols = cols_from(q, $v / 2);
                             match &self.panels {
-                                Panels::F32(w) => block_f32::<$r>(k, xs, ms, w.as_ptr().add(p * k * NR), out, TILE, cols),
-                                Panels::Half { bits, bf16 } => {
-                                    block_half::<$r>(k, xs, ms, bits.as_ptr().add(p * k * NR), *bf16, out, TILE, cols)
+                                Panels::F32(w) => {
+                                    block_f32::<$r, $v>(k, xs, ms, w.as_ptr().add(q * stride), stride, out, TILE, cols)
                                 }
+                                Panels::Half { bits, bf16 } => block_half::<$r, $v>(
+                                    k,
+                                    xs,
+                                    ms,
+                                    bits.as_ptr().add(q * stride),
+                                    stride,
+                                    *bf16,
+                                    out,
+                                    TILE,
+                                    cols,
+                                ),
                             }
-                        };
+                        }};
+                    }
+                    macro_rules! panels {
+                        ($r:literal) => {{
+                            call!($r, 2, p);
+                            if pair {
+                                call!($r, 2, p + 1);
+                            }
+                        }};
                     }
                     match MR.min(rows - r0) {
-                        1 => call!(1),
-                        2 => call!(2),
-                        3 => call!(3),
-                        4 => call!(4),
-                        5 => call!(5),
-                        _ => call!(6),
+                        1 if pair => call!(1, 4, p),
+                        2 if pair => call!(2, 4, p),
+                        3 if pair && !half => call!(3, 4, p),
+                        1 => panels!(1),
+                        2 => panels!(2),
+                        3 => panels!(3),
+                        4 => panels!(4),
+                        5 => panels!(5),
+                        _ => panels!(6),
                     }
                 }
             }
-            hand_over_if_full!(p + 1);
+            p += if pair { 2 } else { 1 };
+            hand_over_if_full!(p);
         }
         if p1 > t0 {
             hand_over!(p1);
@@ -411,71 +462,82 @@ struct SendPtr(*mut f32);
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 
-/// Runs `step!(i, acc)` for `i` in `0..k`. Few rows leave few independent multiply-add chains,
-/// so then odd `i` go to a second set of accumulators `d` (added into `c` at the end), hiding
-/// the FMA latency; with more rows `c` alone has enough.
-macro_rules! unroll_k {
-    ($k:expr, $r:expr, $step:ident, $c:ident, $d:ident) => {
-        unroll_k!($k, $r, $step, $c, $d, _mm256_add_ps)
-    };
-    ($k:expr, $r:expr, $step:ident, $c:ident, $d:ident, $add:ident) => {{
-        if $r <= 3 {
-            let pairs = $k / 2;
-            for j in 0..pairs {
-                $step!(2 * j, $c);
-                $step!(2 * j + 1, $d);
+/// One step `i` of a block's products: `c[r][v] += x[r] · b[v]` with `xi` pointing at the
+/// step's row values and `$v => $load` loading weight vector `v`. With more rows than vectors
+/// each weight vector is loaded once and the rows' values broadcast in turn; with fewer, the
+/// rows' values are broadcast once and each weight vector loaded in turn: either way few
+/// registers beyond the accumulators stay live (AVX2 has 16).
+macro_rules! block_step {
+    ($c:ident, $xi:expr, $v:ident => $load:expr, $splat:ident, $fma:ident, $zero:expr) => {{
+        let xi = $xi;
+        if R > V {
+            let mut b = [$zero; V];
+            for ($v, bv) in b.iter_mut().enumerate() {
+                *bv = $load;
             }
-            if $k % 2 == 1 {
-                $step!($k - 1, $c);
-            }
-            for (a, b) in $c.iter_mut().zip(&$d) {
-                a[0] = $add(a[0], b[0]);
-                a[1] = $add(a[1], b[1]);
+            for (r, acc) in $c.iter_mut().enumerate() {
+                let a = $splat(*xi.add(r));
+                for (av, &bv) in acc.iter_mut().zip(&b) {
+                    *av = $fma(a, bv, *av);
+                }
             }
         } else {
-            for i in 0..$k {
-                $step!(i, $c);
+            let mut a = [$zero; R];
+            for (r, ar) in a.iter_mut().enumerate() {
+                *ar = $splat(*xi.add(r));
+            }
+            for $v in 0..V {
+                let bv = $load;
+                for (acc, &ar) in $c.iter_mut().zip(&a) {
+                    acc[$v] = $fma(ar, bv, acc[$v]);
+                }
             }
         }
     }};
 }
 
-/// One `R` × 16 block (`R <= 6`) with f32 weights: `xb` is `k × ms` interleaved (row `r` of
-/// step `i` at `xb[i * ms + r]`), `w` a `k × 16` panel; writes `R` rows × `cols` columns at
-/// `out` (row stride `ldo`).
+/// One `R` × `8V` block (`R <= 6`; `V` 2 or 4: one or two panels) with f32 weights: `xb` is
+/// `k × ms` interleaved (row `r` of step `i` at `xb[i * ms + r]`), `w` the first `k × 16` panel
+/// and the next `stride` values on; writes `R` rows × `cols` columns at `out` (row stride `ldo`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn block_f32<const R: usize>(k: usize, xb: *const f32, ms: usize, w: *const f32, out: *mut f32, ldo: usize, cols: usize) {
-    store_block(&products_block::<R>(k, xb, ms, w), out, ldo, cols);
-}
-
-/// The `R` × 16 products of [`block_f32`], returned in registers.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-#[inline]
-unsafe fn products_block<const R: usize>(
+#[allow(clippy::too_many_arguments)]
+unsafe fn block_f32<const R: usize, const V: usize>(
     k: usize,
     xb: *const f32,
     ms: usize,
     w: *const f32,
-) -> [[std::arch::x86_64::__m256; 2]; R] {
+    stride: usize,
+    out: *mut f32,
+    ldo: usize,
+    cols: usize,
+) {
+    store_block(&products_block::<R, V>(k, xb, ms, w, stride), out, ldo, cols);
+}
+
+/// Where vector `v` (8 lanes) of step `i` lies in panels `stride` values apart.
+#[inline(always)]
+fn lane_group(v: usize, i: usize, stride: usize) -> usize {
+    (v / 2) * stride + i * NR + (v % 2) * 8
+}
+
+/// The `R` × `8V` products of [`block_f32`], returned in registers: each is one multiply-add
+/// chain over `i` in order.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn products_block<const R: usize, const V: usize>(
+    k: usize,
+    xb: *const f32,
+    ms: usize,
+    w: *const f32,
+    stride: usize,
+) -> [[std::arch::x86_64::__m256; V]; R] {
     use std::arch::x86_64::*;
-    let mut c = [[_mm256_setzero_ps(); 2]; R];
-    let mut d = [[_mm256_setzero_ps(); 2]; R];
-    macro_rules! step {
-        ($i:expr, $acc:ident) => {{
-            let i = $i;
-            let b0 = _mm256_loadu_ps(w.add(i * NR));
-            let b1 = _mm256_loadu_ps(w.add(i * NR + 8));
-            let xi = xb.add(i * ms);
-            for (r, acc) in $acc.iter_mut().enumerate() {
-                let a = _mm256_broadcast_ss(&*xi.add(r));
-                acc[0] = _mm256_fmadd_ps(a, b0, acc[0]);
-                acc[1] = _mm256_fmadd_ps(a, b1, acc[1]);
-            }
-        }};
+    let mut c = [[_mm256_setzero_ps(); V]; R];
+    for i in 0..k {
+        block_step!(c, xb.add(i * ms), v => _mm256_loadu_ps(w.add(lane_group(v, i, stride))), _mm256_set1_ps, _mm256_fmadd_ps, _mm256_setzero_ps());
     }
-    unroll_k!(k, R, step, c, d);
     c
 }
 
@@ -483,18 +545,19 @@ unsafe fn products_block<const R: usize>(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn block_half<const R: usize>(
+unsafe fn block_half<const R: usize, const V: usize>(
     k: usize,
     xb: *const f32,
     ms: usize,
     w: *const u16,
+    stride: usize,
     bf16: bool,
     out: *mut f32,
     ldo: usize,
     cols: usize,
 ) {
     use std::arch::x86_64::*;
-    let mut c = [[_mm256_setzero_ps(); 2]; R];
+    let mut c = [[_mm256_setzero_ps(); V]; R];
     macro_rules! widen_f16 {
         ($p:expr) => {
             _mm256_cvtph_ps(_mm_loadu_si128($p as *const __m128i))
@@ -508,74 +571,57 @@ unsafe fn block_half<const R: usize>(
             ))
         };
     }
-    let mut d = [[_mm256_setzero_ps(); 2]; R];
-    macro_rules! step_with {
-        ($widen:ident, $i:expr, $acc:ident) => {{
-            let i = $i;
-            let b0 = $widen!(w.add(i * NR));
-            let b1 = $widen!(w.add(i * NR + 8));
-            let xi = xb.add(i * ms);
-            for (r, acc) in $acc.iter_mut().enumerate() {
-                let a = _mm256_broadcast_ss(&*xi.add(r));
-                acc[0] = _mm256_fmadd_ps(a, b0, acc[0]);
-                acc[1] = _mm256_fmadd_ps(a, b1, acc[1]);
+    macro_rules! products {
+        ($widen:ident) => {
+            for i in 0..k {
+                block_step!(c, xb.add(i * ms), v => $widen!(w.add(lane_group(v, i, stride))), _mm256_set1_ps, _mm256_fmadd_ps, _mm256_setzero_ps());
             }
-        }};
-    }
-    macro_rules! step_f16 {
-        ($i:expr, $acc:ident) => {
-            step_with!(widen_f16, $i, $acc)
-        };
-    }
-    macro_rules! step_bf16 {
-        ($i:expr, $acc:ident) => {
-            step_with!(widen_bf16, $i, $acc)
         };
     }
     if bf16 {
-        unroll_k!(k, R, step_bf16, c, d);
+        products!(widen_bf16);
     } else {
-        unroll_k!(k, R, step_f16, c, d);
+        products!(widen_f16);
     }
     store_block(&c, out, ldo, cols);
 }
 
-/// One `R` × 32 block (`R <= 12`) over two f32 panels `w0`, `w1` with 16-lane vectors; writes
-/// `R` rows × `cols` (<= 32) columns at `out` (row stride `ldo`).
+/// One `R` × `16V` block (`R <= 12`; `V` 2 or 4 panels) with f32 weights and 16-lane vectors:
+/// panels `stride` values apart from `w`; writes `R` rows × `cols` columns at `out` (row
+/// stride `ldo`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn wide_f32<const R: usize>(
+unsafe fn wide_f32<const R: usize, const V: usize>(
     k: usize,
     xb: *const f32,
     ms: usize,
-    w0: *const f32,
-    w1: *const f32,
+    w: *const f32,
+    stride: usize,
     out: *mut f32,
     ldo: usize,
     cols: usize,
 ) {
-    store_wide(&products_wide::<R>(k, xb, ms, w0, w1), out, ldo, cols);
+    store_wide(&products_wide::<R, V>(k, xb, ms, w, stride), out, ldo, cols);
 }
 
 /// As [`wide_f32`] with f16 or bf16 weights, widened in registers.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn wide_half<const R: usize>(
+unsafe fn wide_half<const R: usize, const V: usize>(
     k: usize,
     xb: *const f32,
     ms: usize,
-    w0: *const u16,
-    w1: *const u16,
+    w: *const u16,
+    stride: usize,
     bf16: bool,
     out: *mut f32,
     ldo: usize,
     cols: usize,
 ) {
     use std::arch::x86_64::*;
-    let mut c = [[_mm512_setzero_ps(); 2]; R];
-    let mut d = [[_mm512_setzero_ps(); 2]; R];
+    let mut c = [[_mm512_setzero_ps(); V]; R];
     macro_rules! widen_f16 {
         ($p:expr) => {
             _mm512_cvtph_ps(_mm256_loadu_si256($p as *const __m256i))
@@ -589,33 +635,17 @@ unsafe fn wide_half<const R: usize>(
             ))
         };
     }
-    macro_rules! step_with {
-        ($widen:ident, $i:expr, $acc:ident) => {{
-            let i = $i;
-            let b0 = $widen!(w0.add(i * NR));
-            let b1 = $widen!(w1.add(i * NR));
-            let xi = xb.add(i * ms);
-            for (r, acc) in $acc.iter_mut().enumerate() {
-                let a = _mm512_set1_ps(*xi.add(r));
-                acc[0] = _mm512_fmadd_ps(a, b0, acc[0]);
-                acc[1] = _mm512_fmadd_ps(a, b1, acc[1]);
+    macro_rules! products {
+        ($widen:ident) => {
+            for i in 0..k {
+                block_step!(c, xb.add(i * ms), v => $widen!(w.add(v * stride + i * NR)), _mm512_set1_ps, _mm512_fmadd_ps, _mm512_setzero_ps());
             }
-        }};
-    }
-    macro_rules! step_f16 {
-        ($i:expr, $acc:ident) => {
-            step_with!(widen_f16, $i, $acc)
-        };
-    }
-    macro_rules! step_bf16 {
-        ($i:expr, $acc:ident) => {
-            step_with!(widen_bf16, $i, $acc)
         };
     }
     if bf16 {
-        unroll_k!(k, R, step_bf16, c, d, _mm512_add_ps);
+        products!(widen_bf16);
     } else {
-        unroll_k!(k, R, step_f16, c, d, _mm512_add_ps);
+        products!(widen_f16);
     }
     store_wide(&c, out, ldo, cols);
 }
@@ -644,9 +674,8 @@ unsafe fn nearest_wide(w: &[f32], k: usize, n: usize, x: &[f32], rows: usize, sh
         let mut p = 0;
         while p < np {
             // A lone last panel is paired with itself; its copy's columns have +∞ shifts.
-            let w0 = w.as_ptr().add(p * k * NR);
-            let w1 = if p + 1 < np { w.as_ptr().add((p + 1) * k * NR) } else { w0 };
-            let c = products_wide::<R>(k, xb.as_ptr(), R, w0, w1);
+            let stride = if p + 1 < np { k * NR } else { 0 };
+            let c = products_wide::<R, 2>(k, xb.as_ptr(), R, w.as_ptr().add(p * k * NR), stride);
             // Shifts and column numbers of the pair's two halves.
             let halves = [p * NR, (p + 1) * NR].map(|col| {
                 (
@@ -692,7 +721,7 @@ unsafe fn nearest_avx2(w: &[f32], k: usize, n: usize, x: &[f32], rows: usize, sh
         let mut min_v = [_mm256_set1_ps(f32::INFINITY); R];
         let mut min_j = [_mm256_setzero_si256(); R];
         for p in 0..np {
-            let c = products_block::<R>(k, xb.as_ptr(), R, w.as_ptr().add(p * k * NR));
+            let c = products_block::<R, 2>(k, xb.as_ptr(), R, w.as_ptr().add(p * k * NR), 0);
             let halves = [p * NR, p * NR + 8].map(|col| {
                 (
                     _mm256_loadu_ps(shift_padded.as_ptr().add(col)),
@@ -742,72 +771,74 @@ fn lane_argmin(v: &[f32], j: &[u32]) -> (u32, f32) {
     b
 }
 
-/// One `R` × 32 block (`R <= 12`) of products over two f32 panels `w0`, `w1` with 16-lane
-/// vectors, returned in registers: `xb` is `k × ms` interleaved (row `r` of step `i` at
-/// `xb[i * ms + r]`).
+/// One `R` × `16V` block (`R <= 12`) of products over `V` f32 panels (`stride` values apart from
+/// `w`) with 16-lane vectors, returned in registers: `xb` is `k × ms` interleaved (row `r` of
+/// step `i` at `xb[i * ms + r]`). Each is one multiply-add chain over `i` in order.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[inline]
-unsafe fn products_wide<const R: usize>(
+unsafe fn products_wide<const R: usize, const V: usize>(
     k: usize,
     xb: *const f32,
     ms: usize,
-    w0: *const f32,
-    w1: *const f32,
-) -> [[std::arch::x86_64::__m512; 2]; R] {
+    w: *const f32,
+    stride: usize,
+) -> [[std::arch::x86_64::__m512; V]; R] {
     use std::arch::x86_64::*;
-    let mut c = [[_mm512_setzero_ps(); 2]; R];
-    let mut d = [[_mm512_setzero_ps(); 2]; R];
-    macro_rules! step {
-        ($i:expr, $acc:ident) => {{
-            let i = $i;
-            let b0 = _mm512_loadu_ps(w0.add(i * NR));
-            let b1 = _mm512_loadu_ps(w1.add(i * NR));
-            let xi = xb.add(i * ms);
-            for (r, acc) in $acc.iter_mut().enumerate() {
-                let a = _mm512_set1_ps(*xi.add(r));
-                acc[0] = _mm512_fmadd_ps(a, b0, acc[0]);
-                acc[1] = _mm512_fmadd_ps(a, b1, acc[1]);
-            }
-        }};
+    let mut c = [[_mm512_setzero_ps(); V]; R];
+    for i in 0..k {
+        block_step!(c, xb.add(i * ms), v => _mm512_loadu_ps(w.add(v * stride + i * NR)), _mm512_set1_ps, _mm512_fmadd_ps, _mm512_setzero_ps());
     }
-    unroll_k!(k, R, step, c, d, _mm512_add_ps);
     c
 }
 
-/// Writes the `R × cols` valid part of a block of 16-lane accumulators (two per row).
+/// Writes the `R × cols` valid part of a block of 16-lane accumulators (`V` per row).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn store_wide<const R: usize>(c: &[[std::arch::x86_64::__m512; 2]; R], out: *mut f32, ldo: usize, cols: usize) {
+unsafe fn store_wide<const R: usize, const V: usize>(
+    c: &[[std::arch::x86_64::__m512; V]; R],
+    out: *mut f32,
+    ldo: usize,
+    cols: usize,
+) {
     use std::arch::x86_64::*;
-    for (r, pair) in c.iter().enumerate() {
+    for (r, row) in c.iter().enumerate() {
         let dst = out.add(r * ldo);
-        if cols == 2 * NR {
-            _mm512_storeu_ps(dst, pair[0]);
-            _mm512_storeu_ps(dst.add(NR), pair[1]);
+        if cols == V * NR {
+            for (v, &acc) in row.iter().enumerate() {
+                _mm512_storeu_ps(dst.add(v * NR), acc);
+            }
         } else {
-            let mut tmp = [0f32; 2 * NR];
-            _mm512_storeu_ps(tmp.as_mut_ptr(), pair[0]);
-            _mm512_storeu_ps(tmp.as_mut_ptr().add(NR), pair[1]);
+            let mut tmp = [0f32; 4 * NR];
+            for (v, &acc) in row.iter().enumerate() {
+                _mm512_storeu_ps(tmp.as_mut_ptr().add(v * NR), acc);
+            }
             std::ptr::copy_nonoverlapping(tmp.as_ptr(), dst, cols);
         }
     }
 }
 
-/// Writes the `R × cols` valid part of a block of accumulators.
+/// Writes the `R × cols` valid part of a block of 8-lane accumulators (`V` per row).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn store_block<const R: usize>(c: &[[std::arch::x86_64::__m256; 2]; R], out: *mut f32, ldo: usize, cols: usize) {
+unsafe fn store_block<const R: usize, const V: usize>(
+    c: &[[std::arch::x86_64::__m256; V]; R],
+    out: *mut f32,
+    ldo: usize,
+    cols: usize,
+) {
     use std::arch::x86_64::*;
-    for (r, pair) in c.iter().enumerate() {
+    for (r, row) in c.iter().enumerate() {
         let dst = out.add(r * ldo);
-        if cols == NR {
-            _mm256_storeu_ps(dst, pair[0]);
-            _mm256_storeu_ps(dst.add(8), pair[1]);
+        if cols == V * 8 {
+            for (v, &acc) in row.iter().enumerate() {
+                _mm256_storeu_ps(dst.add(v * 8), acc);
+            }
         } else {
-            let mut tmp = [0f32; NR];
-            _mm256_storeu_ps(tmp.as_mut_ptr(), pair[0]);
-            _mm256_storeu_ps(tmp.as_mut_ptr().add(8), pair[1]);
+            let mut tmp = [0f32; 2 * NR];
+            for (v, &acc) in row.iter().enumerate() {
+                _mm256_storeu_ps(tmp.as_mut_ptr().add(v * 8), acc);
+            }
             std::ptr::copy_nonoverlapping(tmp.as_ptr(), dst, cols);
         }
     }
@@ -878,6 +909,59 @@ mod tests {
                             "k {k} n {n} row {r}: column {j} is not the nearest"
                         );
                         assert!((v as f64 - min).abs() <= tol, "k {k} n {n} row {r}: value {v}, float64 {min}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// A row's products are the same, bit for bit, whatever rows share its call: alone, in
+    /// blocks of 2 and 3 rows (the kernels that take more columns at once), in full and partial
+    /// blocks, on 1 to 3 threads, with each kernel width and weight type. A stream's micro-batches
+    /// (sized by time, cut at checkpoints) must not change what it computes.
+    #[test]
+    fn products_do_not_depend_on_the_rows_sharing_a_call() {
+        if !kernel_supported() {
+            eprintln!("skipped: this CPU lacks AVX2/FMA/F16C (the packed kernel is not used here)");
+            return;
+        }
+        // 600 columns: 38 panels (quads, pairs and a lone half-full panel); 40: a pair and a
+        // lone panel.
+        for (k, n) in [(37, 600), (300, 40)] {
+            let w: Vec<f32> = (0..k * n).map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * 0.3).collect();
+            let rows = 30;
+            let x: Vec<f32> = (0..rows * k)
+                .map(|i| ((i * 7907 % 1013) as f32 / 500.0 - 1.0) * 1.7)
+                .collect();
+            for wide in [true, false] {
+                if wide && !wide_supported() {
+                    continue;
+                }
+                for dtype in [WeightDtype::F32, WeightDtype::F16, WeightDtype::Bf16] {
+                    let mut packed = PackedWeights::new(&w, k, n, dtype).unwrap();
+                    packed.wide = wide;
+                    let mut all = vec![f32::NAN; rows * n];
+                    packed.matmul(&x, rows, &mut all, 1);
+                    for (start, len, threads) in [
+                        (0, 1, 1),
+                        (5, 1, 2),
+                        (7, 2, 1),
+                        (9, 3, 3),
+                        (12, 4, 1),
+                        (13, 13, 2),
+                        (0, 30, 3),
+                    ] {
+                        let mut z = vec![f32::NAN; len * n];
+                        packed.matmul(&x[start * k..], len, &mut z, threads);
+                        for (i, (got, want)) in z.iter().zip(&all[start * n..]).enumerate() {
+                            assert_eq!(
+                                got.to_bits(),
+                                want.to_bits(),
+                                "{dtype:?} wide {wide} k {k}: row {} column {} is {got} in a call of {len} rows, {want} in one of {rows}",
+                                start + i / n,
+                                i % n
+                            );
+                        }
                     }
                 }
             }
