@@ -39,6 +39,20 @@ pub struct PackedWeights {
     wide: bool,
 }
 
+/// Calls `$f32` or `$half` (the kernels of one vector width) for `$r` rows and `$v` vectors per
+/// row, with the weights `self` stores from value `$at` of its panels, writing into a tile.
+#[cfg(target_arch = "x86_64")]
+macro_rules! run_kernel {
+    ($self:ident, $f32:ident, $half:ident, $r:literal, $v:literal, $xs:expr, $ms:expr, $at:expr, $stride:expr, $out:expr, $cols:expr) => {
+        match &$self.panels {
+            Panels::F32(w) => $f32::<$r, $v>($self.k, $xs, $ms, w.as_ptr().add($at), $stride, $out, TILE, $cols),
+            Panels::Half { bits, bf16 } => {
+                $half::<$r, $v>($self.k, $xs, $ms, bits.as_ptr().add($at), $stride, *bf16, $out, TILE, $cols)
+            }
+        }
+    };
+}
+
 impl PackedWeights {
     /// Packs `w` (`k × n`, row-major) as `dtype` (rounded to nearest for f16/bf16); `None` when
     /// this CPU lacks the instructions the kernel needs (callers then use the general GEMM).
@@ -269,29 +283,19 @@ impl PackedWeights {
                             let q: usize = $q;
                             let out = dst.add(r0 * TILE + (q - t0) * NR);
                             let cols = cols_from(q, $v);
-                            match &self.panels {
-                                Panels::F32(w) => wide_f32::<$r, $v>(
-                                    k,
-                                    xb.as_ptr(),
-                                    ms,
-                                    w.as_ptr().add(q * stride),
-                                    stride,
-                                    out,
-                                    TILE,
-                                    cols,
-                                ),
-                                Panels::Half { bits, bf16 } => wide_half::<$r, $v>(
-                                    k,
-                                    xb.as_ptr(),
-                                    ms,
-                                    bits.as_ptr().add(q * stride),
-                                    stride,
-                                    *bf16,
-                                    out,
-                                    TILE,
-                                    cols,
-                                ),
-                            }
+                            run_kernel!(
+                                self,
+                                wide_f32,
+                                wide_half,
+                                $r,
+                                $v,
+                                xb.as_ptr(),
+                                ms,
+                                q * stride,
+                                stride,
+                                out,
+                                cols
+                            )
                         }};
                     }
                     macro_rules! pairs {
@@ -344,22 +348,19 @@ impl PackedWeights {
                             let q: usize = $q;
                             let out = dst.add(r0 * TILE + (q - t0) * NR);
                             let cols = cols_from(q, $v / 2);
-                            match &self.panels {
-                                Panels::F32(w) => {
-                                    block_f32::<$r, $v>(k, xs, ms, w.as_ptr().add(q * stride), stride, out, TILE, cols)
-                                }
-                                Panels::Half { bits, bf16 } => block_half::<$r, $v>(
-                                    k,
-                                    xs,
-                                    ms,
-                                    bits.as_ptr().add(q * stride),
-                                    stride,
-                                    *bf16,
-                                    out,
-                                    TILE,
-                                    cols,
-                                ),
-                            }
+                            run_kernel!(
+                                self,
+                                block_f32,
+                                block_half,
+                                $r,
+                                $v,
+                                xs,
+                                ms,
+                                q * stride,
+                                stride,
+                                out,
+                                cols
+                            )
                         }};
                     }
                     macro_rules! panels {
