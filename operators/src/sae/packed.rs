@@ -6,6 +6,9 @@
 //! Weights may be stored as f16 or bf16 (half the bytes), widened to f32 in registers. Where the
 //! CPU has AVX-512F (detected at run time) two panels at a time are multiplied with 16-lane
 //! vectors, doubling the multiply-adds per instruction.
+//!
+//! Every product is one multiply-add chain over `d_in` in order, whatever the block's height, so
+//! a row's products are the same bits whatever rows share its call (see `panels_range`).
 
 use neurostream_engine::huge_pages;
 
