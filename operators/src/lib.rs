@@ -35,6 +35,7 @@ pub mod decode;
 pub mod drift;
 pub mod gpu_gemm;
 pub mod normalize;
+pub mod parallel;
 pub mod sae;
 pub mod sae_train;
 pub mod signal;

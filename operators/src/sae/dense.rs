@@ -2,6 +2,8 @@
 //! threaded `matmul`, the `gemm` crate on a column block, the multi-row AXPY of small batches,
 //! and splitting a product's columns over threads.
 
+use crate::parallel::SharedMut;
+
 /// `z = x @ w` for `x` rows × k and `w` k × n, row-major, on up to `threads` threads.
 ///
 /// Small batches (at most 8 rows) are memory-bound: each thread streams its share of `w`'s
@@ -26,15 +28,10 @@ pub fn matmul(x: &[f32], w: &[f32], rows: usize, k: usize, n: usize, z: &mut [f3
     }
     // Split the columns: each thread streams only its share of `w` and writes its own columns of `z`.
     let width = n.div_ceil(threads).next_multiple_of(16);
-    let dst = SendPtr(z.as_mut_ptr());
-    std::thread::scope(|s| {
-        for c0 in (0..n).step_by(width) {
-            // Move the whole wrapper into the thread (not just its raw-pointer field).
-            s.spawn(move || {
-                let dst = dst;
-                gemm_block(x, w, rows, k, n, c0, (c0 + width).min(n), dst.0)
-            });
-        }
+    let dst = SharedMut(z.as_mut_ptr());
+    crate::parallel::map_shares(n.div_ceil(width), |i| {
+        let c0 = i * width;
+        gemm_block(x, w, rows, k, n, c0, (c0 + width).min(n), dst.get())
     });
 }
 
@@ -47,19 +44,11 @@ where
 {
     let width = n.div_ceil(threads.max(1)).next_multiple_of(align);
     let f = &f;
-    let parts: Vec<(usize, Vec<f32>)> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..n)
-            .step_by(width)
-            .map(|c0| {
-                s.spawn(move || {
-                    let c1 = (c0 + width).min(n);
-                    let mut part = vec![0f32; rows * (c1 - c0)];
-                    f(c0, c1, &mut part);
-                    (c0, part)
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().expect("matmul thread")).collect()
+    let parts = crate::parallel::map_shares(n.div_ceil(width), |i| {
+        let (c0, c1) = (i * width, ((i + 1) * width).min(n));
+        let mut part = vec![0f32; rows * (c1 - c0)];
+        f(c0, c1, &mut part);
+        (c0, part)
     });
     for (c0, part) in parts {
         let cw = part.len() / rows;
@@ -68,12 +57,6 @@ where
         }
     }
 }
-
-/// A pointer handed to scoped threads that write disjoint parts of one buffer.
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: every thread that receives one writes a disjoint set of columns, and the scope joins them all.
-unsafe impl Send for SendPtr {}
 
 /// Columns `c0..c1` of `z = x @ w` (`z` row-major rows × n at `dst`) on this thread with the `gemm` crate.
 #[allow(clippy::too_many_arguments)]

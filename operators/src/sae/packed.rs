@@ -13,6 +13,7 @@
 use neurostream_engine::huge_pages;
 
 use super::half_weights::WeightDtype;
+use crate::parallel::SharedMut;
 
 /// Columns per panel (two 8-lane vectors).
 pub const NR: usize = 16;
@@ -100,8 +101,7 @@ impl PackedWeights {
     pub fn matmul(&self, x: &[f32], rows: usize, z: &mut [f32], threads: usize) {
         let n = self.n;
         assert!(z.len() >= rows * n);
-        let dst = SendPtr(z.as_mut_ptr());
-        let dst = &dst;
+        let dst = SharedMut(z.as_mut_ptr());
         self.matmul_tiles(
             x,
             rows,
@@ -112,7 +112,7 @@ impl PackedWeights {
                     let src = &tile.values[r * tile.stride..][..tile.cols];
                     // SAFETY: `z` holds rows × n values (checked above) and each tile's
                     // columns belong to one thread.
-                    unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst.0.add(r * n + tile.col0), tile.cols) };
+                    unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst.get().add(r * n + tile.col0), tile.cols) };
                 }
             },
             |()| (),
@@ -170,22 +170,9 @@ impl PackedWeights {
             };
             finish(state)
         };
-        if threads == 1 {
-            return vec![run(0, np)];
-        }
-        // The calling thread takes the first share: one thread fewer to start per call.
-        std::thread::scope(|s| {
-            let handles: Vec<_> = (per..np)
-                .step_by(per)
-                .map(|p0| {
-                    let run = &run;
-                    s.spawn(move || run(p0, (p0 + per).min(np)))
-                })
-                .collect();
-            let mut states = vec![run(0, per.min(np))];
-            states.extend(handles.into_iter().map(|h| h.join().expect("matmul thread")));
-            states
-        })
+        // Contiguous panel ranges, one per share (the caller takes the first).
+        let shares = np.div_ceil(per).max(1);
+        crate::parallel::map_shares(shares, |i| run(i * per, ((i + 1) * per).min(np)))
     }
 
     /// For each row `x_r` of `x` (`rows × k`), the column `j` that minimizes `shift[j] − 2·x_r·W[:, j]`
@@ -458,13 +445,6 @@ pub struct Tile<'a> {
     /// Columns in the tile (at most 256).
     pub cols: usize,
 }
-
-/// The output pointer shared by the threads, each writing its own columns.
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: threads write disjoint column ranges and the scope joins them before `z` is read.
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
 
 /// One step `i` of a block's products: `c[r][v] += x[r] · b[v]` with `xi` pointing at the
 /// step's row values and `$v => $load` loading weight vector `v`. With more rows than vectors

@@ -108,22 +108,11 @@ impl RowSelection {
             return;
         }
         let per = rows.div_ceil(threads);
-        let merged: Vec<Csr> = std::thread::scope(|s| {
-            let handles: Vec<_> = (per..rows)
-                .step_by(per)
-                .map(|r0| {
-                    s.spawn(move || {
-                        let mut part = Csr::with_rows(per);
-                        merge_rows(parts, r0..(r0 + per).min(rows), limit, &mut part);
-                        part
-                    })
-                })
-                .collect();
-            let mut first = Csr::with_rows(per);
-            merge_rows(parts, 0..per, limit, &mut first);
-            std::iter::once(first)
-                .chain(handles.into_iter().map(|h| h.join().expect("merge thread")))
-                .collect()
+        let merged = crate::parallel::map_shares(rows.div_ceil(per), |i| {
+            let r0 = i * per;
+            let mut part = Csr::with_rows(per);
+            merge_rows(parts, r0..(r0 + per).min(rows), limit, &mut part);
+            part
         });
         for part in merged {
             csr.append(part);

@@ -157,15 +157,9 @@ impl AssignKernels for CpuAssign {
         // Each thread takes a contiguous share of the rows: product and arg-min run in parallel
         // without synchronizing per block.
         let per = rows.div_ceil(threads);
-        let parts: Vec<(Vec<u32>, Vec<f32>)> = std::thread::scope(|s| {
-            let handles: Vec<_> = data
-                .chunks(per * d)
-                .map(|part| {
-                    let c = &c;
-                    s.spawn(move || Self::assign_serial(part, d, c, k, &mut Vec::new()))
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().expect("assignment thread")).collect()
+        let parts = crate::parallel::map_shares(rows.div_ceil(per), |i| {
+            let part = &data[i * per * d..((i + 1) * per).min(rows) * d];
+            Self::assign_serial(part, d, &c, k, &mut Vec::new())
         });
         let mut labels = Vec::with_capacity(rows);
         let mut dist = Vec::with_capacity(rows);

@@ -7,6 +7,8 @@
 
 use neurostream_engine::{Frame, Result, Rows};
 
+use crate::parallel::SharedMut;
+
 use super::design::{sosfilt_zi, Section};
 
 /// Filters rows of a multi-channel signal through a cascade, carrying state.
@@ -27,7 +29,8 @@ pub trait SosKernels: Send {
 
 /// The CPU kernel: float64 arithmetic and state, channels in the inner loop (vectorized), one
 /// section at a time over blocks of rows that stay in cache. With `threads > 1`, large chunks
-/// are split by channel over scoped threads (each filters its own columns and state).
+/// are split by channel into shares on the shared pool ([`crate::parallel`]), each filtering its
+/// own columns and state.
 pub struct CpuSos {
     block: Vec<f64>,
     threads: usize,
@@ -70,65 +73,50 @@ impl SosKernels for CpuSos {
     }
 }
 
-/// A pointer to the chunk that threads filtering disjoint column ranges share.
-#[derive(Clone, Copy)]
-struct SharedRows(*mut f32);
-// SAFETY: each thread reads and writes only its own column range of each row (see
-// `filter_split`), so no two threads touch the same element.
-unsafe impl Send for SharedRows {}
-unsafe impl Sync for SharedRows {}
-
 /// Splits the channels into `threads` column ranges and filters each on its own thread, in
 /// place, block by block, with its own slice of the state.
 fn filter_split(sections: &[Section], state: &mut [f64], data: &mut [f32], channels: usize, threads: usize) -> Result<()> {
     let per = channels.div_ceil(threads);
     let rows = data.len() / channels;
     let n = sections.len();
-    let ptr = SharedRows(data.as_mut_ptr());
+    // Each share reads and writes only its own column range of each row.
+    let ptr = SharedMut(data.as_mut_ptr());
     let ranges: Vec<(usize, usize)> = (0..threads)
         .map(|t| ((t * per).min(channels), ((t + 1) * per).min(channels)))
         .filter(|(lo, hi)| hi > lo)
         .collect();
-    let states: Vec<Vec<f64>> = std::thread::scope(|s| {
-        let handles: Vec<_> = ranges
-            .iter()
-            .map(|&(lo, hi)| {
-                let state = &*state;
-                s.spawn(move || {
-                    let ptr = ptr;
-                    let w = hi - lo;
-                    let mut st = vec![0f64; n * 2 * w];
-                    for sec in 0..n * 2 {
-                        st[sec * w..(sec + 1) * w].copy_from_slice(&state[sec * channels + lo..sec * channels + hi]);
-                    }
-                    let step = block_rows(w);
-                    let mut block = Vec::with_capacity(step * w);
-                    for start in (0..rows).step_by(step) {
-                        let m = step.min(rows - start);
-                        block.clear();
-                        for r in start..start + m {
-                            // SAFETY: row r's columns lo..hi lie inside `data` and belong to
-                            // this thread alone.
-                            let row = unsafe { std::slice::from_raw_parts(ptr.0.add(r * channels + lo), w) };
-                            block.extend(row.iter().map(|&v| v as f64));
-                        }
-                        for (k, sec) in sections.iter().enumerate() {
-                            let (z0, z1) = st[k * 2 * w..(k + 1) * 2 * w].split_at_mut(w);
-                            section(sec, &mut block, z0, z1, w);
-                        }
-                        for (i, r) in (start..start + m).enumerate() {
-                            // SAFETY: as above.
-                            let row = unsafe { std::slice::from_raw_parts_mut(ptr.0.add(r * channels + lo), w) };
-                            for (d, v) in row.iter_mut().zip(&block[i * w..(i + 1) * w]) {
-                                *d = *v as f32;
-                            }
-                        }
-                    }
-                    st
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().expect("filter thread")).collect()
+    let state_in = &*state;
+    let states = crate::parallel::map_shares(ranges.len(), |t| {
+        let (lo, hi) = ranges[t];
+        let w = hi - lo;
+        let mut st = vec![0f64; n * 2 * w];
+        for sec in 0..n * 2 {
+            st[sec * w..(sec + 1) * w].copy_from_slice(&state_in[sec * channels + lo..sec * channels + hi]);
+        }
+        let step = block_rows(w);
+        let mut block = Vec::with_capacity(step * w);
+        for start in (0..rows).step_by(step) {
+            let m = step.min(rows - start);
+            block.clear();
+            for r in start..start + m {
+                // SAFETY: row r's columns lo..hi lie inside `data` and belong to
+                // this thread alone.
+                let row = unsafe { std::slice::from_raw_parts(ptr.get().add(r * channels + lo), w) };
+                block.extend(row.iter().map(|&v| v as f64));
+            }
+            for (k, sec) in sections.iter().enumerate() {
+                let (z0, z1) = st[k * 2 * w..(k + 1) * 2 * w].split_at_mut(w);
+                section(sec, &mut block, z0, z1, w);
+            }
+            for (i, r) in (start..start + m).enumerate() {
+                // SAFETY: as above.
+                let row = unsafe { std::slice::from_raw_parts_mut(ptr.get().add(r * channels + lo), w) };
+                for (d, v) in row.iter_mut().zip(&block[i * w..(i + 1) * w]) {
+                    *d = *v as f32;
+                }
+            }
+        }
+        st
     });
     for ((lo, hi), st) in ranges.iter().zip(states) {
         let w = hi - lo;
