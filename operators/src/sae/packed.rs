@@ -224,7 +224,7 @@ impl PackedWeights {
     /// Every product is one multiply-add chain over `k` in order, whatever the block's rows, so a
     /// row's products do not depend on the rows that share its call (a stream encodes the same
     /// whatever its micro-batches). Blocks of at most 3 rows, too few for enough independent
-    /// chains, take twice the columns at once instead.
+    /// chains, take twice the columns at once instead (four times for a call of one row).
     #[cfg(target_arch = "x86_64")]
     #[allow(clippy::too_many_arguments)]
     unsafe fn panels_range(
@@ -319,10 +319,13 @@ impl PackedWeights {
             }
         }
         // One panel (two 8-lane vectors per row), or two for blocks of at most 3 rows (2 with
-        // f16/bf16 weights: 3 rows of two panels leave no register to widen them in).
+        // f16/bf16 weights: 3 rows of two panels leave no register to widen them in). A call of
+        // one row (batch 1, bound by reading the weights) takes four: four weight streams at
+        // once drew more bytes/s from memory than two on an AMD EPYC (batch-1 encode +10-40 %).
         let half = matches!(self.panels, Panels::Half { .. });
         while p < p1 {
             let pair = p + 1 < p1;
+            let quad = rows == 1 && p + 3 < p1;
             for (b, xb) in xp.chunks_exact(k * ms).enumerate() {
                 // Sub-blocks of at most MR rows of the `ms`-row block.
                 for sub in (0..ms).step_by(MR) {
@@ -362,6 +365,7 @@ impl PackedWeights {
                         }};
                     }
                     match MR.min(rows - r0) {
+                        1 if quad => call!(1, 8, p),
                         1 if pair => call!(1, 4, p),
                         2 if pair => call!(2, 4, p),
                         3 if pair && !half => call!(3, 4, p),
@@ -374,7 +378,13 @@ impl PackedWeights {
                     }
                 }
             }
-            p += if pair { 2 } else { 1 };
+            p += if quad {
+                4
+            } else if pair {
+                2
+            } else {
+                1
+            };
             hand_over_if_full!(p);
         }
         if p1 > t0 {
@@ -480,7 +490,7 @@ macro_rules! block_step {
     }};
 }
 
-/// One `R` × `8V` block (`R <= 6`; `V` 2 or 4: one or two panels) with f32 weights: `xb` is
+/// One `R` × `8V` block (`R <= 6`; `V` 2, 4 or 8: one, two or four panels) with f32 weights: `xb` is
 /// `k × ms` interleaved (row `r` of step `i` at `xb[i * ms + r]`), `w` the first `k × 16` panel
 /// and the next `stride` values on; writes `R` rows × `cols` columns at `out` (row stride `ldo`).
 #[cfg(target_arch = "x86_64")]
@@ -819,7 +829,7 @@ unsafe fn store_block<const R: usize, const V: usize>(
                 _mm256_storeu_ps(dst.add(v * 8), acc);
             }
         } else {
-            let mut tmp = [0f32; 2 * NR];
+            let mut tmp = [0f32; 4 * NR];
             for (v, &acc) in row.iter().enumerate() {
                 _mm256_storeu_ps(tmp.as_mut_ptr().add(v * 8), acc);
             }
@@ -838,10 +848,10 @@ mod tests {
             eprintln!("skipped: this CPU lacks AVX2/FMA/F16C (the packed kernel is not used here)");
             return;
         }
-        // Neither a multiple of the block sizes; 53 columns fill 4 panels (2 wide pairs), 40
-        // fill 3 (a pair and a lone panel); 600 and 520 span several 256-column tiles, with
-        // thread shares that end inside a pair. Both the 16-lane (where the CPU has it) and
-        // the 8-lane kernels.
+        // Neither a multiple of the block sizes; 53 columns fill 4 panels (2 wide pairs, or one
+        // AVX2 quad for a lone row, its last panel partial), 40 fill 3 (a pair and a lone
+        // panel); 600 and 520 span several 256-column tiles, with thread shares that end inside
+        // a pair. Both the 16-lane (where the CPU has it) and the 8-lane kernels.
         for (k, n, wide) in [
             (37, 53, true),
             (37, 40, true),
