@@ -1,6 +1,6 @@
 //! `cooccurrence`: which sparse features (SAE latents) fire together, over sliding windows of
-//! tokens, blocks of tokens or whole sequences, kept incrementally by differential dataflow
-//! (see [`pair_counts`]).
+//! tokens, blocks of tokens or whole sequences, counted incrementally in sorted runs, with
+//! connected components kept by differential dataflow (see [`pair_counts`]).
 //!
 //! A feature *fires* in a window when its value exceeds `threshold` on any row of the window.
 //! Counts cover the last `span_windows` windows (all windows when unset): when a window leaves
@@ -218,7 +218,7 @@ impl Operator for Cooccurrence {
         // Per stream: the open window, the span's windows (or the all-time counts), counters.
         neurostream_engine::Checkpointing::Snapshot
     }
-    /// Host-only: the pair counts live in differential dataflow's arrangements on the host.
+    /// Host-only: the pair counts live in sorted runs on the host.
     fn computes(&self) -> bool {
         false
     }
@@ -244,7 +244,7 @@ struct StreamState {
     dirty: bool,
 }
 
-/// What a checkpoint keeps of a stream. The differential arrangements are rebuilt on restore:
+/// What a checkpoint keeps of a stream. The runs and the component graph are rebuilt on restore:
 /// from the span's windows when the span is finite, else from the all-time counts.
 #[derive(Serialize, Deserialize)]
 struct SavedStream {
@@ -476,7 +476,7 @@ impl OperatorInstance for CooccurrenceInstance {
                 self.close_window(&stream, out)?;
             }
         }
-        // Bring the differential counts up to date once per batch.
+        // Consolidate the batch's pair updates into one run.
         if let Some(st) = self.streams.get_mut(&stream) {
             if st.dirty {
                 st.counter.get_mut().settle();

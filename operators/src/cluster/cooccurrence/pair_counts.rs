@@ -12,19 +12,21 @@
 //! millions of pairs (a hash map was slower than differential dataflow here, and both far
 //! slower than this). Feature counts are a plain array.
 //!
-//! With a component threshold set, each epoch's consolidated changes also feed a differential
-//! dataflow that keeps the graph of pairs whose Jaccard or Dice affinity reaches it, and its
-//! connected components by label propagation in a differential `iterate` (each feature takes the
-//! smallest feature id it can reach), updated incrementally as windows enter and leave. It runs
-//! on a private single-threaded timely worker inside the operator instance (the runtime already
-//! routes each stream to one worker); the counts it joins are the same consolidated changes.
+//! With a component threshold set, the graph of pairs whose Jaccard or Dice affinity reaches it
+//! is read off the same runs and feature counts when components are asked for (each report): one
+//! pass over the pairs. Its changes since the previous report (edges and features in and out)
+//! feed a differential dataflow that keeps the connected components by label propagation in an
+//! `iterate` (each feature takes the smallest feature id it can reach), updated incrementally as
+//! the graph changes. It runs on a private single-threaded timely worker inside the operator
+//! instance (the runtime already routes each stream to one worker). Joining every epoch's pair
+//! and feature changes inside the dataflow instead cost tens of ms per epoch: a feature's new
+//! count re-derived every pair it is in.
 
 use differential_dataflow::input::{Input, InputSession};
 use differential_dataflow::operators::arrange::TraceAgent;
 use differential_dataflow::operators::iterate::Iterate;
-use differential_dataflow::operators::CountTotal;
 use differential_dataflow::trace::cursor::{cursor_list, Cursor};
-use differential_dataflow::trace::implementations::{KeySpine, ValSpine};
+use differential_dataflow::trace::implementations::ValSpine;
 use differential_dataflow::trace::TraceReader;
 use timely::communication::allocator::thread::Thread;
 use timely::communication::Allocator;
@@ -56,8 +58,6 @@ impl EdgeMeasure {
     }
 }
 
-type PairTrace = TraceAgent<KeySpine<(u32, u32), u64, isize>>;
-type SingleTrace = TraceAgent<KeySpine<u32, u64, isize>>;
 type LabelTrace = TraceAgent<ValSpine<u32, u32, u64, isize>>;
 
 /// Pair and feature counts over the windows currently in the span.
@@ -72,22 +72,23 @@ pub struct PairCounter {
     runs: Runs,
     /// Windows each feature fires in, by feature id.
     singles: Vec<i64>,
-    /// This epoch's feature updates (for the component graph).
-    pending_singles: Vec<(u32, i64)>,
     graph: Option<ComponentGraph>,
 }
 
-/// The differential dataflow of connected components over the pairs whose affinity reaches a
-/// threshold.
+/// The connected components of the pairs whose affinity reaches a threshold: a differential
+/// dataflow fed the changes of the edge and node sets.
 struct ComponentGraph {
+    measure: EdgeMeasure,
+    threshold: f64,
     worker: Worker,
-    pairs: InputSession<u64, (u32, u32), isize>,
-    singles: InputSession<u64, u32, isize>,
-    pair_trace: PairTrace,
-    single_trace: SingleTrace,
+    edges_in: InputSession<u64, (u32, u32), isize>,
+    nodes_in: InputSession<u64, u32, isize>,
     label_trace: LabelTrace,
     probe: Handle<u64>,
     epoch: u64,
+    /// The edges (`a < b`) and the nodes the dataflow holds, sorted.
+    edges: Vec<(u32, u32)>,
+    nodes: Vec<u32>,
 }
 
 impl ComponentGraph {
@@ -95,20 +96,11 @@ impl ComponentGraph {
         let alloc = Allocator::Thread(Thread::default());
         let mut worker = Worker::new(WorkerConfig::default(), alloc, Some(std::time::Instant::now()));
         let probe = Handle::new();
-        let (pairs, singles, pair_trace, single_trace, label_trace) = worker.dataflow::<u64, _, _>(|scope| {
-            let (pairs_in, pairs) = scope.new_collection::<(u32, u32), isize>();
-            let (singles_in, singles) = scope.new_collection::<u32, isize>();
-            let pair_arr = pairs.arrange_by_self();
-            let single_arr = singles.arrange_by_self();
-            let pc = pair_arr.clone().count_total();
-            let sc = single_arr.clone().count_total();
-            let edges = pc
-                .map(|((a, b), n)| (a, (b, n)))
-                .join_map(sc.clone(), |&a, &(b, n), &na| (b, (a, n, na)))
-                .join_map(sc.clone(), |&b, &(a, n, na), &nb| (a, b, n, na, nb))
-                .filter(move |&(_, _, n, na, nb)| measure.value(n, na, nb) >= threshold)
-                .flat_map(|(a, b, ..)| [(a, b), (b, a)]);
-            let nodes = sc.map(|(f, _)| (f, f));
+        let (edges_in, nodes_in, label_trace) = worker.dataflow::<u64, _, _>(|scope| {
+            let (edges_in, edges) = scope.new_collection::<(u32, u32), isize>();
+            let (nodes_in, nodes) = scope.new_collection::<u32, isize>();
+            let edges = edges.flat_map(|(a, b)| [(a, b), (b, a)]);
+            let nodes = nodes.map(|f| (f, f));
             let labels = nodes.clone().iterate(|inner_scope, inner| {
                 let edges = edges.enter(inner_scope);
                 let nodes = nodes.enter(inner_scope);
@@ -119,44 +111,66 @@ impl ComponentGraph {
             });
             let arr = labels.arrange_by_key();
             arr.stream.clone().probe_with(&probe);
-            (pairs_in, singles_in, pair_arr.trace, single_arr.trace, arr.trace)
+            (edges_in, nodes_in, arr.trace)
         });
         ComponentGraph {
+            measure,
+            threshold,
             worker,
-            pairs,
-            singles,
-            pair_trace,
-            single_trace,
+            edges_in,
+            nodes_in,
             label_trace,
             probe,
             epoch: 0,
+            edges: Vec::new(),
+            nodes: Vec::new(),
         }
     }
 
-    /// Applies one epoch's consolidated changes and runs the dataflow until it reflects them.
-    fn apply(&mut self, pairs: &[((u32, u32), i64)], singles: &[(u32, i64)]) {
-        for &(p, d) in pairs {
-            self.pairs.update(p, d as isize);
-        }
-        for &(f, d) in singles {
-            self.singles.update(f, d as isize);
-        }
+    /// Brings the dataflow to these edges and nodes (each sorted, unique) and runs it until the
+    /// labels reflect them.
+    fn update(&mut self, edges: Vec<(u32, u32)>, nodes: Vec<u32>) {
+        let (edges_in, nodes_in) = (&mut self.edges_in, &mut self.nodes_in);
+        sorted_changes(&self.edges, &edges, |e, d| edges_in.update(e, d));
+        sorted_changes(&self.nodes, &nodes, |n, d| nodes_in.update(n, d));
+        self.edges = edges;
+        self.nodes = nodes;
         self.epoch += 1;
-        self.pairs.advance_to(self.epoch);
-        self.singles.advance_to(self.epoch);
-        self.pairs.flush();
-        self.singles.flush();
+        self.edges_in.advance_to(self.epoch);
+        self.nodes_in.advance_to(self.epoch);
+        self.edges_in.flush();
+        self.nodes_in.flush();
         let epoch = self.epoch;
         while self.probe.less_than(&epoch) {
             self.worker.step();
         }
         let frontier = [epoch];
-        self.pair_trace.set_logical_compaction(AntichainRef::new(&frontier));
-        self.pair_trace.set_physical_compaction(AntichainRef::new(&frontier));
-        self.single_trace.set_logical_compaction(AntichainRef::new(&frontier));
-        self.single_trace.set_physical_compaction(AntichainRef::new(&frontier));
         self.label_trace.set_logical_compaction(AntichainRef::new(&frontier));
         self.label_trace.set_physical_compaction(AntichainRef::new(&frontier));
+    }
+}
+
+/// Calls `change(x, +1)` for every `x` of `new` not in `old` and `change(x, −1)` for every `x`
+/// of `old` not in `new` (both sorted, unique).
+fn sorted_changes<T: Ord + Copy>(old: &[T], new: &[T], mut change: impl FnMut(T, isize)) {
+    let (mut i, mut j) = (0, 0);
+    while i < old.len() || j < new.len() {
+        match (old.get(i), new.get(j)) {
+            (Some(a), Some(b)) if a == b => (i, j) = (i + 1, j + 1),
+            (Some(&a), Some(&b)) if a < b => {
+                change(a, -1);
+                i += 1;
+            }
+            (Some(&a), None) => {
+                change(a, -1);
+                i += 1;
+            }
+            (_, Some(&b)) => {
+                change(b, 1);
+                j += 1;
+            }
+            (None, None) => unreachable!(),
+        }
     }
 }
 
@@ -174,7 +188,6 @@ impl PairCounter {
             loaded: Vec::new(),
             runs: Runs::new(2 * shift),
             singles: vec![0; n_features],
-            pending_singles: Vec::new(),
             graph: components.map(|(m, t)| ComponentGraph::new(m, t)),
         }
     }
@@ -202,9 +215,6 @@ impl PairCounter {
                 self.pending.push(unit, diff.unsigned_abs());
             }
         }
-        if self.graph.is_some() {
-            self.pending_singles.extend(features.iter().map(|&f| (f, d)));
-        }
     }
 
     /// Adds counts as they are, e.g. those of a checkpoint: each pair and feature with its
@@ -216,45 +226,28 @@ impl PairCounter {
         }
         for &(f, n) in features {
             self.singles[f as usize] += n as i64;
-            if self.graph.is_some() {
-                self.pending_singles.push((f, n as i64));
-            }
         }
     }
 
-    /// Closes the current epoch: its updates become one consolidated run (and, with components,
-    /// go through the component graph).
+    /// Closes the current epoch: its updates become one consolidated run.
     pub fn settle(&mut self) {
         let loaded_magnitude: u64 = self.loaded.iter().map(|e| e.1.unsigned_abs()).sum();
         self.runs.reserve_counts(self.pending.len() as u64 + loaded_magnitude);
         let mut loaded = std::mem::take(&mut self.loaded);
         loaded.sort_unstable_by_key(|e| e.0);
         consolidate(&mut loaded);
-        let (bits, shift, changes) = (2 * self.shift + 1, self.shift, self.graph.is_some());
-        let pairs = match &mut self.pending {
+        let bits = 2 * self.shift + 1;
+        match &mut self.pending {
             Units::Narrow(buf) => {
                 buf.sort(bits);
-                add_epoch(&mut self.runs, &buf.units, &loaded, shift, changes)
+                add_epoch(&mut self.runs, &buf.units, &loaded);
             }
             Units::Wide(buf) => {
                 buf.sort(bits);
-                add_epoch(&mut self.runs, &buf.units, &loaded, shift, changes)
+                add_epoch(&mut self.runs, &buf.units, &loaded);
             }
-        };
-        self.pending.clear();
-        if let Some(graph) = &mut self.graph {
-            let mut singles = std::mem::take(&mut self.pending_singles);
-            singles.sort_unstable_by_key(|s| s.0);
-            let mut merged: Vec<(u32, i64)> = Vec::with_capacity(singles.len());
-            for (f, d) in singles {
-                match merged.last_mut() {
-                    Some(last) if last.0 == f => last.1 += d,
-                    _ => merged.push((f, d)),
-                }
-            }
-            merged.retain(|s| s.1 != 0);
-            graph.apply(&pairs, &merged);
         }
+        self.pending.clear();
     }
 
     /// Current count of every pair `(a, b)`, `a < b`, that co-occurs in some window of the span,
@@ -278,9 +271,17 @@ impl PairCounter {
     }
 
     /// The component label (smallest feature id reachable) of every firing feature, sorted by
-    /// feature; `None` when components were not asked for.
+    /// feature; `None` when components were not asked for. Call after [`PairCounter::settle`].
     pub fn components(&mut self) -> Option<Vec<(u32, u32)>> {
-        let trace = &mut self.graph.as_mut()?.label_trace;
+        let graph = self.graph.as_mut()?;
+        let (shift, singles) = (self.shift, &self.singles);
+        let edges = match &mut self.runs {
+            Runs::Narrow { set, .. } => affine_pairs(set.merged(), shift, singles, graph.measure, graph.threshold),
+            Runs::Wide(set) => affine_pairs(set.merged(), shift, singles, graph.measure, graph.threshold),
+        };
+        let nodes = (0..singles.len() as u32).filter(|&f| singles[f as usize] > 0).collect();
+        graph.update(edges, nodes);
+        let trace = &mut graph.label_trace;
         let batches = trace.batches_through(Antichain::new().borrow()).unwrap_or_default();
         let (mut cursor, storage) = cursor_list(batches);
         let mut out = Vec::new();
@@ -327,23 +328,16 @@ fn pair_of(key: Key, shift: u32) -> (u32, u32) {
 }
 
 /// Adds an epoch to `runs`: the sorted update `units` and the sorted, consolidated `loaded`
-/// counts, as one run. Returns the epoch's consolidated changes by pair when `changes` is set
-/// (for the component graph), else nothing.
-fn add_epoch<T: Unit>(runs: &mut Runs, units: &[T], loaded: &[(Key, i64)], shift: u32, changes: bool) -> Vec<((u32, u32), i64)> {
+/// counts, as one run.
+fn add_epoch<T: Unit>(runs: &mut Runs, units: &[T], loaded: &[(Key, i64)]) {
     match runs {
-        Runs::Narrow { set, .. } => add_run(set, units, loaded, shift, changes),
-        Runs::Wide(set) => add_run(set, units, loaded, shift, changes),
+        Runs::Narrow { set, .. } => add_run(set, units, loaded),
+        Runs::Wide(set) => add_run(set, units, loaded),
     }
 }
 
 /// [`add_epoch`] for runs of one entry width.
-fn add_run<T: Unit, E: Entry>(
-    set: &mut RunSet<E>,
-    units: &[T],
-    loaded: &[(Key, i64)],
-    shift: u32,
-    changes: bool,
-) -> Vec<((u32, u32), i64)> {
+fn add_run<T: Unit, E: Entry>(set: &mut RunSet<E>, units: &[T], loaded: &[(Key, i64)]) {
     let mut delta = set.take_buffer(units.len());
     units_to_counts(units, &mut delta);
     if !loaded.is_empty() {
@@ -352,12 +346,18 @@ fn add_run<T: Unit, E: Entry>(
         merge_into(&delta, &loaded, &mut merged);
         set.give_back(std::mem::replace(&mut delta, merged));
     }
-    let pairs = match changes {
-        true => delta.iter().map(|e| (pair_of(e.key(), shift), e.count())).collect(),
-        false => Vec::new(),
-    };
     set.push(delta);
-    pairs
+}
+
+/// The pairs of a merged run (sorted) whose count is positive and whose affinity, with the
+/// features' counts `singles`, reaches `threshold`.
+fn affine_pairs<E: Entry>(run: &[E], shift: u32, singles: &[i64], measure: EdgeMeasure, threshold: f64) -> Vec<(u32, u32)> {
+    run.iter()
+        .filter(|e| e.count() > 0)
+        .map(|e| (pair_of(e.key(), shift), e.count()))
+        .filter(|&((a, b), n)| measure.value(n as isize, singles[a as usize] as isize, singles[b as usize] as isize) >= threshold)
+        .map(|(pair, _)| pair)
+        .collect()
 }
 
 /// The pairs of a merged run whose count is positive, with their counts.
@@ -455,6 +455,84 @@ mod tests {
                 }
             }
             assert_eq!(pc.runs.is_narrow(), n_features <= 65536 && narrow_limit.is_none());
+        }
+    }
+
+    /// Components after many epochs of windows entering and leaving a span (edges appear and
+    /// vanish, components merge and split), read at irregular reports, against a union-find over
+    /// counts kept in a `BTreeMap`, for both measures.
+    #[test]
+    fn components_follow_a_sliding_span_like_a_union_find_of_the_counts() {
+        for (measure, threshold) in [(EdgeMeasure::Jaccard, 0.3), (EdgeMeasure::Dice, 0.5)] {
+            let n_features = 60;
+            let mut pc = PairCounter::new(Some((measure, threshold)), n_features);
+            let mut pairs = std::collections::BTreeMap::new();
+            let mut singles = vec![0i64; n_features];
+            let mut span: std::collections::VecDeque<Vec<u32>> = Default::default();
+            let mut s = 0x2545_f491_4f6c_dd1du64;
+            let mut next = |m: u64| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s % m) as u32
+            };
+            type Pairs = std::collections::BTreeMap<(u32, u32), i64>;
+            let apply = |w: &[u32], d: i64, pairs: &mut Pairs, singles: &mut [i64]| {
+                for (i, &a) in w.iter().enumerate() {
+                    singles[a as usize] += d;
+                    for &b in &w[i + 1..] {
+                        *pairs.entry((a, b)).or_default() += d;
+                    }
+                }
+                pairs.retain(|_, n| *n != 0);
+            };
+            let mut reports = 0;
+            for epoch in 0..120 {
+                for _ in 0..1 + next(4) {
+                    // Windows drawn from a few drifting groups of features, so the graph's
+                    // components change as the span slides.
+                    let base = (epoch / 15 * 7 + next(3) * 17) % n_features as u32;
+                    let mut w: Vec<u32> = (0..2 + next(4)).map(|_| (base + next(6)) % n_features as u32).collect();
+                    w.sort_unstable();
+                    w.dedup();
+                    pc.update(&w, 1);
+                    apply(&w, 1, &mut pairs, &mut singles);
+                    span.push_back(w);
+                    if span.len() > 12 {
+                        let old = span.pop_front().unwrap();
+                        pc.update(&old, -1);
+                        apply(&old, -1, &mut pairs, &mut singles);
+                    }
+                }
+                pc.settle();
+                if next(3) != 0 {
+                    continue;
+                }
+                reports += 1;
+                // Union-find with the smallest id as each set's label.
+                let mut parent: Vec<u32> = (0..n_features as u32).collect();
+                fn root(parent: &mut [u32], f: u32) -> u32 {
+                    let mut r = f;
+                    while parent[r as usize] != r {
+                        r = parent[r as usize];
+                    }
+                    parent[f as usize] = r;
+                    r
+                }
+                for (&(a, b), &n) in &pairs {
+                    let (na, nb) = (singles[a as usize] as isize, singles[b as usize] as isize);
+                    if measure.value(n as isize, na, nb) >= threshold {
+                        let (ra, rb) = (root(&mut parent, a), root(&mut parent, b));
+                        parent[ra.max(rb) as usize] = ra.min(rb);
+                    }
+                }
+                let want: Vec<(u32, u32)> = (0..n_features as u32)
+                    .filter(|&f| singles[f as usize] > 0)
+                    .map(|f| (f, root(&mut parent, f)))
+                    .collect();
+                assert_eq!(pc.components().unwrap(), want, "{measure:?}, epoch {epoch}");
+            }
+            assert!(reports > 20);
         }
     }
 
