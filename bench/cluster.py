@@ -11,6 +11,9 @@ machine, same data, same run. Writes bench/CLUSTER_RESULTS.md.
    `PairCounter`, sorted runs of packed pair keys (all-time, and a sliding span of 8192 windows where each
    window is later retracted) against scipy.sparse (`Xᵀ X` per 1024-token batch added to a
    running sparse count matrix; sliding: minus the expired batches' products).
+3. The same with connected components of the pairs whose Jaccard reaches 0.05, read every 8192
+   tokens and at the end: neurostream's union-find over the report's pairs against scipy.sparse
+   (the Jaccard of every counted pair, thresholded, then `csgraph.connected_components`).
 """
 import argparse
 import json
@@ -21,6 +24,7 @@ import time
 
 import numpy as np
 import scipy.sparse as sp
+from scipy.sparse.csgraph import connected_components
 from sklearn.cluster import KMeans, MiniBatchKMeans
 from sklearn.metrics import pairwise_distances_argmin_min
 from benchlib import cargo_build, cpu_name, results_path  # noqa: E402
@@ -41,23 +45,49 @@ def write_npy(path, a):
     np.save(path, np.ascontiguousarray(a, dtype=np.float32))
 
 
-def cooc_scipy(ids, n_features, span_batches=None, batch=1024):
+JACCARD = 0.05
+
+
+def components_scipy(counts, singles, threshold):
+    """Connected components among firing features of the pairs whose Jaccard reaches `threshold`."""
+    c = counts.tocoo()
+    na, nb = singles[c.row], singles[c.col]
+    keep = c.data / np.maximum(na + nb - c.data, 1) >= threshold
+    n = singles.shape[0]
+    graph = sp.csr_matrix((np.ones(int(keep.sum())), (c.row[keep], c.col[keep])), shape=(n, n))
+    _, labels = connected_components(graph, directed=False)
+    return len(np.unique(labels[singles > 0]))
+
+
+def cooc_scipy(ids, n_features, span_batches=None, batch=1024, jaccard=None, report_batches=8):
+    """tokens/s, pairs at the end and (with `jaccard`) components among firing features at the
+    end, reading components every `report_batches` batches and at the end."""
     tokens, l0 = ids.shape
     counts = sp.csr_matrix((n_features, n_features), dtype=np.int64)
+    singles = np.zeros(n_features, dtype=np.int64)
     ring = []
+    components = None
     t0 = time.perf_counter()
-    for s in range(0, tokens, batch):
+    for i, s in enumerate(range(0, tokens, batch)):
         rows = ids[s : s + batch]
         n = rows.shape[0]
         x = sp.csr_matrix((np.ones(rows.size, dtype=np.int64), rows.ravel(), np.arange(0, rows.size + 1, l0)), shape=(n, n_features))
         prod = sp.triu(x.T @ x, k=1).tocsr()
         counts = counts + prod
+        fired = np.bincount(rows.ravel(), minlength=n_features) if jaccard is not None else None
+        if fired is not None:
+            singles += fired
         if span_batches is not None:
-            ring.append(prod)
+            ring.append((prod, fired))
             if len(ring) > span_batches:
-                counts = counts - ring.pop(0)
+                old, old_fired = ring.pop(0)
+                counts = counts - old
                 counts.eliminate_zeros()
-    return tokens / (time.perf_counter() - t0), counts.nnz
+                if old_fired is not None:
+                    singles -= old_fired
+        if jaccard is not None and ((i + 1) % report_batches == 0 or s + batch >= tokens):
+            components = components_scipy(counts, singles, jaccard)
+    return tokens / (time.perf_counter() - t0), counts.nnz, components
 
 
 def main():
@@ -83,7 +113,7 @@ def main():
         write_npy(paths[0], x)
         write_npy(paths[1], init)
         write_npy(paths[2], ids)
-        out = subprocess.run([os.path.join(ROOT, "target", "release", "examples", "bench_cluster")] + paths,
+        out = subprocess.run([os.path.join(ROOT, "target", "release", "examples", "bench_cluster")] + paths + [str(JACCARD)],
                              check=True, capture_output=True, text=True, env={**os.environ})
         ours = json.loads(out.stdout.strip().splitlines()[-1])
         # The same binary with its AVX-512 kernels turned off: the AVX2 path on this machine.
@@ -104,10 +134,14 @@ def main():
 
     t_mb = best_of(mb, n=2)
     sk_assign = max(n / t_argmin, n / t_predict)
-    sc_all, nnz_all = cooc_scipy(ids, n_features)
-    sc_slide, nnz_slide = cooc_scipy(ids, n_features, span_batches=8)
+    sc_all, nnz_all, _ = cooc_scipy(ids, n_features)
+    sc_slide, nnz_slide, _ = cooc_scipy(ids, n_features, span_batches=8)
+    sc_all_comp, _, comps_all = cooc_scipy(ids, n_features, jaccard=JACCARD)
+    sc_slide_comp, _, _ = cooc_scipy(ids, n_features, span_batches=8, jaccard=JACCARD)
     if nnz_all != ours["cooc_all_time_pairs"]:
         raise SystemExit(f"pair counts differ: scipy {nnz_all}, neurostream {ours['cooc_all_time_pairs']}")
+    if comps_all != ours["cooc_all_time_component_count"]:
+        raise SystemExit(f"components differ: scipy {comps_all}, neurostream {ours['cooc_all_time_component_count']}")
     cpu = cpu_name()
     lines = [
         "# Clustering and co-occurrence benchmark",
@@ -154,6 +188,17 @@ def main():
         f"| neurostream `PairCounter` (sorted runs), all-time | {ours['cooc_all_time']:,.0f} | {ours['cooc_all_time'] / sc_all:.2f} |",
         f"| scipy.sparse, sliding (add + subtract batches) | {sc_slide:,.0f} | 1.00 |",
         f"| neurostream, sliding (every window retracted) | {ours['cooc_sliding']:,.0f} | {ours['cooc_sliding'] / sc_slide:.2f} |",
+        "",
+        f"With connected components of the pairs whose Jaccard reaches {JACCARD}, read every 8192 tokens and at the end "
+        f"(scipy.sparse: Jaccard of every counted pair, threshold, `csgraph.connected_components`). "
+        f"Components among firing features at the end agree: {comps_all:,} in both (all-time).",
+        "",
+        "| with components | tokens/s | ratio vs scipy.sparse |",
+        "| --- | ---: | ---: |",
+        f"| scipy.sparse, all-time | {sc_all_comp:,.0f} | 1.00 |",
+        f"| neurostream, all-time | {ours['cooc_all_time_components']:,.0f} | {ours['cooc_all_time_components'] / sc_all_comp:.2f} |",
+        f"| scipy.sparse, sliding | {sc_slide_comp:,.0f} | 1.00 |",
+        f"| neurostream, sliding | {ours['cooc_sliding_components']:,.0f} | {ours['cooc_sliding_components'] / sc_slide_comp:.2f} |",
         "",
         f"Reading all {ours['cooc_all_time_pairs']:,} pair counts out of the sorted runs: {ours['cooc_all_time_read_s'] * 1e3:.0f} ms.",
     ]

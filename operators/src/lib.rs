@@ -20,7 +20,7 @@
 //! | `decode` | CSP + shrinkage-LDA model applied to windows: CSP log-power features and class probabilities |
 //! | `token_stats` | windowed and all-time means of token scalars (reconstruction metrics) and alerts |
 //! | `kmeans` | streaming mini-batch k-means (Euclidean or cosine) with assignments and centroid tables |
-//! | `cooccurrence` | feature co-occurrence over sliding windows (differential dataflow): affinities, partners, components, spectral clusters |
+//! | `cooccurrence` | feature co-occurrence over sliding windows (incremental counts): affinities, partners, components, spectral clusters |
 //! | `mahalanobis` | per-row Mahalanobis distance to a Ledoit-Wolf reference |
 //! | `riemann_potato` | Riemannian distance of EEG window covariances to a reference mean, z-scored (artifacts) |
 //!

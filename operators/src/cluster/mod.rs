@@ -4,9 +4,8 @@
 //! One folder per operator: [`kmeans`] (the `kmeans` operator; its [`kmeans::model`]: k-means++
 //! seeding, Lloyd's batch algorithm as scikit-learn's `KMeans`, Sculley's mini-batch updates, and
 //! the assignment kernels, CPU GEMM and wgpu GEMM + arg-min) and [`cooccurrence`] (the
-//! `cooccurrence` operator; its [`pair_counts`]: co-occurrence counts maintained by differential
-//! dataflow as windows slide, and connected components of the affinity graph by differential
-//! `iterate`). Shared by them and the geometry report:
+//! `cooccurrence` operator; its [`pair_counts`]: co-occurrence counts kept in sorted runs as
+//! windows slide, and connected components of the affinity graph by union-find at each report). Shared by them and the geometry report:
 //! - [`affinity`]: co-occurrence measures.
 //! - [`spectral`]: spectral clustering of an affinity matrix (as scikit-learn's
 //!   `SpectralClustering(affinity="precomputed")`).

@@ -1,6 +1,6 @@
 //! `cooccurrence`: which sparse features (SAE latents) fire together, over sliding windows of
-//! tokens, blocks of tokens or whole sequences, counted incrementally in sorted runs, with
-//! connected components kept by differential dataflow (see [`pair_counts`]).
+//! tokens, blocks of tokens or whole sequences, counted incrementally in sorted runs (see
+//! [`pair_counts`]).
 //!
 //! A feature *fires* in a window when its value exceeds `threshold` on any row of the window.
 //! Counts cover the last `span_windows` windows (all windows when unset): when a window leaves
@@ -132,7 +132,7 @@ impl OperatorKind for CooccurrenceKind {
     type Config = CooccurrenceConfig;
 
     fn describe(&self) -> &'static str {
-        "feature co-occurrence over sliding windows (differential dataflow): affinity table, top partners, components, spectral clusters"
+        "feature co-occurrence over sliding windows (incremental counts): affinity table, top partners, components, spectral clusters"
     }
 
     fn build(&self, cfg: CooccurrenceConfig, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Operator>> {

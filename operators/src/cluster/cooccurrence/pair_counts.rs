@@ -12,29 +12,15 @@
 //! millions of pairs (a hash map was slower than differential dataflow here, and both far
 //! slower than this). Feature counts are a plain array.
 //!
-//! With a component threshold set, the graph of pairs whose Jaccard or Dice affinity reaches it
-//! is read off the same runs and feature counts when components are asked for (each report): one
-//! pass over the pairs. Its changes since the previous report (edges and features in and out)
-//! feed a differential dataflow that keeps the connected components by label propagation in an
-//! `iterate` (each feature takes the smallest feature id it can reach), updated incrementally as
-//! the graph changes. It runs on a private single-threaded timely worker inside the operator
-//! instance (the runtime already routes each stream to one worker). Joining every epoch's pair
-//! and feature changes inside the dataflow instead cost tens of ms per epoch: a feature's new
-//! count re-derived every pair it is in.
-
-use differential_dataflow::input::{Input, InputSession};
-use differential_dataflow::operators::arrange::TraceAgent;
-use differential_dataflow::operators::iterate::Iterate;
-use differential_dataflow::trace::cursor::{cursor_list, Cursor};
-use differential_dataflow::trace::implementations::ValSpine;
-use differential_dataflow::trace::TraceReader;
-use timely::communication::allocator::thread::Thread;
-use timely::communication::Allocator;
-use timely::dataflow::operators::probe::Handle;
-use timely::dataflow::operators::Probe;
-use timely::progress::frontier::{Antichain, AntichainRef};
-use timely::worker::Worker;
-use timely::WorkerConfig;
+//! With a component threshold set, components are found when asked for (each report): one
+//! pass over the merged run joins, by union-find, every pair whose Jaccard or Dice affinity
+//! (with the current feature counts) reaches it; each component is labelled by its smallest
+//! feature id. Reports already read every pair, so this adds one more pass. Keeping the
+//! components incrementally in a differential dataflow (label propagation in `iterate`) was
+//! measured first and was far slower: the edge set must be re-read at every report anyway (a
+//! feature's new count can move every pair it is in across the threshold), and retracting
+//! labels along long chains of rare pairs cost seconds per report (0.03–0.36× scipy.sparse
+//! with `csgraph.connected_components` at 50k tokens).
 
 use super::runs::{merge_into, units_to_counts, Entry, Key, RunSet, Runs};
 use super::units::{Unit, Units};
@@ -58,8 +44,6 @@ impl EdgeMeasure {
     }
 }
 
-type LabelTrace = TraceAgent<ValSpine<u32, u32, u64, isize>>;
-
 /// Pair and feature counts over the windows currently in the span.
 pub struct PairCounter {
     /// Bits of `b` in a key (enough for every feature id).
@@ -72,106 +56,8 @@ pub struct PairCounter {
     runs: Runs,
     /// Windows each feature fires in, by feature id.
     singles: Vec<i64>,
-    graph: Option<ComponentGraph>,
-}
-
-/// The connected components of the pairs whose affinity reaches a threshold: a differential
-/// dataflow fed the changes of the edge and node sets.
-struct ComponentGraph {
-    measure: EdgeMeasure,
-    threshold: f64,
-    worker: Worker,
-    edges_in: InputSession<u64, (u32, u32), isize>,
-    nodes_in: InputSession<u64, u32, isize>,
-    label_trace: LabelTrace,
-    probe: Handle<u64>,
-    epoch: u64,
-    /// The edges (`a < b`) and the nodes the dataflow holds, sorted.
-    edges: Vec<(u32, u32)>,
-    nodes: Vec<u32>,
-}
-
-impl ComponentGraph {
-    fn new(measure: EdgeMeasure, threshold: f64) -> ComponentGraph {
-        let alloc = Allocator::Thread(Thread::default());
-        let mut worker = Worker::new(WorkerConfig::default(), alloc, Some(std::time::Instant::now()));
-        let probe = Handle::new();
-        let (edges_in, nodes_in, label_trace) = worker.dataflow::<u64, _, _>(|scope| {
-            let (edges_in, edges) = scope.new_collection::<(u32, u32), isize>();
-            let (nodes_in, nodes) = scope.new_collection::<u32, isize>();
-            let edges = edges.flat_map(|(a, b)| [(a, b), (b, a)]);
-            let nodes = nodes.map(|f| (f, f));
-            let labels = nodes.clone().iterate(|inner_scope, inner| {
-                let edges = edges.enter(inner_scope);
-                let nodes = nodes.enter(inner_scope);
-                inner
-                    .join_map(edges, |_f, &label, &to| (to, label))
-                    .concat(nodes)
-                    .reduce(|_f, labels, out| out.push((*labels[0].0, 1)))
-            });
-            let arr = labels.arrange_by_key();
-            arr.stream.clone().probe_with(&probe);
-            (edges_in, nodes_in, arr.trace)
-        });
-        ComponentGraph {
-            measure,
-            threshold,
-            worker,
-            edges_in,
-            nodes_in,
-            label_trace,
-            probe,
-            epoch: 0,
-            edges: Vec::new(),
-            nodes: Vec::new(),
-        }
-    }
-
-    /// Brings the dataflow to these edges and nodes (each sorted, unique) and runs it until the
-    /// labels reflect them.
-    fn update(&mut self, edges: Vec<(u32, u32)>, nodes: Vec<u32>) {
-        let (edges_in, nodes_in) = (&mut self.edges_in, &mut self.nodes_in);
-        sorted_changes(&self.edges, &edges, |e, d| edges_in.update(e, d));
-        sorted_changes(&self.nodes, &nodes, |n, d| nodes_in.update(n, d));
-        self.edges = edges;
-        self.nodes = nodes;
-        self.epoch += 1;
-        self.edges_in.advance_to(self.epoch);
-        self.nodes_in.advance_to(self.epoch);
-        self.edges_in.flush();
-        self.nodes_in.flush();
-        let epoch = self.epoch;
-        while self.probe.less_than(&epoch) {
-            self.worker.step();
-        }
-        let frontier = [epoch];
-        self.label_trace.set_logical_compaction(AntichainRef::new(&frontier));
-        self.label_trace.set_physical_compaction(AntichainRef::new(&frontier));
-    }
-}
-
-/// Calls `change(x, +1)` for every `x` of `new` not in `old` and `change(x, −1)` for every `x`
-/// of `old` not in `new` (both sorted, unique).
-fn sorted_changes<T: Ord + Copy>(old: &[T], new: &[T], mut change: impl FnMut(T, isize)) {
-    let (mut i, mut j) = (0, 0);
-    while i < old.len() || j < new.len() {
-        match (old.get(i), new.get(j)) {
-            (Some(a), Some(b)) if a == b => (i, j) = (i + 1, j + 1),
-            (Some(&a), Some(&b)) if a < b => {
-                change(a, -1);
-                i += 1;
-            }
-            (Some(&a), None) => {
-                change(a, -1);
-                i += 1;
-            }
-            (_, Some(&b)) => {
-                change(b, 1);
-                j += 1;
-            }
-            (None, None) => unreachable!(),
-        }
-    }
+    /// The affinity and threshold of the component graph, when asked for.
+    components: Option<(EdgeMeasure, f64)>,
 }
 
 impl PairCounter {
@@ -188,7 +74,7 @@ impl PairCounter {
             loaded: Vec::new(),
             runs: Runs::new(2 * shift),
             singles: vec![0; n_features],
-            graph: components.map(|(m, t)| ComponentGraph::new(m, t)),
+            components,
         }
     }
 
@@ -273,32 +159,21 @@ impl PairCounter {
     /// The component label (smallest feature id reachable) of every firing feature, sorted by
     /// feature; `None` when components were not asked for. Call after [`PairCounter::settle`].
     pub fn components(&mut self) -> Option<Vec<(u32, u32)>> {
-        let graph = self.graph.as_mut()?;
+        let (measure, threshold) = self.components?;
         let (shift, singles) = (self.shift, &self.singles);
-        let edges = match &mut self.runs {
-            Runs::Narrow { set, .. } => affine_pairs(set.merged(), shift, singles, graph.measure, graph.threshold),
-            Runs::Wide(set) => affine_pairs(set.merged(), shift, singles, graph.measure, graph.threshold),
+        // Union-find whose roots are their sets' smallest ids: a union hangs the larger root
+        // under the smaller.
+        let mut parent: Vec<u32> = (0..singles.len() as u32).collect();
+        let mut join = |a: u32, b: u32| {
+            let (ra, rb) = (find_root(&mut parent, a), find_root(&mut parent, b));
+            parent[ra.max(rb) as usize] = ra.min(rb);
         };
-        let nodes = (0..singles.len() as u32).filter(|&f| singles[f as usize] > 0).collect();
-        graph.update(edges, nodes);
-        let trace = &mut graph.label_trace;
-        let batches = trace.batches_through(Antichain::new().borrow()).unwrap_or_default();
-        let (mut cursor, storage) = cursor_list(batches);
-        let mut out = Vec::new();
-        while cursor.key_valid(&storage) {
-            let f = *cursor.key(&storage);
-            while cursor.val_valid(&storage) {
-                let label = *cursor.val(&storage);
-                let mut total = 0isize;
-                cursor.map_times(&storage, |_, r| total += *r);
-                if total > 0 {
-                    out.push((f, label));
-                }
-                cursor.step_val(&storage);
-            }
-            cursor.step_key(&storage);
+        match &mut self.runs {
+            Runs::Narrow { set, .. } => join_affine_pairs(set.merged(), shift, singles, measure, threshold, &mut join),
+            Runs::Wide(set) => join_affine_pairs(set.merged(), shift, singles, measure, threshold, &mut join),
         }
-        Some(out)
+        let firing = (0..singles.len() as u32).filter(|&f| singles[f as usize] > 0);
+        Some(firing.map(|f| (f, find_root(&mut parent, f))).collect())
     }
 }
 
@@ -349,15 +224,32 @@ fn add_run<T: Unit, E: Entry>(set: &mut RunSet<E>, units: &[T], loaded: &[(Key, 
     set.push(delta);
 }
 
-/// The pairs of a merged run (sorted) whose count is positive and whose affinity, with the
-/// features' counts `singles`, reaches `threshold`.
-fn affine_pairs<E: Entry>(run: &[E], shift: u32, singles: &[i64], measure: EdgeMeasure, threshold: f64) -> Vec<(u32, u32)> {
-    run.iter()
-        .filter(|e| e.count() > 0)
-        .map(|e| (pair_of(e.key(), shift), e.count()))
-        .filter(|&((a, b), n)| measure.value(n as isize, singles[a as usize] as isize, singles[b as usize] as isize) >= threshold)
-        .map(|(pair, _)| pair)
-        .collect()
+/// Calls `join(a, b)` for every pair of a merged run whose count is positive and whose affinity,
+/// with the features' counts `singles`, reaches `threshold`.
+fn join_affine_pairs<E: Entry>(
+    run: &[E],
+    shift: u32,
+    singles: &[i64],
+    measure: EdgeMeasure,
+    threshold: f64,
+    join: &mut impl FnMut(u32, u32),
+) {
+    for e in run.iter().filter(|e| e.count() > 0) {
+        let (a, b) = pair_of(e.key(), shift);
+        let (na, nb) = (singles[a as usize] as isize, singles[b as usize] as isize);
+        if measure.value(e.count() as isize, na, nb) >= threshold {
+            join(a, b);
+        }
+    }
+}
+
+/// The root of `f`'s set, halving the path on the way.
+fn find_root(parent: &mut [u32], mut f: u32) -> u32 {
+    while parent[f as usize] != f {
+        parent[f as usize] = parent[parent[f as usize] as usize];
+        f = parent[f as usize];
+    }
+    f
 }
 
 /// The pairs of a merged run whose count is positive, with their counts.
