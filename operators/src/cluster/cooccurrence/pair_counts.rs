@@ -264,6 +264,49 @@ fn positive_counts<E: Entry>(run: &[E], shift: u32) -> Vec<((u32, u32), u64)> {
 mod tests {
     use super::*;
 
+    /// A sliding span of windows fed to a `PairCounter` and to counts kept by brute force.
+    struct Span {
+        limit: usize,
+        windows: std::collections::VecDeque<Vec<u32>>,
+        /// Nonzero pair counts.
+        pairs: std::collections::BTreeMap<(u32, u32), i64>,
+        singles: Vec<i64>,
+    }
+
+    impl Span {
+        fn new(limit: usize, n_features: usize) -> Span {
+            Span {
+                limit,
+                windows: Default::default(),
+                pairs: Default::default(),
+                singles: vec![0; n_features],
+            }
+        }
+
+        /// Adds window `w` (sorted, unique) to both, retracting the oldest window from both once
+        /// more than `limit` are held.
+        fn push(&mut self, pc: &mut PairCounter, w: Vec<u32>) {
+            pc.update(&w, 1);
+            self.count(&w, 1);
+            self.windows.push_back(w);
+            if self.windows.len() > self.limit {
+                let old = self.windows.pop_front().unwrap();
+                pc.update(&old, -1);
+                self.count(&old, -1);
+            }
+        }
+
+        fn count(&mut self, w: &[u32], d: i64) {
+            for (i, &a) in w.iter().enumerate() {
+                self.singles[a as usize] += d;
+                for &b in &w[i + 1..] {
+                    *self.pairs.entry((a, b)).or_default() += d;
+                }
+            }
+            self.pairs.retain(|_, n| *n != 0);
+        }
+    }
+
     #[test]
     fn counts_follow_additions_and_retractions() {
         let mut pc = PairCounter::new(Some((EdgeMeasure::Jaccard, 0.5)), 16);
@@ -295,24 +338,13 @@ mod tests {
             if let Some(limit) = narrow_limit {
                 pc.runs.set_narrow_limit(limit);
             }
-            let mut reference: std::collections::BTreeMap<(u32, u32), i64> = Default::default();
-            let mut singles = vec![0i64; n_features];
-            let mut span: std::collections::VecDeque<Vec<u32>> = Default::default();
+            let mut span = Span::new(37, n_features);
             let mut s = 0x9e37_79b9_7f4a_7c15u64 ^ n_features as u64;
             let mut next = |m: usize| {
                 s ^= s << 13;
                 s ^= s >> 7;
                 s ^= s << 17;
                 (s % m as u64) as u32
-            };
-            type Reference = std::collections::BTreeMap<(u32, u32), i64>;
-            let apply = |w: &[u32], d: i64, reference: &mut Reference, singles: &mut [i64]| {
-                for (i, &a) in w.iter().enumerate() {
-                    singles[a as usize] += d;
-                    for &b in &w[i + 1..] {
-                        *reference.entry((a, b)).or_default() += d;
-                    }
-                }
             };
             for epoch in 0..40 {
                 for _ in 0..(1 + epoch % 7) * 5 {
@@ -325,23 +357,16 @@ mod tests {
                         .collect();
                     w.sort_unstable();
                     w.dedup();
-                    pc.update(&w, 1);
-                    apply(&w, 1, &mut reference, &mut singles);
-                    span.push_back(w);
-                    if span.len() > 37 {
-                        let old = span.pop_front().unwrap();
-                        pc.update(&old, -1);
-                        apply(&old, -1, &mut reference, &mut singles);
-                    }
+                    span.push(&mut pc, w);
                 }
                 pc.settle();
                 if epoch % 9 == 0 || epoch == 39 {
                     let want: Vec<((u32, u32), u64)> =
-                        reference.iter().filter(|e| *e.1 > 0).map(|(&p, &n)| (p, n as u64)).collect();
+                        span.pairs.iter().filter(|e| *e.1 > 0).map(|(&p, &n)| (p, n as u64)).collect();
                     assert_eq!(pc.pair_counts(), want, "{n_features} features, epoch {epoch}");
                     let want: Vec<(u32, u64)> = (0..n_features as u32)
-                        .filter(|&f| singles[f as usize] > 0)
-                        .map(|f| (f, singles[f as usize] as u64))
+                        .filter(|&f| span.singles[f as usize] > 0)
+                        .map(|f| (f, span.singles[f as usize] as u64))
                         .collect();
                     assert_eq!(pc.feature_counts(), want);
                 }
@@ -358,25 +383,13 @@ mod tests {
         for (measure, threshold) in [(EdgeMeasure::Jaccard, 0.3), (EdgeMeasure::Dice, 0.5)] {
             let n_features = 60;
             let mut pc = PairCounter::new(Some((measure, threshold)), n_features);
-            let mut pairs = std::collections::BTreeMap::new();
-            let mut singles = vec![0i64; n_features];
-            let mut span: std::collections::VecDeque<Vec<u32>> = Default::default();
+            let mut span = Span::new(12, n_features);
             let mut s = 0x2545_f491_4f6c_dd1du64;
             let mut next = |m: u64| {
                 s ^= s << 13;
                 s ^= s >> 7;
                 s ^= s << 17;
                 (s % m) as u32
-            };
-            type Pairs = std::collections::BTreeMap<(u32, u32), i64>;
-            let apply = |w: &[u32], d: i64, pairs: &mut Pairs, singles: &mut [i64]| {
-                for (i, &a) in w.iter().enumerate() {
-                    singles[a as usize] += d;
-                    for &b in &w[i + 1..] {
-                        *pairs.entry((a, b)).or_default() += d;
-                    }
-                }
-                pairs.retain(|_, n| *n != 0);
             };
             let mut reports = 0;
             for epoch in 0..120 {
@@ -387,14 +400,7 @@ mod tests {
                     let mut w: Vec<u32> = (0..2 + next(4)).map(|_| (base + next(6)) % n_features as u32).collect();
                     w.sort_unstable();
                     w.dedup();
-                    pc.update(&w, 1);
-                    apply(&w, 1, &mut pairs, &mut singles);
-                    span.push_back(w);
-                    if span.len() > 12 {
-                        let old = span.pop_front().unwrap();
-                        pc.update(&old, -1);
-                        apply(&old, -1, &mut pairs, &mut singles);
-                    }
+                    span.push(&mut pc, w);
                 }
                 pc.settle();
                 if next(3) != 0 {
@@ -411,15 +417,15 @@ mod tests {
                     parent[f as usize] = r;
                     r
                 }
-                for (&(a, b), &n) in &pairs {
-                    let (na, nb) = (singles[a as usize] as isize, singles[b as usize] as isize);
+                for (&(a, b), &n) in &span.pairs {
+                    let (na, nb) = (span.singles[a as usize] as isize, span.singles[b as usize] as isize);
                     if measure.value(n as isize, na, nb) >= threshold {
                         let (ra, rb) = (root(&mut parent, a), root(&mut parent, b));
                         parent[ra.max(rb) as usize] = ra.min(rb);
                     }
                 }
                 let want: Vec<(u32, u32)> = (0..n_features as u32)
-                    .filter(|&f| singles[f as usize] > 0)
+                    .filter(|&f| span.singles[f as usize] > 0)
                     .map(|f| (f, root(&mut parent, f)))
                     .collect();
                 assert_eq!(pc.components().unwrap(), want, "{measure:?}, epoch {epoch}");
