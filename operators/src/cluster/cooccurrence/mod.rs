@@ -244,8 +244,9 @@ struct StreamState {
     dirty: bool,
 }
 
-/// What a checkpoint keeps of a stream. The runs and the component graph are rebuilt on restore:
-/// from the span's windows when the span is finite, else from the all-time counts.
+/// What a checkpoint keeps of a stream. The runs are rebuilt on restore (components are found
+/// from them at each report): from the span's windows when the span is finite, else from the
+/// all-time counts.
 #[derive(Serialize, Deserialize)]
 struct SavedStream {
     open: Vec<u32>,

@@ -100,7 +100,7 @@ fn filter_split(sections: &[Section], state: &mut [f64], data: &mut [f32], chann
             block.clear();
             for r in start..start + m {
                 // SAFETY: row r's columns lo..hi lie inside `data` and belong to
-                // this thread alone.
+                // this share alone.
                 let row = unsafe { std::slice::from_raw_parts(ptr.get().add(r * channels + lo), w) };
                 block.extend(row.iter().map(|&v| v as f64));
             }
