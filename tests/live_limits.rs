@@ -1,6 +1,6 @@
 //! The `arrow_tcp` source against hostile and careless clients: a token off loopback (and when
 //! set), a cap on open connections (clients over it wait their turn), a time-out for silent
-//! connections, and a maximum message size. Every limit ends only the offending connection; what good clients sent arrives whole.
+//! connections, and a maximum message size, compressed or not. Every limit ends only the offending connection; what good clients sent arrives whole.
 
 mod common;
 
@@ -144,4 +144,57 @@ fn a_message_over_the_size_limit_ends_only_its_connection() {
     assert!(send(&addr, None, &[6]));
     run.join().unwrap().unwrap();
     assert_eq!(rows_written(d), 16, "the rows before the oversized message stay accepted");
+}
+
+/// One IPC stream (schema, then `rows` rows of zeros in one batch) with its buffers compressed
+/// as `codec`, as bytes, so a test can lie in them.
+fn compressed_stream(rows: usize, codec: arrow::ipc::CompressionType) -> Vec<u8> {
+    let schema = schema(None);
+    let options = arrow::ipc::writer::IpcWriteOptions::default()
+        .try_with_compression(Some(codec))
+        .unwrap();
+    let mut bytes = Vec::new();
+    let mut w = arrow::ipc::writer::StreamWriter::try_new_with_options(&mut bytes, &schema, options).unwrap();
+    let zeros = common::activation_ipc_batch(&schema, &vec![1; rows], &vec![0.0; rows * D]);
+    w.write(&zeros).unwrap();
+    w.finish().unwrap();
+    drop(w);
+    bytes
+}
+
+/// Sends raw bytes as one connection; returns whether they all went out.
+fn send_bytes(addr: &str, bytes: &[u8]) -> bool {
+    use std::io::Write;
+    let mut s = TcpStream::connect(addr).unwrap();
+    let sent = s.write_all(bytes).is_ok();
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    let _ = s.read(&mut [0u8; 64]);
+    sent
+}
+
+#[test]
+fn compressed_buffers_are_held_to_the_size_limit_once_decompressed() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let run = start(source(d, "max_message_mb = 1.0\nconnections = 4"));
+    let addr = address(d);
+    // A bomb: 131 072 rows are 5.5 MiB of columns, a third of the 1 MiB limit once compressed.
+    let bomb = compressed_stream(131_072, arrow::ipc::CompressionType::ZSTD);
+    assert!(bomb.len() < 512 << 10, "{} bytes", bomb.len());
+    send_bytes(&addr, &bomb);
+    // A lie: a small LZ4 buffer whose length prefix claims 1 PiB (the allocation alone would
+    // abort the process).
+    let mut lie = compressed_stream(16, arrow::ipc::CompressionType::LZ4_FRAME);
+    let magic = [0x04, 0x22, 0x4D, 0x18];
+    let at = lie.windows(4).position(|w| w == magic).expect("an LZ4 frame") - 8;
+    lie[at..at + 8].copy_from_slice(&(1i64 << 50).to_le_bytes());
+    send_bytes(&addr, &lie);
+    // Compressed batches within the limit are read.
+    assert!(send_bytes(
+        &addr,
+        &compressed_stream(6, arrow::ipc::CompressionType::LZ4_FRAME)
+    ));
+    assert!(send_bytes(&addr, &compressed_stream(5, arrow::ipc::CompressionType::ZSTD)));
+    run.join().unwrap().unwrap();
+    assert_eq!(rows_written(d), 11, "only the honest compressed batches arrive");
 }

@@ -26,7 +26,8 @@
 //! connections are open at once (the next client waits in the listen queue until one closes,
 //! so threads stay bounded and a burst of clients is served in turn, none refused); a
 //! connection silent for `connection_timeout_s` is closed; an IPC message larger than
-//! `max_message_mb` is refused before it is read.
+//! `max_message_mb` (compressed buffers counted at their uncompressed size) is refused before
+//! it is read or decompressed.
 //!
 //! All connections are read by worker 0 (downstream `ByStream` operators spread the streams
 //! over the workers). The event time of a row is its arrival ordinal across all connections.
@@ -95,8 +96,9 @@ pub struct ArrowTcpConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("x-unit" = "s"))]
     pub connection_timeout_s: Option<f64>,
-    /// Largest Arrow IPC message accepted, in MiB (default 64); a larger one ends its
-    /// connection before its body is read.
+    /// Largest Arrow IPC message accepted, in MiB (default 64), also once its compressed
+    /// buffers are decompressed; a larger one ends its connection before its body is read (or
+    /// decompressed).
     #[serde(default = "default_max_message_mb")]
     #[schemars(extend("x-unit" = "MiB"))]
     pub max_message_mb: f64,

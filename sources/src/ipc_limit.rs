@@ -5,6 +5,12 @@
 //! how long the body is. [`MessageLimit`] reads the prefix and the metadata itself, refuses a
 //! message whose metadata plus body exceed the limit, and only then lets the bytes through to
 //! arrow's `StreamReader`, which would otherwise allocate whatever body length a client claims.
+//!
+//! A batch with LZ4- or zstd-compressed buffers is held to the same limit once decompressed:
+//! each buffer starts with its uncompressed length, which arrow allocates before decompressing
+//! (a lying length of a petabyte aborts the process; a few KiB of compressed zeros expand to
+//! gigabytes). Such a message's body is read here, the lengths summed, and the message refused
+//! when they exceed the limit.
 
 use std::io::{Error, ErrorKind, Read};
 
@@ -91,12 +97,53 @@ impl<R: Read> MessageLimit<R> {
             return Ok(()); // truncated: arrow reports it
         }
         // Metadata that does not parse is passed on for arrow to reject with its own message.
-        if let Ok(message) = arrow::ipc::root_as_message(&self.head[start..]) {
-            let body = message.bodyLength();
-            if body < 0 || meta_len as u64 + body as u64 > self.max_bytes {
-                return Err(self.too_large(meta_len as i64, body));
+        let Ok(message) = arrow::ipc::root_as_message(&self.head[start..]) else {
+            return Ok(());
+        };
+        let body = message.bodyLength();
+        if body < 0 || meta_len as u64 + body as u64 > self.max_bytes {
+            return Err(self.too_large(meta_len as i64, body));
+        }
+        self.body_left = body as u64;
+        if let Some(buffers) = compressed_buffers(&message) {
+            self.check_decompressed(&buffers)?;
+        }
+        Ok(())
+    }
+
+    /// Reads the body of a message with compressed `buffers` (offset, length) into `head` and
+    /// refuses it when their uncompressed lengths add up to more than the limit.
+    fn check_decompressed(&mut self, buffers: &[(u64, u64)]) -> std::io::Result<()> {
+        let body_len = self.body_left as usize; // at most `max_bytes`, checked above
+        let mut body = vec![0u8; body_len];
+        let filled = self.read_full(&mut body)?;
+        self.head.extend_from_slice(&body[..filled]);
+        self.body_left = 0;
+        if filled < body_len {
+            return Ok(()); // truncated: arrow reports it
+        }
+        let mut total = 0u64;
+        for &(offset, length) in buffers {
+            // Out-of-range buffers are arrow's to reject; a buffer shorter than its 8-byte prefix too.
+            let Some(prefix) = body.get(offset as usize..(offset as usize).saturating_add(8)) else {
+                continue;
+            };
+            if length < 8 {
+                continue;
             }
-            self.body_left = body as u64;
+            // -1: stored uncompressed (already counted in the body); 0: empty.
+            let uncompressed = i64::from_le_bytes(prefix.try_into().unwrap());
+            total = total.saturating_add(uncompressed.max(0) as u64);
+        }
+        if total > self.max_bytes {
+            return Err(Error::new(
+                ErrorKind::InvalidData,
+                format!(
+                    "an IPC message whose compressed buffers claim {total} bytes uncompressed exceeds \
+                     the limit of {} bytes (max_message_mb)",
+                    self.max_bytes
+                ),
+            ));
         }
         Ok(())
     }
@@ -110,6 +157,23 @@ impl<R: Read> MessageLimit<R> {
             ),
         )
     }
+}
+
+/// The (offset, length) of each body buffer of a record or dictionary batch message whose
+/// buffers are compressed; `None` for any other message.
+fn compressed_buffers(message: &arrow::ipc::Message) -> Option<Vec<(u64, u64)>> {
+    let batch = match message.header_as_record_batch() {
+        Some(batch) => batch,
+        None => message.header_as_dictionary_batch()?.data()?,
+    };
+    batch.compression()?;
+    let buffers = batch.buffers()?;
+    Some(
+        buffers
+            .iter()
+            .map(|b| (b.offset().max(0) as u64, b.length().max(0) as u64))
+            .collect(),
+    )
 }
 
 impl<R: Read> Read for MessageLimit<R> {
@@ -184,5 +248,34 @@ mod tests {
         let mut out = Vec::new();
         let err = MessageLimit::new(&lie[..], 1 << 20).read_to_end(&mut out).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidData);
+    }
+
+    #[test]
+    fn refuses_compressed_buffers_that_claim_more_than_the_limit() {
+        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Float32, false)]));
+        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(Float32Array::from(vec![0f32; 50_000]))]).unwrap();
+        let options = arrow::ipc::writer::IpcWriteOptions::default()
+            .try_with_compression(Some(arrow::ipc::CompressionType::LZ4_FRAME))
+            .unwrap();
+        let mut w = arrow::ipc::writer::StreamWriter::try_new_with_options(Vec::new(), &schema, options).unwrap();
+        w.write(&batch).unwrap();
+        w.finish().unwrap();
+        let bytes = w.into_inner().unwrap();
+        let read = |bytes: &[u8], limit: u64| -> Result<usize, String> {
+            let reader = arrow::ipc::reader::StreamReader::try_new(MessageLimit::new(bytes, limit), None).unwrap();
+            reader.map(|b| b.map(|b| b.num_rows()).map_err(|e| e.to_string())).sum()
+        };
+        assert!(bytes.len() < 8 << 10, "{} bytes", bytes.len());
+        assert_eq!(read(&bytes, 1 << 20), Ok(50_000), "200 KB decompressed is within 1 MiB");
+        let err = read(&bytes, 64 << 10).unwrap_err();
+        assert!(
+            err.contains("claim 200000 bytes uncompressed") && err.contains("limit of 65536"),
+            "{err}"
+        );
+        // A length prefix that lies (1 PiB) is refused before arrow allocates it.
+        let mut lie = bytes.clone();
+        let at = lie.windows(4).position(|w| w == [0x04, 0x22, 0x4D, 0x18]).unwrap() - 8;
+        lie[at..at + 8].copy_from_slice(&(1i64 << 50).to_le_bytes());
+        assert!(read(&lie, 1 << 20).unwrap_err().contains("exceeds the limit"));
     }
 }
