@@ -64,6 +64,9 @@ pub struct NpyHeader {
     pub shape: Vec<usize>,
     /// Byte offset of the first element.
     pub data_offset: usize,
+    /// Bytes of data the shape and element type declare (checked against overflow, not
+    /// against the file: callers compare it with the bytes they have before allocating).
+    pub data_len: usize,
 }
 
 /// Parses the header of an `.npy` file from its first bytes (versions 1 to 3; little-endian
@@ -107,10 +110,15 @@ pub fn parse_npy_header(bytes: &[u8]) -> Result<NpyHeader, String> {
         "<f2" => DType::F16,
         other => return Err(format!("dtype `{other}` is not supported (little-endian f2, f4, f8)")),
     };
+    let data_len = shape
+        .iter()
+        .try_fold(dtype.size(), |n, &d| n.checked_mul(d))
+        .ok_or_else(|| format!("shape `({shape_text})` is too large to address"))?;
     Ok(NpyHeader {
         dtype,
         shape,
         data_offset: start + header_len,
+        data_len,
     })
 }
 
@@ -142,6 +150,13 @@ mod tests {
         assert_eq!(h.dtype, DType::F16);
         assert_eq!(h.shape, vec![3, 4]);
         assert_eq!(h.data_offset, 10 + dict.len());
+        assert_eq!(h.data_len, 3 * 4 * 2);
         assert!(parse_npy_header(b"PK\x03\x04 not npy").unwrap_err().contains("bad magic"));
+        // A shape whose byte count does not fit in memory's address space is refused.
+        let dict = "{'descr': '<f4', 'fortran_order': False, 'shape': (4611686018427387904, 2), }";
+        let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+        bytes.extend((dict.len() as u16).to_le_bytes());
+        bytes.extend(dict.as_bytes());
+        assert!(parse_npy_header(&bytes).unwrap_err().contains("too large"));
     }
 }

@@ -36,7 +36,8 @@ pub fn read_npz(path: &Path) -> Result<HashMap<String, NpyArray>> {
             .map_err(|e| err(path, format!("member {i}: {e}")))?
             .trim_end_matches(".npy")
             .to_string();
-        let mut bytes = Vec::with_capacity(member.size() as usize);
+        // The archive's declared size is only a hint (a lying one must not allocate).
+        let mut bytes = Vec::with_capacity(member.size().min(1 << 30) as usize);
         member
             .read_to_end(&mut bytes)
             .map_err(|e| err(path, format!("member `{name}`: {e}")))?;
@@ -49,12 +50,63 @@ pub fn read_npz(path: &Path) -> Result<HashMap<String, NpyArray>> {
 /// Parses one `.npy` file's bytes.
 pub fn parse_npy(bytes: &[u8]) -> std::result::Result<NpyArray, String> {
     let h = parse_npy_header(bytes)?;
-    let n: usize = h.shape.iter().product();
     let body = &bytes[h.data_offset..];
-    let mut data = Vec::with_capacity(n);
-    decode_le(h.dtype, &body[..body.len().min(n * h.dtype.size())], &mut data);
-    if data.len() != n {
-        return Err(format!("truncated data: {} of {n} values", data.len()));
+    if body.len() < h.data_len {
+        return Err(format!(
+            "truncated data: shape {:?} of {:?} needs {} bytes, the member has {}",
+            h.shape,
+            h.dtype,
+            h.data_len,
+            body.len()
+        ));
     }
+    let mut data = Vec::new();
+    decode_le(h.dtype, &body[..h.data_len], &mut data);
     Ok(NpyArray { shape: h.shape, data })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn npy(shape: &str, values: &[f32]) -> Vec<u8> {
+        let dict = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}");
+        let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+        bytes.extend((dict.len() as u16).to_le_bytes());
+        bytes.extend(dict.as_bytes());
+        bytes.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+        bytes
+    }
+
+    #[test]
+    fn reads_members_and_refuses_shapes_their_data_does_not_hold() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, members: &[(&str, Vec<u8>)]| {
+            let path = dir.path().join(name);
+            let mut zip = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
+            for (member, bytes) in members {
+                zip.start_file(*member, zip::write::SimpleFileOptions::default()).unwrap();
+                std::io::Write::write_all(&mut zip, bytes).unwrap();
+            }
+            zip.finish().unwrap();
+            path
+        };
+        let good = write("good.npz", &[("b.npy", npy("(2, 3)", &[1., 2., 3., 4., 5., 6.]))]);
+        let arrays = read_npz(&good).unwrap();
+        assert_eq!(arrays["b"].shape, vec![2, 3]);
+        assert_eq!(arrays["b"].data, vec![1., 2., 3., 4., 5., 6.]);
+        // A header that claims 2^40 x 16 floats over 16 bytes of data (allocating it first
+        // aborted the process).
+        let lie = write("lie.npz", &[("W_enc.npy", npy("(1099511627776, 16)", &[0.; 4]))]);
+        let e = read_npz(&lie).unwrap_err().to_string();
+        assert!(
+            e.contains("lie.npz") && e.contains("W_enc") && e.contains("needs 70368744177664 bytes, the member has 16"),
+            "{e}"
+        );
+        let short = write("short.npz", &[("b.npy", npy("(2, 3)", &[1., 2.]))]);
+        assert!(read_npz(&short)
+            .unwrap_err()
+            .to_string()
+            .contains("needs 24 bytes, the member has 8"));
+    }
 }

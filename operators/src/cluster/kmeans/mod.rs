@@ -97,7 +97,7 @@ pub fn read_centroids(path: &Path) -> Result<(Vec<f64>, usize, usize), String> {
                 h.shape
             ));
         }
-        let need = h.shape[0] * h.shape[1] * h.dtype.size();
+        let need = h.data_len;
         let data = bytes
             .get(h.data_offset..h.data_offset + need)
             .ok_or_else(|| format!("{}: truncated: {need} data bytes expected", path.display()))?;
