@@ -1,8 +1,9 @@
 //! The `fif` source against `mne.io.read_raw_fif` on raw FIF files MNE writes in the test from a
 //! bundled real EEG (magnetometers, gradiometers, EEG, EOG, ECG, stim and misc channels; float32,
-//! int32 with calibrations, float64 split over 8 files; annotations, a measurement date, a first
-//! sample of 1000): samples in fT, fT/cm and µV, names, types, units, annotation and stim-event
-//! markers. Then broken files as errors naming the file and the field, and the MEG example.
+//! int32 with calibrations, float64 split over 8 files, acquisition skips; annotations, a
+//! measurement date, a first sample of 1000): samples in fT, fT/cm and µV, names, types, units,
+//! annotation and stim-event markers. Then broken and lying files as errors naming the file and
+//! the field, and the MEG example.
 
 mod common;
 
@@ -32,7 +33,7 @@ fn every_sample_channel_and_marker_equals_mne_including_split_files() {
         &["write", recording().to_str().unwrap(), d.to_str().unwrap()],
     );
     assert!(names.contains("double_raw-1.fif"), "{names}");
-    for f in ["single.fif", "int.fif", "double_raw.fif", "nodate.fif"] {
+    for f in ["single.fif", "int.fif", "double_raw.fif", "nodate.fif", "skips.fif"] {
         let fif = d.join(f);
         std::fs::write(d.join("p.toml"), pipeline(fif.to_str().unwrap(), "")).unwrap();
         run_ok(d, &["run", "p.toml", "--quiet"]);
@@ -56,7 +57,13 @@ fn broken_files_are_errors_naming_the_file_and_field() {
         &["write", recording().to_str().unwrap(), d.to_str().unwrap()],
     );
     let good = std::fs::read(d.join("single.fif")).unwrap();
+    // A skip that claims 2^31 - 1 buffers (of 100 samples): zeros for 68 years at 100 Hz.
+    let mut lying_skip = std::fs::read(d.join("skips.fif")).unwrap();
+    let skip_tag: [u8; 12] = [0, 0, 1, 45, 0, 0, 0, 3, 0, 0, 0, 4]; // FIFF_DATA_SKIP, int, 4 bytes
+    let at = lying_skip.windows(12).rposition(|w| w == skip_tag).expect("a skip tag") + 16;
+    lying_skip[at..at + 4].copy_from_slice(&i32::MAX.to_be_bytes());
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("lying_skip.fif", lying_skip, "samples, more than 4294967296 (corrupt)"),
         ("cut.fif", good[..good.len() / 2].to_vec(), "(truncated or not FIF)"),
         ("text.fif", b"not a fif file at all, just text".to_vec(), "not a FIF file"),
         ("empty.fif", Vec::new(), "not a FIF file"),

@@ -10,7 +10,8 @@ and a misc channel, with the recording's annotations, a measurement date and a f
   check_fif.py write REC.edf DIR   writes DIR/single.fif (float32), DIR/int.fif (int32 with
       per-channel calibrations, so cal × range matters), DIR/double_raw.fif (float64, split
       into several files of ~1.2 MB: double_raw.fif, double_raw-1.fif, ...), DIR/nodate.fif (no
-      measurement date) and prints them.
+      measurement date), DIR/skips.fif (acquisition skips of 1, 2 and 4 buffers, the first
+      before any data) and prints them.
   check_fif.py example REC.edf OUT.fif   the bundled MEG example's file: the first 60 s, float32.
   check_fif.py check REC.fif OUT.parquet
       OUT (neurostream's signal layout) equals MNE's reading: names, types, units (fT, fT/cm,
@@ -73,9 +74,16 @@ def write(rec, out):
     nodate = raw.copy()
     nodate.set_meas_date(None)
     nodate.save(os.path.join(out, "nodate.fif"), fmt="single", overwrite=True)
+    # Acquisition skips: buffers inside a BAD_ACQ_SKIP annotation that fall on whole buffers
+    # (1 s each here) are written as FIFF_DATA_SKIP, and MNE reads them back as zeros.
+    skips = raw.copy()
+    sf = raw.info["sfreq"]
+    for first, count in ((0, 1), (3, 2), (9, 4)):
+        skips.annotations.append(raw.first_time + first, count - 0.5 / sf, "BAD_ACQ_SKIP")
+    skips.save(os.path.join(out, "skips.fif"), fmt="single", buffer_size_sec=1.0, overwrite=True)
     splits = sorted(f for f in os.listdir(out) if f.startswith("double_raw"))
     assert len(splits) >= 2, splits
-    print("single.fif int.fif double_raw.fif nodate.fif", "splits:", " ".join(splits))
+    print("single.fif int.fif double_raw.fif nodate.fif skips.fif", "splits:", " ".join(splits))
 
 
 def example(rec, out):
@@ -111,7 +119,8 @@ def check(fif, out):
         err = np.abs(ours - want).max() / max(np.abs(want).max(), 1e-30)
         worst = max(worst, err)
         assert err <= 2e-6, f"{c}: max error {err:.2e} of its largest magnitude"
-    events, event_id = mne.events_from_annotations(raw)
+    # Every annotation, BAD_ ones included (MNE's default regexp leaves those out).
+    events, event_id = mne.events_from_annotations(raw, regexp=None)
     names = {v: k for k, v in event_id.items()}
     want = [(int(s - raw.first_samp), names[v]) for s, _, v in events]
     stim = mne.find_events(raw, stim_channel="STI 014", consecutive="increasing")

@@ -56,6 +56,11 @@ const MAX_SPLITS: usize = 1000;
 const MAX_CHANNELS: usize = 65_536;
 /// Largest data buffer accepted, bytes (MNE writes about a second per buffer).
 const MAX_BUFFER_BYTES: u64 = 1 << 30;
+/// Skipped samples (read as zeros) are replayed in buffers of at most this many samples.
+const SKIP_PIECE: u64 = 1 << 16;
+/// Largest number of skipped samples in one recording (about 50 days at 1 kHz): a file that
+/// claims more is lying, and its zeros would take days to replay.
+const MAX_SKIPPED_SAMPLES: u64 = 1 << 32;
 
 /// One channel of the measurement info.
 #[derive(Clone, Debug, PartialEq)]
@@ -274,7 +279,29 @@ impl FifRecording {
             i += 1;
         }
         rec.files = files;
+        rec.annotate_skips();
         Ok(rec)
+    }
+
+    /// Adds a `BAD_ACQ_SKIP` annotation over each skip inside the data, as MNE's reader does
+    /// (consecutive skip buffers are one skip).
+    fn annotate_skips(&mut self) {
+        let mut at = 0u64;
+        let mut run: Option<(u64, u64)> = None;
+        let mut skips = Vec::new();
+        for b in &self.buffers {
+            match b {
+                Buffer::Skip(n) => run.get_or_insert((at, 0)).1 += n,
+                Buffer::Data { .. } => skips.extend(run.take()),
+            }
+            at += b.samples();
+        }
+        skips.extend(run);
+        self.annotations.extend(skips.into_iter().map(|(start, n)| FifAnnotation {
+            onset_s: start as f64 / self.sfreq,
+            duration_s: n as f64 / self.sfreq,
+            description: "BAD_ACQ_SKIP".into(),
+        }));
     }
 
     /// Total samples.
@@ -455,6 +482,7 @@ fn read_file(path: &Path, file_index: usize) -> Result<FileParts, String> {
     // Skips (in buffers) wait for the next buffer, whose length they take, as MNE reads them;
     // one before the first buffer moves the first sample instead of adding zeros.
     let mut pending_skip: u64 = 0;
+    let mut skipped: u64 = 0;
     let mut seen_buffer = false;
     let mut annotation = (Vec::new(), Vec::new(), Vec::new());
     let mut next_ref: (Option<i32>, Option<String>, Option<i32>) = (None, None, None);
@@ -551,7 +579,7 @@ fn read_file(path: &Path, file_index: usize) -> Result<FileParts, String> {
                 if n < 0 {
                     return Err(r.at(tag.pos, &format!("FIFF_DATA_SKIP_SAMP: {n} samples")));
                 }
-                parts.buffers.push(Buffer::Skip(n as u64));
+                push_skip(&mut parts, &mut skipped, n as u64).map_err(|m| r.at(tag.pos, &m))?;
             }
             FIFF_DATA_BUFFER if is_raw(parent) => {
                 let kind = SampleType::of(tag.ty).ok_or_else(|| {
@@ -583,7 +611,8 @@ fn read_file(path: &Path, file_index: usize) -> Result<FileParts, String> {
                 let samples = tag.size / per;
                 if pending_skip > 0 {
                     if seen_buffer {
-                        parts.buffers.push(Buffer::Skip(pending_skip * samples));
+                        push_skip(&mut parts, &mut skipped, pending_skip.saturating_mul(samples))
+                            .map_err(|m| r.at(tag.pos, &m))?;
                     } else {
                         parts.first_samp = Some(parts.first_samp.unwrap_or(0) + (pending_skip * samples) as i64);
                     }
@@ -648,6 +677,25 @@ fn read_file(path: &Path, file_index: usize) -> Result<FileParts, String> {
         })
         .collect();
     Ok(parts)
+}
+
+/// Appends `n` skipped samples to `parts` as buffers of at most [`SKIP_PIECE`] samples,
+/// counting them in `skipped` (the file's total so far).
+fn push_skip(parts: &mut FileParts, skipped: &mut u64, n: u64) -> Result<(), String> {
+    *skipped = skipped.saturating_add(n);
+    if *skipped > MAX_SKIPPED_SAMPLES {
+        return Err(format!(
+            "FIFF_DATA_SKIP: the file skips {} samples, more than {MAX_SKIPPED_SAMPLES} (corrupt)",
+            *skipped
+        ));
+    }
+    let mut left = n;
+    while left > 0 {
+        let piece = left.min(SKIP_PIECE);
+        parts.buffers.push(Buffer::Skip(piece));
+        left -= piece;
+    }
+    Ok(())
 }
 
 fn is_raw(block: Option<i32>) -> bool {

@@ -47,16 +47,27 @@ impl NodeConfig for FifSourceConfig {
 pub struct FifSourceKind;
 
 /// Events of a stim channel as `mne.find_events` finds them by default (`consecutive =
-/// "increasing"`): a sample where the value rises to a nonzero value, labelled with it.
-fn stim_events(values: &[f64]) -> Vec<(i64, i64)> {
-    let mut out = Vec::new();
-    for i in 1..values.len() {
-        let (prev, now) = (values[i - 1], values[i]);
-        if now != 0.0 && now > prev {
-            out.push((i as i64, now as i64));
+/// "increasing"`): a sample where the value rises to a nonzero value, labelled with it. Fed
+/// one buffer at a time, so a long recording is never held whole.
+#[derive(Default)]
+struct StimEvents {
+    /// The last value seen, `None` before the first sample (which is never an event).
+    prev: Option<f64>,
+    /// Index of the next sample.
+    sample: i64,
+}
+
+impl StimEvents {
+    /// Appends the events among the next `values` as (sample, value).
+    fn push(&mut self, values: &[f64], out: &mut Vec<(i64, i64)>) {
+        for &now in values {
+            if self.prev.is_some_and(|prev| now != 0.0 && now > prev) {
+                out.push((self.sample, now as i64));
+            }
+            self.prev = Some(now);
+            self.sample += 1;
         }
     }
-    out
 }
 
 impl SourceKind for FifSourceKind {
@@ -100,11 +111,13 @@ impl SourceKind for FifSourceKind {
             .collect();
         if let Some(s) = stim {
             // One pass over the data for the stim channel's events.
-            let mut values = Vec::with_capacity(rec.samples() as usize);
+            let (mut values, mut found, mut stim_events) = (Vec::new(), Vec::new(), StimEvents::default());
             for b in rec.buffers.clone() {
+                values.clear();
                 rec.read_buffer(&b, &[s], &mut values).map_err(fail)?;
+                stim_events.push(&values, &mut found);
             }
-            events.extend(stim_events(&values).into_iter().map(|(sample, value)| Event {
+            events.extend(found.into_iter().map(|(sample, value)| Event {
                 sample,
                 label: value.to_string(),
                 duration_s: 0.0,
