@@ -36,6 +36,10 @@ pub mod xdf;
 
 use neurostream_engine::Registry;
 
+/// The most channels a signal source accepts (a recording's header, a device's stream info,
+/// a generator's setting): more is a corrupt or lying input, and every frame holds them all.
+pub const MAX_CHANNELS: usize = 65_536;
+
 pub use array_source::{ArraySource, ArraySourceConfig, ArraySourceKind};
 pub use arrow_tcp::{ArrowTcpConfig, ArrowTcpKind};
 pub use brainvision::{BrainVisionSourceConfig, BrainVisionSourceKind};

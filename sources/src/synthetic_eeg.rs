@@ -13,6 +13,7 @@
 //! and advanced by rotation in between, and each pink-noise octave is drawn once per change:
 //! generating stays far cheaper than anything a pipeline does with the samples.
 
+use crate::MAX_CHANNELS;
 use std::f64::consts::TAU;
 use std::sync::Arc;
 
@@ -33,8 +34,6 @@ const PINK_OCTAVES: u32 = 12;
 /// Samples between exact evaluations of the sinusoids (rotations in between; the rotation's
 /// f64 error over a block is far below the f32 output's resolution).
 pub const PHASOR_BLOCK: u64 = 256;
-/// The most channels a generator makes (as many as a recording file may hold).
-const MAX_CHANNELS: usize = 65_536;
 
 /// Configuration of a `synthetic_eeg` source.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]

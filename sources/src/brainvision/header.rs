@@ -5,15 +5,13 @@
 //! bend it: a free-text `[Comment]` section ends the parameters, keys are case-insensitive,
 //! and commas inside fields are written `\1`.
 
+use crate::MAX_CHANNELS;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 /// Largest header or marker file accepted, bytes (real ones are a few kB; marker files of long
 /// recordings a few MB).
 pub const MAX_TEXT_BYTES: u64 = 64 << 20;
-
-/// Largest number of channels accepted.
-pub const MAX_CHANNELS: usize = 65_536;
 
 /// How the samples are stored in the data file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -6,6 +6,7 @@
 //! Data values are not kept: [`FifRecording::buffers`] lists where each buffer lies, and
 //! [`FifRecording::read_buffer`] decodes one when the replay reaches it.
 
+use crate::MAX_CHANNELS;
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -52,8 +53,6 @@ const FIFFV_ROLE_NEXT_FILE: i32 = 2;
 const MAX_TAGS: usize = 50_000_000;
 /// Largest number of split files followed.
 const MAX_SPLITS: usize = 1000;
-/// Largest channel count accepted.
-const MAX_CHANNELS: usize = 65_536;
 /// Largest data buffer accepted, bytes (MNE writes about a second per buffer).
 const MAX_BUFFER_BYTES: u64 = 1 << 30;
 /// Skipped samples (read as zeros) are replayed in buffers of at most this many samples.

@@ -167,6 +167,12 @@ impl SourceKind for LslSourceKind {
                 "stream `{name}` has {channels} channels at nominal rate {rate} Hz: a signal stream needs a regular rate"
             )));
         }
+        if channels as usize > crate::MAX_CHANNELS {
+            return Err(fail(format!(
+                "stream `{name}` declares {channels} channels; at most {} are accepted",
+                crate::MAX_CHANNELS
+            )));
+        }
         // The channel labels come with the full info of an opened inlet.
         let (probe, labels) = open_inlet(&api, &cfg, prop, &value).map_err(fail)?;
         // SAFETY: valid inlet, destroyed once.

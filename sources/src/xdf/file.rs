@@ -6,6 +6,7 @@
 //! [`XdfFile::read_chunk_values`] decodes a samples chunk again when the replay reaches it, so
 //! a recording of any length is read in constant memory besides its time stamps.
 
+use crate::MAX_CHANNELS;
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -20,8 +21,6 @@ const TAG_STREAM_FOOTER: u16 = 6;
 
 /// Largest stream header or footer accepted, bytes.
 const MAX_XML_BYTES: u64 = 16 << 20;
-/// Largest channel count accepted.
-const MAX_CHANNELS: usize = 65_536;
 /// Largest string value accepted (a marker), bytes.
 const MAX_STRING_BYTES: u64 = 1 << 20;
 
