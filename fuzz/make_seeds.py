@@ -56,6 +56,12 @@ def arrow_seeds():
                           pa.array([[1.0] * d, [2.0] * d], act)], schema=s2)
     out["timed"] = ipc([b2], s2)
     out["truncated"] = out["plain"][: len(out["plain"]) - 10]
+    # Compressed buffers (each prefixed with its uncompressed length).
+    for codec in ("lz4", "zstd"):
+        sink = io.BytesIO()
+        with pa.ipc.new_stream(sink, s1, options=pa.ipc.IpcWriteOptions(compression=codec)) as w:
+            w.write_batch(rows(64, 0))
+        out[f"compressed_{codec}"] = sink.getvalue()
     for k, v in out.items():
         open(os.path.join(C, "arrow_ipc", k), "wb").write(v)
 
@@ -107,6 +113,20 @@ def sae_seeds():
     cfg2 = json.dumps({"activation": "topk", "k": 2, "num_latents": m, "d_in": d}).encode()
     sp = {"encoder.weight": w["W_enc"].T.copy(), "encoder.bias": w["b_enc"], "W_dec": w["W_dec"], "b_dec": w["b_dec"]}
     open(os.path.join(C, "sae_files", "sparsify_topk"), "wb").write(b"\x01" + struct.pack("<H", len(cfg2)) + cfg2 + save(sp))
+    # Gemma Scope: a params.npz (stored and deflated members), no config.
+    gs = {"W_enc": w["W_enc"], "W_dec": w["W_dec"], "b_enc": w["b_enc"], "b_dec": w["b_dec"],
+          "threshold": np.full(m, 0.1, np.float32)}
+    for name, write in (("gemmascope", np.savez), ("gemmascope_deflated", np.savez_compressed)):
+        buf = io.BytesIO()
+        write(buf, **gs)
+        open(os.path.join(C, "sae_files", name), "wb").write(b"\x02\x00\x00" + buf.getvalue())
+    # Llama Scope: hyperparams.json + checkpoints/final.safetensors.
+    cfg3 = json.dumps({"d_model": d, "d_sae": m, "act_fn": "jumprelu", "jump_relu_threshold": 0.1,
+                       "norm_activation": "dataset-wise", "dataset_average_activation_norm": {"in": 2.0, "out": 2.0},
+                       "sparsity_include_decoder_norm": True}).encode()
+    ls = {"encoder.weight": w["W_enc"].T.copy(), "encoder.bias": w["b_enc"], "decoder.weight": w["W_dec"].T.copy(),
+          "decoder.bias": w["b_dec"]}
+    open(os.path.join(C, "sae_files", "llamascope"), "wb").write(b"\x03" + struct.pack("<H", len(cfg3)) + cfg3 + save(ls))
 
 
 def brainvision_seeds():

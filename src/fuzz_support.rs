@@ -75,9 +75,11 @@ pub fn pipeline_toml(data: &[u8]) {
     }
 }
 
-/// The SAE loaders on any files. Byte 0 picks the format (even: SAELens `cfg.json` +
-/// `sae_weights.safetensors`; odd: sparsify `cfg.json` + `sae.safetensors`), bytes 1-2 the
-/// length of cfg.json, then cfg.json, then the weights file.
+/// The SAE loaders on any files. Byte 0 mod 4 picks the format (0: SAELens `cfg.json` +
+/// `sae_weights.safetensors`; 1: sparsify `cfg.json` + `sae.safetensors`; 2: Gemma Scope
+/// `params.npz`, no config; 3: Llama Scope `hyperparams.json` +
+/// `checkpoints/final.safetensors`), bytes 1-2 the length of the config, then the config, then
+/// the weights file.
 pub fn sae_files(data: &[u8]) {
     if data.len() < 3 {
         return;
@@ -86,13 +88,29 @@ pub fn sae_files(data: &[u8]) {
     let rest = &data[3..];
     let (cfg, weights) = rest.split_at(len.min(rest.len()));
     let dir = tempfile::tempdir().expect("temp dir");
-    std::fs::write(dir.path().join("cfg.json"), cfg).expect("write");
-    if data[0].is_multiple_of(2) {
-        std::fs::write(dir.path().join("sae_weights.safetensors"), weights).expect("write");
-        let _ = Sae::load_saelens(dir.path(), None);
-    } else {
-        std::fs::write(dir.path().join("sae.safetensors"), weights).expect("write");
-        let _ = Sae::load_sparsify(dir.path());
+    let d = dir.path();
+    let write = |name: &str, bytes: &[u8]| std::fs::write(d.join(name), bytes).expect("write");
+    match data[0] % 4 {
+        0 => {
+            write("cfg.json", cfg);
+            write("sae_weights.safetensors", weights);
+            let _ = Sae::load_saelens(d, None);
+        }
+        1 => {
+            write("cfg.json", cfg);
+            write("sae.safetensors", weights);
+            let _ = Sae::load_sparsify(d);
+        }
+        2 => {
+            write("params.npz", weights);
+            let _ = Sae::load_gemma_scope(&d.join("params.npz"));
+        }
+        _ => {
+            write("hyperparams.json", cfg);
+            std::fs::create_dir(d.join("checkpoints")).expect("mkdir");
+            write("checkpoints/final.safetensors", weights);
+            let _ = Sae::load_llama_scope(d);
+        }
     }
 }
 
