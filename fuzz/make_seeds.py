@@ -3,7 +3,7 @@
   python fuzz/make_seeds.py      (needs numpy, pyarrow, pyedflib, safetensors)
 
 - arrow_ipc: Arrow IPC streams in the activation layout (width 4), with and without `time`
-  and `token` columns, several batches, and a truncated one.
+  and `token` columns, several batches, a truncated one, and LZ4- and zstd-compressed ones.
 - edf: a tiny EDF (1 signal, 2 records), an EDF+ with annotations, a BDF.
 - pipeline_toml: the repository's example pipelines and a few small ones.
 - brainvision: header, marker and data file joined by NUL bytes: int16 multiplexed, float32
@@ -13,7 +13,10 @@
   writer).
 - fif: small raw FIF files MNE writes (4 channels: mag, grad, eeg, stim; 64 samples) as
   float32, int32 and float64, with an annotation.
-- sae_files: SAELens and sparsify files of a d_in 4, d_sae 8 SAE.
+- sae_files: SAELens, sparsify, Gemma Scope (stored and deflated .npz) and Llama Scope files
+  of a d_in 4, d_sae 8 SAE.
+- parquet: 20-row files in the activation (zstd with a page index and 3 row groups; plain),
+  signal (snappy, a marker column) and features (lz4) layouts.
 """
 import io
 import json
@@ -183,8 +186,37 @@ def fif_seeds():
             shutil.copy(p, os.path.join(C, "fif", fmt))
 
 
+def parquet_seeds():
+    import pyarrow.parquet as pq
+    d = 4
+    act = pa.list_(pa.float32(), d)
+    n = 20
+    acts = pa.table({"seq_id": pa.array([i // 8 for i in range(n)], pa.uint64()),
+                     "pos": pa.array([i % 8 for i in range(n)], pa.uint32()),
+                     "act": pa.array([[float(i * d + j) for j in range(d)] for i in range(n)], act)}).replace_schema_metadata(
+        {"neurostream.layout": "activations", "neurostream.d_model": str(d)})
+    sig = pa.table({"time": pa.array([i / 100 for i in range(n)], pa.float64()), "sample": pa.array(range(n), pa.int64()),
+                    "C3": pa.array([float(i) for i in range(n)], pa.float32()),
+                    "C4": pa.array([-float(i) for i in range(n)], pa.float32()),
+                    "marker": pa.array(["go" if i == 5 else None for i in range(n)], pa.string())}).replace_schema_metadata(
+        {"neurostream.layout": "signals", "neurostream.sample_rate": "100", "neurostream.units": '["uV", "uV"]'})
+    feat = pa.list_(pa.struct([("id", pa.uint32()), ("act", pa.float32())]))
+    feats = pa.table({"seq_id": pa.array([0] * n, pa.uint64()), "pos": pa.array(range(n), pa.uint32()),
+                      "features": pa.array([[{"id": i % 16, "act": 1.5}, {"id": 3, "act": 0.5}][: 1 + i % 2] for i in range(n)],
+                                           feat)}).replace_schema_metadata(
+        {"neurostream.layout": "features", "neurostream.n_features": "16"})
+    cases = {"activations_zstd_page_index": (acts, dict(compression="zstd", write_page_index=True, row_group_size=8)),
+             "activations_plain": (acts, dict(compression="none", use_dictionary=False)),
+             "signals_snappy": (sig, dict(compression="snappy", row_group_size=6)),
+             "features_lz4": (feats, dict(compression="lz4"))}
+    for k, (t, opts) in cases.items():
+        sink = io.BytesIO()
+        pq.write_table(t, sink, **opts)
+        open(os.path.join(C, "parquet", k), "wb").write(sink.getvalue())
+
+
 if __name__ == "__main__":
-    for t in ("arrow_ipc", "edf", "pipeline_toml", "sae_files", "brainvision", "xdf", "fif"):
+    for t in ("arrow_ipc", "edf", "pipeline_toml", "sae_files", "brainvision", "xdf", "fif", "parquet"):
         os.makedirs(os.path.join(C, t), exist_ok=True)
     arrow_seeds()
     edf_seeds()
@@ -193,4 +225,5 @@ if __name__ == "__main__":
     brainvision_seeds()
     xdf_seeds()
     fif_seeds()
+    parquet_seeds()
     print("seeds written to", C)

@@ -237,7 +237,7 @@ pub fn xdf(data: &[u8]) {
     drain_sources(PipelineSpec::from_toml_str(&text, dir).and_then(|s| s.compile(&registry)));
 }
 
-/// Replays every source of a compiled pipeline to its end, checking that frames are
+/// Replays every source of a compiled pipeline to its end, checking that dense frames are
 /// well-formed (width × rows values, markers on existing rows).
 fn drain_sources(compiled: neurostream_engine::Result<neurostream_engine::spec::CompiledPipeline>) {
     let Ok(compiled) = compiled else { return };
@@ -247,12 +247,28 @@ fn drain_sources(compiled: neurostream_engine::Result<neurostream_engine::spec::
             let Ok(mut reader) = source.open(neurostream_engine::WorkerPos { index: 0, peers: 1 }) else {
                 return;
             };
-            while let Ok(Some((_, neurostream_engine::Batch::Dense(frame)))) = reader.next_batch() {
-                assert_eq!(frame.data.len(), frame.rows() * width);
-                assert!(frame.markers.iter().all(|m| (m.row as usize) < frame.rows()));
+            while let Ok(Some((_, batch))) = reader.next_batch() {
+                if let neurostream_engine::Batch::Dense(frame) = batch {
+                    assert_eq!(frame.data.len(), frame.rows() * width);
+                    assert!(frame.markers.iter().all(|m| (m.row as usize) < frame.rows()));
+                }
             }
         }
     }
+}
+
+/// The `parquet` source on any file contents (activations, signals or features; any
+/// compression, with or without a page index): opened, then replayed to the end.
+pub fn parquet(data: &[u8]) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("rec.parquet"), data).expect("write");
+    let mut registry = Registry::new();
+    registry
+        .add_source(neurostream_sources::ParquetSourceKind)
+        .add_sink(ConsoleSinkKind);
+    let text = "[sources.r]\nkind = \"parquet\"\npath = \"rec.parquet\"\nbatch_rows = 7\n\
+                [sinks.o]\nkind = \"console\"\ninput = \"r\"\n";
+    drain_sources(PipelineSpec::from_toml_str(text, dir.path()).and_then(|s| s.compile(&registry)));
 }
 
 /// The BrainVision reader (header, marker file, data file of any size and layout) on any

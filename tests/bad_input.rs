@@ -112,6 +112,25 @@ fn corrupt_row_group_names_file_and_row_group_and_keeps_earlier_rows() {
 }
 
 #[test]
+fn a_page_the_parquet_decoder_panics_on_fails_the_run_naming_the_file() {
+    // A 20-row file (3 row groups) whose `act` page claims dictionary encoding without a
+    // dictionary: arrow-rs's decoder panics on it. Read ahead on a helper thread, that panic
+    // used to look like the end of the data, and the run succeeded with the rows before it.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let input = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/parquet/regression-dict-decoder-panic");
+    std::fs::copy(input, d.join("in.parquet")).unwrap();
+    pipeline(d, "");
+    for workers in ["1", "2"] {
+        let err = run_err(d, &["run", "p.toml", "--quiet", "-w", workers]);
+        // Two workers read pieces through the page index, which is corrupt too.
+        let named = err.contains("row group") && err.contains("corrupt data") || err.contains("not a readable Parquet file");
+        assert!(err.contains("in.parquet") && named, "{workers} workers: {err}");
+        assert!(status(&d.join("out.parquet")).starts_with("incomplete:"), "{workers} workers");
+    }
+}
+
+#[test]
 fn list_of_the_wrong_length_names_file_and_row() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

@@ -198,6 +198,16 @@ fn fif_mutations() {
 }
 
 #[test]
+fn parquet_mutations() {
+    fuzz("parquet", neurostream::fuzz_support::parquet);
+}
+
+#[test]
+fn parquet_corpus() {
+    replay("parquet", neurostream::fuzz_support::parquet);
+}
+
+#[test]
 fn fif_corpus() {
     replay("fif", neurostream::fuzz_support::fif);
 }

@@ -362,12 +362,7 @@ pub fn watch_peers(addresses: Vec<String>, cleanup: Box<dyn Fn() + Send + Sync>)
             let watch = WATCH.lock().unwrap_or_else(|p| p.into_inner());
             if let (Some(peer), Some(w)) = (peer, watch.as_ref()) {
                 let address = w.addresses.get(peer).map(String::as_str).unwrap_or("?");
-                let cause = info
-                    .payload()
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| info.payload().downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default();
+                let cause = crate::error::panic_message(info.payload());
                 eprintln!(
                     "error: cluster: lost the connection to process {peer} at {address} ({cause}); it died or the network failed. \
                      This run fails: nothing of it is marked complete; rerun every process"

@@ -39,7 +39,7 @@ pub mod tensor;
 
 pub use checkpoint::{CheckpointOptions, Checkpointing, Delivery, SinkCommit};
 pub use device::{ComputeDevice, DeviceChoice, DeviceManager, DevicePolicy, GpuContext, GpuPass, PooledBuffer};
-pub use error::{EngineError, Result};
+pub use error::{panic_message, EngineError, Result};
 pub use frame::{now_ns, stream_names, Batch, Frame, Marker, RowIndex, SparseFrame, StreamEnd};
 pub use metrics::{Metrics, MetricsServer};
 pub use node::{

@@ -510,14 +510,10 @@ pub fn decode_ipc_stream<R: std::io::Read>(
     }));
     match outcome {
         Ok(r) => r,
-        Err(panic) => {
-            let what = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
-            Err(format!("malformed Arrow IPC message: {what}"))
-        }
+        Err(panic) => Err(format!(
+            "malformed Arrow IPC message: {}",
+            neurostream_engine::panic_message(&*panic)
+        )),
     }
 }
 

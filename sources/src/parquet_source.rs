@@ -342,10 +342,9 @@ impl PieceReader {
     fn where_(&self, g: &RowGroup) -> String {
         format!("{}: row group {}", self.files[g.file].display(), g.index)
     }
-}
 
-impl SourceReader for PieceReader {
-    fn next_batch(&mut self) -> Result<Option<(u64, Batch)>> {
+    /// [`SourceReader::next_batch`] without the panic guard.
+    fn read_next(&mut self) -> Result<Option<(u64, Batch)>> {
         loop {
             if self.current.is_none() {
                 let Some(group) = self.groups.pop_front() else {
@@ -396,6 +395,38 @@ impl SourceReader for PieceReader {
                         })?;
                     return Ok(Some((time, decoded)));
                 }
+            }
+        }
+    }
+}
+
+impl SourceReader for PieceReader {
+    /// The next batch. arrow-rs's Parquet decoder panics on some corrupt pages instead of
+    /// returning an error; such a panic becomes an error naming the file and row group, so a
+    /// corrupt file fails the run instead of ending its source early (on the prefetch thread, a
+    /// panic would otherwise look like the end of the data).
+    fn next_batch(&mut self) -> Result<Option<(u64, Batch)>> {
+        let at = self
+            .current
+            .as_ref()
+            .map(|c| c.group.clone())
+            .or_else(|| self.groups.front().cloned());
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.read_next())) {
+            Ok(result) => result,
+            Err(panic) => {
+                self.current = None;
+                self.groups.clear();
+                let message = format!(
+                    "corrupt data: the Parquet decoder failed ({})",
+                    neurostream_engine::panic_message(&*panic)
+                );
+                Err(match at {
+                    Some(g) => EngineError::Input {
+                        path: self.files[g.file].clone(),
+                        message: format!("row group {}: {message}", g.index),
+                    },
+                    None => EngineError::Runtime(format!("{}: {message}", self.name)),
+                })
             }
         }
     }
@@ -460,12 +491,14 @@ enum ParquetReader {
 }
 
 struct Prefetch {
-    rx: crossbeam_channel::Receiver<Result<(u64, Batch)>>,
-    /// The next batch, taken off the channel by `ready`.
-    next: Option<Result<(u64, Batch)>>,
+    /// Batches, then `Ok(None)` at the end of the data: a channel that closes without it means
+    /// the helper died, which is an error, not the end.
+    rx: crossbeam_channel::Receiver<Result<Option<(u64, Batch)>>>,
+    /// The next item, taken off the channel by `ready`.
+    next: Option<Result<Option<(u64, Batch)>>>,
     /// A lower bound on the next batch's time: the end of the last one handed out.
     after_last: u64,
-    /// The helper has sent everything (its end of the channel is gone).
+    /// The end of the data (or an error) was handed out.
     done: bool,
     location: String,
 }
@@ -488,16 +521,12 @@ impl ParquetReader {
             .spawn(move || loop {
                 let item = reader.next_batch();
                 let end = !matches!(item, Ok(Some(_)));
-                let sent = match item {
-                    Ok(Some(b)) => tx.send(Ok(b)).is_ok(),
-                    Ok(None) => true,
-                    Err(e) => tx.send(Err(e)).is_ok(),
-                };
+                let sent = tx.send(item).is_ok();
                 if let Some(w) = &waker {
                     w();
                 }
                 if end || !sent {
-                    return; // dropping `tx` tells the worker the reader is done
+                    return;
                 }
             });
         *self = match spawned {
@@ -514,7 +543,7 @@ impl ParquetReader {
                     "parquet: cannot start a reader thread: {e}"
                 )))),
                 after_last,
-                done: true,
+                done: false,
                 location,
             })),
         };
@@ -528,16 +557,19 @@ impl Prefetch {
             return true;
         }
         match self.rx.try_recv() {
-            Ok(item) => {
-                self.next = Some(item);
-                true
-            }
-            Err(crossbeam_channel::TryRecvError::Empty) => false,
-            Err(crossbeam_channel::TryRecvError::Disconnected) => {
-                self.done = true;
-                true
-            }
+            Ok(item) => self.next = Some(item),
+            Err(crossbeam_channel::TryRecvError::Empty) => return false,
+            Err(crossbeam_channel::TryRecvError::Disconnected) => self.next = Some(Err(self.died())),
         }
+        true
+    }
+
+    /// The error for a helper that stopped before the end of its data.
+    fn died(&self) -> EngineError {
+        EngineError::Runtime(format!(
+            "parquet: the reader thread stopped before the end of the data (after {})",
+            self.location
+        ))
     }
 }
 
@@ -548,26 +580,19 @@ impl SourceReader for ParquetReader {
             unreachable!("started above")
         };
         let item = match p.next.take() {
-            Some(item) => Some(item),
-            None if p.done => None,
-            None => match p.rx.recv() {
-                Ok(item) => Some(item),
-                Err(_) => {
-                    p.done = true;
-                    None
-                }
-            },
+            Some(item) => item,
+            None if p.done => Ok(None),
+            None => p.rx.recv().unwrap_or_else(|_| Err(p.died())),
         };
         match item {
-            Some(Ok((time, batch))) => {
+            Ok(Some((time, batch))) => {
                 p.after_last = time + batch.rows() as u64;
                 Ok(Some((time, batch)))
             }
-            Some(Err(e)) => {
+            end_or_error => {
                 p.done = true;
-                Err(e)
+                end_or_error
             }
-            None => Ok(None),
         }
     }
 
@@ -575,7 +600,8 @@ impl SourceReader for ParquetReader {
         match self {
             ParquetReader::Waiting(r) => r.next_time(),
             ParquetReader::Reading(p) => match &p.next {
-                Some(Ok((time, _))) => Some(*time),
+                Some(Ok(Some((time, _)))) => Some(*time),
+                Some(Ok(None)) => None,
                 Some(Err(_)) => Some(p.after_last),
                 None if p.done => None,
                 None => Some(p.after_last),
