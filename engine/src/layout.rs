@@ -534,6 +534,11 @@ impl Decoder {
                     ))
                 }
             };
+            if !(rate.is_finite() && rate > 0.0) {
+                return Err(format!(
+                    "sample rate {rate} Hz is not a positive number ({META_SAMPLE_RATE} or `sample_rate`)"
+                ));
+            }
             let units: Vec<String> = meta
                 .get(META_UNITS)
                 .and_then(|u| serde_json::from_str(u).ok())
@@ -932,5 +937,13 @@ mod tests {
             Decoder::new(&arrow, ACT_COLUMN, Some(100.0)).unwrap().schema.sample_rate(),
             Some(100.0)
         );
+        // A file that lies about its rate (or a setting that does) is refused, not filtered at NaN.
+        for rate in ["0", "-250", "nan", "inf"] {
+            let meta: HashMap<String, String> = [(META_SAMPLE_RATE.to_string(), rate.to_string())].into();
+            let lying = ArrowSchema::new_with_metadata(arrow.fields().clone(), meta);
+            let err = Decoder::new(&lying, ACT_COLUMN, None).unwrap_err();
+            assert!(err.contains("is not a positive number"), "{rate}: {err}");
+        }
+        assert!(Decoder::new(&arrow, ACT_COLUMN, Some(0.0)).is_err());
     }
 }

@@ -162,7 +162,7 @@ impl SourceKind for LslSourceKind {
                 "stream `{name}` carries strings (a marker stream): give it as `markers` of a signal source"
             )));
         }
-        if rate.is_nan() || rate <= 0.0 || channels < 1 {
+        if !rate.is_finite() || rate <= 0.0 || channels < 1 {
             return Err(fail(format!(
                 "stream `{name}` has {channels} channels at nominal rate {rate} Hz: a signal stream needs a regular rate"
             )));
