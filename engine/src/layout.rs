@@ -25,7 +25,7 @@ use std::sync::Arc;
 use arrow::array::{
     Array, ArrayRef, AsArray, FixedSizeListArray, Float32Array, Float64Array, Int64Array, StringArray, UInt32Array, UInt64Array,
 };
-use arrow::datatypes::{DataType, Field, Float32Type, Float64Type, Int64Type, Schema as ArrowSchema};
+use arrow::datatypes::{DataType, Field, Float16Type, Float32Type, Float64Type, Int64Type, Schema as ArrowSchema};
 use arrow::record_batch::RecordBatch;
 
 use crate::frame::{Batch, Frame, Marker, RowIndex, SparseFrame};
@@ -485,7 +485,11 @@ impl Decoder {
                         None => 0, // learned from the first row
                     }
                 }
-                other => return Err(format!("column `{act_column}` has type {other}; expected a list of float32")),
+                other => {
+                    return Err(format!(
+                        "column `{act_column}` has type {other}; expected a list of float32, float64 or float16"
+                    ))
+                }
             };
             // A schema claiming an absurd width must not make us allocate per-dimension channel
             // names for it (found by fuzzing the live ingest).
@@ -676,10 +680,7 @@ impl Decoder {
                     if values.null_count() > 0 {
                         return Err(format!("{where_}, row {}: `act` holds nulls", file_row + r as u64));
                     }
-                    match values.data_type() {
-                        DataType::Float32 => data.extend_from_slice(values.as_primitive::<Float32Type>().values()),
-                        _ => data.extend(values.as_primitive::<Float64Type>().values().iter().map(|&v| v as f32)),
-                    }
+                    extend_f32(values, &mut data);
                     Ok(())
                 };
                 if col.null_count() > 0 {
@@ -751,6 +752,7 @@ impl Decoder {
                     .collect();
                 let w = channels.len();
                 let mut data = vec![0f32; rows * w];
+                let mut column = Vec::with_capacity(rows);
                 for (k, &ci) in channels.iter().enumerate() {
                     let col = batch.column(ci);
                     if col.null_count() > 0 {
@@ -761,17 +763,10 @@ impl Decoder {
                             batch.schema().field(ci).name()
                         ));
                     }
-                    match col.data_type() {
-                        DataType::Float32 => {
-                            for (r, v) in col.as_primitive::<Float32Type>().values().iter().enumerate() {
-                                data[r * w + k] = *v;
-                            }
-                        }
-                        _ => {
-                            for (r, v) in col.as_primitive::<Float64Type>().values().iter().enumerate() {
-                                data[r * w + k] = *v as f32;
-                            }
-                        }
+                    column.clear();
+                    extend_f32(col.as_ref(), &mut column);
+                    for (r, v) in column.iter().enumerate() {
+                        data[r * w + k] = *v;
                     }
                 }
                 let mut frame = Frame::new(stream.clone(), self.schema.clone(), RowIndex::Samples(samples), data)
@@ -824,7 +819,16 @@ fn token_index(
 }
 
 fn is_float(t: &DataType) -> bool {
-    matches!(t, DataType::Float32 | DataType::Float64)
+    matches!(t, DataType::Float32 | DataType::Float64 | DataType::Float16)
+}
+
+/// Appends the values of a float column ([`is_float`]: f32, f64 or f16) to `out` as f32.
+fn extend_f32(values: &dyn Array, out: &mut Vec<f32>) {
+    match values.data_type() {
+        DataType::Float32 => out.extend_from_slice(values.as_primitive::<Float32Type>().values()),
+        DataType::Float16 => out.extend(values.as_primitive::<Float16Type>().values().iter().map(|v| v.to_f32())),
+        _ => out.extend(values.as_primitive::<Float64Type>().values().iter().map(|&v| v as f32)),
+    }
 }
 
 /// An integer column as `u64`, refusing nulls, negative values and values above `max`, each
@@ -923,6 +927,42 @@ mod tests {
         let mut dec = Decoder::new(&arrow, ACT_COLUMN, None).unwrap();
         let back = dec.decode(&batch, &"a".into(), 0, 0, "test").unwrap();
         assert_eq!(back, f);
+    }
+
+    #[test]
+    fn half_precision_activations_and_channels_decode_to_f32() {
+        use arrow::array::{Float16Array, LargeListArray};
+        use arrow::buffer::OffsetBuffer;
+        let values: Vec<f32> = (0..6).map(|i| i as f32 * 0.25 - 0.5).collect(); // exact in f16
+        let half: Float16Array = values.iter().map(|&v| Some(half::f16::from_f32(v))).collect();
+        let item = Arc::new(Field::new("element", DataType::Float16, true));
+        let act = LargeListArray::new(item.clone(), OffsetBuffer::from_lengths([3, 3]), Arc::new(half.clone()), None);
+        let arrow = Arc::new(ArrowSchema::new(vec![Field::new("act", act.data_type().clone(), false)]));
+        let batch = RecordBatch::try_new(arrow.clone(), vec![Arc::new(act)]).unwrap();
+        let mut dec = Decoder::new(&arrow, ACT_COLUMN, None).unwrap();
+        let frame = dec.decode(&batch, &"a".into(), 0, 0, "test").unwrap();
+        assert_eq!((frame.rows(), frame.schema.width()), (2, 3));
+        assert_eq!(frame.data, values);
+
+        let signal = Arc::new(ArrowSchema::new(vec![
+            Field::new("sample", DataType::Int64, false),
+            Field::new("Cz", DataType::Float16, false),
+            Field::new("Pz", DataType::Float32, false),
+        ]));
+        let batch = RecordBatch::try_new(
+            signal.clone(),
+            vec![
+                Arc::new(Int64Array::from(vec![0i64, 1, 2, 3, 4, 5])),
+                Arc::new(half),
+                Arc::new(Float32Array::from(vec![9f32; 6])),
+            ],
+        )
+        .unwrap();
+        let mut dec = Decoder::new(&signal, ACT_COLUMN, Some(250.0)).unwrap();
+        let frame = dec.decode(&batch, &"s".into(), 0, 0, "test").unwrap();
+        let cz: Vec<f32> = frame.data.chunks(2).map(|row| row[0]).collect();
+        assert_eq!(cz, values);
+        assert!(frame.data.chunks(2).all(|row| row[1] == 9.0));
     }
 
     #[test]

@@ -22,8 +22,8 @@ use serde::{Deserialize, Serialize};
 pub struct ParquetSourceConfig {
     /// A file, a directory of `*.parquet` files, or a glob pattern.
     pub path: String,
-    /// Name of the activation vector column (`fixed_size_list<float>` or `list<float>`; lengths are
-    /// checked per row).
+    /// Name of the activation vector column (`fixed_size_list`, `list` or `large_list` of
+    /// float32, float64 or float16, read as float32; lengths are checked per row).
     #[serde(default = "default_column")]
     pub column: String,
     /// Sampling rate in Hz for signal files without `neurostream.sample_rate` metadata.
