@@ -109,7 +109,7 @@ fn read_pairs(path: &Path, measure: Measure) -> anyhow::Result<Vec<(u32, u32, f6
 /// Computes and writes the report; returns the summary as JSON.
 pub fn run(args: &GeometryArgs) -> anyhow::Result<serde_json::Value> {
     let sae = Sae::load(&args.sae, None).with_context(|| format!("loading the SAE {}", args.sae.display()))?;
-    let (n, d) = (sae.d_sae, sae.d_in);
+    let (n, d) = (sae.d_sae, sae.d_out);
     let k = args.clusters;
     if k < 2 || k > n {
         bail!("--clusters must be between 2 and the SAE's {n} features, found {k}");

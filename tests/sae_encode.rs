@@ -134,6 +134,30 @@ fn sparsify_topk_and_transcoder() {
 }
 
 #[test]
+fn saelens_transcoders_encode_without_subtracting_their_output_bias() {
+    // W_dec [d_sae, d_out] and b_dec [d_out] with d_out != d_in; cfg.json says
+    // apply_b_dec_to_input = true, which SAELens's transcoders ignore.
+    check("saelens", "transcoder", &["d_out=41"]);
+    check("saelens", "skip_transcoder", &[]);
+    check("saelens", "jumprelu_transcoder", &["dtype=float16"]);
+}
+
+#[test]
+fn a_transcoder_is_refused_by_sae_reconstruct() {
+    let Some(py) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    make_sae(&py, d, "saelens", "transcoder", "3", &[]);
+    let toml = pipeline("cpu").replace("kind = \"sae_encode\"", "kind = \"sae_reconstruct\"");
+    std::fs::write(d.join("p.toml"), toml).unwrap();
+    let err = run_err(d, &["validate", "p.toml"]);
+    assert!(
+        err.contains("a transcoder reconstructs another activation than its input"),
+        "{err}"
+    );
+}
+
+#[test]
 fn gemma_scope_npz_plain_and_compressed() {
     check("gemmascope", "jumprelu", &[]);
     check("gemmascope", "jumprelu", &["compressed=true", "dtype=float16"]);

@@ -250,7 +250,7 @@ fn by_rank(rows: BTreeMap<u32, Vec<(u64, Value)>>) -> BTreeMap<u32, Vec<Value>> 
 /// For each of `picked`, the `k` other features whose decoder directions have the highest
 /// cosine similarity with its own: `(feature, cosine)`, highest first.
 fn decoder_neighbours(sae: &Sae, picked: &[u32], k: usize) -> Vec<Vec<(u32, f64)>> {
-    let (n, d) = (sae.d_sae, sae.d_in);
+    let (n, d) = (sae.d_sae, sae.d_out);
     // Unit directions as columns (d × n), the one copy of W_dec made; the picked ones are
     // gathered from it as rows: one product per block.
     let scales: Vec<f32> = sae

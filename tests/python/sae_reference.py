@@ -4,7 +4,8 @@
       writes a random SAE: FORMAT saelens (cfg.json + sae_weights.safetensors), sparsify
       (cfg.json + sae.safetensors) or gemmascope (params.npz; key compressed=true for savez_compressed), with the exact file and tensor names those libraries use.
       keys: k, normalize_activations, apply_b_dec_to_input, rescale_acts_by_decoder_norm,
-      norm_scaling_factor, dtype (float32|float16), transcode, scalar_threshold, threshold_range=lo,hi
+      norm_scaling_factor, dtype (float32|float16), transcode, scalar_threshold, threshold_range=lo,hi,
+      d_out (SAELens transcoders: ARCH transcoder, skip_transcoder or jumprelu_transcoder)
   sae_reference.py metrics DIR INPUT.parquet FEATURES.parquet METRICS.parquet [RECON.parquet]
       decodes the engine's features with numpy and checks its per-token reconstruction metrics
       (l0, mse, nmse, cosine, explained_variance) and reconstruction within the same tolerance.
@@ -64,6 +65,12 @@ def make(out, fmt, arch, d_in, d_sae, seed, opts):
         save_file({n: np.ascontiguousarray(t.astype(dtype)) for n, t in tensors.items()}, os.path.join(out, "sae.safetensors"))
         json.dump(cfg, open(os.path.join(out, "cfg.json"), "w"))
         return
+    if arch.endswith("transcoder"):
+        # SAELens transcoder.py: W_dec [d_sae, d_out], b_dec [d_out] (never subtracted from the
+        # input, whatever apply_b_dec_to_input says), W_skip [d_out, d_in] for skip transcoders.
+        d_out = int(opts.get("d_out", d_in + 3))
+        w_dec = rng.normal(0, 1 / np.sqrt(d_sae), (d_sae, d_out))
+        b_dec = rng.normal(0, 0.1, d_out)
     cfg = {"architecture": arch, "d_in": d_in, "d_sae": d_sae, "dtype": "float32", "device": "cpu",
            "model_name": "test-model", "hook_name": "blocks.3.hook_resid_post", "hook_layer": 3,
            "apply_b_dec_to_input": opts.get("apply_b_dec_to_input", "true") == "true",
@@ -72,7 +79,11 @@ def make(out, fmt, arch, d_in, d_sae, seed, opts):
     if arch == "topk":
         cfg["k"] = k
         cfg["rescale_acts_by_decoder_norm"] = opts.get("rescale_acts_by_decoder_norm", "false") == "true"
-    if arch in ("jumprelu", "batchtopk"):
+    if arch.endswith("transcoder"):
+        cfg.update({"d_out": w_dec.shape[1], "hook_name_out": "blocks.3.hook_mlp_out", "hook_layer_out": 3})
+        if arch == "skip_transcoder":
+            tensors["W_skip"] = rng.normal(0, 0.1, (w_dec.shape[1], d_in))
+    if arch in ("jumprelu", "batchtopk", "jumprelu_transcoder"):
         if opts.get("scalar_threshold") == "true":
             tensors["threshold"] = np.array(0.05)
         else:
@@ -123,8 +134,9 @@ def encode(sae_dir, x):
         x = x / (x.std(axis=1, ddof=1, keepdims=True) + 1e-5)
     elif norm == "expected_average_only_in":
         x = x * cfg["norm_scaling_factor"]
-    sae_in = x - t["b_dec"] * cfg.get("apply_b_dec_to_input", True)
     arch = cfg["architecture"]
+    transcoder = arch.endswith("transcoder")  # process_sae_in without the b_dec subtraction
+    sae_in = x if transcoder else x - t["b_dec"] * cfg.get("apply_b_dec_to_input", True)
     if arch == "gated":
         z = sae_in @ t["W_enc"]
         gate = (z + t["b_gate"]) > 0
@@ -136,7 +148,7 @@ def encode(sae_dir, x):
         if cfg.get("rescale_acts_by_decoder_norm"):
             h = h * np.linalg.norm(t["W_dec"], axis=1)
         return np.maximum(topk(h, cfg["k"]), 0.0), h, cfg["k"]
-    if arch in ("jumprelu", "batchtopk"):
+    if arch in ("jumprelu", "batchtopk", "jumprelu_transcoder"):
         thr = np.broadcast_to(t["threshold"], h.shape[1:])
         return np.maximum(h, 0.0) * (h > thr), h - thr, None
     return np.maximum(h, 0.0), h, None

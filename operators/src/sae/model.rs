@@ -9,6 +9,7 @@
 //! | jumprelu | `h = x' @ W_enc + b_enc`; `relu(h) · [h > threshold_j]` | SAELens `jumprelu_sae.py` |
 //! | batchtopk (inference) | as jumprelu with the global threshold | SAELens `batchtopk_sae.py` |
 //! | gated | `z = x' @ W_enc`; `[z + b_gate > 0] · relu(exp(r_mag) · z + b_mag)` | SAELens `gated_sae.py` |
+//! | transcoder, skip_transcoder / jumprelu_transcoder | as standard / jumprelu with `x' = norm_in(x)`: `b_dec` is in the output hook's space (`W_dec` is `d_sae × d_out`), `W_skip` only adds to the output | SAELens `transcoder.py` |
 //! | sparsify | `topk(relu((x − b_dec) @ encoder.weightᵀ + encoder.bias))` (no `− b_dec` for transcoders) | EleutherAI sparsify `sparse_coder.py` |
 //! | Gemma Scope | `h = x @ W_enc + b_enc`; `relu(h) · [h > threshold_j]` (no normalization, no `b_dec` subtraction) | Gemma Scope tutorial (`JumpReLUSAE.encode`) |
 //! | Llama Scope | `x' = x · sqrt(d_model) / avg_norm_in` (dataset-wise); `h = x' @ encoder.weightᵀ + encoder.bias`; `h · [h · s_j > θ]` with `s_j = ‖decoder.weight[:, j]‖` when `sparsity_include_decoder_norm` (else 1) | OpenMOSS lm-saes (`hyperparams.json`); SAELens `llama_scope_sae_huggingface_loader` |
@@ -74,10 +75,16 @@ pub struct Sae {
     pub w_enc: Vec<f32>,
     /// Encoder bias, `d_sae` (zeros for gated SAEs, which use `b_gate`/`b_mag`).
     pub b_enc: Vec<f32>,
-    /// Decoder, `d_sae × d_in`, row-major.
+    /// Decoder output width: `d_in` for an autoencoder, the output hook's width for a
+    /// transcoder.
+    pub d_out: usize,
+    /// Decoder, `d_sae × d_out`, row-major.
     pub w_dec: Vec<f32>,
-    /// Decoder bias, `d_in`.
+    /// Decoder bias, `d_out`.
     pub b_dec: Vec<f32>,
+    /// A transcoder (SAELens `*transcoder`, sparsify `transcode`): it encodes one activation and
+    /// reconstructs another, so its decoder is not in its input's space.
+    pub transcoder: bool,
     /// Activation.
     pub activation: Activation,
     /// Subtract `b_dec` from the (normalized) input before encoding.
@@ -267,13 +274,30 @@ impl Sae {
                     )
                 })
         };
-        let w_dec = t.get("W_dec", &[d_sae, d_in])?;
-        let b_dec = t.get("b_dec", &[d_in])?;
+        // SAELens transcoders (transcoder.py) encode like SAEs but never subtract `b_dec`, which
+        // lives in the output hook's space (`W_dec` is [d_sae, d_out]); a skip transcoder's
+        // `W_skip` only adds to the output.
+        let transcoder = architecture.ends_with("transcoder");
+        let d_out = if transcoder {
+            let (rows, d_out) = t.matrix_shape("W_dec", "[d_sae, d_out]")?;
+            if rows != d_sae {
+                return Err(err(
+                    &wpath,
+                    format!("`W_dec` has {rows} rows, W_enc has d_sae = {d_sae} columns"),
+                ));
+            }
+            check_config_dims(&cfg, &cfg_path, &[("d_out", d_out)], "W_dec", &format!("[{d_sae}, {d_out}]"))?;
+            d_out
+        } else {
+            d_in
+        };
+        let w_dec = t.get("W_dec", &[d_sae, d_out])?;
+        let b_dec = t.get("b_dec", &[d_out])?;
         let zeros = vec![0f32; d_sae];
         let (b_enc, activation) = match architecture.as_str() {
-            "standard" | "relu" => (t.get("b_enc", &[d_sae])?, Activation::Relu),
+            "standard" | "relu" | "transcoder" | "skip_transcoder" => (t.get("b_enc", &[d_sae])?, Activation::Relu),
             "topk" => (t.get("b_enc", &[d_sae])?, Activation::TopK { k: k_of()? }),
-            "jumprelu" | "batchtopk" | "jumprelu_batchtopk" => {
+            "jumprelu" | "batchtopk" | "jumprelu_batchtopk" | "jumprelu_transcoder" => {
                 let threshold = if t.has("threshold") {
                     let shape = t.shape("threshold").unwrap_or_default();
                     if shape.iter().product::<usize>() == 1 {
@@ -302,7 +326,10 @@ impl Sae {
             other => {
                 return Err(err(
                     &cfg_path,
-                    format!("unsupported architecture `{other}` (standard, topk, jumprelu, batchtopk, gated)"),
+                    format!(
+                        "unsupported architecture `{other}` (standard, topk, jumprelu, batchtopk, gated, \
+                         transcoder, skip_transcoder, jumprelu_transcoder)"
+                    ),
                 ))
             }
         };
@@ -326,10 +353,12 @@ impl Sae {
             d_sae,
             w_enc: t.get("W_enc", &[d_in, d_sae])?,
             b_enc,
+            d_out,
             w_dec,
             b_dec,
+            transcoder,
             activation,
-            apply_b_dec_to_input: cfg.get("apply_b_dec_to_input").and_then(Value::as_bool).unwrap_or(true),
+            apply_b_dec_to_input: !transcoder && cfg.get("apply_b_dec_to_input").and_then(Value::as_bool).unwrap_or(true),
             norm,
             rescale_by_decoder_norm: cfg
                 .get("rescale_acts_by_decoder_norm")
@@ -373,6 +402,8 @@ impl Sae {
             d_sae,
             w_enc: take("W_enc", &[d_in, d_sae])?,
             b_enc: take("b_enc", &[d_sae])?,
+            d_out: d_in,
+            transcoder: false,
             w_dec: take("W_dec", &[d_sae, d_in])?,
             b_dec: take("b_dec", &[d_in])?,
             activation: Activation::JumpRelu {
@@ -488,6 +519,8 @@ impl Sae {
             w_enc: neurostream_engine::dsp::transpose(&enc, d_sae, d_in),
             b_enc: t.get("encoder.bias", &[d_sae])?,
             b_dec: t.get("decoder.bias", &[d_in])?,
+            d_out: d_in,
+            transcoder: false,
             w_dec,
             activation,
             apply_b_dec_to_input: cfg
@@ -538,8 +571,10 @@ impl Sae {
             d_sae,
             w_enc: neurostream_engine::dsp::transpose(&enc, d_sae, d_in),
             b_enc: t.get("encoder.bias", &[d_sae])?,
+            d_out: d_in,
             w_dec: t.get("W_dec", &[d_sae, d_in])?,
             b_dec: t.get("b_dec", &[d_in])?,
+            transcoder: transcode,
             activation: Activation::TopK { k },
             apply_b_dec_to_input: !transcode,
             norm: InputNorm::None,
@@ -586,7 +621,7 @@ impl Sae {
     /// Per-latent decoder norms `‖W_dec[j]‖`.
     pub fn decoder_norms(&self) -> Vec<f32> {
         self.w_dec
-            .chunks_exact(self.d_in)
+            .chunks_exact(self.d_out)
             .map(|r| r.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt() as f32)
             .collect()
     }

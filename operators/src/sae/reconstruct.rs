@@ -163,7 +163,7 @@ impl OperatorKind for SaeReconstructKind {
     fn build(&self, cfg: SaeReconstructConfig, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Operator>> {
         let fail = |m: String| Err(EngineError::config(ctx.label, m));
         let sae = super::load_for_input(&cfg.sae, cfg.scaling_factor, ctx, input, "sae_reconstruct")?;
-        if !sae.apply_b_dec_to_input && sae.origin.starts_with("sparsify:") {
+        if sae.transcoder {
             return fail(
                 "a transcoder reconstructs another activation than its input; sae_reconstruct needs an autoencoder".into(),
             );
