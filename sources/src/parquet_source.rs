@@ -77,6 +77,22 @@ impl SourceKind for ParquetSourceKind {
     }
 }
 
+/// The next batch of `reader`. arrow-rs's Parquet decoder panics on some corrupt pages instead
+/// of returning an error (found by fuzzing); such a panic becomes an error here, so a corrupt
+/// file fails the run naming the file and row group instead of ending its source early (on the
+/// read-ahead thread a panic would look like the end of the data) or aborting a build.
+fn next_checked(
+    reader: &mut parquet::arrow::arrow_reader::ParquetRecordBatchReader,
+) -> Option<std::result::Result<arrow::record_batch::RecordBatch, String>> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| reader.next())) {
+        Ok(item) => item.map(|batch| batch.map_err(|e| e.to_string())),
+        Err(panic) => Some(Err(format!(
+            "corrupt data: the Parquet decoder failed ({})",
+            neurostream_engine::panic_message(&*panic)
+        ))),
+    }
+}
+
 /// Rows of the activation-layout files at `path` whose `pos` is at least `skip_first` (reading
 /// only that column); `None` when a file has no `pos` column or cannot be read.
 pub fn count_rows_from_position(path: &Path, skip_first: u32) -> Option<u64> {
@@ -88,7 +104,8 @@ pub fn count_rows_from_position(path: &Path, skip_first: u32) -> Option<u64> {
         let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).ok()?;
         let idx = builder.schema().index_of("pos").ok()?;
         let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), [idx]);
-        for batch in builder.with_projection(mask).build().ok()? {
+        let mut reader = builder.with_projection(mask).build().ok()?;
+        while let Some(batch) = next_checked(&mut reader) {
             let batch = batch.ok()?;
             let pos = batch.column(0).as_primitive_opt::<UInt32Type>()?;
             total += (0..pos.len())
@@ -202,8 +219,23 @@ fn open_builder_with(path: &Path, page_index: bool) -> Result<ParquetRecordBatch
         PageIndexPolicy::Skip
     };
     let options = parquet::arrow::arrow_reader::ArrowReaderOptions::new().with_offset_index_policy(policy);
-    ParquetRecordBatchReaderBuilder::try_new_with_options(file, options)
-        .map_err(|e| EngineError::input(path, format!("not a readable Parquet file: {e}")))
+    let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(file, options)
+        .map_err(|e| EngineError::input(path, format!("not a readable Parquet file: {e}")))?;
+    // The footer's row counts are what a corrupt file lies about first, and the reader sums
+    // them unchecked.
+    let mut total = 0i64;
+    for (gi, rg) in builder.metadata().row_groups().iter().enumerate() {
+        total = Some(rg.num_rows())
+            .filter(|&n| n >= 0)
+            .and_then(|n| total.checked_add(n))
+            .ok_or_else(|| {
+                EngineError::input(
+                    path,
+                    format!("row group {gi}: the footer claims {} rows (corrupt footer)", rg.num_rows()),
+                )
+            })?;
+    }
+    Ok(builder)
 }
 
 impl ParquetSource {
@@ -221,7 +253,7 @@ impl ParquetSource {
                     .with_batch_size(1)
                     .build()
                     .map_err(|e| EngineError::input(path, e.to_string()))?;
-                if let Some(batch) = reader.next() {
+                if let Some(batch) = next_checked(&mut reader) {
                     let batch = batch.map_err(|e| EngineError::input(path, format!("row group 0: {e}")))?;
                     d.decode(&batch, &Arc::from(name), 0, 0, &path.display().to_string())
                         .map_err(|m| EngineError::input(path, m))?;
@@ -231,7 +263,7 @@ impl ParquetSource {
             let meta = builder.metadata();
             let mut file_row = 0u64;
             for (gi, rg) in meta.row_groups().iter().enumerate() {
-                let rows = rg.num_rows() as u64;
+                let rows = rg.num_rows() as u64; // checked by `open_builder`
                 if rows > 0 {
                     groups.push(RowGroup {
                         file: fi,
@@ -243,7 +275,9 @@ impl ParquetSource {
                         group_rows: rows,
                     });
                 }
-                total += rows;
+                total = total
+                    .checked_add(rows)
+                    .ok_or_else(|| EngineError::input(path, "the files claim more than 2^64 rows (corrupt footer)"))?;
                 file_row += rows;
             }
             match &decoder {
@@ -342,9 +376,10 @@ impl PieceReader {
     fn where_(&self, g: &RowGroup) -> String {
         format!("{}: row group {}", self.files[g.file].display(), g.index)
     }
+}
 
-    /// [`SourceReader::next_batch`] without the panic guard.
-    fn read_next(&mut self) -> Result<Option<(u64, Batch)>> {
+impl SourceReader for PieceReader {
+    fn next_batch(&mut self) -> Result<Option<(u64, Batch)>> {
         loop {
             if self.current.is_none() {
                 let Some(group) = self.groups.pop_front() else {
@@ -370,7 +405,7 @@ impl PieceReader {
                 self.current = Some(OpenGroup { group, reader, done: 0 });
             }
             let cur = self.current.as_mut().unwrap();
-            match cur.reader.next() {
+            match next_checked(&mut cur.reader) {
                 None => self.current = None,
                 Some(Err(e)) => {
                     let g = cur.group.clone();
@@ -395,38 +430,6 @@ impl PieceReader {
                         })?;
                     return Ok(Some((time, decoded)));
                 }
-            }
-        }
-    }
-}
-
-impl SourceReader for PieceReader {
-    /// The next batch. arrow-rs's Parquet decoder panics on some corrupt pages instead of
-    /// returning an error; such a panic becomes an error naming the file and row group, so a
-    /// corrupt file fails the run instead of ending its source early (on the prefetch thread, a
-    /// panic would otherwise look like the end of the data).
-    fn next_batch(&mut self) -> Result<Option<(u64, Batch)>> {
-        let at = self
-            .current
-            .as_ref()
-            .map(|c| c.group.clone())
-            .or_else(|| self.groups.front().cloned());
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.read_next())) {
-            Ok(result) => result,
-            Err(panic) => {
-                self.current = None;
-                self.groups.clear();
-                let message = format!(
-                    "corrupt data: the Parquet decoder failed ({})",
-                    neurostream_engine::panic_message(&*panic)
-                );
-                Err(match at {
-                    Some(g) => EngineError::Input {
-                        path: self.files[g.file].clone(),
-                        message: format!("row group {}: {message}", g.index),
-                    },
-                    None => EngineError::Runtime(format!("{}: {message}", self.name)),
-                })
             }
         }
     }
