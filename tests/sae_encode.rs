@@ -147,14 +147,21 @@ fn a_transcoder_is_refused_by_sae_reconstruct() {
     let Some(py) = python() else { return };
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    make_sae(&py, d, "saelens", "transcoder", "3", &[]);
     let toml = pipeline("cpu").replace("kind = \"sae_encode\"", "kind = \"sae_reconstruct\"");
     std::fs::write(d.join("p.toml"), toml).unwrap();
-    let err = run_err(d, &["validate", "p.toml"]);
-    assert!(
-        err.contains("a transcoder reconstructs another activation than its input"),
-        "{err}"
-    );
+    let cases: [(&str, &str, &[&str]); 2] = [
+        ("saelens", "transcoder", &[]),
+        ("llamascope", "jumprelu", &["hook_point_out=blocks.3.hook_mlp_out"]),
+    ];
+    for (format, arch, opts) in cases {
+        let _ = std::fs::remove_dir_all(d.join("sae"));
+        make_sae(&py, d, format, arch, "3", opts);
+        let err = run_err(d, &["validate", "p.toml"]);
+        assert!(
+            err.contains("a transcoder reconstructs another activation than its input"),
+            "{format}: {err}"
+        );
+    }
 }
 
 #[test]

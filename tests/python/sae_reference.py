@@ -5,7 +5,8 @@
       (cfg.json + sae.safetensors) or gemmascope (params.npz; key compressed=true for savez_compressed), with the exact file and tensor names those libraries use.
       keys: k, normalize_activations, apply_b_dec_to_input, rescale_acts_by_decoder_norm,
       norm_scaling_factor, dtype (float32|float16), transcode, scalar_threshold, threshold_range=lo,hi,
-      d_out (SAELens transcoders: ARCH transcoder, skip_transcoder or jumprelu_transcoder)
+      d_out (SAELens transcoders: ARCH transcoder, skip_transcoder or jumprelu_transcoder),
+      hook_point_out (Llama Scope; another hook than hook_point_in makes a transcoder)
   sae_reference.py metrics DIR INPUT.parquet FEATURES.parquet METRICS.parquet [RECON.parquet]
       decodes the engine's features with numpy and checks its per-token reconstruction metrics
       (l0, mse, nmse, cosine, explained_variance) and reconstruction within the same tolerance.
@@ -50,7 +51,7 @@ def make(out, fmt, arch, d_in, d_sae, seed, opts):
                "jump_relu_threshold": 0.2, "norm_activation": "dataset-wise",
                "dataset_average_activation_norm": {"in": 3.5, "out": 3.5}, "apply_decoder_bias_to_pre_encoder": False,
                "sparsity_include_decoder_norm": True, "top_k": 50, "hook_point_in": "blocks.3.hook_resid_post",
-               "hook_point_out": "blocks.3.hook_resid_post", "use_decoder_bias": True}
+               "hook_point_out": opts.get("hook_point_out", "blocks.3.hook_resid_post"), "use_decoder_bias": True}
         tensors = {"encoder.weight": w_enc.T, "encoder.bias": b_enc, "decoder.weight": w_dec.T, "decoder.bias": b_dec}
         if opts.get("per_latent_threshold") == "true":
             tensors["log_jumprelu_threshold"] = np.log(rng.uniform(0.05, 0.4, d_sae))

@@ -520,7 +520,8 @@ impl Sae {
             b_enc: t.get("encoder.bias", &[d_sae])?,
             b_dec: t.get("decoder.bias", &[d_in])?,
             d_out: d_in,
-            transcoder: false,
+            // lm-saes trains transcoders as SAEs reading one hook and writing another.
+            transcoder: matches!((s("hook_point_in"), s("hook_point_out")), (Some(i), Some(o)) if i != o),
             w_dec,
             activation,
             apply_b_dec_to_input: cfg
