@@ -1,16 +1,12 @@
 //! `neurostream inspect`: what is in a Parquet file.
 
-use std::fs::File;
 use std::path::Path;
 
-use anyhow::Context;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use neurostream_engine::parquet_read;
 
 /// Prints the schema, row count, row groups, key-value metadata and the first `rows` rows.
 pub fn inspect(path: &Path, rows: usize) -> anyhow::Result<()> {
-    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
-        .with_context(|| format!("{}: not a readable Parquet file", path.display()))?;
+    let builder = parquet_read::open(path, Default::default()).map_err(|m| anyhow::anyhow!("{}: {m}", path.display()))?;
     let meta = builder.metadata().clone();
     let fmeta = meta.file_metadata();
     println!("file:       {}", path.display());
@@ -51,8 +47,8 @@ pub fn inspect(path: &Path, rows: usize) -> anyhow::Result<()> {
     }
     if rows > 0 {
         let mut reader = builder.with_batch_size(rows).with_limit(rows).build()?;
-        if let Some(batch) = reader.next() {
-            let batch = batch.with_context(|| format!("{}: row group 0", path.display()))?;
+        if let Some(batch) = parquet_read::next_checked(&mut reader) {
+            let batch = batch.map_err(|m| anyhow::anyhow!("{}: row group 0: {m}", path.display()))?;
             println!("first {} rows:", batch.num_rows());
             println!("{}", arrow::util::pretty::pretty_format_batches(&[batch])?);
         }

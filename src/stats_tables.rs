@@ -86,12 +86,10 @@ impl Report {
         };
         let mut best: Option<(bool, u64)> = None;
         for file in files {
-            let f = std::fs::File::open(file).with_context(|| format!("{}: cannot open", file.display()))?;
-            let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
-                .and_then(|b| b.build())
-                .with_context(|| format!("{}: not a readable Parquet file", file.display()))?;
+            let reader =
+                neurostream_engine::parquet_read::batches(file).map_err(|m| anyhow::anyhow!("{}: {m}", file.display()))?;
             for batch in reader {
-                let batch = batch.with_context(|| format!("{}: reading", file.display()))?;
+                let batch = batch.map_err(|m| anyhow::anyhow!("{}: reading: {m}", file.display()))?;
                 let end = u64s(column(&batch, "window_end", file)?, "window_end", file)?;
                 let scope = match batch.column_by_name("scope") {
                     Some(c) => strings(c, "scope", file)?,

@@ -26,6 +26,7 @@ pub mod lsl;
 pub mod metrics;
 pub mod net;
 pub mod node;
+pub mod parquet_read;
 pub mod process;
 pub mod reference;
 pub mod resident;

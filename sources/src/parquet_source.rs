@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use neurostream_engine::layout::Decoder;
+use neurostream_engine::parquet_read;
 use neurostream_engine::{
     Batch, EngineError, NodeConfig, NodeContext, Result, Schema, Source, SourceKind, SourceReader, SourceWaker, WorkerPos,
 };
@@ -77,22 +78,6 @@ impl SourceKind for ParquetSourceKind {
     }
 }
 
-/// The next batch of `reader`. arrow-rs's Parquet decoder panics on some corrupt pages instead
-/// of returning an error (found by fuzzing); such a panic becomes an error here, so a corrupt
-/// file fails the run naming the file and row group instead of ending its source early (on the
-/// read-ahead thread a panic would look like the end of the data) or aborting a build.
-fn next_checked(
-    reader: &mut parquet::arrow::arrow_reader::ParquetRecordBatchReader,
-) -> Option<std::result::Result<arrow::record_batch::RecordBatch, String>> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| reader.next())) {
-        Ok(item) => item.map(|batch| batch.map_err(|e| e.to_string())),
-        Err(panic) => Some(Err(format!(
-            "corrupt data: the Parquet decoder failed ({})",
-            neurostream_engine::panic_message(&*panic)
-        ))),
-    }
-}
-
 /// Rows of the activation-layout files at `path` whose `pos` is at least `skip_first` (reading
 /// only that column); `None` when a file has no `pos` column or cannot be read.
 pub fn count_rows_from_position(path: &Path, skip_first: u32) -> Option<u64> {
@@ -100,12 +85,11 @@ pub fn count_rows_from_position(path: &Path, skip_first: u32) -> Option<u64> {
     use arrow::datatypes::UInt32Type;
     let mut total = 0u64;
     for f in resolve_files(path).ok()? {
-        let file = std::fs::File::open(&f).ok()?;
-        let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).ok()?;
+        let builder = parquet_read::open(&f, Default::default()).ok()?;
         let idx = builder.schema().index_of("pos").ok()?;
         let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), [idx]);
         let mut reader = builder.with_projection(mask).build().ok()?;
-        while let Some(batch) = next_checked(&mut reader) {
+        while let Some(batch) = parquet_read::next_checked(&mut reader) {
             let batch = batch.ok()?;
             let pos = batch.column(0).as_primitive_opt::<UInt32Type>()?;
             total += (0..pos.len())
@@ -211,7 +195,6 @@ fn open_builder(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>> {
 /// `page_index`: also read the file's page index, so that a row selection skips whole pages
 /// without decoding them.
 fn open_builder_with(path: &Path, page_index: bool) -> Result<ParquetRecordBatchReaderBuilder<File>> {
-    let file = File::open(path).map_err(|e| EngineError::input(path, format!("cannot open: {e}")))?;
     use parquet::file::metadata::PageIndexPolicy;
     let policy = if page_index {
         PageIndexPolicy::Optional
@@ -219,23 +202,7 @@ fn open_builder_with(path: &Path, page_index: bool) -> Result<ParquetRecordBatch
         PageIndexPolicy::Skip
     };
     let options = parquet::arrow::arrow_reader::ArrowReaderOptions::new().with_offset_index_policy(policy);
-    let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(file, options)
-        .map_err(|e| EngineError::input(path, format!("not a readable Parquet file: {e}")))?;
-    // The footer's row counts are what a corrupt file lies about first, and the reader sums
-    // them unchecked.
-    let mut total = 0i64;
-    for (gi, rg) in builder.metadata().row_groups().iter().enumerate() {
-        total = Some(rg.num_rows())
-            .filter(|&n| n >= 0)
-            .and_then(|n| total.checked_add(n))
-            .ok_or_else(|| {
-                EngineError::input(
-                    path,
-                    format!("row group {gi}: the footer claims {} rows (corrupt footer)", rg.num_rows()),
-                )
-            })?;
-    }
-    Ok(builder)
+    parquet_read::open(path, options).map_err(|m| EngineError::input(path, m))
 }
 
 impl ParquetSource {
@@ -253,7 +220,7 @@ impl ParquetSource {
                     .with_batch_size(1)
                     .build()
                     .map_err(|e| EngineError::input(path, e.to_string()))?;
-                if let Some(batch) = next_checked(&mut reader) {
+                if let Some(batch) = parquet_read::next_checked(&mut reader) {
                     let batch = batch.map_err(|e| EngineError::input(path, format!("row group 0: {e}")))?;
                     d.decode(&batch, &Arc::from(name), 0, 0, &path.display().to_string())
                         .map_err(|m| EngineError::input(path, m))?;
@@ -263,7 +230,7 @@ impl ParquetSource {
             let meta = builder.metadata();
             let mut file_row = 0u64;
             for (gi, rg) in meta.row_groups().iter().enumerate() {
-                let rows = rg.num_rows() as u64; // checked by `open_builder`
+                let rows = rg.num_rows() as u64; // checked by `parquet_read::open`
                 if rows > 0 {
                     groups.push(RowGroup {
                         file: fi,
@@ -405,7 +372,7 @@ impl SourceReader for PieceReader {
                 self.current = Some(OpenGroup { group, reader, done: 0 });
             }
             let cur = self.current.as_mut().unwrap();
-            match next_checked(&mut cur.reader) {
+            match parquet_read::next_checked(&mut cur.reader) {
                 None => self.current = None,
                 Some(Err(e)) => {
                     let g = cur.group.clone();

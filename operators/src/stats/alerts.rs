@@ -158,10 +158,7 @@ pub struct Alert {
 pub fn read_reference_densities(path: &Path, n_features: usize) -> Result<Vec<f64>, String> {
     use arrow::array::{Array, AsArray};
     use arrow::datatypes::{Float64Type, UInt32Type, UInt64Type};
-    let file = std::fs::File::open(path).map_err(|e| format!("{}: cannot open reference: {e}", path.display()))?;
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-        .and_then(|b| b.build())
-        .map_err(|e| format!("{}: not a readable Parquet file: {e}", path.display()))?;
+    let reader = neurostream_engine::parquet_read::batches(path).map_err(|m| format!("{}: reference: {m}", path.display()))?;
     // (scope rank, window_end) of the best rows seen so far, and their densities.
     let mut best: Option<((u8, u64), Vec<f64>)> = None;
     for batch in reader {

@@ -108,9 +108,7 @@ impl Reference {
 /// layout decoder (so list types, nulls and row numbers are checked as for the `parquet` source).
 pub fn read_parquet_rows(path: &Path, width: usize) -> Result<Vec<f32>, String> {
     let name = path.display().to_string();
-    let file = std::fs::File::open(path).map_err(|e| format!("{name}: cannot open: {e}"))?;
-    let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-        .map_err(|e| format!("{name}: not a readable Parquet file: {e}"))?;
+    let builder = neurostream_engine::parquet_read::open(path, Default::default()).map_err(|m| format!("{name}: {m}"))?;
     // The sample rate does not matter to a reference (rows only): any value lets signal files
     // without rate metadata through.
     let mut decoder = Decoder::new(builder.schema(), "act", Some(1.0)).map_err(|e| format!("{name}: {e}"))?;
@@ -123,7 +121,7 @@ pub fn read_parquet_rows(path: &Path, width: usize) -> Result<Vec<f32>, String> 
     let stream: Arc<str> = Arc::from("reference");
     let mut out = Vec::new();
     let mut row = 0u64;
-    for batch in reader {
+    for batch in neurostream_engine::parquet_read::Batches(reader) {
         let batch = batch.map_err(|e| format!("{name}: {e}"))?;
         let frame = decoder.decode(&batch, &stream, row, row, &name)?;
         if frame.width() != width {
