@@ -143,6 +143,86 @@ fn saelens_transcoders_encode_without_subtracting_their_output_bias() {
 }
 
 #[test]
+fn sparsify_group_max_with_groups_split_across_tiles_and_threads() {
+    // d_sae 160: groups of 10, 32 and 160 latents; the 3-thread encoder's column shares cut
+    // through groups, so their bests are merged across threads.
+    check("sparsify", "topk", &["k=16", "activation=groupmax"]);
+    check("sparsify", "topk", &["k=5", "activation=groupmax", "skip_connection=true"]);
+    check("sparsify", "topk", &["k=1", "activation=groupmax", "dtype=float16"]);
+}
+
+#[test]
+fn saelens_batchtopk_checkpoints_matryoshka_and_jumprelu_skip_transcoders() {
+    // A BatchTopK training checkpoint: the running `topk_threshold`, in units of
+    // h · ‖W_dec[j]‖ when the decoder norms rescale the pre-activations.
+    check(
+        "saelens",
+        "batchtopk",
+        &[
+            "scalar_threshold=true",
+            "threshold_tensor=topk_threshold",
+            "rescale_acts_by_decoder_norm=true",
+        ],
+    );
+    check("saelens", "matryoshka_batchtopk", &["threshold_range=0.0,0.2"]);
+    check("saelens", "jumprelu_skip_transcoder", &["d_out=41"]);
+}
+
+#[test]
+fn saes_that_cannot_be_encoded_row_by_row_are_refused_with_the_reason() {
+    let Some(py) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("p.toml"), pipeline("cpu")).unwrap();
+    let cfg = d.join("sae/cfg.json");
+    let cases: [(&str, &[&str], &str); 4] = [
+        (
+            "abstopk",
+            &[],
+            "unsupported architecture `abstopk`: its latents fire with either sign",
+        ),
+        (
+            "matching_pursuit",
+            &[],
+            "unsupported architecture `matching_pursuit`: its encoder is an iterative pursuit",
+        ),
+        (
+            "temporal",
+            &[],
+            "unsupported architecture `temporal`: its encoder attends over the preceding tokens",
+        ),
+        (
+            "standard",
+            &["normalize_activations=covariance_whitening"],
+            "the whitening has not been folded into the weights",
+        ),
+    ];
+    for (architecture, opts, message) in cases {
+        let _ = std::fs::remove_dir_all(d.join("sae"));
+        make_sae(&py, d, "saelens", "standard", "3", opts);
+        let text = std::fs::read_to_string(&cfg).unwrap();
+        std::fs::write(&cfg, text.replace("\"standard\"", &format!("\"{architecture}\""))).unwrap();
+        let err = run_err(d, &["validate", "p.toml"]);
+        assert!(
+            err.contains(message) && err.contains("cfg.json"),
+            "{architecture} {opts:?}: {err}"
+        );
+    }
+    // sparsify's skip connection adds x @ W_skipᵀ to the output: encoding ignores it, and
+    // sae_reconstruct, which would need it, refuses the SAE.
+    let _ = std::fs::remove_dir_all(d.join("sae"));
+    make_sae(&py, d, "sparsify", "topk", "3", &["skip_connection=true"]);
+    run_ok(d, &["validate", "p.toml"]);
+    let toml = pipeline("cpu").replace("kind = \"sae_encode\"", "kind = \"sae_reconstruct\"");
+    std::fs::write(d.join("p.toml"), toml).unwrap();
+    let err = run_err(d, &["validate", "p.toml"]);
+    assert!(
+        err.contains("adds a skip term (W_skip) that sae_reconstruct does not compute"),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_transcoder_is_refused_by_sae_reconstruct() {
     let Some(py) = python() else { return };
     let dir = tempfile::tempdir().unwrap();

@@ -5,7 +5,9 @@
       (cfg.json + sae.safetensors) or gemmascope (params.npz; key compressed=true for savez_compressed), with the exact file and tensor names those libraries use.
       keys: k, normalize_activations, apply_b_dec_to_input, rescale_acts_by_decoder_norm,
       norm_scaling_factor, dtype (float32|float16), transcode, scalar_threshold, threshold_range=lo,hi,
-      d_out (SAELens transcoders: ARCH transcoder, skip_transcoder or jumprelu_transcoder),
+      d_out (SAELens transcoders: ARCH transcoder, skip_transcoder, jumprelu_transcoder or
+      jumprelu_skip_transcoder), threshold_tensor=topk_threshold (a BatchTopK training checkpoint's
+      scalar), activation=groupmax and skip_connection=true (sparsify),
       hook_point_out (Llama Scope; another hook than hook_point_in makes a transcoder)
   sae_reference.py metrics DIR INPUT.parquet FEATURES.parquet METRICS.parquet [RECON.parquet]
       decodes the engine's features with numpy and checks its per-token reconstruction metrics
@@ -17,7 +19,8 @@
 
 Formulas transcribed from SAELens (standard_sae.py, topk_sae.py, jumprelu_sae.py,
 gated_sae.py, batchtopk_sae.py, sae.py process_sae_in / normalize_activations) and
-EleutherAI sparsify (sparse_coder.py: encode = topk(relu((x - b_dec) @ W_enc.T + b_enc))).
+EleutherAI sparsify (sparse_coder.py: encode = topk(relu((x - b_dec) @ W_enc.T + b_enc));
+fused_encoder.py: groupmax = the max of each of k groups of num_latents / k consecutive latents).
 """
 import json
 import os
@@ -28,6 +31,9 @@ import pyarrow.parquet as pq
 from safetensors.numpy import load_file, save_file
 
 TOL = 1e-5
+# SAELens architectures that encode as JumpReLU at inference (BatchTopK and Matryoshka with
+# their learned global threshold).
+JUMPRELU_FAMILY = ("jumprelu", "batchtopk", "matryoshka_batchtopk", "jumprelu_transcoder", "jumprelu_skip_transcoder")
 
 
 def make(out, fmt, arch, d_in, d_sae, seed, opts):
@@ -60,9 +66,13 @@ def make(out, fmt, arch, d_in, d_sae, seed, opts):
         json.dump(cfg, open(os.path.join(out, "hyperparams.json"), "w"))
         return
     if fmt == "sparsify":
-        cfg = {"activation": "topk", "k": k, "num_latents": d_sae, "d_in": d_in,
-               "transcode": opts.get("transcode", "false") == "true", "expansion_factor": d_sae // d_in, "normalize_decoder": True}
+        skip = opts.get("skip_connection", "false") == "true"
+        cfg = {"activation": opts.get("activation", "topk"), "k": k, "num_latents": d_sae, "d_in": d_in,
+               "transcode": opts.get("transcode", "false") == "true", "expansion_factor": d_sae // d_in, "normalize_decoder": True,
+               "skip_connection": skip}
         tensors = {"encoder.weight": w_enc.T, "encoder.bias": b_enc, "W_dec": w_dec, "b_dec": b_dec}
+        if skip:
+            tensors["W_skip"] = rng.normal(0, 0.1, (d_in, d_in))
         save_file({n: np.ascontiguousarray(t.astype(dtype)) for n, t in tensors.items()}, os.path.join(out, "sae.safetensors"))
         json.dump(cfg, open(os.path.join(out, "cfg.json"), "w"))
         return
@@ -77,16 +87,16 @@ def make(out, fmt, arch, d_in, d_sae, seed, opts):
            "apply_b_dec_to_input": opts.get("apply_b_dec_to_input", "true") == "true",
            "normalize_activations": opts.get("normalize_activations", "none")}
     tensors = {"W_enc": w_enc, "W_dec": w_dec, "b_dec": b_dec}
-    if arch == "topk":
+    if arch in ("topk", "batchtopk", "matryoshka_batchtopk"):
         cfg["k"] = k
         cfg["rescale_acts_by_decoder_norm"] = opts.get("rescale_acts_by_decoder_norm", "false") == "true"
     if arch.endswith("transcoder"):
         cfg.update({"d_out": w_dec.shape[1], "hook_name_out": "blocks.3.hook_mlp_out", "hook_layer_out": 3})
-        if arch == "skip_transcoder":
+        if "skip" in arch:
             tensors["W_skip"] = rng.normal(0, 0.1, (w_dec.shape[1], d_in))
-    if arch in ("jumprelu", "batchtopk", "jumprelu_transcoder"):
+    if arch in JUMPRELU_FAMILY:
         if opts.get("scalar_threshold") == "true":
-            tensors["threshold"] = np.array(0.05)
+            tensors[opts.get("threshold_tensor", "threshold")] = np.array(0.05)
         else:
             lo, hi = (float(v) for v in opts.get("threshold_range", "0.0,0.3").split(","))
             tensors["threshold"] = rng.uniform(lo, hi, d_sae)
@@ -122,7 +132,10 @@ def encode(sae_dir, x):
     if os.path.exists(os.path.join(sae_dir, "sae.safetensors")):  # sparsify
         t = {n: v.astype(np.float64) for n, v in load_file(os.path.join(sae_dir, "sae.safetensors")).items()}
         sae_in = x if cfg.get("transcode") else x - t["b_dec"]
-        pre = np.maximum(sae_in @ t["encoder.weight"].T + t["encoder.bias"], 0.0)
+        h = sae_in @ t["encoder.weight"].T + t["encoder.bias"]
+        if cfg.get("activation") == "groupmax":
+            return group_max(h, cfg["k"])
+        pre = np.maximum(h, 0.0)
         return topk(pre, cfg["k"]), pre, cfg["k"]
     t = {n: v.astype(np.float64) for n, v in load_file(os.path.join(sae_dir, "sae_weights.safetensors")).items()}
     d_in = x.shape[1]
@@ -145,14 +158,28 @@ def encode(sae_dir, x):
         # selection boundary: the gate and the magnitude sign
         return gate * mag, np.where(gate, mag, -1.0), None
     h = sae_in @ t["W_enc"] + t["b_enc"]
+    if arch in ("topk", "batchtopk", "matryoshka_batchtopk") and cfg.get("rescale_acts_by_decoder_norm"):
+        h = h * np.linalg.norm(t["W_dec"], axis=1)
     if arch == "topk":
-        if cfg.get("rescale_acts_by_decoder_norm"):
-            h = h * np.linalg.norm(t["W_dec"], axis=1)
         return np.maximum(topk(h, cfg["k"]), 0.0), h, cfg["k"]
-    if arch in ("jumprelu", "batchtopk", "jumprelu_transcoder"):
-        thr = np.broadcast_to(t["threshold"], h.shape[1:])
+    if arch in JUMPRELU_FAMILY:
+        thr = np.broadcast_to(t["threshold"] if "threshold" in t else t["topk_threshold"], h.shape[1:])
         return np.maximum(h, 0.0) * (h > thr), h - thr, None
     return np.maximum(h, 0.0), h, None
+
+
+def group_max(h, k):
+    """sparsify's groupmax on pre-activations h: each of the k groups of consecutive latents
+    keeps its largest relu(h). Returns (dense, boundary, None): a latent is active iff
+    boundary > 0, i.e. it beats the rest of its group and is positive."""
+    g = h.reshape(len(h), k, -1)
+    idx = g.argmax(axis=2)
+    best = np.take_along_axis(g, idx[:, :, None], axis=2)[:, :, 0]
+    out = np.zeros_like(h)
+    np.put_along_axis(out, idx + np.arange(k) * g.shape[2], np.maximum(best, 0.0), axis=1)
+    second = np.sort(g, axis=2)[:, :, -2] if g.shape[2] > 1 else np.full(best.shape, -np.inf)
+    gap = g - np.where(g == best[:, :, None], second[:, :, None], best[:, :, None])
+    return out, np.minimum(gap, g).reshape(h.shape), None
 
 
 def topk(h, k):

@@ -8,6 +8,7 @@
 //   1 jumprelu: h if h > param_j and h > 0, else 0
 //   2 gated:    max(h, 0) if z + param_j > 0, else 0
 //   3 raw:      h (for top-k selection)
+//   4 raw:      h (for group-max selection)
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;

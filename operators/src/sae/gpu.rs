@@ -70,7 +70,8 @@ pub struct GpuSae {
     encode_short: Arc<wgpu::ComputePipeline>,
     /// The product for blocks of at most [`NARROW_ROWS`] rows (one column per invocation).
     encode_narrow: Arc<wgpu::ComputePipeline>,
-    topk: Arc<wgpu::ComputePipeline>,
+    /// The per-row selection of TopK (`topk.wgsl`) or group max (its `groupmax`): k pairs per row.
+    select: Arc<wgpu::ComputePipeline>,
     count: Arc<wgpu::ComputePipeline>,
     compact: Arc<wgpu::ComputePipeline>,
     prepare: Arc<wgpu::ComputePipeline>,
@@ -112,6 +113,7 @@ impl GpuSae {
             Activation::JumpRelu { threshold } => (1, threshold.clone(), 0),
             Activation::Gated { b_gate, .. } => (2, b_gate.clone(), 0),
             Activation::TopK { k } => (3, vec![0.0; sae.d_sae], *k as u32),
+            Activation::GroupMax { k, .. } => (4, vec![0.0; sae.d_sae], *k as u32),
         };
         let aux: Vec<f32> = scale.into_iter().chain(shift).chain(param).collect();
         // Rows per dispatch: keep the dense block within one pass's bytes.
@@ -120,7 +122,9 @@ impl GpuSae {
             encode: ctx.pipeline(&encode_key(128), &encode_src(128), "encode")?,
             encode_short: ctx.pipeline(&encode_key(64), &encode_src(64), "encode")?,
             encode_narrow: ctx.pipeline(&encode_key(64), &encode_src(64), "encode_narrow")?,
-            topk: if ctx.subgroups() {
+            select: if mode == 4 {
+                ctx.pipeline("sae_topk", TOPK, "groupmax")?
+            } else if ctx.subgroups() {
                 ctx.pipeline("sae_topk_subgroups", TOPK_SUBGROUPS, "topk_subgroups")?
             } else {
                 ctx.pipeline("sae_topk", TOPK, "topk")?
@@ -269,12 +273,12 @@ impl GpuSae {
                 }
             };
             let groups = workgroups_per_item(m);
-            let submitted = if self.mode == 3 {
+            let submitted = if self.mode >= 3 {
                 let k = self.k as usize;
                 let picked = ctx.storage_output("sae.picked", (2 * m * k * 4) as u64);
                 let topk_buffers = [&*uniform, &*dense, &*picked];
                 let topk = GpuPass {
-                    pipeline: &self.topk,
+                    pipeline: &self.select,
                     buffers: &topk_buffers,
                     workgroups: groups,
                 };

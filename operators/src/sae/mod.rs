@@ -211,7 +211,7 @@ impl OperatorKind for SaeEncodeKind {
     type Config = SaeEncodeConfig;
 
     fn describe(&self) -> &'static str {
-        "sparse autoencoder encoding (SAELens, sparsify, Gemma Scope, Llama Scope; ReLU, TopK, JumpReLU, BatchTopK, gated) to sparse features"
+        "sparse autoencoder encoding (SAELens, sparsify, Gemma Scope, Llama Scope; ReLU, TopK, JumpReLU, BatchTopK, gated, group max) to sparse features"
     }
 
     fn build(&self, cfg: SaeEncodeConfig, ctx: &NodeContext, input: &Arc<Schema>) -> Result<Arc<dyn Operator>> {

@@ -10,7 +10,7 @@
 //! | batchtopk (inference) | as jumprelu with the global threshold | SAELens `batchtopk_sae.py` |
 //! | gated | `z = x' @ W_enc`; `[z + b_gate > 0] · relu(exp(r_mag) · z + b_mag)` | SAELens `gated_sae.py` |
 //! | transcoder, skip_transcoder / jumprelu_transcoder | as standard / jumprelu with `x' = norm_in(x)`: `b_dec` is in the output hook's space (`W_dec` is `d_sae × d_out`), `W_skip` only adds to the output | SAELens `transcoder.py` |
-//! | sparsify | `topk(relu((x − b_dec) @ encoder.weightᵀ + encoder.bias))` (no `− b_dec` for transcoders) | EleutherAI sparsify `sparse_coder.py` |
+//! | sparsify | `topk(relu((x − b_dec) @ encoder.weightᵀ + encoder.bias))` (no `− b_dec` for transcoders); `groupmax`: the largest of each of `k` groups of `d_sae / k` consecutive latents instead of the top `k` | EleutherAI sparsify `sparse_coder.py`, `fused_encoder.py` |
 //! | Gemma Scope | `h = x @ W_enc + b_enc`; `relu(h) · [h > threshold_j]` (no normalization, no `b_dec` subtraction) | Gemma Scope tutorial (`JumpReLUSAE.encode`) |
 //! | Llama Scope | `x' = x · sqrt(d_model) / avg_norm_in` (dataset-wise); `h = x' @ encoder.weightᵀ + encoder.bias`; `h · [h · s_j > θ]` with `s_j = ‖decoder.weight[:, j]‖` when `sparsity_include_decoder_norm` (else 1) | OpenMOSS lm-saes (`hyperparams.json`); SAELens `llama_scope_sae_huggingface_loader` |
 //!
@@ -39,6 +39,14 @@ pub enum Activation {
     JumpRelu {
         /// Per-latent threshold, `d_sae` long.
         threshold: Vec<f32>,
+    },
+    /// Group max (sparsify `groupmax`): the latents form `k` groups of `group` consecutive ids;
+    /// each group keeps its largest pre-activation when that is positive (ties: the lower id).
+    GroupMax {
+        /// Groups per row (at most this many latents are kept).
+        k: usize,
+        /// Latents per group: `d_sae / k`.
+        group: usize,
     },
     /// Gated SAE: `[z + b_gate > 0] · relu(exp(r_mag) · z + b_mag)`.
     Gated {
@@ -85,6 +93,9 @@ pub struct Sae {
     /// A transcoder (SAELens `*transcoder`, sparsify `transcode`): it encodes one activation and
     /// reconstructs another, so its decoder is not in its input's space.
     pub transcoder: bool,
+    /// The output adds a skip term `x @ W_skipᵀ` (sparsify `skip_connection`, SAELens skip
+    /// transcoders) that encoding never reads; `sae_reconstruct` refuses such SAEs.
+    pub skip_connection: bool,
     /// Activation.
     pub activation: Activation,
     /// Subtract `b_dec` from the (normalized) input before encoding.
@@ -216,6 +227,22 @@ fn read_json(path: &Path) -> Result<serde_json::Map<String, Value>> {
     }
 }
 
+/// The error for a SAELens `architecture` this engine does not encode, saying why where the
+/// architecture is known.
+fn unsupported_saelens_architecture(architecture: &str) -> String {
+    let why = match architecture {
+        "abstopk" => ": its latents fire with either sign, and the feature statistics, drift and dashboards read activations as non-negative",
+        "matching_pursuit" => ": its encoder is an iterative pursuit over the tied decoder, not a single product",
+        "temporal" => ": its encoder attends over the preceding tokens of the sequence, not one row at a time",
+        _ => "",
+    };
+    format!(
+        "unsupported architecture `{architecture}`{why} (supported: standard, topk, jumprelu, batchtopk, \
+         jumprelu_batchtopk, matryoshka_batchtopk, gated, transcoder, skip_transcoder, jumprelu_transcoder, \
+         jumprelu_skip_transcoder)"
+    )
+}
+
 impl Sae {
     /// Loads an SAE directory, detecting the format: SAELens (`cfg.json` + `sae_weights.safetensors`)
     /// or EleutherAI sparsify (`cfg.json` + `sae.safetensors`).
@@ -297,13 +324,21 @@ impl Sae {
         let (b_enc, activation) = match architecture.as_str() {
             "standard" | "relu" | "transcoder" | "skip_transcoder" => (t.get("b_enc", &[d_sae])?, Activation::Relu),
             "topk" => (t.get("b_enc", &[d_sae])?, Activation::TopK { k: k_of()? }),
-            "jumprelu" | "batchtopk" | "jumprelu_batchtopk" | "jumprelu_transcoder" => {
-                let threshold = if t.has("threshold") {
-                    let shape = t.shape("threshold").unwrap_or_default();
+            "jumprelu"
+            | "batchtopk"
+            | "matryoshka_batchtopk"
+            | "jumprelu_batchtopk"
+            | "jumprelu_transcoder"
+            | "jumprelu_skip_transcoder" => {
+                // A BatchTopK training checkpoint holds the running `topk_threshold`, which SAELens
+                // turns into `threshold` when it saves the inference SAE.
+                let name = if t.has("threshold") { "threshold" } else { "topk_threshold" };
+                let threshold = if t.has(name) {
+                    let shape = t.shape(name).unwrap_or_default();
                     if shape.iter().product::<usize>() == 1 {
-                        vec![t.get("threshold", &[1])?[0]; d_sae]
+                        vec![t.get(name, &[1])?[0]; d_sae]
                     } else {
-                        t.get("threshold", &[d_sae])?
+                        t.get(name, &[d_sae])?
                     }
                 } else if let Some(v) = cfg.get("threshold").and_then(Value::as_f64) {
                     vec![v as f32; d_sae]
@@ -323,15 +358,7 @@ impl Sae {
                     b_mag: t.get("b_mag", &[d_sae])?,
                 },
             ),
-            other => {
-                return Err(err(
-                    &cfg_path,
-                    format!(
-                        "unsupported architecture `{other}` (standard, topk, jumprelu, batchtopk, gated, \
-                         transcoder, skip_transcoder, jumprelu_transcoder)"
-                    ),
-                ))
-            }
+            other => return Err(err(&cfg_path, unsupported_saelens_architecture(other))),
         };
         let norm = match s("normalize_activations").as_deref().unwrap_or("none") {
             "none" => InputNorm::None,
@@ -346,6 +373,17 @@ impl Sae {
                     })?;
                 InputNorm::Scale(f)
             }
+            // SAELens's trainer folds the whitening into the weights and saves `none`; a config
+            // that still says `covariance_whitening` is a checkpoint taken before that fold, and
+            // its mean and whitening matrix are not in the SAE's files.
+            "covariance_whitening" => {
+                return Err(err(
+                    &cfg_path,
+                    "normalize_activations = covariance_whitening: the whitening has not been folded into the weights \
+                     (SAELens folds it when training ends and saves `none`); load the final SAE, or fold it with \
+                     SAELens's `fold_activation_whitening` and save again",
+                ))
+            }
             other => return Err(err(&cfg_path, format!("unsupported normalize_activations `{other}`"))),
         };
         Ok(Sae {
@@ -357,13 +395,16 @@ impl Sae {
             w_dec,
             b_dec,
             transcoder,
+            skip_connection: t.has("W_skip"),
             activation,
             apply_b_dec_to_input: !transcoder && cfg.get("apply_b_dec_to_input").and_then(Value::as_bool).unwrap_or(true),
             norm,
-            rescale_by_decoder_norm: cfg
-                .get("rescale_acts_by_decoder_norm")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
+            // Only SAELens's TopK family reads this key; its JumpReLU and standard SAEs drop it.
+            rescale_by_decoder_norm: matches!(architecture.as_str(), "topk" | "batchtopk" | "matryoshka_batchtopk")
+                && cfg
+                    .get("rescale_acts_by_decoder_norm")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false),
             origin: format!("saelens:{}", dir.display()),
             model: s("model_name"),
             hook: s("hook_name"),
@@ -404,6 +445,7 @@ impl Sae {
             b_enc: take("b_enc", &[d_sae])?,
             d_out: d_in,
             transcoder: false,
+            skip_connection: false,
             w_dec: take("W_dec", &[d_sae, d_in])?,
             b_dec: take("b_dec", &[d_in])?,
             activation: Activation::JumpRelu {
@@ -522,6 +564,7 @@ impl Sae {
             d_out: d_in,
             // lm-saes trains transcoders as SAEs reading one hook and writing another.
             transcoder: matches!((s("hook_point_in"), s("hook_point_out")), (Some(i), Some(o)) if i != o),
+            skip_connection: false,
             w_dec,
             activation,
             apply_b_dec_to_input: cfg
@@ -551,19 +594,33 @@ impl Sae {
             "encoder.weight",
             &format!("[{d_sae}, {d_in}]"),
         )?;
-        if let Some(a) = cfg.get("activation").and_then(Value::as_str) {
-            if a != "topk" {
-                return Err(err(&cfg_path, format!("unsupported sparsify activation `{a}` (topk)")));
-            }
-        }
         let k = cfg
             .get("k")
             .and_then(Value::as_u64)
             .map(|k| k as usize)
             .filter(|&k| k >= 1 && k <= d_sae)
             .ok_or_else(|| err(&cfg_path, format!("`k` must be between 1 and num_latents = {d_sae}")))?;
-        if t.has("W_skip") {
-            return Err(err(&wpath, "skip connections (W_skip) are not supported yet"));
+        let activation = match cfg.get("activation").and_then(Value::as_str).unwrap_or("topk") {
+            "topk" => Activation::TopK { k },
+            // fused_encoder.py: `preacts.unflatten(-1, (k, -1)).max(dim=-1)`.
+            "groupmax" if d_sae % k == 0 => Activation::GroupMax { k, group: d_sae / k },
+            "groupmax" => {
+                return Err(err(
+                    &cfg_path,
+                    format!("groupmax needs num_latents = {d_sae} to be a multiple of k = {k}"),
+                ))
+            }
+            a => {
+                return Err(err(
+                    &cfg_path,
+                    format!("unsupported sparsify activation `{a}` (topk, groupmax)"),
+                ))
+            }
+        };
+        // `W_skip` [d_in, d_in] (skip_connection) only adds `x @ W_skipᵀ` to the output.
+        let skip_connection = t.has("W_skip");
+        if skip_connection {
+            t.get("W_skip", &[d_in, d_in])?;
         }
         let transcode = cfg.get("transcode").and_then(Value::as_bool).unwrap_or(false);
         let enc = t.get("encoder.weight", &[d_sae, d_in])?;
@@ -576,7 +633,8 @@ impl Sae {
             w_dec: t.get("W_dec", &[d_sae, d_in])?,
             b_dec: t.get("b_dec", &[d_in])?,
             transcoder: transcode,
-            activation: Activation::TopK { k },
+            skip_connection,
+            activation,
             apply_b_dec_to_input: !transcode,
             norm: InputNorm::None,
             rescale_by_decoder_norm: false,

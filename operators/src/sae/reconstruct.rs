@@ -168,6 +168,12 @@ impl OperatorKind for SaeReconstructKind {
                 "a transcoder reconstructs another activation than its input; sae_reconstruct needs an autoencoder".into(),
             );
         }
+        if sae.skip_connection {
+            return fail(
+                "this SAE's output adds a skip term (W_skip) that sae_reconstruct does not compute; encode it with sae_encode"
+                    .into(),
+            );
+        }
         let schema = match cfg.output {
             ReconstructOutput::Metrics => Arc::new(Schema::token_scalars(&METRICS, Some(sae.origin.clone()))),
             ReconstructOutput::Reconstruction => input.clone(),

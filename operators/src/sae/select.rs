@@ -61,6 +61,10 @@ impl RowSelection {
                     offer_top_k(&mut row, zr, scale, shift, col0, self.screen);
                     continue;
                 }
+                Activation::GroupMax { group, .. } => {
+                    keep_group_max(kept, col0, zr, scale, shift, *group);
+                    continue;
+                }
             };
             let mut j0 = 0;
             // SAFETY: AVX2 is present where the screen is not scalar (`Screen::widest`); the
@@ -82,12 +86,19 @@ impl RowSelection {
     /// candidates; every row keeps positive values only, sorted largest first (ties by id).
     pub(crate) fn finish(&mut self, activation: &Activation) {
         for kept in &mut self.rows {
-            if let Activation::TopK { k } = activation {
-                if kept.len() > *k {
-                    kept.select_nth_unstable_by(*k - 1, rank);
-                    kept.truncate(*k);
+            match activation {
+                Activation::TopK { k } => {
+                    if kept.len() > *k {
+                        kept.select_nth_unstable_by(*k - 1, rank);
+                        kept.truncate(*k);
+                    }
+                    kept.retain(|e| e.1 > 0.0);
                 }
-                kept.retain(|e| e.1 > 0.0);
+                Activation::GroupMax { group, .. } => {
+                    kept.sort_unstable_by(rank);
+                    one_per_group(kept, *group);
+                }
+                _ => {}
             }
             kept.sort_unstable_by(rank);
         }
@@ -99,19 +110,24 @@ impl RowSelection {
     pub(crate) fn append(parts: &[RowSelection], activation: &Activation, csr: &mut Csr, threads: usize) {
         let rows = parts.first().map_or(0, |p| p.rows.len());
         let limit = match activation {
-            Activation::TopK { k } => *k,
+            Activation::TopK { k } | Activation::GroupMax { k, .. } => *k,
             _ => usize::MAX,
+        };
+        // Threads whose columns split a group each offer that group's best.
+        let group = match activation {
+            Activation::GroupMax { group, .. } => *group,
+            _ => 0,
         };
         let threads = threads.clamp(1, rows.max(1));
         if threads == 1 {
-            merge_rows(parts, 0..rows, limit, csr);
+            merge_rows(parts, 0..rows, limit, group, csr);
             return;
         }
         let per = rows.div_ceil(threads);
         let merged = crate::parallel::map_shares(rows.div_ceil(per), |i| {
             let r0 = i * per;
             let mut part = Csr::with_rows(per);
-            merge_rows(parts, r0..(r0 + per).min(rows), limit, &mut part);
+            merge_rows(parts, r0..(r0 + per).min(rows), limit, group, &mut part);
             part
         });
         for part in merged {
@@ -121,10 +137,12 @@ impl RowSelection {
 }
 
 /// Appends rows `rows` of the sorted `parts` to `csr`, each the merge of its lists (at most
-/// `limit` entries).
-fn merge_rows(parts: &[RowSelection], rows: std::ops::Range<usize>, limit: usize, csr: &mut Csr) {
+/// `limit` entries; with `group` > 0, only the first, i.e. best, entry of each group of
+/// `group` consecutive ids).
+fn merge_rows(parts: &[RowSelection], rows: std::ops::Range<usize>, limit: usize, group: usize, csr: &mut Csr) {
     let mut heads: Vec<&[(u32, f32)]> = Vec::with_capacity(parts.len());
     for r in rows {
+        let row_start = csr.ids.len();
         heads.clear();
         heads.extend(parts.iter().map(|p| p.rows[r].as_slice()));
         let mut taken = 0;
@@ -141,12 +159,55 @@ fn merge_rows(parts: &[RowSelection], rows: std::ops::Range<usize>, limit: usize
             let Some(i) = best else { break };
             let (id, v) = heads[i][0];
             heads[i] = &heads[i][1..];
+            if group > 0
+                && csr.ids[row_start..]
+                    .iter()
+                    .any(|&o| o as usize / group == id as usize / group)
+            {
+                continue;
+            }
             csr.ids.push(id);
             csr.values.push(v);
             taken += 1;
         }
         csr.offsets.push(csr.ids.len() as u32);
     }
+}
+
+/// Keeps, of the latents `col0..` (pre-activations `z`, their `scale` and `shift`), each
+/// group's best positive `h` in `kept`: columns come in ascending order, so only the last kept
+/// entry can share a group with the next column (ties keep the lower id).
+fn keep_group_max(kept: &mut Vec<(u32, f32)>, col0: usize, z: &[f32], scale: &[f32], shift: &[f32], group: usize) {
+    for (j, ((zv, s), b)) in z.iter().zip(scale).zip(shift).enumerate() {
+        let v = s * zv + b;
+        if v <= 0.0 {
+            continue;
+        }
+        let id = col0 + j;
+        match kept.last_mut() {
+            Some(last) if last.0 as usize / group == id / group => {
+                if v > last.1 {
+                    *last = (id as u32, v);
+                }
+            }
+            _ => kept.push((id as u32, v)),
+        }
+    }
+}
+
+/// Drops from `kept` (sorted by [`rank`]) every entry whose group of `group` consecutive ids
+/// already has a better one, whatever order the columns were offered in.
+fn one_per_group(kept: &mut Vec<(u32, f32)>, group: usize) {
+    let mut seen: Vec<u32> = Vec::with_capacity(kept.len());
+    kept.retain(|&(id, _)| {
+        let g = id / group as u32;
+        if seen.contains(&g) {
+            false
+        } else {
+            seen.push(g);
+            true
+        }
+    });
 }
 
 /// Appends a row's `(id, value)` pairs sorted by value, largest first (ties by id).
@@ -505,7 +566,7 @@ mod tests {
                             Activation::Relu => v > 0.0,
                             Activation::JumpRelu { .. } => v > threshold[j] as f64 && v > 0.0,
                             Activation::Gated { .. } => zv + b_gate[j] as f64 > 0.0 && v > 0.0,
-                            Activation::TopK { .. } => unreachable!(),
+                            Activation::TopK { .. } | Activation::GroupMax { .. } => unreachable!(),
                         };
                         keep.then_some((j as u32, v as f32))
                     })
@@ -538,6 +599,53 @@ mod tests {
                 for (a, b) in got.values.iter().zip(&want.values) {
                     assert!((a - b).abs() <= 1e-6 * b.abs().max(1.0), "{activation:?}: {a} vs {b}");
                 }
+            }
+        }
+    }
+
+    /// Group max offered in tiles and "threads" that split groups (tile and share boundaries
+    /// off the group grid, ties within a group) equals each group's best positive value found
+    /// by a plain scan, ties to the lower id, sorted by (value desc, id asc).
+    #[test]
+    fn group_max_in_tiles_and_parts_equals_a_scan_of_each_group() {
+        let n = 240usize;
+        for (k, pattern) in [(1usize, 0u32), (8, 0), (8, 1), (30, 0), (30, 1), (240, 0), (12, 2)] {
+            let group = n / k;
+            let z: Vec<f32> = (0..n)
+                .map(|j| match pattern {
+                    0 => ((j * 7919 % 1009) as f32 / 1009.0 - 0.4) * 3.0,
+                    1 => (j % 3) as f32 - 1.0, // ties within groups, and all-negative stretches
+                    _ => -1.0 - j as f32,      // nothing positive
+                })
+                .collect();
+            let (scale, shift) = (vec![1.0f32; n], vec![0.0f32; n]);
+            let mut row: Vec<(u32, f32)> = (0..k)
+                .filter_map(|g| {
+                    let best = (g * group..(g + 1) * group).fold(g * group, |b, j| if z[j] > z[b] { j } else { b });
+                    (z[best] > 0.0).then_some((best as u32, z[best]))
+                })
+                .collect();
+            let mut want = Csr::with_rows(1);
+            push_sorted(&mut want, &mut row);
+            let activation = Activation::GroupMax { k, group };
+            for (tile, parts) in [(n, 1), (256, 1), (7, 1), (32, 2), (7, 3), (13, 5)] {
+                let per = n.div_ceil(parts);
+                let selections: Vec<RowSelection> = (0..parts)
+                    .map(|p| {
+                        let mut s = RowSelection::new(1);
+                        let (c0, c1) = ((p * per).min(n), ((p + 1) * per).min(n));
+                        for t0 in (c0..c1).step_by(tile) {
+                            let cols = tile.min(c1 - t0);
+                            s.offer(&activation, &scale, &shift, &z[t0..], cols, t0, cols);
+                        }
+                        s.finish(&activation);
+                        s
+                    })
+                    .collect();
+                let mut got = Csr::with_rows(1);
+                RowSelection::append(&selections, &activation, &mut got, parts);
+                assert_eq!(got.ids, want.ids, "k {k} pattern {pattern} tile {tile} parts {parts}");
+                assert_eq!(got.values, want.values, "k {k} pattern {pattern} tile {tile} parts {parts}");
             }
         }
     }

@@ -63,21 +63,57 @@ fn topk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     let base = row * n;
     var mine = first_best(valid, base, n, lid.x);
     for (var round = 0u; round < tparams.k; round = round + 1u) {
-        best_v[lid.x] = mine.v;
-        best_i[lid.x] = mine.i;
+        take_winner(row, round, valid, workgroup_best(mine, lid.x), lid.x, &mine);
         workgroupBarrier();
-        for (var s = WG / 2u; s > 0u; s = s / 2u) {
-            if (lid.x < s) {
-                let ov = best_v[lid.x + s];
-                let oi = best_i[lid.x + s];
-                if (ov > best_v[lid.x] || (ov == best_v[lid.x] && oi < best_i[lid.x])) {
-                    best_v[lid.x] = ov;
-                    best_i[lid.x] = oi;
+    }
+}
+
+// The best of every invocation's `mine` (ties: the lower column), by a tree in workgroup memory.
+fn workgroup_best(mine: Best, lane: u32) -> Best {
+    best_v[lane] = mine.v;
+    best_i[lane] = mine.i;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s = s / 2u) {
+        if (lane < s) {
+            let ov = best_v[lane + s];
+            let oi = best_i[lane + s];
+            if (ov > best_v[lane] || (ov == best_v[lane] && oi < best_i[lane])) {
+                best_v[lane] = ov;
+                best_i[lane] = oi;
+            }
+        }
+        workgroupBarrier();
+    }
+    return Best(best_v[0], best_i[0]);
+}
+
+// Group max (sparsify `groupmax`): one workgroup per row, whose `k` groups of d_sae / k
+// consecutive columns each give their best (value, column) to `picked`, in group order
+// (`take_block` drops the non-positive ones). Invocations stride through a group, so the
+// loops run d_sae / 256 times in all.
+@compute @workgroup_size(256)
+fn groupmax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let row = wid.x + wid.y * nwg.x;
+    let valid = row < tparams.rows;
+    let k = tparams.k;
+    let group = tparams.d_sae / k;
+    let base = row * tparams.d_sae;
+    for (var g = 0u; g < k; g = g + 1u) {
+        var mine = Best(-3.0e38, 0xffffffffu);
+        if (valid) {
+            let end = (g + 1u) * group;
+            for (var j = g * group + lid.x; j < end; j = j + WG) {
+                let v = pre[base + j];
+                if (v > mine.v) {
+                    mine = Best(v, j);
                 }
             }
-            workgroupBarrier();
         }
-        take_winner(row, round, valid, Best(best_v[0], best_i[0]), lid.x, &mine);
+        let win = workgroup_best(mine, lid.x);
+        if (lid.x == 0u && valid) {
+            picked[row * k + g] = win.v;
+            picked[tparams.rows * k + row * k + g] = bitcast<f32>(win.i);
+        }
         workgroupBarrier();
     }
 }
