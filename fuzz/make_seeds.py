@@ -116,6 +116,9 @@ def sae_seeds():
     cfg2 = json.dumps({"activation": "topk", "k": 2, "num_latents": m, "d_in": d}).encode()
     sp = {"encoder.weight": w["W_enc"].T.copy(), "encoder.bias": w["b_enc"], "W_dec": w["W_dec"], "b_dec": w["b_dec"]}
     open(os.path.join(C, "sae_files", "sparsify_topk"), "wb").write(b"\x01" + struct.pack("<H", len(cfg2)) + cfg2 + save(sp))
+    cfg2g = json.dumps({"activation": "groupmax", "k": 2, "num_latents": m, "d_in": d, "skip_connection": True}).encode()
+    spg = dict(sp, W_skip=np.eye(d, dtype=np.float32))
+    open(os.path.join(C, "sae_files", "sparsify_groupmax_skip"), "wb").write(b"\x01" + struct.pack("<H", len(cfg2g)) + cfg2g + save(spg))
     # Gemma Scope: a params.npz (stored and deflated members), no config.
     gs = {"W_enc": w["W_enc"], "W_dec": w["W_dec"], "b_enc": w["b_enc"], "b_dec": w["b_dec"],
           "threshold": np.full(m, 0.1, np.float32)}
