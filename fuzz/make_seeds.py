@@ -13,7 +13,7 @@
   writer).
 - fif: small raw FIF files MNE writes (4 channels: mag, grad, eeg, stim; 64 samples) as
   float32, int32 and float64, with an annotation.
-- sae_files: SAELens, sparsify, Gemma Scope (stored and deflated .npz) and Llama Scope files
+- sae_files: SAELens, sparsify, Gemma Scope (stored and deflated .npz), Gemma Scope 2 and Llama Scope files
   of a d_in 4, d_sae 8 SAE.
 - parquet: 20-row files in the activation (zstd with a page index and 3 row groups; plain),
   signal (snappy, a marker column) and features (lz4) layouts.
@@ -133,6 +133,13 @@ def sae_seeds():
     ls = {"encoder.weight": w["W_enc"].T.copy(), "encoder.bias": w["b_enc"], "decoder.weight": w["W_dec"].T.copy(),
           "decoder.bias": w["b_dec"]}
     open(os.path.join(C, "sae_files", "llamascope"), "wb").write(b"\x03" + struct.pack("<H", len(cfg3)) + cfg3 + save(ls))
+    # Gemma Scope 2: config.json + params.safetensors (lowercase names), an affine transcoder.
+    cfg4 = json.dumps({"architecture": "jump_relu", "model_name": "gemma-v3-270m-pt",
+                       "hf_hook_point_in": "model.layers.5.pre_feedforward_layernorm.output",
+                       "hf_hook_point_out": "model.layers.5.post_feedforward_layernorm.output", "affine_connection": True}).encode()
+    gs2 = {"w_enc": w["W_enc"], "w_dec": w["W_dec"], "b_enc": w["b_enc"], "b_dec": w["b_dec"],
+           "threshold": np.full(m, 0.1, np.float32), "affine_skip_connection": np.eye(d, dtype=np.float32)}
+    open(os.path.join(C, "sae_files", "gemmascope2_transcoder"), "wb").write(b"\x04" + struct.pack("<H", len(cfg4)) + cfg4 + save(gs2))
 
 
 def brainvision_seeds():

@@ -75,10 +75,10 @@ pub fn pipeline_toml(data: &[u8]) {
     }
 }
 
-/// The SAE loaders on any files. Byte 0 mod 4 picks the format (0: SAELens `cfg.json` +
+/// The SAE loaders on any files. Byte 0 mod 5 picks the format (0: SAELens `cfg.json` +
 /// `sae_weights.safetensors`; 1: sparsify `cfg.json` + `sae.safetensors`; 2: Gemma Scope
 /// `params.npz`, no config; 3: Llama Scope `hyperparams.json` +
-/// `checkpoints/final.safetensors`), bytes 1-2 the length of the config, then the config, then
+/// `checkpoints/final.safetensors`; 4: Gemma Scope 2 `config.json` + `params.safetensors`), bytes 1-2 the length of the config, then the config, then
 /// the weights file.
 pub fn sae_files(data: &[u8]) {
     if data.len() < 3 {
@@ -90,7 +90,7 @@ pub fn sae_files(data: &[u8]) {
     let dir = tempfile::tempdir().expect("temp dir");
     let d = dir.path();
     let write = |name: &str, bytes: &[u8]| std::fs::write(d.join(name), bytes).expect("write");
-    match data[0] % 4 {
+    match data[0] % 5 {
         0 => {
             write("cfg.json", cfg);
             write("sae_weights.safetensors", weights);
@@ -104,6 +104,11 @@ pub fn sae_files(data: &[u8]) {
         2 => {
             write("params.npz", weights);
             let _ = Sae::load_gemma_scope(&d.join("params.npz"));
+        }
+        4 => {
+            write("config.json", cfg);
+            write("params.safetensors", weights);
+            let _ = Sae::load_gemma_scope_2(d);
         }
         _ => {
             write("hyperparams.json", cfg);

@@ -229,8 +229,9 @@ fn a_transcoder_is_refused_by_sae_reconstruct() {
     let d = dir.path();
     let toml = pipeline("cpu").replace("kind = \"sae_encode\"", "kind = \"sae_reconstruct\"");
     std::fs::write(d.join("p.toml"), toml).unwrap();
-    let cases: [(&str, &str, &[&str]); 2] = [
+    let cases: [(&str, &str, &[&str]); 3] = [
         ("saelens", "transcoder", &[]),
+        ("gemmascope2", "transcoder", &[]),
         ("llamascope", "jumprelu", &["hook_point_out=blocks.3.hook_mlp_out"]),
     ];
     for (format, arch, opts) in cases {
@@ -248,6 +249,13 @@ fn a_transcoder_is_refused_by_sae_reconstruct() {
 fn gemma_scope_npz_plain_and_compressed() {
     check("gemmascope", "jumprelu", &[]);
     check("gemmascope", "jumprelu", &["compressed=true", "dtype=float16"]);
+}
+
+#[test]
+fn gemma_scope_2_saes_and_transcoders() {
+    check("gemmascope2", "jumprelu", &[]);
+    check("gemmascope2", "jumprelu", &["config=false", "dtype=float16"]);
+    check("gemmascope2", "transcoder", &["d_out=41", "affine=true"]);
 }
 
 #[test]

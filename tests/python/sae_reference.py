@@ -2,7 +2,9 @@
 
   sae_reference.py make DIR FORMAT ARCH D_IN D_SAE SEED [key=value ...]
       writes a random SAE: FORMAT saelens (cfg.json + sae_weights.safetensors), sparsify
-      (cfg.json + sae.safetensors) or gemmascope (params.npz; key compressed=true for savez_compressed), with the exact file and tensor names those libraries use.
+      (cfg.json + sae.safetensors), gemmascope (params.npz; key compressed=true for savez_compressed),
+      gemmascope2 (params.safetensors + config.json; ARCH transcoder with d_out, affine=true,
+      config=false) or llamascope, with the exact file and tensor names those libraries use.
       keys: k, normalize_activations, apply_b_dec_to_input, rescale_acts_by_decoder_norm,
       norm_scaling_factor, dtype (float32|float16), transcode, scalar_threshold, threshold_range=lo,hi,
       d_out (SAELens transcoders: ARCH transcoder, skip_transcoder, jumprelu_transcoder or
@@ -50,6 +52,25 @@ def make(out, fmt, arch, d_in, d_sae, seed, opts):
         arrays = {"W_enc": w_enc, "W_dec": w_dec, "b_enc": b_enc, "b_dec": b_dec, "threshold": rng.uniform(0.0, 0.3, d_sae)}
         save = np.savez_compressed if opts.get("compressed") == "true" else np.savez
         save(os.path.join(out, "params.npz"), **{n: v.astype(dtype) for n, v in arrays.items()})
+        return
+    if fmt == "gemmascope2":
+        # Gemma Scope 2 (Gemma 3): params.safetensors with lowercase names, config.json beside it;
+        # transcoders (arch transcoder) read pre_feedforward_layernorm and write
+        # post_feedforward_layernorm, with d_out and an optional affine_skip_connection [d_in, d_out].
+        d_out = int(opts.get("d_out", d_in)) if arch == "transcoder" else d_in
+        w_dec = rng.normal(0, 1 / np.sqrt(d_sae), (d_sae, d_out))
+        tensors = {"w_enc": w_enc, "w_dec": w_dec, "b_enc": b_enc, "b_dec": rng.normal(0, 0.1, d_out),
+                   "threshold": rng.uniform(0.0, 0.3, d_sae)}
+        cfg = {"architecture": "jump_relu", "model_name": "gemma-v3-270m-pt", "hf_hook_point_in": "model.layers.5.output"}
+        if arch == "transcoder":
+            cfg.update({"hf_hook_point_in": "model.layers.5.pre_feedforward_layernorm.output",
+                        "hf_hook_point_out": "model.layers.5.post_feedforward_layernorm.output",
+                        "affine_connection": opts.get("affine", "false") == "true"})
+            if cfg["affine_connection"]:
+                tensors["affine_skip_connection"] = rng.normal(0, 0.1, (d_in, d_out))
+        save_file({n: np.ascontiguousarray(t.astype(dtype)) for n, t in tensors.items()}, os.path.join(out, "params.safetensors"))
+        if opts.get("config", "true") == "true":
+            json.dump(cfg, open(os.path.join(out, "config.json"), "w"))
         return
     if fmt == "llamascope":
         # OpenMOSS lm-saes / Llama Scope: hyperparams.json + checkpoints/final.safetensors.
@@ -115,6 +136,10 @@ def encode(sae_dir, x):
     if os.path.exists(os.path.join(sae_dir, "params.npz")):  # Gemma Scope: JumpReLU, no b_dec subtraction
         p = {n: v.astype(np.float64) for n, v in np.load(os.path.join(sae_dir, "params.npz")).items()}
         h = x @ p["W_enc"] + p["b_enc"]
+        return np.maximum(h, 0.0) * (h > p["threshold"]), h - p["threshold"], None
+    if os.path.exists(os.path.join(sae_dir, "params.safetensors")):  # Gemma Scope 2: the same JumpReLU
+        p = {n: v.astype(np.float64) for n, v in load_file(os.path.join(sae_dir, "params.safetensors")).items()}
+        h = x @ p["w_enc"] + p["b_enc"]
         return np.maximum(h, 0.0) * (h > p["threshold"]), h - p["threshold"], None
     if os.path.exists(os.path.join(sae_dir, "hyperparams.json")):
         # Llama Scope, as lm-saes computes it: dataset-wise input scaling, then with

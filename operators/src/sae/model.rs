@@ -12,6 +12,7 @@
 //! | transcoder, skip_transcoder / jumprelu_transcoder | as standard / jumprelu with `x' = norm_in(x)`: `b_dec` is in the output hook's space (`W_dec` is `d_sae × d_out`), `W_skip` only adds to the output | SAELens `transcoder.py` |
 //! | sparsify | `topk(relu((x − b_dec) @ encoder.weightᵀ + encoder.bias))` (no `− b_dec` for transcoders); `groupmax`: the largest of each of `k` groups of `d_sae / k` consecutive latents instead of the top `k` | EleutherAI sparsify `sparse_coder.py`, `fused_encoder.py` |
 //! | Gemma Scope | `h = x @ W_enc + b_enc`; `relu(h) · [h > threshold_j]` (no normalization, no `b_dec` subtraction) | Gemma Scope tutorial (`JumpReLUSAE.encode`) |
+//! | Gemma Scope 2 | as Gemma Scope, from `params.safetensors` (`w_enc`, `w_dec`, `b_enc`, `b_dec`, `threshold`) | SAELens `gemma_3_sae_huggingface_loader` |
 //! | Llama Scope | `x' = x · sqrt(d_model) / avg_norm_in` (dataset-wise); `h = x' @ encoder.weightᵀ + encoder.bias`; `h · [h · s_j > θ]` with `s_j = ‖decoder.weight[:, j]‖` when `sparsity_include_decoder_norm` (else 1) | OpenMOSS lm-saes (`hyperparams.json`); SAELens `llama_scope_sae_huggingface_loader` |
 //!
 //! where `x' = norm_in(x) − b_dec · apply_b_dec_to_input`, and `norm_in` is SAELens's
@@ -251,6 +252,8 @@ impl Sae {
             Sae::load_gemma_scope(dir)
         } else if dir.join("params.npz").exists() {
             Sae::load_gemma_scope(&dir.join("params.npz"))
+        } else if dir.join("params.safetensors").exists() {
+            Sae::load_gemma_scope_2(dir)
         } else if dir.join("sae_weights.safetensors").exists() {
             Sae::load_saelens(dir, scaling_factor)
         } else if dir.join("sae.safetensors").exists() {
@@ -260,7 +263,7 @@ impl Sae {
         } else {
             Err(err(
                 dir,
-                "not an SAE directory: expected sae_weights.safetensors + cfg.json (SAELens), sae.safetensors + cfg.json (sparsify), params.npz (Gemma Scope) or hyperparams.json + checkpoints/final.safetensors (Llama Scope)",
+                "not an SAE directory: expected sae_weights.safetensors + cfg.json (SAELens), sae.safetensors + cfg.json (sparsify), params.npz (Gemma Scope), params.safetensors (Gemma Scope 2) or hyperparams.json + checkpoints/final.safetensors (Llama Scope)",
             ))
         }
     }
@@ -457,6 +460,67 @@ impl Sae {
             origin: format!("gemmascope:{}", path.display()),
             model: None,
             hook: None,
+        })
+    }
+
+    /// Loads a Gemma Scope 2 SAE or transcoder (Gemma 3): `params.safetensors` with `w_enc
+    /// [d_in, d_sae]`, `w_dec [d_sae, d_out]`, `b_enc`, `b_dec [d_out]`, `threshold [d_sae]` and,
+    /// for an affine transcoder, `affine_skip_connection [d_in, d_out]`; `config.json` beside it
+    /// when present (`architecture` `jump_relu`, `model_name`, `hf_hook_point_in`,
+    /// `hf_hook_point_out`). JumpReLU, no input normalization, no `b_dec` subtraction, as
+    /// SAELens's `gemma_3_sae_huggingface_loader` loads it. A transcoder is one whose `d_out`
+    /// differs from `d_in`, whose config names an output hook other than its input hook, or
+    /// that has a skip connection.
+    pub fn load_gemma_scope_2(dir: &Path) -> Result<Sae> {
+        let cfg_path = dir.join("config.json");
+        let cfg = if cfg_path.exists() {
+            read_json(&cfg_path)?
+        } else {
+            serde_json::Map::new()
+        };
+        let s = |k: &str| cfg.get(k).and_then(Value::as_str).map(str::to_string);
+        if let Some(a) = s("architecture").filter(|a| a != "jump_relu" && a != "jumprelu") {
+            return Err(err(
+                &cfg_path,
+                format!("Gemma Scope 2 architecture `{a}` is not supported (jump_relu)"),
+            ));
+        }
+        let wpath = dir.join("params.safetensors");
+        let bytes = std::fs::read(&wpath).map_err(|e| err(&wpath, format!("cannot read: {e}")))?;
+        let t = Tensors::parse(&wpath, &bytes)?;
+        let (d_in, d_sae) = t.matrix_shape("w_enc", "[d_in, d_sae]")?;
+        let (rows, d_out) = t.matrix_shape("w_dec", "[d_sae, d_out]")?;
+        if rows != d_sae {
+            return Err(err(
+                &wpath,
+                format!("`w_dec` has {rows} rows, w_enc has d_sae = {d_sae} columns"),
+            ));
+        }
+        let skip_connection = t.has("affine_skip_connection");
+        if skip_connection {
+            t.get("affine_skip_connection", &[d_in, d_out])?;
+        }
+        let (hook_in, hook_out) = (s("hf_hook_point_in"), s("hf_hook_point_out"));
+        let transcoder = d_out != d_in || skip_connection || matches!((&hook_in, &hook_out), (Some(i), Some(o)) if i != o);
+        Ok(Sae {
+            d_in,
+            d_sae,
+            w_enc: t.get("w_enc", &[d_in, d_sae])?,
+            b_enc: t.get("b_enc", &[d_sae])?,
+            d_out,
+            w_dec: t.get("w_dec", &[d_sae, d_out])?,
+            b_dec: t.get("b_dec", &[d_out])?,
+            transcoder,
+            skip_connection,
+            activation: Activation::JumpRelu {
+                threshold: t.get("threshold", &[d_sae])?,
+            },
+            apply_b_dec_to_input: false,
+            norm: InputNorm::None,
+            rescale_by_decoder_norm: false,
+            origin: format!("gemmascope2:{}", dir.display()),
+            model: s("model_name"),
+            hook: hook_in,
         })
     }
 

@@ -42,7 +42,8 @@ pub enum ReconstructOutput {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SaeReconstructConfig {
-    /// SAE directory (SAELens or sparsify).
+    /// SAE directory, in any format `sae_encode` reads; transcoders and SAEs with a skip term
+    /// are refused.
     pub sae: String,
     /// `metrics` (default) or `reconstruction`.
     #[serde(default)]
