@@ -15,6 +15,8 @@
   float32, int32 and float64, with an annotation.
 - sae_files: SAELens, sparsify, Gemma Scope (stored and deflated .npz), Gemma Scope 2 and Llama Scope files
   of a d_in 4, d_sae 8 SAE.
+- gdf: a GDF 1.25 file (int16, event mode 1) and a GDF 2.20 one (float32 and uint8 at two rates,
+  event mode 3).
 - parquet: 20-row files in the activation (zstd with a page index and 3 row groups; plain),
   signal (snappy, a marker column) and features (lz4) layouts.
 """
@@ -23,6 +25,7 @@ import json
 import os
 import shutil
 import struct
+import sys
 import tempfile
 
 import numpy as np
@@ -225,8 +228,20 @@ def parquet_seeds():
         open(os.path.join(C, "parquet", k), "wb").write(sink.getvalue())
 
 
+def gdf_seeds():
+    # Small GDF 1.25 and 2.20 files with event tables (modes 1 and 3), written by the test's writer.
+    sys.path.insert(0, os.path.join(HERE, "..", "tests", "python"))
+    from check_gdf import write_gdf
+    x = [np.linspace(-50, 50, 24), np.linspace(10, -10, 24)]
+    write_gdf(os.path.join(C, "gdf", "gdf1_int16"), "1.25", ["EEG-Cz", "EOG-left"], ["uV", "uV"], ["int16", "int16"],
+              [8, 8], 1, 1, [(-100.0, 100.0)] * 2, [(-32768, 32767)] * 2, x, [(3, 769, 1), (20, 770, 1)], mode=1)
+    write_gdf(os.path.join(C, "gdf", "gdf2_mixed_mode3"), "2.20", ["C3", "Resp"], ["uV", "mV"], ["float32", "uint8"],
+              [8, 4], 1, 2, [(-1.0, 1.0), (0.0, 1.0)], [(-1.0, 1.0), (0, 255)], [x[0], np.linspace(0, 1, 12)],
+              [(0, 1, 4), (9, 2, 2)], mode=3)
+
+
 if __name__ == "__main__":
-    for t in ("arrow_ipc", "edf", "pipeline_toml", "sae_files", "brainvision", "xdf", "fif", "parquet"):
+    for t in ("arrow_ipc", "edf", "pipeline_toml", "sae_files", "brainvision", "xdf", "fif", "parquet", "gdf"):
         os.makedirs(os.path.join(C, t), exist_ok=True)
     arrow_seeds()
     edf_seeds()
@@ -236,4 +251,5 @@ if __name__ == "__main__":
     xdf_seeds()
     fif_seeds()
     parquet_seeds()
+    gdf_seeds()
     print("seeds written to", C)

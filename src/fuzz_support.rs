@@ -208,6 +208,20 @@ pub fn fif(data: &[u8]) {
     drain_sources(PipelineSpec::from_toml_str(text, dir.path()).and_then(|s| s.compile(&registry)));
 }
 
+/// The GDF reader on any file contents: the header and event table, then the `gdf` source
+/// replayed to the end.
+pub fn gdf(data: &[u8]) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("rec.gdf"), data).expect("write");
+    let _ = neurostream_sources::gdf::Header::open(&dir.path().join("rec.gdf"));
+    let mut registry = Registry::new();
+    registry
+        .add_source(neurostream_sources::gdf::GdfSourceKind)
+        .add_sink(ConsoleSinkKind);
+    let text = "[sources.r]\nkind = \"gdf\"\npath = \"rec.gdf\"\nchunk = 100\n[sinks.o]\nkind = \"console\"\ninput = \"r\"\n";
+    drain_sources(PipelineSpec::from_toml_str(text, dir.path()).and_then(|s| s.compile(&registry)));
+}
+
 /// The XDF reader on any file contents: headers, then every stream's samples, time stamps and
 /// clock offsets, then the values of each numeric stream's chunks; through the `xdf` source
 /// too, replayed to the end.

@@ -208,6 +208,16 @@ fn parquet_corpus() {
 }
 
 #[test]
+fn gdf_mutations() {
+    fuzz("gdf", neurostream::fuzz_support::gdf);
+}
+
+#[test]
+fn gdf_corpus() {
+    replay("gdf", neurostream::fuzz_support::gdf);
+}
+
+#[test]
 fn fif_corpus() {
     replay("fif", neurostream::fuzz_support::fif);
 }

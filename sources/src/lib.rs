@@ -8,6 +8,7 @@
 //! | `edf` | an EDF/EDF+/BDF/BDF+ recording in physical units, annotations as markers, replayed fast or in real time |
 //! | `brainvision` | a BrainVision recording (`.vhdr`/`.eeg`/`.vmrk`) in the engine's units, markers as markers |
 //! | `xdf` | one stream of an XDF recording (LabRecorder), string streams as markers after clock correction |
+//! | `gdf` | a GDF 1.x/2.x recording (biosig, BCI Competition) in the engine's units, its event table as markers |
 //! | `fif` | a raw FIF recording (MEG/EEG; split files followed) in fT, fT/cm and µV, annotations and stim events as markers |
 //! | `push` | arrays pushed from the embedding program (the Python package's numpy/Arrow input) |
 //! | `lsl` | a Lab Streaming Layer inlet (liblsl loaded at run time): float32 chunks, corrected time stamps, a marker stream as markers |
@@ -23,6 +24,7 @@ pub mod arrow_tcp;
 pub mod brainvision;
 pub mod edf;
 pub mod fif;
+pub mod gdf;
 mod hash;
 pub mod ipc_limit;
 pub mod lsl_source;
@@ -45,6 +47,7 @@ pub use arrow_tcp::{ArrowTcpConfig, ArrowTcpKind};
 pub use brainvision::{BrainVisionSourceConfig, BrainVisionSourceKind};
 pub use edf::{EdfSourceConfig, EdfSourceKind};
 pub use fif::{FifSourceConfig, FifSourceKind};
+pub use gdf::{GdfSourceConfig, GdfSourceKind};
 pub use lsl_source::{LslSourceConfig, LslSourceKind};
 pub use parquet_source::{ParquetSourceConfig, ParquetSourceKind};
 pub use push_source::{PushSourceConfig, PushSourceKind};
@@ -60,6 +63,7 @@ pub fn register(registry: &mut Registry) {
         .add_source(BrainVisionSourceKind)
         .add_source(EdfSourceKind)
         .add_source(FifSourceKind)
+        .add_source(GdfSourceKind)
         .add_source(LslSourceKind)
         .add_source(ParquetSourceKind)
         .add_source(PushSourceKind)
