@@ -59,8 +59,12 @@ fn make_sae(py: &std::path::Path, dir: &std::path::Path, format: &str, arch: &st
     sae
 }
 
-fn check(format: &str, arch: &str, opts: &[&str]) {
-    let Some(py) = python() else { return };
+/// Encodes with a random SAE on every device and checks every row against the reference;
+/// returns the reference's report of the last run (rows, errors, the model and layer the
+/// features' metadata names).
+fn check(format: &str, arch: &str, opts: &[&str]) -> String {
+    let Some(py) = python() else { return String::new() };
+    let mut report = String::new();
     for device in devices() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
@@ -74,6 +78,7 @@ fn check(format: &str, arch: &str, opts: &[&str]) {
             &["check", &sae, &p("acts.parquet"), &p("features.parquet")],
         );
         eprintln!("{format} {arch} {opts:?} on {device}: {out}");
+        report = out;
         if device == "cpu" {
             let out = run_python(
                 &py,
@@ -83,6 +88,7 @@ fn check(format: &str, arch: &str, opts: &[&str]) {
             eprintln!("{format} {arch} {opts:?} on 3 CPU threads: {out}");
         }
     }
+    report
 }
 
 #[test]
@@ -152,7 +158,7 @@ fn sparsify_group_max_with_groups_split_across_tiles_and_threads() {
 }
 
 #[test]
-fn saelens_batchtopk_checkpoints_matryoshka_and_jumprelu_skip_transcoders() {
+fn saelens_training_checkpoints_matryoshka_jumprelu_skip_transcoders_and_v6_metadata() {
     // A BatchTopK training checkpoint: the running `topk_threshold`, in units of
     // h · ‖W_dec[j]‖ when the decoder norms rescale the pre-activations.
     check(
@@ -165,6 +171,13 @@ fn saelens_batchtopk_checkpoints_matryoshka_and_jumprelu_skip_transcoders() {
         ],
     );
     check("saelens", "matryoshka_batchtopk", &["threshold_range=0.0,0.2"]);
+    // An older JumpReLU checkpoint (`log_threshold`), with SAELens 6's `metadata` nesting.
+    let report = check("saelens", "jumprelu", &["threshold_tensor=log_threshold", "metadata=true"]);
+    assert!(
+        report.is_empty()
+            || (report.contains("\"model\": \"test-model\"") && report.contains("\"layer\": \"blocks.3.hook_resid_post\"")),
+        "{report}"
+    );
     check("saelens", "jumprelu_skip_transcoder", &["d_out=41"]);
 }
 

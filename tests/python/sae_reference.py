@@ -9,7 +9,8 @@
       norm_scaling_factor, dtype (float32|float16), transcode, scalar_threshold, threshold_range=lo,hi,
       d_out (SAELens transcoders: ARCH transcoder, skip_transcoder, jumprelu_transcoder or
       jumprelu_skip_transcoder), threshold_tensor=topk_threshold (a BatchTopK training checkpoint's
-      scalar), activation=groupmax and skip_connection=true (sparsify),
+      scalar; log_threshold: an older JumpReLU checkpoint's), metadata=true (SAELens 6's nesting
+      of model and hook names), activation=groupmax and skip_connection=true (sparsify),
       hook_point_out (Llama Scope; another hook than hook_point_in makes a transcoder)
   sae_reference.py metrics DIR INPUT.parquet FEATURES.parquet METRICS.parquet [RECON.parquet]
       decodes the engine's features with numpy and checks its per-token reconstruction metrics
@@ -120,11 +121,16 @@ def make(out, fmt, arch, d_in, d_sae, seed, opts):
             tensors[opts.get("threshold_tensor", "threshold")] = np.array(0.05)
         else:
             lo, hi = (float(v) for v in opts.get("threshold_range", "0.0,0.3").split(","))
-            tensors["threshold"] = rng.uniform(lo, hi, d_sae)
+            if opts.get("threshold_tensor") == "log_threshold":  # an older SAELens JumpReLU checkpoint
+                tensors["log_threshold"] = np.log(rng.uniform(max(lo, 1e-3), hi, d_sae))
+            else:
+                tensors["threshold"] = rng.uniform(lo, hi, d_sae)
     if arch == "gated":
         tensors.update({"b_gate": rng.normal(-0.1, 0.1, d_sae), "b_mag": rng.normal(0, 0.1, d_sae), "r_mag": rng.normal(0, 0.3, d_sae)})
     else:
         tensors["b_enc"] = b_enc
+    if opts.get("metadata") == "true":  # SAELens 6: model and hook names under `metadata`
+        cfg["metadata"] = {"model_name": cfg.pop("model_name"), "hook_name": cfg.pop("hook_name"), "hook_layer": cfg.pop("hook_layer")}
     if "norm_scaling_factor" in opts:
         cfg["norm_scaling_factor"] = float(opts["norm_scaling_factor"])
     save_file({n: np.ascontiguousarray(np.asarray(t).astype(dtype)) for n, t in tensors.items()}, os.path.join(out, "sae_weights.safetensors"))
@@ -188,7 +194,8 @@ def encode(sae_dir, x):
     if arch == "topk":
         return np.maximum(topk(h, cfg["k"]), 0.0), h, cfg["k"]
     if arch in JUMPRELU_FAMILY:
-        thr = np.broadcast_to(t["threshold"] if "threshold" in t else t["topk_threshold"], h.shape[1:])
+        thr = t["threshold"] if "threshold" in t else t["topk_threshold"] if "topk_threshold" in t else np.exp(t["log_threshold"])
+        thr = np.broadcast_to(thr, h.shape[1:])
         return np.maximum(h, 0.0) * (h > thr), h - thr, None
     return np.maximum(h, 0.0), h, None
 
@@ -249,7 +256,8 @@ def check(sae_dir, input_path, features_path):
             err = abs(got_ids[j] - want_ids[j]) / max(1.0, abs(want_ids[j]))
             worst = max(worst, err)
             assert err <= TOL, f"row {out_row}: latent {j}: got {got_ids[j]}, want {want_ids[j]}"
-    print(json.dumps({"rows": len(x), "n_features": n_feat, "mean_l0": l0 / len(x), "worst_rel_error": worst, "boundary_ties": mismatched_rows}))
+    print(json.dumps({"rows": len(x), "n_features": n_feat, "mean_l0": l0 / len(x), "worst_rel_error": worst, "boundary_ties": mismatched_rows,
+                      "model": meta.get("neurostream.model"), "layer": meta.get("neurostream.layer")}))
 
 
 def metrics(sae_dir, input_path, features_path, metrics_path, recon_path=None):

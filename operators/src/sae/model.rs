@@ -278,7 +278,13 @@ impl Sae {
         let (d_in, d_sae) = t.matrix_shape("W_enc", "[d_in, d_sae]")?;
         let dims = [("d_in", d_in), ("d_sae", d_sae)];
         check_config_dims(&cfg, &cfg_path, &dims, "W_enc", &format!("[{d_in}, {d_sae}]"))?;
-        let s = |k: &str| cfg.get(k).and_then(Value::as_str).map(str::to_string);
+        // SAELens 6 keeps the model and hook names under `metadata`.
+        let s = |k: &str| {
+            cfg.get(k)
+                .or_else(|| cfg.get("metadata").and_then(|m| m.get(k)))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        };
         let act_fn = s("activation_fn_str").or_else(|| s("activation_fn"));
         let architecture = s("architecture").unwrap_or_else(|| {
             if act_fn.as_deref() == Some("topk") {
@@ -334,14 +340,23 @@ impl Sae {
             | "jumprelu_transcoder"
             | "jumprelu_skip_transcoder" => {
                 // A BatchTopK training checkpoint holds the running `topk_threshold`, which SAELens
-                // turns into `threshold` when it saves the inference SAE.
-                let name = if t.has("threshold") { "threshold" } else { "topk_threshold" };
+                // turns into `threshold` when it saves the inference SAE; older JumpReLU
+                // checkpoints hold `log_threshold`, which SAELens exponentiates when it loads them.
+                let name = ["threshold", "topk_threshold", "log_threshold"]
+                    .into_iter()
+                    .find(|n| t.has(n))
+                    .unwrap_or("threshold");
                 let threshold = if t.has(name) {
                     let shape = t.shape(name).unwrap_or_default();
-                    if shape.iter().product::<usize>() == 1 {
+                    let values = if shape.iter().product::<usize>() == 1 {
                         vec![t.get(name, &[1])?[0]; d_sae]
                     } else {
                         t.get(name, &[d_sae])?
+                    };
+                    if name == "log_threshold" {
+                        values.into_iter().map(f32::exp).collect()
+                    } else {
+                        values
                     }
                 } else if let Some(v) = cfg.get("threshold").and_then(Value::as_f64) {
                     vec![v as f32; d_sae]
