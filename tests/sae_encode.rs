@@ -275,6 +275,7 @@ fn gemma_scope_2_saes_and_transcoders() {
 fn llama_scope_scalar_and_per_latent_thresholds() {
     check("llamascope", "jumprelu", &[]);
     check("llamascope", "jumprelu", &["per_latent_threshold=true", "dtype=float16"]);
+    check("llamascope", "jumprelu", &["per_latent_threshold=true", "layout=r1"]);
 }
 
 #[test]

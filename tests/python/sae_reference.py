@@ -11,7 +11,8 @@
       jumprelu_skip_transcoder), threshold_tensor=topk_threshold (a BatchTopK training checkpoint's
       scalar; log_threshold: an older JumpReLU checkpoint's), metadata=true (SAELens 6's nesting
       of model and hook names), activation=groupmax and skip_connection=true (sparsify),
-      hook_point_out (Llama Scope; another hook than hook_point_in makes a transcoder)
+      hook_point_out (Llama Scope; another hook than hook_point_in makes a transcoder),
+      layout=r1 (Llama Scope R1 Distill: config.json + sae_weights.safetensors)
   sae_reference.py metrics DIR INPUT.parquet FEATURES.parquet METRICS.parquet [RECON.parquet]
       decodes the engine's features with numpy and checks its per-token reconstruction metrics
       (l0, mse, nmse, cosine, explained_variance) and reconstruction within the same tolerance.
@@ -83,6 +84,10 @@ def make(out, fmt, arch, d_in, d_sae, seed, opts):
         tensors = {"encoder.weight": w_enc.T, "encoder.bias": b_enc, "decoder.weight": w_dec.T, "decoder.bias": b_dec}
         if opts.get("per_latent_threshold") == "true":
             tensors["log_jumprelu_threshold"] = np.log(rng.uniform(0.05, 0.4, d_sae))
+        if opts.get("layout") == "r1":  # Llama Scope R1 Distill: config.json + sae_weights.safetensors
+            save_file({n: np.ascontiguousarray(t.astype(dtype)) for n, t in tensors.items()}, os.path.join(out, "sae_weights.safetensors"))
+            json.dump(cfg, open(os.path.join(out, "config.json"), "w"))
+            return
         os.makedirs(os.path.join(out, "checkpoints"), exist_ok=True)
         save_file({n: np.ascontiguousarray(t.astype(dtype)) for n, t in tensors.items()}, os.path.join(out, "checkpoints", "final.safetensors"))
         json.dump(cfg, open(os.path.join(out, "hyperparams.json"), "w"))
@@ -147,11 +152,13 @@ def encode(sae_dir, x):
         p = {n: v.astype(np.float64) for n, v in load_file(os.path.join(sae_dir, "params.safetensors")).items()}
         h = x @ p["w_enc"] + p["b_enc"]
         return np.maximum(h, 0.0) * (h > p["threshold"]), h - p["threshold"], None
-    if os.path.exists(os.path.join(sae_dir, "hyperparams.json")):
+    if os.path.exists(os.path.join(sae_dir, "hyperparams.json")) or os.path.exists(os.path.join(sae_dir, "config.json")):
         # Llama Scope, as lm-saes computes it: dataset-wise input scaling, then with
         # sparsity_include_decoder_norm: hidden_pre * ||W_D col||, JumpReLU, / ||W_D col||.
-        cfg = json.load(open(os.path.join(sae_dir, "hyperparams.json")))
-        t = {n: v.astype(np.float64) for n, v in load_file(os.path.join(sae_dir, "checkpoints", "final.safetensors")).items()}
+        r1 = not os.path.exists(os.path.join(sae_dir, "hyperparams.json"))
+        cfg = json.load(open(os.path.join(sae_dir, "config.json" if r1 else "hyperparams.json")))
+        weights = os.path.join(sae_dir, "sae_weights.safetensors" if r1 else os.path.join("checkpoints", "final.safetensors"))
+        t = {n: v.astype(np.float64) for n, v in load_file(weights).items()}
         x = x * np.sqrt(cfg["d_model"]) / cfg["dataset_average_activation_norm"]["in"]
         h = x @ t["encoder.weight"].T + t["encoder.bias"]
         norms = np.linalg.norm(t["decoder.weight"], axis=0)

@@ -165,7 +165,8 @@ pub struct SaeEncodeConfig {
     /// SAE directory: SAELens (`cfg.json` + `sae_weights.safetensors`), EleutherAI sparsify
     /// (`cfg.json` + `sae.safetensors`), Gemma Scope (`params.npz`, or the `.npz` itself), Gemma
     /// Scope 2 (`params.safetensors`, `config.json` optional) or Llama Scope (`hyperparams.json` +
-    /// `checkpoints/final.safetensors`); tensors in f32, f16, bf16 or f64.
+    /// `checkpoints/final.safetensors`, or `config.json` + `sae_weights.safetensors`); tensors in
+    /// f32, f16, bf16 or f64.
     pub sae: String,
     /// Overrides `k` of a top-k SAE.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -254,12 +254,15 @@ impl Sae {
             Sae::load_gemma_scope(&dir.join("params.npz"))
         } else if dir.join("params.safetensors").exists() {
             Sae::load_gemma_scope_2(dir)
-        } else if dir.join("sae_weights.safetensors").exists() {
+        } else if dir.join("sae_weights.safetensors").exists() && dir.join("cfg.json").exists() {
             Sae::load_saelens(dir, scaling_factor)
         } else if dir.join("sae.safetensors").exists() {
             Sae::load_sparsify(dir)
-        } else if dir.join("hyperparams.json").exists() {
+        } else if dir.join("hyperparams.json").exists() || dir.join("config.json").exists() {
+            // lm-saes writes `hyperparams.json`, newer releases (Llama Scope R1 Distill) `config.json`.
             Sae::load_llama_scope(dir)
+        } else if dir.join("sae_weights.safetensors").exists() {
+            Sae::load_saelens(dir, scaling_factor)
         } else {
             Err(err(
                 dir,
@@ -539,14 +542,17 @@ impl Sae {
         })
     }
 
-    /// Loads a Llama Scope SAE (OpenMOSS lm-saes): `hyperparams.json` and
+    /// Loads a Llama Scope SAE (OpenMOSS lm-saes): `hyperparams.json` (or `config.json`, as
+    /// Llama Scope R1 Distill has it) and
     /// `checkpoints/final.safetensors` (or `final.safetensors` / `sae_weights.safetensors` beside
     /// it) with `encoder.weight [d_sae, d_model]`, `encoder.bias`, `decoder.weight [d_model,
     /// d_sae]`, `decoder.bias`, and either the scalar `jump_relu_threshold` or a per-latent
     /// `log_jumprelu_threshold` tensor. `norm_activation = "dataset-wise"` scales inputs by
     /// `sqrt(d_model) / dataset_average_activation_norm.in`; `"token-wise"` to norm `sqrt(d_model)`.
     pub fn load_llama_scope(dir: &Path) -> Result<Sae> {
-        let cfg_path = dir.join("hyperparams.json");
+        let cfg_path = Some(dir.join("hyperparams.json"))
+            .filter(|p| p.exists())
+            .unwrap_or_else(|| dir.join("config.json"));
         let cfg = read_json(&cfg_path)?;
         let wpath = [
             "checkpoints/final.safetensors",
