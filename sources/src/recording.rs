@@ -50,6 +50,11 @@ pub fn engine_channels(channels: Vec<Channel>) -> (Vec<Channel>, Option<Vec<f32>
     (channels, factors)
 }
 
+/// The recording sources' default `chunk`: samples per frame.
+pub fn default_chunk() -> usize {
+    256
+}
+
 /// Checks a replay's `chunk` (samples per frame, at least 1) and `speed` (0 or a positive,
 /// finite multiple of real time).
 pub fn check_pace(chunk: usize, speed: f64) -> std::result::Result<(), String> {

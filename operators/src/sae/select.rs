@@ -454,6 +454,40 @@ unsafe fn screen_avx2(row: &mut TopKRow, z: &[f32], scale: &[f32], shift: &[f32]
 mod tests {
     use super::*;
 
+    /// Selects `rows` rows of pre-activations `z` (`scale.len()` columns each, row-major) as the encoder
+    /// does: the columns split into `parts` consecutive shares ("threads"), each offered in
+    /// tiles of `tile` columns with `screen`, finished, then merged.
+    #[allow(clippy::too_many_arguments)]
+    fn select_in_parts(
+        activation: &Activation,
+        z: &[f32],
+        rows: usize,
+        scale: &[f32],
+        shift: &[f32],
+        tile: usize,
+        parts: usize,
+        screen: Screen,
+    ) -> Csr {
+        let n = scale.len();
+        let per = n.div_ceil(parts).max(1);
+        let selections: Vec<RowSelection> = (0..parts)
+            .map(|p| {
+                let mut s = RowSelection::new(rows);
+                s.screen = screen;
+                let (c0, c1) = ((p * per).min(n), ((p + 1) * per).min(n));
+                for t0 in (c0..c1).step_by(tile) {
+                    let cols = tile.min(c1 - t0);
+                    s.offer(activation, scale, shift, &z[t0..], n, t0, cols);
+                }
+                s.finish(activation);
+                s
+            })
+            .collect();
+        let mut csr = Csr::with_rows(rows);
+        RowSelection::append(&selections, activation, &mut csr, parts);
+        csr
+    }
+
     /// A TopK row offered in tiles of any width, split over any number of "threads" (column
     /// ranges joined by `append`), equals a full sort by (value desc, id asc) cut at k and
     /// kept where positive: ties (many equal values), lengths around the 16- and 64-value screens
@@ -498,22 +532,7 @@ mod tests {
                         if !available(&screen) {
                             continue;
                         }
-                        let per = n.div_ceil(parts).max(1);
-                        let selections: Vec<RowSelection> = (0..parts)
-                            .map(|p| {
-                                let mut s = RowSelection::new(1);
-                                s.screen = screen;
-                                let (c0, c1) = ((p * per).min(n), ((p + 1) * per).min(n));
-                                for t0 in (c0..c1).step_by(tile) {
-                                    let cols = tile.min(c1 - t0);
-                                    s.offer(&activation, &scale, &shift, &z[t0..], cols, t0, cols);
-                                }
-                                s.finish(&activation);
-                                s
-                            })
-                            .collect();
-                        let mut csr = Csr::with_rows(1);
-                        RowSelection::append(&selections, &activation, &mut csr, parts);
+                        let csr = select_in_parts(&activation, &z, 1, &scale, &shift, tile, parts, screen);
                         let got: Vec<(u32, f32)> = csr.ids.iter().copied().zip(csr.values.iter().copied()).collect();
                         assert_eq!(
                             got, want,
@@ -575,22 +594,7 @@ mod tests {
             }
             let widest = Screen::widest();
             for (tile, parts, screen) in [(n, 1, widest), (n, 1, Screen::Scalar), (32, 2, widest), (7, 3, widest)] {
-                let per = n.div_ceil(parts);
-                let selections: Vec<RowSelection> = (0..parts)
-                    .map(|p| {
-                        let mut s = RowSelection::new(rows);
-                        s.screen = screen;
-                        let (c0, c1) = ((p * per).min(n), ((p + 1) * per).min(n));
-                        for t0 in (c0..c1).step_by(tile) {
-                            let cols = tile.min(c1 - t0);
-                            s.offer(activation, &scale, &shift, &z[t0..], n, t0, cols);
-                        }
-                        s.finish(activation);
-                        s
-                    })
-                    .collect();
-                let mut got = Csr::with_rows(rows);
-                RowSelection::append(&selections, activation, &mut got, parts);
+                let got = select_in_parts(activation, &z, rows, &scale, &shift, tile, parts, screen);
                 assert_eq!(
                     got.offsets, want.offsets,
                     "{activation:?} tile {tile} parts {parts} {screen:?}"
@@ -629,21 +633,7 @@ mod tests {
             push_sorted(&mut want, &mut row);
             let activation = Activation::GroupMax { k, group };
             for (tile, parts) in [(n, 1), (256, 1), (7, 1), (32, 2), (7, 3), (13, 5)] {
-                let per = n.div_ceil(parts);
-                let selections: Vec<RowSelection> = (0..parts)
-                    .map(|p| {
-                        let mut s = RowSelection::new(1);
-                        let (c0, c1) = ((p * per).min(n), ((p + 1) * per).min(n));
-                        for t0 in (c0..c1).step_by(tile) {
-                            let cols = tile.min(c1 - t0);
-                            s.offer(&activation, &scale, &shift, &z[t0..], cols, t0, cols);
-                        }
-                        s.finish(&activation);
-                        s
-                    })
-                    .collect();
-                let mut got = Csr::with_rows(1);
-                RowSelection::append(&selections, &activation, &mut got, parts);
+                let got = select_in_parts(&activation, &z, 1, &scale, &shift, tile, parts, Screen::widest());
                 assert_eq!(got.ids, want.ids, "k {k} pattern {pattern} tile {tile} parts {parts}");
                 assert_eq!(got.values, want.values, "k {k} pattern {pattern} tile {tile} parts {parts}");
             }

@@ -11,7 +11,7 @@ use neurostream_engine::{Channel, EngineError, NodeConfig, NodeContext, Result, 
 use serde::{Deserialize, Serialize};
 
 use super::header::{parse_markers, read_text, Header};
-use crate::recording::{engine_channels, pick_labels, Blocks, Event, OpenBlocks, RecordingSource, ReplaySettings};
+use crate::recording::{default_chunk, engine_channels, pick_labels, Blocks, Event, OpenBlocks, RecordingSource, ReplaySettings};
 
 /// Configuration of a `brainvision` source.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -33,10 +33,6 @@ pub struct BrainVisionSourceConfig {
     /// Channels of type `eog` (MNE's default list).
     #[serde(default = "default_eog")]
     pub eog: Vec<String>,
-}
-
-fn default_chunk() -> usize {
-    256
 }
 
 fn default_eog() -> Vec<String> {

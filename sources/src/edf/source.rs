@@ -8,7 +8,9 @@ use neurostream_engine::{Channel, EngineError, NodeConfig, NodeContext, Result, 
 use serde::{Deserialize, Serialize};
 
 use super::file::EdfFile;
-use crate::recording::{engine_channels, handed_over, pick_labels, Blocks, Event, OpenBlocks, RecordingSource, ReplaySettings};
+use crate::recording::{
+    default_chunk, engine_channels, handed_over, pick_labels, Blocks, Event, OpenBlocks, RecordingSource, ReplaySettings,
+};
 
 /// Configuration of an `edf` source.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -44,10 +46,6 @@ pub struct EdfSourceConfig {
     /// picked channels must share one rate. With it and no `channels`, every signal is read.
     #[serde(default)]
     pub resample: bool,
-}
-
-fn default_chunk() -> usize {
-    256
 }
 
 impl EdfSourceConfig {

@@ -8,7 +8,9 @@ use neurostream_engine::{Channel, EngineError, NodeConfig, NodeContext, Result, 
 use serde::{Deserialize, Serialize};
 
 use super::file::{Buffer, FifRecording};
-use crate::recording::{engine_channels, handed_over, pick_labels, Blocks, Event, OpenBlocks, RecordingSource, ReplaySettings};
+use crate::recording::{
+    default_chunk, engine_channels, handed_over, pick_labels, Blocks, Event, OpenBlocks, RecordingSource, ReplaySettings,
+};
 
 /// Configuration of a `fif` source.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -33,10 +35,6 @@ pub struct FifSourceConfig {
     #[serde(default)]
     #[schemars(extend("x-unit" = "× real time"))]
     pub speed: f64,
-}
-
-fn default_chunk() -> usize {
-    256
 }
 
 impl NodeConfig for FifSourceConfig {

@@ -10,7 +10,7 @@ use neurostream_engine::{Channel, EngineError, NodeConfig, NodeContext, Result, 
 use serde::{Deserialize, Serialize};
 
 use super::header::Header;
-use crate::recording::{engine_channels, pick_labels, Blocks, Event, OpenBlocks, RecordingSource, ReplaySettings};
+use crate::recording::{default_chunk, engine_channels, pick_labels, Blocks, Event, OpenBlocks, RecordingSource, ReplaySettings};
 
 /// Configuration of a `gdf` source.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -30,10 +30,6 @@ pub struct GdfSourceConfig {
     #[serde(default)]
     #[schemars(extend("x-unit" = "× real time"))]
     pub speed: f64,
-}
-
-fn default_chunk() -> usize {
-    256
 }
 
 impl GdfSourceConfig {

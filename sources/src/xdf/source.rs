@@ -8,7 +8,9 @@ use neurostream_engine::{Channel, EngineError, NodeConfig, NodeContext, Result, 
 use serde::{Deserialize, Serialize};
 
 use super::file::{ChannelDesc, ChannelFormat, StreamData, StreamHeader, XdfFile};
-use crate::recording::{engine_channels, handed_over, pick_labels, Blocks, Event, OpenBlocks, RecordingSource, ReplaySettings};
+use crate::recording::{
+    default_chunk, engine_channels, handed_over, pick_labels, Blocks, Event, OpenBlocks, RecordingSource, ReplaySettings,
+};
 
 /// Configuration of an `xdf` source.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -41,10 +43,6 @@ pub struct XdfSourceConfig {
     /// (default: an error).
     #[serde(default)]
     pub allow_truncated: bool,
-}
-
-fn default_chunk() -> usize {
-    256
 }
 
 impl NodeConfig for XdfSourceConfig {
