@@ -751,9 +751,9 @@ impl Decoder {
                     .map(|s| s as i64)
                     .collect();
                 let w = channels.len();
-                let mut data = vec![0f32; rows * w];
-                let mut column = Vec::with_capacity(rows);
-                for (k, &ci) in channels.iter().enumerate() {
+                // The columns one after another (channel-major), then transposed to rows.
+                let mut by_channel = Vec::with_capacity(rows * w);
+                for &ci in channels.iter() {
                     let col = batch.column(ci);
                     if col.null_count() > 0 {
                         let r = (0..rows).find(|&r| col.is_null(r)).unwrap_or(0);
@@ -763,12 +763,10 @@ impl Decoder {
                             batch.schema().field(ci).name()
                         ));
                     }
-                    column.clear();
-                    extend_f32(col.as_ref(), &mut column);
-                    for (r, v) in column.iter().enumerate() {
-                        data[r * w + k] = *v;
-                    }
+                    extend_f32(col.as_ref(), &mut by_channel);
                 }
+                let mut data = vec![0f32; rows * w];
+                crate::dsp::transpose_into(&by_channel, w, rows, &mut data);
                 let mut frame = Frame::new(stream.clone(), self.schema.clone(), RowIndex::Samples(samples), data)
                     .map_err(|e| e.to_string())?;
                 if let Some(mi) = marker {

@@ -1,6 +1,9 @@
 //! Signal processing shared by sources and operators (neither crate depends on the other).
 
 pub mod polyphase;
+mod transposition;
+
+pub use transposition::{transpose, transpose_into};
 
 /// The normalized sinc `sin(πx) / (πx)` (1 at 0), the kernel of windowed-sinc FIR designs.
 pub fn sinc(x: f64) -> f64 {
@@ -9,37 +12,6 @@ pub fn sinc(x: f64) -> f64 {
     } else {
         (std::f64::consts::PI * x).sin() / (std::f64::consts::PI * x)
     }
-}
-
-/// Writes the `rows × cols` row-major matrix `m` transposed (`cols × rows`, row-major) into
-/// `out`: time-major samples to channel-major series and back. Goes in 16 × 16 blocks, so
-/// neither side is walked with a large stride (strides of a multiple of 4 KiB thrash the cache).
-pub fn transpose_into(m: &[f32], rows: usize, cols: usize, out: &mut [f32]) {
-    assert_eq!(m.len(), rows * cols, "transpose: {} values are not {rows} x {cols}", m.len());
-    assert_eq!(
-        out.len(),
-        m.len(),
-        "transpose: output of {} values for {}",
-        out.len(),
-        m.len()
-    );
-    const B: usize = 16;
-    for r0 in (0..rows).step_by(B) {
-        for c0 in (0..cols).step_by(B) {
-            for r in r0..(r0 + B).min(rows) {
-                for c in c0..(c0 + B).min(cols) {
-                    out[c * rows + r] = m[r * cols + c];
-                }
-            }
-        }
-    }
-}
-
-/// The `rows × cols` row-major matrix `m` transposed (see [`transpose_into`]).
-pub fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut out = vec![0f32; m.len()];
-    transpose_into(m, rows, cols, &mut out);
-    out
 }
 
 /// Greatest common divisor (`gcd(a, 0) = a`).
