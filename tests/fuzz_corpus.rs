@@ -80,15 +80,19 @@ fn mutate(data: &mut Vec<u8>, other: &[u8], rng: &mut Rng) {
     }
 }
 
-/// Silences panic messages on the mutation threads (some targets catch the panics of the
-/// libraries they wrap, e.g. arrow-rs's IPC reader, and turn them into errors); other threads
-/// keep the default hook.
+/// Silences panic messages on the mutation threads and on the Parquet source's read-ahead
+/// threads (some targets catch the panics of the libraries they wrap, e.g. arrow-rs's IPC reader
+/// and Parquet decoder, and turn them into errors); other threads keep the default hook.
 fn quiet_panics_on_fuzz_threads() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         let default = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            let fuzzing = std::thread::current().name().is_some_and(|n| n.ends_with("_mutations"));
+            // The fuzz loops, and the Parquet source's read-ahead threads (`parquet <source>`),
+            // where arrow-rs's decoder panics on corrupt pages are caught and become errors.
+            let fuzzing = std::thread::current()
+                .name()
+                .is_some_and(|n| n.ends_with("_mutations") || n.starts_with("parquet "));
             if !fuzzing {
                 default(info);
             }
