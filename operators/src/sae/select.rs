@@ -4,6 +4,8 @@
 //! `rows × d_sae` matrix is never written for the packed kernel. Each thread selects from its
 //! own columns and sorts its rows; the rows are then merged.
 
+use std::collections::HashSet;
+
 use super::model::Activation;
 use super::Csr;
 
@@ -141,8 +143,11 @@ impl RowSelection {
 /// `group` consecutive ids).
 fn merge_rows(parts: &[RowSelection], rows: std::ops::Range<usize>, limit: usize, group: usize, csr: &mut Csr) {
     let mut heads: Vec<&[(u32, f32)]> = Vec::with_capacity(parts.len());
+    // Each part holds one entry per group already; only groups cut by a share boundary repeat.
+    let dedupe = group > 0 && parts.len() > 1;
+    let mut seen: HashSet<u32> = HashSet::new();
     for r in rows {
-        let row_start = csr.ids.len();
+        seen.clear();
         heads.clear();
         heads.extend(parts.iter().map(|p| p.rows[r].as_slice()));
         let mut taken = 0;
@@ -159,11 +164,7 @@ fn merge_rows(parts: &[RowSelection], rows: std::ops::Range<usize>, limit: usize
             let Some(i) = best else { break };
             let (id, v) = heads[i][0];
             heads[i] = &heads[i][1..];
-            if group > 0
-                && csr.ids[row_start..]
-                    .iter()
-                    .any(|&o| o as usize / group == id as usize / group)
-            {
+            if dedupe && !seen.insert(id / group as u32) {
                 continue;
             }
             csr.ids.push(id);
@@ -198,16 +199,8 @@ fn keep_group_max(kept: &mut Vec<(u32, f32)>, col0: usize, z: &[f32], scale: &[f
 /// Drops from `kept` (sorted by [`rank`]) every entry whose group of `group` consecutive ids
 /// already has a better one, whatever order the columns were offered in.
 fn one_per_group(kept: &mut Vec<(u32, f32)>, group: usize) {
-    let mut seen: Vec<u32> = Vec::with_capacity(kept.len());
-    kept.retain(|&(id, _)| {
-        let g = id / group as u32;
-        if seen.contains(&g) {
-            false
-        } else {
-            seen.push(g);
-            true
-        }
-    });
+    let mut seen: HashSet<u32> = HashSet::with_capacity(kept.len());
+    kept.retain(|&(id, _)| seen.insert(id / group as u32));
 }
 
 /// Appends a row's `(id, value)` pairs sorted by value, largest first (ties by id).

@@ -88,9 +88,13 @@ fn workgroup_best(mine: Best, lane: u32) -> Best {
 }
 
 // Group max (sparsify `groupmax`): one workgroup per row, whose `k` groups of d_sae / k
-// consecutive columns each give their best (value, column) to `picked`, in group order
-// (`take_block` drops the non-positive ones). Invocations stride through a group, so the
-// loops run d_sae / 256 times in all.
+// consecutive columns each give their best (value, column; ties: the lower column) to `picked`,
+// in group order (`take_block` drops the non-positive ones). Groups of at most SMALL_GROUP
+// columns are scanned whole by one invocation each (no barriers); larger ones, of which there
+// are few, are reduced by the workgroup one after another. Either way an invocation's loops run
+// about d_sae / 256 times.
+const SMALL_GROUP: u32 = 64u;
+
 @compute @workgroup_size(256)
 fn groupmax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let row = wid.x + wid.y * nwg.x;
@@ -98,6 +102,23 @@ fn groupmax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id)
     let k = tparams.k;
     let group = tparams.d_sae / k;
     let base = row * tparams.d_sae;
+    if (group <= SMALL_GROUP) {
+        if (!valid) {
+            return;
+        }
+        for (var g = lid.x; g < k; g = g + WG) {
+            var mine = Best(-3.0e38, 0xffffffffu);
+            for (var j = g * group; j < (g + 1u) * group; j = j + 1u) {
+                let v = pre[base + j];
+                if (v > mine.v) {
+                    mine = Best(v, j);
+                }
+            }
+            picked[row * k + g] = mine.v;
+            picked[tparams.rows * k + row * k + g] = bitcast<f32>(mine.i);
+        }
+        return;
+    }
     for (var g = 0u; g < k; g = g + 1u) {
         var mine = Best(-3.0e38, 0xffffffffu);
         if (valid) {
