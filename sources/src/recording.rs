@@ -303,6 +303,57 @@ impl SourceReader for Replay {
     }
 }
 
+/// Picks the channels of one stream from a recording whose channels may have several rates:
+/// `wanted` (labels or glob patterns, see [`pick_labels`]) or, by default, every channel at the
+/// highest rate (the others are logged). `samples_per_record[i]` is channel `i`'s samples per
+/// data record and `rate(i)` its rate in Hz. The picked channels must share one rate unless
+/// `resample` is `Some(true)` (`Some(false)`: the source can resample, and the error says how;
+/// `None`: it cannot); none may be empty.
+pub fn pick_at_one_rate(
+    path: &std::path::Path,
+    labels: &[&str],
+    samples_per_record: &[usize],
+    rate: &dyn Fn(usize) -> f64,
+    wanted: Option<&[String]>,
+    resample: Option<bool>,
+) -> std::result::Result<Vec<usize>, String> {
+    let describe = |i: &usize| format!("{} ({} Hz)", labels[*i], rate(*i));
+    let picked: Vec<usize> = match wanted {
+        None if resample == Some(true) => (0..labels.len()).collect(),
+        None => {
+            let top = samples_per_record.iter().copied().max().unwrap_or(0);
+            let (keep, skip): (Vec<usize>, Vec<usize>) = (0..labels.len()).partition(|&i| samples_per_record[i] == top);
+            if !skip.is_empty() {
+                tracing::info!(
+                    "{}: reading the channels at the highest rate; left out (other rates; name them in `channels` to read them): {}",
+                    path.display(),
+                    skip.iter().map(describe).collect::<Vec<_>>().join(", ")
+                );
+            }
+            keep
+        }
+        Some(list) => pick_labels(labels, list, path)?,
+    };
+    let spr = samples_per_record[picked[0]];
+    if resample != Some(true) && picked.iter().any(|&i| samples_per_record[i] != spr) {
+        let hint = if resample.is_some() {
+            ", or set `resample = true` to bring them to the highest"
+        } else {
+            ""
+        };
+        return Err(format!(
+            "{}: the channels asked for have different sampling rates: {}. A stream has one rate: pick channels of one \
+             rate (one source per rate){hint}",
+            path.display(),
+            picked.iter().map(describe).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    if picked.iter().any(|&i| samples_per_record[i] == 0) {
+        return Err(format!("{}: the channels have no samples", path.display()));
+    }
+    Ok(picked)
+}
+
 /// Indices into `labels` of the channels `wanted` names (labels or glob patterns), in that
 /// order, each once. A name that matches nothing is an error naming the key `channels`,
 /// `file` and the nearest label.

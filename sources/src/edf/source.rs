@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::file::EdfFile;
 use crate::recording::{
-    default_chunk, engine_channels, handed_over, pick_labels, Blocks, Event, OpenBlocks, RecordingSource, ReplaySettings,
+    default_chunk, engine_channels, handed_over, pick_at_one_rate, Blocks, Event, OpenBlocks, RecordingSource, ReplaySettings,
 };
 
 /// Configuration of an `edf` source.
@@ -208,36 +208,14 @@ fn pick_channels(file: &EdfFile, wanted: Option<&[String]>, resample: bool) -> s
             file.path.display()
         ));
     }
-    let describe = |i: &usize| format!("{} ({} Hz)", h.signals[*i].label, h.sample_rate(*i));
-    let picked: Vec<usize> = match wanted {
-        None if resample => data.clone(),
-        None => {
-            let top = data.iter().map(|&i| h.signals[i].samples_per_record).max().unwrap_or(0);
-            let (keep, skip): (Vec<usize>, Vec<usize>) = data.iter().partition(|&&i| h.signals[i].samples_per_record == top);
-            if !skip.is_empty() {
-                tracing::info!(
-                    "{}: reading the channels at the highest rate; left out (other rates; name them in `channels` to read them): {}",
-                    file.path.display(),
-                    skip.iter().map(describe).collect::<Vec<_>>().join(", ")
-                );
-            }
-            keep
-        }
-        Some(list) => {
-            let labels: Vec<&str> = data.iter().map(|&i| h.signals[i].label.as_str()).collect();
-            pick_labels(&labels, list, &file.path)?.into_iter().map(|k| data[k]).collect()
-        }
-    };
-    let spr = h.signals[picked[0]].samples_per_record;
-    if !resample && picked.iter().any(|&i| h.signals[i].samples_per_record != spr) {
-        return Err(format!(
-            "{}: the channels asked for have different sampling rates: {}. A stream has one rate: pick channels of one \
-             rate (one source per rate), or set `resample = true` to bring them to the highest",
-            file.path.display(),
-            picked.iter().map(describe).collect::<Vec<_>>().join(", ")
-        ));
-    }
-    if picked.iter().any(|&i| h.signals[i].samples_per_record == 0) || h.record_duration_s <= 0.0 {
+    let labels: Vec<&str> = data.iter().map(|&i| h.signals[i].label.as_str()).collect();
+    let spr: Vec<usize> = data.iter().map(|&i| h.signals[i].samples_per_record).collect();
+    let rate = |k: usize| h.sample_rate(data[k]);
+    let picked: Vec<usize> = pick_at_one_rate(&file.path, &labels, &spr, &rate, wanted, Some(resample))?
+        .into_iter()
+        .map(|k| data[k])
+        .collect();
+    if h.record_duration_s <= 0.0 {
         return Err(format!("{}: the channels have no samples", file.path.display()));
     }
     Ok(picked)

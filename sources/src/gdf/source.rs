@@ -10,7 +10,9 @@ use neurostream_engine::{Channel, EngineError, NodeConfig, NodeContext, Result, 
 use serde::{Deserialize, Serialize};
 
 use super::header::Header;
-use crate::recording::{default_chunk, engine_channels, pick_labels, Blocks, Event, OpenBlocks, RecordingSource, ReplaySettings};
+use crate::recording::{
+    default_chunk, engine_channels, pick_at_one_rate, Blocks, Event, OpenBlocks, RecordingSource, ReplaySettings,
+};
 
 /// Configuration of a `gdf` source.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -157,38 +159,9 @@ impl SourceKind for GdfSourceKind {
 /// Resolves `wanted` (labels or glob patterns) to signal indices, all at one rate; by default
 /// the signals at the highest rate.
 fn pick_channels(h: &Header, wanted: Option<&[String]>) -> std::result::Result<Vec<usize>, String> {
-    let describe = |i: &usize| format!("{} ({} Hz)", h.signals[*i].label, h.sample_rate(*i));
-    let all: Vec<usize> = (0..h.signals.len()).collect();
-    let picked: Vec<usize> = match wanted {
-        None => {
-            let top = h.signals.iter().map(|s| s.samples_per_record).max().unwrap_or(0);
-            let (keep, skip): (Vec<usize>, Vec<usize>) = all.iter().partition(|&&i| h.signals[i].samples_per_record == top);
-            if !skip.is_empty() {
-                tracing::info!(
-                    "{}: reading the channels at the highest rate; left out (other rates; name them in `channels` to read them): {}",
-                    h.path.display(),
-                    skip.iter().map(describe).collect::<Vec<_>>().join(", ")
-                );
-            }
-            keep
-        }
-        Some(list) => {
-            let labels: Vec<&str> = h.signals.iter().map(|s| s.label.as_str()).collect();
-            pick_labels(&labels, list, &h.path)?
-        }
-    };
-    let spr = h.signals[picked[0]].samples_per_record;
-    if picked.iter().any(|&i| h.signals[i].samples_per_record != spr) {
-        return Err(format!(
-            "{}: the channels asked for have different sampling rates: {}. A stream has one rate: pick channels of one rate (one source per rate)",
-            h.path.display(),
-            picked.iter().map(describe).collect::<Vec<_>>().join(", ")
-        ));
-    }
-    if spr == 0 {
-        return Err(format!("{}: the channels asked for have no samples", h.path.display()));
-    }
-    Ok(picked)
+    let labels: Vec<&str> = h.signals.iter().map(|s| s.label.as_str()).collect();
+    let spr: Vec<usize> = h.signals.iter().map(|s| s.samples_per_record).collect();
+    pick_at_one_rate(&h.path, &labels, &spr, &|i| h.sample_rate(i), wanted, None)
 }
 
 /// The picked channels of a GDF file, a data record at a time.
