@@ -8,6 +8,7 @@
 //! | `edf` | an EDF/EDF+/BDF/BDF+ recording in physical units, annotations as markers, replayed fast or in real time |
 //! | `brainvision` | a BrainVision recording (`.vhdr`/`.eeg`/`.vmrk`) in the engine's units, markers as markers |
 //! | `xdf` | one stream of an XDF recording (LabRecorder), string streams as markers after clock correction |
+//! | `eeglab` | a continuous EEGLAB dataset (`.set`, samples in it or in its `.fdt`) in µV, its events as markers |
 //! | `gdf` | a GDF 1.x/2.x recording (biosig, BCI Competition) in the engine's units, its event table as markers |
 //! | `fif` | a raw FIF recording (MEG/EEG; split files followed) in fT, fT/cm and µV, annotations and stim events as markers |
 //! | `push` | arrays pushed from the embedding program (the Python package's numpy/Arrow input) |
@@ -23,6 +24,7 @@ pub mod array_source;
 pub mod arrow_tcp;
 pub mod brainvision;
 pub mod edf;
+pub mod eeglab;
 pub mod fif;
 pub mod gdf;
 mod hash;
@@ -46,6 +48,7 @@ pub use array_source::{ArraySource, ArraySourceConfig, ArraySourceKind};
 pub use arrow_tcp::{ArrowTcpConfig, ArrowTcpKind};
 pub use brainvision::{BrainVisionSourceConfig, BrainVisionSourceKind};
 pub use edf::{EdfSourceConfig, EdfSourceKind};
+pub use eeglab::{EeglabSourceConfig, EeglabSourceKind};
 pub use fif::{FifSourceConfig, FifSourceKind};
 pub use gdf::{GdfSourceConfig, GdfSourceKind};
 pub use lsl_source::{LslSourceConfig, LslSourceKind};
@@ -62,6 +65,7 @@ pub fn register(registry: &mut Registry) {
         .add_source(ArrowTcpKind)
         .add_source(BrainVisionSourceKind)
         .add_source(EdfSourceKind)
+        .add_source(EeglabSourceKind)
         .add_source(FifSourceKind)
         .add_source(GdfSourceKind)
         .add_source(LslSourceKind)

@@ -1,0 +1,95 @@
+//! The `eeglab` source against MNE's reader (`mne.io.read_raw_eeglab`) on datasets written with
+//! scipy.io.savemat the way EEGLAB lays them out (`tests/python/check_eeglab.py`): samples in a
+//! `.fdt`, in the `.set` as single (compressed MAT v7, the fields as variables), as double
+//! (uncompressed, no chanlocs) and as int16 (small): names, every sample and every event.
+//! Lying, truncated and unreadable datasets are errors naming the file and the field.
+
+mod common;
+
+use std::path::Path;
+
+use common::{python, run_err, run_ok, run_python};
+
+fn pipeline(set: &Path, extra: &str) -> String {
+    format!(
+        "[sources.rec]\nkind = \"eeglab\"\npath = \"{}\"\nchunk = 100\n{extra}\n\n\
+         [sinks.out]\nkind = \"parquet\"\ninput = \"rec\"\npath = \"out.parquet\"\nmarkers = true\n",
+        set.display()
+    )
+}
+
+/// Runs `eeglab` on `variant` (with `extra` source keys) and checks it with `check_eeglab.py check`.
+fn run_and_check(py: &Path, d: &Path, variant: &str, extra: &str, picked: Option<&str>) {
+    let set = d.join(format!("{variant}.set"));
+    std::fs::write(d.join("p.toml"), pipeline(&set, extra)).unwrap();
+    run_ok(d, &["run", "p.toml", "--quiet"]);
+    let out = d.join("out.parquet");
+    let mut args = vec!["check", set.to_str().unwrap(), out.to_str().unwrap()];
+    args.extend(picked);
+    eprintln!("{}", run_python(py, "check_eeglab.py", &args));
+    std::fs::remove_file(out).unwrap();
+}
+
+#[test]
+fn every_sample_and_event_equals_mne_wherever_the_samples_are() {
+    let Some(py) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let names = run_python(&py, "check_eeglab.py", &["write", d.to_str().unwrap()]);
+    let variants = ["fdt", "fields_zlib", "double_nochan", "int16_small"];
+    assert!(names.contains(&variants.join(" ")), "{names}");
+    for variant in variants {
+        run_and_check(&py, d, variant, "", None);
+    }
+    // Picked by label and pattern, in the order asked for.
+    run_and_check(&py, d, "fdt", "channels = [\"VEOG\", \"?z\"]", Some("4,0,1,2,3"));
+    // A renamed pair: the .set names `fdt.fdt`, which is gone; the .fdt beside it is read, as MNE does.
+    std::fs::copy(d.join("fdt.set"), d.join("renamed.set")).unwrap();
+    std::fs::rename(d.join("fdt.fdt"), d.join("renamed.fdt")).unwrap();
+    run_and_check(&py, d, "renamed", "", None);
+}
+
+#[test]
+fn lying_truncated_and_unreadable_datasets_are_errors_naming_the_file_and_field() {
+    let Some(py) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    run_python(&py, "check_eeglab.py", &["write", d.to_str().unwrap()]);
+    run_python(&py, "check_eeglab.py", &["lies", d.to_str().unwrap()]);
+    let cases = [
+        (
+            "short_fdt",
+            "short.fdt holds 39980 bytes, but `nbchan` 5 × `pnts` 2000 float32 take 40000 (truncated?)",
+        ),
+        (
+            "nbchan_lie",
+            "nbchan_lie.set: field `chanlocs` describes 5 channels, but `nbchan` is 6",
+        ),
+        ("epochs", "epochs.set: field `trials` is 2: the dataset holds epochs"),
+        (
+            "missing_fdt",
+            "missing_fdt.set: field `data` names the data file `gone.fdt`: found neither",
+        ),
+        (
+            "srate0",
+            "srate0.set: field `srate` is 0, expected a sampling rate in Hz above 0",
+        ),
+        (
+            "shape_lie",
+            "shape_lie.set: field `data` is 4 × 16384, but `nbchan` × `pnts` is 4 × 16000",
+        ),
+        (
+            "cut",
+            "cut.set: variable 1 (byte 128) declares 657952 bytes, but the file has 328908 after its tag (truncated?)",
+        ),
+        ("v73", "v73.set: a MATLAB v7.3 MAT-file (HDF5), which is not read"),
+        ("text", "text.set: not a MAT-file of level 5"),
+    ];
+    for (name, message) in cases {
+        let set = d.join(format!("{name}.set"));
+        std::fs::write(d.join("p.toml"), pipeline(&set, "")).unwrap();
+        let err = run_err(d, &["run", "p.toml", "--quiet"]);
+        assert!(err.contains(message), "{name}: {err}");
+        assert!(!d.join("out.parquet").exists(), "{name}: nothing is written");
+    }
+}

@@ -1,0 +1,207 @@
+"""EEGLAB datasets written with scipy.io.savemat the way EEGLAB's pop_saveset lays them out, and
+neurostream's reading of them checked against MNE's reader (`mne.io.read_raw_eeglab`).
+
+  check_eeglab.py write DIR     writes the variants below into DIR and prints their names:
+        fdt            `EEG` struct, samples in fdt.fdt (float32), chanlocs with types (an EOG
+                       channel), text event types with durations; MAT v6 (uncompressed)
+        fields_zlib    the dataset's fields as variables (pop_saveset's 'savemode','onefile'
+                       with -struct), samples in the .set as single (about 1 MB), numeric
+                       (double) event types, one event with a NaN latency; MAT v7 (compressed)
+        double_nochan  `EEG` struct, samples in the .set as double (uncompressed, 0.5 MB), no
+                       chanlocs (MNE names the channels EEG 000, ...), events without durations
+        int16_small    `EEG` struct, 3 channels x 100 samples of int16 in the .set (small enough to
+                       be read with the header), one event as a 1 x 1 struct
+  check_eeglab.py lies DIR      writes broken datasets (prints their names)
+  check_eeglab.py check FILE.set OUT.parquet [CHANNELS]
+      OUT (neurostream's signal layout) equals MNE's reading: names, every sample in µV (MNE's
+      volts x 1e6), markers on round(onset x sfreq) labelled with the description; CHANNELS
+      (comma-separated indices) when the run picked some. Tolerance 1e-6 of each channel's largest
+      magnitude (ours being float32).
+"""
+import os
+import shutil
+import sys
+
+import numpy as np
+import pyarrow.parquet as pq
+import scipy.io
+
+
+def struct_array(rows, fields):
+    """A 1 x n MATLAB struct array from a list of dicts."""
+    a = np.zeros((1, len(rows)), dtype=[(f, "O") for f in fields])
+    for i, r in enumerate(rows):
+        for f in fields:
+            a[0, i][f] = r.get(f, np.zeros((0, 0)))
+    return a
+
+
+def dataset(nbchan, pnts, srate, data, chanlocs, events):
+    return {
+        "setname": "neurostream test",
+        "filename": "",
+        "filepath": "",
+        "nbchan": float(nbchan),
+        "trials": 1.0,
+        "pnts": float(pnts),
+        "srate": float(srate),
+        "xmin": 0.0,
+        "xmax": (pnts - 1) / srate,
+        "times": np.arange(pnts) * 1000.0 / srate,
+        "data": data,
+        "icaact": np.zeros((0, 0)),
+        "icawinv": np.zeros((0, 0)),
+        "icasphere": np.zeros((0, 0)),
+        "icaweights": np.zeros((0, 0)),
+        "icachansind": np.zeros((0, 0)),
+        "chanlocs": chanlocs,
+        "urchanlocs": np.zeros((0, 0)),
+        "chaninfo": {"plotrad": np.zeros((0, 0)), "nosedir": "+X"},
+        "ref": "common",
+        "event": events,
+        "urevent": np.zeros((0, 0)),
+        "eventdescription": np.zeros((1, 0), dtype=object),
+        "epoch": np.zeros((0, 0)),
+        "epochdescription": np.zeros((1, 0), dtype=object),
+        "history": "EEG = pop_loadset();",
+        "saved": "yes",
+        "etc": {},
+    }
+
+
+def signals(nbchan, pnts, srate, seed):
+    rng = np.random.default_rng(seed)
+    t = np.arange(pnts) / srate
+    x = np.stack([20 * np.sin(2 * np.pi * (8 + c) * t + c) + 5 * rng.standard_normal(pnts) for c in range(nbchan)])
+    return x
+
+
+def fdt_set(out, name="fdt", fdt="fdt.fdt", **changes):
+    """fdt: 5 channels x 2000 samples at 250 Hz, samples in a .fdt beside the .set; `changes`
+    replace fields of the header (the .fdt is written as it should be)."""
+    x = signals(5, 2000, 250.0, 1).astype(np.float32)
+    labels = ["Fz", "Cz", "Pz", "Oz", "VEOG"]
+    types = ["EEG", "EEG", "EEG", "", "EOG"]
+    chanlocs = struct_array([{"labels": l, "type": t} for l, t in zip(labels, types)], ["labels", "type", "theta", "radius"])
+    events = struct_array(
+        [
+            {"type": "stim/left", "latency": 101.0, "duration": 0.0, "urevent": 1.0},
+            {"type": "boundary", "latency": 700.7, "duration": 25.0, "urevent": 2.0},
+            {"type": "stim/right", "latency": 1250.25, "duration": 50.0, "urevent": 3.0},
+            {"type": "end", "latency": 2000.0, "duration": 0.0, "urevent": 4.0},
+        ],
+        ["type", "latency", "duration", "urevent"],
+    )
+    x.T.astype("<f4").tofile(os.path.join(out, "fdt.fdt"))  # a sample's channels together
+    eeg = dataset(5, 2000, 250.0, fdt, chanlocs, events)
+    eeg.update(changes)
+    scipy.io.savemat(os.path.join(out, name + ".set"), {"EEG": eeg}, format="5", do_compression=False)
+
+
+def double_set(out, name="double_nochan", **changes):
+    """double_nochan: 4 channels x 16384 samples at 1000 Hz as double in the .set, no chanlocs."""
+    x = signals(4, 16384, 1000.0, 3)
+    events = struct_array([{"type": "rest", "latency": 4000.0}, {"type": "task", "latency": 9000.0}], ["type", "latency"])
+    eeg = dataset(4, 16384, 1000.0, x, np.zeros((0, 0)), events)
+    eeg.update(changes)
+    scipy.io.savemat(os.path.join(out, name + ".set"), {"EEG": eeg}, format="5", do_compression=False)
+
+
+def write(out):
+    fdt_set(out)
+    double_set(out)
+    # fields_zlib: 8 channels x 32768 samples at 512 Hz as single in the .set, compressed.
+    x = signals(8, 32768, 512.0, 2).astype(np.float32)
+    labels = [f"E{i + 1}" for i in range(8)]
+    chanlocs = struct_array([{"labels": l, "type": "EEG"} for l in labels], ["labels", "type"])
+    events = struct_array(
+        [
+            {"type": 1.0, "latency": 513.0, "duration": 1.0},
+            {"type": 2.0, "latency": float("nan"), "duration": 1.0},
+            {"type": 12.0, "latency": 20000.0, "duration": 256.0},
+        ],
+        ["type", "latency", "duration"],
+    )
+    fields = dataset(8, 32768, 512.0, x, chanlocs, events)
+    scipy.io.savemat(os.path.join(out, "fields_zlib.set"), fields, format="5", do_compression=True)
+
+    # int16_small: 3 channels x 100 samples of int16 (read with the header), one event.
+    x = (signals(3, 100, 100.0, 4) * 10).astype(np.int16)
+    chanlocs = struct_array([{"labels": l} for l in ["C3", "C4", "Cz"]], ["labels"])
+    events = {"type": "go", "latency": 51.0, "duration": 0.0}
+    eeg = dataset(3, 100, 100.0, x, chanlocs, events)
+    scipy.io.savemat(os.path.join(out, "int16_small.set"), {"EEG": eeg}, format="5", do_compression=False)
+    print("fdt fields_zlib double_nochan int16_small")
+
+
+def lies(out):
+    # The .fdt cut short.
+    fdt_set(out, "short_fdt", "short.fdt")
+    with open(os.path.join(out, "fdt.fdt"), "rb") as f:
+        data = f.read()
+    with open(os.path.join(out, "short.fdt"), "wb") as f:
+        f.write(data[: len(data) - 20])
+    fdt_set(out, "nbchan_lie", nbchan=6.0)  # chanlocs for 5 channels
+    fdt_set(out, "epochs", trials=2.0)
+    fdt_set(out, "missing_fdt", "gone.fdt")  # and no missing_fdt.fdt
+    fdt_set(out, "srate0", srate=0.0)
+    double_set(out, "shape_lie", pnts=16000.0)
+    # The .set cut in the middle of its data.
+    with open(os.path.join(out, "double_nochan.set"), "rb") as f:
+        data = f.read()
+    with open(os.path.join(out, "cut.set"), "wb") as f:
+        f.write(data[: len(data) // 2])
+    # A v7.3 (HDF5) MAT-file's header.
+    header = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Thu Dec  3 10:00:00 2026 HDF5 schema 1.00 ."
+    with open(os.path.join(out, "v73.set"), "wb") as f:
+        f.write(header.ljust(116) + b"\0" * 8 + b"\x00\x02IM" + b"\0" * 512)
+    with open(os.path.join(out, "text.set"), "wb") as f:
+        f.write(b"this is a text file, not a MAT-file\n" * 8)
+    print("short_fdt nbchan_lie epochs missing_fdt srate0 shape_lie cut v73 text")
+
+
+def ours_markers(t):
+    out = []
+    for s, m in zip(t.column("sample").to_numpy(), t.column("marker").to_pylist()):
+        if m is not None:
+            out.extend((int(s), label) for label in m.split(";"))
+    return out
+
+
+def check(set_path, out, channels=None):
+    import mne
+
+    mne.set_log_level("ERROR")
+    t = pq.read_table(out)
+    meta = t.schema.metadata
+    sf = float(meta[b"neurostream.sample_rate"])
+    cols = [c for c in t.column_names if c not in ("time", "sample", "marker")]
+    assert (t.column("sample").to_numpy() == np.arange(t.num_rows)).all()
+    raw = mne.io.read_raw_eeglab(set_path, preload=True)
+    assert abs(sf - raw.info["sfreq"]) < 1e-9, (sf, raw.info["sfreq"])
+    picks = [int(c) for c in channels.split(",")] if channels else list(range(len(raw.ch_names)))
+    assert cols == [raw.ch_names[i] for i in picks], (cols, raw.ch_names)
+    want = raw.get_data()[picks] * 1e6
+    last = t.num_rows - 1
+    # Markers on the sample nearest each onset; MNE keeps annotations past the end, ours stop there.
+    want_markers = sorted(
+        (int(round(a["onset"] * sf)), a["description"]) for a in raw.annotations if round(a["onset"] * sf) <= last
+    )
+    assert t.num_rows == want.shape[1], (t.num_rows, want.shape)
+    worst = 0.0
+    for i, c in enumerate(cols):
+        ours = t.column(c).to_numpy().astype(np.float64)
+        scale = max(np.abs(want[i]).max(), 1e-12)
+        err = np.abs(ours - want[i]).max() / scale
+        worst = max(worst, err)
+        assert err <= 1e-6, f"{c}: max error {err:.2e} of its largest magnitude"
+    got = sorted(ours_markers(t))
+    assert got == want_markers, f"markers differ:\n ours {got}\n  mne {want_markers}"
+    print(
+        f"{os.path.basename(set_path)} against mne: {len(cols)} channels x {t.num_rows} samples, {len(got)} markers equal "
+        f"(max error {worst:.1e})"
+    )
+
+
+if __name__ == "__main__":
+    {"write": write, "lies": lies, "check": check}[sys.argv[1]](*sys.argv[2:])
