@@ -17,6 +17,8 @@
   of a d_in 4, d_sae 8 SAE.
 - gdf: a GDF 1.25 file (int16, event mode 1) and a GDF 2.20 one (float32 and uint8 at two rates,
   event mode 3).
+- eeglab: EEGLAB datasets naming rec.fdt (5 x 8), with int16 samples in the .set, and with zeros
+  in a compressed .set (fields as variables).
 - parquet: 20-row files in the activation (zstd with a page index and 3 row groups; plain),
   signal (snappy, a marker column) and features (lz4) layouts.
 """
@@ -240,8 +242,25 @@ def gdf_seeds():
               [(0, 1, 4), (9, 2, 2)], mode=3)
 
 
+def eeglab_seeds():
+    # Small EEGLAB datasets in the test's layout: samples in rec.fdt (5 x 8, the fuzz target writes
+    # it), int16 samples in the .set, and zeros as double in a compressed .set (large enough to be
+    # streamed from the zlib stream, small once compressed), fields as variables.
+    sys.path.insert(0, os.path.join(HERE, "..", "tests", "python"))
+    import scipy.io
+    from check_eeglab import dataset, struct_array
+    chanlocs = struct_array([{"labels": l, "type": "EEG"} for l in ["Fz", "Cz", "Pz", "Oz", "EOG"]], ["labels", "type"])
+    events = struct_array([{"type": "a", "latency": 2.0, "duration": 1.0}, {"type": 7.0, "latency": 6.5}], ["type", "latency", "duration"])
+    scipy.io.savemat(os.path.join(C, "eeglab", "fdt"), {"EEG": dataset(5, 8, 100.0, "rec.fdt", chanlocs, events)}, format="5")
+    x = (np.arange(24).reshape(3, 8) - 12).astype(np.int16)
+    scipy.io.savemat(os.path.join(C, "eeglab", "int16"), {"EEG": dataset(3, 8, 100.0, x, chanlocs[:, :3], events)}, format="5")
+    z = np.zeros((2, 8192))
+    scipy.io.savemat(os.path.join(C, "eeglab", "zlib_fields"), dataset(2, 8192, 256.0, z, chanlocs[:, :2], events),
+                     format="5", do_compression=True)
+
+
 if __name__ == "__main__":
-    for t in ("arrow_ipc", "edf", "pipeline_toml", "sae_files", "brainvision", "xdf", "fif", "parquet", "gdf"):
+    for t in ("arrow_ipc", "edf", "pipeline_toml", "sae_files", "brainvision", "xdf", "fif", "parquet", "gdf", "eeglab"):
         os.makedirs(os.path.join(C, t), exist_ok=True)
     arrow_seeds()
     edf_seeds()
@@ -252,4 +271,5 @@ if __name__ == "__main__":
     fif_seeds()
     parquet_seeds()
     gdf_seeds()
+    eeglab_seeds()
     print("seeds written to", C)

@@ -222,6 +222,23 @@ pub fn gdf(data: &[u8]) {
     drain_sources(PipelineSpec::from_toml_str(text, dir.path()).and_then(|s| s.compile(&registry)));
 }
 
+/// The EEGLAB reader on any `.set` contents (beside a `rec.fdt` of 5 channels × 8 samples,
+/// which the seeds name): the MAT-file and the dataset's fields, then the `eeglab` source
+/// replayed to the end.
+pub fn eeglab(data: &[u8]) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("rec.set"), data).expect("write");
+    let fdt: Vec<u8> = (0..40).flat_map(|i| (i as f32 - 20.0).to_le_bytes()).collect();
+    std::fs::write(dir.path().join("rec.fdt"), fdt).expect("write");
+    let _ = neurostream_sources::eeglab::Dataset::open(&dir.path().join("rec.set"));
+    let mut registry = Registry::new();
+    registry
+        .add_source(neurostream_sources::eeglab::EeglabSourceKind)
+        .add_sink(ConsoleSinkKind);
+    let text = "[sources.r]\nkind = \"eeglab\"\npath = \"rec.set\"\nchunk = 100\n[sinks.o]\nkind = \"console\"\ninput = \"r\"\n";
+    drain_sources(PipelineSpec::from_toml_str(text, dir.path()).and_then(|s| s.compile(&registry)));
+}
+
 /// The XDF reader on any file contents: headers, then every stream's samples, time stamps and
 /// clock offsets, then the values of each numeric stream's chunks; through the `xdf` source
 /// too, replayed to the end.

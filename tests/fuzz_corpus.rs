@@ -222,6 +222,16 @@ fn gdf_corpus() {
 }
 
 #[test]
+fn eeglab_mutations() {
+    fuzz("eeglab", neurostream::fuzz_support::eeglab);
+}
+
+#[test]
+fn eeglab_corpus() {
+    replay("eeglab", neurostream::fuzz_support::eeglab);
+}
+
+#[test]
 fn fif_corpus() {
     replay("fif", neurostream::fuzz_support::fif);
 }
