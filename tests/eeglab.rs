@@ -2,13 +2,19 @@
 //! scipy.io.savemat the way EEGLAB lays them out (`tests/python/check_eeglab.py`): samples in a
 //! `.fdt`, in the `.set` as single (compressed MAT v7, the fields as variables), as double
 //! (uncompressed, no chanlocs) and as int16 (small): names, every sample and every event.
-//! Lying, truncated and unreadable datasets are errors naming the file and the field.
+//! A dataset written by EEGLAB in MATLAB (MNE's testing data) against MNE too, and the MAT-file
+//! reader against `scipy.io.loadmat` on files MATLAB wrote (v6 and v7: numbers, complex, 3-D,
+//! integers, text, structs, cells; sparse and MCOS objects skipped). Lying, truncated and
+//! unreadable datasets are errors naming the file and the field.
 
 mod common;
 
+use std::io::Read;
 use std::path::Path;
 
 use common::{python, run_err, run_ok, run_python};
+use neurostream_sources::eeglab::mat::{self, Numbers, Value};
+use serde_json::json;
 
 fn pipeline(set: &Path, extra: &str) -> String {
     format!(
@@ -91,5 +97,85 @@ fn lying_truncated_and_unreadable_datasets_are_errors_naming_the_file_and_field(
         let err = run_err(d, &["run", "p.toml", "--quiet"]);
         assert!(err.contains(message), "{name}: {err}");
         assert!(!d.join("out.parquet").exists(), "{name}: nothing is written");
+    }
+}
+
+#[test]
+fn a_dataset_written_by_eeglab_in_matlab_equals_mne() {
+    let Some(py) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let bundled = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/data/eeg/eeglab_test_raw.set");
+    std::fs::copy(&bundled, d.join("eeglab_test_raw.set")).unwrap();
+    // Shipped without its samples: the .fdt it names is written (noise of the right size).
+    let wrote = run_python(
+        &py,
+        "check_eeglab.py",
+        &["fdt", d.join("eeglab_test_raw.set").to_str().unwrap()],
+    );
+    assert!(wrote.contains("test_raw.fdt: 32 channels x 30504 samples"), "{wrote}");
+    run_and_check(&py, d, "eeglab_test_raw", "", None);
+}
+
+/// neurostream's reading of a MATLAB value as JSON, for `check_eeglab.py mat` (NaN as null).
+fn dump(value: &Value, file: &Path) -> serde_json::Value {
+    match value {
+        Value::Numeric {
+            dims, complex, numbers, ..
+        } => {
+            let values: Vec<f64> = match numbers {
+                Numbers::Loaded(v) => v.clone(),
+                Numbers::InFile(payload) => {
+                    let mut bytes = Vec::new();
+                    payload.open(file).unwrap().read_to_end(&mut bytes).unwrap();
+                    let width = payload.mi.bytes();
+                    bytes
+                        .chunks_exact(width)
+                        .map(|b| payload.mi.decode(b, payload.big_endian))
+                        .collect()
+                }
+            };
+            json!({"dims": dims, "complex": complex, "values": values})
+        }
+        Value::Char(text) => json!({ "char": text }),
+        Value::Struct { dims, fields, elements } => {
+            let elements: Vec<Vec<serde_json::Value>> =
+                elements.iter().map(|e| e.iter().map(|v| dump(v, file)).collect()).collect();
+            json!({"dims": dims, "fields": fields, "elements": elements})
+        }
+        Value::Cell { dims, items } => {
+            let cells: Vec<serde_json::Value> = items.iter().map(|v| dump(v, file)).collect();
+            json!({"dims": dims, "cells": cells})
+        }
+        Value::Unsupported(what) => json!({ "unsupported": what }),
+    }
+}
+
+#[test]
+fn mat_files_written_by_matlab_read_as_scipy_reads_them() {
+    let Some(py) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/data");
+    let mut files: Vec<_> = std::fs::read_dir(data.join("matlab"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "mat"))
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 7, "{files:?}");
+    files.push(data.join("eeg/eeglab_test_raw.set"));
+    for file in files {
+        let read = mat::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        let variables: Vec<serde_json::Value> = read.variables.iter().map(|(n, v)| json!([n, dump(v, &file)])).collect();
+        let ours = dir.path().join("ours.json");
+        std::fs::write(&ours, serde_json::to_vec(&variables).unwrap()).unwrap();
+        eprintln!(
+            "{}",
+            run_python(
+                &py,
+                "check_eeglab.py",
+                &["mat", file.to_str().unwrap(), ours.to_str().unwrap()]
+            )
+        );
     }
 }

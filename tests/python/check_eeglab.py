@@ -12,6 +12,12 @@ neurostream's reading of them checked against MNE's reader (`mne.io.read_raw_eeg
         int16_small    `EEG` struct, 3 channels x 100 samples of int16 in the .set (small enough to
                        be read with the header), one event as a 1 x 1 struct
   check_eeglab.py lies DIR      writes broken datasets (prints their names)
+  check_eeglab.py fdt FILE.set            writes the .fdt a dataset names (float32 noise of the right
+      size, seeded; for bundled datasets shipped without their samples) beside it
+  check_eeglab.py mat FILE.mat OURS.json   neurostream's reading of a MAT-file (dumped by
+      tests/eeglab.rs) equals scipy.io.loadmat's: names, dimensions, every number (real parts;
+      exactly), text, struct fields and cells; sparse and opaque (MCOS) values are the ones
+      neurostream skips
   check_eeglab.py check FILE.set OUT.parquet [CHANNELS]
       OUT (neurostream's signal layout) equals MNE's reading: names, every sample in µV (MNE's
       volts x 1e6), markers on round(onset x sfreq) labelled with the description; CHANNELS
@@ -160,6 +166,63 @@ def lies(out):
     print("short_fdt nbchan_lie epochs missing_fdt srate0 shape_lie cut v73 text")
 
 
+def write_fdt(set_path):
+    eeg = scipy.io.loadmat(set_path, squeeze_me=True, struct_as_record=False)["EEG"]
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((int(eeg.pnts), int(eeg.nbchan))) * 10).astype("<f4")
+    x.tofile(os.path.join(os.path.dirname(set_path), str(eeg.data)))
+    print(f"{eeg.data}: {int(eeg.nbchan)} channels x {int(eeg.pnts)} samples")
+
+
+def same(ours, theirs, where):
+    """Asserts neurostream's dump `ours` of a MATLAB value equals scipy's `theirs`."""
+    if "unsupported" in ours:
+        kind = type(theirs).__name__
+        assert kind in ("csc_matrix", "csc_array", "MatlabOpaque", "MatlabFunction"), f"{where}: ours skipped, scipy has {kind}"
+        return
+    if "char" in ours:
+        rows = [str(r).rstrip() for r in np.asarray(theirs).flat] if np.asarray(theirs).size else []
+        text = "\n".join(rows) if len(rows) > 1 else (str(np.asarray(theirs).flat[0]) if rows else "")
+        assert ours["char"] == text, f"{where}: {ours['char']!r} != {text!r}"
+        return
+    theirs = np.asarray(theirs)
+    assert list(theirs.shape) == ours["dims"], f"{where}: dims {ours['dims']} != {theirs.shape}"
+    flat = theirs.flatten(order="F")
+    if "fields" in ours:
+        assert list(theirs.dtype.names) == ours["fields"], f"{where}: fields {ours['fields']} != {theirs.dtype.names}"
+        for i, (element, theirs_el) in enumerate(zip(ours["elements"], flat)):
+            for f, value in zip(ours["fields"], element):
+                same(value, theirs_el[f], f"{where}({i + 1}).{f}")
+        return
+    if "cells" in ours:
+        for i, (item, theirs_item) in enumerate(zip(ours["cells"], flat)):
+            same(item, theirs_item, f"{where}{{{i + 1}}}")
+        return
+    assert ours["complex"] == np.iscomplexobj(theirs), f"{where}: complex {ours['complex']}"
+    got = np.array([np.nan if v is None else v for v in ours["values"]], dtype=np.float64)
+    want = np.real(flat).astype(np.float64)
+    assert np.array_equal(got, want, equal_nan=True), f"{where}: values differ"
+
+
+def check_mat(mat_path, ours_json):
+    import json
+
+    ours = json.load(open(ours_json))
+    theirs = scipy.io.loadmat(mat_path, squeeze_me=False, struct_as_record=True, chars_as_strings=True)
+    names = [n for n, _ in ours if n]
+    for name, value in ours:
+        if not name:
+            continue  # the subsystem data (MCOS class definitions), which scipy keeps to itself
+        if name not in theirs:
+            # scipy files opaque objects under the key `None`.
+            assert "unsupported" in value and type(theirs.get("None")).__name__ == "MatlabOpaque", name
+            continue
+        same(value, theirs[name], name)
+    missing = [k for k in theirs if not k.startswith("__") and k != "None" and k not in names]
+    assert not missing, f"scipy reads variables neurostream does not: {missing}"
+    print(f"{os.path.basename(mat_path)}: {len(names)} variables equal scipy.io.loadmat's")
+
+
 def ours_markers(t):
     out = []
     for s, m in zip(t.column("sample").to_numpy(), t.column("marker").to_pylist()):
@@ -204,4 +267,4 @@ def check(set_path, out, channels=None):
 
 
 if __name__ == "__main__":
-    {"write": write, "lies": lies, "check": check}[sys.argv[1]](*sys.argv[2:])
+    {"write": write, "lies": lies, "check": check, "fdt": write_fdt, "mat": check_mat}[sys.argv[1]](*sys.argv[2:])

@@ -307,6 +307,12 @@ fn fdt_path(set: &Path, name: &str) -> Result<PathBuf, String> {
         );
         return Ok(renamed);
     }
+    if named == renamed {
+        return Err(format!(
+            "field `data` names the data file `{base}`: {} is not there",
+            named.display()
+        ));
+    }
     Err(format!(
         "field `data` names the data file `{base}`: found neither {} nor {}",
         named.display(),

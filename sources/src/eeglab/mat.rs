@@ -567,6 +567,17 @@ impl<'a, 'b> Input<'a, 'b> {
         self.word()?;
         let class = flags_word & 0xff;
         let complex = flags_word & 0x0800 != 0;
+        if class == 17 {
+            // An opaque (MCOS) object: string, datetime, table, ... Its name comes without
+            // dimensions, then its class and data, which this reader skips.
+            let name_tag = self.tag(end, "array name")?;
+            let name = String::from_utf8_lossy(&self.body(&name_tag, end)?).into_owned();
+            self.skip(end - self.pos)?;
+            return Ok((
+                name,
+                Value::Unsupported("opaque object (MATLAB string, datetime, table, ...)"),
+            ));
+        }
         let dims_tag = self.tag(end, "dimensions")?;
         if dims_tag.code != MI_INT32 || dims_tag.len % 4 != 0 || dims_tag.len < 8 || dims_tag.len > 4 * 64 {
             return Err(format!(
@@ -604,7 +615,6 @@ impl<'a, 'b> Input<'a, 'b> {
             3 => Value::Unsupported("object"),
             5 => Value::Unsupported("sparse array"),
             16 => Value::Unsupported("function handle"),
-            17 => Value::Unsupported("opaque object"),
             other => return Err(format!("array class {other}, which MATLAB does not write")),
         };
         if self.pos > end {
