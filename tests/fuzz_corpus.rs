@@ -122,6 +122,9 @@ fn fuzz(target: &str, f: fn(&[u8])) {
                 .as_nanos() as u64
                 | 1
         });
+    // Each input is written here before it runs: an abort (out of memory, stack overflow) cannot
+    // keep its input the way a panic does.
+    let last_input = std::env::var_os("NEUROSTREAM_FUZZ_LAST_INPUT").map(PathBuf::from);
     let mut rng = Rng(seed);
     let started = Instant::now();
     let mut execs = 0u64;
@@ -130,6 +133,9 @@ fn fuzz(target: &str, f: fn(&[u8])) {
         let other = &corpus[rng.below(corpus.len())];
         for _ in 0..1 + rng.below(8) {
             mutate(&mut input, other, &mut rng);
+        }
+        if let Some(path) = &last_input {
+            std::fs::write(path, &input).unwrap();
         }
         if std::panic::catch_unwind(|| f(&input)).is_err() {
             let out: PathBuf = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("fuzz-crash-{target}-{seed}-{execs}"));

@@ -28,8 +28,19 @@ const CHAR_LIMIT_BYTES: u64 = 16 << 20;
 /// Deepest nesting of structs and cells read.
 const MAX_DEPTH: usize = 32;
 
-/// Most values (array elements of structs and cells, loaded numbers) held in memory.
-const MAX_VALUES: u64 = 16_000_000;
+/// Most bytes of values held in memory (struct and cell elements at [`VALUE_BYTES`] each,
+/// loaded numbers at 8, text and names at their length): a file cannot make the reader hold
+/// more than this, however far its compressed variables inflate.
+const MAX_HELD_BYTES: u64 = 256 << 20;
+
+/// What a struct or cell element is charged against [`MAX_HELD_BYTES`].
+const VALUE_BYTES: u64 = 64;
+
+/// Longest array name read (MATLAB's are at most 63 characters).
+const MAX_NAME_BYTES: u64 = 4096;
+
+/// Most bytes of a struct's field names (MATLAB's names are at most 64 bytes each).
+const MAX_FIELD_NAME_BYTES: u64 = 1 << 20;
 
 /// How a MAT-file stores numbers (the `mi` data types).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -322,7 +333,7 @@ pub fn read(path: &Path) -> Result<MatFile, String> {
             ))
         }
     };
-    let mut budget = Budget { values: 0 };
+    let mut budget = Budget { held: 0 };
     let mut variables = Vec::new();
     let mut pos = 128u64;
     file.seek(SeekFrom::Start(pos)).map_err(|e| format!("cannot read: {e}"))?;
@@ -383,9 +394,9 @@ fn hdf5_signature(file: &mut BufReader<File>) -> Result<bool, String> {
     Ok(found)
 }
 
-/// Values held in memory so far, against [`MAX_VALUES`].
+/// Bytes held in memory so far, against [`MAX_HELD_BYTES`].
 struct Budget {
-    values: u64,
+    held: u64,
 }
 
 enum Source<'a> {
@@ -491,8 +502,13 @@ impl<'a, 'b> Input<'a, 'b> {
         })
     }
 
-    /// The data of `tag` (read after it), with the padding after them skipped.
-    fn body(&mut self, tag: &Tag, end: u64) -> Result<Vec<u8>, String> {
+    /// The data of `tag` (read after it; at most `limit` bytes, or an error naming `what`), with
+    /// the padding after them skipped.
+    fn body(&mut self, tag: &Tag, end: u64, limit: u64, what: &str) -> Result<Vec<u8>, String> {
+        if tag.len > limit {
+            return Err(format!("the {what} takes {} bytes (at most {limit} are read)", tag.len));
+        }
+        self.charge(tag.len)?;
         let mut data = vec![0u8; if tag.small { 4 } else { tag.len as usize }];
         self.read_exact(&mut data)?;
         data.truncate(tag.len as usize);
@@ -530,10 +546,14 @@ impl<'a, 'b> Input<'a, 'b> {
         self.matrix(end, 0)
     }
 
-    fn charge(&mut self, values: u64) -> Result<(), String> {
-        self.budget.values += values;
-        if self.budget.values > MAX_VALUES {
-            return Err(format!("holds more than {MAX_VALUES} struct/cell elements and small numbers"));
+    /// Counts `bytes` more held in memory against [`MAX_HELD_BYTES`].
+    fn charge(&mut self, bytes: u64) -> Result<(), String> {
+        self.budget.held = self.budget.held.saturating_add(bytes);
+        if self.budget.held > MAX_HELD_BYTES {
+            return Err(format!(
+                "holds more than {} MiB of structs, cells, text and small arrays",
+                MAX_HELD_BYTES >> 20
+            ));
         }
         Ok(())
     }
@@ -571,7 +591,7 @@ impl<'a, 'b> Input<'a, 'b> {
             // An opaque (MCOS) object: string, datetime, table, ... Its name comes without
             // dimensions, then its class and data, which this reader skips.
             let name_tag = self.tag(end, "array name")?;
-            let name = String::from_utf8_lossy(&self.body(&name_tag, end)?).into_owned();
+            let name = String::from_utf8_lossy(&self.body(&name_tag, end, MAX_NAME_BYTES, "array name")?).into_owned();
             self.skip(end - self.pos)?;
             return Ok((
                 name,
@@ -585,12 +605,13 @@ impl<'a, 'b> Input<'a, 'b> {
                 dims_tag.code, dims_tag.len
             ));
         }
-        let dims_data = self.body(&dims_tag, end)?;
+        let dims_data = self.body(&dims_tag, end, 4 * 64, "dimensions")?;
         let dims = self.int32s(&dims_data);
         if let Some(d) = dims.iter().find(|d| **d < 0) {
             return Err(format!("a negative dimension ({d})"));
         }
         let dims: Vec<u64> = dims.into_iter().map(|d| d as u64).collect();
+        self.charge(8 * dims.len() as u64)?;
         let elements = dims
             .iter()
             .try_fold(1u64, |n, &d| n.checked_mul(d))
@@ -599,13 +620,14 @@ impl<'a, 'b> Input<'a, 'b> {
         if name_tag.code != MI_INT8 && name_tag.code != 2 {
             return Err(format!("array name of data type {}", name_tag.code));
         }
-        let name = String::from_utf8_lossy(&self.body(&name_tag, end)?).into_owned();
+        let name = String::from_utf8_lossy(&self.body(&name_tag, end, MAX_NAME_BYTES, "array name")?).into_owned();
         let value = match class {
             6..=15 => self.numeric(end, class as u8, dims, elements, complex)?,
             4 => self.chars(end, &dims, elements)?,
             2 => self.structure(end, dims, elements, depth)?,
             1 => {
                 self.fits(elements, end, "cells")?;
+                self.charge(elements.saturating_mul(VALUE_BYTES))?;
                 let mut items = Vec::new();
                 for i in 0..elements {
                     items.push(self.child(end, depth).map_err(|e| format!("cell {}: {e}", i + 1))?);
@@ -660,8 +682,9 @@ impl<'a, 'b> Input<'a, 'b> {
             ));
         }
         let numbers = if tag.len <= LOAD_LIMIT_BYTES {
-            self.charge(count)?;
-            let data = self.body(&tag, end)?;
+            // Held as f64: charged for the difference from the stored width too.
+            self.charge(count * (8 - mi.bytes() as u64))?;
+            let data = self.body(&tag, end, LOAD_LIMIT_BYTES, "real part")?;
             Numbers::Loaded(data.chunks_exact(mi.bytes()).map(|b| mi.decode(b, self.big_endian)).collect())
         } else {
             let at = match self.stream {
@@ -694,7 +717,7 @@ impl<'a, 'b> Input<'a, 'b> {
             self.skip_body(&tag, end)?;
             return Ok(Value::Unsupported("char array over 16 MiB"));
         }
-        let data = self.body(&tag, end)?;
+        let data = self.body(&tag, end, CHAR_LIMIT_BYTES, "characters")?;
         let units: Vec<u32> = match tag.code {
             // UTF-8 or bytes: decoded as UTF-8 (as MATLAB writes `miUTF8`).
             MI_UTF8 | MI_INT8 | 2 => {
@@ -736,7 +759,7 @@ impl<'a, 'b> Input<'a, 'b> {
 
     fn structure(&mut self, end: u64, dims: Vec<u64>, elements: u64, depth: usize) -> Result<Value, String> {
         let len_tag = self.tag(end, "field name length")?;
-        let len_data = self.body(&len_tag, end)?;
+        let len_data = self.body(&len_tag, end, 4, "field name length")?;
         let name_len = match (len_tag.code, len_data.len()) {
             (MI_INT32, 4) => self.int32s(&len_data)[0],
             _ => {
@@ -751,7 +774,7 @@ impl<'a, 'b> Input<'a, 'b> {
             return Err(format!("field name length {name_len} (1 to 4096 expected)"));
         }
         let names_tag = self.tag(end, "field names")?;
-        let names = self.body(&names_tag, end)?;
+        let names = self.body(&names_tag, end, MAX_FIELD_NAME_BYTES, "field names")?;
         if names.len() % name_len as usize != 0 {
             return Err(format!(
                 "{} bytes of field names, not a multiple of their length {name_len}",
@@ -769,7 +792,8 @@ impl<'a, 'b> Input<'a, 'b> {
             .checked_mul(fields.len() as u64)
             .ok_or_else(|| "too many struct fields".to_string())?;
         self.fits(values, end, "struct field values")?;
-        self.charge(values)?;
+        // Each element is charged too: a struct array with no fields has elements and no bytes.
+        self.charge(values.saturating_add(elements).saturating_mul(VALUE_BYTES))?;
         let mut all = Vec::new();
         for i in 0..elements {
             let mut element = Vec::with_capacity(fields.len());
@@ -792,11 +816,14 @@ impl<'a, 'b> Input<'a, 'b> {
 /// A char array's text: a row vector as it is, a matrix (stored column-major) as its rows
 /// joined by newlines with trailing blanks removed.
 fn rows_text(chars: &[char], dims: &[u64]) -> String {
-    let rows = dims.first().copied().unwrap_or(1) as usize;
-    if rows <= 1 || dims.len() != 2 || chars.len() != rows * dims[1] as usize {
+    let (rows, cols) = match dims {
+        [rows, cols] => (*rows as usize, *cols as usize),
+        _ => (1, chars.len()),
+    };
+    // A text of no characters has no rows, whatever its dimensions say.
+    if rows <= 1 || chars.is_empty() || rows.checked_mul(cols) != Some(chars.len()) {
         return chars.iter().collect();
     }
-    let cols = dims[1] as usize;
     (0..rows)
         .map(|r| {
             let row: String = (0..cols).map(|c| chars[r + c * rows]).collect();

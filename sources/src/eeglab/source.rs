@@ -136,10 +136,13 @@ impl SourceKind for EeglabSourceKind {
     }
 }
 
-/// Samples per block read.
+/// Samples per block read, at most.
 const BLOCK_SAMPLES: u64 = 1024;
 
-/// The picked channels of a dataset, [`BLOCK_SAMPLES`] samples at a time.
+/// Bytes per block read, at most (fewer samples per block for very many channels).
+const BLOCK_BYTES: u64 = 4 << 20;
+
+/// The picked channels of a dataset, [`BLOCK_SAMPLES`] samples (at most [`BLOCK_BYTES`]) at a time.
 struct SampleBlocks {
     reader: Box<dyn Read + Send>,
     mi: MiType,
@@ -157,8 +160,9 @@ impl Blocks for SampleBlocks {
         if self.next >= total {
             return Ok(false);
         }
-        let n = BLOCK_SAMPLES.min(total - self.next) as usize;
         let (width, bytes) = (self.set.labels.len(), self.mi.bytes());
+        let fit = (BLOCK_BYTES / (width * bytes) as u64).max(1);
+        let n = BLOCK_SAMPLES.min(fit).min(total - self.next) as usize;
         self.buffer.resize(n * width * bytes, 0);
         self.reader.read_exact(&mut self.buffer).map_err(|e| {
             EngineError::Runtime(format!(
