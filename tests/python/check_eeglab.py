@@ -7,6 +7,8 @@ neurostream's reading of them checked against MNE's reader (`mne.io.read_raw_eeg
         fields_zlib    the dataset's fields as variables (pop_saveset's 'savemode','onefile'
                        with -struct), samples in the .set as single (about 1 MB), numeric
                        (double) event types, one event with a NaN latency; MAT v7 (compressed)
+        fields_v6      fields_zlib uncompressed (EEGLAB's default since 2021: one file, MAT v6,
+                       fields as variables)
         double_nochan  `EEG` struct, samples in the .set as double (uncompressed, 0.5 MB), no
                        chanlocs (MNE names the channels EEG 000, ...), events without durations
         int16_small    `EEG` struct, 3 channels x 100 samples of int16 in the .set (small enough to
@@ -130,6 +132,9 @@ def write(out):
     )
     fields = dataset(8, 32768, 512.0, x, chanlocs, events)
     scipy.io.savemat(os.path.join(out, "fields_zlib.set"), fields, format="5", do_compression=True)
+    # fields_v6: the same uncompressed, as EEGLAB (2021 on) saves by default: one file, MAT v6,
+    # the fields as variables, single samples.
+    scipy.io.savemat(os.path.join(out, "fields_v6.set"), fields, format="5", do_compression=False)
 
     # int16_small: 3 channels x 100 samples of int16 (read with the header), one event.
     x = (signals(3, 100, 100.0, 4) * 10).astype(np.int16)
@@ -137,7 +142,7 @@ def write(out):
     events = {"type": "go", "latency": 51.0, "duration": 0.0}
     eeg = dataset(3, 100, 100.0, x, chanlocs, events)
     scipy.io.savemat(os.path.join(out, "int16_small.set"), {"EEG": eeg}, format="5", do_compression=False)
-    print("fdt fields_zlib double_nochan int16_small")
+    print("fdt fields_zlib fields_v6 double_nochan int16_small")
 
 
 def lies(out):
