@@ -1,8 +1,9 @@
 //! The `brainvision` source against MNE's reader on recordings MNE and pybv write from a bundled
 //! real EEG (IEEE_FLOAT_32 and INT_16, multiplexed) and one written by hand for the layouts pybv
-//! does not write (INT_32, VECTORIZED, Latin-1 text, µV/mV/V/°C channels, an EOG channel):
-//! samples, names, types, units and markers; then lying and incomplete files as clear errors
-//! naming the file and the field, with nothing written.
+//! does not write (INT_32, VECTORIZED, Latin-1 text, µV/mV/V/°C channels, an EOG channel; ASCII
+//! with decimal commas): samples, names, types, units and markers; ASCII with a skipped time
+//! column against the values written; then lying and incomplete files as clear errors naming the
+//! file and the field, with nothing written.
 
 mod common;
 
@@ -36,7 +37,7 @@ fn every_sample_channel_and_marker_equals_mne_on_files_mne_and_pybv_write() {
         .find(|l| l.starts_with("export_float32"))
         .expect("the variants written");
     let variants: Vec<&str> = line.split_whitespace().collect();
-    assert_eq!(variants.len(), 3, "{names}");
+    assert_eq!(variants.len(), 4, "{names}");
     for v in variants {
         let vhdr = d.join(format!("{v}.vhdr"));
         std::fs::write(d.join("p.toml"), pipeline(vhdr.to_str().unwrap(), "")).unwrap();
@@ -100,6 +101,67 @@ fn channels_are_picked_by_label_or_pattern_and_values_scaled_by_resolution() {
         assert!((cz[s] as f64 - raw(s, 0)).abs() <= 1e-3, "Cz sample {s}");
     }
     assert_eq!(batches[0].schema().fields().iter().filter(|f| f.name() == "Pz").count(), 0);
+}
+
+/// A small ASCII recording written here: a time column to skip, `;`-separated values at
+/// resolution 0.5, a blank line; `lines` replaces the data lines when given.
+fn tiny_ascii(d: &Path, lines: Option<&str>) -> PathBuf {
+    let header = "Brain Vision Data Exchange Header File Version 1.0\n[Common Infos]\nDataFile=a.txt\n\
+                  DataFormat=ASCII\nDataOrientation=MULTIPLEXED\nNumberOfChannels=2\nSamplingInterval=4000\n\
+                  [ASCII Infos]\nSkipLines=2\nSkipColumns=1\n[Channel Infos]\nCh1=Fz,,0.5,µV\nCh2=Cz,,0.5,mV\n";
+    std::fs::write(d.join("a.vhdr"), header).unwrap();
+    let data = lines.map(str::to_string).unwrap_or_else(|| {
+        let rows: Vec<String> = (0..7).map(|s| format!("{};{};{}", s * 4, s * 10 - 20, 3 - s)).collect();
+        format!(
+            "exported\ntime;Fz;Cz\n{}\n\n{}\n",
+            rows[..3].join("\n"),
+            rows[3..].join("\r\n")
+        )
+    });
+    std::fs::write(d.join("a.txt"), data).unwrap();
+    d.join("a.vhdr")
+}
+
+#[test]
+fn ascii_data_skip_their_lines_and_columns_and_scale_by_resolution() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    tiny_ascii(d, None);
+    std::fs::write(d.join("p.toml"), pipeline("a.vhdr", "")).unwrap();
+    run_ok(d, &["run", "p.toml", "--quiet"]);
+    let batches = common::read_parquet(&d.join("out.parquet"));
+    let col = |name: &str| -> Vec<f32> {
+        batches
+            .iter()
+            .flat_map(|b| {
+                let a = b.column_by_name(name).unwrap();
+                a.as_any()
+                    .downcast_ref::<arrow::array::Float32Array>()
+                    .unwrap()
+                    .values()
+                    .to_vec()
+            })
+            .collect()
+    };
+    // Fz: stored × 0.5 µV; Cz: stored × 0.5 mV, in the engine's µV.
+    let fz: Vec<f32> = (0..7).map(|s| (s * 10 - 20) as f32 * 0.5).collect();
+    let cz: Vec<f32> = (0..7).map(|s| (3 - s) as f32 * 500.0).collect();
+    assert_eq!(col("Fz"), fz);
+    assert_eq!(col("Cz"), cz);
+    // A line with a value missing, and a value that is not a number: errors naming the line.
+    for (data, message) in [
+        (
+            "x\ny\n0;1;2\n4;5\n",
+            "a.txt: line 4: 2 values, but the header has 2 channels after 1 skipped columns",
+        ),
+        ("x\ny\n0;1;2\n4;5;zz\n", "a.txt: line 4: channel 2: `zz` is not a number"),
+    ] {
+        std::fs::remove_file(d.join("out.parquet")).ok();
+        tiny_ascii(d, Some(data));
+        let err = run_err(d, &["run", "p.toml", "--quiet"]);
+        assert!(err.contains(message), "{err}");
+        assert!(!d.join("out.parquet").exists());
+    }
 }
 
 /// Something done to a good recording's files to make them lie.

@@ -7,6 +7,8 @@ and neurostream's reading of them checked against MNE's reader (`mne.io.read_raw
         pybv_int16       pybv.write_brainvision, INT_16 at a resolution per channel (0.1 µV or coarser)
         vectorized_int32 by hand: INT_32, VECTORIZED, DataPoints, Latin-1 text, channels in
                          µV, mV and V, an EOG channel (HEOGL) and a misc one in °C (`C`)
+        ascii_comma      by hand: ASCII, multiplexed, a line of names (SkipLines=1), decimal
+                         commas, blank-separated values in µV
       and prints the variant names.
   check_brainvision.py check REC.vhdr OUT.parquet
       OUT (neurostream's signal layout) equals MNE's reading: channel names, types (eeg, eog,
@@ -108,7 +110,37 @@ def write(rec, out):
     # ASCII: MNE reads the marker file in the locale's encoding.
     mk.append(f"Mk{len(events) + 2}=Comment,cafe\\1 ok,{n // 2},1,0")
     open(os.path.join(out, "vectorized_int32.vmrk"), "wb").write("\r\n".join(mk).encode("latin-1"))
-    print("export_float32 pybv_int16 vectorized_int32")
+
+    # By hand: ASCII, multiplexed, a line of channel names first (SkipLines=1), a decimal comma,
+    # blank-separated values in µV (as BrainVision Analyzer exports them); the same markers.
+    names = raw.ch_names
+    text = [" ".join(names)] + [" ".join(f"{v:.4f}".replace(".", ",") for v in data_uv[:, i]) for i in range(n)]
+    open(os.path.join(out, "ascii_comma.dat"), "w").write("\r\n".join(text) + "\r\n")
+    header = [
+        "Brain Vision Data Exchange Header File Version 1.0",
+        "",
+        "[Common Infos]",
+        "Codepage=ANSI",
+        "DataFile=ascii_comma.dat",
+        "MarkerFile=ascii_comma.vmrk",
+        "DataFormat=ASCII",
+        "DataOrientation=MULTIPLEXED",
+        f"NumberOfChannels={len(names)}",
+        f"DataPoints={n}",
+        f"SamplingInterval={1e6 / sf:g}",
+        "",
+        "[ASCII Infos]",
+        "DecimalSymbol=,",
+        "SkipLines=1",
+        "SkipColumns=0",
+        "",
+        "[Channel Infos]",
+    ]
+    header += [f"Ch{i + 1}={names[i]},,1,µV" for i in range(len(names))]
+    open(os.path.join(out, "ascii_comma.vhdr"), "wb").write(("\r\n".join(header) + "\r\n").encode("latin-1"))
+    open(os.path.join(out, "ascii_comma.vmrk"), "wb").write(
+        "\r\n".join(mk).replace("vectorized_int32.eeg", "ascii_comma.dat").encode("latin-1"))
+    print("export_float32 pybv_int16 vectorized_int32 ascii_comma")
 
 
 def ours_markers(t):

@@ -43,6 +43,26 @@ impl SampleFormat {
     }
 }
 
+/// How an ASCII data file is laid out (`[ASCII Infos]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AsciiLayout {
+    /// Lines before the first sample (`SkipLines`: a line of channel names, say).
+    pub skip_lines: usize,
+    /// Values at the start of each line that are not channels (`SkipColumns`: a time column).
+    pub skip_columns: usize,
+    /// Whether the decimal separator is a comma (`DecimalSymbol=,`).
+    pub decimal_comma: bool,
+}
+
+/// How the data file stores the samples (`DataFormat`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DataFormat {
+    /// `BINARY`, in this sample format.
+    Binary(SampleFormat),
+    /// `ASCII`: a line per sample, a number per channel (multiplexed only, as MNE reads it).
+    Ascii(AsciiLayout),
+}
+
 /// One channel as the header describes it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ChannelInfo {
@@ -65,8 +85,8 @@ pub struct Header {
     pub marker_file: Option<PathBuf>,
     /// Sampling rate, Hz (10⁶ / `SamplingInterval` in µs).
     pub sample_rate: f64,
-    /// Sample format of the data file.
-    pub format: SampleFormat,
+    /// How the data file stores the samples.
+    pub format: DataFormat,
     /// `VECTORIZED` (every sample of channel 1, then of channel 2, ...) rather than
     /// `MULTIPLEXED` (sample 1 of every channel, then sample 2, ...).
     pub vectorized: bool,
@@ -157,15 +177,6 @@ impl Header {
         let dir = path.parent().unwrap_or(Path::new("."));
         let data_file = dir.join(get("DataFile")?);
         let marker_file = common.get("markerfile").filter(|m| !m.is_empty()).map(|m| dir.join(m));
-        match get("DataFormat")? {
-            "BINARY" => {}
-            other => {
-                return Err(at(
-                    "DataFormat",
-                    format!("`{other}` is not supported (BINARY is; ASCII exports can be re-exported as binary)"),
-                ))
-            }
-        }
         let vectorized = match get("DataOrientation")? {
             "MULTIPLEXED" => false,
             "VECTORIZED" => true,
@@ -196,18 +207,15 @@ impl Header {
                     .map_err(|_| at("DataPoints", format!("`{v}` is not a count")))?,
             ),
         };
-        let binary = s.get("binary infos");
-        let format = match binary.and_then(|b| b.get("binaryformat")).map(String::as_str) {
-            Some("INT_16") => SampleFormat::Int16,
-            Some("INT_32") => SampleFormat::Int32,
-            Some("IEEE_FLOAT_32") => SampleFormat::Float32,
-            Some(other) => {
-                return Err(at(
-                    "BinaryFormat",
-                    format!("`{other}` is not supported (INT_16, INT_32 or IEEE_FLOAT_32)"),
-                ))
-            }
-            None => return Err(format!("{}: [Binary Infos] has no `BinaryFormat`", path.display())),
+        let format = match get("DataFormat")? {
+            "BINARY" => DataFormat::Binary(binary_format(&s, path)?),
+            "ASCII" if vectorized => return Err(at(
+                "DataOrientation",
+                "ASCII data in VECTORIZED order (a line per channel) is not read (nor by MNE): export it MULTIPLEXED or BINARY"
+                    .into(),
+            )),
+            "ASCII" => DataFormat::Ascii(ascii_layout(&s, path)?),
+            other => return Err(at("DataFormat", format!("`{other}` is not BINARY or ASCII"))),
         };
         let infos = s
             .get("channel infos")
@@ -234,6 +242,45 @@ impl Header {
             channels,
         })
     }
+}
+
+/// `[Binary Infos] BinaryFormat`.
+fn binary_format(s: &Sections, path: &Path) -> Result<SampleFormat, String> {
+    match s.get("binary infos").and_then(|b| b.get("binaryformat")).map(String::as_str) {
+        Some("INT_16") => Ok(SampleFormat::Int16),
+        Some("INT_32") => Ok(SampleFormat::Int32),
+        Some("IEEE_FLOAT_32") => Ok(SampleFormat::Float32),
+        Some(other) => Err(format!(
+            "{}: BinaryFormat: `{other}` is not supported (INT_16, INT_32 or IEEE_FLOAT_32)",
+            path.display()
+        )),
+        None => Err(format!("{}: [Binary Infos] has no `BinaryFormat`", path.display())),
+    }
+}
+
+/// `[ASCII Infos]`: `SkipLines`, `SkipColumns` (0 when absent) and `DecimalSymbol` (`.` when absent).
+fn ascii_layout(s: &Sections, path: &Path) -> Result<AsciiLayout, String> {
+    let infos = s.get("ascii infos");
+    let count = |key: &str| -> Result<usize, String> {
+        match infos.and_then(|i| i.get(&key.to_ascii_lowercase())) {
+            None => Ok(0),
+            Some(v) => v
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n <= 1_000_000)
+                .ok_or_else(|| format!("{}: {key}: `{v}` is not a count", path.display())),
+        }
+    };
+    let decimal_comma = match infos.and_then(|i| i.get("decimalsymbol")).map(String::as_str) {
+        None | Some(".") => false,
+        Some(",") => true,
+        Some(other) => return Err(format!("{}: DecimalSymbol: `{other}` is not `.` or `,`", path.display())),
+    };
+    Ok(AsciiLayout {
+        skip_lines: count("SkipLines")?,
+        skip_columns: count("SkipColumns")?,
+        decimal_comma,
+    })
 }
 
 /// `name,reference,resolution,unit` (reference, resolution and unit may be empty or absent).

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use neurostream_engine::{Channel, EngineError, NodeConfig, NodeContext, Result, Schema, Source, SourceKind, StreamKind};
 use serde::{Deserialize, Serialize};
 
-use super::header::{parse_markers, read_text, Header};
+use super::ascii::AsciiLines;
+use super::header::{parse_markers, read_text, DataFormat, Header, SampleFormat};
 use crate::recording::{default_chunk, engine_channels, pick_labels, Blocks, Event, OpenBlocks, RecordingSource, ReplaySettings};
 
 /// Configuration of a `brainvision` source.
@@ -71,17 +72,22 @@ fn open_recording(path: &Path) -> std::result::Result<Opened, String> {
     let data_size = std::fs::metadata(&header.data_file)
         .map_err(|e| format!("{}: DataFile: {}: {e}", path.display(), header.data_file.display()))?
         .len();
-    let frame_bytes = (header.format.bytes() * header.channels.len()) as u64;
-    if data_size % frame_bytes != 0 {
-        return Err(format!(
-            "{}: {} bytes is not a whole number of samples of {} channels × {} bytes: the header disagrees with the data, or the file is truncated",
-            header.data_file.display(),
-            data_size,
-            header.channels.len(),
-            header.format.bytes()
-        ));
-    }
-    let samples = data_size / frame_bytes;
+    let samples = match header.format {
+        DataFormat::Binary(format) => {
+            let frame_bytes = (format.bytes() * header.channels.len()) as u64;
+            if data_size % frame_bytes != 0 {
+                return Err(format!(
+                    "{}: {} bytes is not a whole number of samples of {} channels × {} bytes: the header disagrees with the data, or the file is truncated",
+                    header.data_file.display(),
+                    data_size,
+                    header.channels.len(),
+                    format.bytes()
+                ));
+            }
+            data_size / frame_bytes
+        }
+        DataFormat::Ascii(layout) => AsciiLines::count(&header.data_file, layout, header.channels.len())?,
+    };
     if let Some(points) = header.data_points {
         if points != samples {
             return Err(format!(
@@ -119,7 +125,7 @@ impl SourceKind for BrainVisionSourceKind {
     type Config = BrainVisionSourceConfig;
 
     fn describe(&self) -> &'static str {
-        "BrainVision recording (.vhdr/.eeg/.vmrk; int16, int32, float32; multiplexed or vectorized) in the engine's units, markers as markers"
+        "BrainVision recording (.vhdr/.eeg/.vmrk; int16, int32, float32 multiplexed or vectorized, or ASCII) in the engine's units, markers as markers"
     }
     fn build(&self, cfg: BrainVisionSourceConfig, ctx: &NodeContext) -> Result<Arc<dyn Source>> {
         let fail = |m: String| EngineError::config(ctx.label, m);
@@ -194,12 +200,29 @@ impl SourceKind for BrainVisionSourceKind {
         };
         let (header, samples, scales) = (opened.header, opened.samples, Arc::new(scales));
         let open: OpenBlocks = Box::new(move || {
+            let format = match header.format {
+                DataFormat::Binary(format) => format,
+                DataFormat::Ascii(layout) => {
+                    let lines = AsciiLines::open(&header.data_file, layout).map_err(EngineError::Runtime)?;
+                    return Ok(Box::new(AsciiBlocks {
+                        lines,
+                        channels: header.channels.len(),
+                        picked: picked.clone(),
+                        scales: scales.clone(),
+                        samples,
+                        next: 0,
+                        values: Vec::new(),
+                    }) as Box<dyn Blocks>);
+                }
+            };
             let data = File::open(&header.data_file)
                 .map_err(|e| EngineError::io(format!("opening {}", header.data_file.display()), e))?;
             Ok(Box::new(DataBlocks {
                 data,
                 path: header.data_file.clone(),
-                header: header.clone(),
+                format,
+                vectorized: header.vectorized,
+                channels: header.channels.len(),
                 picked: picked.clone(),
                 scales: scales.clone(),
                 samples,
@@ -225,7 +248,10 @@ const BLOCK_BYTES: u64 = 4 << 20;
 struct DataBlocks {
     data: File,
     path: PathBuf,
-    header: Header,
+    format: SampleFormat,
+    vectorized: bool,
+    /// Channels in the file.
+    channels: usize,
     picked: Vec<usize>,
     scales: Arc<Vec<f64>>,
     /// Samples per channel in the file.
@@ -252,15 +278,15 @@ impl Blocks for DataBlocks {
         if self.next >= self.samples {
             return Ok(false);
         }
-        let fmt = self.header.format;
+        let fmt = self.format;
         let bps = fmt.bytes();
-        let nch = self.header.channels.len();
+        let nch = self.channels;
         let per_block = (BLOCK_BYTES / (nch * bps) as u64).clamp(1, BLOCK_SAMPLES);
         let n = per_block.min(self.samples - self.next) as usize;
         let w = self.picked.len();
         let base = rows.len();
         rows.resize(base + n * w, 0.0);
-        if self.header.vectorized {
+        if self.vectorized {
             for (c, &ch) in self.picked.clone().iter().enumerate() {
                 let offset = (ch as u64 * self.samples + self.next) * bps as u64;
                 self.read_at(offset, n * bps)?;
@@ -281,6 +307,57 @@ impl Blocks for DataBlocks {
         samples.extend((self.next as i64..).take(n));
         self.next += n as u64;
         Ok(true)
+    }
+
+    fn next_sample(&self) -> Option<i64> {
+        (self.next < self.samples).then_some(self.next as i64)
+    }
+
+    fn location(&self) -> String {
+        format!("sample {}", self.next)
+    }
+}
+
+/// The picked channels of a BrainVision ASCII data file, [`BLOCK_SAMPLES`] lines at a time.
+struct AsciiBlocks {
+    lines: AsciiLines,
+    /// Channels in the file.
+    channels: usize,
+    picked: Vec<usize>,
+    scales: Arc<Vec<f64>>,
+    /// Samples per channel in the file (counted when it was opened).
+    samples: u64,
+    /// Next sample to read.
+    next: u64,
+    values: Vec<f64>,
+}
+
+impl Blocks for AsciiBlocks {
+    fn read_block(&mut self, rows: &mut Vec<f32>, samples: &mut Vec<i64>) -> Result<bool> {
+        let first = self.next;
+        while self.next < self.samples && self.next - first < BLOCK_SAMPLES {
+            if !self
+                .lines
+                .next_sample(self.channels, &mut self.values)
+                .map_err(EngineError::Runtime)?
+            {
+                return Err(EngineError::Runtime(format!(
+                    "{} ends at sample {} of {} (the file changed while being read)",
+                    self.lines.path().display(),
+                    self.next,
+                    self.samples
+                )));
+            }
+            rows.extend(
+                self.picked
+                    .iter()
+                    .zip(self.scales.iter())
+                    .map(|(&c, s)| (self.values[c] * s) as f32),
+            );
+            self.next += 1;
+        }
+        samples.extend(first as i64..self.next as i64);
+        Ok(self.next > first)
     }
 
     fn next_sample(&self) -> Option<i64> {
