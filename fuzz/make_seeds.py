@@ -17,6 +17,8 @@
   of a d_in 4, d_sae 8 SAE.
 - gdf: a GDF 1.25 file (int16, event mode 1) and a GDF 2.20 one (float32 and uint8 at two rates,
   event mode 3).
+- csv: a short OpenBCI GUI export (`%` header with the rate, a marker column) and a
+  `;`-separated table with quoted names and a blank line.
 - eeglab: EEGLAB datasets naming rec.fdt (5 x 8), with int16 samples in the .set, and with zeros
   in a compressed .set (fields as variables).
 - parquet: 20-row files in the activation (zstd with a page index and 3 row groups; plain),
@@ -259,8 +261,16 @@ def eeglab_seeds():
                      format="5", do_compression=True)
 
 
+def csv_seeds():
+    open(os.path.join(C, "csv", "openbci"), "w").write(
+        "%OpenBCI Raw EXG Data\n%Number of channels = 2\n%Sample Rate = 250 Hz\n"
+        "Sample Index, EXG Channel 0, EXG Channel 1, Timestamp, Marker Channel\n"
+        "0.0, 1.5, -2.25, 1700000000.000, 0.0\n1.0, 3.0, 4.5, 1700000000.004, 2.0\n2.0, -1e-3, 7, 1700000000.008, 0.0\n")
+    open(os.path.join(C, "csv", "semicolon"), "w").write('"time";"Fp1";"Fp2"\r\n0;1,5;2\r\n\r\n0.01;-3;4e2\r\n')
+
+
 if __name__ == "__main__":
-    for t in ("arrow_ipc", "edf", "pipeline_toml", "sae_files", "brainvision", "xdf", "fif", "parquet", "gdf", "eeglab"):
+    for t in ("arrow_ipc", "edf", "pipeline_toml", "sae_files", "brainvision", "xdf", "fif", "parquet", "gdf", "eeglab", "csv"):
         os.makedirs(os.path.join(C, t), exist_ok=True)
     arrow_seeds()
     edf_seeds()
@@ -272,4 +282,5 @@ if __name__ == "__main__":
     parquet_seeds()
     gdf_seeds()
     eeglab_seeds()
+    csv_seeds()
     print("seeds written to", C)

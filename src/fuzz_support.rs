@@ -239,6 +239,23 @@ pub fn eeglab(data: &[u8]) {
     drain_sources(PipelineSpec::from_toml_str(text, dir.path()).and_then(|s| s.compile(&registry)));
 }
 
+/// The `csv` source on any file contents: the header, the whole-table check and the replay to
+/// the end, with the rate given and (when the file says none) from an OpenBCI header line.
+pub fn csv(data: &[u8]) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("rec.csv"), data).expect("write");
+    let mut registry = Registry::new();
+    registry
+        .add_source(neurostream_sources::CsvSourceKind)
+        .add_sink(ConsoleSinkKind);
+    for extra in ["sample_rate = 250\nmarkers = \"Marker Channel\"\n", ""] {
+        let text = format!(
+            "[sources.r]\nkind = \"csv\"\npath = \"rec.csv\"\nchunk = 100\n{extra}[sinks.o]\nkind = \"console\"\ninput = \"r\"\n"
+        );
+        drain_sources(PipelineSpec::from_toml_str(&text, dir.path()).and_then(|s| s.compile(&registry)));
+    }
+}
+
 /// The XDF reader on any file contents: headers, then every stream's samples, time stamps and
 /// clock offsets, then the values of each numeric stream's chunks; through the `xdf` source
 /// too, replayed to the end.

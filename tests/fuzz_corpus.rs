@@ -238,6 +238,16 @@ fn eeglab_corpus() {
 }
 
 #[test]
+fn csv_mutations() {
+    fuzz("csv", neurostream::fuzz_support::csv);
+}
+
+#[test]
+fn csv_corpus() {
+    replay("csv", neurostream::fuzz_support::csv);
+}
+
+#[test]
 fn fif_corpus() {
     replay("fif", neurostream::fuzz_support::fif);
 }

@@ -5,6 +5,7 @@
 //! | kind | reads |
 //! | --- | --- |
 //! | `arrow_tcp` | live Arrow IPC streams of activations over TCP, one stream per connection |
+//! | `csv` | delimited text (OpenBCI, device exports): a row per sample, a column per channel, a marker column |
 //! | `edf` | an EDF/EDF+/BDF/BDF+ recording in physical units, annotations as markers, replayed fast or in real time |
 //! | `brainvision` | a BrainVision recording (`.vhdr`/`.eeg`/`.vmrk`) in the engine's units, markers as markers |
 //! | `xdf` | one stream of an XDF recording (LabRecorder), string streams as markers after clock correction |
@@ -23,6 +24,7 @@
 pub mod array_source;
 pub mod arrow_tcp;
 pub mod brainvision;
+pub mod csv_source;
 pub mod edf;
 pub mod eeglab;
 pub mod fif;
@@ -47,6 +49,7 @@ pub const MAX_CHANNELS: usize = 65_536;
 pub use array_source::{ArraySource, ArraySourceConfig, ArraySourceKind};
 pub use arrow_tcp::{ArrowTcpConfig, ArrowTcpKind};
 pub use brainvision::{BrainVisionSourceConfig, BrainVisionSourceKind};
+pub use csv_source::{CsvSourceConfig, CsvSourceKind};
 pub use edf::{EdfSourceConfig, EdfSourceKind};
 pub use eeglab::{EeglabSourceConfig, EeglabSourceKind};
 pub use fif::{FifSourceConfig, FifSourceKind};
@@ -64,6 +67,7 @@ pub fn register(registry: &mut Registry) {
         .add_source(ArraySourceKind)
         .add_source(ArrowTcpKind)
         .add_source(BrainVisionSourceKind)
+        .add_source(CsvSourceKind)
         .add_source(EdfSourceKind)
         .add_source(EeglabSourceKind)
         .add_source(FifSourceKind)

@@ -1,0 +1,103 @@
+//! The `csv` source against pandas.read_csv on an OpenBCI GUI export (`%` header with the rate,
+//! `, `-separated, a marker column) and a `;`-separated file with a time column, quoted names
+//! and values in mV: every value, the columns picked by default and by pattern, the markers;
+//! damaged and incomplete files as errors naming the file, row and column, with nothing written.
+
+mod common;
+
+use std::path::Path;
+
+use common::{python, run_err, run_ok, run_python};
+
+fn pipeline(file: &Path, extra: &str) -> String {
+    format!(
+        "[sources.rec]\nkind = \"csv\"\npath = \"{}\"\nchunk = 100\n{extra}\n\n\
+         [sinks.out]\nkind = \"parquet\"\ninput = \"rec\"\npath = \"out.parquet\"\nmarkers = true\n",
+        file.display()
+    )
+}
+
+fn run_and_check(py: &Path, d: &Path, file: &str, extra: &str, check: &[&str]) {
+    std::fs::write(d.join("p.toml"), pipeline(&d.join(file), extra)).unwrap();
+    run_ok(d, &["run", "p.toml", "--quiet"]);
+    let out = d.join("out.parquet");
+    let path = d.join(file);
+    let mut args = vec!["check", path.to_str().unwrap(), out.to_str().unwrap()];
+    args.extend(check);
+    eprintln!("{}", run_python(py, "check_csv.py", &args));
+    std::fs::remove_file(out).unwrap();
+}
+
+#[test]
+fn device_exports_equal_pandas_with_their_markers() {
+    let Some(py) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let names = run_python(&py, "check_csv.py", &["write", d.to_str().unwrap()]);
+    assert!(names.contains("openbci.txt semicolon.csv"), "{names}");
+    let exg = "EXG Channel 0,EXG Channel 1,EXG Channel 2,EXG Channel 3";
+    // OpenBCI: the rate from its `%Sample Rate` line; the EXG channels by pattern, in µV.
+    run_and_check(
+        &py,
+        d,
+        "openbci.txt",
+        "channels = [\"EXG Channel *\"]\nmarkers = \"Marker Channel\"",
+        &[exg, "1", "Marker Channel"],
+    );
+    // By default every numeric column but the index, time and marker columns.
+    let all = format!("{exg},Accel Channel 0,Accel Channel 1,Accel Channel 2");
+    run_and_check(
+        &py,
+        d,
+        "openbci.txt",
+        "markers = \"Marker Channel\"",
+        &[&all, "1", "Marker Channel"],
+    );
+    // `;`, a time column left out by default, quoted names, a blank line; mV to µV.
+    run_and_check(
+        &py,
+        d,
+        "semicolon.csv",
+        "sample_rate = 500\nunit = \"mV\"",
+        &["Fp1 (mV),Fp2 (mV)", "1000"],
+    );
+}
+
+#[test]
+fn damaged_and_incomplete_tables_are_errors_naming_the_row_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cases = [
+        (
+            "a,b\n1,2\n",
+            "",
+            "key `sample_rate`: required (the file does not say its rate",
+        ),
+        (
+            "a,b\n1,2\n3,x\n4,5\n",
+            "sample_rate = 100",
+            "data row 2 (sample 1), column `b`: `x` is not a number",
+        ),
+        (
+            "a,b\n1,2\n3,\n",
+            "sample_rate = 100",
+            "data row 2 (sample 1), column `b`: `` is not a number",
+        ),
+        ("a,b\n1,2\n3,4,5\n", "sample_rate = 100", "row 1:"),
+        ("a,b\n1,2\n", "sample_rate = 100\nmarkers = \"c\"", "key `markers`: "),
+        ("a,a\n1,2\n", "sample_rate = 100", "the header row names column `a` twice"),
+        ("", "sample_rate = 100", "no header row"),
+    ];
+    for (text, extra, message) in cases {
+        std::fs::write(d.join("t.csv"), text).unwrap();
+        std::fs::write(d.join("p.toml"), pipeline(&d.join("t.csv"), extra)).unwrap();
+        let err = run_err(d, &["run", "p.toml", "--quiet"]);
+        assert!(err.contains(message), "{text:?}: {err}");
+        assert!(!d.join("out.parquet").exists(), "{text:?}: nothing is written");
+    }
+    // A file without line breaks is refused before it is read whole.
+    std::fs::write(d.join("t.csv"), vec![b'1'; (16 << 20) + 10]).unwrap();
+    std::fs::write(d.join("p.toml"), pipeline(&d.join("t.csv"), "sample_rate = 100")).unwrap();
+    let err = run_err(d, &["run", "p.toml", "--quiet"]);
+    assert!(err.contains("line 1 is longer than 16777216 bytes"), "{err}");
+}

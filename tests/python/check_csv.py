@@ -1,0 +1,86 @@
+"""Delimited-text recordings as devices export them, and neurostream's reading of them checked
+against pandas.read_csv.
+
+  check_csv.py write DIR     writes DIR/openbci.txt (OpenBCI GUI v5 layout: `%` header lines with
+      the sample rate, `, `-separated columns: Sample Index, 4 EXG channels, 3 accelerometer
+      channels, Timestamp, a Marker Channel with a few non-zero codes, Timestamp (Formatted))
+      and DIR/semicolon.csv (`;`-separated, a `time` column, two channels in mV, quoted header
+      names, a blank line) and prints their names
+  check_csv.py check FILE OUT.parquet COLUMNS SCALE [MARKERS]
+      OUT (neurostream's signal layout) holds pandas' values of COLUMNS (comma-separated names)
+      times SCALE (the unit factor to µV), every row (tolerance 1e-6 of each column's largest
+      magnitude, ours being float32), and, with MARKERS, a marker on each row whose MARKERS cell
+      is not 0, labelled with the cell as written
+"""
+import os
+import sys
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+
+def write(out):
+    rng = np.random.default_rng(7)
+    n, rate = 1000, 250
+    exg = rng.standard_normal((n, 4)) * 30
+    accel = rng.standard_normal((n, 3)) * 0.01
+    stamps = 1700000000.0 + np.arange(n) / rate
+    marker = np.zeros(n)
+    marker[[100, 400, 401, 900]] = [1, 2, 2, 3]
+    lines = [
+        "%OpenBCI Raw EXG Data",
+        "%Number of channels = 4",
+        "%Sample Rate = 250 Hz",
+        "%Board = OpenBCI_GUI$BoardGanglionBLE",
+    ]
+    names = (["Sample Index"] + [f"EXG Channel {i}" for i in range(4)] + [f"Accel Channel {i}" for i in range(3)]
+             + ["Timestamp", "Marker Channel", "Timestamp (Formatted)"])
+    lines.append(", ".join(names))
+    for i in range(n):
+        cells = ([f"{i % 256:.1f}"] + [f"{v:.6f}" for v in exg[i]] + [f"{v:.3f}" for v in accel[i]]
+                 + [f"{stamps[i]:.6f}", f"{marker[i]:.1f}", "2023-11-14 22:13:20.000"])
+        lines.append(", ".join(cells))
+    open(os.path.join(out, "openbci.txt"), "w").write("\n".join(lines) + "\n")
+
+    x = rng.standard_normal((500, 2)) * 0.05
+    lines = ['"time";"Fp1 (mV)";"Fp2 (mV)"']
+    for i in range(500):
+        lines.append(f"{i / 500:.4f};{x[i, 0]:.6f};{x[i, 1]:.6f}")
+        if i == 250:
+            lines.append("")
+    open(os.path.join(out, "semicolon.csv"), "w").write("\r\n".join(lines) + "\r\n")
+    print("openbci.txt semicolon.csv")
+
+
+def check(path, out, columns, scale, markers=None):
+    sep = ";" if path.endswith(".csv") else ","
+    want = pd.read_csv(path, comment="%", sep=sep, skipinitialspace=True)
+    t = pq.read_table(out)
+    columns = columns.split(",")
+    got_cols = [c for c in t.column_names if c not in ("time", "sample", "marker")]
+    assert got_cols == columns, (got_cols, columns)
+    assert t.num_rows == len(want), (t.num_rows, len(want))
+    assert (t.column("sample").to_numpy() == np.arange(t.num_rows)).all()
+    worst = 0.0
+    for c in columns:
+        w = want[c].to_numpy(dtype=np.float64) * float(scale)
+        ours = t.column(c).to_numpy().astype(np.float64)
+        err = np.abs(ours - w).max() / max(np.abs(w).max(), 1e-12)
+        worst = max(worst, err)
+        assert err <= 1e-6, f"{c}: max error {err:.2e}"
+    got = []
+    if "marker" in t.column_names:
+        for s, m in zip(t.column("sample").to_numpy(), t.column("marker").to_pylist()):
+            if m is not None:
+                got.extend((int(s), label) for label in m.split(";"))
+    if markers:
+        cells = want[markers]
+        expect = [(i, f"{v:.1f}") for i, v in enumerate(cells) if v != 0]
+        assert got == expect, f"markers: ours {got}, pandas {expect}"
+    print(f"{os.path.basename(path)}: {len(columns)} columns x {t.num_rows} rows equal pandas (max error {worst:.1e}), "
+          f"{len(got)} markers")
+
+
+if __name__ == "__main__":
+    {"write": write, "check": check}[sys.argv[1]](*sys.argv[2:])
