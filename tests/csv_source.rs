@@ -64,6 +64,28 @@ fn device_exports_equal_pandas_with_their_markers() {
 }
 
 #[test]
+fn a_byte_order_mark_is_not_part_of_the_first_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // As Excel saves "CSV UTF-8": a byte-order mark, then the header row.
+    std::fs::write(d.join("t.csv"), "\u{feff}time,Cz\n0,1.5\n0.01,-2\n").unwrap();
+    std::fs::write(d.join("p.toml"), pipeline(&d.join("t.csv"), "sample_rate = 100")).unwrap();
+    run_ok(d, &["run", "p.toml", "--quiet"]);
+    let batches = common::read_parquet(&d.join("out.parquet"));
+    let channels: Vec<String> = batches[0]
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .filter(|n| !["time", "sample", "marker"].contains(&n.as_str()))
+        .collect();
+    assert_eq!(channels, ["Cz"], "the file's `time` column is recognised and left out");
+    let cz = batches[0].column_by_name("Cz").unwrap();
+    let cz = cz.as_any().downcast_ref::<arrow::array::Float32Array>().unwrap();
+    assert_eq!(cz.values().to_vec(), [1.5, -2.0]);
+}
+
+#[test]
 fn damaged_and_incomplete_tables_are_errors_naming_the_row_and_column() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

@@ -250,6 +250,7 @@ fn read_head(path: &Path, comment: u8, delimiter: Option<u8>) -> std::result::Re
     let mut table = Vec::new();
     for line in lines.by_ref() {
         let line = line.map_err(|e| format!("{}: {e}", path.display()))?;
+        let line = line.trim_start_matches('\u{feff}').to_string();
         if line.as_bytes().first() == Some(&comment) {
             comments.push(line);
         } else if !line.trim().is_empty() {
@@ -285,7 +286,12 @@ fn read_head(path: &Path, comment: u8, delimiter: Option<u8>) -> std::result::Re
     let (schema, _) = format
         .infer_schema(BufReader::new(file), Some(0))
         .map_err(|e| format!("{}: the header row: {e}", path.display()))?;
-    let names: Vec<String> = schema.fields().iter().map(|f| f.name().trim().to_string()).collect();
+    // A UTF-8 byte-order mark (Excel writes one) is not part of the first name.
+    let names: Vec<String> = schema
+        .fields()
+        .iter()
+        .map(|f| f.name().trim_start_matches('\u{feff}').trim().to_string())
+        .collect();
     let mut seen = std::collections::HashSet::new();
     if let Some(dup) = names.iter().find(|n| !seen.insert(n.as_str())) {
         return Err(format!("{}: the header row names column `{dup}` twice", path.display()));
