@@ -171,6 +171,17 @@ pub fn rows(path: &Path) -> Vec<(u64, Vec<f32>)> {
     out
 }
 
+/// The float32 column `name` of a Parquet file or directory, every batch in order.
+pub fn column_f32(path: &Path, name: &str) -> Vec<f32> {
+    read_parquet(path)
+        .iter()
+        .flat_map(|b| {
+            let column = b.column_by_name(name).unwrap_or_else(|| panic!("no column `{name}`"));
+            column.as_primitive::<Float32Type>().values().to_vec()
+        })
+        .collect()
+}
+
 /// Number of rows of a Parquet file or directory.
 pub fn row_count(path: &Path) -> usize {
     read_parquet(path).iter().map(|b| b.num_rows()).sum()

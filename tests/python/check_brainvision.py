@@ -23,6 +23,7 @@ import sys
 import mne
 import numpy as np
 import pyarrow.parquet as pq
+from signal_table import markers
 
 mne.set_log_level("ERROR")
 
@@ -143,15 +144,6 @@ def write(rec, out):
     print("export_float32 pybv_int16 vectorized_int32 ascii_comma")
 
 
-def ours_markers(t):
-    out = []
-    sample = t.column("sample").to_numpy()
-    for s, m in zip(sample, t.column("marker").to_pylist()):
-        if m is not None:
-            out.extend((int(s), label) for label in m.split(";"))
-    return out
-
-
 def check(vhdr, out):
     raw = mne.io.read_raw_brainvision(vhdr, preload=True)
     t = pq.read_table(out)
@@ -178,7 +170,7 @@ def check(vhdr, out):
         worst = max(worst, err)
         assert err <= 1e-6, f"{c}: max error {err:.2e} of its largest magnitude"
     want_markers = sorted((int(round(a["onset"] * sf)), a["description"]) for a in raw.annotations)
-    got = sorted(ours_markers(t))
+    got = sorted(markers(t))
     assert got == want_markers, f"markers differ:\n ours {got[:6]}...\n  mne {want_markers[:6]}..."
     print(f"{os.path.basename(vhdr)}: {len(cols)} channels × {t.num_rows} samples, {len(got)} markers equal MNE's "
           f"(max error {worst:.1e}; types {sorted(set(types))})")

@@ -18,6 +18,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
+from signal_table import markers
 
 
 def write(out):
@@ -53,7 +54,7 @@ def write(out):
     print("openbci.txt semicolon.csv")
 
 
-def check(path, out, columns, scale, markers=None):
+def check(path, out, columns, scale, marker_column=None):
     sep = ";" if path.endswith(".csv") else ","
     want = pd.read_csv(path, comment="%", sep=sep, skipinitialspace=True)
     t = pq.read_table(out)
@@ -69,13 +70,9 @@ def check(path, out, columns, scale, markers=None):
         err = np.abs(ours - w).max() / max(np.abs(w).max(), 1e-12)
         worst = max(worst, err)
         assert err <= 1e-6, f"{c}: max error {err:.2e}"
-    got = []
-    if "marker" in t.column_names:
-        for s, m in zip(t.column("sample").to_numpy(), t.column("marker").to_pylist()):
-            if m is not None:
-                got.extend((int(s), label) for label in m.split(";"))
-    if markers:
-        cells = want[markers]
+    got = markers(t) if "marker" in t.column_names else []
+    if marker_column:
+        cells = want[marker_column]
         expect = [(i, f"{v:.1f}") for i, v in enumerate(cells) if v != 0]
         assert got == expect, f"markers: ours {got}, pandas {expect}"
     print(f"{os.path.basename(path)}: {len(columns)} columns x {t.num_rows} rows equal pandas (max error {worst:.1e}), "

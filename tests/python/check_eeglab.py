@@ -32,6 +32,7 @@ import sys
 
 import numpy as np
 import pyarrow.parquet as pq
+from signal_table import markers
 import scipy.io
 
 
@@ -228,14 +229,6 @@ def check_mat(mat_path, ours_json):
     print(f"{os.path.basename(mat_path)}: {len(names)} variables equal scipy.io.loadmat's")
 
 
-def ours_markers(t):
-    out = []
-    for s, m in zip(t.column("sample").to_numpy(), t.column("marker").to_pylist()):
-        if m is not None:
-            out.extend((int(s), label) for label in m.split(";"))
-    return out
-
-
 def check(set_path, out, channels=None):
     import mne
 
@@ -263,7 +256,7 @@ def check(set_path, out, channels=None):
         err = np.abs(ours - want[i]).max() / scale
         worst = max(worst, err)
         assert err <= 1e-6, f"{c}: max error {err:.2e} of its largest magnitude"
-    got = sorted(ours_markers(t))
+    got = sorted(markers(t))
     assert got == want_markers, f"markers differ:\n ours {got}\n  mne {want_markers}"
     print(
         f"{os.path.basename(set_path)} against mne: {len(cols)} channels x {t.num_rows} samples, {len(got)} markers equal "

@@ -96,6 +96,7 @@ def example(rec, out):
 
 def check(fif, out):
     import pyarrow.parquet as pq
+    from signal_table import markers
     raw = mne.io.read_raw_fif(fif, preload=True)
     t = pq.read_table(out)
     meta = t.schema.metadata
@@ -125,10 +126,7 @@ def check(fif, out):
     want = [(int(s - raw.first_samp), names[v]) for s, _, v in events]
     stim = mne.find_events(raw, stim_channel="STI 014", consecutive="increasing")
     want += [(int(s - raw.first_samp), str(v)) for s, _, v in stim]
-    got = []
-    for smp, mk in zip(t.column("sample").to_numpy(), t.column("marker").to_pylist()):
-        if mk is not None:
-            got.extend((int(smp), x) for x in mk.split(";"))
+    got = markers(t)
     assert sorted(got) == sorted(want), f"markers differ:\n ours {sorted(got)[:6]}\n  mne {sorted(want)[:6]}"
     print(f"{os.path.basename(fif)}: {len(cols)} channels ({', '.join(sorted(set(types)))}) × {t.num_rows} samples, "
           f"{len(got)} markers equal MNE's (max error {worst:.1e})")

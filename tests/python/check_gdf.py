@@ -24,6 +24,7 @@ import sys
 
 import numpy as np
 import pyarrow.parquet as pq
+from signal_table import markers
 
 UNIT_CODES = {"uV": 4275, "mV": 4274, "V": 4256}
 TYPES = {"int8": 1, "uint8": 2, "int16": 3, "uint16": 4, "int32": 5, "uint32": 6, "int64": 7, "float32": 16, "float64": 17}
@@ -184,14 +185,6 @@ def lies(out):
     print(" ".join(variants))
 
 
-def ours_markers(t):
-    out = []
-    for s, m in zip(t.column("sample").to_numpy(), t.column("marker").to_pylist()):
-        if m is not None:
-            out.extend((int(s), label) for label in m.split(";"))
-    return out
-
-
 def check(gdf, out, against="mne", channels=None):
     t = pq.read_table(out)
     meta = t.schema.metadata
@@ -219,7 +212,7 @@ def check(gdf, out, against="mne", channels=None):
         err = np.abs(ours - want[i]).max() / scale
         worst = max(worst, err)
         assert err <= 1e-6, f"{c}: max error {err:.2e} of its largest magnitude"
-    got = sorted(ours_markers(t))
+    got = sorted(markers(t))
     if want_markers is not None:
         assert got == want_markers, f"markers differ:\n ours {got}\n  mne {want_markers}"
     print(f"{os.path.basename(gdf)} against {against}: {len(cols)} channels x {t.num_rows} samples, {len(got)} markers equal "

@@ -110,6 +110,7 @@ def write(rec, out):
 def check(rec, out, stream):
     import json
     import pyarrow.parquet as pq
+    from signal_table import markers
     import pyxdf
     streams, _ = pyxdf.load_xdf(rec, synchronize_clocks=True, dejitter_timestamps=False)
     by_name = {s["info"]["name"][0]: s for s in streams}
@@ -135,10 +136,7 @@ def check(rec, out, stream):
     for m in (x for x in streams if x["info"]["channel_format"][0] == "string"):
         for ts, (text,) in zip(m["time_stamps"], m["time_series"]):
             want.append((int(np.argmin(np.abs(times - ts))), text))
-    got = []
-    for smp, mk in zip(t.column("sample").to_numpy(), t.column("marker").to_pylist()):
-        if mk is not None:
-            got.extend((int(smp), x) for x in mk.split(";"))
+    got = markers(t)
     assert sorted(got) == sorted(want), f"markers differ:\n ours {sorted(got)[:5]}\n pyxdf {sorted(want)[:5]}"
     print(f"{os.path.basename(rec)}: {ours.shape[1]} channels × {ours.shape[0]} samples and {len(got)} markers "
           f"equal pyxdf's (max error {err:.1e})")
