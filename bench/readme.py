@@ -45,6 +45,10 @@ RESULTS = {
         "The BCI signal path (band-pass, Welch, Hilbert, decision latency, LSL) against SciPy, MNE and scikit-learn.",
         [0, 1, 2, 3, 4],
     ),
+    "RECORDING_RESULTS.md": (
+        "A recording file (EEGLAB, BrainVision, CSV) to Parquet against MNE's readers or pandas, then pyarrow.",
+        [0],
+    ),
     "BANDPOWER_RESULTS.md": (
         "EEG band power from a Parquet recording into Parquet, end to end, against SciPy + pyarrow.",
         [0],
