@@ -1,11 +1,12 @@
 //! The `eeglab` source against MNE's reader (`mne.io.read_raw_eeglab`) on datasets written with
 //! scipy.io.savemat the way EEGLAB lays them out (`tests/python/check_eeglab.py`): samples in a
 //! `.fdt`; in the `.set` as single with the fields as variables (MAT v7 compressed, and v6 as
-//! EEGLAB saves by default), as double (no chanlocs) and as int16 (small): names, every sample
-//! and every event. A dataset written by EEGLAB in MATLAB (MNE's testing data) against MNE too,
-//! and the MAT-file reader against `scipy.io.loadmat` on files MATLAB wrote (v6 and v7: numbers,
-//! complex, 3-D, integers, text, structs, cells; sparse and MCOS objects skipped). Lying,
-//! truncated and unreadable datasets are errors naming the file and the field.
+//! EEGLAB saves by default), as double (no chanlocs), as int16 (small), and as MNE exports it
+//! (eeglabio): names, every sample and every event. A dataset written by EEGLAB in MATLAB (MNE's
+//! testing data) against MNE too, and the MAT-file reader against `scipy.io.loadmat` on files
+//! MATLAB wrote (v6 and v7: numbers, complex, 3-D, integers, text, structs, cells; sparse and
+//! MCOS objects skipped). Lying, truncated and unreadable datasets are errors naming the file and
+//! the field.
 
 mod common;
 
@@ -42,7 +43,14 @@ fn every_sample_and_event_equals_mne_wherever_the_samples_are() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let names = run_python(&py, "check_eeglab.py", &["write", d.to_str().unwrap()]);
-    let variants = ["fdt", "fields_zlib", "fields_v6", "double_nochan", "int16_small"];
+    let variants = [
+        "fdt",
+        "fields_zlib",
+        "fields_v6",
+        "double_nochan",
+        "int16_small",
+        "mne_export",
+    ];
     assert!(names.contains(&variants.join(" ")), "{names}");
     for variant in variants {
         run_and_check(&py, d, variant, "", None);

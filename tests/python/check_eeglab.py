@@ -13,6 +13,8 @@ neurostream's reading of them checked against MNE's reader (`mne.io.read_raw_eeg
                        chanlocs (MNE names the channels EEG 000, ...), events without durations
         int16_small    `EEG` struct, 3 channels x 100 samples of int16 in the .set (small enough to
                        be read with the header), one event as a 1 x 1 struct
+        mne_export     written by mne.export.export_raw(fmt="eeglab") (eeglabio): single samples in
+                       the .set, the fields as variables, annotations (one with a duration)
   check_eeglab.py lies DIR      writes broken datasets (prints their names)
   check_eeglab.py fdt FILE.set            writes the .fdt a dataset names (float32 noise of the right
       size, seeded; for bundled datasets shipped without their samples) beside it
@@ -143,7 +145,15 @@ def write(out):
     events = {"type": "go", "latency": 51.0, "duration": 0.0}
     eeg = dataset(3, 100, 100.0, x, chanlocs, events)
     scipy.io.savemat(os.path.join(out, "int16_small.set"), {"EEG": eeg}, format="5", do_compression=False)
-    print("fdt fields_zlib fields_v6 double_nochan int16_small")
+    # mne_export: what MNE users write, mne.export.export_raw(fmt="eeglab") (eeglabio): 6 channels
+    # at 200 Hz with annotations, one of them with a duration.
+    import mne
+
+    x = signals(6, 3000, 200.0, 5) * 1e-6
+    raw = mne.io.RawArray(x, mne.create_info([f"EEG{i}" for i in range(6)], 200.0, "eeg"), verbose="error")
+    raw.set_annotations(mne.Annotations([1.0, 4.5, 9.25], [0.0, 0.5, 0.0], ["start", "cue/left", "end"]))
+    mne.export.export_raw(os.path.join(out, "mne_export.set"), raw, fmt="eeglab", overwrite=True, verbose="error")
+    print("fdt fields_zlib fields_v6 double_nochan int16_small mne_export")
 
 
 def lies(out):
