@@ -313,18 +313,25 @@ fn check_line_lengths(path: &Path) -> std::result::Result<(), String> {
         if buf.is_empty() {
             return Ok(());
         }
-        for &b in buf {
-            if b == b'\n' {
-                run = 0;
-                line += 1;
-            } else {
-                run += 1;
-                if run > MAX_LINE_BYTES {
-                    return Err(format!(
-                        "{}: line {line} is longer than {MAX_LINE_BYTES} bytes: not a table of samples",
-                        path.display()
-                    ));
+        let mut rest = buf;
+        loop {
+            let (segment, ended) = match memchr::memchr(b'\n', rest) {
+                Some(i) => (i as u64, Some(i)),
+                None => (rest.len() as u64, None),
+            };
+            run += segment;
+            if run > MAX_LINE_BYTES {
+                return Err(format!(
+                    "{}: line {line} is longer than {MAX_LINE_BYTES} bytes: not a table of samples",
+                    path.display()
+                ));
+            }
+            match ended {
+                Some(i) => {
+                    (run, line) = (0, line + 1);
+                    rest = &rest[i + 1..];
                 }
+                None => break,
             }
         }
         let n = buf.len();
@@ -435,7 +442,7 @@ impl TableBlocks {
         rows.reserve(batch.num_rows() * picked.len());
         for r in 0..batch.num_rows() {
             for (c, column) in picked.iter().enumerate() {
-                let cell = if column.is_null(r) { "" } else { column.value(r).trim() };
+                let cell = if column.is_null(r) { "" } else { column.value(r).trim_ascii() };
                 let v: f64 = cell.parse().map_err(|_| {
                     format!(
                         "{path}: data row {} (sample {}), column `{}`: `{cell}` is not a number",
@@ -450,7 +457,7 @@ impl TableBlocks {
         if let (Some(events), Some(m)) = (events, self.layout.marker) {
             let column = text(m);
             for r in 0..batch.num_rows() {
-                let cell = if column.is_null(r) { "" } else { column.value(r).trim() };
+                let cell = if column.is_null(r) { "" } else { column.value(r).trim_ascii() };
                 if !cell.is_empty() && !cell.parse::<f64>().is_ok_and(|v| v == 0.0) {
                     events.push(Event {
                         sample: (self.next + r as u64) as i64,
