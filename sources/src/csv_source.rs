@@ -110,10 +110,9 @@ struct Head {
 struct Layout {
     path: PathBuf,
     format: Format,
-    /// Every column, as text.
-    columns: usize,
     picked: Vec<usize>,
     marker: Option<usize>,
+    /// Every column's name, in file order.
     names: Vec<String>,
 }
 
@@ -160,7 +159,7 @@ impl SourceKind for CsvSourceKind {
         };
         let picked = match &cfg.channels {
             Some(list) => pick_labels(&labels, list, &path).map_err(fail)?,
-            None => default_channels(&head, marker),
+            None => default_channels(&path, &head, marker),
         };
         if picked.is_empty() {
             return Err(fail(format!(
@@ -183,7 +182,6 @@ impl SourceKind for CsvSourceKind {
                 .with_header(true)
                 .with_delimiter(head.delimiter)
                 .with_comment(comment),
-            columns: head.names.len(),
             picked: picked.clone(),
             marker,
             names: head.names.clone(),
@@ -359,7 +357,7 @@ fn is_index_or_time(name: &str) -> bool {
 }
 
 /// Every column whose first row holds a number, but index and time columns and the markers.
-fn default_channels(head: &Head, marker: Option<usize>) -> Vec<usize> {
+fn default_channels(path: &Path, head: &Head, marker: Option<usize>) -> Vec<usize> {
     let left_out: Vec<&str> = head
         .names
         .iter()
@@ -373,7 +371,8 @@ fn default_channels(head: &Head, marker: Option<usize>) -> Vec<usize> {
         .collect();
     if !left_out.is_empty() {
         tracing::info!(
-            "csv: not read as channels (index, time or marker columns): {}",
+            "{}: not read as channels (index, time or marker columns): {}",
+            path.display(),
             left_out.join(", ")
         );
     }
@@ -408,7 +407,8 @@ struct TableBlocks {
 impl TableBlocks {
     fn open(layout: Layout, total: Option<u64>) -> Result<TableBlocks> {
         let file = File::open(&layout.path).map_err(|e| EngineError::io(format!("opening {}", layout.path.display()), e))?;
-        let fields: Vec<Field> = (0..layout.columns)
+        // Every column as text: cells are trimmed and parsed here.
+        let fields: Vec<Field> = (0..layout.names.len())
             .map(|i| Field::new(format!("c{i}"), DataType::Utf8, true))
             .collect();
         let reader = arrow::csv::ReaderBuilder::new(Arc::new(arrow::datatypes::Schema::new(fields)))

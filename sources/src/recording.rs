@@ -334,7 +334,10 @@ pub fn pick_at_one_rate(
         }
         Some(list) => pick_labels(labels, list, path)?,
     };
-    let spr = samples_per_record[picked[0]];
+    let Some(&first) = picked.first() else {
+        return Err(format!("{}: the recording has no channels", path.display()));
+    };
+    let spr = samples_per_record[first];
     if resample != Some(true) && picked.iter().any(|&i| samples_per_record[i] != spr) {
         let hint = if resample.is_some() {
             ", or set `resample = true` to bring them to the highest"
@@ -355,9 +358,15 @@ pub fn pick_at_one_rate(
 }
 
 /// Indices into `labels` of the channels `wanted` names (labels or glob patterns), in that
-/// order, each once. A name that matches nothing is an error naming the key `channels`,
-/// `file` and the nearest label.
+/// order, each once. An empty list, or a name that matches nothing, is an error naming the key
+/// `channels`, `file` and (for a name) the nearest label.
 pub fn pick_labels(labels: &[&str], wanted: &[String], file: &std::path::Path) -> std::result::Result<Vec<usize>, String> {
+    if wanted.is_empty() {
+        return Err(format!(
+            "key `channels`: {}: the list is empty (leave the key out to read every channel)",
+            file.display()
+        ));
+    }
     let mut out = Vec::new();
     for want in wanted {
         let pattern = glob::Pattern::new(want).map_err(|e| format!("key `channels`: pattern `{want}`: {e}"))?;
@@ -376,4 +385,21 @@ pub fn pick_labels(labels: &[&str], wanted: &[String], file: &std::path::Path) -
         out.extend(hits);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_channel_list_or_recording_is_an_error_not_a_panic() {
+        let path = std::path::Path::new("rec.gdf");
+        let err = pick_labels(&["Cz", "Pz"], &[], path).unwrap_err();
+        assert!(err.contains("key `channels`: rec.gdf: the list is empty"), "{err}");
+        let err = pick_at_one_rate(path, &["Cz"], &[10], &|_| 100.0, Some(&[]), None).unwrap_err();
+        assert!(err.contains("the list is empty"), "{err}");
+        let err = pick_at_one_rate(path, &[], &[], &|_| 100.0, None, None).unwrap_err();
+        assert!(err.contains("rec.gdf: the recording has no channels"), "{err}");
+        assert_eq!(pick_labels(&["Cz", "Pz", "Oz"], &["?z".into()], path).unwrap(), [0, 1, 2]);
+    }
 }

@@ -316,7 +316,7 @@ pub fn read(path: &Path) -> Result<MatFile, String> {
         ));
     }
     let text = String::from_utf8_lossy(&header[..116]);
-    if text.starts_with("MATLAB 7.3") || hdf5_signature(&mut file)? {
+    if text.starts_with("MATLAB 7.3") || hdf5_signature(&mut file) {
         return Err(
             "a MATLAB v7.3 MAT-file (HDF5), which is not read: save it as a v7 or v6 MAT-file \
                     (EEGLAB: File > Preferences, \"Save as Matlab v6.5\"; MATLAB: save(..., '-v7'))"
@@ -388,10 +388,9 @@ pub fn read(path: &Path) -> Result<MatFile, String> {
 }
 
 /// Whether the file holds an HDF5 signature at 512 bytes (a v7.3 MAT-file's user block size).
-fn hdf5_signature(file: &mut BufReader<File>) -> Result<bool, String> {
+fn hdf5_signature(file: &mut BufReader<File>) -> bool {
     let mut sig = [0u8; 8];
-    let found = file.seek(SeekFrom::Start(512)).is_ok() && file.read_exact(&mut sig).is_ok() && &sig == b"\x89HDF\r\n\x1a\n";
-    Ok(found)
+    file.seek(SeekFrom::Start(512)).is_ok() && file.read_exact(&mut sig).is_ok() && &sig == b"\x89HDF\r\n\x1a\n"
 }
 
 /// Bytes held in memory so far, against [`MAX_HELD_BYTES`].

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::dataset::{Dataset, Samples};
 use super::mat::MiType;
-use crate::recording::{default_chunk, pick_at_one_rate, Blocks, OpenBlocks, RecordingSource, ReplaySettings};
+use crate::recording::{default_chunk, pick_labels, Blocks, OpenBlocks, RecordingSource, ReplaySettings};
 
 /// Configuration of an `eeglab` source.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -63,8 +63,10 @@ impl SourceKind for EeglabSourceKind {
         let path = ctx.input_file(&cfg.path);
         let set = Dataset::open(&path).map_err(fail)?;
         let labels: Vec<&str> = set.labels.iter().map(String::as_str).collect();
-        let one_rate = vec![1; labels.len()];
-        let picked = pick_at_one_rate(&path, &labels, &one_rate, &|_| set.rate, cfg.channels.as_deref(), None).map_err(fail)?;
+        let picked = match &cfg.channels {
+            None => (0..labels.len()).collect(),
+            Some(list) => pick_labels(&labels, list, &path).map_err(fail)?,
+        };
         // EEGLAB holds every channel in µV, as MNE reads it (its `CAL` of 1e-6 to volts).
         let channels = picked
             .iter()
