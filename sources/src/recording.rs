@@ -67,6 +67,57 @@ pub fn check_pace(chunk: usize, speed: f64) -> std::result::Result<(), String> {
     Ok(())
 }
 
+/// Most bytes of samples a text recording keeps from the pass that checks it, so the replay
+/// need not parse it again: 1 GiB of f32 (a text file of about 3 GB). A larger file is parsed
+/// again as it is replayed.
+pub const HELD_SAMPLES_BYTES: usize = 1 << 30;
+
+/// Samples held in memory (row-major, `width` values per sample, in the file's units),
+/// replayed a block of at most 4096 samples or 4 MiB at a time.
+pub struct HeldBlocks {
+    values: Arc<Vec<f32>>,
+    width: usize,
+    /// Next sample to hand over.
+    next: usize,
+}
+
+impl HeldBlocks {
+    /// Replays `values`, `width` per sample (`width` > 0).
+    pub fn new(values: Arc<Vec<f32>>, width: usize) -> HeldBlocks {
+        assert!(
+            width > 0 && values.len().is_multiple_of(width),
+            "{} values of width {width}",
+            values.len()
+        );
+        HeldBlocks { values, width, next: 0 }
+    }
+
+    fn total(&self) -> usize {
+        self.values.len() / self.width
+    }
+}
+
+impl Blocks for HeldBlocks {
+    fn read_block(&mut self, rows: &mut Vec<f32>, samples: &mut Vec<i64>) -> Result<bool> {
+        let n = ((4 << 20) / (4 * self.width)).clamp(1, 4096).min(self.total() - self.next);
+        if n == 0 {
+            return Ok(false);
+        }
+        rows.extend_from_slice(&self.values[self.next * self.width..(self.next + n) * self.width]);
+        samples.extend(self.next as i64..(self.next + n) as i64);
+        self.next += n;
+        Ok(true)
+    }
+
+    fn next_sample(&self) -> Option<i64> {
+        (self.next < self.total()).then_some(self.next as i64)
+    }
+
+    fn location(&self) -> String {
+        format!("sample {}", self.next)
+    }
+}
+
 /// Opens a recording's blocks for the worker that replays it.
 pub type OpenBlocks = Box<dyn Fn() -> Result<Box<dyn Blocks>> + Send + Sync>;
 

@@ -1,0 +1,199 @@
+//! The head of a delimited-text recording: its comment lines, header row, first data row and
+//! delimiter, the default channels, and a first pass over every line (lengths, quotes).
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+
+use arrow::csv::reader::Format;
+
+/// Longest line accepted, bytes: a file without line breaks is not a table of samples.
+pub const MAX_LINE_BYTES: u64 = 16 << 20;
+
+/// What the file's head says: comment lines, the header row's names, the first data row.
+pub(super) struct Head {
+    pub comments: Vec<String>,
+    pub names: Vec<String>,
+    pub first_row: Vec<String>,
+    pub delimiter: u8,
+    /// Byte offset of the line after the header row.
+    pub data_start: u64,
+    /// The file's length, bytes.
+    pub bytes: u64,
+    /// A `"` somewhere after the header row: a quoted cell may then hold a line break, so the
+    /// rows cannot be cut at line breaks and parsed in parts.
+    pub quoted_data: bool,
+}
+
+/// Reads the comment lines, the header row and the first data row (checking every line's
+/// length on the way), and picks the delimiter.
+pub(super) fn read_head(path: &Path, comment: u8, delimiter: Option<u8>) -> Result<Head, String> {
+    let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let lines = check_lines(path)?;
+    let mut reader = BufReader::new(file);
+    let mut comments = Vec::new();
+    let mut table = Vec::new();
+    let (mut offset, mut data_start, mut raw) = (0u64, 0u64, Vec::new());
+    loop {
+        raw.clear();
+        let n = reader
+            .read_until(b'\n', &mut raw)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        offset += n as u64;
+        let line = std::str::from_utf8(&raw).map_err(|_| {
+            format!(
+                "{}: line {} is not UTF-8 text",
+                path.display(),
+                comments.len() + table.len() + 1
+            )
+        })?;
+        let line = line.trim_end_matches(['\n', '\r']).trim_start_matches('\u{feff}');
+        if line.as_bytes().first() == Some(&comment) {
+            comments.push(line.to_string());
+        } else if !line.trim().is_empty() {
+            table.push(line.to_string());
+            if table.len() == 1 {
+                data_start = offset;
+            } else {
+                break;
+            }
+        }
+    }
+    let Some(header) = table.first() else {
+        return Err(format!(
+            "{}: no header row (the file is empty or all comments)",
+            path.display()
+        ));
+    };
+    let delimiter = delimiter.unwrap_or_else(|| {
+        [b',', b'\t', b';']
+            .into_iter()
+            .max_by_key(|d| header.bytes().filter(|b| b == d).count())
+            .expect("three candidates")
+    });
+    let split = |line: &str| -> Vec<String> {
+        line.split(delimiter as char)
+            .map(|f| f.trim().trim_matches('"').to_string())
+            .collect()
+    };
+    // The names as the CSV tokenizer reads them (quotes, comment lines), trimmed.
+    let format = Format::default()
+        .with_header(true)
+        .with_delimiter(delimiter)
+        .with_comment(comment);
+    let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let (schema, _) = format
+        .infer_schema(BufReader::new(file), Some(0))
+        .map_err(|e| format!("{}: the header row: {e}", path.display()))?;
+    // A UTF-8 byte-order mark (Excel writes one) is not part of the first name.
+    let names: Vec<String> = schema
+        .fields()
+        .iter()
+        .map(|f| f.name().trim_start_matches('\u{feff}').trim().to_string())
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    if let Some(dup) = names.iter().find(|n| !seen.insert(n.as_str())) {
+        return Err(format!("{}: the header row names column `{dup}` twice", path.display()));
+    }
+    Ok(Head {
+        comments,
+        first_row: table.get(1).map(|l| split(l)).unwrap_or_default(),
+        names,
+        delimiter,
+        data_start,
+        bytes: lines.bytes,
+        quoted_data: lines.last_quote.is_some_and(|q| q >= data_start),
+    })
+}
+
+/// What a pass over every byte found.
+struct Lines {
+    bytes: u64,
+    /// Offset of the last `"`.
+    last_quote: Option<u64>,
+}
+
+/// Refuses a file with a line longer than [`MAX_LINE_BYTES`] (the CSV tokenizer would hold it),
+/// and finds its length and last quote.
+fn check_lines(path: &Path) -> Result<Lines, String> {
+    let mut file = BufReader::with_capacity(1 << 20, File::open(path).map_err(|e| format!("{}: {e}", path.display()))?);
+    let (mut run, mut line, mut at, mut last_quote) = (0u64, 1u64, 0u64, None);
+    loop {
+        let buf = file.fill_buf().map_err(|e| format!("{}: {e}", path.display()))?;
+        if buf.is_empty() {
+            return Ok(Lines { bytes: at, last_quote });
+        }
+        if let Some(q) = memchr::memrchr(b'"', buf) {
+            last_quote = Some(at + q as u64);
+        }
+        let mut rest = buf;
+        loop {
+            let (segment, ended) = match memchr::memchr(b'\n', rest) {
+                Some(i) => (i as u64, Some(i)),
+                None => (rest.len() as u64, None),
+            };
+            run += segment;
+            if run > MAX_LINE_BYTES {
+                return Err(format!(
+                    "{}: line {line} is longer than {MAX_LINE_BYTES} bytes: not a table of samples",
+                    path.display()
+                ));
+            }
+            match ended {
+                Some(i) => {
+                    (run, line) = (0, line + 1);
+                    rest = &rest[i + 1..];
+                }
+                None => break,
+            }
+        }
+        let n = buf.len();
+        at += n as u64;
+        file.consume(n);
+    }
+}
+
+/// The rate of an OpenBCI GUI export: `%Sample Rate = 250 Hz`.
+pub(super) fn openbci_rate(comments: &[String]) -> Option<f64> {
+    comments.iter().find_map(|c| {
+        let (key, value) = c.trim_start_matches('%').split_once('=')?;
+        if !key.trim().eq_ignore_ascii_case("sample rate") {
+            return None;
+        }
+        value.trim().trim_end_matches("Hz").trim().parse().ok()
+    })
+}
+
+/// Index and time columns, which are not channels by default.
+fn is_index_or_time(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    matches!(n.as_str(), "sample index" | "sample" | "index" | "time" | "t" | "seconds")
+        || n.starts_with("time")
+        || n.contains("timestamp")
+}
+
+/// Every column whose first row holds a number, but index and time columns and the markers.
+pub(super) fn default_channels(path: &Path, head: &Head, marker: Option<usize>) -> Vec<usize> {
+    let left_out: Vec<&str> = head
+        .names
+        .iter()
+        .enumerate()
+        .filter(|(i, n)| Some(*i) == marker || is_index_or_time(n))
+        .map(|(_, n)| n.as_str())
+        .collect();
+    let picked: Vec<usize> = (0..head.names.len())
+        .filter(|&i| Some(i) != marker && !is_index_or_time(&head.names[i]))
+        .filter(|&i| head.first_row.get(i).is_some_and(|v| v.parse::<f64>().is_ok()))
+        .collect();
+    if !left_out.is_empty() {
+        tracing::info!(
+            "{}: not read as channels (index, time or marker columns): {}",
+            path.display(),
+            left_out.join(", ")
+        );
+    }
+    picked
+}

@@ -1,0 +1,216 @@
+//! The `csv` source: a signal recorded as delimited text, a row per sample and a column per
+//! channel (OpenBCI GUI's `OpenBCI-RAW-*.txt`, Muse and other device exports, a spreadsheet),
+//! replayed like the recording formats. Tokenized by arrow-csv (quotes, comment lines); numbers
+//! are parsed here with surrounding blanks trimmed, as device exports write `, 1.25`.
+//!
+//! The sampling rate comes from `sample_rate` or from an OpenBCI `%Sample Rate = 250 Hz`
+//! comment. The whole file is checked before the run (every picked cell a number), so a
+//! damaged row is an error naming the row and column before anything is written. That check
+//! parses the rows on every core (when no cell after the header row is quoted, the rows are cut
+//! at line breaks) and its values are replayed (up to
+//! [`crate::recording::HELD_SAMPLES_BYTES`]), so the file is parsed once.
+
+mod head;
+mod table;
+
+use std::sync::Arc;
+
+use neurostream_engine::{Channel, EngineError, NodeConfig, NodeContext, Result, Schema, Source, SourceKind, StreamKind};
+use serde::{Deserialize, Serialize};
+
+pub use head::MAX_LINE_BYTES;
+
+use crate::recording::{
+    default_chunk, engine_channels, pick_labels, Blocks, HeldBlocks, OpenBlocks, RecordingSource, ReplaySettings,
+};
+use head::{default_channels, openbci_rate, read_head};
+use table::{scan, Layout, Scanned, TableBlocks};
+
+/// Configuration of a `csv` source.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CsvSourceConfig {
+    /// The file (`.csv`, `.tsv`, `.txt`): a header row of column names, then a row per sample.
+    pub path: String,
+    /// Sampling rate, Hz. Default: the file's OpenBCI `%Sample Rate = 250 Hz` line; required
+    /// when the file has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-unit" = "Hz"))]
+    pub sample_rate: Option<f64>,
+    /// Columns to read as channels, by name or glob pattern (`"EXG Channel *"`), in this order.
+    /// Default: every column whose first row is a number, except index and time columns
+    /// (`Sample Index`, `time`, `Timestamp`, ...) and the `markers` column.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channels: Option<Vec<String>>,
+    /// Unit of the channels' values (`uV`, `mV`, `V`, ...), converted to the engine's (µV for
+    /// voltages). Default `uV`, as device exports write EEG.
+    #[serde(default = "default_unit")]
+    pub unit: String,
+    /// A column whose non-empty cells (other than `0`) become markers labelled with the cell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub markers: Option<String>,
+    /// Field delimiter, one character. Default: the header row's most frequent of `,`, tab, `;`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delimiter: Option<String>,
+    /// Lines starting with this character are comments (OpenBCI's header lines start with `%`).
+    #[serde(default = "default_comment")]
+    pub comment: String,
+    /// Samples per frame (default 256).
+    #[serde(default = "default_chunk")]
+    #[schemars(extend("x-unit" = "samples"))]
+    pub chunk: usize,
+    /// Replay pace: 0 (default) as fast as possible; 1.0 real time; 10 ten times faster.
+    #[serde(default)]
+    #[schemars(extend("x-unit" = "× real time"))]
+    pub speed: f64,
+}
+
+fn default_unit() -> String {
+    "uV".into()
+}
+
+fn default_comment() -> String {
+    "%".into()
+}
+
+impl CsvSourceConfig {
+    /// Reads the numeric columns of `path` at `sample_rate` Hz, in µV.
+    pub fn new(path: &str, sample_rate: f64) -> CsvSourceConfig {
+        CsvSourceConfig {
+            path: path.into(),
+            sample_rate: Some(sample_rate),
+            channels: None,
+            unit: default_unit(),
+            markers: None,
+            delimiter: None,
+            comment: default_comment(),
+            chunk: default_chunk(),
+            speed: 0.0,
+        }
+    }
+}
+
+impl NodeConfig for CsvSourceConfig {
+    const KIND: &'static str = "csv";
+}
+
+/// The `csv` source kind.
+pub struct CsvSourceKind;
+
+impl SourceKind for CsvSourceKind {
+    type Config = CsvSourceConfig;
+
+    fn describe(&self) -> &'static str {
+        "delimited text (OpenBCI, device exports): a row per sample, a column per channel, a marker column"
+    }
+
+    fn build(&self, cfg: CsvSourceConfig, ctx: &NodeContext) -> Result<Arc<dyn Source>> {
+        let fail = |m: String| EngineError::config(ctx.label, m);
+        crate::recording::check_pace(cfg.chunk, cfg.speed).map_err(fail)?;
+        let path = ctx.input_file(&cfg.path);
+        let comment = one_byte(&cfg.comment, "comment").map_err(fail)?;
+        let delimiter = match &cfg.delimiter {
+            Some(d) if d == "\\t" => Some(b'\t'),
+            Some(d) => Some(one_byte(d, "delimiter").map_err(fail)?),
+            None => None,
+        };
+        let head = read_head(&path, comment, delimiter).map_err(fail)?;
+        let rate = match cfg.sample_rate {
+            Some(r) => r,
+            None => openbci_rate(&head.comments).ok_or_else(|| {
+                fail(format!(
+                    "{}: key `sample_rate`: required (the file does not say its rate: no `%Sample Rate = ... Hz` line)",
+                    path.display()
+                ))
+            })?,
+        };
+        if !(rate.is_finite() && rate > 0.0) {
+            return Err(fail(format!("key `sample_rate`: {rate} Hz (must be above 0)")));
+        }
+        let labels: Vec<&str> = head.names.iter().map(String::as_str).collect();
+        let marker = match &cfg.markers {
+            None => None,
+            Some(m) => Some(labels.iter().position(|l| l == m).ok_or_else(|| {
+                fail(format!(
+                    "key `markers`: {}: no column `{m}`{}",
+                    path.display(),
+                    neurostream_engine::suggest::hint(m, labels.iter().copied())
+                ))
+            })?),
+        };
+        let picked = match &cfg.channels {
+            Some(list) => pick_labels(&labels, list, &path).map_err(fail)?,
+            None => default_channels(&path, &head, marker),
+        };
+        if picked.is_empty() {
+            return Err(fail(format!(
+                "{}: no numeric column to read (columns: {}); name them in `channels`",
+                path.display(),
+                labels.join(", ")
+            )));
+        }
+        if picked.len() > crate::MAX_CHANNELS {
+            return Err(fail(format!(
+                "{}: {} channels (at most {})",
+                path.display(),
+                picked.len(),
+                crate::MAX_CHANNELS
+            )));
+        }
+        let layout = Layout::new(&path, &head, comment, picked.clone(), marker);
+        // Every row checked before the run: the sample count, the markers and (when they fit)
+        // the samples come with it.
+        let Scanned { rows, events, held } = scan(&layout, &head).map_err(fail)?;
+        let (channels, factors) = engine_channels(
+            picked
+                .iter()
+                .map(|&i| Channel {
+                    name: head.names[i].clone(),
+                    unit: cfg.unit.clone(),
+                    kind: neurostream_engine::schema::channel_type_from_label(&head.names[i]),
+                })
+                .collect(),
+        );
+        tracing::info!(
+            "{}: {rows} rows of {} channels at {rate} Hz ({}), {} markers",
+            path.display(),
+            picked.len(),
+            picked.iter().map(|&i| head.names[i].as_str()).collect::<Vec<_>>().join(", "),
+            events.len()
+        );
+        let settings = ReplaySettings {
+            kind: CsvSourceConfig::KIND,
+            name: ctx.name.into(),
+            schema: Arc::new(Schema {
+                kind: StreamKind::Signal {
+                    sample_rate: rate,
+                    row_rate: None,
+                },
+                channels,
+            }),
+            rate,
+            chunk: cfg.chunk,
+            speed: cfg.speed,
+            factors: factors.map(Arc::new),
+            events: Arc::new(events),
+        };
+        let width = picked.len();
+        let open: OpenBlocks = match held {
+            Some(values) => Box::new(move || Ok(Box::new(HeldBlocks::new(values.clone(), width)) as Box<dyn Blocks>)),
+            None => Box::new(move || Ok(Box::new(TableBlocks::open(layout.clone(), Some(rows))?) as Box<dyn Blocks>)),
+        };
+        Ok(Arc::new(RecordingSource {
+            settings,
+            files: vec![path],
+            rows,
+            open,
+        }))
+    }
+}
+
+fn one_byte(text: &str, key: &str) -> std::result::Result<u8, String> {
+    match text.as_bytes() {
+        [b] if b.is_ascii() => Ok(*b),
+        _ => Err(format!("key `{key}`: `{text}` is not one ASCII character")),
+    }
+}

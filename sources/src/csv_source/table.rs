@@ -1,0 +1,428 @@
+//! Reading the rows of a delimited-text recording: the check before the run (every picked cell
+//! parsed, in parts on every core where the rows can be cut at line breaks), and the blocks the
+//! replay reads when the checked values were too many to keep.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{Array, StringArray};
+use arrow::csv::reader::Format;
+use arrow::datatypes::{DataType, Field};
+use neurostream_engine::{EngineError, Result};
+
+use super::head::{Head, MAX_LINE_BYTES};
+use crate::recording::{Blocks, Event, HELD_SAMPLES_BYTES};
+
+/// Rows per block read.
+const BLOCK_ROWS: usize = 4096;
+
+/// Bytes of rows per part, at least, when the check is split over several threads.
+const MIN_PART_BYTES: u64 = 4 << 20;
+
+/// How a table is read: its file, delimiter, comment character, columns.
+#[derive(Clone)]
+pub(super) struct Layout {
+    pub path: PathBuf,
+    pub format: Format,
+    pub picked: Vec<usize>,
+    pub marker: Option<usize>,
+    /// Every column's name, in file order.
+    pub names: Vec<String>,
+    /// The columns read (picked and marker), ascending: the reader's projection.
+    pub read: Vec<usize>,
+}
+
+impl Layout {
+    /// Reads columns `picked` (and `marker`) of `path`, whose head is `head`.
+    pub fn new(path: &Path, head: &Head, comment: u8, picked: Vec<usize>, marker: Option<usize>) -> Layout {
+        let mut read: Vec<usize> = picked.iter().copied().chain(marker).collect();
+        read.sort_unstable();
+        read.dedup();
+        Layout {
+            path: path.to_path_buf(),
+            format: Format::default()
+                .with_header(true)
+                .with_delimiter(head.delimiter)
+                .with_comment(comment),
+            picked,
+            marker,
+            names: head.names.clone(),
+            read,
+        }
+    }
+}
+
+/// What reading the whole table found.
+pub(super) struct Scanned {
+    /// Data rows (samples).
+    pub rows: u64,
+    pub events: Vec<Event>,
+    /// The picked values, row-major, when they fit [`HELD_SAMPLES_BYTES`].
+    pub held: Option<Arc<Vec<f32>>>,
+}
+
+/// Reads the whole table once, every picked cell checked, keeping its values when they fit.
+/// The rows after the header row are cut at line breaks into a part per core (of at least
+/// [`MIN_PART_BYTES`]) when no cell is quoted there.
+pub(super) fn scan(layout: &Layout, head: &Head) -> std::result::Result<Scanned, String> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()).min(16) as u64;
+    let parts = if head.quoted_data {
+        1
+    } else {
+        (head.bytes.saturating_sub(head.data_start) / MIN_PART_BYTES).clamp(1, cores)
+    };
+    scan_in_parts(layout, head.data_start, head.bytes, parts, HELD_SAMPLES_BYTES)
+}
+
+/// [`scan`] in `parts` parts at most, keeping at most `budget` bytes of values. A damaged
+/// table is read again in one part, so its error names the row as a reader from the start
+/// sees it.
+fn scan_in_parts(
+    layout: &Layout,
+    data_start: u64,
+    bytes: u64,
+    parts: u64,
+    budget: usize,
+) -> std::result::Result<Scanned, String> {
+    if parts > 1 {
+        let cuts = line_cuts(layout, data_start, bytes, parts).map_err(|e| format!("{}: {e}", layout.path.display()))?;
+        let per_part = budget / cuts.len();
+        let scanned: Vec<std::result::Result<Scanned, String>> = std::thread::scope(|s| {
+            let handles: Vec<_> = cuts
+                .iter()
+                .enumerate()
+                .map(|(i, range)| {
+                    let range = if i == 0 { 0..range.end } else { range.clone() };
+                    s.spawn(move || scan_part(layout, range, i == 0, per_part))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        });
+        if scanned.iter().all(|s| s.is_ok()) {
+            return Ok(logged(
+                layout,
+                joined(scanned.into_iter().map(|s| s.expect("checked")).collect()),
+                budget,
+            ));
+        }
+    }
+    scan_part(layout, 0..bytes, true, budget).map(|s| logged(layout, s, budget))
+}
+
+fn logged(layout: &Layout, scanned: Scanned, budget: usize) -> Scanned {
+    if scanned.held.is_none() {
+        tracing::info!(
+            "{}: over {} MiB of samples: parsed again as it is replayed",
+            layout.path.display(),
+            budget >> 20
+        );
+    }
+    scanned
+}
+
+/// `parts` byte ranges covering `data_start..bytes`, each from the start of a line.
+fn line_cuts(layout: &Layout, data_start: u64, bytes: u64, parts: u64) -> std::io::Result<Vec<Range<u64>>> {
+    let mut file = BufReader::new(File::open(&layout.path)?);
+    let mut starts = vec![data_start];
+    let mut line = Vec::new();
+    for i in 1..parts {
+        let at = data_start + (bytes - data_start) * i / parts;
+        if at <= *starts.last().expect("one start") {
+            continue;
+        }
+        // The line break at or after `at - 1`: the next line starts after it.
+        file.seek(SeekFrom::Start(at - 1))?;
+        line.clear();
+        let n = file.by_ref().take(MAX_LINE_BYTES + 2).read_until(b'\n', &mut line)? as u64;
+        let next = at - 1 + n;
+        if line.last() == Some(&b'\n') && next < bytes && next > *starts.last().expect("one start") {
+            starts.push(next);
+        }
+    }
+    starts.push(bytes);
+    Ok(starts.windows(2).map(|w| w[0]..w[1]).collect())
+}
+
+/// The parts' findings as one: rows counted on, markers moved to the table's sample numbers,
+/// values kept when every part kept them.
+fn joined(parts: Vec<Scanned>) -> Scanned {
+    let mut held = parts
+        .iter()
+        .map(|p| p.held.as_ref().map(|v| v.len()))
+        .sum::<Option<usize>>()
+        .map(Vec::with_capacity);
+    let (mut rows, mut events) = (0, Vec::new());
+    for part in parts {
+        let first = rows as i64;
+        events.extend(part.events.into_iter().map(|e| Event {
+            sample: e.sample + first,
+            ..e
+        }));
+        if let (Some(held), Some(values)) = (&mut held, &part.held) {
+            held.extend_from_slice(values);
+        }
+        rows += part.rows;
+    }
+    Scanned {
+        rows,
+        events,
+        held: held.map(Arc::new),
+    }
+}
+
+/// Reads the rows in bytes `range` (the first of them the header row when `header`), keeping
+/// the values while they fit `budget` bytes.
+fn scan_part(layout: &Layout, range: Range<u64>, header: bool, budget: usize) -> std::result::Result<Scanned, String> {
+    let mut blocks = TableBlocks::open_range(layout.clone(), range, header, None).map_err(|e| e.to_string())?;
+    let (mut held, mut scratch) = (Some(Vec::new()), Vec::new());
+    let (mut samples, mut events) = (Vec::new(), Vec::new());
+    loop {
+        let out = match &mut held {
+            Some(values) => values,
+            None => {
+                scratch.clear();
+                &mut scratch
+            }
+        };
+        samples.clear();
+        if !blocks.next_rows(out, &mut samples, Some(&mut events))? {
+            break;
+        }
+        if held.as_ref().is_some_and(|v| v.len() * 4 > budget) {
+            held = None;
+        }
+    }
+    Ok(Scanned {
+        rows: blocks.next,
+        events,
+        held: held.map(Arc::new),
+    })
+}
+
+/// The picked columns of a table, [`BLOCK_ROWS`] rows at a time.
+pub(super) struct TableBlocks {
+    reader: arrow::csv::reader::BufReader<Box<dyn BufRead + Send>>,
+    layout: Layout,
+    /// Rows in the table, when counted.
+    total: Option<u64>,
+    /// Next row (sample) to read, counted from the start of the range read.
+    next: u64,
+}
+
+impl TableBlocks {
+    /// Every row of the table (`total` of them, when counted).
+    pub fn open(layout: Layout, total: Option<u64>) -> Result<TableBlocks> {
+        TableBlocks::open_range(layout, 0..u64::MAX, true, total)
+    }
+
+    /// The rows in bytes `range` of the file, the first of them the header row when `header`.
+    fn open_range(layout: Layout, range: Range<u64>, header: bool, total: Option<u64>) -> Result<TableBlocks> {
+        let mut file = File::open(&layout.path).map_err(|e| EngineError::io(format!("opening {}", layout.path.display()), e))?;
+        file.seek(SeekFrom::Start(range.start))
+            .map_err(|e| EngineError::io(format!("reading {}", layout.path.display()), e))?;
+        let part: Box<dyn BufRead + Send> = Box::new(BufReader::with_capacity(1 << 20, file.take(range.end - range.start)));
+        // Every column as text: cells are trimmed and parsed here. Only the picked columns and
+        // the markers are built (`layout.read`).
+        let fields: Vec<Field> = (0..layout.names.len())
+            .map(|i| Field::new(format!("c{i}"), DataType::Utf8, true))
+            .collect();
+        let reader = arrow::csv::ReaderBuilder::new(Arc::new(arrow::datatypes::Schema::new(fields)))
+            .with_format(layout.format.clone().with_header(header))
+            .with_projection(layout.read.clone())
+            .with_batch_size(BLOCK_ROWS)
+            .build_buffered(part)
+            .map_err(|e| EngineError::Runtime(format!("{}: {e}", layout.path.display())))?;
+        Ok(TableBlocks {
+            reader,
+            layout,
+            total,
+            next: 0,
+        })
+    }
+
+    /// Appends the next block's picked values to `rows` and sample numbers to `samples`, and
+    /// (when asked) the markers to `events`; false at the end.
+    fn next_rows(
+        &mut self,
+        rows: &mut Vec<f32>,
+        samples: &mut Vec<i64>,
+        events: Option<&mut Vec<Event>>,
+    ) -> std::result::Result<bool, String> {
+        let path = self.layout.path.display();
+        let Some(batch) = self.reader.next() else {
+            return Ok(false);
+        };
+        let batch = batch.map_err(|e| format!("{path}: row {}: {e}", self.next + 1))?;
+        let text = |i: usize| -> &StringArray {
+            let at = self
+                .layout
+                .read
+                .binary_search(&i)
+                .expect("picked and marker columns are read");
+            batch.column(at).as_any().downcast_ref().expect("columns are read as text")
+        };
+        let picked: Vec<&StringArray> = self.layout.picked.iter().map(|&i| text(i)).collect();
+        rows.reserve(batch.num_rows() * picked.len());
+        for r in 0..batch.num_rows() {
+            for (c, column) in picked.iter().enumerate() {
+                let cell = if column.is_null(r) { "" } else { column.value(r).trim_ascii() };
+                let v: f64 = cell.parse().map_err(|_| {
+                    format!(
+                        "{path}: data row {} (sample {}), column `{}`: `{cell}` is not a number",
+                        self.next + r as u64 + 1,
+                        self.next + r as u64,
+                        self.layout.names[self.layout.picked[c]]
+                    )
+                })?;
+                rows.push(v as f32);
+            }
+        }
+        if let (Some(events), Some(m)) = (events, self.layout.marker) {
+            let column = text(m);
+            for r in 0..batch.num_rows() {
+                let cell = if column.is_null(r) { "" } else { column.value(r).trim_ascii() };
+                if !cell.is_empty() && !cell.parse::<f64>().is_ok_and(|v| v == 0.0) {
+                    events.push(Event {
+                        sample: (self.next + r as u64) as i64,
+                        label: cell.to_string(),
+                        duration_s: 0.0,
+                    });
+                }
+            }
+        }
+        let first = self.next as i64;
+        samples.extend(first..first + batch.num_rows() as i64);
+        self.next += batch.num_rows() as u64;
+        Ok(true)
+    }
+}
+
+impl Blocks for TableBlocks {
+    fn read_block(&mut self, rows: &mut Vec<f32>, samples: &mut Vec<i64>) -> Result<bool> {
+        self.next_rows(rows, samples, None).map_err(EngineError::Runtime)
+    }
+
+    fn next_sample(&self) -> Option<i64> {
+        match self.total {
+            Some(total) => (self.next < total).then_some(self.next as i64),
+            None => Some(self.next as i64),
+        }
+    }
+
+    fn location(&self) -> String {
+        format!("data row {}", self.next + 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::csv_source::head::read_head;
+
+    /// A table of `rows` samples (channels `A`, `B`, a marker every 37th row) with comment and
+    /// blank lines among the rows, and the values and markers it holds.
+    fn table(dir: &Path, rows: usize, damaged_row: Option<usize>) -> (PathBuf, Vec<f32>, Vec<(i64, String)>) {
+        let mut text = String::from("%OpenBCI Raw EXG Data\n%Sample Rate = 250 Hz\nSample Index, A, B, Marker\n");
+        let (mut values, mut markers) = (Vec::new(), Vec::new());
+        for r in 0..rows {
+            let (a, b) = (r as f64 * 0.37 - 100.0, (r as f64 * 0.011).sin() * 1e3);
+            values.extend([a as f32, b as f32]);
+            let marker = if r % 37 == 5 { format!("{}", r % 4 + 1) } else { "0".into() };
+            if marker != "0" {
+                markers.push((r as i64, marker.clone()));
+            }
+            let a = if damaged_row == Some(r) {
+                "1.2.3".to_string()
+            } else {
+                format!("{a}")
+            };
+            text += &format!("{r}, {a}, {b:.9}, {marker}\n");
+            if r % 101 == 50 {
+                text += "\n%a comment among the rows\n";
+            }
+        }
+        let path = dir.join("t.csv");
+        std::fs::write(&path, text).unwrap();
+        (path, values, markers)
+    }
+
+    fn layout(path: &Path) -> (Layout, Head) {
+        let head = read_head(path, b'%', None).unwrap();
+        (Layout::new(path, &head, b'%', vec![1, 2], Some(3)), head)
+    }
+
+    fn events(s: &Scanned) -> Vec<(i64, String)> {
+        s.events.iter().map(|e| (e.sample, e.label.clone())).collect()
+    }
+
+    #[test]
+    fn a_table_read_in_parts_equals_the_values_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, values, markers) = table(dir.path(), 3000, None);
+        let (layout, head) = layout(&path);
+        let bytes = std::fs::read(&path).unwrap();
+        let cuts = line_cuts(&layout, head.data_start, head.bytes, 7).unwrap();
+        assert_eq!(cuts.len(), 7);
+        assert_eq!((cuts[0].start, cuts[6].end), (head.data_start, bytes.len() as u64));
+        for w in cuts.windows(2) {
+            assert_eq!(w[0].end, w[1].start);
+            assert_eq!(bytes[w[1].start as usize - 1], b'\n', "a part starts at a line");
+        }
+        for parts in [1, 2, 3, 7] {
+            let s = scan_in_parts(&layout, head.data_start, head.bytes, parts, HELD_SAMPLES_BYTES).unwrap();
+            assert_eq!(s.rows, 3000, "{parts} parts");
+            assert_eq!(events(&s), markers, "{parts} parts");
+            // `{b:.9}` is b to 9 decimals: within 1e-9 of the f64 value, the same f32 but where
+            // that rounding crosses an f32 boundary (one ulp).
+            let held = s.held.expect("kept");
+            assert_eq!(held.len(), values.len());
+            for (i, (g, w)) in held.iter().zip(&values).enumerate() {
+                assert!(
+                    (g - w).abs() <= w.abs() * f32::EPSILON,
+                    "{parts} parts, value {i}: {g} vs {w}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_damaged_row_in_a_later_part_is_named_as_from_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _, _) = table(dir.path(), 3000, Some(2500));
+        let (layout, head) = layout(&path);
+        let one = scan_in_parts(&layout, head.data_start, head.bytes, 1, HELD_SAMPLES_BYTES)
+            .err()
+            .unwrap();
+        assert!(one.contains("data row 2501 (sample 2500), column `A`: `1.2.3`"), "{one}");
+        let four = scan_in_parts(&layout, head.data_start, head.bytes, 4, HELD_SAMPLES_BYTES)
+            .err()
+            .unwrap();
+        assert_eq!(four, one);
+    }
+
+    #[test]
+    fn values_over_the_budget_are_parsed_again_by_the_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, values, _) = table(dir.path(), 3000, None);
+        let (layout, head) = layout(&path);
+        for parts in [1, 3] {
+            let s = scan_in_parts(&layout, head.data_start, head.bytes, parts, 4096).unwrap();
+            assert!(s.held.is_none(), "{parts} parts");
+            assert_eq!(s.rows, 3000);
+        }
+        let mut blocks = TableBlocks::open(layout, Some(3000)).unwrap();
+        let (mut rows, mut samples) = (Vec::new(), Vec::new());
+        while blocks.read_block(&mut rows, &mut samples).unwrap() {}
+        assert_eq!(samples, (0..3000).collect::<Vec<i64>>());
+        for (g, w) in rows.iter().zip(&values) {
+            assert!((g - w).abs() <= w.abs() * f32::EPSILON);
+        }
+        assert_eq!(rows.len(), values.len());
+    }
+}
