@@ -267,6 +267,8 @@ def csv_seeds():
         "Sample Index, EXG Channel 0, EXG Channel 1, Timestamp, Marker Channel\n"
         "0.0, 1.5, -2.25, 1700000000.000, 0.0\n1.0, 3.0, 4.5, 1700000000.004, 2.0\n2.0, -1e-3, 7, 1700000000.008, 0.0\n")
     open(os.path.join(C, "csv", "semicolon"), "w").write('"time";"Fp1";"Fp2"\r\n0;1,5;2\r\n\r\n0.01;-3;4e2\r\n')
+    open(os.path.join(C, "csv", "brainflow"), "w").write(
+        "0.000000\t1.500000\t-2.250000\t0.000000\n1.000000\t3.000000\t4.500000\t2.000000\n")
 
 
 if __name__ == "__main__":

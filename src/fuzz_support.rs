@@ -240,7 +240,8 @@ pub fn eeglab(data: &[u8]) {
 }
 
 /// The `csv` source on any file contents: the header, the whole-table check and the replay to
-/// the end, with the rate given and (when the file says none) from an OpenBCI header line.
+/// the end, with the rate given and (when the file says none) from an OpenBCI header line, and
+/// as a file without a header row.
 pub fn csv(data: &[u8]) {
     let dir = tempfile::tempdir().expect("temp dir");
     std::fs::write(dir.path().join("rec.csv"), data).expect("write");
@@ -248,7 +249,11 @@ pub fn csv(data: &[u8]) {
     registry
         .add_source(neurostream_sources::CsvSourceKind)
         .add_sink(ConsoleSinkKind);
-    for extra in ["sample_rate = 250\nmarkers = \"Marker Channel\"\n", ""] {
+    for extra in [
+        "sample_rate = 250\nmarkers = \"Marker Channel\"\n",
+        "",
+        "sample_rate = 250\nheader = false\nchannels = [\"1\", \"2\"]\nmarkers = \"3\"\n",
+    ] {
         let text = format!(
             "[sources.r]\nkind = \"csv\"\npath = \"rec.csv\"\nchunk = 100\n{extra}[sinks.o]\nkind = \"console\"\ninput = \"r\"\n"
         );

@@ -1,6 +1,7 @@
 //! The `csv` source against pandas.read_csv on an OpenBCI GUI export (`%` header with the rate,
 //! `, `-separated, a marker column) and a `;`-separated file with a time column, quoted names
-//! and values in mV: every value, the columns picked by default and by pattern, the markers;
+//! and values in mV, and a BrainFlow file (tab-separated, no header row): every value, the
+//! columns picked by default, by pattern and by position, the markers;
 //! damaged and incomplete files as errors naming the file, row and column, with nothing written.
 
 mod common;
@@ -34,7 +35,7 @@ fn device_exports_equal_pandas_with_their_markers() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let names = run_python(&py, "check_csv.py", &["write", d.to_str().unwrap()]);
-    assert!(names.contains("openbci.txt semicolon.csv"), "{names}");
+    assert!(names.contains("openbci.txt semicolon.csv brainflow.csv"), "{names}");
     let exg = "EXG Channel 0,EXG Channel 1,EXG Channel 2,EXG Channel 3";
     // OpenBCI: the rate from its `%Sample Rate` line; the EXG channels by pattern, in µV.
     run_and_check(
@@ -60,6 +61,14 @@ fn device_exports_equal_pandas_with_their_markers() {
         "semicolon.csv",
         "sample_rate = 500\nunit = \"mV\"",
         &["Fp1 (mV),Fp2 (mV)", "1000"],
+    );
+    // BrainFlow: no header row, tab-separated; columns by position from 0.
+    run_and_check(
+        &py,
+        d,
+        "brainflow.csv",
+        "sample_rate = 250\nheader = false\nchannels = [\"1\", \"2\", \"3\", \"4\", \"5\", \"6\", \"7\", \"8\"]\nmarkers = \"23\"",
+        &["1,2,3,4,5,6,7,8", "1", "23"],
     );
 }
 
@@ -107,6 +116,17 @@ fn damaged_and_incomplete_tables_are_errors_naming_the_row_and_column() {
         ("a,b\n1,2\n", "sample_rate = 100\nmarkers = \"c\"", "key `markers`: "),
         ("a,a\n1,2\n", "sample_rate = 100", "the header row names column `a` twice"),
         ("", "sample_rate = 100", "no header row"),
+        ("%c\n", "sample_rate = 100\nheader = false\nchannels = [\"0\"]", "no rows"),
+        (
+            "1\t2\n",
+            "sample_rate = 100\nheader = false",
+            "key `channels`: required with `header = false`",
+        ),
+        (
+            "1\t2\n3\t4\n",
+            "sample_rate = 100\nheader = false\nchannels = [\"2\"]",
+            "the file has: 0, 1",
+        ),
     ];
     for (text, extra, message) in cases {
         std::fs::write(d.join("t.csv"), text).unwrap();

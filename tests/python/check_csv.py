@@ -5,12 +5,15 @@ against pandas.read_csv.
       the sample rate, `, `-separated columns: Sample Index, 4 EXG channels, 3 accelerometer
       channels, Timestamp, a Marker Channel with a few non-zero codes, Timestamp (Formatted))
       and DIR/semicolon.csv (`;`-separated, a `time` column, two channels in mV, quoted header
-      names, a blank line) and prints their names
+      names, a blank line) and DIR/brainflow.csv (BrainFlow's `DataFilter.write_file` of a Cyton:
+      tab-separated, no header row, 24 columns: package number, 8 EXG, 3 accelerometer, 7 other,
+      3 analog, a Unix timestamp, a marker channel) and prints their names
   check_csv.py check FILE OUT.parquet COLUMNS SCALE [MARKERS]
       OUT (neurostream's signal layout) holds pandas' values of COLUMNS (comma-separated names)
       times SCALE (the unit factor to µV), every row (tolerance 1e-6 of each column's largest
       magnitude, ours being float32), and, with MARKERS, a marker on each row whose MARKERS cell
-      is not 0, labelled with the cell as written
+      is not 0, labelled with the cell as written (without a header row, columns are named by
+      position from 0)
 """
 import os
 import sys
@@ -51,12 +54,29 @@ def write(out):
         if i == 250:
             lines.append("")
     open(os.path.join(out, "semicolon.csv"), "w").write("\r\n".join(lines) + "\r\n")
-    print("openbci.txt semicolon.csv")
+
+    n = 750
+    rows = np.zeros((n, 24))
+    rows[:, 0] = np.arange(n) % 256
+    rows[:, 1:9] = rng.standard_normal((n, 8)) * 40
+    rows[:, 9:12] = rng.standard_normal((n, 3)) * 0.02
+    rows[:, 19:22] = rng.integers(0, 1024, (n, 3))
+    rows[:, 22] = 1700000000.0 + np.arange(n) / 250
+    rows[[60, 300, 301], 23] = [1, 2, 7]
+    with open(os.path.join(out, "brainflow.csv"), "w") as f:
+        for r in rows:
+            f.write("\t".join(f"{v:.6f}" for v in r) + "\n")
+    print("openbci.txt semicolon.csv brainflow.csv")
 
 
 def check(path, out, columns, scale, marker_column=None):
-    sep = ";" if path.endswith(".csv") else ","
-    want = pd.read_csv(path, comment="%", sep=sep, skipinitialspace=True)
+    if os.path.basename(path).startswith("brainflow"):
+        options = dict(sep="\t", header=None)
+    else:
+        options = dict(comment="%", sep=";" if path.endswith(".csv") else ",", skipinitialspace=True)
+    want = pd.read_csv(path, **options)
+    text = pd.read_csv(path, dtype=str, **options)
+    want.columns = text.columns = [str(c) for c in want.columns]
     t = pq.read_table(out)
     columns = columns.split(",")
     got_cols = [c for c in t.column_names if c not in ("time", "sample", "marker")]
@@ -67,7 +87,7 @@ def check(path, out, columns, scale, marker_column=None):
     got = markers(t) if "marker" in t.column_names else []
     if marker_column:
         cells = want[marker_column]
-        expect = [(i, f"{v:.1f}") for i, v in enumerate(cells) if v != 0]
+        expect = [(i, text[marker_column][i].strip()) for i, v in enumerate(cells) if v != 0]
         assert got == expect, f"markers: ours {got}, pandas {expect}"
     print(f"{os.path.basename(path)}: {len(columns)} columns x {t.num_rows} rows equal pandas (max error {worst:.1e}), "
           f"{len(got)} markers")

@@ -13,10 +13,12 @@ pub const MAX_LINE_BYTES: u64 = 16 << 20;
 /// What the file's head says: comment lines, the header row's names, the first data row.
 pub(super) struct Head {
     pub comments: Vec<String>,
+    /// The first row names the columns; without it they are named by position, `0`, `1`, ...
+    pub header: bool,
     pub names: Vec<String>,
     pub first_row: Vec<String>,
     pub delimiter: u8,
-    /// Byte offset of the line after the header row.
+    /// Byte offset of the first data row's line (after the header row's).
     pub data_start: u64,
     /// The file's length, bytes.
     pub bytes: u64,
@@ -25,9 +27,9 @@ pub(super) struct Head {
     pub quoted_data: bool,
 }
 
-/// Reads the comment lines, the header row and the first data row (checking every line's
-/// length on the way), and picks the delimiter.
-pub(super) fn read_head(path: &Path, comment: u8, delimiter: Option<u8>) -> Result<Head, String> {
+/// Reads the comment lines, the header row (when `header`) and the first data row (checking
+/// every line's length on the way), and picks the delimiter.
+pub(super) fn read_head(path: &Path, comment: u8, delimiter: Option<u8>, header: bool) -> Result<Head, String> {
     let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let lines = check_lines(path)?;
     let mut reader = BufReader::new(file);
@@ -42,6 +44,7 @@ pub(super) fn read_head(path: &Path, comment: u8, delimiter: Option<u8>) -> Resu
         if n == 0 {
             break;
         }
+        let line_start = offset;
         offset += n as u64;
         let line = std::str::from_utf8(&raw).map_err(|_| {
             format!(
@@ -56,22 +59,24 @@ pub(super) fn read_head(path: &Path, comment: u8, delimiter: Option<u8>) -> Resu
         } else if !line.trim().is_empty() {
             table.push(line.to_string());
             if table.len() == 1 {
-                data_start = offset;
-            } else {
+                data_start = if header { offset } else { line_start };
+            }
+            if table.len() == 1 + header as usize {
                 break;
             }
         }
     }
-    let Some(header) = table.first() else {
+    let Some(first_line) = table.first() else {
         return Err(format!(
-            "{}: no header row (the file is empty or all comments)",
-            path.display()
+            "{}: no {} (the file is empty or all comments)",
+            path.display(),
+            if header { "header row" } else { "rows" }
         ));
     };
     let delimiter = delimiter.unwrap_or_else(|| {
         [b',', b'\t', b';']
             .into_iter()
-            .max_by_key(|d| header.bytes().filter(|b| b == d).count())
+            .max_by_key(|d| first_line.bytes().filter(|b| b == d).count())
             .expect("three candidates")
     });
     let split = |line: &str| -> Vec<String> {
@@ -79,9 +84,10 @@ pub(super) fn read_head(path: &Path, comment: u8, delimiter: Option<u8>) -> Resu
             .map(|f| f.trim().trim_matches('"').to_string())
             .collect()
     };
-    // The names as the CSV tokenizer reads them (quotes, comment lines), trimmed.
+    // The names as the CSV tokenizer reads them (quotes, comment lines), trimmed; without a
+    // header row, the first row's positions.
     let format = Format::default()
-        .with_header(true)
+        .with_header(header)
         .with_delimiter(delimiter)
         .with_comment(comment);
     let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -89,18 +95,22 @@ pub(super) fn read_head(path: &Path, comment: u8, delimiter: Option<u8>) -> Resu
         .infer_schema(BufReader::new(file), Some(0))
         .map_err(|e| format!("{}: the header row: {e}", path.display()))?;
     // A UTF-8 byte-order mark (Excel writes one) is not part of the first name.
-    let names: Vec<String> = schema
-        .fields()
-        .iter()
-        .map(|f| f.name().trim_start_matches('\u{feff}').trim().to_string())
-        .collect();
+    let names: Vec<String> = match header {
+        true => schema
+            .fields()
+            .iter()
+            .map(|f| f.name().trim_start_matches('\u{feff}').trim().to_string())
+            .collect(),
+        false => (0..schema.fields().len()).map(|i| i.to_string()).collect(),
+    };
     let mut seen = std::collections::HashSet::new();
     if let Some(dup) = names.iter().find(|n| !seen.insert(n.as_str())) {
         return Err(format!("{}: the header row names column `{dup}` twice", path.display()));
     }
     Ok(Head {
         comments,
-        first_row: table.get(1).map(|l| split(l)).unwrap_or_default(),
+        header,
+        first_row: table.get(header as usize).map(|l| split(l)).unwrap_or_default(),
         names,
         delimiter,
         data_start,

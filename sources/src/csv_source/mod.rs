@@ -39,9 +39,16 @@ pub struct CsvSourceConfig {
     pub sample_rate: Option<f64>,
     /// Columns to read as channels, by name or glob pattern (`"EXG Channel *"`), in this order.
     /// Default: every column whose first row is a number, except index and time columns
-    /// (`Sample Index`, `time`, `Timestamp`, ...) and the `markers` column.
+    /// (`Sample Index`, `time`, `Timestamp`, ...) and the `markers` column. Required without
+    /// a header row.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channels: Option<Vec<String>>,
+    /// The first row names the columns (default). `false` for a file without one (BrainFlow's
+    /// `DataFilter.write_file`, OpenBCI GUI's `BrainFlow-RAW` files): its columns are then named
+    /// by position from 0 (`"1"` is the second), as BrainFlow numbers them
+    /// (`BoardShim.get_eeg_channels`), in `channels` and `markers`.
+    #[serde(default = "default_header")]
+    pub header: bool,
     /// Unit of the channels' values (`uV`, `mV`, `V`, ...), converted to the engine's (µV for
     /// voltages). Default `uV`, as device exports write EEG.
     #[serde(default = "default_unit")]
@@ -69,6 +76,10 @@ fn default_unit() -> String {
     "uV".into()
 }
 
+fn default_header() -> bool {
+    true
+}
+
 fn default_comment() -> String {
     "%".into()
 }
@@ -80,6 +91,7 @@ impl CsvSourceConfig {
             path: path.into(),
             sample_rate: Some(sample_rate),
             channels: None,
+            header: default_header(),
             unit: default_unit(),
             markers: None,
             delimiter: None,
@@ -114,7 +126,14 @@ impl SourceKind for CsvSourceKind {
             Some(d) => Some(one_byte(d, "delimiter").map_err(fail)?),
             None => None,
         };
-        let head = read_head(&path, comment, delimiter).map_err(fail)?;
+        if !cfg.header && cfg.channels.is_none() {
+            return Err(fail(format!(
+                "{}: key `channels`: required with `header = false` (the columns are named by position from 0: \
+                 [\"1\", \"2\"] are the second and third)",
+                path.display()
+            )));
+        }
+        let head = read_head(&path, comment, delimiter, cfg.header).map_err(fail)?;
         let rate = match cfg.sample_rate {
             Some(r) => r,
             None => openbci_rate(&head.comments).ok_or_else(|| {

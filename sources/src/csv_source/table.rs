@@ -26,7 +26,10 @@ const MIN_PART_BYTES: u64 = 4 << 20;
 #[derive(Clone)]
 pub(super) struct Layout {
     pub path: PathBuf,
+    /// Delimiter and comment character.
     pub format: Format,
+    /// The first row of the table names the columns.
+    pub header: bool,
     pub picked: Vec<usize>,
     pub marker: Option<usize>,
     /// Every column's name, in file order.
@@ -43,10 +46,8 @@ impl Layout {
         read.dedup();
         Layout {
             path: path.to_path_buf(),
-            format: Format::default()
-                .with_header(true)
-                .with_delimiter(head.delimiter)
-                .with_comment(comment),
+            format: Format::default().with_delimiter(head.delimiter).with_comment(comment),
+            header: head.header,
             picked,
             marker,
             names: head.names.clone(),
@@ -96,7 +97,7 @@ fn scan_in_parts(
                 .enumerate()
                 .map(|(i, range)| {
                     let range = if i == 0 { 0..range.end } else { range.clone() };
-                    s.spawn(move || scan_part(layout, range, i == 0, per_part))
+                    s.spawn(move || scan_part(layout, range, per_part))
                 })
                 .collect();
             handles
@@ -112,7 +113,7 @@ fn scan_in_parts(
             ));
         }
     }
-    scan_part(layout, 0..bytes, true, budget).map(|s| logged(layout, s, budget))
+    scan_part(layout, 0..bytes, budget).map(|s| logged(layout, s, budget))
 }
 
 fn logged(layout: &Layout, scanned: Scanned, budget: usize) -> Scanned {
@@ -176,10 +177,10 @@ fn joined(parts: Vec<Scanned>) -> Scanned {
     }
 }
 
-/// Reads the rows in bytes `range` (the first of them the header row when `header`), keeping
-/// the values while they fit `budget` bytes.
-fn scan_part(layout: &Layout, range: Range<u64>, header: bool, budget: usize) -> std::result::Result<Scanned, String> {
-    let mut blocks = TableBlocks::open_range(layout.clone(), range, header, None).map_err(|e| e.to_string())?;
+/// Reads the rows in bytes `range` (from the file's start, or from a line after the header
+/// row), keeping the values while they fit `budget` bytes.
+fn scan_part(layout: &Layout, range: Range<u64>, budget: usize) -> std::result::Result<Scanned, String> {
+    let mut blocks = TableBlocks::open_range(layout.clone(), range, None).map_err(|e| e.to_string())?;
     let (mut held, mut scratch) = (Some(Vec::new()), Vec::new());
     let (mut samples, mut events) = (Vec::new(), Vec::new());
     loop {
@@ -218,11 +219,13 @@ pub(super) struct TableBlocks {
 impl TableBlocks {
     /// Every row of the table (`total` of them, when counted).
     pub fn open(layout: Layout, total: Option<u64>) -> Result<TableBlocks> {
-        TableBlocks::open_range(layout, 0..u64::MAX, true, total)
+        TableBlocks::open_range(layout, 0..u64::MAX, total)
     }
 
-    /// The rows in bytes `range` of the file, the first of them the header row when `header`.
-    fn open_range(layout: Layout, range: Range<u64>, header: bool, total: Option<u64>) -> Result<TableBlocks> {
+    /// The rows in bytes `range` of the file: from its start (the header row first, when the
+    /// layout has one), or from a line after the header row.
+    fn open_range(layout: Layout, range: Range<u64>, total: Option<u64>) -> Result<TableBlocks> {
+        let header = range.start == 0 && layout.header;
         let mut file = File::open(&layout.path).map_err(|e| EngineError::io(format!("opening {}", layout.path.display()), e))?;
         file.seek(SeekFrom::Start(range.start))
             .map_err(|e| EngineError::io(format!("reading {}", layout.path.display()), e))?;
@@ -271,7 +274,7 @@ impl TableBlocks {
         rows.reserve(batch.num_rows() * picked.len());
         for r in 0..batch.num_rows() {
             for (c, column) in picked.iter().enumerate() {
-                let cell = if column.is_null(r) { "" } else { column.value(r).trim_ascii() };
+                let cell = cell(column, r);
                 let v: f64 = cell.parse().map_err(|_| {
                     format!(
                         "{path}: data row {} (sample {}), column `{}`: `{cell}` is not a number",
@@ -286,7 +289,7 @@ impl TableBlocks {
         if let (Some(events), Some(m)) = (events, self.layout.marker) {
             let column = text(m);
             for r in 0..batch.num_rows() {
-                let cell = if column.is_null(r) { "" } else { column.value(r).trim_ascii() };
+                let cell = cell(column, r);
                 if !cell.is_empty() && !cell.parse::<f64>().is_ok_and(|v| v == 0.0) {
                     events.push(Event {
                         sample: (self.next + r as u64) as i64,
@@ -301,6 +304,16 @@ impl TableBlocks {
         self.next += batch.num_rows() as u64;
         Ok(true)
     }
+}
+
+/// Row `r` of `column`, without the blanks around it or a UTF-8 byte-order mark (the first cell
+/// of a file without a header row, as Excel saves it).
+fn cell(column: &StringArray, r: usize) -> &str {
+    if column.is_null(r) {
+        return "";
+    }
+    let text = column.value(r).trim_ascii();
+    text.strip_prefix('\u{feff}').unwrap_or(text)
 }
 
 impl Blocks for TableBlocks {
@@ -327,8 +340,11 @@ mod tests {
 
     /// A table of `rows` samples (channels `A`, `B`, a marker every 37th row) with comment and
     /// blank lines among the rows, and the values and markers it holds.
-    fn table(dir: &Path, rows: usize, damaged_row: Option<usize>) -> (PathBuf, Vec<f32>, Vec<(i64, String)>) {
-        let mut text = String::from("%OpenBCI Raw EXG Data\n%Sample Rate = 250 Hz\nSample Index, A, B, Marker\n");
+    fn table(dir: &Path, rows: usize, damaged_row: Option<usize>, header: bool) -> (PathBuf, Vec<f32>, Vec<(i64, String)>) {
+        let mut text = String::from("%OpenBCI Raw EXG Data\n%Sample Rate = 250 Hz\n");
+        if header {
+            text += "Sample Index, A, B, Marker\n";
+        }
         let (mut values, mut markers) = (Vec::new(), Vec::new());
         for r in 0..rows {
             let (a, b) = (r as f64 * 0.37 - 100.0, (r as f64 * 0.011).sin() * 1e3);
@@ -352,8 +368,8 @@ mod tests {
         (path, values, markers)
     }
 
-    fn layout(path: &Path) -> (Layout, Head) {
-        let head = read_head(path, b'%', None).unwrap();
+    fn layout(path: &Path, header: bool) -> (Layout, Head) {
+        let head = read_head(path, b'%', None, header).unwrap();
         (Layout::new(path, &head, b'%', vec![1, 2], Some(3)), head)
     }
 
@@ -363,9 +379,15 @@ mod tests {
 
     #[test]
     fn a_table_read_in_parts_equals_the_values_written() {
+        for header in [true, false] {
+            read_in_parts(header);
+        }
+    }
+
+    fn read_in_parts(header: bool) {
         let dir = tempfile::tempdir().unwrap();
-        let (path, values, markers) = table(dir.path(), 3000, None);
-        let (layout, head) = layout(&path);
+        let (path, values, markers) = table(dir.path(), 3000, None, header);
+        let (layout, head) = layout(&path, header);
         let bytes = std::fs::read(&path).unwrap();
         let cuts = line_cuts(&layout, head.data_start, head.bytes, 7).unwrap();
         assert_eq!(cuts.len(), 7);
@@ -376,8 +398,8 @@ mod tests {
         }
         for parts in [1, 2, 3, 7] {
             let s = scan_in_parts(&layout, head.data_start, head.bytes, parts, HELD_SAMPLES_BYTES).unwrap();
-            assert_eq!(s.rows, 3000, "{parts} parts");
-            assert_eq!(events(&s), markers, "{parts} parts");
+            assert_eq!(s.rows, 3000, "{parts} parts, header {header}");
+            assert_eq!(events(&s), markers, "{parts} parts, header {header}");
             // `{b:.9}` is b to 9 decimals: within 1e-9 of the f64 value, the same f32 but where
             // that rounding crosses an f32 boundary (one ulp).
             let held = s.held.expect("kept");
@@ -394,8 +416,8 @@ mod tests {
     #[test]
     fn a_damaged_row_in_a_later_part_is_named_as_from_the_start() {
         let dir = tempfile::tempdir().unwrap();
-        let (path, _, _) = table(dir.path(), 3000, Some(2500));
-        let (layout, head) = layout(&path);
+        let (path, _, _) = table(dir.path(), 3000, Some(2500), true);
+        let (layout, head) = layout(&path, true);
         let one = scan_in_parts(&layout, head.data_start, head.bytes, 1, HELD_SAMPLES_BYTES)
             .err()
             .unwrap();
@@ -409,8 +431,8 @@ mod tests {
     #[test]
     fn values_over_the_budget_are_parsed_again_by_the_replay() {
         let dir = tempfile::tempdir().unwrap();
-        let (path, values, _) = table(dir.path(), 3000, None);
-        let (layout, head) = layout(&path);
+        let (path, values, _) = table(dir.path(), 3000, None, true);
+        let (layout, head) = layout(&path, true);
         for parts in [1, 3] {
             let s = scan_in_parts(&layout, head.data_start, head.bytes, parts, 4096).unwrap();
             assert!(s.held.is_none(), "{parts} parts");
