@@ -269,6 +269,10 @@ def csv_seeds():
     open(os.path.join(C, "csv", "semicolon"), "w").write('"time";"Fp1";"Fp2"\r\n0;1,5;2\r\n\r\n0.01;-3;4e2\r\n')
     open(os.path.join(C, "csv", "brainflow"), "w").write(
         "0.000000\t1.500000\t-2.250000\t0.000000\n1.000000\t3.000000\t4.500000\t2.000000\n")
+    open(os.path.join(C, "csv", "mindmonitor"), "w").write(
+        "TimeStamp,RAW_TP9,RAW_AF7,Elements\n2023-11-14 22:13:20.000,,,/muse/elements/blink\n"
+        "2023-11-14 22:13:20.003,801.5,799.25,\n2023-11-14 22:13:20.007,802.0,798.0,\n"
+        "2023-11-14 22:13:20.010,,,/Marker/1\n")
 
 
 if __name__ == "__main__":

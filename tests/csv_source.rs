@@ -1,7 +1,8 @@
 //! The `csv` source against pandas.read_csv on an OpenBCI GUI export (`%` header with the rate,
 //! `, `-separated, a marker column) and a `;`-separated file with a time column, quoted names
-//! and values in mV, and a BrainFlow file (tab-separated, no header row): every value, the
-//! columns picked by default, by pattern and by position, the markers;
+//! and values in mV, a BrainFlow file (tab-separated, no header row) and a Muse Mind Monitor
+//! export (marker rows with the other cells empty): every value, the columns picked by default,
+//! by pattern and by position, the markers;
 //! damaged and incomplete files as errors naming the file, row and column, with nothing written.
 
 mod common;
@@ -35,7 +36,10 @@ fn device_exports_equal_pandas_with_their_markers() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let names = run_python(&py, "check_csv.py", &["write", d.to_str().unwrap()]);
-    assert!(names.contains("openbci.txt semicolon.csv brainflow.csv"), "{names}");
+    assert!(
+        names.contains("openbci.txt semicolon.csv brainflow.csv mindmonitor.txt"),
+        "{names}"
+    );
     let exg = "EXG Channel 0,EXG Channel 1,EXG Channel 2,EXG Channel 3";
     // OpenBCI: the rate from its `%Sample Rate` line; the EXG channels by pattern, in µV.
     run_and_check(
@@ -69,6 +73,26 @@ fn device_exports_equal_pandas_with_their_markers() {
         "brainflow.csv",
         "sample_rate = 250\nheader = false\nchannels = [\"1\", \"2\", \"3\", \"4\", \"5\", \"6\", \"7\", \"8\"]\nmarkers = \"23\"",
         &["1,2,3,4,5,6,7,8", "1", "23"],
+    );
+    // Muse via Mind Monitor: marker rows (`Elements`, the other cells empty) are not samples.
+    run_and_check(
+        &py,
+        d,
+        "mindmonitor.txt",
+        "sample_rate = 256\nchannels = [\"RAW_*\"]\nmarkers = \"Elements\"",
+        &["RAW_TP9,RAW_AF7,RAW_AF8,RAW_TP10", "1", "Elements"],
+    );
+    // By default, the numeric columns of the first row that is not a marker row.
+    run_and_check(
+        &py,
+        d,
+        "mindmonitor.txt",
+        "sample_rate = 256\nmarkers = \"Elements\"",
+        &[
+            "Delta_TP9,RAW_TP9,RAW_AF7,RAW_AF8,RAW_TP10,AUX_RIGHT,HeadBandOn,Battery",
+            "1",
+            "Elements",
+        ],
     );
 }
 

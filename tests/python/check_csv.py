@@ -7,13 +7,16 @@ against pandas.read_csv.
       and DIR/semicolon.csv (`;`-separated, a `time` column, two channels in mV, quoted header
       names, a blank line) and DIR/brainflow.csv (BrainFlow's `DataFilter.write_file` of a Cyton:
       tab-separated, no header row, 24 columns: package number, 8 EXG, 3 accelerometer, 7 other,
-      3 analog, a Unix timestamp, a marker channel) and prints their names
+      3 analog, a Unix timestamp, a marker channel) and DIR/mindmonitor.txt (Muse via Mind
+      Monitor: a datetime TimeStamp, the RAW_ channels, marker rows in `Elements` with every
+      other cell empty, one of them after the last sample) and prints their names
   check_csv.py check FILE OUT.parquet COLUMNS SCALE [MARKERS]
       OUT (neurostream's signal layout) holds pandas' values of COLUMNS (comma-separated names)
       times SCALE (the unit factor to µV), every row (tolerance 1e-6 of each column's largest
       magnitude, ours being float32), and, with MARKERS, a marker on each row whose MARKERS cell
       is not 0, labelled with the cell as written (without a header row, columns are named by
-      position from 0)
+      position from 0); a row with a marker and none of COLUMNS' values is not a sample, its
+      marker is on the next sample (the last at the end)
 """
 import os
 import sys
@@ -66,7 +69,31 @@ def write(out):
     with open(os.path.join(out, "brainflow.csv"), "w") as f:
         for r in rows:
             f.write("\t".join(f"{v:.6f}" for v in r) + "\n")
-    print("openbci.txt semicolon.csv brainflow.csv")
+
+    # Muse via Mind Monitor: a datetime time stamp, band powers, the raw channels, and `Elements`
+    # rows (blinks, the app's marker buttons) with every other cell empty.
+    raw = rng.standard_normal((600, 4)) * 20 + 800
+    lines = ["TimeStamp,Delta_TP9,RAW_TP9,RAW_AF7,RAW_AF8,RAW_TP10,AUX_RIGHT,HeadBandOn,Battery,Elements"]
+    elements = {0: "/muse/event/connected Muse-1234", 100: "/muse/elements/blink", 250: "/Marker/1",
+                251: "/Marker/2", 600: "/muse/elements/jaw_clench"}
+    for i in range(601):
+        stamp = f"2023-11-14 22:13:{20 + i // 256:02d}.{(i % 256) * 1000 // 256:03d}"
+        if i in elements:
+            lines.append(f"{stamp},,,,,,,,,{elements[i]}")
+        if i < 600:
+            lines.append(f"{stamp},0.5,{raw[i, 0]:.3f},{raw[i, 1]:.3f},{raw[i, 2]:.3f},{raw[i, 3]:.3f},0.0,1.0,80,")
+    open(os.path.join(out, "mindmonitor.txt"), "w").write("\n".join(lines) + "\n")
+    print("openbci.txt semicolon.csv brainflow.csv mindmonitor.txt")
+
+
+def is_marker(cell):
+    """A marker cell: not empty, and not a number equal to 0."""
+    if cell == "":
+        return False
+    try:
+        return float(cell) != 0
+    except ValueError:
+        return True
 
 
 def check(path, out, columns, scale, marker_column=None):
@@ -81,13 +108,19 @@ def check(path, out, columns, scale, marker_column=None):
     columns = columns.split(",")
     got_cols = [c for c in t.column_names if c not in ("time", "sample", "marker")]
     assert got_cols == columns, (got_cols, columns)
-    assert t.num_rows == len(want), (t.num_rows, len(want))
+    # A row with a marker and none of the columns' values is a marker row, not a sample: its
+    # marker goes on the next sample (the last one at the end).
+    labels = text[marker_column].fillna("").str.strip() if marker_column else pd.Series([""] * len(want))
+    marked = labels.map(is_marker).to_numpy(dtype=bool)
+    is_sample = ~(want[columns].isna().all(axis=1).to_numpy() & marked)
+    samples = want[columns][is_sample]
+    assert t.num_rows == len(samples), (t.num_rows, len(samples))
     assert (t.column("sample").to_numpy() == np.arange(t.num_rows)).all()
-    worst = channels_equal(t, columns, [want[c].to_numpy(dtype=np.float64) * float(scale) for c in columns])
+    worst = channels_equal(t, columns, [samples[c].to_numpy(dtype=np.float64) * float(scale) for c in columns])
     got = markers(t) if "marker" in t.column_names else []
     if marker_column:
-        cells = want[marker_column]
-        expect = [(i, text[marker_column][i].strip()) for i, v in enumerate(cells) if v != 0]
+        before = np.cumsum(is_sample) - is_sample
+        expect = [(min(int(before[i]), len(samples) - 1), labels[i]) for i in np.flatnonzero(marked)]
         assert got == expect, f"markers: ours {got}, pandas {expect}"
     print(f"{os.path.basename(path)}: {len(columns)} columns x {t.num_rows} rows equal pandas (max error {worst:.1e}), "
           f"{len(got)} markers")

@@ -7,6 +7,9 @@ use std::path::Path;
 
 use arrow::csv::reader::Format;
 
+/// Data rows read with the head, to find the numeric columns past marker rows.
+const HEAD_ROWS: usize = 16;
+
 /// Longest line accepted, bytes: a file without line breaks is not a table of samples.
 pub const MAX_LINE_BYTES: u64 = 16 << 20;
 
@@ -16,7 +19,8 @@ pub(super) struct Head {
     /// The first row names the columns; without it they are named by position, `0`, `1`, ...
     pub header: bool,
     pub names: Vec<String>,
-    pub first_row: Vec<String>,
+    /// The first data rows (at most [`HEAD_ROWS`]), split at the delimiter.
+    pub first_rows: Vec<Vec<String>>,
     pub delimiter: u8,
     /// Byte offset of the first data row's line (after the header row's).
     pub data_start: u64,
@@ -61,7 +65,7 @@ pub(super) fn read_head(path: &Path, comment: u8, delimiter: Option<u8>, header:
             if table.len() == 1 {
                 data_start = if header { offset } else { line_start };
             }
-            if table.len() == 1 + header as usize {
+            if table.len() == HEAD_ROWS + header as usize {
                 break;
             }
         }
@@ -110,7 +114,7 @@ pub(super) fn read_head(path: &Path, comment: u8, delimiter: Option<u8>, header:
     Ok(Head {
         comments,
         header,
-        first_row: table.get(header as usize).map(|l| split(l)).unwrap_or_default(),
+        first_rows: table.iter().skip(header as usize).map(|l| split(l)).collect(),
         names,
         delimiter,
         data_start,
@@ -185,7 +189,9 @@ fn is_index_or_time(name: &str) -> bool {
         || n.contains("timestamp")
 }
 
-/// Every column whose first row holds a number, but index and time columns and the markers.
+/// Every column whose first sample holds a number, but index and time columns and the
+/// markers. The first sample is the first data row with a value outside those columns (a marker
+/// row, as Mind Monitor writes them, has none).
 pub(super) fn default_channels(path: &Path, head: &Head, marker: Option<usize>) -> Vec<usize> {
     let left_out: Vec<&str> = head
         .names
@@ -194,9 +200,20 @@ pub(super) fn default_channels(path: &Path, head: &Head, marker: Option<usize>) 
         .filter(|(i, n)| Some(*i) == marker || is_index_or_time(n))
         .map(|(_, n)| n.as_str())
         .collect();
-    let picked: Vec<usize> = (0..head.names.len())
+    let candidates: Vec<usize> = (0..head.names.len())
         .filter(|&i| Some(i) != marker && !is_index_or_time(&head.names[i]))
-        .filter(|&i| head.first_row.get(i).is_some_and(|v| v.parse::<f64>().is_ok()))
+        .collect();
+    let first_sample = head
+        .first_rows
+        .iter()
+        .find(|row| candidates.iter().any(|&i| row.get(i).is_some_and(|v| !v.is_empty())));
+    let picked: Vec<usize> = candidates
+        .into_iter()
+        .filter(|&i| {
+            first_sample
+                .and_then(|row| row.get(i))
+                .is_some_and(|v| v.parse::<f64>().is_ok())
+        })
         .collect();
     if !left_out.is_empty() {
         tracing::info!(

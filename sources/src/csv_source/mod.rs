@@ -9,6 +9,9 @@
 //! parses the rows on every core (when no cell after the header row is quoted, the rows are cut
 //! at line breaks) and its values are replayed (up to
 //! [`crate::recording::HELD_SAMPLES_BYTES`]), so the file is parsed once.
+//!
+//! Rows with a marker and no channel value (Muse Mind Monitor's `Elements` rows) are markers on
+//! the next sample; files without a header row (BrainFlow) name their columns by position.
 
 mod head;
 mod table;
@@ -53,7 +56,9 @@ pub struct CsvSourceConfig {
     /// voltages). Default `uV`, as device exports write EEG.
     #[serde(default = "default_unit")]
     pub unit: String,
-    /// A column whose non-empty cells (other than `0`) become markers labelled with the cell.
+    /// A column whose non-empty cells (other than `0`) become markers labelled with the cell. A
+    /// row with a marker and no value in any channel (a marker row, as Muse's Mind Monitor
+    /// writes its `Elements`) is not a sample: its marker goes on the next sample.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub markers: Option<String>,
     /// Field delimiter, one character. Default: the header row's most frequent of `,`, tab, `;`.

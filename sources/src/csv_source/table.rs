@@ -106,17 +106,22 @@ fn scan_in_parts(
                 .collect()
         });
         if scanned.iter().all(|s| s.is_ok()) {
-            return Ok(logged(
+            return Ok(finished(
                 layout,
                 joined(scanned.into_iter().map(|s| s.expect("checked")).collect()),
                 budget,
             ));
         }
     }
-    scan_part(layout, 0..bytes, budget).map(|s| logged(layout, s, budget))
+    scan_part(layout, 0..bytes, budget).map(|s| finished(layout, s, budget))
 }
 
-fn logged(layout: &Layout, scanned: Scanned, budget: usize) -> Scanned {
+/// The table's findings, with markers after its last sample moved onto it.
+fn finished(layout: &Layout, mut scanned: Scanned, budget: usize) -> Scanned {
+    let last = scanned.rows.saturating_sub(1) as i64;
+    for e in &mut scanned.events {
+        e.sample = e.sample.min(last);
+    }
     if scanned.held.is_none() {
         tracing::info!(
             "{}: over {} MiB of samples: parsed again as it is replayed",
@@ -212,8 +217,10 @@ pub(super) struct TableBlocks {
     layout: Layout,
     /// Rows in the table, when counted.
     total: Option<u64>,
-    /// Next row (sample) to read, counted from the start of the range read.
+    /// Next sample to read, counted from the start of the range read.
     next: u64,
+    /// Data rows read (samples and marker rows).
+    rows_read: u64,
 }
 
 impl TableBlocks {
@@ -246,22 +253,25 @@ impl TableBlocks {
             layout,
             total,
             next: 0,
+            rows_read: 0,
         })
     }
 
     /// Appends the next block's picked values to `rows` and sample numbers to `samples`, and
-    /// (when asked) the markers to `events`; false at the end.
+    /// (when asked) the markers to `events`; false at the end. A row whose picked cells are all
+    /// empty but whose marker cell is set (a marker row, as Muse's Mind Monitor writes its
+    /// `Elements`) is not a sample: its marker goes on the next sample.
     fn next_rows(
         &mut self,
         rows: &mut Vec<f32>,
         samples: &mut Vec<i64>,
-        events: Option<&mut Vec<Event>>,
+        mut events: Option<&mut Vec<Event>>,
     ) -> std::result::Result<bool, String> {
         let path = self.layout.path.display();
         let Some(batch) = self.reader.next() else {
             return Ok(false);
         };
-        let batch = batch.map_err(|e| format!("{path}: row {}: {e}", self.next + 1))?;
+        let batch = batch.map_err(|e| format!("{path}: row {}: {e}", self.rows_read + 1))?;
         let text = |i: usize| -> &StringArray {
             let at = self
                 .layout
@@ -271,37 +281,40 @@ impl TableBlocks {
             batch.column(at).as_any().downcast_ref().expect("columns are read as text")
         };
         let picked: Vec<&StringArray> = self.layout.picked.iter().map(|&i| text(i)).collect();
+        let markers = self.layout.marker.map(text);
         rows.reserve(batch.num_rows() * picked.len());
+        let first = self.next;
         for r in 0..batch.num_rows() {
+            let row = self.rows_read + r as u64;
+            let label = markers
+                .map(|m| cell(m, r))
+                .filter(|c| !c.is_empty() && !c.parse::<f64>().is_ok_and(|v| v == 0.0));
+            if let (Some(events), Some(label)) = (events.as_deref_mut(), label) {
+                events.push(Event {
+                    sample: self.next as i64,
+                    label: label.to_string(),
+                    duration_s: 0.0,
+                });
+            }
+            if label.is_some() && picked.iter().all(|c| cell(c, r).is_empty()) {
+                continue;
+            }
             for (c, column) in picked.iter().enumerate() {
                 let cell = cell(column, r);
                 let v: f64 = cell.parse().map_err(|_| {
                     format!(
                         "{path}: data row {} (sample {}), column `{}`: `{cell}` is not a number",
-                        self.next + r as u64 + 1,
-                        self.next + r as u64,
+                        row + 1,
+                        self.next,
                         self.layout.names[self.layout.picked[c]]
                     )
                 })?;
                 rows.push(v as f32);
             }
+            self.next += 1;
         }
-        if let (Some(events), Some(m)) = (events, self.layout.marker) {
-            let column = text(m);
-            for r in 0..batch.num_rows() {
-                let cell = cell(column, r);
-                if !cell.is_empty() && !cell.parse::<f64>().is_ok_and(|v| v == 0.0) {
-                    events.push(Event {
-                        sample: (self.next + r as u64) as i64,
-                        label: cell.to_string(),
-                        duration_s: 0.0,
-                    });
-                }
-            }
-        }
-        let first = self.next as i64;
-        samples.extend(first..first + batch.num_rows() as i64);
-        self.next += batch.num_rows() as u64;
+        samples.extend(first as i64..self.next as i64);
+        self.rows_read += batch.num_rows() as u64;
         Ok(true)
     }
 }
@@ -318,7 +331,14 @@ fn cell(column: &StringArray, r: usize) -> &str {
 
 impl Blocks for TableBlocks {
     fn read_block(&mut self, rows: &mut Vec<f32>, samples: &mut Vec<i64>) -> Result<bool> {
-        self.next_rows(rows, samples, None).map_err(EngineError::Runtime)
+        let before = samples.len();
+        // A block of marker rows only holds no sample: read on.
+        while self.next_rows(rows, samples, None).map_err(EngineError::Runtime)? {
+            if samples.len() > before {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     fn next_sample(&self) -> Option<i64> {
@@ -329,7 +349,7 @@ impl Blocks for TableBlocks {
     }
 
     fn location(&self) -> String {
-        format!("data row {}", self.next + 1)
+        format!("data row {}", self.rows_read + 1)
     }
 }
 
@@ -338,34 +358,61 @@ mod tests {
     use super::*;
     use crate::csv_source::head::read_head;
 
-    /// A table of `rows` samples (channels `A`, `B`, a marker every 37th row) with comment and
-    /// blank lines among the rows, and the values and markers it holds.
-    fn table(dir: &Path, rows: usize, damaged_row: Option<usize>, header: bool) -> (PathBuf, Vec<f32>, Vec<(i64, String)>) {
+    /// A table of `rows` samples (channels `A`, `B`, a marker every 37th row), with comment and
+    /// blank lines among the rows and marker rows (empty `A` and `B`) at the start, every 97th
+    /// sample and the end; the values and markers it holds, and the data row (counted from 1)
+    /// of the damaged sample.
+    struct Table {
+        path: PathBuf,
+        values: Vec<f32>,
+        markers: Vec<(i64, String)>,
+        damaged_at: Option<u64>,
+    }
+
+    fn table(dir: &Path, rows: usize, damaged_row: Option<usize>, header: bool) -> Table {
         let mut text = String::from("%OpenBCI Raw EXG Data\n%Sample Rate = 250 Hz\n");
         if header {
             text += "Sample Index, A, B, Marker\n";
         }
-        let (mut values, mut markers) = (Vec::new(), Vec::new());
+        let (mut values, mut markers, mut data_rows, mut damaged_at) = (Vec::new(), Vec::new(), 0u64, None);
+        // A marker row: its marker goes on the next sample (the last one at the end).
+        let marker_row = |text: &mut String, data_rows: &mut u64, markers: &mut Vec<(i64, String)>, next: usize, label: &str| {
+            *text += &format!(",,  , {label}\n");
+            *data_rows += 1;
+            markers.push((next.min(rows - 1) as i64, label.to_string()));
+        };
+        marker_row(&mut text, &mut data_rows, &mut markers, 0, "start");
         for r in 0..rows {
             let (a, b) = (r as f64 * 0.37 - 100.0, (r as f64 * 0.011).sin() * 1e3);
             values.extend([a as f32, b as f32]);
             let marker = if r % 37 == 5 { format!("{}", r % 4 + 1) } else { "0".into() };
-            if marker != "0" {
-                markers.push((r as i64, marker.clone()));
-            }
             let a = if damaged_row == Some(r) {
+                damaged_at = Some(data_rows + 1);
                 "1.2.3".to_string()
             } else {
                 format!("{a}")
             };
             text += &format!("{r}, {a}, {b:.9}, {marker}\n");
+            data_rows += 1;
+            if marker != "0" {
+                markers.push((r as i64, marker));
+            }
             if r % 101 == 50 {
                 text += "\n%a comment among the rows\n";
             }
+            if r % 97 == 10 {
+                marker_row(&mut text, &mut data_rows, &mut markers, r + 1, "blink");
+            }
         }
+        marker_row(&mut text, &mut data_rows, &mut markers, rows, "end");
         let path = dir.join("t.csv");
         std::fs::write(&path, text).unwrap();
-        (path, values, markers)
+        Table {
+            path,
+            values,
+            markers,
+            damaged_at,
+        }
     }
 
     fn layout(path: &Path, header: bool) -> (Layout, Head) {
@@ -386,7 +433,9 @@ mod tests {
 
     fn read_in_parts(header: bool) {
         let dir = tempfile::tempdir().unwrap();
-        let (path, values, markers) = table(dir.path(), 3000, None, header);
+        let Table {
+            path, values, markers, ..
+        } = table(dir.path(), 3000, None, header);
         let (layout, head) = layout(&path, header);
         let bytes = std::fs::read(&path).unwrap();
         let cuts = line_cuts(&layout, head.data_start, head.bytes, 7).unwrap();
@@ -416,12 +465,17 @@ mod tests {
     #[test]
     fn a_damaged_row_in_a_later_part_is_named_as_from_the_start() {
         let dir = tempfile::tempdir().unwrap();
-        let (path, _, _) = table(dir.path(), 3000, Some(2500), true);
-        let (layout, head) = layout(&path, true);
+        let t = table(dir.path(), 3000, Some(2500), true);
+        let (layout, head) = layout(&t.path, true);
         let one = scan_in_parts(&layout, head.data_start, head.bytes, 1, HELD_SAMPLES_BYTES)
             .err()
             .unwrap();
-        assert!(one.contains("data row 2501 (sample 2500), column `A`: `1.2.3`"), "{one}");
+        let row = t.damaged_at.unwrap();
+        assert!(row > 2501, "marker rows are data rows");
+        assert!(
+            one.contains(&format!("data row {row} (sample 2500), column `A`: `1.2.3`")),
+            "{one}"
+        );
         let four = scan_in_parts(&layout, head.data_start, head.bytes, 4, HELD_SAMPLES_BYTES)
             .err()
             .unwrap();
@@ -431,7 +485,7 @@ mod tests {
     #[test]
     fn values_over_the_budget_are_parsed_again_by_the_replay() {
         let dir = tempfile::tempdir().unwrap();
-        let (path, values, _) = table(dir.path(), 3000, None, true);
+        let Table { path, values, .. } = table(dir.path(), 3000, None, true);
         let (layout, head) = layout(&path, true);
         for parts in [1, 3] {
             let s = scan_in_parts(&layout, head.data_start, head.bytes, parts, 4096).unwrap();
