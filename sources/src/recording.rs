@@ -72,45 +72,47 @@ pub fn check_pace(chunk: usize, speed: f64) -> std::result::Result<(), String> {
 /// again as it is replayed.
 pub const HELD_SAMPLES_BYTES: usize = 1 << 30;
 
-/// Samples held in memory (row-major, `width` values per sample, in the file's units),
-/// replayed a block of at most 4096 samples or 4 MiB at a time.
+/// Samples held in memory in blocks as they were read (each row-major, `width` values per
+/// sample, in the file's units), replayed a block at a time.
 pub struct HeldBlocks {
-    values: Arc<Vec<f32>>,
+    blocks: Arc<Vec<Vec<f32>>>,
     width: usize,
+    /// Next block to hand over.
+    block: usize,
     /// Next sample to hand over.
     next: usize,
 }
 
 impl HeldBlocks {
-    /// Replays `values`, `width` per sample (`width` > 0).
-    pub fn new(values: Arc<Vec<f32>>, width: usize) -> HeldBlocks {
+    /// Replays `blocks`, `width` values per sample (`width` > 0).
+    pub fn new(blocks: Arc<Vec<Vec<f32>>>, width: usize) -> HeldBlocks {
         assert!(
-            width > 0 && values.len().is_multiple_of(width),
-            "{} values of width {width}",
-            values.len()
+            width > 0 && blocks.iter().all(|b| b.len().is_multiple_of(width)),
+            "blocks of values not of width {width}"
         );
-        HeldBlocks { values, width, next: 0 }
-    }
-
-    fn total(&self) -> usize {
-        self.values.len() / self.width
+        HeldBlocks {
+            blocks,
+            width,
+            block: 0,
+            next: 0,
+        }
     }
 }
 
 impl Blocks for HeldBlocks {
     fn read_block(&mut self, rows: &mut Vec<f32>, samples: &mut Vec<i64>) -> Result<bool> {
-        let n = ((4 << 20) / (4 * self.width)).clamp(1, 4096).min(self.total() - self.next);
-        if n == 0 {
+        let Some(values) = self.blocks.get(self.block) else {
             return Ok(false);
-        }
-        rows.extend_from_slice(&self.values[self.next * self.width..(self.next + n) * self.width]);
+        };
+        let n = values.len() / self.width;
+        rows.extend_from_slice(values);
         samples.extend(self.next as i64..(self.next + n) as i64);
-        self.next += n;
+        (self.block, self.next) = (self.block + 1, self.next + n);
         Ok(true)
     }
 
     fn next_sample(&self) -> Option<i64> {
-        (self.next < self.total()).then_some(self.next as i64)
+        (self.block < self.blocks.len()).then_some(self.next as i64)
     }
 
     fn location(&self) -> String {

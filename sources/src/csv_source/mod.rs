@@ -220,7 +220,10 @@ impl SourceKind for CsvSourceKind {
         };
         let width = picked.len();
         let open: OpenBlocks = match held {
-            Some(values) => Box::new(move || Ok(Box::new(HeldBlocks::new(values.clone(), width)) as Box<dyn Blocks>)),
+            Some(blocks) => {
+                let blocks = Arc::new(blocks);
+                Box::new(move || Ok(Box::new(HeldBlocks::new(blocks.clone(), width)) as Box<dyn Blocks>))
+            }
             None => Box::new(move || Ok(Box::new(TableBlocks::open(layout.clone(), Some(rows))?) as Box<dyn Blocks>)),
         };
         Ok(Arc::new(RecordingSource {

@@ -61,8 +61,8 @@ pub(super) struct Scanned {
     /// Data rows (samples).
     pub rows: u64,
     pub events: Vec<Event>,
-    /// The picked values, row-major, when they fit [`HELD_SAMPLES_BYTES`].
-    pub held: Option<Arc<Vec<f32>>>,
+    /// The picked values, row-major, in blocks as read, when they fit [`HELD_SAMPLES_BYTES`].
+    pub held: Option<Vec<Vec<f32>>>,
 }
 
 /// Reads the whole table once, every picked cell checked, keeping its values when they fit.
@@ -158,11 +158,7 @@ fn line_cuts(layout: &Layout, data_start: u64, bytes: u64, parts: u64) -> std::i
 /// The parts' findings as one: rows counted on, markers moved to the table's sample numbers,
 /// values kept when every part kept them.
 fn joined(parts: Vec<Scanned>) -> Scanned {
-    let mut held = parts
-        .iter()
-        .map(|p| p.held.as_ref().map(|v| v.len()))
-        .sum::<Option<usize>>()
-        .map(Vec::with_capacity);
+    let mut held = parts.iter().all(|p| p.held.is_some()).then(Vec::new);
     let (mut rows, mut events) = (0, Vec::new());
     for part in parts {
         let first = rows as i64;
@@ -170,44 +166,38 @@ fn joined(parts: Vec<Scanned>) -> Scanned {
             sample: e.sample + first,
             ..e
         }));
-        if let (Some(held), Some(values)) = (&mut held, &part.held) {
-            held.extend_from_slice(values);
+        if let (Some(held), Some(blocks)) = (&mut held, part.held) {
+            held.extend(blocks);
         }
         rows += part.rows;
     }
-    Scanned {
-        rows,
-        events,
-        held: held.map(Arc::new),
-    }
+    Scanned { rows, events, held }
 }
 
 /// Reads the rows in bytes `range` (from the file's start, or from a line after the header
 /// row), keeping the values while they fit `budget` bytes.
 fn scan_part(layout: &Layout, range: Range<u64>, budget: usize) -> std::result::Result<Scanned, String> {
     let mut blocks = TableBlocks::open_range(layout.clone(), range, None).map_err(|e| e.to_string())?;
-    let (mut held, mut scratch) = (Some(Vec::new()), Vec::new());
+    let (mut held, mut held_bytes, mut values) = (Some(Vec::new()), 0, Vec::new());
     let (mut samples, mut events) = (Vec::new(), Vec::new());
     loop {
-        let out = match &mut held {
-            Some(values) => values,
-            None => {
-                scratch.clear();
-                &mut scratch
-            }
-        };
         samples.clear();
-        if !blocks.next_rows(out, &mut samples, Some(&mut events))? {
+        if !blocks.next_rows(&mut values, &mut samples, Some(&mut events))? {
             break;
         }
-        if held.as_ref().is_some_and(|v| v.len() * 4 > budget) {
+        held_bytes += values.len() * 4;
+        if held_bytes > budget {
             held = None;
+        }
+        match &mut held {
+            Some(held) if !values.is_empty() => held.push(std::mem::take(&mut values)),
+            _ => values.clear(),
         }
     }
     Ok(Scanned {
         rows: blocks.next,
         events,
-        held: held.map(Arc::new),
+        held,
     })
 }
 
@@ -451,7 +441,7 @@ mod tests {
             assert_eq!(events(&s), markers, "{parts} parts, header {header}");
             // `{b:.9}` is b to 9 decimals: within 1e-9 of the f64 value, the same f32 but where
             // that rounding crosses an f32 boundary (one ulp).
-            let held = s.held.expect("kept");
+            let held = s.held.expect("kept").concat();
             assert_eq!(held.len(), values.len());
             for (i, (g, w)) in held.iter().zip(&values).enumerate() {
                 assert!(
