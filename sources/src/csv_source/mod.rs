@@ -199,7 +199,7 @@ impl SourceKind for CsvSourceKind {
             "{}: {rows} rows of {} channels at {rate} Hz ({}), {} markers",
             path.display(),
             picked.len(),
-            picked.iter().map(|&i| head.names[i].as_str()).collect::<Vec<_>>().join(", "),
+            some_names(&picked.iter().map(|&i| head.names[i].as_str()).collect::<Vec<_>>()),
             events.len()
         );
         let settings = ReplaySettings {
@@ -233,6 +233,14 @@ impl SourceKind for CsvSourceKind {
             open,
         }))
     }
+}
+
+/// `names` for a log line: all of up to 8, else the first 4, `...` and the last 2.
+fn some_names(names: &[&str]) -> String {
+    if names.len() <= 8 {
+        return names.join(", ");
+    }
+    format!("{}, ..., {}", names[..4].join(", "), names[names.len() - 2..].join(", "))
 }
 
 fn one_byte(text: &str, key: &str) -> std::result::Result<u8, String> {
