@@ -323,12 +323,26 @@ impl Blocks for TableBlocks {
     fn read_block(&mut self, rows: &mut Vec<f32>, samples: &mut Vec<i64>) -> Result<bool> {
         let before = samples.len();
         // A block of marker rows only holds no sample: read on.
+        let mut more = false;
         while self.next_rows(rows, samples, None).map_err(EngineError::Runtime)? {
             if samples.len() > before {
-                return Ok(true);
+                more = true;
+                break;
             }
         }
-        Ok(false)
+        // The check before the run counted the samples: a file that now holds others changed.
+        match self.total {
+            Some(total) if (more && self.next > total) || (!more && self.next < total) => Err(EngineError::Runtime(format!(
+                "{}: {} samples where the check before the run counted {total} (the file changed while being read)",
+                self.layout.path.display(),
+                if more {
+                    format!("over {total}")
+                } else {
+                    self.next.to_string()
+                }
+            ))),
+            _ => Ok(more),
+        }
     }
 
     fn next_sample(&self) -> Option<i64> {
@@ -482,9 +496,24 @@ mod tests {
             assert!(s.held.is_none(), "{parts} parts");
             assert_eq!(s.rows, 3000);
         }
-        let mut blocks = TableBlocks::open(layout, Some(3000)).unwrap();
+        let mut blocks = TableBlocks::open(layout.clone(), Some(3000)).unwrap();
         let (mut rows, mut samples) = (Vec::new(), Vec::new());
         while blocks.read_block(&mut rows, &mut samples).unwrap() {}
+        // A file that changed between the check and the replay is an error, not fewer or more rows.
+        for counted in [2999, 3001] {
+            let mut blocks = TableBlocks::open(layout.clone(), Some(counted)).unwrap();
+            let err = loop {
+                match blocks.read_block(&mut Vec::new(), &mut Vec::new()) {
+                    Ok(true) => {}
+                    Ok(false) => panic!("{counted}: the replay ended without an error"),
+                    Err(e) => break e.to_string(),
+                }
+            };
+            assert!(
+                err.contains(&format!("the check before the run counted {counted} (the file changed")),
+                "{err}"
+            );
+        }
         assert_eq!(samples, (0..3000).collect::<Vec<i64>>());
         for (g, w) in rows.iter().zip(&values) {
             assert!((g - w).abs() <= w.abs() * f32::EPSILON);
