@@ -254,6 +254,7 @@ pub fn csv(data: &[u8]) {
         "",
         "sample_rate = 250\nheader = false\nchannels = [\"1\", \"2\"]\nmarkers = \"3\"\n",
         "sample_rate = 256\nmarkers = \"Elements\"\n",
+        "sample_rate = 100\ndecimal = \",\"\ndelimiter = \";\"\n",
     ] {
         let text = format!(
             "[sources.r]\nkind = \"csv\"\npath = \"rec.csv\"\nchunk = 100\n{extra}[sinks.o]\nkind = \"console\"\ninput = \"r\"\n"

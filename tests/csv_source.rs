@@ -37,7 +37,7 @@ fn device_exports_equal_pandas_with_their_markers() {
     let d = dir.path();
     let names = run_python(&py, "check_csv.py", &["write", d.to_str().unwrap()]);
     assert!(
-        names.contains("openbci.txt semicolon.csv brainflow.csv mindmonitor.txt"),
+        names.contains("openbci.txt semicolon.csv brainflow.csv mindmonitor.txt german.csv"),
         "{names}"
     );
     let exg = "EXG Channel 0,EXG Channel 1,EXG Channel 2,EXG Channel 3";
@@ -81,6 +81,14 @@ fn device_exports_equal_pandas_with_their_markers() {
         "mindmonitor.txt",
         "sample_rate = 256\nchannels = [\"RAW_*\"]\nmarkers = \"Elements\"",
         &["RAW_TP9,RAW_AF7,RAW_AF8,RAW_TP10", "1", "Elements"],
+    );
+    // Decimal commas.
+    run_and_check(
+        &py,
+        d,
+        "german.csv",
+        "sample_rate = 200\ndecimal = \",\"\nchannels = [\"C*\"]\nmarkers = \"Ereignis\"",
+        &["C3,C4", "1", "Ereignis"],
     );
     // By default, the numeric columns of the first row that is not a marker row.
     run_and_check(
@@ -140,6 +148,16 @@ fn damaged_and_incomplete_tables_are_errors_naming_the_row_and_column() {
         ("a,b\n1,2\n", "sample_rate = 100\nmarkers = \"c\"", "key `markers`: "),
         ("a,a\n1,2\n", "sample_rate = 100", "the header row names column `a` twice"),
         ("", "sample_rate = 100", "no header row"),
+        (
+            "a,b\n1,2\n",
+            "sample_rate = 100\ndecimal = \",\"",
+            "key `decimal`: `,` is also the delimiter (the header row's most frequent); set `delimiter`",
+        ),
+        (
+            "a;b\n1,5;2\n3,5;x\n",
+            "sample_rate = 100\ndecimal = \",\"",
+            "data row 2 (sample 1), column `b`: `x` is not a number",
+        ),
         ("%c\n", "sample_rate = 100\nheader = false\nchannels = [\"0\"]", "no rows"),
         (
             "1\t2\n",

@@ -9,7 +9,8 @@ against pandas.read_csv.
       tab-separated, no header row, 24 columns: package number, 8 EXG, 3 accelerometer, 7 other,
       3 analog, a Unix timestamp, a marker channel) and DIR/mindmonitor.txt (Muse via Mind
       Monitor: a datetime TimeStamp, the RAW_ channels, marker rows in `Elements` with every
-      other cell empty, one of them after the last sample) and prints their names
+      other cell empty, one of them after the last sample) and DIR/german.csv (`;`-separated,
+      decimal commas, a text marker column) and prints their names
   check_csv.py check FILE OUT.parquet COLUMNS SCALE [MARKERS]
       OUT (neurostream's signal layout) holds pandas' values of COLUMNS (comma-separated names)
       times SCALE (the unit factor to µV), every row (tolerance 1e-6 of each column's largest
@@ -83,7 +84,15 @@ def write(out):
         if i < 600:
             lines.append(f"{stamp},0.5,{raw[i, 0]:.3f},{raw[i, 1]:.3f},{raw[i, 2]:.3f},{raw[i, 3]:.3f},0.0,1.0,80,")
     open(os.path.join(out, "mindmonitor.txt"), "w").write("\n".join(lines) + "\n")
-    print("openbci.txt semicolon.csv brainflow.csv mindmonitor.txt")
+
+    # A spreadsheet saved in a German locale: `;` between cells, `,` before the decimals.
+    x = rng.standard_normal((400, 2)) * 12.5
+    lines = ["Zeit;C3;C4;Ereignis"]
+    for i in range(400):
+        event = "S  1" if i % 90 == 7 else ("0" if i % 2 else "")
+        lines.append(f"{i / 200:.3f};{x[i, 0]:.5f};{x[i, 1]:.5f};{event}".replace(".", ","))
+    open(os.path.join(out, "german.csv"), "w").write("\n".join(lines) + "\n")
+    print("openbci.txt semicolon.csv brainflow.csv mindmonitor.txt german.csv")
 
 
 def is_marker(cell):
@@ -99,6 +108,8 @@ def is_marker(cell):
 def check(path, out, columns, scale, marker_column=None):
     if os.path.basename(path).startswith("brainflow"):
         options = dict(sep="\t", header=None)
+    elif os.path.basename(path).startswith("german"):
+        options = dict(sep=";", decimal=",")
     else:
         options = dict(comment="%", sep=";" if path.endswith(".csv") else ",", skipinitialspace=True)
     want = pd.read_csv(path, **options)

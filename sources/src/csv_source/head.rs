@@ -7,6 +7,8 @@ use std::path::Path;
 
 use arrow::csv::reader::Format;
 
+use super::table::number;
+
 /// Data rows read with the head, to find the numeric columns past marker rows.
 const HEAD_ROWS: usize = 16;
 
@@ -192,7 +194,7 @@ fn is_index_or_time(name: &str) -> bool {
 /// Every column whose first sample holds a number, but index and time columns and the
 /// markers. The first sample is the first data row with a value outside those columns (a marker
 /// row, as Mind Monitor writes them, has none).
-pub(super) fn default_channels(path: &Path, head: &Head, marker: Option<usize>) -> Vec<usize> {
+pub(super) fn default_channels(path: &Path, head: &Head, marker: Option<usize>, decimal_comma: bool) -> Vec<usize> {
     let left_out: Vec<&str> = head
         .names
         .iter()
@@ -212,7 +214,7 @@ pub(super) fn default_channels(path: &Path, head: &Head, marker: Option<usize>) 
         .filter(|&i| {
             first_sample
                 .and_then(|row| row.get(i))
-                .is_some_and(|v| v.parse::<f64>().is_ok())
+                .is_some_and(|v| number(v, decimal_comma).is_some())
         })
         .collect();
     if !left_out.is_empty() {

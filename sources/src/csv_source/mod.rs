@@ -64,6 +64,10 @@ pub struct CsvSourceConfig {
     /// Field delimiter, one character. Default: the header row's most frequent of `,`, tab, `;`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delimiter: Option<String>,
+    /// Decimal separator of the numbers: `.` (default) or `,` (spreadsheets saved in German,
+    /// French and other locales, with `;` as the delimiter).
+    #[serde(default = "default_decimal")]
+    pub decimal: String,
     /// Lines starting with this character are comments (OpenBCI's header lines start with `%`).
     #[serde(default = "default_comment")]
     pub comment: String,
@@ -85,6 +89,10 @@ fn default_header() -> bool {
     true
 }
 
+fn default_decimal() -> String {
+    ".".into()
+}
+
 fn default_comment() -> String {
     "%".into()
 }
@@ -100,6 +108,7 @@ impl CsvSourceConfig {
             unit: default_unit(),
             markers: None,
             delimiter: None,
+            decimal: default_decimal(),
             comment: default_comment(),
             chunk: default_chunk(),
             speed: 0.0,
@@ -131,6 +140,11 @@ impl SourceKind for CsvSourceKind {
             Some(d) => Some(one_byte(d, "delimiter").map_err(fail)?),
             None => None,
         };
+        let decimal_comma = match one_byte(&cfg.decimal, "decimal").map_err(fail)? {
+            b'.' => false,
+            b',' => true,
+            _ => return Err(fail(format!("key `decimal`: `{}` (`.` or `,`)", cfg.decimal))),
+        };
         if !cfg.header && cfg.channels.is_none() {
             return Err(fail(format!(
                 "{}: key `channels`: required with `header = false` (the columns are named by position from 0: \
@@ -139,6 +153,17 @@ impl SourceKind for CsvSourceKind {
             )));
         }
         let head = read_head(&path, comment, delimiter, cfg.header).map_err(fail)?;
+        if decimal_comma && head.delimiter == b',' {
+            return Err(fail(format!(
+                "{}: key `decimal`: `,` is also the delimiter{}",
+                path.display(),
+                if delimiter.is_none() {
+                    " (the header row's most frequent); set `delimiter` (`;` in most such files)"
+                } else {
+                    ""
+                }
+            )));
+        }
         let rate = match cfg.sample_rate {
             Some(r) => r,
             None => openbci_rate(&head.comments).ok_or_else(|| {
@@ -164,7 +189,7 @@ impl SourceKind for CsvSourceKind {
         };
         let picked = match &cfg.channels {
             Some(list) => pick_labels(&labels, list, &path).map_err(fail)?,
-            None => default_channels(&path, &head, marker),
+            None => default_channels(&path, &head, marker, decimal_comma),
         };
         if picked.is_empty() {
             return Err(fail(format!(
@@ -181,7 +206,7 @@ impl SourceKind for CsvSourceKind {
                 crate::MAX_CHANNELS
             )));
         }
-        let layout = Layout::new(&path, &head, comment, picked.clone(), marker);
+        let layout = Layout::new(&path, &head, comment, decimal_comma, picked.clone(), marker);
         // Every row checked before the run: the sample count, the markers and (when they fit)
         // the samples come with it.
         let Scanned { rows, events, held } = scan(&layout, &head).map_err(fail)?;

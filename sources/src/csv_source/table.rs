@@ -30,6 +30,8 @@ pub(super) struct Layout {
     pub format: Format,
     /// The first row of the table names the columns.
     pub header: bool,
+    /// Numbers are written with `,` as the decimal separator.
+    pub decimal_comma: bool,
     pub picked: Vec<usize>,
     pub marker: Option<usize>,
     /// Every column's name, in file order.
@@ -40,7 +42,7 @@ pub(super) struct Layout {
 
 impl Layout {
     /// Reads columns `picked` (and `marker`) of `path`, whose head is `head`.
-    pub fn new(path: &Path, head: &Head, comment: u8, picked: Vec<usize>, marker: Option<usize>) -> Layout {
+    pub fn new(path: &Path, head: &Head, comment: u8, decimal_comma: bool, picked: Vec<usize>, marker: Option<usize>) -> Layout {
         let mut read: Vec<usize> = picked.iter().copied().chain(marker).collect();
         read.sort_unstable();
         read.dedup();
@@ -48,6 +50,7 @@ impl Layout {
             path: path.to_path_buf(),
             format: Format::default().with_delimiter(head.delimiter).with_comment(comment),
             header: head.header,
+            decimal_comma,
             picked,
             marker,
             names: head.names.clone(),
@@ -278,7 +281,7 @@ impl TableBlocks {
             let row = self.rows_read + r as u64;
             let label = markers
                 .map(|m| cell(m, r))
-                .filter(|c| !c.is_empty() && !c.parse::<f64>().is_ok_and(|v| v == 0.0));
+                .filter(|c| !c.is_empty() && number(c, self.layout.decimal_comma) != Some(0.0));
             if let (Some(events), Some(label)) = (events.as_deref_mut(), label) {
                 events.push(Event {
                     sample: self.next as i64,
@@ -291,7 +294,7 @@ impl TableBlocks {
             }
             for (c, column) in picked.iter().enumerate() {
                 let cell = cell(column, r);
-                let v: f64 = cell.parse().map_err(|_| {
+                let v = number(cell, self.layout.decimal_comma).ok_or_else(|| {
                     format!(
                         "{path}: data row {} (sample {}), column `{}`: `{cell}` is not a number",
                         row + 1,
@@ -306,6 +309,23 @@ impl TableBlocks {
         samples.extend(first as i64..self.next as i64);
         self.rows_read += batch.num_rows() as u64;
         Ok(true)
+    }
+}
+
+/// `cell` as a number, with `,` as the decimal separator when `decimal_comma`.
+pub(super) fn number(cell: &str, decimal_comma: bool) -> Option<f64> {
+    if !decimal_comma || !cell.contains(',') {
+        return cell.parse().ok();
+    }
+    let mut buf = [0u8; 64];
+    match buf.get_mut(..cell.len()) {
+        Some(dotted) => {
+            for (d, c) in dotted.iter_mut().zip(cell.bytes()) {
+                *d = if c == b',' { b'.' } else { c };
+            }
+            std::str::from_utf8(dotted).ok()?.parse().ok()
+        }
+        None => cell.replace(',', ".").parse().ok(),
     }
 }
 
@@ -421,7 +441,7 @@ mod tests {
 
     fn layout(path: &Path, header: bool) -> (Layout, Head) {
         let head = read_head(path, b'%', None, header).unwrap();
-        (Layout::new(path, &head, b'%', vec![1, 2], Some(3)), head)
+        (Layout::new(path, &head, b'%', false, vec![1, 2], Some(3)), head)
     }
 
     fn events(s: &Scanned) -> Vec<(i64, String)> {
@@ -464,6 +484,22 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn numbers_with_a_decimal_comma_equal_their_dotted_form() {
+        for (cell, want) in [
+            ("1,25", Some(1.25)),
+            ("-0,5e3", Some(-500.0)),
+            ("7", Some(7.0)),
+            ("1,2,3", None),
+            ("", None),
+        ] {
+            assert_eq!(number(cell, true), want, "{cell}");
+        }
+        let long = format!("0,{}1", "0".repeat(70));
+        assert_eq!(number(&long, true), format!("0.{}1", "0".repeat(70)).parse().ok());
+        assert_eq!(number("1,25", false), None, "a comma is not a decimal separator by default");
     }
 
     #[test]
