@@ -269,6 +269,10 @@ def csv_seeds():
     open(os.path.join(C, "csv", "semicolon"), "w").write('"time";"Fp1";"Fp2"\r\n0;1,5;2\r\n\r\n0.01;-3;4e2\r\n')
     open(os.path.join(C, "csv", "brainflow"), "w").write(
         "0.000000\t1.500000\t-2.250000\t0.000000\n1.000000\t3.000000\t4.500000\t2.000000\n")
+    open(os.path.join(C, "csv", "emotiv"), "w").write(
+        "title:t, start timestamp:1623658701.49, headset type:INSIGHT, channels:6, sampling rate:128, samples:3,\r\n"
+        "Timestamp,EEG.AF3,EEG.T7,MOT.AccX,MarkerIndex,MarkerValueInt\r\n1623658701.49,4200.5,4190.25,,1,22\r\n"
+        "1623658701.49,,,0.5,,\r\n1623658701.498,4201,4189,,,\r\n")
     open(os.path.join(C, "csv", "mindmonitor"), "w").write(
         "TimeStamp,RAW_TP9,RAW_AF7,Elements\n2023-11-14 22:13:20.000,,,/muse/elements/blink\n"
         "2023-11-14 22:13:20.003,801.5,799.25,\n2023-11-14 22:13:20.007,802.0,798.0,\n"

@@ -253,7 +253,8 @@ pub fn csv(data: &[u8]) {
         "sample_rate = 250\nmarkers = \"Marker Channel\"\n",
         "",
         "sample_rate = 250\nheader = false\nchannels = [\"1\", \"2\"]\nmarkers = \"3\"\n",
-        "sample_rate = 256\nmarkers = \"Elements\"\n",
+        "sample_rate = 256\nmarkers = \"Elements\"\nskip_empty_rows = true\n",
+        "skip_lines = 1\nmarkers = \"MarkerValueInt\"\n",
         "sample_rate = 100\ndecimal = \",\"\ndelimiter = \";\"\n",
     ] {
         let text = format!(

@@ -37,7 +37,7 @@ fn device_exports_equal_pandas_with_their_markers() {
     let d = dir.path();
     let names = run_python(&py, "check_csv.py", &["write", d.to_str().unwrap()]);
     assert!(
-        names.contains("openbci.txt semicolon.csv brainflow.csv mindmonitor.txt german.csv"),
+        names.contains("openbci.txt semicolon.csv brainflow.csv mindmonitor.txt german.csv emotiv.csv"),
         "{names}"
     );
     let exg = "EXG Channel 0,EXG Channel 1,EXG Channel 2,EXG Channel 3";
@@ -47,7 +47,7 @@ fn device_exports_equal_pandas_with_their_markers() {
         d,
         "openbci.txt",
         "channels = [\"EXG Channel *\"]\nmarkers = \"Marker Channel\"",
-        &[exg, "1", "Marker Channel"],
+        &[exg, "1", "Marker Channel", "250"],
     );
     // By default every numeric column but the index, time and marker columns.
     let all = format!("{exg},Accel Channel 0,Accel Channel 1,Accel Channel 2");
@@ -90,6 +90,14 @@ fn device_exports_equal_pandas_with_their_markers() {
         "sample_rate = 200\ndecimal = \",\"\nchannels = [\"C*\"]\nmarkers = \"Ereignis\"",
         &["C3,C4", "1", "Ereignis"],
     );
+    // EmotivPRO: the rate from its first line; motion rows left out.
+    run_and_check(
+        &py,
+        d,
+        "emotiv.csv",
+        "channels = [\"EEG.[ATP][F0-9z]*\"]\nmarkers = \"MarkerValueInt\"\nskip_empty_rows = true",
+        &["EEG.AF3,EEG.T7,EEG.Pz,EEG.T8,EEG.AF4", "1", "MarkerValueInt", "128"],
+    );
     // By default, the numeric columns of the first row that is not a marker row.
     run_and_check(
         &py,
@@ -125,6 +133,19 @@ fn a_byte_order_mark_is_not_part_of_the_first_name() {
 }
 
 #[test]
+fn lines_before_the_table_and_rows_of_another_stream_are_left_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let text = "device X, firmware 1\nexported 2026-12-07\n\ntime,Cz,Pz,acc\n0,1,2,\n0.01,,,0.5\n0.02,3,4,\n";
+    std::fs::write(d.join("t.csv"), text).unwrap();
+    let keys = "sample_rate = 100\nskip_lines = 2\nchannels = [\"Cz\", \"Pz\"]\nskip_empty_rows = true";
+    std::fs::write(d.join("p.toml"), pipeline(&d.join("t.csv"), keys)).unwrap();
+    run_ok(d, &["run", "p.toml", "--quiet"]);
+    assert_eq!(common::column_f32(&d.join("out.parquet"), "Cz"), [1.0, 3.0]);
+    assert_eq!(common::column_f32(&d.join("out.parquet"), "Pz"), [2.0, 4.0]);
+}
+
+#[test]
 fn damaged_and_incomplete_tables_are_errors_naming_the_row_and_column() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
@@ -148,6 +169,11 @@ fn damaged_and_incomplete_tables_are_errors_naming_the_row_and_column() {
         ("a,b\n1,2\n", "sample_rate = 100\nmarkers = \"c\"", "key `markers`: "),
         ("a,a\n1,2\n", "sample_rate = 100", "the header row names column `a` twice"),
         ("", "sample_rate = 100", "no header row"),
+        (
+            "a,b\n1,2\n,\n3,4\n",
+            "sample_rate = 100",
+            "data row 2 (sample 1): no value in any channel read (a row of another stream",
+        ),
         (
             "a,b\n1,2\n",
             "sample_rate = 100\ndecimal = \",\"",

@@ -10,14 +10,16 @@ against pandas.read_csv.
       3 analog, a Unix timestamp, a marker channel) and DIR/mindmonitor.txt (Muse via Mind
       Monitor: a datetime TimeStamp, the RAW_ channels, marker rows in `Elements` with every
       other cell empty, one of them after the last sample) and DIR/german.csv (`;`-separated,
-      decimal commas, a text marker column) and prints their names
-  check_csv.py check FILE OUT.parquet COLUMNS SCALE [MARKERS]
+      decimal commas, a text marker column) and DIR/emotiv.csv (EmotivPRO: a first line of
+      `key:value` pairs with the rate, motion rows interleaved with the EEG rows) and prints
+      their names
+  check_csv.py check FILE OUT.parquet COLUMNS SCALE [MARKERS [RATE]]
       OUT (neurostream's signal layout) holds pandas' values of COLUMNS (comma-separated names)
       times SCALE (the unit factor to µV), every row (tolerance 1e-6 of each column's largest
       magnitude, ours being float32), and, with MARKERS, a marker on each row whose MARKERS cell
       is not 0, labelled with the cell as written (without a header row, columns are named by
-      position from 0); a row with a marker and none of COLUMNS' values is not a sample, its
-      marker is on the next sample (the last at the end)
+      position from 0); a row with none of COLUMNS' values is not a sample, its marker is on
+      the next sample (the last at the end); with RATE, the rows' times are sample / RATE
 """
 import os
 import sys
@@ -92,7 +94,22 @@ def write(out):
         event = "S  1" if i % 90 == 7 else ("0" if i % 2 else "")
         lines.append(f"{i / 200:.3f};{x[i, 0]:.5f};{x[i, 1]:.5f};{event}".replace(".", ","))
     open(os.path.join(out, "german.csv"), "w").write("\n".join(lines) + "\n")
-    print("openbci.txt semicolon.csv brainflow.csv mindmonitor.txt german.csv")
+
+    # EmotivPRO: a first line of `key:value` pairs with the rate, then the header row; motion
+    # rows (every 4th time stamp) interleaved with the EEG rows, the EEG cells empty there.
+    eeg = rng.standard_normal((512, 5)) * 15 + 4200
+    lines = ["title:bench, start timestamp:1623658701.491566, stop timestamp:1623658705.491566, headset type:INSIGHT, "
+             "headset serial:7AEC4253, headset firmware:931, channels:13, sampling rate:128, samples:640, version:2.1,",
+             "Timestamp,EEG.Counter,EEG.Interpolated,EEG.AF3,EEG.T7,EEG.Pz,EEG.T8,EEG.AF4,MOT.Q0,MOT.AccX,"
+             "MarkerIndex,MarkerType,MarkerValueInt"]
+    for i in range(512):
+        stamp = 1623658701.491566 + i / 128
+        marker = {40: "1,1,22", 300: "2,1,23"}.get(i, ",,")
+        lines.append(f"{stamp:.6f},{i % 128},0," + ",".join(f"{v:.6f}" for v in eeg[i]) + f",,,{marker}")
+        if i % 4 == 0:
+            lines.append(f"{stamp:.6f},,,,,,,,{0.5 + i / 1e4:.4f},{-0.1:.4f},,,")
+    open(os.path.join(out, "emotiv.csv"), "w").write("\r\n".join(lines) + "\r\n")
+    print("openbci.txt semicolon.csv brainflow.csv mindmonitor.txt german.csv emotiv.csv")
 
 
 def is_marker(cell):
@@ -105,11 +122,13 @@ def is_marker(cell):
         return True
 
 
-def check(path, out, columns, scale, marker_column=None):
+def check(path, out, columns, scale, marker_column=None, rate=None):
     if os.path.basename(path).startswith("brainflow"):
         options = dict(sep="\t", header=None)
     elif os.path.basename(path).startswith("german"):
         options = dict(sep=";", decimal=",")
+    elif os.path.basename(path).startswith("emotiv"):
+        options = dict(skiprows=1)
     else:
         options = dict(comment="%", sep=";" if path.endswith(".csv") else ",", skipinitialspace=True)
     want = pd.read_csv(path, **options)
@@ -119,14 +138,18 @@ def check(path, out, columns, scale, marker_column=None):
     columns = columns.split(",")
     got_cols = [c for c in t.column_names if c not in ("time", "sample", "marker")]
     assert got_cols == columns, (got_cols, columns)
-    # A row with a marker and none of the columns' values is a marker row, not a sample: its
-    # marker goes on the next sample (the last one at the end).
+    # A row with none of the columns' values is not a sample (a marker row, or with
+    # `skip_empty_rows` another stream's row): its marker goes on the next sample (the last one
+    # at the end).
     labels = text[marker_column].fillna("").str.strip() if marker_column else pd.Series([""] * len(want))
     marked = labels.map(is_marker).to_numpy(dtype=bool)
-    is_sample = ~(want[columns].isna().all(axis=1).to_numpy() & marked)
+    is_sample = ~want[columns].isna().all(axis=1).to_numpy()
     samples = want[columns][is_sample]
     assert t.num_rows == len(samples), (t.num_rows, len(samples))
     assert (t.column("sample").to_numpy() == np.arange(t.num_rows)).all()
+    if rate:
+        time = t.column("time").to_numpy()
+        assert np.abs(time - np.arange(t.num_rows) / float(rate)).max() < 1e-9, f"not at {rate} Hz: {time[:3]}"
     worst = channels_equal(t, columns, [samples[c].to_numpy(dtype=np.float64) * float(scale) for c in columns])
     got = markers(t) if "marker" in t.column_names else []
     if marker_column:

@@ -2,7 +2,7 @@
 //! delimiter, the default channels, and a first pass over every line (lengths, quotes).
 
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::path::Path;
 
 use arrow::csv::reader::Format;
@@ -18,6 +18,10 @@ pub const MAX_LINE_BYTES: u64 = 16 << 20;
 /// What the file's head says: comment lines, the header row's names, the first data row.
 pub(super) struct Head {
     pub comments: Vec<String>,
+    /// Lines before the table (`skip_lines`, or EmotivPRO's line of `key:value` pairs).
+    pub skipped: Vec<String>,
+    /// Byte offset of the table (its header row, or its first row): after the skipped lines.
+    pub table_start: u64,
     /// The first row names the columns; without it they are named by position, `0`, `1`, ...
     pub header: bool,
     pub names: Vec<String>,
@@ -33,16 +37,23 @@ pub(super) struct Head {
     pub quoted_data: bool,
 }
 
-/// Reads the comment lines, the header row (when `header`) and the first data row (checking
-/// every line's length on the way), and picks the delimiter.
-pub(super) fn read_head(path: &Path, comment: u8, delimiter: Option<u8>, header: bool) -> Result<Head, String> {
+/// Reads the comment lines, the header row (when `header`) and the first data rows (checking
+/// every line's length on the way), and picks the delimiter. The first `skip_lines` lines are
+/// not part of the table; by default none, or EmotivPRO's first line (`title:..., sampling
+/// rate:128, ...`).
+pub(super) fn read_head(
+    path: &Path,
+    comment: u8,
+    delimiter: Option<u8>,
+    header: bool,
+    skip_lines: Option<usize>,
+) -> Result<Head, String> {
     let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let lines = check_lines(path)?;
     let mut reader = BufReader::new(file);
-    let mut comments = Vec::new();
-    let mut table = Vec::new();
-    let (mut offset, mut data_start, mut raw) = (0u64, 0u64, Vec::new());
-    loop {
+    let (mut comments, mut skipped, mut table) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut offset, mut data_start, mut table_start, mut raw) = (0u64, 0u64, 0u64, Vec::new());
+    for line_no in 1.. {
         raw.clear();
         let n = reader
             .read_until(b'\n', &mut raw)
@@ -52,15 +63,16 @@ pub(super) fn read_head(path: &Path, comment: u8, delimiter: Option<u8>, header:
         }
         let line_start = offset;
         offset += n as u64;
-        let line = std::str::from_utf8(&raw).map_err(|_| {
-            format!(
-                "{}: line {} is not UTF-8 text",
-                path.display(),
-                comments.len() + table.len() + 1
-            )
-        })?;
+        let line = std::str::from_utf8(&raw).map_err(|_| format!("{}: line {line_no} is not UTF-8 text", path.display()))?;
         let line = line.trim_end_matches(['\n', '\r']).trim_start_matches('\u{feff}');
-        if line.as_bytes().first() == Some(&comment) {
+        let skip = match skip_lines {
+            Some(n) => line_no <= n,
+            None => line_no == 1 && is_emotiv_line(line),
+        };
+        if skip {
+            skipped.push(line.to_string());
+            table_start = offset;
+        } else if line.as_bytes().first() == Some(&comment) {
             comments.push(line.to_string());
         } else if !line.trim().is_empty() {
             table.push(line.to_string());
@@ -96,7 +108,9 @@ pub(super) fn read_head(path: &Path, comment: u8, delimiter: Option<u8>, header:
         .with_header(header)
         .with_delimiter(delimiter)
         .with_comment(comment);
-    let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    file.seek(SeekFrom::Start(table_start))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     let (schema, _) = format
         .infer_schema(BufReader::new(file), Some(0))
         .map_err(|e| format!("{}: the header row: {e}", path.display()))?;
@@ -115,6 +129,8 @@ pub(super) fn read_head(path: &Path, comment: u8, delimiter: Option<u8>, header:
     }
     Ok(Head {
         comments,
+        skipped,
+        table_start,
         header,
         first_rows: table.iter().skip(header as usize).map(|l| split(l)).collect(),
         names,
@@ -172,15 +188,30 @@ fn check_lines(path: &Path) -> Result<Lines, String> {
     }
 }
 
-/// The rate of an OpenBCI GUI export: `%Sample Rate = 250 Hz`.
-pub(super) fn openbci_rate(comments: &[String]) -> Option<f64> {
-    comments.iter().find_map(|c| {
+/// EmotivPRO's first line: `title:foo, start timestamp:..., sampling rate:128, samples:2855, ...`.
+fn is_emotiv_line(line: &str) -> bool {
+    line.starts_with("title:") && line.contains("sampling rate:")
+}
+
+/// The rate a file states: OpenBCI GUI's `%Sample Rate = 250 Hz` comment, or EmotivPRO's
+/// `sampling rate:128` (older exports: `sampling rate:eeg_128;mot_32`, the EEG rate) among the
+/// skipped lines.
+pub(super) fn stated_rate(head: &Head) -> Option<f64> {
+    let openbci = head.comments.iter().find_map(|c| {
         let (key, value) = c.trim_start_matches('%').split_once('=')?;
         if !key.trim().eq_ignore_ascii_case("sample rate") {
             return None;
         }
         value.trim().trim_end_matches("Hz").trim().parse().ok()
-    })
+    });
+    let emotiv = || {
+        head.skipped.iter().find_map(|line| {
+            let (_, rest) = line.split_once("sampling rate:")?;
+            let value = rest.split([',', ';']).next()?.trim();
+            value.trim_start_matches("eeg_").parse().ok()
+        })
+    };
+    openbci.or_else(emotiv)
 }
 
 /// Index and time columns, which are not channels by default.

@@ -1,17 +1,19 @@
 //! The `csv` source: a signal recorded as delimited text, a row per sample and a column per
-//! channel (OpenBCI GUI's `OpenBCI-RAW-*.txt`, Muse and other device exports, a spreadsheet),
+//! channel (OpenBCI GUI's `OpenBCI-RAW-*.txt`, BrainFlow, EmotivPRO, Muse Mind Monitor and
+//! other device exports, a spreadsheet),
 //! replayed like the recording formats. Tokenized by arrow-csv (quotes, comment lines); numbers
 //! are parsed here with surrounding blanks trimmed, as device exports write `, 1.25`.
 //!
-//! The sampling rate comes from `sample_rate` or from an OpenBCI `%Sample Rate = 250 Hz`
-//! comment. The whole file is checked before the run (every picked cell a number), so a
+//! The sampling rate comes from `sample_rate`, an OpenBCI `%Sample Rate = 250 Hz` comment or
+//! EmotivPRO's first line (`sampling rate:128`). The whole file is checked before the run (every picked cell a number), so a
 //! damaged row is an error naming the row and column before anything is written. That check
 //! parses the rows on every core (when no cell after the header row is quoted, the rows are cut
 //! at line breaks) and its values are replayed (up to
 //! [`crate::recording::HELD_SAMPLES_BYTES`]), so the file is parsed once.
 //!
 //! Rows with a marker and no channel value (Muse Mind Monitor's `Elements` rows) are markers on
-//! the next sample; files without a header row (BrainFlow) name their columns by position.
+//! the next sample; rows with neither are errors or, with `skip_empty_rows`, another stream's
+//! rows left out; files without a header row (BrainFlow) name their columns by position.
 
 mod head;
 mod table;
@@ -26,8 +28,8 @@ pub use head::MAX_LINE_BYTES;
 use crate::recording::{
     default_chunk, engine_channels, pick_labels, Blocks, HeldBlocks, OpenBlocks, RecordingSource, ReplaySettings,
 };
-use head::{default_channels, openbci_rate, read_head};
-use table::{scan, Layout, Scanned, TableBlocks};
+use head::{default_channels, read_head, stated_rate};
+use table::{scan, Layout, Numbers, Scanned, TableBlocks};
 
 /// Configuration of a `csv` source.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -35,8 +37,8 @@ use table::{scan, Layout, Scanned, TableBlocks};
 pub struct CsvSourceConfig {
     /// The file (`.csv`, `.tsv`, `.txt`): a header row of column names, then a row per sample.
     pub path: String,
-    /// Sampling rate, Hz. Default: the file's OpenBCI `%Sample Rate = 250 Hz` line; required
-    /// when the file has none.
+    /// Sampling rate, Hz. Default: the file's OpenBCI `%Sample Rate = 250 Hz` line or
+    /// EmotivPRO `sampling rate:128`; required when the file says none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("x-unit" = "Hz"))]
     pub sample_rate: Option<f64>,
@@ -68,6 +70,17 @@ pub struct CsvSourceConfig {
     /// French and other locales, with `;` as the delimiter).
     #[serde(default = "default_decimal")]
     pub decimal: String,
+    /// Lines before the table (its header row, or its first row without one), not read.
+    /// Default: none, or an EmotivPRO export's first line (`title:..., sampling rate:128, ...`),
+    /// whose rate is then the stream's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-unit" = "lines"))]
+    pub skip_lines: Option<usize>,
+    /// Rows without a value in any channel read (and no marker) are left out: rows of another
+    /// stream in a file that interleaves several (an EmotivPRO or Mind Monitor export with
+    /// motion or band-power rows). Default `false`: such a row is an error naming it.
+    #[serde(default)]
+    pub skip_empty_rows: bool,
     /// Lines starting with this character are comments (OpenBCI's header lines start with `%`).
     #[serde(default = "default_comment")]
     pub comment: String,
@@ -109,6 +122,8 @@ impl CsvSourceConfig {
             markers: None,
             delimiter: None,
             decimal: default_decimal(),
+            skip_lines: None,
+            skip_empty_rows: false,
             comment: default_comment(),
             chunk: default_chunk(),
             speed: 0.0,
@@ -152,7 +167,7 @@ impl SourceKind for CsvSourceKind {
                 path.display()
             )));
         }
-        let head = read_head(&path, comment, delimiter, cfg.header).map_err(fail)?;
+        let head = read_head(&path, comment, delimiter, cfg.header, cfg.skip_lines).map_err(fail)?;
         if decimal_comma && head.delimiter == b',' {
             return Err(fail(format!(
                 "{}: key `decimal`: `,` is also the delimiter{}",
@@ -166,9 +181,10 @@ impl SourceKind for CsvSourceKind {
         }
         let rate = match cfg.sample_rate {
             Some(r) => r,
-            None => openbci_rate(&head.comments).ok_or_else(|| {
+            None => stated_rate(&head).ok_or_else(|| {
                 fail(format!(
-                    "{}: key `sample_rate`: required (the file does not say its rate: no `%Sample Rate = ... Hz` line)",
+                    "{}: key `sample_rate`: required (the file does not say its rate: no OpenBCI `%Sample Rate = ... Hz` \
+                     line or EmotivPRO `sampling rate:...` pair)",
                     path.display()
                 ))
             })?,
@@ -206,10 +222,15 @@ impl SourceKind for CsvSourceKind {
                 crate::MAX_CHANNELS
             )));
         }
-        let layout = Layout::new(&path, &head, comment, decimal_comma, picked.clone(), marker);
+        let numbers = Numbers {
+            comment,
+            decimal_comma,
+            skip_empty_rows: cfg.skip_empty_rows,
+        };
+        let layout = Layout::new(&path, &head, numbers, picked.clone(), marker);
         // Every row checked before the run: the sample count, the markers and (when they fit)
         // the samples come with it.
-        let Scanned { rows, events, held } = scan(&layout, &head).map_err(fail)?;
+        let Scanned { rows, events, held, .. } = scan(&layout, &head).map_err(fail)?;
         let (channels, factors) = engine_channels(
             picked
                 .iter()

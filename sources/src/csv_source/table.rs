@@ -28,10 +28,14 @@ pub(super) struct Layout {
     pub path: PathBuf,
     /// Delimiter and comment character.
     pub format: Format,
+    /// Byte offset of the table (after lines skipped).
+    pub table_start: u64,
     /// The first row of the table names the columns.
     pub header: bool,
     /// Numbers are written with `,` as the decimal separator.
     pub decimal_comma: bool,
+    /// Rows without a value in any picked column (nor a marker) are left out, not errors.
+    pub skip_empty_rows: bool,
     pub picked: Vec<usize>,
     pub marker: Option<usize>,
     /// Every column's name, in file order.
@@ -42,21 +46,37 @@ pub(super) struct Layout {
 
 impl Layout {
     /// Reads columns `picked` (and `marker`) of `path`, whose head is `head`.
-    pub fn new(path: &Path, head: &Head, comment: u8, decimal_comma: bool, picked: Vec<usize>, marker: Option<usize>) -> Layout {
+    pub fn new(path: &Path, head: &Head, numbers: Numbers, picked: Vec<usize>, marker: Option<usize>) -> Layout {
+        let Numbers {
+            comment,
+            decimal_comma,
+            skip_empty_rows,
+        } = numbers;
         let mut read: Vec<usize> = picked.iter().copied().chain(marker).collect();
         read.sort_unstable();
         read.dedup();
         Layout {
             path: path.to_path_buf(),
             format: Format::default().with_delimiter(head.delimiter).with_comment(comment),
+            table_start: head.table_start,
             header: head.header,
             decimal_comma,
+            skip_empty_rows,
             picked,
             marker,
             names: head.names.clone(),
             read,
         }
     }
+}
+
+/// How the cells are read: comment lines, the decimal separator, rows without values.
+#[derive(Clone, Copy)]
+pub(super) struct Numbers {
+    /// Lines starting with it are comments.
+    pub comment: u8,
+    pub decimal_comma: bool,
+    pub skip_empty_rows: bool,
 }
 
 /// What reading the whole table found.
@@ -66,6 +86,8 @@ pub(super) struct Scanned {
     pub events: Vec<Event>,
     /// The picked values, row-major, in blocks as read, when they fit [`HELD_SAMPLES_BYTES`].
     pub held: Option<Vec<Vec<f32>>>,
+    /// Rows left out for holding no value (`skip_empty_rows`).
+    pub empty_rows: u64,
 }
 
 /// Reads the whole table once, every picked cell checked, keeping its values when they fit.
@@ -99,7 +121,11 @@ fn scan_in_parts(
                 .iter()
                 .enumerate()
                 .map(|(i, range)| {
-                    let range = if i == 0 { 0..range.end } else { range.clone() };
+                    let range = if i == 0 {
+                        layout.table_start..range.end
+                    } else {
+                        range.clone()
+                    };
                     s.spawn(move || scan_part(layout, range, per_part))
                 })
                 .collect();
@@ -116,7 +142,7 @@ fn scan_in_parts(
             ));
         }
     }
-    scan_part(layout, 0..bytes, budget).map(|s| finished(layout, s, budget))
+    scan_part(layout, layout.table_start..bytes, budget).map(|s| finished(layout, s, budget))
 }
 
 /// The table's findings, with markers after its last sample moved onto it.
@@ -124,6 +150,13 @@ fn finished(layout: &Layout, mut scanned: Scanned, budget: usize) -> Scanned {
     let last = scanned.rows.saturating_sub(1) as i64;
     for e in &mut scanned.events {
         e.sample = e.sample.min(last);
+    }
+    if scanned.empty_rows > 0 {
+        tracing::info!(
+            "{}: {} rows without a value in any channel read are not samples (`skip_empty_rows`)",
+            layout.path.display(),
+            scanned.empty_rows
+        );
     }
     if scanned.held.is_none() {
         tracing::info!(
@@ -162,8 +195,9 @@ fn line_cuts(layout: &Layout, data_start: u64, bytes: u64, parts: u64) -> std::i
 /// values kept when every part kept them.
 fn joined(parts: Vec<Scanned>) -> Scanned {
     let mut held = parts.iter().all(|p| p.held.is_some()).then(Vec::new);
-    let (mut rows, mut events) = (0, Vec::new());
+    let (mut rows, mut events, mut empty_rows) = (0, Vec::new(), 0);
     for part in parts {
+        empty_rows += part.empty_rows;
         let first = rows as i64;
         events.extend(part.events.into_iter().map(|e| Event {
             sample: e.sample + first,
@@ -174,10 +208,15 @@ fn joined(parts: Vec<Scanned>) -> Scanned {
         }
         rows += part.rows;
     }
-    Scanned { rows, events, held }
+    Scanned {
+        rows,
+        events,
+        held,
+        empty_rows,
+    }
 }
 
-/// Reads the rows in bytes `range` (from the file's start, or from a line after the header
+/// Reads the rows in bytes `range` (from the table's start, or from a line after the header
 /// row), keeping the values while they fit `budget` bytes.
 fn scan_part(layout: &Layout, range: Range<u64>, budget: usize) -> std::result::Result<Scanned, String> {
     let mut blocks = TableBlocks::open_range(layout.clone(), range, None).map_err(|e| e.to_string())?;
@@ -201,6 +240,7 @@ fn scan_part(layout: &Layout, range: Range<u64>, budget: usize) -> std::result::
         rows: blocks.next,
         events,
         held,
+        empty_rows: blocks.empty_rows,
     })
 }
 
@@ -212,20 +252,23 @@ pub(super) struct TableBlocks {
     total: Option<u64>,
     /// Next sample to read, counted from the start of the range read.
     next: u64,
-    /// Data rows read (samples and marker rows).
+    /// Data rows read (samples, marker rows and rows without values).
     rows_read: u64,
+    /// Rows without a value in any picked column (nor a marker) left out.
+    empty_rows: u64,
 }
 
 impl TableBlocks {
     /// Every row of the table (`total` of them, when counted).
     pub fn open(layout: Layout, total: Option<u64>) -> Result<TableBlocks> {
-        TableBlocks::open_range(layout, 0..u64::MAX, total)
+        let start = layout.table_start;
+        TableBlocks::open_range(layout, start..u64::MAX, total)
     }
 
-    /// The rows in bytes `range` of the file: from its start (the header row first, when the
-    /// layout has one), or from a line after the header row.
+    /// The rows in bytes `range` of the file: from the table's start (the header row first, when
+    /// the layout has one), or from a line after the header row.
     fn open_range(layout: Layout, range: Range<u64>, total: Option<u64>) -> Result<TableBlocks> {
-        let header = range.start == 0 && layout.header;
+        let header = range.start == layout.table_start && layout.header;
         let mut file = File::open(&layout.path).map_err(|e| EngineError::io(format!("opening {}", layout.path.display()), e))?;
         file.seek(SeekFrom::Start(range.start))
             .map_err(|e| EngineError::io(format!("reading {}", layout.path.display()), e))?;
@@ -247,6 +290,7 @@ impl TableBlocks {
             total,
             next: 0,
             rows_read: 0,
+            empty_rows: 0,
         })
     }
 
@@ -289,8 +333,20 @@ impl TableBlocks {
                     duration_s: 0.0,
                 });
             }
-            if label.is_some() && picked.iter().all(|c| cell(c, r).is_empty()) {
-                continue;
+            if picked.iter().all(|c| cell(c, r).is_empty()) {
+                if label.is_some() {
+                    continue;
+                }
+                if self.layout.skip_empty_rows {
+                    self.empty_rows += 1;
+                    continue;
+                }
+                return Err(format!(
+                    "{path}: data row {} (sample {}): no value in any channel read (a row of another stream, in a \
+                     file that interleaves several? `skip_empty_rows = true` leaves such rows out)",
+                    row + 1,
+                    self.next
+                ));
             }
             for (c, column) in picked.iter().enumerate() {
                 let cell = cell(column, r);
@@ -394,7 +450,12 @@ mod tests {
     }
 
     fn table(dir: &Path, rows: usize, damaged_row: Option<usize>, header: bool) -> Table {
-        let mut text = String::from("%OpenBCI Raw EXG Data\n%Sample Rate = 250 Hz\n");
+        // Without a header row, after a line of EmotivPRO's `key:value` pairs (skipped).
+        let mut text = String::new();
+        if !header {
+            text += "title:t, sampling rate:250, samples:3000,\n";
+        }
+        text += "%OpenBCI Raw EXG Data\n%Sample Rate = 250 Hz\n";
         if header {
             text += "Sample Index, A, B, Marker\n";
         }
@@ -440,8 +501,13 @@ mod tests {
     }
 
     fn layout(path: &Path, header: bool) -> (Layout, Head) {
-        let head = read_head(path, b'%', None, header).unwrap();
-        (Layout::new(path, &head, b'%', false, vec![1, 2], Some(3)), head)
+        let head = read_head(path, b'%', None, header, None).unwrap();
+        let numbers = Numbers {
+            comment: b'%',
+            decimal_comma: false,
+            skip_empty_rows: false,
+        };
+        (Layout::new(path, &head, numbers, vec![1, 2], Some(3)), head)
     }
 
     fn events(s: &Scanned) -> Vec<(i64, String)> {
@@ -461,6 +527,8 @@ mod tests {
             path, values, markers, ..
         } = table(dir.path(), 3000, None, header);
         let (layout, head) = layout(&path, header);
+        assert_eq!(head.skipped.len(), !header as usize);
+        assert_eq!(head.table_start, if header { 0 } else { 42 });
         let bytes = std::fs::read(&path).unwrap();
         let cuts = line_cuts(&layout, head.data_start, head.bytes, 7).unwrap();
         assert_eq!(cuts.len(), 7);
