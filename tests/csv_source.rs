@@ -166,6 +166,11 @@ fn damaged_and_incomplete_tables_are_errors_naming_the_row_and_column() {
             "data row 2 (sample 1), column `b`: `` is not a number",
         ),
         ("a,b\n1,2\n3,4,5\n", "sample_rate = 100", "row 1:"),
+        (
+            "time,a\n0.000,1\n0.004,2\n0.008,3\n0.012,4\n",
+            "",
+            "its `time` column steps by 0.004000: 250 Hz if it counts seconds",
+        ),
         ("a,b\n1,2\n", "sample_rate = 100\nmarkers = \"c\"", "key `markers`: "),
         ("a,a\n1,2\n", "sample_rate = 100", "the header row names column `a` twice"),
         ("", "sample_rate = 100", "no header row"),

@@ -217,9 +217,34 @@ pub(super) fn stated_rate(head: &Head) -> Option<f64> {
 /// Index and time columns, which are not channels by default.
 fn is_index_or_time(name: &str) -> bool {
     let n = name.to_ascii_lowercase();
-    matches!(n.as_str(), "sample index" | "sample" | "index" | "time" | "t" | "seconds")
-        || n.starts_with("time")
-        || n.contains("timestamp")
+    matches!(n.as_str(), "sample index" | "sample" | "index") || is_time(&n)
+}
+
+/// A time column's name (lower case).
+fn is_time(n: &str) -> bool {
+    matches!(n, "time" | "t" | "seconds") || n.starts_with("time") || n.contains("timestamp")
+}
+
+/// For an error asking for the rate: what the first rows' time column says, when its steps are
+/// even (`the `time` column steps by 0.004: 250 Hz if it counts seconds`).
+pub(super) fn rate_hint(head: &Head, decimal_comma: bool) -> Option<String> {
+    let column = head.names.iter().position(|n| is_time(&n.to_ascii_lowercase()))?;
+    let times: Vec<f64> = head
+        .first_rows
+        .iter()
+        .filter_map(|row| number(row.get(column)?, decimal_comma))
+        .collect();
+    let (first, last) = (*times.first()?, *times.last()?);
+    let step = (last - first) / (times.len() - 1) as f64;
+    let even = step > 0.0 && times.windows(2).all(|w| ((w[1] - w[0]) - step).abs() <= step * 1e-2);
+    let hz = format!("{:.2}", 1.0 / step);
+    even.then(|| {
+        format!(
+            "; its `{}` column steps by {step:.6}: {} Hz if it counts seconds",
+            head.names[column],
+            hz.trim_end_matches('0').trim_end_matches('.')
+        )
+    })
 }
 
 /// Every column whose first sample holds a number, but index and time columns and the

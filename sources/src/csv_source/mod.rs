@@ -28,7 +28,7 @@ pub use head::MAX_LINE_BYTES;
 use crate::recording::{
     default_chunk, engine_channels, pick_labels, Blocks, HeldBlocks, OpenBlocks, RecordingSource, ReplaySettings,
 };
-use head::{default_channels, read_head, stated_rate};
+use head::{default_channels, rate_hint, read_head, stated_rate};
 use table::{scan, Layout, Numbers, Scanned, TableBlocks};
 
 /// Configuration of a `csv` source.
@@ -184,8 +184,9 @@ impl SourceKind for CsvSourceKind {
             None => stated_rate(&head).ok_or_else(|| {
                 fail(format!(
                     "{}: key `sample_rate`: required (the file does not say its rate: no OpenBCI `%Sample Rate = ... Hz` \
-                     line or EmotivPRO `sampling rate:...` pair)",
-                    path.display()
+                     line or EmotivPRO `sampling rate:...` pair{})",
+                    path.display(),
+                    rate_hint(&head, decimal_comma).unwrap_or_default()
                 ))
             })?,
         };
