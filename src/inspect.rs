@@ -1,11 +1,95 @@
-//! `neurostream inspect`: what is in a Parquet file.
+//! `neurostream inspect`: what is in a Parquet file or a recording.
 
 use std::path::Path;
 
-use neurostream_engine::parquet_read;
+use neurostream_engine::spec::{Built, PipelineSpec};
+use neurostream_engine::{parquet_read, Batch, RowIndex, StreamKind, WorkerPos};
+
+/// Prints what `path` holds: a recording's channels, rate, length and markers (the first
+/// `rows` of them), for the formats the recording sources read (by extension), else a Parquet
+/// file's schema, row count, row groups, metadata and first `rows` rows.
+pub fn inspect(path: &Path, rows: usize) -> anyhow::Result<()> {
+    match recording_kind(path) {
+        Some(kind) => inspect_recording(path, kind, rows),
+        None => inspect_parquet(path, rows),
+    }
+}
+
+/// The source kind that reads a recording file, by its extension.
+fn recording_kind(path: &Path) -> Option<&'static str> {
+    let name = path.file_name()?.to_str()?.to_ascii_lowercase();
+    let (_, extension) = name.trim_end_matches(".gz").rsplit_once('.')?;
+    Some(match extension {
+        "edf" | "bdf" => "edf",
+        "gdf" => "gdf",
+        "fif" => "fif",
+        "vhdr" => "brainvision",
+        "set" => "eeglab",
+        "xdf" | "xdfz" => "xdf",
+        "csv" | "tsv" | "txt" => "csv",
+        _ => return None,
+    })
+}
+
+/// Opens `path` as the `kind` source would in a pipeline and replays it to the end.
+fn inspect_recording(path: &Path, kind: &str, rows: usize) -> anyhow::Result<()> {
+    // A JSON string is a TOML basic string: the same escapes.
+    let quoted = serde_json::to_string(&path.display().to_string())?;
+    let text = format!(
+        "[sources.recording]\nkind = \"{kind}\"\npath = {quoted}\nchunk = 4096\n\n\
+         [sinks.out]\nkind = \"console\"\ninput = \"recording\"\n"
+    );
+    // Paths are resolved against the base folder; an absolute one stays as it is.
+    let compiled = PipelineSpec::from_toml_str(&text, Path::new(""))
+        .and_then(|spec| spec.compile(&crate::registry()))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let source = compiled
+        .nodes
+        .iter()
+        .find_map(|n| match &n.built {
+            Built::Source(s) => Some(s.clone()),
+            _ => None,
+        })
+        .expect("the pipeline has its source");
+    let schema = source.schema();
+    let StreamKind::Signal { sample_rate, .. } = schema.kind else {
+        anyhow::bail!("{}: not a signal recording", path.display());
+    };
+    let mut reader = source.open(WorkerPos { index: 0, peers: 1 })?;
+    let (mut samples, mut markers) = (0u64, Vec::new());
+    while let Some((_, batch)) = reader.next_batch()? {
+        let Batch::Dense(frame) = batch else { continue };
+        if let RowIndex::Samples(index) = &frame.index {
+            for m in &frame.markers {
+                markers.push((index[m.row as usize] as f64 / sample_rate, m.label.clone()));
+            }
+        }
+        samples += frame.rows() as u64;
+    }
+    println!("file:     {}", path.display());
+    println!("format:   {kind}");
+    println!(
+        "signal:   {} channels at {sample_rate} Hz, {samples} samples ({:.3} s)",
+        schema.channels.len(),
+        samples as f64 / sample_rate
+    );
+    println!("channels:");
+    for c in &schema.channels {
+        let kind = if c.kind.is_empty() { "-" } else { &c.kind };
+        println!("  {:<16} {:<6} {kind}", c.name, c.unit);
+    }
+    println!("markers:  {}", markers.len());
+    for (at, label) in markers.iter().take(rows) {
+        println!("  {at:>12.3} s  {label}");
+    }
+    if markers.len() > rows {
+        println!("  ... ({} more; `-n` shows more)", markers.len() - rows);
+    }
+    Ok(())
+}
 
 /// Prints the schema, row count, row groups, key-value metadata and the first `rows` rows.
-pub fn inspect(path: &Path, rows: usize) -> anyhow::Result<()> {
+fn inspect_parquet(path: &Path, rows: usize) -> anyhow::Result<()> {
     let builder = parquet_read::open(path, Default::default()).map_err(|m| anyhow::anyhow!("{}: {m}", path.display()))?;
     let meta = builder.metadata().clone();
     let fmeta = meta.file_metadata();

@@ -95,11 +95,12 @@ enum Command {
         /// The pipeline file (TOML).
         file: PathBuf,
     },
-    /// Show a Parquet file's schema, row count, metadata and first rows.
+    /// Show a Parquet file's schema, row count, metadata and first rows, or a recording's
+    /// channels, rate, length and markers (EDF/BDF, GDF, FIF, BrainVision, EEGLAB, XDF, CSV).
     Inspect {
-        /// The Parquet file.
+        /// The Parquet file or recording (by extension: .edf .bdf .gdf .fif .vhdr .set .xdf .csv .tsv .txt).
         file: PathBuf,
-        /// Rows to print.
+        /// Rows (markers of a recording) to print.
         #[arg(short = 'n', long, default_value_t = 5)]
         rows: usize,
     },

@@ -133,6 +133,29 @@ fn a_byte_order_mark_is_not_part_of_the_first_name() {
 }
 
 #[test]
+fn inspect_shows_the_channels_rate_and_markers_of_an_openbci_export() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // OpenBCI GUI's layout: its `Marker Channel` holds markers by default, not a channel.
+    let text = "%OpenBCI Raw EXG Data\n%Sample Rate = 200 Hz\nSample Index, EXG Channel 0, EXG Channel 1, Marker Channel\n\
+                0, 1.5, -2, 0\n1, 2.5, -3, 7.0\n2, 3.5, -4, 0\n3, 4.5, -5, 2.0\n4, 5.5, -6, 0\n";
+    std::fs::write(d.join("OpenBCI-RAW-test.txt"), text).unwrap();
+    let out = run_ok(d, &["inspect", "OpenBCI-RAW-test.txt", "-n", "1"]);
+    for line in [
+        "format:   csv",
+        "signal:   2 channels at 200 Hz, 5 samples (0.025 s)",
+        "  EXG Channel 0    uV     -",
+        "  EXG Channel 1    uV     -",
+        "markers:  2",
+        "         0.005 s  7.0",
+        "  ... (1 more; `-n` shows more)",
+    ] {
+        assert!(out.lines().any(|l| l == line), "no line {line:?} in:\n{out}");
+    }
+    assert!(!out.lines().any(|l| l.starts_with("  Marker Channel")), "{out}");
+}
+
+#[test]
 fn lines_before_the_table_and_rows_of_another_stream_are_left_out() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

@@ -119,6 +119,26 @@ fn every_sample_header_field_and_annotation_equals_pyedflib() {
 }
 
 #[test]
+fn inspect_states_the_channels_rate_length_and_annotations_as_mne_reads_them() {
+    let Some(py) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["mi_test.edf", "mne_test.bdf", "test_subsecond.edf"] {
+        let rec = eeg(name);
+        let text = run_ok(dir.path(), &["inspect", rec.to_str().unwrap(), "-n", "1000"]);
+        let out = dir.path().join("inspect.txt");
+        std::fs::write(&out, text).unwrap();
+        eprintln!(
+            "{}",
+            run_python(
+                &py,
+                "check_edf.py",
+                &["inspect", rec.to_str().unwrap(), out.to_str().unwrap()]
+            )
+        );
+    }
+}
+
+#[test]
 fn annotations_become_markers_at_their_samples_including_a_separate_hypnogram() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

@@ -6,6 +6,9 @@
       are float32).
   check_edf.py header REC.edf OURS.json      header fields (per signal too) and the annotations
       (onset within 1 µs, duration, text) equal pyedflib's.
+  check_edf.py inspect REC.edf TEXT          `neurostream inspect REC` (TEXT, shown with `-n 1000`)
+      states MNE's channel names and count, rate, sample count and duration, and every
+      annotation's onset (to the ms, on the sample nearest it) and description, in order.
 """
 import datetime
 import json
@@ -169,6 +172,24 @@ def written(src, out):
           f"MNE opens it")
 
 
+def inspect(rec, text):
+    import mne
+
+    raw = mne.io.read_raw(rec, preload=False, verbose="error")
+    out = open(text).read().splitlines()
+    sfreq, n = raw.info["sfreq"], raw.n_times
+    want = f"signal:   {len(raw.ch_names)} channels at {sfreq:g} Hz, {n} samples ({n / sfreq:.3f} s)"
+    assert want in out, (want, out[:4])
+    names = out[out.index("channels:") + 1:out.index(next(l for l in out if l.startswith("markers:")))]
+    assert [line[2:].rsplit(None, 2)[0] for line in names] == raw.ch_names, names
+    at = out.index(next(l for l in out if l.startswith("markers:")))
+    assert out[at] == f"markers:  {len(raw.annotations)}", out[at]
+    for line, onset, description in zip(out[at + 1:], raw.annotations.onset, raw.annotations.description):
+        seconds, label = line.split(" s  ", 1)
+        assert abs(float(seconds) - round(onset * sfreq) / sfreq) < 1e-3 and label == description, (line, onset)
+    print(f"{rec}: inspect states {len(raw.ch_names)} channels, {n} samples, {len(raw.annotations)} annotations as MNE")
+
+
 if __name__ == "__main__":
     {"written": written, "signals": signals, "header": header, "resampled": resampled, "write_units": write_units,
-     "units": units}[sys.argv[1]](*sys.argv[2:])
+     "units": units, "inspect": inspect}[sys.argv[1]](*sys.argv[2:])

@@ -58,7 +58,8 @@ pub struct CsvSourceConfig {
     /// voltages). Default `uV`, as device exports write EEG.
     #[serde(default = "default_unit")]
     pub unit: String,
-    /// A column whose non-empty cells (other than `0`) become markers labelled with the cell. A
+    /// A column whose non-empty cells (other than `0`) become markers labelled with the cell.
+    /// Default: a column named `Marker Channel` (OpenBCI GUI), `Marker` or `Markers`. A
     /// row with a marker and no value in any channel (a marker row, as Muse's Mind Monitor
     /// writes its `Elements`) is not a sample: its marker goes on the next sample.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -195,7 +196,9 @@ impl SourceKind for CsvSourceKind {
         }
         let labels: Vec<&str> = head.names.iter().map(String::as_str).collect();
         let marker = match &cfg.markers {
-            None => None,
+            None => labels
+                .iter()
+                .position(|l| matches!(l.to_ascii_lowercase().as_str(), "marker channel" | "marker" | "markers")),
             Some(m) => Some(labels.iter().position(|l| l == m).ok_or_else(|| {
                 fail(format!(
                     "key `markers`: {}: no column `{m}`{}",
