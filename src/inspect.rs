@@ -68,6 +68,18 @@ fn inspect_recording(path: &Path, kind: &str, rows: usize) -> anyhow::Result<()>
     }
     println!("file:     {}", path.display());
     println!("format:   {kind}");
+    if kind == "xdf" {
+        // Every stream of the file; the source replays one (below) and takes markers from the
+        // string streams.
+        let file = neurostream_sources::xdf::XdfFile::open(path, true).map_err(|e| anyhow::anyhow!("{e}"))?;
+        println!("streams:");
+        for s in &file.streams {
+            println!(
+                "  {:>3}  {} ({}): {} channels of {:?} at {} Hz",
+                s.id, s.name, s.stream_type, s.channel_count, s.format, s.nominal_srate
+            );
+        }
+    }
     println!(
         "signal:   {} channels at {sample_rate} Hz, {samples} samples ({:.3} s)",
         schema.channels.len(),

@@ -52,6 +52,14 @@ fn every_sample_and_marker_equals_pyxdf_with_clock_offsets_applied() {
             ],
         );
         std::fs::remove_file(d.join("out.parquet")).unwrap();
+        // `inspect` lists the file's streams as pyxdf reads them.
+        let text = run_ok(d, &["inspect", xdf.to_str().unwrap()]);
+        std::fs::write(d.join("inspect.txt"), text).unwrap();
+        run_python(
+            &py,
+            "check_xdf.py",
+            &["inspect", xdf.to_str().unwrap(), d.join("inspect.txt").to_str().unwrap()],
+        );
     }
 }
 

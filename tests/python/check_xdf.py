@@ -142,5 +142,22 @@ def check(rec, out, stream):
           f"equal pyxdf's (max error {err:.1e})")
 
 
+def inspect(rec, text):
+    """TEXT (`neurostream inspect REC`) lists pyxdf's streams: id, name, type, channel count,
+    value format and nominal rate, in file order."""
+    import pyxdf
+    streams, _ = pyxdf.load_xdf(rec)
+    out = open(text).read().splitlines()
+    listed = out[out.index("streams:") + 1:out.index(next(l for l in out if l.startswith("signal:")))]
+    want = []
+    for s in sorted(streams, key=lambda s: s["info"]["stream_id"]):
+        i = s["info"]
+        fmt = {"float32": "Float32", "double64": "Double64", "int16": "Int16", "string": "String"}[i["channel_format"][0]]
+        want.append(f"  {i['stream_id']:>3}  {i['name'][0]} ({i['type'][0]}): {i['channel_count'][0]} channels of "
+                    f"{fmt} at {float(i['nominal_srate'][0]):g} Hz")
+    assert listed == want, (listed, want)
+    print(f"{rec}: inspect lists pyxdf's {len(want)} streams")
+
+
 if __name__ == "__main__":
-    {"write": write, "check": check}[sys.argv[1]](*sys.argv[2:])
+    {"write": write, "check": check, "inspect": inspect}[sys.argv[1]](*sys.argv[2:])
