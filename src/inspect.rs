@@ -6,13 +6,33 @@ use neurostream_engine::spec::{Built, PipelineSpec};
 use neurostream_engine::{parquet_read, Batch, RowIndex, StreamKind, WorkerPos};
 
 /// Prints what `path` holds: a recording's channels, rate, length and markers (the first
-/// `rows` of them), for the formats the recording sources read (by extension), else a Parquet
-/// file's schema, row count, row groups, metadata and first `rows` rows.
-pub fn inspect(path: &Path, rows: usize) -> anyhow::Result<()> {
+/// `rows` of them), for the formats the recording sources read (by extension), read with the
+/// source keys `keys` (`sample_rate=250`), else a Parquet file's schema, row count, row
+/// groups, metadata and first `rows` rows.
+pub fn inspect(path: &Path, rows: usize, keys: &[String]) -> anyhow::Result<()> {
     match recording_kind(path) {
-        Some(kind) => inspect_recording(path, kind, rows),
-        None => inspect_parquet(path, rows),
+        Some(kind) => inspect_recording(path, kind, rows, keys),
+        None if keys.is_empty() => inspect_parquet(path, rows),
+        None => anyhow::bail!("{}: `--set` is for recordings, not Parquet files", path.display()),
     }
+}
+
+/// `key=value` as a TOML line: numbers, booleans, arrays and quoted strings as written, any
+/// other value as a string.
+fn key_line(key_value: &str) -> anyhow::Result<String> {
+    let (key, value) = key_value
+        .split_once('=')
+        .ok_or_else(|| anyhow::anyhow!("--set {key_value}: not KEY=VALUE"))?;
+    let (key, value) = (key.trim(), value.trim());
+    if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        anyhow::bail!("--set {key_value}: `{key}` is not a key name");
+    }
+    let literal = value.parse::<f64>().is_ok() || matches!(value, "true" | "false") || value.starts_with(['[', '"', '\'']);
+    Ok(if literal {
+        format!("{key} = {value}\n")
+    } else {
+        format!("{key} = {}\n", serde_json::to_string(value)?)
+    })
 }
 
 /// The source kind that reads a recording file, by its extension.
@@ -32,11 +52,12 @@ fn recording_kind(path: &Path) -> Option<&'static str> {
 }
 
 /// Opens `path` as the `kind` source would in a pipeline and replays it to the end.
-fn inspect_recording(path: &Path, kind: &str, rows: usize) -> anyhow::Result<()> {
+fn inspect_recording(path: &Path, kind: &str, rows: usize, keys: &[String]) -> anyhow::Result<()> {
     // A JSON string is a TOML basic string: the same escapes.
     let quoted = serde_json::to_string(&path.display().to_string())?;
+    let keys = keys.iter().map(|k| key_line(k)).collect::<anyhow::Result<String>>()?;
     let text = format!(
-        "[sources.recording]\nkind = \"{kind}\"\npath = {quoted}\nchunk = 4096\n\n\
+        "[sources.recording]\nkind = \"{kind}\"\npath = {quoted}\nchunk = 4096\n{keys}\n\
          [sinks.out]\nkind = \"console\"\ninput = \"recording\"\n"
     );
     // Paths are resolved against the base folder; an absolute one stays as it is.

@@ -103,6 +103,10 @@ enum Command {
         /// Rows (markers of a recording) to print.
         #[arg(short = 'n', long, default_value_t = 5)]
         rows: usize,
+        /// A key of the recording's source, as in a pipeline (`sample_rate=250`,
+        /// `stream=EEG-amp`, `channels=["Cz","Pz"]`); repeatable.
+        #[arg(long, value_name = "KEY=VALUE")]
+        set: Vec<String>,
     },
     /// List the source, operator and sink kinds a pipeline may use, or one kind's keys.
     Kinds {
@@ -400,7 +404,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Inspect { file, rows } => inspect::inspect(&file, rows),
+        Command::Inspect { file, rows, set } => inspect::inspect(&file, rows, &set),
         Command::Kinds { kind, markdown } => kinds(kind.as_deref(), markdown),
         Command::Sae(SaeCommand::Encode {
             sae,

@@ -153,6 +153,31 @@ fn inspect_shows_the_channels_rate_and_markers_of_an_openbci_export() {
         assert!(out.lines().any(|l| l == line), "no line {line:?} in:\n{out}");
     }
     assert!(!out.lines().any(|l| l.starts_with("  Marker Channel")), "{out}");
+    // Keys a file does not state come from `--set`, as a pipeline would give them.
+    std::fs::write(d.join("t.tsv"), "time\tCz\tPz\n0\t1\t2\n0.004\t3\t4\n").unwrap();
+    let err = run_err(d, &["inspect", "t.tsv"]);
+    assert!(err.contains("key `sample_rate`: required"), "{err}");
+    let out = run_ok(
+        d,
+        &[
+            "inspect",
+            "t.tsv",
+            "--set",
+            "sample_rate=250",
+            "--set",
+            "channels=[\"Pz\"]",
+            "--set",
+            "unit=mV",
+        ],
+    );
+    assert!(
+        out.lines()
+            .any(|l| l == "signal:   1 channels at 250 Hz, 2 samples (0.008 s)"),
+        "{out}"
+    );
+    assert!(out.lines().any(|l| l == "  Pz               uV     -"), "{out}");
+    let err = run_err(d, &["inspect", "t.tsv", "--set", "sample rate=250"]);
+    assert!(err.contains("`sample rate` is not a key name"), "{err}");
 }
 
 #[test]
