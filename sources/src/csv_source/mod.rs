@@ -29,7 +29,7 @@ use crate::recording::{
     default_chunk, engine_channels, pick_labels, Blocks, HeldBlocks, OpenBlocks, RecordingSource, ReplaySettings,
 };
 use head::{default_channels, rate_hint, read_head, stated_rate};
-use table::{scan, Layout, Numbers, Scanned, TableBlocks};
+use table::{scan, CellOptions, Layout, Scanned, TableBlocks};
 
 /// Configuration of a `csv` source.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -226,12 +226,12 @@ impl SourceKind for CsvSourceKind {
                 crate::MAX_CHANNELS
             )));
         }
-        let numbers = Numbers {
+        let options = CellOptions {
             comment,
             decimal_comma,
             skip_empty_rows: cfg.skip_empty_rows,
         };
-        let layout = Layout::new(&path, &head, numbers, picked.clone(), marker);
+        let layout = Layout::new(&path, &head, options, picked.clone(), marker);
         // Every row checked before the run: the sample count, the markers and (when they fit)
         // the samples come with it.
         let Scanned { rows, events, held, .. } = scan(&layout, &head).map_err(fail)?;

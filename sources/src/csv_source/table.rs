@@ -36,7 +36,9 @@ pub(super) struct Layout {
     pub decimal_comma: bool,
     /// Rows without a value in any picked column (nor a marker) are left out, not errors.
     pub skip_empty_rows: bool,
+    /// The channels' columns, in the stream's order.
     pub picked: Vec<usize>,
+    /// The marker column.
     pub marker: Option<usize>,
     /// Every column's name, in file order.
     pub names: Vec<String>,
@@ -46,12 +48,12 @@ pub(super) struct Layout {
 
 impl Layout {
     /// Reads columns `picked` (and `marker`) of `path`, whose head is `head`.
-    pub fn new(path: &Path, head: &Head, numbers: Numbers, picked: Vec<usize>, marker: Option<usize>) -> Layout {
-        let Numbers {
+    pub fn new(path: &Path, head: &Head, options: CellOptions, picked: Vec<usize>, marker: Option<usize>) -> Layout {
+        let CellOptions {
             comment,
             decimal_comma,
             skip_empty_rows,
-        } = numbers;
+        } = options;
         let mut read: Vec<usize> = picked.iter().copied().chain(marker).collect();
         read.sort_unstable();
         read.dedup();
@@ -72,7 +74,7 @@ impl Layout {
 
 /// How the cells are read: comment lines, the decimal separator, rows without values.
 #[derive(Clone, Copy)]
-pub(super) struct Numbers {
+pub(super) struct CellOptions {
     /// Lines starting with it are comments.
     pub comment: u8,
     pub decimal_comma: bool,
@@ -502,12 +504,12 @@ mod tests {
 
     fn layout(path: &Path, header: bool) -> (Layout, Head) {
         let head = read_head(path, b'%', None, header, None).unwrap();
-        let numbers = Numbers {
+        let options = CellOptions {
             comment: b'%',
             decimal_comma: false,
             skip_empty_rows: false,
         };
-        (Layout::new(path, &head, numbers, vec![1, 2], Some(3)), head)
+        (Layout::new(path, &head, options, vec![1, 2], Some(3)), head)
     }
 
     fn events(s: &Scanned) -> Vec<(i64, String)> {
