@@ -72,10 +72,14 @@ pub fn check_pace(chunk: usize, speed: f64) -> std::result::Result<(), String> {
 /// again as it is replayed.
 pub const HELD_SAMPLES_BYTES: usize = 1 << 30;
 
+/// Samples kept from the pass that checked a text recording, in the blocks they were read in
+/// (each row-major, one value per channel of the stream).
+pub type HeldSamples = Vec<Vec<f32>>;
+
 /// Samples held in memory in blocks as they were read (each row-major, `width` values per
 /// sample, in the file's units), replayed a block at a time.
 pub struct HeldBlocks {
-    blocks: Arc<Vec<Vec<f32>>>,
+    blocks: Arc<HeldSamples>,
     width: usize,
     /// Next block to hand over.
     block: usize,
@@ -85,7 +89,7 @@ pub struct HeldBlocks {
 
 impl HeldBlocks {
     /// Replays `blocks`, `width` values per sample (`width` > 0).
-    pub fn new(blocks: Arc<Vec<Vec<f32>>>, width: usize) -> HeldBlocks {
+    pub fn new(blocks: Arc<HeldSamples>, width: usize) -> HeldBlocks {
         assert!(
             width > 0 && blocks.iter().all(|b| b.len().is_multiple_of(width)),
             "blocks of values not of width {width}"

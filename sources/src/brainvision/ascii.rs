@@ -10,9 +10,13 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 use super::header::AsciiLayout;
+use crate::recording::HeldSamples;
 
 /// Longest line read, bytes (65,536 channels of 60 characters).
 pub const MAX_LINE_BYTES: usize = 4 << 20;
+
+/// Samples per block of the values kept for the replay.
+const HELD_BLOCK_SAMPLES: usize = 4096;
 
 /// The lines of an ASCII data file, a sample at a time.
 pub struct AsciiLines {
@@ -131,14 +135,80 @@ impl AsciiLines {
         &self.path
     }
 
-    /// Counts the samples of `path`, each checked to hold `channels` numbers (after
-    /// `SkipColumns`), so that a damaged line is an error before anything is replayed.
-    pub fn count(path: &Path, layout: AsciiLayout, channels: usize) -> Result<u64, String> {
+    /// Reads every sample of `path`, each line checked to hold `channels` numbers (after
+    /// `SkipColumns`), so that a damaged line is an error before anything is replayed. Keeps
+    /// the `picked` channels' values times their `scales` (f32, in blocks of
+    /// [`HELD_BLOCK_SAMPLES`] samples) while they fit `budget` bytes, for the replay. Returns
+    /// the sample count and the blocks (`None` when they did not fit).
+    pub fn read_all(
+        path: &Path,
+        layout: AsciiLayout,
+        channels: usize,
+        picked: &[usize],
+        scales: &[f64],
+        budget: usize,
+    ) -> Result<(u64, Option<HeldSamples>), String> {
         let mut lines = AsciiLines::open(path, layout)?;
         let (mut n, mut values) = (0u64, Vec::with_capacity(channels));
+        let (mut blocks, mut block, mut keep) = (Vec::new(), Vec::new(), !picked.is_empty());
         while lines.next_sample(channels, &mut values)? {
             n += 1;
+            if !keep {
+                continue;
+            }
+            block.extend(picked.iter().zip(scales).map(|(&c, s)| (values[c] * s) as f32));
+            if n as usize * picked.len() * 4 > budget {
+                (keep, blocks, block) = (false, Vec::new(), Vec::new());
+            } else if block.len() == HELD_BLOCK_SAMPLES * picked.len() {
+                blocks.push(std::mem::take(&mut block));
+            }
         }
-        Ok(n)
+        if !block.is_empty() {
+            blocks.push(block);
+        }
+        Ok((n, keep.then_some(blocks)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_all_keeps_the_picked_scaled_values_in_blocks_or_none_over_the_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.txt");
+        let n = HELD_BLOCK_SAMPLES + 904;
+        let text: String = (0..n).map(|s| format!("{s} {} {}\n", s * 2, s as f64 * 0.25 - 7.0)).collect();
+        std::fs::write(&path, format!("names\n{text}")).unwrap();
+        let layout = AsciiLayout {
+            skip_lines: 1,
+            skip_columns: 0,
+            decimal_comma: false,
+        };
+        let (count, held) = AsciiLines::read_all(&path, layout, 3, &[2, 0], &[2.0, 0.5], 1 << 30).unwrap();
+        assert_eq!(count, n as u64);
+        let held = held.expect("kept");
+        assert_eq!(
+            held.iter().map(Vec::len).collect::<Vec<_>>(),
+            [HELD_BLOCK_SAMPLES * 2, 904 * 2]
+        );
+        let want: Vec<f32> = (0..n)
+            .flat_map(|s| [((s as f64 * 0.25 - 7.0) * 2.0) as f32, (s as f64 * 0.5) as f32])
+            .collect();
+        assert_eq!(held.concat(), want);
+        // Over the budget, or nothing picked: counted, nothing kept.
+        assert_eq!(
+            AsciiLines::read_all(&path, layout, 3, &[1], &[1.0], 4096).unwrap(),
+            (n as u64, None)
+        );
+        assert_eq!(
+            AsciiLines::read_all(&path, layout, 3, &[], &[], 1 << 30).unwrap(),
+            (n as u64, None)
+        );
+        // A damaged line is still an error naming it.
+        std::fs::write(&path, "names\n1 2 3\n4 x 6\n").unwrap();
+        let err = AsciiLines::read_all(&path, layout, 3, &[0], &[1.0], 1 << 30).unwrap_err();
+        assert!(err.contains("a.txt: line 3: channel 2: `x` is not a number"), "{err}");
     }
 }

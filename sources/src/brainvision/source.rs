@@ -12,7 +12,10 @@ use serde::{Deserialize, Serialize};
 
 use super::ascii::AsciiLines;
 use super::header::{parse_markers, read_text, DataFormat, Header, SampleFormat};
-use crate::recording::{default_chunk, engine_channels, pick_labels, Blocks, Event, OpenBlocks, RecordingSource, ReplaySettings};
+use crate::recording::{
+    default_chunk, engine_channels, pick_labels, Blocks, Event, HeldBlocks, OpenBlocks, RecordingSource, ReplaySettings,
+    HELD_SAMPLES_BYTES,
+};
 
 /// Configuration of a `brainvision` source.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -60,11 +63,24 @@ impl NodeConfig for BrainVisionSourceConfig {
 /// The `brainvision` source kind.
 pub struct BrainVisionSourceKind;
 
-/// A recording opened and checked: header, markers, sample count.
+/// A recording opened and checked: header, markers, sample count (of a binary data file; an
+/// ASCII one is counted as it is read, once the channels are picked).
 struct Opened {
     header: Header,
-    samples: u64,
+    samples: Option<u64>,
     events: Vec<Event>,
+}
+
+/// Checks the header's `DataPoints` (when it states them) against the samples of the data.
+fn check_data_points(path: &Path, header: &Header, samples: u64) -> std::result::Result<(), String> {
+    match header.data_points {
+        Some(points) if points != samples => Err(format!(
+            "{}: DataPoints: the header says {points} samples per channel, the data file {} holds {samples}",
+            path.display(),
+            header.data_file.display()
+        )),
+        _ => Ok(()),
+    }
 }
 
 fn open_recording(path: &Path) -> std::result::Result<Opened, String> {
@@ -84,19 +100,12 @@ fn open_recording(path: &Path) -> std::result::Result<Opened, String> {
                     format.bytes()
                 ));
             }
-            data_size / frame_bytes
+            let samples = data_size / frame_bytes;
+            check_data_points(path, &header, samples)?;
+            Some(samples)
         }
-        DataFormat::Ascii(layout) => AsciiLines::count(&header.data_file, layout, header.channels.len())?,
+        DataFormat::Ascii(_) => None,
     };
-    if let Some(points) = header.data_points {
-        if points != samples {
-            return Err(format!(
-                "{}: DataPoints: the header says {points} samples per channel, the data file {} holds {samples}",
-                path.display(),
-                header.data_file.display()
-            ));
-        }
-    }
     let events = match &header.marker_file {
         None => Vec::new(),
         Some(m) => {
@@ -173,13 +182,26 @@ impl SourceKind for BrainVisionSourceKind {
             },
             channels,
         });
+        // An ASCII data file is read here, every line checked, and its picked values are kept
+        // for the replay when they fit, so it is parsed once.
+        let (samples, held) = match (opened.samples, h.format) {
+            (Some(n), _) => (n, None),
+            (None, DataFormat::Ascii(layout)) => {
+                let (n, held) =
+                    AsciiLines::read_all(&h.data_file, layout, h.channels.len(), &picked, &scales, HELD_SAMPLES_BYTES)
+                        .map_err(fail)?;
+                check_data_points(&path, h, n).map_err(fail)?;
+                (n, held.map(Arc::new))
+            }
+            (None, DataFormat::Binary(_)) => unreachable!("binary data files are counted when opened"),
+        };
         tracing::info!(
             "{}: {:?} {}, {} channels × {} samples at {} Hz, {} markers",
             path.display(),
             h.format,
             if h.vectorized { "vectorized" } else { "multiplexed" },
             h.channels.len(),
-            opened.samples,
+            samples,
             h.sample_rate,
             opened.events.len()
         );
@@ -198,8 +220,11 @@ impl SourceKind for BrainVisionSourceKind {
             factors: None,
             events: Arc::new(opened.events),
         };
-        let (header, samples, scales) = (opened.header, opened.samples, Arc::new(scales));
+        let (header, scales) = (opened.header, Arc::new(scales));
         let open: OpenBlocks = Box::new(move || {
+            if let Some(blocks) = &held {
+                return Ok(Box::new(HeldBlocks::new(blocks.clone(), picked.len())) as Box<dyn Blocks>);
+            }
             let format = match header.format {
                 DataFormat::Binary(format) => format,
                 DataFormat::Ascii(layout) => {

@@ -14,7 +14,7 @@ use arrow::datatypes::{DataType, Field};
 use neurostream_engine::{EngineError, Result};
 
 use super::head::{Head, MAX_LINE_BYTES};
-use crate::recording::{Blocks, Event, HELD_SAMPLES_BYTES};
+use crate::recording::{Blocks, Event, HeldSamples, HELD_SAMPLES_BYTES};
 
 /// Rows per block read.
 const BLOCK_ROWS: usize = 4096;
@@ -87,7 +87,7 @@ pub(super) struct Scanned {
     pub rows: u64,
     pub events: Vec<Event>,
     /// The picked values, row-major, in blocks as read, when they fit [`HELD_SAMPLES_BYTES`].
-    pub held: Option<Vec<Vec<f32>>>,
+    pub held: Option<HeldSamples>,
     /// Rows left out for holding no value (`skip_empty_rows`).
     pub empty_rows: u64,
 }
