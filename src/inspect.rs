@@ -38,14 +38,14 @@ fn key_line(key_value: &str) -> anyhow::Result<String> {
 /// The source kind that reads a recording file, by its extension.
 fn recording_kind(path: &Path) -> Option<&'static str> {
     let name = path.file_name()?.to_str()?.to_ascii_lowercase();
-    let (_, extension) = name.trim_end_matches(".gz").rsplit_once('.')?;
+    let (_, extension) = name.rsplit_once('.')?;
     Some(match extension {
         "edf" | "bdf" => "edf",
         "gdf" => "gdf",
         "fif" => "fif",
         "vhdr" => "brainvision",
         "set" => "eeglab",
-        "xdf" | "xdfz" => "xdf",
+        "xdf" => "xdf",
         "csv" | "tsv" | "txt" => "csv",
         _ => return None,
     })

@@ -1,14 +1,14 @@
 //! The `csv` source: a signal recorded as delimited text, a row per sample and a column per
 //! channel (OpenBCI GUI's `OpenBCI-RAW-*.txt`, BrainFlow, EmotivPRO, Muse Mind Monitor and
-//! other device exports, a spreadsheet),
-//! replayed like the recording formats. Tokenized by arrow-csv (quotes, comment lines); numbers
-//! are parsed here with surrounding blanks trimmed, as device exports write `, 1.25`.
+//! other device exports, a spreadsheet), replayed like the recording formats. Tokenized by
+//! arrow-csv (quotes, comment lines); numbers are parsed here with surrounding blanks trimmed,
+//! as device exports write `, 1.25`.
 //!
 //! The sampling rate comes from `sample_rate`, an OpenBCI `%Sample Rate = 250 Hz` comment or
-//! EmotivPRO's first line (`sampling rate:128`). The whole file is checked before the run (every picked cell a number), so a
-//! damaged row is an error naming the row and column before anything is written. That check
-//! parses the rows on every core (when no cell after the header row is quoted, the rows are cut
-//! at line breaks) and its values are replayed (up to
+//! EmotivPRO's first line (`sampling rate:128`). The whole file is checked before the run
+//! (every picked cell a number), so a damaged row is an error naming the row and column before
+//! anything is written. That check parses the rows on every core (when no cell after the
+//! header row is quoted, the rows are cut at line breaks) and its values are replayed (up to
 //! [`crate::recording::HELD_SAMPLES_BYTES`]), so the file is parsed once.
 //!
 //! Rows with a marker and no channel value (Muse Mind Monitor's `Elements` rows) are markers on
