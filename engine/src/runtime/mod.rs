@@ -283,26 +283,47 @@ fn device_resident_outputs(
     resident
 }
 
-/// Whether the rows reaching `node` were gathered by stream on their way (a ByStream
-/// operator upstream): one stream's rows then sit on one worker.
-fn gathered_upstream(pipeline: &CompiledPipeline, node: &crate::spec::NodeSpec) -> bool {
+/// How a per-worker sink's writers get their rows.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SinkRouting {
+    /// Each worker writes its own rows.
+    Local,
+    /// Signals: each stream's rows go to one writer, so that every recording's samples are
+    /// written in order to one writer's files (parts of other writers would interleave them).
+    ByStream,
+    /// Rows gathered by stream upstream (a ByStream operator) are dealt over every worker (of
+    /// every process): one writer would do all the encoding while the others idle.
+    Spread,
+}
+
+fn sink_routing(pipeline: &CompiledPipeline, node: &crate::spec::NodeSpec) -> SinkRouting {
     let mut input = node.input.as_deref();
+    let signals = input
+        .and_then(|name| pipeline.nodes.iter().find(|n| n.spec.name == name))
+        .is_some_and(|n| match &n.built {
+            Built::Source(s) => s.schema().is_signal(),
+            Built::Operator(op) => op.output_schema().is_signal(),
+            Built::Sink(_) => false,
+        });
+    if signals {
+        return SinkRouting::ByStream;
+    }
     while let Some(name) = input {
         let Some(up) = pipeline
             .nodes
             .iter()
             .find(|n| n.spec.name == name && !matches!(n.built, Built::Sink(_)))
         else {
-            return false;
+            return SinkRouting::Local;
         };
         if let Built::Operator(op) = &up.built {
             if op.partitioning() == Partitioning::ByStream {
-                return true;
+                return SinkRouting::Spread;
             }
         }
         input = up.spec.input.as_deref();
     }
-    false
+    SinkRouting::Local
 }
 
 fn stream_hash(stream: &str) -> u64 {
@@ -558,32 +579,31 @@ pub fn run(pipeline: CompiledPipeline, options: RunOptions) -> Result<RunReport>
                                 pos,
                                 shared.clone(),
                             ),
-                            (Placement::PerWorker, input) if gathered_upstream(&pipeline, &node.spec) => {
-                                // Spread over every worker (of every process): one writer
-                                // would do all the encoding while the others idle.
-                                let mut next = pos.index;
-                                build_sink(
-                                    input,
-                                    Exchange::new(move |_: &Batch| {
-                                        next += 1;
-                                        next as u64
-                                    }),
-                                    &label,
-                                    sink.clone(),
-                                    node_devices.get(name).cloned().unwrap_or(ComputeDevice::Cpu),
-                                    pos,
-                                    shared.clone(),
-                                )
+                            (Placement::PerWorker, input) => {
+                                let device = node_devices.get(name).cloned().unwrap_or(ComputeDevice::Cpu);
+                                match sink_routing(&pipeline, &node.spec) {
+                                    SinkRouting::Local => {
+                                        build_sink(input, Pipeline, &label, sink.clone(), device, pos, shared.clone())
+                                    }
+                                    SinkRouting::ByStream => build_sink(
+                                        input,
+                                        Exchange::new(|b: &Batch| stream_hash(b.stream())),
+                                        &label,
+                                        sink.clone(),
+                                        device,
+                                        pos,
+                                        shared.clone(),
+                                    ),
+                                    SinkRouting::Spread => {
+                                        let mut next = pos.index;
+                                        let deal = Exchange::new(move |_: &Batch| {
+                                            next += 1;
+                                            next as u64
+                                        });
+                                        build_sink(input, deal, &label, sink.clone(), device, pos, shared.clone())
+                                    }
+                                }
                             }
-                            (Placement::PerWorker, input) => build_sink(
-                                input,
-                                Pipeline,
-                                &label,
-                                sink.clone(),
-                                node_devices.get(name).cloned().unwrap_or(ComputeDevice::Cpu),
-                                pos,
-                                shared.clone(),
-                            ),
                         },
                         _ => unreachable!("compile orders inputs before consumers"),
                     }

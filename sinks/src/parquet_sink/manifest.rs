@@ -103,6 +103,15 @@ pub(super) fn mark_complete(
             }
         })
         .collect();
+    // Once every writer has finished, every partition is complete, those of writers that
+    // finished before the others included (they never look again).
+    let mut pending = pending;
+    if others.iter().all(|m| m.as_ref().is_some_and(|m| m.finished)) {
+        let listed = others.iter().flatten().flat_map(|m| &m.parts);
+        pending.extend(listed.map(|p| (p.partition.clone(), p.partition_end_ns)));
+        pending.sort();
+        pending.dedup();
+    }
     let mut still = Vec::new();
     for (partition, end) in pending {
         let done = others.iter().all(|m| m.as_ref().is_some_and(|m| m.passed(end)));
@@ -122,4 +131,58 @@ pub(super) fn mark_complete(
         }
     }
     Ok(still)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn part(partition: &str) -> PartInfo {
+        PartInfo {
+            path: format!("{partition}/part-00000-000000.parquet"),
+            partition: partition.into(),
+            seq: 0,
+            rows: 1,
+            bytes: 1,
+            min_time_ns: None,
+            max_time_ns: None,
+            partition_end_ns: None,
+            checkpoint: 0,
+        }
+    }
+
+    /// A writer that finished first left its column partitions pending (the other writer had
+    /// not finished); the last writer to finish marks them with its own.
+    #[test]
+    fn the_last_writer_to_finish_marks_every_partition() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for p in ["stream=a", "stream=b"] {
+            std::fs::create_dir_all(root.join(p)).unwrap();
+        }
+        let first = Manifest {
+            worker: 1,
+            writers: 2,
+            finished: true,
+            parts: vec![part("stream=a")],
+            ..Manifest::default()
+        };
+        first.write(root).unwrap();
+        let mut last = Manifest {
+            worker: 0,
+            writers: 2,
+            finished: false,
+            parts: vec![part("stream=b")],
+            ..Manifest::default()
+        };
+        let pending = vec![("stream=b".to_string(), None), (String::new(), None)];
+        let still = mark_complete(root, &last, pending.clone()).unwrap();
+        assert_eq!(still, pending, "nothing is complete before writer 0 finishes");
+        assert!(!root.join("stream=a/_SUCCESS").exists());
+        last.finished = true;
+        assert!(mark_complete(root, &last, pending).unwrap().is_empty());
+        for marker in ["_SUCCESS", "stream=a/_SUCCESS", "stream=b/_SUCCESS"] {
+            assert!(root.join(marker).exists(), "{marker}");
+        }
+    }
 }

@@ -114,7 +114,9 @@ pub struct ParquetSinkConfig {
     pub roll_bytes: Option<ByteSize>,
     /// Rolling: Hive-style partition directories, outer first: `year`, `month`, `day`, `date`
     /// (`YYYY-MM-DD`), `hour`, `minute` of the rows' event time (UTC), or column names of the
-    /// written table (e.g. `["date", "hour"]` gives `date=2026-12-03/hour=17/part-….parquet`).
+    /// written table (e.g. `["date", "hour"]` gives `date=2026-12-03/hour=17/part-….parquet`);
+    /// `stream` is the rows' stream where the table has no `stream` column (one directory per
+    /// recording of a `stream_by` source, or per `arrow_tcp` client stream).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub partition_by: Vec<String>,
     /// Rolling: retention for unattended runs: an age of event time (`"7d"`: parts whose newest

@@ -1,12 +1,18 @@
 //! Hive-style partitions of rolling Parquet output (`partition_by`): directories
 //! `name=value/…` from the rows' event time (`year`, `month`, `day`, `date`, `hour`, `minute`,
-//! UTC) or from a column's values, escaped as Hive escapes them.
+//! UTC), from a column's values, or from the rows' stream (`stream`, where the written table has
+//! no `stream` column), escaped as Hive escapes them.
 
-use arrow::array::ArrayRef;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, StringArray};
 use arrow::datatypes::{DataType, Schema as ArrowSchema};
 use arrow::record_batch::RecordBatch;
 use arrow::util::display::ArrayFormatter;
 use chrono::{DateTime, Datelike, NaiveDate, Timelike, Utc};
+
+/// The partition level of the rows' stream, where the table has no column of that name.
+const STREAM: &str = "stream";
 
 /// The value Hive, Spark and DuckDB read as null: rows without event time or a null column value.
 pub(super) const NULL_PARTITION: &str = "__HIVE_DEFAULT_PARTITION__";
@@ -79,14 +85,18 @@ impl PartitionSpec {
         Ok(PartitionSpec { levels })
     }
 
-    /// Checks that every partition column exists in `schema` with a type that names a directory.
+    /// Checks that every partition column exists in `schema` with a type that names a directory
+    /// (`stream` names the rows' stream where `schema` has no such column).
     pub(super) fn check_columns(&self, schema: &ArrowSchema, what: &str) -> Result<(), String> {
         for level in &self.levels {
             let Level::Column(c) = level else { continue };
+            if c == STREAM && schema.field_with_name(c).is_err() {
+                continue;
+            }
             let Ok(field) = schema.field_with_name(c) else {
                 let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
                 return Err(format!(
-                    "`partition_by`: {what} has no column `{c}` (time levels: year, month, day, date, hour, minute; columns: {})",
+                    "`partition_by`: {what} has no column `{c}` (time levels: year, month, day, date, hour, minute; `stream`; columns: {})",
                     names.join(", ")
                 ));
             };
@@ -104,14 +114,19 @@ impl PartitionSpec {
         Ok(())
     }
 
-    /// The partition columns of `batch`, ready to format row by row.
-    pub(super) fn columns(&self, batch: &RecordBatch, what: &str) -> Result<Vec<ArrayRef>, String> {
+    /// The partition columns of `batch`, whose rows belong to `stream`, ready to format row by
+    /// row.
+    pub(super) fn columns(&self, batch: &RecordBatch, stream: &str, what: &str) -> Result<Vec<ArrayRef>, String> {
         self.check_columns(batch.schema().as_ref(), what)?;
         Ok(self
             .levels
             .iter()
             .filter_map(|l| match l {
-                Level::Column(c) => batch.column_by_name(c).cloned(),
+                Level::Column(c) => batch.column_by_name(c).cloned().or_else(|| {
+                    (c == STREAM).then(|| {
+                        Arc::new(StringArray::from_iter_values(std::iter::repeat_n(stream, batch.num_rows()))) as ArrayRef
+                    })
+                }),
                 _ => None,
             })
             .collect())

@@ -282,8 +282,8 @@ impl RollingWriter {
         Ok(())
     }
 
-    /// Writes `batch`, splitting it among partitions and parts.
-    pub(super) fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+    /// Writes `batch`, rows of `stream`, splitting it among partitions and parts.
+    pub(super) fn write(&mut self, batch: &RecordBatch, stream: &str) -> Result<()> {
         if self.broken {
             return Ok(());
         }
@@ -291,7 +291,7 @@ impl RollingWriter {
         let policy = self.policy.clone();
         let columns = policy
             .partition
-            .columns(batch, &self.what)
+            .columns(batch, stream, &self.what)
             .map_err(|m| out_err(&self.root, m))?;
         let formatters = columns
             .iter()

@@ -54,7 +54,7 @@ impl SinkWriter for RollingFrames {
         let decide = !self.decided;
         self.decided = true;
         let record = encode_frame(batch, &mut self.arrow, &mut self.opts, decide, self.out.root())?;
-        self.out.write(&record)
+        self.out.write(&record, batch.stream())
     }
 
     fn finish(mut self: Box<Self>, failure: Option<&str>) -> Result<Vec<String>> {
@@ -119,7 +119,7 @@ impl SinkWriter for RollingTables {
             return Ok(());
         }
         let i = self.writer(&t.table, None)?;
-        self.writers[i].1.write(&t.data)
+        self.writers[i].1.write(&t.data, &t.stream)
     }
 
     fn finish(self: Box<Self>, failure: Option<&str>) -> Result<Vec<String>> {

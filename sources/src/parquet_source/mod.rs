@@ -1,6 +1,6 @@
 //! `parquet`: reads Parquet files in the activation, signal or features layout (see
-//! `neurostream_engine::layout`). `path` is a file, a directory (its `*.parquet` files in
-//! name order) or a glob. With several workers (of all processes), row groups are cut into
+//! `neurostream_engine::layout`). `path` is a file, a directory (a dataset: its `*.parquet`
+//! files at every depth in path order, as Hive partitioning nests them) or a glob. With several workers (of all processes), row groups are cut into
 //! pieces of about a sixteenth of each worker's share and dealt in order to the worker with
 //! the fewest rows so far, so workers read about as many rows each and at about the same event
 //! times; the event time of a row is its ordinal across all files in order.
@@ -17,11 +17,17 @@ use neurostream_engine::{
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use serde::{Deserialize, Serialize};
 
+mod dataset;
+pub use dataset::resolve_files;
+use dataset::{stream_names, StreamBy};
+
 /// Configuration of a `parquet` source.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ParquetSourceConfig {
-    /// A file, a directory of `*.parquet` files, or a glob pattern.
+    /// A file; a directory, read as a dataset: its `*.parquet` files at every depth (Hive
+    /// partitions such as `date=2026-12-03/`), in path order, leaving out names that begin with
+    /// `.` or `_`; or a glob pattern.
     pub path: String,
     /// Name of the activation vector column (`fixed_size_list`, `list` or `large_list` of
     /// float32, float64 or float16, read as float32; lengths are checked per row).
@@ -35,6 +41,14 @@ pub struct ParquetSourceConfig {
     #[serde(default = "default_batch_rows")]
     #[schemars(extend("x-unit" = "rows"))]
     pub batch_rows: usize,
+    /// Streams: by default every file is one stream, named by the node. `"file"`: each file is
+    /// its own stream (one recording per file), named by its path below the files' common
+    /// directory without `.parquet` (`sub-01`). The name of a Hive partition key (`"subject"`):
+    /// the files under each `subject=…/` directory form the stream named by its value. Each
+    /// stream ends after its last file, so operators finish its windows and let go of its state,
+    /// and stateful operators split the streams over the workers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_by: Option<String>,
 }
 
 fn default_column() -> String {
@@ -52,6 +66,7 @@ impl ParquetSourceConfig {
             column: default_column(),
             sample_rate: None,
             batch_rows: default_batch_rows(),
+            stream_by: None,
         }
     }
 }
@@ -73,8 +88,17 @@ impl SourceKind for ParquetSourceKind {
         if cfg.batch_rows == 0 {
             return Err(EngineError::config(ctx.label, "`batch_rows` must be at least 1"));
         }
+        let by = StreamBy::parse(cfg.stream_by.as_deref()).map_err(|m| EngineError::config(ctx.label, m))?;
         let files = resolve_files(&ctx.input_file(&cfg.path)).map_err(|m| EngineError::config(ctx.label, m))?;
-        Ok(Arc::new(ParquetSource::open(ctx.name, files, &cfg)?))
+        let names = stream_names(&files, &by, ctx.name).map_err(|m| EngineError::config(ctx.label, m))?;
+        // Each stream's files together, in path order, streams in name order.
+        let mut files: Vec<(Arc<str>, PathBuf)> = names.into_iter().zip(files).collect();
+        files.sort();
+        let source = ParquetSource::open(ctx.name, files, &cfg)?;
+        Ok(Arc::new(ParquetSource {
+            ends_streams: by != StreamBy::One,
+            ..source
+        }))
     }
 }
 
@@ -98,33 +122,6 @@ pub fn count_rows_from_position(path: &Path, skip_first: u32) -> Option<u64> {
         }
     }
     Some(total)
-}
-
-/// Expands a file, directory or glob into the files it names, sorted.
-pub fn resolve_files(path: &Path) -> std::result::Result<Vec<PathBuf>, String> {
-    let text = path.to_string_lossy();
-    let mut files: Vec<PathBuf> = if text.contains(['*', '?', '[']) {
-        glob::glob(&text)
-            .map_err(|e| format!("bad glob `{text}`: {e}"))?
-            .filter_map(|p| p.ok())
-            .filter(|p| p.is_file())
-            .collect()
-    } else if path.is_dir() {
-        std::fs::read_dir(path)
-            .map_err(|e| format!("{}: {e}", path.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "parquet"))
-            .collect()
-    } else if path.is_file() {
-        vec![path.to_path_buf()]
-    } else {
-        return Err(format!("`path` {} does not exist", path.display()));
-    };
-    files.sort();
-    if files.is_empty() {
-        return Err(format!("`path` {} matches no Parquet files", path.display()));
-    }
-    Ok(files)
 }
 
 #[derive(Clone, Debug)]
@@ -182,6 +179,13 @@ fn deal(groups: &[RowGroup], total: u64, index: usize, peers: usize) -> std::col
 pub struct ParquetSource {
     name: Arc<str>,
     files: Vec<PathBuf>,
+    /// The stream of each file.
+    streams: Vec<Arc<str>>,
+    /// The event time after the last row of each file's stream.
+    stream_ends: Vec<u64>,
+    /// Whether a stream's end follows its last row ([`Batch::End`]); with one stream, the end
+    /// of the run ends it.
+    ends_streams: bool,
     groups: Vec<RowGroup>,
     decoder: Decoder,
     total: u64,
@@ -206,11 +210,17 @@ fn open_builder_with(path: &Path, page_index: bool) -> Result<ParquetRecordBatch
 }
 
 impl ParquetSource {
-    /// Reads every file's footer and checks they share one layout and shape.
-    pub fn open(name: &str, files: Vec<PathBuf>, cfg: &ParquetSourceConfig) -> Result<ParquetSource> {
+    /// Reads every file's footer and checks they share one layout and shape, and that the
+    /// samples of a stream of signals increase from file to file. `files`: each with its
+    /// stream, a stream's files together.
+    pub fn open(name: &str, files: Vec<(Arc<str>, PathBuf)>, cfg: &ParquetSourceConfig) -> Result<ParquetSource> {
+        let (streams, files): (Vec<Arc<str>>, Vec<PathBuf>) = files.into_iter().unzip();
         let mut decoder: Option<Decoder> = None;
         let mut groups = Vec::new();
         let mut total = 0u64;
+        let mut file_ends = Vec::with_capacity(files.len());
+        // The last file of the current stream with samples, and its last sample.
+        let mut last_sample: Option<(usize, i64)> = None;
         for (fi, path) in files.iter().enumerate() {
             let builder = open_builder(path)?;
             let mut d = Decoder::new(builder.schema(), &cfg.column, cfg.sample_rate).map_err(|m| EngineError::input(path, m))?;
@@ -228,6 +238,25 @@ impl ParquetSource {
             }
             let builder = open_builder(path)?;
             let meta = builder.metadata();
+            if d.schema.is_signal() {
+                if fi > 0 && streams[fi] != streams[fi - 1] {
+                    last_sample = None;
+                }
+                if let Some((first, last)) = sample_range(meta) {
+                    if let Some((prev, prev_last)) = last_sample.filter(|&(_, l)| first <= l) {
+                        return Err(EngineError::input(
+                            path,
+                            format!(
+                                "its samples start at {first}, not after sample {prev_last} where {} ends, and both are read as stream `{}`: \
+                                 set `stream_by = \"file\"` to read each file as a recording of its own (or a Hive partition key that groups them)",
+                                files[prev].display(),
+                                streams[fi]
+                            ),
+                        ));
+                    }
+                    last_sample = Some((fi, last));
+                }
+            }
             let mut file_row = 0u64;
             for (gi, rg) in meta.row_groups().iter().enumerate() {
                 let rows = rg.num_rows() as u64; // checked by `parquet_read::open`
@@ -247,6 +276,7 @@ impl ParquetSource {
                     .ok_or_else(|| EngineError::input(path, "the files claim more than 2^64 rows (corrupt footer)"))?;
                 file_row += rows;
             }
+            file_ends.push(total);
             match &decoder {
                 None => decoder = Some(d),
                 Some(first) if first.schema.width() != d.schema.width() && d.width() != 0 => {
@@ -277,15 +307,44 @@ impl ParquetSource {
                 _ => {}
             }
         }
+        // A stream ends where its last file does.
+        let mut stream_ends = file_ends.clone();
+        for i in (0..files.len().saturating_sub(1)).rev() {
+            if streams[i] == streams[i + 1] {
+                stream_ends[i] = stream_ends[i + 1];
+            }
+        }
         Ok(ParquetSource {
             name: name.into(),
             files,
+            streams,
+            stream_ends,
+            ends_streams: false,
             groups,
             decoder: decoder.expect("at least one file"),
             total,
             batch_rows: cfg.batch_rows,
         })
     }
+}
+
+/// The first and last `sample` of a signal file, from its row groups' statistics (the smallest
+/// of the first group, the largest of the last); `None` without them.
+fn sample_range(meta: &parquet::file::metadata::ParquetMetaData) -> Option<(i64, i64)> {
+    use parquet::file::statistics::Statistics;
+    let column = meta
+        .file_metadata()
+        .schema_descr()
+        .columns()
+        .iter()
+        .position(|c| c.path().parts() == ["sample"])?;
+    let groups: Vec<_> = meta.row_groups().iter().filter(|g| g.num_rows() > 0).collect();
+    let bound = |g: &parquet::file::metadata::RowGroupMetaData, max: bool| match g.column(column).statistics()? {
+        Statistics::Int64(s) => if max { s.max_opt() } else { s.min_opt() }.copied(),
+        Statistics::Int32(s) => if max { s.max_opt() } else { s.min_opt() }.map(|&v| v as i64),
+        _ => None,
+    };
+    Some((bound(groups.first()?, false)?, bound(groups.last()?, true)?))
 }
 
 impl Source for ParquetSource {
@@ -306,6 +365,8 @@ impl Source for ParquetSource {
         let pieces = PieceReader {
             name: self.name.clone(),
             files: self.files.clone(),
+            streams: self.streams.clone(),
+            stream_ends: self.ends_streams.then(|| self.stream_ends.clone()),
             decoder: self.decoder.clone(),
             groups: mine,
             current: None,
@@ -333,6 +394,11 @@ struct OpenGroup {
 struct PieceReader {
     name: Arc<str>,
     files: Vec<PathBuf>,
+    /// The stream of each file.
+    streams: Vec<Arc<str>>,
+    /// With streams that end ([`ParquetSource::ends_streams`]): the event time after each
+    /// file's stream.
+    stream_ends: Option<Vec<u64>>,
     decoder: Decoder,
     groups: std::collections::VecDeque<RowGroup>,
     current: Option<OpenGroup>,
@@ -342,6 +408,16 @@ struct PieceReader {
 impl PieceReader {
     fn where_(&self, g: &RowGroup) -> String {
         format!("{}: row group {}", self.files[g.file].display(), g.index)
+    }
+
+    /// The end of the stream whose last rows `g` holds, at the time after them.
+    fn end_after(&self, g: &RowGroup) -> Option<(u64, Batch)> {
+        let end = g.first + g.rows;
+        (self.stream_ends.as_ref()?[g.file] == end).then(|| {
+            let stream = self.streams[g.file].clone();
+            let schema = self.decoder.schema.clone();
+            (end, Batch::End(neurostream_engine::frame::StreamEnd { stream, schema }))
+        })
     }
 }
 
@@ -373,7 +449,12 @@ impl SourceReader for PieceReader {
             }
             let cur = self.current.as_mut().unwrap();
             match parquet_read::next_checked(&mut cur.reader) {
-                None => self.current = None,
+                None => {
+                    let g = self.current.take().expect("read above").group;
+                    if let Some(end) = self.end_after(&g) {
+                        return Ok(Some(end));
+                    }
+                }
                 Some(Err(e)) => {
                     let g = cur.group.clone();
                     self.current = None;
@@ -390,7 +471,7 @@ impl SourceReader for PieceReader {
                     let where_ = format!("row group {}", g.index);
                     let decoded = self
                         .decoder
-                        .decode_batch(&batch, &self.name, time, file_row, &where_)
+                        .decode_batch(&batch, &self.streams[g.file], time, file_row, &where_)
                         .map_err(|m| EngineError::Input {
                             path: self.files[g.file].clone(),
                             message: m,
@@ -415,7 +496,8 @@ impl SourceReader for PieceReader {
         let mut rows = 0;
         while self.current.is_none() {
             let Some(g) = self.groups.front() else { break };
-            let in_group = g.rows.div_ceil(per);
+            // A group that ends its stream is followed by the stream's end, a batch too.
+            let in_group = g.rows.div_ceil(per) + u64::from(self.end_after(g).is_some());
             if in_group > batches {
                 break;
             }
@@ -637,17 +719,23 @@ mod deal_tests {
 
     /// A signal file of row groups of `sizes` rows (channel A holds the sample number).
     fn signal_file(dir: &Path, sizes: &[usize]) -> PathBuf {
+        signal_file_at(dir, "s.parquet", 0, sizes)
+    }
+
+    /// [`signal_file`] named `name` under `dir`, its samples from `start`.
+    fn signal_file_at(dir: &Path, name: &str, start: i64, sizes: &[usize]) -> PathBuf {
         use neurostream_engine::layout::{arrow_schema, frame_to_batch, EncodeOptions};
         use neurostream_engine::{Frame, RowIndex};
         let schema = Arc::new(Schema::signal(&["A", "B"], "uV", 100.0));
         let target = arrow_schema(&schema, &EncodeOptions::default());
-        let path = dir.join("s.parquet");
+        let path = dir.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         // Compressed, so that damaged pages fail to decode rather than read as other numbers.
         let props = parquet::file::properties::WriterProperties::builder()
             .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
             .build();
         let mut w = parquet::arrow::ArrowWriter::try_new(File::create(&path).unwrap(), target.clone(), Some(props)).unwrap();
-        let mut at = 0i64;
+        let mut at = start;
         for &n in sizes {
             let data: Vec<f32> = (at..at + n as i64).flat_map(|s| [s as f32, -1.0]).collect();
             let f = Frame::new(
@@ -689,12 +777,14 @@ mod deal_tests {
             sample_rate: None,
             ..ParquetSourceConfig::new(path.to_str().unwrap())
         };
-        let src = ParquetSource::open("s", vec![path.clone()], &cfg).unwrap();
+        let src = ParquetSource::open("s", vec![("s".into(), path.clone())], &cfg).unwrap();
         for peers in [1, 2] {
             for index in 0..peers {
                 let pieces = || PieceReader {
                     name: "s".into(),
                     files: vec![path.clone()],
+                    streams: vec!["s".into()],
+                    stream_ends: None,
                     decoder: src.decoder.clone(),
                     groups: deal(&src.groups, src.total, index, peers),
                     current: None,
@@ -722,11 +812,121 @@ mod deal_tests {
         let at = bytes.len() / 4;
         bytes[at..at + 200].fill(0xA7);
         std::fs::write(&path, &bytes).unwrap();
-        let src = ParquetSource::open("s", vec![path.clone()], &cfg).unwrap();
+        let src = ParquetSource::open("s", vec![("s".into(), path.clone())], &cfg).unwrap();
         let err = drain(src.open(WorkerPos { index: 0, peers: 1 }).unwrap().as_mut())
             .unwrap_err()
             .to_string();
         assert!(err.contains("s.parquet"), "{err}");
+    }
+
+    /// Everything `reader` yields: (time, stream, first sample or `None` for a stream's end).
+    fn stream_events(reader: &mut dyn SourceReader) -> Vec<(u64, String, Option<i64>)> {
+        let mut out = Vec::new();
+        while let Some((t, b)) = reader.next_batch().unwrap() {
+            let first = match &b {
+                Batch::Dense(f) => match &f.index {
+                    neurostream_engine::RowIndex::Samples(s) => Some(s[0]),
+                    other => panic!("{other:?}"),
+                },
+                Batch::End(_) => None,
+                other => panic!("{other:?}"),
+            };
+            assert!(reader.next_time().is_none_or(|n| n >= t));
+            out.push((t, b.stream().to_string(), first));
+        }
+        out
+    }
+
+    fn build(path: &Path, stream_by: Option<&str>, batch_rows: usize) -> Result<Arc<dyn Source>> {
+        let cfg = ParquetSourceConfig {
+            batch_rows,
+            stream_by: stream_by.map(str::to_string),
+            ..ParquetSourceConfig::new(path.to_str().unwrap())
+        };
+        let settings = neurostream_engine::PipelineSettings::default();
+        let ctx = NodeContext {
+            label: "[sources.eeg]",
+            name: "eeg",
+            base_dir: Path::new("/"),
+            settings: &settings,
+            loaded: Default::default(),
+        };
+        ParquetSourceKind.build(cfg, &ctx)
+    }
+
+    /// `stream_by`: each recording is a stream of its own, named by its file or partition, in
+    /// name order, its end right after its last rows (on the worker reading them); a resume
+    /// skips ends as batches. By default, files whose samples do not follow on are an error that
+    /// names both files and the key.
+    #[test]
+    fn streams_by_file_or_partition_end_after_their_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("ds");
+        signal_file_at(&root, "sub-02.parquet", 0, &[30, 10]);
+        signal_file_at(&root, "sub-01.parquet", 0, &[25]);
+        let src = build(&root, Some("file"), 16).unwrap();
+        let events = stream_events(src.open(WorkerPos { index: 0, peers: 1 }).unwrap().as_mut());
+        let s = |n: &str| n.to_string();
+        assert_eq!(
+            events,
+            [
+                (0, s("sub-01"), Some(0)),
+                (16, s("sub-01"), Some(16)),
+                (25, s("sub-01"), None),
+                (25, s("sub-02"), Some(0)),
+                (41, s("sub-02"), Some(16)),
+                (55, s("sub-02"), Some(30)),
+                (65, s("sub-02"), None),
+            ]
+        );
+        // Two workers: together the same batches, each end after its stream's last rows.
+        let mut both: Vec<_> = (0..2)
+            .flat_map(|w| stream_events(src.open(WorkerPos { index: w, peers: 2 }).unwrap().as_mut()))
+            .collect();
+        both.sort();
+        let ends: Vec<_> = both.iter().filter(|e| e.2.is_none()).cloned().collect();
+        assert_eq!(ends, [(25, s("sub-01"), None), (65, s("sub-02"), None)]);
+        for stream in ["sub-01", "sub-02"] {
+            let firsts: Vec<i64> = both.iter().filter(|e| e.1 == stream).filter_map(|e| e.2).collect();
+            assert!(
+                firsts.len() > 2 && firsts[0] == 0 && firsts.windows(2).all(|w| w[0] < w[1]),
+                "{both:?}"
+            );
+        }
+        // Resuming after 3 batches (sub-01's two and its end) starts at sub-02.
+        let mut r = src.open(WorkerPos { index: 0, peers: 1 }).unwrap();
+        assert_eq!(r.skip_batches(3).unwrap(), 25);
+        assert_eq!(stream_events(r.as_mut())[0], (25, s("sub-02"), Some(0)));
+        let mut r = src.open(WorkerPos { index: 0, peers: 1 }).unwrap();
+        assert_eq!(r.skip_batches(2).unwrap(), 25);
+        assert_eq!(stream_events(r.as_mut())[0], (25, s("sub-01"), None));
+
+        // By default, one stream: the second recording's samples restart.
+        let err = build(&root, None, 16).err().expect("samples restart").to_string();
+        assert!(
+            err.contains("sub-02.parquet") && err.contains("sub-01.parquet") && err.contains("stream_by = \"file\""),
+            "{err}"
+        );
+        // Parts of one recording whose samples follow on are one stream, by default or by key.
+        let parts = dir.path().join("parts");
+        signal_file_at(&parts, "subject=1/part-0.parquet", 0, &[20]);
+        signal_file_at(&parts, "subject=1/part-1.parquet", 20, &[20]);
+        signal_file_at(&parts, "subject=2/part-0.parquet", 0, &[5]);
+        let src = build(&parts, Some("subject"), 64).unwrap();
+        let events = stream_events(src.open(WorkerPos { index: 0, peers: 1 }).unwrap().as_mut());
+        assert_eq!(
+            events,
+            [
+                (0, s("1"), Some(0)),
+                (20, s("1"), Some(20)),
+                (40, s("1"), None),
+                (40, s("2"), Some(0)),
+                (45, s("2"), None),
+            ]
+        );
+        assert!(build(&parts.join("subject=1"), None, 64).is_ok());
+        let err = build(&parts, Some("session"), 64).err().unwrap().to_string();
+        assert!(err.contains("no `session=…` directory"), "{err}");
     }
 
     /// Every row is read by exactly one worker, each worker's pieces come in event-time order,
