@@ -13,6 +13,9 @@ fn s(path: &Path) -> &str {
     path.to_str().unwrap()
 }
 
+/// A table's rows as `common::rows` gives them.
+type Rows = Vec<(u64, Vec<f32>)>;
+
 const RECORDINGS: [(&str, usize); 3] = [("sub-01", 3000), ("sub-02", 4500), ("sub-03", 2000)];
 
 fn pipeline(stream_by: &str) -> String {
@@ -77,7 +80,8 @@ fn each_recording_of_a_dataset_is_a_stream_of_its_own() {
     let (filter_json, power_json) = (d.join("filter.json"), d.join("power.json"));
     std::fs::write(&filter_json, filter).unwrap();
     std::fs::write(&power_json, power).unwrap();
-    let mut first: Option<Vec<Vec<(u64, Vec<f32>)>>> = None;
+    // Each recording's filtered rows from the first layout.
+    let mut first: Option<Vec<Rows>> = None;
     for layout in [&["-w", "1"][..], &["-w", "2"], &["--processes", "2", "-w", "1"]] {
         let _ = std::fs::remove_dir_all(d.join("out"));
         run_ok(d, &[&["run", "p.toml", "--quiet"][..], layout].concat());
