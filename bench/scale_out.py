@@ -8,7 +8,10 @@ Pipelines (bench/runtime_split.py's, the z-score writing zstd, plus a stateless 
 - Parquet (400k x 256) -> running z-score (one stream) -> zstd Parquet parts;
 - Parquet (60k x 576) -> SAE encode (bundled SmolLM2 SAE) -> feature_stats -> Parquet;
 - Parquet (60k x 576) -> SAE encode -> Parquet (stateless);
-- synthetic EEG 64 ch x 300 s -> band-pass -> band power -> Parquet.
+- synthetic EEG 64 ch x 300 s -> band-pass -> band power -> Parquet;
+- a dataset of 8 recordings (Parquet, 64 ch x 60 s at 1 kHz each) read with `stream_by = "file"`
+  -> band-pass -> band power -> Parquet, a Hive directory per recording: the stateful
+  operators split the recordings over the workers.
 
 Targets (issue 22): 2 workers >= 1.8x one worker, 2 processes x 1 worker >= 1.7x. Every run's
 outputs are checked to hold the same number of rows as the 1-worker run's. The table also
@@ -55,6 +58,60 @@ input = "sae"
 path = "out/features"
 """
 
+RECORDINGS = """
+[sources.eeg]
+kind = "parquet"
+path = "recordings"
+stream_by = "file"
+
+[operators.bp]
+kind = "butterworth"
+input = "eeg"
+btype = "bandpass"
+order = 4
+cutoff = [8.0, 30.0]
+
+[operators.power]
+kind = "bandpower"
+input = "bp"
+window_s = 1.0
+step_s = 0.5
+nperseg = 1000
+
+[sinks.out]
+kind = "parquet"
+input = "bp"
+path = "out/bp"
+partition_by = ["stream"]
+
+[sinks.power]
+kind = "parquet"
+input = "power"
+path = "out/power"
+partition_by = ["stream"]
+"""
+
+
+def write_recordings(directory: str, count: int, seconds: float) -> None:
+    """`count` recordings of 64 channels at 1 kHz in the signal layout: noise and a 10 Hz rhythm."""
+    import numpy as np
+    import pyarrow as pa
+
+    os.makedirs(directory, exist_ok=True)
+    rng = np.random.default_rng(0)
+    n = int(seconds * 1000)
+    t = np.arange(n) / 1000.0
+    for i in range(count):
+        cols = {"time": pa.array(t), "sample": pa.array(np.arange(n, dtype=np.int64))}
+        for c in range(64):
+            x = rng.standard_normal(n) * 10 + 20 * np.sin(2 * np.pi * 10 * t + c)
+            cols[f"EEG{c + 1:02d}"] = pa.array(x.astype(np.float32))
+        meta = {"neurostream.layout": "signals", "neurostream.sample_rate": "1000",
+                "neurostream.units": "[" + ",".join(['"uV"'] * 64) + "]"}
+        table = pa.table(cols).replace_schema_metadata(meta)
+        pq.write_table(table, os.path.join(directory, f"sub-{i + 1:02d}.parquet"), row_group_size=65536)
+
+
 LAYOUTS = [("1 worker", ["-w", "1"]), ("2 workers", ["-w", "2"]), ("2 processes x 1", ["--processes", "2", "-w", "1"])]
 
 
@@ -99,6 +156,7 @@ def main():
             with open(os.path.join(work, "gen.toml"), "w") as f:
                 f.write(GEN.format(d=d, features=4 * d, tokens=tokens, path=f"acts{d}.parquet"))
             subprocess.run([BIN, "run", "gen.toml", "--quiet"], cwd=work, check=True, capture_output=True)
+        write_recordings(os.path.join(work, "recordings"), 8, 60.0 / scale)
         cases = [
             (f"Parquet ({400 // scale}k x 256) -> running z-score -> zstd Parquet", ZSCORE),
             (f"Parquet ({60 // scale}k x 576) -> SAE encode -> feature_stats -> Parquet",
@@ -106,6 +164,8 @@ def main():
             (f"Parquet ({60 // scale}k x 576) -> SAE encode -> Parquet", SAE_ONLY.format(sae=SAE)),
             (f"synthetic EEG 64 ch x {300 // scale} s -> band-pass -> band power -> Parquet",
              EEG.format(out="out/bp").replace("seconds = 300.0", f"seconds = {300.0 / scale}")),
+            (f"Parquet dataset, 8 recordings x 64 ch x {60 // scale} s (`stream_by = \"file\"`) -> band-pass -> "
+             "band power -> Parquet per recording", RECORDINGS),
         ]
         table = []
         for name, toml in cases:

@@ -88,6 +88,13 @@ pub trait Source: Send + Sync {
     fn total_rows(&self) -> Option<u64>;
     /// Opens this worker's share of the data.
     fn open(&self, worker: WorkerPos) -> Result<Box<dyn SourceReader>>;
+    /// For a source that reads each of its streams whole on one worker: the worker (an index
+    /// among `peers`, the workers of every process) each stream is read on, where the ByStream
+    /// operators then hold it, so its rows never move. Streams not listed go to the worker
+    /// their name hashes to. Every process computes the same list.
+    fn stream_placement(&self, _peers: usize) -> Vec<(Arc<str>, usize)> {
+        Vec::new()
+    }
     /// Whether reopening it yields the same batches in the same order (files, seeded
     /// generators), so a checkpointed run can resume it by skipping what it had emitted.
     fn replayable(&self) -> bool {

@@ -326,6 +326,30 @@ fn sink_routing(pipeline: &CompiledPipeline, node: &crate::spec::NodeSpec) -> Si
     SinkRouting::Local
 }
 
+/// Where the ByStream exchanges send each stream: the workers sources placed their streams on
+/// ([`crate::Source::stream_placement`]), else a hash of the name.
+#[derive(Clone, Default)]
+struct StreamRouting {
+    placed: HashMap<Arc<str>, usize>,
+}
+
+impl StreamRouting {
+    fn new(pipeline: &CompiledPipeline, peers: usize) -> StreamRouting {
+        let mut placed = HashMap::new();
+        for node in &pipeline.nodes {
+            if let Built::Source(src) = &node.built {
+                placed.extend(src.stream_placement(peers).into_iter().filter(|&(_, w)| w < peers));
+            }
+        }
+        StreamRouting { placed }
+    }
+
+    /// The exchange key of `stream` (timely sends key `k` to worker `k % peers`).
+    fn key(&self, stream: &str) -> u64 {
+        self.placed.get(stream).map_or_else(|| stream_hash(stream), |&w| w as u64)
+    }
+}
+
 fn stream_hash(stream: &str) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     stream.hash(&mut h);
@@ -515,6 +539,7 @@ pub fn run(pipeline: CompiledPipeline, options: RunOptions) -> Result<RunReport>
             let shared = worker_shared.clone();
             let pipeline = pipeline.clone();
             let node_devices = node_devices.clone();
+            let routing = Arc::new(StreamRouting::new(&pipeline, pos.peers));
             worker.dataflow::<u64, _, _>(|scope| {
                 // Each source has a probe on the sinks it feeds; it pauses when it runs too far ahead
                 // of them. Streams of different sources never hold each other back.
@@ -556,7 +581,10 @@ pub fn run(pipeline: CompiledPipeline, options: RunOptions) -> Result<RunReport>
                                 }
                                 Partitioning::ByStream => build_operator(
                                     input,
-                                    Exchange::new(|b: &Batch| stream_hash(b.stream())),
+                                    Exchange::new({
+                                        let routing = routing.clone();
+                                        move |b: &Batch| routing.key(b.stream())
+                                    }),
                                     &label,
                                     op.clone(),
                                     device,
@@ -587,7 +615,10 @@ pub fn run(pipeline: CompiledPipeline, options: RunOptions) -> Result<RunReport>
                                     }
                                     SinkRouting::ByStream => build_sink(
                                         input,
-                                        Exchange::new(|b: &Batch| stream_hash(b.stream())),
+                                        Exchange::new({
+                                            let routing = routing.clone();
+                                            move |b: &Batch| routing.key(b.stream())
+                                        }),
                                         &label,
                                         sink.clone(),
                                         device,

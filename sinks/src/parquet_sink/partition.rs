@@ -85,6 +85,14 @@ impl PartitionSpec {
         Ok(PartitionSpec { levels })
     }
 
+    /// The directory level of `stream`'s rows (`stream=<escaped name>`), where the levels
+    /// include the rows' stream; `None` otherwise.
+    pub(super) fn stream_level(&self, stream: &str) -> Option<String> {
+        self.levels
+            .contains(&Level::Column(STREAM.into()))
+            .then(|| format!("{STREAM}={}", escape(stream)))
+    }
+
     /// Checks that every partition column exists in `schema` with a type that names a directory
     /// (`stream` names the rows' stream where `schema` has no such column).
     pub(super) fn check_columns(&self, schema: &ArrowSchema, what: &str) -> Result<(), String> {

@@ -366,6 +366,22 @@ impl RollingWriter {
         Ok(())
     }
 
+    /// `stream` has ended (frames, whose tables have no `stream` column): with partitions by
+    /// stream, its open parts close now rather than at the end of the run, so a dataset of
+    /// many recordings holds one recording's parts open, not one per recording.
+    pub(super) fn end_stream(&mut self, stream: &str) -> Result<()> {
+        let Some(level) = self.policy.partition.stream_level(stream) else {
+            return Ok(());
+        };
+        while let Some(i) = self.open.iter().position(|p| p.key.partition.split('/').any(|c| c == level)) {
+            self.close(i, "complete")?;
+        }
+        if self.manifest_stale {
+            self.write_manifest()?;
+        }
+        Ok(())
+    }
+
     fn write_group(&mut self, key: PartKey, end: Option<i64>, batch: &RecordBatch, times: Option<&[Option<i64>]>) -> Result<()> {
         let mut offset = 0;
         while offset < batch.num_rows() {

@@ -57,6 +57,13 @@ impl SinkWriter for RollingFrames {
         self.out.write(&record, batch.stream())
     }
 
+    fn end_stream(&mut self, stream: &str) -> Result<()> {
+        if self.started {
+            self.out.end_stream(stream)?;
+        }
+        Ok(())
+    }
+
     fn finish(mut self: Box<Self>, failure: Option<&str>) -> Result<Vec<String>> {
         self.start()?;
         Ok(vec![self.out.finish(failure)?])

@@ -181,8 +181,6 @@ pub struct ParquetSource {
     files: Vec<PathBuf>,
     /// The stream of each file.
     streams: Vec<Arc<str>>,
-    /// The event time after the last row of each file's stream.
-    stream_ends: Vec<u64>,
     /// Whether a stream's end follows its last row ([`Batch::End`]); with one stream, the end
     /// of the run ends it.
     ends_streams: bool,
@@ -218,7 +216,6 @@ impl ParquetSource {
         let mut decoder: Option<Decoder> = None;
         let mut groups = Vec::new();
         let mut total = 0u64;
-        let mut file_ends = Vec::with_capacity(files.len());
         // The last file of the current stream with samples, and its last sample.
         let mut last_sample: Option<(usize, i64)> = None;
         for (fi, path) in files.iter().enumerate() {
@@ -276,7 +273,6 @@ impl ParquetSource {
                     .ok_or_else(|| EngineError::input(path, "the files claim more than 2^64 rows (corrupt footer)"))?;
                 file_row += rows;
             }
-            file_ends.push(total);
             match &decoder {
                 None => decoder = Some(d),
                 Some(first) if first.schema.width() != d.schema.width() && d.width() != 0 => {
@@ -307,18 +303,10 @@ impl ParquetSource {
                 _ => {}
             }
         }
-        // A stream ends where its last file does.
-        let mut stream_ends = file_ends.clone();
-        for i in (0..files.len().saturating_sub(1)).rev() {
-            if streams[i] == streams[i + 1] {
-                stream_ends[i] = stream_ends[i + 1];
-            }
-        }
         Ok(ParquetSource {
             name: name.into(),
             files,
             streams,
-            stream_ends,
             ends_streams: false,
             groups,
             decoder: decoder.expect("at least one file"),
@@ -347,6 +335,60 @@ fn sample_range(meta: &parquet::file::metadata::ParquetMetaData) -> Option<(i64,
     Some((bound(groups.first()?, false)?, bound(groups.last()?, true)?))
 }
 
+impl ParquetSource {
+    /// With `stream_by`: the worker of `peers` each stream is read on, whole. Largest first,
+    /// each to the worker with the fewest rows so far (ties: the lower index, then stream
+    /// names), so the workers get about as many rows each.
+    fn placement(&self, peers: usize) -> std::collections::HashMap<Arc<str>, usize> {
+        let mut rows: std::collections::BTreeMap<&Arc<str>, u64> = Default::default();
+        for g in &self.groups {
+            *rows.entry(&self.streams[g.file]).or_default() += g.rows;
+        }
+        let mut by_size: Vec<(&Arc<str>, u64)> = rows.into_iter().collect();
+        by_size.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+        let mut load = vec![0u64; peers.max(1)];
+        by_size
+            .into_iter()
+            .map(|(stream, n)| {
+                let w = (0..load.len()).min_by_key(|&w| (load[w], w)).expect("a worker");
+                load[w] += n;
+                (stream.clone(), w)
+            })
+            .collect()
+    }
+
+    /// With `stream_by`: the row groups of the streams `worker` reads whole
+    /// ([`ParquetSource::placement`]; its ByStream operators hold them), one stream after
+    /// another, and the event time after each file's stream. Event times count the worker's
+    /// rows, so the workers' streams run side by side in event time: dealt in pieces at the
+    /// same times, one recording after another, every worker would read the recording that
+    /// one worker's operators are busy with.
+    fn whole_streams(&self, worker: WorkerPos) -> (std::collections::VecDeque<RowGroup>, Vec<u64>) {
+        let placement = self.placement(worker.peers);
+        let mut mine = std::collections::VecDeque::new();
+        let mut ends = vec![0u64; self.files.len()];
+        let mut at = 0u64;
+        for g in &self.groups {
+            if placement.get(&self.streams[g.file]) == Some(&worker.index) {
+                mine.push_back(RowGroup { first: at, ..g.clone() });
+                at += g.rows;
+            }
+        }
+        // A stream ends where its last group on this worker does.
+        let mut last_end: Option<(&Arc<str>, u64)> = None;
+        for g in mine.iter().rev() {
+            let stream = &self.streams[g.file];
+            let end = match last_end {
+                Some((s, e)) if s == stream => e,
+                _ => g.first + g.rows,
+            };
+            ends[g.file] = end;
+            last_end = Some((stream, end));
+        }
+        (mine, ends)
+    }
+}
+
 impl Source for ParquetSource {
     fn replayable(&self) -> bool {
         true // a pure function of its files / seed: reopening yields the same batches
@@ -360,13 +402,24 @@ impl Source for ParquetSource {
     fn total_rows(&self) -> Option<u64> {
         Some(self.total)
     }
+    fn stream_placement(&self, peers: usize) -> Vec<(Arc<str>, usize)> {
+        match self.ends_streams {
+            true => self.placement(peers).into_iter().collect(),
+            false => Vec::new(),
+        }
+    }
     fn open(&self, worker: WorkerPos) -> Result<Box<dyn SourceReader>> {
-        let mine = deal(&self.groups, self.total, worker.index, worker.peers);
+        let (mine, stream_ends) = if self.ends_streams {
+            let (groups, ends) = self.whole_streams(worker);
+            (groups, Some(ends))
+        } else {
+            (deal(&self.groups, self.total, worker.index, worker.peers), None)
+        };
         let pieces = PieceReader {
             name: self.name.clone(),
             files: self.files.clone(),
             streams: self.streams.clone(),
-            stream_ends: self.ends_streams.then(|| self.stream_ends.clone()),
+            stream_ends,
             decoder: self.decoder.clone(),
             groups: mine,
             current: None,
@@ -879,19 +932,25 @@ mod deal_tests {
                 (65, s("sub-02"), None),
             ]
         );
-        // Two workers: together the same batches, each end after its stream's last rows.
-        let mut both: Vec<_> = (0..2)
-            .flat_map(|w| stream_events(src.open(WorkerPos { index: w, peers: 2 }).unwrap().as_mut()))
-            .collect();
-        both.sort();
-        let ends: Vec<_> = both.iter().filter(|e| e.2.is_none()).cloned().collect();
-        assert_eq!(ends, [(25, s("sub-01"), None), (65, s("sub-02"), None)]);
-        for stream in ["sub-01", "sub-02"] {
-            let firsts: Vec<i64> = both.iter().filter(|e| e.1 == stream).filter_map(|e| e.2).collect();
-            assert!(
-                firsts.len() > 2 && firsts[0] == 0 && firsts.windows(2).all(|w| w[0] < w[1]),
-                "{both:?}"
-            );
+        // Two, three workers: each recording whole on the worker it is placed on (the larger
+        // first, each to the worker with the fewest rows), its batches as one worker reads them,
+        // its times counting that worker's rows: the recordings run side by side in event time.
+        for peers in [2, 3] {
+            let placed: std::collections::HashMap<String, usize> = src
+                .stream_placement(peers)
+                .into_iter()
+                .map(|(s, w)| (s.to_string(), w))
+                .collect();
+            assert_eq!(placed, [(s("sub-02"), 0), (s("sub-01"), 1)].into_iter().collect());
+            let rebased = |name: &str, start: u64| -> Vec<_> {
+                let events = events.iter().filter(|e| e.1 == name);
+                events.map(|(t, n, f)| (t - start, n.clone(), *f)).collect()
+            };
+            let want = [rebased("sub-02", 25), rebased("sub-01", 0), Vec::new()];
+            for (w, want) in want.iter().take(peers).enumerate() {
+                let got = stream_events(src.open(WorkerPos { index: w, peers }).unwrap().as_mut());
+                assert_eq!(&got, want, "worker {w} of {peers}");
+            }
         }
         // Resuming after 3 batches (sub-01's two and its end) starts at sub-02.
         let mut r = src.open(WorkerPos { index: 0, peers: 1 }).unwrap();
