@@ -395,3 +395,58 @@ fn the_edf_sink_writes_edf_and_bdf_that_read_back_as_the_source() {
     let err = run_err(d, &["run", "w.toml", "--checkpoint-dir", "ck"]);
     assert!(err.contains("[sinks.out] (`edf`) cannot take part in checkpoints"), "{err}");
 }
+
+/// A glob of recordings: each file is a stream of its own (filtered and windowed alone, its
+/// markers kept), the same rows on one worker and two, equal to running the pipeline on that
+/// file alone; a recording with other channels is an error naming it.
+#[test]
+fn a_glob_of_recordings_runs_each_as_a_stream_of_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("recs")).unwrap();
+    for f in ["mi_train.edf", "mi_test.edf"] {
+        std::fs::copy(eeg(f), d.join("recs").join(f)).unwrap();
+    }
+    let chain = |path: &str, sink: &str| {
+        format!(
+            "[sources.rec]\nkind = \"edf\"\npath = \"{path}\"\nchunk = 100\n\
+             [operators.bp]\nkind = \"butterworth\"\ninput = \"rec\"\nbtype = \"bandpass\"\norder = 4\ncutoff = [8.0, 30.0]\n\
+             [operators.power]\nkind = \"bandpower\"\ninput = \"bp\"\nwindow_s = 2.0\nstep_s = 1.0\nnperseg = 100\n\
+             [sinks.filtered]\nkind = \"parquet\"\ninput = \"bp\"\nmarkers = true\n{sink}\n\
+             [sinks.power]\nkind = \"parquet\"\ninput = \"power\"\n{}\n",
+            sink.replace("filtered", "power")
+        )
+    };
+    let mut alone = Vec::new();
+    for name in ["mi_test", "mi_train"] {
+        let toml = chain(
+            &format!("recs/{name}.edf"),
+            &format!("path = \"alone/{name}_filtered.parquet\""),
+        );
+        std::fs::write(d.join("alone.toml"), toml).unwrap();
+        run_ok(d, &["run", "alone.toml", "--quiet"]);
+        let filtered = d.join(format!("alone/{name}_filtered.parquet"));
+        let power = d.join(format!("alone/{name}_power.parquet"));
+        assert!(!read_markers(&filtered).is_empty(), "{name} has markers");
+        alone.push((name, common::rows(&filtered), common::rows(&power), read_markers(&filtered)));
+    }
+    let toml = chain("recs/*.edf", "path = \"set/filtered\"\npartition_by = [\"stream\"]");
+    std::fs::write(d.join("set.toml"), toml).unwrap();
+    for workers in ["1", "2"] {
+        let _ = std::fs::remove_dir_all(d.join("set"));
+        run_ok(d, &["run", "set.toml", "-w", workers, "--quiet"]);
+        for (name, filtered, power, markers) in &alone {
+            let part = d.join(format!("set/filtered/stream={name}"));
+            assert!(
+                common::rows(&part) == *filtered,
+                "{name}, {workers} workers: filtered rows differ"
+            );
+            assert_eq!(read_markers(&part), *markers, "{name}, {workers} workers");
+            let part = d.join(format!("set/power/stream={name}"));
+            assert!(common::rows(&part) == *power, "{name}, {workers} workers: band power differs");
+        }
+    }
+    std::fs::copy(eeg("short_psg.edf"), d.join("recs/short_psg.edf")).unwrap();
+    let err = run_err(d, &["run", "set.toml"]);
+    assert!(err.contains("short_psg.edf") && err.contains("other channels"), "{err}");
+}

@@ -21,7 +21,8 @@ use crate::recording::{
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BrainVisionSourceConfig {
-    /// The header file (`.vhdr`); it names the data and marker files beside it.
+    /// The header file (`.vhdr`); it names the data and marker files beside it. A glob of
+    /// header files reads each as a stream of its own, named by its file.
     pub path: String,
     /// Channels to read, by label or glob pattern, in this order. Default: every channel.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -137,6 +138,17 @@ impl SourceKind for BrainVisionSourceKind {
         "BrainVision recording (.vhdr/.eeg/.vmrk; int16, int32, float32 multiplexed or vectorized, or ASCII) in the engine's units, markers as markers"
     }
     fn build(&self, cfg: BrainVisionSourceConfig, ctx: &NodeContext) -> Result<Arc<dyn Source>> {
+        if crate::recording_set::is_set(ctx, &cfg.path) {
+            let path = cfg.path.clone();
+            let one: crate::recording_set::BuildRecording = Arc::new(move |file, ctx| {
+                let one = BrainVisionSourceConfig {
+                    path: file.to_string_lossy().into_owned(),
+                    ..cfg.clone()
+                };
+                BrainVisionSourceKind.build(one, ctx)
+            });
+            return crate::recording_set::build_set(ctx, &path, one);
+        }
         let fail = |m: String| EngineError::config(ctx.label, m);
         crate::recording::check_pace(cfg.chunk, cfg.speed).map_err(fail)?;
         let path = ctx.input_file(&cfg.path);

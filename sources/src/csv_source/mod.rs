@@ -36,6 +36,7 @@ use table::{scan, CellOptions, Layout, Scanned, TableBlocks};
 #[serde(deny_unknown_fields)]
 pub struct CsvSourceConfig {
     /// The file (`.csv`, `.tsv`, `.txt`): a header row of column names, then a row per sample.
+    /// A glob of files reads each as a stream of its own, named by its file.
     pub path: String,
     /// Sampling rate, Hz. Default: the file's OpenBCI `%Sample Rate = 250 Hz` line or
     /// EmotivPRO `sampling rate:128`; required when the file says none.
@@ -147,6 +148,17 @@ impl SourceKind for CsvSourceKind {
     }
 
     fn build(&self, cfg: CsvSourceConfig, ctx: &NodeContext) -> Result<Arc<dyn Source>> {
+        if crate::recording_set::is_set(ctx, &cfg.path) {
+            let path = cfg.path.clone();
+            let one: crate::recording_set::BuildRecording = Arc::new(move |file, ctx| {
+                let one = CsvSourceConfig {
+                    path: file.to_string_lossy().into_owned(),
+                    ..cfg.clone()
+                };
+                CsvSourceKind.build(one, ctx)
+            });
+            return crate::recording_set::build_set(ctx, &path, one);
+        }
         let fail = |m: String| EngineError::config(ctx.label, m);
         crate::recording::check_pace(cfg.chunk, cfg.speed).map_err(fail)?;
         let path = ctx.input_file(&cfg.path);

@@ -16,7 +16,9 @@ use crate::recording::{
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EdfSourceConfig {
-    /// The recording (`.edf` or `.bdf`; EDF+ and BDF+ included).
+    /// The recording (`.edf` or `.bdf`; EDF+ and BDF+ included), or a glob of recordings
+    /// (`"sleep/*-PSG.edf"`): each a stream of its own, named by its file, read whole on one
+    /// worker, ended after its last sample.
     pub path: String,
     /// Channels to read, by label or glob pattern (`"EEG*"`), in this order; all must share one
     /// rate (one source per rate, or `resample`). Default: every signal at the highest sampling
@@ -77,6 +79,23 @@ impl SourceKind for EdfSourceKind {
         "EDF/EDF+/BDF/BDF+ recording in physical units, annotations as markers, replayed fast or in real time"
     }
     fn build(&self, cfg: EdfSourceConfig, ctx: &NodeContext) -> Result<Arc<dyn Source>> {
+        if crate::recording_set::is_set(ctx, &cfg.path) {
+            if cfg.annotations.is_some() {
+                return Err(EngineError::config(
+                    ctx.label,
+                    "`annotations` names the annotation file of one recording; it cannot go with a glob `path`",
+                ));
+            }
+            let path = cfg.path.clone();
+            let one: crate::recording_set::BuildRecording = Arc::new(move |file, ctx| {
+                let one = EdfSourceConfig {
+                    path: file.to_string_lossy().into_owned(),
+                    ..cfg.clone()
+                };
+                EdfSourceKind.build(one, ctx)
+            });
+            return crate::recording_set::build_set(ctx, &path, one);
+        }
         let fail = |m: String| EngineError::config(ctx.label, m);
         crate::recording::check_pace(cfg.chunk, cfg.speed).map_err(fail)?;
         let path = ctx.input_file(&cfg.path);

@@ -16,7 +16,8 @@ use crate::recording::{default_chunk, pick_labels, Blocks, OpenBlocks, Recording
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EeglabSourceConfig {
-    /// The dataset's `.set` file (MAT-file v6 or v7; its samples in it or in the `.fdt` it names).
+    /// The dataset's `.set` file (MAT-file v6 or v7; its samples in it or in the `.fdt` it names),
+    /// or a glob of them: each a stream of its own, named by its file.
     pub path: String,
     /// Channels to read, by label or glob pattern, in this order. Default: every channel.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -58,6 +59,17 @@ impl SourceKind for EeglabSourceKind {
     }
 
     fn build(&self, cfg: EeglabSourceConfig, ctx: &NodeContext) -> Result<Arc<dyn Source>> {
+        if crate::recording_set::is_set(ctx, &cfg.path) {
+            let path = cfg.path.clone();
+            let one: crate::recording_set::BuildRecording = Arc::new(move |file, ctx| {
+                let one = EeglabSourceConfig {
+                    path: file.to_string_lossy().into_owned(),
+                    ..cfg.clone()
+                };
+                EeglabSourceKind.build(one, ctx)
+            });
+            return crate::recording_set::build_set(ctx, &path, one);
+        }
         let fail = |m: String| EngineError::config(ctx.label, m);
         crate::recording::check_pace(cfg.chunk, cfg.speed).map_err(fail)?;
         let path = ctx.input_file(&cfg.path);

@@ -17,7 +17,7 @@ use crate::recording::{
 #[serde(deny_unknown_fields)]
 pub struct FifSourceConfig {
     /// The recording (`raw.fif`, `*_raw.fif`, `*_meg.fif`; its split files `-1.fif`, ... are
-    /// followed).
+    /// followed), or a glob of recordings: each a stream of its own, named by its file.
     pub path: String,
     /// Channels to read, by name or glob pattern (`"MEG*"`), in this order. Default: every
     /// channel.
@@ -75,6 +75,17 @@ impl SourceKind for FifSourceKind {
         "raw FIF recording (MEG/EEG; Neuromag, MNE) in fT, fT/cm and uV, annotations and stim events as markers"
     }
     fn build(&self, cfg: FifSourceConfig, ctx: &NodeContext) -> Result<Arc<dyn Source>> {
+        if crate::recording_set::is_set(ctx, &cfg.path) {
+            let path = cfg.path.clone();
+            let one: crate::recording_set::BuildRecording = Arc::new(move |file, ctx| {
+                let one = FifSourceConfig {
+                    path: file.to_string_lossy().into_owned(),
+                    ..cfg.clone()
+                };
+                FifSourceKind.build(one, ctx)
+            });
+            return crate::recording_set::build_set(ctx, &path, one);
+        }
         let fail = |m: String| EngineError::config(ctx.label, m);
         crate::recording::check_pace(cfg.chunk, cfg.speed).map_err(fail)?;
         let path = ctx.input_file(&cfg.path);

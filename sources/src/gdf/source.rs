@@ -18,7 +18,8 @@ use crate::recording::{
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GdfSourceConfig {
-    /// The recording (`.gdf`, GDF 1.x or 2.x).
+    /// The recording (`.gdf`, GDF 1.x or 2.x), or a glob of recordings: each a stream of its
+    /// own, named by its file.
     pub path: String,
     /// Channels to read, by label or glob pattern, in this order; all must share one rate.
     /// Default: every signal at the highest sampling rate (the others are listed in the log).
@@ -61,6 +62,17 @@ impl SourceKind for GdfSourceKind {
     }
 
     fn build(&self, cfg: GdfSourceConfig, ctx: &NodeContext) -> Result<Arc<dyn Source>> {
+        if crate::recording_set::is_set(ctx, &cfg.path) {
+            let path = cfg.path.clone();
+            let one: crate::recording_set::BuildRecording = Arc::new(move |file, ctx| {
+                let one = GdfSourceConfig {
+                    path: file.to_string_lossy().into_owned(),
+                    ..cfg.clone()
+                };
+                GdfSourceKind.build(one, ctx)
+            });
+            return crate::recording_set::build_set(ctx, &path, one);
+        }
         let fail = |m: String| EngineError::config(ctx.label, m);
         crate::recording::check_pace(cfg.chunk, cfg.speed).map_err(fail)?;
         let path = ctx.input_file(&cfg.path);

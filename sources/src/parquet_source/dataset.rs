@@ -98,17 +98,7 @@ fn dataset_files(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> std::resul
 pub(super) fn stream_names(files: &[PathBuf], by: &StreamBy, node: &str) -> Result<Vec<Arc<str>>, String> {
     match by {
         StreamBy::One => Ok(vec![Arc::from(node); files.len()]),
-        StreamBy::File => {
-            let common = common_dir(files);
-            Ok(files
-                .iter()
-                .map(|f| {
-                    let rel = f.strip_prefix(&common).unwrap_or(f).with_extension("");
-                    let parts: Vec<String> = rel.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
-                    Arc::from(parts.join("/"))
-                })
-                .collect())
-        }
+        StreamBy::File => Ok(crate::file_streams::file_stream_names(files)),
         StreamBy::Key(key) => files
             .iter()
             .map(|f| {
@@ -129,24 +119,6 @@ pub(super) fn stream_names(files: &[PathBuf], by: &StreamBy, node: &str) -> Resu
             })
             .collect(),
     }
-}
-
-/// The deepest directory holding every file.
-fn common_dir(files: &[PathBuf]) -> PathBuf {
-    let mut common: Option<PathBuf> = None;
-    for f in files {
-        let parent = f.parent().unwrap_or(Path::new("")).to_path_buf();
-        common = Some(match common {
-            None => parent,
-            Some(c) => c
-                .components()
-                .zip(parent.components())
-                .take_while(|(a, b)| a == b)
-                .map(|(a, _)| a.as_os_str().to_owned())
-                .collect(),
-        });
-    }
-    common.unwrap_or_default()
 }
 
 /// Undoes Hive's escaping of partition names and values (`%XX`); a `%` without two hex digits

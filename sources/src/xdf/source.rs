@@ -16,7 +16,8 @@ use crate::recording::{
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct XdfSourceConfig {
-    /// The recording (`.xdf`).
+    /// The recording (`.xdf`), or a glob of recordings: each a stream of its own, named by its
+    /// file.
     pub path: String,
     /// The stream to replay, by name. Default: with `type`, the first stream of that type;
     /// else the first numeric stream with a nominal rate.
@@ -99,6 +100,17 @@ impl SourceKind for XdfSourceKind {
         "XDF recording (LabRecorder): one stream in the engine's units, string streams as markers after clock correction"
     }
     fn build(&self, cfg: XdfSourceConfig, ctx: &NodeContext) -> Result<Arc<dyn Source>> {
+        if crate::recording_set::is_set(ctx, &cfg.path) {
+            let path = cfg.path.clone();
+            let one: crate::recording_set::BuildRecording = Arc::new(move |file, ctx| {
+                let one = XdfSourceConfig {
+                    path: file.to_string_lossy().into_owned(),
+                    ..cfg.clone()
+                };
+                XdfSourceKind.build(one, ctx)
+            });
+            return crate::recording_set::build_set(ctx, &path, one);
+        }
         let fail = |m: String| EngineError::config(ctx.label, m);
         crate::recording::check_pace(cfg.chunk, cfg.speed).map_err(fail)?;
         let path = ctx.input_file(&cfg.path);

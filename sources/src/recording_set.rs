@@ -1,0 +1,373 @@
+//! Several recordings as one source (`path` a glob such as `"sleep/*.edf"`): each file a
+//! stream of its own, named by its path below the files' common directory without its
+//! extension, read whole on one worker and ended after its last sample, so a dataset of
+//! recordings runs through one pipeline with every recording's state apart and the recordings
+//! split over the workers.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use neurostream_engine::{Batch, EngineError, NodeContext, Result, Schema, Source, SourceReader, StreamEnd, WorkerPos};
+
+/// Builds one recording file into a source (a format's `build` for the file at the path).
+pub type BuildRecording = Arc<dyn Fn(&Path, &NodeContext) -> Result<Arc<dyn Source>> + Send + Sync>;
+
+/// Whether `path` (a recording source's `path` key) names several recordings: a glob
+/// (`*`, `?`, `[`) that is not the name of an existing file.
+pub fn is_set(ctx: &NodeContext, path: &str) -> bool {
+    path.contains(['*', '?', '[']) && !ctx.resolve(path).is_file()
+}
+
+/// A [`RecordingSet`] of the files `path` (a glob, see [`is_set`]) matches, each built by
+/// `build_one` (given the file's absolute path). Each file is built once to check it
+/// (channels, units and rate must agree with the first's) and count its samples, then let go,
+/// and built again when a worker reaches it: a text format keeps its parsed values, and a
+/// dataset's would not fit in memory at once.
+pub fn build_set(ctx: &NodeContext, path: &str, build_one: BuildRecording) -> Result<Arc<dyn Source>> {
+    let pattern = ctx.resolve(path);
+    let text = pattern.to_string_lossy();
+    let mut files: Vec<PathBuf> = glob::glob(&text)
+        .map_err(|e| EngineError::config(ctx.label, format!("bad glob `{text}`: {e}")))?
+        .filter_map(|p| p.ok())
+        .filter(|p| p.is_file())
+        .map(|p| std::path::absolute(&p).unwrap_or(p))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(EngineError::config(ctx.label, format!("`path` {text} matches no files")));
+    }
+    let names = crate::file_streams::file_stream_names(&files);
+    let mut parts = Vec::with_capacity(files.len());
+    let mut schema: Option<Arc<Schema>> = None;
+    for (name, file) in names.into_iter().zip(&files) {
+        ctx.record_input(file);
+        let source = build_one(file, ctx)?;
+        match &schema {
+            None => schema = Some(source.schema()),
+            Some(first) => {
+                if let Some(diff) = schema_difference(first, &source.schema()) {
+                    return Err(EngineError::input(
+                        file,
+                        format!(
+                            "{diff} than {}: the recordings of one source share one schema (pick common channels with `channels`)",
+                            files[0].display()
+                        ),
+                    ));
+                }
+            }
+        }
+        parts.push(Part {
+            name,
+            path: file.clone(),
+            rows: source.total_rows().unwrap_or(0),
+            files: source.input_files(),
+            replayable: source.replayable(),
+        });
+    }
+    Ok(Arc::new(RecordingSet {
+        parts,
+        schema: schema.expect("at least one file"),
+        build_one,
+        context: OwnedContext {
+            label: ctx.label.to_string(),
+            name: ctx.name.to_string(),
+            base_dir: ctx.base_dir.to_path_buf(),
+            settings: ctx.settings.clone(),
+        },
+    }))
+}
+
+/// A node's build context, kept to build the recordings again when they are read.
+#[derive(Clone)]
+struct OwnedContext {
+    label: String,
+    name: String,
+    base_dir: PathBuf,
+    settings: neurostream_engine::PipelineSettings,
+}
+
+/// One recording of a [`RecordingSet`].
+#[derive(Clone)]
+struct Part {
+    /// Its stream.
+    name: Arc<str>,
+    path: PathBuf,
+    /// Samples.
+    rows: u64,
+    /// The files it reads.
+    files: Vec<PathBuf>,
+    replayable: bool,
+}
+
+/// How schema `b` differs from `a` (`None`: it does not), for messages.
+fn schema_difference(a: &Schema, b: &Schema) -> Option<String> {
+    let names = |s: &Schema| s.channels.iter().map(|c| c.name.clone()).collect::<Vec<_>>();
+    if names(a) != names(b) {
+        return Some(format!("other channels ({})", names(b).join(", ")));
+    }
+    if a.channels.iter().zip(&b.channels).any(|(x, y)| x.unit != y.unit) {
+        return Some("other units".into());
+    }
+    if a.sample_rate() != b.sample_rate() {
+        return Some(format!("another sampling rate ({:?} Hz)", b.sample_rate()));
+    }
+    (a != b).then(|| "another layout".into())
+}
+
+/// Recordings, each a stream read whole on one worker.
+pub struct RecordingSet {
+    /// In path order.
+    parts: Vec<Part>,
+    schema: Arc<Schema>,
+    build_one: BuildRecording,
+    context: OwnedContext,
+}
+
+impl RecordingSet {
+    /// The worker of `peers` each recording is read on: the longest first, each to the worker
+    /// with the fewest samples so far (ties: the lower index).
+    fn placement(&self, peers: usize) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.parts.len()).collect();
+        order.sort_by_key(|&i| (std::cmp::Reverse(self.parts[i].rows), i));
+        let mut load = vec![0u64; peers.max(1)];
+        let mut placed = vec![0; self.parts.len()];
+        for i in order {
+            let w = (0..load.len()).min_by_key(|&w| (load[w], w)).expect("a worker");
+            load[w] += self.parts[i].rows;
+            placed[i] = w;
+        }
+        placed
+    }
+}
+
+impl Source for RecordingSet {
+    fn schema(&self) -> Arc<Schema> {
+        self.schema.clone()
+    }
+    fn total_rows(&self) -> Option<u64> {
+        Some(self.parts.iter().map(|p| p.rows).sum())
+    }
+    fn open(&self, worker: WorkerPos) -> Result<Box<dyn SourceReader>> {
+        let placed = self.placement(worker.peers);
+        let mine = self
+            .parts
+            .iter()
+            .zip(placed)
+            .filter(|(_, w)| *w == worker.index)
+            .map(|(p, _)| p.clone())
+            .collect();
+        Ok(Box::new(SetReader {
+            parts: mine,
+            build_one: self.build_one.clone(),
+            context: self.context.clone(),
+            current: None,
+            offset: 0,
+            at: 0,
+            schema: self.schema.clone(),
+        }))
+    }
+    fn stream_placement(&self, peers: usize) -> Vec<(Arc<str>, usize)> {
+        self.parts.iter().map(|p| p.name.clone()).zip(self.placement(peers)).collect()
+    }
+    fn replayable(&self) -> bool {
+        self.parts.iter().all(|p| p.replayable)
+    }
+    fn input_files(&self) -> Vec<PathBuf> {
+        self.parts.iter().flat_map(|p| p.files.clone()).collect()
+    }
+}
+
+/// One worker's recordings, one after another: each replayed as its own source replays it on
+/// one worker, its event times moved to follow the previous recording's, its stream renamed,
+/// and its end after its last sample.
+struct SetReader {
+    /// Recordings still to start, in order.
+    parts: std::collections::VecDeque<Part>,
+    build_one: BuildRecording,
+    context: OwnedContext,
+    /// The recording being read.
+    current: Option<(Arc<str>, Box<dyn SourceReader>)>,
+    /// Event time of the current recording's time 0.
+    offset: u64,
+    /// Event time after the last row emitted.
+    at: u64,
+    schema: Arc<Schema>,
+}
+
+impl SetReader {
+    /// Builds the next recording and starts reading it; false when none is left.
+    fn start_next(&mut self) -> Result<bool> {
+        let Some(part) = self.parts.pop_front() else {
+            return Ok(false);
+        };
+        let c = &self.context;
+        let ctx = NodeContext {
+            label: &c.label,
+            name: &c.name,
+            base_dir: &c.base_dir,
+            settings: &c.settings,
+            loaded: Default::default(),
+        };
+        let source = (self.build_one)(&part.path, &ctx)?;
+        if source.total_rows().unwrap_or(0) != part.rows || source.schema() != self.schema {
+            return Err(EngineError::input(&part.path, "it changed since the run started"));
+        }
+        // A recording source replays on the first of its workers.
+        let reader = source.open(WorkerPos { index: 0, peers: 1 })?;
+        self.offset = self.at;
+        self.current = Some((part.name, reader));
+        Ok(true)
+    }
+}
+
+impl SourceReader for SetReader {
+    fn next_batch(&mut self) -> Result<Option<(u64, Batch)>> {
+        if self.current.is_none() && !self.start_next()? {
+            return Ok(None);
+        }
+        let (name, reader) = self.current.as_mut().expect("started above");
+        match reader.next_batch()? {
+            Some((t, mut batch)) => {
+                let t = self.offset + t;
+                match &mut batch {
+                    Batch::Dense(f) => f.stream = name.clone(),
+                    Batch::Sparse(f) => f.stream = name.clone(),
+                    Batch::Table(t) => t.stream = name.clone(),
+                    Batch::End(e) => e.stream = name.clone(),
+                }
+                self.at = self.at.max(t + batch.rows() as u64);
+                Ok(Some((t, batch)))
+            }
+            None => {
+                let (name, _) = self.current.take().expect("read above");
+                let end = StreamEnd {
+                    stream: name,
+                    schema: self.schema.clone(),
+                };
+                Ok(Some((self.at, Batch::End(end))))
+            }
+        }
+    }
+
+    fn next_time(&self) -> Option<u64> {
+        match &self.current {
+            Some((_, r)) => Some(r.next_time().map_or(self.at, |t| (self.offset + t).max(self.at))),
+            None => (!self.parts.is_empty()).then_some(self.at),
+        }
+    }
+
+    fn ready(&mut self) -> bool {
+        self.current.as_mut().is_none_or(|(_, r)| r.ready())
+    }
+
+    fn location(&self) -> String {
+        self.current.as_ref().map(|(_, r)| r.location()).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::recording::{HeldBlocks, RecordingSource, ReplaySettings};
+
+    /// A one-channel recording whose file holds its length (and, after a space, its channel's
+    /// name): sample `s` has value `s`.
+    fn build_one() -> BuildRecording {
+        Arc::new(|file: &Path, ctx: &NodeContext| {
+            let text = std::fs::read_to_string(file).unwrap();
+            let mut words = text.split_whitespace();
+            let n: usize = words.next().unwrap().parse().unwrap();
+            let channel = words.next().unwrap_or("A").to_string();
+            let schema = Arc::new(Schema::signal(&[channel.as_str()], "uV", 100.0));
+            let values: Arc<Vec<Vec<f32>>> = Arc::new(vec![(0..n).map(|s| s as f32).collect()]);
+            Ok(Arc::new(RecordingSource {
+                settings: ReplaySettings {
+                    kind: "test",
+                    name: ctx.name.into(),
+                    schema,
+                    rate: 100.0,
+                    chunk: 16,
+                    speed: 0.0,
+                    factors: None,
+                    events: Arc::new(Vec::new()),
+                },
+                files: vec![file.to_path_buf()],
+                rows: n as u64,
+                open: Box::new(move || Ok(Box::new(HeldBlocks::new(values.clone(), 1)))),
+            }) as Arc<dyn Source>)
+        })
+    }
+
+    fn events(r: &mut dyn SourceReader) -> Vec<(u64, String, Option<f32>)> {
+        let mut out = Vec::new();
+        while let Some((t, b)) = r.next_batch().unwrap() {
+            assert!(r.next_time().is_none_or(|n| n >= t));
+            let first = match &b {
+                Batch::Dense(f) => Some(f.data[0]),
+                Batch::End(_) => None,
+                other => panic!("{other:?}"),
+            };
+            out.push((t, b.stream().to_string(), first));
+        }
+        out
+    }
+
+    /// A glob of recordings: each a stream named by its file, read whole on one worker (the
+    /// longest first to the least loaded), its times following the worker's previous
+    /// recording, its end right after its last sample; a recording with other channels is an
+    /// error naming it.
+    #[test]
+    fn a_glob_reads_each_recording_as_a_stream_on_one_worker() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, n) in [("s1.rec", 20), ("s2.rec", 40), ("s3.rec", 10)] {
+            std::fs::write(dir.path().join(name), n.to_string()).unwrap();
+        }
+        let settings = neurostream_engine::PipelineSettings::default();
+        let ctx = NodeContext {
+            label: "[sources.eeg]",
+            name: "eeg",
+            base_dir: dir.path(),
+            settings: &settings,
+            loaded: Default::default(),
+        };
+        assert!(is_set(&ctx, "*.rec") && !is_set(&ctx, "s1.rec"));
+        let set = build_set(&ctx, "*.rec", build_one()).unwrap();
+        assert_eq!(set.total_rows(), Some(70));
+        assert_eq!(ctx.loaded.borrow().len(), 3);
+        let s = |n: &str| n.to_string();
+        let one = events(set.open(WorkerPos { index: 0, peers: 1 }).unwrap().as_mut());
+        assert_eq!(
+            one,
+            [
+                (0, s("s1"), Some(0.0)),
+                (16, s("s1"), Some(16.0)),
+                (20, s("s1"), None),
+                (20, s("s2"), Some(0.0)),
+                (36, s("s2"), Some(16.0)),
+                (52, s("s2"), Some(32.0)),
+                (60, s("s2"), None),
+                (60, s("s3"), Some(0.0)),
+                (70, s("s3"), None),
+            ]
+        );
+        let placed: Vec<(String, usize)> = set.stream_placement(2).into_iter().map(|(n, w)| (n.to_string(), w)).collect();
+        assert_eq!(placed, [(s("s1"), 1), (s("s2"), 0), (s("s3"), 1)]);
+        let w0 = events(set.open(WorkerPos { index: 0, peers: 2 }).unwrap().as_mut());
+        let w1 = events(set.open(WorkerPos { index: 1, peers: 2 }).unwrap().as_mut());
+        let rebased = |name: &str, from: u64, to: u64| -> Vec<_> {
+            let mine = one.iter().filter(|e| e.1 == name);
+            mine.map(|(t, n, f)| (t - from + to, n.clone(), *f)).collect()
+        };
+        assert_eq!(w0, rebased("s2", 20, 0));
+        assert_eq!(w1, [rebased("s1", 0, 0), rebased("s3", 60, 20)].concat());
+
+        std::fs::write(dir.path().join("s4.rec"), "5 B").unwrap();
+        let err = build_set(&ctx, "*.rec", build_one()).err().unwrap().to_string();
+        assert!(
+            err.contains("s4.rec") && err.contains("other channels (B)") && err.contains("s1.rec"),
+            "{err}"
+        );
+        let err = build_set(&ctx, "none/*.rec", build_one()).err().unwrap().to_string();
+        assert!(err.contains("matches no files"), "{err}");
+    }
+}
