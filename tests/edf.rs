@@ -446,6 +446,10 @@ fn a_glob_of_recordings_runs_each_as_a_stream_of_its_own() {
             assert!(common::rows(&part) == *power, "{name}, {workers} workers: band power differs");
         }
     }
+    let hypnogram = chain("recs/*.edf", "path = \"x\"").replace("chunk = 100", "chunk = 100\nannotations = \"h.edf\"");
+    std::fs::write(d.join("hypnogram.toml"), hypnogram).unwrap();
+    let err = run_err(d, &["run", "hypnogram.toml"]);
+    assert!(err.contains("cannot go with a glob"), "{err}");
     std::fs::copy(eeg("short_psg.edf"), d.join("recs/short_psg.edf")).unwrap();
     let err = run_err(d, &["run", "set.toml"]);
     assert!(err.contains("short_psg.edf") && err.contains("other channels"), "{err}");

@@ -7,7 +7,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use neurostream_engine::{Batch, EngineError, NodeContext, Result, Schema, Source, SourceReader, StreamEnd, WorkerPos};
+use neurostream_engine::{
+    Batch, EngineError, NodeContext, Result, Schema, Source, SourceKind, SourceReader, StreamEnd, WorkerPos,
+};
 
 /// Builds one recording file into a source (a format's `build` for the file at the path).
 pub type BuildRecording = Arc<dyn Fn(&Path, &NodeContext) -> Result<Arc<dyn Source>> + Send + Sync>;
@@ -16,6 +18,30 @@ pub type BuildRecording = Arc<dyn Fn(&Path, &NodeContext) -> Result<Arc<dyn Sour
 /// (`*`, `?`, `[`) that is not the name of an existing file.
 pub fn is_set(ctx: &NodeContext, path: &str) -> bool {
     path.contains(['*', '?', '[']) && !ctx.resolve(path).is_file()
+}
+
+/// For a recording kind's `build`: `Some` of a [`RecordingSet`] when `path` names several
+/// recordings ([`is_set`]), each file built by `kind` from `cfg` with the file as its path
+/// (`with_path`); `None` for one file, which the kind builds as usual.
+pub fn glob_set<K>(
+    kind: &'static K,
+    cfg: &K::Config,
+    path: &str,
+    ctx: &NodeContext,
+    with_path: fn(K::Config, String) -> K::Config,
+) -> Option<Result<Arc<dyn Source>>>
+where
+    K: SourceKind,
+    K::Config: Clone + Send + Sync,
+{
+    if !is_set(ctx, path) {
+        return None;
+    }
+    let cfg = cfg.clone();
+    let one: BuildRecording = Arc::new(move |file: &Path, ctx: &NodeContext| {
+        kind.build(with_path(cfg.clone(), file.to_string_lossy().into_owned()), ctx)
+    });
+    Some(build_set(ctx, path, one))
 }
 
 /// A [`RecordingSet`] of the files `path` (a glob, see [`is_set`]) matches, each built by

@@ -138,16 +138,10 @@ impl SourceKind for BrainVisionSourceKind {
         "BrainVision recording (.vhdr/.eeg/.vmrk; int16, int32, float32 multiplexed or vectorized, or ASCII) in the engine's units, markers as markers"
     }
     fn build(&self, cfg: BrainVisionSourceConfig, ctx: &NodeContext) -> Result<Arc<dyn Source>> {
-        if crate::recording_set::is_set(ctx, &cfg.path) {
-            let path = cfg.path.clone();
-            let one: crate::recording_set::BuildRecording = Arc::new(move |file, ctx| {
-                let one = BrainVisionSourceConfig {
-                    path: file.to_string_lossy().into_owned(),
-                    ..cfg.clone()
-                };
-                BrainVisionSourceKind.build(one, ctx)
-            });
-            return crate::recording_set::build_set(ctx, &path, one);
+        if let Some(set) = crate::recording_set::glob_set(&BrainVisionSourceKind, &cfg, &cfg.path, ctx, |c, path| {
+            BrainVisionSourceConfig { path, ..c }
+        }) {
+            return set;
         }
         let fail = |m: String| EngineError::config(ctx.label, m);
         crate::recording::check_pace(cfg.chunk, cfg.speed).map_err(fail)?;

@@ -148,16 +148,10 @@ impl SourceKind for CsvSourceKind {
     }
 
     fn build(&self, cfg: CsvSourceConfig, ctx: &NodeContext) -> Result<Arc<dyn Source>> {
-        if crate::recording_set::is_set(ctx, &cfg.path) {
-            let path = cfg.path.clone();
-            let one: crate::recording_set::BuildRecording = Arc::new(move |file, ctx| {
-                let one = CsvSourceConfig {
-                    path: file.to_string_lossy().into_owned(),
-                    ..cfg.clone()
-                };
-                CsvSourceKind.build(one, ctx)
-            });
-            return crate::recording_set::build_set(ctx, &path, one);
+        if let Some(set) =
+            crate::recording_set::glob_set(&CsvSourceKind, &cfg, &cfg.path, ctx, |c, path| CsvSourceConfig { path, ..c })
+        {
+            return set;
         }
         let fail = |m: String| EngineError::config(ctx.label, m);
         crate::recording::check_pace(cfg.chunk, cfg.speed).map_err(fail)?;

@@ -79,22 +79,16 @@ impl SourceKind for EdfSourceKind {
         "EDF/EDF+/BDF/BDF+ recording in physical units, annotations as markers, replayed fast or in real time"
     }
     fn build(&self, cfg: EdfSourceConfig, ctx: &NodeContext) -> Result<Arc<dyn Source>> {
-        if crate::recording_set::is_set(ctx, &cfg.path) {
-            if cfg.annotations.is_some() {
-                return Err(EngineError::config(
-                    ctx.label,
-                    "`annotations` names the annotation file of one recording; it cannot go with a glob `path`",
-                ));
-            }
-            let path = cfg.path.clone();
-            let one: crate::recording_set::BuildRecording = Arc::new(move |file, ctx| {
-                let one = EdfSourceConfig {
-                    path: file.to_string_lossy().into_owned(),
-                    ..cfg.clone()
-                };
-                EdfSourceKind.build(one, ctx)
-            });
-            return crate::recording_set::build_set(ctx, &path, one);
+        if crate::recording_set::is_set(ctx, &cfg.path) && cfg.annotations.is_some() {
+            return Err(EngineError::config(
+                ctx.label,
+                "`annotations` names the annotation file of one recording; it cannot go with a glob `path`",
+            ));
+        }
+        if let Some(set) =
+            crate::recording_set::glob_set(&EdfSourceKind, &cfg, &cfg.path, ctx, |c, path| EdfSourceConfig { path, ..c })
+        {
+            return set;
         }
         let fail = |m: String| EngineError::config(ctx.label, m);
         crate::recording::check_pace(cfg.chunk, cfg.speed).map_err(fail)?;

@@ -75,16 +75,10 @@ impl SourceKind for FifSourceKind {
         "raw FIF recording (MEG/EEG; Neuromag, MNE) in fT, fT/cm and uV, annotations and stim events as markers"
     }
     fn build(&self, cfg: FifSourceConfig, ctx: &NodeContext) -> Result<Arc<dyn Source>> {
-        if crate::recording_set::is_set(ctx, &cfg.path) {
-            let path = cfg.path.clone();
-            let one: crate::recording_set::BuildRecording = Arc::new(move |file, ctx| {
-                let one = FifSourceConfig {
-                    path: file.to_string_lossy().into_owned(),
-                    ..cfg.clone()
-                };
-                FifSourceKind.build(one, ctx)
-            });
-            return crate::recording_set::build_set(ctx, &path, one);
+        if let Some(set) =
+            crate::recording_set::glob_set(&FifSourceKind, &cfg, &cfg.path, ctx, |c, path| FifSourceConfig { path, ..c })
+        {
+            return set;
         }
         let fail = |m: String| EngineError::config(ctx.label, m);
         crate::recording::check_pace(cfg.chunk, cfg.speed).map_err(fail)?;

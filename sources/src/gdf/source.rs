@@ -62,16 +62,10 @@ impl SourceKind for GdfSourceKind {
     }
 
     fn build(&self, cfg: GdfSourceConfig, ctx: &NodeContext) -> Result<Arc<dyn Source>> {
-        if crate::recording_set::is_set(ctx, &cfg.path) {
-            let path = cfg.path.clone();
-            let one: crate::recording_set::BuildRecording = Arc::new(move |file, ctx| {
-                let one = GdfSourceConfig {
-                    path: file.to_string_lossy().into_owned(),
-                    ..cfg.clone()
-                };
-                GdfSourceKind.build(one, ctx)
-            });
-            return crate::recording_set::build_set(ctx, &path, one);
+        if let Some(set) =
+            crate::recording_set::glob_set(&GdfSourceKind, &cfg, &cfg.path, ctx, |c, path| GdfSourceConfig { path, ..c })
+        {
+            return set;
         }
         let fail = |m: String| EngineError::config(ctx.label, m);
         crate::recording::check_pace(cfg.chunk, cfg.speed).map_err(fail)?;

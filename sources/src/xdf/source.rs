@@ -100,16 +100,10 @@ impl SourceKind for XdfSourceKind {
         "XDF recording (LabRecorder): one stream in the engine's units, string streams as markers after clock correction"
     }
     fn build(&self, cfg: XdfSourceConfig, ctx: &NodeContext) -> Result<Arc<dyn Source>> {
-        if crate::recording_set::is_set(ctx, &cfg.path) {
-            let path = cfg.path.clone();
-            let one: crate::recording_set::BuildRecording = Arc::new(move |file, ctx| {
-                let one = XdfSourceConfig {
-                    path: file.to_string_lossy().into_owned(),
-                    ..cfg.clone()
-                };
-                XdfSourceKind.build(one, ctx)
-            });
-            return crate::recording_set::build_set(ctx, &path, one);
+        if let Some(set) =
+            crate::recording_set::glob_set(&XdfSourceKind, &cfg, &cfg.path, ctx, |c, path| XdfSourceConfig { path, ..c })
+        {
+            return set;
         }
         let fail = |m: String| EngineError::config(ctx.label, m);
         crate::recording::check_pace(cfg.chunk, cfg.speed).map_err(fail)?;
