@@ -37,6 +37,7 @@ BENCHMARKS = {
     "bci": ("bci.py", [], [], ["scipy", "mne", "sklearn", "pyarrow"]),
     "lsl_roundtrip": ("lsl_roundtrip.py", [], ["--chunks", "300", "--repeats", "1"], ["pylsl", "root"]),
     "bandpower": ("bandpower_parquet.py", [], ["--seconds", "300", "--repeats", "1"], ["scipy", "pyarrow"]),
+    "edf_dataset": ("edf_dataset.py", [], ["--recordings", "4", "--seconds", "60", "--repeats", "1"], ["mne", "scipy", "pyarrow"]),
     "recording_formats": ("recording_formats.py", [], ["--seconds", "60", "--repeats", "1"], ["mne", "pandas", "pybv", "pyarrow"]),
     "checkpoint": ("checkpoint.py", ["--repeats", "5"], ["--rows", "200000", "--repeats", "1"], ["pyarrow"]),
     "cluster": ("cluster.py", [], ["--rows", "10000", "--tokens", "10000"], ["sklearn", "scipy"]),

@@ -53,6 +53,10 @@ RESULTS = {
         "EEG band power from a Parquet recording into Parquet, end to end, against SciPy + pyarrow.",
         [0],
     ),
+    "EDF_DATASET_RESULTS.md": (
+        "Band power of a dataset of EDF recordings (one run on a glob) against MNE + SciPy per file, in a loop and over a process pool.",
+        [0],
+    ),
     "LSL_RESULTS.md": (
         "Lab Streaming Layer in and straight back out (the latency floor of an LSL pipeline) against a pylsl relay.",
         [0],
