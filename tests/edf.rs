@@ -446,6 +446,9 @@ fn a_glob_of_recordings_runs_each_as_a_stream_of_its_own() {
             assert!(common::rows(&part) == *power, "{name}, {workers} workers: band power differs");
         }
     }
+    std::fs::write(d.join("dir.toml"), chain("recs", "path = \"x\"")).unwrap();
+    let err = run_err(d, &["run", "dir.toml"]);
+    assert!(err.contains("is a directory") && err.contains("`recs/*.edf`"), "{err}");
     let hypnogram = chain("recs/*.edf", "path = \"x\"").replace("chunk = 100", "chunk = 100\nannotations = \"h.edf\"");
     std::fs::write(d.join("hypnogram.toml"), hypnogram).unwrap();
     let err = run_err(d, &["run", "hypnogram.toml"]);

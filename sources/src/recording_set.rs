@@ -34,6 +34,20 @@ where
     K: SourceKind,
     K::Config: Clone + Send + Sync,
 {
+    let resolved = ctx.resolve(path);
+    if resolved.is_dir() {
+        let ext = match <K::Config as neurostream_engine::NodeConfig>::KIND {
+            "brainvision" => "vhdr",
+            "eeglab" => "set",
+            kind => kind,
+        };
+        let message = format!(
+            "`path` {} is a directory: name a recording, or a glob of its recordings such as `{}/*.{ext}`",
+            resolved.display(),
+            path.trim_end_matches('/')
+        );
+        return Some(Err(EngineError::config(ctx.label, message)));
+    }
     if !is_set(ctx, path) {
         return None;
     }
@@ -234,7 +248,9 @@ impl SetReader {
             settings: &c.settings,
             loaded: Default::default(),
         };
-        let source = (self.build_one)(&part.path, &ctx)?;
+        // Its start-up messages were logged when the run started and the file was checked.
+        let quiet = tracing::subscriber::NoSubscriber::default();
+        let source = tracing::subscriber::with_default(quiet, || (self.build_one)(&part.path, &ctx))?;
         if source.total_rows().unwrap_or(0) != part.rows || source.schema() != self.schema {
             return Err(EngineError::input(&part.path, "it changed since the run started"));
         }
