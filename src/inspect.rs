@@ -78,15 +78,25 @@ fn inspect_recording(path: &Path, kind: &str, rows: usize, keys: &[String]) -> a
     };
     let mut reader = source.open(WorkerPos { index: 0, peers: 1 })?;
     let (mut samples, mut markers) = (0u64, Vec::new());
+    // A glob of recordings: each one's stream, samples and markers, in the order read.
+    let mut recordings: Vec<(String, u64, usize)> = Vec::new();
     while let Some((_, batch)) = reader.next_batch()? {
         let Batch::Dense(frame) = batch else { continue };
+        if recordings.last().is_none_or(|r| r.0 != *frame.stream) {
+            recordings.push((frame.stream.to_string(), 0, 0));
+        }
+        let recording = recordings.last_mut().expect("pushed above");
         if let RowIndex::Samples(index) = &frame.index {
             for m in &frame.markers {
-                markers.push((index[m.row as usize] as f64 / sample_rate, m.label.clone()));
+                let at = index[m.row as usize] as f64 / sample_rate;
+                markers.push((at, m.label.clone(), frame.stream.to_string()));
             }
         }
+        recording.1 += frame.rows() as u64;
+        recording.2 += frame.markers.len();
         samples += frame.rows() as u64;
     }
+    let several = recordings.len() > 1;
     println!("file:     {}", path.display());
     println!("format:   {kind}");
     if kind == "xdf" {
@@ -106,14 +116,26 @@ fn inspect_recording(path: &Path, kind: &str, rows: usize, keys: &[String]) -> a
         schema.channels.len(),
         samples as f64 / sample_rate
     );
+    if several {
+        println!("recordings: {} (each a stream of its own)", recordings.len());
+        for (name, n, m) in &recordings {
+            println!(
+                "  {name:<24} {n:>10} samples ({:>10.3} s)  {m} markers",
+                *n as f64 / sample_rate
+            );
+        }
+    }
     println!("channels:");
     for c in &schema.channels {
         let kind = if c.kind.is_empty() { "-" } else { &c.kind };
         println!("  {:<16} {:<6} {kind}", c.name, c.unit);
     }
     println!("markers:  {}", markers.len());
-    for (at, label) in markers.iter().take(rows) {
-        println!("  {at:>12.3} s  {label}");
+    for (at, label, stream) in markers.iter().take(rows) {
+        match several {
+            true => println!("  {stream:<24} {at:>12.3} s  {label}"),
+            false => println!("  {at:>12.3} s  {label}"),
+        }
     }
     if markers.len() > rows {
         println!("  ... ({} more; `-n` shows more)", markers.len() - rows);

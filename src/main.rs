@@ -98,7 +98,8 @@ enum Command {
     /// Show a Parquet file's schema, row count, metadata and first rows, or a recording's
     /// channels, rate, length and markers (EDF/BDF, GDF, FIF, BrainVision, EEGLAB, XDF, CSV).
     Inspect {
-        /// The Parquet file or recording (by extension: .edf .bdf .gdf .fif .vhdr .set .xdf .csv .tsv .txt).
+        /// The Parquet file or recording (by extension: .edf .bdf .gdf .fif .vhdr .set .xdf .csv .tsv .txt),
+        /// or a quoted glob of recordings (`"sleep/*.edf"`: each one's samples and markers).
         file: PathBuf,
         /// Rows (markers of a recording) to print.
         #[arg(short = 'n', long, default_value_t = 5)]

@@ -446,6 +446,10 @@ fn a_glob_of_recordings_runs_each_as_a_stream_of_its_own() {
             assert!(common::rows(&part) == *power, "{name}, {workers} workers: band power differs");
         }
     }
+    let out = run_ok(d, &["inspect", "recs/*.edf", "-n", "2"]);
+    for want in ["recordings: 2", "mi_test ", "mi_train ", "15000 samples", "markers:  48"] {
+        assert!(out.contains(want), "inspect: no `{want}` in\n{out}");
+    }
     std::fs::write(d.join("dir.toml"), chain("recs", "path = \"x\"")).unwrap();
     let err = run_err(d, &["run", "dir.toml"]);
     assert!(err.contains("is a directory") && err.contains("`recs/*.edf`"), "{err}");
