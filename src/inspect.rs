@@ -12,6 +12,7 @@ use neurostream_engine::{parquet_read, Batch, RowIndex, StreamKind, WorkerPos};
 pub fn inspect(path: &Path, rows: usize, keys: &[String]) -> anyhow::Result<()> {
     match recording_kind(path) {
         Some(kind) => inspect_recording(path, kind, rows, keys),
+        None if keys.is_empty() && is_dataset(path) => inspect_dataset(path, rows),
         None if keys.is_empty() => inspect_parquet(path, rows),
         None => anyhow::bail!("{}: `--set` is for recordings, not Parquet files", path.display()),
     }
@@ -141,6 +142,37 @@ fn inspect_recording(path: &Path, kind: &str, rows: usize, keys: &[String]) -> a
         println!("  ... ({} more; `-n` shows more)", markers.len() - rows);
     }
     Ok(())
+}
+
+/// Whether `path` names several Parquet files: a directory, or a glob that is not a file.
+fn is_dataset(path: &Path) -> bool {
+    path.is_dir() || (path.to_string_lossy().contains(['*', '?', '[']) && !path.is_file())
+}
+
+/// Files of a dataset listed one per line, at most this many.
+const LISTED_FILES: usize = 20;
+
+/// A Parquet dataset (a directory, as the `parquet` source reads it, or a glob): its files
+/// with their rows, the total, then the first file as [`inspect_parquet`] shows it.
+fn inspect_dataset(path: &Path, rows: usize) -> anyhow::Result<()> {
+    let files = neurostream_sources::parquet_source::resolve_files(path).map_err(|m| anyhow::anyhow!("{m}"))?;
+    let mut total = 0u64;
+    println!("dataset:    {} ({} files)", path.display(), files.len());
+    for (i, f) in files.iter().enumerate() {
+        let builder = parquet_read::open(f, Default::default()).map_err(|m| anyhow::anyhow!("{}: {m}", f.display()))?;
+        let n = builder.metadata().file_metadata().num_rows().max(0) as u64;
+        total += n;
+        if i < LISTED_FILES {
+            let shown = f.strip_prefix(path).unwrap_or(f);
+            println!("  {:>12} rows  {}", n, shown.display());
+        }
+    }
+    if files.len() > LISTED_FILES {
+        println!("  ... ({} more files)", files.len() - LISTED_FILES);
+    }
+    println!("rows:       {total} in all");
+    println!();
+    inspect_parquet(&files[0], rows)
 }
 
 /// Prints the schema, row count, row groups, key-value metadata and the first `rows` rows.

@@ -99,7 +99,8 @@ enum Command {
     /// channels, rate, length and markers (EDF/BDF, GDF, FIF, BrainVision, EEGLAB, XDF, CSV).
     Inspect {
         /// The Parquet file or recording (by extension: .edf .bdf .gdf .fif .vhdr .set .xdf .csv .tsv .txt),
-        /// or a quoted glob of recordings (`"sleep/*.edf"`: each one's samples and markers).
+        /// or a quoted glob of recordings (`"sleep/*.edf"`: each one's samples and markers), or a
+        /// directory of Parquet files (a dataset: its files and rows, then the first file).
         file: PathBuf,
         /// Rows (markers of a recording) to print.
         #[arg(short = 'n', long, default_value_t = 5)]

@@ -115,6 +115,16 @@ fn each_recording_of_a_dataset_is_a_stream_of_its_own() {
         }
     }
 
+    let out = run_ok(d, &["inspect", "out/filtered", "-n", "0"]);
+    for want in [
+        "(3 files)",
+        "stream=sub-01/part-",
+        "9500 in all",
+        "neurostream.layout = signals",
+    ] {
+        assert!(out.contains(want), "inspect: no `{want}` in\n{out}");
+    }
+
     // The output reads back by its partition key as the same recordings.
     std::fs::write(
         d.join("back.toml"),
