@@ -104,6 +104,22 @@ pub fn build_set(ctx: &NodeContext, path: &str, build_one: BuildRecording) -> Re
             replayable: source.replayable(),
         });
     }
+    // A file another recording reads too (a FIF split file `x_raw-1.fif`, followed from
+    // `x_raw.fif`) is part of that recording, not one of its own.
+    let continued: std::collections::HashSet<&Path> = parts
+        .iter()
+        .flat_map(|p| p.files.iter().filter(move |f| **f != p.path).map(PathBuf::as_path))
+        .collect();
+    let (parts, left_out): (Vec<Part>, Vec<Part>) = parts.iter().cloned().partition(|p| !continued.contains(p.path.as_path()));
+    if !left_out.is_empty() {
+        let names: Vec<&str> = left_out.iter().map(|p| p.name.as_ref()).collect();
+        tracing::info!(
+            "{}: {} files continue another recording and are read as part of it: {}",
+            ctx.label,
+            left_out.len(),
+            names.join(", ")
+        );
+    }
     Ok(Arc::new(RecordingSet {
         parts,
         schema: schema.expect("at least one file"),
@@ -313,13 +329,15 @@ mod tests {
     use crate::recording::{HeldBlocks, RecordingSource, ReplaySettings};
 
     /// A one-channel recording whose file holds its length (and, after a space, its channel's
-    /// name): sample `s` has value `s`.
+    /// name, then files it also reads): sample `s` has value `s`.
     fn build_one() -> BuildRecording {
         Arc::new(|file: &Path, ctx: &NodeContext| {
             let text = std::fs::read_to_string(file).unwrap();
             let mut words = text.split_whitespace();
             let n: usize = words.next().unwrap().parse().unwrap();
             let channel = words.next().unwrap_or("A").to_string();
+            let mut files = vec![file.to_path_buf()];
+            files.extend(words.map(|w| file.with_file_name(w)));
             let schema = Arc::new(Schema::signal(&[channel.as_str()], "uV", 100.0));
             let values: Arc<Vec<Vec<f32>>> = Arc::new(vec![(0..n).map(|s| s as f32).collect()]);
             Ok(Arc::new(RecordingSource {
@@ -333,7 +351,7 @@ mod tests {
                     factors: None,
                     events: Arc::new(Vec::new()),
                 },
-                files: vec![file.to_path_buf()],
+                files,
                 rows: n as u64,
                 open: Box::new(move || Ok(Box::new(HeldBlocks::new(values.clone(), 1)))),
             }) as Arc<dyn Source>)
@@ -402,6 +420,14 @@ mod tests {
         };
         assert_eq!(w0, rebased("s2", 20, 0));
         assert_eq!(w1, [rebased("s1", 0, 0), rebased("s3", 60, 20)].concat());
+
+        // A file another recording also reads (as a FIF file follows its split files) is part
+        // of it, not a recording of its own.
+        std::fs::write(dir.path().join("s0.rec"), "5 A s3.rec").unwrap();
+        let set = build_set(&ctx, "*.rec", build_one()).unwrap();
+        let names: Vec<String> = set.stream_placement(1).into_iter().map(|(n, _)| n.to_string()).collect();
+        assert_eq!((names, set.total_rows()), (vec![s("s0"), s("s1"), s("s2")], Some(65)));
+        std::fs::remove_file(dir.path().join("s0.rec")).unwrap();
 
         std::fs::write(dir.path().join("s4.rec"), "5 B").unwrap();
         let err = build_set(&ctx, "*.rec", build_one()).err().unwrap().to_string();
