@@ -239,7 +239,11 @@ impl ParquetSource {
                 if fi > 0 && streams[fi] != streams[fi - 1] {
                     last_sample = None;
                 }
-                if let Some((first, last)) = sample_range(meta) {
+                let range = match sample_range(meta) {
+                    Some(r) => Some(r),
+                    None => read_sample_range(path, meta)?,
+                };
+                if let Some((first, last)) = range {
                     if let Some((prev, prev_last)) = last_sample.filter(|&(_, l)| first <= l) {
                         return Err(EngineError::input(
                             path,
@@ -316,16 +320,56 @@ impl ParquetSource {
     }
 }
 
+/// The first and last `sample` of a signal file without statistics, read from its `sample`
+/// column: the first value of its first row group with rows, the last of its last.
+fn read_sample_range(path: &Path, meta: &parquet::file::metadata::ParquetMetaData) -> Result<Option<(i64, i64)>> {
+    use arrow::array::{Array, AsArray};
+    let Some(column) = sample_leaf(meta) else {
+        return Ok(None);
+    };
+    let groups: Vec<usize> = (0..meta.num_row_groups())
+        .filter(|&g| meta.row_group(g).num_rows() > 0)
+        .collect();
+    let (Some(&first), Some(&last)) = (groups.first(), groups.last()) else {
+        return Ok(None);
+    };
+    let values = |group: usize| -> Result<Vec<i64>> {
+        let builder = open_builder(path)?;
+        let mask = parquet::arrow::ProjectionMask::leaves(builder.parquet_schema(), [column]);
+        let reader = builder
+            .with_projection(mask)
+            .with_row_groups(vec![group])
+            .build()
+            .map_err(|e| EngineError::input(path, format!("row group {group}: {e}")))?;
+        let mut out = Vec::new();
+        for batch in reader {
+            let batch = batch.map_err(|e| EngineError::input(path, format!("row group {group}: {e}")))?;
+            let cast = arrow::compute::cast(batch.column(0), &arrow::datatypes::DataType::Int64)
+                .map_err(|e| EngineError::input(path, format!("`sample`: {e}")))?;
+            let ints = cast.as_primitive::<arrow::datatypes::Int64Type>();
+            out.extend((0..ints.len()).filter(|&r| ints.is_valid(r)).map(|r| ints.value(r)));
+        }
+        Ok(out)
+    };
+    let head = values(first)?;
+    let tail = if last == first { head.clone() } else { values(last)? };
+    Ok(head.first().copied().zip(tail.last().copied()))
+}
+
+/// The index of the `sample` column among a file's leaf columns.
+fn sample_leaf(meta: &parquet::file::metadata::ParquetMetaData) -> Option<usize> {
+    meta.file_metadata()
+        .schema_descr()
+        .columns()
+        .iter()
+        .position(|c| c.path().parts() == ["sample"])
+}
+
 /// The first and last `sample` of a signal file, from its row groups' statistics (the smallest
 /// of the first group, the largest of the last); `None` without them.
 fn sample_range(meta: &parquet::file::metadata::ParquetMetaData) -> Option<(i64, i64)> {
     use parquet::file::statistics::Statistics;
-    let column = meta
-        .file_metadata()
-        .schema_descr()
-        .columns()
-        .iter()
-        .position(|c| c.path().parts() == ["sample"])?;
+    let column = sample_leaf(meta)?;
     let groups: Vec<_> = meta.row_groups().iter().filter(|g| g.num_rows() > 0).collect();
     let bound = |g: &parquet::file::metadata::RowGroupMetaData, max: bool| match g.column(column).statistics()? {
         Statistics::Int64(s) => if max { s.max_opt() } else { s.min_opt() }.copied(),
@@ -872,6 +916,25 @@ mod deal_tests {
         assert!(err.contains("s.parquet"), "{err}");
     }
 
+    /// A copy of a Parquet file written without statistics (beside it, `*.bare`).
+    fn without_statistics(path: &Path) -> PathBuf {
+        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap()).unwrap();
+        let schema = reader.schema().clone();
+        let props = parquet::file::properties::WriterProperties::builder()
+            .set_statistics_enabled(parquet::file::properties::EnabledStatistics::None)
+            .build();
+        let out = path.with_extension("bare");
+        let mut w = parquet::arrow::ArrowWriter::try_new(File::create(&out).unwrap(), schema, Some(props)).unwrap();
+        for batch in reader.build().unwrap() {
+            w.write(&batch.unwrap()).unwrap();
+            w.flush().unwrap();
+        }
+        w.close().unwrap();
+        let meta = ParquetRecordBatchReaderBuilder::try_new(File::open(&out).unwrap()).unwrap();
+        assert!(sample_range(meta.metadata()).is_none(), "statistics left in");
+        out
+    }
+
     /// Everything `reader` yields: (time, stream, first sample or `None` for a stream's end).
     fn stream_events(reader: &mut dyn SourceReader) -> Vec<(u64, String, Option<i64>)> {
         let mut out = Vec::new();
@@ -960,12 +1023,25 @@ mod deal_tests {
         assert_eq!(r.skip_batches(2).unwrap(), 25);
         assert_eq!(stream_events(r.as_mut())[0], (25, s("sub-01"), None));
 
-        // By default, one stream: the second recording's samples restart.
+        // By default, one stream: the second recording's samples restart (told from the
+        // statistics, or from the column where a writer left them out).
         let err = build(&root, None, 16).err().expect("samples restart").to_string();
         assert!(
             err.contains("sub-02.parquet") && err.contains("sub-01.parquet") && err.contains("stream_by = \"file\""),
             "{err}"
         );
+        let bare = dir.path().join("bare");
+        for (name, start) in [("a.parquet", 0), ("b.parquet", 0)] {
+            let path = signal_file_at(&bare, name, start, &[10, 10]);
+            let rewritten = without_statistics(&path);
+            std::fs::rename(rewritten, &path).unwrap();
+        }
+        let err = build(&bare, None, 16).err().expect("samples restart").to_string();
+        assert!(err.contains("b.parquet") && err.contains("a.parquet"), "{err}");
+        signal_file_at(&bare, "b.parquet", 20, &[10]);
+        let b = bare.join("b.parquet");
+        std::fs::rename(without_statistics(&b), &b).unwrap();
+        assert!(build(&bare, None, 16).is_ok(), "samples that follow on are one stream");
         // Parts of one recording whose samples follow on are one stream, by default or by key.
         let parts = dir.path().join("parts");
         signal_file_at(&parts, "subject=1/part-0.parquet", 0, &[20]);
