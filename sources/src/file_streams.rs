@@ -1,5 +1,6 @@
-//! Stream names for files that are recordings of their own: each file's path below the files'
-//! deepest common directory, without its extension (`sub-01`, `ses-1/sub-01`).
+//! Streams of sources whose files are recordings of their own: each file's stream name (its
+//! path below the files' deepest common directory, without its extension: `sub-01`,
+//! `ses-1/sub-01`), and the worker each stream is read on whole.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,6 +19,22 @@ pub fn file_stream_names(files: &[PathBuf]) -> Vec<Arc<str>> {
             Arc::from(parts.join("/"))
         })
         .collect()
+}
+
+/// The worker of `peers` each of the streams of `sizes` rows is read on: the largest first,
+/// each to the worker with the fewest rows so far (ties: the lower index, then the earlier
+/// stream), so the workers get about as many rows each.
+pub fn place_largest_first(sizes: &[u64], peers: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..sizes.len()).collect();
+    order.sort_by_key(|&i| (std::cmp::Reverse(sizes[i]), i));
+    let mut load = vec![0u64; peers.max(1)];
+    let mut placed = vec![0; sizes.len()];
+    for i in order {
+        let w = (0..load.len()).min_by_key(|&w| (load[w], w)).expect("a worker");
+        load[w] += sizes[i];
+        placed[i] = w;
+    }
+    placed
 }
 
 /// The deepest directory holding every file.

@@ -180,19 +180,11 @@ pub struct RecordingSet {
 }
 
 impl RecordingSet {
-    /// The worker of `peers` each recording is read on: the longest first, each to the worker
-    /// with the fewest samples so far (ties: the lower index).
+    /// The worker of `peers` each recording is read on
+    /// ([`crate::file_streams::place_largest_first`] by samples).
     fn placement(&self, peers: usize) -> Vec<usize> {
-        let mut order: Vec<usize> = (0..self.parts.len()).collect();
-        order.sort_by_key(|&i| (std::cmp::Reverse(self.parts[i].rows), i));
-        let mut load = vec![0u64; peers.max(1)];
-        let mut placed = vec![0; self.parts.len()];
-        for i in order {
-            let w = (0..load.len()).min_by_key(|&w| (load[w], w)).expect("a worker");
-            load[w] += self.parts[i].rows;
-            placed[i] = w;
-        }
-        placed
+        let rows: Vec<u64> = self.parts.iter().map(|p| p.rows).collect();
+        crate::file_streams::place_largest_first(&rows, peers)
     }
 }
 

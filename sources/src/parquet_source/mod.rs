@@ -380,25 +380,16 @@ fn sample_range(meta: &parquet::file::metadata::ParquetMetaData) -> Option<(i64,
 }
 
 impl ParquetSource {
-    /// With `stream_by`: the worker of `peers` each stream is read on, whole. Largest first,
-    /// each to the worker with the fewest rows so far (ties: the lower index, then stream
-    /// names), so the workers get about as many rows each.
+    /// With `stream_by`: the worker of `peers` each stream is read on, whole
+    /// ([`crate::file_streams::place_largest_first`], streams in name order).
     fn placement(&self, peers: usize) -> std::collections::HashMap<Arc<str>, usize> {
         let mut rows: std::collections::BTreeMap<&Arc<str>, u64> = Default::default();
         for g in &self.groups {
             *rows.entry(&self.streams[g.file]).or_default() += g.rows;
         }
-        let mut by_size: Vec<(&Arc<str>, u64)> = rows.into_iter().collect();
-        by_size.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
-        let mut load = vec![0u64; peers.max(1)];
-        by_size
-            .into_iter()
-            .map(|(stream, n)| {
-                let w = (0..load.len()).min_by_key(|&w| (load[w], w)).expect("a worker");
-                load[w] += n;
-                (stream.clone(), w)
-            })
-            .collect()
+        let (streams, sizes): (Vec<&Arc<str>>, Vec<u64>) = rows.into_iter().unzip();
+        let placed = crate::file_streams::place_largest_first(&sizes, peers);
+        streams.into_iter().cloned().zip(placed).collect()
     }
 
     /// With `stream_by`: the row groups of the streams `worker` reads whole
