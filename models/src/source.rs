@@ -48,7 +48,8 @@ impl ModelName {
 #[serde(deny_unknown_fields)]
 pub struct LanguageModelConfig {
     /// `smollm2`: SmolLM2-135M-Instruct, GGUF Q4_1 (30 blocks, d_model 576; tokenizer from the GGUF
-    /// metadata); `minilm`: all-MiniLM-L6-v2, BERT (6 layers, d_model 384; `tokenizer.json`,
+    /// metadata; weights dequantized to f32 when loaded, about 0.6 GB shared by a process's
+    /// workers; only the blocks up to `layer` run); `minilm`: all-MiniLM-L6-v2, BERT (6 layers, d_model 384; `tokenizer.json`,
     /// `[CLS]`/`[SEP]` included, no padding).
     pub model: ModelName,
     /// Weights: the GGUF file (smollm2) or the model folder (minilm); default: where
@@ -135,6 +136,7 @@ impl SourceKind for LanguageModelKind {
             weights,
             documents: Arc::new(documents),
             cfg,
+            llama: std::sync::Mutex::new(None),
         }))
     }
 }
@@ -169,6 +171,22 @@ struct LanguageModelSource {
     weights: PathBuf,
     documents: Arc<Vec<(u64, String)>>,
     cfg: LanguageModelConfig,
+    /// The SmolLM2 weights once a worker has loaded them, shared by this process's workers
+    /// (f32, about 0.6 GB).
+    llama: std::sync::Mutex<Option<Arc<Llama>>>,
+}
+
+impl LanguageModelSource {
+    /// The Llama model, loaded by the first worker that asks.
+    fn shared_llama(&self) -> Result<Arc<Llama>> {
+        let mut slot = self.llama.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(model) = &*slot {
+            return Ok(model.clone());
+        }
+        let model = Arc::new(Llama::load(&self.weights).map_err(EngineError::Runtime)?);
+        *slot = Some(model.clone());
+        Ok(model)
+    }
 }
 
 impl Source for LanguageModelSource {
@@ -182,7 +200,7 @@ impl Source for LanguageModelSource {
         let mine: Vec<usize> = crate::worker_docs(self.documents.len(), worker).collect();
         let model = match (mine.is_empty(), self.cfg.model) {
             (true, _) => None,
-            (false, ModelName::Smollm2) => Some(Model::Llama(Llama::load(&self.weights).map_err(EngineError::Runtime)?)),
+            (false, ModelName::Smollm2) => Some(Model::Llama(self.shared_llama()?)),
             (false, ModelName::Minilm) => Some(Model::Bert(Bert::load(&self.weights).map_err(EngineError::Runtime)?)),
         };
         Ok(Box::new(LanguageModelReader {
@@ -200,7 +218,7 @@ impl Source for LanguageModelSource {
 }
 
 enum Model {
-    Llama(Llama),
+    Llama(Arc<Llama>),
     Bert(Bert),
 }
 
@@ -213,8 +231,8 @@ impl Model {
                 let (mut ids, mut texts) = m.tokenizer.encode_with_text(text)?;
                 ids.truncate(max_tokens);
                 texts.truncate(max_tokens);
-                let out = m.forward(&ids, &[layer])?;
-                Ok((out.residuals.into_iter().next().expect("one layer asked").1, texts))
+                let out = m.residuals(&ids, &[layer])?;
+                Ok((out.into_iter().next().expect("one layer asked").1, texts))
             }
             Model::Bert(m) => {
                 let mut ids = m.encode(text)?;
