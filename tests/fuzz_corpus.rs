@@ -1,7 +1,7 @@
 //! Replays every fuzz corpus and regression input (`fuzz/corpus/<target>/`, including the
 //! inputs that once crashed, kept after their fix) through the fuzz targets' code on stable Rust,
 //! so each test run re-checks that none panics; then a short mutation fuzz run per target
-//! (`NEUROSTREAM_FUZZ_SECONDS`, default 10 s each; seed from `NEUROSTREAM_FUZZ_SEED` or the
+//! (`NEUROSTREAM_FUZZ_SECONDS`, default 4 s each; seed from `NEUROSTREAM_FUZZ_SEED` or the
 //! clock, printed). The long coverage-guided runs: see fuzz/README.md.
 
 use std::path::{Path, PathBuf};
@@ -111,7 +111,7 @@ fn fuzz(target: &str, f: fn(&[u8])) {
     let seconds: f64 = std::env::var("NEUROSTREAM_FUZZ_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(10.0);
+        .unwrap_or(4.0);
     let seed = std::env::var("NEUROSTREAM_FUZZ_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
