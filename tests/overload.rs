@@ -27,7 +27,7 @@ fn pipeline(policy: &str) -> String {
     format!(
         r#"
 [pipeline]
-max_in_flight_mb = 1.0
+max_in_flight_mb = 0.5
 
 [sources.eeg]
 kind = "synthetic_eeg"
@@ -57,7 +57,7 @@ fn drop_policies_keep_memory_bounded_and_count_every_row() {
     let d = dir.path();
     for policy in [
         "overload = \"drop_newest\"",
-        "overload = \"drop_oldest\"\noverload_buffer_rows = 2000",
+        "overload = \"drop_oldest\"\noverload_buffer_rows = 400",
     ] {
         std::fs::write(d.join("p.toml"), pipeline(policy)).unwrap();
         let mut child = Command::new(common::bin())
