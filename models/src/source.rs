@@ -201,7 +201,9 @@ impl Source for LanguageModelSource {
         let model = match (mine.is_empty(), self.cfg.model) {
             (true, _) => None,
             (false, ModelName::Smollm2) => Some(Model::Llama(self.shared_llama()?)),
-            (false, ModelName::Minilm) => Some(Model::Bert(Bert::load(&self.weights).map_err(EngineError::Runtime)?)),
+            (false, ModelName::Minilm) => Some(Model::Bert(Box::new(
+                Bert::load(&self.weights).map_err(EngineError::Runtime)?,
+            ))),
         };
         Ok(Box::new(LanguageModelReader {
             name: self.name.clone(),
@@ -219,7 +221,7 @@ impl Source for LanguageModelSource {
 
 enum Model {
     Llama(Arc<Llama>),
-    Bert(Bert),
+    Bert(Box<Bert>),
 }
 
 impl Model {
