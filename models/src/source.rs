@@ -49,8 +49,8 @@ impl ModelName {
 pub struct LanguageModelConfig {
     /// `smollm2`: SmolLM2-135M-Instruct, GGUF Q4_1 (30 blocks, d_model 576; tokenizer from the GGUF
     /// metadata; weights dequantized to f32 when loaded, about 0.6 GB shared by a process's
-    /// workers; only the blocks up to `layer` run); `minilm`: all-MiniLM-L6-v2, BERT (6 layers, d_model 384; `tokenizer.json`,
-    /// `[CLS]`/`[SEP]` included, no padding).
+    /// workers; only the blocks up to `layer` run); `minilm`: all-MiniLM-L6-v2, BERT (6 layers,
+    /// d_model 384; `tokenizer.json`, `[CLS]`/`[SEP]` included, no padding).
     pub model: ModelName,
     /// Weights: the GGUF file (smollm2) or the model folder (minilm); default: where
     /// `scripts/fetch_models.sh` puts them.
