@@ -13,7 +13,7 @@
 #   - Debian's chromium when run as root (the live view's browser tests drive it headless;
 #     set CHROMIUM to another Chromium binary);
 #   - a Python venv in .venv with numpy, pyarrow, duckdb, polars, scipy, pyedflib, MNE,
-#     scikit-learn and pylsl for the reference checks (set NEUROSTREAM_PYTHON to use another
+#     scikit-learn, pylsl and gguf for the reference checks (set NEUROSTREAM_PYTHON to use another
 #     interpreter), and the Python package (python/) built into it with the tests' profile.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,7 +49,7 @@ if [ -z "${CHROMIUM:-}" ] && ! command -v chromium >/dev/null; then
 fi
 
 if [ -z "${NEUROSTREAM_PYTHON:-}" ]; then
-    if ! .venv/bin/python -c "import numpy, pyarrow, duckdb, polars, scipy, safetensors, pandas, pyedflib, mne, pymatreader, eeglabio, sklearn, pylsl, pyriemann, pytest" 2>/dev/null; then
+    if ! .venv/bin/python -c "import numpy, pyarrow, duckdb, polars, scipy, safetensors, pandas, pyedflib, mne, pymatreader, eeglabio, sklearn, pylsl, pyriemann, pytest, gguf" 2>/dev/null; then
         echo "== creating .venv with the Python reference libraries"
         python3 -m venv .venv
         .venv/bin/pip install -q --disable-pip-version-check -r tests/python/requirements.txt

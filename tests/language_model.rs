@@ -1,6 +1,7 @@
 //! The `language_model` source: SmolLM2 over the bundled abstracts, through a pipeline into
 //! Parquet. Token texts reassemble the documents, results do not depend on the worker count or
-//! on reading the texts from stdin, and configuration mistakes are clear errors. Needs the
+//! on reading the texts from stdin, and configuration mistakes are clear errors; every block's
+//! residual stream and the logits match a float64 numpy forward pass. Needs the
 //! weights: `scripts/fetch_models.sh` (or NEUROSTREAM_SKIP_MODEL_TESTS=1 to skip).
 
 mod common;
@@ -100,6 +101,44 @@ fn smollm2_residuals_stream_with_token_text() {
         .unwrap();
     common::wait_ok(child);
     assert_eq!(read(&d.join("acts.parquet")), one, "stdin gives the same rows");
+}
+
+/// Every block's residual stream and the last position's logits against a float64 numpy forward
+/// pass (tests/python/llama_reference.py; the weights read by llama.cpp's `gguf` package), and the
+/// source's layer-15 rows, to the bit, against the full model's residual after block 15.
+#[test]
+fn smollm2_matches_a_float64_numpy_forward_pass() {
+    let Some(weights) = neurostream::models::test_weights("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf") else {
+        return;
+    };
+    let Some(py) = common::python() else { return };
+    let model = neurostream::models::llama::Llama::load(&weights).unwrap();
+    let first = std::fs::read_to_string(TEXTS).unwrap().lines().next().unwrap().to_string();
+    let (mut ids, _) = model.tokenizer.encode_with_text(&first).unwrap();
+    ids.truncate(32);
+    let blocks: Vec<usize> = (0..model.n_layers()).collect();
+    let out = model.forward(&ids, &blocks).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let le = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    std::fs::write(d.join("ids.u32"), ids.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
+    let residuals: Vec<f32> = out.residuals.iter().flat_map(|(_, r)| r.iter().copied()).collect();
+    std::fs::write(d.join("residuals.f32"), le(&residuals)).unwrap();
+    std::fs::write(d.join("logits.f32"), le(&out.last_logits)).unwrap();
+    common::run_python(&py, "llama_reference.py", &[weights.to_str().unwrap(), d.to_str().unwrap()]);
+
+    let one_document = pipeline(TEXTS, "")
+        .replace("max_tokens = 12", "max_tokens = 32")
+        .replace("documents = 3", "documents = 1");
+    std::fs::write(d.join("p.toml"), one_document).unwrap();
+    run_ok(d, &["run", "p.toml", "--quiet"]);
+    let rows = read(&d.join("acts.parquet"));
+    assert_eq!(rows.len(), ids.len());
+    let block_15 = &out.residuals[15].1;
+    for (r, (_, pos, _, act)) in rows.iter().enumerate() {
+        assert_eq!(*pos as usize, r);
+        assert!(act[..] == block_15[r * 576..(r + 1) * 576], "token {r} differs from the full model's block 15");
+    }
 }
 
 #[test]
