@@ -4,7 +4,8 @@
 //! SwiGLU MLP; a final RMSNorm and the (tied) output projection give the logits.
 //!
 //! [`Llama::forward`] returns the residual stream after each requested block (`blocks.{i}.hook_resid_post`
-//! in TransformerLens terms) and the logits of the last position.
+//! in TransformerLens terms) and the logits of the last position. [`Llama::load_blocks`] loads only
+//! the first blocks, for a reader of residuals that needs no logits.
 
 use std::path::{Path, PathBuf};
 
@@ -53,19 +54,26 @@ struct Block {
     down: QMatMul,
 }
 
-/// A loaded Llama model with its tokenizer.
+/// A loaded Llama model with its tokenizer: all of it, or its first blocks only.
 pub struct Llama {
-    /// The configuration.
+    /// The configuration (of the whole model in the file, also when only some blocks are loaded).
     pub config: LlamaConfig,
     /// The tokenizer from the GGUF metadata.
     pub tokenizer: TextTokenizer,
     /// Where the weights came from.
     pub path: PathBuf,
     embed: Tensor,
+    /// Blocks `0..blocks.len()`; fewer than `config.n_layers` when loaded by [`Llama::load_blocks`].
     blocks: Vec<Block>,
-    out_norm: Tensor,
-    lm_head: QMatMul,
+    /// The final RMSNorm and output projection; loaded only with every block.
+    head: Option<Head>,
     device: Device,
+}
+
+/// The final RMSNorm and the output projection to the vocabulary.
+struct Head {
+    norm: Tensor,
+    projection: QMatMul,
 }
 
 fn err(path: &Path, m: impl std::fmt::Display) -> String {
@@ -98,6 +106,18 @@ pub struct LlamaOutput {
 impl Llama {
     /// Loads a GGUF file of the `llama` architecture (any llama.cpp quantization candle reads).
     pub fn load(path: &Path) -> Result<Llama, String> {
+        Self::load_some(path, None)
+    }
+
+    /// Loads the embedding and blocks `0..blocks` only, without the output head: enough for
+    /// [`Llama::residuals`] after any of those blocks, in the memory (f32) and load time those
+    /// blocks need. `blocks` must be 1 to the file's block count; with every block the head is
+    /// loaded too, as [`Llama::load`] does.
+    pub fn load_blocks(path: &Path, blocks: usize) -> Result<Llama, String> {
+        Self::load_some(path, Some(blocks))
+    }
+
+    fn load_some(path: &Path, blocks: Option<usize>) -> Result<Llama, String> {
         let mut file = std::fs::File::open(path).map_err(|e| err(path, format!("cannot open: {e}")))?;
         let content = gguf_file::Content::read(&mut file).map_err(|e| err(path, format!("not a GGUF file: {e}")))?;
         let md = &content.metadata;
@@ -126,6 +146,13 @@ impl Llama {
             rope_base: f("llama.rope.freq_base", 10000.0),
             vocab: 0,
         };
+        let loaded = blocks.unwrap_or(config.n_layers);
+        if loaded == 0 || loaded > config.n_layers {
+            return Err(err(
+                path,
+                format!("cannot load {loaded} blocks: the model has 1..={}", config.n_layers),
+            ));
+        }
         let device = Device::Cpu;
         let tokenizer = gguf_tokenizer(&content).map_err(|e| err(path, e))?;
         let mut qt = |name: &str| {
@@ -141,13 +168,18 @@ impl Llama {
         let dense = |w: candle_core::quantized::QTensor| -> Result<QMatMul, String> {
             Ok(QMatMul::Tensor(w.dequantize(&device).map_err(|e| err(path, e))?))
         };
-        let lm_head = match qt("output.weight") {
-            Ok(w) => dense(w)?,
-            Err(_) => QMatMul::Tensor(embed.clone()), // tied embeddings
+        let head = if loaded == config.n_layers {
+            let projection = match qt("output.weight") {
+                Ok(w) => dense(w)?,
+                Err(_) => QMatMul::Tensor(embed.clone()), // tied embeddings
+            };
+            let norm = qt("output_norm.weight")?.dequantize(&device).map_err(|e| err(path, e))?;
+            Some(Head { norm, projection })
+        } else {
+            None
         };
-        let out_norm = qt("output_norm.weight")?.dequantize(&device).map_err(|e| err(path, e))?;
-        let mut blocks = Vec::with_capacity(config.n_layers);
-        for i in 0..config.n_layers {
+        let mut blocks = Vec::with_capacity(loaded);
+        for i in 0..loaded {
             let mut mm = |n: &str| -> Result<QMatMul, String> { dense(qt(&format!("blk.{i}.{n}.weight"))?) };
             let (q, k, v, o) = (mm("attn_q")?, mm("attn_k")?, mm("attn_v")?, mm("attn_output")?);
             let (gate, up, down) = (mm("ffn_gate")?, mm("ffn_up")?, mm("ffn_down")?);
@@ -175,8 +207,7 @@ impl Llama {
             path: path.to_path_buf(),
             embed,
             blocks,
-            out_norm,
-            lm_head,
+            head,
             device,
         })
     }
@@ -228,12 +259,13 @@ impl Llama {
 
     /// Runs `tokens` (one sequence) through the model. Returns the residual stream after each
     /// block in `keep` (0-based; `n_layers − 1` is the last block) and the last position's logits.
+    /// An error on a model loaded by [`Llama::load_blocks`] without every block.
     pub fn forward(&self, tokens: &[u32], keep: &[usize]) -> Result<LlamaOutput, String> {
         self.run(tokens, keep, true)
     }
 
     /// The residual stream after each block in `keep`, as [`Llama::forward`] returns it, running
-    /// only the blocks up to the last one kept (no logits).
+    /// only the blocks up to the last one kept (no logits). Every block in `keep` must be loaded.
     pub fn residuals(&self, tokens: &[u32], keep: &[usize]) -> Result<Vec<(usize, Vec<f32>)>, String> {
         Ok(self.run(tokens, keep, false)?.residuals)
     }
@@ -244,12 +276,28 @@ impl Llama {
         if tokens.is_empty() {
             return Err("no tokens".into());
         }
-        if let Some(&bad) = keep.iter().find(|&&l| l >= self.config.n_layers) {
-            return Err(format!(
-                "layer {bad} out of range: the model has blocks 0..{}",
-                self.config.n_layers
-            ));
+        if let Some(&bad) = keep.iter().find(|&&l| l >= self.blocks.len()) {
+            return Err(if bad >= self.config.n_layers {
+                format!("layer {bad} out of range: the model has blocks 0..{}", self.config.n_layers)
+            } else {
+                format!(
+                    "layer {bad} not loaded: blocks 0..{} of {} were loaded",
+                    self.blocks.len(),
+                    self.config.n_layers
+                )
+            });
         }
+        let head = match (&self.head, logits) {
+            (None, true) => {
+                return Err(format!(
+                    "{}: no logits: only blocks 0..{} of {} were loaded",
+                    self.path.display(),
+                    self.blocks.len(),
+                    self.config.n_layers
+                ))
+            }
+            (head, _) => head.as_ref().filter(|_| logits),
+        };
         let run = || -> candle_core::Result<LlamaOutput> {
             let t = tokens.len();
             let ids = Tensor::new(tokens, &self.device)?;
@@ -261,7 +309,7 @@ impl Llama {
             let mask = Tensor::from_vec(mask, (t, t), &self.device)?;
             let mut residuals = Vec::new();
             let eps = self.config.eps as f32;
-            let through = if logits {
+            let through = if head.is_some() {
                 self.blocks.len()
             } else {
                 keep.iter().max().map_or(0, |&l| l + 1)
@@ -275,14 +323,14 @@ impl Llama {
                     residuals.push((l, x.flatten_all()?.to_vec1::<f32>()?));
                 }
             }
-            if !logits {
+            let Some(head) = head else {
                 return Ok(LlamaOutput {
                     residuals,
                     last_logits: Vec::new(),
                 });
-            }
+            };
             let last = x.narrow(0, t - 1, 1)?;
-            let logits = self.lm_head.forward(&candle_nn::ops::rms_norm(&last, &self.out_norm, eps)?)?;
+            let logits = head.projection.forward(&candle_nn::ops::rms_norm(&last, &head.norm, eps)?)?;
             Ok(LlamaOutput {
                 residuals,
                 last_logits: logits.flatten_all()?.to_vec1::<f32>()?,
@@ -309,9 +357,14 @@ impl Llama {
         self.tokenizer.decode(&ids[start..])
     }
 
-    /// Number of transformer blocks.
+    /// Number of transformer blocks in the model (loaded or not).
     pub fn n_layers(&self) -> usize {
         self.config.n_layers
+    }
+
+    /// Number of blocks loaded: [`Llama::n_layers`] unless loaded by [`Llama::load_blocks`].
+    pub fn loaded_blocks(&self) -> usize {
+        self.blocks.len()
     }
 }
 
@@ -331,6 +384,37 @@ mod tests {
         // Digits are single tokens (the `smollm` pre-tokenizer), so " 5, 6" is five tokens.
         let out = m.greedy("1, 2, 3, 4,", 5).unwrap();
         assert_eq!(out, " 5, 6", "{out:?}");
+    }
+
+    #[test]
+    fn the_first_blocks_alone_give_the_same_residuals() {
+        let Some(p) = crate::test_weights("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf") else {
+            return;
+        };
+        let full = Llama::load(&p).unwrap();
+        let part = Llama::load_blocks(&p, 16).unwrap();
+        assert_eq!((part.loaded_blocks(), part.n_layers()), (16, 30));
+        let ids = full.tokenizer.encode("Residual streams of the first blocks.").unwrap();
+        let keep = [3, 15];
+        // The same weights and ops in the same order: equal to the bit.
+        assert!(full.forward(&ids, &keep).unwrap().residuals == part.residuals(&ids, &keep).unwrap());
+        let e = part.residuals(&ids, &[16]).unwrap_err();
+        assert!(e.contains("layer 16 not loaded: blocks 0..16 of 30"), "{e}");
+        let e = part.residuals(&ids, &[30]).unwrap_err();
+        assert!(e.contains("layer 30 out of range: the model has blocks 0..30"), "{e}");
+        let e = part.forward(&ids, &[3]).err().unwrap();
+        assert!(e.contains("no logits: only blocks 0..16 of 30 were loaded"), "{e}");
+        for n in [0, 31] {
+            let e = Llama::load_blocks(&p, n).err().unwrap();
+            assert!(e.contains(&format!("cannot load {n} blocks: the model has 1..=30")), "{e}");
+        }
+        assert_eq!(
+            Llama::load_blocks(&p, 30)
+                .unwrap()
+                .greedy("The capital of France is", 1)
+                .unwrap(),
+            " Paris"
+        );
     }
 
     #[test]
