@@ -121,7 +121,11 @@ fn smollm2_matches_a_float64_numpy_forward_pass() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let le = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
-    std::fs::write(d.join("ids.u32"), ids.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
+    std::fs::write(
+        d.join("ids.u32"),
+        ids.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>(),
+    )
+    .unwrap();
     let residuals: Vec<f32> = out.residuals.iter().flat_map(|(_, r)| r.iter().copied()).collect();
     std::fs::write(d.join("residuals.f32"), le(&residuals)).unwrap();
     std::fs::write(d.join("logits.f32"), le(&out.last_logits)).unwrap();
@@ -137,7 +141,10 @@ fn smollm2_matches_a_float64_numpy_forward_pass() {
     let block_15 = &out.residuals[15].1;
     for (r, (_, pos, _, act)) in rows.iter().enumerate() {
         assert_eq!(*pos as usize, r);
-        assert!(act[..] == block_15[r * 576..(r + 1) * 576], "token {r} differs from the full model's block 15");
+        assert!(
+            act[..] == block_15[r * 576..(r + 1) * 576],
+            "token {r} differs from the full model's block 15"
+        );
     }
 }
 
