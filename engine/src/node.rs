@@ -104,6 +104,11 @@ pub trait Source: Send + Sync {
     fn input_files(&self) -> Vec<std::path::PathBuf> {
         Vec::new()
     }
+    /// Bytes of input held in memory since it was built (a text recording's parsed samples,
+    /// which building it again would parse again); 0 for a source that reads as it goes.
+    fn held_bytes(&self) -> u64 {
+        0
+    }
 }
 
 /// Wakes a source's worker from another thread: live sources call it when a batch becomes ready.

@@ -76,6 +76,11 @@ pub const HELD_SAMPLES_BYTES: usize = 1 << 30;
 /// (each row-major, one value per channel of the stream).
 pub type HeldSamples = Vec<Vec<f32>>;
 
+/// Bytes of the samples in `blocks`.
+pub fn held_bytes(blocks: &HeldSamples) -> u64 {
+    blocks.iter().map(|b| (b.len() * std::mem::size_of::<f32>()) as u64).sum()
+}
+
 /// Samples held in memory in blocks as they were read (each row-major, `width` values per
 /// sample, in the file's units), replayed a block at a time.
 pub struct HeldBlocks {
@@ -138,6 +143,9 @@ pub struct RecordingSource {
     pub rows: u64,
     /// Opens the blocks (replays are files: reopening yields the same batches).
     pub open: OpenBlocks,
+    /// Bytes of samples `open` replays from memory ([`held_bytes`] of them; 0 when it reads the
+    /// file).
+    pub held_bytes: u64,
 }
 
 impl Source for RecordingSource {
@@ -146,6 +154,9 @@ impl Source for RecordingSource {
     }
     fn input_files(&self) -> Vec<std::path::PathBuf> {
         self.files.clone()
+    }
+    fn held_bytes(&self) -> u64 {
+        self.held_bytes
     }
     fn schema(&self) -> Arc<Schema> {
         self.settings.schema.clone()

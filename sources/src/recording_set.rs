@@ -4,9 +4,11 @@
 //! recordings runs through one pipeline with every recording's state apart and the recordings
 //! split over the workers.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use crate::recording::HELD_SAMPLES_BYTES;
 use neurostream_engine::{
     Batch, EngineError, NodeContext, Result, Schema, Source, SourceKind, SourceReader, StreamEnd, WorkerPos,
 };
@@ -60,10 +62,16 @@ where
 
 /// A [`RecordingSet`] of the files `path` (a glob, see [`is_set`]) matches, each built by
 /// `build_one` (given the file's absolute path). Each file is built once to check it
-/// (channels, units and rate must agree with the first's) and count its samples, then let go,
-/// and built again when a worker reaches it: a text format keeps its parsed values, and a
-/// dataset's would not fit in memory at once.
+/// (channels, units and rate must agree with the first's) and count its samples. A file whose
+/// source holds its parsed samples (a text format's) is kept as built while the set's held
+/// samples fit in [`HELD_SAMPLES_BYTES`], so it is not parsed again; the others are let go and
+/// built again when a worker reaches them (a dataset would not fit in memory at once).
 pub fn build_set(ctx: &NodeContext, path: &str, build_one: BuildRecording) -> Result<Arc<dyn Source>> {
+    build_set_holding(ctx, path, build_one, HELD_SAMPLES_BYTES as u64)
+}
+
+/// [`build_set`], keeping built recordings while their held samples fit in `budget` bytes.
+fn build_set_holding(ctx: &NodeContext, path: &str, build_one: BuildRecording, budget: u64) -> Result<Arc<dyn Source>> {
     let pattern = ctx.resolve(path);
     let text = pattern.to_string_lossy();
     let mut files: Vec<PathBuf> = glob::glob(&text)
@@ -79,6 +87,7 @@ pub fn build_set(ctx: &NodeContext, path: &str, build_one: BuildRecording) -> Re
     let names = crate::file_streams::file_stream_names(&files);
     let mut parts = Vec::with_capacity(files.len());
     let mut schema: Option<Arc<Schema>> = None;
+    let (mut kept, mut kept_bytes) = (HashMap::new(), 0u64);
     for (name, file) in names.into_iter().zip(&files) {
         ctx.record_input(file);
         let source = build_one(file, ctx)?;
@@ -103,6 +112,11 @@ pub fn build_set(ctx: &NodeContext, path: &str, build_one: BuildRecording) -> Re
             files: source.input_files(),
             replayable: source.replayable(),
         });
+        let held = source.held_bytes();
+        if held > 0 && kept_bytes + held <= budget {
+            kept_bytes += held;
+            kept.insert(file.clone(), source);
+        }
     }
     // A file another recording reads too (a FIF split file `x_raw-1.fif`, followed from
     // `x_raw.fif`) is part of that recording, not one of its own.
@@ -120,8 +134,10 @@ pub fn build_set(ctx: &NodeContext, path: &str, build_one: BuildRecording) -> Re
             names.join(", ")
         );
     }
+    kept.retain(|path, _| parts.iter().any(|p| p.path == *path));
     Ok(Arc::new(RecordingSet {
         parts,
+        kept: Mutex::new(kept),
         schema: schema.expect("at least one file"),
         build_one,
         context: OwnedContext {
@@ -174,6 +190,9 @@ fn schema_difference(a: &Schema, b: &Schema) -> Option<String> {
 pub struct RecordingSet {
     /// In path order.
     parts: Vec<Part>,
+    /// Recordings kept as built at start-up (their parsed samples held), by path, until a
+    /// worker takes them.
+    kept: Mutex<HashMap<PathBuf, Arc<dyn Source>>>,
     schema: Arc<Schema>,
     build_one: BuildRecording,
     context: OwnedContext,
@@ -197,12 +216,13 @@ impl Source for RecordingSet {
     }
     fn open(&self, worker: WorkerPos) -> Result<Box<dyn SourceReader>> {
         let placed = self.placement(worker.peers);
+        let mut kept = self.kept.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mine = self
             .parts
             .iter()
             .zip(placed)
             .filter(|(_, w)| *w == worker.index)
-            .map(|(p, _)| p.clone())
+            .map(|(p, _)| (p.clone(), kept.remove(&p.path)))
             .collect();
         Ok(Box::new(SetReader {
             parts: mine,
@@ -229,8 +249,8 @@ impl Source for RecordingSet {
 /// one worker, its event times moved to follow the previous recording's, its stream renamed,
 /// and its end after its last sample.
 struct SetReader {
-    /// Recordings still to start, in order.
-    parts: std::collections::VecDeque<Part>,
+    /// Recordings still to start, in order, with the source built at start-up if it was kept.
+    parts: std::collections::VecDeque<(Part, Option<Arc<dyn Source>>)>,
     build_one: BuildRecording,
     context: OwnedContext,
     /// The recording being read.
@@ -245,9 +265,22 @@ struct SetReader {
 impl SetReader {
     /// Builds the next recording and starts reading it; false when none is left.
     fn start_next(&mut self) -> Result<bool> {
-        let Some(part) = self.parts.pop_front() else {
+        let Some((part, kept)) = self.parts.pop_front() else {
             return Ok(false);
         };
+        let source = match kept {
+            Some(source) => source,
+            None => self.build_again(&part)?,
+        };
+        // A recording source replays on the first of its workers.
+        let reader = source.open(WorkerPos { index: 0, peers: 1 })?;
+        self.offset = self.at;
+        self.current = Some((part.name, reader));
+        Ok(true)
+    }
+
+    /// Builds `part` again, as it was checked when the run started.
+    fn build_again(&self, part: &Part) -> Result<Arc<dyn Source>> {
         let c = &self.context;
         let ctx = NodeContext {
             label: &c.label,
@@ -262,11 +295,7 @@ impl SetReader {
         if source.total_rows().unwrap_or(0) != part.rows || source.schema() != self.schema {
             return Err(EngineError::input(&part.path, "it changed since the run started"));
         }
-        // A recording source replays on the first of its workers.
-        let reader = source.open(WorkerPos { index: 0, peers: 1 })?;
-        self.offset = self.at;
-        self.current = Some((part.name, reader));
-        Ok(true)
+        Ok(source)
     }
 }
 
@@ -319,11 +348,19 @@ impl SourceReader for SetReader {
 mod tests {
     use super::*;
     use crate::recording::{HeldBlocks, RecordingSource, ReplaySettings};
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// A one-channel recording whose file holds its length (and, after a space, its channel's
-    /// name, then files it also reads): sample `s` has value `s`.
+    /// name, then files it also reads): sample `s` has value `s`, held in memory.
     fn build_one() -> BuildRecording {
-        Arc::new(|file: &Path, ctx: &NodeContext| {
+        build_counted(true, Arc::new(AtomicUsize::new(0)))
+    }
+
+    /// [`build_one`], counting its builds in `builds`; `held`: it reports its samples as held
+    /// (as a text format's source does).
+    fn build_counted(held: bool, builds: Arc<AtomicUsize>) -> BuildRecording {
+        Arc::new(move |file: &Path, ctx: &NodeContext| {
+            builds.fetch_add(1, Ordering::SeqCst);
             let text = std::fs::read_to_string(file).unwrap();
             let mut words = text.split_whitespace();
             let n: usize = words.next().unwrap().parse().unwrap();
@@ -346,6 +383,7 @@ mod tests {
                 files,
                 rows: n as u64,
                 open: Box::new(move || Ok(Box::new(HeldBlocks::new(values.clone(), 1)))),
+                held_bytes: if held { 4 * n as u64 } else { 0 },
             }) as Arc<dyn Source>)
         })
     }
@@ -429,5 +467,43 @@ mod tests {
         );
         let err = build_set(&ctx, "none/*.rec", build_one()).err().unwrap().to_string();
         assert!(err.contains("matches no files"), "{err}");
+    }
+
+    /// Recordings whose sources hold their parsed samples are kept from the start-up check and
+    /// replayed without being built again, while their samples fit in the budget; the others
+    /// (and any a second reader of the set replays) are built again. The rows are the same.
+    #[test]
+    fn recordings_holding_their_samples_are_built_once() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, n) in [("s1.rec", 20), ("s2.rec", 40), ("s3.rec", 10)] {
+            std::fs::write(dir.path().join(name), n.to_string()).unwrap();
+        }
+        let settings = neurostream_engine::PipelineSettings::default();
+        let ctx = NodeContext {
+            label: "[sources.eeg]",
+            name: "eeg",
+            base_dir: dir.path(),
+            settings: &settings,
+            loaded: Default::default(),
+        };
+        let run = |held: bool, budget: u64| {
+            let builds = Arc::new(AtomicUsize::new(0));
+            let set = build_set_holding(&ctx, "*.rec", build_counted(held, builds.clone()), budget).unwrap();
+            assert_eq!(builds.load(Ordering::SeqCst), 3, "each file checked once at start-up");
+            let workers = [0, 1].map(|w| events(set.open(WorkerPos { index: w, peers: 2 }).unwrap().as_mut()));
+            let first = builds.load(Ordering::SeqCst) - 3;
+            events(set.open(WorkerPos { index: 0, peers: 1 }).unwrap().as_mut());
+            let again = builds.load(Ordering::SeqCst) - 3 - first;
+            (workers, first, again)
+        };
+        let (rebuilt, first, again) = run(false, u64::MAX);
+        assert_eq!((first, again), (3, 3), "sources that read as they go are built again");
+        let (kept, first, again) = run(true, u64::MAX);
+        assert_eq!((first, again), (0, 3), "held recordings are replayed as checked, once");
+        assert_eq!(kept, rebuilt);
+        // 100 bytes hold s1 (80) but neither s2 (160) nor then s3 (40 more).
+        let (within, first, _) = run(true, 100);
+        assert_eq!(first, 2);
+        assert_eq!(within, rebuilt);
     }
 }

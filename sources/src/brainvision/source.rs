@@ -227,6 +227,7 @@ impl SourceKind for BrainVisionSourceKind {
             events: Arc::new(opened.events),
         };
         let (header, scales) = (opened.header, Arc::new(scales));
+        let held_bytes = held.as_deref().map_or(0, crate::recording::held_bytes);
         let open: OpenBlocks = Box::new(move || {
             if let Some(blocks) = &held {
                 return Ok(Box::new(HeldBlocks::new(blocks.clone(), picked.len())) as Box<dyn Blocks>);
@@ -266,6 +267,7 @@ impl SourceKind for BrainVisionSourceKind {
             files,
             rows: samples,
             open,
+            held_bytes,
         }))
     }
 }

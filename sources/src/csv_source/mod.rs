@@ -275,6 +275,7 @@ impl SourceKind for CsvSourceKind {
             events: Arc::new(events),
         };
         let width = picked.len();
+        let held_bytes = held.as_ref().map_or(0, crate::recording::held_bytes);
         let open: OpenBlocks = match held {
             Some(blocks) => {
                 let blocks = Arc::new(blocks);
@@ -287,6 +288,7 @@ impl SourceKind for CsvSourceKind {
             files: vec![path],
             rows,
             open,
+            held_bytes,
         }))
     }
 }

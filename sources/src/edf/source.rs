@@ -198,6 +198,7 @@ impl SourceKind for EdfSourceKind {
             files,
             rows: (records * spr) as u64,
             open,
+            held_bytes: 0,
         }))
     }
 }

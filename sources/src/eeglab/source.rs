@@ -141,6 +141,7 @@ impl SourceKind for EeglabSourceKind {
             files,
             rows,
             open,
+            held_bytes: 0,
         }))
     }
 }

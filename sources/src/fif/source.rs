@@ -188,6 +188,7 @@ impl SourceKind for FifSourceKind {
             files,
             rows,
             open,
+            held_bytes: 0,
         }))
     }
 }

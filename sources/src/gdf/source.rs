@@ -158,6 +158,7 @@ impl SourceKind for GdfSourceKind {
             files,
             rows,
             open,
+            held_bytes: 0,
         }))
     }
 }

@@ -313,6 +313,7 @@ impl SourceKind for XdfSourceKind {
             files,
             rows,
             open,
+            held_bytes: 0,
         }))
     }
 }
