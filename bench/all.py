@@ -10,9 +10,9 @@ It builds the whole workspace once (`cargo build --release --workspace --bins --
 feature resolution, so no benchmark rebuilds the tree with `-p`), then runs each benchmark with
 `NEUROSTREAM_BENCH_PREBUILT=1` and `NEUROSTREAM_BENCH_OUT` pointing at the results directory
 (see bench/benchlib.py). Benchmarks whose peer library is missing (PyTorch for the SAE and GPU
-tables) are reported as skipped with the reason, not failed. `SUMMARY.md` in the results
-directory lists each benchmark's command, status and time, the machine, the Rust and Python
-library versions and how both sides were built.
+tables, transformers for the language model's) are reported as skipped with the reason, not
+failed. `SUMMARY.md` in the results directory lists each benchmark's command, status and time,
+the machine, the Rust and Python library versions and how both sides were built.
 
 The live-view and fan-out benchmarks are Rust examples (`examples/bench_ui.rs`,
 `examples/bench_fanout.rs`); they run from the same build. Not run here:
@@ -41,6 +41,7 @@ BENCHMARKS = {
     "recording_formats": ("recording_formats.py", [], ["--seconds", "60", "--repeats", "1"], ["mne", "pandas", "pybv", "pyarrow"]),
     "checkpoint": ("checkpoint.py", ["--repeats", "5"], ["--rows", "200000", "--repeats", "1"], ["pyarrow"]),
     "cluster": ("cluster.py", [], ["--rows", "10000", "--tokens", "10000"], ["sklearn", "scipy"]),
+    "language_model": ("language_model.py", [], ["--documents", "8", "--repeats", "1"], ["torch", "transformers", "gguf", "pyarrow"]),
     "sae_encode": ("sae_encode.py", [], ["--seconds", "0.5"], ["torch", "safetensors"]),
     "sae_encode_blas": ("sae_encode_blas.py", [], ["--seconds", "0.5"], ["numpy", "safetensors"]),
     "sae_train": ("sae_train.py", [], ["--quick"], ["torch"]),
@@ -92,7 +93,7 @@ def machine() -> list[str]:
         f"- Rust: {rustc}; neurostream built with `cargo build --release` (no `target-cpu`; RUSTFLAGS="
         f"`{os.environ.get('RUSTFLAGS', '')}`; SIMD kernels chosen at run time)",
         f"- Python {platform.python_version()}: "
-        + ", ".join(f"{m} {version(m)}" for m in ("numpy", "scipy", "torch", "sklearn", "pyarrow", "mne", "polars", "duckdb")),
+        + ", ".join(f"{m} {version(m)}" for m in ("numpy", "scipy", "torch", "transformers", "sklearn", "pyarrow", "mne", "polars", "duckdb")),
         "- Peers run as installed from their wheels (their own BLAS and threads).",
     ]
 

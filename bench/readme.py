@@ -49,6 +49,10 @@ RESULTS = {
         "A recording file (EEGLAB, BrainVision, CSV) to Parquet against MNE's readers or pandas, then pyarrow.",
         [0],
     ),
+    "LANGUAGE_MODEL_RESULTS.md": (
+        "A language model's residual stream (SmolLM2) into Parquet against Hugging Face transformers on PyTorch.",
+        [0],
+    ),
     "BANDPOWER_RESULTS.md": (
         "EEG band power from a Parquet recording into Parquet, end to end, against SciPy + pyarrow.",
         [0],

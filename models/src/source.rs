@@ -2,7 +2,7 @@
 //! stdin) and streams the residual activations of one layer, one frame per document, with the
 //! token texts.
 //!
-//! Documents are dealt round-robin to the workers (each loads its own copy of the model); the
+//! Documents are dealt round-robin to the workers (which share one loaded model); the
 //! `seq_id` of a document is its line number (0-based; blank lines are skipped) and the event
 //! time of its first token is `seq_id × max_tokens`.
 
