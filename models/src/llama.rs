@@ -11,8 +11,6 @@ use std::path::{Path, PathBuf};
 
 use candle_core::quantized::{gguf_file, QMatMul};
 use candle_core::{DType, Device, Module, Tensor};
-use neurostream_operators::sae::half_weights::WeightDtype;
-use neurostream_operators::sae::packed::PackedWeights;
 
 use crate::tokenizer::{gguf_tokenizer, TextTokenizer};
 
@@ -46,58 +44,14 @@ impl LlamaConfig {
 
 struct Block {
     attn_norm: Tensor,
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    o: Linear,
+    q: QMatMul,
+    k: QMatMul,
+    v: QMatMul,
+    o: QMatMul,
     ffn_norm: Tensor,
-    gate: Linear,
-    up: Linear,
-    down: Linear,
-}
-
-/// A weight matrix `W` (`outputs × inputs`) applied as `x @ Wᵀ` by the engine's own CPU GEMM:
-/// packed once for its register-blocked kernel (AVX2 + FMA, or AVX-512 where the CPU has it,
-/// chosen at run time), or kept as `Wᵀ` for the general GEMM on CPUs without AVX2. Candle's f32
-/// matmul stops at AVX2; the packed kernel ran SmolLM2's blocks 1.4x faster on an AVX-512 CPU.
-struct Linear {
-    packed: Option<PackedWeights>,
-    /// `Wᵀ`, `inputs × outputs` row-major, when not packed.
-    transposed: Vec<f32>,
-    inputs: usize,
-    outputs: usize,
-    /// Threads one product is split over.
-    threads: usize,
-}
-
-impl Linear {
-    fn new(w: &Tensor, threads: usize) -> candle_core::Result<Linear> {
-        let (outputs, inputs) = w.dims2()?;
-        let transposed = w.t()?.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
-        let packed = PackedWeights::new(&transposed, inputs, outputs, WeightDtype::F32);
-        Ok(Linear {
-            transposed: if packed.is_some() { Vec::new() } else { transposed },
-            packed,
-            inputs,
-            outputs,
-            threads,
-        })
-    }
-
-    /// `x @ Wᵀ` for `x` of shape `[rows, inputs]`.
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let (rows, inputs) = x.dims2()?;
-        if inputs != self.inputs {
-            candle_core::bail!("a product of width {} given rows of {inputs}", self.inputs);
-        }
-        let x = x.flatten_all()?.to_vec1::<f32>()?;
-        let mut z = vec![0.0; rows * self.outputs];
-        match &self.packed {
-            Some(p) => p.matmul(&x, rows, &mut z, self.threads),
-            None => neurostream_operators::sae::matmul(&x, &self.transposed, rows, inputs, self.outputs, &mut z, self.threads),
-        }
-        Tensor::from_vec(z, (rows, self.outputs), &Device::Cpu)
-    }
+    gate: QMatMul,
+    up: QMatMul,
+    down: QMatMul,
 }
 
 /// A loaded Llama model with its tokenizer: all of it, or its first blocks only.
@@ -208,16 +162,11 @@ impl Llama {
         };
         let embed_q = qt("token_embd.weight")?;
         let embed = embed_q.dequantize(&device).map_err(|e| err(path, e))?;
-        // Matmul weights are dequantized to f32 once: candle's quantized kernels use SIMD only
-        // when the build targets it (`target-cpu=native`), while the f32 kernels pick theirs at
-        // run time. A default build ran SmolLM2 4.8x faster this way (2 cores).
+        // Matmul weights are dequantized to f32 once: candle's f32 matmul picks AVX2/FMA at run
+        // time, while its quantized kernels use SIMD only when the build targets it
+        // (`target-cpu=native`). A default build ran SmolLM2 4.8x faster this way (2 cores).
         let dense = |w: candle_core::quantized::QTensor| -> Result<QMatMul, String> {
             Ok(QMatMul::Tensor(w.dequantize(&device).map_err(|e| err(path, e))?))
-        };
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let linear = |w: candle_core::quantized::QTensor| -> Result<Linear, String> {
-            let w = w.dequantize(&device).map_err(|e| err(path, e))?;
-            Linear::new(&w, threads).map_err(|e| err(path, e))
         };
         let head = if loaded == config.n_layers {
             let projection = match qt("output.weight") {
@@ -231,7 +180,7 @@ impl Llama {
         };
         let mut blocks = Vec::with_capacity(loaded);
         for i in 0..loaded {
-            let mut mm = |n: &str| -> Result<Linear, String> { linear(qt(&format!("blk.{i}.{n}.weight"))?) };
+            let mut mm = |n: &str| -> Result<QMatMul, String> { dense(qt(&format!("blk.{i}.{n}.weight"))?) };
             let (q, k, v, o) = (mm("attn_q")?, mm("attn_k")?, mm("attn_v")?, mm("attn_output")?);
             let (gate, up, down) = (mm("ffn_gate")?, mm("ffn_up")?, mm("ffn_down")?);
             let mut norm = |n: &str| -> Result<Tensor, String> {
@@ -280,7 +229,7 @@ impl Llama {
     fn attention(&self, b: &Block, x: &Tensor, cos: &Tensor, sin: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
         let c = &self.config;
         let (t, hd) = (x.dim(0)?, c.head_dim());
-        let heads = |w: &Linear, n: usize| -> candle_core::Result<Tensor> {
+        let heads = |w: &QMatMul, n: usize| -> candle_core::Result<Tensor> {
             w.forward(x)?.reshape((1, t, n, hd))?.transpose(1, 2)?.contiguous()
         };
         let q = candle_nn::rotary_emb::rope_i(&heads(&b.q, c.n_heads)?, cos, sin)?;
@@ -435,53 +384,6 @@ mod tests {
         // Digits are single tokens (the `smollm` pre-tokenizer), so " 5, 6" is five tokens.
         let out = m.greedy("1, 2, 3, 4,", 5).unwrap();
         assert_eq!(out, " 5, 6", "{out:?}");
-    }
-
-    /// Both paths of [`Linear`] (the packed kernel, and the general GEMM of CPUs without AVX2)
-    /// against a float64 product, on widths that are not multiples of a panel's 16 columns.
-    #[test]
-    fn linear_products_match_a_float64_product() {
-        let (inputs, outputs) = (40, 27);
-        let value = |i: usize| ((i * 7919 % 1000) as f32 / 500.0) - 1.0;
-        let w: Vec<f32> = (0..outputs * inputs).map(value).collect();
-        let weights = Tensor::from_vec(w.clone(), (outputs, inputs), &Device::Cpu).unwrap();
-        let packed = Linear::new(&weights, 2).unwrap();
-        let general = Linear {
-            packed: None,
-            transposed: weights
-                .t()
-                .unwrap()
-                .contiguous()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1()
-                .unwrap(),
-            ..Linear::new(&weights, 2).unwrap()
-        };
-        for rows in [1, 5, 70] {
-            let x: Vec<f32> = (0..rows * inputs).map(|i| value(i + 13)).collect();
-            let xt = Tensor::from_vec(x.clone(), (rows, inputs), &Device::Cpu).unwrap();
-            for linear in [&packed, &general] {
-                let z: Vec<f32> = linear.forward(&xt).unwrap().flatten_all().unwrap().to_vec1().unwrap();
-                for r in 0..rows {
-                    for o in 0..outputs {
-                        let want: f64 = (0..inputs).map(|i| x[r * inputs + i] as f64 * w[o * inputs + i] as f64).sum();
-                        let got = z[r * outputs + o] as f64;
-                        assert!(
-                            (got - want).abs() <= 1e-5 * inputs as f64,
-                            "row {r} output {o}: {got} vs {want}"
-                        );
-                    }
-                }
-            }
-        }
-        let wrong = Tensor::zeros((3, inputs + 1), DType::F32, &Device::Cpu).unwrap();
-        assert!(packed
-            .forward(&wrong)
-            .unwrap_err()
-            .to_string()
-            .contains("width 40 given rows of 41"));
     }
 
     #[test]
