@@ -388,6 +388,26 @@ mod tests {
         })
     }
 
+    /// A folder with `s1.rec`, `s2.rec` and `s3.rec` of 20, 40 and 10 samples.
+    fn three_recordings() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, n) in [("s1.rec", 20), ("s2.rec", 40), ("s3.rec", 10)] {
+            std::fs::write(dir.path().join(name), n.to_string()).unwrap();
+        }
+        dir
+    }
+
+    /// The build context of a source `eeg` whose files are in `dir`.
+    fn context<'a>(dir: &'a Path, settings: &'a neurostream_engine::PipelineSettings) -> NodeContext<'a> {
+        NodeContext {
+            label: "[sources.eeg]",
+            name: "eeg",
+            base_dir: dir,
+            settings,
+            loaded: Default::default(),
+        }
+    }
+
     fn events(r: &mut dyn SourceReader) -> Vec<(u64, String, Option<f32>)> {
         let mut out = Vec::new();
         while let Some((t, b)) = r.next_batch().unwrap() {
@@ -408,18 +428,9 @@ mod tests {
     /// error naming it.
     #[test]
     fn a_glob_reads_each_recording_as_a_stream_on_one_worker() {
-        let dir = tempfile::tempdir().unwrap();
-        for (name, n) in [("s1.rec", 20), ("s2.rec", 40), ("s3.rec", 10)] {
-            std::fs::write(dir.path().join(name), n.to_string()).unwrap();
-        }
+        let dir = three_recordings();
         let settings = neurostream_engine::PipelineSettings::default();
-        let ctx = NodeContext {
-            label: "[sources.eeg]",
-            name: "eeg",
-            base_dir: dir.path(),
-            settings: &settings,
-            loaded: Default::default(),
-        };
+        let ctx = context(dir.path(), &settings);
         assert!(is_set(&ctx, "*.rec") && !is_set(&ctx, "s1.rec"));
         let set = build_set(&ctx, "*.rec", build_one()).unwrap();
         assert_eq!(set.total_rows(), Some(70));
@@ -474,18 +485,9 @@ mod tests {
     /// (and any a second reader of the set replays) are built again. The rows are the same.
     #[test]
     fn recordings_holding_their_samples_are_built_once() {
-        let dir = tempfile::tempdir().unwrap();
-        for (name, n) in [("s1.rec", 20), ("s2.rec", 40), ("s3.rec", 10)] {
-            std::fs::write(dir.path().join(name), n.to_string()).unwrap();
-        }
+        let dir = three_recordings();
         let settings = neurostream_engine::PipelineSettings::default();
-        let ctx = NodeContext {
-            label: "[sources.eeg]",
-            name: "eeg",
-            base_dir: dir.path(),
-            settings: &settings,
-            loaded: Default::default(),
-        };
+        let ctx = context(dir.path(), &settings);
         let run = |held: bool, budget: u64| {
             let builds = Arc::new(AtomicUsize::new(0));
             let set = build_set_holding(&ctx, "*.rec", build_counted(held, builds.clone()), budget).unwrap();
