@@ -8,8 +8,9 @@ Input: the first `documents` of the bundled abstracts (examples/data/text/abstra
 `scripts/fetch_models.sh` fetches; both sides dequantize it to float32 when loading.
 
 - neurostream: `language_model` source (`layer`) -> `parquet` sink with token texts
-  (`neurostream run`, release build, 1 and 2 workers), wall clock from process start to output
-  committed.
+  (`neurostream run`, release build), wall clock from process start to output committed: 1 and 2
+  workers, each forward pass on every core (candle's threads), and 2 workers with
+  `RAYON_NUM_THREADS=1` (one forward pass per core).
 - transformers: `AutoModelForCausalLM.from_pretrained(..., gguf_file=...)` in float32 (without
   the `kernels` package it unpacks every tensor to float32 when loading; the table names the
   class of its linear layers), its decoder cut after block `layer` (no later block and no logits run), a forward hook on that
@@ -45,16 +46,18 @@ MODELS = os.environ.get("NEUROSTREAM_MODELS") or os.path.expanduser("~/.cache/ne
 GGUF = os.path.join(MODELS, "smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
 
 
-def neurostream(work, a, workers, documents=None, max_tokens=None):
-    """Runs the pipeline (over `documents` of `max_tokens`, default `a`'s); returns the output's path."""
-    out = os.path.join(work, f"ns{workers}.parquet" if documents is None else "ns_load.parquet")
+def neurostream(work, a, workers, threads=None, documents=None, max_tokens=None):
+    """Runs the pipeline (over `documents` of `max_tokens`, default `a`'s; `threads`: RAYON_NUM_THREADS);
+    returns the output's path."""
+    out = os.path.join(work, f"ns{workers}_{threads}.parquet" if documents is None else "ns_load.parquet")
     pipeline = os.path.join(work, "lm.toml")
     with open(pipeline, "w") as f:
         f.write(f'[sources.lm]\nkind = "language_model"\nmodel = "smollm2"\nweights = "{GGUF}"\ntexts = "{TEXTS}"\n'
                 f"layer = {a.layer}\nmax_tokens = {max_tokens or a.max_tokens}\ndocuments = {documents or a.documents}\n\n"
                 f'[sinks.out]\nkind = "parquet"\ninput = "lm"\npath = "{out}"\ntokens = true\n')
+    env = dict(os.environ, **({"RAYON_NUM_THREADS": str(threads)} if threads else {}))
     subprocess.run([BIN, "run", pipeline, "--workers", str(workers), "--quiet"], check=True,
-                   stdout=subprocess.DEVNULL)
+                   stdout=subprocess.DEVNULL, env=env)
     return out
 
 
@@ -135,21 +138,23 @@ def main():
     import transformers
     cargo_build("--bin", "neurostream")
     work = tempfile.mkdtemp(prefix="ns-lm-")
-    ours = {1: [], 2: []}
+    # (workers, RAYON_NUM_THREADS) -> seconds
+    ours = {(1, None): [], (2, None): [], (2, 1): []}
     our_load, theirs, their_load, forward = [], [], [], []
     for _ in range(a.repeats):
-        for w in ours:
-            ours[w].append(timed(lambda w=w: neurostream(work, a, w))[0])
+        for w, th in ours:
+            ours[w, th].append(timed(lambda w=w, th=th: neurostream(work, a, w, th))[0])
         our_load.append(timed(lambda: neurostream(work, a, 1, documents=1, max_tokens=1))[0])
         t, (hf_out, load, fwd, linear) = timed(lambda: transformers_run(work, a))
         theirs.append(t)
         their_load.append(load)
         forward.append(fwd)
-        print(f"neurostream 1 worker {ours[1][-1]:.2f} s, 2 workers {ours[2][-1]:.2f} s, one token {our_load[-1]:.2f} s; "
+        print(f"neurostream {', '.join(f'{w} workers threads {th}: {v[-1]:.2f} s' for (w, th), v in ours.items())}, "
+              f"one token {our_load[-1]:.2f} s; "
               f"transformers {t:.2f} s (loading {load:.2f} s, forward passes {fwd:.2f} s)", flush=True)
-    err, tokens = compare(os.path.join(work, "ns1.parquet"), hf_out)
-    err2, _ = compare(os.path.join(work, "ns2.parquet"), hf_out)
-    assert max(err, err2) < 1e-3, f"activations differ by {max(err, err2):.2e}"
+    errors = {c: compare(os.path.join(work, f"ns{c[0]}_{c[1]}.parquet"), hf_out) for c in ours}
+    tokens = errors[1, None][1]
+    assert max(e for e, _ in errors.values()) < 1e-3, f"activations differ: {errors}"
     peer, peer_load, load = min(theirs), min(their_load), min(our_load)
     lines = [
         "# Benchmark: a language model's residual stream into Parquet",
@@ -171,13 +176,14 @@ def main():
         f"{a.repeats}, alternated. Activations agree to the error shown (max over tokens of the largest "
         "difference over that token's largest value); the token texts are equal.",
         "",
-        "| side | workers | total s | loading s | tokens/s | tokens/s after loading | ratio | ratio after loading | max error |",
+        "| side | workers (threads) | total s | loading s | tokens/s | tokens/s after loading | ratio | ratio after loading | max error |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         f"| transformers | - | {peer:.2f} | {peer_load:.2f} | {tokens / peer:,.0f} | {tokens / (peer - peer_load):,.0f} | 1.00x | 1.00x | - |",
     ]
-    for w, e in ((1, err), (2, err2)):
-        s = min(ours[w])
-        lines.append(f"| neurostream | {w} | {s:.2f} | {load:.2f} | {tokens / s:,.0f} | {tokens / (s - load):,.0f} | "
+    for (w, th), times in ours.items():
+        s, e = min(times), errors[w, th][0]
+        shown = f"{w}" if th is None else f"{w} (`RAYON_NUM_THREADS={th}`)"
+        lines.append(f"| neurostream | {shown} | {s:.2f} | {load:.2f} | {tokens / s:,.0f} | {tokens / (s - load):,.0f} | "
                      f"{peer / s:.2f}x | {(peer - peer_load) / (s - load):.2f}x | {e:.1e} |")
     lines += ["", f"transformers' forward passes alone: {min(forward):.2f} s ({tokens / min(forward):,.0f} tokens/s)."]
     with open(results_path("LANGUAGE_MODEL_RESULTS.md"), "w") as f:

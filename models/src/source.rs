@@ -200,6 +200,15 @@ impl Source for LanguageModelSource {
     }
     fn open(&self, worker: WorkerPos) -> Result<Box<dyn SourceReader>> {
         let mine: Vec<usize> = crate::worker_docs(self.documents.len(), worker).collect();
+        if worker.index == 0 && worker.peers > 1 && std::env::var_os("RAYON_NUM_THREADS").is_none() {
+            // candle splits each product over every core; a second worker's forward passes then
+            // compete for the same cores (bench/LANGUAGE_MODEL_RESULTS.md).
+            tracing::info!(
+                "sources.{}: each forward pass uses every core; with {} workers, RAYON_NUM_THREADS=1 runs one document per core, faster where there are no more workers than cores",
+                self.name,
+                worker.peers
+            );
+        }
         let model = match (mine.is_empty(), self.cfg.model) {
             (true, _) => None,
             (false, ModelName::Smollm2) => Some(Model::Llama(self.shared_llama()?)),
