@@ -7,7 +7,9 @@ with a marker every 2 s), written once in each format:
 - EEGLAB, one file (`.set`, MAT v6, the fields as variables, single samples: EEGLAB's default
   save since 2021) and two files (`.set` + `.fdt`);
 - BrainVision (pybv, IEEE_FLOAT_32);
-- CSV (OpenBCI-style text: `, `-separated, 6 decimals, a marker column).
+- CSV (OpenBCI-style text: `, `-separated, 6 decimals, a marker column), alone and as 4 copies
+  read through one glob (each file a stream, written to a Parquet directory per stream; Python
+  converts the files one after another).
 
 Each is converted to zstd (level 3) Parquet, one float32 column per channel plus the sample
 number, by
@@ -21,6 +23,7 @@ largest value). Writes bench/RECORDING_RESULTS.md.
 """
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -30,6 +33,7 @@ import mne
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import scipy.io
 
@@ -81,7 +85,14 @@ def write_inputs(work, channels, seconds, rate):
         for s in range(0, n, block):
             part = np.column_stack([np.arange(s, min(n, s + block)), x[:, s:s + block].T, marker[s:s + block]])
             np.savetxt(f, part, fmt=["%d"] + ["%.6f"] * channels + ["%.1f"], delimiter=", ")
+    os.makedirs(os.path.join(work, "set"), exist_ok=True)
+    for i in range(GLOB_FILES):
+        shutil.copy(os.path.join(work, "rec.csv"), os.path.join(work, "set", f"rec{i}.csv"))
     return x
+
+
+GLOB_FILES = 4
+GLOB_CASE = f"CSV, {GLOB_FILES} files in a glob (a stream each)"
 
 
 CASES = {
@@ -93,13 +104,13 @@ CASES = {
     "BrainVision (float32)": ('kind = "brainvision"\npath = "rec.vhdr"',
                               lambda w: mne.io.read_raw_brainvision(os.path.join(w, "rec.vhdr"), preload=True)),
     "CSV (OpenBCI-style text)": (None, None),
+    GLOB_CASE: (None, None),
 }
 
 
-def neurostream(work, keys, rate):
+def neurostream(work, keys, rate, sink='path = "ns.parquet"'):
     with open(os.path.join(work, "p.toml"), "w") as f:
-        f.write(f"[sources.rec]\n{keys}\nchunk = 4096\n\n[sinks.out]\nkind = \"parquet\"\ninput = \"rec\"\n"
-                f"path = \"ns.parquet\"\n")
+        f.write(f"[sources.rec]\n{keys}\nchunk = 4096\n\n[sinks.out]\nkind = \"parquet\"\ninput = \"rec\"\n{sink}\n")
     subprocess.run([BIN, "run", "p.toml", "--quiet"], cwd=work, check=True, capture_output=True, text=True)
 
 
@@ -109,21 +120,22 @@ def python_mne(work, reader):
     write(work, raw.ch_names, x)
 
 
-def python_csv(work, channels):
-    df = pd.read_csv(os.path.join(work, "rec.csv"), skipinitialspace=True)
+def python_csv(work, channels, src="rec.csv", out="py.parquet"):
+    df = pd.read_csv(os.path.join(work, src), skipinitialspace=True)
     names = [f"E{i + 1}" for i in range(channels)]
-    write(work, names, df[names].to_numpy(dtype=np.float32).T)
+    write(work, names, df[names].to_numpy(dtype=np.float32).T, out)
 
 
-def write(work, names, x):
+def write(work, names, x, out="py.parquet"):
     cols = {"sample": pa.array(np.arange(x.shape[1], dtype=np.int64))}
     for i, n in enumerate(names):
         cols[n] = pa.array(x[i].astype(np.float32))
-    pq.write_table(pa.table(cols), os.path.join(work, "py.parquet"), compression="zstd", compression_level=3)
+    pq.write_table(pa.table(cols), os.path.join(work, out), compression="zstd", compression_level=3)
 
 
-def compare(work, names):
-    got, want = pq.read_table(os.path.join(work, "ns.parquet")), pq.read_table(os.path.join(work, "py.parquet"))
+def compare(work, names, ours="ns.parquet", theirs="py.parquet"):
+    got = pads.dataset(os.path.join(work, ours)).to_table().sort_by("sample")
+    want = pq.read_table(os.path.join(work, theirs))
     assert got.num_rows == want.num_rows, (got.num_rows, want.num_rows)
     err = 0.0
     for n in names:
@@ -151,7 +163,14 @@ def main():
     names = [f"E{i + 1}" for i in range(a.channels)]
     rows = []
     for case, (keys, reader) in CASES.items():
-        if keys is None:
+        sink = 'path = "ns.parquet"'
+        if case == GLOB_CASE:
+            keys = f'kind = "csv"\npath = "set/*.csv"\nsample_rate = {a.rate}\nchannels = ["E*"]\nmarkers = "Marker"'
+            sink = 'path = "ns_set"\npartition_by = ["stream"]'
+            peer = lambda: [python_csv(work, a.channels, f"set/rec{i}.csv", f"py{i}.parquet")  # noqa: E731
+                            for i in range(GLOB_FILES)]
+            peer_name = "pandas.read_csv + pyarrow, per file"
+        elif keys is None:
             keys = f'kind = "csv"\npath = "rec.csv"\nsample_rate = {a.rate}\nchannels = ["E*"]\nmarkers = "Marker"'
             peer = lambda: python_csv(work, a.channels)  # noqa: E731
             peer_name = "pandas.read_csv + pyarrow"
@@ -160,10 +179,14 @@ def main():
             peer_name = "MNE + pyarrow"
         ours, theirs = [], []
         for _ in range(a.repeats):
-            ours.append(timed(lambda k=keys: neurostream(work, k, a.rate)))
+            shutil.rmtree(os.path.join(work, "ns_set"), ignore_errors=True)
+            ours.append(timed(lambda k=keys, s=sink: neurostream(work, k, a.rate, s)))
             theirs.append(timed(peer))
             print(f"{case}: neurostream {ours[-1]:.2f} s, {peer_name} {theirs[-1]:.2f} s", flush=True)
-        err = compare(work, names)
+        if case == GLOB_CASE:
+            err = max(compare(work, names, f"ns_set/stream=rec{i}", f"py{i}.parquet") for i in range(GLOB_FILES))
+        else:
+            err = compare(work, names)
         assert err < 1e-5, f"{case}: outputs differ by {err:.2e}"
         rows.append((case, min(ours), peer_name, min(theirs), err))
     samples = a.channels * a.seconds * a.rate
@@ -178,13 +201,16 @@ def main():
         "a marker every 2 s), converted to zstd level 3 Parquet (a float32 column per channel). neurostream: the "
         "format's source -> `parquet` sink (`neurostream run`, process start to output committed). Python: MNE's reader "
         "(`preload=True`, `get_data()`) or `pandas.read_csv`, then `pyarrow.parquet.write_table`. Best of "
-        f"{a.repeats}, alternated; outputs agree to the error shown (max of each channel's relative error).",
+        f"{a.repeats}, alternated; outputs agree to the error shown (max of each channel's relative error). "
+        f"The glob row: {GLOB_FILES} copies of the CSV file through one `path` glob (each a stream, a Parquet "
+        "directory per stream with `partition_by = [\"stream\"]`), against pandas converting the files one after another.",
         "",
         "| format | neurostream s | M samples/s | peer | peer s | ratio | max error |",
         "| --- | ---: | ---: | --- | ---: | ---: | ---: |",
     ]
     for case, ours, peer_name, theirs, err in rows:
-        lines.append(f"| {case} | {ours:.2f} | {samples / ours / 1e6:.1f} | {peer_name} | {theirs:.2f} | "
+        n = samples * (GLOB_FILES if case == GLOB_CASE else 1)
+        lines.append(f"| {case} | {ours:.2f} | {n / ours / 1e6:.1f} | {peer_name} | {theirs:.2f} | "
                      f"{theirs / ours:.2f}x | {err:.1e} |")
     with open(results_path("RECORDING_RESULTS.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
