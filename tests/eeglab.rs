@@ -64,6 +64,36 @@ fn every_sample_and_event_equals_mne_wherever_the_samples_are() {
 }
 
 #[test]
+fn matlab_v7_3_datasets_equal_mne() {
+    let Some(py) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let names = run_python(&py, "check_eeglab.py", &["write73", d.to_str().unwrap()]);
+    let variants = ["v73_fields", "v73_struct", "v73_double"];
+    assert!(names.contains(&variants.join(" ")), "{names}");
+    for variant in variants {
+        run_and_check(&py, d, variant, "", None);
+    }
+    run_and_check(&py, d, "v73_fields", "channels = [\"HEOG\", \"C?\"]", Some("4,2,3"));
+    // Values of every kind, read from the v7.3 file, equal scipy's reading of their level-5 twin.
+    let file = d.join("values73.mat");
+    let read = mat::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    let variables: Vec<serde_json::Value> = read.variables.iter().map(|(n, v)| json!([n, dump(v, &file)])).collect();
+    assert_eq!(variables.len(), 12, "{variables:?}");
+    let ours = d.join("ours.json");
+    std::fs::write(&ours, serde_json::to_vec(&variables).unwrap()).unwrap();
+    let twin = d.join("values73_v5.mat");
+    eprintln!(
+        "{}",
+        run_python(
+            &py,
+            "check_eeglab.py",
+            &["mat", twin.to_str().unwrap(), ours.to_str().unwrap()]
+        )
+    );
+}
+
+#[test]
 fn lying_truncated_and_unreadable_datasets_are_errors_naming_the_file_and_field() {
     let Some(py) = python() else { return };
     let dir = tempfile::tempdir().unwrap();
@@ -96,8 +126,15 @@ fn lying_truncated_and_unreadable_datasets_are_errors_naming_the_file_and_field(
             "cut",
             "cut.set: variable 1 (byte 128) declares 657952 bytes, but the file has 328908 after its tag (truncated?)",
         ),
-        ("v73", "v73.set: a MATLAB v7.3 MAT-file (HDF5), which is not read"),
+        (
+            "v73",
+            "v73.set: a MATLAB v7.3 MAT-file (HDF5) that cannot be read: invalid HDF5 magic bytes",
+        ),
         ("text", "text.set: not a MAT-file of level 5"),
+        (
+            "v73_cut",
+            "v73_cut.set: a MATLAB v7.3 MAT-file (HDF5) that cannot be read: unexpected end of data",
+        ),
     ];
     for (name, message) in cases {
         let set = d.join(format!("{name}.set"));
@@ -106,6 +143,12 @@ fn lying_truncated_and_unreadable_datasets_are_errors_naming_the_file_and_field(
         assert!(err.contains(message), "{name}: {err}");
         assert!(!d.join("out.parquet").exists(), "{name}: nothing is written");
     }
+    // Damaged samples are found as they are read: the run fails naming the file and the sample.
+    let set = d.join("v73_damaged.set");
+    std::fs::write(d.join("p.toml"), pipeline(&set, "")).unwrap();
+    let err = run_err(d, &["run", "p.toml", "--quiet"]);
+    assert!(err.contains("v73_damaged.set: samples 1..1024: rows 0..20000"), "{err}");
+    assert!(err.contains("chunk at offsets [4096, 0]"), "{err}");
 }
 
 #[test]

@@ -15,7 +15,17 @@ neurostream's reading of them checked against MNE's reader (`mne.io.read_raw_eeg
                        be read with the header), one event as a 1 x 1 struct
         mne_export     written by mne.export.export_raw(fmt="eeglab") (eeglabio): single samples in
                        the .set, the fields as variables, annotations (one with a duration)
-  check_eeglab.py lies DIR      writes broken datasets (prints their names)
+  check_eeglab.py write73 DIR   writes MATLAB v7.3 (HDF5) datasets the way MATLAB's `save -v7.3` lays
+      them out (`savemat73`), and prints their names:
+        v73_fields     the dataset's fields as variables, samples in the .set as single, chunked
+                       and deflated (MATLAB compresses v7.3 variables), chanlocs with types, text
+                       events with durations, one with a NaN latency
+        v73_struct     `EEG` struct, samples in v73_struct.fdt, numeric (double) event types,
+                       one event (a 1 x 1 struct array)
+        v73_double     `EEG` struct, samples in the .set as double, contiguous (`-nocompression`),
+                       no chanlocs, no events
+  check_eeglab.py lies DIR      writes broken datasets (prints their names), v7.3 ones among them
+      (cut short; a deflated block of samples damaged)
   check_eeglab.py fdt FILE.set            writes the .fdt a dataset names (float32 noise of the right
       size, seeded; for bundled datasets shipped without their samples) beside it
   check_eeglab.py mat FILE.mat OURS.json   neurostream's reading of a MAT-file (dumped by
@@ -179,7 +189,167 @@ def lies(out):
         f.write(header.ljust(116) + b"\0" * 8 + b"\x00\x02IM" + b"\0" * 512)
     with open(os.path.join(out, "text.set"), "wb") as f:
         f.write(b"this is a text file, not a MAT-file\n" * 8)
-    print("short_fdt nbchan_lie epochs missing_fdt srate0 shape_lie cut v73 text")
+    # A v7.3 dataset cut in the middle of its samples, and one whose `data` lost its class.
+    write73(out)
+    with open(os.path.join(out, "v73_fields.set"), "rb") as f:
+        data = f.read()
+    with open(os.path.join(out, "v73_cut.set"), "wb") as f:
+        f.write(data[: len(data) * 2 // 3])
+    import h5py
+
+    with h5py.File(os.path.join(out, "v73_fields.set"), "r") as f:
+        chunk = f["data"].id.get_chunk_info(1)  # the second block of 4096 samples, deflated
+    damaged = bytearray(data)
+    for i in range(chunk.byte_offset + 100, chunk.byte_offset + 300):
+        damaged[i] ^= 0x5A
+    with open(os.path.join(out, "v73_damaged.set"), "wb") as f:
+        f.write(damaged)
+    print("short_fdt nbchan_lie epochs missing_fdt srate0 shape_lie cut v73 text v73_cut v73_damaged")
+
+
+def savemat73(path, variables):
+    """Writes `variables` (name -> value) as MATLAB's `save -v7.3` lays a MAT-file out: HDF5 behind
+    a 512-byte user block holding the MAT header; every value with its `MATLAB_class`; dims
+    reversed (MATLAB is column-major); text as uint16 code units; struct field names in order in
+    `MATLAB_fields`; empty arrays as their dims with
+    `MATLAB_empty`; a 1 x 1 struct (a dict) as a group of its fields; a struct array (a numpy
+    record array from `struct_array`) as a group whose fields are datasets of object references
+    into `#refs#`, one per element; numeric arrays over 4 KiB chunked and deflated."""
+    import h5py
+
+    counter = [0]
+
+    def tag(obj, cls, **attrs):
+        obj.attrs.create("MATLAB_class", np.bytes_(cls))
+        for k, v in attrs.items():
+            obj.attrs.create(k, v)
+
+    def field_names(group, names):
+        """MATLAB's `MATLAB_fields`: the struct's field names in order, each a sequence of bytes."""
+        seqs = np.empty(len(names), dtype=object)
+        for i, n in enumerate(names):
+            seqs[i] = np.frombuffer(n.encode(), dtype="S1")
+        group.attrs.create("MATLAB_fields", seqs, dtype=h5py.vlen_dtype(np.dtype("S1")))
+
+    def put(group, name, value):
+        if isinstance(value, dict):
+            g = group.create_group(name)
+            tag(g, "struct")
+            field_names(g, list(value))
+            for k, v in value.items():
+                put(g, k, v)
+            return g
+        if isinstance(value, np.ndarray) and value.dtype.names:
+            g = group.create_group(name)
+            tag(g, "struct")
+            field_names(g, list(value.dtype.names))
+            refs = f.require_group("#refs#")
+            flat = value.flatten(order="F")
+            for field in value.dtype.names:
+                targets = []
+                for element in flat:
+                    counter[0] += 1
+                    targets.append(put(refs, f"r{counter[0]}", element[field]).ref)
+                shape = tuple(reversed(value.shape))
+                d = g.create_dataset(field, shape, dtype=h5py.ref_dtype)
+                d[...] = np.array(targets, dtype=object).reshape(value.shape, order="F").T
+            return g
+        if isinstance(value, str):
+            if not value:
+                d = group.create_dataset(name, data=np.array([0, 0], dtype=np.uint64))
+                tag(d, "char", MATLAB_empty=np.uint8(1))
+                return d
+            codes = np.frombuffer(value.encode("utf-16-le"), dtype=np.uint16).reshape(1, -1)
+            d = group.create_dataset(name, data=codes.T)
+            tag(d, "char", MATLAB_int_decode=np.int32(2))
+            return d
+        a = np.asarray(value)
+        if a.ndim < 2:
+            a = a.reshape(1, -1) if a.ndim == 1 else a.reshape(1, 1)
+        if a.dtype == object:  # a cell array: references to its cells
+            if a.size == 0:
+                d = group.create_dataset(name, data=np.array(a.shape, dtype=np.uint64))
+                tag(d, "cell", MATLAB_empty=np.uint8(1))
+                return d
+            refs = f.require_group("#refs#")
+            targets = []
+            for item in a.flatten(order="F"):
+                counter[0] += 1
+                targets.append(put(refs, f"r{counter[0]}", item).ref)
+            d = group.create_dataset(name, tuple(reversed(a.shape)), dtype=h5py.ref_dtype)
+            d[...] = np.array(targets, dtype=object).reshape(a.shape, order="F").T
+            tag(d, "cell")
+            return d
+        if a.dtype == bool:
+            a, cls = a.astype(np.uint8), "logical"
+        else:
+            cls = {"float64": "double", "float32": "single", "int8": "int8", "int16": "int16", "int32": "int32", "uint8": "uint8", "uint16": "uint16", "int64": "int64", "uint64": "uint64"}[a.dtype.name]
+        if a.size == 0:
+            d = group.create_dataset(name, data=np.array(a.shape, dtype=np.uint64))
+            tag(d, cls, MATLAB_empty=np.uint8(1))
+            return d
+        big = a.nbytes > 4096
+        d = group.create_dataset(
+            name, data=a.T, chunks=(min(a.shape[1], 4096), a.shape[0]) if big else None, compression="gzip" if big else None
+        )
+        tag(d, cls)
+        return d
+
+    with h5py.File(path, "w", userblock_size=512, libver="earliest") as f:
+        for name, value in variables.items():
+            put(f, name, value)
+    header = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Thu Dec  3 10:00:00 2026 HDF5 schema 1.00 ."
+    with open(path, "r+b") as out:
+        out.write(header.ljust(116) + b"\0" * 8 + b"\x00\x02IM")
+
+
+def write73(out):
+    # v73_fields: 6 channels x 20000 samples at 500 Hz, single, in the .set.
+    x = signals(6, 20000, 500.0, 6).astype(np.float32)
+    labels = ["Fp1", "Fp2", "C3", "C4", "HEOG", "ECG"]
+    types = ["EEG", "EEG", "EEG", "EEG", "EOG", "ECG"]
+    chanlocs = struct_array([{"labels": l, "type": t, "X": float(i)} for i, (l, t) in enumerate(zip(labels, types))], ["labels", "type", "X"])
+    events = struct_array(
+        [
+            {"type": "cue", "latency": 250.0, "duration": 0.0},
+            {"type": "boundary", "latency": float("nan"), "duration": 0.0},
+            {"type": "resp/ok", "latency": 7001.25, "duration": 100.0},
+            {"type": "end", "latency": 19999.0, "duration": 0.0},
+        ],
+        ["type", "latency", "duration"],
+    )
+    savemat73(os.path.join(out, "v73_fields.set"), dataset(6, 20000, 500.0, x, chanlocs, events))
+    # v73_struct: 5 channels x 3000 samples at 250 Hz in a .fdt, one numeric event.
+    x = signals(5, 3000, 250.0, 7).astype("<f4")
+    x.T.tofile(os.path.join(out, "v73_struct.fdt"))
+    chanlocs = struct_array([{"labels": l} for l in ["O1", "O2", "Oz", "Pz", "Cz"]], ["labels"])
+    events = struct_array([{"type": 7.0, "latency": 1500.0, "duration": 25.0}], ["type", "latency", "duration"])
+    savemat73(os.path.join(out, "v73_struct.set"), {"EEG": dataset(5, 3000, 250.0, "v73_struct.fdt", chanlocs, events)})
+    # v73_double: 3 channels x 4000 samples at 1000 Hz as double, contiguous; no chanlocs.
+    x = signals(3, 4000, 1000.0, 8)
+    eeg = dataset(3, 4000, 1000.0, x, np.zeros((0, 0)), np.zeros((0, 0)))
+    savemat73(os.path.join(out, "v73_double.set"), {"EEG": eeg})
+    # values73.mat: MATLAB values of every kind the reader builds, and their level-5 twin written
+    # by scipy (what `check_eeglab.py mat` compares neurostream's reading of values73.mat with).
+    cells = np.empty((1, 3), dtype=object)
+    cells[0, 0], cells[0, 1], cells[0, 2] = "text", np.arange(6.0).reshape(2, 3), np.array([[7]], dtype=np.int16)
+    values = {
+        "cube": np.arange(24.0).reshape(2, 3, 4),
+        "column": np.arange(5, dtype=np.float32).reshape(5, 1),
+        "counts": np.array([[1, -2, 3], [-4, 5, -6]], dtype=np.int16),
+        "big": np.sin(np.arange(30000.0)).reshape(100, 300),
+        "flags": np.array([[True, False, True]]),
+        "bytes": np.array([[0, 255, 7]], dtype=np.uint8),
+        "name": "µV and ünïcode",
+        "nothing": np.zeros((0, 3)),
+        "blank": "",
+        "nested": {"inner": {"x": 2.5, "label": "deep"}, "n": np.array([[1.0, 2.0]])},
+        "items": cells,
+        "grid": struct_array([{"a": 1.0, "b": "one"}, {"a": 2.0, "b": "two"}, {"a": np.zeros((0, 0)), "b": ""}], ["a", "b"]),
+    }
+    savemat73(os.path.join(out, "values73.mat"), values)
+    scipy.io.savemat(os.path.join(out, "values73_v5.mat"), values, format="5", do_compression=False)
+    print("v73_fields v73_struct v73_double")
 
 
 def write_fdt(set_path):
@@ -269,4 +439,4 @@ def check(set_path, out, channels=None):
 
 
 if __name__ == "__main__":
-    {"write": write, "lies": lies, "check": check, "fdt": write_fdt, "mat": check_mat}[sys.argv[1]](*sys.argv[2:])
+    {"write": write, "write73": write73, "lies": lies, "check": check, "fdt": write_fdt, "mat": check_mat}[sys.argv[1]](*sys.argv[2:])

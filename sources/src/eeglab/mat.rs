@@ -11,7 +11,7 @@
 //! held in memory are bounded.
 //!
 //! Sparse arrays, objects and function handles are skipped ([`Value::Unsupported`]).
-//! MAT-files of version 7.3 are HDF5 files and are refused with that reason.
+//! MAT-files of version 7.3 are HDF5 files, read by [`super::mat73`] into the same values.
 
 use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
@@ -23,18 +23,18 @@ use flate2::read::ZlibDecoder;
 pub const LOAD_LIMIT_BYTES: u64 = 64 * 1024;
 
 /// Char arrays longer than this (bytes of data) are skipped: no field a reader needs is that long.
-const CHAR_LIMIT_BYTES: u64 = 16 << 20;
+pub(super) const CHAR_LIMIT_BYTES: u64 = 16 << 20;
 
 /// Deepest nesting of structs and cells read.
-const MAX_DEPTH: usize = 32;
+pub(super) const MAX_DEPTH: usize = 32;
 
 /// Most bytes of values held in memory (struct and cell elements at [`VALUE_BYTES`] each,
 /// loaded numbers at 8, text and names at their length): a file cannot make the reader hold
 /// more than this, however far its compressed variables inflate.
-const MAX_HELD_BYTES: u64 = 256 << 20;
+pub(super) const MAX_HELD_BYTES: u64 = 256 << 20;
 
 /// What a struct or cell element is charged against [`MAX_HELD_BYTES`].
-const VALUE_BYTES: u64 = 64;
+pub(super) const VALUE_BYTES: u64 = 64;
 
 /// Longest array name read (MATLAB's are at most 63 characters).
 const MAX_NAME_BYTES: u64 = 4096;
@@ -139,6 +139,11 @@ pub enum Location {
         /// Byte offset of the data in the inflated stream.
         offset: u64,
     },
+    /// A dataset of a v7.3 (HDF5) MAT-file.
+    Hdf5 {
+        /// The dataset's HDF5 path (`/EEG/data`).
+        object: String,
+    },
 }
 
 /// A numeric array's data left in the file: `count` values of type `mi`.
@@ -180,6 +185,7 @@ impl Payload {
                 }
                 Ok(Box::new(inflated.take(bytes)))
             }
+            Location::Hdf5 { ref object } => Ok(Box::new(super::mat73::open_values(path, object, self.mi)?.take(bytes))),
         }
     }
 }
@@ -317,11 +323,7 @@ pub fn read(path: &Path) -> Result<MatFile, String> {
     }
     let text = String::from_utf8_lossy(&header[..116]);
     if text.starts_with("MATLAB 7.3") || hdf5_signature(&mut file) {
-        return Err(
-            "a MATLAB v7.3 MAT-file (HDF5), which is not read: save it as a v7 or v6 MAT-file \
-                    (EEGLAB: File > Preferences, \"Save as Matlab v6.5\"; MATLAB: save(..., '-v7'))"
-                .into(),
-        );
+        return super::mat73::read(path);
     }
     let big_endian = match &header[126..128] {
         b"IM" => false,

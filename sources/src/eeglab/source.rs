@@ -16,7 +16,7 @@ use crate::recording::{default_chunk, pick_labels, Blocks, OpenBlocks, Recording
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EeglabSourceConfig {
-    /// The dataset's `.set` file (MAT-file v6 or v7; its samples in it or in the `.fdt` it names),
+    /// The dataset's `.set` file (MAT-file v6, v7 or v7.3; its samples in it or in the `.fdt` it names),
     /// or a glob of them: each a stream of its own, named by its file.
     pub path: String,
     /// Channels to read, by label or glob pattern, in this order. Default: every channel.
