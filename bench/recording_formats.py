@@ -5,7 +5,9 @@
 Input: `channels` EEG channels at `rate` Hz for `seconds` s (seeded noise plus sinusoids, in µV,
 with a marker every 2 s), written once in each format:
 - EEGLAB, one file (`.set`, MAT v6, the fields as variables, single samples: EEGLAB's default
-  save since 2021) and two files (`.set` + `.fdt`);
+  save since 2021), the same as a MAT v7.3 (HDF5) file, as MATLAB saves datasets over 2 GB
+  (samples in deflated chunks of 4096; written with h5py in MATLAB's layout by
+  tests/python/check_eeglab.py), and two files (`.set` + `.fdt`);
 - BrainVision (pybv, IEEE_FLOAT_32);
 - CSV (OpenBCI-style text: `, `-separated, 6 decimals, a marker column), alone and as 4 copies
   read through one glob (each file a stream, written to a Parquet directory per stream; Python
@@ -40,6 +42,9 @@ import scipy.io
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchlib import cargo_build, cpu_name, results_path  # noqa: E402
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "python"))
+from check_eeglab import savemat73  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release", "neurostream")
 mne.set_log_level("ERROR")
@@ -72,6 +77,7 @@ def write_inputs(work, channels, seconds, rate):
     n = int(seconds * rate)
     x = signals(channels, n, rate)
     scipy.io.savemat(os.path.join(work, "onefile.set"), eeglab_fields(x, rate, x), format="5")
+    savemat73(os.path.join(work, "v73.set"), eeglab_fields(x, rate, x))
     x.T.astype("<f4").tofile(os.path.join(work, "twofiles.fdt"))
     scipy.io.savemat(os.path.join(work, "twofiles.set"), eeglab_fields(x, rate, "twofiles.fdt"), format="5")
     import pybv
@@ -99,6 +105,9 @@ CASES = {
     # name: (neurostream source keys, python reader)
     "EEGLAB, one file (.set, MAT v6)": ('kind = "eeglab"\npath = "onefile.set"',
                                         lambda w: mne.io.read_raw_eeglab(os.path.join(w, "onefile.set"), preload=True)),
+    "EEGLAB, one file (.set, MAT v7.3 / HDF5, deflated)": (
+        'kind = "eeglab"\npath = "v73.set"',
+        lambda w: mne.io.read_raw_eeglab(os.path.join(w, "v73.set"), preload=True)),
     "EEGLAB, .set + .fdt": ('kind = "eeglab"\npath = "twofiles.set"',
                             lambda w: mne.io.read_raw_eeglab(os.path.join(w, "twofiles.set"), preload=True)),
     "BrainVision (float32)": ('kind = "brainvision"\npath = "rec.vhdr"',
