@@ -1,6 +1,7 @@
 //! The `fif` source against `mne.io.read_raw_fif` on raw FIF files MNE writes in the test from a
 //! bundled real EEG (magnetometers, gradiometers, EEG, EOG, ECG, stim and misc channels; float32,
-//! int32 with calibrations, float64 split over 8 files, acquisition skips; annotations, a
+//! int32 with calibrations, float64 split over 8 files, gzip-compressed and split (`.fif.gz`, `.fif-1.gz`),
+//! acquisition skips; annotations, a
 //! measurement date, a first sample of 1000): samples in fT, fT/cm and µV, names, types, units,
 //! annotation and stim-event markers. Then broken and lying files as errors naming the file and
 //! the field, and the MEG example.
@@ -32,8 +33,18 @@ fn every_sample_channel_and_marker_equals_mne_including_split_files() {
         "check_fif.py",
         &["write", recording().to_str().unwrap(), d.to_str().unwrap()],
     );
-    assert!(names.contains("double_raw-1.fif"), "{names}");
-    for f in ["single.fif", "int.fif", "double_raw.fif", "nodate.fif", "skips.fif"] {
+    assert!(
+        names.contains("double_raw-1.fif") && names.contains("gz_raw.fif-1.gz"),
+        "{names}"
+    );
+    for f in [
+        "single.fif",
+        "int.fif",
+        "double_raw.fif",
+        "nodate.fif",
+        "skips.fif",
+        "gz_raw.fif.gz",
+    ] {
         let fif = d.join(f);
         std::fs::write(d.join("p.toml"), pipeline(fif.to_str().unwrap(), "")).unwrap();
         run_ok(d, &["run", "p.toml", "--quiet"]);
@@ -67,6 +78,14 @@ fn broken_files_are_errors_naming_the_file_and_field() {
         ("cut.fif", good[..good.len() / 2].to_vec(), "(truncated or not FIF)"),
         ("text.fif", b"not a fif file at all, just text".to_vec(), "not a FIF file"),
         ("empty.fif", Vec::new(), "not a FIF file"),
+        (
+            "cut.fif.gz",
+            {
+                let gz = std::fs::read(d.join("gz_raw.fif.gz")).unwrap();
+                gz[..gz.len() / 2].to_vec()
+            },
+            "inflating the gzip-compressed file",
+        ),
     ];
     for (name, bytes, expected) in cases {
         std::fs::write(d.join(name), bytes).unwrap();

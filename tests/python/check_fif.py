@@ -81,9 +81,13 @@ def write(rec, out):
     for first, count in ((0, 1), (3, 2), (9, 4)):
         skips.annotations.append(raw.first_time + first, count - 0.5 / sf, "BAD_ACQ_SKIP")
     skips.save(os.path.join(out, "skips.fif"), fmt="single", buffer_size_sec=1.0, overwrite=True)
+    # gzip-compressed, as MNE writes a name ending in .gz, and split (gz_raw.fif-1.gz, ...).
+    raw.save(os.path.join(out, "gz_raw.fif.gz"), fmt="single", split_size="1.2MB", overwrite=True)
     splits = sorted(f for f in os.listdir(out) if f.startswith("double_raw"))
     assert len(splits) >= 2, splits
-    print("single.fif int.fif double_raw.fif nodate.fif skips.fif", "splits:", " ".join(splits))
+    gz_splits = sorted(f for f in os.listdir(out) if f.startswith("gz_raw"))
+    assert len(gz_splits) >= 2, gz_splits
+    print("single.fif int.fif double_raw.fif nodate.fif skips.fif gz_raw.fif.gz", "splits:", " ".join(splits + gz_splits))
 
 
 def example(rec, out):

@@ -5,6 +5,11 @@
 //!
 //! Data values are not kept: [`FifRecording::buffers`] lists where each buffer lies, and
 //! [`FifRecording::read_buffer`] decodes one when the replay reaches it.
+//!
+//! A gzip-compressed file (`raw.fif.gz`, which MNE writes and reads when a name ends in `.gz`)
+//! is inflated once, when opened, into an unnamed temporary file (in `TMPDIR`, removed when the
+//! recording is dropped), which is then read like any other: a FIF file is read by seeking to
+//! its tags, which a gzip stream cannot do.
 
 use crate::MAX_CHANNELS;
 use std::fs::File;
@@ -170,6 +175,8 @@ pub struct FifRecording {
     pub buffers: Vec<Buffer>,
     /// MNE annotations, onsets relative to the first sample.
     pub annotations: Vec<FifAnnotation>,
+    /// Per file of [`FifRecording::files`], its inflated copy where it is gzip-compressed.
+    inflated: Vec<Option<File>>,
     open: Option<(usize, BufReader<File>)>,
 }
 
@@ -192,6 +199,8 @@ struct FileParts {
     buffers: Vec<Buffer>,
     annotations: Vec<FifAnnotation>,
     next_file: Option<PathBuf>,
+    /// The file's inflated copy, where it is gzip-compressed.
+    inflated: Option<File>,
 }
 
 impl FifRecording {
@@ -205,12 +214,14 @@ impl FifRecording {
             first_samp: 0,
             buffers: Vec::new(),
             annotations: Vec::new(),
+            inflated: Vec::new(),
             open: None,
         };
         let mut i = 0;
         while i < files.len() {
             let file_index = i;
-            let parts = read_file(&files[i], file_index)?;
+            let mut parts = read_file(&files[i], file_index)?;
+            rec.inflated.push(parts.inflated.take());
             let at = |field: &str, m: String| format!("{}: {field}: {m}", files[i].display());
             if i == 0 {
                 let sfreq = parts
@@ -325,7 +336,11 @@ impl FifRecording {
             } => {
                 if self.open.as_ref().is_none_or(|(f, _)| *f != file) {
                     let path = &self.files[file];
-                    let f = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+                    let f = match self.inflated.get(file).and_then(Option::as_ref) {
+                        Some(inflated) => inflated.try_clone(),
+                        None => File::open(path),
+                    }
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
                     self.open = Some((file, BufReader::new(f)));
                 }
                 let (_, reader) = self.open.as_mut().expect("opened above");
@@ -456,10 +471,38 @@ impl Reader {
     }
 }
 
+/// Opens the FIF file at `path` for reading: the file itself, or where it is gzip-compressed,
+/// its contents inflated into an unnamed temporary file (returned as the second value too).
+/// Also returns the readable size in bytes.
+fn open_fif(path: &Path) -> Result<(File, u64, Option<File>), String> {
+    let at = |e: std::io::Error| format!("{}: {e}", path.display());
+    let mut f = File::open(path).map_err(at)?;
+    let mut magic = [0u8; 2];
+    let gzip = f.read_exact(&mut magic).is_ok() && magic == [0x1f, 0x8b];
+    f.seek(SeekFrom::Start(0)).map_err(at)?;
+    if !gzip {
+        let size = f.metadata().map_err(at)?.len();
+        return Ok((f, size, None));
+    }
+    let inflated = tempfile::tempfile().map_err(|e| {
+        format!(
+            "{}: gzip-compressed; cannot make a temporary file to inflate it into: {e}",
+            path.display()
+        )
+    })?;
+    let mut writer = std::io::BufWriter::with_capacity(1 << 20, &inflated);
+    let mut gz = flate2::read::MultiGzDecoder::new(BufReader::with_capacity(1 << 20, f));
+    let size = std::io::copy(&mut gz, &mut writer)
+        .and_then(|n| std::io::Write::flush(&mut writer).map(|_| n))
+        .map_err(|e| format!("{}: inflating the gzip-compressed file: {e}", path.display()))?;
+    drop(writer);
+    let reader = inflated.try_clone().map_err(at)?;
+    Ok((reader, size, Some(inflated)))
+}
+
 /// Walks the tags of one file, collecting what a raw recording needs.
 fn read_file(path: &Path, file_index: usize) -> Result<FileParts, String> {
-    let f = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let size = f.metadata().map_err(|e| format!("{}: {e}", path.display()))?.len();
+    let (f, size, inflated) = open_fif(path)?;
     let mut r = Reader {
         f: BufReader::new(f),
         size,
@@ -474,7 +517,10 @@ fn read_file(path: &Path, file_index: usize) -> Result<FileParts, String> {
             path.display()
         ));
     }
-    let mut parts = FileParts::default();
+    let mut parts = FileParts {
+        inflated,
+        ..FileParts::default()
+    };
     let mut blocks: Vec<i32> = Vec::new();
     let mut pos = 0u64;
     let mut tags = 0usize;
@@ -512,12 +558,14 @@ fn read_file(path: &Path, file_index: usize) -> Result<FileParts, String> {
                         (Some(n), _) => dir.join(n),
                         (None, Some(num)) => {
                             // MNE's naming of splits: NAME.fif, NAME-1.fif, NAME-2.fif ...
-                            let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+                            // (NAME.fif.gz, NAME.fif-1.gz, ... when compressed).
+                            let name = path.file_name().unwrap_or_default().to_string_lossy();
+                            let (stem, ext) = name.rsplit_once('.').unwrap_or((name.as_ref(), "fif"));
                             let base = stem
                                 .rsplit_once('-')
                                 .filter(|(_, n)| n.parse::<u32>().is_ok())
-                                .map_or(stem.as_ref(), |(b, _)| b);
-                            dir.join(format!("{base}-{num}.fif"))
+                                .map_or(stem, |(b, _)| b);
+                            dir.join(format!("{base}-{num}.{ext}"))
                         }
                         (None, None) => {
                             return Err(r.at(tag.pos, "a reference to the next file names no file"));

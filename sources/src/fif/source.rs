@@ -16,8 +16,9 @@ use crate::recording::{
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FifSourceConfig {
-    /// The recording (`raw.fif`, `*_raw.fif`, `*_meg.fif`; its split files `-1.fif`, ... are
-    /// followed), or a glob of recordings: each a stream of its own, named by its file.
+    /// The recording (`raw.fif`, `*_raw.fif`, `*_meg.fif`, or gzip-compressed `*.fif.gz`; its
+    /// split files `-1.fif`, ... are followed), or a glob of recordings: each a stream of its
+    /// own, named by its file.
     pub path: String,
     /// Channels to read, by name or glob pattern (`"MEG*"`), in this order. Default: every
     /// channel.
