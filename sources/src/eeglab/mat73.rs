@@ -21,7 +21,7 @@ use std::path::Path;
 
 use hdf5_reader::error::{Error as Hdf5Error, Result as Hdf5Result};
 use hdf5_reader::group::Group;
-use hdf5_reader::{Dataset, Datatype, Hdf5File, SliceInfo, SliceInfoElem};
+use hdf5_reader::{Dataset, Datatype, Hdf5File, OpenOptions, SliceInfo, SliceInfoElem};
 
 use super::mat::{
     Location, MatFile, MiType, Numbers, Payload, Value, CHAR_LIMIT_BYTES, LOAD_LIMIT_BYTES, MAX_DEPTH, MAX_HELD_BYTES,
@@ -31,11 +31,17 @@ use super::mat::{
 /// Bytes of values read per block when a large array is streamed.
 const BLOCK_BYTES: usize = 1 << 20;
 
+/// Opens the HDF5 file at `path`, no single read allocating more than [`MAX_HELD_BYTES`]
+/// (whatever sizes a lying file declares).
+fn open_file(path: &Path) -> Result<Hdf5File, Hdf5Error> {
+    Hdf5File::open_with_options(path, OpenOptions::default().with_max_read_bytes(MAX_HELD_BYTES as usize))
+}
+
 /// Reads the variables of the v7.3 MAT-file at `path`, in name order. Errors say what is wrong
 /// and in which variable, without the path (the caller names the file).
 pub fn read(path: &Path) -> Result<MatFile, String> {
     let cannot = |e: Hdf5Error| format!("a MATLAB v7.3 MAT-file (HDF5) that cannot be read: {e}");
-    let file = Hdf5File::open(path).map_err(cannot)?;
+    let file = open_file(path).map_err(cannot)?;
     let root = file.root_group().map_err(cannot)?;
     let (groups, datasets) = root.members().map_err(cannot)?;
     let mut reader = Reader {
@@ -445,7 +451,7 @@ fn read_values(d: &Dataset, mi: MiType) -> Hdf5Result<Vec<f64>> {
 /// dimension at a time.
 pub fn open_values(path: &Path, object: &str, mi: MiType) -> io::Result<Box<dyn Read + Send>> {
     let invalid = |e: Hdf5Error| io::Error::new(io::ErrorKind::InvalidData, format!("{object}: {e}"));
-    let file = Hdf5File::open(path).map_err(invalid)?;
+    let file = open_file(path).map_err(invalid)?;
     let dataset = file.dataset(object).map_err(invalid)?;
     if mi_type(dataset.dtype()) != Some(mi) {
         return Err(io::Error::new(
