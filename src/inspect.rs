@@ -39,14 +39,20 @@ fn key_line(key_value: &str) -> anyhow::Result<String> {
 /// The source kind that reads a recording file, by its extension.
 fn recording_kind(path: &Path) -> Option<&'static str> {
     let name = path.file_name()?.to_str()?.to_ascii_lowercase();
+    // gzip-compressed FIF: `x_raw.fif.gz`, and MNE's split `x_raw.fif-1.gz`.
+    let name = name.strip_suffix(".gz").unwrap_or(&name);
     let (_, extension) = name.rsplit_once('.')?;
+    let extension = extension
+        .rsplit_once('-')
+        .filter(|(_, n)| n.parse::<u32>().is_ok())
+        .map_or(extension, |(e, _)| e);
     Some(match extension {
         "edf" | "bdf" => "edf",
         "gdf" => "gdf",
         "fif" => "fif",
         "vhdr" => "brainvision",
         "set" => "eeglab",
-        "xdf" => "xdf",
+        "xdf" | "xdfz" => "xdf",
         "csv" | "tsv" | "txt" => "csv",
         _ => return None,
     })

@@ -1,9 +1,9 @@
 //! The `xdf` source against pyxdf on recordings written here to the XDF specification from a
 //! bundled real EEG (float32 with time stamps only on each chunk's first sample, double64 in
 //! volts, int16; linear clock drift on the EEG host, a constant offset on the marker host, an
-//! unrelated stream, boundaries, footers, 1/4/8-byte chunk lengths): samples, labels, units,
-//! types and markers. Then truncated and lying files as errors naming the file and the field,
-//! and the bundled XDF example.
+//! unrelated stream, boundaries, footers, 1/4/8-byte chunk lengths; gzip-compressed as `.xdfz`):
+//! samples, labels, units, types and markers, and `inspect`. Then truncated and lying files as
+//! errors naming the file and the field, and the bundled XDF example.
 
 mod common;
 
@@ -36,9 +36,13 @@ fn every_sample_and_marker_equals_pyxdf_with_clock_offsets_applied() {
         .lines()
         .find(|l| l.starts_with("float32"))
         .expect("the variants written");
-    let picks = ["", "stream = \"EEG-amp\"", "type = \"EEG\"\nmarkers = [\"Markers\"]"];
-    for (v, pick) in line.split_whitespace().zip(picks) {
-        let xdf = d.join(format!("{v}.xdf"));
+    let picks = ["", "stream = \"EEG-amp\"", "type = \"EEG\"\nmarkers = [\"Markers\"]", ""];
+    let files = line
+        .split_whitespace()
+        .map(|v| format!("{v}.xdf"))
+        .chain(["float32.xdfz".to_string()]);
+    for (file, pick) in files.zip(picks) {
+        let xdf = d.join(file);
         std::fs::write(d.join("p.toml"), pipeline(xdf.to_str().unwrap(), pick)).unwrap();
         run_ok(d, &["run", "p.toml", "--quiet"]);
         run_python(

@@ -30,6 +30,7 @@ pub mod eeglab;
 pub mod fif;
 mod file_streams;
 pub mod gdf;
+mod gzip_file;
 mod hash;
 pub mod ipc_limit;
 pub mod lsl_source;

@@ -104,6 +104,10 @@ def write(rec, out):
     write_one(os.path.join(out, "double64_volts.xdf"), eeg_uv / 1e6, raw.ch_names, ann, "double64", "V", True, True)
     write_one(os.path.join(out, "int16.xdf"), np.round(eeg_uv).astype(np.int16), raw.ch_names, ann, "int16", "uV",
               True, False)
+    # float32.xdfz: the same gzip-compressed (pyxdf reads `.xdfz` files so).
+    import gzip
+    with open(os.path.join(out, "float32.xdf"), "rb") as f, gzip.open(os.path.join(out, "float32.xdfz"), "wb") as z:
+        z.write(f.read())
     print("float32 double64_volts int16")
 
 

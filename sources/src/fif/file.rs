@@ -7,9 +7,7 @@
 //! [`FifRecording::read_buffer`] decodes one when the replay reaches it.
 //!
 //! A gzip-compressed file (`raw.fif.gz`, which MNE writes and reads when a name ends in `.gz`)
-//! is inflated once, when opened, into an unnamed temporary file (in `TMPDIR`, removed when the
-//! recording is dropped), which is then read like any other: a FIF file is read by seeking to
-//! its tags, which a gzip stream cannot do.
+//! is read from its inflated copy ([`crate::gzip_file`]), kept while the recording is.
 
 use crate::MAX_CHANNELS;
 use std::fs::File;
@@ -471,41 +469,16 @@ impl Reader {
     }
 }
 
-/// Opens the FIF file at `path` for reading: the file itself, or where it is gzip-compressed,
-/// its contents inflated into an unnamed temporary file (returned as the second value too).
-/// Also returns the readable size in bytes.
-fn open_fif(path: &Path) -> Result<(File, u64, Option<File>), String> {
-    let at = |e: std::io::Error| format!("{}: {e}", path.display());
-    let mut f = File::open(path).map_err(at)?;
-    let mut magic = [0u8; 2];
-    let gzip = f.read_exact(&mut magic).is_ok() && magic == [0x1f, 0x8b];
-    f.seek(SeekFrom::Start(0)).map_err(at)?;
-    if !gzip {
-        let size = f.metadata().map_err(at)?.len();
-        return Ok((f, size, None));
-    }
-    let inflated = tempfile::tempfile().map_err(|e| {
-        format!(
-            "{}: gzip-compressed; cannot make a temporary file to inflate it into: {e}",
-            path.display()
-        )
-    })?;
-    let mut writer = std::io::BufWriter::with_capacity(1 << 20, &inflated);
-    let mut gz = flate2::read::MultiGzDecoder::new(BufReader::with_capacity(1 << 20, f));
-    let size = std::io::copy(&mut gz, &mut writer)
-        .and_then(|n| std::io::Write::flush(&mut writer).map(|_| n))
-        .map_err(|e| format!("{}: inflating the gzip-compressed file: {e}", path.display()))?;
-    drop(writer);
-    let reader = inflated.try_clone().map_err(at)?;
-    Ok((reader, size, Some(inflated)))
-}
-
 /// Walks the tags of one file, collecting what a raw recording needs.
 fn read_file(path: &Path, file_index: usize) -> Result<FileParts, String> {
-    let (f, size, inflated) = open_fif(path)?;
+    let opened = crate::gzip_file::open_seekable(path)?;
+    let inflated = match opened.inflated {
+        true => Some(opened.file.try_clone().map_err(|e| format!("{}: {e}", path.display()))?),
+        false => None,
+    };
     let mut r = Reader {
-        f: BufReader::new(f),
-        size,
+        f: BufReader::new(opened.file),
+        size: opened.size,
         path: path.to_path_buf(),
     };
     let (first, _) = r
@@ -699,7 +672,7 @@ fn read_file(path: &Path, file_index: usize) -> Result<FileParts, String> {
             n if (n as u64) > tag.pos => n as u64,
             n => return Err(r.at(tag.pos, &format!("its next tag at byte {n} points backwards"))),
         };
-        if pos >= size {
+        if pos >= r.size {
             break;
         }
     }

@@ -1,7 +1,8 @@
 //! Reading XDF files (the Extensible Data Format of LabRecorder, <https://github.com/sccn/xdf/wiki/Specifications>):
 //! chunks, stream headers (XML, read with roxmltree), samples, clock offsets.
 //!
-//! A file is scanned twice: once for the stream headers, then for the samples, time stamps
+//! A gzip-compressed file (`.xdfz`, as pyxdf reads them) is read from its inflated copy
+//! ([`crate::gzip_file`]). A file is scanned twice: once for the stream headers, then for the samples, time stamps
 //! and clock offsets of the streams asked for. The values of the signal stream are not kept:
 //! [`XdfFile::read_chunk_values`] decodes a samples chunk again when the replay reaches it, so
 //! a recording of any length is read in constant memory besides its time stamps.
@@ -149,13 +150,12 @@ impl XdfFile {
     /// Opens `path` and reads every stream header. `allow_truncated` accepts a file that ends
     /// inside a chunk (a recorder that died), up to its last whole chunk.
     pub fn open(path: &Path, allow_truncated: bool) -> Result<XdfFile, String> {
-        let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let size = file.metadata().map_err(|e| format!("{}: {e}", path.display()))?.len();
+        let opened = crate::gzip_file::open_seekable(path)?;
         let mut x = XdfFile {
             path: path.to_path_buf(),
             streams: Vec::new(),
-            file: BufReader::new(file),
-            size,
+            file: BufReader::new(opened.file),
+            size: opened.size,
             allow_truncated,
         };
         let mut magic = [0u8; 4];

@@ -16,8 +16,8 @@ use crate::recording::{
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct XdfSourceConfig {
-    /// The recording (`.xdf`), or a glob of recordings: each a stream of its own, named by its
-    /// file.
+    /// The recording (`.xdf`, or gzip-compressed `.xdfz`), or a glob of recordings: each a
+    /// stream of its own, named by its file.
     pub path: String,
     /// The stream to replay, by name. Default: with `type`, the first stream of that type;
     /// else the first numeric stream with a nominal rate.

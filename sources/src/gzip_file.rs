@@ -1,0 +1,88 @@
+//! Recording files that readers seek in and that may be gzip-compressed (MNE's `raw.fif.gz`,
+//! pyxdf's `.xdfz`): a gzip stream cannot seek, so a compressed file is inflated once, when
+//! opened, into an unnamed temporary file (in `TMPDIR`, gone when its last handle closes) and
+//! read from there.
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::Path;
+
+/// A file opened by [`open_seekable`].
+pub struct Seekable {
+    /// The file itself, or its inflated copy.
+    pub file: File,
+    /// Bytes readable from `file`.
+    pub size: u64,
+    /// Whether `file` is an inflated copy (reopening the path would give the compressed bytes).
+    pub inflated: bool,
+}
+
+/// Opens `path` for seeking: the file, or where it starts with the gzip magic, its contents
+/// inflated (every member of a multi-member stream). Errors name the file.
+pub fn open_seekable(path: &Path) -> Result<Seekable, String> {
+    let at = |e: std::io::Error| format!("{}: {e}", path.display());
+    let mut file = File::open(path).map_err(at)?;
+    let mut magic = [0u8; 2];
+    let gzip = file.read_exact(&mut magic).is_ok() && magic == [0x1f, 0x8b];
+    file.seek(SeekFrom::Start(0)).map_err(at)?;
+    if !gzip {
+        let size = file.metadata().map_err(at)?.len();
+        return Ok(Seekable {
+            file,
+            size,
+            inflated: false,
+        });
+    }
+    let inflated = tempfile::tempfile().map_err(|e| {
+        format!(
+            "{}: gzip-compressed; cannot make a temporary file to inflate it into: {e}",
+            path.display()
+        )
+    })?;
+    let mut out = BufWriter::with_capacity(1 << 20, &inflated);
+    let mut gz = flate2::read::MultiGzDecoder::new(BufReader::with_capacity(1 << 20, file));
+    let size = std::io::copy(&mut gz, &mut out)
+        .and_then(|n| out.flush().map(|_| n))
+        .map_err(|e| format!("{}: inflating the gzip-compressed file: {e}", path.display()))?;
+    drop(out);
+    let mut file = inflated;
+    file.seek(SeekFrom::Start(0)).map_err(at)?;
+    Ok(Seekable {
+        file,
+        size,
+        inflated: true,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_files_open_as_they_are_and_gzip_ones_inflated() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("a.bin");
+        let text: Vec<u8> = (0..100_000u32).flat_map(|i| i.to_le_bytes()).collect();
+        std::fs::write(&plain, &text).unwrap();
+        let gz = dir.path().join("a.bin.gz");
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(&text[..1000]).unwrap();
+        let mut bytes = enc.finish().unwrap();
+        // A second member, as `cat a.gz b.gz` makes.
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(&text[1000..]).unwrap();
+        bytes.extend(enc.finish().unwrap());
+        std::fs::write(&gz, &bytes).unwrap();
+        for (path, inflated) in [(&plain, false), (&gz, true)] {
+            let mut s = open_seekable(path).unwrap();
+            assert_eq!((s.size, s.inflated), (text.len() as u64, inflated));
+            let mut back = Vec::new();
+            s.file.seek(SeekFrom::Start(4)).unwrap();
+            s.file.read_to_end(&mut back).unwrap();
+            assert_eq!(back, text[4..]);
+        }
+        std::fs::write(&gz, &bytes[..bytes.len() / 2]).unwrap();
+        let cut = open_seekable(&gz).err().unwrap();
+        assert!(cut.contains("a.bin.gz: inflating the gzip-compressed file"), "{cut}");
+    }
+}
