@@ -49,7 +49,7 @@ if [ -z "${CHROMIUM:-}" ] && ! command -v chromium >/dev/null; then
 fi
 
 if [ -z "${NEUROSTREAM_PYTHON:-}" ]; then
-    if ! .venv/bin/python -c "import numpy, pyarrow, duckdb, polars, scipy, safetensors, pandas, pyedflib, mne, pymatreader, eeglabio, sklearn, pylsl, pyriemann, pytest, gguf" 2>/dev/null; then
+    if ! .venv/bin/python -c "import numpy, pyarrow, duckdb, polars, scipy, safetensors, pandas, pyedflib, mne, pymatreader, hdf5storage, eeglabio, sklearn, pylsl, pyriemann, pytest, gguf" 2>/dev/null; then
         echo "== creating .venv with the Python reference libraries"
         python3 -m venv .venv
         .venv/bin/pip install -q --disable-pip-version-check -r tests/python/requirements.txt

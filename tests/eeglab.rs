@@ -5,8 +5,10 @@
 //! (eeglabio): names, every sample and every event. A dataset written by EEGLAB in MATLAB (MNE's
 //! testing data) against MNE too, and the MAT-file reader against `scipy.io.loadmat` on files
 //! MATLAB wrote (v6 and v7: numbers, complex, 3-D, integers, text, structs, cells; sparse and
-//! MCOS objects skipped). Lying, truncated and unreadable datasets are errors naming the file and
-//! the field.
+//! MCOS objects skipped). MATLAB v7.3 (HDF5) datasets against MNE too, written in MATLAB's layout
+//! with h5py and by hdf5storage, and a v7.3 file of every value kind against scipy's reading of
+//! its level-5 twin. Lying, truncated, damaged and unreadable datasets are errors naming the
+//! file and the field.
 
 mod common;
 
@@ -69,7 +71,7 @@ fn matlab_v7_3_datasets_equal_mne() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let names = run_python(&py, "check_eeglab.py", &["write73", d.to_str().unwrap()]);
-    let variants = ["v73_fields", "v73_struct", "v73_double"];
+    let variants = ["v73_fields", "v73_struct", "v73_double", "v73_hdf5storage"];
     assert!(names.contains(&variants.join(" ")), "{names}");
     for variant in variants {
         run_and_check(&py, d, variant, "", None);

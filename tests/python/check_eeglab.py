@@ -24,6 +24,8 @@ neurostream's reading of them checked against MNE's reader (`mne.io.read_raw_eeg
                        one event (a 1 x 1 struct array)
         v73_double     `EEG` struct, samples in the .set as double, contiguous (`-nocompression`),
                        no chanlocs, no events
+        v73_hdf5storage  written by another MATLAB-compatible writer, hdf5storage (`EEG` struct,
+                       single samples in the .set, compressed; chanlocs and text events)
   check_eeglab.py lies DIR      writes broken datasets (prints their names), v7.3 ones among them
       (cut short; a deflated block of samples damaged)
   check_eeglab.py fdt FILE.set            writes the .fdt a dataset names (float32 noise of the right
@@ -329,6 +331,21 @@ def write73(out):
     x = signals(3, 4000, 1000.0, 8)
     eeg = dataset(3, 4000, 1000.0, x, np.zeros((0, 0)), np.zeros((0, 0)))
     savemat73(os.path.join(out, "v73_double.set"), {"EEG": eeg})
+    # v73_hdf5storage: 4 channels x 5000 samples at 250 Hz, written by hdf5storage.
+    import hdf5storage
+
+    x = signals(4, 5000, 250.0, 9).astype(np.float32)
+    chanlocs = struct_array([{"labels": l, "type": "EEG"} for l in ["Fz", "Cz", "Pz", "Oz"]], ["labels", "type"])
+    events = struct_array(
+        [{"type": "go", "latency": 100.0, "duration": 0.0}, {"type": "stop", "latency": 4000.0, "duration": 10.0}],
+        ["type", "latency", "duration"],
+    )
+    eeg = {"setname": "hdf5storage", "nbchan": 4.0, "trials": 1.0, "pnts": 5000.0, "srate": 250.0, "data": x,
+           "chanlocs": chanlocs, "event": events}
+    path = os.path.join(out, "v73_hdf5storage.set")
+    hdf5storage.savemat(path, {"EEG": eeg}, format="7.3", oned_as="row", matlab_compatible=True,
+                        store_python_metadata=False)
+    os.replace(path + ".mat", path)  # hdf5storage appends .mat
     # values73.mat: MATLAB values of every kind the reader builds, and their level-5 twin written
     # by scipy (what `check_eeglab.py mat` compares neurostream's reading of values73.mat with).
     cells = np.empty((1, 3), dtype=object)
@@ -349,7 +366,7 @@ def write73(out):
     }
     savemat73(os.path.join(out, "values73.mat"), values)
     scipy.io.savemat(os.path.join(out, "values73_v5.mat"), values, format="5", do_compression=False)
-    print("v73_fields v73_struct v73_double")
+    print("v73_fields v73_struct v73_double v73_hdf5storage")
 
 
 def write_fdt(set_path):
