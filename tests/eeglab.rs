@@ -137,6 +137,7 @@ fn lying_truncated_and_unreadable_datasets_are_errors_naming_the_file_and_field(
             "v73_cut",
             "v73_cut.set: a MATLAB v7.3 MAT-file (HDF5) that cannot be read: unexpected end of data",
         ),
+        ("v73_cycle", "v73_cycle.set: `EEG.chanlocs{1}{1}`: refers to an object"),
     ];
     for (name, message) in cases {
         let set = d.join(format!("{name}.set"));

@@ -206,7 +206,18 @@ def lies(out):
         damaged[i] ^= 0x5A
     with open(os.path.join(out, "v73_damaged.set"), "wb") as f:
         f.write(damaged)
-    print("short_fdt nbchan_lie epochs missing_fdt srate0 shape_lie cut v73 text v73_cut v73_damaged")
+    # A v7.3 dataset whose `chanlocs` is a cell holding itself (a reference cycle).
+    shutil.copy(os.path.join(out, "v73_struct.set"), os.path.join(out, "v73_cycle.set"))
+    with h5py.File(os.path.join(out, "v73_cycle.set"), "r+") as f:
+        eeg = f["EEG"]
+        del eeg["chanlocs"]
+        loop = f["#refs#"].create_dataset("loop", (1, 1), dtype=h5py.ref_dtype)
+        loop.attrs.create("MATLAB_class", np.bytes_("cell"))
+        loop[0, 0] = loop.ref
+        cell = eeg.create_dataset("chanlocs", (1, 1), dtype=h5py.ref_dtype)
+        cell.attrs.create("MATLAB_class", np.bytes_("cell"))
+        cell[0, 0] = loop.ref
+    print("short_fdt nbchan_lie epochs missing_fdt srate0 shape_lie cut v73 text v73_cut v73_damaged v73_cycle")
 
 
 def savemat73(path, variables):

@@ -24,7 +24,7 @@ use hdf5_reader::group::Group;
 use hdf5_reader::{Dataset, Datatype, Hdf5File, OpenOptions, SliceInfo, SliceInfoElem};
 
 use super::mat::{
-    Location, MatFile, MiType, Numbers, Payload, Value, CHAR_LIMIT_BYTES, LOAD_LIMIT_BYTES, MAX_DEPTH, MAX_HELD_BYTES,
+    dims_text, Location, MatFile, MiType, Numbers, Payload, Value, CHAR_LIMIT_BYTES, LOAD_LIMIT_BYTES, MAX_DEPTH, MAX_HELD_BYTES,
     VALUE_BYTES,
 };
 
@@ -177,13 +177,18 @@ impl Reader {
             if d.shape() != shape.as_slice() {
                 return Err(format!(
                     "`{what}.{name}`: {} elements, but the struct array's first field has {}",
-                    dims_of(d.shape()).iter().map(u64::to_string).collect::<Vec<_>>().join(" × "),
-                    dims_of(&shape).iter().map(u64::to_string).collect::<Vec<_>>().join(" × ")
+                    dims_text(&dims_of(d.shape())),
+                    dims_text(&dims_of(&shape))
                 ));
             }
             columns.push(self.references(d, &format!("{what}.{name}"))?);
         }
         let count = columns[0].len();
+        if let Some((_, name)) = columns.iter().zip(&names).find(|(c, _)| c.len() != count) {
+            return Err(format!(
+                "`{what}.{name}`: holds another number of references than the struct array's first field"
+            ));
+        }
         let mut elements = Vec::with_capacity(count);
         for i in 0..count {
             let mut element = Vec::with_capacity(fields.len());
@@ -202,13 +207,13 @@ impl Reader {
 
     /// The addresses a dataset of object references holds.
     fn references(&mut self, d: &Dataset, what: &str) -> Result<Vec<u64>, String> {
-        let count = d.num_elements().map_err(|e| format!("`{what}`: {e}"))?;
-        self.charge(count.saturating_mul(VALUE_BYTES), what)?;
-        let bytes = d.read_raw_bytes().map_err(|e| format!("`{what}`: {e}"))?;
         let Datatype::Reference { size, .. } = d.dtype() else {
             return Err(format!("`{what}`: not a dataset of references"));
         };
         let size = (*size as usize).clamp(1, 8);
+        let count = d.num_elements().map_err(|e| format!("`{what}`: {e}"))?;
+        self.charge(count.saturating_mul(VALUE_BYTES), what)?;
+        let bytes = d.read_raw_bytes().map_err(|e| format!("`{what}`: {e}"))?;
         Ok(bytes
             .chunks_exact(size)
             .map(|b| {
