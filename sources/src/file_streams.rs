@@ -1,6 +1,6 @@
 //! Streams of sources whose files are recordings of their own: each file's stream name (its
 //! path below the files' deepest common directory, without its extension: `sub-01`,
-//! `ses-1/sub-01`), and the worker each stream is read on whole.
+//! `ses-1/sub-01`; a `.gz` goes with it), and the worker each stream is read on whole.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,7 +11,13 @@ pub fn file_stream_names(files: &[PathBuf]) -> Vec<Arc<str>> {
     files
         .iter()
         .map(|f| {
-            let rel = f.strip_prefix(&common).unwrap_or(f).with_extension("");
+            let rel = f.strip_prefix(&common).unwrap_or(f);
+            // `x_raw.fif.gz` is `x_raw`, as `x_raw.fif` is.
+            let rel = match rel.extension() {
+                Some(e) if e.eq_ignore_ascii_case("gz") => rel.with_extension(""),
+                _ => rel.to_path_buf(),
+            }
+            .with_extension("");
             let parts: Vec<String> = rel
                 .components()
                 .map(|c| c.as_os_str().to_string_lossy().into_owned())
@@ -69,5 +75,6 @@ mod tests {
         assert_eq!(names(&["/d/a/x.edf", "/d/b/x.edf"]), ["a/x", "b/x"]);
         assert_eq!(names(&["/d/sub-01.edf", "/d/sub-02.bdf"]), ["sub-01", "sub-02"]);
         assert_eq!(names(&["/d/s=1/p.parquet", "/d/s=1/q/p.parquet"]), ["p", "q/p"]);
+        assert_eq!(names(&["/d/a_raw.fif.gz", "/d/b.xdfz"]), ["a_raw", "b"]);
     }
 }
