@@ -109,6 +109,9 @@ pub trait Source: Send + Sync {
     fn held_bytes(&self) -> u64 {
         0
     }
+    /// Told once before the run which `workers` (indices among `peers`, the workers of every
+    /// process) this process runs, so it can let go of what only other processes read.
+    fn runs_on(&self, _workers: std::ops::Range<usize>, _peers: usize) {}
 }
 
 /// Wakes a source's worker from another thread: live sources call it when a batch becomes ready.

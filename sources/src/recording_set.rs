@@ -237,6 +237,15 @@ impl Source for RecordingSet {
     fn stream_placement(&self, peers: usize) -> Vec<(Arc<str>, usize)> {
         self.parts.iter().map(|p| p.name.clone()).zip(self.placement(peers)).collect()
     }
+    fn runs_on(&self, workers: std::ops::Range<usize>, peers: usize) {
+        // Recordings another process reads are not kept here.
+        let mut kept = self.kept.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (part, w) in self.parts.iter().zip(self.placement(peers)) {
+            if !workers.contains(&w) {
+                kept.remove(&part.path);
+            }
+        }
+    }
     fn replayable(&self) -> bool {
         self.parts.iter().all(|p| p.replayable)
     }
@@ -507,5 +516,22 @@ mod tests {
         let (within, first, _) = run(true, 100);
         assert_eq!(first, 2);
         assert_eq!(within, rebuilt);
+        // In a run of 2 processes x 1 worker, the process running worker 1 keeps only the
+        // recordings worker 1 reads: the one worker 0 reads is let go.
+        let builds = Arc::new(AtomicUsize::new(0));
+        let set = build_set_holding(&ctx, "*.rec", build_counted(true, builds.clone()), u64::MAX).unwrap();
+        set.runs_on(1..2, 2);
+        let on_0 = set.stream_placement(2).iter().filter(|(_, w)| *w == 0).count();
+        assert!(on_0 > 0);
+        assert_eq!(
+            events(set.open(WorkerPos { index: 1, peers: 2 }).unwrap().as_mut()),
+            rebuilt[1]
+        );
+        assert_eq!(builds.load(Ordering::SeqCst), 3, "worker 1's recordings were kept");
+        assert_eq!(
+            events(set.open(WorkerPos { index: 0, peers: 2 }).unwrap().as_mut()),
+            rebuilt[0]
+        );
+        assert_eq!(builds.load(Ordering::SeqCst), 3 + on_0, "worker 0's were let go");
     }
 }

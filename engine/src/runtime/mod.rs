@@ -36,7 +36,9 @@ use crate::spec::{Built, CompiledPipeline, GpuFallback};
 
 pub use latency::Latencies;
 use operator::{build_operator, OperatorDevice};
-use prepare::{node_fingerprints, prepare_checkpoints, prepare_outputs, remove_dead_temporaries, remove_staging, Prepared};
+use prepare::{
+    node_fingerprints, prepare_checkpoints, prepare_outputs, prepare_sources, remove_dead_temporaries, remove_staging, Prepared,
+};
 use shared::Shared;
 use sink::build_sink;
 use source::{build_source, FlowControl};
@@ -431,6 +433,7 @@ pub fn run(pipeline: CompiledPipeline, options: RunOptions) -> Result<RunReport>
         process * workers..(process + 1) * workers,
         workers * processes,
     )?;
+    prepare_sources(&pipeline, process * workers..(process + 1) * workers, workers * processes);
     if let Some(r) = &restored {
         tracing::info!(
             "resuming from checkpoint {} in {}",

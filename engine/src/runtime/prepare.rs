@@ -44,6 +44,15 @@ pub(super) fn prepare_outputs(
     Ok(())
 }
 
+/// Tells every source which `workers` of `peers` this process runs ([`crate::Source::runs_on`]).
+pub(super) fn prepare_sources(pipeline: &CompiledPipeline, workers: std::ops::Range<usize>, peers: usize) {
+    for node in &pipeline.nodes {
+        if let Built::Source(source) = &node.built {
+            source.runs_on(workers.clone(), peers);
+        }
+    }
+}
+
 /// Removes the sinks' staged segments once the run is recorded as complete.
 pub(super) fn remove_staging(pipeline: &CompiledPipeline) -> Result<()> {
     for node in &pipeline.nodes {
