@@ -1,8 +1,8 @@
 //! The `csv` source against pandas.read_csv on an OpenBCI GUI export (`%` header with the rate,
 //! `, `-separated, a marker column) and a `;`-separated file with a time column, quoted names
 //! and values in mV, a BrainFlow file (tab-separated, no header row) and a Muse Mind Monitor
-//! export (marker rows with the other cells empty): every value, the columns picked by default,
-//! by pattern and by position, the markers;
+//! export (marker rows with the other cells empty), the OpenBCI export gzip-compressed: every
+//! value, the columns picked by default, by pattern and by position, the markers;
 //! damaged and incomplete files as errors naming the file, row and column, with nothing written.
 
 mod common;
@@ -37,7 +37,7 @@ fn device_exports_equal_pandas_with_their_markers() {
     let d = dir.path();
     let names = run_python(&py, "check_csv.py", &["write", d.to_str().unwrap()]);
     assert!(
-        names.contains("openbci.txt semicolon.csv brainflow.csv mindmonitor.txt german.csv emotiv.csv"),
+        names.contains("openbci.txt semicolon.csv brainflow.csv mindmonitor.txt german.csv emotiv.csv openbci.txt.gz"),
         "{names}"
     );
     let exg = "EXG Channel 0,EXG Channel 1,EXG Channel 2,EXG Channel 3";
@@ -46,6 +46,14 @@ fn device_exports_equal_pandas_with_their_markers() {
         &py,
         d,
         "openbci.txt",
+        "channels = [\"EXG Channel *\"]\nmarkers = \"Marker Channel\"",
+        &[exg, "1", "Marker Channel", "250"],
+    );
+    // The same gzip-compressed, as pandas reads it.
+    run_and_check(
+        &py,
+        d,
+        "openbci.txt.gz",
         "channels = [\"EXG Channel *\"]\nmarkers = \"Marker Channel\"",
         &[exg, "1", "Marker Channel", "250"],
     );

@@ -1,11 +1,12 @@
 //! Recording files that readers seek in and that may be gzip-compressed (MNE's `raw.fif.gz`,
-//! pyxdf's `.xdfz`): a gzip stream cannot seek, so a compressed file is inflated once, when
-//! opened, into an unnamed temporary file (in `TMPDIR`, gone when its last handle closes) and
-//! read from there.
+//! pyxdf's `.xdfz`, `.csv.gz` as pandas reads it): a gzip stream cannot seek, so a compressed
+//! file is inflated once, when opened, into an unnamed temporary file (in `TMPDIR`, gone when its
+//! last handle closes) and read from there.
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// A file opened by [`open_seekable`].
 pub struct Seekable {
@@ -54,6 +55,76 @@ pub fn open_seekable(path: &Path) -> Result<Seekable, String> {
     })
 }
 
+/// A file that several readers read at once, each at its own position: the file at a path, or
+/// the inflated copy of a gzip-compressed one, shared by every reader.
+#[derive(Clone, Debug)]
+pub struct SharedFile {
+    path: PathBuf,
+    inflated: Option<(Arc<File>, u64)>,
+}
+
+/// A reader of a [`SharedFile`].
+pub trait ReadSeek: Read + Seek + Send {}
+impl<T: Read + Seek + Send> ReadSeek for T {}
+
+impl SharedFile {
+    /// Opens `path`, inflating it when it is gzip-compressed ([`open_seekable`]).
+    pub fn open(path: &Path) -> Result<SharedFile, String> {
+        let opened = open_seekable(path)?;
+        Ok(SharedFile {
+            path: path.to_path_buf(),
+            inflated: opened.inflated.then(|| (Arc::new(opened.file), opened.size)),
+        })
+    }
+
+    /// The file's path (the compressed one's, for messages).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A reader from the start of the (inflated) contents, with a position of its own.
+    pub fn reader(&self) -> std::io::Result<Box<dyn ReadSeek>> {
+        Ok(match &self.inflated {
+            None => Box::new(File::open(&self.path)?),
+            Some((file, len)) => Box::new(AtOffset {
+                file: file.clone(),
+                pos: 0,
+                len: *len,
+            }),
+        })
+    }
+}
+
+/// Reads a shared file from its own position (positioned reads: no shared file offset).
+struct AtOffset {
+    file: Arc<File>,
+    pos: u64,
+    len: u64,
+}
+
+impl Read for AtOffset {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        #[cfg(unix)]
+        let n = std::os::unix::fs::FileExt::read_at(&*self.file, buf, self.pos)?;
+        #[cfg(windows)]
+        let n = std::os::windows::fs::FileExt::seek_read(&*self.file, buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Seek for AtOffset {
+    fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
+        let pos = match to {
+            SeekFrom::Start(n) => Some(n),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+            SeekFrom::End(d) => self.len.checked_add_signed(d),
+        };
+        self.pos = pos.ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "seek before the start"))?;
+        Ok(self.pos)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -81,6 +152,15 @@ mod tests {
             s.file.read_to_end(&mut back).unwrap();
             assert_eq!(back, text[4..]);
         }
+        // Readers of a shared inflated file keep positions of their own.
+        let shared = SharedFile::open(&gz).unwrap();
+        let (mut a, mut b) = (shared.reader().unwrap(), shared.reader().unwrap());
+        let (mut x, mut y) = ([0u8; 8], [0u8; 8]);
+        a.seek(SeekFrom::Start(400)).unwrap();
+        b.read_exact(&mut y).unwrap();
+        a.read_exact(&mut x).unwrap();
+        assert_eq!((&x[..], &y[..]), (&text[400..408], &text[..8]));
+        assert_eq!(a.seek(SeekFrom::End(-4)).unwrap(), text.len() as u64 - 4);
         std::fs::write(&gz, &bytes[..bytes.len() / 2]).unwrap();
         let cut = open_seekable(&gz).err().unwrap();
         assert!(cut.contains("a.bin.gz: inflating the gzip-compressed file"), "{cut}");

@@ -109,7 +109,11 @@ def write(out):
         if i % 4 == 0:
             lines.append(f"{stamp:.6f},,,,,,,,{0.5 + i / 1e4:.4f},{-0.1:.4f},,,")
     open(os.path.join(out, "emotiv.csv"), "w").write("\r\n".join(lines) + "\r\n")
-    print("openbci.txt semicolon.csv brainflow.csv mindmonitor.txt german.csv emotiv.csv")
+    # openbci.txt.gz: the OpenBCI export gzip-compressed (pandas reads it by its extension).
+    import gzip
+    with open(os.path.join(out, "openbci.txt"), "rb") as f, gzip.open(os.path.join(out, "openbci.txt.gz"), "wb") as z:
+        z.write(f.read())
+    print("openbci.txt semicolon.csv brainflow.csv mindmonitor.txt german.csv emotiv.csv openbci.txt.gz")
 
 
 def is_marker(cell):

@@ -1,13 +1,13 @@
 //! The head of a delimited-text recording: its comment lines, header row, first data row and
 //! delimiter, the default channels, and a first pass over every line (lengths, quotes).
 
-use std::fs::File;
 use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::path::Path;
 
 use arrow::csv::reader::Format;
 
 use super::table::number;
+use crate::gzip_file::SharedFile;
 
 /// Data rows read with the head, to find the numeric columns past marker rows.
 const HEAD_ROWS: usize = 16;
@@ -42,14 +42,15 @@ pub(super) struct Head {
 /// not part of the table; by default none, or EmotivPRO's first line (`title:..., sampling
 /// rate:128, ...`).
 pub(super) fn read_head(
-    path: &Path,
+    input: &SharedFile,
     comment: u8,
     delimiter: Option<u8>,
     header: bool,
     skip_lines: Option<usize>,
 ) -> Result<Head, String> {
-    let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let lines = check_lines(path)?;
+    let path = input.path();
+    let file = input.reader().map_err(|e| format!("{}: {e}", path.display()))?;
+    let lines = check_lines(input)?;
     let mut reader = BufReader::new(file);
     let (mut comments, mut skipped, mut table) = (Vec::new(), Vec::new(), Vec::new());
     let (mut offset, mut data_start, mut table_start, mut raw) = (0u64, 0u64, 0u64, Vec::new());
@@ -108,7 +109,7 @@ pub(super) fn read_head(
         .with_header(header)
         .with_delimiter(delimiter)
         .with_comment(comment);
-    let mut file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut file = input.reader().map_err(|e| format!("{}: {e}", path.display()))?;
     file.seek(SeekFrom::Start(table_start))
         .map_err(|e| format!("{}: {e}", path.display()))?;
     let (schema, _) = format
@@ -150,8 +151,9 @@ struct Lines {
 
 /// Refuses a file with a line longer than [`MAX_LINE_BYTES`] (the CSV tokenizer would hold it),
 /// and finds its length and last quote.
-fn check_lines(path: &Path) -> Result<Lines, String> {
-    let mut file = BufReader::with_capacity(1 << 20, File::open(path).map_err(|e| format!("{}: {e}", path.display()))?);
+fn check_lines(input: &SharedFile) -> Result<Lines, String> {
+    let path = input.path();
+    let mut file = BufReader::with_capacity(1 << 20, input.reader().map_err(|e| format!("{}: {e}", path.display()))?);
     let (mut run, mut line, mut at, mut last_quote) = (0u64, 1u64, 0u64, None);
     loop {
         let buf = file.fill_buf().map_err(|e| format!("{}: {e}", path.display()))?;

@@ -35,8 +35,9 @@ use table::{scan, CellOptions, Layout, Scanned, TableBlocks};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CsvSourceConfig {
-    /// The file (`.csv`, `.tsv`, `.txt`): a header row of column names, then a row per sample.
-    /// A glob of files reads each as a stream of its own, named by its file.
+    /// The file (`.csv`, `.tsv`, `.txt`, or any of them gzip-compressed, `.csv.gz`): a header row
+    /// of column names, then a row per sample. A glob of files reads each as a stream of its own,
+    /// named by its file.
     pub path: String,
     /// Sampling rate, Hz. Default: the file's OpenBCI `%Sample Rate = 250 Hz` line or
     /// EmotivPRO `sampling rate:128`; required when the file says none.
@@ -174,7 +175,8 @@ impl SourceKind for CsvSourceKind {
                 path.display()
             )));
         }
-        let head = read_head(&path, comment, delimiter, cfg.header, cfg.skip_lines).map_err(fail)?;
+        let input = crate::gzip_file::SharedFile::open(&path).map_err(fail)?;
+        let head = read_head(&input, comment, delimiter, cfg.header, cfg.skip_lines).map_err(fail)?;
         if decimal_comma && head.delimiter == b',' {
             return Err(fail(format!(
                 "{}: key `decimal`: `,` is also the delimiter{}",
@@ -237,7 +239,7 @@ impl SourceKind for CsvSourceKind {
             decimal_comma,
             skip_empty_rows: cfg.skip_empty_rows,
         };
-        let layout = Layout::new(&path, &head, options, picked.clone(), marker);
+        let layout = Layout::new(&input, &head, options, picked.clone(), marker);
         // Every row checked before the run: the sample count, the markers and (when they fit)
         // the samples come with it.
         let Scanned { rows, events, held, .. } = scan(&layout, &head).map_err(fail)?;

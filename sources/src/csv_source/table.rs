@@ -2,10 +2,8 @@
 //! parsed, in parts on every core where the rows can be cut at line breaks), and the blocks the
 //! replay reads when the checked values were too many to keep.
 
-use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::ops::Range;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::{Array, StringArray};
@@ -14,6 +12,7 @@ use arrow::datatypes::{DataType, Field};
 use neurostream_engine::{EngineError, Result};
 
 use super::head::{Head, MAX_LINE_BYTES};
+use crate::gzip_file::SharedFile;
 use crate::recording::{Blocks, Event, HeldSamples, HELD_SAMPLES_BYTES};
 
 /// Rows per block read.
@@ -25,7 +24,8 @@ const MIN_PART_BYTES: u64 = 4 << 20;
 /// How a table is read: its file, delimiter, comment character, columns.
 #[derive(Clone)]
 pub(super) struct Layout {
-    pub path: PathBuf,
+    /// The file (its path names it in messages).
+    pub input: SharedFile,
     /// Delimiter and comment character.
     pub format: Format,
     /// Byte offset of the table (after lines skipped).
@@ -48,7 +48,7 @@ pub(super) struct Layout {
 
 impl Layout {
     /// Reads columns `picked` (and `marker`) of `path`, whose head is `head`.
-    pub fn new(path: &Path, head: &Head, options: CellOptions, picked: Vec<usize>, marker: Option<usize>) -> Layout {
+    pub fn new(input: &SharedFile, head: &Head, options: CellOptions, picked: Vec<usize>, marker: Option<usize>) -> Layout {
         let CellOptions {
             comment,
             decimal_comma,
@@ -58,7 +58,7 @@ impl Layout {
         read.sort_unstable();
         read.dedup();
         Layout {
-            path: path.to_path_buf(),
+            input: input.clone(),
             format: Format::default().with_delimiter(head.delimiter).with_comment(comment),
             table_start: head.table_start,
             header: head.header,
@@ -116,7 +116,7 @@ fn scan_in_parts(
     budget: usize,
 ) -> std::result::Result<Scanned, String> {
     if parts > 1 {
-        let cuts = line_cuts(layout, data_start, bytes, parts).map_err(|e| format!("{}: {e}", layout.path.display()))?;
+        let cuts = line_cuts(layout, data_start, bytes, parts).map_err(|e| format!("{}: {e}", layout.input.path().display()))?;
         let per_part = budget / cuts.len();
         let scanned: Vec<std::result::Result<Scanned, String>> = std::thread::scope(|s| {
             let handles: Vec<_> = cuts
@@ -156,14 +156,14 @@ fn finished(layout: &Layout, mut scanned: Scanned, budget: usize) -> Scanned {
     if scanned.empty_rows > 0 {
         tracing::info!(
             "{}: {} rows without a value in any channel read are not samples (`skip_empty_rows`)",
-            layout.path.display(),
+            layout.input.path().display(),
             scanned.empty_rows
         );
     }
     if scanned.held.is_none() {
         tracing::info!(
             "{}: over {} MiB of samples: parsed again as it is replayed",
-            layout.path.display(),
+            layout.input.path().display(),
             budget >> 20
         );
     }
@@ -172,7 +172,7 @@ fn finished(layout: &Layout, mut scanned: Scanned, budget: usize) -> Scanned {
 
 /// `parts` byte ranges covering `data_start..bytes`, each from the start of a line.
 fn line_cuts(layout: &Layout, data_start: u64, bytes: u64, parts: u64) -> std::io::Result<Vec<Range<u64>>> {
-    let mut file = BufReader::new(File::open(&layout.path)?);
+    let mut file = BufReader::new(layout.input.reader()?);
     let mut starts = vec![data_start];
     let mut line = Vec::new();
     for i in 1..parts {
@@ -271,9 +271,12 @@ impl TableBlocks {
     /// the layout has one), or from a line after the header row.
     fn open_range(layout: Layout, range: Range<u64>, total: Option<u64>) -> Result<TableBlocks> {
         let header = range.start == layout.table_start && layout.header;
-        let mut file = File::open(&layout.path).map_err(|e| EngineError::io(format!("opening {}", layout.path.display()), e))?;
+        let mut file = layout
+            .input
+            .reader()
+            .map_err(|e| EngineError::io(format!("opening {}", layout.input.path().display()), e))?;
         file.seek(SeekFrom::Start(range.start))
-            .map_err(|e| EngineError::io(format!("reading {}", layout.path.display()), e))?;
+            .map_err(|e| EngineError::io(format!("reading {}", layout.input.path().display()), e))?;
         let part: Box<dyn BufRead + Send> = Box::new(BufReader::with_capacity(1 << 20, file.take(range.end - range.start)));
         // Every column as text: cells are trimmed and parsed here. Only the picked columns and
         // the markers are built (`layout.read`).
@@ -285,7 +288,7 @@ impl TableBlocks {
             .with_projection(layout.read.clone())
             .with_batch_size(BLOCK_ROWS)
             .build_buffered(part)
-            .map_err(|e| EngineError::Runtime(format!("{}: {e}", layout.path.display())))?;
+            .map_err(|e| EngineError::Runtime(format!("{}: {e}", layout.input.path().display())))?;
         Ok(TableBlocks {
             reader,
             layout,
@@ -306,7 +309,7 @@ impl TableBlocks {
         samples: &mut Vec<i64>,
         mut events: Option<&mut Vec<Event>>,
     ) -> std::result::Result<bool, String> {
-        let path = self.layout.path.display();
+        let path = self.layout.input.path().display();
         let Some(batch) = self.reader.next() else {
             return Ok(false);
         };
@@ -412,7 +415,7 @@ impl Blocks for TableBlocks {
         match self.total {
             Some(total) if (more && self.next > total) || (!more && self.next < total) => Err(EngineError::Runtime(format!(
                 "{}: {} samples where the check before the run counted {total} (the file changed while being read)",
-                self.layout.path.display(),
+                self.layout.input.path().display(),
                 if more {
                     format!("over {total}")
                 } else {
@@ -439,6 +442,7 @@ impl Blocks for TableBlocks {
 mod tests {
     use super::*;
     use crate::csv_source::head::read_head;
+    use std::path::{Path, PathBuf};
 
     /// A table of `rows` samples (channels `A`, `B`, a marker every 37th row), with comment and
     /// blank lines among the rows and marker rows (empty `A` and `B`) at the start, every 97th
@@ -503,13 +507,14 @@ mod tests {
     }
 
     fn layout(path: &Path, header: bool) -> (Layout, Head) {
-        let head = read_head(path, b'%', None, header, None).unwrap();
+        let input = SharedFile::open(path).unwrap();
+        let head = read_head(&input, b'%', None, header, None).unwrap();
         let options = CellOptions {
             comment: b'%',
             decimal_comma: false,
             skip_empty_rows: false,
         };
-        (Layout::new(path, &head, options, vec![1, 2], Some(3)), head)
+        (Layout::new(&input, &head, options, vec![1, 2], Some(3)), head)
     }
 
     fn events(s: &Scanned) -> Vec<(i64, String)> {
