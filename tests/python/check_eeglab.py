@@ -381,11 +381,18 @@ def write73(out):
 
 
 def write_fdt(set_path):
-    eeg = scipy.io.loadmat(set_path, squeeze_me=True, struct_as_record=False)["EEG"]
+    try:
+        eeg = scipy.io.loadmat(set_path, squeeze_me=True, struct_as_record=False)["EEG"]
+        pnts, nbchan, data = int(eeg.pnts), int(eeg.nbchan), str(eeg.data)
+    except NotImplementedError:  # a v7.3 (HDF5) file: read as MNE reads it
+        from pymatreader import read_mat
+
+        eeg = read_mat(set_path)["EEG"]
+        pnts, nbchan, data = int(eeg["pnts"]), int(eeg["nbchan"]), str(eeg["data"])
     rng = np.random.default_rng(5)
-    x = (rng.standard_normal((int(eeg.pnts), int(eeg.nbchan))) * 10).astype("<f4")
-    x.tofile(os.path.join(os.path.dirname(set_path), str(eeg.data)))
-    print(f"{eeg.data}: {int(eeg.nbchan)} channels x {int(eeg.pnts)} samples")
+    x = (rng.standard_normal((pnts, nbchan)) * 10).astype("<f4")
+    x.tofile(os.path.join(os.path.dirname(set_path), data))
+    print(f"{data}: {nbchan} channels x {pnts} samples")
 
 
 def same(ours, theirs, where):

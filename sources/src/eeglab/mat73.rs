@@ -252,12 +252,11 @@ impl Reader {
             }
             return Ok(Value::Cell { dims, items });
         }
+        if let Datatype::Compound { size, fields } = d.dtype() {
+            return self.complex(d, *size as usize, fields, &class, dims, what);
+        }
         let Some(mi) = mi_type(d.dtype()) else {
-            let what = match d.dtype() {
-                Datatype::Compound { .. } => "complex array",
-                _ => "object",
-            };
-            return Ok(Value::Unsupported(what));
+            return Ok(Value::Unsupported("object"));
         };
         let count = d.num_elements().map_err(|e| format!("`{what}`: {e}"))?;
         let bytes = count.saturating_mul(mi.bytes() as u64);
@@ -292,6 +291,51 @@ impl Reader {
             dims,
             complex: false,
             numbers,
+        })
+    }
+
+    /// A complex array (a compound of `real` and `imag`, `size` bytes each element): its real
+    /// parts, as the level-5 reader keeps them; loaded when small, skipped otherwise.
+    fn complex(
+        &mut self,
+        d: &Dataset,
+        size: usize,
+        fields: &[hdf5_reader::CompoundField],
+        class: &str,
+        dims: Vec<u64>,
+        what: &str,
+    ) -> Result<Value, String> {
+        let real = match fields {
+            [re, im] if re.name == "real" && im.name == "imag" => re,
+            _ => return Ok(Value::Unsupported("object")),
+        };
+        let (Some(mi), Datatype::FloatingPoint { byte_order, .. } | Datatype::FixedPoint { byte_order, .. }) =
+            (mi_type(&real.datatype), &real.datatype)
+        else {
+            return Ok(Value::Unsupported("object"));
+        };
+        let at = real.byte_offset as usize;
+        if size == 0 || at + mi.bytes() > size {
+            return Err(format!(
+                "`{what}`: a complex element of {size} bytes has its real part at byte {at}"
+            ));
+        }
+        let count = d.num_elements().map_err(|e| format!("`{what}`: {e}"))?;
+        if count.saturating_mul(size as u64) > LOAD_LIMIT_BYTES {
+            return Ok(Value::Unsupported("complex array over 64 KiB"));
+        }
+        self.charge(count.saturating_mul(8), what)?;
+        let bytes = d.read_raw_bytes().map_err(|e| format!("`{what}`: {e}"))?;
+        let big_endian = matches!(byte_order, hdf5_reader::ByteOrder::BigEndian);
+        let values = bytes
+            .chunks_exact(size)
+            .map(|e| mi.decode(&e[at..at + mi.bytes()], big_endian))
+            .collect();
+        Ok(Value::Numeric {
+            class: class_number(class).unwrap_or_else(|| class_of(mi)),
+            dims,
+            complex: true,
+            numbers: Numbers::Loaded(values),
         })
     }
 
