@@ -519,15 +519,18 @@ fn warm_up_and_micro_batching_resume_to_identical_output() {
     let longest = t0.elapsed();
     assert_same_outputs(&d.join("reference"), &d.join("out"), "uninterrupted checkpointed run");
     let mut delays = Delays(0x0b5e_55ed_0000_0123);
-    let mut kills = 0;
-    for trial in 0..4 {
+    let (mut kills, mut trial) = (0, 0);
+    // At least 4 trials; more (up to 12) while fewer than 3 kills landed mid-run, which happens
+    // when the runs go faster than the uninterrupted one did (a loaded machine measured it).
+    while trial < 4 || (kills < 3 && trial < 12) {
         std::fs::remove_dir_all(d.join("out")).unwrap();
         std::fs::remove_dir_all(d.join("ck")).unwrap();
         let k = run_with_kills(d, 1, &mut delays, longest);
         assert_same_outputs(&d.join("reference"), &d.join("out"), &format!("trial {trial} ({k} kills)"));
         kills += k;
+        trial += 1;
     }
-    assert!(kills >= 3, "only {kills} kills landed mid-run");
+    assert!(kills >= 3, "only {kills} kills landed mid-run in {trial} trials");
 }
 
 /// A BCI-style signal path: synthetic EEG -> causal Butterworth band-pass (IIR state) -> FIR
