@@ -9,18 +9,18 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// A file opened by [`open_seekable`].
-pub struct Seekable {
+struct Seekable {
     /// The file itself, or its inflated copy.
-    pub file: File,
+    file: File,
     /// Bytes readable from `file`.
-    pub size: u64,
+    size: u64,
     /// Whether `file` is an inflated copy (reopening the path would give the compressed bytes).
-    pub inflated: bool,
+    inflated: bool,
 }
 
 /// Opens `path` for seeking: the file, or where it starts with the gzip magic, its contents
 /// inflated (every member of a multi-member stream). Errors name the file.
-pub fn open_seekable(path: &Path) -> Result<Seekable, String> {
+fn open_seekable(path: &Path) -> Result<Seekable, String> {
     let at = |e: std::io::Error| format!("{}: {e}", path.display());
     let mut file = File::open(path).map_err(at)?;
     let mut magic = [0u8; 2];
@@ -60,7 +60,9 @@ pub fn open_seekable(path: &Path) -> Result<Seekable, String> {
 #[derive(Clone, Debug)]
 pub struct SharedFile {
     path: PathBuf,
-    inflated: Option<(Arc<File>, u64)>,
+    /// Bytes readable (inflated).
+    size: u64,
+    inflated: Option<Arc<File>>,
 }
 
 /// A reader of a [`SharedFile`].
@@ -73,8 +75,14 @@ impl SharedFile {
         let opened = open_seekable(path)?;
         Ok(SharedFile {
             path: path.to_path_buf(),
-            inflated: opened.inflated.then(|| (Arc::new(opened.file), opened.size)),
+            size: opened.size,
+            inflated: opened.inflated.then(|| Arc::new(opened.file)),
         })
+    }
+
+    /// Bytes readable from a [`SharedFile::reader`] (the inflated size of a compressed file).
+    pub fn size(&self) -> u64 {
+        self.size
     }
 
     /// The file's path (the compressed one's, for messages).
@@ -86,10 +94,10 @@ impl SharedFile {
     pub fn reader(&self) -> std::io::Result<Box<dyn ReadSeek>> {
         Ok(match &self.inflated {
             None => Box::new(File::open(&self.path)?),
-            Some((file, len)) => Box::new(AtOffset {
+            Some(file) => Box::new(AtOffset {
                 file: file.clone(),
                 pos: 0,
-                len: *len,
+                len: self.size,
             }),
         })
     }

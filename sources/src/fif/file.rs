@@ -9,8 +9,8 @@
 //! A gzip-compressed file (`raw.fif.gz`, which MNE writes and reads when a name ends in `.gz`)
 //! is read from its inflated copy ([`crate::gzip_file`]), kept while the recording is.
 
+use crate::gzip_file::{ReadSeek, SharedFile};
 use crate::MAX_CHANNELS;
-use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
@@ -173,9 +173,10 @@ pub struct FifRecording {
     pub buffers: Vec<Buffer>,
     /// MNE annotations, onsets relative to the first sample.
     pub annotations: Vec<FifAnnotation>,
-    /// Per file of [`FifRecording::files`], its inflated copy where it is gzip-compressed.
-    inflated: Vec<Option<File>>,
-    open: Option<(usize, BufReader<File>)>,
+    /// Per file of [`FifRecording::files`], what reads it (its inflated copy where it is
+    /// gzip-compressed).
+    inputs: Vec<SharedFile>,
+    open: Option<(usize, BufReader<Box<dyn ReadSeek>>)>,
 }
 
 /// A tag header.
@@ -197,8 +198,6 @@ struct FileParts {
     buffers: Vec<Buffer>,
     annotations: Vec<FifAnnotation>,
     next_file: Option<PathBuf>,
-    /// The file's inflated copy, where it is gzip-compressed.
-    inflated: Option<File>,
 }
 
 impl FifRecording {
@@ -212,14 +211,15 @@ impl FifRecording {
             first_samp: 0,
             buffers: Vec::new(),
             annotations: Vec::new(),
-            inflated: Vec::new(),
+            inputs: Vec::new(),
             open: None,
         };
         let mut i = 0;
         while i < files.len() {
             let file_index = i;
-            let mut parts = read_file(&files[i], file_index)?;
-            rec.inflated.push(parts.inflated.take());
+            let input = SharedFile::open(&files[i])?;
+            let parts = read_file(&input, file_index)?;
+            rec.inputs.push(input);
             let at = |field: &str, m: String| format!("{}: {field}: {m}", files[i].display());
             if i == 0 {
                 let sfreq = parts
@@ -333,12 +333,8 @@ impl FifRecording {
                 kind,
             } => {
                 if self.open.as_ref().is_none_or(|(f, _)| *f != file) {
-                    let path = &self.files[file];
-                    let f = match self.inflated.get(file).and_then(Option::as_ref) {
-                        Some(inflated) => inflated.try_clone(),
-                        None => File::open(path),
-                    }
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                    let input = &self.inputs[file];
+                    let f = input.reader().map_err(|e| format!("{}: {e}", input.path().display()))?;
                     self.open = Some((file, BufReader::new(f)));
                 }
                 let (_, reader) = self.open.as_mut().expect("opened above");
@@ -390,7 +386,7 @@ fn type_and_unit(kind: i32, unit: i32) -> (String, String) {
 }
 
 struct Reader {
-    f: BufReader<File>,
+    f: BufReader<Box<dyn ReadSeek>>,
     size: u64,
     path: PathBuf,
 }
@@ -470,15 +466,11 @@ impl Reader {
 }
 
 /// Walks the tags of one file, collecting what a raw recording needs.
-fn read_file(path: &Path, file_index: usize) -> Result<FileParts, String> {
-    let opened = crate::gzip_file::open_seekable(path)?;
-    let inflated = match opened.inflated {
-        true => Some(opened.file.try_clone().map_err(|e| format!("{}: {e}", path.display()))?),
-        false => None,
-    };
+fn read_file(input: &SharedFile, file_index: usize) -> Result<FileParts, String> {
+    let path = input.path();
     let mut r = Reader {
-        f: BufReader::new(opened.file),
-        size: opened.size,
+        f: BufReader::new(input.reader().map_err(|e| format!("{}: {e}", path.display()))?),
+        size: input.size(),
         path: path.to_path_buf(),
     };
     let (first, _) = r
@@ -490,10 +482,7 @@ fn read_file(path: &Path, file_index: usize) -> Result<FileParts, String> {
             path.display()
         ));
     }
-    let mut parts = FileParts {
-        inflated,
-        ..FileParts::default()
-    };
+    let mut parts = FileParts::default();
     let mut blocks: Vec<i32> = Vec::new();
     let mut pos = 0u64;
     let mut tags = 0usize;

@@ -2,13 +2,12 @@
 //! chunks, stream headers (XML, read with roxmltree), samples, clock offsets.
 //!
 //! A gzip-compressed file (`.xdfz`, as pyxdf reads them) is read from its inflated copy
-//! ([`crate::gzip_file`]). A file is scanned twice: once for the stream headers, then for the samples, time stamps
-//! and clock offsets of the streams asked for. The values of the signal stream are not kept:
+//! ([`crate::gzip_file`]). A file is scanned twice: once for the stream headers, then for the
+//! samples, time stamps and clock offsets of the streams asked for. The values of the signal stream are not kept:
 //! [`XdfFile::read_chunk_values`] decodes a samples chunk again when the replay reaches it, so
 //! a recording of any length is read in constant memory besides its time stamps.
 
 use crate::MAX_CHANNELS;
-use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
@@ -133,7 +132,7 @@ pub struct XdfFile {
     pub path: PathBuf,
     /// Every stream's header, in file order.
     pub streams: Vec<StreamHeader>,
-    file: BufReader<File>,
+    file: BufReader<Box<dyn crate::gzip_file::ReadSeek>>,
     size: u64,
     allow_truncated: bool,
 }
@@ -150,12 +149,13 @@ impl XdfFile {
     /// Opens `path` and reads every stream header. `allow_truncated` accepts a file that ends
     /// inside a chunk (a recorder that died), up to its last whole chunk.
     pub fn open(path: &Path, allow_truncated: bool) -> Result<XdfFile, String> {
-        let opened = crate::gzip_file::open_seekable(path)?;
+        let input = crate::gzip_file::SharedFile::open(path)?;
+        let file = input.reader().map_err(|e| format!("{}: {e}", path.display()))?;
         let mut x = XdfFile {
             path: path.to_path_buf(),
             streams: Vec::new(),
-            file: BufReader::new(opened.file),
-            size: opened.size,
+            file: BufReader::new(file),
+            size: input.size(),
             allow_truncated,
         };
         let mut magic = [0u8; 4];
